@@ -1,0 +1,5 @@
+"""`python -m matprobe ...` (what `torchrun -m matprobe extract ...` runs)."""
+
+from matprobe.cli import app
+
+app()

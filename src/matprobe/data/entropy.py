@@ -1,0 +1,67 @@
+"""Exact empirical entropies of discrete columns (plug-in estimates of the sample's law).
+
+These are the H upper limits of the MI chain: I(Z;Y|C) <= H(Y|C), with H taken over
+the empirical distribution of the labels actually in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import xlogy
+
+from matprobe.units import NATS, from_nats
+
+
+def joint_codes(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Integer code per row for the tuple of values across `columns` (0..n_groups-1)."""
+    if len(columns) == 0:
+        raise ValueError("joint_codes needs at least one column")
+    n = len(columns[0])
+    if any(len(c) != n for c in columns):
+        raise ValueError("columns have different lengths: " + ", ".join(str(len(c)) for c in columns))
+    stacked = np.stack([np.unique(np.asarray(c), return_inverse=True)[1].reshape(-1) for c in columns], axis=1)
+    return np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _as_columns(c) -> list[np.ndarray]:
+    if c is None:
+        return []
+    if isinstance(c, np.ndarray) and c.ndim == 1:
+        return [c]
+    if isinstance(c, np.ndarray) and c.ndim == 2:
+        return [c[:, j] for j in range(c.shape[1])]
+    return [np.asarray(col) for col in c]
+
+
+def entropy(y, unit: str = NATS) -> float:
+    """Plug-in entropy H(Y) of a discrete column."""
+    y = np.asarray(y)
+    if y.size == 0:
+        raise ValueError("entropy of an empty column is undefined")
+    _, counts = np.unique(y, return_counts=True)
+    p = counts / counts.sum()
+    return from_nats(float(-xlogy(p, p).sum()), unit)
+
+
+def conditional_entropy(y, c=None, unit: str = NATS) -> float:
+    """Plug-in H(Y|C) = H(Y, C) - H(C); `c` is one column, a 2-D array or a list of columns."""
+    cols = _as_columns(c)
+    if not cols:
+        return entropy(y, unit)
+    y = np.asarray(y)
+    h_joint = entropy(joint_codes([y, *cols]))
+    h_cond = entropy(joint_codes(cols))
+    return from_nats(max(h_joint - h_cond, 0.0), unit)
+
+
+def stratum_entropies(y, c) -> dict[int, tuple[int, float]]:
+    """Per stratum of C: (count, H(Y | C = c) in nats), keyed by the joint code of C."""
+    y = np.asarray(y)
+    codes = joint_codes(_as_columns(c))
+    out: dict[int, tuple[int, float]] = {}
+    for k in np.unique(codes):
+        sel = codes == k
+        out[int(k)] = (int(sel.sum()), entropy(y[sel]))
+    return out

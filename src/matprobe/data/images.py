@@ -1,0 +1,136 @@
+"""Image loading for MAT samples: PNG/JPEG (Pillow), DICOM (pydicom), NIfTI (nibabel).
+
+Every loader returns an 8-bit RGB `PIL.Image`, the input the VLM processors expect.
+Medical intensities (CT Hounsfield units, MR signal) are windowed to the 0.5–99.5th
+percentile of the slice before 8-bit scaling, so one bright voxel does not blank the image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from matprobe.errors import DataError
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def image_kind(path: str | os.PathLike) -> str:
+    name = str(path).lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    return "raster"
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Robustly window a 2-D (or H×W×C) intensity array into 0..255."""
+    a = np.asarray(array, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return np.zeros(a.shape, dtype=np.uint8)
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    scaled = np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+    return np.round(scaled * 255.0).astype(np.uint8)
+
+
+def _array_to_rgb(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        rgb = array[..., :3]
+        if rgb.dtype != np.uint8:
+            rgb = to_uint8(rgb)
+        return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {array.shape}")
+    return Image.fromarray(to_uint8(array), mode="L").convert("RGB")
+
+
+def read_dicom(path: Path, frame: int | None = None) -> Image.Image:
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    pixels = ds.pixel_array
+    photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
+    if photometric.startswith("YBR") and pixels.ndim >= 3 and pixels.shape[-1] == 3:
+        from pydicom.pixels import convert_color_space
+
+        pixels = convert_color_space(pixels, photometric, "RGB")
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if n_frames > 1:
+        index = 0 if frame is None else frame
+        if not 0 <= index < n_frames:
+            raise ValueError(f"frame {index} out of range (the file has {n_frames})")
+        pixels = pixels[index]
+    if pixels.ndim == 2:
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        pixels = pixels.astype(np.float64) * slope + intercept
+        if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
+            pixels = pixels.max() - pixels
+    return _array_to_rgb(pixels)
+
+
+def read_nifti(path: Path, slice_index: int | None = None) -> Image.Image:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    while data.ndim > 3:  # 4-D series: first volume
+        data = data[..., 0]
+    if data.ndim == 3:
+        depth = data.shape[2]
+        index = depth // 2 if slice_index is None else slice_index
+        if not -depth <= index < depth:
+            raise ValueError(f"slice {index} out of range (the volume has {depth} axial slices)")
+        data = data[:, :, index]
+    # NIfTI stores (x, y): transpose and flip so the image is displayed upright.
+    return _array_to_rgb(np.flipud(np.asarray(data, dtype=np.float64).T))
+
+
+def load_image_path(path: str | os.PathLike, slice_index: int | None = None) -> Image.Image:
+    """Load any supported image file as RGB; raise DataError naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image {path} not found; check the path or pass --image-root")
+    kind = image_kind(path)
+    try:
+        if kind == "nifti":
+            return read_nifti(path, slice_index)
+        if kind == "dicom":
+            return read_dicom(path, slice_index)
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad image for the user
+        raise DataError(
+            f"image {path} cannot be read as {kind} ({type(exc).__name__}: {exc}); "
+            "replace the file or drop the record"
+        ) from None
+
+
+def resolve_image_path(image: str, base_dir: str | os.PathLike | None) -> Path:
+    path = Path(image)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path
+
+
+def load_image(sample, base_dir: str | os.PathLike | None = None) -> Image.Image:
+    """The RGB image of a `Sample` (relative paths resolve against `base_dir`)."""
+    if not sample.image:
+        raise DataError(f"sample {sample.id!r} has no image; give an image path in the data file")
+    try:
+        return load_image_path(resolve_image_path(sample.image, base_dir), sample.slice_index)
+    except DataError as exc:
+        raise DataError(f"sample {sample.id!r}: {exc}") from None

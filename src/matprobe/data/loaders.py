@@ -1,0 +1,117 @@
+"""One entry point for every dataset format, and `matprobe data validate`.
+
+`load_dataset` reads Med-MAT JSON/JSONL as published or a MAT manifest (JSONL/CSV),
+telling them apart by their fields. `validate_dataset` goes through every record and
+image and collects every problem instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from matprobe.data.images import load_image
+from matprobe.data.manifest import parse_manifest_records, read_records
+from matprobe.data.model import FACTORS, MATDataset
+from matprobe.errors import DataError
+
+
+def _is_medmat(records: list[dict]) -> bool:
+    from matprobe.data.medmat import looks_like_medmat
+
+    return looks_like_medmat(records)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'medmat' or 'manifest'."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return "manifest"
+    records, _ = read_records(path)
+    return "medmat" if _is_medmat(records) else "manifest"
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    vocabulary: Mapping[str, Iterable[str]] | None = None,
+) -> MATDataset:
+    """Load Med-MAT JSON/JSONL or a MAT manifest into a `MATDataset`."""
+    path = Path(path)
+    records, header = read_records(path)
+    if path.suffix.lower() != ".csv" and _is_medmat(records):
+        from matprobe.data.medmat import load_medmat
+
+        return load_medmat(path, image_root=image_root)
+    vocab = dict((header or {}).get("vocabulary", {}))
+    vocab.update(vocabulary or {})
+    return parse_manifest_records(records, path, vocab, image_root)
+
+
+@dataclass
+class ValidationReport:
+    path: str
+    format: str
+    n_records: int
+    triplet_counts: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_dataset(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    check_images: bool = True,
+    max_problems: int = 1000,
+) -> ValidationReport:
+    """Counts per (M, A, T) triplet and every problem found (records, duplicates, images)."""
+    path = Path(path)
+    records, header = read_records(path)
+    problems: list[str] = []
+    fmt = "manifest" if path.suffix.lower() == ".csv" or not _is_medmat(records) else "medmat"
+    samples = []
+    if fmt == "medmat":
+        from matprobe.data.medmat import load_medmat
+
+        try:  # images are checked below, all of them, not only up to the first missing one
+            samples = list(load_medmat(path, image_root=image_root, check_images=False))
+        except DataError as exc:
+            problems.append(str(exc))
+    else:
+        vocab = dict((header or {}).get("vocabulary", {}))
+        seen: dict[str, int] = {}
+        for i, rec in enumerate(records):
+            try:
+                (sample,) = parse_manifest_records([rec], path, vocab, image_root).samples
+            except DataError as exc:
+                problems.append(str(exc).replace(f"{path}: record 1", f"{path}: record {i + 1}", 1))
+                continue
+            if sample.id in seen:
+                problems.append(
+                    f"{path}: record {i + 1} has duplicate id {sample.id!r} (first at record "
+                    f"{seen[sample.id] + 1}); make ids unique"
+                )
+                continue
+            seen[sample.id] = i
+            samples.append(sample)
+    if check_images:
+        for s in samples:
+            if len(problems) >= max_problems:
+                break
+            try:
+                load_image(s)
+            except DataError as exc:
+                problems.append(f"{path}: {exc}")
+    frame = pd.DataFrame([s.triplet for s in samples], columns=list(FACTORS))
+    counts = (
+        frame.groupby(list(FACTORS)).size().rename("n").reset_index()
+        if len(frame) else pd.DataFrame(columns=[*FACTORS, "n"])
+    )
+    return ValidationReport(str(path), fmt, len(records), counts, problems[:max_problems])

@@ -1,0 +1,218 @@
+"""The generic MAT manifest (JSONL or CSV), for CrossMed-style and custom data.
+
+Columns: ``id, image, question, options, answer, modality, anatomy, task`` and optional
+``label, subset, split, mask, slice``. ``options`` is a list (JSONL) or a JSON list or
+``|``-separated string (CSV); ``answer`` is the option's index, its letter (A, B, ...)
+or its text. Relative image paths resolve against the manifest's folder.
+
+A JSONL manifest may start with a header line declaring the allowed labels:
+``{"matprobe_manifest": 1, "vocabulary": {"modality": ["CT", "MRI", "X-ray"], ...}}``;
+a record with a label outside a declared vocabulary is an error (an unknown MAT label).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from matprobe.data.model import (
+    FACTORS,
+    OPTION_LETTERS,
+    MATDataset,
+    Sample,
+    Vocabulary,
+    canonical_label,
+)
+from matprobe.errors import DataError
+from matprobe.io import atomic_path
+
+REQUIRED = ("id", "question", "options", "answer", "modality", "anatomy", "task")
+OPTIONAL = ("image", "label", "subset", "split", "mask", "slice")
+HEADER_KEY = "matprobe_manifest"
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Records of a JSON array, JSONL or CSV file, plus a JSONL header if present."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; give a JSON/JSONL/CSV file with one record per sample")
+    suffix = path.suffix.lower()
+    header = None
+    if suffix == ".csv":
+        try:
+            records = list(csv.DictReader(text.splitlines()))
+        except csv.Error as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})") from None
+        if not records:
+            raise DataError(f"{path}: the CSV has a header but no records")
+        return records, None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg}); fix the file") from None
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}: line {lineno} is not valid JSON ({exc.msg}); one JSON object per line"
+                ) from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}: line {lineno} is not a JSON object")
+            if HEADER_KEY in rec and not records and header is None:
+                header = rec
+                continue
+            records.append(rec)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DataError(f"{path}: expected a list of JSON objects (one per sample)")
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records, header
+
+
+def _where(path: Path, index: int, rec: Mapping[str, Any]) -> str:
+    rid = rec.get("id")
+    return f"{path}: record {index + 1}" + (f" (id {rid!r})" if rid not in (None, "") else "")
+
+
+def _parse_options(raw: Any, where: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: options {text[:60]!r} is not a JSON list") from None
+        else:
+            raw = [o.strip() for o in text.split("|")]
+    if not isinstance(raw, list) or len(raw) < 2 or not all(str(o).strip() for o in raw):
+        raise DataError(f"{where}: options must be a list of at least two non-empty strings")
+    return tuple(str(o).strip() for o in raw)
+
+
+def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
+    if isinstance(raw, bool):
+        raw = str(raw)
+    if isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isdigit()):
+        idx = int(raw)
+    elif isinstance(raw, str) and raw.strip().upper() in OPTION_LETTERS[: len(options)] and len(raw.strip()) == 1:
+        idx = OPTION_LETTERS.index(raw.strip().upper())
+    elif isinstance(raw, str) and raw.strip() in options:
+        idx = options.index(raw.strip())
+    else:
+        raise DataError(
+            f"{where}: answer {raw!r} is neither an option index, a letter "
+            f"{'/'.join(OPTION_LETTERS[: len(options)])} nor one of the options"
+        )
+    if not 0 <= idx < len(options):
+        raise DataError(f"{where}: answer index {idx} out of range for {len(options)} options")
+    return idx
+
+
+def _opt(rec: Mapping[str, Any], key: str) -> str | None:
+    v = rec.get(key)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    return str(v).strip()
+
+
+def parse_manifest_records(
+    records: Iterable[Mapping[str, Any]],
+    path: Path,
+    vocabulary: Mapping[str, Iterable[str]] | None = None,
+    image_root: str | os.PathLike | None = None,
+) -> MATDataset:
+    allowed = {k: {canonical_label(k, v) for v in vals} for k, vals in (vocabulary or {}).items()}
+    samples = []
+    for i, rec in enumerate(records):
+        where = _where(path, i, rec)
+        missing = [k for k in REQUIRED if rec.get(k) in (None, "")]
+        if missing:
+            raise DataError(
+                f"{where}: missing field(s) {', '.join(missing)}; a MAT manifest needs "
+                f"{', '.join(REQUIRED)}"
+            )
+        options = _parse_options(rec["options"], where)
+        answer = _parse_answer(rec["answer"], options, where)
+        labels = {}
+        for factor in FACTORS:
+            value = canonical_label(factor, rec[factor])
+            if factor in allowed and value not in allowed[factor]:
+                raise DataError(
+                    f"{where}: unknown {factor} label {rec[factor]!r}; declared: "
+                    f"{', '.join(sorted(allowed[factor]))}. Fix the label or add it to the vocabulary"
+                )
+            labels[factor] = value
+        slice_raw = rec.get("slice", rec.get("slice_index"))
+        try:
+            slice_index = None if slice_raw in (None, "") else int(slice_raw)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: slice {slice_raw!r} is not an integer") from None
+        image = _opt(rec, "image")
+        if image is not None and image_root is not None and not Path(image).is_absolute():
+            image = str(Path(image_root) / image)
+        elif image is not None and not Path(image).is_absolute():
+            image = str(path.parent / image)
+        samples.append(
+            Sample(
+                id=str(rec["id"]).strip(),
+                image=image,
+                question=str(rec["question"]),
+                options=options,
+                answer_index=answer,
+                label=_opt(rec, "label") or options[answer],
+                subset=_opt(rec, "subset"),
+                split=_opt(rec, "split"),
+                mask=_opt(rec, "mask"),
+                slice_index=slice_index,
+                **labels,
+            )
+        )
+    vocabularies = {
+        k: Vocabulary(k, tuple(sorted(v))) for k, v in allowed.items() if k in FACTORS
+    }
+    return MATDataset(samples, str(path), vocabularies)
+
+
+def load_manifest(
+    path: str | os.PathLike,
+    vocabulary: Mapping[str, Iterable[str]] | None = None,
+    image_root: str | os.PathLike | None = None,
+) -> MATDataset:
+    """Load a MAT manifest (JSONL, JSON array or CSV)."""
+    path = Path(path)
+    records, header = read_records(path)
+    vocab = dict((header or {}).get("vocabulary", {}))
+    vocab.update(vocabulary or {})
+    return parse_manifest_records(records, path, vocab, image_root)
+
+
+def write_manifest(dataset: MATDataset, path: str | os.PathLike, declare_vocabulary: bool = True) -> Path:
+    """Write `dataset` as a JSONL manifest (atomically); image paths are written as stored."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            if declare_vocabulary:
+                vocab = {k: list(dataset.vocabularies[k].labels) for k in FACTORS}
+                fh.write(json.dumps({HEADER_KEY: 1, "vocabulary": vocab}) + "\n")
+            for s in dataset:
+                rec = {
+                    "id": s.id, "image": s.image, "question": s.question, "options": list(s.options),
+                    "answer": s.answer_index, "modality": s.modality, "anatomy": s.anatomy,
+                    "task": s.task, "label": s.label, "subset": s.subset, "split": s.split,
+                    "mask": s.mask, "slice": s.slice_index,
+                }
+                fh.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
+    return path

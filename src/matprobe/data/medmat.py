@@ -1,0 +1,394 @@
+"""Load Med-MAT VQA files as published (Cai et al. 2025, "On the Compositional
+Generalization of Multimodal LLMs for Medical Imaging", github.com/FreedomIntelligence/Med-MAT).
+
+A Med-MAT file is a JSON array (or JSON Lines) of records
+``{"id", "caption", "image", "Question", "Answer", "Question-choice", "Answer-choice",
+"data-no"}``. Records carry no MAT fields: the (modality, anatomy, task) triplet comes
+from the subset number in the file name (``Subset--03-train.json``; paper Table 9) or,
+failing that, from the original data-set number (``ori--07-train.json`` or the record's
+``data-no``; paper Tables 10-11 mapped to Table 9). Both tables ship as package data in
+``matprobe/data/tables/`` (see the README.md there for the transcription notes).
+
+Sample fields produced:
+
+- ``id``: ``"{subset}-{record id}"``, e.g. ``"03-17"`` (subset as two digits). Stable
+  across runs and unique across subsets, whose files each number records from 1.
+- ``image``: the record's path; with ``image_root`` the leading ``med-mat/`` is replaced
+  by that folder (other paths are left as they are).
+- ``question``: ``Question``; ``options``/``answer_index``: parsed from
+  ``Question-choice`` lines ``A: text`` (also ``A. text``, ``A) text``) and the
+  ``Answer-choice`` letter; ``label``: ``Answer``; ``subset``: ``"03"``;
+  ``split``: ``train``/``test``/``val`` when the file name has that word, else None.
+
+Errors count records from 1 and, for JSON Lines, give the line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from matprobe.data.model import OPTION_LETTERS, MATDataset, Sample, canonical_label
+from matprobe.errors import DataError
+
+# File-name spellings seen in the published release (DESIGN.md §1): "Subset--01-train.json",
+# "Subset-04-train.json", "ori--12-train.json".
+SUBSET_FILE_RE = re.compile(r"[Ss]ubset-{1,2}(\d+)")
+ORI_FILE_RE = re.compile(r"[Oo]ri-{1,2}(\d+)")
+SPLIT_FILE_RE = re.compile(r"(?<![A-Za-z])(train|test|val)(?![A-Za-z])", re.IGNORECASE)
+
+REQUIRED_FIELDS = ("id", "image", "Question", "Answer", "Question-choice", "Answer-choice")
+# Keys no other supported format uses; enough to recognise a Med-MAT file.
+SIGNATURE_FIELDS = ("Question-choice", "Answer-choice")
+IMAGE_PREFIX = "med-mat/"
+
+_OPTION_LINE_RE = re.compile(r"^\s*([A-Z])\s*[:.)]\s*(\S.*?)\s*$")
+_TABLES = "tables"
+
+
+# ------------------------------------------------------------------ package tables
+@lru_cache(maxsize=1)
+def _read_subset_table() -> pd.DataFrame:
+    text = resources.files("matprobe.data").joinpath(_TABLES, "medmat_subsets.csv")
+    with resources.as_file(text) as p:
+        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+    frame["multi_label"] = frame["multi_label"].map({"true": True, "false": False})
+    return frame
+
+
+@lru_cache(maxsize=1)
+def _read_dataset_table() -> pd.DataFrame:
+    text = resources.files("matprobe.data").joinpath(_TABLES, "medmat_datasets.csv")
+    with resources.as_file(text) as p:
+        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+    frame["data_no"] = frame["data_no"].astype("int64")
+    for col in frame.columns.drop("data_no"):
+        frame[col] = frame[col].where(frame[col] != "", None)
+    return frame
+
+
+def medmat_subset_table() -> pd.DataFrame:
+    """Med-MAT Table 9: one row per subset (``"01"``..``"53"``).
+
+    Columns: subset, modality_abbrev (as printed), modality (canonical), anatomy, task
+    (as printed), task_kind (Classification / Detection/Segmentation), task_group (the
+    coarse task names of the paper's Tables 3-7, with task_group_basis saying where each
+    comes from or ``inferred``), datasets_as_printed, data_nos (``;``-separated),
+    dataset_names (`` | ``-separated), multi_label (bool).
+    """
+    return _read_subset_table().copy()
+
+
+def medmat_dataset_table() -> pd.DataFrame:
+    """Med-MAT Tables 10-11: one row per original data set (data-no 1..109).
+
+    Columns: data_no (int), name, description, citation, subsets_listed (every Table 9
+    subset naming it), subset (the one used; None for 43, 64, 83, which Table 9 leaves
+    out), modality, anatomy, task (from that subset), note (transcription caveats).
+    """
+    return _read_dataset_table().copy()
+
+
+def _subset_rows() -> dict[str, dict]:
+    return {r["subset"]: r for r in _read_subset_table().to_dict("records")}
+
+
+def _dataset_rows() -> dict[int, dict]:
+    # pandas 3 string columns hold NaN for missing cells: turn them into None here.
+    return {
+        int(r["data_no"]): {k: (None if pd.isna(v) else v) for k, v in r.items()}
+        for r in _read_dataset_table().to_dict("records")
+    }
+
+
+# ------------------------------------------------------------------ detection
+def looks_like_medmat(records: list[dict]) -> bool:
+    """True when the first records are objects and one of them has Med-MAT's
+    ``Question-choice`` and ``Answer-choice`` keys (no other supported format has them).
+    Never raises."""
+    if not isinstance(records, list) or not records:
+        return False
+    head = records[:5]
+    # One record with both keys is enough: a record missing one is then reported by the
+    # Med-MAT loader as a missing field, not misread as another format.
+    return all(isinstance(r, dict) for r in head) and any(
+        all(k in r for k in SIGNATURE_FIELDS) for r in head
+    )
+
+
+# ------------------------------------------------------------------ reading
+def _json_lines(path: Path, text: str) -> list[tuple[object, int]]:
+    pairs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            pairs.append((json.loads(line), lineno))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}: line {lineno}: malformed JSON ({exc.msg}, column {exc.colno}); "
+                "put exactly one JSON record on each line"
+            ) from None
+    return pairs
+
+
+def _read_records(path: Path) -> list[tuple[dict, int | None]]:
+    """(record, JSONL line or None) pairs from a JSON array or JSON Lines file."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; check the path to the Med-MAT JSON/JSONL file")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}); pass a Med-MAT .json or .jsonl file"
+        ) from None
+    stripped = text.strip()
+    if not stripped:
+        raise DataError(
+            f"{path}: file is empty; expected a JSON array or JSON Lines of Med-MAT records"
+        )
+    if stripped[0] == "[":
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
+                "fix the JSON (a Med-MAT file is one array of records or one record per line)"
+            ) from None
+        pairs = [(rec, None) for rec in data]
+    elif stripped[0] == "{":
+        try:  # one pretty-printed object (a lone record, or a wrapper such as {"data": [...]})
+            whole = json.loads(stripped)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict) and "\n" in stripped and not looks_like_medmat([whole]):
+            keys = ", ".join(list(whole)[:5])
+            raise DataError(
+                f"{path}: is one JSON object (keys {keys}), not a list of records; a Med-MAT "
+                "file is a JSON array of records or one record per line"
+            )
+        pairs = [(whole, 1)] if isinstance(whole, dict) else _json_lines(path, text)
+    else:
+        raise DataError(
+            f"{path}: does not start with '[' or '{{'; expected a JSON array or JSON Lines "
+            "of Med-MAT records"
+        )
+    if not pairs:
+        raise DataError(f"{path}: contains no records; expected at least one Med-MAT record")
+    for i, (rec, lineno) in enumerate(pairs, start=1):
+        if not isinstance(rec, dict):
+            where = f"record {i}" + (f" (line {lineno})" if lineno else "")
+            raise DataError(
+                f"{path}: {where} is a JSON {type(rec).__name__}, not an object; "
+                "each Med-MAT record is an object with id, image, Question, Answer, ..."
+            )
+    return pairs
+
+
+def _where(path: Path, i: int, lineno: int | None, rid: object = None) -> str:
+    parts = [f"line {lineno}"] if lineno else []
+    if rid is not None:
+        parts.append(f"id {rid!r}")
+    return f"{path}: record {i}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def parse_options(question_choice: str) -> tuple[str, ...]:
+    """Options of a ``Question-choice`` text: the last block of lines ``A: text``,
+    ``B: text``, ... (``.`` or ``)`` also accepted after the letter), letters in order
+    from A. Raises ValueError (with the reason) when no such block exists."""
+    blocks: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for line in str(question_choice).splitlines():
+        if not line.strip():
+            continue  # blank lines may separate options (paper Figure 8 template)
+        m = _OPTION_LINE_RE.match(line)
+        if m:
+            current.append((m.group(1), m.group(2)))
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    starting_at_a = [b for b in blocks if b[0][0] == "A"]
+    if not starting_at_a:
+        raise ValueError("no option lines of the form 'A: text'")
+    block = starting_at_a[-1]
+    letters = "".join(letter for letter, _ in block)
+    expected = "".join(OPTION_LETTERS[: len(block)])
+    if letters != expected:
+        raise ValueError(f"option letters {', '.join(letters)} are not consecutive from A")
+    return tuple(" ".join(text.split()) for _, text in block)
+
+
+def _answer_letter(value: object) -> str:
+    return str(value).strip().strip("()").rstrip(".:)").strip().upper()
+
+
+def _split_from_name(name: str) -> str | None:
+    m = SPLIT_FILE_RE.search(name)
+    return m.group(1).lower() if m else None
+
+
+def _remap_image(image: str, image_root: Path | None) -> str:
+    path = image.replace("\\", "/").removeprefix("./")  # Windows-written paths too
+    if image_root is not None and path.startswith(IMAGE_PREFIX):
+        return str(image_root / path[len(IMAGE_PREFIX) :])
+    return path
+
+
+def load_medmat(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    task_level: Literal["subset", "group"] = "subset",
+    check_images: bool = True,
+) -> MATDataset:
+    """Load one Med-MAT file (JSON array or JSON Lines) as a `MATDataset`.
+
+    The subset comes from the file name (``[Ss]ubset-{1,2}NN``); else from an
+    ``[Oo]ri-{1,2}NN`` file name or each record's ``data-no`` through Tables 10-11.
+    ``image_root`` replaces the ``med-mat/`` prefix of image paths; when it is given,
+    every remapped image must exist (a missing image is an error, never dropped) unless
+    ``check_images=False`` (for a validator that checks and reports images itself).
+    ``task_level="subset"`` tags the task as printed in Table 9 (one per subset);
+    ``"group"`` uses the coarse task names of the paper's Tables 3-7 (State, Cancer, ...).
+    Raises `DataError` naming the file, the record and the fix for any bad input.
+    """
+    path = Path(path)
+    if task_level not in ("subset", "group"):
+        raise DataError(f"task_level {task_level!r} is not known; use 'subset' or 'group'")
+    root = Path(image_root) if image_root is not None else None
+    if root is not None and not root.is_dir():
+        raise DataError(
+            f"{root}: image root is not a folder; pass the folder that replaces 'med-mat/'"
+        )
+    pairs = _read_records(path)
+    subsets = _subset_rows()
+    datasets = _dataset_rows()
+    valid_subsets = f"{min(subsets)}-{max(subsets)}"
+
+    file_subset: str | None = None
+    if m := SUBSET_FILE_RE.search(path.name):
+        file_subset = f"{int(m.group(1)):02d}"
+        if file_subset not in subsets:
+            raise DataError(
+                f"{path}: file name gives subset {m.group(1)}, which Med-MAT Table 9 lacks "
+                f"(subsets {valid_subsets}); rename the file with its subset number"
+            )
+    elif m := ORI_FILE_RE.search(path.name):
+        no = int(m.group(1))
+        if no not in datasets:
+            raise DataError(
+                f"{path}: file name gives data-no {no}, which Med-MAT Tables 10-11 lack "
+                f"(1-{max(datasets)}); rename the file with its data set number"
+            )
+        file_subset = datasets[no]["subset"]
+        if file_subset is None:
+            raise DataError(
+                f"{path}: data set {no} ({datasets[no]['name']}) belongs to no subset in "
+                "Med-MAT Table 9, so it has no MAT triplet; rename the file Subset-NN-... "
+                "with the subset you assign it"
+            )
+    split = _split_from_name(path.name)
+
+    samples: list[Sample] = []
+    first_seen: dict[str, int] = {}
+    missing_images: list[str] = []
+    for i, (rec, lineno) in enumerate(pairs, start=1):
+        rid = rec.get("id")
+        where = _where(path, i, lineno, rid)
+        absent = [k for k in REQUIRED_FIELDS if k not in rec or rec[k] is None]
+        if absent:
+            foreign = not any(k in rec for k in ("Question", *SIGNATURE_FIELDS))
+            hint = " (this does not look like a Med-MAT record)" if foreign else ""
+            raise DataError(
+                f"{where}: missing field(s) {', '.join(absent)}{hint}; Med-MAT records need "
+                f"{', '.join(REQUIRED_FIELDS)}"
+            )
+        if str(rid).strip() == "":
+            raise DataError(f"{where}: empty id; give every record a unique id")
+
+        subset = file_subset
+        if subset is None:
+            raw_no = rec.get("data-no")
+            if raw_no is None or str(raw_no).strip() == "":
+                raise DataError(
+                    f"{where}: no 'data-no' and the file name gives no subset; name the file "
+                    "Subset-NN-train.json or add data-no to the record"
+                )
+            try:
+                no = int(str(raw_no).strip())
+            except ValueError:
+                no = None
+            if no not in datasets:
+                raise DataError(
+                    f"{where}: unknown data-no {raw_no!r}; Med-MAT Tables 10-11 number data "
+                    f"sets 1-{max(datasets)}"
+                )
+            subset = datasets[no]["subset"]
+            if subset is None:
+                raise DataError(
+                    f"{where}: data-no {no} ({datasets[no]['name']}) belongs to no subset in "
+                    "Med-MAT Table 9; name the file Subset-NN-... with the subset you assign it"
+                )
+
+        sample_id = f"{subset}-{str(rid).strip()}"
+        if sample_id in first_seen:
+            raise DataError(
+                f"{where}: duplicate id (subset {subset} already has it at record "
+                f"{first_seen[sample_id]}); make record ids unique within a subset"
+            )
+        first_seen[sample_id] = i
+
+        try:
+            options = parse_options(rec["Question-choice"])
+        except ValueError as exc:
+            raise DataError(
+                f"{where}: Question-choice options do not parse: {exc}; write each option on "
+                "its own line as 'A: text', 'B: text', ..."
+            ) from None
+        letter = _answer_letter(rec["Answer-choice"])
+        letters = OPTION_LETTERS[: len(options)]
+        if letter not in letters:
+            raise DataError(
+                f"{where}: Answer-choice {rec['Answer-choice']!r} is not among the options "
+                f"{', '.join(letters)}; give the letter of the correct option"
+            )
+
+        image = rec["image"]
+        if not isinstance(image, str) or not image.strip():
+            raise DataError(f"{where}: image is empty or not a path; give the image's path")
+        image_path = _remap_image(image.strip(), root)
+        if check_images and root is not None and not Path(image_path).is_file():
+            missing_images.append(f"{where}: {image_path}")
+
+        row = subsets[subset]
+        task = row["task"] if task_level == "subset" else row["task_group"]
+        samples.append(
+            Sample(
+                id=sample_id,
+                image=image_path,
+                question=" ".join(str(rec["Question"]).split()),
+                options=options,
+                answer_index=letters.index(letter),
+                modality=canonical_label("modality", row["modality"]),
+                anatomy=canonical_label("anatomy", row["anatomy"]),
+                task=task,  # as tabulated: canonical_label would title-case "COVID"
+                label=canonical_label("label", rec["Answer"]),
+                subset=subset,
+                split=split,
+            )
+        )
+
+    if missing_images:
+        raise DataError(
+            f"{len(missing_images)} of {len(samples)} images missing under image root {root}; "
+            f"first: {missing_images[0]}; check --image-root (it replaces the 'med-mat/' prefix)"
+        )
+    return MATDataset(samples, source=str(path))

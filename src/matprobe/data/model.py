@@ -1,0 +1,202 @@
+"""The MAT data model: samples tagged with Modality, Anatomy and Task, and factor vocabularies.
+
+A `Sample` is one four-option (or K-option) VQA item. `MATDataset` holds samples with
+stable integer codes for every factor: codes follow the sorted order of the label
+strings, so the same set of labels always gets the same codes, whatever the file order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import pandas as pd
+
+from matprobe.errors import DataError
+
+FACTORS = ("modality", "anatomy", "task")
+FACTOR_ALIASES = {"M": "modality", "A": "anatomy", "T": "task", "Y": "label"}
+FACTOR_SHORT = {v: k for k, v in FACTOR_ALIASES.items()}
+
+# Canonical spellings; keys are lower-cased with spaces, '-' and '_' removed.
+_CANONICAL = {
+    "modality": {
+        "xray": "X-ray", "x-ray": "X-ray", "cr": "X-ray", "dx": "X-ray", "radiograph": "X-ray",
+        "ct": "CT", "computedtomography": "CT",
+        "mri": "MRI", "mr": "MRI", "magneticresonance": "MRI", "magneticresonanceimaging": "MRI",
+        "us": "Ultrasound", "ultrasound": "Ultrasound", "ultrasonography": "Ultrasound",
+        "fundus": "Fundus", "fundusphotography": "Fundus", "cfp": "Fundus",
+        "oct": "OCT", "opticalcoherencetomography": "OCT",
+        "microscopy": "Microscopy", "pathology": "Pathology", "histopathology": "Pathology",
+        "dermoscopy": "Dermoscopy", "endoscopy": "Endoscopy", "pet": "PET",
+        # Med-MAT Table 9 abbreviations (Cai et al. 2025, Table 9 caption): Co, Der, DP, End,
+        # FP, Mic. The appendix prose says Colonoscopy / Digital Pathology for Co / DP; the
+        # caption (cervix and mouth images) says Colposcopy / Digital Photography: we follow it.
+        "co": "Colposcopy", "colposcopy": "Colposcopy",
+        "dp": "Digital Photography", "digitalphotography": "Digital Photography",
+        "fp": "Fundus", "der": "Dermoscopy", "end": "Endoscopy",
+        "mic": "Microscopy", "microscopyimages": "Microscopy",
+    },
+}
+
+
+def canonical_label(factor: str, value: str) -> str:
+    """Normalise a label's spelling (X-Ray/X-ray/xray -> X-ray, US -> Ultrasound).
+
+    Unknown labels keep their own spelling with surrounding whitespace removed;
+    anatomy and task labels are title-cased only when given in all lower or upper case.
+    """
+    text = " ".join(str(value).split())
+    key = text.lower().replace(" ", "").replace("_", "")
+    table = _CANONICAL.get(factor, {})
+    if key in table:
+        return table[key]
+    if key.replace("-", "") in table:
+        return table[key.replace("-", "")]
+    if factor in ("anatomy", "task") and (text.islower() or text.isupper()) and len(text) > 3:
+        return text.title()
+    return text
+
+
+def resolve_factor(name: str) -> str:
+    """'M' -> 'modality' etc.; other names pass through (any label column can be a factor)."""
+    return FACTOR_ALIASES.get(name, name)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One MAT-tagged VQA item.
+
+    `image` is a path (relative paths are resolved against the data file's folder);
+    NIfTI volumes take `slice_index`. `answer_index` indexes `options`.
+    """
+
+    id: str
+    image: str | None
+    question: str
+    options: tuple[str, ...]
+    answer_index: int | None
+    modality: str
+    anatomy: str
+    task: str
+    label: str | None = None
+    subset: str | None = None
+    split: str | None = None
+    mask: str | None = None
+    slice_index: int | None = None
+
+    @property
+    def triplet(self) -> tuple[str, str, str]:
+        return (self.modality, self.anatomy, self.task)
+
+    @property
+    def answer(self) -> str | None:
+        if self.answer_index is None:
+            return None
+        return self.options[self.answer_index]
+
+    def to_record(self) -> dict:
+        rec = asdict(self)
+        rec["options"] = list(self.options)
+        return rec
+
+
+SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
+OPTION_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass
+class Vocabulary:
+    """Labels of one factor with stable integer codes (sorted label order)."""
+
+    name: str
+    labels: tuple[str, ...]
+
+    @classmethod
+    def from_values(cls, name: str, values: Iterable[str | None]) -> Vocabulary:
+        return cls(name, tuple(sorted({v for v in values if v is not None})))
+
+    def code(self, label: str) -> int:
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise DataError(
+                f"unknown {self.name} label {label!r}; known: {', '.join(self.labels)}"
+            ) from None
+
+    def encode(self, values: Sequence[str | None]) -> np.ndarray:
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        out = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            if v is None:
+                out[i] = -1
+            elif v in index:
+                out[i] = index[v]
+            else:
+                raise DataError(f"unknown {self.name} label {v!r}; known: {', '.join(self.labels)}")
+        return out
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class MATDataset:
+    """An ordered collection of samples with factor vocabularies.
+
+    `source` names the file the samples came from (used in error messages).
+    """
+
+    samples: list[Sample]
+    source: str = "<memory>"
+    vocabularies: dict[str, Vocabulary] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.samples):
+            if s.id in seen:
+                raise DataError(  # records count from 1, as a person reads the file
+                    f"{self.source}: record {i + 1} has duplicate id {s.id!r} (first at record "
+                    f"{seen[s.id] + 1}); make ids unique"
+                )
+            seen[s.id] = i
+        for name in (*FACTORS, "label", "subset", "split"):
+            if name not in self.vocabularies:
+                self.vocabularies[name] = Vocabulary.from_values(
+                    name, (getattr(s, name) for s in self.samples)
+                )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.samples]
+
+    def codes(self, factor: str) -> np.ndarray:
+        """Integer codes of a factor ('M', 'modality', 'label', ...) for every sample."""
+        name = resolve_factor(factor)
+        if name not in self.vocabularies:
+            raise DataError(f"{self.source}: no factor {factor!r}; have {', '.join(self.vocabularies)}")
+        return self.vocabularies[name].encode([getattr(s, name) for s in self.samples])
+
+    def triplets(self) -> pd.Series:
+        """Counts per (modality, anatomy, task) triplet, largest first."""
+        frame = self.frame()
+        return frame.groupby(list(FACTORS)).size().sort_values(ascending=False)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per sample; options as a list column."""
+        return pd.DataFrame([s.to_record() for s in self.samples], columns=list(SAMPLE_FIELDS))
+
+    def subset(self, keep: Sequence[bool] | np.ndarray, source: str | None = None) -> MATDataset:
+        """Samples where `keep` is true, with the parent's vocabularies (codes stay stable)."""
+        kept = [s for s, k in zip(self.samples, keep) if k]
+        return MATDataset(kept, source or self.source, dict(self.vocabularies))

@@ -1,0 +1,135 @@
+"""Training splits by MAT overlap with a held-out target triplet (CrossMed §III, §V, §VI-B).
+
+For a target triplet (m*, a*, t*) every training triplet shares 0–3 of its components:
+
+- **Related**: shares exactly two (e.g. (X-ray, Chest, Segmentation) for
+  (X-ray, Chest, Classification)); CrossMed §III: "shares two MAT components";
+- **Unrelated**: shares at most one (CrossMed §III);
+- **zero-overlap**: shares none (CrossMed §VI-B), a subset of Unrelated;
+- **leave-one-triplet-out**: every triplet but the target (CrossMed §VI-B).
+
+The target triplet's own samples form the test split in every configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+
+from matprobe.data.model import FACTORS, MATDataset, Sample, canonical_label
+from matprobe.errors import DataError
+
+Triplet = tuple[str, str, str]
+
+
+class SplitConfig(str, Enum):
+    related = "related"
+    unrelated = "unrelated"
+    zero_overlap = "zero-overlap"
+    leave_one_out = "leave-one-out"
+
+
+def parse_triplet(text: str | Sequence[str]) -> Triplet:
+    """'CT,Lung,Classification' -> ('CT', 'Lung', 'Classification') with canonical spellings."""
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    if len(parts) != 3 or not all(parts):
+        raise DataError(f"target triplet {text!r} must be 'Modality,Anatomy,Task'")
+    return tuple(canonical_label(f, p) for f, p in zip(FACTORS, parts))  # type: ignore[return-value]
+
+
+def shared_components(triplet: Triplet, target: Triplet) -> int:
+    """How many of (M, A, T) two triplets share, position by position."""
+    return sum(a == b for a, b in zip(triplet, target))
+
+
+def relation(triplet: Triplet, target: Triplet) -> str:
+    """'target', 'related' (2 shared), or 'unrelated' (≤1 shared; 'zero-overlap' if 0)."""
+    shared = shared_components(triplet, target)
+    if shared == 3:
+        return "target"
+    if shared == 2:
+        return "related"
+    return "zero-overlap" if shared == 0 else "unrelated"
+
+
+def in_training(triplet: Triplet, target: Triplet, config: SplitConfig | str) -> bool:
+    """Whether samples of `triplet` are training data for `target` under `config`."""
+    config = SplitConfig(config)
+    rel = relation(triplet, target)
+    if rel == "target":
+        return False
+    if config is SplitConfig.related:
+        return rel == "related"
+    if config is SplitConfig.unrelated:
+        return rel in ("unrelated", "zero-overlap")
+    if config is SplitConfig.zero_overlap:
+        return rel == "zero-overlap"
+    return True
+
+
+def split_table(triplets: Sequence[Triplet], target: Triplet) -> pd.DataFrame:
+    """For each triplet: shared components, relation and membership under every config."""
+    rows = []
+    for trip in triplets:
+        row = {"modality": trip[0], "anatomy": trip[1], "task": trip[2],
+               "shared": shared_components(trip, target), "relation": relation(trip, target)}
+        for cfg in SplitConfig:
+            row[cfg.value] = in_training(trip, target, cfg)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _with_split(sample: Sample, split: str) -> Sample:
+    rec = sample.to_record()
+    rec["options"] = tuple(rec["options"])
+    rec["split"] = split
+    return Sample(**rec)
+
+
+def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig | str) -> MATDataset:
+    """Samples of the training triplets (split='train') and of the target (split='test').
+
+    Samples of other triplets are dropped. Vocabularies are kept from `dataset`, so codes
+    agree across the splits of one dataset.
+    """
+    target = parse_triplet(target) if isinstance(target, str) else tuple(target)
+    present = {s.triplet for s in dataset}
+    if target not in present:
+        have = "; ".join(",".join(t) for t in sorted(present))
+        raise DataError(f"{dataset.source}: target triplet {','.join(target)} has no samples; have {have}")
+    kept = []
+    for s in dataset:
+        if s.triplet == target:
+            kept.append(_with_split(s, "test"))
+        elif in_training(s.triplet, target, config):
+            kept.append(_with_split(s, "train"))
+    if not any(s.split == "train" for s in kept):
+        raise DataError(
+            f"{dataset.source}: no training triplet is {SplitConfig(config).value} to "
+            f"{','.join(target)}; choose another target or config"
+        )
+    vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}
+    return MATDataset(kept, dataset.source, vocab)
+
+
+def stratified_holdout(
+    dataset: MATDataset, test_fraction: float = 0.2, seed: int = 0, by: str = "subset"
+) -> MATDataset:
+    """Seeded train/test split stratified by a column (Med-MAT ships only train files)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test fraction {test_fraction} must be in (0, 1)")
+    rng = np.random.default_rng(seed)
+    groups: dict[str | None, list[int]] = {}
+    for i, s in enumerate(dataset):
+        groups.setdefault(getattr(s, by), []).append(i)
+    split = ["train"] * len(dataset)
+    for key in sorted(groups, key=lambda k: (k is None, str(k))):
+        idx = np.asarray(groups[key])
+        n_test = int(round(test_fraction * len(idx)))
+        for i in rng.permutation(idx)[:n_test]:
+            split[i] = "test"
+    vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}
+    return MATDataset([_with_split(s, sp) for s, sp in zip(dataset, split)], dataset.source, vocab)

@@ -1,0 +1,610 @@
+"""The HDF5 embedding store: samples, MAT labels, pooled hidden states and model answers.
+
+One file holds everything a study needs (layout in docs/ARCHITECTURE.md):
+
+- ``/samples``: ids, question, options, answer index, and every label column stored as
+  int64 codes with its vocabulary (JSON list; code = index) as an attribute;
+- ``/features/<layer>/<pool>``: float32 [N, D], chunked by rows and gzip-compressed,
+  so reading chosen rows touches only their chunks;
+- ``/answers``: the model's predicted option, its correctness and option probabilities;
+- ``/done``: which rows are complete, for resume;
+- attributes: ``provenance`` (JSON), ``fingerprint`` and ``format_version``.
+
+Crash safety: the file is created under a temporary name and renamed into place. While
+rows are being written, feature arrays are chunked but *uncompressed* with every chunk
+allocated at creation, so an append only overwrites the bytes of its own rows and never
+moves or rewrites a chunk that holds finished rows (a compressed chunk is re-encoded as a
+whole on every partial write, and a kill in the middle of that destroys its finished
+rows too: measured here, 2 of 5 SIGKILL runs). Each append writes features and answers,
+flushes, and only then sets ``done`` and flushes again. A writer killed mid-append thus
+leaves a file that opens, whose ``done`` rows are complete, and whose ``missing_ids()``
+are exactly the rows still to do. When every row is done, `finalize()` repacks the
+features into gzip-compressed chunks in a new file and renames it over the old one.
+The file uses HDF5's default (earliest) format: the newer format's "open for write" flag
+would make a killed writer's file unopenable without ``h5clear``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from matprobe import __version__
+from matprobe.data.model import MATDataset, resolve_factor
+from matprobe.errors import ProvenanceMismatch, StoreError
+from matprobe.io import atomic_path
+
+FORMAT_VERSION = 1
+LAYER_CONVENTION = (
+    "decoder block outputs indexed from 0 ('0'..'L-1'; negative indices resolved from the end "
+    "before storing); 'final' = after the final norm; 'embed' = input embeddings"
+)
+# Provenance fields that may differ between a store and a later append.
+_VOLATILE_PROVENANCE = frozenset({"created", "created_by"})
+# Label columns stored as codes + vocabulary.
+_CODED_COLUMNS = ("modality", "anatomy", "task", "label", "subset", "split")
+_TEXT_COLUMNS = ("image", "question", "mask")
+_STR = h5py.string_dtype("utf-8")
+_TARGET_CHUNK_BYTES = 256 * 1024
+
+FeatureKey = tuple[str, str]
+
+
+def feature_path(layer: str | int, pool: str) -> str:
+    return f"features/{layer}/{pool}"
+
+
+def _normalise_key(key: FeatureKey | str) -> FeatureKey:
+    if isinstance(key, str):
+        layer, _, pool = key.partition("/")
+        return (layer, pool)
+    return (str(key[0]), str(key[1]))
+
+
+def hash_files(paths: Sequence[str | os.PathLike]) -> str:
+    """sha256 over the contents of the files that exist among `paths` (config, adapter)."""
+    digest = hashlib.sha256()
+    for p in sorted(str(p) for p in paths):
+        path = Path(p)
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def make_provenance(**fields: Any) -> dict[str, Any]:
+    """Provenance with the defaults every store records (version, convention, time)."""
+    prov = {
+        "matprobe_version": __version__,
+        "layer_convention": LAYER_CONVENTION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    prov.update(fields)
+    return prov
+
+
+def provenance_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Names of provenance fields whose values differ (time stamps excluded)."""
+    keys = (set(old) | set(new)) - _VOLATILE_PROVENANCE
+    return sorted(k for k in keys if _jsonable(old.get(k)) != _jsonable(new.get(k)))
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _samples_frame(samples: MATDataset | pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:
+    """Normalise the samples table and take vocabularies (from the dataset when it has them)."""
+    if isinstance(samples, MATDataset):
+        frame = samples.frame()
+        vocab = {k: tuple(v.labels) for k, v in samples.vocabularies.items()}
+    else:
+        frame = samples.reset_index(drop=True).copy()
+        vocab = {}
+    if "id" not in frame:
+        raise StoreError("samples table has no 'id' column; give every sample an id")
+    frame["id"] = frame["id"].astype(str)
+    dup = frame["id"][frame["id"].duplicated()]
+    if len(dup):
+        raise StoreError(f"samples table has duplicate id {dup.iloc[0]!r}; make ids unique")
+    return frame, vocab
+
+
+def _fingerprint(ids: np.ndarray, coded: Mapping[str, tuple[np.ndarray, tuple]]) -> str:
+    """Identity of the sample set: ids in order plus the M, A, T labels of every row."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(map(str, ids)).encode())
+    for name in ("modality", "anatomy", "task"):
+        if name in coded:
+            codes, labels = coded[name]
+            digest.update(name.encode())
+            digest.update(json.dumps([labels[c] if c >= 0 else None for c in codes]).encode())
+    return digest.hexdigest()
+
+
+def _rows_per_chunk(dim: int) -> int:
+    return int(max(1, min(1024, _TARGET_CHUNK_BYTES // (4 * max(dim, 1)))))
+
+
+class EmbeddingStore:
+    """An open HDF5 embedding store. Create with `create`/`from_arrays`, open with `open`."""
+
+    def __init__(self, h5: h5py.File, path: Path):
+        self._h5 = h5
+        self.path = path
+        try:
+            version = int(h5.attrs["format_version"])
+        except KeyError:
+            raise StoreError(f"{path}: not a matprobe store (no format_version attribute)") from None
+        if version > FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format {version} is newer than this matprobe reads "
+                f"({FORMAT_VERSION}); upgrade matprobe"
+            )
+        self._ids = np.asarray(h5["samples/id"].asstr()[...], dtype=object)
+        self._row_of = {sid: i for i, sid in enumerate(self._ids)}
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        samples: MATDataset | pd.DataFrame,
+        provenance: Mapping[str, Any],
+        features: Mapping[FeatureKey | str, int],
+        n_options: int | None = None,
+        overwrite: bool = False,
+    ) -> EmbeddingStore:
+        """Create an empty store for `samples` with one [N, dim] array per (layer, pool)."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path} exists; open it to resume, or pass overwrite=True (--overwrite)")
+        frame, vocab = _samples_frame(samples)
+        n = len(frame)
+        if n == 0:
+            raise StoreError(f"{path}: no samples to store")
+        prov = make_provenance(**dict(provenance))
+        with atomic_path(path, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as h5:
+                coded = cls._write_samples(h5, frame, vocab)
+                h5.attrs["format_version"] = FORMAT_VERSION
+                h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+                h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
+                for key, dim in features.items():
+                    layer, pool = _normalise_key(key)
+                    _create_writable_features(h5, feature_path(layer, pool), n, int(dim))
+                ans = h5.create_group("answers")
+                ans.create_dataset("pred", data=np.full(n, -1, dtype=np.int64))
+                ans.create_dataset("correct", data=np.full(n, -1, dtype=np.int8))
+                if n_options:
+                    # written with data so its storage exists now and appends only overwrite bytes
+                    ans.create_dataset("probs", data=np.full((n, int(n_options)), np.nan, dtype="f4"))
+                h5.create_dataset("done", data=np.zeros(n, dtype=bool))
+                h5.attrs["finalized"] = False
+        return cls.open(path, mode="a")
+
+    @staticmethod
+    def _write_samples(h5: h5py.File, frame: pd.DataFrame, vocab: Mapping[str, tuple]) -> dict:
+        g = h5.create_group("samples")
+        g.create_dataset("id", data=frame["id"].to_numpy(dtype=object), dtype=_STR)
+        for col in _TEXT_COLUMNS:
+            if col in frame:
+                values = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                          for v in frame[col]]
+                g.create_dataset(col, data=np.asarray(values, dtype=object), dtype=_STR)
+        if "options" in frame:
+            opts = [json.dumps(list(o) if o is not None else []) for o in frame["options"]]
+            g.create_dataset("options", data=np.asarray(opts, dtype=object), dtype=_STR)
+            g.create_dataset("n_options", data=np.asarray([len(json.loads(o)) for o in opts]))
+        if "answer_index" in frame:
+            ai = pd.to_numeric(frame["answer_index"], errors="coerce").fillna(-1).astype(np.int64)
+            g.create_dataset("answer_index", data=ai.to_numpy())
+        if "slice_index" in frame:
+            si = pd.to_numeric(frame["slice_index"], errors="coerce").fillna(-1).astype(np.int64)
+            g.create_dataset("slice_index", data=si.to_numpy())
+        coded: dict[str, tuple[np.ndarray, tuple]] = {}
+        skip = {"id", "options", "answer_index", "slice_index", *_TEXT_COLUMNS}
+        for col in frame.columns:
+            if col in skip:
+                continue
+            values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                      for v in frame[col]]
+            if col not in _CODED_COLUMNS and all(v is None for v in values):
+                continue
+            labels = tuple(vocab.get(col) or sorted({v for v in values if v is not None}))
+            index = {lab: i for i, lab in enumerate(labels)}
+            codes = np.asarray([index[v] if v is not None else -1 for v in values], dtype=np.int64)
+            ds = g.create_dataset(col, data=codes)
+            ds.attrs["vocabulary"] = json.dumps(list(labels))
+            coded[col] = (codes, labels)
+        return coded
+
+    @classmethod
+    def from_arrays(
+        cls,
+        path: str | os.PathLike,
+        ids: Sequence[str],
+        labels: Mapping[str, Sequence],
+        features: Mapping[FeatureKey | str, np.ndarray],
+        answers: Mapping[str, np.ndarray] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> EmbeddingStore:
+        """Write a complete store in one call (synthetic studies, tests, imports)."""
+        frame = pd.DataFrame({"id": [str(i) for i in ids]})
+        for name, values in labels.items():
+            name = resolve_factor(name)
+            if len(values) != len(frame):
+                raise StoreError(
+                    f"label column {name!r} has {len(values)} values for {len(frame)} ids"
+                )
+            frame[name] = [None if v is None else str(v) for v in values]
+        dims = {}
+        for key, arr in features.items():
+            arr = np.asarray(arr)
+            if arr.ndim != 2 or arr.shape[0] != len(frame):
+                raise StoreError(
+                    f"features {key!r} have shape {arr.shape}; expected ({len(frame)}, D)"
+                )
+            dims[_normalise_key(key)] = arr.shape[1]
+        n_options = None
+        if answers is not None and "probs" in answers:
+            n_options = np.asarray(answers["probs"]).shape[1]
+        store = cls.create(
+            path, frame, provenance or {"source": "from_arrays"}, dims, n_options, overwrite
+        )
+        store.append(
+            np.arange(len(frame)),
+            {k: np.asarray(v) for k, v in features.items()},
+            answers=answers,
+        )
+        return store.finalize()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EmbeddingStore:
+        path = Path(path)
+        if mode not in ("r", "a"):
+            raise ValueError("mode must be 'r' or 'a'")
+        if not path.exists():
+            raise StoreError(f"{path}: no such store; create it with `matprobe extract`")
+        try:
+            h5 = h5py.File(path, "r+" if mode == "a" else "r")
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open as HDF5 ({exc}); the file is corrupt or not a store") from None
+        try:
+            return cls(h5, path)
+        except Exception:
+            h5.close()
+            raise
+
+    def close(self) -> None:
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def n(self) -> int:
+        return len(self._ids)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return json.loads(self._h5.attrs["provenance"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self._h5.attrs["fingerprint"])
+
+    @property
+    def done(self) -> np.ndarray:
+        return self._h5["done"][...].astype(bool)
+
+    def missing_ids(self) -> list[str]:
+        """Ids of rows not yet complete, in row order."""
+        return [str(s) for s in self._ids[~self.done]]
+
+    def label_columns(self) -> list[str]:
+        return [k for k, ds in self._h5["samples"].items() if "vocabulary" in ds.attrs]
+
+    def factor(self, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(codes [N], labels) of a label column; 'M', 'A', 'T', 'Y' alias modality, ..., label."""
+        col = resolve_factor(name)
+        g = self._h5["samples"]
+        if col not in g or "vocabulary" not in g[col].attrs:
+            raise StoreError(
+                f"{self.path}: no label column {name!r}; have {', '.join(self.label_columns())}"
+            )
+        return g[col][...].astype(np.int64), tuple(json.loads(g[col].attrs["vocabulary"]))
+
+    def samples(self) -> pd.DataFrame:
+        """One row per sample, labels as strings (None where absent)."""
+        g = self._h5["samples"]
+        out: dict[str, Any] = {"id": self._ids.astype(str)}
+        for col in _TEXT_COLUMNS:
+            if col in g:
+                out[col] = g[col].asstr()[...]
+        if "options" in g:
+            out["options"] = [json.loads(o) for o in g["options"].asstr()[...]]
+        for col in ("answer_index", "n_options", "slice_index"):
+            if col in g:
+                out[col] = g[col][...]
+        for col in self.label_columns():
+            codes, labels = self.factor(col)
+            out[col] = [labels[c] if c >= 0 else None for c in codes]
+        return pd.DataFrame(out)
+
+    def feature_keys(self) -> list[FeatureKey]:
+        keys = []
+        if "features" in self._h5:
+            for layer, grp in self._h5["features"].items():
+                keys.extend((layer, pool) for pool in grp)
+        return sorted(keys, key=lambda k: (_layer_sort_key(k[0]), k[1]))
+
+    def feature_dim(self, layer: str | int, pool: str) -> int:
+        return int(self._dataset(layer, pool).shape[1])
+
+    def _dataset(self, layer: str | int, pool: str) -> h5py.Dataset:
+        key = feature_path(layer, pool)
+        if key not in self._h5:
+            have = ", ".join(f"{lay}/{p}" for lay, p in self.feature_keys()) or "none"
+            raise StoreError(f"{self.path}: no features for layer {layer!r}, pool {pool!r}; have {have}")
+        return self._h5[key]
+
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        try:
+            return np.asarray([self._row_of[str(i)] for i in ids], dtype=np.int64)
+        except KeyError as exc:
+            raise StoreError(f"{self.path}: no sample with id {exc.args[0]!r}") from None
+
+    def read(self, layer: str | int, pool: str, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Features of one (layer, pool) as float32 [len(rows), D]; only those rows are read."""
+        ds = self._dataset(layer, pool)
+        if rows is None:
+            return ds[...]
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.empty((0, ds.shape[1]), dtype=np.float32)
+        if rows.min() < 0 or rows.max() >= self.n:
+            raise StoreError(f"{self.path}: row index out of range [0, {self.n})")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return ds[uniq][inverse.reshape(-1)]
+
+    def answers(self) -> dict[str, np.ndarray]:
+        g = self._h5["answers"]
+        out = {"pred": g["pred"][...], "correct": g["correct"][...]}
+        if "probs" in g:
+            out["probs"] = g["probs"][...]
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """Summary for `matprobe store info`."""
+        ans = self.answers()
+        known = ans["correct"] >= 0
+        return {
+            "path": str(self.path),
+            "n_samples": self.n,
+            "n_done": int(self.done.sum()),
+            "fingerprint": self.fingerprint,
+            "features": [
+                {"layer": lay, "pool": p, "dim": self.feature_dim(lay, p)} for lay, p in self.feature_keys()
+            ],
+            "label_columns": {c: list(self.factor(c)[1]) for c in self.label_columns()},
+            "finalized": self.finalized,
+            "answers_stored": int(known.sum()),
+            "accuracy": float(ans["correct"][known].mean()) if known.any() else None,
+            "virtual": any(
+                self._h5[feature_path(lay, p)].is_virtual for lay, p in self.feature_keys()
+            ),
+            "provenance": self.provenance,
+        }
+
+    # ------------------------------------------------------------------ writing
+    def check_provenance(self, provenance: Mapping[str, Any]) -> None:
+        diff = provenance_differences(self.provenance, provenance)
+        if diff:
+            old, new = self.provenance, dict(provenance)
+            detail = "; ".join(f"{k}: stored {old.get(k)!r} vs new {new.get(k)!r}" for k in diff[:4])
+            raise ProvenanceMismatch(
+                f"{self.path}: provenance differs in {', '.join(diff)} ({detail}); "
+                "use the original settings to resume, or --overwrite to start again"
+            )
+
+    def append(
+        self,
+        rows: Sequence[int] | Sequence[str] | np.ndarray,
+        features: Mapping[FeatureKey | str, np.ndarray],
+        answers: Mapping[str, np.ndarray] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a batch of complete rows, then mark them done (see the module docstring)."""
+        if self.finalized:
+            raise StoreError(f"{self.path}: the store is complete and finalized; nothing is left to append")
+        if self._h5.mode != "r+":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to append")
+        if provenance is not None:
+            self.check_provenance(make_provenance(**dict(provenance)))
+        rows = np.asarray(rows)
+        if rows.dtype.kind in "OUS":
+            rows = self.rows_of(rows)
+        rows = rows.astype(np.int64)
+        if len(np.unique(rows)) != len(rows):
+            raise StoreError("append got the same row twice in one batch")
+        order = np.argsort(rows)
+        rows = rows[order]  # h5py writes need increasing indices
+        expected = {k for k in self.feature_keys()}
+        given = {_normalise_key(k) for k in features}
+        if given != expected:
+            raise StoreError(
+                f"{self.path}: append must give every stored (layer, pool); missing "
+                f"{sorted(expected - given)}, unknown {sorted(given - expected)}"
+            )
+        for key, arr in features.items():
+            layer, pool = _normalise_key(key)
+            ds = self._dataset(layer, pool)
+            arr = np.asarray(arr, dtype=np.float32)
+            if arr.shape != (len(rows), ds.shape[1]):
+                raise StoreError(
+                    f"features {layer}/{pool}: shape {arr.shape}, expected ({len(rows)}, {ds.shape[1]})"
+                )
+            if not np.isfinite(arr).all():
+                raise StoreError(
+                    f"features {layer}/{pool} contain NaN or Inf (rows {rows[~np.isfinite(arr[order]).all(1)][:5].tolist()}); "
+                    "lower precision overflowed? try --dtype bf16 or fp32"
+                )
+            ds[rows] = arr[order]
+        if answers is not None:
+            g = self._h5["answers"]
+            for name in ("pred", "correct", "probs"):
+                if name in answers and answers[name] is not None:
+                    if name not in g:
+                        raise StoreError(f"{self.path}: store was created without answer {name!r}")
+                    g[name][rows] = np.asarray(answers[name])[order].astype(g[name].dtype)
+        self._h5.flush()
+        self._h5["done"][rows] = True
+        self._h5.flush()
+
+    @property
+    def finalized(self) -> bool:
+        return bool(self._h5.attrs.get("finalized", True))
+
+    def finalize(self, compression_level: int = 1) -> EmbeddingStore:
+        """Repack a complete store with gzip-compressed feature chunks (atomic rename).
+
+        Returns the reopened store (read-only). Refused while rows are missing, since
+        compressed chunks are not safe to write into (module docstring).
+        """
+        if self.finalized:
+            return self
+        missing = self.missing_ids()
+        if missing:
+            raise StoreError(
+                f"{self.path}: {len(missing)} rows are not done (first {missing[0]!r}); finish them first"
+            )
+        path = self.path
+        with atomic_path(path, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as out:
+                for name, value in self._h5.attrs.items():
+                    out.attrs[name] = value
+                out.attrs["finalized"] = True
+                for name in ("samples", "answers", "done"):
+                    self._h5.copy(self._h5[name], out, name=name)
+                for layer, pool in self.feature_keys():
+                    src = self._dataset(layer, pool)
+                    n, dim = src.shape
+                    dst = out.create_dataset(
+                        feature_path(layer, pool), shape=(n, dim), dtype="f4",
+                        chunks=(min(n, _rows_per_chunk(dim)), dim), compression="gzip",
+                        compression_opts=compression_level, shuffle=True, fillvalue=np.nan,
+                    )
+                    step = max(dst.chunks[0], (64 << 20) // (4 * dim) // dst.chunks[0] * dst.chunks[0])
+                    for start in range(0, n, step):
+                        dst[start:start + step] = src[start:start + step]
+            self.close()
+        return EmbeddingStore.open(path)
+
+    # ------------------------------------------------------------------ merging
+    @classmethod
+    def merge(cls, shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike,
+              overwrite: bool = False) -> EmbeddingStore:
+        """One store whose features are h5py virtual datasets over the shards' (row-concatenated).
+
+        Shard paths are stored relative to the output file, so the folder can be moved as a whole.
+        Sample tables, answers and done masks are small and copied.
+        """
+        out_path = Path(out_path)
+        if out_path.exists() and not overwrite:
+            raise StoreError(f"{out_path} exists; pass overwrite=True to replace it")
+        if not shard_paths:
+            raise StoreError("merge needs at least one shard")
+        shards = [cls.open(p) for p in shard_paths]
+        try:
+            base_prov = shards[0].provenance
+            keys = shards[0].feature_keys()
+            for s in shards[1:]:
+                diff = provenance_differences(base_prov, s.provenance)
+                if diff:
+                    raise ProvenanceMismatch(
+                        f"{s.path}: provenance differs from {shards[0].path} in {', '.join(diff)}"
+                    )
+                if s.feature_keys() != keys:
+                    raise StoreError(f"{s.path}: feature keys differ from {shards[0].path}")
+            frames = [s.samples() for s in shards]
+            frame = pd.concat(frames, ignore_index=True)
+            vocab = {}
+            for col in shards[0].label_columns():
+                vocab[col] = tuple(sorted({lab for s in shards for lab in s.factor(col)[1]}))
+            n = len(frame)
+            with atomic_path(out_path, suffix=".h5") as tmp:
+                with h5py.File(tmp, "w") as h5:
+                    coded = cls._write_samples(h5, frame.drop(columns=["n_options"], errors="ignore"), vocab)
+                    h5.attrs["format_version"] = FORMAT_VERSION
+                    prov = dict(base_prov)
+                    prov["merged_from"] = [os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
+                                           for p in shard_paths]
+                    h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+                    h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
+                    h5.attrs["finalized"] = True  # a merge is read-only: shards hold the data
+                    for layer, pool in keys:
+                        dim = shards[0].feature_dim(layer, pool)
+                        layout = h5py.VirtualLayout(shape=(n, dim), dtype="f4")
+                        start = 0
+                        for s, p in zip(shards, shard_paths):
+                            rel = os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
+                            src = h5py.VirtualSource(rel, feature_path(layer, pool), shape=(s.n, dim))
+                            layout[start:start + s.n] = src
+                            start += s.n
+                        h5.create_virtual_dataset(feature_path(layer, pool), layout, fillvalue=np.nan)
+                    ans = h5.create_group("answers")
+                    parts = [s.answers() for s in shards]
+                    for s, a in zip(shards, parts):
+                        if set(a) != set(parts[0]):
+                            raise StoreError(
+                                f"{s.path}: stores answers {sorted(a)}, {shards[0].path} "
+                                f"stores {sorted(parts[0])}; shards must come from one extraction"
+                            )
+                    for name in parts[0]:
+                        ans.create_dataset(name, data=np.concatenate([a[name] for a in parts]))
+                    h5.create_dataset("done", data=np.concatenate([s.done for s in shards]))
+        finally:
+            for s in shards:
+                s.close()
+        return cls.open(out_path)
+
+
+def _create_writable_features(h5: h5py.File, name: str, n: int, dim: int) -> h5py.Dataset:
+    """[n, dim] float32, chunked by rows, uncompressed, every chunk allocated now (crash-safe)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return h5.create_dataset(
+        name, shape=(n, dim), dtype="f4", chunks=(min(n, _rows_per_chunk(dim)), dim),
+        fillvalue=np.nan, dcpl=dcpl,
+    )
+
+
+def _layer_sort_key(layer: str) -> tuple[int, int | str]:
+    if layer.lstrip("-").isdigit():
+        return (1, int(layer))
+    return (0, layer) if layer == "embed" else (2, layer)
+
+
+def open_store(path: str | os.PathLike, mode: str = "r") -> EmbeddingStore:
+    return EmbeddingStore.open(path, mode)

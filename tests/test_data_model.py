@@ -1,0 +1,258 @@
+"""Data model, entropies, manifest loader, images and splits."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.stats
+from PIL import Image
+
+from matprobe.data import (
+    MATDataset,
+    Sample,
+    conditional_entropy,
+    entropy,
+    load_dataset,
+    load_image,
+    load_manifest,
+    make_split,
+    validate_dataset,
+    write_manifest,
+)
+from matprobe.data.model import canonical_label
+from matprobe.data.splits import relation, split_table, stratified_holdout
+from matprobe.errors import DataError
+
+
+def make_sample(i, m="CT", a="Lung", t="Classification", image=None, **kw):
+    return Sample(id=f"s{i}", image=image, question=f"q{i}?", options=("Yes", "No", "Maybe", "None"),
+                  answer_index=i % 4, modality=m, anatomy=a, task=t, **kw)
+
+
+# ---------------------------------------------------------------- entropies
+def test_entropy_matches_scipy_in_nats_and_bits():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 5, size=500)
+    p = np.bincount(y) / len(y)
+    assert entropy(y) == pytest.approx(scipy.stats.entropy(p), abs=1e-12)
+    assert entropy(y, unit="bits") == pytest.approx(scipy.stats.entropy(p, base=2), abs=1e-12)
+
+
+def test_conditional_entropy_by_definition():
+    rng = np.random.default_rng(2)
+    c1 = rng.integers(0, 3, size=2000)
+    c2 = rng.integers(0, 2, size=2000)
+    y = (c1 + rng.integers(0, 2, size=2000)) % 4
+    # H(Y|C1,C2) = sum_c p(c) H(Y|C=c), computed independently with scipy
+    expected = 0.0
+    for a in range(3):
+        for b in range(2):
+            sel = (c1 == a) & (c2 == b)
+            expected += sel.mean() * scipy.stats.entropy(np.bincount(y[sel], minlength=4) / sel.sum())
+    assert conditional_entropy(y, [c1, c2]) == pytest.approx(expected, abs=1e-12)
+    assert conditional_entropy(y, np.stack([c1, c2], 1)) == pytest.approx(expected, abs=1e-12)
+    # a deterministic function of the condition has zero conditional entropy
+    assert conditional_entropy(c1 * 2, c1) == 0.0
+    assert conditional_entropy(y) == pytest.approx(entropy(y))
+    # uniform over 4 classes independent of C: log 4
+    u = np.tile(np.arange(4), 250)
+    assert conditional_entropy(u, np.repeat([0, 1], 500)) == pytest.approx(math.log(4))
+
+
+def test_vocabulary_codes_are_stable_under_reordering():
+    a = MATDataset([make_sample(0, m="MRI"), make_sample(1, m="CT"), make_sample(2, m="X-ray")])
+    b = MATDataset([make_sample(2, m="X-ray"), make_sample(0, m="MRI"), make_sample(1, m="CT")])
+    assert a.vocabularies["modality"].labels == ("CT", "MRI", "X-ray")
+    assert a.vocabularies["modality"].labels == b.vocabularies["modality"].labels
+    assert a.codes("M").tolist() == [1, 0, 2] and b.codes("modality").tolist() == [2, 1, 0]
+
+
+@pytest.mark.parametrize("raw,factor,canon", [
+    ("X-Ray", "modality", "X-ray"), ("xray", "modality", "X-ray"), ("US", "modality", "Ultrasound"),
+    ("ultrasound", "modality", "Ultrasound"), ("MR", "modality", "MRI"), ("ct", "modality", "CT"),
+    ("CHEST", "anatomy", "Chest"), ("Lung", "anatomy", "Lung"),
+])
+def test_label_spellings_normalised(raw, factor, canon):
+    assert canonical_label(factor, raw) == canon
+
+
+def test_duplicate_id_names_both_records():
+    with pytest.raises(DataError, match=r"record 2 has duplicate id 's0' \(first at record 1\)"):
+        MATDataset([make_sample(0), make_sample(0)], source="x.jsonl")
+
+
+# ---------------------------------------------------------------- manifest
+def _png(path, value=128, size=(16, 12)):
+    Image.fromarray(np.full(size[::-1] + (3,), value, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_manifest_round_trip(tmp_path):
+    _png(tmp_path / "a.png")
+    samples = [
+        make_sample(0, image=str(tmp_path / "a.png"), label="Yes", subset="1", split="train"),
+        make_sample(1, m="MRI", a="Brain", t="Segmentation", image=str(tmp_path / "a.png"), mask="m.png"),
+        make_sample(2, m="X-ray", a="Chest", image=str(tmp_path / "a.png"), slice_index=3),
+    ]
+    ds = MATDataset(samples, source="mem")
+    out = write_manifest(ds, tmp_path / "m.jsonl")
+    back = load_manifest(out)
+    assert [s.to_record() for s in back] == [
+        {**s.to_record(), "label": s.label or s.options[s.answer_index]} for s in samples
+    ]
+    assert back.vocabularies["modality"].labels == ds.vocabularies["modality"].labels
+
+
+def test_manifest_csv_with_letters_and_pipes(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "id,image,question,options,answer,modality,anatomy,task\n"
+        "a,img.png,Is it?,Yes|No|Maybe|Unsure,B,x-ray,chest,classification\n"
+        'b,img.png,Which?,"[""L"", ""R"", ""Both"", ""None""]",Both,CT,Lung,Classification\n'
+    )
+    ds = load_dataset(tmp_path / "m.csv")
+    assert [s.answer_index for s in ds] == [1, 2]
+    assert ds[0].triplet == ("X-ray", "Chest", "Classification")
+    assert ds[1].options == ("L", "R", "Both", "None")
+    assert ds[0].image == str(tmp_path / "img.png")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "the file is empty"),
+    ('{"id": 1,\n', "line 1 is not valid JSON"),
+    ('[{"id": 1}', "malformed JSON"),
+    ('{"id": "a", "question": "q", "options": ["x", "y"], "answer": 0, "modality": "CT"}\n',
+     "missing field(s) anatomy, task"),
+    ('{"id": "a", "question": "q", "options": ["x", "y"], "answer": "E", "modality": "CT", '
+     '"anatomy": "Lung", "task": "Cls"}\n', "answer 'E' is neither an option index"),
+])
+def test_manifest_bad_input_messages(tmp_path, content, message):
+    f = tmp_path / "bad.jsonl"
+    f.write_text(content)
+    with pytest.raises(DataError) as exc:
+        load_dataset(f)
+    assert message in str(exc.value) and str(f) in str(exc.value)
+
+
+def test_unknown_mat_label_against_declared_vocabulary(tmp_path):
+    f = tmp_path / "v.jsonl"
+    header = {"matprobe_manifest": 1, "vocabulary": {"modality": ["CT", "MRI", "X-ray"]}}
+    rec = {"id": "r7", "question": "q", "options": ["a", "b"], "answer": 0, "modality": "PETCT",
+           "anatomy": "Lung", "task": "Classification"}
+    f.write_text(json.dumps(header) + "\n" + json.dumps(rec) + "\n")
+    with pytest.raises(DataError, match=r"record 1 \(id 'r7'\): unknown modality label 'PETCT'; declared: CT, MRI, X-ray"):
+        load_dataset(f)
+
+
+def test_duplicate_id_in_manifest_file(tmp_path):
+    f = tmp_path / "d.jsonl"
+    rec = {"id": "x", "question": "q", "options": ["a", "b"], "answer": 0, "modality": "CT",
+           "anatomy": "Lung", "task": "Classification"}
+    f.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n")
+    with pytest.raises(DataError, match=f"{f}: record 2 has duplicate id 'x'"):
+        load_dataset(f)
+
+
+def test_validate_collects_every_problem(tmp_path):
+    _png(tmp_path / "ok.png")
+    (tmp_path / "corrupt.png").write_bytes(b"not a png at all")
+    base = {"question": "q", "options": ["a", "b"], "answer": 0, "anatomy": "Lung", "task": "Classification"}
+    recs = [
+        {**base, "id": "1", "image": "ok.png", "modality": "CT"},
+        {**base, "id": "2", "image": "missing.png", "modality": "CT"},
+        {**base, "id": "3", "image": "corrupt.png", "modality": "MRI"},
+        {**base, "id": "1", "image": "ok.png", "modality": "CT"},
+        {"id": "5", "image": "ok.png"},
+    ]
+    f = tmp_path / "v.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    report = validate_dataset(f)
+    text = "\n".join(report.problems)
+    assert len(report.problems) == 4, text
+    assert "missing.png not found" in text and "sample '2'" in text
+    assert "corrupt.png cannot be read" in text and "sample '3'" in text
+    assert "record 4 has duplicate id '1'" in text
+    assert "record 5 (id '5'): missing field(s)" in text
+    assert report.triplet_counts.set_index(["modality"])["n"].to_dict() == {"CT": 2, "MRI": 1}
+
+
+# ---------------------------------------------------------------- images
+def test_png_dicom_and_nifti_load_as_rgb(tmp_path):
+    import pydicom
+    from pydicom import examples
+
+    png = load_image(make_sample(0, image=str(_png(tmp_path / "p.png", 77))))
+    assert png.mode == "RGB" and np.asarray(png)[0, 0].tolist() == [77, 77, 77]
+
+    ct = load_image(make_sample(1, image=str(examples.get_path("ct"))))
+    raw = pydicom.dcmread(examples.get_path("ct")).pixel_array
+    assert ct.mode == "RGB" and ct.size == (raw.shape[1], raw.shape[0])
+    # windowing preserves the intensity order of the raw pixels
+    arr = np.asarray(ct)[..., 0].astype(float)
+    assert scipy.stats.spearmanr(arr.ravel(), raw.ravel())[0] > 0.99
+
+    vol = np.zeros((8, 6, 5), dtype=np.float32)
+    vol[2, 1, 3] = 100.0  # one bright voxel in slice 3 at x=2, y=1
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "v.nii.gz")
+    sl = np.asarray(load_image(make_sample(2, image=str(tmp_path / "v.nii.gz"), slice_index=3)))[..., 0]
+    assert sl.shape == (6, 8)
+    assert np.unravel_index(sl.argmax(), sl.shape) == (6 - 1 - 1, 2)  # rows flipped: y=1 -> row 4
+    with pytest.raises(DataError, match="slice 9 out of range"):
+        load_image(make_sample(3, image=str(tmp_path / "v.nii.gz"), slice_index=9))
+
+
+# ---------------------------------------------------------------- splits
+CROSSMED = [
+    ("X-ray", "Chest", "Classification"),
+    ("X-ray", "Chest", "Segmentation"),
+    ("MRI", "Brain", "Classification"),
+    ("MRI", "Brain", "Segmentation"),
+    ("CT", "Lung", "Classification"),
+]
+# Hand-enumerated from CrossMed §III/§V: shared components with each target.
+EXPECTED_RELATIONS = {
+    ("CT", "Lung", "Classification"): ["unrelated", "zero-overlap", "unrelated", "zero-overlap", "target"],
+    ("X-ray", "Chest", "Classification"): ["target", "related", "unrelated", "zero-overlap", "unrelated"],
+    ("MRI", "Brain", "Segmentation"): ["zero-overlap", "unrelated", "related", "target", "zero-overlap"],
+}
+
+
+@pytest.mark.parametrize("target", list(EXPECTED_RELATIONS))
+def test_crossmed_split_table(target):
+    table = split_table(CROSSMED, target)
+    assert table["relation"].tolist() == EXPECTED_RELATIONS[target]
+    rel = EXPECTED_RELATIONS[target]
+    assert table["related"].tolist() == [r == "related" for r in rel]
+    assert table["unrelated"].tolist() == [r in ("unrelated", "zero-overlap") for r in rel]
+    assert table["zero-overlap"].tolist() == [r == "zero-overlap" for r in rel]
+    assert table["leave-one-out"].tolist() == [r != "target" for r in rel]
+    # the paper's own examples (§III, §V)
+    assert relation(CROSSMED[0], CROSSMED[1]) == "related"
+    assert relation(CROSSMED[3], CROSSMED[4]) == "zero-overlap"
+
+
+def test_make_split_assigns_train_and_test():
+    ds = MATDataset([make_sample(i, *CROSSMED[i % 5]) for i in range(20)])
+    related = make_split(ds, "X-ray,Chest,Classification", "related")
+    assert {s.triplet for s in related if s.split == "train"} == {CROSSMED[1]}
+    assert {s.triplet for s in related if s.split == "test"} == {CROSSMED[0]}
+    assert len(related) == 8
+    unrel = make_split(ds, "xray, chest, classification", "unrelated")
+    assert {s.triplet for s in unrel if s.split == "train"} == {CROSSMED[2], CROSSMED[3], CROSSMED[4]}
+    assert related.vocabularies["modality"].labels == ds.vocabularies["modality"].labels
+    with pytest.raises(DataError, match="no training triplet is related to CT,Lung,Classification"):
+        make_split(ds, "CT,Lung,Classification", "related")
+    with pytest.raises(DataError, match="target triplet CT,Brain,Classification has no samples"):
+        make_split(ds, "CT,Brain,Classification", "related")
+
+
+def test_stratified_holdout_is_seeded_and_stratified():
+    ds = MATDataset([make_sample(i, subset=str(i % 3)) for i in range(90)])
+    a = stratified_holdout(ds, 0.2, seed=3)
+    b = stratified_holdout(ds, 0.2, seed=3)
+    assert [s.split for s in a] == [s.split for s in b]
+    for sub in "012":
+        assert sum(s.split == "test" for s in a if s.subset == sub) == 6
