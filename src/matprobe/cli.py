@@ -319,7 +319,7 @@ def check_cmd(
 @app.command("significance")
 @run_user_errors
 def significance_cmd(
-    results: Path = typer.Argument(..., help="Tidy CSV: condition, target, seed, [item], metric, value."),
+    results: Path = typer.Argument(..., help="Tidy CSV: condition, target, seed, item (optional), metric, value."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: CrossMed Table IX's four."),
     unit: str = typer.Option("target", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs) or item."),
     mixed: bool = typer.Option(False, "--mixed", help="Add a MixedLM fit: seed-level differences, random intercept per target."),
@@ -354,7 +354,7 @@ def significance_cmd(
 @app.command("significance-summary")
 @run_user_errors
 def significance_summary_cmd(
-    summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, [reported_p]."),
+    summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g. '< 0.001')."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv, FILE.md or FILE.tex."),
 ) -> None:
     """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
