@@ -1,0 +1,240 @@
+"""Render significance results: Table IX layout, detail tables, terminal / CSV / Markdown /
+LaTeX output chosen by the output file's suffix."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from matprobe.errors import StatsError
+from matprobe.io import atomic_path
+
+SUFFIXES = (".csv", ".md", ".tex")
+
+# Columns of the detail table, in display order, with headers.
+DETAIL_COLUMNS = {
+    "comparison": "Comparison", "metric": "Metric", "unit": "Unit", "n_pairs": "n",
+    "mean_diff": "Mean diff", "ci": "95% CI", "t": "t", "df": "df", "p": "p",
+    "dz": "dz", "hedges_g": "g", "wilcoxon_p": "Wilcoxon p", "perm_p": "Perm. p",
+    "p_holm": "Holm p", "p_bh": "BH p",
+}
+
+
+def format_p(p: float, digits: int = 3) -> str:
+    """p as CrossMed Table IX prints it: '< 0.001' below 0.001, else three decimals."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    floor = 10.0**-digits
+    return f"< {floor:.{digits}f}" if p < floor else f"{p:.{digits}f}"
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, (int,)) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e6
+                                  and digits == 0):
+        return str(int(x))
+    return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x != 0 and abs(x) < 1e-3) else \
+        f"{x:.{digits}f}"
+
+
+def table_ix(results: pd.DataFrame, value: str = "p") -> pd.DataFrame:
+    """Table IX layout: rows comparisons (input order), columns metrics, cells ``value``
+    (default the paired t-test p) formatted as the paper does."""
+    if results.empty:
+        raise StatsError("no results to tabulate")
+    comps = list(dict.fromkeys(results.comparison))
+    metrics = list(dict.fromkeys(results.metric))
+    cells = results.set_index(["comparison", "metric"])[value]
+    table = pd.DataFrame(index=pd.Index(comps, name="Comparison"), columns=metrics, dtype=object)
+    for c in comps:
+        for m in metrics:
+            v = cells.get((c, m), math.nan)
+            table.loc[c, m] = format_p(v) if value.startswith("p") or value.endswith("_p") \
+                else _num(v)
+    return table
+
+
+def detail_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (comparison, metric): the statistics beside Table IX, as display strings."""
+    out = pd.DataFrame()
+    level = results["ci_level"].iloc[0] if "ci_level" in results else 0.95
+    for col, head in DETAIL_COLUMNS.items():
+        if col == "ci":
+            out[f"{level:.0%} CI"] = [f"[{_num(lo)}, {_num(hi)}]"
+                                     for lo, hi in zip(results.ci_low, results.ci_high)]
+        elif col in ("p", "wilcoxon_p", "perm_p", "p_holm", "p_bh"):
+            out[head] = [format_p(v) for v in results[col]]
+        elif col in ("n_pairs", "df"):
+            out[head] = [str(int(v)) for v in results[col]]
+        elif col in ("comparison", "metric", "unit"):
+            out[head] = results[col].astype(str).tolist()
+        else:
+            out[head] = [_num(v) for v in results[col]]
+    if "mixed_p" in results:
+        out["Mixed z"] = [_num(v) for v in results.mixed_z]
+        out["Mixed p"] = [format_p(v) for v in results.mixed_p]
+    return out
+
+
+def split_detail(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Detail table in two narrower parts for a terminal: effects, then p-values."""
+    p_cols = [c for c in shown.columns if c.endswith(" p") or c in ("p", "Mixed z")]
+    keep = ["Comparison", "Metric"]
+    return shown.drop(columns=p_cols + ["Unit"], errors="ignore"), shown[keep + p_cols]
+
+
+def notes(results: pd.DataFrame) -> list[str]:
+    by_text: dict[str, list[str]] = {}
+    for _, r in results.iterrows():
+        for text in str(r.get("warning") or "").split("; "):
+            if text:
+                by_text.setdefault(text, []).append(f"{r['comparison']}, {r['metric']}")
+    lines = [f"{'all rows' if len(where) == len(results) else '; '.join(where)}: {text}"
+             for text, where in by_text.items()]
+    methods = sorted(set(results.get("perm_method", [])))
+    if methods:
+        lines.append("permutation p: sign flips of the paired differences, " + ", ".join(methods))
+    return lines
+
+
+def markdown(table: pd.DataFrame, index: bool = True) -> str:
+    frame = table.reset_index() if index else table
+    head = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                 ("#", r"\#"), ("<", r"$<$"), (">", r"$>$")):
+        s = s.replace(a, b)
+    return s
+
+
+def latex(table: pd.DataFrame, caption: str = "", index: bool = True) -> str:
+    frame = table.reset_index() if index else table
+    cols = "l" * len(frame.columns)
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + _tex_escape(caption) + "}")
+    lines += [r"\begin{tabular}{" + cols + "}", r"\hline",
+              " & ".join(_tex_escape(str(c)) for c in frame.columns) + r" \\", r"\hline"]
+    for _, row in frame.iterrows():
+        lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
+    lines += [r"\hline", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+TABLE_IX_CAPTION = "Statistical significance (p-values) for key comparisons (paired t-test)."
+
+
+def render_document(results: pd.DataFrame, fmt: str, extra: dict[str, pd.DataFrame] | None = None
+                    ) -> str:
+    """Markdown or LaTeX text: Table IX layout, then the detail table, extras and notes."""
+    unit = ", ".join(dict.fromkeys(results.unit)) if "unit" in results else ""
+    caption = f"{TABLE_IX_CAPTION} Unit of analysis: {unit}."
+    parts: list[tuple[str, pd.DataFrame, bool]] = [
+        (caption, table_ix(results), True),
+        ("Paired statistics (difference = first - second condition)",
+         detail_table(results), False)]
+    for title, frame in (extra or {}).items():
+        parts.append((title, frame, False))
+    out = []
+    for title, frame, index in parts:
+        if fmt == "md":
+            out += [f"**{title}**", "", markdown(frame, index), ""]
+        else:
+            out += [latex(frame, title, index), ""]
+    note_lines = notes(results)
+    if note_lines:
+        if fmt == "md":
+            out += ["Notes:", ""] + [f"- {n}" for n in note_lines]
+        else:
+            out += ["% " + n for n in note_lines]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_output(results: pd.DataFrame, path: str | Path,
+                 extra: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write by suffix: .csv (full numeric results), .md or .tex (Table IX + details).
+    Written to a temporary name and renamed, so a failure leaves nothing behind."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise StatsError(f"{path}: unknown output type '{suffix}'; use one of "
+                         f"{', '.join(SUFFIXES)}")
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            results.to_csv(tmp, index=False, float_format="%.17g")
+        else:
+            tmp.write_text(render_document(results, suffix[1:], extra))
+    return path
+
+
+def rich_table(frame: pd.DataFrame, title: str = "", index: bool = False):
+    from rich.table import Table
+
+    table = Table(title=title or None, title_justify="left")
+    data = frame.reset_index() if index else frame
+    for i, c in enumerate(data.columns):
+        table.add_column(str(c), justify="left" if i == 0 or data[c].dtype == object
+                         and not str(data[c].iloc[0])[:1].isdigit() else "right")
+    for _, row in data.iterrows():
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def item_table(items: pd.DataFrame) -> pd.DataFrame:
+    """Display strings for item_level_analysis output."""
+    level = items["ci_level"].iloc[0] if len(items) else 0.95
+    return pd.DataFrame({
+        "Comparison": items.comparison, "Metric": items.metric,
+        "Items": items.n_items.astype(int).astype(str),
+        "Difference": [_num(v) for v in items.estimate],
+        f"{level:.0%} CI": [f"[{_num(lo)}, {_num(hi)}]" for lo, hi in
+                            zip(items.ci_low, items.ci_high)],
+        "McNemar p": [format_p(v) for v in items.mcnemar_p],
+        "Method": items.method,
+    })
+
+
+def summary_display(table: pd.DataFrame, with_warning: bool = True, grid: bool = True
+                    ) -> pd.DataFrame:
+    """Display strings for summary.summary_table output."""
+    shown = pd.DataFrame({"Comparison": table.comparison, "Metric": table.metric,
+                          "n": table.n.astype(str), "Mean diff": [_num(v) for v in table.mean_diff]})
+    for col in [c for c in table.columns if c.startswith("p_r=")]:
+        if grid:
+            shown[f"p (r={col[4:]})"] = [format_p(v) for v in table[col]]
+    shown["p range over r"] = [f"{format_p(lo)} .. {format_p(hi)}"
+                               for lo, hi in zip(table.p_min, table.p_max)]
+    shown["p independent"] = [format_p(v) for v in table.p_independent]
+    shown["Reported p"] = table.reported_p
+    shown["Implied r"] = [_num(v) for v in table.implied_r]
+    shown["Min exact p"] = [_num(v) for v in table.min_exact_p]
+    if with_warning:
+        shown["Warning"] = table.warning
+    return shown
+
+
+def write_frame(numeric: pd.DataFrame, shown: pd.DataFrame, path: str | Path,
+                title: str = "") -> Path:
+    """Write a single table by suffix: the numbers to .csv, the display strings to .md/.tex."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise StatsError(f"{path}: unknown output type '{suffix}'; use one of "
+                         f"{', '.join(SUFFIXES)}")
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            numeric.to_csv(tmp, index=False, float_format="%.17g")
+        elif suffix == ".md":
+            tmp.write_text((f"**{title}**\n\n" if title else "") + markdown(shown, False) + "\n")
+        else:
+            tmp.write_text(latex(shown, title, False) + "\n")
+    return path

@@ -1,0 +1,654 @@
+"""Paired significance tests between training conditions (CrossMed Table IX and beyond).
+
+Input is a tidy long table with one row per measurement::
+
+    condition, target, seed, [item], metric, value
+
+A *comparison* names two conditions ``a`` and ``b``; the paired difference is ``a - b``.
+CrossMed's four comparisons (Sec. VI-E, Table IX: "paired t-test") are the default.
+
+The unit of analysis decides what counts as one pair (DESIGN.md section 5: 20 seed x target
+pairs can give p = 0.004 where 4 per-target means give 0.20), so it is always explicit:
+
+- ``unit="target"``: values are averaged over seeds (and items) per target; one pair per target.
+- ``unit="seed"``: one pair per (target, seed); seeds must carry the same labels in both
+  conditions. Seeds nested in targets are not independent: prefer ``mixed=True``.
+- ``unit="item"``: one pair per (target, seed, item).
+
+Ratio metrics (cIoU = sum of intersections / sum of unions over images) are given at item
+level as two metrics (``intersection`` and ``union`` by default) and recomputed as ratios of
+sums at every aggregation level and in every bootstrap resample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from matprobe.errors import StatsError
+
+UNITS = ("target", "seed", "item")
+KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
+DEFAULT_RATIO_METRICS: dict[str, tuple[str, str]] = {"cIoU": ("intersection", "union")}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired comparison of condition ``a`` against condition ``b`` (difference ``a - b``)."""
+
+    a: str
+    b: str
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.a} vs {self.b}"
+
+
+# CrossMed Sec. VI-E, Table IX (row order and wording as in the paper).
+DEFAULT_CROSSMED_COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("Related", "Unrelated", "Related vs. Unrelated"),
+    Comparison("Without Modality", "Related", "Without Modality vs. Related"),
+    Comparison("Without Anatomy", "Related", "Without Anatomy vs. Related"),
+    Comparison("Without Task", "Related", "Without Task vs. Related"),
+)
+
+RESULT_COLUMNS = [
+    "comparison", "metric", "a", "b", "unit", "n_pairs", "mean_a", "mean_b", "mean_diff",
+    "sd_diff", "ci_low", "ci_high", "ci_level", "t", "df", "p", "dz", "hedges_g", "d_av",
+    "wilcoxon_p", "perm_p", "perm_method", "min_exact_p", "p_holm", "p_bh", "warning",
+]
+
+
+# --------------------------------------------------------------------------- input
+
+
+def parse_comparison(text: str) -> Comparison:
+    """``"A vs B"`` or ``"Name: A vs B"`` (a trailing dot after "vs" is allowed)."""
+    name = ""
+    body = text.strip()
+    if ":" in body:
+        name, body = (s.strip() for s in body.split(":", 1))
+    parts = re.split(r"\s+vs\.?\s+", body)
+    if len(parts) != 2 or not all(parts):
+        raise StatsError(f"comparison {text!r}: write it as 'A vs B' (difference A - B), "
+                         "optionally prefixed by 'Name: '")
+    return Comparison(parts[0].strip(), parts[1].strip(), name)
+
+
+def load_spec(path: str | Path) -> tuple[Comparison, ...]:
+    """Comparisons from a file: JSON (list of {"a", "b", "name"} or of "A vs B" strings)
+    or plain text, one ``[Name: ]A vs B`` per line (``#`` starts a comment)."""
+    path = Path(path)
+    if not path.exists():
+        raise StatsError(f"{path}: spec file not found; pass an existing --spec file")
+    text = path.read_text()
+    out: list[Comparison] = []
+    if path.suffix.lower() == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StatsError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if isinstance(items, dict):
+            items = items.get("comparisons", [])
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                out.append(parse_comparison(item))
+            elif isinstance(item, dict) and "a" in item and "b" in item:
+                out.append(Comparison(str(item["a"]), str(item["b"]), str(item.get("name", ""))))
+            else:
+                raise StatsError(f"{path}: entry {i} must be 'A vs B' or {{\"a\": ..., \"b\": ...}}")
+    else:
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                out.append(parse_comparison(line))
+    if not out:
+        raise StatsError(f"{path}: no comparisons found; add lines like 'Related vs Unrelated'")
+    return tuple(out)
+
+
+def _lines(frame: pd.DataFrame, mask) -> str:
+    rows = frame.loc[mask, "_row"].tolist()
+    shown = ", ".join(str(r) for r in rows[:8])
+    return shown + (f" (+{len(rows) - 8} more)" if len(rows) > 8 else "")
+
+
+def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFrame:
+    """Check columns and values; return a clean copy with a ``_row`` column naming each row
+    (CSV line number when read from a file, else ``row <index>``)."""
+    frame = frame.copy()
+    if "_row" not in frame.columns:
+        frame["_row"] = [f"row {i}" for i in frame.index]
+    required = ["condition", "target", "metric", "value"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise StatsError(f"{source}: missing column(s) {', '.join(missing)}; expected "
+                         "condition, target, seed, [item], metric, value")
+    if "seed" not in frame.columns:
+        frame["seed"] = "0"  # one run per target: seed-level = target-level
+    if "item" in frame:
+        # A metric is measured per item or per run, never both: empty items mark run-level
+        # metrics (e.g. accuracy) beside item-level ones (e.g. intersection/union).
+        empty = frame["item"].isna() | (frame["item"].astype(str).str.strip() == "")
+        frame["item"] = frame["item"].where(~empty, "").astype(str).str.strip()
+        mixed = frame.assign(_e=empty).groupby("metric")["_e"].nunique()
+        for metric in mixed[mixed > 1].index:
+            bad = (frame.metric == metric) & empty
+            raise StatsError(f"{source}: metric '{metric}' has item-level rows and rows with no "
+                             f"item (e.g. {_lines(frame, bad)}); give every row an item or none")
+    for col in ("condition", "target", "metric", "seed"):
+        if frame[col].isna().any():
+            raise StatsError(f"{source}: empty '{col}' at {_lines(frame, frame[col].isna())}; "
+                             "fill it or drop those rows")
+        frame[col] = frame[col].astype(str).str.strip()
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad = values.isna() & frame["value"].notna()
+    if bad.any():
+        raise StatsError(f"{source}: non-numeric value at {_lines(frame, bad)}; "
+                         "values must be numbers")
+    frame["value"] = values.astype(float)
+    nan = ~np.isfinite(frame["value"])
+    if nan.any():
+        raise StatsError(f"{source}: NaN or infinite value at {_lines(frame, nan)}; "
+                         "drop those rows or fill the value (a pair needs both values)")
+    keys = ["condition", "target", "seed"] + (["item"] if "item" in frame else []) + ["metric"]
+    dup = frame.duplicated(keys, keep=False)
+    if dup.any():
+        raise StatsError(f"{source}: duplicate rows for the same ({', '.join(keys)}) at "
+                         f"{_lines(frame, dup)}; each measurement must appear once")
+    return frame
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read and validate a tidy results CSV (condition, target, seed, [item], metric, value)."""
+    path = Path(path)
+    if not path.exists():
+        raise StatsError(f"{path}: results file not found")
+    try:
+        frame = pd.read_csv(path, dtype={"condition": str, "target": str, "seed": str,
+                                         "item": str, "metric": str}, comment="#")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise StatsError(f"{path}: not a readable CSV ({exc})") from None
+    # Line numbers as the user sees them (header is line 1); comment lines are not counted.
+    frame["_row"] = [f"line {i + 2}" for i in range(len(frame))]
+    return validate_results(frame, source=str(path))
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def active_ratios(frame: pd.DataFrame, ratio_metrics) -> dict[str, tuple[str, str]]:
+    """Ratio metrics to derive here: both parts present and no measured metric of that name
+    (a CSV that already holds per-run 'cIoU' values is used as is)."""
+    present = set(frame.metric)
+    return {name: pair for name, pair in (ratio_metrics or {}).items()
+            if name not in present and set(pair) <= present}
+
+
+def _has_items(frame: pd.DataFrame) -> bool:
+    return "item" in frame and bool((frame["item"] != "").any())
+
+
+def _metric_values(frame: pd.DataFrame, metric: str, ratio_metrics, keys) -> pd.DataFrame:
+    """Values of ``metric`` aggregated to ``keys`` (mean; ratio of sums for ratio metrics).
+
+    Returns columns keys + ["value", "_row"]."""
+    if metric in ratio_metrics:
+        num, den = ratio_metrics[metric]
+        fine = ["target", "seed"] + (["item"] if _has_items(frame) else [])
+        wide = frame[frame.metric.isin([num, den])].pivot_table(
+            index=fine, columns="metric", values="value", aggfunc="first")
+        rows = frame[frame.metric.isin([num, den])].groupby(fine)["_row"].first()
+        wide = wide.join(rows)
+        if num not in wide or den not in wide or wide[[num, den]].isna().any(axis=None):
+            raise StatsError(f"ratio metric '{metric}' needs both '{num}' and '{den}' rows for "
+                             "every item; some are missing")
+        # Ratio of sums within each run (target, seed) or item; seeds then weigh equally in
+        # a target mean, as for every other metric.
+        level = keys if len(keys) >= 2 else ["target", "seed"]
+        sums = wide.groupby(level).agg(num=(num, "sum"), den=(den, "sum"),
+                                       _row=("_row", "first"))
+        if (sums.den <= 0).any():
+            raise StatsError(f"ratio metric '{metric}': '{den}' sums to 0 for some "
+                             f"{'/'.join(level)}; cannot form the ratio")
+        ratio = pd.DataFrame({"value": sums.num / sums.den, "_row": sums._row}).reset_index()
+        if level == keys:
+            return ratio
+        return ratio.groupby(keys, as_index=False).agg(value=("value", "mean"),
+                                                       _row=("_row", "first"))
+    sub = frame[frame.metric == metric]
+    # Average items within a seed first, then seeds within a target, so every seed weighs
+    # the same in a target mean whatever its number of items.
+    levels = ["target", "seed"] + (["item"] if _has_items(sub) else [])
+    grouped = sub
+    for depth in range(len(levels) - 1, len(keys) - 1, -1):
+        grouped = grouped.groupby(levels[:depth], as_index=False).agg(
+            value=("value", "mean"), _row=("_row", "first"))
+    return grouped[keys + ["value", "_row"]]
+
+
+def available_metrics(frame: pd.DataFrame, ratio_metrics=DEFAULT_RATIO_METRICS) -> list[str]:
+    """Metrics in order of first appearance; ratio components are replaced by their ratio."""
+    out: list[str] = []
+    ratio_metrics = active_ratios(frame, ratio_metrics)
+    parts = {p: name for name, pair in ratio_metrics.items() for p in pair}
+    for m in dict.fromkeys(frame.metric):
+        name = parts.get(m, m)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit: str = "target",
+                  ratio_metrics=DEFAULT_RATIO_METRICS, source: str = "results") -> pd.DataFrame:
+    """Pairs for one comparison and metric: columns keys + ["a", "b"], sorted by key.
+
+    Raises StatsError naming the rows for a missing condition or metric, unpaired keys or
+    fewer than two pairs."""
+    if unit not in UNITS:
+        raise StatsError(f"unit {unit!r}: use one of {', '.join(UNITS)}")
+    if "_row" not in frame.columns:
+        frame = validate_results(frame, source)
+    if unit == "item" and "item" not in frame:
+        raise StatsError(f"{source}: unit 'item' needs an 'item' column; add it or use "
+                         "--unit seed/target")
+    keys = KEY_COLUMNS[unit]
+    ratio_metrics = active_ratios(frame, ratio_metrics)
+    present = sorted(frame.condition.unique())
+    components = set(ratio_metrics.get(metric, (metric,)))
+    sides = {}
+    for side, cond in (("a", comparison.a), ("b", comparison.b)):
+        if cond not in present:
+            raise StatsError(f"{source}: condition '{cond}' (needed by '{comparison.label}') is "
+                             f"absent; conditions present: {', '.join(present)}")
+        sub = frame[(frame.condition == cond) & frame.metric.isin(components)]
+        if sub.empty:
+            other = comparison.b if side == "a" else comparison.a
+            have = frame[(frame.condition == other) & frame.metric.isin(components)]
+            where = f" (rows for '{other}': {_lines(have, have.index)})" if len(have) else ""
+            raise StatsError(f"{source}: metric '{metric}' is absent for condition '{cond}'"
+                             f"{where}; add its rows or drop the metric")
+        if unit == "item" and not _has_items(sub):
+            raise StatsError(f"{source}: metric '{metric}' has no item-level rows for '{cond}'; "
+                             "use --unit seed or --unit target for it")
+        sides[side] = _metric_values(sub, metric, ratio_metrics, keys)
+    merged = sides["a"].merge(sides["b"], on=keys, how="outer", suffixes=("_a", "_b"),
+                              indicator=True)
+    lonely = merged[merged._merge != "both"]
+    if len(lonely):
+        desc = []
+        for _, r in lonely.head(5).iterrows():
+            key = ", ".join(f"{k} '{r[k]}'" for k in keys)
+            has, lacks = ((comparison.a, comparison.b) if r._merge == "left_only"
+                          else (comparison.b, comparison.a))
+            row = r._row_a if r._merge == "left_only" else r._row_b
+            desc.append(f"{key} has '{has}' ({row}) but no '{lacks}'")
+        more = f" (+{len(lonely) - 5} more)" if len(lonely) > 5 else ""
+        raise StatsError(f"{source}: unpaired rows for '{comparison.label}', {metric}, unit "
+                         f"{unit}: {'; '.join(desc)}{more}; add the missing rows or drop them")
+    merged = merged.rename(columns={"value_a": "a", "value_b": "b"})
+    if len(merged) < 2:
+        rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
+        raise StatsError(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
+                         f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2")
+    return merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def min_exact_p(n_nonzero: int) -> float:
+    """Smallest two-sided p an exact sign-flip or Wilcoxon signed-rank test can give with
+    n non-zero differences: 2 / 2^n (all signs agree)."""
+    return min(1.0, 2.0 ** (1 - n_nonzero)) if n_nonzero > 0 else 1.0
+
+
+def _integer_grid(x: np.ndarray, max_total: int = 2_000_000):
+    """Scale at which all |x| are integers (1, 10, ..., 1e4), or None."""
+    for scale in (1, 10, 100, 1000, 10000):
+        y = x * scale
+        if np.all(np.abs(y - np.round(y)) <= 1e-9 * np.maximum(1.0, np.abs(y))) and np.all(
+                np.round(y) > 0):
+            return np.round(y).astype(np.int64) if np.round(y).sum() <= max_total else None
+    return None
+
+
+def _half_sums(x: np.ndarray) -> np.ndarray:
+    """All 2^len(x) signed sums of x."""
+    sums = np.zeros(1)
+    for v in x:
+        sums = np.concatenate([sums + v, sums - v])
+    return sums
+
+
+def sign_flip_p(diff, max_exact: int = 40, n_resamples: int = 200_000,
+                seed: int = 0) -> tuple[float, str]:
+    """Two-sided permutation p of the mean paired difference under random sign flips.
+
+    The t statistic is a monotone function of the mean under sign flips (the sum of squares
+    is invariant), so this is also the permutation p of the paired t, and it equals
+    scipy.stats.permutation_test(permutation_type="samples", n_resamples=inf). Exact for
+    n <= ``max_exact`` by meet-in-the-middle (all 2^n sums as two sorted halves), exact for
+    any n by dynamic programming over sums when the differences lie on a decimal grid
+    (e.g. accuracies in whole percent), otherwise Monte Carlo with
+    p = (1 + hits) / (1 + resamples). Returns (p, method)."""
+    d = np.asarray(diff, dtype=float)
+    d = d[d != 0]  # a zero difference flips to itself
+    n = d.size
+    if n == 0:
+        return 1.0, "exact"
+    grid = _integer_grid(np.abs(d)) if n > max_exact else None
+    if grid is not None:
+        total = int(grid.sum())
+        obs = abs(int(np.sum(np.sign(d) * grid)))
+        # probs[k] = P(sum of |d| over the positive-sign subset == k); signed sum = 2k - total
+        probs = np.zeros(total + 1)
+        probs[0] = 1.0
+        for g in grid:
+            shifted = np.zeros_like(probs)
+            shifted[g:] = probs[: total + 1 - g]
+            probs = 0.5 * (probs + shifted)
+        signed = 2 * np.arange(total + 1) - total
+        return float(min(1.0, probs[np.abs(signed) >= obs].sum())), "exact"
+    # ties up to rounding count as at least as extreme (as scipy does)
+    tol = 1e-10 * np.abs(d).sum()
+    threshold = abs(d.sum()) - tol
+    if threshold <= 0:
+        return 1.0, "exact"
+    if n <= max_exact:
+        left = _half_sums(d[: n // 2])
+        right = np.sort(_half_sums(d[n // 2:]))
+        # |l + r| >= threshold  <=>  r >= threshold - l  or  r <= -threshold - l
+        upper = right.size - np.searchsorted(right, threshold - left, side="left")
+        lower = np.searchsorted(right, -threshold - left, side="right")
+        return float((upper.sum() + lower.sum()) / 2.0**n), "exact"
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_resamples, 10_000):
+        m = min(10_000, n_resamples - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(m, n))
+        hits += int(np.sum(np.abs(signs @ d) >= threshold))
+    return (1 + hits) / (1 + n_resamples), f"monte carlo ({n_resamples} resamples)"
+
+
+def hedges_correction(df: float) -> float:
+    """Exact small-sample bias correction J(df) = Gamma(df/2) / (sqrt(df/2) Gamma((df-1)/2))
+    (Hedges 1981; Lakens 2013, Front. Psychol. 4:863, eq. 4 gives the approximation
+    1 - 3 / (4 df - 1))."""
+    if df <= 1:
+        return float("nan")
+    return float(math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2))
+                 / math.sqrt(df / 2))
+
+
+def paired_test(a, b, ci_level: float = 0.95, perm_kwargs: dict | None = None) -> dict:
+    """Paired statistics of ``a - b``: t, df, two-sided p, mean difference with its t
+    interval, dz (mean / sd of differences), Hedges g (dz times J(n-1)), d_av (mean / average
+    of the two sds, Lakens 2013 eq. 10, for comparison with tools that report it), Wilcoxon p
+    (zero differences dropped, scipy default) and the sign-flip permutation p."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    d = a - b
+    n = d.size
+    df = n - 1
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
+    p = float(2 * stats.t.sf(abs(t), df)) if not math.isnan(t) else math.nan
+    half = float(stats.t.ppf(0.5 + ci_level / 2, df) * se)
+    dz = mean / sd if sd > 0 else math.nan
+    sd_av = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    nonzero = int(np.count_nonzero(d))
+    if nonzero:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns on ties / small n; p is still right
+            wilcoxon_p = float(stats.wilcoxon(a, b).pvalue)
+    else:
+        wilcoxon_p = math.nan
+    perm_p, perm_method = sign_flip_p(d, **(perm_kwargs or {}))
+    return {
+        "n_pairs": n, "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+        "mean_diff": mean, "sd_diff": sd, "ci_low": mean - half, "ci_high": mean + half,
+        "ci_level": ci_level, "t": float(t), "df": df, "p": p, "dz": dz,
+        "hedges_g": dz * hedges_correction(df), "d_av": mean / sd_av if sd_av > 0 else math.nan,
+        "wilcoxon_p": wilcoxon_p, "perm_p": perm_p, "perm_method": perm_method,
+        "min_exact_p": min_exact_p(nonzero), "n_nonzero": nonzero,
+    }
+
+
+def adjust_p(p, method: str) -> np.ndarray:
+    """Holm (step-down) or Benjamini-Hochberg adjusted p-values; NaNs stay NaN.
+
+    Holm 1979: p_(i) * (m - i + 1), running max. BH 1995: p_(i) * m / i, running min from
+    the top."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = q.size
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="mergesort")
+    ranked = q[order]
+    if method == "holm":
+        adj = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    elif method in ("bh", "fdr_bh"):
+        adj = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    else:
+        raise StatsError(f"adjustment {method!r}: use 'holm' or 'bh'")
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def mixed_model_test(frame: pd.DataFrame, comparison: Comparison, metric: str,
+                     ratio_metrics=DEFAULT_RATIO_METRICS, source: str = "results") -> dict:
+    """Seed-level paired differences with a random intercept per target (seeds nested in
+    targets), fitted by REML with statsmodels MixedLM. Returns the fixed intercept (mean
+    difference), its SE, z, p and Wald interval. statsmodels reports z-tests, which are
+    anti-conservative with few targets (DESIGN.md section 5)."""
+    import statsmodels.formula.api as smf
+
+    pairs = paired_values(frame, comparison, metric, "seed", ratio_metrics, source)
+    pairs["diff"] = pairs.a - pairs.b
+    n_targets = pairs.target.nunique()
+    if n_targets < 2 or len(pairs) <= n_targets:
+        raise StatsError(f"{source}: the mixed model for '{comparison.label}', {metric} needs "
+                         "at least 2 targets and more than one seed in some target; "
+                         f"got {n_targets} target(s), {len(pairs)} pairs; use --unit instead")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # boundary / convergence chatter; reported in 'note'
+        fit = smf.mixedlm("diff ~ 1", pairs, groups=pairs["target"]).fit(reml=True)
+    est = float(fit.fe_params["Intercept"])
+    se = float(fit.bse_fe["Intercept"])
+    z = est / se
+    ci = fit.conf_int().loc["Intercept"]
+    return {"mixed_mean_diff": est, "mixed_se": se, "mixed_z": z,
+            "mixed_p": float(2 * stats.norm.sf(abs(z))), "mixed_ci_low": float(ci[0]),
+            "mixed_ci_high": float(ci[1]), "mixed_n_targets": n_targets,
+            "mixed_var_target": float(fit.cov_re.iloc[0, 0]), "mixed_converged":
+            bool(fit.converged)}
+
+
+def compare_conditions(results: pd.DataFrame,
+                       comparisons=DEFAULT_CROSSMED_COMPARISONS,
+                       unit: str = "target",
+                       metrics: list[str] | None = None,
+                       mixed: bool = False,
+                       ci_level: float = 0.95,
+                       family: str = "all",
+                       ratio_metrics: dict[str, tuple[str, str]] | None = None,
+                       reported_alpha: float = 0.05,
+                       source: str = "results") -> pd.DataFrame:
+    """One row per (comparison, metric) with paired statistics (see ``RESULT_COLUMNS``).
+
+    Holm and BH adjustments are over the t-test p-values of the whole table
+    (``family="all"``) or within each metric (``family="metric"``). A row's ``warning`` says
+    when an exact test (sign flip, Wilcoxon) cannot reach ``reported_alpha`` with its n."""
+    ratio_metrics = DEFAULT_RATIO_METRICS if ratio_metrics is None else ratio_metrics
+    if "_row" not in results.columns:
+        results = validate_results(results, source)
+    ratio_metrics = active_ratios(results, ratio_metrics)
+    comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in comparisons)
+    if not comparisons:
+        raise StatsError("no comparisons given; pass a spec or use the CrossMed default")
+    metrics = list(metrics) if metrics else available_metrics(results, ratio_metrics)
+    rows = []
+    for comp in comparisons:
+        for metric in metrics:
+            if metric not in ratio_metrics and metric not in set(results.metric):
+                raise StatsError(f"{source}: metric '{metric}' not found; metrics present: "
+                                 f"{', '.join(available_metrics(results, ratio_metrics))}")
+            pairs = paired_values(results, comp, metric, unit, ratio_metrics, source)
+            res = paired_test(pairs.a.to_numpy(), pairs.b.to_numpy(), ci_level)
+            warn = []
+            if res["min_exact_p"] > reported_alpha:
+                warn.append(f"exact tests cannot reach p < {reported_alpha:g} with "
+                            f"{res['n_nonzero']} non-zero pairs (min {res['min_exact_p']:.3g})")
+            if unit == "seed" and pairs.target.nunique() < len(pairs):
+                warn.append("seeds nested in targets are treated as independent pairs")
+            row = {"comparison": comp.label, "metric": metric, "a": comp.a, "b": comp.b,
+                   "unit": unit, **res, "warning": "; ".join(warn)}
+            if mixed:
+                row.update(mixed_model_test(results, comp, metric, ratio_metrics, source))
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    if family not in ("all", "metric"):
+        raise StatsError(f"family {family!r}: use 'all' or 'metric'")
+    groups = [out.index] if family == "all" else [g.index for _, g in out.groupby("metric")]
+    out["p_holm"] = np.nan
+    out["p_bh"] = np.nan
+    for idx in groups:
+        out.loc[idx, "p_holm"] = adjust_p(out.loc[idx, "p"], "holm")
+        out.loc[idx, "p_bh"] = adjust_p(out.loc[idx, "p"], "bh")
+    extra = [c for c in out.columns if c not in RESULT_COLUMNS]
+    return out[RESULT_COLUMNS + extra]
+
+
+# --------------------------------------------------------------------------- item level
+
+
+def mcnemar_items(results: pd.DataFrame, comparison: Comparison, metric: str,
+                  source: str = "results") -> dict:
+    """Exact McNemar test on per-item correctness (values 0/1) pooled over all paired
+    (target, seed, item) rows: b = items right under ``a`` only, c = right under ``b`` only,
+    p = min(1, 2 * Binom(b + c, 1/2).cdf(min(b, c))) (McNemar 1947, exact binomial form)."""
+    pairs = paired_values(results, comparison, metric, "item", {}, source)
+    vals = np.concatenate([pairs.a, pairs.b])
+    if not np.all(np.isin(vals, (0.0, 1.0))):
+        raise StatsError(f"{source}: McNemar needs 0/1 correctness per item for '{metric}'; "
+                         "found other values")
+    only_a = int(((pairs.a == 1) & (pairs.b == 0)).sum())
+    only_b = int(((pairs.a == 0) & (pairs.b == 1)).sum())
+    k = only_a + only_b
+    p = 1.0 if k == 0 else float(min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), k, 0.5)))
+    return {"comparison": comparison.label, "metric": metric, "n_items": len(pairs),
+            "only_a": only_a, "only_b": only_b, "mcnemar_p": p}
+
+
+def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
+                     ratio_metrics=DEFAULT_RATIO_METRICS, n_resamples: int = 2000,
+                     ci_level: float = 0.95, method: str = "BCa", seed: int = 0,
+                     source: str = "results") -> dict:
+    """Paired bootstrap over items (images) of the difference ``metric(a) - metric(b)``.
+
+    Items are resampled jointly in both conditions; a ratio metric such as cIoU is
+    recomputed as sum(numerator) / sum(denominator) in every resample (a mean of per-image
+    ratios would be a different quantity). Uses scipy.stats.bootstrap(paired=True)."""
+    if "item" not in results:
+        raise StatsError(f"{source}: the paired bootstrap needs item-level rows (an 'item' "
+                         "column)")
+    if "_row" not in results.columns:
+        results = validate_results(results, source)
+    ratio_metrics = active_ratios(results, ratio_metrics)
+    if metric in ratio_metrics:
+        num, den = ratio_metrics[metric]
+        cols = {}
+        for side, cond in (("a", comparison.a), ("b", comparison.b)):
+            for part in (num, den):
+                sub = results[(results.condition == cond) & (results.metric == part)]
+                cols[(side, part)] = sub.set_index(["target", "seed", "item"])["value"]
+        joined = pd.concat(cols, axis=1, join="outer")
+        if joined.isna().any(axis=None) or joined.empty:
+            raise StatsError(f"{source}: '{comparison.label}', {metric}: every item needs "
+                             f"'{num}' and '{den}' in both conditions; some are missing")
+        arrays = [joined[(s, p)].to_numpy() for s in ("a", "b") for p in (num, den)]
+
+        def statistic(na, da, nb, db, axis=-1):
+            return na.sum(axis) / da.sum(axis) - nb.sum(axis) / db.sum(axis)
+    else:
+        pairs = paired_values(results, comparison, metric, "item", ratio_metrics, source)
+        arrays = [pairs.a.to_numpy(), pairs.b.to_numpy()]
+
+        def statistic(xa, xb, axis=-1):
+            return xa.mean(axis) - xb.mean(axis)
+    estimate = float(statistic(*arrays))
+    res = stats.bootstrap(arrays, statistic, paired=True, vectorized=True,
+                          n_resamples=n_resamples, confidence_level=ci_level, method=method,
+                          rng=np.random.default_rng(seed))
+    return {"comparison": comparison.label, "metric": metric, "n_items": len(arrays[0]),
+            "estimate": estimate, "ci_low": float(res.confidence_interval.low),
+            "ci_high": float(res.confidence_interval.high), "ci_level": ci_level,
+            "method": f"paired bootstrap {method}, {n_resamples} resamples",
+            "se": float(res.standard_error)}
+
+
+def item_level_analysis(results: pd.DataFrame, comparisons=DEFAULT_CROSSMED_COMPARISONS,
+                        metrics: list[str] | None = None, ratio_metrics=None,
+                        n_resamples: int = 2000, seed: int = 0,
+                        source: str = "results") -> pd.DataFrame:
+    """Per comparison and metric: paired bootstrap interval over items and, for 0/1
+    metrics, the exact McNemar p."""
+    ratio_metrics = DEFAULT_RATIO_METRICS if ratio_metrics is None else ratio_metrics
+    if "_row" not in results.columns:
+        results = validate_results(results, source)
+    ratio_metrics = active_ratios(results, ratio_metrics)
+    comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in comparisons)
+    if metrics is None:
+        # Only metrics measured per item can be resampled over items.
+        item_rows = results[results["item"] != ""] if "item" in results else results.iloc[:0]
+        metrics = available_metrics(item_rows, ratio_metrics)
+    if not metrics:
+        raise StatsError(f"{source}: no item-level rows (an 'item' column with values); "
+                         "the bootstrap and McNemar tests need per-item results")
+    rows = []
+    for comp in comparisons:
+        for metric in metrics:
+            row = paired_bootstrap(results, comp, metric, ratio_metrics, n_resamples, seed=seed,
+                                   source=source)
+            row["mcnemar_p"] = math.nan
+            if metric not in ratio_metrics:
+                vals = results.loc[results.metric == metric, "value"]
+                if vals.isin((0.0, 1.0)).all():
+                    row["mcnemar_p"] = mcnemar_items(results, comp, metric, source)["mcnemar_p"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analyze_file(results_path: str | Path, spec_path: str | Path | None = None,
+                 unit: str = "target", mixed: bool = False, metrics: list[str] | None = None,
+                 item_level: bool = False, n_resamples: int = 2000, family: str = "all",
+                 alpha: float = 0.05, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Everything ``matprobe significance`` shows: {"results": compare_conditions(...)} and,
+    with ``item_level``, {"items": item_level_analysis(...)}."""
+    frame = read_results(results_path)
+    comparisons = load_spec(spec_path) if spec_path else DEFAULT_CROSSMED_COMPARISONS
+    out = {"results": compare_conditions(frame, comparisons, unit=unit, metrics=metrics,
+                                         mixed=mixed, family=family, reported_alpha=alpha,
+                                         source=str(results_path))}
+    if item_level:
+        out["items"] = item_level_analysis(frame, comparisons, metrics, n_resamples=n_resamples,
+                                           seed=seed, source=str(results_path))
+    return out
