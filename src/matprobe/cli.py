@@ -201,6 +201,50 @@ def extract_command(
 
 # ---------------------------------------------------------------- mi
 # <mi-commands>
+@app.command("mi")
+@run_user_errors
+def mi_command(
+    store: Path = typer.Argument(..., help="HDF5 embedding store."),
+    factors: str = typer.Option("M,A,T", "--factors", help="Chain order, comma-separated label columns."),
+    layer: str = typer.Option(..., "--layer", help="Layer key as stored (e.g. 16, final)."),
+    pool: str = typer.Option("last", "--pool", help="Pooling key as stored."),
+    estimator: str = typer.Option("probe", "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per estimate."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
+    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (results) or FILE.csv (table)."),
+) -> None:
+    """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
+    from rich.table import Table
+
+    from matprobe.mi.chain import check_out_path, run_store, write_results
+
+    if out is not None:
+        check_out_path(out)
+    unit = "bits" if bits else "nats"
+    names = [f.strip() for f in factors.split(",") if f.strip()]
+    ests = [e.strip() for e in estimator.split(",") if e.strip()]
+    result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
+                             pca=pca or None, unit=unit)
+    table = Table(title=f"MI chain ({unit}), {meta['store']} layer {layer} pool {pool}")
+    for col in ("term", "estimator", "estimate", "90% interval", "H limit", "chain diff.", "note"):
+        table.add_column(col)
+    frame = result.frame()
+    for row in frame.itertuples():
+        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        diff = "" if row.chain_difference != row.chain_difference else f"{row.chain_difference:.3f}"
+        table.add_row(row.term, row.estimator, f"{row.estimate:.3f}", interval, f"{row.h_upper:.3f}",
+                      diff, row.note)
+    console.print(table)
+    for term, agr in result.agreement().items():
+        if len(ests) > 1:
+            console.print(f"{term}: estimators spread {agr['spread']:.3f} {unit}; intervals "
+                          + ("overlap" if agr["intervals_overlap"] else "do not overlap"))
+    if out is not None:
+        write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
+                      layer=meta["layer"], pool=meta["pool"])
+        console.print(f"wrote {out}")
 # </mi-commands>
 
 # ---------------------------------------------------------------- bounds / check (theory)

@@ -419,6 +419,8 @@ class EmbeddingStore:
 
     # ------------------------------------------------------------------ writing
     def check_provenance(self, provenance: Mapping[str, Any]) -> None:
+        """Refuse `provenance` (raw or from `make_provenance`) if it differs from the stored one."""
+        provenance = make_provenance(**dict(provenance))
         diff = provenance_differences(self.provenance, provenance)
         if diff:
             old, new = self.provenance, dict(provenance)
@@ -441,7 +443,7 @@ class EmbeddingStore:
         if self._h5.mode != "r+":
             raise StoreError(f"{self.path}: opened read-only; open with mode='a' to append")
         if provenance is not None:
-            self.check_provenance(make_provenance(**dict(provenance)))
+            self.check_provenance(provenance)
         rows = np.asarray(rows)
         if rows.dtype.kind in "OUS":
             rows = self.rows_of(rows)

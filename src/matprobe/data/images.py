@@ -58,12 +58,8 @@ def read_dicom(path: Path, frame: int | None = None) -> Image.Image:
     import pydicom
 
     ds = pydicom.dcmread(str(path))
-    pixels = ds.pixel_array
+    pixels = ds.pixel_array  # pydicom >= 3 already converts YCbCr colour data to RGB
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
-    if photometric.startswith("YBR") and pixels.ndim >= 3 and pixels.shape[-1] == 3:
-        from pydicom.pixels import convert_color_space
-
-        pixels = convert_color_space(pixels, photometric, "RGB")
     n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if n_frames > 1:
         index = 0 if frame is None else frame

@@ -1,0 +1,196 @@
+"""Extraction throughput: matprobe's pooling hooks vs two peers on the same batches.
+
+Peers, run in the same process on the same pre-tokenised batches (processor time excluded
+from all three; it is identical for each):
+  (a) bare backbone forward, no caching: `model.model(**inputs, use_cache=False)`, full depth;
+  (b) full forward with `output_hidden_states=True` (all layers + full-vocabulary logits),
+      which is what extraction without hooks has to do.
+Reported as ratios of samples/s:
+  overhead  = matprobe(full depth: layers L/4, L/2, L-1, final, 4 pools, answers) / (a)  target >= 0.95
+  speedup   = matprobe(deepest layer L/2: layers L/4, L/2, 4 pools, no answers)   / (b)  target >= 1.8
+Timing is interleaved (the four methods in a shuffled order on every batch) and the median
+per batch is used, to damp noise on a shared machine.
+
+    .venv/bin/python experiments/benchmarks/extract_bench.py [--models tiny,mid] [--device cpu]
+      [--dtype fp32] [--rounds 5] [--batch-size 8] [--threads 1]
+On a GPU add `--models 7b --device cuda --dtype bf16` (random weights shaped like
+llava-1.5-7b; also prints peak GPU memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _build(model: str, root: Path) -> Path:
+    from matprobe.extract.tiny import LLAVA_7B_SHAPE, LLAVA_MID_SHAPE, build_tiny_checkpoint
+
+    shape = {"tiny": None, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
+    return build_tiny_checkpoint(root / model, "llava", seed=0, shape=shape)
+
+
+def _in_memory(model: str, dtype: str, device: str):
+    """Random-initialised model built directly on `device` in `dtype` (no 14-28 GB round trip
+    through disk for the 7B shape); same classes and processor as the saved checkpoints."""
+    from matprobe.extract.checkpoints import DTYPES, LoadedModel
+    from matprobe.extract.tiny import (
+        LLAVA_7B_SHAPE,
+        LLAVA_MID_SHAPE,
+        LLAVA_TINY_SHAPE,
+        _llava_model,
+        _llava_processor,
+        build_tokenizer,
+    )
+
+    shape = {"tiny": LLAVA_TINY_SHAPE, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
+    tokenizer = build_tokenizer("llava")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, DTYPES[dtype]))
+    try:
+        with torch.device(device):
+            net = _llava_model(tokenizer, 0, shape)
+    finally:
+        torch.set_default_dtype(previous)
+    net.eval()
+    processor = _llava_processor(tokenizer, shape["image_size"])
+    processor.tokenizer.padding_side = "left"
+    return LoadedModel(model=net, processor=processor, arch="llava", info={"device": device})
+
+
+def _batches(loaded, n_batches: int, batch_size: int, device: str, seed: int = 0):
+    from matprobe.extract.tokens import POOLS, build_batch, last_token_index, pool_weights
+
+    rng = np.random.default_rng(seed)
+    questions = ["What is shown?", "Which organ is visible in this image of the body?",
+                 "What is the most likely finding in this scan?"]
+    options = ("Normal", "Tumor", "Cyst", "Stone")
+    out = []
+    for b in range(n_batches):
+        imgs = [Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)) for _ in range(batch_size)]
+        qs = [questions[(b + i) % 3] for i in range(batch_size)]
+        pb = build_batch(loaded.processor, qs, [options] * batch_size, imgs)
+        inputs = {k: v.to(device) for k, v in pb.inputs.items()}
+        att = inputs["attention_mask"]
+        w = pool_weights(inputs["input_ids"], att, pb.question_mask.to(device), loaded.image_token_id, POOLS)
+        out.append((inputs, w, last_token_index(att)))
+    return out
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench(model_name: str, device: str, dtype: str, rounds: int, batch_size: int, n_batches: int) -> dict:
+    from matprobe.extract.checkpoints import load_model
+    from matprobe.extract.hooks import LayerPooler, letter_logits
+    from matprobe.extract.tokens import option_letter_token_ids
+
+    if model_name == "7b":
+        loaded = _in_memory(model_name, dtype, device)
+    else:  # through the saved-checkpoint path, as extraction loads models
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = _build(model_name, Path(tmp))
+            loaded = load_model(ckpt, dtype=dtype, device=device)
+    model, L = loaded.model, loaded.num_layers
+    batches = _batches(loaded, n_batches, batch_size, device)
+    letters = option_letter_token_ids(loaded.processor.tokenizer, 4)
+    full_layers = [str(L // 4), str(L // 2), str(L - 1), "final"]
+    half_layers = [str(L // 4), str(L // 2 - 1)]  # deepest = block L/2 - 1: half the blocks run
+
+    def run_bare(inputs, w, last):
+        with torch.inference_mode():
+            model.model(**inputs, use_cache=False)
+
+    def run_full_hs(inputs, w, last):
+        with torch.inference_mode():
+            model(**inputs, output_hidden_states=True, use_cache=False)
+
+    pool_full = LayerPooler(model, full_layers, need_final_last=True)
+    pool_half = LayerPooler(model, half_layers, need_final_last=False)
+
+    def run_matprobe(inputs, w, last):
+        with pool_full:
+            pool_full.run(inputs, w, last)
+            letter_logits(model, pool_full.last_final, letters)
+            for v in pool_full.pooled.values():
+                v.cpu()
+
+    def run_matprobe_half(inputs, w, last):
+        with pool_half:
+            pool_half.run(inputs, w, last)
+            for v in pool_half.pooled.values():
+                v.cpu()
+
+    methods = {"bare_forward": run_bare, "matprobe_full_depth": run_matprobe,
+               "full_hidden_states": run_full_hs, "matprobe_half_depth": run_matprobe_half}
+    for fn in methods.values():  # warm-up
+        fn(*batches[0])
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    peak: dict[str, float] = {}
+    order_rng = np.random.default_rng(1)
+    for _ in range(rounds):
+        for inputs, w, last in batches:
+            # Shuffled order per batch: a fixed order biased the second method by ~7% here
+            # (cache/frequency effects on the shared CPU).
+            for name in order_rng.permutation(list(methods)):
+                fn = methods[name]
+                if device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                _sync(device)
+                t0 = time.perf_counter()
+                fn(inputs, w, last)
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+                if device.startswith("cuda"):
+                    peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**30)
+    sps = {k: batch_size / statistics.median(v) for k, v in times.items()}
+    seq = int(batches[0][0]["input_ids"].shape[1])
+    return {
+        "model": model_name, "layers": L, "hidden": model.config.get_text_config().hidden_size,
+        "vocab": model.config.get_text_config().vocab_size, "seq_len": seq, "device": device,
+        "dtype": dtype, "batch_size": batch_size, "batches": n_batches, "rounds": rounds,
+        "samples_per_s": sps, "peak_gib": peak,
+        "overhead_ratio": sps["matprobe_full_depth"] / sps["bare_forward"],
+        "speedup_half_depth": sps["matprobe_half_depth"] / sps["full_hidden_states"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="tiny,mid")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.models.split(","):
+        r = bench(name, args.device, args.dtype, args.rounds, args.batch_size, args.batches)
+        print(f"\n== {name}: {r['layers']} layers x {r['hidden']}, vocab {r['vocab']}, seq {r['seq_len']}, "
+              f"{r['device']} {r['dtype']}, batch {r['batch_size']} x {r['batches']} batches x "
+              f"{r['rounds']} rounds, {args.threads} thread(s)")
+        for k, v in r["samples_per_s"].items():
+            mem = f", peak {r['peak_gib'][k]:.2f} GiB" if k in r["peak_gib"] else ""
+            print(f"  {k:22s} {v:9.2f} samples/s{mem}")
+        print(f"  overhead  matprobe_full_depth / bare_forward       = {r['overhead_ratio']:.3f} "
+              f"(target >= 0.95)")
+        print(f"  speedup   matprobe_half_depth / full_hidden_states = {r['speedup_half_depth']:.2f}x "
+              f"(target >= 1.8x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""`matprobe extract`: pooled hidden states (and the model's answers) into an HDF5 store.
+
+Flow: load the dataset → check every image exists → load processor + model (+ adapter) →
+open or create the store (resume: only rows not marked done are computed; a store made
+with different settings is refused) → batches: prompt → processor → backbone forward with
+pooling hooks (stopping after the deepest layer) → LM head on the last position for the
+option letters → append rows. Under torchrun / accelerate each rank writes its own shard,
+and rank 0 merges the shards into one virtual store at `out`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from matprobe.errors import DataError, ExtractError, StoreError
+from matprobe.extract.tokens import POOLS, PROMPT_TEMPLATE
+
+
+@dataclass
+class ExtractConfig:
+    """Everything `matprobe extract` takes (CLI flags map one to one)."""
+
+    ckpt: str | None
+    data: str
+    out: str
+    layers: str | list = "8,16,-1"
+    pools: str | list = "last,image,question,mean"
+    batch_size: int = 8
+    dtype: str = "fp32"
+    device: str = "cpu"
+    adapter: str | None = None
+    base: str | None = None
+    max_pixels: int | None = None
+    answers: bool | None = None  # None: on when every sample has >= 2 options
+    overwrite: bool = False
+    image_root: str | None = None
+    merge_adapter: bool = True
+
+
+@dataclass
+class ExtractResult:
+    out: Path
+    n_total: int
+    n_computed: int  # rows computed by this run (on this rank)
+    n_resumed: int  # rows already done before this run started (on this rank)
+    seconds: float
+    layers: list[str] = field(default_factory=list)
+    pools: list[str] = field(default_factory=list)
+    shards: list[Path] = field(default_factory=list)
+    accuracy: float | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def parse_pools(spec) -> list[str]:
+    items = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    bad = [p for p in items if p not in POOLS]
+    if bad or not items:
+        raise ExtractError(f"--pool: unknown pool(s) {', '.join(bad) or '(none)'}; use {', '.join(POOLS)}")
+    return list(dict.fromkeys(items))
+
+
+def _check_images(samples, source: str) -> None:
+    from matprobe.data.images import resolve_image_path
+
+    missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
+    if missing:
+        first = missing[0]
+        raise DataError(
+            f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample "
+            f"{first.id!r}: {first.image or '(no image path)'}; fix the paths or pass --image-root"
+        )
+
+
+def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options) -> dict:
+    import torch
+    import transformers
+
+    info = loaded.info
+    return {
+        "kind": "matprobe.extract",
+        "arch": loaded.arch,
+        "checkpoint": info["checkpoint"],
+        "config_sha256": info["config_sha256"],
+        "adapter": info["adapter"],
+        "adapter_sha256": info["adapter_sha256"],
+        "adapter_merged": info["adapter_merged"],
+        "dtype": info["dtype"],
+        "feature_dtype": "float32",
+        "device_type": info["device"].split(":")[0],
+        "attn_implementation": info["attn_implementation"],
+        "num_decoder_layers": loaded.num_layers,
+        "layers": list(layers),
+        "pools": list(pools),
+        "pool_definitions": {
+            "last": "last real token", "image": "mean over image_token_id positions",
+            "question": "mean over question + options text tokens", "mean": "mean over all real tokens",
+        },
+        "prompt_template": PROMPT_TEMPLATE,
+        "image_processor": info["image_processor"],
+        "image_processor_backend": info["image_processor_backend"],
+        "processor_fallback": info["processor_fallback"],
+        "image_size": info["image_size"],
+        "max_pixels": info["max_pixels"],
+        "padding_side": "left",
+        "answers": bool(answers),
+        "answer_scoring": "lm_head at last real token; letter logit = logsumexp over its spellings; "
+                          "softmax over the sample's option letters",
+        "option_letter_token_ids": letter_ids,
+        "n_options": n_options,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+    }
+
+
+def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, overwrite: bool):
+    from matprobe.store import EmbeddingStore, make_provenance
+
+    if path.exists() and not overwrite:
+        try:
+            store = EmbeddingStore.open(path, mode="a")
+        except StoreError as exc:
+            raise StoreError(f"{exc}; rerun with --overwrite to start again") from None
+        try:
+            store.check_provenance(make_provenance(**provenance))
+            if list(store.ids) != [s.id for s in samples]:
+                raise StoreError(
+                    f"{path}: made from a different sample list than {samples.source}; "
+                    f"use another --out or --overwrite"
+                )
+        except Exception:
+            store.close()
+            raise
+        return store
+    return EmbeddingStore.create(path, samples, provenance, feature_dims, n_options, overwrite=True)
+
+
+def _progress(enabled: bool, total: int, done: int, label: str):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return Text("-- samples/s" if speed is None else f"{speed:.2f} samples/s")
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False,
+    )
+    task = progress.add_task(label, total=total, completed=done)
+    return progress, task
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def extract(
+    config: ExtractConfig,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> ExtractResult:
+    """Run (or resume) an extraction; returns counts and timing for this rank."""
+    import torch
+
+    from matprobe.data import load_dataset, load_image
+    from matprobe.extract.checkpoints import load_model
+    from matprobe.extract.distributed import init_ranks, shard_path
+    from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
+    from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
+
+    if config.batch_size < 1:
+        raise ExtractError(f"--batch-size {config.batch_size}: must be at least 1")
+    pools = parse_pools(config.pools)
+    out = Path(config.out)
+    dataset = load_dataset(config.data, image_root=config.image_root)
+    if len(dataset) == 0:
+        raise DataError(f"{config.data}: no samples")
+    ranks = init_ranks(config.device)
+    if ranks.distributed:
+        mine = set(ranks.split(list(range(len(dataset)))))
+        samples = dataset.subset([i in mine for i in range(len(dataset))])
+        target = shard_path(out, ranks.rank, ranks.world_size)
+        if not mine:
+            raise ExtractError(
+                f"{config.data} has {len(dataset)} samples for {ranks.world_size} processes; "
+                f"launch at most {len(dataset)} processes"
+            )
+        if ranks.is_main and out.exists() and not config.overwrite:
+            from matprobe.store import EmbeddingStore
+
+            with EmbeddingStore.open(out) as prev:
+                if "merged_from" not in prev.provenance:
+                    raise StoreError(
+                        f"{out} exists from a single-process run; resume it the same way, or pass "
+                        f"--overwrite / another --out"
+                    )
+    else:
+        samples, target = dataset, out
+    _check_images(samples.samples, str(config.data))
+
+    n_options = max((len(s.options) for s in dataset), default=0)
+    answers = config.answers
+    if answers is None:
+        answers = n_options >= 2 and all(len(s.options) >= 2 for s in dataset)
+    elif answers and n_options < 2:
+        raise ExtractError(f"--answers: {config.data} has no multiple-choice options; use --no-answers")
+
+    torch.manual_seed(0)
+    loaded = load_model(
+        config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
+        device=ranks.device(config.device), max_pixels=config.max_pixels,
+        merge_adapter=config.merge_adapter,
+    )
+    device = loaded.info["device"]
+    layers = parse_layers(config.layers, loaded.num_layers)
+    tokenizer = loaded.processor.tokenizer
+    letter_ids = option_letter_token_ids(tokenizer, n_options) if answers else None
+    provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options)
+    hidden = loaded.model.config.get_text_config().hidden_size
+    feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
+
+    store = _open_or_create(
+        target, samples, provenance, feature_dims, n_options if answers else None, config.overwrite
+    )
+    t0 = time.perf_counter()
+    n_computed = 0
+    try:
+        done = store.done
+        todo = np.flatnonzero(~done)
+        n_resumed = int(done.sum())
+        bar, task = _progress(progress and ranks.is_main, len(samples), n_resumed,
+                              f"extract {loaded.arch}" + (f" rank {ranks.rank}" if ranks.distributed else ""))
+        with bar, LayerPooler(loaded.model, layers, need_final_last=answers) as pooler:
+            for start in range(0, len(todo), config.batch_size):
+                rows = todo[start:start + config.batch_size]
+                batch = [samples[int(r)] for r in rows]
+                images = [load_image(s) for s in batch]
+                prompt = build_batch(loaded.processor, [s.question for s in batch],
+                                     [s.options for s in batch], images)
+                inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prompt.inputs.items()}
+                attention = inputs["attention_mask"]
+                weights = pool_weights(inputs["input_ids"], attention, prompt.question_mask.to(device),
+                                       loaded.image_token_id, pools)
+                last = last_token_index(attention)
+                try:
+                    pooled = pooler.run(inputs, weights, last)
+                    check_finite(pooled, config.dtype)
+                    answer_block = None
+                    if answers:
+                        answer_block = _score_answers(
+                            letter_logits(loaded.model, pooler.last_final, letter_ids), batch
+                        )
+                except (RuntimeError, MemoryError) as exc:
+                    if _is_oom(exc) or isinstance(exc, MemoryError):
+                        raise ExtractError(
+                            f"out of memory on {device} with --batch-size {config.batch_size}: lower "
+                            f"--batch-size" + (" or --max-pixels" if loaded.arch != "llava" else "")
+                            + f"; {int(store.done.sum())} finished rows are kept, rerun to resume"
+                        ) from None
+                    raise
+                features = {
+                    (layer, pool): pooled[layer][:, p, :].cpu().numpy()
+                    for layer in layers for p, pool in enumerate(pools)
+                }
+                store.append(rows, features, answers=answer_block)
+                n_computed += len(rows)
+                bar.update(task, advance=len(rows))
+                if on_batch is not None:
+                    on_batch(n_resumed + n_computed)
+        accuracy = _accuracy(store) if answers else None
+        store = store.finalize()  # every row is done: repack with compressed chunks
+    finally:
+        store.close()
+    seconds = time.perf_counter() - t0
+
+    shards: list[Path] = []
+    if ranks.distributed:
+        ranks.barrier()
+        shards = [shard_path(out, r, ranks.world_size) for r in range(ranks.world_size)]
+        if ranks.is_main:
+            from matprobe.store import EmbeddingStore
+
+            EmbeddingStore.merge(shards, out, overwrite=True).close()
+            with EmbeddingStore.open(out) as merged:
+                accuracy = _accuracy(merged) if answers else None
+        ranks.barrier()
+    return ExtractResult(
+        out=out, n_total=len(dataset), n_computed=n_computed, n_resumed=n_resumed,
+        seconds=seconds, layers=layers, pools=pools, shards=shards, accuracy=accuracy,
+    )
+
+
+def _score_answers(letter_logits_bk, batch) -> dict:
+    """Predicted option, probabilities over each sample's own option letters, correctness."""
+    import torch
+
+    logits = letter_logits_bk.float().cpu()
+    B, K = logits.shape
+    probs = torch.full((B, K), float("nan"))
+    pred = np.full(B, -1, dtype=np.int64)
+    correct = np.full(B, -1, dtype=np.int8)
+    for b, s in enumerate(batch):
+        k = len(s.options)
+        p = torch.softmax(logits[b, :k], dim=0)
+        probs[b, :k] = p
+        pred[b] = int(torch.argmax(logits[b, :k]))
+        if s.answer_index is not None and s.answer_index >= 0:
+            correct[b] = int(pred[b] == s.answer_index)
+    return {"pred": pred, "correct": correct, "probs": probs.numpy()}
+
+
+def _accuracy(store) -> float | None:
+    correct = store.answers()["correct"]
+    known = correct >= 0
+    return float(correct[known].mean()) if known.any() else None
