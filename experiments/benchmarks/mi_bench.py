@@ -1,0 +1,145 @@
+"""MI benchmark: matprobe's estimators vs peers on exact ground-truth tasks (one run, same data).
+
+Run in the benchmark venv (peers are benchmark-only extras, see RESULTS.md):
+    .venv-bench/bin/python experiments/benchmarks/mi_bench.py [--tasks 1,2] [--peers bmi-mine,bmi-infonce,bmi-ksg,mist-smile,sklearn]
+        [--estimators probe] [--seeds 5] [--out experiments/benchmarks/mi_bench_results.csv]
+
+Prints one line per (task, term, estimator): truth (nats, MC SE), estimate, 90% interval,
+relative error |Î - I| / I, absolute error (nats), whether the interval covers the truth,
+and wall time (s). Peers see one-hot labels; their conditional terms are chain differences
+I(Z; Y,C) - I(Z; C), as a user of those libraries would compute them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+from matprobe.data.entropy import joint_codes
+from matprobe.mi import chain_terms
+from matprobe.mi.groundtruth import chain_task, single_factor_task
+
+torch.set_num_threads(1)
+
+# (name, task, n): d in {16, 256, 4096}, K in {2, 4, 14}, n in {5k, 20k}, linear and nonlinear
+NS = 0.3  # noise s.d. off the signal subspace for d >= 256: anisotropic like real embeddings
+TASKS = [
+    ("K2-d16-n5k-lin", single_factor_task(2, d=16, signal_dim=8, separation=1.0, seed=1), 5000),
+    ("K4-d256-n5k-sinh", single_factor_task(4, d=256, signal_dim=16, separation=1.2, transform="sinh",
+                                            noise_scale=NS, seed=2), 5000),
+    ("K14-d16-n20k-lin", single_factor_task(14, d=16, signal_dim=8, separation=1.5, imbalance=0.2, seed=3), 20000),
+    ("K14-d256-n5k-cubic", single_factor_task(14, d=256, signal_dim=16, separation=1.5, transform="cubic",
+                                              noise_scale=NS, seed=4), 5000),
+    ("K4-d4096-n5k-lin", single_factor_task(4, d=4096, signal_dim=16, separation=1.2, noise_scale=NS, seed=5), 5000),
+    ("K2-d4096-n20k-sinh", single_factor_task(2, d=4096, signal_dim=16, separation=1.0, transform="sinh",
+                                              noise_scale=NS, seed=6), 20000),
+    ("chain-2x4x4-d16-n5k-lin", chain_task((2, 4, 4), d=16, signal_dim=8, degenerate=True, imbalance=0.3, seed=7), 5000),
+    ("chain-2x4x14-d256-n20k-sinh", chain_task((2, 4, 14), d=256, signal_dim=16, separations=(1.0, 1.0, 1.5),
+                                                transform="sinh", noise_scale=NS, seed=8), 20000),
+    ("chain-2x4x4-d4096-n20k-lin", chain_task((2, 4, 4), d=4096, signal_dim=16, noise_scale=NS, seed=9), 20000),
+    # stress case: isotropic unit noise, signal below the Marchenko-Pastur edge (see groundtruth.py)
+    ("chain-2x4x4-d4096-n20k-iso", chain_task((2, 4, 4), d=4096, signal_dim=16, seed=9), 20000),
+]
+
+
+def onehot(codes):
+    return np.eye(int(codes.max()) + 1, dtype=np.float32)[codes]
+
+
+PEER_STEPS = {"n": 2000}  # bmi neural steps (bmi's own default is 10000); set by --peer-steps
+
+
+def peer_mi(peer, z, y):
+    """I(Z; one-hot y) by a peer library (nats)."""
+    if peer == "sklearn":
+        # sklearn's mutual_info_classif is per feature only: report the best single feature
+        from sklearn.feature_selection import mutual_info_classif
+
+        return float(mutual_info_classif(z[:, :256], y, random_state=0).max())
+    if peer == "bmi-ksg" and len(z) ** 2 * z.shape[1] > 2e11:
+        raise RuntimeError("skipped: KSG is O(n^2 d) here (> 2e11 distance terms)")
+    if peer.startswith("bmi-"):
+        import bmi
+
+        est = {"bmi-mine": lambda: bmi.estimators.MINEEstimator(verbose=False, max_n_steps=PEER_STEPS["n"]),
+               "bmi-infonce": lambda: bmi.estimators.InfoNCEEstimator(verbose=False, max_n_steps=PEER_STEPS["n"]),
+               "bmi-ksg": lambda: bmi.estimators.KSGEnsembleFirstEstimator(neighborhoods=(5,))}[peer]()
+        return float(est.estimate(z, onehot(y)))
+    if peer == "mist-smile":
+        from torch_mist import estimate_mi
+
+        out = estimate_mi((z, onehot(y)), estimator="smile", verbose=False, max_epochs=20,
+                          hidden_dims=[128, 64])
+        return float(out[0] if isinstance(out, tuple) else out)  # (value, training log)
+    raise ValueError(peer)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", default="", help="comma list of task indices (1-based); default all")
+    ap.add_argument("--estimators", default="probe")
+    ap.add_argument("--peers", default="bmi-mine,bmi-infonce,bmi-ksg,mist-smile,sklearn")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--peer-steps", type=int, default=2000, help="bmi training steps (bmi default 10000)")
+    ap.add_argument("--out", default="experiments/benchmarks/mi_bench_results.csv")
+    args = ap.parse_args(argv)
+    PEER_STEPS["n"] = args.peer_steps
+    pick = [int(t) - 1 for t in args.tasks.split(",") if t] or range(len(TASKS))
+    ests = [e for e in args.estimators.split(",") if e]
+    peers = [p for p in args.peers.split(",") if p]
+    rows = []
+    header = f"{'task':30s} {'term':12s} {'estimator':12s} {'truth':>8s} {'est':>8s} {'interval':>17s} " \
+             f"{'rel.err':>8s} {'abs.err':>8s} {'cover':>5s} {'wall_s':>8s}"
+    print(header, flush=True)
+    for ti in pick:
+        name, task, n = TASKS[ti]
+        z, f = task.sample(n, seed=0)
+        truth = task.truth(400_000)
+        order = list(task.names)
+        for est in ests:
+            t0 = time.perf_counter()
+            res = chain_terms(z, {k: f[k] for k in order}, order=order, estimators=[est], seeds=args.seeds,
+                              direct=False, difference=False)
+            wall = time.perf_counter() - t0
+            for (_term, e), (tname, (tv, _tse)) in zip(res.terms[est], truth.items()):
+                rows.append(report(name, tname, est, tv, e.value, e.ci_low, e.ci_high, wall / len(order)))
+        for peer in peers:
+            for j, tname in enumerate(list(truth)[: len(order)]):
+                t0 = time.perf_counter()
+                try:
+                    if j == 0:
+                        v = peer_mi(peer, z, f[order[0]])
+                    else:  # chain difference I(Z; F_<=j) - I(Z; F_<j)
+                        v = peer_mi(peer, z, joint_codes([f[o] for o in order[: j + 1]])) - \
+                            peer_mi(peer, z, joint_codes([f[o] for o in order[:j]]))
+                except Exception as exc:  # a peer crashing is a result, not a benchmark failure
+                    print(f"  {peer} failed on {name} {tname}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    v = float("nan")
+                rows.append(report(name, tname, peer, truth[tname][0], v, np.nan, np.nan,
+                                   time.perf_counter() - t0))
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.to_csv(args.out, index=False)
+    summary = frame.groupby("estimator").agg(median_rel_err=("rel_err", "median"),
+                                             coverage=("cover", "mean"), cells=("rel_err", "size"),
+                                             mean_wall_s=("wall_s", "mean"))
+    print(summary.to_string())
+
+
+def report(task, term, est, truth, value, lo, hi, wall):
+    rel = abs(value - truth) / truth if truth > 0 else float("nan")
+    cover = bool(lo <= truth <= hi) if lo == lo else float("nan")
+    interval = f"[{lo:.3f},{hi:.3f}]" if lo == lo else ""
+    print(f"{task:30s} {term:12s} {est:12s} {truth:8.3f} {value:8.3f} {interval:>17s} {rel:8.1%} "
+          f"{abs(value - truth):8.3f} {str(cover):>5s} {wall:8.1f}", flush=True)
+    return {"task": task, "term": term, "estimator": est, "truth": truth, "estimate": value, "ci_low": lo,
+            "ci_high": hi, "rel_err": rel, "abs_err": abs(value - truth), "cover": cover, "wall_s": wall}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Critic-based variational bounds: MINE (DV), NWJ, InfoNCE and SMILE.
+
+The critic is an MLP trunk with one output per (stratum, class): g(z)_{c,y}. For a discrete
+Y the marginal term is taken exactly over p(y|c) instead of shuffling (DESIGN.md §3):
+    DV:    I >= E[g_y] - log E_z sum_y p(y|c) e^{g_y}      (Donsker & Varadhan; MINE, CrossMed eq. 6)
+    NWJ:   I >= E[g_y] - e^{-1} E_z sum_y p(y|c) e^{g_y}   (Nguyen, Wainwright & Jordan 2010)
+    SMILE: DV with e^{g} clipped to [e^-tau, e^tau] in the partition term (Song & Ermon 2020)
+    InfoNCE: E[g_y - log mean_j e^{g(z)_{y_j}}] over batches of the same stratum, <= log batch
+             (van den Oord et al. 2018).
+MINE trains DV with the moving-average gradient correction of Belghazi et al. (2018) §3.2:
+the denominator of grad log E[e^g] is replaced by an exponential moving average.
+Training early-stops on the bound over a validation split of the training folds; the
+held-out fold is only scored with the restored best-on-validation critic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from matprobe.mi.base import DV, MEAN, CrossFitEstimator, FoldOutput
+
+
+class _Critic(nn.Module):
+    def __init__(self, d, n_out, hidden):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CriticEstimator(CrossFitEstimator):
+    """Shared training loop; `bound` picks the objective (mine, nwj, infonce, smile)."""
+
+    bound = "mine"
+
+    def __init__(self, *args, hidden: int = 128, epochs: int = 60, batch: int = 256, lr: float = 1e-3,
+                 patience: int = 8, ema: float = 0.01, tau: float = 5.0, weight_decay: float = 1e-4,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hidden, self.epochs, self.batch, self.lr = hidden, epochs, batch, lr
+        self.patience, self.ema, self.tau, self.weight_decay = patience, ema, tau, weight_decay
+
+    def params(self) -> dict:
+        return {**super().params(), "hidden": self.hidden, "epochs": self.epochs, "batch": self.batch,
+                "lr": self.lr, "patience": self.patience, "ema": self.ema, "tau": self.tau}
+
+    # per-row terms of the bound for rows (a = g_y, lb = log sum_y p(y|c) e^{g_y})
+    def _terms(self, g, y, logp, clip=False):
+        a = g.gather(1, y[:, None])[:, 0]
+        if clip:
+            g = g.clamp(-self.tau, self.tau)
+        lb = torch.logsumexp(g + logp, dim=1)
+        return a, lb
+
+    def _value(self, a, lb, strata_rows):
+        """Bound over a set of rows, per stratum weighted by its share of rows."""
+        n = len(a)
+        total = a.new_zeros(())
+        for rows in strata_rows:
+            aa, ll = a[rows], lb[rows]
+            if self.bound in ("mine", "dv", "smile"):
+                v = aa.mean() - (torch.logsumexp(ll, 0) - np.log(len(rows)))
+            elif self.bound == "nwj":
+                v = (aa - torch.exp(ll - 1.0)).mean()
+            else:
+                raise ValueError(self.bound)
+            total = total + v * (len(rows) / n)
+        return total
+
+    def _nce_rows(self, gfull, y, c, rng, batch):
+        """Per-row InfoNCE terms: negatives are the labels of other rows of the same stratum/batch."""
+        out = torch.zeros(len(y), device=gfull.device)
+        for s in torch.unique(c):
+            idx = torch.nonzero(c == s)[:, 0]
+            idx = idx[torch.as_tensor(rng.permutation(len(idx)), device=idx.device)]
+            for start in range(0, len(idx), batch):
+                b = idx[start : start + batch]
+                scores = gfull[b][:, y[b]]  # [B, B]: critic of row i at label of row j
+                out[b] = scores.diagonal() - (torch.logsumexp(scores, 1) - np.log(len(b)))
+        return out
+
+    def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        dev = torch.device(self.device)
+        strata = np.unique(np.concatenate([c_tr, c_ev]))
+        s_index = {int(s): i for i, s in enumerate(strata)}
+        k = int(max(y_tr.max(), y_ev.max())) + 1
+        # exact log p(y|c) per stratum from training frequencies (0.5 pseudo-count)
+        logp = np.full((len(strata), k), -np.inf)
+        for s in strata:
+            ys = y_tr[c_tr == s]
+            cnt = np.bincount(ys, minlength=k).astype(float)
+            present = cnt > 0
+            logp[s_index[int(s)], present] = np.log(cnt[present] / cnt.sum())
+        val = np.zeros(len(y_tr), dtype=bool)
+        for g in np.unique(c_tr * k + y_tr):
+            idx = np.flatnonzero(c_tr * k + y_tr == g)
+            rng.shuffle(idx)
+            val[idx[: len(idx) // 5]] = True
+        fit = ~val
+
+        def prep(x, y, c):
+            si_np = np.array([s_index[int(v)] for v in c], dtype=np.int64)
+            return (torch.as_tensor(x, dtype=torch.float32, device=dev), torch.as_tensor(y, device=dev),
+                    torch.as_tensor(si_np, device=dev),
+                    torch.as_tensor(logp[si_np], dtype=torch.float32, device=dev))
+
+        xf, yf, sf, lpf = prep(x_tr[fit], y_tr[fit], c_tr[fit])
+        xv, yv, sv, lpv = prep(x_tr[val], y_tr[val], c_tr[val])
+        xe, ye, se, lpe = prep(x_ev, y_ev, c_ev)
+        critic = _Critic(xf.shape[1], len(strata) * k, self.hidden).to(dev)
+        opt = torch.optim.Adam(critic.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+        def head(x, si):
+            return critic(x).view(len(x), len(strata), k)[torch.arange(len(x), device=x.device), si]
+
+        def rows_by_stratum(si):
+            return [torch.nonzero(si == s)[:, 0] for s in torch.unique(si)]
+
+        def evaluate(x, y, si, lp):
+            with torch.no_grad():
+                g = head(x, si)
+                if self.bound == "infonce":
+                    return float(self._nce_rows(g, y, si, np.random.default_rng(0), self.batch).mean())
+                a, lb = self._terms(g, y, lp, clip=self.bound == "smile")
+                return float(self._value(a, lb, rows_by_stratum(si)))
+
+        ema_val = None
+        best, best_state, best_epoch, stale = -np.inf, None, 0, 0
+        curve = []
+        n_fit = len(yf)
+        for epoch in range(self.epochs):
+            perm = torch.as_tensor(rng.permutation(n_fit), device=dev)
+            for start in range(0, n_fit, self.batch):
+                b = perm[start : start + self.batch]
+                if len(b) < 2:
+                    continue
+                g = head(xf[b], sf[b])
+                if self.bound == "infonce":
+                    loss = -self._nce_rows(g, yf[b], sf[b], rng, self.batch).mean()
+                else:
+                    a, lb = self._terms(g, yf[b], lpf[b], clip=self.bound == "smile")
+                    if self.bound == "mine":
+                        # Belghazi et al. 2018 §3.2: grad of log E[e^g] uses an EMA denominator
+                        batch_mean = torch.exp(lb).mean()
+                        ema_val = batch_mean.detach() if ema_val is None else \
+                            (1 - self.ema) * ema_val + self.ema * batch_mean.detach()
+                        loss = -(a.mean() - batch_mean / ema_val)
+                    else:
+                        loss = -self._value(a, lb, rows_by_stratum(sf[b]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            v = evaluate(xv, yv, sv, lpv)
+            curve.append(v)
+            if v > best + 1e-4:
+                best, best_epoch, stale = v, epoch, 0
+                best_state = {kk: t.clone() for kk, t in critic.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        if best_state is not None:
+            critic.load_state_dict(best_state)
+        with torch.no_grad():
+            g = head(xe, se)
+            if self.bound == "infonce":
+                arrays = {"r": self._nce_rows(g, ye, se, rng, self.batch).cpu().numpy().astype(np.float64)}
+            elif self.bound == "nwj":
+                a, lb = self._terms(g, ye, lpe)
+                arrays = {"r": (a - torch.exp(lb - 1.0)).cpu().numpy().astype(np.float64)}
+            else:
+                a, lb = self._terms(g, ye, lpe, clip=self.bound == "smile")
+                arrays = {"a": a.cpu().numpy().astype(np.float64), "lb": lb.cpu().numpy().astype(np.float64)}
+        train_value = evaluate(xf, yf, sf, lpf)
+        return FoldOutput(arrays=arrays, diagnostics={"heldout_curve": curve, "early_stop_epoch": best_epoch,
+                                                      "train_value": train_value})
+
+
+class MINEEstimator(CriticEstimator):
+    name, bound, kind = "mine", "mine", DV
+
+
+class NWJEstimator(CriticEstimator):
+    name, bound, kind = "nwj", "nwj", MEAN
+
+
+class InfoNCEEstimator(CriticEstimator):
+    name, bound, kind = "infonce", "infonce", MEAN
+
+
+class SMILEEstimator(CriticEstimator):
+    name, bound, kind = "smile", "smile", DV

@@ -1,0 +1,175 @@
+"""MI estimators against exact ground truth, conditional terms, and bad inputs.
+
+Tolerances: a held-out estimate Î of I is accepted when
+    I - (Î - ci_low) - allowance - 3 se_mc  <=  Î  <=  I + (ci_high - Î) + 3 se_mc,
+i.e. within its own interval, widened by 3 Monte Carlo standard errors of the truth and, on
+the low side only, by the finite-sample allowance p / (2 n_train) nats: the expected excess
+held-out log-loss of a fitted p-parameter model (AIC/Takeuchi asymptotics), with p the
+parameter count of the exact posterior (per stratum: (cells - 1) (d + 1)). Variational
+bounds may fall short by that much; none may exceed the truth beyond sampling noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from matprobe.data.entropy import joint_codes
+from matprobe.errors import EstimationError
+from matprobe.mi import chain_terms, make_estimator
+from matprobe.mi.base import DV, MEAN, CrossFitEstimator, FoldOutput, stratum_values
+from matprobe.mi.groundtruth import chain_task, single_factor_task
+
+torch.set_num_threads(1)
+
+SINGLE = single_factor_task(3, d=4, separation=1.2, signal_dim=4, imbalance=0.3, seed=3)
+
+
+def within(est, truth, se, p, n_train):
+    allowance = p / (2 * n_train)
+    lo = truth - (est.value - est.ci_low) - allowance - 3 * se
+    hi = truth + (est.ci_high - est.value) + 3 * se
+    assert lo <= est.value <= hi, (est.estimator, est.value, truth, lo, hi)
+
+
+@pytest.fixture(scope="module")
+def single_data():
+    z, f = SINGLE.sample(4000, seed=1)
+    truth, se = SINGLE.truth(200_000)["I(Z;Y)"]
+    return z, f["Y"], truth, se
+
+
+@pytest.mark.parametrize("name", ["probe", "mine", "nwj", "infonce", "smile", "ksg"])
+def test_estimator_recovers_single_factor_mi(name, single_data):
+    z, y, truth, se = single_data
+    est = make_estimator(name, seeds=2, folds=3, pca=None, gaussianize=False)
+    res = est.estimate(z, y)
+    assert res.unit == "nats" and res.ci_low <= res.value <= res.ci_high
+    assert res.n_eval == 4000 and res.h_upper == pytest.approx(SINGLE.entropies()["H(Y)"], abs=0.03)
+    within(res, truth, se, p=(3 - 1) * (4 + 1), n_train=res.n_train)
+    if name != "ksg":
+        assert len(res.diagnostics["folds"]) == 6  # 2 seeds x 3 folds, each with a held-out curve
+        assert res.diagnostics["train_heldout_gap"] is not None
+
+
+def test_dv_and_mean_bounds_are_exact_at_the_optimal_critic():
+    # with g* = log p(y|z)/p(y), DV and the probe bound both equal the MC truth on the same draws
+    task = single_factor_task(2, d=2, signal_dim=2, separation=1.0, seed=4)
+    cells, prob, mean = task._structure
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(cells), size=100_000, p=prob)
+    zs = mean[idx] + rng.standard_normal((100_000, 2))
+    ld = task._log_densities(zs) + np.log(prob)
+    log_post = ld - np.logaddexp.reduce(ld, axis=1, keepdims=True)
+    g = log_post - np.log(prob)
+    a = g[np.arange(len(idx)), idx]
+    lb = np.logaddexp.reduce(g + np.log(prob), axis=1)  # = log sum_y p(y|z) = 0
+    w = np.ones((1, len(idx)))
+    expected = np.mean(a)  # E[log p(y|z)/p(y)] on these draws
+    assert stratum_values(DV, {"a": a, "lb": lb}, w)[0] == pytest.approx(expected, abs=1e-9)
+    assert stratum_values(MEAN, {"r": a}, w)[0] == pytest.approx(expected, abs=1e-12)
+    truth, se = task.truth(400_000)["I(Z;Y)"]
+    assert expected == pytest.approx(truth, abs=4 * (se + np.std(a) / np.sqrt(len(a))))
+
+
+def test_ksg_matches_sklearn_ross_estimator_in_one_dimension():
+    from sklearn.feature_selection import mutual_info_classif
+
+    task = single_factor_task(3, d=1, signal_dim=1, separation=1.5, seed=6)
+    z, f = task.sample(3000, seed=2)
+    ours = make_estimator("ksg", k=3, pca=None, gaussianize=False).estimate(z, f["Y"]).value
+    ref = mutual_info_classif(z, f["Y"], discrete_features=False, n_neighbors=3, random_state=0)[0]
+    # same Ross (2014) formula; they differ only by tie-breaking jitter
+    assert ours == pytest.approx(ref, abs=5e-3)
+
+
+@pytest.fixture(scope="module")
+def chain_setup():
+    task = chain_task((2, 3, 3), d=12, signal_dim=6, separations=(1.0, 1.0, 1.0), imbalance=0.3,
+                      degenerate=True, seed=2)
+    z, f = task.sample(6000, seed=3)
+    truth = task.truth(200_000)
+    res = chain_terms(z, f, order=["M", "A", "T"], estimators=["probe"], seeds=2, folds=4, pca=None)
+    return task, z, f, truth, res
+
+
+def test_conditional_chain_terms_match_truth(chain_setup):
+    task, z, f, truth, res = chain_setup
+    items = res.terms["probe"]
+    names = ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
+    # exact-posterior parameter counts: cells per stratum x (d+1), strata as given
+    p = [(2 * 9 - 1) * 13, 2 * (9 - 1) * 13, 6 * (3 - 1) * 13]
+    for (term, est), name, p_j in zip(items, names, p):
+        assert term == name
+        within(est, truth[name][0], truth[name][1], p=p_j, n_train=est.n_train)
+    # the degenerate stratum (M=0, A=0) of I(Z;T|M,A) is exactly 0 and says so
+    t_est = items[2][1]
+    deg = [s for s in t_est.strata if s["given"] == {"M": 0, "A": 0}]
+    assert len(deg) == 1 and deg[0]["estimate"] == 0.0 and "exactly 0" in deg[0]["note"]
+    assert "H(Y|C=c) = 0" in t_est.note
+    # chain-rule difference cross-check and direct term agree with the exact chain
+    d = res.direct["probe"]
+    within(d, truth["I(Z;M,A,T)"][0], truth["I(Z;M,A,T)"][1], p=(17 - 1) * 13, n_train=d.n_train)
+    diff = res.difference["probe"]
+    assert diff[1] == pytest.approx(truth["I(Z;A|M)"][0], abs=0.1)
+    frame = res.frame()
+    assert set(frame["term"]) >= {"I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)", "sum of terms", "I(Z;M,A,T)"}
+
+
+def test_term_with_zero_conditional_entropy_is_exactly_zero():
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 2, 400)
+    a = rng.integers(0, 3, 400)
+    t = (m + a) % 2  # T is a function of (M, A): H(T|M,A) = 0
+    z = rng.standard_normal((400, 5))
+    res = make_estimator("probe", seeds=1, folds=3).estimate(z, t, joint_codes([m, a]))
+    assert res.degenerate and res.value == 0.0 and res.ci_low == 0.0 and res.ci_high == 0.0
+    assert "H(Y|C) = 0" in res.note
+
+
+class _Overshoot(CrossFitEstimator):
+    """A deliberately broken critic (scores 10 nats per row) to exercise clipping."""
+
+    name = "overshoot"
+
+    def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed):
+        return FoldOutput(arrays={"r": np.full(len(y_ev), 10.0)})
+
+
+def test_estimate_above_entropy_is_clipped_and_flagged():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    c = rng.integers(0, 2, 200)
+    c[:5] = 2  # a sparse stratum of 5 rows, with both classes
+    y[:5] = [0, 1, 0, 1, 0]
+    res = _Overshoot(seeds=1, folds=2).estimate(rng.standard_normal((200, 3)), y, c)
+    from matprobe.data.entropy import conditional_entropy
+
+    assert res.clipped and res.value == pytest.approx(conditional_entropy(y, c))
+    assert "clipped" in res.note
+    assert "sparse strata" in res.note and "2: 5 rows" in res.note
+
+
+@pytest.mark.parametrize(
+    "z, y, c, message",
+    [
+        (np.zeros((6, 2)), np.array([0, 1] * 3), None, "too few samples"),
+        (np.vstack([np.full((1, 2), np.nan), np.zeros((99, 2))]), np.array([0, 1] * 50), None, "NaN/Inf"),
+        (np.zeros((100, 2)), np.zeros(100, dtype=int), None, "one class"),
+        (np.zeros((100, 2)), np.array([0, 1] * 40), None, "80 labels but Z has 100 rows"),
+        (np.zeros((100, 2)), np.array([0, 1] * 50), np.zeros(90), "90 labels but Z has 100 rows"),
+    ],
+)
+def test_bad_inputs_give_one_clear_line(z, y, c, message):
+    with pytest.raises(EstimationError, match=message) as info:
+        make_estimator("probe", seeds=1, folds=5).estimate(z, y, c)
+    assert "\n" not in str(info.value)
+
+
+def test_chain_rejects_unknown_factor_and_single_class():
+    z = np.zeros((50, 2))
+    with pytest.raises(EstimationError, match="factor 'T' not given"):
+        chain_terms(z, {"M": np.arange(50) % 2}, order=["M", "T"])
+    with pytest.raises(EstimationError, match="one class"):
+        chain_terms(z, {"M": np.arange(50) % 2, "A": np.zeros(50)}, order=["M", "A"])
