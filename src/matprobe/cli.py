@@ -214,6 +214,7 @@ def mi_command(
     pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
     bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (results) or FILE.csv (table)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     from rich.table import Table
@@ -226,7 +227,7 @@ def mi_command(
     names = [f.strip() for f in factors.split(",") if f.strip()]
     ests = [e.strip() for e in estimator.split(",") if e.strip()]
     result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
-                             pca=pca or None, unit=unit)
+                             pca=pca or None, unit=unit, device=device)
     table = Table(title=f"MI chain ({unit}), {meta['store']} layer {layer} pool {pool}")
     for col in ("term", "estimator", "estimate", "90% interval", "H limit", "chain diff.", "note"):
         table.add_column(col)
@@ -419,10 +420,172 @@ def significance_summary_cmd(
 
 # ---------------------------------------------------------------- sweep / compare
 # <sweep-commands>
+@app.command("sweep")
+@run_user_errors
+def sweep_command(
+    stores: list[Path] = typer.Argument(..., help="One HDF5 store per checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Results table: FILE.csv, FILE.json or FILE.parquet (resumed if it exists)."),
+    factors: str = typer.Option("M,A,T", "--factors", help="Chain order, comma-separated label columns."),
+    layers: str = typer.Option("all", "--layers", help="'all' or stored layers, e.g. 8,16,-1 (negative: from the last block)."),
+    pools: str = typer.Option("all", "--pools", help="'all' or pools, e.g. last,image."),
+    estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
+    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells computed in parallel processes (one thread each)."),
+    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    pointwise: bool = typer.Option(True, "--pointwise/--no-pointwise", help="Keep per-sample terms in OUT.pointwise/."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
+) -> None:
+    """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
+    from matprobe.mi.sweep import run_sweep
+
+    res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
+                    estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs,
+                    unit="bits" if bits else "nats", pointwise=pointwise, overwrite=overwrite,
+                    progress=True, device=device)
+    if res.rank != 0:
+        return
+    console.print(f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
+                  f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
+                  + (f" over {res.world_size} ranks" if res.world_size > 1 else ""), highlight=False)
+    piv = res.table.pivot_table(index=["checkpoint", "layer", "pool"], columns="term", values="estimate",
+                                sort=False)
+    console.print(piv.round(3).to_string(), highlight=False)
+
+
+@app.command("compare")
+@run_user_errors
+def compare_command(
+    store_a: Path = typer.Argument(..., help="Store A (e.g. the Related-trained checkpoint)."),
+    store_b: Optional[Path] = typer.Argument(None, help="Store B; omit to compare two layers/pools of A."),
+    term: str = typer.Option("T|M,A", "--term", help="Term as 'T|M,A' (target|conditioning set) or 'M'."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of A (default: deepest stored)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool of A (default: last)."),
+    layer_b: Optional[str] = typer.Option(None, "--layer-b", help="Layer of B (default: --layer)."),
+    pool_b: Optional[str] = typer.Option(None, "--pool-b", help="Pool of B (default: --pool)."),
+    estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds (the same on both sides)."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
+    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    level: float = typer.Option(0.95, "--level", help="Interval level."),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Paired bootstrap resamples."),
+    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
+) -> None:
+    """ΔI = I_A - I_B of one term on the shared samples: paired bootstrap interval and p-value."""
+    from matprobe.mi.compare import compare_stores, write_comparison
+
+    comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
+                          estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
+                          n_boot=n_boot, unit="bits" if bits else "nats")
+    d = comp.difference
+    for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
+        console.print(f"{tag}: {side['store']} layer {side['layer']} pool {side['pool']}: {comp.term} = "
+                      f"{side['estimate']:.4f} {d.unit} [{side['ci_low']:.4f}, {side['ci_high']:.4f}]",
+                      highlight=False)
+    console.print(f"ΔI = {d.delta:+.4f} {d.unit}, {level:.0%} interval [{d.ci_low:+.4f}, {d.ci_high:+.4f}], "
+                  f"p = {d.p_value:.3g} (paired bootstrap over {d.n} shared samples, {comp.seeds} seeds, "
+                  f"{comp.folds} folds)", highlight=False)
+    if comp.note:
+        console.print(f"note: {comp.note}", highlight=False)
+    if out is not None:
+        write_comparison(comp, out)
+        console.print(f"wrote {out}")
+
+
+@app.command("relate")
+@run_user_errors
+def relate_command(
+    stores: list[Path] = typer.Argument(..., help="Stores with the model's answers, one per checkpoint."),
+    target: str = typer.Option("label", "--target", help="Y: 'label', 'answer' or another label column."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer (default: deepest stored)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
+    estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per estimate."),
+    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
+    level: float = typer.Option(0.95, "--level", help="Interval level."),
+    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
+) -> None:
+    """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
+    from matprobe.mi.behaviour import relate, write_relation
+
+    rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
+                 pca=pca or None, level=level, min_stratum=min_stratum, unit="bits" if bits else "nats")
+    shown = rel.points[["checkpoint", "modality", "anatomy", "task", "n", "mi", "h", "accuracy",
+                        "fano_acc_max"]].round(3)
+    console.print(shown.to_string(index=False), highlight=False)
+    console.print(f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {level:.0%} bootstrap interval "
+                  f"[{rel.ci_low:.3f}, {rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; "
+                  f"MI in {rel.unit}; Fano ceiling for K = {rel.reference['classes']}", highlight=False)
+    for note in rel.notes:
+        console.print(f"note: {note}", highlight=False)
+    if out is not None:
+        write_relation(rel, out)
+        console.print(f"wrote {out}")
 # </sweep-commands>
 
 # ---------------------------------------------------------------- report / demo / run
 # <report-commands>
+@app.command("demo")
+@run_user_errors
+def demo_command(
+    out: Path = typer.Option(Path("reports/demo"), "--out", help="Run directory for data, models, results and the report."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller data, fewer steps and seeds (about a minute)."),
+    workers: int = typer.Option(0, "--workers", help="Processes for fine-tuning (0 = up to 4, one per core)."),
+) -> None:
+    """The whole study on an embedded default: packaged medical images, tiny models, CPU only."""
+    from matprobe.pipeline import demo_config, run_pipeline
+
+    cfg = demo_config(quick=quick, out=str(out))
+    cfg.workers = workers
+    run = _run_with_status(run_pipeline, cfg)
+    console.print(f"report: {run / 'report.md'} and {run / 'report.html'}")
+
+
+@app.command("run")
+@run_user_errors
+def run_command(
+    pipeline: Path = typer.Argument(..., help="Pipeline TOML (see experiments/demo/pipeline.toml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Override [run] out."),
+) -> None:
+    """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report."""
+    from matprobe.pipeline import load_pipeline, run_pipeline
+
+    cfg = load_pipeline(pipeline)
+    if out is not None:
+        cfg.out = str(out)
+    run = _run_with_status(run_pipeline, cfg)
+    console.print(f"report: {run / 'report.md'} and {run / 'report.html'}")
+
+
+def _run_with_status(fn, cfg):
+    import time
+
+    t0 = time.perf_counter()
+    with console.status("starting") as status:
+        def say(msg: str) -> None:
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {msg}", highlight=False)
+            status.update(msg)
+
+        run = fn(cfg, progress=say)
+    console.print(f"done in {time.perf_counter() - t0:.1f} s")
+    return run
+
+
+@app.command("report")
+@run_user_errors
+def report_command(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `matprobe run` or `matprobe demo`."),
+) -> None:
+    """Write report.md, a self-contained report.html and PNG figures for a run directory."""
+    from matprobe.report.render import write_report
+
+    paths = write_report(run_dir)
+    console.print(f"wrote {paths['markdown']}, {paths['html']} and figures in {paths['figures']}")
 # </report-commands>
 
 

@@ -161,10 +161,9 @@ def parse_manifest_records(
         except (TypeError, ValueError):
             raise DataError(f"{where}: slice {slice_raw!r} is not an integer") from None
         image = _opt(rec, "image")
-        if image is not None and image_root is not None and not Path(image).is_absolute():
-            image = str(Path(image_root) / image)
-        elif image is not None and not Path(image).is_absolute():
-            image = str(path.parent / image)
+        if image is not None and not Path(image).is_absolute():
+            # absolute, so samples stay valid wherever the dataset is written again
+            image = str((Path(image_root) if image_root is not None else path.parent).resolve() / image)
         samples.append(
             Sample(
                 id=str(rec["id"]).strip(),
@@ -200,16 +199,23 @@ def load_manifest(
 
 
 def write_manifest(dataset: MATDataset, path: str | os.PathLike, declare_vocabulary: bool = True) -> Path:
-    """Write `dataset` as a JSONL manifest (atomically); image paths are written as stored."""
+    """Write `dataset` as a JSONL manifest (atomically).
+
+    Image paths inside the manifest's folder are written relative to it, others absolute.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             if declare_vocabulary:
                 vocab = {k: list(dataset.vocabularies[k].labels) for k in FACTORS}
                 fh.write(json.dumps({HEADER_KEY: 1, "vocabulary": vocab}) + "\n")
+            here = path.parent.resolve()
             for s in dataset:
+                image = s.image
+                if image is not None and Path(image).is_absolute() and Path(image).is_relative_to(here):
+                    image = str(Path(image).relative_to(here))  # the folder stays relocatable
                 rec = {
-                    "id": s.id, "image": s.image, "question": s.question, "options": list(s.options),
+                    "id": s.id, "image": image, "question": s.question, "options": list(s.options),
                     "answer": s.answer_index, "modality": s.modality, "anatomy": s.anatomy,
                     "task": s.task, "label": s.label, "subset": s.subset, "split": s.split,
                     "mask": s.mask, "slice": s.slice_index,

@@ -1,0 +1,505 @@
+"""The whole study in one call: data → splits → checkpoints → extract → mi → check → significance → report.
+
+A pipeline is a TOML file (`matprobe run FILE.toml`); `matprobe demo` runs the embedded
+default (`demo_config`), the same as `experiments/demo/pipeline.toml`.
+
+Run directory layout (every file is written atomically; a rerun skips finished steps):
+
+```
+RUN/run.json                   what ran, with every result file (the report reads this)
+RUN/data/manifest.jsonl        the dataset (demo: built from packaged images)
+RUN/checkpoints/<name>/        demo: fine-tuned tiny checkpoints
+RUN/stores/<name>.h5           embeddings + answers per checkpoint
+RUN/mi/<name>__<layer>__<pool>.json
+RUN/check/<name>.json
+RUN/results.csv                tidy per-run metrics (condition, target, seed, metric, value)
+RUN/significance.csv           paired comparisons of the conditions
+RUN/report.md, report.html, figures/*.png
+```
+
+Checkpoint sections, two kinds:
+
+- ``[train]`` (demo): a tiny random-initialised LLaVA is built offline and fine-tuned
+  briefly on each condition's training split for each seed (toy models: DESIGN.md §1);
+- ``[[checkpoints]]`` (your models): ``name``, ``condition``, ``seed``, ``ckpt``, optional
+  ``adapter``/``base``, each already trained on that condition's split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tomllib
+
+from matprobe.errors import MatprobeError
+from matprobe.io import atomic_path, write_text_atomic
+
+CONDITION_NAMES = {"related": "Related", "unrelated": "Unrelated", "zero-overlap": "Zero-overlap",
+                   "leave-one-out": "Leave-one-out"}
+
+
+class PipelineError(MatprobeError):
+    """A pipeline file is malformed or names something that does not exist."""
+
+
+@dataclass
+class PipelineConfig:
+    out: str = "reports/run"
+    # data
+    demo_data: bool = False
+    data_file: str | None = None
+    image_root: str | None = None
+    n_per_triplet: int = 64
+    image_size: int = 56
+    data_seed: int = 0
+    # design
+    target: tuple[str, str, str] = ("MRI", "Brain", "Exposure")
+    conditions: tuple[str, ...] = ("related", "unrelated")
+    # demo training (used when `checkpoints` is empty)
+    train_steps: int = 120
+    train_batch_size: int = 32
+    train_lr: float = 2e-3
+    train_seeds: tuple[int, ...] = (0, 1, 2)
+    train_size: int | None = None  # per condition, equalised; None = the smallest split
+    base_seed: int = 0
+    # your checkpoints
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    # extraction
+    layers: str = "-1"
+    pools: str = "last"
+    extract_batch_size: int = 32
+    dtype: str = "fp32"
+    device: str = "cpu"
+    max_pixels: int | None = None
+    # mi
+    factors: tuple[str, ...] = ("modality", "anatomy", "task", "label")
+    estimator: str = "probe"
+    mi_seeds: int = 2
+    mi_folds: int = 5
+    pca: int | None = 32
+    # check
+    delta: float = 0.05
+    # parallel processes for training (CPU)
+    workers: int = 0  # 0 = min(4, CPU count)
+
+    @property
+    def target_name(self) -> str:
+        return ",".join(self.target)
+
+
+def _get(table: dict, key: str, kind, default, where: str):
+    value = table.get(key, default)
+    if value is not None and kind is not None and not isinstance(value, kind):
+        raise PipelineError(f"{where}: '{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
+    """Read a pipeline TOML file (sections run, data, design, train, checkpoints, extract, mi, check)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such pipeline file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{path}: not valid TOML ({exc})") from None
+    known = {"run", "data", "design", "train", "checkpoints", "extract", "mi", "check"}
+    unknown = set(doc) - known
+    if unknown:
+        raise PipelineError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(known))}")
+    cfg = PipelineConfig()
+    run, data, design = doc.get("run", {}), doc.get("data", {}), doc.get("design", {})
+    train, ext, mi, chk = doc.get("train", {}), doc.get("extract", {}), doc.get("mi", {}), doc.get("check", {})
+    w = str(path)
+    cfg.out = _get(run, "out", str, cfg.out, w)
+    cfg.workers = _get(run, "workers", int, cfg.workers, w)
+    cfg.demo_data = _get(data, "demo", bool, False, w)
+    cfg.data_file = _get(data, "file", str, None, w)
+    if cfg.data_file and not Path(cfg.data_file).is_absolute():
+        cfg.data_file = str((path.parent / cfg.data_file).resolve())
+    cfg.image_root = _get(data, "image_root", str, None, w)
+    if cfg.demo_data == bool(cfg.data_file):
+        raise PipelineError(f"{path}: [data] needs exactly one of demo = true or file = \"...\"")
+    cfg.n_per_triplet = _get(data, "n_per_triplet", int, cfg.n_per_triplet, w)
+    cfg.image_size = _get(data, "image_size", int, cfg.image_size, w)
+    cfg.data_seed = _get(data, "seed", int, cfg.data_seed, w)
+    target = _get(design, "target", list, list(cfg.target), w)
+    if len(target) != 3:
+        raise PipelineError(f"{path}: [design] target must be [modality, anatomy, task], got {target!r}")
+    cfg.target = tuple(str(t) for t in target)
+    cfg.conditions = tuple(_get(design, "conditions", list, list(cfg.conditions), w))
+    bad = [c for c in cfg.conditions if c not in CONDITION_NAMES]
+    if bad:
+        raise PipelineError(f"{path}: unknown condition {bad[0]!r}; use {', '.join(CONDITION_NAMES)}")
+    cfg.train_steps = _get(train, "steps", int, cfg.train_steps, w)
+    cfg.train_batch_size = _get(train, "batch_size", int, cfg.train_batch_size, w)
+    cfg.train_lr = float(_get(train, "lr", (int, float), cfg.train_lr, w))
+    cfg.train_seeds = tuple(_get(train, "seeds", list, list(cfg.train_seeds), w))
+    cfg.train_size = _get(train, "train_size", int, cfg.train_size, w)
+    cfg.base_seed = _get(train, "base_seed", int, cfg.base_seed, w)
+    cfg.checkpoints = list(doc.get("checkpoints", []))
+    for i, ck in enumerate(cfg.checkpoints):
+        missing = [k for k in ("name", "condition", "seed", "ckpt") if k not in ck]
+        if missing:
+            raise PipelineError(f"{path}: [[checkpoints]] entry {i + 1} lacks {', '.join(missing)}")
+        if ck["condition"] not in cfg.conditions:
+            raise PipelineError(f"{path}: checkpoint {ck['name']!r} has condition {ck['condition']!r} "
+                                f"not in [design] conditions {list(cfg.conditions)}")
+    cfg.layers = str(_get(ext, "layers", (str, int), cfg.layers, w))
+    cfg.pools = _get(ext, "pools", str, cfg.pools, w)
+    cfg.extract_batch_size = _get(ext, "batch_size", int, cfg.extract_batch_size, w)
+    cfg.dtype = _get(ext, "dtype", str, cfg.dtype, w)
+    cfg.device = _get(ext, "device", str, cfg.device, w)
+    cfg.max_pixels = _get(ext, "max_pixels", int, cfg.max_pixels, w)
+    cfg.factors = tuple(_get(mi, "factors", list, list(cfg.factors), w))
+    cfg.estimator = _get(mi, "estimator", str, cfg.estimator, w)
+    cfg.mi_seeds = _get(mi, "seeds", int, cfg.mi_seeds, w)
+    cfg.mi_folds = _get(mi, "folds", int, cfg.mi_folds, w)
+    pca = _get(mi, "pca", int, cfg.pca, w)
+    cfg.pca = pca or None
+    cfg.delta = float(_get(chk, "delta", (int, float), cfg.delta, w))
+    return cfg
+
+
+def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfig:
+    """The embedded default of `matprobe demo` (= experiments/demo/pipeline.toml)."""
+    cfg = PipelineConfig(out=out, demo_data=True)
+    if quick:
+        cfg.n_per_triplet = 32
+        cfg.train_steps = 40
+        cfg.train_seeds = (0, 1)
+        cfg.mi_seeds = 1
+        cfg.mi_folds = 5  # fewer folds leave too little training data per stratum at this n
+    return cfg
+
+
+# ------------------------------------------------------------------------------ steps
+def quiet_libraries() -> None:
+    """Hide per-load progress bars and library chatter that would bury the run's own progress."""
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="peft")
+
+
+def _finetune_job(args: tuple) -> dict:
+    """One (condition, seed) fine-tune in a worker process (one torch thread each)."""
+    import torch
+
+    torch.set_num_threads(1)
+    quiet_libraries()
+    from matprobe.data import load_manifest
+    from matprobe.extract.finetune import finetune
+
+    base, manifest, ids, out, steps, batch, lr, seed = args
+    by_id = {s.id: s for s in load_manifest(manifest)}
+    res = finetune(base, [by_id[i] for i in ids], out, steps=steps, batch_size=batch, lr=lr, seed=seed)
+    return {"out": str(res.out), "seconds": res.seconds, "final_loss": float(np.mean(res.losses[-10:]))}
+
+
+def _mi_job(args: tuple) -> str:
+    """One (store, layer, pool) MI chain in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from matprobe.mi.chain import run_store, write_results
+
+    store, factors, layer, pool, out, estimator, seeds, folds, pca = args
+    # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
+    # pipeline needs the terms (and their strata) only
+    result, meta = run_store(store, factors, layer, pool, estimators=[estimator], seeds=seeds,
+                             folds=folds, pca=pca, difference=False, direct=False)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
+                  layer=meta["layer"], pool=meta["pool"])
+    return out
+
+
+def _workers(cfg: PipelineConfig) -> int:
+    return cfg.workers or max(1, min(4, os.cpu_count() or 1))
+
+
+def _training_ids(dataset, cfg: PipelineConfig) -> dict[str, list[str]]:
+    from matprobe.data import make_split
+
+    splits = {}
+    for cond in cfg.conditions:
+        split = make_split(dataset, cfg.target, cond)
+        splits[cond] = [s.id for s in split if s.split == "train"]
+    size = cfg.train_size or min(len(v) for v in splits.values())
+    rng = np.random.default_rng(cfg.data_seed)
+    # equal training-set sizes, so a difference is not just more data (CrossMed §V caps per triplet)
+    return {c: sorted(rng.permutation(v)[:size].tolist()) for c, v in splits.items()}
+
+
+@dataclass
+class StepTimer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, t0: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = None) -> Path:
+    """Run every step; return the run directory (with run.json and the report)."""
+    import torch
+
+    from matprobe.data import load_dataset
+    from matprobe.extract.runner import ExtractConfig, extract
+    from matprobe.report.render import write_report
+    from matprobe.theory.check import run_check, write_check
+
+    say = progress or (lambda msg: None)
+    torch.set_num_threads(1)
+    quiet_libraries()
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    timer = StepTimer()
+
+    # 1. data
+    t0 = time.perf_counter()
+    if cfg.demo_data:
+        from matprobe.data.demo import DemoSpec, build_demo_dataset
+
+        manifest = run / "data" / "manifest.jsonl"
+        if not manifest.exists():
+            say(f"building the demo dataset ({cfg.n_per_triplet} samples per triplet)")
+            build_demo_dataset(run / "data", DemoSpec(cfg.n_per_triplet, cfg.image_size, cfg.data_seed))
+        dataset = load_dataset(manifest)
+    else:
+        manifest = Path(cfg.data_file)
+        dataset = load_dataset(manifest, image_root=cfg.image_root)
+    timer.add("data", t0)
+    say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
+
+    # 2. checkpoints
+    t0 = time.perf_counter()
+    train_ids = _training_ids(dataset, cfg)
+    checkpoints: list[dict] = []
+    if cfg.checkpoints:
+        for ck in cfg.checkpoints:
+            checkpoints.append({"name": ck["name"], "condition": ck["condition"], "seed": int(ck["seed"]),
+                                "ckpt": ck["ckpt"], "adapter": ck.get("adapter"), "base": ck.get("base"),
+                                "trained_here": False})
+    else:
+        from matprobe.extract.tiny import build_tiny_checkpoint
+
+        base = run / "checkpoints" / "base"
+        if not base.exists():
+            build_tiny_checkpoint(base, "llava", seed=cfg.base_seed)
+        jobs, names = [], []
+        for cond in cfg.conditions:
+            for seed in cfg.train_seeds:
+                name = f"{cond}-s{seed}"
+                out = run / "checkpoints" / name
+                checkpoints.append({"name": name, "condition": cond, "seed": int(seed), "ckpt": str(out),
+                                    "adapter": None, "base": None, "trained_here": True,
+                                    "n_train": len(train_ids[cond])})
+                if not (out / "config.json").exists():
+                    jobs.append((str(base), str(manifest), train_ids[cond], str(out), cfg.train_steps,
+                                 cfg.train_batch_size, cfg.train_lr, int(seed)))
+                    names.append(name)
+        if jobs:
+            say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
+                f"{_workers(cfg)} processes)")
+            with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(jobs))) as pool:
+                for name, res in zip(names, pool.map(_finetune_job, jobs)):
+                    say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
+    timer.add("checkpoints", t0)
+
+    # 3-5. extract, mi, check per checkpoint; each condition's manifest marks its split
+    cond_manifest = {c: condition_manifest(dataset, set(train_ids[c]), cfg.target, run / "data" / f"{c}.jsonl")
+                     for c in cfg.conditions}
+    for ck in checkpoints:
+        t0 = time.perf_counter()
+        store = run / "stores" / f"{ck['name']}.h5"
+        ck["store"] = str(store)
+        store.parent.mkdir(parents=True, exist_ok=True)
+        res = extract(ExtractConfig(
+            ckpt=ck["ckpt"], adapter=ck.get("adapter"), base=ck.get("base"),
+            data=str(cond_manifest[ck["condition"]]),
+            out=str(store), layers=cfg.layers, pools=cfg.pools, batch_size=cfg.extract_batch_size,
+            dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
+        ))
+        ck["layers"], ck["pools"] = list(res.layers), list(res.pools)
+        ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
+                    for lay in res.layers for pool in res.pools}
+        ck["main_mi"] = ck["mi"][f"{res.layers[-1]}/{res.pools[0]}"]
+        timer.add("extract", t0)
+        say(f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
+
+    t0 = time.perf_counter()
+    mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
+                cfg.mi_seeds, cfg.mi_folds, cfg.pca)
+               for ck in checkpoints for lp, path in ck["mi"].items() if not Path(path).exists()]
+    if mi_jobs:
+        say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
+            f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")
+        with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(mi_jobs))) as pool:
+            for path in pool.map(_mi_job, mi_jobs):
+                say(f"  wrote {Path(path).name}")
+    timer.add("mi", t0)
+
+    t0 = time.perf_counter()
+    for ck in checkpoints:
+        train_risk, n_train = training_risk(ck["store"])
+        check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
+                          params=ck.get("params") or count_parameters(ck["ckpt"]),
+                          bits={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
+        check_path = run / "check" / f"{ck['name']}.json"
+        write_check(check, check_path)
+        ck["check"] = str(check_path)
+    timer.add("check", t0)
+
+    # 6. per-run results and significance
+    t0 = time.perf_counter()
+    results = per_run_results(checkpoints, cfg)
+    with atomic_path(run / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    significance = significance_table(results, cfg)
+    if significance is not None:
+        with atomic_path(run / "significance.csv") as tmp:
+            significance.to_csv(tmp, index=False)
+    timer.add("significance", t0)
+
+    summary = {
+        "kind": "matprobe.run", "format_version": 1,
+        "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
+        "manifest": str(manifest), "n_samples": len(dataset),
+        "train_sizes": {c: len(v) for c, v in train_ids.items()},
+        "checkpoints": checkpoints,
+        "results": "results.csv",
+        "significance": "significance.csv" if significance is not None else None,
+        "seconds": timer.seconds,
+    }
+    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
+    t0 = time.perf_counter()
+    write_report(run)
+    timer.add("report", t0)
+    summary["seconds"] = timer.seconds
+    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
+    return run
+
+
+def condition_manifest(dataset, train: set[str], target, path: Path) -> Path:
+    """The whole dataset with split = train (this condition's training ids), test (the
+    target triplet) or unused, so the store knows which answers are held out."""
+    from dataclasses import replace
+
+    from matprobe.data import MATDataset, write_manifest
+
+    if path.exists():
+        return path
+    samples = [replace(s, split="train" if s.id in train else "test" if s.triplet == tuple(target)
+                       else "unused") for s in dataset]
+    vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}
+    write_manifest(MATDataset(samples, str(path), vocab), path)
+    return path
+
+
+def training_risk(store_path) -> tuple[float | None, int | None]:
+    """The model's error on its own training rows (split = train), for the PAC bounds."""
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(store_path) as st:
+        frame = st.samples()
+        correct = st.answers()["correct"]
+    if "split" not in frame:
+        return None, None
+    sel = (frame["split"] == "train").to_numpy() & (correct >= 0)
+    if not sel.any():
+        return None, None
+    return float(1.0 - correct[sel].mean()), int(sel.sum())
+
+
+def count_parameters(ckpt: str) -> int | None:
+    """Parameter count from the checkpoint's safetensors headers (no weights are loaded)."""
+    import struct
+
+    total = 0
+    files = sorted(Path(ckpt).glob("*.safetensors"))
+    for f in files:
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                total += int(np.prod(meta["shape"]))
+    return total or None
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def target_stratum_mi(mi_doc: dict, target: tuple[str, str, str]) -> dict | None:
+    """The per-stratum entry I(Z;Y | M, A, T = target) of an MI results document, if present."""
+    m, a, t = target
+    for entry in mi_doc.get("strata", []):
+        g = entry.get("given", {})
+        if entry.get("target") in ("label", "answer") and (
+            g.get("modality"), g.get("anatomy"), g.get("task")) == (m, a, t):
+            return entry
+    return None
+
+
+def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFrame:
+    """Tidy rows (condition, target, seed, metric, value) for `matprobe significance`.
+
+    Metrics: accuracy on the held-out target triplet, each MI chain term of the main
+    (layer, pool), and I(Z; answer | target stratum) in nats (when the chain includes the label).
+    """
+    from matprobe.store import EmbeddingStore
+
+    rows = []
+    for ck in checkpoints:
+        with EmbeddingStore.open(ck["store"]) as st:
+            frame = st.samples()
+            correct = st.answers()["correct"]
+        sel = (frame["modality"] == cfg.target[0]) & (frame["anatomy"] == cfg.target[1]) & (
+            frame["task"] == cfg.target[2]) & (correct >= 0)
+        base = {"condition": CONDITION_NAMES[ck["condition"]], "target": cfg.target_name, "seed": ck["seed"]}
+        rows.append({**base, "metric": "accuracy", "value": float(correct[sel].mean()) if sel.any() else np.nan})
+        doc = json.loads(Path(ck["main_mi"]).read_text())
+        for term in doc["terms"]:
+            rows.append({**base, "metric": f"{term['term']} nats", "value": float(term["estimate"])})
+        entry = target_stratum_mi(doc, cfg.target)
+        if entry is not None:
+            rows.append({**base, "metric": "I(Z;Y|target) nats", "value": float(entry["estimate"])})
+    return pd.DataFrame(rows)
+
+
+def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame | None:
+    """Related vs each other condition, paired by seed (the unit this design has)."""
+    from matprobe.stats.significance import Comparison, compare_conditions
+
+    names = [CONDITION_NAMES[c] for c in cfg.conditions]
+    if "Related" not in names or len(names) < 2:
+        return None
+    comps = [Comparison("Related", other, f"Related vs. {other}") for other in names if other != "Related"]
+    n_pairs = results.groupby("condition")["seed"].nunique().min()
+    if n_pairs < 2:
+        return None
+    return compare_conditions(results.dropna(subset=["value"]), comps, unit="seed", source="results.csv")

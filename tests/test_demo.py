@@ -1,0 +1,107 @@
+"""`matprobe demo --quick` end to end: the report's numbers against the run's own results.
+
+The run is made once per session (module fixture). Numbers in the report are checked
+against values recomputed here from the stores (accuracies), the MI results JSON (chain
+terms) and the check JSON (Fano verdicts), not against the report's own findings file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from matprobe.cli import app
+from matprobe.pipeline import demo_config, load_pipeline
+from matprobe.store import EmbeddingStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("demo") / "run"
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_demo_pipeline_toml_is_the_embedded_default():
+    cfg = load_pipeline(ROOT / "experiments" / "demo" / "pipeline.toml")
+    assert cfg == demo_config(quick=False, out="reports/demo")
+
+
+def test_crossmed_pipeline_parses_with_gpu_defaults():
+    cfg = load_pipeline(ROOT / "experiments" / "crossmed" / "pipeline.toml")
+    assert cfg.device == "cuda" and cfg.dtype == "bf16" and len(cfg.checkpoints) == 3
+    assert {c["condition"] for c in cfg.checkpoints} == {"related", "unrelated", "zero-overlap"}
+
+
+def _target_accuracy(store_path, target):
+    with EmbeddingStore.open(store_path) as st:
+        frame = st.samples()
+        ans = st.answers()
+    sel = (frame["modality"] == target[0]) & (frame["anatomy"] == target[1]) & (frame["task"] == target[2])
+    # independent of the stored `correct` column: compare predictions with the answer index
+    return float((ans["pred"][sel] == frame["answer_index"][sel]).mean())
+
+
+def test_report_numbers_match_results(demo_run):
+    run = json.loads((demo_run / "run.json").read_text())
+    md = (demo_run / "report.md").read_text()
+    target = tuple(run["target"])
+    accs = {}
+    for ck in run["checkpoints"]:
+        accs.setdefault(ck["condition"], []).append(_target_accuracy(ck["store"], target))
+        mi = json.loads(Path(ck["main_mi"]).read_text())
+        for term in mi["terms"]:  # every chain term appears in the MI table with its value
+            pattern = rf"\| {re.escape(ck['name'])} \| [^|]+ \| {re.escape(term['term'])} \| {term['estimate']:.3f} \|"
+            assert re.search(pattern, md.replace("\\|", "|")), (ck["name"], term["term"])
+    summary = md.split("## Summary")[1].split("## Dataset")[0]
+    got = re.search(r"Related ([0-9.]+), Unrelated ([0-9.]+) \(", summary)
+    assert got, summary
+    assert got.groups() == (f"{np.mean(accs['related']):.3f}", f"{np.mean(accs['unrelated']):.3f}")
+    # Fano verdict counts against the check files
+    verdicts = []
+    for ck in run["checkpoints"]:
+        check = json.loads(Path(ck["check"]).read_text())
+        verdicts += [s["error_respects_floor"] for s in check["strata"] if s.get("mi")]
+    counts = pd.Series(verdicts).value_counts()
+    got = re.search(r"Over (\d+) \(checkpoint, stratum\) cells, the observed error respects the floor "
+                    r"implied by Î in (\d+), only within the intervals in (\d+), and not in (\d+)", summary)
+    assert got, summary
+    assert [int(x) for x in got.groups()] == [len(verdicts), counts.get("yes", 0),
+                                             counts.get("within CI", 0), counts.get("NO", 0)]
+    # the per-run results table is the results.csv the significance step read
+    results = pd.read_csv(demo_run / "results.csv")
+    acc_rows = results[results.metric == "accuracy"]
+    for cond, vals in accs.items():
+        name = cond.capitalize()
+        assert sorted(acc_rows[acc_rows.condition == name]["value"]) == pytest.approx(sorted(vals))
+
+
+def test_figures_are_valid_nonblank_pngs(demo_run):
+    names = sorted(p.name for p in (demo_run / "figures").glob("*.png"))
+    assert names == ["composition.png", "fano.png", "mi_chain.png", "mi_vs_accuracy.png", "pac.png"]
+    for name in names:
+        with Image.open(demo_run / "figures" / name) as im:
+            im.verify()
+        with Image.open(demo_run / "figures" / name) as im:
+            arr = np.asarray(im.convert("L"), dtype=float)
+        assert arr.shape[0] > 200 and arr.shape[1] > 300 and arr.std() > 5, name
+
+
+def test_html_is_self_contained(demo_run):
+    page = (demo_run / "report.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in page and "http" not in page.split("<body>")[1]
