@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import tomllib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tomllib
 
 from matprobe.errors import MatprobeError
 from matprobe.io import atomic_path, write_text_atomic

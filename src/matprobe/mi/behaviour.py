@@ -1,0 +1,199 @@
+"""Information against behaviour: per (M, A, T) stratum MI vs the model's stored accuracy.
+
+For each checkpoint (store) and each (modality, anatomy, task) stratum s with enough answered
+rows: Î(Z;Y | s) (Y = the label column or the answer index; the conditional estimator's
+per-stratum entries), the model's accuracy on s with its Clopper-Pearson interval, the
+plug-in H(Y | s) and the Fano accuracy ceiling 1 - φ⁻¹(H(Y|s) - Î) (Cover & Thomas 2006,
+Thm 2.10.1; `matprobe.theory.fano`), with K_s = max(2, classes of Y in s) as `matprobe check`
+uses. Across all (checkpoint, stratum) points: Spearman's rank correlation of Î with
+accuracy, a percentile bootstrap interval over points, and scipy's p-value. A Fano curve
+(accuracy ceiling against I for a reference K and H) is returned for plotting.
+
+Caveat: Fano bounds what any decoder of Z could reach; the model answers from its full
+state, so the ceiling is a reference, not a law, unless Z is what the answer is read from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.errors import EstimationError, StoreError
+from matprobe.theory.fano import fano_min_error
+from matprobe.units import NATS, check_unit, from_nats
+
+MAT = ("modality", "anatomy", "task")
+
+
+@dataclass
+class Relation:
+    points: pd.DataFrame  # one row per (checkpoint, stratum)
+    spearman: float
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    p_value: float
+    n_points: int
+    fano_curve: list[dict[str, float]] = field(default_factory=list)
+    reference: dict[str, Any] = field(default_factory=dict)
+    unit: str = NATS
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["points"] = json_records(self.points)
+        out["kind"] = "matprobe.relate"
+        out["format_version"] = 1
+        return out
+
+
+def json_records(df: pd.DataFrame) -> list[dict]:
+    import json
+
+    return json.loads(df.to_json(orient="records"))
+
+
+def clopper_pearson(k: int, n: int, level: float) -> tuple[float, float]:
+    a = 1 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def fano_accuracy_ceiling(mi: float, h: float, k: int) -> float:
+    """Largest accuracy Fano allows for Y with H(Y|s) = h nats and I(Z;Y|s) = mi nats."""
+    mi = min(max(mi, 0.0), h)
+    return 1.0 - fano_min_error(max(h - mi, 0.0), k)
+
+
+def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: int = 0):
+    """(rho, ci_low, ci_high, p): percentile bootstrap over (x, y) pairs; p from scipy."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3:
+        raise EstimationError(f"rank correlation needs at least 3 (checkpoint, stratum) points, got {len(x)}; "
+                              "add checkpoints or lower --min-stratum")
+    res = stats.spearmanr(x, y)
+    rho, p = float(res.statistic), float(res.pvalue)
+    rng = np.random.default_rng([seed, 31])
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    rx = stats.rankdata(x[idx], axis=1)
+    ry = stats.rankdata(y[idx], axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    boot = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
+    boot = boot[np.isfinite(boot)]  # resamples with a constant column have no rank correlation
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if boot.size else (np.nan, np.nan)
+    return rho, float(lo), float(hi), p
+
+
+def _answered(st, path) -> np.ndarray:
+    """Per row: 1 correct, 0 wrong, -1 no stored answer (answers/correct, else pred == answer)."""
+    ans = st.answers()
+    corr = np.asarray(ans["correct"]).astype(np.int64)
+    pred = np.asarray(ans["pred"]).astype(np.int64)
+    frame = st.samples()
+    key = frame["answer_index"].to_numpy() if "answer_index" in frame else np.full(st.n, -1)
+    out = np.where(corr >= 0, corr, np.where((pred >= 0) & (key >= 0), (pred == key).astype(np.int64), -1))
+    if not (out >= 0).any():
+        raise StoreError(f"{path}: no stored answers (answers/correct or answers/pred); extract with "
+                         "--answers to relate MI to accuracy")
+    return out
+
+
+def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: str = "probe", seeds: int = 3,
+           folds: int = 5, pca: int | None = 64, level: float = 0.95, n_boot: int = 2000,
+           min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
+    """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
+    from matprobe.mi.compare import _feature_key
+    from matprobe.mi.sweep import make_sweep_estimator
+    from matprobe.store import EmbeddingStore
+
+    unit = check_unit(unit)
+    rows, notes = [], []
+    for path in stores:
+        with EmbeddingStore.open(path) as st:
+            lay, pl = _feature_key(st, path, layer, pool, "store")
+            correct = _answered(st, path)
+            cols = {}
+            for f in MAT:
+                try:
+                    cols[f] = st.factor(f)
+                except StoreError:
+                    raise StoreError(f"{path}: no {f} column; relating MI to accuracy per (M, A, T) stratum "
+                                     "needs modality, anatomy and task labels") from None
+            if target in ("answer", "answer_index"):
+                y = st.samples()["answer_index"].to_numpy().astype(np.int64)
+            else:
+                try:
+                    y = st.factor(target)[0]
+                except StoreError:
+                    raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
+                                     "'answer' or one of " + ", ".join(st.label_columns())) from None
+            z = st.read(lay, pl)
+            ckpt = st.provenance.get("checkpoint") or str(path)
+        keep = (correct >= 0) & (y >= 0)
+        for f in MAT:
+            keep &= cols[f][0] >= 0
+        c = joint_codes([cols[f][0][keep] for f in MAT])
+        yk, zk, ck = y[keep], z[keep], correct[keep]
+        names = {}
+        for code in np.unique(c):
+            r = np.flatnonzero(c == code)[0]
+            names[int(code)] = {f: cols[f][1][cols[f][0][keep][r]] for f in MAT}
+        est = make_sweep_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, unit=NATS,
+                                   ci_level=level, min_stratum=min_stratum, **estimator_kwargs)
+        e = est.estimate(zk, yk, c, y_name=target, c_name="modality,anatomy,task")
+        by_code = {}
+        for code, entry in zip(np.unique(c), e.strata):
+            by_code[int(code)] = entry
+        for code, entry in by_code.items():
+            sel = c == code
+            n_s = int(sel.sum())
+            k_correct = int(ck[sel].sum())
+            ys = yk[sel]
+            h = conditional_entropy(ys)
+            k_s = max(2, int(np.unique(ys).size))
+            lo, hi = clopper_pearson(k_correct, n_s, level)
+            mi = float(entry["estimate"])
+            rows.append({"checkpoint": str(ckpt), "store": str(path), **names[code], "n": n_s,
+                         "mi": from_nats(mi, unit), "mi_ci_low": from_nats(entry["ci_low"], unit),
+                         "mi_ci_high": from_nats(entry["ci_high"], unit), "h": from_nats(h, unit),
+                         "classes": k_s, "accuracy": k_correct / n_s, "acc_ci_low": lo, "acc_ci_high": hi,
+                         "fano_acc_max": fano_accuracy_ceiling(mi, h, k_s),
+                         "sparse": n_s < min_stratum, "note": entry.get("note", "")})
+    points = pd.DataFrame(rows)
+    used = points[~points["sparse"]]
+    if len(used) < len(points):
+        notes.append(f"{len(points) - len(used)} sparse strata (n < {min_stratum}) left out of the correlation")
+    rho, lo, hi, p = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed)
+    k_ref = int(used["classes"].mode().iloc[0])
+    h_ref = float(used.loc[used["classes"] == k_ref, "h"].mean())
+    h_nats = h_ref * (math.log(2) if unit == "bits" else 1.0)
+    curve = [{"mi": from_nats(i, unit), "fano_acc_max": fano_accuracy_ceiling(i, h_nats, k_ref)}
+             for i in np.linspace(0.0, h_nats, 41)]
+    return Relation(points=points, spearman=rho, ci_low=lo, ci_high=hi, ci_level=level, p_value=p,
+                    n_points=len(used), fano_curve=curve, reference={"classes": k_ref, "h": h_ref},
+                    unit=unit, notes=notes)
+
+
+def write_relation(rel: Relation, out) -> None:
+    import json
+    from pathlib import Path
+
+    from matprobe.io import atomic_path
+
+    out = Path(out)
+    if out.suffix.lower() not in (".json", ".csv"):
+        raise EstimationError(f"--out {out}: use a .json (everything) or .csv (the points) file name")
+    with atomic_path(out, suffix=out.suffix) as tmp:
+        if out.suffix.lower() == ".csv":
+            rel.points.to_csv(tmp, index=False)
+        else:
+            tmp.write_text(json.dumps(rel.to_dict(), indent=1, default=float))

@@ -1,0 +1,332 @@
+"""Paired comparison of one MI term between two stores (checkpoints) or two layers of one store.
+
+The papers' claim is comparative (CrossMed §VI, Table IX: Related-trained checkpoints encode
+more of the held-out triplet than Unrelated-trained ones), so the difference is estimated on
+the *same* samples: both sides use the same folds and seeds, every held-out row gets a
+pointwise term on each side (its row mean is the estimate, `base.pointwise_terms`), and
+
+    ΔI = I_A - I_B = mean_i (r_A,i - r_B,i)
+
+has a paired bootstrap over rows (resampled within strata of the conditioning set, so p(c)
+stays fixed as in the estimators' own intervals). The interval is the normal bootstrap
+interval with the seed spread added in quadrature and, for the probe, half the difference of
+the two sides' learning-curve corrections added to both ends (the same slack the single
+estimates carry); the p-value inverts that same interval, so p < 1 - level exactly when the
+interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.errors import EstimationError, StoreError
+from matprobe.mi.base import FoldPlan
+from matprobe.mi.chain import term_name
+from matprobe.mi.prep import stratified_folds
+from matprobe.units import NATS, check_unit, from_nats
+
+
+@dataclass
+class PairedDifference:
+    """ΔI = I_A - I_B over shared rows, in `unit`; interval at `ci_level`; two-sided p."""
+
+    delta: float
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    p_value: float
+    se: float
+    n: int
+    unit: str = NATS
+    seed_deltas: list[float] = field(default_factory=list)
+    slack: float = 0.0
+
+
+def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None, *, folds=None,
+                      ci_level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                      unit: str = NATS) -> PairedDifference:
+    """Paired bootstrap of mean(values_a - values_b) over rows.
+
+    values_a, values_b: pointwise terms [seeds, n] (or [n]) on the same rows, in nats.
+    strata: conditioning codes [n]; rows are resampled within each stratum.
+    corr_a, corr_b: optional learning-curve corrections [seeds, n] (probe); half the
+    difference of their means widens both ends.
+    folds: optional fold id per row. Rows scored by one fold's fitted model share its fitting
+    error, which a row bootstrap misses (held-out losses are correlated within a fold; Bengio &
+    Grandvalet 2004). The between-fold variance of the fold means in excess of what row noise
+    explains estimates that error's variance tau^2 per fold; tau^2 / k is added to the
+    bootstrap variance (0 when the folds agree as well as row noise predicts).
+    """
+    va = np.atleast_2d(np.asarray(values_a, dtype=np.float64))
+    vb = np.atleast_2d(np.asarray(values_b, dtype=np.float64))
+    if va.shape != vb.shape:
+        raise EstimationError(f"pointwise terms differ in shape: {va.shape} vs {vb.shape}; "
+                              "compare estimates made on the same rows with the same seeds")
+    n = va.shape[1]
+    strata = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
+    diff = va - vb  # [seeds, n]
+    row = diff.mean(axis=0)
+    delta = float(row.mean())
+    rng = np.random.default_rng([seed, 7])
+    boot = np.zeros(n_boot)
+    for code in np.unique(strata):
+        idx = np.flatnonzero(strata == code)
+        vals = row[idx]
+        # chunks keep the [B, n_c] index matrix small at n = 20k
+        for start in range(0, n_boot, 256):
+            b = min(256, n_boot - start)
+            pick = rng.integers(0, len(idx), size=(b, len(idx)))
+            boot[start:start + b] += vals[pick].sum(axis=1) / n
+    fit_var = 0.0
+    if folds is not None:
+        folds = np.asarray(folds)
+        ks = np.unique(folds)
+        if len(ks) > 1:
+            means = np.array([row[folds == f].mean() for f in ks])
+            sizes = np.array([(folds == f).sum() for f in ks])
+            row_var = np.mean([row[folds == f].var(ddof=1) / m for f, m in zip(ks, sizes)])
+            fit_var = max(means.var(ddof=1) - row_var, 0.0) / len(ks)
+    seed_deltas = diff.mean(axis=1)
+    spread = seed_deltas.std(ddof=1) / np.sqrt(len(seed_deltas)) if len(seed_deltas) > 1 else 0.0
+    se = float(np.sqrt(boot.var(ddof=1) + spread**2 + fit_var))
+    slack = 0.0
+    if corr_a is not None and corr_b is not None:
+        slack = 0.5 * abs(float(np.mean(corr_a) - np.mean(corr_b)))
+    z = norm.ppf(0.5 + ci_level / 2)
+    lo, hi = delta - z * se - slack, delta + z * se + slack
+    excess = max(abs(delta) - slack, 0.0)
+    p = float(2 * norm.sf(excess / se)) if se > 0 else (1.0 if excess == 0 else 0.0)
+    return PairedDifference(delta=from_nats(delta, unit), ci_low=from_nats(lo, unit),
+                            ci_high=from_nats(hi, unit), ci_level=ci_level, p_value=min(p, 1.0),
+                            se=from_nats(se, unit), n=n, unit=unit,
+                            seed_deltas=[from_nats(float(v), unit) for v in seed_deltas],
+                            slack=from_nats(slack, unit))
+
+
+@dataclass
+class Comparison:
+    """One term compared on shared samples: each side's estimate and the paired ΔI."""
+
+    term: str
+    side_a: dict[str, Any]
+    side_b: dict[str, Any]
+    difference: PairedDifference
+    estimator: str
+    seeds: int
+    folds: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["kind"] = "matprobe.compare"
+        out["format_version"] = 1
+        return out
+
+
+def parse_term(term: str) -> tuple[str, list[str]]:
+    """'T|M,A', 'I(Z;T|M,A)' or 'M' -> (target, [given...])."""
+    text = term.strip()
+    m = re.fullmatch(r"I\(\s*Z\s*;(.*)\)", text)
+    if m:
+        text = m.group(1)
+    target, _, given = text.partition("|")
+    target = target.strip()
+    given_l = [g.strip() for g in given.split(",") if g.strip()]
+    if not target or "," in target:
+        raise EstimationError(f"--term {term!r}: write one target and its conditioning set, e.g. 'T|M,A'")
+    if target in given_l:
+        raise EstimationError(f"--term {term!r}: the target {target!r} is also conditioned on; drop it from the set")
+    return target, given_l
+
+
+def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = "probe", seeds: int = 5, folds: int = 5,
+                   pca: int | None = 64, gaussianize: bool = True, seed: int = 0, sub=None,
+                   ci_level: float = 0.95, n_boot: int = 2000, unit: str = NATS,
+                   **estimator_kwargs) -> tuple[dict, dict, PairedDifference]:
+    """I(Z_A;Y|C) vs I(Z_B;Y|C) on the same rows, with the same folds and seeds.
+
+    Returns (side A summary, side B summary, PairedDifference). Each summary holds the
+    estimator's own value and interval.
+    """
+    from matprobe.mi.sweep import make_sweep_estimator
+
+    check_unit(unit)
+    y = np.asarray(y)
+    n = len(y)
+    if len(z_a) != n or len(z_b) != n:
+        raise EstimationError(f"Z_A has {len(z_a)} rows, Z_B {len(z_b)}, labels {n}: pass the same rows")
+    c_arr = np.zeros(n, dtype=np.int64) if c is None else np.unique(np.asarray(c), return_inverse=True)[1].ravel()
+    # one fold assignment for both sides, stratified by (y, c) as make_plan does
+    fold = stratified_folds(joint_codes([np.unique(y, return_inverse=True)[1].ravel(), c_arr]), folds,
+                            np.random.default_rng([seed, 7919]))
+    sides = []
+    for z in (z_a, z_b):
+        est = make_sweep_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed,
+                                   ci_level=ci_level, unit=NATS, **estimator_kwargs)
+        est.keep_pointwise = True
+        plan = FoldPlan(fold, folds, getattr(est, "pca", pca), getattr(est, "gaussianize", gaussianize))
+        e = est.estimate(z, y, None if c is None else c_arr, sub=sub, plan=plan)
+        sides.append(e)
+    a, b = sides
+    summaries = [_summary(e, unit) for e in sides]
+    if a.degenerate or b.degenerate:
+        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit)
+        return summaries[0], summaries[1], zero
+    pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
+    diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"), folds=fold,
+                             ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
+    return summaries[0], summaries[1], diff
+
+
+def _summary(e, unit) -> dict:
+    return {"estimate": from_nats(e.value, unit), "ci_low": from_nats(e.ci_low, unit),
+            "ci_high": from_nats(e.ci_high, unit), "ci_level": e.ci_level,
+            "h_upper": from_nats(e.h_upper, unit), "clipped": e.clipped, "degenerate": e.degenerate,
+            "note": e.note}
+
+
+# ---------------------------------------------------------------------- stores
+
+def _feature_key(st, path, layer, pool, role):
+    keys = [(str(a), str(b)) for a, b in st.feature_keys()]
+    if not keys:
+        raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
+    if layer is None:
+        layers = sorted({k[0] for k in keys}, key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
+        numeric = [x for x in layers if x.lstrip("-").isdigit()]
+        layer = numeric[-1] if numeric else layers[-1]
+    if pool is None:
+        pools = [b for a, b in keys if a == str(layer)]
+        pool = "last" if "last" in pools else (pools[0] if pools else "last")
+    if (str(layer), str(pool)) not in keys:
+        raise StoreError(f"{path} ({role}): no features for layer {layer!r}, pool {pool!r}; stored: "
+                         + ", ".join(f"{a}/{b}" for a, b in keys) + "; pick one with --layer/--pool")
+    return str(layer), str(pool)
+
+
+def load_side(path, factors: list[str], layer, pool, role="A"):
+    """(ids, {factor: labels as str}, Z, meta) of one store side, rows in store order."""
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(path) as st:
+        layer, pool = _feature_key(st, path, layer, pool, role)
+        done = st.done
+        if not done.all():
+            raise StoreError(f"{path} ({role}): {int((~done).sum())} of {st.n} rows have no features yet; "
+                             "finish the extraction (rerun `matprobe extract`) before comparing")
+        labels = {}
+        for name in factors:
+            try:
+                codes, vocab = st.factor(name)
+            except StoreError:
+                raise StoreError(f"{path} ({role}): no label column {name!r}; have "
+                                 f"{', '.join(st.label_columns())}") from None
+            voc = np.asarray(list(vocab) + [""], dtype=object)  # code -1 (missing) -> ""
+            labels[name] = voc[codes].astype(str)
+        z = st.read(layer, pool)
+        meta = {"store": str(path), "fingerprint": st.fingerprint, "layer": layer, "pool": pool}
+        ids = st.ids.astype(str)
+    return ids, labels, z, meta
+
+
+def align(ids_a, ids_b, path_a, path_b) -> np.ndarray:
+    """Row order of B that matches A's ids; refuses differing samples, with counts."""
+    set_a, set_b = set(ids_a.tolist()), set(ids_b.tolist())
+    if set_a != set_b:
+        only_a, only_b = len(set_a - set_b), len(set_b - set_a)
+        raise StoreError(f"{path_a} and {path_b} hold different samples: {only_a} ids only in A, "
+                         f"{only_b} only in B (of {len(set_a)} and {len(set_b)}); compare stores "
+                         "extracted from the same dataset file")
+    pos_b = {v: i for i, v in enumerate(ids_b.tolist())}
+    return np.array([pos_b[v] for v in ids_a.tolist()], dtype=np.int64)
+
+
+def check_same_labels(ids, labels_a, labels_b, path_a, path_b) -> None:
+    """Both sides must label every shared sample alike (same dataset), else one line with counts."""
+    for name in labels_a:
+        la, lb = labels_a[name], labels_b[name]
+        bad = np.flatnonzero(la != lb)
+        if bad.size:
+            i = int(bad[0])
+            raise StoreError(f"{path_a} and {path_b} label {bad.size} of {len(la)} samples differently "
+                             f"for factor {name!r} (first: id {ids[i]!r}: {la[i]!r} vs {lb[i]!r}); "
+                             "they come from different datasets")
+
+
+def _term_codes(labels, target, given, keep):
+    y = np.unique(labels[target][keep], return_inverse=True)[1].ravel()
+    c = joint_codes([np.unique(labels[g][keep], return_inverse=True)[1].ravel() for g in given]) if given else None
+    return y, c
+
+
+def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, pool=None,
+                   layer_b=None, pool_b=None, estimator: str = "probe", seeds: int = 5, folds: int = 5,
+                   pca: int | None = 64, ci_level: float = 0.95, n_boot: int = 2000, unit: str = NATS,
+                   seed: int = 0, **estimator_kwargs) -> Comparison:
+    """ΔI of one term between two stores, or between two (layer, pool) keys of one store.
+
+    store_b None (or the same path) with layer_b/pool_b compares two layers of store_a;
+    layer_b/pool_b default to layer/pool. Refuses differing sample ids (with counts),
+    differing labels, a missing layer/pool on either side, and a term that is degenerate
+    (H(Y|C) = 0) on one side only.
+    """
+    target, given = parse_term(term)
+    factors = [target] + given
+    store_b = store_a if store_b is None else store_b
+    ids_a, lab_a, z_a, meta_a = load_side(store_a, factors, layer, pool, "A")
+    # rows in id order, so folds (and so the numbers) do not depend on either store's row order
+    by_id = np.argsort(ids_a, kind="stable")
+    ids_a, z_a, lab_a = ids_a[by_id], z_a[by_id], {k: v[by_id] for k, v in lab_a.items()}
+    same_store = str(store_b) == str(store_a)
+    if same_store and layer_b is None and pool_b is None:
+        raise StoreError(f"{store_a}: comparing a store with itself needs --layer-b or --pool-b "
+                         "(two layers or pools of one store)")
+    lb_key = meta_a["layer"] if layer_b is None else layer_b
+    pb_key = meta_a["pool"] if pool_b is None else pool_b
+    ids_b, lab_b, z_b, meta_b = load_side(store_b, factors, lb_key, pb_key, "B")
+    order = align(ids_a, ids_b, store_a, store_b)
+    z_b = z_b[order]
+    lab_b = {k: v[order] for k, v in lab_b.items()}
+    keep = np.ones(len(ids_a), dtype=bool)
+    for name in factors:
+        keep &= (lab_a[name] != "") & (lab_b[name] != "")  # rows missing a label take no part
+    # degeneracy first: it names the problem more precisely than the label check below
+    h = [conditional_entropy(*_term_codes(lab, target, given, keep)) for lab in (lab_a, lab_b)]
+    if (h[0] <= 1e-12) != (h[1] <= 1e-12):
+        which, path = ("A", store_a) if h[0] <= 1e-12 else ("B", store_b)
+        cond = f"H({target}|{','.join(given)})" if given else f"H({target})"
+        raise EstimationError(f"term {term_name(target, given)} is degenerate in store {which} only ({path}: "
+                              f"{cond} = 0 there, {max(h):.4f} nats in the other); the stores do not share "
+                              "the conditioning set: compare stores of the same dataset")
+    check_same_labels(ids_a, lab_a, lab_b, store_a, store_b)
+    y, c = _term_codes(lab_a, target, given, keep)
+    sub = None
+    side_a, side_b, diff = compare_arrays(z_a[keep], z_b[keep], y, c, estimator=estimator, seeds=seeds,
+                                          folds=folds, pca=pca, seed=seed, sub=sub, ci_level=ci_level,
+                                          n_boot=n_boot, unit=unit, **estimator_kwargs)
+    side_a.update(meta_a)
+    side_b.update(meta_b)
+    note = "" if keep.all() else f"{int((~keep).sum())} rows without a {'/'.join(factors)} label left out"
+    if h[0] <= 1e-12:
+        note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
+    return Comparison(term=term_name(target, given), side_a=side_a, side_b=side_b, difference=diff,
+                      estimator=estimator, seeds=seeds, folds=folds, note=note)
+
+
+def write_comparison(comp: Comparison, out) -> None:
+    """Write the comparison as JSON (atomic)."""
+    import json
+    from pathlib import Path
+
+    from matprobe.io import write_text_atomic
+
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise EstimationError(f"--out {out}: use a .json file name")
+    write_text_atomic(out, json.dumps(comp.to_dict(), indent=2, default=float))

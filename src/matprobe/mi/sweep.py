@@ -1,0 +1,503 @@
+"""Layer sweeps: every (checkpoint, layer, pool) cell's MI chain terms in one tidy table.
+
+The grid is stores x layers x pools; each cell estimates every chain term over the factors
+(I(Z;M), I(Z;A|M), I(Z;T|M,A) for M,A,T; CrossMed §IV eq. 5) with one fold plan, so PCA runs
+once per fold per cell. Each finished cell is added to the results file at once (written to a
+temporary name and renamed), so an interrupted sweep resumes where it stopped: cells already
+in the file are not recomputed. Per-row held-out terms of every estimate are kept with the
+sample ids in `<out>.pointwise/` for paired comparisons (`matprobe.mi.compare`).
+
+Parallelism: `jobs` worker processes on one machine (one torch thread each: two threads
+thrash on a shared 2-core CPU, DESIGN.md §2), and across machines by sharding the cell grid
+over torchrun ranks with the extraction engine (`matprobe.extract.distributed`); each rank
+writes `<out>.shards/rank<r>-of-<w><suffix>` and rank 0 merges them into `out`. Every cell is
+seeded by its settings alone, so the table does not depend on which process computed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from matprobe.data.entropy import joint_codes
+from matprobe.errors import EstimationError, StoreError
+from matprobe.units import NATS, check_unit
+
+FORMATS = (".csv", ".json", ".parquet")
+COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
+           "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
+           "note", "seconds", "settings"]
+CELL_KEY = ["store", "layer", "pool"]
+
+
+def make_sweep_estimator(name: str, **kwargs):
+    """`make_estimator`, with the default probe replaced by its batched-seeds form (same bound)."""
+    from matprobe.mi.chain import make_estimator
+
+    if name == "probe":
+        from matprobe.mi.batched import BatchedProbeEstimator
+
+        return BatchedProbeEstimator(**kwargs)
+    return make_estimator(name, **kwargs)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    factors: tuple[str, ...] = ("M", "A", "T")
+    estimator: str = "probe"
+    seeds: int = 5
+    folds: int = 5
+    pca: int | None = 64
+    seed: int = 0
+    ci_level: float = 0.9
+    unit: str = NATS
+    pointwise: bool = True
+    estimator_kwargs: tuple = ()  # sorted (name, value) pairs, e.g. (("max_iter", 50),)
+
+    def digest(self) -> str:
+        """Short hash of everything that changes the numbers (not `pointwise`)."""
+        d = asdict(self)
+        d.pop("pointwise")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Cell:
+    store: str
+    checkpoint: str
+    layer: str
+    pool: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.store, self.layer, self.pool)
+
+
+# ---------------------------------------------------------------------- grid
+
+def _layer_order(layer: str):
+    return (0, int(layer)) if layer.lstrip("-").isdigit() else (1 if layer == "final" else -1, layer)
+
+
+def parse_list(spec) -> list[str] | None:
+    """'all' / None -> None (everything stored); '8,16,-1' -> ['8', '16', '-1']."""
+    if spec is None:
+        return None
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
+    if not items or items == ["all"]:
+        return None
+    return [str(s) for s in items]
+
+
+def _resolve_layers(want, stored_layers, provenance, path) -> list[str]:
+    """Requested layers as stored keys; negative indices count from the model's last block."""
+    if want is None:
+        return sorted(stored_layers, key=_layer_order)
+    n_blocks = provenance.get("num_decoder_layers")
+    numeric = sorted((int(x) for x in stored_layers if x.lstrip("-").isdigit()))
+    out = []
+    for w in want:
+        key = w
+        if w.startswith("-") and w[1:].isdigit():
+            # DESIGN/ARCHITECTURE: negative = from the end of the decoder; without the block
+            # count in the provenance, from the end of the stored numeric layers
+            if n_blocks:
+                key = str(int(n_blocks) + int(w))
+            elif numeric and -int(w) <= len(numeric):
+                key = str(numeric[int(w)])
+        if key not in stored_layers:
+            raise StoreError(f"{path}: layer {w!r} is not stored; stored layers: "
+                             + ", ".join(sorted(stored_layers, key=_layer_order)) + "; pick from those with --layers")
+        out.append(key)
+    return list(dict.fromkeys(out))
+
+
+def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list[Cell]:
+    """All cells in table order; refuses a missing layer/pool or factor in any store (one line)."""
+    from matprobe.store import EmbeddingStore
+
+    want_layers, want_pools = parse_list(layers), parse_list(pools)
+    cells, names, fingerprints = [], {}, {}
+    for path in stores:
+        path = str(path)
+        with EmbeddingStore.open(path) as st:
+            keys = [(str(a), str(b)) for a, b in st.feature_keys()]
+            if not keys:
+                raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
+            for f in factors:
+                try:
+                    st.factor(f)
+                except StoreError:
+                    raise StoreError(f"{path}: no label column {f!r} for --factors; have "
+                                     f"{', '.join(st.label_columns())}") from None
+            prov = st.provenance
+            fingerprints[path] = st.fingerprint
+            if fingerprints[path] != next(iter(fingerprints.values())):
+                _refuse_other_dataset(next(iter(fingerprints)), path, st)
+            stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
+            lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
+            ckpt = prov.get("checkpoint") or Path(path).stem
+            if prov.get("adapter"):
+                ckpt = f"{ckpt}+{Path(str(prov['adapter'])).name}"
+            if ckpt in names.values():
+                ckpt = Path(path).stem if Path(path).stem not in names.values() else path
+            names[path] = str(ckpt)
+            for layer in lays:
+                stored_pools = [b for a, b in keys if a == layer]
+                pls = want_pools if want_pools is not None else stored_pools
+                for pool in pls:
+                    if pool not in stored_pools:
+                        raise StoreError(f"{path}: no features for layer {layer!r}, pool {pool!r}; pools stored "
+                                         f"for that layer: {', '.join(stored_pools)}; change --pools or --layers")
+                    cells.append(Cell(path, names[path], layer, pool))
+    return cells
+
+
+def _refuse_other_dataset(first: str, path: str, st) -> None:
+    """Stores of one sweep must hold the same samples and labels (one dataset), else one line."""
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(first) as ref:
+        ids_a, ids_b = set(ref.ids.astype(str).tolist()), set(st.ids.astype(str).tolist())
+    if ids_a != ids_b:
+        detail = f"{len(ids_b - ids_a)} ids not in {first}, {len(ids_a - ids_b)} of its ids missing"
+    else:
+        detail = "the same ids with different modality/anatomy/task labels"
+    raise StoreError(f"{path} comes from another dataset than {first} ({detail}); sweep checkpoints "
+                     "extracted from the same dataset file, or run one sweep per dataset")
+
+
+# ---------------------------------------------------------------------- one cell
+
+def term_list(factors) -> list[tuple[str, list[str]]]:
+    return [(f, list(factors[:j])) for j, f in enumerate(factors)]
+
+
+def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None = None,
+                  threads: int | None = 1) -> list[dict[str, Any]]:
+    """Every chain term of one cell; writes its pointwise file first when asked. Picklable."""
+    import torch
+
+    from matprobe.mi.base import make_plan
+    from matprobe.mi.chain import term_name
+    from matprobe.store import EmbeddingStore
+    from matprobe.units import from_nats
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    with EmbeddingStore.open(cell.store) as st:
+        cols = {}
+        for f in settings.factors:
+            cols[f] = st.factor(f)[0]
+        z = st.read(cell.layer, cell.pool)
+        ids = st.ids.astype(str)
+        fingerprint = st.fingerprint
+    keep = np.ones(len(ids), dtype=bool)
+    for f in settings.factors:
+        keep &= cols[f] >= 0  # rows without this label take no part
+    z, ids = z[keep], ids[keep]
+    codes = {f: np.unique(v[keep], return_inverse=True)[1].ravel() for f, v in cols.items()}
+    for f, v in codes.items():
+        if v.max(initial=0) == 0:
+            raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
+                                  "drop it from --factors")
+    kwargs = dict(settings.estimator_kwargs)
+    est = make_sweep_estimator(settings.estimator, seeds=settings.seeds, folds=settings.folds,
+                               pca=settings.pca, unit=NATS, ci_level=settings.ci_level, seed=settings.seed,
+                               **kwargs)
+    est.keep_pointwise = settings.pointwise
+    order = list(settings.factors)
+    plan = None
+    if settings.estimator != "ksg":
+        # the chain's own fold plan (stratified by all factors), as chain_terms builds it
+        plan = make_plan(z, joint_codes([codes[f] for f in order]), settings.folds, est.pca,
+                         est.gaussianize, settings.seed)
+    rows, pw = [], {"ids": ids}
+    unit = settings.unit
+    for j, (target, given) in enumerate(term_list(order)):
+        c = joint_codes([codes[g] for g in given]) if given else None
+        later = order[j + 1:]
+        sub = joint_codes([codes[f] for f in later]) if later else None
+        e = est.estimate(z, codes[target], c, sub=sub, plan=plan, y_name=target,
+                         c_name=",".join(given) or "condition")
+        name = term_name(target, given)
+        if settings.pointwise and "pointwise" in e.diagnostics:
+            p = e.diagnostics["pointwise"]
+            pw[f"{name}/values"] = p["values"].astype(np.float32)
+            if "corr" in p:
+                pw[f"{name}/corr"] = p["corr"].astype(np.float32)
+        rows.append({"checkpoint": cell.checkpoint, "store": cell.store, "fingerprint": fingerprint,
+                     "layer": cell.layer, "pool": cell.pool, "term": name, "target": target,
+                     "given": ",".join(given), "estimator": settings.estimator,
+                     "estimate": from_nats(e.value, unit),
+                     "ci_low": from_nats(e.ci_low, unit), "ci_high": from_nats(e.ci_high, unit),
+                     "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
+                     "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
+                     "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
+                     "settings": settings.digest()})
+    seconds = time.perf_counter() - t0
+    for r in rows:
+        r["seconds"] = round(seconds / len(rows), 3)
+    if settings.pointwise and pointwise_dir is not None:
+        write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
+    return rows
+
+
+def pointwise_name(cell: Cell) -> str:
+    tag = hashlib.sha256(cell.store.encode()).hexdigest()[:8]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cell.checkpoint)[:60]
+    return f"{safe}-{tag}__{cell.layer}__{cell.pool}.npz"
+
+
+def write_pointwise(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from matprobe.io import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def read_pointwise(path) -> dict[str, np.ndarray]:
+    """{'ids': [n], '<term>/values': [seeds, n], '<term>/corr': ...} of one cell."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+# ---------------------------------------------------------------------- results file
+
+def check_out(out) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise EstimationError(f"--out {out}: use a .csv, .json or .parquet file name")
+    if out.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise EstimationError(f"--out {out}: Parquet needs the pyarrow package (pip install pyarrow); "
+                                  "or write .csv/.json") from None
+    return out
+
+
+def read_table(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    try:
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            df = pd.read_csv(path, dtype={"layer": str, "pool": str, "given": str, "note": str,
+                                          "store": str, "checkpoint": str, "settings": str},
+                             keep_default_na=False, na_values={"estimate": ["nan"]})
+        elif suffix == ".json":
+            doc = json.loads(path.read_text())
+            df = pd.DataFrame(doc["rows"], columns=COLUMNS)
+        else:
+            df = pd.read_parquet(path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise EstimationError(f"{path}: cannot read as a sweep results file ({exc}); "
+                              "move it away or pass another --out") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise EstimationError(f"{path}: not a sweep results file (no column {missing[0]!r}); "
+                              "pass another --out")
+    df["layer"] = df["layer"].astype(str)
+    return df[COLUMNS]
+
+
+def write_table(df: pd.DataFrame, path) -> None:
+    from matprobe.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".json":
+            doc = {"kind": "matprobe.sweep", "format_version": 1, "columns": COLUMNS,
+                   "rows": json.loads(df.to_json(orient="records"))}
+            tmp.write_text(json.dumps(doc, indent=1))
+        else:
+            df.to_parquet(tmp, index=False)
+
+
+def _sort(df: pd.DataFrame, cells: list[Cell], factors) -> pd.DataFrame:
+    pos = {c.key: i for i, c in enumerate(cells)}
+    terms = {t: j for j, t in enumerate(df["term"].drop_duplicates())}
+    from matprobe.mi.chain import term_name
+
+    for j, (t, g) in enumerate(term_list(list(factors))):
+        terms[term_name(t, g)] = j
+    order = [(pos.get((r.store, r.layer, r.pool), 1 << 30), terms.get(r.term, 99))
+             for r in df.itertuples()]
+    idx = sorted(range(len(df)), key=lambda i: order[i])
+    return df.iloc[idx].reset_index(drop=True)
+
+
+def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path) -> set:
+    """Cells whose every term is in the table; refuses a table made with other settings."""
+    if df.empty:
+        return set()
+    other = sorted(set(df["settings"].astype(str)) - {digest})
+    if other:
+        raise EstimationError(f"{path} was written with other settings (settings {other[0]} vs {digest}: "
+                              "estimator, seeds, folds, pca, seed or factors differ); pass a new --out "
+                              "or --overwrite to start again")
+    counts = df.groupby(CELL_KEY).size()
+    return {k for k, v in counts.items() if v >= n_terms}
+
+
+# ---------------------------------------------------------------------- driver
+
+@dataclass
+class SweepResult:
+    table: pd.DataFrame
+    out: Path
+    n_cells: int
+    n_computed: int
+    n_resumed: int
+    seconds: float
+    rank: int = 0
+    world_size: int = 1
+
+
+def shard_table_path(out: Path, rank: int, world: int) -> Path:
+    return out.parent / f"{out.name}.shards" / f"rank{rank}-of-{world}{out.suffix}"
+
+
+def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, estimator: str = "probe",
+              seeds: int = 5, folds: int = 5, pca: int | None = 64, seed: int = 0, ci_level: float = 0.9,
+              unit: str = NATS, jobs: int = 1, pointwise: bool = True, overwrite: bool = False,
+              progress: bool = False, on_cell: Callable[[Cell, list], None] | None = None,
+              estimator_kwargs: dict | None = None, device: str = "cpu") -> SweepResult:
+    """Run (or resume) the sweep; returns the full table of `out` (all ranks merged on rank 0)."""
+    from matprobe.extract.distributed import init_ranks
+
+    t0 = time.perf_counter()
+    out = check_out(out)
+    unit = check_unit(unit)
+    if not stores:
+        raise EstimationError("no stores given; pass one or more .h5 stores")
+    factors = tuple(str(f).strip() for f in factors if str(f).strip())
+    if len(factors) == 0 or len(set(factors)) != len(factors):
+        raise EstimationError(f"--factors {','.join(factors)}: give distinct label columns, e.g. M,A,T")
+    if seeds < 1 or folds < 2 or jobs < 1:
+        raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
+    kw = dict(estimator_kwargs or {})
+    if device != "cpu":
+        kw["device"] = device
+    settings = SweepSettings(factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
+                             seed=seed, ci_level=ci_level, unit=unit, pointwise=pointwise,
+                             estimator_kwargs=tuple(sorted(kw.items())))
+    make_sweep_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
+    cells = build_grid([str(s) for s in stores], layers, pools, factors)
+    ranks = init_ranks(device)
+    target = out if not ranks.distributed else shard_table_path(out, ranks.rank, ranks.world_size)
+    if overwrite and ranks.is_main and out.exists():
+        out.unlink()
+    if overwrite and target.exists():
+        target.unlink()
+    ranks.barrier()
+    n_terms = len(factors)
+    digest = settings.digest()
+    table = read_table(target)
+    finished = done_keys(table, n_terms, digest, target)
+    if ranks.distributed and out.exists():
+        finished |= done_keys(read_table(out), n_terms, digest, out)  # merged earlier runs
+    mine = ranks.split(cells) if ranks.distributed else cells
+    todo = [c for c in mine if c.key not in finished]
+    pw_dir = str(out.parent / f"{out.name}.pointwise") if pointwise else None
+    n_resumed = len(mine) - len(todo)
+
+    def add(cell, rows):
+        nonlocal table
+        new = pd.DataFrame(rows, columns=COLUMNS)
+        table = new if table.empty else pd.concat([table, new], ignore_index=True)
+        write_table(_sort(table, cells, factors), target)
+        if on_cell is not None:
+            on_cell(cell, rows)
+
+    bar = _progress(progress, len(mine), n_resumed, ranks)
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for cell in todo:
+                bar.describe(cell)
+                add(cell, estimate_cell(cell, settings, pw_dir))
+                bar.advance()
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # spawn, not fork: torch's thread pools do not survive a fork safely
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+            try:
+                futures = {pool.submit(estimate_cell, cell, settings, pw_dir): cell for cell in todo}
+                for fut in as_completed(futures):
+                    cell = futures[fut]
+                    add(cell, fut.result())  # a failed cell raises here; finished ones are kept
+                    bar.describe(cell)
+                    bar.advance()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.stop()
+    table = _sort(table, cells, factors)
+    if not ranks.distributed:
+        write_table(table, out)
+    else:
+        ranks.barrier()  # every shard file is complete
+        if ranks.is_main:
+            parts = [read_table(shard_table_path(out, r, ranks.world_size)) for r in range(ranks.world_size)]
+            if out.exists():
+                parts.append(read_table(out))
+            merged = pd.concat([p for p in parts if len(p)], ignore_index=True)
+            merged = merged.drop_duplicates(subset=CELL_KEY + ["term"], keep="first")
+            table = _sort(merged, cells, factors)
+            write_table(table, out)
+        ranks.barrier()
+        if not ranks.is_main:
+            table = read_table(out)
+    return SweepResult(table=table, out=out, n_cells=len(cells), n_computed=len(todo),
+                       n_resumed=n_resumed, seconds=time.perf_counter() - t0, rank=ranks.rank,
+                       world_size=ranks.world_size)
+
+
+class _progress:
+    """A rich progress bar on stderr (rank 0 only), or nothing."""
+
+    def __init__(self, enabled: bool, total: int, done: int, ranks):
+        self.bar = None
+        if enabled and ranks.is_main:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.description}"),
+                                console=Console(stderr=True), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total, completed=done)
+
+    def describe(self, cell: Cell):
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{cell.checkpoint} layer {cell.layer} {cell.pool}")
+
+    def advance(self):
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def stop(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def pointwise_dir(out) -> Path:
+    out = Path(out)
+    return out.parent / f"{out.name}.pointwise"
+

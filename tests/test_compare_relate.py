@@ -1,0 +1,139 @@
+"""MI vs accuracy per (checkpoint, M-A-T stratum): accuracy, Spearman and Fano against
+independent computations (pandas, scipy, closed forms)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from scipy.stats import norm
+
+from matprobe.errors import StoreError
+from matprobe.mi.behaviour import fano_accuracy_ceiling, relate, spearman_with_interval
+from matprobe.store import EmbeddingStore
+
+torch.set_num_threads(1)
+
+MUS = {"ckpt0": (0.1, 0.4, 0.7, 1.0), "ckpt1": (0.25, 0.55, 0.85, 1.3), "ckpt2": (0.05, 0.3, 1.15, 1.6)}
+TRIPLETS = [("CT", "Lung", "cls"), ("CT", "Lung", "vqa"), ("MR", "Brain", "cls"), ("MR", "Brain", "vqa")]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Per stratum s, Y ~ Bernoulli(1/2), Z_1 = mu_s (2Y - 1) + N(0, 1); the model answers sign(Z_1)."""
+    root = tmp_path_factory.mktemp("relate")
+    rng = np.random.default_rng(4)
+    n_per = 150
+    paths, truth = [], []
+    for name, mus in MUS.items():
+        s = np.repeat(np.arange(4), n_per)
+        y = rng.integers(0, 2, len(s))
+        z = rng.standard_normal((len(s), 3)).astype(np.float32)
+        z[:, 0] += np.asarray(mus)[s] * (2 * y - 1)
+        pred = (z[:, 0] > 0).astype(np.int64)
+        correct = (pred == y).astype(np.int8)
+        labels = {"modality": [TRIPLETS[i][0] for i in s], "anatomy": [TRIPLETS[i][1] for i in s],
+                  "task": [TRIPLETS[i][2] for i in s], "label": [f"y{v}" for v in y]}
+        p = root / f"{name}.h5"
+        EmbeddingStore.from_arrays(p, [f"{name}-{i}" for i in range(len(s))], labels, {("4", "last"): z},
+                                   answers={"pred": pred, "correct": correct},
+                                   provenance={"checkpoint": name}).close()
+        paths.append(p)
+        truth.append(pd.DataFrame({"checkpoint": name, "s": s, "correct": correct}))
+    return paths, pd.concat(truth)
+
+
+def test_relation_points_correlation_and_fano(checkpoints):
+    paths, truth = checkpoints
+    rel = relate(paths, target="label", seeds=1, pca=None, n_boot=500, penalties=(1e-4, 1e-2), max_iter=30)
+    pts = rel.points
+    assert len(pts) == 12 and rel.n_points == 12 and rel.unit == "nats"
+    # accuracy per (checkpoint, stratum) straight from the generated answers
+    for name in MUS:
+        for i, (m, a, t) in enumerate(TRIPLETS):
+            row = pts[(pts.checkpoint == name) & (pts.modality == m) & (pts.anatomy == a) & (pts.task == t)].iloc[0]
+            acc = truth[(truth.checkpoint == name) & (truth.s == i)]["correct"].mean()
+            assert row.accuracy == pytest.approx(acc, abs=1e-12) and row.n == 150
+            ci = stats.binomtest(int(round(acc * 150)), 150).proportion_ci(0.95, method="exact")
+            assert (row.acc_ci_low, row.acc_ci_high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    # Spearman is scipy's on the returned points; the bootstrap interval holds it
+    ref = stats.spearmanr(pts["mi"], pts["accuracy"])
+    assert rel.spearman == pytest.approx(ref.statistic, abs=1e-12)
+    assert rel.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert rel.ci_low <= rel.spearman <= rel.ci_high
+    # accuracy and information both grow with mu, so the ranks agree strongly
+    assert rel.spearman > 0.7 and rel.p_value < 0.01
+    # the curve runs from the I = 0 ceiling, 1 - e with h(e) = H (K = 2), to 1 at I = H
+    from scipy.optimize import brentq
+
+    h_ref = rel.reference["h"]
+    assert rel.reference["classes"] == 2 and h_ref == pytest.approx(pts["h"].mean(), abs=1e-12)
+    e0 = brentq(lambda e: -(e * np.log(e) + (1 - e) * np.log(1 - e)) - h_ref, 1e-12, 0.5)
+    assert rel.fano_curve[0]["fano_acc_max"] == pytest.approx(1 - e0, abs=1e-9)
+    assert rel.fano_curve[-1]["fano_acc_max"] == pytest.approx(1.0, abs=1e-9)
+    accs = [c["fano_acc_max"] for c in rel.fano_curve]
+    assert all(b >= a for a, b in zip(accs, accs[1:]))
+
+
+@pytest.mark.parametrize("mu", [0.3, 0.8, 1.5])
+def test_fano_ceiling_closed_form_and_bayes_decoder(mu):
+    """K = 2: ceiling a solves h(1 - a) = H - I. The Bayes decoder sign(z) (accuracy Phi(mu))
+    must stay under the ceiling computed from the exact I(Z;Y) (quadrature)."""
+    from scipy import integrate
+    from scipy.special import expit
+
+    def integrand(z):
+        p = expit(2 * mu * z)
+        h = -(p * np.log(p) + (1 - p) * np.log1p(-p)) if 0 < p < 1 else 0.0
+        return 0.5 * (norm.pdf(z, mu) + norm.pdf(z, -mu)) * h
+
+    h_cond = integrate.quad(integrand, -12, 12, limit=200)[0]  # H(Y|Z)
+    mi = np.log(2) - h_cond
+    a = fano_accuracy_ceiling(mi, np.log(2), 2)
+    e = 1 - a
+    assert -(e * np.log(e) + (1 - e) * np.log(1 - e)) == pytest.approx(h_cond, abs=1e-9)
+    assert norm.cdf(mu) <= a + 1e-12
+
+
+def test_spearman_interval_is_a_bootstrap_over_pairs():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(40)
+    y = x + rng.standard_normal(40)
+    rho, lo, hi, p = spearman_with_interval(x, y, 0.9, 3000, seed=2)
+    assert rho == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    # Fisher-z interval for rank correlation (Bonett & Wright 2000 variance) as an independent check
+    zr = np.arctanh(rho)
+    se = np.sqrt((1 + rho**2 / 2) / (40 - 3))
+    fz = np.tanh([zr - norm.ppf(0.95) * se, zr + norm.ppf(0.95) * se])
+    assert lo == pytest.approx(fz[0], abs=0.08) and hi == pytest.approx(fz[1], abs=0.08)
+
+
+def test_relate_needs_answers(tmp_path):
+    p = tmp_path / "noans.h5"
+    z = np.random.default_rng(0).standard_normal((40, 2)).astype(np.float32)
+    EmbeddingStore.from_arrays(p, [str(i) for i in range(40)], {"modality": ["CT"] * 40, "anatomy": ["L"] * 40,
+                                                                 "task": ["c"] * 40, "label": ["a", "b"] * 20},
+                               {("1", "last"): z}).close()
+    with pytest.raises(StoreError, match="no stored answers"):
+        relate([p])
+
+
+def test_relate_cli_prints_and_writes(checkpoints, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    paths, _ = checkpoints
+    out = tmp_path / "rel.json"
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["relate", *map(str, paths), "--seeds", "1", "--pca", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "matprobe.relate" and len(doc["points"]) == 12
+    assert f"rho(MI, accuracy) = {doc['spearman']:.3f}" in res.output
+    res = CliRunner().invoke(app, ["relate", str(paths[0]), "--target", "nope"])
+    assert res.exit_code == 2 and "no label column 'nope'" in res.output
