@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 from matprobe.data.images import load_image
 from matprobe.data.model import Sample
 from matprobe.errors import ExtractError
+from matprobe.io import atomic_dir
 
 
 @dataclass
@@ -95,17 +95,9 @@ def finetune(
     seconds = time.perf_counter() - t0
     model.eval()
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         shutil.copytree(base_ckpt, tmp, dirs_exist_ok=True)  # processor, tokenizer, template
         for weights in tmp.glob("*.safetensors*"):
             weights.unlink()
         model.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return FinetuneResult(out=out, steps=steps, seconds=seconds, losses=losses)

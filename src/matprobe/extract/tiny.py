@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from matprobe.errors import ExtractError
+from matprobe.io import atomic_dir
 
 TINY_ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
 
@@ -221,9 +220,7 @@ def build_tiny_checkpoint(
     if arch not in TINY_ARCHS:
         raise ExtractError(f"unknown tiny architecture {arch!r}; use one of {', '.join(TINY_ARCHS)}")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tokenizer = build_tokenizer(arch)
         if arch == "llava":
             model = _llava_model(tokenizer, seed, shape)
@@ -233,12 +230,6 @@ def build_tiny_checkpoint(
             model = _qwen_model(arch, tokenizer, seed)
             _write_qwen_processor(tmp, arch, tokenizer)
         model.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -257,9 +248,7 @@ def build_tiny_adapter(
 
     out = Path(out_dir)
     base = Path(base_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
         config = LoraConfig(
             r=rank, lora_alpha=2 * rank, lora_dropout=0.0, init_lora_weights=False,
@@ -272,10 +261,4 @@ def build_tiny_adapter(
         cfg = json.loads(cfg_path.read_text())
         cfg["base_model_name_or_path"] = str(base)  # absolute, as real adapters store it
         cfg_path.write_text(json.dumps(cfg, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

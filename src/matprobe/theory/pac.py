@@ -153,8 +153,10 @@ def test_set_bound(errors: int, m: int, delta: float) -> float:
         raise BoundsError(f"test errors = {errors} must lie in [0, test n = {m}]")
     if k == m:
         return 1.0
-    f = lambda p: stats.binom.cdf(k, m, p) - delta
-    return float(optimize.brentq(f, k / m, 1.0, xtol=1e-15, rtol=4 * np.finfo(float).eps))
+    def tail_minus_delta(p: float) -> float:
+        return stats.binom.cdf(k, m, p) - delta
+
+    return float(optimize.brentq(tail_minus_delta, k / m, 1.0, xtol=1e-15, rtol=4 * np.finfo(float).eps))
 
 
 test_set_bound.__test__ = False  # not a pytest test despite the name
