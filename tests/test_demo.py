@@ -105,3 +105,21 @@ def test_html_is_self_contained(demo_run):
     sources = re.findall(r'src="([^"]+)"', page)
     assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "http" not in page.split("<body>")[1]
+
+
+def test_mi_results_are_reused_only_for_unchanged_stores(tmp_path):
+    import os
+
+    from matprobe.pipeline import _up_to_date
+
+    store, result = tmp_path / "s.h5", tmp_path / "mi.json"
+    store.write_text("store")
+    result.write_text("{}")
+    os.utime(store, (1000, 1000))
+    os.utime(result, (2000, 2000))
+    ck = {"store": str(store), "fresh_store": False}
+    assert _up_to_date(result, ck)
+    assert not _up_to_date(result, {**ck, "fresh_store": True})  # extracted again in this run
+    os.utime(store, (3000, 3000))
+    assert not _up_to_date(result, ck)  # store newer than the result
+    assert not _up_to_date(tmp_path / "none.json", ck)

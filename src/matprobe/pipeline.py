@@ -228,6 +228,13 @@ def _mi_job(args: tuple) -> str:
     return out
 
 
+def _up_to_date(result: str, ck: dict) -> bool:
+    """An MI result can be reused only if its store was not (re)written since."""
+    path = Path(result)
+    return (path.exists() and not ck.get("fresh_store")
+            and path.stat().st_mtime >= Path(ck["store"]).stat().st_mtime)
+
+
 def _workers(cfg: PipelineConfig) -> int:
     return cfg.workers or max(1, min(4, os.cpu_count() or 1))
 
@@ -335,6 +342,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
         ))
         ck["layers"], ck["pools"] = list(res.layers), list(res.pools)
+        ck["fresh_store"] = res.n_computed > 0
         ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
                     for lay in res.layers for pool in res.pools}
         ck["main_mi"] = ck["mi"][f"{res.layers[-1]}/{res.pools[0]}"]
@@ -344,7 +352,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     t0 = time.perf_counter()
     mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
                 cfg.mi_seeds, cfg.mi_folds, cfg.pca)
-               for ck in checkpoints for lp, path in ck["mi"].items() if not Path(path).exists()]
+               for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck)]
     if mi_jobs:
         say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
             f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")
