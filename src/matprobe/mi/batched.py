@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from matprobe.mi.base import FoldOutput
-from matprobe.mi.probe import NEG, ProbeEstimator, _cells, _log_marginal
+from matprobe.mi.probe import NEG, ProbeEstimator, _log_marginal, cell_layout
 
 
 class BatchedProbeEstimator(ProbeEstimator):
@@ -60,23 +60,9 @@ class BatchedProbeEstimator(ProbeEstimator):
         dev = torch.device(self.device)
         if not self.use_subclasses:
             sub_tr = np.zeros_like(sub_tr)
-        # cells, priors and masks exactly as ProbeEstimator.fit_fold (they do not depend on the seed)
-        seen = set(zip(c_tr.tolist(), y_tr.tolist()))
-        extra = sorted({(a, b) for a, b in zip(c_ev.tolist(), y_ev.tolist()) if (a, b) not in seen})
-        c_all = np.concatenate([c_tr, np.array([e[0] for e in extra], dtype=np.int64)])
-        y_all = np.concatenate([y_tr, np.array([e[1] for e in extra], dtype=np.int64)])
-        u_all = np.concatenate([sub_tr, np.full(len(extra), -1, dtype=np.int64)])
-        cell_all, cell_c, cell_y = _cells(c_all, y_all, u_all)
-        cell_tr = cell_all[: len(c_tr)]
+        # cells and priors as ProbeEstimator.fit_fold (they do not depend on the seed)
+        cell_tr, cell_c, cell_y, s_index, off = cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev)
         n_cells = len(cell_c)
-        strata = np.unique(np.concatenate([c_tr, c_ev]))
-        s_index = {int(s): i for i, s in enumerate(strata)}
-        counts = np.bincount(cell_tr, minlength=n_cells).astype(np.float64) + 0.5
-        off = np.full((len(strata), n_cells), NEG)
-        for s in strata:
-            in_s = cell_c == s
-            if in_s.any():
-                off[s_index[int(s)], in_s] = np.log(counts[in_s] / counts[in_s].sum())
         n_tr = len(cell_tr)
         cell_rows = [np.flatnonzero(cell_tr == k) for k in range(n_cells)]
         # per-seed validation and half splits, drawn in the same order as fit_fold draws them

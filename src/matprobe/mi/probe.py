@@ -34,6 +34,34 @@ def _cells(c, y, u):
     return cell.reshape(-1), uniq[:, 0], uniq[:, 1]
 
 
+def cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev):
+    """Softmax cells of one fold and the log prior of each cell within its stratum.
+
+    Returns (cell of each training row, stratum of each cell, label of each cell,
+    {stratum: row of `off`}, off [strata, cells]: log training frequency of the cell in
+    its stratum, NEG outside it). (c, y) pairs seen only in the held-out fold (rare
+    classes) get a cell of their own with a pseudo-count, so their rows score a finite
+    log q instead of -inf.
+    """
+    seen = set(zip(c_tr.tolist(), y_tr.tolist()))
+    extra = sorted({(a, b) for a, b in zip(c_ev.tolist(), y_ev.tolist()) if (a, b) not in seen})
+    c_all = np.concatenate([c_tr, np.array([e[0] for e in extra], dtype=np.int64)])
+    y_all = np.concatenate([y_tr, np.array([e[1] for e in extra], dtype=np.int64)])
+    u_all = np.concatenate([sub_tr, np.full(len(extra), -1, dtype=np.int64)])
+    cell_all, cell_c, cell_y = _cells(c_all, y_all, u_all)
+    cell_tr = cell_all[: len(c_tr)]
+    n_cells = len(cell_c)
+    strata = np.unique(np.concatenate([c_tr, c_ev]))
+    s_index = {int(s): i for i, s in enumerate(strata)}
+    counts = np.bincount(cell_tr, minlength=n_cells).astype(np.float64) + 0.5
+    off = np.full((len(strata), n_cells), NEG)
+    for s in strata:
+        in_s = cell_c == s
+        if in_s.any():
+            off[s_index[int(s)], in_s] = np.log(counts[in_s] / counts[in_s].sum())
+    return cell_tr, cell_c, cell_y, s_index, off
+
+
 class ProbeEstimator(CrossFitEstimator):
     name = "probe"
     kind = MEAN
@@ -58,26 +86,8 @@ class ProbeEstimator(CrossFitEstimator):
         dev = torch.device(self.device)
         if not self.use_subclasses:
             sub_tr = np.zeros_like(sub_tr)
-        # (c, y) pairs seen only in the held-out fold (rare classes) get a cell of their own
-        # with a pseudo-count, so their rows score a finite log q instead of -inf
-        seen = set(zip(c_tr.tolist(), y_tr.tolist()))
-        extra = sorted({(a, b) for a, b in zip(c_ev.tolist(), y_ev.tolist()) if (a, b) not in seen})
-        n_extra = len(extra)
-        c_all = np.concatenate([c_tr, np.array([e[0] for e in extra], dtype=np.int64)])
-        y_all = np.concatenate([y_tr, np.array([e[1] for e in extra], dtype=np.int64)])
-        u_all = np.concatenate([sub_tr, np.full(n_extra, -1, dtype=np.int64)])
-        cell_all, cell_c, cell_y = _cells(c_all, y_all, u_all)
-        cell_tr = cell_all[: len(c_tr)]
+        cell_tr, cell_c, cell_y, s_index, off = cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev)
         n_cells = len(cell_c)
-        strata = np.unique(np.concatenate([c_tr, c_ev]))
-        s_index = {int(s): i for i, s in enumerate(strata)}
-        # log prior of each cell within its stratum (training counts) and -inf elsewhere
-        counts = np.bincount(cell_tr, minlength=n_cells).astype(np.float64) + 0.5
-        off = np.full((len(strata), n_cells), NEG)
-        for s in strata:
-            in_s = cell_c == s
-            if in_s.any():
-                off[s_index[int(s)], in_s] = np.log(counts[in_s] / counts[in_s].sum())
         # validation split inside the training folds, stratified by cell
         val = np.zeros(len(cell_tr), dtype=bool)
         for k in range(n_cells):

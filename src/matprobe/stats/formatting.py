@@ -159,15 +159,20 @@ def render_document(results: pd.DataFrame, fmt: str, extra: dict[str, pd.DataFra
     return "\n".join(out).rstrip() + "\n"
 
 
+def _output_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise StatsError(f"{path}: unknown output type '{suffix}'; use one of "
+                         f"{', '.join(SUFFIXES)}")
+    return suffix
+
+
 def write_output(results: pd.DataFrame, path: str | Path,
                  extra: dict[str, pd.DataFrame] | None = None) -> Path:
     """Write by suffix: .csv (full numeric results), .md or .tex (Table IX + details).
     Written to a temporary name and renamed, so a failure leaves nothing behind."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise StatsError(f"{path}: unknown output type '{suffix}'; use one of "
-                         f"{', '.join(SUFFIXES)}")
+    suffix = _output_suffix(path)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
             results.to_csv(tmp, index=False, float_format="%.17g")
@@ -226,10 +231,7 @@ def write_frame(numeric: pd.DataFrame, shown: pd.DataFrame, path: str | Path,
                 title: str = "") -> Path:
     """Write a single table by suffix: the numbers to .csv, the display strings to .md/.tex."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise StatsError(f"{path}: unknown output type '{suffix}'; use one of "
-                         f"{', '.join(SUFFIXES)}")
+    suffix = _output_suffix(path)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
             numeric.to_csv(tmp, index=False, float_format="%.17g")
