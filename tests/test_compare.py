@@ -131,27 +131,20 @@ def test_paired_bootstrap_se_matches_closed_form():
     assert bits.delta == pytest.approx(d.delta / np.log(2), rel=1e-12)
 
 
-def test_pointwise_rows_average_to_estimate_and_batched_seeds_agree():
-    """Pointwise terms average to each seed's value; batched seeds equal one-at-a-time seeds."""
-    from matprobe.mi.batched import BatchedProbeEstimator
+def test_pointwise_rows_average_to_each_seed_value():
+    """Pointwise terms average to each seed's value (the seeds' half splits differ)."""
     from matprobe.mi.probe import ProbeEstimator
 
     rng = np.random.default_rng(3)
     n = 600
     m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
     z = conditional_sample(n, (1.0, 0.3), rng, (m, t))
-    vals = []
-    for cls, stack in ((ProbeEstimator, None), (BatchedProbeEstimator, False), (BatchedProbeEstimator, True)):
-        est = cls(seeds=3, pca=None, **FAST)
-        if stack is not None:
-            est.stack_seeds = stack
-        est.keep_pointwise = True
-        e = est.estimate(z, t, m)
-        pw = e.diagnostics["pointwise"]["values"]
-        np.testing.assert_allclose(pw.mean(axis=1), e.diagnostics["seed_values"], rtol=0, atol=1e-12)
-        vals.append(np.asarray(e.diagnostics["seed_values"]))
-    np.testing.assert_allclose(vals[0], vals[1], atol=2e-3)
-    np.testing.assert_allclose(vals[0], vals[2], atol=2e-3)
+    est = ProbeEstimator(seeds=3, pca=None, **FAST)
+    est.keep_pointwise = True
+    e = est.estimate(z, t, m)
+    pw = e.diagnostics["pointwise"]["values"]
+    np.testing.assert_allclose(pw.mean(axis=1), e.diagnostics["seed_values"], rtol=0, atol=1e-12)
+    assert len(set(np.round(e.diagnostics["seed_values"], 10))) == 3
 
 
 def test_refusals_name_the_problem(tmp_path, two_stores):

@@ -173,3 +173,66 @@ def test_chain_rejects_unknown_factor_and_single_class():
         chain_terms(z, {"M": np.arange(50) % 2}, order=["M", "T"])
     with pytest.raises(EstimationError, match="one class"):
         chain_terms(z, {"M": np.arange(50) % 2, "A": np.zeros(50)}, order=["M", "A"])
+
+
+def test_per_stratum_probe_fit_equals_sklearn_multinomial_logistic_regression():
+    """Each stratum's head is L2 multinomial logistic regression on that stratum's rows.
+
+    The probe minimises sum_{i in s} ce_i / n + lam |W_s|^2 per stratum s (the pieces of one
+    joint objective over n rows), with log-prior offsets absorbed by the unpenalised
+    intercept; sklearn minimises C sum ce_i + |W|^2 / 2, so C = 1 / (2 lam n). For two
+    classes sklearn fits one vector v = w_1 - w_0, and the probe's symmetric optimum has
+    w_0 = -w_1 = -v/2, so its penalty is lam |v|^2 / 2 and C = 1 / (lam n).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from matprobe.mi.probe import ProbeEstimator
+
+    rng = np.random.default_rng(5)
+    n_tr, n_ev, d = 900, 300, 3
+    c = rng.integers(0, 2, n_tr + n_ev)
+    y = np.where(c == 0, rng.integers(0, 3, n_tr + n_ev), rng.integers(0, 2, n_tr + n_ev))
+    means = rng.normal(0, 1.0, (2, 3, d))
+    x = (means[c, y] + rng.standard_normal((n_tr + n_ev, d))).astype(np.float32)
+    lam = 1e-3
+    est = ProbeEstimator(seeds=1, penalties=(lam,), extrapolate=False, max_iter=200)
+    sub = np.zeros(n_tr, dtype=np.int64)
+    out = est.fit_fold_seeds(x[:n_tr], y[:n_tr], c[:n_tr], sub, x[n_tr:], y[n_tr:], c[n_tr:], [0])[0]
+    from matprobe.mi.probe import _log_marginal
+
+    log_q = out.arrays["r"] + _log_marginal(y[:n_tr], c[:n_tr], y[n_tr:], c[n_tr:])
+    for s in (0, 1):
+        tr, ev = c[:n_tr] == s, c[n_tr:] == s
+        n_classes = np.unique(y[:n_tr][tr]).size
+        ref = LogisticRegression(C=1.0 / ((2 if n_classes > 2 else 1) * lam * n_tr), tol=1e-10, max_iter=5000)
+        ref.fit(x[:n_tr][tr], y[:n_tr][tr])
+        cols = np.searchsorted(ref.classes_, y[n_tr:][ev])
+        expect = ref.predict_log_proba(x[n_tr:][ev])[np.arange(ev.sum()), cols]
+        np.testing.assert_allclose(log_q[ev], expect, atol=2e-3)
+
+
+def test_preprocessor_fit_transform_equals_fit_then_transform():
+    from matprobe.mi.prep import Preprocessor
+
+    rng = np.random.default_rng(2)
+    z = np.sinh(rng.standard_normal((400, 40))).astype(np.float32)
+    z[:, :3] = np.round(z[:, :3])  # tied coordinates
+    train = rng.random(400) < 0.8
+    a = Preprocessor(8, True, seed=1).fit(z[train]).transform(z)
+    b = Preprocessor(8, True, seed=1).fit_transform(z, train)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_quantile_map_from_presorted_columns_equals_direct_fit():
+    from matprobe.mi.prep import Preprocessor, SortedColumns
+
+    rng = np.random.default_rng(4)
+    z = np.sinh(rng.standard_normal((500, 30))).astype(np.float32)
+    z[:, :3] = np.round(z[:, :3])  # tied coordinates
+    z[:, 3] = 1.0  # a constant one
+    cols = SortedColumns(z)
+    for f in range(2):
+        train = rng.random(500) < 0.75
+        a = Preprocessor(6, True, seed=f).fit(z[train]).transform(z)
+        b = Preprocessor(6, True, seed=f).fit_transform(z, train, cols)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

@@ -59,7 +59,7 @@ def test_sweep_values_equal_chain_terms_and_pointwise(stores, tmp_path):
     assert (tab["checkpoint"] == "ckpt0").all() and (tab["unit"] == "nats").all() and (tab["n"] == 300).all()
     ref = chain_terms(z, {"M": f["M"], "A": f["A"]}, seeds=2, pca=None, direct=False, difference=False, **FAST)
     expect = [e.value for _, e in ref.terms["probe"]]
-    # batched seeds vs the one-seed-at-a-time chain: same folds and splits, optimiser tolerance
+    # the sweep and the chain fit the same folds and splits: equal to optimiser tolerance
     np.testing.assert_allclose(tab["estimate"], expect, atol=2e-3)
     pw = read_pointwise(tmp_path / "t.csv.pointwise" / sweep_mod.pointwise_name(
         sweep_mod.Cell(str(paths[0]), "ckpt0", "1", "last")))

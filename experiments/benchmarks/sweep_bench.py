@@ -6,10 +6,10 @@
 
 `seeds`: one cell (a MAT chain, M 2 x A 6|M x T 4|M,A, 16-d signal in d dims; 3 terms) with
 the default reduction (PCA 64, quantile-to-normal, 5 folds): five sequential single-seed runs
-(what five separate `matprobe mi --seeds 1 --seed s` calls do: each refits its folds'
-preprocessing) against one five-seed batched run (`BatchedProbeEstimator`, the sweep's
-default), and the one-seed-at-a-time five-seed run (`ProbeEstimator`) as a second peer.
-Prints seconds, the ratio, and each term's estimates with the truth.
+(what five separate `matprobe mi --seeds 1 --seed s` calls do: each draws its own folds and
+refits their preprocessing and probes) against one five-seed run (the seeds of a fold share
+its preprocessing, penalty search and refit; each seed fits its own half split). Prints
+seconds, the ratio, and each term's estimates with the truth.
 
 `sweep`: writes a store with `--layers` x `--pools` cells of [n, d] float32 features and runs
 `run_sweep` over them with `--jobs` processes; prints the wall time per cell and the wall time
@@ -44,15 +44,14 @@ def make_cell(n, d, seed=0):
 def bench_seeds(args):
     from matprobe.data.entropy import joint_codes
     from matprobe.mi.base import make_plan
-    from matprobe.mi.batched import BatchedProbeEstimator
     from matprobe.mi.probe import ProbeEstimator
 
     task, z, f = make_cell(args.n, args.d)
     order = ["M", "A", "T"]
     truth = task.truth(200_000)
 
-    def run(cls, seeds, seed):
-        est = cls(seeds=seeds, seed=seed)  # defaults: 5 folds, PCA 64, gaussianize
+    def run(seeds, seed):
+        est = ProbeEstimator(seeds=seeds, seed=seed)  # defaults: 5 folds, PCA 64, gaussianize
         plan = make_plan(z, joint_codes([f[k] for k in order]), est.folds, est.pca, est.gaussianize, seed)
         vals = []
         for j, target in enumerate(order):
@@ -63,27 +62,23 @@ def bench_seeds(args):
         return vals
 
     t0 = time.perf_counter()
-    seq = [run(ProbeEstimator, 1, s) for s in range(5)]
+    seq = [run(1, s) for s in range(5)]
     t_seq = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bat = run(BatchedProbeEstimator, 5, 0)
-    t_bat = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    one = run(ProbeEstimator, 5, 0)
-    t_one = time.perf_counter() - t0
+    five = run(5, 0)
+    t_five = time.perf_counter() - t0
     print(f"seeds bench: n = {args.n}, d = {args.d}, 3 terms, 5 folds, PCA 64, 1 torch thread")
     print(f"  5 sequential single-seed runs      {t_seq:8.1f} s")
-    print(f"  1 five-seed batched run            {t_bat:8.1f} s   ratio {t_seq / t_bat:5.2f}x faster")
-    print(f"  1 five-seed one-at-a-time run      {t_one:8.1f} s   ratio {t_seq / t_one:5.2f}x faster")
+    print(f"  1 five-seed run                    {t_five:8.1f} s   ratio {t_seq / t_five:5.2f}x faster")
     names = ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
     for j, name in enumerate(names):
-        seq_mean = float(np.mean([s[j][0] for s in seq]))
-        b = bat[j]
-        o = one[j]
+        seq_vals = [s[j][0] for s in seq]
+        seq_mean = float(np.mean(seq_vals))
+        b = five[j]
         tr, se = truth[name]
         print(f"  {name:12s} truth {tr:.4f} (MC SE {se:.4f}) nats | sequential mean {seq_mean:.4f} "
-              f"| batched {b[0]:.4f} [{b[1]:.4f}, {b[2]:.4f}] | one-at-a-time {o[0]:.4f} "
-              f"| batched - sequential {b[0] - seq_mean:+.4f} nats")
+              f"(sd {np.std(seq_vals, ddof=1):.4f}) | five-seed {b[0]:.4f} [{b[1]:.4f}, {b[2]:.4f}] "
+              f"| five-seed - sequential {b[0] - seq_mean:+.4f} nats")
 
 
 def bench_sweep(args):
@@ -118,7 +113,7 @@ def bench_sweep(args):
     grid = args.grid_layers * args.grid_pools
     per_cell = wall / cells
     print(f"sweep bench: n = {args.n}, d = {args.d}, {cells} cells x 3 terms, jobs {args.jobs}, "
-          f"5 seeds (batched), 5 folds, PCA 64; store written in {t_write:.0f} s")
+          f"5 seeds, 5 folds, PCA 64; store written in {t_write:.0f} s")
     print(f"  wall {wall:.1f} s for {cells} cells = {per_cell:.1f} s per cell (wall, {args.jobs} processes)")
     print(f"  extrapolated to {args.grid_layers} x {args.grid_pools} = {grid} cells: "
           f"{per_cell * grid / 60:.1f} min (target <= 30 min on CPU)")

@@ -19,7 +19,7 @@ from scipy.stats import norm
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import MIEstimate
-from matprobe.mi.prep import Preprocessor, check_inputs, stratified_folds
+from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
 MEAN = "mean"  # bound = mean of per-row terms r
@@ -46,11 +46,16 @@ class FoldPlan:
     pca: int | None
     gaussianize: bool
     features: dict[int, np.ndarray] = field(default_factory=dict)
+    columns: SortedColumns | None = None  # z's columns sorted once for every fold's quantile map
 
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
         if f not in self.features:
-            prep = Preprocessor(self.pca, self.gaussianize, seed=f).fit(z[self.fold != f])
-            self.features[f] = prep.transform(z)
+            if self.gaussianize and self.columns is None:
+                self.columns = SortedColumns(z)
+            prep = Preprocessor(self.pca, self.gaussianize, seed=f)
+            self.features[f] = prep.fit_transform(z, self.fold != f, self.columns)
+            if len(self.features) == self.k:
+                self.columns = None  # every fold is mapped: free the sorted copy
         return self.features[f]
 
 
@@ -173,7 +178,7 @@ class CrossFitEstimator:
         if self.keep_pointwise:  # issue 7: per-row held-out terms for paired comparisons
             pointwise = pointwise_terms(self.kind, per_seed, c, active)
         est = self._aggregate(per_seed, y, c, active, strata_info, n)
-        value, lo, hi, stratum_vals, seed_vals = est
+        value, lo, hi, stratum_vals, seed_vals, seed_intervals = est
         notes = []
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
@@ -194,6 +199,8 @@ class CrossFitEstimator:
         train_vals = [d.get("train_value") for d in diags if d.get("train_value") is not None]
         result.diagnostics = {
             "seed_values": [from_nats(v, self.unit) for v in seed_vals],
+            "seed_intervals": [(from_nats(min(a, h_upper), self.unit), from_nats(min(b, h_upper), self.unit))
+                               for a, b in seed_intervals],
             "train_heldout_gap": (from_nats(float(np.mean(train_vals)) - value, self.unit)
                                   if train_vals else None),
             "folds": diags,
@@ -268,20 +275,28 @@ class CrossFitEstimator:
         # a bias correction by learning-curve extrapolation (probe) assumes bias ~ 1/n; half of
         # the correction is added to both sides for the unknown exponent (covers ~0.7 to 1.6)
         slack, strat_slack = 0.0, {}
+        seed_slack = np.zeros(len(per_seed))
         if "corr" in per_seed[0]:
             for s in info:
                 if s["single"]:
                     continue
                 idx = np.flatnonzero((c == s["code"]) & active)
-                strat_slack[s["code"]] = 0.5 * abs(float(np.mean([a["corr"][idx].mean() for a in per_seed])))
+                corr_means = np.array([a["corr"][idx].mean() for a in per_seed])
+                strat_slack[s["code"]] = 0.5 * abs(float(corr_means.mean()))
                 slack += strat_slack[s["code"]] * len(idx) / n
+                seed_slack += 0.5 * np.abs(corr_means) * len(idx) / n
         lo, hi = lo - slack, hi + slack
+        # each seed's own interval (its row bootstrap and its own extrapolation slack)
+        seed_intervals = []
+        for s_i in range(len(per_seed)):
+            l_, h_ = self._interval(total[s_i : s_i + 1])
+            seed_intervals.append((l_ - seed_slack[s_i], h_ + seed_slack[s_i]))
         stratum_vals = {}
         for code, reps in strat_reps.items():
             l_, h_ = self._interval(reps)
             sl = strat_slack.get(code, 0.0)
             stratum_vals[code] = (float(reps[:, 0].mean()), l_ - sl, h_ + sl)
-        return value, lo, hi, stratum_vals, seed_vals
+        return value, lo, hi, stratum_vals, seed_vals, seed_intervals
 
     def _interval(self, reps):
         """Percentile bootstrap of the seed-mean, widened in quadrature by the seed spread."""

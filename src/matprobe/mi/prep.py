@@ -88,6 +88,18 @@ def check_folds(y: np.ndarray, k: int, name: str = "y") -> None:
         )
 
 
+class SortedColumns:
+    """Every column of z sorted once: `values` [d, n] and the row `order` [d, n] (int32).
+
+    The folds of a plan take their training quantiles from these without sorting again.
+    """
+
+    def __init__(self, z: np.ndarray):
+        zt = np.ascontiguousarray(np.asarray(z, dtype=np.float32).T)
+        self.order = np.argsort(zt, axis=1).astype(np.int32)
+        self.values = np.take_along_axis(zt, self.order, axis=1)
+
+
 class Preprocessor:
     """Per-coordinate quantile-to-normal (optional), standardisation and PCA, fitted on training rows.
 
@@ -103,22 +115,63 @@ class Preprocessor:
 
     def fit(self, x: np.ndarray) -> "Preprocessor":
         x = np.asarray(x, dtype=np.float32)
-        n, d = x.shape
         if self.gaussianize:
-            # keep a thinned grid of training quantiles per coordinate (<= 1024 knots)
-            knots = min(n, 1024)
-            q = np.linspace(0.0, 1.0, knots)
-            # quantiles by one sort (np.quantile with 1024 levels partitions once per level)
-            xs = np.sort(x, axis=0)
-            pos = q * (n - 1)
-            lo = np.floor(pos).astype(np.int64)
-            hi = np.minimum(lo + 1, n - 1)
-            frac = (pos - lo).astype(np.float32)[:, None]
-            self.knots_x = (xs[lo] * (1 - frac) + xs[hi] * frac).astype(np.float32)  # [knots, d]
-            del xs
-            p = (np.arange(knots) + 0.5) / knots
-            self.knots_y = ndtri(p).astype(np.float32)
+            self._fit_knots(x)
             x = self._gauss(x)
+        return self._fit_linear(x)
+
+    def fit_transform(self, z: np.ndarray, train: np.ndarray, columns: "SortedColumns | None" = None) -> np.ndarray:
+        """Fit on the rows `train` (bool mask) and transform every row of z.
+
+        Equals `fit(z[train]).transform(z)`, but maps each row through quantile-to-normal
+        once, not twice. `columns`: z's columns sorted once (`SortedColumns`), shared by the
+        folds of a plan; then the training quantiles need no sort and the map runs over
+        sorted values (at n = 20k, d = 4096: about 3 s per fold instead of 19 s).
+        """
+        z = np.asarray(z, dtype=np.float32)
+        if self.gaussianize:
+            if columns is None:
+                self._fit_knots(z[train])
+                z = self._gauss(z)
+            else:
+                z = self._gauss_sorted(columns, train)
+        self._fit_linear(z[train])
+        return self._linear(z)
+
+    def _gauss_sorted(self, cols: "SortedColumns", train: np.ndarray) -> np.ndarray:
+        d, n = cols.values.shape
+        in_train = train[cols.order]  # [d, n]: is the k-th smallest value of column j a training row
+        n_tr = int(train.sum())
+        xs = cols.values[in_train].reshape(d, n_tr)  # each column's training values, sorted
+        self._knots_from_sorted(xs.T)
+        del xs, in_train
+        mapped = np.empty((d, n), dtype=np.float32)
+        for j, (u, yy) in enumerate(self._tables()):
+            mapped[j] = 0.0 if u is None else np.interp(cols.values[j], u, yy)
+        out = np.empty((d, n), dtype=np.float32)
+        np.put_along_axis(out, cols.order, mapped, axis=1)
+        return out.T
+
+    def _fit_knots(self, x: np.ndarray) -> None:
+        # quantiles by one sort (np.quantile with 1024 levels partitions once per level)
+        self._knots_from_sorted(np.sort(x, axis=0))
+
+    def _knots_from_sorted(self, xs: np.ndarray) -> None:
+        """Keep a thinned grid of training quantiles per coordinate (<= 1024 knots); xs sorted [n, d]."""
+        n = len(xs)
+        knots = min(n, 1024)
+        q = np.linspace(0.0, 1.0, knots)
+        pos = q * (n - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        frac = (pos - lo).astype(np.float32)[:, None]
+        self.knots_x = (xs[lo] * (1 - frac) + xs[hi] * frac).astype(np.float32)  # [knots, d]
+        p = (np.arange(knots) + 0.5) / knots
+        self.knots_y = ndtri(p).astype(np.float32)
+
+    def _fit_linear(self, x: np.ndarray) -> "Preprocessor":
+        """Standardisation and PCA on (already quantile-mapped) training rows."""
+        d = x.shape[1]
         self.mean = x.mean(axis=0)
         std = x.std(axis=0)
         self.std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
@@ -137,25 +190,35 @@ class Preprocessor:
             self.components = vt[: self.pca].T.contiguous().numpy()  # [d, pca]
         return self
 
-    def _gauss(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty_like(x, dtype=np.float32)
+    def _tables(self):
+        """Per coordinate: (unique knots, normal score of each), or (None, None) if constant.
+
+        Ties (discrete coordinates) get the mean score of their knots, so interpolation
+        spreads them over the unique knots.
+        """
         kx, ky = self.knots_x, self.knots_y
-        for j in range(x.shape[1]):
+        for j in range(kx.shape[1]):
             col = kx[:, j]
             if col[-1] - col[0] <= 0:
-                out[:, j] = 0.0
+                yield None, None
                 continue
-            # ties (discrete coordinates) are spread by interp over the unique knots
             u, first = np.unique(col, return_index=True)
             last = len(col) - 1 - np.unique(col[::-1], return_index=True)[1]
-            yy = 0.5 * (ky[first] + ky[last])
-            out[:, j] = np.interp(x[:, j], u, yy)
+            yield u, 0.5 * (ky[first] + ky[last])
+
+    def _gauss(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty_like(x, dtype=np.float32)
+        for j, (u, yy) in enumerate(self._tables()):
+            out[:, j] = 0.0 if u is None else np.interp(x[:, j], u, yy)
         return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if self.gaussianize:
             x = self._gauss(x)
+        return self._linear(x)
+
+    def _linear(self, x: np.ndarray) -> np.ndarray:
         x = (x - self.mean) / self.std
         if self.components is not None:
             x = x @ self.components

@@ -7,14 +7,21 @@ MI in expectation; the better q, the tighter.
 q is a softmax with one head per stratum c (DESIGN.md §3: stratum-specific heads beat a
 one-hot condition input) over *cells* (y, u), where u are optional finer sub-class labels
 (the later factors of a chain), then marginalised over u:
-q(y|z,c) = sum_u softmax_c(W z + b + log p(y,u|c))_{(y,u)}. A mixture of linear-softmax
+q(y|z,c) = sum_u softmax_c(W_c z + b_c + log p(y,u|c))_{(y,u)}. A mixture of linear-softmax
 posteriors is the exact posterior of class-conditional Gaussians with shared covariance,
 which a single linear softmax is not when Y marginalises over sub-classes (DESIGN.md §3:
 a linear probe is misspecified for mixture posteriors).
 
-The L2 penalty is chosen on a validation split of the training folds by held-out log-loss,
-then the model is refitted on all training rows; the held-out fold is only scored.
-All penalties of the grid are fitted at once as one batched L-BFGS problem.
+Fitting, per fold. The objective is the mean training log-loss plus lam * |W|^2; it is a
+sum of independent problems, one per stratum, so each stratum's head is fitted on its own
+rows and its own cells (a softmax over every cell of every stratum costs (number of strata)
+times more for the same optimum). The penalty lam is chosen on one validation split of the
+training folds by held-out log-loss, fitting the grid from the strongest penalty to the
+weakest with warm starts and stopping once the validation loss rises; then the head is
+refitted on all training rows at that penalty.
+The held-out fold is only scored. Seeds share the fold, so they share that refit (the same
+convex problem has the same minimiser); each seed draws its own half split for the
+learning-curve correction (below), which is what varies between seeds.
 """
 
 from __future__ import annotations
@@ -62,6 +69,32 @@ def cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev):
     return cell_tr, cell_c, cell_y, s_index, off
 
 
+class _Stratum:
+    """One stratum's rows, cells and prior, as float32 tensors (a design matrix with intercept)."""
+
+    def __init__(self, code, rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y, off_row, y_ev, dev):
+        self.code = code
+        self.rows_tr, self.rows_ev = rows_tr, rows_ev
+        local = {int(k): i for i, k in enumerate(cells)}
+        self.k = len(cells)
+        self.x_tr = _design(x_tr[rows_tr], dev)
+        self.x_ev = _design(x_ev[rows_ev], dev)
+        self.target = torch.as_tensor(np.array([local[int(k)] for k in cell_tr[rows_tr]], dtype=np.int64),
+                                      device=dev)
+        self.off = torch.as_tensor(off_row[cells], dtype=torch.float32, device=dev)
+        ys = cell_y[cells]
+        # [k] label of each local cell; y_ev as a [n_ev, k] 0/NEG mask of the cells with that label
+        self.cell_y = torch.as_tensor(ys, device=dev)
+        self.ev_mask = torch.as_tensor(np.where(ys[None, :] == y_ev[rows_ev][:, None], 0.0, NEG),
+                                       dtype=torch.float32, device=dev)
+        self.tr_cell_y = self.cell_y[self.target]
+
+
+def _design(x, dev):
+    x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev)
+    return torch.cat([x, torch.ones(len(x), 1, device=dev)], dim=1)
+
+
 class ProbeEstimator(CrossFitEstimator):
     name = "probe"
     kind = MEAN
@@ -79,108 +112,166 @@ class ProbeEstimator(CrossFitEstimator):
     def params(self) -> dict:
         return {**super().params(), "penalties": list(self.penalties), "max_iter": self.max_iter,
                 "use_subclasses": self.use_subclasses, "dims": list(self.dims),
-                "extrapolate": self.extrapolate}
+                "extrapolate": self.extrapolate, "fit": "per-stratum, penalty path, shared refit"}
+
+    # folds outer, seeds inner: the seeds of a fold share its penalty search and refit
+    def _run_folds(self, z, y, c, sub, active, plan):
+        n = len(y)
+        per_seed: list[dict[str, np.ndarray]] = [{} for _ in range(self.seeds)]
+        diags = []
+        for f in range(plan.k):
+            x = plan.transformed(z, f)
+            tr = active & (plan.fold != f)
+            ev = active & (plan.fold == f)
+            if not ev.any():
+                continue
+            seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
+            outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds)
+            for s, out in enumerate(outs):
+                for key, val in out.arrays.items():
+                    per_seed[s].setdefault(key, np.zeros(n))[ev] = val
+                diags.append({"seed": s, "fold": f, **out.diagnostics})
+        return per_seed, diags
 
     def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
-        rng = np.random.default_rng(seed)
+        return self.fit_fold_seeds(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, [seed])[0]
+
+    # ------------------------------------------------------------------ fitting
+    def _train(self, st: _Stratum, w0, lam: float, n_all: int, keep: torch.Tensor | None, mask):
+        """Minimise sum_{i in stratum, kept} ce_i / n_all + lam |W|^2 from w0 (L-BFGS).
+
+        Dividing by the row count of all strata (not the stratum's) keeps the per-stratum
+        problems the pieces of one joint objective, whose penalty is chosen jointly.
+        """
+        x1, target, off = st.x_tr, st.target, st.off
+        if keep is not None:
+            x1, target = x1[keep], target[keep]
+        w = w0.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=self.max_iter, history_size=20,
+                                tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            logits = x1 @ (w * mask) + off
+            ce = torch.logsumexp(logits, -1) - logits.gather(-1, target[:, None])[:, 0]
+            loss = ce.sum() / n_all + lam * (w[:-1] ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return (w * mask).detach()
+
+    @staticmethod
+    def _log_q(st: _Stratum, w, x1, y_mask):
+        """log q(y|z,c) for rows of one stratum: cells of label y against all cells."""
+        logits = x1 @ w + st.off
+        return torch.logsumexp(logits + y_mask, -1) - torch.logsumexp(logits, -1)
+
+    def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds) -> list[FoldOutput]:
+        """One FoldOutput per seed; the seeds share the fold's penalty search and refit."""
         dev = torch.device(self.device)
         if not self.use_subclasses:
             sub_tr = np.zeros_like(sub_tr)
         cell_tr, cell_c, cell_y, s_index, off = cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev)
-        n_cells = len(cell_c)
-        # validation split inside the training folds, stratified by cell
-        val = np.zeros(len(cell_tr), dtype=bool)
-        for k in range(n_cells):
-            idx = np.flatnonzero(cell_tr == k)
-            rng.shuffle(idx)
+        n_cells, n_tr = len(cell_c), len(y_tr)
+        cell_rows = [np.flatnonzero(cell_tr == k) for k in range(n_cells)]
+        # the validation split (one per fold, stratified by cell) and each seed's half split
+        rng_val = np.random.default_rng([seeds[0], 0])
+        val = np.zeros(n_tr, dtype=bool)
+        for idx in cell_rows:
+            idx = idx.copy()
+            rng_val.shuffle(idx)
             val[idx[: len(idx) // 5]] = True
-        fit = ~val
-
-        def tens(a):
-            return torch.as_tensor(a, dtype=torch.float32, device=dev)
-
-        def design(x):
-            return torch.cat([tens(x), torch.ones(len(x), 1, device=dev)], dim=1)
-
-        def row_off(c):
-            return tens(off[[s_index[int(v)] for v in c]])
-
-        y_mask = np.full((int(max(y_tr.max(), y_ev.max())) + 1, n_cells), NEG)
-        for k in range(n_cells):
-            y_mask[cell_y[k], k] = 0.0
-        y_mask = tens(y_mask)
-
-        def log_q_y(w, x1, offs, y):
-            logits = x1 @ w + offs  # [L, n, cells]
-            return torch.logsumexp(logits + y_mask[y], dim=-1) - torch.logsumexp(logits, dim=-1)
-
-        def train(w0, lam, mask, rows):
-            x1 = design(x_tr[rows])
-            offs = row_off(c_tr[rows])
-            target = torch.as_tensor(cell_tr[rows], device=dev)
-            w = w0.clone().requires_grad_(True)
-            lam_t = tens(lam)[:, None, None]
-            opt = torch.optim.LBFGS([w], lr=1.0, max_iter=self.max_iter, history_size=20,
-                                    tolerance_grad=1e-6, tolerance_change=1e-9,
-                                    line_search_fn="strong_wolfe")
-
-            def closure():
-                opt.zero_grad()
-                logits = x1 @ (w * mask) + offs
-                ce = torch.logsumexp(logits, -1) - logits.gather(
-                    -1, target.expand(len(lam), -1)[..., None])[..., 0]
-                loss = ce.mean(dim=1).sum() + (lam_t * w[:, :-1] ** 2).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            return w.detach()
-
-        d = x_tr.shape[1]
-        # grid over (penalty, number of leading PCA components kept): features are PCA
-        # scores in decreasing variance, so a prefix is a nested lower-dimensional probe
-        dim_grid = sorted({max(1, min(d, int(round(f * d)))) for f in self.dims})
-        grid = [(lam_, k_) for k_ in dim_grid for lam_ in self.penalties]
-        lam = np.array([g[0] for g in grid])
-        mask = torch.zeros(len(grid), d + 1, 1, device=dev)
-        for i, (_, k_) in enumerate(grid):
-            mask[i, :k_] = 1.0
-            mask[i, d] = 1.0  # intercept
-        w = train(torch.zeros(len(grid), d + 1, n_cells, device=dev), lam, mask, fit)
-        w = w * mask
-        with torch.no_grad():
-            lq_val = log_q_y(w, design(x_tr[val]), row_off(c_tr[val]), torch.as_tensor(y_tr[val], device=dev))
-        val_ce = (-lq_val.mean(dim=1)).cpu().numpy()
-        best = int(np.argmin(val_ce))
-        w_best = train(w[best : best + 1], lam[best : best + 1], mask[best : best + 1],
-                       np.ones(len(y_tr), dtype=bool)) * mask[best : best + 1]
-        with torch.no_grad():
-            lq_ev = log_q_y(w_best, design(x_ev), row_off(c_ev), torch.as_tensor(y_ev, device=dev))[0].cpu().numpy()
-            lq_tr = log_q_y(w_best, design(x_tr), row_off(c_tr), torch.as_tensor(y_tr, device=dev))[0].cpu().numpy()
-        r_half = None
-        if self.extrapolate:
-            # learning-curve bias correction: the held-out bound's shortfall shrinks like 1/n
-            # (excess log-loss ~ params / 2n), so I ~ 2 I(n) - I(n/2) (Richardson step)
-            half = np.zeros(len(y_tr), dtype=bool)
-            for k in range(n_cells):
-                idx = np.flatnonzero(cell_tr == k)
+        halves = []
+        for seed in seeds:
+            rng = np.random.default_rng([seed, 1])
+            half = np.zeros(n_tr, dtype=bool)
+            for idx in cell_rows:
+                idx = idx.copy()
                 rng.shuffle(idx)
                 half[idx[: (len(idx) + 1) // 2]] = True
-            w_half = train(w_best, lam[best : best + 1], mask[best : best + 1], half)
-            with torch.no_grad():
-                r_half = log_q_y(w_half * mask[best : best + 1], design(x_ev), row_off(c_ev),
-                                 torch.as_tensor(y_ev, device=dev))[0].cpu().numpy().astype(np.float64)
-        # baseline log p(y|c) from the training rows' label frequencies
+            halves.append(half)
+
+        strata = []
+        for s in np.unique(c_tr):
+            rows_tr = np.flatnonzero(c_tr == s)
+            rows_ev = np.flatnonzero(c_ev == s)
+            cells = np.flatnonzero(cell_c == s)
+            strata.append(_Stratum(int(s), rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y,
+                                   off[s_index[int(s)]], y_ev, dev))
+        d = x_tr.shape[1]
+        # grid over (number of leading PCA components kept, penalty): features are PCA scores in
+        # decreasing variance, so a prefix is a nested lower-dimensional probe
+        dim_grid = sorted({max(1, min(d, int(round(f * d)))) for f in self.dims})
+        lams = sorted(self.penalties, reverse=True)  # strongest first: each fit warm-starts the next
+        n_fit = int((~val).sum())
+        val_ce = np.full((len(dim_grid), len(lams)), np.inf)
+        sols: dict[tuple[int, int], list] = {}
+        keep_fit = [torch.as_tensor(~val[st.rows_tr], device=dev) for st in strata]
+        val_ymask = [torch.where(st.cell_y[None, :] == st.tr_cell_y[~kf][:, None], 0.0, NEG)
+                     for st, kf in zip(strata, keep_fit)]
+        for a, k_dims in enumerate(dim_grid):
+            mask = _prefix_mask(d, k_dims, dev)
+            ws = [torch.zeros(d + 1, st.k, device=dev) for st in strata]
+            for b, lam in enumerate(lams):
+                total = 0.0
+                for i, st in enumerate(strata):
+                    ws[i] = self._train(st, ws[i], lam, n_fit, keep_fit[i], mask)
+                    if len(val_ymask[i]):
+                        with torch.no_grad():
+                            total -= float(self._log_q(st, ws[i], st.x_tr[~keep_fit[i]], val_ymask[i]).sum())
+                val_ce[a, b] = total / max(int(val.sum()), 1)
+                sols[(a, b)] = list(ws)
+                if b and val_ce[a, b] > val_ce[a, b - 1]:
+                    break  # past the minimum: weaker penalties overfit more (and cost more steps)
+        a, b = np.unravel_index(int(np.argmin(val_ce)), val_ce.shape)
+        lam, k_dims = lams[b], dim_grid[a]
+        mask = _prefix_mask(d, k_dims, dev)
+        # refit on all training rows (shared by the seeds), then each seed's half fit from it
+        w_full = [self._train(st, sols[(a, b)][i], lam, n_tr, None, mask) for i, st in enumerate(strata)]
         base_ev = _log_marginal(y_tr, c_tr, y_ev, c_ev)
         base_tr = _log_marginal(y_tr, c_tr, y_tr, c_tr)
-        return FoldOutput(
-            arrays={"r": (lq_ev.astype(np.float64) if r_half is None
-                          else 2.0 * lq_ev.astype(np.float64) - r_half) - base_ev,
-                    # the extrapolation step per row; half of it widens the interval
-                    **({} if r_half is None else {"corr": lq_ev.astype(np.float64) - r_half})},
-            diagnostics={"penalty": float(lam[best]), "dims": int(grid[best][1]), "heldout_curve": val_ce.tolist(),
-                         "train_value": float(np.mean(lq_tr - base_tr))},
-        )
+        # rows of a stratum with no training rows keep q = p(y|c): they contribute 0
+        lq_ev = base_ev.copy()
+        lq_tr = np.zeros(n_tr)
+        with torch.no_grad():
+            for st, w in zip(strata, w_full):
+                if len(st.rows_ev):
+                    lq_ev[st.rows_ev] = self._log_q(st, w, st.x_ev, st.ev_mask).cpu().numpy()
+                ymask_tr = torch.where(st.cell_y[None, :] == st.tr_cell_y[:, None], 0.0, NEG)
+                lq_tr[st.rows_tr] = self._log_q(st, w, st.x_tr, ymask_tr).cpu().numpy()
+        outs = []
+        diag = {"penalty": float(lam), "dims": int(k_dims),
+                "heldout_curve": [float(v) if np.isfinite(v) else None for v in val_ce[a]], "penalty_grid": [float(v) for v in lams],
+                "train_value": float(np.mean(lq_tr - base_tr))}
+        for half in halves:
+            arrays = {}
+            if self.extrapolate:
+                # learning-curve bias correction: the held-out bound's shortfall shrinks like 1/n
+                # (excess log-loss ~ params / 2n), so I ~ 2 I(n) - I(n/2) (Richardson step)
+                n_half = int(half.sum())
+                r_half = base_ev.copy()
+                for st, w in zip(strata, w_full):
+                    keep = torch.as_tensor(half[st.rows_tr], device=dev)
+                    w_h = self._train(st, w, lam, n_half, keep, mask)
+                    if len(st.rows_ev):
+                        with torch.no_grad():
+                            r_half[st.rows_ev] = self._log_q(st, w_h, st.x_ev, st.ev_mask).cpu().numpy()
+                arrays["r"] = 2.0 * lq_ev - r_half - base_ev
+                # the extrapolation step per row; half of it widens the interval
+                arrays["corr"] = lq_ev - r_half
+            else:
+                arrays["r"] = lq_ev - base_ev
+            outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
+        return outs
+
+
+def _prefix_mask(d, k_dims, dev):
+    """[d + 1, 1] mask keeping the first k_dims features and the intercept (last row)."""
+    mask = torch.zeros(d + 1, 1, device=dev)
+    mask[:k_dims] = 1.0
+    mask[d] = 1.0
+    return mask
 
 
 def _log_marginal(y_fit, c_fit, y, c):

@@ -38,13 +38,9 @@ CELL_KEY = ["store", "layer", "pool"]
 
 
 def make_sweep_estimator(name: str, **kwargs):
-    """`make_estimator`, with the default probe replaced by its batched-seeds form (same bound)."""
+    """`make_estimator` (the probe's seeds of a fold share its penalty search and refit)."""
     from matprobe.mi.chain import make_estimator
 
-    if name == "probe":
-        from matprobe.mi.batched import BatchedProbeEstimator
-
-        return BatchedProbeEstimator(**kwargs)
     return make_estimator(name, **kwargs)
 
 
