@@ -9,9 +9,9 @@ pointwise term on each side (its row mean is the estimate, `base.pointwise_terms
 
 has a paired bootstrap over rows (resampled within strata of the conditioning set, so p(c)
 stays fixed as in the estimators' own intervals). The interval is the normal bootstrap
-interval with the seed spread added in quadrature and, for the probe, half the difference of
-the two sides' learning-curve corrections added to both ends (the same slack the single
-estimates carry); the p-value inverts that same interval, so p < 1 - level exactly when the
+interval with the seed spread added in quadrature and, for the probe, the difference of the
+two sides' learning-curve corrections times EXTRAPOLATION_SLACK added to both ends (the same
+slack the single estimates carry); the p-value inverts that same interval, so p < 1 - level exactly when the
 interval excludes 0.
 """
 
@@ -26,7 +26,7 @@ from scipy.stats import norm
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError, StoreError
-from matprobe.mi.base import FoldPlan
+from matprobe.mi.base import EXTRAPOLATION_SLACK, FoldPlan
 from matprobe.mi.chain import term_name
 from matprobe.mi.prep import stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
@@ -55,8 +55,8 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
 
     values_a, values_b: pointwise terms [seeds, n] (or [n]) on the same rows, in nats.
     strata: conditioning codes [n]; rows are resampled within each stratum.
-    corr_a, corr_b: optional learning-curve corrections [seeds, n] (probe); half the
-    difference of their means widens both ends.
+    corr_a, corr_b: optional learning-curve corrections [seeds, n] (probe); the difference
+    of their means, times EXTRAPOLATION_SLACK, widens both ends.
     folds: optional fold id per row. Rows scored by one fold's fitted model share its fitting
     error, which a row bootstrap misses (held-out losses are correlated within a fold; Bengio &
     Grandvalet 2004). The between-fold variance of the fold means in excess of what row noise
@@ -97,7 +97,7 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
     se = float(np.sqrt(boot.var(ddof=1) + spread**2 + fit_var))
     slack = 0.0
     if corr_a is not None and corr_b is not None:
-        slack = 0.5 * abs(float(np.mean(corr_a) - np.mean(corr_b)))
+        slack = EXTRAPOLATION_SLACK * abs(float(np.mean(corr_a) - np.mean(corr_b)))
     z = norm.ppf(0.5 + ci_level / 2)
     lo, hi = delta - z * se - slack, delta + z * se + slack
     excess = max(abs(delta) - slack, 0.0)
