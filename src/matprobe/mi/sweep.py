@@ -61,6 +61,11 @@ class SweepSettings:
         """Short hash of everything that changes the numbers (not `pointwise`)."""
         d = asdict(self)
         d.pop("pointwise")
+        # the estimator's full parameters (its fitting scheme included), so a table written by
+        # an older fitting scheme is not silently resumed with new cells
+        kwargs = dict(self.estimator_kwargs)
+        d["estimator_params"] = make_sweep_estimator(self.estimator, seeds=self.seeds, folds=self.folds,
+                                                     pca=self.pca, **kwargs).params()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -164,8 +164,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         cap = float(main["h_upper"].max())
         at_cap = min(r, u) >= 0.9 * cap
         lines.append(f"**Did Related training raise I(Z;T|M,A) over Unrelated?** Related {r:.3f} vs "
-                     f"Unrelated {u:.3f} nats{test}; its cap H(T|M,A) is {cap:.3f} nats. "
-                     + ("Both are within 10% of the cap: when the question text names the task, every "
+                     f"Unrelated {u:.3f} nats{test}; its cap H(T|M,A) is {cap:.3f} nats."
+                     + (" Both are within 10% of the cap: when the question text names the task, every "
                         "checkpoint's Z carries it and this term cannot separate the conditions."
                         if at_cap else ""))
     y_key = "I(Z;Y|target) nats"
