@@ -11,10 +11,11 @@ refits their preprocessing and probes) against one five-seed run (the seeds of a
 its preprocessing, penalty search and refit; each seed fits its own half split). Prints
 seconds, the ratio, and each term's estimates with the truth.
 
-`sweep`: writes a store with `--layers` x `--pools` cells of [n, d] float32 features and runs
+`sweep`: writes a store with `--layers` x `--pools` cells of [n, d] float32 features (in row
+chunks, so the full 32 x 2 grid at n = 20k, d = 4096, 21 GB, never sits in memory) and runs
 `run_sweep` over them with `--jobs` processes; prints the wall time per cell and the wall time
-extrapolated linearly to the `--grid-layers` x `--grid-pools` grid (the full 32 x 2 store would
-be 21 GB at n = 20k, d = 4096, so a subset is timed; every cell costs the same work).
+extrapolated linearly to the `--grid-layers` x `--grid-pools` grid (equal to the measured time
+when the whole grid is written).
 Timings depend on the machine's load; RESULTS.md says what ran where.
 """
 
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from matprobe.mi.groundtruth import chain_task
@@ -83,6 +85,7 @@ def bench_seeds(args):
 
 def bench_sweep(args):
     from matprobe.mi.sweep import run_sweep
+    from matprobe.data.model import resolve_factor
     from matprobe.store import EmbeddingStore
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sweep_bench_"))
@@ -91,19 +94,25 @@ def bench_sweep(args):
     t0 = time.perf_counter()
     if not store.exists():
         task = chain_task(d=args.d, **TASK)
-        feats, labels = {}, None
-        for li in range(args.layers):
-            for pi, pool in enumerate(("last", "image")[: args.pools]):
-                z, f = task.sample(args.n, seed=0)  # same labels every cell (same seed)
-                # a different orthogonal mixing per cell: same MI, different features
-                z = z + np.float32(0.05 * (li + pi)) * np.random.default_rng(li * 7 + pi).standard_normal(
-                    z.shape, dtype=np.float32)
-                feats[(str(li), pool)] = z
-                labels = {"M": [f"m{v}" for v in f["M"]], "A": [f"a{v}" for v in f["A"]],
-                          "T": [f"t{v}" for v in f["T"]]}
-        EmbeddingStore.from_arrays(store, [f"s{i:06d}" for i in range(args.n)], labels, feats,
-                                   provenance={"checkpoint": "bench"}, overwrite=True).close()
-        del feats
+        z, f = task.sample(args.n, seed=0)  # same labels and signal in every cell
+        labels = {"M": [f"m{v}" for v in f["M"]], "A": [f"a{v}" for v in f["A"]],
+                  "T": [f"t{v}" for v in f["T"]]}
+        cells = [(li, pi, pool) for li in range(args.layers) for pi, pool in enumerate(("last", "image")[: args.pools])]
+        frame = pd.DataFrame({"id": [f"s{i:06d}" for i in range(args.n)],
+                              **{resolve_factor(k): v for k, v in labels.items()}})
+        dims = {(str(li), pool): args.d for li, _, pool in cells}
+        # written in row chunks, so a 32 x 2 grid (21 GB of features) never sits in memory
+        with EmbeddingStore.create(store, frame, {"checkpoint": "bench"}, dims, overwrite=True) as st:
+            for k, r0 in enumerate(range(0, args.n, 2000)):
+                rows = np.arange(r0, min(args.n, r0 + 2000))
+                feats = {}
+                for li, pi, pool in cells:
+                    # extra noise of s.d. 0.05 (layer + pool index) per cell: a different cell, lower MI
+                    noise = np.random.default_rng([li, pi, k]).standard_normal((len(rows), args.d), dtype=np.float32)
+                    feats[(str(li), pool)] = z[rows] + np.float32(0.05 * (li + pi)) * noise
+                st.append(rows, feats)
+            st.finalize()
+        del z
     t_write = time.perf_counter() - t0
     out = work / "sweep.csv"
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Cross-fitting, conditional strata and bootstrap intervals shared by the estimators.
 
 An estimator implements `fit_fold` (train on the training folds, return per-row terms for the
-held-out fold); this module runs it over folds and seeds, forms the bound per stratum of C,
+held-out fold), or `fit_fold_seeds` to share work between a fold's seeds; this module runs
+it over folds and seeds, forms the bound per stratum of C,
 and turns row-level bootstrap replicates into an interval.
 
 Conditional terms: I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c) (DESIGN.md §3), each stratum scored
@@ -239,24 +240,28 @@ class CrossFitEstimator:
             out.append(entry)
         return out
 
+    def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds) -> list[FoldOutput]:
+        """One FoldOutput per seed for one fold. Override to share work between a fold's seeds
+        (the probe shares its penalty search and refit); by default, one fit_fold per seed."""
+        return [self.fit_fold(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed=seed) for seed in seeds]
+
     def _run_folds(self, z, y, c, sub, active, plan):
+        """Folds outer, seeds inner; seed s of fold f is seeded 1000 * (seed + s) + f."""
         n = len(y)
-        per_seed = []
+        per_seed: list[dict[str, np.ndarray]] = [{} for _ in range(self.seeds)]
         diags = []
-        for s in range(self.seeds):
-            arrays: dict[str, np.ndarray] = {}
-            for f in range(plan.k):
-                x = plan.transformed(z, f)
-                tr = active & (plan.fold != f)
-                ev = active & (plan.fold == f)
-                if not ev.any():
-                    continue
-                out = self.fit_fold(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev],
-                                    seed=1000 * (self.seed + s) + f)
+        for f in range(plan.k):
+            x = plan.transformed(z, f)
+            tr = active & (plan.fold != f)
+            ev = active & (plan.fold == f)
+            if not ev.any():
+                continue
+            seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
+            outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds)
+            for s, out in enumerate(outs):
                 for key, val in out.arrays.items():
-                    arrays.setdefault(key, np.zeros(n))[ev] = val
+                    per_seed[s].setdefault(key, np.zeros(n))[ev] = val
                 diags.append({"seed": s, "fold": f, **out.diagnostics})
-            per_seed.append(arrays)
         return per_seed, diags
 
     def _aggregate(self, per_seed, y, c, active, info, n):

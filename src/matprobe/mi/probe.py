@@ -15,7 +15,7 @@ a linear probe is misspecified for mixture posteriors).
 Fitting, per fold. The objective is the mean training log-loss plus lam * |W|^2; it is a
 sum of independent problems, one per stratum, so each stratum's head is fitted on its own
 rows and its own cells (a softmax over every cell of every stratum costs (number of strata)
-times more for the same optimum). The penalty lam is chosen on one validation split of the
+times more for the same optimum); the strata are padded into one L-BFGS batch. The penalty lam is chosen on one validation split of the
 training folds by held-out log-loss, fitting the grid from the strongest penalty to the
 weakest with warm starts and stopping once the validation loss rises; then the head is
 refitted on all training rows at that penalty.
@@ -117,26 +117,8 @@ class ProbeEstimator(CrossFitEstimator):
     def params(self) -> dict:
         return {**super().params(), "penalties": list(self.penalties), "max_iter": self.max_iter,
                 "use_subclasses": self.use_subclasses, "dims": list(self.dims),
-                "extrapolate": self.extrapolate, "fit": "per-stratum, penalty path, shared refit"}
-
-    # folds outer, seeds inner: the seeds of a fold share its penalty search and refit
-    def _run_folds(self, z, y, c, sub, active, plan):
-        n = len(y)
-        per_seed: list[dict[str, np.ndarray]] = [{} for _ in range(self.seeds)]
-        diags = []
-        for f in range(plan.k):
-            x = plan.transformed(z, f)
-            tr = active & (plan.fold != f)
-            ev = active & (plan.fold == f)
-            if not ev.any():
-                continue
-            seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
-            outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds)
-            for s, out in enumerate(outs):
-                for key, val in out.arrays.items():
-                    per_seed[s].setdefault(key, np.zeros(n))[ev] = val
-                diags.append({"seed": s, "fold": f, **out.diagnostics})
-        return per_seed, diags
+                "extrapolate": self.extrapolate, "tolerance_change": self.tolerance_change,
+                "fit": "per-stratum, penalty path, shared refit"}
 
     def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
         return self.fit_fold_seeds(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, [seed])[0]
