@@ -84,8 +84,8 @@ def bench_seeds(args):
 
 
 def bench_sweep(args):
-    from matprobe.mi.sweep import run_sweep
     from matprobe.data.model import resolve_factor
+    from matprobe.mi.sweep import run_sweep
     from matprobe.store import EmbeddingStore
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sweep_bench_"))
