@@ -111,8 +111,8 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
            folds: int = 5, pca: int | None = 64, level: float = 0.95, n_boot: int = 2000,
            min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
+    from matprobe.mi.chain import make_estimator
     from matprobe.mi.compare import _feature_key
-    from matprobe.mi.sweep import make_sweep_estimator
     from matprobe.store import EmbeddingStore
 
     unit = check_unit(unit)
@@ -147,7 +147,7 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
         for code in np.unique(c):
             r = np.flatnonzero(c == code)[0]
             names[int(code)] = {f: cols[f][1][cols[f][0][keep][r]] for f in MAT}
-        est = make_sweep_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, unit=NATS,
+        est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, unit=NATS,
                                    ci_level=level, min_stratum=min_stratum, **estimator_kwargs)
         e = est.estimate(zk, yk, c, y_name=target, c_name="modality,anatomy,task")
         by_code = {}

@@ -16,6 +16,7 @@ import pandas as pd
 
 from matprobe.data.entropy import joint_codes
 from matprobe.errors import EstimationError
+from matprobe.io import numpy_to_json
 from matprobe.mi.base import make_plan
 from matprobe.mi.interface import MIEstimate
 from matprobe.units import NATS
@@ -223,13 +224,11 @@ def write_results(result: ChainResult, out, **meta) -> None:
 
 
 def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    """numpy values as numbers; anything else as its string (parameters such as tuples of names)."""
+    try:
+        return numpy_to_json(o)
+    except TypeError:
+        return str(o)
 
 
 def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tuple[ChainResult, dict]:

@@ -154,7 +154,7 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = "probe", seeds: int 
     Returns (side A summary, side B summary, PairedDifference). Each summary holds the
     estimator's own value and interval.
     """
-    from matprobe.mi.sweep import make_sweep_estimator
+    from matprobe.mi.chain import make_estimator
 
     check_unit(unit)
     y = np.asarray(y)
@@ -167,7 +167,7 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = "probe", seeds: int 
                             np.random.default_rng([seed, 7919]))
     sides = []
     for z in (z_a, z_b):
-        est = make_sweep_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed,
+        est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed,
                                    ci_level=ci_level, unit=NATS, **estimator_kwargs)
         est.keep_pointwise = True
         plan = FoldPlan(fold, folds, getattr(est, "pca", pca), getattr(est, "gaussianize", gaussianize))

@@ -15,8 +15,8 @@ a linear probe is misspecified for mixture posteriors).
 Fitting, per fold. The objective is the mean training log-loss plus lam * |W|^2; it is a
 sum of independent problems, one per stratum, so each stratum's head is fitted on its own
 rows and its own cells (a softmax over every cell of every stratum costs (number of strata)
-times more for the same optimum); the strata are padded into one L-BFGS batch. The penalty lam is chosen on one validation split of the
-training folds by held-out log-loss, fitting the grid from the strongest penalty to the
+times more for the same optimum); the strata are padded into one L-BFGS batch. The penalty
+lam is chosen on one validation split of the training folds by held-out log-loss, fitting the grid from the strongest penalty to the
 weakest with warm starts and stopping once the validation loss rises; then the head is
 refitted on all training rows at that penalty.
 The held-out fold is only scored. Seeds share the fold, so they share that refit (the same
@@ -72,8 +72,7 @@ def cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev):
 class _Stratum:
     """One stratum's rows, cells and prior, as float32 tensors (a design matrix with intercept)."""
 
-    def __init__(self, code, rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y, off_row, y_ev, dev):
-        self.code = code
+    def __init__(self, rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y, off_row, y_ev, dev):
         self.rows_tr, self.rows_ev = rows_tr, rows_ev
         local = {int(k): i for i, k in enumerate(cells)}
         self.k = len(cells)
@@ -82,12 +81,13 @@ class _Stratum:
         self.target = torch.as_tensor(np.array([local[int(k)] for k in cell_tr[rows_tr]], dtype=np.int64),
                                       device=dev)
         self.off = torch.as_tensor(off_row[cells], dtype=torch.float32, device=dev)
-        ys = cell_y[cells]
-        # [k] label of each local cell; y_ev as a [n_ev, k] 0/NEG mask of the cells with that label
-        self.cell_y = torch.as_tensor(ys, device=dev)
-        self.ev_mask = torch.as_tensor(np.where(ys[None, :] == y_ev[rows_ev][:, None], 0.0, NEG),
-                                       dtype=torch.float32, device=dev)
+        self.cell_y = torch.as_tensor(cell_y[cells], device=dev)  # [k] label of each local cell
         self.tr_cell_y = self.cell_y[self.target]
+        self.ev_mask = self.label_mask(torch.as_tensor(y_ev[rows_ev], device=dev))
+
+    def label_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """[n, k] log-mask: 0 on the cells whose label is the row's label, NEG elsewhere."""
+        return torch.where(self.cell_y[None, :] == labels[:, None], 0.0, NEG)
 
 
 def _design(x, dev):
@@ -183,29 +183,17 @@ class ProbeEstimator(CrossFitEstimator):
         cell_tr, cell_c, cell_y, s_index, off = cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev)
         n_cells, n_tr = len(cell_c), len(y_tr)
         cell_rows = [np.flatnonzero(cell_tr == k) for k in range(n_cells)]
-        # the validation split (one per fold, stratified by cell) and each seed's half split
-        rng_val = np.random.default_rng([seeds[0], 0])
-        val = np.zeros(n_tr, dtype=bool)
-        for idx in cell_rows:
-            idx = idx.copy()
-            rng_val.shuffle(idx)
-            val[idx[: len(idx) // 5]] = True
-        halves = []
-        for seed in seeds:
-            rng = np.random.default_rng([seed, 1])
-            half = np.zeros(n_tr, dtype=bool)
-            for idx in cell_rows:
-                idx = idx.copy()
-                rng.shuffle(idx)
-                half[idx[: (len(idx) + 1) // 2]] = True
-            halves.append(half)
+        # the validation split (one per fold) and each seed's half split, both stratified by cell
+        val = _split_by_cell(cell_rows, n_tr, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
+        halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
+                  for seed in seeds]
 
         strata = []
         for s in np.unique(c_tr):
             rows_tr = np.flatnonzero(c_tr == s)
             rows_ev = np.flatnonzero(c_ev == s)
             cells = np.flatnonzero(cell_c == s)
-            strata.append(_Stratum(int(s), rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y,
+            strata.append(_Stratum(rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y,
                                    off[s_index[int(s)]], y_ev, dev))
         d = x_tr.shape[1]
         # grid over (number of leading PCA components kept, penalty): features are PCA scores in
@@ -215,8 +203,10 @@ class ProbeEstimator(CrossFitEstimator):
         n_fit = int((~val).sum())
         val_ce = np.full((len(dim_grid), len(lams)), np.inf)
         sols: dict[tuple[int, int], list] = {}
-        val_ymask = [torch.where(st.cell_y[None, :] == st.tr_cell_y[torch.as_tensor(val[st.rows_tr])][:, None],
-                                 0.0, NEG) for st in strata]
+        # each stratum's validation rows and their label masks (fixed along the penalty path)
+        val_rows = [torch.as_tensor(val[st.rows_tr], device=dev) for st in strata]
+        val_x = [st.x_tr[v] for st, v in zip(strata, val_rows)]
+        val_ymask = [st.label_mask(st.tr_cell_y[v]) for st, v in zip(strata, val_rows)]
         for a, k_dims in enumerate(dim_grid):
             mask = _prefix_mask(d, k_dims, dev)
             ws = [torch.zeros(d + 1, st.k, device=dev) for st in strata]
@@ -226,8 +216,7 @@ class ProbeEstimator(CrossFitEstimator):
                 with torch.no_grad():
                     for i, st in enumerate(strata):
                         if len(val_ymask[i]):
-                            x_val = st.x_tr[torch.as_tensor(val[st.rows_tr], device=dev)]
-                            total -= float(self._log_q(st, ws[i], x_val, val_ymask[i]).sum())
+                            total -= float(self._log_q(st, ws[i], val_x[i], val_ymask[i]).sum())
                 val_ce[a, b] = total / max(int(val.sum()), 1)
                 sols[(a, b)] = ws
                 if b and val_ce[a, b] > val_ce[a, b - 1]:
@@ -246,12 +235,11 @@ class ProbeEstimator(CrossFitEstimator):
             for st, w in zip(strata, w_full):
                 if len(st.rows_ev):
                     lq_ev[st.rows_ev] = self._log_q(st, w, st.x_ev, st.ev_mask).cpu().numpy()
-                ymask_tr = torch.where(st.cell_y[None, :] == st.tr_cell_y[:, None], 0.0, NEG)
-                lq_tr[st.rows_tr] = self._log_q(st, w, st.x_tr, ymask_tr).cpu().numpy()
+                lq_tr[st.rows_tr] = self._log_q(st, w, st.x_tr, st.label_mask(st.tr_cell_y)).cpu().numpy()
         outs = []
         diag = {"penalty": float(lam), "dims": int(k_dims),
-                "heldout_curve": [float(v) if np.isfinite(v) else None for v in val_ce[a]], "penalty_grid": [float(v) for v in lams],
-                "train_value": float(np.mean(lq_tr - base_tr))}
+                "heldout_curve": [float(v) if np.isfinite(v) else None for v in val_ce[a]],
+                "penalty_grid": [float(v) for v in lams], "train_value": float(np.mean(lq_tr - base_tr))}
         for half in halves:
             arrays = {}
             if self.extrapolate:
@@ -270,6 +258,16 @@ class ProbeEstimator(CrossFitEstimator):
                 arrays["r"] = lq_ev - base_ev
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
         return outs
+
+
+def _split_by_cell(cell_rows, n, rng, take):
+    """Bool mask over n rows: in each cell, `take(cell size)` rows drawn by rng (cells in order)."""
+    out = np.zeros(n, dtype=bool)
+    for idx in cell_rows:
+        idx = idx.copy()
+        rng.shuffle(idx)
+        out[idx[: take(len(idx))]] = True
+    return out
 
 
 def _prefix_mask(d, k_dims, dev):

@@ -28,6 +28,7 @@ import pandas as pd
 
 from matprobe.data.entropy import joint_codes
 from matprobe.errors import EstimationError, StoreError
+from matprobe.mi.chain import make_estimator
 from matprobe.units import NATS, check_unit
 
 FORMATS = (".csv", ".json", ".parquet")
@@ -35,13 +36,6 @@ COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "targe
            "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
            "note", "seconds", "settings"]
 CELL_KEY = ["store", "layer", "pool"]
-
-
-def make_sweep_estimator(name: str, **kwargs):
-    """`make_estimator` (the probe's seeds of a fold share its penalty search and refit)."""
-    from matprobe.mi.chain import make_estimator
-
-    return make_estimator(name, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ class SweepSettings:
         # the estimator's full parameters (its fitting scheme included), so a table written by
         # an older fitting scheme is not silently resumed with new cells
         kwargs = dict(self.estimator_kwargs)
-        d["estimator_params"] = make_sweep_estimator(self.estimator, seeds=self.seeds, folds=self.folds,
+        d["estimator_params"] = make_estimator(self.estimator, seeds=self.seeds, folds=self.folds,
                                                      pca=self.pca, **kwargs).params()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -211,7 +205,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
             raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
                                   "drop it from --factors")
     kwargs = dict(settings.estimator_kwargs)
-    est = make_sweep_estimator(settings.estimator, seeds=settings.seeds, folds=settings.folds,
+    est = make_estimator(settings.estimator, seeds=settings.seeds, folds=settings.folds,
                                pca=settings.pca, unit=NATS, ci_level=settings.ci_level, seed=settings.seed,
                                **kwargs)
     est.keep_pointwise = settings.pointwise
@@ -397,7 +391,7 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
     settings = SweepSettings(factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
                              seed=seed, ci_level=ci_level, unit=unit, pointwise=pointwise,
                              estimator_kwargs=tuple(sorted(kw.items())))
-    make_sweep_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
+    make_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
     cells = build_grid([str(s) for s in stores], layers, pools, factors)
     ranks = init_ranks(device)
     target = out if not ranks.distributed else shard_table_path(out, ranks.rank, ranks.world_size)

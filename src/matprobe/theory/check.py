@@ -357,16 +357,6 @@ def run_check(
 
 def write_check(result: dict, out: str | Path) -> Path:
     """Write the check JSON atomically (temp name + rename)."""
-    from matprobe.io import write_text_atomic
+    from matprobe.io import numpy_to_json, write_text_atomic
 
-    return write_text_atomic(out, json.dumps(result, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return write_text_atomic(out, json.dumps(result, indent=2, default=numpy_to_json) + "\n")
