@@ -38,6 +38,7 @@ def register_estimator(name: str, factory: Callable[..., MIEstimator], tags: Est
     """Make `factory(**params)` available as `name` to chain_terms, sweep, compare, relate and
     the CLI's --estimator. The factory receives the settings in `interface.COMMON_PARAMS`
     (it may ignore them) and any estimator-specific keywords the caller passes."""
+    _load()  # built-ins first, so listings and messages show them first
     if not isinstance(tags, EstimatorTags):
         raise TypeError(f"tags for {name!r} must be an EstimatorTags, got {type(tags).__name__}")
     if not name or "," in name or name != name.strip():
