@@ -140,8 +140,7 @@ def test_pointwise_rows_average_to_each_seed_value():
     m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
     z = conditional_sample(n, (1.0, 0.3), rng, (m, t))
     est = ProbeEstimator(seeds=3, pca=None, **FAST)
-    est.keep_pointwise = True
-    e = est.estimate(z, t, m)
+    e = est.estimate(z, t, m, pointwise=True)
     pw = e.diagnostics["pointwise"]["values"]
     np.testing.assert_allclose(pw.mean(axis=1), e.diagnostics["seed_values"], rtol=0, atol=1e-12)
     assert len(set(np.round(e.diagnostics["seed_values"], 10))) == 3

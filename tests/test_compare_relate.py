@@ -11,7 +11,7 @@ from scipy import stats
 from scipy.stats import norm
 
 from matprobe.errors import StoreError
-from matprobe.mi.behaviour import fano_accuracy_ceiling, relate, spearman_with_interval
+from matprobe.theory.relate import fano_accuracy_ceiling, relate, spearman_with_interval
 from matprobe.store import EmbeddingStore
 
 torch.set_num_threads(1)

@@ -511,7 +511,7 @@ def relate_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
-    from matprobe.mi.behaviour import relate, write_relation
+    from matprobe.theory.relate import relate, write_relation
 
     rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
                  pca=pca or None, level=level, min_stratum=min_stratum, unit="bits" if bits else "nats")

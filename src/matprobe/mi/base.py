@@ -19,7 +19,7 @@ from scipy.stats import norm
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
-from matprobe.mi.interface import MIEstimate
+from matprobe.mi.interface import EstimatorTags, MIEstimate, TermNames
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -120,8 +120,7 @@ class CrossFitEstimator:
 
     name = "base"
     kind = MEAN
-    # set True to keep per-row held-out terms in diagnostics["pointwise"] (see pointwise_terms)
-    keep_pointwise = False
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True)
 
     def __init__(self, folds: int = 5, seeds: int = 3, pca: int | None = 64, gaussianize: bool = True,
                  ci_level: float = 0.9, n_boot: int = 300, unit: str = NATS, min_stratum: int = 30,
@@ -143,16 +142,26 @@ class CrossFitEstimator:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ driver
-    def estimate(self, z, y, c=None, *, sub=None, plan: FoldPlan | None = None,
-                 y_name: str = "y", c_name: str = "condition", stratum_names=None) -> MIEstimate:
-        """I(Z;Y) or I(Z;Y|C) with held-out cross-fitting.
+    def fold_plan(self, z, groups, fold: np.ndarray | None = None) -> FoldPlan:
+        """A fold plan with this estimator's folds and preprocessing, stratified by `groups`
+        (or over the given fold ids), to share between several `estimate` calls."""
+        if fold is not None:
+            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize)
+        return make_plan(z, groups, self.folds, self.pca, self.gaussianize, self.seed)
+
+    def estimate(self, z, y, c=None, *, sub=None, plan: FoldPlan | None = None, names: TermNames | None = None,
+                 pointwise: bool = False) -> MIEstimate:
+        """I(Z;Y) or I(Z;Y|C) with held-out cross-fitting (the `MIEstimator` Protocol).
 
         sub: optional finer labels (e.g. the factors after Y in a chain) used as mixture
         sub-classes by critics that support them; only training rows see them.
-        plan: a shared FoldPlan (folds + cached preprocessing) from `make_plan`.
-        stratum_names: optional {stratum code: description} for per-stratum entries.
+        plan: a shared FoldPlan (folds + cached preprocessing) from `fold_plan`.
+        names: a TermNames for messages and per-stratum entries.
+        pointwise: keep per-row held-out terms in diagnostics["pointwise"] (`pointwise_terms`).
         """
         t0 = time.perf_counter()
+        names = names or TermNames()
+        y_name, c_name, stratum_names = names.target, names.given, names.strata
         z, y, c = check_inputs(z, y, c, y_name=y_name, c_name=c_name, min_rows=2 * self.folds)
         n = len(y)
         c = np.zeros(n, dtype=np.int64) if c is None else c
@@ -180,10 +189,10 @@ class CrossFitEstimator:
             result.strata = self._strata_entries(strata_info, {}, stratum_names)
             return result
         if plan is None:
-            plan = make_plan(z, joint_codes([y, c]), self.folds, self.pca, self.gaussianize, self.seed)
+            plan = self.fold_plan(z, joint_codes([y, c]))
         per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
-        if self.keep_pointwise:  # issue 7: per-row held-out terms for paired comparisons
-            pointwise = pointwise_terms(self.kind, per_seed, c, active)
+        if pointwise:  # issue 7: per-row held-out terms for paired comparisons
+            pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
         est = self._aggregate(per_seed, y, c, active, strata_info, n)
         value, lo, hi, stratum_vals, seed_vals, seed_intervals = est
         notes = []
@@ -213,8 +222,8 @@ class CrossFitEstimator:
             "folds": diags,
             "seconds": time.perf_counter() - t0,
         }
-        if self.keep_pointwise:
-            result.diagnostics["pointwise"] = pointwise
+        if pointwise:
+            result.diagnostics["pointwise"] = pointwise_out
         return result
 
     @staticmethod

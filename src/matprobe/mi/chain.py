@@ -14,34 +14,138 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from matprobe.data.entropy import joint_codes
+from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
-from matprobe.mi.base import make_plan
-from matprobe.mi.interface import MIEstimate
-from matprobe.units import NATS
+from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
+from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
+from matprobe.units import NATS, from_nats
 
 DEFAULT_ESTIMATOR = "probe"
 
 
-def make_estimator(name: str, **kwargs):
-    """Estimator by name: probe, mine, nwj, infonce, smile, ksg."""
-    from matprobe.mi.knn import KSGEstimator
-    from matprobe.mi.neural import InfoNCEEstimator, MINEEstimator, NWJEstimator, SMILEEstimator
-    from matprobe.mi.probe import ProbeEstimator
-
-    table = {"probe": ProbeEstimator, "mine": MINEEstimator, "nwj": NWJEstimator,
-             "infonce": InfoNCEEstimator, "smile": SMILEEstimator, "ksg": KSGEstimator}
-    if name not in table:
-        raise EstimationError(f"unknown estimator {name!r}; use one of {', '.join(table)}")
-    if name == "ksg":
-        kwargs = {k: v for k, v in kwargs.items() if k != "pca" or v is not None}
-        kwargs.pop("seeds", None)
-    return table[name](**kwargs)
-
-
 def term_name(target: str, given: list[str]) -> str:
     return f"I(Z;{target}|{','.join(given)})" if given else f"I(Z;{target})"
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """One term I(Z; targets | given); `sub` are finer factors offered to estimators tagged
+    `subclasses` as mixture sub-classes (in a chain: the factors after the target)."""
+
+    targets: tuple[str, ...]
+    given: tuple[str, ...] = ()
+    sub: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return term_name(",".join(self.targets), list(self.given))
+
+
+def _joint(codes: dict[str, np.ndarray], names) -> np.ndarray | None:
+    if not names:
+        return None
+    return codes[names[0]] if len(names) == 1 else joint_codes([codes[f] for f in names])
+
+
+def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np.ndarray],
+                   specs: list[TermSpec], *, plan_groups: np.ndarray | None = None,
+                   fold: np.ndarray | None = None, pointwise: bool = False,
+                   raw: dict[str, np.ndarray] | None = None,
+                   labels: dict[str, tuple] | None = None) -> list[MIEstimate]:
+    """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
+    `relate` share.
+
+    codes: {factor: integer codes [n]}. An estimator tagged `uses_fold_plan` gets one fold
+    plan for all the terms (PCA runs once per fold), stratified by `plan_groups` (default: the
+    joint code of every factor in `codes`) or over the given `fold` ids. An estimator without
+    native conditional support is run once per stratum (`conditional_by_strata`).
+    raw/labels: the factors' original values and vocabularies, to name strata.
+    """
+    if pointwise and not tags.pointwise:
+        raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
+                              "comparisons and --pointwise need; use an estimator tagged pointwise "
+                              f"({', '.join(n for n in available_estimators() if estimator_tags(n).pointwise)})")
+    plan = None
+    if tags.uses_fold_plan:
+        if plan_groups is None and fold is None:
+            plan_groups = joint_codes(list(codes.values()))
+        plan = est.fold_plan(z, plan_groups, fold=fold)
+    out = []
+    for spec in specs:
+        y = _joint(codes, spec.targets)
+        c = _joint(codes, spec.given)
+        sub = _joint(codes, spec.sub) if tags.subclasses else None
+        strata = _stratum_names(list(spec.given), raw or codes, labels, c) if spec.given else None
+        names = TermNames(target=",".join(spec.targets), given=",".join(spec.given) or "condition",
+                          strata=strata)
+        if c is None or tags.conditional:
+            e = est.estimate(z, y, c, sub=sub, plan=plan, names=names, pointwise=pointwise)
+        else:
+            e = conditional_by_strata(est, z, y, c, sub=sub, names=names, pointwise=pointwise)
+        out.append(e)
+    return out
+
+
+def conditional_by_strata(est: MIEstimator, z, y, c, *, sub=None, names: TermNames | None = None,
+                          pointwise: bool = False) -> MIEstimate:
+    """I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c) from an estimator of I(Z;Y) alone, one call per stratum.
+
+    Strata are disjoint sets of rows, so their errors are independent: the interval's half-widths
+    on each side add in quadrature with weights p(c) (exact for normal intervals). Strata with one
+    class of Y contribute exactly 0 and are not fitted.
+    """
+    names = names or TermNames()
+    z, y, c = np.asarray(z), np.asarray(y), np.asarray(c)
+    n = len(y)
+    h = conditional_entropy(y, c)
+    fits, entries = [], []
+    for code in np.unique(c):
+        sel = c == code
+        given = names.strata.get(int(code), str(code)) if names.strata else str(code)
+        ys = y[sel]
+        if np.unique(ys).size < 2:
+            entries.append({"given": given, "n": int(sel.sum()), "estimate": 0.0, "ci_low": 0.0,
+                            "ci_high": 0.0, "h_upper": 0.0, "note": "one class in this stratum: exactly 0"})
+            continue
+        e = est.estimate(z[sel], np.unique(ys, return_inverse=True)[1].reshape(-1), None,
+                         sub=None if sub is None else np.asarray(sub)[sel],
+                         names=TermNames(target=names.target), pointwise=pointwise)
+        fits.append((sel, e))
+        entries.append({"given": given, "n": int(sel.sum()), "estimate": e.value, "ci_low": e.ci_low,
+                        "ci_high": e.ci_high, "h_upper": e.h_upper, "note": e.note})
+    unit = fits[0][1].unit if fits else NATS
+    params = fits[0][1].params if fits else est.params()
+    level = fits[0][1].ci_level if fits else float("nan")
+    result = MIEstimate(value=0.0, ci_low=0.0, ci_high=0.0, ci_level=level, unit=unit, n_train=0, n_eval=n,
+                        estimator=est.name, params=params, h_upper=from_nats(h, unit), strata=entries)
+    if not fits:
+        result.degenerate = True
+        result.note = "H(Y|C) = 0: every stratum has one class, so the term is exactly 0"
+        return result
+    w = np.array([sel.sum() / n for sel, _ in fits])
+    v = np.array([e.value for _, e in fits])
+    below = np.array([e.value - e.ci_low for _, e in fits])
+    above = np.array([e.ci_high - e.value for _, e in fits])
+    result.value = float(w @ v)
+    result.ci_low = result.value - float(np.sqrt(np.sum((w * below) ** 2)))
+    result.ci_high = result.value + float(np.sqrt(np.sum((w * above) ** 2)))
+    result.n_train = int(sum(e.n_train for _, e in fits))
+    result.clipped = any(e.clipped for _, e in fits)
+    notes = ["estimated per stratum of C (the estimator has no native conditional support)"]
+    notes += [f"{s['given']}: {s['note']}" for s in entries if s["note"]]
+    result.note = "; ".join(notes)
+    result.diagnostics = {"per_stratum": True}
+    if pointwise:
+        seeds = {e.diagnostics["pointwise"]["values"].shape[0] for _, e in fits}
+        if len(seeds) != 1:
+            raise EstimationError(f"estimator {est.name!r} returned per-row terms for different numbers "
+                                  f"of seeds across strata ({sorted(seeds)}); it must use the same seeds")
+        values = np.zeros((seeds.pop(), n))
+        for sel, e in fits:
+            values[:, sel] = e.diagnostics["pointwise"]["values"]
+        result.diagnostics["pointwise"] = {"values": values}
+    return result
 
 
 @dataclass
@@ -99,11 +203,13 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                 estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = 3,
                 folds: int = 5, pca: int | None = 64, unit: str = NATS, direct: bool = True,
                 difference: bool = True, ci_level: float = 0.9, seed: int = 0,
-                labels: dict[str, tuple] | None = None, **estimator_kwargs) -> ChainResult:
+                labels: dict[str, tuple] | None = None, pointwise: bool = False,
+                **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
     z: [n, d] features; factors: {name: labels [n]} (any label column can be a factor).
     labels: optional {name: vocabulary} to name strata in per-stratum entries.
+    pointwise: keep per-row terms in each estimate's diagnostics["pointwise"].
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = list(order or factors)
@@ -119,40 +225,29 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
         codes[name] = np.unique(col, return_inverse=True)[1].reshape(-1)
         if codes[name].max(initial=0) == 0:
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
+    # the chain's terms, then the direct joint term and the prefixes I(Z;F_1..F_j) whose
+    # differences cross-check the conditional terms (Hewitt et al. 2021)
+    specs = [TermSpec((t,), tuple(order[:j]), tuple(order[j + 1:])) for j, t in enumerate(order)]
+    if direct or difference:
+        specs.append(TermSpec(tuple(order)))
+    prefixes = range(1, len(order) - 1) if difference else range(0)
+    specs += [TermSpec(tuple(order[: j + 1]), (), tuple(order[j + 1:])) for j in prefixes]
+    # one fold plan per estimator for the whole chain, stratified by all factors
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit)
-    plan = None
     for est_name in estimators:
         est = make_estimator(est_name, seeds=seeds, folds=folds, pca=pca, unit=unit, ci_level=ci_level,
                              seed=seed, **estimator_kwargs)
-        if est_name != "ksg" and (plan is None or plan.pca != est.pca):
-            # one fold plan for the whole chain, stratified by all factors: PCA runs once per fold
-            plan = make_plan(z, all_joint, folds, est.pca, est.gaussianize, seed)
-        items = []
-        for j, target in enumerate(order):
-            given = order[:j]
-            c = joint_codes([codes[g] for g in given]) if given else None
-            later = order[j + 1:]
-            sub = joint_codes([codes[f] for f in later]) if later else None
-            names = _stratum_names(given, factors, labels, c) if given else None
-            e = est.estimate(z, codes[target], c, sub=sub, plan=plan, y_name=target,
-                             c_name=",".join(given) or "condition", stratum_names=names)
-            items.append((term_name(target, given), e))
+        ests = estimate_terms(est, estimator_tags(est_name), z, codes, specs, plan_groups=all_joint,
+                              pointwise=pointwise, raw=factors, labels=labels)
+        k = len(order)
+        items = [(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
         result.terms[est_name] = items
-        prefix = {0: items[0][1].value}
         if direct or difference:
-            d = est.estimate(z, all_joint, None, plan=plan, y_name=",".join(order))
-            result.direct[est_name] = d
-            prefix[len(order) - 1] = d.value
-        if difference and len(order) > 2:
-            for j in range(1, len(order) - 1):
-                jc = joint_codes([codes[f] for f in order[: j + 1]])
-                later = order[j + 1:]
-                sub = joint_codes([codes[f] for f in later])
-                prefix[j] = est.estimate(z, jc, None, sub=sub, plan=plan).value
+            result.direct[est_name] = ests[k]
         if difference:
-            result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1]
-                                                         for j in range(1, len(order))]
+            prefix = [items[0][1].value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
+            result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1] for j in range(1, k)]
     return result
 
 

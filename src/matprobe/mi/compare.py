@@ -26,8 +26,10 @@ from scipy.stats import norm
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError, StoreError
-from matprobe.mi.base import EXTRAPOLATION_SLACK, FoldPlan
-from matprobe.mi.chain import term_name
+from matprobe.mi.base import EXTRAPOLATION_SLACK
+from matprobe.mi.chain import TermSpec, estimate_terms, term_name
+from matprobe.mi.interface import LOWER
+from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.mi.prep import stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -146,16 +148,13 @@ def parse_term(term: str) -> tuple[str, list[str]]:
 
 
 def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = "probe", seeds: int = 5, folds: int = 5,
-                   pca: int | None = 64, gaussianize: bool = True, seed: int = 0, sub=None,
-                   ci_level: float = 0.95, n_boot: int = 2000, unit: str = NATS,
-                   **estimator_kwargs) -> tuple[dict, dict, PairedDifference]:
+                   pca: int | None = 64, seed: int = 0, sub=None, ci_level: float = 0.95, n_boot: int = 2000,
+                   unit: str = NATS, **estimator_kwargs) -> tuple[dict, dict, PairedDifference]:
     """I(Z_A;Y|C) vs I(Z_B;Y|C) on the same rows, with the same folds and seeds.
 
     Returns (side A summary, side B summary, PairedDifference). Each summary holds the
-    estimator's own value and interval.
+    estimator's own value and interval. The estimator must be tagged `pointwise`.
     """
-    from matprobe.mi.chain import make_estimator
-
     check_unit(unit)
     y = np.asarray(y)
     n = len(y)
@@ -165,22 +164,26 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = "probe", seeds: int 
     # one fold assignment for both sides, stratified by (y, c) as make_plan does
     fold = stratified_folds(joint_codes([np.unique(y, return_inverse=True)[1].ravel(), c_arr]), folds,
                             np.random.default_rng([seed, 7919]))
+    tags = estimator_tags(estimator)
+    codes = {"y": y, "c": c_arr} if c is not None else {"y": y}
+    if sub is not None:
+        codes["sub"] = np.asarray(sub)
+    spec = TermSpec(("y",), ("c",) if c is not None else (), ("sub",) if sub is not None else ())
     sides = []
     for z in (z_a, z_b):
-        est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed,
-                                   ci_level=ci_level, unit=NATS, **estimator_kwargs)
-        est.keep_pointwise = True
-        plan = FoldPlan(fold, folds, getattr(est, "pca", pca), getattr(est, "gaussianize", gaussianize))
-        e = est.estimate(z, y, None if c is None else c_arr, sub=sub, plan=plan)
-        sides.append(e)
+        est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
+                             unit=NATS, **estimator_kwargs)
+        sides.append(estimate_terms(est, tags, z, codes, [spec], fold=fold, pointwise=True)[0])
     a, b = sides
     summaries = [_summary(e, unit) for e in sides]
     if a.degenerate or b.degenerate:
         zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit)
         return summaries[0], summaries[1], zero
     pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
-    diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"), folds=fold,
-                             ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
+    # the between-fold fitting variance exists only where folds were fitted
+    diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
+                             folds=fold if tags.uses_fold_plan else None, ci_level=ci_level, n_boot=n_boot,
+                             seed=seed, unit=unit)
     return summaries[0], summaries[1], diff
 
 
@@ -315,6 +318,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     note = "" if keep.all() else f"{int((~keep).sum())} rows without a {'/'.join(factors)} label left out"
     if h[0] <= 1e-12:
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
+    if estimator_tags(estimator).bound == LOWER:
+        note = (note + "; " if note else "") + (f"{estimator} gives lower bounds: ΔI compares two lower "
+                                                "bounds, not the true MIs")
     return Comparison(term=term_name(target, given), side_a=side_a, side_b=side_b, difference=diff,
                       estimator=estimator, seeds=seeds, folds=folds, note=note)
 

@@ -1,7 +1,10 @@
-"""The MI estimator interface: one Protocol and one result record.
+"""The MI estimator contract: one Protocol, its capability tags and one result record.
 
 A leaf module (imports nothing from matprobe) so peers and plug-ins can implement the
-Protocol without importing torch or the rest of the package.
+Protocol without importing torch or the rest of the package. Every caller in matprobe
+(`chain_terms`, `sweep`, `compare`, `relate`, `matprobe mi`) uses an estimator only through
+this Protocol and its `EstimatorTags`; what an estimator can do is read from the tags, never
+from its name. Estimators are found by name in `matprobe.mi.registry`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,49 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+TWO_SIDED = "two-sided"  # the interval brackets the true value (up to its level)
+LOWER = "lower"  # the estimate is a lower bound on the true value; only its lower end is a bound
+
+# Settings every registered factory is called with (it may ignore any of them); anything else
+# the user passes is estimator-specific and may be refused by the factory.
+COMMON_PARAMS = ("seeds", "folds", "pca", "gaussianize", "ci_level", "unit", "seed", "min_stratum", "device")
+
+
+@dataclass(frozen=True)
+class EstimatorTags:
+    """What an estimator can do; callers branch on these, never on the estimator's name.
+
+    uses_fold_plan: `estimate` accepts a shared fold plan (`plan=`) made by the estimator's
+        own `fold_plan(z, groups, fold=None)`, so the terms of one chain (and the two sides
+        of a comparison) use the same folds and the same cached preprocessing.
+    pointwise: `estimate(..., pointwise=True)` puts per-row held-out terms in
+        `diagnostics["pointwise"]` (see `MIEstimator.estimate`); paired comparisons need it.
+    conditional: `estimate` handles c natively (per stratum); otherwise callers estimate
+        I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c) by calling it once per stratum of C.
+    subclasses: `estimate` uses `sub=` (finer labels, e.g. the later factors of a chain).
+    bound: TWO_SIDED or LOWER (a variational lower bound whose bias is not bounded).
+    """
+
+    uses_fold_plan: bool = False
+    pointwise: bool = False
+    conditional: bool = False
+    subclasses: bool = False
+    bound: str = TWO_SIDED
+
+    def __post_init__(self):
+        if self.bound not in (TWO_SIDED, LOWER):
+            raise ValueError(f"bound must be {TWO_SIDED!r} or {LOWER!r}, got {self.bound!r}")
+
+
+@dataclass(frozen=True)
+class TermNames:
+    """Names used in messages and per-stratum entries: the target, the conditioning set, and
+    optionally {stratum code: description} (e.g. {"modality": "CT", "anatomy": "Lung"})."""
+
+    target: str = "y"
+    given: str = "condition"
+    strata: dict[int, Any] | None = None
 
 
 @dataclass
@@ -23,7 +69,7 @@ class MIEstimate:
     `strata`: for conditional terms, one dict per stratum of C (given, n, estimate,
     ci_low, ci_high, h_upper, note), so `matprobe check` can use per-stratum values.
     `diagnostics`: held-out curve, train/held-out gap, early-stop epoch, chosen penalty,
-    per-seed values.
+    per-seed values; `diagnostics["pointwise"]` when asked for (see `MIEstimator`).
     """
 
     value: float
@@ -48,12 +94,27 @@ class MIEstimate:
 
 @runtime_checkable
 class MIEstimator(Protocol):
-    """estimate(z, y, c=None) -> MIEstimate.
+    """An MI estimator as every matprobe caller uses it.
 
-    z: float array [n, d]; y: integer codes [n]; c: integer codes [n] of the conditioning
-    stratum (the joint code of all conditioning factors) or None for I(Z;Y).
+    estimate(z, y, c=None, *, sub=None, plan=None, names=None, pointwise=False) -> MIEstimate
+      z: float array [n, d]; y: integer codes [n]; c: integer codes [n] of the conditioning
+      stratum (the joint code of all conditioning factors) or None for I(Z;Y).
+      The keywords are optional context; an estimator ignores those its `tags` do not claim:
+      sub: finer labels [n] (tags.subclasses); plan: a fold plan from its own `fold_plan`
+      (tags.uses_fold_plan); names: a `TermNames` for messages and strata entries;
+      pointwise: return per-row terms (tags.pointwise) as diagnostics["pointwise"] =
+      {"values": float [seeds, n] whose row mean is each seed's estimate in nats (rows of
+      one-class strata are 0), "corr": optional [seeds, n] bias corrections already included
+      in "values" (their mean sets how far a paired interval is widened)}.
+    params() -> dict: everything that changes the numbers (sweeps hash it to resume safely).
+    tags: EstimatorTags; name: the registered name.
     """
 
     name: str
+    tags: EstimatorTags
 
-    def estimate(self, z: np.ndarray, y: np.ndarray, c: np.ndarray | None = None) -> MIEstimate: ...
+    def estimate(self, z: np.ndarray, y: np.ndarray, c: np.ndarray | None = None, *,
+                 sub: np.ndarray | None = None, plan: Any = None, names: TermNames | None = None,
+                 pointwise: bool = False) -> MIEstimate: ...
+
+    def params(self) -> dict[str, Any]: ...

@@ -18,12 +18,16 @@ from scipy.special import digamma
 from sklearn.neighbors import KDTree
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput, FoldPlan
+from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.prep import Preprocessor
+from matprobe.mi.registry import register_estimator
 
 
 class KSGEstimator(CrossFitEstimator):
     name = "ksg"
     kind = MEAN
+    # nothing is trained, so no fold plan; per-row terms are the Ross terms of every row
+    tags = EstimatorTags(uses_fold_plan=False, pointwise=True, conditional=True, bound=TWO_SIDED)
 
     def __init__(self, *args, k: int = 5, **kwargs):
         kwargs.setdefault("pca", 16)
@@ -34,9 +38,9 @@ class KSGEstimator(CrossFitEstimator):
     def params(self) -> dict:
         return {**super().params(), "k": self.k}
 
-    def estimate(self, z, y, c=None, *, sub=None, plan=None, **kw):
+    def estimate(self, z, y, c=None, *, sub=None, plan=None, names=None, pointwise=False):
         # no training: one "fold" whose training and held-out rows are all rows
-        return super().estimate(z, y, c, sub=sub, plan=None, **kw)
+        return super().estimate(z, y, c, sub=sub, plan=None, names=names, pointwise=pointwise)
 
     def _run_folds(self, z, y, c, sub, active, plan: FoldPlan):
         x = Preprocessor(self.pca, self.gaussianize, seed=self.seed).fit(z).transform(z)
@@ -72,3 +76,13 @@ class KSGEstimator(CrossFitEstimator):
 
     def fit_fold(self, *a, **k) -> FoldOutput:  # pragma: no cover - not used (no training)
         raise NotImplementedError
+
+
+def make_ksg(*, seeds=None, pca=16, **params) -> KSGEstimator:
+    """Registered factory: KSG is deterministic (one seed whatever `seeds` is) and, when the
+    caller asks for no PCA (pca=None), keeps its own default of 16 dims (kNN degrades fast
+    with dimension, DESIGN.md §3)."""
+    return KSGEstimator(pca=16 if pca is None else pca, **params)
+
+
+register_estimator("ksg", make_ksg, KSGEstimator.tags, summary="Ross (2014) k-nearest-neighbour estimator")

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from matprobe.mi.base import DV, MEAN, CrossFitEstimator, FoldOutput
+from matprobe.mi.interface import LOWER, EstimatorTags
+from matprobe.mi.registry import register_estimator
 
 
 class _Critic(nn.Module):
@@ -36,6 +38,7 @@ class CriticEstimator(CrossFitEstimator):
     """Shared training loop; `bound` picks the objective (mine, nwj, infonce, smile)."""
 
     bound = "mine"
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, bound=LOWER)
 
     def __init__(self, *args, hidden: int = 128, epochs: int = 60, batch: int = 256, lr: float = 1e-3,
                  patience: int = 8, ema: float = 0.01, tau: float = 5.0, weight_decay: float = 1e-4,
@@ -196,3 +199,10 @@ class InfoNCEEstimator(CriticEstimator):
 
 class SMILEEstimator(CriticEstimator):
     name, bound, kind = "smile", "smile", DV
+
+
+for _cls, _summary in ((MINEEstimator, "Donsker-Varadhan critic with MINE's moving-average gradient"),
+                       (NWJEstimator, "Nguyen-Wainwright-Jordan critic bound"),
+                       (InfoNCEEstimator, "InfoNCE critic bound (at most log batch)"),
+                       (SMILEEstimator, "SMILE: DV with a clipped partition term")):
+    register_estimator(_cls.name, _cls, _cls.tags, summary=_summary)

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput
+from matprobe.mi.interface import TWO_SIDED, EstimatorTags
+from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
 
@@ -98,6 +100,7 @@ def _design(x, dev):
 class ProbeEstimator(CrossFitEstimator):
     name = "probe"
     kind = MEAN
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, subclasses=True, bound=TWO_SIDED)
     tolerance_grad = 1e-6  # L-BFGS stops when every gradient entry is below this
     # ... or when a step changes the loss (nats per row) or any weight by less than this: at
     # 1e-5 estimates moved by <= 0.0002 nats against 1e-9 and the fits took 40% of the time
@@ -288,3 +291,7 @@ def _log_marginal(y_fit, c_fit, y, c):
         sel = c == s
         out[sel] = np.log(cnt[y[sel]] / cnt.sum())
     return out
+
+
+register_estimator("probe", ProbeEstimator, ProbeEstimator.tags,
+                   summary="per-stratum softmax probe with learning-curve bias correction (default)")

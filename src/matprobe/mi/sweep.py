@@ -9,7 +9,7 @@ sample ids in `<out>.pointwise/` for paired comparisons (`matprobe.mi.compare`).
 
 Parallelism: `jobs` worker processes on one machine (one torch thread each: two threads
 thrash on a shared 2-core CPU, DESIGN.md §2), and across machines by sharding the cell grid
-over torchrun ranks with the extraction engine (`matprobe.extract.distributed`); each rank
+over torchrun ranks (`matprobe.parallel`, as extraction does); each rank
 writes `<out>.shards/rank<r>-of-<w><suffix>` and rank 0 merges them into `out`. Every cell is
 seeded by its settings alone, so the table does not depend on which process computed it.
 """
@@ -26,9 +26,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from matprobe.data.entropy import joint_codes
 from matprobe.errors import EstimationError, StoreError
-from matprobe.mi.chain import make_estimator
+from matprobe.mi.registry import estimator_tags, make_estimator, registration
+from matprobe.parallel import init_ranks
 from matprobe.units import NATS, check_unit
 
 FORMATS = (".csv", ".json", ".parquet")
@@ -176,15 +176,20 @@ def term_list(factors) -> list[tuple[str, list[str]]]:
 
 
 def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None = None,
-                  threads: int | None = 1) -> list[dict[str, Any]]:
-    """Every chain term of one cell; writes its pointwise file first when asked. Picklable."""
+                  threads: int | None = 1, registration=None) -> list[dict[str, Any]]:
+    """Every chain term of one cell (`chain_terms` on the cell's features); writes its pointwise
+    file first when asked. Picklable; `registration` carries a plug-in estimator's registration
+    into worker processes that did not import the plug-in."""
     import torch
 
-    from matprobe.mi.base import make_plan
-    from matprobe.mi.chain import term_name
+    from matprobe.mi.chain import chain_terms
+    from matprobe.mi.registry import register_estimator
     from matprobe.store import EmbeddingStore
     from matprobe.units import from_nats
 
+    if registration is not None:
+        register_estimator(registration.name, registration.factory, registration.tags,
+                           summary=registration.summary, replace=True)
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -199,32 +204,20 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     for f in settings.factors:
         keep &= cols[f] >= 0  # rows without this label take no part
     z, ids = z[keep], ids[keep]
-    codes = {f: np.unique(v[keep], return_inverse=True)[1].ravel() for f, v in cols.items()}
-    for f, v in codes.items():
-        if v.max(initial=0) == 0:
+    for f, v in cols.items():
+        if np.unique(v[keep]).size < 2:
             raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
                                   "drop it from --factors")
-    kwargs = dict(settings.estimator_kwargs)
-    est = make_estimator(settings.estimator, seeds=settings.seeds, folds=settings.folds,
-                               pca=settings.pca, unit=NATS, ci_level=settings.ci_level, seed=settings.seed,
-                               **kwargs)
-    est.keep_pointwise = settings.pointwise
-    order = list(settings.factors)
-    plan = None
-    if settings.estimator != "ksg":
-        # the chain's own fold plan (stratified by all factors), as chain_terms builds it
-        plan = make_plan(z, joint_codes([codes[f] for f in order]), settings.folds, est.pca,
-                         est.gaussianize, settings.seed)
+    pointwise = settings.pointwise and estimator_tags(settings.estimator).pointwise
+    res = chain_terms(z, {f: v[keep] for f, v in cols.items()}, order=list(settings.factors),
+                      estimators=[settings.estimator], seeds=settings.seeds, folds=settings.folds,
+                      pca=settings.pca, unit=NATS, direct=False, difference=False,
+                      ci_level=settings.ci_level, seed=settings.seed, pointwise=pointwise,
+                      **dict(settings.estimator_kwargs))
     rows, pw = [], {"ids": ids}
     unit = settings.unit
-    for j, (target, given) in enumerate(term_list(order)):
-        c = joint_codes([codes[g] for g in given]) if given else None
-        later = order[j + 1:]
-        sub = joint_codes([codes[f] for f in later]) if later else None
-        e = est.estimate(z, codes[target], c, sub=sub, plan=plan, y_name=target,
-                         c_name=",".join(given) or "condition")
-        name = term_name(target, given)
-        if settings.pointwise and "pointwise" in e.diagnostics:
+    for (target, given), (name, e) in zip(term_list(list(settings.factors)), res.terms[settings.estimator]):
+        if pointwise and "pointwise" in e.diagnostics:
             p = e.diagnostics["pointwise"]
             pw[f"{name}/values"] = p["values"].astype(np.float32)
             if "corr" in p:
@@ -241,7 +234,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     seconds = time.perf_counter() - t0
     for r in rows:
         r["seconds"] = round(seconds / len(rows), 3)
-    if settings.pointwise and pointwise_dir is not None:
+    if pointwise and pointwise_dir is not None:
         write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
     return rows
 
@@ -373,8 +366,6 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
               progress: bool = False, on_cell: Callable[[Cell, list], None] | None = None,
               estimator_kwargs: dict | None = None, device: str = "cpu") -> SweepResult:
     """Run (or resume) the sweep; returns the full table of `out` (all ranks merged on rank 0)."""
-    from matprobe.extract.distributed import init_ranks
-
     t0 = time.perf_counter()
     out = check_out(out)
     unit = check_unit(unit)
@@ -433,7 +424,8 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
             # spawn, not fork: torch's thread pools do not survive a fork safely
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
             try:
-                futures = {pool.submit(estimate_cell, cell, settings, pw_dir): cell for cell in todo}
+                reg = registration(estimator)  # plug-ins registered here reach the workers
+                futures = {pool.submit(estimate_cell, cell, settings, pw_dir, 1, reg): cell for cell in todo}
                 for fut in as_completed(futures):
                     cell = futures[fut]
                     add(cell, fut.result())  # a failed cell raises here; finished ones are kept

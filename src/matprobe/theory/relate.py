@@ -25,6 +25,9 @@ from scipy import stats
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError, StoreError
+from matprobe.mi.chain import TermSpec, estimate_terms
+from matprobe.mi.compare import _feature_key
+from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.theory.fano import fano_min_error
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -111,8 +114,6 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
            folds: int = 5, pca: int | None = 64, level: float = 0.95, n_boot: int = 2000,
            min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
-    from matprobe.mi.chain import make_estimator
-    from matprobe.mi.compare import _feature_key
     from matprobe.store import EmbeddingStore
 
     unit = check_unit(unit)
@@ -148,8 +149,11 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
             r = np.flatnonzero(c == code)[0]
             names[int(code)] = {f: cols[f][1][cols[f][0][keep][r]] for f in MAT}
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, unit=NATS,
-                                   ci_level=level, min_stratum=min_stratum, **estimator_kwargs)
-        e = est.estimate(zk, yk, c, y_name=target, c_name="modality,anatomy,task")
+                             ci_level=level, min_stratum=min_stratum, **estimator_kwargs)
+        # I(Z;Y|M,A,T) through the shared term loop; folds stratified by (Y, stratum)
+        codes = {target: yk, **{f: cols[f][0][keep] for f in MAT}}
+        e = estimate_terms(est, estimator_tags(estimator), zk, codes, [TermSpec((target,), MAT)],
+                           plan_groups=joint_codes([yk, c]))[0]
         by_code = {}
         for code, entry in zip(np.unique(c), e.strata):
             by_code[int(code)] = entry
