@@ -15,10 +15,11 @@ def tiny_ckpts(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     torch.set_num_threads(1)
-    from matprobe.extract.tiny import TINY_ARCHS, build_tiny_adapter, build_tiny_checkpoint
+    from matprobe.extract.tiny import build_tiny_adapter, build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny_ckpts")
-    out = {arch: build_tiny_checkpoint(root / arch, arch, seed=i) for i, arch in enumerate(TINY_ARCHS)}
+    out = {arch: build_tiny_checkpoint(root / arch, arch, seed=i)
+           for i, arch in enumerate(("llava", "qwen2_vl", "qwen2_5_vl"))}
     out["llava_lora"] = build_tiny_adapter(root / "llava_lora", out["llava"], seed=7)
     return out
 

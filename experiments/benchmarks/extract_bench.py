@@ -41,26 +41,26 @@ def _in_memory(model: str, dtype: str, device: str):
     """Random-initialised model built directly on `device` in `dtype` (no 14-28 GB round trip
     through disk for the 7B shape); same classes and processor as the saved checkpoints."""
     from matprobe.extract.checkpoints import DTYPES, LoadedModel
-    from matprobe.extract.tiny import (
+    from matprobe.extract.arch.llava import (
         LLAVA_7B_SHAPE,
         LLAVA_MID_SHAPE,
         LLAVA_TINY_SHAPE,
-        _llava_model,
-        _llava_processor,
-        build_tokenizer,
+        llava_model,
+        llava_processor,
+        llava_tokenizer,
     )
 
     shape = {"tiny": LLAVA_TINY_SHAPE, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
-    tokenizer = build_tokenizer("llava")
+    tokenizer = llava_tokenizer()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, DTYPES[dtype]))
     try:
         with torch.device(device):
-            net = _llava_model(tokenizer, 0, shape)
+            net = llava_model(tokenizer, 0, shape)
     finally:
         torch.set_default_dtype(previous)
     net.eval()
-    processor = _llava_processor(tokenizer, shape["image_size"])
+    processor = llava_processor(tokenizer, shape["image_size"])
     processor.tokenizer.padding_side = "left"
     return LoadedModel(model=net, processor=processor, arch="llava", info={"device": device})
 
