@@ -88,8 +88,10 @@ def build_batch(processor, questions, options_list, images) -> PromptBatch:
         prompt, span = build_prompt(processor, q, opts)
         prompts.append(prompt)
         spans.append(span)
+    # One list of images per prompt: processors that batch by sample (Gemma 3) need the
+    # nesting, the others flatten it.
     out = processor(
-        text=prompts, images=list(images), padding=True, return_tensors="pt",
+        text=prompts, images=[[image] for image in images], padding=True, return_tensors="pt",
         return_offsets_mapping=True,
     )
     offsets = out.pop("offset_mapping")

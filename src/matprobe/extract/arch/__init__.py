@@ -28,6 +28,9 @@ class Architecture:
     model_class: str = ""  # transformers class AutoModelForImageTextToText builds
     # True when the number of image tokens follows the image size and `--max-pixels` caps it.
     dynamic_resolution: bool = False
+    # True when images of different sizes give different numbers of image tokens
+    # (dynamic resolution, anyres tiling); False for a fixed count per image.
+    image_tokens_vary: bool = False
     # Adapter (and checkpoint) key renames from the layout saved before transformers 4.52
     # to the current module names: (regex on keys without peft's "base_model.model."
     # prefix, replacement). The first pattern that matches a key is applied.

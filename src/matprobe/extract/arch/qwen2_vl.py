@@ -77,6 +77,7 @@ class Qwen2VL(Architecture):
     name = "qwen2_vl"
     model_class = "Qwen2VLForConditionalGeneration"
     dynamic_resolution = True
+    image_tokens_vary = True
     legacy_key_renames = QWEN_RENAMES
 
     def processor_class(self):
