@@ -27,14 +27,23 @@ TO_OLD = {
     "qwen2_vl": [(r"^model\.language_model\.", "model."), (r"^model\.visual\.", "visual.")],
 }
 TO_OLD["qwen2_5_vl"] = TO_OLD["qwen2_vl"]
+TO_OLD["gemma3"] = TO_OLD["llava"]  # Gemma3ForConditionalGeneration held a Gemma3ForCausalLM
+TO_OLD["llava_next"] = TO_OLD["llava"] + [(r"^model\.image_newline$", "image_newline")]
+ARCHS = ["llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3"]
 # What an old adapter_config.json said: regexes over the old module paths.
 OLD_TARGETS = {"llava": r".*language_model\.model\.layers.*\.(q_proj|v_proj)",
                "qwen2_vl": r"^model\.layers\.\d+\.self_attn\.(q_proj|v_proj)",
-               "qwen2_5_vl": r"^model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"}
+               "qwen2_5_vl": r"^model\.layers\.\d+\.self_attn\.(q_proj|v_proj)",
+               "llava_next": r".*language_model\.model\.layers.*\.(q_proj|v_proj)",
+               "gemma3": r".*language_model\.model\.layers.*\.(q_proj|v_proj)"}
+# (Gemma 3 ties its LM head to the embeddings, so only the projector is saved there.)
 SAVED = {"llava": ["multi_modal_projector", "lm_head"], "qwen2_vl": ["merger", "lm_head"],
-         "qwen2_5_vl": ["merger", "lm_head"]}
+         "qwen2_5_vl": ["merger", "lm_head"], "llava_next": ["multi_modal_projector", "lm_head"],
+         "gemma3": ["multi_modal_projector"]}
 OLD_SAVED = {"llava": ["multi_modal_projector", "language_model.lm_head"],
-             "qwen2_vl": ["visual.merger", "lm_head"], "qwen2_5_vl": ["visual.merger", "lm_head"]}
+             "qwen2_vl": ["visual.merger", "lm_head"], "qwen2_5_vl": ["visual.merger", "lm_head"],
+             "llava_next": ["multi_modal_projector", "language_model.lm_head"],
+             "gemma3": ["multi_modal_projector"]}
 PREFIX = "base_model.model."
 
 
@@ -68,7 +77,7 @@ def adapters(tiny_ckpts, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapters")
     out = {}
-    for arch in ("llava", "qwen2_vl", "qwen2_5_vl"):
+    for arch in ARCHS:
         new = build_tiny_adapter(root / f"{arch}_new", tiny_ckpts[arch], seed=11, modules_to_save=SAVED[arch])
         old, old_weights = write_old_layout(new, root / f"{arch}_old", arch)
         out[arch] = (new, old, old_weights)
@@ -96,7 +105,7 @@ def _z(loaded, manifest):
     return pooled
 
 
-@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_old_layout_adapter_gives_the_same_z_as_new_layout(arch, adapters, tiny_ckpts, tiny_manifest):
     from matprobe.extract.checkpoints import load_model
 
