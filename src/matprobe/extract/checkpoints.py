@@ -18,7 +18,7 @@ from matprobe.errors import ExtractError
 from matprobe.extract.arch import architectures, get_architecture
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
 def __getattr__(name):
@@ -210,12 +210,16 @@ def load_model(
     arch = detect_architecture(base_dir)
     torch_dtype = _torch_dtype(dtype)
     _check_device(device)
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ExtractError(
+            f"--attn {attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}"
+        )
     processor, info = load_processor(base_dir, arch, max_pixels)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             base_dir, dtype=torch_dtype, attn_implementation=attn_implementation
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         raise ExtractError(f"checkpoint {base_dir}: cannot load the weights ({exc})") from None
     info.update(
         arch=arch, checkpoint=str(base_dir.resolve()), dtype=dtype,

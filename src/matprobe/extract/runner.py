@@ -40,6 +40,7 @@ class ExtractConfig:
     overwrite: bool = False
     image_root: str | None = None
     merge_adapter: bool = True
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -228,7 +229,7 @@ def extract(
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
-        merge_adapter=config.merge_adapter,
+        merge_adapter=config.merge_adapter, attn_implementation=config.attn_implementation,
     )
     device = loaded.info["device"]
     layers = parse_layers(config.layers, loaded.num_layers)
