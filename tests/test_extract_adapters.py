@@ -161,3 +161,52 @@ def test_other_base_shapes_ask_for_base(adapters, tiny_ckpts, tmp_path):
     with pytest.raises(ExtractError, match=r"other shapes .*64\) vs \(400, 96.*pass the base it was "
                                            r"trained on with --base"):
         load_model(moved, base=wide)
+
+
+def test_old_layout_bin_adapter_loads(adapters, tiny_ckpts, tiny_manifest, tmp_path):
+    """peft < 0.7 saved adapter_model.bin; same weights, same Z."""
+    from safetensors.torch import load_file
+
+    from matprobe.extract.checkpoints import load_model
+
+    new, old, _ = adapters["qwen2_vl"]
+    binary = shutil.copytree(old, tmp_path / "bin")
+    torch.save(load_file(binary / "adapter_model.safetensors"), binary / "adapter_model.bin")
+    (binary / "adapter_model.safetensors").unlink()
+    z_bin = _z(load_model(tiny_ckpts["qwen2_vl"], adapter=binary), tiny_manifest)
+    z_new = _z(load_model(tiny_ckpts["qwen2_vl"], adapter=new), tiny_manifest)
+    for key in z_new:
+        assert torch.equal(z_bin[key], z_new[key]), key
+
+
+def test_cli_old_layout_adapter_and_its_errors(adapters, tiny_ckpts, tiny_manifest, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.store import EmbeddingStore
+
+    _, old, _ = adapters["llava"]
+    runner = CliRunner()
+    out = tmp_path / "z.h5"
+    res = runner.invoke(app, ["extract", "--ckpt", str(tiny_ckpts["llava"]), "--adapter", str(old), "--data",
+                              str(tiny_manifest), "--out", str(out), "--layers", "1,final", "--dtype", "bf16",
+                              "--attn", "eager", "--batch-size", "5"])
+    assert res.exit_code == 0, res.output
+    with EmbeddingStore.open(out) as store:
+        prov = store.provenance
+        assert store.done.all()
+    assert (prov["adapter_layout"], prov["dtype"], prov["attn_implementation"]) == (
+        "pre-transformers-4.52", "bf16", "eager")
+    broken = shutil.copytree(old, tmp_path / "broken")
+    weights = load_file(broken / "adapter_model.safetensors")
+    weights[PREFIX + "visual.blocks.0.attn.qkv.lora_A.weight"] = torch.zeros(4, 32)  # a Qwen key
+    save_file(weights, broken / "adapter_model.safetensors")
+    res = runner.invoke(app, ["extract", "--ckpt", str(tiny_ckpts["llava"]), "--adapter", str(broken), "--data",
+                              str(tiny_manifest), "--out", str(tmp_path / "bad.h5")])
+    errors = [line for line in res.output.splitlines() if "error:" in line]  # stderr progress bars aside
+    assert res.exit_code == 2 and len(errors) == 1 and errors[0].startswith("error:"), res.output
+    text = errors[0]
+    assert "expected the current layout (e.g. base_model.model.model.language_model.layers.0.self_attn.q_proj" in text
+    assert "visual.blocks.0.attn.qkv" in text and "--base" not in text
+    assert not (tmp_path / "bad.h5").exists()

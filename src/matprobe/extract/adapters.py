@@ -151,12 +151,13 @@ def classify_and_remap(model, arch, weights: AdapterWeights, base_dir: Path) -> 
             changed = sum(arch.rename_legacy_key(k) != k for k in keys)
             found = (f"{arch.legacy_layout_name} ({changed} of {len(keys)} keys renamed)" if changed
                      else "neither the current nor the pre-4.52 layout")
-            example = next((n for n in modules if n.endswith(("q_proj", "self_attn"))), "")
+            example = next((n for n in modules if "language_model" in n and n.endswith("q_proj")),
+                           next((n for n in modules if n.endswith("q_proj")), ""))
             raise ExtractError(
                 f"{where}/{weights.file_name}: {len(missing_old)} key(s) name no module of "
                 f"{type(model).__name__} ({arch.name}) even after the {arch.legacy_layout_name} "
                 f"renames, first {missing_old[0]!r}; expected the current layout (e.g. "
-                f"{PEFT_PREFIX}{example}...), found {found}; the adapter was saved from another "
+                f"{PEFT_PREFIX}{example}.lora_A.weight), found {found}; the adapter was saved from another "
                 f"model class or with a custom wrapper: re-save it with peft from a "
                 f"{type(model).__name__}"
             )
