@@ -30,7 +30,6 @@ def test_registry_lists_every_module_with_a_tiny_builder():
 def test_every_architecture_is_tested_and_documented():
     import test_extract_adapters
     import test_extract_equivalence
-
     from matprobe.extract.arch import architectures
 
     readme = (REPO / "README.md").read_text()

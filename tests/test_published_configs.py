@@ -217,13 +217,12 @@ def test_published_prompt_tokens_and_letters(arch, published):
 
 @pytest.mark.parametrize("arch", list(REPOS))
 def test_published_store_equals_transformers_forward(arch, published, make_tiny_manifest, tmp_path):
-    from test_extract_equivalence import _reference_pools
-
     from matprobe.data import load_dataset, load_image
     from matprobe.extract.checkpoints import load_model
     from matprobe.extract.runner import ExtractConfig, extract
     from matprobe.extract.tokens import build_batch
     from matprobe.store import EmbeddingStore
+    from test_extract_equivalence import _reference_pools
 
     folder = published[arch][0]
     tiny_manifest = make_tiny_manifest(tmp_path / "data", n=4)  # four image sizes, three question lengths

@@ -40,7 +40,6 @@ def _build(model: str, root: Path) -> Path:
 def _in_memory(model: str, dtype: str, device: str, attn: str = "sdpa"):
     """Random-initialised model built directly on `device` in `dtype` (no 14-28 GB round trip
     through disk for the 7B shape); same classes and processor as the saved checkpoints."""
-    from matprobe.extract.checkpoints import DTYPES, LoadedModel
     from matprobe.extract.arch.llava import (
         LLAVA_7B_SHAPE,
         LLAVA_MID_SHAPE,
@@ -49,6 +48,7 @@ def _in_memory(model: str, dtype: str, device: str, attn: str = "sdpa"):
         llava_processor,
         llava_tokenizer,
     )
+    from matprobe.extract.checkpoints import DTYPES, LoadedModel
 
     shape = {"tiny": LLAVA_TINY_SHAPE, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
     tokenizer = llava_tokenizer()
