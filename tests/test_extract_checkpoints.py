@@ -32,6 +32,8 @@ def _pooled(loaded, manifest, layers=("1", "3")):
     ("llava", "LlavaForConditionalGeneration"),
     ("qwen2_vl", "Qwen2VLForConditionalGeneration"),
     ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
+    ("llava_next", "LlavaNextForConditionalGeneration"),
+    ("gemma3", "Gemma3ForConditionalGeneration"),
 ])
 def test_tiny_checkpoints_load_through_auto_classes(arch, cls, tiny_ckpts):
     from matprobe.extract.checkpoints import detect_architecture, load_model
@@ -48,7 +50,7 @@ def test_tiny_checkpoints_load_through_auto_classes(arch, cls, tiny_ckpts):
         has_tv = True
     except ImportError:
         has_tv = False
-    if arch != "llava" and not has_tv:
+    if arch in ("qwen2_vl", "qwen2_5_vl") and not has_tv:
         assert loaded.info["processor_fallback"] is True
     assert loaded.info["image_processor_backend"] == "pil"
     assert len(loaded.info["config_sha256"]) == 64

@@ -12,7 +12,7 @@ Timing is interleaved (the four methods in a shuffled order on every batch) and 
 per batch is used, to damp noise on a shared machine.
 
     .venv/bin/python experiments/benchmarks/extract_bench.py [--models tiny,mid] [--device cpu]
-      [--dtype fp32] [--rounds 5] [--batch-size 8] [--threads 1]
+      [--dtype fp32] [--attn sdpa] [--rounds 5] [--batch-size 8] [--threads 1]
 On a GPU add `--models 7b --device cuda --dtype bf16` (random weights shaped like
 llava-1.5-7b; also prints peak GPU memory).
 """
@@ -37,30 +37,31 @@ def _build(model: str, root: Path) -> Path:
     return build_tiny_checkpoint(root / model, "llava", seed=0, shape=shape)
 
 
-def _in_memory(model: str, dtype: str, device: str):
+def _in_memory(model: str, dtype: str, device: str, attn: str = "sdpa"):
     """Random-initialised model built directly on `device` in `dtype` (no 14-28 GB round trip
     through disk for the 7B shape); same classes and processor as the saved checkpoints."""
-    from matprobe.extract.checkpoints import DTYPES, LoadedModel
-    from matprobe.extract.tiny import (
+    from matprobe.extract.arch.llava import (
         LLAVA_7B_SHAPE,
         LLAVA_MID_SHAPE,
         LLAVA_TINY_SHAPE,
-        _llava_model,
-        _llava_processor,
-        build_tokenizer,
+        llava_model,
+        llava_processor,
+        llava_tokenizer,
     )
+    from matprobe.extract.checkpoints import DTYPES, LoadedModel
 
     shape = {"tiny": LLAVA_TINY_SHAPE, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
-    tokenizer = build_tokenizer("llava")
+    tokenizer = llava_tokenizer()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, DTYPES[dtype]))
     try:
         with torch.device(device):
-            net = _llava_model(tokenizer, 0, shape)
+            net = llava_model(tokenizer, 0, shape)
     finally:
         torch.set_default_dtype(previous)
+    net.set_attn_implementation(attn)
     net.eval()
-    processor = _llava_processor(tokenizer, shape["image_size"])
+    processor = llava_processor(tokenizer, shape["image_size"])
     processor.tokenizer.padding_side = "left"
     return LoadedModel(model=net, processor=processor, arch="llava", info={"device": device})
 
@@ -89,17 +90,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench(model_name: str, device: str, dtype: str, rounds: int, batch_size: int, n_batches: int) -> dict:
+def bench(model_name: str, device: str, dtype: str, rounds: int, batch_size: int, n_batches: int,
+          attn: str = "sdpa") -> dict:
     from matprobe.extract.checkpoints import load_model
     from matprobe.extract.hooks import LayerPooler, letter_logits
     from matprobe.extract.tokens import option_letter_token_ids
 
     if model_name == "7b":
-        loaded = _in_memory(model_name, dtype, device)
+        loaded = _in_memory(model_name, dtype, device, attn)
     else:  # through the saved-checkpoint path, as extraction loads models
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = _build(model_name, Path(tmp))
-            loaded = load_model(ckpt, dtype=dtype, device=device)
+            loaded = load_model(ckpt, dtype=dtype, device=device, attn_implementation=attn)
     model, L = loaded.model, loaded.num_layers
     batches = _batches(loaded, n_batches, batch_size, device)
     letters = option_letter_token_ids(loaded.processor.tokenizer, 4)
@@ -160,7 +162,7 @@ def bench(model_name: str, device: str, dtype: str, rounds: int, batch_size: int
     return {
         "model": model_name, "layers": L, "hidden": model.config.get_text_config().hidden_size,
         "vocab": model.config.get_text_config().vocab_size, "seq_len": seq, "device": device,
-        "dtype": dtype, "batch_size": batch_size, "batches": n_batches, "rounds": rounds,
+        "dtype": dtype, "attn": model.config._attn_implementation, "batch_size": batch_size, "batches": n_batches, "rounds": rounds,
         "samples_per_s": sps, "peak_gib": peak,
         "overhead_ratio": sps["matprobe_full_depth"] / sps["bare_forward"],
         "speedup_half_depth": sps["matprobe_half_depth"] / sps["full_hidden_states"],
@@ -176,12 +178,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2 (needs flash-attn on CUDA)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.models.split(","):
-        r = bench(name, args.device, args.dtype, args.rounds, args.batch_size, args.batches)
+        r = bench(name, args.device, args.dtype, args.rounds, args.batch_size, args.batches, args.attn)
         print(f"\n== {name}: {r['layers']} layers x {r['hidden']}, vocab {r['vocab']}, seq {r['seq_len']}, "
-              f"{r['device']} {r['dtype']}, batch {r['batch_size']} x {r['batches']} batches x "
+              f"{r['device']} {r['dtype']} {r['attn']}, batch {r['batch_size']} x {r['batches']} batches x "
               f"{r['rounds']} rounds, {args.threads} thread(s)")
         for k, v in r["samples_per_s"].items():
             mem = f", peak {r['peak_gib'][k]:.2f} GiB" if k in r["peak_gib"] else ""

@@ -160,7 +160,7 @@ def store_info(
 @app.command("extract")
 @run_user_errors
 def extract_command(
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl), or a LoRA adapter folder."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3), or a LoRA adapter folder."),
     data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL or MAT manifest."),
     out: Path = typer.Option(..., "--out", help="HDF5 store to write (resumed if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),
@@ -175,6 +175,7 @@ def extract_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that relative image paths resolve against."),
     merge_adapter: bool = typer.Option(True, "--merge-adapter/--no-merge-adapter", help="Merge LoRA weights into the base (same result, faster)."),
+    attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa | eager | flash_attention_2 (recorded in the store)."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
     from matprobe.extract.runner import ExtractConfig, extract
@@ -186,6 +187,7 @@ def extract_command(
             adapter=str(adapter) if adapter else None, base=str(base) if base else None,
             max_pixels=max_pixels, answers=answers, overwrite=overwrite,
             image_root=str(image_root) if image_root else None, merge_adapter=merge_adapter,
+            attn_implementation=attn,
         ),
         progress=True,
     )

@@ -40,6 +40,7 @@ class ExtractConfig:
     overwrite: bool = False
     image_root: str | None = None
     merge_adapter: bool = True
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -92,6 +93,7 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
         "adapter": info["adapter"],
         "adapter_sha256": info["adapter_sha256"],
         "adapter_merged": info["adapter_merged"],
+        "adapter_layout": info.get("adapter_layout"),
         "dtype": info["dtype"],
         "feature_dtype": "float32",
         "device_type": info["device"].split(":")[0],
@@ -227,12 +229,13 @@ def extract(
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
-        merge_adapter=config.merge_adapter,
+        merge_adapter=config.merge_adapter, attn_implementation=config.attn_implementation,
     )
     device = loaded.info["device"]
     layers = parse_layers(config.layers, loaded.num_layers)
     tokenizer = loaded.processor.tokenizer
-    letter_ids = option_letter_token_ids(tokenizer, n_options) if answers else None
+    letter_ids = (option_letter_token_ids(tokenizer, n_options, loaded.architecture.letter_spellings)
+                  if answers else None)
     provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options)
     hidden = loaded.model.config.get_text_config().hidden_size
     feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
@@ -272,7 +275,7 @@ def extract(
                     if _is_oom(exc) or isinstance(exc, MemoryError):
                         raise ExtractError(
                             f"out of memory on {device} with --batch-size {config.batch_size}: lower "
-                            f"--batch-size" + (" or --max-pixels" if loaded.arch != "llava" else "")
+                            f"--batch-size" + (" or --max-pixels" if loaded.architecture.dynamic_resolution else "")
                             + f"; {int(store.done.sum())} finished rows are kept, rerun to resume"
                         ) from None
                     raise

@@ -88,8 +88,10 @@ def build_batch(processor, questions, options_list, images) -> PromptBatch:
         prompt, span = build_prompt(processor, q, opts)
         prompts.append(prompt)
         spans.append(span)
+    # One list of images per prompt: processors that batch by sample (Gemma 3) need the
+    # nesting, the others flatten it.
     out = processor(
-        text=prompts, images=list(images), padding=True, return_tensors="pt",
+        text=prompts, images=[[image] for image in images], padding=True, return_tensors="pt",
         return_offsets_mapping=True,
     )
     offsets = out.pop("offset_mapping")
@@ -142,8 +144,11 @@ def pool_weights(input_ids, attention_mask, question_mask, image_token_id: int, 
     return torch.stack(rows, dim=1)
 
 
-def option_letter_token_ids(tokenizer, n_options: int) -> list[list[int]]:
-    """For each option letter, the single-token spellings a model may emit ("A" and " A").
+def option_letter_token_ids(
+    tokenizer, n_options: int, spellings: tuple[str, ...] = ("{letter}", " {letter}")
+) -> list[list[int]]:
+    """For each option letter, the single-token spellings a model may emit ("A" and " A";
+    the architecture's `letter_spellings`).
 
     A letter's logit is the log-sum-exp over its spellings, so the answer does not depend
     on whether the template leaves a space before the reply (Llama vs Qwen tokenizers).
@@ -151,8 +156,8 @@ def option_letter_token_ids(tokenizer, n_options: int) -> list[list[int]]:
     out = []
     for letter in OPTION_LETTERS[:n_options]:
         ids = []
-        for spelling in (letter, " " + letter):
-            enc = tokenizer.encode(spelling, add_special_tokens=False)
+        for spelling in spellings:
+            enc = tokenizer.encode(spelling.format(letter=letter), add_special_tokens=False)
             if len(enc) == 1 and enc[0] not in ids:
                 ids.append(enc[0])
         if not ids:

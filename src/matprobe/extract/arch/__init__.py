@@ -1,0 +1,123 @@
+"""Architecture registry: everything extraction needs to know about one model family.
+
+Each module in this package describes one Hugging Face `model_type` (config.json) as an
+`Architecture` subclass and exposes it as `ARCH`; the registry discovers the modules, so
+adding an architecture is one new file here plus its tests (docs/architectures.md).
+The rest of `matprobe.extract` asks the registry (`get_architecture(name)`) and never
+branches on names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+from typing import Any
+
+from matprobe.errors import ExtractError
+
+
+class Architecture:
+    """One supported `model_type`. Defaults fit transformers 5 image-text-to-text models.
+
+    Capabilities are flags (`dynamic_resolution`), not name checks.
+    """
+
+    name: str = ""  # config.json model_type
+    model_class: str = ""  # transformers class AutoModelForImageTextToText builds
+    # True when the number of image tokens follows the image size and `--max-pixels` caps it.
+    dynamic_resolution: bool = False
+    # True when images of different sizes give different numbers of image tokens
+    # (dynamic resolution, anyres tiling); False for a fixed count per image.
+    image_tokens_vary: bool = False
+    # Adapter (and checkpoint) key renames from the layout saved before transformers 4.52
+    # to the current module names: (regex on keys without peft's "base_model.model."
+    # prefix, replacement). The first pattern that matches a key is applied.
+    legacy_key_renames: tuple[tuple[str, str], ...] = ()
+    # Where the layout changed, for messages.
+    legacy_layout_name: str = "pre-transformers-4.52"
+    # How option letters may be spelt as one token (a letter's logit is the
+    # log-sum-exp over its spellings).
+    letter_spellings: tuple[str, ...] = ("{letter}", " {letter}")
+
+    # ---- processor -------------------------------------------------------------
+    def load_processor(self, path: Path) -> tuple[Any, bool]:
+        """(processor, fallback_used). Default: `AutoProcessor.from_pretrained`."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path), False
+
+    def apply_max_pixels(self, image_processor, max_pixels: int | None) -> int | None:
+        """Cap the image resolution; returns the cap in force (None: fixed-size input)."""
+        return None
+
+    # ---- model -----------------------------------------------------------------
+    def language_model(self, model):
+        inner = getattr(model, "model", None)
+        lm = getattr(inner, "language_model", None)
+        if lm is None or getattr(lm, "layers", None) is None:
+            raise ExtractError(
+                f"{type(model).__name__}: no decoder at model.model.language_model.layers; "
+                f"this transformers version is not supported (use transformers >= 5)"
+            )
+        return lm
+
+    def decoder_layers(self, model):
+        return self.language_model(model).layers
+
+    def final_norm(self, model):
+        return self.language_model(model).norm
+
+    def image_token_id(self, model) -> int:
+        return int(model.config.image_token_id)
+
+    # ---- tests / demo ----------------------------------------------------------
+    def build_tiny(self, out: Path, seed: int, shape: dict | None = None) -> None:
+        """Write a tiny random checkpoint (config, safetensors, processor files) into `out`."""
+        raise ExtractError(f"no tiny builder for architecture {self.name!r}")
+
+    # ---- adapters --------------------------------------------------------------
+    def rename_legacy_key(self, key: str) -> str:
+        for pattern, replacement in self.legacy_key_renames:
+            new, n = re.subn(pattern, replacement, key, count=1)
+            if n:
+                return new
+        return key
+
+    def __repr__(self) -> str:
+        return f"<Architecture {self.name}>"
+
+
+_REGISTRY: dict[str, Architecture] | None = None
+
+
+def _discover() -> dict[str, Architecture]:
+    global _REGISTRY
+    if _REGISTRY is None:
+        found: dict[str, Architecture] = {}
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            if info.name.startswith("_"):
+                continue
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            arch = getattr(module, "ARCH", None)
+            if isinstance(arch, Architecture):
+                found[arch.name] = arch
+        _REGISTRY = found
+    return _REGISTRY
+
+
+def architectures() -> tuple[str, ...]:
+    """Registered model types, in a stable order (the published three first)."""
+    first = ("llava", "qwen2_vl", "qwen2_5_vl")
+    names = list(_discover())
+    return tuple([n for n in first if n in names] + sorted(n for n in names if n not in first))
+
+
+def get_architecture(name: str) -> Architecture:
+    registry = _discover()
+    if name not in registry:
+        raise ExtractError(
+            f"unsupported architecture {name or '(none)'!r}; supported: {', '.join(architectures())}"
+        )
+    return registry[name]
