@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_ckpts(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random LLaVA / Qwen2-VL / Qwen2.5-VL / LLaVA-NeXT / Gemma 3 checkpoints plus a LoRA
+    """Tiny random LLaVA / Qwen2-VL / Qwen2.5-VL / LLaVA-NeXT / Gemma 3 / Idefics3 checkpoints plus a LoRA
     adapter ('llava_lora')."""
     import torch
 
@@ -20,7 +20,7 @@ def tiny_ckpts(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny_ckpts")
     out = {arch: build_tiny_checkpoint(root / arch, arch, seed=i)
-           for i, arch in enumerate(("llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3"))}
+           for i, arch in enumerate(("llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3", "idefics3"))}
     out["llava_lora"] = build_tiny_adapter(root / "llava_lora", out["llava"], seed=7)
     return out
 

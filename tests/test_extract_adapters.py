@@ -210,3 +210,20 @@ def test_cli_old_layout_adapter_and_its_errors(adapters, tiny_ckpts, tiny_manife
     assert "expected the current layout (e.g. base_model.model.model.language_model.layers.0.self_attn.q_proj" in text
     assert "visual.blocks.0.attn.qkv" in text and "--base" not in text
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_adapter_for_an_architecture_without_legacy_layout(tiny_ckpts, tiny_manifest, tmp_path):
+    """Idefics3's keys did not move in 4.52: its adapters load as saved, projector and head included."""
+    from matprobe.extract.checkpoints import load_model
+    from matprobe.extract.tiny import build_tiny_adapter
+
+    adapter = build_tiny_adapter(tmp_path / "lora", tiny_ckpts["idefics3"], seed=5,
+                                 modules_to_save=["connector", "lm_head"])
+    base = _z(load_model(tiny_ckpts["idefics3"]), tiny_manifest)
+    merged = load_model(tiny_ckpts["idefics3"], adapter=adapter)
+    unmerged = load_model(tiny_ckpts["idefics3"], adapter=adapter, merge_adapter=False)
+    assert merged.info["adapter_layout"].startswith("current")
+    z, z_unmerged = _z(merged, tiny_manifest), _z(unmerged, tiny_manifest)
+    for key in z:
+        assert (z[key] - z_unmerged[key]).abs().max().item() <= 1e-5, key
+        assert (z[key] - base[key]).abs().max().item() > 1e-4, key

@@ -34,6 +34,7 @@ def _pooled(loaded, manifest, layers=("1", "3")):
     ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
     ("llava_next", "LlavaNextForConditionalGeneration"),
     ("gemma3", "Gemma3ForConditionalGeneration"),
+    ("idefics3", "Idefics3ForConditionalGeneration"),
 ])
 def test_tiny_checkpoints_load_through_auto_classes(arch, cls, tiny_ckpts):
     from matprobe.extract.checkpoints import detect_architecture, load_model

@@ -12,7 +12,7 @@ import torch
 
 torch.set_num_threads(1)
 
-ARCHS = ["llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3"]
+ARCHS = ["llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3", "idefics3"]
 TOL = 1e-5
 
 
@@ -79,7 +79,7 @@ def test_hook_pools_equal_output_hidden_states(arch, tiny_ckpts, tiny_manifest):
             assert diff <= TOL, (arch, layer, pool, diff)
     # Block L-1's raw output is not in hidden_states; RMSNorm is per token, so its last-token
     # pool must map onto hidden_states[-1] at the last token.
-    norm = loaded.model.model.language_model.norm
+    norm = loaded.architecture.final_norm(loaded.model)
     last = [max(t for t in range(att.shape[1]) if att[b, t]) for b in range(len(idx))]
     with torch.inference_mode():
         normed = norm(pooled[str(L - 1)][:, POOLS.index("last"), :])
@@ -92,7 +92,7 @@ def test_hook_pools_equal_output_hidden_states(arch, tiny_ckpts, tiny_manifest):
     if arch in fixed:
         assert not loaded.architecture.image_tokens_vary
         assert n_img.tolist() == [fixed[arch]] * len(idx)
-    else:  # dynamic: (H/28)(W/28) per image (Qwen), anyres tiles + row newlines (LLaVA-NeXT)
+    else:  # (H/28)(W/28) per image (Qwen); anyres tiles + row newlines (LLaVA-NeXT); tiles (Idefics3)
         assert loaded.architecture.image_tokens_vary
         assert len(set(n_img.tolist())) > 1
 

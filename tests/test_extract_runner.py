@@ -153,7 +153,12 @@ def test_torchrun_two_processes_equal_single_process(tiny_ckpts, tiny_manifest, 
     extract(_config(tiny_ckpts["qwen2_vl"], tiny_manifest, single, batch_size=3))
     merged = tmp_path / "multi" / "z.h5"
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "matprobe", "extract",
+    import socket
+
+    with socket.socket() as sock:  # a free port: a fixed one collides when several suites run at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "matprobe", "extract",
            "--ckpt", str(tiny_ckpts["qwen2_vl"]), "--data", str(tiny_manifest), "--out", str(merged),
            "--layers", "1,-1", "--batch-size", "3", "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=170)

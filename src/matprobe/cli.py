@@ -160,7 +160,7 @@ def store_info(
 @app.command("extract")
 @run_user_errors
 def extract_command(
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3), or a LoRA adapter folder."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), or a LoRA adapter folder."),
     data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL or MAT manifest."),
     out: Path = typer.Option(..., "--out", help="HDF5 store to write (resumed if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),

@@ -118,7 +118,7 @@ def build_tiny_adapter(
         model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
         config = LoraConfig(
             r=rank, lora_alpha=2 * rank, lora_dropout=0.0, init_lora_weights=False,
-            target_modules=r".*language_model.*\.(q_proj|v_proj)", modules_to_save=modules_to_save,
+            target_modules=r".*(language_model|text_model).*\.(q_proj|v_proj)", modules_to_save=modules_to_save,
         )
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
