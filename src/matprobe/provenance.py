@@ -299,3 +299,29 @@ def require_complete(store, what: str) -> None:
             f"{store.path}: {missing} of {store.n} rows have no features yet (first id {first!r}); "
             f"finish the extraction (rerun `matprobe extract` with the same arguments) before {what}"
         )
+
+
+def store_content_ids(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """Current content id of each store path (as the path string a results table records)."""
+    from matprobe.store import EmbeddingStore
+
+    out = {}
+    for p in paths:
+        with EmbeddingStore.open(p) as st:
+            out[str(p)] = st.content_id
+    return out
+
+
+def check_same_records_paths(paths: Iterable[str | os.PathLike]) -> None:
+    """`check_same_records` of the first store against each other one (compare, relate)."""
+    from matprobe.store import EmbeddingStore
+
+    paths = [p for p in paths if p is not None]
+    if len(paths) < 2:
+        return
+    with EmbeddingStore.open(paths[0]) as first:
+        for p in paths[1:]:
+            if Path(p).resolve() == Path(paths[0]).resolve():
+                continue
+            with EmbeddingStore.open(p) as other:
+                check_same_records(first, other)

@@ -113,12 +113,15 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
     from matprobe.mi.chain import make_estimator
     from matprobe.mi.compare import _feature_key
+    from matprobe.provenance import check_same_records_paths
     from matprobe.store import EmbeddingStore
 
     unit = check_unit(unit)
     rows, notes = [], []
+    check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
     for path in stores:
         with EmbeddingStore.open(path) as st:
+            st.require_complete("relating MI to accuracy")
             lay, pl = _feature_key(st, path, layer, pool, "store")
             correct = _answered(st, path)
             cols = {}

@@ -249,8 +249,9 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
                 raise StoreError(f"{path}: factor {name!r} is not a label column of this store ({exc}); "
                                  "use one of the store's sample columns") from None
             cols[name], vocab[name] = np.asarray(codes), tuple(labels)
+        st.require_complete("estimating MI")
         z = st.read(layer, pool)
-        meta = {"store": str(path), "fingerprint": st.fingerprint, "layer": str(layer), "pool": str(pool)}
+        meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
     for name in factors:
         if (cols[name] < 0).any():
             keep = cols[name] >= 0

@@ -29,6 +29,7 @@ from matprobe.errors import EstimationError, StoreError
 from matprobe.mi.base import EXTRAPOLATION_SLACK, FoldPlan
 from matprobe.mi.chain import term_name
 from matprobe.mi.prep import stratified_folds
+from matprobe.provenance import check_same_records_paths
 from matprobe.units import NATS, check_unit, from_nats
 
 
@@ -230,7 +231,7 @@ def load_side(path, factors: list[str], layer, pool, role="A"):
             voc = np.asarray(list(vocab) + [""], dtype=object)  # code -1 (missing) -> ""
             labels[name] = voc[codes].astype(str)
         z = st.read(layer, pool)
-        meta = {"store": str(path), "fingerprint": st.fingerprint, "layer": layer, "pool": pool}
+        meta = {"store": str(path), "fingerprint": st.content_id, "layer": layer, "pool": pool}
         ids = st.ids.astype(str)
     return ids, labels, z, meta
 
@@ -305,6 +306,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                               f"{cond} = 0 there, {max(h):.4f} nats in the other); the stores do not share "
                               "the conditioning set: compare stores of the same dataset")
     check_same_labels(ids_a, lab_a, lab_b, store_a, store_b)
+    check_same_records_paths([store_a, store_b])  # same records, not only the same ids and labels
     y, c = _term_codes(lab_a, target, given, keep)
     sub = None
     side_a, side_b, diff = compare_arrays(z_a[keep], z_b[keep], y, c, estimator=estimator, seeds=seeds,

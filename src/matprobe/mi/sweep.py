@@ -29,6 +29,7 @@ import pandas as pd
 from matprobe.data.entropy import joint_codes
 from matprobe.errors import EstimationError, StoreError
 from matprobe.mi.chain import make_estimator
+from matprobe.provenance import check_finished_cells, store_content_ids
 from matprobe.units import NATS, check_unit
 
 FORMATS = (".csv", ".json", ".parquet")
@@ -132,6 +133,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                 except StoreError:
                     raise StoreError(f"{path}: no label column {f!r} for --factors; have "
                                      f"{', '.join(st.label_columns())}") from None
+            st.require_complete("sweeping it")
             prov = st.provenance
             fingerprints[path] = st.fingerprint
             if fingerprints[path] != next(iter(fingerprints.values())):
@@ -194,7 +196,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
             cols[f] = st.factor(f)[0]
         z = st.read(cell.layer, cell.pool)
         ids = st.ids.astype(str)
-        fingerprint = st.fingerprint
+        fingerprint = st.content_id  # what the rows are, checked on resume (matprobe.provenance)
     keep = np.ones(len(ids), dtype=bool)
     for f in settings.factors:
         keep &= cols[f] >= 0  # rows without this label take no part
@@ -404,6 +406,7 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
     digest = settings.digest()
     table = read_table(target)
     finished = done_keys(table, n_terms, digest, target)
+    check_finished_cells(table, store_content_ids(c.store for c in cells), target)
     if ranks.distributed and out.exists():
         finished |= done_keys(read_table(out), n_terms, digest, out)  # merged earlier runs
     mine = ranks.split(cells) if ranks.distributed else cells
