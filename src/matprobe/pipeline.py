@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_unread_keys, track_sections
 from matprobe.errors import MatprobeError
 from matprobe.io import atomic_path, write_text_atomic
 
@@ -113,6 +114,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{path}: not valid TOML ({exc})") from None
+    doc = track_sections(doc)  # keys the loader reads are the schema (matprobe.checks)
     known = {"run", "data", "design", "train", "checkpoints", "extract", "mi", "check"}
     unknown = set(doc) - known
     if unknown:
@@ -168,6 +170,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     pca = _get(mi, "pca", int, cfg.pca, w)
     cfg.pca = pca or None
     cfg.delta = float(_get(chk, "delta", (int, float), cfg.delta, w))
+    check_unread_keys(doc, w)  # a misspelt key is refused, never run with the default
     return cfg
 
 

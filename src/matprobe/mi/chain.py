@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_chain_intervals, check_class_sizes
 from matprobe.data.entropy import joint_codes
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
@@ -119,6 +120,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
         codes[name] = np.unique(col, return_inverse=True)[1].reshape(-1)
         if codes[name].max(initial=0) == 0:
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
+    check_class_sizes({f: np.asarray(factors[f]) for f in order}, folds, labels)  # rows per class vs folds
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit)
     plan = None
@@ -258,4 +260,5 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
+    check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
     return result, meta

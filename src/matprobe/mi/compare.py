@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
+from matprobe.checks import check_level, check_resamples
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError, StoreError
 from matprobe.mi.base import EXTRAPOLATION_SLACK, FoldPlan
@@ -277,6 +278,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     differing labels, a missing layer/pool on either side, and a term that is degenerate
     (H(Y|C) = 0) on one side only.
     """
+    check_level(ci_level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
     target, given = parse_term(term)
     factors = [target] + given
     store_b = store_a if store_b is None else store_b

@@ -28,6 +28,7 @@ import pandas as pd
 
 from matprobe.data.entropy import joint_codes
 from matprobe.errors import EstimationError, StoreError
+from matprobe.locks import locked_output
 from matprobe.mi.chain import make_estimator
 from matprobe.provenance import check_finished_cells, store_content_ids
 from matprobe.units import NATS, check_unit
@@ -369,6 +370,7 @@ def shard_table_path(out: Path, rank: int, world: int) -> Path:
     return out.parent / f"{out.name}.shards" / f"rank{rank}-of-{world}{out.suffix}"
 
 
+@locked_output("out")  # a second sweep on the same table is refused: "in use by process N"
 def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, estimator: str = "probe",
               seeds: int = 5, folds: int = 5, pca: int | None = 64, seed: int = 0, ci_level: float = 0.9,
               unit: str = NATS, jobs: int = 1, pointwise: bool = True, overwrite: bool = False,
