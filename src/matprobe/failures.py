@@ -85,6 +85,10 @@ def user_message(exc: BaseException) -> str:
                 "save it as UTF-8 and rerun")
     if isinstance(exc, OSError):
         return _os_message(exc)
+    m = _H5_ERRNO.search(str(exc))
+    if m:  # HDF5 reports a failed write (disk full, size limit) as RuntimeError/KeyError with errno
+        name = getattr(exc, "filename", None) or (_H5_NAME.search(str(exc)) or [None, None])[1]
+        return _os_message(OSError(int(m.group(1)), str(exc), name))
     if isinstance(exc, MemoryError):
         return "out of memory; use fewer samples, layers or a smaller --batch-size, or a machine with more memory"
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
