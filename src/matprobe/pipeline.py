@@ -232,10 +232,11 @@ def _mi_job(args: tuple) -> str:
 
 
 def _up_to_date(result: str, ck: dict) -> bool:
-    """An MI result can be reused only if its store was not (re)written since."""
+    """An MI result can be reused only if it was computed on the store's current content."""
+    from matprobe.provenance import mi_file_matches
+
     path = Path(result)
-    return (path.exists() and not ck.get("fresh_store")
-            and path.stat().st_mtime >= Path(ck["store"]).stat().st_mtime)
+    return path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])
 
 
 def _workers(cfg: PipelineConfig) -> int:
@@ -412,8 +413,7 @@ def condition_manifest(dataset, train: set[str], target, path: Path) -> Path:
 
     from matprobe.data import MATDataset, write_manifest
 
-    if path.exists():
-        return path
+    # always rewritten (atomic, cheap): a manifest kept by name could hold another dataset's records
     samples = [replace(s, split="train" if s.id in train else "test" if s.triplet == tuple(target)
                        else "unused") for s in dataset]
     vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}

@@ -325,3 +325,15 @@ def check_same_records_paths(paths: Iterable[str | os.PathLike]) -> None:
                 continue
             with EmbeddingStore.open(p) as other:
                 check_same_records(first, other)
+
+
+def mi_file_matches(mi_path: str | os.PathLike, store_path: str | os.PathLike) -> bool:
+    """Whether an MI results file was computed on the store's current content (for reuse)."""
+    from matprobe.store import EmbeddingStore
+
+    try:
+        res = json.loads(Path(mi_path).read_text())
+        with EmbeddingStore.open(store_path) as st:
+            return isinstance(res, dict) and res.get("store_fingerprint") == st.content_id
+    except (OSError, ValueError, StoreError):
+        return False
