@@ -44,10 +44,11 @@ _STATE = {"debug": False}
 
 
 def _refuse_in_place(out, *inputs) -> None:
-    """A command never writes over one of its own inputs (`data split F --out F`)."""
-    from matprobe.locks import check_not_input
+    """Refuse an output that is one of the inputs (`data split F --out F`) or in an unwritable folder."""
+    from matprobe.locks import check_not_input, check_output_location
 
     check_not_input(out, *inputs)
+    check_output_location(out)  # an unwritable folder is refused before any work
 
 
 def run_user_errors(fn):

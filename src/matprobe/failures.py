@@ -31,6 +31,7 @@ _FIXES = {
     errno.EISDIR: "is a folder, not a file; give a file name",
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
     errno.EMFILE: "too many open files; raise the limit (ulimit -n) and rerun",
+    errno.EEXIST: "a file is in the way of a folder to create; choose another output path",
 }
 
 

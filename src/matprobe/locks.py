@@ -172,3 +172,18 @@ def check_not_input(out: str | os.PathLike | None, *inputs: str | os.PathLike | 
                 f"{flag} {out} is also an input of this command ({src}); writing it would replace the "
                 f"input: pass another {flag} file"
             )
+
+
+def check_output_location(out: str | os.PathLike | None, flag: str = "--out") -> None:
+    """Refuse, before any work, an output whose folder cannot be created or written."""
+    if out is None:
+        return
+    folder = Path(out).absolute().parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MatprobeError(f"{flag} {out}: {probe} is a file, not a folder; choose another output path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise MatprobeError(f"{flag} {out}: folder {probe} is not writable for you; choose another output "
+                            "folder or fix its permissions")
