@@ -455,3 +455,24 @@ def test_full_disk_through_a_file_size_limit_is_one_line_and_keeps_inputs(tmp_pa
                          "CT,Chest,Classification", "--out", str(out)], capture_output=True, text=True, env=env,
                         timeout=120)
     assert ok.returncode == 0 and out.stat().st_size > 4096
+
+
+_BIG_STORE = """
+import sys, numpy as np
+from matprobe.failures import user_message
+from matprobe.store import EmbeddingStore
+try:
+    EmbeddingStore.from_arrays(sys.argv[1], [str(i) for i in range(1000)], {"M": ["a", "b"] * 500},
+                               {("0", "last"): np.random.rand(1000, 256).astype("f4")})
+except Exception as exc:
+    print(user_message(exc))
+"""
+
+
+def test_full_disk_while_writing_a_store_names_it_and_leaves_nothing(tmp_path):
+    out = tmp_path / "big.h5"
+    res = subprocess.run([sys.executable, "-c", _BIG_STORE, str(out)], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=SRC), preexec_fn=_limit_fsize(200_000), timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().startswith(f"{out}: the file-size limit was reached (ulimit -f)"), res.stdout
+    assert list(tmp_path.iterdir()) == []  # no store, no temporary, no lock file
