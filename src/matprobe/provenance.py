@@ -337,3 +337,26 @@ def mi_file_matches(mi_path: str | os.PathLike, store_path: str | os.PathLike) -
             return isinstance(res, dict) and res.get("store_fingerprint") == st.content_id
     except (OSError, ValueError, StoreError):
         return False
+
+
+def check_resume_inputs(path: str | os.PathLike, weights: str, samples) -> None:
+    """Before a model is loaded: a store to resume must come from these weights and records."""
+    from matprobe.store import EmbeddingStore
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        st = EmbeddingStore.open(path)
+    except StoreError:
+        return  # the resume itself reports an unreadable store, with its fix
+    with st:
+        stored = st.provenance.get("weights_fingerprint")
+        if stored is not None and stored != weights:
+            raise ProvenanceMismatch(
+                f"{path}: the checkpoint's weights changed since the store was made (weights fingerprint "
+                f"{short(stored)} stored, {short(weights)} now; checkpoint {st.provenance.get('checkpoint')}); "
+                "pass --overwrite to recompute the store with these weights, or restore the original weights"
+            )
+        if list(st.ids) == [s.id for s in samples]:
+            check_records_unchanged(st, samples.frame(), samples.source)

@@ -472,6 +472,7 @@ class EmbeddingStore:
             "n_samples": self.n,
             "n_done": int(self.done.sum()),
             "fingerprint": self.fingerprint,
+            "content_id": self.content_id,
             "features": [
                 {"layer": lay, "pool": p, "dim": self.feature_dim(lay, p)} for lay, p in self.feature_keys()
             ],

@@ -187,7 +187,7 @@ def extract(
     from matprobe.extract.distributed import init_ranks, shard_path
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
-    from matprobe.provenance import weights_fingerprint
+    from matprobe.provenance import check_resume_inputs, weights_fingerprint
 
     if config.batch_size < 1:
         raise ExtractError(f"--batch-size {config.batch_size}: must be at least 1")
@@ -228,6 +228,8 @@ def extract(
 
     torch.manual_seed(0)
     weights = weights_fingerprint(*resolve_adapter(config.ckpt, config.adapter, config.base))  # validates files
+    if not config.overwrite:
+        check_resume_inputs(target, weights, samples)  # refused before the model is loaded
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
