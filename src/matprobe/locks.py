@@ -12,6 +12,7 @@ two writers never hold locks on two different files of the same name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import inspect
@@ -71,11 +72,20 @@ class WriterLock:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    return self  # a folder we cannot write: nothing to lock (writing there fails on its own)
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as exc:
                 os.close(fd)
+                if not isinstance(exc, BlockingIOError):
+                    if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                        return self  # a file system without flock (some network mounts): unlocked, as before
+                    raise
                 pid = holder_pid(self.target)
                 who = f"process {pid}" if pid else "another process"
                 raise InUseError(

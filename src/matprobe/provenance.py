@@ -339,8 +339,11 @@ def mi_file_matches(mi_path: str | os.PathLike, store_path: str | os.PathLike) -
         return False
 
 
-def check_resume_inputs(path: str | os.PathLike, weights: str, samples) -> None:
-    """Before a model is loaded: a store to resume must come from these weights and records."""
+def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=None) -> None:
+    """Before a model is loaded: a store to resume must come from these weights and records.
+
+    A different adapter *setting* is left to the provenance comparison, which names it.
+    """
     from matprobe.store import EmbeddingStore
 
     path = Path(path)
@@ -352,7 +355,8 @@ def check_resume_inputs(path: str | os.PathLike, weights: str, samples) -> None:
         return  # the resume itself reports an unreadable store, with its fix
     with st:
         stored = st.provenance.get("weights_fingerprint")
-        if stored is not None and stored != weights:
+        same_adapter = st.provenance.get("adapter") == (str(Path(adapter).resolve()) if adapter else None)
+        if stored is not None and stored != weights and same_adapter:
             raise ProvenanceMismatch(
                 f"{path}: the checkpoint's weights changed since the store was made (weights fingerprint "
                 f"{short(stored)} stored, {short(weights)} now; checkpoint {st.provenance.get('checkpoint')}); "

@@ -227,9 +227,10 @@ def extract(
         raise ExtractError(f"--answers: {config.data} has no multiple-choice options; use --no-answers")
 
     torch.manual_seed(0)
-    weights = weights_fingerprint(*resolve_adapter(config.ckpt, config.adapter, config.base))  # validates files
+    weights_dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
+    weights = weights_fingerprint(*weights_dirs)  # validates the files before any loader maps them
     if not config.overwrite:
-        check_resume_inputs(target, weights, samples)  # refused before the model is loaded
+        check_resume_inputs(target, weights, samples, weights_dirs[1])  # refused before the model loads
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
