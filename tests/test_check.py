@@ -59,7 +59,7 @@ def synthetic(tmp_path):
         {("0", "mean"): rng.standard_normal((n, 2)).astype(np.float32)},
         answers={"pred": np.asarray(pred), "probs": np.full((n, 4), 0.25, np.float32)},
     )
-    fp = store.fingerprint
+    fp = store.content_id
     store.close()
     return path, fp, np.asarray(ans_idx), np.asarray(pred), np.asarray(split)
 
@@ -235,7 +235,7 @@ def test_pac_uses_heldout_split(synthetic):
 def test_fingerprint_mismatch_is_one_clear_error(synthetic, tmp_path):
     path, _fp, *_ = synthetic
     mi = _mi_json(tmp_path, "0" * 64)
-    with pytest.raises(StoreError, match="different store"):
+    with pytest.raises(StoreError, match="other store content"):
         check.run_check(path, mi)
 
 
@@ -254,7 +254,7 @@ def test_cli_check_writes_json_and_refuses_other_store(synthetic, tmp_path):
     bad = _mi_json(tmp_path, "f" * 64)
     r = runner.invoke(app, ["check", str(path), "--mi", str(bad), "--out", str(tmp_path / "x.json")])
     assert r.exit_code == 2
-    assert "different store" in r.output and len(r.output.strip().splitlines()) == 1
+    assert "other store content" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
 
 

@@ -108,18 +108,27 @@ def test_html_is_self_contained(demo_run):
 
 
 def test_mi_results_are_reused_only_for_unchanged_stores(tmp_path):
+    import json
     import os
 
     from matprobe.pipeline import _up_to_date
+    from matprobe.store import EmbeddingStore
 
     store, result = tmp_path / "s.h5", tmp_path / "mi.json"
-    store.write_text("store")
-    result.write_text("{}")
-    os.utime(store, (1000, 1000))
-    os.utime(result, (2000, 2000))
+    z = np.arange(12, dtype=np.float32).reshape(6, 2)
+
+    def build(feats):
+        EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], {"M": list("ababab")},
+                                   {("0", "last"): feats}, overwrite=True).close()
+        with EmbeddingStore.open(store) as st:
+            return st.content_id
+
+    result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": build(z)}))
     ck = {"store": str(store), "fresh_store": False}
     assert _up_to_date(result, ck)
     assert not _up_to_date(result, {**ck, "fresh_store": True})  # extracted again in this run
     os.utime(store, (3000, 3000))
-    assert not _up_to_date(result, ck)  # store newer than the result
+    assert _up_to_date(result, ck)  # touched, same content: reused (content, not time stamps)
+    build(z + 1)
+    assert not _up_to_date(result, ck)  # rebuilt with other rows
     assert not _up_to_date(tmp_path / "none.json", ck)

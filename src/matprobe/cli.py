@@ -14,8 +14,6 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from matprobe.errors import MatprobeError
-
 app = typer.Typer(
     name="matprobe",
     help="Measure how much Modality, Anatomy and Task a vision-language model's embedding encodes.",
@@ -36,20 +34,45 @@ err_console = Console(stderr=True)
 
 def fail(exc: Exception) -> None:
     """Print one clear error line and exit non-zero (no traceback for user errors)."""
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
+_STATE = {"debug": False}
+
+
+def _refuse_in_place(out, *inputs) -> None:
+    """Refuse an output that is one of the inputs (`data split F --out F`) or in an unwritable folder."""
+    from matprobe.locks import check_not_input, check_output_location
+
+    check_not_input(out, *inputs)
+    check_output_location(out)  # an unwritable folder is refused before any work
+
+
 def run_user_errors(fn):
-    """Turn MatprobeError (bad input) into one line on stderr and exit code 2."""
+    """The one error path: any failure becomes one `error:` line and exit 2 (`--debug`: traceback).
+
+    MatprobeError (bad input) prints its own message; OS, HDF5, decoding and memory errors are
+    described by `matprobe.failures.user_message` (file, cause, fix).
+    """
     import functools
+
+    import click
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except MatprobeError as exc:
-            fail(exc)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if _STATE["debug"]:
+                raise
+            from matprobe.failures import user_message
+
+            fail(user_message(exc))
 
     return wrapper
 
@@ -57,7 +80,12 @@ def run_user_errors(fn):
 @app.callback()
 def main_callback(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of one line."),
 ) -> None:
+    from matprobe.failures import ignore_file_size_signal
+
+    _STATE["debug"] = debug
+    ignore_file_size_signal()  # a full file-size limit becomes an error line, not a kill
     if version:
         from matprobe import __version__
 
@@ -104,6 +132,7 @@ def data_split(
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Remap image paths (see data validate)."),
 ) -> None:
     """Write the training split for a target triplet by MAT overlap (CrossMed §III, §V)."""
+    _refuse_in_place(out, file)
     from matprobe.data import load_dataset, make_split, write_manifest
     from matprobe.data.splits import SplitConfig
 
@@ -178,6 +207,7 @@ def extract_command(
     attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa | eager | flash_attention_2 (recorded in the store)."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
+    _refuse_in_place(out, data)
     from matprobe.extract.runner import ExtractConfig, extract
 
     result = extract(
@@ -219,6 +249,7 @@ def mi_command(
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
+    _refuse_in_place(out, store)
     from rich.table import Table
 
     from matprobe.mi.chain import check_out_path, run_store, write_results
@@ -320,6 +351,7 @@ def check_cmd(
     bits: float = typer.Option(16.0, "--bits", help="Bits per parameter."),
 ) -> None:
     """Fano and PAC theory held against the stored answers and MI estimates (nats)."""
+    _refuse_in_place(out, store, mi)
     from rich.table import Table
 
     from matprobe.theory.check import run_check, write_check
@@ -378,6 +410,7 @@ def significance_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv (all numbers), FILE.md or FILE.tex."),
 ) -> None:
     """Paired tests between conditions, in CrossMed Table IX's layout (rows comparisons, columns metrics)."""
+    _refuse_in_place(out, results, spec)
     from matprobe.stats import formatting
     from matprobe.stats.significance import analyze_file
 
@@ -405,6 +438,7 @@ def significance_summary_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv, FILE.md or FILE.tex."),
 ) -> None:
     """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
+    _refuse_in_place(out, summary)
     from matprobe.stats import formatting
     from matprobe.stats.summary import read_summary, summary_table
 
@@ -441,6 +475,7 @@ def sweep_command(
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
 ) -> None:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
+    _refuse_in_place(out, *stores)
     from matprobe.mi.sweep import run_sweep
 
     res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
@@ -477,6 +512,7 @@ def compare_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the shared samples: paired bootstrap interval and p-value."""
+    _refuse_in_place(out, store_a, store_b)
     from matprobe.mi.compare import compare_stores, write_comparison
 
     comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
@@ -513,6 +549,7 @@ def relate_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
+    _refuse_in_place(out, *stores)
     from matprobe.theory.relate import relate, write_relation
 
     rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,

@@ -37,3 +37,7 @@ class BoundsError(MatprobeError):
 
 class StatsError(MatprobeError):
     """Results for a significance test are unpaired, missing or too few."""
+
+
+class UnitError(MatprobeError, ValueError):
+    """An information unit other than nats or bits (a ValueError too, as it was before)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,15 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.filename is None:  # a full disk / file-size limit mid-write: say which output
+            exc.filename = str(target)
+        raise
+    except RuntimeError as exc:  # h5py reports a failed write as RuntimeError("... errno = 27 ...")
+        code = re.search(r"errno = (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), str(exc), str(target)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

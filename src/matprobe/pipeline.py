@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_unread_keys, track_sections
 from matprobe.errors import MatprobeError
 from matprobe.io import atomic_path, write_text_atomic
 
@@ -113,6 +114,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{path}: not valid TOML ({exc})") from None
+    doc = track_sections(doc)  # keys the loader reads are the schema (matprobe.checks)
     known = {"run", "data", "design", "train", "checkpoints", "extract", "mi", "check"}
     unknown = set(doc) - known
     if unknown:
@@ -168,6 +170,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     pca = _get(mi, "pca", int, cfg.pca, w)
     cfg.pca = pca or None
     cfg.delta = float(_get(chk, "delta", (int, float), cfg.delta, w))
+    check_unread_keys(doc, w)  # a misspelt key is refused, never run with the default
     return cfg
 
 
@@ -229,10 +232,11 @@ def _mi_job(args: tuple) -> str:
 
 
 def _up_to_date(result: str, ck: dict) -> bool:
-    """An MI result can be reused only if its store was not (re)written since."""
+    """An MI result can be reused only if it was computed on the store's current content."""
+    from matprobe.provenance import mi_file_matches
+
     path = Path(result)
-    return (path.exists() and not ck.get("fresh_store")
-            and path.stat().st_mtime >= Path(ck["store"]).stat().st_mtime)
+    return path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])
 
 
 def _workers(cfg: PipelineConfig) -> int:
@@ -409,8 +413,7 @@ def condition_manifest(dataset, train: set[str], target, path: Path) -> Path:
 
     from matprobe.data import MATDataset, write_manifest
 
-    if path.exists():
-        return path
+    # always rewritten (atomic, cheap): a manifest kept by name could hold another dataset's records
     samples = [replace(s, split="train" if s.id in train else "test" if s.triplet == tuple(target)
                        else "unused") for s in dataset]
     vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}

@@ -42,6 +42,7 @@ from matprobe import __version__
 from matprobe.data.model import MATDataset, resolve_factor
 from matprobe.errors import ProvenanceMismatch, StoreError
 from matprobe.io import atomic_path
+from matprobe.locks import writer_lock
 
 FORMAT_VERSION = 1
 LAYER_CONVENTION = (
@@ -152,6 +153,8 @@ class EmbeddingStore:
             )
         self._ids = np.asarray(h5["samples/id"].asstr()[...], dtype=object)
         self._row_of = {sid: i for i, sid in enumerate(self._ids)}
+        self._lock = None  # the writer lock, held while open for appending
+        self._check_virtual_sources()
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -173,9 +176,16 @@ class EmbeddingStore:
         if n == 0:
             raise StoreError(f"{path}: no samples to store")
         prov = make_provenance(**dict(provenance))
+        with writer_lock(path):  # before anything is replaced: --overwrite cannot race a writer
+            cls._create_file(path, frame, vocab, prov, features, n, n_options)
+            return cls.open(path, mode="a")  # inside the lock: the store holds it from here
+
+    @classmethod
+    def _create_file(cls, path, frame, vocab, prov, features, n, n_options) -> None:
         with atomic_path(path, suffix=".h5") as tmp:
             with h5py.File(tmp, "w") as h5:
                 coded = cls._write_samples(h5, frame, vocab)
+                _write_content(h5, frame)
                 h5.attrs["format_version"] = FORMAT_VERSION
                 h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
                 h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
@@ -190,7 +200,6 @@ class EmbeddingStore:
                     ans.create_dataset("probs", data=np.full((n, int(n_options)), np.nan, dtype="f4"))
                 h5.create_dataset("done", data=np.zeros(n, dtype=bool))
                 h5.attrs["finalized"] = False
-        return cls.open(path, mode="a")
 
     @staticmethod
     def _write_samples(h5: h5py.File, frame: pd.DataFrame, vocab: Mapping[str, tuple]) -> dict:
@@ -277,19 +286,29 @@ class EmbeddingStore:
             raise ValueError("mode must be 'r' or 'a'")
         if not path.exists():
             raise StoreError(f"{path}: no such store; create it with `matprobe extract`")
+        lock = writer_lock(path).acquire() if mode == "a" else None
         try:
             h5 = h5py.File(path, "r+" if mode == "a" else "r")
         except OSError as exc:
-            raise StoreError(f"{path}: cannot open as HDF5 ({exc}); the file is corrupt or not a store") from None
+            if lock is not None:
+                lock.release()
+            raise _open_error(path, exc) from None
         try:
-            return cls(h5, path)
+            store = cls(h5, path)
         except Exception:
             h5.close()
+            if lock is not None:
+                lock.release()
             raise
+        store._lock = lock
+        return store
 
     def close(self) -> None:
         if self._h5.id.valid:
             self._h5.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock, lock = None, self._lock
+            lock.release()
 
     def __enter__(self) -> EmbeddingStore:
         return self
@@ -313,6 +332,55 @@ class EmbeddingStore:
     @property
     def fingerprint(self) -> str:
         return str(self._h5.attrs["fingerprint"])
+
+    @property
+    def content_id(self) -> str:
+        """Digest of everything the rows are (matprobe.provenance): changes when any row changes."""
+        from matprobe import provenance as prov
+
+        return prov.content_id(self.fingerprint, self.provenance, self.record_digests(),
+                               self._row_digests(), self.done, _VOLATILE_PROVENANCE)
+
+    def record_digests(self) -> np.ndarray | None:
+        """Digest of each sample's source record, as stored at creation (None: older store)."""
+        g = self._h5.get("content")
+        return None if g is None or "record_digest" not in g else g["record_digest"][...]
+
+    def _row_digests(self) -> np.ndarray:
+        g = self._h5.get("content")
+        if g is not None and "row_digest" in g:
+            return g["row_digest"][...]
+        # a store written before row digests: hash what is stored (slow, exact)
+        from matprobe import provenance as prov
+
+        keys = self.feature_keys()
+        rows = np.arange(self.n)
+        return prov.row_digests({k: self.read(*k) for k in keys}, self.answers(), rows)
+
+    def require_complete(self, what: str) -> None:
+        """Refuse an unfinished store for a reader that needs every row (one line with counts)."""
+        from matprobe.provenance import require_complete
+
+        require_complete(self, what)
+
+    def _check_virtual_sources(self) -> None:
+        """A merged (virtual) store whose shard files are gone would read NaN: refuse it."""
+        if "features" not in self._h5:
+            return
+        for layer, pool in self.feature_keys():
+            ds = self._h5[feature_path(layer, pool)]
+            if not ds.is_virtual:
+                continue
+            for src in ds.virtual_sources():
+                shard = Path(src.file_name)
+                if not shard.is_absolute():
+                    shard = self.path.parent / shard
+                if not shard.is_file():
+                    raise StoreError(
+                        f"{self.path}: merged store's shard {src.file_name} is missing (looked for {shard}); "
+                        "put the shard files back beside it, or re-extract with --overwrite"
+                    )
+            return  # every (layer, pool) maps the same shard files
 
     @property
     def done(self) -> np.ndarray:
@@ -404,6 +472,7 @@ class EmbeddingStore:
             "n_samples": self.n,
             "n_done": int(self.done.sum()),
             "fingerprint": self.fingerprint,
+            "content_id": self.content_id,
             "features": [
                 {"layer": lay, "pool": p, "dim": self.feature_dim(lay, p)} for lay, p in self.feature_keys()
             ],
@@ -480,6 +549,11 @@ class EmbeddingStore:
                     if name not in g:
                         raise StoreError(f"{self.path}: store was created without answer {name!r}")
                     g[name][rows] = np.asarray(answers[name])[order].astype(g[name].dtype)
+        if "content/row_digest" in self._h5:
+            from matprobe.provenance import row_digests
+
+            self._h5["content/row_digest"][rows] = row_digests(
+                {_normalise_key(k): v for k, v in features.items()}, answers, order)
         self._h5.flush()
         self._h5["done"][rows] = True
         self._h5.flush()
@@ -502,13 +576,21 @@ class EmbeddingStore:
                 f"{self.path}: {len(missing)} rows are not done (first {missing[0]!r}); finish them first"
             )
         path = self.path
+        lock = writer_lock(path).acquire()  # held across close + rename + reopen
+        try:
+            return self._finalize(path, compression_level)
+        finally:
+            lock.release()
+
+    def _finalize(self, path: Path, compression_level: int) -> EmbeddingStore:
         with atomic_path(path, suffix=".h5") as tmp:
             with h5py.File(tmp, "w") as out:
                 for name, value in self._h5.attrs.items():
                     out.attrs[name] = value
                 out.attrs["finalized"] = True
-                for name in ("samples", "answers", "done"):
-                    self._h5.copy(self._h5[name], out, name=name)
+                for name in ("samples", "answers", "done", "content"):
+                    if name in self._h5:
+                        self._h5.copy(self._h5[name], out, name=name)
                 for layer, pool in self.feature_keys():
                     src = self._dataset(layer, pool)
                     n, dim = src.shape
@@ -538,6 +620,7 @@ class EmbeddingStore:
         if not shard_paths:
             raise StoreError("merge needs at least one shard")
         shards = [cls.open(p) for p in shard_paths]
+        lock = writer_lock(out_path).acquire()
         try:
             base_prov = shards[0].provenance
             keys = shards[0].feature_keys()
@@ -586,10 +669,39 @@ class EmbeddingStore:
                     for name in parts[0]:
                         ans.create_dataset(name, data=np.concatenate([a[name] for a in parts]))
                     h5.create_dataset("done", data=np.concatenate([s.done for s in shards]))
+                    if all(s.record_digests() is not None for s in shards):
+                        c = h5.create_group("content")
+                        c.create_dataset("record_digest", data=np.concatenate([s.record_digests() for s in shards]))
+                        c.create_dataset("row_digest", data=np.concatenate([s._row_digests() for s in shards]))
         finally:
+            lock.release()
             for s in shards:
                 s.close()
         return cls.open(out_path)
+
+
+def _write_content(h5: h5py.File, frame: pd.DataFrame) -> None:
+    """/content: each sample's record digest now, each row's digest as rows are appended."""
+    from matprobe.provenance import DIGEST_BYTES, record_digests
+
+    g = h5.create_group("content")
+    g.create_dataset("record_digest", data=record_digests(frame))
+    g.create_dataset("row_digest", data=np.zeros(len(frame), dtype=f"S{DIGEST_BYTES}"))
+
+
+def _open_error(path: Path, exc: OSError) -> StoreError:
+    """Say why a store does not open: a running writer, permissions, or a damaged file."""
+    from matprobe.locks import holder_pid, is_locked
+
+    text = str(exc)
+    if is_locked(path) or "unable to lock" in text.lower():
+        pid = holder_pid(path)
+        who = f"process {pid}" if pid else "another process"
+        return StoreError(f"{path}: in use by {who} (a running matprobe writer); wait for it to finish, then rerun")
+    if not os.access(path, os.R_OK):
+        return StoreError(f"{path}: permission denied; make the file readable (chmod u+r) or run as its owner")
+    return StoreError(f"{path}: cannot open as HDF5 ({exc}); the file is corrupt or not a store: "
+                      "re-extract it with --overwrite")
 
 
 def _create_writable_features(h5: h5py.File, name: str, n: int, dim: int) -> h5py.Dataset:

@@ -11,7 +11,9 @@ LN2 = math.log(2.0)
 
 def check_unit(unit: str) -> str:
     if unit not in (NATS, BITS):
-        raise ValueError(f"unit must be 'nats' or 'bits', got {unit!r}")
+        from matprobe.errors import UnitError
+
+        raise UnitError(f"--unit {unit!r}: unknown information unit; use nats or bits")
     return unit
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from matprobe.checks import check_vocabulary_header
 from matprobe.data.images import load_image
 from matprobe.data.manifest import parse_manifest_records, read_records
 from matprobe.data.model import FACTORS, MATDataset
@@ -47,7 +48,7 @@ def load_dataset(
         from matprobe.data.medmat import load_medmat
 
         return load_medmat(path, image_root=image_root)
-    vocab = dict((header or {}).get("vocabulary", {}))
+    vocab = check_vocabulary_header(header, path, FACTORS)
     vocab.update(vocabulary or {})
     return parse_manifest_records(records, path, vocab, image_root)
 
@@ -85,7 +86,7 @@ def validate_dataset(
         except DataError as exc:
             problems.append(str(exc))
     else:
-        vocab = dict((header or {}).get("vocabulary", {}))
+        vocab = check_vocabulary_header(header, path, FACTORS)
         seen: dict[str, int] = {}
         for i, rec in enumerate(records):
             try:

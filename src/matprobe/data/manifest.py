@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from matprobe.checks import check_distinct_options, check_vocabulary_header
 from matprobe.data.model import (
     FACTORS,
     OPTION_LETTERS,
@@ -39,7 +40,11 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
     """Records of a JSON array, JSONL or CSV file, plus a JSONL header if present."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty; give a JSON/JSONL/CSV file with one record per sample")
     suffix = path.suffix.lower()
@@ -97,9 +102,12 @@ def _parse_options(raw: Any, where: str) -> tuple[str, ...]:
                 raise DataError(f"{where}: options {text[:60]!r} is not a JSON list") from None
         else:
             raw = [o.strip() for o in text.split("|")]
-    if not isinstance(raw, list) or len(raw) < 2 or not all(str(o).strip() for o in raw):
+    if not isinstance(raw, list) or len(raw) < 2 or not all(
+            isinstance(o, (str, int, float)) and not isinstance(o, bool) and str(o).strip() for o in raw):
         raise DataError(f"{where}: options must be a list of at least two non-empty strings")
-    return tuple(str(o).strip() for o in raw)
+    options = tuple(str(o).strip() for o in raw)
+    check_distinct_options(options, where)
+    return options
 
 
 def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
@@ -193,7 +201,7 @@ def load_manifest(
     """Load a MAT manifest (JSONL, JSON array or CSV)."""
     path = Path(path)
     records, header = read_records(path)
-    vocab = dict((header or {}).get("vocabulary", {}))
+    vocab = check_vocabulary_header(header, path, FACTORS)
     vocab.update(vocabulary or {})
     return parse_manifest_records(records, path, vocab, image_root)
 

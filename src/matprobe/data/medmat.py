@@ -34,6 +34,7 @@ from typing import Literal
 
 import pandas as pd
 
+from matprobe.checks import check_answer_agrees, check_distinct_options
 from matprobe.data.model import OPTION_LETTERS, MATDataset, Sample, canonical_label
 from matprobe.errors import DataError
 
@@ -360,6 +361,8 @@ def load_medmat(
                 f"{where}: Answer-choice {rec['Answer-choice']!r} is not among the options "
                 f"{', '.join(letters)}; give the letter of the correct option"
             )
+        check_distinct_options(options, where)
+        check_answer_agrees(rec["Answer"], options, letters.index(letter), where)
 
         image = rec["image"]
         if not isinstance(image, str) or not image.strip():

@@ -123,6 +123,7 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
 
 
 def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, overwrite: bool):
+    from matprobe.provenance import check_records_unchanged
     from matprobe.store import EmbeddingStore, make_provenance
 
     if path.exists() and not overwrite:
@@ -137,6 +138,7 @@ def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, ov
                     f"{path}: made from a different sample list than {samples.source}; "
                     f"use another --out or --overwrite"
                 )
+            check_records_unchanged(store, samples.frame(), samples.source)
         except Exception:
             store.close()
             raise
@@ -183,10 +185,11 @@ def extract(
     import torch
 
     from matprobe.data import load_dataset, load_image
-    from matprobe.extract.checkpoints import load_model
+    from matprobe.extract.checkpoints import load_model, resolve_adapter
     from matprobe.extract.distributed import init_ranks, shard_path
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
+    from matprobe.provenance import check_resume_inputs, weights_fingerprint
 
     if config.batch_size < 1:
         raise ExtractError(f"--batch-size {config.batch_size}: must be at least 1")
@@ -226,6 +229,10 @@ def extract(
         raise ExtractError(f"--answers: {config.data} has no multiple-choice options; use --no-answers")
 
     torch.manual_seed(0)
+    weights_dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
+    weights = weights_fingerprint(*weights_dirs)  # validates the files before any loader maps them
+    if not config.overwrite:
+        check_resume_inputs(target, weights, samples, weights_dirs[1])  # refused before the model loads
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
@@ -237,6 +244,7 @@ def extract(
     letter_ids = (option_letter_token_ids(tokenizer, n_options, loaded.architecture.letter_spellings)
                   if answers else None)
     provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options)
+    provenance["weights_fingerprint"] = weights
     hidden = loaded.model.config.get_text_config().hidden_size
     feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
 

@@ -8,8 +8,15 @@ Estimators implement the `MIEstimator` Protocol (`matprobe.mi.interface`) and ar
 name in the registry (`register_estimator`, `make_estimator`, `available_estimators`).
 """
 
-from matprobe.mi.chain import (ChainResult, TermSpec, chain_terms, estimate_terms, results_json, run_store,
-                               write_results)
+from matprobe.mi.chain import (
+                               ChainResult,
+                               TermSpec,
+                               chain_terms,
+                               estimate_terms,
+                               results_json,
+                               run_store,
+                               write_results,
+)
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator, register_estimator
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_chain_intervals, check_class_sizes
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
@@ -225,6 +226,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
         codes[name] = np.unique(col, return_inverse=True)[1].reshape(-1)
         if codes[name].max(initial=0) == 0:
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
+    check_class_sizes({f: np.asarray(factors[f]) for f in order}, folds, labels)  # rows per class vs folds
     # the chain's terms, then the direct joint term and the prefixes I(Z;F_1..F_j) whose
     # differences cross-check the conditional terms (Hewitt et al. 2021)
     specs = [TermSpec((t,), tuple(order[:j]), tuple(order[j + 1:])) for j, t in enumerate(order)]
@@ -344,12 +346,14 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
                 raise StoreError(f"{path}: factor {name!r} is not a label column of this store ({exc}); "
                                  "use one of the store's sample columns") from None
             cols[name], vocab[name] = np.asarray(codes), tuple(labels)
+        st.require_complete("estimating MI")
         z = st.read(layer, pool)
-        meta = {"store": str(path), "fingerprint": st.fingerprint, "layer": str(layer), "pool": str(pool)}
+        meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
     for name in factors:
         if (cols[name] < 0).any():
             keep = cols[name] >= 0
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
+    check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
     return result, meta

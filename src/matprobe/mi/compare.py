@@ -24,13 +24,15 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
+from matprobe.checks import check_level, check_resamples
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError, StoreError
 from matprobe.mi.base import EXTRAPOLATION_SLACK
 from matprobe.mi.chain import TermSpec, estimate_terms, term_name
 from matprobe.mi.interface import LOWER
-from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.mi.prep import stratified_folds
+from matprobe.mi.registry import estimator_tags, make_estimator
+from matprobe.provenance import check_same_records_paths
 from matprobe.units import NATS, check_unit, from_nats
 
 
@@ -233,7 +235,7 @@ def load_side(path, factors: list[str], layer, pool, role="A"):
             voc = np.asarray(list(vocab) + [""], dtype=object)  # code -1 (missing) -> ""
             labels[name] = voc[codes].astype(str)
         z = st.read(layer, pool)
-        meta = {"store": str(path), "fingerprint": st.fingerprint, "layer": layer, "pool": pool}
+        meta = {"store": str(path), "fingerprint": st.content_id, "layer": layer, "pool": pool}
         ids = st.ids.astype(str)
     return ids, labels, z, meta
 
@@ -279,6 +281,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     differing labels, a missing layer/pool on either side, and a term that is degenerate
     (H(Y|C) = 0) on one side only.
     """
+    check_level(ci_level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
     target, given = parse_term(term)
     factors = [target] + given
     store_b = store_a if store_b is None else store_b
@@ -308,6 +311,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                               f"{cond} = 0 there, {max(h):.4f} nats in the other); the stores do not share "
                               "the conditioning set: compare stores of the same dataset")
     check_same_labels(ids_a, lab_a, lab_b, store_a, store_b)
+    check_same_records_paths([store_a, store_b])  # same records, not only the same ids and labels
     y, c = _term_codes(lab_a, target, given, keep)
     sub = None
     side_a, side_b, diff = compare_arrays(z_a[keep], z_b[keep], y, c, estimator=estimator, seeds=seeds,

@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 
 from matprobe.errors import EstimationError, StoreError
+from matprobe.locks import locked_output
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
 from matprobe.parallel import init_ranks
+from matprobe.provenance import check_finished_cells, store_content_ids
 from matprobe.units import NATS, check_unit
 
 FORMATS = (".csv", ".json", ".parquet")
@@ -132,6 +134,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                 except StoreError:
                     raise StoreError(f"{path}: no label column {f!r} for --factors; have "
                                      f"{', '.join(st.label_columns())}") from None
+            st.require_complete("sweeping it")
             prov = st.provenance
             fingerprints[path] = st.fingerprint
             if fingerprints[path] != next(iter(fingerprints.values())):
@@ -199,7 +202,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
             cols[f] = st.factor(f)[0]
         z = st.read(cell.layer, cell.pool)
         ids = st.ids.astype(str)
-        fingerprint = st.fingerprint
+        fingerprint = st.content_id  # what the rows are, checked on resume (matprobe.provenance)
     keep = np.ones(len(ids), dtype=bool)
     for f in settings.factors:
         keep &= cols[f] >= 0  # rows without this label take no part
@@ -360,6 +363,7 @@ def shard_table_path(out: Path, rank: int, world: int) -> Path:
     return out.parent / f"{out.name}.shards" / f"rank{rank}-of-{world}{out.suffix}"
 
 
+@locked_output("out")  # a second sweep on the same table is refused: "in use by process N"
 def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, estimator: str = "probe",
               seeds: int = 5, folds: int = 5, pca: int | None = 64, seed: int = 0, ci_level: float = 0.9,
               unit: str = NATS, jobs: int = 1, pointwise: bool = True, overwrite: bool = False,
@@ -395,6 +399,7 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
     digest = settings.digest()
     table = read_table(target)
     finished = done_keys(table, n_terms, digest, target)
+    check_finished_cells(table, store_content_ids(c.store for c in cells), target)
     if ranks.distributed and out.exists():
         finished |= done_keys(read_table(out), n_terms, digest, out)  # merged earlier runs
     mine = ranks.split(cells) if ranks.distributed else cells

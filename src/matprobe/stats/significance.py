@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from matprobe.checks import check_level, check_proportion_units, check_resamples
 from matprobe.errors import StatsError
 
 UNITS = ("target", "seed", "item")
@@ -165,6 +166,7 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
     if dup.any():
         raise StatsError(f"{source}: duplicate rows for the same ({', '.join(keys)}) at "
                          f"{_lines(frame, dup)}; each measurement must appear once")
+    check_proportion_units(frame, source)  # percent in one condition, fractions in another
     return frame
 
 
@@ -176,8 +178,15 @@ def read_results(path: str | Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"condition": str, "target": str, "seed": str,
                                          "item": str, "metric": str}, comment="#")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:
+        raise StatsError(f"{path}: the file is empty; give a CSV with a header line "
+                         "condition,target,seed,metric,value and one row per measurement") from None
+    except UnicodeDecodeError as exc:
+        raise StatsError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+    except pd.errors.ParserError as exc:
         raise StatsError(f"{path}: not a readable CSV ({exc})") from None
+    if frame.empty:
+        raise StatsError(f"{path}: a header but no rows; add one row per measurement")
     # Line numbers as the user sees them (header is line 1); comment lines are not counted.
     frame["_row"] = [f"line {i + 2}" for i in range(len(frame))]
     return validate_results(frame, source=str(path))
@@ -643,6 +652,9 @@ def analyze_file(results_path: str | Path, spec_path: str | Path | None = None,
                  alpha: float = 0.05, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Everything ``matprobe significance`` shows: {"results": compare_conditions(...)} and,
     with ``item_level``, {"items": item_level_analysis(...)}."""
+    check_level(alpha, "--alpha")
+    if item_level:
+        check_resamples(n_resamples, "--n-boot")
     frame = read_results(results_path)
     comparisons = load_spec(spec_path) if spec_path else DEFAULT_CROSSMED_COMPARISONS
     out = {"results": compare_conditions(frame, comparisons, unit=unit, metrics=metrics,

@@ -75,9 +75,9 @@ def load_mi_results(path: str | Path, fingerprint: str | None = None) -> dict:
     if fingerprint is not None and res.get("store_fingerprint") != fingerprint:
         got = str(res.get("store_fingerprint"))[:12]
         raise StoreError(
-            f"{path}: MI results were computed on a different store (fingerprint {got}…, "
+            f"{path}: MI results were computed on other store content (content id {got}…, "
             f"store {res.get('store')!r}) than the one checked ({fingerprint[:12]}…); "
-            "rerun `matprobe mi` on this store"
+            "rerun `matprobe mi --out` on this store to recompute"
         )
     return res
 
@@ -158,7 +158,7 @@ def run_check(
     if not 0.0 < float(level) < 1.0:
         raise BoundsError(f"level = {level} is outside (0, 1); use e.g. 0.95")
     with EmbeddingStore.open(store_path) as store:
-        fingerprint = store.fingerprint
+        fingerprint = store.content_id  # MI files record the content id they were computed on
         mi = load_mi_results(mi_path, fingerprint) if mi_path is not None else None
         frame, _ = _answered(store)
 

@@ -114,12 +114,17 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
            folds: int = 5, pca: int | None = 64, level: float = 0.95, n_boot: int = 2000,
            min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
+    from matprobe.checks import check_level, check_resamples
+    from matprobe.provenance import check_same_records_paths
     from matprobe.store import EmbeddingStore
 
     unit = check_unit(unit)
+    check_level(level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
     rows, notes = [], []
+    check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
     for path in stores:
         with EmbeddingStore.open(path) as st:
+            st.require_complete("relating MI to accuracy")
             lay, pl = _feature_key(st, path, layer, pool, "store")
             correct = _answered(st, path)
             cols = {}

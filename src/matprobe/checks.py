@@ -1,0 +1,234 @@
+"""Checks for values that can be nonsense, applied where the value enters (one line each).
+
+Each function raises a `MatprobeError` subclass whose message names the value, where it came
+from and the fix; callers add one call where the value first reaches the library.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from matprobe.errors import DataError, EstimationError, MatprobeError, StatsError
+
+MIN_RESAMPLES = 100
+
+
+class ConfigError(MatprobeError):
+    """A configuration file or option names a key or value that does not exist."""
+
+
+def check_level(level: float, flag: str = "--level") -> float:
+    """An interval level in (0, 1); 95 (percent) gets the hint 0.95."""
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        raise MatprobeError(f"{flag} {level!r}: give the level as a number in (0, 1), e.g. 0.95") from None
+    if not 0.0 < value < 1.0:
+        hint = f"; did you mean {value / 100:g}?" if 1.0 < value < 100.0 else ""
+        raise MatprobeError(f"{flag} {level}: the level is a fraction in (0, 1), e.g. 0.95{hint}")
+    return value
+
+
+def check_resamples(n: int, flag: str = "--n-boot", minimum: int = MIN_RESAMPLES) -> int:
+    """A resample count large enough for an interval (a handful gives NaN or noise)."""
+    if isinstance(n, float) and not float(n).is_integer():
+        raise MatprobeError(f"{flag} {n}: give a whole number of resamples, e.g. 2000")
+    if int(n) < minimum:
+        raise MatprobeError(f"{flag} {n}: too few resamples for an interval; use at least {minimum} "
+                            "(2000 is the default)")
+    return int(n)
+
+
+# ---------------------------------------------------------------------- MI sample sizes
+
+def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mapping[str, Any] | None = None,
+                      source: str = "") -> None:
+    """Every class of every factor needs >= 2 rows per fold, or held-out MI is not estimable.
+
+    With fewer, whole training folds miss a class and the held-out log-loss (and so the
+    estimate) goes far below 0, with an interval that can lie entirely below 0.
+    """
+    need = 2 * int(folds)
+    for name, col in codes.items():
+        col = np.asarray(col)
+        values, counts = np.unique(col, return_counts=True)
+        small = counts < need
+        if small.any():
+            i = int(np.flatnonzero(small)[np.argmin(counts[small])])
+            cls = values[i]
+            if labels and name in labels:
+                try:
+                    cls = labels[name][int(cls)]
+                except (IndexError, ValueError, TypeError):
+                    pass
+            where = f"{source}: " if source else ""
+            raise EstimationError(
+                f"{where}factor {name!r} class {cls!r} has {int(counts[i])} rows, fewer than 2 per fold for "
+                f"--folds {folds} ({need} needed); held-out MI on so few rows is not estimable: add samples, "
+                "drop or merge rare classes, or lower --folds"
+            )
+
+
+def check_chain_intervals(result, source: str = "") -> None:
+    """Refuse a chain whose estimate interval lies entirely below 0 (MI >= 0: estimator breakdown)."""
+    entries = []
+    for est, items in getattr(result, "terms", {}).items():
+        entries.extend((term, est, e) for term, e in items)
+    for est, d in getattr(result, "direct", {}).items():
+        entries.append(("direct", est, d))
+    for term, est, e in entries:
+        hi = getattr(e, "ci_high", None)
+        if hi is not None and np.isfinite(hi) and hi < 0:
+            where = f"{source}: " if source else ""
+            raise EstimationError(
+                f"{where}{term} ({est}) has its whole interval below 0 ([{e.ci_low:.3g}, {hi:.3g}] on "
+                f"{getattr(e, 'n_eval', '?')} rows); MI cannot be negative, so the estimator broke down on "
+                "too few rows for the folds and strata: add samples, lower --folds or --pca"
+            )
+
+
+# ---------------------------------------------------------------------- significance input
+
+_PROPORTION_NAME = re.compile(
+    r"(acc|accuracy|f1|auc|auroc|ap|precision|recall|sensitivity|specificity|iou|ciou|miou|dice|"
+    r"error|err|rate|percent|pct|%|exact|match|correct|bleu|rouge)", re.IGNORECASE)
+
+
+def check_proportion_units(frame, source: str) -> None:
+    """Refuse a proportion metric given in fractions (0-1) by some conditions and percent by others.
+
+    frame: validated results (condition, metric, value, _row). Only metrics whose name says
+    they are proportions (accuracy, F1, IoU, error rate, ...) and whose values all lie in
+    [0, 100] are checked: a condition is in percent when any of its values exceeds 1.
+    """
+    for metric, rows in frame.groupby("metric", sort=False):
+        if not _PROPORTION_NAME.search(str(metric)):
+            continue
+        values = rows["value"].to_numpy(dtype=float)
+        if values.size == 0 or values.min() < 0 or values.max() > 100:
+            continue
+        by_cond = rows.groupby("condition", sort=False)["value"].max()
+        percent = [c for c, v in by_cond.items() if v > 1]
+        fraction = [c for c, v in by_cond.items() if v <= 1]
+        if percent and fraction:
+            p_rows = rows.loc[rows["condition"] == percent[0], "_row"].tolist()[:3]
+            f_rows = rows.loc[rows["condition"] == fraction[0], "_row"].tolist()[:3]
+            raise StatsError(
+                f"{source}: metric '{metric}' mixes units: condition '{percent[0]}' is in percent (values above 1, "
+                f"e.g. {', '.join(map(str, p_rows))}) and '{fraction[0]}' in fractions (all values <= 1, e.g. "
+                f"{', '.join(map(str, f_rows))}); put every condition in one unit (divide the percent rows "
+                "by 100) and rerun"
+            )
+
+
+# ---------------------------------------------------------------------- configuration
+
+def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Refuse an unknown key, naming the closest known one."""
+    known = list(known)
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+# ---------------------------------------------------------------------- manifests
+
+def check_vocabulary_header(header: Mapping[str, Any] | None, path, factors: Iterable[str]) -> dict:
+    """The JSONL header's vocabulary: {factor: [labels]} for known factors only."""
+    if header is None:
+        return {}
+    factors = list(factors)
+    vocab = header.get("vocabulary", {})
+    if vocab is None:
+        return {}
+    if not isinstance(vocab, dict):
+        raise DataError(
+            f"{path}: line 1 (header): 'vocabulary' is a {type(vocab).__name__}, not an object; write "
+            '{"matprobe_manifest": 1, "vocabulary": {"modality": ["CT", ...], "anatomy": [...], "task": [...]}}'
+        )
+    allowed = list(factors) + ["label", "subset", "split"]
+    for name, labels in vocab.items():
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"use {', '.join(factors)}"
+            raise DataError(f"{path}: line 1 (header): vocabulary names unknown factor {name!r}; {hint}")
+        if not isinstance(labels, list) or not labels or not all(isinstance(v, str) and v.strip() for v in labels):
+            raise DataError(f"{path}: line 1 (header): vocabulary[{name!r}] must be a non-empty list of "
+                            "label strings")
+    return dict(vocab)
+
+
+def check_distinct_options(options: Iterable[str], where: str) -> None:
+    """Two options with the same text make the answer ambiguous."""
+    seen: dict[str, int] = {}
+    for i, text in enumerate(options):
+        key = " ".join(str(text).split()).casefold()
+        if key in seen:
+            letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            raise DataError(f"{where}: options {letters[seen[key]]} and {letters[i]} have the same text "
+                            f"{text!r}; make every option distinct")
+        seen[key] = i
+
+
+def _norm_answer(text: Any) -> str:
+    return " ".join(str(text).replace("_", " ").split()).strip(" .").casefold()
+
+
+def check_answer_agrees(answer: Any, options: tuple[str, ...], index: int, where: str) -> None:
+    """Med-MAT: `Answer` must be the text of the option `Answer-choice` points at, when it is an option."""
+    target = _norm_answer(answer)
+    texts = [_norm_answer(o) for o in options]
+    if target in texts and texts[index] != target:
+        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        raise DataError(
+            f"{where}: Answer {answer!r} is option {letters[texts.index(target)]} but Answer-choice is "
+            f"{letters[index]} ({options[index]!r}); fix whichever is wrong"
+        )
+
+
+class TrackedTable(dict):
+    """A config section that remembers which keys the loader asked for (`unread_keys`).
+
+    The loader's own reads are the schema, so a key added to the loader is known at once and
+    a misspelt key in the file (read by no one) is refused instead of silently ignored.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def track_sections(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Wrap every [section] table of a parsed TOML document in a `TrackedTable`."""
+    return {k: TrackedTable(v) if isinstance(v, dict) else v for k, v in doc.items()}
+
+
+def check_unread_keys(doc: Mapping[str, Any], where: str) -> None:
+    """After loading: a key no loader read is unknown (misspelt); name it and the closest known key."""
+    for section, table in doc.items():
+        if not isinstance(table, TrackedTable):
+            continue
+        unknown = [k for k in table if k not in table.read]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(table.read), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(table.read))}"
+            raise ConfigError(f"{where}: [{section}] has unknown key {unknown[0]!r}; {hint}")

@@ -1,0 +1,366 @@
+"""Content provenance: digests of what a result was made from, and the checks that use them.
+
+A store records (docs/ARCHITECTURE.md, "Content provenance"):
+
+- ``weights_fingerprint`` (in its provenance): `weights_fingerprint` of the checkpoint (and
+  adapter) folder: every weights file's name and size, its safetensors header (tensor names,
+  dtypes, shapes, offsets) and a sample of bytes from *every* tensor and from the file at
+  evenly spaced offsets. It reads a few MB whatever the checkpoint's size (a 7B checkpoint
+  in about a second, experiments/benchmarks/RESULTS.md), so it is computed on every extract
+  and resume. A weights swap of the same architecture changes every tensor's bytes and is
+  seen; an edit confined to a few bytes of one tensor away from the samples is not (the
+  price of not hashing 15 GB on every resume).
+- ``/content/record_digest`` [N]: `record_digests` of each sample's record (question,
+  options, answer, labels, split, image file name and a sample of its bytes).
+- ``/content/row_digest`` [N]: a digest of each row's stored features and answers, written
+  by `EmbeddingStore.append` together with the row.
+
+The store's content id (`EmbeddingStore.content_id`, `content_id`) hashes the sample
+identity, the provenance (time stamps excluded), the record digests and the row digests, so it
+changes whenever a row, a record or a setting changes. Results written from a store carry it
+(``store_fingerprint`` in MI files, ``fingerprint`` in sweep tables), and whatever reuses a
+result or resumes a store compares digests, not names: `check_records_unchanged` (extract
+resume), `check_finished_cells` (sweep), `check_mi_file` (check --mi), `check_same_records`
+(compare, relate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matprobe.errors import ExtractError, ProvenanceMismatch, StoreError
+
+DIGEST_BYTES = 16  # blake2b-128 per record / row: collisions are not a practical concern
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
+_SAMPLE = 4096  # bytes read from each tensor and at each file offset
+_FILE_SAMPLES = 16  # evenly spaced samples per file (covers files that are not safetensors)
+_IMAGE_SAMPLE = 65536
+
+
+def _blake(data: bytes = b"") -> Any:
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES)
+
+
+# ---------------------------------------------------------------------- weights
+
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
+    """(header dict, data start offset) of a safetensors file; refuses a truncated or bad one."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ExtractError(f"{path}: truncated safetensors file ({size} bytes); re-download or re-save it")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 100 << 20:
+            raise ExtractError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes in a "
+                               f"{size}-byte file); re-download or re-save it")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ExtractError(f"{path}: corrupt safetensors header (not JSON); re-download or re-save it") from None
+    if not isinstance(header, dict):
+        raise ExtractError(f"{path}: corrupt safetensors header; re-download or re-save it")
+    start = 8 + n
+    end = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(meta["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ExtractError(f"{path}: corrupt safetensors header (tensor {name!r} has no data_offsets); "
+                               "re-download or re-save it") from None
+    if start + end > size:
+        raise ExtractError(f"{path}: truncated safetensors file: its header needs {start + end} bytes, the "
+                           f"file has {size}; re-download or re-save it")
+    return header, start
+
+
+def _sample_offsets(size: int, count: int) -> list[int]:
+    if size <= _SAMPLE * count:
+        return [0] if size else []
+    return [int(round(i * (size - _SAMPLE) / (count - 1))) for i in range(count)]
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Digest of one weights file from its size, header and sampled bytes (see module doc)."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    digest.update(f"{path.name}\x1f{size}".encode())
+    offsets = _sample_offsets(size, _FILE_SAMPLES)
+    if path.suffix == ".safetensors":
+        header, start = read_safetensors_header(path)
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        for name in sorted(k for k in header if k != "__metadata__"):
+            lo, hi = (int(v) for v in header[name]["data_offsets"])
+            if hi > lo:  # the middle of every tensor (a fine-tune changes all of a touched matrix)
+                offsets.append(start + lo + max(0, (hi - lo - _SAMPLE) // 2))
+    if size <= _SAMPLE * _FILE_SAMPLES:
+        digest.update(path.read_bytes())
+        return digest.hexdigest()
+    with open(path, "rb") as fh:
+        for off in sorted(set(offsets)):
+            fh.seek(off)
+            digest.update(off.to_bytes(8, "little"))
+            digest.update(fh.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+def weights_files(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def weights_fingerprint(*folders: str | os.PathLike | None) -> str:
+    """Fingerprint of the weights in checkpoint / adapter folders (None entries are skipped).
+
+    Validates every safetensors file on the way (a truncated file is an `ExtractError`
+    naming it, before any loader can map it).
+    """
+    digest = hashlib.sha256()
+    for folder in folders:
+        if folder is None:
+            continue
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue  # the loader names a missing checkpoint folder, with the flag to fix
+        for name in ("config.json", "model.safetensors.index.json", "adapter_config.json"):
+            if (folder / name).is_file():
+                digest.update(name.encode())
+                digest.update((folder / name).read_bytes())
+        for path in weights_files(folder):
+            digest.update(file_fingerprint(path).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------- records
+
+def _image_digest(image: Any) -> str:
+    """File name, size and the first/last bytes of an image (not its absolute path: folders move)."""
+    if not isinstance(image, str) or not image:
+        return ""
+    path = Path(image)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(_IMAGE_SAMPLE)
+            if size > 2 * _IMAGE_SAMPLE:
+                fh.seek(size - _IMAGE_SAMPLE)
+            tail = fh.read(_IMAGE_SAMPLE)
+    except OSError:
+        return path.name
+    return f"{path.name}:{size}:{_blake(head + tail).hexdigest()}"
+
+
+def _canonical(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_canonical(v) for v in value]
+    return value if isinstance(value, (int, float, bool)) else str(value)
+
+
+def record_digests(frame) -> np.ndarray:
+    """One digest (bytes) per row of a samples table (`MATDataset.frame()` or a DataFrame)."""
+    cols = sorted(c for c in frame.columns)
+    out = np.empty(len(frame), dtype=f"S{DIGEST_BYTES}")
+    for i, row in enumerate(frame[cols].itertuples(index=False, name=None)):
+        rec = {c: (_image_digest(v) if c == "image" else _canonical(v)) for c, v in zip(cols, row)}
+        out[i] = _blake(json.dumps(rec, sort_keys=True, default=str).encode()).digest()
+    return out
+
+
+def row_digests(features: Mapping[tuple[str, str], np.ndarray], answers: Mapping[str, Any] | None,
+                order: np.ndarray) -> np.ndarray:
+    """One digest per row of an append batch: its features (all keys, sorted) and answers."""
+    keys = sorted(features)
+    n = len(order)
+    out = np.empty(n, dtype=f"S{DIGEST_BYTES}")
+    arrays = [np.ascontiguousarray(np.asarray(features[k], dtype=np.float32)[order]) for k in keys]
+    ans = []
+    for name in ("pred", "correct", "probs"):
+        if answers is not None and answers.get(name) is not None:
+            ans.append(np.ascontiguousarray(np.asarray(answers[name])[order]).astype("<f8"))
+    for i in range(n):
+        h = _blake()
+        for k, a in zip(keys, arrays):
+            h.update(f"{k[0]}/{k[1]}".encode())
+            h.update(a[i].tobytes())
+        for a in ans:
+            h.update(a[i].tobytes())
+        out[i] = h.digest()
+    return out
+
+
+# ---------------------------------------------------------------------- content id
+
+def content_id(fingerprint: str, provenance: Mapping[str, Any], record: np.ndarray | None,
+               rows: np.ndarray | None, done: np.ndarray, volatile: Iterable[str] = ()) -> str:
+    digest = hashlib.sha256()
+    digest.update(fingerprint.encode())
+    stable = {k: v for k, v in provenance.items() if k not in set(volatile)}
+    digest.update(json.dumps(stable, sort_keys=True, default=str).encode())
+    for arr in (record, rows):
+        digest.update(b"\x00" if arr is None else np.ascontiguousarray(arr).tobytes())
+    digest.update(np.packbits(np.asarray(done, dtype=bool)).tobytes())
+    return digest.hexdigest()
+
+
+def short(digest: str | None) -> str:
+    return f"{str(digest)[:12]}…" if digest else "(none)"
+
+
+# ---------------------------------------------------------------------- checks
+
+def check_records_unchanged(store, frame, source: str) -> None:
+    """Extract resume: every sample's record must be what the store was made from."""
+    stored = store.record_digests()
+    if stored is None:
+        return  # a store written before record digests: ids were checked by the caller
+    now = record_digests(frame)
+    if len(now) != len(stored):
+        return  # the caller's id check names this
+    changed = np.flatnonzero(now != stored)
+    if changed.size:
+        ids = frame["id"].astype(str).to_numpy()
+        raise ProvenanceMismatch(
+            f"{store.path}: {changed.size} record(s) of {source} changed since the store was made "
+            f"(first: id {ids[changed[0]]!r}); pass --overwrite to recompute the store from the new file"
+        )
+
+
+def check_finished_cells(table, current: Mapping[str, str], path) -> None:
+    """Sweep resume: finished cells must have been computed on the stores' current content.
+
+    table: the results read back; current: store path -> its content id now.
+    """
+    if table is None or len(table) == 0:
+        return
+    for store, cid in current.items():
+        rows = table[table["store"].astype(str) == str(store)]
+        stale = sorted(set(rows["fingerprint"].astype(str)) - {cid})
+        if stale:
+            raise ProvenanceMismatch(
+                f"{path}: finished cells of {store} were computed on other content (content id "
+                f"{short(stale[0])} in the table, {short(cid)} now: the store was rebuilt or changed); "
+                "pass --overwrite to recompute, or a new --out"
+            )
+
+
+def check_mi_file(res: Mapping[str, Any], store, mi_path) -> None:
+    """check --mi: the MI file must have been computed on this store's current content."""
+    got = res.get("store_fingerprint")
+    if got != store.content_id:
+        raise ProvenanceMismatch(
+            f"{mi_path}: MI results were computed on other store content (content id {short(got)}, store "
+            f"{res.get('store')!r}) than {store.path} ({short(store.content_id)}); rerun `matprobe mi` on "
+            "this store (--out a new file) to recompute"
+        )
+
+
+def check_same_records(a, b) -> None:
+    """compare / relate: two stores must hold the same sample records (one dataset file)."""
+    ra, rb = a.record_digests(), b.record_digests()
+    if ra is None or rb is None:
+        return
+    pos_b = {sid: i for i, sid in enumerate(b.ids.astype(str))}
+    ids = a.ids.astype(str)
+    differ = [sid for i, sid in enumerate(ids) if sid in pos_b and ra[i] != rb[pos_b[sid]]]
+    if differ:
+        raise ProvenanceMismatch(
+            f"{a.path} and {b.path} were made from different records for {len(differ)} shared sample(s) "
+            f"(first: id {differ[0]!r}: question, options, answer or image differ); re-extract both from "
+            "one dataset file (matprobe extract --overwrite)"
+        )
+
+
+def require_complete(store, what: str) -> None:
+    """Readers that need every row (mi, sweep, check): refuse an unfinished store with counts."""
+    done = store.done
+    if not done.all():
+        missing = int((~done).sum())
+        first = store.ids[~done][0]
+        raise StoreError(
+            f"{store.path}: {missing} of {store.n} rows have no features yet (first id {first!r}); "
+            f"finish the extraction (rerun `matprobe extract` with the same arguments) before {what}"
+        )
+
+
+def store_content_ids(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """Current content id of each store path (as the path string a results table records)."""
+    from matprobe.store import EmbeddingStore
+
+    out = {}
+    for p in paths:
+        with EmbeddingStore.open(p) as st:
+            out[str(p)] = st.content_id
+    return out
+
+
+def check_same_records_paths(paths: Iterable[str | os.PathLike]) -> None:
+    """`check_same_records` of the first store against each other one (compare, relate)."""
+    from matprobe.store import EmbeddingStore
+
+    paths = [p for p in paths if p is not None]
+    if len(paths) < 2:
+        return
+    with EmbeddingStore.open(paths[0]) as first:
+        for p in paths[1:]:
+            if Path(p).resolve() == Path(paths[0]).resolve():
+                continue
+            with EmbeddingStore.open(p) as other:
+                check_same_records(first, other)
+
+
+def mi_file_matches(mi_path: str | os.PathLike, store_path: str | os.PathLike) -> bool:
+    """Whether an MI results file was computed on the store's current content (for reuse)."""
+    from matprobe.store import EmbeddingStore
+
+    try:
+        res = json.loads(Path(mi_path).read_text())
+        with EmbeddingStore.open(store_path) as st:
+            return isinstance(res, dict) and res.get("store_fingerprint") == st.content_id
+    except (OSError, ValueError, StoreError):
+        return False
+
+
+def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=None) -> None:
+    """Before a model is loaded: a store to resume must come from these weights and records.
+
+    A different adapter *setting* is left to the provenance comparison, which names it.
+    """
+    from matprobe.store import EmbeddingStore
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        st = EmbeddingStore.open(path)
+    except StoreError:
+        return  # the resume itself reports an unreadable store, with its fix
+    with st:
+        stored = st.provenance.get("weights_fingerprint")
+        same_adapter = st.provenance.get("adapter") == (str(Path(adapter).resolve()) if adapter else None)
+        if stored is not None and stored != weights and same_adapter:
+            raise ProvenanceMismatch(
+                f"{path}: the checkpoint's weights changed since the store was made (weights fingerprint "
+                f"{short(stored)} stored, {short(weights)} now; checkpoint {st.provenance.get('checkpoint')}); "
+                "pass --overwrite to recompute the store with these weights, or restore the original weights"
+            )
+        if list(st.ids) == [s.id for s in samples]:
+            check_records_unchanged(st, samples.frame(), samples.source)
