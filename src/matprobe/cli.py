@@ -14,7 +14,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import MatprobeError
+from matprobe.present import FORMAT_HELP, StdoutConsole
 
 app = typer.Typer(
     name="matprobe",
@@ -30,7 +32,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(bounds_app, name="bounds")
 
-console = Console()
+console = StdoutConsole()  # full width when stdout is not a terminal (matprobe.present)
 err_console = Console(stderr=True)
 
 
@@ -54,10 +56,47 @@ def run_user_errors(fn):
     return wrapper
 
 
+def _unit(unit: str, bits: bool = False) -> str:
+    """--unit nats|bits, with --bits as its shorthand."""
+    from matprobe.units import BITS, NATS
+
+    if unit not in (NATS, BITS):
+        raise typer.BadParameter(f"--unit {unit}: use nats or bits")
+    return BITS if bits else unit
+
+
+def _format(fmt: str) -> str:
+    from matprobe.present import check_format
+
+    return check_format(fmt)
+
+
+def _refuse_old_bits(ctx: typer.Context) -> None:
+    """`--bits N` (bits per parameter) was renamed; --bits is the unit switch everywhere now."""
+    for arg in ctx.args:
+        try:
+            value = float(arg)
+        except ValueError:
+            raise typer.BadParameter(f"unexpected argument {arg!r}") from None
+        raise MatprobeError(f"--bits {arg}: --bits now switches the unit to bits (as in `mi`); "
+                            f"for bits per parameter write --bits-per-param {value:g}")
+
+
+def _show(tables, fmt: str, lines=()) -> None:
+    from matprobe.present import show
+
+    show(tables, fmt, console, lines=[str(x) for x in lines])
+
+
 @app.callback()
 def main_callback(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (results and errors only)."),
 ) -> None:
+    if quiet:
+        from matprobe.progress import set_quiet
+
+        set_quiet(True)
     if version:
         from matprobe import __version__
 
@@ -205,47 +244,40 @@ def extract_command(
 @run_user_errors
 def mi_command(
     store: Path = typer.Argument(..., help="HDF5 embedding store."),
-    factors: str = typer.Option("M,A,T", "--factors", help="Chain order, comma-separated label columns."),
+    factors: str = typer.Option(",".join(DEFAULTS.factors), "--factors", help="Chain order, comma-separated label columns (M, A, T, Y = label, or any column)."),
     layer: str = typer.Option(..., "--layer", help="Layer key as stored (e.g. 16, final)."),
-    pool: str = typer.Option("last", "--pool", help="Pooling key as stored."),
-    estimator: str = typer.Option("probe", "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per estimate."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pooling key as stored."),
+    estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (results) or FILE.csv (table)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
-    from rich.table import Table
-
     from matprobe.mi.chain import check_out_path, run_store, write_results
 
     if out is not None:
         check_out_path(out)
-    unit = "bits" if bits else "nats"
+    unit, fmt = _unit(unit, bits), _format(fmt)
     names = [f.strip() for f in factors.split(",") if f.strip()]
     ests = [e.strip() for e in estimator.split(",") if e.strip()]
     result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
-                             pca=pca or None, unit=unit, device=device)
-    table = Table(title=f"MI chain ({unit}), {meta['store']} layer {layer} pool {pool}")
-    for col in ("term", "estimator", "estimate", "90% interval", "H limit", "chain diff.", "note"):
-        table.add_column(col)
-    frame = result.frame()
-    for row in frame.itertuples():
-        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
-        diff = "" if row.chain_difference != row.chain_difference else f"{row.chain_difference:.3f}"
-        table.add_row(row.term, row.estimator, f"{row.estimate:.3f}", interval, f"{row.h_upper:.3f}",
-                      diff, row.note)
-    console.print(table)
+                             pca=pca or None, unit=unit, device=device, ci_level=level, progress=True)
+    lines = []
     for term, agr in result.agreement().items():
         if len(ests) > 1:
-            console.print(f"{term}: estimators spread {agr['spread']:.3f} {unit}; intervals "
-                          + ("overlap" if agr["intervals_overlap"] else "do not overlap"))
+            lines.append(f"{term}: estimators spread {agr['spread']:.3f} {unit}; intervals "
+                         + ("overlap" if agr["intervals_overlap"] else "do not overlap"))
     if out is not None:
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
                       layer=meta["layer"], pool=meta["pool"])
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(result.to_table(), fmt, lines)
 # </mi-commands>
 
 # ---------------------------------------------------------------- bounds / check (theory)

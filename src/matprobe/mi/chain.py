@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from matprobe.data.entropy import joint_codes
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
 from matprobe.mi.base import make_plan
 from matprobe.mi.interface import MIEstimate
 from matprobe.units import NATS
 
-DEFAULT_ESTIMATOR = "probe"
+DEFAULT_ESTIMATOR = DEFAULTS.estimator
 
 
 def make_estimator(name: str, **kwargs):
@@ -53,6 +54,8 @@ class ChainResult:
     direct: dict[str, MIEstimate] = field(default_factory=dict)  # estimator -> I(Z;all)
     difference: dict[str, list[float]] = field(default_factory=dict)  # estimator -> chain differences
     unit: str = NATS
+    settings: dict = field(default_factory=dict)  # estimator settings used (seeds, folds, pca, level, seed)
+    meta: dict = field(default_factory=dict)  # store, fingerprint, layer, pool when read from a store
 
     def frame(self) -> pd.DataFrame:
         """Tidy table: one row per (term, estimator), plus the direct term and the sum."""
@@ -80,6 +83,36 @@ class ChainResult:
                              "degenerate": d.degenerate, "note": d.note, "unit": d.unit})
         return pd.DataFrame(rows)
 
+    def to_table(self):
+        """The `matprobe mi` display table (matprobe.present.Table): one row per term and estimator."""
+        from matprobe.present import Column, Table
+
+        level = self.settings.get("level")
+        lvl = f"{level:.0%}" if level else "CI"
+        unit = self.unit
+        cols = [Column("term", "term", description="MI term: I(Z;target|given)"),
+                Column("estimator", "estimator", description="MI estimator"),
+                Column("estimate", "estimate", unit, "point estimate", ".3f"),
+                Column("interval", f"{lvl} interval", unit, f"{lvl} interval of the estimate", ".3f"),
+                Column("h_upper", "H limit", unit, "entropy of the target given the conditioning set "
+                       "(largest possible value)", ".3f"),
+                Column("chain_difference", "chain diff.", unit,
+                       "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
+                Column("note", "note", description="estimator notes")]
+        where = ""
+        if self.meta:
+            where = f", {self.meta.get('store')} layer {self.meta.get('layer')} pool {self.meta.get('pool')}"
+        st = self.settings
+        table = Table(cols, title=f"MI chain ({unit}){where}")
+        if st:
+            table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
+                                   f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
+        for r in self.frame().itertuples():
+            table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
+                          interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
+                          chain_difference=r.chain_difference, note=r.note)
+        return table
+
     def agreement(self) -> dict[str, dict]:
         """Per term: spread (max - min) of the estimators' values and whether all intervals overlap."""
         out = {}
@@ -96,14 +129,17 @@ class ChainResult:
 
 
 def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = None,
-                estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = 3,
-                folds: int = 5, pca: int | None = 64, unit: str = NATS, direct: bool = True,
-                difference: bool = True, ci_level: float = 0.9, seed: int = 0,
-                labels: dict[str, tuple] | None = None, **estimator_kwargs) -> ChainResult:
+                estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = DEFAULTS.seeds,
+                folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
+                direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
+                seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, progress=False,
+                **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
     z: [n, d] features; factors: {name: labels [n]} (any label column can be a factor).
     labels: optional {name: vocabulary} to name strata in per-stratum entries.
+    progress: True for a progress display per estimated term (`matprobe.progress`), or a
+    `matprobe.progress.Progress` to advance. Defaults come from `matprobe.defaults.DEFAULTS`.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = list(order or factors)
@@ -120,7 +156,25 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
         if codes[name].max(initial=0) == 0:
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
     all_joint = joint_codes([codes[f] for f in order])
-    result = ChainResult(factors=order, unit=unit)
+    result = ChainResult(factors=order, unit=unit,
+                         settings={"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca,
+                                   "level": ci_level, "seed": seed})
+    from contextlib import nullcontext
+
+    from matprobe.progress import Progress, track
+
+    n_steps = len(estimators) * (len(order) + int(direct or difference)
+                                 + (max(len(order) - 2, 0) if difference else 0))
+    external = isinstance(progress, Progress)
+    bar = progress if external else track("mi", n_steps, enabled=bool(progress), unit="estimates")
+    with (nullcontext() if external else bar):
+        _chain_loop(result, z, codes, order, all_joint, factors, labels, estimators, seeds, folds, pca,
+                    unit, direct, difference, ci_level, seed, estimator_kwargs, bar)
+    return result
+
+
+def _chain_loop(result, z, codes, order, all_joint, factors, labels, estimators, seeds, folds, pca, unit,
+                direct, difference, ci_level, seed, estimator_kwargs, bar):
     plan = None
     for est_name in estimators:
         est = make_estimator(est_name, seeds=seeds, folds=folds, pca=pca, unit=unit, ci_level=ci_level,
@@ -135,13 +189,17 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
             later = order[j + 1:]
             sub = joint_codes([codes[f] for f in later]) if later else None
             names = _stratum_names(given, factors, labels, c) if given else None
+            bar.update(description=f"{est_name}: {term_name(target, given)}")
             e = est.estimate(z, codes[target], c, sub=sub, plan=plan, y_name=target,
                              c_name=",".join(given) or "condition", stratum_names=names)
             items.append((term_name(target, given), e))
+            bar.advance()
         result.terms[est_name] = items
         prefix = {0: items[0][1].value}
         if direct or difference:
+            bar.update(description=f"{est_name}: {term_name(','.join(order), [])}")
             d = est.estimate(z, all_joint, None, plan=plan, y_name=",".join(order))
+            bar.advance()
             result.direct[est_name] = d
             prefix[len(order) - 1] = d.value
         if difference and len(order) > 2:
@@ -150,10 +208,10 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                 later = order[j + 1:]
                 sub = joint_codes([codes[f] for f in later])
                 prefix[j] = est.estimate(z, jc, None, sub=sub, plan=plan).value
+                bar.advance(description=f"{est_name}: chain differences")
         if difference:
             result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1]
                                                          for j in range(1, len(order))]
-    return result
 
 
 def _stratum_names(given, raw, labels, c):
@@ -193,6 +251,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
         break  # the first estimator's direct term (the default one when listed first)
     return {"kind": "matprobe.mi", "format_version": 1, "store": store, "store_fingerprint": fingerprint,
             "layer": layer, "pool": pool, "unit": result.unit, "factors": result.factors,
+            "ci_level": result.settings.get("level"), "settings": result.settings,
             "terms": terms, "strata": strata, "direct": direct,
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
@@ -257,4 +316,5 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
+    result.meta = dict(meta)
     return result, meta

@@ -1,0 +1,151 @@
+"""One progress helper for everything that takes more than a few seconds.
+
+On a terminal: a rich progress bar on stderr. Off a terminal (pipes, cluster logs,
+notebooks' captured stderr): a plain line now and then (at most every `interval`
+seconds, and at the end), so logs show the work moving without a line per step.
+Silent when quiet (`matprobe --quiet`, `set_quiet(True)`) or when disabled.
+
+    with track("mi", total=4) as bar:
+        for term in terms:
+            bar.update(description=term)
+            ...
+            bar.advance()
+
+`say(msg)` prints one status line the same way (stderr, nothing when quiet).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool = True) -> None:
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
+def is_quiet() -> bool:
+    return _QUIET
+
+
+def _stderr() -> TextIO:
+    return sys.stderr
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def say(message: str) -> None:
+    """One status line on stderr (nothing when quiet)."""
+    if _QUIET:
+        return
+    stream = _stderr()
+    stream.write(message.rstrip("\n") + "\n")
+    stream.flush()
+
+
+class Progress:
+    """A counted task: `advance()`, `update(description=...)`; use as a context manager."""
+
+    def __init__(self, label: str, total: int | None = None, completed: int = 0,
+                 enabled: bool = True, interval: float = 10.0, unit: str = ""):
+        self.label = label
+        self.total = total
+        self.completed = completed
+        self.description = ""
+        self.unit = unit
+        self.interval = interval
+        self.enabled = enabled and not _QUIET
+        self._rich = None
+        self._task = None
+        self._t0 = time.perf_counter()
+        self._last = self._t0
+        self._start_done = completed
+        self._stream = _stderr()
+
+    # -- lifecycle
+    def __enter__(self) -> "Progress":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "Progress":
+        if not self.enabled:
+            return self
+        if _is_tty(self._stream):
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+            cols = [TextColumn(f"[bold]{self.label}[/]"), BarColumn()]
+            cols += [MofNCompleteColumn(), TimeRemainingColumn()] if self.total else [TimeElapsedColumn()]
+            cols.append(TextColumn("{task.description}"))
+            self._rich = RichProgress(*cols, console=Console(file=self._stream), transient=False)
+            self._rich.start()
+            self._task = self._rich.add_task("", total=self.total, completed=self.completed)
+        return self
+
+    def stop(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+            self._rich = None
+        elif self.enabled and self.completed > self._start_done:
+            self._line(final=True)
+        self.enabled = False
+
+    # -- updates
+    def update(self, description: str | None = None, completed: int | None = None) -> None:
+        if description is not None:
+            self.description = description
+        if completed is not None:
+            self.completed = completed
+        if self._rich is not None:
+            kw = {"description": self.description}
+            if completed is not None:
+                kw["completed"] = completed
+            self._rich.update(self._task, **kw)
+
+    def advance(self, n: int = 1, description: str | None = None) -> None:
+        self.completed += n
+        if description is not None:
+            self.description = description
+        if not self.enabled:
+            return
+        if self._rich is not None:
+            self._rich.update(self._task, advance=n, description=self.description)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.interval:
+            self._line()
+
+    def _line(self, final: bool = False) -> None:
+        now = time.perf_counter()
+        self._last = now
+        elapsed = now - self._t0
+        count = f"{self.completed}/{self.total}" if self.total else f"{self.completed}"
+        eta = ""
+        done_here = self.completed - self._start_done
+        if self.total and done_here > 0 and not final:
+            left = (self.total - self.completed) * elapsed / done_here
+            eta = f", about {left:.0f} s left"
+        what = f" {self.unit}" if self.unit else ""
+        desc = f" ({self.description})" if self.description and not final else ""
+        verb = "done" if final else "at"
+        self._stream.write(f"{self.label}: {verb} {count}{what} after {elapsed:.0f} s{eta}{desc}\n")
+        self._stream.flush()
+
+
+def track(label: str, total: int | None = None, completed: int = 0, enabled: bool = True,
+          interval: float = 10.0, unit: str = "") -> Progress:
+    """A Progress for `label` (see the module docstring)."""
+    return Progress(label, total, completed, enabled, interval, unit)
