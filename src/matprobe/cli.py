@@ -291,104 +291,75 @@ def bounds_fano(
     marginal_entropy: Optional[float] = typer.Option(
         None, "--marginal-entropy", help="H(Y) (the paper's H(T)), to audit eq. 8."),
     mi: Optional[float] = typer.Option(None, "--mi", help="An MI value: smallest error it allows."),
-    unit: str = typer.Option("nats", "--unit", help="nats or bits (inputs and outputs)."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits (inputs and outputs)."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """Fano's bounds side by side, the paper's form (CrossMed eq. 7-8) included."""
-    from rich.table import Table
+    from matprobe.theory.fano import fano_report
 
-    from matprobe.theory.fano import fano_table
-
-    rows = fano_table(error, classes, entropy, marginal_entropy, mi, unit)
-    table = Table(title=f"Fano, ε = {error}, K = {classes}")
-    for col in ("quantity", "value", "unit", "note"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["quantity"], f"{r['value']:.6g}", r["unit"], r["note"])
-    console.print(table)
+    res = fano_report(error, classes, entropy, marginal_entropy, mi, _unit(unit, bits))
+    _show(res.to_table(), _format(fmt))
 
 
-@bounds_app.command("pac")
+@bounds_app.command("pac", context_settings={"allow_extra_args": True})
 @run_user_errors
 def bounds_pac(
+    ctx: typer.Context,
     emp_risk: float = typer.Option(..., "--emp-risk", help="Empirical (training) risk R̂ in [0, 1]."),
     n: int = typer.Option(..., "--n", help="Training samples n."),
     params: Optional[float] = typer.Option(None, "--params", help="Parameter count (7e9)."),
-    bits: float = typer.Option(16.0, "--bits", help="Bits per parameter."),
+    bits_per_param: float = typer.Option(16.0, "--bits-per-param", help="Bits per parameter (ln|H| = params x bits x ln 2)."),
     ln_h: Optional[float] = typer.Option(None, "--ln-h", help="ln|H| in nats (instead of params×bits)."),
     kl: Optional[float] = typer.Option(None, "--kl", help="KL(Q||P) in nats for the PAC-Bayes bounds."),
-    delta: float = typer.Option(0.05, "--delta", help="Failure probability δ in (0, 1)."),
+    delta: float = typer.Option(DEFAULTS.delta, "--delta", help="Failure probability δ in (0, 1)."),
     test_errors: Optional[int] = typer.Option(None, "--test-errors", help="Held-out errors k."),
     test_n: Optional[int] = typer.Option(None, "--test-n", help="Held-out samples m."),
+    bits: bool = typer.Option(False, "--bits", help="Show ln|H| and KL in bits (same as --unit bits)."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits for ln|H| and KL in the notes."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """PAC bounds on the true risk side by side; vacuous ones (>= 1) are flagged."""
-    from rich.table import Table
+    from matprobe.theory.pac import pac_report
 
-    from matprobe.theory.pac import pac_bounds
-
-    bounds = pac_bounds(emp_risk, n, delta, params=params, bits=bits, ln_h=ln_h, kl_qp=kl,
-                        test_errors=test_errors, test_n=test_n)
-    table = Table(title=f"PAC bounds on R, R̂ = {emp_risk}, n = {n}, δ = {delta}")
-    for col in ("bound", "R <=", "vacuous", "formula", "note"):
-        table.add_column(col, overflow="fold")
-    for b in bounds:
-        table.add_row(b.name, f"{b.value:.6g}", "VACUOUS" if b.vacuous else "no", b.formula, b.note)
-    console.print(table)
+    _refuse_old_bits(ctx)
+    unit, fmt = _unit(unit, bits), _format(fmt)
+    res = pac_report(emp_risk, n, delta, params=params, bits_per_param=bits_per_param, ln_h=ln_h, kl_qp=kl,
+                     test_errors=test_errors, test_n=test_n)
+    _show(res.to_table(unit), fmt)
 
 
-@app.command("check")
+@app.command("check", context_settings={"allow_extra_args": True})
 @run_user_errors
 def check_cmd(
+    ctx: typer.Context,
     store: Path = typer.Argument(..., help="HDF5 embedding store with the model's answers."),
-    mi: Optional[Path] = typer.Option(None, "--mi", help="MI results JSON from `matprobe mi --out`."),
+    mi: Optional[Path] = typer.Option(None, "--mi", help="MI results JSON from `matprobe mi --out` (any --factors: the Y term is estimated here when missing)."),
     out: Path = typer.Option(Path("check.json"), "--out", help="Where to write the JSON."),
-    target: Optional[str] = typer.Option(None, "--target", help="answer or label (default: from MI)."),
-    delta: float = typer.Option(0.05, "--delta", help="Failure probability δ in (0, 1)."),
-    level: float = typer.Option(0.95, "--level", help="Level of the error intervals."),
+    target: Optional[str] = typer.Option(None, "--target", help="Y: answer (the correct option's index) or label (default: the MI results' target, else answer)."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="Estimate I(Z;Y|M,A,T) when the MI results lack it (--no-estimate prints the `mi` command instead)."),
+    delta: float = typer.Option(DEFAULTS.delta, "--delta", help="Failure probability δ in (0, 1)."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the error intervals."),
     emp_risk: Optional[float] = typer.Option(None, "--emp-risk", help="Training risk, for PAC bounds."),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples, for PAC bounds."),
     params: Optional[float] = typer.Option(None, "--params", help="Parameter count, for PAC bounds."),
-    bits: float = typer.Option(16.0, "--bits", help="Bits per parameter."),
+    bits_per_param: float = typer.Option(16.0, "--bits-per-param", help="Bits per parameter, for PAC bounds (ln|H| = params x bits x ln 2)."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits (display; the JSON is in nats)."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
-    """Fano and PAC theory held against the stored answers and MI estimates (nats)."""
-    from rich.table import Table
-
+    """Fano and PAC theory held against the stored answers and MI estimates; says which Y it uses."""
     from matprobe.theory.check import run_check, write_check
 
+    _refuse_old_bits(ctx)
+    unit, fmt = _unit(unit, bits), _format(fmt)
     res = run_check(store, mi, delta=delta, level=level, target=target, emp_risk=emp_risk,
-                    n_train=n_train, params=params, bits=bits)
+                    n_train=n_train, params=params, bits_per_param=bits_per_param,
+                    estimate_missing=estimate, progress=True)
     write_check(res, out)
-    table = Table(title=f"check: Y = {res['target']}, nats, δ = {delta}, {level:.0%} CI")
-    for col in ("M", "A", "T", "n", "error [CI]", "H(Y|s)", "Î [CI]", "ε floor", "ε ok",
-                "I >= (finite)", "Î ok"):
-        table.add_column(col, overflow="fold")
-    for r in res["strata"]:
-        g, v = r["given"], r["mi"]
-        mi_txt = "-" if v is None else f"{v['estimate']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-        floor = "-" if r["error_floor"] is None else f"{r['error_floor']:.3f}"
-        table.add_row(g["modality"], g["anatomy"], g["task"], str(r["n"]),
-                      f"{r['error']:.3f} [{r['error_ci'][0]:.3f}, {r['error_ci'][1]:.3f}]",
-                      f"{r['h_y']:.3f}", mi_txt, floor, r["error_respects_floor"] or "-",
-                      f"{r['fano_mi_lower']:.3f} ({r['fano_mi_lower_finite']:.3f})",
-                      r["mi_meets_bound"] or "-")
-    console.print(table)
-    a, p = res["aggregate"], res["pac"]
-    console.print(
-        f"aggregate: ε = {a['error']:.4f}, H(Y|M,A) = {a['h_y_given_ma']:.4f} nats; "
-        f"I(Z;Y|M,A) >= {a['fano_mi_lower_given_ma']:.4f} nats; stratum average "
-        f"{a['fano_mi_lower_stratified']:.4f} nats; paper eq. 8 (H(Y)) {a['paper_eq8']:.4f} nats: "
-        f"{a['paper_eq8_audit']['verdict']}", highlight=False)
-    for t in a["terms"]:
-        console.print(f"  {t['term']}: Î = {t['mi']['estimate']:.4f} nats vs bound "
-                      f"{t['fano_mi_lower']:.4f} nats ({t['compared_with']}): {t['mi_meets_bound']}",
-                      highlight=False)
-    console.print(
-        f"held-out ({p['heldout']}): {p['errors']}/{p['m']} errors = {p['error']:.4f} "
-        f"[{p['error_ci'][0]:.4f}, {p['error_ci'][1]:.4f}]; test-set bound R <= {p['test_set_bound']:.4f}",
-        highlight=False)
-    for b in p["bounds"]:
-        flag = "VACUOUS" if b["vacuous"] else ("CONTRADICTED" if b["contradicted"] else "ok")
-        console.print(f"  {b['name']}: R <= {b['value']:.6g} ({flag})", highlight=False)
-    console.print(f"wrote {out}", highlight=False)
+    _show(res.tables(unit), fmt, [f"wrote {out}"])
+
+
 # </theory-commands>
 
 # ---------------------------------------------------------------- significance
@@ -397,35 +368,30 @@ def check_cmd(
 @run_user_errors
 def significance_cmd(
     results: Path = typer.Argument(..., help="Tidy CSV: condition, target, seed, item (optional), metric, value."),
-    spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: CrossMed Table IX's four."),
-    unit: str = typer.Option("target", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs) or item."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: the comparisons present in the data (CrossMed Table IX's where its conditions are there; two conditions: that pair)."),
+    unit: str = typer.Option("auto", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs), item, or auto (target with >= 2 targets, else seed)."),
     mixed: bool = typer.Option(False, "--mixed", help="Add a MixedLM fit: seed-level differences, random intercept per target."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Metric(s) to test (repeatable); default: all."),
     items: bool = typer.Option(False, "--items", help="Item-level paired bootstrap (ratio metrics recomputed) and McNemar."),
-    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples for --items."),
+    n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Bootstrap resamples for --items."),
     family: str = typer.Option("all", "--family", help="Holm/BH family: all rows, or per metric."),
     alpha: float = typer.Option(0.05, "--alpha", help="Level for the 'exact test cannot reach it' warning."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the intervals of the differences."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv (all numbers), FILE.md or FILE.tex."),
 ) -> None:
     """Paired tests between conditions, in CrossMed Table IX's layout (rows comparisons, columns metrics)."""
     from matprobe.stats import formatting
-    from matprobe.stats.significance import analyze_file
+    from matprobe.stats.significance import significance
 
-    tables = analyze_file(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
-                          n_resamples=n_boot, family=family, alpha=alpha)
-    res = tables["results"]
-    console.print(formatting.rich_table(formatting.table_ix(res), f"p-values (paired t-test), unit: {unit}", index=True))
-    effects, p_values = formatting.split_detail(formatting.detail_table(res))
-    console.print(formatting.rich_table(effects, "Paired differences (first - second condition)"))
-    console.print(formatting.rich_table(p_values, "p-values (two-sided; Holm/BH over the family)"))
-    if "items" in tables:
-        console.print(formatting.rich_table(formatting.item_table(tables["items"]), "Item level"))
-    for line in formatting.notes(res):
-        console.print(f"note: {line}", highlight=False)
+    res = significance(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
+                       n_resamples=n_boot, family=family, alpha=alpha, level=level)
+    lines = [f"note: {line}" for line in res.notes()]
     if out is not None:
-        extra = {"Item level": formatting.item_table(tables["items"])} if "items" in tables else None
-        formatting.write_output(res, out, extra)
-        console.print(f"wrote {out}")
+        extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
+        formatting.write_output(res.results, out, extra)
+        lines.append(f"wrote {out}")
+    _show(res.tables(), _format(fmt), lines)
 
 
 @app.command("significance-summary")
