@@ -163,35 +163,22 @@ def data_split(
 @run_user_errors
 def store_info(
     file: Path = typer.Argument(..., help="HDF5 store written by `matprobe extract`."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (the whole info document)."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """Samples, feature arrays, answers and provenance of a store."""
     import json
 
-    from rich.table import Table
-
     from matprobe.store import EmbeddingStore
+    from matprobe.views import store_info_tables
 
+    fmt = _format(fmt)
     with EmbeddingStore.open(file) as store:
         info = store.info()
     if as_json:
-        console.print_json(json.dumps(info, default=str))
+        console.file.write(json.dumps(info, default=str, indent=2) + "\n")
         return
-    console.print(f"[bold]{info['path']}[/]: {info['n_done']} / {info['n_samples']} samples done"
-                  + (" (virtual merge)" if info["virtual"] else ""))
-    acc = info["accuracy"]
-    console.print(f"answers stored: {info['answers_stored']}" + (f", accuracy {acc:.3f}" if acc is not None else ""))
-    table = Table(title="features (float32)")
-    for col in ("layer", "pool", "dim"):
-        table.add_column(col)
-    for f in info["features"]:
-        table.add_row(str(f["layer"]), f["pool"], str(f["dim"]))
-    console.print(table)
-    for col, labels in info["label_columns"].items():
-        console.print(f"{col}: {len(labels)} labels ({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})")
-    console.print("provenance:")
-    for k, v in sorted(info["provenance"].items()):
-        console.print(f"  {k}: {v}", highlight=False)
+    _show(store_info_tables(info), fmt)
 # </store-commands>
 
 # ---------------------------------------------------------------- extract
@@ -427,11 +414,14 @@ def sweep_command(
     layers: str = typer.Option("all", "--layers", help="'all' or stored layers, e.g. 8,16,-1 (negative: from the last block)."),
     pools: str = typer.Option("all", "--pools", help="'all' or pools, e.g. last,image."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells computed in parallel processes (one thread each)."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     pointwise: bool = typer.Option(True, "--pointwise/--no-pointwise", help="Keep per-sample terms in OUT.pointwise/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
@@ -439,18 +429,19 @@ def sweep_command(
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     from matprobe.mi.sweep import run_sweep
 
+    from matprobe.views import sweep_table
+
+    unit, fmt = _unit(unit, bits), _format(fmt)
     res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
                     estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs,
-                    unit="bits" if bits else "nats", pointwise=pointwise, overwrite=overwrite,
+                    unit=unit, pointwise=pointwise, overwrite=overwrite, ci_level=level,
                     progress=True, device=device)
     if res.rank != 0:
         return
-    console.print(f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
-                  f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
-                  + (f" over {res.world_size} ranks" if res.world_size > 1 else ""), highlight=False)
-    piv = res.table.pivot_table(index=["checkpoint", "layer", "pool"], columns="term", values="estimate",
-                                sort=False)
-    console.print(piv.round(3).to_string(), highlight=False)
+    _show(sweep_table(res, unit), fmt, [
+        f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
+        f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
+        + (f" over {res.world_size} ranks" if res.world_size > 1 else "")])
 
 
 @app.command("compare")
@@ -464,33 +455,33 @@ def compare_command(
     layer_b: Optional[str] = typer.Option(None, "--layer-b", help="Layer of B (default: --layer)."),
     pool_b: Optional[str] = typer.Option(None, "--pool-b", help="Pool of B (default: --pool)."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds (the same on both sides)."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
-    level: float = typer.Option(0.95, "--level", help="Interval level."),
-    n_boot: int = typer.Option(2000, "--n-boot", help="Paired bootstrap resamples."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Paired bootstrap resamples."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the shared samples: paired bootstrap interval and p-value."""
     from matprobe.mi.compare import compare_stores, write_comparison
+    from matprobe.progress import track
+    from matprobe.views import comparison_table
 
-    comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
-                          estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
-                          n_boot=n_boot, unit="bits" if bits else "nats")
-    d = comp.difference
-    for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
-        console.print(f"{tag}: {side['store']} layer {side['layer']} pool {side['pool']}: {comp.term} = "
-                      f"{side['estimate']:.4f} {d.unit} [{side['ci_low']:.4f}, {side['ci_high']:.4f}]",
-                      highlight=False)
-    console.print(f"ΔI = {d.delta:+.4f} {d.unit}, {level:.0%} interval [{d.ci_low:+.4f}, {d.ci_high:+.4f}], "
-                  f"p = {d.p_value:.3g} (paired bootstrap over {d.n} shared samples, {comp.seeds} seeds, "
-                  f"{comp.folds} folds)", highlight=False)
-    if comp.note:
-        console.print(f"note: {comp.note}", highlight=False)
+    unit, fmt = _unit(unit, bits), _format(fmt)
+    with track("compare", None) as bar:
+        bar.update(description=f"{term} on both stores")
+        comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
+                              estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
+                              n_boot=n_boot, unit=unit)
+        bar.advance()
+    lines = []
     if out is not None:
         write_comparison(comp, out)
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(comparison_table(comp), fmt, lines)
 
 
 @app.command("relate")
@@ -501,29 +492,31 @@ def relate_command(
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer (default: deepest stored)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per estimate."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
     min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
-    level: float = typer.Option(0.95, "--level", help="Interval level."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
     from matprobe.mi.behaviour import relate, write_relation
+    from matprobe.progress import track
+    from matprobe.views import relation_table
 
-    rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
-                 pca=pca or None, level=level, min_stratum=min_stratum, unit="bits" if bits else "nats")
-    shown = rel.points[["checkpoint", "modality", "anatomy", "task", "n", "mi", "h", "accuracy",
-                        "fano_acc_max"]].round(3)
-    console.print(shown.to_string(index=False), highlight=False)
-    console.print(f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {level:.0%} bootstrap interval "
-                  f"[{rel.ci_low:.3f}, {rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; "
-                  f"MI in {rel.unit}; Fano ceiling for K = {rel.reference['classes']}", highlight=False)
-    for note in rel.notes:
-        console.print(f"note: {note}", highlight=False)
+    unit, fmt = _unit(unit, bits), _format(fmt)
+    with track("relate", None) as bar:
+        bar.update(description=f"I(Z;{target}|M,A,T) on {len(stores)} store(s)")
+        rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
+                     pca=pca or None, level=level, min_stratum=min_stratum, unit=unit)
+        bar.advance()
+    lines = [f"note: {note}" for note in rel.notes]
     if out is not None:
         write_relation(rel, out)
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(relation_table(rel), fmt, lines)
 # </sweep-commands>
 
 # ---------------------------------------------------------------- report / demo / run

@@ -6,7 +6,8 @@ unit, a one-line description (the report's glossary) and a formatter. Text rende
 (rich, Markdown, HTML, LaTeX) show the formatted strings; CSV and JSON carry the raw
 values, so nothing is lost to rounding. An interval is one cell holding a (low, high)
 pair: it is shown as ``[low, high]`` and written as two columns ``<key>_low``,
-``<key>_high``.
+``<key>_high``; a (value, low, high) triple is shown as ``value [low, high]`` and
+written as ``<key>``, ``<key>_low``, ``<key>_high``.
 
 Renderers are plain functions (`to_markdown`, `to_html`, `to_latex`, `to_csv`,
 `to_json`, `to_rich`); `render(table, fmt)` picks one by name, and `stdout_console()`
@@ -52,6 +53,9 @@ class Column:
             return "-"
         if isinstance(value, (tuple, list)) and len(value) == 2 and not callable(self.fmt):
             return f"[{_fmt_one(value[0], self.fmt)}, {_fmt_one(value[1], self.fmt)}]"
+        if isinstance(value, (tuple, list)) and len(value) == 3 and not callable(self.fmt):
+            est, lo, hi = (_fmt_one(x, self.fmt) for x in value)
+            return est if lo == "-" and hi == "-" else f"{est} [{lo}, {hi}]"
         if callable(self.fmt):
             return str(self.fmt(value))
         return _fmt_one(value, self.fmt)
@@ -62,7 +66,7 @@ def _missing(v) -> bool:
         return True
     if isinstance(v, float) and math.isnan(v):
         return True
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(_missing(x) for x in v):
+    if isinstance(v, (tuple, list)) and len(v) in (2, 3) and all(_missing(x) for x in v):
         return True
     return False
 
@@ -109,6 +113,8 @@ class Table:
                 v = r.get(c.key)
                 if isinstance(v, (tuple, list)) and len(v) == 2:
                     rec[f"{c.key}_low"], rec[f"{c.key}_high"] = (_plain(v[0]), _plain(v[1]))
+                elif isinstance(v, (tuple, list)) and len(v) == 3:
+                    rec[c.key], rec[f"{c.key}_low"], rec[f"{c.key}_high"] = (_plain(x) for x in v)
                 else:
                     rec[c.key] = _plain(v)
             out.append(rec)

@@ -93,6 +93,11 @@ class Progress:
             self._rich = RichProgress(*cols, console=Console(file=self._stream), transient=False)
             self._rich.start()
             self._task = self._rich.add_task("", total=self.total, completed=self.completed)
+        else:
+            todo = f"{self.total - self.completed} {self.unit or 'steps'} to do" if self.total else "started"
+            done = f" ({self.completed} already done)" if self.completed else ""
+            self._stream.write(f"{self.label}: {todo}{done}\n")
+            self._stream.flush()
         return self
 
     def stop(self) -> None:

@@ -705,11 +705,10 @@ class CheckResult:
             table.add_row(
                 modality=s.given.get("modality"), anatomy=s.given.get("anatomy"), task=s.given.get("task"),
                 n=s.n,
-                error=f"{s.error:.3f} [{s.error_ci[0]:.3f}, {s.error_ci[1]:.3f}]",
+                error=(s.error, s.error_ci[0], s.error_ci[1]),
                 h_y=conv(s.h_y),
                 mi=None if mi is None or mi.estimate is None else
-                f"{conv(mi.estimate):.3f} [{conv(mi.ci_low):.3f}, {conv(mi.ci_high):.3f}]"
-                if mi.ci_low is not None else f"{conv(mi.estimate):.3f}",
+                (conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)),
                 error_floor=s.error_floor, error_ok=s.error_respects_floor,
                 mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
                 mi_ok=s.mi_meets_bound)
