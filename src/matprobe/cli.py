@@ -556,13 +556,15 @@ def run_command(
 def _run_with_status(fn, cfg):
     import time
 
-    t0 = time.perf_counter()
-    with console.status("starting") as status:
-        def say(msg: str) -> None:
-            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {msg}", highlight=False)
-            status.update(msg)
+    from matprobe.progress import is_quiet
 
-        run = fn(cfg, progress=say)
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        if not is_quiet():
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {msg}", highlight=False)
+
+    run = fn(cfg, progress=say, progress_bars=True)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")
     return run
 

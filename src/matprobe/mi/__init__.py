@@ -10,3 +10,19 @@ from matprobe.mi.interface import MIEstimate, MIEstimator
 
 __all__ = ["ChainResult", "MIEstimate", "MIEstimator", "chain_terms", "make_estimator", "results_json",
            "run_store", "write_results"]
+
+
+# `import matprobe as mp; mp.mi(store, factors="M,A,T")`: the package name is also the
+# notebook API's verb, so the package is callable (matprobe.api.mi).
+import sys as _sys
+import types as _types
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from matprobe.api import mi
+
+        return mi(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

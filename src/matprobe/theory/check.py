@@ -143,7 +143,7 @@ def _answered(store) -> tuple[Any, np.ndarray]:
 
 def run_check(
     store_path: str | Path,
-    mi_path: str | Path | None = None,
+    mi_path: str | Path | dict | None = None,
     *,
     delta: float = DEFAULTS.delta,
     level: float = DEFAULTS.level,
@@ -173,7 +173,14 @@ def run_check(
         raise BoundsError(f"level = {level} is outside (0, 1); use e.g. 0.95")
     with EmbeddingStore.open(store_path) as store:
         fingerprint = store.fingerprint
-        mi = load_mi_results(mi_path, fingerprint) if mi_path is not None else None
+        if isinstance(mi_path, dict):  # an MI results document already in memory
+            mi = mi_path
+            if mi.get("store_fingerprint") not in (None, "", fingerprint):
+                raise StoreError(f"the MI results were computed on a different store ({mi.get('store')!r}) "
+                                 f"than the one checked ({store_path}); rerun mi on this store")
+            mi_path = mi.get("source") or "(in memory)"
+        else:
+            mi = load_mi_results(mi_path, fingerprint) if mi_path is not None else None
         frame, _ = _answered(store)
 
     mi_unit = (mi or {}).get("unit", "nats")
