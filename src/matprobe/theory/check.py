@@ -447,10 +447,10 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
         z = store.read(str(layer), str(pool))
     if target == "answer":
         y = frame["answer_index"].to_numpy() if "answer_index" in frame else np.full(len(frame), -1)
-        keep = y >= 0
+        keep = np.array(y >= 0)
     else:
         y = frame["label"].to_numpy() if "label" in frame else np.full(len(frame), None)
-        keep = frame["label"].notna().to_numpy() if "label" in frame else np.zeros(len(frame), bool)
+        keep = frame["label"].notna().to_numpy().copy() if "label" in frame else np.zeros(len(frame), bool)
     for f in MAT:
         keep &= frame[f].notna().to_numpy()
     if keep.sum() < 2:
