@@ -386,21 +386,23 @@ def significance_cmd(
 def significance_summary_cmd(
     summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g. '< 0.001')."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv, FILE.md or FILE.tex."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
+    from matprobe.present import Table
     from matprobe.stats import formatting
     from matprobe.stats.summary import read_summary, summary_table
 
+    fmt = _format(fmt)
     table = summary_table(read_summary(summary), source=str(summary))
     shown = formatting.summary_display(table)
-    console.print(formatting.rich_table(formatting.summary_display(table, with_warning=False, grid=False),
-                                        "Paired p from summary statistics (r: unknown correlation of the pairs)"))
-    for rec in table.itertuples():
-        if rec.warning:
-            console.print(f"note: {rec.comparison}, {rec.metric}: {rec.warning}", highlight=False)
+    lines = [f"note: {rec.comparison}, {rec.metric}: {rec.warning}" for rec in table.itertuples() if rec.warning]
     if out is not None:
         formatting.write_frame(table, shown, out, "Paired p from summary statistics")
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(Table.from_frame(formatting.summary_display(table, with_warning=False, grid=False),
+                           title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
+          fmt, lines)
 # </significance-commands>
 
 # ---------------------------------------------------------------- sweep / compare
