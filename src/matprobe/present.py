@@ -337,11 +337,18 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
     if fmt == "table":
         from rich.measure import Measurement
 
+        from rich.console import Console
+
         for t in tables:
             rt = to_rich(t)
-            # never squeeze a table into a narrow terminal: cut or folded numbers mislead
-            need = Measurement.get(console, console.options, rt).maximum
-            console.print(rt, width=max(console.width, need))
+            # never squeeze a table into a narrow terminal: cut or folded numbers mislead;
+            # a wider table is printed at its own width and the terminal wraps the lines
+            need = Measurement.get(console, console.options.update(max_width=_OFF_TTY_WIDTH), rt).maximum
+            target = console
+            if need > console.width:
+                target = Console(file=console.file, width=need, force_terminal=console.is_terminal,
+                                 color_system=console.color_system and "auto", highlight=False)
+            target.print(rt)
         for line in lines:
             console.print(line, highlight=False, soft_wrap=True)
         return

@@ -89,6 +89,8 @@ class Progress:
 
             cols = [TextColumn(f"[bold]{self.label}[/]"), BarColumn()]
             cols += [MofNCompleteColumn(), TimeRemainingColumn()] if self.total else [TimeElapsedColumn()]
+            if self.unit:
+                cols.append(_rate_column(self.unit))
             cols.append(TextColumn("{task.description}"))
             self._rich = RichProgress(*cols, console=Console(file=self._stream), transient=False)
             self._rich.start()
@@ -144,10 +146,24 @@ class Progress:
             left = (self.total - self.completed) * elapsed / done_here
             eta = f", about {left:.0f} s left"
         what = f" {self.unit}" if self.unit else ""
+        if self.unit and done_here > 0 and elapsed > 0:
+            what += f" ({done_here / elapsed:.2f} {self.unit}/s)"
         desc = f" ({self.description})" if self.description and not final else ""
         verb = "done" if final else "at"
         self._stream.write(f"{self.label}: {verb} {count}{what} after {elapsed:.0f} s{eta}{desc}\n")
         self._stream.flush()
+
+
+def _rate_column(unit: str):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return Text(f"-- {unit}/s" if speed is None else f"{speed:.2f} {unit}/s")
+
+    return RateColumn()
 
 
 def track(label: str, total: int | None = None, completed: int = 0, enabled: bool = True,
