@@ -105,6 +105,17 @@ def test_check_from_an_mat_chain_estimates_the_y_term(store, tmp_path):
         e = ref[tuple(s["given"].values())]
         width = (e["ci_high"] - e["ci_low"]) + (s["mi"]["ci_high"] - s["mi"]["ci_low"])
         assert abs(s["mi"]["estimate"] - e["estimate"]) <= width
+    # the typed result reads the file back unchanged (older files lack the new keys), and
+    # converts units for display only
+    from matprobe.theory.check import CheckResult, load_check
+
+    res = load_check(out)
+    assert res.to_dict() == doc
+    old = {k: v for k, v in doc.items() if k not in ("target_source", "estimated_here")}
+    assert CheckResult.from_dict(old).to_dict() == old
+    bits = res.to_table("bits").records()
+    assert bits[0]["h_y"] == pytest.approx(strata[0]["h_y"] / np.log(2))
+    assert bits[0]["mi"] == pytest.approx(strata[0]["mi"]["estimate"] / np.log(2))
     # --no-estimate says which command fills it, and leaves Î empty
     r = runner.invoke(app, ["check", str(store), "--mi", str(mi), "--out", str(out), "--no-estimate",
                             "--target", "label"])

@@ -135,3 +135,13 @@ def test_from_frame_keeps_column_order_and_index():
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json", "latex", "html"])
 def test_render_every_format(fmt):
     assert "I(Z;A" in render(nasty_table(), fmt)
+
+
+def test_glossary_merges_described_columns():
+    from matprobe.present import glossary
+
+    a = Table([Column("x", "Î", "nats", "MI estimate"), Column("n")], [])
+    b = Table([Column("x", "Î", "bits", "other"), Column("e", "ε", "probability", "error rate")], [])
+    g = glossary([a, b])
+    assert [(r["column"], r["unit"], r["meaning"]) for r in g.rows] == [
+        ("Î", "nats", "MI estimate"), ("ε", "probability", "error rate")]

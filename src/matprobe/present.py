@@ -142,6 +142,19 @@ class Table:
         return cls(cols, rows, title, list(footnotes))
 
 
+def glossary(tables: Iterable[Table], title: str = "Glossary") -> Table:
+    """One table (column, unit, meaning) over every described column of `tables`, first
+    description of a header kept (a report's glossary)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for t in tables:
+        for header, unit, description in t.glossary():
+            seen.setdefault(header, (unit, description))
+    out = Table([Column("column", "column"), Column("unit", "unit"), Column("meaning", "meaning")], title=title)
+    for header, (unit, description) in seen.items():
+        out.add_row(column=header, unit=unit, meaning=description)
+    return out
+
+
 def _plain(v):
     """JSON/CSV-safe raw value: numpy scalars to Python, NaN to None."""
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):
