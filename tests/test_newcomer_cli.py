@@ -209,3 +209,10 @@ def test_readme_bounds_commands_run_verbatim():
     for line in lines:
         r = CliRunner().invoke(app, shlex.split(line))
         assert r.exit_code == 0, f"{line}: {r.output}"
+
+
+def test_version_flag():
+    from matprobe import __version__
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"matprobe {__version__}"

@@ -90,14 +90,19 @@ def _show(tables, fmt: str, lines=()) -> None:
 
 @app.callback()
 def main_callback(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=lambda value: _print_version(value)),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (results and errors only)."),
 ) -> None:
     if quiet:
         from matprobe.progress import set_quiet
 
         set_quiet(True)
-    if version:
+
+
+def _print_version(value: bool) -> None:
+    # an eager callback: runs before click asks for a command
+    if value:
         from matprobe import __version__
 
         console.print(f"matprobe {__version__}")
