@@ -85,8 +85,11 @@ def test_check_from_an_mat_chain_estimates_the_y_term(store, tmp_path):
     shown = json.loads(r.stdout)
     doc = json.loads(out.read_text())
     # no answer index in this store, so Y is the label column, and the output says so
-    assert doc["target"] == "label" and doc["target_source"] == "default (no answer index stored)"
-    assert "Y = label" in shown[0]["title"] and "no answer index stored" in shown[0]["title"]
+    assert doc["target"] == "label" and doc["target_source"] == "the default, as no answer index is stored"
+    assert "Y = label" in shown[0]["title"] and "no answer index is stored" in shown[0]["title"]
+    # the estimated term is also held against the aggregate bound (stratum average)
+    (term,) = doc["aggregate"]["terms"]
+    assert term["term"] == "I(Z;label|modality,anatomy,task)" and term["compared_with"] == "stratum average"
     assert "estimated by check" in shown[0]["footnotes"][0]
     settings = doc["estimated_here"]["settings"]
     assert (settings["estimator"], settings["folds"], settings["pca"]) == ("ksg", 3, None)
@@ -121,7 +124,7 @@ def test_check_from_an_mat_chain_estimates_the_y_term(store, tmp_path):
                             "--target", "label"])
     assert r.exit_code == 0, r.output
     assert "--factors M,A,T,Y --layer 4 --pool last" in " ".join(r.stdout.split())
-    assert "Y = label" in r.stdout and "chosen by --target" in r.stdout
+    assert "Y = label" in r.stdout and "from --target" in r.stdout
     assert all(s["mi"] is None for s in json.loads(out.read_text())["strata"])
 
 

@@ -204,15 +204,15 @@ def run_check(
     # which Y: explicit, else the target the MI results carry, else the answer index
     found = set(strata_mi) | {_norm_target(t["target"]) for t in terms}
     if target is not None:
-        target_source = "--target"
+        target_source = "from --target"
     elif found == {"label"}:
-        target, target_source = "label", "the MI results' target"
+        target, target_source = "label", "from the MI results"
     elif found:
-        target, target_source = "answer", "the MI results' target"
+        target, target_source = "answer", "from the MI results"
     elif "answer_index" in frame and (frame["answer_index"] >= 0).any():
-        target, target_source = "answer", "default (the index of the correct option)"
+        target, target_source = "answer", "the default"
     else:
-        target, target_source = "label", "default (no answer index stored)"
+        target, target_source = "label", "the default, as no answer index is stored"
     target = _norm_target(target)
     if target == "answer":
         if "answer_index" not in frame or (frame["answer_index"] < 0).all():
@@ -234,6 +234,10 @@ def run_check(
         if estimate_missing:
             estimated = estimate_target_term(store_path, mi, target, progress=progress)
             stratum_mi = {_given_key(e["given"]): e for e in estimated["strata"]}
+            terms.append({"term": estimated["term"], "target": target, "given": list(MAT),
+                          "estimator": estimated["settings"]["estimator"], "estimate": estimated["estimate"],
+                          "ci_low": estimated["ci_low"], "ci_high": estimated["ci_high"],
+                          "ci_level": estimated["settings"]["level"]})
             mi_unit = "nats"  # estimated here in nats (the file holds no term for Y to mix with)
         else:
             estimated = {"command": target_term_command(store_path, mi, target), "strata": []}
@@ -662,7 +666,7 @@ class CheckResult:
     @property
     def y_description(self) -> str:
         what = "the model's answer vs the correct option index" if self.target == "answer" else "the label column"
-        return f"Y = {self.target} ({what}; chosen by {self.target_source or 'the check'})"
+        return f"Y = {self.target} ({what}; {self.target_source or 'chosen by the check'})"
 
     def frame(self):
         """One row per stratum (nats): n, error with interval, H(Y|s), Î with interval, floors, verdicts."""
