@@ -43,9 +43,9 @@ CELL_KEY = ["store", "layer", "pool"]
 class SweepSettings:
     factors: tuple[str, ...] = ("M", "A", "T")
     estimator: str = "probe"
-    seeds: int = 5
+    seeds: int = DEFAULTS.seeds
     folds: int = 5
-    pca: int | None = 64
+    pca: int | None = DEFAULTS.pca
     seed: int = 0
     ci_level: float = DEFAULTS.level
     unit: str = NATS
