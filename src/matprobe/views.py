@@ -85,7 +85,7 @@ def store_info_tables(info: dict) -> list[Table]:
                         + (f", accuracy {acc:.3f}" if acc is not None else "") + "; features (float32)")
     for f in info["features"]:
         feats.add_row(layer=str(f["layer"]), pool=f["pool"], dim=f["dim"])
-    labels = Table([Column("column", "column"), Column("n", "labels", "count"), Column("labels", "labels")],
+    labels = Table([Column("column", "column"), Column("n", "n labels", "count"), Column("labels", "labels")],
                    title="label columns")
     for col, values in info["label_columns"].items():
         labels.add_row(column=col, n=len(values), labels=", ".join(map(str, values)))
