@@ -11,8 +11,8 @@ from scipy import stats
 from scipy.stats import norm
 
 from matprobe.errors import StoreError
-from matprobe.theory.relate import fano_accuracy_ceiling, relate, spearman_with_interval
 from matprobe.store import EmbeddingStore
+from matprobe.theory.relate import fano_accuracy_ceiling, relate, spearman_with_interval
 
 torch.set_num_threads(1)
 

@@ -145,7 +145,7 @@ def test_plugin_through_mi_cli(stores, tmp_path):
     paths, z, _, f = stores
     out = tmp_path / "mi.json"
     res = runner.invoke(app, ["mi", str(paths[0]), "--factors", "M,A,T", "--layer", "0", "--estimator",
-                              "lda-plugin", "--out", str(out)])
+                              "lda-plugin", "--level", str(LEVEL), "--out", str(out)])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     expect = [sk_term(z, f["M"]), sk_term(z, f["A"], f["M"]), sk_term(z, f["T"], joint(f["M"], f["A"]))]
@@ -174,7 +174,8 @@ def test_plugin_through_sweep_with_worker_processes(stores, tmp_path):
     paths, z, _, f = stores
     out = tmp_path / "sweep.csv"
     # two cells in two spawned workers, which learn the plug-in from the registration they are sent
-    res = run_sweep([paths[0]], out, factors=("M", "A"), estimator="lda-plugin", seeds=1, jobs=2)
+    res = run_sweep([paths[0]], out, factors=("M", "A"), estimator="lda-plugin", seeds=1, jobs=2,
+                    ci_level=LEVEL)
     tab = res.table
     assert len(tab) == 4 and set(tab["layer"]) == {"0", "1"}
     for layer, feats in (("0", z), ("1", 0.5 * z)):

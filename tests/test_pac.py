@@ -170,7 +170,7 @@ def test_cli_bounds_pac_prints_all_side_by_side():
         "4500",
         "--params",
         "7e9",
-        "--bits",
+        "--bits-per-param",
         "16",
         "--delta",
         "0.05",
@@ -179,8 +179,12 @@ def test_cli_bounds_pac_prints_all_side_by_side():
         "--test-n",
         "4500",
     ]
-    r = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
+    # the old spelling (--bits N = bits per parameter) is refused with the new name
+    old = [a if a != "--bits-per-param" else "--bits" for a in args]
+    r_old = CliRunner().invoke(app, old)
+    assert r_old.exit_code == 2 and "--bits-per-param 16" in r_old.output
     ln_h = 7e9 * 16 * math.log(2)
     assert f"{0.168 + math.sqrt(2 * (ln_h + math.log(40)) / 4500):.6g}" in r.output
     assert f"{stats.beta.ppf(0.95, 757, 3744):.6g}" in r.output

@@ -66,7 +66,14 @@ def test_cli_significance_and_errors(tmp_path):
     assert "Without Task vs. Related" in result.output
     assert "Unit of analysis: seed" in out.read_text()
     frame[frame.condition != "Unrelated"].to_csv(path, index=False)
-    result = runner.invoke(app, ["significance", str(path)])
+    # default: the Table IX comparisons whose conditions are present (3 of 4), said so
+    result = runner.invoke(app, ["significance", str(path), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "Related vs. Unrelated" not in result.stdout and "Without Task vs. Related" in result.stdout
+    assert "3 of 4; no condition 'Unrelated'" in result.stderr
+    spec = tmp_path / "spec.txt"
+    spec.write_text("Related vs Unrelated\n")
+    result = runner.invoke(app, ["significance", str(path), "--spec", str(spec)])
     assert result.exit_code == 2
     assert "error:" in result.output and "condition 'Unrelated'" in result.output
 

@@ -14,6 +14,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from matprobe.defaults import DEFAULTS
+from matprobe.errors import MatprobeError
+from matprobe.present import FORMAT_HELP, StdoutConsole
+
 app = typer.Typer(
     name="matprobe",
     help="Measure how much Modality, Anatomy and Task a vision-language model's embedding encodes.",
@@ -28,7 +32,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(bounds_app, name="bounds")
 
-console = Console()
+console = StdoutConsole()  # full width when stdout is not a terminal (matprobe.present)
 err_console = Console(stderr=True)
 
 
@@ -77,16 +81,56 @@ def run_user_errors(fn):
     return wrapper
 
 
+def _unit(unit: str, bits: bool = False) -> str:
+    """--unit nats|bits, with --bits as its shorthand."""
+    from matprobe.units import BITS, check_unit
+
+    return BITS if bits else check_unit(unit)
+
+
+def _format(fmt: str) -> str:
+    from matprobe.present import check_format
+
+    return check_format(fmt)
+
+
+def _refuse_old_bits(ctx: typer.Context) -> None:
+    """`--bits N` (bits per parameter) was renamed; --bits is the unit switch everywhere now."""
+    for arg in ctx.args:
+        try:
+            value = float(arg)
+        except ValueError:
+            raise typer.BadParameter(f"unexpected argument {arg!r}") from None
+        raise MatprobeError(f"--bits {arg}: --bits now switches the unit to bits (as in `mi`); "
+                            f"for bits per parameter write --bits-per-param {value:g}")
+
+
+def _show(tables, fmt: str, lines=()) -> None:
+    from matprobe.present import show
+
+    show(tables, fmt, console, lines=[str(x) for x in lines])
+
+
 @app.callback()
 def main_callback(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=lambda value: _print_version(value)),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (results and errors only)."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of one line."),
 ) -> None:
     from matprobe.failures import ignore_file_size_signal
 
     _STATE["debug"] = debug
     ignore_file_size_signal()  # a full file-size limit becomes an error line, not a kill
-    if version:
+    if quiet:
+        from matprobe.progress import set_quiet
+
+        set_quiet(True)
+
+
+def _print_version(value: bool) -> None:
+    # an eager callback: runs before click asks for a command
+    if value:
         from matprobe import __version__
 
         console.print(f"matprobe {__version__}")
@@ -153,35 +197,22 @@ def data_split(
 @run_user_errors
 def store_info(
     file: Path = typer.Argument(..., help="HDF5 store written by `matprobe extract`."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (the whole info document)."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """Samples, feature arrays, answers and provenance of a store."""
     import json
 
-    from rich.table import Table
-
     from matprobe.store import EmbeddingStore
+    from matprobe.views import store_info_tables
 
+    fmt = _format(fmt)
     with EmbeddingStore.open(file) as store:
         info = store.info()
     if as_json:
-        console.print_json(json.dumps(info, default=str))
+        console.file.write(json.dumps(info, default=str, indent=2) + "\n")
         return
-    console.print(f"[bold]{info['path']}[/]: {info['n_done']} / {info['n_samples']} samples done"
-                  + (" (virtual merge)" if info["virtual"] else ""))
-    acc = info["accuracy"]
-    console.print(f"answers stored: {info['answers_stored']}" + (f", accuracy {acc:.3f}" if acc is not None else ""))
-    table = Table(title="features (float32)")
-    for col in ("layer", "pool", "dim"):
-        table.add_column(col)
-    for f in info["features"]:
-        table.add_row(str(f["layer"]), f["pool"], str(f["dim"]))
-    console.print(table)
-    for col, labels in info["label_columns"].items():
-        console.print(f"{col}: {len(labels)} labels ({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})")
-    console.print("provenance:")
-    for k, v in sorted(info["provenance"].items()):
-        console.print(f"  {k}: {v}", highlight=False)
+    _show(store_info_tables(info), fmt)
 # </store-commands>
 
 # ---------------------------------------------------------------- extract
@@ -237,48 +268,41 @@ def extract_command(
 @run_user_errors
 def mi_command(
     store: Path = typer.Argument(..., help="HDF5 embedding store."),
-    factors: str = typer.Option("M,A,T", "--factors", help="Chain order, comma-separated label columns."),
+    factors: str = typer.Option(",".join(DEFAULTS.factors), "--factors", help="Chain order, comma-separated label columns (M, A, T, Y = label, or any column)."),
     layer: str = typer.Option(..., "--layer", help="Layer key as stored (e.g. 16, final)."),
-    pool: str = typer.Option("last", "--pool", help="Pooling key as stored."),
-    estimator: str = typer.Option("probe", "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per estimate."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pooling key as stored."),
+    estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (results) or FILE.csv (table)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
-    from rich.table import Table
-
     from matprobe.mi.chain import check_out_path, run_store, write_results
 
     if out is not None:
         check_out_path(out)
-    unit = "bits" if bits else "nats"
+    unit, fmt = _unit(unit, bits), _format(fmt)
     names = [f.strip() for f in factors.split(",") if f.strip()]
     ests = [e.strip() for e in estimator.split(",") if e.strip()]
     result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
-                             pca=pca or None, unit=unit, device=device)
-    table = Table(title=f"MI chain ({unit}), {meta['store']} layer {layer} pool {pool}")
-    for col in ("term", "estimator", "estimate", "90% interval", "H limit", "chain diff.", "note"):
-        table.add_column(col)
-    frame = result.frame()
-    for row in frame.itertuples():
-        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
-        diff = "" if row.chain_difference != row.chain_difference else f"{row.chain_difference:.3f}"
-        table.add_row(row.term, row.estimator, f"{row.estimate:.3f}", interval, f"{row.h_upper:.3f}",
-                      diff, row.note)
-    console.print(table)
+                             pca=pca or None, unit=unit, device=device, ci_level=level, progress=True)
+    lines = []
     for term, agr in result.agreement().items():
         if len(ests) > 1:
-            console.print(f"{term}: estimators spread {agr['spread']:.3f} {unit}; intervals "
-                          + ("overlap" if agr["intervals_overlap"] else "do not overlap"))
+            lines.append(f"{term}: estimators spread {agr['spread']:.3f} {unit}; intervals "
+                         + ("overlap" if agr["intervals_overlap"] else "do not overlap"))
     if out is not None:
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
                       layer=meta["layer"], pool=meta["pool"])
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(result.to_table(), fmt, lines)
 # </mi-commands>
 
 # ---------------------------------------------------------------- bounds / check (theory)
@@ -292,105 +316,76 @@ def bounds_fano(
     marginal_entropy: Optional[float] = typer.Option(
         None, "--marginal-entropy", help="H(Y) (the paper's H(T)), to audit eq. 8."),
     mi: Optional[float] = typer.Option(None, "--mi", help="An MI value: smallest error it allows."),
-    unit: str = typer.Option("nats", "--unit", help="nats or bits (inputs and outputs)."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits (inputs and outputs)."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """Fano's bounds side by side, the paper's form (CrossMed eq. 7-8) included."""
-    from rich.table import Table
+    from matprobe.theory.fano import fano_report
 
-    from matprobe.theory.fano import fano_table
-
-    rows = fano_table(error, classes, entropy, marginal_entropy, mi, unit)
-    table = Table(title=f"Fano, ε = {error}, K = {classes}")
-    for col in ("quantity", "value", "unit", "note"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["quantity"], f"{r['value']:.6g}", r["unit"], r["note"])
-    console.print(table)
+    res = fano_report(error, classes, entropy, marginal_entropy, mi, _unit(unit, bits))
+    _show(res.to_table(), _format(fmt))
 
 
-@bounds_app.command("pac")
+@bounds_app.command("pac", context_settings={"allow_extra_args": True})
 @run_user_errors
 def bounds_pac(
+    ctx: typer.Context,
     emp_risk: float = typer.Option(..., "--emp-risk", help="Empirical (training) risk R̂ in [0, 1]."),
     n: int = typer.Option(..., "--n", help="Training samples n."),
     params: Optional[float] = typer.Option(None, "--params", help="Parameter count (7e9)."),
-    bits: float = typer.Option(16.0, "--bits", help="Bits per parameter."),
+    bits_per_param: float = typer.Option(16.0, "--bits-per-param", help="Bits per parameter (ln|H| = params x bits x ln 2)."),
     ln_h: Optional[float] = typer.Option(None, "--ln-h", help="ln|H| in nats (instead of params×bits)."),
     kl: Optional[float] = typer.Option(None, "--kl", help="KL(Q||P) in nats for the PAC-Bayes bounds."),
-    delta: float = typer.Option(0.05, "--delta", help="Failure probability δ in (0, 1)."),
+    delta: float = typer.Option(DEFAULTS.delta, "--delta", help="Failure probability δ in (0, 1)."),
     test_errors: Optional[int] = typer.Option(None, "--test-errors", help="Held-out errors k."),
     test_n: Optional[int] = typer.Option(None, "--test-n", help="Held-out samples m."),
+    bits: bool = typer.Option(False, "--bits", help="Show ln|H| and KL in bits (same as --unit bits)."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits for ln|H| and KL in the notes."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """PAC bounds on the true risk side by side; vacuous ones (>= 1) are flagged."""
-    from rich.table import Table
+    from matprobe.theory.pac import pac_report
 
-    from matprobe.theory.pac import pac_bounds
-
-    bounds = pac_bounds(emp_risk, n, delta, params=params, bits=bits, ln_h=ln_h, kl_qp=kl,
-                        test_errors=test_errors, test_n=test_n)
-    table = Table(title=f"PAC bounds on R, R̂ = {emp_risk}, n = {n}, δ = {delta}")
-    for col in ("bound", "R <=", "vacuous", "formula", "note"):
-        table.add_column(col, overflow="fold")
-    for b in bounds:
-        table.add_row(b.name, f"{b.value:.6g}", "VACUOUS" if b.vacuous else "no", b.formula, b.note)
-    console.print(table)
+    _refuse_old_bits(ctx)
+    unit, fmt = _unit(unit, bits), _format(fmt)
+    res = pac_report(emp_risk, n, delta, params=params, bits_per_param=bits_per_param, ln_h=ln_h, kl_qp=kl,
+                     test_errors=test_errors, test_n=test_n)
+    _show(res.to_table(unit), fmt)
 
 
-@app.command("check")
+@app.command("check", context_settings={"allow_extra_args": True})
 @run_user_errors
 def check_cmd(
+    ctx: typer.Context,
     store: Path = typer.Argument(..., help="HDF5 embedding store with the model's answers."),
-    mi: Optional[Path] = typer.Option(None, "--mi", help="MI results JSON from `matprobe mi --out`."),
+    mi: Optional[Path] = typer.Option(None, "--mi", help="MI results JSON from `matprobe mi --out` (any --factors: the Y term is estimated here when missing)."),
     out: Path = typer.Option(Path("check.json"), "--out", help="Where to write the JSON."),
-    target: Optional[str] = typer.Option(None, "--target", help="answer or label (default: from MI)."),
-    delta: float = typer.Option(0.05, "--delta", help="Failure probability δ in (0, 1)."),
-    level: float = typer.Option(0.95, "--level", help="Level of the error intervals."),
+    target: Optional[str] = typer.Option(None, "--target", help="Y: answer (the correct option's index) or label (default: the MI results' target, else answer)."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="Estimate I(Z;Y|M,A,T) when the MI results lack it (--no-estimate prints the `mi` command instead)."),
+    delta: float = typer.Option(DEFAULTS.delta, "--delta", help="Failure probability δ in (0, 1)."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the error intervals."),
     emp_risk: Optional[float] = typer.Option(None, "--emp-risk", help="Training risk, for PAC bounds."),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples, for PAC bounds."),
     params: Optional[float] = typer.Option(None, "--params", help="Parameter count, for PAC bounds."),
-    bits: float = typer.Option(16.0, "--bits", help="Bits per parameter."),
+    bits_per_param: float = typer.Option(16.0, "--bits-per-param", help="Bits per parameter, for PAC bounds (ln|H| = params x bits x ln 2)."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits (display; the JSON is in nats)."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
-    """Fano and PAC theory held against the stored answers and MI estimates (nats)."""
+    """Fano and PAC theory held against the stored answers and MI estimates; says which Y it uses."""
     _refuse_in_place(out, store, mi)
-    from rich.table import Table
-
     from matprobe.theory.check import run_check, write_check
 
+    _refuse_old_bits(ctx)
+    unit, fmt = _unit(unit, bits), _format(fmt)
     res = run_check(store, mi, delta=delta, level=level, target=target, emp_risk=emp_risk,
-                    n_train=n_train, params=params, bits=bits)
+                    n_train=n_train, params=params, bits_per_param=bits_per_param,
+                    estimate_missing=estimate, progress=True)
     write_check(res, out)
-    table = Table(title=f"check: Y = {res['target']}, nats, δ = {delta}, {level:.0%} CI")
-    for col in ("M", "A", "T", "n", "error [CI]", "H(Y|s)", "Î [CI]", "ε floor", "ε ok",
-                "I >= (finite)", "Î ok"):
-        table.add_column(col, overflow="fold")
-    for r in res["strata"]:
-        g, v = r["given"], r["mi"]
-        mi_txt = "-" if v is None else f"{v['estimate']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-        floor = "-" if r["error_floor"] is None else f"{r['error_floor']:.3f}"
-        table.add_row(g["modality"], g["anatomy"], g["task"], str(r["n"]),
-                      f"{r['error']:.3f} [{r['error_ci'][0]:.3f}, {r['error_ci'][1]:.3f}]",
-                      f"{r['h_y']:.3f}", mi_txt, floor, r["error_respects_floor"] or "-",
-                      f"{r['fano_mi_lower']:.3f} ({r['fano_mi_lower_finite']:.3f})",
-                      r["mi_meets_bound"] or "-")
-    console.print(table)
-    a, p = res["aggregate"], res["pac"]
-    console.print(
-        f"aggregate: ε = {a['error']:.4f}, H(Y|M,A) = {a['h_y_given_ma']:.4f} nats; "
-        f"I(Z;Y|M,A) >= {a['fano_mi_lower_given_ma']:.4f} nats; stratum average "
-        f"{a['fano_mi_lower_stratified']:.4f} nats; paper eq. 8 (H(Y)) {a['paper_eq8']:.4f} nats: "
-        f"{a['paper_eq8_audit']['verdict']}", highlight=False)
-    for t in a["terms"]:
-        console.print(f"  {t['term']}: Î = {t['mi']['estimate']:.4f} nats vs bound "
-                      f"{t['fano_mi_lower']:.4f} nats ({t['compared_with']}): {t['mi_meets_bound']}",
-                      highlight=False)
-    console.print(
-        f"held-out ({p['heldout']}): {p['errors']}/{p['m']} errors = {p['error']:.4f} "
-        f"[{p['error_ci'][0]:.4f}, {p['error_ci'][1]:.4f}]; test-set bound R <= {p['test_set_bound']:.4f}",
-        highlight=False)
-    for b in p["bounds"]:
-        flag = "VACUOUS" if b["vacuous"] else ("CONTRADICTED" if b["contradicted"] else "ok")
-        console.print(f"  {b['name']}: R <= {b['value']:.6g} ({flag})", highlight=False)
-    console.print(f"wrote {out}", highlight=False)
+    _show(res.tables(unit), fmt, [f"wrote {out}"])
+
+
 # </theory-commands>
 
 # ---------------------------------------------------------------- significance
@@ -399,36 +394,31 @@ def check_cmd(
 @run_user_errors
 def significance_cmd(
     results: Path = typer.Argument(..., help="Tidy CSV: condition, target, seed, item (optional), metric, value."),
-    spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: CrossMed Table IX's four."),
-    unit: str = typer.Option("target", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs) or item."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: the comparisons present in the data (CrossMed Table IX's where its conditions are there; two conditions: that pair)."),
+    unit: str = typer.Option("auto", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs), item, or auto (target with >= 2 targets, else seed)."),
     mixed: bool = typer.Option(False, "--mixed", help="Add a MixedLM fit: seed-level differences, random intercept per target."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Metric(s) to test (repeatable); default: all."),
     items: bool = typer.Option(False, "--items", help="Item-level paired bootstrap (ratio metrics recomputed) and McNemar."),
-    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples for --items."),
+    n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Bootstrap resamples for --items."),
     family: str = typer.Option("all", "--family", help="Holm/BH family: all rows, or per metric."),
     alpha: float = typer.Option(0.05, "--alpha", help="Level for the 'exact test cannot reach it' warning."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the intervals of the differences."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv (all numbers), FILE.md or FILE.tex."),
 ) -> None:
     """Paired tests between conditions, in CrossMed Table IX's layout (rows comparisons, columns metrics)."""
     _refuse_in_place(out, results, spec)
     from matprobe.stats import formatting
-    from matprobe.stats.significance import analyze_file
+    from matprobe.stats.significance import significance
 
-    tables = analyze_file(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
-                          n_resamples=n_boot, family=family, alpha=alpha)
-    res = tables["results"]
-    console.print(formatting.rich_table(formatting.table_ix(res), f"p-values (paired t-test), unit: {unit}", index=True))
-    effects, p_values = formatting.split_detail(formatting.detail_table(res))
-    console.print(formatting.rich_table(effects, "Paired differences (first - second condition)"))
-    console.print(formatting.rich_table(p_values, "p-values (two-sided; Holm/BH over the family)"))
-    if "items" in tables:
-        console.print(formatting.rich_table(formatting.item_table(tables["items"]), "Item level"))
-    for line in formatting.notes(res):
-        console.print(f"note: {line}", highlight=False)
+    res = significance(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
+                       n_resamples=n_boot, family=family, alpha=alpha, level=level)
+    lines = [f"note: {line}" for line in res.notes()]
     if out is not None:
-        extra = {"Item level": formatting.item_table(tables["items"])} if "items" in tables else None
-        formatting.write_output(res, out, extra)
-        console.print(f"wrote {out}")
+        extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
+        formatting.write_output(res.results, out, extra)
+        lines.append(f"wrote {out}")
+    _show(res.tables(), _format(fmt), lines)
 
 
 @app.command("significance-summary")
@@ -436,22 +426,24 @@ def significance_cmd(
 def significance_summary_cmd(
     summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g. '< 0.001')."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv, FILE.md or FILE.tex."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ) -> None:
     """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
     _refuse_in_place(out, summary)
+    from matprobe.present import Table
     from matprobe.stats import formatting
     from matprobe.stats.summary import read_summary, summary_table
 
+    fmt = _format(fmt)
     table = summary_table(read_summary(summary), source=str(summary))
     shown = formatting.summary_display(table)
-    console.print(formatting.rich_table(formatting.summary_display(table, with_warning=False, grid=False),
-                                        "Paired p from summary statistics (r: unknown correlation of the pairs)"))
-    for rec in table.itertuples():
-        if rec.warning:
-            console.print(f"note: {rec.comparison}, {rec.metric}: {rec.warning}", highlight=False)
+    lines = [f"note: {rec.comparison}, {rec.metric}: {rec.warning}" for rec in table.itertuples() if rec.warning]
     if out is not None:
         formatting.write_frame(table, shown, out, "Paired p from summary statistics")
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(Table.from_frame(formatting.summary_display(table, with_warning=False, grid=False),
+                           title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
+          fmt, lines)
 # </significance-commands>
 
 # ---------------------------------------------------------------- sweep / compare
@@ -465,11 +457,14 @@ def sweep_command(
     layers: str = typer.Option("all", "--layers", help="'all' or stored layers, e.g. 8,16,-1 (negative: from the last block)."),
     pools: str = typer.Option("all", "--pools", help="'all' or pools, e.g. last,image."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells computed in parallel processes (one thread each)."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     pointwise: bool = typer.Option(True, "--pointwise/--no-pointwise", help="Keep per-sample terms in OUT.pointwise/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
@@ -477,19 +472,19 @@ def sweep_command(
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
     from matprobe.mi.sweep import run_sweep
+    from matprobe.views import sweep_table
 
+    unit, fmt = _unit(unit, bits), _format(fmt)
     res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
                     estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs,
-                    unit="bits" if bits else "nats", pointwise=pointwise, overwrite=overwrite,
+                    unit=unit, pointwise=pointwise, overwrite=overwrite, ci_level=level,
                     progress=True, device=device)
     if res.rank != 0:
         return
-    console.print(f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
-                  f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
-                  + (f" over {res.world_size} ranks" if res.world_size > 1 else ""), highlight=False)
-    piv = res.table.pivot_table(index=["checkpoint", "layer", "pool"], columns="term", values="estimate",
-                                sort=False)
-    console.print(piv.round(3).to_string(), highlight=False)
+    _show(sweep_table(res, unit), fmt, [
+        f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
+        f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
+        + (f" over {res.world_size} ranks" if res.world_size > 1 else "")])
 
 
 @app.command("compare")
@@ -503,34 +498,34 @@ def compare_command(
     layer_b: Optional[str] = typer.Option(None, "--layer-b", help="Layer of B (default: --layer)."),
     pool_b: Optional[str] = typer.Option(None, "--pool-b", help="Pool of B (default: --pool)."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds (the same on both sides)."),
-    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
-    level: float = typer.Option(0.95, "--level", help="Interval level."),
-    n_boot: int = typer.Option(2000, "--n-boot", help="Paired bootstrap resamples."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Paired bootstrap resamples."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the shared samples: paired bootstrap interval and p-value."""
     _refuse_in_place(out, store_a, store_b)
     from matprobe.mi.compare import compare_stores, write_comparison
+    from matprobe.progress import track
+    from matprobe.views import comparison_table
 
-    comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
-                          estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
-                          n_boot=n_boot, unit="bits" if bits else "nats")
-    d = comp.difference
-    for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
-        console.print(f"{tag}: {side['store']} layer {side['layer']} pool {side['pool']}: {comp.term} = "
-                      f"{side['estimate']:.4f} {d.unit} [{side['ci_low']:.4f}, {side['ci_high']:.4f}]",
-                      highlight=False)
-    console.print(f"ΔI = {d.delta:+.4f} {d.unit}, {level:.0%} interval [{d.ci_low:+.4f}, {d.ci_high:+.4f}], "
-                  f"p = {d.p_value:.3g} (paired bootstrap over {d.n} shared samples, {comp.seeds} seeds, "
-                  f"{comp.folds} folds)", highlight=False)
-    if comp.note:
-        console.print(f"note: {comp.note}", highlight=False)
+    unit, fmt = _unit(unit, bits), _format(fmt)
+    with track("compare", None) as bar:
+        bar.update(description=f"{term} on both stores")
+        comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
+                              estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
+                              n_boot=n_boot, unit=unit)
+        bar.advance()
+    lines = []
     if out is not None:
         write_comparison(comp, out)
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(comparison_table(comp), fmt, lines)
 
 
 @app.command("relate")
@@ -541,30 +536,32 @@ def relate_command(
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer (default: deepest stored)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per estimate."),
-    pca: Optional[int] = typer.Option(64, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
     min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
-    level: float = typer.Option(0.95, "--level", help="Interval level."),
-    bits: bool = typer.Option(False, "--bits", help="Report bits instead of nats."),
+    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
     _refuse_in_place(out, *stores)
+    from matprobe.progress import track
     from matprobe.theory.relate import relate, write_relation
+    from matprobe.views import relation_table
 
-    rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
-                 pca=pca or None, level=level, min_stratum=min_stratum, unit="bits" if bits else "nats")
-    shown = rel.points[["checkpoint", "modality", "anatomy", "task", "n", "mi", "h", "accuracy",
-                        "fano_acc_max"]].round(3)
-    console.print(shown.to_string(index=False), highlight=False)
-    console.print(f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {level:.0%} bootstrap interval "
-                  f"[{rel.ci_low:.3f}, {rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; "
-                  f"MI in {rel.unit}; Fano ceiling for K = {rel.reference['classes']}", highlight=False)
-    for note in rel.notes:
-        console.print(f"note: {note}", highlight=False)
+    unit, fmt = _unit(unit, bits), _format(fmt)
+    with track("relate", None) as bar:
+        bar.update(description=f"I(Z;{target}|M,A,T) on {len(stores)} store(s)")
+        rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
+                     pca=pca or None, level=level, min_stratum=min_stratum, unit=unit)
+        bar.advance()
+    lines = [f"note: {note}" for note in rel.notes]
     if out is not None:
         write_relation(rel, out)
-        console.print(f"wrote {out}")
+        lines.append(f"wrote {out}")
+    _show(relation_table(rel), fmt, lines)
 # </sweep-commands>
 
 # ---------------------------------------------------------------- report / demo / run
@@ -604,13 +601,15 @@ def run_command(
 def _run_with_status(fn, cfg):
     import time
 
-    t0 = time.perf_counter()
-    with console.status("starting") as status:
-        def say(msg: str) -> None:
-            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {msg}", highlight=False)
-            status.update(msg)
+    from matprobe.progress import is_quiet
 
-        run = fn(cfg, progress=say)
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        if not is_quiet():
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {msg}", highlight=False)
+
+    run = fn(cfg, progress=say, progress_bars=True)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")
     return run
 

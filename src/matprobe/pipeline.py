@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from matprobe.checks import check_unread_keys, track_sections
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import MatprobeError
 from matprobe.io import atomic_path, write_text_atomic
 
@@ -84,12 +85,13 @@ class PipelineConfig:
     max_pixels: int | None = None
     # mi
     factors: tuple[str, ...] = ("modality", "anatomy", "task", "label")
-    estimator: str = "probe"
-    mi_seeds: int = 2
-    mi_folds: int = 5
-    pca: int | None = 32
+    estimator: str = DEFAULTS.estimator
+    mi_seeds: int = DEFAULTS.seeds
+    mi_folds: int = DEFAULTS.folds
+    pca: int | None = DEFAULTS.pca
+    mi_level: float = DEFAULTS.level
     # check
-    delta: float = 0.05
+    delta: float = DEFAULTS.delta
     # parallel processes for training (CPU)
     workers: int = 0  # 0 = min(4, CPU count)
 
@@ -169,6 +171,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.mi_folds = _get(mi, "folds", int, cfg.mi_folds, w)
     pca = _get(mi, "pca", int, cfg.pca, w)
     cfg.pca = pca or None
+    cfg.mi_level = float(_get(mi, "level", (int, float), cfg.mi_level, w))
     cfg.delta = float(_get(chk, "delta", (int, float), cfg.delta, w))
     check_unread_keys(doc, w)  # a misspelt key is refused, never run with the default
     return cfg
@@ -213,21 +216,32 @@ def _finetune_job(args: tuple) -> dict:
     return {"out": str(res.out), "seconds": res.seconds, "final_loss": float(np.mean(res.losses[-10:]))}
 
 
+def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str = DEFAULTS.estimator,
+            seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
+            level: float = DEFAULTS.level):
+    """The pipeline's MI step for one (store, layer, pool): the chain terms (with their strata),
+    written to `out` when given. Same settings, same numbers as `matprobe mi` and `matprobe.mi`."""
+    from matprobe.mi.chain import run_store, write_results
+
+    # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
+    # pipeline needs the terms (and their strata) only
+    result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
+                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
+                      layer=meta["layer"], pool=meta["pool"])
+    return result
+
+
 def _mi_job(args: tuple) -> str:
     """One (store, layer, pool) MI chain in a worker process."""
     import torch
 
     torch.set_num_threads(1)
-    from matprobe.mi.chain import run_store, write_results
-
-    store, factors, layer, pool, out, estimator, seeds, folds, pca = args
-    # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
-    # pipeline needs the terms (and their strata) only
-    result, meta = run_store(store, factors, layer, pool, estimators=[estimator], seeds=seeds,
-                             folds=folds, pca=pca, difference=False, direct=False)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
-                  layer=meta["layer"], pool=meta["pool"])
+    store, factors, layer, pool, out, estimator, seeds, folds, pca, level = args
+    mi_step(store, factors, layer, pool, out, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
+            level=level)
     return out
 
 
@@ -264,12 +278,16 @@ class StepTimer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = None) -> Path:
-    """Run every step; return the run directory (with run.json and the report)."""
+def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = None,
+                 progress_bars: bool = False) -> Path:
+    """Run every step; return the run directory (with run.json and the report).
+    `progress` receives one line per finished step; `progress_bars` adds the progress display
+    (matprobe.progress) for fine-tuning, extraction and MI."""
     import torch
 
     from matprobe.data import load_dataset
     from matprobe.extract.runner import ExtractConfig, extract
+    from matprobe.progress import track
     from matprobe.report.render import write_report
     from matprobe.theory.check import run_check, write_check
 
@@ -326,8 +344,10 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         if jobs:
             say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
                 f"{_workers(cfg)} processes)")
-            with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(jobs))) as pool:
+            with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(jobs))) as pool, \
+                    track("fine-tuning", len(jobs), enabled=progress_bars, unit="checkpoints") as bar:
                 for name, res in zip(names, pool.map(_finetune_job, jobs)):
+                    bar.advance(description=name)
                     say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
     timer.add("checkpoints", t0)
 
@@ -344,7 +364,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             data=str(cond_manifest[ck["condition"]]),
             out=str(store), layers=cfg.layers, pools=cfg.pools, batch_size=cfg.extract_batch_size,
             dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
-        ))
+        ), progress=progress_bars)
         ck["layers"], ck["pools"] = list(res.layers), list(res.pools)
         ck["fresh_store"] = res.n_computed > 0
         ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
@@ -355,13 +375,15 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
 
     t0 = time.perf_counter()
     mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
-                cfg.mi_seeds, cfg.mi_folds, cfg.pca)
+                cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level)
                for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck)]
     if mi_jobs:
         say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
             f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")
-        with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(mi_jobs))) as pool:
+        with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(mi_jobs))) as pool, \
+                track("mi", len(mi_jobs), enabled=progress_bars, unit="cells") as bar:
             for path in pool.map(_mi_job, mi_jobs):
+                bar.advance(description=Path(path).name)
                 say(f"  wrote {Path(path).name}")
     timer.add("mi", t0)
 
@@ -370,7 +392,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         train_risk, n_train = training_risk(ck["store"])
         check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
                           params=ck.get("params") or count_parameters(ck["ckpt"]),
-                          bits={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
+                          bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)
         ck["check"] = str(check_path)

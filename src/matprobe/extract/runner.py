@@ -146,30 +146,6 @@ def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, ov
     return EmbeddingStore.create(path, samples, provenance, feature_dims, n_options, overwrite=True)
 
 
-def _progress(enabled: bool, total: int, done: int, label: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task):
-            speed = task.finished_speed or task.speed
-            return Text("-- samples/s" if speed is None else f"{speed:.2f} samples/s")
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False,
-    )
-    task = progress.add_task(label, total=total, completed=done)
-    return progress, task
-
-
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -257,8 +233,10 @@ def extract(
         done = store.done
         todo = np.flatnonzero(~done)
         n_resumed = int(done.sum())
-        bar, task = _progress(progress and ranks.is_main, len(samples), n_resumed,
-                              f"extract {loaded.arch}" + (f" rank {ranks.rank}" if ranks.distributed else ""))
+        from matprobe.progress import track
+
+        bar = track(f"extract {loaded.arch}" + (f" rank {ranks.rank}" if ranks.distributed else ""),
+                    len(samples), n_resumed, enabled=progress and ranks.is_main, unit="samples")
         with bar, LayerPooler(loaded.model, layers, need_final_last=answers) as pooler:
             for start in range(0, len(todo), config.batch_size):
                 rows = todo[start:start + config.batch_size]
@@ -293,7 +271,7 @@ def extract(
                 }
                 store.append(rows, features, answers=answer_block)
                 n_computed += len(rows)
-                bar.update(task, advance=len(rows))
+                bar.advance(len(rows))
                 if on_batch is not None:
                     on_batch(n_resumed + n_computed)
         accuracy = _accuracy(store) if answers else None

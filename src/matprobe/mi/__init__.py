@@ -23,3 +23,19 @@ from matprobe.mi.registry import available_estimators, estimator_tags, make_esti
 __all__ = ["ChainResult", "EstimatorTags", "MIEstimate", "MIEstimator", "TermNames", "TermSpec",
            "available_estimators", "chain_terms", "estimate_terms", "estimator_tags", "make_estimator",
            "register_estimator", "results_json", "run_store", "write_results"]
+
+
+# `import matprobe as mp; mp.mi(store, factors="M,A,T")`: the package name is also the
+# notebook API's verb, so the package is callable (matprobe.api.mi).
+import sys as _sys
+import types as _types
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from matprobe.api import mi
+
+        return mi(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

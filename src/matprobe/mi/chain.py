@@ -16,13 +16,14 @@ import pandas as pd
 
 from matprobe.checks import check_chain_intervals, check_class_sizes
 from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
 from matprobe.units import NATS, from_nats
 
-DEFAULT_ESTIMATOR = "probe"
+DEFAULT_ESTIMATOR = DEFAULTS.estimator
 
 
 def term_name(target: str, given: list[str]) -> str:
@@ -53,7 +54,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                    specs: list[TermSpec], *, plan_groups: np.ndarray | None = None,
                    fold: np.ndarray | None = None, pointwise: bool = False,
                    raw: dict[str, np.ndarray] | None = None,
-                   labels: dict[str, tuple] | None = None) -> list[MIEstimate]:
+                   labels: dict[str, tuple] | None = None, progress=None) -> list[MIEstimate]:
     """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
     `relate` share.
 
@@ -62,6 +63,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
     joint code of every factor in `codes`) or over the given `fold` ids. An estimator without
     native conditional support is run once per stratum (`conditional_by_strata`).
     raw/labels: the factors' original values and vocabularies, to name strata.
+    progress: a `matprobe.progress.Progress` advanced once per term.
     """
     if pointwise and not tags.pointwise:
         raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
@@ -80,11 +82,15 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
         strata = _stratum_names(list(spec.given), raw or codes, labels, c) if spec.given else None
         names = TermNames(target=",".join(spec.targets), given=",".join(spec.given) or "condition",
                           strata=strata)
+        if progress is not None:
+            progress.update(description=f"{est.name}: {spec.name}")
         if c is None or tags.conditional:
             e = est.estimate(z, y, c, sub=sub, plan=plan, names=names, pointwise=pointwise)
         else:
             e = conditional_by_strata(est, z, y, c, sub=sub, names=names, pointwise=pointwise)
         out.append(e)
+        if progress is not None:
+            progress.advance()
     return out
 
 
@@ -158,6 +164,8 @@ class ChainResult:
     direct: dict[str, MIEstimate] = field(default_factory=dict)  # estimator -> I(Z;all)
     difference: dict[str, list[float]] = field(default_factory=dict)  # estimator -> chain differences
     unit: str = NATS
+    settings: dict = field(default_factory=dict)  # estimator settings used (seeds, folds, pca, level, seed)
+    meta: dict = field(default_factory=dict)  # store, fingerprint, layer, pool when read from a store
 
     def frame(self) -> pd.DataFrame:
         """Tidy table: one row per (term, estimator), plus the direct term and the sum."""
@@ -185,6 +193,36 @@ class ChainResult:
                              "degenerate": d.degenerate, "note": d.note, "unit": d.unit})
         return pd.DataFrame(rows)
 
+    def to_table(self):
+        """The `matprobe mi` display table (matprobe.present.Table): one row per term and estimator."""
+        from matprobe.present import Column, Table
+
+        level = self.settings.get("level")
+        lvl = f"{level:.0%}" if level else "CI"
+        unit = self.unit
+        cols = [Column("term", "term", description="MI term: I(Z;target|given)"),
+                Column("estimator", "estimator", description="MI estimator"),
+                Column("estimate", "estimate", unit, "point estimate", ".3f"),
+                Column("interval", f"{lvl} interval", unit, f"{lvl} interval of the estimate", ".3f"),
+                Column("h_upper", "H limit", unit, "entropy of the target given the conditioning set "
+                       "(largest possible value)", ".3f"),
+                Column("chain_difference", "chain diff.", unit,
+                       "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
+                Column("note", "note", description="estimator notes")]
+        where = ""
+        if self.meta:
+            where = f", {self.meta.get('store')} layer {self.meta.get('layer')} pool {self.meta.get('pool')}"
+        st = self.settings
+        table = Table(cols, title=f"MI chain ({unit}){where}")
+        if st:
+            table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
+                                   f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
+        for r in self.frame().itertuples():
+            table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
+                          interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
+                          chain_difference=r.chain_difference, note=r.note)
+        return table
+
     def agreement(self) -> dict[str, dict]:
         """Per term: spread (max - min) of the estimators' values and whether all intervals overlap."""
         out = {}
@@ -201,16 +239,19 @@ class ChainResult:
 
 
 def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = None,
-                estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = 3,
-                folds: int = 5, pca: int | None = 64, unit: str = NATS, direct: bool = True,
-                difference: bool = True, ci_level: float = 0.9, seed: int = 0,
-                labels: dict[str, tuple] | None = None, pointwise: bool = False,
+                estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = DEFAULTS.seeds,
+                folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
+                direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
+                seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, pointwise: bool = False,
+                progress=False,
                 **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
     z: [n, d] features; factors: {name: labels [n]} (any label column can be a factor).
     labels: optional {name: vocabulary} to name strata in per-stratum entries.
     pointwise: keep per-row terms in each estimate's diagnostics["pointwise"].
+    progress: True for a progress display per estimated term (`matprobe.progress`), or a
+    `matprobe.progress.Progress` to advance. Defaults come from `matprobe.defaults.DEFAULTS`.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = list(order or factors)
@@ -236,20 +277,30 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     specs += [TermSpec(tuple(order[: j + 1]), (), tuple(order[j + 1:])) for j in prefixes]
     # one fold plan per estimator for the whole chain, stratified by all factors
     all_joint = joint_codes([codes[f] for f in order])
-    result = ChainResult(factors=order, unit=unit)
-    for est_name in estimators:
-        est = make_estimator(est_name, seeds=seeds, folds=folds, pca=pca, unit=unit, ci_level=ci_level,
-                             seed=seed, **estimator_kwargs)
-        ests = estimate_terms(est, estimator_tags(est_name), z, codes, specs, plan_groups=all_joint,
-                              pointwise=pointwise, raw=factors, labels=labels)
-        k = len(order)
-        items = [(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
-        result.terms[est_name] = items
-        if direct or difference:
-            result.direct[est_name] = ests[k]
-        if difference:
-            prefix = [items[0][1].value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
-            result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1] for j in range(1, k)]
+    result = ChainResult(factors=order, unit=unit,
+                         settings={"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca,
+                                   "level": ci_level, "seed": seed})
+    from contextlib import nullcontext
+
+    from matprobe.progress import Progress, track
+
+    external = isinstance(progress, Progress)
+    bar = progress if external else track("mi", len(estimators) * len(specs), enabled=bool(progress),
+                                          unit="estimates")
+    k = len(order)
+    with (nullcontext() if external else bar):
+        for est_name in estimators:
+            est = make_estimator(est_name, seeds=seeds, folds=folds, pca=pca, unit=unit, ci_level=ci_level,
+                                 seed=seed, **estimator_kwargs)
+            ests = estimate_terms(est, estimator_tags(est_name), z, codes, specs, plan_groups=all_joint,
+                                  pointwise=pointwise, raw=factors, labels=labels, progress=bar)
+            items = [(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
+            result.terms[est_name] = items
+            if direct or difference:
+                result.direct[est_name] = ests[k]
+            if difference:
+                prefix = [items[0][1].value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
+                result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1] for j in range(1, k)]
     return result
 
 
@@ -290,6 +341,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
         break  # the first estimator's direct term (the default one when listed first)
     return {"kind": "matprobe.mi", "format_version": 1, "store": store, "store_fingerprint": fingerprint,
             "layer": layer, "pool": pool, "unit": result.unit, "factors": result.factors,
+            "ci_level": result.settings.get("level"), "settings": result.settings,
             "terms": terms, "strata": strata, "direct": direct,
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
@@ -356,4 +408,5 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
             cols = {k: v[keep] for k, v in cols.items()}
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
     check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
+    result.meta = dict(meta)
     return result, meta

@@ -26,6 +26,7 @@ from scipy.stats import norm
 
 from matprobe.checks import check_level, check_resamples
 from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.mi.base import EXTRAPOLATION_SLACK
 from matprobe.mi.chain import TermSpec, estimate_terms, term_name
@@ -149,9 +150,10 @@ def parse_term(term: str) -> tuple[str, list[str]]:
     return target, given_l
 
 
-def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = "probe", seeds: int = 5, folds: int = 5,
-                   pca: int | None = 64, seed: int = 0, sub=None, ci_level: float = 0.95, n_boot: int = 2000,
-                   unit: str = NATS, **estimator_kwargs) -> tuple[dict, dict, PairedDifference]:
+def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
+                   folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, seed: int = DEFAULTS.seed,
+                   sub=None, ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
+                   **estimator_kwargs) -> tuple[dict, dict, PairedDifference]:
     """I(Z_A;Y|C) vs I(Z_B;Y|C) on the same rows, with the same folds and seeds.
 
     Returns (side A summary, side B summary, PairedDifference). Each summary holds the
@@ -271,8 +273,9 @@ def _term_codes(labels, target, given, keep):
 
 
 def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, pool=None,
-                   layer_b=None, pool_b=None, estimator: str = "probe", seeds: int = 5, folds: int = 5,
-                   pca: int | None = 64, ci_level: float = 0.95, n_boot: int = 2000, unit: str = NATS,
+                   layer_b=None, pool_b=None, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
+                   folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, ci_level: float = DEFAULTS.level,
+                   n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
                    seed: int = 0, **estimator_kwargs) -> Comparison:
     """ΔI of one term between two stores, or between two (layer, pool) keys of one store.
 

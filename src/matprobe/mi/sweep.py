@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
@@ -44,11 +45,11 @@ CELL_KEY = ["store", "layer", "pool"]
 class SweepSettings:
     factors: tuple[str, ...] = ("M", "A", "T")
     estimator: str = "probe"
-    seeds: int = 5
+    seeds: int = DEFAULTS.seeds
     folds: int = 5
-    pca: int | None = 64
+    pca: int | None = DEFAULTS.pca
     seed: int = 0
-    ci_level: float = 0.9
+    ci_level: float = DEFAULTS.level
     unit: str = NATS
     pointwise: bool = True
     estimator_kwargs: tuple = ()  # sorted (name, value) pairs, e.g. (("max_iter", 50),)
@@ -364,8 +365,9 @@ def shard_table_path(out: Path, rank: int, world: int) -> Path:
 
 
 @locked_output("out")  # a second sweep on the same table is refused: "in use by process N"
-def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, estimator: str = "probe",
-              seeds: int = 5, folds: int = 5, pca: int | None = 64, seed: int = 0, ci_level: float = 0.9,
+def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None, estimator: str = DEFAULTS.estimator,
+              seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
+              seed: int = DEFAULTS.seed, ci_level: float = DEFAULTS.level,
               unit: str = NATS, jobs: int = 1, pointwise: bool = True, overwrite: bool = False,
               progress: bool = False, on_cell: Callable[[Cell, list], None] | None = None,
               estimator_kwargs: dict | None = None, device: str = "cpu") -> SweepResult:
@@ -415,11 +417,14 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
         if on_cell is not None:
             on_cell(cell, rows)
 
-    bar = _progress(progress, len(mine), n_resumed, ranks)
+    from matprobe.progress import track
+
+    bar = track("sweep", len(mine), n_resumed, enabled=progress and ranks.is_main, unit="cells")
+    bar.start()
     try:
         if jobs == 1 or len(todo) <= 1:
             for cell in todo:
-                bar.describe(cell)
+                bar.update(description=_describe(cell))
                 add(cell, estimate_cell(cell, settings, pw_dir))
                 bar.advance()
         else:
@@ -434,7 +439,7 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
                 for fut in as_completed(futures):
                     cell = futures[fut]
                     add(cell, fut.result())  # a failed cell raises here; finished ones are kept
-                    bar.describe(cell)
+                    bar.update(description=_describe(cell))
                     bar.advance()
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -461,32 +466,8 @@ def run_sweep(stores, out, *, factors=("M", "A", "T"), layers=None, pools=None, 
                        world_size=ranks.world_size)
 
 
-class _progress:
-    """A rich progress bar on stderr (rank 0 only), or nothing."""
-
-    def __init__(self, enabled: bool, total: int, done: int, ranks):
-        self.bar = None
-        if enabled and ranks.is_main:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.description}"),
-                                console=Console(stderr=True), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total, completed=done)
-
-    def describe(self, cell: Cell):
-        if self.bar is not None:
-            self.bar.update(self.task, description=f"{cell.checkpoint} layer {cell.layer} {cell.pool}")
-
-    def advance(self):
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def stop(self):
-        if self.bar is not None:
-            self.bar.stop()
+def _describe(cell: Cell) -> str:
+    return f"{cell.checkpoint} layer {cell.layer} {cell.pool}"
 
 
 def pointwise_dir(out) -> Path:

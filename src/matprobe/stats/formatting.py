@@ -101,33 +101,17 @@ def notes(results: pd.DataFrame) -> list[str]:
 
 
 def markdown(table: pd.DataFrame, index: bool = True) -> str:
-    frame = table.reset_index() if index else table
-    head = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines)
+    """A display frame as a GFM table (every cell, headers included, `|`-escaped)."""
+    from matprobe.present import Table, to_markdown
 
-
-def _tex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("<", r"$<$"), (">", r"$>$")):
-        s = s.replace(a, b)
-    return s
+    return to_markdown(Table.from_frame(table, index=index), title=False).rstrip("\n")
 
 
 def latex(table: pd.DataFrame, caption: str = "", index: bool = True) -> str:
-    frame = table.reset_index() if index else table
-    cols = "l" * len(frame.columns)
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption:
-        lines.append(r"\caption{" + _tex_escape(caption) + "}")
-    lines += [r"\begin{tabular}{" + cols + "}", r"\hline",
-              " & ".join(_tex_escape(str(c)) for c in frame.columns) + r" \\", r"\hline"]
-    for _, row in frame.iterrows():
-        lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
-    lines += [r"\hline", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines)
+    """A display frame as a LaTeX table environment (every cell escaped)."""
+    from matprobe.present import Table, to_latex
+
+    return to_latex(Table.from_frame(table, title=caption, index=index)).rstrip("\n")
 
 
 TABLE_IX_CAPTION = "Statistical significance (p-values) for key comparisons (paired t-test)."

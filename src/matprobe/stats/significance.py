@@ -664,3 +664,133 @@ def analyze_file(results_path: str | Path, spec_path: str | Path | None = None,
         out["items"] = item_level_analysis(frame, comparisons, metrics, n_resamples=n_resamples,
                                            seed=seed, source=str(results_path))
     return out
+
+
+# --------------------------------------------------------------------------- defaults from the data
+
+
+def default_comparisons(frame: pd.DataFrame) -> tuple[tuple[Comparison, ...], str]:
+    """The comparisons the data allow, and a sentence saying how they were chosen.
+
+    CrossMed Table IX's comparisons whose two conditions are both present; else, with two
+    conditions, that pair (Related first when present); else Related against each other
+    condition. Anything else needs a spec."""
+    conds = list(dict.fromkeys(frame["condition"].astype(str)))
+    present = set(conds)
+    crossmed = tuple(c for c in DEFAULT_CROSSMED_COMPARISONS if c.a in present and c.b in present)
+    if crossmed:
+        missing = sorted({x for c in DEFAULT_CROSSMED_COMPARISONS for x in (c.a, c.b)} - present)
+        how = (f"CrossMed Table IX's comparisons present in the data ({len(crossmed)} of "
+               f"{len(DEFAULT_CROSSMED_COMPARISONS)}" + (f"; no condition {', '.join(map(repr, missing))}"
+                                                         if missing else "") + ")")
+        return crossmed, how
+    if len(conds) == 2:
+        a, b = conds if conds[1] != "Related" else conds[::-1]
+        return (Comparison(a, b, f"{a} vs. {b}"),), f"the two conditions in the data ({a} - {b})"
+    if "Related" in present and len(conds) > 2:
+        comps = tuple(Comparison("Related", c, f"Related vs. {c}") for c in conds if c != "Related")
+        return comps, "Related against each other condition in the data"
+    raise StatsError(f"conditions {', '.join(map(repr, conds))}: no default comparison fits; "
+                     "write one 'A vs B' per line in a file and pass it with --spec")
+
+
+def default_unit(frame: pd.DataFrame) -> tuple[str, str]:
+    """Unit of analysis the data allow: target when there are at least 2 targets, else seed."""
+    n_targets = frame["target"].nunique() if "target" in frame else 0
+    if n_targets >= 2:
+        return "target", f"target ({n_targets} targets; seeds averaged)"
+    n_seeds = frame["seed"].nunique() if "seed" in frame else 0
+    return "seed", f"seed (one target, {n_seeds} seeds: each seed is one pair)"
+
+
+@dataclass
+class SignificanceResult:
+    """`matprobe significance` as a typed result: the per-(comparison, metric) statistics
+    (`results`, columns RESULT_COLUMNS), optional item-level rows, and how the defaults
+    were chosen. `.frame()` is `results`; `.to_table()` Table IX; `.tables()` all displays."""
+
+    results: pd.DataFrame
+    unit: str
+    comparisons: tuple
+    items: pd.DataFrame | None = None
+    level: float = 0.95
+    choices: list = None  # sentences: how the comparisons / unit were chosen
+    source: str = ""
+
+    def frame(self) -> pd.DataFrame:
+        return self.results
+
+    def notes(self) -> list[str]:
+        from matprobe.stats import formatting
+
+        return list(self.choices or []) + formatting.notes(self.results)
+
+    def to_table(self):
+        """Table IX layout: rows comparisons, columns metrics, paired t-test p-values."""
+        from matprobe.present import Column, Table
+        from matprobe.stats import formatting
+
+        shown = formatting.table_ix(self.results)
+        cols = [Column("Comparison", "Comparison", description="first vs. second condition (difference = first - second)")]
+        cols += [Column(str(m), str(m), "p", f"two-sided paired t-test p-value for {m}") for m in shown.columns]
+        table = Table.from_frame(shown, index=True, columns=cols,
+                                 title=f"p-values (paired t-test), unit of analysis: {self.unit}")
+        return table
+
+    def tables(self) -> list:
+        from matprobe.present import Column, Table
+        from matprobe.stats import formatting
+
+        effects, p_values = formatting.split_detail(formatting.detail_table(self.results))
+        desc = {"n": ("count", "pairs"), "Mean diff": ("metric", "mean of the paired differences (first - second)"),
+                "t": ("", "paired t statistic"), "df": ("", "degrees of freedom"),
+                "dz": ("", "Cohen's dz: mean difference / sd of the differences"),
+                "g": ("", "Hedges' g (dz with small-sample correction)"),
+                "p": ("p", "two-sided paired t-test"), "Wilcoxon p": ("p", "Wilcoxon signed-rank test"),
+                "Perm. p": ("p", "exact sign-flip permutation test"),
+                "Holm p": ("p", "Holm-adjusted over the family"), "BH p": ("p", "Benjamini-Hochberg adjusted")}
+
+        def cols(frame):
+            return [Column(str(c), str(c), *desc.get(str(c), ("", ""))) for c in frame.columns]
+
+        out = [self.to_table(),
+               Table.from_frame(effects, columns=cols(effects),
+                                title="Paired differences (first - second condition)"),
+               Table.from_frame(p_values, columns=cols(p_values),
+                                title="p-values (two-sided; Holm/BH over the family)")]
+        if self.items is not None:
+            out.append(Table.from_frame(formatting.item_table(self.items), title="Item level"))
+        return out
+
+
+def significance(results, spec=None, *, unit: str | None = None, mixed: bool = False,
+                 metrics: list[str] | None = None, item_level: bool = False, n_resamples: int = 2000,
+                 family: str = "all", alpha: float = 0.05, level: float = 0.95, seed: int = 0
+                 ) -> SignificanceResult:
+    """Paired tests between conditions. `results`: a tidy CSV path or DataFrame; `spec`: a
+    spec file, a list of 'A vs B' strings / Comparisons, or None for the comparisons present
+    in the data (`default_comparisons`); `unit`: target, seed, item or None (= `default_unit`)."""
+    if isinstance(results, (str, Path)):
+        source = str(results)
+        frame = read_results(results)
+    else:
+        source = "results"
+        frame = validate_results(results.copy(), source)
+    choices = []
+    if spec is None:
+        comparisons, how = default_comparisons(frame)
+        choices.append(f"comparisons: {how}")
+    elif isinstance(spec, (str, Path)):
+        comparisons = load_spec(spec)
+    else:
+        comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in spec)
+    if unit is None or unit == "auto":
+        unit, how = default_unit(frame)
+        choices.append(f"unit of analysis: {how}")
+    res = compare_conditions(frame, comparisons, unit=unit, metrics=metrics, mixed=mixed, family=family,
+                             reported_alpha=alpha, ci_level=level, source=source)
+    items = None
+    if item_level:
+        items = item_level_analysis(frame, comparisons, metrics, n_resamples=n_resamples, seed=seed,
+                                    source=source)
+    return SignificanceResult(res, unit, comparisons, items, level, choices, source)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ import numpy as np
 
 from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import BoundsError, StoreError
 from matprobe.theory import fano, pac
 from matprobe.units import to_nats
@@ -141,25 +143,44 @@ def _answered(store) -> tuple[Any, np.ndarray]:
 
 def run_check(
     store_path: str | Path,
-    mi_path: str | Path | None = None,
+    mi_path: str | Path | dict | None = None,
     *,
-    delta: float = 0.05,
-    level: float = 0.95,
+    delta: float = DEFAULTS.delta,
+    level: float = DEFAULTS.level,
     target: str | None = None,
     emp_risk: float | None = None,
     n_train: int | None = None,
     params: float | None = None,
-    bits: float = 16.0,
-) -> dict:
-    """Compute the check table; returns a JSON-ready dict (kind "matprobe.check"). All in nats."""
+    bits_per_param: float = 16.0,
+    estimate_missing: bool = True,
+    progress: bool = False,
+    bits: float | None = None,
+) -> "CheckResult":
+    """Compute the check; returns a `CheckResult` (JSON via `.to_dict()`, kind "matprobe.check").
+
+    All information is in nats. When the MI results hold no term for Y (e.g. they came from
+    `mi --factors M,A,T`), I(Z;Y|M,A,T) per stratum is estimated here on the MI results'
+    layer and pool with their settings (`estimate_missing=False` skips it and says how to
+    get it). `bits` is the old name of `bits_per_param`.
+    """
     from matprobe.store import EmbeddingStore
 
+    if bits is not None:
+        bits_per_param = bits
+    bits = bits_per_param
     delta = pac.check_delta(delta)
     if not 0.0 < float(level) < 1.0:
         raise BoundsError(f"level = {level} is outside (0, 1); use e.g. 0.95")
     with EmbeddingStore.open(store_path) as store:
         fingerprint = store.content_id  # MI files record the content id they were computed on
-        mi = load_mi_results(mi_path, fingerprint) if mi_path is not None else None
+        if isinstance(mi_path, dict):  # an MI results document already in memory
+            mi = mi_path
+            if mi.get("store_fingerprint") not in (None, "", fingerprint):
+                raise StoreError(f"the MI results were computed on a different store ({mi.get('store')!r}) "
+                                 f"than the one checked ({store_path}); rerun mi on this store")
+            mi_path = mi.get("source") or "(in memory)"
+        else:
+            mi = load_mi_results(mi_path, fingerprint) if mi_path is not None else None
         frame, _ = _answered(store)
 
     mi_unit = (mi or {}).get("unit", "nats")
@@ -181,9 +202,17 @@ def run_check(
         ]
 
     # which Y: explicit, else the target the MI results carry, else the answer index
-    if target is None:
-        found = set(strata_mi) | {_norm_target(t["target"]) for t in terms}
-        target = "label" if found == {"label"} else "answer"
+    found = set(strata_mi) | {_norm_target(t["target"]) for t in terms}
+    if target is not None:
+        target_source = "from --target"
+    elif found == {"label"}:
+        target, target_source = "label", "from the MI results"
+    elif found:
+        target, target_source = "answer", "from the MI results"
+    elif "answer_index" in frame and (frame["answer_index"] >= 0).any():
+        target, target_source = "answer", "the default"
+    else:
+        target, target_source = "label", "the default, as no answer index is stored"
     target = _norm_target(target)
     if target == "answer":
         if "answer_index" not in frame or (frame["answer_index"] < 0).all():
@@ -200,6 +229,18 @@ def run_check(
     else:
         raise BoundsError(f"target {target!r} is unknown; use 'answer' or 'label'")
     stratum_mi = strata_mi.get(target, {})
+    estimated = None
+    if mi is not None and not stratum_mi and not [t for t in terms if _norm_target(t["target"]) == target]:
+        if estimate_missing:
+            estimated = estimate_target_term(store_path, mi, target, progress=progress)
+            stratum_mi = {_given_key(e["given"]): e for e in estimated["strata"]}
+            terms.append({"term": estimated["term"], "target": target, "given": list(MAT),
+                          "estimator": estimated["settings"]["estimator"], "estimate": estimated["estimate"],
+                          "ci_low": estimated["ci_low"], "ci_high": estimated["ci_high"],
+                          "ci_level": estimated["settings"]["level"]})
+            mi_unit = "nats"  # estimated here in nats (the file holds no term for Y to mix with)
+        else:
+            estimated = {"command": target_term_command(store_path, mi, target), "strata": []}
 
     n_total = len(frame)
     rows = []
@@ -339,7 +380,7 @@ def run_check(
             d["contradicted"] = bool(b.value < held_lo)
             pac_out["bounds"].append(d)
 
-    return {
+    doc = {
         "kind": "matprobe.check",
         "format_version": 1,
         "store": str(store_path),
@@ -347,16 +388,392 @@ def run_check(
         "mi": None if mi_path is None else str(mi_path),
         "unit": "nats",
         "target": target,
+        "target_source": target_source,
         "delta": delta,
         "level": level,
         "strata": rows,
         "aggregate": aggregate,
         "pac": pac_out,
     }
+    if estimated is not None:
+        doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
+    return CheckResult.from_dict(doc)
 
 
-def write_check(result: dict, out: str | Path) -> Path:
+def write_check(result: "CheckResult | dict", out: str | Path) -> Path:
     """Write the check JSON atomically (temp name + rename)."""
     from matprobe.io import numpy_to_json, write_text_atomic
 
-    return write_text_atomic(out, json.dumps(result, indent=2, default=numpy_to_json) + "\n")
+    doc = result.to_dict() if isinstance(result, CheckResult) else result
+    return write_text_atomic(out, json.dumps(doc, indent=2, default=numpy_to_json) + "\n")
+
+
+# ------------------------------------------------------------------ the Y term, when missing
+
+_SEP = "\x1f"
+
+
+def _mi_settings(mi: dict) -> dict:
+    """Estimator settings of an MI results document (older files: the shared defaults)."""
+    st = dict(mi.get("settings") or {})
+    est = st.get("estimator") or next((t.get("estimator") for t in mi.get("terms", []) if t.get("estimator")),
+                                      DEFAULTS.estimator)
+    return {"estimator": est, "seeds": int(st.get("seeds", DEFAULTS.seeds)),
+            "folds": int(st.get("folds", DEFAULTS.folds)),
+            "pca": st.get("pca", DEFAULTS.pca), "level": float(st.get("level", DEFAULTS.level)),
+            "seed": int(st.get("seed", DEFAULTS.seed))}
+
+
+def target_term_command(store_path, mi: dict, target: str) -> str:
+    """The `matprobe mi` command that writes I(Z;Y|M,A,T) for this check."""
+    st = _mi_settings(mi)
+    y = "Y" if target == "label" else "answer_index"
+    pca = st["pca"] or 0
+    return (f"matprobe mi {store_path} --factors M,A,T,{y} --layer {mi.get('layer')} --pool {mi.get('pool')} "
+            f"--estimator {st['estimator']} --seeds {st['seeds']} --folds {st['folds']} --pca {pca} "
+            f"--level {st['level']} --out mi.json")
+
+
+def estimate_target_term(store_path, mi: dict, target: str, progress: bool = False) -> dict:
+    """I(Z;Y | M,A,T) per (M, A, T) stratum on the MI results' layer and pool, with their
+    settings: {"term", "layer", "pool", "settings", "strata": [per-stratum entries]} (nats)."""
+    from matprobe.mi.chain import chain_terms
+    from matprobe.store import EmbeddingStore
+
+    layer, pool = mi.get("layer"), mi.get("pool")
+    st = _mi_settings(mi)
+    with EmbeddingStore.open(store_path) as store:
+        keys = [(str(a), str(b)) for a, b in store.feature_keys()]
+        if (str(layer), str(pool)) not in keys:
+            raise StoreError(f"{store_path}: the MI results name layer {layer!r}, pool {pool!r}, which "
+                             f"this store lacks; run: {target_term_command(store_path, mi, target)}")
+        frame = store.samples()
+        z = store.read(str(layer), str(pool))
+    if target == "answer":
+        y = frame["answer_index"].to_numpy() if "answer_index" in frame else np.full(len(frame), -1)
+        keep = np.array(y >= 0)
+    else:
+        y = frame["label"].to_numpy() if "label" in frame else np.full(len(frame), None)
+        keep = frame["label"].notna().to_numpy().copy() if "label" in frame else np.zeros(len(frame), bool)
+    for f in MAT:
+        keep &= frame[f].notna().to_numpy()
+    if keep.sum() < 2:
+        raise StoreError(f"{store_path}: no rows with Y = {target} to estimate I(Z;Y|M,A,T)")
+    strata = np.array([_SEP.join(map(str, r)) for r in frame.loc[keep, list(MAT)].itertuples(index=False)])
+    y = np.asarray(y[keep]).astype(str)
+    result = chain_terms(z[keep], {"stratum": strata, target: y}, order=["stratum", target],
+                         estimators=[st["estimator"]], seeds=st["seeds"], folds=st["folds"], pca=st["pca"],
+                         ci_level=st["level"], seed=st["seed"], direct=False, difference=False,
+                         **({"progress": progress} if progress else {}))
+    _, est = result.terms[st["estimator"]][1]
+    entries = []
+    for s in est.strata:
+        values = str(s["given"]["stratum"]).split(_SEP)
+        entries.append({"target": target, "given": dict(zip(MAT, values)), "estimator": st["estimator"],
+                        "n": s["n"], "estimate": s["estimate"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                        "ci_level": est.ci_level, "h_upper": s.get("h_upper")})
+    return {"term": f"I(Z;{target}|modality,anatomy,task)", "layer": str(layer), "pool": str(pool),
+            "settings": st, "estimate": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high,
+            "strata": entries}
+
+
+# ------------------------------------------------------------------ typed result
+
+
+@dataclass
+class MIValue:
+    """An MI estimate (nats) with its interval, as the check read it."""
+
+    estimate: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_level: float | None = None
+    estimator: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "MIValue | None":
+        return None if d is None else cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _from(cls, d: dict, **convert):
+    kw = {}
+    for f in fields(cls):
+        if f.name in d:
+            kw[f.name] = convert[f.name](d[f.name]) if f.name in convert else d[f.name]
+    extra = {k: v for k, v in d.items() if k not in {f.name for f in fields(cls)}}
+    obj = cls(**kw)
+    obj.extra = extra  # keys of newer/older files kept as they were
+    return obj
+
+
+def _to(obj, **convert) -> dict:
+    out = {}
+    for f in fields(obj):
+        if f.name == "extra":
+            continue
+        v = getattr(obj, f.name)
+        out[f.name] = convert[f.name](v) if f.name in convert else v
+    out.update(getattr(obj, "extra", {}) or {})
+    return out
+
+
+@dataclass
+class StratumCheck:
+    """One (M, A, T) stratum: observed error, H(Y|s), Fano's floors, and the MI held against them."""
+
+    given: dict
+    n: int
+    errors: int
+    error: float
+    error_ci: list
+    error_upper: float
+    classes: int
+    h_y: float
+    fano_mi_lower: float
+    fano_mi_lower_finite: float
+    mi: MIValue | None = None
+    mi_source: str | None = None
+    error_floor: float | None = None
+    error_floor_lenient: float | None = None
+    error_respects_floor: str | None = None
+    mi_meets_bound: str | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StratumCheck":
+        return _from(cls, d, mi=MIValue.from_dict)
+
+    def to_dict(self) -> dict:
+        return _to(self, mi=lambda v: None if v is None else v.to_dict())
+
+
+@dataclass
+class TermCheck:
+    """An MI chain term (averaged over strata) against the aggregate Fano bound."""
+
+    term: str
+    mi: MIValue
+    fano_mi_lower: float
+    fano_mi_lower_finite: float
+    compared_with: str
+    mi_meets_bound: str
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TermCheck":
+        return _from(cls, d, mi=MIValue.from_dict)
+
+    def to_dict(self) -> dict:
+        return _to(self, mi=lambda v: v.to_dict())
+
+
+@dataclass
+class AggregateCheck:
+    """All answered rows: CrossMed eq. 8 with the correct conditioning, and its audit."""
+
+    n: int
+    errors: int
+    error: float
+    error_ci: list
+    classes: int
+    h_y: float
+    h_y_given_ma: float
+    h_y_given_mat: float
+    fano_mi_lower_given_ma: float
+    fano_mi_lower_given_mat: float
+    fano_mi_lower_given_ma_finite: float
+    fano_mi_lower_given_mat_finite: float
+    fano_mi_lower_stratified: float
+    paper_eq8: float
+    paper_eq8_audit: dict
+    terms: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AggregateCheck":
+        return _from(cls, d, terms=lambda ts: [TermCheck.from_dict(t) for t in ts])
+
+    def to_dict(self) -> dict:
+        return _to(self, terms=lambda ts: [t.to_dict() for t in ts])
+
+
+@dataclass
+class HeldoutCheck:
+    """PAC: the observed held-out error, the test-set bound, and training-set bounds beside it."""
+
+    heldout: str
+    m: int
+    errors: int
+    error: float
+    error_ci: list
+    test_set_bound: float
+    bounds: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeldoutCheck":
+        return _from(cls, d)
+
+    def to_dict(self) -> dict:
+        return _to(self)
+
+
+@dataclass
+class CheckResult:
+    """`matprobe check` as a typed object. `.to_dict()` is the JSON file (kind
+    "matprobe.check", unchanged keys); `CheckResult.from_dict` reads old and new files;
+    `.frame()` is the per-stratum table; `.to_table(unit)` / `.tables(unit)` the displays."""
+
+    store: str
+    store_fingerprint: str
+    mi: str | None
+    target: str
+    delta: float
+    level: float
+    strata: list
+    aggregate: AggregateCheck
+    pac: HeldoutCheck
+    unit: str = "nats"
+    target_source: str = ""
+    estimated_here: dict | None = None
+    kind: str = "matprobe.check"
+    format_version: int = 1
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckResult":
+        return _from(cls, d, strata=lambda ss: [StratumCheck.from_dict(s) for s in ss],
+                     aggregate=AggregateCheck.from_dict, pac=HeldoutCheck.from_dict)
+
+    def to_dict(self) -> dict:
+        doc = _to(self, strata=lambda ss: [s.to_dict() for s in ss], aggregate=lambda a: a.to_dict(),
+                  pac=lambda p: p.to_dict())
+        for key in ("target_source", "estimated_here"):
+            if not doc.get(key):
+                doc.pop(key, None)
+        return doc
+
+    # dict-style reads, for callers written against the old return value
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_dict().get(key, default)
+
+    @property
+    def y_description(self) -> str:
+        what = "the model's answer vs the correct option index" if self.target == "answer" else "the label column"
+        return f"Y = {self.target} ({what}; {self.target_source or 'chosen by the check'})"
+
+    def frame(self):
+        """One row per stratum (nats): n, error with interval, H(Y|s), Î with interval, floors, verdicts."""
+        import pandas as pd
+
+        rows = []
+        for s in self.strata:
+            mi = s.mi or MIValue(None)
+            rows.append({**s.given, "n": s.n, "errors": s.errors, "error": s.error,
+                         "error_ci_low": s.error_ci[0], "error_ci_high": s.error_ci[1],
+                         "classes": s.classes, "h_y": s.h_y, "mi": mi.estimate, "mi_ci_low": mi.ci_low,
+                         "mi_ci_high": mi.ci_high, "error_floor": s.error_floor,
+                         "error_respects_floor": s.error_respects_floor,
+                         "fano_mi_lower": s.fano_mi_lower, "fano_mi_lower_finite": s.fano_mi_lower_finite,
+                         "mi_meets_bound": s.mi_meets_bound})
+        return pd.DataFrame(rows)
+
+    def to_table(self, unit: str = "nats"):
+        """Per-stratum table in `unit` (nats or bits)."""
+        from matprobe.present import Column, Table
+        from matprobe.units import check_unit, from_nats
+
+        check_unit(unit)
+
+        def conv(v):
+            return None if v is None else from_nats(v, unit)
+
+        lvl = f"{self.level:.0%}"
+        cols = [
+            Column("modality", "M", description="modality of the stratum"),
+            Column("anatomy", "A", description="anatomy of the stratum"),
+            Column("task", "T", description="task of the stratum"),
+            Column("n", "n", "count", "answered rows in the stratum"),
+            Column("error", f"error [{lvl} CI]", "probability",
+                   f"observed error rate ε on Y with its {lvl} Clopper-Pearson interval", ".3f"),
+            Column("h_y", "H(Y|s)", unit, "plug-in entropy of Y in the stratum", ".3f"),
+            Column("mi", "Î [CI]", unit, "MI estimate Î(Z;Y|stratum) with its interval", ".3f"),
+            Column("error_floor", "ε floor", "probability", "smallest error Fano allows given Î", ".3f"),
+            Column("error_ok", "ε ok", "", "observed ε respects the floor: yes / within CI / NO"),
+            Column("mi_lower", "I >= (finite)", unit,
+                   f"Fano's lower bound on I(Z;Y|s) from ε (in brackets: with ε's upper limit at δ = {self.delta})"),
+            Column("mi_ok", "Î ok", "", "Î reaches the bound: yes / within CI / NO"),
+        ]
+        table = Table(cols, title=f"check: {self.y_description}; {unit}, δ = {self.delta}, {lvl} intervals")
+        for s in self.strata:
+            mi = s.mi
+            table.add_row(
+                modality=s.given.get("modality"), anatomy=s.given.get("anatomy"), task=s.given.get("task"),
+                n=s.n,
+                error=(s.error, s.error_ci[0], s.error_ci[1]),
+                h_y=conv(s.h_y),
+                mi=None if mi is None or mi.estimate is None else
+                (conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)),
+                error_floor=s.error_floor, error_ok=s.error_respects_floor,
+                mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
+                mi_ok=s.mi_meets_bound)
+        if self.estimated_here:
+            est = self.estimated_here
+            if "command" in est:
+                table.footnotes.append("the MI results hold no term for Y; to fill Î, run: " + est["command"])
+            else:
+                st = est.get("settings", {})
+                table.footnotes.append(
+                    f"Î estimated by check (the MI results hold no term for Y): {est.get('term')} on layer "
+                    f"{est.get('layer')} pool {est.get('pool')}, {st.get('estimator')}, {st.get('seeds')} seeds x "
+                    f"{st.get('folds')} folds, pca {st.get('pca')}")
+        return table
+
+    def tables(self, unit: str = "nats") -> list:
+        """Per-stratum table, aggregate terms and PAC bounds, in `unit`."""
+        from matprobe.present import Column, Table
+        from matprobe.units import from_nats
+
+        a, p = self.aggregate, self.pac
+        agg = Table([Column("quantity", "quantity"), Column("value", "value", fmt=".4f"),
+                     Column("unit", "unit"), Column("note", "note")],
+                    title=f"aggregate over {a.n} answered rows ({a.errors} errors)")
+        agg.add_row(quantity="ε (observed error)", value=a.error, unit="probability",
+                    note=f"{self.level:.0%} CI [{a.error_ci[0]:.4f}, {a.error_ci[1]:.4f}]")
+        for q, v, note in (("H(Y|M,A)", a.h_y_given_ma, ""),
+                           ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε)"),
+                           ("stratum average bound", a.fano_mi_lower_stratified, "Σ p_s max(0, H(Y|s) - φ(ε_s))"),
+                           ("paper eq. 8 (H(Y))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
+            agg.add_row(quantity=q, value=from_nats(v, unit), unit=unit, note=note)
+        for t in a.terms:
+            agg.add_row(quantity=f"{t.term}: Î", value=from_nats(t.mi.estimate, unit), unit=unit,
+                        note=f"vs bound {from_nats(t.fano_mi_lower, unit):.4f} ({t.compared_with}): "
+                             f"{t.mi_meets_bound}")
+        pac_t = Table([Column("bound", "bound"), Column("value", "R <=", "probability", fmt=".6g"),
+                       Column("flag", "flag"), Column("note", "note")],
+                      title=f"PAC: held-out ({p.heldout}) {p.errors}/{p.m} errors = {p.error:.4f} "
+                            f"[{p.error_ci[0]:.4f}, {p.error_ci[1]:.4f}]")
+        pac_t.add_row(bound="test-set (binomial tail inversion)", value=p.test_set_bound, flag="ok",
+                      note=f"δ = {self.delta}")
+        for b in p.bounds:
+            flag = "VACUOUS" if b["vacuous"] else ("CONTRADICTED" if b.get("contradicted") else "ok")
+            pac_t.add_row(bound=b["name"], value=b["value"], flag=flag, note=b.get("note", ""))
+        return [self.to_table(unit), agg, pac_t]
+
+
+def load_check(path: str | Path) -> CheckResult:
+    """Read a check JSON (any version written so far) as a CheckResult."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: cannot read a check result ({exc}); rerun `matprobe check`") from None
+    if doc.get("kind") != "matprobe.check":
+        raise StoreError(f"{path}: not a matprobe check file (kind != 'matprobe.check')")
+    return CheckResult.from_dict(doc)

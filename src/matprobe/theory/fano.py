@@ -453,3 +453,44 @@ def fano_table(
     elif mi is not None:
         raise BoundsError("--mi needs --entropy (H(Y|C)) to give the smallest error it allows")
     return rows
+
+
+@dataclass
+class FanoBounds:
+    """`matprobe bounds fano` as a typed result: inputs and the rows of `fano_table`."""
+
+    error: float
+    classes: int
+    rows: list
+    unit: str = NATS
+    entropy: float | None = None
+    marginal_entropy: float | None = None
+    mi: float | None = None
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["quantity", "value", "unit", "note"])
+
+    def to_table(self):
+        from matprobe.present import Column, Table
+
+        table = Table([Column("quantity", "quantity", description="bound or quantity (Fano's inequality)"),
+                       Column("value", "value", description="its value", fmt=".6g"),
+                       Column("unit", "unit", description="unit of the value"),
+                       Column("note", "note", description="what it is and whether it is valid")],
+                      title=f"Fano, ε = {self.error}, K = {self.classes} ({self.unit})")
+        for r in self.rows:
+            table.add_row(**r)
+        return table
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fano_report(error: float, classes: int, entropy: float | None = None,
+                marginal_entropy: float | None = None, mi: float | None = None,
+                unit: str = NATS) -> FanoBounds:
+    """`fano_table` with its inputs, as a FanoBounds (`.frame()`, `.to_table()`)."""
+    rows = fano_table(error, classes, entropy, marginal_entropy, mi, unit)
+    return FanoBounds(float(error), int(classes), rows, unit, entropy, marginal_entropy, mi)

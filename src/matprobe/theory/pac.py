@@ -382,3 +382,60 @@ def pac_bounds(
             "no bound can be computed: give --params (and --bits), ln|H|, KL(Q||P) or --test-errors/--test-n"
         )
     return out
+
+
+@dataclass
+class PacBounds:
+    """`matprobe bounds pac` as a typed result: inputs (complexities in nats) and the bounds."""
+
+    emp_risk: float
+    n: int
+    delta: float
+    bounds: list
+    ln_h: float | None = None
+    kl_qp: float | None = None
+    test_errors: int | None = None
+    test_n: int | None = None
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([b.to_dict() for b in self.bounds])
+
+    def to_table(self, unit: str = "nats"):
+        from matprobe.present import Column, Table
+        from matprobe.units import from_nats
+
+        extra = []
+        if self.ln_h is not None:
+            extra.append(f"ln|H| = {from_nats(self.ln_h, unit):.4g} {unit}")
+        if self.kl_qp is not None:
+            extra.append(f"KL(Q||P) = {from_nats(self.kl_qp, unit):.4g} {unit}")
+        title = f"PAC bounds on R, R̂ = {self.emp_risk}, n = {self.n}, δ = {self.delta}" + (
+            f" ({'; '.join(extra)})" if extra else "")
+        table = Table([Column("name", "bound", description="bound on the true risk R"),
+                       Column("value", "R <=", "probability", "the bound (>= 1 says nothing)", ".6g"),
+                       Column("vacuous", "vacuous", description="VACUOUS when the bound is >= 1",
+                              fmt=lambda v: "VACUOUS" if v else "no"),
+                       Column("formula", "formula", description="formula evaluated"),
+                       Column("note", "note", description="inputs of the formula (nats)")], title=title)
+        for b in self.bounds:
+            table.add_row(**b.to_dict())
+        return table
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bounds"] = [b.to_dict() for b in self.bounds]
+        return d
+
+
+def pac_report(emp_risk: float, n: int, delta: float = 0.05, *, params: float | None = None,
+               bits_per_param: float = 16.0, ln_h: float | None = None, kl_qp: float | None = None,
+               test_errors: int | None = None, test_n: int | None = None) -> PacBounds:
+    """`pac_bounds` with its inputs, as a PacBounds (`.frame()`, `.to_table(unit)`)."""
+    bounds = pac_bounds(emp_risk, n, delta, params=params, bits=bits_per_param, ln_h=ln_h, kl_qp=kl_qp,
+                        test_errors=test_errors, test_n=test_n)
+    if ln_h is None and params is not None:
+        ln_h = log_hypothesis_count(params, bits_per_param)
+    return PacBounds(float(emp_risk), int(n), float(delta), bounds, ln_h,
+                     kl_qp if kl_qp is not None else None, test_errors, test_n)

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.mi.chain import TermSpec, estimate_terms
 from matprobe.mi.compare import _feature_key
@@ -110,8 +111,9 @@ def _answered(st, path) -> np.ndarray:
     return out
 
 
-def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: str = "probe", seeds: int = 3,
-           folds: int = 5, pca: int | None = 64, level: float = 0.95, n_boot: int = 2000,
+def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: str = DEFAULTS.estimator,
+           seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
+           level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot,
            min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
     from matprobe.checks import check_level, check_resamples

@@ -1,0 +1,31 @@
+"""One set of defaults for the CLI, the Python API and the pipeline.
+
+The same store gives the same numbers whichever entry point reads it only if every
+entry point starts from the same settings; this object is where they live. Results
+record the settings they were computed with (seeds, folds, pca, level, unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Defaults:
+    estimator: str = "probe"
+    seeds: int = 5          # seeds per MI estimate
+    folds: int = 5          # cross-fitting folds
+    pca: int | None = 64    # PCA dims fitted on training folds (None = none)
+    seed: int = 0           # base seed of fold assignment and critics
+    level: float = 0.95     # level of every interval (MI, errors, differences, correlations)
+    unit: str = "nats"      # information unit shown (computation is always in nats)
+    delta: float = 0.05     # failure probability of PAC / finite-sample bounds
+    pool: str = "last"
+    n_boot: int = 2000      # bootstrap resamples
+    factors: tuple[str, ...] = ("M", "A", "T")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULTS = Defaults()

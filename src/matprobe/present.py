@@ -1,0 +1,398 @@
+"""One table model for everything matprobe prints or writes, rendered to rich, Markdown,
+HTML, LaTeX, CSV or JSON.
+
+A `Table` holds raw values (numbers stay numbers) plus, per column, a display name, a
+unit, a one-line description (the report's glossary) and a formatter. Text renderers
+(rich, Markdown, HTML, LaTeX) show the formatted strings; CSV and JSON carry the raw
+values, so nothing is lost to rounding. An interval is one cell holding a (low, high)
+pair: it is shown as ``[low, high]`` and written as two columns ``<key>_low``,
+``<key>_high``; a (value, low, high) triple is shown as ``value [low, high]`` and
+written as ``<key>``, ``<key>_low``, ``<key>_high``.
+
+Renderers are plain functions (`to_markdown`, `to_html`, `to_latex`, `to_csv`,
+`to_json`, `to_rich`); `render(table, fmt)` picks one by name, and `stdout_console()`
+gives a console that never truncates or folds cells when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMATS = ("table", "markdown", "csv", "json", "latex", "html")
+FORMAT_HELP = "Output: table (terminal), markdown, csv, json, latex or html."
+# Width given to rich when stdout is a pipe or file: wide enough that no table is cut.
+_OFF_TTY_WIDTH = 100_000
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: `key` in the rows, `name` shown as header, `unit` (nats, bits,
+    probability, count, ...), `description` for the glossary, `fmt` a format spec
+    ('.3f') or a callable value -> str, `align` left/right."""
+
+    key: str
+    name: str | None = None
+    unit: str = ""
+    description: str = ""
+    fmt: str | Callable[[Any], str] | None = None
+    align: str | None = None
+
+    @property
+    def header(self) -> str:
+        return self.name if self.name is not None else self.key
+
+    def format(self, value: Any) -> str:
+        if _missing(value):
+            return "-"
+        if isinstance(value, (tuple, list)) and len(value) == 2 and not callable(self.fmt):
+            return f"[{_fmt_one(value[0], self.fmt)}, {_fmt_one(value[1], self.fmt)}]"
+        if isinstance(value, (tuple, list)) and len(value) == 3 and not callable(self.fmt):
+            est, lo, hi = (_fmt_one(x, self.fmt) for x in value)
+            return est if lo == "-" and hi == "-" else f"{est} [{lo}, {hi}]"
+        if callable(self.fmt):
+            return str(self.fmt(value))
+        return _fmt_one(value, self.fmt)
+
+
+def _missing(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    if isinstance(v, (tuple, list)) and len(v) in (2, 3) and all(_missing(x) for x in v):
+        return True
+    return False
+
+
+def _fmt_one(v, spec: str | None) -> str:
+    if _missing(v):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if spec and isinstance(v, (int, float)):
+        return format(v, spec)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if hasattr(v, "item") and not isinstance(v, str):  # numpy scalar
+        return _fmt_one(v.item(), spec)
+    return str(v)
+
+
+@dataclass
+class Table:
+    """Rows of raw values under described columns, with a title and footnotes."""
+
+    columns: list[Column]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    title: str = ""
+    footnotes: list[str] = field(default_factory=list)
+
+    def add_row(self, **values: Any) -> None:
+        self.rows.append(values)
+
+    def cells(self) -> list[list[str]]:
+        """Display strings, row by row."""
+        return [[c.format(r.get(c.key)) for c in self.columns] for r in self.rows]
+
+    def headers(self) -> list[str]:
+        return [c.header for c in self.columns]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Raw values with intervals split into `<key>_low` / `<key>_high` (CSV and JSON)."""
+        out = []
+        for r in self.rows:
+            rec: dict[str, Any] = {}
+            for c in self.columns:
+                v = r.get(c.key)
+                if isinstance(v, (tuple, list)) and len(v) == 2:
+                    rec[f"{c.key}_low"], rec[f"{c.key}_high"] = (_plain(v[0]), _plain(v[1]))
+                elif isinstance(v, (tuple, list)) and len(v) == 3:
+                    rec[c.key], rec[f"{c.key}_low"], rec[f"{c.key}_high"] = (_plain(x) for x in v)
+                else:
+                    rec[c.key] = _plain(v)
+            out.append(rec)
+        return out
+
+    def frame(self):
+        """The raw values as a DataFrame (intervals in two columns)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records())
+
+    def glossary(self) -> list[tuple[str, str, str]]:
+        """(header, unit, description) for every column that has a description."""
+        return [(c.header, c.unit, c.description) for c in self.columns if c.description]
+
+    @classmethod
+    def from_frame(cls, frame, title: str = "", columns: Sequence[Column] | None = None,
+                   footnotes: Iterable[str] = (), index: bool = False) -> "Table":
+        """A table from a DataFrame (columns named after the frame's when not given)."""
+        data = frame.reset_index() if index else frame
+        known = {c.key: c for c in (columns or ())}
+        cols = [known.get(str(k), Column(str(k))) for k in data.columns]
+        rows = [dict(zip((str(k) for k in data.columns), vals))
+                for vals in data.itertuples(index=False, name=None)]
+        return cls(cols, rows, title, list(footnotes))
+
+
+def glossary(tables: Iterable[Table], title: str = "Glossary") -> Table:
+    """One table (column, unit, meaning) over every described column of `tables`, first
+    description of a header kept (a report's glossary)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for t in tables:
+        for header, unit, description in t.glossary():
+            seen.setdefault(header, (unit, description))
+    out = Table([Column("column", "column"), Column("unit", "unit"), Column("meaning", "meaning")], title=title)
+    for header, (unit, description) in seen.items():
+        out.add_row(column=header, unit=unit, meaning=description)
+    return out
+
+
+def _plain(v):
+    """JSON/CSV-safe raw value: numpy scalars to Python, NaN to None."""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            v = v.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _is_numeric_column(table: Table, col: Column) -> bool:
+    vals = [r.get(col.key) for r in table.rows if not _missing(r.get(col.key))]
+    return bool(vals) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                              or (hasattr(v, "dtype") and v.dtype.kind in "iuf") for v in vals)
+
+
+def _align(table: Table, col: Column) -> str:
+    return col.align or ("right" if _is_numeric_column(table, col) else "left")
+
+
+# ------------------------------------------------------------------------ Markdown
+
+
+def md_escape(text: str) -> str:
+    """A GFM table cell: `|` escaped (it would end the cell), newlines as spaces."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(table: Table, title: bool = True, footnotes: bool = True) -> str:
+    """GitHub-flavoured Markdown: bold title line, the table, footnotes as a list.
+    Every cell, header cells included, has its `|` escaped."""
+    out = []
+    if title and table.title:
+        out += [f"**{table.title}**", ""]
+    heads = [md_escape(h) for h in table.headers()]
+    out.append("| " + " | ".join(heads) + " |")
+    out.append("|" + "|".join("---:" if _align(table, c) == "right" else "---"
+                              for c in table.columns) + "|")
+    for row in table.cells():
+        out.append("| " + " | ".join(md_escape(v) for v in row) + " |")
+    if footnotes and table.footnotes:
+        out.append("")
+        out += [f"- {n}" for n in table.footnotes]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------ HTML
+
+
+def to_html(table: Table, title: bool = True, footnotes: bool = True) -> str:
+    """An HTML <table> (caption = title; footnotes in a <ul> after it), all text escaped."""
+    esc = html.escape
+    out = ['<table class="matprobe">']
+    if title and table.title:
+        out.append(f"<caption>{esc(table.title)}</caption>")
+    out.append("<thead><tr>" + "".join(
+        f'<th title="{esc(c.description)}">{esc(c.header)}</th>' if c.description
+        else f"<th>{esc(c.header)}</th>" for c in table.columns) + "</tr></thead>")
+    out.append("<tbody>")
+    aligns = [_align(table, c) for c in table.columns]
+    for row in table.cells():
+        out.append("<tr>" + "".join(
+            f'<td style="text-align:right">{esc(v)}</td>' if a == "right" else f"<td>{esc(v)}</td>"
+            for v, a in zip(row, aligns)) + "</tr>")
+    out.append("</tbody></table>")
+    if footnotes and table.footnotes:
+        out.append("<ul class=\"footnotes\">" + "".join(f"<li>{esc(n)}</li>" for n in table.footnotes)
+                   + "</ul>")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------ LaTeX
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "<": "$<$", ">": "$>$", "|": r"\textbar{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def to_latex(table: Table, title: bool = True, footnotes: bool = True) -> str:
+    """A LaTeX table environment (booktabs-free: \\hline only), every cell escaped."""
+    spec = "".join("r" if _align(table, c) == "right" else "l" for c in table.columns)
+    out = [r"\begin{table}[t]", r"\centering"]
+    if title and table.title:
+        out.append(r"\caption{" + tex_escape(table.title) + "}")
+    out += [r"\begin{tabular}{" + spec + "}", r"\hline",
+            " & ".join(tex_escape(h) for h in table.headers()) + r" \\", r"\hline"]
+    for row in table.cells():
+        out.append(" & ".join(tex_escape(v) for v in row) + r" \\")
+    out += [r"\hline", r"\end{tabular}"]
+    if footnotes and table.footnotes:
+        out.append(r"\par\footnotesize " + r" \\ ".join(tex_escape(n) for n in table.footnotes))
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------ CSV / JSON
+
+
+def to_csv(table: Table) -> str:
+    """Raw values (full precision), intervals as two columns; no title or footnotes."""
+    import csv
+
+    records = table.records()
+    keys: list[str] = []
+    for rec in records:
+        keys += [k for k in rec if k not in keys]
+    if not records:
+        keys = [c.key for c in table.columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                         for k, v in rec.items()})
+    return buf.getvalue()
+
+
+def table_document(table: Table) -> dict:
+    """The JSON form: title, columns (key, name, unit, description), rows of raw values."""
+    return {"title": table.title,
+            "columns": [{"key": c.key, "name": c.header, "unit": c.unit, "description": c.description}
+                        for c in table.columns],
+            "rows": table.records(), "footnotes": list(table.footnotes)}
+
+
+def to_json(table: Table | Sequence[Table]) -> str:
+    doc = ([table_document(t) for t in table] if isinstance(table, (list, tuple))
+           else table_document(table))
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+# ------------------------------------------------------------------------ rich
+
+
+def to_rich(table: Table):
+    """A rich Table; cells never fold (a narrow terminal scrolls rather than splitting a number)."""
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title=table.title or None, title_justify="left",
+                   caption="\n".join(table.footnotes) or None, caption_justify="left")
+    for c in table.columns:
+        rt.add_column(c.header, justify=_align(table, c), no_wrap=True)
+    for row in table.cells():
+        rt.add_row(*row)
+    return rt
+
+
+def render(table: Table | Sequence[Table], fmt: str) -> str:
+    """Text of one table (or several, in order) in `fmt` (not 'table', which is rich)."""
+    tables = list(table) if isinstance(table, (list, tuple)) else [table]
+    if fmt == "json":
+        return to_json(tables if len(tables) > 1 else tables[0])
+    fn = {"markdown": to_markdown, "md": to_markdown, "html": to_html, "latex": to_latex,
+          "tex": to_latex, "csv": to_csv}.get(fmt)
+    if fn is None:
+        raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return "\n".join(fn(t) for t in tables)
+
+
+def check_format(fmt: str) -> str:
+    from matprobe.errors import MatprobeError
+
+    if fmt not in FORMATS:
+        raise MatprobeError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def stdout_console(file=None):
+    """A rich console on stdout; when it is not a terminal, wide enough that nothing is
+    truncated or wrapped (pipes, tee, cluster logs, notebooks' captured output)."""
+    from rich.console import Console
+
+    stream = file or sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    if tty:
+        return Console(file=stream)
+    return Console(file=stream, width=_OFF_TTY_WIDTH, soft_wrap=True, color_system=None,
+                   highlight=False)
+
+
+def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
+         lines: Sequence[str] = ()) -> None:
+    """Print tables (and plain lines after them, e.g. notes) in `fmt` to stdout.
+    Machine formats (csv, json) print the tables alone, so the output parses."""
+    tables = list(tables) if isinstance(tables, (list, tuple)) else [tables]
+    console = console or stdout_console()
+    if fmt == "table":
+        from rich.console import Console
+        from rich.measure import Measurement
+
+        for t in tables:
+            rt = to_rich(t)
+            # never squeeze a table into a narrow terminal: cut or folded numbers mislead;
+            # a wider table is printed at its own width and the terminal wraps the lines
+            need = Measurement.get(console, console.options.update(max_width=_OFF_TTY_WIDTH), rt).maximum
+            target = console
+            if need > console.width:
+                target = Console(file=console.file, width=need, force_terminal=console.is_terminal,
+                                 color_system=console.color_system and "auto", highlight=False)
+            target.print(rt)
+        for line in lines:
+            console.print(line, highlight=False, soft_wrap=True)
+        return
+    text = render(tables, fmt)
+    if fmt in ("csv", "json") and lines:  # keep stdout parseable; the notes go to stderr
+        sys.stderr.write("".join(f"{x}\n" for x in lines))
+    if fmt in ("markdown", "html", "latex") and lines:
+        extra = list(lines)
+        if fmt == "markdown":
+            text += "\n" + "\n".join(f"- {md_escape(x)}" for x in extra) + "\n"
+        elif fmt == "html":
+            text += "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in extra) + "</ul>\n"
+        else:
+            text += "\n".join(f"% {x}" for x in extra) + "\n"
+    # plain write: no rich markup parsing, no wrapping
+    console.file.write(text)
+    console.file.flush()
+
+
+class StdoutConsole:
+    """A console that follows the current sys.stdout (test runners swap it), built by
+    `stdout_console` so that off a terminal nothing is cut to 80 columns."""
+
+    def __init__(self):
+        self._stream = None
+        self._console = None
+
+    def _get(self):
+        if self._console is None or self._stream is not sys.stdout:
+            self._stream = sys.stdout
+            self._console = stdout_console(sys.stdout)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)

@@ -1,0 +1,95 @@
+"""Display tables (matprobe.present.Table) for results whose modules have no `.to_table()`
+of their own: sweeps, paired comparisons, MI-vs-accuracy relations and store summaries.
+
+They read only the results' public attributes, so the modules that compute them stay
+free of presentation code.
+"""
+
+from __future__ import annotations
+
+from matprobe.present import Column, Table
+
+
+def sweep_table(res, unit: str = "") -> Table:
+    """One row per (checkpoint, layer, pool), one column per term: estimates with intervals."""
+    frame = res.table
+    terms = list(dict.fromkeys(frame["term"]))
+    unit = unit or (str(frame["unit"].iloc[0]) if "unit" in frame and len(frame) else "")
+    level = frame["ci_level"].iloc[0] if "ci_level" in frame and len(frame) else None
+    lvl = f"{level:.0%}" if level == level and level else "CI"
+    cols = [Column("checkpoint", "checkpoint", description="store's checkpoint name"),
+            Column("layer", "layer", description="layer key as stored"),
+            Column("pool", "pool", description="pooling of the hidden states")]
+    cols += [Column(t, f"{t} [{lvl}]", unit, f"estimate of {t} with its {lvl} interval", ".3f") for t in terms]
+    table = Table(cols, title=f"sweep ({unit}): {res.out}")
+    for key, grp in frame.groupby(["checkpoint", "layer", "pool"], sort=False):
+        row = dict(zip(("checkpoint", "layer", "pool"), map(str, key)))
+        for r in grp.itertuples():
+            row[r.term] = (r.estimate, r.ci_low, r.ci_high)
+        table.rows.append(row)
+    return table
+
+
+def comparison_table(comp) -> Table:
+    """Both sides of a paired comparison and ΔI with its interval and p."""
+    d = comp.difference
+    lvl = f"{d.ci_level:.0%}"
+    cols = [Column("side", "side", description="A, B, or the difference A - B"),
+            Column("store", "store"), Column("layer", "layer"), Column("pool", "pool"),
+            Column("estimate", comp.term, d.unit, f"estimate of {comp.term}", "+.4f"),
+            Column("interval", f"{lvl} interval", d.unit, f"{lvl} interval", "+.4f"),
+            Column("p", "p", "p", "two-sided p of ΔI = 0 (paired bootstrap)", ".3g")]
+    table = Table(cols, title=f"ΔI of {comp.term} ({d.unit}), {d.n} shared samples, {comp.seeds} seeds, "
+                              f"{comp.folds} folds, {comp.estimator}")
+    for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
+        table.add_row(side=tag, store=side["store"], layer=side["layer"], pool=side["pool"],
+                      estimate=side["estimate"], interval=(side["ci_low"], side["ci_high"]))
+    table.add_row(side="A - B", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
+    if comp.note:
+        table.footnotes.append(comp.note)
+    return table
+
+
+def relation_table(rel) -> Table:
+    """Per (checkpoint, stratum): n, MI with interval, entropy, accuracy with interval, Fano's ceiling."""
+    lvl = f"{rel.ci_level:.0%}"
+    cols = [Column("checkpoint", "checkpoint"), Column("modality", "M"), Column("anatomy", "A"),
+            Column("task", "T"), Column("n", "n", "count", "answered rows in the stratum"),
+            Column("mi", "Î [CI]", rel.unit, f"I(Z;Y|stratum) with its {lvl} interval", ".3f"),
+            Column("h", "H(Y|s)", rel.unit, "plug-in entropy of Y in the stratum", ".3f"),
+            Column("accuracy", "accuracy [CI]", "probability",
+                   f"stored accuracy with its {lvl} Clopper-Pearson interval", ".3f"),
+            Column("fano_acc_max", "Fano max acc.", "probability",
+                   "largest accuracy Fano allows given Î", ".3f"),
+            Column("sparse", "left out", description="stratum too small for the correlation")]
+    table = Table(cols, title=f"MI ({rel.unit}) vs accuracy per stratum")
+    for r in rel.points.itertuples():
+        table.add_row(checkpoint=r.checkpoint, modality=r.modality, anatomy=r.anatomy, task=r.task, n=r.n,
+                      mi=(r.mi, r.mi_ci_low, r.mi_ci_high), h=r.h,
+                      accuracy=(r.accuracy, r.acc_ci_low, r.acc_ci_high), fano_acc_max=r.fano_acc_max,
+                      sparse="yes" if r.sparse else "")
+    table.footnotes.append(
+        f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {lvl} bootstrap interval [{rel.ci_low:.3f}, "
+        f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; Fano ceiling for K = "
+        f"{rel.reference['classes']}")
+    return table
+
+
+def store_info_tables(info: dict) -> list[Table]:
+    """`store info`: the feature arrays, the label columns and the provenance."""
+    acc = info.get("accuracy")
+    feats = Table([Column("layer", "layer"), Column("pool", "pool"), Column("dim", "dim", "count")],
+                  title=f"{info['path']}: {info['n_done']} / {info['n_samples']} samples done"
+                        + (" (virtual merge)" if info.get("virtual") else "")
+                        + f"; answers stored: {info['answers_stored']}"
+                        + (f", accuracy {acc:.3f}" if acc is not None else "") + "; features (float32)")
+    for f in info["features"]:
+        feats.add_row(layer=str(f["layer"]), pool=f["pool"], dim=f["dim"])
+    labels = Table([Column("column", "column"), Column("n", "n labels", "count"), Column("labels", "labels")],
+                   title="label columns")
+    for col, values in info["label_columns"].items():
+        labels.add_row(column=col, n=len(values), labels=", ".join(map(str, values)))
+    prov = Table([Column("key", "key"), Column("value", "value")], title="provenance")
+    for k, v in sorted(info["provenance"].items()):
+        prov.add_row(key=k, value=str(v))
+    return [feats, labels, prov]
