@@ -124,9 +124,8 @@ def _rename_config(config: dict, rename, lora_modules: list[str]) -> dict:
         if not hits:
             # The pattern spelt old module paths: name the (renamed) modules exactly.
             cfg["target_modules"] = sorted(lora_modules)
-    for field in ("modules_to_save", "layers_to_transform_pattern"):
-        if isinstance(cfg.get(field), list):
-            cfg[field] = [rename(x) for x in cfg[field]]
+    if isinstance(cfg.get("modules_to_save"), list):
+        cfg["modules_to_save"] = [rename(x) for x in cfg["modules_to_save"]]
     for field in ("rank_pattern", "alpha_pattern"):
         if isinstance(cfg.get(field), dict):
             cfg[field] = {rename(k): v for k, v in cfg[field].items()}
