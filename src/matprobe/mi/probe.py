@@ -254,6 +254,7 @@ class ProbeEstimator(CrossFitEstimator):
                 "heldout_curve": [float(v) if np.isfinite(v) else None for v in val_ce[a]],
                 "penalty_grid": [float(v) for v in lams], "train_value": float(np.mean(lq_tr - base_tr)),
                 "level": "linear"}
+        head = None
         if "nonlinear" in self.ladder:
             head = _MLPLadder(self, strata, sols[(a, b)], cell_tr, cell_c, cell_y, s_index, off,
                               x_tr, y_tr, c_tr, val, seeds[0], dev)
@@ -261,7 +262,8 @@ class ProbeEstimator(CrossFitEstimator):
             diag.update({"level_gain": gain, "level_gain_se": gain_se})
             if gain > self.ladder_z * gain_se and gain > self.ladder_min_gain:
                 diag["level"] = "nonlinear"
-                return head.fold_outputs(halves, x_ev, y_ev, c_ev, base_ev, lq_ev, diag)
+                outs = head.fold_outputs(halves, x_ev, y_ev, c_ev, base_ev, lq_ev, diag)
+                return self._finish_fold(outs, head, x_ev, y_ev, c_ev)
         for half in halves:
             arrays = {}
             if self.extrapolate:
@@ -279,6 +281,18 @@ class ProbeEstimator(CrossFitEstimator):
             else:
                 arrays["r"] = lq_ev - base_ev
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
+        if head is None and self._needs_critic:
+            head = _MLPLadder(self, strata, sols[(a, b)], cell_tr, cell_c, cell_y, s_index, off,
+                              x_tr, y_tr, c_tr, val, seeds[0], dev)
+        if head is not None and diag["level"] == "linear":
+            head.params = head.linear_params()  # the critic of the chosen level, fitted on the same rows
+        return self._finish_fold(outs, head, x_ev, y_ev, c_ev)
+
+    # the critic estimators (neural.py) take the fold's chosen critic from here
+    _needs_critic = False
+
+    def _finish_fold(self, outs, head, x_ev, y_ev, c_ev):
+        """Hook: the probe's outputs are final; critic estimators fine-tune `head` here."""
         return outs
 
 
@@ -403,6 +417,13 @@ class _MLPLadder:
                     break
         return best_state, curve
 
+    def linear_params(self):
+        """The linear level in this parameterisation (R = U = V = 0)."""
+        h, rank = self.est.hidden, self.est.rank
+        d1, nc = self.w0.shape
+        return {"w": self.w0.clone(), "r": torch.zeros(d1, rank, device=self.dev),
+                "u": torch.zeros(d1, h, device=self.dev), "v": torch.zeros(h, nc, device=self.dev)}
+
     def fit_and_compare(self, x_ev, y_ev, c_ev):
         """Fit the level on the training rows outside the validation split; return the mean
         validation gain in log-likelihood per row over the linear level and its standard error."""
@@ -410,8 +431,7 @@ class _MLPLadder:
         self.params, self.curve = self._fit(self._new(self.seed), fit_rows, val_rows, self.seed)
         vr = torch.as_tensor(val_rows, device=self.dev)
         xv, sv, yv = self.x_tr[vr], self.s_tr[vr], self.y_tr[vr]
-        lin = {"w": self.w0, "r": torch.zeros_like(self.params["r"]), "u": torch.zeros_like(self.params["u"]),
-               "v": torch.zeros_like(self.params["v"])}
+        lin = self.linear_params()
         diff = (self._log_q(self.params, xv, sv, yv) - self._log_q(lin, xv, sv, yv)).cpu().numpy()
         if len(diff) < 2:
             return 0.0, float("inf")
