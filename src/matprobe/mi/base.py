@@ -34,7 +34,7 @@ DV = "dv"  # bound = mean(a) - log mean(exp(lb))  (Donsker-Varadhan form)
 # When the critic ladder picks a non-linear level, the gain it made over the linear level shows
 # the linear family's approximation error was of that size; a richer family could gain part of
 # it again, so the upper side of the interval is widened by this fraction of the gain.
-LADDER_SLACK = 0.5
+LADDER_SLACK = 1.0
 # fewer rows than this per (stratum, class) cell: the interval is flagged "low-n"
 LOW_N_PER_CLASS = 20
 

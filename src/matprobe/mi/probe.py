@@ -109,7 +109,7 @@ class ProbeEstimator(CrossFitEstimator):
                  use_subclasses: bool = True, dims=(1.0,),
                  extrapolate: bool = True, ladder=("linear", "nonlinear"), hidden: int = 64,
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
-                 mlp_patience: int = 5, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
+                 mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 256, **kwargs):
         super().__init__(*args, **kwargs)
         self.ladder = tuple(ladder)
