@@ -11,6 +11,11 @@ MINE trains DV with the moving-average gradient correction of Belghazi et al. (2
 the denominator of grad log E[e^g] is replaced by an exponential moving average.
 Training early-stops on the bound over a validation split of the training folds; the
 held-out fold is only scored with the restored best-on-validation critic.
+
+mine, nwj and smile (WarmCriticEstimator) run on the probe's machinery and start from the
+critic its ladder chose (issue 12: a critic trained from scratch was 8-91% low on tasks where
+the probe was within 4%); infonce keeps the MLP critic trained from scratch (CriticEstimator)
+and reports a one-sided interval.
 """
 
 from __future__ import annotations
