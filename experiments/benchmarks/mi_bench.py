@@ -24,7 +24,8 @@ import torch
 
 from matprobe.data.entropy import joint_codes
 from matprobe.mi import chain_terms
-from matprobe.mi.groundtruth import chain_task, single_factor_task
+from matprobe.mi.groundtruth import (chain_task, many_class_task, massive_task, mixture_task, null_task,
+                                     single_factor_task, student_t_task)
 
 torch.set_num_threads(1)
 
@@ -50,7 +51,20 @@ TASKS = [
                                                 noise_scale=NS, seed=12), 20000),
     ("K2-d256-n20k-lin-imbalanced", single_factor_task(2, d=256, signal_dim=16, separation=1.0, imbalance=1.5,
                                                        noise_scale=NS, seed=13), 20000),
+    # issue 12: off the linear-Gaussian path (latent mixtures / Student-t / massive coordinates /
+    # many classes / I = 0; groundtruth.LatentMixtureTask)
+    ("mix-K6x2-d64-n5k", mixture_task(6, 2, d=64, signal_dim=8, spread=1.5, seed=21), 5000),
+    ("mix-K6x2-d64-n20k", mixture_task(6, 2, d=64, signal_dim=8, spread=1.5, seed=21), 20000),
+    ("t3-K4-d32-n2k", student_t_task(4, d=32, signal_dim=8, seed=22), 2000),
+    ("t3-K4-d32-n20k", student_t_task(4, d=32, signal_dim=8, seed=22), 20000),
+    ("massive-K4-d4096-n2k", massive_task(4, d=4096, massive=6, seed=23), 2000),
+    ("K50-d64-n5k", many_class_task(50, d=64, seed=24), 5000),
+    ("mixchain-K4x3-d64-n5k", mixture_task(4, 3, d=64, signal_dim=8, spread=1.5, chain=True, imbalance=0.3,
+                                           seed=25), 5000),
+    ("null-K4-d32-n2k", null_task(4, d=32, seed=26), 2000),
 ]
+STRESS = {"chain-2x4x4-d4096-n20k-iso"}
+NULL_REPS = {"n": 10}  # replicate samples of each null task (seeds 0..n-1), set by --null-reps
 
 
 def onehot(codes):
@@ -93,7 +107,14 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--peer-steps", type=int, default=2000, help="bmi training steps (bmi default 10000)")
     ap.add_argument("--out", default="experiments/benchmarks/mi_bench_results.csv")
+    ap.add_argument("--null-reps", type=int, default=10)
+    ap.add_argument("--baseline", default="", help="CSV of the same script on the pre-issue-12 code (CPU times)")
+    ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args(argv)
+    NULL_REPS["n"] = args.null_reps
+    if args.summary_only:
+        targets(args.out, args.baseline)
+        return
     PEER_STEPS["n"] = args.peer_steps
     pick = [int(t) - 1 for t in args.tasks.split(",") if t] or range(len(TASKS))
     ests = [e for e in args.estimators.split(",") if e]
@@ -102,23 +123,29 @@ def main(argv=None):
              f"{'rel.err':>8s} {'abs.err':>8s} {'cover':>5s} {'seeds':>5s} {'wall_s':>8s}"
     print(header, flush=True)
     for ti in pick:
-        name, task, n = TASKS[ti]
-        z, f = task.sample(n, seed=0)
+        base_name, task, n = TASKS[ti]
         truth = task.truth(400_000)
         order = list(task.names)
         rows = []
-        for est in ests:
-            t0 = time.perf_counter()
-            res = chain_terms(z, {k: f[k] for k in order}, order=order, estimators=[est], seeds=args.seeds,
-                              direct=False, difference=False)
-            wall = time.perf_counter() - t0
-            for (_term, e), (tname, (tv, _tse)) in zip(res.terms[est], truth.items()):
-                # coverage per seed: each seed's own interval (bootstrap over rows, its own
-                # extrapolation slack), so task x seed cells can be counted (issue 4)
-                seed_iv = e.diagnostics.get("seed_intervals", [])
-                seed_cover = [bool(lo <= tv <= hi) for lo, hi in seed_iv]
-                rows.append(report(name, tname, est, tv, e.value, e.ci_low, e.ci_high, wall / len(order),
-                                   seed_cover))
+        reps = range(NULL_REPS["n"]) if base_name.startswith("null") else [0]
+        for rep in reps:
+            z, f = task.sample(n, seed=rep)
+            name = base_name if rep == 0 else f"{base_name}#{rep}"
+            for est in ests:
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = chain_terms(z, {k: f[k] for k in order}, order=order, estimators=[est], seeds=args.seeds,
+                                  direct=False, difference=False)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                for (_term, e), (tname, (tv, _tse)) in zip(res.terms[est], truth.items()):
+                    # coverage per seed: each seed's own interval (bootstrap over rows, its own
+                    # slacks), so task x seed cells can be counted (issue 4)
+                    seed_iv = e.diagnostics.get("seed_intervals", [])
+                    seed_cover = [bool(lo <= tv <= hi) for lo, hi in seed_iv]
+                    row = report(name, tname, est, tv, e.value, e.ci_low, e.ci_high, wall / len(order),
+                                 seed_cover)
+                    row.update(cpu_s=cpu / len(order), flags=",".join(getattr(e, "flags", []) or []),
+                               bound=getattr(e, "bound", "two-sided"))
+                    rows.append(row)
         for peer in peers:
             for j, tname in enumerate(list(truth)[: len(order)]):
                 t0 = time.perf_counter()
@@ -135,6 +162,7 @@ def main(argv=None):
                                    time.perf_counter() - t0))
         merge_rows(args.out, rows)
     summarise(args.out)
+    targets(args.out, args.baseline)
 
 
 def merge_rows(path, rows):
@@ -163,6 +191,64 @@ def summarise(path):
     if "seed_cover" in frame:
         summary["seed_coverage"] = frame.groupby("estimator")["seed_cover"].mean()
     print(summary.to_string())
+
+
+def targets(path, baseline="", default="probe", mine="mine"):
+    """Print issue 12's targets from the results CSV (matprobe's rows; peers for the last one)."""
+    import pandas as pd
+
+    fr = pd.read_csv(path)
+    fr["base"] = fr["task"].str.split("#").str[0]
+    is_null = fr["base"].str.startswith("null")
+    ok = ~fr["base"].isin(STRESS) & ~is_null
+
+    def line(label, value, target, met):
+        print(f"  {label:58s} {value:>14s}   target {target:>10s}   {'met' if met else 'MISSED'}")
+
+    print("targets (issue 12):")
+    for est in (default, mine):
+        d = fr[(fr["estimator"] == est) & ok]
+        if d.empty:
+            continue
+        if est == default:
+            line(f"{est}: median rel. error (non-null cells)", f"{d['rel_err'].median():.1%}", "<= 3%",
+                 d["rel_err"].median() <= 0.03)
+            worst = d.loc[d["rel_err"].idxmax()]
+            line(f"{est}: worst non-stress cell ({worst['task']} {worst['term']})", f"{worst['rel_err']:.1%}",
+                 "<= 10%", worst["rel_err"] <= 0.10)
+        else:
+            tol = np.maximum(0.10 * d["truth"], 0.02)
+            bad = (d["abs_err"] > tol).sum()
+            line(f"{est}: cells outside max(10%, 0.02 nats)", f"{bad}/{len(d)}", "0", bad == 0)
+        cov = (d["seed_cover"] * d["seeds_covering"].str.split("/").str[1].astype(float)).sum() / \
+            d["seeds_covering"].str.split("/").str[1].astype(float).sum()
+        line(f"{est}: 90% CI covers (task x seed cells)", f"{cov:.1%}", ">= 90%", cov >= 0.9)
+        nul = fr[(fr["estimator"] == est) & is_null]
+        if len(nul):
+            excl = ((nul["ci_low"] > 0) | (nul["ci_high"] < 0)).mean()
+            line(f"{est}: null replicates whose CI excludes 0 ({len(nul)})", f"{excl:.0%}", "<= 10%", excl <= 0.1)
+    peers = fr[~fr["estimator"].isin([default, mine]) & ok]
+    if len(peers):
+        best = peers.groupby(["task", "term"])["abs_err"].min()
+        mine_err = fr[(fr["estimator"] == default) & ok].set_index(["task", "term"])["abs_err"]
+        common = best.index.intersection(mine_err.index)
+        worse = int((mine_err[common] > best[common]).sum())
+        line(f"{default}: cells worse than the best peer", f"{worse}/{len(common)}", "0", worse == 0)
+    if "cpu_s" in fr:
+        dd = fr[fr["estimator"] == default].groupby("task")["cpu_s"].sum()
+        mm = fr[fr["estimator"] == mine].groupby("task")["cpu_s"].sum()
+        common = dd.index.intersection(mm.index)
+        if len(common):
+            r = mm[common].sum() / dd[common].sum()
+            line(f"{mine}/{default} CPU time ({len(common)} tasks)", f"{r:.2f}x", "<= 2x", r <= 2)
+        if baseline and os.path.exists(baseline):
+            old = pd.read_csv(baseline)
+            old = old[old["estimator"] == default].groupby("task")["cpu_s"].sum()
+            common = old.index.intersection(dd.index)
+            if len(common):
+                r = dd[common].sum() / old[common].sum()
+                line(f"{default} CPU time vs pre-issue-12 code ({len(common)} existing tasks)", f"{r:.2f}x",
+                     "<= 1.5x", r <= 1.5)
 
 
 def report(task, term, est, truth, value, lo, hi, wall, seed_cover=()):

@@ -19,7 +19,7 @@ from scipy.stats import norm
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
-from matprobe.mi.interface import EstimatorTags, MIEstimate, TermNames
+from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, TermNames
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -31,6 +31,12 @@ MEAN = "mean"  # bound = mean of per-row terms r
 # RESULTS.md: half a step, which covers only 0.77 <= a <= 1.6, missed near-misses both ways).
 EXTRAPOLATION_SLACK = 1.0
 DV = "dv"  # bound = mean(a) - log mean(exp(lb))  (Donsker-Varadhan form)
+# When the critic ladder picks a non-linear level, the gain it made over the linear level shows
+# the linear family's approximation error was of that size; a richer family could gain part of
+# it again, so the upper side of the interval is widened by this fraction of the gain.
+LADDER_SLACK = 1.0
+# fewer rows than this per (stratum, class) cell: the interval is flagged "low-n"
+LOW_N_PER_CLASS = 20
 
 
 @dataclass
@@ -120,7 +126,7 @@ class CrossFitEstimator:
 
     name = "base"
     kind = MEAN
-    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True)
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True)  # tags.bound: "two-sided" when the interval includes the bias, else "lower"
 
     def __init__(self, folds: int = 5, seeds: int = 3, pca: int | None = 64, gaussianize: bool = True,
                  ci_level: float = 0.9, n_boot: int = 300, unit: str = NATS, min_stratum: int = 30,
@@ -195,9 +201,23 @@ class CrossFitEstimator:
             pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
         est = self._aggregate(per_seed, y, c, active, strata_info, n)
         value, lo, hi, stratum_vals, seed_vals, seed_intervals = est
-        notes = []
+        notes, flags = [], []
+        levels = [d.get("level") for d in diags if d.get("level")]
+        n_nonlin = sum(lv != "linear" for lv in levels)
+        if levels and 2 * n_nonlin > len(levels):
+            gains = [d["level_gain"] for d in diags if d.get("level") != "linear" and "level_gain" in d]
+            flags.append("misspecified-linear")
+            notes.append(f"the linear critic is misspecified: a non-linear critic beat it on held-out "
+                         f"log-loss inside the training folds in {n_nonlin} of {len(levels)} fold fits"
+                         + (f" (median gain {np.median(gains):.3f} nats per row)" if gains else ""))
+        cells = sum(s["classes"] for s in strata_info if not s["single"])
+        if cells and int(active.sum()) / cells < LOW_N_PER_CLASS:
+            flags.append("low-n")
+            notes.append(f"low n: {int(active.sum()) / cells:.0f} rows per class (< {LOW_N_PER_CLASS}); "
+                         "the interval's bias allowance is not reliable this small")
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
+            flags.append("sparse-strata")
             notes.append("sparse strata (n < %d): " % self.min_stratum
                          + ", ".join(f"{self._sname(s['code'], stratum_names)}: {s['n']} rows" for s in sparse))
         singles = [s for s in strata_info if s["single"]]
@@ -206,11 +226,25 @@ class CrossFitEstimator:
         if value > h_upper:
             notes.append(f"raw estimate {value:.4f} nats exceeded H(Y|C) = {h_upper:.4f}; clipped")
             result.clipped = True
+            flags.append("clipped")
             value = h_upper
+        if value < 0:
+            flags.append("below-zero")
+            notes.append(f"estimate {value:.4f} nats < 0: held out, the fitted critic predicts Y worse "
+                         "than its frequencies p(y|c) (no dependence detectable at this n, or overfitting); "
+                         "MI itself is >= 0")
+        if hi < 0:
+            flags.append("interval-below-zero")
+            notes.append("the whole interval lies below 0: the estimator is biased low here; read it as "
+                         "'no detectable dependence', not as a value")
+        result.bound = self.tags.bound
         lo, hi = min(lo, h_upper), min(hi, h_upper)
+        if self.tags.bound == LOWER:
+            hi = h_upper  # one-sided: only the lower end is a statement
         result.value, result.ci_low, result.ci_high = (from_nats(v, self.unit) for v in (value, lo, hi))
         result.n_train = int(round(n * (self.folds - 1) / self.folds))
         result.note = "; ".join(notes)
+        result.flags = flags
         result.strata = self._strata_entries(strata_info, stratum_vals, stratum_names)
         train_vals = [d.get("train_value") for d in diags if d.get("train_value") is not None]
         result.diagnostics = {
@@ -296,26 +330,35 @@ class CrossFitEstimator:
         # unknown exponent EXTRAPOLATION_SLACK times the correction is added to both sides
         slack, strat_slack = 0.0, {}
         seed_slack = np.zeros(len(per_seed))
-        if "corr" in per_seed[0]:
-            for s in info:
-                if s["single"]:
-                    continue
-                idx = np.flatnonzero((c == s["code"]) & active)
+        # ... and where the ladder chose a non-linear level, LADDER_SLACK times its gain over
+        # the linear level is added to the upper side
+        up, strat_up = 0.0, {}
+        seed_up = np.zeros(len(per_seed))
+        for s in info:
+            if s["single"]:
+                continue
+            idx = np.flatnonzero((c == s["code"]) & active)
+            if "corr" in per_seed[0]:
                 corr_means = np.array([a["corr"][idx].mean() for a in per_seed])
                 strat_slack[s["code"]] = EXTRAPOLATION_SLACK * abs(float(corr_means.mean()))
                 slack += strat_slack[s["code"]] * len(idx) / n
                 seed_slack += EXTRAPOLATION_SLACK * np.abs(corr_means) * len(idx) / n
-        lo, hi = lo - slack, hi + slack
-        # each seed's own interval (its row bootstrap and its own extrapolation slack)
+            if "level_gap" in per_seed[0]:
+                gaps = np.maximum([a["level_gap"][idx].mean() for a in per_seed], 0.0)
+                strat_up[s["code"]] = LADDER_SLACK * float(gaps.mean())
+                up += strat_up[s["code"]] * len(idx) / n
+                seed_up += LADDER_SLACK * gaps * len(idx) / n
+        lo, hi = lo - slack, hi + slack + up
+        # each seed's own interval (its row bootstrap and its own slacks)
         seed_intervals = []
         for s_i in range(len(per_seed)):
             l_, h_ = self._interval(total[s_i : s_i + 1])
-            seed_intervals.append((l_ - seed_slack[s_i], h_ + seed_slack[s_i]))
+            seed_intervals.append((l_ - seed_slack[s_i], h_ + seed_slack[s_i] + seed_up[s_i]))
         stratum_vals = {}
         for code, reps in strat_reps.items():
             l_, h_ = self._interval(reps)
             sl = strat_slack.get(code, 0.0)
-            stratum_vals[code] = (float(reps[:, 0].mean()), l_ - sl, h_ + sl)
+            stratum_vals[code] = (float(reps[:, 0].mean()), l_ - sl, h_ + sl + strat_up.get(code, 0.0))
         return value, lo, hi, stratum_vals, seed_vals, seed_intervals
 
     def _interval(self, reps):

@@ -209,3 +209,220 @@ def single_factor_task(k_classes: int = 4, d: int = 16, separation: float = 1.0,
 def chain_task(sizes=(2, 4, 4), d: int = 16, separations=(1.0, 1.0, 1.0), **kw) -> GroundTruthTask:
     """Nested M -> A -> T chain (three factors by default)."""
     return GroundTruthTask(sizes=tuple(sizes), separations=tuple(separations), d=d, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Off the linear-Gaussian path (issue 12): samplers that carry their exact MI.
+#
+# A latent signal s in R^k is drawn from a class-conditional *mixture* (components per class,
+# Gaussian or multivariate Student-t with identity scale), then embedded in d dims as
+#     z = A s + (I - A A^+) g,
+# with A [d, k] of full column rank and g independent noise with per-coordinate scales. A^+ z = s
+# exactly (A^+ A = I and A^+ (I - A A^+) = 0), and z given s does not depend on the labels, so
+# I(Z; .) = I(S; .) for every term: the truth is computed in the k-dim latent space by Monte
+# Carlo of exact log-densities, like GroundTruthTask. "Massive activations": a few coordinates
+# of A and g are scaled by 100-1000 (and shifted by a constant), as in the hidden states of
+# 7B models; the signal partly lives there.
+
+
+def _log_t_density(sq, k, nu):
+    """log density of the k-variate Student-t with identity scale at squared norm sq."""
+    from scipy.special import gammaln
+
+    return (gammaln((nu + k) / 2) - gammaln(nu / 2) - 0.5 * k * np.log(nu * np.pi)
+            - 0.5 * (nu + k) * np.log1p(sq / nu))
+
+
+@dataclass
+class LatentMixtureTask:
+    """Y with K classes; S | Y=y is a mixture of `components` clusters (weights uniform or
+    imbalanced), each N(mu_{y,u}, I_k) (family "gauss") or Student-t_nu(mu_{y,u}, I_k) ("t").
+
+    separation: spread of the class centres; spread: spread of a class's clusters around its
+    centre (spread > 0 with components >= 2 makes the Bayes posterior p(y|z) non-linear in z).
+    With `chain=True` the cluster U is a second factor: terms I(Z;Y) and I(Z;U|Y).
+    separation = spread = 0 gives the null task (I = 0 exactly).
+    massive: number of "massive" coordinates (scale `massive_scale`, constant offset 10x that);
+    the first half of them carry one signal direction each (axis-aligned), the rest noise only.
+    noise_scales: "flat" (all 1), "decay" (log-uniform in [0.05, 1]: anisotropic like real
+    embeddings) or a float (all equal to it).
+    """
+
+    k_classes: int = 4
+    components: int = 1
+    d: int = 32
+    signal_dim: int = 8
+    separation: float = 1.0
+    spread: float = 0.0
+    family: str = "gauss"
+    nu: float = 3.0
+    imbalance: float = 0.0
+    massive: int = 0
+    massive_scale: float = 300.0
+    noise_scales: object = "decay"
+    chain: bool = False
+    seed: int = 0
+    _truth_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.family not in ("gauss", "t"):
+            raise ValueError(f"family must be 'gauss' or 't', got {self.family!r}")
+        if self.k_classes < 2 or self.components < 1 or self.d < 1:
+            raise ValueError("k_classes >= 2, components >= 1 and d >= 1 required")
+        if self.massive > self.d - self.k:
+            raise ValueError("too many massive coordinates for d")
+
+    @property
+    def k(self) -> int:
+        return min(self.signal_dim, self.d)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("Y", "U") if self.chain else ("Y",)
+
+    @property
+    def null(self) -> bool:
+        return self.separation == 0 and (self.spread == 0 or self.components == 1)
+
+    @cached_property
+    def _structure(self):
+        """(class of each component, component probabilities, component means [comp, k])."""
+        rng = np.random.default_rng([self.seed, 23])
+        w_class = np.exp(-self.imbalance * rng.permutation(self.k_classes))
+        w_class /= w_class.sum()
+        scale = np.sqrt(2.0 / self.k)
+        centres = self.separation * scale * rng.standard_normal((self.k_classes, self.k))
+        cls = np.repeat(np.arange(self.k_classes), self.components)
+        prob = np.repeat(w_class / self.components, self.components)
+        mean = centres[cls] + self.spread * scale * rng.standard_normal((len(cls), self.k))
+        return cls, prob, mean
+
+    @cached_property
+    def _embedding(self):
+        """(A [d, k], its pseudo-inverse [k, d], noise scale per coordinate [d], offset [d])."""
+        rng = np.random.default_rng([self.seed, 29])
+        d, k = self.d, self.k
+        n_sig_massive = min(self.massive - self.massive // 2, k)
+        massive = rng.choice(d, size=self.massive, replace=False)
+        u, _ = np.linalg.qr(rng.standard_normal((d, k)))
+        a = u.copy()
+        for j in range(n_sig_massive):  # signal direction j lives on one massive coordinate
+            a[:, j] = 0.0
+            a[massive[j], j] = 1.0
+        if isinstance(self.noise_scales, str):
+            sc = np.ones(d) if self.noise_scales == "flat" else np.exp(rng.uniform(np.log(0.05), 0.0, d))
+        else:
+            sc = np.full(d, float(self.noise_scales))
+        row_scale = np.ones(d)
+        row_scale[massive] = self.massive_scale * rng.uniform(0.3, 3.0, self.massive)
+        a = a * row_scale[:, None]
+        sc = sc * row_scale
+        offset = np.zeros(d)
+        offset[massive] = 10 * row_scale[massive] * rng.choice([-1, 1], self.massive)
+        return a, np.linalg.pinv(a), sc, offset
+
+    def _draw_latent(self, rng, n):
+        cls, prob, mean = self._structure
+        comp = rng.choice(len(cls), size=n, p=prob)
+        x = rng.standard_normal((n, self.k))
+        if self.family == "t":
+            x = x / np.sqrt(rng.chisquare(self.nu, size=n) / self.nu)[:, None]
+        return comp, mean[comp] + x
+
+    def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(Z float32 [n, d], {"Y": class codes, "U" (chain only): cluster within class})."""
+        rng = np.random.default_rng([self.seed, 31, seed])
+        cls, _, _ = self._structure
+        comp, s = self._draw_latent(rng, n)
+        a, a_pinv, sc, offset = self._embedding
+        g = rng.standard_normal((n, self.d)) * sc[None, :]
+        g -= (g @ a_pinv.T) @ a.T  # (I - A A^+) g: noise off the signal's range
+        z = (s @ a.T + g + offset[None, :]).astype(np.float32)
+        out = {"Y": cls[comp].astype(np.int64)}
+        if self.chain:
+            out["U"] = (comp % self.components).astype(np.int64)
+        return z, out
+
+    def _log_comp(self, s):
+        _, _, mean = self._structure
+        sq = (s**2).sum(1)[:, None] - 2 * s @ mean.T + (mean**2).sum(1)[None, :]
+        sq = np.maximum(sq, 0.0)
+        if self.family == "t":
+            return _log_t_density(sq, self.k, self.nu)
+        return -0.5 * sq - 0.5 * self.k * np.log(2 * np.pi)
+
+    def truth(self, n_mc: int = 400_000, seed: int = 12345) -> dict[str, tuple[float, float]]:
+        """{"I(Z;Y)": (nats, MC s.e.)} (+ "I(Z;U|Y)" and "I(Z;Y,U)" with chain=True)."""
+        key = (n_mc, seed)
+        if key in self._truth_cache:
+            return self._truth_cache[key]
+        cls, prob, _ = self._structure
+        rng = np.random.default_rng([self.seed, 37, seed])
+        logp = np.log(prob)
+        # log p(u | y) within the class of each component
+        p_class = np.bincount(cls, weights=prob)
+        log_w_in = logp - np.log(p_class[cls])
+        acc = []
+        total = 0
+        while total < n_mc:
+            b = min(50_000, n_mc - total)
+            comp, s = self._draw_latent(rng, b)
+            lc = self._log_comp(s)  # [b, comp]
+            log_marg = logsumexp(lc + logp[None, :], axis=1)
+            same = cls[None, :] == cls[comp][:, None]
+            log_class = logsumexp(np.where(same, lc + log_w_in[None, :], -np.inf), axis=1)
+            log_comp = lc[np.arange(b), comp]
+            acc.append(np.stack([log_class - log_marg, log_comp - log_class, log_comp - log_marg], 1))
+            total += b
+        diffs = np.concatenate(acc)
+        m, se = diffs.mean(0), diffs.std(0) / np.sqrt(len(diffs))
+        if self.null:
+            m, se = np.zeros(3), np.zeros(3)
+        out = {"I(Z;Y)": (float(m[0]), float(se[0]))}
+        if self.chain:
+            out["I(Z;U|Y)"] = (float(m[1]), float(se[1]))
+            out["I(Z;Y,U)"] = (float(m[2]), float(se[2]))
+        self._truth_cache[key] = out
+        return out
+
+    def entropies(self) -> dict[str, float]:
+        cls, prob, _ = self._structure
+        p_class = np.bincount(cls, weights=prob)
+        h_y = float(-(p_class * np.log(p_class)).sum())
+        out = {"H(Y)": h_y}
+        if self.chain:
+            out["H(U|Y)"] = float(-(prob * np.log(prob)).sum()) - h_y
+        return out
+
+
+def mixture_task(k_classes=6, components=2, d=64, separation=1.0, spread=1.5, **kw) -> LatentMixtureTask:
+    """Class-conditionals that are mixtures of `components` Gaussian clusters (non-linear posterior)."""
+    return LatentMixtureTask(k_classes=k_classes, components=components, d=d, separation=separation,
+                             spread=spread, **kw)
+
+
+def student_t_task(k_classes=4, d=32, nu=3.0, separation=1.5, **kw) -> LatentMixtureTask:
+    """Heavy tails: S | Y=y ~ multivariate Student-t_nu(mu_y, I)."""
+    return LatentMixtureTask(k_classes=k_classes, d=d, family="t", nu=nu, separation=separation, **kw)
+
+
+def massive_task(k_classes=4, d=4096, massive=6, separation=1.2, massive_scale=300.0, **kw) -> LatentMixtureTask:
+    """d-dim states with a few coordinates 100-1000x the rest; part of the signal lives on them."""
+    kw.setdefault("signal_dim", 8)
+    # noise s.d. 0.3 off the signal (anisotropic like real embeddings, as in mi_bench.py): with
+    # unit noise in 4088 of 4096 dims the signal falls below the Marchenko-Pastur edge and no
+    # unsupervised reduction can find it (the separate stress task)
+    kw.setdefault("noise_scales", 0.3)
+    return LatentMixtureTask(k_classes=k_classes, d=d, massive=massive, separation=separation,
+                             massive_scale=massive_scale, **kw)
+
+
+def many_class_task(k_classes=50, d=64, separation=2.0, **kw) -> LatentMixtureTask:
+    """Many classes (e.g. K = 50 at ~100 rows per class)."""
+    kw.setdefault("signal_dim", 16)
+    return LatentMixtureTask(k_classes=k_classes, d=d, separation=separation, **kw)
+
+
+def null_task(k_classes=4, d=32, **kw) -> LatentMixtureTask:
+    """Labels independent of Z: I(Z;Y) = 0 exactly."""
+    return LatentMixtureTask(k_classes=k_classes, d=d, separation=0.0, spread=0.0, **kw)

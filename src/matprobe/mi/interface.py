@@ -70,6 +70,16 @@ class MIEstimate:
     ci_low, ci_high, h_upper, note), so `matprobe check` can use per-stratum values.
     `diagnostics`: held-out curve, train/held-out gap, early-stop epoch, chosen penalty,
     per-seed values; `diagnostics["pointwise"]` when asked for (see `MIEstimator`).
+    `bound`: "two-sided" when the interval accounts for the estimator's bias (row sampling,
+    learning-curve slack, spread over critic levels and seeds), so it is meant to cover the
+    truth; "lower" when the bias cannot be bounded (a variational bound whose shortfall is
+    unknown, or InfoNCE where log(batch) caps it): then only `ci_low` is a statement and
+    `ci_high` is set to `h_upper` (the largest value MI can take, finite so JSON stays valid).
+    `flags`: machine-readable warnings, each explained in `note`: "misspecified-linear" (a
+    non-linear critic beat the linear one on held-out log-loss), "below-zero" (the estimate is
+    below 0), "interval-below-zero" (the whole interval is below 0), "low-n" (too few rows per
+    class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
+    "sparse-strata", "clipped".
     """
 
     value: float
@@ -87,6 +97,8 @@ class MIEstimate:
     degenerate: bool = False
     note: str = ""
     strata: list[dict[str, Any]] = field(default_factory=list)
+    bound: str = "two-sided"
+    flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
