@@ -62,12 +62,18 @@ def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None
         counts = pd.DataFrame(summary["composition"])
     else:
         manifest = resolve_run_path(run, summary["manifest"], summary) if summary.get("manifest") else None
-        if manifest is None or not manifest.exists():
-            return None
-        from matprobe.data import load_dataset
+        if manifest is not None and manifest.exists():
+            from matprobe.data import load_dataset
 
-        frame = load_dataset(manifest).frame()
-        counts = frame.groupby(["modality", "anatomy", "task"]).size().rename("n").reset_index()
+            frame = load_dataset(manifest).frame()
+            counts = frame.groupby(["modality", "anatomy", "task"]).size().rename("n").reset_index()
+        elif summary.get("checkpoints"):
+            # a format-1 run without its data/: the check results count every answered sample per stratum
+            ck = summary["checkpoints"][0]
+            check = _read_json(resolve_run_path(run, ck["check"], summary))
+            counts = pd.DataFrame([{**s["given"], "n": s["n"]} for s in check["strata"]])
+        else:
+            return None
     counts["relation"] = [relation((m, a, t), target) for m, a, t in
                           zip(counts["modality"], counts["anatomy"], counts["task"])]
     order = {"target": 0, "related": 1, "unrelated": 2, "zero-overlap": 3}
