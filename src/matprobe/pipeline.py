@@ -21,7 +21,7 @@ RUN/report.md, report.html, figures/*.png
 Checkpoint sections, two kinds:
 
 - ``[train]`` (demo): a tiny random-initialised LLaVA is built offline and fine-tuned
-  briefly on each condition's training split for each seed (toy models: DESIGN.md §1);
+  briefly on each condition's training split for each seed (toy models: docs/design.md §1);
 - ``[[checkpoints]]`` (your models): ``name``, ``condition``, ``seed``, ``ckpt``, optional
   ``adapter``/``base``, each already trained on that condition's split.
 """

@@ -5,7 +5,7 @@ qwen2_5_vl. Everything goes through `AutoProcessor` + `AutoModelForImageTextToTe
 the only fallback is for Qwen processors, whose video processor imports torchvision
 (absent on CPU-only installs): the processor is then rebuilt from the tokenizer and the
 PIL image processor, and the backend used is recorded (PIL and torchvision resizing
-differ numerically, DESIGN.md §2).
+differ numerically, docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _read_chat_template(path: Path) -> str | None:
 def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -> tuple[Any, dict]:
     """`AutoProcessor` for `ckpt`, with the PIL fallback for Qwen; returns (processor, info).
 
-    `max_pixels` caps Qwen image resolution (tokens per image = pixels / 28², DESIGN.md §2);
+    `max_pixels` caps Qwen image resolution (tokens per image = pixels / 28², docs/design.md §2);
     LLaVA-1.5 always resizes to its fixed input size and ignores it.
     """
     from transformers import AutoProcessor, AutoTokenizer

@@ -5,7 +5,7 @@ safetensors weights, tokenizer files, preprocessor_config.json, chat template) s
 loaded through the same `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained`
 path as a 7B model. Weights are random (seeded); a checkpoint is about 1 MB.
 
-Sizes follow DESIGN.md §2: byte-level BPE (~400 tokens) trained with `tokenizers`;
+Sizes follow docs/design.md §2: byte-level BPE (~400 tokens) trained with `tokenizers`;
 CLIP 2 layers at 56 px / patch 14 + Llama 4 layers x 64 for LLaVA; Qwen vision towers of
 2 blocks with a 4 x 64 Qwen2 decoder whose M-RoPE sections sum to head_dim / 2.
 """
@@ -239,7 +239,7 @@ def build_tiny_adapter(
     """Write a LoRA adapter for the tiny checkpoint in `base_dir` (q_proj / v_proj of the decoder).
 
     `init_lora_weights=False` gives random A and B: peft's default initialises B = 0, which
-    makes a fresh adapter a no-op (DESIGN.md §2). The target regex limits LoRA to the
+    makes a fresh adapter a no-op (docs/design.md §2). The target regex limits LoRA to the
     language model: a plain list ["q_proj", "v_proj"] would also hit the vision tower.
     """
     import torch

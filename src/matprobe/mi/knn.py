@@ -8,7 +8,7 @@ Conditional: I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c), each stratum on its own rows.
 
 A non-neural cross-check: nothing is trained, so there are no folds; Z is standardised
 (and reduced by PCA, default 16 dims: kNN estimates degrade quickly with dimension,
-DESIGN.md §3) on all rows, labels unseen.
+docs/design.md §3) on all rows, labels unseen.
 """
 
 from __future__ import annotations

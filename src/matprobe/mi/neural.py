@@ -1,7 +1,7 @@
 """Critic-based variational bounds: MINE (DV), NWJ, InfoNCE and SMILE.
 
 The critic is an MLP trunk with one output per (stratum, class): g(z)_{c,y}. For a discrete
-Y the marginal term is taken exactly over p(y|c) instead of shuffling (DESIGN.md §3):
+Y the marginal term is taken exactly over p(y|c) instead of shuffling (docs/design.md §3):
     DV:    I >= E[g_y] - log E_z sum_y p(y|c) e^{g_y}      (Donsker & Varadhan; MINE, CrossMed eq. 6)
     NWJ:   I >= E[g_y] - e^{-1} E_z sum_y p(y|c) e^{g_y}   (Nguyen, Wainwright & Jordan 2010)
     SMILE: DV with e^{g} clipped to [e^-tau, e^tau] in the partition term (Song & Ermon 2020)
