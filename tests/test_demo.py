@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from matprobe.cli import app
 from matprobe.pipeline import demo_config, load_pipeline
 from matprobe.store import EmbeddingStore
 
@@ -25,14 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("demo") / "run"
-    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--workers", "2"])
-    assert res.exit_code == 0, res.output
-    return out
+def demo_run(quick_demo):
+    return quick_demo  # one quick demo per session (conftest), shared with the README study test
 
 
 def test_demo_pipeline_toml_is_the_embedded_default():

@@ -400,3 +400,15 @@ def test_browser_layout_check_can_fail(tmp_path, browser):
     page.write_text(f"<!DOCTYPE html><html><body>{wide}</body></html>")
     layout = _layout(page, tmp_path, 800)
     assert layout["overflow"] == [0]
+
+
+def test_significance_markdown_escapes_headers():
+    """`significance --out table9.md` writes through stats.formatting.markdown: metric names with a
+    `|` in the header row must not split columns (else CommonMark sees no table at all)."""
+    from matprobe.stats.formatting import markdown
+
+    frame = pd.DataFrame({"I(Z;anatomy|modality) nats": ["0.010"], "accuracy": ["< 0.001"]},
+                         index=pd.Index(["Related vs. Unrelated"], name="Comparison"))
+    (table,) = _tables(markdown(frame))
+    assert table["head"] == ["Comparison", "I(Z;anatomy|modality) nats", "accuracy"]
+    assert table["rows"] == [["Related vs. Unrelated", "0.010", "< 0.001"]]

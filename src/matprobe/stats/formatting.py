@@ -102,7 +102,9 @@ def notes(results: pd.DataFrame) -> list[str]:
 
 def markdown(table: pd.DataFrame, index: bool = True) -> str:
     frame = table.reset_index() if index else table
-    head = [str(c) for c in frame.columns]
+    # TODO(coordinator): the shared table renderer of branch i16 replaces this; until then the
+    # header is escaped like the cells (metric names such as I(Z;A|M) hold a `|`)
+    head = [str(c).replace("|", "\\|") for c in frame.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
