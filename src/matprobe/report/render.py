@@ -556,7 +556,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
     secs = data.summary.get("seconds", {})
     if secs:
-        doc.table(pd.DataFrame({"step": list(secs), "seconds": [round(float(v), 1) for v in secs.values()]}),
+        doc.table(pd.DataFrame({"step": list(secs), "seconds": [f"{float(v):.1f}" for v in secs.values()]}),
                   "Wall time per pipeline step.")
     cfg = [(k, v) for k, v in _flatten("", data.summary.get("config", {})) if k != "out"]
     doc.table(pd.DataFrame(cfg, columns=["setting", "configured value"]), "The run's configuration.")
