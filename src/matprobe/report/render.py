@@ -554,10 +554,12 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
                   "(pinned in constraints.txt), not across them.")
     else:
         doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
-    secs = data.summary.get("seconds", {})
+    # the report's own rendering is left out: the pipeline records it only after writing the
+    # report, so including it would make a re-report differ from the original
+    secs = {k: v for k, v in data.summary.get("seconds", {}).items() if k != "report"}
     if secs:
         doc.table(pd.DataFrame({"step": list(secs), "seconds": [f"{float(v):.1f}" for v in secs.values()]}),
-                  "Wall time per pipeline step.")
+                  "Wall time per pipeline step (the report's own rendering not included).")
     cfg = [(k, v) for k, v in _flatten("", data.summary.get("config", {})) if k != "out"]
     doc.table(pd.DataFrame(cfg, columns=["setting", "configured value"]), "The run's configuration.")
 
