@@ -1,20 +1,29 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv, install CPU torch 2.13.0 when no torch is importable, then the package.
+# Both create .venv, install CPU torch 2.13.0 when no torch is importable, then the package,
+# every dependency pinned to the versions in constraints.txt (the versions the README's demo
+# numbers come from). `make constraints` rewrites that file from the current .venv.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
+
+# Exact versions of everything installed, matprobe itself excluded; "+cpu" dropped so the same
+# pin also admits the default torch wheel of that version.
+constraints: $(BIN)/python
+	{ echo "# Exact versions the demo's numbers and the test suite were produced with (pip freeze of the"; \
+	  echo "# project's .venv, matprobe excluded). Regenerate with \`make constraints\`."; \
+	  $(BIN)/python -m pip freeze --exclude-editable --exclude matprobe | sed -e 's/+cpu$$//'; } > constraints.txt
 
 install: $(STAMP)
 

@@ -60,3 +60,19 @@ def tiny_manifest(tmp_path_factory) -> Path:
 def make_tiny_manifest():
     """The `write_tiny_manifest(folder, n, seed, n_options)` builder, for tests that need their own data."""
     return write_tiny_manifest
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """`matprobe demo --quick` run once per session into ROOT/reports/demo of a temporary ROOT
+    (the layout the README's study commands expect); returns that run directory."""
+    import torch
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("quick_demo") / "reports" / "demo"
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    return out

@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from matprobe.cli import app
 from matprobe.pipeline import demo_config, load_pipeline
 from matprobe.store import EmbeddingStore
 
@@ -25,14 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("demo") / "run"
-    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--workers", "2"])
-    assert res.exit_code == 0, res.output
-    return out
+def demo_run(quick_demo):
+    return quick_demo  # one quick demo per session (conftest), shared with the README study test
 
 
 def test_demo_pipeline_toml_is_the_embedded_default():
@@ -61,8 +53,9 @@ def test_report_numbers_match_results(demo_run):
     target = tuple(run["target"])
     accs = {}
     for ck in run["checkpoints"]:
-        accs.setdefault(ck["condition"], []).append(_target_accuracy(ck["store"], target))
-        mi = json.loads(Path(ck["main_mi"]).read_text())
+        # run.json's paths are relative to the run directory (format 2)
+        accs.setdefault(ck["condition"], []).append(_target_accuracy(demo_run / ck["store"], target))
+        mi = json.loads((demo_run / ck["main_mi"]).read_text())
         for term in mi["terms"]:  # every chain term appears in the MI table with its value
             pattern = rf"\| {re.escape(ck['name'])} \| [^|]+ \| {re.escape(term['term'])} \| {term['estimate']:.3f} \|"
             assert re.search(pattern, md.replace("\\|", "|")), (ck["name"], term["term"])
@@ -73,7 +66,7 @@ def test_report_numbers_match_results(demo_run):
     # Fano verdict counts against the check files
     verdicts = []
     for ck in run["checkpoints"]:
-        check = json.loads(Path(ck["check"]).read_text())
+        check = json.loads((demo_run / ck["check"]).read_text())
         verdicts += [s["error_respects_floor"] for s in check["strata"] if s.get("mi")]
     counts = pd.Series(verdicts).value_counts()
     got = re.search(r"Over (\d+) \(checkpoint, stratum\) cells, the observed error respects the floor "
@@ -90,6 +83,8 @@ def test_report_numbers_match_results(demo_run):
 
 
 def test_figures_are_valid_nonblank_pngs(demo_run):
+    assert sorted(p.stem for p in (demo_run / "figures").glob("*.svg")) == \
+        sorted(p.stem for p in (demo_run / "figures").glob("*.png"))
     names = sorted(p.name for p in (demo_run / "figures").glob("*.png"))
     assert names == ["composition.png", "fano.png", "mi_chain.png", "mi_vs_accuracy.png", "pac.png"]
     for name in names:

@@ -1,6 +1,6 @@
 """Med-MAT loader and its Table 9-11 package data.
 
-Fixtures are written here after the published record schema (DESIGN.md §1; the record
+Fixtures are written here after the published record schema (docs/design.md §1; the record
 ``{"id":1,"caption":"Cyst","image":"med-mat/CT_Kindney_Dataset/...","Question":...,
 "Answer":"Cyst","Question-choice":"...\\nA: Stone\\nB: Cyst...","Answer-choice":"B",
 "data-no":"2"}``). Expected triplets are typed from the paper's Table 9 independently of

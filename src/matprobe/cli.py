@@ -142,7 +142,7 @@ def _print_version(value: bool) -> None:
 @data_app.command("validate")
 @run_user_errors
 def data_validate(
-    file: Path = typer.Argument(..., help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV)."),
+    file: Path = typer.Argument(..., help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV/Parquet, or a Hugging Face save_to_disk folder)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that replaces the 'med-mat/' prefix (Med-MAT) or anchors relative image paths."),
     images: bool = typer.Option(True, "--images/--no-images", help="Open every image to check it is readable."),
 ) -> None:
@@ -169,7 +169,7 @@ def data_validate(
 @data_app.command("split")
 @run_user_errors
 def data_split(
-    file: Path = typer.Argument(..., help="Dataset file (Med-MAT or MAT manifest)."),
+    file: Path = typer.Argument(..., help="Dataset file (Med-MAT or MAT manifest: JSONL/CSV/Parquet/save_to_disk folder)."),
     target: str = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task', e.g. 'CT,Lung,Classification'."),
     config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out"),
     out: Path = typer.Option(..., "--out", help="Output manifest (JSONL) with split = train/test."),
@@ -221,7 +221,7 @@ def store_info(
 @run_user_errors
 def extract_command(
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), or a LoRA adapter folder."),
-    data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL or MAT manifest."),
+    data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV/Parquet/save_to_disk folder)."),
     out: Path = typer.Option(..., "--out", help="HDF5 store to write (resumed if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),
     base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it)."),

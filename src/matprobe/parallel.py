@@ -2,7 +2,7 @@
 imports nothing from matprobe but `errors`).
 
 The process group comes from accelerate's `PartialState` (gloo on CPU, nccl on GPUs).
-Pitfall (DESIGN.md §2): without CUDA a plain `PartialState()` ignores torchrun's
+Pitfall (docs/design.md §2): without CUDA a plain `PartialState()` ignores torchrun's
 environment, so `cpu=` is set explicitly and the world size is checked against WORLD_SIZE.
 """
 

@@ -6,7 +6,8 @@ default (`demo_config`), the same as `experiments/demo/pipeline.toml`.
 Run directory layout (every file is written atomically; a rerun skips finished steps):
 
 ```
-RUN/run.json                   what ran, with every result file (the report reads this)
+RUN/run.json                   what ran, with every result file (the report reads this); paths
+                               inside RUN are relative to RUN, so the folder can move
 RUN/data/manifest.jsonl        the dataset (demo: built from packaged images)
 RUN/checkpoints/<name>/        demo: fine-tuned tiny checkpoints
 RUN/stores/<name>.h5           embeddings + answers per checkpoint
@@ -20,7 +21,7 @@ RUN/report.md, report.html, figures/*.png
 Checkpoint sections, two kinds:
 
 - ``[train]`` (demo): a tiny random-initialised LLaVA is built offline and fine-tuned
-  briefly on each condition's training split for each seed (toy models: DESIGN.md §1);
+  briefly on each condition's training split for each seed (toy models: docs/design.md §1);
 - ``[[checkpoints]]`` (your models): ``name``, ``condition``, ``seed``, ``ckpt``, optional
   ``adapter``/``base``, each already trained on that condition's split.
 """
@@ -42,12 +43,11 @@ import numpy as np
 import pandas as pd
 
 from matprobe.checks import check_unread_keys, track_sections
+from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import MatprobeError
 from matprobe.io import atomic_path, write_text_atomic
-
-CONDITION_NAMES = {"related": "Related", "unrelated": "Unrelated", "zero-overlap": "Zero-overlap",
-                   "leave-one-out": "Leave-one-out"}
+from matprobe.rundir import RUN_FORMAT_VERSION, run_relative
 
 
 class PipelineError(MatprobeError):
@@ -409,14 +409,21 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             significance.to_csv(tmp, index=False)
     timer.add("significance", t0)
 
+    from matprobe.data import FACTORS
+    from matprobe.environment import environment
+
+    composition = dataset.frame().groupby(list(FACTORS)).size().rename("n").reset_index()
     summary = {
-        "kind": "matprobe.run", "format_version": 1,
+        "kind": "matprobe.run", "format_version": RUN_FORMAT_VERSION,
         "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
-        "manifest": str(manifest), "n_samples": len(dataset),
+        "manifest": run_relative(manifest, run), "n_samples": len(dataset),
+        # the report draws the dataset from this, so it does not need data/ (not committed)
+        "composition": composition.to_dict(orient="records"),
         "train_sizes": {c: len(v) for c, v in train_ids.items()},
-        "checkpoints": checkpoints,
+        "checkpoints": [_relative_paths(ck, run) for ck in checkpoints],
         "results": "results.csv",
         "significance": "significance.csv" if significance is not None else None,
+        "environment": environment(),
         "seconds": timer.seconds,
     }
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
@@ -426,6 +433,20 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     summary["seconds"] = timer.seconds
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
     return run
+
+
+def _relative_paths(ck: dict, run: Path) -> dict:
+    """A checkpoint entry of run.json with its paths relative to the run directory."""
+    out = dict(ck)
+    for key in ("store", "main_mi", "check"):
+        if out.get(key):
+            out[key] = run_relative(out[key], run)
+    for key in ("ckpt", "adapter", "base"):  # may name a hub id rather than a folder: keep those
+        if out.get(key) and Path(out[key]).exists():
+            out[key] = run_relative(out[key], run)
+    if "mi" in out:
+        out["mi"] = {lp: run_relative(p, run) for lp, p in out["mi"].items()}
+    return out
 
 
 def condition_manifest(dataset, train: set[str], target, path: Path) -> Path:

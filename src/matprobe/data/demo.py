@@ -14,7 +14,7 @@ Sources (all read from the installed package, nothing is downloaded):
 
 Each base image gives many samples through crops, slices (NIfTI volumes), frames and light
 jitter. Two tasks are posed as four-option questions with a fixed option order (a tiny
-model cannot learn a pointer from shuffled letters to classes; DESIGN.md §1):
+model cannot learn a pointer from shuffled letters to classes; docs/design.md §1):
 
 - **Quality**: the image is shown clean, blurred (5×5 box), with Gaussian noise (sd 40
   grey levels) or at 30% contrast;

@@ -1,6 +1,7 @@
 """One entry point for every dataset format, and `matprobe data validate`.
 
-`load_dataset` reads Med-MAT JSON/JSONL as published or a MAT manifest (JSONL/CSV),
+`load_dataset` reads Med-MAT JSON/JSONL as published or a MAT manifest (JSONL/CSV, Parquet,
+or a Hugging Face `save_to_disk` folder whose image column holds the image bytes),
 telling them apart by their fields. `validate_dataset` goes through every record and
 image and collects every problem instead of stopping at the first.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from matprobe.checks import check_vocabulary_header
+from matprobe.data.arrow import is_arrow_source
 from matprobe.data.images import load_image
 from matprobe.data.manifest import parse_manifest_records, read_records
 from matprobe.data.model import FACTORS, MATDataset
@@ -30,7 +32,7 @@ def _is_medmat(records: list[dict]) -> bool:
 def detect_format(path: str | os.PathLike) -> str:
     """'medmat' or 'manifest'."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv" or is_arrow_source(path):
         return "manifest"
     records, _ = read_records(path)
     return "medmat" if _is_medmat(records) else "manifest"
@@ -44,7 +46,7 @@ def load_dataset(
     """Load Med-MAT JSON/JSONL or a MAT manifest into a `MATDataset`."""
     path = Path(path)
     records, header = read_records(path)
-    if path.suffix.lower() != ".csv" and _is_medmat(records):
+    if path.suffix.lower() != ".csv" and path.is_file() and not is_arrow_source(path) and _is_medmat(records):
         from matprobe.data.medmat import load_medmat
 
         return load_medmat(path, image_root=image_root)
@@ -76,7 +78,8 @@ def validate_dataset(
     path = Path(path)
     records, header = read_records(path)
     problems: list[str] = []
-    fmt = "manifest" if path.suffix.lower() == ".csv" or not _is_medmat(records) else "medmat"
+    fmt = "manifest" if path.suffix.lower() == ".csv" or is_arrow_source(path) or not _is_medmat(records) \
+        else "medmat"
     samples = []
     if fmt == "medmat":
         from matprobe.data.medmat import load_medmat

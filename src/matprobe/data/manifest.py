@@ -1,4 +1,5 @@
-"""The generic MAT manifest (JSONL or CSV), for CrossMed-style and custom data.
+"""The generic MAT manifest (JSONL, CSV, Parquet or a Hugging Face `datasets` folder), for
+CrossMed-style and custom data (Parquet and `datasets` folders: `matprobe.data.arrow`).
 
 Columns: ``id, image, question, options, answer, modality, anatomy, task`` and optional
 ``label, subset, split, mask, slice``. ``options`` is a list (JSONL) or a JSON list or
@@ -37,7 +38,12 @@ HEADER_KEY = "matprobe_manifest"
 
 
 def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Records of a JSON array, JSONL or CSV file, plus a JSONL header if present."""
+    """Records of a JSON array, JSONL or CSV file, plus a JSONL header if present; a Parquet
+    file or a Hugging Face `save_to_disk` folder is read by `matprobe.data.arrow`."""
+    from matprobe.data.arrow import is_arrow_source, read_arrow_records
+
+    if is_arrow_source(path):
+        return read_arrow_records(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:

@@ -38,7 +38,7 @@ from matprobe.checks import check_answer_agrees, check_distinct_options
 from matprobe.data.model import OPTION_LETTERS, MATDataset, Sample, canonical_label
 from matprobe.errors import DataError
 
-# File-name spellings seen in the published release (DESIGN.md §1): "Subset--01-train.json",
+# File-name spellings seen in the published release (docs/design.md §1): "Subset--01-train.json",
 # "Subset-04-train.json", "ori--12-train.json".
 SUBSET_FILE_RE = re.compile(r"[Ss]ubset-{1,2}(\d+)")
 ORI_FILE_RE = re.compile(r"[Oo]ri-{1,2}(\d+)")

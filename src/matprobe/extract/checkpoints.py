@@ -113,7 +113,7 @@ def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -
     """The architecture's processor for `ckpt` (with its fallback); returns (processor, info).
 
     `max_pixels` caps the image resolution of dynamic-resolution architectures (Qwen:
-    tokens per image = pixels / 28², DESIGN.md §2); fixed-size ones ignore it.
+    tokens per image = pixels / 28², docs/design.md §2); fixed-size ones ignore it.
     """
     spec = get_architecture(arch)
     path = Path(ckpt)

@@ -1,6 +1,9 @@
 """Multi-process extraction: one data shard and one store shard per rank.
 
 Launch with ``torchrun --nproc_per_node N -m matprobe extract ...`` or ``accelerate launch``.
+The process group comes from accelerate's `PartialState` (gloo on CPU, nccl on GPUs).
+Pitfall (docs/design.md §2): without CUDA a plain `PartialState()` ignores torchrun's
+environment, so `cpu=` is set explicitly and the world size is checked against WORLD_SIZE.
 The rank helpers live in `matprobe.parallel` (MI sweeps shard cells with them too).
 """
 

@@ -51,7 +51,7 @@ def parse_layers(spec, num_layers: int) -> list[str]:
 
 def _hidden_from_output(output):
     # Transformers 5 decoder layers return a tensor; older ones a tuple. Indexing a tensor
-    # with [0] would silently take batch row 0 (DESIGN.md §2), so check the type.
+    # with [0] would silently take batch row 0 (docs/design.md §2), so check the type.
     return output[0] if isinstance(output, tuple) else output
 
 

@@ -7,7 +7,7 @@ path as a 7B model. Weights are random (seeded); a checkpoint is about 1 MB. The
 architecture-specific part (config, processor files) lives in `matprobe.extract.arch.<name>`;
 this module holds the shared tokenizer builder and the entry points.
 
-Sizes follow DESIGN.md §2: byte-level BPE (~400 tokens) trained with `tokenizers`;
+Sizes follow docs/design.md §2: byte-level BPE (~400 tokens) trained with `tokenizers`;
 CLIP 2 layers at 56 px / patch 14 + Llama 4 layers x 64 for LLaVA; Qwen vision towers of
 2 blocks with a 4 x 64 Qwen2 decoder whose M-RoPE sections sum to head_dim / 2.
 """
@@ -103,7 +103,7 @@ def build_tiny_adapter(
     """Write a LoRA adapter for the tiny checkpoint in `base_dir` (q_proj / v_proj of the decoder).
 
     `init_lora_weights=False` gives random A and B: peft's default initialises B = 0, which
-    makes a fresh adapter a no-op (DESIGN.md §2). The target regex limits LoRA to the
+    makes a fresh adapter a no-op (docs/design.md §2). The target regex limits LoRA to the
     language model: a plain list ["q_proj", "v_proj"] would also hit the vision tower.
     `modules_to_save` (e.g. ["multi_modal_projector", "lm_head"]) are saved as full,
     perturbed copies, as fine-tuning the projector and head does.

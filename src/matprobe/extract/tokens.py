@@ -7,7 +7,7 @@ Pools (rows of a [B, P, T] weight matrix, applied inside the layer hooks):
 - ``image``: mean over image placeholder tokens (``input_ids == config.image_token_id``).
 - ``question``: mean over the sample's own text (question and options); template tokens,
   BOS, image tokens and the fixed answer instruction are excluded, because template/BOS
-  positions carry very large activations that dominate a plain mean (DESIGN.md §2).
+  positions carry very large activations that dominate a plain mean (docs/design.md §2).
 - ``mean``: mean over every real token (template and image tokens included).
 """
 
@@ -109,7 +109,7 @@ def build_batch(processor, questions, options_list, images) -> PromptBatch:
 
 
 def last_token_index(attention_mask):
-    """Index of the last real token per row, for left or right padding (DESIGN.md §2)."""
+    """Index of the last real token per row, for left or right padding (docs/design.md §2)."""
     T = attention_mask.shape[1]
     return T - 1 - attention_mask.long().flip(1).argmax(1)
 

@@ -5,7 +5,7 @@ held-out fold), or `fit_fold_seeds` to share work between a fold's seeds; this m
 it over folds and seeds, forms the bound per stratum of C,
 and turns row-level bootstrap replicates into an interval.
 
-Conditional terms: I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c) (DESIGN.md §3), each stratum scored
+Conditional terms: I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c) (docs/design.md §3), each stratum scored
 against its own marginal p(y|c). Strata with H(Y|C=c) = 0 contribute exactly 0.
 """
 

@@ -6,7 +6,7 @@ d dimensions with independent isotropic noise on the orthogonal complement (an o
 change of basis of [Z_sig, noise]), optionally followed by an invertible per-coordinate map.
 Neither the embedding nor the map changes any MI (MI is invariant under invertible maps of
 Z; the noise is independent of everything), so every chain term equals its value in the
-k-dim signal space, computed by Monte Carlo of exact log-densities (DESIGN.md §3):
+k-dim signal space, computed by Monte Carlo of exact log-densities (docs/design.md §3):
 
     I(Z;F_j | F_<j) = E[ log p(z | f_<=j) - log p(z | f_<j) ],
     p(z | f_<=j) = sum over later factors of p(f_>j | f_<=j) N(z; mu, I).

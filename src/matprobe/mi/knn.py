@@ -8,7 +8,7 @@ Conditional: I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c), each stratum on its own rows.
 
 A non-neural cross-check: nothing is trained, so there are no folds; Z is standardised
 (and reduced by PCA, default 16 dims: kNN estimates degrade quickly with dimension,
-DESIGN.md §3) on all rows, labels unseen.
+docs/design.md §3) on all rows, labels unseen.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class KSGEstimator(CrossFitEstimator):
 def make_ksg(*, seeds=None, pca=16, **params) -> KSGEstimator:
     """Registered factory: KSG is deterministic (one seed whatever `seeds` is) and, when the
     caller asks for no PCA (pca=None), keeps its own default of 16 dims (kNN degrades fast
-    with dimension, DESIGN.md §3)."""
+    with dimension, docs/design.md §3)."""
     return KSGEstimator(pca=16 if pca is None else pca, **params)
 
 

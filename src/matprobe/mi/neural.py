@@ -1,7 +1,7 @@
 """Critic-based variational bounds: MINE (DV), NWJ, InfoNCE and SMILE.
 
 The critic is an MLP trunk with one output per (stratum, class): g(z)_{c,y}. For a discrete
-Y the marginal term is taken exactly over p(y|c) instead of shuffling (DESIGN.md §3):
+Y the marginal term is taken exactly over p(y|c) instead of shuffling (docs/design.md §3):
     DV:    I >= E[g_y] - log E_z sum_y p(y|c) e^{g_y}      (Donsker & Varadhan; MINE, CrossMed eq. 6)
     NWJ:   I >= E[g_y] - e^{-1} E_z sum_y p(y|c) e^{g_y}   (Nguyen, Wainwright & Jordan 2010)
     SMILE: DV with e^{g} clipped to [e^-tau, e^tau] in the partition term (Song & Ermon 2020)
@@ -217,7 +217,7 @@ class WarmCriticEstimator(ProbeEstimator):
         g_y(z) = l_y(z) - o(z) - log p(y|c),
     where l_y are the level's label logits (trainable, initialised at the fit) and o(z) =
     logsumexp_y l_y(z) of the initial fit (a fixed feature). At the start g = log q(y|z,c)/p(y|c),
-    the form of the optimum of every bound here (DESIGN.md §3), where DV and NWJ (at g + 1)
+    the form of the optimum of every bound here (docs/design.md §3), where DV and NWJ (at g + 1)
     equal the probe's bound; the objective then trains it further:
         mine:  DV with the moving-average gradient of Belghazi et al. (2018) §3.2;
         smile: DV with e^g clipped to [e^-tau, e^tau] in the partition term (Song & Ermon 2020);

@@ -1,7 +1,7 @@
 """Input checks, stratified folds and train-fold-only preprocessing for MI estimators.
 
 Every transform here is fitted on training rows only and then applied to held-out rows,
-so held-out bounds stay honest (DESIGN.md §3: "standardise and optionally PCA on the
+so held-out bounds stay honest (docs/design.md §3: "standardise and optionally PCA on the
 training fold only").
 """
 
@@ -110,7 +110,7 @@ MASSIVE_RATIO = 20.0
 class Preprocessor:
     """Per-coordinate quantile-to-normal (optional), standardisation and PCA, fitted on training rows.
 
-    The quantile-to-normal step undoes monotone per-coordinate distortions (DESIGN.md §3:
+    The quantile-to-normal step undoes monotone per-coordinate distortions (docs/design.md §3:
     under a sinh map a linear probe fell to ~40% of the truth; this step restored it).
     PCA is a randomised range finder with one power iteration (Halko et al. 2011, alg. 4.4).
     """

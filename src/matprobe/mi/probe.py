@@ -4,12 +4,12 @@ Barber & Agakov (2003); as a probe, Pimentel et al. (2020) and V-information (Xu
 2020). For any q(y|z,c) the held-out mean of log q(y|z,c) - log p(y|c) lower-bounds the
 MI in expectation; the better q, the tighter.
 
-q is a softmax with one head per stratum c (DESIGN.md §3: stratum-specific heads beat a
+q is a softmax with one head per stratum c (docs/design.md §3: stratum-specific heads beat a
 one-hot condition input) over *cells* (y, u), where u are optional finer sub-class labels
 (the later factors of a chain), then marginalised over u:
 q(y|z,c) = sum_u softmax_c(W_c z + b_c + log p(y,u|c))_{(y,u)}. A mixture of linear-softmax
 posteriors is the exact posterior of class-conditional Gaussians with shared covariance,
-which a single linear softmax is not when Y marginalises over sub-classes (DESIGN.md §3:
+which a single linear softmax is not when Y marginalises over sub-classes (docs/design.md §3:
 a linear probe is misspecified for mixture posteriors).
 
 Fitting, per fold. The objective is the mean training log-loss plus lam * |W|^2; it is a

@@ -8,7 +8,7 @@ in the file are not recomputed. Per-row held-out terms of every estimate are kep
 sample ids in `<out>.pointwise/` for paired comparisons (`matprobe.mi.compare`).
 
 Parallelism: `jobs` worker processes on one machine (one torch thread each: two threads
-thrash on a shared 2-core CPU, DESIGN.md §2), and across machines by sharding the cell grid
+thrash on a shared 2-core CPU, docs/design.md §2), and across machines by sharding the cell grid
 over torchrun ranks (`matprobe.parallel`, as extraction does); each rank
 writes `<out>.shards/rank<r>-of-<w><suffix>` and rank 0 merges them into `out`. Every cell is
 seeded by its settings alone, so the table does not depend on which process computed it.

@@ -1,7 +1,9 @@
-"""Report figures (matplotlib/seaborn, PNG). Each function returns the caption of its figure.
+"""Report figures (matplotlib/seaborn), each written as PNG and SVG. Each function returns
+the caption of its figure; the `draw_*` functions return the figure itself (for tests).
 
 Every figure is drawn from the run's JSON/CSV results alone, so a report can be rebuilt
-from a run directory without recomputing anything.
+from a run directory without recomputing anything. Legends sit outside the axes, so they
+never cover data; checkpoints of one condition share its hue in distinct shades.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on CPU machines and CI
+# SVG element ids are hashed with this salt instead of a random one: same run, same bytes
+matplotlib.rcParams["svg.hashsalt"] = "matprobe"
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -24,45 +28,126 @@ PALETTE = {"Related": "#1b9e77", "Unrelated": "#d95f02", "Zero-overlap": "#7570b
 
 
 def _save(fig, path: Path) -> None:
+    """PNG (for the HTML page) and SVG beside it; no timestamps, so a rebuild gives the same files."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
 
 
-def mi_chain_bars(terms: pd.DataFrame, path: Path) -> str:
-    """Bars: each chain term per checkpoint (grouped by condition), with 90% intervals."""
+def _legend_outside(ax, **kwargs) -> None:
+    """The legend to the right of the axes, where it cannot cover data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def checkpoint_colours(checkpoints: pd.DataFrame) -> dict[str, tuple]:
+    """A colour per checkpoint: the condition's hue, a distinct shade per checkpoint within it.
+
+    `checkpoints` has columns checkpoint, condition (and seed, for a stable order).
+    """
+    out: dict[str, tuple] = {}
+    rows = checkpoints.drop_duplicates("checkpoint")
+    order = ["condition", "seed"] if "seed" in rows else ["condition"]
+    for cond, sub in rows.sort_values(order, kind="stable").groupby("condition", sort=False):
+        base = np.asarray(matplotlib.colors.to_rgb(PALETTE.get(cond, "#666666")))
+        names = list(sub["checkpoint"])
+        # from 35% darker to 45% lighter than the condition's colour
+        for name, t in zip(names, np.linspace(-0.35, 0.45, len(names)) if len(names) > 1 else [0.0]):
+            shade = base * (1 + t) if t < 0 else base + (1 - base) * t
+            out[name] = tuple(float(c) for c in np.clip(shade, 0, 1))
+    return out
+
+
+def _level_text(level: float | None) -> str:
+    return f"{level:.0%}" if level is not None else "estimator's"
+
+
+def draw_mi_chain(terms: pd.DataFrame, level: float | None = None):
     sns.set_theme(style="whitegrid")
-    layers = sorted(terms["layer_pool"].unique())
+    layers = list(dict.fromkeys(terms.loc[terms["main"], "layer_pool"])) if "main" in terms else []
+    layers = layers or sorted(terms["layer_pool"].unique())
     fig, axes = plt.subplots(1, len(layers), figsize=(max(7, 5 * len(layers)), 4.2), squeeze=False)
     term_order = list(dict.fromkeys(terms["term"]))
+    colours = checkpoint_colours(terms)
     for ax, lp in zip(axes[0], layers):
         sub = terms[terms["layer_pool"] == lp]
-        names = list(dict.fromkeys(sub.sort_values(["condition", "seed"])["checkpoint"]))
+        names = [n for n in colours if n in set(sub["checkpoint"])]
         width = 0.8 / max(1, len(names))
         x = np.arange(len(term_order))
         for i, name in enumerate(names):
             rows = sub[sub["checkpoint"] == name].set_index("term").reindex(term_order)
-            cond = rows["condition"].dropna().iloc[0]
             err = np.vstack([rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]])
             ax.bar(x + (i - (len(names) - 1) / 2) * width, rows["estimate"], width,
-                   yerr=np.clip(err, 0, None), color=PALETTE.get(cond, "grey"),
-                   alpha=0.55 + 0.45 * (i % 2), label=name, capsize=2)
+                   yerr=np.clip(err, 0, None), color=colours[name], label=name, capsize=2)
         hmax = sub.groupby("term")["h_upper"].max().reindex(term_order)
-        ax.scatter(x, hmax, marker="_", s=600, color="black", label="H upper limit", zorder=3)
+        ax.scatter(x, hmax, marker="_", s=600, color="black", label="entropy cap H", zorder=3)
         ax.set_xticks(x, [t.replace("I(Z;", "").rstrip(")") for t in term_order], rotation=20, ha="right")
         ax.set_ylabel("nats")
         ax.set_title(f"MI chain, layer/pool {lp}")
-    axes[0][-1].legend(fontsize=7, ncol=2, loc="upper right")
-    _save(fig, path)
-    return ("Each chain term I(Z;M), I(Z;A|M), I(Z;T|M,A), I(Z;Y|M,A,T) per checkpoint (bars, colour = "
-            "training condition) with its 90% interval; black ticks mark the plug-in entropy that caps "
-            "each term. Read: which factor the embedding encodes most, and whether the conditions differ "
-            "by more than their intervals.")
+    _legend_outside(axes[0][-1], fontsize=7)
+    return fig
 
 
-def mi_vs_accuracy(strata: pd.DataFrame, path: Path) -> str:
-    """Scatter: per (checkpoint, stratum), Î(Z;Y|stratum) against the model's accuracy there."""
+def mi_chain_bars(terms: pd.DataFrame, path: Path, level: float | None = None) -> str:
+    """Bars: each chain term per checkpoint (grouped by condition), with its interval."""
+    _save(draw_mi_chain(terms, level), path)
+    return ("Each chain term I(Z;M), I(Z;A|M), I(Z;T|M,A), I(Z;Y|M,A,T) per checkpoint (bars; hue = training "
+            f"condition, a distinct shade per checkpoint) with its {_level_text(level)} interval; black ticks "
+            "mark the plug-in entropy that caps each term. Read: which factor the embedding encodes most, and "
+            "whether the conditions differ by more than their intervals.")
+
+
+def _layer_order(layer: str) -> float:
+    """embed < 0, 1, ... < final (the stored layer convention)."""
+    if layer == "embed":
+        return -1.0
+    if layer == "final":
+        return float("inf")
+    try:
+        return float(layer)
+    except ValueError:
+        return float("nan")
+
+
+def draw_mi_by_layer(terms: pd.DataFrame, level: float | None = None):
+    sns.set_theme(style="whitegrid")
+    term_order = list(dict.fromkeys(terms["term"]))
+    colours = checkpoint_colours(terms)
+    pools = list(dict.fromkeys(terms["pool"]))
+    styles = ["-", "--", ":", "-."]
+    layer_names = sorted(terms["layer"].unique(), key=_layer_order)
+    pos = {name: i for i, name in enumerate(layer_names)}
+    fig, axes = plt.subplots(1, len(term_order), figsize=(3.3 * len(term_order) + 1.8, 3.8), squeeze=False)
+    for ax, term in zip(axes[0], term_order):
+        sub = terms[terms["term"] == term]
+        for name in colours:
+            for k, pool in enumerate(pools):
+                rows = sub[(sub["checkpoint"] == name) & (sub["pool"] == pool)]
+                if rows.empty:
+                    continue
+                rows = rows.assign(x=rows["layer"].map(pos)).sort_values("x")
+                err = np.clip(np.vstack([rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]]),
+                              0, None)
+                ax.errorbar(rows["x"], rows["estimate"], yerr=err, color=colours[name], ls=styles[k % 4],
+                            marker="o", ms=3, capsize=2, lw=1.2,
+                            label=name if len(pools) == 1 else f"{name}, {pool}")
+        ax.set_xticks(range(len(layer_names)), layer_names)
+        ax.set_xlabel("layer")
+        ax.set_title(term, fontsize=9)
+    axes[0][0].set_ylabel("nats")
+    _legend_outside(axes[0][-1], fontsize=7)
+    return fig
+
+
+def mi_by_layer(terms: pd.DataFrame, path: Path, level: float | None = None) -> str:
+    """Lines: each chain term against the layer, per checkpoint (shaded by condition), with intervals."""
+    _save(draw_mi_by_layer(terms, level), path)
+    return ("Each chain term (one panel per term) at every layer the run measured, one line per checkpoint "
+            f"(hue = training condition, shade = checkpoint) with {_level_text(level)} intervals. Read: where "
+            "in the network each factor becomes decodable, and whether the conditions part at some depth.")
+
+
+def draw_mi_vs_accuracy(strata: pd.DataFrame):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for cond, sub in strata.groupby("condition"):
@@ -81,16 +166,20 @@ def mi_vs_accuracy(strata: pd.DataFrame, path: Path) -> str:
     ax.set_xlabel("Î(Z; Y | stratum)  [nats]")
     ax.set_ylabel("accuracy of the model's answers")
     ax.set_title("Information in Z vs what the model answered (circled: held-out target)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
-    _save(fig, path)
+    _legend_outside(ax, fontsize=7)
+    return fig
+
+
+def mi_vs_accuracy(strata: pd.DataFrame, path: Path) -> str:
+    """Scatter: per (checkpoint, stratum), Î(Z;Y|stratum) against the model's accuracy there."""
+    _save(draw_mi_vs_accuracy(strata), path)
     return ("Each point is one (M, A, T) stratum of one checkpoint: x = estimated information about the "
             "answer in Z (with interval), y = the model's accuracy. Fano forbids points above the dashed "
             "curve (with the answer a function of Z); points far below it mean Z holds information the "
             "model's answer head does not use.")
 
 
-def fano_curve(strata: pd.DataFrame, path: Path) -> str:
-    """Fano's error floor against I, with observed errors and the MI estimates' floors."""
+def draw_fano_curve(strata: pd.DataFrame):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     h = float(strata["h_y"].max())
@@ -107,16 +196,20 @@ def fano_curve(strata: pd.DataFrame, path: Path) -> str:
     ax.set_ylabel("error ε")
     ax.set_ylim(0, 1)
     ax.set_title(f"Fano's inequality, K = {k}, H(Y|stratum) = {h:.2f} nats")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    _legend_outside(ax, fontsize=7)
+    return fig
+
+
+def fano_curve(strata: pd.DataFrame, path: Path) -> str:
+    """Fano's error floor against I, with observed errors and the MI estimates' floors."""
+    _save(draw_fano_curve(strata), path)
     return ("The solid curve is the smallest error Fano's inequality allows for a given information "
             "(H(Y|X) ≤ h(ε) + ε ln(K−1), Cover & Thomas Thm 2.10.1). Each point is a stratum's observed "
             "error (95% Clopper–Pearson bar) at its MI estimate. Points below the curve would contradict "
             "Fano given Î (the estimate would then be too low).")
 
 
-def pac_bounds(pac: pd.DataFrame, path: Path) -> str:
-    """Observed held-out error against the PAC bounds per checkpoint (vacuous ones marked at 1)."""
+def draw_pac_bounds(pac: pd.DataFrame):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     names = list(dict.fromkeys(pac["checkpoint"]))
@@ -135,16 +228,20 @@ def pac_bounds(pac: pd.DataFrame, path: Path) -> str:
     ax.set_ylabel("risk (error rate)")
     ax.set_ylim(0, 1.1)
     ax.set_title("PAC bounds vs observed error on the held-out target")
-    ax.legend(fontsize=6.5, loc="center right")
-    _save(fig, path)
+    _legend_outside(ax, fontsize=6.5)
+    return fig
+
+
+def pac_bounds(pac: pd.DataFrame, path: Path) -> str:
+    """Observed held-out error against the PAC bounds per checkpoint (vacuous ones marked at 1)."""
+    _save(draw_pac_bounds(pac), path)
     return ("Per checkpoint: the observed error on the held-out target triplet (black) and the bounds "
             "on the true risk. Bounds ≥ 1 are vacuous (drawn at the top). The test-set bound (binomial "
             "tail inversion on held-out answers) is the one that can say something; bounds from the "
             "training error and the parameter count cannot for a model of any size.")
 
 
-def composition(counts: pd.DataFrame, path: Path) -> str:
-    """Samples per (M, A, T) triplet, coloured by its relation to the held-out target."""
+def draw_composition(counts: pd.DataFrame):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7.2, 0.45 * len(counts) + 1.4))
     colors = {"target": "#e6ab02", "related": PALETTE["Related"], "unrelated": PALETTE["Unrelated"],
@@ -157,6 +254,11 @@ def composition(counts: pd.DataFrame, path: Path) -> str:
     ax.invert_yaxis()
     ax.set_xlim(0, counts["n"].max() * 1.45)
     ax.set_title("Dataset composition per (M, A, T)")
-    _save(fig, path)
+    return fig
+
+
+def composition(counts: pd.DataFrame, path: Path) -> str:
+    """Samples per (M, A, T) triplet, coloured by its relation to the held-out target."""
+    _save(draw_composition(counts), path)
     return ("Samples per Modality / Anatomy / Task triplet; colour and label give each triplet's relation "
             "to the held-out target (CrossMed §III: related shares two of M, A, T; unrelated at most one).")

@@ -1,10 +1,12 @@
-"""`matprobe report RUN_DIR`: report.md, a self-contained report.html and PNG figures.
+"""`matprobe report RUN_DIR`: report.md, a self-contained report.html and figures (PNG + SVG).
 
 The report is built from the run directory's files alone (run.json, MI results, check
-results, results.csv, significance.csv). Its summary answers four questions with numbers
-taken from those files: which MAT factor Z encodes most; whether Related training raised
-I(Z;T|M,A) (and the answer information on the target) over Unrelated; whether observed
-errors respect Fano; whether the Related–Unrelated difference is significant.
+results, results.csv, significance.csv), never from the pipeline's code, so a run directory
+that was copied or moved (or committed without its data, checkpoints and stores) can be
+re-reported. Its summary answers four questions with numbers taken from those files: which
+MAT factor Z encodes most; whether Related training raised I(Z;T|M,A) (and the answer
+information on the target) over Unrelated; whether observed errors respect Fano; whether the
+Related–Unrelated difference is significant.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from matprobe.conditions import condition_name
 from matprobe.data.splits import relation
 from matprobe.errors import MatprobeError
 from matprobe.io import write_text_atomic
+from matprobe.present import md_escape
 from matprobe.report import figures
+from matprobe.rundir import resolve_run_path
 
 
 class ReportError(MatprobeError):
@@ -38,7 +44,10 @@ class RunData:
     pac: pd.DataFrame
     results: pd.DataFrame
     significance: pd.DataFrame | None
-    composition: pd.DataFrame
+    composition: pd.DataFrame | None
+    unit: str = "nats"
+    mi_level: float | None = None
+    error_level: float | None = None
 
 
 def _read_json(path: Path) -> dict:
@@ -48,9 +57,28 @@ def _read_json(path: Path) -> dict:
         raise ReportError(f"{path} is missing; rerun the pipeline (`matprobe run` / `matprobe demo`)") from None
 
 
-def _resolve(run: Path, p: str) -> Path:
-    path = Path(p)
-    return path if path.is_absolute() or path.exists() else run / path
+def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None:
+    """Samples per (M, A, T), from run.json (format 2) or, for older runs, the manifest."""
+    if summary.get("composition"):
+        counts = pd.DataFrame(summary["composition"])
+    else:
+        manifest = resolve_run_path(run, summary["manifest"], summary) if summary.get("manifest") else None
+        if manifest is not None and manifest.exists():
+            from matprobe.data import load_dataset
+
+            frame = load_dataset(manifest).frame()
+            counts = frame.groupby(["modality", "anatomy", "task"]).size().rename("n").reset_index()
+        elif summary.get("checkpoints"):
+            # a format-1 run without its data/: the check results count every answered sample per stratum
+            ck = summary["checkpoints"][0]
+            check = _read_json(resolve_run_path(run, ck["check"], summary))
+            counts = pd.DataFrame([{**s["given"], "n": s["n"]} for s in check["strata"]])
+        else:
+            return None
+    counts["relation"] = [relation((m, a, t), target) for m, a, t in
+                          zip(counts["modality"], counts["anatomy"], counts["task"])]
+    order = {"target": 0, "related": 1, "unrelated": 2, "zero-overlap": 3}
+    return counts.sort_values(by="relation", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -59,19 +87,27 @@ def load_run(run_dir: str | Path) -> RunData:
     if summary.get("kind") != "matprobe.run":
         raise ReportError(f"{run / 'run.json'} is not a matprobe run summary")
     target = tuple(summary["target"])
-    term_rows, strata_rows, pac_rows = [], [], []
-    from matprobe.pipeline import CONDITION_NAMES
 
+    def resolve(p: str) -> Path:
+        return resolve_run_path(run, p, summary)
+
+    term_rows, strata_rows, pac_rows = [], [], []
+    units, mi_levels, err_levels = set(), set(), set()
     for ck in summary["checkpoints"]:
-        cond = CONDITION_NAMES.get(ck["condition"], ck["condition"])
+        cond = condition_name(ck["condition"])
         base = {"checkpoint": ck["name"], "condition": cond, "seed": ck["seed"]}
         for lp, mi_path in ck["mi"].items():
-            doc = _read_json(_resolve(run, mi_path))
+            doc = _read_json(resolve(mi_path))
+            units.add(doc.get("unit", "nats"))
+            layer, _, pool = lp.partition("/")
             for t in doc["terms"]:
-                term_rows.append({**base, "layer_pool": lp, "term": t["term"], "estimator": t["estimator"],
-                                  "estimate": t["estimate"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
-                                  "h_upper": t["h_upper"], "n": t["n"], "main": mi_path == ck["main_mi"]})
-        check = _read_json(_resolve(run, ck["check"]))
+                mi_levels.add(t.get("ci_level"))
+                term_rows.append({**base, "layer_pool": lp, "layer": layer, "pool": pool, "term": t["term"],
+                                  "estimator": t["estimator"], "estimate": t["estimate"],
+                                  "ci_low": t["ci_low"], "ci_high": t["ci_high"], "h_upper": t["h_upper"],
+                                  "n": t["n"], "main": mi_path == ck["main_mi"]})
+        check = _read_json(resolve(ck["check"]))
+        err_levels.add(check.get("level"))
         for s in check["strata"]:
             g = s["given"]
             mi = s.get("mi") or {}
@@ -81,7 +117,8 @@ def load_run(run_dir: str | Path) -> RunData:
                 "n": s["n"], "error": s["error"], "err_low": s["error_ci"][0], "err_high": s["error_ci"][1],
                 "h_y": s["h_y"], "classes": s["classes"], "mi": mi.get("estimate", np.nan),
                 "mi_low": mi.get("ci_low", np.nan), "mi_high": mi.get("ci_high", np.nan),
-                "error_floor": s.get("error_floor"), "fano_mi_lower": s.get("fano_mi_lower"),
+                "error_floor": s.get("error_floor"), "error_floor_lenient": s.get("error_floor_lenient"),
+                "fano_mi_lower": s.get("fano_mi_lower"), "fano_mi_lower_finite": s.get("fano_mi_lower_finite"),
                 "error_respects_floor": s.get("error_respects_floor"), "mi_meets_bound": s.get("mi_meets_bound"),
             })
         p = check["pac"]
@@ -90,20 +127,16 @@ def load_run(run_dir: str | Path) -> RunData:
         pac_rows.append({**obs, "bound": "test-set (held-out)", "value": p["test_set_bound"], "vacuous": False})
         for b in p.get("bounds", []):
             pac_rows.append({**obs, "bound": b["name"], "value": b["value"], "vacuous": b["vacuous"]})
-    results = pd.read_csv(run / summary["results"])
-    sig = None
-    if summary.get("significance"):
-        sig = pd.read_csv(run / summary["significance"])
-    from matprobe.data import load_dataset
-
-    ds = load_dataset(_resolve(run, summary["manifest"]))
-    counts = ds.frame().groupby(["modality", "anatomy", "task"]).size().rename("n").reset_index()
-    counts["relation"] = [relation((m, a, t), target) for m, a, t in
-                          zip(counts["modality"], counts["anatomy"], counts["task"])]
-    order = {"target": 0, "related": 1, "unrelated": 2, "zero-overlap": 3}
-    counts = counts.sort_values(by="relation", key=lambda s: s.map(order)).reset_index(drop=True)
+    if len(units) > 1:
+        raise ReportError(f"{run}: the MI results mix units {sorted(units)}; rerun `matprobe mi` in one unit")
+    results = pd.read_csv(resolve(summary["results"]))
+    sig = pd.read_csv(resolve(summary["significance"])) if summary.get("significance") else None
+    mi_levels.discard(None)
+    err_levels.discard(None)
     return RunData(run, summary, pd.DataFrame(term_rows), pd.DataFrame(strata_rows), pd.DataFrame(pac_rows),
-                   results, sig, counts)
+                   results, sig, _composition(run, summary, target), unit=units.pop() if units else "nats",
+                   mi_level=max(mi_levels) if len(mi_levels) == 1 else None,
+                   error_level=max(err_levels) if len(err_levels) == 1 else None)
 
 
 # ------------------------------------------------------------------------------ findings
@@ -204,26 +237,91 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
     return lines
 
 
-    return lines
+# ------------------------------------------------------------------------------ glossary
+def _pct(level: float | None, default: str = "") -> str:
+    return f"{level:.0%}" if level is not None else default
+
+
+def glossary(data: RunData) -> dict[str, str]:
+    """What every column header of the report's tables means (the report lists the ones it used)."""
+    u = data.unit
+    mi_lvl = _pct(data.mi_level, "the MI results'")
+    err_lvl = _pct(data.error_level, "the check's")
+    g = {
+        "checkpoint": "the fine-tuned model (its name in run.json)",
+        "condition": "the training split the checkpoint was fine-tuned on (Related: triplets sharing two of "
+                     "M, A, T with the held-out target; Unrelated: sharing at most one; CrossMed §III)",
+        "term": "the mutual-information chain term: I(Z;X|C) is the information the embedding Z holds about "
+                "factor X beyond the conditioning factors C",
+        f"Î ({u})": "the estimated information (cross-fitted probe bound on held-out folds)",
+        f"Î {mi_lvl} interval": f"{mi_lvl} interval of Î, over folds and seeds",
+        f"cap H ({u})": "plug-in conditional entropy H(X|C) of the sample: no estimate may exceed it",
+        "n": "number of samples (for the MI table: rows of the store; for the Fano table: samples in the stratum)",
+        "stratum": "Modality / Anatomy / Task of the samples in this row",
+        f"H(Y|s) ({u})": "entropy of the answer within the stratum, the most Z can know about it there",
+        "ε": "observed error rate of the model's answers in the stratum",
+        f"ε {err_lvl} CI": f"{err_lvl} Clopper–Pearson interval of ε",
+        f"Î(Z;Y|s) ({u})": "estimated information about the answer in Z within the stratum",
+        "ε floor at Î / at upper": "smallest error Fano allows given Î, and given the interval's upper end",
+        "ε respects floor": "'yes' if ε ≥ the floor at Î; 'within CI' if only ε's upper limit reaches the "
+                            "floor at Î's upper end; 'NO' otherwise",
+        f"I needed at ε / at upper ({u})": "least information Fano demands for the observed error ε, and for "
+                                           "ε's one-sided upper limit",
+        "Î meets it": "'yes' if Î ≥ the information needed at ε; 'within CI' if only Î's upper end reaches it at "
+                      "ε's upper limit; 'NO' otherwise (Î too low, or the answer is not a function of Z)",
+        "bound": "the risk bound: test-set (binomial tail inversion on held-out answers) or a training-set bound",
+        "bound on risk": "the bound's value for the true error rate; ≥ 1 says nothing",
+        "vacuous": "whether the bound is ≥ 1 (no information)",
+        "held-out error": "observed error on the held-out answers the bounds are held against",
+        f"held-out error {err_lvl} CI": f"{err_lvl} Clopper–Pearson interval of the held-out error",
+        "held-out n": "number of held-out answers",
+        "target": "the held-out (M, A, T) triplet the results refer to",
+        "seed": "training seed of the checkpoint; the comparisons pair checkpoints by seed",
+        "metric": "what `value` measures: accuracy on the held-out target, a chain term at the main layer "
+                  f"({u}), or I(Z;Y|target), the answer information inside the held-out target ({u})",
+        "value": "the metric's value for this checkpoint",
+        "package": "software package",
+        "version": "its version when the run was made",
+        "setting": "a pipeline setting (config section of run.json)",
+        "configured value": "the setting's value in this run",
+        "step": "a pipeline step",
+        "seconds": "wall time of the step",
+        "Comparison": "which two conditions are compared (the first minus the second)",
+        "Metric": "the per-run metric compared (see `metric`)",
+        "Unit": "the unit of analysis that forms one pair (here: a training seed)",
+        "Mean diff": "mean of the paired differences, first condition minus second",
+        "95% CI": "95% t interval of the mean paired difference",
+        "t": "paired t statistic",
+        "df": "degrees of freedom of the t-test (pairs − 1)",
+        "p": "two-sided p-value of the paired t-test, unadjusted",
+        "dz": "standardised mean difference of the pairs (mean / sd of the differences)",
+        "g": "Hedges' g (bias-corrected standardised difference)",
+        "Wilcoxon p": "two-sided p of the Wilcoxon signed-rank test",
+        "Perm. p": "two-sided p of the exact sign-flip permutation test (cannot go below 2^(1−n))",
+        "Holm p": "t-test p adjusted by Holm over the table's rows",
+        "BH p": "t-test p adjusted by Benjamini–Hochberg (false discovery rate) over the table's rows",
+        "layer/pool": "the layer (0-based decoder block output) and the token pooling the MI was measured at",
+    }
+    for metric in data.results["metric"].unique():  # Table IX columns are the metrics
+        g[str(metric)] = f"paired t-test p-value (unadjusted) for the metric `{metric}`"
+    return g
 
 
 # ------------------------------------------------------------------------------ rendering
-def _md_table(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    out = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        out.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
-    return "\n".join(out)
-
-
 def _cell(v) -> str:
-    if isinstance(v, float):
+    if isinstance(v, (float, np.floating)):
         return "" if np.isnan(v) else f"{v:.3f}"
+    if v is None:
+        return ""
     return str(v)
 
 
-def _md_cell(v) -> str:
-    return _cell(v).replace("|", "\\|")  # I(Z;A|M) would otherwise split the column
+def _md_table(frame: pd.DataFrame) -> str:
+    cols = [md_escape(str(c)) for c in frame.columns]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        out.append("| " + " | ".join(md_escape(_cell(v)) for v in row) + " |")
+    return "\n".join(out)
 
 
 def _html_table(frame: pd.DataFrame) -> str:
@@ -234,23 +332,43 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 
 def _md_inline_to_html(text: str) -> str:
-    import re
-
     esc = html.escape(text)
+    esc = re.sub(r"`(.+?)`", r"<code>\1</code>", esc)
+    esc = re.sub(r"\[(.+?)\]\((#[\w-]+)\)", r'<a href="\2">\1</a>', esc)
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc)
 
 
+def slug(text: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
 class Doc:
-    """Blocks rendered both to Markdown and to self-contained HTML (figures inlined as base64)."""
+    """Blocks rendered both to Markdown and to self-contained HTML (figures inlined as base64).
+
+    Level-2 headings make the table of contents; tables are numbered and captioned, and the
+    headers they use are collected for the glossary.
+    """
+
+    TOC = "\0toc\0"
 
     def __init__(self, run: Path):
         self.run = run
         self.md: list[str] = []
         self.html: list[str] = []
+        self.sections: list[str] = []
+        self.columns: list[str] = []
+        self.n_tables = 0
 
     def heading(self, text: str, level: int = 2) -> None:
+        if level == 2:
+            self.sections.append(text)
         self.md.append("#" * level + " " + text)
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.html.append(f'<h{level} id="{slug(text)}">{html.escape(text)}</h{level}>')
+
+    def toc(self) -> None:
+        self.md.append(self.TOC)
+        self.html.append(self.TOC)
 
     def para(self, text: str) -> None:
         self.md.append(text)
@@ -260,27 +378,47 @@ class Doc:
         self.md.append("\n".join(f"- {i}" for i in items))
         self.html.append("<ul>" + "".join(f"<li>{_md_inline_to_html(i)}</li>" for i in items) + "</ul>")
 
-    def table(self, frame: pd.DataFrame) -> None:
+    def table(self, frame: pd.DataFrame, caption: str) -> None:
+        self.n_tables += 1
+        label = f"**Table {self.n_tables}.** {caption}"
+        self.para(label)
+        self.columns += [str(c) for c in frame.columns if str(c) not in self.columns]
         self.md.append(_md_table(frame))
         self.html.append(_html_table(frame))
 
     def figure(self, rel: str, caption: str) -> None:
-        self.md.append(f"![{caption.split('.')[0]}]({rel})\n\n*{caption}*")
+        svg = Path(rel).with_suffix(".svg").as_posix()
+        self.md.append(f"![{caption.split('.')[0]}]({rel})\n\n*{caption}* ([SVG]({svg}))")
         data = base64.b64encode((self.run / rel).read_bytes()).decode()
         self.html.append(f'<figure><img alt="{html.escape(rel)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def markdown(self) -> str:
-        return "\n\n".join(self.md) + "\n"
+        toc = "**Contents:** " + " · ".join(f"[{s}](#{slug(s)})" for s in self.sections)
+        return "\n\n".join(toc if b == self.TOC else b for b in self.md) + "\n"
 
     def html_page(self, title: str) -> str:
-        style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.45}"
-                 "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}"
-                 "td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}"
+        toc = ('<nav><strong>Contents</strong><ol>'
+               + "".join(f'<li><a href="#{slug(s)}">{html.escape(s)}</a></li>' for s in self.sections)
+               + "</ol></nav>")
+        # tables wrap inside their cells rather than run past the page (checked in a browser by the tests)
+        style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;"
+                 "line-height:1.45}"
+                 "table{border-collapse:collapse;margin:0.4em 0 1.2em;font-size:0.8em;max-width:100%}"
+                 "td,th{border:1px solid #bbb;padding:2px 5px;text-align:right;overflow-wrap:anywhere}"
+                 "th{background:#eee}td:first-child,th:first-child{text-align:left}"
                  "img{max-width:100%}figcaption{font-size:0.88em;color:#444;margin-top:0.3em}"
-                 "figure{margin:1.2em 0}")
+                 "figure{margin:1.2em 0}code{overflow-wrap:anywhere}dt{font-weight:bold}"
+                 "nav ol{columns:2}")
+        body = "\n".join(toc if b == self.TOC else b for b in self.html)
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                f"<style>{style}</style></head><body>" + "\n".join(self.html) + "</body></html>\n")
+                f"<style>{style}</style></head><body>" + body + "</body></html>\n")
+
+
+def _flatten(prefix: str, value) -> list[tuple[str, str]]:
+    if isinstance(value, dict) and value:
+        return [kv for k, v in value.items() for kv in _flatten(f"{prefix}.{k}" if prefix else k, v)]
+    return [(prefix, json.dumps(value))]
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:
@@ -291,29 +429,54 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     found = findings(data)
     write_text_atomic(run / "findings.json", json.dumps(found, indent=2))
     doc = Doc(run)
+    u = data.unit
     target = " / ".join(data.summary["target"])
+    mi_lvl = _pct(data.mi_level, "the MI results'")
+    err_lvl = _pct(data.error_level, "the check's")
     doc.heading("matprobe report", 1)
-    doc.para(f"Run `{run}`: {len(data.summary['checkpoints'])} checkpoints, {data.summary['n_samples']} "
-             f"samples, held-out target triplet **{target}**. Information is in nats; intervals are 90% "
-             "for MI estimates and 95% for error rates and mean differences.")
+    doc.para(f"{len(data.summary['checkpoints'])} checkpoints, {data.summary['n_samples']} samples, held-out "
+             f"target triplet **{target}**. Information is in {u}; intervals are {mi_lvl} for MI estimates, "
+             f"{err_lvl} for error rates and 95% for mean differences. Every column is explained in the "
+             "[Glossary](#glossary).")
+    doc.toc()
     doc.heading("Summary")
     doc.bullets(summary_lines(data, found))
 
     doc.heading("Dataset")
-    cap = figures.composition(data.composition, fig_dir / "composition.png")
-    doc.figure("figures/composition.png", cap)
+    if data.composition is not None:
+        cap = figures.composition(data.composition, fig_dir / "composition.png")
+        doc.figure("figures/composition.png", cap)
+    else:
+        doc.para("The run records no dataset composition and its manifest is not here.")
     sizes = data.summary.get("train_sizes", {})
     if sizes:
         doc.para("Training samples per condition (equalised): "
                  + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
 
-    doc.heading("MI chain")
-    cap = figures.mi_chain_bars(data.terms, fig_dir / "mi_chain.png")
-    doc.figure("figures/mi_chain.png", cap)
     main = data.terms[data.terms["main"]]
-    tbl = main.assign(interval=[_ci(lo, hi) for lo, hi in zip(main["ci_low"], main["ci_high"])])[
-        ["checkpoint", "condition", "term", "estimate", "interval", "h_upper", "n"]]
-    doc.table(tbl)
+    main_lp = ", ".join(dict.fromkeys(main["layer_pool"]))
+    doc.heading("MI chain")
+    cap = figures.mi_chain_bars(data.terms, fig_dir / "mi_chain.png", level=data.mi_level)
+    doc.figure("figures/mi_chain.png", cap)
+    tbl = pd.DataFrame({
+        "checkpoint": main["checkpoint"], "condition": main["condition"], "term": main["term"],
+        f"Î ({u})": main["estimate"], f"Î {mi_lvl} interval": [_ci(lo, hi) for lo, hi in
+                                                             zip(main["ci_low"], main["ci_high"])],
+        f"cap H ({u})": main["h_upper"], "n": main["n"]})
+    doc.table(tbl, f"The MI chain per checkpoint at layer/pool {main_lp}, with {mi_lvl} intervals and the "
+                   "entropy that caps each term.")
+
+    layers = data.terms.groupby("pool")["layer"].nunique()
+    if (layers > 1).any():
+        doc.heading("MI by layer")
+        cap = figures.mi_by_layer(data.terms, fig_dir / "mi_by_layer.png", level=data.mi_level)
+        doc.figure("figures/mi_by_layer.png", cap)
+        every = data.terms.sort_values(["checkpoint", "term", "layer_pool"], kind="stable")
+        doc.table(pd.DataFrame({
+            "checkpoint": every["checkpoint"], "term": every["term"], "layer/pool": every["layer_pool"],
+            f"Î ({u})": every["estimate"],
+            f"Î {mi_lvl} interval": [_ci(lo, hi) for lo, hi in zip(every["ci_low"], every["ci_high"])]}),
+            f"Every chain term at every layer/pool the run measured ({mi_lvl} intervals).")
 
     doc.heading("Information vs behaviour")
     cap = figures.mi_vs_accuracy(data.strata.dropna(subset=["mi"]), fig_dir / "mi_vs_accuracy.png")
@@ -322,34 +485,86 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     doc.heading("Fano's inequality against observed errors")
     cap = figures.fano_curve(data.strata.dropna(subset=["mi"]), fig_dir / "fano.png")
     doc.figure("figures/fano.png", cap)
-    st = data.strata[["checkpoint", "stratum", "n", "error", "mi", "error_floor", "error_respects_floor",
-                      "fano_mi_lower", "mi_meets_bound"]]
-    doc.table(st)
+    st = data.strata
+
+    def pair(a, b) -> list[str]:
+        return ["" if pd.isna(x) else f"{x:.3f} / {y:.3f}" for x, y in zip(a, b)]
+
+    doc.table(pd.DataFrame({
+        "checkpoint": st["checkpoint"], "stratum": st["stratum"], "n": st["n"], f"H(Y|s) ({u})": st["h_y"],
+        "ε": st["error"], f"ε {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(st["err_low"], st["err_high"])],
+        f"Î(Z;Y|s) ({u})": st["mi"],
+        f"Î {mi_lvl} interval": ["" if pd.isna(lo) else _ci(lo, hi) for lo, hi in zip(st["mi_low"], st["mi_high"])],
+        "ε floor at Î / at upper": pair(st["error_floor"], st["error_floor_lenient"]),
+        "ε respects floor": st["error_respects_floor"],
+        f"I needed at ε / at upper ({u})": pair(st["fano_mi_lower"], st["fano_mi_lower_finite"]),
+        "Î meets it": st["mi_meets_bound"]}),
+        "Fano's inequality per (checkpoint, stratum): the observed error against the floor Î implies, and Î "
+        "against the information the observed error demands, each with its interval. Per-stratum statements "
+        "hold each at its own level, not simultaneously.")
 
     doc.heading("PAC bounds against observed error")
     cap = figures.pac_bounds(data.pac, fig_dir / "pac.png")
     doc.figure("figures/pac.png", cap)
-    doc.table(data.pac[["checkpoint", "bound", "value", "vacuous", "error", "m"]])
+    pac = data.pac
+    doc.table(pd.DataFrame({
+        "checkpoint": pac["checkpoint"], "bound": pac["bound"], "bound on risk": pac["value"],
+        "vacuous": pac["vacuous"], "held-out error": pac["error"],
+        f"held-out error {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(pac["err_low"], pac["err_high"])],
+        "held-out n": pac["m"]}),
+        "PAC bounds on each checkpoint's true error rate beside its observed held-out error.")
 
-    doc.heading("Significance (CrossMed Table IX layout)")
+    doc.heading("Significance")
     if data.significance is not None:
-        from matprobe.stats.formatting import table_ix
+        from matprobe.stats.formatting import detail_table, table_ix
 
-        doc.table(table_ix(data.significance).reset_index())
-        cols = ["comparison", "metric", "n_pairs", "mean_diff", "ci_low", "ci_high", "t", "df", "p",
-                "wilcoxon_p", "perm_p", "p_holm", "unit"]
-        doc.table(data.significance[[c for c in cols if c in data.significance.columns]])
-        doc.para("Paired by seed (the unit this design supports); p-values from the paired t-test, "
-                 "Holm-adjusted over the table. With few seeds, exact tests cannot reach small p.")
+        sig = data.significance
+        unit = ", ".join(map(str, dict.fromkeys(sig["unit"]))) if "unit" in sig else "seed"
+        doc.table(table_ix(sig).reset_index(),
+                  f"p-values of the paired t-test (two-sided, unadjusted; '< 0.001' below 0.001), one row per "
+                  f"comparison and one column per metric, in CrossMed's Table IX layout. Pairs: {unit}s.")
+        doc.table(detail_table(sig),
+                  "Every comparison in full: the mean paired difference with its 95% interval, effect sizes, "
+                  "and the p-values of the t-test, the Wilcoxon signed-rank test and the exact sign-flip test, "
+                  "with Holm and Benjamini–Hochberg adjustments over the rows.")
+        doc.para("With few seeds, exact tests cannot reach small p (at best 2^(1−n) with n pairs).")
     else:
         doc.para("Not computed: the run needs Related and another condition with at least two seeds each.")
 
     doc.heading("Per-run results")
-    doc.table(data.results)
+    doc.table(data.results, "The tidy per-run results (results.csv) the comparisons were computed from.")
+
     doc.heading("Provenance")
-    secs = data.summary.get("seconds", {})
-    doc.para("Wall time per step (s): " + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()) + ".")
-    doc.para("Configuration: `" + json.dumps(data.summary["config"]) + "`")
+    env = data.summary.get("environment")
+    if env:
+        src = env.get("source") or {}
+        commit = src.get("commit")
+        doc.para("matprobe source: " + (f"git commit `{commit}`" + (" with modified files" if src.get("modified")
+                                                                      else "")
+                                        if commit else "not a git checkout (commit unknown)") + ".")
+        versions = env.get("versions") or {}
+        doc.table(pd.DataFrame({"package": list(versions), "version": [v or "not installed" for v in
+                                                                         versions.values()]}),
+                  "Software the run was made with. The demo's numbers are reproducible for these versions "
+                  "(pinned in constraints.txt), not across them.")
+    else:
+        doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
+    # the report's own rendering is left out: the pipeline records it only after writing the
+    # report, so including it would make a re-report differ from the original
+    secs = {k: v for k, v in data.summary.get("seconds", {}).items() if k != "report"}
+    if secs:
+        doc.table(pd.DataFrame({"step": list(secs), "seconds": [f"{float(v):.1f}" for v in secs.values()]}),
+                  "Wall time per pipeline step (the report's own rendering not included).")
+    cfg = [(k, v) for k, v in _flatten("", data.summary.get("config", {})) if k != "out"]
+    doc.table(pd.DataFrame(cfg, columns=["setting", "configured value"]), "The run's configuration.")
+
+    doc.heading("Glossary")
+    words = glossary(data)
+    missing = [c for c in doc.columns if c not in words]
+    if missing:  # a table gained a column nobody explained: fail here rather than ship it unexplained
+        raise ReportError(f"report columns without a glossary entry: {missing}")
+    doc.table(pd.DataFrame({"column": doc.columns, "meaning": [words[c] for c in doc.columns]}),
+              "Every column of the tables above.")
 
     md_path, html_path = run / "report.md", run / "report.html"
     write_text_atomic(md_path, doc.markdown())

@@ -7,7 +7,7 @@ Input is a tidy long table with one row per measurement::
 A *comparison* names two conditions ``a`` and ``b``; the paired difference is ``a - b``.
 CrossMed's four comparisons (Sec. VI-E, Table IX: "paired t-test") are the default.
 
-The unit of analysis decides what counts as one pair (DESIGN.md section 5: 20 seed x target
+The unit of analysis decides what counts as one pair (docs/design.md §5: 20 seed x target
 pairs can give p = 0.004 where 4 per-target means give 0.20), so it is always explicit:
 
 - ``unit="target"``: values are averaged over seeds (and items) per target; one pair per target.
@@ -467,7 +467,7 @@ def mixed_model_test(frame: pd.DataFrame, comparison: Comparison, metric: str,
     """Seed-level paired differences with a random intercept per target (seeds nested in
     targets), fitted by REML with statsmodels MixedLM. Returns the fixed intercept (mean
     difference), its SE, z, p and Wald interval. statsmodels reports z-tests, which are
-    anti-conservative with few targets (DESIGN.md section 5)."""
+    anti-conservative with few targets (docs/design.md §5)."""
     import statsmodels.formula.api as smf
 
     pairs = paired_values(frame, comparison, metric, "seed", ratio_metrics, source)

@@ -2,7 +2,7 @@
 
 A paired p is not identifiable from the two means and sds alone: the sd of the differences
 is sd_d^2 = sd_a^2 + sd_b^2 - 2 r sd_a sd_b and depends on the unknown correlation r between
-the paired values (DESIGN.md section 5). This module reports the range of the paired p over
+the paired values (docs/design.md §5). This module reports the range of the paired p over
 r, and for a reported p the r it implies. At r = 0 the paired t equals the equal-variance
 two-sample t of ``scipy.stats.ttest_ind_from_stats`` (same n in both groups); only the
 degrees of freedom differ (n - 1 paired, 2n - 2 independent).

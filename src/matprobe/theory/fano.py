@@ -20,7 +20,7 @@ value Î, H(Y|Z,C) = H(Y|C) - Î, so ε >= φ⁻¹(H(Y|C) - Î).
 CrossMed (§IV, eq. 7-8) writes I(Z;T|M,A) >= H(T) - h(ε) - ε log|Y_T|. The log K in
 place of log(K-1) is valid but looser; H(T) in place of H(T|M,A) is **invalid** unless
 T is independent of (M, A) (their Assumption 1): it adds I(T; M, A) >= 0 to the bound.
-Counterexample (DESIGN.md §4): T = M, Z independent of everything, ε = 0 (predict T
+Counterexample (docs/design.md §4): T = M, Z independent of everything, ε = 0 (predict T
 from M); the truth is I(Z;T|M,A) = 0 but the paper's bound gives H(T) = ln 2.
 
 Everything is in nats unless `unit="bits"` (then inputs and outputs of information
@@ -316,7 +316,7 @@ def audit_paper_fano(
 
 
 def marginal_entropy_counterexample(n_per_modality: int = 50, seed: int = 0) -> dict:
-    """The DESIGN.md §4 counterexample, built from explicit samples.
+    """The docs/design.md §4 counterexample, built from explicit samples.
 
     M uniform on two modalities, A constant, T = M, Z ~ N(0, 1) independent of all;
     the predictor T̂ = M is always right (ε = 0). So H(T|M,A) = 0 and the true

@@ -5,7 +5,7 @@ All complexity terms (ln|H|, KL(Q||P), ln 1/P(h)) are in nats. Sources:
 - CrossMed Theorem 1, eq. 3 (``paper_bound``): R <= R̂ + sqrt(2 (ln|H| + ln 2/δ) / n).
   Hoeffding plus a union bound over a finite class gives the two-sided gap
   sqrt((ln|H| + ln 2/δ) / (2n)) (Shalev-Shwartz & Ben-David 2014, Cor. 4.6), so the
-  paper's form is exactly twice as loose (DESIGN.md §4).
+  paper's form is exactly twice as loose (docs/design.md §4).
 - Realizable finite class (R̂ = 0): R <= (ln|H| + ln 1/δ) / n (ibid., Cor. 2.3).
 - Test-set bound (Langford 2005, "Tutorial on practical prediction theory", Thm 3.3):
   the largest p with P(Binomial(m, p) <= k) >= δ; equals beta.ppf(1-δ, k+1, m-k).
@@ -190,7 +190,7 @@ def kl_inverse_upper(q, c, iters: int = 60):
     """sup{p in [q, 1] : kl(q || p) <= c} by bisection; returns the bracket's upper end.
 
     Vectorised over q and c. Taking the upper end keeps the answer on the safe side
-    of the true root (DESIGN.md §4). 60 halvings shrink the bracket below 1e-18.
+    of the true root (docs/design.md §4). 60 halvings shrink the bracket below 1e-18.
     """
     q = np.asarray(q, dtype=float)
     c = np.asarray(c, dtype=float)

@@ -4,7 +4,7 @@ Dynamic resolution: (H/28)(W/28) image tokens per image, capped by `--max-pixels
 (`size.longest_edge` of the image processor, in pixels). The processor's video processor
 imports torchvision, absent on CPU-only installs; the fallback builds the processor from
 the tokenizer and the PIL image processor (resizing differs numerically from the
-torchvision one, so the backend is recorded, DESIGN.md §2). Before transformers 4.52 the
+torchvision one, so the backend is recorded, docs/design.md §2). Before transformers 4.52 the
 class held the vision tower as `visual` and the decoder as `model` (`model.layers`); the
 conversion mapping for Qwen2VLForConditionalGeneration lists the renames.
 """

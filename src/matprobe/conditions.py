@@ -1,0 +1,16 @@
+"""Training conditions of a MAT study and their display names.
+
+A leaf module: the pipeline writes these names into a run's results.csv and run.json, and
+the report reads them back; neither imports the other for them.
+"""
+
+from __future__ import annotations
+
+# CrossMed §III/§V configurations (Related, Unrelated, zero-overlap) and leave-one-triplet-out
+CONDITION_NAMES = {"related": "Related", "unrelated": "Unrelated", "zero-overlap": "Zero-overlap",
+                   "leave-one-out": "Leave-one-out"}
+
+
+def condition_name(key: str) -> str:
+    """'related' -> 'Related'; a name that is not a known key is returned as it is."""
+    return CONDITION_NAMES.get(key, key)

@@ -1,0 +1,414 @@
+"""The report of a run directory, rebuilt from the run's files alone.
+
+Runs are made from the committed demo results (reports/demo: run.json, MI and check JSON,
+results.csv, significance.csv; its data, checkpoints and stores are not committed), so no
+model is trained here. A second layer is added to each checkpoint by copying its MI results
+with halved values, to exercise the MI-by-layer figure. Expected numbers come from those
+JSON/CSV files, not from the report's own findings.
+"""
+
+from __future__ import annotations
+
+import ast
+import colorsys
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matprobe.report import figures
+from matprobe.report.render import load_run, write_report
+from matprobe.rundir import resolve_run_path, run_relative
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "reports" / "demo"
+
+
+def make_run(out: Path, extra_layer: bool = True) -> Path:
+    """A format-2 run directory from the committed demo's results, optionally with a second layer."""
+    src = json.loads((DEMO / "run.json").read_text())
+
+    def copy(recorded: str, rel: str) -> str:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(resolve_run_path(DEMO, recorded, src), target)
+        return rel
+
+    run = {**src, "format_version": 2, "manifest": "data/manifest.jsonl", "checkpoints": []}
+    for ck in src["checkpoints"]:
+        ck = dict(ck)
+        ck["mi"] = {lp: copy(p, f"mi/{Path(p).name}") for lp, p in ck["mi"].items()}
+        ck["main_mi"] = f"mi/{Path(src_main := ck['main_mi']).name}"
+        ck["check"] = copy(ck["check"], f"check/{Path(ck['check']).name}")
+        ck["store"] = f"stores/{ck['name']}.h5"
+        ck["ckpt"] = f"checkpoints/{ck['name']}"
+        if extra_layer:
+            doc = json.loads(resolve_run_path(DEMO, src_main, src).read_text())
+            for t in doc["terms"]:
+                t["estimate"], t["ci_low"], t["ci_high"] = (0.5 * t[k] for k in ("estimate", "ci_low", "ci_high"))
+            doc["layer"] = "1"
+            rel = f"mi/{ck['name']}__1__last.json"
+            (out / rel).write_text(json.dumps(doc))
+            ck["mi"] = {"1/last": rel, **ck["mi"]}
+        run["checkpoints"].append(ck)
+    for name in ("results.csv", "significance.csv"):
+        copy(name, name)
+    if not run.get("composition"):  # a format-1 demo: counts from its check results
+        check = json.loads((out / run["checkpoints"][0]["check"]).read_text())
+        run["composition"] = [{**s["given"], "n": s["n"]} for s in check["strata"]]
+    run["environment"] = {"versions": {"python": "3.11.7", "matprobe": "0.1.0", "torch": "2.13.0+cpu",
+                                       "transformers": "5.24.0"},
+                          "source": {"commit": "0123456789abcdef0123456789abcdef01234567", "modified": False}}
+    (out / "run.json").write_text(json.dumps(run, indent=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("report") / "run")
+    write_report(run)
+    return run
+
+
+def _tables(md: str):
+    """Tables as a CommonMark parser with the table extension (markdown-it-py) sees them:
+    (source lines, header cells, body rows of cells) per table."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark").enable("table")
+    tokens = parser.parse(md)
+    lines = md.splitlines()
+    tables, current, row, cell_text = [], None, None, None
+    for tok in tokens:
+        if tok.type == "table_open":
+            current = {"lines": lines[tok.map[0]:tok.map[1]], "head": [], "rows": []}
+        elif tok.type == "tr_open":
+            row = []
+        elif tok.type in ("th_open", "td_open"):
+            cell_text = ""
+        elif tok.type == "inline" and cell_text is not None:
+            cell_text = tok.content
+        elif tok.type in ("th_close", "td_close"):
+            row.append(cell_text.replace("\\|", "|"))
+            cell_text = None
+        elif tok.type == "tr_close":
+            if not current["head"]:
+                current["head"] = row
+            else:
+                current["rows"].append(row)
+        elif tok.type == "table_close":
+            tables.append(current)
+    return tables
+
+
+def _split_unescaped(line: str) -> list[str]:
+    return re.split(r"(?<!\\)\|", line.strip().strip("|"))
+
+
+def test_markdown_tables_parse_with_consistent_cells(report_run):
+    md = (report_run / "report.md").read_text()
+    tables = _tables(md)
+    labels = re.findall(r"^\*\*Table (\d+)\.\*\*", md, flags=re.M)
+    # every table the report labels was recognised as a table (an unescaped | in a header breaks that)
+    assert len(tables) == len(labels) >= 9
+    for t in tables:
+        for line in t["lines"][2:]:  # the source rows hold as many cells as the header, no more
+            assert len(_split_unescaped(line)) == len(t["head"]), line
+    cells = {c for t in tables for r in t["rows"] for c in r} | {h for t in tables for h in t["head"]}
+    # term names with a | survive as one cell, in bodies and in the Table IX header
+    assert {"I(Z;anatomy|modality)", "I(Z;task|modality,anatomy)", "I(Z;anatomy|modality) nats"} <= cells
+
+
+def test_every_column_is_in_the_glossary(report_run):
+    tables = _tables((report_run / "report.md").read_text())
+    glossary = tables[-1]
+    assert glossary["head"] == ["column", "meaning"]
+    explained = {r[0] for r in glossary["rows"]}
+    used = {h for t in tables[:-1] for h in t["head"]}
+    assert used == explained
+    assert all(r[1] for r in glossary["rows"])
+
+
+def test_tables_are_labelled_and_p_values_named(report_run):
+    md = (report_run / "report.md").read_text()
+    sig = md.split("## Significance")[1].split("## Per-run results")[0]
+    captions = re.findall(r"^\*\*Table \d+\.\*\* (.+)$", sig, flags=re.M)
+    assert len(captions) == 2 and captions[0].startswith("p-values of the paired t-test")
+
+
+def test_fano_table_carries_the_check_intervals(report_run):
+    run = json.loads((report_run / "run.json").read_text())
+    tables = _tables((report_run / "report.md").read_text())
+    fano = next(t for t in tables if "ε respects floor" in t["head"])
+    h = fano["head"]
+    rows = {(r[h.index("checkpoint")], r[h.index("stratum")]): r for r in fano["rows"]}
+    n_checked = 0
+    for ck in run["checkpoints"]:
+        check = json.loads((report_run / ck["check"]).read_text())
+        for s in check["strata"]:
+            g = s["given"]
+            r = rows[(ck["name"], f"{g['modality']} / {g['anatomy']} / {g['task']}")]
+            lo, hi = s["error_ci"]
+            assert r[h.index("ε 95% CI")] == f"[{lo:.3f}, {hi:.3f}]"
+            if s.get("mi"):
+                m = s["mi"]
+                assert r[h.index("Î 90% interval")] == f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                assert r[h.index("ε floor at Î / at upper")] == \
+                    f"{s['error_floor']:.3f} / {s['error_floor_lenient']:.3f}"
+                n_checked += 1
+    assert n_checked >= 30
+
+
+def test_provenance_and_contents(report_run):
+    md = (report_run / "report.md").read_text()
+    prov = md.split("## Provenance")[1]
+    assert "git commit `0123456789abcdef0123456789abcdef01234567`" in prov
+    assert "| torch | 2.13.0+cpu |" in prov and "| transformers | 5.24.0 |" in prov
+    sections = re.findall(r"^## (.+)$", md, flags=re.M)
+    contents = re.search(r"^\*\*Contents:\*\* (.+)$", md, flags=re.M).group(1)
+    assert re.findall(r"\[([^\]]+)\]\(#", contents) == sections
+    assert "MI by layer" in sections
+    page = (report_run / "report.html").read_text()
+    for anchor in re.findall(r"\]\(#([\w-]+)\)", contents):  # every contents link has its target
+        assert f'id="{anchor}"' in page
+
+
+def test_mi_by_layer_figure_and_table(report_run):
+    assert (report_run / "figures" / "mi_by_layer.png").exists()
+    tables = _tables((report_run / "report.md").read_text())
+    by_layer = next(t for t in tables if "layer/pool" in t["head"])
+    h = by_layer["head"]
+    got = {(r[h.index("checkpoint")], r[h.index("term")], r[h.index("layer/pool")]): r[h.index("Î (nats)")]
+           for r in by_layer["rows"]}
+    run = json.loads((report_run / "run.json").read_text())
+    for ck in run["checkpoints"]:
+        for lp, rel in ck["mi"].items():
+            for t in json.loads((report_run / rel).read_text())["terms"]:
+                assert got[(ck["name"], t["term"], lp)] == f"{t['estimate']:.3f}"
+    assert len(got) == 6 * 4 * 2
+
+
+def test_single_layer_run_has_no_layer_figure(tmp_path):
+    run = make_run(tmp_path / "one", extra_layer=False)
+    write_report(run)
+    assert "## MI by layer" not in (run / "report.md").read_text()
+    assert not (run / "figures" / "mi_by_layer.png").exists()
+
+
+def test_every_figure_also_as_svg(report_run):
+    import xml.etree.ElementTree as ET
+
+    pngs = sorted(p.stem for p in (report_run / "figures").glob("*.png"))
+    svgs = sorted(p.stem for p in (report_run / "figures").glob("*.svg"))
+    assert pngs == svgs == ["composition", "fano", "mi_by_layer", "mi_chain", "mi_vs_accuracy", "pac"]
+    for stem in svgs:
+        root = ET.parse(report_run / "figures" / f"{stem}.svg").getroot()
+        assert root.tag.endswith("svg") and len(list(root.iter())) > 50
+
+
+def test_moved_run_gives_the_same_report(tmp_path):
+    first = make_run(tmp_path / "a")
+    write_report(first)
+    before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    moved = tmp_path / "elsewhere" / "b"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)  # nothing can be read from the old place
+    for name in ("report.md", "report.html", "findings.json"):
+        (moved / name).unlink()
+    shutil.rmtree(moved / "figures")
+    write_report(moved)
+    after = {p.relative_to(moved): p.read_bytes() for p in moved.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    changed = [str(k) for k in before if before[k] != after[k]]
+    assert changed == []
+
+
+def test_format1_run_with_working_directory_paths_after_a_move(tmp_path, monkeypatch):
+    """The committed demo's run.json may name files as `reports/demo/mi/...` (format 1)."""
+    old = json.loads((DEMO / "run.json").read_text())
+    moved = tmp_path / "copy"
+    shutil.copytree(DEMO, moved, ignore=shutil.ignore_patterns("data", "checkpoints", "stores", "figures",
+                                                                "report.*", "findings.json"))
+    if old.get("format_version", 1) >= 2:  # write the entries the way format 1 did
+        rec = json.loads((moved / "run.json").read_text())
+        rec["format_version"] = 1
+        for ck in rec["checkpoints"]:
+            ck["mi"] = {lp: f"reports/demo/{p}" for lp, p in ck["mi"].items()}
+            ck["main_mi"], ck["check"] = f"reports/demo/{ck['main_mi']}", f"reports/demo/{ck['check']}"
+        rec.pop("composition", None)
+        (moved / "run.json").write_text(json.dumps(rec))
+    monkeypatch.chdir(tmp_path)  # the recorded working-directory paths lead nowhere from here
+    data = load_run(moved)
+    ck = data.summary["checkpoints"][0]
+    assert ck["main_mi"].startswith("reports/demo/")
+    expected = json.loads((DEMO / "mi" / Path(ck["main_mi"]).name).read_text())["terms"]
+    got = data.terms[(data.terms["checkpoint"] == ck["name"])].set_index("term")["estimate"]
+    assert [got[t["term"]] for t in expected] == [t["estimate"] for t in expected]
+    assert data.composition["n"].sum() == data.summary["n_samples"]
+    write_report(moved)
+    assert (moved / "report.md").read_text().count("| related-s0 |") > 10
+
+
+def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
+    """Only what git tracks under reports/demo (no data, checkpoints, stores) rebuilds its report.md."""
+    try:
+        files = subprocess.run(["git", "ls-files", "reports/demo"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    if not files:
+        pytest.skip("no committed demo report")
+    copy = tmp_path / "demo"
+    for f in files:
+        target = copy / Path(f).relative_to("reports/demo")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / f, target)
+    committed = (copy / "report.md").read_text()
+    os.chdir(tmp_path)
+    try:
+        write_report(copy)
+    finally:
+        os.chdir(ROOT)
+    assert (copy / "report.md").read_text() == committed
+
+
+def test_run_paths_helpers(tmp_path):
+    run = tmp_path / "run"
+    (run / "mi").mkdir(parents=True)
+    assert run_relative(run / "mi" / "a.json", run) == "mi/a.json"
+    assert run_relative(tmp_path / "model", run) == str((tmp_path / "model").resolve())
+    assert resolve_run_path(run, "mi/a.json", {"format_version": 2}) == run / "mi" / "a.json"
+    assert resolve_run_path(run, "/abs/x", {"format_version": 2}) == Path("/abs/x")
+    old = {"format_version": 1, "config": {"out": "reports/run"}}
+    (run / "mi" / "a.json").write_text("{}")
+    assert resolve_run_path(run, "reports/run/mi/a.json", old) == run / "mi" / "a.json"
+
+
+def test_report_imports_nothing_from_pipeline_or_cli():
+    report_dir = ROOT / "src" / "matprobe" / "report"
+    for path in report_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            assert not [n for n in names if n.startswith(("matprobe.pipeline", "matprobe.cli"))], path
+    code = ("import sys, matprobe.report.render, matprobe.report.figures; "
+            "print(sorted(m for m in sys.modules if m in ('matprobe.pipeline', 'matprobe.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------ figures
+def test_checkpoint_colours_distinct_within_condition(report_run):
+    data = load_run(report_run)
+    colours = figures.checkpoint_colours(data.terms)
+    assert len(set(colours.values())) == len(colours) == 6
+    for cond, sub in data.terms.drop_duplicates("checkpoint").groupby("condition"):
+        base = colorsys.rgb_to_hsv(*__import__("matplotlib").colors.to_rgb(figures.PALETTE[cond]))[0]
+        for name in sub["checkpoint"]:  # the condition's hue, another shade
+            assert abs(colorsys.rgb_to_hsv(*colours[name])[0] - base) < 0.02
+    from matplotlib.container import BarContainer
+
+    fig = figures.draw_mi_chain(data.terms, 0.9)
+    drawn = {c.get_label(): tuple(np.round(c.patches[0].get_facecolor()[:3], 4))
+             for c in fig.axes[0].containers if isinstance(c, BarContainer)}
+    assert set(drawn) == set(colours) and len(set(drawn.values())) == 6
+
+
+def test_legends_do_not_cover_data(report_run):
+    data = load_run(report_run)
+    st = data.strata.dropna(subset=["mi"])
+    for fig in (figures.draw_mi_chain(data.terms), figures.draw_mi_by_layer(data.terms),
+                figures.draw_mi_vs_accuracy(st), figures.draw_fano_curve(st), figures.draw_pac_bounds(data.pac)):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert legends
+        for leg in legends:
+            box = leg.get_window_extent(renderer)
+            for ax in fig.axes:
+                assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+
+
+# ------------------------------------------------------------------------------ browser
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+LAYOUT_PROBE = """<script>window.addEventListener('load', function () {
+  var w = document.documentElement.clientWidth, bad = [];
+  document.querySelectorAll('table').forEach(function (t, i) {
+    var r = t.getBoundingClientRect();
+    if (r.right > w + 0.5 || r.left < -0.5) bad.push(i);
+  });
+  var o = document.createElement('pre'); o.id = 'layout-probe';
+  o.textContent = JSON.stringify({width: w, scroll: document.documentElement.scrollWidth,
+                                  tables: document.querySelectorAll('table').length, overflow: bad});
+  document.body.appendChild(o);
+});</script>"""
+
+
+def _browser(*args: str) -> str:
+    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def _layout(page: Path, tmp: Path, width: int) -> dict:
+    probe = tmp / f"probe-{page.stem}.html"
+    probe.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = _browser(f"--window-size={width},900", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="layout-probe">([^<]*)</pre>', dom)
+    assert found, dom[-2000:]
+    return json.loads(found.group(1))
+
+
+@pytest.fixture
+def browser():
+    if BROWSER is None:
+        if os.environ.get("MATPROBE_REQUIRE_BROWSER"):
+            pytest.fail("MATPROBE_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no headless chromium (apt-get install chromium)")
+    return BROWSER
+
+
+def test_html_report_in_a_browser(report_run, tmp_path, browser):
+    from PIL import Image
+
+    page = report_run / "report.html"
+    shot = tmp_path / "shot.png"
+    _browser("--window-size=1024,2400", f"--screenshot={shot}", page.as_uri())
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.shape == (2400, 1024)
+    assert (pixels < 200).mean() > 0.03  # text, figures and tables, not a blank page
+    for width in (1024, 760):
+        layout = _layout(page, tmp_path, width)
+        assert layout["tables"] >= 9
+        assert layout["overflow"] == [] and layout["scroll"] <= layout["width"], (width, layout)
+
+
+def test_browser_layout_check_can_fail(tmp_path, browser):
+    wide = "<table><tr>" + "".join(f"<td style='white-space:nowrap'>{'x' * 60}</td>" for _ in range(8)) + "</tr></table>"
+    page = tmp_path / "wide.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{wide}</body></html>")
+    layout = _layout(page, tmp_path, 800)
+    assert layout["overflow"] == [0]
+
+
+def test_significance_markdown_escapes_headers():
+    """`significance --out table9.md` writes through stats.formatting.markdown: metric names with a
+    `|` in the header row must not split columns (else CommonMark sees no table at all)."""
+    from matprobe.stats.formatting import markdown
+
+    frame = pd.DataFrame({"I(Z;anatomy|modality) nats": ["0.010"], "accuracy": ["< 0.001"]},
+                         index=pd.Index(["Related vs. Unrelated"], name="Comparison"))
+    (table,) = _tables(markdown(frame))
+    assert table["head"] == ["Comparison", "I(Z;anatomy|modality) nats", "accuracy"]
+    assert table["rows"] == [["Related vs. Unrelated", "0.010", "< 0.001"]]
