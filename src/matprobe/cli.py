@@ -86,6 +86,8 @@ def data_validate(
     for row in report.triplet_counts.itertuples(index=False):
         table.add_row(*(str(v) for v in row))
     console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if report.problems:
@@ -142,6 +144,16 @@ def store_info(
                   + (" (virtual merge)" if info["virtual"] else ""))
     acc = info["accuracy"]
     console.print(f"answers stored: {info['answers_stored']}" + (f", accuracy {acc:.3f}" if acc is not None else ""))
+    if info["answers_stored"]:
+        scores = Table(title="answers per (M, A, T): accuracy; cIoU = Σ I / Σ U over segmentation items")
+        for col in ("modality", "anatomy", "task", "n", "accuracy", "seg. items", "cIoU"):
+            scores.add_column(col, justify="left" if col in ("modality", "anatomy", "task") else "right")
+        for r in info["by_triplet"]:
+            scores.add_row(str(r.get("modality")), str(r.get("anatomy")), str(r.get("task")), str(r["answered"]),
+                           "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}",
+                           str(r["n_segmentation"]) if r["n_segmentation"] else "-",
+                           "-" if r["cIoU"] is None else f"{r['cIoU']:.3f}")
+        console.print(scores)
     table = Table(title="features (float32)")
     for col in ("layer", "pool", "dim"):
         table.add_column(col)
