@@ -10,7 +10,7 @@ Rules (`load_mask`), each stated in the returned notes or raised as a DataError:
 
 - **binary**: two values at most (e.g. {0, 1}, {0, 255}, {False, True}); the larger is
   foreground. An 8-bit image with more grey levels (anti-aliased PNG) is thresholded at
-  128 of 255; a float array within [0, 1] (a probability map) at 0.5; both are noted. Any
+  128 of 255 (unless every value is below 16: a label map); a float array within [0, 1] (a probability map) at 0.5; both are noted. Any
   other array with three or more values (an integer label map such as BraTS 0/1/2/4) is
   refused: save the wanted label as its own binary mask.
 - **size**: a mask of the image's size is used as is. One whose height and width are the
@@ -38,6 +38,7 @@ from matprobe.errors import DataError
 
 UINT8_THRESHOLD = 128
 FLOAT_THRESHOLD = 0.5
+LABEL_MAP_MAX = 16  # an 8-bit mask with 3+ values all below this is a label map, not grey levels
 
 
 @dataclass
@@ -89,7 +90,7 @@ def binarise(arr: np.ndarray, what: str) -> tuple[np.ndarray, str | None]:
                 f"(save the mask with 0 = background)"
             )
         return arr > 0, None
-    if arr.dtype == np.uint8:
+    if arr.dtype == np.uint8 and values.max() >= LABEL_MAP_MAX:
         return arr >= UINT8_THRESHOLD, f"{what}: {len(values)} grey levels, thresholded at {UINT8_THRESHOLD} of 255"
     if arr.dtype.kind == "f" and values.min() >= 0.0 and values.max() <= 1.0:
         return arr >= FLOAT_THRESHOLD, f"{what}: values in [0, 1], thresholded at {FLOAT_THRESHOLD}"
