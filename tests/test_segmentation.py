@@ -234,3 +234,37 @@ def test_intersection_union_by_hand():
     # cIoU is a ratio of sums: (2 + 6) / (10 + 6) = 0.5, not the mean IoU (0.2 + 1) / 2 = 0.6
     assert ciou([2, 6, -1], [10, 6, -1]) == pytest.approx(0.5)
     assert ciou([2, 6], [10, 6]) != pytest.approx(np.mean([2 / 10, 6 / 6]))
+
+
+def test_check_treats_segmentation_as_k_way_choice(tmp_path):
+    """A segmentation stratum whose answers cover only 3 of the 4 candidates still has K = 4
+    (the choice the model makes); a classification stratum keeps K = |support of Y|."""
+    from matprobe.data import MATDataset, Sample
+    from matprobe.theory import fano
+    from matprobe.theory.check import run_check
+    from matprobe.store import EmbeddingStore
+
+    samples = []
+    for i in range(24):
+        seg = i < 12
+        samples.append(Sample(
+            id=f"x{i}", image="i.png", question="q", options=("mask A", "mask B", "mask C", "mask D") if seg
+            else ("Yes", "No", "Maybe", "None"), answer_index=(i % 3) if seg else (i % 2),
+            modality="MRI", anatomy="Brain", task="Segmentation" if seg else "Classification",
+            option_masks=("a.png", "b.png", "c.png", "d.png") if seg else None,
+        ))
+    ds = MATDataset(samples)
+    st = EmbeddingStore.create(tmp_path / "s.h5", ds, {"source": "test"}, {("0", "last"): 2}, n_options=4)
+    pred = np.array([s.answer_index if i % 4 else (s.answer_index + 1) % 3 for i, s in enumerate(samples)])
+    correct = (pred == np.array([s.answer_index for s in samples])).astype(np.int8)
+    st.append(np.arange(24), {("0", "last"): np.zeros((24, 2))}, answers={"pred": pred, "correct": correct})
+    st.finalize().close()
+    res = run_check(tmp_path / "s.h5", target="answer")
+    by_task = {r["given"]["task"]: r for r in res["strata"]}
+    seg, cls = by_task["Segmentation"], by_task["Classification"]
+    assert seg["classes"] == 4 and seg["item_kind"] == "segmentation"
+    assert cls["classes"] == 2 and cls["item_kind"] == "choice"
+    # the bound uses K = 4: H(Y|s) - φ(ε, 4), with H of the three equiprobable answers
+    eps = seg["errors"] / seg["n"]
+    assert seg["h_y"] == pytest.approx(np.log(3))
+    assert seg["fano_mi_lower"] == pytest.approx(np.log(3) - fano.fano_entropy_upper(eps, 4))
