@@ -61,7 +61,8 @@ def test_report_numbers_match_results(demo_run):
     target = tuple(run["target"])
     accs = {}
     for ck in run["checkpoints"]:
-        accs.setdefault(ck["condition"], []).append(_target_accuracy(ck["store"], target))
+        if tuple(ck["target"]) == target:  # the segmentation target's checkpoints report cIoU instead
+            accs.setdefault(ck["condition"], []).append(_target_accuracy(ck["store"], target))
         mi = json.loads(Path(ck["main_mi"]).read_text())
         for term in mi["terms"]:  # every chain term appears in the MI table with its value
             pattern = rf"\| {re.escape(ck['name'])} \| [^|]+ \| {re.escape(term['term'])} \| {term['estimate']:.3f} \|"
@@ -123,3 +124,52 @@ def test_mi_results_are_reused_only_for_unchanged_stores(tmp_path):
     os.utime(store, (3000, 3000))
     assert not _up_to_date(result, ck)  # store newer than the result
     assert not _up_to_date(tmp_path / "none.json", ck)
+
+
+def test_demo_segmentation_ciou_reproduced_from_its_masks(demo_run):
+    """Every segmentation row's I and U recomputed from the run's own mask files and the
+    stored prediction; results.csv's per-run cIoU = Σ I / Σ U of the target's items."""
+    run = json.loads((demo_run / "run.json").read_text())
+    assert ["MRI", "Brain", "Segmentation"] in run["targets"]
+    results = pd.read_csv(demo_run / "results.csv", dtype={"item": str})
+    seg_cks = [ck for ck in run["checkpoints"] if ck["target"] == ["MRI", "Brain", "Segmentation"]]
+    assert len(seg_cks) == 4  # 2 conditions x 2 seeds (--quick)
+    n_seg_rows = 0
+    for ck in seg_cks:
+        with EmbeddingStore.open(ck["store"]) as st:
+            frame = st.samples()
+            ans = st.answers()
+        seg = frame["option_masks"].notna().to_numpy()
+        assert seg.sum() >= 3 * 32 and set(frame["task"][seg]) == {"Segmentation"}
+        assert (ans["union"][~seg] == -1).all()
+        for r in np.flatnonzero(seg):
+            masks = frame["option_masks"][r]
+            chosen = np.asarray(Image.open(demo_run / "data" / masks[ans["pred"][r]])) > 0
+            truth = np.asarray(Image.open(demo_run / "data" / masks[frame["answer_index"][r]])) > 0
+            assert (ans["intersection"][r], ans["union"][r]) == ((chosen & truth).sum(), (chosen | truth).sum())
+            n_seg_rows += 1
+        target = (frame["modality"] == "MRI") & (frame["anatomy"] == "Brain") & (frame["task"] == "Segmentation")
+        i, u = ans["intersection"][target.to_numpy()], ans["union"][target.to_numpy()]
+        mine = results[(results.condition == ck["condition"].capitalize()) & (results.seed == ck["seed"])
+                       & (results.target == "MRI,Brain,Segmentation")]
+        assert float(mine[mine.metric == "cIoU"]["value"].iloc[0]) == pytest.approx(i.sum() / u.sum())
+        items = mine[mine.metric == "intersection"]
+        assert len(items) == len(i) and items["value"].sum() == i.sum()
+    assert n_seg_rows > 0
+    assert "accuracy" not in set(results[results.target == "MRI,Brain,Segmentation"].metric)
+
+
+def test_demo_table9_has_both_columns_with_numbers(demo_run):
+    sig = pd.read_csv(demo_run / "significance.csv")
+    for metric in ("accuracy", "cIoU"):
+        row = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == metric)]
+        assert len(row) == 1 and np.isfinite(row["mean_diff"].iloc[0]) and row["n_pairs"].iloc[0] == 2
+    md = (demo_run / "report.md").read_text()
+    table = md.split("## Significance (CrossMed Table IX layout)")[1].split("\n\n")[1]
+    header, _, first = table.splitlines()[:3]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in first.strip("|").split("|")]
+    for metric in ("accuracy", "cIoU"):
+        assert metric in cols
+        assert re.fullmatch(r"(< 0\.001|[01]\.\d{3}|nan)", cells[cols.index(metric)]), cells
+    assert "**Segmentation target (MRI / Brain / Segmentation):** cIoU" in md
