@@ -268,3 +268,65 @@ def test_check_treats_segmentation_as_k_way_choice(tmp_path):
     eps = seg["errors"] / seg["n"]
     assert seg["h_y"] == pytest.approx(np.log(3))
     assert seg["fano_mi_lower"] == pytest.approx(np.log(3) - fano.fano_entropy_upper(eps, 4))
+
+
+def test_results_with_run_level_ciou_and_item_parts():
+    """The pipeline writes per-item I/U and the per-run cIoU: significance derives cIoU from the
+    items (one column, not three), and refuses a run-level value that is not Σ I / Σ U."""
+    import pandas as pd
+
+    from matprobe.errors import StatsError
+    from matprobe.stats.significance import Comparison, available_metrics, compare_conditions, validate_results
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for cond, shift in (("Related", 30), ("Unrelated", 0)):
+        for seed in range(4):
+            inter = rng.integers(10, 60, 6) + shift
+            union = inter + rng.integers(20, 80, 6)
+            for k in range(6):
+                rows += [dict(condition=cond, target="t", seed=seed, item=f"i{k}", metric="intersection",
+                              value=inter[k]),
+                         dict(condition=cond, target="t", seed=seed, item=f"i{k}", metric="union", value=union[k])]
+            rows.append(dict(condition=cond, target="t", seed=seed, item="", metric="cIoU",
+                             value=inter.sum() / union.sum()))
+    frame = pd.DataFrame(rows)
+    clean = validate_results(frame)
+    assert available_metrics(clean) == ["cIoU"] and "cIoU" not in set(clean.metric)
+    res = compare_conditions(frame, [Comparison("Related", "Unrelated")], unit="seed")
+    runs = frame[frame.metric == "cIoU"].pivot_table(index="seed", columns="condition", values="value")
+    assert res["mean_diff"].iloc[0] == pytest.approx((runs["Related"] - runs["Unrelated"]).mean())
+    bad = frame.copy()
+    bad.loc[bad.metric == "cIoU", "value"] = bad.loc[bad.metric == "cIoU", "value"] + 0.01
+    with pytest.raises(StatsError, match="'cIoU' at row .* is not the sum of 'intersection'"):
+        validate_results(bad)
+
+
+def test_data_split_and_validate_keep_mask_items(tmp_path):
+    """`data split` writes mask items with their masks (paths relative to the new file's
+    folder when inside it), `data validate` passes them and notes a threshold it applied."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.data import load_manifest
+
+    path = write_seg_manifest(tmp_path, n=4)
+    with open(path, "a") as fh:  # a classification item of the related triplet
+        fh.write(json.dumps(dict(id="cls0", image="img0.png", question="Grade?", options=["I", "II", "III", "IV"],
+                                 answer=1, modality="MRI", anatomy="Brain", task="Classification")) + "\n")
+    soft = np.asarray(Image.open(tmp_path / "m" / "1_3.png")).copy()
+    soft[soft == 255] = 200
+    soft[0, 0] = 90
+    Image.fromarray(soft).save(tmp_path / "m" / "1_3.png")
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "validate", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "note:" in res.output and "seg1" in res.output and "thresholded at 128" in res.output
+    out = tmp_path / "split.jsonl"
+    res = runner.invoke(app, ["data", "split", str(path), "--target", "MRI,Brain,Segmentation",
+                              "--config", "related", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    back = {s.id: s for s in load_manifest(out)}
+    orig = {s.id: s for s in load_manifest(path)}
+    assert back["seg2"].split == "test" and back["cls0"].split == "train"
+    assert back["seg2"].option_masks == orig["seg2"].option_masks and back["seg2"].answer_index == 2
