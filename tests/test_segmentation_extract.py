@@ -64,7 +64,7 @@ def test_segmentation_store_equals_hf_forward(arch, rendering, tiny_ckpts, tmp_p
     for i, (s, rec) in enumerate(zip(ds, records)):
         images = render_sample(s, rendering).images
         assert len(images) == n_img
-        pre = PREAMBLES[rendering].format(k=4, first="A", last="D")
+        pre = PREAMBLES[rendering].format(n=5, first="A", last="D")
         block = s.question + "\n" + "\n".join(f"{L}: mask {L}" for L in "ABCD")
         text = f"{pre}\n{block}\nAnswer with the option's letter from the given choices directly."
         content = [{"type": "image"}] * n_img + [{"type": "text", "text": text}]

@@ -35,10 +35,10 @@ LABEL_BOX_RGB = (0, 0, 0)
 LABEL_TEXT_RGB = (255, 255, 255)
 GRID_GAP = 2
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Short on purpose: every token is paid for on every item (a 5-image prompt is long enough).
 PREAMBLES = {
-    "multi-image": "The first image is the question image; the next {k} images show candidate "
-                   "masks {first}-{last} as red contours on it.",
-    "grid": "The image shows candidate masks {first}-{last} as red contours, one panel each.",
+    "multi-image": "Image 1: the question. Images 2-{n}: masks {first}-{last} in red.",
+    "grid": "Masks {first}-{last} in red, one panel each.",
 }
 RENDERING_DEFINITIONS = {
     "multi-image": "question image, then one image per option: the question image with that "
@@ -129,7 +129,7 @@ def render_images(image: Image.Image, candidates: list[np.ndarray], rendering: s
 
 
 def preamble(rendering: str, k: int) -> str:
-    return PREAMBLES[rendering].format(k=k, first=LETTERS[0], last=LETTERS[k - 1])
+    return PREAMBLES[rendering].format(n=k + 1, first=LETTERS[0], last=LETTERS[k - 1])
 
 
 @dataclass

@@ -275,6 +275,15 @@ def extract(
     tokenizer = loaded.processor.tokenizer
     letter_ids = option_letter_token_ids(tokenizer, n_options) if answers else None
     has_segmentation = any(s.is_segmentation for s in dataset)
+    if "option_images" in pools and (config.rendering != "multi-image"
+                                     or not all(s.is_segmentation for s in dataset)):
+        n_plain = sum(not s.is_segmentation for s in dataset)
+        raise ExtractError(
+            f"--pool option_images needs a multi-image prompt for every item; {config.data} has "
+            f"{n_plain} item(s) without option masks" + ("" if config.rendering == "multi-image" else
+                                                         f" and --rendering is {config.rendering}")
+            + "; drop option_images from --pool"
+        )
     provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options,
                                   config.rendering if has_segmentation else None)
     hidden = loaded.model.config.get_text_config().hidden_size

@@ -219,7 +219,7 @@ def _ciou_lines(data: RunData, sig: dict) -> list[str]:
         test = (f"; paired by seed Δ = {s['mean_diff']:.3f}, 95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = "
                 f"{s['t']:.2f}, p = {s['p']:.3g}") if s and np.isfinite(s["t"]) else ""
         out.append(f"**Segmentation target ({target.replace(',', ' / ')}):** cIoU = Σ intersection / Σ union "
-                   f"over its items (four candidate masks, chance picks one at random): {parts}{test}.")
+                   f"over its items (each a choice among four candidate masks): {parts}{test}.")
     return out
 
 
