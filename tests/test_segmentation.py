@@ -240,9 +240,9 @@ def test_check_treats_segmentation_as_k_way_choice(tmp_path):
     """A segmentation stratum whose answers cover only 3 of the 4 candidates still has K = 4
     (the choice the model makes); a classification stratum keeps K = |support of Y|."""
     from matprobe.data import MATDataset, Sample
+    from matprobe.store import EmbeddingStore
     from matprobe.theory import fano
     from matprobe.theory.check import run_check
-    from matprobe.store import EmbeddingStore
 
     samples = []
     for i in range(24):
@@ -276,7 +276,12 @@ def test_results_with_run_level_ciou_and_item_parts():
     import pandas as pd
 
     from matprobe.errors import StatsError
-    from matprobe.stats.significance import Comparison, available_metrics, compare_conditions, validate_results
+    from matprobe.stats.significance import (
+        Comparison,
+        available_metrics,
+        compare_conditions,
+        validate_results,
+    )
 
     rng = np.random.default_rng(3)
     rows = []

@@ -211,7 +211,13 @@ def bench_prompts(model_name: str, rounds: int, batch_size: int, n_batches: int)
     from matprobe.extract.hooks import LayerPooler, letter_logits
     from matprobe.extract.prompts import render_sample
     from matprobe.extract.tiny import LLAVA_MID_SHAPE, build_tiny_checkpoint
-    from matprobe.extract.tokens import POOLS, build_batch, last_token_index, option_letter_token_ids, pool_weights
+    from matprobe.extract.tokens import (
+        POOLS,
+        build_batch,
+        last_token_index,
+        option_letter_token_ids,
+        pool_weights,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

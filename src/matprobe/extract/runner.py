@@ -101,7 +101,7 @@ def segmentation_scores(batch, rendered, pred) -> dict:
 
     inter = np.full(len(batch), -1, dtype=np.int64)
     union = np.full(len(batch), -1, dtype=np.int64)
-    for b, (s, r) in enumerate(zip(batch, rendered)):
+    for b, r in enumerate(rendered):
         if r.masks is not None and pred[b] >= 0:
             inter[b], union[b] = intersection_union(r.masks.candidates[int(pred[b])], r.masks.truth)
     return {"intersection": inter, "union": union}
@@ -221,9 +221,9 @@ def extract(
 
     from matprobe.data import load_dataset
     from matprobe.extract.checkpoints import load_model
-    from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.distributed import init_ranks, shard_path
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
+    from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
 
     if config.batch_size < 1:

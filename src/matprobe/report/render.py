@@ -223,9 +223,6 @@ def _ciou_lines(data: RunData, sig: dict) -> list[str]:
     return out
 
 
-    return lines
-
-
 # ------------------------------------------------------------------------------ rendering
 def _md_table(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
