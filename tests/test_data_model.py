@@ -95,7 +95,8 @@ def test_manifest_round_trip(tmp_path):
     _png(tmp_path / "a.png")
     samples = [
         make_sample(0, image=str(tmp_path / "a.png"), label="Yes", subset="1", split="train"),
-        make_sample(1, m="MRI", a="Brain", t="Segmentation", image=str(tmp_path / "a.png"), mask="m.png"),
+        make_sample(1, m="MRI", a="Brain", t="Segmentation", image=str(tmp_path / "a.png"),
+                    mask=str(tmp_path / "m.png")),  # relative mask paths resolve like images
         make_sample(2, m="X-ray", a="Chest", image=str(tmp_path / "a.png"), slice_index=3),
     ]
     ds = MATDataset(samples, source="mem")

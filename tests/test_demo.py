@@ -54,7 +54,8 @@ def test_report_numbers_match_results(demo_run):
     accs = {}
     for ck in run["checkpoints"]:
         # run.json's paths are relative to the run directory (format 2)
-        accs.setdefault(ck["condition"], []).append(_target_accuracy(demo_run / ck["store"], target))
+        if tuple(ck["target"]) == target:  # the segmentation target's checkpoints report cIoU instead
+            accs.setdefault(ck["condition"], []).append(_target_accuracy(demo_run / ck["store"], target))
         mi = json.loads((demo_run / ck["main_mi"]).read_text())
         for term in mi["terms"]:  # every chain term appears in the MI table with its value
             pattern = rf"\| {re.escape(ck['name'])} \| [^|]+ \| {re.escape(term['term'])} \| {term['estimate']:.3f} \|"
@@ -127,3 +128,58 @@ def test_mi_results_are_reused_only_for_unchanged_stores(tmp_path):
     build(z + 1)
     assert not _up_to_date(result, ck)  # rebuilt with other rows
     assert not _up_to_date(tmp_path / "none.json", ck)
+
+
+def test_demo_segmentation_ciou_reproduced_from_its_masks(demo_run):
+    """Every segmentation row's I and U recomputed from the run's own mask files and the
+    stored prediction; results.csv's per-run cIoU = Σ I / Σ U of the target's items."""
+    run = json.loads((demo_run / "run.json").read_text())
+    assert ["MRI", "Brain", "Segmentation"] in run["targets"]
+    results = pd.read_csv(demo_run / "results.csv", dtype={"item": str})
+    seg_cks = [ck for ck in run["checkpoints"] if ck["target"] == ["MRI", "Brain", "Segmentation"]]
+    assert len(seg_cks) == 4  # 2 conditions x 2 seeds (--quick)
+    n_seg_rows = 0
+    for ck in seg_cks:
+        with EmbeddingStore.open(ck["store"]) as st:
+            frame = st.samples()
+            ans = st.answers()
+        seg = frame["option_masks"].notna().to_numpy()
+        assert seg.sum() >= 3 * 32 and set(frame["task"][seg]) == {"Segmentation"}
+        assert (ans["union"][~seg] == -1).all()
+        for r in np.flatnonzero(seg):
+            masks = frame["option_masks"][r]
+            chosen = np.asarray(Image.open(demo_run / "data" / masks[ans["pred"][r]])) > 0
+            truth = np.asarray(Image.open(demo_run / "data" / masks[frame["answer_index"][r]])) > 0
+            assert (ans["intersection"][r], ans["union"][r]) == ((chosen & truth).sum(), (chosen | truth).sum())
+            n_seg_rows += 1
+        target = (frame["modality"] == "MRI") & (frame["anatomy"] == "Brain") & (frame["task"] == "Segmentation")
+        i, u = ans["intersection"][target.to_numpy()], ans["union"][target.to_numpy()]
+        mine = results[(results.condition == ck["condition"].capitalize()) & (results.seed == ck["seed"])
+                       & (results.target == "MRI,Brain,Segmentation")]
+        assert float(mine[mine.metric == "cIoU"]["value"].iloc[0]) == pytest.approx(i.sum() / u.sum())
+        items = mine[mine.metric == "intersection"]
+        assert len(items) == len(i) and items["value"].sum() == i.sum()
+    assert n_seg_rows > 0
+    assert "accuracy" not in set(results[results.target == "MRI,Brain,Segmentation"].metric)
+
+
+def test_demo_table9_has_both_columns_with_numbers(demo_run):
+    sig = pd.read_csv(demo_run / "significance.csv")
+    for metric in ("accuracy", "cIoU"):
+        row = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == metric)]
+        assert len(row) == 1 and np.isfinite(row["mean_diff"].iloc[0]) and row["n_pairs"].iloc[0] == 2
+    md = (demo_run / "report.md").read_text()
+    table = md.split("## Significance (CrossMed Table IX layout)")[1].split("\n\n")[1]
+    header, _, first = table.replace("\\|", "¦").splitlines()[:3]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in first.strip("|").split("|")]
+    # (the header's unescaped pipes inside I(Z;A|M) split those names; accuracy comes first
+    # and cIoU last, so read those two from the ends)
+    assert cols[1] == "Classification (accuracy)" and cols[-1] == "Segmentation (cIoU)"
+    assert cells[0] == "Related vs. Unrelated"
+    from matprobe.stats.formatting import format_p
+
+    for metric, cell in (("accuracy", cells[1]), ("cIoU", cells[-1])):
+        p = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == metric)]["p"].iloc[0]
+        assert re.fullmatch(r"(< 0\.001|[01]\.\d{3})", cell) and cell == format_p(p), (metric, cell)
+    assert "**Segmentation target (MRI / Brain / Segmentation):** cIoU" in md

@@ -37,7 +37,7 @@ def test_table_ix_layout():
     table = table_ix(res)
     assert list(table.index) == ["Related vs. Unrelated", "Without Modality vs. Related",
                                  "Without Anatomy vs. Related", "Without Task vs. Related"]
-    assert list(table.columns) == ["accuracy", "cIoU"]
+    assert list(table.columns) == ["Classification (accuracy)", "Segmentation (cIoU)"]
     for _, row in res.iterrows():
         assert table.loc[row.comparison, row.metric] == format_p(row.p)
 

@@ -158,6 +158,8 @@ def data_validate(
     for row in report.triplet_counts.itertuples(index=False):
         table.add_row(*(str(v) for v in row))
     console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if report.problems:
@@ -226,7 +228,7 @@ def extract_command(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),
     base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it)."),
     layers: str = typer.Option("8,16,-1", "--layers", help="Decoder block outputs from 0; negatives from the end; 'final' after the norm; 'embed'."),
-    pool: str = typer.Option("last,image,question,mean", "--pool", help="Pools: last, image, question, mean."),
+    pool: str = typer.Option("last,image,question,mean", "--pool", help="Pools: last, image (the question image), question, mean; option_images for multi-image prompts."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward."),
     dtype: str = typer.Option("fp32", "--dtype", help="bf16 | fp16 | fp32 (features are stored in fp32)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda (cuda:<local rank> under torchrun)."),
@@ -236,6 +238,7 @@ def extract_command(
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that relative image paths resolve against."),
     merge_adapter: bool = typer.Option(True, "--merge-adapter/--no-merge-adapter", help="Merge LoRA weights into the base (same result, faster)."),
     attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa | eager | flash_attention_2 (recorded in the store)."),
+    rendering: str = typer.Option("multi-image", "--rendering", help="Segmentation items (mask options): multi-image (question image + one overlay per candidate) | grid (one 2x2 composite)."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
     _refuse_in_place(out, data)
@@ -249,6 +252,7 @@ def extract_command(
             max_pixels=max_pixels, answers=answers, overwrite=overwrite,
             image_root=str(image_root) if image_root else None, merge_adapter=merge_adapter,
             attn_implementation=attn,
+            rendering=rendering,
         ),
         progress=True,
     )

@@ -66,6 +66,9 @@ class PipelineConfig:
     data_seed: int = 0
     # design
     target: tuple[str, str, str] = ("MRI", "Brain", "Exposure")
+    # further held-out targets, each with its own checkpoints per condition and seed (e.g. a
+    # Segmentation triplet, so Table IX gets its cIoU column beside the accuracy one)
+    extra_targets: tuple[tuple[str, str, str], ...] = ()
     conditions: tuple[str, ...] = ("related", "unrelated")
     # demo training (used when `checkpoints` is empty)
     train_steps: int = 120
@@ -83,6 +86,7 @@ class PipelineConfig:
     dtype: str = "fp32"
     device: str = "cpu"
     max_pixels: int | None = None
+    rendering: str = "multi-image"  # segmentation items (extract/prompts.py)
     # mi
     factors: tuple[str, ...] = ("modality", "anatomy", "task", "label")
     estimator: str = DEFAULTS.estimator
@@ -98,6 +102,10 @@ class PipelineConfig:
     @property
     def target_name(self) -> str:
         return ",".join(self.target)
+
+    @property
+    def targets(self) -> tuple[tuple[str, str, str], ...]:
+        return (tuple(self.target), *(tuple(t) for t in self.extra_targets))
 
 
 def _get(table: dict, key: str, kind, default, where: str):
@@ -141,6 +149,10 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     if len(target) != 3:
         raise PipelineError(f"{path}: [design] target must be [modality, anatomy, task], got {target!r}")
     cfg.target = tuple(str(t) for t in target)
+    extra = _get(design, "extra_targets", list, [], w)
+    if any(not isinstance(t, list) or len(t) != 3 for t in extra):
+        raise PipelineError(f"{path}: [design] extra_targets must be a list of [modality, anatomy, task]")
+    cfg.extra_targets = tuple(tuple(str(x) for x in t) for t in extra)
     cfg.conditions = tuple(_get(design, "conditions", list, list(cfg.conditions), w))
     bad = [c for c in cfg.conditions if c not in CONDITION_NAMES]
     if bad:
@@ -156,6 +168,9 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
         missing = [k for k in ("name", "condition", "seed", "ckpt") if k not in ck]
         if missing:
             raise PipelineError(f"{path}: [[checkpoints]] entry {i + 1} lacks {', '.join(missing)}")
+        if "target" in ck and (not isinstance(ck["target"], list) or tuple(map(str, ck["target"])) not in cfg.targets):
+            raise PipelineError(f"{path}: checkpoint {ck['name']!r} has target {ck['target']!r}, not [design] "
+                                f"target or one of extra_targets")
         if ck["condition"] not in cfg.conditions:
             raise PipelineError(f"{path}: checkpoint {ck['name']!r} has condition {ck['condition']!r} "
                                 f"not in [design] conditions {list(cfg.conditions)}")
@@ -165,6 +180,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.dtype = _get(ext, "dtype", str, cfg.dtype, w)
     cfg.device = _get(ext, "device", str, cfg.device, w)
     cfg.max_pixels = _get(ext, "max_pixels", int, cfg.max_pixels, w)
+    cfg.rendering = _get(ext, "rendering", str, cfg.rendering, w)
     cfg.factors = tuple(_get(mi, "factors", list, list(cfg.factors), w))
     cfg.estimator = _get(mi, "estimator", str, cfg.estimator, w)
     cfg.mi_seeds = _get(mi, "seeds", int, cfg.mi_seeds, w)
@@ -179,7 +195,12 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
 
 def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfig:
     """The embedded default of `matprobe demo` (= experiments/demo/pipeline.toml)."""
-    cfg = PipelineConfig(out=out, demo_data=True)
+    # grid: one image per prompt; a multi-image prompt (5 images) doubles the CPU cost of a
+    # training step at this size (0.53 vs 0.28 s, RESULTS.md, issue 13)
+    # 48 samples per triplet and 100 steps (not 64 / 120 as before the segmentation target):
+    # two targets double the checkpoints, and the demo stays under 3 minutes on 2 cores
+    cfg = PipelineConfig(out=out, demo_data=True, extra_targets=(("MRI", "Brain", "Segmentation"),),
+                         rendering="grid", n_per_triplet=48, train_steps=100)
     if quick:
         cfg.n_per_triplet = 32
         cfg.train_steps = 40
@@ -210,9 +231,10 @@ def _finetune_job(args: tuple) -> dict:
     from matprobe.data import load_manifest
     from matprobe.extract.finetune import finetune
 
-    base, manifest, ids, out, steps, batch, lr, seed = args
+    base, manifest, ids, out, steps, batch, lr, seed, rendering = args
     by_id = {s.id: s for s in load_manifest(manifest)}
-    res = finetune(base, [by_id[i] for i in ids], out, steps=steps, batch_size=batch, lr=lr, seed=seed)
+    res = finetune(base, [by_id[i] for i in ids], out, steps=steps, batch_size=batch, lr=lr, seed=seed,
+                   rendering=rendering)
     return {"out": str(res.out), "seconds": res.seconds, "final_loss": float(np.mean(res.losses[-10:]))}
 
 
@@ -257,12 +279,13 @@ def _workers(cfg: PipelineConfig) -> int:
     return cfg.workers or max(1, min(4, os.cpu_count() or 1))
 
 
-def _training_ids(dataset, cfg: PipelineConfig) -> dict[str, list[str]]:
+def _training_ids(dataset, cfg: PipelineConfig, target=None) -> dict[str, list[str]]:
     from matprobe.data import make_split
 
+    target = tuple(target or cfg.target)
     splits = {}
     for cond in cfg.conditions:
-        split = make_split(dataset, cfg.target, cond)
+        split = make_split(dataset, target, cond)
         splits[cond] = [s.id for s in split if s.split == "train"]
     size = cfg.train_size or min(len(v) for v in splits.values())
     rng = np.random.default_rng(cfg.data_seed)
@@ -314,15 +337,17 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     timer.add("data", t0)
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
 
-    # 2. checkpoints
+    # 2. checkpoints (per target, condition and seed)
     t0 = time.perf_counter()
-    train_ids = _training_ids(dataset, cfg)
+    ids_by_target = {tgt: _training_ids(dataset, cfg, tgt) for tgt in cfg.targets}
+    train_ids = ids_by_target[tuple(cfg.target)]
     checkpoints: list[dict] = []
     if cfg.checkpoints:
         for ck in cfg.checkpoints:
+            tgt = tuple(ck.get("target") or cfg.target)
             checkpoints.append({"name": ck["name"], "condition": ck["condition"], "seed": int(ck["seed"]),
                                 "ckpt": ck["ckpt"], "adapter": ck.get("adapter"), "base": ck.get("base"),
-                                "trained_here": False})
+                                "trained_here": False, "target": list(tgt)})
     else:
         from matprobe.extract.tiny import build_tiny_checkpoint
 
@@ -330,17 +355,19 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         if not base.exists():
             build_tiny_checkpoint(base, "llava", seed=cfg.base_seed)
         jobs, names = [], []
-        for cond in cfg.conditions:
-            for seed in cfg.train_seeds:
-                name = f"{cond}-s{seed}"
-                out = run / "checkpoints" / name
-                checkpoints.append({"name": name, "condition": cond, "seed": int(seed), "ckpt": str(out),
-                                    "adapter": None, "base": None, "trained_here": True,
-                                    "n_train": len(train_ids[cond])})
-                if not (out / "config.json").exists():
-                    jobs.append((str(base), str(manifest), train_ids[cond], str(out), cfg.train_steps,
-                                 cfg.train_batch_size, cfg.train_lr, int(seed)))
-                    names.append(name)
+        for tgt in cfg.targets:
+            for cond in cfg.conditions:
+                for seed in cfg.train_seeds:
+                    name = f"{_target_prefix(cfg, tgt)}{cond}-s{seed}"
+                    out = run / "checkpoints" / name
+                    ids = ids_by_target[tgt][cond]
+                    checkpoints.append({"name": name, "condition": cond, "seed": int(seed), "ckpt": str(out),
+                                        "adapter": None, "base": None, "trained_here": True,
+                                        "n_train": len(ids), "target": list(tgt)})
+                    if not (out / "config.json").exists():
+                        jobs.append((str(base), str(manifest), ids, str(out), cfg.train_steps,
+                                     cfg.train_batch_size, cfg.train_lr, int(seed), cfg.rendering))
+                        names.append(name)
         if jobs:
             say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
                 f"{_workers(cfg)} processes)")
@@ -351,9 +378,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
                     say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
     timer.add("checkpoints", t0)
 
-    # 3-5. extract, mi, check per checkpoint; each condition's manifest marks its split
-    cond_manifest = {c: condition_manifest(dataset, set(train_ids[c]), cfg.target, run / "data" / f"{c}.jsonl")
-                     for c in cfg.conditions}
+    # 3-5. extract, mi, check per checkpoint; each (target, condition) manifest marks its split
+    cond_manifest = {
+        (tgt, c): condition_manifest(dataset, set(ids_by_target[tgt][c]), tgt,
+                                     run / "data" / f"{_target_prefix(cfg, tgt)}{c}.jsonl")
+        for tgt in cfg.targets for c in cfg.conditions}
     for ck in checkpoints:
         t0 = time.perf_counter()
         store = run / "stores" / f"{ck['name']}.h5"
@@ -361,7 +390,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         store.parent.mkdir(parents=True, exist_ok=True)
         res = extract(ExtractConfig(
             ckpt=ck["ckpt"], adapter=ck.get("adapter"), base=ck.get("base"),
-            data=str(cond_manifest[ck["condition"]]),
+            data=str(cond_manifest[(tuple(ck["target"]), ck["condition"])]), rendering=cfg.rendering,
             out=str(store), layers=cfg.layers, pools=cfg.pools, batch_size=cfg.extract_batch_size,
             dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
         ), progress=progress_bars)
@@ -416,10 +445,13 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     summary = {
         "kind": "matprobe.run", "format_version": RUN_FORMAT_VERSION,
         "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
+        "targets": [list(t) for t in cfg.targets],
         "manifest": run_relative(manifest, run), "n_samples": len(dataset),
         # the report draws the dataset from this, so it does not need data/ (not committed)
         "composition": composition.to_dict(orient="records"),
         "train_sizes": {c: len(v) for c, v in train_ids.items()},
+        "train_sizes_by_target": {",".join(t): {c: len(v) for c, v in ids.items()}
+                                  for t, ids in ids_by_target.items()},
         "checkpoints": [_relative_paths(ck, run) for ck in checkpoints],
         "results": "results.csv",
         "significance": "significance.csv" if significance is not None else None,
@@ -447,6 +479,13 @@ def _relative_paths(ck: dict, run: Path) -> dict:
     if "mi" in out:
         out["mi"] = {lp: run_relative(p, run) for lp, p in out["mi"].items()}
     return out
+
+
+def _target_prefix(cfg: PipelineConfig, target) -> str:
+    """'' for the first target (names as before extra targets existed), else 'm-a-t-'."""
+    if tuple(target) == tuple(cfg.target):
+        return ""
+    return "-".join(str(x) for x in target).replace(" ", "_").lower() + "-"
 
 
 def condition_manifest(dataset, train: set[str], target, path: Path) -> Path:
@@ -520,29 +559,46 @@ def target_stratum_mi(mi_doc: dict, target: tuple[str, str, str]) -> dict | None
 
 
 def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFrame:
-    """Tidy rows (condition, target, seed, metric, value) for `matprobe significance`.
+    """Tidy rows (condition, target, seed, item, metric, value) for `matprobe significance`.
 
-    Metrics: accuracy on the held-out target triplet, each MI chain term of the main
-    (layer, pool), and I(Z; answer | target stratum) in nats (when the chain includes the label).
+    Metrics: accuracy on the held-out target triplet when its items are choices among
+    texts; when they are segmentation items, per item (``item`` = sample id) the pixel
+    ``intersection`` and ``union`` of the chosen mask with the truth, plus the run's
+    ``cIoU`` = Σ I / Σ U (significance checks it against the items and derives it from
+    them); each MI chain term of the main (layer, pool), and I(Z; answer | target stratum)
+    in nats (when the chain includes the label). Run-level rows have an empty item.
     """
     from matprobe.store import EmbeddingStore
 
     rows = []
     for ck in checkpoints:
+        target = tuple(ck.get("target") or cfg.target)
         with EmbeddingStore.open(ck["store"]) as st:
             frame = st.samples()
-            correct = st.answers()["correct"]
-        sel = (frame["modality"] == cfg.target[0]) & (frame["anatomy"] == cfg.target[1]) & (
-            frame["task"] == cfg.target[2]) & (correct >= 0)
-        base = {"condition": CONDITION_NAMES[ck["condition"]], "target": cfg.target_name, "seed": ck["seed"]}
-        rows.append({**base, "metric": "accuracy", "value": float(correct[sel].mean()) if sel.any() else np.nan})
+            ans = st.answers()
+        correct = ans["correct"]
+        union = ans.get("union", np.full(len(frame), -1))
+        sel = ((frame["modality"] == target[0]) & (frame["anatomy"] == target[1])
+               & (frame["task"] == target[2])).to_numpy() & (correct >= 0)
+        base = {"condition": CONDITION_NAMES[ck["condition"]], "target": ",".join(target), "seed": ck["seed"],
+                "item": ""}
+        seg = sel & (union >= 0)
+        if seg.any():
+            for sid, i_, u_ in zip(frame["id"][seg], ans["intersection"][seg], union[seg]):
+                rows.append({**base, "item": sid, "metric": "intersection", "value": int(i_)})
+                rows.append({**base, "item": sid, "metric": "union", "value": int(u_)})
+            rows.append({**base, "metric": "cIoU",
+                         "value": float(ans["intersection"][seg].sum() / union[seg].sum())})
+        else:
+            rows.append({**base, "metric": "accuracy",
+                         "value": float(correct[sel].mean()) if sel.any() else np.nan})
         doc = json.loads(Path(ck["main_mi"]).read_text())
         for term in doc["terms"]:
             rows.append({**base, "metric": f"{term['term']} nats", "value": float(term["estimate"])})
-        entry = target_stratum_mi(doc, cfg.target)
+        entry = target_stratum_mi(doc, target)
         if entry is not None:
             rows.append({**base, "metric": "I(Z;Y|target) nats", "value": float(entry["estimate"])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["condition", "target", "seed", "item", "metric", "value"])
 
 
 def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame | None:

@@ -175,12 +175,25 @@ def _canonical(value: Any) -> Any:
     return value if isinstance(value, (int, float, bool)) else str(value)
 
 
+# columns naming files whose content (not path) belongs to the record: the image and the masks
+# of segmentation items (a mask changed in place changes the item's intersection and union)
+_FILE_COLUMNS = ("image", "mask")
+
+
+def _file_field_digest(column: str, value: Any) -> Any:
+    if column in _FILE_COLUMNS:
+        return _image_digest(value)
+    if column == "option_masks" and isinstance(value, (list, tuple, np.ndarray)):
+        return [_image_digest(v) for v in value]
+    return _canonical(value)
+
+
 def record_digests(frame) -> np.ndarray:
     """One digest (bytes) per row of a samples table (`MATDataset.frame()` or a DataFrame)."""
     cols = sorted(c for c in frame.columns)
     out = np.empty(len(frame), dtype=f"S{DIGEST_BYTES}")
     for i, row in enumerate(frame[cols].itertuples(index=False, name=None)):
-        rec = {c: (_image_digest(v) if c == "image" else _canonical(v)) for c, v in zip(cols, row)}
+        rec = {c: _file_field_digest(c, v) for c, v in zip(cols, row)}
         out[i] = _blake(json.dumps(rec, sort_keys=True, default=str).encode()).digest()
     return out
 
@@ -193,7 +206,7 @@ def row_digests(features: Mapping[tuple[str, str], np.ndarray], answers: Mapping
     out = np.empty(n, dtype=f"S{DIGEST_BYTES}")
     arrays = [np.ascontiguousarray(np.asarray(features[k], dtype=np.float32)[order]) for k in keys]
     ans = []
-    for name in ("pred", "correct", "probs"):
+    for name in ("pred", "correct", "probs", "intersection", "union"):
         if answers is not None and answers.get(name) is not None:
             ans.append(np.ascontiguousarray(np.asarray(answers[name])[order]).astype("<f8"))
     for i in range(n):

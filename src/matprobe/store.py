@@ -7,6 +7,8 @@ One file holds everything a study needs (layout in docs/ARCHITECTURE.md):
 - ``/features/<layer>/<pool>``: float32 [N, D], chunked by rows and gzip-compressed,
   so reading chosen rows touches only their chunks;
 - ``/answers``: the model's predicted option, its correctness and option probabilities;
+  for segmentation items also the pixel ``intersection`` and ``union`` of the chosen
+  option's mask with the ground truth (-1 on other rows), from which cIoU = Σ I / Σ U;
 - ``/done``: which rows are complete, for resume;
 - attributes: ``provenance`` (JSON), ``fingerprint`` and ``format_version``.
 
@@ -55,6 +57,8 @@ _VOLATILE_PROVENANCE = frozenset({"created", "created_by"})
 _CODED_COLUMNS = ("modality", "anatomy", "task", "label", "subset", "split")
 _TEXT_COLUMNS = ("image", "question", "mask")
 _STR = h5py.string_dtype("utf-8")
+# Per-row pixel counts of segmentation items (int64, -1 = not a segmentation item / not scored).
+_SEGMENTATION_ANSWERS = ("intersection", "union")
 _TARGET_CHUNK_BYTES = 256 * 1024
 
 FeatureKey = tuple[str, str]
@@ -198,6 +202,8 @@ class EmbeddingStore:
                 if n_options:
                     # written with data so its storage exists now and appends only overwrite bytes
                     ans.create_dataset("probs", data=np.full((n, int(n_options)), np.nan, dtype="f4"))
+                for name in _SEGMENTATION_ANSWERS:
+                    ans.create_dataset(name, data=np.full(n, -1, dtype=np.int64))
                 h5.create_dataset("done", data=np.zeros(n, dtype=bool))
                 h5.attrs["finalized"] = False
 
@@ -214,6 +220,10 @@ class EmbeddingStore:
             opts = [json.dumps(list(o) if o is not None else []) for o in frame["options"]]
             g.create_dataset("options", data=np.asarray(opts, dtype=object), dtype=_STR)
             g.create_dataset("n_options", data=np.asarray([len(json.loads(o)) for o in opts]))
+        if "option_masks" in frame and frame["option_masks"].notna().any():
+            # JSON list of mask paths per segmentation item ("" on other rows)
+            om = ["" if not isinstance(v, (list, tuple)) else json.dumps(list(v)) for v in frame["option_masks"]]
+            g.create_dataset("option_masks", data=np.asarray(om, dtype=object), dtype=_STR)
         if "answer_index" in frame:
             ai = pd.to_numeric(frame["answer_index"], errors="coerce").fillna(-1).astype(np.int64)
             g.create_dataset("answer_index", data=ai.to_numpy())
@@ -221,7 +231,7 @@ class EmbeddingStore:
             si = pd.to_numeric(frame["slice_index"], errors="coerce").fillna(-1).astype(np.int64)
             g.create_dataset("slice_index", data=si.to_numpy())
         coded: dict[str, tuple[np.ndarray, tuple]] = {}
-        skip = {"id", "options", "answer_index", "slice_index", *_TEXT_COLUMNS}
+        skip = {"id", "options", "answer_index", "slice_index", "option_masks", *_TEXT_COLUMNS}
         for col in frame.columns:
             if col in skip:
                 continue
@@ -412,6 +422,8 @@ class EmbeddingStore:
                 out[col] = g[col].asstr()[...]
         if "options" in g:
             out["options"] = [json.loads(o) for o in g["options"].asstr()[...]]
+        if "option_masks" in g:
+            out["option_masks"] = [json.loads(o) if o else None for o in g["option_masks"].asstr()[...]]
         for col in ("answer_index", "n_options", "slice_index"):
             if col in g:
                 out[col] = g[col][...]
@@ -459,9 +471,37 @@ class EmbeddingStore:
     def answers(self) -> dict[str, np.ndarray]:
         g = self._h5["answers"]
         out = {"pred": g["pred"][...], "correct": g["correct"][...]}
-        if "probs" in g:
-            out["probs"] = g["probs"][...]
+        for name in ("probs", *_SEGMENTATION_ANSWERS):
+            if name in g:
+                out[name] = g[name][...]
         return out
+
+    def scores_by_triplet(self) -> pd.DataFrame:
+        """Per (modality, anatomy, task): n, answered, accuracy, and for segmentation items
+        n_segmentation, Σ intersection, Σ union and cIoU = Σ I / Σ U (pixels)."""
+        frame = self.samples()
+        ans = self.answers()
+        frame["_correct"] = ans["correct"]
+        has_iu = "intersection" in ans and "union" in ans
+        frame["_i"] = ans["intersection"] if has_iu else -1
+        frame["_u"] = ans["union"] if has_iu else -1
+        rows = []
+        keys = [c for c in ("modality", "anatomy", "task") if c in frame]
+        if not keys:
+            return pd.DataFrame()
+        for key, sub in frame.groupby(keys, sort=True, dropna=False):
+            known = sub["_correct"] >= 0
+            seg = sub["_u"] >= 0
+            si, su = int(sub.loc[seg, "_i"].sum()), int(sub.loc[seg, "_u"].sum())
+            rows.append({
+                **dict(zip(keys, key if isinstance(key, tuple) else (key,))),
+                "n": len(sub), "answered": int(known.sum()),
+                "accuracy": float(sub.loc[known, "_correct"].mean()) if known.any() else None,
+                "n_segmentation": int(seg.sum()),
+                "intersection": si if seg.any() else None, "union": su if seg.any() else None,
+                "cIoU": (si / su if su > 0 else None) if seg.any() else None,
+            })
+        return pd.DataFrame(rows)
 
     def info(self) -> dict[str, Any]:
         """Summary for `matprobe store info`."""
@@ -480,6 +520,11 @@ class EmbeddingStore:
             "finalized": self.finalized,
             "answers_stored": int(known.sum()),
             "accuracy": float(ans["correct"][known].mean()) if known.any() else None,
+            "by_triplet": [
+                {k: (None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v)
+                 for k, v in r.items()}
+                for r in self.scores_by_triplet().to_dict("records")
+            ],
             "virtual": any(
                 self._h5[feature_path(lay, p)].is_virtual for lay, p in self.feature_keys()
             ),
@@ -544,7 +589,7 @@ class EmbeddingStore:
             ds[rows] = arr[order]
         if answers is not None:
             g = self._h5["answers"]
-            for name in ("pred", "correct", "probs"):
+            for name in ("pred", "correct", "probs", *_SEGMENTATION_ANSWERS):
                 if name in answers and answers[name] is not None:
                     if name not in g:
                         raise StoreError(f"{self.path}: store was created without answer {name!r}")

@@ -92,4 +92,18 @@ def store_info_tables(info: dict) -> list[Table]:
     prov = Table([Column("key", "key"), Column("value", "value")], title="provenance")
     for k, v in sorted(info["provenance"].items()):
         prov.add_row(key=k, value=str(v))
-    return [feats, labels, prov]
+    tables = [feats]
+    if info["answers_stored"] and info.get("by_triplet"):
+        scores = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
+                        Column("n", "n", "count", "answered items"),
+                        Column("accuracy", "accuracy", "fraction", "share of answered items chosen right", fmt=".3f"),
+                        Column("n_seg", "seg. items", "count", "items whose options are masks"),
+                        Column("ciou", "cIoU", "fraction", "Σ intersection / Σ union over segmentation items",
+                               fmt=".3f")],
+                       title="answers per (M, A, T): accuracy; cIoU = Σ I / Σ U over segmentation items")
+        for r in info["by_triplet"]:
+            scores.add_row(modality=str(r.get("modality")), anatomy=str(r.get("anatomy")), task=str(r.get("task")),
+                           n=r["answered"], accuracy=r["accuracy"], n_seg=r["n_segmentation"] or None,
+                           ciou=r["cIoU"])
+        tables.append(scores)
+    return tables + [labels, prov]

@@ -76,6 +76,13 @@ def read_dicom(path: Path, frame: int | None = None) -> Image.Image:
 
 
 def read_nifti(path: Path, slice_index: int | None = None) -> Image.Image:
+    return _array_to_rgb(nifti_slice(path, slice_index).astype(np.float64))
+
+
+def nifti_slice(path: Path, slice_index: int | None = None) -> np.ndarray:
+    """The 2-D slice shown for a NIfTI file: axial `slice_index` (default the middle one),
+    first volume of a 4-D series, transposed and flipped upright. Masks use the same rule,
+    so a mask slice lines up with its image slice."""
     import nibabel as nib
 
     img = nib.load(str(path))
@@ -89,7 +96,7 @@ def read_nifti(path: Path, slice_index: int | None = None) -> Image.Image:
             raise ValueError(f"slice {index} out of range (the volume has {depth} axial slices)")
         data = data[:, :, index]
     # NIfTI stores (x, y): transpose and flip so the image is displayed upright.
-    return _array_to_rgb(np.flipud(np.asarray(data, dtype=np.float64).T))
+    return np.flipud(np.asarray(data).T)
 
 
 def load_image_path(path: str | os.PathLike, slice_index: int | None = None) -> Image.Image:

@@ -62,6 +62,8 @@ class ValidationReport:
     n_records: int
     triplet_counts: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    # what was applied rather than refused (mask thresholds, resampling): data/masks.py
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -105,17 +107,26 @@ def validate_dataset(
                 continue
             seen[sample.id] = i
             samples.append(sample)
+    notes: list[str] = []
     if check_images:
+        from matprobe.data.masks import load_item_masks
+
         for s in samples:
             if len(problems) >= max_problems:
                 break
             try:
-                load_image(s)
+                image = load_image(s)
             except DataError as exc:
                 problems.append(f"{path}: {exc}")
+                continue
+            if s.is_segmentation:
+                try:
+                    notes.extend(f"{path}: {n}" for n in load_item_masks(s, image.size[::-1]).notes)
+                except DataError as exc:
+                    problems.append(f"{path}: {exc}")
     frame = pd.DataFrame([s.triplet for s in samples], columns=list(FACTORS))
     counts = (
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
         if len(frame) else pd.DataFrame(columns=[*FACTORS, "n"])
     )
-    return ValidationReport(str(path), fmt, len(records), counts, problems[:max_problems])
+    return ValidationReport(str(path), fmt, len(records), counts, problems[:max_problems], notes)

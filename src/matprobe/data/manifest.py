@@ -2,7 +2,13 @@
 CrossMed-style and custom data (Parquet and `datasets` folders: `matprobe.data.arrow`).
 
 Columns: ``id, image, question, options, answer, modality, anatomy, task`` and optional
-``label, subset, split, mask, slice``. ``options`` is a list (JSONL) or a JSON list or
+``label, subset, split, mask, slice, option_masks``.
+
+Segmentation items (CrossMed §III, four candidate masks): ``option_masks`` lists one mask
+file per option (PNG/JPEG, ``.npy`` or NIfTI, same slice rule as the image; a JSON list or
+``|``-separated in CSV); ``options`` may then be left out (it becomes ``mask A`` ...
+``mask D``); ``answer`` indexes the correct candidate; ``mask`` is the ground-truth mask
+when it differs from that candidate. Masks are checked by `matprobe.data.masks`. ``options`` is a list (JSONL) or a JSON list or
 ``|``-separated string (CSV); ``answer`` is the option's index, its letter (A, B, ...)
 or its text. Relative image paths resolve against the manifest's folder.
 
@@ -33,7 +39,8 @@ from matprobe.errors import DataError
 from matprobe.io import atomic_path
 
 REQUIRED = ("id", "question", "options", "answer", "modality", "anatomy", "task")
-OPTIONAL = ("image", "label", "subset", "split", "mask", "slice")
+OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks")
+MASK_OPTION_TEXT = "mask {letter}"
 HEADER_KEY = "matprobe_manifest"
 
 
@@ -131,8 +138,35 @@ def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
             f"{'/'.join(OPTION_LETTERS[: len(options)])} nor one of the options"
         )
     if not 0 <= idx < len(options):
-        raise DataError(f"{where}: answer index {idx} out of range for {len(options)} options")
+        raise DataError(
+            f"{where}: answer index {idx} out of range for {len(options)} options; give 0.."
+            f"{len(options) - 1} or a letter {OPTION_LETTERS[0]}..{OPTION_LETTERS[len(options) - 1]}"
+        )
     return idx
+
+
+def _parse_option_masks(raw: Any, where: str) -> tuple[str, ...] | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: option_masks {text[:60]!r} is not a JSON list") from None
+        else:
+            raw = [o.strip() for o in text.split("|")]
+    if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(m, str) and m.strip() for m in raw):
+        raise DataError(f"{where}: option_masks must be a list of at least two mask file paths, "
+                        f"one per option")
+    return tuple(m.strip() for m in raw)
+
+
+def _absolute(path: str | None, path_root: Path) -> str | None:
+    if path is None or Path(path).is_absolute():
+        return path
+    return str(path_root / path)
 
 
 def _opt(rec: Mapping[str, Any], key: str) -> str | None:
@@ -152,13 +186,23 @@ def parse_manifest_records(
     samples = []
     for i, rec in enumerate(records):
         where = _where(path, i, rec)
-        missing = [k for k in REQUIRED if rec.get(k) in (None, "")]
+        option_masks = _parse_option_masks(rec.get("option_masks"), where)
+        required = [k for k in REQUIRED if not (k == "options" and option_masks)]
+        missing = [k for k in required if rec.get(k) in (None, "")]
         if missing:
             raise DataError(
                 f"{where}: missing field(s) {', '.join(missing)}; a MAT manifest needs "
-                f"{', '.join(REQUIRED)}"
+                f"{', '.join(required)}"
             )
-        options = _parse_options(rec["options"], where)
+        if option_masks and rec.get("options") in (None, ""):
+            options = tuple(MASK_OPTION_TEXT.format(letter=OPTION_LETTERS[k]) for k in range(len(option_masks)))
+        else:
+            options = _parse_options(rec["options"], where)
+        if option_masks and len(option_masks) != len(options):
+            raise DataError(
+                f"{where}: {len(options)} options but {len(option_masks)} option_masks; give one "
+                f"mask per option (or leave options out)"
+            )
         answer = _parse_answer(rec["answer"], options, where)
         labels = {}
         for factor in FACTORS:
@@ -174,10 +218,12 @@ def parse_manifest_records(
             slice_index = None if slice_raw in (None, "") else int(slice_raw)
         except (TypeError, ValueError):
             raise DataError(f"{where}: slice {slice_raw!r} is not an integer") from None
-        image = _opt(rec, "image")
-        if image is not None and not Path(image).is_absolute():
-            # absolute, so samples stay valid wherever the dataset is written again
-            image = str((Path(image_root) if image_root is not None else path.parent).resolve() / image)
+        # absolute, so samples stay valid wherever the dataset is written again
+        path_root = (Path(image_root) if image_root is not None else path.parent).resolve()
+        image = _absolute(_opt(rec, "image"), path_root)
+        mask = _absolute(_opt(rec, "mask"), path_root)
+        if option_masks:
+            option_masks = tuple(_absolute(m, path_root) for m in option_masks)
         samples.append(
             Sample(
                 id=str(rec["id"]).strip(),
@@ -188,8 +234,9 @@ def parse_manifest_records(
                 label=_opt(rec, "label") or options[answer],
                 subset=_opt(rec, "subset"),
                 split=_opt(rec, "split"),
-                mask=_opt(rec, "mask"),
+                mask=mask,
                 slice_index=slice_index,
+                option_masks=option_masks,
                 **labels,
             )
         )
@@ -224,15 +271,19 @@ def write_manifest(dataset: MATDataset, path: str | os.PathLike, declare_vocabul
                 vocab = {k: list(dataset.vocabularies[k].labels) for k in FACTORS}
                 fh.write(json.dumps({HEADER_KEY: 1, "vocabulary": vocab}) + "\n")
             here = path.parent.resolve()
+            def rel(p: str | None) -> str | None:
+                if p is not None and Path(p).is_absolute() and Path(p).is_relative_to(here):
+                    return str(Path(p).relative_to(here))  # the folder stays relocatable
+                return p
+
             for s in dataset:
-                image = s.image
-                if image is not None and Path(image).is_absolute() and Path(image).is_relative_to(here):
-                    image = str(Path(image).relative_to(here))  # the folder stays relocatable
+                image = rel(s.image)
                 rec = {
                     "id": s.id, "image": image, "question": s.question, "options": list(s.options),
                     "answer": s.answer_index, "modality": s.modality, "anatomy": s.anatomy,
                     "task": s.task, "label": s.label, "subset": s.subset, "split": s.split,
-                    "mask": s.mask, "slice": s.slice_index,
+                    "mask": rel(s.mask), "slice": s.slice_index,
+                    "option_masks": [rel(m) for m in s.option_masks] if s.option_masks else None,
                 }
                 fh.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
     return path

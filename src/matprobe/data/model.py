@@ -85,6 +85,13 @@ class Sample:
     split: str | None = None
     mask: str | None = None
     slice_index: int | None = None
+    # Segmentation items (CrossMed §III): one candidate mask per option; `mask` is then the
+    # ground truth when it differs from the correct candidate (data/masks.py).
+    option_masks: tuple[str, ...] | None = None
+
+    @property
+    def is_segmentation(self) -> bool:
+        return bool(self.option_masks)
 
     @property
     def triplet(self) -> tuple[str, str, str]:
@@ -99,6 +106,7 @@ class Sample:
     def to_record(self) -> dict:
         rec = asdict(self)
         rec["options"] = list(self.options)
+        rec["option_masks"] = list(self.option_masks) if self.option_masks else None
         return rec
 
 

@@ -83,10 +83,9 @@ def split_table(triplets: Sequence[Triplet], target: Triplet) -> pd.DataFrame:
 
 
 def _with_split(sample: Sample, split: str) -> Sample:
-    rec = sample.to_record()
-    rec["options"] = tuple(rec["options"])
-    rec["split"] = split
-    return Sample(**rec)
+    from dataclasses import replace
+
+    return replace(sample, split=split)
 
 
 def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig | str) -> MATDataset:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from matprobe.data.images import load_image
 from matprobe.data.model import Sample
 from matprobe.errors import ExtractError
 from matprobe.io import atomic_dir
@@ -48,15 +47,17 @@ def finetune(
     lr: float = 2e-3,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    rendering: str = "multi-image",
 ) -> FinetuneResult:
     """Fine-tune every parameter of `base_ckpt` on `samples` with AdamW; save to `out_dir`.
 
-    Images are loaded once; each step draws a batch without replacement within an epoch
+    Images (for segmentation items: their `rendering`, extract/prompts.py) are made once; each step draws a batch without replacement within an epoch
     (seeded), so a run is reproducible on CPU.
     """
     import torch
 
     from matprobe.extract.checkpoints import load_model
+    from matprobe.extract.prompts import render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids
 
     if not samples:
@@ -70,7 +71,7 @@ def finetune(
     loaded = load_model(base_ckpt, dtype="fp32", device="cpu")
     model, processor = loaded.model, loaded.processor
     letter_ids = option_letter_token_ids(processor.tokenizer, k)
-    images = [load_image(s) for s in samples]
+    rendered = [render_sample(s, rendering) for s in samples]
     answers = torch.tensor([s.answer_index for s in samples])
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -82,7 +83,8 @@ def finetune(
             order.extend(rng.permutation(len(samples)).tolist())
         idx, order = order[:batch_size], order[batch_size:]
         batch = build_batch(processor, [samples[i].question for i in idx],
-                            [samples[i].options for i in idx], [images[i] for i in idx])
+                            [samples[i].options for i in idx], [rendered[i].images for i in idx],
+                            [rendered[i].preamble for i in idx])
         hidden = model.model(**batch.inputs, use_cache=False).last_hidden_state
         last = hidden[torch.arange(len(idx)), last_token_index(batch.inputs["attention_mask"])]
         loss = torch.nn.functional.cross_entropy(_letter_logits_train(model, last, letter_ids), answers[idx])

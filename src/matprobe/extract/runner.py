@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from matprobe.errors import DataError, ExtractError, StoreError
-from matprobe.extract.tokens import POOLS, PROMPT_TEMPLATE
+from matprobe.extract.tokens import ALL_POOLS, PROMPT_TEMPLATE
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ExtractConfig:
     image_root: str | None = None
     merge_adapter: bool = True
     attn_implementation: str = "sdpa"
+    rendering: str = "multi-image"  # segmentation items: multi-image | grid (extract/prompts.py)
 
 
 @dataclass
@@ -62,9 +63,9 @@ class ExtractResult:
 
 def parse_pools(spec) -> list[str]:
     items = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
-    bad = [p for p in items if p not in POOLS]
+    bad = [p for p in items if p not in ALL_POOLS]
     if bad or not items:
-        raise ExtractError(f"--pool: unknown pool(s) {', '.join(bad) or '(none)'}; use {', '.join(POOLS)}")
+        raise ExtractError(f"--pool: unknown pool(s) {', '.join(bad) or '(none)'}; use {', '.join(ALL_POOLS)}")
     return list(dict.fromkeys(items))
 
 
@@ -78,14 +79,42 @@ def _check_images(samples, source: str) -> None:
             f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample "
             f"{first.id!r}: {first.image or '(no image path)'}; fix the paths or pass --image-root"
         )
+    _check_masks(samples, source)
 
 
-def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options) -> dict:
+def _check_masks(samples, source: str) -> None:
+    """Every segmentation item's masks, read and checked before any output is created."""
+    from matprobe.data.images import load_image
+    from matprobe.data.masks import load_item_masks
+
+    for s in samples:
+        if s.is_segmentation:
+            try:
+                load_item_masks(s, load_image(s).size[::-1])
+            except DataError as exc:
+                raise DataError(f"{source}: {exc}") from None
+
+
+def segmentation_scores(batch, rendered, pred) -> dict:
+    """Pixel intersection and union of each segmentation item's chosen mask with its ground
+    truth (data/masks.py); -1 for other items."""
+    from matprobe.data.masks import intersection_union
+
+    inter = np.full(len(batch), -1, dtype=np.int64)
+    union = np.full(len(batch), -1, dtype=np.int64)
+    for b, r in enumerate(rendered):
+        if r.masks is not None and pred[b] >= 0:
+            inter[b], union[b] = intersection_union(r.masks.candidates[int(pred[b])], r.masks.truth)
+    return {"intersection": inter, "union": union}
+
+
+def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options,
+                     rendering: str | None = None) -> dict:
     import torch
     import transformers
 
     info = loaded.info
-    return {
+    prov = {
         "kind": "matprobe.extract",
         "arch": loaded.arch,
         "checkpoint": info["checkpoint"],
@@ -102,8 +131,10 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
         "layers": list(layers),
         "pools": list(pools),
         "pool_definitions": {
-            "last": "last real token", "image": "mean over image_token_id positions",
+            "last": "last real token",
+            "image": "mean over the first image's image_token_id positions (the question image)",
             "question": "mean over question + options text tokens", "mean": "mean over all real tokens",
+            "option_images": "mean over image_token_id positions after the first image",
         },
         "prompt_template": PROMPT_TEMPLATE,
         "image_processor": info["image_processor"],
@@ -120,6 +151,14 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
     }
+    if rendering is not None:  # only stores with segmentation items carry it (older stores resume)
+        from matprobe.extract.prompts import PREAMBLES, RENDERING_DEFINITIONS
+
+        prov["segmentation_rendering"] = {"name": rendering, "definition": RENDERING_DEFINITIONS[rendering],
+                                          "preamble": PREAMBLES[rendering]}
+        prov["segmentation_scores"] = ("intersection / union in pixels of the chosen option's mask "
+                                       "with the ground truth, at the image's size; cIoU = sum I / sum U")
+    return prov
 
 
 def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, overwrite: bool):
@@ -160,16 +199,18 @@ def extract(
     """Run (or resume) an extraction; returns counts and timing for this rank."""
     import torch
 
-    from matprobe.data import load_dataset, load_image
+    from matprobe.data import load_dataset
     from matprobe.extract.checkpoints import load_model, resolve_adapter
     from matprobe.extract.distributed import init_ranks, shard_path
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
+    from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
     from matprobe.provenance import check_resume_inputs, weights_fingerprint
 
     if config.batch_size < 1:
         raise ExtractError(f"--batch-size {config.batch_size}: must be at least 1")
     pools = parse_pools(config.pools)
+    check_rendering(config.rendering)
     out = Path(config.out)
     dataset = load_dataset(config.data, image_root=config.image_root)
     if len(dataset) == 0:
@@ -219,7 +260,18 @@ def extract(
     tokenizer = loaded.processor.tokenizer
     letter_ids = (option_letter_token_ids(tokenizer, n_options, loaded.architecture.letter_spellings)
                   if answers else None)
-    provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options)
+    has_segmentation = any(s.is_segmentation for s in dataset)
+    if "option_images" in pools and (config.rendering != "multi-image"
+                                     or not all(s.is_segmentation for s in dataset)):
+        n_plain = sum(not s.is_segmentation for s in dataset)
+        raise ExtractError(
+            f"--pool option_images needs a multi-image prompt for every item; {config.data} has "
+            f"{n_plain} item(s) without option masks" + ("" if config.rendering == "multi-image" else
+                                                         f" and --rendering is {config.rendering}")
+            + "; drop option_images from --pool"
+        )
+    provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options,
+                                  config.rendering if has_segmentation else None)
     provenance["weights_fingerprint"] = weights
     hidden = loaded.model.config.get_text_config().hidden_size
     feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
@@ -241,9 +293,10 @@ def extract(
             for start in range(0, len(todo), config.batch_size):
                 rows = todo[start:start + config.batch_size]
                 batch = [samples[int(r)] for r in rows]
-                images = [load_image(s) for s in batch]
+                rendered = [render_sample(s, config.rendering) for s in batch]
                 prompt = build_batch(loaded.processor, [s.question for s in batch],
-                                     [s.options for s in batch], images)
+                                     [s.options for s in batch], [r.images for r in rendered],
+                                     [r.preamble for r in rendered])
                 inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prompt.inputs.items()}
                 attention = inputs["attention_mask"]
                 weights = pool_weights(inputs["input_ids"], attention, prompt.question_mask.to(device),
@@ -257,6 +310,8 @@ def extract(
                         answer_block = _score_answers(
                             letter_logits(loaded.model, pooler.last_final, letter_ids), batch
                         )
+                        if has_segmentation:
+                            answer_block.update(segmentation_scores(batch, rendered, answer_block["pred"]))
                 except (RuntimeError, MemoryError) as exc:
                     if _is_oom(exc) or isinstance(exc, MemoryError):
                         raise ExtractError(

@@ -4,7 +4,11 @@ Pools (rows of a [B, P, T] weight matrix, applied inside the layer hooks):
 
 - ``last``: the last real (non-padding) token, i.e. the position whose next-token
   distribution answers the question.
-- ``image``: mean over image placeholder tokens (``input_ids == config.image_token_id``).
+- ``image``: mean over the first image's placeholder tokens (``input_ids ==
+  config.image_token_id``, first contiguous run): the question image. With one image per
+  prompt that is every image token.
+- ``option_images``: mean over the image tokens after the first image (the option overlays
+  of a ``multi-image`` segmentation prompt, extract/prompts.py); empty for one-image prompts.
 - ``question``: mean over the sample's own text (question and options); template tokens,
   BOS, image tokens and the fixed answer instruction are excluded, because template/BOS
   positions carry very large activations that dominate a plain mean (docs/design.md §2).
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 from matprobe.errors import DataError, ExtractError
 
 POOLS = ("last", "image", "question", "mean")
+# Pools that exist only for some prompts (multi-image); accepted by --pool, not in POOLS.
+ALL_POOLS = (*POOLS, "option_images")
 OPTION_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 # Med-MAT's "Question-choice" style (papers/med-mat.txt, Fig. of a record): the question,
@@ -33,8 +39,15 @@ PROMPT_TEMPLATE = {
 }
 
 
-def render_user_text(question: str, options) -> tuple[str, tuple[int, int]]:
-    """The user text for one sample and the character span of its question + options block."""
+def render_user_text(question: str, options, preamble: str | None = None) -> tuple[str, tuple[int, int]]:
+    """The user text for one sample and the character span of its question + options block.
+
+    A `preamble` (which image is which, for multi-image prompts) goes on its own line first
+    and is outside the span."""
+    if preamble:
+        text, (qs, qe) = render_user_text(question, options)
+        lead = preamble.strip() + "\n"
+        return lead + text, (qs + len(lead), qe + len(lead))
     question = question.strip()
     options = tuple(options or ())
     if not options:
@@ -60,10 +73,15 @@ class PromptBatch:
     prompts: list[str]
 
 
-def build_prompt(processor, question: str, options) -> tuple[str, tuple[int, int]]:
-    """Chat-templated prompt and the character span of the question block inside it."""
-    text, (qs, qe) = render_user_text(question, options)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+def build_prompt(processor, question: str, options, n_images: int = 1,
+                 preamble: str | None = None) -> tuple[str, tuple[int, int]]:
+    """Chat-templated prompt and the character span of the question block inside it.
+
+    The `n_images` images come first, then the text (the order LLaVA-1.5-HF's own template
+    imposes), so every image placeholder precedes the question span."""
+    text, (qs, qe) = render_user_text(question, options, preamble)
+    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
+    messages = [{"role": "user", "content": content}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     at = prompt.rfind(text)
     if at < 0:
@@ -74,8 +92,11 @@ def build_prompt(processor, question: str, options) -> tuple[str, tuple[int, int
     return prompt, (at + qs, at + qe)
 
 
-def build_batch(processor, questions, options_list, images) -> PromptBatch:
+def build_batch(processor, questions, options_list, images, preambles=None) -> PromptBatch:
     """Tokenise a batch (left padding) and mark each row's question tokens.
+
+    `images[b]` is one image or a list of images (a multi-image prompt, extract/prompts.py);
+    `preambles[b]` an optional first text line.
 
     Image placeholders are expanded by the processor before the text, so a character
     position counted from the end of the prompt is unchanged by the expansion; the
@@ -83,15 +104,19 @@ def build_batch(processor, questions, options_list, images) -> PromptBatch:
     """
     import torch
 
+    from matprobe.extract.prompts import processor_images
+
+    per_prompt = [list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
+    preambles = list(preambles) if preambles is not None else [None] * len(per_prompt)
     prompts, spans = [], []
-    for q, opts in zip(questions, options_list):
-        prompt, span = build_prompt(processor, q, opts)
+    for q, opts, ims, pre in zip(questions, options_list, per_prompt, preambles):
+        prompt, span = build_prompt(processor, q, opts, len(ims), pre)
         prompts.append(prompt)
         spans.append(span)
     # One list of images per prompt: processors that batch by sample (Gemma 3) need the
     # nesting, the others flatten it.
     out = processor(
-        text=prompts, images=[[image] for image in images], padding=True, return_tensors="pt",
+        text=prompts, images=processor_images(per_prompt), padding=True, return_tensors="pt",
         return_offsets_mapping=True,
     )
     offsets = out.pop("offset_mapping")
@@ -114,6 +139,20 @@ def last_token_index(attention_mask):
     return T - 1 - attention_mask.long().flip(1).argmax(1)
 
 
+def image_runs(input_ids, image_token_id: int):
+    """Per token, the index of the image it belongs to (0 = first image of the row), -1 elsewhere.
+
+    An image's placeholders are one contiguous run; runs of different images are separated
+    by template tokens in every supported chat template."""
+    import torch
+
+    is_image = input_ids == image_token_id
+    starts = is_image.clone()
+    starts[:, 1:] &= ~is_image[:, :-1]
+    index = torch.cumsum(starts.long(), dim=1) - 1
+    return torch.where(is_image, index, torch.full_like(index, -1))
+
+
 def pool_weights(input_ids, attention_mask, question_mask, image_token_id: int, pools):
     """Row-normalised weights [B, P, T] (float32) so that pooled = weights @ hidden."""
     import torch
@@ -126,13 +165,15 @@ def pool_weights(input_ids, attention_mask, question_mask, image_token_id: int, 
             mask = torch.zeros(B, T, dtype=torch.bool, device=attention.device)
             mask[torch.arange(B), last_token_index(attention)] = True
         elif pool == "image":
-            mask = (input_ids == image_token_id) & attention
+            mask = (image_runs(input_ids, image_token_id) == 0) & attention
+        elif pool == "option_images":
+            mask = (image_runs(input_ids, image_token_id) > 0) & attention
         elif pool == "question":
             mask = question_mask.bool() & attention
         elif pool == "mean":
             mask = attention
         else:
-            raise ExtractError(f"unknown pool {pool!r}; use one of {', '.join(POOLS)}")
+            raise ExtractError(f"unknown pool {pool!r}; use one of {', '.join(ALL_POOLS)}")
         counts = mask.sum(1)
         if bool((counts == 0).any()):
             row = int((counts == 0).nonzero()[0, 0])

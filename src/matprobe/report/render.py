@@ -202,7 +202,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
                         "checkpoint's Z carries it and this term cannot separate the conditions."
                         if at_cap else ""))
     y_key = "I(Z;Y|target) nats"
-    y = data.results[data.results["metric"] == y_key].groupby("condition")["value"].mean()
+    first = data.results["target"] == ",".join(data.summary["target"])
+    y = data.results[(data.results["metric"] == y_key) & first].groupby("condition")["value"].mean()
     if {"Related", "Unrelated"} <= set(y.index):
         s = sig.get(("Related vs. Unrelated", y_key))
         test = (f"; Δ = {s['mean_diff']:.3f} nats, 95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}") if s else ""
@@ -234,6 +235,7 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
                     f"sign-flip test gives p = {s['perm_p']:.3g}; with {s['n_pairs']} pairs it cannot go "
                     f"below {floor:.3g}, so any verdict here rests on the t-test's normality assumption.")
         lines.append(head + body)
+    lines.extend(_ciou_lines(data, sig))
     return lines
 
 
@@ -302,9 +304,29 @@ def glossary(data: RunData) -> dict[str, str]:
         "BH p": "t-test p adjusted by Benjamini–Hochberg (false discovery rate) over the table's rows",
         "layer/pool": "the layer (0-based decoder block output) and the token pooling the MI was measured at",
     }
+    from matprobe.stats.formatting import table_ix_column
+
     for metric in data.results["metric"].unique():  # Table IX columns are the metrics
         g[str(metric)] = f"paired t-test p-value (unadjusted) for the metric `{metric}`"
+        g[table_ix_column(metric)] = g[str(metric)]
     return g
+
+
+def _ciou_lines(data: RunData, sig: dict) -> list[str]:
+    """cIoU (Σ I / Σ U per run) on segmentation targets, Related vs Unrelated."""
+    runs = data.results[data.results["metric"] == "cIoU"]
+    if runs.empty:
+        return []
+    out = []
+    for target, sub in runs.groupby("target"):
+        by = sub.groupby("condition")["value"].agg(["mean", "count"])
+        parts = ", ".join(f"{c} {r['mean']:.3f} ({int(r['count'])} seeds)" for c, r in by.iterrows())
+        s = sig.get(("Related vs. Unrelated", "cIoU"))
+        test = (f"; paired by seed Δ = {s['mean_diff']:.3f}, 95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = "
+                f"{s['t']:.2f}, p = {s['p']:.3g}") if s and np.isfinite(s["t"]) else ""
+        out.append(f"**Segmentation target ({target.replace(',', ' / ')}):** cIoU = Σ intersection / Σ union "
+                   f"over its items (each a choice among four candidate masks): {parts}{test}.")
+    return out
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -532,7 +554,14 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         doc.para("Not computed: the run needs Related and another condition with at least two seeds each.")
 
     doc.heading("Per-run results")
-    doc.table(data.results, "The tidy per-run results (results.csv) the comparisons were computed from.")
+    if "item" in data.results and data.results["item"].notna().any():
+        n_items = int(data.results["item"].notna().sum())
+        doc.para(f"Run-level rows; the {n_items} item-level rows (intersection / union per segmentation item) "
+                 "are in results.csv.")
+        doc.table(data.results[data.results["item"].isna()].drop(columns=["item"]),
+                  "The tidy per-run results (results.csv) the comparisons were computed from.")
+    else:
+        doc.table(data.results, "The tidy per-run results (results.csv) the comparisons were computed from.")
 
     doc.heading("Provenance")
     env = data.summary.get("environment")

@@ -40,9 +40,20 @@ def _num(x, digits: int = 3) -> str:
         f"{x:.{digits}f}"
 
 
+# CrossMed's Table IX heads its columns by task: classification items are scored by accuracy,
+# segmentation items (a choice among four candidate masks) by cIoU
+TABLE_IX_COLUMNS = {"accuracy": "Classification (accuracy)", "cIoU": "Segmentation (cIoU)"}
+
+
+def table_ix_column(metric: str) -> str:
+    """The Table IX column head of a metric (the metric's own name when CrossMed has none)."""
+    return TABLE_IX_COLUMNS.get(str(metric), str(metric))
+
+
 def table_ix(results: pd.DataFrame, value: str = "p") -> pd.DataFrame:
-    """Table IX layout: rows comparisons (input order), columns metrics, cells ``value``
-    (default the paired t-test p) formatted as the paper does."""
+    """Table IX layout: rows comparisons (input order), columns metrics (headed as CrossMed
+    does: Classification (accuracy), Segmentation (cIoU)), cells ``value`` (default the paired
+    t-test p) formatted as the paper does."""
     if results.empty:
         raise StatsError("no results to tabulate")
     comps = list(dict.fromkeys(results.comparison))
@@ -54,7 +65,7 @@ def table_ix(results: pd.DataFrame, value: str = "p") -> pd.DataFrame:
             v = cells.get((c, m), math.nan)
             table.loc[c, m] = format_p(v) if value.startswith("p") or value.endswith("_p") \
                 else _num(v)
-    return table
+    return table.rename(columns=table_ix_column)
 
 
 def detail_table(results: pd.DataFrame) -> pd.DataFrame:

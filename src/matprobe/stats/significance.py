@@ -167,6 +167,28 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
         raise StatsError(f"{source}: duplicate rows for the same ({', '.join(keys)}) at "
                          f"{_lines(frame, dup)}; each measurement must appear once")
     check_proportion_units(frame, source)  # percent in one condition, fractions in another
+    return _drop_rederivable_ratios(frame, source)
+
+
+def _drop_rederivable_ratios(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A run-level ratio (e.g. the pipeline's per-run cIoU) beside its item-level parts is
+    checked against Σ num / Σ den of that run and dropped: the parts are what the tests and
+    the item bootstrap resample (a ratio of sums, not a mean of ratios)."""
+    if "item" not in frame:
+        return frame
+    for name, (num, den) in DEFAULT_RATIO_METRICS.items():
+        measured = frame[(frame.metric == name) & (frame["item"] == "")]
+        parts = frame[frame.metric.isin([num, den]) & (frame["item"] != "")]
+        if measured.empty or parts.empty:
+            continue
+        sums = parts.groupby(["condition", "target", "seed", "metric"])["value"].sum().unstack("metric")
+        for _, r in measured.iterrows():
+            key = (r.condition, r.target, r.seed)
+            if key not in sums.index or not np.isclose(r.value, sums.loc[key, num] / sums.loc[key, den],
+                                                       rtol=1e-9, atol=1e-12):
+                raise StatsError(f"{source}: '{name}' at {r._row} is not the sum of '{num}' over the "
+                                 f"sum of '{den}' of its items; fix or drop the run-level row")
+        frame = frame.drop(measured.index)
     return frame
 
 

@@ -13,7 +13,9 @@ Reading (what is compared with what):
 - K: Fano needs Ŷ and Y in one alphabet of K symbols. Mapping the model's answers that
   fall outside the K_s labels present in the stratum onto them cannot add errors, so
   K_s = max(2, |support of Y in s|) is valid and tighter than the number of options.
-  (φ is then evaluated at min(ε, 1 - 1/K_s), where it is largest.)
+  (φ is then evaluated at min(ε, 1 - 1/K_s), where it is largest.) A stratum of
+  segmentation items (options are candidate masks, CrossMed §III) is the K-way choice it
+  is: K_s = its number of candidate masks (4 in CrossMed), the alphabet the model answers in.
 - Error floor: Fano gives ε_s >= φ⁻¹(H(Y|s) - Î) (fano.fano_min_error). "yes" if the
   observed ε̂ respects it; "within CI" if only the Clopper-Pearson upper limit does
   against the floor at Î's ci_high; "NO" otherwise.
@@ -243,6 +245,8 @@ def run_check(
             estimated = {"command": target_term_command(store_path, mi, target), "strata": []}
 
     n_total = len(frame)
+    is_segmentation = (frame["option_masks"].notna().to_numpy() if "option_masks" in frame
+                       else np.zeros(n_total, dtype=bool))
     rows = []
     weights, h_s, eps_s, k_s = [], [], [], []
     for key, idx in frame.groupby(list(MAT), sort=True).indices.items():
@@ -253,6 +257,9 @@ def run_check(
         lo, hi = pac.clopper_pearson(errors, n, level)
         eps_up = pac.test_set_bound(errors, n, delta)
         k = max(2, len(np.unique(ys)))
+        segmentation = bool(is_segmentation[idx].all())
+        if segmentation:  # the choice among the candidate masks
+            k = max(2, int(frame["n_options"].to_numpy()[idx].max()))
         h = entropy(ys)
         bound_point = h - _fano_phi(eps, k)
         bound_finite = h - _fano_phi(eps_up, k)
@@ -265,6 +272,7 @@ def run_check(
             "error_ci": [lo, hi],
             "error_upper": eps_up,
             "classes": k,
+            "item_kind": "segmentation" if segmentation else "choice",
             "h_y": h,
             "fano_mi_lower": bound_point,
             "fano_mi_lower_finite": bound_finite,
