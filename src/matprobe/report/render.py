@@ -178,7 +178,6 @@ def findings(data: RunData) -> dict:
 
 
 def summary_lines(data: RunData, f: dict) -> list[str]:
-    target = " / ".join(data.summary["target"])
     m = f["most_encoded"]
     lines = [
         f"**Which MAT factor is most encoded?** {m['term']}, {m['mean_estimate_nats']:.3f} nats on average "
@@ -191,7 +190,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
     if t_term and {"Related", "Unrelated"} <= set(tbc[t_term]):
         r, u = tbc[t_term]["Related"], tbc[t_term]["Unrelated"]
         s = sig.get(("Related vs. Unrelated", f"{t_term} nats"))
-        test = (f" (paired over seeds: Δ = {s['mean_diff']:.3f} nats, 95% CI {_ci(*s['ci'])}, "
+        test = (f" (paired over {int(s['n_pairs'])} (target, seed) pairs: Δ = {s['mean_diff']:.3f} nats, "
+                f"95% CI {_ci(*s['ci'])}, "
                 f"t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g})") if s else ""
         main = data.terms[data.terms["main"] & (data.terms["term"] == t_term)]
         cap = float(main["h_upper"].max())
@@ -202,13 +202,18 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
                         "checkpoint's Z carries it and this term cannot separate the conditions."
                         if at_cap else ""))
     y_key = "I(Z;Y|target) nats"
-    first = data.results["target"] == ",".join(data.summary["target"])
-    y = data.results[(data.results["metric"] == y_key) & first].groupby("condition")["value"].mean()
+    # the means are over the same rows as the paired test: every held-out target's checkpoints
+    y_rows = data.results[data.results["metric"] == y_key]
+    y = y_rows.groupby("condition")["value"].mean()
     if {"Related", "Unrelated"} <= set(y.index):
         s = sig.get(("Related vs. Unrelated", y_key))
-        test = (f"; Δ = {s['mean_diff']:.3f} nats, 95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}") if s else ""
-        lines.append(f"Information about the answer inside the held-out target ({target}), "
-                     f"I(Z;Y | target): Related {y['Related']:.3f} vs Unrelated {y['Unrelated']:.3f} nats{test}.")
+        test = (f"; Δ = {s['mean_diff']:.3f} nats, 95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}, paired over "
+                f"{int(s['n_pairs'])} (target, seed) pairs") if s else ""
+        names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
+        targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
+        lines.append(f"Information about the answer inside the held-out target{plural} "
+                     f"({targets}), I(Z;Y | target), mean over their checkpoints: Related {y['Related']:.3f} vs "
+                     f"Unrelated {y['Unrelated']:.3f} nats{test}.")
     fa = f["fano"]
     resp = fa["error_respects_floor"]
     meets = fa["mi_meets_bound"]
