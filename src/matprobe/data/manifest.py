@@ -105,16 +105,21 @@ def _where(path: Path, index: int, rec: Mapping[str, Any]) -> str:
     return f"{path}: record {index + 1}" + (f" (id {rid!r})" if rid not in (None, "") else "")
 
 
+def _list_field(raw: Any, where: str, name: str) -> Any:
+    """A list-valued field as CSV cells carry it too: a JSON list string or `a|b|c`."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if not text.startswith("["):
+        return [o.strip() for o in text.split("|")]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise DataError(f"{where}: {name} {text[:60]!r} is not a JSON list") from None
+
+
 def _parse_options(raw: Any, where: str) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError:
-                raise DataError(f"{where}: options {text[:60]!r} is not a JSON list") from None
-        else:
-            raw = [o.strip() for o in text.split("|")]
+    raw = _list_field(raw, where, "options")
     if not isinstance(raw, list) or len(raw) < 2 or not all(
             isinstance(o, (str, int, float)) and not isinstance(o, bool) and str(o).strip() for o in raw):
         raise DataError(f"{where}: options must be a list of at least two non-empty strings")
@@ -148,15 +153,7 @@ def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
 def _parse_option_masks(raw: Any, where: str) -> tuple[str, ...] | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError:
-                raise DataError(f"{where}: option_masks {text[:60]!r} is not a JSON list") from None
-        else:
-            raw = [o.strip() for o in text.split("|")]
+    raw = _list_field(raw, where, "option_masks")
     if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(m, str) and m.strip() for m in raw):
         raise DataError(f"{where}: option_masks must be a list of at least two mask file paths, "
                         f"one per option")
