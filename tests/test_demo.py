@@ -140,7 +140,7 @@ def test_demo_segmentation_ciou_reproduced_from_its_masks(demo_run):
     assert len(seg_cks) == 4  # 2 conditions x 2 seeds (--quick)
     n_seg_rows = 0
     for ck in seg_cks:
-        with EmbeddingStore.open(ck["store"]) as st:
+        with EmbeddingStore.open(demo_run / ck["store"]) as st:
             frame = st.samples()
             ans = st.answers()
         seg = frame["option_masks"].notna().to_numpy()
@@ -169,8 +169,9 @@ def test_demo_table9_has_both_columns_with_numbers(demo_run):
         row = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == metric)]
         assert len(row) == 1 and np.isfinite(row["mean_diff"].iloc[0]) and row["n_pairs"].iloc[0] == 2
     md = (demo_run / "report.md").read_text()
-    table = md.split("## Significance (CrossMed Table IX layout)")[1].split("\n\n")[1]
-    header, _, first = table.replace("\\|", "¦").splitlines()[:3]
+    section = md.split("\n## Significance", 1)[1]  # its first table is Table IX (captioned)
+    assert "CrossMed's Table IX layout" in section.split("\n|", 1)[0]
+    header, _, first = [ln for ln in section.replace("\\|", "¦").splitlines() if ln.startswith("|")][:3]
     cols = [c.strip() for c in header.strip("|").split("|")]
     cells = [c.strip() for c in first.strip("|").split("|")]
     # (the header's unescaped pipes inside I(Z;A|M) split those names; accuracy comes first

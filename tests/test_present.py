@@ -123,7 +123,7 @@ def test_significance_markdown_header_with_pipes_parses(tmp_path):
         width = len(parsed[0])
         assert all(len(r) == width for r in parsed)
     header = md_rows(tables[0])[0]
-    assert header == ["Comparison", "accuracy", "I(Z;A|M) nats"]
+    assert header == ["Comparison", "Classification (accuracy)", "I(Z;A|M) nats"]
 
 
 def test_from_frame_keeps_column_order_and_index():

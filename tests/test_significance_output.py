@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from matprobe.cli import app
 from matprobe.errors import StatsError
-from matprobe.stats.formatting import format_p, table_ix, write_output
+from matprobe.stats.formatting import format_p, table_ix, table_ix_column, write_output
 from matprobe.stats.significance import compare_conditions
 
 
@@ -39,7 +39,7 @@ def test_table_ix_layout():
                                  "Without Anatomy vs. Related", "Without Task vs. Related"]
     assert list(table.columns) == ["Classification (accuracy)", "Segmentation (cIoU)"]
     for _, row in res.iterrows():
-        assert table.loc[row.comparison, row.metric] == format_p(row.p)
+        assert table.loc[row.comparison, table_ix_column(row.metric)] == format_p(row.p)
 
 
 def test_outputs_by_suffix(tmp_path):

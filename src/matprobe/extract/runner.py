@@ -300,7 +300,7 @@ def extract(
                 inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prompt.inputs.items()}
                 attention = inputs["attention_mask"]
                 weights = pool_weights(inputs["input_ids"], attention, prompt.question_mask.to(device),
-                                       loaded.image_token_id, pools)
+                                       loaded.image_token_id, pools, prompt.n_images)
                 last = last_token_index(attention)
                 try:
                     pooled = pooler.run(inputs, weights, last)

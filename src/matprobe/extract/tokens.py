@@ -71,6 +71,7 @@ class PromptBatch:
     inputs: dict  # tensors for model.model(**inputs)
     question_mask: object  # bool tensor [B, T]
     prompts: list[str]
+    n_images: list[int] | None = None  # images per prompt (None: one each)
 
 
 def build_prompt(processor, question: str, options, n_images: int = 1,
@@ -130,7 +131,8 @@ def build_batch(processor, questions, options_list, images, preambles=None) -> P
         starts, stops = offsets[b, :, 0], offsets[b, :, 1]
         # A token belongs to the span if its characters overlap it (BPE may merge "\n").
         question_mask[b] = attention[b] & (stops > lo) & (starts < hi) & (stops > starts)
-    return PromptBatch(inputs=dict(out), question_mask=question_mask, prompts=prompts)
+    return PromptBatch(inputs=dict(out), question_mask=question_mask, prompts=prompts,
+                       n_images=[len(ims) for ims in per_prompt])
 
 
 def last_token_index(attention_mask):
@@ -153,21 +155,38 @@ def image_runs(input_ids, image_token_id: int):
     return torch.where(is_image, index, torch.full_like(index, -1))
 
 
-def pool_weights(input_ids, attention_mask, question_mask, image_token_id: int, pools):
-    """Row-normalised weights [B, P, T] (float32) so that pooled = weights @ hidden."""
+def pool_weights(input_ids, attention_mask, question_mask, image_token_id: int, pools, n_images=None):
+    """Row-normalised weights [B, P, T] (float32) so that pooled = weights @ hidden.
+
+    n_images: images per row (default one each). A one-image row's `image` pool is every image
+    token: some processors (Idefics3's tiling) split one image into several placeholder runs."""
     import torch
 
     attention = attention_mask.bool()
     B, T = attention.shape
+    is_image = input_ids == image_token_id
+    runs = image_runs(input_ids, image_token_id)
+    multi = torch.zeros(B, dtype=torch.bool, device=attention.device)
+    if n_images is not None:
+        multi = torch.as_tensor([k > 1 for k in n_images], device=attention.device)
+        for b in torch.nonzero(multi).flatten().tolist():
+            found = int(runs[b].max()) + 1
+            if found != n_images[b]:
+                raise ExtractError(
+                    f"batch row {b}: {n_images[b]} images but {found} runs of image tokens (this processor "
+                    "splits an image into tiles), so the per-image pools of a multi-image prompt are not "
+                    "defined; use --rendering grid")
+    first_image = torch.where(multi[:, None], runs == 0, is_image)
+    later_images = multi[:, None] & (runs > 0)
     rows = []
     for pool in pools:
         if pool == "last":
             mask = torch.zeros(B, T, dtype=torch.bool, device=attention.device)
             mask[torch.arange(B), last_token_index(attention)] = True
         elif pool == "image":
-            mask = (image_runs(input_ids, image_token_id) == 0) & attention
+            mask = first_image & attention
         elif pool == "option_images":
-            mask = (image_runs(input_ids, image_token_id) > 0) & attention
+            mask = later_images & attention
         elif pool == "question":
             mask = question_mask.bool() & attention
         elif pool == "mean":

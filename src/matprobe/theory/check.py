@@ -286,6 +286,8 @@ def run_check(
         entry = stratum_mi.get(_given_key(given))
         if entry is not None and entry.get("estimate") is not None:
             v = _mi_value(entry, mi_unit)
+            if v["ci_level"] is None:  # per-stratum entries of an MI file share its level
+                v["ci_level"] = (mi or {}).get("ci_level") or ((mi or {}).get("settings") or {}).get("level")
             row["mi"], row["mi_source"] = v, "stratum"
             est = v["estimate"]
             ci_hi = v["ci_high"] if v["ci_high"] is not None else est
