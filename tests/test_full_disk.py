@@ -128,23 +128,33 @@ def test_finalize_under_a_file_size_limit_keeps_the_finished_store(tiny_ckpts, m
     assert after[1] is True and after[0] == before[0]
     for k in before[3]:
         np.testing.assert_array_equal(after[3][k], before[3][k])
+    # --overwrite of the finished store under the limit: the new one fails, the old one stays
+    finished_bytes = out.read_bytes()
+    res = _run_limited(args + ["--overwrite"], limit=size // 4)
+    _assert_one_error_line(res, out)
+    assert [p.name for p in work.iterdir()] == ["z.h5"]
+    assert out.read_bytes() == finished_bytes
+    _same_content(_store_content(out), after)
 
 
 # ---------------------------------------------------------------------- sweep and mi
 
-def test_sweep_under_a_file_size_limit_writes_nothing_and_keeps_the_store(tmp_path):
+@pytest.mark.parametrize("pointwise", [True, False])
+def test_sweep_under_a_file_size_limit_writes_nothing_and_keeps_the_store(tmp_path, pointwise):
     store = _small_store(tmp_path / "s.h5")
     before = _store_content(store)
     store_bytes = store.read_bytes()
     out = tmp_path / "sweep.csv"
     args = ["sweep", str(store), "--out", str(out), "--factors", "M,A", "--seeds", "1", "--folds", "2",
-            "--pca", "0"]
+            "--pca", "0", "--pointwise" if pointwise else "--no-pointwise"]
     res = _run_limited(args, limit=600)
     line = [x for x in res.stderr.splitlines() if x.startswith("error:")]
-    # the first file past the limit is the cell's per-sample terms (written before the table row)
-    pointwise = out.parent / f"{out.name}.pointwise"
-    named = out if f"error: {out}:" in "".join(line) else pointwise / line[0].split(f"{pointwise}/")[1].split(":")[0]
-    _assert_one_error_line(res, named)
+    if pointwise:  # the first file past the limit is the cell's per-sample terms (written before its row)
+        folder = out.parent / f"{out.name}.pointwise"
+        assert line and f"error: {folder}/" in line[0], res.stderr[-3000:]
+        _assert_one_error_line(res, folder / line[0].split(f"{folder}/")[1].split(":")[0])
+    else:
+        _assert_one_error_line(res, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"], _stray(tmp_path)
     assert store.read_bytes() == store_bytes
     _same_content(_store_content(store), before)
