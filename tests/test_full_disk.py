@@ -128,13 +128,23 @@ def test_finalize_under_a_file_size_limit_keeps_the_finished_store(tiny_ckpts, m
     assert after[1] is True and after[0] == before[0]
     for k in before[3]:
         np.testing.assert_array_equal(after[3][k], before[3][k])
-    # --overwrite of the finished store under the limit: the new one fails, the old one stays
-    finished_bytes = out.read_bytes()
-    res = _run_limited(args + ["--overwrite"], limit=size // 4)
+
+
+def test_extract_overwrite_under_a_file_size_limit_keeps_the_old_store(tiny_ckpts, make_tiny_manifest, tmp_path):
+    manifest = make_tiny_manifest(tmp_path / "data", n=6)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "z.h5"
+    args = _extract_args(tiny_ckpts["llava"], manifest, out)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    before, finished_bytes = _store_content(out), out.read_bytes()
+    # the new store is written under a temporary name and fails there; the finished one stays
+    res = _run_limited(args + ["--overwrite"], limit=out.stat().st_size // 4)
     _assert_one_error_line(res, out)
     assert [p.name for p in work.iterdir()] == ["z.h5"]
     assert out.read_bytes() == finished_bytes
-    _same_content(_store_content(out), after)
+    _same_content(_store_content(out), before)
 
 
 # ---------------------------------------------------------------------- sweep and mi
