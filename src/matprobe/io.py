@@ -21,7 +21,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     and a failure (or kill) leaves no half-written `target`.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -43,6 +43,23 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if not target.exists():  # failed: folders made only for it go too (a sweep's pointwise/)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty: something else was written there
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; the folders it created, deepest first."""
+    created = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 @contextlib.contextmanager
@@ -62,6 +79,92 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _FailSoftFile:
+    """A binary file for h5py's file-object driver that keeps its first OS error to itself.
+
+    HDF5 (2.0 with h5py 3.16, measured here) crashes with SIGSEGV when it closes a file after a
+    failed write (a full disk or `ulimit -f` during `extract`), after printing a traceback for
+    every object it could not flush. So HDF5 never sees the failure: the first one is kept,
+    later writes are dropped, HDF5 finishes and closes normally, and `atomic_h5` raises the kept
+    error. The file is a temporary one that is then deleted, so the dropped bytes are never read.
+    """
+
+    def __init__(self, path: Path):
+        self._f = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by atomic_h5)
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):  # a write near the limit can be short before it fails
+                    done += self._f.write(view[done:])
+            except OSError as exc:
+                self.error = exc
+        return len(view)
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        n = self._f.readinto(view) or 0
+        view[n:] = bytes(len(view) - n)  # past a dropped write: zeros, as in a sparse file
+        return len(view)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._f.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self._f.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return size if size is not None else self._f.tell()
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def close(self) -> None:
+        self._f.close()
+
+
+@contextlib.contextmanager
+def atomic_h5(target: str | os.PathLike, suffix: str = ".h5") -> Iterator:
+    """A new HDF5 file (h5py.File, mode "w") that replaces `target` only if the block succeeds.
+
+    Like `atomic_path`, plus: a write that fails (disk full, file-size limit) is raised as an
+    OSError naming `target` once HDF5 has closed the file, never inside HDF5 (see _FailSoftFile).
+    """
+    import h5py
+
+    target = Path(target)
+    with atomic_path(target, suffix=suffix) as tmp:
+        fobj = _FailSoftFile(tmp)
+        try:
+            with h5py.File(fobj, "w") as h5:
+                yield h5
+                if fobj.error is None:
+                    h5.flush()  # metadata written now, while a failure can still be kept
+        except BaseException as exc:
+            fobj.close()
+            if fobj.error is not None:  # the block failed because a write did: say that
+                raise _named(fobj.error, target) from exc
+            raise
+        fobj.close()
+        if fobj.error is not None:
+            raise _named(fobj.error, target)
+
+
+def _named(exc: OSError, target: Path) -> OSError:
+    return OSError(exc.errno, exc.strerror or str(exc), str(target))
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:

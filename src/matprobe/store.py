@@ -43,7 +43,7 @@ import pandas as pd
 from matprobe import __version__
 from matprobe.data.model import MATDataset, resolve_factor
 from matprobe.errors import ProvenanceMismatch, StoreError
-from matprobe.io import atomic_path
+from matprobe.io import atomic_h5
 from matprobe.locks import writer_lock
 
 FORMAT_VERSION = 1
@@ -186,26 +186,25 @@ class EmbeddingStore:
 
     @classmethod
     def _create_file(cls, path, frame, vocab, prov, features, n, n_options) -> None:
-        with atomic_path(path, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w") as h5:
-                coded = cls._write_samples(h5, frame, vocab)
-                _write_content(h5, frame)
-                h5.attrs["format_version"] = FORMAT_VERSION
-                h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-                h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
-                for key, dim in features.items():
-                    layer, pool = _normalise_key(key)
-                    _create_writable_features(h5, feature_path(layer, pool), n, int(dim))
-                ans = h5.create_group("answers")
-                ans.create_dataset("pred", data=np.full(n, -1, dtype=np.int64))
-                ans.create_dataset("correct", data=np.full(n, -1, dtype=np.int8))
-                if n_options:
-                    # written with data so its storage exists now and appends only overwrite bytes
-                    ans.create_dataset("probs", data=np.full((n, int(n_options)), np.nan, dtype="f4"))
-                for name in _SEGMENTATION_ANSWERS:
-                    ans.create_dataset(name, data=np.full(n, -1, dtype=np.int64))
-                h5.create_dataset("done", data=np.zeros(n, dtype=bool))
-                h5.attrs["finalized"] = False
+        with atomic_h5(path) as h5:
+            coded = cls._write_samples(h5, frame, vocab)
+            _write_content(h5, frame)
+            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+            h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
+            for key, dim in features.items():
+                layer, pool = _normalise_key(key)
+                _create_writable_features(h5, feature_path(layer, pool), n, int(dim))
+            ans = h5.create_group("answers")
+            ans.create_dataset("pred", data=np.full(n, -1, dtype=np.int64))
+            ans.create_dataset("correct", data=np.full(n, -1, dtype=np.int8))
+            if n_options:
+                # written with data so its storage exists now and appends only overwrite bytes
+                ans.create_dataset("probs", data=np.full((n, int(n_options)), np.nan, dtype="f4"))
+            for name in _SEGMENTATION_ANSWERS:
+                ans.create_dataset(name, data=np.full(n, -1, dtype=np.int64))
+            h5.create_dataset("done", data=np.zeros(n, dtype=bool))
+            h5.attrs["finalized"] = False
 
     @staticmethod
     def _write_samples(h5: h5py.File, frame: pd.DataFrame, vocab: Mapping[str, tuple]) -> dict:
@@ -628,26 +627,25 @@ class EmbeddingStore:
             lock.release()
 
     def _finalize(self, path: Path, compression_level: int) -> EmbeddingStore:
-        with atomic_path(path, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w") as out:
-                for name, value in self._h5.attrs.items():
-                    out.attrs[name] = value
-                out.attrs["finalized"] = True
-                for name in ("samples", "answers", "done", "content"):
-                    if name in self._h5:
-                        self._h5.copy(self._h5[name], out, name=name)
-                for layer, pool in self.feature_keys():
-                    src = self._dataset(layer, pool)
-                    n, dim = src.shape
-                    dst = out.create_dataset(
-                        feature_path(layer, pool), shape=(n, dim), dtype="f4",
-                        chunks=(min(n, _rows_per_chunk(dim)), dim), compression="gzip",
-                        compression_opts=compression_level, shuffle=True, fillvalue=np.nan,
-                    )
-                    step = max(dst.chunks[0], (64 << 20) // (4 * dim) // dst.chunks[0] * dst.chunks[0])
-                    for start in range(0, n, step):
-                        dst[start:start + step] = src[start:start + step]
-            self.close()
+        with atomic_h5(path) as out:
+            for name, value in self._h5.attrs.items():
+                out.attrs[name] = value
+            out.attrs["finalized"] = True
+            for name in ("samples", "answers", "done", "content"):
+                if name in self._h5:
+                    self._h5.copy(self._h5[name], out, name=name)
+            for layer, pool in self.feature_keys():
+                src = self._dataset(layer, pool)
+                n, dim = src.shape
+                dst = out.create_dataset(
+                    feature_path(layer, pool), shape=(n, dim), dtype="f4",
+                    chunks=(min(n, _rows_per_chunk(dim)), dim), compression="gzip",
+                    compression_opts=compression_level, shuffle=True, fillvalue=np.nan,
+                )
+                step = max(dst.chunks[0], (64 << 20) // (4 * dim) // dst.chunks[0] * dst.chunks[0])
+                for start in range(0, n, step):
+                    dst[start:start + step] = src[start:start + step]
+        self.close()  # after the rename: the old file stays readable until then
         return EmbeddingStore.open(path)
 
     # ------------------------------------------------------------------ merging
@@ -683,41 +681,40 @@ class EmbeddingStore:
             for col in shards[0].label_columns():
                 vocab[col] = tuple(sorted({lab for s in shards for lab in s.factor(col)[1]}))
             n = len(frame)
-            with atomic_path(out_path, suffix=".h5") as tmp:
-                with h5py.File(tmp, "w") as h5:
-                    coded = cls._write_samples(h5, frame.drop(columns=["n_options"], errors="ignore"), vocab)
-                    h5.attrs["format_version"] = FORMAT_VERSION
-                    prov = dict(base_prov)
-                    prov["merged_from"] = [os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
-                                           for p in shard_paths]
-                    h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-                    h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
-                    h5.attrs["finalized"] = True  # a merge is read-only: shards hold the data
-                    for layer, pool in keys:
-                        dim = shards[0].feature_dim(layer, pool)
-                        layout = h5py.VirtualLayout(shape=(n, dim), dtype="f4")
-                        start = 0
-                        for s, p in zip(shards, shard_paths):
-                            rel = os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
-                            src = h5py.VirtualSource(rel, feature_path(layer, pool), shape=(s.n, dim))
-                            layout[start:start + s.n] = src
-                            start += s.n
-                        h5.create_virtual_dataset(feature_path(layer, pool), layout, fillvalue=np.nan)
-                    ans = h5.create_group("answers")
-                    parts = [s.answers() for s in shards]
-                    for s, a in zip(shards, parts):
-                        if set(a) != set(parts[0]):
-                            raise StoreError(
-                                f"{s.path}: stores answers {sorted(a)}, {shards[0].path} "
-                                f"stores {sorted(parts[0])}; shards must come from one extraction"
-                            )
-                    for name in parts[0]:
-                        ans.create_dataset(name, data=np.concatenate([a[name] for a in parts]))
-                    h5.create_dataset("done", data=np.concatenate([s.done for s in shards]))
-                    if all(s.record_digests() is not None for s in shards):
-                        c = h5.create_group("content")
-                        c.create_dataset("record_digest", data=np.concatenate([s.record_digests() for s in shards]))
-                        c.create_dataset("row_digest", data=np.concatenate([s._row_digests() for s in shards]))
+            with atomic_h5(out_path) as h5:
+                coded = cls._write_samples(h5, frame.drop(columns=["n_options"], errors="ignore"), vocab)
+                h5.attrs["format_version"] = FORMAT_VERSION
+                prov = dict(base_prov)
+                prov["merged_from"] = [os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
+                                       for p in shard_paths]
+                h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+                h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
+                h5.attrs["finalized"] = True  # a merge is read-only: shards hold the data
+                for layer, pool in keys:
+                    dim = shards[0].feature_dim(layer, pool)
+                    layout = h5py.VirtualLayout(shape=(n, dim), dtype="f4")
+                    start = 0
+                    for s, p in zip(shards, shard_paths):
+                        rel = os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
+                        src = h5py.VirtualSource(rel, feature_path(layer, pool), shape=(s.n, dim))
+                        layout[start:start + s.n] = src
+                        start += s.n
+                    h5.create_virtual_dataset(feature_path(layer, pool), layout, fillvalue=np.nan)
+                ans = h5.create_group("answers")
+                parts = [s.answers() for s in shards]
+                for s, a in zip(shards, parts):
+                    if set(a) != set(parts[0]):
+                        raise StoreError(
+                            f"{s.path}: stores answers {sorted(a)}, {shards[0].path} "
+                            f"stores {sorted(parts[0])}; shards must come from one extraction"
+                        )
+                for name in parts[0]:
+                    ans.create_dataset(name, data=np.concatenate([a[name] for a in parts]))
+                h5.create_dataset("done", data=np.concatenate([s.done for s in shards]))
+                if all(s.record_digests() is not None for s in shards):
+                    c = h5.create_group("content")
+                    c.create_dataset("record_digest", data=np.concatenate([s.record_digests() for s in shards]))
+                    c.create_dataset("row_digest", data=np.concatenate([s._row_digests() for s in shards]))
         finally:
             lock.release()
             for s in shards:

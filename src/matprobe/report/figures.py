@@ -29,10 +29,15 @@ PALETTE = {"Related": "#1b9e77", "Unrelated": "#d95f02", "Zero-overlap": "#7570b
 
 def _save(fig, path: Path) -> None:
     """PNG (for the HTML page) and SVG beside it; no timestamps, so a rebuild gives the same files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
+    from matprobe.io import atomic_path
+
+    try:  # atomic: a failed write (full disk) leaves the previous figure, not half of a new one
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        with atomic_path(path.with_suffix(".svg")) as tmp:
+            fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
+    finally:
+        plt.close(fig)
 
 
 def _legend_outside(ax, **kwargs) -> None:
