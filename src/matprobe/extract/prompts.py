@@ -7,8 +7,8 @@ renderings (recorded in the store's provenance as ``segmentation_rendering``):
 - ``multi-image``: the question image, then one image per option: the question image with
   that candidate's contour drawn in red (255, 0, 0), labelled with its letter in a black box
   at the top-left corner. Prompt: K + 1 images, then the text. LLaVA-1.5-HF and Qwen2-VL
-  both take several images in one prompt; their processors take them as one list per prompt
-  (`processor_images`).
+  both take several images in one prompt; `tokens.build_batch` gives every processor one list
+  of images per prompt.
 - ``grid``: one composite: the K overlays (as above) in a 2 x 2 grid (row-major: A B / C D),
   panels separated by a white gap of `GRID_GAP` pixels; for models trained on one image per
   prompt.
@@ -154,11 +154,3 @@ def render_sample(sample, rendering: str = DEFAULT_RENDERING) -> RenderedSample:
     masks = load_item_masks(sample, image.size[::-1])
     return RenderedSample(render_images(image, masks.candidates, rendering),
                           preamble(rendering, len(masks.candidates)), masks)
-
-
-def processor_images(per_prompt: list[list[Image.Image]]):
-    """Images as the VLM processors take them: one list per prompt, in prompt order. Every
-    registered processor accepts the nested form (Gemma 3's requires it; LLaVA-1.5-HF and
-    Qwen2(.5)-VL flatten it, checked against their forward in tests/test_segmentation_extract.py),
-    so nothing here depends on the arch."""
-    return [list(p) for p in per_prompt]

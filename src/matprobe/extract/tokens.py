@@ -105,8 +105,6 @@ def build_batch(processor, questions, options_list, images, preambles=None) -> P
     """
     import torch
 
-    from matprobe.extract.prompts import processor_images
-
     per_prompt = [list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
     preambles = list(preambles) if preambles is not None else [None] * len(per_prompt)
     prompts, spans = [], []
@@ -117,7 +115,7 @@ def build_batch(processor, questions, options_list, images, preambles=None) -> P
     # One list of images per prompt: processors that batch by sample (Gemma 3) need the
     # nesting, the others flatten it.
     out = processor(
-        text=prompts, images=processor_images(per_prompt), padding=True, return_tensors="pt",
+        text=prompts, images=per_prompt, padding=True, return_tensors="pt",
         return_offsets_mapping=True,
     )
     offsets = out.pop("offset_mapping")
