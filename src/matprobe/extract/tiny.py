@@ -31,12 +31,26 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(specials, extra: dict, named: dict, bos: str | None = None, vocab_size: int = 400):
+def _demo_corpus() -> list[str]:
+    """The shared corpus plus the demo's own prompts, so the demo's questions are a few dozen
+    tokens rather than one per character (sequence length is most of a fine-tuning step's cost
+    on CPU: 112 -> 62 tokens, 0.18 -> 0.13 s per step, RESULTS.md issue 13)."""
+    from matprobe.data.demo import TASKS
+    from matprobe.extract.prompts import preamble
+
+    demo = [f"{q}\n" + "".join(f"{letter}: {o}\n" for letter, o in zip("ABCD", opts))
+            for q, opts in TASKS.values()]
+    return [*_CORPUS, *demo, preamble("grid", 4), preamble("multi-image", 4)]
+
+
+def build_tokenizer(specials, extra: dict, named: dict, bos: str | None = None, vocab_size: int = 400,
+                    demo_prompts: bool = False):
     """A byte-level BPE tokenizer (~`vocab_size` tokens) with the given special tokens.
 
     `specials` get the first ids (in order); `extra` names multimodal tokens
     (image_token, ...); `named` the usual bos/eos/pad/unk; `bos`, when given, is prepended
     to every encoding (Llama and Gemma tokenizers do this, byte-level BPE does not).
+    `demo_prompts`: also train on the demo's questions (the LLaVA the demo fine-tunes).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -48,7 +62,7 @@ def build_tokenizer(specials, extra: dict, named: dict, bos: str | None = None, 
         vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    backend.train_from_iterator(_CORPUS * 4, trainer)
+    backend.train_from_iterator((_demo_corpus() if demo_prompts else _CORPUS) * 4, trainer)
     if bos is not None:
         bos_id = backend.token_to_id(bos)
         backend.post_processor = processors.TemplateProcessing(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import digamma
-from sklearn.neighbors import KDTree
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput, FoldPlan
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
@@ -54,6 +53,8 @@ class KSGEstimator(CrossFitEstimator):
         return [{"r": r}], [{"k": self.k}]
 
     def _ross(self, x, y):
+        from sklearn.neighbors import KDTree  # here, not at import: the registry loads this module
+
         n = len(y)
         radius = np.empty(n)
         k_used = np.empty(n)

@@ -107,13 +107,17 @@ class ProbeEstimator(CrossFitEstimator):
     # 1e-5 estimates moved by <= 0.0002 nats against 1e-9 and the fits took 40% of the time
     # (n = 20k, d = 4096 chain, RESULTS.md)
     tolerance_change = 1e-5
+    # L-BFGS history: 10 pairs cost 20% less time than 20 at the same optimum (max_iter 300);
+    # max_iter 100 stopped short on nearly separable strata (a demo term at 0.17 nats that
+    # converges to 0.53), so the default is 300 (RESULTS.md, issue 12)
+    lbfgs_memory = 10
 
-    def __init__(self, *args, penalties=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 100,
+    def __init__(self, *args, penalties=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 300,
                  use_subclasses: bool = True, dims=(1.0,),
                  extrapolate: bool = True, ladder=("linear", "nonlinear"), hidden: int = 64,
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
-                 rank: int = 8, mlp_batch: int = 256, **kwargs):
+                 rank: int = 8, mlp_batch: int = 512, **kwargs):
         super().__init__(*args, **kwargs)
         self.ladder = tuple(ladder)
         self.hidden, self.ladder_z, self.ladder_min_gain = hidden, ladder_z, ladder_min_gain
@@ -130,6 +134,7 @@ class ProbeEstimator(CrossFitEstimator):
         return {**super().params(), "penalties": list(self.penalties), "max_iter": self.max_iter,
                 "use_subclasses": self.use_subclasses, "dims": list(self.dims),
                 "extrapolate": self.extrapolate, "tolerance_change": self.tolerance_change,
+                "optimizer": f"L-BFGS-B (scipy), {self.lbfgs_memory} pairs",
                 "ladder": list(self.ladder), "hidden": self.hidden, "ladder_z": self.ladder_z,
                 "ladder_min_gain": self.ladder_min_gain, "mlp_epochs": self.mlp_epochs,
                 "mlp_patience": self.mlp_patience, "mlp_lr": self.mlp_lr,
@@ -145,45 +150,70 @@ class ProbeEstimator(CrossFitEstimator):
         """Minimise sum over strata of sum_{i kept} ce_i / n_all + lam |W_s|^2 from w0 (L-BFGS).
 
         The strata's problems are independent; they are padded into one batch (rows with weight
-        0, cells with log-prior NEG) so small strata do not each pay the optimiser's per-step
-        overhead. Dividing by the row count of all strata (not a stratum's) keeps them the
-        pieces of one joint objective, whose penalty is chosen jointly. keep: bool over the
-        fold's training rows (None = all).
+        0, cells with log-prior NEG and no free weights) so small strata do not each pay the
+        optimiser's per-step overhead. Dividing by the row count of all strata (not a stratum's)
+        keeps them the pieces of one joint objective, whose penalty is chosen jointly. keep: bool
+        over the fold's training rows (None = all).
+
+        Solved by scipy's L-BFGS-B (compiled) with the softmax gradient written out, in float64:
+        on these small problems torch's Python L-BFGS and autograd overhead was 3/4 of the MI
+        step's time (docs/estimators.md, "Fitting cost").
         """
+        from scipy.optimize import minimize
+
         dev = mask.device
+        cols = mask[:, 0].detach().cpu().numpy() > 0  # kept features and the intercept (last)
         rows = [np.arange(len(st.rows_tr)) if keep is None else np.flatnonzero(keep[st.rows_tr])
                 for st in strata]
         m = max(1, max(len(r) for r in rows))
         k_max = max(st.k for st in strata)
-        n_s, p1 = len(strata), mask.shape[0]
-        x1 = torch.zeros(n_s, m, p1, device=dev)
-        target = torch.zeros(n_s, m, dtype=torch.long, device=dev)
-        weight = torch.zeros(n_s, m, device=dev)
-        off = torch.full((n_s, 1, k_max), NEG, device=dev)
-        w_init = torch.zeros(n_s, p1, k_max, device=dev)
+        n_s, p = len(strata), int(cols.sum())
+        x = np.zeros((n_s, m, p))
+        target = np.zeros((n_s, m), dtype=np.int64)
+        weight = np.zeros((n_s, m))
+        off = np.full((n_s, 1, k_max), NEG)
+        free = np.zeros((n_s, 1, k_max))  # 1 on a stratum's own cells: padded cells stay at 0
+        w_init = np.zeros((n_s, p, k_max))
         for i, (st, r) in enumerate(zip(strata, rows)):
-            idx = torch.as_tensor(r, device=dev)
-            x1[i, : len(r)] = st.x_tr[idx]
-            target[i, : len(r)] = st.target[idx]
+            x[i, : len(r)] = st.x_tr.detach().cpu().numpy()[r][:, cols]
+            target[i, : len(r)] = st.target.cpu().numpy()[r]
             weight[i, : len(r)] = 1.0
-            off[i, 0, : st.k] = st.off
-            w_init[i, :, : st.k] = w0[i]
-        w = w_init.requires_grad_(True)
-        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=self.max_iter, history_size=20,
-                                tolerance_grad=self.tolerance_grad, tolerance_change=self.tolerance_change,
-                                line_search_fn="strong_wolfe")
+            off[i, 0, : st.k] = st.off.cpu().numpy()
+            free[i, 0, : st.k] = 1.0
+            w_init[i, :, : st.k] = np.asarray(w0[i].detach().cpu().numpy(), dtype=np.float64)[cols]
+        penalised = free * np.r_[np.ones(p - 1), 0.0][None, :, None]  # the intercept is not penalised
+        xt = x.transpose(0, 2, 1)
+        onehot = np.zeros((n_s, m, k_max))
+        np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
+        onehot *= weight[..., None]
+        scale = 1.0 / max(n_all, 1)
 
-        def closure():
-            opt.zero_grad()
-            logits = torch.bmm(x1, w * mask) + off
-            ce = torch.logsumexp(logits, -1) - logits.gather(-1, target[..., None])[..., 0]
-            loss = (ce * weight).sum() / n_all + lam * (w[:, :-1] ** 2).sum()
-            loss.backward()
-            return loss
+        def loss_and_grad(theta):
+            w = theta.reshape(n_s, p, k_max)
+            logits = x @ w + off
+            top = logits.max(-1, keepdims=True)
+            e = np.exp(logits - top)
+            z = e.sum(-1, keepdims=True)
+            lse = top[..., 0] + np.log(z[..., 0])
+            ce = lse - np.take_along_axis(logits, target[..., None], -1)[..., 0]
+            loss = float((ce * weight).sum()) * scale + lam * float((w * w * penalised).sum())
+            resid = e / z * weight[..., None] - onehot
+            grad = (xt @ resid) * scale + 2.0 * lam * w * penalised
+            return loss, (grad * free).ravel()
 
-        opt.step(closure)
-        w = (w * mask).detach()
-        return [w[i, :, : st.k] for i, st in enumerate(strata)]
+        # one BLAS thread: these matrices are small, and threaded BLAS inside the pipeline's
+        # worker processes oversubscribed the cores (the quick demo's MI step took 14x longer)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            res = minimize(loss_and_grad, w_init.ravel(), jac=True, method="L-BFGS-B",
+                           options={"maxiter": self.max_iter, "maxcor": self.lbfgs_memory, "gtol": self.tolerance_grad,
+                                    "ftol": self.tolerance_change})
+        w = res.x.reshape(n_s, p, k_max)
+        out = []
+        for i, st in enumerate(strata):
+            full = np.zeros((len(cols), st.k), dtype=np.float32)
+            full[cols] = w[i, :, : st.k]
+            out.append(torch.as_tensor(full, device=dev))
+        return out
 
     @staticmethod
     def _log_q(st: _Stratum, w, x1, y_mask):
@@ -299,6 +329,46 @@ class ProbeEstimator(CrossFitEstimator):
         return outs
 
 
+class _Adam:
+    """Adam (Kingma & Ba 2015) with torch.optim.Adam's defaults and update order. Written out
+    because constructing a torch optimiser imports torch._dynamo (2.5 s in every fresh process:
+    each `matprobe mi` call and each pipeline worker)."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps, self.t = list(params), lr, betas, eps, 0
+        self.m = [torch.zeros_like(q) for q in self.params]
+        self.v = [torch.zeros_like(q) for q in self.params]
+
+    def zero_grad(self):
+        for q in self.params:
+            q.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        step_size = self.lr / (1 - b1 ** self.t)
+        root_c2 = (1 - b2 ** self.t) ** 0.5
+        for q, m, v in zip(self.params, self.m, self.v):
+            if q.grad is None:
+                continue
+            m.lerp_(q.grad, 1 - b1)
+            v.mul_(b2).addcmul_(q.grad, q.grad, value=1 - b2)
+            q.addcdiv_(m, (v.sqrt() / root_c2).add_(self.eps), value=-step_size)
+
+
+_BLAS = []
+
+
+def _blas_controller():
+    """One threadpoolctl controller per process (building one reads the loaded libraries: 6 ms)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0]
+
+
 def _split_by_cell(cell_rows, n, rng, take):
     """Bool mask over n rows: in each cell, `take(cell size)` rows drawn by rng (cells in order)."""
     out = np.zeros(n, dtype=bool)
@@ -391,7 +461,7 @@ class _MLPLadder:
     def _fit(self, p, rows, val_rows, seed):
         """Adam on `rows` (indices into the fold's training rows), early-stopped on `val_rows`."""
         est = self.est
-        opt = torch.optim.Adam([p["w"], p["r"], p["u"], p["v"]], lr=est.mlp_lr)
+        opt = _Adam([p["w"], p["r"], p["u"], p["v"]], lr=est.mlp_lr)
         rng = np.random.default_rng([seed, 5])
         xv, sv, yv = self.x_tr[val_rows], self.s_tr[val_rows], self.y_tr[val_rows]
         best = -float(self._log_q(p, xv, sv, yv).mean())

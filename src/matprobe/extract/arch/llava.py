@@ -53,6 +53,7 @@ def llava_tokenizer():
     return build_tokenizer(
         ["<unk>", "<s>", "</s>", "<pad>", "<image>"], {"image_token": "<image>"},
         dict(unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"), bos="<s>",
+        vocab_size=600, demo_prompts=True,  # whole words of the demo's prompts: shorter sequences
     )
 
 
