@@ -224,11 +224,28 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="peft")
 
 
-def _finetune_job(args: tuple) -> dict:
-    """One (condition, seed) fine-tune in a worker process (one torch thread each)."""
+def _one_torch_thread() -> None:
+    """Worker-process initializer: the processes are the parallelism, so one torch thread each."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, unit: str,
+                    progress_bars: bool):
+    """Yield (name, fn(job)) in order, the jobs run in up to `workers` processes (one torch thread
+    each) behind one progress bar; fine-tuning, extraction and MI all run this way."""
+    from matprobe.progress import track
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_one_torch_thread) as pool, \
+            track(label, len(jobs), enabled=progress_bars, unit=unit) as bar:
+        for name, res in zip(names, pool.map(fn, jobs)):
+            bar.advance(description=name)
+            yield name, res
+
+
+def _finetune_job(args: tuple) -> dict:
+    """One (condition, seed) fine-tune in a worker process."""
     quiet_libraries()
     from matprobe.data import load_manifest
     from matprobe.extract.finetune import finetune
@@ -241,12 +258,9 @@ def _finetune_job(args: tuple) -> dict:
 
 
 def _extract_job(config):
-    """One store's extraction in a worker process (one torch thread)."""
-    import torch
-
+    """One store's extraction in a worker process."""
     from matprobe.extract.runner import extract
 
-    torch.set_num_threads(1)
     quiet_libraries()
     return extract(config)
 
@@ -271,9 +285,6 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
 
 def _mi_job(args: tuple) -> str:
     """One (store, layer, pool) MI chain in a worker process."""
-    import torch
-
-    torch.set_num_threads(1)
     store, factors, layer, pool, out, estimator, seeds, folds, pca, level = args
     mi_step(store, factors, layer, pool, out, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
             level=level)
@@ -323,7 +334,6 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
 
     from matprobe.data import load_dataset
     from matprobe.extract.runner import ExtractConfig, extract
-    from matprobe.progress import track
     from matprobe.report.render import write_report
     from matprobe.theory.check import run_check, write_check
 
@@ -384,11 +394,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         if jobs:
             say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
                 f"{_workers(cfg)} processes)")
-            with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(jobs))) as pool, \
-                    track("fine-tuning", len(jobs), enabled=progress_bars, unit="checkpoints") as bar:
-                for name, res in zip(names, pool.map(_finetune_job, jobs)):
-                    bar.advance(description=name)
-                    say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
+            for name, res in _map_in_workers(_finetune_job, jobs, names, _workers(cfg), "fine-tuning",
+                                             "checkpoints", progress_bars):
+                say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
     timer.add("checkpoints", t0)
 
     # 3-5. extract, mi, check per checkpoint; each (target, condition) manifest marks its split
@@ -410,14 +418,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         ))
     # CPU stores are extracted in worker processes like the fine-tuning (one torch thread each);
     # a GPU run extracts one store at a time in this process
-    workers = min(_workers(cfg), len(extract_jobs)) if cfg.device == "cpu" else 1
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool, \
-                track("extract", len(extract_jobs), enabled=progress_bars, unit="stores") as bar:
-            results = []
-            for ck, res in zip(checkpoints, pool.map(_extract_job, extract_jobs)):
-                bar.advance(description=ck["name"])
-                results.append(res)
+    if cfg.device == "cpu" and min(_workers(cfg), len(extract_jobs)) > 1:
+        results = [res for _, res in _map_in_workers(_extract_job, extract_jobs, [ck["name"] for ck in checkpoints],
+                                                     _workers(cfg), "extract", "stores", progress_bars)]
     else:
         results = [extract(job, progress=progress_bars) for job in extract_jobs]
     for ck, res in zip(checkpoints, results):
@@ -436,11 +439,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     if mi_jobs:
         say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
             f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")
-        with ProcessPoolExecutor(max_workers=min(_workers(cfg), len(mi_jobs))) as pool, \
-                track("mi", len(mi_jobs), enabled=progress_bars, unit="cells") as bar:
-            for path in pool.map(_mi_job, mi_jobs):
-                bar.advance(description=Path(path).name)
-                say(f"  wrote {Path(path).name}")
+        for name, _ in _map_in_workers(_mi_job, mi_jobs, [Path(job[4]).name for job in mi_jobs], _workers(cfg),
+                                       "mi", "cells", progress_bars):
+            say(f"  wrote {name}")
     timer.add("mi", t0)
 
     t0 = time.perf_counter()

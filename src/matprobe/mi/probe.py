@@ -26,6 +26,8 @@ learning-curve correction (below), which is what varies between seeds.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -357,16 +359,12 @@ class _Adam:
             q.addcdiv_(m, (v.sqrt() / root_c2).add_(self.eps), value=-step_size)
 
 
-_BLAS = []
-
-
+@functools.cache
 def _blas_controller():
     """One threadpoolctl controller per process (building one reads the loaded libraries: 6 ms)."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController
 
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0]
+    return ThreadpoolController()
 
 
 def _split_by_cell(cell_rows, n, rng, take):
