@@ -1,26 +1,61 @@
-"""The notebook API: one call per step, typed results, the shared defaults.
+"""The notebook API: one function per CLI verb, with the CLI's defaults and a typed result.
 
     import matprobe as mp
-    res = mp.mi("related-s0.h5", factors="M,A,T")       # ChainResult
-    res.frame(); print(mp.to_markdown(res.to_table()))
-    chk = mp.check("related-s0.h5", mi=res)              # CheckResult
-    sig = mp.significance("results.csv")                  # SignificanceResult
-    mp.bounds.fano(error=0.168, classes=4)                # FanoBounds
+    report = mp.validate("manifest.jsonl")                          # ValidationReport
+    store = mp.extract(data="manifest.jsonl", ckpt="ckpt/", out="s.h5")   # ExtractResult
+    res = mp.mi("s.h5", factors="M,A,T,Y")                         # ChainResult
+    chk = mp.check("s.h5", mi=res)      # CheckResult; reuses I(Z;Y|M,A,T) from `res`
+    sig = mp.significance("results.csv")                          # SignificanceResult
+    mp.bounds.fano(error=0.168, classes=4)                         # FanoBounds
+
+Each function calls the library function its CLI command calls (`matprobe <verb>`), so the
+same inputs give the same numbers and files; parameter names and defaults are the CLI's
+(`tests/test_api.py` compares them). Display-only options (`--format`, `--bits`) have no
+counterpart: results carry `.frame()` and `.to_table()`. Functions that write a file only
+write it when `out` is given, except where writing is the verb's purpose (`extract`,
+`sweep`, `split`, `report`, `run`). `progress=True` shows a bar on a terminal or in a
+notebook (`matprobe.progress`).
 
 `matprobe/__init__.py` imports these lazily, so `import matprobe` stays fast.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from matprobe.defaults import DEFAULTS
+
+if TYPE_CHECKING:  # the result types, for signatures and help() only
+    import pandas as pd
+
+    from matprobe.data.loaders import ValidationReport
+    from matprobe.data.model import MATDataset
+    from matprobe.extract.runner import ExtractResult
+    from matprobe.mi.chain import ChainResult
+    from matprobe.mi.compare import Comparison
+    from matprobe.mi.sweep import SweepResult
+    from matprobe.stats.significance import SignificanceResult
+    from matprobe.store import EmbeddingStore
+    from matprobe.theory.check import CheckResult
+    from matprobe.theory.relate import Relation
+
+PathLike = Union[str, Path]
+
+__all__ = ["ReportFiles", "RunResult", "check", "compare", "default_feature", "demo", "extract", "mi",
+           "open_store", "relate", "report", "run", "significance", "significance_summary", "split",
+           "store_info", "sweep", "validate"]
 
 
 def _names(value) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return [str(v) for v in value]
+
+
+def _opt_str(path) -> str | None:
+    return None if path is None else str(path)
 
 
 def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
@@ -48,52 +83,594 @@ def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
     return layer, str(pool)
 
 
-def mi(store, factors="M,A,T", layer=None, pool=None, *, estimator=DEFAULTS.estimator,
-       seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
-       level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, progress: bool = False,
-       device: str = "cpu", **kwargs):
-    """The MI chain over `factors` ("M,A,T" or a list) on a store's (layer, pool); the same
-    numbers as `matprobe mi` with the same settings. `store` may also be an array Z, with
-    `factors` a dict {name: labels}. Returns a ChainResult (`.frame()`, `.to_table()`)."""
-    from matprobe.mi.chain import chain_terms, run_store
+# ------------------------------------------------------------------------------ data
 
+
+def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True) -> "ValidationReport":
+    """Count samples per (M, A, T) triplet and list every problem found (`matprobe data validate`).
+
+    Parameters
+    ----------
+    file : str or Path
+        Med-MAT JSON/JSONL or a MAT manifest (JSONL/CSV/Parquet, or a Hugging Face
+        ``save_to_disk`` folder).
+    image_root : str or Path, optional
+        Folder that replaces the ``med-mat/`` prefix (Med-MAT) or anchors relative image paths.
+    images : bool, default True
+        Open every image to check that it is readable.
+
+    Returns
+    -------
+    ValidationReport
+        ``.triplet_counts`` (DataFrame: modality, anatomy, task, n), ``.problems`` (list of
+        str; empty when the file is usable), ``.notes``, ``.format``, ``.n_records``.
+    """
+    from matprobe.data import validate_dataset
+
+    return validate_dataset(file, image_root=image_root, check_images=images)
+
+
+def split(file: PathLike, target: str, config: str = "related", out: Optional[PathLike] = None,
+          image_root: Optional[PathLike] = None) -> "MATDataset":
+    """The training split for a held-out target triplet by MAT overlap (`matprobe data split`).
+
+    Parameters
+    ----------
+    file : str or Path
+        Dataset file (Med-MAT or a MAT manifest).
+    target : str
+        Held-out triplet ``"Modality,Anatomy,Task"``, e.g. ``"CT,Lung,Classification"``.
+    config : {"related", "unrelated", "zero-overlap", "leave-one-out"}, default "related"
+        Which triplets train (CrossMed §III, §V).
+    out : str or Path, optional
+        Write the split as a JSONL manifest (``split`` = train/test) here.
+    image_root : str or Path, optional
+        Remap image paths (see `validate`).
+
+    Returns
+    -------
+    MATDataset
+        The samples with their ``split``; ``.frame()`` gives a DataFrame.
+    """
+    from matprobe.data.splits import split_file
+
+    return split_file(file, target, config, out=out, image_root=image_root)
+
+
+# ------------------------------------------------------------------------------ extraction
+
+
+def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
+            adapter: Optional[PathLike] = None, base: Optional[PathLike] = None, layers: str = "8,16,-1",
+            pool: str = "last,image,question,mean", batch_size: int = 8, dtype: str = "fp32",
+            device: str = "cpu", max_pixels: Optional[int] = None, answers: Optional[bool] = None,
+            overwrite: bool = False, image_root: Optional[PathLike] = None, merge_adapter: bool = True,
+            attn: str = "sdpa", rendering: str = "multi-image", progress: bool = True) -> "ExtractResult":
+    """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store (`matprobe extract`).
+
+    An existing store is resumed (rows already done are kept) unless ``overwrite``.
+
+    Parameters
+    ----------
+    ckpt : str or Path, optional
+        Local Hugging Face checkpoint folder, or a LoRA adapter folder (then its base is read
+        from the adapter, or given by ``base``).
+    data : str or Path
+        Med-MAT JSON/JSONL or MAT manifest.
+    out : str or Path
+        HDF5 store to write.
+    adapter, base : str or Path, optional
+        A peft LoRA adapter applied to ``ckpt``; the adapter's base checkpoint.
+    layers : str, default "8,16,-1"
+        Decoder block outputs from 0; negatives count from the end; ``final``; ``embed``.
+    pool : str, default "last,image,question,mean"
+        Pools to store (``option_images`` for multi-image prompts).
+    batch_size, dtype, device, max_pixels, answers, image_root, merge_adapter, attn, rendering
+        As the CLI options of the same names (``matprobe extract --help``).
+    overwrite : bool, default False
+        Start again instead of resuming.
+    progress : bool, default True
+        Show a progress bar (terminal or notebook).
+
+    Returns
+    -------
+    ExtractResult
+        ``.out``, ``.n_total``, ``.n_computed``, ``.n_resumed``, ``.layers``, ``.pools``,
+        ``.accuracy``, ``.samples_per_s``.
+    """
+    from matprobe.extract.runner import ExtractConfig
+    from matprobe.extract.runner import extract as run_extract
+
+    return run_extract(
+        ExtractConfig(ckpt=_opt_str(ckpt), data=str(data), out=str(out), layers=layers, pools=pool,
+                      batch_size=batch_size, dtype=dtype, device=device, adapter=_opt_str(adapter),
+                      base=_opt_str(base), max_pixels=max_pixels, answers=answers, overwrite=overwrite,
+                      image_root=_opt_str(image_root), merge_adapter=merge_adapter,
+                      attn_implementation=attn, rendering=rendering),
+        progress=progress)
+
+
+# ------------------------------------------------------------------------------ MI
+
+
+def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = None,
+       pool: str = DEFAULTS.pool, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
+       folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
+       unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
+       progress: bool = True, **kwargs) -> "ChainResult":
+    """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
+
+    Parameters
+    ----------
+    store : str, Path or ndarray
+        An HDF5 embedding store; or an array Z of shape (n, d), with ``factors`` a dict
+        ``{name: labels}``.
+    factors : str, list of str or dict, default "M,A,T"
+        Chain order: label columns (M, A, T, Y = label, or any column). Add ``Y`` (or
+        ``answer_index``) at the end to get I(Z;Y|M,A,T) per stratum here, which `check`
+        then reuses instead of estimating it again.
+    layer : str, optional
+        Layer key as stored; default: the deepest stored layer.
+    pool : str, default "last"
+        Pooling key as stored.
+    estimator : str, default "probe"
+        Comma list of registered estimators (probe, mine, nwj, infonce, smile, ksg, ...).
+    seeds, folds, pca : int
+        Seeds per estimate, cross-fitting folds, PCA dimensions fitted on training folds
+        (0 or None = none).
+    level : float, default 0.95
+        Interval level.
+    unit : {"nats", "bits"}, default "nats"
+    out : str or Path, optional
+        Write FILE.json (the results document `check` reads) or FILE.csv (the table).
+    device : str, default "cpu"
+        Torch device for neural critics.
+    progress : bool, default True
+        Show a progress bar per term (terminal or notebook).
+    **kwargs
+        Passed to `matprobe.mi.chain_terms` (e.g. ``seed``, ``min_stratum``).
+
+    Returns
+    -------
+    ChainResult
+        ``.frame()`` (term, estimator, estimate, ci_low, ci_high, ...), ``.to_table()``,
+        ``.meta`` (store, fingerprint, layer, pool).
+
+    Examples
+    --------
+    >>> import numpy as np, matprobe as mp
+    >>> rng = np.random.default_rng(0)
+    >>> m = rng.integers(0, 2, 400)
+    >>> z = m[:, None] + 0.1 * rng.standard_normal((400, 2))
+    >>> res = mp.mi(z, factors={"M": m}, seeds=1, folds=2, pca=None, progress=False)
+    >>> round(float(res.frame().query("term == 'I(Z;M)'").estimate.iloc[0]), 1)  # log 2 nats
+    0.7
+    """
+    from matprobe.mi.chain import chain_terms, check_out_path, run_store, write_results
+
+    if out is not None:
+        check_out_path(out)
     ests = _names(estimator)
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
               progress=progress, **kwargs)
     if device != "cpu":
         kw["device"] = device
     if isinstance(factors, dict):
+        if out is not None:
+            raise ValueError("out= needs a store (the results document names it); use res.frame().to_csv()")
         return chain_terms(store, factors, **kw)
     layer, pool = default_feature(store, layer, pool)
-    result, _meta = run_store(store, _names(factors), layer, pool, **kw)
+    result, meta = run_store(store, _names(factors), layer, pool, **kw)
+    if out is not None:
+        write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
+                      layer=meta["layer"], pool=meta["pool"])
     return result
 
 
-def check(store, mi=None, *, target: str | None = None, delta: float = DEFAULTS.delta,
-          level: float = DEFAULTS.level, estimate_missing: bool = True, progress: bool = False, **kwargs):
-    """Fano and PAC against the store's answers and the MI results (a path, a ChainResult from
-    `mi`, or None). Returns a CheckResult (`.frame()`, `.to_table()`, `.to_dict()`)."""
-    from matprobe.mi.chain import ChainResult, results_json
-    from matprobe.theory.check import run_check
+def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", layers: str = "all",
+          pools: str = "all", *, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
+          folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, jobs: int = 1,
+          level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, pointwise: bool = True,
+          overwrite: bool = False, device: str = "cpu", progress: bool = True) -> "SweepResult":
+    """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table (`matprobe sweep`).
 
+    Parameters
+    ----------
+    stores : list of str or Path
+        One HDF5 store per checkpoint (a single path is accepted too).
+    out : str or Path
+        Results table: FILE.csv, FILE.json or FILE.parquet (resumed if it exists).
+    factors : str, default "M,A,T"
+        Chain order.
+    layers, pools : str, default "all"
+        ``"all"`` or stored keys, e.g. ``"8,16,-1"`` (negative: from the last block), ``"last,image"``.
+    estimator, seeds, folds, pca, level, unit, device
+        As in `mi`.
+    jobs : int, default 1
+        Cells computed in parallel processes.
+    pointwise : bool, default True
+        Keep per-sample terms in ``OUT.pointwise/``.
+    overwrite : bool, default False
+        Start again instead of resuming.
+    progress : bool, default True
+        A progress bar per cell.
+
+    Returns
+    -------
+    SweepResult
+        ``.table`` (tidy DataFrame: checkpoint, layer, pool, term, estimate, ci_low, ...),
+        ``.out``, ``.n_cells``, ``.n_computed``, ``.n_resumed``.
+    """
+    from matprobe.mi.sweep import run_sweep
+
+    if isinstance(stores, (str, Path)):
+        stores = [stores]
+    return run_sweep(list(stores), out, factors=_names(factors), layers=layers, pools=pools,
+                     estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs, unit=unit,
+                     pointwise=pointwise, overwrite=overwrite, ci_level=level, progress=progress,
+                     device=device)
+
+
+def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "T|M,A", *,
+            layer: Optional[str] = None, pool: Optional[str] = None, layer_b: Optional[str] = None,
+            pool_b: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
+            folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
+            n_boot: int = DEFAULTS.n_boot, unit: str = DEFAULTS.unit, out: Optional[PathLike] = None,
+            progress: bool = True) -> "Comparison":
+    """ΔI = I_A - I_B of one term on the shared samples, with a paired bootstrap (`matprobe compare`).
+
+    Parameters
+    ----------
+    store_a, store_b : str or Path
+        The two stores (omit ``store_b`` to compare two layers or pools of ``store_a``).
+    term : str, default "T|M,A"
+        ``target|conditioning set``, or a single factor such as ``"M"``.
+    layer, pool, layer_b, pool_b : str, optional
+        Features of A (default: deepest stored layer, pool ``last``) and of B (default: A's).
+    estimator, seeds, folds, pca, level, unit
+        As in `mi`; the same folds and seeds on both sides.
+    n_boot : int, default 2000
+        Paired bootstrap resamples.
+    out : str or Path, optional
+        Write FILE.json.
+    progress : bool, default True
+
+    Returns
+    -------
+    Comparison
+        ``.side_a``, ``.side_b`` (estimate and interval of each), ``.difference`` (``delta``,
+        ``ci_low``, ``ci_high``, ``p_value``, ``n``); `matprobe.views.comparison_table` displays it.
+    """
+    from matprobe.mi.compare import compare_stores, write_comparison
+    from matprobe.progress import track
+
+    with track("compare", None, enabled=progress) as bar:
+        bar.update(description=f"{term} on both stores")
+        comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
+                              estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
+                              n_boot=n_boot, unit=unit)
+        bar.advance()
+    if out is not None:
+        write_comparison(comp, out)
+    return comp
+
+
+def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional[str] = None,
+           pool: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
+           pca: Optional[int] = DEFAULTS.pca, min_stratum: int = 30, level: float = DEFAULTS.level,
+           unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, progress: bool = True) -> "Relation":
+    """I(Z;Y|M,A,T) against the stored accuracy per stratum across checkpoints (`matprobe relate`).
+
+    Parameters
+    ----------
+    stores : list of str or Path
+        Stores with the model's answers, one per checkpoint (a single path is accepted too).
+    target : str, default "label"
+        Y: ``label``, ``answer`` or another label column.
+    layer, pool : str, optional
+        Features (default: deepest stored layer, pool ``last``).
+    estimator, seeds, pca, level, unit
+        As in `mi`.
+    min_stratum : int, default 30
+        Strata with fewer answered rows are left out of the correlation.
+    out : str or Path, optional
+        Write FILE.json (everything) or FILE.csv (the points).
+    progress : bool, default True
+
+    Returns
+    -------
+    Relation
+        ``.points`` (DataFrame per checkpoint and stratum), ``.spearman`` with ``.ci_low``,
+        ``.ci_high``, ``.p_value``, ``.notes``.
+    """
+    from matprobe.progress import track
+    from matprobe.theory.relate import relate as run_relate
+    from matprobe.theory.relate import write_relation
+
+    if isinstance(stores, (str, Path)):
+        stores = [stores]
+    with track("relate", None, enabled=progress) as bar:
+        bar.update(description=f"I(Z;{target}|M,A,T) on {len(stores)} store(s)")
+        rel = run_relate(list(stores), target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
+                         pca=pca or None, level=level, min_stratum=min_stratum, unit=unit)
+        bar.advance()
+    if out is not None:
+        write_relation(rel, out)
+    return rel
+
+
+# ------------------------------------------------------------------------------ theory
+
+
+def check(store: PathLike, mi=None, *, out: Optional[PathLike] = None, target: Optional[str] = None,
+          estimate: bool = True, delta: float = DEFAULTS.delta, level: float = DEFAULTS.level,
+          emp_risk: Optional[float] = None, n_train: Optional[int] = None, params: Optional[float] = None,
+          bits_per_param: float = 16.0, progress: bool = True, **kwargs) -> "CheckResult":
+    """Fano and PAC theory held against the stored answers and MI estimates (`matprobe check`).
+
+    Parameters
+    ----------
+    store : str or Path
+        HDF5 store with the model's answers.
+    mi : str, Path, ChainResult or dict, optional
+        MI results: a file from ``matprobe mi --out``, the `mi` result itself, or None.
+        When they hold I(Z;Y|M,A,T) per stratum (``mp.mi(..., factors="M,A,T,Y")``), that
+        estimate is used; otherwise it is estimated here on their layer and pool with their
+        settings (``estimate=False``: not estimated; the result names the `mi` command).
+    out : str or Path, optional
+        Write the check JSON here (the CLI's ``--out``, default ``check.json`` there).
+    target : {"answer", "label"}, optional
+        Y: default the MI results' target, else the answer index.
+    estimate : bool, default True
+        Estimate I(Z;Y|M,A,T) when the MI results lack it.
+    delta : float, default 0.05
+        Failure probability of the finite-sample bounds.
+    level : float, default 0.95
+        Level of the error intervals.
+    emp_risk, n_train, params, bits_per_param
+        Training risk, training samples, parameter count and bits per parameter for PAC bounds.
+    progress : bool, default True
+
+    Returns
+    -------
+    CheckResult
+        ``.frame()``, ``.to_table()``, ``.tables(unit)``, ``.to_dict()`` (the check JSON);
+        ``.estimated_here`` is None when the MI results already held the Y term.
+    """
+    from matprobe.mi.chain import ChainResult, results_json
+    from matprobe.theory.check import run_check, write_check
+
+    if "estimate_missing" in kwargs:  # the earlier API name of `estimate`
+        estimate = kwargs.pop("estimate_missing")
     if isinstance(mi, ChainResult):
         meta = mi.meta or {}
         mi = results_json(mi, store=str(meta.get("store", store)), fingerprint=meta.get("fingerprint", ""),
                           layer=str(meta.get("layer", "")), pool=str(meta.get("pool", "")))
-    return run_check(store, mi, target=target, delta=delta, level=level, estimate_missing=estimate_missing,
-                     progress=progress, **kwargs)
+    res = run_check(store, mi, target=target, delta=delta, level=level, emp_risk=emp_risk, n_train=n_train,
+                    params=params, bits_per_param=bits_per_param, estimate_missing=estimate,
+                    progress=progress, **kwargs)
+    if out is not None:
+        write_check(res, out)
+    return res
 
 
-def significance(results, spec=None, *, unit: str | None = None, level: float = DEFAULTS.level, **kwargs):
-    """Paired tests between conditions (`results`: tidy CSV path or DataFrame); comparisons and
-    unit of analysis default to what the data allow. Returns a SignificanceResult."""
+# ------------------------------------------------------------------------------ statistics
+
+
+def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
+                 metric: Optional[Union[str, Sequence[str]]] = None, items: bool = False,
+                 n_boot: int = DEFAULTS.n_boot, family: str = "all", alpha: float = 0.05,
+                 level: float = DEFAULTS.level, out: Optional[PathLike] = None,
+                 **kwargs) -> "SignificanceResult":
+    """Paired tests between conditions in CrossMed Table IX's layout (`matprobe significance`).
+
+    Parameters
+    ----------
+    results : str, Path or DataFrame
+        Tidy table: condition, target, seed, item (optional), metric, value (e.g. a run's
+        ``results.csv``).
+    spec : str, Path or list, optional
+        Comparisons, one ``"A vs B"`` per line; default: those present in the data.
+    unit : {"auto", "target", "seed", "item"}, default "auto"
+        Unit of analysis (auto: target with >= 2 targets, else seed).
+    mixed : bool, default False
+        Add a MixedLM fit (random intercept per target).
+    metric : str or list of str, optional
+        Metric(s) to test; default all.
+    items : bool, default False
+        Item-level paired bootstrap and McNemar.
+    n_boot : int, default 2000
+        Bootstrap resamples for ``items``.
+    family : {"all", "metric"}, default "all"
+        Holm/BH family.
+    alpha : float, default 0.05
+        Level for the "exact test cannot reach it" warning.
+    level : float, default 0.95
+        Level of the intervals of the differences.
+    out : str or Path, optional
+        Write FILE.csv (all numbers), FILE.md or FILE.tex.
+    **kwargs
+        Passed to `matprobe.stats.significance.significance` (e.g. ``seed``).
+
+    Returns
+    -------
+    SignificanceResult
+        ``.results`` (DataFrame), ``.to_table()``, ``.tables()``, ``.notes()``.
+    """
+    from matprobe.stats import formatting
     from matprobe.stats.significance import significance as run
 
-    return run(results, spec, unit=unit, level=level, **kwargs)
+    metrics = [metric] if isinstance(metric, str) else (list(metric) if metric is not None else None)
+    res = run(results, spec, unit=unit, mixed=mixed, metrics=metrics, item_level=items, n_resamples=n_boot,
+              family=family, alpha=alpha, level=level, **kwargs)
+    if out is not None:
+        extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
+        formatting.write_output(res.results, out, extra)
+    return res
 
 
-def open_store(path: str | Path, mode: str = "r"):
-    """An EmbeddingStore (use as a context manager)."""
+def significance_summary(summary: PathLike, out: Optional[PathLike] = None) -> "pd.DataFrame":
+    """Paired p from mean ± sd and n over the unknown correlation r (`matprobe significance-summary`).
+
+    Parameters
+    ----------
+    summary : str or Path
+        CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional).
+    out : str or Path, optional
+        Write FILE.csv, FILE.md or FILE.tex.
+
+    Returns
+    -------
+    DataFrame
+        One row per input row: p at each r, the p range, the independent p, the implied r.
+    """
+    from matprobe.stats import formatting
+    from matprobe.stats.summary import read_summary, summary_table
+
+    table = summary_table(read_summary(summary), source=str(summary))
+    if out is not None:
+        formatting.write_frame(table, formatting.summary_display(table), out, "Paired p from summary statistics")
+    return table
+
+
+# ------------------------------------------------------------------------------ runs and reports
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files `report` wrote."""
+
+    markdown: Path
+    html: Path
+    figures: Path
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run directory written by `run` or `demo`."""
+
+    run_dir: Path
+
+    @property
+    def report_md(self) -> Path:
+        return self.run_dir / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.run_dir / "report.html"
+
+    def frame(self) -> "pd.DataFrame":
+        """The run's results table (condition, target, seed, metric, value)."""
+        import pandas as pd
+
+        return pd.read_csv(self.run_dir / "results.csv")
+
+
+def report(run_dir: PathLike) -> ReportFiles:
+    """Write report.md, a self-contained report.html and figures for a run (`matprobe report`).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Run directory written by `run` or `demo`.
+
+    Returns
+    -------
+    ReportFiles
+        ``.markdown``, ``.html``, ``.figures`` (paths).
+    """
+    from matprobe.report.render import write_report
+
+    paths = write_report(run_dir)
+    return ReportFiles(Path(paths["markdown"]), Path(paths["html"]), Path(paths["figures"]))
+
+
+def _status_printer():
+    import time
+
+    from matprobe.progress import is_quiet, say
+
+    t0 = time.perf_counter()
+
+    def show(msg: str) -> None:
+        if not is_quiet():
+            say(f"{time.perf_counter() - t0:6.1f} s {msg}")
+
+    return show
+
+
+def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = True) -> RunResult:
+    """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report (`matprobe run`).
+
+    Parameters
+    ----------
+    pipeline : str or Path
+        Pipeline TOML (see ``experiments/demo/pipeline.toml``).
+    out : str or Path, optional
+        Run directory, instead of the file's ``[run] out``.
+    progress : bool, default True
+        Status lines and progress bars.
+
+    Returns
+    -------
+    RunResult
+        ``.run_dir``, ``.report_md``, ``.report_html``, ``.frame()`` (results.csv).
+    """
+    from matprobe.pipeline import load_pipeline, run_pipeline
+
+    cfg = load_pipeline(pipeline)
+    if out is not None:
+        cfg.out = str(out)
+    return RunResult(Path(run_pipeline(cfg, progress=_status_printer() if progress else None,
+                                       progress_bars=progress)))
+
+
+def demo(out: PathLike = Path("reports/demo"), quick: bool = False, workers: int = 0, *,
+         progress: bool = True) -> RunResult:
+    """The whole study on the embedded demo data and tiny models, CPU only (`matprobe demo`).
+
+    Parameters
+    ----------
+    out : str or Path, default "reports/demo"
+        Run directory.
+    quick : bool, default False
+        Smaller data, fewer steps and seeds (about a minute).
+    workers : int, default 0
+        Processes for fine-tuning (0 = up to 4, one per core).
+    progress : bool, default True
+
+    Returns
+    -------
+    RunResult
+    """
+    from matprobe.pipeline import demo_config, run_pipeline
+
+    cfg = demo_config(quick=quick, out=str(out))
+    cfg.workers = workers
+    return RunResult(Path(run_pipeline(cfg, progress=_status_printer() if progress else None,
+                                       progress_bars=progress)))
+
+
+# ------------------------------------------------------------------------------ stores
+
+
+def open_store(path: PathLike, mode: str = "r") -> "EmbeddingStore":
+    """An EmbeddingStore (use as a context manager: ``with mp.open_store(p) as st: ...``)."""
     from matprobe.store import EmbeddingStore
 
     return EmbeddingStore.open(path, mode)
+
+
+def store_info(file: PathLike) -> dict:
+    """Samples, feature arrays, answers and provenance of a store (`matprobe store info --json`).
+
+    Returns
+    -------
+    dict
+        The document ``store info --json`` prints (path, n_samples, features, label_columns,
+        accuracy, by_triplet, provenance, ...).
+    """
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(file) as st:
+        return st.info()

@@ -179,15 +179,9 @@ def data_split(
 ) -> None:
     """Write the training split for a target triplet by MAT overlap (CrossMed §III, §V)."""
     _refuse_in_place(out, file)
-    from matprobe.data import load_dataset, make_split, write_manifest
-    from matprobe.data.splits import SplitConfig
+    from matprobe.data.splits import split_file
 
-    try:
-        cfg = SplitConfig(config)
-    except ValueError:
-        raise typer.BadParameter(f"--config {config!r}: use one of {', '.join(c.value for c in SplitConfig)}") from None
-    split = make_split(load_dataset(file, image_root=image_root), target, cfg)
-    write_manifest(split, out)
+    split = split_file(file, target, config, out=out, image_root=image_root)
     counts = split.frame().groupby(["split", "modality", "anatomy", "task"]).size()
     console.print(counts.to_string())
     console.print(f"wrote {len(split)} samples to {out}")

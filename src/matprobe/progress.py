@@ -1,7 +1,8 @@
 """One progress helper for everything that takes more than a few seconds.
 
-On a terminal: a rich progress bar on stderr. Off a terminal (pipes, cluster logs,
-notebooks' captured stderr): a plain line now and then (at most every `interval`
+On a terminal: a rich progress bar on stderr. In a Jupyter notebook: a tqdm.auto bar (a
+widget where ipywidgets is installed, else a text bar that redraws in place). Off a terminal
+(pipes, cluster logs): a plain line now and then (at most every `interval`
 seconds, and at the end), so logs show the work moving without a line per step.
 Silent when quiet (`matprobe --quiet`, `set_quiet(True)`) or when disabled.
 
@@ -52,6 +53,19 @@ def say(message: str) -> None:
     stream.flush()
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter (IPython kernel) session; never imports IPython itself."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # an IPython too old or a stand-in without get_ipython
+        return False
+    # ZMQInteractiveShell: Jupyter's kernel; "Shell": Google Colab's subclass of it
+    return shell is not None and type(shell).__name__ in ("ZMQInteractiveShell", "Shell")
+
+
 ANNOUNCE_AFTER_S = 1.0  # off a terminal: the start line waits this long
 
 
@@ -68,6 +82,7 @@ class Progress:
         self.interval = interval
         self.enabled = enabled and not _QUIET
         self._rich = None
+        self._tqdm = None
         self._task = None
         self._t0 = time.perf_counter()
         self._last = self._t0
@@ -109,6 +124,11 @@ class Progress:
             self._rich = RichProgress(*cols, console=Console(file=self._stream), transient=False)
             self._rich.start()
             self._task = self._rich.add_task("", total=self.total, completed=self.completed)
+        elif in_notebook():
+            from tqdm.auto import tqdm
+
+            self._tqdm = tqdm(total=self.total, initial=self.completed, desc=self.label, unit=f" {self.unit}"
+                              if self.unit else "it", file=self._stream, dynamic_ncols=True)
         else:
             # announced after a moment, so an input refused at once prints its error line alone
             import threading
@@ -136,6 +156,9 @@ class Progress:
         if self._rich is not None:
             self._rich.stop()
             self._rich = None
+        elif self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
         elif self.enabled and self.completed > self._start_done:
             self._line(final=True)
         self.enabled = False
@@ -151,6 +174,10 @@ class Progress:
             if completed is not None:
                 kw["completed"] = completed
             self._rich.update(self._task, **kw)
+        elif self._tqdm is not None:
+            if completed is not None:
+                self._tqdm.n = completed
+            self._tqdm.set_postfix_str(self.description, refresh=True)
 
     def advance(self, n: int = 1, description: str | None = None) -> None:
         self.completed += n
@@ -160,6 +187,11 @@ class Progress:
             return
         if self._rich is not None:
             self._rich.update(self._task, advance=n, description=self.description)
+            return
+        if self._tqdm is not None:
+            if description is not None:
+                self._tqdm.set_postfix_str(self.description, refresh=False)
+            self._tqdm.update(n)
             return
         self._announce()
         now = time.perf_counter()

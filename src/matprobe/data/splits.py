@@ -132,3 +132,20 @@ def stratified_holdout(
             split[i] = "test"
     vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}
     return MATDataset([_with_split(s, sp) for s, sp in zip(dataset, split)], dataset.source, vocab)
+
+
+def split_file(file, target: Triplet | str, config: SplitConfig | str = "related", out=None,
+               image_root=None) -> MATDataset:
+    """`matprobe data split` and `mp.split`: load `file`, split it for `target` by `config`, and
+    write the split as a JSONL manifest to `out` when given."""
+    from matprobe.data.loaders import load_dataset
+    from matprobe.data.manifest import write_manifest
+
+    try:
+        config = SplitConfig(config)
+    except ValueError:
+        raise DataError(f"--config {config!r}: use one of {', '.join(c.value for c in SplitConfig)}") from None
+    split = make_split(load_dataset(file, image_root=image_root), target, config)
+    if out is not None:
+        write_manifest(split, out)
+    return split

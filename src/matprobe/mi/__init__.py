@@ -8,34 +8,31 @@ Estimators implement the `MIEstimator` Protocol (`matprobe.mi.interface`) and ar
 name in the registry (`register_estimator`, `make_estimator`, `available_estimators`).
 """
 
-from matprobe.mi.chain import (
-                               ChainResult,
-                               TermSpec,
-                               chain_terms,
-                               estimate_terms,
-                               results_json,
-                               run_store,
-                               write_results,
-)
-from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
-from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator, register_estimator
+# Names load on first use, so importing the package costs nothing (`import matprobe` imports
+# it to bind `matprobe.mi` to the API verb, see matprobe/__init__.py).
+_LAZY = {
+    **{name: "matprobe.mi.chain" for name in ("ChainResult", "TermSpec", "chain_terms", "estimate_terms",
+                                               "results_json", "run_store", "write_results")},
+    **{name: "matprobe.mi.interface" for name in ("EstimatorTags", "MIEstimate", "MIEstimator", "TermNames")},
+    **{name: "matprobe.mi.registry" for name in ("available_estimators", "estimator_tags", "make_estimator",
+                                                  "register_estimator")},
+}
 
 __all__ = ["ChainResult", "EstimatorTags", "MIEstimate", "MIEstimator", "TermNames", "TermSpec",
            "available_estimators", "chain_terms", "estimate_terms", "estimator_tags", "make_estimator",
            "register_estimator", "results_json", "run_store", "write_results"]
 
 
-# `import matprobe as mp; mp.mi(store, factors="M,A,T")`: the package name is also the
-# notebook API's verb, so the package is callable (matprobe.api.mi).
-import sys as _sys
-import types as _types
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'matprobe.mi' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from matprobe.api import mi
-
-        return mi(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
