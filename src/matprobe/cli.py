@@ -195,6 +195,7 @@ def store_info(
     file: Path = typer.Argument(..., help="HDF5 store written by `matprobe extract`."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (the whole info document)."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every provenance field."),
 ) -> None:
     """Samples, feature arrays, answers and provenance of a store."""
     import json
@@ -208,7 +209,7 @@ def store_info(
     if as_json:
         console.file.write(json.dumps(info, default=str, indent=2) + "\n")
         return
-    _show(store_info_tables(info), fmt)
+    _show(store_info_tables(info, verbose=verbose), fmt)
 # </store-commands>
 
 # ---------------------------------------------------------------- extract

@@ -126,6 +126,21 @@ class Table:
 
         return pd.DataFrame(self.records())
 
+    def select(self, columns: Sequence[Column], title: str | None = None,
+               footnotes: Sequence[str] | None = None) -> "Table":
+        """The same rows under a subset of the columns."""
+        return Table(list(columns), self.rows, self.title if title is None else title,
+                     list(self.footnotes if footnotes is None else footnotes))
+
+    def without_empty_columns(self) -> "Table":
+        """The table without the columns that are empty ("-" or "") in every row; a table
+        without rows keeps its columns (they say what would be there)."""
+        if not self.rows:
+            return self
+        keep = [c for c in self.columns
+                if any(c.format(r.get(c.key)) not in ("", "-") for r in self.rows)]
+        return self.select(keep) if len(keep) < len(self.columns) else self
+
     def glossary(self) -> list[tuple[str, str, str]]:
         """(header, unit, description) for every column that has a description."""
         return [(c.header, c.unit, c.description) for c in self.columns if c.description]
@@ -295,17 +310,105 @@ def to_json(table: Table | Sequence[Table]) -> str:
 # ------------------------------------------------------------------------ rich
 
 
-def to_rich(table: Table):
-    """A rich Table; cells never fold (a narrow terminal scrolls rather than splitting a number)."""
+def to_rich(table: Table, wrap: bool = False, title: bool = True):
+    """A rich Table. Numbers and intervals never fold (a cut number misleads); with `wrap`,
+    text columns wrap at spaces (a word longer than the column folds) so the table can fit
+    a terminal (`fit_columns` decides which columns go together)."""
     from rich.table import Table as RichTable
 
-    rt = RichTable(title=table.title or None, title_justify="left",
-                   caption="\n".join(table.footnotes) or None, caption_justify="left")
+    rt = RichTable(title=(table.title or None) if title else None, title_justify="left",
+                   caption=("\n".join(table.footnotes) or None) if title else None, caption_justify="left")
     for c in table.columns:
-        rt.add_column(c.header, justify=_align(table, c), no_wrap=True)
+        text = wrap and _wrappable(table, c)
+        rt.add_column(c.header, justify=_align(table, c), no_wrap=not text,
+                      overflow="fold" if text else "ellipsis")
     for row in table.cells():
         rt.add_row(*row)
     return rt
+
+
+# Terminal layout (`show`): a box-drawn rich table spends 3 characters per column (two of
+# padding, one rule) and 1 more for the left rule; a wrapped text column keeps at least
+# WRAP_FLOOR characters (or its own width if narrower), so wrapped text stays readable.
+WRAP_FLOOR = 12
+MAX_KEY_SHARE = 0.5  # repeated row-label columns take at most this share of the width
+
+
+def _wrappable(table: Table, col: Column) -> bool:
+    """Text columns wrap; numbers, intervals and short codes do not."""
+    if _is_numeric_column(table, col):
+        return False
+    values = [r.get(col.key) for r in table.rows]
+    if any(isinstance(v, (tuple, list)) for v in values):
+        return False  # intervals and estimates with intervals
+    return True
+
+
+def _cell_width(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(line) for line in str(text).split("\n")), default=0)
+
+
+def _column_widths(table: Table) -> list[tuple[int, int]]:
+    """(natural width, narrowest width) of each column's content, header included."""
+    cells = table.cells()
+    out = []
+    for j, c in enumerate(table.columns):
+        natural = max([_cell_width(c.header)] + [_cell_width(row[j]) for row in cells])
+        if _wrappable(table, c):
+            narrow = min(natural, WRAP_FLOOR)
+        else:  # the header may wrap at its spaces; the values may not
+            words = [_cell_width(w) for w in c.header.split()] or [0]
+            narrow = max([max(words)] + [_cell_width(row[j]) for row in cells])
+        out.append((natural, narrow))
+    return out
+
+
+def table_width(widths: Sequence[int]) -> int:
+    """Characters a box-drawn rich table needs for columns of these content widths."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def fit_columns(table: Table, width: int | None) -> list[Table]:
+    """The table as one or more tables that each fit `width` characters (None: no limit).
+
+    Empty columns are left out. Text columns may wrap (down to WRAP_FLOOR characters);
+    when even that is too wide, the columns are dealt into consecutive tables that repeat
+    the leading row-label columns (the first text columns, up to MAX_KEY_SHARE of the
+    width), so every value is shown whole and each row stays identifiable. A single
+    column wider than the terminal on its own (a long unbroken value) is still shown: its
+    words fold rather than being cut.
+    """
+    table = table.without_empty_columns()
+    if width is None or not table.columns:
+        return [table]
+    widths = _column_widths(table)
+    if table_width([n for _, n in widths]) <= width:
+        return [table]
+    # row-label columns: the leading text columns, within MAX_KEY_SHARE of the width
+    keys: list[int] = []
+    for j, c in enumerate(table.columns):
+        if not _wrappable(table, c) or (keys and table_width(
+                [widths[k][1] for k in keys + [j]]) > MAX_KEY_SHARE * width):
+            break
+        keys.append(j)
+    if len(keys) == len(table.columns):  # all text: keep the first as the label
+        keys = keys[:1]
+    rest = [j for j in range(len(table.columns)) if j not in keys]
+    groups: list[list[int]] = []
+    for j in rest:
+        if groups and table_width([widths[k][1] for k in keys + groups[-1] + [j]]) <= width:
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    parts = []
+    for i, group in enumerate(groups):
+        cols = [table.columns[k] for k in keys + group]
+        last = i == len(groups) - 1
+        title = table.title if i == 0 else (f"{table.title} (continued)" if table.title else "")
+        parts.append(table.select(cols, title=title, footnotes=table.footnotes if last else []))
+    return parts
 
 
 def render(table: Table | Sequence[Table], fmt: str) -> str:
@@ -348,19 +451,19 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
     tables = list(tables) if isinstance(tables, (list, tuple)) else [tables]
     console = console or stdout_console()
     if fmt == "table":
-        from rich.console import Console
-        from rich.measure import Measurement
+        from rich.text import Text
 
+        # on a terminal every table fits its width (wrapped text, columns dealt into parts);
+        # off a terminal (pipes, files, logs) nothing is wrapped or cut: full rows, one per line
+        width = console.width if console.is_terminal else None
         for t in tables:
-            rt = to_rich(t)
-            # never squeeze a table into a narrow terminal: cut or folded numbers mislead;
-            # a wider table is printed at its own width and the terminal wraps the lines
-            need = Measurement.get(console, console.options.update(max_width=_OFF_TTY_WIDTH), rt).maximum
-            target = console
-            if need > console.width:
-                target = Console(file=console.file, width=need, force_terminal=console.is_terminal,
-                                 color_system=console.color_system and "auto", highlight=False)
-            target.print(rt)
+            for part in fit_columns(t, width):
+                if part.title:
+                    console.print(Text(part.title, style="italic"), soft_wrap=width is None)
+                console.print(to_rich(part, wrap=width is not None, title=False),
+                              width=width or _OFF_TTY_WIDTH, crop=False)
+                for note in part.footnotes:
+                    console.print(Text(note, style="dim"), soft_wrap=width is None)
         for line in lines:
             console.print(line, highlight=False, soft_wrap=True)
         return

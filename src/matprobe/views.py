@@ -34,7 +34,7 @@ def comparison_table(comp) -> Table:
     """Both sides of a paired comparison and ΔI with its interval and p."""
     d = comp.difference
     lvl = f"{d.ci_level:.0%}"
-    cols = [Column("side", "side", description="A, B, or the difference A - B"),
+    cols = [Column("side", "side", description="A, B, or the paired difference ΔI = I_A - I_B"),
             Column("store", "store"), Column("layer", "layer"), Column("pool", "pool"),
             Column("estimate", comp.term, d.unit, f"estimate of {comp.term}", "+.4f"),
             Column("interval", f"{lvl} interval", d.unit, f"{lvl} interval", "+.4f"),
@@ -44,7 +44,17 @@ def comparison_table(comp) -> Table:
     for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
         table.add_row(side=tag, store=side["store"], layer=side["layer"], pool=side["pool"],
                       estimate=side["estimate"], interval=(side["ci_low"], side["ci_high"]))
-    table.add_row(side="A - B", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
+    # ΔI is estimated from per-sample terms on the shared rows (same folds and seeds), not as the
+    # difference of the two estimates above, so its label says so and the footnote gives both
+    table.add_row(side="paired ΔI", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
+    shown = [float(f"{comp.side_a['estimate']:+.4f}"), float(f"{comp.side_b['estimate']:+.4f}")]
+    plain = shown[0] - shown[1]
+    note = (f"paired ΔI = mean over the {d.n} shared samples of A's minus B's per-sample term (same "
+            "folds and seeds)")
+    if f"{plain:+.4f}" != f"{d.delta:+.4f}":
+        note += (f"; the two estimates above are each side's own estimate (not a per-sample mean) "
+                 f"and differ by {plain:+.4f} {d.unit}")
+    table.footnotes.append(note)
     if comp.note:
         table.footnotes.append(comp.note)
     return table
@@ -75,8 +85,9 @@ def relation_table(rel) -> Table:
     return table
 
 
-def store_info_tables(info: dict) -> list[Table]:
-    """`store info`: the feature arrays, the label columns and the provenance."""
+def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
+    """`store info`: the feature arrays, answers per triplet, the label columns and (with
+    `verbose`) every provenance field; without it, one line says how many there are."""
     acc = info.get("accuracy")
     feats = Table([Column("layer", "layer"), Column("pool", "pool"), Column("dim", "dim", "count")],
                   title=f"{info['path']}: {info['n_done']} / {info['n_samples']} samples done"
@@ -92,6 +103,9 @@ def store_info_tables(info: dict) -> list[Table]:
     prov = Table([Column("key", "key"), Column("value", "value")], title="provenance")
     for k, v in sorted(info["provenance"].items()):
         prov.add_row(key=k, value=str(v))
+    if not verbose:
+        labels.footnotes.append(f"provenance: {len(info['provenance'])} fields (model, data, settings); "
+                                "`store info --verbose` lists them, `--json` prints everything")
     tables = [feats]
     if info["answers_stored"] and info.get("by_triplet"):
         scores = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
@@ -106,4 +120,4 @@ def store_info_tables(info: dict) -> list[Table]:
                            n=r["answered"], accuracy=r["accuracy"], n_seg=r["n_segmentation"] or None,
                            ciou=r["cIoU"])
         tables.append(scores)
-    return tables + [labels, prov]
+    return tables + [labels] + ([prov] if verbose else [])
