@@ -310,27 +310,30 @@ def to_json(table: Table | Sequence[Table]) -> str:
 # ------------------------------------------------------------------------ rich
 
 
-def to_rich(table: Table, wrap: bool = False, title: bool = True):
-    """A rich Table. Numbers and intervals never fold (a cut number misleads); with `wrap`,
-    text columns wrap at spaces (a word longer than the column folds) so the table can fit
-    a terminal (`fit_columns` decides which columns go together)."""
+def to_rich(table: Table, widths: Sequence[int] | None = None, title: bool = True):
+    """A rich Table. Numbers and intervals never fold (a cut number misleads). With `widths`
+    (`fit_widths`), text columns get those widths and wrap at spaces, so the table fits a
+    terminal; a word longer than its column folds."""
     from rich.table import Table as RichTable
 
     rt = RichTable(title=(table.title or None) if title else None, title_justify="left",
                    caption=("\n".join(table.footnotes) or None) if title else None, caption_justify="left")
-    for c in table.columns:
-        text = wrap and _wrappable(table, c)
-        rt.add_column(c.header, justify=_align(table, c), no_wrap=not text,
-                      overflow="fold" if text else "ellipsis")
+    for j, c in enumerate(table.columns):
+        if widths is None:
+            rt.add_column(c.header, justify=_align(table, c), no_wrap=True)
+        else:  # a number's column is at least as wide as its values: only its header can wrap
+            rt.add_column(c.header, justify=_align(table, c), no_wrap=False, overflow="fold", width=widths[j])
     for row in table.cells():
         rt.add_row(*row)
     return rt
 
 
 # Terminal layout (`show`): a box-drawn rich table spends 3 characters per column (two of
-# padding, one rule) and 1 more for the left rule; a wrapped text column keeps at least
-# WRAP_FLOOR characters (or its own width if narrower), so wrapped text stays readable.
+# padding, one rule) and 1 more for the left rule. A wrapped text column keeps at least its
+# longest word (up to LONG_WORD characters: longer ones, such as paths, fold) and at least
+# WRAP_FLOOR characters, or its own width if narrower, so wrapped text stays readable.
 WRAP_FLOOR = 12
+LONG_WORD = 30
 MAX_KEY_SHARE = 0.5  # repeated row-label columns take at most this share of the width
 
 
@@ -357,12 +360,38 @@ def _column_widths(table: Table) -> list[tuple[int, int]]:
     for j, c in enumerate(table.columns):
         natural = max([_cell_width(c.header)] + [_cell_width(row[j]) for row in cells])
         if _wrappable(table, c):
-            narrow = min(natural, WRAP_FLOOR)
-        else:  # the header may wrap at its spaces; the values may not
-            words = [_cell_width(w) for w in c.header.split()] or [0]
-            narrow = max([max(words)] + [_cell_width(row[j]) for row in cells])
+            word = max([_cell_width(w) for row in cells for w in str(row[j]).split()]
+                       + [_cell_width(w) for w in c.header.split()] + [0])
+            narrow = min(natural, max(WRAP_FLOOR, min(word, LONG_WORD)))
+        else:  # numbers and intervals stay whole; the header may wrap at its spaces
+            narrow = max([_cell_width(w) for w in c.header.split()] + [_cell_width(row[j]) for row in cells])
         out.append((natural, narrow))
     return out
+
+
+def fit_widths(table: Table, width: int) -> list[int]:
+    """Content width of each column so the table is at most `width` wide (when it can be):
+    numbers keep theirs; text columns start at their narrowest and share what is left,
+    the narrowest first (water filling), none beyond its natural width."""
+    natural_narrow = _column_widths(table)
+    widths = [n for _, n in natural_narrow]
+    spare = width - table_width(widths)
+    text = [j for j, c in enumerate(table.columns) if _wrappable(table, c)]
+    for j, (natural, narrow) in enumerate(natural_narrow):  # unwrapped headers first: they are short
+        if j not in text and natural - narrow <= spare:
+            widths[j], spare = natural, spare - (natural - narrow)
+    while spare > 0:
+        short = [j for j in text if widths[j] < natural_narrow[j][0]]
+        if not short:
+            break
+        share = max(spare // len(short), 1)
+        for j in sorted(short, key=lambda j: natural_narrow[j][0] - widths[j]):
+            add = min(share, natural_narrow[j][0] - widths[j], spare)
+            widths[j] += add
+            spare -= add
+            if spare <= 0:
+                break
+    return widths
 
 
 def table_width(widths: Sequence[int]) -> int:
@@ -460,8 +489,8 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
             for part in fit_columns(t, width):
                 if part.title:
                     console.print(Text(part.title, style="italic"), soft_wrap=width is None)
-                console.print(to_rich(part, wrap=width is not None, title=False),
-                              width=width or _OFF_TTY_WIDTH, crop=False)
+                widths = fit_widths(part, width) if width is not None else None
+                console.print(to_rich(part, widths, title=False), width=width or _OFF_TTY_WIDTH, crop=False)
                 for note in part.footnotes:
                     console.print(Text(note, style="dim"), soft_wrap=width is None)
         for line in lines:

@@ -114,7 +114,9 @@ def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
                         Column("n_seg", "seg. items", "count", "items whose options are masks"),
                         Column("ciou", "cIoU", "fraction", "Σ intersection / Σ union over segmentation items",
                                fmt=".3f")],
-                       title="answers per (M, A, T): accuracy; cIoU = Σ I / Σ U over segmentation items")
+                       title="answers per (M, A, T): accuracy"
+                             + ("; cIoU = Σ I / Σ U over segmentation items"
+                                if any(r.get("n_segmentation") for r in info["by_triplet"]) else ""))
         for r in info["by_triplet"]:
             scores.add_row(modality=str(r.get("modality")), anatomy=str(r.get("anatomy")), task=str(r.get("task")),
                            n=r["answered"], accuracy=r["accuracy"], n_seg=r["n_segmentation"] or None,

@@ -206,7 +206,7 @@ class ChainResult:
                 Column("interval", f"{lvl} interval", unit, f"{lvl} interval of the estimate", ".3f"),
                 Column("h_upper", "H limit", unit, "entropy of the target given the conditioning set "
                        "(largest possible value)", ".3f"),
-                Column("chain_difference", "I(Z;Y,C)-I(Z;C)", unit,
+                Column("chain_difference", "I(Z;Y,C) - I(Z;C)", unit,
                        "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
                 Column("note", "note", description="estimator notes")]
         where = ""
