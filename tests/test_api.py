@@ -96,6 +96,8 @@ import importlib, inspect, pydoc, types
 import matprobe as mp
 import matprobe.mi.chain, matprobe.extract.runner, matprobe.report.render   # subpackages imported
 from matprobe.mi import chain_terms, make_estimator
+import matprobe.mi.registry as registry, matprobe.extract.runner as runner   # `import a.b.c as x` too
+assert registry.make_estimator is make_estimator and runner.__name__ == "matprobe.extract.runner"
 for verb in ("mi", "extract", "report"):
     fn = getattr(mp, verb)
     assert isinstance(fn, types.FunctionType), (verb, fn)

@@ -674,3 +674,12 @@ def store_info(file: PathLike) -> dict:
 
     with EmbeddingStore.open(file) as st:
         return st.info()
+
+
+# `mp.mi`, `mp.extract` and `mp.report` share their names with subpackages, and the attribute
+# `matprobe.mi` is this function. `import matprobe.mi.registry as r` reads that attribute and,
+# finding no `registry` on it, looks up sys.modules[f"{attribute.__name__}.registry"]: naming
+# these functions after their packages keeps that import form working.
+for _fn in (mi, extract, report):
+    _fn.__name__ = f"matprobe.{_fn.__name__}"
+del _fn
