@@ -40,17 +40,19 @@ def synthetic_store(path: Path, n: int = 600, seed: int = 0) -> Path:
 store = Path(sys.argv[1]) if len(sys.argv) > 1 else synthetic_store(Path(tempfile.mkdtemp()) / "demo.h5")
 
 # %% [markdown]
-# ## The MI chain: I(Z;M) + I(Z;A|M) + I(Z;T|M,A)
+# ## The MI chain: I(Z;M) + I(Z;A|M) + I(Z;T|M,A), then I(Z;Y|M,A,T)
 # Defaults (seeds, folds, PCA, 95% intervals) are `mp.DEFAULTS`, the same as `matprobe mi`.
+# Y (the label) at the end of the chain gives I(Z;Y|M,A,T) per stratum, which `check` reuses.
 
 # %%
-chain = mp.mi(store, factors="M,A,T", seeds=1)
+chain = mp.mi(store, factors="M,A,T,Y", seeds=1)
 print(mp.to_markdown(chain.to_table()))
 terms = chain.frame().set_index("term")
 
 # %% [markdown]
 # ## Fano against the model's answers
-# `check` estimates I(Z;Y|M,A,T) itself when the MI results hold no term for Y, and says which Y it uses.
+# `check` uses the chain's I(Z;Y|M,A,T) (it estimates the term itself only when the MI results
+# hold none), and says which Y it uses.
 
 # %%
 checked = mp.check(store, mi=chain, target="label")
