@@ -214,3 +214,27 @@ def test_mi_fits_a_100_column_terminal(store, tmp_path):
         assert f"{term['estimate']:.3f}" in out and f"[{term['ci_low']:.3f}, {term['ci_high']:.3f}]" in out
         if term.get("note"):
             assert_shown(term["note"], out)
+
+
+def test_significance_tables_and_notes_fit(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    metrics = ["accuracy", "I(Z;label|modality,anatomy,task) nats", "I(Z;task|modality,anatomy) nats", "cIoU"]
+    rows = [{"condition": cond, "target": f"target {t}", "seed": s, "metric": m,
+             "value": 0.5 + 0.05 * (cond == "Related") + 0.02 * rng.standard_normal()}
+            for cond in ("Related", "Unrelated") for t in range(2) for s in range(3) for m in metrics]
+    csv = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    rc, out = run_on_terminal(["significance", csv, "--unit", "seed", "--out", tmp_path / "sig.csv"])
+    assert rc == 0, out
+    assert_fits(out)
+    res = pd.read_csv(tmp_path / "sig.csv")
+    for r in res.itertuples():
+        assert_shown(r.metric, out)
+        assert f"{r.p:.3f}" in out or r.p < 0.001
+    piped = run_piped(["significance", csv, "--unit", "seed"])
+    notes = [line for line in piped.stdout.splitlines() if line.startswith("note:")]
+    assert notes
+    for note in notes:  # wrapped at the terminal's width, every word kept
+        assert_shown(note, out)

@@ -147,17 +147,11 @@ def data_validate(
     images: bool = typer.Option(True, "--images/--no-images", help="Open every image to check it is readable."),
 ) -> None:
     """Count samples per (M, A, T) triplet and list every problem found."""
-    from rich.table import Table
-
     from matprobe.data import validate_dataset
+    from matprobe.views import validation_table
 
     report = validate_dataset(file, image_root=image_root, check_images=images)
-    table = Table(title=f"{file} ({report.format}, {report.n_records} records)")
-    for col in ("modality", "anatomy", "task", "n"):
-        table.add_column(col, justify="right" if col == "n" else "left")
-    for row in report.triplet_counts.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
+    _show(validation_table(report, file), "table")
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for problem in report.problems:

@@ -493,8 +493,8 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
                 console.print(to_rich(part, widths, title=False), width=width or _OFF_TTY_WIDTH, crop=False)
                 for note in part.footnotes:
                     console.print(Text(note, style="dim"), soft_wrap=width is None)
-        for line in lines:
-            console.print(line, highlight=False, soft_wrap=True)
+        for line in lines:  # wrapped at the terminal's width (words whole); whole lines off it
+            console.print(line, highlight=False, soft_wrap=width is None, markup=False)
         return
     text = render(tables, fmt)
     if fmt in ("csv", "json") and lines:  # keep stdout parseable; the notes go to stderr

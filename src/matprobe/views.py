@@ -1,5 +1,6 @@
 """Display tables (matprobe.present.Table) for results whose modules have no `.to_table()`
-of their own: sweeps, paired comparisons, MI-vs-accuracy relations and store summaries.
+of their own: dataset validation, sweeps, paired comparisons, MI-vs-accuracy relations and
+store summaries.
 
 They read only the results' public attributes, so the modules that compute them stay
 free of presentation code.
@@ -8,6 +9,16 @@ free of presentation code.
 from __future__ import annotations
 
 from matprobe.present import Column, Table
+
+
+def validation_table(report, source) -> Table:
+    """`data validate`: samples per (M, A, T) triplet."""
+    table = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
+                   Column("n", "n", "count", "samples of the triplet")],
+                  title=f"{source} ({report.format}, {report.n_records} records)")
+    for row in report.triplet_counts.itertuples(index=False):
+        table.add_row(**dict(zip(("modality", "anatomy", "task", "n"), row)))
+    return table
 
 
 def sweep_table(res, unit: str = "") -> Table:
