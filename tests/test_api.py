@@ -313,3 +313,17 @@ def test_notebook_progress_uses_tqdm(monkeypatch, capsys):
             bar.advance(description=f"term {i}")
     err = capsys.readouterr().err
     assert "mi: 100%" in err and "3/3" in err and "term 2" in err
+
+
+def test_report_equals_the_cli(tmp_path):
+    """The committed demo run, reported by the CLI and by the API in two copies: the same report."""
+    import shutil
+
+    for name in ("cli", "api"):
+        shutil.copytree(ROOT / "reports" / "demo", tmp_path / name)
+    _invoke(["report", tmp_path / "cli"])
+    files = mp.report(tmp_path / "api")
+    assert files.markdown == tmp_path / "api" / "report.md" and files.html.exists()
+    assert files.markdown.read_text() == (tmp_path / "cli" / "report.md").read_text()
+    assert (json.loads((tmp_path / "api" / "findings.json").read_text())
+            == json.loads((tmp_path / "cli" / "findings.json").read_text()))

@@ -86,7 +86,7 @@ def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
 # ------------------------------------------------------------------------------ data
 
 
-def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True) -> "ValidationReport":
+def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True) -> ValidationReport:
     """Count samples per (M, A, T) triplet and list every problem found (`matprobe data validate`).
 
     Parameters
@@ -111,7 +111,7 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
 
 
 def split(file: PathLike, target: str, config: str = "related", out: Optional[PathLike] = None,
-          image_root: Optional[PathLike] = None) -> "MATDataset":
+          image_root: Optional[PathLike] = None) -> MATDataset:
     """The training split for a held-out target triplet by MAT overlap (`matprobe data split`).
 
     Parameters
@@ -145,7 +145,7 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
             pool: str = "last,image,question,mean", batch_size: int = 8, dtype: str = "fp32",
             device: str = "cpu", max_pixels: Optional[int] = None, answers: Optional[bool] = None,
             overwrite: bool = False, image_root: Optional[PathLike] = None, merge_adapter: bool = True,
-            attn: str = "sdpa", rendering: str = "multi-image", progress: bool = True) -> "ExtractResult":
+            attn: str = "sdpa", rendering: str = "multi-image", progress: bool = True) -> ExtractResult:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store (`matprobe extract`).
 
     An existing store is resumed (rows already done are kept) unless ``overwrite``.
@@ -197,7 +197,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        pool: str = DEFAULTS.pool, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
-       progress: bool = True, **kwargs) -> "ChainResult":
+       progress: bool = True, **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -271,7 +271,7 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
           pools: str = "all", *, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
           folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, jobs: int = 1,
           level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, pointwise: bool = True,
-          overwrite: bool = False, device: str = "cpu", progress: bool = True) -> "SweepResult":
+          overwrite: bool = False, device: str = "cpu", progress: bool = True) -> SweepResult:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table (`matprobe sweep`).
 
     Parameters
@@ -316,7 +316,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
             pool_b: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
             folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
             n_boot: int = DEFAULTS.n_boot, unit: str = DEFAULTS.unit, out: Optional[PathLike] = None,
-            progress: bool = True) -> "Comparison":
+            progress: bool = True) -> Comparison:
     """ΔI = I_A - I_B of one term on the shared samples, with a paired bootstrap (`matprobe compare`).
 
     Parameters
@@ -358,7 +358,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
 def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional[str] = None,
            pool: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
            pca: Optional[int] = DEFAULTS.pca, min_stratum: int = 30, level: float = DEFAULTS.level,
-           unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, progress: bool = True) -> "Relation":
+           unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, progress: bool = True) -> Relation:
     """I(Z;Y|M,A,T) against the stored accuracy per stratum across checkpoints (`matprobe relate`).
 
     Parameters
@@ -405,7 +405,7 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
 def check(store: PathLike, mi=None, *, out: Optional[PathLike] = None, target: Optional[str] = None,
           estimate: bool = True, delta: float = DEFAULTS.delta, level: float = DEFAULTS.level,
           emp_risk: Optional[float] = None, n_train: Optional[int] = None, params: Optional[float] = None,
-          bits_per_param: float = 16.0, progress: bool = True, **kwargs) -> "CheckResult":
+          bits_per_param: float = 16.0, progress: bool = True, **kwargs) -> CheckResult:
     """Fano and PAC theory held against the stored answers and MI estimates (`matprobe check`).
 
     Parameters
@@ -461,7 +461,7 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
                  metric: Optional[Union[str, Sequence[str]]] = None, items: bool = False,
                  n_boot: int = DEFAULTS.n_boot, family: str = "all", alpha: float = 0.05,
                  level: float = DEFAULTS.level, out: Optional[PathLike] = None,
-                 **kwargs) -> "SignificanceResult":
+                 **kwargs) -> SignificanceResult:
     """Paired tests between conditions in CrossMed Table IX's layout (`matprobe significance`).
 
     Parameters
@@ -509,7 +509,7 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
     return res
 
 
-def significance_summary(summary: PathLike, out: Optional[PathLike] = None) -> "pd.DataFrame":
+def significance_summary(summary: PathLike, out: Optional[PathLike] = None) -> pd.DataFrame:
     """Paired p from mean ± sd and n over the unknown correlation r (`matprobe significance-summary`).
 
     Parameters
@@ -559,7 +559,7 @@ class RunResult:
     def report_html(self) -> Path:
         return self.run_dir / "report.html"
 
-    def frame(self) -> "pd.DataFrame":
+    def frame(self) -> pd.DataFrame:
         """The run's results table (condition, target, seed, metric, value)."""
         import pandas as pd
 
@@ -654,7 +654,7 @@ def demo(out: PathLike = Path("reports/demo"), quick: bool = False, workers: int
 # ------------------------------------------------------------------------------ stores
 
 
-def open_store(path: PathLike, mode: str = "r") -> "EmbeddingStore":
+def open_store(path: PathLike, mode: str = "r") -> EmbeddingStore:
     """An EmbeddingStore (use as a context manager: ``with mp.open_store(p) as st: ...``)."""
     from matprobe.store import EmbeddingStore
 
