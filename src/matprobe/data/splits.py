@@ -144,7 +144,7 @@ def split_file(file, target: Triplet | str, config: SplitConfig | str = "related
     try:
         config = SplitConfig(config)
     except ValueError:
-        raise DataError(f"--config {config!r}: use one of {', '.join(c.value for c in SplitConfig)}") from None
+        raise DataError(f"config {config!r}: use one of {', '.join(c.value for c in SplitConfig)}") from None
     split = make_split(load_dataset(file, image_root=image_root), target, config)
     if out is not None:
         write_manifest(split, out)
