@@ -114,3 +114,194 @@ def test_equals_original_code(reference, case, ckpt, base, template):
                                    atol=TOL * np.abs(ref_logits).max())
     assert worst < TOL, f"{case}: max relative difference {worst:.2e}"
     print(f"{case}: max relative difference of Z over layers x pools x items {worst:.2e}")
+
+
+@pytest.mark.parametrize("template", ["vicuna_v1", "plain"])
+def test_other_templates_equal_original_code(reference, template):
+    """--template vicuna_v1 / plain render, tokenise and answer as conv_templates[...] does."""
+    stack, letters, full, batch, _ = run_matprobe(KIT / "llava-v1.5-tiny", template=template, reference=reference)
+    for i, (_, _, options) in enumerate(_items(reference)):
+        key = f"llava-v1.5-tiny|{template}|{i}"
+        assert batch.prompts[i] == str(reference[key + "|prompt"])
+        ref = reference[key + "|pools"]
+        assert max(_rel(stack[i, la, p], ref[la, p]) for la in range(ref.shape[0]) for p in range(3)) < TOL
+        assert _rel(full[i], reference[key + "|logits"]) < TOL
+
+
+def test_wrong_system_text_is_seen(reference):
+    """The comparison can fail: the training conversation's system text (vicuna_v1) against the
+    evaluation one (llava_v1) the checkpoint defaults to differs far beyond the tolerance."""
+    stack, _, full, _, _ = run_matprobe(KIT / "llava-v1.5-tiny", template="vicuna_v1", reference=reference)
+    ref = reference["llava-v1.5-tiny|llava_v1|0|pools"]
+    assert _rel(stack[0, -1, 0], ref[-1, 0]) > 1e-2  # last token, final norm
+
+
+def test_lora_safetensors_equals_the_bin_reference(reference):
+    """The same adapter saved by newer peft (adapter_model.safetensors) gives the .bin run's outputs."""
+    stack, _, full, _, loaded = run_matprobe(KIT / "llava-v1.5-tiny-lora-st", KIT / "vicuna-tiny", reference=reference)
+    assert loaded.info["adapter_layout"] == "llava-lora (adapter_model.safetensors)"
+    assert loaded.info["non_lora_keys"] == 4
+    for i in range(len(_items(reference))):
+        ref = reference[f"llava-v1.5-tiny-lora|llava_v1|{i}|pools"]
+        assert max(_rel(stack[i, la, p], ref[la, p]) for la in range(ref.shape[0]) for p in range(3)) < TOL
+        assert _rel(full[i], reference[f"llava-v1.5-tiny-lora|llava_v1|{i}|logits"]) < TOL
+
+
+def test_padding_colour_and_mode_are_seen(reference, monkeypatch):
+    """Pixels of the non-square items: LLaVA's truncated mean colour matches; the rounded colour
+    or a centre crop (`square`, transformers' default) does not, and moves Z past the tolerance."""
+    from PIL import Image
+
+    from matprobe.extract.original_llava import ImagePreprocessor
+
+    pre = ImagePreprocessor(TOWER, "pad")
+    assert pre.pad_colour == (122, 116, 104)  # int(mean * 255), not round
+    image = Image.open(KIT / "images" / "item0.png")  # 37 x 23
+    ref = reference["llava-v1.5-tiny|llava_v1|0|pixels"]
+    np.testing.assert_allclose(pre(image), ref, atol=1e-5, rtol=0)
+    rounded = ImagePreprocessor(TOWER, "pad")
+    rounded.pad_colour = tuple(int(round(x * 255)) for x in rounded.mean.tolist())
+    assert np.abs(rounded(image) - ref).max() > 1e-3
+    assert np.abs(ImagePreprocessor(TOWER, "square")(image) - ref).max() > 0.5
+
+    call = ImagePreprocessor.__call__
+
+    def with_rounded_colour(self, im):
+        self.pad_colour = rounded.pad_colour
+        return call(self, im)
+
+    monkeypatch.setattr(ImagePreprocessor, "__call__", with_rounded_colour)
+    stack, *_ = run_matprobe(KIT / "llava-v1.5-tiny", reference=reference)
+    ref_pools = reference["llava-v1.5-tiny|llava_v1|0|pools"]
+    assert _rel(stack[0, -1, 1], ref_pools[-1, 1]) > TOL  # image pool at the final norm
+
+
+def test_tower_is_required_and_checked(tmp_path):
+    """A hub-id tower needs --vision-tower (one line naming it); a tower of another width is refused."""
+    from matprobe.extract.checkpoints import load_model
+
+    with pytest.raises(ExtractError, match=r"openai/clip-vit-large-patch14-336.*--vision-tower DIR"):
+        load_model(KIT / "llava-v1.5-tiny")
+    with pytest.raises(ExtractError, match="--vision-tower .*no config.json"):
+        load_model(KIT / "llava-v1.5-tiny", vision_tower=tmp_path)
+    wide = shutil.copytree(TOWER, tmp_path / "wide")
+    cfg = json.loads((wide / "config.json").read_text())
+    cfg.update(hidden_size=48)
+    (wide / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ExtractError, match="mm_hidden_size 32"):
+        load_model(KIT / "llava-v1.5-tiny", vision_tower=wide)
+
+
+def test_runs_need_their_base_and_hf_checkpoints_refuse_llava_options(tmp_path):
+    from matprobe.extract.checkpoints import load_model
+
+    with pytest.raises(ExtractError, match="--base DIR"):
+        load_model(KIT / "llava-v1.5-tiny-lora", vision_tower=TOWER)
+    with pytest.raises(ExtractError, match="--base DIR"):
+        load_model(KIT / "llava-v1.5-tiny-pretrain", vision_tower=TOWER)
+    with pytest.raises(ExtractError, match="drop --base"):
+        load_model(KIT / "llava-v1.5-tiny", base=KIT / "vicuna-tiny", vision_tower=TOWER)
+    hf = tmp_path / "llava-hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    with pytest.raises(ExtractError, match="--template llava_v1: llava checkpoints in Hugging Face format"):
+        load_model(hf, template="llava_v1")
+    with pytest.raises(ExtractError, match="--template"):
+        load_model(KIT / "llava-v1.5-tiny", vision_tower=TOWER, template="chat")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_a_bin_that_needs_code_is_refused_and_not_run(tmp_path):
+    """torch.load(weights_only=True) only: a shard carrying a pickled callable is one error line,
+    and its code never runs."""
+    from matprobe.extract.checkpoints import load_model
+
+    ckpt = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "llava-v1.5-evil")
+    marker = tmp_path / "marker"
+    shard = ckpt / "pytorch_model-00001-of-00004.bin"
+    state = torch.load(shard, weights_only=True)
+    state["model.evil"] = _Exploit(marker)
+    torch.save(state, shard)
+    with pytest.raises(ExtractError, match=r"pytorch_model-00001-of-00004.bin: needs code to unpickle"):
+        load_model(ckpt, vision_tower=TOWER)
+    assert not marker.exists()
+
+
+def _manifest(folder: Path, reference) -> Path:
+    rows = []
+    for i, (_, question, options) in enumerate(_items(reference)):
+        rows.append(dict(id=f"item{i}", image=str(KIT / "images" / f"item{i}.png"), question=question,
+                         options=options, answer=0, modality="CT", anatomy="Chest", task="Classification"))
+    path = folder / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_extract_store_equals_original_and_resume_checks(tmp_path, reference):
+    """`matprobe extract` on the published-style checkpoint: stored Z (padded batches of 2) and
+    answer probabilities equal the original code's; format, template, preprocessing and the tower
+    fingerprint are in provenance, and a resume with the template or the tower changed is refused."""
+    from matprobe.store import EmbeddingStore
+
+    torch.set_num_threads(1)
+    data = _manifest(tmp_path, reference)
+    out = tmp_path / "z.h5"
+    base = ["extract", "--ckpt", KIT / "llava-v1.5-tiny", "--vision-tower", TOWER, "--data", data, "--out", out,
+            "--layers", "embed,0,1,2,final", "--pool", "last,image,question,mean", "--batch-size", "2"]
+    res = _cli(base)
+    assert res.exit_code == 0, res.output
+    names = ["embed", "0", "1", "2", "final"]
+    with EmbeddingStore.open(out) as st:
+        prov = st.provenance
+        assert prov["checkpoint_format"] == "llava-original (full, llama)"
+        assert prov["prompt_template"]["name"] == "llava_v1"
+        assert prov["image_preprocessing"]["pad_colour"] == [122, 116, 104]
+        assert prov["vision_tower_fingerprint"]
+        probs = st.answers()["probs"]
+        for i, (_, _, options) in enumerate(_items(reference)):
+            key = f"llava-v1.5-tiny|llava_v1|{i}"
+            ref = reference[key + "|pools"]
+            for li, layer in enumerate(names):
+                for p, pool in enumerate(["last", "image", "mean"]):
+                    assert _rel(st.read(layer, pool)[i], ref[li, p]) < TOL, (i, layer, pool)
+            logits = reference[key + "|logits"][reference[key + "|letter_ids"]][: len(options)]
+            expect = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            np.testing.assert_allclose(probs[i, : len(options)], expect, rtol=1e-4, atol=1e-6)
+    # resume with the template changed: refused, naming it, nothing written
+    res = _cli([*base, "--template", "vicuna_v1"])
+    assert res.exit_code == 2 and "prompt_template" in res.output, res.output
+    assert res.output.strip().startswith("error:") and len(res.output.strip().splitlines()) == 1
+    # resume with another tower (same shapes, other weights): refused, naming its fingerprint
+    tower2 = shutil.copytree(TOWER, tmp_path / "tower2")
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(tower2 / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in w.items()}, tower2 / "model.safetensors")
+    res = _cli([*base[:4], tower2, *base[5:]])
+    assert res.exit_code == 2 and "vision_tower_fingerprint" in res.output, res.output
+    # the changed tower really changes Z (the fingerprint is not guarding a no-op)
+    stack, *_ = run_matprobe(KIT / "llava-v1.5-tiny", vision_tower=tower2, reference=reference)
+    assert _rel(stack[0, -1, 1], reference["llava-v1.5-tiny|llava_v1|0|pools"][-1, 1]) > TOL
+
+
+def test_cli_refuses_a_missing_tower_in_one_line(tmp_path, reference):
+    data = _manifest(tmp_path, reference)
+    res = _cli(["extract", "--ckpt", KIT / "llava-v1.5-tiny", "--data", data, "--out", tmp_path / "z.h5"])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().startswith("error:") and "--vision-tower" in res.output
+    assert not (tmp_path / "z.h5").exists()

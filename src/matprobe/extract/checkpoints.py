@@ -93,15 +93,16 @@ def detect_architecture(ckpt: str | Path) -> str:
     claimed = claimed_by_config(cfg)  # a format told by its keys (original LLaVA's mm_*), not model_type
     if claimed is not None:
         return claimed.name
-    if model_type in ("llava_llama", "llava_mistral", "llava_mpt"):
+    if model_type in ("llava_llama", "llava_mistral", "llava_mpt") or (path / "non_lora_trainables.bin").is_file():
         raise ExtractError(
             f"checkpoint {path}: model_type {model_type!r} but no mm_* keys (mm_vision_tower, "
             f"mm_projector_type) in config.json; pass the LLaVA run folder whose config.json has them"
         )
-    if model_type not in architectures():
+    if model_type not in architectures() or get_architecture(model_type).own_loader:
+        types = [a for a in architectures() if not get_architecture(a).own_loader]
         raise ExtractError(
             f"checkpoint {path}: unsupported architecture {model_type or '(none)'!r}; supported: "
-            f"{', '.join(architectures())}"
+            f"{', '.join(types)} (and original haotian-liu/LLaVA checkpoints, told by their mm_* config keys)"
         )
     return model_type
 

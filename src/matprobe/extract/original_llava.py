@@ -478,13 +478,47 @@ def _non_lora(run_dir: Path) -> dict:
     return out
 
 
+def load_tower(tower_dir: Path, mm_hidden_size: int):
+    """The CLIP vision model in `tower_dir` (a CLIPVisionModel or a whole CLIP checkpoint: only its
+    `vision_model.*` weights are used), read with the same safe loader, every weight required."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    try:
+        vcfg = CLIPVisionConfig.from_pretrained(tower_dir)
+    except (OSError, ValueError) as exc:
+        raise ExtractError(f"vision tower {tower_dir}: not a CLIP config ({str(exc)[:200]}); pass the CLIP "
+                           f"folder with --vision-tower") from None
+    if vcfg.hidden_size != mm_hidden_size:
+        raise ExtractError(f"vision tower {tower_dir}: hidden size {vcfg.hidden_size}, the checkpoint's "
+                           f"projector takes mm_hidden_size {mm_hidden_size}; pass the tower it was trained "
+                           f"with (--vision-tower)")
+    model = CLIPVisionModel(vcfg)
+    want = model.state_dict()
+    # Saved towers name weights vision_model.*; transformers 5's CLIPVisionModel may hold them one
+    # level up (its conversion mapping renames them on load): follow the model's own names.
+    nested = any(k.startswith("vision_model.") for k in want)
+    state = {(k if nested else k[len("vision_model."):]): v for k, v in read_weights(tower_dir).items()
+             if k.startswith("vision_model.") and not k.endswith("position_ids")}
+    missing = sorted(set(want) - set(state))
+    if missing:
+        raise ExtractError(f"vision tower {tower_dir}: {len(missing)} weight(s) missing, first {missing[0]!r}; "
+                           f"pass a complete CLIP checkpoint with --vision-tower")
+    bad = [k for k in want if tuple(want[k].shape) != tuple(state[k].shape)]
+    if bad:
+        raise ExtractError(f"vision tower {tower_dir}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, its "
+                           f"config says {tuple(want[bad[0]].shape)}; re-download the tower")
+    with torch.no_grad():
+        model.load_state_dict({k: state[k].float() for k in want})
+    return model.float().eval()
+
+
 def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dtype: str = "fp32",
                   device: str = "cpu", template: str | None = None, attn_implementation: str = "sdpa"):
     """(model, processor, info) for an original-format checkpoint (module doc)."""
     import hashlib
 
     import torch
-    from transformers import CLIPVisionModel
 
     from matprobe.extract.templates import get_template
     from matprobe.provenance import weights_fingerprint
@@ -556,15 +590,7 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
         projector.load_state_dict({k[len("model.mm_projector."):]: state[k].float() for k in target
                                    if k.startswith("model.mm_projector.")})
         lm_head.weight.copy_(state["lm_head.weight"].float())
-    try:
-        tower = CLIPVisionModel.from_pretrained(tower_dir, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise ExtractError(f"vision tower {tower_dir}: cannot load a CLIP vision model ({str(exc)[:200]}); pass "
-                           f"the CLIP folder with --vision-tower") from None
-    if tower.config.hidden_size != cfg["mm_hidden_size"]:
-        raise ExtractError(f"vision tower {tower_dir}: hidden size {tower.config.hidden_size}, the checkpoint's "
-                           f"projector takes mm_hidden_size {cfg['mm_hidden_size']}; pass the tower it was "
-                           f"trained with (--vision-tower)")
+    tower = load_tower(tower_dir, cfg["mm_hidden_size"])
     select_feature = cfg.get("mm_vision_select_feature", "patch")
     if select_feature not in ("patch", "cls_patch"):
         raise ExtractError(f"mm_vision_select_feature {select_feature!r} is not supported (patch, cls_patch)")
