@@ -305,3 +305,62 @@ def test_cli_refuses_a_missing_tower_in_one_line(tmp_path, reference):
     assert res.exit_code == 2, res.output
     assert res.output.strip().startswith("error:") and "--vision-tower" in res.output
     assert not (tmp_path / "z.h5").exists()
+
+
+@pytest.mark.parametrize("ckpt,template", [("llava-v1.5-tiny", "llava_v1"), ("llava-v1.5-tiny", "vicuna_v1"),
+                                           ("llava-v1.5-tiny", "plain"),
+                                           ("llava-med-v1.5-mistral-tiny", "mistral_instruct")])
+def test_tokenizer_model_only_tokenises_as_the_slow_tokenizer(tmp_path, reference, ckpt, template):
+    """Published LLaVA-1.5 folders have tokenizer.model and no tokenizer.json: read with
+    sentencepiece, the ids equal those of the slow LlamaTokenizer LLaVA loads (use_fast=False)."""
+    pytest.importorskip("sentencepiece")
+    from matprobe.extract.original_llava import ChunkTokenizer, OriginalProcessor
+    from matprobe.extract.templates import get_template
+
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(KIT / ckpt / name, folder / name)
+    tok = ChunkTokenizer(folder)
+    assert tok.kind == "sentencepiece:tokenizer.model"
+    proc = OriginalProcessor(tok, None, get_template(template), 1)
+    for i, (_, question, options) in enumerate(_items(reference)):
+        prompt, span = proc.render(question, options)
+        ids, mask = tok.image_token_ids(prompt, span)
+        np.testing.assert_array_equal(ids, reference[f"{ckpt}|{template}|{i}|input_ids"])
+        fast, fast_mask = ChunkTokenizer(KIT / ckpt).image_token_ids(prompt, span)
+        assert mask == fast_mask  # the question span covers the same tokens either way
+    assert [tok.encode(x, add_special_tokens=False) for x in "ABCD"] == \
+        [[i] for i in reference[f"{ckpt}|{template}|0|letter_ids"]]
+
+
+def test_question_pool_covers_the_question_and_options(reference):
+    """The `question` pool's tokens decode to the question and option lines, nothing else."""
+    from matprobe.extract.original_llava import ChunkTokenizer
+
+    tok = ChunkTokenizer(KIT / "llava-v1.5-tiny")
+    from matprobe.extract.original_llava import OriginalProcessor
+    from matprobe.extract.templates import get_template
+
+    proc = OriginalProcessor(tok, None, get_template("llava_v1"), 1)
+    _, question, options = _items(reference)[0]
+    prompt, span = proc.render(question, options)
+    ids, mask = tok.image_token_ids(prompt, span)
+    picked = [i for i, m in zip(ids, mask) if m]
+    text = tok.backend.tok.decode(picked)
+    assert text.replace(" ", "") == (question + "".join(f"\n{letter}. {o}" for letter, o in
+                                                        zip("ABCD", options))).replace(" ", "")
+
+
+def test_tokenizer_model_without_sentencepiece_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    from matprobe.extract.original_llava import ChunkTokenizer
+
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(KIT / "llava-v1.5-tiny" / name, folder / name)
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails as if not installed
+    with pytest.raises(ExtractError, match=r"tokenizer.model \(sentencepiece\) only; install sentencepiece"):
+        ChunkTokenizer(folder)

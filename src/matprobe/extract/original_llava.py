@@ -209,50 +209,132 @@ def _modules():
 
 # ------------------------------------------------------------------ tokenizer and images
 
+class _SentencePieceBackend:
+    """tokenizer.model read with `sentencepiece`, encoding as transformers 4.3x's slow
+    LlamaTokenizer does for text without special tokens (the prompt chunks): BOS, then the
+    pieces of the text with SentencePiece's own dummy prefix (legacy and legacy=False agree there)."""
+
+    def __init__(self, path: Path, bos_id: int | None, add_bos: bool):
+        try:
+            import sentencepiece as spm
+        except ImportError:
+            raise ExtractError(
+                f"{path.parent}: the tokenizer is tokenizer.model (sentencepiece) only; install sentencepiece "
+                f"(pip install 'matprobe[llava]') or add the tokenizer.json a fast tokenizer writes") from None
+        self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        self.bos = self.sp.bos_id() if bos_id is None else bos_id
+        self.add_bos = add_bos
+
+    def encode_with_offsets(self, text: str, add_special_tokens: bool = True):
+        ids = self.sp.encode(text)
+        offs = self._offsets(text, ids)
+        if add_special_tokens and self.add_bos:
+            return [self.bos, *ids], [(0, 0), *offs]
+        return ids, offs
+
+    def _offsets(self, text: str, ids: list[int]) -> list[tuple[int, int]]:
+        """Character span of each piece in `text` (for the question pool), without protobuf:
+        the pieces spell "▁" + text with spaces as "▁" (Llama's identity normaliser, dummy
+        prefix); byte-fallback pieces are gathered into whole characters. When they do not
+        (another normaliser), every span is empty and the question pool says so."""
+        out, pos, pending, start, spelt = [], 0, b"", 0, []
+        for i in ids:
+            piece = self.sp.id_to_piece(i)
+            if self.sp.is_byte(i):
+                if not pending:
+                    start = pos
+                pending += bytes([int(piece[3:5], 16)])
+                out.append((start, pos))
+                try:
+                    char = pending.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue  # a character's first bytes: spans set when it is complete
+                spelt.append(char)
+                pos += len(char)
+                for k in range(len(out) - len(pending), len(out)):
+                    out[k] = (start, pos)
+                pending = b""
+            else:
+                out.append((pos, pos + len(piece)))
+                spelt.append(piece)
+                pos += len(piece)
+        if "".join(spelt) != "\u2581" + text.replace(" ", "\u2581"):
+            return [(0, 0)] * len(ids)
+        return [(max(a - 1, 0), max(b - 1, 0)) for a, b in out]  # drop the dummy prefix
+
+    def token_to_id(self, token: str):
+        i = self.sp.piece_to_id(token)
+        return None if i == self.sp.unk_id() and token != self.sp.id_to_piece(i) else i
+
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+
+class _TokenizersBackend:
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(path))
+
+    def encode_with_offsets(self, text: str, add_special_tokens: bool = True):
+        enc = self.tok.encode(text, add_special_tokens=add_special_tokens)
+        return list(enc.ids), list(enc.offsets)
+
+    def token_to_id(self, token: str):
+        return self.tok.token_to_id(token)
+
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+
 class ChunkTokenizer:
     """The checkpoint's tokenizer, used as LLaVA's `tokenizer_image_token` uses it: each
     chunk between `<image>` placeholders tokenised on its own, with BOS, and the BOS of
     every chunk after the first dropped.
 
-    tokenizer.json (the fast tokenizer) is read with `tokenizers` as saved: transformers 5's
-    own Llama tokenizer class re-normalises leading spaces differently from the slow
-    sentencepiece tokenizer LLaVA uses."""
+    tokenizer.json (the fast tokenizer) is read with `tokenizers` as saved; a folder with only
+    tokenizer.model (published LLaVA-1.5) with `sentencepiece`. Not transformers 5's Llama
+    tokenizer class: it re-normalises leading spaces differently from the slow sentencepiece
+    tokenizer LLaVA uses (" ASSISTANT:" loses its leading "▁")."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         cfg_path = folder / "tokenizer_config.json"
         self.config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        if (folder / "tokenizer.json").is_file():
-            from tokenizers import Tokenizer
 
-            self.backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        def name(key):
+            tok = self.config.get(key)
+            return tok.get("content") if isinstance(tok, dict) else tok
+
+        if (folder / "tokenizer.json").is_file():
+            self.backend = _TokenizersBackend(folder / "tokenizer.json")
             self.kind = "tokenizers:tokenizer.json"
         elif (folder / "tokenizer.model").is_file():
-            raise ExtractError(
-                f"{folder}: only tokenizer.model (sentencepiece), no tokenizer.json; write the fast "
-                f"tokenizer once with transformers<5 (LlamaTokenizerFast.from_pretrained(DIR, "
-                f"from_slow=True, legacy=False).save_pretrained(DIR)) and rerun")
+            bos = name("bos_token")
+            self.backend = _SentencePieceBackend(folder / "tokenizer.model", None, self.config.get("add_bos_token", True))
+            if bos:
+                self.backend.bos = self.backend.token_to_id(bos)
+            self.kind = "sentencepiece:tokenizer.model"
         else:
-            raise ExtractError(f"{folder}: no tokenizer (tokenizer.json); pass the checkpoint folder "
-                               f"that holds it (for a LoRA or projector run: --base)")
+            raise ExtractError(f"{folder}: no tokenizer (tokenizer.json or tokenizer.model); pass the checkpoint "
+                               f"folder that holds it (for a LoRA or projector run: --base)")
 
-        def token_id(name, default=None):
-            tok = self.config.get(name)
-            if isinstance(tok, dict):
-                tok = tok.get("content")
-            return self.backend.token_to_id(tok) if tok else default
+        def token_id(key, default=None):
+            tok = name(key)
+            found = self.backend.token_to_id(tok) if tok else None
+            return default if found is None else found
 
         self.bos_token_id = token_id("bos_token")
         self.eos_token_id = token_id("eos_token")
         self.pad_token_id = token_id("pad_token", None)
-        if self.pad_token_id is None:
-            self.pad_token_id = token_id("unk_token", 0) or 0
+        if self.pad_token_id is None:  # LLaVA pads with unk; any id works (masked out)
+            self.pad_token_id = token_id("unk_token", 0)
 
     def __len__(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
+        return self.backend.vocab_size()
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        return self.backend.encode_with_offsets(text, add_special_tokens)[0]
 
     def image_token_ids(self, prompt: str, span: tuple[int, int] | None = None):
         """(ids, question mask) for `prompt` with one IMAGE_TOKEN_INDEX per `<image>`."""
@@ -263,8 +345,7 @@ class ChunkTokenizer:
         start = 0
         chunks = prompt.split(IMAGE_PLACEHOLDER)
         for c, chunk in enumerate(chunks):
-            enc = self.backend.encode(chunk)
-            toks, offs = list(enc.ids), list(enc.offsets)
+            toks, offs = self.backend.encode_with_offsets(chunk)
             drop = 1 if toks and toks[0] == self.bos_token_id else 0
             if c == 0:
                 ids += toks[:drop]
