@@ -233,6 +233,9 @@ def load_model(
     run_dir = adapter_dir if adapter_dir is not None else base_dir
     own = _claimed(run_dir) if run_dir.is_dir() else None
     if own is not None:
+        if not merge_adapter:
+            raise ExtractError(f"checkpoint {run_dir}: original LLaVA LoRA runs are merged in fp32, as LLaVA's "
+                               f"loader merges them; drop --no-merge-adapter")
         return _load_own(own, run_dir, base_dir if adapter_dir is not None else None, dtype, device,
                          vision_tower, template, attn_implementation)
     arch = detect_architecture(base_dir)
