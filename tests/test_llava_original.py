@@ -364,3 +364,51 @@ def test_tokenizer_model_without_sentencepiece_is_one_line(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails as if not installed
     with pytest.raises(ExtractError, match=r"tokenizer.model \(sentencepiece\) only; install sentencepiece"):
         ChunkTokenizer(folder)
+
+
+def test_a_local_tower_path_in_the_config_is_used_as_is(tmp_path, reference):
+    """mm_vision_tower naming a folder that exists here needs no --vision-tower."""
+    ckpt = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "llava-v1.5-local")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["mm_vision_tower"] = str(TOWER.resolve())
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    stack, _, full, _, loaded = run_matprobe(ckpt, vision_tower=None, reference=reference)
+    assert loaded.info["vision_tower"] == str(TOWER.resolve())
+    ref = reference["llava-v1.5-tiny|llava_v1|0|pools"]
+    assert max(_rel(stack[0, la, p], ref[la, p]) for la in range(ref.shape[0]) for p in range(3)) < TOL
+
+
+def test_bf16_is_close_and_recorded(reference):
+    """--dtype bf16 upcasts nothing it should not: the final-norm last token stays within bf16
+    rounding of the fp32 reference (a few %), and the store would say bf16."""
+    from matprobe.extract.checkpoints import load_model
+
+    loaded = load_model(KIT / "llava-v1.5-tiny", vision_tower=TOWER, dtype="bf16")
+    assert loaded.info["dtype"] == "bf16"
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    from PIL import Image
+
+    from matprobe.extract.hooks import LayerPooler
+    from matprobe.extract.tokens import last_token_index, pool_weights
+
+    _, question, options = _items(reference)[0]
+    batch = loaded.processor.build_batch([question], [options], [Image.open(KIT / "images" / "item0.png")])
+    w = pool_weights(batch.inputs["input_ids"], batch.inputs["attention_mask"], batch.question_mask, -200, ["last"])
+    with LayerPooler(loaded.model, ["final"], need_final_last=False) as pooler:
+        z = pooler.run(batch.inputs, w, last_token_index(batch.inputs["attention_mask"]))["final"][0, 0].numpy()
+    err = _rel(z, reference["llava-v1.5-tiny|llava_v1|0|pools"][-1, 0])
+    assert 1e-5 < err < 5e-2  # bf16 really ran (not fp32), and is close
+
+
+def test_cli_refuses_a_pickle_with_code_in_one_line(tmp_path, reference):
+    ckpt = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "llava-v1.5-evil")
+    marker = tmp_path / "marker"
+    shard = ckpt / "pytorch_model-00002-of-00004.bin"
+    state = torch.load(shard, weights_only=True)
+    state["x"] = _Exploit(marker)
+    torch.save(state, shard)
+    data = _manifest(tmp_path, reference)
+    res = _cli(["extract", "--ckpt", ckpt, "--vision-tower", TOWER, "--data", data, "--out", tmp_path / "z.h5"])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines()[-1].startswith("error:") and "needs code to unpickle" in res.output
+    assert not marker.exists() and not (tmp_path / "z.h5").exists()
