@@ -120,7 +120,7 @@ def test_equals_original_code(reference, case, ckpt, base, template):
 def test_other_templates_equal_original_code(reference, template):
     """--template vicuna_v1 / plain render, tokenise and answer as conv_templates[...] does."""
     stack, letters, full, batch, _ = run_matprobe(KIT / "llava-v1.5-tiny", template=template, reference=reference)
-    for i, (_, _, options) in enumerate(_items(reference)):
+    for i in range(len(_items(reference))):
         key = f"llava-v1.5-tiny|{template}|{i}"
         assert batch.prompts[i] == str(reference[key + "|prompt"])
         ref = reference[key + "|pools"]
@@ -412,3 +412,17 @@ def test_cli_refuses_a_pickle_with_code_in_one_line(tmp_path, reference):
     assert res.exit_code == 2, res.output
     assert res.output.strip().splitlines()[-1].startswith("error:") and "needs code to unpickle" in res.output
     assert not marker.exists() and not (tmp_path / "z.h5").exists()
+
+
+def test_an_item_longer_than_the_original_truncation_is_refused(reference):
+    """LLaVA cuts sequences at tokenizer_model_max_length (the answer position with them): refused."""
+    from PIL import Image
+
+    from matprobe.extract.checkpoints import load_model
+
+    loaded = load_model(KIT / "llava-v1.5-tiny", vision_tower=TOWER)
+    assert loaded.processor.max_length == 2048  # from config.json
+    loaded.processor.max_length = 50
+    _, question, options = _items(reference)[0]
+    with pytest.raises(ExtractError, match="tokenizer_model_max_length 50"):
+        loaded.processor.build_batch([question], [options], [Image.open(KIT / "images" / "item0.png")])

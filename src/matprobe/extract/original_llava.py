@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -87,8 +86,9 @@ def safe_load(path: Path) -> dict:
 
     path = Path(path)
     if path.suffix == ".safetensors":
-        from matprobe.provenance import read_safetensors_header
         from safetensors.torch import load_file
+
+        from matprobe.provenance import read_safetensors_header
 
         read_safetensors_header(path)  # a truncated file is named before it is mapped
         return load_file(path)
@@ -156,7 +156,6 @@ def _projector(kind: str, d_in: int, d_out: int):
 
 
 def _modules():
-    import torch
     from torch import nn
 
     class Backbone(nn.Module):
@@ -204,7 +203,7 @@ def _modules():
         def dtype(self):
             return self.lm_head.weight.dtype
 
-    return Backbone, OriginalLlava, torch
+    return Backbone, OriginalLlava
 
 
 # ------------------------------------------------------------------ tokenizer and images
@@ -383,10 +382,11 @@ class ImagePreprocessor:
         self.do_resize = cfg.get("do_resize", True)
         self.do_crop = cfg.get("do_center_crop", True)
         self.rescale = float(cfg.get("rescale_factor", 1 / 255))
-        if aspect not in ("pad", "square", None, ""):
-            raise ExtractError(f"image_aspect_ratio {aspect!r} (LLaVA-1.6 anyres) is not supported for "
-                               f"original-format checkpoints yet; use a llava-hf llava_next checkpoint")
-        self.aspect = aspect or "square"
+        if aspect == "anyres":
+            raise ExtractError("image_aspect_ratio 'anyres' (LLaVA-1.6) is not supported for original-format "
+                               "checkpoints yet; use a llava-hf llava_next checkpoint")
+        # process_images: 'pad' pads, 'anyres' tiles, anything else is the processor alone
+        self.aspect = "pad" if aspect == "pad" else "square"
         # LLaVA: tuple(int(x*255) for x in image_mean), truncated, not rounded
         self.pad_colour = tuple(int(x * 255) for x in cfg.get("image_mean", self.mean.tolist()))
 
@@ -429,8 +429,10 @@ class ImagePreprocessor:
 class OriginalProcessor:
     """Prompt + image inputs for an original-format checkpoint (the runner's `build_batch`)."""
 
-    def __init__(self, tokenizer: ChunkTokenizer, images: ImagePreprocessor, template, n_image_tokens: int):
+    def __init__(self, tokenizer: ChunkTokenizer, images: ImagePreprocessor, template, n_image_tokens: int,
+                 max_length: int | None = None):
         self.tokenizer = tokenizer
+        self.max_length = max_length  # config tokenizer_model_max_length: the original truncates there
         self.image_processor = images
         self.template = template
         self.n_image_tokens = n_image_tokens
@@ -467,6 +469,10 @@ class OriginalProcessor:
             n = self.n_image_tokens
             ids = ids[:at] + [IMAGE_TOKEN_INDEX] * n + ids[at + 1:]
             mask = mask[:at] + [False] * n + mask[at + 1:]
+            if self.max_length is not None and len(ids) > self.max_length:
+                raise ExtractError(f"question {q[:40]!r}...: {len(ids)} tokens with the image, more than the "
+                                   f"checkpoint's tokenizer_model_max_length {self.max_length}, where LLaVA's "
+                                   f"code cuts the sequence (and the answer position with it); shorten the item")
             rows.append(ids)
             masks.append(mask)
             prompts.append(prompt)
@@ -503,7 +509,6 @@ def resolve_tower(cfg: dict, run_dir: Path, vision_tower: str | Path | None) -> 
 
 def _lora_merge(state: dict, adapter_dir: Path) -> tuple[dict, dict]:
     """W += scaling · B A for every LoRA pair (fp32), as peft's merge_and_unload does."""
-    import torch
 
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
@@ -604,7 +609,7 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     from matprobe.extract.templates import get_template
     from matprobe.provenance import weights_fingerprint
 
-    Backbone, OriginalLlava, _ = _modules()
+    Backbone, OriginalLlava = _modules()
     cfg = read_config(run_dir)
     layout = layout_of(run_dir)
     if layout != "full" and base_dir is None:
@@ -623,9 +628,11 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
 
     # Language model config from the run's config.json (LLaVA loads the base with it).
     if family == "mistral":
-        from transformers import MistralConfig as TextConfig, MistralModel as TextModel
+        from transformers import MistralConfig as TextConfig
+        from transformers import MistralModel as TextModel
     else:
-        from transformers import LlamaConfig as TextConfig, LlamaModel as TextModel
+        from transformers import LlamaConfig as TextConfig
+        from transformers import LlamaModel as TextModel
     keep = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "auto_map", "torch_dtype",
                                                       "transformers_version", "_name_or_path")}
     text_config = TextConfig(**keep)
@@ -683,12 +690,12 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     tokenizer = ChunkTokenizer(tok_dir)
     name = template or ("mistral_instruct" if family == "mistral" else "llava_v1")
     if name == "chat":
-        raise ExtractError(f"--template chat: original-format LLaVA checkpoints have no chat template; use "
-                           f"llava_v1 (LLaVA-1.5's evaluation), vicuna_v1, mistral_instruct, plain or a file")
+        raise ExtractError("--template chat: original-format LLaVA checkpoints have no chat template; use "
+                           "llava_v1 (LLaVA-1.5's evaluation), vicuna_v1, mistral_instruct, plain or a file")
     conv = get_template(name)
     images = ImagePreprocessor(tower_dir, cfg.get("image_aspect_ratio"))
     n_patches = (tower.config.image_size // tower.config.patch_size) ** 2 + (select_feature == "cls_patch")
-    processor = OriginalProcessor(tokenizer, images, conv, n_patches)
+    processor = OriginalProcessor(tokenizer, images, conv, n_patches, cfg.get("tokenizer_model_max_length"))
 
     tower_fp = weights_fingerprint(tower_dir)
     pre_sha = hashlib.sha256((tower_dir / "preprocessor_config.json").read_bytes()).hexdigest()

@@ -146,10 +146,9 @@ def random_projector(model, seed):
 
 
 def build_kit():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
     from llava.model.language_model.llava_mistral import LlavaMistralConfig, LlavaMistralForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     if KIT.exists():
         shutil.rmtree(KIT)
@@ -318,10 +317,9 @@ def prompt_for(question, options, template, image_token="<image>"):
 
 
 def run_reference(builder, name, base, template, cases):
-    from PIL import Image
-
     from llava.constants import IMAGE_TOKEN_INDEX
     from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
+    from PIL import Image
 
     path = str(KIT / name)
     tokenizer, model, image_processor, _ = builder.load_pretrained_model(
@@ -339,7 +337,7 @@ def run_reference(builder, name, base, template, cases):
         ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
         pixels = process_images([image], image_processor, model.config)
         captured = {}
-        hook = blocks[-1].register_forward_hook(lambda m, a, o: captured.__setitem__("last", o[0]))
+        hook = blocks[-1].register_forward_hook(lambda m, a, o, c=captured: c.__setitem__("last", o[0]))
         with torch.inference_mode():
             out = model(input_ids=ids, images=pixels.float(), image_sizes=[image.size],
                         output_hidden_states=True, use_cache=False)
