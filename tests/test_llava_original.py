@@ -201,11 +201,11 @@ def test_runs_need_their_base_and_hf_checkpoints_refuse_llava_options(tmp_path):
         load_model(KIT / "llava-v1.5-tiny-pretrain", vision_tower=TOWER)
     with pytest.raises(ExtractError, match="drop --base"):
         load_model(KIT / "llava-v1.5-tiny", base=KIT / "vicuna-tiny", vision_tower=TOWER)
-    hf = tmp_path / "llava-hf"
-    hf.mkdir()
-    (hf / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    with pytest.raises(ExtractError, match="--template llava_v1: llava checkpoints in Hugging Face format"):
-        load_model(hf, template="llava_v1")
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    with pytest.raises(ExtractError, match="--template llava_v1: qwen2_vl checkpoints use their chat template"):
+        load_model(qwen, template="llava_v1")
     with pytest.raises(ExtractError, match="--template"):
         load_model(KIT / "llava-v1.5-tiny", vision_tower=TOWER, template="chat")
 
@@ -426,3 +426,39 @@ def test_an_item_longer_than_the_original_truncation_is_refused(reference):
     _, question, options = _items(reference)[0]
     with pytest.raises(ExtractError, match="tokenizer_model_max_length 50"):
         loaded.processor.build_batch([question], [options], [Image.open(KIT / "images" / "item0.png")])
+
+
+def test_hf_llava_with_a_llava_template(tmp_path, reference):
+    """--template llava_v1 on a Hugging Face llava checkpoint: the prompt is the original code's string
+    (with the processor's <image>), the question pool covers the question and options, the answer
+    is read after "ASSISTANT:", and the store records the template (a resume with chat is refused)."""
+    from PIL import Image
+
+    from matprobe.extract.checkpoints import load_model
+    from matprobe.extract.tiny import build_tiny_checkpoint
+    from matprobe.extract.tokens import build_batch, last_token_index
+    from matprobe.store import EmbeddingStore
+
+    torch.set_num_threads(1)
+    ckpt = build_tiny_checkpoint(tmp_path / "llava-hf", "llava", seed=0)
+    loaded = load_model(ckpt, template="llava_v1")
+    conv = loaded.info["conversation_template"]
+    _, question, options = _items(reference)[0]
+    batch = build_batch(loaded.processor, [question], [options], [Image.open(KIT / "images" / "item0.png")],
+                        template=conv)
+    assert batch.prompts[0] == str(reference["llava-v1.5-tiny|llava_v1|0|prompt"])
+    tok = loaded.processor.tokenizer
+    ids = batch.inputs["input_ids"][0]
+    picked = ids[batch.question_mask[0]].tolist()
+    assert tok.decode(picked).strip() == question + "".join(f"\n{x}. {o}" for x, o in zip("ABCD", options))
+    last = int(last_token_index(batch.inputs["attention_mask"])[0])
+    assert tok.decode(ids[last - 3:last + 1].tolist()).endswith("ASSISTANT:")
+    data = _manifest(tmp_path, reference)
+    out = tmp_path / "hf.h5"
+    args = ["extract", "--ckpt", ckpt, "--data", data, "--out", out, "--layers", "1", "--pool", "last,question"]
+    res = _cli([*args, "--template", "llava_v1"])
+    assert res.exit_code == 0, res.output
+    with EmbeddingStore.open(out) as st:
+        assert st.provenance["prompt_template"]["name"] == "llava_v1"
+    res = _cli(args)  # resume with the checkpoint's chat template: refused, naming the field
+    assert res.exit_code == 2 and "prompt_template" in res.output, res.output

@@ -239,10 +239,15 @@ def load_model(
         return _load_own(own, run_dir, base_dir if adapter_dir is not None else None, dtype, device,
                          vision_tower, template, attn_implementation)
     arch = detect_architecture(base_dir)
+    conversation = None
     if template not in (None, "chat"):
-        raise ExtractError(f"--template {template}: {arch} checkpoints in Hugging Face format use their "
-                           f"chat template (--template chat); the LLaVA templates apply to original-format "
-                           f"LLaVA checkpoints")
+        if not get_architecture(arch).takes_template:
+            raise ExtractError(f"--template {template}: {arch} checkpoints use their chat template (--template "
+                               f"chat); LLaVA's conversation templates apply to architectures whose image "
+                               f"placeholder is LLaVA's <image> (llava, llava_next, original LLaVA)")
+        from matprobe.extract.templates import get_template
+
+        conversation = get_template(template)
     if vision_tower is not None:
         raise ExtractError(f"--vision-tower: {arch} checkpoints in Hugging Face format carry their tower; "
                            f"drop the option")
@@ -253,6 +258,9 @@ def load_model(
         )
     except (OSError, ValueError, ImportError) as exc:
         raise ExtractError(f"checkpoint {base_dir}: cannot load the weights ({exc})") from None
+    if conversation is not None:  # the runner renders with it; provenance records every string
+        info["conversation_template"] = conversation
+        info["provenance_extra"] = {"prompt_template": conversation.describe()}
     info.update(
         arch=arch, checkpoint=str(base_dir.resolve()), dtype=dtype,
         config_sha256=_sha256([base_dir / "config.json"]),

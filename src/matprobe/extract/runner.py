@@ -302,7 +302,8 @@ def extract(
                 rendered = [render_sample(s, config.rendering) for s in batch]
                 # Own-loader processors (original LLaVA) build their batch themselves.
                 builder = getattr(loaded.processor, "build_batch", None)
-                prompt = (builder or (lambda *a: build_batch(loaded.processor, *a)))(
+                prompt = (builder or (lambda *a: build_batch(loaded.processor, *a,
+                                                             template=loaded.info.get("conversation_template"))))(
                     [s.question for s in batch], [s.options for s in batch], [r.images for r in rendered],
                     [r.preamble for r in rendered])
                 inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prompt.inputs.items()}

@@ -89,7 +89,8 @@ def get_template(spec: str) -> ConversationTemplate:
                        f"with a {{message}} placeholder")
 
 
-def mcq_message(question: str, options, preamble: str | None = None) -> tuple[str, tuple[int, int]]:
+def mcq_message(question: str, options, preamble: str | None = None,
+                image_token: str = IMAGE_PLACEHOLDER) -> tuple[str, tuple[int, int]]:
     """The user turn as LLaVA's multiple-choice evaluation writes it, and the character span
     of the question + options block inside it.
 
@@ -109,6 +110,6 @@ def mcq_message(question: str, options, preamble: str | None = None) -> tuple[st
         raise ExtractError(f"{len(options)} options; at most {len(OPTION_LETTERS)} are supported")
     block = question + "".join("\n" + MCQ_OPTION_LINE.format(letter=OPTION_LETTERS[i], option=str(o).strip())
                                for i, o in enumerate(options))
-    head = IMAGE_PLACEHOLDER + "\n" + question_lead
+    head = image_token + "\n" + question_lead
     message = head + block + ("\n" + MCQ_INSTRUCTION if options else "")
     return message, (len(head), len(head) + len(block))
