@@ -462,3 +462,23 @@ def test_hf_llava_with_a_llava_template(tmp_path, reference):
         assert st.provenance["prompt_template"]["name"] == "llava_v1"
     res = _cli(args)  # resume with the checkpoint's chat template: refused, naming the field
     assert res.exit_code == 2 and "prompt_template" in res.output, res.output
+
+
+def test_template_file(tmp_path, reference):
+    """--template FILE: the whole prompt with one {message}; llava_v1 written out by hand gives the
+    original code's llava_v1 prompt, and a file without the placeholder is refused."""
+    from matprobe.extract.original_llava import ChunkTokenizer, OriginalProcessor
+    from matprobe.extract.templates import get_template
+
+    path = tmp_path / "llava_v1.txt"
+    path.write_text("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+                    "helpful, detailed, and polite answers to the human's questions. USER: {message} ASSISTANT:")
+    proc = OriginalProcessor(ChunkTokenizer(KIT / "llava-v1.5-tiny"), None, get_template(str(path)), 1)
+    for i, (_, question, options) in enumerate(_items(reference)):
+        prompt, _ = proc.render(question, options)
+        assert prompt == str(reference[f"llava-v1.5-tiny|llava_v1|{i}|prompt"])
+    path.write_text("USER: ASSISTANT:")
+    with pytest.raises(ExtractError, match=r"must contain \{message\} exactly once \(found 0\)"):
+        get_template(str(path))
+    with pytest.raises(ExtractError, match="--template 'llava_v2': use one of chat, llava_v1"):
+        get_template("llava_v2")
