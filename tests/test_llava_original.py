@@ -386,6 +386,8 @@ def test_bf16_is_close_and_recorded(reference):
     loaded = load_model(KIT / "llava-v1.5-tiny", vision_tower=TOWER, dtype="bf16")
     assert loaded.info["dtype"] == "bf16"
     assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    rotary = loaded.model.model.language_model.rotary_emb.inv_freq
+    assert rotary.dtype == torch.float32  # as transformers keeps it under torch_dtype=bf16
     from PIL import Image
 
     from matprobe.extract.hooks import LayerPooler

@@ -564,6 +564,22 @@ def _non_lora(run_dir: Path) -> dict:
     return out
 
 
+def _rebuild_meta_buffers(lm, text_config) -> None:
+    """Non-persistent buffers (the rotary inverse frequencies) are not in checkpoints: after a
+    meta-device build, recompute the modules that hold them; nothing may stay on meta."""
+    for name, module in list(lm.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)):
+            if not hasattr(module, "inv_freq"):
+                raise ExtractError(f"{type(lm).__name__}.{name}: a buffer missing from the checkpoint; this "
+                                   f"transformers version is not supported for original LLaVA checkpoints")
+            fresh = type(module)(config=text_config)
+            parent = lm.get_submodule(name.rsplit(".", 1)[0]) if "." in name else lm
+            setattr(parent, name.rsplit(".", 1)[-1], fresh)
+    left = [n for n, t in [*lm.named_parameters(), *lm.named_buffers()] if t.is_meta]
+    if left:
+        raise ExtractError(f"{left[0]}: not filled from the checkpoint ({len(left)} tensors); re-download it")
+
+
 def load_tower(tower_dir: Path, mm_hidden_size: int):
     """The CLIP vision model in `tower_dir` (a CLIPVisionModel or a whole CLIP checkpoint: only its
     `vision_model.*` weights are used), read with the same safe loader, every weight required."""
@@ -653,7 +669,10 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     for k in ignored:
         del state[k]
 
-    lm = TextModel(text_config)
+    # Built on the meta device and filled by assignment: a 7B decoder is never randomly
+    # initialised nor held twice (the shards' tensors become the parameters).
+    with torch.device("meta"):
+        lm = TextModel(text_config)
     projector = _projector(cfg.get("mm_projector_type", "linear"), cfg["mm_hidden_size"], cfg["hidden_size"])
     lm_head = torch.nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
     target = {**{f"model.{k}": v for k, v in lm.state_dict().items()},
@@ -673,8 +692,9 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
             raise ExtractError(f"checkpoint {run_dir}: {k} has shape {tuple(v.shape)}, the config says "
                                f"{tuple(target[k].shape)}; the config and weights disagree")
     with torch.no_grad():
-        lm.load_state_dict({k[len("model."):]: state[k].float() for k in target if k.startswith("model.")
-                            and not k.startswith("model.mm_projector.")})
+        lm.load_state_dict({k[len("model."):]: state.pop(k).to(torch_dtype) for k in list(target)
+                            if k.startswith("model.") and not k.startswith("model.mm_projector.")}, assign=True)
+        _rebuild_meta_buffers(lm, text_config)
         projector.load_state_dict({k[len("model.mm_projector."):]: state[k].float() for k in target
                                    if k.startswith("model.mm_projector.")})
         lm_head.weight.copy_(state["lm_head.weight"].float())
@@ -682,8 +702,11 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     select_feature = cfg.get("mm_vision_select_feature", "patch")
     if select_feature not in ("patch", "cls_patch"):
         raise ExtractError(f"mm_vision_select_feature {select_feature!r} is not supported (patch, cls_patch)")
+    # Cast module by module: the decoder is already in torch_dtype, and its rotary frequencies stay
+    # fp32 as transformers keeps them under from_pretrained(torch_dtype=...), which LLaVA uses.
+    tower, projector, lm_head = tower.to(torch_dtype), projector.to(torch_dtype), lm_head.to(torch_dtype)
     backbone = Backbone(lm, tower, projector, int(cfg.get("mm_vision_select_layer", -2)), select_feature)
-    model = OriginalLlava(text_config, backbone, lm_head).to(torch_dtype)
+    model = OriginalLlava(text_config, backbone, lm_head)
     model.eval()
 
     tok_dir = base_dir if base_dir is not None else run_dir
