@@ -211,11 +211,11 @@ def store_info(
 @app.command("extract")
 @run_user_errors
 def extract_command(
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), or a LoRA adapter folder."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), a LoRA adapter folder, or an original haotian-liu/LLaVA checkpoint or run folder (full, LoRA or mm_projector.bin run with --base)."),
     data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV/Parquet/save_to_disk folder)."),
     out: Path = typer.Option(..., "--out", help="HDF5 store to write (resumed if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),
-    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it); for an original LLaVA LoRA / projector run, the language model (LLaVA's --model-base)."),
     layers: str = typer.Option("8,16,-1", "--layers", help="Decoder block outputs from 0; negatives from the end; 'final' after the norm; 'embed'."),
     pool: str = typer.Option("last,image,question,mean", "--pool", help="Pools: last, image (the question image), question, mean; option_images for multi-image prompts."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward."),
@@ -228,6 +228,8 @@ def extract_command(
     merge_adapter: bool = typer.Option(True, "--merge-adapter/--no-merge-adapter", help="Merge LoRA weights into the base (same result, faster)."),
     attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa | eager | flash_attention_2 (recorded in the store)."),
     rendering: str = typer.Option("multi-image", "--rendering", help="Segmentation items (mask options): multi-image (question image + one overlay per candidate) | grid (one 2x2 composite)."),
+    vision_tower: Optional[Path] = typer.Option(None, "--vision-tower", help="Original-format LLaVA: local folder of the CLIP tower its config names (mm_vision_tower: a hub id or another machine's path)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Prompt: chat (HF checkpoints' own, their default) | llava_v1 (original LLaVA-1.5's default) | vicuna_v1 | mistral_instruct (LLaVA-Med v1.5's default) | plain | a file with a {message} placeholder."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
     _refuse_in_place(out, data)
@@ -242,6 +244,7 @@ def extract_command(
             image_root=str(image_root) if image_root else None, merge_adapter=merge_adapter,
             attn_implementation=attn,
             rendering=rendering,
+            vision_tower=str(vision_tower) if vision_tower else None, template=template,
         ),
         progress=True,
     )

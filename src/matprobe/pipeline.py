@@ -23,7 +23,8 @@ Checkpoint sections, two kinds:
 - ``[train]`` (demo): a tiny random-initialised LLaVA is built offline and fine-tuned
   briefly on each condition's training split for each seed (toy models: docs/design.md §1);
 - ``[[checkpoints]]`` (your models): ``name``, ``condition``, ``seed``, ``ckpt``, optional
-  ``adapter``/``base``, each already trained on that condition's split.
+  ``adapter``/``base`` (and ``vision_tower``/``template`` for original-format LLaVA checkpoints),
+  each already trained on that condition's split.
 """
 
 from __future__ import annotations
@@ -370,7 +371,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             tgt = tuple(ck.get("target") or cfg.target)
             checkpoints.append({"name": ck["name"], "condition": ck["condition"], "seed": int(ck["seed"]),
                                 "ckpt": ck["ckpt"], "adapter": ck.get("adapter"), "base": ck.get("base"),
-                                "trained_here": False, "target": list(tgt)})
+                                "trained_here": False, "target": list(tgt),
+                                # original LLaVA checkpoints: their tower folder and conversation template
+                                **{k: ck[k] for k in ("vision_tower", "template") if k in ck}})
     else:
         from matprobe.extract.tiny import build_tiny_checkpoint
 
@@ -415,6 +418,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             data=str(cond_manifest[(tuple(ck["target"]), ck["condition"])]), rendering=cfg.rendering,
             out=str(store), layers=cfg.layers, pools=cfg.pools, batch_size=cfg.extract_batch_size,
             dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
+            vision_tower=ck.get("vision_tower"), template=ck.get("template"),
         ))
     # CPU stores are extracted in worker processes like the fine-tuning (one torch thread each);
     # a GPU run extracts one store at a time in this process
@@ -501,7 +505,7 @@ def _relative_paths(ck: dict, run: Path) -> dict:
     for key in ("store", "main_mi", "check"):
         if out.get(key):
             out[key] = run_relative(out[key], run)
-    for key in ("ckpt", "adapter", "base"):  # may name a hub id rather than a folder: keep those
+    for key in ("ckpt", "adapter", "base", "vision_tower"):  # may name a hub id rather than a folder: keep those
         if out.get(key) and Path(out[key]).exists():
             out[key] = run_relative(out[key], run)
     if "mi" in out:

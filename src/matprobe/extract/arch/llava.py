@@ -103,6 +103,8 @@ class Llava(Architecture):
     model_class = "LlavaForConditionalGeneration"
     dynamic_resolution = False
     legacy_key_renames = LLAVA_FAMILY_RENAMES
+    # The processor's placeholder is LLaVA's "<image>": LLaVA's conversation templates apply (--template).
+    takes_template = True
 
     def build_tiny(self, out: Path, seed: int, shape: dict | None = None) -> None:
         tokenizer = llava_tokenizer()
