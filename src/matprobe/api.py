@@ -24,28 +24,13 @@ def _names(value) -> list[str]:
 
 
 def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
-    """(layer, pool) to use: as given, else the deepest stored layer and the default pool
-    (or the only pool stored for that layer)."""
-    from matprobe.errors import StoreError
+    """(layer, pool) to use, resolved as every command resolves them
+    (`EmbeddingStore.resolve_feature`: the last decoder block and pool "last" by default,
+    negative layers from the end)."""
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(store_path) as st:
-        keys = [(str(a), str(b)) for a, b in st.feature_keys()]
-    if not keys:
-        raise StoreError(f"{store_path}: no features stored; run `matprobe extract` first")
-    layers = list(dict.fromkeys(k[0] for k in keys))
-
-    def depth(name: str):
-        return (2, 0) if name == "final" else (0, -1) if name == "embed" else (1, int(name)) \
-            if name.lstrip("-").isdigit() else (0, 0)
-
-    if layer is None:
-        layer = max(layers, key=depth)
-    layer = str(layer)
-    pools = [b for a, b in keys if a == layer]
-    if pool is None:
-        pool = DEFAULTS.pool if DEFAULTS.pool in pools else (pools[0] if pools else DEFAULTS.pool)
-    return layer, str(pool)
+        return st.resolve_feature(layer, pool)
 
 
 def mi(store, factors="M,A,T", layer=None, pool=None, *, estimator=DEFAULTS.estimator,

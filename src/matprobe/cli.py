@@ -273,8 +273,8 @@ def extract_command(
 def mi_command(
     store: Path = typer.Argument(..., help="HDF5 embedding store."),
     factors: str = typer.Option(",".join(DEFAULTS.factors), "--factors", help="Chain order, comma-separated label columns (M, A, T, Y = label, or any column)."),
-    layer: str = typer.Option(..., "--layer", help="Layer key as stored (e.g. 16, final)."),
-    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pooling key as stored."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer as stored (e.g. 16, final) or counted from the end (-1); default: the last block stored."),
+    pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling key as stored (default: {DEFAULTS.pool} when stored)."),
     estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),

@@ -447,8 +447,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     t0 = time.perf_counter()
     for ck in checkpoints:
         train_risk, n_train = training_risk(ck["store"])
+        params = ck.get("params") or count_parameters(ck["ckpt"])
+        if params is None:  # no safetensors to count (e.g. .bin weights): no training-set PAC bounds
+            train_risk = n_train = None
         check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
-                          params=ck.get("params") or count_parameters(ck["ckpt"]),
+                          params=params,
                           bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)

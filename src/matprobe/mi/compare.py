@@ -201,20 +201,8 @@ def _summary(e, unit) -> dict:
 # ---------------------------------------------------------------------- stores
 
 def _feature_key(st, path, layer, pool, role):
-    keys = [(str(a), str(b)) for a, b in st.feature_keys()]
-    if not keys:
-        raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
-    if layer is None:
-        layers = sorted({k[0] for k in keys}, key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
-        numeric = [x for x in layers if x.lstrip("-").isdigit()]
-        layer = numeric[-1] if numeric else layers[-1]
-    if pool is None:
-        pools = [b for a, b in keys if a == str(layer)]
-        pool = "last" if "last" in pools else (pools[0] if pools else "last")
-    if (str(layer), str(pool)) not in keys:
-        raise StoreError(f"{path} ({role}): no features for layer {layer!r}, pool {pool!r}; stored: "
-                         + ", ".join(f"{a}/{b}" for a, b in keys) + "; pick one with --layer/--pool")
-    return str(layer), str(pool)
+    """The one layer/pool resolution (`EmbeddingStore.resolve_feature`), B's flags named for B."""
+    return st.resolve_feature(layer, pool, ("--layer-b", "--pool-b") if role == "B" else ("--layer", "--pool"))
 
 
 def load_side(path, factors: list[str], layer, pool, role="A"):
