@@ -187,6 +187,15 @@ def test_run_and_report_on_any_study(tmp_path, monkeypatch, kind, n_targets, n_s
         for term in mi["terms"]:
             assert f"| {ck['name']} | {ck['condition'].capitalize()} | {term['term']} | {term['estimate']:.3f} |" \
                 in md.replace("\\|", "|")
+    if (kind, n_targets, n_seeds) == ("cls", 1, 1):
+        # a column the report has no words for, and one with no value, in the run's results.csv:
+        # the report is still written, the first explained as such, the second left out
+        results["operator"], results["empty"] = "A. Reader", ""
+        results.to_csv(run / "results.csv", index=False)
+        render.write_report(run)
+        tables = _md_tables((run / "report.md").read_text())
+        assert ["operator", render.UNEXPLAINED] in tables[-1]["rows"]
+        assert not any("empty" in t["head"] for t in tables)
     # significance with no options on the results table this run wrote
     res = CliRunner().invoke(app, ["significance", str(run / "results.csv")])
     if n_seeds == 1 and n_targets == 1:  # no pairs at all: one line that says what is needed

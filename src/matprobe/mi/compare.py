@@ -284,8 +284,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     if same_store and layer_b is None and pool_b is None:
         raise StoreError(f"{store_a}: comparing a store with itself needs --layer-b or --pool-b "
                          "(two layers or pools of one store)")
-    lb_key = meta_a["layer"] if layer_b is None else layer_b
-    pb_key = meta_a["pool"] if pool_b is None else pool_b
+    # B's defaults are A's request, resolved on B (`-1` is B's own last block)
+    lb_key = layer if layer_b is None else layer_b
+    pb_key = pool if pool_b is None else pool_b
     ids_b, lab_b, z_b, meta_b = load_side(store_b, factors, lb_key, pb_key, "B")
     order = align(ids_a, ids_b, store_a, store_b)
     z_b = z_b[order]
