@@ -41,13 +41,14 @@ def _condition(text: str) -> str | None:
 
 def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
     """{condition, seed, target} read from a checkpoint folder's or store's path."""
-    text = "/".join(path.resolve().parts[-3:]).lower().replace("_", "-")
-    text = re.sub(r"\.h5$", "", text)
-    cond = _condition(text)
-    seeds = _SEED.findall(text.rsplit("/", 1)[-1]) or _SEED.findall(text)
+    # the folder's own name and its parent's (the target may be one level higher)
+    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in path.resolve().parts[-3:]]
+    text, near = "/".join(parts), "/".join(parts[-2:])
+    cond = _condition(near)
+    seeds = _SEED.findall(parts[-1]) or _SEED.findall(near)
     if cond is None or not seeds:
-        what = "a condition" if cond is None else "a seed"
-        raise InitError(f"{path}: its path names no {what} (or names several); {NAMING}")
+        what = "condition" if cond is None else "seed"
+        raise InitError(f"{path}: its path names no {what} (or several); {NAMING}")
     if len(targets) == 1:
         target = targets[0]
     else:

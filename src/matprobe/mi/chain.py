@@ -381,9 +381,11 @@ def _jsonable(o):
 
 
 def run_store(path, factors: list[str], layer: str | None = None, pool: str | None = None,
-              **kwargs) -> tuple[ChainResult, dict]:
+              refuse_below_zero: bool = True, **kwargs) -> tuple[ChainResult, dict]:
     """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata).
-    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`)."""
+    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
+    refuse_below_zero=False keeps a term whose interval lies below 0 (flagged
+    `interval-below-zero` in its note) instead of refusing the chain."""
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
@@ -406,6 +408,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
-    check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
+    if refuse_below_zero:
+        check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
     result.meta = dict(meta)
     return result, meta
