@@ -794,8 +794,8 @@ def resolve_layer(layer, stored_layers, provenance: Mapping[str, Any] | None = N
         return key
     if layer is None:  # no decoder block stored: after the final norm, else the deepest key
         return "final" if "final" in stored else stored[-1]
-    raise StoreError(f"{path}: layer {want!r} is not stored; stored layers: {', '.join(stored)}; "
-                     f"pick one of those with {flag}")
+    raise StoreError(f"{path}: no features for layer {want!r}: layer {want!r} is not stored; stored layers: "
+                     f"{', '.join(stored)}; pick one of those with {flag}")
 
 
 def resolve_feature(keys, layer=None, pool=None, provenance: Mapping[str, Any] | None = None,

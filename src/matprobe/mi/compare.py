@@ -202,7 +202,10 @@ def _summary(e, unit) -> dict:
 
 def _feature_key(st, path, layer, pool, role):
     """The one layer/pool resolution (`EmbeddingStore.resolve_feature`), B's flags named for B."""
-    return st.resolve_feature(layer, pool, ("--layer-b", "--pool-b") if role == "B" else ("--layer", "--pool"))
+    from matprobe.store import resolve_feature
+
+    return resolve_feature(st.feature_keys(), layer, pool, st.provenance, f"{path} ({role})",
+                           ("--layer-b", "--pool-b") if role == "B" else ("--layer", "--pool"))
 
 
 def load_side(path, factors: list[str], layer, pool, role="A"):
