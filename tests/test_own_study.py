@@ -2,8 +2,9 @@
 
 The study: 128 four-option classification items from random images over CT/MRI x Head/Chest x
 Orientation/Artifact (no segmentation, no label or split column), held-out target (MRI, Head,
-Orientation), and four "fine-tuned" checkpoints: tiny random-initialised LLaVA models saved
-with `save_pretrained`, named by condition and seed as the README says. Every command of the
+Orientation), and four "fine-tuned" models named by condition and seed as the README says:
+three tiny random-initialised LLaVA checkpoints saved with `save_pretrained` and one LoRA
+adapter over a fourth. Every command of the
 section's fenced blocks runs through the CLI from the folder that holds `study/`. The checks
 compare outputs with their inputs: the pipeline file `init` wrote (it loads, one entry per
 folder), the report, the significance table's unit, and the two paths (the pipeline's own
@@ -46,8 +47,9 @@ def own_study_commands() -> list[str]:
 
 
 def build_own_study(root: Path) -> None:
-    """study/manifest.jsonl (+ images) and study/ckpts/{related,unrelated}-s{0,1}."""
-    from matprobe.extract.tiny import build_tiny_checkpoint
+    """study/manifest.jsonl (+ images) and study/ckpts/{related,unrelated}-s{0,1}: three
+    Hugging Face checkpoints and one LoRA adapter (unrelated-s1, over study/base)."""
+    from matprobe.extract.tiny import build_tiny_adapter, build_tiny_checkpoint
 
     study = root / "study"
     (study / "img").mkdir(parents=True)
@@ -63,8 +65,10 @@ def build_own_study(root: Path) -> None:
                     rows.append({"id": sid, "image": f"img/{sid}.png", "question": f"Which {task.lower()} is shown?",
                                  "options": options, "answer": i % 4, "modality": mod, "anatomy": ana, "task": task})
     (study / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for k, name in enumerate(("related-s0", "related-s1", "unrelated-s0", "unrelated-s1")):
+    for k, name in enumerate(("related-s0", "related-s1", "unrelated-s0")):
         build_tiny_checkpoint(study / "ckpts" / name, "llava", seed=100 + k)
+    base = build_tiny_checkpoint(study / "base", "llava", seed=99)
+    build_tiny_adapter(study / "ckpts" / "unrelated-s1", base, seed=7)
 
 
 def test_section_is_parsed():
@@ -97,7 +101,9 @@ def test_own_study_runs_as_printed(tmp_path, monkeypatch):
     assert [(c["condition"], c["seed"], Path(c["ckpt"]).name) for c in cfg.checkpoints] == [
         ("related", 0, "related-s0"), ("related", 1, "related-s1"),
         ("unrelated", 0, "unrelated-s0"), ("unrelated", 1, "unrelated-s1")]
-    assert "# " in Path("study.toml").read_text().split("[mi]")[1].split("\n")[1]  # commented settings
+    text = Path("study.toml").read_text()
+    assert "# " in text.split("[mi]")[1].split("\n")[1]  # commented settings
+    assert text.count("# Hugging Face checkpoint") == 3 and text.count("# LoRA adapter") == 1
     # the run: a report, and per checkpoint its held-out accuracy as its store records the answers
     run = tmp_path / "study-run"
     html = (run / "report.html").read_text()
@@ -108,9 +114,12 @@ def test_own_study_runs_as_printed(tmp_path, monkeypatch):
         with EmbeddingStore.open(run / "stores" / f"{cond.lower()}-s{seed}.h5") as st:
             frame = st.samples()
             correct = st.answers()["correct"]
+            st_prov = st.provenance
         on_target = (frame[["modality", "anatomy", "task"]].apply(tuple, axis=1) == TARGET).to_numpy()
         assert acc[(cond, seed)] == pytest.approx(correct[on_target].mean(), abs=1e-12)
         assert set(frame.loc[on_target, "split"]) == {"test"}
+        if (cond, seed) == ("Unrelated", 1):  # the adapter was applied: its store records it
+            assert Path(st_prov["adapter"]).name == "unrelated-s1"
     sig = outputs["matprobe significance study-run/results.csv"]
     assert "unit of analysis: seed (one target, 2 seeds" in sig
     # step by step: the stores you extracted are used as they are (no store written into the run),
@@ -161,3 +170,22 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     assert "# Hugging Face checkpoint" in text and "# LoRA adapter" in text
     res = _init(["ck/related-s0", *base], tmp_path)  # an existing file is not replaced
     assert res.exit_code == 2 and "pipeline.toml exists; pass --overwrite" in res.output
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("related-s0", ("related", 0, None)), ("unrelated_seed1", ("unrelated", 1, None)),
+    ("ckpts/related/s2", ("related", 2, None)), ("zero-overlap-s3.h5", ("zero-overlap", 3, None)),
+    ("ct-chest-artifact/unrelated-s4", ("unrelated", 4, 1)),
+    ("MRI-Brain-Exposure/leave_one_out_seed-5", ("leave-one-out", 5, 0)),
+])
+def test_init_reads_condition_seed_and_target_from_the_path(tmp_path, rel, expected):
+    from matprobe.scaffold import InitError, parse_entry
+
+    targets = [("MRI", "Brain", "Exposure"), ("CT", "Chest", "Artifact")]
+    one = parse_entry(tmp_path / rel, targets[:1])  # one target: every path is that target's
+    assert (one["condition"], one["seed"], one["target"]) == (*expected[:2], targets[0])
+    if expected[2] is None:  # several targets: a path that names none is refused
+        with pytest.raises(InitError, match="with several targets the path must name one of them"):
+            parse_entry(tmp_path / rel, targets)
+    else:
+        assert parse_entry(tmp_path / rel, targets)["target"] == targets[expected[2]]
