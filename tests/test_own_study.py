@@ -189,3 +189,10 @@ def test_init_reads_condition_seed_and_target_from_the_path(tmp_path, rel, expec
             parse_entry(tmp_path / rel, targets)
     else:
         assert parse_entry(tmp_path / rel, targets)["target"] == targets[expected[2]]
+
+
+def test_run_help_says_what_the_pipeline_file_holds():
+    out = " ".join(CliRunner(env={"COLUMNS": "120"}).invoke(app, ["run", "--help"]).output.split())
+    for section in ("[run]", "[data]", "[design]", "[[checkpoints]]", "[train]", "[extract]", "[mi]", "[check]"):
+        assert section in out, section
+    assert "matprobe init" in out and "LoRA adapter" in out and "store (extracted already)" in out
