@@ -202,3 +202,34 @@ def test_run_and_report_on_any_study(tmp_path, monkeypatch, kind, n_targets, n_s
         assert res.exit_code == 2 and res.output.count("error:") == 1 and "two seeds" in res.output
     else:
         assert res.exit_code == 0, res.output
+
+
+def test_summary_says_when_every_paired_difference_is_the_same(tmp_path, monkeypatch):
+    """Two conditions whose checkpoints give identical stores: Δ = 0 in every pair, and the
+    summary says the t-test is undefined instead of printing t = nan, p = nan."""
+    import torch
+
+    import matprobe.extract.runner as runner
+    from matprobe.pipeline import PipelineConfig, run_pipeline
+    from matprobe.report import figures
+
+    torch.set_num_threads(1)
+    fake = fake_extract_factory({})
+
+    def same_model(cfg, progress=False):  # every checkpoint answers and embeds alike
+        from dataclasses import replace
+
+        return fake(replace(cfg, ckpt=str(Path(cfg.ckpt).parent / "one")), progress)
+
+    monkeypatch.setattr(runner, "extract", same_model)
+    monkeypatch.setattr(figures, "_save", _stub_save)
+    manifest = build_study(tmp_path / "data", "cls", True, True)
+    target = ("MRI", "Brain", "Orientation")
+    cks = [{"name": f"{c}-{s}", "condition": c, "seed": s, "ckpt": str(tmp_path / "ck" / f"{c}-{s}"),
+            "target": list(target)} for c in ("related", "unrelated") for s in range(2)]
+    run = run_pipeline(PipelineConfig(out=str(tmp_path / "run"), data_file=str(manifest), target=target,
+                                      checkpoints=cks, estimator="ksg", mi_seeds=1, mi_folds=2, pca=None,
+                                      workers=1))
+    summary = (run / "report.md").read_text().split("## Summary", 1)[1].split("## Dataset", 1)[0]
+    assert "nan" not in summary
+    assert "Δ = 0.000 nats, the same in every pair, so the t-test is undefined" in summary

@@ -191,8 +191,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         r, u = tbc[t_term]["Related"], tbc[t_term]["Unrelated"]
         s = sig.get(("Related vs. Unrelated", f"{t_term} nats"))
         test = (f" (paired over {int(s['n_pairs'])} (target, seed) pairs: Δ = {s['mean_diff']:.3f} nats, "
-                f"95% CI {_ci(*s['ci'])}, "
-                f"t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g})") if s else ""
+                + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g})"
+                   if np.isfinite(s["t"]) else "the same in every pair, so the t-test is undefined)")) if s else ""
         main = data.terms[data.terms["main"] & (data.terms["term"] == t_term)]
         cap = float(main["h_upper"].max())
         at_cap = min(r, u) >= 0.9 * cap
@@ -207,8 +207,10 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
     y = y_rows.groupby("condition")["value"].mean()
     if {"Related", "Unrelated"} <= set(y.index):
         s = sig.get(("Related vs. Unrelated", y_key))
-        test = (f"; Δ = {s['mean_diff']:.3f} nats, 95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}, paired over "
-                f"{int(s['n_pairs'])} (target, seed) pairs") if s else ""
+        test = (f"; Δ = {s['mean_diff']:.3f} nats, "
+                + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}" if np.isfinite(s["t"]) else
+                   "the same in every pair (t-test undefined)")
+                + f", paired over {int(s['n_pairs'])} (target, seed) pairs") if s else ""
         names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
         targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
         lines.append(f"Information about the answer inside the held-out target{plural} "
