@@ -265,8 +265,8 @@ def extract_command(
 def mi_command(
     store: Path = typer.Argument(..., help="HDF5 embedding store."),
     factors: str = typer.Option(",".join(DEFAULTS.factors), "--factors", help="Chain order, comma-separated label columns (M, A, T, Y = label, or any column)."),
-    layer: str = typer.Option(..., "--layer", help="Layer key as stored (e.g. 16, final)."),
-    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pooling key as stored."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer as stored (e.g. 16, final) or counted from the end (-1); default: the last block stored."),
+    pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling key as stored (default: {DEFAULTS.pool} when stored)."),
     estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
@@ -582,9 +582,22 @@ def demo_command(
 @run_user_errors
 def run_command(
     pipeline: Path = typer.Argument(..., help="Pipeline TOML (see experiments/demo/pipeline.toml)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Override [run] out."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Override \\[run] out."),
 ) -> None:
-    """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report."""
+    """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report.
+
+    \b
+    The file (TOML; `matprobe init` writes one for your checkpoints) holds:
+      \\[run]         out (run directory), workers
+      \\[data]        file (your manifest) or demo = true; image_root
+      \\[design]      target = [M, A, T] held out, extra_targets, conditions
+      \\[\\[checkpoints]] per model: name, condition, seed, target, and ckpt
+                    (HF folder or LoRA adapter; base) or store (extracted already)
+      \\[train]       the demo's tiny fine-tuning, used when no \\[\\[checkpoints]]
+      \\[extract]     layers, pools, batch_size, dtype, device, rendering, ...
+      \\[mi]          factors, estimator, seeds, folds, pca, level
+      \\[check]       delta
+    """
     from matprobe.pipeline import load_pipeline, run_pipeline
 
     cfg = load_pipeline(pipeline)
@@ -592,6 +605,35 @@ def run_command(
         cfg.out = str(out)
     run = _run_with_status(run_pipeline, cfg)
     console.print(f"report: {run / 'report.md'} and {run / 'report.html'}")
+
+
+@app.command("init")
+@run_user_errors
+def init_command(
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="Your fine-tuned checkpoint folders (config.json, or adapter_config.json for LoRA), each named by condition and seed, e.g. related-s0."),
+    data: Path = typer.Option(..., "--data", help="Your MAT manifest (JSONL/CSV/Parquet/save_to_disk folder)."),
+    target: list[str] = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task' (repeat for several; the paths then name it)."),
+    out: Path = typer.Option(Path("pipeline.toml"), "--out", help="Pipeline file to write."),
+    run_out: Optional[str] = typer.Option(None, "--run-out", help="Run directory the pipeline writes (default: OUT without .toml, plus -run)."),
+    store: Optional[list[Path]] = typer.Option(None, "--store", help="A store you extracted (named by condition and seed), instead of a checkpoint (repeatable)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of LoRA adapters (default: the one each adapter records)."),
+    layers: str = typer.Option("-1", "--layers", help="Layers to extract, e.g. 8,16,-1."),
+    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pools to extract, e.g. last,image."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    dtype: str = typer.Option("fp32", "--dtype", help="bf16 | fp16 | fp32."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder relative image paths resolve against."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="MI seeds per estimate."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="MI cross-fitting folds."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    """Write a commented pipeline file for your own checkpoints; then `matprobe run FILE`."""
+    from matprobe.scaffold import init_pipeline
+
+    path = init_pipeline(data, checkpoints or (), targets=target, out=out, run_out=run_out, stores=store or (),
+                         base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
+                         image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
+                         overwrite=overwrite)
+    console.print(f"wrote {path}; run it with: matprobe run {path}", highlight=False, soft_wrap=True)
 
 
 def _run_with_status(fn, cfg):

@@ -166,9 +166,14 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.base_seed = _get(train, "base_seed", int, cfg.base_seed, w)
     cfg.checkpoints = list(doc.get("checkpoints", []))
     for i, ck in enumerate(cfg.checkpoints):
-        missing = [k for k in ("name", "condition", "seed", "ckpt") if k not in ck]
+        missing = [k for k in ("name", "condition", "seed") if k not in ck]
+        if "ckpt" not in ck and "store" not in ck:
+            missing.append("ckpt (or store, a store you extracted)")
         if missing:
             raise PipelineError(f"{path}: [[checkpoints]] entry {i + 1} lacks {', '.join(missing)}")
+        for key in ("ckpt", "adapter", "base", "store"):  # relative to the pipeline file, as [data] file
+            if isinstance(ck.get(key), str) and not Path(ck[key]).is_absolute() and (path.parent / ck[key]).exists():
+                ck[key] = str((path.parent / ck[key]).resolve())
         if "target" in ck and (not isinstance(ck["target"], list) or tuple(map(str, ck["target"])) not in cfg.targets):
             raise PipelineError(f"{path}: checkpoint {ck['name']!r} has target {ck['target']!r}, not [design] "
                                 f"target or one of extra_targets")
@@ -274,9 +279,12 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     from matprobe.mi.chain import run_store, write_results
 
     # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
-    # pipeline needs the terms (and their strata) only
+    # pipeline needs the terms (and their strata) only. A term whose interval falls below 0
+    # is kept with its `interval-below-zero` note, not refused: a factor Z does not encode has
+    # true MI 0, and one of many intervals missing 0 must not end a run after its extraction
     result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
-                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False)
+                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False,
+                             refuse_below_zero=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
@@ -370,8 +378,8 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         for ck in cfg.checkpoints:
             tgt = tuple(ck.get("target") or cfg.target)
             checkpoints.append({"name": ck["name"], "condition": ck["condition"], "seed": int(ck["seed"]),
-                                "ckpt": ck["ckpt"], "adapter": ck.get("adapter"), "base": ck.get("base"),
-                                "trained_here": False, "target": list(tgt),
+                                "ckpt": ck.get("ckpt"), "adapter": ck.get("adapter"), "base": ck.get("base"),
+                                "trained_here": False, "target": list(tgt), "given_store": ck.get("store"),
                                 # original LLaVA checkpoints: their tower folder and conversation template
                                 **{k: ck[k] for k in ("vision_tower", "template") if k in ck}})
     else:
@@ -409,6 +417,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         for tgt in cfg.targets for c in cfg.conditions}
     t0 = time.perf_counter()
     extract_jobs = []
+    order = {ck["name"]: i for i, ck in enumerate(checkpoints)}
+    given = [ck for ck in checkpoints if ck.get("given_store")]  # stores you extracted: used as they are
+    checkpoints = [ck for ck in checkpoints if not ck.get("given_store")]
     for ck in checkpoints:
         store = run / "stores" / f"{ck['name']}.h5"
         ck["store"] = str(store)
@@ -428,12 +439,17 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     else:
         results = [extract(job, progress=progress_bars) for job in extract_jobs]
     for ck, res in zip(checkpoints, results):
-        ck["layers"], ck["pools"] = list(res.layers), list(res.pools)
+        _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
-        ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
-                    for lay in res.layers for pool in res.pools}
-        ck["main_mi"] = ck["mi"][f"{res.layers[-1]}/{res.pools[0]}"]
         say(f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
+    for ck in given:
+        from matprobe.store import EmbeddingStore
+
+        with EmbeddingStore.open(ck["given_store"]) as st:
+            keys = st.feature_keys()
+        ck["store"], ck["fresh_store"] = ck["given_store"], False
+        _mi_paths(ck, list(dict.fromkeys(a for a, _ in keys)), list(dict.fromkeys(b for _, b in keys)), run)
+    checkpoints = sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
     timer.add("extract", t0)
 
     t0 = time.perf_counter()
@@ -451,8 +467,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     t0 = time.perf_counter()
     for ck in checkpoints:
         train_risk, n_train = training_risk(ck["store"])
+        params = ck.get("params") or (count_parameters(ck["ckpt"]) if ck.get("ckpt") else None)
+        if params is None:  # no safetensors to count (e.g. .bin weights): no training-set PAC bounds
+            train_risk = n_train = None
         check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
-                          params=ck.get("params") or count_parameters(ck["ckpt"]),
+                          params=params,
                           bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)
@@ -499,10 +518,22 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     return run
 
 
+def _mi_paths(ck: dict, layers, pools, run: Path) -> None:
+    """A store's MI result file per (layer, pool) in run/mi, and its main one: the layer and
+    pool every command picks by default (`matprobe.store.resolve_feature`)."""
+    from matprobe.store import resolve_feature
+
+    ck["layers"], ck["pools"] = list(layers), list(pools)
+    ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
+                for lay in layers for pool in pools}
+    lay, pool = resolve_feature([(a, b) for a in layers for b in pools], path=ck["store"])
+    ck["main_mi"] = ck["mi"][f"{lay}/{pool}"]
+
+
 def _relative_paths(ck: dict, run: Path) -> dict:
     """A checkpoint entry of run.json with its paths relative to the run directory."""
     out = dict(ck)
-    for key in ("store", "main_mi", "check"):
+    for key in ("store", "given_store", "main_mi", "check"):
         if out.get(key):
             out[key] = run_relative(out[key], run)
     for key in ("ckpt", "adapter", "base", "vision_tower"):  # may name a hub id rather than a folder: keep those

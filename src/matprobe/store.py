@@ -355,6 +355,11 @@ class EmbeddingStore:
         g = self._h5.get("content")
         return None if g is None or "record_digest" not in g else g["record_digest"][...]
 
+    def item_digests(self) -> np.ndarray | None:
+        """Digest of each item without its split (`provenance.item_digests`; None: older store)."""
+        g = self._h5.get("content")
+        return None if g is None or "item_digest" not in g else g["item_digest"][...]
+
     def _row_digests(self) -> np.ndarray:
         g = self._h5.get("content")
         if g is not None and "row_digest" in g:
@@ -437,6 +442,12 @@ class EmbeddingStore:
             for layer, grp in self._h5["features"].items():
                 keys.extend((layer, pool) for pool in grp)
         return sorted(keys, key=lambda k: (_layer_sort_key(k[0]), k[1]))
+
+    def resolve_feature(self, layer=None, pool=None, flags: tuple[str, str] = ("--layer", "--pool")
+                        ) -> tuple[str, str]:
+        """(layer, pool) keys of this store for a request (None = defaults; negative layers from
+        the end): `matprobe.store.resolve_feature`."""
+        return resolve_feature(self.feature_keys(), layer, pool, self.provenance, self.path, flags)
 
     def feature_dim(self, layer: str | int, pool: str) -> int:
         return int(self._dataset(layer, pool).shape[1])
@@ -715,6 +726,8 @@ class EmbeddingStore:
                     c = h5.create_group("content")
                     c.create_dataset("record_digest", data=np.concatenate([s.record_digests() for s in shards]))
                     c.create_dataset("row_digest", data=np.concatenate([s._row_digests() for s in shards]))
+                    if all(s.item_digests() is not None for s in shards):
+                        c.create_dataset("item_digest", data=np.concatenate([s.item_digests() for s in shards]))
         finally:
             lock.release()
             for s in shards:
@@ -724,10 +737,11 @@ class EmbeddingStore:
 
 def _write_content(h5: h5py.File, frame: pd.DataFrame) -> None:
     """/content: each sample's record digest now, each row's digest as rows are appended."""
-    from matprobe.provenance import DIGEST_BYTES, record_digests
+    from matprobe.provenance import DIGEST_BYTES, item_digests, record_digests
 
     g = h5.create_group("content")
     g.create_dataset("record_digest", data=record_digests(frame))
+    g.create_dataset("item_digest", data=item_digests(frame))
     g.create_dataset("row_digest", data=np.zeros(len(frame), dtype=f"S{DIGEST_BYTES}"))
 
 
@@ -754,6 +768,51 @@ def _create_writable_features(h5: h5py.File, name: str, n: int, dim: int) -> h5p
         name, shape=(n, dim), dtype="f4", chunks=(min(n, _rows_per_chunk(dim)), dim),
         fillvalue=np.nan, dcpl=dcpl,
     )
+
+
+def resolve_layer(layer, stored_layers, provenance: Mapping[str, Any] | None = None, path="store",
+                  flag: str = "--layer") -> str:
+    """One requested layer as its stored key; None = the default (the last decoder block
+    stored, as `-1` resolves; `final` or the deepest other key only when no block is stored).
+
+    A negative index counts from the model's last block (its `num_decoder_layers` in the
+    provenance), else from the deepest stored block. Every command and API function resolves
+    layers here, so one store gives one layer by entry point."""
+    stored = sorted({str(x) for x in stored_layers}, key=_layer_sort_key)
+    if not stored:
+        raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
+    numeric = sorted(int(x) for x in stored if x.lstrip("-").isdigit())
+    want = "-1" if layer is None else str(layer).strip()
+    key = want
+    if want.startswith("-") and want[1:].isdigit():
+        n_blocks = (provenance or {}).get("num_decoder_layers")
+        if n_blocks:
+            key = str(int(n_blocks) + int(want))
+        elif numeric and -int(want) <= len(numeric):
+            key = str(numeric[int(want)])
+    if key in stored:
+        return key
+    if layer is None:  # no decoder block stored: after the final norm, else the deepest key
+        return "final" if "final" in stored else stored[-1]
+    raise StoreError(f"{path}: no features for layer {want!r}: layer {want!r} is not stored; stored layers: "
+                     f"{', '.join(stored)}; pick one of those with {flag}")
+
+
+def resolve_feature(keys, layer=None, pool=None, provenance: Mapping[str, Any] | None = None,
+                    path="store", flags: tuple[str, str] = ("--layer", "--pool")) -> tuple[str, str]:
+    """(layer, pool) as stored keys from the requested ones (None = the defaults: see
+    `resolve_layer`; the pool `DEFAULTS.pool` when stored for that layer, else its first)."""
+    from matprobe.defaults import DEFAULTS
+
+    keys = [(str(a), str(b)) for a, b in keys]
+    lay = resolve_layer(layer, {a for a, _ in keys}, provenance, path, flags[0])
+    pools = [b for a, b in keys if a == lay]
+    if pool is None:
+        pool = DEFAULTS.pool if DEFAULTS.pool in pools else pools[0]
+    if str(pool) not in pools:
+        raise StoreError(f"{path}: no features for layer {lay!r}, pool {pool!r}; stored: "
+                         + ", ".join(f"{a}/{b}" for a, b in keys) + f"; pick one with {flags[0]}/{flags[1]}")
+    return lay, str(pool)
 
 
 def _layer_sort_key(layer: str) -> tuple[int, int | str]:

@@ -380,16 +380,17 @@ def _jsonable(o):
         return str(o)
 
 
-def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tuple[ChainResult, dict]:
-    """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata)."""
+def run_store(path, factors: list[str], layer: str | None = None, pool: str | None = None,
+              refuse_below_zero: bool = True, **kwargs) -> tuple[ChainResult, dict]:
+    """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata).
+    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
+    refuse_below_zero=False keeps a term whose interval lies below 0 (flagged
+    `interval-below-zero` in its note) instead of refusing the chain."""
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
-        keys = [(str(k[0]), str(k[1])) for k in st.feature_keys()]
-        if (str(layer), str(pool)) not in keys:
-            raise StoreError(f"{path}: no features for layer {layer!r}, pool {pool!r}; stored: "
-                             + ", ".join(f"{a}/{b}" for a, b in keys))
+        layer, pool = st.resolve_feature(layer, pool)
         cols, vocab = {}, {}
         for name in factors:
             try:
@@ -407,6 +408,7 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
-    check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
+    if refuse_below_zero:
+        check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
     result.meta = dict(meta)
     return result, meta

@@ -201,20 +201,11 @@ def _summary(e, unit) -> dict:
 # ---------------------------------------------------------------------- stores
 
 def _feature_key(st, path, layer, pool, role):
-    keys = [(str(a), str(b)) for a, b in st.feature_keys()]
-    if not keys:
-        raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
-    if layer is None:
-        layers = sorted({k[0] for k in keys}, key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
-        numeric = [x for x in layers if x.lstrip("-").isdigit()]
-        layer = numeric[-1] if numeric else layers[-1]
-    if pool is None:
-        pools = [b for a, b in keys if a == str(layer)]
-        pool = "last" if "last" in pools else (pools[0] if pools else "last")
-    if (str(layer), str(pool)) not in keys:
-        raise StoreError(f"{path} ({role}): no features for layer {layer!r}, pool {pool!r}; stored: "
-                         + ", ".join(f"{a}/{b}" for a, b in keys) + "; pick one with --layer/--pool")
-    return str(layer), str(pool)
+    """The one layer/pool resolution (`EmbeddingStore.resolve_feature`), B's flags named for B."""
+    from matprobe.store import resolve_feature
+
+    return resolve_feature(st.feature_keys(), layer, pool, st.provenance, f"{path} ({role})",
+                           ("--layer-b", "--pool-b") if role == "B" else ("--layer", "--pool"))
 
 
 def load_side(path, factors: list[str], layer, pool, role="A"):
@@ -296,8 +287,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     if same_store and layer_b is None and pool_b is None:
         raise StoreError(f"{store_a}: comparing a store with itself needs --layer-b or --pool-b "
                          "(two layers or pools of one store)")
-    lb_key = meta_a["layer"] if layer_b is None else layer_b
-    pb_key = meta_a["pool"] if pool_b is None else pool_b
+    # B's defaults are A's request, resolved on B (`-1` is B's own last block)
+    lb_key = layer if layer_b is None else layer_b
+    pb_key = pool if pool_b is None else pool_b
     ids_b, lab_b, z_b, meta_b = load_side(store_b, factors, lb_key, pb_key, "B")
     order = align(ids_a, ids_b, store_a, store_b)
     z_b = z_b[order]

@@ -37,6 +37,10 @@ from matprobe.checks import check_level, check_proportion_units, check_resamples
 from matprobe.errors import StatsError
 
 UNITS = ("target", "seed", "item")
+
+
+class TooFewPairs(StatsError):
+    """A comparison has fewer than two pairs for a metric (the automatic unit skips it)."""
 KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
 DEFAULT_RATIO_METRICS: dict[str, tuple[str, str]] = {"cIoU": ("intersection", "union")}
 
@@ -329,7 +333,7 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
     merged = merged.rename(columns={"value_a": "a", "value_b": "b"})
     if len(merged) < 2:
         rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
-        raise StatsError(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
+        raise TooFewPairs(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2")
     return merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
 
@@ -515,7 +519,7 @@ def mixed_model_test(frame: pd.DataFrame, comparison: Comparison, metric: str,
 
 def compare_conditions(results: pd.DataFrame,
                        comparisons=DEFAULT_CROSSMED_COMPARISONS,
-                       unit: str = "target",
+                       unit: str | dict[str, str] = "target",
                        metrics: list[str] | None = None,
                        mixed: bool = False,
                        ci_level: float = 0.95,
@@ -525,7 +529,8 @@ def compare_conditions(results: pd.DataFrame,
                        source: str = "results") -> pd.DataFrame:
     """One row per (comparison, metric) with paired statistics (see ``RESULT_COLUMNS``).
 
-    Holm and BH adjustments are over the t-test p-values of the whole table
+    ``unit`` is one unit of analysis, or one per metric ({metric: unit}, as
+    `metric_units` chooses). Holm and BH adjustments are over the t-test p-values of the whole table
     (``family="all"``) or within each metric (``family="metric"``). A row's ``warning`` says
     when an exact test (sign flip, Wilcoxon) cannot reach ``reported_alpha`` with its n."""
     ratio_metrics = DEFAULT_RATIO_METRICS if ratio_metrics is None else ratio_metrics
@@ -536,12 +541,14 @@ def compare_conditions(results: pd.DataFrame,
     if not comparisons:
         raise StatsError("no comparisons given; pass a spec or use the CrossMed default")
     metrics = list(metrics) if metrics else available_metrics(results, ratio_metrics)
+    units = unit if isinstance(unit, dict) else dict.fromkeys(metrics, unit)
     rows = []
     for comp in comparisons:
         for metric in metrics:
             if metric not in ratio_metrics and metric not in set(results.metric):
                 raise StatsError(f"{source}: metric '{metric}' not found; metrics present: "
                                  f"{', '.join(available_metrics(results, ratio_metrics))}")
+            unit = units[metric]
             pairs = paired_values(results, comp, metric, unit, ratio_metrics, source)
             res = paired_test(pairs.a.to_numpy(), pairs.b.to_numpy(), ci_level)
             warn = []
@@ -725,6 +732,45 @@ def default_unit(frame: pd.DataFrame) -> tuple[str, str]:
     return "seed", f"seed (one target, {n_seeds} seeds: each seed is one pair)"
 
 
+def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = None,
+                 ratio_metrics=DEFAULT_RATIO_METRICS, source: str = "results"
+                 ) -> tuple[dict[str, str], list[str]]:
+    """The automatic unit of analysis per metric, and sentences saying what was chosen.
+
+    `default_unit` for the table; a metric measured on one target only (accuracy on a
+    classification target beside cIoU on a segmentation one) is paired by seed; a metric
+    with fewer than two pairs under its unit is left out, said in a note. Every metric
+    left out is a StatsError naming the fix."""
+    ratio_metrics = active_ratios(frame, ratio_metrics)
+    table_unit, how = default_unit(frame)
+    metrics = list(metrics) if metrics else available_metrics(frame, ratio_metrics)
+    units, by_seed, dropped, first_error = {}, [], [], None
+    for metric in metrics:
+        components = set(ratio_metrics.get(metric, (metric,)))
+        n_targets = frame.loc[frame.metric.isin(components), "target"].nunique()
+        unit = "seed" if table_unit == "target" and n_targets < 2 else table_unit
+        try:
+            for comp in comparisons:
+                paired_values(frame, comp, metric, unit, ratio_metrics, source)
+        except TooFewPairs as exc:
+            dropped.append(metric)
+            first_error = first_error or exc
+            continue
+        units[metric] = unit
+        if unit != table_unit:
+            by_seed.append(metric)
+    if not units:
+        raise StatsError(f"{first_error}; no metric has two pairs: train at least two seeds per condition "
+                         "(or hold out two targets)")
+    notes = [f"unit of analysis: {how}"]
+    if by_seed:
+        notes.append(f"{', '.join(by_seed)}: measured on one target only, so paired by seed "
+                     "(each seed of that target is one pair)")
+    if dropped:
+        notes.append(f"{', '.join(dropped)}: left out, fewer than two pairs (a paired test needs two)")
+    return units, notes
+
+
 @dataclass
 class SignificanceResult:
     """`matprobe significance` as a typed result: the per-(comparison, metric) statistics
@@ -807,9 +853,15 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     else:
         comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in spec)
     if unit is None or unit == "auto":
-        unit, how = default_unit(frame)
-        choices.append(f"unit of analysis: {how}")
-    res = compare_conditions(frame, comparisons, unit=unit, metrics=metrics, mixed=mixed, family=family,
+        units, notes = metric_units(frame, comparisons, metrics, source=source)
+        choices.extend(notes)
+        metrics = list(units)
+        per_metric = dict(units)
+        kinds = list(dict.fromkeys(units.values()))
+        unit = kinds[0] if len(kinds) == 1 else " / ".join(kinds)
+    else:
+        per_metric = unit
+    res = compare_conditions(frame, comparisons, unit=per_metric, metrics=metrics, mixed=mixed, family=family,
                              reported_alpha=alpha, ci_level=level, source=source)
     items = None
     if item_level:
