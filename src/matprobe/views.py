@@ -37,14 +37,16 @@ def comparison_table(comp) -> Table:
     cols = [Column("side", "side", description="A, B, or the difference A - B"),
             Column("store", "store"), Column("layer", "layer"), Column("pool", "pool"),
             Column("estimate", comp.term, d.unit, f"estimate of {comp.term}", "+.4f"),
-            Column("interval", f"{lvl} interval", d.unit, f"{lvl} interval", "+.4f"),
-            Column("p", "p", "p", "two-sided p of ΔI = 0 (paired bootstrap)", ".3g")]
+            Column("interval", f"{lvl} interval", d.unit,
+                   f"{lvl} interval; for A - B: {getattr(d, 'method', 'paired bootstrap')}", "+.4f"),
+            Column("p", "p", "p", "two-sided p of ΔI = 0, inverting the A - B interval", ".3g")]
     table = Table(cols, title=f"ΔI of {comp.term} ({d.unit}), {d.n} shared samples, {comp.seeds} seeds, "
                               f"{comp.folds} folds, {comp.estimator}")
     for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
         table.add_row(side=tag, store=side["store"], layer=side["layer"], pool=side["pool"],
                       estimate=side["estimate"], interval=(side["ci_low"], side["ci_high"]))
     table.add_row(side="A - B", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
+    table.footnotes.append(f"A - B interval: {getattr(d, 'method', 'paired bootstrap')}")
     if comp.note:
         table.footnotes.append(comp.note)
     return table
