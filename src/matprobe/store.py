@@ -140,6 +140,11 @@ def _rows_per_chunk(dim: int) -> int:
     return int(max(1, min(1024, _TARGET_CHUNK_BYTES // (4 * max(dim, 1)))))
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be opened for a reason outside its content (a folder in its place, a
+    file-size limit, a full disk); the message carries the fix, which is never --overwrite."""
+
+
 class EmbeddingStore:
     """An open HDF5 embedding store. Create with `create`/`from_arrays`, open with `open`."""
 
@@ -295,6 +300,11 @@ class EmbeddingStore:
             raise ValueError("mode must be 'r' or 'a'")
         if not path.exists():
             raise StoreError(f"{path}: no such store; create it with `matprobe extract`")
+        if path.is_dir():
+            raise StoreUnavailable(f"{path} is a folder, not a store file; pass the .h5 file inside it, "
+                             "or move the folder away")
+        if mode == "a":
+            _check_room_to_append(path)
         lock = writer_lock(path).acquire() if mode == "a" else None
         try:
             h5 = h5py.File(path, "r+" if mode == "a" else "r")
@@ -354,6 +364,17 @@ class EmbeddingStore:
         """Digest of each sample's source record, as stored at creation (None: older store)."""
         g = self._h5.get("content")
         return None if g is None or "record_digest" not in g else g["record_digest"][...]
+
+    def update_record_digests(self, rows: np.ndarray, digests: np.ndarray) -> None:
+        """Replace the record digests of rows not yet done (their records changed before any
+        of them was computed; extract resume). Done rows keep theirs."""
+        if self._h5.mode != "r+":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to update it")
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        if self.done[rows].any():
+            raise StoreError(f"{self.path}: finished rows keep the record digest they were computed from")
+        self._h5["content/record_digest"][rows] = digests
+        self._h5.flush()
 
     def _row_digests(self) -> np.ndarray:
         g = self._h5.get("content")
@@ -729,6 +750,35 @@ def _write_content(h5: h5py.File, frame: pd.DataFrame) -> None:
     g = h5.create_group("content")
     g.create_dataset("record_digest", data=record_digests(frame))
     g.create_dataset("row_digest", data=np.zeros(len(frame), dtype=f"S{DIGEST_BYTES}"))
+
+
+_MIN_FREE_BYTES = 1 << 20  # HDF5 rewrites some metadata in place on every flush
+
+
+def _check_room_to_append(path: Path) -> None:
+    """Refuse to append to a store that cannot take the writes, before any byte is written.
+
+    Appends write into the store in place (rows are preallocated). HDF5 cannot recover from
+    a failed in-place write: it prints a traceback per unflushed object and crashes on close
+    (SIGSEGV, measured with h5py 3.16), and the file is left half-flushed. A file-size limit
+    (ulimit -f) at or below the store's size makes the first write past it fail, and a full
+    disk fails metadata writes; both are checked here so the store stays byte-identical."""
+    import resource
+    import shutil
+
+    size = path.stat().st_size
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and soft <= size:
+        raise StoreUnavailable(
+            f"{path}: the file-size limit was reached (ulimit -f); raise it (ulimit -f unlimited) and "
+            f"rerun to resume (the limit, {soft} bytes, is not above the store's {size} bytes, and rows "
+            "are appended to the store in place; nothing was written, so nothing finished was damaged)")
+    free = shutil.disk_usage(path.parent).free
+    if free < _MIN_FREE_BYTES:
+        raise StoreUnavailable(
+            f"{path}: the disk is full ({free} bytes free); free space (or move the store elsewhere) and "
+            "rerun to resume (rows are appended to the store in place; nothing was written, so nothing "
+            "finished was damaged)")
 
 
 def _open_error(path: Path, exc: OSError) -> StoreError:

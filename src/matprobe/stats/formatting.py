@@ -92,6 +92,27 @@ def method_header(head: str, methods) -> tuple[str, bool]:
     return head, len(kinds) > 1
 
 
+VARIANT_MEANINGS = {
+    "exact": "exact: all 2^n sign assignments enumerated",
+    "exact conditional": "exact conditional: zero differences dropped, tied ranks averaged, all 2^n "
+                         "sign assignments of the observed ranks enumerated",
+    "normal approx.": "normal approximation with tie and continuity corrections (over 500 non-zero pairs)",
+}
+
+
+def variant_glossary(draws: int = 200_000) -> dict[str, str]:
+    """Meaning of every header `detail_table` can give the Wilcoxon and permutation p columns."""
+    base = {"Wilcoxon p": "two-sided p of the Wilcoxon signed-rank test (zeros dropped; never below 2^(1−n))",
+            "Perm. p": "two-sided p of the sign-flip permutation test of the mean difference"}
+    out = dict(base)
+    for head, text in base.items():
+        for variant, how in VARIANT_MEANINGS.items():
+            out[f"{head} ({variant})"] = f"{text}; {how}"
+    out[f"Perm. p (Monte Carlo, {draws} draws)"] = (
+        f"{base['Perm. p']}; Monte Carlo estimate from {draws} random sign flips, p = (1 + hits) / (1 + draws)")
+    return out
+
+
 def detail_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per (comparison, metric): the statistics beside Table IX, as display strings. The
     Wilcoxon and permutation p columns name their variant (exact, exact conditional, Monte
