@@ -153,6 +153,13 @@ def parse_term(term: str) -> tuple[str, list[str]]:
     given_l = [g.strip() for g in given.split(",") if g.strip()]
     if not target or "," in target:
         raise EstimationError(f"--term {term!r}: write one target and its conditioning set, e.g. 'T|M,A'")
+    if "|" in given:
+        raise EstimationError(f"--term {term!r}: one '|' separates the target from its conditioning set; "
+                              "write e.g. 'T|M,A'")
+    odd = [g for g in [target, *given_l] if re.search(r"[;()|]", g)]
+    if odd or (given.strip() and any(not g.strip() for g in given.split(","))):
+        raise EstimationError(f"--term {term!r}: {', '.join(map(repr, odd)) or 'an empty name'} is not a label "
+                              "column name; write the target and its conditioning set as 'T|M,A'")
     if target in given_l:
         raise EstimationError(f"--term {term!r}: the target {target!r} is also conditioned on; drop it from the set")
     return target, given_l
