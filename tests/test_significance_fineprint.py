@@ -272,3 +272,19 @@ def test_compare_interval_is_named_normal_with_bootstrap_se():
     assert d.ci_low == pytest.approx(d.delta - z * d.se, rel=1e-12)
     assert d.ci_high == pytest.approx(d.delta + z * d.se, rel=1e-12)
     assert d.method.startswith("normal interval") and "500 resamples" in d.method
+
+
+def test_significance_summary_csv_carries_numbers(tmp_path):
+    path = tmp_path / "summary.csv"
+    pd.DataFrame([dict(comparison="A vs B", metric="acc", mean_a=0.61, sd_a=0.1, mean_b=0.5, sd_b=0.12, n=10,
+                       reported_p="0.01"),
+                  dict(comparison="C vs B", metric="acc", mean_a=0.5, sd_a=0.1, mean_b=0.5, sd_b=0.1, n=10,
+                       reported_p="0.3")]).to_csv(path, index=False)
+    out = CliRunner().invoke(app, ["significance-summary", str(path), "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = pd.read_csv(io.StringIO(out.stdout))
+    assert rows.implied_r.iloc[0] == pytest.approx(implied_r(0.61, 0.1, 0.5, 0.12, 10, 0.01), rel=1e-12)
+    assert math.isnan(rows.implied_r.iloc[1])  # p does not depend on r there
+    # the independent two-sample p at full precision, against scipy
+    ref = stats.ttest_ind_from_stats(0.61, 0.1, 10, 0.5, 0.12, 10).pvalue
+    assert rows.p_independent.iloc[0] == pytest.approx(ref, rel=1e-12)
