@@ -523,7 +523,7 @@ class EmbeddingStore:
                     "a good copy") from None
             raise
 
-    def verify(self, block: int = 4096) -> None:
+    def verify(self, block: int | None = None) -> None:
         """Check every finished row against the digest written with it (/content/row_digest).
 
         A row's digest covers its features and the answers given with it (the answer sets
@@ -541,6 +541,9 @@ class EmbeddingStore:
         done = np.flatnonzero(self.done)
         keys = self.feature_keys()
         answers = self.answers()
+        if block is None:  # rows per pass: about 256 MiB of features in memory at a time
+            width = sum(self.feature_dim(*k) for k in keys) or 1
+            block = max(1, (256 << 20) // (4 * width))
         bad: list[int] = []
         for start in range(0, done.size, block):
             rows = done[start:start + block]
@@ -550,8 +553,7 @@ class EmbeddingStore:
                 ans = {n: answers[n][rows] for n in subset if n in answers} or None
                 if subset and ans is None:
                     continue
-                left = np.flatnonzero(~ok)
-                if left.size == 0:
+                if ok.all():
                     break
                 got = row_digests(feats, ans, np.arange(rows.size))
                 ok |= got == stored[rows]
