@@ -251,3 +251,11 @@ def test_mi_notes_rows_dropped_for_missing_labels(tmp_path):
     doc = json.loads(res.stdout)
     note = "288 of 320 rows used: 32 have no label for M/A (unlabelled per factor: A 32)"
     assert note in doc["footnotes"]
+
+
+def test_an_undecompressable_chunk_outside_store_read_is_named_too():
+    from matprobe.failures import user_message
+
+    exc = OSError("Can't synchronously read data (filter returned failure during read)")
+    assert user_message(exc).startswith("an HDF5 file: store corrupt, re-extract: compressed data does not decompress")
+    assert "check the path" not in user_message(exc)
