@@ -414,7 +414,7 @@ def significance_cmd(
         extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
         formatting.write_output(res.results, out, extra)
         lines.append(f"wrote {out}")
-    _show(res.tables(), _format(fmt), lines)
+    _show(res.tables_for(_format(fmt)), _format(fmt), lines)
 
 
 @app.command("significance-summary")
@@ -437,8 +437,8 @@ def significance_summary_cmd(
     if out is not None:
         formatting.write_frame(table, shown, out, "Paired p from summary statistics")
         lines.append(f"wrote {out}")
-    _show(Table.from_frame(formatting.summary_display(table, with_warning=False, grid=False),
-                           title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
+    shown = table if fmt in ("csv", "json") else formatting.summary_display(table, with_warning=False, grid=False)
+    _show(Table.from_frame(shown, title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
           fmt, lines)
 # </significance-commands>
 
@@ -504,7 +504,7 @@ def compare_command(
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
 ) -> None:
-    """ΔI = I_A - I_B of one term on the shared samples: paired bootstrap interval and p-value."""
+    """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value."""
     _refuse_in_place(out, store_a, store_b)
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.progress import track

@@ -246,15 +246,23 @@ def short(digest: str | None) -> str:
 
 # ---------------------------------------------------------------------- checks
 
-def check_records_unchanged(store, frame, source: str) -> None:
-    """Extract resume: every sample's record must be what the store was made from."""
+def check_records_unchanged(store, frame, source: str, update: bool = False) -> None:
+    """Extract resume: every finished row's record must be what it was computed from.
+
+    A row not yet done holds nothing computed, so its record may have changed (an unreadable
+    image replaced after a run stopped on it): with ``update`` (a store open for appending)
+    its stored digest is brought up to date, so the resume computes it from the new record."""
     stored = store.record_digests()
     if stored is None:
         return  # a store written before record digests: ids were checked by the caller
     now = record_digests(frame)
     if len(now) != len(stored):
         return  # the caller's id check names this
-    changed = np.flatnonzero(now != stored)
+    differs = now != stored
+    changed = np.flatnonzero(differs & store.done)
+    pending = np.flatnonzero(differs & ~store.done)
+    if update and pending.size and not changed.size:
+        store.update_record_digests(pending, now[pending])
     if changed.size:
         ids = frame["id"].astype(str).to_numpy()
         raise ProvenanceMismatch(

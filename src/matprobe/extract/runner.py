@@ -168,11 +168,13 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
 
 def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, overwrite: bool):
     from matprobe.provenance import check_records_unchanged
-    from matprobe.store import EmbeddingStore, make_provenance
+    from matprobe.store import EmbeddingStore, StoreUnavailable, make_provenance
 
     if path.exists() and not overwrite:
         try:
             store = EmbeddingStore.open(path, mode="a")
+        except StoreUnavailable:
+            raise  # its fix is not --overwrite (a folder in the way, a size limit, a full disk)
         except StoreError as exc:
             raise StoreError(f"{exc}; rerun with --overwrite to start again") from None
         try:
@@ -182,7 +184,7 @@ def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, ov
                     f"{path}: made from a different sample list than {samples.source}; "
                     f"use another --out or --overwrite"
                 )
-            check_records_unchanged(store, samples.frame(), samples.source)
+            check_records_unchanged(store, samples.frame(), samples.source, update=True)
         except Exception:
             store.close()
             raise
@@ -299,7 +301,11 @@ def extract(
             for start in range(0, len(todo), config.batch_size):
                 rows = todo[start:start + config.batch_size]
                 batch = [samples[int(r)] for r in rows]
-                rendered = [render_sample(s, config.rendering) for s in batch]
+                try:
+                    rendered = [render_sample(s, config.rendering) for s in batch]
+                except DataError as exc:  # an unreadable image: the rows before it are kept
+                    raise DataError(f"{exc}; {int(store.done.sum())} of {len(samples)} rows are finished "
+                                    f"in {target}: fix it and rerun the same command to resume") from None
                 # Own-loader processors (original LLaVA) build their batch themselves.
                 builder = getattr(loaded.processor, "build_batch", None)
                 prompt = (builder or (lambda *a: build_batch(loaded.processor, *a,

@@ -8,8 +8,8 @@ pointwise term on each side (its row mean is the estimate, `base.pointwise_terms
     ΔI = I_A - I_B = mean_i (r_A,i - r_B,i)
 
 has a paired bootstrap over rows (resampled within strata of the conditioning set, so p(c)
-stays fixed as in the estimators' own intervals). The interval is the normal bootstrap
-interval with the seed spread added in quadrature and, for the probe, the difference of the
+stays fixed as in the estimators' own intervals). The interval is a normal (Wald) interval
+Δ ± z·SE around the estimate, whose SE is the bootstrap SE (not a percentile or BCa interval), with the seed spread added in quadrature and, for the probe, the difference of the
 two sides' learning-curve corrections times EXTRAPOLATION_SLACK added to both ends (the same
 slack the single estimates carry); the p-value inverts that same interval, so p < 1 - level exactly when the
 interval excludes 0.
@@ -51,6 +51,10 @@ class PairedDifference:
     unit: str = NATS
     seed_deltas: list[float] = field(default_factory=list)
     slack: float = 0.0
+    # how the interval is made: a normal (Wald) interval delta +- z * SE around the estimate,
+    # SE from a stratified row bootstrap with the seed spread and the fold-fitting variance
+    # added in quadrature (not a percentile or BCa interval of the bootstrap replicates)
+    method: str = "normal interval Δ ± z·SE (SE: stratified paired row bootstrap, seed spread and fold variance in quadrature)"
 
 
 def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None, *, folds=None,
@@ -111,7 +115,11 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
                             ci_high=from_nats(hi, unit), ci_level=ci_level, p_value=min(p, 1.0),
                             se=from_nats(se, unit), n=n, unit=unit,
                             seed_deltas=[from_nats(float(v), unit) for v in seed_deltas],
-                            slack=from_nats(slack, unit))
+                            slack=from_nats(slack, unit),
+                            method=(f"normal interval Δ ± z·SE, SE from a stratified paired row "
+                                    f"bootstrap ({n_boot} resamples) with the seed spread and fold "
+                                    "variance in quadrature" + (", widened by the extrapolation slack"
+                                                                if slack > 0 else "")))
 
 
 @dataclass
@@ -145,6 +153,13 @@ def parse_term(term: str) -> tuple[str, list[str]]:
     given_l = [g.strip() for g in given.split(",") if g.strip()]
     if not target or "," in target:
         raise EstimationError(f"--term {term!r}: write one target and its conditioning set, e.g. 'T|M,A'")
+    if "|" in given:
+        raise EstimationError(f"--term {term!r}: one '|' separates the target from its conditioning set; "
+                              "write e.g. 'T|M,A'")
+    odd = [g for g in [target, *given_l] if re.search(r"[;()|]", g)]
+    if odd or (given.strip() and any(not g.strip() for g in given.split(","))):
+        raise EstimationError(f"--term {term!r}: {', '.join(map(repr, odd)) or 'an empty name'} is not a label "
+                              "column name; write the target and its conditioning set as 'T|M,A'")
     if target in given_l:
         raise EstimationError(f"--term {term!r}: the target {target!r} is also conditioned on; drop it from the set")
     return target, given_l
@@ -181,7 +196,8 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
     a, b = sides
     summaries = [_summary(e, unit) for e in sides]
     if a.degenerate or b.degenerate:
-        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit)
+        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit,
+                                method="exactly 0: H(Y|C) = 0 on both sides")
         return summaries[0], summaries[1], zero
     pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
     # the between-fold fitting variance exists only where folds were fitted

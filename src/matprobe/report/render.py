@@ -315,7 +315,9 @@ def glossary(data: RunData) -> dict[str, str]:
         "BH p": "t-test p adjusted by Benjamini–Hochberg (false discovery rate) over the table's rows",
         "layer/pool": "the layer (0-based decoder block output) and the token pooling the MI was measured at",
     }
-    from matprobe.stats.formatting import table_ix_column
+    from matprobe.stats.formatting import table_ix_column, variant_glossary
+
+    g.update(variant_glossary())  # the p columns name their variant: "Perm. p (exact)", ...
 
     for metric in data.results["metric"].unique():  # Table IX columns are the metrics
         g[str(metric)] = f"paired t-test p-value (unadjusted) for the metric `{metric}`"
