@@ -158,3 +158,24 @@ def test_demo_pipeline_bit_identical_under_two_dispatch_levels(tmp_path, monkeyp
     numerics_a = json.loads((a / "run.json").read_text())["environment"]["numerics"]
     assert numerics_a["portable"] is True and numerics_a["torch_cpu_capability"] == "DEFAULT"
     assert "Numerics: portable" in (a / "report.md").read_text()
+
+
+@pytest.mark.skipif(not numerics.supported_platform(), reason="portable numerics run in a child on x86-64 Linux")
+def test_an_error_in_the_portable_process_is_the_same_one_error_line(tmp_path):
+    # the study runs in a second process; its user error reaches the CLI as the one line the
+    # same pipeline gives when it runs in the CLI's own process
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\n')
+    lines = {}
+    for portable in ("true", "false"):
+        pipe = tmp_path / f"p-{portable}.toml"
+        pipe.write_text(f'[run]\nout = "{tmp_path / "out"}"\nportable_numerics = {portable}\n'
+                        f'[data]\nfile = "{bad}"\n')
+        res = subprocess.run([sys.executable, "-m", "matprobe", "run", str(pipe)], env=dict(os.environ, PYTHONPATH=SRC),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2, res.stderr[-3000:]
+        assert "Traceback" not in res.stderr + res.stdout
+        lines[portable] = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines["true"]) == 1 and str(bad) in lines["true"][0]
+    assert lines["true"] == lines["false"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.csv"))

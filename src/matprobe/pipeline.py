@@ -339,16 +339,18 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     """Run every step; return the run directory (with run.json and the report).
     `progress` receives one line per finished step; `progress_bars` adds the progress display
     (matprobe.progress) for fine-tuning, extraction and MI."""
+    from matprobe import numerics
+
+    # before torch loads here: the study runs in a process started with the pinned settings
+    if cfg.portable_numerics and numerics.supported_platform() and not numerics.started_portable():
+        return _run_portable(cfg, progress, progress_bars)
     import torch
 
-    from matprobe import numerics
     from matprobe.data import load_dataset
     from matprobe.extract.runner import ExtractConfig, extract
     from matprobe.report.render import write_report
     from matprobe.theory.check import run_check, write_check
 
-    if cfg.portable_numerics and numerics.supported_platform() and not numerics.started_portable():
-        return _run_portable(cfg, progress, progress_bars)
     say = progress or (lambda msg: None)
     if cfg.portable_numerics:
         if numerics.supported_platform():
