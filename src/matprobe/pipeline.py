@@ -99,6 +99,8 @@ class PipelineConfig:
     delta: float = DEFAULTS.delta
     # parallel processes for training (CPU)
     workers: int = 0  # 0 = min(4, CPU count)
+    # run in a process with matprobe.numerics.PORTABLE_ENV: the same bits on every x86-64 CPU
+    portable_numerics: bool = False
 
     @property
     def target_name(self) -> str:
@@ -136,6 +138,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     w = str(path)
     cfg.out = _get(run, "out", str, cfg.out, w)
     cfg.workers = _get(run, "workers", int, cfg.workers, w)
+    cfg.portable_numerics = _get(run, "portable_numerics", bool, cfg.portable_numerics, w)
     cfg.demo_data = _get(data, "demo", bool, False, w)
     cfg.data_file = _get(data, "file", str, None, w)
     if cfg.data_file and not Path(cfg.data_file).is_absolute():
@@ -208,7 +211,8 @@ def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfi
     # (1.15 vs 1.14 nats, RESULTS.md, issue 13)
     cfg = PipelineConfig(out=out, demo_data=True, extra_targets=(("MRI", "Brain", "Segmentation"),),
                          rendering="grid", n_per_triplet=48, train_steps=60, train_lr=4e-3,
-                         mi_seeds=3)  # 3 seeds, not the default 5: 13 -> 9 CPU-s per MI cell
+                         mi_seeds=3,  # 3 seeds, not the default 5: 13 -> 9 CPU-s per MI cell
+                         portable_numerics=True)  # the README's numbers on any x86-64 CPU (issue 20)
     if quick:
         cfg.n_per_triplet = 32
         cfg.train_steps = 15
@@ -231,10 +235,15 @@ def quiet_libraries() -> None:
 
 
 def _one_torch_thread() -> None:
-    """Worker-process initializer: the processes are the parallelism, so one torch thread each."""
+    """Worker-process initializer: the processes are the parallelism, so one torch thread each.
+    In a portable-numerics run every worker checks its settings before it computes anything."""
     import torch
 
+    from matprobe import numerics
+
     torch.set_num_threads(1)
+    if os.environ.get(numerics.MARKER) == "1":
+        numerics.ensure_portable_here()
 
 
 def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, unit: str,
@@ -339,6 +348,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     """Run every step; return the run directory (with run.json and the report).
     `progress` receives one line per finished step; `progress_bars` adds the progress display
     (matprobe.progress) for fine-tuning, extraction and MI."""
+    from matprobe import numerics
+
+    # before torch loads here: the study runs in a process started with the pinned settings
+    if cfg.portable_numerics and numerics.supported_platform() and not numerics.started_portable():
+        return _run_portable(cfg, progress, progress_bars)
     import torch
 
     from matprobe.data import load_dataset
@@ -347,6 +361,12 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     from matprobe.theory.check import run_check, write_check
 
     say = progress or (lambda msg: None)
+    if cfg.portable_numerics:
+        if numerics.supported_platform():
+            numerics.ensure_portable_here()
+        else:
+            say("note: portable numerics are x86-64 Linux settings; on this platform the numbers may differ "
+                "from the README's in the last digits")
     torch.set_num_threads(1)
     quiet_libraries()
     run = Path(cfg.out)
@@ -528,6 +548,93 @@ def _mi_paths(ck: dict, layers, pools, run: Path) -> None:
                 for lay in layers for pool in pools}
     lay, pool = resolve_feature([(a, b) for a in layers for b in pools], path=ck["store"])
     ck["main_mi"] = ck["mi"][f"{lay}/{pool}"]
+
+
+_SAY = "\x1ematprobe-step:"  # marks the child's step lines on its stdout
+
+
+def _run_portable(cfg: PipelineConfig, progress, progress_bars: bool) -> Path:
+    """run_pipeline in a fresh Python process started with matprobe.numerics.PORTABLE_ENV.
+
+    Those settings are read when each library loads (glibc's before Python starts), so they
+    cannot be switched on in this process; its step lines come back to `progress`, its
+    progress bars share this terminal, and its exception is raised here."""
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from matprobe import numerics
+    from matprobe.progress import is_quiet
+    from matprobe.progress import say as note
+
+    env, overrides = numerics.portable_environment()
+    for line in overrides:  # a user's setting is replaced, never silently
+        note(f"note: {line} for this run (portable numerics: the same results on every x86-64 CPU; "
+             f"docs/design.md)")
+    # the child imports this same matprobe, whatever put it on this process's path
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                   env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="matprobe-run-") as tmp:
+        job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job.write_bytes(pickle.dumps((cfg, progress_bars, is_quiet())))
+        proc = subprocess.Popen([sys.executable, "-c", "from matprobe.pipeline import _portable_child; "
+                                 "_portable_child()", str(job), str(result)],
+                                env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith(_SAY):
+                    if progress is not None:
+                        progress(line[len(_SAY):].rstrip("\n"))
+                else:
+                    sys.stdout.write(line)
+        except BaseException:
+            # Ctrl-C on a terminal reaches the child too; anything else that stops this process
+            # (a signal sent to it alone, an error) is passed on, so the child never runs on alone
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+        rc = proc.wait()
+        try:
+            outcome = pickle.loads(result.read_bytes())
+        except FileNotFoundError:
+            outcome = None
+        except Exception as exc:  # an exception class that does not unpickle
+            outcome = PipelineError(f"the pipeline process failed and its error could not be read back ({exc})")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if rc != 0 or not isinstance(outcome, str):
+        raise RuntimeError(f"the pipeline process exited with status {rc} without a result")
+    return Path(outcome)
+
+
+def _portable_child() -> None:
+    """Entry point of the process _run_portable starts: argv = job pickle, result pickle."""
+    import pickle
+    import sys
+    import traceback
+
+    from matprobe.progress import set_quiet
+
+    job, result = Path(sys.argv[1]), Path(sys.argv[2])
+    cfg, progress_bars, quiet = pickle.loads(job.read_bytes())
+    set_quiet(quiet)
+    try:
+        outcome: object = str(run_pipeline(cfg, progress=lambda msg: print(_SAY + msg, flush=True),
+                                           progress_bars=progress_bars))
+    except BaseException as exc:  # noqa: BLE001  (handed to the parent, which raises it)
+        if not isinstance(exc, MatprobeError):
+            exc.add_note("in the pipeline process:\n" + "".join(traceback.format_exception(exc)))
+        outcome = exc
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:
+        data = pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
+    result.write_bytes(data)
 
 
 def _relative_paths(ck: dict, run: Path) -> dict:

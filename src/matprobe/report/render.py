@@ -596,6 +596,9 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
                                                                          versions.values()]}),
                   "Software the run was made with. The demo's numbers are reproducible for these versions "
                   "(pinned in constraints.txt), not across them.")
+        if (env.get("numerics") or {}).get("portable"):
+            doc.para("Numerics: portable (the kernels every x86-64 CPU has, one thread; docs/design.md §6): "
+                     "these versions give the same numbers on any x86-64 Linux CPU.")
     else:
         doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
     # the report's own rendering is left out: the pipeline records it only after writing the
