@@ -60,6 +60,13 @@ class FoldPlan:
     gaussianize: bool
     features: dict[int, np.ndarray] = field(default_factory=dict)
     columns: SortedColumns | None = None  # z's columns sorted once for every fold's quantile map
+    _flat: str | None = None
+
+    def flat(self, z: np.ndarray) -> str:
+        """`flat_features` of z, computed once per plan (shared by the terms of a chain)."""
+        if self._flat is None:
+            self._flat = flat_features(z, self.k)
+        return self._flat
 
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
         if f not in self.features:
@@ -70,6 +77,56 @@ class FoldPlan:
             if len(self.features) == self.k:
                 self.columns = None  # every fold is mapped: free the sorted copy
         return self.features[f]
+
+
+def clip_at_zero(value: float, lo: float, hi: float) -> tuple[float, float, float, list[str], list[str]]:
+    """MI >= 0: (value, lo, hi) clipped at 0, with the flags and notes that say so.
+
+    A lower end below 0 is set to 0 silently (a null's interval straddles 0). A point estimate
+    below 0 is set to 0 and flagged "below-zero". An interval wholly below 0 (the critic
+    predicts worse than the label frequencies on every resample: the estimator is biased low,
+    e.g. overfitting at small n) is moved up to start at 0 keeping its width, [0, hi - lo], and
+    flagged "interval-below-zero": 'no detectable dependence, at most this much', never an error.
+    """
+    flags, notes = [], []
+    if hi < 0:
+        flags += ["below-zero", "interval-below-zero"]
+        notes.append(f"the whole interval [{lo:.4f}, {hi:.4f}] nats lies below 0 (the held-out critic "
+                     "predicts Y worse than its frequencies: biased low at this n); reported as 0 with the "
+                     "interval moved up to start at 0, its width kept: read it as 'no detectable dependence'")
+        return 0.0, 0.0, hi - lo, flags, notes
+    if value < 0:
+        flags.append("below-zero")
+        notes.append(f"estimate {value:.4f} nats < 0 (the held-out critic predicts Y worse than its "
+                     "frequencies p(y|c): no dependence detectable at this n); MI is >= 0, reported as 0")
+        value = 0.0
+    return value, max(lo, 0.0), hi, flags, notes
+
+
+# A coordinate whose spread (max - min) is at most this fraction of its largest magnitude varies
+# only by float32 rounding (about 80 ulps): it is treated as constant
+FLAT_REL_TOL = 1e-5
+
+
+def flat_features(z: np.ndarray, folds: int) -> str:
+    """Why Z carries no usable information ("" when it does): every coordinate is constant up
+    to FLAT_REL_TOL of its magnitude, or fewer than 2 x folds rows differ from the coordinates'
+    median row (too few for any training fold to see a second value)."""
+    z = np.asarray(z)
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    scale = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
+    varying = (hi - lo).astype(np.float64) > FLAT_REL_TOL * scale + np.finfo(np.float32).tiny
+    if not varying.any():
+        return ("Z is constant (every coordinate varies by at most "
+                f"{FLAT_REL_TOL:g} of its magnitude): it carries no information, so the term is exactly 0")
+    zv = z[:, varying]
+    med = np.median(zv, axis=0)
+    tol = FLAT_REL_TOL * scale[varying] + np.finfo(np.float32).tiny
+    n_off = int((np.abs(zv - med) > tol).any(axis=1).sum())
+    if n_off < 2 * folds:
+        return (f"Z is nearly constant: only {n_off} of {len(z)} rows differ from the others (fewer than "
+                f"2 x {folds} folds), so no training fold can learn from them; the term is reported as 0")
+    return ""
 
 
 def make_plan(z, groups, k=5, pca=64, gaussianize=True, seed=0) -> FoldPlan:
@@ -196,6 +253,16 @@ class CrossFitEstimator:
             return result
         if plan is None:
             plan = self.fold_plan(z, joint_codes([y, c]))
+        flat = plan.flat(z) if isinstance(plan, FoldPlan) else flat_features(z, self.folds)
+        if flat:
+            # Z carries no information: I(Z;Y|C) = 0 exactly, nothing to fit (issue 22: this
+            # took 29 s on 2,000 rows and then failed as an interval below 0)
+            result.degenerate = True
+            result.flags = ["constant-features"]
+            result.note = flat
+            result.strata = self._strata_entries(strata_info, {s["code"]: (0.0, 0.0, 0.0) for s in strata_info},
+                                                 stratum_names)
+            return result
         per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
         if pointwise:  # issue 7: per-row held-out terms for paired comparisons
             pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
@@ -228,15 +295,13 @@ class CrossFitEstimator:
             result.clipped = True
             flags.append("clipped")
             value = h_upper
-        if value < 0:
-            flags.append("below-zero")
-            notes.append(f"estimate {value:.4f} nats < 0: held out, the fitted critic predicts Y worse "
-                         "than its frequencies p(y|c) (no dependence detectable at this n, or overfitting); "
-                         "MI itself is >= 0")
-        if hi < 0:
-            flags.append("interval-below-zero")
-            notes.append("the whole interval lies below 0: the estimator is biased low here; read it as "
-                         "'no detectable dependence', not as a value")
+        # MI >= 0: a null is a result, never an error. The raw numbers stay in diagnostics["raw"].
+        raw = (value, lo, hi)
+        value, lo, hi, zero_flags, zero_notes = clip_at_zero(value, lo, hi)
+        flags += zero_flags
+        notes += zero_notes
+        if zero_flags:
+            result.clipped = True
         result.bound = self.tags.bound
         lo, hi = min(lo, h_upper), min(hi, h_upper)
         if self.tags.bound == LOWER:
@@ -249,11 +314,13 @@ class CrossFitEstimator:
         train_vals = [d.get("train_value") for d in diags if d.get("train_value") is not None]
         result.diagnostics = {
             "seed_values": [from_nats(v, self.unit) for v in seed_vals],
-            "seed_intervals": [(from_nats(min(a, h_upper), self.unit), from_nats(min(b, h_upper), self.unit))
+            "seed_intervals": [(from_nats(min(max(a, 0.0), h_upper), self.unit),
+                                from_nats(min(max(b, 0.0), h_upper), self.unit))
                                for a, b in seed_intervals],
             "train_heldout_gap": (from_nats(float(np.mean(train_vals)) - value, self.unit)
                                   if train_vals else None),
             "folds": diags,
+            "raw": tuple(from_nats(v, self.unit) for v in raw),
             "seconds": time.perf_counter() - t0,
         }
         if pointwise:
@@ -274,12 +341,12 @@ class CrossFitEstimator:
                          "ci_low": 0.0, "ci_high": 0.0, "h_upper": 0.0,
                          "note": "one class in this stratum: exactly 0"}
             else:
-                est, lo, hi = (min(x, s["h"]) for x in v)
+                est, lo, hi = (min(max(x, 0.0), s["h"]) for x in v)
                 entry = {"given": self._sname(s["code"], names), "n": s["n"],
                          "estimate": from_nats(est, self.unit), "ci_low": from_nats(lo, self.unit),
                          "ci_high": from_nats(hi, self.unit), "h_upper": h,
                          "note": ("sparse" if s["n"] < self.min_stratum else "")
-                         + ("; clipped" if v[0] > s["h"] else "")}
+                         + ("; clipped" if v[0] > s["h"] else "") + ("; clipped at 0" if v[0] < 0 else "")}
             out.append(entry)
         return out
 
