@@ -20,7 +20,7 @@ from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, TermNames
-from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, stratified_folds
+from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_features, stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
 MEAN = "mean"  # bound = mean of per-row terms r
@@ -68,7 +68,17 @@ class FoldPlan:
             self._flat = flat_features(z, self.k)
         return self._flat
 
+    device: str = "cpu"
+    per_fold: bool = False  # True: fit the preprocessing on each fold's training rows (before issue 22)
+
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
+        """Fold f's features. The preprocessing is label-free, so by default it is fitted once
+        on all rows and every fold, term and seed shares it (`prep.label_free_features`)."""
+        if not self.per_fold:
+            if "all" not in self.features:
+                self.features["all"] = label_free_features(z, self.pca, self.gaussianize, seed=0,
+                                                           device=self.device)
+            return self.features["all"]
         if f not in self.features:
             if self.gaussianize and self.columns is None:
                 self.columns = SortedColumns(z)
@@ -209,8 +219,10 @@ class CrossFitEstimator:
         """A fold plan with this estimator's folds and preprocessing, stratified by `groups`
         (or over the given fold ids), to share between several `estimate` calls."""
         if fold is not None:
-            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize)
-        return make_plan(z, groups, self.folds, self.pca, self.gaussianize, self.seed)
+            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize, device=self.device)
+        plan = make_plan(z, groups, self.folds, self.pca, self.gaussianize, self.seed)
+        plan.device = self.device
+        return plan
 
     def estimate(self, z, y, c=None, *, sub=None, plan: FoldPlan | None = None, names: TermNames | None = None,
                  pointwise: bool = False) -> MIEstimate:
@@ -385,7 +397,10 @@ class CrossFitEstimator:
             idx = np.flatnonzero((c == s["code"]) & active)
             n_c = len(idx)
             w = np.ones((B + 1, n_c))
-            w[1:] = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=B)
+            # multinomial(n_c, uniform) counts, drawn as n_c row indices per replicate (6x faster
+            # than rng.multinomial at n_c = 20k)
+            draws = rng.integers(0, n_c, size=(B, n_c)) + (np.arange(B) * n_c)[:, None]
+            w[1:] = np.bincount(draws.ravel(), minlength=B * n_c).reshape(B, n_c)
             reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w)
                              for arr in per_seed])  # [seeds, B+1]
             total += reps * (n_c / n)
