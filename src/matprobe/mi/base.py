@@ -120,8 +120,8 @@ FLAT_REL_TOL = 1e-5
 
 def flat_features(z: np.ndarray, folds: int) -> str:
     """Why Z carries no usable information ("" when it does): every coordinate is constant up
-    to FLAT_REL_TOL of its magnitude, or fewer than 2 x folds rows differ from the coordinates'
-    median row (too few for any training fold to see a second value)."""
+    to FLAT_REL_TOL of its magnitude, or all but fewer than 2 x folds rows are one row (too few
+    for the training folds to see a second value)."""
     z = np.asarray(z)
     lo, hi = z.min(axis=0), z.max(axis=0)
     scale = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
@@ -129,12 +129,23 @@ def flat_features(z: np.ndarray, folds: int) -> str:
     if not varying.any():
         return ("Z is constant (every coordinate varies by at most "
                 f"{FLAT_REL_TOL:g} of its magnitude): it carries no information, so the term is exactly 0")
-    zv = z[:, varying]
-    med = np.median(zv, axis=0)
-    tol = FLAT_REL_TOL * scale[varying] + np.finfo(np.float32).tiny
-    n_off = int((np.abs(zv - med) > tol).any(axis=1).sum())
-    if n_off < 2 * folds:
-        return (f"Z is nearly constant: only {n_off} of {len(z)} rows differ from the others (fewer than "
+    tol = (FLAT_REL_TOL * scale + np.finfo(np.float32).tiny).astype(np.float32)
+
+    def n_off(cols):
+        # rows that differ from row 0, and from the first row that differs from row 0: when all
+        # but a few rows are one row, one of the two counts is those few (no median needed)
+        zv, t = z[:, cols], tol[cols]
+        off = (np.abs(zv - zv[0]) > t).any(axis=1)
+        if not off.any():
+            return 0
+        return min(int(off.sum()), int((np.abs(zv - zv[int(np.argmax(off))]) > t).any(axis=1).sum()))
+
+    cols = np.flatnonzero(varying)
+    # one column with enough differing rows settles it (real features: at once); else all of them
+    few = len(z) >= 4 * folds and n_off(cols[:1]) < 2 * folds
+    count = n_off(cols) if few else 2 * folds
+    if count < 2 * folds:
+        return (f"Z is nearly constant: only {count} of {len(z)} rows differ from the others (fewer than "
                 f"2 x {folds} folds), so no training fold can learn from them; the term is reported as 0")
     return ""
 
