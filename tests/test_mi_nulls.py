@@ -164,3 +164,21 @@ def test_sweep_keeps_going_past_a_failing_cell_and_retries_it(two_layer_store, t
     good = res.table[res.table["layer"] == "0"]
     assert not good["estimate"].isna().any() and "failed" not in set(good["flags"])
     assert good["estimate"].iloc[0] > 0.05 and math.isfinite(good["ci_high"].iloc[0])
+
+
+def test_small_cells_make_the_interval_one_sided():
+    # 12 classes x 25 rows in 8 dimensions: every cell has >= max(20, 9 inputs) rows: two-sided
+    from matprobe.mi.registry import make_estimator
+
+    rng = np.random.default_rng(5)
+    est = make_estimator("probe", seeds=1, folds=3, pca=None, **FAST)
+    y = np.repeat(np.arange(12), 25)
+    z = rng.standard_normal((300, 8)) + 2.0 * np.eye(12, 8)[y]
+    e = est.estimate(z, y)
+    assert "small-cells" not in e.flags and e.bound == "two-sided"
+    # 40 rows per class but 64 features (65 inputs > 40): underdetermined heads, one-sided
+    y = np.repeat(np.arange(6), 40)
+    z = rng.standard_normal((240, 64)) + 2.0 * np.eye(6, 64)[y]
+    e = est.estimate(z, y)
+    assert "small-cells" in e.flags and e.bound == "lower"
+    assert e.ci_high == pytest.approx(e.h_upper) and e.ci_low <= e.value and "at least" in e.note

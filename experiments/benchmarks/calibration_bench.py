@@ -136,6 +136,11 @@ def print_summary(df):
     return s
 
 
+def read(path) -> pd.DataFrame:
+    """The results CSV ("null" is a family name here, not a missing value)."""
+    return pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", choices=tuple(GRIDS), default="reduced")
@@ -146,12 +151,17 @@ def main(argv=None):
     ap.add_argument("--level", type=float, default=0.95)
     ap.add_argument("--n-mc", type=int, default=200_000, help="Monte-Carlo rows for each task's truth")
     ap.add_argument("--out", default="experiments/benchmarks/calibration_results.csv")
+    ap.add_argument("--merge", default="", help="comma list of result CSVs to merge into --out first")
     ap.add_argument("--summary-only", action="store_true")
     a = ap.parse_args(argv)
     grid = dict(GRIDS[a.grid])
     draws = a.draws or grid["draws"]
     ns = tuple(int(x) for x in a.ns.split(",")) if a.ns else grid["ns"]
-    done = pd.read_csv(a.out) if os.path.exists(a.out) else pd.DataFrame()
+    if a.merge:  # partial runs (e.g. one process per core) into one table
+        parts = [read(p) for p in a.merge.split(",") if os.path.exists(p)]
+        pd.concat(parts, ignore_index=True).drop_duplicates(["family", "draw", "n", "term"], keep="last") \
+            .to_csv(a.out, index=False)
+    done = read(a.out) if os.path.exists(a.out) else pd.DataFrame()
     if not a.summary_only:
         have = set(zip(done.get("family", []), done.get("draw", []), done.get("n", [])))
         for fam in a.families.split(","):
@@ -167,7 +177,7 @@ def main(argv=None):
                           f"est {r['estimate']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] "
                           f"{'covers' if r['covered'] else 'MISS  '} {r['flags']} {r['cpu_s']:.1f} CPU-s",
                           flush=True)
-        done = pd.read_csv(a.out)
+        done = read(a.out)
     if len(done):
         print_summary(done[done["family"].isin(a.families.split(","))])
     return 0
