@@ -314,22 +314,24 @@ class CrossFitEstimator:
             flags.append("low-n")
             notes.append(f"low n: {int(active.sum()) / cells:.0f} rows per class (< {LOW_N_PER_CLASS}); "
                          "the interval's bias allowance is not reliable this small")
-        # rows in (stratum, class) cells with fewer rows than the critic has inputs (features + 1,
+        # rows in the critic's cells with fewer rows than the critic has inputs (features + 1,
         # at least LOW_N_PER_CLASS): there a class's head is underdetermined and the probe stays
         # low by more than its learning curve shows (calibration, issue 22: chain-tiny 15-20% low
         # with 8-12% of rows in cells under 20, learning-curve step 0.02-0.03 nats; K = 50 at
         # 40 rows per class, d = 64: 12% low), so the bias is not bounded: one-sided interval
         n_inputs = _feature_dim(plan, z) + 1
         small_rows = max(LOW_N_PER_CLASS, n_inputs)
-        cell_counts = np.unique(np.stack([c[active], y[active]], 1), axis=0, return_counts=True)[1]
+        # the critic's softmax cells: (stratum, class) or, with sub-classes, (stratum, class, sub)
+        cell_counts = np.unique(np.stack([c[active], y[active], sub[active]], 1), axis=0,
+                                return_counts=True)[1]
         small_share = float(cell_counts[cell_counts < small_rows].sum()) / max(int(active.sum()), 1)
         one_sided = small_share >= SMALL_CELL_SHARE
         if one_sided:
             flags.append("small-cells")
-            notes.append(f"{small_share:.0%} of rows are in (stratum, class) cells with fewer than "
-                         f"{small_rows} rows (the critic's {n_inputs} inputs), where the estimator's shortfall "
-                         "is not bounded: only the lower end is a statement (MI is at least ci_low); "
-                         "ci_high is H(Y|C)")
+            notes.append(f"{small_share:.0%} of rows are in the critic's (stratum, class[, sub-class]) "
+                         f"cells with fewer than {small_rows} rows (the critic's {n_inputs} inputs), where the "
+                         "estimator's shortfall is not bounded: only the lower end is a statement (MI is at "
+                         "least ci_low); ci_high is H(Y|C)")
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
             flags.append("sparse-strata")
