@@ -182,3 +182,16 @@ def test_small_cells_make_the_interval_one_sided():
     e = est.estimate(z, y)
     assert "small-cells" in e.flags and e.bound == "lower"
     assert e.ci_high == pytest.approx(e.h_upper) and e.ci_low <= e.value and "at least" in e.note
+
+
+def test_small_cells_count_the_critics_sub_class_cells():
+    from matprobe.mi.registry import make_estimator
+
+    rng = np.random.default_rng(6)
+    est = make_estimator("probe", seeds=1, folds=3, pca=None, **FAST)
+    y = np.repeat([0, 1], 120)
+    z = rng.standard_normal((240, 8)) + 1.5 * np.eye(2, 8)[y]
+    assert "small-cells" not in est.estimate(z, y).flags  # 2 cells of 120 rows
+    sub = np.tile(np.arange(12), 20)  # 24 (class, sub-class) cells of 10 rows: under 20
+    e = est.estimate(z, y, sub=sub)
+    assert "small-cells" in e.flags and e.bound == "lower"
