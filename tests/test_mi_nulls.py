@@ -123,6 +123,8 @@ def test_mi_on_near_saturated_store(tmp_path):
         assert t["h_upper"] * 0.95 <= t["estimate"] <= t["h_upper"] + 1e-12
         assert t["ci_high"] <= t["h_upper"] + 1e-12 and t["ci_low"] <= t["estimate"]
         assert t["clipped"] == ("clipped" in t["flags"])
+        # near the cap the interval is one-sided: at least ci_low, at most H
+        assert "near-saturated" in t["flags"] and t["bound"] == "lower" and t["ci_high"] == t["h_upper"]
 
 
 @pytest.fixture

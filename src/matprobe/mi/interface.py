@@ -80,7 +80,8 @@ class MIEstimate:
     below 0), "interval-below-zero" (the whole interval is below 0), "low-n" (too few rows per
     class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
     "sparse-strata", "clipped", "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
-    rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "constant-features"
+    rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "near-saturated" (the
+    estimate is >= 90% of H(Y|C): `bound` "lower" too), "constant-features"
     (Z carries no information: 0 exactly, nothing fitted). Estimates and lower ends below 0 are
     clipped at 0 (`clipped` is then set too; the raw numbers are in diagnostics["raw"]).
     """
