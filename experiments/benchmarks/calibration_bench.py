@@ -11,7 +11,9 @@ error|, and for nulls the share of intervals that exclude 0.
     python experiments/benchmarks/calibration_bench.py --grid full      # 20 draws, n in 2k/5k/20k
     python experiments/benchmarks/calibration_bench.py --summary-only --out FILE.csv
 
-Rows are appended to --out as each draw finishes (one CSV line per scored term), and draws
+A cell covers when ci_low - 2 s.e. <= truth <= ci_high + 2 s.e. (s.e.: the truth's Monte-Carlo
+error). One-sided intervals (bound "lower": ci_high = H(Y|C)) are counted like the others, and
+their share is printed per family ("1-sided"). Rows are appended to --out as each draw finishes (one CSV line per scored term), and draws
 already in --out are skipped, so a run can be stopped and resumed. CPU seconds
 (time.process_time) are recorded per draw: the machine is shared, wall time is not a measure.
 """
@@ -121,11 +123,11 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 def print_summary(df):
     s = summary(df)
     print(f"{'family':15s} {'cells':>5s} {'n':>16s} {'coverage [CP 95%]':>24s} {'mean err':>9s} "
-          f"{'mean rel':>9s} {'med |rel|':>9s} {'excl. 0':>8s} {'CPU s':>6s}")
+          f"{'mean rel':>9s} {'med |rel|':>9s} {'excl. 0':>8s} {'1-sided':>8s} {'CPU s':>6s}")
     for r in s.itertuples():
         print(f"{r.family:15s} {r.cells:5d} {r.n:>16s} {r.coverage:7.0%} [{r.cp_low:5.0%}, {r.cp_high:5.0%}]     "
               f"{r.mean_signed_err_nats:+9.4f} {r.mean_signed_rel_err:+9.1%} {r.median_abs_rel_err:9.1%} "
-              f"{r.excludes_zero:8.0%} {r.cpu_s_per_draw:6.1f}")
+              f"{r.excludes_zero:8.0%} {r.lower_bound_share:8.0%} {r.cpu_s_per_draw:6.1f}")
     cov_ok = (s["coverage"] >= 0.90).all()
     med_ok = (s["median_abs_rel_err"].fillna(0) <= 0.05).all()
     null = s[s["family"] == "null"]
