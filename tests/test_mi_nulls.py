@@ -197,3 +197,16 @@ def test_small_cells_count_the_critics_sub_class_cells():
     sub = np.tile(np.arange(12), 20)  # 24 (class, sub-class) cells of 10 rows: under 20
     e = est.estimate(z, y, sub=sub)
     assert "small-cells" in e.flags and e.bound == "lower"
+
+
+def test_sweep_command_on_a_constant_layer_writes_and_exits_0(two_layer_store, tmp_path):
+    out = tmp_path / "sweep.csv"
+    res = runner.invoke(app, ["sweep", str(two_layer_store), "--out", str(out), "--factors", "M,A",
+                              "--seeds", "1", "--folds", "3", "--pca", "0", "--no-pointwise"])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    tab = pd.read_csv(out, keep_default_na=False)
+    const = tab[tab["layer"].astype(str) == "1"]
+    assert len(const) == 2 and (const["estimate"] == 0.0).all()
+    assert (const["flags"] == "constant-features").all() and const["degenerate"].all()
