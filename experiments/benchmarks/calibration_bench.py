@@ -30,8 +30,15 @@ import pandas as pd
 import torch
 
 from matprobe.mi import chain_terms
-from matprobe.mi.groundtruth import (LatentMixtureTask, chain_task, many_class_task, massive_task, mixture_task,
-                                     null_task, student_t_task)
+from matprobe.mi.groundtruth import (
+    LatentMixtureTask,
+    chain_task,
+    many_class_task,
+    massive_task,
+    mixture_task,
+    null_task,
+    student_t_task,
+)
 
 torch.set_num_threads(1)
 
