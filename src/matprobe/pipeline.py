@@ -288,12 +288,9 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     from matprobe.mi.chain import run_store, write_results
 
     # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
-    # pipeline needs the terms (and their strata) only. A term whose interval falls below 0
-    # is kept with its `interval-below-zero` note, not refused: a factor Z does not encode has
-    # true MI 0, and one of many intervals missing 0 must not end a run after its extraction
+    # pipeline needs the terms (and their strata) only
     result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
-                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False,
-                             refuse_below_zero=False)
+                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
