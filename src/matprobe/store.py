@@ -290,6 +290,10 @@ class EmbeddingStore:
                     f"features {key!r} contain NaN or Inf (rows {bad[:5].tolist()}); nothing was written: "
                     "drop or fix those rows first")
             dims[_normalise_key(key)] = arr.shape[1]
+        for name, arr in (answers or {}).items():
+            if len(np.asarray(arr)) != len(frame):
+                raise StoreError(f"answers {name!r} have {len(np.asarray(arr))} rows for {len(frame)} ids; "
+                                 "nothing was written")
         n_options = None
         if answers is not None and "probs" in answers:
             n_options = np.asarray(answers["probs"]).shape[1]
