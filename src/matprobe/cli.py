@@ -71,6 +71,8 @@ def run_user_errors(fn):
             return fn(*args, **kwargs)
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
+        except typer.BadParameter as exc:  # typer's own (vendored) click: a bad option, not a bug
+            fail(exc.message)
         except Exception as exc:
             if _STATE["debug"]:
                 raise
@@ -100,7 +102,7 @@ def _refuse_old_bits(ctx: typer.Context) -> None:
         try:
             value = float(arg)
         except ValueError:
-            raise typer.BadParameter(f"unexpected argument {arg!r}") from None
+            raise MatprobeError(f"unexpected argument {arg!r}; see --help for the options") from None
         raise MatprobeError(f"--bits {arg}: --bits now switches the unit to bits (as in `mi`); "
                             f"for bits per parameter write --bits-per-param {value:g}")
 
@@ -185,7 +187,12 @@ def data_split(
     try:
         cfg = SplitConfig(config)
     except ValueError:
-        raise typer.BadParameter(f"--config {config!r}: use one of {', '.join(c.value for c in SplitConfig)}") from None
+        import difflib
+
+        names = [c.value for c in SplitConfig]
+        close = difflib.get_close_matches(config, names, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise MatprobeError(f"--config {config!r} is not a split configuration; {hint}use one of {', '.join(names)}") from None
     split = make_split(load_dataset(file, image_root=image_root), target, cfg)
     write_manifest(split, out)
     counts = split.frame().groupby(["split", "modality", "anatomy", "task"]).size()

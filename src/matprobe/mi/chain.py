@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_chain_intervals, check_class_sizes
+from matprobe.checks import check_chain_intervals, check_class_sizes, check_factors, check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -254,7 +254,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     `matprobe.progress.Progress` to advance. Defaults come from `matprobe.defaults.DEFAULTS`.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
-    order = list(order or factors)
+    order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
+    check_level(ci_level)
     missing = [f for f in order if f not in factors]
     if missing:
         raise EstimationError(f"factor {missing[0]!r} not given; available: {', '.join(factors)}")
@@ -385,6 +386,8 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
+    factors = check_factors(factors)  # refused before the store is read
+    check_level(kwargs.get("ci_level", DEFAULTS.level))
     with EmbeddingStore.open(path) as st:
         keys = [(str(k[0]), str(k[1])) for k in st.feature_keys()]
         if (str(layer), str(pool)) not in keys:

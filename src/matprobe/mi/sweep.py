@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_factors, check_level
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
@@ -377,9 +378,8 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     unit = check_unit(unit)
     if not stores:
         raise EstimationError("no stores given; pass one or more .h5 stores")
-    factors = tuple(str(f).strip() for f in factors if str(f).strip())
-    if len(factors) == 0 or len(set(factors)) != len(factors):
-        raise EstimationError(f"--factors {','.join(factors)}: give distinct label columns, e.g. M,A,T")
+    factors = tuple(check_factors(factors))  # distinct columns (M and modality are one)
+    check_level(ci_level)
     if seeds < 1 or folds < 2 or jobs < 1:
         raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
     kw = dict(estimator_kwargs or {})
