@@ -12,8 +12,10 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
+    import pandas as pd
 
 from matprobe.checks import check_vocabulary_header
 from matprobe.data.arrow import is_arrow_source
@@ -77,6 +79,7 @@ def validate_dataset(
     max_problems: int = 1000,
 ) -> ValidationReport:
     """Counts per (M, A, T) triplet and every problem found (records, duplicates, images)."""
+    import pandas as pd  # lazily: loading a manifest stays light
     path = Path(path)
     records, header = read_records(path)
     problems: list[str] = []

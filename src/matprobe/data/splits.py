@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
+    import pandas as pd
 
 from matprobe.data.model import FACTORS, MATDataset, Sample, canonical_label
 from matprobe.errors import DataError
@@ -72,6 +75,7 @@ def in_training(triplet: Triplet, target: Triplet, config: SplitConfig | str) ->
 
 def split_table(triplets: Sequence[Triplet], target: Triplet) -> pd.DataFrame:
     """For each triplet: shared components, relation and membership under every config."""
+    import pandas as pd  # lazily: loading a manifest stays light
     rows = []
     for trip in triplets:
         row = {"modality": trip[0], "anatomy": trip[1], "task": trip[2],

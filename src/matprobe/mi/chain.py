@@ -256,6 +256,10 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
     check_level(ci_level)
+    if pca is not None and int(pca) < 0:
+        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    for est_name in estimators:
+        estimator_tags(est_name)  # an unknown name is refused before any work
     missing = [f for f in order if f not in factors]
     if missing:
         raise EstimationError(f"factor {missing[0]!r} not given; available: {', '.join(factors)}")

@@ -52,9 +52,17 @@ class RunData:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ReportError(f"{path}: a JSON {type(doc).__name__}, not the object matprobe writes; rerun the "
+                              "pipeline step that writes it (`matprobe run` resumes)")
+        return doc
     except FileNotFoundError:
         raise ReportError(f"{path} is missing; rerun the pipeline (`matprobe run` / `matprobe demo`)") from None
+    except json.JSONDecodeError as exc:  # truncated (a killed writer, a full disk) or hand-edited
+        raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the file "
+                          "is truncated or was edited: rerun the pipeline step that writes it "
+                          "(`matprobe run` resumes)") from None
 
 
 def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None:
