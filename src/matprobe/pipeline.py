@@ -330,6 +330,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     """Run every step; return the run directory (with run.json and the report).
     `progress` receives one line per finished step; `progress_bars` adds the progress display
     (matprobe.progress) for fine-tuning, extraction and MI."""
+    from matprobe.preflight import check_pipeline
+
+    check_pipeline(cfg)  # mistakes in the file, manifest or checkpoints: refused before torch loads
     import torch
 
     from matprobe.data import load_dataset
