@@ -147,19 +147,21 @@ def data_validate(
     file: Path = typer.Argument(..., help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV/Parquet, or a Hugging Face save_to_disk folder)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that replaces the 'med-mat/' prefix (Med-MAT) or anchors relative image paths."),
     images: bool = typer.Option(True, "--images/--no-images", help="Open every image to check it is readable."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
 ) -> None:
     """Count samples per (M, A, T) triplet and list every problem found."""
     from rich.table import Table
 
     from matprobe.data import validate_dataset
 
-    report = validate_dataset(file, image_root=image_root, check_images=images)
+    report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
     table = Table(title=f"{file} ({report.format}, {report.n_records} records)")
     for col in ("modality", "anatomy", "task", "n"):
         table.add_column(col, justify="right" if col == "n" else "left")
     for row in report.triplet_counts.itertuples(index=False):
         table.add_row(*(str(v) for v in row))
-    console.print(table)
+    if len(report.triplet_counts):  # no empty table above a column problem
+        console.print(table)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for problem in report.problems:
@@ -178,6 +180,7 @@ def data_split(
     config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out"),
     out: Path = typer.Option(..., "--out", help="Output manifest (JSONL) with split = train/test."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Remap image paths (see data validate)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
 ) -> None:
     """Write the training split for a target triplet by MAT overlap (CrossMed §III, §V)."""
     _refuse_in_place(out, file)
@@ -193,7 +196,7 @@ def data_split(
         close = difflib.get_close_matches(config, names, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise MatprobeError(f"--config {config!r} is not a split configuration; {hint}use one of {', '.join(names)}") from None
-    split = make_split(load_dataset(file, image_root=image_root), target, cfg)
+    split = make_split(load_dataset(file, image_root=image_root, columns=columns), target, cfg)
     write_manifest(split, out)
     counts = split.frame().groupby(["split", "modality", "anatomy", "task"]).size()
     console.print(counts.to_string())
@@ -246,6 +249,7 @@ def extract_command(
     merge_adapter: bool = typer.Option(True, "--merge-adapter/--no-merge-adapter", help="Merge LoRA weights into the base (same result, faster)."),
     attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa | eager | flash_attention_2 (recorded in the store)."),
     rendering: str = typer.Option("multi-image", "--rendering", help="Segmentation items (mask options): multi-image (question image + one overlay per candidate) | grid (one 2x2 composite)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
     _refuse_in_place(out, data)
@@ -259,7 +263,7 @@ def extract_command(
             max_pixels=max_pixels, answers=answers, overwrite=overwrite,
             image_root=str(image_root) if image_root else None, merge_adapter=merge_adapter,
             attn_implementation=attn,
-            rendering=rendering,
+            rendering=rendering, columns=columns,
         ),
         progress=True,
     )

@@ -61,6 +61,7 @@ class PipelineConfig:
     demo_data: bool = False
     data_file: str | None = None
     image_root: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # {their column: expected name} (data/columns.py)
     n_per_triplet: int = 64
     image_size: int = 56
     data_seed: int = 0
@@ -140,6 +141,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     if cfg.data_file and not Path(cfg.data_file).is_absolute():
         cfg.data_file = str((path.parent / cfg.data_file).resolve())
     cfg.image_root = _get(data, "image_root", str, None, w)
+    cfg.columns = dict(_get(data, "columns", dict, {}, w))
     if cfg.demo_data == bool(cfg.data_file):
         raise PipelineError(f"{path}: [data] needs exactly one of demo = true or file = \"...\"")
     cfg.n_per_triplet = _get(data, "n_per_triplet", int, cfg.n_per_triplet, w)
@@ -359,7 +361,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         dataset = load_dataset(manifest)
     else:
         manifest = Path(cfg.data_file)
-        dataset = load_dataset(manifest, image_root=cfg.image_root)
+        dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None)
     timer.add("data", t0)
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
 

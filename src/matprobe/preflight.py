@@ -45,7 +45,7 @@ def check_pipeline(cfg) -> None:
         return
     from matprobe.data import load_dataset
 
-    dataset = load_dataset(cfg.data_file, image_root=cfg.image_root)
+    dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None)
     from matprobe.data import make_split
 
     for target in cfg.targets:  # a target the data lacks, a condition with no training triplets

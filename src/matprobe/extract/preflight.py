@@ -134,7 +134,7 @@ def check_extract_inputs(config):
                           device=config.device, attn=config.attn_implementation, rendering=config.rendering,
                           max_pixels=config.max_pixels, layers=config.layers)
     check_checkpoint(config.ckpt, config.adapter, config.base, layers=config.layers)
-    dataset = load_dataset(config.data, image_root=config.image_root)
+    dataset = load_dataset(config.data, image_root=config.image_root, columns=getattr(config, "columns", None))
     if len(dataset) == 0:
         raise DataError(f"{config.data}: no samples")
     if not config.overwrite:

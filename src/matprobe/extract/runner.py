@@ -42,6 +42,7 @@ class ExtractConfig:
     merge_adapter: bool = True
     attn_implementation: str = "sdpa"
     rendering: str = "multi-image"  # segmentation items: multi-image | grid (extract/prompts.py)
+    columns: str | dict | None = None  # {their column: expected name} (matprobe.data.columns)
 
 
 @dataclass
