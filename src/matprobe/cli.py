@@ -71,6 +71,14 @@ def run_user_errors(fn):
             return fn(*args, **kwargs)
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what is kept and how to resume, one line
+            if _STATE["debug"]:
+                raise
+            from matprobe.interrupts import exit_code, interrupt_message
+
+            err_console.print(interrupt_message(fn.__name__, kwargs, exc), highlight=False, soft_wrap=True,
+                              markup=False)
+            raise typer.Exit(code=exit_code(exc)) from None
         except typer.BadParameter as exc:  # typer's own (vendored) click: a bad option, not a bug
             fail(exc.message)
         except Exception as exc:
@@ -124,6 +132,9 @@ def main_callback(
 
     _STATE["debug"] = debug
     ignore_file_size_signal()  # a full file-size limit becomes an error line, not a kill
+    from matprobe.interrupts import install_handlers
+
+    install_handlers()  # SIGTERM stops like Ctrl-C: files closed, one line on what is kept
     if quiet:
         from matprobe.progress import set_quiet
 

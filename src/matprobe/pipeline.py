@@ -230,6 +230,10 @@ def _one_torch_thread() -> None:
     """Worker-process initializer: the processes are the parallelism, so one torch thread each."""
     import torch
 
+    from matprobe.interrupts import ignore_in_worker
+
+    ignore_in_worker()  # Ctrl-C is the parent's to handle (one line, not a traceback per worker)
+
     torch.set_num_threads(1)
 
 
@@ -237,13 +241,18 @@ def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, 
                     progress_bars: bool):
     """Yield (name, fn(job)) in order, the jobs run in up to `workers` processes (one torch thread
     each) behind one progress bar; fine-tuning, extraction and MI all run this way."""
+    from matprobe.interrupts import stop_pool
     from matprobe.progress import track
 
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_one_torch_thread) as pool, \
             track(label, len(jobs), enabled=progress_bars, unit=unit) as bar:
-        for name, res in zip(names, pool.map(fn, jobs)):
-            bar.advance(description=name)
-            yield name, res
+        try:
+            for name, res in zip(names, pool.map(fn, jobs)):
+                bar.advance(description=name)
+                yield name, res
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the workers now, finished jobs are on disk
+            stop_pool(pool)
+            raise
 
 
 def _finetune_job(args: tuple) -> dict:

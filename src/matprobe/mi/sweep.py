@@ -434,7 +434,10 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             # spawn, not fork: torch's thread pools do not survive a fork safely
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+            from matprobe.interrupts import ignore_in_worker, stop_pool
+
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                       initializer=ignore_in_worker)
             try:
                 reg = registration(estimator)  # plug-ins registered here reach the workers
                 futures = {pool.submit(estimate_cell, cell, settings, pw_dir, 1, reg): cell for cell in todo}
@@ -443,6 +446,9 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
                     add(cell, fut.result())  # a failed cell raises here; finished ones are kept
                     bar.update(description=_describe(cell))
                     bar.advance()
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM: finished cells are in the table already
+                stop_pool(pool)
+                raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
