@@ -175,6 +175,8 @@ def data_validate(
         console.print(table)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:  # the data loads, but a term or stratum says nothing (data/design.py)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if report.problems:

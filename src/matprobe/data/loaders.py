@@ -75,6 +75,8 @@ class ValidationReport:
     problems: list[str] = field(default_factory=list)
     # what was applied rather than refused (mask thresholds, resampling): data/masks.py
     notes: list[str] = field(default_factory=list)
+    # designs the data cannot answer (factor fixed by others, one answer per stratum): data/design.py
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -154,7 +156,10 @@ def validate_dataset(
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
         if len(frame) else pd.DataFrame(columns=[*FACTORS, "n"])
     )
-    return ValidationReport(str(path), fmt, len(records), counts, collapse_repeats(problems)[:max_problems], notes)
+    from matprobe.data.design import design_warnings
+
+    return ValidationReport(str(path), fmt, len(records), counts, collapse_repeats(problems)[:max_problems], notes,
+                            [f"{path}: {w}" for w in design_warnings(samples)])
 
 
 _RECORD = re.compile(r"^(?P<head>.*?): record (?P<n>\d+)(?: \(id '[^']*'\))?: (?P<msg>.*)$")

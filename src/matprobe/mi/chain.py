@@ -218,6 +218,11 @@ class ChainResult:
             table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
                                    f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
         for r in self.frame().itertuples():
+            if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
+                table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
+                              interval=None, h_upper=r.h_upper, chain_difference=None,
+                              note="the factor is fixed by the conditioning factors in every stratum")
+                continue
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                           interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
                           chain_difference=r.chain_difference, note=r.note)
@@ -351,6 +356,12 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
             "agreement": result.agreement()}
+
+
+def not_identifiable(term: str) -> str:
+    """How a term with H(Y|C) = 0 is shown: 'I(Z;A|M)' -> 'not identifiable: H(A|M) = 0'."""
+    inner = term[len("I(Z;"):-1] if term.startswith("I(Z;") and term.endswith(")") else term
+    return f"not identifiable: H({inner}) = 0"
 
 
 def check_out_path(out) -> None:
