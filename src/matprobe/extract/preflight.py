@@ -105,25 +105,33 @@ def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, p
         raise StoreError(f"--out {out}: is a folder; give a file name such as {out / 'store.h5'}")
     if overwrite or not out.exists():
         return
-    from matprobe.store import EmbeddingStore
+    # h5py directly, not EmbeddingStore: the store module pulls in pandas (a second at start-up);
+    # a file that does not open this way gets the store's own message below
+    import h5py
 
     try:
-        store = EmbeddingStore.open(out)
-    except StoreError as exc:
-        raise StoreError(f"{exc}; or rerun with --overwrite to start again") from None
-    with store:
-        prov = store.provenance
-        if sample_ids is not None and list(store.ids) != list(sample_ids):
-            raise StoreError(f"{out}: made from a different sample list than --data; use another --out, "
-                             "or --overwrite to start again")
-        changed = []
-        if pools is not None and prov.get("pools") not in (None, list(pools)):
-            changed.append(f"pools {','.join(prov['pools'])} stored, {','.join(pools)} asked")
-        if dtype is not None and prov.get("dtype") not in (None, dtype):
-            changed.append(f"dtype {prov['dtype']} stored, {dtype} asked")
-        if changed:
-            raise StoreError(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
-                             "settings, use another --out, or --overwrite to start again")
+        with h5py.File(out, "r") as h5:
+            ids = [str(i) for i in h5["samples/id"].asstr()[...]]
+            prov = json.loads(h5.attrs["provenance"])
+    except (OSError, KeyError, ValueError, TypeError):
+        from matprobe.store import EmbeddingStore
+
+        try:
+            EmbeddingStore.open(out).close()
+        except StoreError as exc:
+            raise StoreError(f"{exc}; or rerun with --overwrite to start again") from None
+        return  # it opens after all: the resume itself checks it
+    if sample_ids is not None and ids != list(sample_ids):
+        raise StoreError(f"{out}: made from a different sample list than --data; use another --out, "
+                         "or --overwrite to start again")
+    changed = []
+    if pools is not None and prov.get("pools") not in (None, list(pools)):
+        changed.append(f"pools {','.join(prov['pools'])} stored, {','.join(pools)} asked")
+    if dtype is not None and prov.get("dtype") not in (None, dtype):
+        changed.append(f"dtype {prov['dtype']} stored, {dtype} asked")
+    if changed:
+        raise StoreError(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
+                         "settings, use another --out, or --overwrite to start again")
 
 
 def check_extract_inputs(config):
