@@ -37,10 +37,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where used: `run` refuses a bad file in about a second
+    import pandas as pd
 
 from matprobe.checks import check_unread_keys, track_sections
 from matprobe.conditions import CONDITION_NAMES
@@ -640,6 +642,8 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
         entry = target_stratum_mi(doc, target)
         if entry is not None:
             rows.append({**base, "metric": "I(Z;Y|target) nats", "value": float(entry["estimate"])})
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["condition", "target", "seed", "item", "metric", "value"])
 
 
