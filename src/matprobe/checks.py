@@ -170,13 +170,19 @@ def check_proportion_units(frame, source: str) -> None:
                 f"{', '.join(map(str, f_rows))}); put every condition in one unit (divide the percent rows "
                 "by 100) and rerun"
             )
-        if percent and _FRACTION_NAME.search(str(metric)):
-            top = rows.loc[rows["value"].idxmax()]
-            raise StatsError(
-                f"{source}: metric '{metric}' is in percent ({top['value']:g} at {top['_row']}; a proportion is at "
-                f"most 1); give it as a fraction: divide its values by 100 (e.g. {top['value']:g} -> "
-                f"{top['value'] / 100:g}) and rerun"
-            )
+
+
+def percent_notes(frame) -> list[str]:
+    """A note per accuracy-like metric given wholly in percent (values in (1, 100]): accepted, as the
+    published tables are (CrossMed, Med-MAT), but said, since every difference is then in points."""
+    out = []
+    for metric, rows in frame.groupby("metric", sort=False):
+        values = rows["value"].to_numpy(dtype=float)
+        if (_FRACTION_NAME.search(str(metric)) and values.size and values.min() >= 0
+                and 1 < values.max() <= 100):
+            out.append(f"metric '{metric}' is in percent (values up to {values.max():g}): its differences and "
+                       "intervals are in percentage points; divide the values by 100 for fractions")
+    return out
 
 
 # ---------------------------------------------------------------------- configuration

@@ -122,8 +122,10 @@ def stratified_holdout(
     dataset: MATDataset, test_fraction: float = 0.2, seed: int = 0, by: str = "subset"
 ) -> MATDataset:
     """Seeded train/test split stratified by a column (Med-MAT ships only train files)."""
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"test fraction {test_fraction} must be in (0, 1)")
+    from matprobe.checks import check_fraction
+
+    test_fraction = check_fraction(test_fraction, "test fraction", what="the test fraction", example=0.2,
+                                   error=DataError)
     rng = np.random.default_rng(seed)
     groups: dict[str | None, list[int]] = {}
     for i, s in enumerate(dataset):

@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from matprobe.checks import check_level, check_probability, check_proportion_units, check_resamples
+from matprobe.checks import (
+    check_level,
+    check_probability,
+    check_proportion_units,
+    check_resamples,
+    percent_notes,
+)
 from matprobe.errors import StatsError
 
 UNITS = ("target", "seed", "item")
@@ -802,7 +808,7 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     else:
         source = "results"
         frame = validate_results(results.copy(), source)
-    choices = []
+    choices = percent_notes(frame)  # accuracy in percent: accepted, and said (matprobe.checks)
     if spec is None:
         comparisons, how = default_comparisons(frame)
         choices.append(f"comparisons: {how}")
