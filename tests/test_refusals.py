@@ -489,12 +489,12 @@ def _done_rows(path) -> int:
 
 
 def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_tiny_manifest, tmp_path):
-    n = 300
+    n = 2000  # long enough (> 10 s even at 100 samples/s) for a progress line before the end
     data = make_tiny_manifest(tmp_path / "d", n=n)
     out = tmp_path / "s.h5"
     args = ["extract", "--ckpt", tiny_ckpts["llava"], "--data", data, "--out", out, "--layers", "-1",
             "--pool", "last", "--batch-size", "2"]
-    progress = re.compile(rf"extract llava: done (\d+)/{n} ")
+    progress = re.compile(rf"extract llava: at (\d+)/{n} ")  # the periodic line, not the final "done"
 
     def some_rows_done(lines):  # the first progress line off a terminal (after 10 s) names the rows done
         return any(progress.search(line) for line in lines)
