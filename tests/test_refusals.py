@@ -545,3 +545,32 @@ def test_sigterm_during_sweep_keeps_finished_cells(tmp_path):
     proc, _ = matprobe(*args)
     assert proc.returncode == 0, proc.stderr
     assert f"({4 - len(kept)} computed here, {len(kept)} resumed)" in proc.stdout
+
+
+def test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store(tiny_ckpts, make_tiny_manifest, tmp_path):
+    n = 2000
+    data = make_tiny_manifest(tmp_path / "d", n=n)
+    run = tmp_path / "run"
+    toml = tmp_path / "p.toml"
+    toml.write_text(f"""[run]
+out = "{run}"
+[data]
+file = "{data}"
+[design]
+target = ["CT", "Chest", "Classification"]
+conditions = ["related"]
+[[checkpoints]]
+name = "a"
+condition = "related"
+seed = 0
+ckpt = "{tiny_ckpts['llava']}"
+[extract]
+layers = "-1"
+batch_size = 2
+""")
+    rc, lines = _interrupt(["run", toml], signal.SIGINT,
+                           lambda lines: any(re.search(rf"extract llava: at \d+/{n} ", line) for line in lines))
+    assert rc == 130 and not any("Traceback" in line for line in lines)
+    assert lines[-1] == (f"interrupted (Ctrl-C): {run} keeps every finished step (data, checkpoints, stores, MI "
+                         f"and check files); rerun `matprobe run {toml}` to resume: finished steps are not redone")
+    assert 0 < _done_rows(run / "stores" / "a.h5") < n  # the store opens, with the rows done so far
