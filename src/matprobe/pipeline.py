@@ -252,8 +252,8 @@ def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, 
             for name, res in zip(names, pool.map(fn, jobs)):
                 bar.advance(description=name)
                 yield name, res
-        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the workers now, finished jobs are on disk
-            stop_pool(pool)
+        except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C / SIGTERM (here or in the caller's loop):
+            stop_pool(pool)  # stop the workers now instead of waiting for them; finished jobs are on disk
             raise
 
 
