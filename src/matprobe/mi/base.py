@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to import)
 
+from matprobe.checks import check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, TermNames
@@ -225,7 +226,7 @@ class CrossFitEstimator:
         if seeds < 1:
             raise EstimationError(f"seeds must be >= 1, got {seeds}")
         self.folds, self.seeds, self.pca, self.gaussianize = folds, seeds, pca, gaussianize
-        self.ci_level, self.n_boot, self.unit = ci_level, n_boot, check_unit(unit)
+        self.ci_level, self.n_boot, self.unit = check_level(ci_level, "ci_level"), n_boot, check_unit(unit)
         self.min_stratum, self.device, self.seed = min_stratum, device, seed
 
     # ------------------------------------------------------------------ to override

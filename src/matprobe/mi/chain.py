@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_class_sizes
+from matprobe.checks import check_class_sizes, check_factors, check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -221,6 +221,11 @@ class ChainResult:
         if self.meta.get("note"):
             table.footnotes.append(self.meta["note"])
         for r in self.frame().itertuples():
+            if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
+                table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
+                              interval=None, h_upper=r.h_upper, chain_difference=None,
+                              note="the factor is fixed by the conditioning factors in every stratum")
+                continue
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                           interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
                           chain_difference=r.chain_difference, note=r.note)
@@ -257,7 +262,12 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     `matprobe.progress.Progress` to advance. Defaults come from `matprobe.defaults.DEFAULTS`.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
-    order = list(order or factors)
+    order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
+    check_level(ci_level)
+    if pca is not None and int(pca) < 0:
+        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    for est_name in estimators:
+        estimator_tags(est_name)  # an unknown name is refused before any work
     missing = [f for f in order if f not in factors]
     if missing:
         raise EstimationError(f"factor {missing[0]!r} not given; available: {', '.join(factors)}")
@@ -354,6 +364,12 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
             "agreement": result.agreement()}
 
 
+def not_identifiable(term: str) -> str:
+    """How a term with H(Y|C) = 0 is shown: 'I(Z;A|M)' -> 'not identifiable: H(A|M) = 0'."""
+    inner = term[len("I(Z;"):-1] if term.startswith("I(Z;") and term.endswith(")") else term
+    return f"not identifiable: H({inner}) = 0"
+
+
 def check_out_path(out) -> None:
     """Refuse an --out name we cannot write before any estimation is spent."""
     from pathlib import Path
@@ -393,6 +409,8 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
+    factors = check_factors(factors)  # refused before the store is read
+    check_level(kwargs.get("ci_level", DEFAULTS.level))
     with EmbeddingStore.open(path) as st:
         layer, pool = st.resolve_feature(layer, pool)
         cols, vocab = {}, {}

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_factors, check_level
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
@@ -405,9 +406,10 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     unit = check_unit(unit)
     if not stores:
         raise EstimationError("no stores given; pass one or more .h5 stores")
-    factors = tuple(str(f).strip() for f in factors if str(f).strip())
-    if len(factors) == 0 or len(set(factors)) != len(factors):
-        raise EstimationError(f"--factors {','.join(factors)}: give distinct label columns, e.g. M,A,T")
+    factors = tuple(check_factors(factors))  # distinct columns (M and modality are one)
+    check_level(ci_level)
+    if pca is not None and int(pca) < 0:
+        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
     if seeds < 1 or folds < 2 or jobs < 1:
         raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
     kw = dict(estimator_kwargs or {})
@@ -466,7 +468,10 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             # spawn, not fork: torch's thread pools do not survive a fork safely
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+            from matprobe.interrupts import ignore_in_worker, stop_pool
+
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                       initializer=ignore_in_worker)
             try:
                 reg = registration(estimator)  # plug-ins registered here reach the workers
                 futures = {pool.submit(safe_estimate_cell, cell, settings, pw_dir, 1, reg): cell for cell in todo}
@@ -479,6 +484,9 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
                     add(cell, rows)
                     bar.update(description=_describe(cell))
                     bar.advance()
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM: finished cells are in the table already
+                stop_pool(pool)
+                raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
