@@ -204,7 +204,7 @@ def test_cli_old_layout_adapter_and_its_errors(adapters, tiny_ckpts, tiny_manife
     weights[PREFIX + "visual.blocks.0.attn.qkv.lora_A.weight"] = torch.zeros(4, 32)  # a Qwen key
     save_file(weights, broken / "adapter_model.safetensors")
     res = runner.invoke(app, ["extract", "--ckpt", str(tiny_ckpts["llava"]), "--adapter", str(broken), "--data",
-                              str(tiny_manifest), "--out", str(tmp_path / "bad.h5")])
+                              str(tiny_manifest), "--out", str(tmp_path / "bad.h5"), "--layers", "1,final"])
     errors = [line for line in res.output.splitlines() if "error:" in line]  # stderr progress bars aside
     assert res.exit_code == 2 and len(errors) == 1 and errors[0].startswith("error:"), res.output
     text = errors[0]

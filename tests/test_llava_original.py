@@ -301,7 +301,8 @@ def test_cli_extract_store_equals_original_and_resume_checks(tmp_path, reference
 
 def test_cli_refuses_a_missing_tower_in_one_line(tmp_path, reference):
     data = _manifest(tmp_path, reference)
-    res = _cli(["extract", "--ckpt", KIT / "llava-v1.5-tiny", "--data", data, "--out", tmp_path / "z.h5"])
+    res = _cli(["extract", "--ckpt", KIT / "llava-v1.5-tiny", "--data", data, "--out", tmp_path / "z.h5",
+                "--layers", "-1"])
     assert res.exit_code == 2, res.output
     assert res.output.strip().startswith("error:") and "--vision-tower" in res.output
     assert not (tmp_path / "z.h5").exists()
@@ -410,7 +411,8 @@ def test_cli_refuses_a_pickle_with_code_in_one_line(tmp_path, reference):
     state["x"] = _Exploit(marker)
     torch.save(state, shard)
     data = _manifest(tmp_path, reference)
-    res = _cli(["extract", "--ckpt", ckpt, "--vision-tower", TOWER, "--data", data, "--out", tmp_path / "z.h5"])
+    res = _cli(["extract", "--ckpt", ckpt, "--vision-tower", TOWER, "--data", data, "--out", tmp_path / "z.h5",
+                "--layers", "-1"])
     assert res.exit_code == 2, res.output
     assert res.output.strip().splitlines()[-1].startswith("error:") and "needs code to unpickle" in res.output
     assert not marker.exists() and not (tmp_path / "z.h5").exists()

@@ -264,7 +264,7 @@ def test_checkpoint_without_config_is_refused_at_once(manifest, tmp_path):
     (["--layers", "12"], "index 12 is out of range for a 4-block decoder; use -4..3"),
     (["--layers", "mid"], "'mid' is not a layer"),
     (["--pool", "avg"], "unknown pool(s) avg"),
-    (["--attn", "flash"], "--attn 'flash': use one of sdpa"),
+    (["--attn", "flash"], "--attn 'flash' is not one of sdpa"),
     (["--device", "gpu"], "--device 'gpu': use cpu or cuda"),
     (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
 ])

@@ -66,6 +66,14 @@ def build_study(folder: Path, kind: str, split: bool, label: bool, n_per: int = 
     return path
 
 
+def _no_checkpoint_folders(monkeypatch):
+    """The model is replaced (fake_extract), so there are no checkpoint folders for `run`'s
+    preflight to read; the preflight itself is tested on real folders (tests/test_refusals.py)."""
+    import matprobe.extract.preflight as preflight
+
+    monkeypatch.setattr(preflight, "check_checkpoint", lambda ckpt, *a, **k: (Path(ckpt), None))
+
+
 def fake_extract_factory(record: dict):
     """An `extract` that writes the store a model would, from the manifest it is given."""
 
@@ -143,6 +151,7 @@ def test_run_and_report_on_any_study(tmp_path, monkeypatch, kind, n_targets, n_s
     torch.set_num_threads(1)
     record: dict = {}
     monkeypatch.setattr(runner, "extract", fake_extract_factory(record))
+    _no_checkpoint_folders(monkeypatch)
     monkeypatch.setattr(figures, "_save", _stub_save)
     manifest = build_study(tmp_path / "data", kind, split, label)
     tasks = TASKS[kind]
@@ -222,6 +231,7 @@ def test_summary_says_when_every_paired_difference_is_the_same(tmp_path, monkeyp
         return fake(replace(cfg, ckpt=str(Path(cfg.ckpt).parent / "one")), progress)
 
     monkeypatch.setattr(runner, "extract", same_model)
+    _no_checkpoint_folders(monkeypatch)
     monkeypatch.setattr(figures, "_save", _stub_save)
     manifest = build_study(tmp_path / "data", "cls", True, True)
     target = ("MRI", "Brain", "Orientation")

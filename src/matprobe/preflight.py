@@ -30,8 +30,14 @@ def check_pipeline(cfg) -> None:
     check_options(batch_size=cfg.extract_batch_size, pools=cfg.pools, dtype=cfg.dtype, device=cfg.device,
                   attn="sdpa", rendering=cfg.rendering, max_pixels=cfg.max_pixels, layers=cfg.layers)
     for ck in cfg.checkpoints:
-        check_checkpoint(ck["ckpt"], ck.get("adapter"), ck.get("base"), layers=cfg.layers,
-                         where=f"[[checkpoints]] {ck.get('name')!r}")
+        where = f"[[checkpoints]] {ck.get('name')!r}"
+        if not ck.get("ckpt"):  # an entry naming a store extracted already: used as it is
+            store = Path(ck.get("store") or "")
+            if not store.is_file():
+                raise MatprobeError(f"{where}: store = {str(store)!r} is not a file; give the .h5 that "
+                                    "`matprobe extract --out` wrote, or ckpt = the checkpoint folder")
+            continue
+        check_checkpoint(ck["ckpt"], ck.get("adapter"), ck.get("base"), layers=cfg.layers, where=where)
     run = Path(cfg.out)
     if run.exists() and not run.is_dir():
         raise MatprobeError(f"[run] out = {cfg.out!r} is a file; give a folder for the run")

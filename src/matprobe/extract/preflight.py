@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from matprobe.errors import DataError, ExtractError, StoreError
+from matprobe.errors import DataError, ExtractError, ProvenanceMismatch, StoreError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -34,7 +34,7 @@ def check_options(*, batch_size: int, pools, dtype: str, device: str, attn: str,
     if not _DEVICE.match(str(device)):
         raise ExtractError(f"--device {device!r}: use cpu or cuda (cuda:N)")
     if attn not in ATTN_IMPLEMENTATIONS:
-        raise ExtractError(f"--attn {attn!r}: use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+        raise ExtractError(f"--attn {attn!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}: pass one of them")
     if max_pixels is not None and int(max_pixels) < 28 * 28:
         raise ExtractError(f"--max-pixels {max_pixels}: give at least 784 (one 28 x 28 patch), e.g. 1003520")
     check_rendering(rendering)
@@ -130,7 +130,7 @@ def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, p
     if dtype is not None and prov.get("dtype") not in (None, dtype):
         changed.append(f"dtype {prov['dtype']} stored, {dtype} asked")
     if changed:
-        raise StoreError(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
+        raise ProvenanceMismatch(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
                          "settings, use another --out, or --overwrite to start again")
 
 

@@ -73,9 +73,12 @@ def _load() -> None:
 
 
 def available_estimators() -> list[str]:
-    """Registered names, built-ins first in registration order."""
+    """Registered names: the default first (whichever module happened to be imported first, the
+    list reads the same), then the others in registration order, built-ins before plug-ins."""
+    from matprobe.defaults import DEFAULTS
+
     _load()
-    return list(_REGISTRY)
+    return sorted(_REGISTRY, key=lambda name: name != DEFAULTS.estimator)  # stable: the rest keep their order
 
 
 def registration(name: str) -> Registration:
@@ -84,7 +87,7 @@ def registration(name: str) -> Registration:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise EstimationError(f"unknown estimator {name!r}; registered: {', '.join(_REGISTRY)}") from None
+        raise EstimationError(f"unknown estimator {name!r}; registered: {', '.join(available_estimators())}") from None
 
 
 def estimator_tags(name: str) -> EstimatorTags:

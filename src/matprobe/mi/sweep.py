@@ -257,7 +257,9 @@ def safe_estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str |
     t0 = time.perf_counter()
     try:
         return estimate_cell(cell, settings, pointwise_dir, threads, registration)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, OSError):
+        # OSError: the disk, a file-size limit, permissions - the machine's trouble, not the cell's;
+        # every later cell would meet it too, so it ends the sweep with its one error line
         raise
     except Exception as exc:  # noqa: BLE001 - one cell's trouble never sinks a sweep (issue 22)
         return failed_rows(cell, settings, exc, time.perf_counter() - t0)
