@@ -194,12 +194,19 @@ def test_significance_level_and_alpha(tmp_path):
         significance(res, level=95)
 
 
-def test_accuracy_in_percent_is_said(tmp_path):
-    """All-percent accuracy (the published tables' unit) is accepted and said; a mix is refused."""
+def test_accuracy_in_percent_is_refused_unless_said(tmp_path):
+    """All-percent accuracy is refused with the fix; --percent (the published tables' unit) accepts
+    it and says so; a mix is refused even then."""
     res = _results_csv(tmp_path / "pct.csv", scale=100)  # 30, 31, ..., 25, 27, ...
-    proc, _ = matprobe("significance", res)
-    assert proc.returncode == 0, proc.stderr
     top = max(100 * (0.30 + 0.01 * s) for s in range(4))
+    line = one_error(matprobe("significance", res)[0])
+    assert f"metric 'accuracy' is in percent (values up to {top:g})" in line
+    assert "divide the values by 100, or pass --percent" in line
+    import matprobe as mp
+    with pytest.raises(StatsError, match="pass --percent"):
+        mp.significance(res)
+    proc, _ = matprobe("significance", res, "--percent")
+    assert proc.returncode == 0, proc.stderr
     assert (f"note: metric 'accuracy' is in percent (values up to {top:g}): its differences and intervals are "
             "in percentage points") in proc.stdout + proc.stderr
     mixed = tmp_path / "mixed.csv"
@@ -207,7 +214,7 @@ def test_accuracy_in_percent_is_said(tmp_path):
                      .replace("Unrelated,t0,1,accuracy,27", "Unrelated,t0,1,accuracy,0.27")
                      .replace("Unrelated,t0,2,accuracy,29", "Unrelated,t0,2,accuracy,0.29")
                      .replace("Unrelated,t0,3,accuracy,31", "Unrelated,t0,3,accuracy,0.31"))
-    line = one_error(matprobe("significance", mixed)[0])
+    line = one_error(matprobe("significance", mixed, "--percent")[0])
     assert "mixes units" in line and "divide the percent rows by 100" in line
 
 

@@ -61,19 +61,19 @@ def test_cli_significance_and_errors(tmp_path):
     frame.to_csv(path, index=False)
     runner = CliRunner()
     out = tmp_path / "table9.md"
-    result = runner.invoke(app, ["significance", str(path), "--unit", "seed", "--out", str(out)])
+    result = runner.invoke(app, ["significance", str(path), "--percent", "--unit", "seed", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Without Task vs. Related" in result.output
     assert "Unit of analysis: seed" in out.read_text()
     frame[frame.condition != "Unrelated"].to_csv(path, index=False)
     # default: the Table IX comparisons whose conditions are present (3 of 4), said so
-    result = runner.invoke(app, ["significance", str(path), "--format", "csv"])
+    result = runner.invoke(app, ["significance", str(path), "--percent", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert "Related vs. Unrelated" not in result.stdout and "Without Task vs. Related" in result.stdout
     assert "3 of 4; no condition 'Unrelated'" in result.stderr
     spec = tmp_path / "spec.txt"
     spec.write_text("Related vs Unrelated\n")
-    result = runner.invoke(app, ["significance", str(path), "--spec", str(spec)])
+    result = runner.invoke(app, ["significance", str(path), "--percent", "--spec", str(spec)])
     assert result.exit_code == 2
     assert "error:" in result.output and "condition 'Unrelated'" in result.output
 
@@ -98,7 +98,7 @@ def test_cli_spec_metric_and_csv(tmp_path):
     spec = tmp_path / "spec.txt"
     spec.write_text("Without Task vs Unrelated\n")
     out = tmp_path / "out.csv"
-    result = CliRunner().invoke(app, ["significance", str(path), "--spec", str(spec),
+    result = CliRunner().invoke(app, ["significance", str(path), "--percent", "--spec", str(spec),
                                       "--metric", "accuracy", "--out", str(out)])
     assert result.exit_code == 0, result.output
     back = pd.read_csv(out)

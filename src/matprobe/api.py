@@ -463,7 +463,7 @@ def check(store: PathLike, mi=None, *, out: Optional[PathLike] = None, target: O
 def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
                  metric: Optional[Union[str, Sequence[str]]] = None, items: bool = False,
                  n_boot: int = DEFAULTS.n_boot, family: str = "all", alpha: float = 0.05,
-                 level: float = DEFAULTS.level, out: Optional[PathLike] = None,
+                 level: float = DEFAULTS.level, percent: bool = False, out: Optional[PathLike] = None,
                  **kwargs) -> SignificanceResult:
     """Paired tests between conditions in CrossMed Table IX's layout (`matprobe significance`).
 
@@ -490,6 +490,9 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
         Level for the "exact test cannot reach it" warning.
     level : float, default 0.95
         Level of the intervals of the differences.
+    percent : bool, default False
+        Accuracy-like metrics are in percent on purpose (as published tables are): test them in
+        percentage points. Without it a metric in percent is refused.
     out : str or Path, optional
         Write FILE.csv (all numbers), FILE.md or FILE.tex.
     **kwargs
@@ -505,7 +508,7 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
 
     metrics = [metric] if isinstance(metric, str) else (list(metric) if metric is not None else None)
     res = run(results, spec, unit=unit, mixed=mixed, metrics=metrics, item_level=items, n_resamples=n_boot,
-              family=family, alpha=alpha, level=level, **kwargs)
+              family=family, alpha=alpha, level=level, percent=percent, **kwargs)
     if out is not None:
         extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
         formatting.write_output(res.results, out, extra)

@@ -172,17 +172,29 @@ def check_proportion_units(frame, source: str) -> None:
             )
 
 
-def percent_notes(frame) -> list[str]:
-    """A note per accuracy-like metric given wholly in percent (values in (1, 100]): accepted, as the
-    published tables are (CrossMed, Med-MAT), but said, since every difference is then in points."""
-    out = []
+def percent_metrics(frame) -> dict[str, float]:
+    """Accuracy-like metrics given wholly in percent (values in (1, 100]) -> their largest value."""
+    out = {}
     for metric, rows in frame.groupby("metric", sort=False):
         values = rows["value"].to_numpy(dtype=float)
         if (_FRACTION_NAME.search(str(metric)) and values.size and values.min() >= 0
                 and 1 < values.max() <= 100):
-            out.append(f"metric '{metric}' is in percent (values up to {values.max():g}): its differences and "
-                       "intervals are in percentage points; divide the values by 100 for fractions")
+            out[str(metric)] = float(values.max())
     return out
+
+
+def percent_notes(frame, source: str = "results", percent: bool = False, error=ValueError) -> list[str]:
+    """Accuracy-like metrics in percent are refused unless `percent` says the table is in percent
+    on purpose (as the published CrossMed and Med-MAT tables are); then a note per metric says
+    that every difference and interval is in percentage points."""
+    found = percent_metrics(frame)
+    if found and not percent:
+        metric, top = next(iter(found.items()))
+        raise error(f"{source}: metric '{metric}' is in percent (values up to {top:g}), read as a fraction "
+                    "it is impossible; divide the values by 100, or pass --percent (percent=True) to test "
+                    "it in percentage points")
+    return [f"metric '{metric}' is in percent (values up to {top:g}): its differences and intervals are in "
+            "percentage points" for metric, top in found.items()]
 
 
 # ---------------------------------------------------------------------- configuration

@@ -418,6 +418,7 @@ def significance_cmd(
     family: str = typer.Option("all", "--family", help="Holm/BH family: all rows, or per metric."),
     alpha: float = typer.Option(0.05, "--alpha", help="Level for the 'exact test cannot reach it' warning."),
     level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the intervals of the differences."),
+    percent: bool = typer.Option(False, "--percent", help="Accuracy-like metrics are in percent (0-100) on purpose, as published tables are: test them in percentage points (otherwise refused)."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv (all numbers), FILE.md or FILE.tex."),
 ) -> None:
@@ -427,7 +428,7 @@ def significance_cmd(
     from matprobe.stats.significance import significance
 
     res = significance(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
-                       n_resamples=n_boot, family=family, alpha=alpha, level=level)
+                       n_resamples=n_boot, family=family, alpha=alpha, level=level, percent=percent)
     lines = [f"note: {line}" for line in res.notes()]
     if out is not None:
         extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None

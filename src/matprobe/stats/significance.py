@@ -842,13 +842,14 @@ def item_level_analysis(results: pd.DataFrame, comparisons=DEFAULT_CROSSMED_COMP
 def analyze_file(results_path: str | Path, spec_path: str | Path | None = None,
                  unit: str = "target", mixed: bool = False, metrics: list[str] | None = None,
                  item_level: bool = False, n_resamples: int = 2000, family: str = "all",
-                 alpha: float = 0.05, seed: int = 0) -> dict[str, pd.DataFrame]:
+                 alpha: float = 0.05, seed: int = 0, percent: bool = False) -> dict[str, pd.DataFrame]:
     """Everything ``matprobe significance`` shows: {"results": compare_conditions(...)} and,
     with ``item_level``, {"items": item_level_analysis(...)}."""
     check_probability(alpha, "--alpha", error=StatsError)
     if item_level:
         check_resamples(n_resamples, "--n-boot")
     frame = read_results(results_path)
+    percent_notes(frame, str(results_path), percent, StatsError)
     comparisons = load_spec(spec_path) if spec_path else DEFAULT_CROSSMED_COMPARISONS
     out = {"results": compare_conditions(frame, comparisons, unit=unit, metrics=metrics,
                                          mixed=mixed, family=family, reported_alpha=alpha,
@@ -1018,11 +1019,12 @@ class SignificanceResult:
 
 def significance(results, spec=None, *, unit: str | None = None, mixed: bool = False,
                  metrics: list[str] | None = None, item_level: bool = False, n_resamples: int = 2000,
-                 family: str = "all", alpha: float = 0.05, level: float = 0.95, seed: int = 0
-                 ) -> SignificanceResult:
+                 family: str = "all", alpha: float = 0.05, level: float = 0.95, seed: int = 0,
+                 percent: bool = False) -> SignificanceResult:
     """Paired tests between conditions. `results`: a tidy CSV path or DataFrame; `spec`: a
     spec file, a list of 'A vs B' strings / Comparisons, or None for the comparisons present
-    in the data (`default_comparisons`); `unit`: target, seed, item or None (= `default_unit`)."""
+    in the data (`default_comparisons`); `unit`: target, seed, item or None (= `default_unit`);
+    `percent`: accuracy-like metrics are in percent on purpose (else they are refused)."""
     check_level(level, "--level", StatsError)  # before any reading: --level 95 names 0.95
     check_probability(alpha, "--alpha", error=StatsError)
     if item_level:
@@ -1033,7 +1035,7 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     else:
         source = "results"
         frame = validate_results(results.copy(), source)
-    choices = percent_notes(frame)  # accuracy in percent: accepted, and said (matprobe.checks)
+    choices = percent_notes(frame, source, percent, StatsError)  # refused, or said (matprobe.checks)
     if spec is None:
         comparisons, how = default_comparisons(frame)
         choices.append(f"comparisons: {how}")
