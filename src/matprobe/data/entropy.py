@@ -55,13 +55,3 @@ def conditional_entropy(y, c=None, unit: str = NATS) -> float:
     h_cond = entropy(joint_codes(cols))
     return from_nats(max(h_joint - h_cond, 0.0), unit)
 
-
-def stratum_entropies(y, c) -> dict[int, tuple[int, float]]:
-    """Per stratum of C: (count, H(Y | C = c) in nats), keyed by the joint code of C."""
-    y = np.asarray(y)
-    codes = joint_codes(_as_columns(c))
-    out: dict[int, tuple[int, float]] = {}
-    for k in np.unique(codes):
-        sel = codes == k
-        out[int(k)] = (int(sel.sum()), entropy(y[sel]))
-    return out
