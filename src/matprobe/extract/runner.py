@@ -205,7 +205,8 @@ def extract(
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
     from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
-    from matprobe.provenance import check_resume_inputs, weights_fingerprint
+    from matprobe.provenance import weights_fingerprint
+    from matprobe.store_checks import check_resume_inputs
 
     if config.batch_size < 1:
         raise ExtractError(f"--batch-size {config.batch_size}: must be at least 1")

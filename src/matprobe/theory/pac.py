@@ -31,7 +31,6 @@ from scipy import optimize, stats
 from scipy.special import xlogy
 
 from matprobe.errors import BoundsError
-from matprobe.theory.fano import check_error
 
 # Grid of Catoni's C used when none is given; the union bound costs ln(len) / n.
 DEFAULT_CATONI_GRID = tuple(float(c) for c in np.geomspace(0.01, 100.0, 41))
@@ -58,6 +57,15 @@ def _bound(name: str, value: float, formula: str, delta: float, note: str = "") 
 
 
 # ------------------------------------------------------------------ argument checks
+
+
+def check_risk(r, name: str = "empirical risk") -> float:
+    r = float(r)
+    if not (math.isfinite(r) and 0.0 <= r <= 1.0):
+        raise BoundsError(
+            f"{name} = {r} is outside [0, 1]; give it as a fraction (0.168, not 16.8)"
+        )
+    return r
 
 
 def check_n(n, name: str = "n") -> int:
@@ -100,7 +108,7 @@ def log_hypothesis_count(params: float, bits: float) -> float:
 
 def paper_bound(emp_risk: float, n: int, ln_h: float, delta: float) -> float:
     """CrossMed eq. 3: R̂ + sqrt(2 (ln|H| + ln(2/δ)) / n)."""
-    emp_risk, n, delta = check_error(emp_risk, "empirical risk"), check_n(n), check_delta(delta)
+    emp_risk, n, delta = check_risk(emp_risk), check_n(n), check_delta(delta)
     ln_h = _check_nonneg(ln_h, "ln|H|")
     return emp_risk + math.sqrt(2.0 * (ln_h + math.log(2.0 / delta)) / n)
 
@@ -120,7 +128,7 @@ def hoeffding_bound(
     emp_risk: float, n: int, ln_h: float, delta: float, two_sided: bool = True
 ) -> float:
     """R <= R̂ + Hoeffding finite-class gap."""
-    return check_error(emp_risk, "empirical risk") + hoeffding_gap(n, ln_h, delta, two_sided)
+    return check_risk(emp_risk) + hoeffding_gap(n, ln_h, delta, two_sided)
 
 
 def realizable_bound(n: int, ln_h: float, delta: float) -> float:
@@ -203,7 +211,7 @@ def kl_inverse_upper(q, c, iters: int = 60):
 
 def occam_kl_bound(emp_risk: float, n: int, ln_inv_prior: float, delta: float) -> float:
     """Occam's razor with kl (Langford 2005): kl⁻¹(R̂, (ln 1/P(h) + ln 1/δ) / n)."""
-    emp_risk, n, delta = check_error(emp_risk, "empirical risk"), check_n(n), check_delta(delta)
+    emp_risk, n, delta = check_risk(emp_risk), check_n(n), check_delta(delta)
     ln_inv_prior = _check_nonneg(ln_inv_prior, "ln 1/P(h)")
     return kl_inverse_upper(emp_risk, (ln_inv_prior + math.log(1.0 / delta)) / n)
 
@@ -217,14 +225,14 @@ def _pac_bayes_complexity(n: int, kl_qp: float, delta: float) -> float:
 
 def pac_bayes_kl_bound(emp_risk: float, n: int, kl_qp: float, delta: float) -> float:
     """Seeger (2002) / Maurer (2004): R_Q <= kl⁻¹(R̂_Q, (KL(Q||P) + ln(2√n/δ)) / n)."""
-    emp_risk, n, delta = check_error(emp_risk, "empirical risk"), check_n(n), check_delta(delta)
+    emp_risk, n, delta = check_risk(emp_risk), check_n(n), check_delta(delta)
     kl_qp = _check_nonneg(kl_qp, "KL(Q||P)")
     return kl_inverse_upper(emp_risk, _pac_bayes_complexity(n, kl_qp, delta))
 
 
 def mcallester_bound(emp_risk: float, n: int, kl_qp: float, delta: float) -> float:
     """McAllester form: R_Q <= R̂_Q + sqrt((KL(Q||P) + ln(2√n/δ)) / (2n)) (Pinsker on the kl bound)."""
-    emp_risk, n, delta = check_error(emp_risk, "empirical risk"), check_n(n), check_delta(delta)
+    emp_risk, n, delta = check_risk(emp_risk), check_n(n), check_delta(delta)
     kl_qp = _check_nonneg(kl_qp, "KL(Q||P)")
     return emp_risk + math.sqrt(_pac_bayes_complexity(n, kl_qp, delta) / 2.0)
 
@@ -236,7 +244,7 @@ def catoni_bound(
 
     Returns (bound, C at the minimum).
     """
-    emp_risk, n, delta = check_error(emp_risk, "empirical risk"), check_n(n), check_delta(delta)
+    emp_risk, n, delta = check_risk(emp_risk), check_n(n), check_delta(delta)
     kl_qp = _check_nonneg(kl_qp, "KL(Q||P)")
     grid = np.asarray(grid, dtype=float)
     if grid.size == 0 or np.any(~(grid > 0)):
@@ -270,7 +278,7 @@ def pac_bounds(
     PAC-Bayes bounds use `kl_qp` when given, else the point-mass posterior on a uniform
     prior over H, for which KL(Q||P) = ln|H|.
     """
-    emp_risk, n, delta = check_error(emp_risk, "empirical risk"), check_n(n), check_delta(delta)
+    emp_risk, n, delta = check_risk(emp_risk), check_n(n), check_delta(delta)
     if ln_h is None and params is not None:
         ln_h = log_hypothesis_count(params, bits)
     out: list[Bound] = []
