@@ -37,7 +37,6 @@ from scipy import optimize
 from scipy.special import xlogy
 
 from matprobe.errors import BoundsError
-from matprobe.theory.pac import check_risk
 from matprobe.units import NATS, check_unit, from_nats, to_nats
 
 VARIANTS = ("K-1", "K")
@@ -48,6 +47,15 @@ _TYPED_TOL = 1e-3
 
 
 # ------------------------------------------------------------------ argument checks
+
+
+def check_error(eps, name: str = "error") -> float:
+    eps = float(eps)
+    if not (math.isfinite(eps) and 0.0 <= eps <= 1.0):
+        raise BoundsError(
+            f"{name} = {eps} is outside [0, 1]; give it as a fraction (0.168, not 16.8)"
+        )
+    return eps
 
 
 def check_classes(k) -> int:
@@ -108,7 +116,7 @@ def fano_mi_lower(
 ) -> float:
     """I(Z;Y|C) >= H(Y|C) - φ(ε). Raw value (may be negative: then only I >= 0 holds)."""
     h = to_nats(float(h_cond), unit)
-    eps = check_risk(eps, "error")
+    eps = check_error(eps)
     return from_nats(h - fano_entropy_upper(eps, k, variant), unit)
 
 
@@ -126,7 +134,7 @@ def fano_mi_lower_stratified(
     if np.any(w < 0) or abs(w.sum() - 1.0) > 1e-9:
         raise BoundsError("stratified Fano: stratum weights must be >= 0 and sum to 1")
     for e in es:
-        check_risk(e, "stratum error")
+        check_error(e, "stratum error")
     per = to_nats(hs, unit) - fano_entropy_upper(es, k, variant)
     return from_nats(float(np.sum(w * np.maximum(per, 0.0))), unit)
 
@@ -269,7 +277,7 @@ def audit_paper_fano(
     exactly when I(T;M,A) = H(T) - H(T|M,A) > ε ln(K/(K-1)).
     """
     k = check_classes(k)
-    eps = check_risk(eps, "error")
+    eps = check_error(eps)
     hm, hc = to_nats(float(h_marginal), unit), to_nats(float(h_cond), unit)
     if hc > hm + _ENTROPY_TOL:
         raise BoundsError(
@@ -365,7 +373,7 @@ def fano_table(
     error that MI value allows.
     """
     check_unit(unit)
-    eps, k = check_risk(error, "error"), check_classes(classes)
+    eps, k = check_error(error), check_classes(classes)
     rows = [
         {
             "quantity": "h(ε)",
