@@ -126,14 +126,18 @@ def test_unknown_and_original_llava_layouts(tmp_path):
         detect_architecture(bert)
     orig = tmp_path / "llava-v1.5-7b"
     orig.mkdir()
-    (orig / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_vision_tower": "clip"}))
-    with pytest.raises(ExtractError, match="original LLaVA-repo layout"):
+    # original haotian-liu/LLaVA: told by the mm_* keys, whatever model_type says (issue 21)
+    for model_type in ("llava_llama", "llava", "llava_mistral"):
+        (orig / "config.json").write_text(json.dumps({"model_type": model_type, "mm_vision_tower": "clip"}))
+        assert detect_architecture(orig) == "llava_original"
+    (orig / "config.json").write_text(json.dumps({"model_type": "llava_llama"}))
+    with pytest.raises(ExtractError, match="no mm_\\* keys"):
         detect_architecture(orig)
     lora_repo = tmp_path / "llava-lora"
     lora_repo.mkdir()
     (lora_repo / "config.json").write_text(json.dumps({"model_type": "llava"}))
     (lora_repo / "non_lora_trainables.bin").write_bytes(b"")
-    with pytest.raises(ExtractError, match="original LLaVA-repo layout"):
+    with pytest.raises(ExtractError, match="no mm_\\* keys"):
         detect_architecture(lora_repo)
     with pytest.raises(ExtractError, match="no such directory"):
         detect_architecture(tmp_path / "nope")

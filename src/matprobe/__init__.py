@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     **{verb: ("matprobe.api", verb) for verb in (
         "validate", "split", "extract", "mi", "sweep", "compare", "relate", "check", "significance",
-        "significance_summary", "report", "run", "demo", "open_store", "store_info")},
+        "significance_summary", "report", "run", "demo", "open_store", "store_info", "init")},
     "bounds": ("matprobe.bounds", None),
     "DEFAULTS": ("matprobe.defaults", "DEFAULTS"),
     "Defaults": ("matprobe.defaults", "Defaults"),

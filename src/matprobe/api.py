@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the result types, for signatures and help() only
 
 PathLike = Union[str, Path]
 
-__all__ = ["ReportFiles", "RunResult", "check", "compare", "default_feature", "demo", "extract", "mi",
+__all__ = ["ReportFiles", "RunResult", "check", "compare", "default_feature", "demo", "extract", "init", "mi",
            "open_store", "relate", "report", "run", "significance", "significance_summary", "split",
            "store_info", "sweep", "validate"]
 
@@ -59,28 +59,13 @@ def _opt_str(path) -> str | None:
 
 
 def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
-    """(layer, pool) to use: as given, else the deepest stored layer and the default pool
-    (or the only pool stored for that layer)."""
-    from matprobe.errors import StoreError
+    """(layer, pool) to use, resolved as every command resolves them
+    (`EmbeddingStore.resolve_feature`: the last decoder block and pool "last" by default,
+    negative layers from the end)."""
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(store_path) as st:
-        keys = [(str(a), str(b)) for a, b in st.feature_keys()]
-    if not keys:
-        raise StoreError(f"{store_path}: no features stored; run `matprobe extract` first")
-    layers = list(dict.fromkeys(k[0] for k in keys))
-
-    def depth(name: str):
-        return (2, 0) if name == "final" else (0, -1) if name == "embed" else (1, int(name)) \
-            if name.lstrip("-").isdigit() else (0, 0)
-
-    if layer is None:
-        layer = max(layers, key=depth)
-    layer = str(layer)
-    pools = [b for a, b in keys if a == layer]
-    if pool is None:
-        pool = DEFAULTS.pool if DEFAULTS.pool in pools else (pools[0] if pools else DEFAULTS.pool)
-    return layer, str(pool)
+        return st.resolve_feature(layer, pool)
 
 
 # ------------------------------------------------------------------------------ data
@@ -145,7 +130,8 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
             pool: str = "last,image,question,mean", batch_size: int = 8, dtype: str = "fp32",
             device: str = "cpu", max_pixels: Optional[int] = None, answers: Optional[bool] = None,
             overwrite: bool = False, image_root: Optional[PathLike] = None, merge_adapter: bool = True,
-            attn: str = "sdpa", rendering: str = "multi-image", progress: bool = True) -> ExtractResult:
+            attn: str = "sdpa", rendering: str = "multi-image", vision_tower: Optional[PathLike] = None,
+            template: Optional[str] = None, progress: bool = True) -> ExtractResult:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store (`matprobe extract`).
 
     An existing store is resumed (rows already done are kept) unless ``overwrite``.
@@ -167,6 +153,11 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
         Pools to store (``option_images`` for multi-image prompts).
     batch_size, dtype, device, max_pixels, answers, image_root, merge_adapter, attn, rendering
         As the CLI options of the same names (``matprobe extract --help``).
+    vision_tower : str or Path, optional
+        Original-format LLaVA: a local copy of the CLIP tower its config names.
+    template : str, optional
+        Prompt template: ``chat``, ``llava_v1``, ``vicuna_v1``, ``mistral_instruct``, ``plain`` or a
+        file; default: the checkpoint's own (``llava_v1`` for original-format LLaVA-1.5).
     overwrite : bool, default False
         Start again instead of resuming.
     progress : bool, default True
@@ -186,7 +177,8 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
                       batch_size=batch_size, dtype=dtype, device=device, adapter=_opt_str(adapter),
                       base=_opt_str(base), max_pixels=max_pixels, answers=answers, overwrite=overwrite,
                       image_root=_opt_str(image_root), merge_adapter=merge_adapter,
-                      attn_implementation=attn, rendering=rendering),
+                      attn_implementation=attn, rendering=rendering,
+                      vision_tower=_opt_str(vision_tower), template=template),
         progress=progress)
 
 
@@ -194,7 +186,7 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
 
 
 def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = None,
-       pool: str = DEFAULTS.pool, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
+       pool: Optional[str] = None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
        progress: bool = True, **kwargs) -> ChainResult:
@@ -210,9 +202,10 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         ``answer_index``) at the end to get I(Z;Y|M,A,T) per stratum here, which `check`
         then reuses instead of estimating it again.
     layer : str, optional
-        Layer key as stored; default: the deepest stored layer.
-    pool : str, default "last"
-        Pooling key as stored.
+        Layer key as stored, or a negative index from the end; default: the last decoder block
+        stored (``store.resolve_feature``, as every command).
+    pool : str, optional
+        Pooling key as stored; default "last" where stored.
     estimator : str, default "probe"
         Comma list of registered estimators (probe, mine, nwj, infonce, smile, ksg, ...).
     seeds, folds, pca : int
@@ -597,6 +590,47 @@ def _status_printer():
             say(f"{time.perf_counter() - t0:6.1f} s {msg}")
 
     return show
+
+
+def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLike] = None,
+         target: Optional[Sequence[str]] = None, *,
+         out: PathLike = Path("pipeline.toml"), run_out: Optional[str] = None,
+         store: Optional[Sequence[PathLike]] = None,
+         base: Optional[PathLike] = None, layers: str = "-1", pool: str = DEFAULTS.pool, device: str = "cpu",
+         dtype: str = "fp32", image_root: Optional[PathLike] = None, seeds: int = DEFAULTS.seeds,
+         folds: int = DEFAULTS.folds, overwrite: bool = False) -> Path:
+    """Write a commented pipeline file for your own checkpoints or stores (`matprobe init`).
+
+    Parameters
+    ----------
+    checkpoints : sequence of paths
+        Fine-tuned checkpoint folders (``config.json``, or ``adapter_config.json`` for LoRA), each
+        named by condition and seed, e.g. ``ckpts/related-s0``.
+    data : str or Path
+        The MAT manifest the checkpoints are evaluated on.
+    target : sequence of str
+        Held-out triplets ``"Modality,Anatomy,Task"``; with several, each path names its target.
+    out : str or Path, default "pipeline.toml"
+        The pipeline file to write; refused if it exists unless ``overwrite``.
+    store : sequence of paths
+        Stores extracted already (named by condition and seed), instead of checkpoints.
+    layers, pool, device, dtype, image_root, seeds, folds, base, run_out
+        As ``matprobe init --help`` says; written into the file, which you may edit.
+
+    Returns
+    -------
+    Path
+        The file written; run it with ``mp.run(path)``.
+    """
+    from matprobe.scaffold import init_pipeline
+
+    if data is None or not target:
+        raise ValueError("init needs data= (the manifest) and target= (one or more 'M,A,T' triplets)")
+    targets = [target] if isinstance(target, str) else list(target)
+    return init_pipeline(data, tuple(checkpoints or ()), targets=targets, out=out, run_out=run_out, stores=tuple(store or ()),
+                         base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
+                         image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
+                         overwrite=overwrite)
 
 
 def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = True) -> RunResult:

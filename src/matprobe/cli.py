@@ -211,11 +211,11 @@ def store_info(
 @app.command("extract")
 @run_user_errors
 def extract_command(
-    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), or a LoRA adapter folder."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), a LoRA adapter folder, or an original haotian-liu/LLaVA checkpoint or run folder (full, LoRA or mm_projector.bin run with --base)."),
     data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV/Parquet/save_to_disk folder)."),
     out: Path = typer.Option(..., "--out", help="HDF5 store to write (resumed if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),
-    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it); for an original LLaVA LoRA / projector run, the language model (LLaVA's --model-base)."),
     layers: str = typer.Option("8,16,-1", "--layers", help="Decoder block outputs from 0; negatives from the end; 'final' after the norm; 'embed'."),
     pool: str = typer.Option("last,image,question,mean", "--pool", help="Pools: last, image (the question image), question, mean; option_images for multi-image prompts."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward."),
@@ -228,6 +228,8 @@ def extract_command(
     merge_adapter: bool = typer.Option(True, "--merge-adapter/--no-merge-adapter", help="Merge LoRA weights into the base (same result, faster)."),
     attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa | eager | flash_attention_2 (recorded in the store)."),
     rendering: str = typer.Option("multi-image", "--rendering", help="Segmentation items (mask options): multi-image (question image + one overlay per candidate) | grid (one 2x2 composite)."),
+    vision_tower: Optional[Path] = typer.Option(None, "--vision-tower", help="Original-format LLaVA: local folder of the CLIP tower its config names (mm_vision_tower: a hub id or another machine's path)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Prompt: chat (HF checkpoints' own, their default) | llava_v1 (original LLaVA-1.5's default) | vicuna_v1 | mistral_instruct (LLaVA-Med v1.5's default) | plain | a file with a {message} placeholder."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
     _refuse_in_place(out, data)
@@ -242,6 +244,7 @@ def extract_command(
             image_root=str(image_root) if image_root else None, merge_adapter=merge_adapter,
             attn_implementation=attn,
             rendering=rendering,
+            vision_tower=str(vision_tower) if vision_tower else None, template=template,
         ),
         progress=True,
     )
@@ -262,8 +265,8 @@ def extract_command(
 def mi_command(
     store: Path = typer.Argument(..., help="HDF5 embedding store."),
     factors: str = typer.Option(",".join(DEFAULTS.factors), "--factors", help="Chain order, comma-separated label columns (M, A, T, Y = label, or any column)."),
-    layer: str = typer.Option(..., "--layer", help="Layer key as stored (e.g. 16, final)."),
-    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pooling key as stored."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer as stored (e.g. 16, final) or counted from the end (-1); default: the last block stored."),
+    pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling key as stored (default: {DEFAULTS.pool} when stored)."),
     estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
@@ -411,7 +414,7 @@ def significance_cmd(
         extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
         formatting.write_output(res.results, out, extra)
         lines.append(f"wrote {out}")
-    _show(res.tables(), _format(fmt), lines)
+    _show(res.tables_for(_format(fmt)), _format(fmt), lines)
 
 
 @app.command("significance-summary")
@@ -434,8 +437,8 @@ def significance_summary_cmd(
     if out is not None:
         formatting.write_frame(table, shown, out, "Paired p from summary statistics")
         lines.append(f"wrote {out}")
-    _show(Table.from_frame(formatting.summary_display(table, with_warning=False, grid=False),
-                           title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
+    shown = table if fmt in ("csv", "json") else formatting.summary_display(table, with_warning=False, grid=False)
+    _show(Table.from_frame(shown, title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
           fmt, lines)
 # </significance-commands>
 
@@ -501,7 +504,7 @@ def compare_command(
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
 ) -> None:
-    """ΔI = I_A - I_B of one term on the shared samples: paired bootstrap interval and p-value."""
+    """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value."""
     _refuse_in_place(out, store_a, store_b)
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.progress import track
@@ -579,9 +582,22 @@ def demo_command(
 @run_user_errors
 def run_command(
     pipeline: Path = typer.Argument(..., help="Pipeline TOML (see experiments/demo/pipeline.toml)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Override [run] out."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Override \\[run] out."),
 ) -> None:
-    """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report."""
+    """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report.
+
+    \b
+    The file (TOML; `matprobe init` writes one for your checkpoints) holds:
+      \\[run]         out (run directory), workers
+      \\[data]        file (your manifest) or demo = true; image_root
+      \\[design]      target = [M, A, T] held out, extra_targets, conditions
+      \\[\\[checkpoints]] per model: name, condition, seed, target, and ckpt
+                    (HF folder or LoRA adapter; base) or store (extracted already)
+      \\[train]       the demo's tiny fine-tuning, used when no \\[\\[checkpoints]]
+      \\[extract]     layers, pools, batch_size, dtype, device, rendering, ...
+      \\[mi]          factors, estimator, seeds, folds, pca, level
+      \\[check]       delta
+    """
     from matprobe.pipeline import load_pipeline, run_pipeline
 
     cfg = load_pipeline(pipeline)
@@ -589,6 +605,35 @@ def run_command(
         cfg.out = str(out)
     run = _run_with_status(run_pipeline, cfg)
     console.print(f"report: {run / 'report.md'} and {run / 'report.html'}")
+
+
+@app.command("init")
+@run_user_errors
+def init_command(
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="Your fine-tuned checkpoint folders (config.json, or adapter_config.json for LoRA), each named by condition and seed, e.g. related-s0."),
+    data: Path = typer.Option(..., "--data", help="Your MAT manifest (JSONL/CSV/Parquet/save_to_disk folder)."),
+    target: list[str] = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task' (repeat for several; the paths then name it)."),
+    out: Path = typer.Option(Path("pipeline.toml"), "--out", help="Pipeline file to write."),
+    run_out: Optional[str] = typer.Option(None, "--run-out", help="Run directory the pipeline writes (default: OUT without .toml, plus -run)."),
+    store: Optional[list[Path]] = typer.Option(None, "--store", help="A store you extracted (named by condition and seed), instead of a checkpoint (repeatable)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of LoRA adapters (default: the one each adapter records)."),
+    layers: str = typer.Option("-1", "--layers", help="Layers to extract, e.g. 8,16,-1."),
+    pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pools to extract, e.g. last,image."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    dtype: str = typer.Option("fp32", "--dtype", help="bf16 | fp16 | fp32."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder relative image paths resolve against."),
+    seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="MI seeds per estimate."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="MI cross-fitting folds."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+) -> None:
+    """Write a commented pipeline file for your own checkpoints; then `matprobe run FILE`."""
+    from matprobe.scaffold import init_pipeline
+
+    path = init_pipeline(data, checkpoints or (), targets=target, out=out, run_out=run_out, stores=store or (),
+                         base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
+                         image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
+                         overwrite=overwrite)
+    console.print(f"wrote {path}; run it with: matprobe run {path}", highlight=False, soft_wrap=True)
 
 
 def _run_with_status(fn, cfg):

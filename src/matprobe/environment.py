@@ -50,4 +50,6 @@ def source_commit() -> dict[str, str | bool | None]:
 
 def environment() -> dict:
     """Versions of the packages that decide the numbers, and the source commit."""
-    return {"versions": package_versions(), "source": source_commit()}
+    from matprobe.numerics import numerics_summary
+
+    return {"versions": package_versions(), "source": source_commit(), "numerics": numerics_summary()}

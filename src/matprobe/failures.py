@@ -68,6 +68,11 @@ def _os_message(exc: OSError) -> str:
         m = _H5_NAME.search(text)
         name = m.group(1) if m else None
     where = _display(name)
+    if code is None and "filter returned failure" in text.lower():
+        # a compressed HDF5 chunk that no longer decompresses: its bytes changed on disk
+        return (f"{where or 'an HDF5 file'}: store corrupt, re-extract: compressed data does not decompress "
+                "(the file changed after it was written: disk or copy error); rerun `matprobe extract` with "
+                "--overwrite, or restore a good copy")
     fix = _FIXES.get(code) if code is not None else None
     if fix is None:
         detail = (exc.strerror or text).strip().splitlines()[0][:200] if (exc.strerror or text) else type(exc).__name__

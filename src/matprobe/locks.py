@@ -77,6 +77,10 @@ class WriterLock:
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                     return self  # a folder we cannot write: nothing to lock (writing there fails on its own)
+                if exc.errno == errno.EISDIR:
+                    raise MatprobeError(
+                        f"{self.path} is a folder where the lock file of {self.target} belongs (no matprobe "
+                        "writer makes one); move or remove that folder, then rerun") from None
                 raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

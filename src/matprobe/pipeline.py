@@ -23,7 +23,8 @@ Checkpoint sections, two kinds:
 - ``[train]`` (demo): a tiny random-initialised LLaVA is built offline and fine-tuned
   briefly on each condition's training split for each seed (toy models: docs/design.md §1);
 - ``[[checkpoints]]`` (your models): ``name``, ``condition``, ``seed``, ``ckpt``, optional
-  ``adapter``/``base``, each already trained on that condition's split.
+  ``adapter``/``base`` (and ``vision_tower``/``template`` for original-format LLaVA checkpoints),
+  each already trained on that condition's split.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class PipelineConfig:
     delta: float = DEFAULTS.delta
     # parallel processes for training (CPU)
     workers: int = 0  # 0 = min(4, CPU count)
+    # run in a process with matprobe.numerics.PORTABLE_ENV: the same bits on every x86-64 CPU
+    portable_numerics: bool = False
 
     @property
     def target_name(self) -> str:
@@ -135,6 +138,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     w = str(path)
     cfg.out = _get(run, "out", str, cfg.out, w)
     cfg.workers = _get(run, "workers", int, cfg.workers, w)
+    cfg.portable_numerics = _get(run, "portable_numerics", bool, cfg.portable_numerics, w)
     cfg.demo_data = _get(data, "demo", bool, False, w)
     cfg.data_file = _get(data, "file", str, None, w)
     if cfg.data_file and not Path(cfg.data_file).is_absolute():
@@ -165,9 +169,14 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.base_seed = _get(train, "base_seed", int, cfg.base_seed, w)
     cfg.checkpoints = list(doc.get("checkpoints", []))
     for i, ck in enumerate(cfg.checkpoints):
-        missing = [k for k in ("name", "condition", "seed", "ckpt") if k not in ck]
+        missing = [k for k in ("name", "condition", "seed") if k not in ck]
+        if "ckpt" not in ck and "store" not in ck:
+            missing.append("ckpt (or store, a store you extracted)")
         if missing:
             raise PipelineError(f"{path}: [[checkpoints]] entry {i + 1} lacks {', '.join(missing)}")
+        for key in ("ckpt", "adapter", "base", "store"):  # relative to the pipeline file, as [data] file
+            if isinstance(ck.get(key), str) and not Path(ck[key]).is_absolute() and (path.parent / ck[key]).exists():
+                ck[key] = str((path.parent / ck[key]).resolve())
         if "target" in ck and (not isinstance(ck["target"], list) or tuple(map(str, ck["target"])) not in cfg.targets):
             raise PipelineError(f"{path}: checkpoint {ck['name']!r} has target {ck['target']!r}, not [design] "
                                 f"target or one of extra_targets")
@@ -202,7 +211,8 @@ def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfi
     # (1.15 vs 1.14 nats, RESULTS.md, issue 13)
     cfg = PipelineConfig(out=out, demo_data=True, extra_targets=(("MRI", "Brain", "Segmentation"),),
                          rendering="grid", n_per_triplet=48, train_steps=60, train_lr=4e-3,
-                         mi_seeds=3)  # 3 seeds, not the default 5: 13 -> 9 CPU-s per MI cell
+                         mi_seeds=3,  # 3 seeds, not the default 5: 13 -> 9 CPU-s per MI cell
+                         portable_numerics=True)  # the README's numbers on any x86-64 CPU (issue 20)
     if quick:
         cfg.n_per_triplet = 32
         cfg.train_steps = 15
@@ -225,10 +235,15 @@ def quiet_libraries() -> None:
 
 
 def _one_torch_thread() -> None:
-    """Worker-process initializer: the processes are the parallelism, so one torch thread each."""
+    """Worker-process initializer: the processes are the parallelism, so one torch thread each.
+    In a portable-numerics run every worker checks its settings before it computes anything."""
     import torch
 
+    from matprobe import numerics
+
     torch.set_num_threads(1)
+    if os.environ.get(numerics.MARKER) == "1":
+        numerics.ensure_portable_here()
 
 
 def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, unit: str,
@@ -273,9 +288,12 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     from matprobe.mi.chain import run_store, write_results
 
     # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
-    # pipeline needs the terms (and their strata) only
+    # pipeline needs the terms (and their strata) only. A term whose interval falls below 0
+    # is kept with its `interval-below-zero` note, not refused: a factor Z does not encode has
+    # true MI 0, and one of many intervals missing 0 must not end a run after its extraction
     result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
-                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False)
+                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False,
+                             refuse_below_zero=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
@@ -330,6 +348,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     """Run every step; return the run directory (with run.json and the report).
     `progress` receives one line per finished step; `progress_bars` adds the progress display
     (matprobe.progress) for fine-tuning, extraction and MI."""
+    from matprobe import numerics
+
+    # before torch loads here: the study runs in a process started with the pinned settings
+    if cfg.portable_numerics and numerics.supported_platform() and not numerics.started_portable():
+        return _run_portable(cfg, progress, progress_bars)
     import torch
 
     from matprobe.data import load_dataset
@@ -338,6 +361,12 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     from matprobe.theory.check import run_check, write_check
 
     say = progress or (lambda msg: None)
+    if cfg.portable_numerics:
+        if numerics.supported_platform():
+            numerics.ensure_portable_here()
+        else:
+            say("note: portable numerics are x86-64 Linux settings; on this platform the numbers may differ "
+                "from the README's in the last digits")
     torch.set_num_threads(1)
     quiet_libraries()
     run = Path(cfg.out)
@@ -369,8 +398,10 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         for ck in cfg.checkpoints:
             tgt = tuple(ck.get("target") or cfg.target)
             checkpoints.append({"name": ck["name"], "condition": ck["condition"], "seed": int(ck["seed"]),
-                                "ckpt": ck["ckpt"], "adapter": ck.get("adapter"), "base": ck.get("base"),
-                                "trained_here": False, "target": list(tgt)})
+                                "ckpt": ck.get("ckpt"), "adapter": ck.get("adapter"), "base": ck.get("base"),
+                                "trained_here": False, "target": list(tgt), "given_store": ck.get("store"),
+                                # original LLaVA checkpoints: their tower folder and conversation template
+                                **{k: ck[k] for k in ("vision_tower", "template") if k in ck}})
     else:
         from matprobe.extract.tiny import build_tiny_checkpoint
 
@@ -406,6 +437,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         for tgt in cfg.targets for c in cfg.conditions}
     t0 = time.perf_counter()
     extract_jobs = []
+    order = {ck["name"]: i for i, ck in enumerate(checkpoints)}
+    given = [ck for ck in checkpoints if ck.get("given_store")]  # stores you extracted: used as they are
+    checkpoints = [ck for ck in checkpoints if not ck.get("given_store")]
     for ck in checkpoints:
         store = run / "stores" / f"{ck['name']}.h5"
         ck["store"] = str(store)
@@ -415,6 +449,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             data=str(cond_manifest[(tuple(ck["target"]), ck["condition"])]), rendering=cfg.rendering,
             out=str(store), layers=cfg.layers, pools=cfg.pools, batch_size=cfg.extract_batch_size,
             dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
+            vision_tower=ck.get("vision_tower"), template=ck.get("template"),
         ))
     # CPU stores are extracted in worker processes like the fine-tuning (one torch thread each);
     # a GPU run extracts one store at a time in this process
@@ -424,12 +459,17 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     else:
         results = [extract(job, progress=progress_bars) for job in extract_jobs]
     for ck, res in zip(checkpoints, results):
-        ck["layers"], ck["pools"] = list(res.layers), list(res.pools)
+        _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
-        ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
-                    for lay in res.layers for pool in res.pools}
-        ck["main_mi"] = ck["mi"][f"{res.layers[-1]}/{res.pools[0]}"]
         say(f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
+    for ck in given:
+        from matprobe.store import EmbeddingStore
+
+        with EmbeddingStore.open(ck["given_store"]) as st:
+            keys = st.feature_keys()
+        ck["store"], ck["fresh_store"] = ck["given_store"], False
+        _mi_paths(ck, list(dict.fromkeys(a for a, _ in keys)), list(dict.fromkeys(b for _, b in keys)), run)
+    checkpoints = sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
     timer.add("extract", t0)
 
     t0 = time.perf_counter()
@@ -447,8 +487,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     t0 = time.perf_counter()
     for ck in checkpoints:
         train_risk, n_train = training_risk(ck["store"])
+        params = ck.get("params") or (count_parameters(ck["ckpt"]) if ck.get("ckpt") else None)
+        if params is None:  # no safetensors to count (e.g. .bin weights): no training-set PAC bounds
+            train_risk = n_train = None
         check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
-                          params=ck.get("params") or count_parameters(ck["ckpt"]),
+                          params=params,
                           bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)
@@ -495,13 +538,112 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     return run
 
 
+def _mi_paths(ck: dict, layers, pools, run: Path) -> None:
+    """A store's MI result file per (layer, pool) in run/mi, and its main one: the layer and
+    pool every command picks by default (`matprobe.store.resolve_feature`)."""
+    from matprobe.store import resolve_feature
+
+    ck["layers"], ck["pools"] = list(layers), list(pools)
+    ck["mi"] = {f"{lay}/{pool}": str(run / "mi" / f"{ck['name']}__{lay}__{pool}.json")
+                for lay in layers for pool in pools}
+    lay, pool = resolve_feature([(a, b) for a in layers for b in pools], path=ck["store"])
+    ck["main_mi"] = ck["mi"][f"{lay}/{pool}"]
+
+
+_SAY = "\x1ematprobe-step:"  # marks the child's step lines on its stdout
+
+
+def _run_portable(cfg: PipelineConfig, progress, progress_bars: bool) -> Path:
+    """run_pipeline in a fresh Python process started with matprobe.numerics.PORTABLE_ENV.
+
+    Those settings are read when each library loads (glibc's before Python starts), so they
+    cannot be switched on in this process; its step lines come back to `progress`, its
+    progress bars share this terminal, and its exception is raised here."""
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from matprobe import numerics
+    from matprobe.progress import is_quiet
+    from matprobe.progress import say as note
+
+    env, overrides = numerics.portable_environment()
+    for line in overrides:  # a user's setting is replaced, never silently
+        note(f"note: {line} for this run (portable numerics: the same results on every x86-64 CPU; "
+             f"docs/design.md)")
+    # the child imports this same matprobe, whatever put it on this process's path
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                   env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="matprobe-run-") as tmp:
+        job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job.write_bytes(pickle.dumps((cfg, progress_bars, is_quiet())))
+        proc = subprocess.Popen([sys.executable, "-c", "from matprobe.pipeline import _portable_child; "
+                                 "_portable_child()", str(job), str(result)],
+                                env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith(_SAY):
+                    if progress is not None:
+                        progress(line[len(_SAY):].rstrip("\n"))
+                else:
+                    sys.stdout.write(line)
+        except BaseException:
+            # Ctrl-C on a terminal reaches the child too; anything else that stops this process
+            # (a signal sent to it alone, an error) is passed on, so the child never runs on alone
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+        rc = proc.wait()
+        try:
+            outcome = pickle.loads(result.read_bytes())
+        except FileNotFoundError:
+            outcome = None
+        except Exception as exc:  # an exception class that does not unpickle
+            outcome = PipelineError(f"the pipeline process failed and its error could not be read back ({exc})")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if rc != 0 or not isinstance(outcome, str):
+        raise RuntimeError(f"the pipeline process exited with status {rc} without a result")
+    return Path(outcome)
+
+
+def _portable_child() -> None:
+    """Entry point of the process _run_portable starts: argv = job pickle, result pickle."""
+    import pickle
+    import sys
+    import traceback
+
+    from matprobe.progress import set_quiet
+
+    job, result = Path(sys.argv[1]), Path(sys.argv[2])
+    cfg, progress_bars, quiet = pickle.loads(job.read_bytes())
+    set_quiet(quiet)
+    try:
+        outcome: object = str(run_pipeline(cfg, progress=lambda msg: print(_SAY + msg, flush=True),
+                                           progress_bars=progress_bars))
+    except BaseException as exc:  # noqa: BLE001  (handed to the parent, which raises it)
+        if not isinstance(exc, MatprobeError):
+            exc.add_note("in the pipeline process:\n" + "".join(traceback.format_exception(exc)))
+        outcome = exc
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:
+        data = pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
+    result.write_bytes(data)
+
+
 def _relative_paths(ck: dict, run: Path) -> dict:
     """A checkpoint entry of run.json with its paths relative to the run directory."""
     out = dict(ck)
-    for key in ("store", "main_mi", "check"):
+    for key in ("store", "given_store", "main_mi", "check"):
         if out.get(key):
             out[key] = run_relative(out[key], run)
-    for key in ("ckpt", "adapter", "base"):  # may name a hub id rather than a folder: keep those
+    for key in ("ckpt", "adapter", "base", "vision_tower"):  # may name a hub id rather than a folder: keep those
         if out.get(key) and Path(out[key]).exists():
             out[key] = run_relative(out[key], run)
     if "mi" in out:

@@ -188,9 +188,15 @@ def _file_field_digest(column: str, value: Any) -> Any:
     return _canonical(value)
 
 
-def record_digests(frame) -> np.ndarray:
-    """One digest (bytes) per row of a samples table (`MATDataset.frame()` or a DataFrame)."""
-    cols = sorted(c for c in frame.columns)
+# columns that say how a study uses an item, not what the item is: the same item is in the
+# train split of one condition's manifest and unused in another's (compare/relate pair them)
+USE_COLUMNS = ("split",)
+
+
+def record_digests(frame, exclude: Iterable[str] = ()) -> np.ndarray:
+    """One digest (bytes) per row of a samples table (`MATDataset.frame()` or a DataFrame),
+    over every column but `exclude` (`item_digests` leaves out the split)."""
+    cols = sorted(c for c in frame.columns if c not in set(exclude))
     out = np.empty(len(frame), dtype=f"S{DIGEST_BYTES}")
     for i, row in enumerate(frame[cols].itertuples(index=False, name=None)):
         rec = {c: _file_field_digest(c, v) for c, v in zip(cols, row)}
@@ -240,15 +246,23 @@ def short(digest: str | None) -> str:
 
 # ---------------------------------------------------------------------- checks
 
-def check_records_unchanged(store, frame, source: str) -> None:
-    """Extract resume: every sample's record must be what the store was made from."""
+def check_records_unchanged(store, frame, source: str, update: bool = False) -> None:
+    """Extract resume: every finished row's record must be what it was computed from.
+
+    A row not yet done holds nothing computed, so its record may have changed (an unreadable
+    image replaced after a run stopped on it): with ``update`` (a store open for appending)
+    its stored digest is brought up to date, so the resume computes it from the new record."""
     stored = store.record_digests()
     if stored is None:
         return  # a store written before record digests: ids were checked by the caller
     now = record_digests(frame)
     if len(now) != len(stored):
         return  # the caller's id check names this
-    changed = np.flatnonzero(now != stored)
+    differs = now != stored
+    changed = np.flatnonzero(differs & store.done)
+    pending = np.flatnonzero(differs & ~store.done)
+    if update and pending.size and not changed.size:
+        store.update_record_digests(pending, now[pending])
     if changed.size:
         ids = frame["id"].astype(str).to_numpy()
         raise ProvenanceMismatch(
@@ -286,9 +300,18 @@ def check_mi_file(res: Mapping[str, Any], store, mi_path) -> None:
         )
 
 
+def item_digests(frame) -> np.ndarray:
+    """Digest of each item itself: its record without the columns of `USE_COLUMNS`."""
+    return record_digests(frame, exclude=USE_COLUMNS)
+
+
 def check_same_records(a, b) -> None:
-    """compare / relate: two stores must hold the same sample records (one dataset file)."""
-    ra, rb = a.record_digests(), b.record_digests()
+    """compare / relate: two stores must hold the same items (question, options, answer,
+    labels, image), whatever split each condition's manifest put them in."""
+    ra, rb = a.item_digests(), b.item_digests()
+    old = ra is None or rb is None
+    if old:  # stores made before item digests: their whole records (split included)
+        ra, rb = a.record_digests(), b.record_digests()
     if ra is None or rb is None:
         return
     pos_b = {sid: i for i, sid in enumerate(b.ids.astype(str))}
@@ -297,8 +320,10 @@ def check_same_records(a, b) -> None:
     if differ:
         raise ProvenanceMismatch(
             f"{a.path} and {b.path} were made from different records for {len(differ)} shared sample(s) "
-            f"(first: id {differ[0]!r}: question, options, answer or image differ); re-extract both from "
-            "one dataset file (matprobe extract --overwrite)"
+            f"(first: id {differ[0]!r}: question, options, answer or image differ"
+            + ("; these stores predate item digests, so a different split column also counts"
+               if old else "")
+            + "); re-extract both from one dataset file (matprobe extract --overwrite)"
         )
 
 

@@ -59,6 +59,7 @@ _TEXT_COLUMNS = ("image", "question", "mask")
 _STR = h5py.string_dtype("utf-8")
 # Per-row pixel counts of segmentation items (int64, -1 = not a segmentation item / not scored).
 _SEGMENTATION_ANSWERS = ("intersection", "union")
+_REQUIRED_MEMBERS = ("samples/id", "done")  # what every reader touches
 _TARGET_CHUNK_BYTES = 256 * 1024
 
 FeatureKey = tuple[str, str]
@@ -129,6 +130,11 @@ def _rows_per_chunk(dim: int) -> int:
     return int(max(1, min(1024, _TARGET_CHUNK_BYTES // (4 * max(dim, 1)))))
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be opened for a reason outside its content (a folder in its place, a
+    file-size limit, a full disk); the message carries the fix, which is never --overwrite."""
+
+
 class EmbeddingStore:
     """An open HDF5 embedding store. Create with `create`/`from_arrays`, open with `open`."""
 
@@ -144,6 +150,11 @@ class EmbeddingStore:
                 f"{path}: store format {version} is newer than this matprobe reads "
                 f"({FORMAT_VERSION}); upgrade matprobe"
             )
+        absent = [name for name in _REQUIRED_MEMBERS if name not in h5]
+        if absent:
+            raise StoreError(
+                f"{path}: not a complete matprobe store ({', '.join('/' + a for a in absent)} missing); the file "
+                "was damaged or written by another tool: re-extract it with --overwrite, or restore a good copy")
         self._ids = np.asarray(h5["samples/id"].asstr()[...], dtype=object)
         self._row_of = {sid: i for i, sid in enumerate(self._ids)}
         self._lock = None  # the writer lock, held while open for appending
@@ -262,6 +273,11 @@ class EmbeddingStore:
                 raise StoreError(
                     f"features {key!r} have shape {arr.shape}; expected ({len(frame)}, D)"
                 )
+            if not np.isfinite(np.asarray(arr, dtype=np.float32)).all():
+                bad = np.flatnonzero(~np.isfinite(np.asarray(arr, dtype=np.float32)).all(axis=1))
+                raise StoreError(
+                    f"features {key!r} contain NaN or Inf (rows {bad[:5].tolist()}); nothing was written: "
+                    "drop or fix those rows first")
             dims[_normalise_key(key)] = arr.shape[1]
         n_options = None
         if answers is not None and "probs" in answers:
@@ -269,12 +285,18 @@ class EmbeddingStore:
         store = cls.create(
             path, frame, provenance or {"source": "from_arrays"}, dims, n_options, overwrite
         )
-        store.append(
-            np.arange(len(frame)),
-            {k: np.asarray(v) for k, v in features.items()},
-            answers=answers,
-        )
-        return store.finalize()
+        try:
+            store.append(
+                np.arange(len(frame)),
+                {k: np.asarray(v) for k, v in features.items()},
+                answers=answers,
+            )
+            return store.finalize()
+        except BaseException:
+            # one call writes the whole store: a failure leaves no empty store (nor its lock)
+            store.close()
+            Path(path).unlink(missing_ok=True)
+            raise
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -284,6 +306,11 @@ class EmbeddingStore:
             raise ValueError("mode must be 'r' or 'a'")
         if not path.exists():
             raise StoreError(f"{path}: no such store; create it with `matprobe extract`")
+        if path.is_dir():
+            raise StoreUnavailable(f"{path} is a folder, not a store file; pass the .h5 file inside it, "
+                             "or move the folder away")
+        if mode == "a":
+            _check_room_to_append(path)
         lock = writer_lock(path).acquire() if mode == "a" else None
         try:
             h5 = h5py.File(path, "r+" if mode == "a" else "r")
@@ -343,6 +370,22 @@ class EmbeddingStore:
         """Digest of each sample's source record, as stored at creation (None: older store)."""
         g = self._h5.get("content")
         return None if g is None or "record_digest" not in g else g["record_digest"][...]
+
+    def item_digests(self) -> np.ndarray | None:
+        """Digest of each item without its split (`provenance.item_digests`; None: older store)."""
+        g = self._h5.get("content")
+        return None if g is None or "item_digest" not in g else g["item_digest"][...]
+
+    def update_record_digests(self, rows: np.ndarray, digests: np.ndarray) -> None:
+        """Replace the record digests of rows not yet done (their records changed before any
+        of them was computed; extract resume). Done rows keep theirs."""
+        if self._h5.mode != "r+":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to update it")
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        if self.done[rows].any():
+            raise StoreError(f"{self.path}: finished rows keep the record digest they were computed from")
+        self._h5["content/record_digest"][rows] = digests
+        self._h5.flush()
 
     def _row_digests(self) -> np.ndarray:
         g = self._h5.get("content")
@@ -427,6 +470,12 @@ class EmbeddingStore:
                 keys.extend((layer, pool) for pool in grp)
         return sorted(keys, key=lambda k: (_layer_sort_key(k[0]), k[1]))
 
+    def resolve_feature(self, layer=None, pool=None, flags: tuple[str, str] = ("--layer", "--pool")
+                        ) -> tuple[str, str]:
+        """(layer, pool) keys of this store for a request (None = defaults; negative layers from
+        the end): `matprobe.store.resolve_feature`."""
+        return resolve_feature(self.feature_keys(), layer, pool, self.provenance, self.path, flags)
+
     def feature_dim(self, layer: str | int, pool: str) -> int:
         return int(self._dataset(layer, pool).shape[1])
 
@@ -444,17 +493,78 @@ class EmbeddingStore:
             raise StoreError(f"{self.path}: no sample with id {exc.args[0]!r}") from None
 
     def read(self, layer: str | int, pool: str, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Features of one (layer, pool) as float32 [len(rows), D]; only those rows are read."""
+        """Features of one (layer, pool) as float32 [len(rows), D]; only those rows are read.
+
+        An unfinished (uncompressed) store is checked against its row digests on the first
+        read (`verify`); a compressed chunk that fails to decompress is named as corruption."""
         ds = self._dataset(layer, pool)
+        if not self.finalized and not getattr(self, "_verified", False):
+            self.verify()
         if rows is None:
-            return ds[...]
+            return self._read_chunks(ds, layer, pool, slice(None))
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return np.empty((0, ds.shape[1]), dtype=np.float32)
         if rows.min() < 0 or rows.max() >= self.n:
             raise StoreError(f"{self.path}: row index out of range [0, {self.n})")
         uniq, inverse = np.unique(rows, return_inverse=True)
-        return ds[uniq][inverse.reshape(-1)]
+        return self._read_chunks(ds, layer, pool, uniq)[inverse.reshape(-1)]
+
+    def _read_chunks(self, ds, layer, pool, index) -> np.ndarray:
+        try:
+            return ds[index]
+        except OSError as exc:
+            text = str(exc)
+            if "filter" in text.lower() or "inflate" in text.lower() or "checksum" in text.lower():
+                raise StoreError(
+                    f"{self.path}: store corrupt, re-extract: a compressed chunk of features {layer}/{pool} "
+                    f"does not decompress ({text.strip().splitlines()[0][:120]}); the file changed after it "
+                    "was written (disk or copy error): rerun `matprobe extract` with --overwrite, or restore "
+                    "a good copy") from None
+            raise
+
+    def verify(self, block: int | None = None) -> None:
+        """Check every finished row against the digest written with it (/content/row_digest).
+
+        A row's digest covers its features and the answers given with it (the answer sets
+        appends used are recorded beside the digests; stores without that record are not
+        checked). Raises
+        StoreError ("store corrupt, re-extract") naming the first rows that differ."""
+        g = self._h5.get("content")
+        if g is None or "row_digest" not in g or "answer_sets" not in g["row_digest"].attrs:
+            self._verified = True  # older stores do not record what their digests cover
+            return
+        from matprobe.provenance import row_digests
+
+        stored = g["row_digest"][...]
+        names = json.loads(g["row_digest"].attrs["answer_sets"])
+        done = np.flatnonzero(self.done)
+        keys = self.feature_keys()
+        answers = self.answers()
+        if block is None:  # rows per pass: about 256 MiB of features in memory at a time
+            width = sum(self.feature_dim(*k) for k in keys) or 1
+            block = max(1, (256 << 20) // (4 * width))
+        bad: list[int] = []
+        for start in range(0, done.size, block):
+            rows = done[start:start + block]
+            feats = {k: self._dataset(*k)[rows] for k in keys}
+            ok = np.zeros(rows.size, dtype=bool)
+            for subset in names:
+                ans = {n: answers[n][rows] for n in subset if n in answers} or None
+                if subset and ans is None:
+                    continue
+                if ok.all():
+                    break
+                got = row_digests(feats, ans, np.arange(rows.size))
+                ok |= got == stored[rows]
+            bad += rows[~ok].tolist()
+        if bad:
+            first = ", ".join(repr(str(self._ids[r])) for r in bad[:3])
+            raise StoreError(
+                f"{self.path}: store corrupt, re-extract: {len(bad)} of {done.size} finished rows differ from "
+                f"the digest written with them (first ids {first}); the file changed after it was written "
+                "(disk or copy error): rerun `matprobe extract` with --overwrite, or restore a good copy")
+        self._verified = True
 
     def answers(self) -> dict[str, np.ndarray]:
         g = self._h5["answers"]
@@ -585,8 +695,18 @@ class EmbeddingStore:
         if "content/row_digest" in self._h5:
             from matprobe.provenance import row_digests
 
-            self._h5["content/row_digest"][rows] = row_digests(
-                {_normalise_key(k): v for k, v in features.items()}, answers, order)
+            # answers as stored (their dataset dtypes), so `verify` can recompute the digest
+            stored_answers = None if answers is None else {
+                name: np.asarray(v).astype(self._h5["answers"][name].dtype)
+                for name, v in answers.items() if v is not None and name in self._h5["answers"]}
+            digest_ds = self._h5["content/row_digest"]
+            digest_ds[rows] = row_digests(
+                {_normalise_key(k): v for k, v in features.items()}, stored_answers, order)
+            # which answers the digests cover, so `verify` can recompute them
+            seen = json.loads(digest_ds.attrs.get("answer_sets", "[]"))
+            names = sorted(stored_answers or ())
+            if names not in seen:
+                digest_ds.attrs["answer_sets"] = json.dumps(seen + [names])
         self._h5.flush()
         self._h5["done"][rows] = True
         self._h5.flush()
@@ -608,6 +728,7 @@ class EmbeddingStore:
             raise StoreError(
                 f"{self.path}: {len(missing)} rows are not done (first {missing[0]!r}); finish them first"
             )
+        self.verify()  # a corrupted row would otherwise be repacked with its old digest
         path = self.path
         lock = writer_lock(path).acquire()  # held across close + rename + reopen
         try:
@@ -704,6 +825,8 @@ class EmbeddingStore:
                     c = h5.create_group("content")
                     c.create_dataset("record_digest", data=np.concatenate([s.record_digests() for s in shards]))
                     c.create_dataset("row_digest", data=np.concatenate([s._row_digests() for s in shards]))
+                    if all(s.item_digests() is not None for s in shards):
+                        c.create_dataset("item_digest", data=np.concatenate([s.item_digests() for s in shards]))
         finally:
             lock.release()
             for s in shards:
@@ -713,11 +836,41 @@ class EmbeddingStore:
 
 def _write_content(h5: h5py.File, frame: pd.DataFrame) -> None:
     """/content: each sample's record digest now, each row's digest as rows are appended."""
-    from matprobe.provenance import DIGEST_BYTES, record_digests
+    from matprobe.provenance import DIGEST_BYTES, item_digests, record_digests
 
     g = h5.create_group("content")
     g.create_dataset("record_digest", data=record_digests(frame))
+    g.create_dataset("item_digest", data=item_digests(frame))
     g.create_dataset("row_digest", data=np.zeros(len(frame), dtype=f"S{DIGEST_BYTES}"))
+
+
+_MIN_FREE_BYTES = 1 << 20  # HDF5 rewrites some metadata in place on every flush
+
+
+def _check_room_to_append(path: Path) -> None:
+    """Refuse to append to a store that cannot take the writes, before any byte is written.
+
+    Appends write into the store in place (rows are preallocated). HDF5 cannot recover from
+    a failed in-place write: it prints a traceback per unflushed object and crashes on close
+    (SIGSEGV, measured with h5py 3.16), and the file is left half-flushed. A file-size limit
+    (ulimit -f) at or below the store's size makes the first write past it fail, and a full
+    disk fails metadata writes; both are checked here so the store stays byte-identical."""
+    import resource
+    import shutil
+
+    size = path.stat().st_size
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and soft <= size:
+        raise StoreUnavailable(
+            f"{path}: the file-size limit was reached (ulimit -f); raise it (ulimit -f unlimited) and "
+            f"rerun to resume (the limit, {soft} bytes, is not above the store's {size} bytes, and rows "
+            "are appended to the store in place; nothing was written, so nothing finished was damaged)")
+    free = shutil.disk_usage(path.parent).free
+    if free < _MIN_FREE_BYTES:
+        raise StoreUnavailable(
+            f"{path}: the disk is full ({free} bytes free); free space (or move the store elsewhere) and "
+            "rerun to resume (rows are appended to the store in place; nothing was written, so nothing "
+            "finished was damaged)")
 
 
 def _open_error(path: Path, exc: OSError) -> StoreError:
@@ -743,6 +896,51 @@ def _create_writable_features(h5: h5py.File, name: str, n: int, dim: int) -> h5p
         name, shape=(n, dim), dtype="f4", chunks=(min(n, _rows_per_chunk(dim)), dim),
         fillvalue=np.nan, dcpl=dcpl,
     )
+
+
+def resolve_layer(layer, stored_layers, provenance: Mapping[str, Any] | None = None, path="store",
+                  flag: str = "--layer") -> str:
+    """One requested layer as its stored key; None = the default (the last decoder block
+    stored, as `-1` resolves; `final` or the deepest other key only when no block is stored).
+
+    A negative index counts from the model's last block (its `num_decoder_layers` in the
+    provenance), else from the deepest stored block. Every command and API function resolves
+    layers here, so one store gives one layer by entry point."""
+    stored = sorted({str(x) for x in stored_layers}, key=_layer_sort_key)
+    if not stored:
+        raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
+    numeric = sorted(int(x) for x in stored if x.lstrip("-").isdigit())
+    want = "-1" if layer is None else str(layer).strip()
+    key = want
+    if want.startswith("-") and want[1:].isdigit():
+        n_blocks = (provenance or {}).get("num_decoder_layers")
+        if n_blocks:
+            key = str(int(n_blocks) + int(want))
+        elif numeric and -int(want) <= len(numeric):
+            key = str(numeric[int(want)])
+    if key in stored:
+        return key
+    if layer is None:  # no decoder block stored: after the final norm, else the deepest key
+        return "final" if "final" in stored else stored[-1]
+    raise StoreError(f"{path}: no features for layer {want!r}: layer {want!r} is not stored; stored layers: "
+                     f"{', '.join(stored)}; pick one of those with {flag}")
+
+
+def resolve_feature(keys, layer=None, pool=None, provenance: Mapping[str, Any] | None = None,
+                    path="store", flags: tuple[str, str] = ("--layer", "--pool")) -> tuple[str, str]:
+    """(layer, pool) as stored keys from the requested ones (None = the defaults: see
+    `resolve_layer`; the pool `DEFAULTS.pool` when stored for that layer, else its first)."""
+    from matprobe.defaults import DEFAULTS
+
+    keys = [(str(a), str(b)) for a, b in keys]
+    lay = resolve_layer(layer, {a for a, _ in keys}, provenance, path, flags[0])
+    pools = [b for a, b in keys if a == lay]
+    if pool is None:
+        pool = DEFAULTS.pool if DEFAULTS.pool in pools else pools[0]
+    if str(pool) not in pools:
+        raise StoreError(f"{path}: no features for layer {lay!r}, pool {pool!r}; stored: "
+                         + ", ".join(f"{a}/{b}" for a, b in keys) + f"; pick one with {flags[0]}/{flags[1]}")
+    return lay, str(pool)
 
 
 def _layer_sort_key(layer: str) -> tuple[int, int | str]:

@@ -48,8 +48,9 @@ def comparison_table(comp) -> Table:
     cols = [Column("side", "side", description="A, B, or the paired difference ΔI = I_A - I_B"),
             Column("store", "store"), Column("layer", "layer"), Column("pool", "pool"),
             Column("estimate", comp.term, d.unit, f"estimate of {comp.term}", "+.4f"),
-            Column("interval", f"{lvl} interval", d.unit, f"{lvl} interval", "+.4f"),
-            Column("p", "p", "p", "two-sided p of ΔI = 0 (paired bootstrap)", ".3g")]
+            Column("interval", f"{lvl} interval", d.unit,
+                   f"{lvl} interval; for A - B: {getattr(d, 'method', 'paired bootstrap')}", "+.4f"),
+            Column("p", "p", "p", "two-sided p of ΔI = 0, inverting the A - B interval", ".3g")]
     table = Table(cols, title=f"ΔI of {comp.term} ({d.unit}), {d.n} shared samples, {comp.seeds} seeds, "
                               f"{comp.folds} folds, {comp.estimator}")
     for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
@@ -66,6 +67,7 @@ def comparison_table(comp) -> Table:
         note += (f"; the two estimates above are each side's own estimate (not a per-sample mean) "
                  f"and differ by {plain:+.4f} {d.unit}")
     table.footnotes.append(note)
+    table.footnotes.append(f"paired ΔI interval: {getattr(d, 'method', 'paired bootstrap')}")
     if comp.note:
         table.footnotes.append(comp.note)
     return table

@@ -34,6 +34,7 @@ from matprobe.data.model import (
     Sample,
     Vocabulary,
     canonical_label,
+    check_id,
 )
 from matprobe.errors import DataError
 from matprobe.io import atomic_path
@@ -223,7 +224,7 @@ def parse_manifest_records(
             option_masks = tuple(_absolute(m, path_root) for m in option_masks)
         samples.append(
             Sample(
-                id=str(rec["id"]).strip(),
+                id=check_id(str(rec["id"]).strip(), where),
                 image=image,
                 question=str(rec["question"]),
                 options=options,

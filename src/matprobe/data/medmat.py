@@ -35,7 +35,7 @@ from typing import Literal
 import pandas as pd
 
 from matprobe.checks import check_answer_agrees, check_distinct_options
-from matprobe.data.model import OPTION_LETTERS, MATDataset, Sample, canonical_label
+from matprobe.data.model import OPTION_LETTERS, MATDataset, Sample, canonical_label, check_id
 from matprobe.errors import DataError
 
 # File-name spellings seen in the published release (docs/design.md §1): "Subset--01-train.json",
@@ -314,6 +314,7 @@ def load_medmat(
             )
         if str(rid).strip() == "":
             raise DataError(f"{where}: empty id; give every record a unique id")
+        check_id(str(rid).strip(), where)
 
         subset = file_subset
         if subset is None:

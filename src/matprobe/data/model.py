@@ -64,6 +64,17 @@ def resolve_factor(name: str) -> str:
     return FACTOR_ALIASES.get(name, name)
 
 
+def check_id(sample_id: str, where: str) -> str:
+    """An id must be printable text: a NUL or other control character cannot be stored as an
+    HDF5 string (extract would fail after loading the model) nor printed on one error line."""
+    bad = [i for i, ch in enumerate(str(sample_id)) if ord(ch) < 32 or ord(ch) == 127]
+    if bad:
+        raise DataError(f"{where}: id {str(sample_id)!r} contains a control character "
+                        f"({str(sample_id)[bad[0]]!r} at position {bad[0]}); ids are stored as text, "
+                        "so remove it from the id")
+    return sample_id
+
+
 @dataclass(frozen=True)
 class Sample:
     """One MAT-tagged VQA item.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from matprobe.errors import ExtractError
-from matprobe.extract.arch import architectures, get_architecture
+from matprobe.extract.arch import architectures, claimed_by_config, get_architecture
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -72,9 +72,9 @@ def _sha256(paths: list[Path]) -> str:
 def detect_architecture(ckpt: str | Path) -> str:
     """The registry key (config.json `model_type`, e.g. llava, qwen2_vl) of the checkpoint in `ckpt`.
 
-    Raises ExtractError for a missing directory or config, for original LLaVA-repo
-    checkpoints (haotian-liu/LLaVA: model_type `llava_llama`, `mm_vision_tower`,
-    `non_lora_trainables.bin`), which are not in Hugging Face format, and for any other
+    A format recognised by its config keys comes first (original haotian-liu/LLaVA checkpoints:
+    `mm_*` keys, whatever `model_type` says: "llava", "llava_llama", "llava_mistral"), then the
+    `model_type`. Raises ExtractError for a missing directory or config and for any other
     model type.
     """
     path = Path(ckpt)
@@ -90,21 +90,19 @@ def detect_architecture(ckpt: str | Path) -> str:
         raise ExtractError(f"checkpoint {path}: no config.json; pass a Hugging Face checkpoint folder")
     cfg = _read_json(cfg_path, "config.json")
     model_type = cfg.get("model_type", "")
-    original_llava = (
-        model_type in ("llava_llama", "llava_mistral", "llava_mpt")
-        or "mm_vision_tower" in cfg
-        or (path / "non_lora_trainables.bin").is_file()
-    )
-    if original_llava:
+    claimed = claimed_by_config(cfg)  # a format told by its keys (original LLaVA's mm_*), not model_type
+    if claimed is not None:
+        return claimed.name
+    if model_type in ("llava_llama", "llava_mistral", "llava_mpt") or (path / "non_lora_trainables.bin").is_file():
         raise ExtractError(
-            f"checkpoint {path}: original LLaVA-repo layout (model_type {model_type!r}), not Hugging "
-            f"Face format; convert it with transformers' convert_llava_weights_to_hf.py or use a "
-            f"llava-hf checkpoint"
+            f"checkpoint {path}: model_type {model_type!r} but no mm_* keys (mm_vision_tower, "
+            f"mm_projector_type) in config.json; pass the LLaVA run folder whose config.json has them"
         )
-    if model_type not in architectures():
+    if model_type not in architectures() or get_architecture(model_type).own_loader:
+        types = [a for a in architectures() if not get_architecture(a).own_loader]
         raise ExtractError(
             f"checkpoint {path}: unsupported architecture {model_type or '(none)'!r}; supported: "
-            f"{', '.join(architectures())}"
+            f"{', '.join(types)} (and original haotian-liu/LLaVA checkpoints, told by their mm_* config keys)"
         )
     return model_type
 
@@ -141,11 +139,11 @@ def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -
 
 def decoder_layers(model):
     """The decoder blocks (transformers 5: model.model.language_model.layers for all archs so far)."""
-    return get_architecture(model.config.model_type).decoder_layers(model)
+    return get_architecture(decoder_owner(model)).decoder_layers(model)
 
 
 def final_norm(model):
-    return get_architecture(model.config.model_type).final_norm(model)
+    return get_architecture(decoder_owner(model)).final_norm(model)
 
 
 def _torch_dtype(dtype: str):
@@ -165,6 +163,19 @@ def _check_device(device: str) -> None:
         raise ExtractError(f"--device {device!r}: use cpu or cuda (cuda:N)")
 
 
+def _claimed(folder: Path):
+    """The format-defined architecture of `folder`'s config.json, or None."""
+    cfg_path = Path(folder) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    return claimed_by_config(_read_json(cfg_path, "config.json"))
+
+
+def decoder_owner(model) -> str:
+    """The registry key of a loaded model (own-loader models say it themselves)."""
+    return getattr(model, "matprobe_arch", None) or model.config.model_type
+
+
 def resolve_adapter(
     ckpt: str | Path | None, adapter: str | Path | None, base: str | Path | None
 ) -> tuple[Path, Path | None]:
@@ -173,6 +184,8 @@ def resolve_adapter(
     `--ckpt` may itself be an adapter folder; the base then comes from `--base` or from the
     adapter's `base_model_name_or_path` (often an absolute path from another machine).
     """
+    if ckpt is not None and adapter is None and base is not None and _claimed(Path(ckpt)) is not None:
+        return Path(base), Path(ckpt)  # an original LLaVA LoRA / projector run on its --base
     if ckpt is not None and (Path(ckpt) / "adapter_config.json").is_file() and adapter is None:
         adapter, ckpt = ckpt, None
     if adapter is None:
@@ -202,18 +215,42 @@ def load_model(
     max_pixels: int | None = None,
     merge_adapter: bool = True,
     attn_implementation: str = "sdpa",
+    vision_tower: str | Path | None = None,
+    template: str | None = None,
 ) -> LoadedModel:
-    """Load processor + model (+ LoRA adapter, merged by default) in eval mode on `device`."""
+    """Load processor + model (+ LoRA adapter, merged by default) in eval mode on `device`.
+
+    `vision_tower` and `template` apply to architectures that take them (original LLaVA)."""
     from transformers import AutoModelForImageTextToText
 
     base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base)
-    arch = detect_architecture(base_dir)
     torch_dtype = _torch_dtype(dtype)
     _check_device(device)
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ExtractError(
             f"--attn {attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}"
         )
+    run_dir = adapter_dir if adapter_dir is not None else base_dir
+    own = _claimed(run_dir) if run_dir.is_dir() else None
+    if own is not None:
+        if not merge_adapter:
+            raise ExtractError(f"checkpoint {run_dir}: original LLaVA LoRA runs are merged in fp32, as LLaVA's "
+                               f"loader merges them; drop --no-merge-adapter")
+        return _load_own(own, run_dir, base_dir if adapter_dir is not None else None, dtype, device,
+                         vision_tower, template, attn_implementation)
+    arch = detect_architecture(base_dir)
+    conversation = None
+    if template not in (None, "chat"):
+        if not get_architecture(arch).takes_template:
+            raise ExtractError(f"--template {template}: {arch} checkpoints use their chat template (--template "
+                               f"chat); LLaVA's conversation templates apply to architectures whose image "
+                               f"placeholder is LLaVA's <image> (llava, llava_next, original LLaVA)")
+        from matprobe.extract.templates import get_template
+
+        conversation = get_template(template)
+    if vision_tower is not None:
+        raise ExtractError(f"--vision-tower: {arch} checkpoints in Hugging Face format carry their tower; "
+                           f"drop the option")
     processor, info = load_processor(base_dir, arch, max_pixels)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
@@ -221,6 +258,9 @@ def load_model(
         )
     except (OSError, ValueError, ImportError) as exc:
         raise ExtractError(f"checkpoint {base_dir}: cannot load the weights ({exc})") from None
+    if conversation is not None:  # the runner renders with it; provenance records every string
+        info["conversation_template"] = conversation
+        info["provenance_extra"] = {"prompt_template": conversation.describe()}
     info.update(
         arch=arch, checkpoint=str(base_dir.resolve()), dtype=dtype,
         config_sha256=_sha256([base_dir / "config.json"]),
@@ -248,3 +288,29 @@ def load_model(
         raise
     info["device"] = device
     return LoadedModel(model=model, processor=processor, arch=arch, info=info)
+
+
+def _load_own(spec, run_dir: Path, base_dir: Path | None, dtype: str, device: str, vision_tower, template,
+              attn_implementation: str) -> LoadedModel:
+    """An architecture with its own loader (original LLaVA): same LoadedModel, same info keys."""
+    model, processor, info = spec.load(run_dir, base_dir, vision_tower=vision_tower, dtype=dtype,
+                                       device=device, template=template,
+                                       attn_implementation=attn_implementation)
+    adapter = run_dir if base_dir is not None else None
+    info.update(
+        arch=spec.name, checkpoint=str((base_dir or run_dir).resolve()), dtype=dtype,
+        config_sha256=_sha256([run_dir / "config.json"]), attn_implementation=attn_implementation,
+        adapter=str(adapter.resolve()) if adapter else None,
+        adapter_sha256=_sha256(sorted(adapter.glob("*.bin")) + sorted(adapter.glob("*.safetensors"))
+                               + [adapter / "adapter_config.json"]) if adapter else None,
+        adapter_merged=True if adapter else None,
+    )
+    try:
+        model.to(device)
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise ExtractError(f"out of memory moving {run_dir.name} to {device}; use --dtype bf16 or a larger "
+                               f"GPU") from None
+        raise
+    info["device"] = device
+    return LoadedModel(model=model, processor=processor, arch=spec.name, info=info)

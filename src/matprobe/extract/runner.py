@@ -42,6 +42,8 @@ class ExtractConfig:
     merge_adapter: bool = True
     attn_implementation: str = "sdpa"
     rendering: str = "multi-image"  # segmentation items: multi-image | grid (extract/prompts.py)
+    vision_tower: str | None = None  # original LLaVA: local folder of the tower mm_vision_tower names
+    template: str | None = None  # chat (HF default) | llava_v1 | vicuna_v1 | mistral_instruct | plain | FILE
 
 
 @dataclass
@@ -151,6 +153,9 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
     }
+    # Own-loader formats (original LLaVA) add format, template, preprocessing and tower fingerprint;
+    # a resume with any of them changed is refused by the provenance comparison, which names it.
+    prov.update(info.get("provenance_extra") or {})
     if rendering is not None:  # only stores with segmentation items carry it (older stores resume)
         from matprobe.extract.prompts import PREAMBLES, RENDERING_DEFINITIONS
 
@@ -163,11 +168,13 @@ def build_provenance(loaded, layers, pools, answers: bool, letter_ids, n_options
 
 def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, overwrite: bool):
     from matprobe.provenance import check_records_unchanged
-    from matprobe.store import EmbeddingStore, make_provenance
+    from matprobe.store import EmbeddingStore, StoreUnavailable, make_provenance
 
     if path.exists() and not overwrite:
         try:
             store = EmbeddingStore.open(path, mode="a")
+        except StoreUnavailable:
+            raise  # its fix is not --overwrite (a folder in the way, a size limit, a full disk)
         except StoreError as exc:
             raise StoreError(f"{exc}; rerun with --overwrite to start again") from None
         try:
@@ -177,7 +184,7 @@ def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, ov
                     f"{path}: made from a different sample list than {samples.source}; "
                     f"use another --out or --overwrite"
                 )
-            check_records_unchanged(store, samples.frame(), samples.source)
+            check_records_unchanged(store, samples.frame(), samples.source, update=True)
         except Exception:
             store.close()
             raise
@@ -255,6 +262,7 @@ def extract(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
         merge_adapter=config.merge_adapter, attn_implementation=config.attn_implementation,
+        vision_tower=config.vision_tower, template=config.template,
     )
     device = loaded.info["device"]
     layers = parse_layers(config.layers, loaded.num_layers)
@@ -294,10 +302,17 @@ def extract(
             for start in range(0, len(todo), config.batch_size):
                 rows = todo[start:start + config.batch_size]
                 batch = [samples[int(r)] for r in rows]
-                rendered = [render_sample(s, config.rendering) for s in batch]
-                prompt = build_batch(loaded.processor, [s.question for s in batch],
-                                     [s.options for s in batch], [r.images for r in rendered],
-                                     [r.preamble for r in rendered])
+                try:
+                    rendered = [render_sample(s, config.rendering) for s in batch]
+                except DataError as exc:  # an unreadable image: the rows before it are kept
+                    raise DataError(f"{exc}; {int(store.done.sum())} of {len(samples)} rows are finished "
+                                    f"in {target}: fix it and rerun the same command to resume") from None
+                # Own-loader processors (original LLaVA) build their batch themselves.
+                builder = getattr(loaded.processor, "build_batch", None)
+                prompt = (builder or (lambda *a: build_batch(loaded.processor, *a,
+                                                             template=loaded.info.get("conversation_template"))))(
+                    [s.question for s in batch], [s.options for s in batch], [r.images for r in rendered],
+                    [r.preamble for r in rendered])
                 inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prompt.inputs.items()}
                 attention = inputs["attention_mask"]
                 weights = pool_weights(inputs["input_ids"], attention, prompt.question_mask.to(device),

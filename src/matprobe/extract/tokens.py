@@ -75,11 +75,23 @@ class PromptBatch:
 
 
 def build_prompt(processor, question: str, options, n_images: int = 1,
-                 preamble: str | None = None) -> tuple[str, tuple[int, int]]:
+                 preamble: str | None = None, template=None) -> tuple[str, tuple[int, int]]:
     """Chat-templated prompt and the character span of the question block inside it.
 
     The `n_images` images come first, then the text (the order LLaVA-1.5-HF's own template
-    imposes), so every image placeholder precedes the question span."""
+    imposes), so every image placeholder precedes the question span. A LLaVA conversation
+    `template` (extract/templates.py, `--template`) replaces the chat template: the item is
+    then written as LLaVA's multiple-choice evaluation writes it."""
+    if template is not None:
+        from matprobe.extract.templates import mcq_message
+
+        if n_images != 1:
+            raise ExtractError(f"--template {template.name}: LLaVA's templates hold one image, this item has "
+                               f"{n_images}; use --rendering grid or --template chat")
+        message, (qs, qe) = mcq_message(question, options, preamble, processor.image_token)
+        prompt = template.render(message)
+        at = prompt.find(message)
+        return prompt, (at + qs, at + qe)
     text, (qs, qe) = render_user_text(question, options, preamble)
     content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
     messages = [{"role": "user", "content": content}]
@@ -93,7 +105,7 @@ def build_prompt(processor, question: str, options, n_images: int = 1,
     return prompt, (at + qs, at + qe)
 
 
-def build_batch(processor, questions, options_list, images, preambles=None) -> PromptBatch:
+def build_batch(processor, questions, options_list, images, preambles=None, template=None) -> PromptBatch:
     """Tokenise a batch (left padding) and mark each row's question tokens.
 
     `images[b]` is one image or a list of images (a multi-image prompt, extract/prompts.py);
@@ -109,7 +121,7 @@ def build_batch(processor, questions, options_list, images, preambles=None) -> P
     preambles = list(preambles) if preambles is not None else [None] * len(per_prompt)
     prompts, spans = [], []
     for q, opts, ims, pre in zip(questions, options_list, per_prompt, preambles):
-        prompt, span = build_prompt(processor, q, opts, len(ims), pre)
+        prompt, span = build_prompt(processor, q, opts, len(ims), pre, template)
         prompts.append(prompt)
         spans.append(span)
     # One list of images per prompt: processors that batch by sample (Gemma 3) need the

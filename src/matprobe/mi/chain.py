@@ -217,6 +217,8 @@ class ChainResult:
         if st:
             table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
                                    f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
+        if self.meta.get("note"):
+            table.footnotes.append(self.meta["note"])
         for r in self.frame().itertuples():
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                           interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
@@ -380,16 +382,17 @@ def _jsonable(o):
         return str(o)
 
 
-def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tuple[ChainResult, dict]:
-    """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata)."""
+def run_store(path, factors: list[str], layer: str | None = None, pool: str | None = None,
+              refuse_below_zero: bool = True, **kwargs) -> tuple[ChainResult, dict]:
+    """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata).
+    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
+    refuse_below_zero=False keeps a term whose interval lies below 0 (flagged
+    `interval-below-zero` in its note) instead of refusing the chain."""
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
-        keys = [(str(k[0]), str(k[1])) for k in st.feature_keys()]
-        if (str(layer), str(pool)) not in keys:
-            raise StoreError(f"{path}: no features for layer {layer!r}, pool {pool!r}; stored: "
-                             + ", ".join(f"{a}/{b}" for a, b in keys))
+        layer, pool = st.resolve_feature(layer, pool)
         cols, vocab = {}, {}
         for name in factors:
             try:
@@ -401,12 +404,20 @@ def run_store(path, factors: list[str], layer: str, pool: str, **kwargs) -> tupl
         st.require_complete("estimating MI")
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
+    n_rows = len(z)
+    unlabelled = {name: int((cols[name] < 0).sum()) for name in factors}
     for name in factors:
         if (cols[name] < 0).any():
             keep = cols[name] >= 0
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
+    meta["n_rows"], meta["n_used"] = n_rows, len(z)
+    if len(z) < n_rows:  # rows without a label for some factor cannot enter any term
+        missing = ", ".join(f"{k} {v}" for k, v in unlabelled.items() if v)
+        meta["note"] = (f"{len(z)} of {n_rows} rows used: {n_rows - len(z)} have no label for "
+                        f"{'/'.join(factors)} (unlabelled per factor: {missing})")
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
-    check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
+    if refuse_below_zero:
+        check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
     result.meta = dict(meta)
     return result, meta

@@ -8,8 +8,8 @@ pointwise term on each side (its row mean is the estimate, `base.pointwise_terms
     ΔI = I_A - I_B = mean_i (r_A,i - r_B,i)
 
 has a paired bootstrap over rows (resampled within strata of the conditioning set, so p(c)
-stays fixed as in the estimators' own intervals). The interval is the normal bootstrap
-interval with the seed spread added in quadrature and, for the probe, the difference of the
+stays fixed as in the estimators' own intervals). The interval is a normal (Wald) interval
+Δ ± z·SE around the estimate, whose SE is the bootstrap SE (not a percentile or BCa interval), with the seed spread added in quadrature and, for the probe, the difference of the
 two sides' learning-curve corrections times EXTRAPOLATION_SLACK added to both ends (the same
 slack the single estimates carry); the p-value inverts that same interval, so p < 1 - level exactly when the
 interval excludes 0.
@@ -51,6 +51,10 @@ class PairedDifference:
     unit: str = NATS
     seed_deltas: list[float] = field(default_factory=list)
     slack: float = 0.0
+    # how the interval is made: a normal (Wald) interval delta +- z * SE around the estimate,
+    # SE from a stratified row bootstrap with the seed spread and the fold-fitting variance
+    # added in quadrature (not a percentile or BCa interval of the bootstrap replicates)
+    method: str = "normal interval Δ ± z·SE (SE: stratified paired row bootstrap, seed spread and fold variance in quadrature)"
 
 
 def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None, *, folds=None,
@@ -111,7 +115,11 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
                             ci_high=from_nats(hi, unit), ci_level=ci_level, p_value=min(p, 1.0),
                             se=from_nats(se, unit), n=n, unit=unit,
                             seed_deltas=[from_nats(float(v), unit) for v in seed_deltas],
-                            slack=from_nats(slack, unit))
+                            slack=from_nats(slack, unit),
+                            method=(f"normal interval Δ ± z·SE, SE from a stratified paired row "
+                                    f"bootstrap ({n_boot} resamples) with the seed spread and fold "
+                                    "variance in quadrature" + (", widened by the extrapolation slack"
+                                                                if slack > 0 else "")))
 
 
 @dataclass
@@ -145,6 +153,13 @@ def parse_term(term: str) -> tuple[str, list[str]]:
     given_l = [g.strip() for g in given.split(",") if g.strip()]
     if not target or "," in target:
         raise EstimationError(f"--term {term!r}: write one target and its conditioning set, e.g. 'T|M,A'")
+    if "|" in given:
+        raise EstimationError(f"--term {term!r}: one '|' separates the target from its conditioning set; "
+                              "write e.g. 'T|M,A'")
+    odd = [g for g in [target, *given_l] if re.search(r"[;()|]", g)]
+    if odd or (given.strip() and any(not g.strip() for g in given.split(","))):
+        raise EstimationError(f"--term {term!r}: {', '.join(map(repr, odd)) or 'an empty name'} is not a label "
+                              "column name; write the target and its conditioning set as 'T|M,A'")
     if target in given_l:
         raise EstimationError(f"--term {term!r}: the target {target!r} is also conditioned on; drop it from the set")
     return target, given_l
@@ -181,7 +196,8 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
     a, b = sides
     summaries = [_summary(e, unit) for e in sides]
     if a.degenerate or b.degenerate:
-        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit)
+        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit,
+                                method="exactly 0: H(Y|C) = 0 on both sides")
         return summaries[0], summaries[1], zero
     pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
     # the between-fold fitting variance exists only where folds were fitted
@@ -201,20 +217,11 @@ def _summary(e, unit) -> dict:
 # ---------------------------------------------------------------------- stores
 
 def _feature_key(st, path, layer, pool, role):
-    keys = [(str(a), str(b)) for a, b in st.feature_keys()]
-    if not keys:
-        raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
-    if layer is None:
-        layers = sorted({k[0] for k in keys}, key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
-        numeric = [x for x in layers if x.lstrip("-").isdigit()]
-        layer = numeric[-1] if numeric else layers[-1]
-    if pool is None:
-        pools = [b for a, b in keys if a == str(layer)]
-        pool = "last" if "last" in pools else (pools[0] if pools else "last")
-    if (str(layer), str(pool)) not in keys:
-        raise StoreError(f"{path} ({role}): no features for layer {layer!r}, pool {pool!r}; stored: "
-                         + ", ".join(f"{a}/{b}" for a, b in keys) + "; pick one with --layer/--pool")
-    return str(layer), str(pool)
+    """The one layer/pool resolution (`EmbeddingStore.resolve_feature`), B's flags named for B."""
+    from matprobe.store import resolve_feature
+
+    return resolve_feature(st.feature_keys(), layer, pool, st.provenance, f"{path} ({role})",
+                           ("--layer-b", "--pool-b") if role == "B" else ("--layer", "--pool"))
 
 
 def load_side(path, factors: list[str], layer, pool, role="A"):
@@ -296,8 +303,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     if same_store and layer_b is None and pool_b is None:
         raise StoreError(f"{store_a}: comparing a store with itself needs --layer-b or --pool-b "
                          "(two layers or pools of one store)")
-    lb_key = meta_a["layer"] if layer_b is None else layer_b
-    pb_key = meta_a["pool"] if pool_b is None else pool_b
+    # B's defaults are A's request, resolved on B (`-1` is B's own last block)
+    lb_key = layer if layer_b is None else layer_b
+    pb_key = pool if pool_b is None else pool_b
     ids_b, lab_b, z_b, meta_b = load_side(store_b, factors, lb_key, pb_key, "B")
     order = align(ids_a, ids_b, store_a, store_b)
     z_b = z_b[order]

@@ -97,25 +97,12 @@ def parse_list(spec) -> list[str] | None:
 
 def _resolve_layers(want, stored_layers, provenance, path) -> list[str]:
     """Requested layers as stored keys; negative indices count from the model's last block."""
+    from matprobe.store import resolve_layer
+
     if want is None:
         return sorted(stored_layers, key=_layer_order)
-    n_blocks = provenance.get("num_decoder_layers")
-    numeric = sorted((int(x) for x in stored_layers if x.lstrip("-").isdigit()))
-    out = []
-    for w in want:
-        key = w
-        if w.startswith("-") and w[1:].isdigit():
-            # DESIGN/ARCHITECTURE: negative = from the end of the decoder; without the block
-            # count in the provenance, from the end of the stored numeric layers
-            if n_blocks:
-                key = str(int(n_blocks) + int(w))
-            elif numeric and -int(w) <= len(numeric):
-                key = str(numeric[int(w)])
-        if key not in stored_layers:
-            raise StoreError(f"{path}: layer {w!r} is not stored; stored layers: "
-                             + ", ".join(sorted(stored_layers, key=_layer_order)) + "; pick from those with --layers")
-        out.append(key)
-    return list(dict.fromkeys(out))
+    # the one resolution every command uses (negative = from the end of the decoder)
+    return list(dict.fromkeys(resolve_layer(w, stored_layers, provenance, path, "--layers") for w in want))
 
 
 def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list[Cell]:

@@ -68,14 +68,69 @@ def table_ix(results: pd.DataFrame, value: str = "p") -> pd.DataFrame:
     return table.rename(columns=table_ix_column)
 
 
+def _short_method(method: str) -> str:
+    """'exact', 'exact conditional, ...' -> 'exact'; 'monte carlo (N resamples)' -> 'Monte
+    Carlo, N draws'; 'normal approximation (...)' -> 'normal approx.'."""
+    m = str(method)
+    if m.startswith("monte carlo"):
+        draws = "".join(ch for ch in m if ch.isdigit())
+        return f"Monte Carlo, {draws} draws" if draws else "Monte Carlo"
+    if m.startswith("normal"):
+        return "normal approx."
+    if m.startswith("exact conditional"):
+        return "exact conditional"
+    return "exact" if m.startswith("exact") else m
+
+
+def method_header(head: str, methods) -> tuple[str, bool]:
+    """The header of a p column computed in one of several ways: ``head (variant)`` when
+    every row used the same variant (then ``False``), else ``head`` and ``True`` (each cell
+    then names its own variant)."""
+    kinds = {_short_method(m) for m in methods if isinstance(m, str) and m}
+    if len(kinds) == 1:
+        return f"{head} ({kinds.pop()})", False
+    return head, len(kinds) > 1
+
+
+VARIANT_MEANINGS = {
+    "exact": "exact: all 2^n sign assignments enumerated",
+    "exact conditional": "exact conditional: zero differences dropped, tied ranks averaged, all 2^n "
+                         "sign assignments of the observed ranks enumerated",
+    "normal approx.": "normal approximation with tie and continuity corrections (over 500 non-zero pairs)",
+}
+
+
+def variant_glossary(draws: int = 200_000) -> dict[str, str]:
+    """Meaning of every header `detail_table` can give the Wilcoxon and permutation p columns."""
+    base = {"Wilcoxon p": "two-sided p of the Wilcoxon signed-rank test (zeros dropped; never below 2^(1−n))",
+            "Perm. p": "two-sided p of the sign-flip permutation test of the mean difference"}
+    out = dict(base)
+    for head, text in base.items():
+        for variant, how in VARIANT_MEANINGS.items():
+            out[f"{head} ({variant})"] = f"{text}; {how}"
+    out[f"Perm. p (Monte Carlo, {draws} draws)"] = (
+        f"{base['Perm. p']}; Monte Carlo estimate from {draws} random sign flips, p = (1 + hits) / (1 + draws)")
+    return out
+
+
 def detail_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (comparison, metric): the statistics beside Table IX, as display strings."""
+    """Per (comparison, metric): the statistics beside Table IX, as display strings. The
+    Wilcoxon and permutation p columns name their variant (exact, exact conditional, Monte
+    Carlo with its draw count, normal approximation) in the header or, when rows differ,
+    in each cell."""
     out = pd.DataFrame()
     level = results["ci_level"].iloc[0] if "ci_level" in results else 0.95
+    variants = {"wilcoxon_p": "wilcoxon_method", "perm_p": "perm_method"}
     for col, head in DETAIL_COLUMNS.items():
         if col == "ci":
             out[f"{level:.0%} CI"] = [f"[{_num(lo)}, {_num(hi)}]"
                                      for lo, hi in zip(results.ci_low, results.ci_high)]
+        elif col in variants and variants[col] in results:
+            methods = results[variants[col]].tolist()
+            head, per_cell = method_header(head, methods)
+            out[head] = [format_p(v) + (f" ({_short_method(m)})" if per_cell and not
+                                        (isinstance(v, float) and math.isnan(v)) else "")
+                         for v, m in zip(results[col], methods)]
         elif col in ("p", "wilcoxon_p", "perm_p", "p_holm", "p_bh"):
             out[head] = [format_p(v) for v in results[col]]
         elif col in ("n_pairs", "df"):
@@ -92,7 +147,7 @@ def detail_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def split_detail(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Detail table in two narrower parts for a terminal: effects, then p-values."""
-    p_cols = [c for c in shown.columns if c.endswith(" p") or c in ("p", "Mixed z")]
+    p_cols = [c for c in shown.columns if c.endswith(" p") or " p (" in c or c in ("p", "Mixed z")]
     keep = ["Comparison", "Metric"]
     return shown.drop(columns=p_cols + ["Unit"], errors="ignore"), shown[keep + p_cols]
 
@@ -107,7 +162,13 @@ def notes(results: pd.DataFrame) -> list[str]:
              for text, where in by_text.items()]
     methods = sorted(set(results.get("perm_method", [])))
     if methods:
-        lines.append("permutation p: sign flips of the paired differences, " + ", ".join(methods))
+        lines.append("permutation p: sign flips of the paired differences, " + ", ".join(methods)
+                     + ("; a Monte Carlo p is (1 + hits) / (1 + draws), not exact"
+                        if any(m.startswith("monte carlo") for m in methods) else ""))
+    wil = sorted({m for m in results.get("wilcoxon_method", []) if isinstance(m, str) and m})
+    if wil:
+        lines.append("Wilcoxon signed-rank p: " + "; ".join(wil) + " (an exact p is never below "
+                     "2^(1-n) for n non-zero pairs)")
     return lines
 
 

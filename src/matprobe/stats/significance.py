@@ -37,6 +37,10 @@ from matprobe.checks import check_level, check_proportion_units, check_resamples
 from matprobe.errors import StatsError
 
 UNITS = ("target", "seed", "item")
+
+
+class TooFewPairs(StatsError):
+    """A comparison has fewer than two pairs for a metric (the automatic unit skips it)."""
 KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
 DEFAULT_RATIO_METRICS: dict[str, tuple[str, str]] = {"cIoU": ("intersection", "union")}
 
@@ -65,7 +69,8 @@ DEFAULT_CROSSMED_COMPARISONS: tuple[Comparison, ...] = (
 RESULT_COLUMNS = [
     "comparison", "metric", "a", "b", "unit", "n_pairs", "mean_a", "mean_b", "mean_diff",
     "sd_diff", "ci_low", "ci_high", "ci_level", "t", "df", "p", "dz", "hedges_g", "d_av",
-    "wilcoxon_p", "perm_p", "perm_method", "min_exact_p", "p_holm", "p_bh", "warning",
+    "wilcoxon_p", "wilcoxon_method", "perm_p", "perm_method", "min_exact_p", "p_holm", "p_bh",
+    "warning",
 ]
 
 
@@ -229,7 +234,8 @@ def _has_items(frame: pd.DataFrame) -> bool:
     return "item" in frame and bool((frame["item"] != "").any())
 
 
-def _metric_values(frame: pd.DataFrame, metric: str, ratio_metrics, keys) -> pd.DataFrame:
+def _metric_values(frame: pd.DataFrame, metric: str, ratio_metrics, keys,
+                   source: str = "results") -> pd.DataFrame:
     """Values of ``metric`` aggregated to ``keys`` (mean; ratio of sums for ratio metrics).
 
     Returns columns keys + ["value", "_row"]."""
@@ -241,16 +247,18 @@ def _metric_values(frame: pd.DataFrame, metric: str, ratio_metrics, keys) -> pd.
         rows = frame[frame.metric.isin([num, den])].groupby(fine)["_row"].first()
         wide = wide.join(rows)
         if num not in wide or den not in wide or wide[[num, den]].isna().any(axis=None):
-            raise StatsError(f"ratio metric '{metric}' needs both '{num}' and '{den}' rows for "
-                             "every item; some are missing")
+            _check_ratio_parts(frame, metric, num, den, source)  # names the rows
         # Ratio of sums within each run (target, seed) or item; seeds then weigh equally in
         # a target mean, as for every other metric.
         level = keys if len(keys) >= 2 else ["target", "seed"]
         sums = wide.groupby(level).agg(num=(num, "sum"), den=(den, "sum"),
                                        _row=("_row", "first"))
         if (sums.den <= 0).any():
-            raise StatsError(f"ratio metric '{metric}': '{den}' sums to 0 for some "
-                             f"{'/'.join(level)}; cannot form the ratio")
+            where = ", ".join(f"{'/'.join(map(str, k)) if isinstance(k, tuple) else k} ({r})"
+                              for k, r in sums._row[sums.den <= 0].head(5).items())
+            raise StatsError(f"{source}: ratio metric '{metric}': '{den}' sums to 0 for "
+                             f"{'/'.join(level)} {where}; cannot form the ratio there: drop "
+                             "those rows or use a metric defined for empty masks")
         ratio = pd.DataFrame({"value": sums.num / sums.den, "_row": sums._row}).reset_index()
         if level == keys:
             return ratio
@@ -277,6 +285,67 @@ def available_metrics(frame: pd.DataFrame, ratio_metrics=DEFAULT_RATIO_METRICS) 
         if name not in out:
             out.append(name)
     return out
+
+
+def _check_ratio_parts(frame: pd.DataFrame, metric: str, num: str, den: str, source: str) -> None:
+    """A ratio metric's parts are counts of a part and its whole: never negative, and for
+    cIoU's intersection and union never part > whole. Every item needs both parts."""
+    parts = frame[frame.metric.isin([num, den])]
+    neg = parts.value < 0
+    if neg.any():
+        raise StatsError(f"{source}: negative '{num}'/'{den}' at {_lines(parts, neg)}; ratio metric "
+                         f"'{metric}' needs counts >= 0 (pixels); fix those rows")
+    fine = ["condition", "target", "seed"] + (["item"] if _has_items(parts) else [])
+    wide = parts.pivot_table(index=fine, columns="metric", values="value", aggfunc="first")
+    rows = parts.groupby(fine + ["metric"])["_row"].first().unstack("metric")
+    for col, other in ((num, den), (den, num)):
+        if col not in wide:
+            raise StatsError(f"{source}: ratio metric '{metric}' needs both '{num}' and '{den}' rows; "
+                             f"'{col}' is absent (rows of '{other}': {_lines(parts, parts.index)})")
+    for col, other in ((num, den), (den, num)):
+        lacking = wide[col].isna()
+        if lacking.any():
+            shown = ", ".join(str(rows.loc[k, other]) for k in wide.index[lacking][:8])
+            more = f" (+{int(lacking.sum()) - 8} more)" if lacking.sum() > 8 else ""
+            raise StatsError(f"{source}: ratio metric '{metric}': '{other}' at {shown}{more} has no "
+                             f"matching '{col}' row; every item needs both or neither")
+    if {num, den} == {"intersection", "union"}:
+        over = wide[num] > wide[den] * (1 + 1e-12)
+        if over.any():
+            shown = ", ".join(f"{rows.loc[k, num]} / {rows.loc[k, den]}" for k in wide.index[over][:5])
+            raise StatsError(f"{source}: '{num}' exceeds '{den}' at {shown}; an intersection is part "
+                             "of its union, so the two columns are swapped or wrong there")
+
+
+def _check_item_sets(frame: pd.DataFrame, comparison: Comparison, components, unit: str,
+                     source: str) -> None:
+    """Above item level, per-item rows are averaged (or summed, for ratio metrics): both
+    conditions must then cover the same items, or the two means are over different images."""
+    sub = frame[frame.metric.isin(components) & (frame["item"] != "")]
+    a = sub[sub.condition == comparison.a]
+    b = sub[sub.condition == comparison.b]
+    if a.empty or b.empty:
+        return
+    shared_seeds = set(zip(a.target, a.seed)) & set(zip(b.target, b.seed))
+    for keys, restrict in ((["target", "seed", "item", "metric"], True),
+                           (["target", "item", "metric"], False)):
+        ka = a.drop_duplicates(keys).set_index(keys)["_row"]
+        kb = b.drop_duplicates(keys).set_index(keys)["_row"]
+        lonely = []
+        for has, lacks, rows, other in ((comparison.a, comparison.b, ka, kb),
+                                        (comparison.b, comparison.a, kb, ka)):
+            for key in rows.index.difference(other.index):
+                rec = dict(zip(keys, key))
+                if restrict and (rec["target"], rec["seed"]) not in shared_seeds:
+                    continue  # a seed run in one condition only is paired (or refused) by seed
+                lonely.append(f"{', '.join(f'{k} {v!r}' for k, v in rec.items())} has '{has}' "
+                              f"({rows[key]}) but no '{lacks}'")
+        if lonely:
+            more = f" (+{len(lonely) - 4} more)" if len(lonely) > 4 else ""
+            raise StatsError(f"{source}: different items in the two conditions of "
+                             f"'{comparison.label}' at unit {unit}: {'; '.join(lonely[:4])}{more}; "
+                             "their means would be over different images: add the missing rows "
+                             "or drop those items from both")
 
 
 def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit: str = "target",
@@ -308,10 +377,14 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
             where = f" (rows for '{other}': {_lines(have, have.index)})" if len(have) else ""
             raise StatsError(f"{source}: metric '{metric}' is absent for condition '{cond}'"
                              f"{where}; add its rows or drop the metric")
+        if metric in ratio_metrics:
+            _check_ratio_parts(sub, metric, *ratio_metrics[metric], source)
         if unit == "item" and not _has_items(sub):
             raise StatsError(f"{source}: metric '{metric}' has no item-level rows for '{cond}'; "
                              "use --unit seed or --unit target for it")
-        sides[side] = _metric_values(sub, metric, ratio_metrics, keys)
+        sides[side] = _metric_values(sub, metric, ratio_metrics, keys, source)
+    if unit != "item" and _has_items(frame):
+        _check_item_sets(frame, comparison, components, unit, source)
     merged = sides["a"].merge(sides["b"], on=keys, how="outer", suffixes=("_a", "_b"),
                               indicator=True)
     lonely = merged[merged._merge != "both"]
@@ -329,7 +402,7 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
     merged = merged.rename(columns={"value_a": "a", "value_b": "b"})
     if len(merged) < 2:
         rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
-        raise StatsError(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
+        raise TooFewPairs(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2")
     return merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
 
@@ -370,6 +443,61 @@ def _half_sums(x: np.ndarray) -> np.ndarray:
     return sums
 
 
+def _signed_sum_p(weights: np.ndarray, signs: np.ndarray) -> float:
+    """Exact two-sided p of |sum(signs * weights)| under independent fair sign flips, for
+    positive integer weights: P(|S| >= |s_obs|) by dynamic programming over the sums."""
+    total = int(weights.sum())
+    obs = abs(int(np.sum(signs * weights)))
+    # probs[k] = P(sum of the weights given a + sign == k); signed sum = 2k - total
+    probs = np.zeros(total + 1)
+    probs[0] = 1.0
+    for g in weights:
+        shifted = np.zeros_like(probs)
+        shifted[g:] = probs[: total + 1 - g]
+        probs = 0.5 * (probs + shifted)
+    signed = 2 * np.arange(total + 1) - total
+    return float(min(1.0, probs[np.abs(signed) >= obs].sum()))
+
+
+WILCOXON_EXACT_MAX = 500  # non-zero pairs up to which the signed-rank p is enumerated exactly
+
+
+def wilcoxon_signed_rank(diff) -> tuple[float, str]:
+    """Two-sided Wilcoxon signed-rank p of the paired differences, and the variant used.
+
+    Zero differences are dropped (Wilcoxon's method, scipy's default) and tied |d| get their
+    average rank. Up to WILCOXON_EXACT_MAX non-zero pairs the p is exact and conditional on
+    the observed ranks: every one of the 2^n sign assignments of the (mid)ranks is equally
+    likely under H0 (enumerated by dynamic programming over twice the ranks, which are
+    integers). scipy instead switches to a normal approximation without continuity
+    correction when zeros or ties meet n >= 14, which can be off by a factor of several and
+    fall below the exact floor 2^(1-n). Above the bound: the normal approximation with tie
+    and continuity corrections, never below 2^(1-n). Returns (p, variant)."""
+    d = np.asarray(diff, dtype=float)
+    zeros = int(np.sum(d == 0))
+    d = d[d != 0]
+    n = d.size
+    if n == 0:
+        return math.nan, "no non-zero differences"
+    ranks = stats.rankdata(np.abs(d))  # average ranks for ties
+    ties = len(np.unique(ranks)) < n
+    conditions = [f"{zeros} zero difference{'s' if zeros != 1 else ''} dropped"] if zeros else []
+    if ties:
+        conditions.append("tied ranks averaged")
+    if n <= WILCOXON_EXACT_MAX:
+        p = _signed_sum_p(np.round(2 * ranks).astype(np.int64), np.sign(d))
+        name = "exact conditional" if conditions else "exact"
+    else:
+        r_plus = float(ranks[d > 0].sum())
+        mean = n * (n + 1) / 4
+        _, counts = np.unique(ranks, return_counts=True)
+        var = n * (n + 1) * (2 * n + 1) / 24 - float(np.sum(counts**3 - counts)) / 48
+        z = max(abs(r_plus - mean) - 0.5, 0.0) / math.sqrt(var)
+        p = max(float(2 * stats.norm.sf(z)), min_exact_p(n))
+        name = "normal approximation (tie- and continuity-corrected)"
+    return min(p, 1.0), name + (f", {', '.join(conditions)}" if conditions else "")
+
+
 def sign_flip_p(diff, max_exact: int = 40, n_resamples: int = 200_000,
                 seed: int = 0) -> tuple[float, str]:
     """Two-sided permutation p of the mean paired difference under random sign flips.
@@ -388,17 +516,7 @@ def sign_flip_p(diff, max_exact: int = 40, n_resamples: int = 200_000,
         return 1.0, "exact"
     grid = _integer_grid(np.abs(d)) if n > max_exact else None
     if grid is not None:
-        total = int(grid.sum())
-        obs = abs(int(np.sum(np.sign(d) * grid)))
-        # probs[k] = P(sum of |d| over the positive-sign subset == k); signed sum = 2k - total
-        probs = np.zeros(total + 1)
-        probs[0] = 1.0
-        for g in grid:
-            shifted = np.zeros_like(probs)
-            shifted[g:] = probs[: total + 1 - g]
-            probs = 0.5 * (probs + shifted)
-        signed = 2 * np.arange(total + 1) - total
-        return float(min(1.0, probs[np.abs(signed) >= obs].sum())), "exact"
+        return _signed_sum_p(grid, np.sign(d)), "exact"
     # ties up to rounding count as at least as extreme (as scipy does)
     tol = 1e-10 * np.abs(d).sum()
     threshold = abs(d.sum()) - tol
@@ -430,11 +548,22 @@ def hedges_correction(df: float) -> float:
                  / math.sqrt(df / 2))
 
 
+def constant_differences(a: np.ndarray, b: np.ndarray, sd: float) -> bool:
+    """True when the paired differences are all equal, exactly or up to float rounding
+    (0.3 - 0.2 and 0.4 - 0.3 differ by 1 ulp; their sd is ~2e-17, not a measured spread)."""
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+    return sd <= 1e-12 * scale or sd == 0.0
+
+
 def paired_test(a, b, ci_level: float = 0.95, perm_kwargs: dict | None = None) -> dict:
     """Paired statistics of ``a - b``: t, df, two-sided p, mean difference with its t
     interval, dz (mean / sd of differences), Hedges g (dz times J(n-1)), d_av (mean / average
-    of the two sds, Lakens 2013 eq. 10, for comparison with tools that report it), Wilcoxon p
-    (zero differences dropped, scipy default) and the sign-flip permutation p."""
+    of the two sds, Lakens 2013 eq. 10, for comparison with tools that report it), the
+    Wilcoxon signed-rank p (`wilcoxon_signed_rank`, variant in ``wilcoxon_method``) and the
+    sign-flip permutation p.
+
+    When all differences are equal (sd 0, exactly or to rounding) there is no t-test: t, p,
+    the interval, dz and g are NaN and ``sd_zero`` is True (the exact tests still apply)."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     d = a - b
@@ -442,28 +571,27 @@ def paired_test(a, b, ci_level: float = 0.95, perm_kwargs: dict | None = None) -
     df = n - 1
     mean = float(d.mean())
     sd = float(d.std(ddof=1))
+    sd_zero = constant_differences(a, b, sd)
     se = sd / math.sqrt(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
-    p = float(2 * stats.t.sf(abs(t), df)) if not math.isnan(t) else math.nan
-    half = float(stats.t.ppf(0.5 + ci_level / 2, df) * se)
-    dz = mean / sd if sd > 0 else math.nan
+    if sd_zero:
+        t = p = half = dz = math.nan
+    else:
+        t = mean / se
+        p = float(2 * stats.t.sf(abs(t), df))
+        half = float(stats.t.ppf(0.5 + ci_level / 2, df) * se)
+        dz = mean / sd
     sd_av = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     nonzero = int(np.count_nonzero(d))
-    if nonzero:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scipy warns on ties / small n; p is still right
-            wilcoxon_p = float(stats.wilcoxon(a, b).pvalue)
-    else:
-        wilcoxon_p = math.nan
+    wilcoxon_p, wilcoxon_method = wilcoxon_signed_rank(d)
     perm_p, perm_method = sign_flip_p(d, **(perm_kwargs or {}))
     return {
         "n_pairs": n, "mean_a": float(a.mean()), "mean_b": float(b.mean()),
         "mean_diff": mean, "sd_diff": sd, "ci_low": mean - half, "ci_high": mean + half,
         "ci_level": ci_level, "t": float(t), "df": df, "p": p, "dz": dz,
         "hedges_g": dz * hedges_correction(df), "d_av": mean / sd_av if sd_av > 0 else math.nan,
-        "wilcoxon_p": wilcoxon_p, "perm_p": perm_p, "perm_method": perm_method,
-        "min_exact_p": min_exact_p(nonzero), "n_nonzero": nonzero,
+        "wilcoxon_p": wilcoxon_p, "wilcoxon_method": wilcoxon_method,
+        "perm_p": perm_p, "perm_method": perm_method,
+        "min_exact_p": min_exact_p(nonzero), "n_nonzero": nonzero, "sd_zero": sd_zero,
     }
 
 
@@ -533,9 +661,22 @@ def mixed_model_test(frame: pd.DataFrame, comparison: Comparison, metric: str,
             bool(fit.converged)}
 
 
+def item_ratio_label(metric: str, parts: tuple[str, str]) -> str:
+    """Name of a ratio metric tested with one item per pair: the mean of per-item ratios
+    (cIoU's intersection/union per image is that image's IoU, so the mean is mean IoU)."""
+    return "mean IoU" if tuple(parts) == ("intersection", "union") else f"mean item {metric}"
+
+
+def item_ratio_refusal(metric: str, parts: tuple[str, str]) -> str:
+    return (f"metric '{metric}' at --unit item: one item per pair makes each value that item's "
+            f"{parts[0]}/{parts[1]}, i.e. a test on {item_ratio_label(metric, parts)}, not on "
+            f"{metric} (a ratio of sums over items); use --unit seed or target for {metric}, "
+            "or --items for its paired item bootstrap")
+
+
 def compare_conditions(results: pd.DataFrame,
                        comparisons=DEFAULT_CROSSMED_COMPARISONS,
-                       unit: str = "target",
+                       unit: str | dict[str, str] = "target",
                        metrics: list[str] | None = None,
                        mixed: bool = False,
                        ci_level: float = 0.95,
@@ -545,7 +686,8 @@ def compare_conditions(results: pd.DataFrame,
                        source: str = "results") -> pd.DataFrame:
     """One row per (comparison, metric) with paired statistics (see ``RESULT_COLUMNS``).
 
-    Holm and BH adjustments are over the t-test p-values of the whole table
+    ``unit`` is one unit of analysis, or one per metric ({metric: unit}, as
+    `metric_units` chooses). Holm and BH adjustments are over the t-test p-values of the whole table
     (``family="all"``) or within each metric (``family="metric"``). A row's ``warning`` says
     when an exact test (sign flip, Wilcoxon) cannot reach ``reported_alpha`` with its n."""
     ratio_metrics = DEFAULT_RATIO_METRICS if ratio_metrics is None else ratio_metrics
@@ -555,22 +697,42 @@ def compare_conditions(results: pd.DataFrame,
     comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in comparisons)
     if not comparisons:
         raise StatsError("no comparisons given; pass a spec or use the CrossMed default")
+    asked = bool(metrics)
     metrics = list(metrics) if metrics else available_metrics(results, ratio_metrics)
+    units = unit if isinstance(unit, dict) else dict.fromkeys(metrics, unit)
+    if asked:
+        for metric in metrics:
+            if units.get(metric) == "item" and metric in ratio_metrics:
+                raise StatsError(item_ratio_refusal(metric, ratio_metrics[metric]))
     rows = []
     for comp in comparisons:
         for metric in metrics:
             if metric not in ratio_metrics and metric not in set(results.metric):
                 raise StatsError(f"{source}: metric '{metric}' not found; metrics present: "
                                  f"{', '.join(available_metrics(results, ratio_metrics))}")
+            unit = units[metric]
             pairs = paired_values(results, comp, metric, unit, ratio_metrics, source)
+            label, ratio_note = metric, ""
+            if unit == "item" and metric in ratio_metrics:
+                # one item's part/whole per pair: the test is on the mean of per-item ratios
+                label = item_ratio_label(metric, ratio_metrics[metric])
+                ratio_note = (f"'{label}' is the mean of per-item {'/'.join(ratio_metrics[metric])} "
+                              f"ratios, not {metric} (a ratio of sums over items): test {metric} at "
+                              "--unit seed or target, or its item bootstrap with --items")
             res = paired_test(pairs.a.to_numpy(), pairs.b.to_numpy(), ci_level)
             warn = []
             if res["min_exact_p"] > reported_alpha:
                 warn.append(f"exact tests cannot reach p < {reported_alpha:g} with "
                             f"{res['n_nonzero']} non-zero pairs (min {res['min_exact_p']:.3g})")
+            if res.pop("sd_zero"):
+                warn.append(f"all {res['n_pairs']} differences equal {res['mean_diff']:.6g} (sd 0"
+                            f"{'' if res['sd_diff'] == 0 else ' up to rounding'}): no t-test, "
+                            "interval or dz; t and p are n/a")
             if unit == "seed" and pairs.target.nunique() < len(pairs):
                 warn.append("seeds nested in targets are treated as independent pairs")
-            row = {"comparison": comp.label, "metric": metric, "a": comp.a, "b": comp.b,
+            if ratio_note:
+                warn.append(ratio_note)
+            row = {"comparison": comp.label, "metric": label, "a": comp.a, "b": comp.b,
                    "unit": unit, **res, "warning": "; ".join(warn)}
             if mixed:
                 row.update(mixed_model_test(results, comp, metric, ratio_metrics, source))
@@ -626,6 +788,9 @@ def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
     ratio_metrics = active_ratios(results, ratio_metrics)
     if metric in ratio_metrics:
         num, den = ratio_metrics[metric]
+        both = results[results.condition.isin([comparison.a, comparison.b])]
+        _check_ratio_parts(both, metric, num, den, source)
+        _check_item_sets(results, comparison, (num, den), "item", source)
         cols = {}
         for side, cond in (("a", comparison.a), ("b", comparison.b)):
             for part in (num, den):
@@ -745,6 +910,45 @@ def default_unit(frame: pd.DataFrame) -> tuple[str, str]:
     return "seed", f"seed (one target, {n_seeds} seeds: each seed is one pair)"
 
 
+def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = None,
+                 ratio_metrics=DEFAULT_RATIO_METRICS, source: str = "results"
+                 ) -> tuple[dict[str, str], list[str]]:
+    """The automatic unit of analysis per metric, and sentences saying what was chosen.
+
+    `default_unit` for the table; a metric measured on one target only (accuracy on a
+    classification target beside cIoU on a segmentation one) is paired by seed; a metric
+    with fewer than two pairs under its unit is left out, said in a note. Every metric
+    left out is a StatsError naming the fix."""
+    ratio_metrics = active_ratios(frame, ratio_metrics)
+    table_unit, how = default_unit(frame)
+    metrics = list(metrics) if metrics else available_metrics(frame, ratio_metrics)
+    units, by_seed, dropped, first_error = {}, [], [], None
+    for metric in metrics:
+        components = set(ratio_metrics.get(metric, (metric,)))
+        n_targets = frame.loc[frame.metric.isin(components), "target"].nunique()
+        unit = "seed" if table_unit == "target" and n_targets < 2 else table_unit
+        try:
+            for comp in comparisons:
+                paired_values(frame, comp, metric, unit, ratio_metrics, source)
+        except TooFewPairs as exc:
+            dropped.append(metric)
+            first_error = first_error or exc
+            continue
+        units[metric] = unit
+        if unit != table_unit:
+            by_seed.append(metric)
+    if not units:
+        raise StatsError(f"{first_error}; no metric has two pairs: train at least two seeds per condition "
+                         "(or hold out two targets)")
+    notes = [f"unit of analysis: {how}"]
+    if by_seed:
+        notes.append(f"{', '.join(by_seed)}: measured on one target only, so paired by seed "
+                     "(each seed of that target is one pair)")
+    if dropped:
+        notes.append(f"{', '.join(dropped)}: left out, fewer than two pairs (a paired test needs two)")
+    return units, notes
+
+
 @dataclass
 class SignificanceResult:
     """`matprobe significance` as a typed result: the per-(comparison, metric) statistics
@@ -784,12 +988,17 @@ class SignificanceResult:
         from matprobe.stats import formatting
 
         effects, p_values = formatting.split_detail(formatting.detail_table(self.results))
+        wil_head = formatting.method_header("Wilcoxon p", self.results.get("wilcoxon_method", []))[0]
+        perm_head = formatting.method_header("Perm. p", self.results.get("perm_method", []))[0]
         desc = {"n": ("count", "pairs"), "Mean diff": ("metric", "mean of the paired differences (first - second)"),
                 "t": ("", "paired t statistic"), "df": ("", "degrees of freedom"),
                 "dz": ("", "Cohen's dz: mean difference / sd of the differences"),
                 "g": ("", "Hedges' g (dz with small-sample correction)"),
-                "p": ("p", "two-sided paired t-test"), "Wilcoxon p": ("p", "Wilcoxon signed-rank test"),
-                "Perm. p": ("p", "exact sign-flip permutation test"),
+                "p": ("p", "two-sided paired t-test"),
+                wil_head: ("p", "Wilcoxon signed-rank test (zeros dropped; exact conditional on "
+                                "tied ranks up to 500 non-zero pairs)"),
+                perm_head: ("p", "sign-flip permutation test of the mean difference (exact, or "
+                                 "Monte Carlo with the draw count shown)"),
                 "Holm p": ("p", "Holm-adjusted over the family"), "BH p": ("p", "Benjamini-Hochberg adjusted")}
 
         def cols(frame):
@@ -803,6 +1012,22 @@ class SignificanceResult:
         if self.items is not None:
             out.append(Table.from_frame(formatting.item_table(self.items), title="Item level"))
         return out
+
+    def machine_tables(self) -> list:
+        """The raw numbers for --format csv/json: every RESULT_COLUMNS column at full
+        precision (interval as ci_low/ci_high with ci_level, the unit of analysis, the
+        Wilcoxon and permutation variants), then the item-level rows if any."""
+        from matprobe.present import Table
+
+        out = [Table.from_frame(self.results, title=f"paired tests, unit of analysis: {self.unit}")]
+        if self.items is not None:
+            out.append(Table.from_frame(self.items, title="item level (paired bootstrap, McNemar)"))
+        return out
+
+    def tables_for(self, fmt: str) -> list:
+        """What `matprobe significance --format fmt` prints: raw numbers for csv/json, display
+        tables otherwise."""
+        return self.machine_tables() if fmt in ("csv", "json") else self.tables()
 
 
 def significance(results, spec=None, *, unit: str | None = None, mixed: bool = False,
@@ -827,9 +1052,15 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     else:
         comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in spec)
     if unit is None or unit == "auto":
-        unit, how = default_unit(frame)
-        choices.append(f"unit of analysis: {how}")
-    res = compare_conditions(frame, comparisons, unit=unit, metrics=metrics, mixed=mixed, family=family,
+        units, notes = metric_units(frame, comparisons, metrics, source=source)
+        choices.extend(notes)
+        metrics = list(units)
+        per_metric = dict(units)
+        kinds = list(dict.fromkeys(units.values()))
+        unit = kinds[0] if len(kinds) == 1 else " / ".join(kinds)
+    else:
+        per_metric = unit
+    res = compare_conditions(frame, comparisons, unit=per_metric, metrics=metrics, mixed=mixed, family=family,
                              reported_alpha=alpha, ci_level=level, source=source)
     items = None
     if item_level:

@@ -84,17 +84,29 @@ def p_range_over_r(mean_a: float, sd_a: float, mean_b: float, sd_b: float, n: in
     return p_max, p_min
 
 
+def r_irrelevant(mean_a: float, sd_a: float, mean_b: float, sd_b: float) -> str:
+    """Why the paired p does not depend on r ('' when it does): with no mean difference p = 1
+    at every r (t = 0; at the one r where sd_d = 0 it is undefined), and with one sd 0 the
+    sd of the differences is the other sd whatever r is."""
+    if mean_a == mean_b:
+        return "the means are equal, so p = 1 at every r where it is defined"
+    if sd_a == 0 or sd_b == 0:
+        return "one sd is 0, so the sd of the differences does not depend on r"
+    return ""
+
+
 def implied_r(mean_a: float, sd_a: float, mean_b: float, sd_b: float, n: int,
               p: float) -> float:
     """Correlation r at which the paired t-test on n pairs gives two-sided ``p``.
 
     Solves t = |diff| sqrt(n) / sd_d for sd_d with t = t_{n-1}.isf(p / 2), then
-    r = (sd_a^2 + sd_b^2 - sd_d^2) / (2 sd_a sd_b). NaN when no r in [-1, 1] gives p."""
+    r = (sd_a^2 + sd_b^2 - sd_d^2) / (2 sd_a sd_b). NaN when no r in [-1, 1] gives p,
+    and when p does not depend on r (`r_irrelevant`)."""
     _check(sd_a, sd_b, n)
     if not 0 < p <= 1:
         raise StatsError(f"reported p={p} must be in (0, 1]")
     diff = abs(mean_a - mean_b)
-    if sd_a == 0 or sd_b == 0:
+    if r_irrelevant(mean_a, sd_a, mean_b, sd_b):
         return math.nan
     t_needed = float(stats.t.isf(p / 2, n - 1))
     sd_d = diff * math.sqrt(n) / t_needed if t_needed > 0 else math.inf
@@ -164,7 +176,10 @@ def summary_table(summary: pd.DataFrame, r_grid=R_GRID, source: str = "summary")
         notes = []
         if not math.isnan(rep):
             span = f"(p runs from {row['p_min']:.3g} at r=1 to {row['p_max']:.3g} at r=-1)"
-            if op == "<" and row["p_max"] < rep:
+            flat = r_irrelevant(vals["mean_a"], vals["sd_a"], vals["mean_b"], vals["sd_b"])
+            if flat:
+                notes.append(f"implied r n/a: {flat}")
+            elif op == "<" and row["p_max"] < rep:
                 notes.append(f"every r in [-1, 1] gives p {row['reported_p']} {span}")
             elif math.isnan(r_imp):
                 notes.append(f"no r in [-1, 1] gives p {row['reported_p']} {span}")

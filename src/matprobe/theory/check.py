@@ -453,10 +453,11 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
     layer, pool = mi.get("layer"), mi.get("pool")
     st = _mi_settings(mi)
     with EmbeddingStore.open(store_path) as store:
-        keys = [(str(a), str(b)) for a, b in store.feature_keys()]
-        if (str(layer), str(pool)) not in keys:
+        try:
+            layer, pool = store.resolve_feature(layer, pool)
+        except StoreError:
             raise StoreError(f"{store_path}: the MI results name layer {layer!r}, pool {pool!r}, which "
-                             f"this store lacks; run: {target_term_command(store_path, mi, target)}")
+                             f"this store lacks; run: {target_term_command(store_path, mi, target)}") from None
         frame = store.samples()
         z = store.read(str(layer), str(pool))
     if target == "answer":

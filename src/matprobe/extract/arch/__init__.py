@@ -41,6 +41,20 @@ class Architecture:
     # How option letters may be spelt as one token (a letter's logit is the
     # log-sum-exp over its spellings).
     letter_spellings: tuple[str, ...] = ("{letter}", " {letter}")
+    # A checkpoint *format* rather than a model_type (original LLaVA): recognised by
+    # `claims_config` before the model_type lookup and loaded by `load` instead of
+    # AutoModelForImageTextToText; it takes `--template` / `--vision-tower`.
+    own_loader: bool = False
+    takes_template: bool = False
+    takes_vision_tower: bool = False
+
+    def claims_config(self, cfg: dict) -> bool:
+        """True when config.json is in this format whatever its model_type says."""
+        return False
+
+    def load(self, run_dir, base_dir, **kwargs):
+        """(model, processor, info) for `own_loader` architectures."""
+        raise ExtractError(f"architecture {self.name!r} is loaded through transformers")
 
     # ---- processor -------------------------------------------------------------
     def load_processor(self, path: Path) -> tuple[Any, bool]:
@@ -101,6 +115,14 @@ def _discover() -> dict[str, Architecture]:
                 found[arch.name] = arch
         _REGISTRY = found
     return _REGISTRY
+
+
+def claimed_by_config(cfg: dict) -> Architecture | None:
+    """The format-defined architecture whose `claims_config` accepts `cfg`, if any."""
+    for arch in _discover().values():
+        if arch.claims_config(cfg):
+            return arch
+    return None
 
 
 def architectures() -> tuple[str, ...]:

@@ -26,6 +26,8 @@ class Llava(Architecture):
     model_class = "LlavaForConditionalGeneration"
     dynamic_resolution = False
     legacy_key_renames = LLAVA_FAMILY_RENAMES
+    # The processor's placeholder is LLaVA's "<image>": LLaVA's conversation templates apply (--template).
+    takes_template = True
 
 
 ARCH = Llava()

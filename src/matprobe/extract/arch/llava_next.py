@@ -20,6 +20,8 @@ class LlavaNext(Architecture):
     dynamic_resolution = False
     image_tokens_vary = True
     legacy_key_renames = LLAVA_FAMILY_RENAMES + ((r"^image_newline$", "model.image_newline"),)
+    # The processor's placeholder is LLaVA's "<image>": LLaVA's conversation templates apply (--template).
+    takes_template = True
 
 
 ARCH = LlavaNext()

@@ -1,0 +1,40 @@
+"""Original haotian-liu/LLaVA checkpoints (LLaVA-1.5, LLaVA-Med v1.5): not a transformers
+`model_type` but a format, recognised by the config's `mm_*` keys (`claims_config`), loaded
+by `matprobe.extract.original_llava` instead of AutoModelForImageTextToText.
+
+Published v1.5 configs say model_type "llava" (transformers' own llava is something else),
+training runs "llava_llama", LLaVA-Med v1.5 "llava_mistral": the mm_* keys decide, so this
+entry is asked before the model_type lookup.
+"""
+
+from __future__ import annotations
+
+from matprobe.extract.arch import Architecture
+
+
+class LlavaOriginal(Architecture):
+    name = "llava_original"
+    model_class = "LLaVA repository (LlavaLlamaForCausalLM / LlavaMistralForCausalLM)"
+    dynamic_resolution = False
+    image_tokens_vary = False
+    own_loader = True  # loaded by extract/original_llava.py, not AutoModelForImageTextToText
+    takes_template = True  # --template picks one of LLaVA's conversation templates
+    takes_vision_tower = True  # --vision-tower names the CLIP folder
+
+    def claims_config(self, cfg: dict) -> bool:
+        from matprobe.extract.original_llava import is_original_config
+
+        return is_original_config(cfg)
+
+    def image_token_id(self, model) -> int:
+        from matprobe.extract.original_llava import IMAGE_TOKEN_INDEX
+
+        return IMAGE_TOKEN_INDEX
+
+    def load(self, run_dir, base_dir, **kwargs):
+        from matprobe.extract.original_llava import load_original
+
+        return load_original(run_dir, base_dir, **kwargs)
+
+
+ARCH = LlavaOriginal()

@@ -1,0 +1,206 @@
+"""`matprobe init`: a commented pipeline file for your own study, from your manifest and the
+checkpoints (or stores) you already have.
+
+Each checkpoint folder (a Hugging Face checkpoint with config.json, or a peft LoRA adapter
+with adapter_config.json) or store file names its training condition and seed, e.g.
+`related-s0`, `unrelated_seed2`, `ckpts/related/seed-1`; with several held-out targets the
+path also names the target's triplet (`mri-brain-exposure/related-s0`). The file is written
+once, read back with `load_pipeline` (so what `init` writes always runs), and every setting
+in it is commented, with the shared defaults (`matprobe.defaults`) as values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from matprobe.conditions import CONDITION_NAMES
+from matprobe.defaults import DEFAULTS
+from matprobe.errors import MatprobeError
+
+
+class InitError(MatprobeError):
+    """`matprobe init` cannot tell what a checkpoint is, or the target is not in the data."""
+
+
+_SEED = re.compile(r"(?:^|[^a-z0-9])(?:s|seed)[-_]?(\d+)(?![0-9])")
+NAMING = ("name each folder by its condition and seed, e.g. related-s0, unrelated-s1 "
+          f"(conditions: {', '.join(CONDITION_NAMES)})")
+
+
+def _slug(target) -> str:
+    return "-".join(str(x) for x in target).replace(" ", "_").lower()
+
+
+def _condition(text: str) -> str | None:
+    """The condition a path names ('unrelated' is not read as 'related')."""
+    found = [c for c in CONDITION_NAMES if re.search(rf"(?<![a-z]){re.escape(c)}(?![a-z])", text)]
+    return found[0] if len(found) == 1 else None
+
+
+def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
+    """{condition, seed, target} read from a checkpoint folder's or store's path."""
+    # the folder's own name and its parent's (the target may be one level higher)
+    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in path.resolve().parts[-3:]]
+    text, near = "/".join(parts), "/".join(parts[-2:])
+    cond = _condition(near)
+    seeds = _SEED.findall(parts[-1]) or _SEED.findall(near)
+    if cond is None or not seeds:
+        what = "condition" if cond is None else "seed"
+        raise InitError(f"{path}: its path names no {what} (or several); {NAMING}")
+    if len(targets) == 1:
+        target = targets[0]
+    else:
+        hits = [t for t in targets if _slug(t).replace("_", "-") in text]
+        if len(hits) != 1:
+            raise InitError(f"{path}: with several targets the path must name one of them: "
+                            + ", ".join(_slug(t) for t in targets) + " (e.g. "
+                            + f"{_slug(targets[0])}/related-s0)")
+        target = hits[0]
+    return {"condition": cond, "seed": int(seeds[-1]), "target": target}
+
+
+def _check_folder(path: Path) -> str:
+    """'hf' or 'lora'; anything else is refused with what a checkpoint folder holds."""
+    if not path.is_dir():
+        raise InitError(f"{path}: no such checkpoint folder; pass the folder holding config.json "
+                        "(or adapter_config.json for a LoRA adapter)")
+    if (path / "config.json").is_file():
+        return "hf"
+    if (path / "adapter_config.json").is_file():
+        return "lora"
+    raise InitError(f"{path}: neither config.json (a Hugging Face checkpoint) nor adapter_config.json "
+                    "(a peft LoRA adapter); pass the folder `save_pretrained` wrote")
+
+
+def _targets(dataset, targets) -> list[tuple[str, str, str]]:
+    from matprobe.data.model import FACTORS, canonical_label
+
+    present = {tuple(t) for t in dataset.frame()[list(FACTORS)].drop_duplicates().itertuples(index=False)}
+    out = []
+    for t in targets:
+        parts = [p.strip() for p in t.split(",")] if isinstance(t, str) else list(t)
+        if len(parts) != 3:
+            raise InitError(f"--target {t!r}: write it as 'Modality,Anatomy,Task'")
+        trip = tuple(canonical_label(f, p) for f, p in zip(FACTORS, parts))
+        if trip not in present:
+            raise InitError(f"--target {','.join(parts)}: no such (modality, anatomy, task) triplet in the "
+                            "data; triplets present: " + "; ".join(",".join(p) for p in sorted(present)))
+        out.append(trip)
+    if not out:
+        raise InitError("no --target given; name the held-out triplet, e.g. --target 'MRI,Brain,Exposure'")
+    return out
+
+
+def _q(value) -> str:
+    """A TOML value (JSON strings, numbers and lists are valid TOML)."""
+    return json.dumps(value)
+
+
+def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out: str | None = None,
+                  stores=(), base: str | None = None, layers: str = "-1", pools: str = DEFAULTS.pool,
+                  device: str = "cpu", dtype: str = "fp32", image_root: str | None = None,
+                  seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, overwrite: bool = False) -> Path:
+    """Write a commented pipeline file for a study of your own checkpoints (or stores) and
+    return its path; it is read back with `load_pipeline` before this returns."""
+    from matprobe.data import load_dataset
+    from matprobe.io import write_text_atomic
+    from matprobe.pipeline import load_pipeline
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InitError(f"{out} exists; pass --overwrite to replace it, or another --out")
+    if not checkpoints and not stores:
+        raise InitError("give the checkpoint folders (or --store files) of your fine-tuned models")
+    data = Path(data).resolve()
+    dataset = load_dataset(data, image_root=image_root)
+    trips = _targets(dataset, targets)
+    entries = []
+    for path, kind in [(Path(p), "ckpt") for p in checkpoints] + [(Path(p), "store") for p in stores]:
+        if kind == "ckpt":
+            fmt = _check_folder(path)
+        elif not path.is_file():
+            raise InitError(f"{path}: no such store; write it with `matprobe extract --out {path}`")
+        else:
+            fmt = "store"
+        entries.append({**parse_entry(path, trips), kind: str(path.resolve()), "format": fmt})
+    seen = {}
+    for e in entries:
+        key = (e["target"], e["condition"], e["seed"])
+        if key in seen:
+            raise InitError(f"{seen[key]} and {e.get('ckpt') or e.get('store')} are both "
+                            f"{e['condition']} seed {e['seed']} for {','.join(e['target'])}; {NAMING}")
+        seen[key] = e.get("ckpt") or e.get("store")
+    conditions = [c for c in CONDITION_NAMES if any(e["condition"] == c for e in entries)]
+    entries.sort(key=lambda e: (trips.index(e["target"]), conditions.index(e["condition"]), e["seed"]))
+    run_out = run_out or str(out.with_suffix("")) + "-run"
+
+    lines = [
+        "# matprobe pipeline for your own study, written by `matprobe init`; run it with",
+        f"#   matprobe run {out.name}",
+        "# It extracts each checkpoint's embeddings and answers on the manifest (its split column set",
+        "# per condition and target), estimates the MI chain, checks Fano and PAC, compares the",
+        "# conditions and writes the report. Every value below can be edited.",
+        "",
+        "[run]",
+        f"out = {_q(str(run_out))}  # run directory (from where you run it): stores, MI, results.csv, report.html",
+        "# workers = 0  # CPU processes for extraction and MI (0 = up to 4)",
+        "",
+        "[data]",
+        f"file = {_q(str(data))}  # your MAT manifest (JSONL, CSV, Parquet or a save_to_disk folder)",
+    ]
+    if image_root:
+        lines.append(f"image_root = {_q(str(Path(image_root).resolve()))}  # relative image paths resolve here")
+    else:
+        lines.append("# image_root = \"/data/images\"  # folder relative image paths resolve against")
+    lines += [
+        "",
+        "[design]",
+        f"target = {_q(list(trips[0]))}  # the held-out (modality, anatomy, task) triplet",
+    ]
+    if len(trips) > 1:
+        lines.append(f"extra_targets = {_q([list(t) for t in trips[1:]])}  # further held-out triplets")
+    lines += [
+        f"conditions = {_q(conditions)}  # the training splits your checkpoints were fine-tuned on",
+        "",
+        "[extract]",
+        f"layers = {_q(layers)}  # decoder blocks from 0, negatives from the end, final, embed: e.g. \"8,16,-1\"",
+        f"pools = {_q(pools)}  # last, image, question, mean (comma-separated)",
+        "batch_size = 8",
+        f"dtype = {_q(dtype)}  # bf16 on a GPU",
+        f"device = {_q(device)}  # cuda for a GPU",
+        "",
+        "[mi]",
+        "factors = [\"modality\", \"anatomy\", \"task\", \"label\"]  # the chain's order; label = the answer's class",
+        f"estimator = {_q(DEFAULTS.estimator)}",
+        f"seeds = {int(seeds)}  # per estimate (default {DEFAULTS.seeds})",
+        f"folds = {int(folds)}  # cross-fitting folds (default {DEFAULTS.folds})",
+        f"pca = {DEFAULTS.pca or 0}  # dims fitted on training folds (0 = none)",
+        f"level = {DEFAULTS.level}  # of every interval",
+        "",
+        "[check]",
+        f"delta = {DEFAULTS.delta}  # failure probability of the PAC bounds",
+        "",
+        "# One entry per model: its training condition, seed and held-out target, and either",
+        "# ckpt (a Hugging Face checkpoint folder or a LoRA adapter folder, with base = its base",
+        "# model when the adapter's own record of it is wrong) or store (a store you extracted).",
+    ]
+    for e in entries:
+        name = ("" if len(trips) == 1 else _slug(e["target"]) + "-") + f"{e['condition']}-s{e['seed']}"
+        lines += ["", "[[checkpoints]]", f"name = {_q(name)}", f"condition = {_q(e['condition'])}",
+                  f"seed = {e['seed']}", f"target = {_q(list(e['target']))}"]
+        if "store" in e:
+            lines.append(f"store = {_q(e['store'])}  # extracted already: used as it is")
+        else:
+            note = {"hf": "Hugging Face checkpoint", "lora": "LoRA adapter"}[e["format"]]
+            lines.append(f"ckpt = {_q(e['ckpt'])}  # {note}")
+            if e["format"] == "lora" and base:
+                lines.append(f"base = {_q(str(Path(base).resolve()))}  # the adapter's base model")
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    try:
+        load_pipeline(out)  # what init writes runs: a file the loader refuses is not left behind
+    except MatprobeError:
+        out.unlink()
+        raise
+    return out

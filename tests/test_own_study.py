@@ -1,0 +1,198 @@
+"""The README's "Your own study", run as printed on a study built here (not the demo's data).
+
+The study: 128 four-option classification items from random images over CT/MRI x Head/Chest x
+Orientation/Artifact (no segmentation, no label or split column), held-out target (MRI, Head,
+Orientation), and four "fine-tuned" models named by condition and seed as the README says:
+three tiny random-initialised LLaVA checkpoints saved with `save_pretrained` and one LoRA
+adapter over a fourth. Every command of the
+section's fenced blocks runs through the CLI from the folder that holds `study/`. The checks
+compare outputs with their inputs: the pipeline file `init` wrote (it loads, one entry per
+folder), the report, the significance table's unit, and the two paths (the pipeline's own
+extraction, and stores extracted step by step) giving the same held-out accuracy per checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from matprobe.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ("MRI", "Head", "Orientation")
+
+
+def own_study_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own study", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```\n(.*?)```", section, re.S):
+        current = ""
+        for line in block.splitlines():
+            if line.lstrip().startswith("#") or not line.strip():
+                continue
+            current += line.rstrip().rstrip("\\") + " "
+            if not line.rstrip().endswith("\\"):
+                commands.append(current.strip())
+                current = ""
+    return commands
+
+
+def build_own_study(root: Path) -> None:
+    """study/manifest.jsonl (+ images) and study/ckpts/{related,unrelated}-s{0,1}: three
+    Hugging Face checkpoints and one LoRA adapter (unrelated-s1, over study/base)."""
+    from matprobe.extract.tiny import build_tiny_adapter, build_tiny_checkpoint
+
+    study = root / "study"
+    (study / "img").mkdir(parents=True)
+    rng = np.random.default_rng(20)
+    rows = []
+    for mod in ("CT", "MRI"):
+        for ana in ("Head", "Chest"):
+            for task, options in (("Orientation", ["left", "right", "up", "down"]),
+                                  ("Artifact", ["none", "motion", "noise", "aliasing"])):
+                for i in range(16):
+                    sid = f"{mod}-{ana}-{task}-{i}"
+                    Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(study / "img" / f"{sid}.png")
+                    rows.append({"id": sid, "image": f"img/{sid}.png", "question": f"Which {task.lower()} is shown?",
+                                 "options": options, "answer": i % 4, "modality": mod, "anatomy": ana, "task": task})
+    (study / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for k, name in enumerate(("related-s0", "related-s1", "unrelated-s0")):
+        build_tiny_checkpoint(study / "ckpts" / name, "llava", seed=100 + k)
+    base = build_tiny_checkpoint(study / "base", "llava", seed=99)
+    build_tiny_adapter(study / "ckpts" / "unrelated-s1", base, seed=7)
+
+
+def test_section_is_parsed():
+    cmds = own_study_commands()
+    assert [c.split()[1] for c in cmds] == ["data", "init", "run", "significance", "extract", "extract", "store",
+                                            "init", "run"]
+
+
+def test_own_study_runs_as_printed(tmp_path, monkeypatch):
+    import torch
+
+    from matprobe.pipeline import load_pipeline
+    from matprobe.store import EmbeddingStore
+
+    torch.set_num_threads(1)
+    build_own_study(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    outputs = {}
+    for cmd in own_study_commands():
+        argv = shlex.split(cmd)
+        assert argv[0] == "matprobe", cmd
+        res = runner.invoke(app, argv[1:])
+        assert res.exit_code == 0, (cmd, res.output[-1500:])
+        outputs[cmd] = res.output
+
+    # init: the file it wrote loads, one entry per folder, condition and seed from the folder name
+    cfg = load_pipeline("study.toml")
+    assert cfg.target == TARGET and cfg.conditions == ("related", "unrelated")
+    assert [(c["condition"], c["seed"], Path(c["ckpt"]).name) for c in cfg.checkpoints] == [
+        ("related", 0, "related-s0"), ("related", 1, "related-s1"),
+        ("unrelated", 0, "unrelated-s0"), ("unrelated", 1, "unrelated-s1")]
+    text = Path("study.toml").read_text()
+    assert "# " in text.split("[mi]")[1].split("\n")[1]  # commented settings
+    assert text.count("# Hugging Face checkpoint") == 3 and text.count("# LoRA adapter") == 1
+    # the run: a report, and per checkpoint its held-out accuracy as its store records the answers
+    run = tmp_path / "study-run"
+    html = (run / "report.html").read_text()
+    assert "MRI / Head / Orientation" in html and "<img" in html
+    results = pd.read_csv(run / "results.csv", keep_default_na=False)
+    acc = results[results.metric == "accuracy"].set_index(["condition", "seed"])["value"].astype(float)
+    for cond, seed in acc.index:
+        with EmbeddingStore.open(run / "stores" / f"{cond.lower()}-s{seed}.h5") as st:
+            frame = st.samples()
+            correct = st.answers()["correct"]
+            st_prov = st.provenance
+        on_target = (frame[["modality", "anatomy", "task"]].apply(tuple, axis=1) == TARGET).to_numpy()
+        assert acc[(cond, seed)] == pytest.approx(correct[on_target].mean(), abs=1e-12)
+        assert set(frame.loc[on_target, "split"]) == {"test"}
+        if (cond, seed) == ("Unrelated", 1):  # the adapter was applied: its store records it
+            assert Path(st_prov["adapter"]).name == "unrelated-s1"
+    sig = outputs["matprobe significance study-run/results.csv"]
+    assert "unit of analysis: seed (one target, 2 seeds" in sig
+    # step by step: the stores you extracted are used as they are (no store written into the run),
+    # and the same checkpoints give the same held-out accuracy as the pipeline's own extraction
+    steps = tmp_path / "from-stores-run"
+    assert (steps / "report.html").exists() and not (steps / "stores").exists()
+    doc = json.loads((steps / "run.json").read_text())
+    assert sorted(Path(ck["store"]).name for ck in doc["checkpoints"]) == ["related-s0.h5", "unrelated-s0.h5"]
+    again = pd.read_csv(steps / "results.csv", keep_default_na=False)
+    again = again[again.metric == "accuracy"].set_index(["condition", "seed"])["value"].astype(float)
+    assert again.to_dict() == {k: acc[k] for k in again.index}
+    assert "128" in outputs["matprobe store info stores/related-s0.h5"]  # every item extracted
+
+
+def _init(args, cwd):
+    return CliRunner().invoke(app, ["init", *args])
+
+
+def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study" / "img").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "study" / "img" / "x.png")
+    rows = [{"id": f"i{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
+             "modality": "CT", "anatomy": "Head", "task": t} for k, t in enumerate(["Artifact"] * 4 + ["Orientation"] * 4)]
+    (tmp_path / "study" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, files in (("related-s0", ["config.json"]), ("unrelated-s0", ["adapter_config.json"]),
+                        ("model-s1", ["config.json"]), ("related-final", ["config.json"]), ("related-s3", [])):
+        (tmp_path / "ck" / name).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "ck" / name / f).write_text("{}")
+    base = ["--data", "study/manifest.jsonl", "--target", "CT,Head,Orientation"]
+    cases = [
+        (["ck/related-s0", "ck/model-s1"], "ck/model-s1: its path names no condition"),
+        (["ck/related-s0", "ck/related-final"], "ck/related-final: its path names no seed"),
+        (["ck/related-s3"], "neither config.json (a Hugging Face checkpoint) nor adapter_config.json"),
+        (["ck/related-s0"] + base[:2] + ["--target", "CT,Chest,Orientation"], "no such (modality, anatomy, task)"),
+    ]
+    for args, message in cases:
+        argv = args + (base if "--target" not in args else [])
+        res = _init(argv, tmp_path)
+        assert res.exit_code == 2 and res.output.count("error:") == 1, res.output
+        assert message in " ".join(res.output.split()), res.output
+        assert not (tmp_path / "pipeline.toml").exists()
+    # a HF folder and a LoRA adapter: written, the adapter said as such, and it loads
+    res = _init(["ck/related-s0", "ck/unrelated-s0", *base], tmp_path)
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "pipeline.toml").read_text()
+    assert "# Hugging Face checkpoint" in text and "# LoRA adapter" in text
+    res = _init(["ck/related-s0", *base], tmp_path)  # an existing file is not replaced
+    assert res.exit_code == 2 and "pipeline.toml exists; pass --overwrite" in res.output
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("related-s0", ("related", 0, None)), ("unrelated_seed1", ("unrelated", 1, None)),
+    ("ckpts/related/s2", ("related", 2, None)), ("zero-overlap-s3.h5", ("zero-overlap", 3, None)),
+    ("ct-chest-artifact/unrelated-s4", ("unrelated", 4, 1)),
+    ("MRI-Brain-Exposure/leave_one_out_seed-5", ("leave-one-out", 5, 0)),
+])
+def test_init_reads_condition_seed_and_target_from_the_path(tmp_path, rel, expected):
+    from matprobe.scaffold import InitError, parse_entry
+
+    targets = [("MRI", "Brain", "Exposure"), ("CT", "Chest", "Artifact")]
+    one = parse_entry(tmp_path / rel, targets[:1])  # one target: every path is that target's
+    assert (one["condition"], one["seed"], one["target"]) == (*expected[:2], targets[0])
+    if expected[2] is None:  # several targets: a path that names none is refused
+        with pytest.raises(InitError, match="with several targets the path must name one of them"):
+            parse_entry(tmp_path / rel, targets)
+    else:
+        assert parse_entry(tmp_path / rel, targets)["target"] == targets[expected[2]]
+
+
+def test_run_help_says_what_the_pipeline_file_holds():
+    out = " ".join(CliRunner(env={"COLUMNS": "120"}).invoke(app, ["run", "--help"]).output.split())
+    for section in ("[run]", "[data]", "[design]", "[[checkpoints]]", "[train]", "[extract]", "[mi]", "[check]"):
+        assert section in out, section
+    assert "matprobe init" in out and "LoRA adapter" in out and "store (extracted already)" in out
