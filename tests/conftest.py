@@ -82,8 +82,9 @@ def quick_demo(tmp_path_factory) -> Path:
 # Tests marked `slow` are left out by `pytest -m "not slow"` (`make test-fast`, under 90 s on two cores;
 # experiments/benchmarks/RESULTS.md); `make test` and CI run everything. A test is slow when it takes
 # 1 s of CPU or more (user + system, its own and its child processes', fixtures of wider scope not
-# counted), measured 2026-12-02 on the 2-core development machine; the figure after each name is that
-# time. Every test that uses the quick demo (a minute of CPU, built once per session) is slow too.
+# counted), measured 2026-12-02 on the 2-core development machine (loaded: the figures run high); the
+# figure after each name is that time. Every test that uses the quick demo (a minute of CPU, built once
+# per session) is slow too.
 # tests/test_suite_markers.py checks each name here still names a test.
 SLOW: dict[str, set[str]] = {
     "test_api.py": {
@@ -147,6 +148,13 @@ SLOW: dict[str, set[str]] = {
     "test_newcomer_cli.py": {
         "test_mi_off_tty_prints_full_term_names",  # 7.8 s
     },
+    "test_numerics.py": {
+        "test_dispatch_level_moves_the_bits_unless_pinned",  # 20.7 s
+        "test_an_error_in_the_portable_process_is_the_same_one_error_line",  # 8.6 s
+    },
+    "test_own_study.py": {
+        "test_own_study_runs_as_printed",  # 12.3 s
+    },
     "test_provenance.py": {
         "test_extract_resume_refuses_swapped_weights_and_edited_manifest",  # 2.4 s
         "test_full_disk_through_a_file_size_limit_is_one_line_and_keeps_inputs",  # 1.8 s
@@ -169,6 +177,16 @@ SLOW: dict[str, set[str]] = {
     },
     "test_store.py": {
         "test_sigkill_mid_append_leaves_exactly_completed_rows",  # 1.6 s
+    },
+    "test_store_errors.py": {
+        "test_resume_after_an_unreadable_image_and_under_a_file_size_limit",  # 5.7 s
+    },
+    "test_study_grid.py": {
+        "test_run_and_report_on_any_study[both-t2-s2-nosplit-nolabel]",  # 2.1 s
+        "test_run_and_report_on_any_study[cls-t2-s2-split-label]",  # 1.7 s
+        "test_run_and_report_on_any_study[seg-t1-s2-split-nolabel]",  # 1.4 s
+        "test_run_and_report_on_any_study[seg-t2-s1-nosplit-label]",  # 1.3 s
+        "test_summary_says_when_every_paired_difference_is_the_same",  # 1.1 s
     },
     "test_sweep.py": {
         "test_parallel_processes_give_the_serial_table",  # 8.4 s
