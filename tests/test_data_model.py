@@ -126,7 +126,7 @@ def test_manifest_csv_with_letters_and_pipes(tmp_path):
     ('{"id": 1,\n', "line 1 is not valid JSON"),
     ('[{"id": 1}', "malformed JSON"),
     ('{"id": "a", "question": "q", "options": ["x", "y"], "answer": 0, "modality": "CT"}\n',
-     "missing field(s) anatomy, task"),
+     "missing anatomy, task. A MAT manifest has columns"),  # absent from every record: one column error
     ('{"id": "a", "question": "q", "options": ["x", "y"], "answer": "E", "modality": "CT", '
      '"anatomy": "Lung", "task": "Cls"}\n', "answer 'E' is neither an option index"),
 ])

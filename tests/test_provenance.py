@@ -311,7 +311,7 @@ def test_percent_and_fraction_accuracies_are_refused_with_rows(tmp_path):
         read_results(p)
     ok = tmp_path / "ok.csv"
     ok.write_text(p.read_text().replace(",0.5", ",55.").replace(",0.6", ",56."))
-    assert read_results(ok)["value"].max() == 63  # all percent: accepted
+    assert read_results(ok)["value"].max() == 63  # all percent: accepted (noted by significance)
     res = CliRunner().invoke(app, ["significance", str(p), "--spec", str(_spec(tmp_path))])
     assert "mixes units" in _one_line_error(res)
 

@@ -95,9 +95,9 @@ def test_resume_after_an_unreadable_image_and_under_a_file_size_limit(tiny_ckpts
 
 
 def test_a_finished_row_whose_record_changed_still_needs_overwrite(tmp_path):
-    from matprobe.provenance import check_records_unchanged, record_digests
-
     import pandas as pd
+
+    from matprobe.provenance import check_records_unchanged, record_digests
 
     frame = pd.DataFrame({"id": ["a", "b", "c"], "question": ["q1", "q2", "q3"]})
     st = EmbeddingStore.create(tmp_path / "s.h5", frame, {"source": "t"}, {("0", "last"): 2})
@@ -198,14 +198,22 @@ def test_a_store_without_done_is_named_damaged_not_a_bug(tmp_path):
     assert f"{path}: not a complete matprobe store (/done missing)" in line and "bug" not in line
 
 
-def test_from_arrays_with_nan_leaves_no_store_or_lock(tmp_path):
+def test_from_arrays_with_nan_leaves_no_store_or_lock(tmp_path, monkeypatch):
     z = _z(10)
     z[3, 1] = np.nan
     with pytest.raises(StoreError, match=r"NaN or Inf \(rows \[3\]\); nothing was written"):
         EmbeddingStore.from_arrays(tmp_path / "s.h5", [f"s{i}" for i in range(10)], _labels(10), {("0", "last"): z})
-    with pytest.raises(Exception):  # a failure after the store was created (bad answers) cleans up too
+    with pytest.raises(StoreError, match=r"answers 'pred' have 3 rows for 10 ids; nothing was written"):
         EmbeddingStore.from_arrays(tmp_path / "t.h5", [f"s{i}" for i in range(10)], _labels(10),
                                    {("0", "last"): _z(10)}, answers={"pred": np.zeros(3)})
+    # a failure after the store was created (here: an append that breaks) removes it too
+    def broken_append(self, *args, **kwargs):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(EmbeddingStore, "append", broken_append)
+    with pytest.raises(OSError, match="disk went away"):
+        EmbeddingStore.from_arrays(tmp_path / "u.h5", [f"s{i}" for i in range(10)], _labels(10),
+                                   {("0", "last"): _z(10)})
     assert list(tmp_path.iterdir()) == []
 
 

@@ -71,7 +71,8 @@ def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
 # ------------------------------------------------------------------------------ data
 
 
-def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True) -> ValidationReport:
+def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True,
+             columns: Optional[Union[str, dict]] = None) -> ValidationReport:
     """Count samples per (M, A, T) triplet and list every problem found (`matprobe data validate`).
 
     Parameters
@@ -83,6 +84,9 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
         Folder that replaces the ``med-mat/`` prefix (Med-MAT) or anchors relative image paths.
     images : bool, default True
         Open every image to check that it is readable.
+    columns : str or dict, optional
+        Map your column names to the expected ones, e.g. ``"img_file=image,organ=anatomy"``
+        (common aliases such as ``choices`` and ``image_path`` are read without it).
 
     Returns
     -------
@@ -92,11 +96,11 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
     """
     from matprobe.data import validate_dataset
 
-    return validate_dataset(file, image_root=image_root, check_images=images)
+    return validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
 
 
 def split(file: PathLike, target: str, config: str = "related", out: Optional[PathLike] = None,
-          image_root: Optional[PathLike] = None) -> MATDataset:
+          image_root: Optional[PathLike] = None, columns: Optional[Union[str, dict]] = None) -> MATDataset:
     """The training split for a held-out target triplet by MAT overlap (`matprobe data split`).
 
     Parameters
@@ -111,6 +115,9 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
         Write the split as a JSONL manifest (``split`` = train/test) here.
     image_root : str or Path, optional
         Remap image paths (see `validate`).
+    columns : str or dict, optional
+        Map your column names to the expected ones, e.g. ``"img_file=image,organ=anatomy"``
+        (common aliases such as ``choices`` and ``image_path`` are read without it).
 
     Returns
     -------
@@ -119,7 +126,7 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
     """
     from matprobe.data.splits import split_file
 
-    return split_file(file, target, config, out=out, image_root=image_root)
+    return split_file(file, target, config, out=out, image_root=image_root, columns=columns)
 
 
 # ------------------------------------------------------------------------------ extraction
@@ -131,7 +138,8 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
             device: str = "cpu", max_pixels: Optional[int] = None, answers: Optional[bool] = None,
             overwrite: bool = False, image_root: Optional[PathLike] = None, merge_adapter: bool = True,
             attn: str = "sdpa", rendering: str = "multi-image", vision_tower: Optional[PathLike] = None,
-            template: Optional[str] = None, progress: bool = True) -> ExtractResult:
+            template: Optional[str] = None, columns: Optional[Union[str, dict]] = None,
+            progress: bool = True) -> ExtractResult:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store (`matprobe extract`).
 
     An existing store is resumed (rows already done are kept) unless ``overwrite``.
@@ -155,6 +163,8 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
         As the CLI options of the same names (``matprobe extract --help``).
     vision_tower : str or Path, optional
         Original-format LLaVA: a local copy of the CLIP tower its config names.
+    columns : str or dict, optional
+        Map the manifest's column names (see `validate`).
     template : str, optional
         Prompt template: ``chat``, ``llava_v1``, ``vicuna_v1``, ``mistral_instruct``, ``plain`` or a
         file; default: the checkpoint's own (``llava_v1`` for original-format LLaVA-1.5).
@@ -178,7 +188,7 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
                       base=_opt_str(base), max_pixels=max_pixels, answers=answers, overwrite=overwrite,
                       image_root=_opt_str(image_root), merge_adapter=merge_adapter,
                       attn_implementation=attn, rendering=rendering,
-                      vision_tower=_opt_str(vision_tower), template=template),
+                      vision_tower=_opt_str(vision_tower), template=template, columns=columns),
         progress=progress)
 
 

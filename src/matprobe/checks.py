@@ -22,16 +22,56 @@ class ConfigError(MatprobeError):
     """A configuration file or option names a key or value that does not exist."""
 
 
-def check_level(level: float, flag: str = "--level") -> float:
-    """An interval level in (0, 1); 95 (percent) gets the hint 0.95."""
+def check_fraction(value, name: str, *, what: str = "a fraction", low_open: bool = True,
+                   high_open: bool = True, example: float = 0.95, error: type = MatprobeError) -> float:
+    """The one check for levels, probabilities, fractions and rates: a number in (0, 1) or [0, 1].
+
+    A value in (1, 100] is read as a percent given by mistake and the message names the
+    fraction it most likely meant (`--level 95` -> 0.95), so the fix is in the error line.
+    `error` is the MatprobeError subclass the caller's layer raises (BoundsError, StatsError).
+    """
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+    interval = f"{lo}0, 1{hi}"
     try:
-        value = float(level)
+        x = float(value)
     except (TypeError, ValueError):
-        raise MatprobeError(f"{flag} {level!r}: give the level as a number in (0, 1), e.g. 0.95") from None
-    if not 0.0 < value < 1.0:
-        hint = f"; did you mean {value / 100:g}?" if 1.0 < value < 100.0 else ""
-        raise MatprobeError(f"{flag} {level}: the level is a fraction in (0, 1), e.g. 0.95{hint}")
-    return value
+        raise error(f"{name} {value!r} is not a number; give {what} in {interval}, e.g. {example:g}") from None
+    inside = np.isfinite(x) and (0.0 < x if low_open else 0.0 <= x) and (x < 1.0 if high_open else x <= 1.0)
+    if inside:
+        return x
+    if np.isfinite(x) and 1.0 < x <= 100.0:
+        raise error(f"{name} {x:g} is outside {interval}: {what} is not a percent; did you mean {x / 100:g}?")
+    raise error(f"{name} {x:g} is outside {interval}; give {what} in {interval}, e.g. {example:g}")
+
+
+def check_level(level: float, flag: str = "--level", error: type = MatprobeError) -> float:
+    """An interval level in (0, 1); 95 (percent) gets the hint 0.95."""
+    return check_fraction(level, flag, what="the interval level", example=0.95, error=error)
+
+
+def check_probability(p: float, flag: str, *, closed: bool = False, example: float = 0.05,
+                      error: type = MatprobeError) -> float:
+    """A probability (delta, alpha) in (0, 1), or [0, 1] with closed=True."""
+    return check_fraction(p, flag, what="a probability", low_open=not closed, high_open=not closed,
+                          example=example, error=error)
+
+
+def check_factors(names: Iterable[str], flag: str = "--factors") -> list[str]:
+    """Factor names as given, refused when one is empty or names the same column twice (M and modality)."""
+    from matprobe.data.model import FACTOR_ALIASES
+
+    names = [str(n).strip() for n in names]
+    if not names or any(not n for n in names):
+        raise MatprobeError(f"{flag} {','.join(names)!r}: give comma-separated factor names, e.g. M,A,T")
+    seen: dict[str, str] = {}
+    for n in names:
+        col = FACTOR_ALIASES.get(n, n)
+        if col in seen:
+            same = f"{seen[col]} and {n}" if seen[col] != n else f"{n} twice"
+            raise MatprobeError(f"{flag} {','.join(names)}: names the factor {col!r} more than once ({same}); "
+                                "list each factor once, e.g. M,A,T")
+        seen[col] = n
+    return names
 
 
 def check_resamples(n: int, flag: str = "--n-boot", minimum: int = MIN_RESAMPLES) -> int:
@@ -99,6 +139,12 @@ _PROPORTION_NAME = re.compile(
     r"error|err|rate|percent|pct|%|exact|match|correct|bleu|rouge)", re.IGNORECASE)
 
 
+# metrics that are fractions by definition (BLEU/ROUGE and "error" counts are often not)
+_FRACTION_NAME = re.compile(
+    r"(^|[^a-z])(acc|accuracy|ciou|miou|iou|dice|f1|auc|auroc|precision|recall|sensitivity|specificity)"
+    r"($|[^a-z])", re.IGNORECASE)
+
+
 def check_proportion_units(frame, source: str) -> None:
     """Refuse a proportion metric given in fractions (0-1) by some conditions and percent by others.
 
@@ -124,6 +170,19 @@ def check_proportion_units(frame, source: str) -> None:
                 f"{', '.join(map(str, f_rows))}); put every condition in one unit (divide the percent rows "
                 "by 100) and rerun"
             )
+
+
+def percent_notes(frame) -> list[str]:
+    """A note per accuracy-like metric given wholly in percent (values in (1, 100]): accepted, as the
+    published tables are (CrossMed, Med-MAT), but said, since every difference is then in points."""
+    out = []
+    for metric, rows in frame.groupby("metric", sort=False):
+        values = rows["value"].to_numpy(dtype=float)
+        if (_FRACTION_NAME.search(str(metric)) and values.size and values.min() >= 0
+                and 1 < values.max() <= 100):
+            out.append(f"metric '{metric}' is in percent (values up to {values.max():g}): its differences and "
+                       "intervals are in percentage points; divide the values by 100 for fractions")
+    return out
 
 
 # ---------------------------------------------------------------------- manifests

@@ -71,6 +71,16 @@ def run_user_errors(fn):
             return fn(*args, **kwargs)
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what is kept and how to resume, one line
+            if _STATE["debug"]:
+                raise
+            from matprobe.interrupts import exit_code, interrupt_message
+
+            err_console.print(interrupt_message(fn.__name__, kwargs, exc), highlight=False, soft_wrap=True,
+                              markup=False)
+            raise typer.Exit(code=exit_code(exc)) from None
+        except typer.BadParameter as exc:  # typer's own (vendored) click: a bad option, not a bug
+            fail(exc.message)
         except Exception as exc:
             if _STATE["debug"]:
                 raise
@@ -100,7 +110,7 @@ def _refuse_old_bits(ctx: typer.Context) -> None:
         try:
             value = float(arg)
         except ValueError:
-            raise typer.BadParameter(f"unexpected argument {arg!r}") from None
+            raise MatprobeError(f"unexpected argument {arg!r}; see --help for the options") from None
         raise MatprobeError(f"--bits {arg}: --bits now switches the unit to bits (as in `mi`); "
                             f"for bits per parameter write --bits-per-param {value:g}")
 
@@ -122,6 +132,9 @@ def main_callback(
 
     _STATE["debug"] = debug
     ignore_file_size_signal()  # a full file-size limit becomes an error line, not a kill
+    from matprobe.interrupts import install_handlers
+
+    install_handlers()  # SIGTERM stops like Ctrl-C: files closed, one line on what is kept
     if quiet:
         from matprobe.progress import set_quiet
 
@@ -145,15 +158,19 @@ def data_validate(
     file: Path = typer.Argument(..., help="Med-MAT JSON/JSONL or MAT manifest (JSONL/CSV/Parquet, or a Hugging Face save_to_disk folder)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that replaces the 'med-mat/' prefix (Med-MAT) or anchors relative image paths."),
     images: bool = typer.Option(True, "--images/--no-images", help="Open every image to check it is readable."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
 ) -> None:
     """Count samples per (M, A, T) triplet and list every problem found."""
     from matprobe.data import validate_dataset
     from matprobe.views import validation_table
 
-    report = validate_dataset(file, image_root=image_root, check_images=images)
-    _show(validation_table(report, file), "table")
+    report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
+    if len(report.triplet_counts):  # no empty table above a column problem
+        _show(validation_table(report, file), "table")
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:  # the data loads, but a term or stratum says nothing (data/design.py)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if report.problems:
@@ -170,12 +187,13 @@ def data_split(
     config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out"),
     out: Path = typer.Option(..., "--out", help="Output manifest (JSONL) with split = train/test."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Remap image paths (see data validate)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
 ) -> None:
     """Write the training split for a target triplet by MAT overlap (CrossMed §III, §V)."""
     _refuse_in_place(out, file)
     from matprobe.data.splits import split_file
 
-    split = split_file(file, target, config, out=out, image_root=image_root)
+    split = split_file(file, target, config, out=out, image_root=image_root, columns=columns)
     counts = split.frame().groupby(["split", "modality", "anatomy", "task"]).size()
     console.print(counts.to_string())
     console.print(f"wrote {len(split)} samples to {out}")
@@ -230,6 +248,7 @@ def extract_command(
     rendering: str = typer.Option("multi-image", "--rendering", help="Segmentation items (mask options): multi-image (question image + one overlay per candidate) | grid (one 2x2 composite)."),
     vision_tower: Optional[Path] = typer.Option(None, "--vision-tower", help="Original-format LLaVA: local folder of the CLIP tower its config names (mm_vision_tower: a hub id or another machine's path)."),
     template: Optional[str] = typer.Option(None, "--template", help="Prompt: chat (HF checkpoints' own, their default) | llava_v1 (original LLaVA-1.5's default) | vicuna_v1 | mistral_instruct (LLaVA-Med v1.5's default) | plain | a file with a {message} placeholder."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
 ) -> None:
     """Pooled hidden states (and the model's answers) of a VLM into an HDF5 store."""
     _refuse_in_place(out, data)
@@ -243,7 +262,7 @@ def extract_command(
             max_pixels=max_pixels, answers=answers, overwrite=overwrite,
             image_root=str(image_root) if image_root else None, merge_adapter=merge_adapter,
             attn_implementation=attn,
-            rendering=rendering,
+            rendering=rendering, columns=columns,
             vision_tower=str(vision_tower) if vision_tower else None, template=template,
         ),
         progress=True,
@@ -270,7 +289,7 @@ def mi_command(
     estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
     level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
     unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
@@ -455,7 +474,7 @@ def sweep_command(
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells computed in parallel processes (one thread each)."),
     level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
     unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
@@ -496,7 +515,7 @@ def compare_command(
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
     level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
     n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Paired bootstrap resamples."),
     unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
@@ -533,7 +552,7 @@ def relate_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
     estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims fitted on training folds (0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
     min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
     level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
     unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),

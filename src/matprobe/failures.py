@@ -91,6 +91,9 @@ def user_message(exc: BaseException) -> str:
                 "save it as UTF-8 and rerun")
     if isinstance(exc, OSError):
         return _os_message(exc)
+    if type(exc).__name__ == "JSONDecodeError":  # a reader without its own check: still the user's file
+        return (f"a JSON input file is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); it is "
+                "truncated or was edited: rewrite it (rerun the command that wrote it) and rerun")
     m = _H5_ERRNO.search(str(exc))
     if m:  # HDF5 reports a failed write (disk full, size limit) as RuntimeError/KeyError with errno
         name = getattr(exc, "filename", None) or (_H5_NAME.search(str(exc)) or [None, None])[1]

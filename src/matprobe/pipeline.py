@@ -38,10 +38,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where used: `run` refuses a bad file in about a second
+    import pandas as pd
 
 from matprobe.checks import check_unread_keys, track_sections
 from matprobe.conditions import CONDITION_NAMES
@@ -62,6 +64,7 @@ class PipelineConfig:
     demo_data: bool = False
     data_file: str | None = None
     image_root: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # {their column: expected name} (data/columns.py)
     n_per_triplet: int = 64
     image_size: int = 56
     data_seed: int = 0
@@ -144,6 +147,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     if cfg.data_file and not Path(cfg.data_file).is_absolute():
         cfg.data_file = str((path.parent / cfg.data_file).resolve())
     cfg.image_root = _get(data, "image_root", str, None, w)
+    cfg.columns = dict(_get(data, "columns", dict, {}, w))
     if cfg.demo_data == bool(cfg.data_file):
         raise PipelineError(f"{path}: [data] needs exactly one of demo = true or file = \"...\"")
     cfg.n_per_triplet = _get(data, "n_per_triplet", int, cfg.n_per_triplet, w)
@@ -240,6 +244,9 @@ def _one_torch_thread() -> None:
     import torch
 
     from matprobe import numerics
+    from matprobe.interrupts import ignore_in_worker
+
+    ignore_in_worker()  # Ctrl-C is the parent's to handle (one line, not a traceback per worker)
 
     torch.set_num_threads(1)
     if os.environ.get(numerics.MARKER) == "1":
@@ -250,13 +257,18 @@ def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, 
                     progress_bars: bool):
     """Yield (name, fn(job)) in order, the jobs run in up to `workers` processes (one torch thread
     each) behind one progress bar; fine-tuning, extraction and MI all run this way."""
+    from matprobe.interrupts import stop_pool
     from matprobe.progress import track
 
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_one_torch_thread) as pool, \
             track(label, len(jobs), enabled=progress_bars, unit=unit) as bar:
-        for name, res in zip(names, pool.map(fn, jobs)):
-            bar.advance(description=name)
-            yield name, res
+        try:
+            for name, res in zip(names, pool.map(fn, jobs)):
+                bar.advance(description=name)
+                yield name, res
+        except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C / SIGTERM (here or in the caller's loop):
+            stop_pool(pool)  # stop the workers now instead of waiting for them; finished jobs are on disk
+            raise
 
 
 def _finetune_job(args: tuple) -> dict:
@@ -288,12 +300,9 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     from matprobe.mi.chain import run_store, write_results
 
     # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
-    # pipeline needs the terms (and their strata) only. A term whose interval falls below 0
-    # is kept with its `interval-below-zero` note, not refused: a factor Z does not encode has
-    # true MI 0, and one of many intervals missing 0 must not end a run after its extraction
+    # pipeline needs the terms (and their strata) only
     result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
-                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False,
-                             refuse_below_zero=False)
+                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
@@ -349,7 +358,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     `progress` receives one line per finished step; `progress_bars` adds the progress display
     (matprobe.progress) for fine-tuning, extraction and MI."""
     from matprobe import numerics
+    from matprobe.preflight import check_pipeline
 
+    check_pipeline(cfg)  # mistakes in the file, manifest or checkpoints: refused before torch loads
     # before torch loads here: the study runs in a process started with the pinned settings
     if cfg.portable_numerics and numerics.supported_platform() and not numerics.started_portable():
         return _run_portable(cfg, progress, progress_bars)
@@ -385,7 +396,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         dataset = load_dataset(manifest)
     else:
         manifest = Path(cfg.data_file)
-        dataset = load_dataset(manifest, image_root=cfg.image_root)
+        dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None)
     timer.add("data", t0)
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
 
@@ -768,6 +779,8 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
         entry = target_stratum_mi(doc, target)
         if entry is not None:
             rows.append({**base, "metric": "I(Z;Y|target) nats", "value": float(entry["estimate"])})
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["condition", "target", "seed", "item", "metric", "value"])
 
 

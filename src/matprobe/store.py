@@ -279,6 +279,10 @@ class EmbeddingStore:
                     f"features {key!r} contain NaN or Inf (rows {bad[:5].tolist()}); nothing was written: "
                     "drop or fix those rows first")
             dims[_normalise_key(key)] = arr.shape[1]
+        for name, arr in (answers or {}).items():
+            if len(np.asarray(arr)) != len(frame):
+                raise StoreError(f"answers {name!r} have {len(np.asarray(arr))} rows for {len(frame)} ids; "
+                                 "nothing was written")
         n_options = None
         if answers is not None and "probs" in answers:
             n_options = np.asarray(answers["probs"]).shape[1]
@@ -884,6 +888,10 @@ def _open_error(path: Path, exc: OSError) -> StoreError:
         return StoreError(f"{path}: in use by {who} (a running matprobe writer); wait for it to finish, then rerun")
     if not os.access(path, os.R_OK):
         return StoreError(f"{path}: permission denied; make the file readable (chmod u+r) or run as its owner")
+    if Path(path).is_dir():
+        return StoreError(f"{path}: is a folder, not a store; give the .h5 file `matprobe extract --out` wrote")
+    # HDF5 messages run over several lines (time stamps, buffers): keep the first, so the error stays one line
+    exc = " ".join(str(exc).split())[:300]
     return StoreError(f"{path}: cannot open as HDF5 ({exc}); the file is corrupt or not a store: "
                       "re-extract it with --overwrite")
 

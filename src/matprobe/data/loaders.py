@@ -9,11 +9,14 @@ image and collects every problem instead of stopping at the first.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
+    import pandas as pd
 
 from matprobe.checks import check_vocabulary_header
 from matprobe.data.arrow import is_arrow_source
@@ -42,14 +45,22 @@ def load_dataset(
     path: str | os.PathLike,
     image_root: str | os.PathLike | None = None,
     vocabulary: Mapping[str, Iterable[str]] | None = None,
+    columns: str | Mapping[str, str] | None = None,
 ) -> MATDataset:
-    """Load Med-MAT JSON/JSONL or a MAT manifest into a `MATDataset`."""
+    """Load Med-MAT JSON/JSONL or a MAT manifest into a `MATDataset`.
+
+    `columns`: {their column: expected name} (or "img=image,..."), beside the common aliases
+    that are read without it (`matprobe.data.columns`)."""
+    from matprobe.data.columns import apply_columns, parse_column_map
+
     path = Path(path)
+    mapping = parse_column_map(columns)
     records, header = read_records(path)
     if path.suffix.lower() != ".csv" and path.is_file() and not is_arrow_source(path) and _is_medmat(records):
         from matprobe.data.medmat import load_medmat
 
         return load_medmat(path, image_root=image_root)
+    records, _ = apply_columns(records, mapping, str(path))  # unknown columns: one error, before any record
     vocab = check_vocabulary_header(header, path, FACTORS)
     vocab.update(vocabulary or {})
     return parse_manifest_records(records, path, vocab, image_root)
@@ -64,6 +75,8 @@ class ValidationReport:
     problems: list[str] = field(default_factory=list)
     # what was applied rather than refused (mask thresholds, resampling): data/masks.py
     notes: list[str] = field(default_factory=list)
+    # designs the data cannot answer (factor fixed by others, one answer per stratum): data/design.py
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -75,11 +88,18 @@ def validate_dataset(
     image_root: str | os.PathLike | None = None,
     check_images: bool = True,
     max_problems: int = 1000,
+    columns: str | Mapping[str, str] | None = None,
 ) -> ValidationReport:
     """Counts per (M, A, T) triplet and every problem found (records, duplicates, images)."""
+    import pandas as pd  # lazily: loading a manifest stays light
+
+    from matprobe.data.columns import apply_columns, parse_column_map
+
     path = Path(path)
+    mapping = parse_column_map(columns)
     records, header = read_records(path)
     problems: list[str] = []
+    column_notes: list[str] = []
     fmt = "manifest" if path.suffix.lower() == ".csv" or is_arrow_source(path) or not _is_medmat(records) \
         else "medmat"
     samples = []
@@ -93,7 +113,14 @@ def validate_dataset(
     else:
         vocab = check_vocabulary_header(header, path, FACTORS)
         seen: dict[str, int] = {}
-        for i, rec in enumerate(records):
+        try:  # column names first: a misnamed column is one problem, not one per record
+            records, column_notes = apply_columns(records, mapping, str(path))
+        except DataError as exc:
+            problems.append(str(exc))
+            records_to_parse = []
+        else:
+            records_to_parse = records
+        for i, rec in enumerate(records_to_parse):
             try:
                 (sample,) = parse_manifest_records([rec], path, vocab, image_root).samples
             except DataError as exc:
@@ -107,7 +134,7 @@ def validate_dataset(
                 continue
             seen[sample.id] = i
             samples.append(sample)
-    notes: list[str] = []
+    notes: list[str] = [f"{path}: {n}" for n in column_notes]
     if check_images:
         from matprobe.data.masks import load_item_masks
 
@@ -129,4 +156,41 @@ def validate_dataset(
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
         if len(frame) else pd.DataFrame(columns=[*FACTORS, "n"])
     )
-    return ValidationReport(str(path), fmt, len(records), counts, problems[:max_problems], notes)
+    from matprobe.data.design import design_warnings
+
+    return ValidationReport(str(path), fmt, len(records), counts, collapse_repeats(problems)[:max_problems], notes,
+                            [f"{path}: {w}" for w in design_warnings(samples)])
+
+
+_RECORD = re.compile(r"^(?P<head>.*?): record (?P<n>\d+)(?: \(id '[^']*'\))?: (?P<msg>.*)$")
+
+
+def collapse_repeats(problems: list[str]) -> list[str]:
+    """One line per distinct problem: the same message on 312 records is listed once with its records."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    order: list[tuple[str, str] | str] = []
+    first: dict[tuple[str, str], str] = {}
+    for p in problems:
+        m = _RECORD.match(p)
+        if not m:
+            order.append(p)
+            continue
+        key = (m["head"], m["msg"])
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+            first[key] = p
+        groups[key].append(m["n"])
+    out = []
+    for key in order:
+        if isinstance(key, str):
+            out.append(key)
+            continue
+        head, msg = key
+        recs = groups[key]
+        if len(recs) == 1:
+            out.append(first[key])
+        else:
+            shown = ", ".join(recs[:5]) + (f", ... ({len(recs)} records)" if len(recs) > 5 else "")
+            out.append(f"{head}: records {shown}: {msg}")
+    return out

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from matprobe.checks import check_distinct_options, check_vocabulary_header
+from matprobe.data.columns import OPTIONAL, REQUIRED  # noqa: F401 (the column names and their aliases live there)
 from matprobe.data.model import (
     FACTORS,
     OPTION_LETTERS,
@@ -39,8 +40,6 @@ from matprobe.data.model import (
 from matprobe.errors import DataError
 from matprobe.io import atomic_path
 
-REQUIRED = ("id", "question", "options", "answer", "modality", "anatomy", "task")
-OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks")
 MASK_OPTION_TEXT = "mask {letter}"
 HEADER_KEY = "matprobe_manifest"
 
@@ -250,8 +249,11 @@ def load_manifest(
     image_root: str | os.PathLike | None = None,
 ) -> MATDataset:
     """Load a MAT manifest (JSONL, JSON array or CSV)."""
+    from matprobe.data.columns import apply_columns
+
     path = Path(path)
     records, header = read_records(path)
+    records, _ = apply_columns(records, None, str(path))
     vocab = check_vocabulary_header(header, path, FACTORS)
     vocab.update(vocabulary or {})
     return parse_manifest_records(records, path, vocab, image_root)

@@ -30,9 +30,10 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
+    import pandas as pd
 
 from matprobe.checks import check_answer_agrees, check_distinct_options
 from matprobe.data.model import OPTION_LETTERS, MATDataset, Sample, canonical_label, check_id
@@ -56,6 +57,7 @@ _TABLES = "tables"
 # ------------------------------------------------------------------ package tables
 @lru_cache(maxsize=1)
 def _read_subset_table() -> pd.DataFrame:
+    import pandas as pd  # lazily: loading a manifest stays light
     text = resources.files("matprobe.data").joinpath(_TABLES, "medmat_subsets.csv")
     with resources.as_file(text) as p:
         frame = pd.read_csv(p, dtype=str, keep_default_na=False)
@@ -65,6 +67,7 @@ def _read_subset_table() -> pd.DataFrame:
 
 @lru_cache(maxsize=1)
 def _read_dataset_table() -> pd.DataFrame:
+    import pandas as pd  # lazily: loading a manifest stays light
     text = resources.files("matprobe.data").joinpath(_TABLES, "medmat_datasets.csv")
     with resources.as_file(text) as p:
         frame = pd.read_csv(p, dtype=str, keep_default_na=False)
@@ -101,6 +104,7 @@ def _subset_rows() -> dict[str, dict]:
 
 
 def _dataset_rows() -> dict[int, dict]:
+    import pandas as pd  # lazily: loading a manifest stays light
     # pandas 3 string columns hold NaN for missing cells: turn them into None here.
     return {
         int(r["data_no"]): {k: (None if pd.isna(v) else v) for k, v in r.items()}

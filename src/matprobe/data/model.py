@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
+    import pandas as pd
 
 from matprobe.errors import DataError
 
@@ -213,6 +216,7 @@ class MATDataset:
 
     def frame(self) -> pd.DataFrame:
         """One row per sample; options as a list column."""
+        import pandas as pd  # lazily: loading a manifest stays light
         return pd.DataFrame([s.to_record() for s in self.samples], columns=list(SAMPLE_FIELDS))
 
     def subset(self, keep: Sequence[bool] | np.ndarray, source: str | None = None) -> MATDataset:

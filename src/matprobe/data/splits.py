@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
+    import pandas as pd
 
 from matprobe.data.model import FACTORS, MATDataset, Sample, canonical_label
 from matprobe.errors import DataError
@@ -72,6 +75,7 @@ def in_training(triplet: Triplet, target: Triplet, config: SplitConfig | str) ->
 
 def split_table(triplets: Sequence[Triplet], target: Triplet) -> pd.DataFrame:
     """For each triplet: shared components, relation and membership under every config."""
+    import pandas as pd  # lazily: loading a manifest stays light
     rows = []
     for trip in triplets:
         row = {"modality": trip[0], "anatomy": trip[1], "task": trip[2],
@@ -118,8 +122,10 @@ def stratified_holdout(
     dataset: MATDataset, test_fraction: float = 0.2, seed: int = 0, by: str = "subset"
 ) -> MATDataset:
     """Seeded train/test split stratified by a column (Med-MAT ships only train files)."""
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"test fraction {test_fraction} must be in (0, 1)")
+    from matprobe.checks import check_fraction
+
+    test_fraction = check_fraction(test_fraction, "test fraction", what="the test fraction", example=0.2,
+                                   error=DataError)
     rng = np.random.default_rng(seed)
     groups: dict[str | None, list[int]] = {}
     for i, s in enumerate(dataset):
@@ -135,17 +141,24 @@ def stratified_holdout(
 
 
 def split_file(file, target: Triplet | str, config: SplitConfig | str = "related", out=None,
-               image_root=None) -> MATDataset:
-    """`matprobe data split` and `mp.split`: load `file`, split it for `target` by `config`, and
-    write the split as a JSONL manifest to `out` when given."""
+               image_root=None, columns=None) -> MATDataset:
+    """`matprobe data split` and `mp.split`: load `file` (its columns mapped by `columns`, as
+    `load_dataset`), split it for `target` by `config`, and write the split as a JSONL manifest
+    to `out` when given."""
     from matprobe.data.loaders import load_dataset
     from matprobe.data.manifest import write_manifest
 
     try:
         config = SplitConfig(config)
     except ValueError:
-        raise DataError(f"config {config!r}: use one of {', '.join(c.value for c in SplitConfig)}") from None
-    split = make_split(load_dataset(file, image_root=image_root), target, config)
+        import difflib
+
+        names = [c.value for c in SplitConfig]
+        close = difflib.get_close_matches(str(config), names, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DataError(f"config {config!r} is not a split configuration; {hint}use one of "
+                        f"{', '.join(names)}") from None
+    split = make_split(load_dataset(file, image_root=image_root, columns=columns), target, config)
     if out is not None:
         write_manifest(split, out)
     return split

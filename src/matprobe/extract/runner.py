@@ -44,6 +44,7 @@ class ExtractConfig:
     rendering: str = "multi-image"  # segmentation items: multi-image | grid (extract/prompts.py)
     vision_tower: str | None = None  # original LLaVA: local folder of the tower mm_vision_tower names
     template: str | None = None  # chat (HF default) | llava_v1 | vicuna_v1 | mistral_instruct | plain | FILE
+    columns: str | dict | None = None  # {their column: expected name} (matprobe.data.columns)
 
 
 @dataclass
@@ -204,9 +205,13 @@ def extract(
     on_batch: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Run (or resume) an extraction; returns counts and timing for this rank."""
+    from matprobe.extract.preflight import check_extract_inputs
+
+    # options, output, checkpoint folder and manifest first: refused in about a second,
+    # before torch is imported or a model loaded (extract/preflight.py)
+    dataset, pools = check_extract_inputs(config)
     import torch
 
-    from matprobe.data import load_dataset
     from matprobe.extract.checkpoints import load_model, resolve_adapter
     from matprobe.extract.distributed import init_ranks, shard_path
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
@@ -215,14 +220,8 @@ def extract(
     from matprobe.provenance import weights_fingerprint
     from matprobe.store_checks import check_resume_inputs
 
-    if config.batch_size < 1:
-        raise ExtractError(f"--batch-size {config.batch_size}: must be at least 1")
-    pools = parse_pools(config.pools)
     check_rendering(config.rendering)
     out = Path(config.out)
-    dataset = load_dataset(config.data, image_root=config.image_root)
-    if len(dataset) == 0:
-        raise DataError(f"{config.data}: no samples")
     ranks = init_ranks(config.device)
     if ranks.distributed:
         mine = set(ranks.split(list(range(len(dataset)))))

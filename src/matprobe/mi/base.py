@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to import)
 
+from matprobe.checks import check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, TermNames
-from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, stratified_folds
+from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_features, stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
 MEAN = "mean"  # bound = mean of per-row terms r
@@ -37,6 +38,10 @@ DV = "dv"  # bound = mean(a) - log mean(exp(lb))  (Donsker-Varadhan form)
 LADDER_SLACK = 1.0
 # fewer rows than this per (stratum, class) cell: the interval is flagged "low-n"
 LOW_N_PER_CLASS = 20
+# ... and when at least this share of a term's rows sits in such cells, its interval is one-sided
+SMALL_CELL_SHARE = 0.05
+# an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
+NEAR_SATURATION = 0.9
 
 
 @dataclass
@@ -60,8 +65,25 @@ class FoldPlan:
     gaussianize: bool
     features: dict[int, np.ndarray] = field(default_factory=dict)
     columns: SortedColumns | None = None  # z's columns sorted once for every fold's quantile map
+    _flat: str | None = None
+
+    def flat(self, z: np.ndarray) -> str:
+        """`flat_features` of z, computed once per plan (shared by the terms of a chain)."""
+        if self._flat is None:
+            self._flat = flat_features(z, self.k)
+        return self._flat
+
+    device: str = "cpu"
+    per_fold: bool = False  # True: fit the preprocessing on each fold's training rows (before issue 22)
 
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
+        """Fold f's features. The preprocessing is label-free, so by default it is fitted once
+        on all rows and every fold, term and seed shares it (`prep.label_free_features`)."""
+        if not self.per_fold:
+            if "all" not in self.features:
+                self.features["all"] = label_free_features(z, self.pca, self.gaussianize, seed=0,
+                                                           device=self.device)
+            return self.features["all"]
         if f not in self.features:
             if self.gaussianize and self.columns is None:
                 self.columns = SortedColumns(z)
@@ -70,6 +92,74 @@ class FoldPlan:
             if len(self.features) == self.k:
                 self.columns = None  # every fold is mapped: free the sorted copy
         return self.features[f]
+
+
+def _feature_dim(plan, z) -> int:
+    """Columns the critic sees (after the plan's reduction)."""
+    if isinstance(plan, FoldPlan) and plan.features:
+        return int(next(iter(plan.features.values())).shape[1])
+    return int(np.asarray(z).shape[1])
+
+
+def clip_at_zero(value: float, lo: float, hi: float) -> tuple[float, float, float, list[str], list[str]]:
+    """MI >= 0: (value, lo, hi) clipped at 0, with the flags and notes that say so.
+
+    A lower end below 0 is set to 0 silently (a null's interval straddles 0). A point estimate
+    below 0 is set to 0 and flagged "below-zero". An interval wholly below 0 (the critic
+    predicts worse than the label frequencies on every resample: the estimator is biased low,
+    e.g. overfitting at small n) is moved up to start at 0 keeping its width, [0, hi - lo], and
+    flagged "interval-below-zero": 'no detectable dependence, at most this much', never an error.
+    """
+    flags, notes = [], []
+    if hi < 0:
+        flags += ["below-zero", "interval-below-zero"]
+        notes.append(f"the whole interval [{lo:.4f}, {hi:.4f}] nats lies below 0 (the held-out critic "
+                     "predicts Y worse than its frequencies: biased low at this n); reported as 0 with the "
+                     "interval moved up to start at 0, its width kept: read it as 'no detectable dependence'")
+        return 0.0, 0.0, hi - lo, flags, notes
+    if value < 0:
+        flags.append("below-zero")
+        notes.append(f"estimate {value:.4f} nats < 0 (the held-out critic predicts Y worse than its "
+                     "frequencies p(y|c): no dependence detectable at this n); MI is >= 0, reported as 0")
+        value = 0.0
+    return value, max(lo, 0.0), hi, flags, notes
+
+
+# A coordinate whose spread (max - min) is at most this fraction of its largest magnitude varies
+# only by float32 rounding (about 80 ulps): it is treated as constant
+FLAT_REL_TOL = 1e-5
+
+
+def flat_features(z: np.ndarray, folds: int) -> str:
+    """Why Z carries no usable information ("" when it does): every coordinate is constant up
+    to FLAT_REL_TOL of its magnitude, or all but fewer than 2 x folds rows are one row (too few
+    for the training folds to see a second value)."""
+    z = np.asarray(z)
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    scale = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
+    varying = (hi - lo).astype(np.float64) > FLAT_REL_TOL * scale + np.finfo(np.float32).tiny
+    if not varying.any():
+        return ("Z is constant (every coordinate varies by at most "
+                f"{FLAT_REL_TOL:g} of its magnitude): it carries no information, so the term is exactly 0")
+    tol = (FLAT_REL_TOL * scale + np.finfo(np.float32).tiny).astype(np.float32)
+
+    def n_off(cols):
+        # rows that differ from row 0, and from the first row that differs from row 0: when all
+        # but a few rows are one row, one of the two counts is those few (no median needed)
+        zv, t = z[:, cols], tol[cols]
+        off = (np.abs(zv - zv[0]) > t).any(axis=1)
+        if not off.any():
+            return 0
+        return min(int(off.sum()), int((np.abs(zv - zv[int(np.argmax(off))]) > t).any(axis=1).sum()))
+
+    cols = np.flatnonzero(varying)
+    # one column with enough differing rows settles it (real features: at once); else all of them
+    few = len(z) >= 4 * folds and n_off(cols[:1]) < 2 * folds
+    count = n_off(cols) if few else 2 * folds
+    if count < 2 * folds:
+        return (f"Z is nearly constant: only {count} of {len(z)} rows differ from the others (fewer than "
+                f"2 x {folds} folds), so no training fold can learn from them; the term is reported as 0")
+    return ""
 
 
 def make_plan(z, groups, k=5, pca=64, gaussianize=True, seed=0) -> FoldPlan:
@@ -136,7 +226,7 @@ class CrossFitEstimator:
         if seeds < 1:
             raise EstimationError(f"seeds must be >= 1, got {seeds}")
         self.folds, self.seeds, self.pca, self.gaussianize = folds, seeds, pca, gaussianize
-        self.ci_level, self.n_boot, self.unit = ci_level, n_boot, check_unit(unit)
+        self.ci_level, self.n_boot, self.unit = check_level(ci_level, "ci_level"), n_boot, check_unit(unit)
         self.min_stratum, self.device, self.seed = min_stratum, device, seed
 
     # ------------------------------------------------------------------ to override
@@ -152,8 +242,10 @@ class CrossFitEstimator:
         """A fold plan with this estimator's folds and preprocessing, stratified by `groups`
         (or over the given fold ids), to share between several `estimate` calls."""
         if fold is not None:
-            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize)
-        return make_plan(z, groups, self.folds, self.pca, self.gaussianize, self.seed)
+            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize, device=self.device)
+        plan = make_plan(z, groups, self.folds, self.pca, self.gaussianize, self.seed)
+        plan.device = self.device
+        return plan
 
     def estimate(self, z, y, c=None, *, sub=None, plan: FoldPlan | None = None, names: TermNames | None = None,
                  pointwise: bool = False) -> MIEstimate:
@@ -196,6 +288,16 @@ class CrossFitEstimator:
             return result
         if plan is None:
             plan = self.fold_plan(z, joint_codes([y, c]))
+        flat = plan.flat(z) if isinstance(plan, FoldPlan) else flat_features(z, self.folds)
+        if flat:
+            # Z carries no information: I(Z;Y|C) = 0 exactly, nothing to fit (issue 22: this
+            # took 29 s on 2,000 rows and then failed as an interval below 0)
+            result.degenerate = True
+            result.flags = ["constant-features"]
+            result.note = flat
+            result.strata = self._strata_entries(strata_info, {s["code"]: (0.0, 0.0, 0.0) for s in strata_info},
+                                                 stratum_names)
+            return result
         per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
         if pointwise:  # issue 7: per-row held-out terms for paired comparisons
             pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
@@ -215,6 +317,24 @@ class CrossFitEstimator:
             flags.append("low-n")
             notes.append(f"low n: {int(active.sum()) / cells:.0f} rows per class (< {LOW_N_PER_CLASS}); "
                          "the interval's bias allowance is not reliable this small")
+        # rows in the critic's cells with fewer rows than the critic has inputs (features + 1,
+        # at least LOW_N_PER_CLASS): there a class's head is underdetermined and the probe stays
+        # low by more than its learning curve shows (calibration, issue 22: chain-tiny 15-20% low
+        # with 8-12% of rows in cells under 20, learning-curve step 0.02-0.03 nats; K = 50 at
+        # 40 rows per class, d = 64: 12% low), so the bias is not bounded: one-sided interval
+        n_inputs = _feature_dim(plan, z) + 1
+        small_rows = max(LOW_N_PER_CLASS, n_inputs)
+        # the critic's softmax cells: (stratum, class) or, with sub-classes, (stratum, class, sub)
+        cell_counts = np.unique(np.stack([c[active], y[active], sub[active]], 1), axis=0,
+                                return_counts=True)[1]
+        small_share = float(cell_counts[cell_counts < small_rows].sum()) / max(int(active.sum()), 1)
+        one_sided = small_share >= SMALL_CELL_SHARE
+        if one_sided:
+            flags.append("small-cells")
+            notes.append(f"{small_share:.0%} of rows are in the critic's (stratum, class[, sub-class]) "
+                         f"cells with fewer than {small_rows} rows (the critic's {n_inputs} inputs), where the "
+                         "estimator's shortfall is not bounded: only the lower end is a statement (MI is at "
+                         "least ci_low); ci_high is H(Y|C)")
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
             flags.append("sparse-strata")
@@ -228,18 +348,26 @@ class CrossFitEstimator:
             result.clipped = True
             flags.append("clipped")
             value = h_upper
-        if value < 0:
-            flags.append("below-zero")
-            notes.append(f"estimate {value:.4f} nats < 0: held out, the fitted critic predicts Y worse "
-                         "than its frequencies p(y|c) (no dependence detectable at this n, or overfitting); "
-                         "MI itself is >= 0")
-        if hi < 0:
-            flags.append("interval-below-zero")
-            notes.append("the whole interval lies below 0: the estimator is biased low here; read it as "
-                         "'no detectable dependence', not as a value")
-        result.bound = self.tags.bound
+        # MI >= 0: a null is a result, never an error. The raw numbers stay in diagnostics["raw"].
+        raw = (value, lo, hi)
+        value, lo, hi, zero_flags, zero_notes = clip_at_zero(value, lo, hi)
+        flags += zero_flags
+        notes += zero_notes
+        if zero_flags:
+            result.clipped = True
+        if h_upper > 0 and value >= NEAR_SATURATION * h_upper:
+            # near H(Y|C) the shortfall comes from the penalised, not quite confident critic on
+            # nearly separable classes, which the learning curve does not see (calibration, issue
+            # 22: K = 8 at 95-99% of H, 0.5-2% low, 7 of 17 intervals missing): the cap H(Y|C)
+            # is the only upper statement
+            one_sided = True
+            flags.append("near-saturated")
+            notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
+                         "shortfall is not bounded, so only the lower end is a statement (MI is at least "
+                         "ci_low); ci_high is H(Y|C)")
+        result.bound = LOWER if one_sided else self.tags.bound
         lo, hi = min(lo, h_upper), min(hi, h_upper)
-        if self.tags.bound == LOWER:
+        if result.bound == LOWER:
             hi = h_upper  # one-sided: only the lower end is a statement
         result.value, result.ci_low, result.ci_high = (from_nats(v, self.unit) for v in (value, lo, hi))
         result.n_train = int(round(n * (self.folds - 1) / self.folds))
@@ -249,11 +377,13 @@ class CrossFitEstimator:
         train_vals = [d.get("train_value") for d in diags if d.get("train_value") is not None]
         result.diagnostics = {
             "seed_values": [from_nats(v, self.unit) for v in seed_vals],
-            "seed_intervals": [(from_nats(min(a, h_upper), self.unit), from_nats(min(b, h_upper), self.unit))
+            "seed_intervals": [(from_nats(min(max(a, 0.0), h_upper), self.unit),
+                                from_nats(min(max(b, 0.0), h_upper), self.unit))
                                for a, b in seed_intervals],
             "train_heldout_gap": (from_nats(float(np.mean(train_vals)) - value, self.unit)
                                   if train_vals else None),
             "folds": diags,
+            "raw": tuple(from_nats(v, self.unit) for v in raw),
             "seconds": time.perf_counter() - t0,
         }
         if pointwise:
@@ -274,12 +404,12 @@ class CrossFitEstimator:
                          "ci_low": 0.0, "ci_high": 0.0, "h_upper": 0.0,
                          "note": "one class in this stratum: exactly 0"}
             else:
-                est, lo, hi = (min(x, s["h"]) for x in v)
+                est, lo, hi = (min(max(x, 0.0), s["h"]) for x in v)
                 entry = {"given": self._sname(s["code"], names), "n": s["n"],
                          "estimate": from_nats(est, self.unit), "ci_low": from_nats(lo, self.unit),
                          "ci_high": from_nats(hi, self.unit), "h_upper": h,
                          "note": ("sparse" if s["n"] < self.min_stratum else "")
-                         + ("; clipped" if v[0] > s["h"] else "")}
+                         + ("; clipped" if v[0] > s["h"] else "") + ("; clipped at 0" if v[0] < 0 else "")}
             out.append(entry)
         return out
 
@@ -318,7 +448,10 @@ class CrossFitEstimator:
             idx = np.flatnonzero((c == s["code"]) & active)
             n_c = len(idx)
             w = np.ones((B + 1, n_c))
-            w[1:] = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=B)
+            # multinomial(n_c, uniform) counts, drawn as n_c row indices per replicate (6x faster
+            # than rng.multinomial at n_c = 20k)
+            draws = rng.integers(0, n_c, size=(B, n_c)) + (np.arange(B) * n_c)[:, None]
+            w[1:] = np.bincount(draws.ravel(), minlength=B * n_c).reshape(B, n_c)
             reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w)
                              for arr in per_seed])  # [seeds, B+1]
             total += reps * (n_c / n)

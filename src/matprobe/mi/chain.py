@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_chain_intervals, check_class_sizes
+from matprobe.checks import check_class_sizes, check_factors, check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -177,20 +177,21 @@ class ChainResult:
                              "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
                              "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
-                             "unit": e.unit})
+                             "flags": ",".join(e.flags), "unit": e.unit})
             total = sum(e.value for _, e in items)
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
                          "estimate": total, "ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan,
                          "h_upper": sum(e.h_upper for _, e in items), "n": items[0][1].n_eval,
                          "chain_difference": np.nan, "clipped": False, "degenerate": False,
-                         "note": "", "unit": self.unit})
+                         "note": "", "flags": "", "unit": self.unit})
             if d is not None:
                 rows.append({"term": term_name(",".join(self.factors), []), "target": ",".join(self.factors),
                              "given": "", "estimator": est, "estimate": d.value, "ci_low": d.ci_low,
                              "ci_high": d.ci_high, "ci_level": d.ci_level, "h_upper": d.h_upper,
                              "n": d.n_eval, "chain_difference": np.nan, "clipped": d.clipped,
-                             "degenerate": d.degenerate, "note": d.note, "unit": d.unit})
+                             "degenerate": d.degenerate, "note": d.note, "flags": ",".join(d.flags),
+                             "unit": d.unit})
         return pd.DataFrame(rows)
 
     def to_table(self):
@@ -220,6 +221,11 @@ class ChainResult:
         if self.meta.get("note"):
             table.footnotes.append(self.meta["note"])
         for r in self.frame().itertuples():
+            if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
+                table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
+                              interval=None, h_upper=r.h_upper, chain_difference=None,
+                              note="the factor is fixed by the conditioning factors in every stratum")
+                continue
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                           interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
                           chain_difference=r.chain_difference, note=r.note)
@@ -256,7 +262,12 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     `matprobe.progress.Progress` to advance. Defaults come from `matprobe.defaults.DEFAULTS`.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
-    order = list(order or factors)
+    order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
+    check_level(ci_level)
+    if pca is not None and int(pca) < 0:
+        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    for est_name in estimators:
+        estimator_tags(est_name)  # an unknown name is refused before any work
     missing = [f for f in order if f not in factors]
     if missing:
         raise EstimationError(f"factor {missing[0]!r} not given; available: {', '.join(factors)}")
@@ -329,6 +340,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "estimator": est, "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                           "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
                           "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
+                          "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j]})
             if j > 0:
                 for s in e.strata:
@@ -339,7 +351,9 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
     for est, d in result.direct.items():
         direct = {"term": term_name(",".join(result.factors), []), "estimator": est, "estimate": d.value,
                   "ci_low": d.ci_low, "ci_high": d.ci_high, "ci_level": d.ci_level, "h_upper": d.h_upper,
-                  "n": d.n_eval, "sum_of_terms": sum(e.value for _, e in result.terms[est])}
+                  "n": d.n_eval, "clipped": d.clipped, "degenerate": d.degenerate, "note": d.note,
+                  "flags": list(d.flags), "bound": d.bound,
+                  "sum_of_terms": sum(e.value for _, e in result.terms[est])}
         break  # the first estimator's direct term (the default one when listed first)
     return {"kind": "matprobe.mi", "format_version": 1, "store": store, "store_fingerprint": fingerprint,
             "layer": layer, "pool": pool, "unit": result.unit, "factors": result.factors,
@@ -348,6 +362,12 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
             "agreement": result.agreement()}
+
+
+def not_identifiable(term: str) -> str:
+    """How a term with H(Y|C) = 0 is shown: 'I(Z;A|M)' -> 'not identifiable: H(A|M) = 0'."""
+    inner = term[len("I(Z;"):-1] if term.startswith("I(Z;") and term.endswith(")") else term
+    return f"not identifiable: H({inner}) = 0"
 
 
 def check_out_path(out) -> None:
@@ -383,14 +403,14 @@ def _jsonable(o):
 
 
 def run_store(path, factors: list[str], layer: str | None = None, pool: str | None = None,
-              refuse_below_zero: bool = True, **kwargs) -> tuple[ChainResult, dict]:
+              **kwargs) -> tuple[ChainResult, dict]:
     """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata).
-    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
-    refuse_below_zero=False keeps a term whose interval lies below 0 (flagged
-    `interval-below-zero` in its note) instead of refusing the chain."""
+    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`)."""
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
+    factors = check_factors(factors)  # refused before the store is read
+    check_level(kwargs.get("ci_level", DEFAULTS.level))
     with EmbeddingStore.open(path) as st:
         layer, pool = st.resolve_feature(layer, pool)
         cols, vocab = {}, {}
@@ -416,8 +436,8 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         missing = ", ".join(f"{k} {v}" for k, v in unlabelled.items() if v)
         meta["note"] = (f"{len(z)} of {n_rows} rows used: {n_rows - len(z)} have no label for "
                         f"{'/'.join(factors)} (unlabelled per factor: {missing})")
+    # a null (interval below 0, constant features) is a result: clipped and flagged by the
+    # estimator, written like any other (issue 22), never refused
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
-    if refuse_below_zero:
-        check_chain_intervals(result, str(path))  # an interval wholly below 0 is refused, not printed
     result.meta = dict(meta)
     return result, meta

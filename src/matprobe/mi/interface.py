@@ -64,7 +64,7 @@ class MIEstimate:
 
     `value` is the point estimate; [`ci_low`, `ci_high`] its `ci_level` interval.
     `h_upper` is the plug-in H(Y|C) of the sample, the largest value MI can take.
-    `clipped`: the raw estimate exceeded `h_upper` and was set to it.
+    `clipped`: the raw estimate exceeded `h_upper` or fell below 0 and was set to it.
     `degenerate`: H(Y|C) = 0, so the term is exactly 0 and nothing was fitted.
     `strata`: for conditional terms, one dict per stratum of C (given, n, estimate,
     ci_low, ci_high, h_upper, note), so `matprobe check` can use per-stratum values.
@@ -79,7 +79,11 @@ class MIEstimate:
     non-linear critic beat the linear one on held-out log-loss), "below-zero" (the estimate is
     below 0), "interval-below-zero" (the whole interval is below 0), "low-n" (too few rows per
     class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
-    "sparse-strata", "clipped".
+    "sparse-strata", "clipped", "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
+    rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "near-saturated" (the
+    estimate is >= 90% of H(Y|C): `bound` "lower" too), "constant-features"
+    (Z carries no information: 0 exactly, nothing fitted). Estimates and lower ends below 0 are
+    clipped at 0 (`clipped` is then set too; the raw numbers are in diagnostics["raw"]).
     """
 
     value: float

@@ -268,3 +268,80 @@ class Preprocessor:
             # massive coordinates ride along next to the PCA scores (already standardised)
             x = np.concatenate([scores, x[:, self.massive]], axis=1) if len(self.massive) else scores
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------- label-free, once per store
+# The quantile map, standardisation and PCA use no labels, so they need no cross-fitting: they
+# are fitted once on all rows of z and shared by every term, seed and fold (issue 22). A
+# label-free transform fitted on the held-out rows too cannot leak their labels into the
+# critic, so the held-out bound stays a bound. Torch, float32, on any device.
+
+_BLOCK = 512  # columns per block in the quantile map (bounds memory: about 40 bytes per value)
+
+
+def normal_scores(x: torch.Tensor) -> torch.Tensor:
+    """Per column of x [n, d]: the exact empirical quantile-to-normal map, Phi^-1((r + 1/2) / n)
+    with r each value's mid-rank (ties share the mean rank, so a constant column maps to 0)."""
+    n, d = x.shape
+    out = torch.empty(d, n, dtype=torch.float32, device=x.device)
+    pos = torch.arange(n, dtype=torch.float32, device=x.device)
+    plain = torch.special.ndtri((pos + 0.5) / n)  # the scores of ranks 0..n-1 (no ties)
+    for j0 in range(0, d, _BLOCK):
+        xt = x[:, j0 : j0 + _BLOCK].T.contiguous()
+        s, idx = torch.sort(xt, dim=1)
+        b = len(s)
+        first = torch.ones(b, n, dtype=torch.bool, device=x.device)
+        first[:, 1:] = s[:, 1:] != s[:, :-1]  # first value of a run of ties
+        scores = plain.expand(b, n)
+        tied = ~first.all(dim=1)
+        if tied.any():  # mid-ranks only for the columns with ties (discrete or constant ones)
+            f_t = first[tied]
+            last = torch.ones_like(f_t)
+            last[:, :-1] = f_t[:, 1:]
+            start = torch.where(f_t, pos, 0.0).cummax(dim=1).values
+            end = torch.where(last, pos, float(n - 1)).flip(1).cummin(dim=1).values.flip(1)
+            scores = scores.clone()
+            scores[tied] = torch.special.ndtri(((start + end) * 0.5 + 0.5) / n)
+        out[j0 : j0 + b].scatter_(1, idx, scores)
+    return out.T
+
+
+def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed: int = 0,
+                        device: str = "cpu", massive_ratio: float | None = MASSIVE_RATIO,
+                        max_massive: int = 16) -> np.ndarray:
+    """`Preprocessor`'s steps fitted once on every row of z: quantile-to-normal (exact mid-rank
+    scores), standardisation, randomised PCA on each coordinate at its raw relative scale, and
+    the massive coordinates beside the PCA scores. Returns float32 [n, k] on the CPU."""
+    dev = torch.device(device)
+    x = torch.as_tensor(np.asarray(z, dtype=np.float32), device=dev)
+    n, d = x.shape
+    reduce = pca is not None and pca < d
+    massive = torch.zeros(0, dtype=torch.long, device=dev)
+    if reduce:  # raw scales, as Preprocessor._fit_raw_scales
+        sd = x.std(dim=0, unbiased=False)
+        med = torch.clamp(sd.median(), min=1e-12)
+        if massive_ratio is not None:
+            big = torch.nonzero(sd > massive_ratio * med).reshape(-1)
+            massive = big[torch.argsort(-sd[big])][:max_massive]
+        scale = sd / med
+        scale[massive] = 1.0
+        scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+    if gaussianize:
+        x = normal_scores(x)
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    x = (x - mean) / std
+    if not reduce:
+        return np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
+    xin = x * scale
+    gen = torch.Generator().manual_seed(seed)
+    width = min(d, pca + 16)
+    omega = torch.randn(d, width, generator=gen).to(dev)
+    q_, _ = torch.linalg.qr(xin @ omega)
+    q_, _ = torch.linalg.qr(xin @ (xin.T @ q_))  # one power iteration (Halko et al. 2011, alg. 4.4)
+    _, _, vt = torch.linalg.svd(q_.T @ xin, full_matrices=False)
+    scores = xin @ vt[:pca].T
+    if len(massive):
+        scores = torch.cat([scores, x[:, massive]], dim=1)
+    return np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32)

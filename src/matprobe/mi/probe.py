@@ -184,23 +184,28 @@ class ProbeEstimator(CrossFitEstimator):
             free[i, 0, : st.k] = 1.0
             w_init[i, :, : st.k] = np.asarray(w0[i].detach().cpu().numpy(), dtype=np.float64)[cols]
         penalised = free * np.r_[np.ones(p - 1), 0.0][None, :, None]  # the intercept is not penalised
+        # the products and the softmax in float32 (half the time of float64; the loss is summed
+        # in float64): estimates moved by < 1e-4 nats on the benchmark tasks (RESULTS.md, issue 22)
+        x = x.astype(np.float32)
         xt = x.transpose(0, 2, 1)
-        onehot = np.zeros((n_s, m, k_max))
+        off = off.astype(np.float32)
+        onehot = np.zeros((n_s, m, k_max), dtype=np.float32)
         np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
         onehot *= weight[..., None]
+        w32 = weight.astype(np.float32)
         scale = 1.0 / max(n_all, 1)
 
         def loss_and_grad(theta):
             w = theta.reshape(n_s, p, k_max)
-            logits = x @ w + off
+            logits = x @ w.astype(np.float32) + off
             top = logits.max(-1, keepdims=True)
             e = np.exp(logits - top)
             z = e.sum(-1, keepdims=True)
             lse = top[..., 0] + np.log(z[..., 0])
             ce = lse - np.take_along_axis(logits, target[..., None], -1)[..., 0]
-            loss = float((ce * weight).sum()) * scale + lam * float((w * w * penalised).sum())
-            resid = e / z * weight[..., None] - onehot
-            grad = (xt @ resid) * scale + 2.0 * lam * w * penalised
+            loss = float((ce * w32).sum(dtype=np.float64)) * scale + lam * float((w * w * penalised).sum())
+            resid = e * (w32[..., None] / z) - onehot
+            grad = (xt @ resid).astype(np.float64) * scale + 2.0 * lam * w * penalised
             return loss, (grad * free).ravel()
 
         # one BLAS thread: these matrices are small, and threaded BLAS inside the pipeline's

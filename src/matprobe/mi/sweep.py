@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from matprobe.checks import check_factors, check_level
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
@@ -38,7 +39,9 @@ from matprobe.units import NATS, check_unit
 FORMATS = (".csv", ".json", ".parquet")
 COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
            "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
-           "note", "seconds", "settings"]
+           "note", "seconds", "settings", "flags"]
+# a cell whose estimation failed is written with NaN estimates and this flag, and retried on a rerun
+FAILED = "failed"
 CELL_KEY = ["store", "layer", "pool"]
 
 
@@ -222,13 +225,43 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
-                     "settings": settings.digest()})
+                     "settings": settings.digest(), "flags": ",".join(e.flags)})
     seconds = time.perf_counter() - t0
     for r in rows:
         r["seconds"] = round(seconds / len(rows), 3)
     if pointwise and pointwise_dir is not None:
         write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
     return rows
+
+
+def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds: float = 0.0) -> list[dict]:
+    """One row per term of a cell whose estimation raised: NaN estimates, flag `failed`, the
+    reason in `note`. One cell's trouble never sinks a sweep; a rerun retries these cells."""
+    from matprobe.mi.chain import term_name
+
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    rows = []
+    for target, given in term_list(list(settings.factors)):
+        rows.append({"checkpoint": cell.checkpoint, "store": cell.store, "fingerprint": "",
+                     "layer": cell.layer, "pool": cell.pool, "term": term_name(target, given),
+                     "target": target, "given": ",".join(given), "estimator": settings.estimator,
+                     "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci_level": settings.ci_level,
+                     "unit": settings.unit, "n": 0, "h_upper": np.nan, "clipped": False, "degenerate": False,
+                     "note": f"estimation failed ({type(exc).__name__}: {reason}); rerun the sweep to retry",
+                     "seconds": round(seconds, 3), "settings": settings.digest(), "flags": FAILED})
+    return rows
+
+
+def safe_estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None = None,
+                       threads: int | None = 1, registration=None) -> list[dict[str, Any]]:
+    """`estimate_cell`, with any failure turned into the cell's `failed_rows` (picklable)."""
+    t0 = time.perf_counter()
+    try:
+        return estimate_cell(cell, settings, pointwise_dir, threads, registration)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one cell's trouble never sinks a sweep (issue 22)
+        return failed_rows(cell, settings, exc, time.perf_counter() - t0)
 
 
 def pointwise_name(cell: Cell) -> str:
@@ -274,7 +307,7 @@ def read_table(path) -> pd.DataFrame:
         suffix = path.suffix.lower()
         if suffix == ".csv":
             df = pd.read_csv(path, dtype={"layer": str, "pool": str, "given": str, "note": str,
-                                          "store": str, "checkpoint": str, "settings": str},
+                                          "store": str, "checkpoint": str, "settings": str, "flags": str},
                              keep_default_na=False, na_values={"estimate": ["nan"]})
         elif suffix == ".json":
             doc = json.loads(path.read_text())
@@ -284,6 +317,10 @@ def read_table(path) -> pd.DataFrame:
     except (ValueError, KeyError, OSError) as exc:
         raise EstimationError(f"{path}: cannot read as a sweep results file ({exc}); "
                               "move it away or pass another --out") from None
+    if "flags" not in df.columns and len(df.columns):
+        df["flags"] = ""  # tables written before the flags column
+    if "flags" in df.columns:
+        df["flags"] = df["flags"].fillna("").astype(str)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise EstimationError(f"{path}: not a sweep results file (no column {missing[0]!r}); "
@@ -321,6 +358,10 @@ def _sort(df: pd.DataFrame, cells: list[Cell], factors) -> pd.DataFrame:
     return df.iloc[idx].reset_index(drop=True)
 
 
+def _failed(df: pd.DataFrame) -> pd.Series:
+    return df["flags"].astype(str).str.split(",").apply(lambda f: FAILED in f)
+
+
 def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path) -> set:
     """Cells whose every term is in the table; refuses a table made with other settings."""
     if df.empty:
@@ -330,6 +371,7 @@ def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path) -> set:
         raise EstimationError(f"{path} was written with other settings (settings {other[0]} vs {digest}: "
                               "estimator, seeds, folds, pca, seed or factors differ); pass a new --out "
                               "or --overwrite to start again")
+    df = df[~_failed(df)]  # failed cells are retried
     counts = df.groupby(CELL_KEY).size()
     return {k for k, v in counts.items() if v >= n_terms}
 
@@ -365,9 +407,10 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     unit = check_unit(unit)
     if not stores:
         raise EstimationError("no stores given; pass one or more .h5 stores")
-    factors = tuple(str(f).strip() for f in factors if str(f).strip())
-    if len(factors) == 0 or len(set(factors)) != len(factors):
-        raise EstimationError(f"--factors {','.join(factors)}: give distinct label columns, e.g. M,A,T")
+    factors = tuple(check_factors(factors))  # distinct columns (M and modality are one)
+    check_level(ci_level)
+    if pca is not None and int(pca) < 0:
+        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
     if seeds < 1 or folds < 2 or jobs < 1:
         raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
     kw = dict(estimator_kwargs or {})
@@ -389,7 +432,8 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     digest = settings.digest()
     table = read_table(target)
     finished = done_keys(table, n_terms, digest, target)
-    check_finished_cells(table, store_content_ids(c.store for c in cells), target)
+    content_ids = store_content_ids(c.store for c in cells)
+    check_finished_cells(table, content_ids, target)
     if ranks.distributed and out.exists():
         finished |= done_keys(read_table(out), n_terms, digest, out)  # merged earlier runs
     mine = ranks.split(cells) if ranks.distributed else cells
@@ -399,7 +443,12 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
 
     def add(cell, rows):
         nonlocal table
+        for r in rows:  # failed rows: the content the cell was tried on
+            r["fingerprint"] = r["fingerprint"] or content_ids.get(cell.store, "")
         new = pd.DataFrame(rows, columns=COLUMNS)
+        if not table.empty:  # a cell retried after a failure replaces its failed rows
+            same = (table["store"] == cell.store) & (table["layer"] == cell.layer) & (table["pool"] == cell.pool)
+            table = table[~same].reset_index(drop=True)
         table = new if table.empty else pd.concat([table, new], ignore_index=True)
         write_table(_sort(table, cells, factors), target)
         if on_cell is not None:
@@ -413,22 +462,32 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
         if jobs == 1 or len(todo) <= 1:
             for cell in todo:
                 bar.update(description=_describe(cell))
-                add(cell, estimate_cell(cell, settings, pw_dir))
+                add(cell, safe_estimate_cell(cell, settings, pw_dir))
                 bar.advance()
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             # spawn, not fork: torch's thread pools do not survive a fork safely
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+            from matprobe.interrupts import ignore_in_worker, stop_pool
+
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                       initializer=ignore_in_worker)
             try:
                 reg = registration(estimator)  # plug-ins registered here reach the workers
-                futures = {pool.submit(estimate_cell, cell, settings, pw_dir, 1, reg): cell for cell in todo}
+                futures = {pool.submit(safe_estimate_cell, cell, settings, pw_dir, 1, reg): cell for cell in todo}
                 for fut in as_completed(futures):
                     cell = futures[fut]
-                    add(cell, fut.result())  # a failed cell raises here; finished ones are kept
+                    try:
+                        rows = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker that died (memory): that cell only
+                        rows = failed_rows(cell, settings, exc)
+                    add(cell, rows)
                     bar.update(description=_describe(cell))
                     bar.advance()
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM: finished cells are in the table already
+                stop_pool(pool)
+                raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:

@@ -27,6 +27,7 @@ from matprobe.errors import MatprobeError
 from matprobe.io import write_text_atomic
 from matprobe.present import md_escape
 from matprobe.report import figures
+from matprobe.report.design import design_warnings, term_cells
 from matprobe.rundir import resolve_run_path
 
 
@@ -52,9 +53,17 @@ class RunData:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ReportError(f"{path}: a JSON {type(doc).__name__}, not the object matprobe writes; rerun the "
+                              "pipeline step that writes it (`matprobe run` resumes)")
+        return doc
     except FileNotFoundError:
         raise ReportError(f"{path} is missing; rerun the pipeline (`matprobe run` / `matprobe demo`)") from None
+    except json.JSONDecodeError as exc:  # truncated (a killed writer, a full disk) or hand-edited
+        raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the file "
+                          "is truncated or was edited: rerun the pipeline step that writes it "
+                          "(`matprobe run` resumes)") from None
 
 
 def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None:
@@ -105,7 +114,8 @@ def load_run(run_dir: str | Path) -> RunData:
                 term_rows.append({**base, "layer_pool": lp, "layer": layer, "pool": pool, "term": t["term"],
                                   "estimator": t["estimator"], "estimate": t["estimate"],
                                   "ci_low": t["ci_low"], "ci_high": t["ci_high"], "h_upper": t["h_upper"],
-                                  "n": t["n"], "main": mi_path == ck["main_mi"]})
+                                  "n": t["n"], "main": mi_path == ck["main_mi"],
+                                  "degenerate": bool(t.get("degenerate", False))})
         check = _read_json(resolve(ck["check"]))
         err_levels.add(check.get("level"))
         for s in check["strata"]:
@@ -147,7 +157,8 @@ def _ci(lo: float, hi: float) -> str:
 def findings(data: RunData) -> dict:
     """The numbers behind the summary's four answers (also written to findings.json)."""
     out: dict = {}
-    main = data.terms[data.terms["main"]]
+    degenerate = data.terms["degenerate"].astype(bool) if "degenerate" in data.terms else False
+    main = data.terms[data.terms["main"] & ~degenerate]  # H(Y|C) = 0: no finding (report/design.py)
     per_term = main.groupby("term").agg(estimate=("estimate", "mean"), h_upper=("h_upper", "mean"),
                                         n_ckpt=("checkpoint", "nunique")).reset_index()
     factor_terms = per_term[~per_term["term"].str.contains("label")]
@@ -495,6 +506,11 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         doc.para("Training samples per condition (equalised): "
                  + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
 
+    warnings = design_warnings(data, lambda p: resolve_run_path(run, p, data.summary))
+    if warnings:  # what the data or checkpoints cannot show (report/design.py)
+        doc.heading("Design warnings")
+        doc.bullets(warnings)
+
     main = data.terms[data.terms["main"]]
     main_lp = ", ".join(dict.fromkeys(main["layer_pool"]))
     doc.heading("MI chain")
@@ -502,8 +518,8 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     doc.figure("figures/mi_chain.png", cap)
     tbl = pd.DataFrame({
         "checkpoint": main["checkpoint"], "condition": main["condition"], "term": main["term"],
-        f"Î ({u})": main["estimate"], f"Î {mi_lvl} interval": [_ci(lo, hi) for lo, hi in
-                                                             zip(main["ci_low"], main["ci_high"])],
+        f"Î ({u})": term_cells(main), f"Î {mi_lvl} interval": ["" if d else _ci(lo, hi) for lo, hi, d in
+                                                             zip(main["ci_low"], main["ci_high"], main["degenerate"])],
         f"cap H ({u})": main["h_upper"], "n": main["n"]})
     doc.table(tbl, f"The MI chain per checkpoint at layer/pool {main_lp}, with {mi_lvl} intervals and the "
                    "entropy that caps each term.")
@@ -516,8 +532,9 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         every = data.terms.sort_values(["checkpoint", "term", "layer_pool"], kind="stable")
         doc.table(pd.DataFrame({
             "checkpoint": every["checkpoint"], "term": every["term"], "layer/pool": every["layer_pool"],
-            f"Î ({u})": every["estimate"],
-            f"Î {mi_lvl} interval": [_ci(lo, hi) for lo, hi in zip(every["ci_low"], every["ci_high"])]}),
+            f"Î ({u})": term_cells(every),
+            f"Î {mi_lvl} interval": ["" if d else _ci(lo, hi) for lo, hi, d in
+                                     zip(every["ci_low"], every["ci_high"], every["degenerate"])]}),
             f"Every chain term at every layer/pool the run measured ({mi_lvl} intervals).")
 
     doc.heading("Information vs behaviour")

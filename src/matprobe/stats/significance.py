@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from matprobe.checks import check_level, check_proportion_units, check_resamples
+from matprobe.checks import (
+    check_level,
+    check_probability,
+    check_proportion_units,
+    check_resamples,
+    percent_notes,
+)
 from matprobe.errors import StatsError
 
 UNITS = ("target", "seed", "item")
@@ -859,7 +865,7 @@ def analyze_file(results_path: str | Path, spec_path: str | Path | None = None,
                  alpha: float = 0.05, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Everything ``matprobe significance`` shows: {"results": compare_conditions(...)} and,
     with ``item_level``, {"items": item_level_analysis(...)}."""
-    check_level(alpha, "--alpha")
+    check_probability(alpha, "--alpha", error=StatsError)
     if item_level:
         check_resamples(n_resamples, "--n-boot")
     frame = read_results(results_path)
@@ -1037,13 +1043,17 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     """Paired tests between conditions. `results`: a tidy CSV path or DataFrame; `spec`: a
     spec file, a list of 'A vs B' strings / Comparisons, or None for the comparisons present
     in the data (`default_comparisons`); `unit`: target, seed, item or None (= `default_unit`)."""
+    check_level(level, "--level", StatsError)  # before any reading: --level 95 names 0.95
+    check_probability(alpha, "--alpha", error=StatsError)
+    if item_level:
+        check_resamples(n_resamples, "--n-boot")
     if isinstance(results, (str, Path)):
         source = str(results)
         frame = read_results(results)
     else:
         source = "results"
         frame = validate_results(results.copy(), source)
-    choices = []
+    choices = percent_notes(frame)  # accuracy in percent: accepted, and said (matprobe.checks)
     if spec is None:
         comparisons, how = default_comparisons(frame)
         choices.append(f"comparisons: {how}")

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from matprobe.checks import check_level
 from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
@@ -170,9 +171,8 @@ def run_check(
     if bits is not None:
         bits_per_param = bits
     bits = bits_per_param
-    delta = pac.check_delta(delta)
-    if not 0.0 < float(level) < 1.0:
-        raise BoundsError(f"level = {level} is outside (0, 1); use e.g. 0.95")
+    delta = pac.check_delta(delta, "--delta")
+    level = check_level(level, "--level", BoundsError)
     with EmbeddingStore.open(store_path) as store:
         fingerprint = store.content_id  # MI files record the content id they were computed on
         if isinstance(mi_path, dict):  # an MI results document already in memory

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import xlogy
 
+from matprobe.checks import check_fraction
 from matprobe.errors import BoundsError
 from matprobe.units import NATS, check_unit, from_nats, to_nats
 
@@ -50,12 +51,9 @@ _TYPED_TOL = 1e-3
 
 
 def check_error(eps, name: str = "error") -> float:
-    eps = float(eps)
-    if not (math.isfinite(eps) and 0.0 <= eps <= 1.0):
-        raise BoundsError(
-            f"{name} = {eps} is outside [0, 1]; give it as a fraction (0.168, not 16.8)"
-        )
-    return eps
+    # the one fraction check (matprobe.checks): 16.8 is refused naming 0.168
+    return check_fraction(eps, name, what="an error rate", low_open=False, high_open=False,
+                          example=0.168, error=BoundsError)
 
 
 def check_classes(k) -> int:

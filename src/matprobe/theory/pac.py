@@ -30,6 +30,7 @@ import numpy as np
 from scipy import optimize, stats
 from scipy.special import xlogy
 
+from matprobe.checks import check_fraction, check_probability
 from matprobe.errors import BoundsError
 
 # Grid of Catoni's C used when none is given; the union bound costs ln(len) / n.
@@ -60,12 +61,8 @@ def _bound(name: str, value: float, formula: str, delta: float, note: str = "") 
 
 
 def check_risk(r, name: str = "empirical risk") -> float:
-    r = float(r)
-    if not (math.isfinite(r) and 0.0 <= r <= 1.0):
-        raise BoundsError(
-            f"{name} = {r} is outside [0, 1]; give it as a fraction (0.168, not 16.8)"
-        )
-    return r
+    return check_fraction(r, name, what="a risk", low_open=False, high_open=False, example=0.168,
+                          error=BoundsError)
 
 
 def check_n(n, name: str = "n") -> int:
@@ -77,11 +74,8 @@ def check_n(n, name: str = "n") -> int:
     return n
 
 
-def check_delta(delta) -> float:
-    delta = float(delta)
-    if not (math.isfinite(delta) and 0.0 < delta < 1.0):
-        raise BoundsError(f"delta = {delta} is outside (0, 1); use e.g. 0.05 for 95% confidence")
-    return delta
+def check_delta(delta, name: str = "delta") -> float:
+    return check_probability(delta, name, example=0.05, error=BoundsError)
 
 
 def _check_nonneg(x, name: str) -> float:

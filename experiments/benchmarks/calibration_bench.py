@@ -1,0 +1,196 @@
+"""Calibration benchmark (issue 22): coverage of the default estimator's 95% interval per task family.
+
+Each family is a distribution over ground-truth tasks (matprobe.mi.groundtruth, exact or
+Monte-Carlo-integrated MI): every draw takes a new task structure (class means, embedding,
+noise scales: task seed = draw) and a new sample, so coverage is measured over the family,
+not over one lucky task. Per family it reports coverage k/N of the nominal interval with its
+Clopper-Pearson 95% interval, the mean signed error (nats and relative), the median |relative
+error|, and for nulls the share of intervals that exclude 0.
+
+    python experiments/benchmarks/calibration_bench.py --grid reduced   # 20 draws, n = 2k
+    python experiments/benchmarks/calibration_bench.py --grid full      # 20 draws, n in 2k/5k/20k
+    python experiments/benchmarks/calibration_bench.py --summary-only --out FILE.csv
+
+A cell covers when ci_low - 2 s.e. <= truth <= ci_high + 2 s.e. (s.e.: the truth's Monte-Carlo
+error). One-sided intervals (bound "lower": ci_high = H(Y|C)) are counted like the others, and
+their share is printed per family ("1-sided"). Rows are appended to --out as each draw finishes (one CSV line per scored term), and draws
+already in --out are skipped, so a run can be stopped and resumed. CPU seconds
+(time.process_time) are recorded per draw: the machine is shared, wall time is not a measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from matprobe.mi import chain_terms
+from matprobe.mi.groundtruth import (
+    LatentMixtureTask,
+    chain_task,
+    many_class_task,
+    massive_task,
+    mixture_task,
+    null_task,
+    student_t_task,
+)
+
+torch.set_num_threads(1)
+
+NUS = (2.5, 3.0, 5.0, 10.0)  # heavy tails at several nu, cycled over draws
+
+
+def family_task(family: str, draw: int, d_massive: int):
+    """(task, terms scored) of one draw of a family; the task seed is the draw."""
+    s = 100 + draw
+    if family == "student-t":
+        return student_t_task(4, d=32, signal_dim=8, nu=NUS[draw % len(NUS)], seed=s), ["I(Z;Y)"]
+    if family == "mixture":
+        return mixture_task(6, 2, d=64, signal_dim=8, spread=1.5, seed=s), ["I(Z;Y)"]
+    if family == "massive":
+        return massive_task(4, d=d_massive, massive=6, seed=s), ["I(Z;Y)"]
+    if family == "lowrank-aniso":  # 8-dim signal, noise s.d. log-uniform in [0.05, 1] on d = 256
+        return LatentMixtureTask(k_classes=4, d=256, signal_dim=8, separation=1.0, noise_scales="decay",
+                                 seed=s), ["I(Z;Y)"]
+    if family == "K50":
+        return many_class_task(50, d=64, seed=s), ["I(Z;Y)"]
+    if family == "saturated":  # K = 8, classes far apart: MI within a few % of H(Y) = log 8
+        return LatentMixtureTask(k_classes=8, d=32, signal_dim=8, separation=4.0, noise_scales="decay",
+                                 seed=s), ["I(Z;Y)"]
+    if family == "small":  # MI of a few hundredths of a nat
+        return LatentMixtureTask(k_classes=3, d=32, signal_dim=8, separation=0.25, noise_scales="decay",
+                                 seed=s), ["I(Z;Y)"]
+    if family == "chain-tiny":  # M, A, T with imbalanced classes: strata of a few dozen rows
+        return chain_task((2, 4, 6), d=32, signal_dim=8, separations=(1.0, 1.0, 1.0), imbalance=0.8,
+                          noise_scale=0.5, seed=s), ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
+    if family == "null":
+        return null_task(4, d=32, seed=s), ["I(Z;Y)"]
+    raise ValueError(family)
+
+
+FAMILIES = ("student-t", "mixture", "massive", "lowrank-aniso", "K50", "saturated", "small", "chain-tiny", "null")
+GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024},
+         "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096}}
+
+
+def run_draw(family, draw, n, d_massive, seeds, n_mc, level):
+    task, terms = family_task(family, draw, d_massive)
+    z, f = task.sample(n, seed=draw)
+    truth = task.truth(n_mc)
+    t0 = time.process_time()
+    res = chain_terms(z, f, order=list(task.names), seeds=seeds, folds=5, ci_level=level, direct=False,
+                      difference=False)
+    cpu = time.process_time() - t0
+    rows = []
+    for name, e in res.terms["probe"]:
+        if name not in terms:
+            continue
+        t, se = truth[name]
+        rows.append({"family": family, "draw": draw, "n": n, "d": z.shape[1], "term": name, "truth": t,
+                     "truth_se": se, "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                     "level": level, "h_upper": e.h_upper, "bound": e.bound, "flags": ",".join(e.flags),
+                     "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se),
+                     "cpu_s": round(cpu, 2)})
+    return rows
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    a = 1 - level
+    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for fam, g in df.groupby("family", sort=False):
+        k, n = int(g["covered"].sum()), len(g)
+        lo, hi = clopper_pearson(k, n)
+        nonnull = g[g["truth"] > 0]
+        rel = (nonnull["estimate"] - nonnull["truth"]) / nonnull["truth"]
+        row = {"family": fam, "cells": n, "draws": g["draw"].nunique(), "n": ",".join(map(str, sorted(g["n"].unique()))),
+               "coverage": k / n, "cp_low": lo, "cp_high": hi,
+               "mean_signed_err_nats": float((g["estimate"] - g["truth"]).mean()),
+               "mean_signed_rel_err": float(rel.mean()) if len(rel) else np.nan,
+               "median_abs_rel_err": float(rel.abs().median()) if len(rel) else np.nan,
+               "excludes_zero": float((g["ci_low"] > 0).mean()) if (g["truth"] == 0).all() else np.nan,
+               "lower_bound_share": float((g["bound"] == "lower").mean()),
+               "cpu_s_per_draw": float(g.groupby("draw")["cpu_s"].first().mean())}
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def print_summary(df):
+    s = summary(df)
+    print(f"{'family':15s} {'cells':>5s} {'n':>16s} {'coverage [CP 95%]':>24s} {'mean err':>9s} "
+          f"{'mean rel':>9s} {'med |rel|':>9s} {'excl. 0':>8s} {'1-sided':>8s} {'CPU s':>6s}")
+    for r in s.itertuples():
+        print(f"{r.family:15s} {r.cells:5d} {r.n:>16s} {r.coverage:7.0%} [{r.cp_low:5.0%}, {r.cp_high:5.0%}]     "
+              f"{r.mean_signed_err_nats:+9.4f} {r.mean_signed_rel_err:+9.1%} {r.median_abs_rel_err:9.1%} "
+              f"{r.excludes_zero:8.0%} {r.lower_bound_share:8.0%} {r.cpu_s_per_draw:6.1f}")
+    cov_ok = (s["coverage"] >= 0.90).all()
+    med_ok = (s["median_abs_rel_err"].fillna(0) <= 0.05).all()
+    null = s[s["family"] == "null"]
+    null_ok = null.empty or float(null["excludes_zero"].iloc[0]) <= 0.05
+    print(f"targets: coverage >= 90% on every family: {'met' if cov_ok else 'missed'}; "
+          f"median |rel. err| <= 5% per family: {'met' if med_ok else 'missed'}; "
+          f"null intervals excluding 0 <= 5%: {'met' if null_ok else 'missed'}")
+    return s
+
+
+def read(path) -> pd.DataFrame:
+    """The results CSV ("null" is a family name here, not a missing value)."""
+    return pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", choices=tuple(GRIDS), default="reduced")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--draws", type=int, default=None, help="draws per family (default: the grid's)")
+    ap.add_argument("--ns", default=None, help="comma list of n, cycled over draws (default: the grid's)")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--level", type=float, default=0.95)
+    ap.add_argument("--n-mc", type=int, default=200_000, help="Monte-Carlo rows for each task's truth")
+    ap.add_argument("--out", default="experiments/benchmarks/calibration_results.csv")
+    ap.add_argument("--merge", default="", help="comma list of result CSVs to merge into --out first")
+    ap.add_argument("--summary-only", action="store_true")
+    a = ap.parse_args(argv)
+    grid = dict(GRIDS[a.grid])
+    draws = a.draws or grid["draws"]
+    ns = tuple(int(x) for x in a.ns.split(",")) if a.ns else grid["ns"]
+    if a.merge:  # partial runs (e.g. one process per core) into one table
+        parts = [read(p) for p in a.merge.split(",") if os.path.exists(p)]
+        pd.concat(parts, ignore_index=True).drop_duplicates(["family", "draw", "n", "term"], keep="last") \
+            .to_csv(a.out, index=False)
+    done = read(a.out) if os.path.exists(a.out) else pd.DataFrame()
+    if not a.summary_only:
+        have = set(zip(done.get("family", []), done.get("draw", []), done.get("n", [])))
+        for fam in a.families.split(","):
+            for draw in range(draws):
+                n = ns[draw % len(ns)]
+                if (fam, draw, n) in have:
+                    continue
+                rows = run_draw(fam, draw, n, grid["d_massive"], a.seeds, a.n_mc, a.level)
+                new = pd.DataFrame(rows)
+                new.to_csv(a.out, mode="a", header=not os.path.exists(a.out), index=False)
+                for r in rows:
+                    print(f"{fam:14s} draw {draw:2d} n={n:5d} {r['term']:12s} truth {r['truth']:.4f} "
+                          f"est {r['estimate']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] "
+                          f"{'covers' if r['covered'] else 'MISS  '} {r['flags']} {r['cpu_s']:.1f} CPU-s",
+                          flush=True)
+        done = read(a.out)
+    if len(done):
+        print_summary(done[done["family"].isin(a.families.split(","))])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Manifest column names: the expected ones, common aliases, and one refusal for the rest.
+
+A manifest written by someone else names its columns its own way (`img`, `choices`,
+`Modality`, `body_part`). Names that differ from the expected one only in case or
+separators, and common aliases (`choices`, `image_path`, `body_part`, ...), are read as the
+expected column when that column is absent; any other mapping is one option
+(`--columns organ_site=anatomy`, `[data] columns` in a pipeline file). What still does
+not fit is refused once, before any record is parsed: the unknown columns, the missing
+expected ones, and the close matches between them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from matprobe.errors import DataError
+
+REQUIRED = ("id", "question", "options", "answer", "modality", "anatomy", "task")
+OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks")
+# read as the column on the left when it is absent (first present alias wins; two present: refused)
+ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("sample_id", "uid", "item_id", "record_id", "qid", "question_id"),
+    "image": ("image_path", "img", "img_path", "image_file", "image_name", "filepath", "file_path", "path",
+              "file", "images"),
+    "question": ("prompt", "query", "question_text"),
+    "options": ("choices", "option", "candidates", "answer_options", "answer_choices", "option_list"),
+    "answer": ("answer_index", "answer_idx", "correct_answer", "correct", "answer_letter", "gt_answer",
+               "ground_truth"),
+    "modality": ("imaging_modality", "mod"),
+    "anatomy": ("body_part", "bodypart", "body_region", "region", "organ", "anatomical_region"),
+    "task": ("task_type", "question_type"),
+    "label": ("class_name", "category", "diagnosis"),
+    "mask": ("mask_path", "gt_mask", "seg_mask", "segmentation"),
+    "slice": ("slice_index",),
+    "option_masks": ("candidate_masks", "mask_options"),
+}
+EXPECTED = REQUIRED + OPTIONAL
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s\-.]+", "_", str(name).strip()).casefold()
+
+
+def parse_column_map(spec: str | Mapping[str, str] | None, flag: str = "--columns") -> dict[str, str]:
+    """`img=image,body_part=anatomy` (or a mapping) -> {theirs: expected}, expected names checked."""
+    if not spec:
+        return {}
+    if isinstance(spec, Mapping):
+        pairs = [(str(k), str(v)) for k, v in spec.items()]
+    else:
+        pairs = []
+        for item in str(spec).split(","):
+            if not item.strip():
+                continue
+            if "=" not in item:
+                raise DataError(f"{flag} {spec!r}: write THEIRS=EXPECTED pairs, e.g. {flag} img=image,body_part=anatomy")
+            theirs, ours = (x.strip() for x in item.split("=", 1))
+            pairs.append((theirs, ours))
+    out: dict[str, str] = {}
+    for theirs, ours in pairs:
+        if ours not in EXPECTED:
+            close = difflib.get_close_matches(ours, EXPECTED, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DataError(f"{flag} {theirs}={ours}: {ours!r} is not a manifest column; {hint}"
+                            f"map onto one of {', '.join(EXPECTED)}")
+        if ours in out.values():
+            raise DataError(f"{flag}: two columns are mapped onto {ours!r}; map one column onto each name")
+        out[theirs] = ours
+    return out
+
+
+def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = None, source: str = "",
+                    flag: str = "--columns") -> tuple[dict[str, str], list[str], list[str]]:
+    """Decide how the file's columns are read: ({theirs: expected} renames, notes, ignored columns).
+
+    Refuses (one DataError naming every unknown column, every missing expected one and the
+    close matches) when a required column is missing or an unknown column looks like an
+    expected one that is absent (`img` with no `image` would drop every image silently).
+    """
+    present = list(dict.fromkeys(str(c) for c in columns))
+    mapping = dict(mapping or {})
+    where = f"{source}: " if source else ""
+    absent_map = [c for c in mapping if c not in present]
+    if absent_map:
+        raise DataError(f"{where}{flag} maps {absent_map[0]!r}, which is not a column of the file; its columns: "
+                        f"{', '.join(present)}")
+    renames = {theirs: ours for theirs, ours in mapping.items() if theirs != ours}
+    notes = [f"column {t!r} read as {o!r} ({flag})" for t, o in renames.items()]
+    taken = set(renames.values()) | {c for c in present if c in EXPECTED and c not in renames}
+    for theirs, ours in list(renames.items()):
+        if ours in present and ours not in renames:
+            raise DataError(f"{where}{flag} {theirs}={ours}: the file already has a column {ours!r}; map it away "
+                            "first or drop the mapping")
+    free = [c for c in present if c not in EXPECTED and c not in renames]
+    # same name up to case and separators ('Modality', 'Body-Part' is still an alias below)
+    for c in list(free):
+        n = _norm(c)
+        if n in EXPECTED and n not in taken:
+            renames[c], _ = n, taken.add(n)
+            free.remove(c)
+            notes.append(f"column {c!r} read as {n!r}")
+    for ours in EXPECTED:
+        if ours in taken:
+            continue
+        hits = [c for c in free if _norm(c) in ALIASES.get(ours, ())]
+        if len(hits) > 1:
+            raise DataError(f"{where}columns {', '.join(map(repr, hits))} could each be {ours!r}; say which with "
+                            f"{flag} {hits[0]}={ours}")
+        if hits:
+            renames[hits[0]] = ours
+            taken.add(ours)
+            free.remove(hits[0])
+            notes.append(f"column {hits[0]!r} read as {ours!r}")
+    missing = [c for c in REQUIRED if c not in taken]
+    # of the optional columns only a lost image is refused (every item would be text-only);
+    # an unknown column that resembles a missing required one is named as its close match below
+    suspects = {}
+    if "image" not in taken:
+        for c in free:
+            if difflib.get_close_matches(_norm(c), ["image"], n=1, cutoff=0.6):
+                suspects[c] = "image"
+                break
+    if missing or suspects:
+        if missing == ["options"] and "option_masks" in taken:
+            missing = []  # segmentation items may leave options out (mask A, mask B, ...)
+    if missing or suspects:
+        parts = []
+        if free:
+            parts.append(f"unknown column(s) {', '.join(free)}")
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        pairs = dict(suspects)
+        for m in missing:  # close matches for each missing name, among the unknown columns
+            if m not in pairs.values():
+                close = difflib.get_close_matches(m, [_norm(c) for c in free], n=1, cutoff=0.5)
+                if close:
+                    pairs[next(c for c in free if _norm(c) == close[0])] = m
+        hint = (f"; close matches: {', '.join(f'{t} -> {o}' for t, o in pairs.items())}; map them with "
+                f"{flag} {','.join(f'{t}={o}' for t, o in pairs.items())}") if pairs else (
+            f"; rename the columns or map them with {flag} THEIRS=EXPECTED")
+        raise DataError(f"{where}{'; '.join(parts)}. A MAT manifest has columns {', '.join(REQUIRED)} "
+                        f"(optional: {', '.join(OPTIONAL)}){hint}")
+    return renames, notes, free
+
+
+def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | None = None, source: str = "",
+                  flag: str = "--columns") -> tuple[list[dict[str, Any]], list[str]]:
+    """The records with their columns renamed to the expected names; plus notes on what was mapped."""
+    seen: dict[str, None] = {}
+    for rec in records:
+        if isinstance(rec, dict):
+            seen.update(dict.fromkeys(rec))
+    renames, notes, ignored = resolve_columns(seen, mapping, source, flag)
+    if ignored:
+        notes.append(f"column(s) not used: {', '.join(ignored)}")
+    if not renames:
+        return records, notes
+    return [{renames.get(k, k): v for k, v in rec.items()} for rec in records], notes

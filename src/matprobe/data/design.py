@@ -1,0 +1,74 @@
+"""Designs the data cannot answer: factors fixed by others, strata with one answer class.
+
+A chain term I(Z;A|M) asks how much anatomy Z carries beyond modality. When every modality
+has a single anatomy (H(A|M) = 0, computed exactly by `data.entropy`), the term is 0 whatever
+Z holds: the data cannot tell anatomy from modality, so the term is not identifiable (and a
+report must not state 0 as a finding). Likewise a (modality, anatomy, task) stratum whose items
+all share one answer has H(Y|stratum) = 0: its I(Z;Y) is 0 by construction and its accuracy
+measures how often the model says that answer. `data validate` and the report list both.
+"""
+
+from __future__ import annotations
+
+from matprobe.data.entropy import conditional_entropy, entropy, joint_codes
+from matprobe.data.model import FACTOR_SHORT, FACTORS
+
+# conditional entropies at or below this are 0 (exact plug-in values are sums of p log p)
+ZERO = 1e-12
+
+
+def _short(name: str) -> str:
+    return FACTOR_SHORT.get(name, name)
+
+
+def fixed_factor_warnings(columns: dict[str, list], order: list[str] | None = None) -> list[str]:
+    """For the chain order (default modality, anatomy, task, label when present): each factor fixed
+    by the ones before it (H(F|before) = 0 while H(F) > 0), or with a single class."""
+    order = [f for f in (order or [*FACTORS, "label"]) if f in columns]
+    out = []
+    for j, name in enumerate(order):
+        col = columns[name]
+        if entropy(col) <= ZERO:
+            label = next(iter(col), "")
+            out.append(f"{name} has one class ({label!r}): every MI term with {name} as the target is 0 by "
+                       f"construction; drop {name} from the factors or add samples of other {name} classes")
+            continue
+        given = order[:j]
+        if not given:
+            continue
+        h = conditional_entropy(col, joint_codes([columns[g] for g in given]))
+        if h <= ZERO:
+            g_short = ",".join(_short(g) for g in given)
+            out.append(f"{name} is fixed by {', '.join(given)} (H({_short(name)}|{g_short}) = 0): "
+                       f"I(Z;{_short(name)}|{g_short}) is not identifiable on this data, the design cannot "
+                       f"separate {name} from {', '.join(given)}; add samples where {name} varies within "
+                       f"each {' x '.join(given)} group")
+    return out
+
+
+def one_answer_strata(samples, limit: int = 5) -> list[str]:
+    """Strata (modality, anatomy, task) whose items all have the same answer (label)."""
+    answers: dict[tuple, dict[str, int]] = {}
+    for s in samples:
+        answers.setdefault(s.triplet, {}).setdefault(s.label, 0)
+        answers[s.triplet][s.label] += 1
+    single = [(t, next(iter(a)), sum(a.values())) for t, a in answers.items() if len(a) == 1]
+    if not single:
+        return []
+    shown = "; ".join(f"{'/'.join(t)} (all {n} items answer {lab!r})" for t, lab, n in single[:limit])
+    more = f"; and {len(single) - limit} more" if len(single) > limit else ""
+    return [f"{len(single)} of {len(answers)} strata have one answer class: {shown}{more}. There H(Y|stratum) "
+            "= 0, so I(Z;Y) is 0 by construction and accuracy only measures how often the model gives that "
+            "answer; add items with other answers to those strata"]
+
+
+def design_warnings(samples) -> list[str]:
+    """Both checks on a list of samples (a MATDataset or its .samples)."""
+    samples = list(samples)
+    if not samples:
+        return []
+    columns = {f: [getattr(s, f) for s in samples] for f in FACTORS}
+    labels = [s.label for s in samples]
+    if any(lab is not None for lab in labels):
+        columns["label"] = labels
+    return fixed_factor_warnings(columns) + one_answer_strata(samples)

@@ -1,0 +1,153 @@
+"""Everything `extract` can refuse without torch, a model or an image: checked first.
+
+Importing torch alone takes seconds on a busy machine and loading a checkpoint tens of
+seconds, so a mistake found after them costs the user that wait. Here (no torch import) come
+the options, the output (a running writer, a store made from other samples or settings, a
+folder in the way), the checkpoint folder's shape (config.json, architecture, weights files,
+an adapter's base) and the manifest (columns, options, image paths). `extract` calls this
+first; the pipeline calls `check_checkpoint` for each checkpoint it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from matprobe.errors import DataError, ExtractError, StoreError
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def check_options(*, batch_size: int, pools, dtype: str, device: str, attn: str, rendering: str,
+                  max_pixels: int | None = None, layers=None) -> list[str]:
+    """The extraction options on their own; returns the pools in order."""
+    from matprobe.extract.checkpoints import ATTN_IMPLEMENTATIONS, DTYPES
+    from matprobe.extract.prompts import check_rendering
+    from matprobe.extract.runner import parse_pools
+
+    if int(batch_size) < 1:
+        raise ExtractError(f"--batch-size {batch_size}: must be at least 1")
+    if dtype not in DTYPES:
+        raise ExtractError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if not _DEVICE.match(str(device)):
+        raise ExtractError(f"--device {device!r}: use cpu or cuda (cuda:N)")
+    if attn not in ATTN_IMPLEMENTATIONS:
+        raise ExtractError(f"--attn {attn!r}: use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if max_pixels is not None and int(max_pixels) < 28 * 28:
+        raise ExtractError(f"--max-pixels {max_pixels}: give at least 784 (one 28 x 28 patch), e.g. 1003520")
+    check_rendering(rendering)
+    if layers is not None:
+        check_layer_syntax(layers)
+    return parse_pools(pools)
+
+
+def check_layer_syntax(spec) -> None:
+    """--layers items are integers, 'final' or 'embed' (the range needs the model's depth)."""
+    items = [str(x).strip() for x in (spec.split(",") if isinstance(spec, str) else spec)]
+    items = [x for x in items if x]
+    if not items:
+        raise ExtractError("--layers is empty; give e.g. 8,16,-1")
+    for item in items:
+        if item not in ("final", "embed") and not re.fullmatch(r"-?\d+", item):
+            raise ExtractError(f"--layers: {item!r} is not a layer; use integers, 'final' or 'embed'")
+
+
+def _depth(config: dict) -> int | None:
+    """Decoder blocks from config.json (top level or text_config), when it says."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    n = text.get("num_hidden_layers") or config.get("num_hidden_layers")
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = "") -> tuple[Path, Path | None]:
+    """The checkpoint folder's shape, before any loader sees it: (base dir, adapter dir or None).
+
+    A folder without config.json, an unsupported or original-LLaVA config, no weights files,
+    an adapter without its base, and (with `layers`) a layer index past the model's depth.
+    """
+    from matprobe.extract.checkpoints import detect_architecture, resolve_adapter
+    from matprobe.extract.hooks import parse_layers
+
+    prefix = f"{where}: " if where else ""
+    try:
+        base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base)
+        detect_architecture(base_dir)
+    except ExtractError as exc:
+        raise ExtractError(f"{prefix}{exc}") from None
+    for folder, what in ((base_dir, "checkpoint"), (adapter_dir, "adapter")):
+        if folder is not None and not any(p.suffix in WEIGHT_SUFFIXES for p in Path(folder).iterdir()):
+            raise ExtractError(f"{prefix}{what} {folder}: no weights files (*.safetensors or *.bin); pass the "
+                               "folder `save_pretrained` wrote, with its weights")
+    if layers is not None:
+        try:
+            depth = _depth(json.loads((Path(base_dir) / "config.json").read_text()))
+        except (OSError, ValueError):
+            depth = None
+        if depth is not None:
+            parse_layers(layers, depth)  # an index past the last block, named with the valid range
+    return base_dir, adapter_dir
+
+
+def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, pools=None,
+                 dtype: str | None = None) -> None:
+    """The output store: no running writer; a store to resume must open and hold these samples."""
+    from matprobe.locks import holder_pid, is_locked
+
+    out = Path(out)
+    if is_locked(out):
+        pid = holder_pid(out)
+        who = f"process {pid}" if pid else "another process"
+        raise StoreError(f"{out}: in use by {who} (a running matprobe writer); wait for it to finish or "
+                         "choose another --out")
+    if out.is_dir():
+        raise StoreError(f"--out {out}: is a folder; give a file name such as {out / 'store.h5'}")
+    if overwrite or not out.exists():
+        return
+    # h5py directly, not EmbeddingStore: the store module pulls in pandas (a second at start-up);
+    # a file that does not open this way gets the store's own message below
+    import h5py
+
+    try:
+        with h5py.File(out, "r") as h5:
+            ids = [str(i) for i in h5["samples/id"].asstr()[...]]
+            prov = json.loads(h5.attrs["provenance"])
+    except (OSError, KeyError, ValueError, TypeError):
+        from matprobe.store import EmbeddingStore
+
+        try:
+            EmbeddingStore.open(out).close()
+        except StoreError as exc:
+            raise StoreError(f"{exc}; or rerun with --overwrite to start again") from None
+        return  # it opens after all: the resume itself checks it
+    if sample_ids is not None and ids != list(sample_ids):
+        raise StoreError(f"{out}: made from a different sample list than --data; use another --out, "
+                         "or --overwrite to start again")
+    changed = []
+    if pools is not None and prov.get("pools") not in (None, list(pools)):
+        changed.append(f"pools {','.join(prov['pools'])} stored, {','.join(pools)} asked")
+    if dtype is not None and prov.get("dtype") not in (None, dtype):
+        changed.append(f"dtype {prov['dtype']} stored, {dtype} asked")
+    if changed:
+        raise StoreError(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
+                         "settings, use another --out, or --overwrite to start again")
+
+
+def check_extract_inputs(config):
+    """All of `extract`'s refusals that need no model: returns (dataset, pools). No torch import."""
+    from matprobe.data import load_dataset
+
+    pools = check_options(batch_size=config.batch_size, pools=config.pools, dtype=config.dtype,
+                          device=config.device, attn=config.attn_implementation, rendering=config.rendering,
+                          max_pixels=config.max_pixels, layers=config.layers)
+    check_checkpoint(config.ckpt, config.adapter, config.base, layers=config.layers)
+    dataset = load_dataset(config.data, image_root=config.image_root, columns=getattr(config, "columns", None))
+    if len(dataset) == 0:
+        raise DataError(f"{config.data}: no samples")
+    if not config.overwrite:
+        check_output(config.out, overwrite=False, sample_ids=[s.id for s in dataset], pools=pools,
+                     dtype=config.dtype)
+    else:
+        check_output(config.out, overwrite=True)
+    return dataset, pools

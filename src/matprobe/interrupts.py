@@ -1,0 +1,93 @@
+"""Ctrl-C (SIGINT) and SIGTERM: one line saying what is kept and how to resume, outputs intact.
+
+Every long command already keeps its finished work as it goes (extract marks rows done batch
+by batch, sweep rewrites its table after each cell, run keeps each step's files, every file is
+written under a temporary name and renamed when complete), so an interrupt only has to stop
+cleanly: SIGTERM is turned into the same exception as Ctrl-C, worker processes leave the
+signal to their parent (no traceback per worker), and the CLI prints `interrupted: ...`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells report it
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where Python is when it arrives (as Ctrl-C raises KeyboardInterrupt)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+def install_handlers() -> None:
+    """SIGTERM raises `Interrupted` in the main thread, so `finally` blocks close files as for Ctrl-C."""
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+    except (ValueError, OSError):  # not the main thread (an embedding application): leave it be
+        pass
+
+
+def ignore_in_worker() -> None:
+    """Worker-process initializer: Ctrl-C reaches the whole process group; the parent handles it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_pool(pool) -> None:
+    """Stop a ProcessPoolExecutor now: queued jobs cancelled, running workers terminated (their
+    results were not going to be used; finished ones are already written)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.join(timeout=5)
+
+
+def exit_code(exc: BaseException) -> int:
+    return EXIT_CODES.get(getattr(exc, "signum", signal.SIGINT), 130)
+
+
+def rerun_line() -> str:
+    """The command as the user typed it (to resume it)."""
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return f"matprobe {args}".strip()
+
+
+def interrupt_message(command: str, kwargs: dict, exc: BaseException) -> str:
+    """One line for an interrupted `command` (the CLI function's name) with its arguments."""
+    what = "SIGTERM" if isinstance(exc, Interrupted) else "Ctrl-C"
+    again = f"`{rerun_line()}`"
+    out = kwargs.get("out")
+    if command == "extract_command":
+        kept = f"{out} keeps every finished batch (rows are marked done as they are written)"
+        how = f"rerun {again} to resume from the first unfinished row"
+    elif command == "sweep_command":
+        kept = f"{out} keeps every finished cell (the table is rewritten after each)"
+        how = f"rerun {again} to resume with the remaining cells"
+    elif command in ("run_command", "demo_command"):
+        run_dir = out
+        if run_dir is None and kwargs.get("pipeline") is not None:
+            try:
+                from matprobe.pipeline import load_pipeline
+
+                run_dir = load_pipeline(kwargs["pipeline"]).out
+            except Exception:  # the file was read once already; this is only for the message
+                run_dir = None
+        kept = (f"{run_dir or 'the run directory'} keeps every finished step (data, checkpoints, stores, "
+                "MI and check files)")
+        how = f"rerun {again} to resume: finished steps are not redone"
+    elif command == "mi_command":
+        kept = f"nothing was written ({out} is written when every term is done)" if out else "nothing was written"
+        how = f"rerun {again}"
+    else:
+        kept = "no file was left half-written (outputs are renamed into place only when complete)"
+        how = f"rerun {again}"
+    return f"interrupted ({what}): {kept}; {how}"

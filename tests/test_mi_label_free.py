@@ -1,0 +1,77 @@
+"""Issue 22: label-free preprocessing fitted once per store and shared by every term, fold and
+seed; the exact quantile map and the PCA against independent computations (scipy, numpy SVD)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import ndtri
+from scipy.stats import rankdata
+
+from matprobe.mi.base import make_plan
+from matprobe.mi.prep import label_free_features, normal_scores
+
+torch.set_num_threads(1)
+
+
+def test_normal_scores_are_mid_rank_normal_quantiles_with_ties():
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.standard_normal(301), rng.integers(-2, 3, 301), np.full(301, 4.0),
+                  -np.abs(rng.standard_normal(301)), np.sinh(rng.standard_normal(301))], 1).astype(np.float32)
+    got = normal_scores(torch.from_numpy(x)).numpy()
+    want = ndtri((rankdata(x, axis=0) - 0.5) / 301)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    assert np.all(got[:, 2] == 0.0)  # a constant column maps to the median score
+
+
+def test_label_free_features_without_pca_are_standardised_scores():
+    rng = np.random.default_rng(1)
+    z = np.exp(rng.standard_normal((400, 5))).astype(np.float32)
+    got = label_free_features(z, pca=None)
+    s = ndtri((rankdata(z, axis=0) - 0.5) / 400)
+    np.testing.assert_allclose(got, (s - s.mean(0)) / s.std(0), atol=1e-5)
+
+
+def test_label_free_pca_spans_the_top_principal_subspace_and_keeps_massive_columns():
+    rng = np.random.default_rng(2)
+    n, d = 1500, 200
+    # a clear spectral gap: 6 strong directions (s.d. 5) over unit noise, and 2 massive coordinates
+    basis = np.linalg.qr(rng.standard_normal((d, 6)))[0]
+    z = rng.standard_normal((n, 6)) * 5.0 @ basis.T + rng.standard_normal((n, d))
+    z[:, [7, 11]] = 500.0 * rng.standard_normal((n, 2))
+    z = z.astype(np.float32)
+    got = label_free_features(z, pca=6, gaussianize=False)
+    assert got.shape == (n, 8)
+    # the last two columns are the massive coordinates, standardised (largest raw s.d. first)
+    order = [7, 11] if z[:, 7].std() > z[:, 11].std() else [11, 7]
+    np.testing.assert_allclose(got[:, 6:], (z[:, order] - z[:, order].mean(0)) / z[:, order].std(0), atol=1e-4)
+    # the PCA scores span the top-6 principal subspace of the scaled input (numpy's exact SVD)
+    sd = z.std(0)
+    scale = sd / np.median(sd)
+    scale[[7, 11]] = 1.0
+    x = (z - z.mean(0)) / sd * scale
+    top = np.linalg.svd(x, full_matrices=False)[2][:6].T
+    proj = np.linalg.lstsq(got[:, :6], x @ top, rcond=None)[0]
+    resid = x @ top - got[:, :6] @ proj
+    # randomised range finder, one power iteration: within 1% of the exact subspace at this gap
+    assert np.linalg.norm(resid) / np.linalg.norm(x @ top) < 1e-2
+
+
+def test_plan_fits_preprocessing_once_and_shares_it_across_folds():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((300, 80)).astype(np.float32)
+    plan = make_plan(z, rng.integers(0, 3, 300), k=5, pca=16)
+    a, b = plan.transformed(z, 0), plan.transformed(z, 4)
+    assert a is b and a.shape == (300, 16)
+    np.testing.assert_array_equal(a, label_free_features(z, pca=16))
+    plan.per_fold, plan.features = True, {}  # the pre-issue-22 behaviour: one fit per fold
+    assert not np.array_equal(plan.transformed(z, 0), plan.transformed(z, 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_label_free_features_on_cuda_equal_cpu():
+    z = np.random.default_rng(4).standard_normal((2000, 300)).astype(np.float32)
+    a, b = label_free_features(z, pca=32, device="cpu"), label_free_features(z, pca=32, device="cuda")
+    # components are defined up to sign
+    np.testing.assert_allclose(np.abs(a), np.abs(b), atol=1e-3)

@@ -1,0 +1,576 @@
+"""Mistakes a user makes on their own study (issue 20, items 4-8), run as the user runs them
+(`python -m matprobe ...` in a subprocess): one `error:` line naming the fix, exit 2, before any
+model loads (< 2 s); misnamed columns; designs the data cannot answer; Ctrl-C and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matprobe.checks import check_factors, check_fraction, check_level
+from matprobe.data.entropy import conditional_entropy
+from matprobe.errors import BoundsError, MatprobeError, StatsError
+from matprobe.store import EmbeddingStore
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+LIMIT_S = 2.0  # item 5: the error line within 2 s of start
+IDLE_STARTUP_S = 0.5  # `matprobe --version` on an idle machine takes about 0.3-0.5 s
+
+
+def matprobe(*args, cwd=None, timeout=300):
+    """Run the CLI as a user does; returns (CompletedProcess, wall seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "matprobe", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout)
+    return proc, time.perf_counter() - t0
+
+
+def one_error(proc) -> str:
+    """Exactly one `error:` line on stderr, exit 2, no traceback; returns the line."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "matprobe bug" not in lines[0]
+    return lines[0]
+
+
+def _startup_s() -> float:
+    """Best of three `matprobe --version`: what starting the CLI alone costs on this machine now."""
+    return min(matprobe("--version")[1] for _ in range(3))
+
+
+def fast_error(*args, cwd=None) -> str:
+    """one_error, refused before anything heavy is imported and within LIMIT_S of start.
+
+    Heavy means torch, transformers, pandas, scipy: checked with -X importtime, which does not
+    depend on the machine's load. The wall time is the best of three runs; on a machine so busy
+    that starting the CLI alone takes longer than IDLE_STARTUP_S, the limit grows in proportion
+    (this suite runs on a shared 2-core machine), and the message says so.
+    """
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "matprobe", *map(str, args)],
+                          capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    heavy = sorted(imported & {"torch", "transformers", "pandas", "scipy", "sklearn", "matplotlib"})
+    assert not heavy, f"imported {heavy} before refusing"
+    times = []
+    for _ in range(3):
+        proc, seconds = matprobe(*args, cwd=cwd, timeout=120)
+        line = one_error(proc)
+        times.append(seconds)
+        if seconds < LIMIT_S:
+            return line
+    startup = _startup_s()
+    limit = LIMIT_S * max(1.0, startup / IDLE_STARTUP_S)
+    assert min(times) < limit, (f"refused after {min(times):.2f} s (limit {limit:.2f} s; `matprobe --version` "
+                                f"takes {startup:.2f} s now): {line}")
+    return line
+
+
+# ---------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    n = 160
+    m, a, t = (rng.choice(v, n) for v in (["CT", "MRI"], ["Lung", "Brain"], ["Cls", "Det"]))
+    y = rng.integers(0, 2, n)
+    z = rng.normal(size=(n, 4)).astype("float32")
+    z[:, 0] += 2.0 * (m == "CT")
+    pred = np.where(rng.random(n) < 0.8, y, 1 - y)
+    path = tmp_path_factory.mktemp("refuse") / "s.h5"
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
+                               {"modality": m, "anatomy": a, "task": t, "label": np.array(["no", "yes"])[y]},
+                               {("4", "last"): z},
+                               answers={"pred": pred, "correct": (pred == y).astype("int8"),
+                                        "probs": np.eye(2)[pred].astype("float32")}).close()
+    return path
+
+
+def _records(n: int = 24) -> list[dict]:
+    mods, anas, tasks = ["CT", "MRI", "X-ray"], ["Chest", "Brain"], ["Classification", "Orientation"]
+    return [dict(id=f"r{i:03d}", image=f"img/{i}.png", question="What is shown?",
+                 options=["Normal", "Tumor", "Cyst", "Stone"], answer=(i // 12 + i) % 4, modality=mods[i % 3],
+                 anatomy=anas[(i // 3) % 2], task=tasks[(i // 6) % 2]) for i in range(n)]
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> Path:
+    from PIL import Image
+
+    (path.parent / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(len(records)):
+        img = path.parent / "img" / f"{i}.png"
+        if not img.exists():
+            Image.fromarray(np.full((28, 28, 3), i % 255, dtype=np.uint8)).save(img)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _renamed(records, names: dict) -> list[dict]:
+    return [{names.get(k, k): v for k, v in r.items()} for r in records]
+
+
+@pytest.fixture()
+def manifest(tmp_path) -> Path:
+    return _write_jsonl(tmp_path / "data.jsonl", _records())
+
+
+@pytest.fixture()
+def fake_ckpt(tmp_path) -> Path:
+    """A checkpoint folder's shape (config.json of a 4-block llava, a weights file): enough for every
+    check made before a model loads; loading it would fail, so a test that passes the checks would
+    fail loudly instead of hiding a missed refusal."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llava", "text_config": {"num_hidden_layers": 4}}))
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+# ---------------------------------------------------------------- item 4: one validator
+@pytest.mark.parametrize("value, kind, expected", [
+    (0.95, {}, 0.95), (0.0, {"low_open": False}, 0.0), (1.0, {"high_open": False}, 1.0),
+])
+def test_check_fraction_accepts_fractions(value, kind, expected):
+    assert check_fraction(value, "--x", **kind) == expected
+
+
+@pytest.mark.parametrize("value, fix", [(95, "did you mean 0.95?"), (16.8, "did you mean 0.168?"),
+                                        (100, "did you mean 1?"), (0, "e.g. 0.95"), (1, "e.g. 0.95"),
+                                        (-0.1, "e.g. 0.95"), (float("nan"), "e.g. 0.95"), (250, "e.g. 0.95"),
+                                        ("high", "is not a number")])
+def test_check_fraction_refuses_with_the_fix(value, fix):
+    with pytest.raises(StatsError) as info:
+        check_fraction(value, "--level", error=StatsError)
+    assert fix in str(info.value) and str(info.value).startswith("--level ")
+
+
+def test_the_bounds_use_the_same_validator():
+    from matprobe.theory import fano, pac
+
+    with pytest.raises(BoundsError, match=r"error 16\.8 is outside \[0, 1\].*did you mean 0\.168\?"):
+        fano.check_error(16.8)
+    with pytest.raises(BoundsError, match=r"delta 5 is outside \(0, 1\).*did you mean 0\.05\?"):
+        pac.check_delta(5)
+    assert check_level(0.9) == 0.9
+
+
+@pytest.mark.parametrize("command", ["mi", "sweep", "compare", "relate", "check"])
+def test_level_in_percent_is_one_line_naming_the_fraction(command, store, tmp_path):
+    args = {"mi": ["--layer", "4"], "sweep": ["--out", tmp_path / "sw.csv"], "compare": ["--layer-b", "4"],
+            "relate": [], "check": ["--out", tmp_path / "check.json"]}[command]
+    line = one_error(matprobe(command, store, *args, "--level", "95")[0])
+    assert "--level 95" in line and "did you mean 0.95?" in line
+    assert not (tmp_path / "sw.csv").exists() and not (tmp_path / "check.json").exists()
+
+
+def _results_csv(path: Path, scale: float = 1.0) -> Path:
+    rows = ["condition,target,seed,metric,value"]
+    for seed in range(4):
+        rows.append(f"Related,t0,{seed},accuracy,{scale * (0.30 + 0.01 * seed):g}")
+        rows.append(f"Unrelated,t0,{seed},accuracy,{scale * (0.25 + 0.02 * seed):g}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_significance_level_and_alpha(tmp_path):
+    res = _results_csv(tmp_path / "r.csv")
+    assert "did you mean 0.95?" in one_error(matprobe("significance", res, "--level", "95")[0])
+    assert "did you mean 0.05?" in one_error(matprobe("significance", res, "--alpha", "5")[0])
+    from matprobe.stats.significance import significance
+
+    with pytest.raises(StatsError, match=r"--level 95 .*did you mean 0\.95\?"):
+        significance(res, level=95)
+
+
+def test_accuracy_in_percent_is_said(tmp_path):
+    """All-percent accuracy (the published tables' unit) is accepted and said; a mix is refused."""
+    res = _results_csv(tmp_path / "pct.csv", scale=100)  # 30, 31, ..., 25, 27, ...
+    proc, _ = matprobe("significance", res)
+    assert proc.returncode == 0, proc.stderr
+    top = max(100 * (0.30 + 0.01 * s) for s in range(4))
+    assert (f"note: metric 'accuracy' is in percent (values up to {top:g}): its differences and intervals are "
+            "in percentage points") in proc.stdout + proc.stderr
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(res.read_text().replace("Unrelated,t0,0,accuracy,25", "Unrelated,t0,0,accuracy,0.25")
+                     .replace("Unrelated,t0,1,accuracy,27", "Unrelated,t0,1,accuracy,0.27")
+                     .replace("Unrelated,t0,2,accuracy,29", "Unrelated,t0,2,accuracy,0.29")
+                     .replace("Unrelated,t0,3,accuracy,31", "Unrelated,t0,3,accuracy,0.31"))
+    line = one_error(matprobe("significance", mixed)[0])
+    assert "mixes units" in line and "divide the percent rows by 100" in line
+
+
+@pytest.mark.parametrize("factors, named", [("M,M,T", "M twice"), ("M,modality,T", "M and modality"),
+                                            ("anatomy,A", "anatomy and A")])
+def test_duplicate_factors_are_refused(factors, named, store, tmp_path):
+    line = one_error(matprobe("mi", store, "--layer", "4", "--factors", factors)[0])
+    assert named in line and "list each factor once" in line
+    line = one_error(matprobe("sweep", store, "--out", tmp_path / "sw.csv", "--factors", factors)[0])
+    assert named in line
+    assert check_factors(["M", "A", "T"]) == ["M", "A", "T"]
+    import matprobe as mp
+
+    with pytest.raises(MatprobeError, match="more than once"):
+        mp.mi(store, factors, layer="4")
+
+
+def test_negative_pca_is_refused(store):
+    assert "--pca -5" in one_error(matprobe("mi", store, "--layer", "4", "--pca", "-5")[0])
+
+
+def test_user_mistakes_are_not_called_bugs(manifest, tmp_path, store):
+    line = one_error(matprobe("data", "split", manifest, "--target", "CT,Chest,Classification",
+                              "--config", "relatd", "--out", tmp_path / "o.jsonl")[0])
+    assert "did you mean 'related'?" in line and "leave-one-out" in line
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"kind": "matprobe.run", "checkpoints": [{"name": "a", ')  # truncated
+    line = one_error(matprobe("report", run)[0])
+    assert "run.json: not valid JSON" in line and "rerun the pipeline" in line
+    (run / "run.json").write_text("[]")
+    assert "not the object matprobe writes" in one_error(matprobe("report", run)[0])
+    line = one_error(matprobe("store", "info", tmp_path)[0])  # a folder, whose HDF5 message spans lines
+    assert "is a folder, not a store" in line
+
+
+# ---------------------------------------------------------------- item 5: refuse before loading
+def test_checkpoint_without_config_is_refused_at_once(manifest, tmp_path):
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    line = fast_error("extract", "--ckpt", folder, "--data", manifest, "--out", tmp_path / "s.h5")
+    assert "no config.json" in line and "Hugging Face checkpoint folder" in line
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    line = fast_error("extract", "--ckpt", empty, "--data", manifest, "--out", tmp_path / "s.h5")
+    assert "no weights files" in line and "save_pretrained" in line
+    assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize("option, expected", [
+    (["--dtype", "fp99"], "--dtype 'fp99' is not one of fp32, bf16, fp16"),
+    (["--layers", "12"], "index 12 is out of range for a 4-block decoder; use -4..3"),
+    (["--layers", "mid"], "'mid' is not a layer"),
+    (["--pool", "avg"], "unknown pool(s) avg"),
+    (["--attn", "flash"], "--attn 'flash': use one of sdpa"),
+    (["--device", "gpu"], "--device 'gpu': use cpu or cuda"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+])
+def test_bad_options_are_refused_at_once(option, expected, manifest, fake_ckpt, tmp_path):
+    line = fast_error("extract", "--ckpt", fake_ckpt, "--data", manifest, "--out", tmp_path / "s.h5",
+                      "--layers", "-1", *option)
+    assert expected in line
+
+
+def test_locked_output_is_refused_at_once(manifest, fake_ckpt, tmp_path):
+    from matprobe.locks import writer_lock
+
+    out = tmp_path / "s.h5"
+    with writer_lock(out):  # this process is the running writer
+        line = fast_error("extract", "--ckpt", fake_ckpt, "--data", manifest, "--out", out, "--layers", "-1")
+    assert f"in use by process {os.getpid()}" in line and "choose another --out" in line
+
+
+def test_existing_store_of_other_samples_or_settings_is_refused_at_once(manifest, fake_ckpt, tmp_path):
+    out = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(out, ["x1", "x2"], {"modality": ["CT", "MRI"]},
+                               {("3", "last"): np.zeros((2, 2), np.float32)}).close()
+    line = fast_error("extract", "--ckpt", fake_ckpt, "--data", manifest, "--out", out, "--layers", "-1")
+    assert "made from a different sample list" in line and "--overwrite" in line
+    folder = tmp_path / "folder_out"
+    folder.mkdir()
+    line = fast_error("extract", "--ckpt", fake_ckpt, "--data", manifest, "--out", folder, "--layers", "-1")
+    assert "is a folder; give a file name" in line
+
+
+def test_misnamed_manifest_columns_are_refused_at_once(fake_ckpt, tmp_path):
+    bad = _write_jsonl(tmp_path / "bad.jsonl", _renamed(_records(), {"options": "opts", "anatomy": "anatomie"}))
+    line = fast_error("extract", "--ckpt", fake_ckpt, "--data", bad, "--out", tmp_path / "s.h5", "--layers", "-1")
+    assert "unknown column(s) opts, anatomie" in line and "missing options, anatomy" in line
+    assert "--columns opts=options,anatomie=anatomy" in line
+
+
+def _pipeline(path: Path, manifest: Path, ckpt: Path, level="0.95", target='["CT","Chest","Classification"]'):
+    path.write_text(f"""[run]
+out = "{path.parent / 'run'}"
+[data]
+file = "{manifest}"
+[design]
+target = {target}
+conditions = ["related"]
+[[checkpoints]]
+name = "a"
+condition = "related"
+seed = 0
+ckpt = "{ckpt}"
+[extract]
+layers = "-1"
+[mi]
+level = {level}
+""")
+    return path
+
+
+def test_run_refuses_before_training_or_loading(manifest, fake_ckpt, tmp_path):
+    no_config = tmp_path / "no_config"
+    no_config.mkdir()
+    line = fast_error("run", _pipeline(tmp_path / "a.toml", manifest, no_config))
+    assert "[[checkpoints]] 'a'" in line and "no config.json" in line
+    line = fast_error("run", _pipeline(tmp_path / "b.toml", manifest, fake_ckpt, level="95"))
+    assert "[mi] level 95" in line and "did you mean 0.95?" in line
+    line = fast_error("run", _pipeline(tmp_path / "c.toml", manifest, fake_ckpt, target='["CT","Chest","Classif"]'))
+    assert "target triplet CT,Chest,Classif has no samples" in line
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- item 6: columns
+def test_common_aliases_read_as_the_expected_columns(tmp_path):
+    from matprobe.data import load_dataset
+
+    plain = load_dataset(_write_jsonl(tmp_path / "plain.jsonl", _records()))
+    names = {"image": "img", "options": "choices", "modality": "Modality", "anatomy": "body_part",
+             "id": "sample_id", "question": "prompt"}
+    aliased = load_dataset(_write_jsonl(tmp_path / "aliased.jsonl", _renamed(_records(), names)))
+    assert aliased.samples == plain.samples
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _renamed(_records(), {"image": "image_path", "options": "choices", "task": "Task"})
+    for r in rows:
+        r["image_path"] = str(tmp_path / r["image_path"])
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "aliased.parquet")
+    from_parquet = load_dataset(tmp_path / "aliased.parquet")
+    assert [(s.id, s.options, s.task, Path(s.image).name) for s in from_parquet] == \
+        [(s.id, s.options, s.task, Path(s.image).name) for s in plain]
+
+
+def test_unknown_columns_are_listed_once_with_close_matches(tmp_path):
+    bad = _write_jsonl(tmp_path / "bad.jsonl", _renamed(_records(312), {"options": "opts", "task": "tsk"}))
+    proc, _ = matprobe("data", "validate", bad, "--no-images")
+    assert proc.returncode == 1
+    problems = [line for line in proc.stderr.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and len(proc.stdout.splitlines()) + len(proc.stderr.splitlines()) < 6, \
+        proc.stdout + proc.stderr
+    assert "unknown column(s) opts, tsk; missing options, task" in problems[0]
+    assert "A MAT manifest has columns id, question, options, answer, modality, anatomy, task" in problems[0]
+    assert "close matches: opts -> options, tsk -> task" in problems[0]
+    ok, _ = matprobe("data", "validate", bad, "--no-images", "--columns", "opts=options,tsk=task")
+    assert ok.returncode == 0 and "no problems found" in ok.stdout
+    line = one_error(matprobe("data", "split", bad, "--target", "CT,Chest,Classification",
+                              "--out", tmp_path / "o.jsonl")[0])
+    assert "--columns opts=options,tsk=task" in line
+    line = one_error(matprobe("data", "validate", bad, "--columns", "opts=option")[0])
+    assert "'option' is not a manifest column; did you mean 'options'?" in line
+
+
+def test_a_repeated_problem_is_listed_once_with_its_records(tmp_path):
+    recs = [{**r, "answer": "E"} for r in _records(30)]  # every record: an answer that is no option
+    proc, _ = matprobe("data", "validate", _write_jsonl(tmp_path / "d.jsonl", recs), "--no-images")
+    problems = [line for line in proc.stderr.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "records 1, 2, 3, 4, 5, ... (30 records)" in problems[0]
+    assert "answer 'E' is neither an option index" in problems[0]
+
+
+# ---------------------------------------------------------------- item 7: degenerate designs
+def test_validate_flags_fixed_factors_and_one_answer_strata(tmp_path):
+    recs = _records(36)
+    for r in recs:
+        r["anatomy"] = {"CT": "Chest", "MRI": "Brain", "X-ray": "Hand"}[r["modality"]]
+        if r["modality"] == "CT":
+            r["answer"] = 2  # every CT item answers Cyst
+    m = [r["modality"] for r in recs]
+    assert conditional_entropy(np.array([r["anatomy"] for r in recs]), np.array(m)) == 0.0  # the design's premise, exactly
+    proc, _ = matprobe("data", "validate", _write_jsonl(tmp_path / "d.jsonl", recs), "--no-images")
+    assert proc.returncode == 0 and "no problems found" in proc.stdout
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, proc.stderr
+    assert "anatomy is fixed by modality (H(A|M) = 0): I(Z;A|M) is not identifiable" in warnings[0]
+    assert warnings[1].count("(all 6 items answer 'Cyst')") == 2 and "2 of 6 strata have one answer class" \
+        in warnings[1]
+    control, _ = matprobe("data", "validate", _write_jsonl(tmp_path / "c.jsonl", _records(36)), "--no-images")
+    assert "warning:" not in control.stderr  # anatomy varies within modality, answers within strata
+
+
+def test_mi_shows_a_fixed_factor_term_as_not_identifiable(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 240
+    m = rng.choice(["CT", "MRI"], n)
+    a = np.where(m == "CT", "Chest", "Head")
+    t = rng.choice(["Cls", "Ori"], n)
+    z = rng.normal(size=(n, 3)).astype("float32")
+    z[:, 0] += 2.0 * (m == "CT")
+    z[:, 1] += 2.0 * (t == "Ori")  # the other terms clearly above 0
+    path = tmp_path / "fixed.h5"
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)], {"modality": m, "anatomy": a, "task": t},
+                               {("2", "last"): z}).close()
+    proc, _ = matprobe("mi", path, "--layer", "2", "--estimator", "ksg", "--folds", "3", "--pca", "0",
+                       "--format", "csv", "--out", tmp_path / "mi.json")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(__import__("io").StringIO(proc.stdout))
+    row = table[table["term"] == "I(Z;A|M)"].iloc[0]
+    assert row["estimate"] == "not identifiable: H(A|M) = 0"
+    doc = json.loads((tmp_path / "mi.json").read_text())
+    term = next(x for x in doc["terms"] if x["term"] == "I(Z;A|M)")
+    assert term["degenerate"] is True and term["h_upper"] == 0.0
+
+
+def test_report_flags_degenerate_terms_and_one_option_checkpoints(tmp_path):
+    from matprobe.report.render import write_report
+    from test_report import make_run
+
+    run = make_run(tmp_path / "run", extra_layer=False)
+    summary = json.loads((run / "run.json").read_text())
+    ck = summary["checkpoints"][0]
+    mi_path = run / ck["main_mi"]
+    doc = json.loads(mi_path.read_text())
+    term = next(x for x in doc["terms"] if x["term"].startswith("I(Z;anatomy|"))
+    term.update(estimate=0.0, ci_low=0.0, ci_high=0.0, h_upper=0.0, degenerate=True)
+    mi_path.write_text(json.dumps(doc))
+    n = 50
+    pred = np.full(n, 2)
+    pred[:3] = 0  # 47 of 50 answer C
+    (run / "stores").mkdir()
+    EmbeddingStore.from_arrays(run / ck["store"], [f"s{i}" for i in range(n)], {"modality": ["CT"] * n},
+                               {("0", "last"): np.zeros((n, 2), np.float32)},
+                               answers={"pred": pred, "correct": (pred == 2).astype("int8"),
+                                        "probs": np.eye(4)[pred].astype("float32")}).close()
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "## Design warnings" in md
+    inner = term["term"][len("I(Z;"):-1]
+    assert f"{term['term']} is not identifiable: H({inner}) = 0 in this data" in md
+    assert f"checkpoint {ck['name']} answers option C for 47 of 50 items (94%)" in md
+    escaped = term["term"].replace("|", "\\|")  # as the markdown table writes it
+    rows = [[c.strip() for c in line.split(" | ")] for line in md.splitlines()
+            if line.startswith(f"| {ck['name']} ") and escaped in line]
+    assert rows  # the MI chain table: estimate and interval cells say it, no 0.000 there
+    for cells in rows:
+        assert cells[3] == f"not identifiable: H({inner.replace('|', chr(92) + '|')}) = 0" and cells[4] == ""
+    # the findings average the term over the other checkpoints only, never counting the 0
+    others = [next(x["estimate"] for x in json.loads((run / c["main_mi"]).read_text())["terms"]
+                   if x["term"] == term["term"]) for c in summary["checkpoints"][1:]]
+    found = json.loads((run / "findings.json").read_text())
+    assert found["most_encoded"]["all_terms"][term["term"]] == pytest.approx(np.mean(others), abs=1e-12)
+
+
+# ---------------------------------------------------------------- item 8: interrupts
+def _interrupt(args, sig, ready, timeout=300):
+    """Start the CLI, wait until `ready()` is true, send `sig`; returns (returncode, stderr lines)."""
+    proc = subprocess.Popen([sys.executable, "-m", "matprobe", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    t0 = time.time()
+    while not ready(lines) and proc.poll() is None and time.time() - t0 < timeout:
+        time.sleep(0.05)
+    assert proc.poll() is None, "".join(lines)  # still running when the signal is sent
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    reader.join(10)
+    return proc.returncode, [line.rstrip("\n") for line in lines if line.strip()]
+
+
+def _done_rows(path) -> int:
+    with EmbeddingStore.open(path) as st:
+        return int(st.done.sum())
+
+
+def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_tiny_manifest, tmp_path):
+    n = 2000  # long enough (> 10 s even at 100 samples/s) for a progress line before the end
+    data = make_tiny_manifest(tmp_path / "d", n=n)
+    out = tmp_path / "s.h5"
+    args = ["extract", "--ckpt", tiny_ckpts["llava"], "--data", data, "--out", out, "--layers", "-1",
+            "--pool", "last", "--batch-size", "2"]
+    progress = re.compile(rf"extract llava: at (\d+)/{n} ")  # the periodic line, not the final "done"
+
+    def some_rows_done(lines):  # the first progress line off a terminal (after 10 s) names the rows done
+        return any(progress.search(line) for line in lines)
+
+    rc, lines = _interrupt(args, signal.SIGINT, some_rows_done)
+    assert rc == 130
+    assert lines[-1].startswith("interrupted (Ctrl-C): ") and str(out) in lines[-1]
+    assert "keeps every finished batch" in lines[-1] and "to resume" in lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    reported = max(int(m.group(1)) for line in lines if (m := progress.search(line)))
+    kept = _done_rows(out)  # the store opens: intact
+    assert reported <= kept < n
+    proc, _ = matprobe(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"({n - kept} computed, {kept} resumed)" in proc.stdout
+    assert _done_rows(out) == n
+
+
+def test_sigterm_during_mi_writes_nothing_and_says_so(store, tmp_path):
+    out = tmp_path / "mi.json"
+    rc, lines = _interrupt(["mi", store, "--layer", "4", "--out", out], signal.SIGTERM,
+                           lambda lines: any("estimates to do" in line for line in lines))
+    assert rc == 143
+    assert lines[-1] == (f"interrupted (SIGTERM): nothing was written ({out} is written when every term is "
+                         f"done); rerun `matprobe mi {store} --layer 4 --out {out}`")
+    assert not out.exists() and not list(tmp_path.glob(".mi.json*"))
+
+
+def test_sigterm_during_sweep_keeps_finished_cells(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 200
+    stores = []
+    m = rng.choice(["CT", "MRI"], n)  # one dataset, four checkpoints
+    for k in range(4):
+        path = tmp_path / f"c{k}.h5"
+        EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)], {"modality": m},
+                                   {("1", "last"): rng.normal(size=(n, 3)).astype("float32")}).close()
+        stores.append(path)
+    out = tmp_path / "sweep.csv"
+    args = ["sweep", *stores, "--out", out, "--factors", "M", "--no-pointwise"]
+    rc, lines = _interrupt(args, signal.SIGTERM, lambda lines: out.exists())
+    assert rc == 143 and lines[-1].startswith("interrupted (SIGTERM): ")
+    assert f"{out} keeps every finished cell" in lines[-1] and "to resume with the remaining cells" in lines[-1]
+    from matprobe.mi.sweep import read_table
+
+    kept = read_table(out)
+    assert 1 <= len(kept) < 4
+    proc, _ = matprobe(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"({4 - len(kept)} computed here, {len(kept)} resumed)" in proc.stdout
+
+
+def test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store(tiny_ckpts, make_tiny_manifest, tmp_path):
+    n = 2000
+    data = make_tiny_manifest(tmp_path / "d", n=n)
+    run = tmp_path / "run"
+    toml = tmp_path / "p.toml"
+    toml.write_text(f"""[run]
+out = "{run}"
+[data]
+file = "{data}"
+[design]
+target = ["CT", "Chest", "Classification"]
+conditions = ["related"]
+[[checkpoints]]
+name = "a"
+condition = "related"
+seed = 0
+ckpt = "{tiny_ckpts['llava']}"
+[extract]
+layers = "-1"
+batch_size = 2
+""")
+    rc, lines = _interrupt(["run", toml], signal.SIGINT,
+                           lambda lines: any(re.search(rf"extract llava: at \d+/{n} ", line) for line in lines))
+    assert rc == 130 and not any("Traceback" in line for line in lines)
+    assert lines[-1] == (f"interrupted (Ctrl-C): {run} keeps every finished step (data, checkpoints, stores, MI "
+                         f"and check files); rerun `matprobe run {toml}` to resume: finished steps are not redone")
+    assert 0 < _done_rows(run / "stores" / "a.h5") < n  # the store opens, with the rows done so far
