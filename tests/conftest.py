@@ -138,6 +138,9 @@ SLOW: dict[str, set[str]] = {
         "test_mi_command_bits_are_nats_over_ln2",  # 1.2 s
         "test_mi_command_writes_results_matching_python",  # 2.2 s
     },
+    "test_mi_label_free.py": {
+        "test_label_free_pca_spans_the_top_principal_subspace_and_keeps_massive_columns",  # 4.1 s
+    },
     "test_mi_quality.py": {
         "test_heavy_tails_probe_and_coverage_over_replicates",  # 3.3 s
         "test_many_classes",  # 1.1 s
@@ -161,6 +164,28 @@ SLOW: dict[str, set[str]] = {
     },
     "test_published_configs.py": {
         "test_published_store_equals_transformers_forward[gemma3]",  # 2.5 s
+    },
+    "test_refusals.py": {
+        "test_accuracy_in_percent_is_said",  # 2.6 s
+        "test_checkpoint_without_config_is_refused_at_once",  # 1.4 s
+        "test_ctrl_c_during_extract_keeps_finished_rows_and_resumes",  # 26.0 s
+        "test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store",  # 18.8 s
+        "test_duplicate_factors_are_refused[M,M,T-M twice]",  # 1.4 s
+        "test_duplicate_factors_are_refused[M,modality,T-M and modality]",  # 1.4 s
+        "test_duplicate_factors_are_refused[anatomy,A-anatomy and A]",  # 1.5 s
+        "test_existing_store_of_other_samples_or_settings_is_refused_at_once",  # 1.7 s
+        "test_level_in_percent_is_one_line_naming_the_fraction[check]",  # 1.6 s
+        "test_level_in_percent_is_one_line_naming_the_fraction[compare]",  # 2.4 s
+        "test_level_in_percent_is_one_line_naming_the_fraction[relate]",  # 3.1 s
+        "test_mi_shows_a_fixed_factor_term_as_not_identifiable",  # 3.5 s
+        "test_report_flags_degenerate_terms_and_one_option_checkpoints",  # 2.0 s
+        "test_run_refuses_before_training_or_loading",  # 2.6 s
+        "test_significance_level_and_alpha",  # 2.9 s
+        "test_sigterm_during_mi_writes_nothing_and_says_so",  # 2.7 s
+        "test_sigterm_during_sweep_keeps_finished_cells",  # 6.1 s
+        "test_unknown_columns_are_listed_once_with_close_matches",  # 2.4 s
+        "test_user_mistakes_are_not_called_bugs",  # 4.2 s
+        "test_validate_flags_fixed_factors_and_one_answer_strata",  # 1.3 s
     },
     "test_report.py": {
         "test_committed_demo_report_rebuilds_from_committed_files",  # 2.9 s
