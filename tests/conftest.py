@@ -166,6 +166,12 @@ SLOW: dict[str, set[str]] = {
         "test_published_store_equals_transformers_forward[gemma3]",  # 2.5 s
     },
     "test_refusals.py": {
+        "test_bad_options_are_refused_at_once",  # each parameter ~1.1 s wall, in a subprocess
+        "test_level_in_percent_is_one_line_naming_the_fraction",  # each parameter 1.0-3.1 s
+        "test_misnamed_manifest_columns_are_refused_at_once",  # 1.2 s wall, subprocess
+        "test_negative_pca_is_refused",  # 1.1 s wall, subprocess
+        "test_locked_output_is_refused_at_once",  # 1.0 s wall, subprocess
+        "test_a_repeated_problem_is_listed_once_with_its_records",  # 0.9 s wall, subprocess
         "test_accuracy_in_percent_is_said",  # 2.6 s
         "test_checkpoint_without_config_is_refused_at_once",  # 1.4 s
         "test_ctrl_c_during_extract_keeps_finished_rows_and_resumes",  # 26.0 s
@@ -174,9 +180,6 @@ SLOW: dict[str, set[str]] = {
         "test_duplicate_factors_are_refused[M,modality,T-M and modality]",  # 1.4 s
         "test_duplicate_factors_are_refused[anatomy,A-anatomy and A]",  # 1.5 s
         "test_existing_store_of_other_samples_or_settings_is_refused_at_once",  # 1.7 s
-        "test_level_in_percent_is_one_line_naming_the_fraction[check]",  # 1.6 s
-        "test_level_in_percent_is_one_line_naming_the_fraction[compare]",  # 2.4 s
-        "test_level_in_percent_is_one_line_naming_the_fraction[relate]",  # 3.1 s
         "test_mi_shows_a_fixed_factor_term_as_not_identifiable",  # 3.5 s
         "test_report_flags_degenerate_terms_and_one_option_checkpoints",  # 2.0 s
         "test_run_refuses_before_training_or_loading",  # 2.6 s
