@@ -1,5 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv, install CPU torch 2.13.0 when no torch is importable, then the package,
+# Entry points for a fresh machine: `make demo`, `make test` and `make test-fast`.
+# All three create .venv, install CPU torch 2.13.0 when no torch is importable, then the package,
 # every dependency pinned to the versions in constraints.txt (the versions the README's demo
 # numbers come from). `make constraints` rewrites that file from the current .venv.
 PY ?= python3
@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean constraints
+.PHONY: demo test test-fast lint install clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The tests that answer in under 90 s on two cores (the `slow` marker: tests/conftest.py);
+# `make test` (and CI) still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -40,7 +40,8 @@ from PIL import Image
 
 
 def _build(model: str, root: Path) -> Path:
-    from matprobe.extract.tiny import LLAVA_7B_SHAPE, LLAVA_MID_SHAPE, build_tiny_checkpoint
+    from matprobe.extract.tiny import build_tiny_checkpoint
+    from matprobe.extract.tiny.llava import LLAVA_7B_SHAPE, LLAVA_MID_SHAPE
 
     shape = {"tiny": None, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
     return build_tiny_checkpoint(root / model, "llava", seed=0, shape=shape)
@@ -49,7 +50,8 @@ def _build(model: str, root: Path) -> Path:
 def _in_memory(model: str, dtype: str, device: str, attn: str = "sdpa"):
     """Random-initialised model built directly on `device` in `dtype` (no 14-28 GB round trip
     through disk for the 7B shape); same classes and processor as the saved checkpoints."""
-    from matprobe.extract.arch.llava import (
+    from matprobe.extract.checkpoints import DTYPES, LoadedModel
+    from matprobe.extract.tiny.llava import (
         LLAVA_7B_SHAPE,
         LLAVA_MID_SHAPE,
         LLAVA_TINY_SHAPE,
@@ -57,7 +59,6 @@ def _in_memory(model: str, dtype: str, device: str, attn: str = "sdpa"):
         llava_processor,
         llava_tokenizer,
     )
-    from matprobe.extract.checkpoints import DTYPES, LoadedModel
 
     shape = {"tiny": LLAVA_TINY_SHAPE, "mid": LLAVA_MID_SHAPE, "7b": LLAVA_7B_SHAPE}[model]
     tokenizer = llava_tokenizer()
@@ -212,7 +213,8 @@ def bench_prompts(model_name: str, rounds: int, batch_size: int, n_batches: int)
     from matprobe.extract.checkpoints import load_model
     from matprobe.extract.hooks import LayerPooler, letter_logits
     from matprobe.extract.prompts import render_sample
-    from matprobe.extract.tiny import LLAVA_MID_SHAPE, build_tiny_checkpoint
+    from matprobe.extract.tiny import build_tiny_checkpoint
+    from matprobe.extract.tiny.llava import LLAVA_MID_SHAPE
     from matprobe.extract.tokens import (
         POOLS,
         build_batch,

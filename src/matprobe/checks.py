@@ -197,18 +197,6 @@ def percent_notes(frame, source: str = "results", percent: bool = False, error=V
             "percentage points" for metric, top in found.items()]
 
 
-# ---------------------------------------------------------------------- configuration
-
-def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
-    """Refuse an unknown key, naming the closest known one."""
-    known = list(known)
-    for key in given:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-
-
 # ---------------------------------------------------------------------- manifests
 
 def check_vocabulary_header(header: Mapping[str, Any] | None, path, factors: Iterable[str]) -> dict:

@@ -320,7 +320,7 @@ def _mi_job(args: tuple) -> str:
 
 def _up_to_date(result: str, ck: dict) -> bool:
     """An MI result can be reused only if it was computed on the store's current content."""
-    from matprobe.provenance import mi_file_matches
+    from matprobe.store_checks import mi_file_matches
 
     path = Path(result)
     return path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])

@@ -76,17 +76,6 @@ def _normalise_key(key: FeatureKey | str) -> FeatureKey:
     return (str(key[0]), str(key[1]))
 
 
-def hash_files(paths: Sequence[str | os.PathLike]) -> str:
-    """sha256 over the contents of the files that exist among `paths` (config, adapter)."""
-    digest = hashlib.sha256()
-    for p in sorted(str(p) for p in paths):
-        path = Path(p)
-        if path.is_file():
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def make_provenance(**fields: Any) -> dict[str, Any]:
     """Provenance with the defaults every store records (version, convention, time)."""
     prov = {

@@ -20,12 +20,22 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
+def parse_pools(spec) -> list[str]:
+    # here, not in runner.py: runner imports this module, so the reverse import would be a circle
+    from matprobe.extract.tokens import ALL_POOLS
+
+    items = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    bad = [p for p in items if p not in ALL_POOLS]
+    if bad or not items:
+        raise ExtractError(f"--pool: unknown pool(s) {', '.join(bad) or '(none)'}; use {', '.join(ALL_POOLS)}")
+    return list(dict.fromkeys(items))
+
+
 def check_options(*, batch_size: int, pools, dtype: str, device: str, attn: str, rendering: str,
                   max_pixels: int | None = None, layers=None) -> list[str]:
     """The extraction options on their own; returns the pools in order."""
     from matprobe.extract.checkpoints import ATTN_IMPLEMENTATIONS, DTYPES
     from matprobe.extract.prompts import check_rendering
-    from matprobe.extract.runner import parse_pools
 
     if int(batch_size) < 1:
         raise ExtractError(f"--batch-size {batch_size}: must be at least 1")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from matprobe.errors import DataError, ExtractError, StoreError
-from matprobe.extract.tokens import ALL_POOLS, PROMPT_TEMPLATE
+from matprobe.extract.tokens import PROMPT_TEMPLATE
 
 
 @dataclass
@@ -62,14 +62,6 @@ class ExtractResult:
     @property
     def samples_per_s(self) -> float:
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
-
-
-def parse_pools(spec) -> list[str]:
-    items = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
-    bad = [p for p in items if p not in ALL_POOLS]
-    if bad or not items:
-        raise ExtractError(f"--pool: unknown pool(s) {', '.join(bad) or '(none)'}; use {', '.join(ALL_POOLS)}")
-    return list(dict.fromkeys(items))
 
 
 def _check_images(samples, source: str) -> None:
@@ -217,7 +209,8 @@ def extract(
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
     from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
-    from matprobe.provenance import check_resume_inputs, weights_fingerprint
+    from matprobe.provenance import weights_fingerprint
+    from matprobe.store_checks import check_resume_inputs
 
     check_rendering(config.rendering)
     out = Path(config.out)

@@ -98,7 +98,7 @@ def mcq_message(question: str, options, preamble: str | None = None,
     item has no options. A `preamble` (segmentation renderings) goes on a line before the
     question, outside the span.
     """
-    from matprobe.extract.tokens import OPTION_LETTERS
+    from matprobe.data.model import OPTION_LETTERS  # not extract.tokens: it imports this module
 
     question = question.strip()
     if preamble:

@@ -33,7 +33,7 @@ from matprobe.mi.chain import TermSpec, estimate_terms, term_name
 from matprobe.mi.interface import LOWER
 from matprobe.mi.prep import stratified_folds
 from matprobe.mi.registry import estimator_tags, make_estimator
-from matprobe.provenance import check_same_records_paths
+from matprobe.store_checks import check_same_records_paths
 from matprobe.units import NATS, check_unit, from_nats
 
 

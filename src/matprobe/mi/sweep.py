@@ -32,7 +32,8 @@ from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
 from matprobe.parallel import init_ranks
-from matprobe.provenance import check_finished_cells, store_content_ids
+from matprobe.provenance import check_finished_cells
+from matprobe.store_checks import store_content_ids
 from matprobe.units import NATS, check_unit
 
 FORMATS = (".csv", ".json", ".parquet")

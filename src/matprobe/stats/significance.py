@@ -418,7 +418,16 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
 
 def min_exact_p(n_nonzero: int) -> float:
     """Smallest two-sided p an exact sign-flip or Wilcoxon signed-rank test can give with
-    n non-zero differences: 2 / 2^n (all signs agree)."""
+    n non-zero differences: 2 / 2^n (all signs agree).
+
+    Examples
+    --------
+    Five seeds can never reach p < 0.05 with an exact paired test:
+
+    >>> from matprobe.stats.significance import min_exact_p
+    >>> min_exact_p(5)
+    0.0625
+    """
     return min(1.0, 2.0 ** (1 - n_nonzero)) if n_nonzero > 0 else 1.0
 
 
@@ -596,7 +605,18 @@ def adjust_p(p, method: str) -> np.ndarray:
     """Holm (step-down) or Benjamini-Hochberg adjusted p-values; NaNs stay NaN.
 
     Holm 1979: p_(i) * (m - i + 1), running max. BH 1995: p_(i) * m / i, running min from
-    the top."""
+    the top.
+
+    Examples
+    --------
+    The values statsmodels' ``multipletests`` gives (methods "holm", "fdr_bh"):
+
+    >>> from matprobe.stats.significance import adjust_p
+    >>> adjust_p([0.01, 0.04, 0.03], "holm").round(6).tolist()
+    [0.03, 0.06, 0.06]
+    >>> adjust_p([0.01, 0.04, float("nan"), 0.03], "bh").round(6).tolist()
+    [0.03, 0.04, nan, 0.04]
+    """
     p = np.asarray(p, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)

@@ -31,7 +31,16 @@ def _check(sd_a: float, sd_b: float, n: int, what: str = "summary") -> None:
 
 
 def sd_of_difference(sd_a: float, sd_b: float, r: float) -> float:
-    """sd of a - b when corr(a, b) = r."""
+    """sd of a - b when corr(a, b) = r: sqrt(sd_a² + sd_b² - 2 r sd_a sd_b).
+
+    Examples
+    --------
+    >>> from matprobe.stats.summary import sd_of_difference
+    >>> sd_of_difference(3.0, 4.0, 0.0)
+    5.0
+    >>> sd_of_difference(2.0, 2.0, 1.0)
+    0.0
+    """
     return math.sqrt(max(0.0, sd_a**2 + sd_b**2 - 2 * r * sd_a * sd_b))
 
 
@@ -39,7 +48,19 @@ def paired_t_from_summary(mean_a: float, sd_a: float, mean_b: float, sd_b: float
                           r: float, df: float | None = None) -> dict:
     """Paired t and two-sided p for ``a - b`` from summary statistics at correlation ``r``.
 
-    ``df`` defaults to n - 1 (paired); pass 2n - 2 to get the independent-samples p."""
+    ``df`` defaults to n - 1 (paired); pass 2n - 2 to get the independent-samples p.
+
+    Examples
+    --------
+    Means 1 and 0, both sds 1, r = 0.5 (so the differences have sd 1), 10 pairs:
+    t = 1 / (1 / sqrt 10) on 9 df, as `scipy.stats.ttest_1samp` gives for any 10 differences
+    with mean 1 and sd 1.
+
+    >>> from matprobe.stats.summary import paired_t_from_summary
+    >>> res = paired_t_from_summary(1.0, 1.0, 0.0, 1.0, n=10, r=0.5)
+    >>> round(res["t"], 6), res["df"], round(res["p"], 6)
+    (3.162278, 9, 0.011508)
+    """
     _check(sd_a, sd_b, n)
     if not -1.0 <= r <= 1.0:
         raise StatsError(f"correlation r={r} is outside [-1, 1]")

@@ -111,6 +111,14 @@ def hoeffding_gap(n: int, ln_h: float, delta: float, two_sided: bool = True) -> 
     """Uniform deviation |R - R̂| (two-sided) or R - R̂ (one-sided) over a finite class.
 
     Hoeffding + union bound: sqrt((ln|H| + ln(2/δ)) / (2n)); one-sided uses ln(1/δ).
+
+    Examples
+    --------
+    One hypothesis (ln|H| = 0), n = 1000, δ = 0.05: sqrt(ln 40 / 2000).
+
+    >>> from matprobe.theory.pac import hoeffding_gap
+    >>> round(hoeffding_gap(1000, 0.0, 0.05), 6)
+    0.042947
     """
     n, delta = check_n(n), check_delta(delta)
     ln_h = _check_nonneg(ln_h, "ln|H|")
@@ -126,7 +134,17 @@ def hoeffding_bound(
 
 
 def realizable_bound(n: int, ln_h: float, delta: float) -> float:
-    """Consistent learner (R̂ = 0) in a finite class: R <= (ln|H| + ln(1/δ)) / n."""
+    """Consistent learner (R̂ = 0) in a finite class: R <= (ln|H| + ln(1/δ)) / n.
+
+    Examples
+    --------
+    2^20 hypotheses, n = 1000, δ = 0.05: (20 ln 2 + ln 20) / 1000.
+
+    >>> import math
+    >>> from matprobe.theory.pac import realizable_bound
+    >>> round(realizable_bound(1000, 20 * math.log(2), 0.05), 6)
+    0.016859
+    """
     n, delta = check_n(n), check_delta(delta)
     ln_h = _check_nonneg(ln_h, "ln|H|")
     return (ln_h + math.log(1.0 / delta)) / n
@@ -140,6 +158,14 @@ def test_set_bound(errors: int, m: int, delta: float) -> float:
 
     Solved by root finding on the binomial cdf (decreasing in p); equals the one-sided
     Clopper-Pearson upper limit beta.ppf(1 - δ, errors + 1, m - errors).
+
+    Examples
+    --------
+    No errors on m = 100 test items: the largest p with (1 - p)^100 >= 0.05, 1 - 0.05^(1/100).
+
+    >>> from matprobe.theory.pac import test_set_bound
+    >>> round(test_set_bound(0, 100, 0.05), 6)
+    0.029513
     """
     m, delta = check_n(m, "test n"), check_delta(delta)
     k = int(errors)
@@ -157,7 +183,17 @@ test_set_bound.__test__ = False  # not a pytest test despite the name
 
 
 def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided exact (Clopper-Pearson) interval for a binomial proportion."""
+    """Two-sided exact (Clopper-Pearson) interval for a binomial proportion.
+
+    Examples
+    --------
+    0 of 10 at 95 %: the upper limit solves (1 - p)^10 = 0.025, so p = 1 - 0.025^(1/10).
+
+    >>> from matprobe.theory.pac import clopper_pearson
+    >>> lo, hi = clopper_pearson(0, 10)
+    >>> lo, round(hi, 6)
+    (0.0, 0.308497)
+    """
     n = check_n(n)
     k = int(errors)
     if not 0 <= k <= n:

@@ -117,8 +117,8 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
            min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
     from matprobe.checks import check_level, check_resamples
-    from matprobe.provenance import check_same_records_paths
     from matprobe.store import EmbeddingStore
+    from matprobe.store_checks import check_same_records_paths
 
     unit = check_unit(unit)
     check_level(level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)

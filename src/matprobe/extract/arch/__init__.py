@@ -2,7 +2,8 @@
 
 Each module in this package describes one Hugging Face `model_type` (config.json) as an
 `Architecture` subclass and exposes it as `ARCH`; the registry discovers the modules, so
-adding an architecture is one new file here plus its tests (docs/architectures.md).
+adding an architecture is one new file here plus its tiny builder in
+`matprobe.extract.tiny` and its tests (docs/architectures.md).
 The rest of `matprobe.extract` asks the registry (`get_architecture(name)`) and never
 branches on names.
 """
@@ -85,11 +86,6 @@ class Architecture:
 
     def image_token_id(self, model) -> int:
         return int(model.config.image_token_id)
-
-    # ---- tests / demo ----------------------------------------------------------
-    def build_tiny(self, out: Path, seed: int, shape: dict | None = None) -> None:
-        """Write a tiny random checkpoint (config, safetensors, processor files) into `out`."""
-        raise ExtractError(f"no tiny builder for architecture {self.name!r}")
 
     # ---- adapters --------------------------------------------------------------
     def rename_legacy_key(self, key: str) -> str:

@@ -4,8 +4,10 @@ Each builder writes a directory laid out like a real Hugging Face checkpoint (co
 safetensors weights, tokenizer files, preprocessor_config.json, chat template) so it is
 loaded through the same `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained`
 path as a 7B model. Weights are random (seeded); a checkpoint is about 1 MB. The
-architecture-specific part (config, processor files) lives in `matprobe.extract.arch.<name>`;
-this module holds the shared tokenizer builder and the entry points.
+architecture-specific part (config, processor files) is `build(out, seed, shape)` in
+`matprobe.extract.tiny.<model_type>`, one module per architecture; this package holds the shared
+tokenizer builder and the entry points. The builders import the architectures, never the reverse:
+production code in `matprobe.extract.arch` holds no test fixtures (tests/test_import_cycles.py).
 
 Sizes follow docs/design.md §2: byte-level BPE (~400 tokens) trained with `tokenizers`;
 CLIP 2 layers at 56 px / patch 14 + Llama 4 layers x 64 for LLaVA; Qwen vision towers of
@@ -74,17 +76,13 @@ def build_tokenizer(specials, extra: dict, named: dict, bos: str | None = None, 
 
 
 def tiny_architectures() -> tuple[str, ...]:
-    """Registered architectures that have a tiny builder."""
-    from matprobe.extract.arch import architectures, get_architecture
+    """Registered architectures that have a tiny builder (a module of this package named after them)."""
+    import pkgutil
 
-    return tuple(a for a in architectures() if type(get_architecture(a)).build_tiny
-                 is not _base_build_tiny())
+    from matprobe.extract.arch import architectures
 
-
-def _base_build_tiny():
-    from matprobe.extract.arch import Architecture
-
-    return Architecture.build_tiny
+    builders = {m.name for m in pkgutil.iter_modules(__path__)}
+    return tuple(a for a in architectures() if a in builders)
 
 
 def build_tiny_checkpoint(
@@ -92,21 +90,21 @@ def build_tiny_checkpoint(
 ) -> Path:
     """Write a random-initialised tiny `arch` checkpoint to `out_dir` and return its path.
 
-    `shape` (LLaVA only) overrides entries of `LLAVA_TINY_SHAPE`, e.g. for the mid-size
+    `shape` (LLaVA only) overrides entries of `tiny.llava.LLAVA_TINY_SHAPE`, e.g. for the mid-size
     benchmark model (8 layers x 512) or one shaped like llava-1.5-7b (`LLAVA_7B_SHAPE`).
     The directory is built under a temporary name and renamed into place, so an
     interrupted build leaves nothing behind.
     """
-    from matprobe.extract.arch import get_architecture
+    import importlib
 
     if arch not in tiny_architectures():
         raise ExtractError(
             f"unknown tiny architecture {arch!r}; use one of {', '.join(tiny_architectures())}"
         )
-    spec = get_architecture(arch)
+    builder = importlib.import_module(f"{__name__}.{arch}")
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        spec.build_tiny(Path(tmp), seed, shape)
+        builder.build(Path(tmp), seed, shape)
     return out
 
 
@@ -148,14 +146,3 @@ def build_tiny_adapter(
         cfg_path.write_text(json.dumps(cfg, indent=2))
     return out
 
-
-def __getattr__(name):
-    # Names the benchmarks import from here; they live with the LLaVA architecture now.
-    if name in ("LLAVA_TINY_SHAPE", "LLAVA_MID_SHAPE", "LLAVA_7B_SHAPE", "LLAVA_CHAT_TEMPLATE",
-                "llava_model", "llava_processor", "llava_tokenizer"):
-        from matprobe.extract.arch import llava
-
-        return getattr(llava, name)
-    if name == "TINY_ARCHS":
-        return tiny_architectures()
-    raise AttributeError(name)
