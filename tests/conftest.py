@@ -172,7 +172,7 @@ SLOW: dict[str, set[str]] = {
         "test_negative_pca_is_refused",  # 1.1 s wall, subprocess
         "test_locked_output_is_refused_at_once",  # 1.0 s wall, subprocess
         "test_a_repeated_problem_is_listed_once_with_its_records",  # 0.9 s wall, subprocess
-        "test_accuracy_in_percent_is_said",  # 2.6 s
+        "test_accuracy_in_percent_is_refused_unless_said",  # 2.6 s
         "test_checkpoint_without_config_is_refused_at_once",  # 1.4 s
         "test_ctrl_c_during_extract_keeps_finished_rows_and_resumes",  # 26.0 s
         "test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store",  # 18.8 s

@@ -115,7 +115,8 @@ def load_run(run_dir: str | Path) -> RunData:
                                   "estimator": t["estimator"], "estimate": t["estimate"],
                                   "ci_low": t["ci_low"], "ci_high": t["ci_high"], "h_upper": t["h_upper"],
                                   "n": t["n"], "main": mi_path == ck["main_mi"],
-                                  "degenerate": bool(t.get("degenerate", False))})
+                                  "degenerate": bool(t.get("degenerate", False)),
+                                  "bound": t.get("bound") or "two-sided"})
         check = _read_json(resolve(ck["check"]))
         err_levels.add(check.get("level"))
         for s in check["strata"]:
@@ -152,6 +153,14 @@ def load_run(run_dir: str | Path) -> RunData:
 # ------------------------------------------------------------------------------ findings
 def _ci(lo: float, hi: float) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _mi_intervals(terms: pd.DataFrame) -> list[str]:
+    """A term's interval cell: two-sided [lo, hi]; one-sided "≥ lo" where the estimator only
+    claims its lower end (bound "lower": its upper end is the entropy cap, shown beside it);
+    empty for a term the design cannot identify."""
+    return ["" if d else (f"≥ {lo:.3f} (one-sided)" if b == "lower" else _ci(lo, hi))
+            for lo, hi, d, b in zip(terms["ci_low"], terms["ci_high"], terms["degenerate"], terms["bound"])]
 
 
 def findings(data: RunData) -> dict:
@@ -277,7 +286,9 @@ def glossary(data: RunData) -> dict[str, str]:
         "term": "the mutual-information chain term: I(Z;X|C) is the information the embedding Z holds about "
                 "factor X beyond the conditioning factors C",
         f"Î ({u})": "the estimated information (cross-fitted probe bound on held-out folds)",
-        f"Î {mi_lvl} interval": f"{mi_lvl} interval of Î, over folds and seeds",
+        f"Î {mi_lvl} interval": f"{mi_lvl} interval of Î, over folds and seeds; \"≥ x (one-sided)\": the MI is at "
+                                "least x, where the estimator's shortfall cannot be bounded (flags small-cells, "
+                                "near-saturated; README, docs/estimators.md)",
         f"cap H ({u})": "plug-in conditional entropy H(X|C) of the sample: no estimate may exceed it",
         "n": "number of samples (for the MI table: rows of the store; for the Fano table: samples in the stratum)",
         "stratum": "Modality / Anatomy / Task of the samples in this row",
@@ -518,8 +529,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     doc.figure("figures/mi_chain.png", cap)
     tbl = pd.DataFrame({
         "checkpoint": main["checkpoint"], "condition": main["condition"], "term": main["term"],
-        f"Î ({u})": term_cells(main), f"Î {mi_lvl} interval": ["" if d else _ci(lo, hi) for lo, hi, d in
-                                                             zip(main["ci_low"], main["ci_high"], main["degenerate"])],
+        f"Î ({u})": term_cells(main), f"Î {mi_lvl} interval": _mi_intervals(main),
         f"cap H ({u})": main["h_upper"], "n": main["n"]})
     doc.table(tbl, f"The MI chain per checkpoint at layer/pool {main_lp}, with {mi_lvl} intervals and the "
                    "entropy that caps each term.")
@@ -533,8 +543,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         doc.table(pd.DataFrame({
             "checkpoint": every["checkpoint"], "term": every["term"], "layer/pool": every["layer_pool"],
             f"Î ({u})": term_cells(every),
-            f"Î {mi_lvl} interval": ["" if d else _ci(lo, hi) for lo, hi, d in
-                                     zip(every["ci_low"], every["ci_high"], every["degenerate"])]}),
+            f"Î {mi_lvl} interval": _mi_intervals(every)}),
             f"Every chain term at every layer/pool the run measured ({mi_lvl} intervals).")
 
     doc.heading("Information vs behaviour")
