@@ -241,3 +241,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+
+
+def readme_commands(heading: str, first_block_only: bool = False) -> list[str]:
+    """The shell commands of the plain fenced blocks under README.md's `## heading` (comment and
+    blank lines dropped, backslash continuations joined), as a user would type them."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    commands = []
+    for block in blocks[:1] if first_block_only else blocks:
+        current = ""
+        for line in block.splitlines():
+            if line.lstrip().startswith("#") or not line.strip():
+                continue
+            current += line.rstrip().rstrip("\\") + " "
+            if not line.rstrip().endswith("\\"):
+                commands.append(current.strip())
+                current = ""
+    return commands

@@ -14,7 +14,6 @@ extraction, and stores extracted step by step) giving the same held-out accuracy
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import readme_commands
 from matprobe.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,19 +31,7 @@ TARGET = ("MRI", "Head", "Orientation")
 
 
 def own_study_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Your own study", 1)[1].split("\n## ", 1)[0]
-    commands = []
-    for block in re.findall(r"```\n(.*?)```", section, re.S):
-        current = ""
-        for line in block.splitlines():
-            if line.lstrip().startswith("#") or not line.strip():
-                continue
-            current += line.rstrip().rstrip("\\") + " "
-            if not line.rstrip().endswith("\\"):
-                commands.append(current.strip())
-                current = ""
-    return commands
+    return readme_commands("Your own study")
 
 
 def build_own_study(root: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
+from conftest import readme_commands
 from matprobe.cli import app
 from matprobe.data import load_dataset
 from matprobe.store import EmbeddingStore
@@ -27,23 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 
-def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## The study step by step", 1)[1]
-    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
-    commands, current = [], ""
-    for line in block.splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        current += line.rstrip().rstrip("\\") + " "
-        if not line.rstrip().endswith("\\"):
-            commands.append(current.strip())
-            current = ""
-    return commands
+def study_commands() -> list[str]:
+    return readme_commands("The study step by step", first_block_only=True)
 
 
 def test_readme_block_is_parsed():
-    cmds = readme_commands()
+    cmds = study_commands()
     assert cmds[0].startswith("matprobe data validate") and cmds[-1] == "matprobe report moved-demo"
     assert sum(c.startswith("matprobe ") for c in cmds) == len(cmds) - 1  # and one cp
 
@@ -56,7 +46,7 @@ def test_readme_study_runs_as_printed(quick_demo, monkeypatch):
     monkeypatch.chdir(root)
     runner = CliRunner()
     outputs, failed = {}, []
-    for cmd in readme_commands():
+    for cmd in study_commands():
         argv = shlex.split(cmd)
         if argv[:2] == ["matprobe", "run"]:
             continue  # the pipeline the quick_demo fixture ran
