@@ -190,7 +190,12 @@ SLOW: dict[str, set[str]] = {
         "test_user_mistakes_are_not_called_bugs",  # 4.2 s
         "test_validate_flags_fixed_factors_and_one_answer_strata",  # 1.3 s
     },
+    "test_defaults_on_outputs.py": {
+        "test_significance_without_options_on_the_demo_results",  # 1.2 s
+    },
     "test_report.py": {
+        "test_html_report_in_a_browser",  # 5.7 s with chromium installed (CI installs it)
+        "test_browser_layout_check_can_fail",  # 0.9 s with chromium
         "test_committed_demo_report_rebuilds_from_committed_files",  # 2.9 s
         "test_format1_run_with_working_directory_paths_after_a_move",  # 3.0 s
         "test_legends_do_not_cover_data",  # 1.7 s
@@ -210,6 +215,7 @@ SLOW: dict[str, set[str]] = {
         "test_resume_after_an_unreadable_image_and_under_a_file_size_limit",  # 5.7 s
     },
     "test_study_grid.py": {
+        "test_run_and_report_on_any_study[both-t1-s1-split-label]",  # 1.2 s
         "test_run_and_report_on_any_study[both-t2-s2-nosplit-nolabel]",  # 2.1 s
         "test_run_and_report_on_any_study[cls-t2-s2-split-label]",  # 1.7 s
         "test_run_and_report_on_any_study[seg-t1-s2-split-nolabel]",  # 1.4 s
