@@ -268,3 +268,28 @@ def readme_commands(heading: str, first_block_only: bool = False) -> list[str]:
                 commands.append(current.strip())
                 current = ""
     return commands
+
+
+def synthetic_mat_store(path, *, seed: int, n: int, d: int, signal, accuracy: float, provenance=None):
+    """A store of n rows over 2 modalities x 2 anatomies x 2 tasks and a binary label, Z ~ N(0, I_d)
+    with coordinate j shifted by w where column c equals v, for each (c, v, w) of `signal`, and
+    answers right with probability `accuracy`; layer "4", pool "last". Returns the path."""
+    import numpy as np
+
+    from matprobe.store import EmbeddingStore
+
+    rng = np.random.default_rng(seed)
+    m, a, t = (rng.choice(v, n) for v in (["CT", "MRI"], ["Lung", "Brain"], ["Cls", "Det"]))
+    y = rng.integers(0, 2, n)
+    z = rng.normal(size=(n, d)).astype("float32")
+    columns = {"modality": m, "anatomy": a, "task": t, "label": y}
+    for j, (column, value, weight) in enumerate(signal):
+        z[:, j] += weight * (columns[column] == value)
+    pred = np.where(rng.random(n) < accuracy, y, 1 - y)
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
+                               {"modality": m, "anatomy": a, "task": t, "label": np.array(["no", "yes"])[y]},
+                               {("4", "last"): z},
+                               answers={"pred": pred, "correct": (pred == y).astype("int8"),
+                                        "probs": np.eye(2)[pred].astype("float32")},
+                               provenance=provenance).close()
+    return path

@@ -16,8 +16,8 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from conftest import synthetic_mat_store
 from matprobe.cli import app
-from matprobe.store import EmbeddingStore
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = "a_rather_long_folder_name_so_the_table_exceeds_eighty_columns"
@@ -26,23 +26,9 @@ LONG = "a_rather_long_folder_name_so_the_table_exceeds_eighty_columns"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Two modalities x two anatomies x two tasks, a label that Z carries, the model's answers."""
-    rng = np.random.default_rng(3)
-    n = 320
-    m, a, t = (rng.choice(v, n) for v in (["CT", "MRI"], ["Lung", "Brain"], ["Cls", "Det"]))
-    y = rng.integers(0, 2, n)
-    z = rng.normal(size=(n, 6)).astype("float32")
-    z[:, 0] += 2.0 * (m == "CT")
-    z[:, 1] += 1.5 * (a == "Lung")
-    z[:, 2] += 1.0 * (t == "Det")
-    z[:, 3] += 2.0 * y
-    pred = np.where(rng.random(n) < 0.85, y, 1 - y)
-    path = tmp_path_factory.mktemp(LONG) / "store.h5"
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
-                               {"modality": m, "anatomy": a, "task": t, "label": np.array(["no", "yes"])[y]},
-                               {("4", "last"): z},
-                               answers={"pred": pred, "correct": (pred == y).astype("int8"),
-                                        "probs": np.eye(2)[pred].astype("float32")}).close()
-    return path
+    return synthetic_mat_store(tmp_path_factory.mktemp(LONG) / "store.h5", seed=3, n=320, d=6, accuracy=0.85,
+                               signal=[("modality", "CT", 2.0), ("anatomy", "Lung", 1.5), ("task", "Det", 1.0),
+                                       ("label", 1, 2.0)])
 
 
 # the CLI plumbing is under test here, not the estimator: KSG is ~15x cheaper than the probe

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import synthetic_mat_store
 from matprobe.checks import check_factors, check_fraction, check_level
 from matprobe.data.entropy import conditional_entropy
 from matprobe.errors import BoundsError, MatprobeError, StatsError
@@ -82,20 +83,8 @@ def fast_error(*args, cwd=None) -> str:
 # ---------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    n = 160
-    m, a, t = (rng.choice(v, n) for v in (["CT", "MRI"], ["Lung", "Brain"], ["Cls", "Det"]))
-    y = rng.integers(0, 2, n)
-    z = rng.normal(size=(n, 4)).astype("float32")
-    z[:, 0] += 2.0 * (m == "CT")
-    pred = np.where(rng.random(n) < 0.8, y, 1 - y)
-    path = tmp_path_factory.mktemp("refuse") / "s.h5"
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
-                               {"modality": m, "anatomy": a, "task": t, "label": np.array(["no", "yes"])[y]},
-                               {("4", "last"): z},
-                               answers={"pred": pred, "correct": (pred == y).astype("int8"),
-                                        "probs": np.eye(2)[pred].astype("float32")}).close()
-    return path
+    return synthetic_mat_store(tmp_path_factory.mktemp("refuse") / "s.h5", seed=0, n=160, d=4, accuracy=0.8,
+                               signal=[("modality", "CT", 2.0)])
 
 
 def _records(n: int = 24) -> list[dict]:

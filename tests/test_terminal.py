@@ -23,8 +23,8 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
+from conftest import synthetic_mat_store
 from matprobe.present import Column, Table, show
-from matprobe.store import EmbeddingStore
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 100
@@ -158,25 +158,11 @@ def test_every_delta_is_the_printed_difference_or_says_what_it_is():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    n = 240
-    m, a, t = (rng.choice(v, n) for v in (["CT", "MRI"], ["Lung", "Brain"], ["Cls", "Det"]))
-    y = rng.integers(0, 2, n)
-    z = rng.normal(size=(n, 4)).astype("float32")
-    z[:, 0] += 2.0 * (m == "CT")
-    z[:, 1] += 1.5 * (a == "Lung")
-    pred = np.where(rng.random(n) < 0.8, y, 1 - y)
     # a provenance as long as an extraction's: 35 fields, some of them long
     prov = {f"field_{i:02d}": ("value " * (i % 7 + 1) + "/a/long/path/to/some/checkpoint/folder" * (i % 3))
             for i in range(32)}
-    path = tmp_path_factory.mktemp("term") / "store.h5"
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
-                               {"modality": m, "anatomy": a, "task": t, "label": np.array(["no", "yes"])[y]},
-                               {("4", "last"): z},
-                               answers={"pred": pred, "correct": (pred == y).astype("int8"),
-                                        "probs": np.eye(2)[pred].astype("float32")},
-                               provenance=prov).close()
-    return path
+    return synthetic_mat_store(tmp_path_factory.mktemp("term") / "store.h5", seed=5, n=240, d=4, accuracy=0.8,
+                               signal=[("modality", "CT", 2.0), ("anatomy", "Lung", 1.5)], provenance=prov)
 
 
 def test_store_info_fits_and_keeps_provenance_behind_verbose(store):
