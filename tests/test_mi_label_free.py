@@ -75,3 +75,18 @@ def test_label_free_features_on_cuda_equal_cpu():
     a, b = label_free_features(z, pca=32, device="cpu"), label_free_features(z, pca=32, device="cuda")
     # components are defined up to sign
     np.testing.assert_allclose(np.abs(a), np.abs(b), atol=1e-3)
+
+
+def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
+    # the CPU ranks columns with numpy's argsort, other devices with torch.sort (issue 22 speed):
+    # ties are ordered differently by the two sorts, the mid-rank scores must not be
+    from matprobe.mi.prep import _normal_scores_numpy, _normal_scores_torch
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal((700, 150)), rng.integers(-3, 4, (700, 140)),
+                        np.full((700, 3), 2.5), np.round(rng.standard_normal((700, 7)), 1)], 1).astype(np.float32)
+    x = x[:, rng.permutation(x.shape[1])]  # tied and untied columns in every block of columns
+    a = torch.from_numpy(_normal_scores_numpy(x)).T
+    b = _normal_scores_torch(torch.from_numpy(x))
+    assert torch.equal(a, b)
+    np.testing.assert_allclose(a.numpy(), ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)  # float32 ndtri

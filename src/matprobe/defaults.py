@@ -21,7 +21,9 @@ class Defaults:
     unit: str = "nats"      # information unit shown (computation is always in nats)
     delta: float = 0.05     # failure probability of PAC / finite-sample bounds
     pool: str = "last"
-    n_boot: int = 2000      # bootstrap resamples
+    n_boot: int = 2000      # bootstrap resamples (differences, correlations, test statistics)
+    mi_n_boot: int = 300    # row-bootstrap resamples of an MI interval (per stratum; widened by the seed spread)
+    min_stratum: int = 30   # MI strata with fewer rows are reported as sparse
     factors: tuple[str, ...] = ("M", "A", "T")
 
     def to_dict(self) -> dict:

@@ -11,6 +11,7 @@ against its own marginal p(y|c). Strata with H(Y|C=c) = 0 contribute exactly 0.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to
 
 from matprobe.checks import check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, TermNames
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_features, stratified_folds
@@ -206,6 +208,19 @@ def pointwise_terms(kind: str, per_seed: list[dict[str, np.ndarray]], c: np.ndar
     return out
 
 
+def init_parameter_names(cls) -> list[str]:
+    """The keyword parameters of `cls.__init__` and of its bases' (most derived first)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names:
+                names.append(p.name)
+    return names
+
+
 class CrossFitEstimator:
     """Base: k-fold cross-fitting over several seeds with bootstrap intervals.
 
@@ -218,9 +233,10 @@ class CrossFitEstimator:
     kind = MEAN
     tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True)  # tags.bound: "two-sided" when the interval includes the bias, else "lower"
 
-    def __init__(self, folds: int = 5, seeds: int = 3, pca: int | None = 64, gaussianize: bool = True,
-                 ci_level: float = 0.9, n_boot: int = 300, unit: str = NATS, min_stratum: int = 30,
-                 device: str = "cpu", seed: int = 0):
+    def __init__(self, folds: int = DEFAULTS.folds, seeds: int = DEFAULTS.seeds, pca: int | None = DEFAULTS.pca,
+                 gaussianize: bool = True, ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.mi_n_boot,
+                 unit: str = NATS, min_stratum: int = DEFAULTS.min_stratum, device: str = "cpu",
+                 seed: int = DEFAULTS.seed):
         if folds < 2:
             raise EstimationError(f"folds must be >= 2 for held-out evaluation, got {folds}")
         if seeds < 1:
@@ -230,9 +246,26 @@ class CrossFitEstimator:
         self.min_stratum, self.device, self.seed = min_stratum, device, seed
 
     # ------------------------------------------------------------------ to override
+    def get_params(self) -> dict:
+        """Every `__init__` parameter of this class and its bases with its value, read off the
+        signatures as scikit-learn's `get_params` does (so the record cannot drift from the code).
+
+        >>> from matprobe.mi import make_estimator
+        >>> p = make_estimator("probe", seeds=2, penalties=(1e-3,)).get_params()
+        >>> p["seeds"], p["penalties"], p["folds"] == DEFAULTS.folds
+        (2, (0.001,), True)
+        """
+        return {name: getattr(self, name) for name in init_parameter_names(type(self))}
+
+    def scheme(self) -> dict:
+        """Fixed parts of the fitting scheme that are not parameters but change the numbers
+        (an optimiser, a tolerance); recorded beside the parameters. Override to add entries."""
+        return {}
+
     def params(self) -> dict:
-        return {"folds": self.folds, "seeds": self.seeds, "pca": self.pca,
-                "gaussianize": self.gaussianize, "ci_level": self.ci_level, "n_boot": self.n_boot}
+        """`get_params` in JSON form (tuples as lists) plus `scheme`: what a result records."""
+        own = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
+        return {**own, **self.scheme()}
 
     def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
         raise NotImplementedError

@@ -34,9 +34,6 @@ class KSGEstimator(CrossFitEstimator):
         super().__init__(*args, **kwargs)
         self.k = k
 
-    def params(self) -> dict:
-        return {**super().params(), "k": self.k}
-
     def estimate(self, z, y, c=None, *, sub=None, plan=None, names=None, pointwise=False):
         # no training: one "fold" whose training and held-out rows are all rows
         return super().estimate(z, y, c, sub=sub, plan=None, names=names, pointwise=pointwise)

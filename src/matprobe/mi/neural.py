@@ -53,9 +53,8 @@ class CriticEstimator(CrossFitEstimator):
         self.hidden, self.epochs, self.batch, self.lr = hidden, epochs, batch, lr
         self.patience, self.ema, self.tau, self.weight_decay = patience, ema, tau, weight_decay
 
-    def params(self) -> dict:
-        return {**super().params(), "hidden": self.hidden, "epochs": self.epochs, "batch": self.batch,
-                "lr": self.lr, "patience": self.patience, "ema": self.ema, "tau": self.tau}
+    def scheme(self) -> dict:
+        return {"objective": self.bound}
 
     # per-row terms of the bound for rows (a = g_y, lb = log sum_y p(y|c) e^{g_y})
     def _terms(self, g, y, logp, clip=False):
@@ -238,11 +237,8 @@ class WarmCriticEstimator(ProbeEstimator):
         self.critic_epochs, self.critic_patience, self.critic_lr = critic_epochs, critic_patience, critic_lr
         self.critic_batch, self.ema, self.tau = critic_batch, ema, tau
 
-    def params(self) -> dict:
-        return {**super().params(), "objective": self.objective, "critic_epochs": self.critic_epochs,
-                "critic_patience": self.critic_patience, "critic_lr": self.critic_lr,
-                "critic_batch": self.critic_batch, "ema": self.ema, "tau": self.tau,
-                "warm_start": "probe ladder critic"}
+    def scheme(self) -> dict:
+        return {**super().scheme(), "objective": self.objective, "warm_start": "probe ladder critic"}
 
     def _finish_fold(self, outs, head, x_ev, y_ev, c_ev):
         from matprobe.mi.probe import NEG, _design

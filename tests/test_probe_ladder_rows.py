@@ -1,0 +1,52 @@
+"""Issue 22 (speed): the ladder's non-linearity check fits on at most `ladder_rows` training rows;
+a level it chooses is refitted on every fitting row; below the cap nothing changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from matprobe.mi import make_estimator, probe
+from matprobe.mi.groundtruth import mixture_task
+
+torch.set_num_threads(1)
+
+
+def _sample():
+    task = mixture_task(k_classes=4, components=2, d=16, signal_dim=6, spread=1.6, seed=1)
+    return task.sample(3000, seed=1)
+
+
+def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatch):
+    z, f = _sample()
+    fits = []
+    original = probe._MLPLadder._fit
+
+    def recording(self, params, rows, val_rows, seed):
+        fits.append((len(rows), int((~self.val).sum()), set(rows.tolist()) <= set(np.flatnonzero(~self.val).tolist())))
+        return original(self, params, rows, val_rows, seed)
+
+    monkeypatch.setattr(probe._MLPLadder, "_fit", recording)
+    res = make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500).estimate(z, f["Y"])
+    levels = [d["level"] for d in res.diagnostics["folds"]]
+    assert levels.count("nonlinear") >= 3  # the mixture needs the level (issue 12)
+    i = 0
+    for level in levels:
+        n_rows, n_fit, inside = fits[i]
+        assert (n_rows, inside) == (500, True) and n_fit > 500  # the check: a subset of the fitting rows
+        i += 1
+        if level == "nonlinear":
+            assert fits[i][0] == fits[i][1]  # the chosen level: refitted on every fitting row
+            assert fits[i + 1][0] < fits[i][0]  # then the seed's half fit (learning curve)
+            i += 2
+    assert i == len(fits)
+
+
+def test_below_the_cap_the_estimate_is_unchanged_bit_for_bit():
+    # the calibration benchmark's n = 2k and 5k draws have fewer fitting rows than the default
+    # cap (4,096): the cap must not touch them
+    z, f = _sample()
+    a = make_estimator("probe", folds=5, seeds=2, pca=None).estimate(z, f["Y"])
+    b = make_estimator("probe", folds=5, seeds=2, pca=None, ladder_rows=10**9).estimate(z, f["Y"])
+    assert (a.value, a.ci_low, a.ci_high) == (b.value, b.ci_low, b.ci_high)
+    assert a.params["ladder_rows"] == 4096
