@@ -165,14 +165,47 @@ def run_check(
     `mi --factors M,A,T`), I(Z;Y|M,A,T) per stratum is estimated here on the MI results'
     layer and pool with their settings (`estimate_missing=False` skips it and says how to
     get it). `bits` is the old name of `bits_per_param`.
-    """
-    from matprobe.store import EmbeddingStore
 
+    Stages: read the store and MI results (`_read_inputs`), pick Y (`_choose_target`), find or
+    estimate its MI (`_target_mi`), then per stratum Fano against the error (`_stratum_rows`),
+    the aggregate (`_aggregate`), and PAC against the held-out error (`_heldout_pac`).
+    """
     if bits is not None:
         bits_per_param = bits
-    bits = bits_per_param
     delta = pac.check_delta(delta, "--delta")
     level = check_level(level, "--level", BoundsError)
+    fingerprint, mi, mi_path, frame = _read_inputs(store_path, mi_path)
+    mi_unit = (mi or {}).get("unit", "nats")
+    strata_mi, terms = _mi_entries(mi)
+    target, target_source, frame, y = _choose_target(target, strata_mi, terms, frame, store_path)
+    stratum_mi, estimated, mi_unit = _target_mi(store_path, mi, target, strata_mi.get(target, {}), terms,
+                                                mi_unit, estimate_missing, progress)
+    rows, per_stratum = _stratum_rows(frame, y, stratum_mi, bool(terms), mi, mi_unit, delta, level)
+    aggregate = _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level)
+    doc = {
+        "kind": "matprobe.check",
+        "format_version": 1,
+        "store": str(store_path),
+        "store_fingerprint": fingerprint,
+        "mi": None if mi_path is None else str(mi_path),
+        "unit": "nats",
+        "target": target,
+        "target_source": target_source,
+        "delta": delta,
+        "level": level,
+        "strata": rows,
+        "aggregate": aggregate,
+        "pac": _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param),
+    }
+    if estimated is not None:
+        doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
+    return CheckResult.from_dict(doc)
+
+
+def _read_inputs(store_path, mi_path):
+    """(store content id, MI results or None, their path or label, answered rows of the store)."""
+    from matprobe.store import EmbeddingStore
+
     with EmbeddingStore.open(store_path) as store:
         fingerprint = store.content_id  # MI files record the content id they were computed on
         if isinstance(mi_path, dict):  # an MI results document already in memory
@@ -184,26 +217,30 @@ def run_check(
         else:
             mi = load_mi_results(mi_path, fingerprint) if mi_path is not None else None
         frame, _ = _answered(store)
+    return fingerprint, mi, mi_path, frame
 
-    mi_unit = (mi or {}).get("unit", "nats")
-    strata_mi: dict[tuple, dict] = {}
+
+def _mi_entries(mi):
+    """({target: {given key: per-stratum entry given M, A, T}}, terms whose target is Y)."""
+    strata_mi: dict[str, dict] = {}
     terms: list[dict] = []
-    if mi is not None:
-        for e in mi.get("strata", []) or []:
-            given = e.get("given")
-            if (
-                _norm_target(e.get("target", "")) in ("answer", "label")
-                and isinstance(given, dict)
-                and {resolve_factor(k) for k in given} == set(MAT)
-            ):
-                strata_mi.setdefault(_norm_target(e["target"]), {})[_given_key(given)] = e
-        terms = [
-            t
-            for t in mi.get("terms", []) or []
-            if _norm_target(t.get("target", "")) in ("answer", "label")
-        ]
+    if mi is None:
+        return strata_mi, terms
+    for e in mi.get("strata", []) or []:
+        given = e.get("given")
+        if (
+            _norm_target(e.get("target", "")) in ("answer", "label")
+            and isinstance(given, dict)
+            and {resolve_factor(k) for k in given} == set(MAT)
+        ):
+            strata_mi.setdefault(_norm_target(e["target"]), {})[_given_key(given)] = e
+    terms = [t for t in mi.get("terms", []) or [] if _norm_target(t.get("target", "")) in ("answer", "label")]
+    return strata_mi, terms
 
-    # which Y: explicit, else the target the MI results carry, else the answer index
+
+def _choose_target(target, strata_mi, terms, frame, store_path):
+    """Which Y: explicit, else the target the MI results carry, else the answer index.
+    Returns (target, where it came from, the rows that have it, Y)."""
     found = set(strata_mi) | {_norm_target(t["target"]) for t in terms}
     if target is not None:
         target_source = "from --target"
@@ -218,41 +255,46 @@ def run_check(
     target = _norm_target(target)
     if target == "answer":
         if "answer_index" not in frame or (frame["answer_index"] < 0).all():
-            raise StoreError(
-                f"{store_path}: no answer_index stored; use --target label or store answers"
-            )
+            raise StoreError(f"{store_path}: no answer_index stored; use --target label or store answers")
         frame = frame[frame["answer_index"] >= 0].reset_index(drop=True)
-        y = frame["answer_index"].to_numpy()
-    elif target == "label":
+        return target, target_source, frame, frame["answer_index"].to_numpy()
+    if target == "label":
         if "label" not in frame:
             raise StoreError(f"{store_path}: no label column for --target label")
         frame = frame[frame["label"].notna()].reset_index(drop=True)
-        y = frame["label"].to_numpy()
-    else:
-        raise BoundsError(f"target {target!r} is unknown; use 'answer' or 'label'")
-    stratum_mi = strata_mi.get(target, {})
-    estimated = None
-    if mi is not None and not stratum_mi and not [t for t in terms if _norm_target(t["target"]) == target]:
-        if estimate_missing:
-            estimated = estimate_target_term(store_path, mi, target, progress=progress)
-            stratum_mi = {_given_key(e["given"]): e for e in estimated["strata"]}
-            terms.append({"term": estimated["term"], "target": target, "given": list(MAT),
-                          "estimator": estimated["settings"]["estimator"], "estimate": estimated["estimate"],
-                          "ci_low": estimated["ci_low"], "ci_high": estimated["ci_high"],
-                          "ci_level": estimated["settings"]["level"]})
-            mi_unit = "nats"  # estimated here in nats (the file holds no term for Y to mix with)
-        else:
-            estimated = {"command": target_term_command(store_path, mi, target), "strata": []}
+        return target, target_source, frame, frame["label"].to_numpy()
+    raise BoundsError(f"target {target!r} is unknown; use 'answer' or 'label'")
 
+
+def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_missing, progress):
+    """The per-stratum MI of Y: from the file, else estimated here (or the command that would).
+    Returns (per-stratum entries, what was estimated here or None, the unit of the entries);
+    appends an estimated term to `terms`."""
+    if mi is None or stratum_mi or [t for t in terms if _norm_target(t["target"]) == target]:
+        return stratum_mi, None, mi_unit
+    if not estimate_missing:
+        return stratum_mi, {"command": target_term_command(store_path, mi, target), "strata": []}, mi_unit
+    estimated = estimate_target_term(store_path, mi, target, progress=progress)
+    terms.append({"term": estimated["term"], "target": target, "given": list(MAT),
+                  "estimator": estimated["settings"]["estimator"], "estimate": estimated["estimate"],
+                  "ci_low": estimated["ci_low"], "ci_high": estimated["ci_high"],
+                  "ci_level": estimated["settings"]["level"]})
+    # estimated here in nats (the file holds no term for Y to mix with)
+    return {_given_key(e["given"]): e for e in estimated["strata"]}, estimated, "nats"
+
+
+def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level):
+    """One row per (M, A, T) stratum: error with its interval, Fano's MI lower bound, and the
+    stratum's MI against it. Returns (rows, [(weight, H(Y|stratum), error, classes)])."""
     n_total = len(frame)
     is_segmentation = (frame["option_masks"].notna().to_numpy() if "option_masks" in frame
                        else np.zeros(n_total, dtype=bool))
-    rows = []
-    weights, h_s, eps_s, k_s = [], [], [], []
+    correct = frame["_correct"].to_numpy()
+    rows, per_stratum = [], []
     for key, idx in frame.groupby(list(MAT), sort=True).indices.items():
         ys = y[idx]
         n = len(idx)
-        errors = int(n - frame["_correct"].to_numpy()[idx].sum())
+        errors = int(n - correct[idx].sum())
         eps = errors / n
         lo, hi = pac.clopper_pearson(errors, n, level)
         eps_up = pac.test_set_bound(errors, n, delta)
@@ -265,23 +307,11 @@ def run_check(
         bound_finite = h - _fano_phi(eps_up, k)
         given = dict(zip(MAT, map(str, key)))
         row: dict[str, Any] = {
-            "given": given,
-            "n": n,
-            "errors": errors,
-            "error": eps,
-            "error_ci": [lo, hi],
-            "error_upper": eps_up,
-            "classes": k,
-            "item_kind": "segmentation" if segmentation else "choice",
-            "h_y": h,
-            "fano_mi_lower": bound_point,
-            "fano_mi_lower_finite": bound_finite,
-            "mi": None,
-            "mi_source": None,
-            "error_floor": None,
-            "error_floor_lenient": None,
-            "error_respects_floor": None,
-            "mi_meets_bound": None,
+            "given": given, "n": n, "errors": errors, "error": eps, "error_ci": [lo, hi],
+            "error_upper": eps_up, "classes": k, "item_kind": "segmentation" if segmentation else "choice",
+            "h_y": h, "fano_mi_lower": bound_point, "fano_mi_lower_finite": bound_finite,
+            "mi": None, "mi_source": None, "error_floor": None, "error_floor_lenient": None,
+            "error_respects_floor": None, "mi_meets_bound": None,
         }
         entry = stratum_mi.get(_given_key(given))
         if entry is not None and entry.get("estimate") is not None:
@@ -296,15 +326,17 @@ def run_check(
             row["error_floor"], row["error_floor_lenient"] = floor, floor_len
             row["error_respects_floor"] = _status(eps >= floor, hi >= floor_len)
             row["mi_meets_bound"] = _status(est >= bound_point, ci_hi >= bound_finite)
-        elif terms:
+        elif have_terms:
             row["mi_source"] = "term only (average over strata; compared in aggregate)"
         rows.append(row)
-        weights.append(n / n_total)
-        h_s.append(h)
-        eps_s.append(eps)
-        k_s.append(k)
+        per_stratum.append((n / n_total, h, eps, k))
+    return rows, per_stratum
 
-    # aggregate, CrossMed eq. 8 with the correct conditioning
+
+def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level):
+    """All strata together, CrossMed eq. 8 with the correct conditioning, and each term for Y
+    against the Fano bound of its conditioning set."""
+    n_total = len(frame)
     errors_all = int(n_total - frame["_correct"].sum())
     eps_all = errors_all / n_total
     k_all = max(2, len(np.unique(y)))
@@ -312,10 +344,7 @@ def run_check(
     h_y = entropy(y)
     h_y_ma = conditional_entropy(y, [cols["modality"], cols["anatomy"]])
     h_y_mat = conditional_entropy(y, [cols[f] for f in MAT])
-    w = np.asarray(weights)
-    stratified = float(
-        np.sum(w * np.maximum(np.asarray(h_s) - [_fano_phi(e, k) for e, k in zip(eps_s, k_s)], 0.0))
-    )
+    stratified = float(sum(w * max(h - _fano_phi(e, k), 0.0) for w, h, e, k in per_stratum))
     audit = fano.audit_paper_fano(h_y, h_y_ma, eps_all, k_all)
     phi_up = _fano_phi(pac.test_set_bound(errors_all, n_total, delta), k_all)
     aggregate: dict[str, Any] = {
@@ -350,18 +379,16 @@ def run_check(
             continue
         v = _mi_value(t, mi_unit)
         ci_hi = v["ci_high"] if v["ci_high"] is not None else v["estimate"]
-        aggregate["terms"].append(
-            {
-                "term": t.get("term"),
-                "mi": v,
-                "fano_mi_lower": ref,
-                "fano_mi_lower_finite": ref_finite,
-                "compared_with": name,
-                "mi_meets_bound": _status(v["estimate"] >= ref, ci_hi >= ref_finite),
-            }
-        )
+        aggregate["terms"].append({"term": t.get("term"), "mi": v, "fano_mi_lower": ref,
+                                   "fano_mi_lower_finite": ref_finite, "compared_with": name,
+                                   "mi_meets_bound": _status(v["estimate"] >= ref, ci_hi >= ref_finite)})
+    return aggregate
 
-    # PAC against the observed held-out error
+
+def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param):
+    """The held-out error (split = test, else all answered rows) with its test-set bound, and
+    training-set PAC bounds held against it when their inputs are given."""
+    n_total = len(frame)
     if "split" in frame and frame["split"].isin(_HELDOUT_SPLITS).any():
         held = frame["split"].isin(_HELDOUT_SPLITS).to_numpy()
         held_note = "rows with split = test"
@@ -382,32 +409,12 @@ def run_check(
     }
     if emp_risk is not None or n_train is not None or params is not None:
         if emp_risk is None or n_train is None or params is None:
-            raise BoundsError(
-                "training-set PAC bounds need --emp-risk, --n-train and --params together"
-            )
-        for b in pac.pac_bounds(emp_risk, n_train, delta, params=params, bits=bits):
+            raise BoundsError("training-set PAC bounds need --emp-risk, --n-train and --params together")
+        for b in pac.pac_bounds(emp_risk, n_train, delta, params=params, bits=bits_per_param):
             d = b.to_dict()
             d["contradicted"] = bool(b.value < held_lo)
             pac_out["bounds"].append(d)
-
-    doc = {
-        "kind": "matprobe.check",
-        "format_version": 1,
-        "store": str(store_path),
-        "store_fingerprint": fingerprint,
-        "mi": None if mi_path is None else str(mi_path),
-        "unit": "nats",
-        "target": target,
-        "target_source": target_source,
-        "delta": delta,
-        "level": level,
-        "strata": rows,
-        "aggregate": aggregate,
-        "pac": pac_out,
-    }
-    if estimated is not None:
-        doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
-    return CheckResult.from_dict(doc)
+    return pac_out
 
 
 def write_check(result: "CheckResult | dict", out: str | Path) -> Path:
