@@ -137,3 +137,16 @@ def test_relate_cli_prints_and_writes(checkpoints, tmp_path):
     assert f"rho(MI, accuracy) = {doc['spearman']:.3f}" in res.output
     res = CliRunner().invoke(app, ["relate", str(paths[0]), "--target", "nope"])
     assert res.exit_code == 2 and "no label column 'nope'" in res.output
+
+
+@pytest.mark.parametrize("bad", ["-1", "2.5"])
+def test_relate_refuses_a_negative_or_fractional_min_stratum(checkpoints, bad):
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    paths, _ = checkpoints
+    res = CliRunner().invoke(app, ["relate", str(paths[0]), "--min-stratum", bad])
+    assert res.exit_code == 2
+    if bad == "-1":  # typer reads the int; matprobe refuses it in one line naming the flag and the fix
+        assert "--min-stratum -1: give a number of rows >= 0" in res.output and "Traceback" not in res.output

@@ -427,84 +427,35 @@ def fano_table(
     """
     check_unit(unit)
     eps, k = check_error(error), check_classes(classes)
+
+    def row(quantity, value, note, row_unit=unit):
+        return {"quantity": quantity, "value": value, "unit": row_unit, "note": note}
+
     rows = [
-        {
-            "quantity": "h(ε)",
-            "value": binary_entropy(eps, unit),
-            "unit": unit,
-            "note": "binary entropy",
-        },
-        {
-            "quantity": "H(Y|X) <= h(ε) + ε ln(K-1)",
-            "value": fano_entropy_upper(eps, k, "K-1", unit),
-            "unit": unit,
-            "note": "Fano, sharp (Cover & Thomas 2.10.1)",
-        },
-        {
-            "quantity": "H(Y|X) <= h(ε) + ε ln K",
-            "value": fano_entropy_upper(eps, k, "K", unit),
-            "unit": unit,
-            "note": "paper eq. 7 (valid, looser)",
-        },
-        {
-            "quantity": "ln K",
-            "value": from_nats(math.log(k), unit),
-            "unit": unit,
-            "note": "largest possible H(Y|X)",
-        },
+        row("h(ε)", binary_entropy(eps, unit), "binary entropy"),
+        row("H(Y|X) <= h(ε) + ε ln(K-1)", fano_entropy_upper(eps, k, "K-1", unit), "Fano, sharp (Cover & Thomas 2.10.1)"),
+        row("H(Y|X) <= h(ε) + ε ln K", fano_entropy_upper(eps, k, "K", unit), "paper eq. 7 (valid, looser)"),
+        row("ln K", from_nats(math.log(k), unit), "largest possible H(Y|X)"),
     ]
-    if entropy is not None:
-        h = _typed_entropy(entropy, k, unit, "--entropy")
-        rows.append(
-            {
-                "quantity": "I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln(K-1)",
-                "value": fano_mi_lower(h, eps, k, "K-1", unit),
-                "unit": unit,
-                "note": "correct conditional bound (negative: only I >= 0)",
-            }
-        )
-        rows.append(
-            {
-                "quantity": "I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln K",
-                "value": fano_mi_lower(h, eps, k, "K", unit),
-                "unit": unit,
-                "note": "valid, looser",
-            }
-        )
-        hm = (
-            h
-            if marginal_entropy is None
-            else _typed_entropy(marginal_entropy, k, unit, "--marginal-entropy")
-        )
-        audit = audit_paper_fano(hm, h, eps, k, unit)
-        rows.append(
-            {
-                "quantity": "paper eq. 8: H(T) - h(ε) - ε ln K",
-                "value": audit.paper,
-                "unit": unit,
-                "note": f"{audit.verdict}: {audit.reason}"
-                + ("" if marginal_entropy is not None else " (H(T) taken = --entropy)"),
-            }
-        )
-        rows.append(
-            {
-                "quantity": "smallest ε given I = 0",
-                "value": fano_min_error(h, k, "K-1", unit),
-                "unit": "probability",
-                "note": "φ⁻¹(H(Y|C)): error with a useless Z",
-            }
-        )
+    if entropy is None:
         if mi is not None:
-            rows.append(
-                {
-                    "quantity": f"smallest ε given I = {float(mi):.4g}",
-                    "value": fano_min_error_given_mi(mi, h, k, "K-1", unit),
-                    "unit": "probability",
-                    "note": "φ⁻¹(H(Y|C) - I)",
-                }
-            )
-    elif mi is not None:
-        raise BoundsError("--mi needs --entropy (H(Y|C)) to give the smallest error it allows")
+            raise BoundsError("--mi needs --entropy (H(Y|C)) to give the smallest error it allows")
+        return rows
+    h = _typed_entropy(entropy, k, unit, "--entropy")
+    hm = h if marginal_entropy is None else _typed_entropy(marginal_entropy, k, unit, "--marginal-entropy")
+    audit = audit_paper_fano(hm, h, eps, k, unit)
+    rows += [
+        row("I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln(K-1)", fano_mi_lower(h, eps, k, "K-1", unit),
+            "correct conditional bound (negative: only I >= 0)"),
+        row("I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln K", fano_mi_lower(h, eps, k, "K", unit), "valid, looser"),
+        row("paper eq. 8: H(T) - h(ε) - ε ln K", audit.paper, f"{audit.verdict}: {audit.reason}"
+            + ("" if marginal_entropy is not None else " (H(T) taken = --entropy)")),
+        row("smallest ε given I = 0", fano_min_error(h, k, "K-1", unit), "φ⁻¹(H(Y|C)): error with a useless Z",
+            "probability"),
+    ]
+    if mi is not None:
+        rows.append(row(f"smallest ε given I = {float(mi):.4g}", fano_min_error_given_mi(mi, h, k, "K-1", unit),
+                        "φ⁻¹(H(Y|C) - I)", "probability"))
     return rows
 
 

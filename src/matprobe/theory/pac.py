@@ -313,105 +313,52 @@ def pac_bounds(
         ln_h = log_hypothesis_count(params, bits)
     out: list[Bound] = []
     if ln_h is not None:
-        ln_h = _check_nonneg(ln_h, "ln|H|")
-        c = f"ln|H| = {ln_h:.4g} nats, n = {n}"
-        out.append(
-            _bound(
-                "paper eq. 3 (CrossMed Thm 1)",
-                paper_bound(emp_risk, n, ln_h, delta),
-                "R̂ + sqrt(2(ln|H| + ln 2/δ)/n)",
-                delta,
-                c + "; 2x the two-sided gap",
-            )
-        )
-        out.append(
-            _bound(
-                "Hoeffding, two-sided",
-                hoeffding_bound(emp_risk, n, ln_h, delta, True),
-                "R̂ + sqrt((ln|H| + ln 2/δ)/(2n))",
-                delta,
-                c,
-            )
-        )
-        out.append(
-            _bound(
-                "Hoeffding, one-sided",
-                hoeffding_bound(emp_risk, n, ln_h, delta, False),
-                "R̂ + sqrt((ln|H| + ln 1/δ)/(2n))",
-                delta,
-                c,
-            )
-        )
-        if emp_risk == 0.0:
-            out.append(
-                _bound(
-                    "realizable (R̂ = 0)",
-                    realizable_bound(n, ln_h, delta),
-                    "(ln|H| + ln 1/δ)/n",
-                    delta,
-                    c,
-                )
-            )
-        out.append(
-            _bound(
-                "Occam-kl (uniform prior)",
-                occam_kl_bound(emp_risk, n, ln_h, delta),
-                "kl⁻¹(R̂, (ln|H| + ln 1/δ)/n)",
-                delta,
-                c,
-            )
-        )
+        out += _finite_class_bounds(emp_risk, n, _check_nonneg(ln_h, "ln|H|"), delta)
     kl_used = kl_qp if kl_qp is not None else ln_h
     if kl_used is not None:
-        kl_used = _check_nonneg(kl_used, "KL(Q||P)")
-        c = f"KL(Q||P) = {kl_used:.4g} nats" + (
-            "" if kl_qp is not None else " (point mass, uniform prior)"
-        )
-        out.append(
-            _bound(
-                "PAC-Bayes-kl (Seeger/Maurer)",
-                pac_bayes_kl_bound(emp_risk, n, kl_used, delta),
-                "kl⁻¹(R̂, (KL + ln(2√n/δ))/n)",
-                delta,
-                c,
-            )
-        )
-        out.append(
-            _bound(
-                "McAllester",
-                mcallester_bound(emp_risk, n, kl_used, delta),
-                "R̂ + sqrt((KL + ln(2√n/δ))/(2n))",
-                delta,
-                c,
-            )
-        )
-        value, best_c = catoni_bound(emp_risk, n, kl_used, delta)
-        out.append(
-            _bound(
-                "Catoni (grid of 41 C, union bound)",
-                value,
-                "(1 - exp(-C R̂ - (KL + ln(|grid|/δ))/n)) / (1 - e^-C)",
-                delta,
-                c + f"; best C = {best_c:.3g}",
-            )
-        )
+        out += _pac_bayes_bounds(emp_risk, n, _check_nonneg(kl_used, "KL(Q||P)"), delta, kl_qp is not None)
     if test_errors is not None or test_n is not None:
         if test_errors is None or test_n is None:
             raise BoundsError("the test-set bound needs both --test-errors and --test-n")
-        out.append(
-            _bound(
-                "test-set (binomial tail inversion)",
-                test_set_bound(test_errors, test_n, delta),
-                "max{p : P(Bin(m,p) <= k) >= δ}",
-                delta,
-                f"k = {int(test_errors)} errors of m = {int(test_n)} held-out",
-            )
-        )
+        out.append(_bound("test-set (binomial tail inversion)", test_set_bound(test_errors, test_n, delta),
+                          "max{p : P(Bin(m,p) <= k) >= δ}", delta,
+                          f"k = {int(test_errors)} errors of m = {int(test_n)} held-out"))
     if not out:
         raise BoundsError(
             "no bound can be computed: give --params (and --bits), ln|H|, KL(Q||P) or --test-errors/--test-n"
         )
     return out
+
+
+def _finite_class_bounds(emp_risk: float, n: int, ln_h: float, delta: float) -> list[Bound]:
+    """The bounds over a finite class of |H| hypotheses (the paper's form first)."""
+    c = f"ln|H| = {ln_h:.4g} nats, n = {n}"
+    out = [
+        _bound("paper eq. 3 (CrossMed Thm 1)", paper_bound(emp_risk, n, ln_h, delta),
+               "R̂ + sqrt(2(ln|H| + ln 2/δ)/n)", delta, c + "; 2x the two-sided gap"),
+        _bound("Hoeffding, two-sided", hoeffding_bound(emp_risk, n, ln_h, delta, True),
+               "R̂ + sqrt((ln|H| + ln 2/δ)/(2n))", delta, c),
+        _bound("Hoeffding, one-sided", hoeffding_bound(emp_risk, n, ln_h, delta, False),
+               "R̂ + sqrt((ln|H| + ln 1/δ)/(2n))", delta, c),
+    ]
+    if emp_risk == 0.0:
+        out.append(_bound("realizable (R̂ = 0)", realizable_bound(n, ln_h, delta), "(ln|H| + ln 1/δ)/n", delta, c))
+    out.append(_bound("Occam-kl (uniform prior)", occam_kl_bound(emp_risk, n, ln_h, delta),
+                      "kl⁻¹(R̂, (ln|H| + ln 1/δ)/n)", delta, c))
+    return out
+
+
+def _pac_bayes_bounds(emp_risk: float, n: int, kl: float, delta: float, kl_given: bool) -> list[Bound]:
+    """The PAC-Bayes bounds for KL(Q||P) = kl (a given KL, or the point mass on a uniform prior)."""
+    c = f"KL(Q||P) = {kl:.4g} nats" + ("" if kl_given else " (point mass, uniform prior)")
+    value, best_c = catoni_bound(emp_risk, n, kl, delta)
+    return [
+        _bound("PAC-Bayes-kl (Seeger/Maurer)", pac_bayes_kl_bound(emp_risk, n, kl, delta),
+               "kl⁻¹(R̂, (KL + ln(2√n/δ))/n)", delta, c),
+        _bound("McAllester", mcallester_bound(emp_risk, n, kl, delta), "R̂ + sqrt((KL + ln(2√n/δ))/(2n))", delta, c),
+        _bound("Catoni (grid of 41 C, union bound)", value, "(1 - exp(-C R̂ - (KL + ln(|grid|/δ))/n)) / (1 - e^-C)",
+               delta, c + f"; best C = {best_c:.3g}"),
+    ]
 
 
 @dataclass

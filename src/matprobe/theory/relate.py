@@ -25,7 +25,7 @@ from scipy import stats
 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import EstimationError, StoreError
+from matprobe.errors import EstimationError, MatprobeError, StoreError
 from matprobe.mi.chain import TermSpec, estimate_terms
 from matprobe.mi.compare import _feature_key
 from matprobe.mi.registry import estimator_tags, make_estimator
@@ -117,35 +117,17 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
            min_stratum: int = 30, seed: int = 0, unit: str = NATS, **estimator_kwargs) -> Relation:
     """MI vs accuracy per (checkpoint, M-A-T stratum), their Spearman correlation and a Fano curve."""
     from matprobe.checks import check_level, check_resamples
-    from matprobe.store import EmbeddingStore
     from matprobe.store_checks import check_same_records_paths
 
     unit = check_unit(unit)
     check_level(level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
+    if isinstance(min_stratum, bool) or not isinstance(min_stratum, (int, np.integer)) or min_stratum < 0:
+        raise MatprobeError(f"--min-stratum {min_stratum}: give a number of rows >= 0 (strata with fewer answered "
+                         "rows are left out of the correlation), e.g. 30")
     rows, notes = [], []
     check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
     for path in stores:
-        with EmbeddingStore.open(path) as st:
-            st.require_complete("relating MI to accuracy")
-            lay, pl = _feature_key(st, path, layer, pool, "store")
-            correct = _answered(st, path)
-            cols = {}
-            for f in MAT:
-                try:
-                    cols[f] = st.factor(f)
-                except StoreError:
-                    raise StoreError(f"{path}: no {f} column; relating MI to accuracy per (M, A, T) stratum "
-                                     "needs modality, anatomy and task labels") from None
-            if target in ("answer", "answer_index"):
-                y = st.samples()["answer_index"].to_numpy().astype(np.int64)
-            else:
-                try:
-                    y = st.factor(target)[0]
-                except StoreError:
-                    raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
-                                     "'answer' or one of " + ", ".join(st.label_columns())) from None
-            z = st.read(lay, pl)
-            ckpt = st.provenance.get("checkpoint") or str(path)
+        z, y, correct, cols, ckpt = _read_store(path, target, layer, pool)
         keep = (correct >= 0) & (y >= 0)
         for f in MAT:
             keep &= cols[f][0] >= 0
@@ -161,10 +143,7 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
         codes = {target: yk, **{f: cols[f][0][keep] for f in MAT}}
         e = estimate_terms(est, estimator_tags(estimator), zk, codes, [TermSpec((target,), MAT)],
                            plan_groups=joint_codes([yk, c]))[0]
-        by_code = {}
-        for code, entry in zip(np.unique(c), e.strata):
-            by_code[int(code)] = entry
-        for code, entry in by_code.items():
+        for code, entry in zip(np.unique(c).tolist(), e.strata):
             sel = c == code
             n_s = int(sel.sum())
             k_correct = int(ck[sel].sum())
@@ -192,6 +171,32 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     return Relation(points=points, spearman=rho, ci_low=lo, ci_high=hi, ci_level=level, p_value=p,
                     n_points=len(used), fano_curve=curve, reference={"classes": k_ref, "h": h_ref},
                     unit=unit, notes=notes)
+
+
+def _read_store(path, target, layer, pool):
+    """(Z, Y, correct per row, {factor: (codes, names)}, checkpoint) of one store for `relate`."""
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(path) as st:
+        st.require_complete("relating MI to accuracy")
+        lay, pl = _feature_key(st, path, layer, pool, "store")
+        correct = _answered(st, path)
+        cols = {}
+        for f in MAT:
+            try:
+                cols[f] = st.factor(f)
+            except StoreError:
+                raise StoreError(f"{path}: no {f} column; relating MI to accuracy per (M, A, T) stratum "
+                                 "needs modality, anatomy and task labels") from None
+        if target in ("answer", "answer_index"):
+            y = st.samples()["answer_index"].to_numpy().astype(np.int64)
+        else:
+            try:
+                y = st.factor(target)[0]
+            except StoreError:
+                raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
+                                 "'answer' or one of " + ", ".join(st.label_columns())) from None
+        return st.read(lay, pl), y, correct, cols, st.provenance.get("checkpoint") or str(path)
 
 
 def write_relation(rel: Relation, out) -> None:
