@@ -1,6 +1,7 @@
 """Issue 24: no function over 80 lines in theory/, report/, pipeline.py and cli.py (a long
 function hides the stages a reader needs to see). The ones not yet split are listed by name, so
-the list can only shrink: a new long function fails here, and so does a listed one once split."""
+the list can only shrink: a new long function fails here, and so does a listed one once split
+(all split now: run_check, write_report, run_pipeline, load_pipeline, pac_bounds, fano_table, relate)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ SRC = Path(matprobe.__file__).parent
 SCOPE = [*sorted((SRC / "theory").rglob("*.py")), *sorted((SRC / "report").rglob("*.py")),
          SRC / "pipeline.py", SRC / "cli.py"]
 LIMIT = 80
-NOT_YET_SPLIT = {"report/render.py:write_report", "pipeline.py:run_pipeline", "pipeline.py:load_pipeline"}
+NOT_YET_SPLIT: set[str] = set()
 
 
 def long_functions() -> dict[str, int]:

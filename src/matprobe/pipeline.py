@@ -171,22 +171,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.train_seeds = tuple(_get(train, "seeds", list, list(cfg.train_seeds), w))
     cfg.train_size = _get(train, "train_size", int, cfg.train_size, w)
     cfg.base_seed = _get(train, "base_seed", int, cfg.base_seed, w)
-    cfg.checkpoints = list(doc.get("checkpoints", []))
-    for i, ck in enumerate(cfg.checkpoints):
-        missing = [k for k in ("name", "condition", "seed") if k not in ck]
-        if "ckpt" not in ck and "store" not in ck:
-            missing.append("ckpt (or store, a store you extracted)")
-        if missing:
-            raise PipelineError(f"{path}: [[checkpoints]] entry {i + 1} lacks {', '.join(missing)}")
-        for key in ("ckpt", "adapter", "base", "store"):  # relative to the pipeline file, as [data] file
-            if isinstance(ck.get(key), str) and not Path(ck[key]).is_absolute() and (path.parent / ck[key]).exists():
-                ck[key] = str((path.parent / ck[key]).resolve())
-        if "target" in ck and (not isinstance(ck["target"], list) or tuple(map(str, ck["target"])) not in cfg.targets):
-            raise PipelineError(f"{path}: checkpoint {ck['name']!r} has target {ck['target']!r}, not [design] "
-                                f"target or one of extra_targets")
-        if ck["condition"] not in cfg.conditions:
-            raise PipelineError(f"{path}: checkpoint {ck['name']!r} has condition {ck['condition']!r} "
-                                f"not in [design] conditions {list(cfg.conditions)}")
+    cfg.checkpoints = _checkpoint_entries(doc.get("checkpoints", []), cfg, path)
     cfg.layers = str(_get(ext, "layers", (str, int), cfg.layers, w))
     cfg.pools = _get(ext, "pools", str, cfg.pools, w)
     cfg.extract_batch_size = _get(ext, "batch_size", int, cfg.extract_batch_size, w)
@@ -204,6 +189,27 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.delta = float(_get(chk, "delta", (int, float), cfg.delta, w))
     check_unread_keys(doc, w)  # a misspelt key is refused, never run with the default
     return cfg
+
+
+def _checkpoint_entries(entries, cfg: PipelineConfig, path: Path) -> list[dict]:
+    """[[checkpoints]] entries checked against [design], their paths relative to the pipeline file."""
+    entries = list(entries)
+    for i, ck in enumerate(entries):
+        missing = [k for k in ("name", "condition", "seed") if k not in ck]
+        if "ckpt" not in ck and "store" not in ck:
+            missing.append("ckpt (or store, a store you extracted)")
+        if missing:
+            raise PipelineError(f"{path}: [[checkpoints]] entry {i + 1} lacks {', '.join(missing)}")
+        for key in ("ckpt", "adapter", "base", "store"):  # relative to the pipeline file, as [data] file
+            if isinstance(ck.get(key), str) and not Path(ck[key]).is_absolute() and (path.parent / ck[key]).exists():
+                ck[key] = str((path.parent / ck[key]).resolve())
+        if "target" in ck and (not isinstance(ck["target"], list) or tuple(map(str, ck["target"])) not in cfg.targets):
+            raise PipelineError(f"{path}: checkpoint {ck['name']!r} has target {ck['target']!r}, not [design] "
+                                f"target or one of extra_targets")
+        if ck["condition"] not in cfg.conditions:
+            raise PipelineError(f"{path}: checkpoint {ck['name']!r} has condition {ck['condition']!r} "
+                                f"not in [design] conditions {list(cfg.conditions)}")
+    return entries
 
 
 def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfig:
@@ -356,7 +362,10 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
                  progress_bars: bool = False) -> Path:
     """Run every step; return the run directory (with run.json and the report).
     `progress` receives one line per finished step; `progress_bars` adds the progress display
-    (matprobe.progress) for fine-tuning, extraction and MI."""
+    (matprobe.progress) for fine-tuning, extraction and MI.
+
+    Steps: data, checkpoints (fine-tuned here or given), extraction, the MI chain per (store,
+    layer, pool), the checks, per-run results and significance, run.json and the report."""
     from matprobe import numerics
     from matprobe.preflight import check_pipeline
 
@@ -364,28 +373,63 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     # before torch loads here: the study runs in a process started with the pinned settings
     if cfg.portable_numerics and numerics.supported_platform() and not numerics.started_portable():
         return _run_portable(cfg, progress, progress_bars)
-    import torch
-
-    from matprobe.data import load_dataset
-    from matprobe.extract.runner import ExtractConfig, extract
-    from matprobe.report.render import write_report
-    from matprobe.theory.check import run_check, write_check
-
     say = progress or (lambda msg: None)
+    _prepare_this_process(cfg, say)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    timer = StepTimer()
+
+    t0 = time.perf_counter()
+    dataset, manifest = _load_study_data(cfg, run, say)
+    timer.add("data", t0)
+    t0 = time.perf_counter()
+    ids_by_target = {tgt: _training_ids(dataset, cfg, tgt) for tgt in cfg.targets}
+    checkpoints = _checkpoints(cfg, run, manifest, ids_by_target, say, progress_bars)
+    timer.add("checkpoints", t0)
+    t0 = time.perf_counter()
+    checkpoints = _extract_stores(cfg, run, dataset, checkpoints, ids_by_target, say, progress_bars)
+    timer.add("extract", t0)
+    t0 = time.perf_counter()
+    _estimate_mi(cfg, checkpoints, say, progress_bars)
+    timer.add("mi", t0)
+    t0 = time.perf_counter()
+    _run_checks(cfg, run, checkpoints)
+    timer.add("check", t0)
+    t0 = time.perf_counter()
+    significance = _write_results(cfg, run, checkpoints)
+    timer.add("significance", t0)
+    summary = _run_summary(cfg, run, dataset, manifest, ids_by_target, checkpoints, significance, timer)
+    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
+    t0 = time.perf_counter()
+    from matprobe.report.render import write_report
+
+    write_report(run)
+    timer.add("report", t0)
+    summary["seconds"] = timer.seconds
+    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
+    return run
+
+
+def _prepare_this_process(cfg: PipelineConfig, say) -> None:
+    """Portable numerics checked (or a note where they do not apply), one torch thread, quiet libraries."""
+    from matprobe import numerics
+
     if cfg.portable_numerics:
         if numerics.supported_platform():
             numerics.ensure_portable_here()
         else:
             say("note: portable numerics are x86-64 Linux settings; on this platform the numbers may differ "
                 "from the README's in the last digits")
+    import torch
+
     torch.set_num_threads(1)
     quiet_libraries()
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    timer = StepTimer()
 
-    # 1. data
-    t0 = time.perf_counter()
+
+def _load_study_data(cfg: PipelineConfig, run: Path, say):
+    """(dataset, manifest path): the demo's packaged data built once in the run, or the user's manifest."""
+    from matprobe.data import load_dataset
+
     if cfg.demo_data:
         from matprobe.data.demo import DemoSpec, build_demo_dataset
 
@@ -397,13 +441,13 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     else:
         manifest = Path(cfg.data_file)
         dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None)
-    timer.add("data", t0)
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
+    return dataset, manifest
 
-    # 2. checkpoints (per target, condition and seed)
-    t0 = time.perf_counter()
-    ids_by_target = {tgt: _training_ids(dataset, cfg, tgt) for tgt in cfg.targets}
-    train_ids = ids_by_target[tuple(cfg.target)]
+
+def _checkpoints(cfg: PipelineConfig, run: Path, manifest: Path, ids_by_target, say, progress_bars) -> list[dict]:
+    """One entry per checkpoint: the [[checkpoints]] of the pipeline file, or tiny models fine-tuned
+    here per (target, condition, seed) in worker processes (those already saved are kept)."""
     checkpoints: list[dict] = []
     if cfg.checkpoints:
         for ck in cfg.checkpoints:
@@ -413,40 +457,45 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
                                 "trained_here": False, "target": list(tgt), "given_store": ck.get("store"),
                                 # original LLaVA checkpoints: their tower folder and conversation template
                                 **{k: ck[k] for k in ("vision_tower", "template") if k in ck}})
-    else:
-        from matprobe.extract.tiny import build_tiny_checkpoint
+        return checkpoints
+    from matprobe.extract.tiny import build_tiny_checkpoint
 
-        base = run / "checkpoints" / "base"
-        if not base.exists():
-            build_tiny_checkpoint(base, "llava", seed=cfg.base_seed)
-        jobs, names = [], []
-        for tgt in cfg.targets:
-            for cond in cfg.conditions:
-                for seed in cfg.train_seeds:
-                    name = f"{_target_prefix(cfg, tgt)}{cond}-s{seed}"
-                    out = run / "checkpoints" / name
-                    ids = ids_by_target[tgt][cond]
-                    checkpoints.append({"name": name, "condition": cond, "seed": int(seed), "ckpt": str(out),
-                                        "adapter": None, "base": None, "trained_here": True,
-                                        "n_train": len(ids), "target": list(tgt)})
-                    if not (out / "config.json").exists():
-                        jobs.append((str(base), str(manifest), ids, str(out), cfg.train_steps,
-                                     cfg.train_batch_size, cfg.train_lr, int(seed), cfg.rendering))
-                        names.append(name)
-        if jobs:
-            say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
-                f"{_workers(cfg)} processes)")
-            for name, res in _map_in_workers(_finetune_job, jobs, names, _workers(cfg), "fine-tuning",
-                                             "checkpoints", progress_bars):
-                say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
-    timer.add("checkpoints", t0)
+    base = run / "checkpoints" / "base"
+    if not base.exists():
+        build_tiny_checkpoint(base, "llava", seed=cfg.base_seed)
+    jobs, names = [], []
+    for tgt in cfg.targets:
+        for cond in cfg.conditions:
+            for seed in cfg.train_seeds:
+                name = f"{_target_prefix(cfg, tgt)}{cond}-s{seed}"
+                out = run / "checkpoints" / name
+                ids = ids_by_target[tgt][cond]
+                checkpoints.append({"name": name, "condition": cond, "seed": int(seed), "ckpt": str(out),
+                                    "adapter": None, "base": None, "trained_here": True,
+                                    "n_train": len(ids), "target": list(tgt)})
+                if not (out / "config.json").exists():
+                    jobs.append((str(base), str(manifest), ids, str(out), cfg.train_steps,
+                                 cfg.train_batch_size, cfg.train_lr, int(seed), cfg.rendering))
+                    names.append(name)
+    if jobs:
+        say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
+            f"{_workers(cfg)} processes)")
+        for name, res in _map_in_workers(_finetune_job, jobs, names, _workers(cfg), "fine-tuning",
+                                         "checkpoints", progress_bars):
+            say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
+    return checkpoints
 
-    # 3-5. extract, mi, check per checkpoint; each (target, condition) manifest marks its split
+
+def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by_target, say,
+                    progress_bars) -> list[dict]:
+    """A store per checkpoint (each (target, condition) manifest marks its split); given stores are
+    used as they are. Returns the checkpoints in their original order with their store and MI paths."""
+    from matprobe.extract.runner import ExtractConfig, extract
+
     cond_manifest = {
         (tgt, c): condition_manifest(dataset, set(ids_by_target[tgt][c]), tgt,
                                      run / "data" / f"{_target_prefix(cfg, tgt)}{c}.jsonl")
         for tgt in cfg.targets for c in cfg.conditions}
-    t0 = time.perf_counter()
     extract_jobs = []
     order = {ck["name"]: i for i, ck in enumerate(checkpoints)}
     given = [ck for ck in checkpoints if ck.get("given_store")]  # stores you extracted: used as they are
@@ -480,10 +529,11 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
             keys = st.feature_keys()
         ck["store"], ck["fresh_store"] = ck["given_store"], False
         _mi_paths(ck, list(dict.fromkeys(a for a, _ in keys)), list(dict.fromkeys(b for _, b in keys)), run)
-    checkpoints = sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
-    timer.add("extract", t0)
+    return sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
 
-    t0 = time.perf_counter()
+
+def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
+    """The MI chain for every (checkpoint, layer, pool) cell not already up to date, in workers."""
     mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
                 cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level)
                for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck)]
@@ -493,9 +543,12 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         for name, _ in _map_in_workers(_mi_job, mi_jobs, [Path(job[4]).name for job in mi_jobs], _workers(cfg),
                                        "mi", "cells", progress_bars):
             say(f"  wrote {name}")
-    timer.add("mi", t0)
 
-    t0 = time.perf_counter()
+
+def _run_checks(cfg: PipelineConfig, run: Path, checkpoints) -> None:
+    """Fano and PAC against each checkpoint's errors (`theory.check`), written to run/check."""
+    from matprobe.theory.check import run_check, write_check
+
     for ck in checkpoints:
         train_risk, n_train = training_risk(ck["store"])
         params = ck.get("params") or (count_parameters(ck["ckpt"]) if ck.get("ckpt") else None)
@@ -507,10 +560,10 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)
         ck["check"] = str(check_path)
-    timer.add("check", t0)
 
-    # 6. per-run results and significance
-    t0 = time.perf_counter()
+
+def _write_results(cfg: PipelineConfig, run: Path, checkpoints):
+    """results.csv (one row per run) and significance.csv (Table IX); returns the latter or None."""
     results = per_run_results(checkpoints, cfg)
     with atomic_path(run / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
@@ -518,13 +571,18 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     if significance is not None:
         with atomic_path(run / "significance.csv") as tmp:
             significance.to_csv(tmp, index=False)
-    timer.add("significance", t0)
+    return significance
 
+
+def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_target, checkpoints, significance,
+                 timer) -> dict:
+    """run.json's content: the settings, the data's composition, the checkpoints and their files."""
     from matprobe.data import FACTORS
     from matprobe.environment import environment
 
+    train_ids = ids_by_target[tuple(cfg.target)]
     composition = dataset.frame().groupby(list(FACTORS)).size().rename("n").reset_index()
-    summary = {
+    return {
         "kind": "matprobe.run", "format_version": RUN_FORMAT_VERSION,
         "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
         "targets": [list(t) for t in cfg.targets],
@@ -540,13 +598,6 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
         "environment": environment(),
         "seconds": timer.seconds,
     }
-    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
-    t0 = time.perf_counter()
-    write_report(run)
-    timer.add("report", t0)
-    summary["seconds"] = timer.seconds
-    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
-    return run
 
 
 def _mi_paths(ck: dict, layers, pools, run: Path) -> None:

@@ -486,7 +486,10 @@ def _flatten(prefix: str, value) -> list[tuple[str, str]]:
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write figures, report.md, report.html and findings.json into the run directory."""
+    """Write figures, report.md, report.html and findings.json into the run directory.
+
+    Sections in order: summary, dataset (with design warnings), MI chain and by layer, information
+    vs behaviour with Fano, PAC, significance, per-run results, provenance, glossary."""
     data = load_run(run_dir)
     run = data.run
     fig_dir = run / "figures"
@@ -506,6 +509,23 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     doc.heading("Summary")
     doc.bullets(summary_lines(data, found))
 
+    _dataset_section(doc, data, fig_dir)
+    _mi_sections(doc, data, fig_dir, mi_lvl)
+    _fano_section(doc, data, fig_dir, mi_lvl, err_lvl)
+    _pac_section(doc, data, fig_dir, err_lvl)
+    _significance_section(doc, data)
+    _results_section(doc, data)
+    _provenance_section(doc, data)
+    _glossary_section(doc, data)
+    md_path, html_path = run / "report.md", run / "report.html"
+    write_text_atomic(md_path, doc.markdown())
+    write_text_atomic(html_path, doc.html_page(f"matprobe report: {target}"))
+    return {"markdown": md_path, "html": html_path, "figures": fig_dir, "findings": run / "findings.json"}
+
+
+def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
+    """The dataset's composition, training sizes and the design warnings."""
+    run = data.run
     doc.heading("Dataset")
     if data.composition is not None:
         cap = figures.composition(data.composition, fig_dir / "composition.png")
@@ -522,6 +542,11 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         doc.heading("Design warnings")
         doc.bullets(warnings)
 
+
+
+def _mi_sections(doc: Doc, data, fig_dir: Path, mi_lvl: str) -> None:
+    """The MI chain at the main layer/pool, and every layer/pool when there are several."""
+    u = data.unit
     main = data.terms[data.terms["main"]]
     main_lp = ", ".join(dict.fromkeys(main["layer_pool"]))
     doc.heading("MI chain")
@@ -546,6 +571,11 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
             f"Î {mi_lvl} interval": _mi_intervals(every)}),
             f"Every chain term at every layer/pool the run measured ({mi_lvl} intervals).")
 
+
+
+def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> None:
+    """MI against accuracy, and Fano's inequality per (checkpoint, stratum)."""
+    u = data.unit
     doc.heading("Information vs behaviour")
     cap = figures.mi_vs_accuracy(data.strata.dropna(subset=["mi"]), fig_dir / "mi_vs_accuracy.png")
     doc.figure("figures/mi_vs_accuracy.png", cap)
@@ -571,6 +601,10 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "against the information the observed error demands, each with its interval. Per-stratum statements "
         "hold each at its own level, not simultaneously.")
 
+
+
+def _pac_section(doc: Doc, data, fig_dir: Path, err_lvl: str) -> None:
+    """PAC bounds beside each checkpoint's held-out error."""
     doc.heading("PAC bounds against observed error")
     cap = figures.pac_bounds(data.pac, fig_dir / "pac.png")
     doc.figure("figures/pac.png", cap)
@@ -582,6 +616,10 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "held-out n": pac["m"]}),
         "PAC bounds on each checkpoint's true error rate beside its observed held-out error.")
 
+
+
+def _significance_section(doc: Doc, data) -> None:
+    """CrossMed's Table IX layout and every comparison in full."""
     doc.heading("Significance")
     if data.significance is not None:
         from matprobe.stats.formatting import detail_table, table_ix
@@ -599,6 +637,10 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     else:
         doc.para("Not computed: the run needs Related and another condition with at least two seeds each.")
 
+
+
+def _results_section(doc: Doc, data) -> None:
+    """The tidy per-run results (item-level rows stay in results.csv)."""
     doc.heading("Per-run results")
     if "item" in data.results and data.results["item"].notna().any():
         n_items = int(data.results["item"].notna().sum())
@@ -609,6 +651,10 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     else:
         doc.table(data.results, "The tidy per-run results (results.csv) the comparisons were computed from.")
 
+
+
+def _provenance_section(doc: Doc, data) -> None:
+    """Source commit, package versions, numerics, step times and configuration."""
     doc.heading("Provenance")
     env = data.summary.get("environment")
     if env:
@@ -636,14 +682,13 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     cfg = [(k, v) for k, v in _flatten("", data.summary.get("config", {})) if k != "out"]
     doc.table(pd.DataFrame(cfg, columns=["setting", "configured value"]), "The run's configuration.")
 
+
+
+def _glossary_section(doc: Doc, data) -> None:
+    """Every column of the tables above, explained."""
     doc.heading("Glossary")
     words = glossary(data)
     # a column nobody explained still gets a line (a report never fails for its glossary);
     # tests/test_study_grid.py checks that the columns matprobe writes all have their own entry
     doc.table(pd.DataFrame({"column": doc.columns, "meaning": [words.get(c, UNEXPLAINED) for c in doc.columns]}),
               "Every column of the tables above.")
-
-    md_path, html_path = run / "report.md", run / "report.html"
-    write_text_atomic(md_path, doc.markdown())
-    write_text_atomic(html_path, doc.html_page(f"matprobe report: {target}"))
-    return {"markdown": md_path, "html": html_path, "figures": fig_dir, "findings": run / "findings.json"}
