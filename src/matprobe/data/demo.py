@@ -277,7 +277,9 @@ def build_demo_dataset(out_dir: str | os.PathLike, spec: DemoSpec | None = None)
             {f"{m}/{a}": SEGMENTED_STRUCTURE[(m, a)] for m, a, t in spec.triplets if t == "Segmentation"},
             indent=1))
     (out_dir / "sources.json").write_text(json.dumps(
-        {f"{m}/{a}": list(SOURCES[(m, a)]) for m, a in {(m, a) for m, a, _ in spec.triplets}}, indent=1))
+        # in the triplets' order (a set's order changes with the process's string hashing)
+        {f"{m}/{a}": list(SOURCES[(m, a)]) for m, a in dict.fromkeys((m, a) for m, a, _ in spec.triplets)},
+        indent=1))
     return load_manifest(out_dir / "manifest.jsonl")  # image paths resolved against out_dir
 
 
