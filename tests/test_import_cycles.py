@@ -155,16 +155,10 @@ def test_type_checking_imports_do_not_count(tmp_path):
                                                  "matprobe.theory.fano"}
 
 
-# Circles that came with the issue-20 merge (2026-12-02, after this test was written), each through one
-# import inside a function; to be broken, then removed from here. Any other circle fails the test, and
-# so does an entry here that no longer is one (remove it).
-KNOWN = {
-    # checks -> data.model (FACTOR_ALIASES) initialises the data package, whose loaders import checks
-    "matprobe.checks | matprobe.data | matprobe.data.loaders | matprobe.data.manifest | matprobe.data.medmat | "
-    "matprobe.data.splits",
-    # interrupts reads the pipeline file (load_pipeline) for its message; pipeline installs its handlers
-    "matprobe.interrupts | matprobe.pipeline",
-}
+# Circles to be broken, then removed from here (none left: checks -> data and interrupts -> pipeline
+# were broken in issue 24's second session). Any other circle fails the test, and so does an entry
+# here that no longer is one (remove it).
+KNOWN: set[str] = set()
 
 
 def test_no_import_circles():

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from matprobe.errors import DataError, EstimationError, MatprobeError, StatsError
+from matprobe.factors import FACTOR_ALIASES
 
 MIN_RESAMPLES = 100
 
@@ -58,8 +59,6 @@ def check_probability(p: float, flag: str, *, closed: bool = False, example: flo
 
 def check_factors(names: Iterable[str], flag: str = "--factors") -> list[str]:
     """Factor names as given, refused when one is empty or names the same column twice (M and modality)."""
-    from matprobe.data.model import FACTOR_ALIASES
-
     names = [str(n).strip() for n in names]
     if not names or any(not n for n in names):
         raise MatprobeError(f"{flag} {','.join(names)!r}: give comma-separated factor names, e.g. M,A,T")

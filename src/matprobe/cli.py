@@ -76,8 +76,8 @@ def run_user_errors(fn):
                 raise
             from matprobe.interrupts import exit_code, interrupt_message
 
-            err_console.print(interrupt_message(fn.__name__, kwargs, exc), highlight=False, soft_wrap=True,
-                              markup=False)
+            err_console.print(interrupt_message(fn.__name__, _with_run_dir(fn.__name__, kwargs), exc),
+                              highlight=False, soft_wrap=True, markup=False)
             raise typer.Exit(code=exit_code(exc)) from None
         except typer.BadParameter as exc:  # typer's own (vendored) click: a bad option, not a bug
             fail(exc.message)
@@ -89,6 +89,18 @@ def run_user_errors(fn):
             fail(user_message(exc))
 
     return wrapper
+
+
+def _with_run_dir(command: str, kwargs: dict) -> dict:
+    """For `run`: the run directory its pipeline file names, as `out` (for the interrupt message)."""
+    if command != "run_command" or kwargs.get("out") is not None or kwargs.get("pipeline") is None:
+        return kwargs
+    try:
+        from matprobe.pipeline import load_pipeline
+
+        return {**kwargs, "out": load_pipeline(kwargs["pipeline"]).out}
+    except Exception:  # the file was read once already; this is only for the message
+        return kwargs
 
 
 def _unit(unit: str, bits: bool = False) -> str:

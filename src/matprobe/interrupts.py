@@ -73,15 +73,8 @@ def interrupt_message(command: str, kwargs: dict, exc: BaseException) -> str:
         kept = f"{out} keeps every finished cell (the table is rewritten after each)"
         how = f"rerun {again} to resume with the remaining cells"
     elif command in ("run_command", "demo_command"):
-        run_dir = out
-        if run_dir is None and kwargs.get("pipeline") is not None:
-            try:
-                from matprobe.pipeline import load_pipeline
-
-                run_dir = load_pipeline(kwargs["pipeline"]).out
-            except Exception:  # the file was read once already; this is only for the message
-                run_dir = None
-        kept = (f"{run_dir or 'the run directory'} keeps every finished step (data, checkpoints, stores, "
+        # `run` names its directory in the pipeline file: the caller passes it as `out`
+        kept = (f"{out or 'the run directory'} keeps every finished step (data, checkpoints, stores, "
                 "MI and check files)")
         how = f"rerun {again} to resume: finished steps are not redone"
     elif command == "mi_command":

@@ -17,10 +17,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest sta
     import pandas as pd
 
 from matprobe.errors import DataError
-
-FACTORS = ("modality", "anatomy", "task")
-FACTOR_ALIASES = {"M": "modality", "A": "anatomy", "T": "task", "Y": "label"}
-FACTOR_SHORT = {v: k for k, v in FACTOR_ALIASES.items()}
+from matprobe.factors import FACTOR_ALIASES, FACTOR_SHORT, FACTORS  # noqa: F401 (re-exported)
 
 # Canonical spellings; keys are lower-cased with spaces, '-' and '_' removed.
 _CANONICAL = {
