@@ -59,3 +59,36 @@ def test_common_defaults_come_from_DEFAULTS():
     assert (p["folds"], p["seeds"], p["pca"], p["ci_level"], p["seed"], p["n_boot"], p["min_stratum"]) == (
         DEFAULTS.folds, DEFAULTS.seeds, DEFAULTS.pca, DEFAULTS.level, DEFAULTS.seed, DEFAULTS.mi_n_boot,
         DEFAULTS.min_stratum)
+
+
+def test_builtin_table_matches_what_the_modules_register():
+    # help strings read BUILTIN_ESTIMATORS without importing torch: it must be what the modules register
+    import importlib
+
+    from matprobe.mi.registry import BUILTIN_ESTIMATORS, estimator_help
+
+    for name, module in BUILTIN_ESTIMATORS.items():
+        importlib.import_module(module)
+        assert registration(name).factory.__module__ == module or name in available_estimators()
+    registered_builtins = [n for n in available_estimators()
+                           if registration(n).factory.__module__.startswith("matprobe.mi.")]
+    assert sorted(registered_builtins) == sorted(BUILTIN_ESTIMATORS)
+    assert available_estimators()[0] == DEFAULTS.estimator
+    assert all(n in estimator_help() for n in BUILTIN_ESTIMATORS)
+
+
+def test_every_command_with_an_estimator_option_lists_the_registered_names():
+    from typer.main import get_command
+
+    from matprobe.cli import app
+    from matprobe.mi.registry import BUILTIN_ESTIMATORS
+
+    group = get_command(app)
+    seen = 0
+    for name, cmd in group.commands.items():
+        for param in getattr(cmd, "params", []):
+            if "--estimator" in getattr(param, "opts", []):
+                seen += 1
+                assert param.default == DEFAULTS.estimator, name
+                assert all(n in param.help for n in BUILTIN_ESTIMATORS), name
+    assert seen >= 4  # mi, sweep, compare, relate

@@ -18,6 +18,27 @@ from matprobe.defaults import DEFAULTS
 from matprobe.errors import MatprobeError
 from matprobe.present import FORMAT_HELP, StdoutConsole
 
+
+# Options that several commands share, declared once (issue 24): the same flag, default and
+# help text everywhere; a command passes its own help where its meaning is narrower.
+def format_option():
+    return typer.Option("table", "--format", help=FORMAT_HELP)
+
+
+def level_option(help: str = "Interval level."):
+    return typer.Option(DEFAULTS.level, "--level", help=help)
+
+
+def unit_option(help: str = "nats or bits."):
+    return typer.Option(DEFAULTS.unit, "--unit", help=help)
+
+
+def estimator_option(several: bool = False):
+    from matprobe.mi.registry import estimator_help
+
+    return typer.Option(DEFAULTS.estimator, "--estimator", help=estimator_help(several))
+
+
 app = typer.Typer(
     name="matprobe",
     help="Measure how much Modality, Anatomy and Task a vision-language model's embedding encodes.",
@@ -218,7 +239,7 @@ def data_split(
 def store_info(
     file: Path = typer.Argument(..., help="HDF5 store written by `matprobe extract`."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (the whole info document)."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every provenance field."),
 ) -> None:
     """Samples, feature arrays, answers and provenance of a store."""
@@ -298,14 +319,14 @@ def mi_command(
     factors: str = typer.Option(",".join(DEFAULTS.factors), "--factors", help="Chain order, comma-separated label columns (M, A, T, Y = label, or any column)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer as stored (e.g. 16, final) or counted from the end (-1); default: the last block stored."),
     pool: Optional[str] = typer.Option(None, "--pool", help=f"Pooling key as stored (default: {DEFAULTS.pool} when stored)."),
-    estimator: str = typer.Option(DEFAULTS.estimator, "--estimator", help="Comma list: probe, mine, nwj, infonce, smile, ksg."),
+    estimator: str = estimator_option(several=True),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
     pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
-    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    level: float = level_option(),
+    unit: str = unit_option(),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (results) or FILE.csv (table)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
 ) -> None:
@@ -343,9 +364,9 @@ def bounds_fano(
     marginal_entropy: Optional[float] = typer.Option(
         None, "--marginal-entropy", help="H(Y) (the paper's H(T)), to audit eq. 8."),
     mi: Optional[float] = typer.Option(None, "--mi", help="An MI value: smallest error it allows."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits (inputs and outputs)."),
+    unit: str = unit_option("nats or bits (inputs and outputs)."),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
 ) -> None:
     """Fano's bounds side by side, the paper's form (CrossMed eq. 7-8) included."""
     from matprobe.theory.fano import fano_report
@@ -368,8 +389,8 @@ def bounds_pac(
     test_errors: Optional[int] = typer.Option(None, "--test-errors", help="Held-out errors k."),
     test_n: Optional[int] = typer.Option(None, "--test-n", help="Held-out samples m."),
     bits: bool = typer.Option(False, "--bits", help="Show ln|H| and KL in bits (same as --unit bits)."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits for ln|H| and KL in the notes."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    unit: str = unit_option("nats or bits for ln|H| and KL in the notes."),
+    fmt: str = format_option(),
 ) -> None:
     """PAC bounds on the true risk side by side; vacuous ones (>= 1) are flagged."""
     from matprobe.theory.pac import pac_report
@@ -391,14 +412,14 @@ def check_cmd(
     target: Optional[str] = typer.Option(None, "--target", help="Y: answer (the correct option's index) or label (default: the MI results' target, else answer)."),
     estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="Estimate I(Z;Y|M,A,T) when the MI results lack it (--no-estimate prints the `mi` command instead)."),
     delta: float = typer.Option(DEFAULTS.delta, "--delta", help="Failure probability δ in (0, 1)."),
-    level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the error intervals."),
+    level: float = level_option("Level of the error intervals."),
     emp_risk: Optional[float] = typer.Option(None, "--emp-risk", help="Training risk, for PAC bounds."),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples, for PAC bounds."),
     params: Optional[float] = typer.Option(None, "--params", help="Parameter count, for PAC bounds."),
     bits_per_param: float = typer.Option(16.0, "--bits-per-param", help="Bits per parameter, for PAC bounds (ln|H| = params x bits x ln 2)."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits (display; the JSON is in nats)."),
+    unit: str = unit_option("nats or bits (display; the JSON is in nats)."),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
 ) -> None:
     """Fano and PAC theory held against the stored answers and MI estimates; says which Y it uses."""
     _refuse_in_place(out, store, mi)
@@ -429,9 +450,9 @@ def significance_cmd(
     n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Bootstrap resamples for --items."),
     family: str = typer.Option("all", "--family", help="Holm/BH family: all rows, or per metric."),
     alpha: float = typer.Option(0.05, "--alpha", help="Level for the 'exact test cannot reach it' warning."),
-    level: float = typer.Option(DEFAULTS.level, "--level", help="Level of the intervals of the differences."),
+    level: float = level_option("Level of the intervals of the differences."),
     percent: bool = typer.Option(False, "--percent", help="Accuracy-like metrics are in percent (0-100) on purpose, as published tables are: test them in percentage points (otherwise refused)."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv (all numbers), FILE.md or FILE.tex."),
 ) -> None:
     """Paired tests between conditions, in CrossMed Table IX's layout (rows comparisons, columns metrics)."""
@@ -454,7 +475,7 @@ def significance_cmd(
 def significance_summary_cmd(
     summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g. '< 0.001')."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv, FILE.md or FILE.tex."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
 ) -> None:
     """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
     _refuse_in_place(out, summary)
@@ -484,15 +505,15 @@ def sweep_command(
     factors: str = typer.Option("M,A,T", "--factors", help="Chain order, comma-separated label columns."),
     layers: str = typer.Option("all", "--layers", help="'all' or stored layers, e.g. 8,16,-1 (negative: from the last block)."),
     pools: str = typer.Option("all", "--pools", help="'all' or pools, e.g. last,image."),
-    estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
+    estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
     pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells computed in parallel processes (one thread each)."),
-    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    level: float = level_option(),
+    unit: str = unit_option(),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
     pointwise: bool = typer.Option(True, "--pointwise/--no-pointwise", help="Keep per-sample terms in OUT.pointwise/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
@@ -525,15 +546,15 @@ def compare_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool of A (default: last)."),
     layer_b: Optional[str] = typer.Option(None, "--layer-b", help="Layer of B (default: --layer)."),
     pool_b: Optional[str] = typer.Option(None, "--pool-b", help="Pool of B (default: --pool)."),
-    estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
+    estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
     pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
-    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
+    level: float = level_option(),
     n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Paired bootstrap resamples."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    unit: str = unit_option(),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value."""
@@ -563,14 +584,14 @@ def relate_command(
     target: str = typer.Option("label", "--target", help="Y: 'label', 'answer' or another label column."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer (default: deepest stored)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
-    estimator: str = typer.Option("probe", "--estimator", help="probe, mine, nwj, infonce, smile, ksg."),
+    estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
     min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
-    level: float = typer.Option(DEFAULTS.level, "--level", help="Interval level."),
-    unit: str = typer.Option(DEFAULTS.unit, "--unit", help="nats or bits."),
+    level: float = level_option(),
+    unit: str = unit_option(),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""

@@ -16,8 +16,11 @@ from typing import Any
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import EstimatorTags, MIEstimator
 
-# modules whose import registers the built-in estimators
-BUILTIN_MODULES = ("matprobe.mi.probe", "matprobe.mi.neural", "matprobe.mi.knn")
+# the built-in estimators and the module whose import registers each (imported on the first
+# lookup); help strings and listings read the names from here without importing torch
+BUILTIN_ESTIMATORS = {"probe": "matprobe.mi.probe", "mine": "matprobe.mi.neural", "nwj": "matprobe.mi.neural",
+                      "infonce": "matprobe.mi.neural", "smile": "matprobe.mi.neural", "ksg": "matprobe.mi.knn"}
+BUILTIN_MODULES = tuple(dict.fromkeys(BUILTIN_ESTIMATORS.values()))
 ENTRY_POINT_GROUP = "matprobe.estimators"
 
 
@@ -88,6 +91,12 @@ def registration(name: str) -> Registration:
         return _REGISTRY[name]
     except KeyError:
         raise EstimationError(f"unknown estimator {name!r}; registered: {', '.join(available_estimators())}") from None
+
+
+def estimator_help(several: bool = False) -> str:
+    """The --estimator help text: the built-in names (no estimator module is imported)."""
+    return (("Comma list of estimators: " if several else "Estimator: ") + ", ".join(BUILTIN_ESTIMATORS)
+            + f", or a plug-in's name ({ENTRY_POINT_GROUP} entry points).")
 
 
 def estimator_tags(name: str) -> EstimatorTags:
