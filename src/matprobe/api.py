@@ -199,7 +199,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        pool: Optional[str] = None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
-       progress: bool = True, **kwargs) -> ChainResult:
+       permutations: int = 0, progress: bool = True, **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -228,6 +228,10 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         Write FILE.json (the results document `check` reads) or FILE.csv (the table).
     device : str, default "cpu"
         Torch device for neural critics.
+    permutations : int, default 0
+        B > 0: each chain term's permutation null (the target permuted within the conditioning
+        strata B times, same folds and preprocessing): ``p_perm``, ``null_mean`` and ``excess``
+        columns in ``.frame()``, ``"permutation"`` in the results document. Costs B times the terms.
     progress : bool, default True
         Show a progress bar per term (terminal or notebook).
     **kwargs
@@ -255,7 +259,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         check_out_path(out)
     ests = _names(estimator)
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
-              progress=progress, **kwargs)
+              progress=progress, permutations=permutations, **kwargs)
     if device != "cpu":
         kw["device"] = device
     if isinstance(factors, dict):

@@ -54,7 +54,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                    specs: list[TermSpec], *, plan_groups: np.ndarray | None = None,
                    fold: np.ndarray | None = None, pointwise: bool = False,
                    raw: dict[str, np.ndarray] | None = None,
-                   labels: dict[str, tuple] | None = None, progress=None) -> list[MIEstimate]:
+                   labels: dict[str, tuple] | None = None, progress=None, permutations: int = 0,
+                   permute_first: int | None = None, permutation_seed: int = 0) -> list[MIEstimate]:
     """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
     `relate` share.
 
@@ -64,6 +65,9 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
     native conditional support is run once per stratum (`conditional_by_strata`).
     raw/labels: the factors' original values and vocabularies, to name strata.
     progress: a `matprobe.progress.Progress` advanced once per term.
+    permutations: B > 0 adds each term's permutation null (`matprobe.mi.controls`) to its
+    diagnostics["permutation"], for the first `permute_first` specs (default: all); the null
+    shares the term's folds and preprocessing and costs B times the term.
     """
     if pointwise and not tags.pointwise:
         raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
@@ -84,10 +88,18 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                           strata=strata)
         if progress is not None:
             progress.update(description=f"{est.name}: {spec.name}")
-        if c is None or tags.conditional:
-            e = est.estimate(z, y, c, sub=sub, plan=plan, names=names, pointwise=pointwise)
-        else:
-            e = conditional_by_strata(est, z, y, c, sub=sub, names=names, pointwise=pointwise)
+        def fit(yy, ss, c=c, names=names, pointwise=False):
+            if c is None or tags.conditional:
+                return est.estimate(z, yy, c, sub=ss, plan=plan, names=names, pointwise=pointwise)
+            return conditional_by_strata(est, z, yy, c, sub=ss, names=names, pointwise=pointwise)
+
+        e = fit(y, sub, pointwise=pointwise)
+        if permutations and (permute_first is None or len(out) < permute_first):
+            from matprobe.mi.controls import permutation_null
+
+            null = permutation_null(fit, y, c, sub=sub, observed=e, permutations=permutations,
+                                    seed=permutation_seed, within=",".join(spec.given))
+            e.diagnostics = {**(e.diagnostics or {}), "permutation": null.to_dict()}
         out.append(e)
         if progress is not None:
             progress.advance()
@@ -155,6 +167,14 @@ def conditional_by_strata(est: MIEstimator, z, y, c, *, sub=None, names: TermNam
     return result
 
 
+def _permutation_columns(e: MIEstimate) -> dict:
+    """The permutation null's summary as table columns (none when it was not run)."""
+    null = (e.diagnostics or {}).get("permutation")
+    if not null:
+        return {}
+    return {"p_perm": null["p_value"], "null_mean": null["null_mean"], "excess": null["excess"]}
+
+
 @dataclass
 class ChainResult:
     """Chain terms (per estimator), the direct joint term, and chain-difference cross-checks."""
@@ -177,7 +197,7 @@ class ChainResult:
                              "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
                              "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
-                             "flags": ",".join(e.flags), "unit": e.unit})
+                             "flags": ",".join(e.flags), "unit": e.unit, **_permutation_columns(e)})
             total = sum(e.value for _, e in items)
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
@@ -210,6 +230,12 @@ class ChainResult:
                 Column("chain_difference", "I(Z;Y,C) - I(Z;C)", unit,
                        "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
                 Column("note", "note", description="estimator notes")]
+        frame = self.frame()
+        if "p_perm" in frame:  # permutation nulls were run (matprobe.mi.controls)
+            cols[-1:-1] = [Column("excess", "excess over null", unit, "estimate minus the mean of the estimates "
+                                  "on labels permuted within the conditioning strata", ".3f"),
+                           Column("p_perm", "perm. p", description="permutation p-value, (1 + #{null >= "
+                                  "estimate}) / (1 + B)", fmt=".3f")]
         where = ""
         if self.meta:
             where = f", {self.meta.get('store')} layer {self.meta.get('layer')} pool {self.meta.get('pool')}"
@@ -220,15 +246,21 @@ class ChainResult:
                                    f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
         if self.meta.get("note"):
             table.footnotes.append(self.meta["note"])
-        for r in self.frame().itertuples():
+        if "p_perm" in frame:
+            table.footnotes.append(f"permutation null: {st.get('permutations')} permutations of the target within "
+                                   "the conditioning strata, same folds and preprocessing; p can be no smaller "
+                                   f"than 1/{int(st.get('permutations') or 0) + 1}")
+        for r in frame.itertuples():
             if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
                 table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
                               interval=None, h_upper=r.h_upper, chain_difference=None,
                               note="the factor is fixed by the conditioning factors in every stratum")
                 continue
+            extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
+                     else {})
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                           interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
-                          chain_difference=r.chain_difference, note=r.note)
+                          chain_difference=r.chain_difference, note=r.note, **extra)
         return table
 
     def agreement(self) -> dict[str, dict]:
@@ -251,7 +283,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                 folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
                 direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
                 seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, pointwise: bool = False,
-                progress=False,
+                progress=False, permutations: int = 0,
                 **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
@@ -260,6 +292,9 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     pointwise: keep per-row terms in each estimate's diagnostics["pointwise"].
     progress: True for a progress display per estimated term (`matprobe.progress`), or a
     `matprobe.progress.Progress` to advance. Defaults come from `matprobe.defaults.DEFAULTS`.
+    permutations: B > 0 adds each chain term's permutation null (labels permuted within the
+    conditioning strata, same folds and preprocessing; `matprobe.mi.controls`): p-value, null
+    mean and the excess over it. Costs B times the chain terms.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
@@ -292,7 +327,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,
                          settings={"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca,
-                                   "level": ci_level, "seed": seed})
+                                   "level": ci_level, "seed": seed,
+                                   **({"permutations": int(permutations)} if permutations else {})})
     from contextlib import nullcontext
 
     from matprobe.progress import Progress, track
@@ -306,7 +342,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
             est = make_estimator(est_name, seeds=seeds, folds=folds, pca=pca, unit=unit, ci_level=ci_level,
                                  seed=seed, **estimator_kwargs)
             ests = estimate_terms(est, estimator_tags(est_name), z, codes, specs, plan_groups=all_joint,
-                                  pointwise=pointwise, raw=factors, labels=labels, progress=bar)
+                                  pointwise=pointwise, raw=factors, labels=labels, progress=bar,
+                                  permutations=permutations, permute_first=k, permutation_seed=seed)
             items = [(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
             result.terms[est_name] = items
             if direct or difference:
@@ -341,7 +378,9 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
                           "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                           "flags": list(e.flags), "bound": e.bound,
-                          "chain_difference": result.difference.get(est, [None] * len(items))[j]})
+                          "chain_difference": result.difference.get(est, [None] * len(items))[j],
+                          **({"permutation": e.diagnostics["permutation"]}
+                             if (e.diagnostics or {}).get("permutation") else {})})
             if j > 0:
                 for s in e.strata:
                     strata.append({"target": result.factors[j], "given": s["given"], "estimator": est,
