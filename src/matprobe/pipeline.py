@@ -578,11 +578,17 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
                  timer) -> dict:
     """run.json's content: the settings, the data's composition, the checkpoints and their files."""
     from matprobe.data import FACTORS
+    from matprobe.data.design import source_warnings
     from matprobe.environment import environment
 
     train_ids = ids_by_target[tuple(cfg.target)]
     composition = dataset.frame().groupby(list(FACTORS)).size().rename("n").reset_index()
+    samples = list(dataset)
+    # factors fixed by the source data set (a manifest's source column): the report lists them
+    by_source = source_warnings({**{f: [getattr(x, f) for x in samples] for f in FACTORS},
+                                 "source": [x.source for x in samples]})
     return {
+        **({"source_warnings": by_source} if by_source else {}),
         "kind": "matprobe.run", "format_version": RUN_FORMAT_VERSION,
         "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
         "targets": [list(t) for t in cfg.targets],

@@ -19,7 +19,7 @@ from typing import Any
 from matprobe.errors import DataError
 
 REQUIRED = ("id", "question", "options", "answer", "modality", "anatomy", "task")
-OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks")
+OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks", "source")
 # read as the column on the left when it is absent (first present alias wins; two present: refused)
 ALIASES: dict[str, tuple[str, ...]] = {
     "id": ("sample_id", "uid", "item_id", "record_id", "qid", "question_id"),
@@ -36,6 +36,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "mask": ("mask_path", "gt_mask", "seg_mask", "segmentation"),
     "slice": ("slice_index",),
     "option_masks": ("candidate_masks", "mask_options"),
+    "source": ("source_dataset", "dataset", "dataset_name", "data_source", "origin"),
 }
 EXPECTED = REQUIRED + OPTIONAL
 

@@ -1,11 +1,14 @@
-"""Designs the data cannot answer: factors fixed by others, strata with one answer class.
+"""Designs the data cannot answer: factors fixed by others or by the source data set, strata
+with one answer class.
 
 A chain term I(Z;A|M) asks how much anatomy Z carries beyond modality. When every modality
 has a single anatomy (H(A|M) = 0, computed exactly by `data.entropy`), the term is 0 whatever
 Z holds: the data cannot tell anatomy from modality, so the term is not identifiable (and a
 report must not state 0 as a finding). Likewise a (modality, anatomy, task) stratum whose items
 all share one answer has H(Y|stratum) = 0: its I(Z;Y) is 0 by construction and its accuracy
-measures how often the model says that answer. `data validate` and the report list both.
+measures how often the model says that answer. And when every source data set holds one
+modality (a manifest's `source` column; Med-MAT's data-no), I(Z;M) cannot tell modality from the
+data set's identity. `data validate` and the report list them.
 """
 
 from __future__ import annotations
@@ -62,8 +65,30 @@ def one_answer_strata(samples, limit: int = 5) -> list[str]:
             "answer; add items with other answers to those strata"]
 
 
+def source_warnings(columns: dict[str, list], factors=FACTORS) -> list[str]:
+    """Factors fixed by the source data set (H(F|source) = 0 with two or more sources): then I(Z;F)
+    measures the data set's identity (scanner, site, preprocessing) as much as F itself."""
+    src = columns.get("source")
+    if src is None or any(v is None for v in src) or len(set(src)) < 2:
+        return []
+    out = []
+    for name in factors:
+        col = columns.get(name)
+        if col is None or entropy(col) <= ZERO:
+            continue
+        if conditional_entropy(col, joint_codes([src])) <= ZERO:
+            f = _short(name)
+            out.append(f"{name} is fixed by the source data set (H({f}|source) = 0 over {len(set(src))} sources): "
+                       f"every source holds one {name}, so I(Z;{f}) measures the source's identity (scanner, site, "
+                       f"preprocessing) as much as {name}. Separate them with `matprobe mi STORE --factors "
+                       f"{f},source` (I(Z;source|{f})); I(Z;{f}|source) is not identifiable on this data: add "
+                       f"sources that hold several {name} values")
+    return out
+
+
 def design_warnings(samples) -> list[str]:
-    """Both checks on a list of samples (a MATDataset or its .samples)."""
+    """The checks on a list of samples (a MATDataset or its .samples): factors fixed by others or
+    by the source data set, and strata with one answer."""
     samples = list(samples)
     if not samples:
         return []
@@ -71,4 +96,6 @@ def design_warnings(samples) -> list[str]:
     labels = [s.label for s in samples]
     if any(lab is not None for lab in labels):
         columns["label"] = labels
-    return fixed_factor_warnings(columns) + one_answer_strata(samples)
+    sources = [getattr(s, "source", None) for s in samples]
+    return (fixed_factor_warnings(columns) + source_warnings({**columns, "source": sources})
+            + one_answer_strata(samples))

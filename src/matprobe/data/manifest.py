@@ -2,7 +2,7 @@
 CrossMed-style and custom data (Parquet and `datasets` folders: `matprobe.data.arrow`).
 
 Columns: ``id, image, question, options, answer, modality, anatomy, task`` and optional
-``label, subset, split, mask, slice, option_masks``.
+``label, subset, split, mask, slice, option_masks, source``.
 
 Segmentation items (CrossMed §III, four candidate masks): ``option_masks`` lists one mask
 file per option (PNG/JPEG, ``.npy`` or NIfTI, same slice rule as the image; a JSON list or
@@ -231,6 +231,7 @@ def parse_manifest_records(
                 label=_opt(rec, "label") or options[answer],
                 subset=_opt(rec, "subset"),
                 split=_opt(rec, "split"),
+                source=_opt(rec, "source"),
                 mask=mask,
                 slice_index=slice_index,
                 option_masks=option_masks,
@@ -284,6 +285,7 @@ def write_manifest(dataset: MATDataset, path: str | os.PathLike, declare_vocabul
                     "task": s.task, "label": s.label, "subset": s.subset, "split": s.split,
                     "mask": rel(s.mask), "slice": s.slice_index,
                     "option_masks": [rel(m) for m in s.option_masks] if s.option_masks else None,
+                    "source": s.source,
                 }
                 fh.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
     return path

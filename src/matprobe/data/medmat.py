@@ -279,6 +279,7 @@ def load_medmat(
     valid_subsets = f"{min(subsets)}-{max(subsets)}"
 
     file_subset: str | None = None
+    file_no = None  # the data set number when the file name gives it (Ori-NN files)
     if m := SUBSET_FILE_RE.search(path.name):
         file_subset = f"{int(m.group(1)):02d}"
         if file_subset not in subsets:
@@ -287,7 +288,7 @@ def load_medmat(
                 f"(subsets {valid_subsets}); rename the file with its subset number"
             )
     elif m := ORI_FILE_RE.search(path.name):
-        no = int(m.group(1))
+        no = file_no = int(m.group(1))
         if no not in datasets:
             raise DataError(
                 f"{path}: file name gives data-no {no}, which Med-MAT Tables 10-11 lack "
@@ -378,6 +379,7 @@ def load_medmat(
 
         row = subsets[subset]
         task = row["task"] if task_level == "subset" else row["task_group"]
+        source = _source_name(datasets, file_no if file_no is not None else rec.get("data-no"))
         samples.append(
             Sample(
                 id=sample_id,
@@ -391,6 +393,7 @@ def load_medmat(
                 label=canonical_label("label", rec["Answer"]),
                 subset=subset,
                 split=split,
+                source=source,
             )
         )
 
@@ -400,3 +403,13 @@ def load_medmat(
             f"first: {missing_images[0]}; check --image-root (it replaces the 'med-mat/' prefix)"
         )
     return MATDataset(samples, source=str(path))
+
+
+def _source_name(datasets: dict, number) -> str | None:
+    """The source data set's name from Med-MAT's data-no tables (Tables 10-11), or None."""
+    try:
+        no = int(str(number).strip())
+    except (TypeError, ValueError):
+        return None
+    entry = datasets.get(no)
+    return str(entry["name"]) if entry and entry.get("name") else None

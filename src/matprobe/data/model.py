@@ -99,6 +99,10 @@ class Sample:
     # Segmentation items (CrossMed §III): one candidate mask per option; `mask` is then the
     # ground truth when it differs from the correct candidate (data/masks.py).
     option_masks: tuple[str, ...] | None = None
+    # the data set the item came from (Med-MAT's data-no table names it): in CrossMed and Med-MAT
+    # each (modality, anatomy) pair often comes from one or two source data sets, so a factor can
+    # be fixed by the source (data/design.py flags it)
+    source: str | None = None
 
     @property
     def is_segmentation(self) -> bool:

@@ -1,9 +1,10 @@
 """The report's "Design warnings": what the run's data or checkpoints cannot show.
 
-Three things make numbers look like findings when they are not: a chain term whose target is
+Four things make numbers look like findings when they are not: a chain term whose target is
 fixed by the factors before it (H(Y|C) = 0; shown as "not identifiable", never as 0.000), a
-stratum whose items share one answer (its I(Z;Y) is 0 by construction), and a checkpoint that
-gives one option for (nearly) every item (its accuracy is that option's share of answers). Kept
+stratum whose items share one answer (its I(Z;Y) is 0 by construction), a checkpoint that
+gives one option for (nearly) every item (its accuracy is that option's share of answers), and a
+factor fixed by the source data set (its MI counts the data set's identity as much as the factor). Kept
 apart from `render.py` so the report's other sections do not change with it.
 """
 
@@ -76,4 +77,6 @@ def design_warnings(data, resolve) -> list[str]:
                          f"{'; ...' if len(single) > 5 else ''}. There I(Z;Y|s) is 0 by construction and accuracy "
                          "only counts how often the model gives that answer")
     lines.extend(one_option_checkpoints(data.summary.get("checkpoints", []), resolve))
+    # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)
+    lines.extend(data.summary.get("source_warnings") or [])
     return lines

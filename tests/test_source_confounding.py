@@ -1,0 +1,127 @@
+"""Issue 25: a factor fixed by the source data set is flagged (data validate, the pipeline's run.json,
+the report's design warnings) and stays quiet when the sources mix; the manifest's `source` column
+(and its aliases) and Med-MAT's data-no name the source."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from matprobe.data.design import design_warnings, source_warnings
+from matprobe.data.manifest import load_manifest
+
+
+def _columns(rng, n, *, modality_by_source: bool, anatomy_by_source: bool = False):
+    source = rng.choice(["ds1", "ds2", "ds3", "ds4"], n)
+    if modality_by_source:
+        modality = np.where(np.isin(source, ["ds1", "ds2"]), "CT", "MRI")
+    else:
+        modality = rng.choice(["CT", "MRI"], n)
+    anatomy = np.array([{"ds1": "Lung", "ds2": "Brain", "ds3": "Lung", "ds4": "Brain"}[s] for s in source]) \
+        if anatomy_by_source else rng.choice(["Lung", "Brain"], n)
+    return {"modality": modality.tolist(), "anatomy": anatomy.tolist(), "task": ["Cls"] * n,
+            "source": source.tolist()}
+
+
+@pytest.mark.parametrize("draw", range(10))
+def test_the_flag_fires_exactly_when_a_factor_is_fixed_by_the_source(draw):
+    rng = np.random.default_rng(draw)
+    fixed = source_warnings(_columns(rng, 200, modality_by_source=True))
+    assert len(fixed) == 1 and fixed[0].startswith("modality is fixed by the source data set (H(M|source) = 0")
+    assert "--factors M,source" in fixed[0]
+    both = source_warnings(_columns(rng, 200, modality_by_source=True, anatomy_by_source=True))
+    assert [w.split(" ")[0] for w in both] == ["modality", "anatomy"]
+    # every source holds both modalities (and both anatomies): quiet
+    assert source_warnings(_columns(rng, 200, modality_by_source=False)) == []
+
+
+def test_quiet_without_two_sources_or_with_unknown_sources():
+    cols = {"modality": ["CT", "MRI"] * 10, "anatomy": ["Lung"] * 20, "task": ["Cls"] * 20}
+    assert source_warnings({**cols, "source": ["ds1"] * 20}) == []  # one source: nothing to confound
+    assert source_warnings(cols) == []  # no source column
+    assert source_warnings({**cols, "source": ["ds1", "ds2"] * 9 + [None, None]}) == []  # partly unknown
+    # task has one class: no flag for it (that is fixed_factor_warnings' business)
+    assert source_warnings({**cols, "source": ["ds1", "ds2"] * 10}) == [
+        w for w in source_warnings({**cols, "source": ["ds1", "ds2"] * 10}) if w.startswith("modality")]
+
+
+def _manifest(tmp_path, source_column: str, modality_by_source: bool):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    cols = _columns(rng, 60, modality_by_source=modality_by_source)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "img.png")
+    lines = []
+    for i in range(60):
+        lines.append(json.dumps({"id": f"s{i}", "image": "img.png", "question": "Which?", "options": ["yes", "no"],
+                                 "answer": int(rng.integers(0, 2)), "modality": cols["modality"][i],
+                                 "anatomy": cols["anatomy"][i], "task": "Cls",
+                                 source_column: cols["source"][i]}))
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, cols
+
+
+@pytest.mark.parametrize("column", ["source", "dataset", "source_dataset"])
+def test_manifest_source_column_and_aliases_are_read_and_written(tmp_path, column):
+    from matprobe.data.manifest import write_manifest
+
+    path, cols = _manifest(tmp_path, column, True)
+    ds = load_manifest(path)
+    assert [s.source for s in ds] == cols["source"]
+    assert any(w.startswith("modality is fixed by the source") for w in design_warnings(ds))
+    out = write_manifest(ds, tmp_path / "again.jsonl")
+    assert [s.source for s in load_manifest(out)] == cols["source"]
+
+
+def test_data_validate_prints_the_flag_only_when_it_holds(tmp_path):
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    fixed, _ = _manifest(tmp_path, "source", True)
+    res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["data", "validate", str(fixed)])
+    assert res.exit_code == 0, res.output
+    assert "modality is fixed by the source data set" in res.output
+    mixed_dir = tmp_path / "mixed"
+    mixed_dir.mkdir()
+    mixed, _ = _manifest(mixed_dir, "source", False)
+    res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["data", "validate", str(mixed)])
+    assert res.exit_code == 0 and "fixed by the source" not in res.output
+
+
+def test_medmat_records_name_their_source_data_set(tmp_path):
+    from matprobe.data.medmat import load_medmat, medmat_dataset_table
+
+    names = medmat_dataset_table().set_index("data_no")["name"]
+    recs = [{"id": 1, "caption": "a", "image": "med-mat/x/1.jpg", "Question": "Q?", "Answer": "a",
+             "Question-choice": "Q?\nA: a\nB: b\nAnswer with the option's letter.", "Answer-choice": "A",
+             "data-no": no} for no in ("2", "54")]
+    (tmp_path / "m.json").write_text(json.dumps(recs))
+    ds = load_medmat(tmp_path / "m.json")
+    assert [s.source for s in ds] == [names.loc[2], names.loc[54]]
+
+
+def test_pipeline_records_the_flag_and_the_report_lists_it(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from matprobe.pipeline import PipelineConfig, StepTimer, _run_summary
+    from matprobe.report.design import design_warnings as report_warnings
+
+    path, _ = _manifest(tmp_path, "source", True)
+    ds = load_manifest(path)
+    cfg = PipelineConfig()
+    summary = _run_summary(cfg, tmp_path, ds, path, {tuple(cfg.target): {}}, [], None, StepTimer())
+    assert len(summary["source_warnings"]) == 1
+    data = SimpleNamespace(terms=pd.DataFrame({"term": [], "degenerate": []}), strata=pd.DataFrame(),
+                           summary=summary)
+    assert report_warnings(data, lambda p: p) == summary["source_warnings"]
+    mixed_dir = tmp_path / "mixed"
+    mixed_dir.mkdir()
+    path, _ = _manifest(mixed_dir, "source", False)
+    quiet = _run_summary(cfg, tmp_path, load_manifest(path), path, {tuple(cfg.target): {}}, [], None, StepTimer())
+    assert "source_warnings" not in quiet  # run.json unchanged for studies without the flag
