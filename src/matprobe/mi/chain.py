@@ -55,7 +55,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                    fold: np.ndarray | None = None, pointwise: bool = False,
                    raw: dict[str, np.ndarray] | None = None,
                    labels: dict[str, tuple] | None = None, progress=None, permutations: int = 0,
-                   permute_first: int | None = None, permutation_seed: int = 0) -> list[MIEstimate]:
+                   permute_first: int | None = None, permutation_seed: int = 0,
+                   codelength: bool = False) -> list[MIEstimate]:
     """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
     `relate` share.
 
@@ -68,6 +69,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
     permutations: B > 0 adds each term's permutation null (`matprobe.mi.controls`) to its
     diagnostics["permutation"], for the first `permute_first` specs (default: all); the null
     shares the term's folds and preprocessing and costs B times the term.
+    codelength: add the online codelength of each of those terms (`matprobe.mi.codelength`, the
+    default probe's critic on the plan's features) to diagnostics["codelength"].
     """
     if pointwise and not tags.pointwise:
         raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
@@ -100,6 +103,12 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
             null = permutation_null(fit, y, c, sub=sub, observed=e, permutations=permutations,
                                     seed=permutation_seed, within=",".join(spec.given))
             e.diagnostics = {**(e.diagnostics or {}), "permutation": null.to_dict()}
+        if codelength and plan is not None and (permute_first is None or len(out) < permute_first):
+            from matprobe.mi.codelength import online_codelength, probe_predictor
+
+            code = online_codelength(probe_predictor(seed=getattr(est, "seed", 0), device=getattr(est, "device", "cpu")),
+                                     plan.transformed(z, 0), y, c, sub=sub, seed=permutation_seed)
+            e.diagnostics = {**(e.diagnostics or {}), "codelength": code.to_dict()}
         out.append(e)
         if progress is not None:
             progress.advance()
@@ -175,6 +184,15 @@ def _permutation_columns(e: MIEstimate) -> dict:
     return {"p_perm": null["p_value"], "null_mean": null["null_mean"], "excess": null["excess"]}
 
 
+def _codelength_columns(e: MIEstimate) -> dict:
+    """The online codelength as table columns (none when it was not computed)."""
+    code = (e.diagnostics or {}).get("codelength")
+    if not code:
+        return {}
+    return {"online_bits": code["online_bits"], "uniform_bits": code["uniform_bits"],
+            "compression": code["compression"]}
+
+
 @dataclass
 class ChainResult:
     """Chain terms (per estimator), the direct joint term, and chain-difference cross-checks."""
@@ -197,7 +215,8 @@ class ChainResult:
                              "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
                              "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
-                             "flags": ",".join(e.flags), "unit": e.unit, **_permutation_columns(e)})
+                             "flags": ",".join(e.flags), "unit": e.unit, **_permutation_columns(e),
+                             **_codelength_columns(e)})
             total = sum(e.value for _, e in items)
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
@@ -231,6 +250,11 @@ class ChainResult:
                        "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
                 Column("note", "note", description="estimator notes")]
         frame = self.frame()
+        if "compression" in frame:  # online codelength (matprobe.mi.codelength)
+            cols[-1:-1] = [Column("online_bits", "online code", "bits", "prequential codelength of the target "
+                                  "given Z (and the conditioning factors)", ".1f"),
+                           Column("compression", "compression", description="uniform codelength / online "
+                                  "codelength", fmt=".2f")]
         if "p_perm" in frame:  # permutation nulls were run (matprobe.mi.controls)
             cols[-1:-1] = [Column("excess", "excess over null", unit, "estimate minus the mean of the estimates "
                                   "on labels permuted within the conditioning strata", ".3f"),
@@ -258,6 +282,8 @@ class ChainResult:
                 continue
             extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
                      else {})
+            if "compression" in frame and not pd.isna(r.compression):
+                extra.update(online_bits=r.online_bits, compression=r.compression)
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                           interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
                           chain_difference=r.chain_difference, note=r.note, **extra)
@@ -283,7 +309,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                 folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
                 direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
                 seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, pointwise: bool = False,
-                progress=False, permutations: int = 0,
+                progress=False, permutations: int = 0, codelength: bool = False,
                 **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
@@ -295,6 +321,9 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     permutations: B > 0 adds each chain term's permutation null (labels permuted within the
     conditioning strata, same folds and preprocessing; `matprobe.mi.controls`): p-value, null
     mean and the excess over it. Costs B times the chain terms.
+    codelength: each chain term's online (prequential) codelength in bits, the uniform one and
+    their ratio (`matprobe.mi.codelength`; the default probe's critic, computed with the first
+    estimator that uses a fold plan). Costs about two fold fits per term.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
@@ -328,7 +357,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     result = ChainResult(factors=order, unit=unit,
                          settings={"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca,
                                    "level": ci_level, "seed": seed,
-                                   **({"permutations": int(permutations)} if permutations else {})})
+                                   **({"permutations": int(permutations)} if permutations else {}),
+                                   **({"codelength": True} if codelength else {})})
     from contextlib import nullcontext
 
     from matprobe.progress import Progress, track
@@ -343,7 +373,10 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                                  seed=seed, **estimator_kwargs)
             ests = estimate_terms(est, estimator_tags(est_name), z, codes, specs, plan_groups=all_joint,
                                   pointwise=pointwise, raw=factors, labels=labels, progress=bar,
-                                  permutations=permutations, permute_first=k, permutation_seed=seed)
+                                  permutations=permutations, permute_first=k, permutation_seed=seed,
+                                  codelength=codelength and not any(
+                                      "codelength" in (e.diagnostics or {})
+                                      for items in result.terms.values() for _, e in items))
             items = [(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
             result.terms[est_name] = items
             if direct or difference:
@@ -379,8 +412,8 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
-                          **({"permutation": e.diagnostics["permutation"]}
-                             if (e.diagnostics or {}).get("permutation") else {})})
+                          **{key: e.diagnostics[key] for key in ("permutation", "codelength")
+                             if (e.diagnostics or {}).get(key)}})
             if j > 0:
                 for s in e.strata:
                     strata.append({"target": result.factors[j], "given": s["given"], "estimator": est,
