@@ -199,7 +199,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        pool: Optional[str] = None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
-       permutations: int = 0, codelength: bool = False, progress: bool = True, **kwargs) -> ChainResult:
+       permutations: int = 0, controls: bool = False, codelength: bool = False, progress: bool = True,
+       **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -232,6 +233,10 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         B > 0: each chain term's permutation null (the target permuted within the conditioning
         strata B times, same folds and preprocessing): ``p_perm``, ``null_mean`` and ``excess``
         columns in ``.frame()``, ``"permutation"`` in the results document. Costs B times the terms.
+    controls : bool, default False
+        Each chain term's control task (labels drawn from the target's frequencies per stratum,
+        fixed per image) and the selectivity, estimate minus control, with its paired interval
+        (``selectivity``, ``selectivity_low``, ``selectivity_high``, ``control`` in ``.frame()``).
     codelength : bool, default False
         Each chain term's online codelength in bits (``online_bits``, ``uniform_bits``,
         ``compression`` in ``.frame()``; ``"codelength"`` in the results document).
@@ -262,7 +267,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         check_out_path(out)
     ests = _names(estimator)
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
-              progress=progress, permutations=permutations, codelength=codelength, **kwargs)
+              progress=progress, permutations=permutations, controls=controls, codelength=codelength, **kwargs)
     if device != "cpu":
         kw["device"] = device
     if isinstance(factors, dict):

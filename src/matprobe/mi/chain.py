@@ -56,7 +56,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                    raw: dict[str, np.ndarray] | None = None,
                    labels: dict[str, tuple] | None = None, progress=None, permutations: int = 0,
                    permute_first: int | None = None, permutation_seed: int = 0,
-                   codelength: bool = False) -> list[MIEstimate]:
+                   codelength: bool = False, controls: bool = False,
+                   control_groups: np.ndarray | None = None) -> list[MIEstimate]:
     """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
     `relate` share.
 
@@ -71,6 +72,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
     shares the term's folds and preprocessing and costs B times the term.
     codelength: add the online codelength of each of those terms (`matprobe.mi.codelength`, the
     default probe's critic on the plan's features) to diagnostics["codelength"].
+    controls: add each of those terms' control task and selectivity (`matprobe.mi.controls`) to
+    diagnostics["control"]; control labels are fixed per `control_groups` (e.g. image), else per row.
     """
     if pointwise and not tags.pointwise:
         raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
@@ -96,7 +99,17 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                 return est.estimate(z, yy, c, sub=ss, plan=plan, names=names, pointwise=pointwise)
             return conditional_by_strata(est, z, yy, c, sub=ss, names=names, pointwise=pointwise)
 
-        e = fit(y, sub, pointwise=pointwise)
+        in_scope = permute_first is None or len(out) < permute_first
+        e = fit(y, sub, pointwise=pointwise or (controls and in_scope and tags.pointwise))
+        if controls and in_scope and tags.pointwise:
+            from matprobe.mi.controls import control_task
+
+            ctrl = control_task(fit, y, c, observed=e, folds=None if plan is None else plan.fold,
+                                groups=control_groups, group_name="row" if control_groups is None else "image",
+                                seed=permutation_seed)
+            e.diagnostics = {**(e.diagnostics or {}), "control": ctrl.to_dict()}
+            if not pointwise:
+                e.diagnostics.pop("pointwise", None)
         if permutations and (permute_first is None or len(out) < permute_first):
             from matprobe.mi.controls import permutation_null
 
@@ -184,6 +197,15 @@ def _permutation_columns(e: MIEstimate) -> dict:
     return {"p_perm": null["p_value"], "null_mean": null["null_mean"], "excess": null["excess"]}
 
 
+def _control_columns(e: MIEstimate) -> dict:
+    """The control task's summary as table columns (none when it was not run)."""
+    ctrl = (e.diagnostics or {}).get("control")
+    if not ctrl:
+        return {}
+    return {"control": ctrl["control"], "selectivity": ctrl["selectivity"], "selectivity_low": ctrl["ci_low"],
+            "selectivity_high": ctrl["ci_high"]}
+
+
 def _codelength_columns(e: MIEstimate) -> dict:
     """The online codelength as table columns (none when it was not computed)."""
     code = (e.diagnostics or {}).get("codelength")
@@ -216,7 +238,7 @@ class ChainResult:
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
                              "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                              "flags": ",".join(e.flags), "unit": e.unit, **_permutation_columns(e),
-                             **_codelength_columns(e)})
+                             **_control_columns(e), **_codelength_columns(e)})
             total = sum(e.value for _, e in items)
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
@@ -250,6 +272,10 @@ class ChainResult:
                        "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
                 Column("note", "note", description="estimator notes")]
         frame = self.frame()
+        if "selectivity" in frame:  # control tasks (matprobe.mi.controls)
+            cols[-1:-1] = [Column("selectivity", "selectivity", unit, "estimate minus the control task's estimate "
+                                  "(labels drawn from the target's frequencies per stratum), with its paired "
+                                  "interval")]
         if "compression" in frame:  # online codelength (matprobe.mi.codelength)
             cols[-1:-1] = [Column("online_bits", "online code", "bits", "prequential codelength of the target "
                                   "given Z (and the conditioning factors)", ".1f"),
@@ -282,6 +308,8 @@ class ChainResult:
                 continue
             extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
                      else {})
+            if "selectivity" in frame and not pd.isna(r.selectivity):
+                extra["selectivity"] = f"{r.selectivity:.3f} [{r.selectivity_low:.3f}, {r.selectivity_high:.3f}]"
             if "compression" in frame and not pd.isna(r.compression):
                 extra.update(online_bits=r.online_bits, compression=r.compression)
             table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
@@ -309,8 +337,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                 folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
                 direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
                 seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, pointwise: bool = False,
-                progress=False, permutations: int = 0, codelength: bool = False,
-                **estimator_kwargs) -> ChainResult:
+                progress=False, permutations: int = 0, codelength: bool = False, controls: bool = False,
+                control_groups=None, **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
     z: [n, d] features; factors: {name: labels [n]} (any label column can be a factor).
@@ -324,6 +352,10 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     codelength: each chain term's online (prequential) codelength in bits, the uniform one and
     their ratio (`matprobe.mi.codelength`; the default probe's critic, computed with the first
     estimator that uses a fold plan). Costs about two fold fits per term.
+    controls: each chain term's control task (labels drawn from the target's frequencies in each
+    stratum, fixed per `control_groups`, e.g. image paths, else per row) and the selectivity
+    estimate - control with its paired interval (`matprobe.mi.controls`). Costs one more estimate
+    per term.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
@@ -358,7 +390,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                          settings={"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca,
                                    "level": ci_level, "seed": seed,
                                    **({"permutations": int(permutations)} if permutations else {}),
-                                   **({"codelength": True} if codelength else {})})
+                                   **({"codelength": True} if codelength else {}),
+                                   **({"controls": True} if controls else {})})
     from contextlib import nullcontext
 
     from matprobe.progress import Progress, track
@@ -374,6 +407,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
             ests = estimate_terms(est, estimator_tags(est_name), z, codes, specs, plan_groups=all_joint,
                                   pointwise=pointwise, raw=factors, labels=labels, progress=bar,
                                   permutations=permutations, permute_first=k, permutation_seed=seed,
+                                  controls=controls, control_groups=control_groups,
                                   codelength=codelength and not any(
                                       "codelength" in (e.diagnostics or {})
                                       for items in result.terms.values() for _, e in items))
@@ -412,7 +446,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
-                          **{key: e.diagnostics[key] for key in ("permutation", "codelength")
+                          **{key: e.diagnostics[key] for key in ("permutation", "control", "codelength")
                              if (e.diagnostics or {}).get(key)}})
             if j > 0:
                 for s in e.strata:
@@ -496,6 +530,11 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         st.require_complete("estimating MI")
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
+        if kwargs.get("controls") and kwargs.get("control_groups") is None:
+            # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
+            images = st.samples().get("image")
+            if images is not None and images.notna().all():
+                kwargs["control_groups"] = images.astype(str).to_numpy()
     n_rows = len(z)
     unlabelled = {name: int((cols[name] < 0).sum()) for name in factors}
     for name in factors:
@@ -503,6 +542,8 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
             keep = cols[name] >= 0
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
+            if kwargs.get("control_groups") is not None:
+                kwargs["control_groups"] = kwargs["control_groups"][keep]
     meta["n_rows"], meta["n_used"] = n_rows, len(z)
     if len(z) < n_rows:  # rows without a label for some factor cannot enter any term
         missing = ", ".join(f"{k} {v}" for k, v in unlabelled.items() if v)

@@ -101,3 +101,87 @@ def permutation_null(fit, y, c=None, *, sub=None, observed: MIEstimate, permutat
         null_mean=float(null_arr.mean()), null_sd=float(null_arr.std(ddof=1)) if len(null_arr) > 1 else 0.0,
         excess=float(obs - null_arr.mean()), unit=observed.unit, permutations=len(null_arr), seed=int(seed),
         within=within, notes=notes)
+
+
+# ---------------------------------------------------------------------- control tasks (selectivity)
+# Hewitt & Liang (2019): give every item a label that means nothing, drawn from the real labels'
+# distribution in its stratum, fixed per item (per image when several rows share one), and probe
+# it the same way. What the probe finds there is what it can find without the factor being
+# encoded: capacity to memorise items seen in training (rows of one image on both sides of a
+# fold), class imbalance, estimator bias. Selectivity = I(Z;Y|C) - I(Z;Y_control|C), estimated
+# on the same rows, folds and seeds, with the paired interval of `matprobe.mi.compare`.
+
+
+@dataclass
+class ControlTask:
+    """The control task of one term and the selectivity of the real target over it."""
+
+    control: float  # the control target's estimate (raw, unclipped), in `unit`
+    control_ci: tuple[float, float]
+    selectivity: float  # estimate - control estimate (raw values), in `unit`
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    p_value: float  # two-sided, selectivity = 0 (the paired interval inverted)
+    unit: str
+    seed: int
+    groups: str = "row"  # what a control label is fixed per: "row" or the name of the grouping column
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def control_labels(y: np.ndarray, c: np.ndarray | None, rng: np.random.Generator,
+                   groups: np.ndarray | None = None) -> np.ndarray:
+    """A control label per row: drawn from y's frequencies in the row's stratum, one draw per
+    group (rows of one group share it; default: every row its own group)."""
+    y = np.asarray(y)
+    c = np.zeros(len(y), dtype=np.int64) if c is None else np.asarray(c)
+    groups = np.arange(len(y)) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    out = np.empty(len(y), dtype=y.dtype)
+    for code in np.unique(c):
+        rows = np.flatnonzero(c == code)
+        values, counts = np.unique(y[rows], return_counts=True)
+        first = {}
+        for r in rows:  # one draw per group within the stratum, in row order (deterministic)
+            g = int(groups[r])
+            if g not in first:
+                first[g] = values[rng.choice(len(values), p=counts / counts.sum())]
+            out[r] = first[g]
+    return out
+
+
+def control_task(fit, y, c=None, *, sub=None, observed: MIEstimate, folds=None, groups=None,
+                 group_name: str = "row", seed: int = 0, n_boot: int = 2000) -> ControlTask:
+    """The control task of I(Z;Y|C) and the selectivity (see above).
+
+    fit(y, sub, pointwise=True) -> MIEstimate on the same Z, C, folds and seeds as `observed`,
+    which must carry pointwise terms (diagnostics["pointwise"]); sub-classes are not offered to
+    the control (they would tie it to the real labels). folds: the fold id per row, for the
+    interval's fold variance.
+    """
+    from matprobe.mi.paired import paired_difference
+
+    pw = (observed.diagnostics or {}).get("pointwise")
+    if pw is None:
+        raise EstimationError("the control task's selectivity needs the term's per-row terms: estimate it "
+                              "with pointwise=True")
+    rng = np.random.default_rng([int(seed), 4_242])
+    y_ctrl = control_labels(np.asarray(y), None if c is None else np.asarray(c), rng, groups)
+    ctrl = fit(y_ctrl, None, pointwise=True)
+    pc = ctrl.diagnostics["pointwise"]
+    diff = paired_difference(pw["values"], pc["values"], strata=c, corr_a=pw.get("corr"), corr_b=pc.get("corr"),
+                             folds=folds, ci_level=observed.ci_level, n_boot=n_boot, seed=seed)
+    # paired_difference works in nats on the per-row terms; the estimates' raw values carry the unit
+    return ControlTask(control=raw_value(ctrl), control_ci=(float(ctrl.ci_low), float(ctrl.ci_high)),
+                       selectivity=_in_unit(diff.delta, observed.unit), ci_low=_in_unit(diff.ci_low, observed.unit),
+                       ci_high=_in_unit(diff.ci_high, observed.unit), ci_level=diff.ci_level, p_value=diff.p_value,
+                       unit=observed.unit, seed=int(seed), groups=group_name,
+                       notes=[diff.method])
+
+
+def _in_unit(nats: float, unit: str) -> float:
+    from matprobe.units import from_nats
+
+    return float(from_nats(nats, unit))
