@@ -87,7 +87,7 @@ def test_figures_are_valid_nonblank_pngs(demo_run):
     assert sorted(p.stem for p in (demo_run / "figures").glob("*.svg")) == \
         sorted(p.stem for p in (demo_run / "figures").glob("*.png"))
     names = sorted(p.name for p in (demo_run / "figures").glob("*.png"))
-    assert names == ["composition.png", "fano.png", "mi_chain.png", "mi_vs_accuracy.png", "pac.png"]
+    assert names == ["baselines.png", "composition.png", "fano.png", "mi_chain.png", "mi_vs_accuracy.png", "pac.png"]
     for name in names:
         with Image.open(demo_run / "figures" / name) as im:
             im.verify()
@@ -99,7 +99,7 @@ def test_figures_are_valid_nonblank_pngs(demo_run):
 def test_html_is_self_contained(demo_run):
     page = (demo_run / "report.html").read_text()
     sources = re.findall(r'src="([^"]+)"', page)
-    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 6 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "http" not in page.split("<body>")[1]
 
 
@@ -184,3 +184,43 @@ def test_demo_table9_has_both_columns_with_numbers(demo_run):
         p = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == metric)]["p"].iloc[0]
         assert re.fullmatch(r"(< 0\.001|[01]\.\d{3})", cell) and cell == format_p(p), (metric, cell)
     assert "**Segmentation target (MRI / Brain / Segmentation):** cIoU" in md
+
+
+def test_report_shows_each_terms_control_task_and_codelength(demo_run):
+    # the demo's MI step runs the control task and online codelength (issue 25): every chain term of
+    # every checkpoint's main cell appears in the baselines table with the numbers its MI file holds
+    run = json.loads((demo_run / "run.json").read_text())
+    md = (demo_run / "report.md").read_text()
+    section = md.split("## Baselines: control tasks and codelength", 1)[1].split("\n## ", 1)[0]
+    assert "figures/baselines.png" in section and (demo_run / "figures" / "baselines.png").exists()
+    for ck in run["checkpoints"]:
+        mi = json.loads((demo_run / ck["main_mi"]).read_text())
+        for term in mi["terms"]:
+            ctrl, code = term["control"], term["codelength"]
+            row = f"| {ck['name']} | {term['term'].replace('|', chr(92) + '|')} |"
+            line = next(x for x in section.splitlines() if x.startswith(row))
+            assert f"{ctrl['selectivity']:.3f} [{ctrl['ci_low']:.3f}, {ctrl['ci_high']:.3f}]" in line
+            assert f"{code['compression']:.3f}" in line
+            assert code["uniform_bits"] > 0 and len(code["block_bits"]) == len(code["block_ends"])
+
+
+def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
+    import json
+
+    from matprobe.pipeline import PipelineConfig, _mi_settings, _up_to_date
+    from matprobe.store import EmbeddingStore
+
+    store, result = tmp_path / "s.h5", tmp_path / "mi.json"
+    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], {"M": list("ababab")},
+                               {("0", "last"): np.arange(12, dtype=np.float32).reshape(6, 2)}).close()
+    with EmbeddingStore.open(store) as st:
+        fingerprint = st.content_id
+    cfg = PipelineConfig()
+    result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint,
+                                  "settings": _mi_settings(cfg)}))
+    ck = {"store": str(store), "fresh_store": False}
+    assert _up_to_date(result, ck, cfg)
+    for change in ({"mi_controls": True}, {"mi_codelength": True}, {"mi_permutations": 19}, {"mi_seeds": 3},
+                   {"mi_level": 0.9}, {"pca": None}):
+        other = PipelineConfig(**change)
+        assert not _up_to_date(result, ck, other), change  # computed with other settings: redone

@@ -98,6 +98,11 @@ class PipelineConfig:
     mi_folds: int = DEFAULTS.folds
     pca: int | None = DEFAULTS.pca
     mi_level: float = DEFAULTS.level
+    # baselines beside each chain term (matprobe.mi.controls, matprobe.mi.codelength): the control
+    # task's selectivity, the online codelength, a permutation null with this many permutations
+    mi_controls: bool = False
+    mi_codelength: bool = False
+    mi_permutations: int = 0
     # check
     delta: float = DEFAULTS.delta
     # parallel processes for training (CPU)
@@ -186,6 +191,11 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     pca = _get(mi, "pca", int, cfg.pca, w)
     cfg.pca = pca or None
     cfg.mi_level = float(_get(mi, "level", (int, float), cfg.mi_level, w))
+    cfg.mi_controls = _get(mi, "controls", bool, cfg.mi_controls, w)
+    cfg.mi_codelength = _get(mi, "codelength", bool, cfg.mi_codelength, w)
+    cfg.mi_permutations = _get(mi, "permutations", int, cfg.mi_permutations, w)
+    if cfg.mi_permutations < 0:
+        raise PipelineError(f"{path}: [mi] permutations = {cfg.mi_permutations}: give 0 (none) or more, e.g. 19")
     cfg.delta = float(_get(chk, "delta", (int, float), cfg.delta, w))
     check_unread_keys(doc, w)  # a misspelt key is refused, never run with the default
     return cfg
@@ -222,6 +232,9 @@ def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfi
     cfg = PipelineConfig(out=out, demo_data=True, extra_targets=(("MRI", "Brain", "Segmentation"),),
                          rendering="grid", n_per_triplet=48, train_steps=60, train_lr=4e-3,
                          mi_seeds=3,  # 3 seeds, not the default 5: 13 -> 9 CPU-s per MI cell
+                         # the control task and online codelength beside each term (issue 25); a
+                         # permutation null would cost 19x the MI step, so the demo leaves it out
+                         mi_controls=True, mi_codelength=True,
                          portable_numerics=True)  # the README's numbers on any x86-64 CPU (issue 20)
     if quick:
         cfg.n_per_triplet = 32
@@ -300,7 +313,8 @@ def _extract_job(config):
 
 def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str = DEFAULTS.estimator,
             seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
-            level: float = DEFAULTS.level):
+            level: float = DEFAULTS.level, controls: bool = False, codelength: bool = False,
+            permutations: int = 0):
     """The pipeline's MI step for one (store, layer, pool): the chain terms (with their strata),
     written to `out` when given. Same settings, same numbers as `matprobe mi` and `matprobe.mi`."""
     from matprobe.mi.chain import run_store, write_results
@@ -308,7 +322,8 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     # the direct joint term and chain differences are cross-checks `matprobe mi` offers; the
     # pipeline needs the terms (and their strata) only
     result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
-                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False)
+                             folds=folds, pca=pca, ci_level=level, difference=False, direct=False,
+                             controls=controls, codelength=codelength, permutations=permutations)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
@@ -318,18 +333,36 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
 
 def _mi_job(args: tuple) -> str:
     """One (store, layer, pool) MI chain in a worker process."""
-    store, factors, layer, pool, out, estimator, seeds, folds, pca, level = args
+    store, factors, layer, pool, out, estimator, seeds, folds, pca, level, baselines = args
     mi_step(store, factors, layer, pool, out, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
-            level=level)
+            level=level, **baselines)
     return out
 
 
-def _up_to_date(result: str, ck: dict) -> bool:
-    """An MI result can be reused only if it was computed on the store's current content."""
+def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> bool:
+    """An MI result can be reused only if it was computed on the store's current content, and
+    (given `cfg`) with the run's MI settings: estimator, seeds, folds, PCA, level and baselines."""
     from matprobe.store_checks import mi_file_matches
 
     path = Path(result)
-    return path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])
+    if not (path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])):
+        return False
+    return cfg is None or _mi_settings(cfg) == _recorded_settings(path)
+
+
+def _mi_settings(cfg: PipelineConfig) -> dict:
+    """The MI settings an MI results file records (`chain_terms`' settings) for this run."""
+    return {"estimators": [cfg.estimator], "seeds": cfg.mi_seeds, "folds": cfg.mi_folds, "pca": cfg.pca,
+            "level": cfg.mi_level, "seed": DEFAULTS.seed,
+            **({"permutations": cfg.mi_permutations} if cfg.mi_permutations else {}),
+            **({"codelength": True} if cfg.mi_codelength else {}), **({"controls": True} if cfg.mi_controls else {})}
+
+
+def _recorded_settings(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _workers(cfg: PipelineConfig) -> int:
@@ -534,9 +567,10 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
 
 def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
     """The MI chain for every (checkpoint, layer, pool) cell not already up to date, in workers."""
+    baselines = {"controls": cfg.mi_controls, "codelength": cfg.mi_codelength, "permutations": cfg.mi_permutations}
     mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
-                cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level)
-               for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck)]
+                cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, baselines)
+               for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck, cfg)]
     if mi_jobs:
         say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
             f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")

@@ -102,6 +102,42 @@ def mi_chain_bars(terms: pd.DataFrame, path: Path, level: float | None = None) -
             "whether the conditions differ by more than their intervals.")
 
 
+def draw_baselines(terms: pd.DataFrame):
+    sns.set_theme(style="whitegrid")
+    panels = [c for c in ("selectivity", "compression") if c in terms and terms[c].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    term_order = list(dict.fromkeys(terms["term"]))
+    colours = checkpoint_colours(terms)
+    names = [n for n in colours if n in set(terms["checkpoint"])]
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(term_order))
+    for ax, col in zip(axes[0], panels):
+        for i, name in enumerate(names):
+            rows = terms[terms["checkpoint"] == name].set_index("term").reindex(term_order)
+            err = None
+            if col == "selectivity":
+                err = np.clip(np.vstack([rows[col] - rows["sel_low"], rows["sel_high"] - rows[col]]), 0, None)
+            ax.bar(x + (i - (len(names) - 1) / 2) * width, rows[col], width, yerr=err, color=colours[name],
+                   label=name, capsize=2)
+        ax.axhline(1.0 if col == "compression" else 0.0, color="black", lw=0.8)
+        ax.set_xticks(x, [t.replace("I(Z;", "").rstrip(")") for t in term_order], rotation=20, ha="right")
+        ax.set_ylabel("nats" if col == "selectivity" else "uniform / online code")
+        ax.set_title("selectivity over the control task" if col == "selectivity" else "online-code compression")
+    _legend_outside(axes[0][-1], fontsize=7)
+    return fig
+
+
+def baselines(terms: pd.DataFrame, path: Path) -> str:
+    """Bars per chain term and checkpoint: selectivity over the control task (with its interval), and
+    the online code's compression."""
+    _save(draw_baselines(terms), path)
+    return ("Left: each chain term's selectivity, its estimate minus the estimate on control labels (drawn from the "
+            "factor's frequencies per stratum, fixed per image), with the paired interval; above 0, the embedding "
+            "holds the factor beyond what a probe finds in meaningless labels. Right: compression of the online "
+            "code (uniform bits / online bits); above 1, a probe extracts the factor from Z. Bars per checkpoint "
+            "(hue = training condition).")
+
+
 def _layer_order(layer: str) -> float:
     """embed < 0, 1, ... < final (the stored layer convention)."""
     if layer == "embed":

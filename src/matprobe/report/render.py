@@ -116,7 +116,7 @@ def load_run(run_dir: str | Path) -> RunData:
                                   "ci_low": t["ci_low"], "ci_high": t["ci_high"], "h_upper": t["h_upper"],
                                   "n": t["n"], "main": mi_path == ck["main_mi"],
                                   "degenerate": bool(t.get("degenerate", False)),
-                                  "bound": t.get("bound") or "two-sided"})
+                                  "bound": t.get("bound") or "two-sided", **_baseline_fields(t)})
         check = _read_json(resolve(ck["check"]))
         err_levels.add(check.get("level"))
         for s in check["strata"]:
@@ -148,6 +148,17 @@ def load_run(run_dir: str | Path) -> RunData:
                    results, sig, _composition(run, summary, target), unit=units.pop() if units else "nats",
                    mi_level=max(mi_levels) if len(mi_levels) == 1 else None,
                    error_level=max(err_levels) if len(err_levels) == 1 else None)
+
+
+def _baseline_fields(term: dict) -> dict:
+    """A term's control task, codelength and permutation null (matprobe.mi.controls/codelength), as
+    columns; NaN where the MI step did not compute them."""
+    ctrl, code, perm = term.get("control") or {}, term.get("codelength") or {}, term.get("permutation") or {}
+    return {"control": ctrl.get("control", np.nan), "selectivity": ctrl.get("selectivity", np.nan),
+            "sel_low": ctrl.get("ci_low", np.nan), "sel_high": ctrl.get("ci_high", np.nan),
+            "online_bits": code.get("online_bits", np.nan), "uniform_bits": code.get("uniform_bits", np.nan),
+            "compression": code.get("compression", np.nan), "p_perm": perm.get("p_value", np.nan),
+            "excess": perm.get("excess", np.nan)}
 
 
 # ------------------------------------------------------------------------------ findings
@@ -286,6 +297,16 @@ def glossary(data: RunData) -> dict[str, str]:
         "term": "the mutual-information chain term: I(Z;X|C) is the information the embedding Z holds about "
                 "factor X beyond the conditioning factors C",
         f"Î ({u})": "the estimated information (cross-fitted probe bound on held-out folds)",
+        f"control Î ({u})": "the same estimate for the control task: labels drawn from the factor's frequencies in "
+                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019)",
+        f"selectivity ({u})": "Î minus the control task's Î on the same rows, folds and seeds, with its paired "
+                              "interval: the information beyond what the probe finds in meaningless labels",
+        "online code (bits)": "prequential codelength of the factor given Z: blocks of rows sent with a probe fitted "
+                              "on the rows sent before them (Voita & Titov 2020)",
+        "uniform code (bits)": "the codelength with every row sent by the uniform code over its stratum's classes",
+        "compression": "uniform code / online code: above 1, the probe extracts the factor from Z; about 1, it cannot",
+        f"excess over null ({u})": "Î minus the mean Î over labels permuted within the conditioning strata",
+        "permutation p": "(1 + permuted Î at least the observed) / (1 + permutations): the permutation test's p-value",
         f"Î {mi_lvl} interval": f"{mi_lvl} interval of Î, over folds and seeds; \"≥ x (one-sided)\": the MI is at "
                                 "least x, where the estimator's shortfall cannot be bounded (flags small-cells, "
                                 "near-saturated; README, docs/estimators.md)",
@@ -511,6 +532,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
 
     _dataset_section(doc, data, fig_dir)
     _mi_sections(doc, data, fig_dir, mi_lvl)
+    _baselines_section(doc, data, fig_dir)
     _fano_section(doc, data, fig_dir, mi_lvl, err_lvl)
     _pac_section(doc, data, fig_dir, err_lvl)
     _significance_section(doc, data)
@@ -571,6 +593,35 @@ def _mi_sections(doc: Doc, data, fig_dir: Path, mi_lvl: str) -> None:
             f"Î {mi_lvl} interval": _mi_intervals(every)}),
             f"Every chain term at every layer/pool the run measured ({mi_lvl} intervals).")
 
+
+
+def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
+    """Control tasks, online codelength and permutation nulls of the main chain, when the MI step made them."""
+    main = data.terms[data.terms["main"]] if "main" in data.terms else data.terms
+    have = [c for c in ("selectivity", "compression", "p_perm") if c in main and main[c].notna().any()]
+    if not have:
+        return
+    u = data.unit
+    doc.heading("Baselines: control tasks and codelength")
+    cap = figures.baselines(main, fig_dir / "baselines.png")
+    doc.figure("figures/baselines.png", cap)
+    table = {"checkpoint": main["checkpoint"], "term": main["term"], f"Î ({u})": term_cells(main)}
+    if "selectivity" in have:
+        table[f"control Î ({u})"] = main["control"]
+        table[f"selectivity ({u})"] = ["" if pd.isna(v) else f"{v:.3f} {_ci(lo, hi)}"
+                                        for v, lo, hi in zip(main["selectivity"], main["sel_low"], main["sel_high"])]
+    if "compression" in have:
+        table["online code (bits)"] = main["online_bits"]
+        table["uniform code (bits)"] = main["uniform_bits"]
+        table["compression"] = main["compression"]
+    if "p_perm" in have:
+        table[f"excess over null ({u})"] = main["excess"]
+        table["permutation p"] = main["p_perm"]
+    doc.table(pd.DataFrame(table),
+              "What each chain term holds beyond labels that mean nothing, and how easily a probe extracts it: the "
+              "control task (labels drawn from the factor's frequencies in each stratum, fixed per image, probed the "
+              "same way; selectivity = Î minus the control's, with its paired interval), the online codelength of the "
+              "factor given Z (bits; compression = uniform / online), and the permutation null where it was run.")
 
 
 def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> None:
