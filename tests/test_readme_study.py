@@ -82,6 +82,17 @@ def test_readme_study_runs_as_printed(quick_demo, monkeypatch):
     assert terms == {(t, e) for t in ("I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)") for e in ("probe", "ksg")}
     assert all(t["ci_low"] <= t["estimate"] <= t["ci_high"] for t in mi["terms"] if t["estimator"] == "probe")
 
+    # 3b. the baselines: every term's control task, online code and permutation null (B = 9)
+    base = json.loads((root / "mi-baselines.json").read_text())
+    assert base["settings"]["permutations"] == 9 and base["settings"]["controls"] and base["settings"]["codelength"]
+    for t in base["terms"]:
+        assert t["permutation"]["p_value"] in [k / 10 for k in range(1, 11)] and len(t["permutation"]["null"]) == 9
+        assert t["control"]["ci_low"] <= t["control"]["selectivity"] <= t["control"]["ci_high"]
+        assert t["codelength"]["uniform_bits"] > 0
+    modality = base["terms"][0]  # modality is in every checkpoint's Z: beyond every baseline
+    assert modality["permutation"]["p_value"] == 0.1 and modality["control"]["ci_low"] > 0
+    assert modality["codelength"]["compression"] > 1
+
     # 5. the sweep: both stores x both layers x three terms at pool last
     sweep = pd.read_csv(root / "sweep.csv")
     assert len(sweep.groupby(["store", "layer", "term"])) == 2 * 2 * 3
