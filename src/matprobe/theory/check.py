@@ -344,7 +344,9 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level):
     h_y = entropy(y)
     h_y_ma = conditional_entropy(y, [cols["modality"], cols["anatomy"]])
     h_y_mat = conditional_entropy(y, [cols[f] for f in MAT])
-    stratified = float(sum(w * max(h - _fano_phi(e, k), 0.0) for w, h, e, k in per_stratum))
+    w = np.asarray([p[0] for p in per_stratum])
+    h_s = np.asarray([p[1] for p in per_stratum])
+    stratified = float(np.sum(w * np.maximum(h_s - [_fano_phi(e, k) for _, _, e, k in per_stratum], 0.0)))
     audit = fano.audit_paper_fano(h_y, h_y_ma, eps_all, k_all)
     phi_up = _fano_phi(pac.test_set_bound(errors_all, n_total, delta), k_all)
     aggregate: dict[str, Any] = {
