@@ -209,7 +209,7 @@ def test_every_figure_also_as_svg(report_run):
 
     pngs = sorted(p.stem for p in (report_run / "figures").glob("*.png"))
     svgs = sorted(p.stem for p in (report_run / "figures").glob("*.svg"))
-    assert pngs == svgs == ["composition", "fano", "mi_by_layer", "mi_chain", "mi_vs_accuracy", "pac"]
+    assert pngs == svgs == ["baselines", "composition", "fano", "mi_by_layer", "mi_chain", "mi_vs_accuracy", "pac"]
     for stem in svgs:
         root = ET.parse(report_run / "figures" / f"{stem}.svg").getroot()
         assert root.tag.endswith("svg") and len(list(root.iter())) > 50

@@ -285,6 +285,22 @@ def _pct(level: float | None, default: str = "") -> str:
 UNEXPLAINED = "a column of the run's result files (no description recorded for it)"
 
 
+def _baseline_glossary(u: str) -> dict[str, str]:
+    """The columns of the baselines table (control task, codelength, permutation null)."""
+    return {
+        f"control Î ({u})": "the same estimate for the control task: labels drawn from the factor's frequencies in "
+                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019)",
+        f"selectivity ({u})": "Î minus the control task's Î on the same rows, folds and seeds, with its paired "
+                              "interval: the information beyond what the probe finds in meaningless labels",
+        "online code (bits)": "prequential codelength of the factor given Z: blocks of rows sent with a probe fitted "
+                              "on the rows sent before them (Voita & Titov 2020)",
+        "uniform code (bits)": "the codelength with every row sent by the uniform code over its stratum's classes",
+        "compression": "uniform code / online code: above 1, the probe extracts the factor from Z; about 1, it cannot",
+        f"excess over null ({u})": "Î minus the mean Î over labels permuted within the conditioning strata",
+        "permutation p": "(1 + permuted Î at least the observed) / (1 + permutations): the permutation test's p-value",
+    }
+
+
 def glossary(data: RunData) -> dict[str, str]:
     """What every column header of the report's tables means (the report lists the ones it used)."""
     u = data.unit
@@ -297,16 +313,7 @@ def glossary(data: RunData) -> dict[str, str]:
         "term": "the mutual-information chain term: I(Z;X|C) is the information the embedding Z holds about "
                 "factor X beyond the conditioning factors C",
         f"Î ({u})": "the estimated information (cross-fitted probe bound on held-out folds)",
-        f"control Î ({u})": "the same estimate for the control task: labels drawn from the factor's frequencies in "
-                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019)",
-        f"selectivity ({u})": "Î minus the control task's Î on the same rows, folds and seeds, with its paired "
-                              "interval: the information beyond what the probe finds in meaningless labels",
-        "online code (bits)": "prequential codelength of the factor given Z: blocks of rows sent with a probe fitted "
-                              "on the rows sent before them (Voita & Titov 2020)",
-        "uniform code (bits)": "the codelength with every row sent by the uniform code over its stratum's classes",
-        "compression": "uniform code / online code: above 1, the probe extracts the factor from Z; about 1, it cannot",
-        f"excess over null ({u})": "Î minus the mean Î over labels permuted within the conditioning strata",
-        "permutation p": "(1 + permuted Î at least the observed) / (1 + permutations): the permutation test's p-value",
+        **_baseline_glossary(u),
         f"Î {mi_lvl} interval": f"{mi_lvl} interval of Î, over folds and seeds; \"≥ x (one-sided)\": the MI is at "
                                 "least x, where the estimator's shortfall cannot be bounded (flags small-cells, "
                                 "near-saturated; README, docs/estimators.md)",
