@@ -317,6 +317,64 @@ class ChainResult:
                           chain_difference=r.chain_difference, note=r.note, **extra)
         return table
 
+    @classmethod
+    def from_json(cls, doc: dict) -> "ChainResult":
+        """The result a results document (`results_json`, `matprobe mi --out FILE.json`) was written
+        from, as typed objects: each term an `MIEstimate` with its strata, flags, bound and baselines
+        (control task, codelength, permutation null). Training-only internals (per-row terms, fold
+        diagnostics, estimator parameters) are not in the file and come back empty.
+
+        >>> import numpy as np
+        >>> from matprobe.mi import chain_terms
+        >>> rng = np.random.default_rng(0)
+        >>> m = rng.integers(0, 2, 300)
+        >>> res = chain_terms(np.c_[m + 0.3 * rng.standard_normal(300)], {"M": m}, seeds=1, folds=2, pca=None,
+        ...                   direct=False, difference=False)
+        >>> back = ChainResult.from_json(results_json(res))
+        >>> back.terms["probe"][0][1].value == res.terms["probe"][0][1].value
+        True
+        """
+        if doc.get("kind") != "matprobe.mi":
+            raise EstimationError(f"not an MI results document (kind {doc.get('kind')!r}); give the JSON that "
+                                  "`matprobe mi --out FILE.json` writes")
+        factors = list(doc["factors"])
+        unit = doc.get("unit", NATS)
+        terms: dict[str, list[tuple[str, MIEstimate]]] = {}
+        difference: dict[str, list] = {}
+        for t in doc["terms"]:
+            strata = [{k: v for k, v in s.items() if k not in ("target", "estimator")}
+                      for s in doc.get("strata", []) if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
+            extra = {k: t[k] for k in ("permutation", "control", "codelength") if t.get(k)}
+            terms.setdefault(t["estimator"], []).append((t["term"], _estimate_from_entry(t, unit, strata, extra)))
+            difference.setdefault(t["estimator"], []).append(t.get("chain_difference"))
+        direct = {}
+        d = doc.get("direct") or {}
+        if d:
+            direct[d["estimator"]] = _estimate_from_entry(d, unit, [], {})
+        for extra_direct in doc.get("direct_all", []):
+            if extra_direct["estimator"] not in direct:
+                direct[extra_direct["estimator"]] = _estimate_from_entry(
+                    {**extra_direct, "ci_level": doc.get("ci_level"), "n": 0}, unit, [], {})
+        meta = {k: doc.get(k) for k in ("store", "layer", "pool") if doc.get(k)}
+        if doc.get("store_fingerprint"):
+            meta["fingerprint"] = doc["store_fingerprint"]
+        return cls(factors=factors, terms=terms, direct=direct,
+                   difference={k: v for k, v in difference.items() if any(x is not None for x in v)},
+                   unit=unit, settings=dict(doc.get("settings") or {}), meta=meta)
+
+    @classmethod
+    def read(cls, path) -> "ChainResult":
+        """`from_json` of a results file."""
+        import json
+        from pathlib import Path
+
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise EstimationError(f"{path}: cannot read MI results ({exc}); give the JSON that "
+                                  "`matprobe mi --out FILE.json` writes") from None
+        return cls.from_json(doc)
+
     def agreement(self) -> dict[str, dict]:
         """Per term: spread (max - min) of the estimators' values and whether all intervals overlap."""
         out = {}
@@ -468,6 +526,16 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
             "agreement": result.agreement()}
+
+
+def _estimate_from_entry(t: dict, unit: str, strata: list, extra: dict) -> MIEstimate:
+    """An `MIEstimate` from one term entry of a results document."""
+    return MIEstimate(value=t["estimate"], ci_low=t["ci_low"], ci_high=t["ci_high"], ci_level=t.get("ci_level"),
+                      unit=unit, n_train=0, n_eval=t.get("n", 0), estimator=t["estimator"],
+                      diagnostics=dict(extra), h_upper=t.get("h_upper", float("nan")),
+                      clipped=bool(t.get("clipped", False)), degenerate=bool(t.get("degenerate", False)),
+                      note=t.get("note", ""), strata=strata, bound=t.get("bound") or "two-sided",
+                      flags=list(t.get("flags") or []))
 
 
 def not_identifiable(term: str) -> str:

@@ -25,6 +25,7 @@ from matprobe.conditions import condition_name
 from matprobe.data.splits import relation
 from matprobe.errors import MatprobeError
 from matprobe.io import write_text_atomic
+from matprobe.mi.chain import ChainResult
 from matprobe.present import md_escape
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
@@ -106,17 +107,17 @@ def load_run(run_dir: str | Path) -> RunData:
         cond = condition_name(ck["condition"])
         base = {"checkpoint": ck["name"], "condition": cond, "seed": ck["seed"]}
         for lp, mi_path in ck["mi"].items():
-            doc = _read_json(resolve(mi_path))
-            units.add(doc.get("unit", "nats"))
+            res = ChainResult.from_json(_read_json(resolve(mi_path)))  # typed: MIEstimate per term
+            units.add(res.unit)
             layer, _, pool = lp.partition("/")
-            for t in doc["terms"]:
-                mi_levels.add(t.get("ci_level"))
-                term_rows.append({**base, "layer_pool": lp, "layer": layer, "pool": pool, "term": t["term"],
-                                  "estimator": t["estimator"], "estimate": t["estimate"],
-                                  "ci_low": t["ci_low"], "ci_high": t["ci_high"], "h_upper": t["h_upper"],
-                                  "n": t["n"], "main": mi_path == ck["main_mi"],
-                                  "degenerate": bool(t.get("degenerate", False)),
-                                  "bound": t.get("bound") or "two-sided", **_baseline_fields(t)})
+            for est, items in res.terms.items():
+                for term, e in items:
+                    mi_levels.add(e.ci_level)
+                    term_rows.append({**base, "layer_pool": lp, "layer": layer, "pool": pool, "term": term,
+                                      "estimator": est, "estimate": e.value, "ci_low": e.ci_low,
+                                      "ci_high": e.ci_high, "h_upper": e.h_upper, "n": e.n_eval,
+                                      "main": mi_path == ck["main_mi"], "degenerate": e.degenerate,
+                                      "bound": e.bound, **_baseline_fields(e.diagnostics)})
         check = _read_json(resolve(ck["check"]))
         err_levels.add(check.get("level"))
         for s in check["strata"]:
@@ -150,10 +151,11 @@ def load_run(run_dir: str | Path) -> RunData:
                    error_level=max(err_levels) if len(err_levels) == 1 else None)
 
 
-def _baseline_fields(term: dict) -> dict:
+def _baseline_fields(diagnostics: dict) -> dict:
     """A term's control task, codelength and permutation null (matprobe.mi.controls/codelength), as
     columns; NaN where the MI step did not compute them."""
-    ctrl, code, perm = term.get("control") or {}, term.get("codelength") or {}, term.get("permutation") or {}
+    ctrl = diagnostics.get("control") or {}
+    code, perm = diagnostics.get("codelength") or {}, diagnostics.get("permutation") or {}
     return {"control": ctrl.get("control", np.nan), "selectivity": ctrl.get("selectivity", np.nan),
             "sel_low": ctrl.get("ci_low", np.nan), "sel_high": ctrl.get("ci_high", np.nan),
             "online_bits": code.get("online_bits", np.nan), "uniform_bits": code.get("uniform_bits", np.nan),
