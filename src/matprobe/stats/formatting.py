@@ -237,19 +237,6 @@ def write_output(results: pd.DataFrame, path: str | Path,
     return path
 
 
-def rich_table(frame: pd.DataFrame, title: str = "", index: bool = False):
-    from rich.table import Table
-
-    table = Table(title=title or None, title_justify="left")
-    data = frame.reset_index() if index else frame
-    for i, c in enumerate(data.columns):
-        table.add_column(str(c), justify="left" if i == 0 or data[c].dtype == object
-                         and not str(data[c].iloc[0])[:1].isdigit() else "right")
-    for _, row in data.iterrows():
-        table.add_row(*(str(v) for v in row))
-    return table
-
-
 def item_table(items: pd.DataFrame) -> pd.DataFrame:
     """Display strings for item_level_analysis output."""
     level = items["ci_level"].iloc[0] if len(items) else 0.95
