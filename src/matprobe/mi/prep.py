@@ -79,15 +79,6 @@ def stratified_folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> np
     return fold
 
 
-def check_folds(y: np.ndarray, k: int, name: str = "y") -> None:
-    """Every class must reach the training folds: at least 2 rows per class with k folds."""
-    n = len(y)
-    if n < 2 * k:
-        raise EstimationError(
-            f"too few samples for {k} folds: {n} rows (need at least {2 * k}); add samples or lower --folds"
-        )
-
-
 class SortedColumns:
     """Every column of z sorted once: `values` [d, n] and the row `order` [d, n] (int32).
 
