@@ -329,6 +329,7 @@ def mi_command(
     fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (results) or FILE.csv (table)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
+    pointwise: Optional[Path] = typer.Option(None, "--pointwise", help="Write the pointwise information per item to FILE.csv: one row per (item, term, estimator), the held-out critic's log q(y|z,c) - log p(y|c) averaged over seeds; a term's mean over its items is its estimate (before clipping), over a stratum's items that stratum's entry."),
     controls: bool = typer.Option(False, "--controls", help="Control task per chain term: labels drawn from the target's frequencies in each stratum, fixed per image, probed the same way; adds the selectivity (estimate minus control) with its paired interval (Hewitt & Liang 2019). One more estimate per term."),
     codelength: bool = typer.Option(False, "--codelength", help="Online (prequential) codelength of each chain term's target given Z, in bits, beside the uniform codelength and their ratio (Voita & Titov 2020): how easily a probe extracts the information; about two fold fits per term."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per chain term: the target permuted within the conditioning strata this many times (same folds and preprocessing), giving a p-value and the excess over the null mean; costs this many times the terms (19 gives p down to 0.05; 0 = none)."),
@@ -344,7 +345,13 @@ def mi_command(
     ests = [e.strip() for e in estimator.split(",") if e.strip()]
     result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
                              pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
-                             permutations=permutations, codelength=codelength, controls=controls)
+                             permutations=permutations, codelength=codelength, controls=controls,
+                             pointwise=pointwise is not None)
+    if pointwise is not None:
+        from matprobe.io import atomic_path
+
+        with atomic_path(pointwise) as tmp:
+            result.pointwise_frame().to_csv(tmp, index=False)
     lines = []
     for term, agr in result.agreement().items():
         if len(ests) > 1:

@@ -226,6 +226,27 @@ class ChainResult:
     unit: str = NATS
     settings: dict = field(default_factory=dict)  # estimator settings used (seeds, folds, pca, level, seed)
     meta: dict = field(default_factory=dict)  # store, fingerprint, layer, pool when read from a store
+    row_ids: list | None = None  # the store's sample ids of the rows used (run_store), for per-item output
+
+    def pointwise_frame(self, labels: dict[str, list] | None = None) -> pd.DataFrame:
+        """Pointwise information per item: one row per (item, term, estimator) with the held-out
+        critic's log q(y|z,c) - log p(y|c) averaged over seeds (learning-curve step included for the
+        probe), in the result's unit. Its mean over a term's items is the term's estimate before
+        clipping, and over a stratum's items that stratum's entry: which items carry the information.
+        `labels`: optional {factor: value per row} columns to add. Needs `pointwise=True`."""
+        from matprobe.units import from_nats
+
+        rows = []
+        for est, items in self.terms.items():
+            for term, e in items:
+                pw = (e.diagnostics or {}).get("pointwise")
+                if pw is None:
+                    raise EstimationError("no per-item terms in this result: estimate with pointwise=True")
+                values = np.asarray(pw["values"]).mean(axis=0)
+                ids = self.row_ids if self.row_ids is not None else list(range(len(values)))
+                rows.append(pd.DataFrame({"id": ids, **(labels or {}), "term": term, "estimator": est,
+                                          "pointwise": from_nats(values, self.unit), "unit": self.unit}))
+        return pd.concat(rows, ignore_index=True)
 
     def frame(self) -> pd.DataFrame:
         """Tidy table: one row per (term, estimator), plus the direct term and the sum."""
@@ -598,6 +619,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         st.require_complete("estimating MI")
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
+        row_ids = np.asarray(st.ids).astype(str)
         if kwargs.get("controls") and kwargs.get("control_groups") is None:
             # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
             images = st.samples().get("image")
@@ -610,6 +632,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
             keep = cols[name] >= 0
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
+            row_ids = row_ids[keep]
             if kwargs.get("control_groups") is not None:
                 kwargs["control_groups"] = kwargs["control_groups"][keep]
     meta["n_rows"], meta["n_used"] = n_rows, len(z)
@@ -621,4 +644,5 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
     # estimator, written like any other (issue 22), never refused
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
     result.meta = dict(meta)
+    result.row_ids = row_ids.tolist()
     return result, meta
