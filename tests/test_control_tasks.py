@@ -94,3 +94,31 @@ def test_mi_cli_writes_the_control_task(tmp_path):
     assert ctrl[0]["ci_low"] > 0.1  # modality is in Z, the control labels are not
     assert ctrl[1]["ci_low"] <= 0 <= ctrl[1]["ci_high"]  # anatomy is noise here
     assert "selectivity" in res.output
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+def test_sweep_writes_baseline_columns_and_resumes_them(tmp_path, suffix):
+    import pandas as pd
+
+    from conftest import synthetic_mat_store
+    from matprobe.mi.sweep import BASELINE_COLUMNS, read_table, run_sweep
+
+    store = synthetic_mat_store(tmp_path / "s.h5", seed=6, n=240, d=6, signal=[("modality", "CT", 2.0)],
+                                accuracy=0.7)
+    out = tmp_path / f"sweep.{suffix}"
+    kw = dict(factors=["M", "A"], seeds=1, folds=3, pca=None, pointwise=False)
+    res = run_sweep([store], out, controls=True, codelength=True, permutations=2, **kw)
+    table = read_table(out)
+    assert set(BASELINE_COLUMNS) <= set(table.columns) and len(table) == 2
+    m = table[table["term"] == "I(Z;M)"].iloc[0]
+    assert m["selectivity_low"] > 0 and m["compression"] > 1 and m["p_perm"] == pytest.approx(1 / 3)
+    assert res.n_computed == 1
+    again = run_sweep([store], out, controls=True, codelength=True, permutations=2, **kw)
+    assert again.n_computed == 0 and again.n_resumed == 1  # same settings: resumed with its columns
+    pd.testing.assert_frame_equal(read_table(out), table)
+    plain = run_sweep([store], tmp_path / f"plain.{suffix}", **kw)  # without baselines: no such columns
+    assert not set(BASELINE_COLUMNS) & set(plain.table.columns)
+    from matprobe.errors import EstimationError
+
+    with pytest.raises(EstimationError, match="written with other settings"):  # never mixed into one table
+        run_sweep([store], out, **kw)

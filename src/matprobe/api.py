@@ -199,8 +199,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        pool: Optional[str] = None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
-       permutations: int = 0, controls: bool = False, codelength: bool = False, progress: bool = True,
-       **kwargs) -> ChainResult:
+       pointwise: bool | PathLike | None = None, permutations: int = 0, controls: bool = False,
+       codelength: bool = False, progress: bool = True, **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -229,6 +229,9 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         Write FILE.json (the results document `check` reads) or FILE.csv (the table).
     device : str, default "cpu"
         Torch device for neural critics.
+    pointwise : bool, str or Path, optional
+        True keeps each term's per-item pointwise information (``res.pointwise_frame()``); a path
+        also writes that table to FILE.csv (``matprobe mi --pointwise FILE.csv``).
     permutations : int, default 0
         B > 0: each chain term's permutation null (the target permuted within the conditioning
         strata B times, same folds and preprocessing): ``p_perm``, ``null_mean`` and ``excess``
@@ -267,7 +270,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         check_out_path(out)
     ests = _names(estimator)
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
-              progress=progress, permutations=permutations, controls=controls, codelength=codelength, **kwargs)
+              progress=progress, permutations=permutations, controls=controls, codelength=codelength,
+              pointwise=bool(pointwise), **kwargs)
     if device != "cpu":
         kw["device"] = device
     if isinstance(factors, dict):
@@ -279,6 +283,11 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     if out is not None:
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
                       layer=meta["layer"], pool=meta["pool"])
+    if pointwise not in (None, True, False):
+        from matprobe.io import atomic_path
+
+        with atomic_path(Path(pointwise)) as tmp:
+            result.pointwise_frame().to_csv(tmp, index=False)
     return result
 
 
@@ -286,7 +295,8 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
           pools: str = "all", *, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
           folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, jobs: int = 1,
           level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, pointwise: bool = True,
-          overwrite: bool = False, device: str = "cpu", progress: bool = True) -> SweepResult:
+          overwrite: bool = False, device: str = "cpu", controls: bool = False, codelength: bool = False,
+          permutations: int = 0, progress: bool = True) -> SweepResult:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table (`matprobe sweep`).
 
     Parameters
@@ -307,6 +317,8 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
         Keep per-sample terms in ``OUT.pointwise/``.
     overwrite : bool, default False
         Start again instead of resuming.
+    controls, codelength, permutations
+        Baselines per term, as in `mi`: selectivity, codelength and permutation-null columns.
     progress : bool, default True
         A progress bar per cell.
 
@@ -323,7 +335,7 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
     return run_sweep(list(stores), out, factors=_names(factors), layers=layers, pools=pools,
                      estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs, unit=unit,
                      pointwise=pointwise, overwrite=overwrite, ci_level=level, progress=progress,
-                     device=device)
+                     device=device, controls=controls, codelength=codelength, permutations=permutations)
 
 
 def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "T|M,A", *,

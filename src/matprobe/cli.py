@@ -528,6 +528,9 @@ def sweep_command(
     pointwise: bool = typer.Option(True, "--pointwise/--no-pointwise", help="Keep per-sample terms in OUT.pointwise/."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the critics (cpu, cuda)."),
+    controls: bool = typer.Option(False, "--controls", help="Control task per term: selectivity columns (estimate minus the control's, with its interval)."),
+    codelength: bool = typer.Option(False, "--codelength", help="Online codelength per term: online_bits, uniform_bits and compression columns."),
+    permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per term: p_perm and excess columns (costs this many times the cell)."),
 ) -> None:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
@@ -538,7 +541,8 @@ def sweep_command(
     res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
                     estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs,
                     unit=unit, pointwise=pointwise, overwrite=overwrite, ci_level=level,
-                    progress=True, device=device)
+                    progress=True, device=device, controls=controls, codelength=codelength,
+                    permutations=permutations)
     if res.rank != 0:
         return
     _show(sweep_table(res, unit), fmt, [

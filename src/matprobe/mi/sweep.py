@@ -40,6 +40,10 @@ FORMATS = (".csv", ".json", ".parquet")
 COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
            "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
            "note", "seconds", "settings", "flags"]
+# baseline columns (issue 25), present when the sweep ran them: the control task's selectivity with its
+# interval, the online codelength's compression, the permutation p-value and the excess over the null
+BASELINE_COLUMNS = ["control", "selectivity", "selectivity_low", "selectivity_high", "online_bits",
+                    "uniform_bits", "compression", "p_perm", "excess"]
 # a cell whose estimation failed is written with NaN estimates and this flag, and retried on a rerun
 FAILED = "failed"
 CELL_KEY = ["store", "layer", "pool"]
@@ -57,11 +61,18 @@ class SweepSettings:
     unit: str = NATS
     pointwise: bool = True
     estimator_kwargs: tuple = ()  # sorted (name, value) pairs, e.g. (("max_iter", 50),)
+    # baselines per term (matprobe.mi.controls, codelength): they change the table, so the digest has them
+    controls: bool = False
+    codelength: bool = False
+    permutations: int = 0
 
     def digest(self) -> str:
         """Short hash of everything that changes the numbers (not `pointwise`)."""
         d = asdict(self)
         d.pop("pointwise")
+        for key in ("controls", "codelength", "permutations"):  # absent when off: older digests still match
+            if not d[key]:
+                d.pop(key)
         # the estimator's full parameters (its fitting scheme included), so a table written by
         # an older fitting scheme is not silently resumed with new cells
         kwargs = dict(self.estimator_kwargs)
@@ -208,7 +219,8 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                       estimators=[settings.estimator], seeds=settings.seeds, folds=settings.folds,
                       pca=settings.pca, unit=NATS, direct=False, difference=False,
                       ci_level=settings.ci_level, seed=settings.seed, pointwise=pointwise,
-                      **dict(settings.estimator_kwargs))
+                      controls=settings.controls, codelength=settings.codelength,
+                      permutations=settings.permutations, **dict(settings.estimator_kwargs))
     rows, pw = [], {"ids": ids}
     unit = settings.unit
     for (target, given), (name, e) in zip(term_list(list(settings.factors)), res.terms[settings.estimator]):
@@ -225,13 +237,38 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
-                     "settings": settings.digest(), "flags": ",".join(e.flags)})
+                     "settings": settings.digest(), "flags": ",".join(e.flags), **_baseline_row(e, unit)})
     seconds = time.perf_counter() - t0
     for r in rows:
         r["seconds"] = round(seconds / len(rows), 3)
     if pointwise and pointwise_dir is not None:
         write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
     return rows
+
+
+def _baseline_row(e, unit: str) -> dict:
+    """A term's baseline columns (BASELINE_COLUMNS) from its diagnostics; none when not run."""
+    from matprobe.units import from_nats
+
+    d = e.diagnostics or {}
+    out = {}
+    if d.get("control"):
+        c = d["control"]  # in the estimate's unit (nats here: the cell is estimated in nats)
+        out.update(control=from_nats(c["control"], unit), selectivity=from_nats(c["selectivity"], unit),
+                   selectivity_low=from_nats(c["ci_low"], unit), selectivity_high=from_nats(c["ci_high"], unit))
+    if d.get("codelength"):
+        c = d["codelength"]
+        out.update(online_bits=c["online_bits"], uniform_bits=c["uniform_bits"], compression=c["compression"])
+    if d.get("permutation"):
+        out.update(p_perm=d["permutation"]["p_value"], excess=from_nats(d["permutation"]["excess"], unit))
+    return out
+
+
+def _columns(df_or_rows) -> list[str]:
+    """COLUMNS plus the baseline columns present (in their order)."""
+    present = set(df_or_rows.columns) if isinstance(df_or_rows, pd.DataFrame) else \
+        {k for r in df_or_rows for k in r}
+    return COLUMNS + [c for c in BASELINE_COLUMNS if c in present]
 
 
 def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds: float = 0.0) -> list[dict]:
@@ -313,7 +350,7 @@ def read_table(path) -> pd.DataFrame:
                              keep_default_na=False, na_values={"estimate": ["nan"]})
         elif suffix == ".json":
             doc = json.loads(path.read_text())
-            df = pd.DataFrame(doc["rows"], columns=COLUMNS)
+            df = pd.DataFrame(doc["rows"], columns=doc.get("columns") or COLUMNS)
         else:
             df = pd.read_parquet(path)
     except (ValueError, KeyError, OSError) as exc:
@@ -328,7 +365,7 @@ def read_table(path) -> pd.DataFrame:
         raise EstimationError(f"{path}: not a sweep results file (no column {missing[0]!r}); "
                               "pass another --out")
     df["layer"] = df["layer"].astype(str)
-    return df[COLUMNS]
+    return df[_columns(df)]
 
 
 def write_table(df: pd.DataFrame, path) -> None:
@@ -340,7 +377,7 @@ def write_table(df: pd.DataFrame, path) -> None:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
         elif suffix == ".json":
-            doc = {"kind": "matprobe.sweep", "format_version": 1, "columns": COLUMNS,
+            doc = {"kind": "matprobe.sweep", "format_version": 1, "columns": _columns(df),
                    "rows": json.loads(df.to_json(orient="records"))}
             tmp.write_text(json.dumps(doc, indent=1))
         else:
@@ -371,7 +408,7 @@ def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path) -> set:
     other = sorted(set(df["settings"].astype(str)) - {digest})
     if other:
         raise EstimationError(f"{path} was written with other settings (settings {other[0]} vs {digest}: "
-                              "estimator, seeds, folds, pca, seed or factors differ); pass a new --out "
+                              "estimator, seeds, folds, pca, seed, factors or baselines differ); pass a new --out "
                               "or --overwrite to start again")
     df = df[~_failed(df)]  # failed cells are retried
     counts = df.groupby(CELL_KEY).size()
@@ -402,7 +439,8 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
               seed: int = DEFAULTS.seed, ci_level: float = DEFAULTS.level,
               unit: str = NATS, jobs: int = 1, pointwise: bool = True, overwrite: bool = False,
               progress: bool = False, on_cell: Callable[[Cell, list], None] | None = None,
-              estimator_kwargs: dict | None = None, device: str = "cpu") -> SweepResult:
+              estimator_kwargs: dict | None = None, device: str = "cpu", controls: bool = False,
+              codelength: bool = False, permutations: int = 0) -> SweepResult:
     """Run (or resume) the sweep; returns the full table of `out` (all ranks merged on rank 0)."""
     t0 = time.perf_counter()
     out = check_out(out)
@@ -420,7 +458,8 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
         kw["device"] = device
     settings = SweepSettings(factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
                              seed=seed, ci_level=ci_level, unit=unit, pointwise=pointwise,
-                             estimator_kwargs=tuple(sorted(kw.items())))
+                             estimator_kwargs=tuple(sorted(kw.items())), controls=bool(controls),
+                             codelength=bool(codelength), permutations=int(permutations))
     make_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
     cells = build_grid([str(s) for s in stores], layers, pools, factors)
     ranks = init_ranks(device)
@@ -447,7 +486,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
         nonlocal table
         for r in rows:  # failed rows: the content the cell was tried on
             r["fingerprint"] = r["fingerprint"] or content_ids.get(cell.store, "")
-        new = pd.DataFrame(rows, columns=COLUMNS)
+        new = pd.DataFrame(rows, columns=_columns(rows))
         if not table.empty:  # a cell retried after a failure replaces its failed rows
             same = (table["store"] == cell.store) & (table["layer"] == cell.layer) & (table["pool"] == cell.pool)
             table = table[~same].reset_index(drop=True)
