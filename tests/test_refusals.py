@@ -449,11 +449,17 @@ def test_report_flags_degenerate_terms_and_one_option_checkpoints(tmp_path):
     assert f"{term['term']} is not identifiable: H({inner}) = 0 in this data" in md
     assert f"checkpoint {ck['name']} answers option C for 47 of 50 items (94%)" in md
     escaped = term["term"].replace("|", "\\|")  # as the markdown table writes it
-    rows = [[c.strip() for c in line.split(" | ")] for line in md.splitlines()
+    chain_table = md.split("## MI chain", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.split(" | ")] for line in chain_table.splitlines()
             if line.startswith(f"| {ck['name']} ") and escaped in line]
     assert rows  # the MI chain table: estimate and interval cells say it, no 0.000 there
     for cells in rows:
         assert cells[3] == f"not identifiable: H({inner.replace('|', chr(92) + '|')}) = 0" and cells[4] == ""
+    # the baselines table (the run has the control task and codelength) shows no numbers for it either
+    base = md.split("## Baselines", 1)[1].split("\n## ", 1)[0]
+    line = next(x for x in base.splitlines() if x.startswith(f"| {ck['name']} ") and escaped in x)
+    cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+    assert cells[2].startswith("not identifiable") and all(c in ("", "-") for c in cells[3:]), cells
     # the findings average the term over the other checkpoints only, never counting the 0
     others = [next(x["estimate"] for x in json.loads((run / c["main_mi"]).read_text())["terms"]
                    if x["term"] == term["term"]) for c in summary["checkpoints"][1:]]
@@ -464,8 +470,12 @@ def test_report_flags_degenerate_terms_and_one_option_checkpoints(tmp_path):
 # ---------------------------------------------------------------- item 8: interrupts
 def _interrupt(args, sig, ready, timeout=300):
     """Start the CLI, wait until `ready()` is true, send `sig`; returns (returncode, stderr lines)."""
+    # SIGINT back to its default in the child: a shell starts background jobs with SIGINT ignored, the
+    # child inherits that, and Python then installs no KeyboardInterrupt handler (a CI run launched
+    # with `&` saw exit 0 here for both Ctrl-C tests)
     proc = subprocess.Popen([sys.executable, "-m", "matprobe", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()

@@ -614,18 +614,26 @@ def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
     doc.heading("Baselines: control tasks and codelength")
     cap = figures.baselines(main, fig_dir / "baselines.png")
     doc.figure("figures/baselines.png", cap)
+    if "degenerate" in main and main["degenerate"].any():  # H(Y|C) = 0: nothing to compare, no numbers shown
+        main = main.copy()
+        cols = ["control", "selectivity", "sel_low", "sel_high", "online_bits", "uniform_bits", "compression",
+                "excess", "p_perm"]
+        main.loc[main["degenerate"].astype(bool), cols] = np.nan
     table = {"checkpoint": main["checkpoint"], "term": main["term"], f"Î ({u})": term_cells(main)}
     if "selectivity" in have:
-        table[f"control Î ({u})"] = main["control"]
+        table[f"control Î ({u})"] = ["" if pd.isna(v) else v for v in main["control"]]
         table[f"selectivity ({u})"] = ["" if pd.isna(v) else f"{v:.3f} {_ci(lo, hi)}"
                                         for v, lo, hi in zip(main["selectivity"], main["sel_low"], main["sel_high"])]
+    def cells(col):
+        return ["" if pd.isna(v) else v for v in main[col]]
+
     if "compression" in have:
-        table["online code (bits)"] = main["online_bits"]
-        table["uniform code (bits)"] = main["uniform_bits"]
-        table["compression"] = main["compression"]
+        table["online code (bits)"] = cells("online_bits")
+        table["uniform code (bits)"] = cells("uniform_bits")
+        table["compression"] = cells("compression")
     if "p_perm" in have:
-        table[f"excess over null ({u})"] = main["excess"]
-        table["permutation p"] = main["p_perm"]
+        table[f"excess over null ({u})"] = cells("excess")
+        table["permutation p"] = cells("p_perm")
     doc.table(pd.DataFrame(table),
               "What each chain term holds beyond labels that mean nothing, and how easily a probe extracts it: the "
               "control task (labels drawn from the factor's frequencies in each stratum, fixed per image, probed the "
