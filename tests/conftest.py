@@ -11,16 +11,21 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_ckpts(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random LLaVA / Qwen2-VL / Qwen2.5-VL / LLaVA-NeXT / Gemma 3 / Idefics3 checkpoints plus a LoRA
-    adapter ('llava_lora')."""
+    """A tiny random checkpoint per registered architecture with a tiny builder (LLaVA, Qwen2-VL,
+    Qwen2.5-VL, LLaVA-NeXT, Gemma 3, Idefics3 today) plus a LoRA adapter ('llava_lora')."""
     import torch
 
     torch.set_num_threads(1)
-    from matprobe.extract.tiny import build_tiny_adapter, build_tiny_checkpoint
+    from matprobe.extract.tiny import build_tiny_adapter, build_tiny_checkpoint, tiny_architectures
 
     root = tmp_path_factory.mktemp("tiny_ckpts")
-    out = {arch: build_tiny_checkpoint(root / arch, arch, seed=i)
-           for i, arch in enumerate(("llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3", "idefics3"))}
+    # every registered architecture with a tiny builder (extract/tiny/<model_type>.py): a new one is
+    # built and tested here without editing this file
+    # the seeds the fixtures were made with (tests such as the bf16 one rely on these weights); an
+    # architecture added later takes the next free seed, so it needs no edit here
+    known = ("llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3", "idefics3")
+    out = {arch: build_tiny_checkpoint(root / arch, arch, seed=known.index(arch) if arch in known else len(known) + i)
+           for i, arch in enumerate(tiny_architectures())}
     out["llava_lora"] = build_tiny_adapter(root / "llava_lora", out["llava"], seed=7)
     return out
 

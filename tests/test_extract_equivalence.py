@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from matprobe.extract.tiny import tiny_architectures
+
 torch.set_num_threads(1)
 
-ARCHS = ["llava", "qwen2_vl", "qwen2_5_vl", "llava_next", "gemma3", "idefics3"]
+ARCHS = list(tiny_architectures())  # the registry's architectures with a tiny builder
 TOL = 1e-5
 
 
