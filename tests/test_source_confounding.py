@@ -125,3 +125,51 @@ def test_pipeline_records_the_flag_and_the_report_lists_it(tmp_path):
     path, _ = _manifest(mixed_dir, "source", False)
     quiet = _run_summary(cfg, tmp_path, load_manifest(path), path, {tuple(cfg.target): {}}, [], None, StepTimer())
     assert "source_warnings" not in quiet  # run.json unchanged for studies without the flag
+
+
+@pytest.mark.parametrize("confounded", [True, False])
+def test_run_estimates_modality_against_source_and_the_report_shows_it(tmp_path, monkeypatch, confounded):
+    import torch
+
+    import matprobe.extract.runner as runner
+    from matprobe.pipeline import PipelineConfig, run_pipeline
+    from matprobe.report import figures, render
+    from test_study_grid import (
+        _md_tables,
+        _no_checkpoint_folders,
+        _stub_save,
+        build_study,
+        fake_extract_factory,
+    )
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(runner, "extract", fake_extract_factory({}))
+    _no_checkpoint_folders(monkeypatch)
+    monkeypatch.setattr(figures, "_save", _stub_save)
+    manifest = build_study(tmp_path / "data", "cls", split=False, label=False)
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for i, r in enumerate(rows):  # two sources per modality, or every source holding both modalities
+        r["source"] = f"{r['modality']}-site{i % 2}" if confounded else f"site{i % 3}"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = ("MRI", "Brain", "Artifact")
+    cks = [{"name": f"{c}-{s}", "condition": c, "seed": s, "ckpt": str(tmp_path / "ck" / f"{c}-{s}")}
+           for c in ("related", "unrelated") for s in range(2)]
+    cfg = PipelineConfig(out=str(tmp_path / "run"), data_file=str(manifest), target=target, checkpoints=cks,
+                         estimator="ksg", mi_seeds=1, mi_folds=2, pca=None, workers=1, layers="-1")
+    run = run_pipeline(cfg)
+    summary = json.loads((run / "run.json").read_text())
+    assert bool(summary.get("source_warnings")) == confounded
+    md = (run / "report.md").read_text()
+    section = md.split("## Modality and source data set", 1)[1].split("\n## ", 1)[0]
+    for ck in summary["checkpoints"]:
+        docs = {k: json.loads((run / p).read_text()) for k, p in ck["source_mi"].items()}
+        m_given_source = docs["source,modality"]["terms"][1]
+        source_given_m = docs["modality,source"]["terms"][1]
+        assert m_given_source["term"] == "I(Z;modality|source)" and source_given_m["term"] == "I(Z;source|modality)"
+        assert m_given_source["degenerate"] == confounded  # every source one modality: not identifiable
+        line = next(x for x in section.splitlines() if x.startswith(f"| {ck['name']} | I(Z;modality\\|source)"))
+        assert ("not identifiable" in line) == confounded
+        line = next(x for x in section.splitlines() if x.startswith(f"| {ck['name']} | I(Z;source\\|modality)"))
+        assert f"{source_given_m['estimate']:.3f}" in line
+    glossary = _md_tables(md)[-1]
+    assert [r[0] for r in glossary["rows"] if r[1] == render.UNEXPLAINED] == []

@@ -358,6 +358,27 @@ def _mi_settings(cfg: PipelineConfig) -> dict:
             **({"codelength": True} if cfg.mi_codelength else {}), **({"controls": True} if cfg.mi_controls else {})}
 
 
+def _has_sources(store) -> bool:
+    """Whether a store has a source column naming two or more data sets for its labelled rows."""
+    from matprobe.store import EmbeddingStore
+
+    try:
+        with EmbeddingStore.open(store) as st:
+            if "source" not in st.label_columns():
+                return False
+            codes, _ = st.factor("source")
+    except (OSError, MatprobeError):
+        return False
+    return len(set(codes[codes >= 0].tolist())) >= 2 and bool((codes >= 0).all())
+
+
+def _recorded_factors(path) -> list | None:
+    try:
+        return json.loads(Path(path).read_text()).get("factors")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _recorded_settings(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text()).get("settings")
@@ -566,11 +587,25 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
 
 
 def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
-    """The MI chain for every (checkpoint, layer, pool) cell not already up to date, in workers."""
+    """The MI chain for every (checkpoint, layer, pool) cell not already up to date, in workers;
+    with a source column of two or more data sets, also the chains (modality, source) and (source,
+    modality) at the main cell: I(Z;source|M) and I(Z;M|source), where identifiable (issue 25)."""
     baselines = {"controls": cfg.mi_controls, "codelength": cfg.mi_codelength, "permutations": cfg.mi_permutations}
     mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
                 cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, baselines)
                for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck, cfg)]
+    plain = {"controls": False, "codelength": False, "permutations": 0}
+    for ck in checkpoints:
+        if not _has_sources(ck["store"]):
+            continue
+        lp = next(k for k, v in ck["mi"].items() if v == ck["main_mi"])
+        base = Path(ck["main_mi"]).with_suffix("")
+        ck["source_mi"] = {"modality,source": f"{base}__modality_source.json",
+                           "source,modality": f"{base}__source_modality.json"}
+        for order, path in ck["source_mi"].items():
+            if not _up_to_date(path, ck, None) or _recorded_factors(path) != order.split(","):
+                mi_jobs.append((ck["store"], order.split(","), lp.split("/")[0], lp.split("/")[1], path,
+                                cfg.estimator, cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, plain))
     if mi_jobs:
         say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
             f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")
@@ -750,6 +785,8 @@ def _relative_paths(ck: dict, run: Path) -> dict:
             out[key] = run_relative(out[key], run)
     if "mi" in out:
         out["mi"] = {lp: run_relative(p, run) for lp, p in out["mi"].items()}
+    if "source_mi" in out:
+        out["source_mi"] = {k: run_relative(p, run) for k, p in out["source_mi"].items()}
     return out
 
 

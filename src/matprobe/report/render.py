@@ -50,6 +50,7 @@ class RunData:
     unit: str = "nats"
     mi_level: float | None = None
     error_level: float | None = None
+    sources: pd.DataFrame | None = None  # I(Z;M), I(Z;source|M), I(Z;source), I(Z;M|source) per checkpoint
 
 
 def _read_json(path: Path) -> dict:
@@ -148,7 +149,22 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(run, summary, pd.DataFrame(term_rows), pd.DataFrame(strata_rows), pd.DataFrame(pac_rows),
                    results, sig, _composition(run, summary, target), unit=units.pop() if units else "nats",
                    mi_level=max(mi_levels) if len(mi_levels) == 1 else None,
-                   error_level=max(err_levels) if len(err_levels) == 1 else None)
+                   error_level=max(err_levels) if len(err_levels) == 1 else None,
+                   sources=_source_terms(summary, resolve))
+
+
+def _source_terms(summary: dict, resolve) -> pd.DataFrame | None:
+    """Per checkpoint with a source column: the chains (modality, source) and (source, modality) the
+    pipeline estimated at its main cell, as rows (checkpoint, term, estimate, interval, degenerate)."""
+    rows = []
+    for ck in summary["checkpoints"]:
+        for order, path in (ck.get("source_mi") or {}).items():
+            res = ChainResult.read(resolve(path))
+            for term, e in next(iter(res.terms.values())):
+                rows.append({"checkpoint": ck["name"], "order": order, "term": term, "estimate": e.value,
+                             "ci_low": e.ci_low, "ci_high": e.ci_high, "h_upper": e.h_upper,
+                             "degenerate": e.degenerate, "bound": e.bound})
+    return pd.DataFrame(rows) if rows else None
 
 
 def _baseline_fields(diagnostics: dict) -> dict:
@@ -542,6 +558,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     _dataset_section(doc, data, fig_dir)
     _mi_sections(doc, data, fig_dir, mi_lvl)
     _baselines_section(doc, data, fig_dir)
+    _sources_section(doc, data)
     _fano_section(doc, data, fig_dir, mi_lvl, err_lvl)
     _pac_section(doc, data, fig_dir, err_lvl)
     _significance_section(doc, data)
@@ -639,6 +656,24 @@ def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
               "control task (labels drawn from the factor's frequencies in each stratum, fixed per image, probed the "
               "same way; selectivity = Î minus the control's, with its paired interval), the online codelength of the "
               "factor given Z (bits; compression = uniform / online), and the permutation null where it was run.")
+
+
+def _sources_section(doc: Doc, data) -> None:
+    """Modality against the source data set, when the manifest names sources (issue 25)."""
+    src = data.sources
+    if src is None or src.empty:
+        return
+    u = data.unit
+    mi_lvl = _pct(data.mi_level, "the MI results'")
+    doc.heading("Modality and source data set")
+    # one row per checkpoint and term; the conditional ones say how much each holds beyond the other
+    doc.table(pd.DataFrame({"checkpoint": src["checkpoint"], "term": src["term"], f"Î ({u})": term_cells(src),
+                            f"Î {mi_lvl} interval": _mi_intervals(src), f"cap H ({u})": src["h_upper"]}),
+              "Modality against the data set each item came from (the manifest's source column), at each "
+              "checkpoint's main layer/pool: I(Z;source|modality) is what Z holds about the source beyond "
+              "modality (scanner, site, preprocessing), I(Z;modality|source) what it holds about modality "
+              "beyond the source. Where every source holds one modality the latter is not identifiable: "
+              "then I(Z;modality) cannot be told from the source's identity.")
 
 
 def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> None:
