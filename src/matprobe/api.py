@@ -284,10 +284,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
                       layer=meta["layer"], pool=meta["pool"])
     if pointwise not in (None, True, False):
-        from matprobe.io import atomic_path
-
-        with atomic_path(Path(pointwise)) as tmp:
-            result.pointwise_frame().to_csv(tmp, index=False)
+        result.write_pointwise_csv(pointwise)
     return result
 
 

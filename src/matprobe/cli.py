@@ -348,10 +348,7 @@ def mi_command(
                              permutations=permutations, codelength=codelength, controls=controls,
                              pointwise=pointwise is not None)
     if pointwise is not None:
-        from matprobe.io import atomic_path
-
-        with atomic_path(pointwise) as tmp:
-            result.pointwise_frame().to_csv(tmp, index=False)
+        result.write_pointwise_csv(pointwise)
     lines = []
     for term, agr in result.agreement().items():
         if len(ests) > 1:

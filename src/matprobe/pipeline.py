@@ -347,15 +347,15 @@ def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> boo
     path = Path(result)
     if not (path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])):
         return False
-    return cfg is None or _mi_settings(cfg) == _recorded_settings(path)
+    return cfg is None or _mi_settings(cfg) == _recorded(path, "settings")
 
 
 def _mi_settings(cfg: PipelineConfig) -> dict:
     """The MI settings an MI results file records (`chain_terms`' settings) for this run."""
-    return {"estimators": [cfg.estimator], "seeds": cfg.mi_seeds, "folds": cfg.mi_folds, "pca": cfg.pca,
-            "level": cfg.mi_level, "seed": DEFAULTS.seed,
-            **({"permutations": cfg.mi_permutations} if cfg.mi_permutations else {}),
-            **({"codelength": True} if cfg.mi_codelength else {}), **({"controls": True} if cfg.mi_controls else {})}
+    from matprobe.mi.chain import chain_settings
+
+    return chain_settings([cfg.estimator], cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, DEFAULTS.seed,
+                          cfg.mi_permutations, cfg.mi_codelength, cfg.mi_controls)
 
 
 def _has_sources(store) -> bool:
@@ -372,16 +372,10 @@ def _has_sources(store) -> bool:
     return len(set(codes[codes >= 0].tolist())) >= 2 and bool((codes >= 0).all())
 
 
-def _recorded_factors(path) -> list | None:
+def _recorded(path, key: str):
+    """An MI results file's entry `key` (settings, factors), or None when unreadable."""
     try:
-        return json.loads(Path(path).read_text()).get("factors")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _recorded_settings(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()).get("settings")
+        return json.loads(Path(path).read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -603,7 +597,7 @@ def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
         ck["source_mi"] = {"modality,source": f"{base}__modality_source.json",
                            "source,modality": f"{base}__source_modality.json"}
         for order, path in ck["source_mi"].items():
-            if not _up_to_date(path, ck, None) or _recorded_factors(path) != order.split(","):
+            if not _up_to_date(path, ck, None) or _recorded(path, "factors") != order.split(","):
                 mi_jobs.append((ck["store"], order.split(","), lp.split("/")[0], lp.split("/")[1], path,
                                 cfg.estimator, cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, plain))
     if mi_jobs:

@@ -19,6 +19,7 @@ from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
+from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
 from matprobe.units import NATS, from_nats
@@ -110,13 +111,13 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
             e.diagnostics = {**(e.diagnostics or {}), "control": ctrl.to_dict()}
             if not pointwise:
                 e.diagnostics.pop("pointwise", None)
-        if permutations and (permute_first is None or len(out) < permute_first):
+        if permutations and in_scope:
             from matprobe.mi.controls import permutation_null
 
             null = permutation_null(fit, y, c, sub=sub, observed=e, permutations=permutations,
                                     seed=permutation_seed, within=",".join(spec.given))
             e.diagnostics = {**(e.diagnostics or {}), "permutation": null.to_dict()}
-        if codelength and plan is not None and (permute_first is None or len(out) < permute_first):
+        if codelength and plan is not None and in_scope:
             from matprobe.mi.codelength import online_codelength, probe_predictor
 
             code = online_codelength(probe_predictor(seed=getattr(est, "seed", 0), device=getattr(est, "device", "cpu")),
@@ -189,32 +190,6 @@ def conditional_by_strata(est: MIEstimator, z, y, c, *, sub=None, names: TermNam
     return result
 
 
-def _permutation_columns(e: MIEstimate) -> dict:
-    """The permutation null's summary as table columns (none when it was not run)."""
-    null = (e.diagnostics or {}).get("permutation")
-    if not null:
-        return {}
-    return {"p_perm": null["p_value"], "null_mean": null["null_mean"], "excess": null["excess"]}
-
-
-def _control_columns(e: MIEstimate) -> dict:
-    """The control task's summary as table columns (none when it was not run)."""
-    ctrl = (e.diagnostics or {}).get("control")
-    if not ctrl:
-        return {}
-    return {"control": ctrl["control"], "selectivity": ctrl["selectivity"], "selectivity_low": ctrl["ci_low"],
-            "selectivity_high": ctrl["ci_high"]}
-
-
-def _codelength_columns(e: MIEstimate) -> dict:
-    """The online codelength as table columns (none when it was not computed)."""
-    code = (e.diagnostics or {}).get("codelength")
-    if not code:
-        return {}
-    return {"online_bits": code["online_bits"], "uniform_bits": code["uniform_bits"],
-            "compression": code["compression"]}
-
-
 @dataclass
 class ChainResult:
     """Chain terms (per estimator), the direct joint term, and chain-difference cross-checks."""
@@ -234,8 +209,6 @@ class ChainResult:
         probe), in the result's unit. Its mean over a term's items is the term's estimate before
         clipping, and over a stratum's items that stratum's entry: which items carry the information.
         `labels`: optional {factor: value per row} columns to add. Needs `pointwise=True`."""
-        from matprobe.units import from_nats
-
         rows = []
         for est, items in self.terms.items():
             for term, e in items:
@@ -248,6 +221,15 @@ class ChainResult:
                                           "pointwise": from_nats(values, self.unit), "unit": self.unit}))
         return pd.concat(rows, ignore_index=True)
 
+    def write_pointwise_csv(self, path) -> None:
+        """`pointwise_frame` written to a CSV file (`matprobe mi --pointwise FILE.csv`), atomically."""
+        from pathlib import Path
+
+        from matprobe.io import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            self.pointwise_frame().to_csv(tmp, index=False)
+
     def frame(self) -> pd.DataFrame:
         """Tidy table: one row per (term, estimator), plus the direct term and the sum."""
         rows = []
@@ -258,8 +240,7 @@ class ChainResult:
                              "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
                              "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
-                             "flags": ",".join(e.flags), "unit": e.unit, **_permutation_columns(e),
-                             **_control_columns(e), **_codelength_columns(e)})
+                             "flags": ",".join(e.flags), "unit": e.unit, **baseline_columns(e.diagnostics)})
             total = sum(e.value for _, e in items)
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
@@ -411,6 +392,15 @@ class ChainResult:
         return out
 
 
+def chain_settings(estimators, seeds, folds, pca, level, seed, permutations=0, codelength=False,
+                   controls=False) -> dict:
+    """The settings a chain records (`ChainResult.settings`, the results document's "settings"): what a
+    rerun must match to reuse a result. Baselines appear only when on, so older files still match."""
+    return {"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca, "level": level,
+            "seed": seed, **({"permutations": int(permutations)} if permutations else {}),
+            **({"codelength": True} if codelength else {}), **({"controls": True} if controls else {})}
+
+
 def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = None,
                 estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = DEFAULTS.seeds,
                 folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
@@ -466,11 +456,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     # one fold plan per estimator for the whole chain, stratified by all factors
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,
-                         settings={"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca,
-                                   "level": ci_level, "seed": seed,
-                                   **({"permutations": int(permutations)} if permutations else {}),
-                                   **({"codelength": True} if codelength else {}),
-                                   **({"controls": True} if controls else {})})
+                         settings=chain_settings(estimators, seeds, folds, pca, ci_level, seed, permutations,
+                                                 codelength, controls))
     from contextlib import nullcontext
 
     from matprobe.progress import Progress, track

@@ -32,6 +32,7 @@ import numpy as np
 
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import MIEstimate
+from matprobe.units import from_nats
 
 
 @dataclass
@@ -152,7 +153,7 @@ def control_labels(y: np.ndarray, c: np.ndarray | None, rng: np.random.Generator
     return out
 
 
-def control_task(fit, y, c=None, *, sub=None, observed: MIEstimate, folds=None, groups=None,
+def control_task(fit, y, c=None, *, observed: MIEstimate, folds=None, groups=None,
                  group_name: str = "row", seed: int = 0, n_boot: int = 2000) -> ControlTask:
     """The control task of I(Z;Y|C) and the selectivity (see above).
 
@@ -175,13 +176,37 @@ def control_task(fit, y, c=None, *, sub=None, observed: MIEstimate, folds=None, 
                              folds=folds, ci_level=observed.ci_level, n_boot=n_boot, seed=seed)
     # paired_difference works in nats on the per-row terms; the estimates' raw values carry the unit
     return ControlTask(control=raw_value(ctrl), control_ci=(float(ctrl.ci_low), float(ctrl.ci_high)),
-                       selectivity=_in_unit(diff.delta, observed.unit), ci_low=_in_unit(diff.ci_low, observed.unit),
-                       ci_high=_in_unit(diff.ci_high, observed.unit), ci_level=diff.ci_level, p_value=diff.p_value,
+                       selectivity=float(from_nats(diff.delta, observed.unit)),
+                       ci_low=float(from_nats(diff.ci_low, observed.unit)),
+                       ci_high=float(from_nats(diff.ci_high, observed.unit)), ci_level=diff.ci_level, p_value=diff.p_value,
                        unit=observed.unit, seed=int(seed), groups=group_name,
                        notes=[diff.method])
 
 
-def _in_unit(nats: float, unit: str) -> float:
-    from matprobe.units import from_nats
+# ---------------------------------------------------------------------- as table columns
+# A term's baselines as columns (ChainResult.frame, sweep tables, the report), in this order; the
+# first six are information (the estimate's unit), the rest bits, a ratio and a p-value.
+BASELINE_COLUMNS = ("p_perm", "null_mean", "excess", "control", "selectivity", "selectivity_low",
+                    "selectivity_high", "online_bits", "uniform_bits", "compression")
+_INFORMATION = {"null_mean", "excess", "control", "selectivity", "selectivity_low", "selectivity_high"}
 
-    return float(from_nats(nats, unit))
+
+def baseline_columns(diagnostics: dict | None, convert=None) -> dict:
+    """The permutation null, control task and online codelength in an estimate's diagnostics as
+    {column: value} (only those that were computed). `convert` maps the information-valued ones
+    (e.g. nats to a table's unit)."""
+    d = diagnostics or {}
+    out = {}
+    if d.get("permutation"):
+        p = d["permutation"]
+        out.update(p_perm=p["p_value"], null_mean=p["null_mean"], excess=p["excess"])
+    if d.get("control"):
+        c = d["control"]
+        out.update(control=c["control"], selectivity=c["selectivity"], selectivity_low=c["ci_low"],
+                   selectivity_high=c["ci_high"])
+    if d.get("codelength"):
+        c = d["codelength"]
+        out.update(online_bits=c["online_bits"], uniform_bits=c["uniform_bits"], compression=c["compression"])
+    if convert is not None:
+        out = {k: convert(v) if k in _INFORMATION else v for k, v in out.items()}
+    return out

@@ -30,6 +30,7 @@ from matprobe.checks import check_factors, check_level
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
+from matprobe.mi.controls import baseline_columns
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
 from matprobe.parallel import init_ranks
 from matprobe.provenance import check_finished_cells
@@ -40,8 +41,9 @@ FORMATS = (".csv", ".json", ".parquet")
 COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
            "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
            "note", "seconds", "settings", "flags"]
-# baseline columns (issue 25), present when the sweep ran them: the control task's selectivity with its
-# interval, the online codelength's compression, the permutation p-value and the excess over the null
+# baseline columns the table keeps (issue 25; values from mi.controls.baseline_columns), present when the
+# sweep ran them: the control task's selectivity with its interval, the online codelength's compression,
+# the permutation p-value and the excess over the null
 BASELINE_COLUMNS = ["control", "selectivity", "selectivity_low", "selectivity_high", "online_bits",
                     "uniform_bits", "compression", "p_perm", "excess"]
 # a cell whose estimation failed is written with NaN estimates and this flag, and retried on a rerun
@@ -237,31 +239,15 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
-                     "settings": settings.digest(), "flags": ",".join(e.flags), **_baseline_row(e, unit)})
+                     "settings": settings.digest(), "flags": ",".join(e.flags),
+                     # the cell is estimated in nats: information-valued baselines in the table's unit
+                     **baseline_columns(e.diagnostics, convert=lambda v: from_nats(v, unit))})
     seconds = time.perf_counter() - t0
     for r in rows:
         r["seconds"] = round(seconds / len(rows), 3)
     if pointwise and pointwise_dir is not None:
         write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
     return rows
-
-
-def _baseline_row(e, unit: str) -> dict:
-    """A term's baseline columns (BASELINE_COLUMNS) from its diagnostics; none when not run."""
-    from matprobe.units import from_nats
-
-    d = e.diagnostics or {}
-    out = {}
-    if d.get("control"):
-        c = d["control"]  # in the estimate's unit (nats here: the cell is estimated in nats)
-        out.update(control=from_nats(c["control"], unit), selectivity=from_nats(c["selectivity"], unit),
-                   selectivity_low=from_nats(c["ci_low"], unit), selectivity_high=from_nats(c["ci_high"], unit))
-    if d.get("codelength"):
-        c = d["codelength"]
-        out.update(online_bits=c["online_bits"], uniform_bits=c["uniform_bits"], compression=c["compression"])
-    if d.get("permutation"):
-        out.update(p_perm=d["permutation"]["p_value"], excess=from_nats(d["permutation"]["excess"], unit))
-    return out
 
 
 def _columns(df_or_rows) -> list[str]:

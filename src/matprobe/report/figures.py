@@ -116,7 +116,8 @@ def draw_baselines(terms: pd.DataFrame):
             rows = terms[terms["checkpoint"] == name].set_index("term").reindex(term_order)
             err = None
             if col == "selectivity":
-                err = np.clip(np.vstack([rows[col] - rows["sel_low"], rows["sel_high"] - rows[col]]), 0, None)
+                err = np.clip(np.vstack([rows[col] - rows["selectivity_low"], rows["selectivity_high"] - rows[col]]),
+                              0, None)
             ax.bar(x + (i - (len(names) - 1) / 2) * width, rows[col], width, yerr=err, color=colours[name],
                    label=name, capsize=2)
         ax.axhline(1.0 if col == "compression" else 0.0, color="black", lw=0.8)

@@ -26,6 +26,7 @@ from matprobe.data.splits import relation
 from matprobe.errors import MatprobeError
 from matprobe.io import write_text_atomic
 from matprobe.mi.chain import ChainResult
+from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
 from matprobe.present import md_escape
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
@@ -170,13 +171,8 @@ def _source_terms(summary: dict, resolve) -> pd.DataFrame | None:
 def _baseline_fields(diagnostics: dict) -> dict:
     """A term's control task, codelength and permutation null (matprobe.mi.controls/codelength), as
     columns; NaN where the MI step did not compute them."""
-    ctrl = diagnostics.get("control") or {}
-    code, perm = diagnostics.get("codelength") or {}, diagnostics.get("permutation") or {}
-    return {"control": ctrl.get("control", np.nan), "selectivity": ctrl.get("selectivity", np.nan),
-            "sel_low": ctrl.get("ci_low", np.nan), "sel_high": ctrl.get("ci_high", np.nan),
-            "online_bits": code.get("online_bits", np.nan), "uniform_bits": code.get("uniform_bits", np.nan),
-            "compression": code.get("compression", np.nan), "p_perm": perm.get("p_value", np.nan),
-            "excess": perm.get("excess", np.nan)}
+    found = baseline_columns(diagnostics)
+    return {c: found.get(c, np.nan) for c in BASELINE_COLUMNS}
 
 
 # ------------------------------------------------------------------------------ findings
@@ -633,17 +629,16 @@ def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
     doc.figure("figures/baselines.png", cap)
     if "degenerate" in main and main["degenerate"].any():  # H(Y|C) = 0: nothing to compare, no numbers shown
         main = main.copy()
-        cols = ["control", "selectivity", "sel_low", "sel_high", "online_bits", "uniform_bits", "compression",
-                "excess", "p_perm"]
-        main.loc[main["degenerate"].astype(bool), cols] = np.nan
-    table = {"checkpoint": main["checkpoint"], "term": main["term"], f"Î ({u})": term_cells(main)}
-    if "selectivity" in have:
-        table[f"control Î ({u})"] = ["" if pd.isna(v) else v for v in main["control"]]
-        table[f"selectivity ({u})"] = ["" if pd.isna(v) else f"{v:.3f} {_ci(lo, hi)}"
-                                        for v, lo, hi in zip(main["selectivity"], main["sel_low"], main["sel_high"])]
+        main.loc[main["degenerate"].astype(bool), list(BASELINE_COLUMNS)] = np.nan
+
     def cells(col):
         return ["" if pd.isna(v) else v for v in main[col]]
 
+    table = {"checkpoint": main["checkpoint"], "term": main["term"], f"Î ({u})": term_cells(main)}
+    if "selectivity" in have:
+        table[f"control Î ({u})"] = cells("control")
+        table[f"selectivity ({u})"] = ["" if pd.isna(v) else f"{v:.3f} {_ci(lo, hi)}" for v, lo, hi in
+                                        zip(main["selectivity"], main["selectivity_low"], main["selectivity_high"])]
     if "compression" in have:
         table["online code (bits)"] = cells("online_bits")
         table["uniform code (bits)"] = cells("uniform_bits")
