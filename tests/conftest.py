@@ -305,3 +305,23 @@ def synthetic_mat_store(path, *, seed: int, n: int, d: int, signal, accuracy: fl
                                         "probs": np.eye(2)[pred].astype("float32")},
                                provenance=provenance).close()
     return path
+
+
+def mi_cli_on_synthetic_store(tmp_path, *flags, seed: int, n: int, modality_shift: float = 2.0, seeds: int = 1):
+    """`matprobe mi --factors M,A` (3 folds, no PCA, `seeds` seeds) plus `flags` on a `synthetic_mat_store`
+    whose first coordinate is shifted by `modality_shift` for CT: modality is in Z, anatomy is not.
+    Returns (the CliRunner result, the results JSON it wrote, the store's path)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    store = synthetic_mat_store(tmp_path / "s.h5", seed=seed, n=n, d=6, signal=[("modality", "CT", modality_shift)],
+                                accuracy=0.7)
+    out = tmp_path / "mi.json"
+    res = CliRunner(env={"COLUMNS": "250"}).invoke(
+        app, ["mi", str(store), "--factors", "M,A", "--seeds", str(seeds), "--folds", "3", "--pca", "0",
+              *map(str, flags), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return res, json.loads(out.read_text()), store

@@ -4,7 +4,6 @@ information, and what `mi --codelength` writes."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -74,19 +73,9 @@ def test_probe_code_compresses_information_and_not_noise():
 
 
 def test_mi_cli_writes_the_codelength(tmp_path):
-    from typer.testing import CliRunner
+    from conftest import mi_cli_on_synthetic_store
 
-    from conftest import synthetic_mat_store
-    from matprobe.cli import app
-
-    store = synthetic_mat_store(tmp_path / "s.h5", seed=2, n=300, d=6, signal=[("modality", "CT", 2.0)],
-                                accuracy=0.7)
-    out = tmp_path / "mi.json"
-    res = CliRunner(env={"COLUMNS": "250"}).invoke(
-        app, ["mi", str(store), "--factors", "M,A", "--seeds", "1", "--folds", "3", "--pca", "0", "--codelength",
-              "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    res, doc, _ = mi_cli_on_synthetic_store(tmp_path, "--codelength", seed=2, n=300)
     codes = [t["codelength"] for t in doc["terms"]]
     assert codes[0]["uniform_bits"] == pytest.approx(300) and codes[0]["compression"] > 1.2
     assert codes[0]["block_ends"][-1] == 300 and len(codes[0]["block_bits"]) == len(codes[0]["block_ends"])

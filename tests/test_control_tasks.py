@@ -4,8 +4,6 @@ tasks and the truth on ground-truth tasks (where the control's MI is 0: every im
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -77,19 +75,9 @@ def test_selectivity_interval_covers_the_truth_on_ground_truth_chains():
 
 
 def test_mi_cli_writes_the_control_task(tmp_path):
-    from typer.testing import CliRunner
+    from conftest import mi_cli_on_synthetic_store
 
-    from conftest import synthetic_mat_store
-    from matprobe.cli import app
-
-    store = synthetic_mat_store(tmp_path / "s.h5", seed=4, n=300, d=6, signal=[("modality", "CT", 2.0)],
-                                accuracy=0.7)
-    out = tmp_path / "mi.json"
-    res = CliRunner(env={"COLUMNS": "250"}).invoke(
-        app, ["mi", str(store), "--factors", "M,A", "--seeds", "1", "--folds", "3", "--pca", "0", "--controls",
-              "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    res, doc, _ = mi_cli_on_synthetic_store(tmp_path, "--controls", seed=4, n=300)
     ctrl = [t["control"] for t in doc["terms"]]
     assert ctrl[0]["ci_low"] > 0.1  # modality is in Z, the control labels are not
     assert ctrl[1]["ci_low"] <= 0 <= ctrl[1]["ci_high"]  # anatomy is noise here

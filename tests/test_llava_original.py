@@ -218,17 +218,24 @@ class _Exploit:
         return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
+def _poisoned_copy(tmp_path, shard_name: str, key: str):
+    """A copy of the kit's tiny checkpoint whose shard `shard_name` holds, under `key`, an object whose
+    unpickling would create the returned marker file. Returns (checkpoint folder, marker path)."""
+    ckpt = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "llava-v1.5-evil")
+    marker = tmp_path / "marker"
+    shard = ckpt / shard_name
+    state = torch.load(shard, weights_only=True)
+    state[key] = _Exploit(marker)
+    torch.save(state, shard)
+    return ckpt, marker
+
+
 def test_a_bin_that_needs_code_is_refused_and_not_run(tmp_path):
     """torch.load(weights_only=True) only: a shard carrying a pickled callable is one error line,
     and its code never runs."""
     from matprobe.extract.checkpoints import load_model
 
-    ckpt = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "llava-v1.5-evil")
-    marker = tmp_path / "marker"
-    shard = ckpt / "pytorch_model-00001-of-00004.bin"
-    state = torch.load(shard, weights_only=True)
-    state["model.evil"] = _Exploit(marker)
-    torch.save(state, shard)
+    ckpt, marker = _poisoned_copy(tmp_path, "pytorch_model-00001-of-00004.bin", "model.evil")
     with pytest.raises(ExtractError, match=r"pytorch_model-00001-of-00004.bin: needs code to unpickle"):
         load_model(ckpt, vision_tower=TOWER)
     assert not marker.exists()
@@ -404,12 +411,7 @@ def test_bf16_is_close_and_recorded(reference):
 
 
 def test_cli_refuses_a_pickle_with_code_in_one_line(tmp_path, reference):
-    ckpt = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "llava-v1.5-evil")
-    marker = tmp_path / "marker"
-    shard = ckpt / "pytorch_model-00002-of-00004.bin"
-    state = torch.load(shard, weights_only=True)
-    state["x"] = _Exploit(marker)
-    torch.save(state, shard)
+    ckpt, marker = _poisoned_copy(tmp_path, "pytorch_model-00002-of-00004.bin", "x")
     data = _manifest(tmp_path, reference)
     res = _cli(["extract", "--ckpt", ckpt, "--vision-tower", TOWER, "--data", data, "--out", tmp_path / "z.h5",
                 "--layers", "-1"])

@@ -4,8 +4,6 @@ p-value and null summaries equal to a computation written out here, and what `mi
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -116,19 +114,9 @@ def test_a_real_dependence_gets_the_smallest_p_and_a_positive_excess():
 
 
 def test_mi_cli_writes_the_null_and_shows_its_columns(tmp_path):
-    from typer.testing import CliRunner
+    from conftest import mi_cli_on_synthetic_store
 
-    from conftest import synthetic_mat_store
-    from matprobe.cli import app
-
-    store = synthetic_mat_store(tmp_path / "s.h5", seed=1, n=240, d=6, signal=[("modality", "CT", 1.5)],
-                                accuracy=0.7)
-    out = tmp_path / "mi.json"
-    res = CliRunner(env={"COLUMNS": "250"}).invoke(
-        app, ["mi", str(store), "--factors", "M,A", "--seeds", "1", "--folds", "3", "--pca", "0",
-              "--permutations", "4", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    res, doc, _ = mi_cli_on_synthetic_store(tmp_path, "--permutations", 4, seed=1, n=240, modality_shift=1.5)
     assert doc["settings"]["permutations"] == 4
     perms = [t["permutation"] for t in doc["terms"]]
     assert [p["within"] for p in perms] == ["", doc["factors"][0]]  # I(Z;A|M): permuted within M

@@ -37,23 +37,14 @@ def test_pointwise_values_average_to_the_term_and_to_each_stratum(estimator):
 
 
 def test_mi_cli_writes_pointwise_information_per_item(tmp_path):
-    import json
-
     import pandas as pd
-    from typer.testing import CliRunner
 
-    from conftest import synthetic_mat_store
-    from matprobe.cli import app
+    from conftest import mi_cli_on_synthetic_store
     from matprobe.store import EmbeddingStore
 
-    store = synthetic_mat_store(tmp_path / "s.h5", seed=5, n=240, d=6, signal=[("modality", "CT", 2.0)],
-                                accuracy=0.7)
-    out, items = tmp_path / "mi.json", tmp_path / "items.csv"
-    res = CliRunner().invoke(app, ["mi", str(store), "--factors", "M,A", "--seeds", "2", "--folds", "3", "--pca", "0",
-                                   "--out", str(out), "--pointwise", str(items)])
-    assert res.exit_code == 0, res.output
+    items = tmp_path / "items.csv"
+    _, doc, store = mi_cli_on_synthetic_store(tmp_path, "--pointwise", items, seed=5, n=240, seeds=2)
     frame = pd.read_csv(items)
-    doc = json.loads(out.read_text())
     with EmbeddingStore.open(store) as st:
         ids = [str(i) for i in st.ids]
     for t in doc["terms"]:
