@@ -557,7 +557,9 @@ def test_sigterm_during_sweep_keeps_finished_cells(tmp_path):
 
 
 def test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store(tiny_ckpts, make_tiny_manifest, tmp_path):
-    n = 2000
+    # as in the extract test: long enough that the first progress line (after 10 s) comes well before
+    # the extraction ends; at n = 2000 it came near the end and a fresh-clone CI run saw exit 0
+    n = 6000
     data = make_tiny_manifest(tmp_path / "d", n=n)
     run = tmp_path / "run"
     toml = tmp_path / "p.toml"
