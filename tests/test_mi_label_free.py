@@ -85,6 +85,14 @@ def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.standard_normal((700, 150)), rng.integers(-3, 4, (700, 140)),
                         np.full((700, 3), 2.5), np.round(rng.standard_normal((700, 7)), 1)], 1).astype(np.float32)
+    # columns with a few tied pairs (as float32 hidden states at n = 20k), ties at both extremes
+    sparse = rng.standard_normal((700, 20)).astype(np.float32)
+    for j in range(20):
+        rows = rng.choice(700, 6, replace=False)
+        sparse[rows[1], j] = sparse[rows[0], j]
+        sparse[rows[3:], j] = sparse[rows[2], j]  # a run of four
+        sparse[rows[4], j] = sparse[:, j].min() if j % 2 else sparse[:, j].max()
+    x = np.concatenate([x, sparse], 1)
     x = x[:, rng.permutation(x.shape[1])]  # tied and untied columns in every block of columns
     a = torch.from_numpy(_normal_scores_numpy(x)).T
     b = _normal_scores_torch(torch.from_numpy(x))
