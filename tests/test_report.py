@@ -209,7 +209,8 @@ def test_every_figure_also_as_svg(report_run):
 
     pngs = sorted(p.stem for p in (report_run / "figures").glob("*.png"))
     svgs = sorted(p.stem for p in (report_run / "figures").glob("*.svg"))
-    assert pngs == svgs == ["baselines", "composition", "fano", "mi_by_layer", "mi_chain", "mi_vs_accuracy", "pac"]
+    assert pngs == svgs == ["baselines", "composition", "fano", "mi_by_layer", "mi_chain", "mi_vs_accuracy", "pac",
+                            "pointwise"]
     for stem in svgs:
         root = ET.parse(report_run / "figures" / f"{stem}.svg").getroot()
         assert root.tag.endswith("svg") and len(list(root.iter())) > 50
@@ -435,3 +436,36 @@ def test_significance_markdown_escapes_headers():
     (table,) = _tables(markdown(frame))
     assert table["head"] == ["Comparison", "I(Z;anatomy|modality) nats", "accuracy"]
     assert table["rows"] == [["Related vs. Unrelated", "0.010", "< 0.001"]]
+
+
+def test_pointwise_table_is_the_mean_of_the_checkpoints_summaries(report_run):
+    """Issue 25: the per-stratum table holds, per condition, the mean over its checkpoints of the
+    contributions recorded in their main MI files; each checkpoint's contributions add up to its term."""
+    from matprobe.conditions import condition_name
+
+    run = json.loads((report_run / "run.json").read_text())
+    want: dict = {}
+    for ck in run["checkpoints"]:
+        doc = json.loads((report_run / ck["main_mi"]).read_text())
+        for t in doc["terms"]:
+            s = t["pointwise_summary"]
+            total = sum(g["contribution"] for g in s["groups"])
+            assert total == pytest.approx(s["mean"], abs=1e-9)
+            if not t["clipped"]:
+                assert s["mean"] == pytest.approx(t["estimate"], abs=1e-9)
+            for g in s["groups"]:
+                key = (t["term"], " / ".join(map(str, g["given"].values())), condition_name(ck["condition"]))
+                want.setdefault(key, []).append(g["contribution"])
+    md = (report_run / "report.md").read_text()
+    section = md.split("## Where the information sits")[1].split("\n## ")[0]
+    table = _tables(section)[0]
+    conds = [h.split(", ", 1)[1] for h in table["head"] if h.startswith("contribution")]
+    assert len(conds) == 2
+    checked = 0
+    for row in table["rows"]:
+        cells = dict(zip(table["head"], row))
+        for cond in conds:
+            values = want[(cells["term"], cells["stratum or class"], cond)]
+            assert float(cells[f"contribution (nats), {cond}"]) == pytest.approx(np.mean(values), abs=5e-4)
+            checked += 1
+    assert checked == 2 * len({k[:2] for k in want}) > 20

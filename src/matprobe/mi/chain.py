@@ -21,6 +21,7 @@ from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
 from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
+from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
 from matprobe.units import NATS, from_nats
 
@@ -101,7 +102,15 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
             return conditional_by_strata(est, z, yy, c, sub=ss, names=names, pointwise=pointwise)
 
         in_scope = permute_first is None or len(out) < permute_first
-        e = fit(y, sub, pointwise=pointwise or (controls and in_scope and tags.pointwise))
+        # per-item values are a by-product of a pointwise estimator's fit: kept for the summary
+        # per stratum (which strata and items carry the term), then dropped unless asked for
+        e = fit(y, sub, pointwise=pointwise or (in_scope and tags.pointwise))
+        if in_scope and "pointwise" in (e.diagnostics or {}):
+            groups = c if c is not None else y
+            group_names = strata if c is not None else _stratum_names(list(spec.targets), raw or codes, labels, y)
+            e.diagnostics["pointwise_summary"] = summarise_pointwise(
+                e.diagnostics["pointwise"]["values"], groups, group_names,
+                by=list(spec.given or spec.targets), unit=e.unit)
         if controls and in_scope and tags.pointwise:
             from matprobe.mi.controls import control_task
 
@@ -109,8 +118,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                                 groups=control_groups, group_name="row" if control_groups is None else "image",
                                 seed=permutation_seed)
             e.diagnostics = {**(e.diagnostics or {}), "control": ctrl.to_dict()}
-            if not pointwise:
-                e.diagnostics.pop("pointwise", None)
+        if not pointwise and e.diagnostics:
+            e.diagnostics.pop("pointwise", None)
         if permutations and in_scope:
             from matprobe.mi.controls import permutation_null
 
@@ -347,6 +356,8 @@ class ChainResult:
             strata = [{k: v for k, v in s.items() if k not in ("target", "estimator")}
                       for s in doc.get("strata", []) if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
             extra = {k: t[k] for k in ("permutation", "control", "codelength") if t.get(k)}
+            if t.get("pointwise_summary"):
+                extra["pointwise_summary"] = PointwiseSummary.from_dict(t["pointwise_summary"])
             terms.setdefault(t["estimator"], []).append((t["term"], _estimate_from_entry(t, unit, strata, extra)))
             difference.setdefault(t["estimator"], []).append(t.get("chain_difference"))
         direct = {}
@@ -513,7 +524,9 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
                           **{key: e.diagnostics[key] for key in ("permutation", "control", "codelength")
-                             if (e.diagnostics or {}).get(key)}})
+                             if (e.diagnostics or {}).get(key)},
+                          **({"pointwise_summary": e.diagnostics["pointwise_summary"].to_dict(result.row_ids)}
+                             if (e.diagnostics or {}).get("pointwise_summary") else {})})
             if j > 0:
                 for s in e.strata:
                     strata.append({"target": result.factors[j], "given": s["given"], "estimator": est,

@@ -69,7 +69,8 @@ class MIEstimate:
     `strata`: for conditional terms, one dict per stratum of C (given, n, estimate,
     ci_low, ci_high, h_upper, note), so `matprobe check` can use per-stratum values.
     `diagnostics`: held-out curve, train/held-out gap, early-stop epoch, chosen penalty,
-    per-seed values; `diagnostics["pointwise"]` when asked for (see `MIEstimator`).
+    per-seed values; `diagnostics["pointwise"]` when asked for (see `MIEstimator`); for chain
+    terms of a pointwise estimator, `diagnostics["pointwise_summary"]` (`mi.pointwise`).
     `bound`: "two-sided" when the interval accounts for the estimator's bias (row sampling,
     learning-curve slack, spread over critic levels and seeds), so it is meant to cover the
     truth; "lower" when the bias cannot be bounded (a variational bound whose shortfall is

@@ -139,6 +139,48 @@ def baselines(terms: pd.DataFrame, path: Path) -> str:
             "(hue = training condition).")
 
 
+def draw_pointwise_strata(pointwise: pd.DataFrame, unit: str = "nats"):
+    sns.set_theme(style="whitegrid")
+    term_order = list(dict.fromkeys(pointwise["term"]))
+    conds = list(dict.fromkeys(pointwise["condition"]))
+    # one panel per term, stacked: stratum names are long, so they get the width
+    sizes = [pointwise.loc[pointwise["term"] == t, "group"].nunique() for t in term_order]
+    fig, axes = plt.subplots(len(term_order), 1, figsize=(8.0, 0.9 * len(term_order) + 0.3 * sum(sizes)),
+                             squeeze=False, gridspec_kw={"height_ratios": [max(1, k) + 1.5 for k in sizes]})
+    height = 0.8 / max(1, len(conds))
+    for ax, term in zip(axes[:, 0], term_order):
+        sub = pointwise[pointwise["term"] == term]
+        groups = list(dict.fromkeys(sub["group"]))
+        y = np.arange(len(groups))
+        for i, cond in enumerate(conds):
+            rows = sub[sub["condition"] == cond]
+            if rows.empty:
+                continue
+            pos = y + (i - (len(conds) - 1) / 2) * height
+            mean = rows.groupby("group")["contribution"].mean().reindex(groups)
+            ax.barh(pos, mean, height, color=PALETTE.get(cond, "#666666"), alpha=0.55, label=cond)
+            # each checkpoint's contribution as a dot on its condition's bar
+            ax.scatter(rows["contribution"], rows["group"].map(dict(zip(groups, pos))), s=8,
+                       color=PALETTE.get(cond, "#666666"), zorder=3)
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_yticks(y, groups, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(term, fontsize=9)
+    axes[-1][0].set_xlabel(f"contribution ({unit})")
+    _legend_outside(axes[0][0], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def pointwise_strata(pointwise: pd.DataFrame, path: Path, unit: str = "nats") -> str:
+    """Bars: each stratum's contribution to each chain term, per condition, with its checkpoints as dots."""
+    _save(draw_pointwise_strata(pointwise, unit), path)
+    return (f"Each chain term (one panel per term, stacked) split by stratum: the stratum's contribution n_s / n × its mean "
+            f"pointwise information ({unit}), a bar per condition (the mean over its checkpoints) and a dot per "
+            "checkpoint; a term's contributions add up to its estimate. Read: which strata the information comes "
+            "from, and whether the conditions differ there.")
+
+
 def _layer_order(layer: str) -> float:
     """embed < 0, 1, ... < final (the stored layer convention)."""
     if layer == "embed":

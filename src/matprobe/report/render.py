@@ -52,6 +52,9 @@ class RunData:
     mi_level: float | None = None
     error_level: float | None = None
     sources: pd.DataFrame | None = None  # I(Z;M), I(Z;source|M), I(Z;source), I(Z;M|source) per checkpoint
+    # pointwise information of the main chain's terms per stratum and its extreme items (issue 25)
+    pointwise: pd.DataFrame | None = None
+    pointwise_items: pd.DataFrame | None = None
 
 
 def _read_json(path: Path) -> dict:
@@ -103,7 +106,7 @@ def load_run(run_dir: str | Path) -> RunData:
     def resolve(p: str) -> Path:
         return resolve_run_path(run, p, summary)
 
-    term_rows, strata_rows, pac_rows = [], [], []
+    term_rows, strata_rows, pac_rows, pointwise_rows, item_rows = [], [], [], [], []
     units, mi_levels, err_levels = set(), set(), set()
     for ck in summary["checkpoints"]:
         cond = condition_name(ck["condition"])
@@ -120,6 +123,9 @@ def load_run(run_dir: str | Path) -> RunData:
                                       "ci_high": e.ci_high, "h_upper": e.h_upper, "n": e.n_eval,
                                       "main": mi_path == ck["main_mi"], "degenerate": e.degenerate,
                                       "bound": e.bound, **_baseline_fields(e.diagnostics)})
+                    per_item = e.diagnostics.get("pointwise_summary")
+                    if per_item is not None and mi_path == ck["main_mi"]:
+                        _pointwise_rows(per_item, {**base, "term": term}, pointwise_rows, item_rows)
         check = _read_json(resolve(ck["check"]))
         err_levels.add(check.get("level"))
         for s in check["strata"]:
@@ -151,7 +157,25 @@ def load_run(run_dir: str | Path) -> RunData:
                    results, sig, _composition(run, summary, target), unit=units.pop() if units else "nats",
                    mi_level=max(mi_levels) if len(mi_levels) == 1 else None,
                    error_level=max(err_levels) if len(err_levels) == 1 else None,
-                   sources=_source_terms(summary, resolve))
+                   sources=_source_terms(summary, resolve),
+                   pointwise=pd.DataFrame(pointwise_rows) if pointwise_rows else None,
+                   pointwise_items=pd.DataFrame(item_rows) if item_rows else None)
+
+
+def _group_label(given: dict) -> str:
+    return " / ".join(str(v) for v in given.values())
+
+
+def _pointwise_rows(summary, base: dict, rows: list, items: list) -> None:
+    """One row per (checkpoint, term, stratum) of a term's pointwise summary, and one per listed item."""
+    for g in summary.groups:
+        rows.append({**base, "by": ",".join(summary.by), "group": _group_label(g["given"]), "n": g["n"],
+                     "mean": g["mean"], "contribution": g["contribution"], "positive": g["positive"],
+                     "all_zero": bool(g.get("all_zero", False)), "term_mean": summary.mean})
+    for end, listed in (("lowest", summary.lowest), ("highest", summary.highest)):
+        for rank, e in enumerate(listed):
+            items.append({**base, "end": end, "rank": rank, "id": e.get("id", e.get("row")),
+                          "group": _group_label(e["given"]), "value": e["value"]})
 
 
 def _source_terms(summary: dict, resolve) -> pd.DataFrame | None:
@@ -315,6 +339,29 @@ def _baseline_glossary(u: str) -> dict[str, str]:
     }
 
 
+def _pointwise_glossary(data: RunData) -> dict[str, str]:
+    """The columns of the pointwise tables (one set per training condition)."""
+    if data.pointwise is None or data.pointwise.empty:
+        return {}
+    u = data.unit
+    g = {"stratum or class": "the items' conditioning stratum (for a term without one: the factor's class)",
+         "end": "lowest: the items whose embedding points the critic away from their label most; highest: the "
+                "items it reads best",
+         "item id": "the sample id of the item (the store's id column)",
+         f"checkpoints (of {data.pointwise['checkpoint'].nunique()})":
+             "how many checkpoints list the item among their lowest (or highest) pointwise values",
+         f"pointwise ({u})": "the item's pointwise information, log q(y|z,c) − log p(y|c) of the held-out critic, "
+                             "averaged over the checkpoints that list it"}
+    for cond in dict.fromkeys(data.pointwise["condition"]):
+        g[f"contribution ({u}), {cond}"] = (f"the stratum's share of the term, n_s / n × its mean pointwise "
+                                            f"information, averaged over the {cond} checkpoints; a term's "
+                                            "contributions add up to its estimate before clipping")
+        g[f"mean per item ({u}), {cond}"] = f"mean pointwise information of the stratum's items ({cond} checkpoints)"
+        g[f"items > 0, {cond}"] = (f"share of the stratum's items whose pointwise information is above 0 ({cond} "
+                                   "checkpoints)")
+    return g
+
+
 def glossary(data: RunData) -> dict[str, str]:
     """What every column header of the report's tables means (the report lists the ones it used)."""
     u = data.unit
@@ -379,6 +426,7 @@ def glossary(data: RunData) -> dict[str, str]:
         "BH p": "t-test p adjusted by Benjamini–Hochberg (false discovery rate) over the table's rows",
         "layer/pool": "the layer (0-based decoder block output) and the token pooling the MI was measured at",
     }
+    g.update(_pointwise_glossary(data))
     from matprobe.stats.formatting import table_ix_column, variant_glossary
 
     g.update(variant_glossary())  # the p columns name their variant: "Perm. p (exact)", ...
@@ -554,6 +602,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     _dataset_section(doc, data, fig_dir)
     _mi_sections(doc, data, fig_dir, mi_lvl)
     _baselines_section(doc, data, fig_dir)
+    _pointwise_section(doc, data, fig_dir)
     _sources_section(doc, data)
     _fano_section(doc, data, fig_dir, mi_lvl, err_lvl)
     _pac_section(doc, data, fig_dir, err_lvl)
@@ -651,6 +700,65 @@ def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
               "control task (labels drawn from the factor's frequencies in each stratum, fixed per image, probed the "
               "same way; selectivity = Î minus the control's, with its paired interval), the online codelength of the "
               "factor given Z (bits; compression = uniform / online), and the permutation null where it was run.")
+
+
+def _pointwise_section(doc: Doc, data, fig_dir: Path) -> None:
+    """Which strata and which items carry each chain term at the main cell (pointwise information)."""
+    pw = data.pointwise
+    if pw is None or pw.empty:
+        return
+    u = data.unit
+    doc.heading("Where the information sits: pointwise information per stratum")
+    first = str(pw["term"].iloc[0])
+    doc.para("Each item's pointwise information is the held-out critic's log q(y|z,c) − log p(y|c) "
+             "(pointwise V-information, Ethayarajh et al. 2022, with the conditioning factors given), averaged over "
+             "seeds; its mean over the items is the term's estimate before clipping. Grouped by the term's "
+             f"conditioning stratum (by the factor's class for {first}), the contributions n_s / n × mean_s add up "
+             "to the term: they show which strata the information comes from. Items below 0 are ones whose "
+             "embedding points the critic away from their label. The probe's values include its learning-curve "
+             "step, so one item's value can lie beyond the entropy cap; the means per stratum are the quantities to "
+             "read. Item-level values for every item: `matprobe mi STORE --pointwise FILE.csv`.")
+    cap = figures.pointwise_strata(pw, fig_dir / "pointwise.png", unit=u)
+    doc.figure("figures/pointwise.png", cap)
+    conds = list(dict.fromkeys(pw["condition"]))
+    keys = ["term", "group"]
+    table = pw.groupby(keys, sort=False).agg(n=("n", "max")).reset_index()
+    for cond in conds:
+        sub = pw[pw["condition"] == cond].groupby(keys, sort=False)
+        stats = sub.agg(contribution=("contribution", "mean"), mean=("mean", "mean"), positive=("positive", "mean"),
+                        all_zero=("all_zero", "all")).reindex(pd.MultiIndex.from_frame(table[keys]))
+        fixed = stats["all_zero"].fillna(False).astype(bool).to_numpy()
+        table[f"contribution ({u}), {cond}"] = stats["contribution"].to_numpy()
+        table[f"mean per item ({u}), {cond}"] = stats["mean"].to_numpy()
+        # a stratum with one class is 0 by definition, not a finding about its items
+        table[f"items > 0, {cond}"] = ["one class: 0" if z else (f"{v:.0%}" if pd.notna(v) else "")
+                                       for v, z in zip(stats["positive"], fixed)]
+    doc.table(table.rename(columns={"group": "stratum or class"}),
+              f"Pointwise information per stratum at the main layer/pool, averaged over each condition's "
+              f"checkpoints: each stratum's contribution to the term ({u}; a term's contributions add up to its "
+              "estimate before clipping), the mean per item, and the share of items above 0.")
+    items = data.pointwise_items
+    if items is None or items.empty:
+        return
+    n_ck = pw["checkpoint"].nunique()
+    listed = (items.groupby(["term", "end", "id", "group"], sort=False)
+              .agg(checkpoints=("checkpoint", "nunique"), value=("value", "mean")).reset_index())
+
+    def most_listed(end: str, lowest_first: bool) -> pd.DataFrame:
+        sub = listed[listed["end"] == end].sort_values(["checkpoints", "value"], ascending=[False, lowest_first],
+                                                       kind="stable")
+        return sub.groupby("term", sort=False).head(3)
+
+    top = pd.concat([most_listed("lowest", True), most_listed("highest", False)])
+    order = {t: i for i, t in enumerate(dict.fromkeys(pw["term"]))}
+    top = top.assign(_t=top["term"].map(order)).sort_values(["_t", "end"], ascending=[True, False], kind="stable")
+    k = int(items["rank"].max()) + 1
+    doc.table(pd.DataFrame({"term": top["term"], "end": top["end"], "item id": top["id"],
+                            "stratum or class": top["group"],
+                            f"checkpoints (of {n_ck})": top["checkpoints"],
+                            f"pointwise ({u})": top["value"]}),
+              f"The items each term's critic reads worst (lowest) and best (highest): how many checkpoints place the "
+              f"item among their {k} lowest or highest, and its mean pointwise information over those checkpoints.")
 
 
 def _sources_section(doc: Doc, data) -> None:
