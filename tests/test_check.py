@@ -100,7 +100,7 @@ def _stratum(m, a, t, est, lo, hi):
 
 def test_per_stratum_numbers_against_independent_computation(synthetic, tmp_path):
     path, _fp, ai, _pred, _ = synthetic
-    res = check.run_check(path, None, delta=0.05, level=0.95)
+    res = check.run_check(path, None, delta=0.05, level=0.95).to_dict()
     assert res["target"] == "answer"
     by = {tuple(r["given"].values()): r for r in res["strata"]}
     start = 0
@@ -126,7 +126,7 @@ def test_per_stratum_numbers_against_independent_computation(synthetic, tmp_path
 
 def test_aggregate_and_paper_audit(synthetic):
     path, _fp, ai, _pred, _ = synthetic
-    res = check.run_check(path)
+    res = check.run_check(path).to_dict()
     agg = res["aggregate"]
     n = len(ai)
     eps = sum(ERRORS) / n
@@ -152,7 +152,7 @@ def test_aggregate_and_paper_audit(synthetic):
 
 def test_mi_strata_comparisons(synthetic, tmp_path):
     path, fp, _ai, *_ = synthetic
-    res0 = check.run_check(path)
+    res0 = check.run_check(path).to_dict()
     b = {tuple(r["given"].values()): r for r in res0["strata"]}
     ok = b[STRATA[0]]["fano_mi_lower"] + 0.05  # above the bound
     low = b[STRATA[2]]["fano_mi_lower"] - 0.5  # well below; CI too
@@ -171,7 +171,7 @@ def test_mi_strata_comparisons(synthetic, tmp_path):
             ),
         ],
     )
-    res = check.run_check(path, mi)
+    res = check.run_check(path, mi).to_dict()
     r = {tuple(x["given"].values()): x for x in res["strata"]}
     assert r[STRATA[0]]["mi_meets_bound"] == "yes"
     assert r[STRATA[0]]["error_respects_floor"] == "yes"
@@ -191,7 +191,7 @@ def test_units_of_mi_results_are_converted(synthetic, tmp_path):
     data = json.loads(mi.read_text())
     data["unit"] = "bits"
     mi.write_text(json.dumps(data))
-    r = next(x for x in check.run_check(path, mi)["strata"] if tuple(x["given"].values()) == STRATA[0])
+    r = next(x for x in check.run_check(path, mi).to_dict()["strata"] if tuple(x["given"].values()) == STRATA[0])
     assert r["mi"]["estimate"] == pytest.approx(math.log(2))
 
 
@@ -207,7 +207,7 @@ def test_conditional_term_only_is_compared_in_aggregate(synthetic, tmp_path):
         "ci_high": 0.01,
         "ci_level": 0.9,
     }
-    res = check.run_check(path, _mi_json(tmp_path, fp, terms=[term]))
+    res = check.run_check(path, _mi_json(tmp_path, fp, terms=[term])).to_dict()
     assert all(r["mi"] is None and r["mi_source"].startswith("term only") for r in res["strata"])
     (t,) = res["aggregate"]["terms"]
     assert t["fano_mi_lower"] == pytest.approx(res["aggregate"]["fano_mi_lower_given_ma"])
@@ -221,7 +221,7 @@ def test_conditional_term_only_is_compared_in_aggregate(synthetic, tmp_path):
 
 def test_pac_uses_heldout_split(synthetic):
     path, _fp, ai, pred, split = synthetic
-    res = check.run_check(path, emp_risk=0.1, n_train=4500, params=7e9, bits=16)
+    res = check.run_check(path, emp_risk=0.1, n_train=4500, params=7e9, bits=16).to_dict()
     held = split == "test"
     m = int(held.sum())
     k = int((pred[held] != ai[held]).sum())
@@ -250,7 +250,7 @@ def test_cli_check_writes_json_and_refuses_other_store(synthetic, tmp_path):
     assert r.exit_code == 0, r.output
     written = json.loads(out.read_text())
     assert written["kind"] == "matprobe.check" and len(written["strata"]) == 4
-    assert written["strata"] == json.loads(json.dumps(check.run_check(path, mi)["strata"]))
+    assert written["strata"] == json.loads(json.dumps(check.run_check(path, mi).to_dict()["strata"]))
     bad = _mi_json(tmp_path, "f" * 64)
     r = runner.invoke(app, ["check", str(path), "--mi", str(bad), "--out", str(tmp_path / "x.json")])
     assert r.exit_code == 2

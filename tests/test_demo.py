@@ -216,8 +216,8 @@ def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
     with EmbeddingStore.open(store) as st:
         fingerprint = st.content_id
     cfg = PipelineConfig()
-    result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint,
-                                  "settings": _mi_settings(cfg)}))
+    result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint, "factors": ["M"],
+                                  "terms": [], "settings": _mi_settings(cfg)}))
     ck = {"store": str(store), "fresh_store": False}
     assert _up_to_date(result, ck, cfg)
     for change in ({"mi_controls": True}, {"mi_codelength": True}, {"mi_permutations": 19}, {"mi_seeds": 3},

@@ -71,18 +71,18 @@ def test_pointwise_summary_equals_an_independent_groupby():
             s = summarise_pointwise(values, groups, names, unit=unit, items=4)
             frame = pd.DataFrame({"g": groups, "v": values.mean(axis=0) * scale})
             want = frame.groupby("g")["v"]
-            assert [g["given"] for g in s.groups] == [names[c] for c in sorted(set(groups))]
-            assert [g["n"] for g in s.groups] == want.size().tolist()
-            np.testing.assert_allclose([g["mean"] for g in s.groups], want.mean().to_numpy(), rtol=1e-12)
-            np.testing.assert_allclose([g["contribution"] for g in s.groups], (want.sum() / n).to_numpy(),
+            assert [g.given for g in s.groups] == [names[c] for c in sorted(set(groups))]
+            assert [g.n for g in s.groups] == want.size().tolist()
+            np.testing.assert_allclose([g.mean for g in s.groups], want.mean().to_numpy(), rtol=1e-12)
+            np.testing.assert_allclose([g.contribution for g in s.groups], (want.sum() / n).to_numpy(),
                                        rtol=1e-12, atol=1e-15)
-            np.testing.assert_allclose([g["positive"] for g in s.groups], want.apply(lambda v: (v > 0).mean()))
-            np.testing.assert_allclose([g["median"] for g in s.groups], want.median().to_numpy(), rtol=1e-12)
-            np.testing.assert_allclose([g["q75"] for g in s.groups], want.quantile(0.75).to_numpy(), rtol=1e-12)
-            assert [g["all_zero"] for g in s.groups] == [c == 0 for c in sorted(set(groups))]
-            assert sum(g["contribution"] for g in s.groups) == pytest.approx(frame["v"].mean(), abs=1e-12)
-            assert [e["row"] for e in s.lowest] == frame["v"].nsmallest(4, keep="first").index.tolist()
-            assert [e["value"] for e in s.highest] == pytest.approx(frame["v"].nlargest(4).tolist(), rel=1e-12)
+            np.testing.assert_allclose([g.positive for g in s.groups], want.apply(lambda v: (v > 0).mean()))
+            np.testing.assert_allclose([g.median for g in s.groups], want.median().to_numpy(), rtol=1e-12)
+            np.testing.assert_allclose([g.q75 for g in s.groups], want.quantile(0.75).to_numpy(), rtol=1e-12)
+            assert [g.all_zero for g in s.groups] == [c == 0 for c in sorted(set(groups))]
+            assert sum(g.contribution for g in s.groups) == pytest.approx(frame["v"].mean(), abs=1e-12)
+            assert [e.row for e in s.lowest] == frame["v"].nsmallest(4, keep="first").index.tolist()
+            assert [e.value for e in s.highest] == pytest.approx(frame["v"].nlargest(4).tolist(), rel=1e-12)
             assert s.unit == unit and s.by == ["M", "A"]
 
 
@@ -103,11 +103,11 @@ def test_chain_terms_summarise_each_term_per_stratum_without_being_asked():
             s = e.diagnostics["pointwise_summary"]
             assert "pointwise" not in e.diagnostics  # per-item values only when asked for
             assert s.by == ["M"] and s.n == n  # I(Z;M) by class of M, I(Z;A|M) by stratum of M
-            assert [g["given"] for g in s.groups] == [{"M": x} for x in mods]
-            assert sum(g["contribution"] for g in s.groups) == pytest.approx(e.diagnostics["raw"][0], abs=1e-9)
+            assert [g.given for g in s.groups] == [{"M": x} for x in mods]
+            assert sum(g.contribution for g in s.groups) == pytest.approx(e.diagnostics["raw"][0], abs=1e-9)
             assert s.mean == pytest.approx(e.diagnostics["raw"][0], abs=1e-9)
         groups = res.terms["probe"][1][1].diagnostics["pointwise_summary"].groups
-        contributions = [g["contribution"] for g in groups]
+        contributions = [g.contribution for g in groups]
         assert int(np.argmax(contributions)) == signal
         assert all(abs(c) < 0.05 for i, c in enumerate(contributions) if i != signal)
 

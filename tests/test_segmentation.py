@@ -259,7 +259,7 @@ def test_check_treats_segmentation_as_k_way_choice(tmp_path):
     correct = (pred == np.array([s.answer_index for s in samples])).astype(np.int8)
     st.append(np.arange(24), {("0", "last"): np.zeros((24, 2))}, answers={"pred": pred, "correct": correct})
     st.finalize().close()
-    res = run_check(tmp_path / "s.h5", target="answer")
+    res = run_check(tmp_path / "s.h5", target="answer").to_dict()
     by_task = {r["given"]["task"]: r for r in res["strata"]}
     seg, cls = by_task["Segmentation"], by_task["Classification"]
     assert seg["classes"] == 4 and seg["item_kind"] == "segmentation"

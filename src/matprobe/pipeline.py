@@ -347,7 +347,10 @@ def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> boo
     path = Path(result)
     if not (path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])):
         return False
-    return cfg is None or _mi_settings(cfg) == _recorded(path, "settings")
+    if cfg is None:
+        return True
+    recorded = _recorded(path)
+    return recorded is not None and _mi_settings(cfg) == recorded.settings
 
 
 def _mi_settings(cfg: PipelineConfig) -> dict:
@@ -372,11 +375,13 @@ def _has_sources(store) -> bool:
     return len(set(codes[codes >= 0].tolist())) >= 2 and bool((codes >= 0).all())
 
 
-def _recorded(path, key: str):
-    """An MI results file's entry `key` (settings, factors), or None when unreadable."""
+def _recorded(path):
+    """An MI results file as its `ChainResult` (settings, factors), or None when unreadable."""
+    from matprobe.mi.chain import ChainResult
+
     try:
-        return json.loads(Path(path).read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
+        return ChainResult.read(path)
+    except (MatprobeError, KeyError, TypeError):
         return None
 
 
@@ -597,7 +602,8 @@ def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
         ck["source_mi"] = {"modality,source": f"{base}__modality_source.json",
                            "source,modality": f"{base}__source_modality.json"}
         for order, path in ck["source_mi"].items():
-            if not _up_to_date(path, ck, None) or _recorded(path, "factors") != order.split(","):
+            recorded = _recorded(path) if _up_to_date(path, ck, None) else None
+            if recorded is None or recorded.factors != order.split(","):
                 mi_jobs.append((ck["store"], order.split(","), lp.split("/")[0], lp.split("/")[1], path,
                                 cfg.estimator, cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, plain))
     if mi_jobs:
@@ -850,14 +856,18 @@ def _jsonable(obj):
     return obj
 
 
-def target_stratum_mi(mi_doc: dict, target: tuple[str, str, str]) -> dict | None:
-    """The per-stratum entry I(Z;Y | M, A, T = target) of an MI results document, if present."""
-    m, a, t = target
-    for entry in mi_doc.get("strata", []):
-        g = entry.get("given", {})
-        if entry.get("target") in ("label", "answer") and (
-            g.get("modality"), g.get("anatomy"), g.get("task")) == (m, a, t):
-            return entry
+def target_stratum_mi(result, target: tuple[str, str, str]) -> float | None:
+    """I(Z;Y | M, A, T = target) from an MI result (`ChainResult`) whose chain includes the label or
+    answer: that term's entry for the target stratum, if present (nats, as the file records it)."""
+    for items in result.terms.values():
+        for factor, (_, e) in zip(result.factors, items):
+            if factor not in ("label", "answer"):
+                continue
+            for entry in e.strata:  # MIEstimate's per-stratum entries: {given, n, estimate, ...}
+                g = entry["given"]
+                if (g.get("modality"), g.get("anatomy"), g.get("task")) == tuple(target):
+                    return float(entry["estimate"])
+        break  # the first estimator's terms, as the results file lists them first
     return None
 
 
@@ -895,12 +905,14 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
         else:
             rows.append({**base, "metric": "accuracy",
                          "value": float(correct[sel].mean()) if sel.any() else np.nan})
-        doc = json.loads(Path(ck["main_mi"]).read_text())
-        for term in doc["terms"]:
-            rows.append({**base, "metric": f"{term['term']} nats", "value": float(term["estimate"])})
-        entry = target_stratum_mi(doc, target)
-        if entry is not None:
-            rows.append({**base, "metric": "I(Z;Y|target) nats", "value": float(entry["estimate"])})
+        from matprobe.mi.chain import ChainResult
+
+        result = ChainResult.read(ck["main_mi"])
+        for items in result.terms.values():
+            rows += [{**base, "metric": f"{term} nats", "value": float(e.value)} for term, e in items]
+        inside = target_stratum_mi(result, target)
+        if inside is not None:
+            rows.append({**base, "metric": "I(Z;Y|target) nats", "value": inside})
     import pandas as pd
 
     return pd.DataFrame(rows, columns=["condition", "target", "seed", "item", "metric", "value"])

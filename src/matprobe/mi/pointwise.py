@@ -12,17 +12,17 @@ numpy only, no estimator and no file format (issue 25).
 >>> values = np.array([0.5, 0.7, -0.1, 0.0, 0.2, 0.4])
 >>> s = summarise_pointwise(values, np.array([0, 0, 1, 1, 2, 2]),
 ...                         {0: {"M": "CT"}, 1: {"M": "MRI"}, 2: {"M": "X-ray"}}, items=1)
->>> [round(g["contribution"], 4) for g in s.groups]
+>>> [round(g.contribution, 4) for g in s.groups]
 [0.2, -0.0167, 0.1]
->>> bool(abs(sum(g["contribution"] for g in s.groups) - values.mean()) < 1e-12)
+>>> bool(abs(sum(g.contribution for g in s.groups) - values.mean()) < 1e-12)
 True
->>> s.lowest[0]["row"], s.highest[0]["row"]
+>>> s.lowest[0].row, s.highest[0].row
 (2, 1)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -31,42 +31,72 @@ from matprobe.units import NATS, from_nats
 
 
 @dataclass
+class StratumPointwise:
+    """One group of a term's items: its stratum (or class), n, mean value, contribution n / N x mean
+    (the groups' contributions add up to the term's mean), share of items above 0 (the critic puts more
+    probability on their label than the prior does), quartiles, and whether every item is exactly 0
+    (an estimator sets a stratum with one class to 0 without fitting)."""
+
+    given: dict
+    n: int
+    mean: float
+    contribution: float
+    positive: float
+    q25: float
+    median: float
+    q75: float
+    all_zero: bool = False
+
+
+@dataclass
+class PointwiseItem:
+    """One listed item: its row (or, read from a file, its store id), its group and its value."""
+
+    given: dict
+    value: float
+    row: int | None = None
+    id: str | None = None
+
+
+@dataclass
 class PointwiseSummary:
     """A term's pointwise values per group of items, in `unit`.
 
     by: the factors that define the groups (the term's conditioning factors, else its target).
     mean: the mean over every item, the term's estimate before clipping.
-    groups: per group {"given": {factor: label}, "n", "mean", "contribution" (n / N x mean: the
-    contributions add up to `mean`), "positive" (share of items above 0: the critic puts more
-    probability on their label than the prior does), "q25", "median", "q75", "all_zero" (every item
-    exactly 0: an estimator sets a stratum with one class to 0 without fitting)}.
-    lowest / highest: the items with the smallest and largest values, {"row" (or "id"), "given",
-    "value"}: the items whose embedding misleads the critic most, and those it reads best.
+    groups: one `StratumPointwise` per group. lowest / highest: `PointwiseItem`s with the smallest and
+    largest values: the items whose embedding misleads the critic most, and those it reads best.
     """
 
     by: list[str]
     mean: float
     n: int
-    groups: list[dict] = field(default_factory=list)
-    lowest: list[dict] = field(default_factory=list)
-    highest: list[dict] = field(default_factory=list)
+    groups: list[StratumPointwise] = field(default_factory=list)
+    lowest: list[PointwiseItem] = field(default_factory=list)
+    highest: list[PointwiseItem] = field(default_factory=list)
     unit: str = NATS
 
     def to_dict(self, ids=None) -> dict:
-        """JSON-ready; `ids` (one per row) replace the row numbers of the listed items."""
-        def item(entry):
-            if ids is None:
-                return dict(entry)
-            return {"id": str(ids[entry["row"]]), **{k: v for k, v in entry.items() if k != "row"}}
+        """JSON-ready; `ids` (one per row) name the listed items by id instead of row number."""
+        def item(e: PointwiseItem) -> dict:
+            if ids is not None and e.row is not None:
+                return {"id": str(ids[e.row]), "given": e.given, "value": e.value}
+            key = {"id": e.id} if e.id is not None else {"row": e.row}
+            return {**key, "given": e.given, "value": e.value}
 
         return {"by": list(self.by), "unit": self.unit, "mean": self.mean, "n": self.n,
-                "groups": [dict(g) for g in self.groups], "lowest": [item(e) for e in self.lowest],
+                "groups": [asdict(g) for g in self.groups], "lowest": [item(e) for e in self.lowest],
                 "highest": [item(e) for e in self.highest]}
 
     @classmethod
     def from_dict(cls, doc: dict) -> "PointwiseSummary":
-        return cls(by=list(doc["by"]), mean=float(doc["mean"]), n=int(doc["n"]), groups=list(doc["groups"]),
-                   lowest=list(doc.get("lowest", [])), highest=list(doc.get("highest", [])),
+        def item(d: dict) -> PointwiseItem:
+            return PointwiseItem(given=dict(d["given"]), value=float(d["value"]), row=d.get("row"), id=d.get("id"))
+
+        names = {f.name for f in fields(StratumPointwise)}
+        return cls(by=list(doc["by"]), mean=float(doc["mean"]), n=int(doc["n"]),
+                   groups=[StratumPointwise(**{k: v for k, v in g.items() if k in names}) for g in doc["groups"]],
+                   lowest=[item(d) for d in doc.get("lowest", [])], highest=[item(d) for d in doc.get("highest", [])],
                    unit=doc.get("unit", NATS))
 
 
@@ -93,17 +123,23 @@ def summarise_pointwise(values, groups, group_names: dict, *, by: list[str] | No
     for code in np.unique(g):
         sel = v[g == code]
         q25, med, q75 = np.quantile(sel, [0.25, 0.5, 0.75])
-        out.append({"given": dict(group_names.get(int(code), {})), "n": int(len(sel)), "mean": float(sel.mean()),
-                    "contribution": float(sel.sum() / n), "positive": float((sel > 0).mean()),
-                    "q25": float(q25), "median": float(med), "q75": float(q75),
-                    # every item exactly 0: nothing was fitted there (one class in the stratum)
-                    "all_zero": bool(np.all(sel == 0.0))})
+        out.append(StratumPointwise(given=dict(group_names.get(int(code), {})), n=int(len(sel)),
+                                    mean=float(sel.mean()), contribution=float(sel.sum() / n),
+                                    positive=float((sel > 0).mean()), q25=float(q25), median=float(med),
+                                    q75=float(q75), all_zero=bool(np.all(sel == 0.0))))
     order = np.argsort(v, kind="stable")
     k = min(items, n)
 
     def listed(rows):
-        return [{"row": int(r), "given": dict(group_names.get(int(g[r]), {})), "value": float(v[r])} for r in rows]
+        return [PointwiseItem(given=dict(group_names.get(int(g[r]), {})), value=float(v[r]), row=int(r)) for r in rows]
 
     names = by if by is not None else list(next(iter(group_names.values()), {}))
     return PointwiseSummary(by=list(names), mean=float(v.mean()), n=n, groups=out, lowest=listed(order[:k]),
                             highest=listed(order[::-1][:k]), unit=unit)
+
+
+def summary_of(estimate) -> PointwiseSummary | None:
+    """A chain term's `PointwiseSummary` (`MIEstimate.diagnostics`, set by `estimate_terms` for
+    pointwise estimators and read back by `ChainResult.from_json`), or None when it has none."""
+    found = (getattr(estimate, "diagnostics", None) or {}).get("pointwise_summary")
+    return found if isinstance(found, PointwiseSummary) else None

@@ -27,10 +27,12 @@ from matprobe.errors import MatprobeError
 from matprobe.io import write_text_atomic
 from matprobe.mi.chain import ChainResult
 from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
+from matprobe.mi.pointwise import summary_of
 from matprobe.present import md_escape
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
 from matprobe.rundir import resolve_run_path
+from matprobe.theory.check import CheckResult, MIValue
 
 
 class ReportError(MatprobeError):
@@ -72,6 +74,19 @@ def _read_json(path: Path) -> dict:
                           "(`matprobe run` resumes)") from None
 
 
+def _read_check(path: Path) -> CheckResult:
+    """A check file as its typed result (`theory.check.CheckResult`), with the report's errors."""
+    doc = _read_json(path)
+    if doc.get("kind") != "matprobe.check":
+        raise ReportError(f"{path}: not a matprobe check file (kind {doc.get('kind')!r}); rerun the pipeline's "
+                          "check step (`matprobe run` resumes)")
+    try:
+        return CheckResult.from_dict(doc)
+    except (TypeError, KeyError, IndexError) as exc:  # a field missing or of the wrong shape
+        raise ReportError(f"{path}: not a complete check result ({exc}); rerun the pipeline's check step "
+                          "(`matprobe run` resumes)") from None
+
+
 def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None:
     """Samples per (M, A, T), from run.json (format 2) or, for older runs, the manifest."""
     if summary.get("composition"):
@@ -86,8 +101,8 @@ def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None
         elif summary.get("checkpoints"):
             # a format-1 run without its data/: the check results count every answered sample per stratum
             ck = summary["checkpoints"][0]
-            check = _read_json(resolve_run_path(run, ck["check"], summary))
-            counts = pd.DataFrame([{**s["given"], "n": s["n"]} for s in check["strata"]])
+            check = _read_check(resolve_run_path(run, ck["check"], summary))
+            counts = pd.DataFrame([{**s.given, "n": s.n} for s in check.strata])
         else:
             return None
     counts["relation"] = [relation((m, a, t), target) for m, a, t in
@@ -123,30 +138,29 @@ def load_run(run_dir: str | Path) -> RunData:
                                       "ci_high": e.ci_high, "h_upper": e.h_upper, "n": e.n_eval,
                                       "main": mi_path == ck["main_mi"], "degenerate": e.degenerate,
                                       "bound": e.bound, **_baseline_fields(e.diagnostics)})
-                    per_item = e.diagnostics.get("pointwise_summary")
+                    per_item = summary_of(e)
                     if per_item is not None and mi_path == ck["main_mi"]:
                         _pointwise_rows(per_item, {**base, "term": term}, pointwise_rows, item_rows)
-        check = _read_json(resolve(ck["check"]))
-        err_levels.add(check.get("level"))
-        for s in check["strata"]:
-            g = s["given"]
-            mi = s.get("mi") or {}
+        check = _read_check(resolve(ck["check"]))
+        err_levels.add(check.level)
+        for s in check.strata:
+            g = s.given
+            mi = s.mi or MIValue(np.nan, np.nan, np.nan)
             strata_rows.append({
                 **base, "stratum": f"{g.get('modality')} / {g.get('anatomy')} / {g.get('task')}",
                 "is_target": (g.get("modality"), g.get("anatomy"), g.get("task")) == target,
-                "n": s["n"], "error": s["error"], "err_low": s["error_ci"][0], "err_high": s["error_ci"][1],
-                "h_y": s["h_y"], "classes": s["classes"], "mi": mi.get("estimate", np.nan),
-                "mi_low": mi.get("ci_low", np.nan), "mi_high": mi.get("ci_high", np.nan),
-                "error_floor": s.get("error_floor"), "error_floor_lenient": s.get("error_floor_lenient"),
-                "fano_mi_lower": s.get("fano_mi_lower"), "fano_mi_lower_finite": s.get("fano_mi_lower_finite"),
-                "error_respects_floor": s.get("error_respects_floor"), "mi_meets_bound": s.get("mi_meets_bound"),
+                "n": s.n, "error": s.error, "err_low": s.error_ci[0], "err_high": s.error_ci[1],
+                "h_y": s.h_y, "classes": s.classes, "mi": mi.estimate, "mi_low": mi.ci_low, "mi_high": mi.ci_high,
+                "error_floor": s.error_floor, "error_floor_lenient": s.error_floor_lenient,
+                "fano_mi_lower": s.fano_mi_lower, "fano_mi_lower_finite": s.fano_mi_lower_finite,
+                "error_respects_floor": s.error_respects_floor, "mi_meets_bound": s.mi_meets_bound,
             })
-        p = check["pac"]
-        obs = {**base, "error": p["error"], "err_low": p["error_ci"][0], "err_high": p["error_ci"][1],
-               "m": p["m"], "heldout": p["heldout"]}
-        pac_rows.append({**obs, "bound": "test-set (held-out)", "value": p["test_set_bound"], "vacuous": False})
-        for b in p.get("bounds", []):
-            pac_rows.append({**obs, "bound": b["name"], "value": b["value"], "vacuous": b["vacuous"]})
+        p = check.pac
+        obs = {**base, "error": p.error, "err_low": p.error_ci[0], "err_high": p.error_ci[1], "m": p.m,
+               "heldout": p.heldout}
+        pac_rows.append({**obs, "bound": "test-set (held-out)", "value": p.test_set_bound, "vacuous": False})
+        for b in p.bounds:
+            pac_rows.append({**obs, "bound": b.name, "value": b.value, "vacuous": b.vacuous})
     if len(units) > 1:
         raise ReportError(f"{run}: the MI results mix units {sorted(units)}; rerun `matprobe mi` in one unit")
     results = pd.read_csv(resolve(summary["results"]))
@@ -169,13 +183,13 @@ def _group_label(given: dict) -> str:
 def _pointwise_rows(summary, base: dict, rows: list, items: list) -> None:
     """One row per (checkpoint, term, stratum) of a term's pointwise summary, and one per listed item."""
     for g in summary.groups:
-        rows.append({**base, "by": ",".join(summary.by), "group": _group_label(g["given"]), "n": g["n"],
-                     "mean": g["mean"], "contribution": g["contribution"], "positive": g["positive"],
-                     "all_zero": bool(g.get("all_zero", False)), "term_mean": summary.mean})
+        rows.append({**base, "by": ",".join(summary.by), "group": _group_label(g.given), "n": g.n, "mean": g.mean,
+                     "contribution": g.contribution, "positive": g.positive, "all_zero": g.all_zero,
+                     "term_mean": summary.mean})
     for end, listed in (("lowest", summary.lowest), ("highest", summary.highest)):
         for rank, e in enumerate(listed):
-            items.append({**base, "end": end, "rank": rank, "id": e.get("id", e.get("row")),
-                          "group": _group_label(e["given"]), "value": e["value"]})
+            items.append({**base, "end": end, "rank": rank, "id": e.id if e.id is not None else e.row,
+                          "group": _group_label(e.given), "value": e.value})
 
 
 def _source_terms(summary: dict, resolve) -> pd.DataFrame | None:

@@ -620,6 +620,18 @@ class AggregateCheck:
         return _to(self, terms=lambda ts: [t.to_dict() for t in ts])
 
 
+@dataclass(frozen=True)
+class CheckedBound(pac.Bound):
+    """A training-set PAC bound as the check holds it against the held-out error: `contradicted`
+    when the bound lies below the held-out error's lower confidence limit."""
+
+    contradicted: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckedBound":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
 @dataclass
 class HeldoutCheck:
     """PAC: the observed held-out error, the test-set bound, and training-set bounds beside it."""
@@ -630,15 +642,15 @@ class HeldoutCheck:
     error: float
     error_ci: list
     test_set_bound: float
-    bounds: list = field(default_factory=list)
+    bounds: list[CheckedBound] = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "HeldoutCheck":
-        return _from(cls, d)
+        return _from(cls, d, bounds=lambda bs: [CheckedBound.from_dict(b) for b in bs])
 
     def to_dict(self) -> dict:
-        return _to(self)
+        return _to(self, bounds=lambda bs: [b.to_dict() for b in bs])
 
 
 @dataclass
@@ -675,13 +687,6 @@ class CheckResult:
             if not doc.get(key):
                 doc.pop(key, None)
         return doc
-
-    # dict-style reads, for callers written against the old return value
-    def __getitem__(self, key: str):
-        return self.to_dict()[key]
-
-    def get(self, key: str, default=None):
-        return self.to_dict().get(key, default)
 
     @property
     def y_description(self) -> str:
@@ -782,8 +787,8 @@ class CheckResult:
         pac_t.add_row(bound="test-set (binomial tail inversion)", value=p.test_set_bound, flag="ok",
                       note=f"δ = {self.delta}")
         for b in p.bounds:
-            flag = "VACUOUS" if b["vacuous"] else ("CONTRADICTED" if b.get("contradicted") else "ok")
-            pac_t.add_row(bound=b["name"], value=b["value"], flag=flag, note=b.get("note", ""))
+            flag = "VACUOUS" if b.vacuous else ("CONTRADICTED" if b.contradicted else "ok")
+            pac_t.add_row(bound=b.name, value=b.value, flag=flag, note=b.note)
         return [self.to_table(unit), agg, pac_t]
 
 

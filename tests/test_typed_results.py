@@ -1,0 +1,65 @@
+"""Issue 24: result files are read through their typed readers (`ChainResult.read` / `from_json` for
+MI results, `CheckResult.from_dict` / `load_check` for check results, `PointwiseSummary` for a
+term's pointwise summary), and their consumers use attributes. This test parses every consumer
+module (the report, the pipeline, the CLI and the API) and fails on a subscript or `.get` with a key
+that exists only in a result document's layout, so a consumer cannot go back to reading a file by
+key. Tidy frames (one column per quantity) are results too and are read by column, so keys that are
+also frame columns are not listed; the per-stratum entries of an `MIEstimate` are dicts by the
+estimator contract (docs/ARCHITECTURE.md) and stay out of scope."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import matprobe
+
+SRC = Path(matprobe.__file__).parent
+CONSUMERS = [*sorted((SRC / "report").rglob("*.py")), SRC / "pipeline.py", SRC / "cli.py", SRC / "api.py"]
+# keys of the MI results document (results_json) and the check document (CheckResult.to_dict) that
+# name its structure: a consumer that subscripts one of these is reading the file by hand
+DOCUMENT_KEYS = {"terms", "direct", "direct_all", "agreement", "pointwise_summary", "aggregate", "pac", "bounds",
+                 "test_set_bound", "error_ci", "heldout", "estimated_here", "lowest", "highest", "groups", "strata"}
+# the report's own findings (findings.json, written by the report) share one key with the check file
+ALLOWED = {("report/render.py", "summary_lines", "strata")}
+
+
+def keyed_reads(path: Path) -> list[tuple[str, str, int]]:
+    """(innermost function, key, line) for each subscript or .get(...) with a literal document key."""
+    found = []
+
+    def visit(node, func: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            func = node.name
+        key = None
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            key = node.args[0].value
+        if isinstance(key, str) and key in DOCUMENT_KEYS:
+            found.append((func, key, node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child, func)
+
+    visit(ast.parse(path.read_text()), "<module>")
+    return found
+
+
+def test_no_consumer_reads_a_result_document_by_key():
+    bad = [f"{path.relative_to(SRC).as_posix()}:{line} {func}: [{key!r}]"
+           for path in CONSUMERS for func, key, line in keyed_reads(path)
+           if (path.relative_to(SRC).as_posix(), func, key) not in ALLOWED]
+    assert bad == [], "read these through the typed result:\n" + "\n".join(bad)
+
+
+def test_the_key_scan_finds_a_consumer_reading_by_key(tmp_path):
+    """The scan can fail: a consumer written the old way is caught, key by key."""
+    old = tmp_path / "old_render.py"
+    old.write_text("def load(check, doc):\n"
+                   "    p = check['pac']\n"
+                   "    for t in doc.get('terms', []):\n"
+                   "        pass\n"
+                   "    return p['bounds'], check['strata']\n")
+    assert sorted((k, line) for _, k, line in keyed_reads(old)) == [
+        ("bounds", 5), ("pac", 2), ("strata", 5), ("terms", 3)]
