@@ -87,7 +87,8 @@ def test_figures_are_valid_nonblank_pngs(demo_run):
     assert sorted(p.stem for p in (demo_run / "figures").glob("*.svg")) == \
         sorted(p.stem for p in (demo_run / "figures").glob("*.png"))
     names = sorted(p.name for p in (demo_run / "figures").glob("*.png"))
-    assert names == ["baselines.png", "composition.png", "fano.png", "mi_chain.png", "mi_vs_accuracy.png", "pac.png"]
+    assert names == ["baselines.png", "composition.png", "fano.png", "mi_chain.png", "mi_vs_accuracy.png", "pac.png",
+                     "pointwise.png"]
     for name in names:
         with Image.open(demo_run / "figures" / name) as im:
             im.verify()
@@ -99,7 +100,7 @@ def test_figures_are_valid_nonblank_pngs(demo_run):
 def test_html_is_self_contained(demo_run):
     page = (demo_run / "report.html").read_text()
     sources = re.findall(r'src="([^"]+)"', page)
-    assert len(sources) == 6 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 7 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "http" not in page.split("<body>")[1]
 
 

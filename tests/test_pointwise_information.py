@@ -61,7 +61,7 @@ def test_pointwise_summary_equals_an_independent_groupby():
     from matprobe.units import LN2
 
     rng = np.random.default_rng(11)
-    for draw in range(5):
+    for _draw in range(5):
         n, k = int(rng.integers(50, 400)), int(rng.integers(2, 7))
         groups = rng.integers(0, k, n)
         values = rng.standard_normal((3, n)) + rng.standard_normal(k)[groups]
@@ -90,7 +90,7 @@ def test_chain_terms_summarise_each_term_per_stratum_without_being_asked():
     """Each chain term carries its pointwise summary by conditioning stratum (by class for I(Z;M)); the
     contributions add up to the unclipped estimate, and the stratum that holds the signal carries it."""
     rng = np.random.default_rng(4)
-    for draw in range(3):
+    for _draw in range(3):
         n = 720
         m = rng.integers(0, 3, n)
         a = rng.integers(0, 2, n)
@@ -99,7 +99,7 @@ def test_chain_terms_summarise_each_term_per_stratum_without_being_asked():
                   rng.standard_normal((n, 3))].astype(np.float32)
         mods = np.array(["CT", "MRI", "X-ray"])
         res = chain_terms(z, {"M": mods[m], "A": a}, seeds=2, folds=3, pca=None, direct=False, difference=False)
-        for j, (term, e) in enumerate(res.terms["probe"]):
+        for _, e in res.terms["probe"]:
             s = e.diagnostics["pointwise_summary"]
             assert "pointwise" not in e.diagnostics  # per-item values only when asked for
             assert s.by == ["M"] and s.n == n  # I(Z;M) by class of M, I(Z;A|M) by stratum of M

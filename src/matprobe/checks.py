@@ -13,14 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from matprobe.errors import DataError, EstimationError, MatprobeError, StatsError
+from matprobe.errors import ConfigError, DataError, EstimationError, MatprobeError, StatsError
 from matprobe.factors import FACTOR_ALIASES
 
 MIN_RESAMPLES = 100
-
-
-class ConfigError(MatprobeError):
-    """A configuration file or option names a key or value that does not exist."""
 
 
 def check_fraction(value, name: str, *, what: str = "a fraction", low_open: bool = True,

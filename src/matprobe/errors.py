@@ -41,3 +41,37 @@ class StatsError(MatprobeError):
 
 class UnitError(MatprobeError, ValueError):
     """An information unit other than nats or bits (a ValueError too, as it was before)."""
+
+
+
+class ConfigError(MatprobeError):
+    """A configuration file or option names a key or value that does not exist."""
+
+
+class PipelineError(MatprobeError):
+    """A pipeline file is malformed or names something that does not exist."""
+
+
+class ReportError(MatprobeError):
+    """A run directory lacks what the report needs."""
+
+
+class InUseError(MatprobeError):
+    """Another process is writing the same output."""
+
+
+class LaunchError(MatprobeError):
+    """The launcher's environment (WORLD_SIZE) and the process group disagree."""
+
+
+class InitError(MatprobeError):
+    """`matprobe init` cannot tell what a checkpoint is, or the target is not in the data."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened for a reason outside its content (a folder in its place, a
+    file-size limit, a full disk); the message carries the fix, which is never --overwrite."""
+
+
+class TooFewPairs(StatsError):
+    """A comparison has fewer than two pairs for a metric (the automatic unit skips it)."""

@@ -19,11 +19,7 @@ import inspect
 import os
 from pathlib import Path
 
-from matprobe.errors import MatprobeError
-
-
-class InUseError(MatprobeError):
-    """Another process is writing the same output."""
+from matprobe.errors import InUseError, MatprobeError
 
 
 def lock_path(target: str | os.PathLike) -> Path:

@@ -12,11 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from matprobe.errors import MatprobeError
-
-
-class LaunchError(MatprobeError):
-    """The launcher's environment (WORLD_SIZE) and the process group disagree."""
+from matprobe.errors import LaunchError
 
 
 @dataclass

@@ -48,13 +48,9 @@ if TYPE_CHECKING:  # pandas is imported where used: `run` refuses a bad file in 
 from matprobe.checks import check_unread_keys, track_sections
 from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import MatprobeError
+from matprobe.errors import MatprobeError, PipelineError
 from matprobe.io import atomic_path, write_text_atomic
 from matprobe.rundir import RUN_FORMAT_VERSION, run_relative
-
-
-class PipelineError(MatprobeError):
-    """A pipeline file is malformed or names something that does not exist."""
 
 
 @dataclass

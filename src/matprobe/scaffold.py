@@ -17,12 +17,7 @@ from pathlib import Path
 
 from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import MatprobeError
-
-
-class InitError(MatprobeError):
-    """`matprobe init` cannot tell what a checkpoint is, or the target is not in the data."""
-
+from matprobe.errors import InitError, MatprobeError
 
 _SEED = re.compile(r"(?:^|[^a-z0-9])(?:s|seed)[-_]?(\d+)(?![0-9])")
 NAMING = ("name each folder by its condition and seed, e.g. related-s0, unrelated-s1 "

@@ -42,7 +42,7 @@ import pandas as pd
 
 from matprobe import __version__
 from matprobe.data.model import MATDataset, resolve_factor
-from matprobe.errors import ProvenanceMismatch, StoreError
+from matprobe.errors import ProvenanceMismatch, StoreError, StoreUnavailable
 from matprobe.io import atomic_h5
 from matprobe.locks import writer_lock
 
@@ -128,11 +128,6 @@ def _fingerprint(ids: np.ndarray, coded: Mapping[str, tuple[np.ndarray, tuple]])
 
 def _rows_per_chunk(dim: int) -> int:
     return int(max(1, min(1024, _TARGET_CHUNK_BYTES // (4 * max(dim, 1)))))
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot be opened for a reason outside its content (a folder in its place, a
-    file-size limit, a full disk); the message carries the fix, which is never --overwrite."""
 
 
 class EmbeddingStore:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from matprobe.conditions import condition_name
 from matprobe.data.splits import relation
-from matprobe.errors import MatprobeError
+from matprobe.errors import ReportError
 from matprobe.io import write_text_atomic
 from matprobe.mi.chain import ChainResult
 from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
@@ -33,10 +33,6 @@ from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
 from matprobe.rundir import resolve_run_path
 from matprobe.theory.check import CheckResult, MIValue
-
-
-class ReportError(MatprobeError):
-    """A run directory lacks what the report needs."""
 
 
 # ------------------------------------------------------------------------------ loading

@@ -40,13 +40,9 @@ from matprobe.checks import (
     check_resamples,
     percent_notes,
 )
-from matprobe.errors import StatsError
+from matprobe.errors import StatsError, TooFewPairs
 
 UNITS = ("target", "seed", "item")
-
-
-class TooFewPairs(StatsError):
-    """A comparison has fewer than two pairs for a metric (the automatic unit skips it)."""
 KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
 DEFAULT_RATIO_METRICS: dict[str, tuple[str, str]] = {"cIoU": ("intersection", "union")}
 
