@@ -179,7 +179,7 @@ def test_demo_table9_has_both_columns_with_numbers(demo_run):
     # and cIoU last, so read those two from the ends)
     assert cols[1] == "Classification (accuracy)" and cols[-1] == "Segmentation (cIoU)"
     assert cells[0] == "Related vs. Unrelated"
-    from matprobe.stats.formatting import format_p
+    from matprobe.present.significance import format_p
 
     for metric, cell in (("accuracy", cells[1]), ("cIoU", cells[-1])):
         p = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == metric)]["p"].iloc[0]

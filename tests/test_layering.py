@@ -60,7 +60,7 @@ def test_layer_imports_nothing_above_it(folder, banned):
 def test_leaf_modules():
     assert not [m for m in imports(SRC / "mi" / "interface.py") if m.startswith("matprobe")]
     assert {m for m in imports(SRC / "parallel.py") if m.startswith("matprobe")} <= {"matprobe.errors",
-                                                                                      "matprobe.errors.MatprobeError"}
+                                                                                      "matprobe.errors.LaunchError"}
 
 
 def test_running_mi_loads_no_higher_layer():

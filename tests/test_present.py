@@ -104,7 +104,7 @@ def test_csv_and_json_carry_raw_values():
 
 def test_significance_markdown_header_with_pipes_parses(tmp_path):
     """The Table IX layout has metrics as header cells: MI metrics such as I(Z;A|M) used to break it."""
-    from matprobe.stats.formatting import write_output
+    from matprobe.present.significance import write_output
     from matprobe.stats.significance import compare_conditions
 
     rng = np.random.default_rng(0)
@@ -135,13 +135,3 @@ def test_from_frame_keeps_column_order_and_index():
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json", "latex", "html"])
 def test_render_every_format(fmt):
     assert "I(Z;A" in render(nasty_table(), fmt)
-
-
-def test_glossary_merges_described_columns():
-    from matprobe.present import glossary
-
-    a = Table([Column("x", "Î", "nats", "MI estimate"), Column("n")], [])
-    b = Table([Column("x", "Î", "bits", "other"), Column("e", "ε", "probability", "error rate")], [])
-    g = glossary([a, b])
-    assert [(r["column"], r["unit"], r["meaning"]) for r in g.rows] == [
-        ("Î", "nats", "MI estimate"), ("ε", "probability", "error rate")]

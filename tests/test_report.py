@@ -427,9 +427,9 @@ def test_browser_layout_check_can_fail(tmp_path, browser):
 
 
 def test_significance_markdown_escapes_headers():
-    """`significance --out table9.md` writes through stats.formatting.markdown: metric names with a
+    """`significance --out table9.md` writes through present.significance.markdown: metric names with a
     `|` in the header row must not split columns (else CommonMark sees no table at all)."""
-    from matprobe.stats.formatting import markdown
+    from matprobe.present.significance import markdown
 
     frame = pd.DataFrame({"I(Z;anatomy|modality) nats": ["0.010"], "accuracy": ["< 0.001"]},
                          index=pd.Index(["Related vs. Unrelated"], name="Comparison"))

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from matprobe.cli import app
 from matprobe.errors import StatsError
 from matprobe.mi.compare import paired_difference
-from matprobe.stats import formatting
+from matprobe.present import significance as formatting
 from matprobe.stats.significance import (
     compare_conditions,
     min_exact_p,

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from matprobe.cli import app
 from matprobe.errors import StatsError
-from matprobe.stats.formatting import format_p, table_ix, table_ix_column, write_output
+from matprobe.present.significance import format_p, table_ix, table_ix_column, write_output
 from matprobe.stats.significance import compare_conditions
 
 

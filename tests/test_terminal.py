@@ -129,7 +129,7 @@ def test_off_a_terminal_rows_are_whole_lines():
 
 
 def test_every_delta_is_the_printed_difference_or_says_what_it_is():
-    from matprobe.views import comparison_table
+    from matprobe.present.views import comparison_table
 
     def comp(a, b, delta):
         diff = SimpleNamespace(delta=delta, ci_low=delta - 0.01, ci_high=delta + 0.01, ci_level=0.95,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from matprobe.stats import formatting as fmt
+from matprobe.present import significance as fmt
 from matprobe.stats.significance import (
     Comparison,
     compare_conditions,

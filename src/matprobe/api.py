@@ -363,7 +363,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     -------
     Comparison
         ``.side_a``, ``.side_b`` (estimate and interval of each), ``.difference`` (``delta``,
-        ``ci_low``, ``ci_high``, ``p_value``, ``n``); `matprobe.views.comparison_table` displays it.
+        ``ci_low``, ``ci_high``, ``p_value``, ``n``); `matprobe.present.views.comparison_table` displays it.
     """
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.progress import track
@@ -524,7 +524,7 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
     SignificanceResult
         ``.results`` (DataFrame), ``.to_table()``, ``.tables()``, ``.notes()``.
     """
-    from matprobe.stats import formatting
+    from matprobe.present import significance as formatting
     from matprobe.stats.significance import significance as run
 
     metrics = [metric] if isinstance(metric, str) else (list(metric) if metric is not None else None)
@@ -551,7 +551,7 @@ def significance_summary(summary: PathLike, out: Optional[PathLike] = None) -> p
     DataFrame
         One row per input row: p at each r, the p range, the independent p, the implied r.
     """
-    from matprobe.stats import formatting
+    from matprobe.present import significance as formatting
     from matprobe.stats.summary import read_summary, summary_table
 
     table = summary_table(read_summary(summary), source=str(summary))

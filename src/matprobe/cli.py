@@ -195,7 +195,7 @@ def data_validate(
 ) -> None:
     """Count samples per (M, A, T) triplet and list every problem found."""
     from matprobe.data import validate_dataset
-    from matprobe.views import validation_table
+    from matprobe.present.views import validation_table
 
     report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
     if len(report.triplet_counts):  # no empty table above a column problem
@@ -245,8 +245,8 @@ def store_info(
     """Samples, feature arrays, answers and provenance of a store."""
     import json
 
+    from matprobe.present.views import store_info_tables
     from matprobe.store import EmbeddingStore
-    from matprobe.views import store_info_tables
 
     fmt = _format(fmt)
     with EmbeddingStore.open(file) as store:
@@ -465,7 +465,7 @@ def significance_cmd(
 ) -> None:
     """Paired tests between conditions, in CrossMed Table IX's layout (rows comparisons, columns metrics)."""
     _refuse_in_place(out, results, spec)
-    from matprobe.stats import formatting
+    from matprobe.present import significance as formatting
     from matprobe.stats.significance import significance
 
     res = significance(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
@@ -487,8 +487,7 @@ def significance_summary_cmd(
 ) -> None:
     """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
     _refuse_in_place(out, summary)
-    from matprobe.present import Table
-    from matprobe.stats import formatting
+    from matprobe.present import significance as formatting
     from matprobe.stats.summary import read_summary, summary_table
 
     fmt = _format(fmt)
@@ -498,9 +497,7 @@ def significance_summary_cmd(
     if out is not None:
         formatting.write_frame(table, shown, out, "Paired p from summary statistics")
         lines.append(f"wrote {out}")
-    shown = table if fmt in ("csv", "json") else formatting.summary_display(table, with_warning=False, grid=False)
-    _show(Table.from_frame(shown, title="Paired p from summary statistics (r: unknown correlation of the pairs)"),
-          fmt, lines)
+    _show(formatting.summary_statistics_table(table, fmt), fmt, lines)
 # </significance-commands>
 
 # ---------------------------------------------------------------- sweep / compare
@@ -532,7 +529,7 @@ def sweep_command(
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
     from matprobe.mi.sweep import run_sweep
-    from matprobe.views import sweep_table
+    from matprobe.present.views import sweep_table
 
     unit, fmt = _unit(unit, bits), _format(fmt)
     res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
@@ -572,8 +569,8 @@ def compare_command(
     """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value."""
     _refuse_in_place(out, store_a, store_b)
     from matprobe.mi.compare import compare_stores, write_comparison
+    from matprobe.present.views import comparison_table
     from matprobe.progress import track
-    from matprobe.views import comparison_table
 
     unit, fmt = _unit(unit, bits), _format(fmt)
     with track("compare", None) as bar:
@@ -608,9 +605,9 @@ def relate_command(
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
     _refuse_in_place(out, *stores)
+    from matprobe.present.views import relation_table
     from matprobe.progress import track
     from matprobe.theory.relate import relate, write_relation
-    from matprobe.views import relation_table
 
     unit, fmt = _unit(unit, bits), _format(fmt)
     with track("relate", None) as bar:

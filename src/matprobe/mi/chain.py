@@ -268,65 +268,9 @@ class ChainResult:
 
     def to_table(self):
         """The `matprobe mi` display table (matprobe.present.Table): one row per term and estimator."""
-        from matprobe.present import Column, Table
+        from matprobe.present.views import chain_table
 
-        level = self.settings.get("level")
-        lvl = f"{level:.0%}" if level else "CI"
-        unit = self.unit
-        cols = [Column("term", "term", description="MI term: I(Z;target|given)"),
-                Column("estimator", "estimator", description="MI estimator"),
-                Column("estimate", "estimate", unit, "point estimate", ".3f"),
-                Column("interval", f"{lvl} interval", unit, f"{lvl} interval of the estimate", ".3f"),
-                Column("h_upper", "H limit", unit, "entropy of the target given the conditioning set "
-                       "(largest possible value)", ".3f"),
-                Column("chain_difference", "I(Z;Y,C) - I(Z;C)", unit,
-                       "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
-                Column("note", "note", description="estimator notes")]
-        frame = self.frame()
-        if "selectivity" in frame:  # control tasks (matprobe.mi.controls)
-            cols[-1:-1] = [Column("selectivity", "selectivity", unit, "estimate minus the control task's estimate "
-                                  "(labels drawn from the target's frequencies per stratum), with its paired "
-                                  "interval")]
-        if "compression" in frame:  # online codelength (matprobe.mi.codelength)
-            cols[-1:-1] = [Column("online_bits", "online code", "bits", "prequential codelength of the target "
-                                  "given Z (and the conditioning factors)", ".1f"),
-                           Column("compression", "compression", description="uniform codelength / online "
-                                  "codelength", fmt=".2f")]
-        if "p_perm" in frame:  # permutation nulls were run (matprobe.mi.controls)
-            cols[-1:-1] = [Column("excess", "excess over null", unit, "estimate minus the mean of the estimates "
-                                  "on labels permuted within the conditioning strata", ".3f"),
-                           Column("p_perm", "perm. p", description="permutation p-value, (1 + #{null >= "
-                                  "estimate}) / (1 + B)", fmt=".3f")]
-        where = ""
-        if self.meta:
-            where = f", {self.meta.get('store')} layer {self.meta.get('layer')} pool {self.meta.get('pool')}"
-        st = self.settings
-        table = Table(cols, title=f"MI chain ({unit}){where}")
-        if st:
-            table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
-                                   f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
-        if self.meta.get("note"):
-            table.footnotes.append(self.meta["note"])
-        if "p_perm" in frame:
-            table.footnotes.append(f"permutation null: {st.get('permutations')} permutations of the target within "
-                                   "the conditioning strata, same folds and preprocessing; p can be no smaller "
-                                   f"than 1/{int(st.get('permutations') or 0) + 1}")
-        for r in frame.itertuples():
-            if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
-                table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
-                              interval=None, h_upper=r.h_upper, chain_difference=None,
-                              note="the factor is fixed by the conditioning factors in every stratum")
-                continue
-            extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
-                     else {})
-            if "selectivity" in frame and not pd.isna(r.selectivity):
-                extra["selectivity"] = f"{r.selectivity:.3f} [{r.selectivity_low:.3f}, {r.selectivity_high:.3f}]"
-            if "compression" in frame and not pd.isna(r.compression):
-                extra.update(online_bits=r.online_bits, compression=r.compression)
-            table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
-                          interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
-                          chain_difference=r.chain_difference, note=r.note, **extra)
-        return table
+        return chain_table(self)
 
     @classmethod
     def from_json(cls, doc: dict) -> "ChainResult":
@@ -557,12 +501,6 @@ def _estimate_from_entry(t: dict, unit: str, strata: list, extra: dict) -> MIEst
                       clipped=bool(t.get("clipped", False)), degenerate=bool(t.get("degenerate", False)),
                       note=t.get("note", ""), strata=strata, bound=t.get("bound") or "two-sided",
                       flags=list(t.get("flags") or []))
-
-
-def not_identifiable(term: str) -> str:
-    """How a term with H(Y|C) = 0 is shown: 'I(Z;A|M)' -> 'not identifiable: H(A|M) = 0'."""
-    inner = term[len("I(Z;"):-1] if term.startswith("I(Z;") and term.endswith(")") else term
-    return f"not identifiable: H({inner}) = 0"
 
 
 def check_out_path(out) -> None:

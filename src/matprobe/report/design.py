@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from matprobe.mi.chain import not_identifiable
+from matprobe.present.views import not_identifiable
 
 # a checkpoint answering one option for at least this share of its items is flagged
 ONE_OPTION_SHARE = 0.9

@@ -28,7 +28,7 @@ from matprobe.io import write_text_atomic
 from matprobe.mi.chain import ChainResult
 from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
 from matprobe.mi.pointwise import summary_of
-from matprobe.present import md_escape
+from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
 from matprobe.rundir import resolve_run_path
@@ -437,7 +437,7 @@ def glossary(data: RunData) -> dict[str, str]:
         "layer/pool": "the layer (0-based decoder block output) and the token pooling the MI was measured at",
     }
     g.update(_pointwise_glossary(data))
-    from matprobe.stats.formatting import table_ix_column, variant_glossary
+    from matprobe.present.significance import table_ix_column, variant_glossary
 
     g.update(variant_glossary())  # the p columns name their variant: "Perm. p (exact)", ...
 
@@ -477,19 +477,9 @@ def _empty_column(col: pd.Series) -> bool:
     return all(_cell(v) == "" for v in col)
 
 
-def _md_table(frame: pd.DataFrame) -> str:
-    cols = [md_escape(str(c)) for c in frame.columns]
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        out.append("| " + " | ".join(md_escape(_cell(v)) for v in row) + " |")
-    return "\n".join(out)
-
-
-def _html_table(frame: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _report_table(frame: pd.DataFrame) -> Table:
+    """A report table in the table model: every cell formatted by `_cell` (3 decimals, blank when absent)."""
+    return Table.from_frame(frame, columns=[Column(str(c), fmt=_cell, missing="") for c in frame.columns])
 
 
 def _md_inline_to_html(text: str) -> str:
@@ -547,8 +537,9 @@ class Doc:
         label = f"**Table {self.n_tables}.** {caption}"
         self.para(label)
         self.columns += [str(c) for c in frame.columns if str(c) not in self.columns]
-        self.md.append(_md_table(frame))
-        self.html.append(_html_table(frame))
+        table = _report_table(frame)
+        self.md.append(to_markdown(table, title=False, footnotes=False, align=False).rstrip("\n"))
+        self.html.append(to_html(table, title=False, footnotes=False, compact=True))
 
     def figure(self, rel: str, caption: str) -> None:
         svg = Path(rel).with_suffix(".svg").as_posix()
@@ -838,7 +829,7 @@ def _significance_section(doc: Doc, data) -> None:
     """CrossMed's Table IX layout and every comparison in full."""
     doc.heading("Significance")
     if data.significance is not None:
-        from matprobe.stats.formatting import detail_table, table_ix
+        from matprobe.present.significance import detail_table, table_ix
 
         sig = data.significance
         unit = ", ".join(map(str, dict.fromkeys(sig["unit"]))) if "unit" in sig else "seed"

@@ -970,62 +970,28 @@ class SignificanceResult:
         return self.results
 
     def notes(self) -> list[str]:
-        from matprobe.stats import formatting
+        from matprobe.present import significance as formatting
 
         return list(self.choices or []) + formatting.notes(self.results)
 
     def to_table(self):
         """Table IX layout: rows comparisons, columns metrics, paired t-test p-values."""
-        from matprobe.present import Column, Table
-        from matprobe.stats import formatting
+        from matprobe.present.views import significance_table
 
-        shown = formatting.table_ix(self.results)
-        cols = [Column("Comparison", "Comparison", description="first vs. second condition (difference = first - second)")]
-        cols += [Column(str(m), str(m), "p", f"two-sided paired t-test p-value for {m}") for m in shown.columns]
-        table = Table.from_frame(shown, index=True, columns=cols,
-                                 title=f"p-values (paired t-test), unit of analysis: {self.unit}")
-        return table
+        return significance_table(self)
 
     def tables(self) -> list:
-        from matprobe.present import Column, Table
-        from matprobe.stats import formatting
+        from matprobe.present.views import significance_tables
 
-        effects, p_values = formatting.split_detail(formatting.detail_table(self.results))
-        wil_head = formatting.method_header("Wilcoxon p", self.results.get("wilcoxon_method", []))[0]
-        perm_head = formatting.method_header("Perm. p", self.results.get("perm_method", []))[0]
-        desc = {"n": ("count", "pairs"), "Mean diff": ("metric", "mean of the paired differences (first - second)"),
-                "t": ("", "paired t statistic"), "df": ("", "degrees of freedom"),
-                "dz": ("", "Cohen's dz: mean difference / sd of the differences"),
-                "g": ("", "Hedges' g (dz with small-sample correction)"),
-                "p": ("p", "two-sided paired t-test"),
-                wil_head: ("p", "Wilcoxon signed-rank test (zeros dropped; exact conditional on "
-                                "tied ranks up to 500 non-zero pairs)"),
-                perm_head: ("p", "sign-flip permutation test of the mean difference (exact, or "
-                                 "Monte Carlo with the draw count shown)"),
-                "Holm p": ("p", "Holm-adjusted over the family"), "BH p": ("p", "Benjamini-Hochberg adjusted")}
-
-        def cols(frame):
-            return [Column(str(c), str(c), *desc.get(str(c), ("", ""))) for c in frame.columns]
-
-        out = [self.to_table(),
-               Table.from_frame(effects, columns=cols(effects),
-                                title="Paired differences (first - second condition)"),
-               Table.from_frame(p_values, columns=cols(p_values),
-                                title="p-values (two-sided; Holm/BH over the family)")]
-        if self.items is not None:
-            out.append(Table.from_frame(formatting.item_table(self.items), title="Item level"))
-        return out
+        return significance_tables(self)
 
     def machine_tables(self) -> list:
         """The raw numbers for --format csv/json: every RESULT_COLUMNS column at full
         precision (interval as ci_low/ci_high with ci_level, the unit of analysis, the
         Wilcoxon and permutation variants), then the item-level rows if any."""
-        from matprobe.present import Table
+        from matprobe.present.views import significance_machine_tables
 
-        out = [Table.from_frame(self.results, title=f"paired tests, unit of analysis: {self.unit}")]
-        if self.items is not None:
-            out.append(Table.from_frame(self.items, title="item level (paired bootstrap, McNemar)"))
-        return out
+        return significance_machine_tables(self)
 
     def tables_for(self, fmt: str) -> list:
         """What `matprobe significance --format fmt` prints: raw numbers for csv/json, display

@@ -711,85 +711,15 @@ class CheckResult:
 
     def to_table(self, unit: str = "nats"):
         """Per-stratum table in `unit` (nats or bits)."""
-        from matprobe.present import Column, Table
-        from matprobe.units import check_unit, from_nats
+        from matprobe.present.views import check_table
 
-        check_unit(unit)
-
-        def conv(v):
-            return None if v is None else from_nats(v, unit)
-
-        lvl = f"{self.level:.0%}"
-        cols = [
-            Column("modality", "M", description="modality of the stratum"),
-            Column("anatomy", "A", description="anatomy of the stratum"),
-            Column("task", "T", description="task of the stratum"),
-            Column("n", "n", "count", "answered rows in the stratum"),
-            Column("error", f"error [{lvl} CI]", "probability",
-                   f"observed error rate ε on Y with its {lvl} Clopper-Pearson interval", ".3f"),
-            Column("h_y", "H(Y|s)", unit, "plug-in entropy of Y in the stratum", ".3f"),
-            Column("mi", "Î [CI]", unit, "MI estimate Î(Z;Y|stratum) with its interval", ".3f"),
-            Column("error_floor", "ε floor", "probability", "smallest error Fano allows given Î", ".3f"),
-            Column("error_ok", "ε ok", "", "observed ε respects the floor: yes / within CI / NO"),
-            Column("mi_lower", "I >= (finite)", unit,
-                   f"Fano's lower bound on I(Z;Y|s) from ε (in brackets: with ε's upper limit at δ = {self.delta})"),
-            Column("mi_ok", "Î ok", "", "Î reaches the bound: yes / within CI / NO"),
-        ]
-        table = Table(cols, title=f"check: {self.y_description}; {unit}, δ = {self.delta}, {lvl} intervals")
-        for s in self.strata:
-            mi = s.mi
-            table.add_row(
-                modality=s.given.get("modality"), anatomy=s.given.get("anatomy"), task=s.given.get("task"),
-                n=s.n,
-                error=(s.error, s.error_ci[0], s.error_ci[1]),
-                h_y=conv(s.h_y),
-                mi=None if mi is None or mi.estimate is None else
-                (conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)),
-                error_floor=s.error_floor, error_ok=s.error_respects_floor,
-                mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
-                mi_ok=s.mi_meets_bound)
-        if self.estimated_here:
-            est = self.estimated_here
-            if "command" in est:
-                table.footnotes.append("the MI results hold no term for Y; to fill Î, run: " + est["command"])
-            else:
-                st = est.get("settings", {})
-                table.footnotes.append(
-                    f"Î estimated by check (the MI results hold no term for Y): {est.get('term')} on layer "
-                    f"{est.get('layer')} pool {est.get('pool')}, {st.get('estimator')}, {st.get('seeds')} seeds x "
-                    f"{st.get('folds')} folds, pca {st.get('pca')}")
-        return table
+        return check_table(self, unit)
 
     def tables(self, unit: str = "nats") -> list:
         """Per-stratum table, aggregate terms and PAC bounds, in `unit`."""
-        from matprobe.present import Column, Table
-        from matprobe.units import from_nats
+        from matprobe.present.views import check_tables
 
-        a, p = self.aggregate, self.pac
-        agg = Table([Column("quantity", "quantity"), Column("value", "value", fmt=".4f"),
-                     Column("unit", "unit"), Column("note", "note")],
-                    title=f"aggregate over {a.n} answered rows ({a.errors} errors)")
-        agg.add_row(quantity="ε (observed error)", value=a.error, unit="probability",
-                    note=f"{self.level:.0%} CI [{a.error_ci[0]:.4f}, {a.error_ci[1]:.4f}]")
-        for q, v, note in (("H(Y|M,A)", a.h_y_given_ma, ""),
-                           ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε)"),
-                           ("stratum average bound", a.fano_mi_lower_stratified, "Σ p_s max(0, H(Y|s) - φ(ε_s))"),
-                           ("paper eq. 8 (H(Y))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
-            agg.add_row(quantity=q, value=from_nats(v, unit), unit=unit, note=note)
-        for t in a.terms:
-            agg.add_row(quantity=f"{t.term}: Î", value=from_nats(t.mi.estimate, unit), unit=unit,
-                        note=f"vs bound {from_nats(t.fano_mi_lower, unit):.4f} ({t.compared_with}): "
-                             f"{t.mi_meets_bound}")
-        pac_t = Table([Column("bound", "bound"), Column("value", "R <=", "probability", fmt=".6g"),
-                       Column("flag", "flag"), Column("note", "note")],
-                      title=f"PAC: held-out ({p.heldout}) {p.errors}/{p.m} errors = {p.error:.4f} "
-                            f"[{p.error_ci[0]:.4f}, {p.error_ci[1]:.4f}]")
-        pac_t.add_row(bound="test-set (binomial tail inversion)", value=p.test_set_bound, flag="ok",
-                      note=f"δ = {self.delta}")
-        for b in p.bounds:
-            flag = "VACUOUS" if b.vacuous else ("CONTRADICTED" if b.contradicted else "ok")
-            pac_t.add_row(bound=b.name, value=b.value, flag=flag, note=b.note)
-        return [self.to_table(unit), agg, pac_t]
+        return check_tables(self, unit)
 
 
 def load_check(path: str | Path) -> CheckResult:

@@ -477,16 +477,9 @@ class FanoBounds:
         return pd.DataFrame(self.rows, columns=["quantity", "value", "unit", "note"])
 
     def to_table(self):
-        from matprobe.present import Column, Table
+        from matprobe.present.views import fano_table
 
-        table = Table([Column("quantity", "quantity", description="bound or quantity (Fano's inequality)"),
-                       Column("value", "value", description="its value", fmt=".6g"),
-                       Column("unit", "unit", description="unit of the value"),
-                       Column("note", "note", description="what it is and whether it is valid")],
-                      title=f"Fano, ε = {self.error}, K = {self.classes} ({self.unit})")
-        for r in self.rows:
-            table.add_row(**r)
-        return table
+        return fano_table(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -380,25 +380,9 @@ class PacBounds:
         return pd.DataFrame([b.to_dict() for b in self.bounds])
 
     def to_table(self, unit: str = "nats"):
-        from matprobe.present import Column, Table
-        from matprobe.units import from_nats
+        from matprobe.present.views import pac_table
 
-        extra = []
-        if self.ln_h is not None:
-            extra.append(f"ln|H| = {from_nats(self.ln_h, unit):.4g} {unit}")
-        if self.kl_qp is not None:
-            extra.append(f"KL(Q||P) = {from_nats(self.kl_qp, unit):.4g} {unit}")
-        title = f"PAC bounds on R, R̂ = {self.emp_risk}, n = {self.n}, δ = {self.delta}" + (
-            f" ({'; '.join(extra)})" if extra else "")
-        table = Table([Column("name", "bound", description="bound on the true risk R"),
-                       Column("value", "R <=", "probability", "the bound (>= 1 says nothing)", ".6g"),
-                       Column("vacuous", "vacuous", description="VACUOUS when the bound is >= 1",
-                              fmt=lambda v: "VACUOUS" if v else "no"),
-                       Column("formula", "formula", description="formula evaluated"),
-                       Column("note", "note", description="inputs of the formula (nats)")], title=title)
-        for b in self.bounds:
-            table.add_row(**b.to_dict())
-        return table
+        return pac_table(self, unit)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -35,7 +35,8 @@ _OFF_TTY_WIDTH = 100_000
 class Column:
     """A column: `key` in the rows, `name` shown as header, `unit` (nats, bits,
     probability, count, ...), `description` for the glossary, `fmt` a format spec
-    ('.3f') or a callable value -> str, `align` left/right."""
+    ('.3f') or a callable value -> str, `align` left/right, `missing` what an absent value
+    (None, NaN) shows."""
 
     key: str
     name: str | None = None
@@ -43,6 +44,7 @@ class Column:
     description: str = ""
     fmt: str | Callable[[Any], str] | None = None
     align: str | None = None
+    missing: str = "-"
 
     @property
     def header(self) -> str:
@@ -50,7 +52,7 @@ class Column:
 
     def format(self, value: Any) -> str:
         if _missing(value):
-            return "-"
+            return self.missing
         if isinstance(value, (tuple, list)) and len(value) == 2 and not callable(self.fmt):
             return f"[{_fmt_one(value[0], self.fmt)}, {_fmt_one(value[1], self.fmt)}]"
         if isinstance(value, (tuple, list)) and len(value) == 3 and not callable(self.fmt):
@@ -157,19 +159,6 @@ class Table:
         return cls(cols, rows, title, list(footnotes))
 
 
-def glossary(tables: Iterable[Table], title: str = "Glossary") -> Table:
-    """One table (column, unit, meaning) over every described column of `tables`, first
-    description of a header kept (a report's glossary)."""
-    seen: dict[str, tuple[str, str]] = {}
-    for t in tables:
-        for header, unit, description in t.glossary():
-            seen.setdefault(header, (unit, description))
-    out = Table([Column("column", "column"), Column("unit", "unit"), Column("meaning", "meaning")], title=title)
-    for header, (unit, description) in seen.items():
-        out.add_row(column=header, unit=unit, meaning=description)
-    return out
-
-
 def _plain(v):
     """JSON/CSV-safe raw value: numpy scalars to Python, NaN to None."""
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):
@@ -200,15 +189,16 @@ def md_escape(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(table: Table, title: bool = True, footnotes: bool = True) -> str:
+def to_markdown(table: Table, title: bool = True, footnotes: bool = True, align: bool = True) -> str:
     """GitHub-flavoured Markdown: bold title line, the table, footnotes as a list.
-    Every cell, header cells included, has its `|` escaped."""
+    Every cell, header cells included, has its `|` escaped. `align=False`: every column
+    left-aligned (the report's tables)."""
     out = []
     if title and table.title:
         out += [f"**{table.title}**", ""]
     heads = [md_escape(h) for h in table.headers()]
     out.append("| " + " | ".join(heads) + " |")
-    out.append("|" + "|".join("---:" if _align(table, c) == "right" else "---"
+    out.append("|" + "|".join("---:" if align and _align(table, c) == "right" else "---"
                               for c in table.columns) + "|")
     for row in table.cells():
         out.append("| " + " | ".join(md_escape(v) for v in row) + " |")
@@ -221,9 +211,14 @@ def to_markdown(table: Table, title: bool = True, footnotes: bool = True) -> str
 # ------------------------------------------------------------------------ HTML
 
 
-def to_html(table: Table, title: bool = True, footnotes: bool = True) -> str:
-    """An HTML <table> (caption = title; footnotes in a <ul> after it), all text escaped."""
+def to_html(table: Table, title: bool = True, footnotes: bool = True, compact: bool = False) -> str:
+    """An HTML <table> (caption = title; footnotes in a <ul> after it), all text escaped.
+    `compact`: header and cells only, on one line, styled by the page (the report's tables)."""
     esc = html.escape
+    if compact:
+        head = "".join(f"<th>{esc(h)}</th>" for h in table.headers())
+        body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in table.cells())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     out = ['<table class="matprobe">']
     if title and table.title:
         out.append(f"<caption>{esc(table.title)}</caption>")

@@ -270,6 +270,14 @@ def summary_display(table: pd.DataFrame, with_warning: bool = True, grid: bool =
     return shown
 
 
+def summary_statistics_table(table: pd.DataFrame, fmt: str = "table"):
+    """`matprobe significance-summary`'s display: the raw numbers for csv/json, else display strings."""
+    from matprobe.present import Table
+
+    shown = table if fmt in ("csv", "json") else summary_display(table, with_warning=False, grid=False)
+    return Table.from_frame(shown, title="Paired p from summary statistics (r: unknown correlation of the pairs)")
+
+
 def write_frame(numeric: pd.DataFrame, shown: pd.DataFrame, path: str | Path,
                 title: str = "") -> Path:
     """Write a single table by suffix: the numbers to .csv, the display strings to .md/.tex."""

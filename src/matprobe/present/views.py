@@ -1,0 +1,378 @@
+"""Display tables (matprobe.present.Table) for results whose modules have no `.to_table()`
+of their own: dataset validation, sweeps, paired comparisons, MI-vs-accuracy relations and
+store summaries.
+
+They read only the results' public attributes, so the modules that compute them stay
+free of presentation code.
+"""
+
+from __future__ import annotations
+
+from matprobe.present import Column, Table
+
+
+def validation_table(report, source) -> Table:
+    """`data validate`: samples per (M, A, T) triplet."""
+    table = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
+                   Column("n", "n", "count", "samples of the triplet")],
+                  title=f"{source} ({report.format}, {report.n_records} records)")
+    for row in report.triplet_counts.itertuples(index=False):
+        table.add_row(**dict(zip(("modality", "anatomy", "task", "n"), row)))
+    return table
+
+
+def sweep_table(res, unit: str = "") -> Table:
+    """One row per (checkpoint, layer, pool), one column per term: estimates with intervals."""
+    frame = res.table
+    terms = list(dict.fromkeys(frame["term"]))
+    unit = unit or (str(frame["unit"].iloc[0]) if "unit" in frame and len(frame) else "")
+    level = frame["ci_level"].iloc[0] if "ci_level" in frame and len(frame) else None
+    lvl = f"{level:.0%}" if level == level and level else "CI"
+    cols = [Column("checkpoint", "checkpoint", description="store's checkpoint name"),
+            Column("layer", "layer", description="layer key as stored"),
+            Column("pool", "pool", description="pooling of the hidden states")]
+    cols += [Column(t, f"{t} [{lvl}]", unit, f"estimate of {t} with its {lvl} interval", ".3f") for t in terms]
+    table = Table(cols, title=f"sweep ({unit}): {res.out}")
+    for key, grp in frame.groupby(["checkpoint", "layer", "pool"], sort=False):
+        row = dict(zip(("checkpoint", "layer", "pool"), map(str, key)))
+        for r in grp.itertuples():
+            row[r.term] = (r.estimate, r.ci_low, r.ci_high)
+        table.rows.append(row)
+    return table
+
+
+def comparison_table(comp) -> Table:
+    """Both sides of a paired comparison and ΔI with its interval and p."""
+    d = comp.difference
+    lvl = f"{d.ci_level:.0%}"
+    cols = [Column("side", "side", description="A, B, or the paired difference ΔI = I_A - I_B"),
+            Column("store", "store"), Column("layer", "layer"), Column("pool", "pool"),
+            Column("estimate", comp.term, d.unit, f"estimate of {comp.term}", "+.4f"),
+            Column("interval", f"{lvl} interval", d.unit,
+                   f"{lvl} interval; for A - B: {getattr(d, 'method', 'paired bootstrap')}", "+.4f"),
+            Column("p", "p", "p", "two-sided p of ΔI = 0, inverting the A - B interval", ".3g")]
+    table = Table(cols, title=f"ΔI of {comp.term} ({d.unit}), {d.n} shared samples, {comp.seeds} seeds, "
+                              f"{comp.folds} folds, {comp.estimator}")
+    for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
+        table.add_row(side=tag, store=side["store"], layer=side["layer"], pool=side["pool"],
+                      estimate=side["estimate"], interval=(side["ci_low"], side["ci_high"]))
+    # ΔI is estimated from per-sample terms on the shared rows (same folds and seeds), not as the
+    # difference of the two estimates above, so its label says so and the footnote gives both
+    table.add_row(side="paired ΔI", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
+    shown = [float(f"{comp.side_a['estimate']:+.4f}"), float(f"{comp.side_b['estimate']:+.4f}")]
+    plain = shown[0] - shown[1]
+    note = (f"paired ΔI = mean over the {d.n} shared samples of A's minus B's per-sample term (same "
+            "folds and seeds)")
+    if f"{plain:+.4f}" != f"{d.delta:+.4f}":
+        note += (f"; the two estimates above are each side's own estimate (not a per-sample mean) "
+                 f"and differ by {plain:+.4f} {d.unit}")
+    table.footnotes.append(note)
+    table.footnotes.append(f"paired ΔI interval: {getattr(d, 'method', 'paired bootstrap')}")
+    if comp.note:
+        table.footnotes.append(comp.note)
+    return table
+
+
+def relation_table(rel) -> Table:
+    """Per (checkpoint, stratum): n, MI with interval, entropy, accuracy with interval, Fano's ceiling."""
+    lvl = f"{rel.ci_level:.0%}"
+    cols = [Column("checkpoint", "checkpoint"), Column("modality", "M"), Column("anatomy", "A"),
+            Column("task", "T"), Column("n", "n", "count", "answered rows in the stratum"),
+            Column("mi", "Î [CI]", rel.unit, f"I(Z;Y|stratum) with its {lvl} interval", ".3f"),
+            Column("h", "H(Y|s)", rel.unit, "plug-in entropy of Y in the stratum", ".3f"),
+            Column("accuracy", "accuracy [CI]", "probability",
+                   f"stored accuracy with its {lvl} Clopper-Pearson interval", ".3f"),
+            Column("fano_acc_max", "Fano max acc.", "probability",
+                   "largest accuracy Fano allows given Î", ".3f"),
+            Column("sparse", "left out", description="stratum too small for the correlation")]
+    table = Table(cols, title=f"MI ({rel.unit}) vs accuracy per stratum")
+    for r in rel.points.itertuples():
+        table.add_row(checkpoint=r.checkpoint, modality=r.modality, anatomy=r.anatomy, task=r.task, n=r.n,
+                      mi=(r.mi, r.mi_ci_low, r.mi_ci_high), h=r.h,
+                      accuracy=(r.accuracy, r.acc_ci_low, r.acc_ci_high), fano_acc_max=r.fano_acc_max,
+                      sparse="yes" if r.sparse else "")
+    table.footnotes.append(
+        f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {lvl} bootstrap interval [{rel.ci_low:.3f}, "
+        f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; Fano ceiling for K = "
+        f"{rel.reference['classes']}")
+    return table
+
+
+def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
+    """`store info`: the feature arrays, answers per triplet, the label columns and (with
+    `verbose`) every provenance field; without it, one line says how many there are."""
+    acc = info.get("accuracy")
+    feats = Table([Column("layer", "layer"), Column("pool", "pool"), Column("dim", "dim", "count")],
+                  title=f"{info['path']}: {info['n_done']} / {info['n_samples']} samples done"
+                        + (" (virtual merge)" if info.get("virtual") else "")
+                        + f"; answers stored: {info['answers_stored']}"
+                        + (f", accuracy {acc:.3f}" if acc is not None else "") + "; features (float32)")
+    for f in info["features"]:
+        feats.add_row(layer=str(f["layer"]), pool=f["pool"], dim=f["dim"])
+    labels = Table([Column("column", "column"), Column("n", "n labels", "count"), Column("labels", "labels")],
+                   title="label columns")
+    for col, values in info["label_columns"].items():
+        labels.add_row(column=col, n=len(values), labels=", ".join(map(str, values)))
+    prov = Table([Column("key", "key"), Column("value", "value")], title="provenance")
+    for k, v in sorted(info["provenance"].items()):
+        prov.add_row(key=k, value=str(v))
+    if not verbose:
+        labels.footnotes.append(f"provenance: {len(info['provenance'])} fields (model, data, settings); "
+                                "`store info --verbose` lists them, `--json` prints everything")
+    tables = [feats]
+    if info["answers_stored"] and info.get("by_triplet"):
+        scores = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
+                        Column("n", "n", "count", "answered items"),
+                        Column("accuracy", "accuracy", "fraction", "share of answered items chosen right", fmt=".3f"),
+                        Column("n_seg", "seg. items", "count", "items whose options are masks"),
+                        Column("ciou", "cIoU", "fraction", "Σ intersection / Σ union over segmentation items",
+                               fmt=".3f")],
+                       title="answers per (M, A, T): accuracy"
+                             + ("; cIoU = Σ I / Σ U over segmentation items"
+                                if any(r.get("n_segmentation") for r in info["by_triplet"]) else ""))
+        for r in info["by_triplet"]:
+            scores.add_row(modality=str(r.get("modality")), anatomy=str(r.get("anatomy")), task=str(r.get("task")),
+                           n=r["answered"], accuracy=r["accuracy"], n_seg=r["n_segmentation"] or None,
+                           ciou=r["cIoU"])
+        tables.append(scores)
+    return tables + [labels] + ([prov] if verbose else [])
+
+
+# ---------------------------------------------------------------- results' display tables
+# Each typed result's `.to_table()` / `.tables()` calls one of these: the table model is built here,
+# in the presentation package, and nowhere else (issue 24).
+
+
+def not_identifiable(term: str) -> str:
+    """How a term with H(Y|C) = 0 is shown: 'I(Z;A|M)' -> 'not identifiable: H(A|M) = 0'."""
+    inner = term[len("I(Z;"):-1] if term.startswith("I(Z;") and term.endswith(")") else term
+    return f"not identifiable: H({inner}) = 0"
+
+
+def chain_table(result):
+    """The `matprobe mi` display table (matprobe.present.Table): one row per term and estimator."""
+    import pandas as pd
+
+    level = result.settings.get("level")
+    lvl = f"{level:.0%}" if level else "CI"
+    unit = result.unit
+    cols = [Column("term", "term", description="MI term: I(Z;target|given)"),
+            Column("estimator", "estimator", description="MI estimator"),
+            Column("estimate", "estimate", unit, "point estimate", ".3f"),
+            Column("interval", f"{lvl} interval", unit, f"{lvl} interval of the estimate", ".3f"),
+            Column("h_upper", "H limit", unit, "entropy of the target given the conditioning set "
+                   "(largest possible value)", ".3f"),
+            Column("chain_difference", "I(Z;Y,C) - I(Z;C)", unit,
+                   "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)", ".3f"),
+            Column("note", "note", description="estimator notes")]
+    frame = result.frame()
+    if "selectivity" in frame:  # control tasks (matprobe.mi.controls)
+        cols[-1:-1] = [Column("selectivity", "selectivity", unit, "estimate minus the control task's estimate "
+                              "(labels drawn from the target's frequencies per stratum), with its paired "
+                              "interval")]
+    if "compression" in frame:  # online codelength (matprobe.mi.codelength)
+        cols[-1:-1] = [Column("online_bits", "online code", "bits", "prequential codelength of the target "
+                              "given Z (and the conditioning factors)", ".1f"),
+                       Column("compression", "compression", description="uniform codelength / online "
+                              "codelength", fmt=".2f")]
+    if "p_perm" in frame:  # permutation nulls were run (matprobe.mi.controls)
+        cols[-1:-1] = [Column("excess", "excess over null", unit, "estimate minus the mean of the estimates "
+                              "on labels permuted within the conditioning strata", ".3f"),
+                       Column("p_perm", "perm. p", description="permutation p-value, (1 + #{null >= "
+                              "estimate}) / (1 + B)", fmt=".3f")]
+    where = ""
+    if result.meta:
+        where = f", {result.meta.get('store')} layer {result.meta.get('layer')} pool {result.meta.get('pool')}"
+    st = result.settings
+    table = Table(cols, title=f"MI chain ({unit}){where}")
+    if st:
+        table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
+                               f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
+    if result.meta.get("note"):
+        table.footnotes.append(result.meta["note"])
+    if "p_perm" in frame:
+        table.footnotes.append(f"permutation null: {st.get('permutations')} permutations of the target within "
+                               "the conditioning strata, same folds and preprocessing; p can be no smaller "
+                               f"than 1/{int(st.get('permutations') or 0) + 1}")
+    for r in frame.itertuples():
+        if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
+            table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
+                          interval=None, h_upper=r.h_upper, chain_difference=None,
+                          note="the factor is fixed by the conditioning factors in every stratum")
+            continue
+        extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
+                 else {})
+        if "selectivity" in frame and not pd.isna(r.selectivity):
+            extra["selectivity"] = f"{r.selectivity:.3f} [{r.selectivity_low:.3f}, {r.selectivity_high:.3f}]"
+        if "compression" in frame and not pd.isna(r.compression):
+            extra.update(online_bits=r.online_bits, compression=r.compression)
+        table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
+                      interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
+                      chain_difference=r.chain_difference, note=r.note, **extra)
+    return table
+
+
+def check_table(result, unit: str = "nats"):
+    """Per-stratum table in `unit` (nats or bits)."""
+    from matprobe.units import check_unit, from_nats
+
+    check_unit(unit)
+
+    def conv(v):
+        return None if v is None else from_nats(v, unit)
+
+    lvl = f"{result.level:.0%}"
+    cols = [
+        Column("modality", "M", description="modality of the stratum"),
+        Column("anatomy", "A", description="anatomy of the stratum"),
+        Column("task", "T", description="task of the stratum"),
+        Column("n", "n", "count", "answered rows in the stratum"),
+        Column("error", f"error [{lvl} CI]", "probability",
+               f"observed error rate ε on Y with its {lvl} Clopper-Pearson interval", ".3f"),
+        Column("h_y", "H(Y|s)", unit, "plug-in entropy of Y in the stratum", ".3f"),
+        Column("mi", "Î [CI]", unit, "MI estimate Î(Z;Y|stratum) with its interval", ".3f"),
+        Column("error_floor", "ε floor", "probability", "smallest error Fano allows given Î", ".3f"),
+        Column("error_ok", "ε ok", "", "observed ε respects the floor: yes / within CI / NO"),
+        Column("mi_lower", "I >= (finite)", unit,
+               f"Fano's lower bound on I(Z;Y|s) from ε (in brackets: with ε's upper limit at δ = {result.delta})"),
+        Column("mi_ok", "Î ok", "", "Î reaches the bound: yes / within CI / NO"),
+    ]
+    table = Table(cols, title=f"check: {result.y_description}; {unit}, δ = {result.delta}, {lvl} intervals")
+    for s in result.strata:
+        mi = s.mi
+        table.add_row(
+            modality=s.given.get("modality"), anatomy=s.given.get("anatomy"), task=s.given.get("task"),
+            n=s.n,
+            error=(s.error, s.error_ci[0], s.error_ci[1]),
+            h_y=conv(s.h_y),
+            mi=None if mi is None or mi.estimate is None else
+            (conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)),
+            error_floor=s.error_floor, error_ok=s.error_respects_floor,
+            mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
+            mi_ok=s.mi_meets_bound)
+    if result.estimated_here:
+        est = result.estimated_here
+        if "command" in est:
+            table.footnotes.append("the MI results hold no term for Y; to fill Î, run: " + est["command"])
+        else:
+            st = est.get("settings", {})
+            table.footnotes.append(
+                f"Î estimated by check (the MI results hold no term for Y): {est.get('term')} on layer "
+                f"{est.get('layer')} pool {est.get('pool')}, {st.get('estimator')}, {st.get('seeds')} seeds x "
+                f"{st.get('folds')} folds, pca {st.get('pca')}")
+    return table
+
+
+def check_tables(result, unit: str = "nats") -> list:
+    """Per-stratum table, aggregate terms and PAC bounds, in `unit`."""
+    from matprobe.units import from_nats
+
+    a, p = result.aggregate, result.pac
+    agg = Table([Column("quantity", "quantity"), Column("value", "value", fmt=".4f"),
+                 Column("unit", "unit"), Column("note", "note")],
+                title=f"aggregate over {a.n} answered rows ({a.errors} errors)")
+    agg.add_row(quantity="ε (observed error)", value=a.error, unit="probability",
+                note=f"{result.level:.0%} CI [{a.error_ci[0]:.4f}, {a.error_ci[1]:.4f}]")
+    for q, v, note in (("H(Y|M,A)", a.h_y_given_ma, ""),
+                       ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε)"),
+                       ("stratum average bound", a.fano_mi_lower_stratified, "Σ p_s max(0, H(Y|s) - φ(ε_s))"),
+                       ("paper eq. 8 (H(Y))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
+        agg.add_row(quantity=q, value=from_nats(v, unit), unit=unit, note=note)
+    for t in a.terms:
+        agg.add_row(quantity=f"{t.term}: Î", value=from_nats(t.mi.estimate, unit), unit=unit,
+                    note=f"vs bound {from_nats(t.fano_mi_lower, unit):.4f} ({t.compared_with}): "
+                         f"{t.mi_meets_bound}")
+    pac_t = Table([Column("bound", "bound"), Column("value", "R <=", "probability", fmt=".6g"),
+                   Column("flag", "flag"), Column("note", "note")],
+                  title=f"PAC: held-out ({p.heldout}) {p.errors}/{p.m} errors = {p.error:.4f} "
+                        f"[{p.error_ci[0]:.4f}, {p.error_ci[1]:.4f}]")
+    pac_t.add_row(bound="test-set (binomial tail inversion)", value=p.test_set_bound, flag="ok",
+                  note=f"δ = {result.delta}")
+    for b in p.bounds:
+        flag = "VACUOUS" if b.vacuous else ("CONTRADICTED" if b.contradicted else "ok")
+        pac_t.add_row(bound=b.name, value=b.value, flag=flag, note=b.note)
+    return [check_table(result, unit), agg, pac_t]
+
+
+def fano_table(result):
+    table = Table([Column("quantity", "quantity", description="bound or quantity (Fano's inequality)"),
+                   Column("value", "value", description="its value", fmt=".6g"),
+                   Column("unit", "unit", description="unit of the value"),
+                   Column("note", "note", description="what it is and whether it is valid")],
+                  title=f"Fano, ε = {result.error}, K = {result.classes} ({result.unit})")
+    for r in result.rows:
+        table.add_row(**r)
+    return table
+
+
+def pac_table(result, unit: str = "nats"):
+    from matprobe.units import from_nats
+
+    extra = []
+    if result.ln_h is not None:
+        extra.append(f"ln|H| = {from_nats(result.ln_h, unit):.4g} {unit}")
+    if result.kl_qp is not None:
+        extra.append(f"KL(Q||P) = {from_nats(result.kl_qp, unit):.4g} {unit}")
+    title = f"PAC bounds on R, R̂ = {result.emp_risk}, n = {result.n}, δ = {result.delta}" + (
+        f" ({'; '.join(extra)})" if extra else "")
+    table = Table([Column("name", "bound", description="bound on the true risk R"),
+                   Column("value", "R <=", "probability", "the bound (>= 1 says nothing)", ".6g"),
+                   Column("vacuous", "vacuous", description="VACUOUS when the bound is >= 1",
+                          fmt=lambda v: "VACUOUS" if v else "no"),
+                   Column("formula", "formula", description="formula evaluated"),
+                   Column("note", "note", description="inputs of the formula (nats)")], title=title)
+    for b in result.bounds:
+        table.add_row(**b.to_dict())
+    return table
+
+
+def significance_table(result):
+    """Table IX layout: rows comparisons, columns metrics, paired t-test p-values."""
+    from matprobe.present import significance as formatting
+
+    shown = formatting.table_ix(result.results)
+    cols = [Column("Comparison", "Comparison", description="first vs. second condition (difference = first - second)")]
+    cols += [Column(str(m), str(m), "p", f"two-sided paired t-test p-value for {m}") for m in shown.columns]
+    table = Table.from_frame(shown, index=True, columns=cols,
+                             title=f"p-values (paired t-test), unit of analysis: {result.unit}")
+    return table
+
+
+def significance_tables(result) -> list:
+    from matprobe.present import significance as formatting
+
+    effects, p_values = formatting.split_detail(formatting.detail_table(result.results))
+    wil_head = formatting.method_header("Wilcoxon p", result.results.get("wilcoxon_method", []))[0]
+    perm_head = formatting.method_header("Perm. p", result.results.get("perm_method", []))[0]
+    desc = {"n": ("count", "pairs"), "Mean diff": ("metric", "mean of the paired differences (first - second)"),
+            "t": ("", "paired t statistic"), "df": ("", "degrees of freedom"),
+            "dz": ("", "Cohen's dz: mean difference / sd of the differences"),
+            "g": ("", "Hedges' g (dz with small-sample correction)"),
+            "p": ("p", "two-sided paired t-test"),
+            wil_head: ("p", "Wilcoxon signed-rank test (zeros dropped; exact conditional on "
+                            "tied ranks up to 500 non-zero pairs)"),
+            perm_head: ("p", "sign-flip permutation test of the mean difference (exact, or "
+                             "Monte Carlo with the draw count shown)"),
+            "Holm p": ("p", "Holm-adjusted over the family"), "BH p": ("p", "Benjamini-Hochberg adjusted")}
+
+    def cols(frame):
+        return [Column(str(c), str(c), *desc.get(str(c), ("", ""))) for c in frame.columns]
+
+    out = [significance_table(result),
+           Table.from_frame(effects, columns=cols(effects),
+                            title="Paired differences (first - second condition)"),
+           Table.from_frame(p_values, columns=cols(p_values),
+                            title="p-values (two-sided; Holm/BH over the family)")]
+    if result.items is not None:
+        out.append(Table.from_frame(formatting.item_table(result.items), title="Item level"))
+    return out
+
+
+def significance_machine_tables(result) -> list:
+    """The raw numbers for --format csv/json: every RESULT_COLUMNS column at full
+    precision (interval as ci_low/ci_high with ci_level, the unit of analysis, the
+    Wilcoxon and permutation variants), then the item-level rows if any."""
+    out = [Table.from_frame(result.results, title=f"paired tests, unit of analysis: {result.unit}")]
+    if result.items is not None:
+        out.append(Table.from_frame(result.items, title="item level (paired bootstrap, McNemar)"))
+    return out
