@@ -3,7 +3,8 @@
 Each module in this package describes one Hugging Face `model_type` (config.json) as an
 `Architecture` subclass and exposes it as `ARCH`; the registry discovers the modules, so
 adding an architecture is one new file here plus its tiny builder in
-`matprobe.extract.tiny` and its tests (docs/architectures.md).
+`matprobe.extract.tiny` and its tests (docs/architectures.md). `register_architecture` adds one
+from elsewhere (a plug-in, or a test's toy: tests/test_toy_architecture.py).
 The rest of `matprobe.extract` asks the registry (`get_architecture(name)`) and never
 branches on names.
 """
@@ -115,6 +116,25 @@ def _discover() -> dict[str, Architecture]:
                 found[arch.name] = arch
         _REGISTRY = found
     return _REGISTRY
+
+
+def register_architecture(arch: Architecture, *, replace: bool = False) -> Architecture:
+    """Add an architecture without a module in this package (a plug-in, or a test's toy): from then
+    on `detect_architecture`, `load_model`, `extract` and the registry-driven tests see it like a
+    built-in one. A name already registered is refused unless `replace`."""
+    if not isinstance(arch, Architecture) or not arch.name:
+        raise ExtractError(f"register_architecture: give an Architecture instance with a name, got {arch!r}")
+    registry = _discover()
+    if arch.name in registry and not replace:
+        raise ExtractError(f"architecture {arch.name!r} is already registered; pass replace=True to override it")
+    registry[arch.name] = arch
+    return arch
+
+
+def unregister_architecture(name: str) -> None:
+    """Remove an architecture added by `register_architecture` (built-in modules come back on the
+    next lookup only if they were replaced: the package is not rescanned)."""
+    _discover().pop(name, None)
 
 
 def claimed_by_config(cfg: dict) -> Architecture | None:

@@ -75,13 +75,29 @@ def build_tokenizer(specials, extra: dict, named: dict, bos: str | None = None, 
     )
 
 
+# tiny builders registered from outside this package (`register_tiny_builder`): name -> build(out, seed, shape)
+_EXTRA_BUILDERS: dict = {}
+
+
+def register_tiny_builder(name: str, build) -> None:
+    """A tiny builder `build(out: Path, seed: int, shape: dict | None)` for an architecture added by
+    `matprobe.extract.arch.register_architecture`: `tiny_architectures` and `build_tiny_checkpoint`
+    then treat it like a module of this package."""
+    _EXTRA_BUILDERS[name] = build
+
+
+def unregister_tiny_builder(name: str) -> None:
+    _EXTRA_BUILDERS.pop(name, None)
+
+
 def tiny_architectures() -> tuple[str, ...]:
-    """Registered architectures that have a tiny builder (a module of this package named after them)."""
+    """Registered architectures that have a tiny builder (a module of this package named after them,
+    or one given to `register_tiny_builder`)."""
     import pkgutil
 
     from matprobe.extract.arch import architectures
 
-    builders = {m.name for m in pkgutil.iter_modules(__path__)}
+    builders = {m.name for m in pkgutil.iter_modules(__path__)} | set(_EXTRA_BUILDERS)
     return tuple(a for a in architectures() if a in builders)
 
 
@@ -101,10 +117,10 @@ def build_tiny_checkpoint(
         raise ExtractError(
             f"unknown tiny architecture {arch!r}; use one of {', '.join(tiny_architectures())}"
         )
-    builder = importlib.import_module(f"{__name__}.{arch}")
+    build = _EXTRA_BUILDERS.get(arch) or importlib.import_module(f"{__name__}.{arch}").build
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        builder.build(Path(tmp), seed, shape)
+        build(Path(tmp), seed, shape)
     return out
 
 
