@@ -249,12 +249,12 @@ def test_format1_run_with_working_directory_paths_after_a_move(tmp_path, monkeyp
         (moved / "run.json").write_text(json.dumps(rec))
     monkeypatch.chdir(tmp_path)  # the recorded working-directory paths lead nowhere from here
     data = load_run(moved)
-    ck = data.summary["checkpoints"][0]
-    assert ck["main_mi"].startswith("reports/demo/")
-    expected = json.loads((DEMO / "mi" / Path(ck["main_mi"]).name).read_text())["terms"]
-    got = data.terms[(data.terms["checkpoint"] == ck["name"])].set_index("term")["estimate"]
+    ck = data.summary.checkpoints[0]
+    assert ck.main_mi.startswith("reports/demo/")
+    expected = json.loads((DEMO / "mi" / Path(ck.main_mi).name).read_text())["terms"]
+    got = data.terms[(data.terms["checkpoint"] == ck.name)].set_index("term")["estimate"]
     assert [got[t["term"]] for t in expected] == [t["estimate"] for t in expected]
-    assert data.composition["n"].sum() == data.summary["n_samples"]
+    assert data.composition["n"].sum() == data.summary.n_samples
     write_report(moved)
     assert (moved / "report.md").read_text().count("| related-s0 |") > 10
 

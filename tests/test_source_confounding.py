@@ -111,6 +111,7 @@ def test_pipeline_records_the_flag_and_the_report_lists_it(tmp_path):
 
     from matprobe.pipeline import PipelineConfig, StepTimer, _run_summary
     from matprobe.report.design import design_warnings as report_warnings
+    from matprobe.rundir import RunSummary
 
     path, _ = _manifest(tmp_path, "source", True)
     ds = load_manifest(path)
@@ -118,7 +119,7 @@ def test_pipeline_records_the_flag_and_the_report_lists_it(tmp_path):
     summary = _run_summary(cfg, tmp_path, ds, path, {tuple(cfg.target): {}}, [], None, StepTimer())
     assert len(summary["source_warnings"]) == 1
     data = SimpleNamespace(terms=pd.DataFrame({"term": [], "degenerate": []}), strata=pd.DataFrame(),
-                           summary=summary)
+                           summary=RunSummary.from_dict(summary))  # as the report reads run.json back
     assert report_warnings(data, lambda p: p) == summary["source_warnings"]
     mixed_dir = tmp_path / "mixed"
     mixed_dir.mkdir()

@@ -41,6 +41,11 @@ def check_fraction(value, name: str, *, what: str = "a fraction", low_open: bool
     raise error(f"{name} {x:g} is outside {interval}; give {what} in {interval}, e.g. {example:g}")
 
 
+def check_rate(value, name: str, *, what: str = "an error rate", error: type = MatprobeError) -> float:
+    """An error rate or risk in [0, 1] (Fano's ε, PAC's empirical risk): 16.8 is refused naming 0.168."""
+    return check_fraction(value, name, what=what, low_open=False, high_open=False, example=0.168, error=error)
+
+
 def check_level(level: float, flag: str = "--level", error: type = MatprobeError) -> float:
     """An interval level in (0, 1); 95 (percent) gets the hint 0.95."""
     return check_fraction(level, flag, what="the interval level", example=0.95, error=error)

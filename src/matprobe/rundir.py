@@ -9,7 +9,9 @@ Format 1 runs stored paths as the pipeline saw them (relative to the working dir
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 RUN_FORMAT_VERSION = 2
@@ -21,7 +23,73 @@ def run_relative(path: str | os.PathLike, run: str | os.PathLike) -> str:
     return p.relative_to(r).as_posix() if p.is_relative_to(r) else str(p)
 
 
-def resolve_run_path(run: str | os.PathLike, recorded: str, summary: dict | None = None) -> Path:
+def _known(cls, d: dict) -> tuple[dict, dict]:
+    """(the entries of `d` that are fields of `cls`, the rest)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+
+
+@dataclass
+class RunCheckpoint:
+    """One checkpoint of a run (run.json's `checkpoints`): its files, relative to the run directory
+    from format 2 on (`mi`: layer/pool -> MI results file; `main_mi`: the one every command picks)."""
+
+    name: str
+    condition: str
+    seed: int
+    mi: dict = field(default_factory=dict)
+    main_mi: str = ""
+    check: str = ""
+    store: str | None = None
+    ckpt: str | None = None
+    source_mi: dict = field(default_factory=dict)  # "modality,source" / "source,modality" -> MI file
+    extra: dict = field(default_factory=dict, repr=False)  # other recorded entries, kept as written
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunCheckpoint":
+        known, extra = _known(cls, d)
+        known["source_mi"] = known.get("source_mi") or {}
+        return cls(**known, extra=extra)
+
+
+@dataclass
+class RunSummary:
+    """run.json as a typed object (the pipeline writes it; the report reads it back with `read`)."""
+
+    target: list
+    checkpoints: list[RunCheckpoint]
+    results: str
+    kind: str = "matprobe.run"
+    format_version: int = 1
+    config: dict = field(default_factory=dict)  # the pipeline settings as recorded
+    targets: list = field(default_factory=list)
+    manifest: str | None = None
+    n_samples: int = 0
+    composition: list = field(default_factory=list)  # rows {modality, anatomy, task, n}
+    train_sizes: dict = field(default_factory=dict)
+    train_sizes_by_target: dict = field(default_factory=dict)
+    significance: str | None = None
+    environment: dict | None = None
+    seconds: dict = field(default_factory=dict)
+    source_warnings: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSummary":
+        known, extra = _known(cls, d)
+        known["checkpoints"] = [RunCheckpoint.from_dict(c) for c in known.get("checkpoints", [])]
+        for key in ("config", "seconds", "train_sizes", "train_sizes_by_target"):
+            known[key] = known.get(key) or {}
+        for key in ("composition", "targets", "source_warnings"):
+            known[key] = known.get(key) or []
+        return cls(**known, extra=extra)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "RunSummary":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def resolve_run_path(run: str | os.PathLike, recorded: str, summary: "RunSummary | dict | None" = None) -> Path:
     """The file a run.json entry names, for a run directory that may have moved.
 
     Relative entries are relative to the run directory (format 2). For a format-1 run the
@@ -30,9 +98,12 @@ def resolve_run_path(run: str | os.PathLike, recorded: str, summary: dict | None
     """
     run = Path(run)
     path = Path(recorded)
-    if summary is not None and summary.get("format_version", 1) < 2:
+    if isinstance(summary, dict):  # a run.json document not read into its type (this module reads it)
+        version, out = summary.get("format_version", 1), (summary.get("config") or {}).get("out")
+    else:
+        version, out = (2, None) if summary is None else (summary.format_version, summary.config.get("out"))
+    if summary is not None and version < 2:
         candidates = []
-        out = (summary.get("config") or {}).get("out")
         if out:  # re-root the entry under the run directory's present place, the copy first
             for prefix in (Path(out), Path(out).resolve()):
                 if path.is_relative_to(prefix):

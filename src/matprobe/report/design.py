@@ -28,14 +28,14 @@ def term_cells(frame: pd.DataFrame) -> list:
     return [not_identifiable(t) if bool(d) else v for t, v, d in zip(frame["term"], frame["estimate"], degenerate)]
 
 
-def one_option_checkpoints(checkpoints: list[dict], resolve) -> list[str]:
+def one_option_checkpoints(checkpoints: list, resolve) -> list[str]:
     """Checkpoints whose stored answers are one option for >= 90% of the items with an answer."""
     from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
 
     out = []
     for ck in checkpoints:
-        path = ck.get("store")
+        path = ck.store
         if not path:
             continue
         try:
@@ -54,7 +54,7 @@ def one_option_checkpoints(checkpoints: list[dict], resolve) -> list[str]:
         share = counts[top] / pred.size
         if share >= ONE_OPTION_SHARE:
             letter = LETTERS[int(values[top])] if 0 <= int(values[top]) < len(LETTERS) else str(values[top])
-            out.append(f"checkpoint {ck.get('name')} answers option {letter} for {int(counts[top])} of {pred.size} "
+            out.append(f"checkpoint {ck.name} answers option {letter} for {int(counts[top])} of {pred.size} "
                        f"items ({share:.0%}): its accuracy is the share of items whose answer is {letter}, not "
                        "evidence that it reads the images")
     return out
@@ -76,7 +76,7 @@ def design_warnings(data, resolve) -> list[str]:
             lines.append(f"{len(single)} stratum(s) have one answer class (H(Y|s) = 0): {'; '.join(single[:5])}"
                          f"{'; ...' if len(single) > 5 else ''}. There I(Z;Y|s) is 0 by construction and accuracy "
                          "only counts how often the model gives that answer")
-    lines.extend(one_option_checkpoints(data.summary.get("checkpoints", []), resolve))
+    lines.extend(one_option_checkpoints(data.summary.checkpoints, resolve))
     # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)
-    lines.extend(data.summary.get("source_warnings") or [])
+    lines.extend(data.summary.source_warnings)
     return lines

@@ -31,7 +31,7 @@ from matprobe.mi.pointwise import summary_of
 from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
-from matprobe.rundir import resolve_run_path
+from matprobe.rundir import RunSummary, resolve_run_path
 from matprobe.theory.check import CheckResult, MIValue
 
 
@@ -39,7 +39,7 @@ from matprobe.theory.check import CheckResult, MIValue
 @dataclass
 class RunData:
     run: Path
-    summary: dict
+    summary: RunSummary
     terms: pd.DataFrame
     strata: pd.DataFrame
     pac: pd.DataFrame
@@ -83,21 +83,32 @@ def _read_check(path: Path) -> CheckResult:
                           "(`matprobe run` resumes)") from None
 
 
-def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None:
+def _read_summary(path: Path) -> RunSummary:
+    """run.json as its typed `RunSummary`, with the report's errors."""
+    doc = _read_json(path)
+    if doc.get("kind") != "matprobe.run":
+        raise ReportError(f"{path} is not a matprobe run summary")
+    try:
+        return RunSummary.from_dict(doc)
+    except TypeError as exc:  # a required entry missing
+        raise ReportError(f"{path}: not a complete run summary ({exc}); rerun the pipeline (`matprobe run` "
+                          "resumes)") from None
+
+
+def _composition(run: Path, summary: RunSummary, target: tuple) -> pd.DataFrame | None:
     """Samples per (M, A, T), from run.json (format 2) or, for older runs, the manifest."""
-    if summary.get("composition"):
-        counts = pd.DataFrame(summary["composition"])
+    if summary.composition:
+        counts = pd.DataFrame(summary.composition)
     else:
-        manifest = resolve_run_path(run, summary["manifest"], summary) if summary.get("manifest") else None
+        manifest = resolve_run_path(run, summary.manifest, summary) if summary.manifest else None
         if manifest is not None and manifest.exists():
             from matprobe.data import load_dataset
 
             frame = load_dataset(manifest).frame()
             counts = frame.groupby(["modality", "anatomy", "task"]).size().rename("n").reset_index()
-        elif summary.get("checkpoints"):
+        elif summary.checkpoints:
             # a format-1 run without its data/: the check results count every answered sample per stratum
-            ck = summary["checkpoints"][0]
-            check = _read_check(resolve_run_path(run, ck["check"], summary))
+            check = _read_check(resolve_run_path(run, summary.checkpoints[0].check, summary))
             counts = pd.DataFrame([{**s.given, "n": s.n} for s in check.strata])
         else:
             return None
@@ -109,20 +120,18 @@ def _composition(run: Path, summary: dict, target: tuple) -> pd.DataFrame | None
 
 def load_run(run_dir: str | Path) -> RunData:
     run = Path(run_dir)
-    summary = _read_json(run / "run.json")
-    if summary.get("kind") != "matprobe.run":
-        raise ReportError(f"{run / 'run.json'} is not a matprobe run summary")
-    target = tuple(summary["target"])
+    summary = _read_summary(run / "run.json")
+    target = tuple(summary.target)
 
     def resolve(p: str) -> Path:
         return resolve_run_path(run, p, summary)
 
     term_rows, strata_rows, pac_rows, pointwise_rows, item_rows = [], [], [], [], []
     units, mi_levels, err_levels = set(), set(), set()
-    for ck in summary["checkpoints"]:
-        cond = condition_name(ck["condition"])
-        base = {"checkpoint": ck["name"], "condition": cond, "seed": ck["seed"]}
-        for lp, mi_path in ck["mi"].items():
+    for ck in summary.checkpoints:
+        cond = condition_name(ck.condition)
+        base = {"checkpoint": ck.name, "condition": cond, "seed": ck.seed}
+        for lp, mi_path in ck.mi.items():
             res = ChainResult.from_json(_read_json(resolve(mi_path)))  # typed: MIEstimate per term
             units.add(res.unit)
             layer, _, pool = lp.partition("/")
@@ -132,12 +141,12 @@ def load_run(run_dir: str | Path) -> RunData:
                     term_rows.append({**base, "layer_pool": lp, "layer": layer, "pool": pool, "term": term,
                                       "estimator": est, "estimate": e.value, "ci_low": e.ci_low,
                                       "ci_high": e.ci_high, "h_upper": e.h_upper, "n": e.n_eval,
-                                      "main": mi_path == ck["main_mi"], "degenerate": e.degenerate,
+                                      "main": mi_path == ck.main_mi, "degenerate": e.degenerate,
                                       "bound": e.bound, **_baseline_fields(e.diagnostics)})
                     per_item = summary_of(e)
-                    if per_item is not None and mi_path == ck["main_mi"]:
+                    if per_item is not None and mi_path == ck.main_mi:
                         _pointwise_rows(per_item, {**base, "term": term}, pointwise_rows, item_rows)
-        check = _read_check(resolve(ck["check"]))
+        check = _read_check(resolve(ck.check))
         err_levels.add(check.level)
         for s in check.strata:
             g = s.given
@@ -159,8 +168,8 @@ def load_run(run_dir: str | Path) -> RunData:
             pac_rows.append({**obs, "bound": b.name, "value": b.value, "vacuous": b.vacuous})
     if len(units) > 1:
         raise ReportError(f"{run}: the MI results mix units {sorted(units)}; rerun `matprobe mi` in one unit")
-    results = pd.read_csv(resolve(summary["results"]))
-    sig = pd.read_csv(resolve(summary["significance"])) if summary.get("significance") else None
+    results = pd.read_csv(resolve(summary.results))
+    sig = pd.read_csv(resolve(summary.significance)) if summary.significance else None
     mi_levels.discard(None)
     err_levels.discard(None)
     return RunData(run, summary, pd.DataFrame(term_rows), pd.DataFrame(strata_rows), pd.DataFrame(pac_rows),
@@ -188,15 +197,15 @@ def _pointwise_rows(summary, base: dict, rows: list, items: list) -> None:
                           "group": _group_label(e.given), "value": e.value})
 
 
-def _source_terms(summary: dict, resolve) -> pd.DataFrame | None:
+def _source_terms(summary: RunSummary, resolve) -> pd.DataFrame | None:
     """Per checkpoint with a source column: the chains (modality, source) and (source, modality) the
     pipeline estimated at its main cell, as rows (checkpoint, term, estimate, interval, degenerate)."""
     rows = []
-    for ck in summary["checkpoints"]:
-        for order, path in (ck.get("source_mi") or {}).items():
+    for ck in summary.checkpoints:
+        for order, path in ck.source_mi.items():
             res = ChainResult.read(resolve(path))
             for term, e in next(iter(res.terms.values())):
-                rows.append({"checkpoint": ck["name"], "order": order, "term": term, "estimate": e.value,
+                rows.append({"checkpoint": ck.name, "order": order, "term": term, "estimate": e.value,
                              "ci_low": e.ci_low, "ci_high": e.ci_high, "h_upper": e.h_upper,
                              "degenerate": e.degenerate, "bound": e.bound})
     return pd.DataFrame(rows) if rows else None
@@ -588,11 +597,11 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     write_text_atomic(run / "findings.json", json.dumps(found, indent=2))
     doc = Doc(run)
     u = data.unit
-    target = " / ".join(data.summary["target"])
+    target = " / ".join(data.summary.target)
     mi_lvl = _pct(data.mi_level, "the MI results'")
     err_lvl = _pct(data.error_level, "the check's")
     doc.heading("matprobe report", 1)
-    doc.para(f"{len(data.summary['checkpoints'])} checkpoints, {data.summary['n_samples']} samples, held-out "
+    doc.para(f"{len(data.summary.checkpoints)} checkpoints, {data.summary.n_samples} samples, held-out "
              f"target triplet **{target}**. Information is in {u}; intervals are {mi_lvl} for MI estimates, "
              f"{err_lvl} for error rates and 95% for mean differences. Every column is explained in the "
              "[Glossary](#glossary).")
@@ -626,7 +635,7 @@ def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
         doc.figure("figures/composition.png", cap)
     else:
         doc.para("The run records no dataset composition and its manifest is not here.")
-    sizes = data.summary.get("train_sizes", {})
+    sizes = data.summary.train_sizes
     if sizes:
         doc.para("Training samples per condition (equalised): "
                  + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
@@ -743,10 +752,10 @@ def _pointwise_section(doc: Doc, data, fig_dir: Path) -> None:
         return
     n_ck = pw["checkpoint"].nunique()
     listed = (items.groupby(["term", "end", "id", "group"], sort=False)
-              .agg(checkpoints=("checkpoint", "nunique"), value=("value", "mean")).reset_index())
+              .agg(listed_by=("checkpoint", "nunique"), value=("value", "mean")).reset_index())
 
     def most_listed(end: str, lowest_first: bool) -> pd.DataFrame:
-        sub = listed[listed["end"] == end].sort_values(["checkpoints", "value"], ascending=[False, lowest_first],
+        sub = listed[listed["end"] == end].sort_values(["listed_by", "value"], ascending=[False, lowest_first],
                                                        kind="stable")
         return sub.groupby("term", sort=False).head(3)
 
@@ -756,7 +765,7 @@ def _pointwise_section(doc: Doc, data, fig_dir: Path) -> None:
     k = int(items["rank"].max()) + 1
     doc.table(pd.DataFrame({"term": top["term"], "end": top["end"], "item id": top["id"],
                             "stratum or class": top["group"],
-                            f"checkpoints (of {n_ck})": top["checkpoints"],
+                            f"checkpoints (of {n_ck})": top["listed_by"],
                             f"pointwise ({u})": top["value"]}),
               f"The items each term's critic reads worst (lowest) and best (highest): how many checkpoints place the "
               f"item among their {k} lowest or highest, and its mean pointwise information over those checkpoints.")
@@ -863,7 +872,7 @@ def _results_section(doc: Doc, data) -> None:
 def _provenance_section(doc: Doc, data) -> None:
     """Source commit, package versions, numerics, step times and configuration."""
     doc.heading("Provenance")
-    env = data.summary.get("environment")
+    env = data.summary.environment
     if env:
         src = env.get("source") or {}
         commit = src.get("commit")
@@ -882,11 +891,11 @@ def _provenance_section(doc: Doc, data) -> None:
         doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
     # the report's own rendering is left out: the pipeline records it only after writing the
     # report, so including it would make a re-report differ from the original
-    secs = {k: v for k, v in data.summary.get("seconds", {}).items() if k != "report"}
+    secs = {k: v for k, v in data.summary.seconds.items() if k != "report"}
     if secs:
         doc.table(pd.DataFrame({"step": list(secs), "seconds": [f"{float(v):.1f}" for v in secs.values()]}),
                   "Wall time per pipeline step (the report's own rendering not included).")
-    cfg = [(k, v) for k, v in _flatten("", data.summary.get("config", {})) if k != "out"]
+    cfg = [(k, v) for k, v in _flatten("", data.summary.config) if k != "out"]
     doc.table(pd.DataFrame(cfg, columns=["setting", "configured value"]), "The run's configuration.")
 
 

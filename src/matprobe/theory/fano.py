@@ -36,7 +36,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import xlogy
 
-from matprobe.checks import check_fraction
+from matprobe.checks import check_rate
 from matprobe.errors import BoundsError
 from matprobe.units import NATS, check_unit, from_nats, to_nats
 
@@ -51,9 +51,8 @@ _TYPED_TOL = 1e-3
 
 
 def check_error(eps, name: str = "error") -> float:
-    # the one fraction check (matprobe.checks): 16.8 is refused naming 0.168
-    return check_fraction(eps, name, what="an error rate", low_open=False, high_open=False,
-                          example=0.168, error=BoundsError)
+    # the one rate check (matprobe.checks.check_rate, shared with PAC's risk): 16.8 is refused naming 0.168
+    return check_rate(eps, name, error=BoundsError)
 
 
 def check_classes(k) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import optimize, stats
 from scipy.special import xlogy
 
-from matprobe.checks import check_fraction, check_probability
+from matprobe.checks import check_probability, check_rate
 from matprobe.errors import BoundsError
 
 # Grid of Catoni's C used when none is given; the union bound costs ln(len) / n.
@@ -61,8 +61,7 @@ def _bound(name: str, value: float, formula: str, delta: float, note: str = "") 
 
 
 def check_risk(r, name: str = "empirical risk") -> float:
-    return check_fraction(r, name, what="a risk", low_open=False, high_open=False, example=0.168,
-                          error=BoundsError)
+    return check_rate(r, name, what="a risk", error=BoundsError)  # the rate check Fano's ε uses too
 
 
 def check_n(n, name: str = "n") -> int:
