@@ -155,6 +155,17 @@ def test_progress_lines_off_tty_and_quiet(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_interval_comes_from_the_environment(monkeypatch):
+    from matprobe.progress import track
+
+    for value, want in (("2.5", 2.5), ("0", 10.0), ("-1", 10.0), ("soon", 10.0), ("", 10.0)):
+        monkeypatch.setenv("MATPROBE_PROGRESS_INTERVAL", value)
+        assert track("work", 1, enabled=False).interval == want, value
+    monkeypatch.delenv("MATPROBE_PROGRESS_INTERVAL")
+    assert track("work", 1, enabled=False).interval == 10.0
+    assert track("work", 1, enabled=False, interval=0.5).interval == 0.5  # an explicit interval wins
+
+
 TOUCHED = {"mi": ["mi"], "check": ["check"], "bounds fano": ["bounds", "fano"], "bounds pac": ["bounds", "pac"],
            "significance": ["significance"], "sweep": ["sweep"], "compare": ["compare"], "relate": ["relate"],
            "store info": ["store", "info"]}

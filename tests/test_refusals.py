@@ -468,13 +468,13 @@ def test_report_flags_degenerate_terms_and_one_option_checkpoints(tmp_path):
 
 
 # ---------------------------------------------------------------- item 8: interrupts
-def _interrupt(args, sig, ready, timeout=300):
+def _interrupt(args, sig, ready, timeout=300, env=None):
     """Start the CLI, wait until `ready()` is true, send `sig`; returns (returncode, stderr lines)."""
     # SIGINT back to its default in the child: a shell starts background jobs with SIGINT ignored, the
     # child inherits that, and Python then installs no KeyboardInterrupt handler (a CI run launched
     # with `&` saw exit 0 here for both Ctrl-C tests)
     proc = subprocess.Popen([sys.executable, "-m", "matprobe", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV,
+                            stderr=subprocess.PIPE, text=True, env=env or ENV,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
@@ -495,9 +495,10 @@ def _done_rows(path) -> int:
 
 
 def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_tiny_manifest, tmp_path):
-    # long enough for a progress line (the first comes after 10 s) well before the end, also on an
-    # idle machine: at n = 2000 the line came at the very end there and the signal met a finished run
-    n = 6000
+    # a progress line every second (MATPROBE_PROGRESS_INTERVAL) names the rows done well before the
+    # end: with the default 10 s the test needed 6,000 rows (58 s) to be sure the signal met a running
+    # extraction on an idle machine
+    n = 1500
     data = make_tiny_manifest(tmp_path / "d", n=n)
     out = tmp_path / "s.h5"
     args = ["extract", "--ckpt", tiny_ckpts["llava"], "--data", data, "--out", out, "--layers", "-1",
@@ -507,7 +508,7 @@ def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_
     def some_rows_done(lines):  # the first progress line off a terminal (after 10 s) names the rows done
         return any(progress.search(line) for line in lines)
 
-    rc, lines = _interrupt(args, signal.SIGINT, some_rows_done)
+    rc, lines = _interrupt(args, signal.SIGINT, some_rows_done, env={**ENV, "MATPROBE_PROGRESS_INTERVAL": "1"})
     assert rc == 130
     assert lines[-1].startswith("interrupted (Ctrl-C): ") and str(out) in lines[-1]
     assert "keeps every finished batch" in lines[-1] and "to resume" in lines[-1]
@@ -557,9 +558,9 @@ def test_sigterm_during_sweep_keeps_finished_cells(tmp_path):
 
 
 def test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store(tiny_ckpts, make_tiny_manifest, tmp_path):
-    # as in the extract test: long enough that the first progress line (after 10 s) comes well before
-    # the extraction ends; at n = 2000 it came near the end and a fresh-clone CI run saw exit 0
-    n = 6000
+    # as in the extract test: a progress line every second names the rows done well before the
+    # extraction ends (with the default 10 s, n = 2000 let the signal meet a finished run and exit 0)
+    n = 1500
     data = make_tiny_manifest(tmp_path / "d", n=n)
     run = tmp_path / "run"
     toml = tmp_path / "p.toml"
@@ -580,7 +581,8 @@ layers = "-1"
 batch_size = 2
 """)
     rc, lines = _interrupt(["run", toml], signal.SIGINT,
-                           lambda lines: any(re.search(rf"extract llava: at \d+/{n} ", line) for line in lines))
+                           lambda lines: any(re.search(rf"extract llava: at \d+/{n} ", line) for line in lines),
+                           env={**ENV, "MATPROBE_PROGRESS_INTERVAL": "1"})
     assert rc == 130 and not any("Traceback" in line for line in lines)
     assert lines[-1] == (f"interrupted (Ctrl-C): {run} keeps every finished step (data, checkpoints, stores, MI "
                          f"and check files); rerun `matprobe run {toml}` to resume: finished steps are not redone")

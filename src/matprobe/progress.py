@@ -3,7 +3,8 @@
 On a terminal: a rich progress bar on stderr. In a Jupyter notebook: a tqdm.auto bar (a
 widget where ipywidgets is installed, else a text bar that redraws in place). Off a terminal
 (pipes, cluster logs): a plain line now and then (at most every `interval`
-seconds, and at the end), so logs show the work moving without a line per step.
+seconds, 10 unless the environment sets MATPROBE_PROGRESS_INTERVAL, and at the end), so logs
+show the work moving without a line per step.
 Silent when quiet (`matprobe --quiet`, `set_quiet(True)`) or when disabled.
 
     with track("mi", total=4) as bar:
@@ -73,13 +74,13 @@ class Progress:
     """A counted task: `advance()`, `update(description=...)`; use as a context manager."""
 
     def __init__(self, label: str, total: int | None = None, completed: int = 0,
-                 enabled: bool = True, interval: float = 10.0, unit: str = ""):
+                 enabled: bool = True, interval: float | None = None, unit: str = ""):
         self.label = label
         self.total = total
         self.completed = completed
         self.description = ""
         self.unit = unit
-        self.interval = interval
+        self.interval = default_interval() if interval is None else interval
         self.enabled = enabled and not _QUIET
         self._rich = None
         self._tqdm = None
@@ -229,7 +230,19 @@ def _rate_column(unit: str):
     return RateColumn()
 
 
+def default_interval() -> float:
+    """Seconds between plain progress lines off a terminal: MATPROBE_PROGRESS_INTERVAL when it is a
+    positive number (a cluster log may want fewer lines, a test an early one), else 10."""
+    import os
+
+    try:
+        value = float(os.environ.get("MATPROBE_PROGRESS_INTERVAL", ""))
+    except ValueError:
+        return 10.0
+    return value if value > 0 else 10.0
+
+
 def track(label: str, total: int | None = None, completed: int = 0, enabled: bool = True,
-          interval: float = 10.0, unit: str = "") -> Progress:
+          interval: float | None = None, unit: str = "") -> Progress:
     """A Progress for `label` (see the module docstring)."""
     return Progress(label, total, completed, enabled, interval, unit)
