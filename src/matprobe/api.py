@@ -61,7 +61,22 @@ def _opt_str(path) -> str | None:
 def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
     """(layer, pool) to use, resolved as every command resolves them
     (`EmbeddingStore.resolve_feature`: the last decoder block and pool "last" by default,
-    negative layers from the end)."""
+    negative layers from the end).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from matprobe.api import default_feature
+    >>> from matprobe.store import EmbeddingStore
+    >>> path = tempfile.mkdtemp() + "/s.h5"
+    >>> z = np.zeros((4, 2), dtype="float32")
+    >>> EmbeddingStore.from_arrays(path, ["a", "b", "c", "d"], {"modality": ["CT", "CT", "MRI", "MRI"]},
+    ...                            {("0", "last"): z, ("3", "last"): z, ("3", "image"): z}).close()
+    >>> default_feature(path)
+    ('3', 'last')
+    >>> default_feature(path, layer="-2")  # the second-last stored layer
+    ('0', 'last')
+    """
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(store_path) as st:
@@ -364,6 +379,24 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     Comparison
         ``.side_a``, ``.side_b`` (estimate and interval of each), ``.difference`` (``delta``,
         ``ci_low``, ``ci_high``, ``p_value``, ``n``); `matprobe.present.views.comparison_table` displays it.
+
+    Examples
+    --------
+    Two stores of the same 300 items: A's embedding holds the label Y, B's does not.
+
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(0), 300
+    >>> m, y = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    >>> noise = rng.standard_normal((n, 2))
+    >>> labels = {"modality": np.array(["CT", "MRI"])[m], "label": np.array(["no", "yes"])[y]}
+    >>> for name, signal in (("a", y), ("b", 0 * y)):
+    ...     z = np.c_[m + 0.3 * noise[:, 0], signal + 0.5 * noise[:, 1]].astype("float32")
+    ...     mp.EmbeddingStore.from_arrays(f"{folder}/{name}.h5", [f"s{i}" for i in range(n)], labels,
+    ...                                   {("3", "last"): z}).close()
+    >>> comp = mp.compare(f"{folder}/a.h5", f"{folder}/b.h5", term="Y|M", seeds=1, folds=2, pca=0,
+    ...                   progress=False)
+    >>> round(comp.difference.delta, 2), bool(comp.difference.ci_low > 0)
+    (0.47, True)
     """
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.progress import track
@@ -460,6 +493,26 @@ def check(store: PathLike, mi=None, *, out: Optional[PathLike] = None, target: O
     CheckResult
         ``.frame()``, ``.to_table()``, ``.tables(unit)``, ``.to_dict()`` (the check JSON);
         ``.estimated_here`` is None when the MI results already held the Y term.
+
+    Examples
+    --------
+    A model that answers 240 of 300 items right; the held-out PAC bound is the binomial tail
+    inversion, scipy's beta quantile (Clopper-Pearson upper limit at 1 - delta):
+
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> from scipy import stats
+    >>> path, rng, n = tempfile.mkdtemp() + "/s.h5", np.random.default_rng(0), 300
+    >>> y = rng.integers(0, 2, n)
+    >>> pred = np.where(np.arange(n) < 240, y, 1 - y)
+    >>> mp.EmbeddingStore.from_arrays(
+    ...     path, [f"s{i}" for i in range(n)],
+    ...     {"modality": ["CT"] * n, "anatomy": ["Chest"] * n, "task": ["Cls"] * n, "answer_index": y},
+    ...     {("3", "last"): rng.standard_normal((n, 2)).astype("float32")}, answers={"pred": pred}).close()
+    >>> chk = mp.check(path, estimate=False, progress=False)
+    >>> chk.pac.m, chk.pac.errors, chk.pac.error
+    (300, 60, 0.2)
+    >>> bool(abs(chk.pac.test_set_bound - stats.beta.ppf(0.95, 60 + 1, 300 - 60)) < 1e-12)
+    True
     """
     from matprobe.mi.chain import ChainResult, results_json
     from matprobe.theory.check import run_check, write_check
@@ -523,6 +576,24 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
     -------
     SignificanceResult
         ``.results`` (DataFrame), ``.to_table()``, ``.tables()``, ``.notes()``.
+
+    Examples
+    --------
+    Accuracy of three Related and three Unrelated runs, paired by seed; the paired t-test is
+    scipy's `ttest_rel` on the same pairs:
+
+    >>> import pandas as pd, matprobe as mp
+    >>> from scipy import stats
+    >>> related, unrelated = [0.71, 0.74, 0.69], [0.62, 0.66, 0.61]
+    >>> rows = pd.DataFrame([{"condition": c, "target": "CT,Chest,Classification", "seed": s, "item": "",
+    ...                       "metric": "accuracy", "value": v}
+    ...                      for c, vals in (("Related", related), ("Unrelated", unrelated))
+    ...                      for s, v in enumerate(vals)])
+    >>> row = mp.significance(rows).results.iloc[0]
+    >>> row.comparison, round(float(row.mean_diff), 3), int(row.n_pairs)
+    ('Related vs. Unrelated', 0.083, 3)
+    >>> bool(abs(row.p - stats.ttest_rel(related, unrelated).pvalue) < 1e-12)
+    True
     """
     from matprobe.present import significance as formatting
     from matprobe.stats.significance import significance as run
@@ -550,6 +621,26 @@ def significance_summary(summary: PathLike, out: Optional[PathLike] = None) -> p
     -------
     DataFrame
         One row per input row: p at each r, the p range, the independent p, the implied r.
+
+    Examples
+    --------
+    Three paired runs reported as 0.72 ± 0.02 vs 0.65 ± 0.03: at correlation r the paired
+    t-test's SD of the differences is sqrt(sd_a² + sd_b² - 2 r sd_a sd_b); at r = 0 that is the
+    t distribution's tail below, and the unpaired p is scipy's two-sample t-test from the same
+    summaries:
+
+    >>> import tempfile, numpy as np, pandas as pd, matprobe as mp
+    >>> from scipy import stats
+    >>> path = tempfile.mkdtemp() + "/summary.csv"
+    >>> pd.DataFrame([{"comparison": "Related vs. Unrelated", "metric": "accuracy", "mean_a": 0.72,
+    ...                "sd_a": 0.02, "mean_b": 0.65, "sd_b": 0.03, "n": 3}]).to_csv(path, index=False)
+    >>> row = mp.significance_summary(path).iloc[0]
+    >>> t0 = 0.07 / np.sqrt((0.02 ** 2 + 0.03 ** 2) / 3)
+    >>> bool(abs(row["p_r=0"] - 2 * stats.t.sf(t0, 2)) < 1e-12)
+    True
+    >>> unpaired = stats.ttest_ind_from_stats(0.72, 0.02, 3, 0.65, 0.03, 3).pvalue
+    >>> bool(abs(row.p_independent - unpaired) < 1e-12), bool(row.p_min < row["p_r=0"] < row.p_max)
+    (True, True)
     """
     from matprobe.present import significance as formatting
     from matprobe.stats.summary import read_summary, summary_table
@@ -723,7 +814,18 @@ def demo(out: PathLike = Path("reports/demo"), quick: bool = False, workers: int
 
 
 def open_store(path: PathLike, mode: str = "r") -> EmbeddingStore:
-    """An EmbeddingStore (use as a context manager: ``with mp.open_store(p) as st: ...``)."""
+    """An EmbeddingStore (use as a context manager: ``with mp.open_store(p) as st: ...``).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> path = tempfile.mkdtemp() + "/s.h5"
+    >>> mp.EmbeddingStore.from_arrays(path, ["a", "b", "c"], {"modality": ["CT", "MRI", "CT"]},
+    ...                               {("3", "last"): np.eye(3, dtype="float32")}).close()
+    >>> with mp.open_store(path) as st:
+    ...     st.n, st.feature_keys(), st.factor("M")
+    (3, [('3', 'last')], (array([0, 1, 0]), ('CT', 'MRI')))
+    """
     from matprobe.store import EmbeddingStore
 
     return EmbeddingStore.open(path, mode)
@@ -737,6 +839,16 @@ def store_info(file: PathLike) -> dict:
     dict
         The document ``store info --json`` prints (path, n_samples, features, label_columns,
         accuracy, by_triplet, provenance, ...).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> path = tempfile.mkdtemp() + "/s.h5"
+    >>> mp.EmbeddingStore.from_arrays(path, ["a", "b", "c"], {"modality": ["CT", "MRI", "CT"]},
+    ...                               {("3", "last"): np.eye(3, dtype="float32")}).close()
+    >>> info = mp.store_info(path)
+    >>> info["n_samples"], info["label_columns"]
+    (3, {'modality': ['CT', 'MRI']})
     """
     from matprobe.store import EmbeddingStore
 
