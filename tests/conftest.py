@@ -106,6 +106,9 @@ SLOW: dict[str, set[str]] = {
     "test_compare_relate.py": {
         "test_relation_points_correlation_and_fano",  # 1.1 s
     },
+    "test_error_module.py": {
+        "test_every_matprobe_error_is_declared_in_the_error_module",  # 1.1 s (imports every module)
+    },
     "test_entry_points.py": {
         "test_cli_api_and_pipeline_step_give_identical_numbers",  # 1.3 s
         "test_quickstart_example_runs",  # 1.4 s
@@ -169,6 +172,9 @@ SLOW: dict[str, set[str]] = {
     },
     "test_published_configs.py": {
         "test_published_store_equals_transformers_forward[gemma3]",  # 2.5 s
+    },
+    "test_toy_architecture.py": {
+        "test_a_registered_toy_architecture_runs_every_shared_check",  # 3.7 s (builds its checkpoint)
     },
     "test_refusals.py": {
         "test_bad_options_are_refused_at_once",  # each parameter ~1.1 s wall, in a subprocess
