@@ -843,12 +843,13 @@ def store_info(file: PathLike) -> dict:
     Examples
     --------
     >>> import tempfile, numpy as np, matprobe as mp
-    >>> path = tempfile.mkdtemp() + "/s.h5"
-    >>> mp.EmbeddingStore.from_arrays(path, ["a", "b", "c"], {"modality": ["CT", "MRI", "CT"]},
-    ...                               {("3", "last"): np.eye(3, dtype="float32")}).close()
+    >>> path = tempfile.mkdtemp() + "/info.h5"
+    >>> labels = {"modality": ["CT", "CT", "MRI", "MRI"], "task": ["Cls", "Seg", "Cls", "Seg"]}
+    >>> features = {("0", "last"): np.zeros((4, 8), "float32"), ("0", "image"): np.ones((4, 8), "float32")}
+    >>> mp.EmbeddingStore.from_arrays(path, ["w", "x", "y", "z"], labels, features).close()
     >>> info = mp.store_info(path)
     >>> info["n_samples"], info["label_columns"]
-    (3, {'modality': ['CT', 'MRI']})
+    (4, {'modality': ['CT', 'MRI'], 'task': ['Cls', 'Seg']})
     """
     from matprobe.store import EmbeddingStore
 
