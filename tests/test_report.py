@@ -25,7 +25,7 @@ import pytest
 
 from matprobe.report import figures
 from matprobe.report.render import load_run, write_report
-from matprobe.rundir import resolve_run_path, run_relative
+from matprobe.rundir import RunSummary, resolve_run_path, run_relative
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "reports" / "demo"
@@ -38,7 +38,7 @@ def make_run(out: Path, extra_layer: bool = True) -> Path:
     def copy(recorded: str, rel: str) -> str:
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(resolve_run_path(DEMO, recorded, src), target)
+        shutil.copyfile(resolve_run_path(DEMO, recorded, RunSummary.from_dict(src)), target)
         return rel
 
     run = {**src, "format_version": 2, "manifest": "data/manifest.jsonl", "checkpoints": []}
@@ -50,7 +50,7 @@ def make_run(out: Path, extra_layer: bool = True) -> Path:
         ck["store"] = f"stores/{ck['name']}.h5"
         ck["ckpt"] = f"checkpoints/{ck['name']}"
         if extra_layer:
-            doc = json.loads(resolve_run_path(DEMO, src_main, src).read_text())
+            doc = json.loads(resolve_run_path(DEMO, src_main, RunSummary.from_dict(src)).read_text())
             for t in doc["terms"]:
                 t["estimate"], t["ci_low"], t["ci_high"] = (0.5 * t[k] for k in ("estimate", "ci_low", "ci_high"))
             doc["layer"] = "1"
@@ -307,9 +307,10 @@ def test_run_paths_helpers(tmp_path):
     (run / "mi").mkdir(parents=True)
     assert run_relative(run / "mi" / "a.json", run) == "mi/a.json"
     assert run_relative(tmp_path / "model", run) == str((tmp_path / "model").resolve())
-    assert resolve_run_path(run, "mi/a.json", {"format_version": 2}) == run / "mi" / "a.json"
-    assert resolve_run_path(run, "/abs/x", {"format_version": 2}) == Path("/abs/x")
-    old = {"format_version": 1, "config": {"out": "reports/run"}}
+    current = RunSummary(target=[], checkpoints=[], results="", format_version=2)
+    assert resolve_run_path(run, "mi/a.json", current) == run / "mi" / "a.json"
+    assert resolve_run_path(run, "/abs/x", current) == Path("/abs/x")
+    old = RunSummary(target=[], checkpoints=[], results="", format_version=1, config={"out": "reports/run"})
     (run / "mi" / "a.json").write_text("{}")
     assert resolve_run_path(run, "reports/run/mi/a.json", old) == run / "mi" / "a.json"
 

@@ -9,7 +9,6 @@ Format 1 runs stored paths as the pipeline saw them (relative to the working dir
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -84,12 +83,8 @@ class RunSummary:
             known[key] = known.get(key) or []
         return cls(**known, extra=extra)
 
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> "RunSummary":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
-
-def resolve_run_path(run: str | os.PathLike, recorded: str, summary: "RunSummary | dict | None" = None) -> Path:
+def resolve_run_path(run: str | os.PathLike, recorded: str, summary: RunSummary | None = None) -> Path:
     """The file a run.json entry names, for a run directory that may have moved.
 
     Relative entries are relative to the run directory (format 2). For a format-1 run the
@@ -98,12 +93,9 @@ def resolve_run_path(run: str | os.PathLike, recorded: str, summary: "RunSummary
     """
     run = Path(run)
     path = Path(recorded)
-    if isinstance(summary, dict):  # a run.json document not read into its type (this module reads it)
-        version, out = summary.get("format_version", 1), (summary.get("config") or {}).get("out")
-    else:
-        version, out = (2, None) if summary is None else (summary.format_version, summary.config.get("out"))
-    if summary is not None and version < 2:
+    if summary is not None and summary.format_version < 2:
         candidates = []
+        out = summary.config.get("out")
         if out:  # re-root the entry under the run directory's present place, the copy first
             for prefix in (Path(out), Path(out).resolve()):
                 if path.is_relative_to(prefix):

@@ -348,9 +348,8 @@ def _fix_ties(scores: np.ndarray, repeat: np.ndarray, n: int) -> None:
     in_run[:, :-1] |= repeat  # a run's first member precedes its first repeat
     rows, cols = np.nonzero(in_run)  # row-major: each run's members are consecutive
     flat = rows * n + cols
-    starts = ~repeat[rows, np.maximum(cols - 1, 0)] | (cols == 0)
-    ends = np.ones(len(flat), dtype=bool)
-    ends[:-1] = ~repeat[rows[:-1], np.minimum(cols[:-1], n - 2)] | (cols[:-1] == n - 1)
+    starts = ~repeat[rows, np.maximum(cols - 1, 0)] | (cols == 0)  # no repeat leads into it
+    ends = ~repeat[rows, np.minimum(cols, n - 2)] | (cols == n - 1)  # no repeat leads out of it
     start = np.maximum.accumulate(np.where(starts, cols, -1) + rows * n) - rows * n
     end_flat = np.where(ends, cols, n) + rows * n
     end = np.minimum.accumulate(end_flat[::-1])[::-1] - rows * n

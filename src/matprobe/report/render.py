@@ -188,9 +188,8 @@ def _group_label(given: dict) -> str:
 def _pointwise_rows(summary, base: dict, rows: list, items: list) -> None:
     """One row per (checkpoint, term, stratum) of a term's pointwise summary, and one per listed item."""
     for g in summary.groups:
-        rows.append({**base, "by": ",".join(summary.by), "group": _group_label(g.given), "n": g.n, "mean": g.mean,
-                     "contribution": g.contribution, "positive": g.positive, "all_zero": g.all_zero,
-                     "term_mean": summary.mean})
+        rows.append({**base, "group": _group_label(g.given), "n": g.n, "mean": g.mean,
+                     "contribution": g.contribution, "positive": g.positive, "all_zero": g.all_zero})
     for end, listed in (("lowest", summary.lowest), ("highest", summary.highest)):
         for rank, e in enumerate(listed):
             items.append({**base, "end": end, "rank": rank, "id": e.id if e.id is not None else e.row,
