@@ -1,5 +1,6 @@
-"""Issue 22 (speed): the ladder's non-linearity check fits on at most `ladder_rows` training rows;
-a level it chooses is refitted on every fitting row; below the cap nothing changes."""
+"""Issue 22 (speed): the ladder's non-linearity check fits on at most `ladder_rows` training rows
+and stops after `ladder_patience` epochs without gain; a level it chooses is refitted on every
+fitting row with the level's own patience; below the cap nothing else changes."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
     fits = []
     original = probe._MLPLadder._fit
 
-    def recording(self, params, rows, val_rows, seed):
-        fits.append((len(rows), int((~self.val).sum()), set(rows.tolist()) <= set(np.flatnonzero(~self.val).tolist())))
-        return original(self, params, rows, val_rows, seed)
+    def recording(self, params, rows, val_rows, seed, patience=None):
+        fits.append((len(rows), int((~self.val).sum()), set(rows.tolist()) <= set(np.flatnonzero(~self.val).tolist()),
+                     patience))
+        return original(self, params, rows, val_rows, seed, patience)
 
     monkeypatch.setattr(probe._MLPLadder, "_fit", recording)
     res = make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500).estimate(z, f["Y"])
@@ -32,11 +34,13 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
     assert levels.count("nonlinear") >= 3  # the mixture needs the level (issue 12)
     i = 0
     for level in levels:
-        n_rows, n_fit, inside = fits[i]
+        n_rows, n_fit, inside, patience = fits[i]
         assert (n_rows, inside) == (500, True) and n_fit > 500  # the check: a subset of the fitting rows
+        assert patience == res.params["ladder_patience"] == 5  # ... with the check's shorter patience
         i += 1
         if level == "nonlinear":
             assert fits[i][0] == fits[i][1]  # the chosen level: refitted on every fitting row
+            assert fits[i][3] is None  # ... with the level's own patience (mlp_patience)
             assert fits[i + 1][0] < fits[i][0]  # then the seed's half fit (learning curve)
             i += 2
     assert i == len(fits)
@@ -50,3 +54,33 @@ def test_below_the_cap_the_estimate_is_unchanged_bit_for_bit():
     b = make_estimator("probe", folds=5, seeds=2, pca=None, ladder_rows=10**9).estimate(z, f["Y"])
     assert (a.value, a.ci_low, a.ci_high) == (b.value, b.ci_low, b.ci_high)
     assert a.params["ladder_rows"] == 4096
+
+
+def test_the_check_stops_after_its_patience_and_a_level_fit_after_the_longer_one():
+    # the validation curve of each fit: it ends `patience` epochs after its best epoch (or at
+    # mlp_epochs); the check's curve is recorded in diagnostics["mlp_curve"] when the level is kept
+    z, f = _sample()
+    est = make_estimator("probe", folds=5, seeds=1, pca=None)
+    lengths = {}
+    original = probe._MLPLadder._fit
+
+    def recording(self, params, rows, val_rows, seed, patience=None):
+        best, curve = original(self, params, rows, val_rows, seed, patience)
+        lengths.setdefault(patience, []).append(curve)
+        return best, curve
+
+    probe._MLPLadder._fit, saved = recording, original
+    try:
+        est.estimate(z, f["Y"])
+    finally:
+        probe._MLPLadder._fit = saved
+    for patience, curves in lengths.items():
+        p = est.mlp_patience if patience is None else patience
+        for curve in curves:
+            # the last epoch that improved by more than 1e-4 on the best before it
+            best, best_epoch = curve[0], 0
+            for e, v in enumerate(curve[1:], start=1):
+                if v < best - 1e-4:
+                    best, best_epoch = v, e
+            assert len(curve) - 1 == min(best_epoch + p, est.mlp_epochs)
+    assert set(lengths) == {5, None}

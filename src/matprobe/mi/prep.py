@@ -40,8 +40,10 @@ def check_inputs(z, y, c=None, *, y_name: str = "y", c_name: str = "condition", 
         raise EstimationError(
             f"factor {y_name!r} has {len(y_arr)} labels but Z has {len(z)} rows; pass one label per row"
         )
-    bad = ~np.isfinite(z)
-    if bad.any():
+    # a NaN or Inf anywhere makes its row's float64 sum non-finite (float32 values cannot
+    # overflow it), and the sum is one fast pass: the element-wise test took 0.2 s per term on a
+    # 20k x 4,096 store; it runs only to name the bad rows
+    if not np.isfinite(z.sum(axis=1, dtype=np.float64)).all() and (bad := ~np.isfinite(z)).any():
         rows = np.flatnonzero(bad.any(axis=1))
         raise EstimationError(
             f"Z has {int(bad.sum())} NaN/Inf values in {len(rows)} rows (first: row {int(rows[0])}); "
@@ -320,20 +322,22 @@ def _normal_scores_numpy(x: np.ndarray) -> np.ndarray:
     """`normal_scores` on the CPU, float32 [n, d] -> its transpose [d, n] (column-major, as the
     torch path returns it: the later reductions then add in the same order, bit for bit)."""
     n, d = x.shape
-    out = np.empty((d, n), dtype=np.float32)
+    out = torch.empty(d, n, dtype=torch.float32)
     pos = torch.arange(n, dtype=torch.float32)
-    plain = torch.special.ndtri((pos + 0.5) / n).numpy()
+    plain = torch.special.ndtri((pos + 0.5) / n)
     for j0 in range(0, d, _NP_BLOCK):
-        xt = np.ascontiguousarray(x[:, j0 : j0 + _NP_BLOCK].T)
-        idx = np.argsort(xt, axis=1)
-        s = np.take_along_axis(xt, idx, axis=1)
-        scores = np.broadcast_to(plain, s.shape)
+        xt = torch.from_numpy(np.ascontiguousarray(x[:, j0 : j0 + _NP_BLOCK].T))
+        idx = torch.from_numpy(np.argsort(xt.numpy(), axis=1))
+        # gather and scatter by torch: numpy's take/put_along_axis build broadcast index arrays
+        # and cost 7x more here (RESULTS.md, issue 22); both are exact copies
+        s = torch.gather(xt, 1, idx).numpy()
+        scores = plain.expand(len(s), n)
         repeat = s[:, 1:] == s[:, :-1]  # position p + 1 repeats the value at p
         if repeat.any():
-            scores = plain[None, :].repeat(len(s), axis=0)
-            _fix_ties(scores, repeat, n)
-        np.put_along_axis(out[j0 : j0 + _NP_BLOCK], idx, scores, axis=1)
-    return out
+            scores = plain[None, :].repeat(len(s), 1)
+            _fix_ties(scores.numpy(), repeat, n)
+        out[j0 : j0 + _NP_BLOCK].scatter_(1, idx, scores)
+    return out.numpy()
 
 
 def _fix_ties(scores: np.ndarray, repeat: np.ndarray, n: int) -> None:
@@ -370,7 +374,7 @@ def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed:
     reduce = pca is not None and pca < d
     massive = torch.zeros(0, dtype=torch.long, device=dev)
     if reduce:  # raw scales, as Preprocessor._fit_raw_scales
-        sd = x.std(dim=0, unbiased=False)
+        sd = _column_sd(x)
         med = torch.clamp(sd.median(), min=1e-12)
         if massive_ratio is not None:
             big = torch.nonzero(sd > massive_ratio * med).reshape(-1)
@@ -378,22 +382,30 @@ def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed:
         scale = sd / med
         scale[massive] = 1.0
         scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
-    if gaussianize:
-        x = normal_scores(x)
-    mean = x.mean(dim=0)
-    std = x.std(dim=0, unbiased=False)
+    # the rest works in place on the transpose [d, n] (what normal_scores returns, this
+    # function's own copy): each coordinate's reductions run along contiguous memory, and a new
+    # tensor of this size cost about 1 s in page faults (RESULTS.md, issue 22)
+    xt = normal_scores(x).T if gaussianize else x.T.clone(memory_format=torch.contiguous_format)
+    xt.sub_(xt.mean(dim=1, keepdim=True))
+    std = torch.linalg.vector_norm(xt, dim=1) / np.sqrt(n)  # population s.d. (torch.std: 30x slower)
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    x = (x - mean) / std
     if not reduce:
-        return np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
-    xin = x * scale
+        return np.ascontiguousarray(xt.div_(std[:, None]).T.cpu().numpy(), dtype=np.float32)
+    kept = xt[massive] / std[massive, None]  # the massive coordinates, standardised
+    xin_t = xt.mul_((scale / std)[:, None])  # [d, n]: standardised, at raw relative scale
     gen = torch.Generator().manual_seed(seed)
     width = min(d, pca + 16)
     omega = torch.randn(d, width, generator=gen).to(dev)
-    q_, _ = torch.linalg.qr(xin @ omega)
-    q_, _ = torch.linalg.qr(xin @ (xin.T @ q_))  # one power iteration (Halko et al. 2011, alg. 4.4)
-    _, _, vt = torch.linalg.svd(q_.T @ xin, full_matrices=False)
-    scores = xin @ vt[:pca].T
+    q_, _ = torch.linalg.qr(xin_t.T @ omega)
+    q_, _ = torch.linalg.qr(xin_t.T @ (xin_t @ q_))  # one power iteration (Halko et al. 2011, alg. 4.4)
+    _, _, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
+    scores = xin_t.T @ vt[:pca].T
     if len(massive):
-        scores = torch.cat([scores, x[:, massive]], dim=1)
+        scores = torch.cat([scores, kept.T], dim=1)
     return np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32)
+
+
+def _column_sd(x: torch.Tensor) -> torch.Tensor:
+    """Population s.d. of each column of x [n, d], over blocks of rows (torch.std: 4x slower)."""
+    mean = x.mean(dim=0)
+    return (sum(((blk - mean) ** 2).sum(dim=0) for blk in x.split(2048)) / len(x)).sqrt()

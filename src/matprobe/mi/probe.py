@@ -119,7 +119,8 @@ class ProbeEstimator(CrossFitEstimator):
                  extrapolate: bool = True, ladder=("linear", "nonlinear"), hidden: int = 64,
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
-                 rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, **kwargs):
+                 rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.ladder = tuple(ladder)
         self.hidden, self.ladder_z, self.ladder_min_gain = hidden, ladder_z, ladder_min_gain
@@ -127,6 +128,7 @@ class ProbeEstimator(CrossFitEstimator):
         self.mlp_lr, self.mlp_weight_decay, self.rank = mlp_lr, mlp_weight_decay, rank
         self.mlp_batch = mlp_batch
         self.ladder_rows = ladder_rows
+        self.ladder_patience = ladder_patience
         self.penalties = tuple(float(p) for p in penalties)
         self.max_iter = max_iter
         self.use_subclasses = use_subclasses
@@ -191,6 +193,7 @@ class ProbeEstimator(CrossFitEstimator):
         scale = 1.0 / max(n_all, 1)
         # each row's target logit by one flat index (take_along_axis cost 5x more)
         target_flat = (np.arange(n_s * m) * k_max + target.reshape(-1))
+        ones = np.ones((k_max, 1), dtype=np.float32)
 
         def loss_and_grad(theta):
             w = theta.reshape(n_s, p, k_max)
@@ -199,7 +202,9 @@ class ProbeEstimator(CrossFitEstimator):
             # there was a third of the evaluation): a maximum is exact, so the bits are the same
             top = torch.amax(torch.from_numpy(logits), dim=-1, keepdim=True).numpy()
             e = np.exp(logits - top)
-            z = e.sum(-1, keepdims=True)
+            # the row sum by a matrix-vector product (BLAS): numpy's reduction over the short last
+            # axis cost 6x more, a quarter of an evaluation (RESULTS.md, issue 22)
+            z = e @ ones
             lse = top[..., 0] + np.log(z[..., 0])
             ce = lse - logits.reshape(-1).take(target_flat).reshape(n_s, m)
             loss = float((ce * w32).sum(dtype=np.float64)) * scale + lam * float((w * w * penalised).sum())
@@ -456,18 +461,27 @@ class _MLPLadder:
         return (x1 @ p["w"]) / scale + torch.nn.functional.gelu(x1 @ p["u"]) @ p["v"] + off_rows
 
     def _log_q(self, p, x1, si, y):
+        return self._log_q_rows(p, x1, *self._row_terms(si, y))
+
+    def _row_terms(self, si, y):
+        """Each row's log-prior over the cells and its label mask (fixed while a level is fitted)."""
+        return self.off[si], torch.where(self.cell_y[None, :] == y[:, None], 0.0, NEG)
+
+    def _log_q_rows(self, p, x1, off_rows, mask):
         with torch.no_grad():
-            logits = self._logits(p, x1, self.off[si])
-            mask = torch.where(self.cell_y[None, :] == y[:, None], 0.0, NEG)
+            logits = self._logits(p, x1, off_rows)
             return torch.logsumexp(logits + mask, -1) - torch.logsumexp(logits, -1)
 
-    def _fit(self, p, rows, val_rows, seed):
-        """Adam on `rows` (indices into the fold's training rows), early-stopped on `val_rows`."""
+    def _fit(self, p, rows, val_rows, seed, patience=None):
+        """Adam on `rows` (indices into the fold's training rows), early-stopped on `val_rows`
+        after `patience` epochs without gain (default `mlp_patience`)."""
         est = self.est
+        patience = est.mlp_patience if patience is None else patience
         opt = _Adam([p["w"], p["r"], p["u"], p["v"]], lr=est.mlp_lr)
         rng = np.random.default_rng([seed, 5])
-        xv, sv, yv = self.x_tr[val_rows], self.s_tr[val_rows], self.y_tr[val_rows]
-        best = -float(self._log_q(p, xv, sv, yv).mean())
+        xv = self.x_tr[val_rows]
+        val_terms = self._row_terms(self.s_tr[val_rows], self.y_tr[val_rows])  # once, not per epoch
+        best = -float(self._log_q_rows(p, xv, *val_terms).mean())
         best_state = {k: v.detach().clone() for k, v in p.items()}
         stale, curve = 0, [best]
         batch = est.mlp_batch
@@ -481,7 +495,7 @@ class _MLPLadder:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            v = -float(self._log_q(p, xv, sv, yv).mean())
+            v = -float(self._log_q_rows(p, xv, *val_terms).mean())
             curve.append(v)
             # an improvement counts only beyond 1e-4 nats per row (a smaller one is noise here)
             if v < best - 1e-4:
@@ -489,7 +503,7 @@ class _MLPLadder:
                 best_state = {k: t.detach().clone() for k, t in p.items()}
             else:
                 stale += 1
-                if stale >= est.mlp_patience:
+                if stale >= patience:
                     break
         return best_state, curve
 
@@ -514,7 +528,11 @@ class _MLPLadder:
         if self.subsampled:
             rng = np.random.default_rng([self.seed, 11])
             fit_rows = np.sort(rng.choice(fit_rows, self.est.ladder_rows, replace=False))
-        self.params, self.curve = self._fit(self._new(self.seed), fit_rows, val_rows, self.seed)
+        # the check stops after `ladder_patience` epochs without gain (a level that helps shows
+        # it sooner; on a linear task the epochs after the first are the check's whole cost)
+        self.params, self.curve = self._fit(self._new(self.seed), fit_rows, val_rows, self.seed,
+                                            patience=self.est.ladder_patience)
+        self.partial = self.subsampled or self.est.ladder_patience < self.est.mlp_patience
         vr = torch.as_tensor(val_rows, device=self.dev)
         xv, sv, yv = self.x_tr[vr], self.s_tr[vr], self.y_tr[vr]
         lin = self.linear_params()
@@ -524,11 +542,12 @@ class _MLPLadder:
         return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
     def refit_on_all_rows(self):
-        """After a check on a subset of rows: the chosen level fitted on all fitting rows."""
-        if getattr(self, "subsampled", False):
+        """After a check on a subset of rows or with a shorter patience: the chosen level
+        fitted on all fitting rows with the level's own patience."""
+        if getattr(self, "partial", False):
             self.params, self.curve = self._fit(self._new(self.seed), np.flatnonzero(~self.val),
                                                 np.flatnonzero(self.val), self.seed)
-            self.subsampled = False
+            self.partial = False
 
     def fold_outputs(self, halves, x_ev, y_ev, c_ev, base_ev, lq_lin_ev, diag):
         """Per-seed outputs at this level: held-out terms, learning-curve step, level gap."""
