@@ -239,6 +239,11 @@ SLOW: dict[str, set[str]] = {
         "test_sweep_values_equal_chain_terms_and_pointwise",  # 1.4 s
         "test_torchrun_two_ranks_give_the_one_process_table",  # 13.5 s
     },
+    "test_doctests.py": {
+        "test_docstring_examples[matprobe.api.report]",  # 5.8 s: a two-store study, then its report
+        "test_docstring_examples[matprobe.api.extract]",  # 3.5 s: a tiny LLaVA built and run
+        "test_docstring_examples[matprobe.api.run]",  # 2.5 s: a four-store study
+    },
     "test_probe_ladder_rows.py": {
         "test_below_the_cap_the_estimate_is_unchanged_bit_for_bit",  # 6.9 s
         "test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row",  # 2.9 s

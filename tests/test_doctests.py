@@ -33,27 +33,40 @@ def modules_with_examples() -> list[str]:
 EXAMPLES = modules_with_examples()
 
 
-def run_examples(name: str) -> tuple[doctest.TestResults, str]:
+def _finder_tests(name: str) -> list[doctest.DocTest]:
+    module = importlib.import_module(name)
+    return [t for t in doctest.DocTestFinder().find(module, name) if t.examples]
+
+
+def run_examples(name: str, only: str | None = None) -> tuple[doctest.TestResults, str]:
+    """Run the examples of module `name` (or only those of its object `only`, a qualified name)."""
     import torch
 
     torch.set_num_threads(1)
-    module = importlib.import_module(name)
     out: list[str] = []
     runner = doctest.DocTestRunner(optionflags=FLAGS)
-    for test in doctest.DocTestFinder().find(module, name):
-        runner.run(test, out=out.append)
+    for test in _finder_tests(name):
+        if only is None or test.name == only:
+            runner.run(test, out=out.append)
     return runner.summarize(verbose=False), "".join(out)
+
+
+# one test per documented object, so an example that builds a model or runs a study can be
+# marked slow (conftest.SLOW) without taking the quick ones out of `make test-fast`
+EXAMPLE_OBJECTS = [(module, test.name) for module in EXAMPLES for test in _finder_tests(module)]
 
 
 def test_examples_are_found():
     # the finder can fail: these modules hold examples
     assert {"matprobe.data.entropy", "matprobe.theory.fano", "matprobe.theory.pac",
             "matprobe.stats.summary", "matprobe.stats.significance"} <= set(EXAMPLES)
+    documented = {name for _, name in EXAMPLE_OBJECTS}
+    assert {"matprobe.api.extract", "matprobe.api.mi", "matprobe.api.run"} <= documented
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_docstring_examples(name):
-    results, report = run_examples(name)
+@pytest.mark.parametrize("module, name", EXAMPLE_OBJECTS, ids=[name for _, name in EXAMPLE_OBJECTS])
+def test_docstring_examples(module, name):
+    results, report = run_examples(module, only=name)
     assert results.attempted > 0, f"{name}: `>>>` in the source but no example found"
     assert results.failed == 0, report
 

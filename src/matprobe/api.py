@@ -108,6 +108,30 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
     ValidationReport
         ``.triplet_counts`` (DataFrame: modality, anatomy, task, n), ``.problems`` (list of
         str; empty when the file is usable), ``.notes``, ``.format``, ``.n_records``.
+
+    Examples
+    --------
+    A four-item MAT manifest (one JSON object per line; images are not opened here):
+
+    >>> import json, tempfile, matprobe as mp
+    >>> path = tempfile.mkdtemp() + "/manifest.jsonl"
+    >>> triplets = [("CT", "Chest", "Plane"), ("CT", "Chest", "Plane"), ("MRI", "Brain", "Plane"),
+    ...             ("MRI", "Knee", "Plane")]
+    >>> with open(path, "w") as fh:
+    ...     for i, (m, a, t) in enumerate(triplets):
+    ...         print(json.dumps({"id": f"q{i}", "question": "Which plane?", "options": ["axial", "coronal"],
+    ...                           "answer": "A", "modality": m, "anatomy": a, "task": t}), file=fh)
+    >>> report = mp.validate(path, images=False)
+    >>> report.problems, report.n_records
+    ([], 4)
+    >>> report.triplet_counts.n.tolist()  # one count per (modality, anatomy, task)
+    [2, 1, 1]
+    >>> from matprobe.errors import MatprobeError
+    >>> try:  # a bad input is one error line that names it
+    ...     mp.validate(path.replace("manifest", "absent"), images=False)
+    ... except MatprobeError as err:
+    ...     print(str(err).endswith("absent.jsonl: no such file"))
+    True
     """
     from matprobe.data import validate_dataset
 
@@ -138,6 +162,26 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
     -------
     MATDataset
         The samples with their ``split``; ``.frame()`` gives a DataFrame.
+
+    Examples
+    --------
+    Held out: (MRI, Knee, Plane). Related training triplets share two of its three components,
+    Unrelated ones at most one (the manifest of `validate`'s example):
+
+    >>> import json, tempfile, matprobe as mp
+    >>> path = tempfile.mkdtemp() + "/manifest.jsonl"
+    >>> triplets = [("CT", "Chest", "Plane"), ("CT", "Chest", "Plane"), ("MRI", "Brain", "Plane"),
+    ...             ("MRI", "Knee", "Plane")]
+    >>> with open(path, "w") as fh:
+    ...     for i, (m, a, t) in enumerate(triplets):
+    ...         print(json.dumps({"id": f"q{i}", "question": "Which plane?", "options": ["axial", "coronal"],
+    ...                           "answer": "A", "modality": m, "anatomy": a, "task": t}), file=fh)
+    >>> related = mp.split(path, target="MRI,Knee,Plane", config="related").frame()
+    >>> related[["id", "anatomy", "split"]].values.tolist()
+    [['q2', 'Brain', 'train'], ['q3', 'Knee', 'test']]
+    >>> unrelated = mp.split(path, target="MRI,Knee,Plane", config="unrelated").frame()
+    >>> unrelated[["id", "anatomy", "split"]].values.tolist()
+    [['q0', 'Chest', 'train'], ['q1', 'Chest', 'train'], ['q3', 'Knee', 'test']]
     """
     from matprobe.data.splits import split_file
 
@@ -193,6 +237,31 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
     ExtractResult
         ``.out``, ``.n_total``, ``.n_computed``, ``.n_resumed``, ``.layers``, ``.pools``,
         ``.accuracy``, ``.samples_per_s``.
+
+    Examples
+    --------
+    A tiny random-initialised LLaVA (4 decoder blocks of width 64, saved and loaded by
+    ``from_pretrained`` as a 7B checkpoint is) on eight generated images of two triplets:
+
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> from matprobe.data.demo import DemoSpec, build_demo_dataset
+    >>> from matprobe.extract.tiny import build_tiny_checkpoint
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = build_demo_dataset(f"{folder}/data", DemoSpec(n_per_triplet=4, triplets=[
+    ...     ("CT", "Chest", "Exposure"), ("MRI", "Brain", "Exposure")]))
+    >>> ckpt = build_tiny_checkpoint(f"{folder}/ckpt", "llava", seed=0)
+    >>> res = mp.extract(ckpt=ckpt, data=f"{folder}/data/manifest.jsonl", out=f"{folder}/s.h5",
+    ...                  layers="0,-1", pool="last,image", progress=False)
+    >>> res.n_computed, res.layers, res.pools  # -1 is the last of the 4 blocks
+    (8, ['0', '3'], ['last', 'image'])
+    >>> with mp.open_store(res.out) as st:
+    ...     shape, correct = st.read("3", "last").shape, st.answers()["correct"]
+    >>> shape, bool(res.accuracy == correct.mean())
+    ((8, 64), True)
+    >>> again = mp.extract(ckpt=ckpt, data=f"{folder}/data/manifest.jsonl", out=f"{folder}/s.h5",
+    ...                    layers="0,-1", pool="last,image", progress=False)  # the store exists: resumed
+    >>> again.n_computed, again.n_resumed
+    (0, 8)
     """
     from matprobe.extract.runner import ExtractConfig
     from matprobe.extract.runner import extract as run_extract
@@ -339,6 +408,28 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
     SweepResult
         ``.table`` (tidy DataFrame: checkpoint, layer, pool, term, estimate, ci_low, ...),
         ``.out``, ``.n_cells``, ``.n_computed``, ``.n_resumed``.
+
+    Examples
+    --------
+    One store with two layers: layer 0 is noise, layer 1 separates the modalities (class means
+    4 s.d. apart on each of 2 axes, so I(Z;M) is within 0.02 nats of H(M) = log 2 = 0.69):
+
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(0), 400
+    >>> m = rng.integers(0, 2, n)
+    >>> features = {("0", "last"): rng.standard_normal((n, 2)).astype("float32"),
+    ...             ("1", "last"): (4 * m[:, None] + rng.standard_normal((n, 2))).astype("float32")}
+    >>> mp.EmbeddingStore.from_arrays(f"{folder}/ckpt.h5", [f"s{i}" for i in range(n)],
+    ...                               {"modality": np.array(["CT", "MRI"])[m]}, features).close()
+    >>> res = mp.sweep([f"{folder}/ckpt.h5"], f"{folder}/sweep.csv", factors="M", seeds=1, folds=2, pca=0,
+    ...                progress=False)
+    >>> noise, signal = res.table.sort_values("layer").itertuples()
+    >>> bool(noise.ci_low <= 0 <= noise.ci_high), round(signal.estimate, 1), signal.unit
+    (True, 0.7, 'nats')
+    >>> again = mp.sweep([f"{folder}/ckpt.h5"], f"{folder}/sweep.csv", factors="M", seeds=1, folds=2, pca=0,
+    ...                  progress=False)  # the table exists: its cells are resumed, not recomputed
+    >>> again.n_cells, again.n_computed, again.n_resumed
+    (2, 0, 2)
     """
     from matprobe.mi.sweep import run_sweep
 
@@ -439,6 +530,32 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
     Relation
         ``.points`` (DataFrame per checkpoint and stratum), ``.spearman`` with ``.ci_low``,
         ``.ci_high``, ``.p_value``, ``.notes``.
+
+    Examples
+    --------
+    Three checkpoints of one dataset whose features carry the answer more and more clearly, and
+    whose stored answers follow; two anatomies give two strata per checkpoint. Spearman's rho
+    over the six points is scipy's:
+
+    >>> import tempfile, numpy as np, matprobe as mp
+    >>> from scipy import stats
+    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(0), 240
+    >>> y = rng.integers(0, 2, n)
+    >>> labels = {"modality": ["CT"] * n, "anatomy": np.where(np.arange(n) < n // 2, "Chest", "Brain"),
+    ...           "task": ["Cls"] * n, "answer_index": y}
+    >>> stores = []
+    >>> for k, signal in enumerate([0.0, 1.0, 3.0]):
+    ...     z = signal * y[:, None] + rng.standard_normal((n, 2))
+    ...     pred = (z[:, 0] > signal / 2).astype(int) if signal else rng.integers(0, 2, n)
+    ...     stores.append(f"{folder}/ckpt{k}.h5")
+    ...     mp.EmbeddingStore.from_arrays(stores[-1], [f"s{i}" for i in range(n)], labels,
+    ...                                   {("3", "last"): z.astype("float32")}, answers={"pred": pred}).close()
+    >>> rel = mp.relate(stores, target="answer", seeds=1, pca=0, progress=False)
+    >>> rel.n_points, bool(rel.spearman > 0.5)
+    (6, True)
+    >>> expected = stats.spearmanr(rel.points.mi, rel.points.accuracy)
+    >>> bool(abs(rel.spearman - expected.statistic) < 1e-12 and abs(rel.p_value - expected.pvalue) < 1e-12)
+    True
     """
     from matprobe.progress import track
     from matprobe.theory.relate import relate as run_relate
@@ -696,6 +813,42 @@ def report(run_dir: PathLike) -> ReportFiles:
     -------
     ReportFiles
         ``.markdown``, ``.html``, ``.figures`` (paths).
+
+    Examples
+    --------
+    A run of two stores (`run`'s example, one seed per condition); its report is written again
+    from the run's files alone:
+
+    >>> import json, tempfile, numpy as np, matprobe as mp
+    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(0), 160
+    >>> triplets = [("CT", "Chest", "Plane"), ("MRI", "Brain", "Plane"), ("MRI", "Knee", "Plane"),
+    ...             ("CT", "Knee", "Grade")]
+    >>> y = (np.arange(n) // 4) % 2  # the right option: A or B, balanced within every triplet
+    >>> rows = [{"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[y[i]],
+    ...          **dict(zip(("modality", "anatomy", "task"), triplets[i % 4]))} for i in range(n)]
+    >>> with open(f"{folder}/manifest.jsonl", "w") as fh:
+    ...     for r in rows:
+    ...         print(json.dumps(r), file=fh)
+    >>> labels = {k: [r[k] for r in rows] for k in ("modality", "anatomy", "task")}
+    >>> labels.update(answer_index=y, label=[r["answer"] for r in rows])
+    >>> stores, preds = [], {}
+    >>> for condition, signal, accuracy in (("related", 2.0, 0.8), ("unrelated", 0.5, 0.6)):
+    ...     for seed in (0,):
+    ...         z = signal * y[:, None] + rng.standard_normal((n, 4))
+    ...         preds[condition, seed] = np.where(rng.random(n) < accuracy, y, 1 - y)
+    ...         stores.append(f"{folder}/{condition}-s{seed}.h5")
+    ...         mp.EmbeddingStore.from_arrays(stores[-1], [r["id"] for r in rows], labels,
+    ...             {("3", "last"): z.astype("float32")}, answers={"pred": preds[condition, seed]}).close()
+    >>> path = mp.init(data=f"{folder}/manifest.jsonl", target=["MRI,Knee,Plane"], store=stores,
+    ...                out=f"{folder}/study.toml", seeds=1, folds=2)
+    >>> run_dir = mp.run(path, progress=False).run_dir
+    >>> (run_dir / "report.md").unlink()
+    >>> files = mp.report(run_dir)
+    >>> files.markdown.read_text().splitlines()[0]
+    '# matprobe report'
+    >>> html = files.html.read_text()  # self-contained: figures are embedded, not linked
+    >>> "data:image/png;base64," in html, sorted(p.name for p in files.figures.glob("*.png"))[:2]
+    (True, ['composition.png', 'fano.png'])
     """
     from matprobe.report.render import write_report
 
@@ -746,6 +899,30 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
     -------
     Path
         The file written; run it with ``mp.run(path)``.
+
+    Examples
+    --------
+    Two stores extracted already, named by condition and seed; the file is TOML (read back here
+    by the standard library's parser), one ``[[checkpoints]]`` entry per store:
+
+    >>> import json, tempfile, tomllib, numpy as np, matprobe as mp
+    >>> folder, n = tempfile.mkdtemp(), 8
+    >>> rows = [{"id": f"q{i}", "question": "Which plane?", "options": ["axial", "coronal"], "answer": "A",
+    ...          "modality": "MRI", "anatomy": ["Knee", "Brain"][i % 2], "task": "Plane"} for i in range(n)]
+    >>> with open(f"{folder}/manifest.jsonl", "w") as fh:
+    ...     for r in rows:
+    ...         print(json.dumps(r), file=fh)
+    >>> for name in ("related-s0", "unrelated-s0"):
+    ...     mp.EmbeddingStore.from_arrays(f"{folder}/{name}.h5", [r["id"] for r in rows],
+    ...         {k: [r[k] for r in rows] for k in ("modality", "anatomy", "task")},
+    ...         {("3", "last"): np.zeros((n, 2), "float32")}).close()
+    >>> path = mp.init(data=f"{folder}/manifest.jsonl", target=["MRI,Knee,Plane"], seeds=2,
+    ...                store=[f"{folder}/related-s0.h5", f"{folder}/unrelated-s0.h5"], out=f"{folder}/study.toml")
+    >>> cfg = tomllib.loads(path.read_text())
+    >>> cfg["design"]["target"], cfg["mi"]["seeds"]
+    (['MRI', 'Knee', 'Plane'], 2)
+    >>> [(c["name"], c["condition"], c["seed"]) for c in cfg["checkpoints"]]
+    [('related-s0', 'related', 0), ('unrelated-s0', 'unrelated', 0)]
     """
     from matprobe.scaffold import init_pipeline
 
@@ -774,6 +951,47 @@ def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = 
     -------
     RunResult
         ``.run_dir``, ``.report_md``, ``.report_html``, ``.frame()`` (results.csv).
+
+    Examples
+    --------
+    A small study of your own: a manifest, and per condition and seed a store you extracted
+    (here written from arrays: features that carry the right answer clearly after Related
+    training, weakly after Unrelated, and predictions right 80% / 60% of the time):
+
+    >>> import json, tempfile, numpy as np, matprobe as mp
+    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(0), 160
+    >>> triplets = [("CT", "Chest", "Plane"), ("MRI", "Brain", "Plane"), ("MRI", "Knee", "Plane"),
+    ...             ("CT", "Knee", "Grade")]
+    >>> y = (np.arange(n) // 4) % 2  # the right option: A or B, balanced within every triplet
+    >>> rows = [{"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[y[i]],
+    ...          **dict(zip(("modality", "anatomy", "task"), triplets[i % 4]))} for i in range(n)]
+    >>> with open(f"{folder}/manifest.jsonl", "w") as fh:
+    ...     for r in rows:
+    ...         print(json.dumps(r), file=fh)
+    >>> labels = {k: [r[k] for r in rows] for k in ("modality", "anatomy", "task")}
+    >>> labels.update(answer_index=y, label=[r["answer"] for r in rows])
+    >>> stores, preds = [], {}
+    >>> for condition, signal, accuracy in (("related", 2.0, 0.8), ("unrelated", 0.5, 0.6)):
+    ...     for seed in (0, 1):
+    ...         z = signal * y[:, None] + rng.standard_normal((n, 4))
+    ...         preds[condition, seed] = np.where(rng.random(n) < accuracy, y, 1 - y)
+    ...         stores.append(f"{folder}/{condition}-s{seed}.h5")
+    ...         mp.EmbeddingStore.from_arrays(stores[-1], [r["id"] for r in rows], labels,
+    ...             {("3", "last"): z.astype("float32")}, answers={"pred": preds[condition, seed]}).close()
+    >>> path = mp.init(data=f"{folder}/manifest.jsonl", target=["MRI,Knee,Plane"], store=stores,
+    ...                out=f"{folder}/study.toml", seeds=1, folds=2)
+    >>> res = mp.run(path, progress=False)
+    >>> table = res.frame()
+    >>> accuracy = table[table.metric == "accuracy"].set_index(["condition", "seed"]).value
+    >>> target = (np.arange(n) % 4) == 2  # the rows of the held-out triplet (MRI, Knee, Plane)
+    >>> expected = {(c.title(), s): (p[target] == y[target]).mean() for (c, s), p in preds.items()}
+    >>> bool(np.allclose([accuracy[k] for k in expected], list(expected.values())))
+    True
+    >>> info = table[table.metric == "I(Z;label|modality,anatomy,task) nats"].groupby("condition").value.mean()
+    >>> bool(info["Related"] > info["Unrelated"])  # the answer is easier to read after Related training
+    True
+    >>> res.report_html.exists(), sorted(p.name for p in (res.run_dir / "mi").glob("*.json"))[:2]
+    (True, ['related-s0__3__last.json', 'related-s1__3__last.json'])
     """
     from matprobe.pipeline import load_pipeline, run_pipeline
 
@@ -801,6 +1019,16 @@ def demo(out: PathLike = Path("reports/demo"), quick: bool = False, workers: int
     Returns
     -------
     RunResult
+
+    Examples
+    --------
+    Not run as a doctest (a minute of CPU): the suite runs this same call once
+    (``matprobe demo --quick``, the ``quick_demo`` fixture) and checks its report.
+
+    >>> import matprobe as mp
+    >>> res = mp.demo("reports/quick", quick=True)  # doctest: +SKIP
+    >>> res.frame().metric.unique()[:2]  # doctest: +SKIP
+    array(['accuracy', 'I(Z;modality) nats'], dtype=object)
     """
     from matprobe.pipeline import demo_config, run_pipeline
 

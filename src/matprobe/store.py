@@ -395,7 +395,7 @@ class EmbeddingStore:
 
         keys = self.feature_keys()
         rows = np.arange(self.n)
-        return prov.row_digests({k: self.read(*k) for k in keys}, self.answers(), rows)
+        return prov.row_digests({k: self.read(*k) for k in keys}, self.stored_answers(), rows)
 
     def require_complete(self, what: str) -> None:
         """Refuse an unfinished store for a reader that needs every row (one line with counts)."""
@@ -539,7 +539,7 @@ class EmbeddingStore:
         names = json.loads(g["row_digest"].attrs["answer_sets"])
         done = np.flatnonzero(self.done)
         keys = self.feature_keys()
-        answers = self.answers()
+        answers = self.stored_answers()
         if block is None:  # rows per pass: about 256 MiB of features in memory at a time
             width = sum(self.feature_dim(*k) for k in keys) or 1
             block = max(1, (256 << 20) // (4 * width))
@@ -566,6 +566,23 @@ class EmbeddingStore:
         self._verified = True
 
     def answers(self) -> dict[str, np.ndarray]:
+        """The model's answers per row: `pred` (option index, -1 = none) and `correct` (1 right,
+        0 wrong, -1 unknown), plus `probs` and segmentation counts where stored.
+
+        `correct` is the stored one where it is known, else pred == answer_index where both are:
+        the one rule that check, relate, the pipeline's accuracy and `store info` all read (a
+        store written with predictions only, e.g. by `from_arrays`, scored as right or wrong by
+        check but as unanswered by the pipeline before)."""
+        out = self.stored_answers()
+        unknown = (out["correct"] < 0) & (out["pred"] >= 0)
+        if unknown.any() and "answer_index" in self._h5["samples"]:
+            truth = self._h5["samples"]["answer_index"][...]
+            derive = unknown & (truth >= 0)
+            out["correct"] = np.where(derive, out["pred"] == truth, out["correct"]).astype(out["correct"].dtype)
+        return out
+
+    def stored_answers(self) -> dict[str, np.ndarray]:
+        """The answer datasets exactly as written (what the row digests cover; `answers` for use)."""
         g = self._h5["answers"]
         out = {"pred": g["pred"][...], "correct": g["correct"][...]}
         for name in ("probs", *_SEGMENTATION_ANSWERS):
@@ -810,7 +827,7 @@ class EmbeddingStore:
                         start += s.n
                     h5.create_virtual_dataset(feature_path(layer, pool), layout, fillvalue=np.nan)
                 ans = h5.create_group("answers")
-                parts = [s.answers() for s in shards]
+                parts = [s.stored_answers() for s in shards]
                 for s, a in zip(shards, parts):
                     if set(a) != set(parts[0]):
                         raise StoreError(

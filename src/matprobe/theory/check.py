@@ -118,15 +118,7 @@ def _status(point_ok: bool, ci_ok: bool) -> str:
 
 def _answered(store) -> tuple[Any, np.ndarray]:
     frame = store.samples()
-    ans = store.answers()
-    pred = np.asarray(ans["pred"]).astype(np.int64)
-    corr = np.asarray(ans["correct"]).astype(np.int64)
-    answer_index = (
-        frame["answer_index"].to_numpy() if "answer_index" in frame else np.full(len(frame), -1)
-    )
-    correct = np.where(
-        corr >= 0, corr, np.where((pred >= 0) & (answer_index >= 0), pred == answer_index, -1)
-    )
+    correct = np.asarray(store.answers()["correct"]).astype(np.int64)  # stored, else pred == answer
     keep = (correct >= 0) & np.asarray(store.done, dtype=bool)
     for f in MAT:
         if f not in frame:

@@ -99,12 +99,7 @@ def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: 
 
 def _answered(st, path) -> np.ndarray:
     """Per row: 1 correct, 0 wrong, -1 no stored answer (answers/correct, else pred == answer)."""
-    ans = st.answers()
-    corr = np.asarray(ans["correct"]).astype(np.int64)
-    pred = np.asarray(ans["pred"]).astype(np.int64)
-    frame = st.samples()
-    key = frame["answer_index"].to_numpy() if "answer_index" in frame else np.full(st.n, -1)
-    out = np.where(corr >= 0, corr, np.where((pred >= 0) & (key >= 0), (pred == key).astype(np.int64), -1))
+    out = np.asarray(st.answers()["correct"]).astype(np.int64)  # the store's one rule
     if not (out >= 0).any():
         raise StoreError(f"{path}: no stored answers (answers/correct or answers/pred); extract with "
                          "--answers to relate MI to accuracy")
