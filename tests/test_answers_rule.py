@@ -7,6 +7,7 @@ relate but left unanswered (accuracy NaN) by the pipeline."""
 from __future__ import annotations
 
 import numpy as np
+
 import matprobe as mp
 from matprobe.theory.check import _answered as check_answered
 from matprobe.theory.relate import _answered as relate_answered

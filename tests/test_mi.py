@@ -105,8 +105,8 @@ def test_conditional_chain_terms_match_truth(chain_setup):
         within(est, truth[name][0], truth[name][1], p=p_j, n_train=est.n_train)
     # the degenerate stratum (M=0, A=0) of I(Z;T|M,A) is exactly 0 and says so
     t_est = items[2][1]
-    deg = [s for s in t_est.strata if s["given"] == {"M": 0, "A": 0}]
-    assert len(deg) == 1 and deg[0]["estimate"] == 0.0 and "exactly 0" in deg[0]["note"]
+    deg = [s for s in t_est.strata if s.given == {"M": 0, "A": 0}]
+    assert len(deg) == 1 and deg[0].estimate == 0.0 and "exactly 0" in deg[0].note
     assert "H(Y|C=c) = 0" in t_est.note
     # chain-rule difference cross-check and direct term agree with the exact chain
     d = res.direct["probe"]

@@ -63,7 +63,7 @@ def test_constant_features_give_zero_without_fitting(monkeypatch):
     for _, e in res.terms["probe"]:
         assert (e.value, e.ci_low, e.ci_high) == (0.0, 0.0, 0.0)
         assert e.degenerate and e.flags == ["constant-features"] and "constant" in e.note
-        assert all(s["estimate"] == 0.0 for s in e.strata)
+        assert all(s.estimate == 0.0 for s in e.strata)
     assert res.direct["probe"].value == 0.0 and res.direct["probe"].flags == ["constant-features"]
 
 

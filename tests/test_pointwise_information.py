@@ -31,7 +31,7 @@ def test_pointwise_values_average_to_the_term_and_to_each_stratum(estimator):
     assert values.mean(axis=1) == pytest.approx(term.diagnostics["seed_values"], abs=1e-9)
     by_stratum = {int(s): values[:, m == s].mean() for s in range(3)}
     for entry, s in zip(term.strata, range(3)):
-        assert entry["estimate"] == pytest.approx(max(by_stratum[s], 0.0), abs=1e-9)
+        assert entry.estimate == pytest.approx(max(by_stratum[s], 0.0), abs=1e-9)
     # the stratum where A is encoded carries it; the others are near 0
     assert by_stratum[0] > 0.3 and abs(by_stratum[1]) < 0.05 and abs(by_stratum[2]) < 0.05
 

@@ -69,3 +69,29 @@ def test_the_key_scan_finds_a_consumer_reading_by_key(tmp_path):
                    "    return p['bounds'], check['strata']\n")
     assert sorted((k, line) for _, k, line in keyed_reads(old)) == [
         ("bounds", 5), ("pac", 2), ("strata", 5), ("terms", 3)]
+
+
+def test_stratum_entries_are_typed_even_from_a_plugin_that_gives_dicts():
+    # the contract lets an estimator return per-stratum dicts; the term loop converts them, so
+    # every consumer reads attributes (issue 24)
+    import numpy as np
+
+    from matprobe.mi.chain import TermSpec, estimate_terms
+    from matprobe.mi.interface import EstimatorTags, MIEstimate, StratumEstimate
+
+    class DictStrata:
+        name, tags = "dict-strata", EstimatorTags(conditional=True)
+
+        def params(self):
+            return {}
+
+        def estimate(self, z, y, c=None, *, sub=None, plan=None, names=None, pointwise=False):
+            strata = [{"given": str(s), "n": int((c == s).sum()), "estimate": 0.1 * s, "ci_low": 0.0,
+                       "ci_high": 0.2 * s, "h_upper": 1.0, "note": "", "extra": "ignored"} for s in np.unique(c)]
+            return MIEstimate(value=0.1, ci_low=0.0, ci_high=0.2, ci_level=0.95, unit="nats", n_train=len(y),
+                              n_eval=len(y), estimator=self.name, strata=strata)
+
+    codes = {"M": np.arange(12) % 2, "A": np.arange(12) % 3}
+    e = estimate_terms(DictStrata(), DictStrata.tags, np.zeros((12, 2)), codes, [TermSpec(("A",), ("M",))])[0]
+    assert [type(s) for s in e.strata] == [StratumEstimate, StratumEstimate]
+    assert [(s.given, s.n, s.estimate, s.ci_high) for s in e.strata] == [("0", 6, 0.0, 0.0), ("1", 6, 0.1, 0.2)]

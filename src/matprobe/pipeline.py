@@ -855,14 +855,13 @@ def _jsonable(obj):
 def target_stratum_mi(result, target: tuple[str, str, str]) -> float | None:
     """I(Z;Y | M, A, T = target) from an MI result (`ChainResult`) whose chain includes the label or
     answer: that term's entry for the target stratum, if present (nats, as the file records it)."""
-    items = next(iter(result.terms.values()), [])  # the first estimator's terms, listed first in the file
-    for factor, (_, e) in zip(result.factors, items):
+    for factor, term in zip(result.factors, result.estimates()):  # the first estimator's, listed first
         if factor not in ("label", "answer"):
             continue
-        for entry in e.strata:  # MIEstimate's per-stratum entries: {given, n, estimate, ...}
-            g = entry["given"]
+        for entry in term.estimate.strata:  # StratumEstimate: given {factor: label}, estimate, ...
+            g = entry.given
             if (g.get("modality"), g.get("anatomy"), g.get("task")) == tuple(target):
-                return float(entry["estimate"])
+                return float(entry.estimate)
     return None
 
 

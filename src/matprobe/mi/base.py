@@ -22,7 +22,7 @@ from matprobe.checks import check_level
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
-from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, TermNames
+from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, StratumEstimate, TermNames
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_features, stratified_folds
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -427,23 +427,19 @@ class CrossFitEstimator:
     def _sname(code, names):
         return names.get(code, str(code)) if names else str(code)
 
-    def _strata_entries(self, info, vals, names):
+    def _strata_entries(self, info, vals, names) -> list[StratumEstimate]:
         out = []
         for s in info:
             v = vals.get(s["code"])
-            h = from_nats(s["h"], self.unit)
+            given = self._sname(s["code"], names)
             if s["single"]:
-                entry = {"given": self._sname(s["code"], names), "n": s["n"], "estimate": 0.0,
-                         "ci_low": 0.0, "ci_high": 0.0, "h_upper": 0.0,
-                         "note": "one class in this stratum: exactly 0"}
-            else:
-                est, lo, hi = (min(max(x, 0.0), s["h"]) for x in v)
-                entry = {"given": self._sname(s["code"], names), "n": s["n"],
-                         "estimate": from_nats(est, self.unit), "ci_low": from_nats(lo, self.unit),
-                         "ci_high": from_nats(hi, self.unit), "h_upper": h,
-                         "note": ("sparse" if s["n"] < self.min_stratum else "")
-                         + ("; clipped" if v[0] > s["h"] else "") + ("; clipped at 0" if v[0] < 0 else "")}
-            out.append(entry)
+                out.append(StratumEstimate(given, s["n"], 0.0, 0.0, 0.0, 0.0, "one class in this stratum: exactly 0"))
+                continue
+            est, lo, hi = (min(max(x, 0.0), s["h"]) for x in v)
+            note = (("sparse" if s["n"] < self.min_stratum else "")
+                    + ("; clipped" if v[0] > s["h"] else "") + ("; clipped at 0" if v[0] < 0 else ""))
+            out.append(StratumEstimate(given, s["n"], from_nats(est, self.unit), from_nats(lo, self.unit),
+                                       from_nats(hi, self.unit), from_nats(s["h"], self.unit), note))
         return out
 
     def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds) -> list[FoldOutput]:

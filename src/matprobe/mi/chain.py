@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
 from matprobe.mi.controls import baseline_columns
-from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, TermNames
+from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
 from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
 from matprobe.units import NATS, from_nats
@@ -105,6 +106,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
         # per-item values are a by-product of a pointwise estimator's fit: kept for the summary
         # per stratum (which strata and items carry the term), then dropped unless asked for
         e = fit(y, sub, pointwise=pointwise or (in_scope and tags.pointwise))
+        e.strata = [StratumEstimate.of(entry) for entry in e.strata]  # a plug-in may give dicts
         if in_scope and "pointwise" in (e.diagnostics or {}):
             groups = c if c is not None else y
             group_names = strata if c is not None else _stratum_names(list(spec.targets), raw or codes, labels, y)
@@ -156,15 +158,14 @@ def conditional_by_strata(est: MIEstimator, z, y, c, *, sub=None, names: TermNam
         given = names.strata.get(int(code), str(code)) if names.strata else str(code)
         ys = y[sel]
         if np.unique(ys).size < 2:
-            entries.append({"given": given, "n": int(sel.sum()), "estimate": 0.0, "ci_low": 0.0,
-                            "ci_high": 0.0, "h_upper": 0.0, "note": "one class in this stratum: exactly 0"})
+            entries.append(StratumEstimate(given, int(sel.sum()), 0.0, 0.0, 0.0, 0.0,
+                                           "one class in this stratum: exactly 0"))
             continue
         e = est.estimate(z[sel], np.unique(ys, return_inverse=True)[1].reshape(-1), None,
                          sub=None if sub is None else np.asarray(sub)[sel],
                          names=TermNames(target=names.target), pointwise=pointwise)
         fits.append((sel, e))
-        entries.append({"given": given, "n": int(sel.sum()), "estimate": e.value, "ci_low": e.ci_low,
-                        "ci_high": e.ci_high, "h_upper": e.h_upper, "note": e.note})
+        entries.append(StratumEstimate(given, int(sel.sum()), e.value, e.ci_low, e.ci_high, e.h_upper, e.note))
     unit = fits[0][1].unit if fits else NATS
     params = fits[0][1].params if fits else est.params()
     level = fits[0][1].ci_level if fits else float("nan")
@@ -184,7 +185,7 @@ def conditional_by_strata(est: MIEstimator, z, y, c, *, sub=None, names: TermNam
     result.n_train = int(sum(e.n_train for _, e in fits))
     result.clipped = any(e.clipped for _, e in fits)
     notes = ["estimated per stratum of C (the estimator has no native conditional support)"]
-    notes += [f"{s['given']}: {s['note']}" for s in entries if s["note"]]
+    notes += [f"{s.given}: {s.note}" for s in entries if s.note]
     result.note = "; ".join(notes)
     result.diagnostics = {"per_stratum": True}
     if pointwise:
@@ -199,18 +200,32 @@ def conditional_by_strata(est: MIEstimator, z, y, c, *, sub=None, names: TermNam
     return result
 
 
+class ChainTerm(NamedTuple):
+    """One chain term of one estimator: its name (e.g. "I(Z;A|M)") and its estimate."""
+
+    term: str
+    estimate: MIEstimate
+
+
 @dataclass
 class ChainResult:
     """Chain terms (per estimator), the direct joint term, and chain-difference cross-checks."""
 
     factors: list[str]
-    terms: dict[str, list[tuple[str, MIEstimate]]] = field(default_factory=dict)  # estimator -> [(term, est)]
+    terms: dict[str, list[ChainTerm]] = field(default_factory=dict)  # estimator -> its terms in chain order
     direct: dict[str, MIEstimate] = field(default_factory=dict)  # estimator -> I(Z;all)
     difference: dict[str, list[float]] = field(default_factory=dict)  # estimator -> chain differences
     unit: str = NATS
     settings: dict = field(default_factory=dict)  # estimator settings used (seeds, folds, pca, level, seed)
     meta: dict = field(default_factory=dict)  # store, fingerprint, layer, pool when read from a store
     row_ids: list | None = None  # the store's sample ids of the rows used (run_store), for per-item output
+
+    def estimates(self, estimator: str | None = None) -> list[ChainTerm]:
+        """One estimator's terms in chain order (default: the first estimator, the one a results
+        file lists first); [] when there are none."""
+        if estimator is None:
+            return next(iter(self.terms.values()), [])
+        return self.terms[estimator]
 
     def pointwise_frame(self, labels: dict[str, list] | None = None) -> pd.DataFrame:
         """Pointwise information per item: one row per (item, term, estimator) with the held-out
@@ -254,7 +269,7 @@ class ChainResult:
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
                          "estimate": total, "ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan,
-                         "h_upper": sum(e.h_upper for _, e in items), "n": items[0][1].n_eval,
+                         "h_upper": sum(e.h_upper for _, e in items), "n": items[0].estimate.n_eval,
                          "chain_difference": np.nan, "clipped": False, "degenerate": False,
                          "note": "", "flags": "", "unit": self.unit})
             if d is not None:
@@ -286,7 +301,7 @@ class ChainResult:
         >>> res = chain_terms(np.c_[m + 0.3 * rng.standard_normal(300)], {"M": m}, seeds=1, folds=2, pca=None,
         ...                   direct=False, difference=False)
         >>> back = ChainResult.from_json(results_json(res))
-        >>> back.terms["probe"][0][1].value == res.terms["probe"][0][1].value
+        >>> back.estimates("probe")[0].estimate.value == res.estimates("probe")[0].estimate.value
         True
         """
         if doc.get("kind") != "matprobe.mi":
@@ -297,12 +312,12 @@ class ChainResult:
         terms: dict[str, list[tuple[str, MIEstimate]]] = {}
         difference: dict[str, list] = {}
         for t in doc["terms"]:
-            strata = [{k: v for k, v in s.items() if k not in ("target", "estimator")}
-                      for s in doc.get("strata", []) if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
+            strata = [StratumEstimate.of(s) for s in doc.get("strata", [])
+                      if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
             extra = {k: t[k] for k in ("permutation", "control", "codelength") if t.get(k)}
             if t.get("pointwise_summary"):
                 extra["pointwise_summary"] = PointwiseSummary.from_dict(t["pointwise_summary"])
-            terms.setdefault(t["estimator"], []).append((t["term"], _estimate_from_entry(t, unit, strata, extra)))
+            terms.setdefault(t["estimator"], []).append(ChainTerm(t["term"], _estimate_from_entry(t, unit, strata, extra)))
             difference.setdefault(t["estimator"], []).append(t.get("chain_difference"))
         direct = {}
         d = doc.get("direct") or {}
@@ -339,8 +354,8 @@ class ChainResult:
         if not names:
             return out
         for j in range(len(self.factors)):
-            ests = [self.terms[n][j][1] for n in names]
-            term = self.terms[names[0]][j][0]
+            ests = [self.terms[n][j].estimate for n in names]
+            term = self.terms[names[0]][j].term
             overlap = max(e.ci_low for e in ests) <= min(e.ci_high for e in ests)
             out[term] = {"spread": max(e.value for e in ests) - min(e.value for e in ests),
                          "intervals_overlap": bool(overlap)}
@@ -432,12 +447,12 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                                   codelength=codelength and not any(
                                       "codelength" in (e.diagnostics or {})
                                       for items in result.terms.values() for _, e in items))
-            items = [(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
+            items = [ChainTerm(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
             result.terms[est_name] = items
             if direct or difference:
                 result.direct[est_name] = ests[k]
             if difference:
-                prefix = [items[0][1].value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
+                prefix = [items[0].estimate.value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
                 result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1] for j in range(1, k)]
     return result
 
@@ -473,9 +488,9 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                              if (e.diagnostics or {}).get("pointwise_summary") else {})})
             if j > 0:
                 for s in e.strata:
-                    strata.append({"target": result.factors[j], "given": s["given"], "estimator": est,
-                                   "n": s["n"], "estimate": s["estimate"], "ci_low": s["ci_low"],
-                                   "ci_high": s["ci_high"], "h_upper": s["h_upper"], "note": s["note"]})
+                    entry = s.to_dict()  # the file's key order: target, given, estimator, then the rest
+                    strata.append({"target": result.factors[j], "given": entry.pop("given"), "estimator": est,
+                                   **entry})
     direct = {}
     for est, d in result.direct.items():
         direct = {"term": term_name(",".join(result.factors), []), "estimator": est, "estimate": d.value,

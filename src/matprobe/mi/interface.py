@@ -9,7 +9,7 @@ from its name. Estimators are found by name in `matprobe.mi.registry`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -59,6 +59,34 @@ class TermNames:
 
 
 @dataclass
+class StratumEstimate:
+    """One stratum's entry of a conditional term: I(Z;Y|C=c) with its interval, in the term's unit.
+
+    `given`: the stratum, as {factor: label} for chain terms (else its code as text); `h_upper`:
+    the plug-in H(Y|C=c), the largest value the entry can take; `note`: "sparse", "clipped" or
+    why it is exactly 0 (one class of Y in the stratum)."""
+
+    given: Any
+    n: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+    h_upper: float
+    note: str = ""
+
+    @classmethod
+    def of(cls, entry: "StratumEstimate | dict[str, Any]") -> "StratumEstimate":
+        """An entry as an estimator or a results file gives it: this type, or a dict with its fields
+        (a plug-in estimator may return dicts; extra keys such as a file's target are ignored)."""
+        if isinstance(entry, cls):
+            return entry
+        return cls(**{f.name: entry[f.name] for f in fields(cls) if f.name in entry})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class MIEstimate:
     """One estimate of I(Z;Y) or I(Z;Y|C), in `unit` (nats unless asked otherwise).
 
@@ -66,8 +94,9 @@ class MIEstimate:
     `h_upper` is the plug-in H(Y|C) of the sample, the largest value MI can take.
     `clipped`: the raw estimate exceeded `h_upper` or fell below 0 and was set to it.
     `degenerate`: H(Y|C) = 0, so the term is exactly 0 and nothing was fitted.
-    `strata`: for conditional terms, one dict per stratum of C (given, n, estimate,
-    ci_low, ci_high, h_upper, note), so `matprobe check` can use per-stratum values.
+    `strata`: for conditional terms, one `StratumEstimate` per stratum of C (given, n, estimate,
+    ci_low, ci_high, h_upper, note), so `matprobe check` can use per-stratum values (an
+    estimator may return dicts with those keys: the term loop converts them).
     `diagnostics`: held-out curve, train/held-out gap, early-stop epoch, chosen penalty,
     per-seed values; `diagnostics["pointwise"]` when asked for (see `MIEstimator`); for chain
     terms of a pointwise estimator, `diagnostics["pointwise_summary"]` (`mi.pointwise`).
@@ -101,7 +130,7 @@ class MIEstimate:
     clipped: bool = False
     degenerate: bool = False
     note: str = ""
-    strata: list[dict[str, Any]] = field(default_factory=list)
+    strata: list[StratumEstimate] = field(default_factory=list)
     bound: str = "two-sided"
     flags: list[str] = field(default_factory=list)
 

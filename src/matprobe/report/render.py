@@ -203,7 +203,7 @@ def _source_terms(summary: RunSummary, resolve) -> pd.DataFrame | None:
     for ck in summary.checkpoints:
         for order, path in ck.source_mi.items():
             res = ChainResult.read(resolve(path))
-            for term, e in next(iter(res.terms.values())):
+            for term, e in res.estimates():
                 rows.append({"checkpoint": ck.name, "order": order, "term": term, "estimate": e.value,
                              "ci_low": e.ci_low, "ci_high": e.ci_high, "h_upper": e.h_upper,
                              "degenerate": e.degenerate, "bound": e.bound})

@@ -477,13 +477,13 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
                          estimators=[st["estimator"]], seeds=st["seeds"], folds=st["folds"], pca=st["pca"],
                          ci_level=st["level"], seed=st["seed"], direct=False, difference=False,
                          **({"progress": progress} if progress else {}))
-    _, est = result.terms[st["estimator"]][1]
+    est = result.estimates(st["estimator"])[1].estimate  # I(Z;Y|stratum), the chain's second term
     entries = []
     for s in est.strata:
-        values = str(s["given"]["stratum"]).split(_SEP)
+        values = str(s.given["stratum"]).split(_SEP)
         entries.append({"target": target, "given": dict(zip(MAT, values)), "estimator": st["estimator"],
-                        "n": s["n"], "estimate": s["estimate"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-                        "ci_level": est.ci_level, "h_upper": s.get("h_upper")})
+                        "n": s.n, "estimate": s.estimate, "ci_low": s.ci_low, "ci_high": s.ci_high,
+                        "ci_level": est.ci_level, "h_upper": s.h_upper})
     return {"term": f"I(Z;{target}|modality,anatomy,task)", "layer": str(layer), "pool": str(pool),
             "settings": st, "estimate": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high,
             "strata": entries}

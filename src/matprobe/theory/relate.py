@@ -146,13 +146,13 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
             h = conditional_entropy(ys)
             k_s = max(2, int(np.unique(ys).size))
             lo, hi = clopper_pearson(k_correct, n_s, level)
-            mi = float(entry["estimate"])
+            mi = float(entry.estimate)
             rows.append({"checkpoint": str(ckpt), "store": str(path), **names[code], "n": n_s,
-                         "mi": from_nats(mi, unit), "mi_ci_low": from_nats(entry["ci_low"], unit),
-                         "mi_ci_high": from_nats(entry["ci_high"], unit), "h": from_nats(h, unit),
+                         "mi": from_nats(mi, unit), "mi_ci_low": from_nats(entry.ci_low, unit),
+                         "mi_ci_high": from_nats(entry.ci_high, unit), "h": from_nats(h, unit),
                          "classes": k_s, "accuracy": k_correct / n_s, "acc_ci_low": lo, "acc_ci_high": hi,
                          "fano_acc_max": fano_accuracy_ceiling(mi, h, k_s),
-                         "sparse": n_s < min_stratum, "note": entry.get("note", "")})
+                         "sparse": n_s < min_stratum, "note": entry.note})
     points = pd.DataFrame(rows)
     used = points[~points["sparse"]]
     if len(used) < len(points):
