@@ -288,3 +288,27 @@ def test_significance_summary_csv_carries_numbers(tmp_path):
     # the independent two-sample p at full precision, against scipy
     ref = stats.ttest_ind_from_stats(0.61, 0.1, 10, 0.5, 0.12, 10).pvalue
     assert rows.p_independent.iloc[0] == pytest.approx(ref, rel=1e-12)
+
+
+def test_validation_is_idempotent_and_marks_nothing(tmp_path):
+    # issue 24: no hidden column marks a frame as validated; each test validates what it gets, so
+    # validating twice must change nothing (the CSV line names included) and a table built from a
+    # validated frame equals one built from the raw rows
+    import pandas as pd
+
+    from matprobe.stats.significance import read_results, significance, validate_results
+
+    rows = [{"condition": c, "target": "CT,Chest,Cls", "seed": s, "item": i, "metric": m, "value": v}
+            for c, base in (("Related", 6), ("Unrelated", 4)) for s in range(3) for i in ("a", "b")
+            for m, v in (("intersection", base + s), ("union", 10 + s))]
+    rows += [{"condition": c, "target": "CT,Chest,Cls", "seed": s, "item": "", "metric": "accuracy",
+              "value": 0.7 - 0.1 * (c == "Unrelated") + 0.01 * s} for c in ("Related", "Unrelated") for s in range(3)]
+    path = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    once = read_results(path)
+    twice = validate_results(once, str(path))
+    pd.testing.assert_frame_equal(once, twice)
+    assert once["_row"].iloc[0] == "line 2"
+    a = significance(once, ["Related vs Unrelated"]).results
+    b = significance(pd.DataFrame(rows), ["Related vs Unrelated"]).results
+    pd.testing.assert_frame_equal(a, b)

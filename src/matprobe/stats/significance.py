@@ -131,8 +131,11 @@ def _lines(frame: pd.DataFrame, mask) -> str:
 
 
 def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFrame:
-    """Check columns and values; return a clean copy with a ``_row`` column naming each row
-    (CSV line number when read from a file, else ``row <index>``)."""
+    """Check columns and values; return a clean copy with a ``_row`` column naming where each row
+    came from (its CSV line when read from a file, else ``row <index>``), for error messages.
+
+    Idempotent: every test validates what it is given, so a frame validated once passes again
+    unchanged (its ``_row`` names are kept), and no column marks a frame as "validated"."""
     frame = frame.copy()
     if "_row" not in frame.columns:
         frame["_row"] = [f"row {i}" for i in frame.index]
@@ -358,8 +361,7 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
     fewer than two pairs."""
     if unit not in UNITS:
         raise StatsError(f"unit {unit!r}: use one of {', '.join(UNITS)}")
-    if "_row" not in frame.columns:
-        frame = validate_results(frame, source)
+    frame = validate_results(frame, source)  # idempotent: a validated frame passes unchanged
     if unit == "item" and "item" not in frame:
         raise StatsError(f"{source}: unit 'item' needs an 'item' column; add it or use "
                          "--unit seed/target")
@@ -693,8 +695,7 @@ def compare_conditions(results: pd.DataFrame,
     (``family="all"``) or within each metric (``family="metric"``). A row's ``warning`` says
     when an exact test (sign flip, Wilcoxon) cannot reach ``reported_alpha`` with its n."""
     ratio_metrics = DEFAULT_RATIO_METRICS if ratio_metrics is None else ratio_metrics
-    if "_row" not in results.columns:
-        results = validate_results(results, source)
+    results = validate_results(results, source)  # idempotent: a validated frame passes unchanged
     ratio_metrics = active_ratios(results, ratio_metrics)
     comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in comparisons)
     if not comparisons:
@@ -785,8 +786,7 @@ def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
     if "item" not in results:
         raise StatsError(f"{source}: the paired bootstrap needs item-level rows (an 'item' "
                          "column)")
-    if "_row" not in results.columns:
-        results = validate_results(results, source)
+    results = validate_results(results, source)  # idempotent: a validated frame passes unchanged
     ratio_metrics = active_ratios(results, ratio_metrics)
     if metric in ratio_metrics:
         num, den = ratio_metrics[metric]
@@ -830,8 +830,7 @@ def item_level_analysis(results: pd.DataFrame, comparisons=DEFAULT_CROSSMED_COMP
     """Per comparison and metric: paired bootstrap interval over items and, for 0/1
     metrics, the exact McNemar p."""
     ratio_metrics = DEFAULT_RATIO_METRICS if ratio_metrics is None else ratio_metrics
-    if "_row" not in results.columns:
-        results = validate_results(results, source)
+    results = validate_results(results, source)  # idempotent: a validated frame passes unchanged
     ratio_metrics = active_ratios(results, ratio_metrics)
     comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in comparisons)
     if metrics is None:
