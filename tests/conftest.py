@@ -244,6 +244,9 @@ SLOW: dict[str, set[str]] = {
         "test_docstring_examples[matprobe.api.extract]",  # 3.5 s: a tiny LLaVA built and run
         "test_docstring_examples[matprobe.api.run]",  # 2.5 s: a four-store study
     },
+    "test_shared_fits.py": {
+        "test_shared_fits_give_the_bits_of_fitting_alone",  # 1.5 s
+    },
     "test_probe_ladder_rows.py": {
         "test_below_the_cap_the_estimate_is_unchanged_bit_for_bit",  # 6.9 s
         "test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row",  # 2.9 s

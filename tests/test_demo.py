@@ -225,3 +225,35 @@ def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
                    {"mi_level": 0.9}, {"pca": None}):
         other = PipelineConfig(**change)
         assert not _up_to_date(result, ck, other), change  # computed with other settings: redone
+
+
+def test_mi_results_fitted_another_way_are_recomputed(tmp_path):
+    # the file records each estimator's full parameters ("fitting"): a result from another fitting
+    # scheme (another matprobe version, e.g. before the ladder's check patience existed) or one
+    # that does not record it is recomputed, not reused
+    import json
+
+    from matprobe.pipeline import PipelineConfig, _mi_settings, _up_to_date
+    from matprobe.store import EmbeddingStore
+
+    store, result = tmp_path / "s.h5", tmp_path / "mi.json"
+    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], {"M": list("ababab")},
+                               {("0", "last"): np.arange(12, dtype=np.float32).reshape(6, 2)}).close()
+    with EmbeddingStore.open(store) as st:
+        fingerprint = st.content_id
+    cfg, ck = PipelineConfig(), {"store": str(store), "fresh_store": False}
+
+    def write(settings):
+        result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint, "factors": ["M"],
+                                      "terms": [], "settings": settings}))
+
+    settings = _mi_settings(cfg)
+    write(settings)
+    assert _up_to_date(result, ck, cfg)
+    assert settings["fitting"]["probe"]["ladder_patience"] == 5
+    older = json.loads(json.dumps(settings))
+    del older["fitting"]["probe"]["ladder_patience"]
+    write(older)
+    assert not _up_to_date(result, ck, cfg)
+    write({k: v for k, v in settings.items() if k != "fitting"})  # a file from before "fitting"
+    assert not _up_to_date(result, ck, cfg)

@@ -68,6 +68,10 @@ class FoldPlan:
     features: dict[int, np.ndarray] = field(default_factory=dict)
     columns: SortedColumns | None = None  # z's columns sorted once for every fold's quantile map
     _flat: str | None = None
+    # fits of label-dependent problems that two terms of the plan pose identically, keyed by the
+    # problem's content (the probe: I(Z;F_1) with the later factors as sub-classes and the direct
+    # joint term have the same cells, rows and penalty path); lives as long as the plan
+    fits: dict = field(default_factory=dict)
 
     def flat(self, z: np.ndarray) -> str:
         """`flat_features` of z, computed once per plan (shared by the terms of a chain)."""
@@ -452,6 +456,17 @@ class CrossFitEstimator:
         n = len(y)
         per_seed: list[dict[str, np.ndarray]] = [{} for _ in range(self.seeds)]
         diags = []
+        # fits the plan's terms can share (`FoldPlan.fits`), while this term's folds run
+        self.shared_fits = plan.fits if isinstance(plan, FoldPlan) else None
+        try:
+            self._fold_loop(z, y, c, sub, active, plan, n, per_seed, diags)
+        finally:
+            self.shared_fits = None
+        return per_seed, diags
+
+    shared_fits: dict | None = None
+
+    def _fold_loop(self, z, y, c, sub, active, plan, n, per_seed, diags) -> None:
         for f in range(plan.k):
             x = plan.transformed(z, f)
             tr = active & (plan.fold != f)
@@ -464,7 +479,6 @@ class CrossFitEstimator:
                 for key, val in out.arrays.items():
                     per_seed[s].setdefault(key, np.zeros(n))[ev] = val
                 diags.append({"seed": s, "fold": f, **out.diagnostics})
-        return per_seed, diags
 
     def _aggregate(self, per_seed, y, c, active, info, n):
         rng = np.random.default_rng([self.seed, 104729])

@@ -363,12 +363,24 @@ class ChainResult:
 
 
 def chain_settings(estimators, seeds, folds, pca, level, seed, permutations=0, codelength=False,
-                   controls=False) -> dict:
+                   controls=False, unit: str = DEFAULTS.unit, **estimator_kwargs) -> dict:
     """The settings a chain records (`ChainResult.settings`, the results document's "settings"): what a
-    rerun must match to reuse a result. Baselines appear only when on, so older files still match."""
+    rerun must match to reuse a result. Baselines appear only when on; "fitting" holds each
+    estimator's full parameters (its fitting scheme included), so a result fitted another way (by
+    another version of matprobe) is recomputed, not reused."""
+    fitting = {name: estimator_fitting(name, seeds, folds, pca, level, seed, unit, **estimator_kwargs)
+               for name in estimators}
     return {"estimators": list(estimators), "seeds": seeds, "folds": folds, "pca": pca, "level": level,
             "seed": seed, **({"permutations": int(permutations)} if permutations else {}),
-            **({"codelength": True} if codelength else {}), **({"controls": True} if controls else {})}
+            **({"codelength": True} if codelength else {}), **({"controls": True} if controls else {}),
+            "fitting": fitting}
+
+
+def estimator_fitting(name, seeds, folds, pca, level, seed, unit: str = DEFAULTS.unit, **estimator_kwargs) -> dict:
+    """An estimator's `params()` as the results file stores them (JSON values: lists, not tuples)."""
+    est = make_estimator(name, seeds=seeds, folds=folds, pca=pca, unit=unit, ci_level=level, seed=seed,
+                         **estimator_kwargs)
+    return json.loads(json.dumps(est.params(), default=str))
 
 
 def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = None,
@@ -427,7 +439,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,
                          settings=chain_settings(estimators, seeds, folds, pca, ci_level, seed, permutations,
-                                                 codelength, controls))
+                                                 codelength, controls, unit, **estimator_kwargs))
     from contextlib import nullcontext
 
     from matprobe.progress import Progress, track

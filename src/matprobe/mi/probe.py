@@ -245,6 +245,9 @@ class ProbeEstimator(CrossFitEstimator):
         halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
                   for seed in seeds]
 
+        # what every fit below depends on besides its penalty: identical in two terms of one plan
+        # exactly when their softmax problems are (`_shared`)
+        problem = _problem_key(x_tr, cell_tr, cell_c, c_tr, seeds, self.use_subclasses)
         strata = []
         for s in np.unique(c_tr):
             rows_tr = np.flatnonzero(c_tr == s)
@@ -268,7 +271,8 @@ class ProbeEstimator(CrossFitEstimator):
             mask = _prefix_mask(d, k_dims, dev)
             ws = [torch.zeros(d + 1, st.k, device=dev) for st in strata]
             for b, lam in enumerate(lams):
-                ws = self._train(strata, ws, lam, n_fit, ~val, mask)
+                ws = self._shared((problem, "path", a, b),
+                                  lambda ws=ws, lam=lam, mask=mask: self._train(strata, ws, lam, n_fit, ~val, mask))
                 total = 0.0
                 with torch.no_grad():
                     for i, st in enumerate(strata):
@@ -282,7 +286,8 @@ class ProbeEstimator(CrossFitEstimator):
         lam, k_dims = lams[b], dim_grid[a]
         mask = _prefix_mask(d, k_dims, dev)
         # refit on all training rows (shared by the seeds), then each seed's half fit from it
-        w_full = self._train(strata, sols[(a, b)], lam, n_tr, None, mask)
+        w_full = self._shared((problem, "refit", a, b),
+                              lambda: self._train(strata, sols[(a, b)], lam, n_tr, None, mask))
         base_ev = _log_marginal(y_tr, c_tr, y_ev, c_ev)
         base_tr = _log_marginal(y_tr, c_tr, y_tr, c_tr)
         # rows of a stratum with no training rows keep q = p(y|c): they contribute 0
@@ -309,14 +314,17 @@ class ProbeEstimator(CrossFitEstimator):
                 head.refit_on_all_rows()
                 outs = head.fold_outputs(halves, x_ev, y_ev, c_ev, base_ev, lq_ev, diag)
                 return self._finish_fold(outs, head, x_ev, y_ev, c_ev)
-        for half in halves:
+        for seed, half in zip(seeds, halves):
             arrays = {}
             if self.extrapolate:
                 # learning-curve bias correction: the held-out bound's shortfall shrinks like 1/n
                 # (excess log-loss ~ params / 2n), so I ~ 2 I(n) - I(n/2) (Richardson step)
                 n_half = int(half.sum())
                 r_half = base_ev.copy()
-                for st, w_h in zip(strata, self._train(strata, w_full, lam, n_half, half, mask)):
+                w_half = self._shared((problem, "half", a, b, seed),
+                                      lambda half=half, n_half=n_half: self._train(strata, w_full, lam, n_half,
+                                                                                   half, mask))
+                for st, w_h in zip(strata, w_half):
                     if len(st.rows_ev):
                         with torch.no_grad():
                             r_half[st.rows_ev] = self._log_q(st, w_h, st.x_ev, st.ev_mask).cpu().numpy()
@@ -332,6 +340,18 @@ class ProbeEstimator(CrossFitEstimator):
         if head is not None and diag["level"] == "linear":
             head.params = head.linear_params()  # the critic of the chosen level, fitted on the same rows
         return self._finish_fold(outs, head, x_ev, y_ev, c_ev)
+
+    def _shared(self, key, fit):
+        """`fit()`, or its result when a term of the same fold plan already fitted the identical
+        problem (`FoldPlan.fits`): the chain's I(Z;F_1), whose cells are the joint classes of
+        every factor through its sub-classes, and the direct joint term share their penalty path,
+        refit and half fits (issue 22: a quarter of the chain's fits, the same bits)."""
+        cache = self.shared_fits
+        if cache is None:
+            return fit()
+        if key not in cache:
+            cache[key] = fit()
+        return cache[key]
 
     # the critic estimators (neural.py) take the fold's chosen critic from here
     _needs_critic = False
@@ -375,6 +395,21 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def _problem_key(x_tr, cell_tr, cell_c, c_tr, seeds, use_subclasses) -> str:
+    """A digest of everything a fold's linear-level fits depend on besides the penalty: the
+    features, each row's softmax cell and stratum, the cells' strata, and the seeds (which fix the
+    validation and half splits); the labels the cells stand for do not enter the fits."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (x_tr, cell_tr, cell_c, c_tr, np.asarray(seeds)):
+        arr = np.ascontiguousarray(arr)
+        h.update(str((arr.dtype, arr.shape)).encode())
+        h.update(arr.tobytes())
+    h.update(str(bool(use_subclasses)).encode())
+    return h.hexdigest()
 
 
 def _split_by_cell(cell_rows, n, rng, take):
