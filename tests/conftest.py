@@ -214,6 +214,10 @@ SLOW: dict[str, set[str]] = {
         "test_moved_run_gives_the_same_report",  # 9.0 s
         "test_report_imports_nothing_from_pipeline_or_cli",  # 3.4 s
         "test_single_layer_run_has_no_layer_figure",  # 2.3 s
+        # these three share the module's report_run fixture (5.4 s), which then runs in the full suite only
+        "test_every_column_is_in_the_glossary",
+        "test_tables_are_labelled_and_p_values_named",
+        "test_fano_table_carries_the_check_intervals",
     },
     "test_significance.py": {
         "test_compare_conditions_end_to_end[seed]",  # 1.4 s
@@ -232,6 +236,10 @@ SLOW: dict[str, set[str]] = {
         "test_run_and_report_on_any_study[seg-t1-s2-split-nolabel]",  # 1.4 s
         "test_run_and_report_on_any_study[seg-t2-s1-nosplit-label]",  # 1.3 s
         "test_summary_says_when_every_paired_difference_is_the_same",  # 1.1 s
+        "test_run_and_report_on_any_study[cls-t1-s1-nosplit-nolabel]",  # 1.7 s
+    },
+    "test_source_confounding.py": {
+        "test_run_estimates_modality_against_source_and_the_report_shows_it",  # 1.7-1.9 s each
     },
     "test_sweep.py": {
         "test_parallel_processes_give_the_serial_table",  # 8.4 s
