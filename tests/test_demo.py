@@ -205,10 +205,10 @@ def test_report_shows_each_terms_control_task_and_codelength(demo_run):
             assert code["uniform_bits"] > 0 and len(code["block_bits"]) == len(code["block_ends"])
 
 
-def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
+def _mi_file_writer(tmp_path):
+    """A six-row store and a function writing an (empty) MI results file for it with given settings."""
     import json
 
-    from matprobe.pipeline import PipelineConfig, _mi_settings, _up_to_date
     from matprobe.store import EmbeddingStore
 
     store, result = tmp_path / "s.h5", tmp_path / "mi.json"
@@ -216,10 +216,20 @@ def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
                                {("0", "last"): np.arange(12, dtype=np.float32).reshape(6, 2)}).close()
     with EmbeddingStore.open(store) as st:
         fingerprint = st.content_id
+
+    def write(settings):
+        result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint, "factors": ["M"],
+                                      "terms": [], "settings": settings}))
+
+    return result, {"store": str(store), "fresh_store": False}, write
+
+
+def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
+    from matprobe.pipeline import PipelineConfig, _mi_settings, _up_to_date
+
+    result, ck, write = _mi_file_writer(tmp_path)
     cfg = PipelineConfig()
-    result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint, "factors": ["M"],
-                                  "terms": [], "settings": _mi_settings(cfg)}))
-    ck = {"store": str(store), "fresh_store": False}
+    write(_mi_settings(cfg))
     assert _up_to_date(result, ck, cfg)
     for change in ({"mi_controls": True}, {"mi_codelength": True}, {"mi_permutations": 19}, {"mi_seeds": 3},
                    {"mi_level": 0.9}, {"pca": None}):
@@ -234,19 +244,9 @@ def test_mi_results_fitted_another_way_are_recomputed(tmp_path):
     import json
 
     from matprobe.pipeline import PipelineConfig, _mi_settings, _up_to_date
-    from matprobe.store import EmbeddingStore
 
-    store, result = tmp_path / "s.h5", tmp_path / "mi.json"
-    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], {"M": list("ababab")},
-                               {("0", "last"): np.arange(12, dtype=np.float32).reshape(6, 2)}).close()
-    with EmbeddingStore.open(store) as st:
-        fingerprint = st.content_id
-    cfg, ck = PipelineConfig(), {"store": str(store), "fresh_store": False}
-
-    def write(settings):
-        result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint, "factors": ["M"],
-                                      "terms": [], "settings": settings}))
-
+    result, ck, write = _mi_file_writer(tmp_path)
+    cfg = PipelineConfig()
     settings = _mi_settings(cfg)
     write(settings)
     assert _up_to_date(result, ck, cfg)

@@ -816,30 +816,25 @@ def report(run_dir: PathLike) -> ReportFiles:
 
     Examples
     --------
-    A run of two stores (`run`'s example, one seed per condition); its report is written again
-    from the run's files alone:
+    A run of two stores on three triplets (the held-out one, a Related and an Unrelated one);
+    its report is written again from the run's files alone:
 
     >>> import json, tempfile, numpy as np, matprobe as mp
-    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(0), 160
-    >>> triplets = [("CT", "Chest", "Plane"), ("MRI", "Brain", "Plane"), ("MRI", "Knee", "Plane"),
-    ...             ("CT", "Knee", "Grade")]
-    >>> y = (np.arange(n) // 4) % 2  # the right option: A or B, balanced within every triplet
-    >>> rows = [{"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[y[i]],
-    ...          **dict(zip(("modality", "anatomy", "task"), triplets[i % 4]))} for i in range(n)]
-    >>> with open(f"{folder}/manifest.jsonl", "w") as fh:
-    ...     for r in rows:
-    ...         print(json.dumps(r), file=fh)
-    >>> labels = {k: [r[k] for r in rows] for k in ("modality", "anatomy", "task")}
-    >>> labels.update(answer_index=y, label=[r["answer"] for r in rows])
-    >>> stores, preds = [], {}
-    >>> for condition, signal, accuracy in (("related", 2.0, 0.8), ("unrelated", 0.5, 0.6)):
-    ...     for seed in (0,):
-    ...         z = signal * y[:, None] + rng.standard_normal((n, 4))
-    ...         preds[condition, seed] = np.where(rng.random(n) < accuracy, y, 1 - y)
-    ...         stores.append(f"{folder}/{condition}-s{seed}.h5")
-    ...         mp.EmbeddingStore.from_arrays(stores[-1], [r["id"] for r in rows], labels,
-    ...             {("3", "last"): z.astype("float32")}, answers={"pred": preds[condition, seed]}).close()
-    >>> path = mp.init(data=f"{folder}/manifest.jsonl", target=["MRI,Knee,Plane"], store=stores,
+    >>> folder, rng, n = tempfile.mkdtemp(), np.random.default_rng(1), 120
+    >>> mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])
+    >>> mat, y = mat[np.arange(n) % 3], (np.arange(n) // 3) % 2
+    >>> with open(f"{folder}/items.jsonl", "w") as fh:
+    ...     for i, (m, a, t) in enumerate(mat):
+    ...         print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"],
+    ...                           "answer": "AB"[y[i]], "modality": m, "anatomy": a, "task": t}), file=fh)
+    >>> labels = {**dict(zip(("modality", "anatomy", "task"), mat.T)), "answer_index": y,
+    ...           "label": np.array(["A", "B"])[y]}
+    >>> stores = [f"{folder}/related-s0.h5", f"{folder}/unrelated-s0.h5"]
+    >>> for store in stores:
+    ...     z = y[:, None] + rng.standard_normal((n, 3))
+    ...     mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
+    ...                                   {("3", "last"): z.astype("float32")}, answers={"pred": y}).close()
+    >>> path = mp.init(data=f"{folder}/items.jsonl", target=["MRI,Knee,Plane"], store=stores,
     ...                out=f"{folder}/study.toml", seeds=1, folds=2)
     >>> run_dir = mp.run(path, progress=False).run_dir
     >>> (run_dir / "report.md").unlink()
