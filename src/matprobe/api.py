@@ -166,16 +166,14 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
     Examples
     --------
     Held out: (MRI, Knee, Plane). Related training triplets share two of its three components,
-    Unrelated ones at most one (the manifest of `validate`'s example):
+    Unrelated ones at most one (`validate`'s four items, written here from a DataFrame):
 
-    >>> import json, tempfile, matprobe as mp
+    >>> import tempfile, pandas as pd, matprobe as mp
     >>> path = tempfile.mkdtemp() + "/manifest.jsonl"
-    >>> triplets = [("CT", "Chest", "Plane"), ("CT", "Chest", "Plane"), ("MRI", "Brain", "Plane"),
-    ...             ("MRI", "Knee", "Plane")]
-    >>> with open(path, "w") as fh:
-    ...     for i, (m, a, t) in enumerate(triplets):
-    ...         print(json.dumps({"id": f"q{i}", "question": "Which plane?", "options": ["axial", "coronal"],
-    ...                           "answer": "A", "modality": m, "anatomy": a, "task": t}), file=fh)
+    >>> items = pd.DataFrame({"id": ["q0", "q1", "q2", "q3"], "modality": ["CT", "CT", "MRI", "MRI"],
+    ...                       "anatomy": ["Chest", "Chest", "Brain", "Knee"], "task": "Plane",
+    ...                       "question": "Which plane?", "options": [["axial", "coronal"]] * 4, "answer": "A"})
+    >>> items.to_json(path, orient="records", lines=True)
     >>> related = mp.split(path, target="MRI,Knee,Plane", config="related").frame()
     >>> related[["id", "anatomy", "split"]].values.tolist()
     [['q2', 'Brain', 'train'], ['q3', 'Knee', 'test']]
