@@ -184,3 +184,32 @@ def test_run_help_says_what_the_pipeline_file_holds():
     for section in ("[run]", "[data]", "[design]", "[[checkpoints]]", "[train]", "[extract]", "[mi]", "[check]"):
         assert section in out, section
     assert "matprobe init" in out and "LoRA adapter" in out and "store (extracted already)" in out
+
+
+def test_run_refuses_a_given_store_without_a_factor_before_any_work(tmp_path):
+    # a store written outside `matprobe extract` (here from arrays) may lack the answer's label;
+    # `run` names the store, the column and the two fixes before it estimates anything
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    import matprobe as mp
+    from matprobe.cli import app
+
+    n = 30
+    mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])[np.arange(n) % 3]
+    with open(tmp_path / "items.jsonl", "w") as fh:
+        for i, (m, a, t) in enumerate(mat):
+            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "A",
+                              "modality": m, "anatomy": a, "task": t}), file=fh)
+    stores = [tmp_path / "related-s0.h5", tmp_path / "unrelated-s0.h5"]
+    for store in stores:
+        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], dict(zip(("modality", "anatomy", "task"), mat.T)),
+                                      {("3", "last"): np.zeros((n, 2), "float32")}).close()
+    path = mp.init(data=tmp_path / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=tmp_path / "study.toml")
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 2
+    assert (f"store {str(stores[0])!r} has no label column 'label' for [mi] factors (it has anatomy, modality, task)"
+            in " ".join(res.output.split()))
+    assert not (tmp_path / "study-run" / "mi").exists()  # refused before the MI step

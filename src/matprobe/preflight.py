@@ -36,6 +36,7 @@ def check_pipeline(cfg) -> None:
             if not store.is_file():
                 raise MatprobeError(f"{where}: store = {str(store)!r} is not a file; give the .h5 that "
                                     "`matprobe extract --out` wrote, or ckpt = the checkpoint folder")
+            _check_store_factors(store, cfg.factors, where)
             continue
         check_checkpoint(ck["ckpt"], ck.get("adapter"), ck.get("base"), layers=cfg.layers, where=where)
     run = Path(cfg.out)
@@ -60,3 +61,19 @@ def check_pipeline(cfg) -> None:
                 make_split(dataset, tuple(target), cond)
             except DataError as exc:
                 raise DataError(f"[design] target {','.join(target)}, condition {cond}: {exc}") from None
+
+
+def _check_store_factors(store: Path, factors, where: str) -> None:
+    """A store given as it is must hold a label column for every [mi] factor: the MI step would
+    otherwise fail after the other stores' work (a store written outside `matprobe extract`, e.g.
+    by `EmbeddingStore.from_arrays`, need not have the answer's `label`)."""
+    from matprobe.data.model import resolve_factor
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(store) as st:
+        have = st.label_columns()
+    missing = [f for f in factors if resolve_factor(f) not in have]
+    if missing:
+        raise MatprobeError(f"{where}: store {str(store)!r} has no label column {missing[0]!r} for [mi] factors "
+                            f"(it has {', '.join(have) or 'none'}); add the column to the store, or drop "
+                            f"{missing[0]!r} from [mi] factors")
