@@ -11,14 +11,16 @@ name in the registry (`register_estimator`, `make_estimator`, `available_estimat
 # Names load on first use, so importing the package costs nothing (`import matprobe` imports
 # it to bind `matprobe.mi` to the API verb, see matprobe/__init__.py).
 _LAZY = {
-    **{name: "matprobe.mi.chain" for name in ("ChainResult", "TermSpec", "chain_terms", "estimate_terms",
+    **{name: "matprobe.mi.chain" for name in ("ChainResult", "ChainTerm", "TermSpec", "chain_terms", "estimate_terms",
                                                "results_json", "run_store", "write_results")},
-    **{name: "matprobe.mi.interface" for name in ("EstimatorTags", "MIEstimate", "MIEstimator", "TermNames")},
+    **{name: "matprobe.mi.interface" for name in ("EstimatorTags", "MIEstimate", "MIEstimator", "StratumEstimate",
+                                                   "TermNames")},
     **{name: "matprobe.mi.registry" for name in ("available_estimators", "estimator_tags", "make_estimator",
                                                   "register_estimator")},
 }
 
-__all__ = ["ChainResult", "EstimatorTags", "MIEstimate", "MIEstimator", "TermNames", "TermSpec",
+__all__ = ["ChainResult", "ChainTerm", "EstimatorTags", "MIEstimate", "MIEstimator", "StratumEstimate", "TermNames",
+           "TermSpec",
            "available_estimators", "chain_terms", "estimate_terms", "estimator_tags", "make_estimator",
            "register_estimator", "results_json", "run_store", "write_results"]
 
