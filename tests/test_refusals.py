@@ -497,8 +497,9 @@ def _done_rows(path) -> int:
 def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_tiny_manifest, tmp_path):
     # a progress line every second (MATPROBE_PROGRESS_INTERVAL) names the rows done well before the
     # end: with the default 10 s the test needed 6,000 rows (58 s) to be sure the signal met a running
-    # extraction on an idle machine
-    n = 1500
+    # extraction on an idle machine; at 1 s the signal comes 1-2 s into an extraction of 600 rows
+    # that takes 5-7 s (the resume of the rest is most of the test's time)
+    n = 600
     data = make_tiny_manifest(tmp_path / "d", n=n)
     out = tmp_path / "s.h5"
     args = ["extract", "--ckpt", tiny_ckpts["llava"], "--data", data, "--out", out, "--layers", "-1",
