@@ -459,26 +459,23 @@ class CrossFitEstimator:
         # fits the plan's terms can share (`FoldPlan.fits`), while this term's folds run
         self.shared_fits = plan.fits if isinstance(plan, FoldPlan) else None
         try:
-            self._fold_loop(z, y, c, sub, active, plan, n, per_seed, diags)
+            for f in range(plan.k):
+                x = plan.transformed(z, f)
+                tr = active & (plan.fold != f)
+                ev = active & (plan.fold == f)
+                if not ev.any():
+                    continue
+                seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
+                outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds)
+                for s, out in enumerate(outs):
+                    for key, val in out.arrays.items():
+                        per_seed[s].setdefault(key, np.zeros(n))[ev] = val
+                    diags.append({"seed": s, "fold": f, **out.diagnostics})
         finally:
             self.shared_fits = None
         return per_seed, diags
 
-    shared_fits: dict | None = None
-
-    def _fold_loop(self, z, y, c, sub, active, plan, n, per_seed, diags) -> None:
-        for f in range(plan.k):
-            x = plan.transformed(z, f)
-            tr = active & (plan.fold != f)
-            ev = active & (plan.fold == f)
-            if not ev.any():
-                continue
-            seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
-            outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds)
-            for s, out in enumerate(outs):
-                for key, val in out.arrays.items():
-                    per_seed[s].setdefault(key, np.zeros(n))[ev] = val
-                diags.append({"seed": s, "fold": f, **out.diagnostics})
+    shared_fits: dict | None = None  # `FoldPlan.fits` while `_run_folds` runs, else None
 
     def _aggregate(self, per_seed, y, c, active, info, n):
         rng = np.random.default_rng([self.seed, 104729])

@@ -309,7 +309,7 @@ class ChainResult:
                                   "`matprobe mi --out FILE.json` writes")
         factors = list(doc["factors"])
         unit = doc.get("unit", NATS)
-        terms: dict[str, list[tuple[str, MIEstimate]]] = {}
+        terms: dict[str, list[ChainTerm]] = {}
         difference: dict[str, list] = {}
         for t in doc["terms"]:
             strata = [StratumEstimate.of(s) for s in doc.get("strata", [])

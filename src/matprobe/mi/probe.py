@@ -246,8 +246,9 @@ class ProbeEstimator(CrossFitEstimator):
                   for seed in seeds]
 
         # what every fit below depends on besides its penalty: identical in two terms of one plan
-        # exactly when their softmax problems are (`_shared`)
-        problem = _problem_key(x_tr, cell_tr, cell_c, c_tr, seeds, self.use_subclasses)
+        # exactly when their softmax problems are (`_shared`); no digest when nothing is shared
+        problem = (None if self.shared_fits is None
+                   else _problem_key(x_tr, cell_tr, cell_c, c_tr, seeds, self.use_subclasses))
         strata = []
         for s in np.unique(c_tr):
             rows_tr = np.flatnonzero(c_tr == s)

@@ -359,9 +359,20 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
 
     Raises StatsError naming the rows for a missing condition or metric, unpaired keys or
     fewer than two pairs."""
+    _check_unit(unit)
+    return _paired_values(validate_results(frame, source), comparison, metric, unit, ratio_metrics, source)
+
+
+def _check_unit(unit: str) -> None:
     if unit not in UNITS:
         raise StatsError(f"unit {unit!r}: use one of {', '.join(UNITS)}")
-    frame = validate_results(frame, source)  # idempotent: a validated frame passes unchanged
+
+
+def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit: str, ratio_metrics,
+                   source: str) -> pd.DataFrame:
+    """`paired_values` on a frame `validate_results` returned: the loops over comparisons and
+    metrics validate their input once, not once per pair table."""
+    _check_unit(unit)
     if unit == "item" and "item" not in frame:
         raise StatsError(f"{source}: unit 'item' needs an 'item' column; add it or use "
                          "--unit seed/target")
@@ -714,7 +725,7 @@ def compare_conditions(results: pd.DataFrame,
                 raise StatsError(f"{source}: metric '{metric}' not found; metrics present: "
                                  f"{', '.join(available_metrics(results, ratio_metrics))}")
             unit = units[metric]
-            pairs = paired_values(results, comp, metric, unit, ratio_metrics, source)
+            pairs = _paired_values(results, comp, metric, unit, ratio_metrics, source)
             label, ratio_note = metric, ""
             if unit == "item" and metric in ratio_metrics:
                 # one item's part/whole per pair: the test is on the mean of per-item ratios
@@ -761,7 +772,12 @@ def mcnemar_items(results: pd.DataFrame, comparison: Comparison, metric: str,
     """Exact McNemar test on per-item correctness (values 0/1) pooled over all paired
     (target, seed, item) rows: b = items right under ``a`` only, c = right under ``b`` only,
     p = min(1, 2 * Binom(b + c, 1/2).cdf(min(b, c))) (McNemar 1947, exact binomial form)."""
-    pairs = paired_values(results, comparison, metric, "item", {}, source)
+    return _mcnemar_items(validate_results(results, source), comparison, metric, source)
+
+
+def _mcnemar_items(results: pd.DataFrame, comparison: Comparison, metric: str, source: str) -> dict:
+    """`mcnemar_items` on a validated frame."""
+    pairs = _paired_values(results, comparison, metric, "item", {}, source)
     vals = np.concatenate([pairs.a, pairs.b])
     if not np.all(np.isin(vals, (0.0, 1.0))):
         raise StatsError(f"{source}: McNemar needs 0/1 correctness per item for '{metric}'; "
@@ -784,9 +800,15 @@ def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
     recomputed as sum(numerator) / sum(denominator) in every resample (a mean of per-image
     ratios would be a different quantity). Uses scipy.stats.bootstrap(paired=True)."""
     if "item" not in results:
-        raise StatsError(f"{source}: the paired bootstrap needs item-level rows (an 'item' "
-                         "column)")
-    results = validate_results(results, source)  # idempotent: a validated frame passes unchanged
+        raise StatsError(f"{source}: the paired bootstrap needs item-level rows (an 'item' column)")
+    return _paired_bootstrap(validate_results(results, source), comparison, metric, ratio_metrics,
+                             n_resamples, ci_level, method, seed, source)
+
+
+def _paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str, ratio_metrics,
+                      n_resamples: int, ci_level: float = 0.95, method: str = "BCa", seed: int = 0,
+                      source: str = "results") -> dict:
+    """`paired_bootstrap` on a validated frame with an item column."""
     ratio_metrics = active_ratios(results, ratio_metrics)
     if metric in ratio_metrics:
         num, den = ratio_metrics[metric]
@@ -807,7 +829,7 @@ def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
         def statistic(na, da, nb, db, axis=-1):
             return na.sum(axis) / da.sum(axis) - nb.sum(axis) / db.sum(axis)
     else:
-        pairs = paired_values(results, comparison, metric, "item", ratio_metrics, source)
+        pairs = _paired_values(results, comparison, metric, "item", ratio_metrics, source)
         arrays = [pairs.a.to_numpy(), pairs.b.to_numpy()]
 
         def statistic(xa, xb, axis=-1):
@@ -840,16 +862,17 @@ def item_level_analysis(results: pd.DataFrame, comparisons=DEFAULT_CROSSMED_COMP
     if not metrics:
         raise StatsError(f"{source}: no item-level rows (an 'item' column with values); "
                          "the bootstrap and McNemar tests need per-item results")
+    if comparisons and "item" not in results:  # what paired_bootstrap refuses
+        raise StatsError(f"{source}: the paired bootstrap needs item-level rows (an 'item' column)")
     rows = []
     for comp in comparisons:
         for metric in metrics:
-            row = paired_bootstrap(results, comp, metric, ratio_metrics, n_resamples, seed=seed,
-                                   source=source)
+            row = _paired_bootstrap(results, comp, metric, ratio_metrics, n_resamples, seed=seed, source=source)
             row["mcnemar_p"] = math.nan
             if metric not in ratio_metrics:
                 vals = results.loc[results.metric == metric, "value"]
                 if vals.isin((0.0, 1.0)).all():
-                    row["mcnemar_p"] = mcnemar_items(results, comp, metric, source)["mcnemar_p"]
+                    row["mcnemar_p"] = _mcnemar_items(results, comp, metric, source)["mcnemar_p"]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -921,6 +944,7 @@ def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = N
     classification target beside cIoU on a segmentation one) is paired by seed; a metric
     with fewer than two pairs under its unit is left out, said in a note. Every metric
     left out is a StatsError naming the fix."""
+    frame = validate_results(frame, source)  # once, not once per pair table
     ratio_metrics = active_ratios(frame, ratio_metrics)
     table_unit, how = default_unit(frame)
     metrics = list(metrics) if metrics else available_metrics(frame, ratio_metrics)
@@ -931,7 +955,7 @@ def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = N
         unit = "seed" if table_unit == "target" and n_targets < 2 else table_unit
         try:
             for comp in comparisons:
-                paired_values(frame, comp, metric, unit, ratio_metrics, source)
+                _paired_values(frame, comp, metric, unit, ratio_metrics, source)
         except TooFewPairs as exc:
             dropped.append(metric)
             first_error = first_error or exc
