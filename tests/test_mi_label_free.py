@@ -78,7 +78,7 @@ def test_label_free_features_on_cuda_equal_cpu():
 
 
 def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
-    # the CPU ranks columns with numpy's argsort, other devices with torch.sort (issue 22 speed):
+    # the CPU ranks columns by a radix sort, other devices with torch.sort (issue 22 speed):
     # ties are ordered differently by the two sorts, the mid-rank scores must not be
     from matprobe.mi.prep import _normal_scores_numpy, _normal_scores_torch
 
@@ -98,3 +98,30 @@ def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
     b = _normal_scores_torch(torch.from_numpy(x))
     assert torch.equal(a, b)
     np.testing.assert_allclose(a.numpy(), ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)  # float32 ndtri
+
+
+def test_radix_order_sorts_every_float32_bit_pattern_class_like_numpy():
+    # the CPU's two-pass radix sort against numpy's sort: negatives and positives, +-0.0,
+    # subnormals, the largest magnitudes, values that share their high or low 16 bits
+    from matprobe.mi.prep import _radix_order
+
+    rng = np.random.default_rng(6)
+    tiny = np.finfo(np.float32).tiny
+    special = np.array([0.0, -0.0, tiny / 8, -tiny / 8, tiny, -tiny, 3.4e38, -3.4e38, 1.0, -1.0],
+                       dtype=np.float32)
+    rows = [rng.standard_normal(997).astype(np.float32),
+            np.concatenate([special, rng.standard_normal(987).astype(np.float32) * 1e-30]),
+            # equal high halves, different low halves, and the reverse
+            (np.uint32(0x3F800000) + rng.integers(0, 1 << 16, 997).astype(np.uint32)).view(np.float32),
+            (rng.integers(0, 1 << 15, 997).astype(np.uint32) << 16 | np.uint32(7)).view(np.float32),
+            rng.integers(-3, 4, 997).astype(np.float32)]
+    x = np.stack([r[rng.permutation(997)] for r in rows])
+    order = _radix_order(x).numpy()
+    np.testing.assert_array_equal(np.take_along_axis(x, order, 1), np.sort(x, axis=1))
+    for r in range(x.shape[0]):
+        assert sorted(order[r].tolist()) == list(range(997))  # a permutation
+    # stable within ties (ties of equal bits keep their row order), as a radix sort is
+    ints = order[4]
+    vals = x[4, ints]
+    for v in np.unique(vals):
+        assert np.all(np.diff(ints[vals == v]) > 0)

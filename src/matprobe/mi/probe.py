@@ -40,9 +40,13 @@ NEG = -1e9  # log-mask for cells outside a row's stratum
 
 def _cells(c, y, u):
     """Cell id per row and the (stratum, y) of each cell."""
-    trip = np.stack([c, y, u], axis=1)
-    uniq, cell = np.unique(trip, axis=0, return_inverse=True)
-    return cell.reshape(-1), uniq[:, 0], uniq[:, 1]
+    # one integer key per (c, y, u) in their lexicographic order, from each column's rank codes:
+    # the same cells in the same order as np.unique over the stacked rows, which sorts structured
+    # rows (8x slower)
+    (cu, ci), (yu, yi), (uu, ui) = (np.unique(a, return_inverse=True) for a in (c, y, u))
+    n_y, n_u = len(yu), len(uu)
+    uniq, cell = np.unique((ci.reshape(-1) * n_y + yi.reshape(-1)) * n_u + ui.reshape(-1), return_inverse=True)
+    return cell.reshape(-1), cu[uniq // (n_y * n_u)], yu[uniq // n_u % n_y]
 
 
 def cell_layout(c_tr, y_tr, sub_tr, c_ev, y_ev):
@@ -167,7 +171,7 @@ class ProbeEstimator(CrossFitEstimator):
         m = max(1, max(len(r) for r in rows))
         k_max = max(st.k for st in strata)
         n_s, p = len(strata), int(cols.sum())
-        x = np.zeros((n_s, m, p))
+        x = np.zeros((n_s, m, p), dtype=np.float32)  # the features are float32: an exact copy
         target = np.zeros((n_s, m), dtype=np.int64)
         weight = np.zeros((n_s, m))
         off = np.full((n_s, 1, k_max), NEG)
@@ -183,7 +187,6 @@ class ProbeEstimator(CrossFitEstimator):
         penalised = free * np.r_[np.ones(p - 1), 0.0][None, :, None]  # the intercept is not penalised
         # the products and the softmax in float32 (half the time of float64; the loss is summed
         # in float64): estimates moved by < 1e-4 nats on the benchmark tasks (RESULTS.md, issue 22)
-        x = x.astype(np.float32)
         xt = x.transpose(0, 2, 1)
         off = off.astype(np.float32)
         onehot = np.zeros((n_s, m, k_max), dtype=np.float32)

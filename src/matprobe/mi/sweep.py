@@ -211,7 +211,8 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     keep = np.ones(len(ids), dtype=bool)
     for f in settings.factors:
         keep &= cols[f] >= 0  # rows without this label take no part
-    z, ids = z[keep], ids[keep]
+    if not keep.all():  # a copy of the cell's features only when rows drop out
+        z, ids = z[keep], ids[keep]
     for f, v in cols.items():
         if np.unique(v[keep]).size < 2:
             raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
