@@ -5,7 +5,10 @@ Monte-Carlo-integrated MI): every draw takes a new task structure (class means, 
 noise scales: task seed = draw) and a new sample, so coverage is measured over the family,
 not over one lucky task. Per family it reports coverage k/N of the nominal interval with its
 Clopper-Pearson 95% interval, the mean signed error (nats and relative), the median |relative
-error|, and for nulls the share of intervals that exclude 0.
+error|, and for nulls the share of intervals that exclude 0. Beside the median error it reports
+the sample's own noise: the median |error| of the "oracle", the mean of the exact pointwise
+log-ratios on the same rows (`oracle_terms`: an estimator that knew the true densities), and the
+median |estimate - oracle|, the estimator's error beyond that noise (both relative to the truth).
 
     python experiments/benchmarks/calibration_bench.py --grid reduced   # 20 draws, n = 2k
     python experiments/benchmarks/calibration_bench.py --grid full      # 20 draws, n in 2k/5k/20k
@@ -86,17 +89,34 @@ def run_draw(family, draw, n, d_massive, seeds, n_mc, level):
     res = chain_terms(z, f, order=list(task.names), seeds=seeds, folds=5, ci_level=level, direct=False,
                       difference=False)
     cpu = time.process_time() - t0
+    oracle = task.oracle_terms(n, seed=draw)
     rows = []
     for name, e in res.terms["probe"]:
         if name not in terms:
             continue
         t, se = truth[name]
         rows.append({"family": family, "draw": draw, "n": n, "d": z.shape[1], "term": name, "truth": t,
-                     "truth_se": se, "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                     "truth_se": se, "oracle": float(oracle[name].mean()),
+                     "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                      "level": level, "h_upper": e.h_upper, "bound": e.bound, "flags": ",".join(e.flags),
                      "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se),
                      "cpu_s": round(cpu, 2)})
     return rows
+
+
+def add_oracle(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill the `oracle` column (rows written before it existed): the mean of the exact pointwise
+    log-ratios on the draw's own rows (`oracle_terms`), recomputed from the task and seed."""
+    df = df.copy()
+    if "oracle" not in df:
+        df["oracle"] = np.nan
+    todo = df["oracle"].isna()
+    for (fam, draw, n), g in df[todo].groupby(["family", "draw", "n"]):
+        task, _ = family_task(fam, int(draw), int(g["d"].iloc[0]) if fam == "massive" else 4096)
+        rows = task.oracle_terms(int(n), seed=int(draw))
+        for i, term in zip(g.index, g["term"]):
+            df.loc[i, "oracle"] = float(rows[term].mean())
+    return df
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -120,6 +140,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                "mean_signed_err_nats": float((g["estimate"] - g["truth"]).mean()),
                "mean_signed_rel_err": float(rel.mean()) if len(rel) else np.nan,
                "median_abs_rel_err": float(rel.abs().median()) if len(rel) else np.nan,
+               # the sample's own noise (an estimator that knew the true densities, on the same
+               # rows) and the estimator's error beyond it, both relative to the truth
+               "median_abs_rel_err_oracle": (float(((nonnull["oracle"] - nonnull["truth"]) / nonnull["truth"])
+                                                   .abs().median()) if len(rel) and "oracle" in g else np.nan),
+               "median_abs_rel_err_vs_oracle": (float(((nonnull["estimate"] - nonnull["oracle"]) / nonnull["truth"])
+                                                      .abs().median()) if len(rel) and "oracle" in g else np.nan),
                "excludes_zero": float((g["ci_low"] > 0).mean()) if (g["truth"] == 0).all() else np.nan,
                "lower_bound_share": float((g["bound"] == "lower").mean()),
                "cpu_s_per_draw": float(g.groupby("draw")["cpu_s"].first().mean())}
@@ -130,10 +156,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 def print_summary(df):
     s = summary(df)
     print(f"{'family':15s} {'cells':>5s} {'n':>16s} {'coverage [CP 95%]':>24s} {'mean err':>9s} "
-          f"{'mean rel':>9s} {'med |rel|':>9s} {'excl. 0':>8s} {'1-sided':>8s} {'CPU s':>6s}")
+          f"{'mean rel':>9s} {'med |rel|':>9s} {'oracle':>7s} {'vs or.':>7s} {'excl. 0':>8s} {'1-sided':>8s} "
+          f"{'CPU s':>6s}")
     for r in s.itertuples():
         print(f"{r.family:15s} {r.cells:5d} {r.n:>16s} {r.coverage:7.0%} [{r.cp_low:5.0%}, {r.cp_high:5.0%}]     "
               f"{r.mean_signed_err_nats:+9.4f} {r.mean_signed_rel_err:+9.1%} {r.median_abs_rel_err:9.1%} "
+              f"{r.median_abs_rel_err_oracle:7.1%} {r.median_abs_rel_err_vs_oracle:7.1%} "
               f"{r.excludes_zero:8.0%} {r.lower_bound_share:8.0%} {r.cpu_s_per_draw:6.1f}")
     cov_ok = (s["coverage"] >= 0.90).all()
     med_ok = (s["median_abs_rel_err"].fillna(0) <= 0.05).all()
@@ -162,6 +190,8 @@ def main(argv=None):
     ap.add_argument("--out", default="experiments/benchmarks/calibration_results.csv")
     ap.add_argument("--merge", default="", help="comma list of result CSVs to merge into --out first")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--add-oracle", action="store_true",
+                    help="fill the oracle column of rows written without it (rewrites --out)")
     a = ap.parse_args(argv)
     grid = dict(GRIDS[a.grid])
     draws = a.draws or grid["draws"]
@@ -171,6 +201,9 @@ def main(argv=None):
         pd.concat(parts, ignore_index=True).drop_duplicates(["family", "draw", "n", "term"], keep="last") \
             .to_csv(a.out, index=False)
     done = read(a.out) if os.path.exists(a.out) else pd.DataFrame()
+    if a.add_oracle and len(done):
+        done = add_oracle(done)
+        done.to_csv(a.out, index=False)
     if not a.summary_only:
         have = set(zip(done.get("family", []), done.get("draw", []), done.get("n", [])))
         for fam in a.families.split(","):

@@ -112,9 +112,8 @@ class GroundTruthTask:
     def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(Z float32 [n, d], {factor name: int codes [n]})."""
         rng = np.random.default_rng([self.seed, 17, seed])
-        cells, prob, mean = self._structure
-        idx = rng.choice(len(cells), size=n, p=prob)
-        z_sig = (mean[idx] + rng.standard_normal((n, self.k))).astype(np.float32)
+        cells, _, _ = self._structure
+        idx, z_sig = self._draw_signal(rng, n)
         u = self._embedding
         if self.d == self.k:
             z = z_sig @ u.T  # u is square orthogonal here
@@ -124,6 +123,41 @@ class GroundTruthTask:
             z = z_sig @ u.T + self.noise_scale * noise
         z = self._map(z).astype(np.float32)
         return z, {name: cells[idx, j].astype(np.int64) for j, name in enumerate(self.names)}
+
+    def _draw_signal(self, rng, n):
+        """Each row's cell and its float32 signal coordinates (the first draws of `sample`)."""
+        cells, prob, mean = self._structure
+        idx = rng.choice(len(cells), size=n, p=prob)
+        return idx, (mean[idx] + rng.standard_normal((n, self.k))).astype(np.float32)
+
+    def _term_rows(self, idx, z_sig) -> np.ndarray:
+        """Per row, the exact pointwise log-ratio of every chain term and of the direct term
+        [n, m + 1]: log p(z | f_<=j) - log p(z | f_<j) at the row's own factors."""
+        ld = self._log_densities(z_sig)
+        m = len(self.sizes)
+        levels = [self._prefix_logp(ld, idx, j) for j in range(-1, m)]
+        return np.stack([levels[j + 1] - levels[j] for j in range(m)] + [levels[m] - levels[0]], axis=1)
+
+    def _term_names(self) -> list[str]:
+        names = [f"I(Z;{self.names[j]}" + (f"|{','.join(self.names[:j])})" if j else ")")
+                 for j in range(len(self.sizes))]
+        return names + [f"I(Z;{','.join(self.names)})"]
+
+    def oracle_terms(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """The exact pointwise log-ratio of each term on the rows of `sample(n, seed)` (nats,
+        float64 [n] per term name, the keys of `truth`). Their row mean is what an estimator
+        that knew the true densities would report on that sample: its distance from `truth` is
+        the sample's own noise, which no held-out average over those rows escapes.
+
+        >>> task = chain_task((2, 3), d=8, separations=(1.0, 1.5), seed=1)
+        >>> rows = task.oracle_terms(200_000, seed=3)
+        >>> value, se = task.truth()["I(Z;M)"]
+        >>> bool(abs(rows["I(Z;M)"].mean() - value) < 4 * (se + rows["I(Z;M)"].std() / 200_000 ** 0.5))
+        True
+        """
+        idx, z_sig = self._draw_signal(np.random.default_rng([self.seed, 17, seed]), n)
+        rows = self._term_rows(idx, z_sig.astype(np.float64))
+        return dict(zip(self._term_names(), rows.T))
 
     def _log_densities(self, z_sig):
         _, _, mean = self._structure
@@ -166,20 +200,13 @@ class GroundTruthTask:
             b = min(chunk, n_mc - total)
             idx = rng.choice(len(cells), size=b, p=prob)
             z_sig = mean[idx] + rng.standard_normal((b, self.k))
-            ld = self._log_densities(z_sig)
-            levels = [self._prefix_logp(ld, idx, j) for j in range(-1, m)]
-            diffs = np.stack([levels[j + 1] - levels[j] for j in range(m)]
-                             + [levels[m] - levels[0]], axis=1)
+            diffs = self._term_rows(idx, z_sig)
             s1, s2 = diffs.sum(0), (diffs**2).sum(0)
             sums = (s1, s2) if sums is None else (sums[0] + s1, sums[1] + s2)
             total += b
         mean_d = sums[0] / total
         se = np.sqrt(np.maximum(sums[1] / total - mean_d**2, 0) / total)
-        out = {}
-        for j in range(m):
-            name = f"I(Z;{self.names[j]}" + (f"|{','.join(self.names[:j])})" if j else ")")
-            out[name] = (float(mean_d[j]), float(se[j]))
-        out[f"I(Z;{','.join(self.names)})"] = (float(mean_d[m]), float(se[m]))
+        out = {name: (float(mean_d[j]), float(se[j])) for j, name in enumerate(self._term_names())}
         self._truth_cache[key] = out
         return out
 
@@ -351,28 +378,48 @@ class LatentMixtureTask:
             return _log_t_density(sq, self.k, self.nu)
         return -0.5 * sq - 0.5 * self.k * np.log(2 * np.pi)
 
+    def _term_rows(self, comp, s) -> np.ndarray:
+        """Per row, the exact pointwise log-ratios [n, 3] of I(Z;Y), I(Z;U|Y) and I(Z;Y,U) at the
+        row's own component (log p(s|y) - log p(s), log p(s|y,u) - log p(s|y), their sum)."""
+        cls, prob, _ = self._structure
+        logp = np.log(prob)
+        # log p(u | y) within the class of each component
+        p_class = np.bincount(cls, weights=prob)
+        log_w_in = logp - np.log(p_class[cls])
+        lc = self._log_comp(s)  # [b, comp]
+        log_marg = logsumexp(lc + logp[None, :], axis=1)
+        same = cls[None, :] == cls[comp][:, None]
+        log_class = logsumexp(np.where(same, lc + log_w_in[None, :], -np.inf), axis=1)
+        log_comp = lc[np.arange(len(comp)), comp]
+        return np.stack([log_class - log_marg, log_comp - log_class, log_comp - log_marg], 1)
+
+    def oracle_terms(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """The exact pointwise log-ratio of each term on the rows of `sample(n, seed)` (nats,
+        float64 [n] per term name, the keys of `truth`); see `GroundTruthTask.oracle_terms`.
+
+        >>> task = mixture_task(3, 2, d=8, signal_dim=4, seed=2)
+        >>> rows = task.oracle_terms(200_000, seed=5)["I(Z;Y)"]
+        >>> value, se = task.truth()["I(Z;Y)"]
+        >>> bool(abs(rows.mean() - value) < 4 * (se + rows.std() / 200_000 ** 0.5))
+        True
+        """
+        comp, s = self._draw_latent(np.random.default_rng([self.seed, 31, seed]), n)
+        rows = np.zeros((n, 3)) if self.null else self._term_rows(comp, s)
+        names = ["I(Z;Y)", "I(Z;U|Y)", "I(Z;Y,U)"] if self.chain else ["I(Z;Y)"]
+        return {name: rows[:, j] for j, name in enumerate(names)}
+
     def truth(self, n_mc: int = 400_000, seed: int = 12345) -> dict[str, tuple[float, float]]:
         """{"I(Z;Y)": (nats, MC s.e.)} (+ "I(Z;U|Y)" and "I(Z;Y,U)" with chain=True)."""
         key = (n_mc, seed)
         if key in self._truth_cache:
             return self._truth_cache[key]
-        cls, prob, _ = self._structure
         rng = np.random.default_rng([self.seed, 37, seed])
-        logp = np.log(prob)
-        # log p(u | y) within the class of each component
-        p_class = np.bincount(cls, weights=prob)
-        log_w_in = logp - np.log(p_class[cls])
         acc = []
         total = 0
         while total < n_mc:
             b = min(50_000, n_mc - total)
             comp, s = self._draw_latent(rng, b)
-            lc = self._log_comp(s)  # [b, comp]
-            log_marg = logsumexp(lc + logp[None, :], axis=1)
-            same = cls[None, :] == cls[comp][:, None]
-            log_class = logsumexp(np.where(same, lc + log_w_in[None, :], -np.inf), axis=1)
-            log_comp = lc[np.arange(b), comp]
-            acc.append(np.stack([log_class - log_marg, log_comp - log_class, log_comp - log_marg], 1))
+            acc.append(self._term_rows(comp, s))
             total += b
         diffs = np.concatenate(acc)
         m, se = diffs.mean(0), diffs.std(0) / np.sqrt(len(diffs))
