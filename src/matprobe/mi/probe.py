@@ -142,7 +142,8 @@ class ProbeEstimator(CrossFitEstimator):
     def scheme(self) -> dict:
         return {"tolerance_change": self.tolerance_change, "tolerance_grad": self.tolerance_grad,
                 "optimizer": f"L-BFGS-B (scipy), {self.lbfgs_memory} pairs",
-                "fit": "per-stratum, penalty path, shared refit"}
+                "fit": "per-stratum, penalty path, shared refit",
+                "preconditioning": "features centred and scaled to unit RMS per stratum"}
 
     def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
         return self.fit_fold_seeds(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, [seed])[0]
@@ -185,6 +186,23 @@ class ProbeEstimator(CrossFitEstimator):
             free[i, 0, : st.k] = 1.0
             w_init[i, :, : st.k] = np.asarray(w0[i].detach().cpu().numpy(), dtype=np.float64)[cols]
         penalised = free * np.r_[np.ones(p - 1), 0.0][None, :, None]  # the intercept is not penalised
+        # preconditioning: each stratum's features centred and scaled to unit RMS over its rows
+        # (the intercept absorbs the centring, each weight row the inverse scale, the penalty is
+        # rescaled to stay lam |W|^2). The same problem and optimum in better-conditioned
+        # coordinates: L-BFGS needed 45% fewer evaluations on the 20k x 4,096 chain, and at the
+        # default tolerances ended nearer the exact optimum (RESULTS.md, issue 22)
+        n_real = np.maximum(weight.sum(axis=1), 1.0)[:, None]  # [n_s, 1]
+        real = weight[..., None] > 0
+        centre = x.astype(np.float64).sum(axis=1) / n_real  # padded rows are 0 and stay 0
+        centre[:, -1] = 0.0  # the intercept column stays 1
+        x -= np.where(real, centre[:, None, :], 0.0).astype(np.float32)
+        rms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1) / n_real)
+        rms = np.where(rms > 0, rms, 1.0)
+        rms[:, -1] = 1.0
+        x /= rms[:, None, :].astype(np.float32)
+        w_init[:, -1, :] += np.einsum("sp,spk->sk", centre, w_init)
+        w_init *= rms[:, :, None]
+        penalised = penalised / rms[:, :, None] ** 2
         # the products and the softmax in float32 (half the time of float64; the loss is summed
         # in float64): estimates moved by < 1e-4 nats on the benchmark tasks (RESULTS.md, issue 22)
         xt = x.transpose(0, 2, 1)
@@ -221,7 +239,8 @@ class ProbeEstimator(CrossFitEstimator):
             res = minimize(loss_and_grad, w_init.ravel(), jac=True, method="L-BFGS-B",
                            options={"maxiter": self.max_iter, "maxcor": self.lbfgs_memory, "gtol": self.tolerance_grad,
                                     "ftol": self.tolerance_change})
-        w = res.x.reshape(n_s, p, k_max)
+        w = res.x.reshape(n_s, p, k_max) / rms[:, :, None]  # back to the features' own coordinates
+        w[:, -1, :] -= np.einsum("sp,spk->sk", centre, w)
         out = []
         for i, st in enumerate(strata):
             full = np.zeros((len(cols), st.k), dtype=np.float32)
