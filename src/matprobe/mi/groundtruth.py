@@ -195,7 +195,6 @@ class GroundTruthTask:
         sums = None
         total = 0
         chunk = 50_000
-        m = len(self.sizes)
         while total < n_mc:
             b = min(chunk, n_mc - total)
             idx = rng.choice(len(cells), size=b, p=prob)
