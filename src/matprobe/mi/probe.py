@@ -186,18 +186,23 @@ class ProbeEstimator(CrossFitEstimator):
             free[i, 0, : st.k] = 1.0
             w_init[i, :, : st.k] = np.asarray(w0[i].detach().cpu().numpy(), dtype=np.float64)[cols]
         penalised = free * np.r_[np.ones(p - 1), 0.0][None, :, None]  # the intercept is not penalised
-        # preconditioning: each stratum's features centred and scaled to unit RMS over its rows
-        # (the intercept absorbs the centring, each weight row the inverse scale, the penalty is
+        # preconditioning: each stratum's features centred and scaled over its rows (the
+        # intercept absorbs the centring, each weight row the inverse scale, the penalty is
         # rescaled to stay lam |W|^2). The same problem and optimum in better-conditioned
         # coordinates: L-BFGS needed 45% fewer evaluations on the 20k x 4,096 chain, and at the
-        # default tolerances ended nearer the exact optimum (RESULTS.md, issue 22)
+        # default tolerances ended nearer the exact optimum (RESULTS.md, issue 22). The scale is
+        # sqrt(RMS^2 + kappa), the square root of the weight's data curvature (at most about
+        # RMS^2 / 4 per row, times the stratum's share of rows) plus its penalty curvature 2 lam:
+        # a column nearly constant within a stratum (a massive coordinate that marks the stratum)
+        # scaled by its RMS alone would turn the penalty 1e10 times stiffer there, and L-BFGS
+        # stopped at its starting point
         n_real = np.maximum(weight.sum(axis=1), 1.0)[:, None]  # [n_s, 1]
         real = weight[..., None] > 0
         centre = x.astype(np.float64).sum(axis=1) / n_real  # padded rows are 0 and stay 0
         centre[:, -1] = 0.0  # the intercept column stays 1
         x -= np.where(real, centre[:, None, :], 0.0).astype(np.float32)
-        rms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1) / n_real)
-        rms = np.where(rms > 0, rms, 1.0)
+        kappa = np.maximum(8.0 * lam * max(n_all, 1) / n_real, 1e-6)  # [n_s, 1]
+        rms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1) / n_real + kappa)
         rms[:, -1] = 1.0
         x /= rms[:, None, :].astype(np.float32)
         w_init[:, -1, :] += np.einsum("sp,spk->sk", centre, w_init)
