@@ -189,7 +189,7 @@ class ProbeEstimator(CrossFitEstimator):
         # preconditioning: each stratum's features centred and scaled over its rows (the
         # intercept absorbs the centring, each weight row the inverse scale, the penalty is
         # rescaled to stay lam |W|^2). The same problem and optimum in better-conditioned
-        # coordinates: L-BFGS needed 45% fewer evaluations on the 20k x 4,096 chain, and at the
+        # coordinates: L-BFGS needed 58% fewer evaluations on the 20k x 4,096 chain, and at the
         # default tolerances ended nearer the exact optimum (RESULTS.md, issue 22). The scale is
         # sqrt(RMS^2 + kappa), the square root of the weight's data curvature (at most about
         # RMS^2 / 4 per row, times the stratum's share of rows) plus its penalty curvature 2 lam:
