@@ -143,7 +143,7 @@ class ProbeEstimator(CrossFitEstimator):
         return {"tolerance_change": self.tolerance_change, "tolerance_grad": self.tolerance_grad,
                 "optimizer": f"L-BFGS-B (scipy), {self.lbfgs_memory} pairs",
                 "fit": "per-stratum, penalty path, shared refit",
-                "preconditioning": "features centred and scaled to unit RMS per stratum"}
+                "preconditioning": "features centred per stratum, scaled by sqrt(RMS^2 + 8 lam n / n_stratum)"}
 
     def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
         return self.fit_fold_seeds(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, [seed])[0]
