@@ -510,7 +510,7 @@ def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_
         return any(progress.search(line) for line in lines)
 
     rc, lines = _interrupt(args, signal.SIGINT, some_rows_done, env={**ENV, "MATPROBE_PROGRESS_INTERVAL": "1"})
-    assert rc == 130
+    assert rc == 130, "\n".join(lines[-15:])
     assert lines[-1].startswith("interrupted (Ctrl-C): ") and str(out) in lines[-1]
     assert "keeps every finished batch" in lines[-1] and "to resume" in lines[-1]
     assert not any("Traceback" in line for line in lines)
@@ -588,3 +588,20 @@ batch_size = 2
     assert lines[-1] == (f"interrupted (Ctrl-C): {run} keeps every finished step (data, checkpoints, stores, MI "
                          f"and check files); rerun `matprobe run {toml}` to resume: finished steps are not redone")
     assert 0 < _done_rows(run / "stores" / "a.h5") < n  # the store opens, with the rows done so far
+
+
+@pytest.mark.parametrize("bad", ["-0.2", "100.5"])
+def test_a_proportion_outside_its_range_is_refused_naming_the_row(tmp_path, bad):
+    """A negative accuracy (or one above 100) is no accuracy: refused, with its CSV line. Before,
+    the unit check skipped any metric not wholly inside [0, 100], and such a table was analysed
+    (found by the significance fuzz test: A 0.0 and -0.2 beside B 2.0)."""
+    res = _results_csv(tmp_path / "r.csv")
+    text = res.read_text().replace("Related,t0,2,accuracy,0.32", f"Related,t0,2,accuracy,{bad}")
+    assert text != res.read_text()
+    res.write_text(text)
+    from matprobe.stats.significance import read_results
+
+    with pytest.raises(StatsError, match=r"metric 'accuracy' is a proportion but has values outside \[0, 1\]"):
+        read_results(res)
+    line = one_error(matprobe("significance", res)[0])
+    assert "line 6" in line and "fix those rows" in line

@@ -145,6 +145,24 @@ _FRACTION_NAME = re.compile(
     r"($|[^a-z])", re.IGNORECASE)
 
 
+def check_proportion_range(frame, source: str) -> None:
+    """Refuse a value below 0 or above 100 of a metric whose name says it is a proportion in
+    fractions or percent (accuracy, IoU, F1, ...: `_FRACTION_NAME`), naming its rows.
+
+    frame: validated results (metric, value, _row). Without this, a negative accuracy passed
+    unread by the unit check, which only judges metrics wholly inside [0, 100]."""
+    for metric, rows in frame.groupby("metric", sort=False):
+        if not _FRACTION_NAME.search(str(metric)):
+            continue
+        out = (rows["value"] < 0) | (rows["value"] > 100)
+        if out.any():
+            shown = ", ".join(str(r) for r in rows.loc[out, "_row"].tolist()[:5])
+            raise StatsError(
+                f"{source}: metric '{metric}' is a proportion but has values outside [0, 1] (or [0, 100] "
+                f"in percent) at {shown}: e.g. {float(rows.loc[out, 'value'].iloc[0]):g}; fix those rows (a "
+                "difference between runs is computed by `significance`, not given as the metric)")
+
+
 def check_proportion_units(frame, source: str) -> None:
     """Refuse a proportion metric given in fractions (0-1) by some conditions and percent by others.
 

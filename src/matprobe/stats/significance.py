@@ -36,6 +36,7 @@ from scipy import special, stats
 from matprobe.checks import (
     check_level,
     check_probability,
+    check_proportion_range,
     check_proportion_units,
     check_resamples,
     percent_notes,
@@ -176,6 +177,7 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
     if dup.any():
         raise StatsError(f"{source}: duplicate rows for the same ({', '.join(keys)}) at "
                          f"{_lines(frame, dup)}; each measurement must appear once")
+    check_proportion_range(frame, source)  # an accuracy below 0 or above 100 is no accuracy
     check_proportion_units(frame, source)  # percent in one condition, fractions in another
     return _drop_rederivable_ratios(frame, source)
 
