@@ -113,7 +113,7 @@ def test_significance_markdown_header_with_pipes_parses(tmp_path):
         for seed in range(4):
             for metric in ("accuracy", "I(Z;A|M) nats"):
                 rows.append({"condition": cond, "target": "t", "seed": seed, "metric": metric,
-                             "value": shift + rng.normal(0, 0.05)})
+                             "value": 0.5 + shift + rng.normal(0, 0.05)})  # an accuracy in [0, 1]
     res = compare_conditions(pd.DataFrame(rows), ["Related vs Unrelated"], unit="seed")
     text = write_output(res, tmp_path / "t9.md").read_text()
     tables = [t for t in text.split("\n\n") if t.startswith("|")]
