@@ -177,6 +177,7 @@ SLOW: dict[str, set[str]] = {
         "test_a_registered_toy_architecture_runs_every_shared_check",  # 3.7 s (builds its checkpoint)
     },
     "test_refusals.py": {
+        "test_a_proportion_outside_its_range_is_refused_naming_the_row",  # each parameter 1.6-1.8 s, CLI subprocess
         "test_bad_options_are_refused_at_once",  # each parameter ~1.1 s wall, in a subprocess
         "test_level_in_percent_is_one_line_naming_the_fraction",  # each parameter 1.0-3.1 s
         "test_misnamed_manifest_columns_are_refused_at_once",  # 1.2 s wall, subprocess
