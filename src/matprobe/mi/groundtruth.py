@@ -404,8 +404,11 @@ class LatentMixtureTask:
         """
         comp, s = self._draw_latent(np.random.default_rng([self.seed, 31, seed]), n)
         rows = np.zeros((n, 3)) if self.null else self._term_rows(comp, s)
-        names = ["I(Z;Y)", "I(Z;U|Y)", "I(Z;Y,U)"] if self.chain else ["I(Z;Y)"]
-        return {name: rows[:, j] for j, name in enumerate(names)}
+        return {name: rows[:, j] for j, name in enumerate(self._term_names())}
+
+    def _term_names(self) -> list[str]:
+        """The terms of `truth` and `oracle_terms`, in the column order of `_term_rows`."""
+        return ["I(Z;Y)", "I(Z;U|Y)", "I(Z;Y,U)"] if self.chain else ["I(Z;Y)"]
 
     def truth(self, n_mc: int = 400_000, seed: int = 12345) -> dict[str, tuple[float, float]]:
         """{"I(Z;Y)": (nats, MC s.e.)} (+ "I(Z;U|Y)" and "I(Z;Y,U)" with chain=True)."""
@@ -424,10 +427,7 @@ class LatentMixtureTask:
         m, se = diffs.mean(0), diffs.std(0) / np.sqrt(len(diffs))
         if self.null:
             m, se = np.zeros(3), np.zeros(3)
-        out = {"I(Z;Y)": (float(m[0]), float(se[0]))}
-        if self.chain:
-            out["I(Z;U|Y)"] = (float(m[1]), float(se[1]))
-            out["I(Z;Y,U)"] = (float(m[2]), float(se[2]))
+        out = {name: (float(m[j]), float(se[j])) for j, name in enumerate(self._term_names())}
         self._truth_cache[key] = out
         return out
 
