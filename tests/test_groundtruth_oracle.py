@@ -5,6 +5,7 @@ the signal coordinates recovered from Z, the labels `sample` returns)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
@@ -57,3 +58,32 @@ def test_oracle_means_converge_to_truth_and_the_null_is_exactly_zero():
         sd = rows[name].std() / np.sqrt(len(rows[name]))
         assert abs(rows[name].mean() - value) < 4 * np.hypot(se, sd), name
     assert np.all(null_task(seed=2).oracle_terms(500, seed=0)["I(Z;Y)"] == 0.0)
+
+
+def test_efficient_se_is_the_spread_of_the_oracle_over_independent_samples():
+    # the oracle's mean over n rows is an unbiased estimator whose spread over independent samples
+    # is sd(log-ratio)/sqrt(n): the efficient s.e. must match it (300 replicates: ~4% noise on an sd)
+    from matprobe.mi.groundtruth import efficient_se
+
+    for task, term in [(LatentMixtureTask(k_classes=3, d=16, signal_dim=8, separation=0.25,
+                                          noise_scales="decay", seed=104), "I(Z;Y)"),
+                       (chain_task((2, 3), d=6, separations=(1.0, 0.6), imbalance=0.5, seed=3), "I(Z;A|M)")]:
+        n = 500
+        means = np.array([task.oracle_terms(n, seed=r)[term].mean() for r in range(300)])
+        se = efficient_se(task, n, n_mc=100_000)[term]
+        assert abs(means.std(ddof=1) / se - 1) < 0.15, (term, means.std(ddof=1), se)
+
+
+def test_median_abs_error_floor_is_the_pooled_median_of_normal_errors():
+    from scipy.stats import norm
+
+    from matprobe.mi.groundtruth import median_abs_error_floor
+
+    assert median_abs_error_floor([0.08]) == pytest.approx(norm.ppf(0.75) * 0.08, rel=1e-9)
+    rng = np.random.default_rng(0)
+    for r in ([0.02, 0.1, 0.3, 0.05], [0.0, 0.1, 0.25], [0.06] * 3 + [0.5]):
+        pooled = np.concatenate([np.abs(rng.normal(0, s, 400_000)) for s in r])
+        assert median_abs_error_floor(r) == pytest.approx(np.median(pooled), rel=5e-3), r
+    assert median_abs_error_floor([0.0, 0.0, 0.1]) == 0.0  # two of three draws are exact
+    with pytest.raises(ValueError, match="relative_se"):
+        median_abs_error_floor([0.1, np.nan])

@@ -472,3 +472,55 @@ def many_class_task(k_classes=50, d=64, separation=2.0, **kw) -> LatentMixtureTa
 def null_task(k_classes=4, d=32, **kw) -> LatentMixtureTask:
     """Labels independent of Z: I(Z;Y) = 0 exactly."""
     return LatentMixtureTask(k_classes=k_classes, d=d, separation=0.0, spread=0.0, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sample's own noise, as a bound on every estimator (docs/estimators.md, "Small MI is as
+# uncertain as its sample").
+
+
+def efficient_se(task, n: int, n_mc: int = 400_000, seed: int = 12345) -> dict[str, float]:
+    """{term: the efficient standard error of that term from n rows (nats)}.
+
+    The efficient influence function of a mutual-information term I(Z;Y|C) under a
+    nonparametric model is its pointwise log-ratio minus I (Kandasamy et al., NeurIPS 2015,
+    "Nonparametric von Mises estimators for entropies, divergences and mutual informations"), so
+    no regular estimator that learns the densities from the same n rows has an asymptotic
+    standard error below sd(log-ratio) / sqrt(n). Near MI = 0 with a linear-logistic posterior
+    the parametric model's bound is the same to leading order (docs/estimators.md). The sd is
+    the task's own, from the Monte-Carlo rows of `truth(n_mc, seed)` (its s.e. times sqrt(n_mc)).
+
+    >>> task = chain_task((2, 3), d=8, separations=(1.0, 1.5), seed=1)
+    >>> ses = efficient_se(task, 2_000, n_mc=100_000)
+    >>> sd = task.oracle_terms(100_000, seed=4)["I(Z;M)"].std()
+    >>> bool(abs(ses["I(Z;M)"] - sd / 2_000 ** 0.5) < 0.05 * ses["I(Z;M)"])
+    True
+    """
+    return {name: se * float(np.sqrt(n_mc / n)) for name, (_, se) in task.truth(n_mc, seed).items()}
+
+
+def median_abs_error_floor(relative_se) -> float:
+    """The median of |e_i| pooled over draws, each e_i ~ N(0, relative_se[i]^2): the median
+    relative error an unbiased estimator with the efficient standard errors (`efficient_se`
+    divided by each truth) would show on a family of draws. One draw: Phi^-1(0.75) * se.
+
+    >>> round(median_abs_error_floor([0.1]), 6)  # 0.6745 * 0.1
+    0.067449
+    """
+    from scipy.optimize import brentq
+    from scipy.special import ndtr
+
+    r = np.asarray(relative_se, dtype=np.float64)
+    if r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise ValueError(f"relative_se must be finite and >= 0, got {relative_se!r}")
+    if not np.any(r > 0):
+        return 0.0
+    r = r[r > 0]
+    zero_share = 1.0 - r.size / np.asarray(relative_se).size  # draws with se 0 have e = 0 exactly
+    if zero_share >= 0.5:
+        return 0.0
+
+    def below(m):  # P(|e| <= m) over the pooled draws, minus one half
+        return zero_share + (1 - zero_share) * np.mean(2 * ndtr(m / r) - 1) - 0.5
+
+    return float(brentq(below, 0.0, 10 * float(r.max()), xtol=1e-12))
