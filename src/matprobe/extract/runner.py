@@ -19,6 +19,7 @@ import numpy as np
 
 from matprobe.errors import DataError, ExtractError, StoreError
 from matprobe.extract.tokens import PROMPT_TEMPLATE
+from matprobe.interrupts import DeferredInterrupts
 
 
 @dataclass
@@ -289,8 +290,11 @@ def extract(
 
         bar = track(f"extract {loaded.arch}" + (f" rank {ranks.rank}" if ranks.distributed else ""),
                     len(samples), n_resumed, enabled=progress and ranks.is_main, unit="samples")
-        with bar, LayerPooler(loaded.model, layers, need_final_last=answers) as pooler:
+        # Ctrl-C / SIGTERM stop between batches (a signal raised inside a library's finaliser is lost)
+        with bar, LayerPooler(loaded.model, layers, need_final_last=answers) as pooler, \
+                DeferredInterrupts() as interrupts:
             for start in range(0, len(todo), config.batch_size):
+                interrupts.check()
                 rows = todo[start:start + config.batch_size]
                 batch = [samples[int(r)] for r in rows]
                 try:

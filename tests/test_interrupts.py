@@ -1,0 +1,88 @@
+"""Deferred Ctrl-C / SIGTERM (interrupts.DeferredInterrupts): a signal that arrives while a
+library's finaliser runs is kept and raised at the loop's next check, never dropped."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+
+import pytest
+
+from matprobe.interrupts import DeferredInterrupts, Interrupted, install_handlers
+
+
+class _SignalsOnDelete:
+    """A finaliser that receives a signal, as torch/h5py/PIL finalisers may during a batch."""
+
+    def __init__(self, sig):
+        self.sig = sig
+
+    def __del__(self):
+        os.kill(os.getpid(), self.sig)
+
+
+@pytest.fixture
+def restore_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def test_a_ctrl_c_inside_a_finaliser_is_lost_without_deferral_and_kept_with_it(restore_handlers, monkeypatch):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+    # the failure mode: the KeyboardInterrupt is raised in __del__, reported as unraisable, dropped
+    obj = _SignalsOnDelete(signal.SIGINT)
+    del obj
+    gc.collect()
+    assert dropped == [KeyboardInterrupt]  # and nothing was raised here
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupts() as interrupts:
+            obj = _SignalsOnDelete(signal.SIGINT)
+            del obj
+            gc.collect()
+            assert interrupts.pending == signal.SIGINT  # delivered to the flag, not raised yet
+            interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_sigterm_is_deferred_as_interrupted_when_the_cli_handler_is_installed(restore_handlers):
+    install_handlers()
+    cli_handler = signal.getsignal(signal.SIGTERM)
+    with DeferredInterrupts() as interrupts:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(Interrupted):
+            interrupts.check()
+        interrupts.check()  # raised once: nothing pending any more
+    assert signal.getsignal(signal.SIGTERM) is cli_handler
+
+
+def test_a_second_signal_stops_at_once_and_a_pending_one_raises_when_the_block_ends(restore_handlers):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # the second one raises where it lands
+            os.kill(os.getpid(), signal.SIGINT)  # pending again, never checked in the block
+    reached_exit = []
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached_exit.append(True)
+    assert reached_exit == [True]
+
+
+def test_ignored_and_default_signals_are_left_alone(restore_handlers):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a shell's background job
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a library caller: SIGTERM ends the process
+    with DeferredInterrupts() as interrupts:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        os.kill(os.getpid(), signal.SIGINT)  # ignored
+        interrupts.check()
+    assert interrupts.pending is None
