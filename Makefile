@@ -27,13 +27,17 @@ constraints: $(BIN)/python
 
 install: $(STAMP)
 
+# One test process per CPU (pytest-xdist); the quick demo's tests share one process (--dist loadgroup,
+# tests/conftest.py), so the demo is built once.
+XDIST := -n auto --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST)
 
 # The tests that answer in under 90 s on two cores (the `slow` marker: tests/conftest.py);
 # `make test` (and CI) still runs everything.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -280,9 +280,14 @@ def is_slow(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    parallel = getattr(config.option, "dist", "no") != "no"  # pytest-xdist's -n / --dist
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+        if parallel and any(f in SLOW_FIXTURES for f in getattr(item, "fixturenames", ())):
+            # `make test` runs two processes (--dist loadgroup): the tests of the quick demo share one,
+            # so the demo (a minute) is built once, not once per process
+            item.add_marker(pytest.mark.xdist_group("quick_demo"))
 
 
 def readme_commands(heading: str, first_block_only: bool = False) -> list[str]:

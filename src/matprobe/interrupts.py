@@ -50,6 +50,7 @@ class DeferredInterrupts:
     process), it does nothing.
 
     >>> import os
+    >>> previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's Ctrl-C
     >>> with DeferredInterrupts() as interrupts:
     ...     os.kill(os.getpid(), signal.SIGINT)  # delivered, not raised
     ...     try:
@@ -57,6 +58,7 @@ class DeferredInterrupts:
     ...     except KeyboardInterrupt:
     ...         print("stopped at the check")
     stopped at the check
+    >>> _ = signal.signal(signal.SIGINT, previous)
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
