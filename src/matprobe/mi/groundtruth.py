@@ -475,8 +475,8 @@ def null_task(k_classes=4, d=32, **kw) -> LatentMixtureTask:
 
 
 # ---------------------------------------------------------------------------------------------
-# The sample's own noise, as a bound on every estimator (docs/estimators.md, "Small MI is as
-# uncertain as its sample").
+# The sample's own noise, a bound on every regular estimator (docs/estimators.md, "Small MI is
+# as uncertain as its sample").
 
 
 def efficient_se(task, n: int, n_mc: int = 400_000, seed: int = 12345) -> dict[str, float]:
@@ -513,12 +513,10 @@ def median_abs_error_floor(relative_se) -> float:
     r = np.asarray(relative_se, dtype=np.float64)
     if r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
         raise ValueError(f"relative_se must be finite and >= 0, got {relative_se!r}")
-    if not np.any(r > 0):
-        return 0.0
-    r = r[r > 0]
-    zero_share = 1.0 - r.size / np.asarray(relative_se).size  # draws with se 0 have e = 0 exactly
+    zero_share = float(np.mean(r == 0))  # draws with s.e. 0 have e = 0 exactly
     if zero_share >= 0.5:
         return 0.0
+    r = r[r > 0]
 
     def below(m):  # P(|e| <= m) over the pooled draws, minus one half
         return zero_share + (1 - zero_share) * np.mean(2 * ndtr(m / r) - 1) - 0.5
