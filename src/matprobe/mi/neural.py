@@ -241,7 +241,7 @@ class WarmCriticEstimator(ProbeEstimator):
         return {**super().scheme(), "objective": self.objective, "warm_start": "probe ladder critic"}
 
     def _finish_fold(self, outs, head, x_ev, y_ev, c_ev):
-        from matprobe.mi.probe import _design
+        from matprobe.mi.probe import _Adam, _design
 
         dev = head.dev
         k = int(max(int(head.cell_y.max()), int(np.max(y_ev)), int(head.y_tr.max()))) + 1
@@ -285,7 +285,7 @@ class WarmCriticEstimator(ProbeEstimator):
         xv, sv, yv = head.x_tr[val_rows], head.s_tr[val_rows], head.y_tr[val_rows]
         o_tr, o_v = offset(head.x_tr, head.s_tr), offset(xv, sv)
         p = {kk: v.clone().requires_grad_(True) for kk, v in p0.items()}
-        opt = torch.optim.Adam(list(p.values()), lr=self.critic_lr)
+        opt = _Adam(p.values(), lr=self.critic_lr)  # torch.optim.Adam's update; no torch._dynamo import
         rng = np.random.default_rng([int(fit_rows.size), 9])
         with torch.no_grad():
             start = value(*terms(p, xv, sv, yv, o_v), sv)
