@@ -29,6 +29,7 @@ import numpy as np
 
 from matprobe.provenance import weights_fingerprint
 
+
 def llava7b_tensors() -> list[tuple[str, tuple[int, ...]]]:
     out = [("model.embed_tokens.weight", (32064, 4096)), ("lm_head.weight", (32064, 4096)),
            ("model.norm.weight", (4096,))]

@@ -24,8 +24,15 @@ import torch
 
 from matprobe.data.entropy import joint_codes
 from matprobe.mi import chain_terms
-from matprobe.mi.groundtruth import (chain_task, many_class_task, massive_task, mixture_task, null_task,
-                                     single_factor_task, student_t_task)
+from matprobe.mi.groundtruth import (
+    chain_task,
+    many_class_task,
+    massive_task,
+    mixture_task,
+    null_task,
+    single_factor_task,
+    student_t_task,
+)
 
 torch.set_num_threads(1)
 
