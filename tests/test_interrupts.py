@@ -86,3 +86,16 @@ def test_ignored_and_default_signals_are_left_alone(restore_handlers):
         os.kill(os.getpid(), signal.SIGINT)  # ignored
         interrupts.check()
     assert interrupts.pending is None
+
+
+def test_another_programs_handler_runs_at_the_check(restore_handlers):
+    # an embedding application's own SIGINT handler (one that counts instead of raising) is run
+    # at the check, not replaced by a KeyboardInterrupt
+    seen = []
+    signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    with DeferredInterrupts() as interrupts:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert seen == []
+        interrupts.check()
+        assert seen == [signal.SIGINT]
+    assert seen == [signal.SIGINT]  # nothing pending at the exit

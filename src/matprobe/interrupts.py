@@ -44,10 +44,10 @@ class DeferredInterrupts:
     Ctrl-C-during-extract test saw exit 0 twice in about 40 runs). Deferred to `check()`, which a
     loop calls between units of work, the signal cannot be lost and always stops at a unit's
     boundary. A second signal raises at once (a unit that takes minutes can still be cut
-    short). A signal still pending when the block ends raises there. Only signals that already
-    raise are deferred: outside the main thread, for a signal the process ignores (a shell's
-    background job ignores SIGINT) or leaves at its default (SIGTERM outside the CLI ends the
-    process), it does nothing.
+    short). A signal still pending when the block ends raises there. Only signals with a Python
+    handler are deferred, and `check()` runs that handler: outside the main thread, for a signal
+    the process ignores (a shell's background job ignores SIGINT) or leaves at its default
+    (SIGTERM outside the CLI ends the process), it does nothing.
 
     >>> import os
     >>> previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's Ctrl-C
@@ -65,39 +65,38 @@ class DeferredInterrupts:
 
     def __init__(self):
         self.pending: int | None = None
-        self._old: dict = {}
+        self._handlers: dict = {}  # the Python handler each deferred signal had (restored on exit)
 
     def _handle(self, signum, frame):
         if self.pending is not None:  # the second signal: stop now
-            raise _exception(signum)
+            self._handlers[signum](signum, frame)
         self.pending = signum
 
     def check(self) -> None:
-        """Raise the pending signal's exception (KeyboardInterrupt, or `Interrupted` for SIGTERM)."""
+        """Run the pending signal's own handler now (Python's raises KeyboardInterrupt, the CLI's
+        SIGTERM handler `Interrupted`; another program's handler does what it does)."""
         if self.pending is not None:
             signum, self.pending = self.pending, None
-            raise _exception(signum)
+            self._handlers[signum](signum, None)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 old = signal.getsignal(sig)
-                if callable(old):  # a Python handler (raises); SIG_DFL and SIG_IGN are left alone
-                    self._old[sig] = old
+                if callable(old):  # a Python handler; SIG_DFL and SIG_IGN are left alone
+                    self._handlers[sig] = old
                     signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        for sig, old in self._old.items():
+        for sig, old in self._handlers.items():
             signal.signal(sig, old)
-        self._old = {}
-        if exc_type is None:
-            self.check()
+        try:
+            if exc_type is None:
+                self.check()
+        finally:
+            self._handlers = {}
         return False
-
-
-def _exception(signum) -> KeyboardInterrupt:
-    return Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def ignore_in_worker() -> None:
