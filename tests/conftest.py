@@ -273,10 +273,13 @@ SLOW: dict[str, set[str]] = {
 SLOW_FIXTURES = ("quick_demo",)
 
 
+def uses_slow_fixture(item) -> bool:
+    return any(f in SLOW_FIXTURES for f in getattr(item, "fixturenames", ()))
+
+
 def is_slow(item) -> bool:
     names = SLOW.get(item.path.name, set())
-    return (item.name in names or getattr(item, "originalname", item.name) in names
-            or any(f in SLOW_FIXTURES for f in getattr(item, "fixturenames", ())))
+    return item.name in names or getattr(item, "originalname", item.name) in names or uses_slow_fixture(item)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -284,9 +287,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
-        if parallel and any(f in SLOW_FIXTURES for f in getattr(item, "fixturenames", ())):
-            # `make test` runs two processes (--dist loadgroup): the tests of the quick demo share one,
-            # so the demo (a minute) is built once, not once per process
+        if parallel and uses_slow_fixture(item):
+            # `make test` runs one process per CPU (--dist loadgroup): the tests of the quick demo
+            # share one, so the demo (a minute) is built once, not once per process
             item.add_marker(pytest.mark.xdist_group("quick_demo"))
 
 

@@ -42,6 +42,7 @@ from matprobe.mi.groundtruth import (
     LatentMixtureTask,
     chain_task,
     efficient_se,
+    efficient_se_from_mc,
     many_class_task,
     massive_task,
     median_abs_error_floor,
@@ -121,7 +122,7 @@ def add_oracle(df: pd.DataFrame, n_mc: int) -> pd.DataFrame:
     if "eff_se" not in df:
         df["eff_se"] = np.nan
     miss = df["eff_se"].isna()
-    df.loc[miss, "eff_se"] = df.loc[miss, "truth_se"] * np.sqrt(n_mc / df.loc[miss, "n"])
+    df.loc[miss, "eff_se"] = efficient_se_from_mc(df.loc[miss, "truth_se"], n_mc, df.loc[miss, "n"])
     if "oracle" not in df:
         df["oracle"] = np.nan
     todo = df["oracle"].isna()

@@ -283,7 +283,8 @@ class WarmCriticEstimator(ProbeEstimator):
         val_rows = torch.as_tensor(np.flatnonzero(head.val), device=dev)
         fit_rows = np.flatnonzero(~head.val)
         xv, sv, yv = head.x_tr[val_rows], head.s_tr[val_rows], head.y_tr[val_rows]
-        o_tr, o_v = offset(head.x_tr, head.s_tr), offset(xv, sv)
+        o_tr = offset(head.x_tr, head.s_tr)
+        o_v = o_tr[val_rows]
         p = {kk: v.clone().requires_grad_(True) for kk, v in p0.items()}
         opt = _Adam(p.values(), lr=self.critic_lr)  # torch.optim.Adam's update; no torch._dynamo import
         rng = np.random.default_rng([int(fit_rows.size), 9])
