@@ -17,6 +17,7 @@ below what the sample holds.
 
     python experiments/benchmarks/calibration_bench.py --grid reduced   # 20 draws, n = 2k
     python experiments/benchmarks/calibration_bench.py --grid full      # 20 draws, n in 2k/5k/20k
+    python experiments/benchmarks/calibration_bench.py --grid extra     # shapes off that grid, n 2k/20k
     python experiments/benchmarks/calibration_bench.py --summary-only --out FILE.csv
 
 A cell covers when ci_low - 2 s.e. <= truth <= ci_high + 2 s.e. (s.e.: the truth's Monte-Carlo
@@ -81,12 +82,40 @@ def family_task(family: str, draw: int, d_massive: int):
                           noise_scale=0.5, seed=s), ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
     if family == "null":
         return null_task(4, d=32, seed=s), ["I(Z;Y)"]
+    # --grid extra: shapes off the grid above, on which the probe's two-sided intervals missed
+    # (RESULTS.md, issue 22 seventh session)
+    if family == "t-K2-wide":  # two Student-t classes, 4 signal dims in d = 128
+        return LatentMixtureTask(k_classes=2, d=128, signal_dim=4, family="t", nu=3.0, separation=2.0,
+                                 seed=s), ["I(Z;Y)"]
+    if family == "t-nu1.5":  # tails heavier than the grid's (infinite variance)
+        return LatentMixtureTask(k_classes=4, d=32, signal_dim=8, family="t", nu=1.5, separation=1.5,
+                                 seed=s), ["I(Z;Y)"]
+    if family == "t-imbalanced":
+        return LatentMixtureTask(k_classes=5, d=64, signal_dim=8, family="t", nu=4.0, separation=1.5,
+                                 imbalance=0.8, seed=s), ["I(Z;Y)"]
+    if family == "t-mixture":  # heavy-tailed clusters, three per class
+        return LatentMixtureTask(k_classes=3, components=3, d=32, signal_dim=6, family="t", nu=3.0,
+                                 separation=1.0, spread=1.5, seed=s), ["I(Z;Y)"]
+    if family == "mixture-4":
+        return LatentMixtureTask(k_classes=4, components=4, d=64, signal_dim=8, separation=1.0, spread=2.0,
+                                 seed=s), ["I(Z;Y)"]
+    if family == "xor":  # class centres equal: only the clusters' layout tells the classes apart
+        return LatentMixtureTask(k_classes=2, components=2, d=32, signal_dim=4, separation=0.0, spread=2.0,
+                                 seed=s), ["I(Z;Y)"]
+    if family == "scales":  # classes differ in mean and in scale (a quadratic posterior)
+        return LatentMixtureTask(k_classes=3, d=32, signal_dim=4, separation=0.5, scale_spread=0.7,
+                                 seed=s), ["I(Z;Y)"]
+    if family == "scales-only":
+        return LatentMixtureTask(k_classes=3, d=32, signal_dim=4, separation=0.0, scale_spread=0.7,
+                                 seed=s), ["I(Z;Y)"]
     raise ValueError(family)
 
 
 FAMILIES = ("student-t", "mixture", "massive", "lowrank-aniso", "K50", "saturated", "small", "chain-tiny", "null")
-GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024},
-         "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096}}
+EXTRA_FAMILIES = ("t-K2-wide", "t-nu1.5", "t-imbalanced", "t-mixture", "mixture-4", "xor", "scales", "scales-only")
+GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": FAMILIES},
+         "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096, "families": FAMILIES},
+         "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES}}
 
 
 def run_draw(family, draw, n, d_massive, seeds, n_mc, level):
@@ -215,7 +244,7 @@ def read(path) -> pd.DataFrame:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", choices=tuple(GRIDS), default="reduced")
-    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--families", default=None, help="comma list (default: the grid's families)")
     ap.add_argument("--draws", type=int, default=None, help="draws per family (default: the grid's)")
     ap.add_argument("--ns", default=None, help="comma list of n, cycled over draws (default: the grid's)")
     ap.add_argument("--seeds", type=int, default=5)
@@ -230,6 +259,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     grid = dict(GRIDS[a.grid])
     draws = a.draws or grid["draws"]
+    a.families = a.families or ",".join(grid["families"])
     ns = tuple(int(x) for x in a.ns.split(",")) if a.ns else grid["ns"]
     if a.merge:  # partial runs (e.g. one process per core) into one table
         parts = [read(p) for p in a.merge.split(",") if os.path.exists(p)]

@@ -272,6 +272,9 @@ class LatentMixtureTask:
     the first half of them carry one signal direction each (axis-aligned), the rest noise only.
     noise_scales: "flat" (all 1), "decay" (log-uniform in [0.05, 1]: anisotropic like real
     embeddings) or a float (all equal to it).
+    scale_spread: each class's latent scale is exp(scale_spread * u_y), u_y ~ U(-1, 1) (0: all
+    1). Classes that differ in scale have a Bayes posterior quadratic in z, which no linear
+    critic represents; with separation = spread = 0 the scales alone carry the MI.
     """
 
     k_classes: int = 4
@@ -288,6 +291,7 @@ class LatentMixtureTask:
     noise_scales: object = "decay"
     chain: bool = False
     seed: int = 0
+    scale_spread: float = 0.0
     _truth_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -308,7 +312,17 @@ class LatentMixtureTask:
 
     @property
     def null(self) -> bool:
-        return self.separation == 0 and (self.spread == 0 or self.components == 1)
+        return self.separation == 0 and (self.spread == 0 or self.components == 1) and self.scale_spread == 0
+
+    @cached_property
+    def _scales(self) -> np.ndarray:
+        """The latent scale of each component (its class's), [components in total]."""
+        cls, _, _ = self._structure
+        if self.scale_spread == 0:
+            return np.ones(len(cls))
+        # a stream of its own: the other parameters stay those of the same task without scales
+        u = np.random.default_rng([self.seed, 41]).uniform(-1.0, 1.0, self.k_classes)
+        return np.exp(self.scale_spread * u)[cls]
 
     @cached_property
     def _structure(self):
@@ -353,7 +367,7 @@ class LatentMixtureTask:
         x = rng.standard_normal((n, self.k))
         if self.family == "t":
             x = x / np.sqrt(rng.chisquare(self.nu, size=n) / self.nu)[:, None]
-        return comp, mean[comp] + x
+        return comp, mean[comp] + x * self._scales[comp][:, None]
 
     def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(Z float32 [n, d], {"Y": class codes, "U" (chain only): cluster within class})."""
@@ -373,9 +387,13 @@ class LatentMixtureTask:
         _, _, mean = self._structure
         sq = (s**2).sum(1)[:, None] - 2 * s @ mean.T + (mean**2).sum(1)[None, :]
         sq = np.maximum(sq, 0.0)
+        scale = self._scales[None, :]
+        if self.scale_spread:  # a density of x / scale, over scale^k
+            sq = sq / scale**2
+        log_jac = -self.k * np.log(scale)
         if self.family == "t":
-            return _log_t_density(sq, self.k, self.nu)
-        return -0.5 * sq - 0.5 * self.k * np.log(2 * np.pi)
+            return _log_t_density(sq, self.k, self.nu) + log_jac
+        return -0.5 * sq - 0.5 * self.k * np.log(2 * np.pi) + log_jac
 
     def _term_rows(self, comp, s) -> np.ndarray:
         """Per row, the exact pointwise log-ratios [n, 3] of I(Z;Y), I(Z;U|Y) and I(Z;Y,U) at the

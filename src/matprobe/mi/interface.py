@@ -106,7 +106,8 @@ class MIEstimate:
     unknown, or InfoNCE where log(batch) caps it): then only `ci_low` is a statement and
     `ci_high` is set to `h_upper` (the largest value MI can take, finite so JSON stays valid).
     `flags`: machine-readable warnings, each explained in `note`: "misspecified-linear" (a
-    non-linear critic beat the linear one on held-out log-loss), "below-zero" (the estimate is
+    non-linear critic beat the linear one on validation log-loss, in most folds or pooled over
+    them: the shortfall is not bounded, `bound` set to "lower"), "below-zero" (the estimate is
     below 0), "interval-below-zero" (the whole interval is below 0), "low-n" (too few rows per
     class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
     "sparse-strata", "clipped", "small-cells" (>= 5% of rows in (stratum, class) cells with fewer

@@ -26,7 +26,7 @@ from torch import nn
 
 from matprobe.mi.base import DV, MEAN, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import LOWER, EstimatorTags
-from matprobe.mi.probe import NEG, ProbeEstimator
+from matprobe.mi.probe import NEG, ProbeEstimator, _Adam
 from matprobe.mi.registry import register_estimator
 
 
@@ -122,7 +122,8 @@ class CriticEstimator(CrossFitEstimator):
         xv, yv, sv, lpv = prep(x_tr[val], y_tr[val], c_tr[val])
         xe, ye, se, lpe = prep(x_ev, y_ev, c_ev)
         critic = _Critic(xf.shape[1], len(strata) * k, self.hidden).to(dev)
-        opt = torch.optim.Adam(critic.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # torch.optim.Adam's update, written out (constructing a torch optimiser imports torch._dynamo)
+        opt = _Adam(critic.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
         def head(x, si):
             return critic(x).view(len(x), len(strata), k)[torch.arange(len(x), device=x.device), si]
@@ -241,7 +242,7 @@ class WarmCriticEstimator(ProbeEstimator):
         return {**super().scheme(), "objective": self.objective, "warm_start": "probe ladder critic"}
 
     def _finish_fold(self, outs, head, x_ev, y_ev, c_ev):
-        from matprobe.mi.probe import _Adam, _design
+        from matprobe.mi.probe import _design
 
         dev = head.dev
         k = int(max(int(head.cell_y.max()), int(np.max(y_ev)), int(head.y_tr.max()))) + 1
