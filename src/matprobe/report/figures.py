@@ -98,7 +98,8 @@ def mi_chain_bars(terms: pd.DataFrame, path: Path, level: float | None = None) -
     _save(draw_mi_chain(terms, level), path)
     return ("Each chain term I(Z;M), I(Z;A|M), I(Z;T|M,A), I(Z;Y|M,A,T) per checkpoint (bars; hue = training "
             f"condition, a distinct shade per checkpoint) with its {_level_text(level)} interval; black ticks "
-            "mark the plug-in entropy that caps each term. Read: which factor the embedding encodes most, and "
+            "mark the plug-in entropy that caps each term, and a one-sided term's whisker reaches that cap "
+            "(only its lower end is a statement: the MI is at least it). Read: which factor the embedding encodes most, and "
             "whether the conditions differ by more than their intervals.")
 
 
@@ -227,7 +228,8 @@ def mi_by_layer(terms: pd.DataFrame, path: Path, level: float | None = None) -> 
     """Lines: each chain term against the layer, per checkpoint (shaded by condition), with intervals."""
     _save(draw_mi_by_layer(terms, level), path)
     return ("Each chain term (one panel per term) at every layer the run measured, one line per checkpoint "
-            f"(hue = training condition, shade = checkpoint) with {_level_text(level)} intervals. Read: where "
+            f"(hue = training condition, shade = checkpoint) with {_level_text(level)} intervals (a one-sided "
+            "term's reaches its entropy cap: only its lower end is a statement). Read: where "
             "in the network each factor becomes decodable, and whether the conditions part at some depth.")
 
 
