@@ -27,9 +27,9 @@ constraints: $(BIN)/python
 
 install: $(STAMP)
 
-# One test process per CPU (pytest-xdist); the quick demo's tests share one process (--dist loadgroup,
-# tests/conftest.py), so the demo is built once.
-XDIST := -n auto --dist loadgroup
+# One test process per CPU (pytest-xdist); the quick demo is built once per run, under a file lock,
+# and copied into each process's own directory (tests/conftest.py).
+XDIST := -n auto
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST)

@@ -69,18 +69,39 @@ def make_tiny_manifest():
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory) -> Path:
-    """`matprobe demo --quick` run once per session into ROOT/reports/demo of a temporary ROOT
-    (the layout the README's study commands expect); returns that run directory."""
-    import torch
-    from typer.testing import CliRunner
+    """`matprobe demo --quick` in ROOT/reports/demo of a temporary ROOT (the layout the README's
+    study commands expect); returns that run directory.
 
-    from matprobe.cli import app
+    Built once per `pytest` run: under pytest-xdist the first worker that needs it builds it under
+    a file lock in the run's shared temporary directory, the others wait for it, and each worker
+    gets a copy in a ROOT of its own (tests write beside it and into it). pytest-xdist's
+    `--dist loadgroup` cannot keep these tests in one worker with pytest 9 (its renamed node ids
+    no longer take effect), and each worker built the demo: two 140 s setups in one `make test`."""
+    import os
+    import shutil
 
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("quick_demo") / "reports" / "demo"
-    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--workers", "2"])
-    assert res.exit_code == 0, res.output
-    return out
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's temporary directory, above each worker's own
+    template = shared / "quick_demo_template"
+    with FileLock(str(shared / "quick_demo_template.lock")):
+        if not (template / "built").exists():
+            import torch
+            from typer.testing import CliRunner
+
+            from matprobe.cli import app
+
+            torch.set_num_threads(1)
+            shutil.rmtree(template, ignore_errors=True)  # a build that failed part-way
+            res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(template / "reports" / "demo"),
+                                           "--workers", "2"])
+            assert res.exit_code == 0, res.output
+            (template / "built").touch()
+    root = tmp_path_factory.mktemp("quick_demo")
+    shutil.copytree(template / "reports", root / "reports", symlinks=True)
+    return root / "reports" / "demo"
 
 
 # ---------------------------------------------------------------- the slow marker (`make test-fast`)
@@ -292,14 +313,9 @@ def is_slow(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    parallel = getattr(config.option, "dist", "no") != "no"  # pytest-xdist's -n / --dist
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
-        if parallel and uses_slow_fixture(item):
-            # `make test` runs one process per CPU (--dist loadgroup): the tests of the quick demo
-            # share one, so the demo (a minute) is built once, not once per process
-            item.add_marker(pytest.mark.xdist_group("quick_demo"))
 
 
 def readme_commands(heading: str, first_block_only: bool = False) -> list[str]:
