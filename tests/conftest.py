@@ -303,13 +303,10 @@ SLOW: dict[str, set[str]] = {
 SLOW_FIXTURES = ("quick_demo",)
 
 
-def uses_slow_fixture(item) -> bool:
-    return any(f in SLOW_FIXTURES for f in getattr(item, "fixturenames", ()))
-
-
 def is_slow(item) -> bool:
     names = SLOW.get(item.path.name, set())
-    return item.name in names or getattr(item, "originalname", item.name) in names or uses_slow_fixture(item)
+    return (item.name in names or getattr(item, "originalname", item.name) in names
+            or any(f in SLOW_FIXTURES for f in getattr(item, "fixturenames", ())))
 
 
 def pytest_collection_modifyitems(config, items):

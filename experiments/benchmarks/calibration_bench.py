@@ -82,37 +82,31 @@ def family_task(family: str, draw: int, d_massive: int):
                           noise_scale=0.5, seed=s), ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
     if family == "null":
         return null_task(4, d=32, seed=s), ["I(Z;Y)"]
-    # --grid extra: shapes off the grid above, on which the probe's two-sided intervals missed
-    # (RESULTS.md, issue 22 seventh session)
-    if family == "t-K2-wide":  # two Student-t classes, 4 signal dims in d = 128
-        return LatentMixtureTask(k_classes=2, d=128, signal_dim=4, family="t", nu=3.0, separation=2.0,
-                                 seed=s), ["I(Z;Y)"]
-    if family == "t-nu1.5":  # tails heavier than the grid's (infinite variance)
-        return LatentMixtureTask(k_classes=4, d=32, signal_dim=8, family="t", nu=1.5, separation=1.5,
-                                 seed=s), ["I(Z;Y)"]
-    if family == "t-imbalanced":
-        return LatentMixtureTask(k_classes=5, d=64, signal_dim=8, family="t", nu=4.0, separation=1.5,
-                                 imbalance=0.8, seed=s), ["I(Z;Y)"]
-    if family == "t-mixture":  # heavy-tailed clusters, three per class
-        return LatentMixtureTask(k_classes=3, components=3, d=32, signal_dim=6, family="t", nu=3.0,
-                                 separation=1.0, spread=1.5, seed=s), ["I(Z;Y)"]
-    if family == "mixture-4":
-        return LatentMixtureTask(k_classes=4, components=4, d=64, signal_dim=8, separation=1.0, spread=2.0,
-                                 seed=s), ["I(Z;Y)"]
-    if family == "xor":  # class centres equal: only the clusters' layout tells the classes apart
-        return LatentMixtureTask(k_classes=2, components=2, d=32, signal_dim=4, separation=0.0, spread=2.0,
-                                 seed=s), ["I(Z;Y)"]
-    if family == "scales":  # classes differ in mean and in scale (a quadratic posterior)
-        return LatentMixtureTask(k_classes=3, d=32, signal_dim=4, separation=0.5, scale_spread=0.7,
-                                 seed=s), ["I(Z;Y)"]
-    if family == "scales-only":
-        return LatentMixtureTask(k_classes=3, d=32, signal_dim=4, separation=0.0, scale_spread=0.7,
-                                 seed=s), ["I(Z;Y)"]
+    if family in EXTRA:
+        return LatentMixtureTask(**EXTRA[family], seed=s), ["I(Z;Y)"]
     raise ValueError(family)
 
 
 FAMILIES = ("student-t", "mixture", "massive", "lowrank-aniso", "K50", "saturated", "small", "chain-tiny", "null")
-EXTRA_FAMILIES = ("t-K2-wide", "t-nu1.5", "t-imbalanced", "t-mixture", "mixture-4", "xor", "scales", "scales-only")
+# --grid extra: shapes off the grid above, on which the probe's two-sided intervals missed (RESULTS.md,
+# issue 22 seventh session); each a LatentMixtureTask with these parameters, term I(Z;Y)
+EXTRA = {
+    # two Student-t classes, 4 signal dims in d = 128
+    "t-K2-wide": dict(k_classes=2, d=128, signal_dim=4, family="t", nu=3.0, separation=2.0),
+    # tails heavier than the grid's (infinite variance)
+    "t-nu1.5": dict(k_classes=4, d=32, signal_dim=8, family="t", nu=1.5, separation=1.5),
+    "t-imbalanced": dict(k_classes=5, d=64, signal_dim=8, family="t", nu=4.0, separation=1.5, imbalance=0.8),
+    # heavy-tailed clusters, three per class
+    "t-mixture": dict(k_classes=3, components=3, d=32, signal_dim=6, family="t", nu=3.0, separation=1.0,
+                      spread=1.5),
+    "mixture-4": dict(k_classes=4, components=4, d=64, signal_dim=8, separation=1.0, spread=2.0),
+    # class centres equal: only the clusters' layout tells the classes apart
+    "xor": dict(k_classes=2, components=2, d=32, signal_dim=4, separation=0.0, spread=2.0),
+    # classes differ in mean and in scale (a quadratic posterior), or in scale only
+    "scales": dict(k_classes=3, d=32, signal_dim=4, separation=0.5, scale_spread=0.7),
+    "scales-only": dict(k_classes=3, d=32, signal_dim=4, separation=0.0, scale_spread=0.7),
+}
+EXTRA_FAMILIES = tuple(EXTRA)
 GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": FAMILIES},
          "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096, "families": FAMILIES},
          "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES}}

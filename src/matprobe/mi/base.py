@@ -353,12 +353,9 @@ class CrossFitEstimator:
             # a critic family shown to be wrong has a shortfall no learning curve or level gap
             # bounds (issue 22: heavy-tailed and variance-only classes, 10-30% low with two-sided
             # intervals covering 4-8 of 10): only the lower end is a statement
-            one_sided_misspecified = True
             flags.append("misspecified-linear")
             notes.append(misspecified + "; the shortfall of a misspecified critic is not bounded, so only "
                          "the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)")
-        else:
-            one_sided_misspecified = False
         cells = sum(s["classes"] for s in strata_info if not s["single"])
         if cells and int(active.sum()) / cells < LOW_N_PER_CLASS:
             flags.append("low-n")
@@ -412,7 +409,7 @@ class CrossFitEstimator:
             notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
                          "shortfall is not bounded, so only the lower end is a statement (MI is at least "
                          "ci_low); ci_high is H(Y|C)")
-        result.bound = LOWER if one_sided or one_sided_misspecified else self.tags.bound
+        result.bound = LOWER if one_sided or misspecified else self.tags.bound
         lo, hi = min(lo, h_upper), min(hi, h_upper)
         if result.bound == LOWER:
             hi = h_upper  # one-sided: only the lower end is a statement

@@ -387,9 +387,8 @@ class LatentMixtureTask:
         _, _, mean = self._structure
         sq = (s**2).sum(1)[:, None] - 2 * s @ mean.T + (mean**2).sum(1)[None, :]
         sq = np.maximum(sq, 0.0)
-        scale = self._scales[None, :]
-        if self.scale_spread:  # a density of x / scale, over scale^k
-            sq = sq / scale**2
+        scale = self._scales[None, :]  # a density of x / scale, over scale^k (all 1: the same bits)
+        sq = sq / scale**2
         log_jac = -self.k * np.log(scale)
         if self.family == "t":
             return _log_t_density(sq, self.k, self.nu) + log_jac
