@@ -47,6 +47,42 @@ def test_the_rule_pools_the_folds_checks(gains, ses, levels, expected):
         assert f"{pooled:.4f} +- {pooled_se:.4f}" in msg
 
 
+@pytest.mark.parametrize("over_prior,named", [
+    ([-0.03, -0.02, 0.01, -0.01, 0.0], True),   # pooled -0.01: the linear critic is worse than the prior
+    ([-0.03, -0.02, 0.05, 0.01, 0.0], False),   # pooled +0.002: it is not
+    (None, False),                                # diagnostics without the comparison
+])
+def test_the_sentence_names_a_linear_critic_worse_than_the_prior(over_prior, named):
+    diags = _diags([0.02] * 5, [0.005] * 5)
+    if over_prior is not None:
+        for d, v in zip(diags, np.repeat(over_prior, 2)):
+            d["linear_over_prior"] = v
+    msg = make_estimator("probe").misspecification(diags)
+    assert msg is not None and ("worse than the label frequencies" in msg) is named
+    if named:
+        assert f"{-np.mean(over_prior):.4f} nats per row worse" in msg
+
+
+# a null, and a dependence of 0.059 nats, both beside massive coordinates (d = 1,024): the fitted
+# linear critic predicts worse than the label prior in both, and at n = 2k the probe reads about 0 in
+# both. Judged against the prior instead of the fitted linear critic, the null's interval became
+# two-sided [0, 0.01] and so did the dependence's, [0, 0.03], which misses it (issue 22)
+_MASSIVE = dict(k_classes=3, d=1024, signal_dim=8, massive=6)
+
+
+@pytest.mark.parametrize("task,draw", [
+    (LatentMixtureTask(**_MASSIVE, separation=0.0, seed=300), 0),
+    (LatentMixtureTask(**_MASSIVE, separation=0.3, seed=412), 12),
+], ids=["null", "small-dependence"])
+def test_beside_massive_coordinates_a_near_zero_reading_stays_one_sided(task, draw):
+    z, f = task.sample(2000, seed=draw)
+    truth, se = task.truth(100_000)["I(Z;Y)"]
+    res = make_estimator("probe").estimate(z, f["Y"])
+    assert "misspecified-linear" in res.flags and res.bound == "lower", res.note
+    assert "worse than the label frequencies" in res.note and "does not show independence" in res.note
+    assert res.value < 0.02 and res.ci_low - 3 * se <= truth <= res.ci_high
+
+
 def _t_task(draw):
     # Student-t classes (nu = 3), K = 2, 4 signal dims in d = 96: a linear probe is 10-30% low
     # at n = 2k and its two-sided interval missed the truth in 6 of 10 draws before this rule

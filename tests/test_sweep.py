@@ -187,3 +187,38 @@ def test_negative_layers_resolve_from_the_model_end(stores, tmp_path):
                                provenance={"checkpoint": "x", "num_decoder_layers": 32}).close()
     cells = sweep_mod.build_grid([p], "-1,16", "last", ("M", "A"))
     assert [c.layer for c in cells] == ["31", "16"]
+
+
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_sweep(stores, tmp_path, monkeypatch):
+    # Python drops an exception raised inside a finaliser ("Exception ignored in ..."): a Ctrl-C or
+    # SIGTERM landing there (torch and h5py run finalisers during a cell) used to be lost, and the
+    # sweep ran to its end with exit 0 (a loaded suite run saw it). It is acted on between cells.
+    import gc
+    import signal
+
+    _, paths, _, _ = stores
+    real = sweep_mod.estimate_cell
+    calls = []
+
+    class SignalInFinaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt here
+
+    def estimate_cell(*args, **kw):
+        calls.append(args[0])
+        if len(calls) == 1:
+            SignalInFinaliser()  # collected at once: the signal is delivered inside __del__
+            gc.collect()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sweep_mod, "estimate_cell", estimate_cell)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    out = tmp_path / "t.csv"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(paths, out, layers="0,1", pools="last", **kwargs(pointwise=False))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(calls) == 1  # stopped at the first boundary: no second cell started
+    kept = sweep_mod.read_table(out)
+    assert sorted(set(zip(kept["checkpoint"], kept["layer"]))) == [("ckpt0", "0")]  # the finished cell is kept

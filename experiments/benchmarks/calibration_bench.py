@@ -18,6 +18,7 @@ below what the sample holds.
     python experiments/benchmarks/calibration_bench.py --grid reduced   # 20 draws, n = 2k
     python experiments/benchmarks/calibration_bench.py --grid full      # 20 draws, n in 2k/5k/20k
     python experiments/benchmarks/calibration_bench.py --grid extra     # shapes off that grid, n 2k/20k
+    python experiments/benchmarks/calibration_bench.py --grid nulls     # nulls of nine shapes, n = 2k
     python experiments/benchmarks/calibration_bench.py --summary-only --out FILE.csv
 
 A cell covers when ci_low - 2 s.e. <= truth <= ci_high + 2 s.e. (s.e.: the truth's Monte-Carlo
@@ -84,6 +85,11 @@ def family_task(family: str, draw: int, d_massive: int):
         return null_task(4, d=32, seed=s), ["I(Z;Y)"]
     if family in EXTRA:
         return LatentMixtureTask(**EXTRA[family], seed=s), ["I(Z;Y)"]
+    if family in NULLS:
+        kind, params, term = NULLS[family]
+        if kind == "chain":
+            return chain_task(seed=s, **params), [term]
+        return LatentMixtureTask(**{**params, "d": params.get("d", d_massive)}, seed=s), [term]
     raise ValueError(family)
 
 
@@ -105,11 +111,41 @@ EXTRA = {
     # classes differ in mean and in scale (a quadratic posterior), or in scale only
     "scales": dict(k_classes=3, d=32, signal_dim=4, separation=0.5, scale_spread=0.7),
     "scales-only": dict(k_classes=3, d=32, signal_dim=4, separation=0.0, scale_spread=0.7),
+    # small MI (0.02-0.1 nats) with heavy tails or beside massive coordinates: the fitted linear critic
+    # overfits outlying rows there, and at n = 2k the probe reads a fraction of the truth
+    "small-t2": dict(k_classes=4, d=32, signal_dim=8, family="t", nu=2.0, separation=0.3),
+    "small-t1.2": dict(k_classes=2, d=128, signal_dim=8, family="t", nu=1.2, separation=0.5),
+    "small-massive": dict(k_classes=3, d=1024, signal_dim=8, massive=6, separation=0.3),
 }
 EXTRA_FAMILIES = tuple(EXTRA)
+# --grid nulls: null terms (I = 0 exactly) of shapes beside the grid's Gaussian null, as a layer sweep
+# meets them; each (task kind, parameters, the null term scored). None may exclude 0; the massive and
+# heavy-tailed ones are mostly one-sided (`misspecified-linear`: the fitted linear critic overfits
+# their outlying rows, so a reading near 0 does not show independence; RESULTS.md, issue 22 eighth session)
+NULLS = {
+    "null-K3-d64": ("mixture", dict(k_classes=3, d=64, signal_dim=8, separation=0.0), "I(Z;Y)"),  # issue 22's
+    "null-t-nu2": ("mixture", dict(k_classes=4, d=32, signal_dim=8, family="t", nu=2.0, separation=0.0), "I(Z;Y)"),
+    "null-t-nu1.2-d128": ("mixture", dict(k_classes=2, d=128, signal_dim=8, family="t", nu=1.2, separation=0.0),
+                          "I(Z;Y)"),
+    # massive coordinates as in 7B hidden states (d: the grid's d_massive)
+    "null-massive": ("mixture", dict(k_classes=4, signal_dim=8, massive=6, separation=0.0), "I(Z;Y)"),
+    "null-K50": ("mixture", dict(k_classes=50, d=64, signal_dim=8, separation=0.0), "I(Z;Y)"),
+    "null-imbalanced": ("mixture", dict(k_classes=5, d=32, signal_dim=8, separation=0.0, imbalance=0.8), "I(Z;Y)"),
+    "null-clusters": ("mixture", dict(k_classes=3, components=3, d=32, signal_dim=6, separation=0.0), "I(Z;Y)"),
+    # the last factor of a chain carries nothing given the first two (tiny strata, or strong M and A)
+    "null-cond-tiny": ("chain", dict(sizes=(2, 4, 6), d=32, signal_dim=8, separations=(1.0, 1.0, 0.0),
+                                     imbalance=0.8, noise_scale=0.5), "I(Z;T|M,A)"),
+    "null-cond-strong": ("chain", dict(sizes=(3, 3, 3), d=32, signal_dim=8, separations=(3.0, 3.0, 0.0),
+                                       noise_scale=0.5), "I(Z;T|M,A)"),
+}
+NULL_FAMILIES = tuple(NULLS)
 GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": FAMILIES},
          "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096, "families": FAMILIES},
-         "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES}}
+         "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES},
+         "nulls": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": NULL_FAMILIES}}
+
+
+NULL_TRUTH = 1e-12  # |truth| below this is a null term (Monte-Carlo truths of nulls are 0 up to rounding)
 
 
 def run_draw(family, draw, n, d_massive, seeds, n_mc, level):
@@ -150,7 +186,7 @@ def add_oracle(df: pd.DataFrame, n_mc: int) -> pd.DataFrame:
         df["oracle"] = np.nan
     todo = df["oracle"].isna()
     for (fam, draw, n), g in df[todo].groupby(["family", "draw", "n"]):
-        task, _ = family_task(fam, int(draw), int(g["d"].iloc[0]) if fam == "massive" else 4096)
+        task, _ = family_task(fam, int(draw), int(g["d"].iloc[0]) if fam in ("massive", "null-massive") else 4096)
         rows = task.oracle_terms(int(n), seed=int(draw))
         for i, term in zip(g.index, g["term"]):
             df.loc[i, "oracle"] = float(rows[term].mean())
@@ -171,7 +207,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     for fam, g in df.groupby("family", sort=False):
         k, n = int(g["covered"].sum()), len(g)
         lo, hi = clopper_pearson(k, n)
-        nonnull = g[g["truth"] > 0]
+        null = g["truth"].abs() < NULL_TRUTH
+        nonnull = g[~null]
         rel = (nonnull["estimate"] - nonnull["truth"]) / nonnull["truth"]
         row = {"family": fam, "cells": n, "draws": g["draw"].nunique(), "n": ",".join(map(str, sorted(g["n"].unique()))),
                "coverage": k / n, "cp_low": lo, "cp_high": hi,
@@ -187,7 +224,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                # what an unbiased estimator at the efficiency bound would show on these draws
                "median_abs_rel_err_floor": (median_abs_error_floor((nonnull["eff_se"] / nonnull["truth"]).to_numpy())
                                             if len(rel) and "eff_se" in g else np.nan),
-               "excludes_zero": float((g["ci_low"] > 0).mean()) if (g["truth"] == 0).all() else np.nan,
+               "excludes_zero": float((g["ci_low"] > 0).mean()) if null.all() else np.nan,
                "lower_bound_share": float((g["bound"] == "lower").mean()),
                "cpu_s_per_draw": float(g.groupby("draw")["cpu_s"].first().mean())}
         out.append(row)
@@ -198,7 +235,7 @@ def chance_median_within(df: pd.DataFrame, family: str, target: float, reps: int
     """P(median |relative error| <= target) over the family's draws for an unbiased estimator whose
     errors are N(0, eff_se^2) (simulated, fixed seed): how often the efficiency bound itself
     would meet the target on these draws."""
-    g = df[(df["family"] == family) & (df["truth"] > 0)]
+    g = df[(df["family"] == family) & (df["truth"].abs() >= NULL_TRUTH)]
     r = (g["eff_se"] / g["truth"]).to_numpy()
     meds = np.median(np.abs(np.random.default_rng(0).standard_normal((reps, len(r))) * r), axis=1)
     return float((meds <= target).mean())
@@ -228,8 +265,8 @@ def print_summary(df):
                 f"floor meets 5% on these draws with probability {chance:.0%}")
 
     why = "; ".join(f"{r.family} {r.median_abs_rel_err:.1%}" + reason(r) for r in over.itertuples())
-    null = s[s["family"] == "null"]
-    null_ok = null.empty or float(null["excludes_zero"].iloc[0]) <= 0.05
+    nulls = s[s["excludes_zero"].notna()]
+    null_ok = bool((nulls["excludes_zero"] <= 0.05).all())
     print(f"targets: coverage >= 90% on every family: {'met' if cov_ok else 'missed'}; "
           f"median |rel. err| <= 5% per family: {'met' if med_ok else 'missed (' + why + ')'}; "
           f"null intervals excluding 0 <= 5%: {'met' if null_ok else 'missed'}")

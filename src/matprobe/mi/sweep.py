@@ -488,10 +488,17 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     bar.start()
     try:
         if jobs == 1 or len(todo) <= 1:
-            for cell in todo:
-                bar.update(description=_describe(cell))
-                add(cell, safe_estimate_cell(cell, settings, pw_dir))
-                bar.advance()
+            from matprobe.interrupts import DeferredInterrupts
+
+            # a signal is acted on between cells: raised where it lands, inside a finaliser (torch
+            # and h5py run them) it was dropped and the sweep ran to its end with exit 0 (seen under
+            # a loaded test suite); a second Ctrl-C or SIGTERM stops at once
+            with DeferredInterrupts() as interrupts:
+                for cell in todo:
+                    interrupts.check()
+                    bar.update(description=_describe(cell))
+                    add(cell, safe_estimate_cell(cell, settings, pw_dir))
+                    bar.advance()
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
