@@ -186,7 +186,8 @@ def add_oracle(df: pd.DataFrame, n_mc: int) -> pd.DataFrame:
         df["oracle"] = np.nan
     todo = df["oracle"].isna()
     for (fam, draw, n), g in df[todo].groupby(["family", "draw", "n"]):
-        task, _ = family_task(fam, int(draw), int(g["d"].iloc[0]) if fam in ("massive", "null-massive") else 4096)
+        # the row's own d: families whose d is not the grid's d_massive ignore the argument
+        task, _ = family_task(fam, int(draw), int(g["d"].iloc[0]))
         rows = task.oracle_terms(int(n), seed=int(draw))
         for i, term in zip(g.index, g["term"]):
             df.loc[i, "oracle"] = float(rows[term].mean())
