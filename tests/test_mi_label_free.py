@@ -78,9 +78,9 @@ def test_label_free_features_on_cuda_equal_cpu():
 
 
 def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
-    # the CPU ranks columns by a radix sort, other devices with torch.sort (issue 22 speed):
+    # the CPU ranks columns by a radix sort or numpy's argsort, other devices with torch.sort:
     # ties are ordered differently by the two sorts, the mid-rank scores must not be
-    from matprobe.mi.prep import _normal_scores_numpy, _normal_scores_torch
+    from matprobe.mi.prep import _argsort_order, _normal_scores_numpy, _normal_scores_torch, _radix_order
 
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.standard_normal((700, 150)), rng.integers(-3, 4, (700, 140)),
@@ -98,6 +98,15 @@ def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
     b = _normal_scores_torch(torch.from_numpy(x))
     assert torch.equal(a, b)
     np.testing.assert_allclose(a.numpy(), ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)  # float32 ndtri
+    # the CPU's two orderings (the faster is picked per run): ties land in another order, the
+    # scores are the same bits; -0.0 and +0.0 are a tie for both
+    x[:5, 0], x[5:9, 0] = -0.0, 0.0
+    by_radix = _normal_scores_numpy(x, order=_radix_order)
+    by_argsort = _normal_scores_numpy(x, order=_argsort_order)
+    assert np.array_equal(by_radix, by_argsort)
+    assert np.array_equal(by_radix[0, :9], np.full(9, by_radix[0, 0]))  # one run of nine ties
+    assert torch.equal(torch.from_numpy(by_radix).T, _normal_scores_torch(torch.from_numpy(x)))
+    np.testing.assert_allclose(by_radix.T, ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)
 
 
 def test_radix_order_sorts_every_float32_bit_pattern_class_like_numpy():

@@ -1,4 +1,4 @@
-"""Portable numerics: the same bits on every x86-64 CPU for the same package versions.
+"""Portable numerics: the same bits whichever kernels one x86-64 CPU dispatches to.
 
 The libraries under matprobe pick their kernels from the CPU they run on: torch's ATen
 (default / AVX2 / AVX512 builds of every vectorised kernel; its random normal fill, softmax,
@@ -10,7 +10,9 @@ amplify them, and the demo's numbers moved in the third decimal from one machine
 next (docs/design.md, "Portable numerics").
 
 `PORTABLE_ENV` pins every one of those choices to the code path that every x86-64 CPU has,
-single-threaded. Most of the settings are read once, when a library loads or first
+single-threaded. That makes a run independent of the kernels its CPU offers, not of the CPU:
+the demo made on an AMD EPYC and on an Intel Xeon under these settings differed (docs/design.md,
+"Not across CPU vendors"). Most of the settings are read once, when a library loads or first
 computes (glibc reads GLIBC_TUNABLES before Python starts), so they cannot be switched on
 inside a running process: `portable_environment()` builds the environment a fresh process
 is started with (the pipeline runs the whole study in such a process,

@@ -231,7 +231,7 @@ def demo_config(quick: bool = False, out: str = "reports/demo") -> PipelineConfi
                          # the control task and online codelength beside each term (issue 25); a
                          # permutation null would cost 19x the MI step, so the demo leaves it out
                          mi_controls=True, mi_codelength=True,
-                         portable_numerics=True)  # the README's numbers on any x86-64 CPU (issue 20)
+                         portable_numerics=True)  # the same bits whatever kernels the CPU offers (issue 20)
     if quick:
         cfg.n_per_triplet = 32
         cfg.train_steps = 15

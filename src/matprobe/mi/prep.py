@@ -7,6 +7,8 @@ training fold only").
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from scipy.special import ndtri
@@ -276,9 +278,10 @@ def normal_scores(x: torch.Tensor) -> torch.Tensor:
     """Per column of x [n, d]: the exact empirical quantile-to-normal map, Phi^-1((r + 1/2) / n)
     with r each value's mid-rank (ties share the mean rank, so a constant column maps to 0).
 
-    On the CPU the columns are ranked by a two-pass radix sort (`_radix_order`: 2.6x faster than
-    numpy's argsort and 3x faster than torch.sort here at n = 20k, d = 4096:
-    experiments/benchmarks/RESULTS.md, issue 22); on other devices by torch.sort. Both give the
+    On the CPU the columns are ranked by the faster of a two-pass radix sort (`_radix_order`) and
+    numpy's argsort, timed on the first block (the radix sort was 2.6x faster on an AMD EPYC,
+    numpy's argsort 2.3x faster on an AVX512 Intel Xeon, at n = 20k, d = 4096:
+    experiments/benchmarks/RESULTS.md, issue 22); on other devices by torch.sort. All give the
     same float32 scores: ranks do not depend on how ties are ordered, and the scores are computed
     by the same float32 ndtri.
     """
@@ -319,9 +322,32 @@ def _tied_scores(first: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor
 _NP_BLOCK = 128  # columns per block on the CPU: the block stays in cache while it is scattered
 
 
-def _normal_scores_numpy(x: np.ndarray) -> np.ndarray:
+def _argsort_order(x: np.ndarray) -> torch.Tensor:
+    """The sorting permutation of each row of x [b, n] by numpy's default argsort (a vectorised
+    quicksort where numpy has one for the CPU: 2.3x faster than `_radix_order` on an AVX512 Intel
+    Xeon, slower on the AMD EPYC where the radix sort was chosen; RESULTS.md, issue 22)."""
+    return torch.from_numpy(np.argsort(x, axis=1))
+
+
+def _fastest_order(x: np.ndarray):
+    """(order function, x's order): both orderings timed on the first block, the faster kept.
+
+    Either gives the same scores bit for bit (ties get their mid-rank by value, whatever order
+    the sort left them in), so the choice changes the time and never the numbers."""
+    timed = []
+    for order in (_radix_order, _argsort_order):
+        t0 = time.perf_counter()
+        idx = order(x)
+        timed.append((time.perf_counter() - t0, order, idx))
+    _, order, idx = min(timed, key=lambda t: t[0])
+    return order, idx
+
+
+def _normal_scores_numpy(x: np.ndarray, order=None) -> np.ndarray:
     """`normal_scores` on the CPU, float32 [n, d] -> its transpose [d, n] (column-major, as the
-    torch path returns it: the later reductions then add in the same order, bit for bit)."""
+    torch path returns it: the later reductions then add in the same order, bit for bit).
+    order: the sorting function (`_radix_order` or `_argsort_order`; default: the faster one
+    on the first block, `_fastest_order`)."""
     n, d = x.shape
     # one transposed copy of x, overwritten block by block with the scores: torch transposes the
     # whole array 2.4x faster than column blocks are copied out of it (RESULTS.md, issue 22)
@@ -331,7 +357,10 @@ def _normal_scores_numpy(x: np.ndarray) -> np.ndarray:
     block = torch.empty(min(_NP_BLOCK, d), n, dtype=torch.float32)
     for j0 in range(0, d, _NP_BLOCK):
         xt = out[j0 : j0 + _NP_BLOCK]
-        idx = _radix_order(xt.numpy())
+        if order is None:
+            order, idx = _fastest_order(xt.numpy())
+        else:
+            idx = order(xt.numpy())
         # gather and scatter by torch: numpy's take/put_along_axis build broadcast index arrays
         # and cost 7x more here (RESULTS.md, issue 22); both are exact copies
         s = torch.gather(xt, 1, idx).numpy()
@@ -447,3 +476,92 @@ def _column_sd(x: torch.Tensor) -> torch.Tensor:
         torch.sub(blk, mean, out=sq)
         total = total + sq.square_().sum(dim=0)
     return (total / len(x)).sqrt()
+
+
+def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0) -> float:
+    """kappa = Var(s^2) / E[s^2]^2 of a shared per-row scale s, if the rows were x = s g with
+    g ~ N(0, S) independent of s (to first order when the classes shift the means a little);
+    0 for Gaussian rows, > 0 for elliptical heavy tails
+    (Student-t rows: 2 / (nu - 4)), < 0 for well-separated clusters. Label-free.
+
+    From the second and fourth moments of the squared norm r = |x - mean|^2: for such rows
+    E r = E[s^2] tr S and Var r = kappa (tr S)^2 + 2 (1 + kappa) tr(S^2) (moments of Gaussian
+    quadratic forms), so kappa = (Var r - 2 tr S2) / ((tr S)^2 + 2 tr S2), with S2 = Cov(x)^2.
+    It does not grow with the dimension as the kurtosis of r does. With `groups` (the strata of
+    a conditional term) each row is centred on its group's mean: the scale within the strata,
+    not the spread between them. Computed on at most
+    `max_rows` rows (a seeded subset; 1,024 when there are more than 1,024 columns, which keeps
+    the Gram matrix at d = 4,096 under a second), in float64.
+
+    >>> rng = np.random.default_rng(0)
+    >>> g = rng.standard_normal((200_000, 6))
+    >>> round(row_scale_variance(g, max_rows=200_000), 2)
+    0.0
+    >>> s2 = np.exp(0.5 * rng.standard_normal(200_000))  # lognormal s^2: kappa = e^0.25 - 1
+    >>> round(row_scale_variance(g * np.sqrt(s2)[:, None], max_rows=200_000), 2), round(float(np.exp(0.25)) - 1, 2)
+    (0.28, 0.28)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    groups = np.zeros(len(x), dtype=np.int64) if groups is None else np.asarray(groups)
+    cap = max_rows if x.shape[1] <= 1024 else min(max_rows, 1024)
+    if len(x) > cap:
+        keep = np.sort(np.random.default_rng([seed, 13]).choice(len(x), cap, replace=False))
+        x, groups = x[keep], groups[keep]
+    n, d = x.shape
+    if n < 3:
+        return 0.0
+    _, codes = np.unique(groups, return_inverse=True)
+    counts = np.bincount(codes)
+    sums = np.zeros((len(counts), d))
+    np.add.at(sums, codes, x)
+    x = x - (sums / counts[:, None])[codes]
+    r = np.einsum("ij,ij->i", x, x)
+    tr_s = r.mean()
+    # tr(S^2) = |X^T X|_F^2 / n^2 = |X X^T|_F^2 / n^2: the smaller Gram matrix
+    gram = x.T @ x if d <= n else x @ x.T
+    tr_s2 = float((gram * gram).sum()) / n**2
+    denom = tr_s**2 + 2 * tr_s2
+    if denom <= 0:
+        return 0.0
+    return float((r.var() - 2 * tr_s2) / denom)
+
+
+def radially_damped(x_tr, x_ev, c_tr=None, c_ev=None, offset: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Features for rows with a shared heavy-tailed scale: (x - m_c) / (offset + rho) and
+    1 / (offset + rho), rho = |x - m_c|^2 over its median on the training rows (m_c: the row's
+    stratum mean on the training rows, the overall mean for a stratum without any). Label-free
+    and fitted on the training rows only. Returns float32 [n, d + 1] for x_tr and x_ev.
+
+    For rows x = mu_y + s g (s shared by the coordinates, e.g. Student-t classes) the posterior's
+    logits are, to first order in mu, mu_y . x / (nu + |x|^2) and |mu_y|^2 / (nu + |x|^2) (up to
+    a factor): linear in these features, where in x itself they are not (docs/estimators.md).
+
+    >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0], [0.0, -2.0]])
+    >>> d_tr, _ = radially_damped(x, x[:1])
+    >>> d_tr[:, 2]   # rho = 0.4, 1.6, 0.4, 1.6 (median 2.5): 1 / (0.5 + rho)
+    array([1.1111112 , 0.47619048, 1.1111112 , 0.47619048], dtype=float32)
+    """
+    x_tr = np.asarray(x_tr, dtype=np.float64)
+    x_ev = np.asarray(x_ev, dtype=np.float64)
+    c_tr = np.zeros(len(x_tr), dtype=np.int64) if c_tr is None else np.asarray(c_tr)
+    c_ev = np.zeros(len(x_ev), dtype=np.int64) if c_ev is None else np.asarray(c_ev)
+    overall = x_tr.mean(0)
+    means = {c: x_tr[c_tr == c].mean(0) for c in np.unique(c_tr)}
+
+    def centred(x, c):
+        out = x.copy()
+        for code in np.unique(c):
+            out[c == code] -= means.get(code, overall)
+        return out
+
+    xc_tr, xc_ev = centred(x_tr, c_tr), centred(x_ev, c_ev)
+    r_tr = np.einsum("ij,ij->i", xc_tr, xc_tr)
+    scale = max(float(np.median(r_tr)), 1e-12)
+
+    def damp(xc):
+        w = 1.0 / (offset + np.einsum("ij,ij->i", xc, xc) / scale)
+        return np.concatenate([xc * w[:, None], w[:, None]], axis=1).astype(np.float32)
+
+    return damp(xc_tr), damp(xc_ev)

@@ -885,7 +885,8 @@ def _provenance_section(doc: Doc, data) -> None:
                   "(pinned in constraints.txt), not across them.")
         if (env.get("numerics") or {}).get("portable"):
             doc.para("Numerics: portable (the kernels every x86-64 CPU has, one thread; docs/design.md §6): "
-                     "these versions give the same numbers on any x86-64 Linux CPU.")
+                     "on the CPU model this ran on, these versions give the same numbers whatever kernels it "
+                     "could dispatch; another CPU model can give other digits (measured: AMD against Intel).")
     else:
         doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
     # the report's own rendering is left out: the pipeline records it only after writing the
