@@ -172,6 +172,11 @@ def test_a_large_row_scale_variance_alone_makes_the_linear_critic_misspecified(s
     assert (msg is not None) is flagged
     if flagged:
         assert f"relative variance {scale_var:.2f}" in msg and f"{scale_var / (1 + scale_var):.0%} short" in msg
+    # without the ladder's check the sentence says there was none (no "+- inf")
+    no_check = [{k: v for k, v in d.items() if not k.startswith("level_gain")} for d in _diags_with_scale(scale_var)]
+    msg_no_check = make_estimator("probe").misspecification(no_check)
+    if flagged:
+        assert "no non-linear critic was checked" in msg_no_check and "inf" not in msg_no_check
     # the threshold is a parameter (recorded with the results)
     assert make_estimator("probe", max_row_scale_variance=np.inf).misspecification(
         _diags_with_scale(scale_var)) is None

@@ -205,9 +205,10 @@ class ProbeEstimator(CrossFitEstimator):
                    f"{scale_var:.2f} (label-free, on the critic's features; 0 for Gaussian rows, above "
                    f"{self.max_row_scale_variance:g} here). Where the classes share such a scale (heavy, elliptical "
                    f"tails) the Bayes posterior is the linear one divided by the row's scale, and a linear critic "
-                   f"reads about {scale_var / (1 + scale_var):.0%} short at small MI (kappa / (1 + kappa)); the "
-                   f"non-linear critic's gain on the validation rows ({pooled:.4f} +- {pooled_se:.4f} nats per row) was too "
-                   f"small to show it at this n")
+                   f"reads about {scale_var / (1 + scale_var):.0%} short at small MI (kappa / (1 + kappa)); "
+                   + (f"the non-linear critic's gain on the validation rows ({pooled:.4f} +- {pooled_se:.4f} nats per "
+                      "row) was too small to show it at this n" if len(gains) else
+                      "no non-linear critic was checked (the ladder has no non-linear level)"))
         damped = sum(d.get("representation") == "radially damped" for d in first_seed)
         if damped:
             msg += (f"; the critic was fitted on radially damped features (each row over 0.5 + its squared norm "
