@@ -26,6 +26,7 @@ learning-curve correction (below), which is what varies between seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -103,6 +104,27 @@ class _Stratum:
 def _design(x, dev):
     x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev)
     return torch.cat([x, torch.ones(len(x), 1, device=dev)], dim=1)
+
+
+@dataclasses.dataclass
+class _LevelFit:
+    """One representation of a fold fitted up to its chosen level (`ProbeEstimator._fit_levels`)."""
+
+    x_tr: np.ndarray
+    x_ev: np.ndarray
+    strata: list
+    problem: object  # the `_shared` key of these fits (None when nothing is shared)
+    a: int  # the chosen (dims, penalty) cell of the path
+    b: int
+    lam: float
+    mask: torch.Tensor
+    sols: dict  # the path's solutions, by (a, b)
+    w_full: list  # the chosen cell refitted on every training row
+    base_ev: np.ndarray
+    lq_ev: np.ndarray  # held-out log q of the linear level
+    diag: dict
+    head: object  # the ladder's non-linear level (`_MLPLadder`), None without one
+    val_loss: float  # the chosen level's validation log-loss, nats per row
 
 
 class ProbeEstimator(CrossFitEstimator):
@@ -356,18 +378,18 @@ class ProbeEstimator(CrossFitEstimator):
                   for seed in seeds]
         scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
         fit = self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-        fit["diag"].update(row_scale_variance=scale_var, representation="features")
+        fit.diag.update(row_scale_variance=scale_var, representation="features")
         if self.radial_damping and scale_var > self.max_row_scale_variance:
             xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev)
             damped = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-            damped["diag"].update(row_scale_variance=scale_var, representation="radially damped")
-            losses = {"val_loss_features": fit["val_loss"], "val_loss_damped": damped["val_loss"]}
-            if damped["val_loss"] < fit["val_loss"]:
+            damped.diag.update(row_scale_variance=scale_var, representation="radially damped")
+            losses = {"val_loss_features": fit.val_loss, "val_loss_damped": damped.val_loss}
+            if damped.val_loss < fit.val_loss:
                 fit = damped
-            fit["diag"].update(losses)
+            fit.diag.update(losses)
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
 
-    def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> dict:
+    def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LevelFit":
         """The linear level's (dims, penalty) path on the validation split, its refit on every
         training row, and the ladder's check of the non-linear level (refitted on every fitting
         row when chosen), on one representation of the fold. Returns what `_fold_outputs` needs,
@@ -447,17 +469,16 @@ class ProbeEstimator(CrossFitEstimator):
                 # will be used is fitted on every fitting row, and that is what is compared
                 head.refit_on_all_rows()
                 val_loss = float(min(head.curve))
-        return {"x_tr": x_tr, "x_ev": x_ev, "strata": strata, "problem": problem, "a": a, "b": b, "lam": lam,
-                "mask": mask, "sols": sols, "w_full": w_full, "base_ev": base_ev, "lq_ev": lq_ev, "diag": diag,
-                "head": head, "val_loss": val_loss}
+        return _LevelFit(x_tr, x_ev, strata, problem, a, b, lam, mask, sols, w_full, base_ev, lq_ev, diag, head,
+                         val_loss)
 
     def _fold_outputs(self, fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev) -> list[FoldOutput]:
         """Per-seed outputs of the chosen representation at its chosen level: the held-out terms
         and the learning-curve step."""
         cell_tr, cell_c, cell_y, s_index, off = layout
-        x_tr, x_ev, strata, problem, head = fit["x_tr"], fit["x_ev"], fit["strata"], fit["problem"], fit["head"]
-        a, b, lam, mask, w_full = fit["a"], fit["b"], fit["lam"], fit["mask"], fit["w_full"]
-        base_ev, lq_ev, diag = fit["base_ev"], fit["lq_ev"], fit["diag"]
+        x_tr, x_ev, strata, problem, head = fit.x_tr, fit.x_ev, fit.strata, fit.problem, fit.head
+        a, b, lam, mask, w_full = fit.a, fit.b, fit.lam, fit.mask, fit.w_full
+        base_ev, lq_ev, diag = fit.base_ev, fit.lq_ev, fit.diag
         if diag["level"] == "nonlinear":
             outs = head.fold_outputs(halves, x_ev, y_ev, c_ev, base_ev, lq_ev, diag)
             return self._finish_fold(outs, head, x_ev, y_ev, c_ev)
@@ -483,7 +504,7 @@ class ProbeEstimator(CrossFitEstimator):
                 arrays["r"] = lq_ev - base_ev
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
         if head is None and self._needs_critic:
-            head = _MLPLadder(self, strata, fit["sols"][(a, b)], cell_tr, cell_c, cell_y, s_index, off,
+            head = _MLPLadder(self, strata, fit.sols[(a, b)], cell_tr, cell_c, cell_y, s_index, off,
                               x_tr, y_tr, c_tr, val, seeds[0], dev)
         if head is not None and diag["level"] == "linear":
             head.params = head.linear_params()  # the critic of the chosen level, fitted on the same rows
