@@ -478,6 +478,19 @@ def _column_sd(x: torch.Tensor) -> torch.Tensor:
     return (total / len(x)).sqrt()
 
 
+def _group_means(x: np.ndarray, groups: np.ndarray) -> dict:
+    """{group: the mean of its rows of x} (float64)."""
+    return {g: x[groups == g].mean(0) for g in np.unique(groups)}
+
+
+def _centred(x: np.ndarray, groups: np.ndarray, means: dict, default: np.ndarray) -> np.ndarray:
+    """x with each row minus its group's entry of `means` (`default` for a group without one)."""
+    out = x.copy()
+    for g in np.unique(groups):
+        out[groups == g] -= means.get(g, default)
+    return out
+
+
 def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0) -> float:
     """kappa = Var(s^2) / E[s^2]^2 of a shared per-row scale s, if the rows were x = s g with
     g ~ N(0, S) independent of s (to first order when the classes shift the means a little);
@@ -512,11 +525,7 @@ def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0) -> f
     n, d = x.shape
     if n < 3:
         return 0.0
-    _, codes = np.unique(groups, return_inverse=True)
-    counts = np.bincount(codes)
-    sums = np.zeros((len(counts), d))
-    np.add.at(sums, codes, x)
-    x = x - (sums / counts[:, None])[codes]
+    x = _centred(x, groups, _group_means(x, groups), x.mean(0))
     r = np.einsum("ij,ij->i", x, x)
     tr_s = r.mean()
     # tr(S^2) = |X^T X|_F^2 / n^2 = |X X^T|_F^2 / n^2: the smaller Gram matrix
@@ -547,16 +556,8 @@ def radially_damped(x_tr, x_ev, c_tr=None, c_ev=None, offset: float = 0.5) -> tu
     x_ev = np.asarray(x_ev, dtype=np.float64)
     c_tr = np.zeros(len(x_tr), dtype=np.int64) if c_tr is None else np.asarray(c_tr)
     c_ev = np.zeros(len(x_ev), dtype=np.int64) if c_ev is None else np.asarray(c_ev)
-    overall = x_tr.mean(0)
-    means = {c: x_tr[c_tr == c].mean(0) for c in np.unique(c_tr)}
-
-    def centred(x, c):
-        out = x.copy()
-        for code in np.unique(c):
-            out[c == code] -= means.get(code, overall)
-        return out
-
-    xc_tr, xc_ev = centred(x_tr, c_tr), centred(x_ev, c_ev)
+    means, overall = _group_means(x_tr, c_tr), x_tr.mean(0)
+    xc_tr, xc_ev = _centred(x_tr, c_tr, means, overall), _centred(x_ev, c_ev, means, overall)
     r_tr = np.einsum("ij,ij->i", xc_tr, xc_tr)
     scale = max(float(np.median(r_tr)), 1e-12)
 

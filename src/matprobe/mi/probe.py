@@ -377,16 +377,17 @@ class ProbeEstimator(CrossFitEstimator):
         halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
                   for seed in seeds]
         scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
-        fit = self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-        fit.diag.update(row_scale_variance=scale_var, representation="features")
+        fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
         if self.radial_damping and scale_var > self.max_row_scale_variance:
             xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev)
-            damped = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-            damped.diag.update(row_scale_variance=scale_var, representation="radially damped")
-            losses = {"val_loss_features": fit.val_loss, "val_loss_damped": damped.val_loss}
-            if damped.val_loss < fit.val_loss:
-                fit = damped
-            fit.diag.update(losses)
+            fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+        # the lower validation log-loss; on a tie the features themselves (min keeps the first)
+        representation = min(fits, key=lambda k: fits[k].val_loss)
+        fit = fits[representation]
+        fit.diag.update(row_scale_variance=scale_var, representation=representation)
+        if len(fits) > 1:
+            fit.diag.update(val_loss_features=fits["features"].val_loss,
+                            val_loss_damped=fits["radially damped"].val_loss)
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
 
     def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LevelFit":
