@@ -73,3 +73,39 @@ def test_high_dimensional_embedding_is_orthogonal():
     # the noise lives in the orthogonal complement with unit variance per direction
     resid = z - (z @ u) @ u.T
     assert np.var(resid) == pytest.approx((4096 - 16) / 4096, rel=0.02)
+
+
+@pytest.mark.parametrize("seed,speed", [(1, 0.5), (7, 2.0), (12, 3.0)])
+def test_spiral_rotates_each_row_by_its_own_angle_in_one_plane(seed, speed):
+    # the map z' = o + R(theta)(z - o), theta = speed |z - o|^2 / d, checked piece by piece against
+    # the base sample: off the plane nothing moves, the radius is kept, and the in-plane angle turned
+    # (atan2, independently of the code's cos/sin) is theta modulo 2 pi; the inverse undoes it
+    from matprobe.mi.groundtruth import LatentMixtureTask, SpiralTask
+
+    base = LatentMixtureTask(k_classes=4, d=16, signal_dim=6, separation=1.5, seed=seed)
+    task = SpiralTask(base, speed=speed)
+    z0, f0 = base.sample(400, seed=2)
+    z1, f1 = task.sample(400, seed=2)
+    assert np.array_equal(f0["Y"], f1["Y"])
+    o = base._embedding[3]
+    c0, c1 = z0.astype(np.float64) - o, z1.astype(np.float64) - o
+    e = task._plane
+    assert np.allclose(e @ e.T, np.eye(2), atol=1e-12)
+    off0, off1 = c0 - (c0 @ e.T) @ e, c1 - (c1 @ e.T) @ e
+    assert np.allclose(off0, off1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(c0, axis=1), np.linalg.norm(c1, axis=1), rtol=1e-5)
+    turned = np.arctan2(c1 @ e[1], c1 @ e[0]) - np.arctan2(c0 @ e[1], c0 @ e[0])
+    theta = speed * (c0**2).sum(1) / 16
+    gap = np.angle(np.exp(1j * (turned - theta)))  # the difference modulo 2 pi, in (-pi, pi]
+    assert np.abs(gap).max() < 1e-4
+    assert theta.max() - theta.min() > 0.5 * speed  # the angle really varies across rows
+    assert np.allclose(task.invert(z1), z0, atol=1e-4)
+    # the plane is that of the class centres: their projections on it keep most of their spread
+    cls, prob, mean = base._structure
+    centres = mean @ base._embedding[0].T
+    centres -= centres.mean(0)
+    kept = np.linalg.norm(centres @ e.T) ** 2 / np.linalg.norm(centres) ** 2
+    assert kept > 0.5
+    # every MI term and pointwise log-ratio is the base task's (MI is invariant under the map)
+    assert task.truth(20_000) == base.truth(20_000)
+    assert np.array_equal(task.oracle_terms(300, seed=2)["I(Z;Y)"], base.oracle_terms(300, seed=2)["I(Z;Y)"])

@@ -116,3 +116,14 @@ def test_readme_study_runs_as_printed(quick_demo, monkeypatch):
             counts = {len(re.split(r"(?<!\\)\|", ln.strip().strip("|"))) for ln in lines if "---" not in ln}
             assert len(counts) == 1, lines
     assert heads
+
+
+def test_readme_quotes_the_committed_demo_report_verbatim():
+    # the summary the README quotes ("> - ..." lines) is the committed report's, line for line:
+    # a demo rerun that changes the report must change the README with it
+    readme = (ROOT / "README.md").read_text().splitlines()
+    quoted = [line[2:] for line in readme if line.startswith("> - ")]
+    report = (ROOT / "reports/demo/report.md").read_text().splitlines()
+    summary = [line for line in report if line.startswith("- ")]
+    assert len(quoted) >= 5
+    assert quoted == summary[: len(quoted)]

