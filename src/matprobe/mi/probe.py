@@ -408,9 +408,13 @@ class ProbeEstimator(CrossFitEstimator):
 
         Where the rows' squared scale varies by more than `max_row_scale_variance` (heavy,
         elliptical tails: `prep.row_scale_variance`, label-free) and `radial_damping` is on, the
-        fold is also fitted on the radially damped features (`prep.radially_damped`), and the
-        representation whose chosen level predicts the validation rows better is kept; the
-        held-out fold is only scored."""
+        fold is also fitted on the radially damped features (`prep.radially_damped`). With
+        `radial_check` on, weights that vary with the row's radius are fitted beside the linear
+        critic (`_radial_gain`); where they gain significantly, and more than the ladder's
+        non-linear level gained where the ladder chose it, the fold is also fitted on
+        `prep.radial_interaction`'s features. Of the representations fitted, the one whose
+        chosen level predicts the validation rows better is kept; the held-out fold is only
+        scored."""
         dev = torch.device(self.device)
         if not self.use_subclasses:
             sub_tr = np.zeros_like(sub_tr)
