@@ -303,6 +303,7 @@ class ProbeEstimator(CrossFitEstimator):
         off = np.full((n_s, 1, k_max), NEG)
         free = np.zeros((n_s, 1, k_max))  # 1 on a stratum's own cells: padded cells stay at 0
         w_init = np.zeros((n_s, p, k_max))
+        row_off = None if row_offsets is None else np.zeros((n_s, m, k_max), dtype=np.float32)
         for i, (st, r) in enumerate(zip(strata, rows)):
             xs = st.x_tr.detach().cpu().numpy()
             if cols.all():  # the rows gathered straight into place
@@ -312,9 +313,7 @@ class ProbeEstimator(CrossFitEstimator):
             target[i, : len(r)] = st.target.cpu().numpy()[r]
             weight[i, : len(r)] = 1.0
             off[i, 0, : st.k] = st.off.cpu().numpy()
-            if row_offsets is not None:
-                if i == 0:
-                    row_off = np.zeros((n_s, m, k_max), dtype=np.float32)
+            if row_off is not None:
                 row_off[i, : len(r), : st.k] = np.asarray(row_offsets[i], dtype=np.float32)[r]
             free[i, 0, : st.k] = 1.0
             w_init[i, :, : st.k] = np.asarray(w0[i].detach().cpu().numpy(), dtype=np.float64)[cols]
@@ -348,7 +347,7 @@ class ProbeEstimator(CrossFitEstimator):
         # in float64): estimates moved by < 1e-4 nats on the benchmark tasks (RESULTS.md, issue 22)
         xt = x.transpose(0, 2, 1)
         off = off.astype(np.float32)
-        if row_offsets is not None:
+        if row_off is not None:
             off = off + row_off  # [n_s, m, k_max]; padded cells stay at NEG
         onehot = np.zeros((n_s, m, k_max), dtype=np.float32)
         np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
