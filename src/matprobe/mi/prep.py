@@ -480,12 +480,12 @@ def _group_means(x: np.ndarray, groups: np.ndarray) -> dict:
     return {g: x[groups == g].mean(0) for g in np.unique(groups)}
 
 
-def _centred(x: np.ndarray, groups: np.ndarray, means: dict, default: np.ndarray) -> np.ndarray:
-    """x with each row minus its group's entry of `means` (`default` for a group without one)."""
-    out = x.copy()
-    for g in np.unique(groups):
-        out[groups == g] -= means.get(g, default)
-    return out
+def _centred(x: np.ndarray, groups: np.ndarray, means: dict, default: np.ndarray, out=None) -> np.ndarray:
+    """x with each row minus its group's entry of `means` (`default` for a group without one),
+    in x's dtype, in one pass; into `out` (an [n, d] array or view) when given."""
+    present, inverse = np.unique(groups, return_inverse=True)
+    table = np.asarray([means.get(g, default) for g in present], dtype=x.dtype).reshape(len(present), x.shape[1])
+    return np.subtract(x, table[inverse.reshape(-1)], out=out)
 
 
 def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0) -> float:
@@ -597,21 +597,16 @@ def radial_interaction(x_tr, x_ev, c_tr=None, c_ev=None, columns=None,
     d = x_tr.shape[1]
     columns = np.arange(d) if columns is None else np.asarray(columns, dtype=np.int64)
     q = len(columns)
-
-    def centred_with_log_rho(x, c):
-        out = np.empty((len(x), d + q + 1), dtype=np.float32)
-        xc = out[:, :d]
-        groups, inverse = np.unique(c, return_inverse=True)
-        table = np.stack([means.get(g, overall) for g in groups]) if len(groups) else np.zeros((0, d), np.float32)
-        np.subtract(x, table[inverse.reshape(-1)], out=xc)  # each row minus its stratum's mean, in one pass
-        return out, np.log(np.maximum(np.einsum("ij,ij->i", xc, xc, dtype=np.float64), floor[0]))
-
-    floor = [1e-300]
-    out_tr, log_tr = centred_with_log_rho(x_tr, c_tr)
+    out_tr = np.empty((len(x_tr), d + q + 1), dtype=np.float32)
+    out_ev = np.empty((len(x_ev), d + q + 1), dtype=np.float32)
+    # the centred rows go straight into the first d columns of the output
+    xc_tr = _centred(x_tr, c_tr, means, overall, out=out_tr[:, :d])
+    xc_ev = _centred(x_ev, c_ev, means, overall, out=out_ev[:, :d])
+    sq_tr = np.maximum(np.einsum("ij,ij->i", xc_tr, xc_tr, dtype=np.float64), 1e-300)
     # rho at least a millionth of its median: a row at the centre has no direction to turn
-    floor[0] = 1e-6 * max(float(np.exp(np.median(log_tr))), 1e-300)
-    log_tr = np.maximum(log_tr, np.log(floor[0]))
-    out_ev, log_ev = centred_with_log_rho(x_ev, c_ev)
+    floor = 1e-6 * max(float(np.exp(np.median(np.log(sq_tr)))), 1e-300)
+    log_tr = np.log(np.maximum(sq_tr, floor))
+    log_ev = np.log(np.maximum(np.einsum("ij,ij->i", xc_ev, xc_ev, dtype=np.float64), floor))
     centre, sd = float(log_tr.mean()), float(log_tr.std())
     sd = sd if sd > 1e-12 else 1.0
     for out, log_rho in ((out_tr, log_tr), (out_ev, log_ev)):

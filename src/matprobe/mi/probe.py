@@ -105,6 +105,12 @@ class _Stratum:
         return torch.where(self.cell_y[None, :] == labels[:, None], 0.0, NEG)
 
 
+def _log_q_of_logits(logits: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
+    """log q(y|z) per row from cell logits [n, k] and the row's label log-mask [n, k] (0 on the
+    cells of its label, NEG elsewhere): the label's cells against all cells."""
+    return torch.logsumexp(logits + y_mask, -1) - torch.logsumexp(logits, -1)
+
+
 def _design(x, dev):
     x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev)
     return torch.cat([x, torch.ones(len(x), 1, device=dev)], dim=1)
@@ -400,7 +406,7 @@ class ProbeEstimator(CrossFitEstimator):
     def _log_q(st: _Stratum, w, x1, y_mask):
         """log q(y|z,c) for rows of one stratum: cells of label y against all cells."""
         logits = x1 @ w + st.off
-        return torch.logsumexp(logits + y_mask, -1) - torch.logsumexp(logits, -1)
+        return _log_q_of_logits(logits, y_mask)
 
     def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds) -> list[FoldOutput]:
         """One FoldOutput per seed; the seeds share the fold's penalty search and refit.
@@ -483,8 +489,7 @@ class ProbeEstimator(CrossFitEstimator):
                 mask = st.label_mask(st.tr_cell_y[v])
                 before = torch.as_tensor(fixed, device=dev)[v] + st.off
                 after = before + st_r.x_tr[v] @ w_r
-                lq = [torch.logsumexp(lg + mask, -1) - torch.logsumexp(lg, -1) for lg in (after, before)]
-                diffs.append((lq[0] - lq[1]).cpu().numpy())
+                diffs.append((_log_q_of_logits(after, mask) - _log_q_of_logits(before, mask)).cpu().numpy())
         diff = np.concatenate(diffs) if diffs else np.zeros(0)
         if len(diff) < 2:
             return {"radial_gain": 0.0, "radial_gain_se": float("inf")}
@@ -809,7 +814,7 @@ class _MLPLadder:
     def _log_q_rows(self, p, x1, off_rows, mask):
         with torch.no_grad():
             logits = self._logits(p, x1, off_rows)
-            return torch.logsumexp(logits + mask, -1) - torch.logsumexp(logits, -1)
+            return _log_q_of_logits(logits, mask)
 
     def _fit(self, p, rows, val_rows, seed, patience=None):
         """Adam on `rows` (indices into the fold's training rows), early-stopped on `val_rows`
