@@ -174,6 +174,9 @@ SLOW: dict[str, set[str]] = {
     "test_mi_label_free.py": {
         "test_label_free_pca_spans_the_top_principal_subspace_and_keeps_massive_columns",  # 4.1 s
     },
+    "test_reduction_check.py": {
+        "test_no_flag_where_the_kept_components_carry_the_signal",  # 1.3 s
+    },
     "test_mi_quality.py": {
         "test_class_scales_truth_matches_quadrature_and_the_sampler[gauss-0.0]",  # 1.2 s
         "test_class_scales_truth_matches_quadrature_and_the_sampler[t-0.8]",  # 1.0 s

@@ -134,3 +134,11 @@ def test_radix_order_sorts_every_float32_bit_pattern_class_like_numpy():
     vals = x[4, ints]
     for v in np.unique(vals):
         assert np.all(np.diff(ints[vals == v]) > 0)
+
+
+@pytest.mark.parametrize("shape,p", [((3, 7), 0.3), ((5, 1001), 0.01), ((1, 9), 1.0), ((4, 16), 0.0), ((2, 64), 0.9)])
+def test_sparse_true_finds_what_flatnonzero_finds(shape, p):
+    from matprobe.mi.prep import _sparse_true
+
+    mask = np.random.default_rng(7).random(shape) < p
+    np.testing.assert_array_equal(_sparse_true(mask), np.flatnonzero(mask))

@@ -19,6 +19,8 @@ below what the sample holds.
     python experiments/benchmarks/calibration_bench.py --grid full      # 20 draws, n in 2k/5k/20k
     python experiments/benchmarks/calibration_bench.py --grid extra     # shapes off that grid, n 2k/20k
     python experiments/benchmarks/calibration_bench.py --grid nulls     # nulls of nine shapes, n = 2k
+    python experiments/benchmarks/calibration_bench.py --grid spiral    # classes seen through a spiral
+    python experiments/benchmarks/calibration_bench.py --grid under [--pca 0]  # signal under the noise
     python experiments/benchmarks/calibration_bench.py --summary-only --out FILE.csv
 
 A cell covers when ci_low - 2 s.e. <= truth <= ci_high + 2 s.e. (s.e.: the truth's Monte-Carlo
@@ -84,8 +86,8 @@ def family_task(family: str, draw: int, d_massive: int):
                           noise_scale=0.5, seed=s), ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
     if family == "null":
         return null_task(4, d=32, seed=s), ["I(Z;Y)"]
-    if family in EXTRA:
-        return LatentMixtureTask(**EXTRA[family], seed=s), ["I(Z;Y)"]
+    if family in EXTRA or family in UNDER:
+        return LatentMixtureTask(**{**EXTRA, **UNDER}[family], seed=s), ["I(Z;Y)"]
     if family in SPIRALS:
         params, (lo, hi) = SPIRALS[family]
         speed = lo + (hi - lo) * float(np.random.default_rng([draw, 43]).uniform())
@@ -122,6 +124,14 @@ EXTRA = {
     "small-t1.2": dict(k_classes=2, d=128, signal_dim=8, family="t", nu=1.2, separation=0.5),
     "small-massive": dict(k_classes=3, d=1024, signal_dim=8, massive=6, separation=0.3),
 }
+# --grid under: the classes differ only in directions of less variance than the noise's top components,
+# which the default PCA-64 reduction drops (RESULTS.md, issue 22 eleventh session); run with the default
+# --pca and with --pca 0
+UNDER = {
+    "under-noise": dict(k_classes=4, d=256, signal_dim=8, separation=1.0, noise_scales=3.0),
+    "under-spread": dict(k_classes=4, d=256, signal_dim=8, separation=1.0, noise_scales=(0.1, 10.0)),
+}
+UNDER_FAMILIES = tuple(UNDER)
 EXTRA_FAMILIES = tuple(EXTRA)
 # --grid nulls: null terms (I = 0 exactly) of shapes beside the grid's Gaussian null, as a layer sweep
 # meets them; each (task kind, parameters, the null term scored). None may exclude 0; the massive and
@@ -155,19 +165,20 @@ GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": 
          "full": {"draws": 20, "ns": (2000, 5000, 20000), "d_massive": 4096, "families": FAMILIES},
          "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES},
          "nulls": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": NULL_FAMILIES},
-         "spiral": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": SPIRAL_FAMILIES}}
+         "spiral": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": SPIRAL_FAMILIES},
+         "under": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": UNDER_FAMILIES}}
 
 
 NULL_TRUTH = 1e-12  # |truth| below this is a null term (Monte-Carlo truths of nulls are 0 up to rounding)
 
 
-def run_draw(family, draw, n, d_massive, seeds, n_mc, level):
+def run_draw(family, draw, n, d_massive, seeds, n_mc, level, pca=64):
     task, terms = family_task(family, draw, d_massive)
     z, f = task.sample(n, seed=draw)
     truth = task.truth(n_mc)
     t0 = time.process_time()
     res = chain_terms(z, f, order=list(task.names), seeds=seeds, folds=5, ci_level=level, direct=False,
-                      difference=False)
+                      difference=False, pca=pca)
     cpu = time.process_time() - t0
     oracle = task.oracle_terms(n, seed=draw)
     eff = efficient_se(task, n, n_mc)
@@ -181,7 +192,7 @@ def run_draw(family, draw, n, d_massive, seeds, n_mc, level):
                      "eff_se": eff[name],
                      "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                      "level": level, "h_upper": e.h_upper, "bound": e.bound, "flags": ",".join(e.flags),
-                     "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se),
+                     "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se), "pca": pca,
                      "cpu_s": round(cpu, 2)})
     return rows
 
@@ -300,6 +311,7 @@ def main(argv=None):
     ap.add_argument("--ns", default=None, help="comma list of n, cycled over draws (default: the grid's)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--level", type=float, default=0.95)
+    ap.add_argument("--pca", type=int, default=64, help="PCA dimensions (0: none), as `matprobe mi --pca`")
     ap.add_argument("--n-mc", type=int, default=200_000, help="Monte-Carlo rows for each task's truth")
     ap.add_argument("--out", default="experiments/benchmarks/calibration_results.csv")
     ap.add_argument("--merge", default="", help="comma list of result CSVs to merge into --out first")
@@ -327,7 +339,7 @@ def main(argv=None):
                 n = ns[draw % len(ns)]
                 if (fam, draw, n) in have:
                     continue
-                rows = run_draw(fam, draw, n, grid["d_massive"], a.seeds, a.n_mc, a.level)
+                rows = run_draw(fam, draw, n, grid["d_massive"], a.seeds, a.n_mc, a.level, a.pca)
                 new = pd.DataFrame(rows)
                 new.to_csv(a.out, mode="a", header=not os.path.exists(a.out), index=False)
                 for r in rows:

@@ -23,7 +23,8 @@ from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, StratumEstimate, TermNames
-from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_features, stratified_folds
+from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_reduction, stratified_folds
+from matprobe.mi.reduction_check import ResidualProjections
 from matprobe.units import NATS, check_unit, from_nats
 
 MEAN = "mean"  # bound = mean of per-row terms r
@@ -44,6 +45,10 @@ LOW_N_PER_CLASS = 20
 SMALL_CELL_SHARE = 0.05
 # an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
 NEAR_SATURATION = 0.9
+# the reduction's residual test (`mi.reduction_check`): one-sided z at or above this, and a gain
+# (nats per row) above the interval's upper margin and this floor, flag "pca-dropped-signal"
+REDUCTION_Z = 3.0
+REDUCTION_MIN_GAIN = 1e-3
 
 
 @dataclass
@@ -81,14 +86,21 @@ class FoldPlan:
 
     device: str = "cpu"
     per_fold: bool = False  # True: fit the preprocessing on each fold's training rows (before issue 22)
+    # the finest label cells the folds were stratified by (a chain's joint code of every factor):
+    # the reduction's residual test shares its projections between the terms whose cells they refine
+    groups: np.ndarray | None = None
+    # what the label-free reduction left out, for `reduction_check` (None: nothing was reduced)
+    residual: ResidualProjections | None = None
 
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
         """Fold f's features. The preprocessing is label-free, so by default it is fitted once
         on all rows and every fold, term and seed shares it (`prep.label_free_features`)."""
         if not self.per_fold:
             if "all" not in self.features:
-                self.features["all"] = label_free_features(z, self.pca, self.gaussianize, seed=0,
-                                                           device=self.device)
+                red = label_free_reduction(z, self.pca, self.gaussianize, seed=0, device=self.device)
+                self.features["all"] = red.features
+                if red.pca_input is not None:
+                    self.residual = ResidualProjections(red.pca_input, red.kept_basis, self.fold)
             return self.features["all"]
         if f not in self.features:
             if self.gaussianize and self.columns is None:
@@ -170,7 +182,7 @@ def flat_features(z: np.ndarray, folds: int) -> str:
 
 def make_plan(z, groups, k=5, pca=64, gaussianize=True, seed=0) -> FoldPlan:
     rng = np.random.default_rng([seed, 7919])
-    return FoldPlan(stratified_folds(np.asarray(groups), k, rng), k, pca, gaussianize)
+    return FoldPlan(stratified_folds(np.asarray(groups), k, rng), k, pca, gaussianize, groups=np.asarray(groups))
 
 
 def stratum_values(kind: str, arrays: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
@@ -409,6 +421,22 @@ class CrossFitEstimator:
             notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
                          "shortfall is not bounded, so only the lower end is a statement (MI is at least "
                          "ci_low); ci_high is H(Y|C)")
+        residual = None
+        if isinstance(plan, FoldPlan) and plan.residual is not None:
+            # did the label-free reduction leave label information out? (a cross-fitted test on
+            # its residual, `mi.reduction_check`: signal under the kept components' variance is
+            # dropped, and every critic on the features then reads far too low)
+            residual = plan.residual.test(y, c, active, groups=plan.groups)
+            margin = max(hi - value, 0.0)
+            if residual.z >= REDUCTION_Z and residual.gain > max(margin, REDUCTION_MIN_GAIN):
+                one_sided = True
+                flags.append("pca-dropped-signal")
+                notes.append(f"the label-free reduction to {residual.kept} of {residual.dim} dimensions left label "
+                             f"information out: the class means of what it drops differ on held-out rows (z = "
+                             f"{residual.z:.1f}; about {residual.gain:.4f} nats per row along their directions, more "
+                             f"than the interval's upper margin {margin:.4f}), so only the lower end is a "
+                             "statement (MI is at least ci_low); ci_high is H(Y|C). Rerun with --pca 0 (every "
+                             "coordinate) or a larger --pca")
         result.bound = LOWER if one_sided or misspecified else self.tags.bound
         lo, hi = min(lo, h_upper), min(hi, h_upper)
         if result.bound == LOWER:
@@ -428,6 +456,7 @@ class CrossFitEstimator:
                                   if train_vals else None),
             "folds": diags,
             "raw": tuple(from_nats(v, self.unit) for v in raw),
+            "reduction_residual": None if residual is None else residual.to_dict(),
             "seconds": time.perf_counter() - t0,
         }
         if pointwise:

@@ -413,6 +413,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     check_level(ci_level)
     if pca is not None and int(pca) < 0:
         raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    if pca is not None and int(pca) == 0:
+        pca = None  # 0 means no reduction, as on the command line (it used to keep 0 components)
     for est_name in estimators:
         estimator_tags(est_name)  # an unknown name is refused before any work
     missing = [f for f in order if f not in factors]

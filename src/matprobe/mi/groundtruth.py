@@ -271,7 +271,9 @@ class LatentMixtureTask:
     massive: number of "massive" coordinates (scale `massive_scale`, constant offset 10x that);
     the first half of them carry one signal direction each (axis-aligned), the rest noise only.
     noise_scales: "flat" (all 1), "decay" (log-uniform in [0.05, 1]: anisotropic like real
-    embeddings) or a float (all equal to it).
+    embeddings), a pair (lo, hi) (log-uniform in [lo, hi]; above the signal's variance of about
+    1 the noise's top components push the signal out of a PCA reduction) or a float (all equal
+    to it).
     scale_spread: each class's latent scale is exp(scale_spread * u_y), u_y ~ U(-1, 1) (0: all
     1). Classes that differ in scale have a Bayes posterior quadratic in z, which no linear
     critic represents; with separation = spread = 0 the scales alone carry the MI.
@@ -351,6 +353,9 @@ class LatentMixtureTask:
             a[massive[j], j] = 1.0
         if isinstance(self.noise_scales, str):
             sc = np.ones(d) if self.noise_scales == "flat" else np.exp(rng.uniform(np.log(0.05), 0.0, d))
+        elif isinstance(self.noise_scales, tuple):  # (lo, hi): log-uniform in [lo, hi]
+            lo, hi = self.noise_scales
+            sc = np.exp(rng.uniform(np.log(lo), np.log(hi), d))
         else:
             sc = np.full(d, float(self.noise_scales))
         row_scale = np.ones(d)

@@ -112,7 +112,9 @@ class MIEstimate:
     class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
     "sparse-strata", "clipped", "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
     rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "near-saturated" (the
-    estimate is >= 90% of H(Y|C): `bound` "lower" too), "constant-features"
+    estimate is >= 90% of H(Y|C): `bound` "lower" too), "pca-dropped-signal" (the label-free
+    reduction's residual carries the labels beyond the interval's upper margin,
+    `mi.reduction_check`: `bound` "lower"), "constant-features"
     (Z carries no information: 0 exactly, nothing fitted). Estimates and lower ends below 0 are
     clipped at 0 (`clipped` is then set too; the raw numbers are in diagnostics["raw"]).
     """

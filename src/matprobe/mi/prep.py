@@ -8,6 +8,7 @@ training fold only").
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -320,6 +321,7 @@ def _tied_scores(first: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor
 
 
 _NP_BLOCK = 128  # columns per block on the CPU: the block stays in cache while it is scattered
+_PROBE_ROWS = 16  # rows of the first block on which `_fastest_order` times the two sorts
 
 
 def _argsort_order(x: np.ndarray) -> torch.Tensor:
@@ -330,17 +332,22 @@ def _argsort_order(x: np.ndarray) -> torch.Tensor:
 
 
 def _fastest_order(x: np.ndarray):
-    """(order function, x's order): both orderings timed on the first block, the faster kept.
+    """(order function, x's order): both orderings timed on the first rows of the first block
+    (sorting the whole block twice cost 0.07 s per 20k x 4,096 store), the faster kept.
 
     Either gives the same scores bit for bit (ties get their mid-rank by value, whatever order
     the sort left them in), so the choice changes the time and never the numbers."""
     timed = []
+    probe = x[:_PROBE_ROWS]  # both timed on a few rows (best of two), then the block sorted by the faster
     for order in (_radix_order, _argsort_order):
-        t0 = time.perf_counter()
-        idx = order(x)
-        timed.append((time.perf_counter() - t0, order, idx))
-    _, order, idx = min(timed, key=lambda t: t[0])
-    return order, idx
+        best = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            order(probe)
+            best = min(best, time.perf_counter() - t0)
+        timed.append((best, order))
+    _, order = min(timed, key=lambda t: t[0])
+    return order, order(x)
 
 
 def _normal_scores_numpy(x: np.ndarray, order=None) -> np.ndarray:
@@ -397,17 +404,32 @@ def _radix_order(x: np.ndarray) -> torch.Tensor:
     return torch.gather(first, 1, second)
 
 
+def _sparse_true(mask: np.ndarray) -> np.ndarray:
+    """Flat indices of the True entries of a sparse bool array, ascending (np.flatnonzero).
+
+    Scans 8 entries at a time as one uint64 word and looks only inside the non-zero words: a
+    few ties per column of 20k rows left np.nonzero scanning every byte (0.15 s per 20k x 4,096
+    store, RESULTS.md issue 22 eleventh session)."""
+    flat = np.ascontiguousarray(mask).reshape(-1)
+    whole = len(flat) // 8 * 8
+    words = np.flatnonzero(flat[:whole].view(np.uint64))
+    inside = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+    found = inside[flat[inside]]
+    return np.concatenate([found, whole + np.flatnonzero(flat[whole:])])
+
+
 def _fix_ties(scores: np.ndarray, repeat: np.ndarray, n: int) -> None:
     """Give the members of each run of ties (sorted rows [b, n]) the score of their mid-rank.
 
     float32 random columns at n = 20k have a few tied pairs each (3,865 of 4,096 columns in the
     benchmark store), so only the run members (a few per column) are recomputed, by the same
     float32 arithmetic as `_tied_scores`: the scores are bit for bit those of the torch path."""
-    b = len(scores)
-    in_run = np.zeros((b, n), dtype=bool)
-    in_run[:, 1:] = repeat
-    in_run[:, :-1] |= repeat  # a run's first member precedes its first repeat
-    rows, cols = np.nonzero(in_run)  # row-major: each run's members are consecutive
+    # the members of runs: each repeat's position and the one before it (a run's first member
+    # precedes its first repeat), row-major, so each run's members are consecutive
+    at = _sparse_true(repeat)
+    r_at, c_at = np.divmod(at, n - 1)
+    flat_members = np.union1d(r_at * n + c_at, r_at * n + c_at + 1)
+    rows, cols = np.divmod(flat_members, n)
     flat = rows * n + cols
     starts = ~repeat[rows, np.maximum(cols - 1, 0)] | (cols == 0)  # no repeat leads into it
     ends = ~repeat[rows, np.minimum(cols, n - 2)] | (cols == n - 1)  # no repeat leads out of it
@@ -419,12 +441,34 @@ def _fix_ties(scores: np.ndarray, repeat: np.ndarray, n: int) -> None:
     scores.reshape(-1)[flat] = torch.special.ndtri(((start_t + end_t) * 0.5 + 0.5) / n).numpy()
 
 
+@dataclass
+class LabelFreeReduction:
+    """`label_free_reduction`'s result: the critic's features and what the reduction left out.
+
+    features: float32 [n, k] on the CPU. pca_input: the PCA's input, transposed [d, n] (each
+    coordinate's normal scores, standardised, at its raw relative scale), or None when nothing
+    was reduced. kept_basis: an orthonormal basis [d, q] of what the features keep of that input
+    (the PCA directions and the massive coordinates' axes), or None. The part of a row outside
+    the basis is what no critic on the features can see (`mi.reduction_check`)."""
+
+    features: np.ndarray
+    pca_input: torch.Tensor | None = None
+    kept_basis: torch.Tensor | None = None
+
+
 def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed: int = 0,
                         device: str = "cpu", massive_ratio: float | None = MASSIVE_RATIO,
                         max_massive: int = 16) -> np.ndarray:
     """`Preprocessor`'s steps fitted once on every row of z: quantile-to-normal (exact mid-rank
     scores), standardisation, randomised PCA on each coordinate at its raw relative scale, and
     the massive coordinates beside the PCA scores. Returns float32 [n, k] on the CPU."""
+    return label_free_reduction(z, pca, gaussianize, seed, device, massive_ratio, max_massive).features
+
+
+def label_free_reduction(z, pca: int | None = 64, gaussianize: bool = True, seed: int = 0,
+                         device: str = "cpu", massive_ratio: float | None = MASSIVE_RATIO,
+                         max_massive: int = 16) -> LabelFreeReduction:
+    """`label_free_features` with the PCA's input and the basis of what the features keep."""
     dev = torch.device(device)
     x = torch.as_tensor(np.asarray(z, dtype=np.float32), device=dev)
     n, d = x.shape
@@ -447,7 +491,7 @@ def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed:
     std = torch.linalg.vector_norm(xt, dim=1) / np.sqrt(n)  # population s.d. (torch.std: 30x slower)
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     if not reduce:
-        return np.ascontiguousarray(xt.div_(std[:, None]).T.cpu().numpy(), dtype=np.float32)
+        return LabelFreeReduction(np.ascontiguousarray(xt.div_(std[:, None]).T.cpu().numpy(), dtype=np.float32))
     kept = xt[massive] / std[massive, None]  # the massive coordinates, standardised
     xin_t = xt.mul_((scale / std)[:, None])  # [d, n]: standardised, at raw relative scale
     gen = torch.Generator().manual_seed(seed)
@@ -457,9 +501,13 @@ def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed:
     q_, _ = torch.linalg.qr(xin_t.T @ (xin_t @ q_))  # one power iteration (Halko et al. 2011, alg. 4.4)
     _, _, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
     scores = xin_t.T @ vt[:pca].T
+    basis = vt[:pca].T  # [d, pca], orthonormal columns
     if len(massive):
         scores = torch.cat([scores, kept.T], dim=1)
-    return np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32)
+        axes = torch.zeros(d, len(massive), dtype=basis.dtype, device=dev)
+        axes[massive, torch.arange(len(massive), device=dev)] = 1.0
+        basis, _ = torch.linalg.qr(torch.cat([basis, axes], dim=1))
+    return LabelFreeReduction(np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32), xin_t, basis)
 
 
 def _column_sd(x: torch.Tensor) -> torch.Tensor:

@@ -438,6 +438,8 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     check_level(ci_level)
     if pca is not None and int(pca) < 0:
         raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    if pca is not None and int(pca) == 0:
+        pca = None  # 0 means no reduction, as on the command line (it used to keep 0 components)
     if seeds < 1 or folds < 2 or jobs < 1:
         raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
     kw = dict(estimator_kwargs or {})

@@ -395,7 +395,8 @@ def glossary(data: RunData) -> dict[str, str]:
         **_baseline_glossary(u),
         f"Î {mi_lvl} interval": f"{mi_lvl} interval of Î, over folds and seeds; \"≥ x (one-sided)\": the MI is at "
                                 "least x, where the estimator's shortfall cannot be bounded (flags small-cells, "
-                                "near-saturated; README, docs/estimators.md)",
+                                "near-saturated, misspecified-linear, pca-dropped-signal; README, "
+                                "docs/estimators.md)",
         f"cap H ({u})": "plug-in conditional entropy H(X|C) of the sample: no estimate may exceed it",
         "n": "number of samples (for the MI table: rows of the store; for the Fano table: samples in the stratum)",
         "stratum": "Modality / Anatomy / Task of the samples in this row",
