@@ -39,6 +39,10 @@ def estimator_option(several: bool = False):
     return typer.Option(DEFAULTS.estimator, "--estimator", help=estimator_help(several))
 
 
+# one help text for every command's --pca
+PCA_HELP = ("PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none). What it "
+            "drops is tested: a term whose labels it dropped is flagged pca-dropped-signal and made one-sided.")
+
 app = typer.Typer(
     name="matprobe",
     help="Measure how much Modality, Anatomy and Task a vision-language model's embedding encodes.",
@@ -322,7 +326,7 @@ def mi_command(
     estimator: str = estimator_option(several=True),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help=PCA_HELP),
     level: float = level_option(),
     unit: str = unit_option(),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
@@ -513,7 +517,7 @@ def sweep_command(
     estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate (trained together for probe)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help=PCA_HELP),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells computed in parallel processes (one thread each)."),
     level: float = level_option(),
     unit: str = unit_option(),
@@ -558,7 +562,7 @@ def compare_command(
     estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help=PCA_HELP),
     level: float = level_option(),
     n_boot: int = typer.Option(DEFAULTS.n_boot, "--n-boot", help="Paired bootstrap resamples."),
     unit: str = unit_option(),
@@ -595,7 +599,7 @@ def relate_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
     estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
-    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help="PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none)."),
+    pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help=PCA_HELP),
     min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
     level: float = level_option(),
     unit: str = unit_option(),

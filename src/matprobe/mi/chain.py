@@ -314,7 +314,7 @@ class ChainResult:
         for t in doc["terms"]:
             strata = [StratumEstimate.of(s) for s in doc.get("strata", [])
                       if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
-            extra = {k: t[k] for k in ("permutation", "control", "codelength") if t.get(k)}
+            extra = {k: t[k] for k in ("permutation", "control", "codelength", "reduction_residual") if t.get(k)}
             if t.get("pointwise_summary"):
                 extra["pointwise_summary"] = PointwiseSummary.from_dict(t["pointwise_summary"])
             terms.setdefault(t["estimator"], []).append(ChainTerm(t["term"], _estimate_from_entry(t, unit, strata, extra)))
@@ -496,7 +496,8 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
-                          **{key: e.diagnostics[key] for key in ("permutation", "control", "codelength")
+                          **{key: e.diagnostics[key] for key in ("permutation", "control", "codelength",
+                                                                   "reduction_residual")
                              if (e.diagnostics or {}).get(key)},
                           **({"pointwise_summary": e.diagnostics["pointwise_summary"].to_dict(result.row_ids)}
                              if (e.diagnostics or {}).get("pointwise_summary") else {})})

@@ -31,9 +31,15 @@ z = sum_f T_f / sqrt(2 sum_f Var T_f). Summing the variances alone gave z a stan
 1.43 in simulation (tests). The test is one-sided (a shift makes T positive); its size is
 measured by simulation in the tests.
 
+The PCA is fitted on every row, the held-out ones too, so its directions lean toward the
+sample's own class means: where the kept components carry the signal, the held-out rows'
+residual shifts point against the training rows' and T falls below 0 (z down to -21 on the
+calibration grid's massive family, RESULTS.md). The test is conservative there, never liberal.
+
 `gain` turns the held-out shifts into nats, to say whether a significant residual matters: per
-class, p_k / 2 times the squared mean of D_{i,k} over its held-out rows (less its sampling
-variance) over the within-class variance of B_k, summed over classes and strata, weighted by
+class, p_k / 2 times the squared mean of D_{i,k} over its held-out rows (counted where it is
+positive, along the training direction, and less its sampling variance) over the within-class
+variance of B_k, summed over classes and strata, weighted by
 their rows: the small-signal information 1/2 sum_k p_k |mu_k - mu|^2 / s.d.^2 of Gaussian
 classes, read along each class's own direction (for two classes, 1/2 p (1 - p) (shift /
 s.d.)^2). It is a Gaussian approximation of what a linear read of these directions adds, not a
@@ -234,6 +240,9 @@ def _gain(d_, b, lab, known, n_k, n_s) -> float:
         var = float(within.var()) * n_s / max(n_s - 2, 1)
         if var <= 0:
             continue
-        excess = shift**2 - var * (1.0 - p) / (p * n_s)  # E shift^2 = true^2 + its sampling variance
+        # a shift against the training direction carries nothing a critic fitted there can use (the
+        # in-sample PCA pulls held-out shifts that way: module docstring); E shift^2 = true^2 + its
+        # sampling variance
+        excess = max(shift, 0.0) ** 2 - var * (1.0 - p) / (p * n_s)
         total += 0.5 * p * max(excess, 0.0) / var
     return total
