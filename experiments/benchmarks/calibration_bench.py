@@ -124,12 +124,17 @@ EXTRA = {
     "small-t1.2": dict(k_classes=2, d=128, signal_dim=8, family="t", nu=1.2, separation=0.5),
     "small-massive": dict(k_classes=3, d=1024, signal_dim=8, massive=6, separation=0.3),
 }
-# --grid under: the classes differ only in directions of less variance than the noise's top components,
-# which the default PCA-64 reduction drops (RESULTS.md, issue 22 eleventh session); run with the default
-# --pca and with --pca 0
+# --grid under: the classes differ in directions of less variance than the noise's top components (wholly
+# or in part), which the default PCA-64 reduction drops (RESULTS.md, issue 22 eleventh session); run with
+# the default --pca and with --pca 0
 UNDER = {
     "under-noise": dict(k_classes=4, d=256, signal_dim=8, separation=1.0, noise_scales=3.0),
     "under-spread": dict(k_classes=4, d=256, signal_dim=8, separation=1.0, noise_scales=(0.1, 10.0)),
+    # massive coordinates and 8 classes in d = 4,096 with noise s.d. 0.05-1: at n = 20k the noise's top
+    # sample eigenvalues (Marchenko-Pastur edge about 2.1x) pass the signal's, and part of it is dropped
+    "massive-decay": dict(k_classes=8, d=4096, signal_dim=8, massive=6, separation=1.2, noise_scales="decay"),
+    # 8 classes in d = 512 with noise s.d. 0.05-1.5: part of the signal under the noise's top components
+    "under-part": dict(k_classes=8, d=512, signal_dim=8, separation=1.2, noise_scales=(0.05, 1.5)),
 }
 UNDER_FAMILIES = tuple(UNDER)
 EXTRA_FAMILIES = tuple(EXTRA)
@@ -193,6 +198,10 @@ def run_draw(family, draw, n, d_massive, seeds, n_mc, level, pca=64):
                      "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                      "level": level, "h_upper": e.h_upper, "bound": e.bound, "flags": ",".join(e.flags),
                      "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se), "pca": pca,
+                     # the reduction's residual test and the upper end before any flag moved it
+                     "residual_z": (e.diagnostics.get("reduction_residual") or {}).get("z"),
+                     "residual_gain": (e.diagnostics.get("reduction_residual") or {}).get("gain"),
+                     "ci_high_raw": e.diagnostics["raw"][2] if e.diagnostics.get("raw") else None,
                      "cpu_s": round(cpu, 2)})
     return rows
 

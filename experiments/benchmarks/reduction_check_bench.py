@@ -4,11 +4,11 @@
 
 For every draw of a committed calibration CSV with d > 64 (where PCA-64 reduces), redraws the
 task and sample exactly as `calibration_bench.py` did, builds the chain's fold plan, and runs
-`mi.reduction_check` for each scored term; the test never changes an estimate, so whether the
-flag `pca-dropped-signal` would fire is decided from the CSV's estimate and interval (the gate of
-`MIEstimatorBase.estimate`: z >= 3 and gain above the upper margin and 1e-3 nats). For draws that
-were one-sided already the CSV's margin is up to H(Y|C), so only two-sided draws can turn. Writes
-one row per term (z, gain, margin, fire) to OUT.
+`mi.reduction_check` for each scored term; the test never changes an estimate, so what the flag
+`pca-dropped-signal` would do is decided from the CSV's estimate and upper end
+(`ResidualTest.verdict`, as `MIEstimatorBase.estimate` does): nothing, a raised upper end, or a
+one-sided interval; `covered_after` applies it to the CSV's interval. Writes one row per term
+(z, gain, fire, one_sided, slack, covered, covered_after) to OUT.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration_bench import family_task, read  # noqa: E402
 
 from matprobe.data.entropy import joint_codes  # noqa: E402
-from matprobe.mi.base import REDUCTION_MIN_GAIN, REDUCTION_Z, make_plan  # noqa: E402
+from matprobe.mi.base import make_plan  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -52,13 +52,16 @@ def main(argv=None) -> int:
             r = term.iloc[0]
             c = joint_codes([codes[k] for k in order[:j]]) if j else None
             t = plan.residual.test(codes[name], c, np.ones(len(z), bool), groups=groups)
-            margin = max(r["ci_high"] - r["estimate"], 0.0)
-            fire = t.z >= REDUCTION_Z and t.gain > max(margin, REDUCTION_MIN_GAIN)
+            v = t.verdict(r["estimate"], r["ci_high"])
+            high = r["h_upper"] if v is not None and v.one_sided else r["ci_high"] + (v.slack if v else 0.0)
+            se = r["truth_se"]
+            after = bool(r["ci_low"] - 2 * se <= r["truth"] <= min(high, r["h_upper"]) + 2 * se)
             rows.append(dict(family=fam, draw=draw, n=n, term=r["term"], truth=r["truth"], estimate=r["estimate"],
                              ci_low=r["ci_low"], ci_high=r["ci_high"], flags=r["flags"], z=t.z, gain=t.gain,
-                             margin=margin, fire=fire))
-            print(f"{fam} {draw} {n} {r['term']} z={t.z:.1f} gain={t.gain:.4f} margin={margin:.4f} fire={fire}",
-                  flush=True)
+                             fire=v is not None, one_sided=bool(v and v.one_sided), slack=v.slack if v else 0.0,
+                             covered=r["covered"], covered_after=after))
+            print(f"{fam} {draw} {n} {r['term']} z={t.z:.1f} gain={t.gain:.4f} fire={v is not None} "
+                  f"one_sided={bool(v and v.one_sided)} covered {r['covered']} -> {after}", flush=True)
     pd.DataFrame(rows).to_csv(out, index=False)
     return 0
 

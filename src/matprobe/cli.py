@@ -41,7 +41,8 @@ def estimator_option(several: bool = False):
 
 # one help text for every command's --pca
 PCA_HELP = ("PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none). What it "
-            "drops is tested: a term whose labels it dropped is flagged pca-dropped-signal and made one-sided.")
+            "drops is tested: a term whose labels it dropped is flagged pca-dropped-signal, its interval widened "
+            "or one-sided.")
 
 app = typer.Typer(
     name="matprobe",

@@ -45,10 +45,6 @@ LOW_N_PER_CLASS = 20
 SMALL_CELL_SHARE = 0.05
 # an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
 NEAR_SATURATION = 0.9
-# the reduction's residual test (`mi.reduction_check`): one-sided z at or above this, and a gain
-# (nats per row) above the interval's upper margin and this floor, flag "pca-dropped-signal"
-REDUCTION_Z = 3.0
-REDUCTION_MIN_GAIN = 1e-3
 
 
 @dataclass
@@ -427,16 +423,12 @@ class CrossFitEstimator:
             # its residual, `mi.reduction_check`: signal under the kept components' variance is
             # dropped, and every critic on the features then reads far too low)
             residual = plan.residual.test(y, c, active, groups=plan.groups)
-            margin = max(hi - value, 0.0)
-            if residual.z >= REDUCTION_Z and residual.gain > max(margin, REDUCTION_MIN_GAIN):
-                one_sided = True
+            verdict = residual.verdict(value, hi)
+            if verdict is not None:
                 flags.append("pca-dropped-signal")
-                notes.append(f"the label-free reduction to {residual.kept} of {residual.dim} dimensions left label "
-                             f"information out: the class means of what it drops differ on held-out rows (z = "
-                             f"{residual.z:.1f}; about {residual.gain:.4f} nats per row along their directions, more "
-                             f"than the interval's upper margin {margin:.4f}), so only the lower end is a "
-                             "statement (MI is at least ci_low); ci_high is H(Y|C). Rerun with --pca 0 (every "
-                             "coordinate) or a larger --pca")
+                notes.append(verdict.note)
+                one_sided = one_sided or verdict.one_sided
+                hi += verdict.slack
         result.bound = LOWER if one_sided or misspecified else self.tags.bound
         lo, hi = min(lo, h_upper), min(hi, h_upper)
         if result.bound == LOWER:

@@ -58,6 +58,16 @@ import torch
 
 # rows the test uses at most (a fixed random subset beyond): its cost at d = 4,096 grows with them
 MAX_ROWS = 8192
+# a term is flagged "pca-dropped-signal" when its one-sided z is at least REDUCTION_Z and its gain
+# at least REDUCTION_MIN_GAIN nats per row; the interval's upper end then gains REDUCTION_SLACK x
+# the gain (the loss was up to 2x the gain where measured, RESULTS.md issue 22 eleventh session),
+# or, where the gain exceeds REDUCTION_TWO_SIDED_SHARE of the estimate (the reduction lost much of
+# the signal and the gain, read along noisy directions, no longer bounds what it lost), the
+# interval is one-sided
+REDUCTION_Z = 3.0
+REDUCTION_MIN_GAIN = 1e-3
+REDUCTION_SLACK = 2.0
+REDUCTION_TWO_SIDED_SHARE = 0.1
 
 
 @dataclass
@@ -79,6 +89,34 @@ class ResidualTest:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def verdict(self, value: float, upper: float) -> "ReductionVerdict | None":
+        """What the test means for an estimate `value` (nats) with upper end `upper`: None where
+        the reduction kept the labels' information, else the flag's note, the slack added to the
+        upper end and whether only the lower end is a statement (module constants)."""
+        if self.z < REDUCTION_Z or self.gain < REDUCTION_MIN_GAIN:
+            return None
+        said = (f"the label-free reduction to {self.kept} of {self.dim} dimensions left label information out: "
+                f"the class means of what it drops differ on held-out rows (z = {self.z:.1f}; about "
+                f"{self.gain:.4f} nats per row along their directions)")
+        advice = "; rerun with --pca 0 (every coordinate) or a larger --pca"
+        if self.gain > REDUCTION_TWO_SIDED_SHARE * max(value, 0.0):
+            return ReductionVerdict(True, 0.0, said + f", more than {REDUCTION_TWO_SIDED_SHARE:.0%} of the estimate, "
+                                    "so only the lower end is a statement (MI is at least ci_low); ci_high is "
+                                    "H(Y|C)" + advice)
+        slack = REDUCTION_SLACK * self.gain
+        return ReductionVerdict(False, slack, said + f", so the upper end is raised by {REDUCTION_SLACK:g} x that, "
+                                f"{slack:.4f} nats" + advice)
+
+
+@dataclass
+class ReductionVerdict:
+    """`ResidualTest.verdict`: only the lower end a statement (one_sided), or the upper end
+    raised by `slack` nats; `note` says which and why."""
+
+    one_sided: bool
+    slack: float
+    note: str
 
 
 class ResidualProjections:
