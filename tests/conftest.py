@@ -177,6 +177,7 @@ SLOW: dict[str, set[str]] = {
     "test_reduction_check.py": {
         "test_no_flag_where_the_kept_components_carry_the_signal",  # 1.3 s
         "test_a_partial_loss_raises_the_upper_end_by_the_slack",  # 1.6 s
+        "test_baselines_skip_the_test_and_keep_their_numbers",  # 3.5 s
     },
     "test_mi_quality.py": {
         "test_class_scales_truth_matches_quadrature_and_the_sampler[gauss-0.0]",  # 1.2 s

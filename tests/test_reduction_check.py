@@ -182,3 +182,32 @@ def test_a_partial_loss_raises_the_upper_end_by_the_slack():
     raw_high = e.diagnostics["raw"][2]
     assert e.ci_high == pytest.approx(raw_high + REDUCTION_SLACK * check["gain"], abs=1e-12)
     assert e.ci_low <= e.value < truth <= e.ci_high
+
+
+def test_baselines_skip_the_test_and_keep_their_numbers(monkeypatch):
+    """Permutation nulls and control tasks fit permuted or meaningless labels: the test, which is
+    about the observed labels and never moves an estimate, runs once per chain term only, and the
+    baselines' numbers are those of fits with it."""
+    from contextlib import nullcontext
+
+    import matprobe.mi.chain as chain_module
+    from matprobe.mi.reduction_check import ResidualProjections
+
+    task = LatentMixtureTask(k_classes=3, d=96, signal_dim=6, separation=1.0, seed=4)
+    z, f = task.sample(500, seed=0)
+    kw = dict(order=["Y"], seeds=1, folds=3, pca=16, direct=False, difference=False, permutations=2, controls=True)
+    with monkeypatch.context() as m:  # the baselines' fits with the test
+        m.setattr(chain_module, "_without_reduction_check", lambda plan: nullcontext())
+        with_test = dict(chain_terms(z, f, **kw).terms["probe"])["I(Z;Y)"]
+    calls = []
+    original = ResidualProjections.test
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(ResidualProjections, "test", counted)
+    again = dict(chain_terms(z, f, **kw).terms["probe"])["I(Z;Y)"]
+    assert len(calls) == 1  # the term itself; not its 2 permutations nor its control task
+    assert again.diagnostics["permutation"] == with_test.diagnostics["permutation"]
+    assert again.diagnostics["control"] == with_test.diagnostics["control"]
