@@ -99,7 +99,10 @@ class ResidualTest:
         said = (f"the label-free reduction to {self.kept} of {self.dim} dimensions left label information out: "
                 f"the class means of what it drops differ on held-out rows (z = {self.z:.1f}; about "
                 f"{self.gain:.4f} nats per row along their directions)")
-        advice = "; rerun with --pca 0 (every coordinate) or a larger --pca"
+        # at d = 4,096 a larger --pca was the better remedy: --pca 256 read a draw 0.4% low in 11 CPU s,
+        # --pca 0 read it 19% low in 428 CPU s (too few rows per class for 4,097 inputs; RESULTS.md)
+        advice = ("; rerun with a larger --pca (e.g. 4 x), or with --pca 0 (every coordinate) where Z has few "
+                  "coordinates for its rows per class")
         if self.gain > REDUCTION_TWO_SIDED_SHARE * max(value, 0.0):
             return ReductionVerdict(True, 0.0, said + f", more than {REDUCTION_TWO_SIDED_SHARE:.0%} of the estimate, "
                                     "so only the lower end is a statement (MI is at least ci_low); ci_high is "
