@@ -51,6 +51,16 @@ def check_level(level: float, flag: str = "--level", error: type = MatprobeError
     return check_fraction(level, flag, what="the interval level", example=0.95, error=error)
 
 
+def check_pca(pca, flag: str = "--pca", error: type = MatprobeError) -> int | None:
+    """PCA dimensions: >= 1, or 0 / None for no reduction (returned as None). flag: how the
+    message names the value ("--pca", "[mi] pca =")."""
+    if pca is None:
+        return None
+    if int(pca) < 0:
+        raise error(f"{flag} {pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    return int(pca) or None  # 0 means no reduction, as on the command line
+
+
 def check_probability(p: float, flag: str, *, closed: bool = False, example: float = 0.05,
                       error: type = MatprobeError) -> float:
     """A probability (delta, alpha) in (0, 1), or [0, 1] with closed=True."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matprobe.checks import check_factors, check_level, check_probability
+from matprobe.checks import check_factors, check_level, check_pca, check_probability
 from matprobe.errors import DataError, MatprobeError
 
 
@@ -23,8 +23,7 @@ def check_pipeline(cfg) -> None:
     check_level(cfg.mi_level, "[mi] level")
     check_probability(cfg.delta, "[check] delta")
     check_factors(cfg.factors, "[mi] factors")
-    if cfg.pca is not None and int(cfg.pca) < 0:
-        raise MatprobeError(f"[mi] pca = {cfg.pca}: give a number of PCA dimensions >= 1, or 0 for none")
+    check_pca(cfg.pca, "[mi] pca =")
     if int(cfg.mi_seeds) < 1 or int(cfg.mi_folds) < 2:
         raise MatprobeError(f"[mi] seeds = {cfg.mi_seeds}, folds = {cfg.mi_folds}: need seeds >= 1 and folds >= 2")
     check_options(batch_size=cfg.extract_batch_size, pools=cfg.pools, dtype=cfg.dtype, device=cfg.device,

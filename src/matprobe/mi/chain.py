@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_class_sizes, check_factors, check_level
+from matprobe.checks import check_class_sizes, check_factors, check_level, check_pca
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -429,10 +429,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
     check_level(ci_level)
-    if pca is not None and int(pca) < 0:
-        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
-    if pca is not None and int(pca) == 0:
-        pca = None  # 0 means no reduction, as on the command line (it used to keep 0 components)
+    pca = check_pca(pca, error=EstimationError)  # 0 means no reduction (it used to keep 0 components)
     for est_name in estimators:
         estimator_tags(est_name)  # an unknown name is refused before any work
     missing = [f for f in order if f not in factors]

@@ -428,9 +428,8 @@ def _fix_ties(scores: np.ndarray, repeat: np.ndarray, n: int) -> None:
     # precedes its first repeat), row-major, so each run's members are consecutive
     at = _sparse_true(repeat)
     r_at, c_at = np.divmod(at, n - 1)
-    flat_members = np.union1d(r_at * n + c_at, r_at * n + c_at + 1)
-    rows, cols = np.divmod(flat_members, n)
-    flat = rows * n + cols
+    flat = np.union1d(r_at * n + c_at, r_at * n + c_at + 1)
+    rows, cols = np.divmod(flat, n)
     starts = ~repeat[rows, np.maximum(cols - 1, 0)] | (cols == 0)  # no repeat leads into it
     ends = ~repeat[rows, np.minimum(cols, n - 2)] | (cols == n - 1)  # no repeat leads out of it
     start = np.maximum.accumulate(np.where(starts, cols, -1) + rows * n) - rows * n

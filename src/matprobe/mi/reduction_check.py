@@ -205,17 +205,19 @@ class ResidualProjections:
         group_cell[codes[active]] = cell[active]
         cell_stratum = np.zeros(int(cell.max()) + 1, dtype=np.int64)
         cell_stratum[cell] = c
+        ok = group_cell >= 0
+        to_cell = np.zeros((n_groups, len(cell_stratum)))  # group -> its cell (the fold-invariant sums)
+        to_cell[np.flatnonzero(ok), group_cell[ok]] = 1.0
+        to_stratum = _indicator(cell_stratum)  # cell -> its stratum
         total_t = total_var = gain = 0.0
         rows = 0
         for held, proj, counts_tr in folds:
-            ok = group_cell >= 0
-            n_cell = np.bincount(group_cell[ok], weights=counts_tr[ok], minlength=len(cell_stratum))
-            n_str = np.bincount(cell_stratum, weights=n_cell)
+            n_cell = counts_tr @ to_cell
+            n_str = n_cell @ to_stratum
             # projections on the training rows' cell and stratum means of the residual
-            to_cell = np.zeros((n_groups, len(cell_stratum)))
-            to_cell[np.flatnonzero(ok), group_cell[ok]] = 1.0
-            on_cell = proj @ to_cell / np.maximum(n_cell, 1.0)
-            on_str = (proj @ to_cell) @ _indicator(cell_stratum) / np.maximum(n_str, 1.0)
+            on_cell_sum = proj @ to_cell
+            on_cell = on_cell_sum / np.maximum(n_cell, 1.0)
+            on_str = on_cell_sum @ to_stratum / np.maximum(n_str, 1.0)
             h_act = active[held]
             h_cell, h_str = cell[held][h_act], cell_stratum[cell[held][h_act]]
             on_cell, on_str = on_cell[h_act], on_str[h_act]

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_factors, check_level
+from matprobe.checks import check_factors, check_level, check_pca
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
@@ -436,10 +436,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
         raise EstimationError("no stores given; pass one or more .h5 stores")
     factors = tuple(check_factors(factors))  # distinct columns (M and modality are one)
     check_level(ci_level)
-    if pca is not None and int(pca) < 0:
-        raise EstimationError(f"--pca {pca}: give a number of PCA dimensions >= 1, or 0 for none")
-    if pca is not None and int(pca) == 0:
-        pca = None  # 0 means no reduction, as on the command line (it used to keep 0 components)
+    pca = check_pca(pca, error=EstimationError)  # 0 means no reduction (it used to keep 0 components)
     if seeds < 1 or folds < 2 or jobs < 1:
         raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
     kw = dict(estimator_kwargs or {})
