@@ -174,6 +174,13 @@ SLOW: dict[str, set[str]] = {
     "test_mi_label_free.py": {
         "test_label_free_pca_spans_the_top_principal_subspace_and_keeps_massive_columns",  # 4.1 s
     },
+    "test_raise_pca.py": {
+        "test_a_chain_settles_one_size_on_all_its_terms",  # 6.3 s
+        "test_signal_under_the_noise_is_read_at_the_raised_size",  # 2.1 s + 2.0 s (the shared sample)
+        "test_steps_follow_the_ladder_and_stop_where_nothing_is_flagged",  # 1.6 s
+        "test_a_lone_estimate_raises_its_own_plan",  # 1.5 s
+        "test_raising_stops_at_the_component_cap",  # 0.5 s + the shared sample
+    },
     "test_reduction_check.py": {
         "test_no_flag_where_the_kept_components_carry_the_signal",  # 1.3 s
         "test_a_partial_loss_raises_the_upper_end_by_the_slack",  # 1.6 s

@@ -198,12 +198,20 @@ def run_draw(family, draw, n, d_massive, seeds, n_mc, level, pca=64):
                      "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                      "level": level, "h_upper": e.h_upper, "bound": e.bound, "flags": ",".join(e.flags),
                      "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se), "pca": pca,
+                     # the PCA the fold plan settled on (`FoldPlan.settle_reduction`; 0: every coordinate)
+                     "pca_used": _pca_used(e, pca),
                      # the reduction's residual test and the upper end before any flag moved it
                      "residual_z": (e.diagnostics.get("reduction_residual") or {}).get("z"),
                      "residual_gain": (e.diagnostics.get("reduction_residual") or {}).get("gain"),
                      "ci_high_raw": e.diagnostics["raw"][2] if e.diagnostics.get("raw") else None,
                      "cpu_s": round(cpu, 2)})
     return rows
+
+
+def _pca_used(e, pca):
+    red = (e.diagnostics or {}).get("reduction")
+    used = red["used"] if red else pca
+    return 0 if used is None else used
 
 
 def add_oracle(df: pd.DataFrame, n_mc: int) -> pd.DataFrame:

@@ -11,6 +11,7 @@ against its own marginal p(y|c). Strata with H(Y|C=c) = 0 contribute exactly 0.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,19 @@ LOW_N_PER_CLASS = 20
 SMALL_CELL_SHARE = 0.05
 # an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
 NEAR_SATURATION = 0.9
+# while the reduction's residual test finds label information left out (`mi.reduction_check`), a
+# fold plan raises its PCA by this factor (64 -> 256, or every coordinate once the step reaches
+# Z's width) ...
+RAISE_PCA_FACTOR = 4
+# ... up to this many components: on a massive-decay draw at n = 20k (8 classes, d = 4,096) 256
+# read 0.817 [0.733, 0.911] against 0.815, 1,024 read 0.637 [0.585, 0.688], a narrow interval 22%
+# low, in 27 CPU s (RESULTS.md issue 22 twelfth session): the critic's calibration was measured
+# with at most 80 features ...
+MAX_RAISED_PCA = 256
+# ... and never so far that SMALL_CELL_SHARE of the rows sit in label cells with fewer than this
+# many rows per critic input (that draw had 2.4 at 1,024 components; 9.5 at 256, and `--pca 0`
+# read the under-part family to 1.1% at 4.9)
+RAISE_ROWS_PER_INPUT = 4
 
 
 @dataclass
@@ -87,6 +101,70 @@ class FoldPlan:
     groups: np.ndarray | None = None
     # what the label-free reduction left out, for `reduction_check` (None: nothing was reduced)
     residual: ResidualProjections | None = None
+    # raise the PCA while the residual test finds label information left out (`settle_reduction`)
+    raise_pca: bool = False
+    reduction: ReductionRecord | None = None  # what `settle_reduction` did (None: not yet run)
+    _residual_tests: dict = field(default_factory=dict)  # `residual_test` per term
+
+    def residual_test(self, y, c=None, active: np.ndarray | None = None):
+        """The reduction's residual test (`mi.reduction_check`) of the term (y, c) on this plan's
+        features, run once per term: `settle_reduction` and `estimate` share it. None where nothing
+        was reduced (call `transformed` first). active: `active_rows(y, c)`, when known."""
+        if self.residual is None:
+            return None
+        y = np.ascontiguousarray(y)
+        c = np.zeros(len(y), dtype=np.int64) if c is None else np.ascontiguousarray(c)
+        key = hashlib.blake2b(y.tobytes() + b"|" + c.tobytes(), digest_size=16).digest()
+        if key not in self._residual_tests:
+            rows = active_rows(y, c) if active is None else active
+            self._residual_tests[key] = self.residual.test(y, c, rows, groups=self.groups)
+        return self._residual_tests[key]
+
+    def settle_reduction(self, z: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray | None]]) -> ReductionRecord:
+        """Fix the reduction every term of the plan shares, before any critic is fitted: test the
+        residual of each term (y, c) (`mi.reduction_check`); while some term's labels were left
+        out, raise the PCA by RAISE_PCA_FACTOR (to every coordinate once that step reaches Z's
+        width), within MAX_RAISED_PCA components and RAISE_ROWS_PER_INPUT rows per critic input
+        in the label cells. Runs once per plan (a chain passes all its terms; a lone `estimate`
+        its own); a term still flagged after it gets the flag's slack or a one-sided interval in
+        `estimate`."""
+        if self.reduction is not None:
+            return self.reduction
+        record = ReductionRecord(requested=self.pca, used=self.pca)
+        self.reduction = record
+        if not self.raise_pca or self.per_fold or self.pca is None or not terms:
+            return record
+        d = int(np.asarray(z).shape[1])
+        groups = self.groups if self.groups is not None else joint_codes(
+            [np.asarray(terms[0][0])] + ([] if terms[0][1] is None else [np.asarray(terms[0][1])]))
+        counts = np.unique(np.asarray(groups), return_counts=True)[1]
+        while True:
+            features = self.transformed(z, 0)
+            if self.residual is None:  # nothing was reduced
+                break
+            tests = [self.residual_test(y, c) for y, c in terms]
+            flagged = sum(t.dropped for t in tests)
+            record.steps.append({"pca": self.pca, "features": int(features.shape[1]),
+                                 "max_z": max(t.z for t in tests), "flagged_terms": flagged})
+            if not flagged:
+                break
+            step = self.pca * RAISE_PCA_FACTOR
+            width = d if step >= d else step + int(features.shape[1]) - self.pca  # + the massive axes
+            if min(step, d) > MAX_RAISED_PCA:
+                record.stopped = (f"{min(step, d)} components would exceed {MAX_RAISED_PCA}, the most matprobe "
+                                  "tries on its own (the cost grows with them)")
+                break
+            if not _enough_rows_per_cell(counts, RAISE_ROWS_PER_INPUT * (width + 1)):
+                record.stopped = (f"{width + 1} critic inputs would leave label cells holding {SMALL_CELL_SHARE:.0%} "
+                                  f"of the rows with fewer than {RAISE_ROWS_PER_INPUT} rows per input")
+                break
+            self.pca = None if step >= d else step
+            self.features.clear()
+            self.fits.clear()
+            self.residual = None
+            self._residual_tests.clear()
+        record.used = self.pca
+        return record
 
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
         """Fold f's features. The preprocessing is label-free, so by default it is fitted once
@@ -106,6 +184,53 @@ class FoldPlan:
             if len(self.features) == self.k:
                 self.columns = None  # every fold is mapped: free the sorted copy
         return self.features[f]
+
+
+@dataclass
+class ReductionRecord:
+    """What `FoldPlan.settle_reduction` did: the PCA size asked for and the one used (None: every
+    coordinate); per step tried, its size, feature count, the largest residual z over the terms and
+    how many terms the residual test flagged; why raising stopped while a term was still flagged."""
+
+    requested: int | None
+    used: int | None
+    steps: list[dict] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def raised(self) -> bool:
+        return self.used != self.requested
+
+    def to_dict(self) -> dict:
+        return {"requested": self.requested, "used": self.used, "steps": list(self.steps), "stopped": self.stopped}
+
+    def note(self) -> str:
+        """A sentence for a term's note when the PCA was raised, else ""."""
+        if not self.raised:
+            return ""
+        first = self.steps[0]
+        used = "every coordinate" if self.used is None else f"{self.used} components"
+        return (f"the PCA was raised from {self.requested} components to {used}: at {self.requested} the "
+                f"reduction left label information out of {first['flagged_terms']} term(s) (residual test, "
+                f"z up to {first['max_z']:.1f})")
+
+
+def active_rows(y, c=None) -> np.ndarray:
+    """Rows in strata of c with more than one class of y (the rows a conditional term is read on)."""
+    y = np.asarray(y)
+    if c is None:
+        return np.full(len(y), np.unique(y).size > 1)
+    c = np.unique(np.asarray(c), return_inverse=True)[1].reshape(-1)
+    yc = np.unique(y, return_inverse=True)[1].reshape(-1)
+    pairs = np.unique(c * (int(yc.max(initial=0)) + 1) + yc)
+    classes = np.bincount(pairs // (int(yc.max(initial=0)) + 1), minlength=int(c.max(initial=-1)) + 1)
+    return classes[c] > 1
+
+
+def _enough_rows_per_cell(counts: np.ndarray, inputs: int) -> bool:
+    """Whether less than SMALL_CELL_SHARE of the rows sit in cells with fewer rows than `inputs`."""
+    small = counts < max(LOW_N_PER_CLASS, inputs)
+    return float(counts[small].sum()) / max(float(counts.sum()), 1.0) < SMALL_CELL_SHARE
 
 
 def _feature_dim(plan, z) -> int:
@@ -238,7 +363,8 @@ class CrossFitEstimator:
 
     Parameters shared by all estimators: folds, seeds, pca (None = keep all dims),
     gaussianize (per-coordinate quantile-to-normal), ci_level, n_boot, unit,
-    min_stratum (strata with fewer rows are reported as sparse).
+    min_stratum (strata with fewer rows are reported as sparse), raise_pca (raise the PCA while
+    it leaves label information out, `FoldPlan.settle_reduction`; False keeps `pca` as given).
     """
 
     name = "base"
@@ -248,7 +374,7 @@ class CrossFitEstimator:
     def __init__(self, folds: int = DEFAULTS.folds, seeds: int = DEFAULTS.seeds, pca: int | None = DEFAULTS.pca,
                  gaussianize: bool = True, ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.mi_n_boot,
                  unit: str = NATS, min_stratum: int = DEFAULTS.min_stratum, device: str = "cpu",
-                 seed: int = DEFAULTS.seed):
+                 seed: int = DEFAULTS.seed, raise_pca: bool = True):
         if folds < 2:
             raise EstimationError(f"folds must be >= 2 for held-out evaluation, got {folds}")
         if seeds < 1:
@@ -256,6 +382,7 @@ class CrossFitEstimator:
         self.folds, self.seeds, self.pca, self.gaussianize = folds, seeds, pca, gaussianize
         self.ci_level, self.n_boot, self.unit = check_level(ci_level, "ci_level"), n_boot, check_unit(unit)
         self.min_stratum, self.device, self.seed = min_stratum, device, seed
+        self.raise_pca = raise_pca
 
     # ------------------------------------------------------------------ to override
     def get_params(self) -> dict:
@@ -294,9 +421,10 @@ class CrossFitEstimator:
         """A fold plan with this estimator's folds and preprocessing, stratified by `groups`
         (or over the given fold ids), to share between several `estimate` calls."""
         if fold is not None:
-            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize, device=self.device)
+            return FoldPlan(np.asarray(fold), self.folds, self.pca, self.gaussianize, device=self.device,
+                            raise_pca=self.raise_pca)
         plan = make_plan(z, groups, self.folds, self.pca, self.gaussianize, self.seed)
-        plan.device = self.device
+        plan.device, plan.raise_pca = self.device, self.raise_pca
         return plan
 
     def estimate(self, z, y, c=None, *, sub=None, plan: FoldPlan | None = None, names: TermNames | None = None,
@@ -350,12 +478,19 @@ class CrossFitEstimator:
             result.strata = self._strata_entries(strata_info, {s["code"]: (0.0, 0.0, 0.0) for s in strata_info},
                                                  stratum_names)
             return result
+        reduction = None
+        if isinstance(plan, FoldPlan):
+            # a plan from `fold_plan` used on its own settles on this term; a chain's plan has
+            # settled on all its terms already (`chain.estimate_terms`)
+            reduction = plan.settle_reduction(z, [(y, c)])
         per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
         if pointwise:  # issue 7: per-row held-out terms for paired comparisons
             pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
         est = self._aggregate(per_seed, y, c, active, strata_info, n)
         value, lo, hi, stratum_vals, seed_vals, seed_intervals = est
         notes, flags = [], []
+        if reduction is not None and reduction.raised:
+            notes.append(reduction.note())
         misspecified = self.misspecification(diags)
         if misspecified:
             # a critic family shown to be wrong has a shortfall no learning curve or level gap
@@ -422,8 +557,12 @@ class CrossFitEstimator:
             # did the label-free reduction leave label information out? (a cross-fitted test on
             # its residual, `mi.reduction_check`: signal under the kept components' variance is
             # dropped, and every critic on the features then reads far too low)
-            residual = plan.residual.test(y, c, active, groups=plan.groups)
-            verdict = residual.verdict(value, hi)
+            residual = plan.residual_test(y, c, active)
+            advice = None
+            if reduction is not None and reduction.stopped:
+                advice = (f"; matprobe raised the PCA to {plan.pca} components and stopped there: "
+                          f"{reduction.stopped}")
+            verdict = residual.verdict(value, hi, advice)
             if verdict is not None:
                 flags.append("pca-dropped-signal")
                 notes.append(verdict.note)
@@ -449,6 +588,8 @@ class CrossFitEstimator:
             "folds": diags,
             "raw": tuple(from_nats(v, self.unit) for v in raw),
             "reduction_residual": None if residual is None else residual.to_dict(),
+            "reduction": (reduction.to_dict() if reduction is not None and (reduction.raised or reduction.stopped)
+                          else None),
             "seconds": time.perf_counter() - t0,
         }
         if pointwise:

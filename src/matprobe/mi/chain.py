@@ -21,6 +21,7 @@ from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.io import numpy_to_json
+from matprobe.mi.base import FoldPlan
 from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
 from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
@@ -103,6 +104,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
         if plan_groups is None and fold is None:
             plan_groups = joint_codes(list(codes.values()))
         plan = est.fold_plan(z, plan_groups, fold=fold)
+        if isinstance(plan, FoldPlan):  # one reduction for every term, settled on all of them
+            plan.settle_reduction(z, [(_joint(codes, spec.targets), _joint(codes, spec.given)) for spec in specs])
     out = []
     for spec in specs:
         y = _joint(codes, spec.targets)
@@ -332,7 +335,8 @@ class ChainResult:
         for t in doc["terms"]:
             strata = [StratumEstimate.of(s) for s in doc.get("strata", [])
                       if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
-            extra = {k: t[k] for k in ("permutation", "control", "codelength", "reduction_residual") if t.get(k)}
+            extra = {k: t[k] for k in ("permutation", "control", "codelength", "reduction_residual",
+                                       "reduction") if t.get(k)}
             if t.get("pointwise_summary"):
                 extra["pointwise_summary"] = PointwiseSummary.from_dict(t["pointwise_summary"])
             terms.setdefault(t["estimator"], []).append(ChainTerm(t["term"], _estimate_from_entry(t, unit, strata, extra)))
@@ -512,7 +516,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
                           **{key: e.diagnostics[key] for key in ("permutation", "control", "codelength",
-                                                                   "reduction_residual")
+                                                                   "reduction_residual", "reduction")
                              if (e.diagnostics or {}).get(key)},
                           **({"pointwise_summary": e.diagnostics["pointwise_summary"].to_dict(result.row_ids)}
                              if (e.diagnostics or {}).get("pointwise_summary") else {})})

@@ -113,8 +113,9 @@ class MIEstimate:
     "sparse-strata", "clipped", "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
     rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "near-saturated" (the
     estimate is >= 90% of H(Y|C): `bound` "lower" too), "pca-dropped-signal" (the label-free
-    reduction's residual carries label information, `mi.reduction_check`: the upper end raised
-    by twice the measured loss, or `bound` "lower" where the loss is over 10% of the estimate), "constant-features"
+    reduction's residual carries label information at the size the fold plan settled on after
+    raising it, `FoldPlan.settle_reduction` and `mi.reduction_check`: the upper end raised by
+    twice the measured loss, or `bound` "lower" where the loss is over 10% of the estimate), "constant-features"
     (Z carries no information: 0 exactly, nothing fitted). Estimates and lower ends below 0 are
     clipped at 0 (`clipped` is then set too; the raw numbers are in diagnostics["raw"]).
     """

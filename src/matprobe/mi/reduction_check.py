@@ -90,19 +90,27 @@ class ResidualTest:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def verdict(self, value: float, upper: float) -> "ReductionVerdict | None":
+    @property
+    def dropped(self) -> bool:
+        """Whether the reduction left label information out (z >= REDUCTION_Z and the gain at
+        least REDUCTION_MIN_GAIN nats per row): the flag `pca-dropped-signal`."""
+        return self.z >= REDUCTION_Z and self.gain >= REDUCTION_MIN_GAIN
+
+    def verdict(self, value: float, upper: float, advice: str | None = None) -> "ReductionVerdict | None":
         """What the test means for an estimate `value` (nats) with upper end `upper`: None where
         the reduction kept the labels' information, else the flag's note, the slack added to the
-        upper end and whether only the lower end is a statement (module constants)."""
-        if self.z < REDUCTION_Z or self.gain < REDUCTION_MIN_GAIN:
+        upper end and whether only the lower end is a statement (module constants). advice: the
+        note's closing words (default: what to rerun with)."""
+        if not self.dropped:
             return None
         said = (f"the label-free reduction to {self.kept} of {self.dim} dimensions left label information out: "
                 f"the class means of what it drops differ on held-out rows (z = {self.z:.1f}; about "
                 f"{self.gain:.4f} nats per row along their directions)")
         # at d = 4,096 a larger --pca was the better remedy: --pca 256 read a draw 0.4% low in 11 CPU s,
         # --pca 0 read it 19% low in 428 CPU s (too few rows per class for 4,097 inputs; RESULTS.md)
-        advice = ("; rerun with a larger --pca (e.g. 4 x), or with --pca 0 (every coordinate) where Z has few "
-                  "coordinates for its rows per class")
+        if advice is None:
+            advice = ("; rerun with a larger --pca (e.g. 4 x), or with --pca 0 (every coordinate) where Z has few "
+                      "coordinates for its rows per class")
         if self.gain > REDUCTION_TWO_SIDED_SHARE * max(value, 0.0):
             return ReductionVerdict(True, 0.0, said + f", more than {REDUCTION_TWO_SIDED_SHARE:.0%} of the estimate, "
                                     "so only the lower end is a statement (MI is at least ci_low); ci_high is "
