@@ -157,3 +157,34 @@ def test_active_rows_are_the_strata_with_two_classes(seed):
     want = np.array([len(np.unique(y[c == s])) > 1 for s in c])
     np.testing.assert_array_equal(active_rows(y, c), want)
     assert active_rows(y).all() and not active_rows(np.zeros(5, int)).any()
+
+
+def test_a_sweep_table_says_the_size_each_cell_was_read_at(tmp_path):
+    """Two cells of one store: the signal under the noise (raised to every coordinate: 0, as
+    `--pca 0`) and above it (kept at 64). The cells' numbers are chain_terms' own."""
+    from matprobe.mi.sweep import run_sweep
+    from matprobe.store import EmbeddingStore
+
+    under = _under_noise(7)
+    above = LatentMixtureTask(k_classes=4, d=256, signal_dim=8, separation=1.0, noise_scales="decay", seed=7)
+    z_under, f = under.sample(4800, seed=1)
+    z_above, f_above = above.sample(4800, seed=1)
+    # one label column for both cells: per class, as many rows of each task as both have
+    counts = [min((f["Y"] == k).sum(), (f_above["Y"] == k).sum()) for k in range(4)]
+    keep_rows = np.concatenate([np.flatnonzero(f["Y"] == k)[: counts[k]] for k in range(4)])
+    src_rows = np.concatenate([np.flatnonzero(f_above["Y"] == k)[: counts[k]] for k in range(4)])
+    z_above_aligned = z_above[src_rows]
+    y = f["Y"][keep_rows]
+    ids = [f"s{i:05d}" for i in range(len(y))]
+    path = tmp_path / "cells.h5"
+    EmbeddingStore.from_arrays(path, ids, {"M": [f"m{v}" for v in y]},
+                               {("0", "last"): z_under[keep_rows], ("1", "last"): z_above_aligned},
+                               provenance={"checkpoint": "c"}, overwrite=True).close()
+    table = run_sweep([path], tmp_path / "sweep.csv", factors=("M",), seeds=1, folds=5).table
+    got = dict(zip(table["layer"].astype(str), table["pca"]))
+    assert got == {"0": 0, "1": 64}
+    for layer, z in (("0", z_under[keep_rows]), ("1", z_above_aligned)):
+        e = dict(chain_terms(z, {"M": np.array([f"m{v}" for v in y])}, order=["M"], **KW).terms["probe"])["I(Z;M)"]
+        row = table[table["layer"].astype(str) == layer].iloc[0]
+        assert (row["estimate"], row["ci_low"], row["ci_high"]) == pytest.approx((e.value, e.ci_low, e.ci_high),
+                                                                                 abs=1e-12)

@@ -40,7 +40,7 @@ from matprobe.units import NATS, check_unit
 FORMATS = (".csv", ".json", ".parquet")
 COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
            "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
-           "note", "seconds", "settings", "flags"]
+           "note", "seconds", "settings", "flags", "pca"]
 # baseline columns the table keeps (issue 25; values from mi.controls.baseline_columns), present when the
 # sweep ran them: the control task's selectivity with its interval, the online codelength's compression,
 # the permutation p-value and the excess over the null
@@ -241,6 +241,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
                      "settings": settings.digest(), "flags": ",".join(e.flags),
+                     "pca": _settled_pca(e, settings.pca),
                      # the cell is estimated in nats: information-valued baselines in the table's unit
                      **baseline_columns(e.diagnostics, convert=lambda v: from_nats(v, unit))})
     seconds = time.perf_counter() - t0
@@ -249,6 +250,14 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     if pointwise and pointwise_dir is not None:
         write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
     return rows
+
+
+def _settled_pca(e, asked) -> int:
+    """The PCA components the cell's terms were read at (`FoldPlan.settle_reduction` may raise the
+    asked size where it dropped label information; 0: every coordinate, as `--pca 0`)."""
+    red = (e.diagnostics or {}).get("reduction")
+    used = red["used"] if red else asked
+    return 0 if used is None else int(used)
 
 
 def _columns(df_or_rows) -> list[str]:
@@ -272,7 +281,8 @@ def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds
                      "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci_level": settings.ci_level,
                      "unit": settings.unit, "n": 0, "h_upper": np.nan, "clipped": False, "degenerate": False,
                      "note": f"estimation failed ({type(exc).__name__}: {reason}); rerun the sweep to retry",
-                     "seconds": round(seconds, 3), "settings": settings.digest(), "flags": FAILED})
+                     "seconds": round(seconds, 3), "settings": settings.digest(), "flags": FAILED,
+                     "pca": 0 if settings.pca is None else int(settings.pca)})  # as asked: nothing settled
     return rows
 
 
@@ -345,6 +355,8 @@ def read_table(path) -> pd.DataFrame:
                               "move it away or pass another --out") from None
     if "flags" not in df.columns and len(df.columns):
         df["flags"] = ""  # tables written before the flags column
+    if "pca" not in df.columns and len(df.columns):
+        df["pca"] = ""  # tables written before the pca column (their settings differ: recomputed)
     if "flags" in df.columns:
         df["flags"] = df["flags"].fillna("").astype(str)
     missing = [c for c in COLUMNS if c not in df.columns]
