@@ -66,11 +66,11 @@ def test_signal_under_the_noise_is_read_at_the_raised_size(under_noise_sample):
 
 
 def test_steps_follow_the_ladder_and_stop_where_nothing_is_flagged():
-    """d = 512 with noise s.d. 0.05-2 (part of the signal under the top 64 components): every step
-    but the last flags a term, each is RAISE_PCA_FACTOR x the one before, and the result equals a
-    run at the last size."""
-    task = _under_noise(8, d=512, k_classes=3, separation=1.5, noise_scales=(0.05, 2.0))
-    z, f = task.sample(3300, seed=0)  # 1,100 rows per class: 4 per input at 256 components
+    """d = 768 with noise s.d. 0.05-2.5 (part of the signal under the top 64 components): every
+    step but the last flags a term, each is RAISE_PCA_FACTOR x the one before, and the result
+    equals a run at the last size."""
+    task = _under_noise(8, d=768, k_classes=3, separation=1.5, noise_scales=(0.05, 2.5))
+    z, f = task.sample(4000, seed=0)  # 1,333 rows per class: 4 per input at 256 components
     e = _term(chain_terms(z, f, order=["Y"], **KW))
     red = e.diagnostics["reduction"]
     sizes = [s["pca"] for s in red["steps"]]
@@ -111,8 +111,28 @@ def test_raising_stops_at_the_component_cap(monkeypatch, under_noise_sample):
     _, z, f, _ = under_noise_sample
     e = _term(chain_terms(z, f, order=["Y"], **KW))
     assert "pca-dropped-signal" in e.flags
-    assert "stopped there: 256 components would exceed 128" in e.note
+    assert "stopped there: every coordinate (256) would exceed 128 components" in e.note
     assert e.diagnostics["reduction"]["used"] == 64
+
+
+def test_half_of_the_coordinates_or_more_means_every_coordinate():
+    """d = 512 at n = 20k (8 classes, noise s.d. 0.05-1.5): 4 x 64 = 256 would keep half of Z's
+    coordinates, so the plan takes every coordinate (at 256 the test no longer sees what is left:
+    RESULTS.md), and d = 1,024 stops at 256: every coordinate would exceed MAX_RAISED_PCA."""
+    from matprobe.mi.base import FoldPlan, make_plan
+
+    for d, used in ((512, None), (1024, 256)):
+        task = LatentMixtureTask(k_classes=8, d=d, signal_dim=8, separation=1.2, noise_scales=(0.05, 1.5), seed=2)
+        z, f = task.sample(20_000, seed=0)
+        plan: FoldPlan = make_plan(z, f["Y"], 5, 64, True, 0)
+        plan.raise_pca = True
+        record = plan.settle_reduction(z, [(f["Y"], None)])
+        assert record.used == used and record.steps[0]["flagged_terms"] == 1
+        if used is None:
+            assert [s["pca"] for s in record.steps] == [64] and plan.transformed(z, 0).shape[1] == d
+        else:
+            assert [s["pca"] for s in record.steps] == [64, 256]
+            assert record.steps[1]["flagged_terms"] == 0 or "every coordinate (1024)" in record.stopped
 
 
 def test_a_chain_settles_one_size_on_all_its_terms():

@@ -47,14 +47,17 @@ SMALL_CELL_SHARE = 0.05
 # an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
 NEAR_SATURATION = 0.9
 # while the reduction's residual test finds label information left out (`mi.reduction_check`), a
-# fold plan raises its PCA by this factor (64 -> 256, or every coordinate once the step reaches
-# Z's width) ...
+# fold plan raises its PCA by this factor (64 -> 256), to every coordinate once the step would
+# keep half of Z's: the PCA saves little there, and what it still drops the test hardly sees (it
+# leans negative where the kept part carries the signal: under-part at 256 of 512 components read
+# 2-6% low at n = 20k with one interval missing, every coordinate 1.1%; RESULTS.md issue 22
+# twelfth session) ...
 RAISE_PCA_FACTOR = 4
 # ... up to this many components: on a massive-decay draw at n = 20k (8 classes, d = 4,096) 256
 # read 0.817 [0.733, 0.911] against 0.815, 1,024 read 0.637 [0.585, 0.688], a narrow interval 22%
-# low, in 27 CPU s (RESULTS.md issue 22 twelfth session): the critic's calibration was measured
-# with at most 80 features ...
-MAX_RAISED_PCA = 256
+# low, in 27 CPU s: the critic's calibration was measured with at most 80 features, and at 512
+# (every coordinate of under-part) to 1.1%. So: 256 components, or every coordinate up to 512 ...
+MAX_RAISED_PCA = 512
 # ... and never so far that SMALL_CELL_SHARE of the rows sit in label cells with fewer than this
 # many rows per critic input (that draw had 2.4 at 1,024 components; 9.5 at 256, and `--pca 0`
 # read the under-part family to 1.1% at 4.9)
@@ -123,9 +126,9 @@ class FoldPlan:
     def settle_reduction(self, z: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray | None]]) -> ReductionRecord:
         """Fix the reduction every term of the plan shares, before any critic is fitted: test the
         residual of each term (y, c) (`mi.reduction_check`); while some term's labels were left
-        out, raise the PCA by RAISE_PCA_FACTOR (to every coordinate once that step reaches Z's
-        width), within MAX_RAISED_PCA components and RAISE_ROWS_PER_INPUT rows per critic input
-        in the label cells. Runs once per plan (a chain passes all its terms; a lone `estimate`
+        out, raise the PCA by RAISE_PCA_FACTOR (to every coordinate once that step would keep
+        half of Z's), within MAX_RAISED_PCA components and RAISE_ROWS_PER_INPUT rows per critic
+        input in the label cells. Runs once per plan (a chain passes all its terms; a lone `estimate`
         its own); a term still flagged after it gets the flag's slack or a one-sided interval in
         `estimate`."""
         if self.reduction is not None:
@@ -149,10 +152,13 @@ class FoldPlan:
             if not flagged:
                 break
             step = self.pca * RAISE_PCA_FACTOR
+            if 2 * step >= d:
+                step = d  # every coordinate
             width = d if step >= d else step + int(features.shape[1]) - self.pca  # + the massive axes
             if min(step, d) > MAX_RAISED_PCA:
-                record.stopped = (f"{min(step, d)} components would exceed {MAX_RAISED_PCA}, the most matprobe "
-                                  "tries on its own (the cost grows with them)")
+                size = f"every coordinate ({d})" if step >= d else f"{step} components"
+                record.stopped = (f"{size} would exceed {MAX_RAISED_PCA} components, the most matprobe tries on "
+                                  "its own (the critic's calibration was measured up to there)")
                 break
             if not _enough_rows_per_cell(counts, RAISE_ROWS_PER_INPUT * (width + 1)):
                 record.stopped = (f"{width + 1} critic inputs would leave label cells holding {SMALL_CELL_SHARE:.0%} "
