@@ -118,7 +118,8 @@ def test_raising_stops_at_the_component_cap(monkeypatch, under_noise_sample):
 def test_half_of_the_coordinates_or_more_means_every_coordinate():
     """d = 512 at n = 20k (8 classes, noise s.d. 0.05-1.5): 4 x 64 = 256 would keep half of Z's
     coordinates, so the plan takes every coordinate (at 256 the test no longer sees what is left:
-    RESULTS.md), and d = 1,024 stops at 256: every coordinate would exceed MAX_RAISED_PCA."""
+    RESULTS.md). d = 1,024: 256 first; where a term is still flagged there, every coordinate
+    would be 1,025 inputs against 2,500 rows per class, under 4 per input, so it stops."""
     from matprobe.mi.base import FoldPlan, make_plan
 
     for d, used in ((512, None), (1024, 256)):
@@ -132,7 +133,7 @@ def test_half_of_the_coordinates_or_more_means_every_coordinate():
             assert [s["pca"] for s in record.steps] == [64] and plan.transformed(z, 0).shape[1] == d
         else:
             assert [s["pca"] for s in record.steps] == [64, 256]
-            assert record.steps[1]["flagged_terms"] == 0 or "every coordinate (1024)" in record.stopped
+            assert record.steps[1]["flagged_terms"] == 0 or "1025 critic inputs would leave" in record.stopped
 
 
 def test_a_chain_settles_one_size_on_all_its_terms():
@@ -208,3 +209,27 @@ def test_a_sweep_table_says_the_size_each_cell_was_read_at(tmp_path):
         row = table[table["layer"].astype(str) == layer].iloc[0]
         assert (row["estimate"], row["ci_low"], row["ci_high"]) == pytest.approx((e.value, e.ci_low, e.ci_high),
                                                                                  abs=1e-12)
+
+
+@pytest.mark.parametrize("cap,sizes,used,stopped", [
+    (128, [8, 32, 128], 128, "every coordinate (160) would exceed 128 components"),
+    (160, [8, 32], None, ""),  # 4 x 32 = 128 keeps half of the 160: every coordinate, within the cap
+    (1024, [8, 32], None, ""),
+])
+def test_the_ladder_of_sizes(monkeypatch, cap, sizes, used, stopped):
+    """The sizes tried while a term stays flagged (the test forced to flag): x4 each step, every
+    coordinate once a step keeps half of them and they fit under the cap, else the plain step."""
+    from matprobe.mi.base import make_plan
+    from matprobe.mi.reduction_check import ResidualTest
+
+    monkeypatch.setattr(base, "MAX_RAISED_PCA", cap)
+    monkeypatch.setattr(ResidualTest, "dropped", property(lambda self: True))
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2000, 160)).astype(np.float32)
+    y = rng.integers(0, 2, 2000)
+    plan = make_plan(z, y, 5, 8, True, 0)
+    plan.raise_pca = True
+    record = plan.settle_reduction(z, [(y, None)])
+    assert [s["pca"] for s in record.steps] == sizes and record.used == used
+    assert (stopped in record.stopped) if stopped else record.stopped == ""
+    assert plan.transformed(z, 0).shape[1] == (160 if used is None else used)

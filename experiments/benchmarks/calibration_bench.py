@@ -135,6 +135,11 @@ UNDER = {
     "massive-decay": dict(k_classes=8, d=4096, signal_dim=8, massive=6, separation=1.2, noise_scales="decay"),
     # 8 classes in d = 512 with noise s.d. 0.05-1.5: part of the signal under the noise's top components
     "under-part": dict(k_classes=8, d=512, signal_dim=8, separation=1.2, noise_scales=(0.05, 1.5)),
+    # the same wider (twelfth session): at n = 20k raising stops at 256 of 1,024 (every coordinate would
+    # leave 2,500 rows per class for 1,025 inputs)
+    "under-wide": dict(k_classes=8, d=1024, signal_dim=8, separation=1.2, noise_scales=(0.05, 1.5)),
+    # 4 classes in d = 2,048 with noise s.d. 0.05-2.5: more of the noise above the signal
+    "under-wide-4": dict(k_classes=4, d=2048, signal_dim=8, separation=1.0, noise_scales=(0.05, 2.5)),
 }
 UNDER_FAMILIES = tuple(UNDER)
 EXTRA_FAMILIES = tuple(EXTRA)

@@ -41,9 +41,9 @@ def estimator_option(several: bool = False):
 
 # one help text for every command's --pca
 PCA_HELP = ("PCA dims (label-free: fitted once on all rows, shared by every term and fold; 0 = none). What it "
-            "drops is tested before fitting: where labels were dropped it is raised 4x (to 256, or every "
-            "coordinate up to 512, keeping 4 rows per input); a term still flagged pca-dropped-signal gets a "
-            "widened or one-sided interval.")
+            "drops is tested before fitting: where labels were dropped it is raised 4x (256, 1024, or every "
+            "coordinate), keeping 4 rows per input; a term still flagged pca-dropped-signal gets a widened or "
+            "one-sided interval.")
 
 app = typer.Typer(
     name="matprobe",

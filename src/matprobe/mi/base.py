@@ -47,20 +47,20 @@ SMALL_CELL_SHARE = 0.05
 # an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
 NEAR_SATURATION = 0.9
 # while the reduction's residual test finds label information left out (`mi.reduction_check`), a
-# fold plan raises its PCA by this factor (64 -> 256), to every coordinate once the step would
-# keep half of Z's: the PCA saves little there, and what it still drops the test hardly sees (it
-# leans negative where the kept part carries the signal: under-part at 256 of 512 components read
-# 2-6% low at n = 20k with one interval missing, every coordinate 1.1%; RESULTS.md issue 22
-# twelfth session) ...
+# fold plan raises its PCA by this factor (64 -> 256 -> 1,024), to every coordinate once the step
+# would keep half of Z's (within MAX_RAISED_PCA): the PCA saves little there, and what it still
+# drops the test hardly sees (it leans negative where the kept part carries the signal:
+# under-part at 256 of 512 components read 2-6% low at n = 20k with one interval missing, every
+# coordinate 1.1%; RESULTS.md issue 22 twelfth session) ...
 RAISE_PCA_FACTOR = 4
-# ... up to this many components: on a massive-decay draw at n = 20k (8 classes, d = 4,096) 256
-# read 0.817 [0.733, 0.911] against 0.815, 1,024 read 0.637 [0.585, 0.688], a narrow interval 22%
-# low, in 27 CPU s: the critic's calibration was measured with at most 80 features, and at 512
-# (every coordinate of under-part) to 1.1%. So: 256 components, or every coordinate up to 512 ...
-MAX_RAISED_PCA = 512
+# ... up to this many components (the cost grows with them: 1,024 at n = 20k cost 21-27 CPU s per
+# term) ...
+MAX_RAISED_PCA = 1024
 # ... and never so far that SMALL_CELL_SHARE of the rows sit in label cells with fewer than this
-# many rows per critic input (that draw had 2.4 at 1,024 components; 9.5 at 256, and `--pca 0`
-# read the under-part family to 1.1% at 4.9)
+# many rows per critic input: on a massive-decay draw at n = 20k (8 classes, d = 4,096) 1,024
+# components at 2.4 rows per input read 0.637 [0.585, 0.688] against 0.815, a narrow interval 22%
+# low (256 at 9.6: 0.817 [0.733, 0.911]); at 4.9 rows per input 1,024 components read under-wide-4
+# and every coordinate under-part (512) to about 1%
 RAISE_ROWS_PER_INPUT = 4
 
 
@@ -152,7 +152,7 @@ class FoldPlan:
             if not flagged:
                 break
             step = self.pca * RAISE_PCA_FACTOR
-            if 2 * step >= d:
+            if step >= d or (2 * step >= d and d <= MAX_RAISED_PCA):
                 step = d  # every coordinate
             width = d if step >= d else step + int(features.shape[1]) - self.pca  # + the massive axes
             if min(step, d) > MAX_RAISED_PCA:
