@@ -44,13 +44,14 @@ def under_noise_sample():
     """d = 256, 4 classes, n = 4,400: 1,100 rows per class, at least 4 per input at every coordinate."""
     task = _under_noise(7)
     z, f = task.sample(4400, seed=1)
-    return task, z, f, _term(chain_terms(z, f, order=["Y"], **KW))
+    res = chain_terms(z, f, order=["Y"], **KW)
+    return task, z, f, _term(res), res
 
 
 def test_signal_under_the_noise_is_read_at_the_raised_size(under_noise_sample):
     """64 -> 256 = Z's width, so every coordinate; the result is the one `--pca 0` gives, it
     carries no flag and its interval covers the truth (PCA-64: under 20% of it)."""
-    task, z, f, e = under_noise_sample
+    task, z, f, e, _ = under_noise_sample
     truth = task.truth(100_000)["I(Z;Y)"][0]
     red = e.diagnostics["reduction"]
     assert red["requested"] == 64 and red["used"] is None and red["stopped"] == ""
@@ -108,7 +109,7 @@ def test_raising_stops_before_cells_have_fewer_rows_than_inputs():
 
 def test_raising_stops_at_the_component_cap(monkeypatch, under_noise_sample):
     monkeypatch.setattr(base, "MAX_RAISED_PCA", 128)
-    _, z, f, _ = under_noise_sample
+    _, z, f, _, _ = under_noise_sample
     e = _term(chain_terms(z, f, order=["Y"], **KW))
     assert "pca-dropped-signal" in e.flags
     assert "stopped there: every coordinate (256) would exceed 128 components" in e.note
@@ -152,7 +153,7 @@ def test_a_chain_settles_one_size_on_all_its_terms():
 
 
 def test_a_lone_estimate_raises_its_own_plan(under_noise_sample):
-    _, z, f, in_chain = under_noise_sample
+    _, z, f, in_chain, _ = under_noise_sample
     est = make_estimator("probe", seeds=1, folds=5)
     e = est.estimate(z, f["Y"])
     assert e.diagnostics["reduction"] == in_chain.diagnostics["reduction"] and e.value == in_chain.value
@@ -233,3 +234,14 @@ def test_the_ladder_of_sizes(monkeypatch, cap, sizes, used, stopped):
     assert [s["pca"] for s in record.steps] == sizes and record.used == used
     assert (stopped in record.stopped) if stopped else record.stopped == ""
     assert plan.transformed(z, 0).shape[1] == (160 if used is None else used)
+
+
+def test_the_mi_table_says_the_size_it_was_read_at(under_noise_sample):
+    """`matprobe mi`'s footnote names the raise, not only the asked size."""
+    from matprobe.present.views import chain_table
+
+    res = under_noise_sample[-1]
+    foot = " ".join(chain_table(res).footnotes)
+    assert "PCA 64 raised to every coordinate (the reduction dropped label information" in foot
+    z, f = _under_noise(9, k_classes=8, separation=1.5).sample(1800, seed=0)  # stopped at 64: not raised
+    assert "PCA 64," in " ".join(chain_table(chain_terms(z, f, order=["Y"], **KW)).footnotes)

@@ -115,9 +115,7 @@ class FoldPlan:
         was reduced (call `transformed` first). active: `active_rows(y, c)`, when known."""
         if self.residual is None:
             return None
-        y = np.ascontiguousarray(y)
-        c = np.zeros(len(y), dtype=np.int64) if c is None else np.ascontiguousarray(c)
-        key = hashlib.blake2b(y.tobytes() + b"|" + c.tobytes(), digest_size=16).digest()
+        key = _term_key(y, c)
         if key not in self._residual_tests:
             rows = active_rows(y, c) if active is None else active
             self._residual_tests[key] = self.residual.test(y, c, rows, groups=self.groups)
@@ -145,7 +143,8 @@ class FoldPlan:
             features = self.transformed(z, 0)
             if self.residual is None:  # nothing was reduced
                 break
-            tests = [self.residual_test(y, c) for y, c in terms]
+            # one test per distinct term (a one-factor chain's term and its direct term are one)
+            tests = list({_term_key(y, c): self.residual_test(y, c) for y, c in terms}.values())
             flagged = sum(t.dropped for t in tests)
             record.steps.append({"pca": self.pca, "features": int(features.shape[1]),
                                  "max_z": max(t.z for t in tests), "flagged_terms": flagged})
@@ -219,6 +218,13 @@ class ReductionRecord:
         return (f"the PCA was raised from {self.requested} components to {used}: at {self.requested} the "
                 f"reduction left label information out of {first['flagged_terms']} term(s) (residual test, "
                 f"z up to {first['max_z']:.1f})")
+
+
+def _term_key(y, c=None) -> bytes:
+    """A term's identity by the content of its labels (y, c), c None meaning one stratum."""
+    y = np.ascontiguousarray(y)
+    c = np.zeros(len(y), dtype=np.int64) if c is None else np.ascontiguousarray(c)
+    return hashlib.blake2b(y.tobytes() + b"|" + c.tobytes(), digest_size=16).digest()
 
 
 def active_rows(y, c=None) -> np.ndarray:

@@ -149,6 +149,18 @@ def not_identifiable(term: str) -> str:
     return f"not identifiable: H({inner}) = 0"
 
 
+def _pca_text(result, asked) -> str:
+    """The PCA size asked for and, where the fold plan raised it (`FoldPlan.settle_reduction`),
+    the size the terms were read at."""
+    used = {red["used"] for items in result.terms.values() for _, e in items
+            for red in [(e.diagnostics or {}).get("reduction")] if red and red["used"] != red["requested"]}
+    if not used:
+        return str(asked or "none")
+    sizes = ", ".join("every coordinate" if u is None else str(u)
+                      for u in sorted(used, key=lambda u: float("inf") if u is None else u))
+    return f"{asked} raised to {sizes} (the reduction dropped label information: see the note)"
+
+
 def chain_table(result):
     """The `matprobe mi` display table (matprobe.present.Table): one row per term and estimator."""
     import pandas as pd
@@ -187,7 +199,7 @@ def chain_table(result):
     table = Table(cols, title=f"MI chain ({unit}){where}")
     if st:
         table.footnotes.append(f"{st.get('seeds')} seeds x {st.get('folds')} folds, PCA "
-                               f"{st.get('pca') or 'none'}, {lvl} intervals, seed {st.get('seed')}")
+                               f"{_pca_text(result, st.get('pca'))}, {lvl} intervals, seed {st.get('seed')}")
     if result.meta.get("note"):
         table.footnotes.append(result.meta["note"])
     if "p_perm" in frame:
