@@ -100,7 +100,8 @@ def test_raising_stops_before_cells_have_fewer_rows_than_inputs():
     red = e.diagnostics["reduction"]
     assert red["used"] == 64 and "257 critic inputs would leave label cells" in red["stopped"]
     assert "pca-dropped-signal" in e.flags and e.bound == "lower"
-    assert "stopped there: 257 critic inputs would leave label cells holding 5% of the rows with fewer than 4 rows per input" in e.note
+    assert ("matprobe kept the PCA at 64 components: 257 critic inputs would leave label cells holding 5% of the "
+            "rows with fewer than 4 rows per input") in e.note
     plan = make_estimator("probe", **{k: v for k, v in KW.items() if k in ("seeds", "folds")}).fold_plan(z, f["Y"])
     record = plan.settle_reduction(z, [(f["Y"], None)])
     assert record.used == 64 and record.steps[0]["flagged_terms"] == 1 and "257 critic inputs" in record.stopped
@@ -112,7 +113,7 @@ def test_raising_stops_at_the_component_cap(monkeypatch, under_noise_sample):
     _, z, f, _, _ = under_noise_sample
     e = _term(chain_terms(z, f, order=["Y"], **KW))
     assert "pca-dropped-signal" in e.flags
-    assert "stopped there: every coordinate (256) would exceed 128 components" in e.note
+    assert "matprobe kept the PCA at 64 components: every coordinate (256) would exceed 128 components" in e.note
     assert e.diagnostics["reduction"]["used"] == 64
 
 
@@ -234,6 +235,26 @@ def test_the_ladder_of_sizes(monkeypatch, cap, sizes, used, stopped):
     assert [s["pca"] for s in record.steps] == sizes and record.used == used
     assert (stopped in record.stopped) if stopped else record.stopped == ""
     assert plan.transformed(z, 0).shape[1] == (160 if used is None else used)
+
+
+def test_a_term_still_flagged_after_a_raise_says_where_it_stopped(monkeypatch):
+    """The test forced to flag, the cap at 32: raised 8 -> 32, stopped before 128; the note names
+    the raise, the stop and the flag, and the numbers are those of a run at 32 with the flag."""
+    from matprobe.mi.reduction_check import ResidualTest
+
+    monkeypatch.setattr(base, "MAX_RAISED_PCA", 32)
+    monkeypatch.setattr(ResidualTest, "dropped", property(lambda self: True))
+    task = LatentMixtureTask(k_classes=3, d=160, signal_dim=8, separation=1.0, seed=5)
+    z, f = task.sample(2000, seed=0)
+    e = _term(chain_terms(z, f, order=["Y"], pca=8, **KW))
+    red = e.diagnostics["reduction"]
+    assert [s["pca"] for s in red["steps"]] == [8, 32] and red["used"] == 32
+    assert "pca-dropped-signal" in e.flags
+    assert "the PCA was raised from 8 components to 32 components" in e.note
+    assert ("matprobe raised the PCA to 32 components and stopped there: 128 components would exceed 32 "
+            "components") in e.note
+    at_size = _term(chain_terms(z, f, order=["Y"], pca=32, raise_pca=False, **KW))
+    assert _numbers(e) == _numbers(at_size)
 
 
 def test_the_mi_table_says_the_size_it_was_read_at(under_noise_sample):

@@ -572,8 +572,8 @@ class CrossFitEstimator:
             residual = plan.residual_test(y, c, active)
             advice = None
             if reduction is not None and reduction.stopped:
-                advice = (f"; matprobe raised the PCA to {plan.pca} components and stopped there: "
-                          f"{reduction.stopped}")
+                advice = (f"; matprobe raised the PCA to {plan.pca} components and stopped there: " if reduction.raised
+                          else f"; matprobe kept the PCA at {plan.pca} components: ") + reduction.stopped
             verdict = residual.verdict(value, hi, advice)
             if verdict is not None:
                 flags.append("pca-dropped-signal")
