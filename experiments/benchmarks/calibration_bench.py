@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from matprobe.mi import chain_terms
+from matprobe.mi.base import settled_pca
 from matprobe.mi.groundtruth import (
     LatentMixtureTask,
     SpiralTask,
@@ -204,19 +205,13 @@ def run_draw(family, draw, n, d_massive, seeds, n_mc, level, pca=64):
                      "level": level, "h_upper": e.h_upper, "bound": e.bound, "flags": ",".join(e.flags),
                      "covered": bool(e.ci_low - 2 * se <= t <= e.ci_high + 2 * se), "pca": pca,
                      # the PCA the fold plan settled on (`FoldPlan.settle_reduction`; 0: every coordinate)
-                     "pca_used": _pca_used(e, pca),
+                     "pca_used": settled_pca(e.diagnostics, pca),
                      # the reduction's residual test and the upper end before any flag moved it
                      "residual_z": (e.diagnostics.get("reduction_residual") or {}).get("z"),
                      "residual_gain": (e.diagnostics.get("reduction_residual") or {}).get("gain"),
                      "ci_high_raw": e.diagnostics["raw"][2] if e.diagnostics.get("raw") else None,
                      "cpu_s": round(cpu, 2)})
     return rows
-
-
-def _pca_used(e, pca):
-    red = (e.diagnostics or {}).get("reduction")
-    used = red["used"] if red else pca
-    return 0 if used is None else used
 
 
 def add_oracle(df: pd.DataFrame, n_mc: int) -> pd.DataFrame:

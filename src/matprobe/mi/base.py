@@ -159,7 +159,7 @@ class FoldPlan:
                 record.stopped = (f"{size} would exceed {MAX_RAISED_PCA} components, the most matprobe tries on "
                                   "its own (the critic's calibration was measured up to there)")
                 break
-            if not _enough_rows_per_cell(counts, RAISE_ROWS_PER_INPUT * (width + 1)):
+            if small_cell_share(counts, RAISE_ROWS_PER_INPUT * (width + 1)) >= SMALL_CELL_SHARE:
                 record.stopped = (f"{width + 1} critic inputs would leave label cells holding {SMALL_CELL_SHARE:.0%} "
                                   f"of the rows with fewer than {RAISE_ROWS_PER_INPUT} rows per input")
                 break
@@ -239,10 +239,19 @@ def active_rows(y, c=None) -> np.ndarray:
     return classes[c] > 1
 
 
-def _enough_rows_per_cell(counts: np.ndarray, inputs: int) -> bool:
-    """Whether less than SMALL_CELL_SHARE of the rows sit in cells with fewer rows than `inputs`."""
-    small = counts < max(LOW_N_PER_CLASS, inputs)
-    return float(counts[small].sum()) / max(float(counts.sum()), 1.0) < SMALL_CELL_SHARE
+def small_cell_share(counts: np.ndarray, inputs: int) -> float:
+    """The share of rows in cells (`counts`: rows per cell) with fewer rows than `inputs` (at least
+    LOW_N_PER_CLASS): at SMALL_CELL_SHARE or more a term is one-sided ("small-cells"), and a fold
+    plan does not raise its PCA that far (`settle_reduction`)."""
+    return float(counts[counts < max(LOW_N_PER_CLASS, inputs)].sum()) / max(int(counts.sum()), 1)
+
+
+def settled_pca(diagnostics: dict | None, asked: int | None) -> int:
+    """The PCA components an estimate was read at: `asked`, or the size its fold plan settled on
+    (`diagnostics["reduction"]`, `FoldPlan.settle_reduction`); 0 for every coordinate, as `--pca 0`."""
+    red = (diagnostics or {}).get("reduction")
+    used = red["used"] if red else asked
+    return 0 if used is None else int(used)
 
 
 def _feature_dim(plan, z) -> int:
@@ -526,7 +535,7 @@ class CrossFitEstimator:
         # the critic's softmax cells: (stratum, class) or, with sub-classes, (stratum, class, sub)
         cell_counts = np.unique(np.stack([c[active], y[active], sub[active]], 1), axis=0,
                                 return_counts=True)[1]
-        small_share = float(cell_counts[cell_counts < small_rows].sum()) / max(int(active.sum()), 1)
+        small_share = small_cell_share(cell_counts, n_inputs)  # cell_counts sum to the active rows
         one_sided = small_share >= SMALL_CELL_SHARE
         if one_sided:
             flags.append("small-cells")

@@ -29,6 +29,8 @@ from matprobe.mi.registry import available_estimators, estimator_tags, make_esti
 from matprobe.units import NATS, from_nats
 
 DEFAULT_ESTIMATOR = DEFAULTS.estimator
+# the diagnostics a term entry of the results document carries (written and read back)
+TERM_DIAGNOSTICS = ("permutation", "control", "codelength", "reduction_residual", "reduction")
 
 
 def term_name(target: str, given: list[str]) -> str:
@@ -335,8 +337,7 @@ class ChainResult:
         for t in doc["terms"]:
             strata = [StratumEstimate.of(s) for s in doc.get("strata", [])
                       if s["target"] == t["target"] and s["estimator"] == t["estimator"]]
-            extra = {k: t[k] for k in ("permutation", "control", "codelength", "reduction_residual",
-                                       "reduction") if t.get(k)}
+            extra = {k: t[k] for k in TERM_DIAGNOSTICS if t.get(k)}
             if t.get("pointwise_summary"):
                 extra["pointwise_summary"] = PointwiseSummary.from_dict(t["pointwise_summary"])
             terms.setdefault(t["estimator"], []).append(ChainTerm(t["term"], _estimate_from_entry(t, unit, strata, extra)))
@@ -515,9 +516,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
                           "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
-                          **{key: e.diagnostics[key] for key in ("permutation", "control", "codelength",
-                                                                   "reduction_residual", "reduction")
-                             if (e.diagnostics or {}).get(key)},
+                          **{key: e.diagnostics[key] for key in TERM_DIAGNOSTICS if (e.diagnostics or {}).get(key)},
                           **({"pointwise_summary": e.diagnostics["pointwise_summary"].to_dict(result.row_ids)}
                              if (e.diagnostics or {}).get("pointwise_summary") else {})})
             if j > 0:

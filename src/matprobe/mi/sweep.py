@@ -30,6 +30,7 @@ from matprobe.checks import check_factors, check_level, check_pca
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
+from matprobe.mi.base import settled_pca
 from matprobe.mi.controls import baseline_columns
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
 from matprobe.parallel import init_ranks
@@ -241,7 +242,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
                      "settings": settings.digest(), "flags": ",".join(e.flags),
-                     "pca": _settled_pca(e, settings.pca),
+                     "pca": settled_pca(e.diagnostics, settings.pca),
                      # the cell is estimated in nats: information-valued baselines in the table's unit
                      **baseline_columns(e.diagnostics, convert=lambda v: from_nats(v, unit))})
     seconds = time.perf_counter() - t0
@@ -250,14 +251,6 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     if pointwise and pointwise_dir is not None:
         write_pointwise(Path(pointwise_dir) / pointwise_name(cell), pw)
     return rows
-
-
-def _settled_pca(e, asked) -> int:
-    """The PCA components the cell's terms were read at (`FoldPlan.settle_reduction` may raise the
-    asked size where it dropped label information; 0: every coordinate, as `--pca 0`)."""
-    red = (e.diagnostics or {}).get("reduction")
-    used = red["used"] if red else asked
-    return 0 if used is None else int(used)
 
 
 def _columns(df_or_rows) -> list[str]:
