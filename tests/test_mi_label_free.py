@@ -78,9 +78,15 @@ def test_label_free_features_on_cuda_equal_cpu():
 
 
 def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
-    # the CPU ranks columns by a radix sort or numpy's argsort, other devices with torch.sort:
-    # ties are ordered differently by the two sorts, the mid-rank scores must not be
-    from matprobe.mi.prep import _argsort_order, _normal_scores_numpy, _normal_scores_torch, _radix_order
+    # the CPU ranks columns by a radix sort, numpy's argsort or packed words, other devices with torch.sort:
+    # ties are ordered differently by the sorts, the mid-rank scores must not be
+    from matprobe.mi.prep import (
+        _argsort_order,
+        _normal_scores_numpy,
+        _normal_scores_torch,
+        _packed_order,
+        _radix_order,
+    )
 
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.standard_normal((700, 150)), rng.integers(-3, 4, (700, 140)),
@@ -98,21 +104,26 @@ def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
     b = _normal_scores_torch(torch.from_numpy(x))
     assert torch.equal(a, b)
     np.testing.assert_allclose(a.numpy(), ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)  # float32 ndtri
-    # the CPU's two orderings (the faster is picked per run): ties land in another order, the
-    # scores are the same bits; -0.0 and +0.0 are a tie for both
+    # the CPU's three orderings (the fastest is picked per run): ties land in another order, the
+    # scores are the same bits; -0.0 and +0.0 are a tie for each
     x[:5, 0], x[5:9, 0] = -0.0, 0.0
+    x[[20, 22], 1], x[21, 1] = 0.0, -0.0  # interleaved in row order
     by_radix = _normal_scores_numpy(x, order=_radix_order)
     by_argsort = _normal_scores_numpy(x, order=_argsort_order)
+    by_packed = _normal_scores_numpy(x, order=_packed_order)
     assert np.array_equal(by_radix, by_argsort)
+    assert np.array_equal(by_radix, by_packed)
     assert np.array_equal(by_radix[0, :9], np.full(9, by_radix[0, 0]))  # one run of nine ties
     assert torch.equal(torch.from_numpy(by_radix).T, _normal_scores_torch(torch.from_numpy(x)))
     np.testing.assert_allclose(by_radix.T, ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)
 
 
-def test_radix_order_sorts_every_float32_bit_pattern_class_like_numpy():
-    # the CPU's two-pass radix sort against numpy's sort: negatives and positives, +-0.0,
-    # subnormals, the largest magnitudes, values that share their high or low 16 bits
-    from matprobe.mi.prep import _radix_order
+@pytest.mark.parametrize("order_name", ["_radix_order", "_packed_order"])
+def test_integer_key_orders_sort_every_float32_bit_pattern_class_like_numpy(order_name):
+    # the CPU's two sorts on integer keys (the two-pass radix sort, the packed 64-bit words)
+    # against numpy's sort: negatives and positives, +-0.0, subnormals, the largest magnitudes,
+    # values that share their high or low 16 bits
+    from matprobe.mi import prep
 
     rng = np.random.default_rng(6)
     tiny = np.finfo(np.float32).tiny
@@ -125,11 +136,14 @@ def test_radix_order_sorts_every_float32_bit_pattern_class_like_numpy():
             (rng.integers(0, 1 << 15, 997).astype(np.uint32) << 16 | np.uint32(7)).view(np.float32),
             rng.integers(-3, 4, 997).astype(np.float32)]
     x = np.stack([r[rng.permutation(997)] for r in rows])
-    order = _radix_order(x).numpy()
+    order = getattr(prep, order_name)(x)
+    assert order.dtype == torch.int64  # what torch's gather and scatter take
+    order = order.numpy()
     np.testing.assert_array_equal(np.take_along_axis(x, order, 1), np.sort(x, axis=1))
     for r in range(x.shape[0]):
         assert sorted(order[r].tolist()) == list(range(997))  # a permutation
-    # stable within ties (ties of equal bits keep their row order), as a radix sort is
+    # stable within ties (ties of equal bits keep their row order): a radix sort is stable, the
+    # packed words carry the position below the key
     ints = order[4]
     vals = x[4, ints]
     for v in np.unique(vals):

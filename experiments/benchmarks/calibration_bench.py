@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from matprobe.errors import EstimationError
 from matprobe.mi import chain_terms
 from matprobe.mi.base import settled_pca
 from matprobe.mi.groundtruth import (
@@ -351,12 +352,19 @@ def main(argv=None):
         done.to_csv(a.out, index=False)
     if not a.summary_only:
         have = set(zip(done.get("family", []), done.get("draw", []), done.get("n", [])))
+        refused = []
         for fam in a.families.split(","):
             for draw in range(draws):
                 n = ns[draw % len(ns)]
                 if (fam, draw, n) in have:
                     continue
-                rows = run_draw(fam, draw, n, grid["d_massive"], a.seeds, a.n_mc, a.level, a.pca)
+                try:
+                    rows = run_draw(fam, draw, n, grid["d_massive"], a.seeds, a.n_mc, a.level, a.pca)
+                except EstimationError as err:  # an input the estimator refuses (e.g. K = 50 at n = 1k:
+                    # a class under 2 rows per fold): reported, not a row of the table, retried on a rerun
+                    refused.append((fam, draw, n))
+                    print(f"{fam:14s} draw {draw:2d} n={n:5d} not estimable: {err}", flush=True)
+                    continue
                 new = pd.DataFrame(rows)
                 new.to_csv(a.out, mode="a", header=not os.path.exists(a.out), index=False)
                 for r in rows:
@@ -365,6 +373,10 @@ def main(argv=None):
                           f"{'covers' if r['covered'] else 'MISS  '} {r['flags']} {r['cpu_s']:.1f} CPU-s",
                           flush=True)
         done = read(a.out)
+        for fam in dict.fromkeys(f for f, _, _ in refused):
+            cells = [(d, n) for f, d, n in refused if f == fam]
+            print(f"not estimable: {fam}, {len(cells)} draw(s) at n = "
+                  f"{', '.join(str(n) for n in sorted({n for _, n in cells}))} (the estimator refused the input)")
     if len(done):
         print_summary(done[done["family"].isin(a.families.split(","))])
     return 0
