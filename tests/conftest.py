@@ -212,6 +212,13 @@ SLOW: dict[str, set[str]] = {
     "test_newcomer_cli.py": {
         "test_mi_off_tty_prints_full_term_names",  # 7.8 s
     },
+    "test_entropy_limit.py": {
+        "test_coverage_of_the_population_entropy",  # 2.3-4.8 s
+    },
+    "test_quadratic_check.py": {
+        "test_clusters_per_class_are_flagged_by_the_quadratic_check_only",  # 1.4-1.5 s per draw
+        "test_gaussian_classes_with_a_shared_covariance_stay_two_sided",  # 1.7 s
+    },
     "test_numerics.py": {
         "test_dispatch_level_moves_the_bits_unless_pinned",  # 20.7 s
         "test_an_error_in_the_portable_process_is_the_same_one_error_line",  # 8.6 s

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from matprobe.cli import app
+from matprobe.data.entropy import conditional_entropy_upper
 from matprobe.mi import chain_terms
 from matprobe.mi import sweep as sweep_mod
 from matprobe.mi.base import FLAT_REL_TOL, clip_at_zero, flat_features
@@ -121,10 +122,15 @@ def test_mi_on_near_saturated_store(tmp_path):
     doc = json.loads((tmp_path / "sat.json").read_text())
     for t in doc["terms"]:
         assert t["h_upper"] * 0.95 <= t["estimate"] <= t["h_upper"] + 1e-12
-        assert t["ci_high"] <= t["h_upper"] + 1e-12 and t["ci_low"] <= t["estimate"]
+        assert t["ci_high"] <= t["h_upper_limit"] + 1e-12 and t["ci_low"] <= t["estimate"]
         assert t["clipped"] == ("clipped" in t["flags"])
-        # near the cap the interval is one-sided: at least ci_low, at most H
-        assert "near-saturated" in t["flags"] and t["bound"] == "lower" and t["ci_high"] == t["h_upper"]
+        # near the cap the interval is one-sided: at least ci_low, at most the population H's
+        # upper confidence limit (the sample's plug-in H can be below the truth)
+        assert "near-saturated" in t["flags"] and t["bound"] == "lower" and t["ci_high"] == t["h_upper_limit"]
+        assert t["h_upper"] <= t["h_upper_limit"]
+    by_name = {t["term"]: t["h_upper_limit"] for t in doc["terms"]}
+    assert by_name["I(Z;M)"] == pytest.approx(conditional_entropy_upper(f["M"]), abs=1e-12)
+    assert by_name["I(Z;A|M)"] == pytest.approx(conditional_entropy_upper(f["A"], f["M"]), abs=1e-12)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ below what the sample holds.
     python experiments/benchmarks/calibration_bench.py --grid nulls     # nulls of nine shapes, n = 2k
     python experiments/benchmarks/calibration_bench.py --grid spiral    # classes seen through a spiral
     python experiments/benchmarks/calibration_bench.py --grid under [--pca 0]  # signal under the noise
+    python experiments/benchmarks/calibration_bench.py --grid combined  # the grid's kinds two at a time
     python experiments/benchmarks/calibration_bench.py --summary-only --out FILE.csv
 
 A cell covers when ci_low - 2 s.e. <= truth <= ci_high + 2 s.e. (s.e.: the truth's Monte-Carlo
@@ -88,8 +89,8 @@ def family_task(family: str, draw: int, d_massive: int):
                           noise_scale=0.5, seed=s), ["I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)"]
     if family == "null":
         return null_task(4, d=32, seed=s), ["I(Z;Y)"]
-    if family in EXTRA or family in UNDER:
-        return LatentMixtureTask(**{**EXTRA, **UNDER}[family], seed=s), ["I(Z;Y)"]
+    if family in EXTRA or family in UNDER or family in COMBINED:
+        return LatentMixtureTask(**{**EXTRA, **UNDER, **COMBINED}[family], seed=s), ["I(Z;Y)"]
     if family in SPIRALS:
         params, (lo, hi) = SPIRALS[family]
         speed = lo + (hi - lo) * float(np.random.default_rng([draw, 43]).uniform())
@@ -144,6 +145,24 @@ UNDER = {
     "under-wide-4": dict(k_classes=4, d=2048, signal_dim=8, separation=1.0, noise_scales=(0.05, 2.5)),
 }
 UNDER_FAMILIES = tuple(UNDER)
+# --grid combined: the grid's kinds two at a time, each set once and run as it came (thirteenth
+# session), never tuned: what one family alone does not exercise
+COMBINED = {
+    # more massive coordinates than `label_free_reduction` keeps (16), 12 of them carrying signal, at
+    # a larger scale than the grid's
+    "massive-many": dict(k_classes=4, d=4096, signal_dim=16, massive=24, massive_scale=2000.0, separation=1.2),
+    # heavy tails beside massive coordinates
+    "t-massive": dict(k_classes=4, d=4096, signal_dim=8, massive=6, family="t", nu=3.0, separation=1.5),
+    # clusters per class in anisotropic noise, d = 256
+    "mixture-aniso": dict(k_classes=4, components=3, d=256, signal_dim=8, separation=1.0, spread=1.5),
+    # fifty heavy-tailed classes
+    "K50-t": dict(k_classes=50, d=64, signal_dim=8, family="t", nu=4.0, separation=2.0),
+    # near saturation with imbalanced classes
+    "saturated-imbalanced": dict(k_classes=8, d=32, signal_dim=8, separation=4.0, imbalance=0.5),
+    # small MI with clusters per class
+    "small-mixture": dict(k_classes=3, components=2, d=32, signal_dim=8, separation=0.25, spread=0.25),
+}
+COMBINED_FAMILIES = tuple(COMBINED)
 EXTRA_FAMILIES = tuple(EXTRA)
 # --grid nulls: null terms (I = 0 exactly) of shapes beside the grid's Gaussian null, as a layer sweep
 # meets them; each (task kind, parameters, the null term scored). None may exclude 0; the massive and
@@ -178,7 +197,8 @@ GRIDS = {"reduced": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": 
          "extra": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": EXTRA_FAMILIES},
          "nulls": {"draws": 20, "ns": (2000,), "d_massive": 1024, "families": NULL_FAMILIES},
          "spiral": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": SPIRAL_FAMILIES},
-         "under": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": UNDER_FAMILIES}}
+         "under": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": UNDER_FAMILIES},
+         "combined": {"draws": 20, "ns": (2000, 20000), "d_massive": 4096, "families": COMBINED_FAMILIES}}
 
 
 NULL_TRUTH = 1e-12  # |truth| below this is a null term (Monte-Carlo truths of nulls are 0 up to rounding)

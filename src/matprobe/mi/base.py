@@ -20,7 +20,7 @@ import numpy as np
 from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to import)
 
 from matprobe.checks import check_level
-from matprobe.data.entropy import conditional_entropy, joint_codes
+from matprobe.data.entropy import conditional_entropy, conditional_entropy_upper, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, StratumEstimate, TermNames
@@ -519,7 +519,7 @@ class CrossFitEstimator:
             # intervals covering 4-8 of 10): only the lower end is a statement
             flags.append("misspecified-linear")
             notes.append(misspecified + "; the shortfall of a misspecified critic is not bounded, so only "
-                         "the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)")
+                         "the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)'s upper confidence limit")
         cells = sum(s["classes"] for s in strata_info if not s["single"])
         if cells and int(active.sum()) / cells < LOW_N_PER_CLASS:
             flags.append("low-n")
@@ -542,7 +542,7 @@ class CrossFitEstimator:
             notes.append(f"{small_share:.0%} of rows are in the critic's (stratum, class[, sub-class]) "
                          f"cells with fewer than {small_rows} rows (the critic's {n_inputs} inputs), where the "
                          "estimator's shortfall is not bounded: only the lower end is a statement (MI is at "
-                         "least ci_low); ci_high is H(Y|C)")
+                         "least ci_low); ci_high is H(Y|C)'s upper confidence limit")
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
             flags.append("sparse-strata")
@@ -572,7 +572,7 @@ class CrossFitEstimator:
             flags.append("near-saturated")
             notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
                          "shortfall is not bounded, so only the lower end is a statement (MI is at least "
-                         "ci_low); ci_high is H(Y|C)")
+                         "ci_low); ci_high is H(Y|C)'s upper confidence limit")
         residual = None
         if isinstance(plan, FoldPlan) and plan.residual is not None:
             # did the label-free reduction leave label information out? (a cross-fitted test on
@@ -590,9 +590,13 @@ class CrossFitEstimator:
                 one_sided = one_sided or verdict.one_sided
                 hi += verdict.slack
         result.bound = LOWER if one_sided or misspecified else self.tags.bound
-        lo, hi = min(lo, h_upper), min(hi, h_upper)
+        # the upper end is capped at the population H(Y|C)'s upper confidence limit, not at the
+        # sample's plug-in H(Y|C): with imbalanced classes near saturation the truth lay above
+        # the plug-in, and a cap there could not cover (RESULTS.md, issue 22 thirteenth session)
+        h_limit = max(conditional_entropy_upper(y, c, self.ci_level), h_upper)
+        lo, hi = min(lo, h_upper), min(hi, h_limit)
         if result.bound == LOWER:
-            hi = h_upper  # one-sided: only the lower end is a statement
+            hi = h_limit  # one-sided: only the lower end is a statement
         result.value, result.ci_low, result.ci_high = (from_nats(v, self.unit) for v in (value, lo, hi))
         result.n_train = int(round(n * (self.folds - 1) / self.folds))
         result.note = "; ".join(notes)
@@ -611,6 +615,8 @@ class CrossFitEstimator:
             "reduction_residual": None if residual is None else residual.to_dict(),
             "reduction": (reduction.to_dict() if reduction is not None and (reduction.raised or reduction.stopped)
                           else None),
+            # the cap of the upper end: the population H(Y|C)'s upper confidence limit
+            "h_upper_limit": from_nats(h_limit, self.unit),
             "seconds": time.perf_counter() - t0,
         }
         if pointwise:

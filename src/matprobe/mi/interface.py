@@ -104,7 +104,9 @@ class MIEstimate:
     learning-curve slack, spread over critic levels and seeds), so it is meant to cover the
     truth; "lower" when the bias cannot be bounded (a variational bound whose shortfall is
     unknown, or InfoNCE where log(batch) caps it): then only `ci_low` is a statement and
-    `ci_high` is set to `h_upper` (the largest value MI can take, finite so JSON stays valid).
+    `ci_high` is set to the upper confidence limit of the population H(Y|C), at least
+    `h_upper` (`data.entropy.conditional_entropy_upper`: the largest value MI can take, at the
+    interval's level; finite so JSON stays valid). Every `ci_high` is at most that limit.
     `flags`: machine-readable warnings, each explained in `note`: "misspecified-linear" (a
     non-linear critic beat the linear one on validation log-loss, in most folds or pooled over
     them: the shortfall is not bounded, `bound` set to "lower"), "below-zero" (the estimate is

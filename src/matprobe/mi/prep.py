@@ -633,6 +633,26 @@ def radially_damped(x_tr, x_ev, c_tr=None, c_ev=None, offset: float = 0.5) -> tu
     return damp(xc_tr), damp(xc_ev)
 
 
+def quadratic_products(x, c=None, columns=None) -> np.ndarray:
+    """The products (x_j - m_cj)(x_k - m_ck), j <= k, of the given columns of x [n, d], centred
+    by each row's stratum mean m_c over these rows: float32 [n, q (q + 1) / 2] (columns: default
+    all). Fitted beside a linear critic they make it quadratic in those columns, which is the
+    form of the Bayes logits of Gaussian classes with unequal covariances, and nearer than a
+    linear one to those of classes that are mixtures of clusters or heavy-tailed.
+
+    >>> quadratic_products(np.array([[1.0, 2.0], [-1.0, -2.0]]))
+    array([[1., 2., 4.],
+           [1., 2., 4.]], dtype=float32)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    c = np.zeros(len(x), dtype=np.int64) if c is None else np.asarray(c)
+    columns = np.arange(x.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
+    sub = x[:, columns].astype(np.float64)
+    xc = _centred(sub, c, _group_means(sub, c), sub.mean(0)).astype(np.float32)
+    j, k = np.triu_indices(len(columns))
+    return xc[:, j] * xc[:, k]
+
+
 def radial_interaction(x_tr, x_ev, c_tr=None, c_ev=None, columns=None,
                        clip: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     """Features whose linear critic lets the critic's weights vary with the row's radius:

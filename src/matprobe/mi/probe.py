@@ -35,7 +35,7 @@ import torch
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
-from matprobe.mi.prep import radial_interaction, radially_damped, row_scale_variance
+from matprobe.mi.prep import quadratic_products, radial_interaction, radially_damped, row_scale_variance
 from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
@@ -158,7 +158,7 @@ class ProbeEstimator(CrossFitEstimator):
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
                  max_row_scale_variance: float = 0.1, radial_damping: bool = True, radial_check: bool = True,
-                 radial_columns: int = 16, **kwargs):
+                 radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8, **kwargs):
         super().__init__(*args, **kwargs)
         self.ladder = tuple(ladder)
         self.hidden, self.ladder_z, self.ladder_min_gain = hidden, ladder_z, ladder_min_gain
@@ -171,6 +171,8 @@ class ProbeEstimator(CrossFitEstimator):
         self.radial_damping = radial_damping
         self.radial_check = radial_check
         self.radial_columns = radial_columns
+        self.quadratic_check = quadratic_check
+        self.quadratic_columns = quadratic_columns
         self.penalties = tuple(float(p) for p in penalties)
         self.max_iter = max_iter
         self.use_subclasses = use_subclasses
@@ -182,15 +184,20 @@ class ProbeEstimator(CrossFitEstimator):
                 "optimizer": f"L-BFGS-B (scipy), {self.lbfgs_memory} pairs",
                 "fit": "per-stratum, penalty path, shared refit",
                 "preconditioning": "features centred per stratum, scaled by sqrt(RMS^2 + 8 lam n / n_stratum)",
-                "misspecification": "ladder gains pooled over folds, or the rows' scale variance (label-free); a misspecified "
-                                     "term is one-sided; its note compares the linear critic with the label prior",
+                "misspecification": "ladder, radial or quadratic gains pooled over folds, or the rows' scale variance "
+                                     "(label-free); a misspecified term is one-sided; its note compares the linear critic "
+                                     "with the label prior",
                 "radial damping": "above max_row_scale_variance, features / (0.5 + |x|^2 / median) and its 1 / (...) "
                                   "column, kept where the chosen level's validation log-loss is lower",
                 "radial check": f"interaction columns x_j u (the {self.radial_columns} leading columns) and u, u the "
                                 "standardised log |x|^2, fitted beside the fixed linear critic; where they gain on the "
                                 "validation split (ladder_z s.e. and ladder_min_gain, and more than the ladder's "
                                 "non-linear level where it was chosen) the fold is also fitted on [x, x_j u, u], kept "
-                                "where the chosen level's validation log-loss is lower"}
+                                "where the chosen level's validation log-loss is lower",
+                "quadratic check": f"products of the {self.quadratic_columns} leading columns (centred per stratum), "
+                                   f"fitted beside the fixed linear critic on at most {self.ladder_rows} fitting rows; "
+                                   "a gain on the validation split (ladder_z s.e. and ladder_min_gain, pooled over the "
+                                   "folds) flags the term; it fits no representation"}
 
     def misspecification(self, diags: list[dict]) -> str | None:
         """The linear level is misspecified when most fold fits chose the non-linear level, or
@@ -219,12 +226,20 @@ class ProbeEstimator(CrossFitEstimator):
         on radially damped features (`fit_fold_seeds`), which recover much of that shortfall but
         not all of it at n = 2k, so the statement stays one-sided.
 
-        Fourth, the radial check (`_radial_gain`): weights that vary with the row's radius,
+        Fourth, the radial check (`_gain_beside`, kind "radial"): weights that vary with the row's radius,
         fitted beside the fixed linear critic, gained on the validation splits, pooled over the
         folds as the ladder's gains are (or most folds kept the radial representation). Classes
         seen through a spiral (rows turned by an angle that grows with the radius) bend the
         posterior that way; the non-linear level's check missed it in 4 of 10 draws at n = 2k,
-        whose two-sided intervals missed (issue 22, tenth session, `--grid spiral`)."""
+        whose two-sided intervals missed (issue 22, tenth session, `--grid spiral`).
+
+        Fifth, the quadratic check (`_gain_beside`, kind "quadratic"): the products of the
+        `quadratic_columns` leading columns, fitted beside the fixed linear critic, gained on the
+        validation splits, pooled over the folds. Classes that are mixtures of clusters in
+        d = 256 (PCA 64) at n = 2k: the linear probe read 15-25% low, the non-linear level's
+        check gained nothing on 64 inputs, and 9 of 10 two-sided intervals missed; the products
+        gained 0.03-0.11 nats per row in each fold (issue 22, thirteenth session, `mixture-aniso`).
+        The check only flags: no estimate is fitted on the products."""
         # the level is chosen once per fold (its seeds share it): one level and one gain per fold
         first_seed = [d for d in diags if d.get("seed", 0) == 0]
         levels = [d["level"] for d in first_seed if d.get("level")]
@@ -239,9 +254,16 @@ class ProbeEstimator(CrossFitEstimator):
         r_gains, r_ses, _ = _pooled_gain(first_seed, "radial_gain", "radial_gain_se")
         n_radial = sum(d.get("representation") == "radial interaction" for d in first_seed)
         by_radial = (2 * n_radial > len(first_seed)) or (r_gains > self.ladder_min_gain and r_gains > self.ladder_z * r_ses)
-        if not (by_folds or by_pool or by_scale or by_radial):
+        q_gain, q_se, _ = _pooled_gain(first_seed, "quadratic_gain", "quadratic_gain_se")
+        by_quadratic = q_gain > self.ladder_min_gain and q_gain > self.ladder_z * q_se
+        if not (by_folds or by_pool or by_scale or by_radial or by_quadratic):
             return None
-        if by_radial and not (by_folds or by_pool):
+        if by_quadratic and not (by_folds or by_pool or by_radial):
+            msg = (f"the linear critic is misspecified: products of its {self.quadratic_columns} leading feature "
+                   f"columns, fitted beside it (a critic quadratic in them), improved its validation log-loss "
+                   f"inside the training folds by {q_gain:.4f} +- {q_se:.4f} nats per row (mean over "
+                   f"{len(first_seed)} folds)")
+        elif by_radial and not (by_folds or by_pool):
             msg = (f"the linear critic is misspecified: letting its weights vary with the row's radius (features "
                    f"x u and u, u the row's standardised log squared norm) improved its validation log-loss inside "
                    f"the training folds by {r_gains:.4f} +- {r_ses:.4f} nats per row (mean over "
@@ -415,7 +437,7 @@ class ProbeEstimator(CrossFitEstimator):
         elliptical tails: `prep.row_scale_variance`, label-free) and `radial_damping` is on, the
         fold is also fitted on the radially damped features (`prep.radially_damped`). With
         `radial_check` on, weights that vary with the row's radius are fitted beside the linear
-        critic (`_radial_gain`); where they gain significantly, and more than the ladder's
+        critic (`_gain_beside`); where they gain significantly, and more than the ladder's
         non-linear level gained where the ladder chose it, the fold is also fitted on
         `prep.radial_interaction`'s features. Of the representations fitted, the one whose
         chosen level predicts the validation rows better is kept; the held-out fold is only
@@ -440,7 +462,8 @@ class ProbeEstimator(CrossFitEstimator):
         if self.radial_check:
             columns = _leading_columns(fits["features"], self.radial_columns)
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
-            radial = self._radial_gain(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev)
+            gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev, "radial")
+            radial = {"radial_gain": gain, "radial_gain_se": se}
             plain = fits["features"].diag
             # a second candidate where the weights varying with the radius gained significantly
             # over the linear critic, and more than the ladder's non-linear level did where the
@@ -451,23 +474,38 @@ class ProbeEstimator(CrossFitEstimator):
                     radial["radial_gain"] > self.ladder_min_gain:
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
+        quadratic = {}
+        if self.quadratic_check:  # a check only: it flags, it fits no representation
+            columns = _leading_columns(fits["features"], self.quadratic_columns)
+            # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain
+            gain, se = self._gain_beside(fits["features"], quadratic_products(x_tr, c_tr, columns), val, dev,
+                                         "quadratic", max_rows=self.ladder_rows, seed=seeds[0])
+            quadratic = {"quadratic_gain": gain, "quadratic_gain_se": se}
         # the lower validation log-loss; on a tie the features themselves (min keeps the first)
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
-        fit.diag.update(row_scale_variance=scale_var, representation=representation, **radial)
+        fit.diag.update(row_scale_variance=scale_var, representation=representation, **radial, **quadratic)
         if len(fits) > 1:
             fit.diag.update({_VAL_LOSS_KEY[k]: v.val_loss for k, v in fits.items()})
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
 
-    def _radial_gain(self, plain: "_LevelFit", extra_tr, val, dev) -> dict:
-        """The check for weights that vary with the row's radius: `extra_tr`, the interaction
-        columns of `prep.radial_interaction` on the fold's training rows ((x - m_c) u for the
-        leading columns, and u), added to the linear level's fitted critic (held fixed, fitted
-        on the fitting rows at its chosen penalty): their weights are fitted on the fitting rows
-        at the same penalty and the two critics compared on the validation split, row by row.
-        Returns `radial_gain` (mean gain in log-likelihood per validation row, nats) and
-        `radial_gain_se`. A convex fit by L-BFGS of a few columns: the non-linear level's Adam
-        check found the spiral's bend in few folds at n = 2k (issue 22, tenth session)."""
+    def _gain_beside(self, plain: "_LevelFit", extra_tr, val, dev, kind: str, max_rows: int | None = None,
+                     seed: int = 0) -> tuple[float, float]:
+        """A check of columns beside the linear critic: `extra_tr`, extra columns on the fold's
+        training rows, added to the linear level's fitted critic (held fixed, fitted on the
+        fitting rows at its chosen penalty): their weights are fitted on the fitting rows at the
+        same penalty and the two critics compared on the validation split, row by row. Returns
+        (mean gain in log-likelihood per validation row, nats; its s.e.). A convex fit by L-BFGS
+        of a few columns.
+
+        kind "radial": the interaction columns of `prep.radial_interaction` ((x - m_c) u for the
+        leading columns, and u): the non-linear level's Adam check found the spiral's bend in few
+        folds at n = 2k (issue 22, tenth session). kind "quadratic": `prep.quadratic_products` of
+        the leading columns: the Adam check on 64 or 256 inputs found no gain where classes are
+        mixtures of clusters (issue 22, thirteenth session).
+
+        max_rows: fit the extra weights on at most this many of the fitting rows (a random subset,
+        seeded by `seed`), as the non-linear level's check does (`ladder_rows`); None: all."""
         q = extra_tr.shape[1]
         strata, offsets, w0 = [], [], []
         with torch.no_grad():
@@ -477,9 +515,14 @@ class ProbeEstimator(CrossFitEstimator):
                 strata.append(other)
                 offsets.append((st.x_tr @ w).cpu().numpy())  # the fixed critic's logits (prior added by _train)
                 w0.append(torch.zeros(q + 1, st.k, device=dev))
-        n_fit = int((~val).sum())
-        ws = self._shared((plain.problem, "radial", plain.a, plain.b),
-                          lambda: self._train(strata, w0, plain.lam, n_fit, ~val, _prefix_mask(q, q, dev), offsets))
+        keep = ~val
+        if max_rows is not None and keep.sum() > max_rows:
+            chosen = np.random.default_rng([seed, 17]).choice(np.flatnonzero(keep), max_rows, replace=False)
+            keep = np.zeros_like(keep)
+            keep[chosen] = True
+        n_fit = int(keep.sum())
+        ws = self._shared((plain.problem, kind, plain.a, plain.b),
+                          lambda: self._train(strata, w0, plain.lam, n_fit, keep, _prefix_mask(q, q, dev), offsets))
         diffs = []
         with torch.no_grad():
             for st, st_r, w_r, fixed in zip(plain.strata, strata, ws, offsets):
@@ -492,8 +535,8 @@ class ProbeEstimator(CrossFitEstimator):
                 diffs.append((_log_q_of_logits(after, mask) - _log_q_of_logits(before, mask)).cpu().numpy())
         diff = np.concatenate(diffs) if diffs else np.zeros(0)
         if len(diff) < 2:
-            return {"radial_gain": 0.0, "radial_gain_se": float("inf")}
-        return {"radial_gain": float(diff.mean()), "radial_gain_se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+            return 0.0, float("inf")
+        return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
     def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LevelFit":
         """The linear level's (dims, penalty) path on the validation split, its refit on every

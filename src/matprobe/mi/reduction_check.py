@@ -114,7 +114,7 @@ class ResidualTest:
         if self.gain > REDUCTION_TWO_SIDED_SHARE * max(value, 0.0):
             return ReductionVerdict(True, 0.0, said + f", more than {REDUCTION_TWO_SIDED_SHARE:.0%} of the estimate, "
                                     "so only the lower end is a statement (MI is at least ci_low); ci_high is "
-                                    "H(Y|C)" + advice)
+                                    "H(Y|C)'s upper confidence limit" + advice)
         slack = REDUCTION_SLACK * self.gain
         return ReductionVerdict(False, slack, said + f", so the upper end is raised by {REDUCTION_SLACK:g} x that, "
                                 f"{slack:.4f} nats" + advice)
