@@ -108,6 +108,8 @@ class FoldPlan:
     raise_pca: bool = False
     reduction: ReductionRecord | None = None  # what `settle_reduction` did (None: not yet run)
     _residual_tests: dict = field(default_factory=dict)  # `residual_test` per term
+    # z was scanned for NaN/Inf by a term of this plan (0.04 s per term at 20k x 4,096)
+    finite_checked: bool = False
 
     def residual_test(self, y, c=None, active: np.ndarray | None = None):
         """The reduction's residual test (`mi.reduction_check`) of the term (y, c) on this plan's
@@ -461,7 +463,10 @@ class CrossFitEstimator:
         t0 = time.perf_counter()
         names = names or TermNames()
         y_name, c_name, stratum_names = names.target, names.given, names.strata
-        z, y, c = check_inputs(z, y, c, y_name=y_name, c_name=c_name, min_rows=2 * self.folds)
+        z, y, c = check_inputs(z, y, c, y_name=y_name, c_name=c_name, min_rows=2 * self.folds,
+                               known_finite=isinstance(plan, FoldPlan) and plan.finite_checked)
+        if isinstance(plan, FoldPlan):  # the plan's later terms share this z: its NaN/Inf scan runs once
+            plan.finite_checked = True
         n = len(y)
         c = np.zeros(n, dtype=np.int64) if c is None else c
         sub = np.zeros(n, dtype=np.int64) if sub is None else np.asarray(sub)
