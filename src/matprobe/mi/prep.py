@@ -337,15 +337,13 @@ def _argsort_order(x: np.ndarray) -> torch.Tensor:
 
 def _packed_order(x: np.ndarray) -> torch.Tensor:
     """The sorting permutation of each row of finite float32 x [b, n] (int64, as torch.sort's),
-    by one sort of 64-bit words: each float's order-preserving uint32 key (as `_radix_order`'s)
-    in the high half, its position in the low half. numpy sorts unsigned 64-bit values with a
+    by one sort of 64-bit words: each float's order-preserving uint32 key (`_order_keys`) in the
+    high half, its position in the low half. numpy sorts unsigned 64-bit values with a
     vectorised quicksort where the CPU has one, and the positions come out of the low halves:
     0.60 against 0.98 CPU s for argsort (and its gather) at n = 20k, d = 4,096 on an AVX512 Intel
     Xeon (RESULTS.md, issue 22 thirteenth session). Ties come out in row order; -0.0 sorts just
     before +0.0, which compare equal: a tie like any other (the caller ranks ties by value)."""
-    u = x.view(np.uint32)
-    words = np.empty(x.shape, dtype=np.uint64)
-    np.bitwise_xor(u, (u >> 31) * np.uint32(0x7FFFFFFF) | _SIGN, out=words, casting="unsafe")
+    words = _order_keys(x, out=np.empty(x.shape, dtype=np.uint64))
     np.left_shift(words, np.uint64(32), out=words)
     np.bitwise_or(words, np.arange(x.shape[1], dtype=np.uint64), out=words)
     words.sort(axis=1)
@@ -406,6 +404,13 @@ _SIGN = np.uint32(0x80000000)
 _LOW = np.uint32(0xFFFF)
 
 
+def _order_keys(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Each finite float32 of x as a uint32 key with the same order (negatives: all bits
+    flipped; others: the sign bit set), into `out` (e.g. a wider unsigned array) when given."""
+    u = x.view(np.uint32)
+    return np.bitwise_xor(u, (u >> 31) * np.uint32(0x7FFFFFFF) | _SIGN, out=out, casting="unsafe")
+
+
 def _radix_order(x: np.ndarray) -> torch.Tensor:
     """The sorting permutation of each row of finite float32 x [b, n] (int64, as torch.sort's).
 
@@ -416,8 +421,7 @@ def _radix_order(x: np.ndarray) -> torch.Tensor:
     the floats (2.2 against 5.7 CPU s at n = 20k, d = 4,096: RESULTS.md, issue 22). -0.0 sorts
     just before +0.0, which compare equal: a tie like any other (the caller ranks ties by value).
     """
-    u = x.view(np.uint32)
-    key = u ^ ((u >> 31) * np.uint32(0x7FFFFFFF) | _SIGN)
+    key = _order_keys(x)
     first = torch.from_numpy(np.argsort((key & _LOW).astype(np.uint16), axis=1, kind="stable"))
     # the high halves in the order of the first pass (a gather of int16 bits: torch has no uint16
     # gather), then the stable pass on them

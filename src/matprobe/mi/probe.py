@@ -459,8 +459,10 @@ class ProbeEstimator(CrossFitEstimator):
             xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev)
             fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
         radial = {}
+        # the columns that move the linear critic most, ranked once for both checks
+        ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
         if self.radial_check:
-            columns = _leading_columns(fits["features"], self.radial_columns)
+            columns = _leading_columns(ranking, self.radial_columns)
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
             gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev, "radial")
             radial = {"radial_gain": gain, "radial_gain_se": se}
@@ -476,7 +478,7 @@ class ProbeEstimator(CrossFitEstimator):
                                                               seeds, dev)
         quadratic = {}
         if self.quadratic_check:  # a check only: it flags, it fits no representation
-            columns = _leading_columns(fits["features"], self.quadratic_columns)
+            columns = _leading_columns(ranking, self.quadratic_columns)
             # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain
             gain, se = self._gain_beside(fits["features"], quadratic_products(x_tr, c_tr, columns), val, dev,
                                          "quadratic", max_rows=self.ladder_rows, seed=seeds[0])
@@ -684,20 +686,23 @@ _VAL_LOSS_KEY = {"features": "val_loss_features", "radially damped": "val_loss_d
                  "radial interaction": "val_loss_radial"}
 
 
-def _leading_columns(fit: "_LevelFit", q: int) -> np.ndarray:
-    """The q feature columns that move the fitted linear critic most: the spread of each column's
-    weights over the cells of its stratum, times the column's s.d. on the fitting rows, summed
-    over the strata (the linear level's path solution, fitted without the validation split or
-    the held-out fold). Sorted."""
+def _column_ranking(fit: "_LevelFit") -> np.ndarray:
+    """The feature columns, those that move the fitted linear critic most first: the spread of
+    each column's weights over the cells of its stratum, times the column's s.d. on the fitting
+    rows, summed over the strata (the linear level's path solution, fitted without the validation
+    split or the held-out fold); ties in column order."""
     d = fit.x_tr.shape[1]
-    if q >= d:
-        return np.arange(d)
     sd = fit.x_tr.std(0)
     weight = np.zeros(d)
     for w in fit.sols[(fit.a, fit.b)]:
         w = w.detach().cpu().numpy()[:d]
         weight += np.sqrt(((w - w.mean(1, keepdims=True)) ** 2).sum(1))
-    return np.sort(np.argsort(-weight * sd, kind="stable")[:q])
+    return np.argsort(-weight * sd, kind="stable")
+
+
+def _leading_columns(ranking: np.ndarray, q: int) -> np.ndarray:
+    """The q leading columns of a `_column_ranking` (all of them where q is at least their number), sorted."""
+    return np.sort(ranking[:q])
 
 
 def _pooled_gain(diags, key, se_key) -> tuple[float, float, int]:
