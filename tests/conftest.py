@@ -214,9 +214,11 @@ SLOW: dict[str, set[str]] = {
     },
     "test_entropy_limit.py": {
         "test_coverage_of_the_population_entropy",  # 2.3-4.8 s
+        "test_strata_and_seeds_are_capped_at_their_own_limits",  # 3.7 s
     },
     "test_quadratic_check.py": {
-        "test_clusters_per_class_are_flagged_by_the_quadratic_check_only",  # 1.4-1.5 s per draw
+        "test_clusters_per_class_are_flagged_and_fitted_on_the_products",  # 2-3 s per draw
+        "test_classes_that_differ_only_in_scale_are_read_on_the_products",  # 3-6 s per seed
         "test_gaussian_classes_with_a_shared_covariance_stay_two_sided",  # 1.7 s
     },
     "test_numerics.py": {

@@ -75,3 +75,36 @@ def test_coverage_of_the_population_entropy(shape):
     # nominal 97.5%: binomial s.d. 0.5% over 1,000 samples
     assert 0.955 <= above_limit / reps <= 0.995, above_limit
     assert above_plug_in / reps < 0.6, above_plug_in
+
+
+def test_strata_and_seeds_are_capped_at_their_own_limits():
+    """A conditional term's strata (what `matprobe check` reads) and its seeds are capped as the
+    term is (fourteenth session): the upper end at the stratum's own entropy limit, computed
+    here from the stratum's labels alone (`_direct_limit`), and where the term is one-sided
+    (classes that differ only in scale: `misspecified-linear`) the strata are one-sided too."""
+    from matprobe.mi import make_estimator
+    from matprobe.mi.groundtruth import LatentMixtureTask
+
+    task = LatentMixtureTask(k_classes=3, d=6, signal_dim=4, separation=0.0, scale_spread=0.7, seed=1)
+    z, f = task.sample(1500, seed=1)
+    c = np.random.default_rng(5).integers(0, 2, len(z))
+    e = make_estimator("probe", seeds=1).estimate(z, f["Y"], c)
+    assert e.bound == "lower" and "misspecified-linear" in e.flags
+    assert len(e.strata) == 2
+    for code, s in zip((0, 1), e.strata):
+        y_c = f["Y"][c == code]
+        limit, plug_in = _direct_limit(y_c, np.zeros(len(y_c)), LEVEL)
+        assert s.h_upper == pytest.approx(plug_in, rel=1e-12)
+        assert s.ci_high == pytest.approx(limit, rel=1e-9) and s.ci_high > s.h_upper
+        assert 0.0 <= s.ci_low <= s.estimate <= s.h_upper and "lower bound" in s.note
+    limit = e.diagnostics["h_upper_limit"]
+    assert all(hi == limit and lo <= e.h_upper for lo, hi in e.diagnostics["seed_intervals"])
+    # a two-sided term: its strata's upper ends are the bootstrap's, under the same limits
+    gauss = LatentMixtureTask(k_classes=3, d=6, signal_dim=4, separation=1.0, seed=2)
+    z, f = gauss.sample(1500, seed=2)
+    e = make_estimator("probe", seeds=1).estimate(z, f["Y"], c)
+    assert e.bound == "two-sided"
+    for code, s in zip((0, 1), e.strata):
+        y_c = f["Y"][c == code]
+        limit, _ = _direct_limit(y_c, np.zeros(len(y_c)), LEVEL)
+        assert s.ci_low <= s.estimate <= s.ci_high < limit and "lower bound" not in s.note

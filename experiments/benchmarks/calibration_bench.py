@@ -398,7 +398,12 @@ def main(argv=None):
             print(f"not estimable: {fam}, {len(cells)} draw(s) at n = "
                   f"{', '.join(str(n) for n in sorted({n for _, n in cells}))} (the estimator refused the input)")
     if len(done):
-        print_summary(done[done["family"].isin(a.families.split(","))])
+        shown = done[done["family"].isin(a.families.split(","))]
+        if not len(shown):  # e.g. --summary-only on another grid's CSV without its --grid
+            print(f"{a.out} holds no rows of --grid {a.grid}'s families (it holds "
+                  f"{', '.join(dict.fromkeys(done['family']))}): pass that grid's --grid or --families")
+            return 2
+        print_summary(shown)
     return 0
 
 

@@ -482,7 +482,10 @@ class CrossFitEstimator:
             single = np.unique(ys).size == 1
             if not single:
                 active |= sel
-            strata_info.append({"code": int(s), "n": n_s, "h": h_s, "single": single,
+            # the stratum's own upper end: its population entropy's upper confidence limit, as
+            # the term's (`conditional_entropy_upper`), not the stratum's plug-in entropy
+            h_lim = h_s if single else max(conditional_entropy_upper(ys, None, self.ci_level), h_s)
+            strata_info.append({"code": int(s), "n": n_s, "h": h_s, "h_limit": h_lim, "single": single,
                                 "classes": int(np.unique(ys).size)})
         result = MIEstimate(value=0.0, ci_low=0.0, ci_high=0.0, ci_level=self.ci_level,
                             unit=self.unit, n_train=0, n_eval=n, estimator=self.name,
@@ -606,12 +609,15 @@ class CrossFitEstimator:
         result.n_train = int(round(n * (self.folds - 1) / self.folds))
         result.note = "; ".join(notes)
         result.flags = flags
-        result.strata = self._strata_entries(strata_info, stratum_vals, stratum_names)
+        result.strata = self._strata_entries(strata_info, stratum_vals, stratum_names,
+                                             one_sided=result.bound == LOWER)
         train_vals = [d.get("train_value") for d in diags if d.get("train_value") is not None]
         result.diagnostics = {
             "seed_values": [from_nats(v, self.unit) for v in seed_vals],
+            # each seed's interval, capped as the term's is (one-sided: only its lower end)
             "seed_intervals": [(from_nats(min(max(a, 0.0), h_upper), self.unit),
-                                from_nats(min(max(b, 0.0), h_upper), self.unit))
+                                from_nats(h_limit if result.bound == LOWER else min(max(b, 0.0), h_limit),
+                                          self.unit))
                                for a, b in seed_intervals],
             "train_heldout_gap": (from_nats(float(np.mean(train_vals)) - value, self.unit)
                                   if train_vals else None),
@@ -632,7 +638,11 @@ class CrossFitEstimator:
     def _sname(code, names):
         return names.get(code, str(code)) if names else str(code)
 
-    def _strata_entries(self, info, vals, names) -> list[StratumEstimate]:
+    def _strata_entries(self, info, vals, names, one_sided: bool = False) -> list[StratumEstimate]:
+        """One entry per stratum: the estimate and lower end clipped to [0, the stratum's plug-in
+        H(Y|C=c)], the upper end capped at its entropy's upper confidence limit (`h_limit`), as
+        the term's is; where the term is one-sided (`bound: "lower"`) its strata are too, their
+        upper end that limit."""
         out = []
         for s in info:
             v = vals.get(s["code"])
@@ -640,9 +650,12 @@ class CrossFitEstimator:
             if s["single"]:
                 out.append(StratumEstimate(given, s["n"], 0.0, 0.0, 0.0, 0.0, "one class in this stratum: exactly 0"))
                 continue
-            est, lo, hi = (min(max(x, 0.0), s["h"]) for x in v)
-            note = (("sparse" if s["n"] < self.min_stratum else "")
-                    + ("; clipped" if v[0] > s["h"] else "") + ("; clipped at 0" if v[0] < 0 else ""))
+            est, lo = (min(max(x, 0.0), s["h"]) for x in v[:2])
+            hi = s["h_limit"] if one_sided else min(max(v[2], 0.0), s["h_limit"])
+            note = "; ".join(part for part in (
+                "sparse" if s["n"] < self.min_stratum else "", "clipped" if v[0] > s["h"] else "",
+                "clipped at 0" if v[0] < 0 else "",
+                "lower bound: ci_high is H(Y|C=c)'s upper confidence limit" if one_sided else "") if part)
             out.append(StratumEstimate(given, s["n"], from_nats(est, self.unit), from_nats(lo, self.unit),
                                        from_nats(hi, self.unit), from_nats(s["h"], self.unit), note))
         return out

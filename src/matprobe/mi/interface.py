@@ -63,7 +63,9 @@ class StratumEstimate:
     """One stratum's entry of a conditional term: I(Z;Y|C=c) with its interval, in the term's unit.
 
     `given`: the stratum, as {factor: label} for chain terms (else its code as text); `h_upper`:
-    the plug-in H(Y|C=c), the largest value the entry can take; `note`: "sparse", "clipped" or
+    the plug-in H(Y|C=c), at which the estimate and `ci_low` are clipped; `ci_high` is capped at
+    the stratum's population entropy's upper confidence limit (`data.entropy.conditional_entropy_upper`),
+    and is that limit where the term is one-sided; `note`: "sparse", "clipped", "lower bound" or
     why it is exactly 0 (one class of Y in the stratum)."""
 
     given: Any

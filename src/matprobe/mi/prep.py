@@ -654,8 +654,39 @@ def quadratic_products(x, c=None, columns=None) -> np.ndarray:
     c = np.zeros(len(x), dtype=np.int64) if c is None else np.asarray(c)
     columns = np.arange(x.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
     sub = x[:, columns].astype(np.float64)
-    xc = _centred(sub, c, _group_means(sub, c), sub.mean(0)).astype(np.float32)
-    j, k = np.triu_indices(len(columns))
+    return _products(_centred(sub, c, _group_means(sub, c), sub.mean(0)))
+
+
+def quadratic_features(x_tr, x_ev, c_tr=None, c_ev=None, columns=None) -> tuple[np.ndarray, np.ndarray]:
+    """[x, the products of `quadratic_products`] for the training rows and the held-out rows,
+    both centred by the training rows' stratum means (the overall training mean for a stratum
+    without training rows): a critic linear in these is quadratic in the given columns. Fitted
+    on the training rows only; the training part's products are `quadratic_products(x_tr, c_tr,
+    columns)`. Returns float32 [n, d + q (q + 1) / 2] for x_tr and x_ev.
+
+    >>> f_tr, f_ev = quadratic_features(np.array([[1.0, 2.0], [-1.0, -2.0]]), np.array([[2.0, 0.0]]))
+    >>> f_ev   # centred by the training mean (0, 0): 2 * 2, 2 * 0, 0 * 0
+    array([[2., 0., 4., 0., 0.]], dtype=float32)
+    """
+    x_tr = np.asarray(x_tr, dtype=np.float32)
+    x_ev = np.asarray(x_ev, dtype=np.float32)
+    c_tr = np.zeros(len(x_tr), dtype=np.int64) if c_tr is None else np.asarray(c_tr)
+    c_ev = np.zeros(len(x_ev), dtype=np.int64) if c_ev is None else np.asarray(c_ev)
+    columns = np.arange(x_tr.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
+    sub_tr = x_tr[:, columns].astype(np.float64)
+    means, overall = _group_means(sub_tr, c_tr), sub_tr.mean(0)
+    out = []
+    for x, c in ((x_tr, c_tr), (x_ev, c_ev)):
+        products = _products(_centred(x[:, columns].astype(np.float64), c, means, overall))
+        out.append(np.concatenate([x, products], axis=1))
+    return out[0], out[1]
+
+
+def _products(xc: np.ndarray) -> np.ndarray:
+    """float32 [n, q (q + 1) / 2]: xc_j xc_k for j <= k (row-major upper triangle) of centred
+    columns xc [n, q], multiplied in float32 as the critic will see them."""
+    xc = xc.astype(np.float32)
+    j, k = np.triu_indices(xc.shape[1])
     return xc[:, j] * xc[:, k]
 
 

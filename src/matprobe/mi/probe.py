@@ -35,7 +35,13 @@ import torch
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
-from matprobe.mi.prep import quadratic_products, radial_interaction, radially_damped, row_scale_variance
+from matprobe.mi.prep import (
+    quadratic_features,
+    quadratic_products,
+    radial_interaction,
+    radially_damped,
+    row_scale_variance,
+)
 from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
@@ -158,7 +164,8 @@ class ProbeEstimator(CrossFitEstimator):
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
                  max_row_scale_variance: float = 0.1, radial_damping: bool = True, radial_check: bool = True,
-                 radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8, **kwargs):
+                 radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8,
+                 quadratic_fit: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.ladder = tuple(ladder)
         self.hidden, self.ladder_z, self.ladder_min_gain = hidden, ladder_z, ladder_min_gain
@@ -173,6 +180,7 @@ class ProbeEstimator(CrossFitEstimator):
         self.radial_columns = radial_columns
         self.quadratic_check = quadratic_check
         self.quadratic_columns = quadratic_columns
+        self.quadratic_fit = quadratic_fit
         self.penalties = tuple(float(p) for p in penalties)
         self.max_iter = max_iter
         self.use_subclasses = use_subclasses
@@ -197,7 +205,11 @@ class ProbeEstimator(CrossFitEstimator):
                 "quadratic check": f"products of the {self.quadratic_columns} leading columns (centred per stratum), "
                                    f"fitted beside the fixed linear critic on at most {self.ladder_rows} fitting rows; "
                                    "a gain on the validation split (ladder_z s.e. and ladder_min_gain, pooled over the "
-                                   "folds) flags the term; it fits no representation"}
+                                   "folds) flags the term"
+                                   + ("; where one fold's gain is significant (and above the ladder's non-linear "
+                                      "level's where it was chosen) the fold is also fitted on [x, products], kept "
+                                      "where the chosen level's validation log-loss is lower" if self.quadratic_fit
+                                      else "; it fits no representation")}
 
     def misspecification(self, diags: list[dict]) -> str | None:
         """The linear level is misspecified when most fold fits chose the non-linear level, or
@@ -239,7 +251,9 @@ class ProbeEstimator(CrossFitEstimator):
         d = 256 (PCA 64) at n = 2k: the linear probe read 15-25% low, the non-linear level's
         check gained nothing on 64 inputs, and 9 of 10 two-sided intervals missed; the products
         gained 0.03-0.11 nats per row in each fold (issue 22, thirteenth session, `mixture-aniso`).
-        The check only flags: no estimate is fitted on the products."""
+        Where a fold's own gain is significant, the fold is also fitted on the products
+        (`quadratic_fit`, `fit_fold_seeds`), which recovers part of the shortfall; the statement
+        stays one-sided."""
         # the level is chosen once per fold (its seeds share it): one level and one gain per fold
         first_seed = [d for d in diags if d.get("seed", 0) == 0]
         levels = [d["level"] for d in first_seed if d.get("level")]
@@ -289,6 +303,11 @@ class ProbeEstimator(CrossFitEstimator):
         if n_radial:
             msg += (f"; the critic was fitted with weights that vary with the row's radius in {n_radial} of "
                     f"{len(first_seed)} folds, where that predicted the validation rows better")
+        n_quadratic = sum(d.get("representation") == "quadratic products" for d in first_seed)
+        if n_quadratic:
+            msg += (f"; the critic was fitted on its features and the products of its {self.quadratic_columns} "
+                    f"leading columns in {n_quadratic} of {len(first_seed)} folds, where that predicted the "
+                    "validation rows better")
         over_prior = [d.get("linear_over_prior") for d in checks]
         if over_prior and all(v is not None for v in over_prior) and np.mean(over_prior) < 0:
             msg += (f", and the fitted linear critic predicted those rows {-float(np.mean(over_prior)):.4f} nats per "
@@ -439,9 +458,12 @@ class ProbeEstimator(CrossFitEstimator):
         `radial_check` on, weights that vary with the row's radius are fitted beside the linear
         critic (`_gain_beside`); where they gain significantly, and more than the ladder's
         non-linear level gained where the ladder chose it, the fold is also fitted on
-        `prep.radial_interaction`'s features. Of the representations fitted, the one whose
-        chosen level predicts the validation rows better is kept; the held-out fold is only
-        scored."""
+        `prep.radial_interaction`'s features. With `quadratic_check` on, the products of the
+        leading columns are fitted beside the linear critic the same way; with `quadratic_fit`
+        also on, where they gain significantly (and more than the non-linear level where the
+        ladder chose it) the fold is also fitted on `prep.quadratic_features` ([x, products]).
+        Of the representations fitted, the one whose chosen level predicts the validation rows
+        better is kept; the held-out fold is only scored."""
         dev = torch.device(self.device)
         if not self.use_subclasses:
             sub_tr = np.zeros_like(sub_tr)
@@ -477,12 +499,21 @@ class ProbeEstimator(CrossFitEstimator):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
         quadratic = {}
-        if self.quadratic_check:  # a check only: it flags, it fits no representation
+        if self.quadratic_check:
             columns = _leading_columns(ranking, self.quadratic_columns)
             # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain
             gain, se = self._gain_beside(fits["features"], quadratic_products(x_tr, c_tr, columns), val, dev,
                                          "quadratic", max_rows=self.ladder_rows, seed=seeds[0])
             quadratic = {"quadratic_gain": gain, "quadratic_gain_se": se}
+            plain = fits["features"].diag
+            # a candidate where the products gained significantly, by the radial candidate's rule:
+            # classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
+            # it (RESULTS.md, issue 22 fourteenth session)
+            beaten = plain["level"] == "linear" or gain > plain.get("level_gain", 0.0)
+            if self.quadratic_fit and beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain:
+                xq_tr, xq_ev = quadratic_features(x_tr, x_ev, c_tr, c_ev, columns)
+                fits["quadratic products"] = self._fit_levels(xq_tr, xq_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
+                                                              seeds, dev)
         # the lower validation log-loss; on a tie the features themselves (min keeps the first)
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
@@ -683,7 +714,7 @@ class ProbeEstimator(CrossFitEstimator):
 
 # the diagnostics' name for each representation's validation log-loss
 _VAL_LOSS_KEY = {"features": "val_loss_features", "radially damped": "val_loss_damped",
-                 "radial interaction": "val_loss_radial"}
+                 "radial interaction": "val_loss_radial", "quadratic products": "val_loss_quadratic"}
 
 
 def _column_ranking(fit: "_LevelFit") -> np.ndarray:
