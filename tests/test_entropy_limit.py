@@ -108,3 +108,30 @@ def test_strata_and_seeds_are_capped_at_their_own_limits():
         y_c = f["Y"][c == code]
         limit, _ = _direct_limit(y_c, np.zeros(len(y_c)), LEVEL)
         assert s.ci_low <= s.estimate <= s.ci_high < limit and "lower bound" not in s.note
+
+
+def _codes_by_stacked_unique(columns):
+    """The joint codes as np.unique(axis=0) gives them on the stacked per-column codes."""
+    stacked = np.stack([np.unique(np.asarray(c), return_inverse=True)[1] for c in columns], axis=1)
+    return np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def test_joint_codes_are_the_lexicographic_codes_of_the_rows():
+    """`joint_codes` packs each row's column codes into one integer (fourteenth session: 11x
+    faster at n = 20k); its codes must be those of the rows' lexicographic order, as
+    np.unique(axis=0) numbers them, for ints, floats and strings, and past 2^62 (where it falls
+    back to np.unique(axis=0) itself)."""
+    from matprobe.data.entropy import joint_codes
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n, m = int(rng.integers(1, 2000)), int(rng.integers(1, 4))
+        columns = []
+        for kind in rng.integers(0, 3, m):
+            k = int(rng.choice([1, 2, 3, 7, 300, 5000]))
+            v = rng.integers(-k, k, n)
+            columns.append([v, v.astype(str), v * 0.5][kind])
+        np.testing.assert_array_equal(joint_codes(columns), _codes_by_stacked_unique(columns))
+    wide = [rng.permutation(20_000) for _ in range(5)]  # 20,000^5 > 2^62 possible rows
+    np.testing.assert_array_equal(joint_codes(wide), _codes_by_stacked_unique(wide))
+    assert joint_codes([np.array([3, 1, 3]), np.array(["b", "a", "a"])]).tolist() == [2, 0, 1]

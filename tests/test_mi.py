@@ -260,3 +260,13 @@ def test_quantile_map_from_presorted_columns_equals_direct_fit():
         a = Preprocessor(6, True, seed=f).fit(z[train]).transform(z)
         b = Preprocessor(6, True, seed=f).fit_transform(z, train, cols)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_bootstrap_draws_are_the_same_in_int32_and_int64():
+    """`_aggregate` draws its bootstrap rows as int32 for speed: numpy gives the same values as
+    int64 from the same stream for ranges under 2^32, so every interval keeps its bits; a numpy
+    that changes this fails here, not silently in the intervals."""
+    for n in (2, 7, 1234, 20_000, 2**20):
+        a = np.random.default_rng([0, 104729]).integers(0, n, size=(5, 999))
+        b = np.random.default_rng([0, 104729]).integers(0, n, size=(5, 999), dtype=np.int32)
+        np.testing.assert_array_equal(a, b)

