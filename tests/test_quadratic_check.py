@@ -6,7 +6,7 @@ nothing, and where a fold's products gain significantly the fold is also fitted 
 beside the fixed linear critic (`ProbeEstimator._gain_beside`, kind "quadratic"); a pooled gain
 on the validation splits flags the term `misspecified-linear` (one-sided). With `quadratic_fit`
 off the check only flags (the estimate and its lower end are the same bits as without it); on
-(the default) the fold is also fitted on `prep.quadratic_features`, kept where it predicts the
+(the default) the fold is also fitted on [x, products], kept where it predicts the
 validation rows better, and the estimate moves toward the truth."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from matprobe.mi import make_estimator
 from matprobe.mi.groundtruth import LatentMixtureTask
-from matprobe.mi.prep import quadratic_features, quadratic_products
+from matprobe.mi.prep import quadratic_products
 
 torch.set_num_threads(1)
 
@@ -41,24 +41,23 @@ def test_quadratic_products_against_a_direct_computation():
     np.testing.assert_allclose(whole, np.c_[v[:, 0] ** 2, v[:, 0] * v[:, 1], v[:, 1] ** 2], rtol=1e-5, atol=1e-4)
 
 
-def test_quadratic_features_centre_held_out_rows_by_the_training_means():
+def test_held_out_products_are_centred_by_the_training_means():
     rng = np.random.default_rng(4)
     x_tr = rng.standard_normal((30, 5)).astype(np.float32) * 3 + 1
     x_ev = rng.standard_normal((12, 5)).astype(np.float32) * 3 + 1
     c_tr = rng.integers(0, 2, 30)
     c_ev = np.r_[rng.integers(0, 2, 10), 7, 7]  # stratum 7 has no training rows: the overall mean
     columns = np.array([4, 0])
-    f_tr, f_ev = quadratic_features(x_tr, x_ev, c_tr, c_ev, columns)
-    assert f_tr.shape == (30, 8) and f_ev.shape == (12, 8) and f_ev.dtype == np.float32
-    np.testing.assert_array_equal(f_tr[:, :5], x_tr)
-    np.testing.assert_array_equal(f_ev[:, :5], x_ev)
-    # the training part is `quadratic_products` of the training rows
-    np.testing.assert_array_equal(f_tr[:, 5:], quadratic_products(x_tr, c_tr, columns))
+    p_ev = quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr))
+    assert p_ev.shape == (12, 3) and p_ev.dtype == np.float32
+    # the training rows centred by themselves: the default
+    np.testing.assert_array_equal(quadratic_products(x_tr, c_tr, columns, centred_by=(x_tr, c_tr)),
+                                  quadratic_products(x_tr, c_tr, columns))
     for i in range(12):
         own = c_tr == c_ev[i]
         m = (x_tr[own] if own.any() else x_tr)[:, columns].astype(np.float64).mean(0)
         v = x_ev[i, columns] - m
-        np.testing.assert_allclose(f_ev[i, 5:], [v[0] * v[0], v[0] * v[1], v[1] * v[1]], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(p_ev[i], [v[0] * v[0], v[0] * v[1], v[1] * v[1]], rtol=1e-5, atol=1e-4)
 
 
 def _clusters(seed):

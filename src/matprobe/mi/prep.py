@@ -639,47 +639,34 @@ def radially_damped(x_tr, x_ev, c_tr=None, c_ev=None, offset: float = 0.5) -> tu
     return damp(xc_tr), damp(xc_ev)
 
 
-def quadratic_products(x, c=None, columns=None) -> np.ndarray:
+def quadratic_products(x, c=None, columns=None, *, centred_by=None) -> np.ndarray:
     """The products (x_j - m_cj)(x_k - m_ck), j <= k, of the given columns of x [n, d], centred
-    by each row's stratum mean m_c over these rows: float32 [n, q (q + 1) / 2] (columns: default
-    all). Fitted beside a linear critic they make it quadratic in those columns, which is the
-    form of the Bayes logits of Gaussian classes with unequal covariances, and nearer than a
-    linear one to those of classes that are mixtures of clusters or heavy-tailed.
+    by each row's stratum mean m_c: float32 [n, q (q + 1) / 2] (columns: default all). Fitted
+    beside a linear critic they make it quadratic in those columns, which is the form of the
+    Bayes logits of Gaussian classes with unequal covariances, and nearer than a linear one to
+    those of classes that are mixtures of clusters or heavy-tailed.
+
+    centred_by: (x_fit, c_fit), the rows whose stratum means centre x (the overall mean of x_fit
+    for a stratum it lacks): held-out rows centred as the training rows were. Default: x and c
+    themselves.
 
     >>> quadratic_products(np.array([[1.0, 2.0], [-1.0, -2.0]]))
     array([[1., 2., 4.],
            [1., 2., 4.]], dtype=float32)
+    >>> quadratic_products(np.array([[2.0, 0.0]]), centred_by=(np.array([[1.0, 2.0], [-1.0, -2.0]]), None))
+    array([[4., 0., 0.]], dtype=float32)
     """
     x = np.asarray(x, dtype=np.float32)
     c = np.zeros(len(x), dtype=np.int64) if c is None else np.asarray(c)
     columns = np.arange(x.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
     sub = x[:, columns].astype(np.float64)
-    return _products(_centred(sub, c, _group_means(sub, c), sub.mean(0)))
-
-
-def quadratic_features(x_tr, x_ev, c_tr=None, c_ev=None, columns=None) -> tuple[np.ndarray, np.ndarray]:
-    """[x, the products of `quadratic_products`] for the training rows and the held-out rows,
-    both centred by the training rows' stratum means (the overall training mean for a stratum
-    without training rows): a critic linear in these is quadratic in the given columns. Fitted
-    on the training rows only; the training part's products are `quadratic_products(x_tr, c_tr,
-    columns)`. Returns float32 [n, d + q (q + 1) / 2] for x_tr and x_ev.
-
-    >>> f_tr, f_ev = quadratic_features(np.array([[1.0, 2.0], [-1.0, -2.0]]), np.array([[2.0, 0.0]]))
-    >>> f_ev   # centred by the training mean (0, 0): 2 * 2, 2 * 0, 0 * 0
-    array([[2., 0., 4., 0., 0.]], dtype=float32)
-    """
-    x_tr = np.asarray(x_tr, dtype=np.float32)
-    x_ev = np.asarray(x_ev, dtype=np.float32)
-    c_tr = np.zeros(len(x_tr), dtype=np.int64) if c_tr is None else np.asarray(c_tr)
-    c_ev = np.zeros(len(x_ev), dtype=np.int64) if c_ev is None else np.asarray(c_ev)
-    columns = np.arange(x_tr.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
-    sub_tr = x_tr[:, columns].astype(np.float64)
-    means, overall = _group_means(sub_tr, c_tr), sub_tr.mean(0)
-    out = []
-    for x, c in ((x_tr, c_tr), (x_ev, c_ev)):
-        products = _products(_centred(x[:, columns].astype(np.float64), c, means, overall))
-        out.append(np.concatenate([x, products], axis=1))
-    return out[0], out[1]
+    if centred_by is None:
+        fit, c_fit = sub, c
+    else:
+        x_fit, c_fit = centred_by
+        fit = np.asarray(x_fit, dtype=np.float32)[:, columns].astype(np.float64)
+        c_fit = np.zeros(len(fit), dtype=np.int64) if c_fit is None else np.asarray(c_fit)
+    return _products(_centred(sub, c, _group_means(fit, c_fit), fit.mean(0)))
 
 
 def _products(xc: np.ndarray) -> np.ndarray:

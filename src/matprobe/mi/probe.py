@@ -35,13 +35,7 @@ import torch
 
 from matprobe.mi.base import MEAN, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
-from matprobe.mi.prep import (
-    quadratic_features,
-    quadratic_products,
-    radial_interaction,
-    radially_damped,
-    row_scale_variance,
-)
+from matprobe.mi.prep import quadratic_products, radial_interaction, radially_damped, row_scale_variance
 from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
@@ -461,7 +455,7 @@ class ProbeEstimator(CrossFitEstimator):
         `prep.radial_interaction`'s features. With `quadratic_check` on, the products of the
         leading columns are fitted beside the linear critic the same way; with `quadratic_fit`
         also on, where they gain significantly (and more than the non-linear level where the
-        ladder chose it) the fold is also fitted on `prep.quadratic_features` ([x, products]).
+        ladder chose it) the fold is also fitted on [x, products] (`prep.quadratic_products`).
         Of the representations fitted, the one whose chosen level predicts the validation rows
         better is kept; the held-out fold is only scored."""
         dev = torch.device(self.device)
@@ -488,30 +482,23 @@ class ProbeEstimator(CrossFitEstimator):
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
             gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev, "radial")
             radial = {"radial_gain": gain, "radial_gain_se": se}
-            plain = fits["features"].diag
-            # a second candidate where the weights varying with the radius gained significantly
-            # over the linear critic, and more than the ladder's non-linear level did where the
-            # ladder chose it (there the level already bends, and a weaker candidate only adds
-            # the noise of choosing on the validation split: RESULTS.md, issue 22 tenth session)
-            beaten = plain["level"] == "linear" or radial["radial_gain"] > plain.get("level_gain", 0.0)
-            if beaten and radial["radial_gain"] > self.ladder_z * radial["radial_gain_se"] and \
-                    radial["radial_gain"] > self.ladder_min_gain:
+            if self._earns_a_fit(fits["features"].diag, gain, se):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
         quadratic = {}
         if self.quadratic_check:
             columns = _leading_columns(ranking, self.quadratic_columns)
             # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain
-            gain, se = self._gain_beside(fits["features"], quadratic_products(x_tr, c_tr, columns), val, dev,
-                                         "quadratic", max_rows=self.ladder_rows, seed=seeds[0])
+            products_tr = quadratic_products(x_tr, c_tr, columns)
+            gain, se = self._gain_beside(fits["features"], products_tr, val, dev, "quadratic",
+                                         max_rows=self.ladder_rows, seed=seeds[0])
             quadratic = {"quadratic_gain": gain, "quadratic_gain_se": se}
-            plain = fits["features"].diag
-            # a candidate where the products gained significantly, by the radial candidate's rule:
             # classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
-            # it (RESULTS.md, issue 22 fourteenth session)
-            beaten = plain["level"] == "linear" or gain > plain.get("level_gain", 0.0)
-            if self.quadratic_fit and beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain:
-                xq_tr, xq_ev = quadratic_features(x_tr, x_ev, c_tr, c_ev, columns)
+            # the products (RESULTS.md, issue 22 fourteenth session)
+            if self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se):
+                xq_tr = np.concatenate([x_tr, products_tr], axis=1)
+                xq_ev = np.concatenate([x_ev, quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr))],
+                                       axis=1)
                 fits["quadratic products"] = self._fit_levels(xq_tr, xq_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
         # the lower validation log-loss; on a tie the features themselves (min keeps the first)
@@ -521,6 +508,15 @@ class ProbeEstimator(CrossFitEstimator):
         if len(fits) > 1:
             fit.diag.update({_VAL_LOSS_KEY[k]: v.val_loss for k, v in fits.items()})
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
+
+    def _earns_a_fit(self, plain: dict, gain: float, se: float) -> bool:
+        """Whether a check's gain over the linear critic (`_gain_beside`) earns its
+        representation a fit of its own in this fold: significant (above `ladder_z` s.e. and
+        `ladder_min_gain`) and, where the ladder chose its non-linear level, above that level's
+        gain (there the level already bends, and a weaker candidate only adds the noise of
+        choosing on the validation split: RESULTS.md, issue 22 tenth session)."""
+        beaten = plain["level"] == "linear" or gain > plain.get("level_gain", 0.0)
+        return beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain
 
     def _gain_beside(self, plain: "_LevelFit", extra_tr, val, dev, kind: str, max_rows: int | None = None,
                      seed: int = 0) -> tuple[float, float]:
