@@ -185,6 +185,11 @@ SLOW: dict[str, set[str]] = {
         "test_the_mi_table_says_the_size_it_was_read_at",  # 0.3 s + the shared sample
         "test_a_term_still_flagged_after_a_raise_says_where_it_stopped",  # 1.1 s
     },
+    "test_requested_pca.py": {
+        "test_a_term_read_on_the_requested_features_carries_their_residual_verdict",  # 4.1 s
+        "test_an_alternative_is_not_admitted_where_the_features_bend_too_or_it_stays_linear",  # 3.0 s
+        "test_an_alternative_whose_ladder_bends_is_kept_where_it_predicts_better",  # 1.6 s
+    },
     "test_reduction_check.py": {
         "test_no_flag_where_the_kept_components_carry_the_signal",  # 1.3 s
         "test_a_partial_loss_raises_the_upper_end_by_the_slack",  # 1.6 s

@@ -62,6 +62,9 @@ MAX_RAISED_PCA = 1024
 # low (256 at 9.6: 0.817 [0.733, 0.911]); at 4.9 rows per input 1,024 components read under-wide-4
 # and every coordinate under-part (512) to about 1%
 RAISE_ROWS_PER_INPUT = 4
+# the name of the requested PCA's features where the plan raised it (`FoldPlan.requested_features`),
+# as an alternative representation of a fold's rows
+REQUESTED_PCA = "requested PCA"
 
 
 @dataclass
@@ -108,6 +111,12 @@ class FoldPlan:
     raise_pca: bool = False
     reduction: ReductionRecord | None = None  # what `settle_reduction` did (None: not yet run)
     _residual_tests: dict = field(default_factory=dict)  # `residual_test` per term
+    # where `settle_reduction` raised the PCA: the features at the size asked for and their
+    # residual tests per term. The critic may still predict better on them (a non-linear level
+    # that gains on 70 inputs may not on 262: RESULTS.md, issue 22 fifteenth session), so the
+    # estimators get them as an alternative representation of the same rows
+    requested_features: np.ndarray | None = None
+    requested_tests: dict = field(default_factory=dict)
     # z was scanned for NaN/Inf by a term of this plan (0.04 s per term at 20k x 4,096)
     finite_checked: bool = False
 
@@ -130,7 +139,9 @@ class FoldPlan:
         half of Z's), within MAX_RAISED_PCA components and RAISE_ROWS_PER_INPUT rows per critic
         input in the label cells. Runs once per plan (a chain passes all its terms; a lone `estimate`
         its own); a term still flagged after it gets the flag's slack or a one-sided interval in
-        `estimate`."""
+        `estimate`. Where it raised the PCA, the features at the requested size stay in
+        `requested_features` (an alternative the estimators may choose per fold) with their tests
+        in `requested_tests`."""
         if self.reduction is not None:
             return self.reduction
         record = ReductionRecord(requested=self.pca, used=self.pca)
@@ -165,6 +176,9 @@ class FoldPlan:
                 record.stopped = (f"{width + 1} critic inputs would leave label cells holding {SMALL_CELL_SHARE:.0%} "
                                   f"of the rows with fewer than {RAISE_ROWS_PER_INPUT} rows per input")
                 break
+            if self.requested_features is None:
+                self.requested_features = features
+                self.requested_tests = dict(self._residual_tests)
             self.pca = None if step >= d else step
             self.features.clear()
             self.fits.clear()
@@ -597,6 +611,23 @@ class CrossFitEstimator:
                 notes.append(verdict.note)
                 one_sided = one_sided or verdict.one_sided
                 hi += verdict.slack
+        kept_requested = sum(d.get("representation") == REQUESTED_PCA for d in diags if d.get("seed") == 0)
+        if kept_requested and reduction is not None:
+            # folds that predicted better on the requested PCA's features read this term through
+            # that reduction, so its residual test (before the raise) is the one that applies
+            n_folds = sum(d.get("seed") == 0 for d in diags)
+            notes.append(f"{kept_requested} of {n_folds} folds kept the requested {reduction.requested} components' "
+                         "features, which predicted their validation rows better than the raised PCA's")
+            test = plan.requested_tests.get(_term_key(y, c))
+            verdict = None if test is None else test.verdict(
+                value, hi, f"; the folds that kept the requested {reduction.requested} components read the term "
+                           "through them")
+            if verdict is not None:
+                if "pca-dropped-signal" not in flags:
+                    flags.append("pca-dropped-signal")
+                notes.append(verdict.note)
+                one_sided = one_sided or verdict.one_sided
+                hi += verdict.slack
         result.bound = LOWER if one_sided or misspecified else self.tags.bound
         # the upper end is capped at the population H(Y|C)'s upper confidence limit, not at the
         # sample's plug-in H(Y|C): with imbalanced classes near saturation the truth lay above
@@ -660,9 +691,13 @@ class CrossFitEstimator:
                                        from_nats(hi, self.unit), from_nats(s["h"], self.unit), note))
         return out
 
-    def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds) -> list[FoldOutput]:
+    def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds,
+                       alternatives: dict | None = None) -> list[FoldOutput]:
         """One FoldOutput per seed for one fold. Override to share work between a fold's seeds
-        (the probe shares its penalty search and refit); by default, one fit_fold per seed."""
+        (the probe shares its penalty search and refit); by default, one fit_fold per seed.
+        alternatives: {name: (x_tr, x_ev)}, other label-free representations of the same rows
+        (`FoldPlan.requested_features`) an estimator may choose among on its training rows; the
+        default ignores them. A fold that uses one says so in its diagnostics' "representation"."""
         return [self.fit_fold(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed=seed) for seed in seeds]
 
     def _run_folds(self, z, y, c, sub, active, plan):
@@ -673,6 +708,7 @@ class CrossFitEstimator:
         # fits the plan's terms can share (`FoldPlan.fits`), while this term's folds run
         self.shared_fits = plan.fits if isinstance(plan, FoldPlan) else None
         try:
+            requested = getattr(plan, "requested_features", None)
             for f in range(plan.k):
                 x = plan.transformed(z, f)
                 tr = active & (plan.fold != f)
@@ -680,7 +716,8 @@ class CrossFitEstimator:
                 if not ev.any():
                     continue
                 seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
-                outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds)
+                extra = {} if requested is None else {"alternatives": {REQUESTED_PCA: (requested[tr], requested[ev])}}
+                outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds, **extra)
                 for s, out in enumerate(outs):
                     for key, val in out.arrays.items():
                         per_seed[s].setdefault(key, np.zeros(n))[ev] = val
