@@ -346,6 +346,9 @@ def main(argv=None):
     ap.add_argument("--grid", choices=tuple(GRIDS), default="reduced")
     ap.add_argument("--families", default=None, help="comma list (default: the grid's families)")
     ap.add_argument("--draws", type=int, default=None, help="draws per family (default: the grid's)")
+    ap.add_argument("--first-draw", type=int, default=0,
+                    help="first draw number (task seed): draws first..first+draws-1; e.g. 20 for draws that "
+                         "no setting was chosen on (out of sample)")
     ap.add_argument("--ns", default=None, help="comma list of n, cycled over draws (default: the grid's)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--level", type=float, default=0.95)
@@ -374,7 +377,7 @@ def main(argv=None):
         have = set(zip(done.get("family", []), done.get("draw", []), done.get("n", [])))
         refused = []
         for fam in a.families.split(","):
-            for draw in range(draws):
+            for draw in range(a.first_draw, a.first_draw + draws):
                 n = ns[draw % len(ns)]
                 if (fam, draw, n) in have:
                     continue
