@@ -141,6 +141,9 @@ def test_a_term_read_on_the_requested_features_carries_their_residual_verdict():
     assert (raised.value, raised.ci_low, raised.ci_high) == (never.value, never.ci_low, never.ci_high)
     assert "pca-dropped-signal" in raised.flags and raised.bound == "lower"
     assert "5 of 5 folds kept the requested 64 components' features" in raised.note
+    requested_test = raised.diagnostics["requested_reduction_residual"]
+    assert requested_test["kept"] == 64 and requested_test["z"] == never.diagnostics["reduction_residual"]["z"]
+    assert raised.diagnostics["reduction_residual"] is None  # every coordinate: nothing reduced
     # the default probe on the same rows keeps the raised features (the requested ones hold no signal)
     default = dict(chain_terms(z, f, order=["Y"], seeds=1, folds=5, direct=False, difference=False)
                    .terms["probe"])["I(Z;Y)"]

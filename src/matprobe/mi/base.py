@@ -612,13 +612,14 @@ class CrossFitEstimator:
                 one_sided = one_sided or verdict.one_sided
                 hi += verdict.slack
         kept_requested = sum(d.get("representation") == REQUESTED_PCA for d in diags if d.get("seed") == 0)
+        requested_residual = None
         if kept_requested and reduction is not None:
             # folds that predicted better on the requested PCA's features read this term through
             # that reduction, so its residual test (before the raise) is the one that applies
             n_folds = sum(d.get("seed") == 0 for d in diags)
             notes.append(f"{kept_requested} of {n_folds} folds kept the requested {reduction.requested} components' "
                          "features, which predicted their validation rows better than the raised PCA's")
-            test = plan.requested_tests.get(_term_key(y, c))
+            test = requested_residual = plan.requested_tests.get(_term_key(y, c))
             verdict = None if test is None else test.verdict(
                 value, hi, f"; the folds that kept the requested {reduction.requested} components read the term "
                            "through them")
@@ -655,6 +656,8 @@ class CrossFitEstimator:
             "folds": diags,
             "raw": tuple(from_nats(v, self.unit) for v in raw),
             "reduction_residual": None if residual is None else residual.to_dict(),
+            # the requested size's test, where folds kept its features (None: none did)
+            "requested_reduction_residual": None if requested_residual is None else requested_residual.to_dict(),
             "reduction": (reduction.to_dict() if reduction is not None and (reduction.raised or reduction.stopped)
                           else None),
             # the cap of the upper end: the population H(Y|C)'s upper confidence limit
