@@ -595,6 +595,18 @@ class CrossFitEstimator:
             notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
                          "shortfall is not bounded, so only the lower end is a statement (MI is at least "
                          "ci_low); ci_high is H(Y|C)'s upper confidence limit")
+        def take(verdict):
+            # a residual test's verdict on this term (`ResidualTest.verdict`): the flag, its note,
+            # and a one-sided interval or the upper end's slack
+            nonlocal one_sided, hi
+            if verdict is None:
+                return
+            if "pca-dropped-signal" not in flags:
+                flags.append("pca-dropped-signal")
+            notes.append(verdict.note)
+            one_sided = one_sided or verdict.one_sided
+            hi += verdict.slack
+
         residual = None
         if isinstance(plan, FoldPlan) and plan.residual is not None:
             # did the label-free reduction leave label information out? (a cross-fitted test on
@@ -605,12 +617,7 @@ class CrossFitEstimator:
             if reduction is not None and reduction.stopped:
                 advice = (f"; matprobe raised the PCA to {plan.pca} components and stopped there: " if reduction.raised
                           else f"; matprobe kept the PCA at {plan.pca} components: ") + reduction.stopped
-            verdict = residual.verdict(value, hi, advice)
-            if verdict is not None:
-                flags.append("pca-dropped-signal")
-                notes.append(verdict.note)
-                one_sided = one_sided or verdict.one_sided
-                hi += verdict.slack
+            take(residual.verdict(value, hi, advice))
         kept_requested = sum(d.get("representation") == REQUESTED_PCA for d in diags if d.get("seed") == 0)
         requested_residual = None
         if kept_requested and reduction is not None:
@@ -619,16 +626,10 @@ class CrossFitEstimator:
             n_folds = sum(d.get("seed") == 0 for d in diags)
             notes.append(f"{kept_requested} of {n_folds} folds kept the requested {reduction.requested} components' "
                          "features, which predicted their validation rows better than the raised PCA's")
-            test = requested_residual = plan.requested_tests.get(_term_key(y, c))
-            verdict = None if test is None else test.verdict(
-                value, hi, f"; the folds that kept the requested {reduction.requested} components read the term "
-                           "through them")
-            if verdict is not None:
-                if "pca-dropped-signal" not in flags:
-                    flags.append("pca-dropped-signal")
-                notes.append(verdict.note)
-                one_sided = one_sided or verdict.one_sided
-                hi += verdict.slack
+            requested_residual = plan.requested_tests.get(_term_key(y, c))
+            if requested_residual is not None:
+                take(requested_residual.verdict(value, hi, f"; the folds that kept the requested "
+                                                           f"{reduction.requested} components read the term through them"))
         result.bound = LOWER if one_sided or misspecified else self.tags.bound
         # the upper end is capped at the population H(Y|C)'s upper confidence limit, not at the
         # sample's plug-in H(Y|C): with imbalanced classes near saturation the truth lay above
@@ -711,7 +712,7 @@ class CrossFitEstimator:
         # fits the plan's terms can share (`FoldPlan.fits`), while this term's folds run
         self.shared_fits = plan.fits if isinstance(plan, FoldPlan) else None
         try:
-            requested = getattr(plan, "requested_features", None)
+            requested = plan.requested_features if isinstance(plan, FoldPlan) else None
             for f in range(plan.k):
                 x = plan.transformed(z, f)
                 tr = active & (plan.fold != f)

@@ -30,7 +30,8 @@ from matprobe.units import NATS, from_nats
 
 DEFAULT_ESTIMATOR = DEFAULTS.estimator
 # the diagnostics a term entry of the results document carries (written and read back)
-TERM_DIAGNOSTICS = ("permutation", "control", "codelength", "reduction_residual", "requested_reduction_residual", "reduction", "h_upper_limit")
+TERM_DIAGNOSTICS = ("permutation", "control", "codelength", "reduction_residual", "requested_reduction_residual",
+                    "reduction", "h_upper_limit")
 
 
 def term_name(target: str, given: list[str]) -> str:

@@ -507,7 +507,7 @@ class ProbeEstimator(CrossFitEstimator):
                                        axis=1)
                 fits["quadratic products"] = self._fit_levels(xq_tr, xq_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
-        alternative_losses = {}
+        alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
             # where the plan raised its PCA, the requested size's features may still predict better:
             # a non-linear level that gains on 70 inputs need not on 262 (t-massive at n = 20k:
@@ -517,16 +517,16 @@ class ProbeEstimator(CrossFitEstimator):
             # 1.13 on validation, 0.993 against 1.046 nats held out; RESULTS.md, issue 22
             # fifteenth session)
             alt = self._fit_levels(xa_tr, xa_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-            alternative_losses[_VAL_LOSS_KEY.get(name, f"val_loss {name}")] = alt.val_loss
+            alternative_losses[name] = alt.val_loss  # reported whether admitted or not
             if alt.diag["level"] == "nonlinear" and fits["features"].diag["level"] == "linear":
                 fits[name] = alt
         # the lower validation log-loss; on a tie the features themselves (min keeps the first)
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
-        fit.diag.update(row_scale_variance=scale_var, representation=representation, **radial, **quadratic,
-                        **alternative_losses)
-        if len(fits) > 1:
-            fit.diag.update({_VAL_LOSS_KEY[k]: v.val_loss for k, v in fits.items()})
+        fit.diag.update(row_scale_variance=scale_var, representation=representation, **radial, **quadratic)
+        losses = {**alternative_losses, **{k: v.val_loss for k, v in fits.items()}}
+        if len(losses) > 1:
+            fit.diag.update({_VAL_LOSS_KEY[k]: v for k, v in losses.items()})
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
 
     def _earns_a_fit(self, plain: dict, gain: float, se: float) -> bool:
