@@ -361,6 +361,8 @@ def main(argv=None):
                     help="fill the oracle and eff_se columns of rows written without them (rewrites --out; "
                          "--n-mc must be the one the rows were made with)")
     a = ap.parse_args(argv)
+    if a.first_draw < 0:
+        ap.error(f"--first-draw must be 0 or more (a draw is a task seed), got {a.first_draw}")
     grid = dict(GRIDS[a.grid])
     draws = a.draws or grid["draws"]
     a.families = a.families or ",".join(grid["families"])
