@@ -35,7 +35,14 @@ import torch
 
 from matprobe.mi.base import MEAN, REQUESTED_PCA, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
-from matprobe.mi.prep import quadratic_products, radial_interaction, radially_damped, row_scale_variance
+from matprobe.mi.prep import (
+    block_scale_variance,
+    quadratic_products,
+    radial_interaction,
+    radially_damped,
+    row_scale_variance,
+    shared_scale_weights,
+)
 from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
@@ -137,6 +144,23 @@ class _LevelFit:
     val_loss: float  # the chosen level's validation log-loss, nats per row
 
 
+@dataclasses.dataclass
+class _LinearPath:
+    """The linear level's (dims, penalty) path on one representation of a fold
+    (`ProbeEstimator._linear_path`)."""
+
+    strata: list
+    problem: object  # the `_shared` key of these fits (None when nothing is shared)
+    dim_grid: list
+    lams: list
+    val_ce: np.ndarray  # validation log-loss (nats per row) per (dims, penalty) cell; inf: not fitted
+    sols: dict  # the solutions, by (dims index, penalty index)
+
+    @property
+    def best_loss(self) -> float:
+        return float(self.val_ce.min())
+
+
 class ProbeEstimator(CrossFitEstimator):
     name = "probe"
     kind = MEAN
@@ -157,7 +181,8 @@ class ProbeEstimator(CrossFitEstimator):
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
-                 max_row_scale_variance: float = 0.1, radial_damping: bool = True, radial_check: bool = True,
+                 max_row_scale_variance: float = 0.1, radial_damping: bool = True,
+                 radial_offsets=(0.03125, 0.125, 0.5), block_scale_z: float = 3.0, radial_check: bool = True,
                  radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8,
                  quadratic_fit: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -170,6 +195,10 @@ class ProbeEstimator(CrossFitEstimator):
         self.ladder_patience = ladder_patience
         self.max_row_scale_variance = max_row_scale_variance
         self.radial_damping = radial_damping
+        self.radial_offsets = tuple(float(o) for o in radial_offsets)
+        self.block_scale_z = block_scale_z
+        if not self.radial_offsets or not all(np.isfinite(o) and o > 0 for o in self.radial_offsets):
+            raise ValueError(f"radial_offsets={radial_offsets!r}: give one or more positive offsets, e.g. (0.25, 0.5)")
         self.radial_check = radial_check
         self.radial_columns = radial_columns
         self.quadratic_check = quadratic_check
@@ -189,8 +218,12 @@ class ProbeEstimator(CrossFitEstimator):
                 "misspecification": "ladder, radial or quadratic gains pooled over folds, or the rows' scale variance "
                                      "(label-free); a misspecified term is one-sided; its note compares the linear critic "
                                      "with the label prior",
-                "radial damping": "above max_row_scale_variance, features / (0.5 + |x|^2 / median) and its 1 / (...) "
-                                  "column, kept where the chosen level's validation log-loss is lower",
+                "radial damping": "above max_row_scale_variance (kappa of the whole norm, or of the block of columns "
+                                  f"that share the scale where it stands {self.block_scale_z:g} null s.d. above 0), "
+                                  "features / (o + rho / median) and its 1 / (...) column, rho the squared norm or the "
+                                  f"block's, the radius and offset o of {self.radial_offsets} whose linear path "
+                                  "predicts the validation split best, kept where the chosen level's validation "
+                                  "log-loss is lower",
                 "radial check": f"interaction columns x_j u (the {self.radial_columns} leading columns) and u, u the "
                                 "standardised log |x|^2, fitted beside the fixed linear critic; where they gain on the "
                                 "validation split (ladder_z s.e. and ladder_min_gain, and more than the ladder's "
@@ -259,8 +292,15 @@ class ProbeEstimator(CrossFitEstimator):
         pooled, pooled_se, n_checks = _pooled_gain(first_seed, "level_gain", "level_gain_se")
         by_folds = bool(levels) and 2 * n_nonlin > len(levels)
         by_pool = pooled > self.ladder_min_gain and pooled > self.ladder_z * pooled_se
-        scale_vars = [d["row_scale_variance"] for d in first_seed if d.get("row_scale_variance") is not None]
+        # kappa of the whole norm, or of the block of columns that share the scale where that is larger
+        def block(d):  # None where the block's kappa did not stand clear of its null s.d.
+            return -np.inf if d.get("row_scale_variance_block") is None else d["row_scale_variance_block"]
+
+        scale_vars = [max(d["row_scale_variance"], block(d))
+                      for d in first_seed if d.get("row_scale_variance") is not None]
         scale_var = float(np.median(scale_vars)) if scale_vars else 0.0
+        on_block = any(block(d) > d["row_scale_variance"]
+                       for d in first_seed if d.get("row_scale_variance") is not None)
         by_scale = scale_var > self.max_row_scale_variance
         r_gains, r_ses, _ = _pooled_gain(first_seed, "radial_gain", "radial_gain_se")
         n_radial = sum(d.get("representation") == "radial interaction" for d in first_seed)
@@ -285,7 +325,9 @@ class ProbeEstimator(CrossFitEstimator):
                    f"{n_checks} folds; chosen in {n_nonlin} of {len(levels)} folds)")
         else:
             msg = (f"the linear critic is misspecified: the rows' squared scale varies with relative variance "
-                   f"{scale_var:.2f} (label-free, on the critic's features; 0 for Gaussian rows, above "
+                   f"{scale_var:.2f} (label-free, on the critic's features"
+                   + (", along the columns that share the scale (`prep.shared_scale_weights`)" if on_block else "")
+                   + f"; 0 for Gaussian rows, above "
                    f"{self.max_row_scale_variance:g} here). Where the classes share such a scale (heavy, elliptical "
                    f"tails) the Bayes posterior is the linear one divided by the row's scale, and a linear critic "
                    f"reads about {scale_var / (1 + scale_var):.0%} short at small MI (kappa / (1 + kappa)); "
@@ -294,7 +336,12 @@ class ProbeEstimator(CrossFitEstimator):
                       "no non-linear critic was checked (the ladder has no non-linear level)"))
         damped = sum(d.get("representation") == "radially damped" for d in first_seed)
         if damped:
-            msg += (f"; the critic was fitted on radially damped features (each row over 0.5 + its squared norm "
+            kept = [d for d in first_seed if d.get("representation") == "radially damped"]
+            offset = "/".join(f"{o:g}" for o in sorted({d["radial_offset"] for d in kept}))
+            n_block = sum(d["radial_radius"] == "block" for d in kept)
+            radius = ("squared norm" if not n_block else
+                      f"squared norm, or in {n_block} of them over the columns that share the scale,")
+            msg += (f"; the critic was fitted on radially damped features (each row over {offset} + its {radius} "
                     f"relative to the median) in {damped} of {len(first_seed)} folds, where they predicted the "
                     "validation rows better than the features themselves")
         if n_radial:
@@ -451,8 +498,11 @@ class ProbeEstimator(CrossFitEstimator):
         """One FoldOutput per seed; the seeds share the fold's penalty search and refit.
 
         Where the rows' squared scale varies by more than `max_row_scale_variance` (heavy,
-        elliptical tails: `prep.row_scale_variance`, label-free) and `radial_damping` is on, the
-        fold is also fitted on the radially damped features (`prep.radially_damped`). With
+        elliptical tails: `prep.row_scale_variance` of the whole norm, or `prep.block_scale_variance`
+        of the columns that share the scale where it stands `block_scale_z` null s.d. above 0;
+        label-free) and `radial_damping` is on, the fold is also fitted on the radially damped
+        features (`prep.radially_damped`), with the radius (whole norm or block) and offset
+        (`radial_offsets`) whose linear path predicts the validation split best. With
         `radial_check` on, weights that vary with the row's radius are fitted beside the linear
         critic (`_gain_beside`); where they gain significantly, and more than the ladder's
         non-linear level gained where the ladder chose it, the fold is also fitted on
@@ -476,10 +526,37 @@ class ProbeEstimator(CrossFitEstimator):
         halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
                   for seed in seeds]
         scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
+        # the same along the columns that share the scale: where a few of them do (heavy tails on
+        # the signal beside a PCA's noise components, t-massive) the plain norm dilutes kappa to
+        # 0.00-0.03 (RESULTS.md, issue 22 sixteenth session). It counts only where it stands
+        # `block_scale_z` null s.d. above 0: with few columns and rows it scatters (a store of
+        # 160 rows and 6 columns read 0.2 on Gaussian-like rows)
+        scale_var_block, block_null_sd = block_scale_variance(x_tr, c_tr, seed=seeds[0])
         fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
-        if self.radial_damping and scale_var > self.max_row_scale_variance:
-            xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev)
-            fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+        block_counts = scale_var_block > self.block_scale_z * block_null_sd
+        damping = {"row_scale_variance_block": scale_var_block if block_counts else None,
+                   "row_scale_variance_block_raw": scale_var_block, "row_scale_variance_block_null_sd": block_null_sd}
+        heavy = max(scale_var, scale_var_block if block_counts else -np.inf) > self.max_row_scale_variance
+        if self.radial_damping and heavy:
+            # the offset's best value is nu / median |x|^2 for Student-t rows (0.07 at nu = 1.2 to
+            # over 1 at nu = 10, more where noise columns share the radius), and the radius is the
+            # whole norm or the block's (`shared_scale_weights`, from every training row): one
+            # linear path per (radius, offset), the lowest validation log-loss chooses (RESULTS.md,
+            # issue 22 sixteenth session)
+            radii = {"norm": None, "block": shared_scale_weights(x_tr, c_tr, seed=seeds[0])}
+            paths = {}
+            for radius, weights in radii.items():
+                for offset in self.radial_offsets:
+                    xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev, offset=offset, weights=weights)
+                    path = self._linear_path(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+                    paths[(radius, offset)] = (xd_tr, xd_ev, path)
+            # on a tie the first (min keeps the first): the whole norm, the smallest offset
+            key = min(paths, key=lambda k: paths[k][2].best_loss)
+            xd_tr, xd_ev, path = paths[key]
+            damping.update(radial_radius=key[0], radial_offset=float(key[1]),
+                           radial_damping_losses={f"{r} {o:g}": p[2].best_loss for (r, o), p in paths.items()})
+            fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev,
+                                                       path=path)
         radial = {}
         # the columns that move the linear critic most, ranked once for both checks
         ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
@@ -523,7 +600,8 @@ class ProbeEstimator(CrossFitEstimator):
         # the lower validation log-loss; on a tie the features themselves (min keeps the first)
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
-        fit.diag.update(row_scale_variance=scale_var, representation=representation, **radial, **quadratic)
+        fit.diag.update(row_scale_variance=scale_var, representation=representation, **damping, **radial,
+                        **quadratic)
         losses = {**alternative_losses, **{k: v.val_loss for k, v in fits.items()}}
         if len(losses) > 1:
             fit.diag.update({_VAL_LOSS_KEY[k]: v for k, v in losses.items()})
@@ -587,14 +665,10 @@ class ProbeEstimator(CrossFitEstimator):
             return 0.0, float("inf")
         return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
-    def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LevelFit":
-        """The linear level's (dims, penalty) path on the validation split, its refit on every
-        training row, and the ladder's check of the non-linear level (refitted on every fitting
-        row when chosen), on one representation of the fold. Returns what `_fold_outputs` needs,
-        and `val_loss`: the chosen level's validation log-loss (nats per row), fitted on every
-        fitting row."""
+    def _linear_path(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LinearPath":
+        """The linear level's (dims, penalty) path on the validation split, fitted on the fitting
+        rows: each cell's validation log-loss (nats per row) and solution."""
         cell_tr, cell_c, cell_y, s_index, off = layout
-        n_tr = len(y_tr)
         # what every fit below depends on besides its penalty: identical in two terms of one plan
         # exactly when their softmax problems are (`_shared`); no digest when nothing is shared
         problem = (None if self.shared_fits is None
@@ -633,6 +707,23 @@ class ProbeEstimator(CrossFitEstimator):
                 sols[(a, b)] = ws
                 if b and val_ce[a, b] > val_ce[a, b - 1]:
                     break  # past the minimum: weaker penalties overfit more (and cost more steps)
+        return _LinearPath(strata, problem, dim_grid, lams, val_ce, sols)
+
+    def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev,
+                    path: "_LinearPath | None" = None) -> "_LevelFit":
+        """The linear level's (dims, penalty) path on the validation split (`_linear_path`, or
+        `path` where it was already fitted on these features), its refit on every training row,
+        and the ladder's check of the non-linear level (refitted on every fitting row when
+        chosen), on one representation of the fold. Returns what `_fold_outputs` needs, and
+        `val_loss`: the chosen level's validation log-loss (nats per row), fitted on every
+        fitting row."""
+        cell_tr, cell_c, cell_y, s_index, off = layout
+        n_tr = len(y_tr)
+        if path is None:
+            path = self._linear_path(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+        strata, problem, dim_grid, lams, val_ce, sols = (path.strata, path.problem, path.dim_grid, path.lams,
+                                                          path.val_ce, path.sols)
+        d = x_tr.shape[1]
         a, b = np.unravel_index(int(np.argmin(val_ce)), val_ce.shape)
         lam, k_dims = lams[b], dim_grid[a]
         mask = _prefix_mask(d, k_dims, dev)
