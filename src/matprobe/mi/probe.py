@@ -525,13 +525,16 @@ class ProbeEstimator(CrossFitEstimator):
         val = _split_by_cell(cell_rows, n_tr, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
         halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
                   for seed in seeds]
-        scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
-        # the same along the columns that share the scale: where a few of them do (heavy tails on
-        # the signal beside a PCA's noise components, t-massive) the plain norm dilutes kappa to
-        # 0.00-0.03 (RESULTS.md, issue 22 sixteenth session). It counts only where it stands
-        # `block_scale_z` null s.d. above 0: with few columns and rows it scatters (a store of
-        # 160 rows and 6 columns read 0.2 on Gaussian-like rows)
-        scale_var_block, block_null_sd = block_scale_variance(x_tr, c_tr, seed=seeds[0])
+        # kappa of the whole norm, and of the columns that share the scale: where a few of them do
+        # (heavy tails on the signal beside a PCA's noise components, t-massive) the whole norm
+        # dilutes it to 0.00-0.03 (RESULTS.md, issue 22 sixteenth session). The block's counts
+        # only where it stands `block_scale_z` null s.d. above 0: with few columns and rows it
+        # scatters (a store of 160 rows and 6 columns read 0.2 on Gaussian-like rows). One BLAS
+        # thread, as in `_train`: these are small products, and a second thread's waiting counted
+        # 2 CPU s on the chain benchmark (19% more) for 0.2 s of work
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
+            scale_var_block, block_null_sd = block_scale_variance(x_tr, c_tr, seed=seeds[0])
         fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
         block_counts = scale_var_block > self.block_scale_z * block_null_sd
         damping = {"row_scale_variance_block": scale_var_block if block_counts else None,
