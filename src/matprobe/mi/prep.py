@@ -589,6 +589,13 @@ def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0, weig
     i.e. for the columns scaled by sqrt(w) (`shared_scale_weights`: the columns that share the
     scale, where the rest would dilute it).
     """
+    return _scale_variance_and_gram(x, groups, max_rows, seed, weights)[0]
+
+
+def _scale_variance_and_gram(x, groups, max_rows: int, seed: int, weights) -> tuple[float, np.ndarray | None, int]:
+    """`row_scale_variance`'s kappa, and the smaller Gram matrix of the centred (weighted) rows it
+    was computed on with their number (None, 0 where there were fewer than 3 rows), so a caller
+    can take other moments of the same rows (`block_scale_variance`'s null s.d.)."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -601,7 +608,7 @@ def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0, weig
         x, groups = x[keep], groups[keep]
     n, d = x.shape
     if n < 3:
-        return 0.0
+        return 0.0, None, 0
     x = _centred(x, groups, _group_means(x, groups), x.mean(0))
     r = np.einsum("ij,ij->i", x, x)
     tr_s = r.mean()
@@ -610,8 +617,8 @@ def row_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0, weig
     tr_s2 = float((gram * gram).sum()) / n**2
     denom = tr_s**2 + 2 * tr_s2
     if denom <= 0:
-        return 0.0
-    return float((r.var() - 2 * tr_s2) / denom)
+        return 0.0, gram, n
+    return float((r.var() - 2 * tr_s2) / denom), gram, n
 
 
 def shared_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) -> np.ndarray:
@@ -691,15 +698,15 @@ def block_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0) ->
     if len(first) < 3 or len(second) < 3:
         return 0.0, float("inf")
     weights = shared_scale_weights(x[first], groups[first], max_rows=len(first))
-    kappa = row_scale_variance(x[second], groups[second], max_rows=len(second), weights=weights)
-    xs = np.asarray(x[second], dtype=np.float64) * np.sqrt(weights)[None, :]
-    g = groups[second]
-    xs = _centred(xs, g, _group_means(xs, g), xs.mean(0))
-    eig = np.clip(np.linalg.eigvalsh(xs.T @ xs / len(xs)), 0.0, None) if xs.shape[1] <= len(xs) else \
-        np.clip(np.linalg.eigvalsh(xs @ xs.T / len(xs)), 0.0, None)
+    # the null s.d. from the rows and Gram matrix kappa was computed on (past 1,024 columns
+    # `row_scale_variance` keeps 1,024 of them)
+    kappa, gram, m = _scale_variance_and_gram(x[second], groups[second], len(second), 0, weights)
+    if gram is None:
+        return kappa, float("inf")
+    eig = np.clip(np.linalg.eigvalsh(gram / m), 0.0, None)
     t1, t2, t4 = eig.sum(), (eig**2).sum(), (eig**4).sum()
     denom = t1**2 + 2 * t2
-    null_sd = float(np.sqrt((8 * t2**2 + 48 * t4) / len(xs)) / denom) if denom > 0 else float("inf")
+    null_sd = float(np.sqrt((8 * t2**2 + 48 * t4) / m) / denom) if denom > 0 else float("inf")
     return kappa, null_sd
 
 
