@@ -292,15 +292,13 @@ class ProbeEstimator(CrossFitEstimator):
         pooled, pooled_se, n_checks = _pooled_gain(first_seed, "level_gain", "level_gain_se")
         by_folds = bool(levels) and 2 * n_nonlin > len(levels)
         by_pool = pooled > self.ladder_min_gain and pooled > self.ladder_z * pooled_se
-        # kappa of the whole norm, or of the block of columns that share the scale where that is larger
-        def block(d):  # None where the block's kappa did not stand clear of its null s.d.
-            return -np.inf if d.get("row_scale_variance_block") is None else d["row_scale_variance_block"]
-
-        scale_vars = [max(d["row_scale_variance"], block(d))
-                      for d in first_seed if d.get("row_scale_variance") is not None]
-        scale_var = float(np.median(scale_vars)) if scale_vars else 0.0
-        on_block = any(block(d) > d["row_scale_variance"]
-                       for d in first_seed if d.get("row_scale_variance") is not None)
+        # (kappa of the whole norm, of the block of columns that share the scale) per fold; the
+        # block's is None where it did not stand clear of its null s.d.
+        kappas = [(d["row_scale_variance"], -np.inf if d.get("row_scale_variance_block") is None
+                   else d["row_scale_variance_block"])
+                  for d in first_seed if d.get("row_scale_variance") is not None]
+        scale_var = float(np.median([max(k) for k in kappas])) if kappas else 0.0
+        on_block = any(block > whole for whole, block in kappas)
         by_scale = scale_var > self.max_row_scale_variance
         r_gains, r_ses, _ = _pooled_gain(first_seed, "radial_gain", "radial_gain_se")
         n_radial = sum(d.get("representation") == "radial interaction" for d in first_seed)
@@ -547,17 +545,16 @@ class ProbeEstimator(CrossFitEstimator):
             # linear path per (radius, offset), the lowest validation log-loss chooses (RESULTS.md,
             # issue 22 sixteenth session)
             radii = {"norm": None, "block": shared_scale_weights(x_tr, c_tr, seed=seeds[0])}
-            paths = {}
+            losses, best = {}, None  # only the best candidate's features and path are kept
             for radius, weights in radii.items():
                 for offset in self.radial_offsets:
-                    xd_tr, xd_ev = radially_damped(x_tr, x_ev, c_tr, c_ev, offset=offset, weights=weights)
-                    path = self._linear_path(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-                    paths[(radius, offset)] = (xd_tr, xd_ev, path)
-            # on a tie the first (min keeps the first): the whole norm, the smallest offset
-            key = min(paths, key=lambda k: paths[k][2].best_loss)
-            xd_tr, xd_ev, path = paths[key]
-            damping.update(radial_radius=key[0], radial_offset=float(key[1]),
-                           radial_damping_losses={f"{r} {o:g}": p[2].best_loss for (r, o), p in paths.items()})
+                    cand_tr, cand_ev = radially_damped(x_tr, x_ev, c_tr, c_ev, offset=offset, weights=weights)
+                    path = self._linear_path(cand_tr, cand_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+                    losses[f"{radius} {offset:g}"] = path.best_loss
+                    if best is None or path.best_loss < best[0]:  # on a tie the first: whole norm, smallest offset
+                        best = (path.best_loss, radius, offset, cand_tr, cand_ev, path)
+            _, radius, offset, xd_tr, xd_ev, path = best
+            damping.update(radial_radius=radius, radial_offset=float(offset), radial_damping_losses=losses)
             fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev,
                                                        path=path)
         radial = {}
