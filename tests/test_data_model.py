@@ -205,6 +205,39 @@ def test_png_dicom_and_nifti_load_as_rgb(tmp_path):
         load_image(make_sample(3, image=str(tmp_path / "v.nii.gz"), slice_index=9))
 
 
+def test_high_bit_depth_rasters_are_windowed_not_clipped(tmp_path):
+    # a 12-bit CT/X-ray exported as a 16-bit grey PNG or TIFF, as many medical data sets ship
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 4096, (40, 30)).astype(np.uint16)
+    raw[5, 7], raw[6, 8] = 4095, 0  # the window is the percentiles, not the extremes
+    # Pillow's own conversion clips at 255: most of the image is white (the hazard this guards)
+    Image.fromarray(raw).save(tmp_path / "ct16.png")
+    with Image.open(tmp_path / "ct16.png") as im:
+        assert im.mode.startswith("I;16")
+        assert (np.asarray(im.convert("RGB")) == 255).mean() > 0.9
+    # expected: the 0.5-99.5th percentile window scaled to 0..255, computed here from the pixels
+    lo, hi = np.percentile(raw.astype(float), [0.5, 99.5])
+    expected = np.round(np.clip((raw - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    files = {"ct16.png": None, "ct16.tif": raw, "ct32.tif": raw.astype(np.int32),
+             "ctf.tif": raw.astype(np.float32)}
+    for name, arr in files.items():
+        if arr is not None:
+            Image.fromarray(arr).save(tmp_path / name)
+        got = np.asarray(load_image(make_sample(0, image=str(tmp_path / name))))
+        assert got.shape == (40, 30, 3), name
+        for ch in range(3):
+            assert np.array_equal(got[..., ch], expected), name
+    # 8-bit rasters keep Pillow's own conversion, pixel for pixel
+    grey = rng.integers(0, 256, (20, 24), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "l.png")
+    Image.fromarray(grey).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(np.dstack([grey, grey[::-1], grey, grey])).save(tmp_path / "rgba.png")
+    for name in ("l.png", "p.png", "rgba.png"):
+        with Image.open(tmp_path / name) as im:
+            pillow = np.asarray(im.convert("RGB"))
+        assert np.array_equal(np.asarray(load_image(make_sample(0, image=str(tmp_path / name)))), pillow), name
+
+
 # ---------------------------------------------------------------- splits
 CROSSMED = [
     ("X-ray", "Chest", "Classification"),

@@ -3,6 +3,10 @@
 Every loader returns an 8-bit RGB `PIL.Image`, the input the VLM processors expect.
 Medical intensities (CT Hounsfield units, MR signal) are windowed to the 0.5–99.5th
 percentile of the slice before 8-bit scaling, so one bright voxel does not blank the image.
+The same window applies to raster files of more than 8 bits per pixel (16-bit PNG and TIFF,
+32-bit integer and float TIFF: Pillow modes I;16*, I and F), which Pillow's own RGB
+conversion clips at 255: a 12-bit CT exported as a 16-bit PNG came out 91% white that way.
+8-bit rasters (L, P, RGB, RGBA, ...) keep their pixel values.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {array.shape}")
     return Image.fromarray(to_uint8(array), mode="L").convert("RGB")
+
+
+def raster_to_rgb(image: Image.Image) -> Image.Image:
+    """An opened raster image as 8-bit RGB: pixels of more than 8 bits (modes I;16*, I, F)
+    windowed as DICOM and NIfTI intensities are (`to_uint8`), 8-bit ones as Pillow converts them."""
+    if image.mode.startswith(("I", "F")):
+        return _array_to_rgb(np.asarray(image).astype(np.float64))
+    return image.convert("RGB")
 
 
 def read_dicom(path: Path, frame: int | None = None) -> Image.Image:
@@ -112,7 +124,7 @@ def load_image_path(path: str | os.PathLike, slice_index: int | None = None) -> 
             return read_dicom(path, slice_index)
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return raster_to_rgb(im)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad image for the user
