@@ -132,6 +132,9 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "study" / "img" / "x.png")
     rows = [{"id": f"i{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
              "modality": "CT", "anatomy": "Head", "task": t} for k, t in enumerate(["Artifact"] * 4 + ["Orientation"] * 4)]
+    (tmp_path / "study" / "only-related.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # a triplet sharing nothing with the target: the unrelated checkpoints' training data
+    rows += [{**rows[0], "id": f"u{k}", "modality": "MRI", "anatomy": "Knee"} for k in range(4)]
     (tmp_path / "study" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name, files in (("related-s0", ["config.json"]), ("unrelated-s0", ["adapter_config.json"]),
                         ("model-s1", ["config.json"]), ("related-final", ["config.json"]), ("related-s3", [])):
@@ -144,6 +147,10 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
         (["ck/related-s0", "ck/related-final"], "ck/related-final: its path names no seed"),
         (["ck/related-s3"], "neither config.json (a Hugging Face checkpoint) nor adapter_config.json"),
         (["ck/related-s0"] + base[:2] + ["--target", "CT,Chest,Orientation"], "no such (modality, anatomy, task)"),
+        # `run` would refuse it: no triplet of this manifest is unrelated to the target
+        (["ck/related-s0", "ck/unrelated-s0", "--data", "study/only-related.jsonl", *base[2:]],
+         "only-related.jsonl is unrelated to it, so the unrelated checkpoint(s) unrelated-s0 have no "
+         "training data"),
     ]
     for args, message in cases:
         argv = args + (base if "--target" not in args else [])

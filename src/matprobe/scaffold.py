@@ -93,6 +93,26 @@ def _q(value) -> str:
     return json.dumps(value)
 
 
+def _check_training_data(dataset, trips, conditions, entries) -> None:
+    """Each (target, condition) of the checkpoints has training triplets in the manifest, as
+    `run` needs (its training split per condition): refused here, before a file is written
+    that `run` would refuse."""
+    from matprobe.data import make_split
+    from matprobe.errors import DataError
+
+    for target in trips:
+        for cond in conditions:
+            try:
+                make_split(dataset, target, cond)
+            except DataError:
+                names = [Path(e.get("ckpt") or e.get("store")).name for e in entries
+                         if e["condition"] == cond and e["target"] == target]
+                raise InitError(f"--target {','.join(target)}: no triplet of {dataset.source} is {cond} to it, "
+                                f"so the {cond} checkpoint(s) {', '.join(names)} have no training data in the "
+                                "manifest (`run` needs each condition's training split); choose another "
+                                "--target, or leave those checkpoints out") from None
+
+
 def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out: str | None = None,
                   stores=(), base: str | None = None, layers: str = "-1", pools: str = DEFAULTS.pool,
                   device: str = "cpu", dtype: str = "fp32", image_root: str | None = None,
@@ -128,6 +148,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
                             f"{e['condition']} seed {e['seed']} for {','.join(e['target'])}; {NAMING}")
         seen[key] = e.get("ckpt") or e.get("store")
     conditions = [c for c in CONDITION_NAMES if any(e["condition"] == c for e in entries)]
+    _check_training_data(dataset, trips, conditions, entries)
     entries.sort(key=lambda e: (trips.index(e["target"]), conditions.index(e["condition"]), e["seed"]))
     run_out = run_out or str(out.with_suffix("")) + "-run"
 
