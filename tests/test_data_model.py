@@ -121,6 +121,31 @@ def test_manifest_csv_with_letters_and_pipes(tmp_path):
     assert ds[0].image == str(tmp_path / "img.png")
 
 
+def test_manifest_csv_written_by_pandas_with_a_list_column(tmp_path):
+    # `df.to_csv` writes a list cell as its Python repr (single quotes, or double quotes where an
+    # option holds an apostrophe), the way most manifests made in a notebook arrive
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    pieces = ["left", "right", "it's", 'say "no"', "a, b", "x|y", "é ü", "[1]", "100%", "back\\slash"]
+    records = []
+    for i in range(40):
+        options = [str(o) for o in rng.choice(pieces, size=int(rng.integers(2, 6)), replace=False)]
+        records.append({"id": f"r{i}", "image": "img.png", "question": "Which?", "options": options,
+                        "answer": int(rng.integers(0, len(options))), "modality": "CT", "anatomy": "Lung",
+                        "task": "Classification"})
+    pd.DataFrame(records).to_csv(tmp_path / "m.csv", index=False)
+    assert "['" in (tmp_path / "m.csv").read_text()  # the cells are Python literals, not JSON
+    ds = load_dataset(tmp_path / "m.csv")
+    assert [list(s.options) for s in ds] == [r["options"] for r in records]
+    assert [s.answer_index for s in ds] == [r["answer"] for r in records]
+    # a cell that is neither JSON nor a Python list is one error naming the record and the cell
+    (tmp_path / "bad.csv").write_text("id,image,question,options,answer,modality,anatomy,task\n"
+                                      "a,img.png,Q?,\"['x', 'y'\",0,CT,Lung,Classification\n")
+    with pytest.raises(DataError, match=r"record 1 \(id 'a'\): options \"\['x', 'y'\" is not a list"):
+        load_dataset(tmp_path / "bad.csv")
+
+
 @pytest.mark.parametrize("content,message", [
     ("", "the file is empty"),
     ('{"id": 1,\n', "line 1 is not valid JSON"),

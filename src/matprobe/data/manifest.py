@@ -19,6 +19,7 @@ a record with a label outside a declared vocabulary is an error (an unknown MAT 
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -106,7 +107,9 @@ def _where(path: Path, index: int, rec: Mapping[str, Any]) -> str:
 
 
 def _list_field(raw: Any, where: str, name: str) -> Any:
-    """A list-valued field as CSV cells carry it too: a JSON list string or `a|b|c`."""
+    """A list-valued field as CSV cells carry it too: a JSON list string, `a|b|c`, or the
+    Python list literal that `pandas.DataFrame.to_csv` writes for a list column
+    (`['a', 'b']`, read with `ast.literal_eval`: literals only, nothing is executed)."""
     if not isinstance(raw, str):
         return raw
     text = raw.strip()
@@ -115,7 +118,15 @@ def _list_field(raw: Any, where: str, name: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        raise DataError(f"{where}: {name} {text[:60]!r} is not a JSON list") from None
+        pass
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if isinstance(value, list):
+        return value
+    raise DataError(f"{where}: {name} {text[:60]!r} is not a list (JSON, or a Python list as pandas "
+                    "writes it)") from None
 
 
 def _parse_options(raw: Any, where: str) -> tuple[str, ...]:
