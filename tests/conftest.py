@@ -262,6 +262,7 @@ SLOW: dict[str, set[str]] = {
         "test_a_repeated_problem_is_listed_once_with_its_records",  # 0.9 s wall, subprocess
         "test_accuracy_in_percent_is_refused_unless_said",  # 2.6 s
         "test_checkpoint_without_config_is_refused_at_once",  # 1.4 s
+        "test_checkpoint_saved_without_its_processor_is_refused_at_once",  # each parameter ~1.2 s wall, subprocess
         "test_ctrl_c_during_extract_keeps_finished_rows_and_resumes",  # 26.0 s
         "test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store",  # 18.8 s
         "test_duplicate_factors_are_refused[M,M,T-M twice]",  # 1.4 s

@@ -124,6 +124,8 @@ def fake_ckpt(tmp_path) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llava", "text_config": {"num_hidden_layers": 4}}))
     (folder / "model.safetensors").write_bytes(b"")
+    for name in ("preprocessor_config.json", "tokenizer.json"):  # the processor's files (not read here)
+        (folder / name).write_text("{}")
     return folder
 
 
@@ -252,6 +254,23 @@ def test_checkpoint_without_config_is_refused_at_once(manifest, tmp_path):
     (empty / "config.json").write_text(json.dumps({"model_type": "llava"}))
     line = fast_error("extract", "--ckpt", empty, "--data", manifest, "--out", tmp_path / "s.h5")
     assert "no weights files" in line and "save_pretrained" in line
+    assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize("missing, named", [
+    (["tokenizer.json"], ["no tokenizer file"]),
+    (["preprocessor_config.json"], ["no preprocessor_config.json"]),
+    (["tokenizer.json", "preprocessor_config.json"], ["no preprocessor_config.json", "no tokenizer file"]),
+])
+def test_checkpoint_saved_without_its_processor_is_refused_at_once(manifest, fake_ckpt, tmp_path, missing, named):
+    # model.save_pretrained alone writes no processor; without its vocabulary transformers 5 built
+    # an empty tokenizer and the run failed later on the option letters, naming neither cause
+    for name in missing:
+        (fake_ckpt / name).unlink()
+    line = fast_error("extract", "--ckpt", fake_ckpt, "--data", manifest, "--out", tmp_path / "s.h5")
+    for text in named + ["copy the processor files from the model it was fine-tuned from",
+                         f"AutoProcessor.from_pretrained(BASE).save_pretrained('{fake_ckpt}')"]:
+        assert text in line, line
     assert not (tmp_path / "s.h5").exists()
 
 

@@ -895,13 +895,16 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
 
     Examples
     --------
-    Two stores extracted already, named by condition and seed; the file is TOML (read back here
-    by the standard library's parser), one ``[[checkpoints]]`` entry per store:
+    Two stores extracted already, named by condition and seed; the manifest holds the target, a
+    triplet related to it (two of M, A, T shared) and an unrelated one (at most one shared), the
+    two conditions' training data. The file is TOML (read back here by the standard library's
+    parser), one ``[[checkpoints]]`` entry per store:
 
     >>> import json, tempfile, tomllib, numpy as np, matprobe as mp
-    >>> folder, n = tempfile.mkdtemp(), 8
+    >>> folder, n = tempfile.mkdtemp(), 9
     >>> rows = [{"id": f"q{i}", "question": "Which plane?", "options": ["axial", "coronal"], "answer": "A",
-    ...          "modality": "MRI", "anatomy": ["Knee", "Brain"][i % 2], "task": "Plane"} for i in range(n)]
+    ...          "modality": ["MRI", "MRI", "CT"][i % 3], "anatomy": ["Knee", "Brain", "Chest"][i % 3],
+    ...          "task": "Plane"} for i in range(n)]
     >>> with open(f"{folder}/manifest.jsonl", "w") as fh:
     ...     for r in rows:
     ...         print(json.dumps(r), file=fh)

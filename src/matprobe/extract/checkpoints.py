@@ -107,6 +107,23 @@ def detect_architecture(ckpt: str | Path) -> str:
     return model_type
 
 
+# Files a Hugging Face processor is read from: the image processor's config (its own file, or
+# inside processor_config.json), and the tokenizer's vocabulary in one of its formats.
+_IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def missing_processor_files(path: Path) -> list[str]:
+    """What of a processor a checkpoint folder lacks: [] when both parts have a file."""
+    path = Path(path)
+    missing = []
+    if not any((path / f).is_file() for f in _IMAGE_PROCESSOR_FILES):
+        missing.append("preprocessor_config.json (the image processor)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("tokenizer file (tokenizer.json, tokenizer.model or vocab.json)")
+    return missing
+
+
 def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -> tuple[Any, dict]:
     """The architecture's processor for `ckpt` (with its fallback); returns (processor, info).
 
@@ -116,6 +133,16 @@ def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -
     spec = get_architecture(arch)
     path = Path(ckpt)
     info: dict = {}
+    # checked before loading: without its vocabulary transformers 5 builds an empty tokenizer (1
+    # token) and says nothing, and the run failed later on the option letters, naming neither cause
+    missing = missing_processor_files(path)
+    if missing:
+        raise ExtractError(
+            f"checkpoint {path}: the folder has no {' and no '.join(missing)}, so its processor cannot "
+            "load (a model saved by model.save_pretrained or a trainer without its processor); copy the "
+            "processor files (preprocessor_config.json, the tokenizer files, the chat template) from the "
+            f"model it was fine-tuned from into {path}, e.g. AutoProcessor.from_pretrained(BASE)"
+            f".save_pretrained('{path}')")
     try:
         processor, info["processor_fallback"] = spec.load_processor(path)
     except ImportError as exc:

@@ -75,21 +75,30 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
     """The checkpoint folder's shape, before any loader sees it: (base dir, adapter dir or None).
 
     A folder without config.json, an unsupported or original-LLaVA config, no weights files,
-    an adapter without its base, and (with `layers`) a layer index past the model's depth.
+    no processor files (image processor config, tokenizer vocabulary) where transformers loads
+    it, an adapter without its base, and (with `layers`) a layer index past the model's depth.
     """
-    from matprobe.extract.checkpoints import detect_architecture, resolve_adapter
+    from matprobe.extract.arch import get_architecture
+    from matprobe.extract.checkpoints import detect_architecture, missing_processor_files, resolve_adapter
     from matprobe.extract.hooks import parse_layers
 
     prefix = f"{where}: " if where else ""
     try:
         base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base)
-        detect_architecture(base_dir)
+        arch = detect_architecture(base_dir)
     except ExtractError as exc:
         raise ExtractError(f"{prefix}{exc}") from None
     for folder, what in ((base_dir, "checkpoint"), (adapter_dir, "adapter")):
         if folder is not None and not any(p.suffix in WEIGHT_SUFFIXES for p in Path(folder).iterdir()):
             raise ExtractError(f"{prefix}{what} {folder}: no weights files (*.safetensors or *.bin); pass the "
                                "folder `save_pretrained` wrote, with its weights")
+    # a model loaded through transformers reads its processor from the model's folder (the base,
+    # for an adapter); formats with their own loader (original LLaVA) take it from elsewhere
+    if not get_architecture(arch).own_loader and missing_processor_files(base_dir):
+        raise ExtractError(f"{prefix}checkpoint {base_dir}: the folder has no "
+                           f"{' and no '.join(missing_processor_files(base_dir))}; copy the processor files "
+                           "from the model it was fine-tuned from into it, e.g. "
+                           f"AutoProcessor.from_pretrained(BASE).save_pretrained('{base_dir}')")
     if layers is not None:
         try:
             depth = _depth(json.loads((Path(base_dir) / "config.json").read_text()))
