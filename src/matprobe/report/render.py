@@ -264,6 +264,17 @@ def findings(data: RunData) -> dict:
     return out
 
 
+def _exact_floor_note(s: dict) -> str:
+    """Where too few pairs leave the exact sign-flip test unable to reach p < 0.05 (at most 5:
+    its smallest p is 2^(1 - n)), what it gives: a small t-test p then rests on normality alone."""
+    n = int(s["n_pairs"])
+    floor = 2.0 ** (1 - n)
+    if floor < 0.05 or not np.isfinite(s.get("perm_p", np.nan)):
+        return ""
+    return (f"; the exact sign-flip test gives p = {s['perm_p']:.3g}, and with {n} pairs it cannot go below "
+            f"{floor:.3g}, so a smaller p rests on the t-test's normality assumption")
+
+
 def summary_lines(data: RunData, f: dict) -> list[str]:
     m = f["most_encoded"]
     lines = [
@@ -278,7 +289,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         r, u = tbc[t_term]["Related"], tbc[t_term]["Unrelated"]
         s = sig.get(("Related vs. Unrelated", f"{t_term} nats"))
         test = (f" (paired over {int(s['n_pairs'])} (target, seed) pairs: Δ = {s['mean_diff']:.3f} nats, "
-                + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g})"
+                + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}"
+                   f"{_exact_floor_note(s)})"
                    if np.isfinite(s["t"]) else "the same in every pair, so the t-test is undefined)")) if s else ""
         main = data.terms[data.terms["main"] & (data.terms["term"] == t_term)]
         cap = float(main["h_upper"].max())
@@ -295,7 +307,7 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
     if {"Related", "Unrelated"} <= set(y.index):
         s = sig.get(("Related vs. Unrelated", y_key))
         test = (f"; Δ = {s['mean_diff']:.3f} nats, "
-                + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}" if np.isfinite(s["t"]) else
+                + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}{_exact_floor_note(s)}" if np.isfinite(s["t"]) else
                    "the same in every pair (t-test undefined)")
                 + f", paired over {int(s['n_pairs'])} (target, seed) pairs") if s else ""
         names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
