@@ -286,6 +286,7 @@ SLOW: dict[str, set[str]] = {
         "test_html_report_in_a_browser",  # 5.7 s with chromium installed (CI installs it)
         "test_browser_layout_check_can_fail",  # 0.9 s with chromium
         "test_committed_demo_report_rebuilds_from_committed_files",  # 2.9 s
+        "test_pairs_across_targets_are_said_to_be_nested",  # 2 report builds, ~3 s each
         "test_format1_run_with_working_directory_paths_after_a_move",  # 3.0 s
         "test_legends_do_not_cover_data",  # 1.7 s
         "test_markdown_tables_parse_with_consistent_cells",  # 4.5 s

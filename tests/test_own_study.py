@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,33 @@ def test_run_refuses_a_given_store_without_a_factor_before_any_work(tmp_path):
     assert (f"store {str(stores[0])!r} has no label column 'label' for [mi] factors (it has anatomy, modality, task)"
             in " ".join(res.output.split()))
     assert not (tmp_path / "study-run" / "mi").exists()  # refused before the MI step
+
+
+def test_init_names_a_study_of_symlinks_by_its_links(tmp_path, monkeypatch):
+    # checkpoints linked into a per-target layout (not copied: a 7B checkpoint is 14 GB) are named
+    # by the links; resolving them named every entry by the one folder they point to
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "x.png")
+    trips = [("MRI", "Knee", "Organ"), ("MRI", "Knee", "Lesion"), ("X-ray", "Lung", "Organ"),
+             ("X-ray", "Lung", "Lesion"), ("CT", "Brain", "Plane")]
+    rows = [{"id": f"{m}{a}{t}{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
+             "modality": m, "anatomy": a, "task": t} for m, a, t in trips for k in range(4)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("run-a", "run-b"):  # the real folders, named by nothing the study can read
+        (tmp_path / "store" / name).mkdir(parents=True)
+        (tmp_path / "store" / name / "config.json").write_text("{}")
+    links = []
+    for target in ("mri-knee-organ", "x-ray-lung-organ"):
+        for cond, real in (("related-s0", "run-a"), ("unrelated-s0", "run-b")):
+            (tmp_path / "study" / target).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "study" / target / cond).symlink_to(tmp_path / "store" / real)
+            links.append(f"study/{target}/{cond}")
+    res = _init([*links, "--data", "m.jsonl", "--target", "MRI,Knee,Organ", "--target", "X-ray,Lung,Organ"],
+                tmp_path)
+    assert res.exit_code == 0, res.output
+    cfg = tomllib.loads((tmp_path / "pipeline.toml").read_text())
+    got = [(c["name"], c["target"], c["condition"], c["ckpt"]) for c in cfg["checkpoints"]]
+    assert got == [(link.split("/")[1] + "-" + link.split("/")[2], list(t), link.split("/")[2][:-3],
+                    str(tmp_path / link))
+                   for link, t in zip(links, [trips[0], trips[0], trips[2], trips[2]])]

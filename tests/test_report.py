@@ -282,6 +282,38 @@ def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
     assert (copy / "report.md").read_text() == committed
 
 
+def test_pairs_across_targets_are_said_to_be_nested(tmp_path):
+    """With seeds paired across several held-out targets the Significance section says the pairs
+    are nested (significance.csv's warning); with one target it says nothing of the kind."""
+    try:
+        files = subprocess.run(["git", "ls-files", "reports/demo"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    if not files:
+        pytest.skip("no committed demo report")
+    copy = tmp_path / "demo"
+    for f in files:
+        target = copy / Path(f).relative_to("reports/demo")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / f, target)
+    results = pd.read_csv(copy / "results.csv")
+    sig = pd.read_csv(copy / "significance.csv")
+    n_targets = results["target"].nunique()
+    assert n_targets >= 2 and set(sig["unit"]) == {"seed"}
+    assert sig["warning"].str.contains("seeds nested in targets are treated as independent pairs").all()
+    os.chdir(tmp_path)
+    try:
+        write_report(copy)
+        said = f"treat seeds nested in {n_targets} targets as independent pairs"
+        assert said in (copy / "report.md").read_text()
+        results[results["target"] == results["target"].iloc[0]].to_csv(copy / "results.csv", index=False)
+        write_report(copy)
+        assert "seeds nested in" not in (copy / "report.md").read_text()
+    finally:
+        os.chdir(ROOT)
+
+
 def test_mi_table_cells_say_which_intervals_are_one_sided():
     """Each MI table row shows a two-sided term as [lo, hi] and a lower-bound term (the estimator's
     shortfall not bounded) as "≥ lo (one-sided)", read from the committed MI files themselves."""

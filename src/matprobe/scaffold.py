@@ -12,6 +12,7 @@ in it is commented, with the shared defaults (`matprobe.defaults`) as values.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -34,10 +35,17 @@ def _condition(text: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _absolute(path) -> Path:
+    """`path` made absolute with `..` folded, symlinks kept (Path.resolve would follow them)."""
+    return Path(os.path.abspath(path))
+
+
 def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
     """{condition, seed, target} read from a checkpoint folder's or store's path."""
-    # the folder's own name and its parent's (the target may be one level higher)
-    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in path.resolve().parts[-3:]]
+    # the folder's own name and its parent's (the target may be one level higher), as the user
+    # wrote them: absolute but not resolved, so a study of symlinks to the checkpoints is named by
+    # its links, not by where they point
+    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in _absolute(path).parts[-3:]]
     text, near = "/".join(parts), "/".join(parts[-2:])
     cond = _condition(near)
     seeds = _SEED.findall(parts[-1]) or _SEED.findall(near)
@@ -139,7 +147,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
             raise InitError(f"{path}: no such store; write it with `matprobe extract --out {path}`")
         else:
             fmt = "store"
-        entries.append({**parse_entry(path, trips), kind: str(path.resolve()), "format": fmt})
+        entries.append({**parse_entry(path, trips), kind: str(_absolute(path)), "format": fmt})
     seen = {}
     for e in entries:
         key = (e["target"], e["condition"], e["seed"])

@@ -862,6 +862,13 @@ def _significance_section(doc: Doc, data) -> None:
                   "and the p-values of the t-test, the Wilcoxon signed-rank test and the exact sign-flip test, "
                   "with Holm and Benjamini–Hochberg adjustments over the rows.")
         doc.para("With few seeds, exact tests cannot reach small p (at best 2^(1−n) with n pairs).")
+        n_targets = data.results["target"].nunique() if "target" in data.results else 0
+        if "seed" in set(sig.get("unit", ())) and n_targets >= 2:
+            # what significance.csv's warning column says, where a reader of the tables sees it
+            doc.para(f"The pairs are (target, seed): the seeds of one held-out target share it, so these tests "
+                     f"treat seeds nested in {n_targets} targets as independent pairs. The target-level tests: "
+                     "`matprobe significance results.csv` (its default with two or more targets: one pair per "
+                     "target, seeds averaged) or `--mixed` (a random intercept per target).")
     else:
         doc.para("Not computed: the run needs Related and another condition with at least two seeds each.")
 
