@@ -230,37 +230,45 @@ def test_png_dicom_and_nifti_load_as_rgb(tmp_path):
         load_image(make_sample(3, image=str(tmp_path / "v.nii.gz"), slice_index=9))
 
 
-def test_high_bit_depth_rasters_are_windowed_not_clipped(tmp_path):
-    # a 12-bit CT/X-ray exported as a 16-bit grey PNG or TIFF, as many medical data sets ship
+def test_wide_rasters_load_as_the_training_loaders_do_and_are_said(tmp_path):
+    # a 12-bit CT/X-ray exported as a 16-bit grey PNG or TIFF, as some medical data sets ship. LLaVA's
+    # training code, LLaMA-Factory and transformers' processors read it with Pillow's convert("RGB"),
+    # which clips at 255: the model was fine-tuned on those pixels, so matprobe reads the same ones
+    # and says what happened to them (data validate: a warning with the share at 255; extract: a note)
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.extract.runner import _check_images
+
     rng = np.random.default_rng(3)
     raw = rng.integers(0, 4096, (40, 30)).astype(np.uint16)
-    raw[5, 7], raw[6, 8] = 4095, 0  # the window is the percentiles, not the extremes
-    # Pillow's own conversion clips at 255: most of the image is white (the hazard this guards)
-    Image.fromarray(raw).save(tmp_path / "ct16.png")
-    with Image.open(tmp_path / "ct16.png") as im:
-        assert im.mode.startswith("I;16")
-        assert (np.asarray(im.convert("RGB")) == 255).mean() > 0.9
-    # expected: the 0.5-99.5th percentile window scaled to 0..255, computed here from the pixels
-    lo, hi = np.percentile(raw.astype(float), [0.5, 99.5])
-    expected = np.round(np.clip((raw - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-    files = {"ct16.png": None, "ct16.tif": raw, "ct32.tif": raw.astype(np.int32),
-             "ctf.tif": raw.astype(np.float32)}
+    files = {"ct16.png": raw, "ct16.tif": raw, "ct32.tif": raw.astype(np.int32), "ctf.tif": raw.astype(np.float32)}
+    saturated = []
     for name, arr in files.items():
-        if arr is not None:
-            Image.fromarray(arr).save(tmp_path / name)
-        got = np.asarray(load_image(make_sample(0, image=str(tmp_path / name))))
-        assert got.shape == (40, 30, 3), name
-        for ch in range(3):
-            assert np.array_equal(got[..., ch], expected), name
-    # 8-bit rasters keep Pillow's own conversion, pixel for pixel
-    grey = rng.integers(0, 256, (20, 24), dtype=np.uint8)
-    Image.fromarray(grey).save(tmp_path / "l.png")
-    Image.fromarray(grey).convert("P").save(tmp_path / "p.png")
-    Image.fromarray(np.dstack([grey, grey[::-1], grey, grey])).save(tmp_path / "rgba.png")
-    for name in ("l.png", "p.png", "rgba.png"):
+        Image.fromarray(arr).save(tmp_path / name)
         with Image.open(tmp_path / name) as im:
             pillow = np.asarray(im.convert("RGB"))
-        assert np.array_equal(np.asarray(load_image(make_sample(0, image=str(tmp_path / name)))), pillow), name
+        got = np.asarray(load_image(make_sample(0, image=str(tmp_path / name))))
+        assert np.array_equal(got, pillow), name
+        saturated.append(pillow == 255)
+    share = np.mean(np.concatenate([a.ravel() for a in saturated]))
+    assert share > 0.9  # what the clipping does to a 12-bit image
+    _png(tmp_path / "plain.png", 77)
+    rows = [{"id": f"s{i}", "image": name, "question": "q?", "options": ["a", "b"], "answer": 0, "modality": "CT",
+             "anatomy": "Lung", "task": "Classification"} for i, name in enumerate([*files, "plain.png"])]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["data", "validate", str(tmp_path / "m.jsonl")])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and "no problems found" in out, res.output
+    assert "warning:" in out and "4 image file(s) have more than 8 bits per pixel" in out, out
+    assert "Pillow mode I;16 (2), I (1), F (1); first: sample 's0'" in out
+    assert f"{share:.0%} of their pixels are at 255 after it" in out
+    notes = _check_images(load_dataset(tmp_path / "m.jsonl").samples, "m.jsonl")
+    assert len(notes) == 1 and "4 image file(s) have more than 8 bits per pixel" in notes[0]
+    # 8-bit files only: nothing to say
+    (tmp_path / "m8.jsonl").write_text(json.dumps(rows[-1]) + "\n")
+    assert "more than 8 bits" not in CliRunner().invoke(app, ["data", "validate", str(tmp_path / "m8.jsonl")]).output
+    assert _check_images(load_dataset(tmp_path / "m8.jsonl").samples, "m8.jsonl") == []
 
 
 # ---------------------------------------------------------------- splits

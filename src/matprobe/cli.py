@@ -314,6 +314,8 @@ def extract_command(
         f"pools {','.join(result.pools)}{acc}",
         highlight=False, soft_wrap=True,
     )
+    for note in result.notes:
+        err_console.print(f"[yellow]warning:[/] {data}: {note}", highlight=False, soft_wrap=True)
 # </extract-commands>
 
 # ---------------------------------------------------------------- mi

@@ -571,6 +571,8 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
         say(f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
+    for note in dict.fromkeys(n for res in results for n in res.notes):  # the same images: said once
+        say(f"warning: {cfg.data_file or 'the data'}: {note}")
     for ck in given:
         from matprobe.store import EmbeddingStore
 

@@ -3,10 +3,13 @@
 Every loader returns an 8-bit RGB `PIL.Image`, the input the VLM processors expect.
 Medical intensities (CT Hounsfield units, MR signal) are windowed to the 0.5–99.5th
 percentile of the slice before 8-bit scaling, so one bright voxel does not blank the image.
-The same window applies to raster files of more than 8 bits per pixel (16-bit PNG and TIFF,
-32-bit integer and float TIFF: Pillow modes I;16*, I and F), which Pillow's own RGB
-conversion clips at 255: a 12-bit CT exported as a 16-bit PNG came out 91% white that way.
-8-bit rasters (L, P, RGB, RGBA, ...) keep their pixel values.
+Raster files (PNG, JPEG, TIFF) go through Pillow's `convert("RGB")`, as LLaVA's training code,
+LLaMA-Factory, qwen-vl-utils and transformers' image processors load them, so a fine-tuned
+model is probed on the pixels it was trained and evaluated on. For files of more than 8 bits
+per pixel (Pillow modes I;16*, I, F: 16-bit grey PNG, float TIFF) that conversion clips every
+value above 255 (a 12-bit CT in a 16-bit PNG comes out about 91% white); `wide_raster_note`
+says so wherever such files are read (`data validate`, `extract`, `run`) rather than
+silently choosing another conversion than the model's own pipeline did.
 """
 
 from __future__ import annotations
@@ -58,12 +61,48 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
     return Image.fromarray(to_uint8(array), mode="L").convert("RGB")
 
 
+WIDE_RASTER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits per pixel
+
+
 def raster_to_rgb(image: Image.Image) -> Image.Image:
-    """An opened raster image as 8-bit RGB: pixels of more than 8 bits (modes I;16*, I, F)
-    windowed as DICOM and NIfTI intensities are (`to_uint8`), 8-bit ones as Pillow converts them."""
-    if image.mode.startswith(("I", "F")):
-        return _array_to_rgb(np.asarray(image).astype(np.float64))
+    """An opened raster image as 8-bit RGB by Pillow's `convert("RGB")`, what the VLM training
+    and evaluation code loads (module docstring); a wide mode is clipped at 255 by it."""
     return image.convert("RGB")
+
+
+def raster_mode(path: str | os.PathLike) -> str | None:
+    """The Pillow mode of a raster file from its header (None: not a raster, or unreadable)."""
+    if image_kind(path) != "raster":
+        return None
+    try:
+        with Image.open(path) as im:
+            return im.mode
+    except Exception:  # noqa: BLE001 - the loader names an unreadable file; here it is just not wide
+        return None
+
+
+def wide_raster_note(samples, base_dir: str | os.PathLike | None = None,
+                     saturated: float | None = None) -> str | None:
+    """A sentence on the samples whose image file has more than 8 bits per pixel (None: none
+    has): Pillow's RGB conversion clips them at 255, as the usual training code does.
+    `saturated`: the share of their pixels at 255 after conversion, where the caller measured it."""
+    wide = {}
+    for s in samples:
+        if s.image:
+            mode = raster_mode(resolve_image_path(s.image, base_dir))
+            if mode in WIDE_RASTER_MODES:
+                wide.setdefault(mode, []).append(s.id)
+    if not wide:
+        return None
+    n = sum(len(v) for v in wide.values())
+    first = next(iter(wide.values()))[0]
+    modes = ", ".join(f"{k} ({len(v)})" for k, v in wide.items())
+    share = "" if saturated is None else f"; {saturated:.0%} of their pixels are at 255 after it"
+    return (f"{n} image file(s) have more than 8 bits per pixel (Pillow mode {modes}; first: sample {first!r}): "
+            f"they are read by Pillow's convert('RGB'), as LLaVA's training code, LLaMA-Factory and "
+            f"transformers' processors read them, which clips every value above 255{share}. A model "
+            "fine-tuned on these files with such a loader saw them so; if your training converted them to "
+            "8 bits another way (a window, a rescale), convert the files the same way before extracting")
 
 
 def read_dicom(path: Path, frame: int | None = None) -> Image.Image:

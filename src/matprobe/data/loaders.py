@@ -135,9 +135,14 @@ def validate_dataset(
             seen[sample.id] = i
             samples.append(sample)
     notes: list[str] = [f"{path}: {n}" for n in column_notes]
+    wide_note = None
     if check_images:
+        import numpy as np
+
+        from matprobe.data.images import WIDE_RASTER_MODES, raster_mode, wide_raster_note
         from matprobe.data.masks import load_item_masks
 
+        at_255, wide_pixels = 0, 0
         for s in samples:
             if len(problems) >= max_problems:
                 break
@@ -146,11 +151,16 @@ def validate_dataset(
             except DataError as exc:
                 problems.append(f"{path}: {exc}")
                 continue
+            if raster_mode(s.image) in WIDE_RASTER_MODES:  # how much the RGB conversion clipped
+                pixels = np.asarray(image)
+                at_255, wide_pixels = at_255 + int((pixels == 255).sum()), wide_pixels + pixels.size
             if s.is_segmentation:
                 try:
                     notes.extend(f"{path}: {n}" for n in load_item_masks(s, image.size[::-1]).notes)
                 except DataError as exc:
                     problems.append(f"{path}: {exc}")
+        if wide_pixels:
+            wide_note = wide_raster_note(samples, saturated=at_255 / wide_pixels)
     frame = pd.DataFrame([s.triplet for s in samples], columns=list(FACTORS))
     counts = (
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
@@ -158,8 +168,9 @@ def validate_dataset(
     )
     from matprobe.data.design import design_warnings
 
+    warnings = [f"{path}: {w}" for w in design_warnings(samples)] + ([f"{path}: {wide_note}"] if wide_note else [])
     return ValidationReport(str(path), fmt, len(records), counts, collapse_repeats(problems)[:max_problems], notes,
-                            [f"{path}: {w}" for w in design_warnings(samples)])
+                            warnings)
 
 
 _RECORD = re.compile(r"^(?P<head>.*?): record (?P<n>\d+)(?: \(id '[^']*'\))?: (?P<msg>.*)$")

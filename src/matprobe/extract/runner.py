@@ -59,14 +59,18 @@ class ExtractResult:
     pools: list[str] = field(default_factory=list)
     shards: list[Path] = field(default_factory=list)
     accuracy: float | None = None
+    # what the user should know about the inputs (images of more than 8 bits: data.images)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def samples_per_s(self) -> float:
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _check_images(samples, source: str) -> None:
-    from matprobe.data.images import resolve_image_path
+def _check_images(samples, source: str) -> list[str]:
+    """Every image file present and every mask readable, before any output is created; returns
+    the notes on the inputs (files of more than 8 bits per pixel, `data.images.wide_raster_note`)."""
+    from matprobe.data.images import resolve_image_path, wide_raster_note
 
     missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
     if missing:
@@ -76,6 +80,8 @@ def _check_images(samples, source: str) -> None:
             f"{first.id!r}: {first.image or '(no image path)'}; fix the paths or pass --image-root"
         )
     _check_masks(samples, source)
+    note = wide_raster_note(samples)
+    return [note] if note else []
 
 
 def _check_masks(samples, source: str) -> None:
@@ -236,7 +242,7 @@ def extract(
                     )
     else:
         samples, target = dataset, out
-    _check_images(samples.samples, str(config.data))
+    notes = _check_images(samples.samples, str(config.data))
 
     n_options = max((len(s.options) for s in dataset), default=0)
     answers = config.answers
@@ -359,7 +365,7 @@ def extract(
         ranks.barrier()
     return ExtractResult(
         out=out, n_total=len(dataset), n_computed=n_computed, n_resumed=n_resumed,
-        seconds=seconds, layers=layers, pools=pools, shards=shards, accuracy=accuracy,
+        seconds=seconds, layers=layers, pools=pools, shards=shards, accuracy=accuracy, notes=notes,
     )
 
 
