@@ -154,13 +154,24 @@ def test_manifest_csv_written_by_pandas_with_a_list_column(tmp_path):
      "missing anatomy, task. A MAT manifest has columns"),  # absent from every record: one column error
     ('{"id": "a", "question": "q", "options": ["x", "y"], "answer": "E", "modality": "CT", '
      '"anatomy": "Lung", "task": "Cls"}\n', "answer 'E' is neither an option index"),
+    # one past the last option: the hint for indices counted from 1; two past: no such hint
+    ('{"id": "a", "question": "q", "options": ["x", "y", "z"], "answer": 3, "modality": "CT", '
+     '"anatomy": "Lung", "task": "Cls"}\n',
+     "answer index 3 out of range for 3 options; give 0..2 or a letter A..C (indices counted from 1? "
+     "matprobe counts options from 0: subtract 1 from every answer index)"),
+    ('{"id": "a", "question": "q", "options": ["x", "y", "z"], "answer": 4, "modality": "CT", '
+     '"anatomy": "Lung", "task": "Cls"}\n', "answer index 4 out of range for 3 options; give 0..2 or a letter A..C$"),
 ])
 def test_manifest_bad_input_messages(tmp_path, content, message):
     f = tmp_path / "bad.jsonl"
     f.write_text(content)
     with pytest.raises(DataError) as exc:
         load_dataset(f)
-    assert message in str(exc.value) and str(f) in str(exc.value)
+    assert str(f) in str(exc.value)
+    if message.endswith("$"):  # the message ends there (nothing appended)
+        assert str(exc.value).endswith(message[:-1]), str(exc.value)
+    else:
+        assert message in str(exc.value), str(exc.value)
 
 
 def test_unknown_mat_label_against_declared_vocabulary(tmp_path):

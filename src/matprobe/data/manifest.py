@@ -154,9 +154,12 @@ def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
             f"{'/'.join(OPTION_LETTERS[: len(options)])} nor one of the options"
         )
     if not 0 <= idx < len(options):
+        # an index one past the last option is the mark of indices counted from 1
+        one_based = (" (indices counted from 1? matprobe counts options from 0: subtract 1 from every "
+                     "answer index)" if idx == len(options) else "")
         raise DataError(
             f"{where}: answer index {idx} out of range for {len(options)} options; give 0.."
-            f"{len(options) - 1} or a letter {OPTION_LETTERS[0]}..{OPTION_LETTERS[len(options) - 1]}"
+            f"{len(options) - 1} or a letter {OPTION_LETTERS[0]}..{OPTION_LETTERS[len(options) - 1]}{one_based}"
         )
     return idx
 
