@@ -50,7 +50,11 @@ def build_own_study(root: Path) -> None:
                                   ("Artifact", ["none", "motion", "noise", "aliasing"])):
                 for i in range(16):
                     sid = f"{mod}-{ana}-{task}-{i}"
-                    Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(study / "img" / f"{sid}.png")
+                    if i == 0:  # one 16-bit grey export per triplet: the report says what the model saw
+                        pixels = rng.integers(0, 4096, (28, 28)).astype(np.uint16)
+                    else:
+                        pixels = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+                    Image.fromarray(pixels).save(study / "img" / f"{sid}.png")
                     rows.append({"id": sid, "image": f"img/{sid}.png", "question": f"Which {task.lower()} is shown?",
                                  "options": options, "answer": i % 4, "modality": mod, "anatomy": ana, "task": task})
     (study / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -97,6 +101,9 @@ def test_own_study_runs_as_printed(tmp_path, monkeypatch):
     run = tmp_path / "study-run"
     html = (run / "report.html").read_text()
     assert "MRI / Head / Orientation" in html and "<img" in html
+    # the 8 16-bit images (one per triplet): said in the report's design warnings
+    design = (run / "report.md").read_text().split("## Design warnings")[1].split("\n## ")[0]
+    assert "8 image file(s) have more than 8 bits per pixel (Pillow mode I;16 (8)" in " ".join(design.split())
     results = pd.read_csv(run / "results.csv", keep_default_na=False)
     acc = results[results.metric == "accuracy"].set_index(["condition", "seed"])["value"].astype(float)
     for cond, seed in acc.index:

@@ -646,6 +646,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
     """run.json's content: the settings, the data's composition, the checkpoints and their files."""
     from matprobe.data import FACTORS
     from matprobe.data.design import source_warnings
+    from matprobe.data.images import wide_raster_note
     from matprobe.environment import environment
 
     train_ids = ids_by_target[tuple(cfg.target)]
@@ -654,8 +655,10 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
     # factors fixed by the source data set (a manifest's source column): the report lists them
     by_source = source_warnings({**{f: [getattr(x, f) for x in samples] for f in FACTORS},
                                  "source": [x.source for x in samples]})
+    image_note = wide_raster_note(samples)  # what extraction said, kept for the report
     return {
         **({"source_warnings": by_source} if by_source else {}),
+        **({"data_warnings": [image_note]} if image_note else {}),
         "kind": "matprobe.run", "format_version": RUN_FORMAT_VERSION,
         "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
         "targets": [list(t) for t in cfg.targets],

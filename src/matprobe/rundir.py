@@ -71,6 +71,8 @@ class RunSummary:
     environment: dict | None = None
     seconds: dict = field(default_factory=dict)
     source_warnings: list = field(default_factory=list)
+    # what the data's files do to what the model sees (images of more than 8 bits: data.images)
+    data_warnings: list = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -79,7 +81,7 @@ class RunSummary:
         known["checkpoints"] = [RunCheckpoint.from_dict(c) for c in known.get("checkpoints", [])]
         for key in ("config", "seconds", "train_sizes", "train_sizes_by_target"):
             known[key] = known.get(key) or {}
-        for key in ("composition", "targets", "source_warnings"):
+        for key in ("composition", "targets", "source_warnings", "data_warnings"):
             known[key] = known.get(key) or []
         return cls(**known, extra=extra)
 
