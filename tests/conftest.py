@@ -342,6 +342,9 @@ SLOW: dict[str, set[str]] = {
     "test_control_tasks.py": {
         "test_selectivity_contains_zero_on_null_tasks",  # 2.4 s
     },
+    "test_demo.py": {
+        "test_the_pipeline_runs_the_codelength_it_is_asked_for",  # 3.3 s: the MI job and the CLI
+    },
     "test_terminal.py": {
         "test_mi_fits_a_100_column_terminal",  # 4.7 s
         "test_significance_tables_and_notes_fit",  # 4.4 s
