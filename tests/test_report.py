@@ -259,8 +259,8 @@ def test_format1_run_with_working_directory_paths_after_a_move(tmp_path, monkeyp
     assert (moved / "report.md").read_text().count("| related-s0 |") > 10
 
 
-def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
-    """Only what git tracks under reports/demo (no data, checkpoints, stores) rebuilds its report.md."""
+def _committed_demo_copy(tmp_path) -> Path:
+    """A copy of what git tracks under reports/demo (no data, checkpoints, stores) in tmp_path/demo."""
     try:
         files = subprocess.run(["git", "ls-files", "reports/demo"], cwd=ROOT, capture_output=True, text=True,
                                check=True).stdout.split()
@@ -273,6 +273,12 @@ def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
         target = copy / Path(f).relative_to("reports/demo")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / f, target)
+    return copy
+
+
+def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
+    """Only what git tracks under reports/demo (no data, checkpoints, stores) rebuilds its report.md."""
+    copy = _committed_demo_copy(tmp_path)
     committed = (copy / "report.md").read_text()
     os.chdir(tmp_path)
     try:
@@ -285,18 +291,7 @@ def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
 def test_pairs_across_targets_are_said_to_be_nested(tmp_path):
     """With seeds paired across several held-out targets the Significance section says the pairs
     are nested (significance.csv's warning); with one target it says nothing of the kind."""
-    try:
-        files = subprocess.run(["git", "ls-files", "reports/demo"], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    if not files:
-        pytest.skip("no committed demo report")
-    copy = tmp_path / "demo"
-    for f in files:
-        target = copy / Path(f).relative_to("reports/demo")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / f, target)
+    copy = _committed_demo_copy(tmp_path)
     results = pd.read_csv(copy / "results.csv")
     sig = pd.read_csv(copy / "significance.csv")
     n_targets = results["target"].nunique()
