@@ -258,21 +258,37 @@ def findings(data: RunData) -> dict:
             {"comparison": r["comparison"], "metric": r["metric"], "mean_diff": float(r["mean_diff"]),
              "ci": [float(r["ci_low"]), float(r["ci_high"])], "t": float(r["t"]), "df": float(r["df"]),
              "p": float(r["p"]), "p_holm": float(r["p_holm"]), "n_pairs": int(r["n_pairs"]),
-             "perm_p": float(r["perm_p"]), "warning": "" if pd.isna(r.get("warning")) else str(r["warning"])}
+             "perm_p": float(r["perm_p"]), "warning": "" if pd.isna(r.get("warning")) else str(r["warning"]),
+             # the exact tests' smallest p, as the significance step computed it: 2^(1 - n) for n
+             # non-zero differences (zero ones do not flip); files from before it was written: all pairs
+             **_exact_floor(r)}
             for _, r in data.significance.iterrows()
         ]
     return out
 
 
+def _exact_floor(row) -> dict:
+    """{"min_exact_p", "n_nonzero"} of a significance.csv row (`stats.significance.min_exact_p`)."""
+    n = int(row["n_pairs"])
+    nonzero = int(row["n_nonzero"]) if pd.notna(row.get("n_nonzero", np.nan)) else n
+    floor = float(row["min_exact_p"]) if pd.notna(row.get("min_exact_p", np.nan)) else 2.0 ** (1 - n)
+    return {"min_exact_p": floor, "n_nonzero": nonzero}
+
+
+def _pairs_phrase(s: dict) -> str:
+    """'n pairs', or 'k non-zero of n pairs' where some differences are 0 (they cannot flip)."""
+    n, k = int(s["n_pairs"]), int(s["n_nonzero"])
+    return f"{n} pairs" if k == n else f"{k} non-zero of {n} pairs"
+
+
 def _exact_floor_note(s: dict) -> str:
-    """Where too few pairs leave the exact sign-flip test unable to reach p < 0.05 (at most 5:
-    its smallest p is 2^(1 - n)), what it gives: a small t-test p then rests on normality alone."""
-    n = int(s["n_pairs"])
-    floor = 2.0 ** (1 - n)
-    if floor < 0.05 or not np.isfinite(s.get("perm_p", np.nan)):
+    """Where too few non-zero pairs leave the exact sign-flip test unable to reach p < 0.05 (its
+    smallest p is 2^(1 - n) for n of them), what it gives: a small t-test p then rests on
+    normality alone."""
+    if s["min_exact_p"] < 0.05 or not np.isfinite(s.get("perm_p", np.nan)):
         return ""
-    return (f"; the exact sign-flip test gives p = {s['perm_p']:.3g}, and with {n} pairs it cannot go below "
-            f"{floor:.3g}, so a smaller p rests on the t-test's normality assumption")
+    return (f"; the exact sign-flip test gives p = {s['perm_p']:.3g}, and with {_pairs_phrase(s)} it cannot go "
+            f"below {s['min_exact_p']:.3g}, so a smaller p rests on the t-test's normality assumption")
 
 
 def summary_lines(data: RunData, f: dict) -> list[str]:
@@ -330,7 +346,6 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         head = (f"**Is the Related–Unrelated difference significant?** Accuracy on the held-out target: "
                 f"Related {acc['Related']['mean']:.3f}, Unrelated {acc['Unrelated']['mean']:.3f} "
                 f"({s['n_pairs']} seeds each, paired by seed), Δ = {s['mean_diff']:.3f}. ")
-        floor = 2.0 ** (1 - s["n_pairs"])
         if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
             body = ("Every paired difference is the same, so the t-test is degenerate (zero variance) and "
                     f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.")
@@ -338,8 +353,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
             verdict = "significant" if s["p_holm"] < 0.05 else "not significant"
             body = (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}, Holm-adjusted "
                     f"{s['p_holm']:.3g} (95% CI of Δ {_ci(*s['ci'])}): {verdict} at α = 0.05. The exact "
-                    f"sign-flip test gives p = {s['perm_p']:.3g}; with {s['n_pairs']} pairs it cannot go "
-                    f"below {floor:.3g}, so any verdict here rests on the t-test's normality assumption.")
+                    f"sign-flip test gives p = {s['perm_p']:.3g}; with {_pairs_phrase(s)} it cannot go "
+                    f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality assumption.")
         lines.append(head + body)
     lines.extend(_ciou_lines(data, sig))
     return lines
