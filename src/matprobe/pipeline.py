@@ -433,6 +433,12 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
 
     t0 = time.perf_counter()
     dataset, manifest = _load_study_data(cfg, run, say)
+    # what the RGB conversion does to image files of more than 8 bits (data.images)
+    from matprobe.data.images import wide_raster_note, wide_rasters
+
+    image_note = wide_raster_note(wide_rasters(dataset))
+    if image_note:  # before extraction (hours on a GPU), not after; run.json keeps it for the report
+        say(f"warning: {manifest}: {image_note}")
     timer.add("data", t0)
     t0 = time.perf_counter()
     ids_by_target = {tgt: _training_ids(dataset, cfg, tgt) for tgt in cfg.targets}
@@ -450,7 +456,8 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     t0 = time.perf_counter()
     significance = _write_results(cfg, run, checkpoints)
     timer.add("significance", t0)
-    summary = _run_summary(cfg, run, dataset, manifest, ids_by_target, checkpoints, significance, timer)
+    summary = _run_summary(cfg, run, dataset, manifest, ids_by_target, checkpoints, significance, timer,
+                           image_note)
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
     t0 = time.perf_counter()
     from matprobe.report.render import write_report
@@ -495,6 +502,7 @@ def _load_study_data(cfg: PipelineConfig, run: Path, say):
         dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None)
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
     return dataset, manifest
+
 
 
 def _checkpoints(cfg: PipelineConfig, run: Path, manifest: Path, ids_by_target, say, progress_bars) -> list[dict]:
@@ -574,8 +582,6 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
         say(f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
-    for note in dict.fromkeys(n for res in results for n in res.notes):  # the same images: said once
-        say(f"warning: {cfg.data_file or 'the data'}: {note}")
     for ck in given:
         from matprobe.store import EmbeddingStore
 
@@ -645,11 +651,10 @@ def _write_results(cfg: PipelineConfig, run: Path, checkpoints):
 
 
 def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_target, checkpoints, significance,
-                 timer) -> dict:
+                 timer, image_note: str | None = None) -> dict:
     """run.json's content: the settings, the data's composition, the checkpoints and their files."""
     from matprobe.data import FACTORS
     from matprobe.data.design import source_warnings
-    from matprobe.data.images import wide_raster_note
     from matprobe.environment import environment
 
     train_ids = ids_by_target[tuple(cfg.target)]
@@ -658,7 +663,6 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
     # factors fixed by the source data set (a manifest's source column): the report lists them
     by_source = source_warnings({**{f: [getattr(x, f) for x in samples] for f in FACTORS},
                                  "source": [x.source for x in samples]})
-    image_note = wide_raster_note(samples)  # what extraction said, kept for the report
     return {
         **({"source_warnings": by_source} if by_source else {}),
         **({"data_warnings": [image_note]} if image_note else {}),

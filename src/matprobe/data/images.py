@@ -64,12 +64,6 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
 WIDE_RASTER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits per pixel
 
 
-def raster_to_rgb(image: Image.Image) -> Image.Image:
-    """An opened raster image as 8-bit RGB by Pillow's `convert("RGB")`, what the VLM training
-    and evaluation code loads (module docstring); a wide mode is clipped at 255 by it."""
-    return image.convert("RGB")
-
-
 def raster_mode(path: str | os.PathLike) -> str | None:
     """The Pillow mode of a raster file from its header (None: not a raster, or unreadable)."""
     if image_kind(path) != "raster":
@@ -81,17 +75,21 @@ def raster_mode(path: str | os.PathLike) -> str | None:
         return None
 
 
-def wide_raster_note(samples, base_dir: str | os.PathLike | None = None,
-                     saturated: float | None = None) -> str | None:
-    """A sentence on the samples whose image file has more than 8 bits per pixel (None: none
-    has): Pillow's RGB conversion clips them at 255, as the usual training code does.
-    `saturated`: the share of their pixels at 255 after conversion, where the caller measured it."""
-    wide = {}
+def wide_rasters(samples, base_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """{Pillow mode: sample ids} of the samples whose image file has more than 8 bits per pixel."""
+    wide: dict[str, list[str]] = {}
     for s in samples:
         if s.image:
             mode = raster_mode(resolve_image_path(s.image, base_dir))
             if mode in WIDE_RASTER_MODES:
                 wide.setdefault(mode, []).append(s.id)
+    return wide
+
+
+def wide_raster_note(wide: dict[str, list[str]], saturated: float | None = None) -> str | None:
+    """A sentence on the image files of more than 8 bits per pixel (`wide_rasters`; None: there
+    are none): Pillow's RGB conversion clips them at 255, as the usual training code does.
+    `saturated`: the share of their pixels at 255 after conversion, where the caller measured it."""
     if not wide:
         return None
     n = sum(len(v) for v in wide.values())
@@ -163,7 +161,8 @@ def load_image_path(path: str | os.PathLike, slice_index: int | None = None) -> 
             return read_dicom(path, slice_index)
         with Image.open(path) as im:
             im.load()
-            return raster_to_rgb(im)
+            # as the training code reads it (module docstring): wide modes are clipped at 255
+            return im.convert("RGB")
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad image for the user

@@ -142,6 +142,7 @@ def validate_dataset(
         from matprobe.data.images import WIDE_RASTER_MODES, raster_mode, wide_raster_note
         from matprobe.data.masks import load_item_masks
 
+        wide: dict[str, list[str]] = {}  # Pillow mode: ids (`data.images.wide_rasters`)
         at_255, wide_pixels = 0, 0
         for s in samples:
             if len(problems) >= max_problems:
@@ -151,7 +152,9 @@ def validate_dataset(
             except DataError as exc:
                 problems.append(f"{path}: {exc}")
                 continue
-            if raster_mode(s.image) in WIDE_RASTER_MODES:  # how much the RGB conversion clipped
+            mode = raster_mode(s.image)
+            if mode in WIDE_RASTER_MODES:  # and how much the RGB conversion clipped
+                wide.setdefault(mode, []).append(s.id)
                 pixels = np.asarray(image)
                 at_255, wide_pixels = at_255 + int((pixels == 255).sum()), wide_pixels + pixels.size
             if s.is_segmentation:
@@ -160,7 +163,7 @@ def validate_dataset(
                 except DataError as exc:
                     problems.append(f"{path}: {exc}")
         if wide_pixels:
-            wide_note = wide_raster_note(samples, saturated=at_255 / wide_pixels)
+            wide_note = wide_raster_note(wide, saturated=at_255 / wide_pixels)
     frame = pd.DataFrame([s.triplet for s in samples], columns=list(FACTORS))
     counts = (
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
