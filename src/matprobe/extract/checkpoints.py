@@ -113,15 +113,23 @@ _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
-def missing_processor_files(path: Path) -> list[str]:
-    """What of a processor a checkpoint folder lacks: [] when both parts have a file."""
+def processor_files_problem(path: Path) -> str | None:
+    """What of a processor a checkpoint folder lacks, with the fix (None: both parts have a file).
+    Checked before loading (`extract.preflight` and `load_processor`): without its vocabulary
+    transformers 5 builds an empty tokenizer (1 token) and says nothing, and the run failed later
+    on the option letters, naming neither cause."""
     path = Path(path)
     missing = []
     if not any((path / f).is_file() for f in _IMAGE_PROCESSOR_FILES):
         missing.append("preprocessor_config.json (the image processor)")
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         missing.append("tokenizer file (tokenizer.json, tokenizer.model or vocab.json)")
-    return missing
+    if not missing:
+        return None
+    return (f"checkpoint {path}: the folder has no {' and no '.join(missing)}, so its processor cannot load (a "
+            "model saved by model.save_pretrained or a trainer without its processor); copy the processor files "
+            "from the model it was fine-tuned from into it (preprocessor_config.json, the tokenizer files, the chat "
+            f"template), e.g. AutoProcessor.from_pretrained(BASE).save_pretrained('{path}')")
 
 
 def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -> tuple[Any, dict]:
@@ -133,16 +141,9 @@ def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -
     spec = get_architecture(arch)
     path = Path(ckpt)
     info: dict = {}
-    # checked before loading: without its vocabulary transformers 5 builds an empty tokenizer (1
-    # token) and says nothing, and the run failed later on the option letters, naming neither cause
-    missing = missing_processor_files(path)
-    if missing:
-        raise ExtractError(
-            f"checkpoint {path}: the folder has no {' and no '.join(missing)}, so its processor cannot "
-            "load (a model saved by model.save_pretrained or a trainer without its processor); copy the "
-            "processor files (preprocessor_config.json, the tokenizer files, the chat template) from the "
-            f"model it was fine-tuned from into {path}, e.g. AutoProcessor.from_pretrained(BASE)"
-            f".save_pretrained('{path}')")
+    problem = processor_files_problem(path)
+    if problem:
+        raise ExtractError(problem)
     try:
         processor, info["processor_fallback"] = spec.load_processor(path)
     except ImportError as exc:

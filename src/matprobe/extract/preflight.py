@@ -79,7 +79,7 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
     it, an adapter without its base, and (with `layers`) a layer index past the model's depth.
     """
     from matprobe.extract.arch import get_architecture
-    from matprobe.extract.checkpoints import detect_architecture, missing_processor_files, resolve_adapter
+    from matprobe.extract.checkpoints import detect_architecture, processor_files_problem, resolve_adapter
     from matprobe.extract.hooks import parse_layers
 
     prefix = f"{where}: " if where else ""
@@ -94,11 +94,9 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
                                "folder `save_pretrained` wrote, with its weights")
     # a model loaded through transformers reads its processor from the model's folder (the base,
     # for an adapter); formats with their own loader (original LLaVA) take it from elsewhere
-    if not get_architecture(arch).own_loader and missing_processor_files(base_dir):
-        raise ExtractError(f"{prefix}checkpoint {base_dir}: the folder has no "
-                           f"{' and no '.join(missing_processor_files(base_dir))}; copy the processor files "
-                           "from the model it was fine-tuned from into it, e.g. "
-                           f"AutoProcessor.from_pretrained(BASE).save_pretrained('{base_dir}')")
+    problem = None if get_architecture(arch).own_loader else processor_files_problem(base_dir)
+    if problem:
+        raise ExtractError(f"{prefix}{problem}")
     if layers is not None:
         try:
             depth = _depth(json.loads((Path(base_dir) / "config.json").read_text()))
