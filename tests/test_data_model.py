@@ -327,6 +327,23 @@ def test_make_split_assigns_train_and_test():
         make_split(ds, "CT,Brain,Classification", "related")
 
 
+def test_first_unsplittable_is_the_first_split_make_split_refuses():
+    # what run's preflight and init check of a design: in target-then-condition order, the first
+    # (target, condition) make_split refuses, with make_split's own message
+    from matprobe.data.splits import first_unsplittable
+
+    ds = MATDataset([make_sample(i, *CROSSMED[i % 5]) for i in range(20)])
+    x_ray, ct = CROSSMED[0], CROSSMED[4]
+    assert first_unsplittable(ds, [x_ray], ["related", "unrelated"]) is None
+    target, cond, exc = first_unsplittable(ds, [x_ray, ct], ["unrelated", "related"])
+    assert (target, cond) == (ct, "related")  # CT/Lung/Classification has no related triplet
+    with pytest.raises(DataError) as direct:
+        make_split(ds, ct, "related")
+    assert str(exc) == str(direct.value)
+    target, _, exc = first_unsplittable(ds, [("CT", "Brain", "Classification"), ct], ["related"])
+    assert target == ("CT", "Brain", "Classification") and "has no samples" in str(exc)
+
+
 def test_stratified_holdout_is_seeded_and_stratified():
     ds = MATDataset([make_sample(i, subset=str(i % 3)) for i in range(90)])
     a = stratified_holdout(ds, 0.2, seed=3)

@@ -52,14 +52,13 @@ def check_pipeline(cfg) -> None:
     from matprobe.data import load_dataset
 
     dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None)
-    from matprobe.data import make_split
+    from matprobe.data.splits import first_unsplittable
 
-    for target in cfg.targets:  # a target the data lacks, a condition with no training triplets
-        for cond in cfg.conditions:
-            try:
-                make_split(dataset, tuple(target), cond)
-            except DataError as exc:
-                raise DataError(f"[design] target {','.join(target)}, condition {cond}: {exc}") from None
+    # a target the data lacks, a condition with no training triplets
+    unsplittable = first_unsplittable(dataset, cfg.targets, cfg.conditions)
+    if unsplittable:
+        target, cond, exc = unsplittable
+        raise DataError(f"[design] target {','.join(target)}, condition {cond}: {exc}")
 
 
 def _check_store_factors(store: Path, factors, where: str) -> None:

@@ -105,20 +105,18 @@ def _check_training_data(dataset, trips, conditions, entries) -> None:
     """Each (target, condition) of the checkpoints has training triplets in the manifest, as
     `run` needs (its training split per condition): refused here, before a file is written
     that `run` would refuse."""
-    from matprobe.data import make_split
-    from matprobe.errors import DataError
+    from matprobe.data.splits import first_unsplittable
 
-    for target in trips:
-        for cond in conditions:
-            try:
-                make_split(dataset, target, cond)
-            except DataError:
-                names = [Path(e.get("ckpt") or e.get("store")).name for e in entries
-                         if e["condition"] == cond and e["target"] == target]
-                raise InitError(f"--target {','.join(target)}: no triplet of {dataset.source} is {cond} to it, "
-                                f"so the {cond} checkpoint(s) {', '.join(names)} have no training data in the "
-                                "manifest (`run` needs each condition's training split); choose another "
-                                "--target, or leave those checkpoints out") from None
+    # the targets are in the data (`_targets`): what is left is a condition without training triplets
+    unsplittable = first_unsplittable(dataset, trips, conditions)
+    if unsplittable:
+        target, cond, _ = unsplittable
+        names = [Path(e.get("ckpt") or e.get("store")).name for e in entries
+                 if e["condition"] == cond and e["target"] == target]
+        raise InitError(f"--target {','.join(target)}: no triplet of {dataset.source} is {cond} to it, "
+                        f"so the {cond} checkpoint(s) {', '.join(names)} have no training data in the "
+                        "manifest (`run` needs each condition's training split); choose another "
+                        "--target, or leave those checkpoints out")
 
 
 def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out: str | None = None,

@@ -118,6 +118,19 @@ def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig |
     return MATDataset(kept, dataset.source, vocab)
 
 
+def first_unsplittable(dataset: MATDataset, targets, conditions) -> tuple[Triplet, str, DataError] | None:
+    """(target, condition, why) of the first held-out target and training condition whose split
+    `make_split` refuses (a target without samples, a condition without training triplets), or
+    None: what `run` needs of its data, checked by `run`'s preflight and by `init`."""
+    for target in targets:
+        for cond in conditions:
+            try:
+                make_split(dataset, tuple(target), cond)
+            except DataError as exc:
+                return tuple(target), cond, exc
+    return None
+
+
 def stratified_holdout(
     dataset: MATDataset, test_fraction: float = 0.2, seed: int = 0, by: str = "subset"
 ) -> MATDataset:
