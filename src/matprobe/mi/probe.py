@@ -534,10 +534,10 @@ class ProbeEstimator(CrossFitEstimator):
             scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
             scale_var_block, block_null_sd = block_scale_variance(x_tr, c_tr, seed=seeds[0])
         fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
-        block_counts = scale_var_block > self.block_scale_z * block_null_sd
-        damping = {"row_scale_variance_block": scale_var_block if block_counts else None,
+        block = scale_var_block if scale_var_block > self.block_scale_z * block_null_sd else None  # where it counts
+        damping = {"row_scale_variance_block": block,
                    "row_scale_variance_block_raw": scale_var_block, "row_scale_variance_block_null_sd": block_null_sd}
-        heavy = max(scale_var, scale_var_block if block_counts else -np.inf) > self.max_row_scale_variance
+        heavy = max(scale_var, -np.inf if block is None else block) > self.max_row_scale_variance
         if self.radial_damping and heavy:
             # the offset's best value is nu / median |x|^2 for Student-t rows (0.07 at nu = 1.2 to
             # over 1 at nu = 10, more where noise columns share the radius), and the radius is the
