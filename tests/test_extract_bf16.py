@@ -68,3 +68,33 @@ def test_store_records_attention_and_refuses_a_mixed_resume(tiny_ckpts, tiny_man
     with pytest.raises(ExtractError, match="--attn 'flash' is not one of"):
         extract(ExtractConfig(ckpt=str(tiny_ckpts["llava"]), data=str(tiny_manifest), out=str(tmp_path / "x.h5"),
                               attn_implementation="flash"))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_fp32_forwards_run_without_tf32_and_the_flags_are_restored(dtype, tiny_ckpts, tiny_manifest, tmp_path,
+                                                                   monkeypatch):
+    """torch lets cuDNN convolutions round to TF32 by default: under fp32 `extract` turns that off
+    for its forwards (on an H200 it moved Qwen2-VL's Z by 2.5e-4, RESULTS.md issue 22) and puts the
+    user's settings back; under bf16 it leaves them alone. The flags are read inside the forward."""
+    from matprobe.extract.hooks import LayerPooler
+
+    seen = []
+    run = LayerPooler.run
+
+    def spy(self, *a, **kw):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return run(self, *a, **kw)
+
+    monkeypatch.setattr(LayerPooler, "run", spy)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    # a user who turned both on (torch's defaults: cuDNN on, matmul off); monkeypatch cannot restore
+    # torch.backends.cuda.matmul's attributes, hence the try
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        _run(tiny_ckpts["qwen2_vl"], tiny_manifest, tmp_path / "z.h5", dtype=dtype)
+        after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert len(seen) == 2  # 10 samples in batches of 5
+    assert set(seen) == ({(False, False)} if dtype == "fp32" else {(True, True)})
+    assert after == (True, True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,25 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+@contextmanager
+def _fp32_means_fp32(dtype: str):
+    """Under `--dtype fp32`, no TF32: torch lets cuDNN's convolutions round their inputs to TF32
+    (10-bit mantissa) by default, which moved the stored Z of the Qwen2-VL, Qwen2.5-VL and
+    LLaVA-NeXT tiny checkpoints (patch embeddings) by 1.8-2.7e-4 relative on an H200 (5e-7 once
+    off; RESULTS.md, issue 22). Restored afterwards; on the CPU the flags do nothing."""
+    import torch
+
+    if dtype != "fp32":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def extract(
     config: ExtractConfig,
     progress: bool = False,
@@ -298,7 +318,7 @@ def extract(
                     len(samples), n_resumed, enabled=progress and ranks.is_main, unit="samples")
         # Ctrl-C / SIGTERM stop between batches (a signal raised inside a library's finaliser is lost)
         with bar, LayerPooler(loaded.model, layers, need_final_last=answers) as pooler, \
-                DeferredInterrupts() as interrupts:
+                DeferredInterrupts() as interrupts, _fp32_means_fp32(config.dtype):
             for start in range(0, len(todo), config.batch_size):
                 interrupts.check()
                 rows = todo[start:start + config.batch_size]
