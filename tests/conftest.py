@@ -239,6 +239,9 @@ SLOW: dict[str, set[str]] = {
         "test_dispatch_level_moves_the_bits_unless_pinned",  # 20.7 s
         "test_an_error_in_the_portable_process_is_the_same_one_error_line",  # 8.6 s
     },
+    "test_llava_original.py": {
+        "test_init_and_run_take_original_llava_runs",  # 3.3 s (init, a pipeline run, an extract)
+    },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s
     },

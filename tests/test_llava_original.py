@@ -488,3 +488,93 @@ def test_template_file(tmp_path, reference):
         get_template(str(path))
     with pytest.raises(ExtractError, match="--template 'llava_v2': use one of chat, llava_v1"):
         get_template("llava_v2")
+
+
+@pytest.mark.parametrize("ckpt", ["llava-v1.5-tiny-lora", "llava-v1.5-tiny-pretrain"])
+def test_cli_extract_of_a_run_on_its_base_equals_original_code(tmp_path, reference, ckpt):
+    """The README's commands for a LoRA and a projector-only run (`--ckpt RUN --base BASE
+    --vision-tower DIR`): the checks before loading once read the base's config (a plain llama)
+    as the model's and refused both."""
+    from matprobe.store import EmbeddingStore
+
+    torch.set_num_threads(1)
+    out = tmp_path / "z.h5"
+    res = _cli(["extract", "--ckpt", KIT / ckpt, "--base", KIT / "vicuna-tiny", "--vision-tower", TOWER,
+                "--data", _manifest(tmp_path, reference), "--out", out, "--layers", "embed,0,1,2,final",
+                "--pool", "last,image,mean", "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    with EmbeddingStore.open(out) as st:
+        for i in range(len(_items(reference))):
+            ref = reference[f"{ckpt}|llava_v1|{i}|pools"]
+            for li, layer in enumerate(["embed", "0", "1", "2", "final"]):
+                for p, pool in enumerate(["last", "image", "mean"]):
+                    assert _rel(st.read(layer, pool)[i], ref[li, p]) < TOL, (ckpt, i, layer, pool)
+
+
+def _study(tmp_path, reference) -> Path:
+    """Two copies of the LoRA run named by condition and seed, and a manifest of the kit's three
+    images under a held-out triplet, a related one and an unrelated one (10 rows each)."""
+    for name in ("related-s0", "unrelated-s0"):
+        shutil.copytree(KIT / "llava-v1.5-tiny-lora", tmp_path / "ckpts" / name)
+    trips = [("MRI", "Head", "Orientation"), ("MRI", "Head", "Classification"), ("CT", "Chest", "Classification")]
+    rows = []
+    for j in range(30):
+        _, question, options = _items(reference)[j % 3]
+        m, a, t = trips[j // 10]
+        rows.append(dict(id=f"q{j}", image=str(KIT / "images" / f"item{j % 3}.png"), question=question,
+                         options=options, answer=j % len(options), modality=m, anatomy=a, task=t))
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / "items.jsonl"
+
+
+def test_init_and_run_take_original_llava_runs(tmp_path, reference):
+    """`init` and `run` on a study of original-format LoRA runs: each refusal names the option or the
+    pipeline key that fixes it, before anything is written; with --base, --vision-tower and
+    --template the file carries them and `run`'s stores equal `extract`'s."""
+    import tomllib
+
+    from matprobe.store import EmbeddingStore
+
+    torch.set_num_threads(1)
+    data = _study(tmp_path, reference)
+    ckpts = [tmp_path / "ckpts" / "related-s0", tmp_path / "ckpts" / "unrelated-s0"]
+    toml = tmp_path / "study.toml"
+    base = ["init", *ckpts, "--data", data, "--target", "MRI,Head,Orientation", "--seeds", "1", "--folds", "2",
+            "--out", toml]
+    res = _cli([*base, "--vision-tower", TOWER])  # the runs record another machine's base
+    assert res.exit_code == 2 and "pass --base DIR" in res.output and not toml.exists(), res.output
+    res = _cli([*base, "--base", KIT / "vicuna-tiny"])  # the config names a hub id for its tower
+    assert res.exit_code == 2 and "pass --vision-tower DIR" in res.output and not toml.exists(), res.output
+    res = _cli([*base, "--base", KIT / "vicuna-tiny", "--vision-tower", TOWER, "--template", "vicuna_v1"])
+    assert res.exit_code == 0, res.output
+    entries = tomllib.loads(toml.read_text())["checkpoints"]
+    assert [(e["base"], e["vision_tower"], e["template"]) for e in entries] == \
+        [(str(KIT / "vicuna-tiny"), str(TOWER), "vicuna_v1")] * 2
+    # a file without the tower: `run` refuses it before extracting, naming the entry and the key
+    text = toml.read_text()
+    no_tower = tmp_path / "no_tower.toml"
+    no_tower.write_text("\n".join(line for line in text.splitlines() if not line.startswith("vision_tower")))
+    res = _cli(["run", no_tower])
+    assert res.exit_code == 2, res.output
+    assert "[[checkpoints]] 'related-s0'" in res.output and "pass vision_tower = DIR" in res.output, res.output
+    assert not (tmp_path / "no_tower-run").exists() and not (tmp_path / "study-run").exists()
+    res = _cli(["run", toml])
+    assert res.exit_code == 0, res.output
+    # the answers' texts (the label factor) have classes of 2-3 rows: merged for the MI, said before
+    # extraction and in the report's design warnings, the label term flagged
+    assert "merged into one class per factor" in res.output
+    summary = json.loads((tmp_path / "study-run" / "run.json").read_text())
+    assert any("merged into one class per factor" in w for w in summary["data_warnings"])
+    [mi_file] = (tmp_path / "study-run" / "mi").glob("related-s0__*.json")
+    doc = json.loads(mi_file.read_text())
+    assert "label" in doc["merged_classes"]
+    assert "merged-rare-classes" in next(t for t in doc["terms"] if t["target"] == "label")["flags"]
+    out = tmp_path / "direct.h5"
+    res = _cli(["extract", "--ckpt", ckpts[0], "--base", KIT / "vicuna-tiny", "--vision-tower", TOWER,
+                "--template", "vicuna_v1", "--data", data, "--out", out, "--layers", "-1"])
+    assert res.exit_code == 0, res.output
+    [store] = (tmp_path / "study-run" / "stores").glob("related-s0*.h5")
+    with EmbeddingStore.open(store) as ran, EmbeddingStore.open(out) as direct:
+        assert ran.provenance["prompt_template"]["name"] == "vicuna_v1"
+        assert ran.provenance["checkpoint_format"] == direct.provenance["checkpoint_format"]
+        np.testing.assert_array_equal(ran.read("2", "last"), direct.read("2", "last"))

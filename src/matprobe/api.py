@@ -282,7 +282,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
        pointwise: bool | PathLike | None = None, permutations: int = 0, controls: bool = False,
-       codelength: bool = False, progress: bool = True, **kwargs) -> ChainResult:
+       codelength: bool = False, progress: bool = True, rare_classes: str = "refuse", **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -327,6 +327,10 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         ``compression`` in ``.frame()``; ``"codelength"`` in the results document).
     progress : bool, default True
         Show a progress bar per term (terminal or notebook).
+    rare_classes : {"refuse", "merge"}, default "refuse"
+        A factor's classes with fewer than 2 rows per fold: refused (named), or merged into one
+        class per factor, the terms involved flagged ``merged-rare-classes`` (``.merged_classes``
+        lists the merges; a merged target's term is at most the factor's own).
     **kwargs
         Passed to `matprobe.mi.chain_terms` (e.g. ``seed``, ``min_stratum``).
 
@@ -353,7 +357,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     ests = _names(estimator)
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
               progress=progress, permutations=permutations, controls=controls, codelength=codelength,
-              pointwise=bool(pointwise), **kwargs)
+              pointwise=bool(pointwise), rare_classes=rare_classes, **kwargs)
     if device != "cpu":
         kw["device"] = device
     if isinstance(factors, dict):
@@ -869,7 +873,8 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
          store: Optional[Sequence[PathLike]] = None,
          base: Optional[PathLike] = None, layers: str = "-1", pool: str = DEFAULTS.pool, device: str = "cpu",
          dtype: str = "fp32", image_root: Optional[PathLike] = None, seeds: int = DEFAULTS.seeds,
-         folds: int = DEFAULTS.folds, overwrite: bool = False) -> Path:
+         folds: int = DEFAULTS.folds, overwrite: bool = False, vision_tower: Optional[PathLike] = None,
+         template: Optional[str] = None) -> Path:
     """Write a commented pipeline file for your own checkpoints or stores (`matprobe init`).
 
     Parameters
@@ -887,6 +892,9 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
         Stores extracted already (named by condition and seed), instead of checkpoints.
     layers, pool, device, dtype, image_root, seeds, folds, base, run_out
         As ``matprobe init --help`` says; written into the file, which you may edit.
+    vision_tower, template
+        For checkpoints in the original LLaVA format: the local CLIP tower folder their configs
+        name, and the conversation template (``--template`` also applies to llava and llava_next).
 
     Returns
     -------
@@ -928,7 +936,7 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
     return init_pipeline(data, tuple(checkpoints or ()), targets=targets, out=out, run_out=run_out, stores=tuple(store or ()),
                          base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
                          image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
-                         overwrite=overwrite)
+                         overwrite=overwrite, vision_tower=_opt_str(vision_tower), template=template)
 
 
 def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = True) -> RunResult:

@@ -96,6 +96,9 @@ def check_resamples(n: int, flag: str = "--n-boot", minimum: int = MIN_RESAMPLES
 
 # ---------------------------------------------------------------------- MI sample sizes
 
+RARE_CLASSES = ("refuse", "merge")  # what the MI chain does with classes of fewer than 2 rows per fold
+
+
 def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mapping[str, Any] | None = None,
                       source: str = "") -> None:
     """Every class of every factor needs >= 2 rows per fold, or held-out MI is not estimable.
@@ -120,7 +123,7 @@ def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mappi
             raise EstimationError(
                 f"{where}factor {name!r} class {cls!r} has {int(counts[i])} rows, fewer than 2 per fold for "
                 f"--folds {folds} ({need} needed); held-out MI on so few rows is not estimable: add samples, "
-                "drop or merge rare classes, or lower --folds"
+                "merge rare classes (--rare-classes merge does it, flagging the terms), or lower --folds"
             )
 
 

@@ -341,6 +341,7 @@ def mi_command(
     controls: bool = typer.Option(False, "--controls", help="Control task per chain term: labels drawn from the target's frequencies in each stratum, fixed per image, probed the same way; adds the selectivity (estimate minus control) with its paired interval (Hewitt & Liang 2019). One more estimate per term."),
     codelength: bool = typer.Option(False, "--codelength", help="Online (prequential) codelength of each chain term's target given Z, in bits, beside the uniform codelength and their ratio (Voita & Titov 2020): how easily a probe extracts the information; about two fold fits per term."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per chain term: the target permuted within the conditioning strata this many times (same folds and preprocessing), giving a p-value and the excess over the null mean; costs this many times the terms (19 gives p down to 0.05; 0 = none)."),
+    rare_classes: str = typer.Option("refuse", "--rare-classes", help="A factor's classes with fewer than 2 rows per fold: refuse (say which), or merge them into one class per factor (terms flagged merged-rare-classes; a merged target's term is at most the factor's own)."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
@@ -354,7 +355,7 @@ def mi_command(
     result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
                              pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
                              permutations=permutations, codelength=codelength, controls=controls,
-                             pointwise=pointwise is not None)
+                             pointwise=pointwise is not None, rare_classes=rare_classes)
     if pointwise is not None:
         result.write_pointwise_csv(pointwise)
     lines = []
@@ -686,7 +687,9 @@ def init_command(
     out: Path = typer.Option(Path("pipeline.toml"), "--out", help="Pipeline file to write."),
     run_out: Optional[str] = typer.Option(None, "--run-out", help="Run directory the pipeline writes (default: OUT without .toml, plus -run)."),
     store: Optional[list[Path]] = typer.Option(None, "--store", help="A store you extracted (named by condition and seed), instead of a checkpoint (repeatable)."),
-    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of LoRA adapters (default: the one each adapter records)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of LoRA adapters and original-LLaVA LoRA / projector runs (default: the one each adapter records)."),
+    vision_tower: Optional[Path] = typer.Option(None, "--vision-tower", help="Original-format LLaVA: local folder of the CLIP tower their configs name (written into each entry)."),
+    template: Optional[str] = typer.Option(None, "--template", help="Prompt template for LLaVA checkpoints: llava_v1 | vicuna_v1 | mistral_instruct | plain | a file (default: each format's own)."),
     layers: str = typer.Option("-1", "--layers", help="Layers to extract, e.g. 8,16,-1."),
     pool: str = typer.Option(DEFAULTS.pool, "--pool", help="Pools to extract, e.g. last,image."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
@@ -702,7 +705,8 @@ def init_command(
     path = init_pipeline(data, checkpoints or (), targets=target, out=out, run_out=run_out, stores=store or (),
                          base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
                          image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
-                         overwrite=overwrite)
+                         overwrite=overwrite, vision_tower=str(vision_tower) if vision_tower else None,
+                         template=template)
     console.print(f"wrote {path}; run it with: matprobe run {path}", highlight=False, soft_wrap=True)
 
 

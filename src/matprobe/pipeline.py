@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pandas is imported where used: `run` refuses a bad file in 
 from matprobe.checks import check_unread_keys, track_sections
 from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import MatprobeError, PipelineError
+from matprobe.errors import DataError, MatprobeError, PipelineError
 from matprobe.io import atomic_path, write_text_atomic
 from matprobe.rundir import RUN_FORMAT_VERSION, run_relative
 
@@ -98,6 +98,9 @@ class PipelineConfig:
     # task's selectivity, the online codelength, a permutation null with this many permutations
     mi_controls: bool = False
     mi_codelength: bool = False
+    # a factor's classes too small for the folds (2 rows per fold): merged into one per factor, the
+    # terms flagged (matprobe.mi.chain.merge_rare_classes); "refuse" stops the MI step instead
+    mi_rare_classes: str = "merge"
     mi_permutations: int = 0
     # check
     delta: float = DEFAULTS.delta
@@ -189,6 +192,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.mi_level = float(_get(mi, "level", (int, float), cfg.mi_level, w))
     cfg.mi_controls = _get(mi, "controls", bool, cfg.mi_controls, w)
     cfg.mi_codelength = _get(mi, "codelength", bool, cfg.mi_codelength, w)
+    cfg.mi_rare_classes = _get(mi, "rare_classes", str, cfg.mi_rare_classes, w)
     cfg.mi_permutations = _get(mi, "permutations", int, cfg.mi_permutations, w)
     if cfg.mi_permutations < 0:
         raise PipelineError(f"{path}: [mi] permutations = {cfg.mi_permutations}: give 0 (none) or more, e.g. 19")
@@ -313,7 +317,7 @@ def _extract_job(config):
 def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str = DEFAULTS.estimator,
             seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
             level: float = DEFAULTS.level, controls: bool = False, codelength: bool = False,
-            permutations: int = 0):
+            permutations: int = 0, rare_classes: str = "refuse"):
     """The pipeline's MI step for one (store, layer, pool): the chain terms (with their strata),
     written to `out` when given. Same settings, same numbers as `matprobe mi` and `matprobe.mi`."""
     from matprobe.mi.chain import run_store, write_results
@@ -322,7 +326,8 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     # pipeline needs the terms (and their strata) only
     result, meta = run_store(store, list(factors), layer, pool, estimators=[estimator], seeds=seeds,
                              folds=folds, pca=pca, ci_level=level, difference=False, direct=False,
-                             controls=controls, codelength=codelength, permutations=permutations)
+                             controls=controls, codelength=codelength, permutations=permutations,
+                             rare_classes=rare_classes)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
@@ -349,7 +354,10 @@ def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> boo
     if cfg is None:
         return True
     recorded = _recorded(path)
-    return recorded is not None and _mi_settings(cfg) == recorded.settings
+    # the merge of rare classes is recorded by what it merged (the data's, not a setting): a
+    # result that merged is not what rare_classes = "refuse" asks for
+    return (recorded is not None and _mi_settings(cfg) == recorded.settings
+            and not (recorded.merged_classes and cfg.mi_rare_classes == "refuse"))
 
 
 def _mi_settings(cfg: PipelineConfig) -> dict:
@@ -437,8 +445,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     from matprobe.data.images import wide_raster_note, wide_rasters
 
     image_note = wide_raster_note(wide_rasters(dataset))
-    if image_note:  # before extraction (hours on a GPU), not after; run.json keeps it for the report
-        say(f"warning: {manifest}: {image_note}")
+    notes = [note for note in (image_note, _rare_class_note(dataset, cfg)) if note]
+    for note in notes:  # before extraction (hours on a GPU), not after; run.json keeps them for the report
+        say(f"warning: {manifest}: {note}")
     timer.add("data", t0)
     t0 = time.perf_counter()
     ids_by_target = {tgt: _training_ids(dataset, cfg, tgt) for tgt in cfg.targets}
@@ -457,7 +466,7 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     significance = _write_results(cfg, run, checkpoints)
     timer.add("significance", t0)
     summary = _run_summary(cfg, run, dataset, manifest, ids_by_target, checkpoints, significance, timer,
-                           image_note)
+                           notes)
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
     t0 = time.perf_counter()
     from matprobe.report.render import write_report
@@ -467,6 +476,30 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     summary["seconds"] = timer.seconds
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
     return run
+
+
+def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
+    """What `[mi] rare_classes = "merge"` will merge (every store holds the manifest's rows and
+    labels), said before extraction; None when nothing is that small."""
+    from matprobe.data.model import resolve_factor
+    from matprobe.mi.chain import merge_rare_classes
+
+    if cfg.mi_rare_classes != "merge":
+        return None
+    try:
+        factors = {f: dataset.codes(f) for f in cfg.factors}
+    except DataError:  # a factor the manifest lacks: the MI step says so itself
+        return None
+    labels = {f: dataset.vocabularies[resolve_factor(f)].labels for f in cfg.factors}
+    _, _, merged = merge_rare_classes(factors, list(cfg.factors), cfg.mi_folds, labels)
+    if not merged:
+        return None
+    parts = [f"{f}: {len(m['classes'])} classes ({m['rows']} rows)" for f, m in merged.items()]
+    need = next(iter(merged.values()))["need"]
+    return (f"classes with fewer than {need} rows (2 per fold) are merged into one class per factor for the MI "
+            f"estimates ({'; '.join(parts)}): the terms of those factors are flagged merged-rare-classes, and a "
+            "merged factor's own term is at most what it would be with every class (data processing); "
+            '[mi] rare_classes = "refuse" stops at them instead')
 
 
 def _prepare_this_process(cfg: PipelineConfig, say) -> None:
@@ -596,11 +629,12 @@ def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
     """The MI chain for every (checkpoint, layer, pool) cell not already up to date, in workers;
     with a source column of two or more data sets, also the chains (modality, source) and (source,
     modality) at the main cell: I(Z;source|M) and I(Z;M|source), where identifiable (issue 25)."""
-    baselines = {"controls": cfg.mi_controls, "codelength": cfg.mi_codelength, "permutations": cfg.mi_permutations}
+    baselines = {"controls": cfg.mi_controls, "codelength": cfg.mi_codelength, "permutations": cfg.mi_permutations,
+                 "rare_classes": cfg.mi_rare_classes}
     mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
                 cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, baselines)
                for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck, cfg)]
-    plain = {"controls": False, "codelength": False, "permutations": 0}
+    plain = {"controls": False, "codelength": False, "permutations": 0, "rare_classes": cfg.mi_rare_classes}
     for ck in checkpoints:
         if not _has_sources(ck["store"]):
             continue
@@ -651,7 +685,7 @@ def _write_results(cfg: PipelineConfig, run: Path, checkpoints):
 
 
 def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_target, checkpoints, significance,
-                 timer, image_note: str | None = None) -> dict:
+                 timer, data_notes: list[str] | None = None) -> dict:
     """run.json's content: the settings, the data's composition, the checkpoints and their files."""
     from matprobe.data import FACTORS
     from matprobe.data.design import source_warnings
@@ -665,7 +699,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
                                  "source": [x.source for x in samples]})
     return {
         **({"source_warnings": by_source} if by_source else {}),
-        **({"data_warnings": [image_note]} if image_note else {}),
+        **({"data_warnings": list(data_notes)} if data_notes else {}),
         "kind": "matprobe.run", "format_version": RUN_FORMAT_VERSION,
         "config": _jsonable(asdict(cfg)), "target": list(cfg.target),
         "targets": [list(t) for t in cfg.targets],

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matprobe.checks import check_factors, check_level, check_pca, check_probability
+from matprobe.checks import RARE_CLASSES, check_factors, check_level, check_pca, check_probability
 from matprobe.errors import DataError, MatprobeError
 
 
 def check_pipeline(cfg) -> None:
     """Raise the first user mistake in a PipelineConfig (one line naming the key and the fix)."""
-    from matprobe.extract.preflight import check_checkpoint, check_options
+    from matprobe.extract.preflight import PIPELINE_OPTIONS, check_checkpoint, check_options
     from matprobe.locks import holder_pid, is_locked
 
     check_level(cfg.mi_level, "[mi] level")
     check_probability(cfg.delta, "[check] delta")
     check_factors(cfg.factors, "[mi] factors")
     check_pca(cfg.pca, "[mi] pca =")
+    if cfg.mi_rare_classes not in RARE_CLASSES:
+        raise MatprobeError(f"[mi] rare_classes = {cfg.mi_rare_classes!r}: use one of "
+                            + ", ".join(f'"{r}"' for r in RARE_CLASSES))
     if int(cfg.mi_seeds) < 1 or int(cfg.mi_folds) < 2:
         raise MatprobeError(f"[mi] seeds = {cfg.mi_seeds}, folds = {cfg.mi_folds}: need seeds >= 1 and folds >= 2")
     check_options(batch_size=cfg.extract_batch_size, pools=cfg.pools, dtype=cfg.dtype, device=cfg.device,
@@ -37,7 +40,8 @@ def check_pipeline(cfg) -> None:
                                     "`matprobe extract --out` wrote, or ckpt = the checkpoint folder")
             _check_store_factors(store, cfg.factors, where)
             continue
-        check_checkpoint(ck["ckpt"], ck.get("adapter"), ck.get("base"), layers=cfg.layers, where=where)
+        check_checkpoint(ck["ckpt"], ck.get("adapter"), ck.get("base"), layers=cfg.layers, where=where,
+                         vision_tower=ck.get("vision_tower"), template=ck.get("template"), options=PIPELINE_OPTIONS)
     run = Path(cfg.out)
     if run.exists() and not run.is_dir():
         raise MatprobeError(f"[run] out = {cfg.out!r} is a file; give a folder for the run")

@@ -77,6 +77,31 @@ def _check_folder(path: Path) -> str:
                     "(a peft LoRA adapter); pass the folder `save_pretrained` wrote")
 
 
+def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> dict:
+    """What a checkpoint's pipeline entry needs beyond its path. A format with its own loader
+    (original LLaVA, told by its config) is checked as `run` will check it before loading, with
+    the base, tower and template it takes; a Hugging Face folder or peft adapter is checked by
+    `run` (and here only when --template is given, which not every architecture takes)."""
+    from matprobe.extract.checkpoints import applies_to_a_base, claimed_format
+    from matprobe.extract.preflight import check_checkpoint
+
+    on_base = applies_to_a_base(path)
+    # --base is for the checkpoints that are runs on a base; a whole model in the same study ignores it
+    run_base = base if on_base else None
+    own = claimed_format(path)
+    out = {"note": f"{own.name} checkpoint" if own is not None else None}
+    if on_base and base:
+        out["base"] = str(_absolute(base))
+    if vision_tower is not None and own is not None and own.takes_vision_tower:
+        out["vision_tower"] = str(_absolute(vision_tower))
+    if template is not None:
+        out["template"] = str(_absolute(template)) if Path(template).is_file() else template
+    if own is not None or template is not None:
+        check_checkpoint(path, None, run_base, layers=layers, vision_tower=out.get("vision_tower"),
+                         template=out.get("template"))
+    return out
+
+
 def _targets(dataset, targets) -> list[tuple[str, str, str]]:
     from matprobe.data.model import FACTORS, canonical_label
 
@@ -122,9 +147,14 @@ def _check_training_data(dataset, trips, conditions, entries) -> None:
 def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out: str | None = None,
                   stores=(), base: str | None = None, layers: str = "-1", pools: str = DEFAULTS.pool,
                   device: str = "cpu", dtype: str = "fp32", image_root: str | None = None,
-                  seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, overwrite: bool = False) -> Path:
+                  seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, overwrite: bool = False,
+                  vision_tower: str | None = None, template: str | None = None) -> Path:
     """Write a commented pipeline file for a study of your own checkpoints (or stores) and
-    return its path; it is read back with `load_pipeline` before this returns."""
+    return its path; it is read back with `load_pipeline` before this returns.
+
+    Each checkpoint is checked as `extract` checks it before loading (its folder, architecture,
+    weights and processor files, its base, `vision_tower` and `template` where its architecture
+    takes them), so a file `run` would refuse is not written."""
     from matprobe.data import load_dataset
     from matprobe.io import write_text_atomic
     from matprobe.pipeline import load_pipeline
@@ -146,6 +176,13 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         else:
             fmt = "store"
         entries.append({**parse_entry(path, trips), kind: str(_absolute(path)), "format": fmt})
+    for e in entries:  # after every path is named: a misnamed folder is said before a checkpoint's problem
+        if "ckpt" in e:
+            e.update(_checkpoint_settings(Path(e["ckpt"]), base, vision_tower, template, layers))
+    for flag, value, key in (("--vision-tower", vision_tower, "vision_tower"), ("--template", template, "template")):
+        if value is not None and not any(key in e for e in entries):
+            raise InitError(f"{flag} {value}: none of the checkpoints takes it (it is for checkpoints in the "
+                            "original LLaVA format, and --template also for llava and llava_next ones); drop it")
     seen = {}
     for e in entries:
         key = (e["target"], e["condition"], e["seed"])
@@ -200,6 +237,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         f"folds = {int(folds)}  # cross-fitting folds (default {DEFAULTS.folds})",
         f"pca = {DEFAULTS.pca or 0}  # dims fitted on training folds (0 = none)",
         f"level = {DEFAULTS.level}  # of every interval",
+        "rare_classes = \"merge\"  # classes with < 2 rows per fold: merged into one per factor (terms flagged), or \"refuse\"",
         "",
         "[check]",
         f"delta = {DEFAULTS.delta}  # failure probability of the PAC bounds",
@@ -215,10 +253,14 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         if "store" in e:
             lines.append(f"store = {_q(e['store'])}  # extracted already: used as it is")
         else:
-            note = {"hf": "Hugging Face checkpoint", "lora": "LoRA adapter"}[e["format"]]
+            note = e["note"] or {"hf": "Hugging Face checkpoint", "lora": "LoRA adapter"}[e["format"]]
             lines.append(f"ckpt = {_q(e['ckpt'])}  # {note}")
-            if e["format"] == "lora" and base:
-                lines.append(f"base = {_q(str(Path(base).resolve()))}  # the adapter's base model")
+            if "base" in e:
+                lines.append(f"base = {_q(e['base'])}  # the base model it was trained on")
+            if "vision_tower" in e:
+                lines.append(f"vision_tower = {_q(e['vision_tower'])}  # local folder of the CLIP tower its config names")
+            if "template" in e:
+                lines.append(f"template = {_q(e['template'])}  # the prompt's conversation template")
     write_text_atomic(out, "\n".join(lines) + "\n")
     try:
         load_pipeline(out)  # what init writes runs: a file the loader refuses is not left behind

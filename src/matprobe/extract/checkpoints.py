@@ -199,6 +199,49 @@ def _claimed(folder: Path):
     return claimed_by_config(_read_json(cfg_path, "config.json"))
 
 
+def loaded_as(base_dir: Path, adapter_dir: Path | None):
+    """(architecture, the folder it loads, the base it is applied to or None), from
+    `resolve_adapter`'s pair: a format told by its own config (an original LLaVA run, whole or on
+    its --base) is read from the run's folder, any other architecture from the base's config."""
+    run_dir = adapter_dir if adapter_dir is not None else base_dir
+    own = _claimed(run_dir) if run_dir.is_dir() else None
+    if own is not None:
+        return own, run_dir, base_dir if adapter_dir is not None else None
+    return get_architecture(detect_architecture(base_dir)), run_dir, base_dir if adapter_dir is not None else None
+
+
+def claimed_format(folder: str | Path):
+    """The architecture of a format told by `folder`'s own config (original LLaVA), or None."""
+    folder = Path(folder)
+    return _claimed(folder) if folder.is_dir() else None
+
+
+def applies_to_a_base(folder: str | Path) -> bool:
+    """True for a folder that is not a whole model: a peft adapter (adapter_config.json, no
+    config.json) or a run of a format that is applied to its base (an original LLaVA LoRA or
+    projector-only run)."""
+    folder = Path(folder)
+    own = claimed_format(folder)
+    if own is not None:
+        return own.needs_base(folder)
+    return (folder / "adapter_config.json").is_file()
+
+
+def check_prompt_options(arch, template: str | None, vision_tower) -> None:
+    """--template and --vision-tower against what a transformers-loaded architecture takes."""
+    if template not in (None, "chat"):
+        if not arch.takes_template:
+            raise ExtractError(f"--template {template}: {arch.name} checkpoints use their chat template (--template "
+                               f"chat); LLaVA's conversation templates apply to architectures whose image "
+                               f"placeholder is LLaVA's <image> (llava, llava_next, original LLaVA)")
+        from matprobe.extract.templates import get_template
+
+        get_template(template)  # a name it knows, or a file with one {message}
+    if vision_tower is not None and not arch.takes_vision_tower:
+        raise ExtractError(f"--vision-tower: {arch.name} checkpoints in Hugging Face format carry their tower; "
+                           f"drop the option")
+
+
 def decoder_owner(model) -> str:
     """The registry key of a loaded model (own-loader models say it themselves)."""
     return getattr(model, "matprobe_arch", None) or model.config.model_type
@@ -258,27 +301,19 @@ def load_model(
         raise ExtractError(
             f"--attn {attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}"
         )
-    run_dir = adapter_dir if adapter_dir is not None else base_dir
-    own = _claimed(run_dir) if run_dir.is_dir() else None
-    if own is not None:
+    spec, run_dir, run_base = loaded_as(base_dir, adapter_dir)
+    if spec.own_loader:
         if not merge_adapter:
             raise ExtractError(f"checkpoint {run_dir}: original LLaVA LoRA runs are merged in fp32, as LLaVA's "
                                f"loader merges them; drop --no-merge-adapter")
-        return _load_own(own, run_dir, base_dir if adapter_dir is not None else None, dtype, device,
-                         vision_tower, template, attn_implementation)
-    arch = detect_architecture(base_dir)
+        return _load_own(spec, run_dir, run_base, dtype, device, vision_tower, template, attn_implementation)
+    arch = spec.name
+    check_prompt_options(spec, template, vision_tower)
     conversation = None
     if template not in (None, "chat"):
-        if not get_architecture(arch).takes_template:
-            raise ExtractError(f"--template {template}: {arch} checkpoints use their chat template (--template "
-                               f"chat); LLaVA's conversation templates apply to architectures whose image "
-                               f"placeholder is LLaVA's <image> (llava, llava_next, original LLaVA)")
         from matprobe.extract.templates import get_template
 
         conversation = get_template(template)
-    if vision_tower is not None:
-        raise ExtractError(f"--vision-tower: {arch} checkpoints in Hugging Face format carry their tower; "
-                           f"drop the option")
     processor, info = load_processor(base_dir, arch, max_pixels)
     try:
         model = AutoModelForImageTextToText.from_pretrained(

@@ -493,18 +493,44 @@ class OriginalProcessor:
 
 # ------------------------------------------------------------------ loading
 
-def resolve_tower(cfg: dict, run_dir: Path, vision_tower: str | Path | None) -> Path:
+CLI_OPTIONS = {"vision_tower": "--vision-tower", "base": "--base"}  # how a caller names each input
+
+
+def resolve_tower(cfg: dict, run_dir: Path, vision_tower: str | Path | None, options=CLI_OPTIONS) -> Path:
+    """The CLIP folder: `vision_tower`, else the config's own path where it exists here.
+    options: how the caller's user passes the folder (the CLI's flags, or a pipeline file's keys)."""
     named = cfg.get("mm_vision_tower") or cfg.get("vision_tower")
+    how = options["vision_tower"]
     if vision_tower is not None:
         tower = Path(vision_tower)
         if not (tower / "config.json").is_file():
-            raise ExtractError(f"--vision-tower {tower}: no config.json there; pass the folder of the CLIP "
+            raise ExtractError(f"{how} {tower}: no config.json there; pass the folder of the CLIP "
                                f"model {named!r} (e.g. a local copy of the hub repository)")
         return tower
     if named and Path(named).is_dir():
         return Path(named)
     raise ExtractError(f"checkpoint {run_dir}: its vision tower {named!r} is not a local folder here; pass "
-                       f"--vision-tower DIR (a local copy of {named})")
+                       f"{how} DIR (a local copy of {named})")
+
+
+def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=CLI_OPTIONS):
+    """`load_original`'s refusals that read no weights (layout against the base, options not
+    supported, the tower's folder): run before any loading, by `extract`'s and `run`'s
+    preflight too. Returns (config, layout, language family, tower folder)."""
+    cfg = read_config(run_dir)
+    layout = layout_of(run_dir)
+    if layout != "full" and base_dir is None:
+        raise ExtractError(f"checkpoint {run_dir}: a LLaVA {layout} run, not a whole model; pass the language "
+                           f"model it was trained on with {options['base']} DIR (LLaVA's --model-base)")
+    if layout == "full" and base_dir is not None:
+        raise ExtractError(f"checkpoint {run_dir} is a whole model; drop {options['base']}")
+    family = language_family(cfg)
+    if cfg.get("mm_use_im_start_end"):
+        raise ExtractError(f"checkpoint {run_dir}: mm_use_im_start_end checkpoints are not supported")
+    if cfg.get("mm_patch_merge_type", "flat") != "flat":
+        raise ExtractError(f"checkpoint {run_dir}: mm_patch_merge_type {cfg.get('mm_patch_merge_type')!r} "
+                           f"(LLaVA-1.6) is not supported yet")
+    return cfg, layout, family, resolve_tower(cfg, run_dir, vision_tower, options)
 
 
 def _lora_merge(state: dict, adapter_dir: Path) -> tuple[dict, dict]:
@@ -626,20 +652,7 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     from matprobe.provenance import weights_fingerprint
 
     Backbone, OriginalLlava = _modules()
-    cfg = read_config(run_dir)
-    layout = layout_of(run_dir)
-    if layout != "full" and base_dir is None:
-        raise ExtractError(f"checkpoint {run_dir}: a LLaVA {layout} run, not a whole model; pass the language "
-                           f"model it was trained on with --base DIR (LLaVA's --model-base)")
-    if layout == "full" and base_dir is not None:
-        raise ExtractError(f"checkpoint {run_dir} is a whole model; drop --base")
-    family = language_family(cfg)
-    if cfg.get("mm_use_im_start_end"):
-        raise ExtractError(f"checkpoint {run_dir}: mm_use_im_start_end checkpoints are not supported")
-    if cfg.get("mm_patch_merge_type", "flat") != "flat":
-        raise ExtractError(f"checkpoint {run_dir}: mm_patch_merge_type {cfg.get('mm_patch_merge_type')!r} "
-                           f"(LLaVA-1.6) is not supported yet")
-    tower_dir = resolve_tower(cfg, run_dir, vision_tower)
+    cfg, layout, family, tower_dir = check_run(run_dir, base_dir, vision_tower)
     torch_dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype])
 
     # Language model config from the run's config.json (LLaVA loads the base with it).

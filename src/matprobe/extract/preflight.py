@@ -18,6 +18,8 @@ from matprobe.errors import DataError, ExtractError, ProvenanceMismatch, StoreEr
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# how a pipeline file passes what the command line passes by --vision-tower and --base (messages)
+PIPELINE_OPTIONS = {"vision_tower": "vision_tower =", "base": "base ="}
 
 
 def parse_pools(spec) -> list[str]:
@@ -71,21 +73,33 @@ def _depth(config: dict) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
-def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = "") -> tuple[Path, Path | None]:
+def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = "", vision_tower=None,
+                     template=None, options=None) -> tuple[Path, Path | None]:
     """The checkpoint folder's shape, before any loader sees it: (base dir, adapter dir or None).
 
-    A folder without config.json, an unsupported or original-LLaVA config, no weights files,
-    no processor files (image processor config, tokenizer vocabulary) where transformers loads
-    it, an adapter without its base, and (with `layers`) a layer index past the model's depth.
+    A folder without config.json, an unsupported config, no weights files, no processor files
+    (image processor config, tokenizer vocabulary) where transformers loads it, an adapter
+    without its base, `template` / `vision_tower` the architecture does not take, an original
+    LLaVA run against its base (a LoRA or projector run needs one, a whole model none) or with
+    no local tower, and (with `layers`) a layer index past the model's depth. options: how the
+    user passes the tower and the base, for the messages (default: the CLI's flags).
     """
-    from matprobe.extract.arch import get_architecture
-    from matprobe.extract.checkpoints import detect_architecture, processor_files_problem, resolve_adapter
+    from matprobe.extract.checkpoints import (
+        check_prompt_options,
+        loaded_as,
+        processor_files_problem,
+        resolve_adapter,
+    )
     from matprobe.extract.hooks import parse_layers
 
     prefix = f"{where}: " if where else ""
     try:
         base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base)
-        arch = detect_architecture(base_dir)
+        # an original LLaVA LoRA / projector run is told by its own config, not its base's
+        spec, run_dir, run_base = loaded_as(base_dir, adapter_dir)
+        if spec.own_loader:
+            spec.check_run(run_dir, run_base, vision_tower, options)
+        check_prompt_options(spec, template, vision_tower)
     except ExtractError as exc:
         raise ExtractError(f"{prefix}{exc}") from None
     for folder, what in ((base_dir, "checkpoint"), (adapter_dir, "adapter")):
@@ -94,7 +108,7 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
                                "folder `save_pretrained` wrote, with its weights")
     # a model loaded through transformers reads its processor from the model's folder (the base,
     # for an adapter); formats with their own loader (original LLaVA) take it from elsewhere
-    problem = None if get_architecture(arch).own_loader else processor_files_problem(base_dir)
+    problem = None if spec.own_loader else processor_files_problem(base_dir)
     if problem:
         raise ExtractError(f"{prefix}{problem}")
     if layers is not None:
@@ -158,7 +172,8 @@ def check_extract_inputs(config):
     pools = check_options(batch_size=config.batch_size, pools=config.pools, dtype=config.dtype,
                           device=config.device, attn=config.attn_implementation, rendering=config.rendering,
                           max_pixels=config.max_pixels, layers=config.layers)
-    check_checkpoint(config.ckpt, config.adapter, config.base, layers=config.layers)
+    check_checkpoint(config.ckpt, config.adapter, config.base, layers=config.layers,
+                     vision_tower=config.vision_tower, template=config.template)
     dataset = load_dataset(config.data, image_root=config.image_root, columns=getattr(config, "columns", None))
     if len(dataset) == 0:
         raise DataError(f"{config.data}: no samples")

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_class_sizes, check_factors, check_level, check_pca
+from matprobe.checks import RARE_CLASSES, check_class_sizes, check_factors, check_level, check_pca
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -243,6 +243,8 @@ class ChainResult:
     settings: dict = field(default_factory=dict)  # estimator settings used (seeds, folds, pca, level, seed)
     meta: dict = field(default_factory=dict)  # store, fingerprint, layer, pool when read from a store
     row_ids: list | None = None  # the store's sample ids of the rows used (run_store), for per-item output
+    # {factor: {"classes", "rows", "need"}} where rare_classes="merge" merged a factor's rare classes
+    merged_classes: dict = field(default_factory=dict)
 
     def estimates(self, estimator: str | None = None) -> list[ChainTerm]:
         """One estimator's terms in chain order (default: the first estimator, the one a results
@@ -356,7 +358,8 @@ class ChainResult:
             meta["fingerprint"] = doc["store_fingerprint"]
         return cls(factors=factors, terms=terms, direct=direct,
                    difference={k: v for k, v in difference.items() if any(x is not None for x in v)},
-                   unit=unit, settings=dict(doc.get("settings") or {}), meta=meta)
+                   unit=unit, settings=dict(doc.get("settings") or {}), meta=meta,
+                   merged_classes=dict(doc.get("merged_classes") or {}))
 
     @classmethod
     def read(cls, path) -> "ChainResult":
@@ -386,6 +389,75 @@ class ChainResult:
         return out
 
 
+def merge_rare_classes(factors: dict, order: list[str], folds: int, labels: dict | None = None):
+    """Each factor's classes with fewer than 2 rows per fold (too few to be in every training
+    fold, `checks.check_class_sizes`) merged into one class, so that the chain can be estimated
+    on every row. Where the merged class is still that small, the factor's smallest other class
+    joins it. Returns (factors, labels, merged): the factors as integer codes into the new
+    labels, and {factor: {"classes": [merged class names], "rows": n, "need": 2 * folds}}.
+
+    A term whose target is merged estimates I(Z; f(Y) | C) for the map f that merges, which by
+    the data processing inequality is at most I(Z; Y | C); a term conditioned on a merged factor
+    conditions on the coarser strata (`mark_merged_terms` says so on each term).
+
+    >>> y = np.array(["a"] * 8 + ["b"] * 6 + ["c"] * 3 + ["d"] * 2)
+    >>> f, lab, merged = merge_rare_classes({"Y": y}, ["Y"], folds=2)  # 4 rows needed
+    >>> lab["Y"], f["Y"].tolist()[-6:], merged["Y"]["rows"]
+    (('a', 'b', 'rare classes (2: c, d)'), [1, 2, 2, 2, 2, 2], 5)
+    >>> merge_rare_classes({"Y": y}, ["Y"], folds=3)[1]["Y"]  # c and d (5 rows) still short of 6: b joins
+    ('a', 'rare classes (3: b, c, d)')
+    """
+    need = 2 * int(folds)
+    factors, labels, merged = dict(factors), dict(labels or {}), {}
+    for name in order:
+        col = np.asarray(factors[name])
+        values, codes, counts = np.unique(col, return_inverse=True, return_counts=True)
+        codes = codes.reshape(-1)
+        names = [str(labels[name][int(v)]) if name in labels else str(v) for v in values]
+        rare = counts < need
+        if not rare.any():
+            continue
+        if counts[rare].sum() < need and (~rare).sum() > 1:  # still too small: its smallest neighbour joins
+            rare[np.flatnonzero(~rare)[np.argmin(counts[~rare])]] = True
+        members = [names[i] for i in np.flatnonzero(rare)]
+        shown = ", ".join(members[:3]) + (f", … ({len(members) - 3} more)" if len(members) > 3 else "")
+        kept = np.flatnonzero(~rare)
+        new_code = np.full(len(values), len(kept))
+        new_code[kept] = np.arange(len(kept))
+        factors[name] = new_code[codes]
+        labels[name] = tuple(names[i] for i in kept) + (f"rare classes ({len(members)}: {shown})",)
+        merged[name] = {"classes": members, "rows": int(counts[rare].sum()), "need": need}
+    return factors, labels, merged
+
+
+def mark_merged_terms(result: "ChainResult") -> None:
+    """Flag and explain each term that involves a factor whose rare classes were merged."""
+    merged = result.merged_classes
+    if not merged:
+        return
+    k = len(result.factors)
+    for items in result.terms.values():
+        for j, (_, e) in enumerate(items):
+            target, given = result.factors[j], result.factors[:j]
+            notes = []
+            if target in merged:
+                m = merged[target]
+                notes.append(f"{target}'s {len(m['classes'])} classes with fewer than {m['need']} rows ({m['rows']} rows) "
+                             f"merged into one: this is I(Z; {target} with them merged | ...), at most the term for "
+                             f"{target} itself (data processing)")
+            for g in given:
+                if g in merged:
+                    notes.append(f"conditioned on {g} with its {len(merged[g]['classes'])} rare classes merged")
+            if notes:
+                e.flags = [*e.flags, "merged-rare-classes"]
+                e.note = "; ".join(part for part in (e.note, *notes) if part)
+    for d in result.direct.values():
+        if any(f in merged for f in result.factors[:k]):
+            d.flags = [*d.flags, "merged-rare-classes"]
+            d.note = "; ".join(part for part in (d.note, "factors with rare classes merged: "
+                                                 + ", ".join(merged)) if part)
+
+
 def chain_settings(estimators, seeds, folds, pca, level, seed, permutations=0, codelength=False,
                    controls=False, unit: str = DEFAULTS.unit, **estimator_kwargs) -> dict:
     """The settings a chain records (`ChainResult.settings`, the results document's "settings"): what a
@@ -413,7 +485,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                 direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
                 seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, pointwise: bool = False,
                 progress=False, permutations: int = 0, codelength: bool = False, controls: bool = False,
-                control_groups=None, **estimator_kwargs) -> ChainResult:
+                control_groups=None, rare_classes: str = "refuse", **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
     z: [n, d] features; factors: {name: labels [n]} (any label column can be a factor).
@@ -431,9 +503,14 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     stratum, fixed per `control_groups`, e.g. image paths, else per row) and the selectivity
     estimate - control with its paired interval (`matprobe.mi.controls`). Costs one more estimate
     per term.
+    rare_classes: "refuse" (default) refuses a factor with a class of fewer than 2 rows per fold;
+    "merge" merges such classes into one per factor (`merge_rare_classes`), flags the terms
+    involved ("merged-rare-classes") and lists the merges in `ChainResult.merged_classes`.
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
+    if rare_classes not in RARE_CLASSES:
+        raise EstimationError(f"rare_classes {rare_classes!r}: use one of {', '.join(RARE_CLASSES)}")
     check_level(ci_level)
     pca = check_pca(pca, error=EstimationError)  # 0 means no reduction (it used to keep 0 components)
     for est_name in estimators:
@@ -442,6 +519,9 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     if missing:
         raise EstimationError(f"factor {missing[0]!r} not given; available: {', '.join(factors)}")
     n = len(z)
+    merged = {}
+    if rare_classes == "merge":
+        factors, labels, merged = merge_rare_classes(factors, order, folds, labels)
     codes = {}
     for name in order:
         col = np.asarray(factors[name])
@@ -462,7 +542,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,
                          settings=chain_settings(estimators, seeds, folds, pca, ci_level, seed, permutations,
-                                                 codelength, controls, unit, **estimator_kwargs))
+                                                 codelength, controls, unit, **estimator_kwargs),
+                         merged_classes=merged)
     from contextlib import nullcontext
 
     from matprobe.progress import Progress, track
@@ -489,6 +570,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
             if difference:
                 prefix = [items[0].estimate.value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
                 result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1] for j in range(1, k)]
+    mark_merged_terms(result)
     return result
 
 
@@ -539,7 +621,8 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
             "terms": terms, "strata": strata, "direct": direct,
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
-            "agreement": result.agreement()}
+            "agreement": result.agreement(),
+            **({"merged_classes": result.merged_classes} if result.merged_classes else {})}
 
 
 def _estimate_from_entry(t: dict, unit: str, strata: list, extra: dict) -> MIEstimate:

@@ -57,6 +57,16 @@ class Architecture:
         """(model, processor, info) for `own_loader` architectures."""
         raise ExtractError(f"architecture {self.name!r} is loaded through transformers")
 
+    def needs_base(self, folder) -> bool:
+        """True where a folder of this format is not a whole model but a run on a base model
+        (`own_loader` formats; transformers-loaded ones take a base through a peft adapter)."""
+        return False
+
+    def check_run(self, run_dir, base_dir, vision_tower=None, options=None) -> None:
+        """`load`'s refusals that read no weights, for the preflight (`own_loader` formats); base_dir:
+        the base a run is applied to (None for a whole model); options: how the caller's user passes
+        each input ({"vision_tower": "--vision-tower", "base": "--base"} on the command line)."""
+
     # ---- processor -------------------------------------------------------------
     def load_processor(self, path: Path) -> tuple[Any, bool]:
         """(processor, fallback_used). Default: `AutoProcessor.from_pretrained`."""

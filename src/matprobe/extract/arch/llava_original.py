@@ -36,5 +36,17 @@ class LlavaOriginal(Architecture):
 
         return load_original(run_dir, base_dir, **kwargs)
 
+    def needs_base(self, folder) -> bool:
+        from pathlib import Path
+
+        from matprobe.extract.original_llava import layout_of
+
+        return layout_of(Path(folder)) != "full"  # a LoRA or projector-only run
+
+    def check_run(self, run_dir, base_dir, vision_tower=None, options=None) -> None:
+        from matprobe.extract.original_llava import CLI_OPTIONS, check_run
+
+        check_run(run_dir, base_dir, vision_tower, options or CLI_OPTIONS)
+
 
 ARCH = LlavaOriginal()

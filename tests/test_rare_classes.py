@@ -1,0 +1,91 @@
+"""Classes too small for the folds (fewer than 2 rows per fold): refused by default, merged into
+one class per factor with rare_classes="merge" (the pipeline's default), the terms flagged."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from matprobe.errors import EstimationError
+from matprobe.mi.chain import ChainResult, chain_terms, merge_rare_classes, results_json
+
+torch.set_num_threads(1)
+
+
+def _task(seed: int = 0, n: int = 500):
+    """Y: 3 common classes and a tail of 6 rare ones (1-4 rows each), the first common class shifted in Z."""
+    rng = np.random.default_rng(seed)
+    m = rng.integers(0, 2, n)
+    y = rng.integers(0, 3, n)
+    tail = rng.choice(n, 15, replace=False)
+    y[tail] = np.repeat(np.arange(3, 9), [1, 2, 2, 3, 3, 4])
+    z = rng.standard_normal((n, 4))
+    z[:, 0] += m
+    z[:, 1] += 1.5 * (y == 0)
+    return z, m, y
+
+
+def test_merge_maps_exactly_the_rare_classes_to_one_and_keeps_the_rest():
+    _, m, y = _task()
+    names = tuple(f"class{k}" for k in range(9))
+    for folds in (2, 3, 5):
+        need = 2 * folds
+        new, labels, merged = merge_rare_classes({"M": m, "Y": y}, ["M", "Y"], folds, {"Y": names})
+        counts = np.bincount(y, minlength=9)
+        rare = [k for k in range(9) if counts[k] < need]
+        assert "M" not in merged and np.array_equal(new["M"], m)
+        assert merged["Y"]["classes"] == [names[k] for k in rare] and merged["Y"]["rows"] == counts[rare].sum()
+        # the map is a function of the class: same class, same new code; rare ones share one code
+        for k in range(9):
+            codes = np.unique(new["Y"][y == k])
+            assert len(codes) == 1
+            assert labels["Y"][codes[0]] == (labels["Y"][-1] if k in rare else names[k])
+        assert np.bincount(new["Y"]).min() >= need
+
+
+def test_merged_chain_equals_the_chain_on_the_merged_labels_and_is_flagged():
+    z, m, y = _task()
+    with pytest.raises(EstimationError, match="--rare-classes merge"):
+        chain_terms(z, {"M": m, "Y": y}, seeds=1, folds=3, pca=None)
+    merged = chain_terms(z, {"M": m, "Y": y}, seeds=1, folds=3, pca=None, rare_classes="merge")
+    by_hand = np.where(y >= 3, 3, y)  # every tail class has fewer than 6 rows
+    plain = chain_terms(z, {"M": m, "Y": by_hand}, seeds=1, folds=3, pca=None)
+    for (name, a), (_, b) in zip(merged.terms["probe"], plain.terms["probe"], strict=True):
+        assert a.value == b.value and (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high), name
+        assert a.bound == b.bound
+    (_, em), (_, ey) = merged.terms["probe"]
+    assert "merged-rare-classes" not in em.flags
+    assert "merged-rare-classes" in ey.flags and "6 classes with fewer than 6 rows (15 rows)" in ey.note
+    assert "merged-rare-classes" in merged.direct["probe"].flags
+    # the results document carries the merges and reads back
+    doc = json.loads(json.dumps(results_json(merged)))
+    assert doc["merged_classes"]["Y"]["rows"] == 15
+    assert ChainResult.from_json(doc).merged_classes == merged.merged_classes
+    assert "merged_classes" not in results_json(plain)
+
+
+def test_mi_command_refuses_by_default_and_merges_when_asked(tmp_path):
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.store import EmbeddingStore
+
+    z, m, y = _task(1, 300)
+    store = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(len(z))],
+                               {"modality": np.array(["CT", "MRI"])[m], "anatomy": np.full(len(z), "Head"),
+                                "task": np.full(len(z), "Cls"), "label": np.array([f"y{k}" for k in y])},
+                               {("4", "last"): z.astype("float32")}).close()
+    runner = CliRunner(env={"COLUMNS": "200"})
+    args = ["mi", str(store), "--factors", "M,label", "--seeds", "1", "--folds", "3", "--pca", "0"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--rare-classes merge" in res.output, res.output
+    out = tmp_path / "mi.json"
+    res = runner.invoke(app, [*args, "--rare-classes", "merge", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["merged_classes"]["label"]["classes"] == [f"y{k}" for k in range(3, 9)]
+    assert doc["terms"][1]["flags"].count("merged-rare-classes") == 1
