@@ -67,10 +67,7 @@ def test_merged_chain_equals_the_chain_on_the_merged_labels_and_is_flagged():
     assert "merged_classes" not in results_json(plain)
 
 
-def test_mi_command_refuses_by_default_and_merges_when_asked(tmp_path):
-    from typer.testing import CliRunner
-
-    from matprobe.cli import app
+def _store(tmp_path):
     from matprobe.store import EmbeddingStore
 
     z, m, y = _task(1, 300)
@@ -79,6 +76,15 @@ def test_mi_command_refuses_by_default_and_merges_when_asked(tmp_path):
                                {"modality": np.array(["CT", "MRI"])[m], "anatomy": np.full(len(z), "Head"),
                                 "task": np.full(len(z), "Cls"), "label": np.array([f"y{k}" for k in y])},
                                {("4", "last"): z.astype("float32")}).close()
+    return store
+
+
+def test_mi_command_refuses_by_default_and_merges_when_asked(tmp_path):
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    store = _store(tmp_path)
     runner = CliRunner(env={"COLUMNS": "200"})
     args = ["mi", str(store), "--factors", "M,label", "--seeds", "1", "--folds", "3", "--pca", "0"]
     res = runner.invoke(app, args)
@@ -89,3 +95,26 @@ def test_mi_command_refuses_by_default_and_merges_when_asked(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["merged_classes"]["label"]["classes"] == [f"y{k}" for k in range(3, 9)]
     assert doc["terms"][1]["flags"].count("merged-rare-classes") == 1
+
+
+def test_sweep_says_which_cells_failed_and_merges_when_asked(tmp_path):
+    """A sweep writes every cell; cells that failed (here: rare classes, refused by default) were
+    left out of the table silently (their columns were empty), and are now named under it."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    store = _store(tmp_path)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    args = ["sweep", str(store), "--factors", "M,label", "--seeds", "1", "--folds", "3", "--pca", "0",
+            "--no-pointwise"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a.csv")])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "warning: 1 of 1 cells failed" in said and "factor 'label' class 'y3' has 1 rows" in said, said
+    res = runner.invoke(app, [*args, "--rare-classes", "merge", "--out", str(tmp_path / "b.csv")])
+    assert res.exit_code == 0 and "failed" not in res.output, res.output
+    table = pd.read_csv(tmp_path / "b.csv")
+    assert table["estimate"].notna().all()
+    assert list(table["flags"].fillna("").str.contains("merged-rare-classes")) == [False, True]

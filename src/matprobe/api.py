@@ -379,7 +379,7 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
           folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, jobs: int = 1,
           level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, pointwise: bool = True,
           overwrite: bool = False, device: str = "cpu", controls: bool = False, codelength: bool = False,
-          permutations: int = 0, progress: bool = True) -> SweepResult:
+          permutations: int = 0, progress: bool = True, rare_classes: str = "refuse") -> SweepResult:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table (`matprobe sweep`).
 
     Parameters
@@ -404,12 +404,15 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
         Baselines per term, as in `mi`: selectivity, codelength and permutation-null columns.
     progress : bool, default True
         A progress bar per cell.
+    rare_classes : {"refuse", "merge"}, default "refuse"
+        As in `mi`: a cell whose factor has classes too small for the folds fails (flag ``failed``,
+        ``.failures()`` says why), or they are merged and the terms flagged.
 
     Returns
     -------
     SweepResult
         ``.table`` (tidy DataFrame: checkpoint, layer, pool, term, estimate, ci_low, ...),
-        ``.out``, ``.n_cells``, ``.n_computed``, ``.n_resumed``.
+        ``.out``, ``.n_cells``, ``.n_computed``, ``.n_resumed``, ``.failures()``.
 
     Examples
     --------
@@ -440,7 +443,8 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
     return run_sweep(list(stores), out, factors=_names(factors), layers=layers, pools=pools,
                      estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs, unit=unit,
                      pointwise=pointwise, overwrite=overwrite, ci_level=level, progress=progress,
-                     device=device, controls=controls, codelength=codelength, permutations=permutations)
+                     device=device, controls=controls, codelength=codelength, permutations=permutations,
+                     rare_classes=rare_classes)
 
 
 def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "T|M,A", *,

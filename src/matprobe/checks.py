@@ -99,6 +99,13 @@ def check_resamples(n: int, flag: str = "--n-boot", minimum: int = MIN_RESAMPLES
 RARE_CLASSES = ("refuse", "merge")  # what the MI chain does with classes of fewer than 2 rows per fold
 
 
+def check_rare_classes(value: str, flag: str = "--rare-classes") -> str:
+    """One of RARE_CLASSES, else one line naming them."""
+    if value not in RARE_CLASSES:
+        raise MatprobeError(f"{flag} {value!r}: use one of {', '.join(RARE_CLASSES)}")
+    return value
+
+
 def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mapping[str, Any] | None = None,
                       source: str = "") -> None:
     """Every class of every factor needs >= 2 rows per fold, or held-out MI is not estimable.
@@ -113,7 +120,7 @@ def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mappi
         small = counts < need
         if small.any():
             i = int(np.flatnonzero(small)[np.argmin(counts[small])])
-            cls = values[i]
+            cls = values[i].item() if hasattr(values[i], "item") else values[i]  # not np.int64(4)
             if labels and name in labels:
                 try:
                     cls = labels[name][int(cls)]

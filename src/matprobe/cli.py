@@ -534,6 +534,7 @@ def sweep_command(
     controls: bool = typer.Option(False, "--controls", help="Control task per term: selectivity columns (estimate minus the control's, with its interval)."),
     codelength: bool = typer.Option(False, "--codelength", help="Online codelength per term: online_bits, uniform_bits and compression columns."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per term: p_perm and excess columns (costs this many times the cell)."),
+    rare_classes: str = typer.Option("refuse", "--rare-classes", help="A factor's classes with fewer than 2 rows per fold: refuse (the cell fails, said), or merge them into one class per factor (terms flagged merged-rare-classes)."),
 ) -> None:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
@@ -545,13 +546,19 @@ def sweep_command(
                     estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs,
                     unit=unit, pointwise=pointwise, overwrite=overwrite, ci_level=level,
                     progress=True, device=device, controls=controls, codelength=codelength,
-                    permutations=permutations)
+                    permutations=permutations, rare_classes=rare_classes)
     if res.rank != 0:
         return
-    _show(sweep_table(res, unit), fmt, [
-        f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
-        f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
-        + (f" over {res.world_size} ranks" if res.world_size > 1 else "")])
+    failed = res.failures()
+    footer = [f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
+              f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
+              + (f" over {res.world_size} ranks" if res.world_size > 1 else "")]
+    if len(failed):  # written with NaN estimates (empty columns above): say which and why
+        first = failed.iloc[0]
+        footer.append(f"warning: {len(failed)} of {res.n_cells} cells failed and hold no estimates (flag failed; "
+                      f"rerun to retry them), e.g. {first.checkpoint} layer {first.layer} pool {first.pool}: "
+                      f"{first.note}")
+    _show(sweep_table(res, unit), fmt, footer)
 
 
 @app.command("compare")

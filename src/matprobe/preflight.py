@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matprobe.checks import RARE_CLASSES, check_factors, check_level, check_pca, check_probability
+from matprobe.checks import check_factors, check_level, check_pca, check_probability, check_rare_classes
 from matprobe.errors import DataError, MatprobeError
 
 
@@ -24,9 +24,7 @@ def check_pipeline(cfg) -> None:
     check_probability(cfg.delta, "[check] delta")
     check_factors(cfg.factors, "[mi] factors")
     check_pca(cfg.pca, "[mi] pca =")
-    if cfg.mi_rare_classes not in RARE_CLASSES:
-        raise MatprobeError(f"[mi] rare_classes = {cfg.mi_rare_classes!r}: use one of "
-                            + ", ".join(f'"{r}"' for r in RARE_CLASSES))
+    check_rare_classes(cfg.mi_rare_classes, "[mi] rare_classes =")
     if int(cfg.mi_seeds) < 1 or int(cfg.mi_folds) < 2:
         raise MatprobeError(f"[mi] seeds = {cfg.mi_seeds}, folds = {cfg.mi_folds}: need seeds >= 1 and folds >= 2")
     check_options(batch_size=cfg.extract_batch_size, pools=cfg.pools, dtype=cfg.dtype, device=cfg.device,

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import RARE_CLASSES, check_class_sizes, check_factors, check_level, check_pca
+from matprobe.checks import check_class_sizes, check_factors, check_level, check_pca, check_rare_classes
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -509,8 +509,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     Returns a ChainResult (`.frame()` gives the tidy table).
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
-    if rare_classes not in RARE_CLASSES:
-        raise EstimationError(f"rare_classes {rare_classes!r}: use one of {', '.join(RARE_CLASSES)}")
+    check_rare_classes(rare_classes, "rare_classes")
     check_level(ci_level)
     pca = check_pca(pca, error=EstimationError)  # 0 means no reduction (it used to keep 0 components)
     for est_name in estimators:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from matprobe.checks import check_factors, check_level, check_pca
+from matprobe.checks import check_factors, check_level, check_pca, check_rare_classes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
@@ -68,6 +68,7 @@ class SweepSettings:
     controls: bool = False
     codelength: bool = False
     permutations: int = 0
+    rare_classes: str = "refuse"  # or "merge" (matprobe.mi.chain.merge_rare_classes)
 
     def digest(self) -> str:
         """Short hash of everything that changes the numbers (not `pointwise`)."""
@@ -76,6 +77,8 @@ class SweepSettings:
         for key in ("controls", "codelength", "permutations"):  # absent when off: older digests still match
             if not d[key]:
                 d.pop(key)
+        if d["rare_classes"] == "refuse":
+            d.pop("rare_classes")
         # the estimator's full parameters (its fitting scheme included), so a table written by
         # an older fitting scheme is not silently resumed with new cells
         kwargs = dict(self.estimator_kwargs)
@@ -203,9 +206,9 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     with EmbeddingStore.open(cell.store) as st:
-        cols = {}
+        cols, vocab = {}, {}
         for f in settings.factors:
-            cols[f] = st.factor(f)[0]
+            cols[f], vocab[f] = st.factor(f)
         z = st.read(cell.layer, cell.pool)
         ids = st.ids.astype(str)
         fingerprint = st.content_id  # what the rows are, checked on resume (matprobe.provenance)
@@ -224,7 +227,8 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                       pca=settings.pca, unit=NATS, direct=False, difference=False,
                       ci_level=settings.ci_level, seed=settings.seed, pointwise=pointwise,
                       controls=settings.controls, codelength=settings.codelength,
-                      permutations=settings.permutations, **dict(settings.estimator_kwargs))
+                      permutations=settings.permutations, rare_classes=settings.rare_classes, labels=vocab,
+                      **dict(settings.estimator_kwargs))
     rows, pw = [], {"ids": ids}
     unit = settings.unit
     for (target, given), (name, e) in zip(term_list(list(settings.factors)), res.terms[settings.estimator]):
@@ -420,6 +424,15 @@ class SweepResult:
     rank: int = 0
     world_size: int = 1
 
+    def failures(self) -> pd.DataFrame:
+        """One row per cell whose estimation failed (checkpoint, layer, pool, note): written with
+        NaN estimates and retried on a rerun."""
+        frame = self.table
+        if frame.empty or "flags" not in frame:
+            return frame.iloc[:0]
+        return frame[_failed(frame)].drop_duplicates(["store", "layer", "pool"])[
+            ["checkpoint", "layer", "pool", "note"]]
+
 
 def shard_table_path(out: Path, rank: int, world: int) -> Path:
     return out.parent / f"{out.name}.shards" / f"rank{rank}-of-{world}{out.suffix}"
@@ -432,7 +445,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
               unit: str = NATS, jobs: int = 1, pointwise: bool = True, overwrite: bool = False,
               progress: bool = False, on_cell: Callable[[Cell, list], None] | None = None,
               estimator_kwargs: dict | None = None, device: str = "cpu", controls: bool = False,
-              codelength: bool = False, permutations: int = 0) -> SweepResult:
+              codelength: bool = False, permutations: int = 0, rare_classes: str = "refuse") -> SweepResult:
     """Run (or resume) the sweep; returns the full table of `out` (all ranks merged on rank 0)."""
     t0 = time.perf_counter()
     out = check_out(out)
@@ -450,7 +463,8 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     settings = SweepSettings(factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca,
                              seed=seed, ci_level=ci_level, unit=unit, pointwise=pointwise,
                              estimator_kwargs=tuple(sorted(kw.items())), controls=bool(controls),
-                             codelength=bool(codelength), permutations=int(permutations))
+                             codelength=bool(codelength), permutations=int(permutations),
+                             rare_classes=check_rare_classes(rare_classes))
     make_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
     cells = build_grid([str(s) for s in stores], layers, pools, factors)
     ranks = init_ranks(device)
