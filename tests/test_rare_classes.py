@@ -118,3 +118,43 @@ def test_sweep_says_which_cells_failed_and_merges_when_asked(tmp_path):
     table = pd.read_csv(tmp_path / "b.csv")
     assert table["estimate"].notna().all()
     assert list(table["flags"].fillna("").str.contains("merged-rare-classes")) == [False, True]
+
+
+def test_check_gives_no_error_floor_from_a_merged_answer(tmp_path):
+    """Fano's error floor needs an upper value of I(Z;Y|s); an Î of Y with rare classes merged is at
+    most I(Z;Y|s), so `check` shows no floor from it (a floor from it could call an honest error
+    rate impossible) and keeps only the verdicts a lower value supports."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.store import EmbeddingStore
+    from matprobe.theory.check import run_check
+
+    z, m, y = _task(2, 400)
+    rng = np.random.default_rng(3)
+    correct = (rng.random(len(y)) < 0.6).astype("int8")
+    pred = np.where(correct == 1, y, (y + 1) % 9)
+    store = tmp_path / "s.h5"
+    a, t = rng.integers(0, 2, len(y)), rng.integers(0, 2, len(y))
+    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(len(z))],
+                               {"modality": np.array(["CT", "MRI"])[m], "anatomy": np.array(["Head", "Chest"])[a],
+                                "task": np.array(["Cls", "Det"])[t], "label": np.array([f"y{k}" for k in y])},
+                               {("4", "last"): z.astype("float32")},
+                               answers={"pred": pred, "correct": correct,
+                                        "probs": np.eye(9, dtype="float32")[pred]}).close()
+    runner = CliRunner(env={"COLUMNS": "250"})
+    base = ["mi", str(store), "--factors", "M,A,T,label", "--seeds", "1", "--folds", "3", "--pca", "0"]
+    merged_mi, plain_mi = tmp_path / "merged.json", tmp_path / "plain.json"
+    assert runner.invoke(app, [*base, "--rare-classes", "merge", "--out", str(merged_mi)]).exit_code == 0
+    merged = run_check(store, merged_mi)
+    assert merged.merged_target["rows"] == 15
+    assert all(s.error_floor is None and s.error_respects_floor is None for s in merged.strata)
+    assert all(s.mi_meets_bound in ("yes", "within CI", None) for s in merged.strata)
+    res = runner.invoke(app, ["check", str(store), "--mi", str(merged_mi), "--out", str(tmp_path / "c.json")])
+    assert res.exit_code == 0 and "no error floor is shown" in " ".join(res.output.split()), res.output
+    # the same labels merged by hand, as an ordinary factor: floors are computed as always
+    doc = json.loads(merged_mi.read_text())
+    doc.pop("merged_classes")
+    plain_mi.write_text(json.dumps(doc))
+    plain = run_check(store, plain_mi)
+    assert plain.merged_target is None and all(s.error_floor is not None for s in plain.strata)

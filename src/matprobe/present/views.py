@@ -262,6 +262,12 @@ def check_table(result, unit: str = "nats"):
             error_floor=s.error_floor, error_ok=s.error_respects_floor,
             mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
             mi_ok=s.mi_meets_bound)
+    if result.merged_target:
+        m = result.merged_target
+        table.footnotes.append(
+            f"Î is of {result.target} with its {len(m['classes'])} rare classes ({m['rows']} rows) merged into one (the "
+            f"MI results' rare_classes = merge): at most the MI of {result.target} itself, so no error floor is shown "
+            "and only a 'yes' or 'within CI' against Fano's bound is a statement")
     if result.estimated_here:
         est = result.estimated_here
         if "command" in est:
@@ -289,6 +295,8 @@ def check_tables(result, unit: str = "nats") -> list:
                        ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε)"),
                        ("stratum average bound", a.fano_mi_lower_stratified, "Σ p_s max(0, H(Y|s) - φ(ε_s))"),
                        ("paper eq. 8 (H(Y))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
+        if q != "H(Y|M,A)" and v <= 0:  # MI is never negative: such a bound says nothing
+            note = "; ".join(part for part in (note, "vacuous (≤ 0: MI ≥ 0 anyway)") if part)
         agg.add_row(quantity=q, value=from_nats(v, unit), unit=unit, note=note)
     for t in a.terms:
         agg.add_row(quantity=f"{t.term}: Î", value=from_nats(t.mi.estimate, unit), unit=unit,

@@ -53,6 +53,8 @@ class RunData:
     # pointwise information of the main chain's terms per stratum and its extreme items (issue 25)
     pointwise: pd.DataFrame | None = None
     pointwise_items: pd.DataFrame | None = None
+    # a check whose MI merged the answer's rare classes (theory.check._merged_target): no error floor
+    merged_answer: bool = False
 
 
 def _read_json(path: Path) -> dict:
@@ -128,6 +130,7 @@ def load_run(run_dir: str | Path) -> RunData:
 
     term_rows, strata_rows, pac_rows, pointwise_rows, item_rows = [], [], [], [], []
     units, mi_levels, err_levels = set(), set(), set()
+    merged_answer = False
     for ck in summary.checkpoints:
         cond = condition_name(ck.condition)
         base = {"checkpoint": ck.name, "condition": cond, "seed": ck.seed}
@@ -147,6 +150,7 @@ def load_run(run_dir: str | Path) -> RunData:
                     if per_item is not None and mi_path == ck.main_mi:
                         _pointwise_rows(per_item, {**base, "term": term}, pointwise_rows, item_rows)
         check = _read_check(resolve(ck.check))
+        merged_answer = merged_answer or bool(check.merged_target)
         err_levels.add(check.level)
         for s in check.strata:
             g = s.given
@@ -178,6 +182,7 @@ def load_run(run_dir: str | Path) -> RunData:
                    error_level=max(err_levels) if len(err_levels) == 1 else None,
                    sources=_source_terms(summary, resolve),
                    pointwise=pd.DataFrame(pointwise_rows) if pointwise_rows else None,
+                   merged_answer=merged_answer,
                    pointwise_items=pd.DataFrame(item_rows) if item_rows else None)
 
 
@@ -334,12 +339,16 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
     fa = f["fano"]
     resp = fa["error_respects_floor"]
     meets = fa["mi_meets_bound"]
+    floors = sum(resp.get(k, 0) for k in ("yes", "within CI", "NO"))
+    unshown = fa["strata"] - floors
     lines.append(
         f"**Do the observed errors respect Fano?** Over {fa['strata']} (checkpoint, stratum) cells, the "
         f"observed error respects the floor implied by Î in {resp.get('yes', 0)}, only within the "
-        f"intervals in {resp.get('within CI', 0)}, and not in {resp.get('NO', 0)}; Î meets the information "
-        f"Fano demands of the observed error in {meets.get('yes', 0)} (within CI {meets.get('within CI', 0)}, "
-        f"no {meets.get('NO', 0)}).")
+        f"intervals in {resp.get('within CI', 0)}, and not in {resp.get('NO', 0)}"
+        + (f" (no floor in {unshown}: where the answer's rare classes were merged for the MI, Î is at most "
+           "the MI of the answer itself and implies no floor)" if unshown and data.merged_answer else "")
+        + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} (within CI "
+        f"{meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
     acc = f["target_accuracy"]
     s = sig.get(("Related vs. Unrelated", "accuracy"))
     if s:

@@ -172,8 +172,9 @@ def run_check(
     target, target_source, frame, y = _choose_target(target, strata_mi, terms, frame, store_path)
     stratum_mi, estimated, mi_unit = _target_mi(store_path, mi, target, strata_mi.get(target, {}), terms,
                                                 mi_unit, estimate_missing, progress)
-    rows, per_stratum = _stratum_rows(frame, y, stratum_mi, bool(terms), mi, mi_unit, delta, level)
-    aggregate = _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level)
+    merged = _merged_target(mi, target)
+    rows, per_stratum = _stratum_rows(frame, y, stratum_mi, bool(terms), mi, mi_unit, delta, level, merged)
+    aggregate = _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merged)
     doc = {
         "kind": "matprobe.check",
         "format_version": 1,
@@ -191,7 +192,29 @@ def run_check(
     }
     if estimated is not None:
         doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
+    if merged:
+        doc["merged_target"] = merged
     return CheckResult.from_dict(doc)
+
+
+def _merged_target(mi, target: str) -> dict | None:
+    """The MI results' merge of Y's rare classes (`chain_terms(rare_classes="merge")`), or None.
+    Their Î is then of a function of Y, at most I(Z;Y|s): a lower bound on it, never an upper one,
+    so it can show that the MI reaches Fano's bound but gives no error floor."""
+    from matprobe.data.model import resolve_factor
+
+    for name, record in ((mi or {}).get("merged_classes") or {}).items():
+        if resolve_factor(name) == resolve_factor(target):
+            return record
+    return None
+
+
+def _merged_verdicts(row: dict) -> None:
+    """A row whose Î is of Y with rare classes merged: no error floor, and no 'NO' (the MI of Y
+    itself may be larger); a 'yes' or 'within CI' still holds, since I(Z;Y|s) >= Î's."""
+    row["error_floor"] = row["error_floor_lenient"] = row["error_respects_floor"] = None
+    if row.get("mi_meets_bound") == "NO":
+        row["mi_meets_bound"] = None
 
 
 def _read_inputs(store_path, mi_path):
@@ -275,7 +298,7 @@ def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_miss
     return {_given_key(e["given"]): e for e in estimated["strata"]}, estimated, "nats"
 
 
-def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level):
+def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, merged=None):
     """One row per (M, A, T) stratum: error with its interval, Fano's MI lower bound, and the
     stratum's MI against it. Returns (rows, [(weight, H(Y|stratum), error, classes)])."""
     n_total = len(frame)
@@ -318,6 +341,8 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level):
             row["error_floor"], row["error_floor_lenient"] = floor, floor_len
             row["error_respects_floor"] = _status(eps >= floor, hi >= floor_len)
             row["mi_meets_bound"] = _status(est >= bound_point, ci_hi >= bound_finite)
+            if merged:
+                _merged_verdicts(row)
         elif have_terms:
             row["mi_source"] = "term only (average over strata; compared in aggregate)"
         rows.append(row)
@@ -325,7 +350,7 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level):
     return rows, per_stratum
 
 
-def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level):
+def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merged=None):
     """All strata together, CrossMed eq. 8 with the correct conditioning, and each term for Y
     against the Fano bound of its conditioning set."""
     n_total = len(frame)
@@ -373,9 +398,10 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level):
             continue
         v = _mi_value(t, mi_unit)
         ci_hi = v["ci_high"] if v["ci_high"] is not None else v["estimate"]
+        verdict = _status(v["estimate"] >= ref, ci_hi >= ref_finite)
         aggregate["terms"].append({"term": t.get("term"), "mi": v, "fano_mi_lower": ref,
                                    "fano_mi_lower_finite": ref_finite, "compared_with": name,
-                                   "mi_meets_bound": _status(v["estimate"] >= ref, ci_hi >= ref_finite)})
+                                   "mi_meets_bound": None if merged and verdict == "NO" else verdict})
     return aggregate
 
 
@@ -663,6 +689,7 @@ class CheckResult:
     unit: str = "nats"
     target_source: str = ""
     estimated_here: dict | None = None
+    merged_target: dict | None = None  # the MI results merged Y's rare classes (see _merged_target)
     kind: str = "matprobe.check"
     format_version: int = 1
     extra: dict = field(default_factory=dict, repr=False)
@@ -675,7 +702,7 @@ class CheckResult:
     def to_dict(self) -> dict:
         doc = _to(self, strata=lambda ss: [s.to_dict() for s in ss], aggregate=lambda a: a.to_dict(),
                   pac=lambda p: p.to_dict())
-        for key in ("target_source", "estimated_here"):
+        for key in ("target_source", "estimated_here", "merged_target"):
             if not doc.get(key):
                 doc.pop(key, None)
         return doc
