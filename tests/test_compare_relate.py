@@ -150,3 +150,23 @@ def test_relate_refuses_a_negative_or_fractional_min_stratum(checkpoints, bad):
     assert res.exit_code == 2
     if bad == "-1":  # typer reads the int; matprobe refuses it in one line naming the flag and the fix
         assert "--min-stratum -1: give a number of rows >= 0" in res.output and "Traceback" not in res.output
+
+
+def test_relate_names_adapter_runs_on_one_base_apart_and_says_an_undefined_rho(tmp_path):
+    """Two LoRA runs on one base: the stores' checkpoint is the base, so both rows were named alike;
+    named base+run now (as sweep names them). A rank correlation with a constant column is undefined:
+    said in words, not as 'rho = nan, p = nan'."""
+    import dataclasses
+
+    from conftest import synthetic_mat_store
+
+    from matprobe.present.views import relation_table
+
+    stores = [synthetic_mat_store(tmp_path / f"{run}.h5", seed=0, n=240, d=4, signal=[("label", "yes", 2.0)],
+                                  accuracy=0.7, provenance={"checkpoint": "/models/vicuna", "adapter": f"/runs/{run}"})
+              for run in ("related-s0", "unrelated-s0")]
+    rel = relate(stores, seeds=1, folds=2, pca=None, min_stratum=5, n_boot=200)
+    assert list(dict.fromkeys(rel.points["checkpoint"])) == ["/models/vicuna+related-s0", "/models/vicuna+unrelated-s0"]
+    flat = dataclasses.replace(rel, spearman=float("nan"), p_value=float("nan"), points=rel.points.assign(mi=0.0))
+    note = " ".join(relation_table(flat).footnotes)
+    assert "undefined: Î is the same at all" in note and "nan" not in note

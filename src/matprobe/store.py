@@ -76,6 +76,15 @@ def _normalise_key(key: FeatureKey | str) -> FeatureKey:
     return (str(key[0]), str(key[1]))
 
 
+def checkpoint_label(provenance: Mapping[str, Any], path) -> str:
+    """A store's checkpoint as tables name it: its checkpoint folder, with "+ADAPTER" for an adapter
+    (a LoRA run) on a base, whose checkpoint is the base and would name every run on it alike."""
+    ckpt = provenance.get("checkpoint") or Path(path).stem
+    if provenance.get("adapter"):
+        ckpt = f"{ckpt}+{Path(str(provenance['adapter'])).name}"
+    return str(ckpt)
+
+
 def make_provenance(**fields: Any) -> dict[str, Any]:
     """Provenance with the defaults every store records (version, convention, time)."""
     prov = {

@@ -127,7 +127,7 @@ def _resolve_layers(want, stored_layers, provenance, path) -> list[str]:
 
 def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list[Cell]:
     """All cells in table order; refuses a missing layer/pool or factor in any store (one line)."""
-    from matprobe.store import EmbeddingStore
+    from matprobe.store import EmbeddingStore, checkpoint_label
 
     want_layers, want_pools = parse_list(layers), parse_list(pools)
     cells, names, fingerprints = [], {}, {}
@@ -150,9 +150,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                 _refuse_other_dataset(next(iter(fingerprints)), path, st)
             stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
             lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
-            ckpt = prov.get("checkpoint") or Path(path).stem
-            if prov.get("adapter"):
-                ckpt = f"{ckpt}+{Path(str(prov['adapter'])).name}"
+            ckpt = checkpoint_label(prov, path)
             if ckpt in names.values():
                 ckpt = Path(path).stem if Path(path).stem not in names.values() else path
             names[path] = str(ckpt)

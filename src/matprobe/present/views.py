@@ -91,10 +91,17 @@ def relation_table(rel) -> Table:
                       mi=(r.mi, r.mi_ci_low, r.mi_ci_high), h=r.h,
                       accuracy=(r.accuracy, r.acc_ci_low, r.acc_ci_high), fano_acc_max=r.fano_acc_max,
                       sparse="yes" if r.sparse else "")
-    table.footnotes.append(
-        f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {lvl} bootstrap interval [{rel.ci_low:.3f}, "
-        f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; Fano ceiling for K = "
-        f"{rel.reference['classes']}")
+    if rel.spearman == rel.spearman:
+        table.footnotes.append(
+            f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {lvl} bootstrap interval [{rel.ci_low:.3f}, "
+            f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; Fano ceiling for K = "
+            f"{rel.reference['classes']}")
+    else:  # scipy's nan: a rank correlation with a constant column is not defined
+        used = rel.points[~rel.points["sparse"]]
+        same = "Î" if used["mi"].nunique() <= 1 else "the accuracy"
+        table.footnotes.append(
+            f"Spearman rho(MI, accuracy) is undefined: {same} is the same at all {rel.n_points} points used "
+            f"(a rank correlation needs both to vary); Fano ceiling for K = {rel.reference['classes']}")
     return table
 
 

@@ -121,8 +121,12 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
                          "rows are left out of the correlation), e.g. 30")
     rows, notes = [], []
     check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
+    used_names = set()
     for path in stores:
         z, y, correct, cols, ckpt = _read_store(path, target, layer, pool)
+        if ckpt in used_names:  # two stores of one checkpoint (other layers, other data): named by file
+            ckpt = str(path)
+        used_names.add(ckpt)
         keep = (correct >= 0) & (y >= 0)
         for f in MAT:
             keep &= cols[f][0] >= 0
@@ -170,7 +174,7 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
 
 def _read_store(path, target, layer, pool):
     """(Z, Y, correct per row, {factor: (codes, names)}, checkpoint) of one store for `relate`."""
-    from matprobe.store import EmbeddingStore
+    from matprobe.store import EmbeddingStore, checkpoint_label
 
     with EmbeddingStore.open(path) as st:
         st.require_complete("relating MI to accuracy")
@@ -191,7 +195,7 @@ def _read_store(path, target, layer, pool):
             except StoreError:
                 raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
                                  "'answer' or one of " + ", ".join(st.label_columns())) from None
-        return st.read(lay, pl), y, correct, cols, st.provenance.get("checkpoint") or str(path)
+        return st.read(lay, pl), y, correct, cols, checkpoint_label(st.provenance, path)
 
 
 def write_relation(rel: Relation, out) -> None:
