@@ -159,7 +159,6 @@ def test_relate_names_adapter_runs_on_one_base_apart_and_says_an_undefined_rho(t
     import dataclasses
 
     from conftest import synthetic_mat_store
-
     from matprobe.present.views import relation_table
 
     stores = [synthetic_mat_store(tmp_path / f"{run}.h5", seed=0, n=240, d=4, signal=[("label", "yes", 2.0)],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -161,8 +162,17 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
         (tmp_path / "ck" / name).mkdir(parents=True)
         for f in files:
             (tmp_path / "ck" / name / f).write_text("{}")
+    # the adapter's base: a local folder (its record from another machine is refused, below)
+    (tmp_path / "ck" / "unrelated-s0" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tmp_path / "ck" / "related-s0")}))
+    shutil.copytree(tmp_path / "ck" / "unrelated-s0", tmp_path / "hub" / "unrelated-s0")
+    (tmp_path / "hub" / "unrelated-s0" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "Qwen/Qwen2-VL-7B-Instruct"}))
     base = ["--data", "study/manifest.jsonl", "--target", "CT,Head,Orientation"]
     cases = [
+        # `run` would refuse it: the adapter's base is a hub id, not a folder here
+        (["ck/related-s0", "hub/unrelated-s0"], "its base model 'Qwen/Qwen2-VL-7B-Instruct' is not a local folder "
+         "here; pass --base DIR"),
         (["ck/related-s0", "ck/model-s1"], "ck/model-s1: its path names no condition"),
         (["ck/related-s0", "ck/related-final"], "ck/related-final: its path names no seed"),
         (["ck/related-s3"], "neither config.json (a Hugging Face checkpoint) nor adapter_config.json"),

@@ -82,12 +82,14 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
     (original LLaVA, told by its config) is checked as `run` will check it before loading, with
     the base, tower and template it takes; a Hugging Face folder or peft adapter is checked by
     `run` (and here only when --template is given, which not every architecture takes)."""
-    from matprobe.extract.checkpoints import applies_to_a_base, claimed_format
+    from matprobe.extract.checkpoints import applies_to_a_base, claimed_format, resolve_adapter
     from matprobe.extract.preflight import check_checkpoint
 
     on_base = applies_to_a_base(path)
     # --base is for the checkpoints that are runs on a base; a whole model in the same study ignores it
     run_base = base if on_base else None
+    if on_base:
+        resolve_adapter(path, None, run_base)  # a base recorded from another machine: --base, said here
     own = claimed_format(path)
     out = {"note": f"{own.name} checkpoint" if own is not None else None}
     if on_base and base:

@@ -248,12 +248,13 @@ def decoder_owner(model) -> str:
 
 
 def resolve_adapter(
-    ckpt: str | Path | None, adapter: str | Path | None, base: str | Path | None
+    ckpt: str | Path | None, adapter: str | Path | None, base: str | Path | None, base_option: str = "--base"
 ) -> tuple[Path, Path | None]:
     """Return (base checkpoint dir, adapter dir or None).
 
     `--ckpt` may itself be an adapter folder; the base then comes from `--base` or from the
     adapter's `base_model_name_or_path` (often an absolute path from another machine).
+    base_option: how the caller's user passes the base, for the message (a pipeline file's key).
     """
     if ckpt is not None and adapter is None and base is not None and _claimed(Path(ckpt)) is not None:
         return Path(base), Path(ckpt)  # an original LLaVA LoRA / projector run on its --base
@@ -272,7 +273,7 @@ def resolve_adapter(
     if not base_path or not Path(base_path).is_dir():
         raise ExtractError(
             f"adapter {adapter}: its base model {base_path!r} is not a local folder here; "
-            f"pass --base DIR (the checkpoint it was trained on)"
+            f"pass {base_option} DIR (the checkpoint it was trained on)"
         )
     return Path(base_path), adapter
 

@@ -94,7 +94,7 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
 
     prefix = f"{where}: " if where else ""
     try:
-        base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base)
+        base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base, (options or {}).get("base", "--base"))
         # an original LLaVA LoRA / projector run is told by its own config, not its base's
         spec, run_dir, run_base = loaded_as(base_dir, adapter_dir)
         if spec.own_loader:
