@@ -351,3 +351,43 @@ def test_stratified_holdout_is_seeded_and_stratified():
     assert [s.split for s in a] == [s.split for s in b]
     for sub in "012":
         assert sum(s.split == "test" for s in a if s.subset == sub) == 6
+
+
+def test_transparent_images_are_read_as_llava_reads_them_and_are_said(tmp_path):
+    """An RGBA PNG with transparent pixels and a palette PNG with a transparent colour: matprobe reads
+    them with Pillow's convert('RGB') (LLaVA's training code), which differs from transformers' own
+    `convert_to_rgb` (composited onto white) exactly at the non-opaque pixels; `data validate` and
+    `extract` say so, and an opaque RGB file gives no note."""
+    from transformers.image_transforms import convert_to_rgb
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.extract.runner import _check_images
+
+    rng = np.random.default_rng(4)
+    rgba = rng.integers(0, 256, (20, 24, 4)).astype(np.uint8)
+    rgba[:8, :, 3] = 0  # a transparent band
+    rgba[8:, :, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    pal = Image.fromarray(rng.integers(0, 4, (20, 24)).astype(np.uint8), "P")
+    pal.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10, 10, 10, 200] + [0] * 756)
+    pal.save(tmp_path / "pal.png", transparency=0)
+    for name in ("rgba.png", "pal.png"):
+        got = np.asarray(load_image(make_sample(0, image=str(tmp_path / name))))
+        with Image.open(tmp_path / name) as im:
+            assert np.array_equal(got, np.asarray(im.convert("RGB"))), name
+            white = np.asarray(convert_to_rgb(im, return_numpy=True))
+            alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        differs = (got != white).any(axis=2)
+        assert differs.any() and not differs[alpha == 255].any(), name  # only where not opaque
+    _png(tmp_path / "plain.png", 77)
+    rows = [{"id": f"s{i}", "image": name, "question": "q?", "options": ["a", "b"], "answer": 0, "modality": "CT",
+             "anatomy": "Lung", "task": "Classification"} for i, name in enumerate(["rgba.png", "pal.png", "plain.png"])]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["data", "validate", str(tmp_path / "m.jsonl")])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and "2 image file(s) carry transparency" in out and "first: sample 's0'" in out, out
+    notes = _check_images(load_dataset(tmp_path / "m.jsonl").samples, "m.jsonl")
+    assert len(notes) == 1 and "composite such images onto white" in notes[0]
+    (tmp_path / "plain.jsonl").write_text(json.dumps(rows[-1]) + "\n")
+    assert _check_images(load_dataset(tmp_path / "plain.jsonl").samples, "plain.jsonl") == []

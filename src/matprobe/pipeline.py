@@ -442,10 +442,9 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     t0 = time.perf_counter()
     dataset, manifest = _load_study_data(cfg, run, say)
     # what the RGB conversion does to image files of more than 8 bits (data.images)
-    from matprobe.data.images import wide_raster_note, wide_rasters
+    from matprobe.data.images import image_notes
 
-    image_note = wide_raster_note(wide_rasters(dataset))
-    notes = [note for note in (image_note, _rare_class_note(dataset, cfg)) if note]
+    notes = image_notes(dataset) + [note for note in (_rare_class_note(dataset, cfg),) if note]
     for note in notes:  # before extraction (hours on a GPU), not after; run.json keeps them for the report
         say(f"warning: {manifest}: {note}")
     timer.add("data", t0)

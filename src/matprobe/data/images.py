@@ -64,30 +64,57 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
 WIDE_RASTER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits per pixel
 
 
-def raster_mode(path: str | os.PathLike) -> str | None:
-    """The Pillow mode of a raster file from its header (None: not a raster, or unreadable)."""
+TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # modes with an alpha channel
+
+
+def raster_header(path: str | os.PathLike) -> tuple[str | None, bool]:
+    """(Pillow mode, whether the file carries transparency) from a raster file's header: an alpha
+    channel or a transparent palette colour. (None, False): not a raster, or unreadable."""
     if image_kind(path) != "raster":
-        return None
+        return None, False
     try:
         with Image.open(path) as im:
-            return im.mode
-    except Exception:  # noqa: BLE001 - the loader names an unreadable file; here it is just not wide
-        return None
+            return im.mode, im.mode in TRANSPARENT_MODES or im.info.get("transparency") is not None
+    except Exception:  # noqa: BLE001 - the loader names an unreadable file; here it is just not noted
+        return None, False
 
 
-def wide_rasters(samples, base_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """{Pillow mode: sample ids} of the samples whose image file has more than 8 bits per pixel."""
+def raster_mode(path: str | os.PathLike) -> str | None:
+    """The Pillow mode of a raster file from its header (None: not a raster, or unreadable)."""
+    return raster_header(path)[0]
+
+
+def image_notes(samples, base_dir: str | os.PathLike | None = None) -> list[str]:
+    """The sentences on image files that the RGB conversion changes (`wide_raster_note`,
+    `transparency_note`), from one header read per file; [] when there are none."""
     wide: dict[str, list[str]] = {}
+    transparent: list[str] = []
     for s in samples:
         if s.image:
-            mode = raster_mode(resolve_image_path(s.image, base_dir))
+            mode, alpha = raster_header(resolve_image_path(s.image, base_dir))
             if mode in WIDE_RASTER_MODES:
                 wide.setdefault(mode, []).append(s.id)
-    return wide
+            if alpha:
+                transparent.append(s.id)
+    return [note for note in (wide_raster_note(wide), transparency_note(transparent)) if note]
+
+
+def transparency_note(ids: list[str]) -> str | None:
+    """A sentence on the image files that carry transparency (None: none do). Pillow's
+    convert('RGB'), which matprobe uses as LLaVA's training code does, drops the alpha and keeps the
+    colour stored under transparent pixels; transformers' image processors (`convert_to_rgb`) and
+    qwen-vl-utils composite such images onto white: the two differ wherever a pixel is not opaque."""
+    if not ids:
+        return None
+    return (f"{len(ids)} image file(s) carry transparency (an alpha channel or a transparent palette colour; "
+            f"first: sample {ids[0]!r}): they are read by Pillow's convert('RGB'), as LLaVA's training code reads "
+            "them, which drops the transparency and keeps the colour stored under it; transformers' image "
+            "processors and qwen-vl-utils composite such images onto white instead. If your fine-tuning read "
+            "them that way, composite the files onto white (or save them without transparency) before extracting")
 
 
 def wide_raster_note(wide: dict[str, list[str]], saturated: float | None = None) -> str | None:
-    """A sentence on the image files of more than 8 bits per pixel (`wide_rasters`; None: there
+    """A sentence on the image files of more than 8 bits per pixel (`image_notes`; None: there
     are none): Pillow's RGB conversion clips them at 255, as the usual training code does.
     `saturated`: the share of their pixels at 255 after conversion, where the caller measured it."""
     if not wide:

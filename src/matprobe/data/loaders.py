@@ -135,14 +135,15 @@ def validate_dataset(
             seen[sample.id] = i
             samples.append(sample)
     notes: list[str] = [f"{path}: {n}" for n in column_notes]
-    wide_note = None
+    wide_note = alpha_note = None
     if check_images:
         import numpy as np
 
-        from matprobe.data.images import WIDE_RASTER_MODES, raster_mode, wide_raster_note
+        from matprobe.data.images import WIDE_RASTER_MODES, raster_header, transparency_note, wide_raster_note
         from matprobe.data.masks import load_item_masks
 
-        wide: dict[str, list[str]] = {}  # Pillow mode: ids (`data.images.wide_rasters`)
+        wide: dict[str, list[str]] = {}  # Pillow mode: ids (as `data.images.image_notes` collects them)
+        transparent: list[str] = []
         at_255, wide_pixels = 0, 0
         for s in samples:
             if len(problems) >= max_problems:
@@ -152,7 +153,9 @@ def validate_dataset(
             except DataError as exc:
                 problems.append(f"{path}: {exc}")
                 continue
-            mode = raster_mode(s.image)
+            mode, alpha = raster_header(s.image)
+            if alpha:
+                transparent.append(s.id)
             if mode in WIDE_RASTER_MODES:  # and how much the RGB conversion clipped
                 wide.setdefault(mode, []).append(s.id)
                 pixels = np.asarray(image)
@@ -164,6 +167,7 @@ def validate_dataset(
                     problems.append(f"{path}: {exc}")
         if wide_pixels:
             wide_note = wide_raster_note(wide, saturated=at_255 / wide_pixels)
+        alpha_note = transparency_note(transparent)
     frame = pd.DataFrame([s.triplet for s in samples], columns=list(FACTORS))
     counts = (
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
@@ -171,7 +175,8 @@ def validate_dataset(
     )
     from matprobe.data.design import design_warnings
 
-    warnings = [f"{path}: {w}" for w in design_warnings(samples)] + ([f"{path}: {wide_note}"] if wide_note else [])
+    warnings = [f"{path}: {w}" for w in design_warnings(samples)] + [
+        f"{path}: {note}" for note in (wide_note, alpha_note) if note]
     return ValidationReport(str(path), fmt, len(records), counts, collapse_repeats(problems)[:max_problems], notes,
                             warnings)
 

@@ -70,8 +70,9 @@ class ExtractResult:
 
 def _check_images(samples, source: str) -> list[str]:
     """Every image file present and every mask readable, before any output is created; returns
-    the notes on the inputs (files of more than 8 bits per pixel, `data.images.wide_raster_note`)."""
-    from matprobe.data.images import resolve_image_path, wide_raster_note, wide_rasters
+    the notes on the inputs (files of more than 8 bits per pixel, files with transparency:
+    `data.images.image_notes`)."""
+    from matprobe.data.images import image_notes, resolve_image_path
 
     missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
     if missing:
@@ -81,8 +82,7 @@ def _check_images(samples, source: str) -> list[str]:
             f"{first.id!r}: {first.image or '(no image path)'}; fix the paths or pass --image-root"
         )
     _check_masks(samples, source)
-    note = wide_raster_note(wide_rasters(samples))
-    return [note] if note else []
+    return image_notes(samples)
 
 
 def _check_masks(samples, source: str) -> None:
