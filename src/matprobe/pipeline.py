@@ -441,7 +441,8 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
 
     t0 = time.perf_counter()
     dataset, manifest = _load_study_data(cfg, run, say)
-    # what the RGB conversion does to image files of more than 8 bits (data.images)
+    # what the RGB conversion does to image files (more than 8 bits, transparency: data.images) and
+    # the classes the MI step will merge
     from matprobe.data.images import image_notes
 
     notes = image_notes(dataset) + [note for note in (_rare_class_note(dataset, cfg),) if note]

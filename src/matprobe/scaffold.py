@@ -154,9 +154,10 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     """Write a commented pipeline file for a study of your own checkpoints (or stores) and
     return its path; it is read back with `load_pipeline` before this returns.
 
-    Each checkpoint is checked as `extract` checks it before loading (its folder, architecture,
-    weights and processor files, its base, `vision_tower` and `template` where its architecture
-    takes them), so a file `run` would refuse is not written."""
+    Checkpoints in a format with its own loader (original LLaVA), and every checkpoint when
+    `template` is given, are checked as `extract` checks them before loading (folder, weights,
+    base, tower, template); an adapter's base is resolved for every adapter. A Hugging Face folder
+    is otherwise checked by `run`'s preflight, before anything is extracted."""
     from matprobe.data import load_dataset
     from matprobe.io import write_text_atomic
     from matprobe.pipeline import load_pipeline

@@ -204,10 +204,9 @@ def loaded_as(base_dir: Path, adapter_dir: Path | None):
     `resolve_adapter`'s pair: a format told by its own config (an original LLaVA run, whole or on
     its --base) is read from the run's folder, any other architecture from the base's config."""
     run_dir = adapter_dir if adapter_dir is not None else base_dir
-    own = _claimed(run_dir) if run_dir.is_dir() else None
-    if own is not None:
-        return own, run_dir, base_dir if adapter_dir is not None else None
-    return get_architecture(detect_architecture(base_dir)), run_dir, base_dir if adapter_dir is not None else None
+    run_base = base_dir if adapter_dir is not None else None
+    own = claimed_format(run_dir)
+    return (own or get_architecture(detect_architecture(base_dir))), run_dir, run_base
 
 
 def claimed_format(folder: str | Path):
