@@ -412,3 +412,35 @@ def test_looks_like_medmat_tolerates_one_incomplete_record():
     partial = record(2, ["a", "b"], "A")
     del partial["Answer-choice"]
     assert looks_like_medmat([partial, record(1, ["a", "b"], "A")])
+
+
+def test_a_folder_of_medmat_files_is_one_dataset(tmp_path):
+    """Med-MAT ships one file per subset and split, each numbering its records from 1: a folder of
+    them loads as one dataset (ids carry the split where the file name gives one), validates, and
+    two files of one subset and split are refused naming both."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.data import load_dataset
+
+    folder = tmp_path / "medmat"
+    (folder / "ct").mkdir(parents=True)
+    write_json(folder / "Subset--02-train.json", [record(str(i), ["Stone", "Cyst"], "A") for i in (1, 2, 3)])
+    write_json(folder / "Subset--02-test.json", [record(str(i), ["Stone", "Cyst"], "B") for i in (1, 2)])
+    write_jsonl(folder / "ct" / "Subset--03-train.jsonl", [record("1", ["COVID", "Normal"], "A", data_no="4")])
+    ds = load_dataset(folder)
+    assert sorted(ds.ids) == ["02-test-1", "02-test-2", "02-train-1", "02-train-2", "02-train-3", "03-train-1"]
+    by_id = {s.id: s for s in ds}
+    assert by_id["02-test-2"].split == "test" and by_id["02-test-2"].label == "Cyst"
+    assert by_id["03-train-1"].triplet == ("CT", "Lung", "COVID-19 Classification")
+    # each file alone keeps the ids `load_medmat` gives it
+    assert load_dataset(folder / "Subset--02-test.json").ids == ["02-1", "02-2"]
+    res = CliRunner().invoke(app, ["data", "validate", str(folder), "--no-images"])
+    assert res.exit_code == 0 and "medmat, 6 records" in res.output and "no problems found" in res.output, res.output
+    write_json(folder / "Subset-02-train-more.json", [record("3", ["Stone", "Cyst"], "A")])
+    with pytest.raises(DataError, match=r"id '02-train-3' is also in .*Subset--02-train.json"):
+        load_dataset(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="a folder with no .json/.jsonl files"):
+        load_dataset(empty)

@@ -35,6 +35,8 @@ def _is_medmat(records: list[dict]) -> bool:
 def detect_format(path: str | os.PathLike) -> str:
     """'medmat' or 'manifest'."""
     path = Path(path)
+    if path.is_dir() and not is_arrow_source(path):
+        return "medmat"  # a folder of Med-MAT files
     if path.suffix.lower() == ".csv" or is_arrow_source(path):
         return "manifest"
     records, _ = read_records(path)
@@ -55,6 +57,10 @@ def load_dataset(
 
     path = Path(path)
     mapping = parse_column_map(columns)
+    if path.is_dir() and not is_arrow_source(path):  # a folder of Med-MAT files (one per subset and split)
+        from matprobe.data.medmat import load_medmat_folder
+
+        return load_medmat_folder(path, image_root=image_root)
     records, header = read_records(path)
     if path.suffix.lower() != ".csv" and path.is_file() and not is_arrow_source(path) and _is_medmat(records):
         from matprobe.data.medmat import load_medmat
@@ -97,19 +103,23 @@ def validate_dataset(
 
     path = Path(path)
     mapping = parse_column_map(columns)
-    records, header = read_records(path)
+    folder = path.is_dir() and not is_arrow_source(path)  # a folder of Med-MAT files
+    records, header = ([], None) if folder else read_records(path)
     problems: list[str] = []
     column_notes: list[str] = []
-    fmt = "manifest" if path.suffix.lower() == ".csv" or is_arrow_source(path) or not _is_medmat(records) \
-        else "medmat"
+    fmt = "medmat" if folder else "manifest" if path.suffix.lower() == ".csv" or is_arrow_source(path) or \
+        not _is_medmat(records) else "medmat"
     samples = []
     if fmt == "medmat":
-        from matprobe.data.medmat import load_medmat
+        from matprobe.data.medmat import load_medmat, load_medmat_folder
 
         try:  # images are checked below, all of them, not only up to the first missing one
-            samples = list(load_medmat(path, image_root=image_root, check_images=False))
+            samples = list(load_medmat_folder(path, image_root=image_root, check_images=False) if folder
+                           else load_medmat(path, image_root=image_root, check_images=False))
         except DataError as exc:
             problems.append(str(exc))
+        if folder:
+            records = samples  # counted as records: one per sample
     else:
         vocab = check_vocabulary_header(header, path, FACTORS)
         seen: dict[str, int] = {}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -403,6 +404,48 @@ def load_medmat(
             f"first: {missing_images[0]}; check --image-root (it replaces the 'med-mat/' prefix)"
         )
     return MATDataset(samples, source=str(path))
+
+
+MEDMAT_SUFFIXES = (".json", ".jsonl")
+
+
+def medmat_files(folder: str | Path) -> list[Path]:
+    """The Med-MAT files (.json / .jsonl) under `folder`, sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in MEDMAT_SUFFIXES)
+
+
+def load_medmat_folder(
+    folder: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    task_level: Literal["subset", "group"] = "subset",
+    check_images: bool = True,
+) -> MATDataset:
+    """Every Med-MAT file under `folder` (Med-MAT ships one file per subset and split:
+    ``Subset--03-train.json``, ``Subset--03-test.json``, ...) as one `MATDataset`.
+
+    The files of one subset number their records from 1 in each split, so an id here is
+    ``"{subset}-{split}-{record id}"`` (``"03-test-17"``) where the file name gives a split, and
+    ``"{subset}-{record id}"`` otherwise (as `load_medmat` names a file's records). Two files
+    giving the same id (one subset and split in two files) are refused, naming both.
+    """
+    folder = Path(folder)
+    files = medmat_files(folder)
+    if not files:
+        raise DataError(f"{folder}: a folder with no .json/.jsonl files; pass a manifest, a `save_to_disk` "
+                        "folder, or a folder of Med-MAT files (Subset--NN-train.json, ...)")
+    samples: list[Sample] = []
+    origin: dict[str, Path] = {}
+    for path in files:
+        for s in load_medmat(path, image_root=image_root, task_level=task_level, check_images=check_images):
+            sample_id = f"{s.subset}-{s.split}-{s.id.split('-', 1)[1]}" if s.split else s.id
+            if sample_id in origin:
+                raise DataError(f"{path}: id {sample_id!r} is also in {origin[sample_id]} (subset {s.subset}"
+                                + (f", split {s.split}" if s.split else "") + "); keep one file per subset and "
+                                "split in the folder, or make the record ids unique across them")
+            origin[sample_id] = path
+            samples.append(replace(s, id=sample_id))
+    return MATDataset(samples, source=str(folder))
 
 
 def _source_name(datasets: dict, number) -> str | None:
