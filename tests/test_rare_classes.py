@@ -158,3 +158,32 @@ def test_check_gives_no_error_floor_from_a_merged_answer(tmp_path):
     plain_mi.write_text(json.dumps(doc))
     plain = run_check(store, plain_mi)
     assert plain.merged_target is None and all(s.error_floor is not None for s in plain.strata)
+
+
+def test_compare_refuses_rare_target_classes_and_merges_them_on_both_sides(tmp_path):
+    """compare estimated ΔI on a target whose classes were missing from training folds without a
+    word; it refuses them now as `mi` does, and with rare_classes="merge" equals the comparison of
+    the same stores with the labels merged by hand."""
+    from matprobe.mi.compare import compare_stores
+    from matprobe.store import EmbeddingStore
+
+    z, m, y = _task(4, 300)
+    z_b = z + np.random.default_rng(5).standard_normal(z.shape)  # B: the same rows, noisier
+    stores = {}
+    for name, labels in (("rare", np.array([f"y{k}" for k in y])),
+                         ("hand", np.array([f"y{k}" if k < 3 else "zz" for k in y]))):
+        for side, zz in (("a", z), ("b", z_b)):
+            path = tmp_path / f"{name}-{side}.h5"
+            EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(z))],
+                                       {"modality": np.array(["CT", "MRI"])[m], "label": labels},
+                                       {("4", "last"): zz.astype("float32")}).close()
+            stores[name, side] = path
+    # the hand-merged class sorts last, where the merge puts it: the same codes, so the same folds
+    kw = dict(term="Y|M", seeds=1, folds=3, pca=None, n_boot=200)
+    with pytest.raises(EstimationError, match="class 'y3' has 1 rows"):
+        compare_stores(stores["rare", "a"], stores["rare", "b"], **kw)
+    merged = compare_stores(stores["rare", "a"], stores["rare", "b"], rare_classes="merge", **kw)
+    hand = compare_stores(stores["hand", "a"], stores["hand", "b"], **kw)
+    assert merged.difference.delta == hand.difference.delta
+    assert (merged.side_a["estimate"], merged.side_b["estimate"]) == (hand.side_a["estimate"], hand.side_b["estimate"])
+    assert "6 classes with fewer than 6 rows (15 rows) merged into one on both sides" in merged.note

@@ -452,7 +452,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
             pool_b: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
             folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
             n_boot: int = DEFAULTS.n_boot, unit: str = DEFAULTS.unit, out: Optional[PathLike] = None,
-            progress: bool = True) -> Comparison:
+            progress: bool = True, rare_classes: str = "refuse") -> Comparison:
     """ΔI = I_A - I_B of one term on the shared samples, with a paired bootstrap (`matprobe compare`).
 
     Parameters
@@ -470,6 +470,9 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     out : str or Path, optional
         Write FILE.json.
     progress : bool, default True
+    rare_classes : {"refuse", "merge"}, default "refuse"
+        The target's classes with fewer than 2 rows per fold: refused, or merged into one on both
+        sides (said in ``.note``).
 
     Returns
     -------
@@ -502,7 +505,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
                               estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
-                              n_boot=n_boot, unit=unit)
+                              n_boot=n_boot, unit=unit, rare_classes=rare_classes)
         bar.advance()
     if out is not None:
         write_comparison(comp, out)

@@ -581,6 +581,7 @@ def compare_command(
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
     fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
+    rare_classes: str = typer.Option("refuse", "--rare-classes", help="The target's classes with fewer than 2 rows per fold: refuse (say which), or merge them into one on both sides (said in the note)."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value."""
     _refuse_in_place(out, store_a, store_b)
@@ -593,7 +594,7 @@ def compare_command(
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
                               estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
-                              n_boot=n_boot, unit=unit)
+                              n_boot=n_boot, unit=unit, rare_classes=rare_classes)
         bar.advance()
     lines = []
     if out is not None:

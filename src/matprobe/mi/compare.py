@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from matprobe.checks import check_level, check_resamples
+from matprobe.checks import check_class_sizes, check_level, check_rare_classes, check_resamples
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
-from matprobe.mi.chain import TermSpec, estimate_terms, term_name
+from matprobe.mi.chain import TermSpec, estimate_terms, merge_rare_classes, term_name
 from matprobe.mi.interface import LOWER
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
 from matprobe.mi.prep import stratified_folds
@@ -197,15 +197,17 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                    layer_b=None, pool_b=None, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
                    folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, ci_level: float = DEFAULTS.level,
                    n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
-                   seed: int = 0, **estimator_kwargs) -> Comparison:
+                   seed: int = 0, rare_classes: str = "refuse", **estimator_kwargs) -> Comparison:
     """ΔI of one term between two stores, or between two (layer, pool) keys of one store.
 
     store_b None (or the same path) with layer_b/pool_b compares two layers of store_a;
     layer_b/pool_b default to layer/pool. Refuses differing sample ids (with counts),
     differing labels, a missing layer/pool on either side, and a term that is degenerate
-    (H(Y|C) = 0) on one side only.
+    (H(Y|C) = 0) on one side only. rare_classes: the target's classes with fewer than 2 rows
+    per fold are refused ("refuse", as `mi` does) or merged into one ("merge", said in the note).
     """
     check_level(ci_level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
+    check_rare_classes(rare_classes)
     target, given = parse_term(term)
     factors = [target] + given
     store_b = store_a if store_b is None else store_b
@@ -238,6 +240,13 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     check_same_labels(ids_a, lab_a, lab_b, store_a, store_b)
     check_same_records_paths([store_a, store_b])  # same records, not only the same ids and labels
     y, c = _term_codes(lab_a, target, given, keep)
+    merged = {}
+    if rare_classes == "merge":  # both sides share the labels: one merge for both
+        merged_y, _, merged = merge_rare_classes({target: y}, [target], folds, {target: tuple(np.unique(
+            lab_a[target][keep]))})
+        y = merged_y[target]
+    else:  # a class missing from training folds sends held-out estimates far below 0 (checks.py)
+        check_class_sizes({target: lab_a[target][keep]}, folds)
     sub = None
     side_a, side_b, diff = compare_arrays(z_a[keep], z_b[keep], y, c, estimator=estimator, seeds=seeds,
                                           folds=folds, pca=pca, seed=seed, sub=sub, ci_level=ci_level,
@@ -247,6 +256,10 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     note = "" if keep.all() else f"{int((~keep).sum())} rows without a {'/'.join(factors)} label left out"
     if h[0] <= 1e-12:
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
+    if merged:
+        m = merged[target]
+        note = (note + "; " if note else "") + (f"{target}'s {len(m['classes'])} classes with fewer than {m['need']} "
+                                                f"rows ({m['rows']} rows) merged into one on both sides")
     if estimator_tags(estimator).bound == LOWER:
         note = (note + "; " if note else "") + (f"{estimator} gives lower bounds: ΔI compares two lower "
                                                 "bounds, not the true MIs")
