@@ -438,7 +438,12 @@ def test_a_folder_of_medmat_files_is_one_dataset(tmp_path):
     res = CliRunner().invoke(app, ["data", "validate", str(folder), "--no-images"])
     assert res.exit_code == 0 and "medmat, 6 records" in res.output and "no problems found" in res.output, res.output
     write_json(folder / "Subset-02-train-more.json", [record("3", ["Stone", "Cyst"], "A")])
-    with pytest.raises(DataError, match=r"id '02-train-3' is also in .*Subset--02-train.json"):
+    with pytest.raises(DataError, match=r"id '02-train-3' is also in .*Subset--02-train.json") as err:
+        load_dataset(folder)
+    assert "ori--" not in str(err.value)
+    (folder / "Subset-02-train-more.json").unlink()
+    write_json(folder / "ori--02-train.json", [record("1", ["Stone", "Cyst"], "A")])  # data set 2: subset 02
+    with pytest.raises(DataError, match="same records in its subset files and in its ori-- files"):
         load_dataset(folder)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -440,9 +440,14 @@ def load_medmat_folder(
         for s in load_medmat(path, image_root=image_root, task_level=task_level, check_images=check_images):
             sample_id = f"{s.subset}-{s.split}-{s.id.split('-', 1)[1]}" if s.split else s.id
             if sample_id in origin:
+                both = (path, origin[sample_id])
+                # the release holds each record twice: per subset and per original data set (ori--NN)
+                hint = (" (Med-MAT's release has the same records in its subset files and in its ori-- "
+                        "files of the original data sets: pass the folder of one kind)"
+                        if sum(bool(ORI_FILE_RE.search(p.name)) for p in both) == 1 else "")
                 raise DataError(f"{path}: id {sample_id!r} is also in {origin[sample_id]} (subset {s.subset}"
                                 + (f", split {s.split}" if s.split else "") + "); keep one file per subset and "
-                                "split in the folder, or make the record ids unique across them")
+                                "split in the folder, or make the record ids unique across them" + hint)
             origin[sample_id] = path
             samples.append(replace(s, id=sample_id))
     return MATDataset(samples, source=str(folder))
