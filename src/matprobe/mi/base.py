@@ -23,7 +23,7 @@ from matprobe.checks import check_level
 from matprobe.data.entropy import conditional_entropy, conditional_entropy_upper, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
-from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, StratumEstimate, TermNames
+from matprobe.mi.interface import LOWER, ONE_SIDED, EstimatorTags, MIEstimate, StratumEstimate, TermNames
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_reduction, stratified_folds
 from matprobe.mi.reduction_check import ResidualProjections
 from matprobe.units import NATS, check_unit, from_nats
@@ -235,6 +235,23 @@ class ReductionRecord:
                 f"reduction left label information out of {first['flagged_terms']} term(s) (residual test, "
                 f"z up to {first['max_z']:.1f})")
 
+
+
+
+def join_notes(notes) -> str:
+    """The notes joined by "; ", with what a one-sided interval states said once: the reasons
+    after the first that made it one-sided say "one-sided (as above)" instead.
+
+    >>> join_notes([f"a: {ONE_SIDED}", "b", f"c, so {ONE_SIDED}"]).count("only the lower end")
+    1
+    """
+    out, said = [], False
+    for note in notes:
+        if ONE_SIDED in note:
+            note = note.replace(ONE_SIDED, "one-sided (as above)") if said else note
+            said = True
+        out.append(note)
+    return "; ".join(out)
 
 def _term_key(y, c=None) -> bytes:
     """A term's identity by the content of its labels (y, c), c None meaning one stratum."""
@@ -540,8 +557,7 @@ class CrossFitEstimator:
             # bounds (issue 22: heavy-tailed and variance-only classes, 10-30% low with two-sided
             # intervals covering 4-8 of 10): only the lower end is a statement
             flags.append("misspecified-linear")
-            notes.append(misspecified + "; the shortfall of a misspecified critic is not bounded, so only "
-                         "the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)'s upper confidence limit")
+            notes.append(misspecified + "; the shortfall of a misspecified critic is not bounded, so " + ONE_SIDED)
         cells = sum(s["classes"] for s in strata_info if not s["single"])
         if cells and int(active.sum()) / cells < LOW_N_PER_CLASS:
             flags.append("low-n")
@@ -563,8 +579,7 @@ class CrossFitEstimator:
             flags.append("small-cells")
             notes.append(f"{small_share:.0%} of rows are in the critic's (stratum, class[, sub-class]) "
                          f"cells with fewer than {small_rows} rows (the critic's {n_inputs} inputs), where the "
-                         "estimator's shortfall is not bounded: only the lower end is a statement (MI is at "
-                         "least ci_low); ci_high is H(Y|C)'s upper confidence limit")
+                         "estimator's shortfall is not bounded: " + ONE_SIDED)
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
             flags.append("sparse-strata")
@@ -593,8 +608,7 @@ class CrossFitEstimator:
             one_sided = True
             flags.append("near-saturated")
             notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
-                         "shortfall is not bounded, so only the lower end is a statement (MI is at least "
-                         "ci_low); ci_high is H(Y|C)'s upper confidence limit")
+                         "shortfall is not bounded, so " + ONE_SIDED)
         def take(verdict):
             # a residual test's verdict on this term (`ResidualTest.verdict`): the flag, its note,
             # and a one-sided interval or the upper end's slack
@@ -640,7 +654,7 @@ class CrossFitEstimator:
             hi = h_limit  # one-sided: only the lower end is a statement
         result.value, result.ci_low, result.ci_high = (from_nats(v, self.unit) for v in (value, lo, hi))
         result.n_train = int(round(n * (self.folds - 1) / self.folds))
-        result.note = "; ".join(notes)
+        result.note = join_notes(notes)
         result.flags = flags
         result.strata = self._strata_entries(strata_info, stratum_vals, stratum_names,
                                              one_sided=result.bound == LOWER)

@@ -19,6 +19,8 @@ LOWER = "lower"  # the estimate is a lower bound on the true value; only its low
 
 # Settings every registered factory is called with (it may ignore any of them); anything else
 # the user passes is estimator-specific and may be refused by the factory.
+# what a one-sided interval states, said in each reason that makes an estimate one-sided
+ONE_SIDED = "only the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)'s upper confidence limit"
 COMMON_PARAMS = ("seeds", "folds", "pca", "gaussianize", "ci_level", "unit", "seed", "min_stratum", "device")
 
 

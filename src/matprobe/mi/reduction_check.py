@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from matprobe.mi.interface import ONE_SIDED
+
 # rows the test uses at most (a fixed random subset beyond): its cost at d = 4,096 grows with them
 MAX_ROWS = 8192
 # a term is flagged "pca-dropped-signal" when its one-sided z is at least REDUCTION_Z and its gain
@@ -113,8 +115,7 @@ class ResidualTest:
                       "coordinates for its rows per class")
         if self.gain > REDUCTION_TWO_SIDED_SHARE * max(value, 0.0):
             return ReductionVerdict(True, 0.0, said + f", more than {REDUCTION_TWO_SIDED_SHARE:.0%} of the estimate, "
-                                    "so only the lower end is a statement (MI is at least ci_low); ci_high is "
-                                    "H(Y|C)'s upper confidence limit" + advice)
+                                    "so " + ONE_SIDED + advice)
         slack = REDUCTION_SLACK * self.gain
         return ReductionVerdict(False, slack, said + f", so the upper end is raised by {REDUCTION_SLACK:g} x that, "
                                 f"{slack:.4f} nats" + advice)
