@@ -161,6 +161,13 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     used = points[~points["sparse"]]
     if len(used) < len(points):
         notes.append(f"{len(points) - len(used)} sparse strata (n < {min_stratum}) left out of the correlation")
+    if len(used) < 3 <= len(points):  # say what the strata hold, and the setting that would keep 3 points
+        largest = sorted(points["n"].astype(int), reverse=True)[:3]
+        raise EstimationError(
+            f"rank correlation needs at least 3 (checkpoint, stratum) points; {len(used)} of {len(points)} have "
+            f"--min-stratum {min_stratum} answered rows (the largest strata hold {', '.join(map(str, largest))}): "
+            f"add checkpoints or data, or lower --min-stratum (--min-stratum {largest[-1]} keeps "
+            f"{int((points['n'] >= largest[-1]).sum())}; MI and accuracy on fewer rows are noisier)")
     rho, lo, hi, p = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed)
     k_ref = int(used["classes"].mode().iloc[0])
     h_ref = float(used.loc[used["classes"] == k_ref, "h"].mean())
