@@ -569,6 +569,8 @@ def test_init_and_run_take_original_llava_runs(tmp_path, reference):
     doc = json.loads(mi_file.read_text())
     assert "label" in doc["merged_classes"]
     assert "merged-rare-classes" in next(t for t in doc["terms"] if t["target"] == "label")["flags"]
+    summary = (tmp_path / "study-run" / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    assert "the answer's rare classes merged into one for the MI" in " ".join(summary.split())
     out = tmp_path / "direct.h5"
     res = _cli(["extract", "--ckpt", ckpts[0], "--base", KIT / "vicuna-tiny", "--vision-tower", TOWER,
                 "--template", "vicuna_v1", "--data", data, "--out", out, "--layers", "-1"])

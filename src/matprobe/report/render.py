@@ -333,9 +333,11 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
                 + f", paired over {int(s['n_pairs'])} (target, seed) pairs") if s else ""
         names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
         targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
+        merged = (" (the answer's rare classes merged into one for the MI: each value is at most the answer's "
+                  "own information)" if data.merged_answer else "")
         lines.append(f"Information about the answer inside the held-out target{plural} "
                      f"({targets}), I(Z;Y | target), mean over their checkpoints: Related {y['Related']:.3f} vs "
-                     f"Unrelated {y['Unrelated']:.3f} nats{test}.")
+                     f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.")
     fa = f["fano"]
     resp = fa["error_respects_floor"]
     meets = fa["mi_meets_bound"]
