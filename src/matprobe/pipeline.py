@@ -537,7 +537,6 @@ def _load_study_data(cfg: PipelineConfig, run: Path, say):
     return dataset, manifest
 
 
-
 def _checkpoints(cfg: PipelineConfig, run: Path, manifest: Path, ids_by_target, say, progress_bars) -> list[dict]:
     """One entry per checkpoint: the [[checkpoints]] of the pipeline file, or tiny models fine-tuned
     here per (target, condition, seed) in worker processes (those already saved are kept)."""

@@ -71,7 +71,8 @@ class RunSummary:
     environment: dict | None = None
     seconds: dict = field(default_factory=dict)
     source_warnings: list = field(default_factory=list)
-    # what the data's files do to what the model sees (images of more than 8 bits: data.images)
+    # what the data does to what is measured: image files the RGB conversion changes
+    # (data.images.image_notes) and classes the MI step merges (pipeline._rare_class_note)
     data_warnings: list = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 

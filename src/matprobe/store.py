@@ -76,12 +76,16 @@ def _normalise_key(key: FeatureKey | str) -> FeatureKey:
     return (str(key[0]), str(key[1]))
 
 
-def checkpoint_label(provenance: Mapping[str, Any], path) -> str:
+def checkpoint_label(provenance: Mapping[str, Any], path, taken=()) -> str:
     """A store's checkpoint as tables name it: its checkpoint folder, with "+ADAPTER" for an adapter
-    (a LoRA run) on a base, whose checkpoint is the base and would name every run on it alike."""
+    (a LoRA run) on a base, whose checkpoint is the base and would name every run on it alike.
+    `taken`: labels other stores of the same table have; two stores of one checkpoint (other
+    layers, other data) are then named by the store's file name, else its path."""
     ckpt = provenance.get("checkpoint") or Path(path).stem
     if provenance.get("adapter"):
         ckpt = f"{ckpt}+{Path(str(provenance['adapter'])).name}"
+    if str(ckpt) in taken:
+        ckpt = Path(path).stem if Path(path).stem not in taken else path
     return str(ckpt)
 
 

@@ -62,8 +62,6 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
 
 
 WIDE_RASTER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits per pixel
-
-
 TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # modes with an alpha channel
 
 
@@ -77,11 +75,6 @@ def raster_header(path: str | os.PathLike) -> tuple[str | None, bool]:
             return im.mode, im.mode in TRANSPARENT_MODES or im.info.get("transparency") is not None
     except Exception:  # noqa: BLE001 - the loader names an unreadable file; here it is just not noted
         return None, False
-
-
-def raster_mode(path: str | os.PathLike) -> str | None:
-    """The Pillow mode of a raster file from its header (None: not a raster, or unreadable)."""
-    return raster_header(path)[0]
 
 
 def image_notes(samples, base_dir: str | os.PathLike | None = None) -> list[str]:

@@ -118,8 +118,6 @@ def validate_dataset(
                            else load_medmat(path, image_root=image_root, check_images=False))
         except DataError as exc:
             problems.append(str(exc))
-        if folder:
-            records = samples  # counted as records: one per sample
     else:
         vocab = check_vocabulary_header(header, path, FACTORS)
         seen: dict[str, int] = {}
@@ -187,7 +185,8 @@ def validate_dataset(
 
     warnings = [f"{path}: {w}" for w in design_warnings(samples)] + [
         f"{path}: {note}" for note in (wide_note, alpha_note) if note]
-    return ValidationReport(str(path), fmt, len(records), counts, collapse_repeats(problems)[:max_problems], notes,
+    n_records = len(samples) if folder else len(records)  # a folder's files: one record per sample read
+    return ValidationReport(str(path), fmt, n_records, counts, collapse_repeats(problems)[:max_problems], notes,
                             warnings)
 
 

@@ -191,8 +191,9 @@ def _check_device(device: str) -> None:
         raise ExtractError(f"--device {device!r}: use cpu or cuda (cuda:N)")
 
 
-def _claimed(folder: Path):
-    """The format-defined architecture of `folder`'s config.json, or None."""
+def claimed_format(folder: str | Path):
+    """The architecture of a format told by `folder`'s own config.json (original LLaVA), or None
+    (no such folder or config, or a config in no such format)."""
     cfg_path = Path(folder) / "config.json"
     if not cfg_path.is_file():
         return None
@@ -209,12 +210,6 @@ def loaded_as(base_dir: Path, adapter_dir: Path | None):
     return (own or get_architecture(detect_architecture(base_dir))), run_dir, run_base
 
 
-def claimed_format(folder: str | Path):
-    """The architecture of a format told by `folder`'s own config (original LLaVA), or None."""
-    folder = Path(folder)
-    return _claimed(folder) if folder.is_dir() else None
-
-
 def applies_to_a_base(folder: str | Path) -> bool:
     """True for a folder that is not a whole model: a peft adapter (adapter_config.json, no
     config.json) or a run of a format that is applied to its base (an original LLaVA LoRA or
@@ -226,8 +221,10 @@ def applies_to_a_base(folder: str | Path) -> bool:
     return (folder / "adapter_config.json").is_file()
 
 
-def check_prompt_options(arch, template: str | None, vision_tower) -> None:
-    """--template and --vision-tower against what a transformers-loaded architecture takes."""
+def check_prompt_options(arch, template: str | None, vision_tower):
+    """--template and --vision-tower against what the architecture takes; returns the conversation
+    template `template` names (None for an architecture's own chat template)."""
+    conversation = None
     if template not in (None, "chat"):
         if not arch.takes_template:
             raise ExtractError(f"--template {template}: {arch.name} checkpoints use their chat template (--template "
@@ -235,10 +232,11 @@ def check_prompt_options(arch, template: str | None, vision_tower) -> None:
                                f"placeholder is LLaVA's <image> (llava, llava_next, original LLaVA)")
         from matprobe.extract.templates import get_template
 
-        get_template(template)  # a name it knows, or a file with one {message}
+        conversation = get_template(template)  # a name it knows, or a file with one {message}
     if vision_tower is not None and not arch.takes_vision_tower:
         raise ExtractError(f"--vision-tower: {arch.name} checkpoints in Hugging Face format carry their tower; "
                            f"drop the option")
+    return conversation
 
 
 def decoder_owner(model) -> str:
@@ -255,7 +253,7 @@ def resolve_adapter(
     adapter's `base_model_name_or_path` (often an absolute path from another machine).
     base_option: how the caller's user passes the base, for the message (a pipeline file's key).
     """
-    if ckpt is not None and adapter is None and base is not None and _claimed(Path(ckpt)) is not None:
+    if ckpt is not None and adapter is None and base is not None and claimed_format(ckpt) is not None:
         return Path(base), Path(ckpt)  # an original LLaVA LoRA / projector run on its --base
     if ckpt is not None and (Path(ckpt) / "adapter_config.json").is_file() and adapter is None:
         adapter, ckpt = ckpt, None
@@ -308,12 +306,7 @@ def load_model(
                                f"loader merges them; drop --no-merge-adapter")
         return _load_own(spec, run_dir, run_base, dtype, device, vision_tower, template, attn_implementation)
     arch = spec.name
-    check_prompt_options(spec, template, vision_tower)
-    conversation = None
-    if template not in (None, "chat"):
-        from matprobe.extract.templates import get_template
-
-        conversation = get_template(template)
+    conversation = check_prompt_options(spec, template, vision_tower)
     processor, info = load_processor(base_dir, arch, max_pixels)
     try:
         model = AutoModelForImageTextToText.from_pretrained(

@@ -60,7 +60,8 @@ class ExtractResult:
     pools: list[str] = field(default_factory=list)
     shards: list[Path] = field(default_factory=list)
     accuracy: float | None = None
-    # what the user should know about the inputs (images of more than 8 bits: data.images)
+    # what the user should know about the inputs (image files of more than 8 bits or with
+    # transparency: data.images.image_notes)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -236,8 +236,6 @@ class ReductionRecord:
                 f"z up to {first['max_z']:.1f})")
 
 
-
-
 def join_notes(notes) -> str:
     """The notes joined by "; ", with what a one-sided interval states said once: the reasons
     after the first that made it one-sided say "one-sided (as above)" instead.
@@ -252,6 +250,7 @@ def join_notes(notes) -> str:
             said = True
         out.append(note)
     return "; ".join(out)
+
 
 def _term_key(y, c=None) -> bytes:
     """A term's identity by the content of its labels (y, c), c None meaning one stratum."""

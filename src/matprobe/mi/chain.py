@@ -430,21 +430,25 @@ def merge_rare_classes(factors: dict, order: list[str], folds: int, labels: dict
     return factors, labels, merged
 
 
+def merged_classes_phrase(name: str, record: dict) -> str:
+    """`merge_rare_classes`' record of one factor in words: "Y's 6 classes with fewer than 10 rows
+    (15 rows) merged into one"."""
+    return (f"{name}'s {len(record['classes'])} classes with fewer than {record['need']} rows ({record['rows']} "
+            "rows) merged into one")
+
+
 def mark_merged_terms(result: "ChainResult") -> None:
     """Flag and explain each term that involves a factor whose rare classes were merged."""
     merged = result.merged_classes
     if not merged:
         return
-    k = len(result.factors)
     for items in result.terms.values():
         for j, (_, e) in enumerate(items):
             target, given = result.factors[j], result.factors[:j]
             notes = []
             if target in merged:
-                m = merged[target]
-                notes.append(f"{target}'s {len(m['classes'])} classes with fewer than {m['need']} rows ({m['rows']} rows) "
-                             f"merged into one: this is I(Z; {target} with them merged | ...), at most the term for "
-                             f"{target} itself (data processing)")
+                notes.append(f"{merged_classes_phrase(target, merged[target])}: this is I(Z; {target} with them "
+                             f"merged | ...), at most the term for {target} itself (data processing)")
             for g in given:
                 if g in merged:
                     notes.append(f"conditioned on {g} with its {len(merged[g]['classes'])} rare classes merged")
@@ -452,7 +456,7 @@ def mark_merged_terms(result: "ChainResult") -> None:
                 e.flags = [*e.flags, "merged-rare-classes"]
                 e.note = "; ".join(part for part in (e.note, *notes) if part)
     for d in result.direct.values():
-        if any(f in merged for f in result.factors[:k]):
+        if any(f in merged for f in result.factors):
             d.flags = [*d.flags, "merged-rare-classes"]
             d.note = "; ".join(part for part in (d.note, "factors with rare classes merged: "
                                                  + ", ".join(merged)) if part)

@@ -27,7 +27,7 @@ from matprobe.checks import check_class_sizes, check_level, check_rare_classes, 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
-from matprobe.mi.chain import TermSpec, estimate_terms, merge_rare_classes, term_name
+from matprobe.mi.chain import TermSpec, estimate_terms, merge_rare_classes, merged_classes_phrase, term_name
 from matprobe.mi.interface import LOWER
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
 from matprobe.mi.prep import stratified_folds
@@ -257,9 +257,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     if h[0] <= 1e-12:
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
     if merged:
-        m = merged[target]
-        note = (note + "; " if note else "") + (f"{target}'s {len(m['classes'])} classes with fewer than {m['need']} "
-                                                f"rows ({m['rows']} rows) merged into one on both sides")
+        note = (note + "; " if note else "") + merged_classes_phrase(target, merged[target]) + " on both sides"
     if estimator_tags(estimator).bound == LOWER:
         note = (note + "; " if note else "") + (f"{estimator} gives lower bounds: ΔI compares two lower "
                                                 "bounds, not the true MIs")

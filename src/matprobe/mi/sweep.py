@@ -150,10 +150,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                 _refuse_other_dataset(next(iter(fingerprints)), path, st)
             stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
             lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
-            ckpt = checkpoint_label(prov, path)
-            if ckpt in names.values():
-                ckpt = Path(path).stem if Path(path).stem not in names.values() else path
-            names[path] = str(ckpt)
+            names[path] = checkpoint_label(prov, path, set(names.values()))
             for layer in lays:
                 stored_pools = [b for a, b in keys if a == layer]
                 pls = want_pools if want_pools is not None else stored_pools

@@ -5,8 +5,8 @@ fixed by the factors before it (H(Y|C) = 0; shown as "not identifiable", never a
 stratum whose items share one answer (its I(Z;Y) is 0 by construction), a checkpoint that
 gives one option for (nearly) every item (its accuracy is that option's share of answers), and a
 factor fixed by the source data set (its MI counts the data set's identity as much as the factor).
-Beside them, what the data's files do to what the model sees (image files of more than 8 bits
-per pixel, clipped by the RGB conversion the training code also used). Kept
+Beside them, what the data does to what is measured (image files the RGB conversion changes: more
+than 8 bits per pixel, transparency; classes too small for the folds, merged for the MI). Kept
 apart from `render.py` so the report's other sections do not change with it.
 """
 
@@ -81,6 +81,6 @@ def design_warnings(data, resolve) -> list[str]:
     lines.extend(one_option_checkpoints(data.summary.checkpoints, resolve))
     # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)
     lines.extend(data.summary.source_warnings)
-    # image files the model sees clipped (more than 8 bits per pixel: data/images.py)
+    # image files the RGB conversion changes, classes merged for the MI (the pipeline's data step)
     lines.extend(data.summary.data_warnings)
     return lines

@@ -123,9 +123,7 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
     used_names = set()
     for path in stores:
-        z, y, correct, cols, ckpt = _read_store(path, target, layer, pool)
-        if ckpt in used_names:  # two stores of one checkpoint (other layers, other data): named by file
-            ckpt = str(path)
+        z, y, correct, cols, ckpt = _read_store(path, target, layer, pool, used_names)
         used_names.add(ckpt)
         keep = (correct >= 0) & (y >= 0)
         for f in MAT:
@@ -179,8 +177,9 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
                     unit=unit, notes=notes)
 
 
-def _read_store(path, target, layer, pool):
-    """(Z, Y, correct per row, {factor: (codes, names)}, checkpoint) of one store for `relate`."""
+def _read_store(path, target, layer, pool, taken=()):
+    """(Z, Y, correct per row, {factor: (codes, names)}, checkpoint) of one store for `relate`;
+    `taken`: the checkpoint names of the stores read before (`store.checkpoint_label`)."""
     from matprobe.store import EmbeddingStore, checkpoint_label
 
     with EmbeddingStore.open(path) as st:
@@ -202,7 +201,7 @@ def _read_store(path, target, layer, pool):
             except StoreError:
                 raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
                                  "'answer' or one of " + ", ".join(st.label_columns())) from None
-        return st.read(lay, pl), y, correct, cols, checkpoint_label(st.provenance, path)
+        return st.read(lay, pl), y, correct, cols, checkpoint_label(st.provenance, path, taken)
 
 
 def write_relation(rel: Relation, out) -> None:
