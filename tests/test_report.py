@@ -497,3 +497,59 @@ def test_pointwise_table_is_the_mean_of_the_checkpoints_summaries(report_run):
             assert float(cells[f"contribution (nats), {cond}"]) == pytest.approx(np.mean(values), abs=5e-4)
             checked += 1
     assert checked == 2 * len({k[:2] for k in want}) > 20
+
+
+def test_summary_lists_the_chain_terms_in_the_chain_order(report_run):
+    """The summary's "All chain terms" follow the chain (M, A|M, T|M,A, label|M,A,T), as each MI
+    file orders them, not the alphabet (which put label before modality)."""
+    run = json.loads((report_run / "run.json").read_text())
+    doc = json.loads((report_run / run["checkpoints"][0]["main_mi"]).read_text())
+    chain = list(dict.fromkeys(t["term"] for t in doc["terms"]))
+    findings = json.loads((report_run / "findings.json").read_text())
+    assert list(findings["most_encoded"]["all_terms"]) == chain
+    line = next(x for x in (report_run / "report.md").read_text().splitlines() if "All chain terms" in x)
+    positions = [line.index(f"{t} = ") for t in chain]
+    assert positions == sorted(positions)
+
+
+def test_fano_information_needed_is_never_negative(tmp_path):
+    """Fano's H(Y|s) - φ(ε) is negative where the error is near chance: it then demands nothing, and
+    the table says 0, not a negative amount of information; positive amounts are shown as they are."""
+    run_dir = make_run(tmp_path / "run", extra_layer=False)
+    run = json.loads((run_dir / "run.json").read_text())
+    path = run_dir / run["checkpoints"][0]["check"]
+    check = json.loads(path.read_text())
+    first, second = check["strata"][0], check["strata"][1]
+    first["fano_mi_lower"], first["fano_mi_lower_finite"] = -0.2, -0.35
+    path.write_text(json.dumps(check))
+    write_report(run_dir)
+    fano = next(t for t in _tables((run_dir / "report.md").read_text()) if "ε respects floor" in t["head"])
+    h = fano["head"]
+    col = next(c for c in h if c.startswith("I needed at ε"))
+    cells = {(r[h.index("checkpoint")], r[h.index("stratum")]): r[h.index(col)] for r in fano["rows"]}
+
+    def key(s):
+        g = s["given"]
+        return run["checkpoints"][0]["name"], f"{g['modality']} / {g['anatomy']} / {g['task']}"
+
+    assert cells[key(first)] == "0.000 / 0.000"
+    assert cells[key(second)] == f"{max(second['fano_mi_lower'], 0):.3f} / {max(second['fano_mi_lower_finite'], 0):.3f}"
+    assert not any(c.startswith("-") or " / -" in c for c in cells.values())
+
+
+def test_fano_summary_says_no_floor_where_every_answer_was_merged(tmp_path):
+    """Where each checkpoint's MI merged the answer's rare classes, no stratum has an error floor:
+    the summary says that, not "respects the floor ... in 0, ... in 0, and not in 0"."""
+    run_dir = make_run(tmp_path / "run", extra_layer=False)
+    run = json.loads((run_dir / "run.json").read_text())
+    for ck in run["checkpoints"]:
+        path = run_dir / ck["check"]
+        check = json.loads(path.read_text())
+        check["merged_target"] = {"merged": ["B", "C"], "into": "B|C"}
+        for s in check["strata"]:
+            s["error_floor"] = s["error_floor_lenient"] = s["error_respects_floor"] = None
+        path.write_text(json.dumps(check))
+    write_report(run_dir)
+    line = next(x for x in (run_dir / "report.md").read_text().splitlines() if "respect Fano" in x)
+    assert "no cell has an error floor implied by Î" in line
+    assert "in 0, only within" not in line

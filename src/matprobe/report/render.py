@@ -240,7 +240,8 @@ def findings(data: RunData) -> dict:
     out: dict = {}
     degenerate = data.terms["degenerate"].astype(bool) if "degenerate" in data.terms else False
     main = data.terms[data.terms["main"] & ~degenerate]  # H(Y|C) = 0: no finding (report/design.py)
-    per_term = main.groupby("term").agg(estimate=("estimate", "mean"), h_upper=("h_upper", "mean"),
+    # the chain's own order (first appearance), not the alphabet's: "label" is the chain's last term
+    per_term = main.groupby("term", sort=False).agg(estimate=("estimate", "mean"), h_upper=("h_upper", "mean"),
                                         n_ckpt=("checkpoint", "nunique")).reset_index()
     factor_terms = per_term[~per_term["term"].str.contains("label")]
     best = factor_terms.sort_values("estimate", ascending=False).iloc[0]
@@ -343,14 +344,18 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
     meets = fa["mi_meets_bound"]
     floors = sum(resp.get(k, 0) for k in ("yes", "within CI", "NO"))
     unshown = fa["strata"] - floors
+    no_floor = ("where the answer's rare classes were merged for the MI, Î is at most the MI of the answer "
+                "itself and implies no floor")
+    if floors == 0 and unshown and data.merged_answer:  # "in 0, ... in 0, and not in 0" said nothing
+        floor_words = f"no cell has an error floor implied by Î ({no_floor})"
+    else:
+        floor_words = (f"the observed error respects the floor implied by Î in {resp.get('yes', 0)}, only "
+                       f"within the intervals in {resp.get('within CI', 0)}, and not in {resp.get('NO', 0)}"
+                       + (f" (no floor in {unshown}: {no_floor})" if unshown and data.merged_answer else ""))
     lines.append(
-        f"**Do the observed errors respect Fano?** Over {fa['strata']} (checkpoint, stratum) cells, the "
-        f"observed error respects the floor implied by Î in {resp.get('yes', 0)}, only within the "
-        f"intervals in {resp.get('within CI', 0)}, and not in {resp.get('NO', 0)}"
-        + (f" (no floor in {unshown}: where the answer's rare classes were merged for the MI, Î is at most "
-           "the MI of the answer itself and implies no floor)" if unshown and data.merged_answer else "")
-        + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} (within CI "
-        f"{meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
+        f"**Do the observed errors respect Fano?** Over {fa['strata']} (checkpoint, stratum) cells, "
+        + floor_words + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} "
+        f"(within CI {meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
     acc = f["target_accuracy"]
     s = sig.get(("Related vs. Unrelated", "accuracy"))
     if s:
@@ -446,7 +451,7 @@ def glossary(data: RunData) -> dict[str, str]:
         "ε respects floor": "'yes' if ε ≥ the floor at Î; 'within CI' if only ε's upper limit reaches the "
                             "floor at Î's upper end; 'NO' otherwise",
         f"I needed at ε / at upper ({u})": "least information Fano demands for the observed error ε, and for "
-                                           "ε's one-sided upper limit",
+                                           "ε's one-sided upper limit (0: at that error Fano demands nothing)",
         "Î meets it": "'yes' if Î ≥ the information needed at ε; 'within CI' if only Î's upper end reaches it at "
                       "ε's upper limit; 'NO' otherwise (Î too low, or the answer is not a function of Z)",
         "bound": "the risk bound: test-set (binomial tail inversion on held-out answers) or a training-set bound",
@@ -842,6 +847,10 @@ def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> N
     def pair(a, b) -> list[str]:
         return ["" if pd.isna(x) else f"{x:.3f} / {y:.3f}" for x, y in zip(a, b)]
 
+    def needed(a, b) -> list[str]:
+        # H(Y|s) - φ(ε) below 0 demands nothing (I >= 0 holds anyway): "0", not a negative amount
+        return ["" if pd.isna(x) else f"{max(x, 0.0):.3f} / {max(y, 0.0):.3f}" for x, y in zip(a, b)]
+
     doc.table(pd.DataFrame({
         "checkpoint": st["checkpoint"], "stratum": st["stratum"], "n": st["n"], f"H(Y|s) ({u})": st["h_y"],
         "ε": st["error"], f"ε {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(st["err_low"], st["err_high"])],
@@ -849,7 +858,7 @@ def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> N
         f"Î {mi_lvl} interval": ["" if pd.isna(lo) else _ci(lo, hi) for lo, hi in zip(st["mi_low"], st["mi_high"])],
         "ε floor at Î / at upper": pair(st["error_floor"], st["error_floor_lenient"]),
         "ε respects floor": st["error_respects_floor"],
-        f"I needed at ε / at upper ({u})": pair(st["fano_mi_lower"], st["fano_mi_lower_finite"]),
+        f"I needed at ε / at upper ({u})": needed(st["fano_mi_lower"], st["fano_mi_lower_finite"]),
         "Î meets it": st["mi_meets_bound"]}),
         "Fano's inequality per (checkpoint, stratum): the observed error against the floor Î implies, and Î "
         "against the information the observed error demands, each with its interval. Per-stratum statements "
