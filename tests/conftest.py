@@ -242,6 +242,10 @@ SLOW: dict[str, set[str]] = {
     "test_llava_original.py": {
         "test_init_and_run_take_original_llava_runs",  # 3.3 s (init, a pipeline run, an extract)
     },
+    "test_one_task_study.py": {
+        "test_init_and_run_on_a_study_of_one_task",  # 11 s
+        "test_report_without_any_stratum_mi_says_so",  # 2.5 s
+    },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s
     },

@@ -238,7 +238,7 @@ def test_run_refuses_a_given_store_without_a_factor_before_any_work(tmp_path):
     mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])[np.arange(n) % 3]
     with open(tmp_path / "items.jsonl", "w") as fh:
         for i, (m, a, t) in enumerate(mat):
-            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "A",
+            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[i % 2],
                               "modality": m, "anatomy": a, "task": t}), file=fh)
     stores = [tmp_path / "related-s0.h5", tmp_path / "unrelated-s0.h5"]
     for store in stores:

@@ -445,7 +445,8 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     # the classes the MI step will merge
     from matprobe.data.images import image_notes
 
-    notes = image_notes(dataset) + [note for note in (_rare_class_note(dataset, cfg),) if note]
+    notes = image_notes(dataset) + [note for note in (_rare_class_note(dataset, cfg), _single_class_note(dataset, cfg))
+                                    if note]
     for note in notes:  # before extraction (hours on a GPU), not after; run.json keeps them for the report
         say(f"warning: {manifest}: {note}")
     timer.add("data", t0)
@@ -476,6 +477,19 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     summary["seconds"] = timer.seconds
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
     return run
+
+
+def _single_class_note(dataset, cfg: PipelineConfig) -> str | None:
+    """The MAT factors with one class in the data (a study of one task), which the chain leaves out
+    (`check_pipeline` refuses them in [mi] factors); None when every factor varies."""
+    from matprobe.data.design import single_class_factors
+
+    single = single_class_factors(dataset, [f for f in ("modality", "anatomy", "task") if f not in cfg.factors])
+    if not single:
+        return None
+    parts = ", ".join(f"{name} ({label!r})" for name, label in single.items())
+    return (f"one class in the data for {parts}: left out of the MI chain, whose terms for it would be 0 by "
+            "definition; the strata given the other factors are the (modality, anatomy, task) strata")
 
 
 def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
@@ -897,15 +911,18 @@ def _jsonable(obj):
     return obj
 
 
-def target_stratum_mi(result, target: tuple[str, str, str]) -> float | None:
+def target_stratum_mi(result, target: tuple[str, str, str], constant=()) -> float | None:
     """I(Z;Y | M, A, T = target) from an MI result (`ChainResult`) whose chain includes the label or
-    answer: that term's entry for the target stratum, if present (nats, as the file records it)."""
+    answer: that term's entry for the target stratum, if present (nats, as the file records it).
+    `constant`: MAT factors with one value in the data (a study of one task), which the chain
+    leaves out: its strata given the others are the (M, A, T) strata."""
+    wanted = {f: v for f, v in zip(("modality", "anatomy", "task"), target) if f not in constant}
     for factor, term in zip(result.factors, result.estimates()):  # the first estimator's, listed first
         if factor not in ("label", "answer"):
             continue
         for entry in term.estimate.strata:  # StratumEstimate: given {factor: label}, estimate, ...
-            g = entry.given
-            if (g.get("modality"), g.get("anatomy"), g.get("task")) == tuple(target):
+            g = {f: v for f, v in entry.given.items() if f not in constant}
+            if g == wanted:
                 return float(entry.estimate)
     return None
 
@@ -920,6 +937,7 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
     them); each MI chain term of the main (layer, pool), and I(Z; answer | target stratum)
     in nats (when the chain includes the label). Run-level rows have an empty item.
     """
+    from matprobe.data.design import constant_factors
     from matprobe.store import EmbeddingStore
 
     rows = []
@@ -949,7 +967,7 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
         result = ChainResult.read(ck["main_mi"])
         for items in result.terms.values():
             rows += [{**base, "metric": f"{term} nats", "value": float(e.value)} for term, e in items]
-        inside = target_stratum_mi(result, target)
+        inside = target_stratum_mi(result, target, constant_factors(frame))
         if inside is not None:
             rows.append({**base, "metric": "I(Z;Y|target) nats", "value": inside})
     import pandas as pd

@@ -54,6 +54,13 @@ def check_pipeline(cfg) -> None:
     from matprobe.data import load_dataset
 
     dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None)
+    from matprobe.data.design import single_class_factors
+
+    # a study of one task (or one modality): the MI step refuses that factor, after extraction
+    for name, label in single_class_factors(dataset, cfg.factors).items():
+        raise DataError(f"[mi] factors: {name!r} has one class in {cfg.data_file} ({label!r}), so every term with "
+                        f"{name} as the target is 0 by definition; drop {name!r} from [mi] factors (`matprobe "
+                        "init` leaves such a factor out)")
     from matprobe.data.splits import first_unsplittable
 
     # a target the data lacks, a condition with no training triplets

@@ -159,6 +159,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     base, tower, template); an adapter's base is resolved for every adapter. A Hugging Face folder
     is otherwise checked by `run`'s preflight, before anything is extracted."""
     from matprobe.data import load_dataset
+    from matprobe.data.design import single_class_factors
     from matprobe.io import write_text_atomic
     from matprobe.pipeline import load_pipeline
 
@@ -197,6 +198,10 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     _check_training_data(dataset, trips, conditions, entries)
     entries.sort(key=lambda e: (trips.index(e["target"]), conditions.index(e["condition"]), e["seed"]))
     run_out = run_out or str(out.with_suffix("")) + "-run"
+    # a factor with one class in the data (a study of one task) has every term 0 by definition,
+    # and the MI step refuses it: left out, with a comment that says why
+    single = single_class_factors(dataset, ["modality", "anatomy", "task", "label"])
+    factors = [f for f in ("modality", "anatomy", "task", "label") if f not in single]
 
     lines = [
         "# matprobe pipeline for your own study, written by `matprobe init`; run it with",
@@ -234,7 +239,11 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         f"device = {_q(device)}  # cuda for a GPU",
         "",
         "[mi]",
-        "factors = [\"modality\", \"anatomy\", \"task\", \"label\"]  # the chain's order; label = the answer's class",
+        f"factors = {_q(factors)}  # the chain's order; label = the answer's class",
+    ]
+    lines += [f"# {name} left out of factors: one class in the data ({label!r}), its terms are 0 by definition"
+              for name, label in single.items()]
+    lines += [
         f"estimator = {_q(DEFAULTS.estimator)}",
         f"seeds = {int(seeds)}  # per estimate (default {DEFAULTS.seeds})",
         f"folds = {int(folds)}  # cross-fitting folds (default {DEFAULTS.folds})",

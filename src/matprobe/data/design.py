@@ -13,8 +13,11 @@ data set's identity. `data validate` and the report list them.
 
 from __future__ import annotations
 
+import numpy as np
+
 from matprobe.data.entropy import conditional_entropy, entropy, joint_codes
-from matprobe.data.model import FACTOR_SHORT, FACTORS
+from matprobe.data.model import FACTOR_SHORT, FACTORS, resolve_factor
+from matprobe.errors import DataError
 
 # conditional entropies at or below this are 0 (exact plug-in values are sums of p log p)
 ZERO = 1e-12
@@ -22,6 +25,37 @@ ZERO = 1e-12
 
 def _short(name: str) -> str:
     return FACTOR_SHORT.get(name, name)
+
+
+def single_class_factors(dataset, factors) -> dict[str, str]:
+    """{factor: its one class} for each of `factors` that has a single class over the data set's
+    samples (a study of one task, say): its chain term is 0 by definition and the MI step refuses
+    it, so `init` leaves it out of [mi] factors and `run` refuses it before extracting. A factor
+    the data set lacks is left to the caller's own check.
+
+    >>> from matprobe.data.model import MATDataset, Sample
+    >>> ds = MATDataset([Sample(id=str(i), image="x.png", question="q", options=("a", "b"), answer_index=i % 2,
+    ...                         modality=["CT", "MRI"][i % 2], anatomy="Brain", task="Diagnosis")
+    ...                  for i in range(4)])
+    >>> single_class_factors(ds, ["modality", "anatomy", "task"])
+    {'anatomy': 'Brain', 'task': 'Diagnosis'}
+    """
+    out = {}
+    for name in factors:
+        try:
+            codes = dataset.codes(name)
+        except DataError:
+            continue
+        if len(codes) and np.unique(codes).size < 2:
+            out[name] = str(dataset.vocabularies[resolve_factor(name)].labels[int(codes[0])])
+    return out
+
+
+def constant_factors(frame, factors=FACTORS) -> frozenset:
+    """The `factors` (columns of a samples frame, e.g. a store's) with one value over its rows: a
+    chain leaves such a factor out (`single_class_factors`), and its strata given the others are
+    the strata given all of them."""
+    return frozenset(f for f in factors if f in frame and frame[f].nunique() == 1)
 
 
 def fixed_factor_warnings(columns: dict[str, list], order: list[str] | None = None) -> list[str]:

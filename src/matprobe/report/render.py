@@ -835,13 +835,22 @@ def _sources_section(doc: Doc, data) -> None:
 def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> None:
     """MI against accuracy, and Fano's inequality per (checkpoint, stratum)."""
     u = data.unit
+    with_mi = data.strata.dropna(subset=["mi"])
     doc.heading("Information vs behaviour")
-    cap = figures.mi_vs_accuracy(data.strata.dropna(subset=["mi"]), fig_dir / "mi_vs_accuracy.png")
-    doc.figure("figures/mi_vs_accuracy.png", cap)
+    if with_mi.empty:  # no figure to draw: say why instead of failing the whole report
+        doc.para("No (checkpoint, stratum) cell has an estimate of I(Z;Y | stratum): the MI results hold no term "
+                 "for the answer given modality, anatomy and task (their factors end before the answer, or "
+                 "condition it on fewer factors while the others vary). `matprobe check STORE --mi FILE` "
+                 "estimates it when the file has no term for the answer; `[mi] factors` ending in \"label\" "
+                 "gives it in a run.")
+    else:
+        cap = figures.mi_vs_accuracy(with_mi, fig_dir / "mi_vs_accuracy.png")
+        doc.figure("figures/mi_vs_accuracy.png", cap)
 
     doc.heading("Fano's inequality against observed errors")
-    cap = figures.fano_curve(data.strata.dropna(subset=["mi"]), fig_dir / "fano.png")
-    doc.figure("figures/fano.png", cap)
+    if not with_mi.empty:
+        cap = figures.fano_curve(with_mi, fig_dir / "fano.png")
+        doc.figure("figures/fano.png", cap)
     st = data.strata
 
     def pair(a, b) -> list[str]:

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from matprobe.checks import check_level
+from matprobe.data.design import constant_factors
 from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
@@ -87,10 +88,13 @@ def load_mi_results(path: str | Path, fingerprint: str | None = None) -> dict:
     return res
 
 
-def _given_key(given) -> tuple:
+def _given_key(given, constant=frozenset()) -> tuple:
+    """A stratum's (or a term's conditioning set's) key, without the factors in `constant`: a factor
+    with one value over the rows splits nothing, so strata given M, A are those given M, A, T in a
+    study of one task."""
     if isinstance(given, dict):
-        return tuple(sorted((resolve_factor(k), str(v)) for k, v in given.items()))
-    return tuple(sorted(resolve_factor(g) for g in given or ()))
+        return tuple(sorted((f, str(v)) for k, v in given.items() if (f := resolve_factor(k)) not in constant))
+    return tuple(sorted(f for g in given or () if (f := resolve_factor(g)) not in constant))
 
 
 def _norm_target(t: str) -> str:
@@ -168,12 +172,14 @@ def run_check(
     level = check_level(level, "--level", BoundsError)
     fingerprint, mi, mi_path, frame = _read_inputs(store_path, mi_path)
     mi_unit = (mi or {}).get("unit", "nats")
-    strata_mi, terms = _mi_entries(mi)
+    constant = constant_factors(frame, MAT)  # a study of one task: its chain is given M, A only
+    strata_mi, terms = _mi_entries(mi, constant)
     target, target_source, frame, y = _choose_target(target, strata_mi, terms, frame, store_path)
     stratum_mi, estimated, mi_unit = _target_mi(store_path, mi, target, strata_mi.get(target, {}), terms,
-                                                mi_unit, estimate_missing, progress)
+                                                mi_unit, estimate_missing, progress, constant)
     merged = _merged_target(mi, target)
-    rows, per_stratum = _stratum_rows(frame, y, stratum_mi, bool(terms), mi, mi_unit, delta, level, merged)
+    rows, per_stratum = _stratum_rows(frame, y, stratum_mi, bool(terms), mi, mi_unit, delta, level, merged,
+                                      constant)
     aggregate = _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merged)
     doc = {
         "kind": "matprobe.check",
@@ -235,8 +241,9 @@ def _read_inputs(store_path, mi_path):
     return fingerprint, mi, mi_path, frame
 
 
-def _mi_entries(mi):
-    """({target: {given key: per-stratum entry given M, A, T}}, terms whose target is Y)."""
+def _mi_entries(mi, constant=frozenset()):
+    """({target: {given key: per-stratum entry given M, A, T}}, terms whose target is Y). An entry
+    given all of M, A, T but the `constant` factors is one of those strata too (keys without them)."""
     strata_mi: dict[str, dict] = {}
     terms: list[dict] = []
     if mi is None:
@@ -246,9 +253,10 @@ def _mi_entries(mi):
         if (
             _norm_target(e.get("target", "")) in ("answer", "label")
             and isinstance(given, dict)
-            and {resolve_factor(k) for k in given} == set(MAT)
+            and {resolve_factor(k) for k in given} <= set(MAT)
+            and {resolve_factor(k) for k in given} | constant == set(MAT)
         ):
-            strata_mi.setdefault(_norm_target(e["target"]), {})[_given_key(given)] = e
+            strata_mi.setdefault(_norm_target(e["target"]), {})[_given_key(given, constant)] = e
     terms = [t for t in mi.get("terms", []) or [] if _norm_target(t.get("target", "")) in ("answer", "label")]
     return strata_mi, terms
 
@@ -281,7 +289,8 @@ def _choose_target(target, strata_mi, terms, frame, store_path):
     raise BoundsError(f"target {target!r} is unknown; use 'answer' or 'label'")
 
 
-def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_missing, progress):
+def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_missing, progress,
+               constant=frozenset()):
     """The per-stratum MI of Y: from the file, else estimated here (or the command that would).
     Returns (per-stratum entries, what was estimated here or None, the unit of the entries);
     appends an estimated term to `terms`."""
@@ -295,10 +304,11 @@ def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_miss
                   "ci_low": estimated["ci_low"], "ci_high": estimated["ci_high"],
                   "ci_level": estimated["settings"]["level"]})
     # estimated here in nats (the file holds no term for Y to mix with)
-    return {_given_key(e["given"]): e for e in estimated["strata"]}, estimated, "nats"
+    return {_given_key(e["given"], constant): e for e in estimated["strata"]}, estimated, "nats"
 
 
-def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, merged=None):
+def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, merged=None,
+                  constant=frozenset()):
     """One row per (M, A, T) stratum: error with its interval, Fano's MI lower bound, and the
     stratum's MI against it. Returns (rows, [(weight, H(Y|stratum), error, classes)])."""
     n_total = len(frame)
@@ -328,7 +338,7 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
             "mi": None, "mi_source": None, "error_floor": None, "error_floor_lenient": None,
             "error_respects_floor": None, "mi_meets_bound": None,
         }
-        entry = stratum_mi.get(_given_key(given))
+        entry = stratum_mi.get(_given_key(given, constant))
         if entry is not None and entry.get("estimate") is not None:
             v = _mi_value(entry, mi_unit)
             if v["ci_level"] is None:  # per-stratum entries of an MI file share its level
