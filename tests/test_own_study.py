@@ -280,3 +280,34 @@ def test_init_names_a_study_of_symlinks_by_its_links(tmp_path, monkeypatch):
     assert got == [(link.split("/")[1] + "-" + link.split("/")[2], list(t), link.split("/")[2][:-3],
                     str(tmp_path / link))
                    for link, t in zip(links, [trips[0], trips[0], trips[2], trips[2]])]
+
+
+def test_run_refuses_a_given_store_without_answers_before_any_work(tmp_path):
+    # `extract --no-answers` (or a store written from arrays) holds no answers: the run's check needs
+    # them, and stopped there after every store's MI; it is refused first, naming the store and fix
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    import matprobe as mp
+    from matprobe.cli import app
+
+    n = 30
+    mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])[np.arange(n) % 3]
+    with open(tmp_path / "items.jsonl", "w") as fh:
+        for i, (m, a, t) in enumerate(mat):
+            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[i % 2],
+                              "modality": m, "anatomy": a, "task": t}), file=fh)
+    stores = [tmp_path / "related-s0.h5", tmp_path / "unrelated-s0.h5"]
+    labels = {**dict(zip(("modality", "anatomy", "task"), mat.T)), "label": np.array(["yes", "no"] * 15)}
+    for k, store in enumerate(stores):
+        answers = None if k == 1 else {"pred": np.arange(n) % 2, "correct": np.ones(n, dtype=int)}
+        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
+                                      {("3", "last"): np.zeros((n, 2), "float32")}, answers=answers).close()
+    path = mp.init(data=tmp_path / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=tmp_path / "study.toml")
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 2
+    assert (f"store {str(stores[1])!r} holds no answers of the model (extracted with --no-answers?)"
+            in " ".join(res.output.split())), res.output
+    assert not (tmp_path / "study-run" / "mi").exists()  # refused before the MI step

@@ -71,16 +71,22 @@ def check_pipeline(cfg) -> None:
 
 
 def _check_store_factors(store: Path, factors, where: str) -> None:
-    """A store given as it is must hold a label column for every [mi] factor: the MI step would
-    otherwise fail after the other stores' work (a store written outside `matprobe extract`, e.g.
-    by `EmbeddingStore.from_arrays`, need not have the answer's `label`)."""
+    """A store given as it is must hold a label column for every [mi] factor and the model's
+    answers: the MI and check steps would otherwise fail after the other stores' work (a store
+    written outside `matprobe extract`, e.g. by `EmbeddingStore.from_arrays`, need not have the
+    answer's `label`; `extract --no-answers` stores none)."""
     from matprobe.data.model import resolve_factor
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(store) as st:
         have = st.label_columns()
+        answered = bool((st.answers()["correct"] >= 0).any())
     missing = [f for f in factors if resolve_factor(f) not in have]
     if missing:
         raise MatprobeError(f"{where}: store {str(store)!r} has no label column {missing[0]!r} for [mi] factors "
                             f"(it has {', '.join(have) or 'none'}); add the column to the store, or drop "
                             f"{missing[0]!r} from [mi] factors")
+    if not answered:  # the check step reads them: after every store's MI, it would stop there
+        raise MatprobeError(f"{where}: store {str(store)!r} holds no answers of the model (extracted with "
+                            "--no-answers?); the run's check and accuracy need them: extract it again without "
+                            "--no-answers, or check the MI alone with `matprobe mi`")
