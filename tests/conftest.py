@@ -245,6 +245,7 @@ SLOW: dict[str, set[str]] = {
     "test_one_task_study.py": {
         "test_init_and_run_on_a_study_of_one_task",  # 11 s
         "test_report_without_any_stratum_mi_says_so",  # 2.5 s
+        "test_sweep_refuses_a_factor_with_one_class_before_any_cell",  # 3.6 s
     },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s

@@ -121,3 +121,26 @@ def test_report_without_any_stratum_mi_says_so(tmp_path):
     text = (run_dir / "report.md").read_text()
     assert "No (checkpoint, stratum) cell has an estimate of I(Z;Y | stratum)" in text
     assert "figures/mi_vs_accuracy.png" not in text and "figures/fano.png" not in text
+
+
+def test_sweep_refuses_a_factor_with_one_class_before_any_cell(tmp_path):
+    """`sweep` with its default factors M,A,T on a store of one task: every cell failed alike, with
+    "rerun the sweep to retry" (a rerun fails the same way); it is refused first, once, naming the
+    class and the factors that remain."""
+    import matprobe as mp
+
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = {"modality": np.array(["CT", "MRI"])[np.arange(n) % 2],
+              "anatomy": np.array(["Brain", "Liver", "Lung"])[np.arange(n) % 3], "task": np.array(["Diagnosis"] * n)}
+    store = tmp_path / "one-task.h5"
+    mp.EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(n)], labels,
+                                  {("3", "last"): rng.standard_normal((n, 4)).astype("float32")}).close()
+    res = CliRunner().invoke(app, ["sweep", str(store), "--out", str(tmp_path / "sweep.csv")])
+    assert res.exit_code == 2
+    assert ("factor 'T' has one class ('Diagnosis'), so every term with T as the target is 0 by definition; drop it "
+            "from --factors (--factors M,A)") in " ".join(res.output.split())
+    assert not (tmp_path / "sweep.csv").exists()
+    res = CliRunner().invoke(app, ["sweep", str(store), "--factors", "M,A", "--seeds", "1", "--folds", "2",
+                                   "--out", str(tmp_path / "sweep.csv")])
+    assert res.exit_code == 0, res.output

@@ -139,10 +139,16 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                 raise StoreError(f"{path}: no features stored; run `matprobe extract` first")
             for f in factors:
                 try:
-                    st.factor(f)
+                    codes, vocab = st.factor(f)
                 except StoreError:
                     raise StoreError(f"{path}: no label column {f!r} for --factors; have "
                                      f"{', '.join(st.label_columns())}") from None
+                classes = np.unique(codes[codes >= 0])
+                if classes.size == 1:  # every cell would fail alike, and a rerun would not help
+                    rest = ",".join(g for g in factors if g != f)
+                    raise StoreError(f"{path}: factor {f!r} has one class ({str(vocab[int(classes[0])])!r}), so every "
+                                     f"term with {f} as the target is 0 by definition; drop it from --factors"
+                                     + (f" (--factors {rest})" if rest else ""))
             st.require_complete("sweeping it")
             prov = st.provenance
             fingerprints[path] = st.fingerprint
