@@ -388,9 +388,12 @@ def _baseline_glossary(u: str) -> dict[str, str]:
     """The columns of the baselines table (control task, codelength, permutation null)."""
     return {
         f"control Î ({u})": "the same estimate for the control task: labels drawn from the factor's frequencies in "
-                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019)",
+                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019); unclipped, "
+                            "so it can be below 0",
         f"selectivity ({u})": "Î minus the control task's Î on the same rows, folds and seeds, with its paired "
-                              "interval: the information beyond what the probe finds in meaningless labels",
+                              "interval: the information beyond what the probe finds in meaningless labels. Both "
+                              "unclipped: where Î's column shows 0 or its cap, the difference is not Î's column "
+                              "minus the control's",
         "online code (bits)": "prequential codelength of the factor given Z: blocks of rows sent with a probe fitted "
                               "on the rows sent before them (Voita & Titov 2020)",
         "uniform code (bits)": "the codelength with every row sent by the uniform code over its stratum's classes",
@@ -751,7 +754,8 @@ def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
     doc.table(pd.DataFrame(table),
               "What each chain term holds beyond labels that mean nothing, and how easily a probe extracts it: the "
               "control task (labels drawn from the factor's frequencies in each stratum, fixed per image, probed the "
-              "same way; selectivity = Î minus the control's, with its paired interval), the online codelength of the "
+              "same way; selectivity = Î minus the control's, both unclipped, with its paired interval: Î's column is "
+              "clipped to [0, its cap], so it need not add up), the online codelength of the "
               "factor given Z (bits; compression = uniform / online), and the permutation null where it was run.")
 
 
