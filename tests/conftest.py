@@ -249,6 +249,7 @@ SLOW: dict[str, set[str]] = {
     },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s
+        "test_run_names_the_users_manifest_for_a_missing_image_before_any_work",  # 2 s
     },
     "test_provenance.py": {
         "test_extract_resume_refuses_swapped_weights_and_edited_manifest",  # 2.4 s

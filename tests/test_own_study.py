@@ -311,3 +311,31 @@ def test_run_refuses_a_given_store_without_answers_before_any_work(tmp_path):
     assert (f"store {str(stores[1])!r} holds no answers of the model (extracted with --no-answers?)"
             in " ".join(res.output.split())), res.output
     assert not (tmp_path / "study-run" / "mi").exists()  # refused before the MI step
+
+
+def test_run_names_the_users_manifest_for_a_missing_image_before_any_work(tmp_path):
+    # extraction named the condition's copy of the manifest that the run writes (run/data/related.jsonl)
+    # and advised --image-root, an option `run` does not have; the run's preflight names the user's file
+    # and the pipeline key, before anything is written
+    from typer.testing import CliRunner
+
+    import matprobe as mp
+    from matprobe.cli import app
+    from matprobe.extract.tiny import build_tiny_checkpoint
+
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "x.png")
+    trips = [("MRI", "Knee", "Organ"), ("MRI", "Knee", "Lesion"), ("X-ray", "Lung", "Organ"), ("CT", "Brain", "Plane")]
+    rows = [{"id": f"{m}{a}{t}{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
+             "modality": m, "anatomy": a, "task": t} for m, a, t in trips for k in range(6)]
+    rows[7]["image"] = "img/gone.png"
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("related-s0", "unrelated-s0"):
+        build_tiny_checkpoint(tmp_path / "ckpts" / name, "llava", seed=1)
+    path = mp.init([tmp_path / "ckpts" / "related-s0", tmp_path / "ckpts" / "unrelated-s0"], data=tmp_path / "m.jsonl",
+                   target=["MRI,Knee,Organ"], out=tmp_path / "study.toml")
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 2
+    assert (f"{tmp_path / 'm.jsonl'}: 1 of 24 image(s) missing, first sample {rows[7]['id']!r}: "
+            f"{tmp_path / 'img' / 'gone.png'}; fix the paths or set [data] image_root") in " ".join(res.output.split())
+    assert not (tmp_path / "study-run").exists()

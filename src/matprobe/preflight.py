@@ -54,6 +54,11 @@ def check_pipeline(cfg) -> None:
     from matprobe.data import load_dataset
 
     dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None)
+    from matprobe.data.images import missing_images_error
+
+    # named by the user's manifest (extraction would name the condition's copy the run writes)
+    if (error := missing_images_error(dataset, cfg.data_file, "set [data] image_root")) is not None:
+        raise DataError(error)
     from matprobe.data.design import single_class_factors
 
     # a study of one task (or one modality): the MI step refuses that factor, after extraction

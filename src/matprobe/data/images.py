@@ -199,6 +199,20 @@ def resolve_image_path(image: str, base_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+def missing_images_error(samples, source: str, root_option: str = "pass --image-root") -> str | None:
+    """The one-line error for samples whose image file is absent (or that name none), naming the
+    count, the first sample and `source` (the manifest as the user gave it); None if every file is
+    there. Paths as loaded (a data set's are resolved against its manifest's folder); `root_option`
+    says how the caller's user sets the image folder."""
+    samples = list(samples)
+    missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
+    if not missing:
+        return None
+    first = missing[0]
+    return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample {first.id!r}: "
+            f"{first.image or '(no image path)'}; fix the paths or {root_option}")
+
+
 def load_image(sample, base_dir: str | os.PathLike | None = None) -> Image.Image:
     """The RGB image of a `Sample` (relative paths resolve against `base_dir`)."""
     if not sample.image:

@@ -73,15 +73,10 @@ def _check_images(samples, source: str) -> list[str]:
     """Every image file present and every mask readable, before any output is created; returns
     the notes on the inputs (files of more than 8 bits per pixel, files with transparency:
     `data.images.image_notes`)."""
-    from matprobe.data.images import image_notes, resolve_image_path
+    from matprobe.data.images import image_notes, missing_images_error
 
-    missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
-    if missing:
-        first = missing[0]
-        raise DataError(
-            f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample "
-            f"{first.id!r}: {first.image or '(no image path)'}; fix the paths or pass --image-root"
-        )
+    if (error := missing_images_error(samples, source)) is not None:
+        raise DataError(error)
     _check_masks(samples, source)
     return image_notes(samples)
 
