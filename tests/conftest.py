@@ -247,6 +247,9 @@ SLOW: dict[str, set[str]] = {
         "test_report_without_any_stratum_mi_says_so",  # 2.5 s
         "test_sweep_refuses_a_factor_with_one_class_before_any_cell",  # 3.6 s
     },
+    "test_rare_classes.py": {
+        "test_run_refuses_a_factor_the_merge_leaves_one_class_or_too_small_before_any_work",  # 2.5 s
+    },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s
         "test_run_names_the_users_manifest_for_a_missing_image_before_any_work",  # 2 s

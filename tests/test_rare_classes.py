@@ -187,3 +187,53 @@ def test_compare_refuses_rare_target_classes_and_merges_them_on_both_sides(tmp_p
     assert merged.difference.delta == hand.difference.delta
     assert (merged.side_a["estimate"], merged.side_b["estimate"]) == (hand.side_a["estimate"], hand.side_b["estimate"])
     assert "6 classes with fewer than 6 rows (15 rows) merged into one on both sides" in merged.note
+
+
+def _store_study(root, n):
+    """items.jsonl over 3 triplets (row i in triplet i % 3) with 6 answer classes (row i: class i % 6),
+    and two stores of it written from arrays, given to `init`; returns the pipeline file."""
+    import json
+
+    import matprobe as mp
+
+    root.mkdir()
+    mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])[np.arange(n) % 3]
+    options = [f"o{k}" for k in range(6)]
+    answers = np.arange(n) % 6
+    with open(root / "items.jsonl", "w") as fh:
+        for i, (m, a, t) in enumerate(mat):
+            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": options, "answer": int(answers[i]),
+                              "modality": m, "anatomy": a, "task": t}), file=fh)
+    labels = {**dict(zip(("modality", "anatomy", "task"), mat.T)), "label": np.array(options)[answers]}
+    stores = [root / "related-s0.h5", root / "unrelated-s0.h5"]
+    for store in stores:
+        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
+                                      {("3", "last"): np.zeros((n, 2), "float32")},
+                                      answers={"pred": answers, "correct": np.ones(n, dtype=int)}).close()
+    return mp.init(data=root / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=root / "study.toml")
+
+
+def test_run_refuses_a_factor_the_merge_leaves_one_class_or_too_small_before_any_work(tmp_path):
+    """Every class of the answer rarer than 2 rows per fold: merged, the label is one class, and the MI
+    step refused it after every store's work; the same where the merged class is still too small
+    (CT's 8 rows, the only rare modality). The run refuses both first, naming the key and the fixes."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    # 36 rows: 6 answer classes of 6 rows each, all fewer than 10 (2 per fold of 5); every M, A, T
+    # class has 12 or more. The items name no image file: stores given as they are need none, and the
+    # preflight's image check (for checkpoints to extract) lets them through
+    res = CliRunner().invoke(app, ["run", str(_store_study(tmp_path / "label", 36))])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2
+    assert ("[mi] factors: every class of 'label' has fewer than 10 rows (2 per fold), so merged they are one class "
+            "and its terms are 0 by definition; add samples, lower [mi] folds (= 5), or drop 'label'") in said, said
+    assert not (tmp_path / "label" / "study-run" / "mi").exists()
+    # 24 rows: CT has 8, the one rare modality, and nothing else of modality is small enough to join it
+    res = CliRunner().invoke(app, ["run", str(_store_study(tmp_path / "ct", 24))])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2
+    assert ("[mi] factors: the rare classes of 'modality' merged hold 8 rows, still fewer than 10 (2 per fold); add "
+            "samples, lower [mi] folds (= 5), or drop 'modality' from [mi] factors") in said, said
+    assert not (tmp_path / "ct" / "study-run" / "mi").exists()

@@ -494,7 +494,9 @@ def _single_class_note(dataset, cfg: PipelineConfig) -> str | None:
 
 def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
     """What `[mi] rare_classes = "merge"` will merge (every store holds the manifest's rows and
-    labels), said before extraction; None when nothing is that small."""
+    labels), said before extraction; None when nothing is that small. Raises DataError where the
+    merge leaves a factor one class (every class rare): the MI step would refuse it after
+    extraction."""
     from matprobe.data.model import resolve_factor
     from matprobe.mi.chain import merge_rare_classes
 
@@ -505,9 +507,17 @@ def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
     except DataError:  # a factor the manifest lacks: the MI step says so itself
         return None
     labels = {f: dataset.vocabularies[resolve_factor(f)].labels for f in cfg.factors}
-    _, _, merged = merge_rare_classes(factors, list(cfg.factors), cfg.mi_folds, labels)
+    merged_codes, _, merged = merge_rare_classes(factors, list(cfg.factors), cfg.mi_folds, labels)
     if not merged:
         return None
+    for f, m in merged.items():  # what the MI step would refuse after extraction
+        fix = f"add samples, lower [mi] folds (= {cfg.mi_folds}), or drop {f!r} from [mi] factors"
+        if np.unique(merged_codes[f]).size < 2:
+            raise DataError(f"[mi] factors: every class of {f!r} has fewer than {m['need']} rows (2 per fold), so "
+                            f"merged they are one class and its terms are 0 by definition; {fix}")
+        if m["rows"] < m["need"]:
+            raise DataError(f"[mi] factors: the rare classes of {f!r} merged hold {m['rows']} rows, still fewer than "
+                            f"{m['need']} (2 per fold); {fix}")
     parts = [f"{f}: {len(m['classes'])} classes ({m['rows']} rows)" for f, m in merged.items()]
     need = next(iter(merged.values()))["need"]
     return (f"classes with fewer than {need} rows (2 per fold) are merged into one class per factor for the MI "

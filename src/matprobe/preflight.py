@@ -56,13 +56,16 @@ def check_pipeline(cfg) -> None:
     dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None)
     from matprobe.data.images import missing_images_error
 
-    # named by the user's manifest (extraction would name the condition's copy the run writes)
-    if (error := missing_images_error(dataset, cfg.data_file, "set [data] image_root")) is not None:
+    # where a checkpoint is to be extracted (stores given as they are need no image), named by the
+    # user's manifest (extraction would name the condition's copy the run writes)
+    to_extract = any(ck.get("ckpt") for ck in cfg.checkpoints)
+    if to_extract and (error := missing_images_error(dataset, cfg.data_file, "set [data] image_root")) is not None:
         raise DataError(error)
     from matprobe.data.design import single_class_factors
 
     # a study of one task (or one modality): the MI step refuses that factor, after extraction
-    for name, label in single_class_factors(dataset, cfg.factors).items():
+    if single := single_class_factors(dataset, cfg.factors):
+        name, label = next(iter(single.items()))
         raise DataError(f"[mi] factors: {name!r} has one class in {cfg.data_file} ({label!r}), so every term with "
                         f"{name} as the target is 0 by definition; drop {name!r} from [mi] factors (`matprobe "
                         "init` leaves such a factor out)")
