@@ -202,6 +202,7 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     ("ckpts/related/s2", ("related", 2, None)), ("zero-overlap-s3.h5", ("zero-overlap", 3, None)),
     ("ct-chest-artifact/unrelated-s4", ("unrelated", 4, 1)),
     ("MRI-Brain-Exposure/leave_one_out_seed-5", ("leave-one-out", 5, 0)),
+    ("runs/ZeroOverlap-s6", ("zero-overlap", 6, None)), ("leaveoneout_seed7", ("leave-one-out", 7, None)),
 ])
 def test_init_reads_condition_seed_and_target_from_the_path(tmp_path, rel, expected):
     from matprobe.scaffold import InitError, parse_entry

@@ -30,8 +30,10 @@ def _slug(target) -> str:
 
 
 def _condition(text: str) -> str | None:
-    """The condition a path names ('unrelated' is not read as 'related')."""
-    found = [c for c in CONDITION_NAMES if re.search(rf"(?<![a-z]){re.escape(c)}(?![a-z])", text)]
+    """The condition a path names ('unrelated' is not read as 'related'); a name of two words with
+    or without its hyphen ('zero-overlap', 'ZeroOverlap', 'leaveoneout')."""
+    found = [c for c in CONDITION_NAMES
+             if re.search(r"(?<![a-z])" + r"-?".join(map(re.escape, c.split("-"))) + r"(?![a-z])", text)]
     return found[0] if len(found) == 1 else None
 
 
