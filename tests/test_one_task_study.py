@@ -101,6 +101,18 @@ def test_init_and_run_on_a_study_of_one_task(tmp_path, monkeypatch):
     assert "figures/mi_vs_accuracy.png" in report and "I(Z;Y | target)" in report
     assert "one class in the data for task ('Diagnosis')" in report.split("## Design warnings")[1]
 
+    # an item edited after the run: the rerun refuses the stale stores naming the user's manifest
+    # (not the run's own copy of it) and what a run has for extract's --overwrite
+    items = json.loads(Path("study/items.json").read_text())
+    items[5]["answer"] = (items[5]["answer"] + 1) % 3
+    Path("study/items.json").write_text(json.dumps(items))
+    res = runner.invoke(app, ["run", "one.toml"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2
+    assert f"1 record(s) of {tmp_path / 'study' / 'items.json'} changed since the store was made" in said, said
+    assert ("in `matprobe run` (which has no --overwrite): delete that store file to extract it again, or set "
+            "another [run] out") in said
+
 
 def test_report_without_any_stratum_mi_says_so(tmp_path):
     """A run whose MI results hold no per-stratum term for the answer (say factors modality, label
@@ -144,3 +156,16 @@ def test_sweep_refuses_a_factor_with_one_class_before_any_cell(tmp_path):
     res = CliRunner().invoke(app, ["sweep", str(store), "--factors", "M,A", "--seeds", "1", "--folds", "2",
                                    "--out", str(tmp_path / "sweep.csv")])
     assert res.exit_code == 0, res.output
+
+
+def test_run_progress_lines_are_not_read_as_markup(capsys):
+    """`run`'s progress lines name pipeline keys ('[mi] rare_classes = "refuse" stops at them'):
+    printed as written, not as rich markup (which swallowed "[mi]")."""
+    from matprobe.cli import _run_with_status
+
+    def fake_run(cfg, progress, progress_bars):
+        progress('warning: merged; [mi] rare_classes = "refuse" stops at them instead')
+        return Path("x")
+
+    _run_with_status(fake_run, None)
+    assert '[mi] rare_classes = "refuse" stops at them instead' in capsys.readouterr().out

@@ -721,13 +721,16 @@ def init_command(
 def _run_with_status(fn, cfg):
     import time
 
+    from rich.markup import escape
+
     from matprobe.progress import is_quiet
 
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
         if not is_quiet():
-            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {msg}", highlight=False)
+            # escaped: a message naming a pipeline key ("[mi] rare_classes") is not rich markup
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {escape(msg)}", highlight=False)
 
     run = fn(cfg, progress=say, progress_bars=True)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")

@@ -629,11 +629,15 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
         ))
     # CPU stores are extracted in worker processes like the fine-tuning (one torch thread each);
     # a GPU run extracts one store at a time in this process
-    if cfg.device == "cpu" and min(_workers(cfg), len(extract_jobs)) > 1:
-        results = [res for _, res in _map_in_workers(_extract_job, extract_jobs, [ck["name"] for ck in checkpoints],
-                                                     _workers(cfg), "extract", "stores", progress_bars)]
-    else:
-        results = [extract(job, progress=progress_bars) for job in extract_jobs]
+    try:
+        if cfg.device == "cpu" and min(_workers(cfg), len(extract_jobs)) > 1:
+            results = [res for _, res in _map_in_workers(_extract_job, extract_jobs,
+                                                         [ck["name"] for ck in checkpoints], _workers(cfg),
+                                                         "extract", "stores", progress_bars)]
+        else:
+            results = [extract(job, progress=progress_bars) for job in extract_jobs]
+    except MatprobeError as exc:
+        raise type(exc)(_in_run_words(str(exc), cfg, cond_manifest.values())) from None
     for ck, res in zip(checkpoints, results):
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
@@ -646,6 +650,19 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
         ck["store"], ck["fresh_store"] = ck["given_store"], False
         _mi_paths(ck, list(dict.fromkeys(a for a, _ in keys)), list(dict.fromkeys(b for _, b in keys)), run)
     return sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
+
+
+def _in_run_words(message: str, cfg: PipelineConfig, copies) -> str:
+    """An extraction error said as `run` is used: the run's own copies of the manifest named as the
+    user's file (they are rewritten from it on every run), and the extract options its fixes name
+    (--overwrite, another --out) as what a run has instead (a store changed inputs or settings
+    would be recomputed from)."""
+    for copy in copies:
+        message = message.replace(str(copy), str(cfg.data_file or copy))
+    if "--overwrite" in message or "--out" in message:
+        message += ("; in `matprobe run` (which has no --overwrite): delete that store file to extract it again, "
+                    "or set another [run] out")
+    return message
 
 
 def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
