@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to import)
@@ -65,6 +66,7 @@ RAISE_ROWS_PER_INPUT = 4
 # the name of the requested PCA's features where the plan raised it (`FoldPlan.requested_features`),
 # as an alternative representation of a fold's rows
 REQUESTED_PCA = "requested PCA"
+UNMAPPED = "no quantile map"  # `FoldPlan.unmapped`'s key among the plan's features
 
 
 @dataclass
@@ -187,6 +189,18 @@ class FoldPlan:
         record.used = self.pca
         return record
 
+    def unmapped(self, z: np.ndarray) -> np.ndarray | None:
+        """The shared reduction without the per-coordinate quantile map (label-free, computed once and
+        only when asked: the probe asks in folds whose rows share a heavy-tailed scale), or None where
+        the plan maps nothing or fits its preprocessing per fold. The quantile map squashes each
+        coordinate's tail on its own, which bends an elliptical tail (a scale shared by signal
+        directions rotated across the coordinates) out of shape (RESULTS.md, issue 22 nineteenth session)."""
+        if self.per_fold or not self.gaussianize:
+            return None
+        if UNMAPPED not in self.features:
+            self.features[UNMAPPED] = label_free_reduction(z, self.pca, False, seed=0, device=self.device).features
+        return self.features[UNMAPPED]
+
     def transformed(self, z: np.ndarray, f: int) -> np.ndarray:
         """Fold f's features. The preprocessing is label-free, so by default it is fitted once
         on all rows and every fold, term and seed shares it (`prep.label_free_features`)."""
@@ -234,6 +248,12 @@ class ReductionRecord:
         return (f"the PCA was raised from {self.requested} components to {used}: at {self.requested} the "
                 f"reduction left label information out of {first['flagged_terms']} term(s) (residual test, "
                 f"z up to {first['max_z']:.1f})")
+
+
+def _unmapped_rows(plan: FoldPlan, z, tr, ev) -> tuple[np.ndarray, np.ndarray]:
+    """A fold's training and held-out rows of `plan.unmapped(z)`."""
+    u = plan.unmapped(z)
+    return u[tr], u[ev]
 
 
 def join_notes(notes) -> str:
@@ -709,12 +729,14 @@ class CrossFitEstimator:
         return out
 
     def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds,
-                       alternatives: dict | None = None) -> list[FoldOutput]:
+                       alternatives: dict | None = None, unmapped=None) -> list[FoldOutput]:
         """One FoldOutput per seed for one fold. Override to share work between a fold's seeds
         (the probe shares its penalty search and refit); by default, one fit_fold per seed.
         alternatives: {name: (x_tr, x_ev)}, other label-free representations of the same rows
         (`FoldPlan.requested_features`) an estimator may choose among on its training rows; the
-        default ignores them. A fold that uses one says so in its diagnostics' "representation"."""
+        default ignores them. A fold that uses one says so in its diagnostics' "representation".
+        unmapped: None, or a callable giving (x_tr, x_ev) of the plan's reduction without the
+        quantile map (`FoldPlan.unmapped`), computed on first call; the default ignores it."""
         return [self.fit_fold(x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed=seed) for seed in seeds]
 
     def _run_folds(self, z, y, c, sub, active, plan):
@@ -734,6 +756,8 @@ class CrossFitEstimator:
                     continue
                 seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
                 extra = {} if requested is None else {"alternatives": {REQUESTED_PCA: (requested[tr], requested[ev])}}
+                if isinstance(plan, FoldPlan) and plan.gaussianize and not plan.per_fold:
+                    extra["unmapped"] = partial(_unmapped_rows, plan, z, tr, ev)  # computed only if asked
                 outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds, **extra)
                 for s, out in enumerate(outs):
                     for key, val in out.arrays.items():

@@ -669,6 +669,52 @@ def shared_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) ->
     return w
 
 
+def log_abs_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) -> np.ndarray:
+    """Weights w [d] >= 0 of a squared norm r = sum_j w_j (x_j - m_cj)^2 that follows a scale shared
+    by some of the columns only, as `shared_scale_weights`, from moments that exist at any tail. Label-free.
+
+    For columns x_j = s g_j sigma_j in a block B (s shared), log |x_j| = log s + log |g_j| + log sigma_j,
+    so Cov(log |x_j|, log |x_k|) is Var(log s) for j != k both in B and 0 otherwise: the same rank-one
+    matrix on B off its diagonal as the standardised squares give, but finite wherever log s has a
+    variance (Student-t at any nu), where the squares' covariance needs E[s^4] (nu > 4). Each column
+    is weighted by 1 / median(x_j^2) (a scale that exists for any nu; sigma_j^2 up to a factor
+    shared by B), so r is the block's own squared norm. Rows centred on their group's mean; at most
+    `max_rows` rows (a seeded subset), in float64.
+
+    >>> rng = np.random.default_rng(0)
+    >>> s = np.sqrt(1.2 / rng.chisquare(1.2, 20_000))[:, None]    # Student-t (nu = 1.2) scale
+    >>> x = np.concatenate([s * rng.standard_normal((20_000, 3)), rng.standard_normal((20_000, 5))], axis=1)
+    >>> w = log_abs_scale_weights(x, max_rows=20_000)
+    >>> bool(w[3:].sum() < 0.05 * w[:3].sum()), bool(w[:3].max() < 1.5 * w[:3].min())
+    (True, True)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    groups = np.zeros(len(x), dtype=np.int64) if groups is None else np.asarray(groups)
+    if len(x) > max_rows:
+        keep = np.sort(np.random.default_rng([seed, 17]).choice(len(x), max_rows, replace=False))
+        x, groups = x[keep], groups[keep]
+    d = x.shape[1]
+    x = _centred(x, groups, _group_means(x, groups), x.mean(0))
+    scale = np.median(x * x, axis=0)
+    live = scale > 1e-12 * max(float(scale.max()), 1e-300)
+    w = np.zeros(d)
+    if len(x) < 3 or live.sum() < 2:
+        w[live] = 1.0 / scale[live] / max(int(live.sum()), 1)
+        return w
+    logs = np.log(np.maximum(np.abs(x[:, live]), 1e-300))
+    logs -= logs.mean(0)
+    cov = logs.T @ logs / len(logs)
+    np.fill_diagonal(cov, 0.0)
+    _, vectors = np.linalg.eigh(cov)
+    v = vectors[:, -1]
+    v = np.clip(v if v.sum() >= 0 else -v, 0.0, None)
+    v = v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
+    w[live] = v / scale[live]
+    return w
+
+
 def block_scale_variance(x, groups=None, max_rows: int = 4096, seed: int = 0) -> tuple[float, float]:
     """(kappa, its null s.d.): `row_scale_variance` of the block of columns that share the scale
     (`shared_scale_weights`), with the weights from one half of at most `max_rows` rows (a seeded

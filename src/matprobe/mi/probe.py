@@ -37,6 +37,7 @@ from matprobe.mi.base import MEAN, REQUESTED_PCA, CrossFitEstimator, FoldOutput
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.prep import (
     block_scale_variance,
+    log_abs_scale_weights,
     quadratic_products,
     radial_interaction,
     radially_damped,
@@ -182,7 +183,8 @@ class ProbeEstimator(CrossFitEstimator):
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
                  max_row_scale_variance: float = 0.1, radial_damping: bool = True,
-                 radial_offsets=(0.03125, 0.125, 0.5), block_scale_z: float = 3.0, radial_check: bool = True,
+                 radial_offsets=(0.03125, 0.125, 0.5), block_scale_z: float = 3.0, radial_unmapped: bool = True,
+                 radial_check: bool = True,
                  radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8,
                  quadratic_fit: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -197,6 +199,7 @@ class ProbeEstimator(CrossFitEstimator):
         self.radial_damping = radial_damping
         self.radial_offsets = tuple(float(o) for o in radial_offsets)
         self.block_scale_z = block_scale_z
+        self.radial_unmapped = radial_unmapped
         if not self.radial_offsets or not all(np.isfinite(o) and o > 0 for o in self.radial_offsets):
             raise ValueError(f"radial_offsets={radial_offsets!r}: give one or more positive offsets, e.g. (0.25, 0.5)")
         self.radial_check = radial_check
@@ -221,7 +224,9 @@ class ProbeEstimator(CrossFitEstimator):
                 "radial damping": "above max_row_scale_variance (kappa of the whole norm, or of the block of columns "
                                   f"that share the scale where it stands {self.block_scale_z:g} null s.d. above 0), "
                                   "features / (o + rho / median) and its 1 / (...) column, rho the squared norm or the "
-                                  f"block's, the radius and offset o of {self.radial_offsets} whose linear path "
+                                  f"block's" + (" (also on the reduction without the quantile map, its block from the covariance of "
+                                               "log |x|)" if self.radial_unmapped else "") + f", the radius and offset o of "
+                                  f"{self.radial_offsets} whose linear path "
                                   "predicts the validation split best, kept where the chosen level's validation "
                                   "log-loss is lower",
                 "radial check": f"interaction columns x_j u (the {self.radial_columns} leading columns) and u, u the "
@@ -337,8 +342,10 @@ class ProbeEstimator(CrossFitEstimator):
             kept = [d for d in first_seed if d.get("representation") == "radially damped"]
             offset = "/".join(f"{o:g}" for o in sorted({d["radial_offset"] for d in kept}))
             n_block = sum(d["radial_radius"] == "block" for d in kept)
-            radius = ("squared norm" if not n_block else
-                      f"squared norm, or in {n_block} of them over the columns that share the scale,")
+            n_unmapped = sum(d["radial_radius"] == "unmapped block" for d in kept)
+            radius = ("squared norm" if not (n_block or n_unmapped) else
+                      f"squared norm, or in {n_block + n_unmapped} of them over the columns that share the scale"
+                      + (f" ({n_unmapped} on the features without the quantile map)" if n_unmapped else "") + ",")
             msg += (f"; the critic was fitted on radially damped features (each row over {offset} + its {radius} "
                     f"relative to the median) in {damped} of {len(first_seed)} folds, where they predicted the "
                     "validation rows better than the features themselves")
@@ -492,7 +499,7 @@ class ProbeEstimator(CrossFitEstimator):
         return _log_q_of_logits(logits, y_mask)
 
     def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds,
-                       alternatives: dict | None = None) -> list[FoldOutput]:
+                       alternatives: dict | None = None, unmapped=None) -> list[FoldOutput]:
         """One FoldOutput per seed; the seeds share the fold's penalty search and refit.
 
         Where the rows' squared scale varies by more than `max_row_scale_variance` (heavy,
@@ -544,11 +551,18 @@ class ProbeEstimator(CrossFitEstimator):
             # whole norm or the block's (`shared_scale_weights`, from every training row): one
             # linear path per (radius, offset), the lowest validation log-loss chooses (RESULTS.md,
             # issue 22 sixteenth session)
-            radii = {"norm": None, "block": shared_scale_weights(x_tr, c_tr, seed=seeds[0])}
+            radii = {"norm": (x_tr, x_ev, None), "block": (x_tr, x_ev, shared_scale_weights(x_tr, c_tr, seed=seeds[0]))}
+            if unmapped is not None and self.radial_unmapped:
+                # the same reduction without the quantile map, radius along the columns that share
+                # the scale by the covariance of their log |x| (moments that exist at any tail): on
+                # Student-t classes at nu = 1.2 seen through a rotation, -17% / -20% with the
+                # candidates above, -7% / -5% with it (RESULTS.md, issue 22 nineteenth session)
+                u_tr, u_ev = unmapped()
+                radii["unmapped block"] = (u_tr, u_ev, log_abs_scale_weights(u_tr, c_tr, seed=seeds[0]))
             losses, best = {}, None  # only the best candidate's features and path are kept
-            for radius, weights in radii.items():
+            for radius, (r_tr, r_ev, weights) in radii.items():
                 for offset in self.radial_offsets:
-                    cand_tr, cand_ev = radially_damped(x_tr, x_ev, c_tr, c_ev, offset=offset, weights=weights)
+                    cand_tr, cand_ev = radially_damped(r_tr, r_ev, c_tr, c_ev, offset=offset, weights=weights)
                     path = self._linear_path(cand_tr, cand_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
                     losses[f"{radius} {offset:g}"] = path.best_loss
                     if best is None or path.best_loss < best[0]:  # on a tie the first: whole norm, smallest offset
