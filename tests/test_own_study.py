@@ -224,16 +224,15 @@ def test_run_help_says_what_the_pipeline_file_holds():
     assert "matprobe init" in out and "LoRA adapter" in out and "store (extracted already)" in out
 
 
-def test_run_refuses_a_given_store_without_a_factor_before_any_work(tmp_path):
-    # a store written outside `matprobe extract` (here from arrays) may lack the answer's label;
-    # `run` names the store, the column and the two fixes before it estimates anything
+def _given_stores_study(tmp_path, label: bool, answered: tuple[bool, bool]):
+    """items.jsonl (30 items over 3 triplets, answers A/B) and two stores of it written from arrays
+    (related-s0, unrelated-s0), with or without the answer's label column, each with or without the
+    model's answers; returns (the pipeline file `init` wrote for them, the stores)."""
     import json
 
     import numpy as np
-    from typer.testing import CliRunner
 
     import matprobe as mp
-    from matprobe.cli import app
 
     n = 30
     mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])[np.arange(n) % 3]
@@ -241,11 +240,26 @@ def test_run_refuses_a_given_store_without_a_factor_before_any_work(tmp_path):
         for i, (m, a, t) in enumerate(mat):
             print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[i % 2],
                               "modality": m, "anatomy": a, "task": t}), file=fh)
+    labels = dict(zip(("modality", "anatomy", "task"), mat.T))
+    if label:
+        labels["label"] = np.array(["yes", "no"] * 15)
     stores = [tmp_path / "related-s0.h5", tmp_path / "unrelated-s0.h5"]
-    for store in stores:
-        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], dict(zip(("modality", "anatomy", "task"), mat.T)),
-                                      {("3", "last"): np.zeros((n, 2), "float32")}).close()
+    for store, has_answers in zip(stores, answered):
+        answers = {"pred": np.arange(n) % 2, "correct": np.ones(n, dtype=int)} if has_answers else None
+        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
+                                      {("3", "last"): np.zeros((n, 2), "float32")}, answers=answers).close()
     path = mp.init(data=tmp_path / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=tmp_path / "study.toml")
+    return path, stores
+
+
+def test_run_refuses_a_given_store_without_a_factor_before_any_work(tmp_path):
+    # a store written outside `matprobe extract` (here from arrays) may lack the answer's label;
+    # `run` names the store, the column and the two fixes before it estimates anything
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    path, stores = _given_stores_study(tmp_path, label=False, answered=(False, False))
     res = CliRunner().invoke(app, ["run", str(path)])
     assert res.exit_code == 2
     assert (f"store {str(stores[0])!r} has no label column 'label' for [mi] factors (it has anatomy, modality, task)"
@@ -286,27 +300,11 @@ def test_init_names_a_study_of_symlinks_by_its_links(tmp_path, monkeypatch):
 def test_run_refuses_a_given_store_without_answers_before_any_work(tmp_path):
     # `extract --no-answers` (or a store written from arrays) holds no answers: the run's check needs
     # them, and stopped there after every store's MI; it is refused first, naming the store and fix
-    import json
-
-    import numpy as np
     from typer.testing import CliRunner
 
-    import matprobe as mp
     from matprobe.cli import app
 
-    n = 30
-    mat = np.array([("MRI", "Brain", "Plane"), ("CT", "Chest", "Grade"), ("MRI", "Knee", "Plane")])[np.arange(n) % 3]
-    with open(tmp_path / "items.jsonl", "w") as fh:
-        for i, (m, a, t) in enumerate(mat):
-            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": ["yes", "no"], "answer": "AB"[i % 2],
-                              "modality": m, "anatomy": a, "task": t}), file=fh)
-    stores = [tmp_path / "related-s0.h5", tmp_path / "unrelated-s0.h5"]
-    labels = {**dict(zip(("modality", "anatomy", "task"), mat.T)), "label": np.array(["yes", "no"] * 15)}
-    for k, store in enumerate(stores):
-        answers = None if k == 1 else {"pred": np.arange(n) % 2, "correct": np.ones(n, dtype=int)}
-        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
-                                      {("3", "last"): np.zeros((n, 2), "float32")}, answers=answers).close()
-    path = mp.init(data=tmp_path / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=tmp_path / "study.toml")
+    path, stores = _given_stores_study(tmp_path, label=True, answered=(True, False))
     res = CliRunner().invoke(app, ["run", str(path)])
     assert res.exit_code == 2
     assert (f"store {str(stores[1])!r} holds no answers of the model (extracted with --no-answers?)"

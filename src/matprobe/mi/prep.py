@@ -642,6 +642,19 @@ def shared_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) ->
     >>> (w * x.var(0)).round(2)   # on the standardised columns: flat on the three that share s
     array([0.33, 0.31, 0.36, 0.  , 0.  , 0.  , 0.  , 0.  ])
     """
+    x = _weight_rows(x, groups, max_rows, seed)
+    var = x.var(0)
+    live = var > 1e-12 * max(float(var.max()), 1e-300)
+    if len(x) < 3 or live.sum() < 2:
+        return _flat_weights(var, live)
+    w = np.zeros(x.shape[1])
+    w[live] = _block_vector(x[:, live] ** 2 / var[live]) / var[live]
+    return w
+
+
+def _weight_rows(x, groups, max_rows: int, seed: int) -> np.ndarray:
+    """The rows the block weights are found on: at most `max_rows` (a seeded subset), each centred on
+    its group's mean, float64 [m, d]."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -649,24 +662,26 @@ def shared_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) ->
     if len(x) > max_rows:
         keep = np.sort(np.random.default_rng([seed, 17]).choice(len(x), max_rows, replace=False))
         x, groups = x[keep], groups[keep]
-    d = x.shape[1]
-    x = _centred(x, groups, _group_means(x, groups), x.mean(0))
-    var = x.var(0)
-    live = var > 1e-12 * max(float(var.max()), 1e-300)
-    w = np.zeros(d)
-    if len(x) < 3 or live.sum() < 2:
-        w[live] = 1.0 / var[live] / max(int(live.sum()), 1)
-        return w
-    q = x[:, live] ** 2 / var[live]
-    q -= q.mean(0)
-    cov = q.T @ q / len(q)
+    return _centred(x, groups, _group_means(x, groups), x.mean(0))
+
+
+def _flat_weights(scale: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Every live column at its own scale (too few rows or columns to find a block)."""
+    w = np.zeros(len(scale))
+    w[live] = 1.0 / scale[live] / max(int(live.sum()), 1)
+    return w
+
+
+def _block_vector(u: np.ndarray) -> np.ndarray:
+    """The block of columns of u [m, k] that co-vary: the leading eigenvector of u's covariance off its
+    diagonal (sign: positive sum; negative entries set to 0), summing to 1 (flat where it has none)."""
+    u = u - u.mean(0)
+    cov = u.T @ u / len(u)
     np.fill_diagonal(cov, 0.0)
     _, vectors = np.linalg.eigh(cov)
     v = vectors[:, -1]
     v = np.clip(v if v.sum() >= 0 else -v, 0.0, None)
-    v = v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
-    w[live] = v / var[live]
-    return w
+    return v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
 
 
 def log_abs_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) -> np.ndarray:
@@ -688,30 +703,13 @@ def log_abs_scale_weights(x, groups=None, max_rows: int = 4096, seed: int = 0) -
     >>> bool(w[3:].sum() < 0.05 * w[:3].sum()), bool(w[:3].max() < 1.5 * w[:3].min())
     (True, True)
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    groups = np.zeros(len(x), dtype=np.int64) if groups is None else np.asarray(groups)
-    if len(x) > max_rows:
-        keep = np.sort(np.random.default_rng([seed, 17]).choice(len(x), max_rows, replace=False))
-        x, groups = x[keep], groups[keep]
-    d = x.shape[1]
-    x = _centred(x, groups, _group_means(x, groups), x.mean(0))
+    x = _weight_rows(x, groups, max_rows, seed)
     scale = np.median(x * x, axis=0)
     live = scale > 1e-12 * max(float(scale.max()), 1e-300)
-    w = np.zeros(d)
     if len(x) < 3 or live.sum() < 2:
-        w[live] = 1.0 / scale[live] / max(int(live.sum()), 1)
-        return w
-    logs = np.log(np.maximum(np.abs(x[:, live]), 1e-300))
-    logs -= logs.mean(0)
-    cov = logs.T @ logs / len(logs)
-    np.fill_diagonal(cov, 0.0)
-    _, vectors = np.linalg.eigh(cov)
-    v = vectors[:, -1]
-    v = np.clip(v if v.sum() >= 0 else -v, 0.0, None)
-    v = v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
-    w[live] = v / scale[live]
+        return _flat_weights(scale, live)
+    w = np.zeros(x.shape[1])
+    w[live] = _block_vector(np.log(np.maximum(np.abs(x[:, live]), 1e-300))) / scale[live]
     return w
 
 
