@@ -748,6 +748,8 @@ class CrossFitEstimator:
         self.shared_fits = plan.fits if isinstance(plan, FoldPlan) else None
         try:
             requested = plan.requested_features if isinstance(plan, FoldPlan) else None
+            # an estimator whose fit_fold_seeds predates `unmapped` (a subclass's override) is not given it
+            takes_unmapped = "unmapped" in inspect.signature(self.fit_fold_seeds).parameters
             for f in range(plan.k):
                 x = plan.transformed(z, f)
                 tr = active & (plan.fold != f)
@@ -756,7 +758,7 @@ class CrossFitEstimator:
                     continue
                 seeds = [1000 * (self.seed + s) + f for s in range(self.seeds)]
                 extra = {} if requested is None else {"alternatives": {REQUESTED_PCA: (requested[tr], requested[ev])}}
-                if isinstance(plan, FoldPlan) and plan.gaussianize and not plan.per_fold:
+                if takes_unmapped and isinstance(plan, FoldPlan) and plan.gaussianize and not plan.per_fold:
                     extra["unmapped"] = partial(_unmapped_rows, plan, z, tr, ev)  # computed only if asked
                 outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds, **extra)
                 for s, out in enumerate(outs):
