@@ -555,8 +555,8 @@ class ProbeEstimator(CrossFitEstimator):
             if unmapped is not None and self.radial_unmapped:
                 # the same reduction without the quantile map, radius along the columns that share
                 # the scale by the covariance of their log |x| (moments that exist at any tail): on
-                # Student-t classes at nu = 1.2 seen through a rotation, -17% / -20% with the
-                # candidates above, -7% / -5% with it (RESULTS.md, issue 22 nineteenth session)
+                # Student-t classes at nu = 1.2 seen through a rotation the family's median error
+                # went from 23.5% to 13.0% (RESULTS.md, issue 22 nineteenth session)
                 u_tr, u_ev = unmapped()
                 radii["unmapped block"] = (u_tr, u_ev, log_abs_scale_weights(u_tr, c_tr, seed=seeds[0]))
             losses, best = {}, None  # only the best candidate's features and path are kept
