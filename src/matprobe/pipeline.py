@@ -943,13 +943,14 @@ def target_stratum_mi(result, target: tuple[str, str, str], constant=()) -> floa
     answer: that term's entry for the target stratum, if present (nats, as the file records it).
     `constant`: MAT factors with one value in the data (a study of one task), which the chain
     leaves out: its strata given the others are the (M, A, T) strata."""
-    wanted = {f: v for f, v in zip(("modality", "anatomy", "task"), target) if f not in constant}
+    from matprobe.data.design import stratum_key
+
+    wanted = stratum_key(dict(zip(("modality", "anatomy", "task"), target)), constant)
     for factor, term in zip(result.factors, result.estimates()):  # the first estimator's, listed first
         if factor not in ("label", "answer"):
             continue
         for entry in term.estimate.strata:  # StratumEstimate: given {factor: label}, estimate, ...
-            g = {f: v for f, v in entry.given.items() if f not in constant}
-            if g == wanted:
+            if stratum_key(entry.given, constant) == wanted:  # the key `check` matches strata by
                 return float(entry.estimate)
     return None
 

@@ -58,6 +58,20 @@ def constant_factors(frame, factors=FACTORS) -> frozenset:
     return frozenset(f for f in factors if f in frame and frame[f].nunique() == 1)
 
 
+def stratum_key(given, constant=frozenset()) -> tuple:
+    """A stratum's key ({factor: label}, factor names or aliases) or a conditioning set's (factor
+    names), sorted, without the factors in `constant` (`constant_factors`): a factor with one value
+    over the rows splits nothing, so the strata given M, A are those given M, A, T in a study of one
+    task.
+
+    >>> stratum_key({"T": "Diagnosis", "modality": "CT", "A": "Liver"}, frozenset({"task"}))
+    (('anatomy', 'Liver'), ('modality', 'CT'))
+    """
+    if isinstance(given, dict):
+        return tuple(sorted((f, str(v)) for k, v in given.items() if (f := resolve_factor(k)) not in constant))
+    return tuple(sorted(f for g in given or () if (f := resolve_factor(g)) not in constant))
+
+
 def fixed_factor_warnings(columns: dict[str, list], order: list[str] | None = None) -> list[str]:
     """For the chain order (default modality, anatomy, task, label when present): each factor fixed
     by the ones before it (H(F|before) = 0 while H(F) > 0), or with a single class."""

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from matprobe.checks import check_level
-from matprobe.data.design import constant_factors
+from matprobe.data.design import constant_factors, stratum_key
 from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
@@ -86,15 +86,6 @@ def load_mi_results(path: str | Path, fingerprint: str | None = None) -> dict:
             "rerun `matprobe mi --out` on this store to recompute"
         )
     return res
-
-
-def _given_key(given, constant=frozenset()) -> tuple:
-    """A stratum's (or a term's conditioning set's) key, without the factors in `constant`: a factor
-    with one value over the rows splits nothing, so strata given M, A are those given M, A, T in a
-    study of one task."""
-    if isinstance(given, dict):
-        return tuple(sorted((f, str(v)) for k, v in given.items() if (f := resolve_factor(k)) not in constant))
-    return tuple(sorted(f for g in given or () if (f := resolve_factor(g)) not in constant))
 
 
 def _norm_target(t: str) -> str:
@@ -256,7 +247,7 @@ def _mi_entries(mi, constant=frozenset()):
             and {resolve_factor(k) for k in given} <= set(MAT)
             and {resolve_factor(k) for k in given} | constant == set(MAT)
         ):
-            strata_mi.setdefault(_norm_target(e["target"]), {})[_given_key(given, constant)] = e
+            strata_mi.setdefault(_norm_target(e["target"]), {})[stratum_key(given, constant)] = e
     terms = [t for t in mi.get("terms", []) or [] if _norm_target(t.get("target", "")) in ("answer", "label")]
     return strata_mi, terms
 
@@ -304,7 +295,7 @@ def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_miss
                   "ci_low": estimated["ci_low"], "ci_high": estimated["ci_high"],
                   "ci_level": estimated["settings"]["level"]})
     # estimated here in nats (the file holds no term for Y to mix with)
-    return {_given_key(e["given"], constant): e for e in estimated["strata"]}, estimated, "nats"
+    return {stratum_key(e["given"], constant): e for e in estimated["strata"]}, estimated, "nats"
 
 
 def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, merged=None,
@@ -338,7 +329,7 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
             "mi": None, "mi_source": None, "error_floor": None, "error_floor_lenient": None,
             "error_respects_floor": None, "mi_meets_bound": None,
         }
-        entry = stratum_mi.get(_given_key(given, constant))
+        entry = stratum_mi.get(stratum_key(given, constant))
         if entry is not None and entry.get("estimate") is not None:
             v = _mi_value(entry, mi_unit)
             if v["ci_level"] is None:  # per-stratum entries of an MI file share its level
@@ -397,7 +388,7 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merg
     for t in terms:
         if _norm_target(t["target"]) != target or t.get("estimate") is None:
             continue
-        g = _given_key(t.get("given", []))
+        g = stratum_key(t.get("given", []))
         if g == tuple(sorted(("modality", "anatomy"))):
             ref, name = aggregate["fano_mi_lower_given_ma"], "H(Y|M,A) - φ(ε)"
             ref_finite = aggregate["fano_mi_lower_given_ma_finite"]
