@@ -327,14 +327,53 @@ def test_run_names_the_users_manifest_for_a_missing_image_before_any_work(tmp_pa
     trips = [("MRI", "Knee", "Organ"), ("MRI", "Knee", "Lesion"), ("X-ray", "Lung", "Organ"), ("CT", "Brain", "Plane")]
     rows = [{"id": f"{m}{a}{t}{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
              "modality": m, "anatomy": a, "task": t} for m, a, t in trips for k in range(6)]
-    rows[7]["image"] = "img/gone.png"
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name in ("related-s0", "unrelated-s0"):
         build_tiny_checkpoint(tmp_path / "ckpts" / name, "llava", seed=1)
     path = mp.init([tmp_path / "ckpts" / "related-s0", tmp_path / "ckpts" / "unrelated-s0"], data=tmp_path / "m.jsonl",
                    target=["MRI,Knee,Organ"], out=tmp_path / "study.toml")
+    rows[7]["image"] = "img/gone.png"  # the manifest edited after init
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = CliRunner().invoke(app, ["run", str(path)])
     assert res.exit_code == 2
     assert (f"{tmp_path / 'm.jsonl'}: 1 of 24 image(s) missing, first sample {rows[7]['id']!r}: "
             f"{tmp_path / 'img' / 'gone.png'}; fix the paths or set [data] image_root") in " ".join(res.output.split())
     assert not (tmp_path / "study-run").exists()
+
+
+def test_init_refuses_missing_images_where_it_has_checkpoints_to_extract(tmp_path):
+    # init wrote a pipeline file for a Med-MAT folder without --image-root (the release ships no
+    # images; its paths start med-mat/), and only `run` said so; init says it, naming the option
+    # it has, and writes nothing. Stores need no images: init with stores alone is not refused
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.extract.tiny import build_tiny_checkpoint
+
+    choices = {"06": ["glioma", "normal", "metastasis"], "05": ["hemorrhage", "normal"],
+               "22": ["glioma", "meningioma", "pituitary", "notumor"], "32": ["tumor", "healthy"]}
+    (tmp_path / "medmat").mkdir()
+    for subset, options in choices.items():
+        recs = [{"id": i, "caption": options[i % len(options)], "image": f"med-mat/set{subset}/{i}.jpg",
+                 "Question": "What is shown?", "Answer": options[i % len(options)],
+                 "Question-choice": "What is shown?\n" + "\n".join(f"{'ABCD'[k]}: {o}" for k, o in enumerate(options)),
+                 "Answer-choice": "ABCD"[i % len(options)], "data-no": ""} for i in range(1, 9)]
+        (tmp_path / "medmat" / f"Subset--{subset}-train.json").write_text(json.dumps(recs))
+    for name in ("related-s0", "unrelated-s0"):
+        build_tiny_checkpoint(tmp_path / "ckpts" / name, "llava", seed=1)
+    args = ["init", str(tmp_path / "ckpts" / "related-s0"), str(tmp_path / "ckpts" / "unrelated-s0"), "--data",
+            str(tmp_path / "medmat"), "--target", "CT,Brain,Brain Hemorrhage Classification",
+            "--out", str(tmp_path / "study.toml")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert (f"{tmp_path / 'medmat'}: 32 of 32 image(s) missing, first sample '05-train-1': med-mat/set05/1.jpg; "
+            "fix the paths or pass --image-root DIR (the folder that holds what Med-MAT's paths call "
+            "med-mat/)") in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "study.toml").exists()
+    for subset in choices:  # with the images in place under --image-root, init writes the file
+        (tmp_path / "images" / f"set{subset}").mkdir(parents=True)
+        for i in range(1, 9):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / f"set{subset}" / f"{i}.jpg")
+    res = CliRunner().invoke(app, [*args, "--image-root", str(tmp_path / "images")])
+    assert res.exit_code == 0, res.output
+    assert tomllib.loads((tmp_path / "study.toml").read_text())["data"]["image_root"] == str(tmp_path / "images")

@@ -198,6 +198,12 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         seen[key] = e.get("ckpt") or e.get("store")
     conditions = [c for c in CONDITION_NAMES if any(e["condition"] == c for e in entries)]
     _check_training_data(dataset, trips, conditions, entries)
+    if any("ckpt" in e for e in entries):
+        from matprobe.data.images import missing_images_error
+
+        # said here, where --image-root is at hand, not first by `run` (stores need no images)
+        if (error := missing_images_error(dataset, str(data), "pass --image-root DIR")) is not None:
+            raise InitError(error)
     entries.sort(key=lambda e: (trips.index(e["target"]), conditions.index(e["condition"]), e["seed"]))
     run_out = run_out or str(out.with_suffix("")) + "-run"
     # a factor with one class in the data (a study of one task) has every term 0 by definition,

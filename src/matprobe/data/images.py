@@ -209,8 +209,11 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     if not missing:
         return None
     first = missing[0]
+    # Med-MAT's records name their images under a med-mat/ folder that the release does not ship
+    medmat = " (the folder that holds what Med-MAT's paths call med-mat/)" if (first.image or "").startswith(
+        "med-mat/") else ""
     return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample {first.id!r}: "
-            f"{first.image or '(no image path)'}; fix the paths or {root_option}")
+            f"{first.image or '(no image path)'}; fix the paths or {root_option}{medmat}")
 
 
 def load_image(sample, base_dir: str | os.PathLike | None = None) -> Image.Image:
