@@ -106,3 +106,36 @@ def test_cli_spec_metric_and_csv(tmp_path):
     means = frame[frame.metric == "accuracy"].groupby(["condition", "target"]).value.mean()
     ref = stats.ttest_rel(means["Without Task"], means["Unrelated"])
     assert back.p[0] == pytest.approx(ref.pvalue, rel=1e-10) and back.df[0] == 3
+
+
+def test_wilcoxon_note_names_the_rows_of_each_variant():
+    # one metric equal in every pair, another not: the note read "exact; no non-zero differences",
+    # as if no row had a non-zero difference; each variant now names its rows
+    from matprobe.present.significance import notes
+    from matprobe.stats.significance import Comparison
+
+    rows = []
+    for seed, (acc, mi) in enumerate(((0.5, 0.10), (0.5, 0.13), (0.5, 0.11))):
+        rows += [("Related", "t", seed, "accuracy", acc), ("Unrelated", "t", seed, "accuracy", acc),
+                 ("Related", "t", seed, "mi", mi), ("Unrelated", "t", seed, "mi", mi - 0.01 * (seed + 1))]
+    res = compare_conditions(pd.DataFrame(rows, columns=["condition", "target", "seed", "metric", "value"]),
+                             [Comparison("Related", "Unrelated")], unit="seed")
+    line = next(n for n in notes(res) if n.startswith("Wilcoxon"))
+    assert line == ("Wilcoxon signed-rank p: exact (Related vs Unrelated, mi); no non-zero differences "
+                    "(Related vs Unrelated, accuracy) (an exact p is never below 2^(1-n) for n non-zero pairs)")
+
+
+def test_seeds_are_said_to_be_nested_only_across_several_targets():
+    # a study of one target printed "seeds nested in targets are treated as independent pairs":
+    # there the seeds are the replicates; across targets they are nested in them
+    from matprobe.stats.significance import Comparison
+
+    def warnings_of(targets):
+        rows = [(cond, t, s, "accuracy", 0.5 + 0.1 * (cond == "Related") + 0.01 * s * (k + 1))
+                for k, t in enumerate(targets) for s in range(3) for cond in ("Related", "Unrelated")]
+        res = compare_conditions(pd.DataFrame(rows, columns=["condition", "target", "seed", "metric", "value"]),
+                                 [Comparison("Related", "Unrelated")], unit="seed")
+        return str(res["warning"].iloc[0])
+
+    assert "nested" not in warnings_of(["t1"])
+    assert "seeds nested in targets are treated as independent pairs" in warnings_of(["t1", "t2"])

@@ -165,9 +165,16 @@ def notes(results: pd.DataFrame) -> list[str]:
         lines.append("permutation p: sign flips of the paired differences, " + ", ".join(methods)
                      + ("; a Monte Carlo p is (1 + hits) / (1 + draws), not exact"
                         if any(m.startswith("monte carlo") for m in methods) else ""))
-    wil = sorted({m for m in results.get("wilcoxon_method", []) if isinstance(m, str) and m})
-    if wil:
-        lines.append("Wilcoxon signed-rank p: " + "; ".join(wil) + " (an exact p is never below "
+    by_variant: dict[str, list[str]] = {}
+    for _, r in results.iterrows():
+        m = r.get("wilcoxon_method")
+        if isinstance(m, str) and m:
+            by_variant.setdefault(m, []).append(f"{r['comparison']}, {r['metric']}")
+    if by_variant:
+        # each variant with the rows it applies to where they differ: "exact; no non-zero
+        # differences" read as if no row had a non-zero difference
+        parts = [m if len(by_variant) == 1 else f"{m} ({'; '.join(where)})" for m, where in sorted(by_variant.items())]
+        lines.append("Wilcoxon signed-rank p: " + "; ".join(parts) + " (an exact p is never below "
                      "2^(1-n) for n non-zero pairs)")
     return lines
 

@@ -744,7 +744,7 @@ def compare_conditions(results: pd.DataFrame,
                 warn.append(f"all {res['n_pairs']} differences equal {res['mean_diff']:.6g} (sd 0"
                             f"{'' if res['sd_diff'] == 0 else ' up to rounding'}): no t-test, "
                             "interval or dz; t and p are n/a")
-            if unit == "seed" and pairs.target.nunique() < len(pairs):
+            if unit == "seed" and 1 < pairs.target.nunique() < len(pairs):  # one target: its seeds are the replicates
                 warn.append("seeds nested in targets are treated as independent pairs")
             if ratio_note:
                 warn.append(ratio_note)
