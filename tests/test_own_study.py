@@ -203,6 +203,11 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     ("ct-chest-artifact/unrelated-s4", ("unrelated", 4, 1)),
     ("MRI-Brain-Exposure/leave_one_out_seed-5", ("leave-one-out", 5, 0)),
     ("runs/ZeroOverlap-s6", ("zero-overlap", 6, None)), ("leaveoneout_seed7", ("leave-one-out", 7, None)),
+    # as trainers lay runs out: a checkpoint folder two levels below the condition, a bare number
+    # after the condition, run N; a LoRA rank (r16) is not a seed
+    ("saves/related/seed_1/checkpoint-500", ("related", 1, None)), ("out/Qwen2-VL-7B-unrelated-42", ("unrelated", 42, None)),
+    ("out/related_run2", ("related", 2, None)), ("lora-r16/unrelated/s3", ("unrelated", 3, None)),
+    ("ct-chest-artifact/related/seed-8/checkpoint-1200", ("related", 8, 1)),
 ])
 def test_init_reads_condition_seed_and_target_from_the_path(tmp_path, rel, expected):
     from matprobe.scaffold import InitError, parse_entry
@@ -377,3 +382,27 @@ def test_init_refuses_missing_images_where_it_has_checkpoints_to_extract(tmp_pat
     res = CliRunner().invoke(app, [*args, "--image-root", str(tmp_path / "images")])
     assert res.exit_code == 0, res.output
     assert tomllib.loads((tmp_path / "study.toml").read_text())["data"]["image_root"] == str(tmp_path / "images")
+
+
+def test_init_takes_a_name_for_a_folder_whose_path_names_nothing(tmp_path):
+    # a folder that names no condition or seed (saves/qwen/lora/sft, read-only shared storage) was
+    # refused with "name each folder by its condition and seed"; NAME=PATH names it in place
+    import matprobe as mp
+    from matprobe.extract.tiny import build_tiny_checkpoint
+
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "x.png")
+    trips = [("MRI", "Knee", "Organ"), ("MRI", "Knee", "Lesion"), ("X-ray", "Lung", "Organ"), ("CT", "Brain", "Plane")]
+    rows = [{"id": f"{m}{a}{t}{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
+             "modality": m, "anatomy": a, "task": t} for m, a, t in trips for k in range(6)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("sft", "sft2"):
+        build_tiny_checkpoint(tmp_path / "saves" / name, "llava", seed=1)
+    res = _init([str(tmp_path / "saves" / "sft"), "--data", str(tmp_path / "m.jsonl"), "--target", "MRI,Knee,Organ"],
+                tmp_path)
+    assert res.exit_code == 2 and "or name it on the command line: related-s0=PATH" in " ".join(res.output.split())
+    path = mp.init([f"related-s3={tmp_path / 'saves' / 'sft'}", f"unrelated_seed1={tmp_path / 'saves' / 'sft2'}"],
+                   data=tmp_path / "m.jsonl", target=["MRI,Knee,Organ"], out=tmp_path / "study.toml")
+    got = [(c["name"], c["condition"], c["seed"], c["ckpt"]) for c in tomllib.loads(path.read_text())["checkpoints"]]
+    assert got == [("related-s3", "related", 3, str(tmp_path / "saves" / "sft")),
+                   ("unrelated-s1", "unrelated", 1, str(tmp_path / "saves" / "sft2"))]

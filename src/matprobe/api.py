@@ -888,7 +888,8 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
     ----------
     checkpoints : sequence of paths
         Fine-tuned checkpoint folders (``config.json``, or ``adapter_config.json`` for LoRA), each
-        named by condition and seed, e.g. ``ckpts/related-s0``.
+        named by condition and seed, e.g. ``ckpts/related-s0``, or ``"NAME=PATH"`` where the path
+        names neither (``"related-s0=saves/sft"``).
     data : str or Path
         The MAT manifest the checkpoints are evaluated on.
     target : sequence of str

@@ -689,7 +689,7 @@ def run_command(
 @app.command("init")
 @run_user_errors
 def init_command(
-    checkpoints: Optional[list[Path]] = typer.Argument(None, help="Your fine-tuned checkpoint folders (config.json, or adapter_config.json for LoRA), each named by condition and seed, e.g. related-s0."),
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="Your fine-tuned checkpoint folders (config.json, or adapter_config.json for LoRA), each named by condition and seed, e.g. related-s0 (or given as NAME=PATH, e.g. related-s0=saves/sft)."),
     data: Path = typer.Option(..., "--data", help="Your MAT manifest (JSONL/CSV/Parquet/save_to_disk folder), or Med-MAT files (a file or a folder of them)."),
     target: list[str] = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task' (repeat for several; the paths then name it)."),
     out: Path = typer.Option(Path("pipeline.toml"), "--out", help="Pipeline file to write."),

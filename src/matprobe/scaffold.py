@@ -3,8 +3,9 @@ checkpoints (or stores) you already have.
 
 Each checkpoint folder (a Hugging Face checkpoint with config.json, or a peft LoRA adapter
 with adapter_config.json) or store file names its training condition and seed, e.g.
-`related-s0`, `unrelated_seed2`, `ckpts/related/seed-1`; with several held-out targets the
-path also names the target's triplet (`mri-brain-exposure/related-s0`). The file is written
+`related-s0`, `unrelated_seed2`, `ckpts/related/seed-1`, `related_seed1/checkpoint-500`; with
+several held-out targets the path also names the target's triplet (`mri-brain-exposure/related-s0`).
+Where the path names none of them, the argument names it: `related-s0=saves/sft`. The file is written
 once, read back with `load_pipeline` (so what `init` writes always runs), and every setting
 in it is commented, with the shared defaults (`matprobe.defaults`) as values.
 """
@@ -20,9 +21,10 @@ from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import InitError, MatprobeError
 
-_SEED = re.compile(r"(?:^|[^a-z0-9])(?:s|seed)[-_]?(\d+)(?![0-9])")
+# a seed: s3, seed_3, seed-3, run3 (not r3: LoRA folders say r16 for the rank)
+_SEED = re.compile(r"(?:^|[^a-z0-9])(?:s|seed|run)[-_.]?(\d+)(?![0-9])")
 NAMING = ("name each folder by its condition and seed, e.g. related-s0, unrelated-s1 "
-          f"(conditions: {', '.join(CONDITION_NAMES)})")
+          f"(conditions: {', '.join(CONDITION_NAMES)}), or name it on the command line: related-s0=PATH")
 
 
 def _slug(target) -> str:
@@ -42,15 +44,38 @@ def _absolute(path) -> Path:
     return Path(os.path.abspath(path))
 
 
+def _bare_seed(text: str, cond: str) -> list[str]:
+    """A number right after the condition's name: related-42, Unrelated_3 (read after `_`
+    became `-`)."""
+    name = r"-?".join(map(re.escape, cond.split("-")))
+    return re.findall(r"(?<![a-z])" + name + r"[-.](\d+)(?![0-9])", text)
+
+
+def named_path(arg) -> tuple[Path, Path]:
+    """(the path its condition, seed and target are read from, the folder or store itself) of one
+    `init` argument: PATH, or NAME=PATH where the folder's own path names none of them."""
+    text = str(arg)
+    if "=" in text and not Path(text).exists():
+        name, _, path = text.partition("=")
+        if name and path:
+            return Path(name), Path(path)
+    return Path(arg), Path(arg)
+
+
 def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
-    """{condition, seed, target} read from a checkpoint folder's or store's path."""
-    # the folder's own name and its parent's (the target may be one level higher), as the user
-    # wrote them: absolute but not resolved, so a study of symlinks to the checkpoints is named by
-    # its links, not by where they point
-    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in _absolute(path).parts[-3:]]
-    text, near = "/".join(parts), "/".join(parts[-2:])
-    cond = _condition(near)
-    seeds = _SEED.findall(parts[-1]) or _SEED.findall(near)
+    """{condition, seed, target} read from a checkpoint folder's or store's path.
+
+    The nearest of its last three names that names a condition (and then a seed) wins:
+    `related-s0`, `ckpts/related/s2`, `saves/related/seed_1/checkpoint-500`
+    (a trainer's checkpoint folder below the run's)."""
+    # the path as the user wrote it: absolute but not resolved, so a study of symlinks to the
+    # checkpoints is named by its links, not by where they point
+    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in _absolute(path).parts[-4:]]
+    text = "/".join(parts)
+    near = parts[-3:][::-1]  # the folder's own name first
+    cond = next((c for c in map(_condition, near) if c is not None), None)
+    seeds = next((found for part in near if (found := _SEED.findall(part) or
+                                             (_bare_seed(part, cond) if cond else []))), [])
     if cond is None or not seeds:
         what = "condition" if cond is None else "seed"
         raise InitError(f"{path}: its path names no {what} (or several); {NAMING}")
@@ -174,14 +199,15 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     dataset = load_dataset(data, image_root=image_root)
     trips = _targets(dataset, targets)
     entries = []
-    for path, kind in [(Path(p), "ckpt") for p in checkpoints] + [(Path(p), "store") for p in stores]:
+    for arg, kind in [(p, "ckpt") for p in checkpoints] + [(p, "store") for p in stores]:
+        name, path = named_path(arg)
         if kind == "ckpt":
             fmt = _check_folder(path)
         elif not path.is_file():
             raise InitError(f"{path}: no such store; write it with `matprobe extract --out {path}`")
         else:
             fmt = "store"
-        entries.append({**parse_entry(path, trips), kind: str(_absolute(path)), "format": fmt})
+        entries.append({**parse_entry(name, trips), kind: str(_absolute(path)), "format": fmt})
     for e in entries:  # after every path is named: a misnamed folder is said before a checkpoint's problem
         if "ckpt" in e:
             e.update(_checkpoint_settings(Path(e["ckpt"]), base, vision_tower, template, layers))
