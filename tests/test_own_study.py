@@ -406,3 +406,43 @@ def test_init_takes_a_name_for_a_folder_whose_path_names_nothing(tmp_path):
     got = [(c["name"], c["condition"], c["seed"], c["ckpt"]) for c in tomllib.loads(path.read_text())["checkpoints"]]
     assert got == [("related-s3", "related", 3, str(tmp_path / "saves" / "sft")),
                    ("unrelated-s1", "unrelated", 1, str(tmp_path / "saves" / "sft2"))]
+
+
+def test_training_rows_of_checkpoints_trained_elsewhere_and_a_constant_z_in_the_report(tmp_path):
+    # `run` took an equalised random subset of the training triplets' rows as every checkpoint's
+    # training set, the demo's recipe for the models it fine-tunes itself; for the user's own
+    # checkpoints that is a training set that never was, and the PAC bounds' training error was
+    # measured on it. Now: every row of the condition's training triplets, only those marked
+    # split = train where the manifest marks any, and the report says which
+    import json
+
+    from matprobe.data import load_dataset
+    from matprobe.pipeline import _training_ids, load_pipeline, run_pipeline
+
+    path, _ = _given_stores_study(tmp_path, label=True, answered=(True, True))
+    cfg = load_pipeline(path)
+    rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    by_triplet = {}
+    for r in rows:
+        by_triplet.setdefault((r["modality"], r["anatomy"], r["task"]), []).append(r["id"])
+    related, unrelated = by_triplet[("MRI", "Brain", "Plane")], by_triplet[("CT", "Chest", "Grade")]
+    ids = _training_ids(load_dataset(tmp_path / "items.jsonl"), cfg)
+    assert ids == {"related": sorted(related), "unrelated": sorted(unrelated)}
+    marked = tmp_path / "marked.jsonl"  # the user's own split: the first 6 rows of each triplet trained on
+    firsts = {i for v in by_triplet.values() for i in v[:6]}
+    marked.write_text("".join(json.dumps({**r, "split": "train" if r["id"] in firsts else "test"}) + "\n"
+                              for r in rows))
+    ids = _training_ids(load_dataset(marked), cfg)
+    assert ids == {"related": sorted(related[:6]), "unrelated": sorted(unrelated[:6])}
+
+    run_pipeline(cfg, progress=None)
+    report = " ".join((tmp_path / "study-run" / "report.md").read_text().split())
+    assert ("Training rows per condition, as this run takes them: related 10, unrelated 10 (every row of each "
+            "condition's training triplets (the manifest marks no split = train rows)).") in report
+    assert "equalised" not in report
+    # the stores' features are all 0 (Z constant): the report died looking for the most encoded
+    # factor, and called I(Z;modality) "not identifiable: H(modality) = 0" (H is 0.637 nats here)
+    assert ("**Which MAT factor is most encoded?** None can be told apart: at each checkpoint's main layer and "
+            "pool Z is the same for every item (flag constant-features), so every term is exactly 0") in report
+    assert "| related-s0 | Related | I(Z;modality) | 0.000 | [0.000, 0.000] | 0.637 | 30 |" in report
+    assert "H(modality) = 0" not in report

@@ -396,14 +396,30 @@ def _workers(cfg: PipelineConfig) -> int:
     return cfg.workers or max(1, min(4, os.cpu_count() or 1))
 
 
+def training_rows_basis(dataset, cfg: PipelineConfig) -> str:
+    """How a run takes each condition's training rows: "equalised" (the tiny models it fine-tunes
+    itself: a random subset of the training triplets' rows, the same size per condition), or for
+    checkpoints trained elsewhere, which matprobe cannot see, every row of the training triplets,
+    "split" where the manifest marks rows split = train (only those), else "triplets"."""
+    if not cfg.checkpoints:
+        return "equalised"
+    return "split" if any(s.split == "train" for s in dataset) else "triplets"
+
+
 def _training_ids(dataset, cfg: PipelineConfig, target=None) -> dict[str, list[str]]:
     from matprobe.data import make_split
 
     target = tuple(target or cfg.target)
+    basis = training_rows_basis(dataset, cfg)
+    marked = {s.id for s in dataset if s.split == "train"}
     splits = {}
     for cond in cfg.conditions:
         split = make_split(dataset, target, cond)
-        splits[cond] = [s.id for s in split if s.split == "train"]
+        splits[cond] = [s.id for s in split if s.split == "train" and (basis != "split" or s.id in marked)]
+    if basis != "equalised":
+        # checkpoints trained elsewhere were trained on what they were: a random subset here would be
+        # a training set that never was (the PAC bounds' training error is measured on these rows)
+        return {c: sorted(v) for c, v in splits.items()}
     size = cfg.train_size or min(len(v) for v in splits.values())
     rng = np.random.default_rng(cfg.data_seed)
     # equal training-set sizes, so a difference is not just more data (CrossMed §V caps per triplet)
@@ -747,6 +763,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
         # the report draws the dataset from this, so it does not need data/ (not committed)
         "composition": composition.to_dict(orient="records"),
         "train_sizes": {c: len(v) for c, v in train_ids.items()},
+        "train_rows": training_rows_basis(dataset, cfg),
         "train_sizes_by_target": {",".join(t): {c: len(v) for c, v in ids.items()}
                                   for t, ids in ids_by_target.items()},
         "checkpoints": [_relative_paths(ck, run) for ck in checkpoints],

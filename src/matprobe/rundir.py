@@ -67,6 +67,8 @@ class RunSummary:
     composition: list = field(default_factory=list)  # rows {modality, anatomy, task, n}
     train_sizes: dict = field(default_factory=dict)
     train_sizes_by_target: dict = field(default_factory=dict)
+    # how the training rows were taken (pipeline.training_rows_basis); runs before it: equalised
+    train_rows: str = "equalised"
     significance: str | None = None
     environment: dict | None = None
     seconds: dict = field(default_factory=dict)

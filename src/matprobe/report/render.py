@@ -144,7 +144,11 @@ def load_run(run_dir: str | Path) -> RunData:
                     term_rows.append({**base, "layer_pool": lp, "layer": layer, "pool": pool, "term": term,
                                       "estimator": est, "estimate": e.value, "ci_low": e.ci_low,
                                       "ci_high": e.ci_high, "h_upper": e.h_upper, "n": e.n_eval,
-                                      "main": mi_path == ck.main_mi, "degenerate": e.degenerate,
+                                      # degenerate here: H(Y|C) = 0, not identifiable. A constant Z is
+                                      # estimated (exactly 0, flagged), not a design that cannot tell
+                                      "main": mi_path == ck.main_mi,
+                                      "degenerate": e.degenerate and "constant-features" not in e.flags,
+                                      "constant_features": "constant-features" in e.flags,
                                       "bound": e.bound, **_baseline_fields(e.diagnostics)})
                     per_item = summary_of(e)
                     if per_item is not None and mi_path == ck.main_mi:
@@ -244,10 +248,16 @@ def findings(data: RunData) -> dict:
     per_term = main.groupby("term", sort=False).agg(estimate=("estimate", "mean"), h_upper=("h_upper", "mean"),
                                         n_ckpt=("checkpoint", "nunique")).reset_index()
     factor_terms = per_term[~per_term["term"].str.contains("label")]
-    best = factor_terms.sort_values("estimate", ascending=False).iloc[0]
-    out["most_encoded"] = {"term": best["term"], "mean_estimate_nats": float(best["estimate"]),
-                           "mean_h_upper_nats": float(best["h_upper"]),
-                           "all_terms": {r.term: float(r.estimate) for r in per_term.itertuples()}}
+    factor_rows = main[~main["term"].str.contains("label")]
+    if factor_terms.empty:  # every factor term is 0 by the design (H = 0)
+        out["most_encoded"] = {"term": None, "why": "by-design"}
+    elif "constant_features" in factor_rows and factor_rows["constant_features"].astype(bool).all():
+        out["most_encoded"] = {"term": None, "why": "constant-features"}  # Z the same for every item
+    else:
+        best = factor_terms.sort_values("estimate", ascending=False).iloc[0]
+        out["most_encoded"] = {"term": best["term"], "mean_estimate_nats": float(best["estimate"]),
+                               "mean_h_upper_nats": float(best["h_upper"]),
+                               "all_terms": {r.term: float(r.estimate) for r in per_term.itertuples()}}
     by_cond = main.groupby(["term", "condition"])["estimate"].mean().unstack()
     out["term_by_condition"] = {t: {c: float(v) for c, v in row.items()} for t, row in by_cond.iterrows()}
     st = data.strata.dropna(subset=["mi"])
@@ -297,13 +307,23 @@ def _exact_floor_note(s: dict) -> str:
             f"below {s['min_exact_p']:.3g}, so a smaller p rests on the t-test's normality assumption")
 
 
+def _most_encoded_line(m: dict) -> str:
+    """The summary's first answer; where no factor term can be compared, why."""
+    if m.get("term") is None:
+        why = ("at each checkpoint's main layer and pool Z is the same for every item (flag constant-features), "
+               "so every term is exactly 0; choose another layer or pool ([extract] layers, pools)"
+               if m.get("why") == "constant-features" else
+               "every factor's term is exactly 0 by the design (each factor is fixed by the ones before it "
+               "in the chain, H = 0)")
+        return f"**Which MAT factor is most encoded?** None can be told apart: {why}."
+    return (f"**Which MAT factor is most encoded?** {m['term']}, {m['mean_estimate_nats']:.3f} nats on average "
+            f"over the checkpoints (its entropy cap is {m['mean_h_upper_nats']:.3f} nats). All chain terms "
+            "(mean over checkpoints, nats): " + "; ".join(f"{k} = {v:.3f}" for k, v in m["all_terms"].items())
+            + ".")
+
+
 def summary_lines(data: RunData, f: dict) -> list[str]:
-    m = f["most_encoded"]
-    lines = [
-        f"**Which MAT factor is most encoded?** {m['term']}, {m['mean_estimate_nats']:.3f} nats on average "
-        f"over the checkpoints (its entropy cap is {m['mean_h_upper_nats']:.3f} nats). All chain terms "
-        "(mean over checkpoints, nats): " + "; ".join(f"{k} = {v:.3f}" for k, v in m["all_terms"].items()) + ".",
-    ]
+    lines = [_most_encoded_line(f["most_encoded"])]
     tbc = f["term_by_condition"]
     t_term = next((t for t in tbc if t.startswith("I(Z;task|")), None)
     sig = {(s["comparison"], s["metric"]): s for s in f.get("significance", [])}
@@ -683,8 +703,17 @@ def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
         doc.para("The run records no dataset composition and its manifest is not here.")
     sizes = data.summary.train_sizes
     if sizes:
-        doc.para("Training samples per condition (equalised): "
-                 + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
+        counts = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        basis = data.summary.train_rows
+        if basis == "equalised":
+            doc.para(f"Training samples per condition (equalised): {counts}.")
+        else:  # checkpoints trained elsewhere: say what the run assumed, not a training set
+            which = ("the rows of each condition's training triplets that the manifest marks split = train"
+                     if basis == "split" else "every row of each condition's training triplets (the manifest "
+                     "marks no split = train rows)")
+            doc.para(f"Training rows per condition, as this run takes them: {counts} ({which}). The checkpoints "
+                     "were trained elsewhere, on what matprobe cannot see; only the PAC bounds' training error "
+                     "is measured on these rows.")
 
     warnings = design_warnings(data, lambda p: resolve_run_path(run, p, data.summary))
     if warnings:  # what the data or checkpoints cannot show (report/design.py)
