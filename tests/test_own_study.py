@@ -446,3 +446,38 @@ def test_training_rows_of_checkpoints_trained_elsewhere_and_a_constant_z_in_the_
             "pool Z is the same for every item (flag constant-features), so every term is exactly 0") in report
     assert "| related-s0 | Related | I(Z;modality) | 0.000 | [0.000, 0.000] | 0.637 | 30 |" in report
     assert "H(modality) = 0" not in report
+
+
+def test_a_target_is_found_whatever_its_case_and_a_path_names_it_with_spaces(tmp_path):
+    # Med-MAT's task names are capitalised as published ('COVID-19 Classification'); a target typed
+    # 'ct,lung,covid-19 classification' was "no such triplet" (the canonical spelling gave 'Covid-19
+    # Classification'); and a folder named with the task's spaces did not name its target
+    from matprobe.data import MATDataset, make_split
+    from matprobe.data.model import Sample
+    from matprobe.scaffold import _targets, parse_entry
+
+    trips = [("CT", "Lung", "COVID-19 Classification"), ("CT", "Lung", "Lung Cancer Classification"),
+             ("X-ray", "Brain", "Tumor Classification")]
+    data = MATDataset([Sample(id=f"{k}{i}", image="x.png", question="q", options=("a", "b"), answer_index=i % 2,
+                              modality=m, anatomy=a, task=t) for k, (m, a, t) in enumerate(trips) for i in range(4)])
+    assert _targets(data, ["ct, lung ,covid-19  classification"]) == [trips[0]]
+    split = make_split(data, "ct,lung,covid-19 classification", "related")
+    assert sorted({(s.triplet, s.split) for s in split}) == [(trips[0], "test"), (trips[1], "train")]
+    got = parse_entry(tmp_path / "CT Lung COVID-19 Classification" / "related s0", [trips[0], trips[2]])
+    assert (got["condition"], got["seed"], got["target"]) == ("related", 0, trips[0])
+
+
+def test_run_refuses_a_target_spelt_otherwise_than_the_data(tmp_path):
+    # init writes the data's spelling; a pipeline file edited by hand in another case would pass the
+    # split (found whatever the case) but mark no held-out rows: refused before any work
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    path, _ = _given_stores_study(tmp_path, label=True, answered=(True, True))
+    path.write_text(path.read_text().replace('"MRI", "Knee", "Plane"', '"mri", "knee", "plane"'))
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 2, res.output
+    assert ("target triplet mri,knee,plane is spelt MRI,Knee,Plane in the data; write it so"
+            in " ".join(res.output.split())), res.output
+    assert not (tmp_path / "study-run" / "mi").exists()

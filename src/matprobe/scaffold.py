@@ -70,7 +70,7 @@ def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
     (a trainer's checkpoint folder below the run's)."""
     # the path as the user wrote it: absolute but not resolved, so a study of symlinks to the
     # checkpoints is named by its links, not by where they point
-    parts = [re.sub(r"\.h5$", "", p.lower().replace("_", "-")) for p in _absolute(path).parts[-4:]]
+    parts = [re.sub(r"\.h5$", "", re.sub(r"[_\s]+", "-", p.lower())) for p in _absolute(path).parts[-4:]]
     text = "/".join(parts)
     near = parts[-3:][::-1]  # the folder's own name first
     cond = next((c for c in map(_condition, near) if c is not None), None)
@@ -133,6 +133,7 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
 
 def _targets(dataset, targets) -> list[tuple[str, str, str]]:
     from matprobe.data.model import FACTORS, canonical_label
+    from matprobe.data.splits import find_triplet
 
     present = {tuple(t) for t in dataset.frame()[list(FACTORS)].drop_duplicates().itertuples(index=False)}
     out = []
@@ -141,6 +142,7 @@ def _targets(dataset, targets) -> list[tuple[str, str, str]]:
         if len(parts) != 3:
             raise InitError(f"--target {t!r}: write it as 'Modality,Anatomy,Task'")
         trip = tuple(canonical_label(f, p) for f, p in zip(FACTORS, parts))
+        trip = find_triplet(present, trip) or trip  # the data's own spelling, whatever the case
         if trip not in present:
             raise InitError(f"--target {','.join(parts)}: no such (modality, anatomy, task) triplet in the "
                             "data; triplets present: " + "; ".join(",".join(p) for p in sorted(present)))

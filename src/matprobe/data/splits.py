@@ -43,6 +43,21 @@ def parse_triplet(text: str | Sequence[str]) -> Triplet:
     return tuple(canonical_label(f, p) for f, p in zip(FACTORS, parts))  # type: ignore[return-value]
 
 
+def find_triplet(present, target: Triplet) -> Triplet | None:
+    """The triplet of `present` that `target` names: itself, or the one triplet equal to it up to
+    case and runs of spaces ('ct,lung,covid-19 classification' for Med-MAT's 'COVID-19
+    Classification', which the canonical spelling alone does not reach); None if none or several."""
+    present = set(present)
+    if tuple(target) in present:
+        return tuple(target)
+
+    def key(t):
+        return tuple(" ".join(str(x).split()).casefold() for x in t)
+
+    hits = [t for t in present if key(t) == key(target)]
+    return hits[0] if len(hits) == 1 else None
+
+
 def shared_components(triplet: Triplet, target: Triplet) -> int:
     """How many of (M, A, T) two triplets share, position by position."""
     return sum(a == b for a, b in zip(triplet, target))
@@ -100,6 +115,7 @@ def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig |
     """
     target = parse_triplet(target) if isinstance(target, str) else tuple(target)
     present = {s.triplet for s in dataset}
+    target = find_triplet(present, target) or target
     if target not in present:
         have = "; ".join(",".join(t) for t in sorted(present))
         raise DataError(f"{dataset.source}: target triplet {','.join(target)} has no samples; have {have}")
@@ -122,7 +138,13 @@ def first_unsplittable(dataset: MATDataset, targets, conditions) -> tuple[Triple
     """(target, condition, why) of the first held-out target and training condition whose split
     `make_split` refuses (a target without samples, a condition without training triplets), or
     None: what `run` needs of its data, checked by `run`'s preflight and by `init`."""
+    present = {s.triplet for s in dataset}
     for target in targets:
+        spelt = find_triplet(present, tuple(target))
+        if spelt is not None and spelt != tuple(target):  # the run compares triplets as written
+            return tuple(target), conditions[0], DataError(
+                f"{dataset.source}: target triplet {','.join(target)} is spelt {','.join(spelt)} in the data; "
+                "write it so")
         for cond in conditions:
             try:
                 make_split(dataset, tuple(target), cond)
