@@ -256,6 +256,7 @@ SLOW: dict[str, set[str]] = {
         "test_own_study_runs_as_printed",  # 12.3 s
         "test_run_names_the_users_manifest_for_a_missing_image_before_any_work",  # 2 s
         "test_training_rows_of_checkpoints_trained_elsewhere_and_a_constant_z_in_the_report",  # 5 s (a whole run)
+        "test_a_study_of_crossmeds_ablations_gives_table_ix_rows",  # 7 s (a whole run)
     },
     "test_provenance.py": {
         "test_extract_resume_refuses_swapped_weights_and_edited_manifest",  # 2.4 s

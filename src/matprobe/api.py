@@ -148,7 +148,7 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
         Dataset file (Med-MAT or a MAT manifest).
     target : str
         Held-out triplet ``"Modality,Anatomy,Task"``, e.g. ``"CT,Lung,Classification"``.
-    config : {"related", "unrelated", "zero-overlap", "leave-one-out"}, default "related"
+    config : {"related", "unrelated", "zero-overlap", "leave-one-out", "without-modality", "without-anatomy", "without-task"}, default "related"
         Which triplets train (CrossMed §III, §V).
     out : str or Path, optional
         Write the split as a JSONL manifest (``split`` = train/test) here.

@@ -1022,12 +1022,15 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
 
 def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame | None:
     """Related vs each other condition, paired by seed (the unit this design has)."""
-    from matprobe.stats.significance import Comparison, compare_conditions
+    from matprobe.stats.significance import DEFAULT_CROSSMED_COMPARISONS, Comparison, compare_conditions
 
     names = [CONDITION_NAMES[c] for c in cfg.conditions]
     if "Related" not in names or len(names) < 2:
         return None
-    comps = [Comparison("Related", other, f"Related vs. {other}") for other in names if other != "Related"]
+    # Table IX's own rows where it has one ("Without Modality vs. Related"), else Related first
+    table_ix = {frozenset((c.a, c.b)): c for c in DEFAULT_CROSSMED_COMPARISONS}
+    comps = [table_ix.get(frozenset(("Related", other)), Comparison("Related", other, f"Related vs. {other}"))
+             for other in names if other != "Related"]
     n_pairs = results.groupby("condition")["seed"].nunique().min()
     if n_pairs < 2:
         return None

@@ -6,7 +6,13 @@ For a target triplet (m*, a*, t*) every training triplet shares 0–3 of its com
   (X-ray, Chest, Classification)); CrossMed §III: "shares two MAT components";
 - **Unrelated**: shares at most one (CrossMed §III);
 - **zero-overlap**: shares none (CrossMed §VI-B), a subset of Unrelated;
-- **leave-one-triplet-out**: every triplet but the target (CrossMed §VI-B).
+- **leave-one-triplet-out**: every triplet but the target (CrossMed §VI-B);
+- **without modality / anatomy / task**: CrossMed's single-factor ablations (§VI-E, Table VIII,
+  compared with Related in Table IX): "training excludes one component of the MAT triplet ...
+  to evaluate (CT, Brain, Hemorrhage), the model is trained on combinations like (CT, Task),
+  (Brain, Task), or (CT, Brain)". Read here as the Related triplets that differ from the target
+  in that component only: without modality = the triplets sharing anatomy and task, not
+  modality (the paper gives no stricter definition).
 
 The target triplet's own samples form the test split in every configuration.
 """
@@ -33,6 +39,13 @@ class SplitConfig(str, Enum):
     unrelated = "unrelated"
     zero_overlap = "zero-overlap"
     leave_one_out = "leave-one-out"
+    without_modality = "without-modality"
+    without_anatomy = "without-anatomy"
+    without_task = "without-task"
+
+
+# the component each ablation withholds: its position in (modality, anatomy, task)
+_WITHHELD = {SplitConfig.without_modality: 0, SplitConfig.without_anatomy: 1, SplitConfig.without_task: 2}
 
 
 def parse_triplet(text: str | Sequence[str]) -> Triplet:
@@ -85,6 +98,8 @@ def in_training(triplet: Triplet, target: Triplet, config: SplitConfig | str) ->
         return rel in ("unrelated", "zero-overlap")
     if config is SplitConfig.zero_overlap:
         return rel == "zero-overlap"
+    if config in _WITHHELD:  # the Related triplets that lack exactly the withheld component
+        return rel == "related" and triplet[_WITHHELD[config]] != target[_WITHHELD[config]]
     return True
 
 

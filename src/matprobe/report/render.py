@@ -322,6 +322,22 @@ def _most_encoded_line(m: dict) -> str:
             + ".")
 
 
+def _accuracy_line(s: dict, acc: dict) -> str:
+    """The summary's answer for one comparison of held-out accuracy (a significance row)."""
+    a, b = s["comparison"].split(" vs. ", 1)
+    head = (f"**Is the {a}–{b} difference significant?** Accuracy on the held-out target: "
+            f"{a} {acc[a]['mean']:.3f}, {b} {acc[b]['mean']:.3f} "
+            f"({s['n_pairs']} seeds each, paired by seed), Δ = {s['mean_diff']:.3f}. ")
+    if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
+        return head + ("Every paired difference is the same, so the t-test is degenerate (zero variance) and "
+                       f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.")
+    verdict = "significant" if s["p_holm"] < 0.05 else "not significant"
+    return head + (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}, Holm-adjusted "
+                   f"{s['p_holm']:.3g} (95% CI of Δ {_ci(*s['ci'])}): {verdict} at α = 0.05. The exact "
+                   f"sign-flip test gives p = {s['perm_p']:.3g}; with {_pairs_phrase(s)} it cannot go "
+                   f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality assumption.")
+
+
 def summary_lines(data: RunData, f: dict) -> list[str]:
     lines = [_most_encoded_line(f["most_encoded"])]
     tbc = f["term_by_condition"]
@@ -377,21 +393,9 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         + floor_words + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} "
         f"(within CI {meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
     acc = f["target_accuracy"]
-    s = sig.get(("Related vs. Unrelated", "accuracy"))
-    if s:
-        head = (f"**Is the Related–Unrelated difference significant?** Accuracy on the held-out target: "
-                f"Related {acc['Related']['mean']:.3f}, Unrelated {acc['Unrelated']['mean']:.3f} "
-                f"({s['n_pairs']} seeds each, paired by seed), Δ = {s['mean_diff']:.3f}. ")
-        if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
-            body = ("Every paired difference is the same, so the t-test is degenerate (zero variance) and "
-                    f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.")
-        else:
-            verdict = "significant" if s["p_holm"] < 0.05 else "not significant"
-            body = (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}, Holm-adjusted "
-                    f"{s['p_holm']:.3g} (95% CI of Δ {_ci(*s['ci'])}): {verdict} at α = 0.05. The exact "
-                    f"sign-flip test gives p = {s['perm_p']:.3g}; with {_pairs_phrase(s)} it cannot go "
-                    f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality assumption.")
-        lines.append(head + body)
+    # every comparison the run tested, in its order: Related vs. Unrelated, and Table IX's ablation rows
+    lines += [_accuracy_line(s, acc) for (comparison, metric), s in sig.items()
+              if metric == "accuracy" and " vs. " in comparison]
     lines.extend(_ciou_lines(data, sig))
     return lines
 
