@@ -476,3 +476,34 @@ def test_full_disk_while_writing_a_store_names_it_and_leaves_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().startswith(f"{out}: the file-size limit was reached (ulimit -f)"), res.stdout
     assert list(tmp_path.iterdir()) == []  # no store, no temporary, no lock file
+
+
+def test_extract_resume_takes_a_new_split_without_recomputing(tiny_ckpts, make_tiny_manifest, tmp_path):
+    # the split says how a study uses an item (run rewrites it per condition; a user may edit it),
+    # and no feature or answer depends on it: a resume whose records differ only there was refused
+    # ("record(s) changed ... --overwrite", hours on a GPU for a 7B model); the store takes the split
+    manifest = make_tiny_manifest(tmp_path / "data", n=6)
+    out = tmp_path / "z.h5"
+    args = ["extract", "--ckpt", str(tiny_ckpts["llava"]), "--data", str(manifest), "--out", str(out),
+            "--layers", "0", "--pool", "last", "--batch-size", "6"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    with EmbeddingStore.open(out) as st:
+        first_id, features, rows = st.content_id, st.read("0", "last").copy(), st._row_digests().copy()
+    recs = [json.loads(line) for line in manifest.read_text().splitlines()]
+    splits = ["train", "train", "test", "unused", "test", "train"]
+    manifest.write_text("".join(json.dumps({**r, "split": s}) + "\n" for r, s in zip(recs, splits)))
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    with EmbeddingStore.open(out) as st:
+        assert st.samples()["split"].tolist() == splits
+        assert np.array_equal(st.read("0", "last"), features) and np.array_equal(st._row_digests(), rows)
+        assert st.content_id != first_id  # results computed on the old split are not reused
+        now = st.content_id
+    assert runner.invoke(app, args).exit_code == 0  # and a second resume finds it up to date
+    with EmbeddingStore.open(out) as st:
+        assert st.content_id == now
+    recs[1]["question"] = recs[1]["question"] + " (edited)"  # an item itself changed: still refused
+    manifest.write_text("".join(json.dumps({**r, "split": s}) + "\n" for r, s in zip(recs, splits)))
+    text = _one_line_error(runner.invoke(app, args))
+    assert "1 record(s)" in text and repr(recs[1]["id"]) in text and "--overwrite" in text

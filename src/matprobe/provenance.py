@@ -251,7 +251,9 @@ def check_records_unchanged(store, frame, source: str, update: bool = False) -> 
 
     A row not yet done holds nothing computed, so its record may have changed (an unreadable
     image replaced after a run stopped on it): with ``update`` (a store open for appending)
-    its stored digest is brought up to date, so the resume computes it from the new record."""
+    its stored digest is brought up to date, so the resume computes it from the new record.
+    Items whose split alone changed are not refused: with ``update`` the store takes the new
+    split (`EmbeddingStore.update_use_columns`)."""
     stored = store.record_digests()
     if stored is None:
         return  # a store written before record digests: ids were checked by the caller
@@ -261,6 +263,14 @@ def check_records_unchanged(store, frame, source: str, update: bool = False) -> 
     differs = now != stored
     changed = np.flatnonzero(differs & store.done)
     pending = np.flatnonzero(differs & ~store.done)
+    items = store.item_digests()
+    if changed.size and items is not None and np.array_equal(items, item_digests(frame)):
+        # only how the study uses the items changed (their split: another condition's rows, or a
+        # split column edited), which nothing computed depends on: the store takes the new split
+        # on resume (its content id changes with it, so results computed on the old one are redone)
+        if update:
+            store.update_use_columns(frame, now)
+        return
     if update and pending.size and not changed.size:
         store.update_record_digests(pending, now[pending])
     if changed.size:

@@ -399,6 +399,28 @@ class EmbeddingStore:
         self._h5["content/record_digest"][rows] = digests
         self._h5.flush()
 
+    def update_use_columns(self, frame: pd.DataFrame, record_digests: np.ndarray) -> None:
+        """Take a new split column (`provenance.USE_COLUMNS`) and the record digests that go with
+        it, for items otherwise unchanged (`provenance.check_records_unchanged` checks that): no
+        feature or answer depends on the split."""
+        from matprobe.provenance import USE_COLUMNS
+
+        if self._h5.mode != "r+":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to update it")
+        g = self._h5["samples"]
+        for col in USE_COLUMNS:
+            values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                      for v in (frame[col] if col in frame else [None] * self.n)]
+            labels = tuple(sorted({v for v in values if v is not None}))
+            index = {lab: i for i, lab in enumerate(labels)}
+            if col in g:
+                del g[col]
+            ds = g.create_dataset(col, data=np.asarray([index[v] if v is not None else -1 for v in values],
+                                                       dtype=np.int64))
+            ds.attrs["vocabulary"] = json.dumps(list(labels))
+        self._h5["content/record_digest"][...] = record_digests
+        self._h5.flush()
+
     def _row_digests(self) -> np.ndarray:
         g = self._h5.get("content")
         if g is not None and "row_digest" in g:
