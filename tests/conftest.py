@@ -252,6 +252,9 @@ SLOW: dict[str, set[str]] = {
     "test_rare_classes.py": {
         "test_run_refuses_a_factor_the_merge_leaves_one_class_or_too_small_before_any_work",  # 2.5 s
     },
+    "test_learning_curve_rate.py": {
+        "test_the_step_on_the_estimator_is_the_formula_on_its_own_rows",  # 3 s (two estimates)
+    },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s
         "test_run_names_the_users_manifest_for_a_missing_image_before_any_work",  # 2 s
