@@ -17,44 +17,63 @@ import torch
 from matprobe.mi.groundtruth import LatentMixtureTask
 from matprobe.mi.probe import ProbeEstimator, pooled_rate_step
 
+FOLD_OF = np.array([1.0, 1.0, 2.0, 2.0, 0.0, 0.0])  # rows of folds 0 and 1 fitted a quarter; two rows did not
 
-def _per_seed(step, quarter, rate_rows):
+
+def _per_seed(step, quarter):
+    """Two seeds; each (fold, seed) fit's rows carry its own step and quarter difference."""
     rng = np.random.default_rng(0)
     out = []
     for s in range(2):
         plain = rng.normal(0.3, 0.1, 6)
-        corr = np.where(rate_rows, step[s], 0.02)
-        out.append({"r": plain + corr, "corr": corr.copy(), "level_gap": np.zeros(6),
-                    "corr_quarter": np.where(rate_rows, quarter[s], 0.0), "rate_rows": rate_rows.astype(float)})
+        corr = np.array([step[s][0]] * 2 + [step[s][1]] * 2 + [0.02] * 2)
+        q = np.array([quarter[s][0]] * 2 + [quarter[s][1]] * 2 + [0.0] * 2)
+        out.append({"r": plain + corr, "corr": corr, "level_gap": np.zeros(6), "corr_quarter": q,
+                    "rate_rows": FOLD_OF.copy()})
     return out
 
 
-@pytest.mark.parametrize("step, quarter, ratio", [
-    ((0.05, 0.07), (0.06, 0.09), 1.25),   # below sqrt(2): held at alpha = 1/2
-    ((0.04, 0.06), (0.06, 0.09), 1.5),    # alpha = log2(1.5)
-    ((0.04, 0.06), (0.12, 0.18), 3.0),    # above 2: held at alpha = 1, the 1/n step itself
-    ((-0.01, -0.02), (0.01, 0.01), None),  # the half fit did better: no step growth
+@pytest.mark.parametrize("step, quarter", [
+    (((0.05, 0.07), (0.06, 0.05)), ((0.06, 0.08), (0.07, 0.06))),   # a ratio near 1.2, tight: alpha held at 1/2
+    (((0.04, 0.06), (0.05, 0.05)), ((0.06, 0.09), (0.075, 0.075))),  # 1.5 exactly: alpha = log2(1.5), se 0
+    (((0.04, 0.06), (0.05, 0.05)), ((0.05, 0.12), (0.02, 0.09))),    # 1.4 but spread: one s.e. towards 2
+    (((0.04, 0.06), (0.05, 0.05)), ((0.12, 0.18), (0.15, 0.15))),    # 3: the 1/n step itself
+    (((-0.01, -0.02), (-0.01, 0.0)), ((0.01, 0.01), (0.0, 0.0))),   # the half fits did better: no growth
 ])
-def test_pooled_rate_step_is_aitkens_step_with_the_exponent_held(step, quarter, ratio):
-    rate_rows = np.array([True, True, True, True, False, False])
-    per_seed = _per_seed(step, quarter, rate_rows)
+def test_pooled_rate_step_is_aitkens_step_with_the_exponent_held(step, quarter):
+    rows = FOLD_OF > 0
+    per_seed = _per_seed(step, quarter)
     before = [{k: v.copy() for k, v in a.items()} for a in per_seed]
     diags = [{"fold": 0}, {"fold": 1}]
     got = pooled_rate_step(per_seed, diags)
-    # the pooled ratio: sum over seeds and rows of the quarter differences over the half ones
-    expected_ratio = (sum(4 * q for q in quarter) / sum(4 * s for s in step)) if sum(step) > 0 else np.inf
-    assert got["ratio"] == pytest.approx(expected_ratio)
-    factor = 1.0 / (min(max(expected_ratio, 2 ** 0.5), 2.0) - 1.0)
+    # independently: the four (fold, seed) fits' sums, their pooled ratio and its s.e.
+    c = np.array([2 * v for pair in step for v in pair])
+    q = np.array([2 * v for pair in quarter for v in pair])
+    if c.sum() > 0:
+        ratio = q.sum() / c.sum()
+        se = np.sqrt(4 / 3 * np.sum((q - ratio * c) ** 2)) / c.sum()
+        assert (got["ratio"], got["ratio_se"]) == (pytest.approx(ratio), pytest.approx(se, abs=1e-12))
+    else:
+        ratio = se = np.inf
+    factor = 1.0 / (min(max(ratio + se, 2 ** 0.5), 2.0) - 1.0)
     assert got["factor"] == pytest.approx(factor)
-    if ratio is not None:
-        assert expected_ratio == pytest.approx(ratio)
     for a, b in zip(per_seed, before):
         plain = b["r"] - b["corr"]
-        assert np.allclose(a["r"][rate_rows], plain[rate_rows] + factor * b["corr"][rate_rows])
-        assert np.allclose(a["corr"][rate_rows], factor * b["corr"][rate_rows])
-        assert np.array_equal(a["r"][~rate_rows], b["r"][~rate_rows])  # other folds' rows as they were
+        assert np.allclose(a["r"][rows], plain[rows] + factor * b["corr"][rows])
+        assert np.allclose(a["corr"][rows], factor * b["corr"][rows])
+        assert np.array_equal(a["r"][~rows], b["r"][~rows])  # other folds' rows as they were
         assert "corr_quarter" not in a and "rate_rows" not in a
     assert all(d["rate_factor"] == pytest.approx(factor) for d in diags)
+
+
+def test_too_few_fits_keep_the_1_over_n_step():
+    # one fold's two seeds: a ratio read from them overshot; the 1/n step stays
+    per_seed = _per_seed(((0.05, 0.05), (0.05, 0.05)), ((0.05, 0.05), (0.05, 0.05)))
+    for a in per_seed:
+        a["rate_rows"] = np.where(FOLD_OF == 2, 0.0, FOLD_OF)
+    before = [a["r"].copy() for a in per_seed]
+    assert pooled_rate_step(per_seed, [])["factor"] == 1.0
+    assert all(np.array_equal(a["r"], b) for a, b in zip(per_seed, before))
 
 
 def test_no_quarter_fits_no_change():

@@ -42,7 +42,9 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
             assert fits[i][0] == fits[i][1]  # the chosen level: refitted on every fitting row
             assert fits[i][3] is None  # ... with the level's own patience (mlp_patience)
             assert fits[i + 1][0] < fits[i][0]  # then the seed's half fit (learning curve)
-            i += 2
+            # and a quarter inside that half (the level's learning-curve rate, `nonlinear_rate`)
+            assert fits[i + 2][0] < 0.6 * fits[i + 1][0]
+            i += 3
     assert i == len(fits)
 
 

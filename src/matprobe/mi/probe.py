@@ -951,32 +951,45 @@ def _half_of(mask: np.ndarray, seed: int) -> np.ndarray:
 # n^-alpha; alpha is held to [1/2, 1] (the slow and the parametric rate), so the step's factor
 # 1 / (2^alpha - 1) lies in [1, 2.414]
 _RATE_RATIO_RANGE = (2.0 ** 0.5, 2.0)
+_RATE_MIN_FITS = 4  # (fold, seed) fits with a quarter fit below which the ratio is not read
 
 
 def pooled_rate_step(per_seed: list[dict], diags: list[dict]) -> dict | None:
     """Aitken's extrapolation on the rows whose folds fitted the non-linear level with a quarter
     fit (`corr_quarter`): the learning curve's ratio pooled over every such fold and seed of the
     term, I = I(n) + (I(n) - I(n/2)) / (ratio - 1), in place of the 1/n step I(n) + (I(n) - I(n/2)).
-    `r` and `corr` are rescaled in place (so the interval's extrapolation slack grows with the
-    step) and `corr_quarter` is dropped; returns {ratio, factor} or None where no fold had it.
+    The ratio is taken one standard error towards the 1/n rate (its spread over the (fold, seed)
+    fits, each one draw of the fitted critics), and with fewer than `_RATE_MIN_FITS` such fits the
+    1/n step stays: a step read from one fold's two seeds overshot by 5% where the 1/n one was 2%
+    short. `r` and `corr` are rescaled in place (so the interval's extrapolation slack grows with
+    the step) and the quarter arrays dropped; returns {ratio, ratio_se, factor} or None where no
+    fold had them.
 
     Why only there: on four Gaussian families the linear level's ratio was 2.2-4.6 (its 1/n step
     holds), while the non-linear level needed 1.5-3.3 times its 1/n step at n = 2k (RESULTS.md,
     issue 22 twentieth session)."""
     if not per_seed or "corr_quarter" not in per_seed[0]:
         return None
-    rows = per_seed[0]["rate_rows"] > 0  # the held-out rows of the folds that fitted a quarter
-    step = sum(float(a["corr"][rows].sum()) for a in per_seed)
-    quarter = sum(float(a["corr_quarter"][rows].sum()) for a in per_seed)
-    ratio = quarter / step if step > 0 else float("inf")
-    factor = 1.0 / (float(np.clip(ratio, *_RATE_RATIO_RANGE)) - 1.0)
+    fold_of = per_seed[0]["rate_rows"]  # fold number + 1 on the held-out rows of the folds that fitted a quarter
+    rows = fold_of > 0
+    step = np.array([[a["corr"][fold_of == k].sum() for k in np.unique(fold_of[rows])] for a in per_seed]).ravel()
+    quarter = np.array([[a["corr_quarter"][fold_of == k].sum() for k in np.unique(fold_of[rows])]
+                        for a in per_seed]).ravel()
+    total = float(step.sum())
+    if total > 0 and len(step) >= _RATE_MIN_FITS:
+        ratio = float(quarter.sum()) / total
+        resid = quarter - ratio * step
+        ratio_se = float(np.sqrt(len(step) / (len(step) - 1) * np.sum(resid ** 2)) / total)
+    else:
+        ratio, ratio_se = float("inf"), float("inf")
+    factor = 1.0 / (float(np.clip(ratio + ratio_se, *_RATE_RATIO_RANGE)) - 1.0)
     for arrays in per_seed:
         arrays["r"][rows] += (factor - 1.0) * arrays["corr"][rows]
         arrays["corr"][rows] *= factor
         del arrays["corr_quarter"], arrays["rate_rows"]
     for d in diags:
-        d.update(rate_ratio=float(ratio), rate_factor=float(factor))
-    return {"ratio": float(ratio), "factor": float(factor)}
+        d.update(rate_ratio=ratio, rate_ratio_se=ratio_se, rate_factor=float(factor))
+    return {"ratio": ratio, "ratio_se": ratio_se, "factor": float(factor)}
 
 
 def _prefix_mask(d, k_dims, dev):
@@ -1171,7 +1184,9 @@ class _MLPLadder:
                     rows = np.flatnonzero(fit & _half_of(half, seeds[i]))
                     p_quarter, _ = self._fit(self._new(self.seed + 7 * (i + 1)), rows, val_rows, self.seed + i)
                     arrays["corr_quarter"] = r_half - self._log_q(p_quarter, x1, se, ye).cpu().numpy().astype(np.float64)
-                    arrays["rate_rows"] = np.ones(len(lq_ev))
+                    # the fold's number + 1 (base seeds a fold's seeds 1000 * seed + fold): groups
+                    # the rows by the fits that made them
+                    arrays["rate_rows"] = np.full(len(lq_ev), float(seeds[0] % 1000 + 1))
             else:
                 arrays["r"] = lq_ev - base_ev
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
