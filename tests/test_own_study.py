@@ -317,14 +317,9 @@ def test_run_refuses_a_given_store_without_answers_before_any_work(tmp_path):
     assert not (tmp_path / "study-run" / "mi").exists()  # refused before the MI step
 
 
-def test_run_names_the_users_manifest_for_a_missing_image_before_any_work(tmp_path):
-    # extraction named the condition's copy of the manifest that the run writes (run/data/related.jsonl)
-    # and advised --image-root, an option `run` does not have; the run's preflight names the user's file
-    # and the pipeline key, before anything is written
-    from typer.testing import CliRunner
-
-    import matprobe as mp
-    from matprobe.cli import app
+def _four_triplet_study(tmp_path, ckpts, names) -> list[dict]:
+    """m.jsonl: 24 two-option items over four triplets (target MRI/Knee/Organ has a related and an
+    unrelated one), every image img/x.png; a tiny LLaVA checkpoint per name under `ckpts`."""
     from matprobe.extract.tiny import build_tiny_checkpoint
 
     (tmp_path / "img").mkdir()
@@ -333,8 +328,21 @@ def test_run_names_the_users_manifest_for_a_missing_image_before_any_work(tmp_pa
     rows = [{"id": f"{m}{a}{t}{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
              "modality": m, "anatomy": a, "task": t} for m, a, t in trips for k in range(6)]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name in ("related-s0", "unrelated-s0"):
-        build_tiny_checkpoint(tmp_path / "ckpts" / name, "llava", seed=1)
+    for name in names:
+        build_tiny_checkpoint(ckpts / name, "llava", seed=1)
+    return rows
+
+
+def test_run_names_the_users_manifest_for_a_missing_image_before_any_work(tmp_path):
+    # extraction named the condition's copy of the manifest that the run writes (run/data/related.jsonl)
+    # and advised --image-root, an option `run` does not have; the run's preflight names the user's file
+    # and the pipeline key, before anything is written
+    from typer.testing import CliRunner
+
+    import matprobe as mp
+    from matprobe.cli import app
+
+    rows = _four_triplet_study(tmp_path, tmp_path / "ckpts", ("related-s0", "unrelated-s0"))
     path = mp.init([tmp_path / "ckpts" / "related-s0", tmp_path / "ckpts" / "unrelated-s0"], data=tmp_path / "m.jsonl",
                    target=["MRI,Knee,Organ"], out=tmp_path / "study.toml")
     rows[7]["image"] = "img/gone.png"  # the manifest edited after init
@@ -388,16 +396,8 @@ def test_init_takes_a_name_for_a_folder_whose_path_names_nothing(tmp_path):
     # a folder that names no condition or seed (saves/qwen/lora/sft, read-only shared storage) was
     # refused with "name each folder by its condition and seed"; NAME=PATH names it in place
     import matprobe as mp
-    from matprobe.extract.tiny import build_tiny_checkpoint
 
-    (tmp_path / "img").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "x.png")
-    trips = [("MRI", "Knee", "Organ"), ("MRI", "Knee", "Lesion"), ("X-ray", "Lung", "Organ"), ("CT", "Brain", "Plane")]
-    rows = [{"id": f"{m}{a}{t}{k}", "image": "img/x.png", "question": "q?", "options": ["a", "b"], "answer": k % 2,
-             "modality": m, "anatomy": a, "task": t} for m, a, t in trips for k in range(6)]
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name in ("sft", "sft2"):
-        build_tiny_checkpoint(tmp_path / "saves" / name, "llava", seed=1)
+    _four_triplet_study(tmp_path, tmp_path / "saves", ("sft", "sft2"))
     res = _init([str(tmp_path / "saves" / "sft"), "--data", str(tmp_path / "m.jsonl"), "--target", "MRI,Knee,Organ"],
                 tmp_path)
     assert res.exit_code == 2 and "or name it on the command line: related-s0=PATH" in " ".join(res.output.split())
