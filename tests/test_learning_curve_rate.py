@@ -17,7 +17,8 @@ import torch
 from matprobe.mi.groundtruth import LatentMixtureTask
 from matprobe.mi.probe import ProbeEstimator, pooled_rate_step
 
-FOLD_OF = np.array([1.0, 1.0, 2.0, 2.0, 0.0, 0.0])  # rows of folds 0 and 1 fitted a quarter; two rows did not
+FOLD = np.array([0, 0, 1, 1, 2, 2])  # each row's held-out fold
+RATE_ROWS = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0])  # folds 0 and 1 fitted a quarter; fold 2 did not
 
 
 def _per_seed(step, quarter):
@@ -29,7 +30,7 @@ def _per_seed(step, quarter):
         corr = np.array([step[s][0]] * 2 + [step[s][1]] * 2 + [0.02] * 2)
         q = np.array([quarter[s][0]] * 2 + [quarter[s][1]] * 2 + [0.0] * 2)
         out.append({"r": plain + corr, "corr": corr, "level_gap": np.zeros(6), "corr_quarter": q,
-                    "rate_rows": FOLD_OF.copy()})
+                    "rate_rows": RATE_ROWS.copy()})
     return out
 
 
@@ -41,11 +42,11 @@ def _per_seed(step, quarter):
     (((-0.01, -0.02), (-0.01, 0.0)), ((0.01, 0.01), (0.0, 0.0))),   # the half fits did better: no growth
 ])
 def test_pooled_rate_step_is_aitkens_step_with_the_exponent_held(step, quarter):
-    rows = FOLD_OF > 0
+    rows = RATE_ROWS > 0
     per_seed = _per_seed(step, quarter)
     before = [{k: v.copy() for k, v in a.items()} for a in per_seed]
     diags = [{"fold": 0}, {"fold": 1}]
-    got = pooled_rate_step(per_seed, diags)
+    got = pooled_rate_step(per_seed, diags, FOLD)
     # independently: the four (fold, seed) fits' sums, their pooled ratio and its s.e.
     c = np.array([2 * v for pair in step for v in pair])
     q = np.array([2 * v for pair in quarter for v in pair])
@@ -70,15 +71,15 @@ def test_too_few_fits_keep_the_1_over_n_step():
     # one fold's two seeds: a ratio read from them overshot; the 1/n step stays
     per_seed = _per_seed(((0.05, 0.05), (0.05, 0.05)), ((0.05, 0.05), (0.05, 0.05)))
     for a in per_seed:
-        a["rate_rows"] = np.where(FOLD_OF == 2, 0.0, FOLD_OF)
+        a["rate_rows"] = np.where(FOLD == 1, 0.0, RATE_ROWS)
     before = [a["r"].copy() for a in per_seed]
-    assert pooled_rate_step(per_seed, [])["factor"] == 1.0
+    assert pooled_rate_step(per_seed, [], FOLD)["factor"] == 1.0
     assert all(np.array_equal(a["r"], b) for a, b in zip(per_seed, before))
 
 
 def test_no_quarter_fits_no_change():
     per_seed = [{"r": np.ones(3), "corr": np.full(3, 0.1)}]
-    assert pooled_rate_step(per_seed, []) is None
+    assert pooled_rate_step(per_seed, [], np.zeros(3, dtype=int)) is None
     assert np.array_equal(per_seed[0]["r"], np.ones(3))
 
 

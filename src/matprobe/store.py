@@ -143,6 +143,21 @@ def _rows_per_chunk(dim: int) -> int:
     return int(max(1, min(1024, _TARGET_CHUNK_BYTES // (4 * max(dim, 1)))))
 
 
+def _label_values(raw) -> list[str | None]:
+    """A label column's values as strings, None where missing (None or NaN)."""
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in raw]
+
+
+def _write_coded(g: h5py.Group, col: str, values: list[str | None], labels=None) -> tuple[np.ndarray, tuple]:
+    """A coded label column under `g`: integer codes into `labels` (default: the values sorted),
+    -1 where missing, the vocabulary as the dataset's attribute; returns (codes, labels)."""
+    labels = tuple(labels or sorted({v for v in values if v is not None}))
+    index = {lab: i for i, lab in enumerate(labels)}
+    codes = np.asarray([index[v] if v is not None else -1 for v in values], dtype=np.int64)
+    g.create_dataset(col, data=codes).attrs["vocabulary"] = json.dumps(list(labels))
+    return codes, labels
+
+
 class EmbeddingStore:
     """An open HDF5 embedding store. Create with `create`/`from_arrays`, open with `open`."""
 
@@ -242,16 +257,10 @@ class EmbeddingStore:
         for col in frame.columns:
             if col in skip:
                 continue
-            values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                      for v in frame[col]]
+            values = _label_values(frame[col])
             if col not in _CODED_COLUMNS and all(v is None for v in values):
                 continue
-            labels = tuple(vocab.get(col) or sorted({v for v in values if v is not None}))
-            index = {lab: i for i, lab in enumerate(labels)}
-            codes = np.asarray([index[v] if v is not None else -1 for v in values], dtype=np.int64)
-            ds = g.create_dataset(col, data=codes)
-            ds.attrs["vocabulary"] = json.dumps(list(labels))
-            coded[col] = (codes, labels)
+            coded[col] = _write_coded(g, col, values, vocab.get(col))
         return coded
 
     @classmethod
@@ -409,15 +418,9 @@ class EmbeddingStore:
             raise StoreError(f"{self.path}: opened read-only; open with mode='a' to update it")
         g = self._h5["samples"]
         for col in USE_COLUMNS:
-            values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                      for v in (frame[col] if col in frame else [None] * self.n)]
-            labels = tuple(sorted({v for v in values if v is not None}))
-            index = {lab: i for i, lab in enumerate(labels)}
             if col in g:
                 del g[col]
-            ds = g.create_dataset(col, data=np.asarray([index[v] if v is not None else -1 for v in values],
-                                                       dtype=np.int64))
-            ds.attrs["vocabulary"] = json.dumps(list(labels))
+            _write_coded(g, col, _label_values(frame[col] if col in frame else [None] * self.n))
         self._h5["content/record_digest"][...] = record_digests
         self._h5.flush()
 

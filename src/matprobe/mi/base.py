@@ -767,12 +767,13 @@ class CrossFitEstimator:
                     diags.append({"seed": s, "fold": f, **out.diagnostics})
         finally:
             self.shared_fits = None
-        self.pool_folds(per_seed, diags)
+        self.pool_folds(per_seed, diags, plan.fold)
         return per_seed, diags
 
-    def pool_folds(self, per_seed: list[dict[str, np.ndarray]], diags: list[dict]) -> None:
-        """Hook: what an estimator learns from all of a term's folds and seeds together, applied
-        to their per-row arrays in place (the probe's learning-curve exponent); none here."""
+    def pool_folds(self, per_seed: list[dict[str, np.ndarray]], diags: list[dict], fold: np.ndarray) -> None:
+        """Hook: what an estimator learns from all of a term's folds and seeds together (`fold`:
+        each row's held-out fold), applied to their per-row arrays in place (the probe's
+        learning-curve exponent); none here."""
 
     shared_fits: dict | None = None  # `FoldPlan.fits` while `_run_folds` runs, else None
 

@@ -622,10 +622,10 @@ class ProbeEstimator(CrossFitEstimator):
             fit.diag.update({_VAL_LOSS_KEY[k]: v for k, v in losses.items()})
         return self._fold_outputs(fit, y_tr, c_tr, y_ev, c_ev, layout, val, halves, seeds, dev)
 
-    def pool_folds(self, per_seed: list[dict], diags: list[dict]) -> None:
+    def pool_folds(self, per_seed: list[dict], diags: list[dict], fold: np.ndarray) -> None:
         """After every fold: the non-linear level's learning-curve exponent, pooled over the
         term's folds and seeds (`pooled_rate_step`)."""
-        pooled_rate_step(per_seed, diags)
+        pooled_rate_step(per_seed, diags, fold)
 
     def _earns_a_fit(self, plain: dict, gain: float, se: float) -> bool:
         """Whether a check's gain over the linear critic (`_gain_beside`) earns its
@@ -954,7 +954,7 @@ _RATE_RATIO_RANGE = (2.0 ** 0.5, 2.0)
 _RATE_MIN_FITS = 4  # (fold, seed) fits with a quarter fit below which the ratio is not read
 
 
-def pooled_rate_step(per_seed: list[dict], diags: list[dict]) -> dict | None:
+def pooled_rate_step(per_seed: list[dict], diags: list[dict], fold: np.ndarray) -> dict | None:
     """Aitken's extrapolation on the rows whose folds fitted the non-linear level with a quarter
     fit (`corr_quarter`): the learning curve's ratio pooled over every such fold and seed of the
     term, I = I(n) + (I(n) - I(n/2)) / (ratio - 1), in place of the 1/n step I(n) + (I(n) - I(n/2)).
@@ -970,11 +970,10 @@ def pooled_rate_step(per_seed: list[dict], diags: list[dict]) -> dict | None:
     issue 22 twentieth session)."""
     if not per_seed or "corr_quarter" not in per_seed[0]:
         return None
-    fold_of = per_seed[0]["rate_rows"]  # fold number + 1 on the held-out rows of the folds that fitted a quarter
-    rows = fold_of > 0
-    step = np.array([[a["corr"][fold_of == k].sum() for k in np.unique(fold_of[rows])] for a in per_seed]).ravel()
-    quarter = np.array([[a["corr_quarter"][fold_of == k].sum() for k in np.unique(fold_of[rows])]
-                        for a in per_seed]).ravel()
+    rows = per_seed[0]["rate_rows"] > 0  # the held-out rows of the folds that fitted a quarter
+    fits = [rows & (fold == k) for k in np.unique(fold[rows])]  # each fold's rows: one fit per seed
+    step = np.array([[a["corr"][m].sum() for m in fits] for a in per_seed]).ravel()
+    quarter = np.array([[a["corr_quarter"][m].sum() for m in fits] for a in per_seed]).ravel()
     total = float(step.sum())
     if total > 0 and len(step) >= _RATE_MIN_FITS:
         ratio = float(quarter.sum()) / total
@@ -1184,9 +1183,7 @@ class _MLPLadder:
                     rows = np.flatnonzero(fit & _half_of(half, seeds[i]))
                     p_quarter, _ = self._fit(self._new(self.seed + 7 * (i + 1)), rows, val_rows, self.seed + i)
                     arrays["corr_quarter"] = r_half - self._log_q(p_quarter, x1, se, ye).cpu().numpy().astype(np.float64)
-                    # the fold's number + 1 (base seeds a fold's seeds 1000 * seed + fold): groups
-                    # the rows by the fits that made them
-                    arrays["rate_rows"] = np.full(len(lq_ev), float(seeds[0] % 1000 + 1))
+                    arrays["rate_rows"] = np.ones(len(lq_ev))  # marks this fold's rows for `pooled_rate_step`
             else:
                 arrays["r"] = lq_ev - base_ev
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))

@@ -152,12 +152,18 @@ def split_detail(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return shown.drop(columns=p_cols + ["Unit"], errors="ignore"), shown[keep + p_cols]
 
 
-def notes(results: pd.DataFrame) -> list[str]:
-    by_text: dict[str, list[str]] = {}
+def _rows_by(results: pd.DataFrame, values_of) -> dict[str, list[str]]:
+    """{value: the rows ("comparison, metric") it is given for}, in the rows' order; `values_of(row)`
+    lists a row's values."""
+    rows: dict[str, list[str]] = {}
     for _, r in results.iterrows():
-        for text in str(r.get("warning") or "").split("; "):
-            if text:
-                by_text.setdefault(text, []).append(f"{r['comparison']}, {r['metric']}")
+        for value in values_of(r):
+            rows.setdefault(value, []).append(f"{r['comparison']}, {r['metric']}")
+    return rows
+
+
+def notes(results: pd.DataFrame) -> list[str]:
+    by_text = _rows_by(results, lambda r: [t for t in str(r.get("warning") or "").split("; ") if t])
     lines = [f"{'all rows' if len(where) == len(results) else '; '.join(where)}: {text}"
              for text, where in by_text.items()]
     methods = sorted(set(results.get("perm_method", [])))
@@ -165,11 +171,7 @@ def notes(results: pd.DataFrame) -> list[str]:
         lines.append("permutation p: sign flips of the paired differences, " + ", ".join(methods)
                      + ("; a Monte Carlo p is (1 + hits) / (1 + draws), not exact"
                         if any(m.startswith("monte carlo") for m in methods) else ""))
-    by_variant: dict[str, list[str]] = {}
-    for _, r in results.iterrows():
-        m = r.get("wilcoxon_method")
-        if isinstance(m, str) and m:
-            by_variant.setdefault(m, []).append(f"{r['comparison']}, {r['metric']}")
+    by_variant = _rows_by(results, lambda r: [m] if isinstance(m := r.get("wilcoxon_method"), str) and m else [])
     if by_variant:
         # each variant with the rows it applies to where they differ: "exact; no non-zero
         # differences" read as if no row had a non-zero difference
