@@ -208,10 +208,12 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
     if not missing:
         return None
+    from matprobe.data.medmat import IMAGE_PREFIX
+
     first = missing[0]
     # Med-MAT's records name their images under a med-mat/ folder that the release does not ship
-    medmat = " (the folder that holds what Med-MAT's paths call med-mat/)" if (first.image or "").startswith(
-        "med-mat/") else ""
+    medmat = (f" (the folder that holds what Med-MAT's paths call {IMAGE_PREFIX})"
+              if (first.image or "").startswith(IMAGE_PREFIX) else "")
     return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample {first.id!r}: "
             f"{first.image or '(no image path)'}; fix the paths or {root_option}{medmat}")
 
