@@ -391,6 +391,23 @@ def test_transparent_images_are_read_as_llava_reads_them_and_are_said(tmp_path):
     assert len(notes) == 1 and "composite such images onto white" in notes[0]
     (tmp_path / "plain.jsonl").write_text(json.dumps(rows[-1]) + "\n")
     assert _check_images(load_dataset(tmp_path / "plain.jsonl").samples, "plain.jsonl") == []
+    # files that could carry transparency but whose every pixel is opaque (an RGBA export with alpha
+    # 255, a palette whose transparent colour no pixel uses) read the same both ways: no note
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque_rgba.png")
+    pal_unused = Image.fromarray(rng.integers(1, 4, (20, 24)).astype(np.uint8), "P")
+    pal_unused.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10, 10, 10, 200] + [0] * 756)
+    pal_unused.save(tmp_path / "opaque_pal.png", transparency=0)
+    opaque = []
+    for i, name in enumerate(("opaque_rgba.png", "opaque_pal.png")):
+        with Image.open(tmp_path / name) as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(convert_to_rgb(im, return_numpy=True)))
+            assert im.mode in ("RGBA", "P")  # the header alone would have said transparency
+        opaque.append({**rows[-1], "id": f"o{i}", "image": name})
+    (tmp_path / "opaque.jsonl").write_text("".join(json.dumps(r) + "\n" for r in opaque))
+    assert _check_images(load_dataset(tmp_path / "opaque.jsonl").samples, "opaque.jsonl") == []
+    res = CliRunner().invoke(app, ["data", "validate", str(tmp_path / "opaque.jsonl")])
+    assert res.exit_code == 0 and "transparency" not in res.output, res.output
 
 
 def test_single_factor_ablations_are_the_related_triplets_lacking_that_factor():

@@ -179,7 +179,7 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
         (["ck/related-s0"] + base[:2] + ["--target", "CT,Chest,Orientation"], "no such (modality, anatomy, task)"),
         # `run` would refuse it: no triplet of this manifest is unrelated to the target
         (["ck/related-s0", "ck/unrelated-s0", "--data", "study/only-related.jsonl", *base[2:]],
-         "only-related.jsonl is unrelated to it, so the unrelated checkpoint(s) unrelated-s0 have no "
+         "only-related.jsonl is unrelated to it, so the unrelated checkpoint(s) ck/unrelated-s0 have no "
          "training data"),
     ]
     for args, message in cases:
@@ -208,6 +208,10 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     ("saves/related/seed_1/checkpoint-500", ("related", 1, None)), ("out/Qwen2-VL-7B-unrelated-42", ("unrelated", 42, None)),
     ("out/related_run2", ("related", 2, None)), ("lora-r16/unrelated/s3", ("unrelated", 3, None)),
     ("ct-chest-artifact/related/seed-8/checkpoint-1200", ("related", 8, 1)),
+    # CrossMed's ablations as run names spell them
+    ("out/qwen25vl_wo_task_seed42/checkpoint-300", ("without-task", 42, None)),
+    ("without_anatomy-s1", ("without-anatomy", 1, None)), ("no-modality/s2", ("without-modality", 2, None)),
+    ("WO_Anat_seed3", ("without-anatomy", 3, None)), ("w_o_mod-s4", ("without-modality", 4, None)),
 ])
 def test_init_reads_condition_seed_and_target_from_the_path(tmp_path, rel, expected):
     from matprobe.scaffold import InitError, parse_entry

@@ -557,3 +557,66 @@ def test_fano_summary_says_no_floor_where_every_answer_was_merged(tmp_path):
     line = next(x for x in (run_dir / "report.md").read_text().splitlines() if "respect Fano" in x)
     assert "no cell has an error floor implied by Î" in line
     assert "in 0, only within" not in line
+
+
+def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
+    """Related trained on three seeds, Unrelated on two (its last seed's runs removed from the
+    committed demo's results): the run's significance pairs the runs both have (scipy's paired
+    t-test on them), says which run was left out, and the summary's accuracy means are over those
+    pairs, so their difference is the Δ it prints."""
+    from types import SimpleNamespace
+
+    from scipy import stats
+
+    from matprobe.pipeline import significance_table
+
+    copy = _committed_demo_copy(tmp_path)
+    results = pd.read_csv(copy / "results.csv")
+    dropped = sorted(results.loc[results.condition == "Unrelated", "seed"].unique())[-1]
+    results = results[~((results.condition == "Unrelated") & (results.seed == dropped))]
+    results.to_csv(copy / "results.csv", index=False)
+    sig, untested = significance_table(results, SimpleNamespace(conditions=["related", "unrelated"]))
+    assert untested == []
+    sig.to_csv(copy / "significance.csv", index=False)
+    acc = results[(results.metric == "accuracy") & results.item.isna()].pivot_table(
+        index=["target", "seed"], columns="condition", values="value")
+    paired = acc.dropna()
+    assert len(paired) == len(acc) - 1  # the dropped seed's Related run has no partner
+    row = sig[(sig.comparison == "Related vs. Unrelated") & (sig.metric == "accuracy")].iloc[0]
+    assert row.n_pairs == len(paired)
+    assert row.p == pytest.approx(stats.ttest_rel(paired.Related, paired.Unrelated).pvalue, rel=1e-9)
+    assert f"seed '{dropped}': 'Related' only (no 'Unrelated' run)" in row.warning
+    os.chdir(tmp_path)
+    try:
+        write_report(copy)
+    finally:
+        os.chdir(ROOT)
+    md = (copy / "report.md").read_text()
+    line = next(x for x in md.splitlines() if "Is the Related–Unrelated difference significant?" in x)
+    assert (f"Related {paired.Related.mean():.3f}, Unrelated {paired.Unrelated.mean():.3f} "
+            f"({len(paired)} seeds each, paired by seed; left out, unpaired by design:") in line
+    assert f"Δ = {paired.Related.mean() - paired.Unrelated.mean():.3f}" in line
+    assert "Related vs. Unrelated: left out, unpaired by design: target" in md  # under the tables
+
+
+def test_a_comparison_without_two_shared_runs_is_left_untested_not_the_whole_table():
+    """A condition with one seed: its comparison is not tested (said), the others are; the
+    `significance` defaults do the same, and the table with every run still pairs (no note)."""
+    from types import SimpleNamespace
+
+    from matprobe.pipeline import significance_table
+    from matprobe.stats.significance import significance
+
+    rng = np.random.default_rng(3)
+    rows = [{"condition": c, "target": "CT,Lung,X", "seed": s, "metric": m, "value": float(rng.uniform())}
+            for c, seeds in (("Related", (0, 1, 2)), ("Unrelated", (0, 1, 2)), ("Without Task", (0,)))
+            for s in seeds for m in ("accuracy", "I(Z;Y|target) nats")]
+    results = pd.DataFrame(rows)
+    sig, untested = significance_table(results, SimpleNamespace(conditions=["related", "unrelated", "without-task"]))
+    assert set(sig.comparison) == {"Related vs. Unrelated"} and (sig.n_pairs == 3).all()
+    assert untested == ["Without Task vs. Related: not tested, 1 (target, seed) run(s) trained under both "
+                        "conditions (a paired test needs two): train the same seeds for each condition"]
+    res = significance(results)
+    assert set(res.results.comparison) == {"Related vs. Unrelated"}
+    assert any("Without Task vs. Related: not tested, 1 (target, seed) run(s)" in n for n in res.notes())
+    assert not res.results.warning.str.contains("left out").any()

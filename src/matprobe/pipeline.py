@@ -480,7 +480,8 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     _run_checks(cfg, run, checkpoints)
     timer.add("check", t0)
     t0 = time.perf_counter()
-    significance = _write_results(cfg, run, checkpoints)
+    significance, untested = _write_results(cfg, run, checkpoints)
+    notes = [*(notes or []), *untested]
     timer.add("significance", t0)
     summary = _run_summary(cfg, run, dataset, manifest, ids_by_target, checkpoints, significance, timer,
                            notes)
@@ -729,15 +730,16 @@ def _run_checks(cfg: PipelineConfig, run: Path, checkpoints) -> None:
 
 
 def _write_results(cfg: PipelineConfig, run: Path, checkpoints):
-    """results.csv (one row per run) and significance.csv (Table IX); returns the latter or None."""
+    """results.csv (one row per run) and significance.csv (Table IX); returns the latter (or None)
+    and the sentences on comparisons left untested."""
     results = per_run_results(checkpoints, cfg)
     with atomic_path(run / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    significance = significance_table(results, cfg)
+    significance, untested = significance_table(results, cfg)
     if significance is not None:
         with atomic_path(run / "significance.csv") as tmp:
             significance.to_csv(tmp, index=False)
-    return significance
+    return significance, untested
 
 
 def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_target, checkpoints, significance,
@@ -1020,18 +1022,30 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
     return pd.DataFrame(rows, columns=["condition", "target", "seed", "item", "metric", "value"])
 
 
-def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame | None:
-    """Related vs each other condition, paired by seed (the unit this design has)."""
+def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.DataFrame | None, list[str]]:
+    """Related vs each other condition, paired by seed (the unit this design has): the table (None
+    where no comparison has two pairs) and a sentence per comparison left untested. The pairs
+    are the (target, seed) runs both conditions have; a run only one has is left out of that
+    comparison, and the table's warning says so."""
     from matprobe.stats.significance import DEFAULT_CROSSMED_COMPARISONS, Comparison, compare_conditions
 
     names = [CONDITION_NAMES[c] for c in cfg.conditions]
     if "Related" not in names or len(names) < 2:
-        return None
+        return None, []
     # Table IX's own rows where it has one ("Without Modality vs. Related"), else Related first
     table_ix = {frozenset((c.a, c.b)): c for c in DEFAULT_CROSSMED_COMPARISONS}
     comps = [table_ix.get(frozenset(("Related", other)), Comparison("Related", other, f"Related vs. {other}"))
              for other in names if other != "Related"]
-    n_pairs = results.groupby("condition")["seed"].nunique().min()
-    if n_pairs < 2:
-        return None
-    return compare_conditions(results.dropna(subset=["value"]), comps, unit="seed", source="results.csv")
+    runs = results.dropna(subset=["value"]).groupby("condition")[["target", "seed"]].apply(
+        lambda g: set(map(tuple, g.to_numpy().tolist())))
+    tested, untested = [], []
+    for comp in comps:
+        both = runs.get(comp.a, set()) & runs.get(comp.b, set())
+        if len(both) >= 2:
+            tested.append(comp)
+        else:
+            untested.append(f"{comp.label}: not tested, {len(both)} (target, seed) run(s) trained under both "
+                            "conditions (a paired test needs two): train the same seeds for each condition")
+    if not tested:
+        return None, untested
+    return compare_conditions(results.dropna(subset=["value"]), tested, unit="seed", source="results.csv"), untested

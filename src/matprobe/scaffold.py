@@ -3,7 +3,8 @@ checkpoints (or stores) you already have.
 
 Each checkpoint folder (a Hugging Face checkpoint with config.json, or a peft LoRA adapter
 with adapter_config.json) or store file names its training condition and seed, e.g.
-`related-s0`, `unrelated_seed2`, `ckpts/related/seed-1`, `related_seed1/checkpoint-500`; with
+`related-s0`, `unrelated_seed2`, `ckpts/related/seed-1`, `related_seed1/checkpoint-500`,
+`wo_task_seed42`; with
 several held-out targets the path also names the target's triplet (`mri-brain-exposure/related-s0`).
 Where the path names none of them, the argument names it: `related-s0=saves/sft`. The file is written
 once, read back with `load_pipeline` (so what `init` writes always runs), and every setting
@@ -31,12 +32,26 @@ def _slug(target) -> str:
     return "-".join(str(x) for x in target).replace(" ", "_").lower()
 
 
+# CrossMed's ablations as run names spell them besides 'without-task': wo_task, w-o-anatomy,
+# no_modality, without_mod (read after `_` became `-`)
+_ABLATION = re.compile(r"(?<![a-z])(?:without|wo|w-o|no)-?(modality|mod|anatomy|anat|ana|task)(?![a-z])")
+_FACTOR_WORD = {"mod": "modality", "anat": "anatomy", "ana": "anatomy"}
+
+
 def _condition(text: str) -> str | None:
     """The condition a path names ('unrelated' is not read as 'related'); a name of two words with
-    or without its hyphen ('zero-overlap', 'ZeroOverlap', 'leaveoneout')."""
-    found = [c for c in CONDITION_NAMES
-             if re.search(r"(?<![a-z])" + r"-?".join(map(re.escape, c.split("-"))) + r"(?![a-z])", text)]
-    return found[0] if len(found) == 1 else None
+    or without its hyphen ('zero-overlap', 'ZeroOverlap', 'leaveoneout'); an ablation also as
+    `wo-task`, `no-anatomy`, `without-mod`."""
+    found = {c for c in CONDITION_NAMES
+             if re.search(r"(?<![a-z])" + r"-?".join(map(re.escape, c.split("-"))) + r"(?![a-z])", text)}
+    found |= {f"without-{_FACTOR_WORD.get(w, w)}" for w in _ABLATION.findall(text)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _shown(path) -> str:
+    """A path as a message shows it: relative to the working folder where it lies below it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _absolute(path) -> Path:
@@ -167,7 +182,8 @@ def _check_training_data(dataset, trips, conditions, entries) -> None:
     unsplittable = first_unsplittable(dataset, trips, conditions)
     if unsplittable:
         target, cond, _ = unsplittable
-        names = [Path(e.get("ckpt") or e.get("store")).name for e in entries
+        # paths, not folder names: trainers name every run's folder checkpoint-N
+        names = [_shown(e.get("ckpt") or e.get("store")) for e in entries
                  if e["condition"] == cond and e["target"] == target]
         raise InitError(f"--target {','.join(target)}: no triplet of {dataset.source} is {cond} to it, "
                         f"so the {cond} checkpoint(s) {', '.join(names)} have no training data in the "

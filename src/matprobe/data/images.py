@@ -66,13 +66,19 @@ TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # modes with an alpha ch
 
 
 def raster_header(path: str | os.PathLike) -> tuple[str | None, bool]:
-    """(Pillow mode, whether the file carries transparency) from a raster file's header: an alpha
-    channel or a transparent palette colour. (None, False): not a raster, or unreadable."""
+    """(Pillow mode, whether any pixel is not opaque) of a raster file. The header says whether the
+    file can carry transparency (an alpha channel, a transparent palette colour); only those files
+    are decoded to see whether a pixel uses it: an RGBA export whose alpha is 255 everywhere (what
+    many tools write) reads the same either way, and is not worth a warning.
+    (None, False): not a raster, or unreadable."""
     if image_kind(path) != "raster":
         return None, False
     try:
         with Image.open(path) as im:
-            return im.mode, im.mode in TRANSPARENT_MODES or im.info.get("transparency") is not None
+            if im.mode not in TRANSPARENT_MODES and im.info.get("transparency") is None:
+                return im.mode, False
+            alpha = im.getchannel("A") if im.mode in TRANSPARENT_MODES else im.convert("RGBA").getchannel("A")
+            return im.mode, alpha.getextrema()[0] < 255
     except Exception:  # noqa: BLE001 - the loader names an unreadable file; here it is just not noted
         return None, False
 
@@ -93,14 +99,14 @@ def image_notes(samples, base_dir: str | os.PathLike | None = None) -> list[str]
 
 
 def transparency_note(ids: list[str]) -> str | None:
-    """A sentence on the image files that carry transparency (None: none do). Pillow's
+    """A sentence on the image files with pixels that are not opaque (None: none). Pillow's
     convert('RGB'), which matprobe uses as LLaVA's training code does, drops the alpha and keeps the
     colour stored under transparent pixels; transformers' image processors (`convert_to_rgb`) and
     qwen-vl-utils composite such images onto white: the two differ wherever a pixel is not opaque."""
     if not ids:
         return None
-    return (f"{len(ids)} image file(s) carry transparency (an alpha channel or a transparent palette colour; "
-            f"first: sample {ids[0]!r}): they are read by Pillow's convert('RGB'), as LLaVA's training code reads "
+    return (f"{len(ids)} image file(s) carry transparency (pixels that are not opaque, by an alpha channel or a "
+            f"transparent palette colour; first: sample {ids[0]!r}): they are read by Pillow's convert('RGB'), as LLaVA's training code reads "
             "them, which drops the transparency and keeps the colour stored under it; transformers' image "
             "processors and qwen-vl-utils composite such images onto white instead. If your fine-tuning read "
             "them that way, composite the files onto white (or save them without transparency) before extracting")

@@ -275,6 +275,7 @@ def findings(data: RunData) -> dict:
              "ci": [float(r["ci_low"]), float(r["ci_high"])], "t": float(r["t"]), "df": float(r["df"]),
              "p": float(r["p"]), "p_holm": float(r["p_holm"]), "n_pairs": int(r["n_pairs"]),
              "perm_p": float(r["perm_p"]), "warning": "" if pd.isna(r.get("warning")) else str(r["warning"]),
+             "unit": str(r.get("unit", "seed")),
              # the exact tests' smallest p, as the significance step computed it: 2^(1 - n) for n
              # non-zero differences (zero ones do not flip); files from before it was written: all pairs
              **_exact_floor(r)}
@@ -322,12 +323,38 @@ def _most_encoded_line(m: dict) -> str:
             + ".")
 
 
-def _accuracy_line(s: dict, acc: dict) -> str:
+LEFT_OUT = "left out, unpaired by design: "  # the clause stats.significance ends a row's warning with
+
+
+def _left_out(s: dict) -> str:
+    """'left out, unpaired by design: ...' where a condition lacks runs the other has, else ''."""
+    at = s.get("warning", "").find(LEFT_OUT)
+    return s["warning"][at:] if at >= 0 else ""
+
+
+def _paired_means(results: pd.DataFrame, a: str, b: str, metric: str, unit: str) -> tuple[float, float]:
+    """The two conditions' means over the pairs the test used (their difference is its Δ): the
+    (target, seed) runs both have, or with unit target each target's seed mean, targets both have."""
+    rows = results[(results["metric"] == metric) & results["condition"].isin([a, b])]
+    if "item" in rows:
+        rows = rows[rows["item"].isna()]
+    keys = ["target"] if unit == "target" else ["target", "seed"]
+    wide = rows.pivot_table(index=keys, columns="condition", values="value", aggfunc="mean")
+    both = wide.reindex(columns=[a, b]).dropna()
+    return float(both[a].mean()), float(both[b].mean())
+
+
+def _accuracy_line(s: dict, results: pd.DataFrame) -> str:
     """The summary's answer for one comparison of held-out accuracy (a significance row)."""
     a, b = s["comparison"].split(" vs. ", 1)
+    mean_a, mean_b = _paired_means(results, a, b, "accuracy", s["unit"])
+    n = s["n_pairs"]
+    pairs = (f"{n} targets, each the mean of its seeds, paired by target" if s["unit"] == "target" else
+             f"{n} seeds each, paired by seed" if results.loc[results["metric"] == "accuracy", "target"].nunique() < 2 else
+             f"{n} (target, seed) pairs")
     head = (f"**Is the {a}–{b} difference significant?** Accuracy on the held-out target: "
-            f"{a} {acc[a]['mean']:.3f}, {b} {acc[b]['mean']:.3f} "
-            f"({s['n_pairs']} seeds each, paired by seed), Δ = {s['mean_diff']:.3f}. ")
+            f"{a} {mean_a:.3f}, {b} {mean_b:.3f} ({'; '.join(filter(None, (pairs, _left_out(s))))}), "
+            f"Δ = {s['mean_diff']:.3f}. ")
     if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
         return head + ("Every paired difference is the same, so the t-test is degenerate (zero variance) and "
                        f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.")
@@ -349,7 +376,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         test = (f" (paired over {int(s['n_pairs'])} (target, seed) pairs: Δ = {s['mean_diff']:.3f} nats, "
                 + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}"
                    f"{_exact_floor_note(s)})"
-                   if np.isfinite(s["t"]) else "the same in every pair, so the t-test is undefined)")) if s else ""
+                   if np.isfinite(s["t"]) else "the same in every pair, so the t-test is undefined)")
+                + (f" ({_left_out(s)})" if _left_out(s) else "")) if s else ""
         main = data.terms[data.terms["main"] & (data.terms["term"] == t_term)]
         cap = float(main["h_upper"].max())
         at_cap = min(r, u) >= 0.9 * cap
@@ -367,7 +395,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         test = (f"; Δ = {s['mean_diff']:.3f} nats, "
                 + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}{_exact_floor_note(s)}" if np.isfinite(s["t"]) else
                    "the same in every pair (t-test undefined)")
-                + f", paired over {int(s['n_pairs'])} (target, seed) pairs") if s else ""
+                + f", paired over {int(s['n_pairs'])} (target, seed) pairs"
+                + (f"; {_left_out(s)}" if _left_out(s) else "")) if s else ""
         names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
         targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
         merged = (" (the answer's rare classes merged into one for the MI: each value is at most the answer's "
@@ -392,9 +421,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         f"**Do the observed errors respect Fano?** Over {fa['strata']} (checkpoint, stratum) cells, "
         + floor_words + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} "
         f"(within CI {meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
-    acc = f["target_accuracy"]
     # every comparison the run tested, in its order: Related vs. Unrelated, and Table IX's ablation rows
-    lines += [_accuracy_line(s, acc) for (comparison, metric), s in sig.items()
+    lines += [_accuracy_line(s, data.results) for (comparison, metric), s in sig.items()
               if metric == "accuracy" and " vs. " in comparison]
     lines.extend(_ciou_lines(data, sig))
     return lines
@@ -943,6 +971,11 @@ def _significance_section(doc: Doc, data) -> None:
                   "and the p-values of the t-test, the Wilcoxon signed-rank test and the exact sign-flip test, "
                   "with Holm and Benjamini–Hochberg adjustments over the rows.")
         doc.para("With few seeds, exact tests cannot reach small p (at best 2^(1−n) with n pairs).")
+        left_out = {c: _left_out({"warning": "" if pd.isna(w) else str(w)})
+                    for c, w in zip(sig["comparison"], sig.get("warning", pd.Series([""] * len(sig))))}
+        for comparison, clause in left_out.items():
+            if clause:  # a condition trained on fewer seeds (or targets): the pairs are the runs both have
+                doc.para(f"{comparison}: {clause}.")
         n_targets = data.results["target"].nunique() if "target" in data.results else 0
         if "seed" in set(sig.get("unit", ())) and n_targets >= 2:
             # what significance.csv's warning column says, where a reader of the tables sees it
@@ -951,7 +984,8 @@ def _significance_section(doc: Doc, data) -> None:
                      "`matprobe significance results.csv` (its default with two or more targets: one pair per "
                      "target, seeds averaged) or `--mixed` (a random intercept per target).")
     else:
-        doc.para("Not computed: the run needs Related and another condition with at least two seeds each.")
+        doc.para("Not computed: the run needs Related and another condition with at least two (target, seed) runs "
+                 "under both (the design warnings say which comparison lacked them).")
 
 
 

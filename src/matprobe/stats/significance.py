@@ -405,23 +405,45 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
     merged = sides["a"].merge(sides["b"], on=keys, how="outer", suffixes=("_a", "_b"),
                               indicator=True)
     lonely = merged[merged._merge != "both"]
-    if len(lonely):
+    # A run (target, seed) or target that one condition never had (three Related seeds, two
+    # Without Task ones) has no partner by design: left out of this comparison and said. A run
+    # that exists but lacks this metric's row is a hole in the table: refused.
+    run_level = keys[:1] if unit == "target" else keys[:2]
+    absent = [_absent_run(frame, comparison.b if r._merge == "left_only" else comparison.a, r, run_level)
+              for _, r in lonely.iterrows()]
+    holes = lonely[[not a for a in absent]]
+    if len(holes):
         desc = []
-        for _, r in lonely.head(5).iterrows():
+        for _, r in holes.head(5).iterrows():
             key = ", ".join(f"{k} '{r[k]}'" for k in keys)
             has, lacks = ((comparison.a, comparison.b) if r._merge == "left_only"
                           else (comparison.b, comparison.a))
             row = r._row_a if r._merge == "left_only" else r._row_b
             desc.append(f"{key} has '{has}' ({row}) but no '{lacks}'")
-        more = f" (+{len(lonely) - 5} more)" if len(lonely) > 5 else ""
+        more = f" (+{len(holes) - 5} more)" if len(holes) > 5 else ""
         raise StatsError(f"{source}: unpaired rows for '{comparison.label}', {metric}, unit "
                          f"{unit}: {'; '.join(desc)}{more}; add the missing rows or drop them")
-    merged = merged.rename(columns={"value_a": "a", "value_b": "b"})
+    left_out = []
+    for _, r in lonely.iterrows():
+        has, lacks = ((comparison.a, comparison.b) if r._merge == "left_only" else (comparison.b, comparison.a))
+        run = ", ".join(f"{k} '{r[k]}'" for k in run_level)
+        left_out.append(f"{run}: '{has}' only (no '{lacks}' run)")  # no line: one note for every metric
+    merged = merged[merged._merge == "both"].rename(columns={"value_a": "a", "value_b": "b"})
     if len(merged) < 2:
         rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
         raise TooFewPairs(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2")
-    return merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
+    out = merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
+    out.attrs["left_out"] = list(dict.fromkeys(left_out))  # one per run, not per item
+    return out
+
+
+def _absent_run(frame: pd.DataFrame, condition: str, row, level: list[str]) -> bool:
+    """Whether `condition` has no row at all (any metric) for `row`'s run or target."""
+    sub = frame[frame.condition == condition]
+    for k in level:
+        sub = sub[sub[k] == row[k]]
+    return sub.empty
 
 
 # --------------------------------------------------------------------------- tests
@@ -748,6 +770,8 @@ def compare_conditions(results: pd.DataFrame,
                 warn.append("seeds nested in targets are treated as independent pairs")
             if ratio_note:
                 warn.append(ratio_note)
+            if pairs.attrs.get("left_out"):
+                warn.append("left out, unpaired by design: " + "; ".join(pairs.attrs["left_out"]))
             row = {"comparison": comp.label, "metric": label, "a": comp.a, "b": comp.b,
                    "unit": unit, **res, "warning": "; ".join(warn)}
             if mixed:
@@ -928,6 +952,21 @@ def default_comparisons(frame: pd.DataFrame) -> tuple[tuple[Comparison, ...], st
                      "write one 'A vs B' per line in a file and pass it with --spec")
 
 
+def _testable(frame: pd.DataFrame, comparisons) -> tuple[tuple[Comparison, ...], list[str]]:
+    """The default comparisons with at least two (target, seed) runs under both conditions, and a
+    sentence per one left out (a condition trained on one seed beside another's three is a design,
+    not a broken table). None left: the first one's own error says why."""
+    keys = KEY_COLUMNS[default_unit(frame)[0]]  # the pairs the default unit makes: targets, or runs
+    runs = {c: set(map(tuple, g[keys].astype(str).to_numpy().tolist())) for c, g in frame.groupby("condition")}
+    shared = {c: len(runs.get(c.a, set()) & runs.get(c.b, set())) for c in comparisons}
+    keep = tuple(c for c in comparisons if shared[c] >= 2)
+    if not keep:
+        return tuple(comparisons), []
+    what = "target(s)" if keys == ["target"] else "(target, seed) run(s)"
+    return keep, [f"{c.label}: not tested, {shared[c]} {what} under both conditions (a paired test needs two)"
+                  for c in comparisons if c not in keep]
+
+
 def default_unit(frame: pd.DataFrame) -> tuple[str, str]:
     """Unit of analysis the data allow: target when there are at least 2 targets, else seed."""
     n_targets = frame["target"].nunique() if "target" in frame else 0
@@ -1046,6 +1085,8 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     if spec is None:
         comparisons, how = default_comparisons(frame)
         choices.append(f"comparisons: {how}")
+        comparisons, untested = _testable(frame, comparisons)
+        choices.extend(untested)
     elif isinstance(spec, (str, Path)):
         comparisons = load_spec(spec)
     else:
