@@ -620,3 +620,45 @@ def test_a_comparison_without_two_shared_runs_is_left_untested_not_the_whole_tab
     assert set(res.results.comparison) == {"Related vs. Unrelated"}
     assert any("Without Task vs. Related: not tested, 1 (target, seed) run(s)" in n for n in res.notes())
     assert not res.results.warning.str.contains("left out").any()
+
+
+def test_summary_says_no_paired_test_where_conditions_share_one_run(tmp_path):
+    """Unrelated left with one seed: the run tests nothing (said as a design warning), and the
+    summary's I(Z;T|M,A) and I(Z;Y|target) lines say there was no paired test, not just two means."""
+    from types import SimpleNamespace
+
+    from matprobe.pipeline import significance_table
+
+    copy = _committed_demo_copy(tmp_path)
+    results = pd.read_csv(copy / "results.csv")
+    kept = sorted(results.loc[results.condition == "Unrelated", "seed"].unique())[0]
+    results = results[(results.condition == "Related") | (results.seed == kept)]
+    # with the other targets' rows the chain terms still pair across targets; accuracy does not
+    sig, untested = significance_table(results, SimpleNamespace(conditions=["related", "unrelated"]))
+    assert "accuracy" not in set(sig.metric) and len(sig) and (sig.n_pairs >= 2).all()
+    # the demo measures accuracy on its classification target and cIoU on its segmentation one
+    assert results.loc[results.metric.isin(["accuracy", "intersection"]), "target"].nunique() == 2
+    assert untested == ["Related vs. Unrelated: not tested on accuracy, cIoU, 1 (target, seed) run(s) trained under "
+                        "both conditions (a paired test needs two): train the same seeds for each condition"]
+    # the held-out target alone: nothing pairs
+    results = results[results.target == results.loc[results.metric == "accuracy", "target"].iloc[0]]
+    results.to_csv(copy / "results.csv", index=False)
+    sig, untested = significance_table(results, SimpleNamespace(conditions=["related", "unrelated"]))
+    n_shared = 1
+    assert sig is None and untested == [
+        f"Related vs. Unrelated: not tested, {n_shared} (target, seed) run(s) trained under both conditions (a "
+        "paired test needs two): train the same seeds for each condition"]
+    (copy / "significance.csv").unlink()
+    run = json.loads((copy / "run.json").read_text())
+    run.update(significance=None, data_warnings=untested)
+    (copy / "run.json").write_text(json.dumps(run))
+    os.chdir(tmp_path)
+    try:
+        write_report(copy)
+    finally:
+        os.chdir(ROOT)
+    md = (copy / "report.md").read_text()
+    said = f"(no paired test: {n_shared} (target, seed) run(s) under both conditions, a paired test needs two)"
+    for question in ("Did Related training raise I(Z;T|M,A) over Unrelated?", "Information about the answer"):
+        assert said in next(x for x in md.splitlines() if question in x), question
+    assert untested[0] in md and "Not computed" in md

@@ -75,3 +75,7 @@ class StoreUnavailable(StoreError):
 
 class TooFewPairs(StatsError):
     """A comparison has fewer than two pairs for a metric (the automatic unit skips it)."""
+
+    def __init__(self, message: str, n_pairs: int = 0):
+        super().__init__(message)
+        self.n_pairs = n_pairs

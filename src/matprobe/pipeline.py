@@ -1036,16 +1036,6 @@ def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.D
     table_ix = {frozenset((c.a, c.b)): c for c in DEFAULT_CROSSMED_COMPARISONS}
     comps = [table_ix.get(frozenset(("Related", other)), Comparison("Related", other, f"Related vs. {other}"))
              for other in names if other != "Related"]
-    runs = results.dropna(subset=["value"]).groupby("condition")[["target", "seed"]].apply(
-        lambda g: set(map(tuple, g.to_numpy().tolist())))
-    tested, untested = [], []
-    for comp in comps:
-        both = runs.get(comp.a, set()) & runs.get(comp.b, set())
-        if len(both) >= 2:
-            tested.append(comp)
-        else:
-            untested.append(f"{comp.label}: not tested, {len(both)} (target, seed) run(s) trained under both "
-                            "conditions (a paired test needs two): train the same seeds for each condition")
-    if not tested:
-        return None, untested
-    return compare_conditions(results.dropna(subset=["value"]), tested, unit="seed", source="results.csv"), untested
+    table = compare_conditions(results.dropna(subset=["value"]), comps, unit="seed", source="results.csv",
+                               too_few="skip")
+    return (table if len(table) else None), table.attrs["untested"]

@@ -332,6 +332,15 @@ def _left_out(s: dict) -> str:
     return s["warning"][at:] if at >= 0 else ""
 
 
+def _untested(results: pd.DataFrame, a: str, b: str) -> str:
+    """' (no paired test: ...)' where the two conditions share fewer than two (target, seed) runs."""
+    runs = [set(map(tuple, results.loc[results["condition"] == c, ["target", "seed"]].astype(str).to_numpy().tolist()))
+            for c in (a, b)]
+    shared = len(runs[0] & runs[1])
+    return (f" (no paired test: {shared} (target, seed) run(s) under both conditions, a paired test needs two)"
+            if shared < 2 else "")
+
+
 def _paired_means(results: pd.DataFrame, a: str, b: str, metric: str, unit: str) -> tuple[float, float]:
     """The two conditions' means over the pairs the test used (their difference is its Δ): the
     (target, seed) runs both have, or with unit target each target's seed mean, targets both have."""
@@ -377,7 +386,7 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
                 + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}"
                    f"{_exact_floor_note(s)})"
                    if np.isfinite(s["t"]) else "the same in every pair, so the t-test is undefined)")
-                + (f" ({_left_out(s)})" if _left_out(s) else "")) if s else ""
+                + (f" ({_left_out(s)})" if _left_out(s) else "")) if s else _untested(data.results, "Related", "Unrelated")
         main = data.terms[data.terms["main"] & (data.terms["term"] == t_term)]
         cap = float(main["h_upper"].max())
         at_cap = min(r, u) >= 0.9 * cap
@@ -396,7 +405,7 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
                 + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}{_exact_floor_note(s)}" if np.isfinite(s["t"]) else
                    "the same in every pair (t-test undefined)")
                 + f", paired over {int(s['n_pairs'])} (target, seed) pairs"
-                + (f"; {_left_out(s)}" if _left_out(s) else "")) if s else ""
+                + (f"; {_left_out(s)}" if _left_out(s) else "")) if s else _untested(data.results, "Related", "Unrelated")
         names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
         targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
         merged = (" (the answer's rare classes merged into one for the MI: each value is at most the answer's "

@@ -432,7 +432,7 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
     if len(merged) < 2:
         rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
         raise TooFewPairs(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
-                         f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2")
+                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2", len(merged))
     out = merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
     out.attrs["left_out"] = list(dict.fromkeys(left_out))  # one per run, not per item
     return out
@@ -722,8 +722,12 @@ def compare_conditions(results: pd.DataFrame,
                        family: str = "all",
                        ratio_metrics: dict[str, tuple[str, str]] | None = None,
                        reported_alpha: float = 0.05,
-                       source: str = "results") -> pd.DataFrame:
+                       source: str = "results",
+                       too_few: str = "raise") -> pd.DataFrame:
     """One row per (comparison, metric) with paired statistics (see ``RESULT_COLUMNS``).
+
+    ``too_few="skip"``: a (comparison, metric) with fewer than two pairs is left out of the table
+    instead of raising, and ``.attrs["untested"]`` says which, one sentence per comparison.
 
     ``unit`` is one unit of analysis, or one per metric ({metric: unit}, as
     `metric_units` chooses). Holm and BH adjustments are over the t-test p-values of the whole table
@@ -742,14 +746,20 @@ def compare_conditions(results: pd.DataFrame,
         for metric in metrics:
             if units.get(metric) == "item" and metric in ratio_metrics:
                 raise StatsError(item_ratio_refusal(metric, ratio_metrics[metric]))
-    rows = []
+    rows, skipped = [], {}
     for comp in comparisons:
         for metric in metrics:
             if metric not in ratio_metrics and metric not in set(results.metric):
                 raise StatsError(f"{source}: metric '{metric}' not found; metrics present: "
                                  f"{', '.join(available_metrics(results, ratio_metrics))}")
             unit = units[metric]
-            pairs = _paired_values(results, comp, metric, unit, ratio_metrics, source)
+            try:
+                pairs = _paired_values(results, comp, metric, unit, ratio_metrics, source)
+            except TooFewPairs as exc:
+                if too_few != "skip":
+                    raise
+                skipped.setdefault(comp.label, {})[metric] = exc.n_pairs
+                continue
             label, ratio_note = metric, ""
             if unit == "item" and metric in ratio_metrics:
                 # one item's part/whole per pair: the test is on the mean of per-item ratios
@@ -777,9 +787,14 @@ def compare_conditions(results: pd.DataFrame,
             if mixed:
                 row.update(mixed_model_test(results, comp, metric, ratio_metrics, source))
             rows.append(row)
-    out = pd.DataFrame(rows)
     if family not in ("all", "metric"):
         raise StatsError(f"family {family!r}: use 'all' or 'metric'")
+    untested = [_untested_sentence(label, by_metric, len(metrics), unit) for label, by_metric in skipped.items()]
+    if not rows:
+        out = pd.DataFrame(columns=RESULT_COLUMNS)
+        out.attrs["untested"] = untested
+        return out
+    out = pd.DataFrame(rows)
     groups = [out.index] if family == "all" else [g.index for _, g in out.groupby("metric")]
     out["p_holm"] = np.nan
     out["p_bh"] = np.nan
@@ -787,7 +802,18 @@ def compare_conditions(results: pd.DataFrame,
         out.loc[idx, "p_holm"] = adjust_p(out.loc[idx, "p"], "holm")
         out.loc[idx, "p_bh"] = adjust_p(out.loc[idx, "p"], "bh")
     extra = [c for c in out.columns if c not in RESULT_COLUMNS]
-    return out[RESULT_COLUMNS + extra]
+    out = out[RESULT_COLUMNS + extra]
+    out.attrs["untested"] = untested
+    return out
+
+
+def _untested_sentence(label: str, by_metric: dict[str, int], n_metrics: int, unit) -> str:
+    """What `compare_conditions(too_few="skip")` left out of one comparison, and the fix."""
+    n = max(by_metric.values())
+    what = "target(s)" if unit == "target" else "(target, seed) run(s)"
+    which = "" if len(by_metric) == n_metrics else f" on {', '.join(by_metric)}"
+    return (f"{label}: not tested{which}, {n} {what} trained under both conditions (a paired test needs two): "
+            "train the same seeds for each condition")
 
 
 # --------------------------------------------------------------------------- item level
