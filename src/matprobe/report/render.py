@@ -32,6 +32,7 @@ from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
 from matprobe.rundir import RunSummary, resolve_run_path
+from matprobe.stats.significance import LEFT_OUT, shared_units
 from matprobe.theory.check import CheckResult, MIValue
 
 
@@ -323,9 +324,6 @@ def _most_encoded_line(m: dict) -> str:
             + ".")
 
 
-LEFT_OUT = "left out, unpaired by design: "  # the clause stats.significance ends a row's warning with
-
-
 def _left_out(s: dict) -> str:
     """'left out, unpaired by design: ...' where a condition lacks runs the other has, else ''."""
     at = s.get("warning", "").find(LEFT_OUT)
@@ -334,9 +332,7 @@ def _left_out(s: dict) -> str:
 
 def _untested(results: pd.DataFrame, a: str, b: str) -> str:
     """' (no paired test: ...)' where the two conditions share fewer than two (target, seed) runs."""
-    runs = [set(map(tuple, results.loc[results["condition"] == c, ["target", "seed"]].astype(str).to_numpy().tolist()))
-            for c in (a, b)]
-    shared = len(runs[0] & runs[1])
+    shared = shared_units(results, a, b)
     return (f" (no paired test: {shared} (target, seed) run(s) under both conditions, a paired test needs two)"
             if shared < 2 else "")
 

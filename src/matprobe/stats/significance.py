@@ -45,6 +45,8 @@ from matprobe.errors import StatsError, TooFewPairs
 
 UNITS = ("target", "seed", "item")
 KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
+# how a row's warning says which runs one condition lacks (the report quotes it to the row's end)
+LEFT_OUT = "left out, unpaired by design: "
 DEFAULT_RATIO_METRICS: dict[str, tuple[str, str]] = {"cIoU": ("intersection", "union")}
 
 
@@ -780,8 +782,8 @@ def compare_conditions(results: pd.DataFrame,
                 warn.append("seeds nested in targets are treated as independent pairs")
             if ratio_note:
                 warn.append(ratio_note)
-            if pairs.attrs.get("left_out"):
-                warn.append("left out, unpaired by design: " + "; ".join(pairs.attrs["left_out"]))
+            if pairs.attrs.get("left_out"):  # last: the report reads the clause to the row's end
+                warn.append(LEFT_OUT + "; ".join(pairs.attrs["left_out"]))
             row = {"comparison": comp.label, "metric": label, "a": comp.a, "b": comp.b,
                    "unit": unit, **res, "warning": "; ".join(warn)}
             if mixed:
@@ -789,7 +791,8 @@ def compare_conditions(results: pd.DataFrame,
             rows.append(row)
     if family not in ("all", "metric"):
         raise StatsError(f"family {family!r}: use 'all' or 'metric'")
-    untested = [_untested_sentence(label, by_metric, len(metrics), unit) for label, by_metric in skipped.items()]
+    untested = [_untested_sentence(label, by_metric, len(metrics), units[next(iter(by_metric))])
+                for label, by_metric in skipped.items()]
     if not rows:
         out = pd.DataFrame(columns=RESULT_COLUMNS)
         out.attrs["untested"] = untested
@@ -978,13 +981,19 @@ def default_comparisons(frame: pd.DataFrame) -> tuple[tuple[Comparison, ...], st
                      "write one 'A vs B' per line in a file and pass it with --spec")
 
 
+def shared_units(frame: pd.DataFrame, a: str, b: str, keys=("target", "seed")) -> int:
+    """How many units (distinct values of `keys`: runs, or targets) both conditions have rows for."""
+    units = [set(map(tuple, frame.loc[frame["condition"] == c, list(keys)].astype(str).to_numpy().tolist()))
+             for c in (a, b)]
+    return len(units[0] & units[1])
+
+
 def _testable(frame: pd.DataFrame, comparisons) -> tuple[tuple[Comparison, ...], list[str]]:
     """The default comparisons with at least two (target, seed) runs under both conditions, and a
     sentence per one left out (a condition trained on one seed beside another's three is a design,
     not a broken table). None left: the first one's own error says why."""
     keys = KEY_COLUMNS[default_unit(frame)[0]]  # the pairs the default unit makes: targets, or runs
-    runs = {c: set(map(tuple, g[keys].astype(str).to_numpy().tolist())) for c, g in frame.groupby("condition")}
-    shared = {c: len(runs.get(c.a, set()) & runs.get(c.b, set())) for c in comparisons}
+    shared = {c: shared_units(frame, c.a, c.b, keys) for c in comparisons}
     keep = tuple(c for c in comparisons if shared[c] >= 2)
     if not keep:
         return tuple(comparisons), []
