@@ -559,6 +559,16 @@ def test_fano_summary_says_no_floor_where_every_answer_was_merged(tmp_path):
     assert "in 0, only within" not in line
 
 
+def _rebuilt_report(copy: Path, cwd: Path) -> str:
+    """report.md of the run folder `copy`, written from `cwd` (its paths are relative to the run)."""
+    os.chdir(cwd)
+    try:
+        write_report(copy)
+    finally:
+        os.chdir(ROOT)
+    return (copy / "report.md").read_text()
+
+
 def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
     """Related trained on three seeds, Unrelated on two (its last seed's runs removed from the
     committed demo's results): the run's significance pairs the runs both have (scipy's paired
@@ -586,12 +596,7 @@ def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
     assert row.n_pairs == len(paired)
     assert row.p == pytest.approx(stats.ttest_rel(paired.Related, paired.Unrelated).pvalue, rel=1e-9)
     assert f"seed '{dropped}': 'Related' only (no 'Unrelated' run)" in row.warning
-    os.chdir(tmp_path)
-    try:
-        write_report(copy)
-    finally:
-        os.chdir(ROOT)
-    md = (copy / "report.md").read_text()
+    md = _rebuilt_report(copy, tmp_path)
     line = next(x for x in md.splitlines() if "Is the Related–Unrelated difference significant?" in x)
     assert (f"Related {paired.Related.mean():.3f}, Unrelated {paired.Unrelated.mean():.3f} "
             f"({len(paired)} seeds each, paired by seed; left out, unpaired by design:") in line
@@ -652,12 +657,7 @@ def test_summary_says_no_paired_test_where_conditions_share_one_run(tmp_path):
     run = json.loads((copy / "run.json").read_text())
     run.update(significance=None, data_warnings=untested)
     (copy / "run.json").write_text(json.dumps(run))
-    os.chdir(tmp_path)
-    try:
-        write_report(copy)
-    finally:
-        os.chdir(ROOT)
-    md = (copy / "report.md").read_text()
+    md = _rebuilt_report(copy, tmp_path)
     said = f"(no paired test: {n_shared} (target, seed) run(s) under both conditions, a paired test needs two)"
     for question in ("Did Related training raise I(Z;T|M,A) over Unrelated?", "Information about the answer"):
         assert said in next(x for x in md.splitlines() if question in x), question
