@@ -299,6 +299,9 @@ SLOW: dict[str, set[str]] = {
         "test_user_mistakes_are_not_called_bugs",  # 4.2 s
         "test_validate_flags_fixed_factors_and_one_answer_strata",  # 1.3 s
     },
+    "test_data_model.py": {
+        "test_transparent_images_are_read_as_llava_reads_them_and_are_said",  # 1.6 s (2026-12-05)
+    },
     "test_defaults_on_outputs.py": {
         "test_significance_without_options_on_the_demo_results",  # 1.2 s
     },
@@ -307,6 +310,8 @@ SLOW: dict[str, set[str]] = {
         "test_browser_layout_check_can_fail",  # 0.9 s with chromium
         "test_committed_demo_report_rebuilds_from_committed_files",  # 2.9 s
         "test_pairs_across_targets_are_said_to_be_nested",  # 2 report builds, ~3 s each
+        "test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have",  # 5.1 s (2026-12-05)
+        "test_summary_says_no_paired_test_where_conditions_share_one_run",  # 5.4 s (2026-12-05)
         "test_format1_run_with_working_directory_paths_after_a_move",  # 3.0 s
         "test_legends_do_not_cover_data",  # 1.7 s
         "test_markdown_tables_parse_with_consistent_cells",  # 4.5 s
