@@ -371,6 +371,60 @@ def test_common_aliases_read_as_the_expected_columns(tmp_path):
         [(s.id, s.options, s.task, Path(s.image).name) for s in plain]
 
 
+def test_a_manifest_without_ids_names_items_by_row_and_slake_img_name_is_the_image(tmp_path):
+    """A CSV with no id column (many exports have none) loads, each item named by its row, said in a
+    note; SLAKE's `img_name` is read as the image. The same items as the manifest with ids."""
+    import pandas as pd
+
+    from matprobe.data import load_dataset
+
+    plain = load_dataset(_write_jsonl(tmp_path / "plain.jsonl", _records()))
+    frame = pd.DataFrame(_renamed(_records(), {"image": "img_name"})).drop(columns="id")
+    frame["options"] = frame["options"].map("|".join)
+    frame.to_csv(tmp_path / "noid.csv", index=False)
+    loaded = load_dataset(tmp_path / "noid.csv")
+    assert [s.id for s in loaded] == [f"row-{i + 1}" for i in range(len(plain))]
+    assert [(s.question, s.options, s.answer, s.triplet, Path(s.image).name) for s in loaded] == \
+        [(s.question, s.options, s.answer, s.triplet, Path(s.image).name) for s in plain]
+    proc, _ = matprobe("data", "validate", tmp_path / "noid.csv")
+    assert proc.returncode == 0 and "no problems found" in proc.stdout
+    notes = " ".join((proc.stdout + proc.stderr).split())
+    assert "column 'img_name' read as 'image'" in notes
+    assert "no id column: each item is named by its row (row-1, row-2, ...)" in notes
+
+
+def test_images_in_a_folder_below_the_manifest_are_found_for_the_hint(tmp_path):
+    """Image names relative to a folder below the manifest's (SLAKE's imgs/): `data validate`, `init`
+    and `extract` name that folder in the fix; where no folder holds them, no hint."""
+    recs = _records(6)
+    _write_jsonl(tmp_path / "m.jsonl", recs)
+    (tmp_path / "imgs").mkdir()
+    for i in range(6):  # the images one folder down, named by the file name alone
+        (tmp_path / "img" / f"{i}.png").rename(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({**r, "image": Path(r["image"]).name}) + "\n"
+                                              for r in recs))
+    proc, _ = matprobe("data", "validate", "m.jsonl", cwd=tmp_path)
+    assert proc.returncode == 1
+    said = proc.stdout + proc.stderr
+    assert "note: m.jsonl: missing images, first " in said and "0.png is in imgs; pass --image-root imgs" in said, said
+    ok, _ = matprobe("data", "validate", "m.jsonl", "--image-root", "imgs", cwd=tmp_path)
+    assert ok.returncode == 0 and "no problems found" in ok.stdout
+    # the line `extract`, `run` and `init` refuse with (data.images.missing_images_error)
+    from matprobe.data import load_dataset
+    from matprobe.data.images import missing_images_error
+
+    os.chdir(tmp_path)
+    try:
+        line = missing_images_error(load_dataset("m.jsonl").samples, "m.jsonl")
+    finally:
+        os.chdir(ROOT)
+    assert "6 of 6 image(s) missing" in line and "(0.png is in " in line and line.endswith("pass --image-root imgs)")
+    for i in range(6):
+        (tmp_path / "imgs" / f"{i}.png").unlink()
+    proc, _ = matprobe("data", "validate", "m.jsonl", cwd=tmp_path)
+    assert proc.returncode == 1 and "missing images, first" not in proc.stdout + proc.stderr
+
+
 def test_unknown_columns_are_listed_once_with_close_matches(tmp_path):
     bad = _write_jsonl(tmp_path / "bad.jsonl", _renamed(_records(312), {"options": "opts", "task": "tsk"}))
     proc, _ = matprobe("data", "validate", bad, "--no-images")

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from matprobe.conditions import CONDITION_NAMES
+from matprobe.data.images import shown_path
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import InitError, MatprobeError
 
@@ -46,12 +47,6 @@ def _condition(text: str) -> str | None:
              if re.search(r"(?<![a-z])" + r"-?".join(map(re.escape, c.split("-"))) + r"(?![a-z])", text)}
     found |= {f"without-{_FACTOR_WORD.get(w, w)}" for w in _ABLATION.findall(text)}
     return found.pop() if len(found) == 1 else None
-
-
-def _shown(path) -> str:
-    """A path as a message shows it: relative to the working folder where it lies below it."""
-    rel = os.path.relpath(path)
-    return str(path) if rel.startswith("..") else rel
 
 
 def _absolute(path) -> Path:
@@ -183,7 +178,7 @@ def _check_training_data(dataset, trips, conditions, entries) -> None:
     if unsplittable:
         target, cond, _ = unsplittable
         # paths, not folder names: trainers name every run's folder checkpoint-N
-        names = [_shown(e.get("ckpt") or e.get("store")) for e in entries
+        names = [shown_path(e.get("ckpt") or e.get("store")) for e in entries
                  if e["condition"] == cond and e["target"] == target]
         raise InitError(f"--target {','.join(target)}: no triplet of {dataset.source} is {cond} to it, "
                         f"so the {cond} checkpoint(s) {', '.join(names)} have no training data in the "

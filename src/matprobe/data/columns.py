@@ -23,8 +23,8 @@ OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks"
 # read as the column on the left when it is absent (first present alias wins; two present: refused)
 ALIASES: dict[str, tuple[str, ...]] = {
     "id": ("sample_id", "uid", "item_id", "record_id", "qid", "question_id"),
-    "image": ("image_path", "img", "img_path", "image_file", "image_name", "filepath", "file_path", "path",
-              "file", "images"),
+    "image": ("image_path", "img", "img_path", "image_file", "image_name", "img_name", "img_file",
+              "image_filename", "filepath", "file_path", "path", "file", "images"),
     "question": ("prompt", "query", "question_text"),
     "options": ("choices", "option", "candidates", "answer_options", "answer_choices", "option_list"),
     "answer": ("answer_index", "answer_idx", "correct_answer", "correct", "answer_letter", "gt_answer",
@@ -115,7 +115,8 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
             taken.add(ours)
             free.remove(hits[0])
             notes.append(f"column {hits[0]!r} read as {ours!r}")
-    missing = [c for c in REQUIRED if c not in taken]
+    # no id column: `apply_columns` numbers the rows (an item needs a name, not this column)
+    missing = [c for c in REQUIRED if c not in taken and c != "id"]
     # of the optional columns only a lost image is refused (every item would be text-only);
     # an unknown column that resembles a missing required one is named as its close match below
     suspects = {}
@@ -157,6 +158,11 @@ def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | No
     renames, notes, ignored = resolve_columns(seen, mapping, source, flag)
     if ignored:
         notes.append(f"column(s) not used: {', '.join(ignored)}")
-    if not renames:
-        return records, notes
-    return [{renames.get(k, k): v for k, v in rec.items()} for rec in records], notes
+    out = [{renames.get(k, k): v for k, v in rec.items()} if isinstance(rec, dict) else rec for rec in records]
+    if records and "id" not in set(renames.values()) | set(seen):
+        # named by position: resume and compare check each item's content, so a reordered file is
+        # refused (its items changed under their names), never silently mixed
+        out = [{**rec, "id": f"row-{i + 1}"} if isinstance(rec, dict) else rec for i, rec in enumerate(out)]
+        notes.append("no id column: each item is named by its row (row-1, row-2, ...); keep the rows in this "
+                     "order for every command and run, or add an id column")
+    return out, notes

@@ -205,6 +205,49 @@ def resolve_image_path(image: str, base_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+def image_root_hint(image: str | None, manifest: str | os.PathLike,
+                    max_dirs: int = 400) -> tuple[Path, Path] | None:
+    """(folder, path) where a missing image's path, as the manifest gives it relative to its
+    folder, does exist under a folder below the manifest's (two levels at most, `max_dirs` folders
+    looked in): the image root the user meant (a SLAKE-style `img_name` column names files inside
+    an `imgs/` folder). None where no such folder is found."""
+    if not image:
+        return None
+    base = Path(os.path.abspath(manifest))
+    base = base if base.is_dir() else base.parent
+    path = Path(image)
+    try:
+        rel = path.relative_to(base) if path.is_absolute() else path
+    except ValueError:
+        return None
+    looked = 0
+    try:
+        level1 = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for top in level1:
+            for folder in [top, *sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+                looked += 1
+                if looked > max_dirs:
+                    return None
+                if (folder / rel).is_file():
+                    return folder, rel
+    except OSError:  # an unreadable folder: no hint, the error stands as it is
+        return None
+    return None
+
+
+def shown_path(path) -> str:
+    """A path as a message shows it: relative to the working folder where it lies below it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _root_fix(root_option: str, folder: Path) -> str:
+    """`root_option` ('pass --image-root [DIR]', 'set [data] image_root') with the folder filled in."""
+    if root_option.startswith("set "):
+        return f'{root_option} = "{folder}"'
+    return f"{root_option.removesuffix(' DIR')} {shown_path(folder)}"
+
+
 def missing_images_error(samples, source: str, root_option: str = "pass --image-root") -> str | None:
     """The one-line error for samples whose image file is absent (or that name none), naming the
     count, the first sample and `source` (the manifest as the user gave it); None if every file is
@@ -220,8 +263,10 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     # Med-MAT's records name their images under a med-mat/ folder that the release does not ship
     medmat = (f" (the folder that holds what Med-MAT's paths call {IMAGE_PREFIX})"
               if (first.image or "").startswith(IMAGE_PREFIX) else "")
+    found = None if medmat else image_root_hint(first.image, source)
+    where = f" ({found[1]} is in {found[0]}: {_root_fix(root_option, found[0])})" if found else ""
     return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample {first.id!r}: "
-            f"{first.image or '(no image path)'}; fix the paths or {root_option}{medmat}")
+            f"{first.image or '(no image path)'}; fix the paths or {root_option}{medmat}{where}")
 
 
 def load_image(sample, base_dir: str | os.PathLike | None = None) -> Image.Image:

@@ -147,12 +147,20 @@ def validate_dataset(
     if check_images:
         import numpy as np
 
-        from matprobe.data.images import WIDE_RASTER_MODES, raster_header, transparency_note, wide_raster_note
+        from matprobe.data.images import (
+            WIDE_RASTER_MODES,
+            image_root_hint,
+            raster_header,
+            shown_path,
+            transparency_note,
+            wide_raster_note,
+        )
         from matprobe.data.masks import load_item_masks
 
         wide: dict[str, list[str]] = {}  # Pillow mode: ids (as `data.images.image_notes` collects them)
         transparent: list[str] = []
         at_255, wide_pixels = 0, 0
+        first_missing = None
         for s in samples:
             if len(problems) >= max_problems:
                 break
@@ -160,6 +168,8 @@ def validate_dataset(
                 image = load_image(s)
             except DataError as exc:
                 problems.append(f"{path}: {exc}")
+                if first_missing is None and s.image and not Path(s.image).is_file():
+                    first_missing = s
                 continue
             mode, alpha = raster_header(s.image)
             if alpha:
@@ -176,6 +186,9 @@ def validate_dataset(
         if wide_pixels:
             wide_note = wide_raster_note(wide, saturated=at_255 / wide_pixels)
         alpha_note = transparency_note(transparent)
+        if first_missing is not None and (found := image_root_hint(first_missing.image, path)) is not None:
+            notes.append(f"{path}: missing images, first {first_missing.image}: {found[1]} is in "
+                         f"{shown_path(found[0])}; pass --image-root {shown_path(found[0])}")
     frame = pd.DataFrame([s.triplet for s in samples], columns=list(FACTORS))
     counts = (
         frame.groupby(list(FACTORS)).size().rename("n").reset_index()
