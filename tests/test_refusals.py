@@ -393,6 +393,57 @@ def test_a_manifest_without_ids_names_items_by_row_and_slake_img_name_is_the_ima
     assert "no id column: each item is named by its row (row-1, row-2, ...)" in notes
 
 
+def test_benchmark_layouts_options_per_letter_column_and_inline_images(tmp_path, monkeypatch):
+    """A VLMEvalKit-style TSV (GMAI-MMBench's layout: `index`, options in columns `A`..`D` with empty
+    cells where an item has fewer, a letter answer, the image as base64 PNG in the cell) and an
+    OmniMedVQA-style JSON (`question_id`, `image_path`, `option_A`.., `gt_answer` text,
+    `modality_type`): each loads to the same items as the plain manifest, the inline images cached
+    as files whose pixels are the originals."""
+    import base64
+    import csv
+    import io
+
+    from PIL import Image
+
+    from matprobe.data import load_dataset
+    from matprobe.data.images import load_image
+
+    monkeypatch.setenv("MATPROBE_IMAGE_CACHE", str(tmp_path / "cache"))
+    recs = _records(12)
+    _write_jsonl(tmp_path / "plain.jsonl", recs)  # the images
+    recs = [{**r, "options": r["options"][: 2 + i % 3]} for i, r in enumerate(recs)]  # 2-4 options
+    recs = [{**r, "answer": min(r["answer"], len(r["options"]) - 1)} for r in recs]
+    plain = load_dataset(_write_jsonl(tmp_path / "plain.jsonl", recs))
+    rows = []
+    for r in recs:
+        buf = io.BytesIO()
+        Image.open(tmp_path / r["image"]).save(buf, format="PNG")
+        row = {"index": r["id"], "question": r["question"], "answer": "ABCD"[r["answer"]],
+               "image": base64.b64encode(buf.getvalue()).decode(), "modality": r["modality"],
+               "body_part": r["anatomy"], "task": r["task"]}
+        row.update({letter: (r["options"][k] if k < len(r["options"]) else "") for k, letter in enumerate("ABCD")})
+        rows.append(row)
+    with open(tmp_path / "bench.tsv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+        w.writeheader()
+        w.writerows(rows)
+    omni = [{"question_id": r["id"], "question": r["question"], "image_path": r["image"],
+             "gt_answer": r["options"][r["answer"]], "modality_type": r["modality"], "organ": r["anatomy"],
+             "question_type": r["task"], **{f"option_{letter}": o for letter, o in zip("ABCD", r["options"])}}
+            for r in recs]
+    (tmp_path / "omni.json").write_text(json.dumps(omni))
+    for name in ("bench.tsv", "omni.json"):
+        got = load_dataset(tmp_path / name)
+        assert [(s.id, s.question, s.options, s.answer, s.triplet) for s in got] == \
+            [(s.id, s.question, s.options, s.answer, s.triplet) for s in plain], name
+        for a, b in zip(got, plain):
+            assert np.array_equal(np.asarray(load_image(a)), np.asarray(load_image(b))), (name, a.id)
+    assert all(Path(s.image).parent.parent == (tmp_path / "cache").resolve() for s in load_dataset(tmp_path / "bench.tsv"))
+    proc, _ = matprobe("data", "validate", tmp_path / "bench.tsv", "--no-images")
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 0 and "options read from the columns A, B, C, D" in said, said
+
+
 def test_images_in_a_folder_below_the_manifest_are_found_for_the_hint(tmp_path):
     """Image names relative to a folder below the manifest's (SLAKE's imgs/): `data validate`, `init`
     and `extract` name that folder in the fix; where no folder holds them, no hint."""

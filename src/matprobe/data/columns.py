@@ -22,14 +22,14 @@ REQUIRED = ("id", "question", "options", "answer", "modality", "anatomy", "task"
 OPTIONAL = ("image", "label", "subset", "split", "mask", "slice", "option_masks", "source")
 # read as the column on the left when it is absent (first present alias wins; two present: refused)
 ALIASES: dict[str, tuple[str, ...]] = {
-    "id": ("sample_id", "uid", "item_id", "record_id", "qid", "question_id"),
+    "id": ("sample_id", "uid", "item_id", "record_id", "qid", "question_id", "index"),
     "image": ("image_path", "img", "img_path", "image_file", "image_name", "img_name", "img_file",
               "image_filename", "filepath", "file_path", "path", "file", "images"),
     "question": ("prompt", "query", "question_text"),
     "options": ("choices", "option", "candidates", "answer_options", "answer_choices", "option_list"),
     "answer": ("answer_index", "answer_idx", "correct_answer", "correct", "answer_letter", "gt_answer",
                "ground_truth"),
-    "modality": ("imaging_modality", "mod"),
+    "modality": ("imaging_modality", "mod", "modality_type"),
     "anatomy": ("body_part", "bodypart", "body_region", "region", "organ", "anatomical_region"),
     "task": ("task_type", "question_type"),
     "label": ("class_name", "category", "diagnosis"),
@@ -71,6 +71,28 @@ def parse_column_map(spec: str | Mapping[str, str] | None, flag: str = "--column
             raise DataError(f"{flag}: two columns are mapped onto {ours!r}; map one column onto each name")
         out[theirs] = ours
     return out
+
+
+# options spread over one column per letter, as benchmark files lay them out: `A`, `B`, ... (the
+# VLMEvalKit / GMAI-MMBench TSVs), `option_A` (OmniMedVQA), `choice_a`, `optionB`
+_OPTION_COLUMN = re.compile(r"^(?:option|choice|opt)?[_\s-]?([a-h])$", re.IGNORECASE)
+
+
+def option_columns(columns: Iterable[str]) -> list[str]:
+    """The columns that hold one option each, in letter order: a run from A of at least two
+    letters, all named one way; [] when there is no such run."""
+    by_letter: dict[str, list[str]] = {}
+    for c in columns:
+        m = _OPTION_COLUMN.match(str(c).strip())
+        if m:
+            by_letter.setdefault(m.group(1).upper(), []).append(str(c))
+    run = []
+    for letter in "ABCDEFGH":
+        if len(by_letter.get(letter, ())) != 1:
+            break
+        run.append(by_letter[letter][0])
+    styles = {c.strip()[:-1].lower() for c in run}  # option_A with option_B, not with optionB
+    return run if len(run) >= 2 and len(styles) == 1 else []
 
 
 def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = None, source: str = "",
@@ -115,6 +137,10 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
             taken.add(ours)
             free.remove(hits[0])
             notes.append(f"column {hits[0]!r} read as {ours!r}")
+    if "options" not in taken and (spread := option_columns(free)):  # `apply_columns` gathers them
+        taken.add("options")
+        free = [c for c in free if c not in spread]
+        notes.append(f"options read from the columns {', '.join(spread)} (one option each, empty cells left out)")
     # no id column: `apply_columns` numbers the rows (an item needs a name, not this column)
     missing = [c for c in REQUIRED if c not in taken and c != "id"]
     # of the optional columns only a lost image is refused (every item would be text-only);
@@ -148,6 +174,18 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
     return renames, notes, free
 
 
+def _gathered(rec: dict, spread: list[str]) -> list:
+    """One record's options from its per-letter columns; an empty cell (None, NaN, '') ends
+    nothing, it is just not an option (files pad items with fewer options)."""
+    out = []
+    for c in spread:
+        v = rec.get(c)
+        if v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip()):
+            continue
+        out.append(v)
+    return out
+
+
 def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | None = None, source: str = "",
                   flag: str = "--columns") -> tuple[list[dict[str, Any]], list[str]]:
     """The records with their columns renamed to the expected names; plus notes on what was mapped."""
@@ -159,6 +197,10 @@ def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | No
     if ignored:
         notes.append(f"column(s) not used: {', '.join(ignored)}")
     out = [{renames.get(k, k): v for k, v in rec.items()} if isinstance(rec, dict) else rec for rec in records]
+    spread = [] if "options" in set(renames.values()) | set(seen) else option_columns(seen)
+    if spread:
+        out = [{**{k: v for k, v in rec.items() if k not in spread}, "options": _gathered(rec, spread)}
+               if isinstance(rec, dict) else rec for rec in out]
     if records and "id" not in set(renames.values()) | set(seen):
         # named by position: resume and compare check each item's content, so a reordered file is
         # refused (its items changed under their names), never silently mixed

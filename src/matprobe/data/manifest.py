@@ -23,6 +23,7 @@ import ast
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,11 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
         raise DataError(f"{path}: the file is empty; give a JSON/JSONL/CSV file with one record per sample")
     suffix = path.suffix.lower()
     header = None
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv"):
+        # benchmark TSVs (VLMEvalKit's) carry base64 images of a few MB per cell
+        csv.field_size_limit(2**31 - 1)
         try:
-            records = list(csv.DictReader(text.splitlines()))
+            records = list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
         except csv.Error as exc:
             raise DataError(f"{path}: malformed CSV ({exc})") from None
         if not records:
@@ -174,10 +177,35 @@ def _parse_option_masks(raw: Any, where: str) -> tuple[str, ...] | None:
     return tuple(m.strip() for m in raw)
 
 
+# what an image file starts with, to tell a base64-encoded image cell (VLMEvalKit's TSVs) from a path
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+def _inline_image(cell: str) -> str | None:
+    """The cached file of an image given inline as base64 (benchmark TSVs carry their images so),
+    else None: a cell of base64 characters only (a path has a dot or other characters), that decodes to
+    bytes an image file starts with (`data.arrow.cache_image_bytes`: written once under its sha256)."""
+    if len(cell) < 32 or not _BASE64.fullmatch(cell[:1024]):
+        return None
+    import base64
+    import binascii
+
+    try:
+        data = base64.b64decode("".join(cell.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not data.startswith(_IMAGE_MAGIC):
+        return None
+    from matprobe.data.arrow import cache_image_bytes
+
+    return cache_image_bytes(data)
+
+
 def _absolute(path: str | None, path_root: Path) -> str | None:
     if path is None or Path(path).is_absolute():
         return path
-    return str(path_root / path)
+    return _inline_image(path) or str(path_root / path)
 
 
 def _opt(rec: Mapping[str, Any], key: str) -> str | None:
