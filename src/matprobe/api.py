@@ -93,7 +93,7 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
     Parameters
     ----------
     file : str or Path
-        Med-MAT JSON/JSONL or a MAT manifest (JSONL/CSV/Parquet, or a Hugging Face
+        Med-MAT JSON/JSONL or a MAT manifest (JSONL/CSV/TSV/Parquet, or a Hugging Face
         ``save_to_disk`` folder).
     image_root : str or Path, optional
         Folder that replaces the ``med-mat/`` prefix (Med-MAT) or anchors relative image paths.

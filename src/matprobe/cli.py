@@ -194,7 +194,7 @@ def _print_version(value: bool) -> None:
 @data_app.command("validate")
 @run_user_errors
 def data_validate(
-    file: Path = typer.Argument(..., help="Med-MAT JSON/JSONL (a file, or a folder of them) or MAT manifest (JSONL/CSV/Parquet, or a Hugging Face save_to_disk folder)."),
+    file: Path = typer.Argument(..., help="Med-MAT JSON/JSONL (a file, or a folder of them) or MAT manifest (JSONL/CSV/TSV/Parquet, or a Hugging Face save_to_disk folder)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that replaces the 'med-mat/' prefix (Med-MAT) or anchors relative image paths."),
     images: bool = typer.Option(True, "--images/--no-images", help="Open every image to check it is readable."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
@@ -221,7 +221,7 @@ def data_validate(
 @data_app.command("split")
 @run_user_errors
 def data_split(
-    file: Path = typer.Argument(..., help="Dataset file (Med-MAT file or folder of files, or MAT manifest: JSONL/CSV/Parquet/save_to_disk folder)."),
+    file: Path = typer.Argument(..., help="Dataset file (Med-MAT file or folder of files, or MAT manifest: JSONL/CSV/TSV/Parquet/save_to_disk folder)."),
     target: str = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task', e.g. 'CT,Lung,Classification'."),
     config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out | without-modality | without-anatomy | without-task (CrossMed's ablations: the Related triplets lacking that component)"),
     out: Path = typer.Option(..., "--out", help="Output manifest (JSONL) with split = train/test."),
@@ -269,7 +269,7 @@ def store_info(
 @run_user_errors
 def extract_command(
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Local HF checkpoint folder (llava, qwen2_vl, qwen2_5_vl, llava_next, gemma3, idefics3), a LoRA adapter folder, or an original haotian-liu/LLaVA checkpoint or run folder (full, LoRA or mm_projector.bin run with --base)."),
-    data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL (a file, or a folder of them) or MAT manifest (JSONL/CSV/Parquet/save_to_disk folder)."),
+    data: Path = typer.Option(..., "--data", help="Med-MAT JSON/JSONL (a file, or a folder of them) or MAT manifest (JSONL/CSV/TSV/Parquet/save_to_disk folder)."),
     out: Path = typer.Option(..., "--out", help="HDF5 store to write (resumed if it exists)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft LoRA adapter folder applied to --ckpt."),
     base: Optional[Path] = typer.Option(None, "--base", help="Base checkpoint of the adapter (overrides the path stored in it); for an original LLaVA LoRA / projector run, the language model (LLaVA's --model-base)."),
@@ -690,7 +690,7 @@ def run_command(
 @run_user_errors
 def init_command(
     checkpoints: Optional[list[Path]] = typer.Argument(None, help="Your fine-tuned checkpoint folders (config.json, or adapter_config.json for LoRA), each named by condition and seed, e.g. related-s0 (or given as NAME=PATH, e.g. related-s0=saves/sft)."),
-    data: Path = typer.Option(..., "--data", help="Your MAT manifest (JSONL/CSV/Parquet/save_to_disk folder), or Med-MAT files (a file or a folder of them)."),
+    data: Path = typer.Option(..., "--data", help="Your MAT manifest (JSONL/CSV/TSV/Parquet/save_to_disk folder), or Med-MAT files (a file or a folder of them)."),
     target: list[str] = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task' (repeat for several; the paths then name it)."),
     out: Path = typer.Option(Path("pipeline.toml"), "--out", help="Pipeline file to write."),
     run_out: Optional[str] = typer.Option(None, "--run-out", help="Run directory the pipeline writes (default: OUT without .toml, plus -run)."),

@@ -262,7 +262,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         "# workers = 0  # CPU processes for extraction and MI (0 = up to 4)",
         "",
         "[data]",
-        f"file = {_q(str(data))}  # your MAT manifest (JSONL, CSV, Parquet or a save_to_disk folder)",
+        f"file = {_q(str(data))}  # your MAT manifest (JSONL, CSV, TSV, Parquet or a save_to_disk folder)",
     ]
     if image_root:
         lines.append(f"image_root = {_q(str(Path(image_root).resolve()))}  # relative image paths resolve here")

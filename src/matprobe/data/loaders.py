@@ -1,6 +1,6 @@
 """One entry point for every dataset format, and `matprobe data validate`.
 
-`load_dataset` reads Med-MAT JSON/JSONL as published or a MAT manifest (JSONL/CSV, Parquet,
+`load_dataset` reads Med-MAT JSON/JSONL as published or a MAT manifest (JSONL/CSV/TSV, Parquet,
 or a Hugging Face `save_to_disk` folder whose image column holds the image bytes),
 telling them apart by their fields. `validate_dataset` goes through every record and
 image and collects every problem instead of stopping at the first.

@@ -1,4 +1,4 @@
-"""The generic MAT manifest (JSONL, CSV, Parquet or a Hugging Face `datasets` folder), for
+"""The generic MAT manifest (JSONL, CSV, TSV, Parquet or a Hugging Face `datasets` folder), for
 CrossMed-style and custom data (Parquet and `datasets` folders: `matprobe.data.arrow`).
 
 Columns: ``id, image, question, options, answer, modality, anatomy, task`` and optional
@@ -61,7 +61,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     if not text.strip():
-        raise DataError(f"{path}: the file is empty; give a JSON/JSONL/CSV file with one record per sample")
+        raise DataError(f"{path}: the file is empty; give a JSON/JSONL/CSV/TSV file with one record per sample")
     suffix = path.suffix.lower()
     header = None
     if suffix in (".csv", ".tsv"):
