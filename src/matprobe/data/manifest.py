@@ -203,9 +203,12 @@ def _inline_image(cell: str) -> str | None:
 
 
 def _absolute(path: str | None, path_root: Path) -> str | None:
-    if path is None or Path(path).is_absolute():
+    if path is None:
         return path
-    return _inline_image(path) or str(path_root / path)
+    inline = _inline_image(path)  # first: a base64 JPEG starts with '/9j/', an absolute path to Path
+    if inline is not None:
+        return inline
+    return path if Path(path).is_absolute() else str(path_root / path)
 
 
 def _opt(rec: Mapping[str, Any], key: str) -> str | None:
