@@ -536,3 +536,23 @@ def test_a_study_of_crossmeds_ablations_gives_table_ix_rows(tmp_path):
             f"Without Modality {np.mean([store_acc['Without Modality', s] for s in (0, 1)]):.3f}, Related "
             f"{np.mean([store_acc['Related', s] for s in (0, 1)]):.3f} (2 seeds each, paired by seed), "
             f"Δ = {row.mean_diff:.3f}.") in report
+
+
+def test_init_takes_the_stores_a_shell_glob_leaves_after_one_store_flag(tmp_path):
+    """`matprobe init --store stores/*.h5 ...`: the shell gives every file after the first as a
+    positional argument; a positional HDF5 file is a store, so the pipeline is the one that
+    `--store` repeated writes (it was 'no such checkpoint folder')."""
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    path, stores = _given_stores_study(tmp_path, label=True, answered=(True, True))
+    repeated = tomllib.loads(path.read_text())["checkpoints"]
+    res = CliRunner().invoke(app, ["init", "--store", str(stores[0]), str(stores[1]), "--data",
+                                   str(tmp_path / "items.jsonl"), "--target", "MRI,Knee,Plane",
+                                   "--out", str(tmp_path / "glob.toml")])
+    assert res.exit_code == 0, res.output
+    globbed = tomllib.loads((tmp_path / "glob.toml").read_text())["checkpoints"]
+    assert globbed == repeated and {e["store"] for e in globbed} == {str(s) for s in stores}

@@ -101,6 +101,16 @@ def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
     return {"condition": cond, "seed": int(seeds[-1]), "target": target}
 
 
+def _is_store_file(path: Path) -> bool:
+    """Whether a path given among the checkpoints is a store (an HDF5 file): `--store *.h5` leaves
+    every file after the first among them, as the shell expands the glob."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:  # a folder, or nothing there: a checkpoint argument, checked as one
+        return False
+
+
 def _check_folder(path: Path) -> str:
     """'hf' or 'lora'; anything else is refused with what a checkpoint folder holds."""
     if not path.is_dir():
@@ -212,7 +222,8 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     dataset = load_dataset(data, image_root=image_root)
     trips = _targets(dataset, targets)
     entries = []
-    for arg, kind in [(p, "ckpt") for p in checkpoints] + [(p, "store") for p in stores]:
+    for arg, kind in [(p, "store" if _is_store_file(named_path(p)[1]) else "ckpt") for p in checkpoints] + \
+            [(p, "store") for p in stores]:
         name, path = named_path(arg)
         if kind == "ckpt":
             fmt = _check_folder(path)
