@@ -273,6 +273,9 @@ SLOW: dict[str, set[str]] = {
         "test_a_registered_toy_architecture_runs_every_shared_check",  # 3.7 s (builds its checkpoint)
     },
     "test_refusals.py": {
+        "test_images_in_a_folder_below_the_manifest_are_found_for_the_hint",  # 2.3 s, 3 subprocesses (2026-12-05)
+        "test_benchmark_layouts_options_per_letter_column_and_inline_images",  # 0.8 s + a subprocess
+        "test_a_manifest_without_ids_names_items_by_row_and_slake_img_name_is_the_image",  # 0.8 s, subprocess
         "test_a_proportion_outside_its_range_is_refused_naming_the_row",  # each parameter 1.6-1.8 s, CLI subprocess
         "test_bad_options_are_refused_at_once",  # each parameter ~1.1 s wall, in a subprocess
         "test_level_in_percent_is_one_line_naming_the_fraction",  # each parameter 1.0-3.1 s
