@@ -273,6 +273,7 @@ SLOW: dict[str, set[str]] = {
         "test_a_registered_toy_architecture_runs_every_shared_check",  # 3.7 s (builds its checkpoint)
     },
     "test_refusals.py": {
+        "test_an_image_cell_that_is_no_image_is_one_short_problem_not_a_traceback",  # 2 subprocesses (2026-12-05)
         "test_images_in_a_folder_below_the_manifest_are_found_for_the_hint",  # 2.3 s, 3 subprocesses (2026-12-05)
         "test_benchmark_layouts_options_per_letter_column_and_inline_images",  # 0.8 s + a subprocess
         "test_a_manifest_without_ids_names_items_by_row_and_slake_img_name_is_the_image",  # 0.8 s, subprocess

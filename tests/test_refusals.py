@@ -448,6 +448,27 @@ def test_benchmark_layouts_options_per_letter_column_and_inline_images(tmp_path,
     assert proc.returncode == 0 and "options read from the columns A, B, C, D" in said, said
 
 
+def test_an_image_cell_that_is_no_image_is_one_short_problem_not_a_traceback(tmp_path, fake_ckpt):
+    """A TSV whose image cells are 5,000 base64 characters that decode to no image: read as a path,
+    the name is too long for the system (OSError: ENAMETOOLONG). `data validate` lists it as a
+    problem cut to a readable length, `extract` refuses in one line; nothing else."""
+    recs = _records(4)
+    _write_jsonl(tmp_path / "m.jsonl", recs)
+    junk = "QUJD" * 1250  # base64 of 'ABC' repeated: valid base64, not an image
+    header = "id\tquestion\toptions\tanswer\tmodality\tanatomy\ttask\timage\n"
+    body = "".join(f"{r['id']}\t{r['question']}\t{'|'.join(r['options'])}\t{r['answer']}\t{r['modality']}\t"
+                   f"{r['anatomy']}\t{r['task']}\t{junk}\n" for r in recs)
+    (tmp_path / "junk.tsv").write_text(header + body)
+    proc, _ = matprobe("data", "validate", tmp_path / "junk.tsv")
+    problems = [line for line in proc.stderr.splitlines() if line.startswith("problem:")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert problems and all(len(line) < 400 for line in problems), problems
+    assert "characters: not an image path?) not found" in problems[0]
+    line = one_error(matprobe("extract", "--ckpt", fake_ckpt, "--data", tmp_path / "junk.tsv", "--out",
+                              tmp_path / "s.h5", "--layers", "-1")[0])
+    assert "4 of 4 image(s) missing" in line and len(line) < 400
+
+
 def test_images_in_a_folder_below_the_manifest_are_found_for_the_hint(tmp_path):
     """Image names relative to a folder below the manifest's (SLAKE's imgs/): `data validate`, `init`
     and `extract` name that folder in the fix; where no folder holds them, no hint."""

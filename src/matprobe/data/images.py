@@ -174,11 +174,27 @@ def nifti_slice(path: Path, slice_index: int | None = None) -> np.ndarray:
     return np.flipud(np.asarray(data).T)
 
 
+def is_file(path) -> bool:
+    """Path.is_file for a path a data file gave: False, not OSError, for a name the system refuses
+    (a base64 cell that is no image reads as a path thousands of characters long: ENAMETOOLONG)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def shown_image(path, limit: int = 160) -> str:
+    """An image path as a message shows it; a cell that is no path (say base64 that is not an
+    image) cut to its first characters with its length, not thousands of characters on one line."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}... ({len(text)} characters: not an image path?)"
+
+
 def load_image_path(path: str | os.PathLike, slice_index: int | None = None) -> Image.Image:
     """Load any supported image file as RGB; raise DataError naming the file on failure."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image {path} not found; check the path or pass --image-root")
+    if not is_file(path):
+        raise DataError(f"image {shown_image(path)} not found; check the path or pass --image-root")
     kind = image_kind(path)
     try:
         if kind == "nifti":
@@ -228,7 +244,7 @@ def image_root_hint(image: str | None, manifest: str | os.PathLike,
                 looked += 1
                 if looked > max_dirs:
                     return None
-                if (folder / rel).is_file():
+                if is_file(folder / rel):
                     return folder, rel
     except OSError:  # an unreadable folder: no hint, the error stands as it is
         return None
@@ -254,7 +270,7 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     there. Paths as loaded (a data set's are resolved against its manifest's folder); `root_option`
     says how the caller's user sets the image folder."""
     samples = list(samples)
-    missing = [s for s in samples if not s.image or not resolve_image_path(s.image, None).is_file()]
+    missing = [s for s in samples if not s.image or not is_file(resolve_image_path(s.image, None))]
     if not missing:
         return None
     from matprobe.data.medmat import IMAGE_PREFIX
@@ -266,7 +282,8 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     found = None if medmat else image_root_hint(first.image, source)
     where = f" ({found[1]} is in {found[0]}: {_root_fix(root_option, found[0])})" if found else ""
     return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample {first.id!r}: "
-            f"{first.image or '(no image path)'}; fix the paths or {root_option}{medmat}{where}")
+            f"{shown_image(first.image) if first.image else '(no image path)'}; fix the paths or {root_option}"
+            f"{medmat}{where}")
 
 
 def load_image(sample, base_dir: str | os.PathLike | None = None) -> Image.Image:

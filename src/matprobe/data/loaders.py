@@ -150,6 +150,7 @@ def validate_dataset(
         from matprobe.data.images import (
             WIDE_RASTER_MODES,
             image_root_hint,
+            is_file,
             raster_header,
             shown_path,
             transparency_note,
@@ -168,7 +169,7 @@ def validate_dataset(
                 image = load_image(s)
             except DataError as exc:
                 problems.append(f"{path}: {exc}")
-                if first_missing is None and s.image and not Path(s.image).is_file():
+                if first_missing is None and s.image and not is_file(s.image):
                     first_missing = s
                 continue
             mode, alpha = raster_header(s.image)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from matprobe.data.images import image_kind, nifti_slice
+from matprobe.data.images import image_kind, is_file, nifti_slice, shown_image
 from matprobe.errors import DataError
 
 UINT8_THRESHOLD = 128
@@ -120,9 +120,9 @@ def load_mask(path: str | os.PathLike, size_hw: tuple[int, int], slice_index: in
               what: str | None = None) -> tuple[np.ndarray, list[str]]:
     """A bool [H, W] mask at the image's size, and notes on thresholds / resampling applied."""
     path = Path(path)
-    what = what or str(path)
-    if not path.is_file():
-        raise DataError(f"{what}: mask file {path} not found; fix the path in the manifest")
+    what = what or shown_image(path)
+    if not is_file(path):
+        raise DataError(f"{what}: mask file {shown_image(path)} not found; fix the path in the manifest")
     try:
         raw = _raw_mask(path, slice_index)
     except DataError:
