@@ -602,6 +602,12 @@ def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
             f"({len(paired)} seeds each, paired by seed; left out, unpaired by design:") in line
     assert f"Δ = {paired.Related.mean() - paired.Unrelated.mean():.3f}" in line
     assert "Related vs. Unrelated: left out, unpaired by design: target" in md  # under the tables
+    # the segmentation target's cIoU line: its means over the same pairs
+    ciou = results[results.metric == "cIoU"].pivot_table(index=["target", "seed"], columns="condition",
+                                                         values="value").dropna()
+    line = next(x for x in md.splitlines() if "Segmentation target" in x)
+    assert (f"Related {ciou.Related.mean():.3f}, Unrelated {ciou.Unrelated.mean():.3f} ({len(ciou)} seeds each; "
+            "left out, unpaired by design:") in line
 
 
 def test_a_comparison_without_two_shared_runs_is_left_untested_not_the_whole_table():

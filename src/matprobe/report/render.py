@@ -565,10 +565,15 @@ def _ciou_lines(data: RunData, sig: dict) -> list[str]:
     if runs.empty:
         return []
     out = []
+    s = sig.get(("Related vs. Unrelated", "cIoU"))
     for target, sub in runs.groupby("target"):
-        by = sub.groupby("condition")["value"].agg(["mean", "count"])
-        parts = ", ".join(f"{c} {r['mean']:.3f} ({int(r['count'])} seeds)" for c, r in by.iterrows())
-        s = sig.get(("Related vs. Unrelated", "cIoU"))
+        if s and runs["target"].nunique() == 1:  # the means over the pairs the test used: Δ is their difference
+            a, b = _paired_means(data.results, "Related", "Unrelated", "cIoU", s["unit"])
+            pairs = "; ".join(filter(None, (f"{s['n_pairs']} seeds each", _left_out(s))))
+            parts = f"Related {a:.3f}, Unrelated {b:.3f} ({pairs})"
+        else:
+            by = sub.groupby("condition")["value"].agg(["mean", "count"])
+            parts = ", ".join(f"{c} {r['mean']:.3f} ({int(r['count'])} seeds)" for c, r in by.iterrows())
         test = (f"; paired by seed Δ = {s['mean_diff']:.3f}, 95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = "
                 f"{s['t']:.2f}, p = {s['p']:.3g}") if s and np.isfinite(s["t"]) else ""
         out.append(f"**Segmentation target ({target.replace(',', ' / ')}):** cIoU = Σ intersection / Σ union "

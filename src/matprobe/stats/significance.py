@@ -1008,7 +1008,7 @@ def default_unit(frame: pd.DataFrame) -> tuple[str, str]:
     if n_targets >= 2:
         return "target", f"target ({n_targets} targets; seeds averaged)"
     n_seeds = frame["seed"].nunique() if "seed" in frame else 0
-    return "seed", f"seed (one target, {n_seeds} seeds: each seed is one pair)"
+    return "seed", f"seed (one target, {n_seeds} seeds: each seed both conditions have is one pair)"
 
 
 def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = None,
