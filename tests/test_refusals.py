@@ -520,6 +520,41 @@ def test_unknown_columns_are_listed_once_with_close_matches(tmp_path):
     assert "'option' is not a manifest column; did you mean 'options'?" in line
 
 
+@pytest.mark.parametrize("answer, options, expected", [
+    ("Yes", ["yes", "no"], 0), (" right  lung ", ["Left lung", "Right lung"], 1),  # case and spaces aside
+    ("(B)", ["yes", "no"], 1), ("A.", ["yes", "no"], 0), ("b)", ["yes", "no"], 1), ("B: no", ["yes", "no"], 1),
+    ("B. yes", ["yes", "no"], None), ("(C)", ["yes", "no"], None), ("maybe", ["yes", "no"], None),
+])
+def test_answers_as_answer_files_write_them(tmp_path, answer, options, expected):
+    """Answer cells that name one option unambiguously but not verbatim (VQA-RAD's 'Yes' for
+    'yes', '(B)', 'B. no') are that option; a letter whose text is another option's, or a letter
+    past the options, is still refused (options that differ only in case are refused anyway)."""
+    from matprobe.data import load_dataset
+    from matprobe.errors import DataError
+
+    rec = {**_records(1)[0], "options": options, "answer": answer}
+    path = _write_jsonl(tmp_path / "a.jsonl", [rec])
+    if expected is None:
+        with pytest.raises(DataError, match="is neither an option index"):
+            load_dataset(path)
+    else:
+        assert load_dataset(path).samples[0].answer_index == expected
+
+
+@pytest.mark.parametrize("bad_slice", [float("inf"), 1.5, "x"])
+def test_a_slice_that_is_no_integer_is_one_clear_error(tmp_path, bad_slice):
+    """Found by the manifest fuzz test at 3,000 examples: a slice of infinity raised OverflowError
+    (a traceback), and 1.5 was read as slice 1."""
+    from matprobe.data import load_dataset
+    from matprobe.errors import DataError
+
+    rec = {**_records(1)[0], "slice": bad_slice}
+    path = tmp_path / "s.jsonl"
+    _write_jsonl(path, [rec])
+    with pytest.raises(DataError, match=r"slice .* is not an integer"):
+        load_dataset(path)
+
+
 def test_a_repeated_problem_is_listed_once_with_its_records(tmp_path):
     recs = [{**r, "answer": "E"} for r in _records(30)]  # every record: an answer that is no option
     proc, _ = matprobe("data", "validate", _write_jsonl(tmp_path / "d.jsonl", recs), "--no-images")

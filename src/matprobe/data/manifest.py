@@ -142,6 +142,29 @@ def _parse_options(raw: Any, where: str) -> tuple[str, ...]:
     return options
 
 
+# a letter as answer files write it: (A), A., A), A:, and 'B. no' (the letter, then its option's text)
+_LETTER_FORM = re.compile(r"\(?([A-Za-z])\s*[\).:]?\s*(?:(?<=[\).:])\s*(.+))?")
+
+
+def _fold(text: str) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
+def _loose_answer(raw: str, options: tuple[str, ...]) -> int | None:
+    """An answer that names one option unambiguously though not verbatim: the option's text up to
+    case and spaces ('Yes' for 'yes'), or a letter with punctuation ('(B)', 'B.', 'B. no' where B's
+    text is 'no'); None otherwise (the caller refuses)."""
+    folded = [_fold(o) for o in options]
+    if folded.count(_fold(raw)) == 1:
+        return folded.index(_fold(raw))
+    m = _LETTER_FORM.fullmatch(raw.strip())
+    if not m or m.group(1).upper() not in OPTION_LETTERS[: len(options)]:
+        return None
+    idx = OPTION_LETTERS.index(m.group(1).upper())
+    text = m.group(2)
+    return idx if text is None or _fold(text) == folded[idx] else None
+
+
 def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
     if isinstance(raw, bool):
         raw = str(raw)
@@ -151,6 +174,8 @@ def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
         idx = OPTION_LETTERS.index(raw.strip().upper())
     elif isinstance(raw, str) and raw.strip() in options:
         idx = options.index(raw.strip())
+    elif isinstance(raw, str) and (loose := _loose_answer(raw, options)) is not None:
+        idx = loose
     else:
         raise DataError(
             f"{where}: answer {raw!r} is neither an option index, a letter "
@@ -258,7 +283,9 @@ def parse_manifest_records(
         slice_raw = rec.get("slice", rec.get("slice_index"))
         try:
             slice_index = None if slice_raw in (None, "") else int(slice_raw)
-        except (TypeError, ValueError):
+            if isinstance(slice_raw, float) and slice_raw != slice_index:  # 1.5 is no slice
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a slice of infinity
             raise DataError(f"{where}: slice {slice_raw!r} is not an integer") from None
         # absolute, so samples stay valid wherever the dataset is written again
         path_root = (Path(image_root) if image_root is not None else path.parent).resolve()
