@@ -556,3 +556,32 @@ def test_init_takes_the_stores_a_shell_glob_leaves_after_one_store_flag(tmp_path
     assert res.exit_code == 0, res.output
     globbed = tomllib.loads((tmp_path / "glob.toml").read_text())["checkpoints"]
     assert globbed == repeated and {e["store"] for e in globbed} == {str(s) for s in stores}
+
+
+def test_init_takes_a_column_map_and_writes_it_into_the_pipeline(tmp_path):
+    """A manifest whose column names are its own ('organ site', 'clinical VQA task', as
+    GMAI-MMBench's are): `init` refused it with no way to map them (`extract` and `data validate`
+    have --columns); now `init --columns` reads it and writes the map into [data] columns, which the
+    run's loader reads back."""
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.pipeline import load_pipeline
+
+    path, stores = _given_stores_study(tmp_path, label=True, answered=(True, True))
+    rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    renamed = [{("organ site" if k == "anatomy" else "clinical VQA task" if k == "task" else k): v
+                for k, v in r.items()} for r in rows]
+    (tmp_path / "own.jsonl").write_text("".join(json.dumps(r) + "\n" for r in renamed))
+    args = ["init", "--store", str(stores[0]), "--store", str(stores[1]), "--data", str(tmp_path / "own.jsonl"),
+            "--target", "MRI,Knee,Plane", "--out", str(tmp_path / "own.toml")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "--columns" in refused.output and not (tmp_path / "own.toml").exists()
+    res = CliRunner().invoke(app, [*args, "--columns", "organ site=anatomy,clinical VQA task=task"])
+    assert res.exit_code == 0, res.output
+    doc = tomllib.loads((tmp_path / "own.toml").read_text())
+    assert doc["data"]["columns"] == {"organ site": "anatomy", "clinical VQA task": "task"}
+    assert doc["checkpoints"] == tomllib.loads(path.read_text())["checkpoints"]
+    assert load_pipeline(tmp_path / "own.toml").columns == {"organ site": "anatomy", "clinical VQA task": "task"}

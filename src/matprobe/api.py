@@ -881,7 +881,7 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
          base: Optional[PathLike] = None, layers: str = "-1", pool: str = DEFAULTS.pool, device: str = "cpu",
          dtype: str = "fp32", image_root: Optional[PathLike] = None, seeds: int = DEFAULTS.seeds,
          folds: int = DEFAULTS.folds, overwrite: bool = False, vision_tower: Optional[PathLike] = None,
-         template: Optional[str] = None) -> Path:
+         template: Optional[str] = None, columns: Optional[Union[str, dict]] = None) -> Path:
     """Write a commented pipeline file for your own checkpoints or stores (`matprobe init`).
 
     Parameters
@@ -903,6 +903,9 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
     vision_tower, template
         For checkpoints in the original LLaVA format: the local CLIP tower folder their configs
         name, and the conversation template (``--template`` also applies to llava and llava_next).
+    columns : str or dict
+        Your manifest's column names read as the expected ones (``"organ_site=anatomy"`` or
+        ``{"organ_site": "anatomy"}``), written into the file's ``[data] columns``.
 
     Returns
     -------
@@ -944,7 +947,8 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
     return init_pipeline(data, tuple(checkpoints or ()), targets=targets, out=out, run_out=run_out, stores=tuple(store or ()),
                          base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
                          image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
-                         overwrite=overwrite, vision_tower=_opt_str(vision_tower), template=template)
+                         overwrite=overwrite, vision_tower=_opt_str(vision_tower), template=template,
+                         columns=columns)
 
 
 def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = True) -> RunResult:

@@ -706,6 +706,7 @@ def init_command(
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="MI seeds per estimate."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="MI cross-fitting folds."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'organ_site=anatomy,pic=image' (written into the file's [data] columns)."),
 ) -> None:
     """Write a commented pipeline file for your own checkpoints; then `matprobe run FILE`."""
     from matprobe.scaffold import init_pipeline
@@ -714,7 +715,7 @@ def init_command(
                          base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
                          image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
                          overwrite=overwrite, vision_tower=str(vision_tower) if vision_tower else None,
-                         template=template)
+                         template=template, columns=columns)
     console.print(f"wrote {path}; run it with: matprobe run {path}", highlight=False, soft_wrap=True)
 
 

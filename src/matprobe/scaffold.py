@@ -200,7 +200,8 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
                   stores=(), base: str | None = None, layers: str = "-1", pools: str = DEFAULTS.pool,
                   device: str = "cpu", dtype: str = "fp32", image_root: str | None = None,
                   seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, overwrite: bool = False,
-                  vision_tower: str | None = None, template: str | None = None) -> Path:
+                  vision_tower: str | None = None, template: str | None = None,
+                  columns: str | dict | None = None) -> Path:
     """Write a commented pipeline file for a study of your own checkpoints (or stores) and
     return its path; it is read back with `load_pipeline` before this returns.
 
@@ -219,7 +220,10 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     if not checkpoints and not stores:
         raise InitError("give the checkpoint folders (or --store files) of your fine-tuned models")
     data = Path(data).resolve()
-    dataset = load_dataset(data, image_root=image_root)
+    from matprobe.data.columns import parse_column_map
+
+    columns = parse_column_map(columns)  # {their column: expected}; written into [data] below
+    dataset = load_dataset(data, image_root=image_root, columns=columns or None)
     trips = _targets(dataset, targets)
     entries = []
     for arg, kind in [(p, "store" if _is_store_file(named_path(p)[1]) else "ckpt") for p in checkpoints] + \
@@ -279,6 +283,9 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         lines.append(f"image_root = {_q(str(Path(image_root).resolve()))}  # relative image paths resolve here")
     else:
         lines.append("# image_root = \"/data/images\"  # folder relative image paths resolve against")
+    if columns:  # a TOML inline table; quoted keys, as column names may hold spaces
+        lines.append("columns = {" + ", ".join(f"{_q(k)} = {_q(v)}" for k, v in columns.items())
+                     + "}  # your column names read as the expected ones")
     lines += [
         "",
         "[design]",
