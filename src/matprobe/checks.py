@@ -262,11 +262,17 @@ def check_vocabulary_header(header: Mapping[str, Any] | None, path, factors: Ite
     return dict(vocab)
 
 
+def text_key(text: Any) -> str:
+    """Text as matprobe compares labels and options written by hand: runs of spaces one space,
+    case folded ('Right  lung' and 'right lung' are one text)."""
+    return " ".join(str(text).split()).casefold()
+
+
 def check_distinct_options(options: Iterable[str], where: str) -> None:
     """Two options with the same text make the answer ambiguous."""
     seen: dict[str, int] = {}
     for i, text in enumerate(options):
-        key = " ".join(str(text).split()).casefold()
+        key = text_key(text)
         if key in seen:
             letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
             raise DataError(f"{where}: options {letters[seen[key]]} and {letters[i]} have the same text "

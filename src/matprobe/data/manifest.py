@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from matprobe.checks import check_distinct_options, check_vocabulary_header
+from matprobe.checks import check_distinct_options, check_vocabulary_header, text_key
 from matprobe.data.columns import OPTIONAL, REQUIRED  # noqa: F401 (the column names and their aliases live there)
 from matprobe.data.model import (
     FACTORS,
@@ -143,26 +143,21 @@ def _parse_options(raw: Any, where: str) -> tuple[str, ...]:
 
 
 # a letter as answer files write it: (A), A., A), A:, and 'B. no' (the letter, then its option's text)
-_LETTER_FORM = re.compile(r"\(?([A-Za-z])\s*[\).:]?\s*(?:(?<=[\).:])\s*(.+))?")
-
-
-def _fold(text: str) -> str:
-    return " ".join(str(text).split()).casefold()
+_LETTER_FORM = re.compile(r"\(?([A-Za-z])\s*(?:[).:]\s*(.*))?")
 
 
 def _loose_answer(raw: str, options: tuple[str, ...]) -> int | None:
     """An answer that names one option unambiguously though not verbatim: the option's text up to
     case and spaces ('Yes' for 'yes'), or a letter with punctuation ('(B)', 'B.', 'B. no' where B's
     text is 'no'); None otherwise (the caller refuses)."""
-    folded = [_fold(o) for o in options]
-    if folded.count(_fold(raw)) == 1:
-        return folded.index(_fold(raw))
+    folded = [text_key(o) for o in options]
+    if folded.count(text_key(raw)) == 1:
+        return folded.index(text_key(raw))
     m = _LETTER_FORM.fullmatch(raw.strip())
     if not m or m.group(1).upper() not in OPTION_LETTERS[: len(options)]:
         return None
     idx = OPTION_LETTERS.index(m.group(1).upper())
-    text = m.group(2)
-    return idx if text is None or _fold(text) == folded[idx] else None
+    return idx if not m.group(2) or text_key(m.group(2)) == folded[idx] else None
 
 
 def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest stays light
     import pandas as pd
 
+from matprobe.checks import text_key
 from matprobe.data.model import FACTORS, MATDataset, Sample, canonical_label
 from matprobe.errors import DataError
 
@@ -65,7 +66,7 @@ def find_triplet(present, target: Triplet) -> Triplet | None:
         return tuple(target)
 
     def key(t):
-        return tuple(" ".join(str(x).split()).casefold() for x in t)
+        return tuple(map(text_key, t))
 
     hits = [t for t in present if key(t) == key(target)]
     return hits[0] if len(hits) == 1 else None

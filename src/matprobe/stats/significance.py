@@ -791,7 +791,8 @@ def compare_conditions(results: pd.DataFrame,
             rows.append(row)
     if family not in ("all", "metric"):
         raise StatsError(f"family {family!r}: use 'all' or 'metric'")
-    untested = [_untested_sentence(label, by_metric, len(metrics), units[next(iter(by_metric))])
+    untested = [untested_sentence(label, max(by_metric.values()), units[next(iter(by_metric))],
+                                  () if len(by_metric) == len(metrics) else tuple(by_metric))
                 for label, by_metric in skipped.items()]
     if not rows:
         out = pd.DataFrame(columns=RESULT_COLUMNS)
@@ -810,11 +811,11 @@ def compare_conditions(results: pd.DataFrame,
     return out
 
 
-def _untested_sentence(label: str, by_metric: dict[str, int], n_metrics: int, unit) -> str:
-    """What `compare_conditions(too_few="skip")` left out of one comparison, and the fix."""
-    n = max(by_metric.values())
+def untested_sentence(label: str, n: int, unit: str, metrics=()) -> str:
+    """A comparison (or its `metrics` only) left untested with `n` shared units, and the fix: what
+    `compare_conditions(too_few="skip")` and `significance`'s defaults say."""
     what = "target(s)" if unit == "target" else "(target, seed) run(s)"
-    which = "" if len(by_metric) == n_metrics else f" on {', '.join(by_metric)}"
+    which = f" on {', '.join(metrics)}" if metrics else ""
     return (f"{label}: not tested{which}, {n} {what} trained under both conditions (a paired test needs two): "
             "train the same seeds for each condition")
 
@@ -992,14 +993,12 @@ def _testable(frame: pd.DataFrame, comparisons) -> tuple[tuple[Comparison, ...],
     """The default comparisons with at least two (target, seed) runs under both conditions, and a
     sentence per one left out (a condition trained on one seed beside another's three is a design,
     not a broken table). None left: the first one's own error says why."""
-    keys = KEY_COLUMNS[default_unit(frame)[0]]  # the pairs the default unit makes: targets, or runs
-    shared = {c: shared_units(frame, c.a, c.b, keys) for c in comparisons}
+    unit = default_unit(frame)[0]  # the pairs the default unit makes: targets, or runs
+    shared = {c: shared_units(frame, c.a, c.b, KEY_COLUMNS[unit]) for c in comparisons}
     keep = tuple(c for c in comparisons if shared[c] >= 2)
     if not keep:
         return tuple(comparisons), []
-    what = "target(s)" if keys == ["target"] else "(target, seed) run(s)"
-    return keep, [f"{c.label}: not tested, {shared[c]} {what} under both conditions (a paired test needs two)"
-                  for c in comparisons if c not in keep]
+    return keep, [untested_sentence(c.label, shared[c], unit) for c in comparisons if c not in keep]
 
 
 def default_unit(frame: pd.DataFrame) -> tuple[str, str]:
