@@ -91,10 +91,13 @@ def test_mi_on_null_store_writes_clipped_flagged_output(tmp_path):
     flagged = 0
     for t in doc["terms"]:
         assert t["estimate"] >= 0.0 and t["ci_low"] >= 0.0 and t["ci_high"] >= t["estimate"]
+        assert "below-zero" in t["flags"] and t["clipped"] and t["estimate"] == 0.0  # both raw values below 0
         if "interval-below-zero" in t["flags"]:
             flagged += 1
             assert t["estimate"] == 0.0 and t["ci_low"] == 0.0 and t["clipped"] and "below 0" in t["note"]
-    assert flagged == 2
+    # I(Z;M)'s whole interval lies below 0 (I(Z;A|M)'s did too before the ladder's latent-cell
+    # level moved its estimate: its raw interval now reaches above 0)
+    assert flagged >= 1
 
 
 def test_mi_on_constant_store_is_zero_at_once(tmp_path):

@@ -25,26 +25,35 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
 
     def recording(self, params, rows, val_rows, seed, patience=None):
         fits.append((len(rows), int((~self.val).sum()), set(rows.tolist()) <= set(np.flatnonzero(~self.val).tolist()),
-                     patience))
+                     patience, type(self).__name__))
         return original(self, params, rows, val_rows, seed, patience)
 
     monkeypatch.setattr(probe._MLPLadder, "_fit", recording)
     res = make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500).estimate(z, f["Y"])
-    levels = [d["level"] for d in res.diagnostics["folds"]]
+    folds = res.diagnostics["folds"]
+    levels = [d["level"] for d in folds]
     assert levels.count("nonlinear") >= 3  # the mixture needs the level (issue 12)
     i = 0
-    for level in levels:
-        n_rows, n_fit, inside, patience = fits[i]
+    for level, diag in zip(levels, folds):
+        n_rows, n_fit, inside, patience, form = fits[i]
         assert (n_rows, inside) == (500, True) and n_fit > 500  # the check: a subset of the fitting rows
         assert patience == res.params["ladder_patience"] == 5  # ... with the check's shorter patience
+        assert form == "_MLPLadder"
         i += 1
         if level == "nonlinear":
             assert fits[i][0] == fits[i][1]  # the chosen level: refitted on every fitting row
             assert fits[i][3] is None  # ... with the level's own patience (mlp_patience)
-            assert fits[i + 1][0] < fits[i][0]  # then the seed's half fit (learning curve)
+            # then the latent-cell level, fitted on every fitting row too, with the same patience
+            assert fits[i + 1][0] == fits[i + 1][1] and fits[i + 1][3] is None
+            assert fits[i + 1][4] == "_LatentCellLadder"
+            chosen = "_LatentCellLadder" if diag["nonlinear_form"] == "latent cells" else "_MLPLadder"
+            assert (diag["val_loss_latent"] < diag["val_loss_mlp"]) == (chosen == "_LatentCellLadder")
+            i += 2
+            assert fits[i][0] < fits[i - 1][0]  # then the seed's half fit (learning curve), by the chosen form
             # and a quarter inside that half (the level's learning-curve rate, `nonlinear_rate`)
-            assert fits[i + 2][0] < 0.6 * fits[i + 1][0]
-            i += 3
+            assert fits[i + 1][0] < 0.6 * fits[i][0]
+            assert fits[i][4] == fits[i + 1][4] == chosen
+            i += 2
     assert i == len(fits)
 
 
