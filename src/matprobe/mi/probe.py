@@ -1240,7 +1240,7 @@ class _LatentCellLadder(_MLPLadder):
 
     This is the exact posterior form where each class is a mixture of Gaussian clusters with a
     shared covariance (a cluster is a latent sub-cell: the form `use_subclasses` fits where
-    the sub-cells are labelled). The MLP level approximates it and stayed 3-5% below the truth
+    the sub-cells are labelled). The MLP level approximates it and stayed 1-9% below the truth
     at n = 20k on four-cluster classes (mixture-4) with every fold on it (RESULTS.md, issue 22,
     twenty-second session). It starts at the linear level's heads, each copy moved towards a
     k-means cluster of its cell's rows (`_cluster_step`; identical copies would get identical
@@ -1264,8 +1264,9 @@ class _LatentCellLadder(_MLPLadder):
         """[d + 1, cells, R]: each copy's start, relative to its cell's linear head: k-means
         clusters of the cell's fitting rows, copy r moved by the log-density difference of its
         cluster's mean m_r and the cell's mean m under unit covariance, [m_r - m, -(|m_r|^2 -
-        |m|^2) / 2] times `latent_init` (a random start split the copies too slowly for early
-        stopping). Cells with fewer than two fitting rows per copy keep a small random step."""
+        |m|^2) / 2] times `latent_init` (from a small random step instead, the MLP level won more
+        folds' validation splits on clustered classes: RESULTS.md, issue 22 twenty-second
+        session). Cells with fewer than two fitting rows per copy keep a small random step."""
         gen = torch.Generator().manual_seed(int(seed))
         d1, n_cells = self.w0.shape
         r = self.est.latent_cells
