@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest sta
 from matprobe.checks import check_vocabulary_header
 from matprobe.data.arrow import is_arrow_source
 from matprobe.data.images import load_image
-from matprobe.data.manifest import parse_manifest_records, read_records
+from matprobe.data.manifest import is_delimited, parse_manifest_records, read_records
 from matprobe.data.model import FACTORS, MATDataset
 from matprobe.errors import DataError
 
@@ -37,7 +37,7 @@ def detect_format(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_dir() and not is_arrow_source(path):
         return "medmat"  # a folder of Med-MAT files
-    if path.suffix.lower() in (".csv", ".tsv") or is_arrow_source(path):
+    if is_delimited(path) or is_arrow_source(path):
         return "manifest"
     records, _ = read_records(path)
     return "medmat" if _is_medmat(records) else "manifest"
@@ -62,7 +62,7 @@ def load_dataset(
 
         return load_medmat_folder(path, image_root=image_root)
     records, header = read_records(path)
-    if path.suffix.lower() not in (".csv", ".tsv") and path.is_file() and not is_arrow_source(path) and _is_medmat(records):
+    if not is_delimited(path) and path.is_file() and not is_arrow_source(path) and _is_medmat(records):
         from matprobe.data.medmat import load_medmat
 
         return load_medmat(path, image_root=image_root)
@@ -107,7 +107,7 @@ def validate_dataset(
     records, header = ([], None) if folder else read_records(path)
     problems: list[str] = []
     column_notes: list[str] = []
-    fmt = "medmat" if folder else "manifest" if path.suffix.lower() in (".csv", ".tsv") or is_arrow_source(path) or \
+    fmt = "medmat" if folder else "manifest" if is_delimited(path) or is_arrow_source(path) or \
         not _is_medmat(records) else "medmat"
     samples = []
     if fmt == "medmat":

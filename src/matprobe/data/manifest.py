@@ -46,6 +46,15 @@ MASK_OPTION_TEXT = "mask {letter}"
 HEADER_KEY = "matprobe_manifest"
 
 
+# delimited text tables by suffix: always a manifest (Med-MAT is JSON), read with this delimiter
+DELIMITERS = {".csv": ",", ".tsv": "\t"}
+
+
+def is_delimited(path: Path) -> bool:
+    """A CSV or TSV file (by its suffix)."""
+    return Path(path).suffix.lower() in DELIMITERS
+
+
 def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Records of a JSON array, JSONL or CSV file, plus a JSONL header if present; a Parquet
     file or a Hugging Face `save_to_disk` folder is read by `matprobe.data.arrow`."""
@@ -62,13 +71,12 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
         raise DataError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty; give a JSON/JSONL/CSV/TSV file with one record per sample")
-    suffix = path.suffix.lower()
     header = None
-    if suffix in (".csv", ".tsv"):
+    if is_delimited(path):
         # benchmark TSVs (VLMEvalKit's) carry base64 images of a few MB per cell
         csv.field_size_limit(2**31 - 1)
         try:
-            records = list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
+            records = list(csv.DictReader(text.splitlines(), delimiter=DELIMITERS[path.suffix.lower()]))
         except csv.Error as exc:
             raise DataError(f"{path}: malformed CSV ({exc})") from None
         if not records:
