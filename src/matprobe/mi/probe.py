@@ -805,9 +805,7 @@ class ProbeEstimator(CrossFitEstimator):
         cell_tr, cell_c, cell_y, s_index, off = layout
         latent = _LatentCellLadder(self, strata, w_lin, cell_tr, cell_c, cell_y, s_index, off,
                                    x_tr, y_tr, c_tr, val, seeds[0], dev)
-        latent.params, latent.curve = latent._fit(latent._new(latent.seed), np.flatnonzero(~val),
-                                                  np.flatnonzero(val), latent.seed)
-        latent.partial = False
+        latent.fit_on_all_rows()
         latent_loss = float(min(latent.curve))
         diag["val_loss_mlp"], diag["val_loss_latent"] = val_loss, latent_loss
         if latent_loss < val_loss:
@@ -1197,9 +1195,14 @@ class _MLPLadder:
         """After a check on a subset of rows or with a shorter patience: the chosen level
         fitted on all fitting rows with the level's own patience."""
         if getattr(self, "partial", False):
-            self.params, self.curve = self._fit(self._new(self.seed), np.flatnonzero(~self.val),
-                                                np.flatnonzero(self.val), self.seed)
-            self.partial = False
+            self.fit_on_all_rows()
+
+    def fit_on_all_rows(self):
+        """The level fitted on every fitting row, early-stopped on the validation split with the
+        level's own patience."""
+        self.params, self.curve = self._fit(self._new(self.seed), np.flatnonzero(~self.val),
+                                            np.flatnonzero(self.val), self.seed)
+        self.partial = False
 
     def fold_outputs(self, halves, x_ev, y_ev, c_ev, base_ev, lq_lin_ev, diag, seeds=None):
         """Per-seed outputs at this level: held-out terms, learning-curve step, level gap; with
