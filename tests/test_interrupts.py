@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -99,3 +100,28 @@ def test_another_programs_handler_runs_at_the_check(restore_handlers):
         interrupts.check()
         assert seen == [signal.SIGINT]
     assert seen == [signal.SIGINT]  # nothing pending at the exit
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_stop_pool_terminates_running_workers_and_does_not_raise():
+    # Python 3.11's shutdown(wait=False) sets the executor's worker table to None; stop_pool read
+    # it afterwards, so a Ctrl-C during `matprobe run` became an AttributeError with the workers
+    # still running
+    from concurrent.futures import ProcessPoolExecutor
+
+    from matprobe.interrupts import ignore_in_worker, stop_pool
+
+    pool = ProcessPoolExecutor(max_workers=2, initializer=ignore_in_worker)
+    futures = [pool.submit(_sleep, 60.0) for _ in range(4)]
+    while not any(f.running() for f in futures):
+        time.sleep(0.05)
+    procs = list(pool._processes.values())
+    assert procs and all(p.is_alive() for p in procs)
+    t0 = time.monotonic()
+    stop_pool(pool)
+    assert time.monotonic() - t0 < 10
+    assert not any(p.is_alive() for p in procs)

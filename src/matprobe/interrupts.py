@@ -108,11 +108,15 @@ def ignore_in_worker() -> None:
 def stop_pool(pool) -> None:
     """Stop a ProcessPoolExecutor now: queued jobs cancelled, running workers terminated (their
     results were not going to be used; finished ones are already written)."""
+    # the workers are read before shutdown: it sets the executor's `_processes` to None (Python
+    # 3.11), and reading it afterwards turned a Ctrl-C into an AttributeError with the workers
+    # left running
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    for proc in procs:
         proc.join(timeout=5)
 
 
