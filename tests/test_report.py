@@ -668,3 +668,28 @@ def test_summary_says_no_paired_test_where_conditions_share_one_run(tmp_path):
     for question in ("Did Related training raise I(Z;T|M,A) over Unrelated?", "Information about the answer"):
         assert said in next(x for x in md.splitlines() if question in x), question
     assert untested[0] in md and "Not computed" in md
+
+
+def _refuse_constant(name):
+    raise ValueError(f"bare {name} in JSON")
+
+
+def test_findings_json_is_strict_json_with_null_where_a_number_is_undefined(tmp_path, monkeypatch):
+    """A p-value or interval that could not be computed (one pair, every answer the same) is NaN
+    in Python; findings.json writes it as null, which JavaScript's JSON.parse and a strict
+    `json.loads` accept (a bare NaN made them fail on a user's run)."""
+    from matprobe.report import render
+
+    run_dir = make_run(tmp_path / "run", extra_layer=False)
+    real = render.findings
+
+    def with_undefined(data):
+        found = real(data)
+        found["undefined_for_the_test"] = {"t": float("nan"), "ci": [float("-inf"), np.float64("nan")], "n": 3}
+        return found
+
+    monkeypatch.setattr(render, "findings", with_undefined)
+    write_report(run_dir)
+    found = json.loads((run_dir / "findings.json").read_text(), parse_constant=_refuse_constant)
+    assert found["undefined_for_the_test"] == {"t": None, "ci": [None, None], "n": 3}
+    assert found["most_encoded"] == json.loads(json.dumps(real(render.load_run(run_dir))))["most_encoded"]

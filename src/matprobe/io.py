@@ -182,3 +182,25 @@ def numpy_to_json(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def strict_json_value(o):
+    """`o` with every non-finite float (NaN, +-inf) replaced by None, through dicts, lists, tuples
+    and numpy values: what strict JSON parsers (JavaScript's JSON.parse, `json.loads` with
+    `parse_constant` raising) accept, where Python's `json.dumps` would write bare NaN.
+
+    >>> import json
+    >>> json.dumps(strict_json_value({"p": float("nan"), "t": [1.5, float("inf")], "n": np.int64(3)}))
+    '{"p": null, "t": [1.5, null], "n": 3}'
+    """
+    if isinstance(o, dict):
+        return {k: strict_json_value(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [strict_json_value(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return strict_json_value(o.tolist())
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, float | np.floating):
+        return float(o) if np.isfinite(o) else None
+    return o

@@ -24,7 +24,7 @@ import pandas as pd
 from matprobe.conditions import condition_name
 from matprobe.data.splits import relation
 from matprobe.errors import ReportError
-from matprobe.io import write_text_atomic
+from matprobe.io import strict_json_value, write_text_atomic
 from matprobe.mi.chain import ChainResult
 from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
 from matprobe.mi.pointwise import summary_of
@@ -702,7 +702,8 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     run = data.run
     fig_dir = run / "figures"
     found = findings(data)
-    write_text_atomic(run / "findings.json", json.dumps(found, indent=2))
+    # strict JSON (no bare NaN: a p-value that could not be computed is null), for any parser
+    write_text_atomic(run / "findings.json", json.dumps(strict_json_value(found), indent=2, allow_nan=False))
     doc = Doc(run)
     u = data.unit
     target = " / ".join(data.summary.target)
