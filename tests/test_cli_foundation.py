@@ -96,3 +96,18 @@ def test_store_info(tmp_path):
     assert info["accuracy"] == 0.75 and info["provenance"]["checkpoint"] == "/x/y"
     res = runner.invoke(app, ["store", "info", str(tmp_path / "nope.h5")])
     assert res.exit_code == 2 and "no such store" in res.output
+
+
+def test_split_to_a_path_not_ending_in_jsonl_is_refused_before_anything_is_written(tmp_path):
+    # matprobe reads a manifest's format from its suffix: JSONL written under related.csv could
+    # not be read back (a user's `data validate related.csv` then failed on unknown columns)
+    path = write_manifest(tmp_path)
+    for name in ("related.csv", "related.json", "related"):
+        out = tmp_path / name
+        res = runner.invoke(app, ["data", "split", str(path), "--target", "X-ray,Chest,Classification",
+                                  "--config", "related", "--out", str(out)])
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and ".jsonl" in lines[0] and name in lines[0]
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "img.png"]

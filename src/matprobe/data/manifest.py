@@ -335,12 +335,24 @@ def load_manifest(
     return parse_manifest_records(records, path, vocab, image_root)
 
 
+def require_jsonl_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path where it ends in .jsonl; otherwise a ValueError naming the fix."""
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl":
+        raise ValueError(f"{path}: a manifest is written as JSONL; give a path ending in .jsonl "
+                         f"(e.g. {path.with_suffix('.jsonl').name})")
+    return path
+
+
 def write_manifest(dataset: MATDataset, path: str | os.PathLike, declare_vocabulary: bool = True) -> Path:
     """Write `dataset` as a JSONL manifest (atomically).
 
     Image paths inside the manifest's folder are written relative to it, others absolute.
+    A path ending in another suffix (.csv, .tsv, .json, ...) is refused before anything is
+    written: matprobe reads a file's format from its suffix, and JSONL under .csv could not be
+    read back.
     """
-    path = Path(path)
+    path = require_jsonl_path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             if declare_vocabulary:

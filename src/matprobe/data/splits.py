@@ -197,7 +197,10 @@ def split_file(file, target: Triplet | str, config: SplitConfig | str = "related
     `load_dataset`), split it for `target` by `config`, and write the split as a JSONL manifest
     to `out` when given."""
     from matprobe.data.loaders import load_dataset
-    from matprobe.data.manifest import write_manifest
+    from matprobe.data.manifest import require_jsonl_path, write_manifest
+
+    if out is not None:
+        require_jsonl_path(out)  # before the data are read: the split is written as JSONL
 
     try:
         config = SplitConfig(config)
