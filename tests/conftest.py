@@ -367,6 +367,9 @@ SLOW: dict[str, set[str]] = {
     "test_latent_cells.py": {
         "test_on_clustered_classes_the_level_is_chosen_and_nearer_the_truth",  # 18 s: two n = 6k estimates
     },
+    "test_elliptical_level.py": {
+        "test_on_classes_that_differ_in_scale_the_level_is_chosen_and_nearer_the_truth",  # 12 s: two n = 6k estimates
+    },
     "test_probe_ladder_rows.py": {
         "test_below_the_cap_the_estimate_is_unchanged_bit_for_bit",  # 6.9 s
         "test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row",  # 2.9 s

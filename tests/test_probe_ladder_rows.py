@@ -43,12 +43,19 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
         if level == "nonlinear":
             assert fits[i][0] == fits[i][1]  # the chosen level: refitted on every fitting row
             assert fits[i][3] is None  # ... with the level's own patience (mlp_patience)
-            # then the latent-cell level, fitted on every fitting row too, with the same patience
+            # then the latent-cell and the elliptical levels, each fitted on every fitting row too,
+            # with its own patience (None: the form's `patience`)
             assert fits[i + 1][0] == fits[i + 1][1] and fits[i + 1][3] is None
             assert fits[i + 1][4] == "_LatentCellLadder"
-            chosen = "_LatentCellLadder" if diag["nonlinear_form"] == "latent cells" else "_MLPLadder"
-            assert (diag["val_loss_latent"] < diag["val_loss_mlp"]) == (chosen == "_LatentCellLadder")
-            i += 2
+            assert fits[i + 2][0] == fits[i + 2][1] and fits[i + 2][3] is None
+            assert fits[i + 2][4] == "_EllipticalLadder"
+            # the lowest validation log-loss is kept, the earlier form on a tie
+            losses = {"_MLPLadder": diag["val_loss_mlp"], "_LatentCellLadder": diag["val_loss_latent"],
+                      "_EllipticalLadder": diag["val_loss_elliptical"]}
+            chosen = {"mlp": "_MLPLadder", "latent cells": "_LatentCellLadder",
+                      "elliptical": "_EllipticalLadder"}[diag["nonlinear_form"]]
+            assert chosen == min(losses, key=losses.get)
+            i += 3
             assert fits[i][0] < fits[i - 1][0]  # then the seed's half fit (learning curve), by the chosen form
             # and a quarter inside that half (the level's learning-curve rate, `nonlinear_rate`)
             assert fits[i + 1][0] < 0.6 * fits[i][0]
