@@ -475,7 +475,6 @@ def target_term_command(store_path, mi: dict, target: str) -> str:
 def estimate_target_term(store_path, mi: dict, target: str, progress: bool = False) -> dict:
     """I(Z;Y | M,A,T) per (M, A, T) stratum on the MI results' layer and pool, with their
     settings: {"term", "layer", "pool", "settings", "strata": [per-stratum entries]} (nats)."""
-    from matprobe.mi.chain import chain_terms
     from matprobe.store import EmbeddingStore
 
     layer, pool = mi.get("layer"), mi.get("pool")
@@ -500,11 +499,7 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
         raise StoreError(f"{store_path}: no rows with Y = {target} to estimate I(Z;Y|M,A,T)")
     strata = np.array([_SEP.join(map(str, r)) for r in frame.loc[keep, list(MAT)].itertuples(index=False)])
     y = np.asarray(y[keep]).astype(str)
-    result = chain_terms(z[keep], {"stratum": strata, target: y}, order=["stratum", target],
-                         estimators=[st["estimator"]], seeds=st["seeds"], folds=st["folds"], pca=st["pca"],
-                         ci_level=st["level"], seed=st["seed"], direct=False, difference=False,
-                         **({"progress": progress} if progress else {}))
-    est = result.estimates(st["estimator"])[1].estimate  # I(Z;Y|stratum), the chain's second term
+    est = _conditional_term(z[keep], strata, y, target, st, store_path, mi, progress)
     entries = []
     for s in est.strata:
         values = str(s.given["stratum"]).split(_SEP)
@@ -514,6 +509,40 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
     return {"term": f"I(Z;{target}|modality,anatomy,task)", "layer": str(layer), "pool": str(pool),
             "settings": st, "estimate": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high,
             "strata": entries}
+
+
+def _conditional_term(z, strata, y, target: str, st: dict, store_path, mi: dict, progress: bool):
+    """I(Z;Y | stratum) alone, on one fold plan stratified by (stratum, Y). The strata are
+    conditions, never a target: a (M, A, T) triplet of a few rows is a small stratum, as
+    `matprobe mi` treats it, where a chain over [stratum, Y] refused it as a class of the stratum
+    factor with too few rows per fold. The same bits as that chain's second term otherwise."""
+    from matprobe.checks import check_class_sizes, check_pca
+    from matprobe.data.entropy import joint_codes
+    from matprobe.errors import EstimationError
+    from matprobe.mi import estimator_tags, make_estimator
+    from matprobe.mi.chain import TermSpec, estimate_terms
+    from matprobe.progress import track
+
+    try:
+        check_class_sizes({target: y}, st["folds"])
+    except EstimationError as exc:
+        raise EstimationError(
+            f"{store_path}: {str(exc).split('; held-out MI')[0]}; held-out MI on so few rows is not estimable. "
+            f"Estimate the term with the rare classes merged and pass that file: "
+            f"{target_term_command(store_path, mi, target)} --rare-classes merge, then check --mi mi.json; or "
+            "check --no-estimate") from None
+    codes = {"stratum": np.unique(strata, return_inverse=True)[1].reshape(-1),
+             target: np.unique(y, return_inverse=True)[1].reshape(-1)}
+    name = st["estimator"]
+    # as chain_terms reads it: 0 (how MI files record "no reduction") is None
+    pca = check_pca(st["pca"], error=EstimationError)
+    est = make_estimator(name, seeds=st["seeds"], folds=st["folds"], pca=pca, ci_level=st["level"], seed=st["seed"])
+    bar = track("check", 1, enabled=bool(progress), unit="estimates")
+    with bar:
+        [term] = estimate_terms(est, estimator_tags(name), z, codes, [TermSpec((target,), ("stratum",))],
+                                plan_groups=joint_codes([codes["stratum"], codes[target]]),
+                                raw={"stratum": strata, target: y}, progress=bar)
+    return term
 
 
 # ------------------------------------------------------------------ typed result
