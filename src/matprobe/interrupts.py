@@ -117,7 +117,12 @@ def stop_pool(pool) -> None:
         if proc.is_alive():
             proc.terminate()
     for proc in procs:
-        proc.join(timeout=5)
+        proc.join(timeout=2)
+    # a worker still alive 2 s after terminate() (seen on a loaded machine) is killed
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def exit_code(exc: BaseException) -> int:
