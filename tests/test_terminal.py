@@ -153,6 +153,26 @@ def test_every_delta_is_the_printed_difference_or_says_what_it_is():
             assert f"differ by {printed_diff:+.4f} nats" in notes
 
 
+def test_a_p_of_1_inside_the_extrapolation_slack_is_explained():
+    # the p inverts the interval widened by the slack: |ΔI| within the slack gives p = 1 (the
+    # paired module's own formula), and the footnote says so; outside it, the footnote says what
+    # is tested without the "p = 1" clause; no slack, no footnote
+    from matprobe.present.views import comparison_table
+
+    def comp(delta, slack, p):
+        diff = SimpleNamespace(delta=delta, ci_low=delta - 0.3 - slack, ci_high=delta + 0.3 + slack, ci_level=0.95,
+                               p_value=p, unit="nats", n=199, slack=slack)
+        side = {"store": "a.h5", "layer": "1", "pool": "last", "estimate": 0.6, "ci_low": 0.5, "ci_high": 0.7}
+        return SimpleNamespace(difference=diff, side_a=side, side_b={**side, "store": "b.h5"}, term="I(Z;T|M,A)",
+                               seeds=2, folds=3, estimator="probe", note="")
+
+    notes = " ".join(comparison_table(comp(0.179, 0.2, 1.0)).footnotes)
+    assert "extrapolation slack of ±0.2000 nats" in notes and "|ΔI| = 0.1790 is within it, so p = 1" in notes
+    notes = " ".join(comparison_table(comp(0.5, 0.2, 0.04)).footnotes)
+    assert "extrapolation slack of ±0.2000 nats" in notes and "so p = 1" not in notes
+    assert "slack" not in " ".join(comparison_table(comp(0.5, 0.0, 0.04)).footnotes)
+
+
 # --------------------------------------------------------------------------- commands on a terminal
 
 

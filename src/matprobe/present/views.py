@@ -68,6 +68,14 @@ def comparison_table(comp) -> Table:
                  f"and differ by {plain:+.4f} {d.unit}")
     table.footnotes.append(note)
     table.footnotes.append(f"paired ΔI interval: {getattr(d, 'method', 'paired bootstrap')}")
+    slack = getattr(d, "slack", 0.0) or 0.0
+    if slack > 0:
+        # p inverts the widened interval, so a |ΔI| inside the slack reads p = 1 (a user took that
+        # for a bug beside an interval that looked like p = 0.57)
+        table.footnotes.append(f"p inverts that interval, widened by the extrapolation slack of ±{slack:.4f} "
+                               f"{d.unit}: the part of |ΔI| beyond the slack is tested"
+                               + (f"; here |ΔI| = {abs(d.delta):.4f} is within it, so p = 1"
+                                  if abs(d.delta) <= slack else ""))
     if comp.note:
         table.footnotes.append(comp.note)
     return table
