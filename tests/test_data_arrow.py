@@ -177,7 +177,7 @@ def test_bad_arrow_input_is_one_error(tmp_path):
                                           "modality": "CT", "anatomy": "Chest", "task": "T"}]),
                    tmp_path / "noanswer.parquet")
     # a column no record has is one column error (issue 20), not a missing field per record
-    with pytest.raises(DataError, match=r"noanswer.parquet: missing answer\. A MAT manifest has columns id, "):
+    with pytest.raises(DataError, match=r"noanswer.parquet: missing answer\. A MAT manifest has columns image, question, "):
         load_dataset(tmp_path / "noanswer.parquet")
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match="broken.parquet: cannot be read as parquet"):

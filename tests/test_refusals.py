@@ -509,7 +509,8 @@ def test_unknown_columns_are_listed_once_with_close_matches(tmp_path):
     assert len(problems) == 1 and len(proc.stdout.splitlines()) + len(proc.stderr.splitlines()) < 6, \
         proc.stdout + proc.stderr
     assert "unknown column(s) opts, tsk; missing options, task" in problems[0]
-    assert "A MAT manifest has columns id, question, options, answer, modality, anatomy, task" in problems[0]
+    assert ("A MAT manifest has columns image, question, options, answer, modality, anatomy, task (optional: id, "
+            in problems[0])
     assert "close matches: opts -> options, tsk -> task" in problems[0]
     ok, _ = matprobe("data", "validate", bad, "--no-images", "--columns", "opts=options,tsk=task")
     assert ok.returncode == 0 and "no problems found" in ok.stdout

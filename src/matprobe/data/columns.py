@@ -39,6 +39,11 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "source": ("source_dataset", "dataset", "dataset_name", "data_source", "origin"),
 }
 EXPECTED = REQUIRED + OPTIONAL
+# what a refusal says the columns are, as README's "Data formats" does: `id` may be left out (rows
+# are numbered), and `image` is the optional column whose loss is refused when a column resembles it
+MANIFEST_COLUMNS = (f"A MAT manifest has columns image, {', '.join(c for c in REQUIRED if c != 'id')} "
+                    f"(optional: id, numbered row-1, row-2, ... when absent; "
+                    f"{', '.join(c for c in OPTIONAL if c != 'image')})")
 
 
 def _norm(name: str) -> str:
@@ -169,8 +174,7 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
         hint = (f"; close matches: {', '.join(f'{t} -> {o}' for t, o in pairs.items())}; map them with "
                 f"{flag} {','.join(f'{t}={o}' for t, o in pairs.items())}") if pairs else (
             f"; rename the columns or map them with {flag} THEIRS=EXPECTED")
-        raise DataError(f"{where}{'; '.join(parts)}. A MAT manifest has columns {', '.join(REQUIRED)} "
-                        f"(optional: {', '.join(OPTIONAL)}){hint}")
+        raise DataError(f"{where}{'; '.join(parts)}. {MANIFEST_COLUMNS}{hint}")
     return renames, notes, free
 
 
