@@ -371,6 +371,7 @@ SLOW: dict[str, set[str]] = {
         "test_a_few_row_triplet_is_a_sparse_stratum_and_the_others_are_estimated",  # 1.7 s
         "test_the_check_command_runs_on_such_a_store",  # 6.7 s: mi, then check
         "test_a_rare_answer_class_names_what_check_can_do",  # 1.7 s
+        "test_an_estimator_given_pca_0_keeps_every_coordinate",  # 1.2 s on a loaded machine
     },
     "test_elliptical_level.py": {
         "test_on_classes_that_differ_in_scale_the_level_is_chosen_and_nearer_the_truth",  # 12 s: two n = 6k estimates

@@ -93,3 +93,16 @@ def test_a_rare_answer_class_names_what_check_can_do(tmp_path):
     assert "--rare-classes merge" in out and "matprobe mi" in out and "--no-estimate" in out
     assert "lower --folds" not in out
     assert not (tmp_path / "check.json").exists()
+
+
+def test_an_estimator_given_pca_0_keeps_every_coordinate():
+    # 0 is "no reduction" on the command line and in MI files; given to an estimator directly it
+    # hung in the label-free reduction (found writing the tests above)
+    from matprobe.mi import make_estimator
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(300, 5))
+    y = (z[:, 0] + rng.normal(size=300) > 0).astype(int)
+    a = make_estimator("probe", folds=3, seeds=1, pca=0).estimate(z, y)
+    b = make_estimator("probe", folds=3, seeds=1, pca=None).estimate(z, y)
+    assert (a.value, a.ci_low, a.ci_high) == (b.value, b.ci_low, b.ci_high)

@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 from scipy.special import ndtri  # the normal quantile (scipy.stats costs 1 s to import)
 
-from matprobe.checks import check_level
+from matprobe.checks import check_level, check_pca
 from matprobe.data.entropy import conditional_entropy, conditional_entropy_upper, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
@@ -452,7 +452,8 @@ class CrossFitEstimator:
             raise EstimationError(f"folds must be >= 2 for held-out evaluation, got {folds}")
         if seeds < 1:
             raise EstimationError(f"seeds must be >= 1, got {seeds}")
-        self.folds, self.seeds, self.pca, self.gaussianize = folds, seeds, pca, gaussianize
+        # 0 is no reduction, as `--pca 0` and MI files have it (passed on as 0 it hung the reduction)
+        self.folds, self.seeds, self.pca, self.gaussianize = folds, seeds, check_pca(pca, "pca", EstimationError), gaussianize
         self.ci_level, self.n_boot, self.unit = check_level(ci_level, "ci_level"), n_boot, check_unit(unit)
         self.min_stratum, self.device, self.seed = min_stratum, device, seed
         self.raise_pca = raise_pca
