@@ -472,3 +472,11 @@ def mi_cli_on_synthetic_store(tmp_path, *flags, seed: int, n: int, modality_shif
               *map(str, flags), "--out", str(out)])
     assert res.exit_code == 0, res.output
     return res, json.loads(out.read_text()), store
+
+
+def linear_critic_log_q(x1, w_lin, log_prior, y) -> np.ndarray:
+    """log q(y|x) of the linear critic, logits [x,1] W + log prior, from numpy in float64: what a
+    critic level's parameterisation must give at its linear start (the ladder's levels nest it)."""
+    logits = np.asarray(x1, dtype=np.float64) @ w_lin + log_prior
+    logq = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    return logq[np.arange(len(logq)), np.asarray(y)]

@@ -12,6 +12,7 @@ import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, multivariate_t
 
+from conftest import linear_critic_log_q
 from matprobe.mi import make_estimator, probe
 from matprobe.mi.groundtruth import LatentMixtureTask
 
@@ -96,9 +97,7 @@ def test_at_its_start_the_level_is_the_linear_critic():
     x1 = torch.as_tensor(np.hstack([rng.normal(size=(60, d1 - 1)), np.ones((60, 1))]), dtype=torch.float32)
     y = torch.as_tensor(rng.integers(0, cells, 60))
     got = level._log_q(level.linear_params(), x1, torch.zeros(60, dtype=torch.long), y).numpy()
-    logits = x1.numpy().astype(np.float64) @ w_lin + log_prior
-    want = (logits - logsumexp(logits, axis=1, keepdims=True))[np.arange(60), y.numpy()]
-    assert np.allclose(got, want, atol=1e-5)
+    assert np.allclose(got, linear_critic_log_q(x1.numpy(), w_lin, log_prior, y.numpy()), atol=1e-5)
 
 
 @pytest.mark.parametrize(("kwargs", "named"), [({"elliptical_lr": 0.0}, "elliptical_lr"),
