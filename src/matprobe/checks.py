@@ -107,11 +107,12 @@ def check_rare_classes(value: str, flag: str = "--rare-classes") -> str:
 
 
 def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mapping[str, Any] | None = None,
-                      source: str = "") -> None:
+                      source: str = "", remedy: str | None = None) -> None:
     """Every class of every factor needs >= 2 rows per fold, or held-out MI is not estimable.
 
     With fewer, whole training folds miss a class and the held-out log-loss (and so the
-    estimate) goes far below 0, with an interval that can lie entirely below 0.
+    estimate) goes far below 0, with an interval that can lie entirely below 0. remedy: what
+    the refusal tells the user to do (default: the `mi` options that do it).
     """
     need = 2 * int(folds)
     for name, col in codes.items():
@@ -129,8 +130,9 @@ def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mappi
             where = f"{source}: " if source else ""
             raise EstimationError(
                 f"{where}factor {name!r} class {cls!r} has {int(counts[i])} rows, fewer than 2 per fold for "
-                f"--folds {folds} ({need} needed); held-out MI on so few rows is not estimable: add samples, "
-                "merge rare classes (--rare-classes merge does it, flagging the terms), or lower --folds"
+                f"--folds {folds} ({need} needed); held-out MI on so few rows is not estimable"
+                + (f". {remedy}" if remedy else ": add samples, merge rare classes (--rare-classes merge does it, "
+                   "flagging the terms), or lower --folds")
             )
 
 

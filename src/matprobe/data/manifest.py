@@ -336,10 +336,10 @@ def load_manifest(
 
 
 def require_jsonl_path(path: str | os.PathLike) -> Path:
-    """`path` as a Path where it ends in .jsonl; otherwise a ValueError naming the fix."""
+    """`path` as a Path where it ends in .jsonl; otherwise a DataError naming the fix."""
     path = Path(path)
     if path.suffix.lower() != ".jsonl":
-        raise ValueError(f"{path}: a manifest is written as JSONL; give a path ending in .jsonl "
+        raise DataError(f"{path}: a manifest is written as JSONL; give a path ending in .jsonl "
                          f"(e.g. {path.with_suffix('.jsonl').name})")
     return path
 

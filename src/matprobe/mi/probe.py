@@ -1106,15 +1106,17 @@ class _MLPLadder:
     decayed = ("u", "v")
 
     form_name = "mlp"  # diagnostics' `nonlinear_form`
+    # the estimator's settings this form is fitted with: Adam's step, and the epochs without gain
+    # on the validation split before a fit stops
+    lr_setting, patience_setting = "mlp_lr", "mlp_patience"
 
     @property
     def learning_rate(self) -> float:
-        return self.est.mlp_lr
+        return getattr(self.est, self.lr_setting)
 
     @property
     def patience(self) -> int:
-        """Epochs without gain on the validation split before a fit of this level stops."""
-        return self.est.mlp_patience
+        return getattr(self.est, self.patience_setting)
 
     def _strata_of(self, c):
         return torch.as_tensor(np.array([self.s_index[int(v)] for v in c], dtype=np.int64), device=self.dev)
@@ -1284,10 +1286,7 @@ class _LatentCellLadder(_MLPLadder):
 
     decayed = ()
     form_name = "latent cells"
-
-    @property
-    def learning_rate(self) -> float:
-        return self.est.latent_lr
+    lr_setting = "latent_lr"
 
     def _new(self, seed, w_init=None):
         base = self.w0 if w_init is None else w_init
@@ -1352,14 +1351,7 @@ class _EllipticalLadder(_MLPLadder):
 
     decayed = ()
     form_name = "elliptical"
-
-    @property
-    def learning_rate(self) -> float:
-        return self.est.elliptical_lr
-
-    @property
-    def patience(self) -> int:
-        return self.est.elliptical_patience
+    lr_setting, patience_setting = "elliptical_lr", "elliptical_patience"
 
     def _new(self, seed, w_init=None):
         gen = torch.Generator().manual_seed(int(seed))

@@ -516,27 +516,22 @@ def _conditional_term(z, strata, y, target: str, st: dict, store_path, mi: dict,
     conditions, never a target: a (M, A, T) triplet of a few rows is a small stratum, as
     `matprobe mi` treats it, where a chain over [stratum, Y] refused it as a class of the stratum
     factor with too few rows per fold. The same bits as that chain's second term otherwise."""
-    from matprobe.checks import check_class_sizes, check_pca
+    from matprobe.checks import check_class_sizes
     from matprobe.data.entropy import joint_codes
-    from matprobe.errors import EstimationError
     from matprobe.mi import estimator_tags, make_estimator
     from matprobe.mi.chain import TermSpec, estimate_terms
     from matprobe.progress import track
 
-    try:
-        check_class_sizes({target: y}, st["folds"])
-    except EstimationError as exc:
-        raise EstimationError(
-            f"{store_path}: {str(exc).split('; held-out MI')[0]}; held-out MI on so few rows is not estimable. "
-            f"Estimate the term with the rare classes merged and pass that file: "
-            f"{target_term_command(store_path, mi, target)} --rare-classes merge, then check --mi mi.json; or "
-            "check --no-estimate") from None
+    check_class_sizes({target: y}, st["folds"], source=str(store_path),
+                      remedy=(f"Estimate the term with the rare classes merged and pass that file: "
+                              f"{target_term_command(store_path, mi, target)} --rare-classes merge, then check "
+                              "--mi mi.json; or check --no-estimate"))
     codes = {"stratum": np.unique(strata, return_inverse=True)[1].reshape(-1),
              target: np.unique(y, return_inverse=True)[1].reshape(-1)}
     name = st["estimator"]
-    # as chain_terms reads it: 0 (how MI files record "no reduction") is None
-    pca = check_pca(st["pca"], error=EstimationError)
-    est = make_estimator(name, seeds=st["seeds"], folds=st["folds"], pca=pca, ci_level=st["level"], seed=st["seed"])
+    # pca 0 (how MI files record "no reduction") is read as none by every estimator
+    est = make_estimator(name, seeds=st["seeds"], folds=st["folds"], pca=st["pca"], ci_level=st["level"],
+                         seed=st["seed"])
     bar = track("check", 1, enabled=bool(progress), unit="estimates")
     with bar:
         [term] = estimate_terms(est, estimator_tags(name), z, codes, [TermSpec((target,), ("stratum",))],
