@@ -115,8 +115,17 @@ class _Stratum:
 
 def _log_q_of_logits(logits: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
     """log q(y|z) per row from cell logits [n, k] and the row's label log-mask [n, k] (0 on the
-    cells of its label, NEG elsewhere): the label's cells against all cells."""
-    return torch.logsumexp(logits + y_mask, -1) - torch.logsumexp(logits, -1)
+    cells of its label, NEG elsewhere): the label's cells against all cells.
+
+    Where every row's label has one cell (no sub-classes, one stratum's cells: the linear
+    path's case) the label's logsumexp is that cell's logit, read by a maximum: logsumexp
+    computes max + log(sum exp(x - max)), and with the other cells at NEG the sum is exactly 1,
+    so the bits are the same at a fraction of the cost (the masked logsumexp was 3% of the chain
+    benchmark's CPU time)."""
+    masked = logits + y_mask
+    if bool(((y_mask == 0).sum(-1) == 1).all()):
+        return masked.amax(-1) - torch.logsumexp(logits, -1)
+    return torch.logsumexp(masked, -1) - torch.logsumexp(logits, -1)
 
 
 def _design(x, dev):
