@@ -52,6 +52,25 @@ class TermSpec:
         return term_name(",".join(self.targets), list(self.given))
 
 
+def chain_specs(order, direct: bool = True, difference: bool = True) -> list[TermSpec]:
+    """The terms `chain_terms` estimates over `order`, in its order: the chain's terms (each
+    offered the later factors as sub-classes), then the direct joint term (`direct` or
+    `difference`) and the prefixes I(Z;F_1..F_j) whose differences cross-check the conditional
+    terms (`difference`; Hewitt et al. 2021). One fold plan's reduction is settled on all of
+    them, so a term's estimate depends on the whole list (`compare` reuses it to match `mi`).
+
+    >>> [s.name for s in chain_specs(["M", "A", "T"])]
+    ['I(Z;M)', 'I(Z;A|M)', 'I(Z;T|M,A)', 'I(Z;M,A,T)', 'I(Z;M,A)']
+    """
+    order = list(order)
+    specs = [TermSpec((t,), tuple(order[:j]), tuple(order[j + 1:])) for j, t in enumerate(order)]
+    if direct or difference:
+        specs.append(TermSpec(tuple(order)))
+    prefixes = range(1, len(order) - 1) if difference else range(0)
+    specs += [TermSpec(tuple(order[: j + 1]), (), tuple(order[j + 1:])) for j in prefixes]
+    return specs
+
+
 def _joint(codes: dict[str, np.ndarray], names) -> np.ndarray | None:
     if not names:
         return None
@@ -287,7 +306,7 @@ class ChainResult:
             for j, (term, e) in enumerate(items):
                 rows.append({"term": term, "target": self.factors[j], "given": ",".join(self.factors[:j]),
                              "estimator": est, "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
-                             "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
+                             "ci_level": e.ci_level, "bound": e.bound, "h_upper": e.h_upper, "n": e.n_eval,
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
                              "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
                              "flags": ",".join(e.flags), "unit": e.unit, **baseline_columns(e.diagnostics)})
@@ -295,13 +314,13 @@ class ChainResult:
             d = self.direct.get(est)
             rows.append({"term": "sum of terms", "target": "", "given": "", "estimator": est,
                          "estimate": total, "ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan,
-                         "h_upper": sum(e.h_upper for _, e in items), "n": items[0].estimate.n_eval,
+                         "bound": "", "h_upper": sum(e.h_upper for _, e in items), "n": items[0].estimate.n_eval,
                          "chain_difference": np.nan, "clipped": False, "degenerate": False,
                          "note": "", "flags": "", "unit": self.unit})
             if d is not None:
                 rows.append({"term": term_name(",".join(self.factors), []), "target": ",".join(self.factors),
                              "given": "", "estimator": est, "estimate": d.value, "ci_low": d.ci_low,
-                             "ci_high": d.ci_high, "ci_level": d.ci_level, "h_upper": d.h_upper,
+                             "ci_high": d.ci_high, "ci_level": d.ci_level, "bound": d.bound, "h_upper": d.h_upper,
                              "n": d.n_eval, "chain_difference": np.nan, "clipped": d.clipped,
                              "degenerate": d.degenerate, "note": d.note, "flags": ",".join(d.flags),
                              "unit": d.unit})
@@ -534,13 +553,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
         if codes[name].max(initial=0) == 0:
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
     check_class_sizes({f: np.asarray(factors[f]) for f in order}, folds, labels)  # rows per class vs folds
-    # the chain's terms, then the direct joint term and the prefixes I(Z;F_1..F_j) whose
-    # differences cross-check the conditional terms (Hewitt et al. 2021)
-    specs = [TermSpec((t,), tuple(order[:j]), tuple(order[j + 1:])) for j, t in enumerate(order)]
-    if direct or difference:
-        specs.append(TermSpec(tuple(order)))
-    prefixes = range(1, len(order) - 1) if difference else range(0)
-    specs += [TermSpec(tuple(order[: j + 1]), (), tuple(order[j + 1:])) for j in prefixes]
+    specs = chain_specs(order, direct, difference)
     # one fold plan per estimator for the whole chain, stratified by all factors
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,

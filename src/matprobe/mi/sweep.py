@@ -32,6 +32,7 @@ from matprobe.errors import EstimationError, StoreError
 from matprobe.locks import locked_output
 from matprobe.mi.base import settled_pca
 from matprobe.mi.controls import baseline_columns
+from matprobe.mi.interface import LOWER, ONE_SIDED, TWO_SIDED
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
 from matprobe.parallel import init_ranks
 from matprobe.provenance import check_finished_cells
@@ -40,8 +41,10 @@ from matprobe.units import NATS, check_unit
 
 FORMATS = (".csv", ".json", ".parquet")
 COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
-           "estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
+           "estimate", "ci_low", "ci_high", "bound", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
            "note", "seconds", "settings", "flags", "pca"]
+# `bound`: "two-sided", or "lower" where only ci_low is a statement (ci_high is then the entropy
+# cap's upper limit: mi.interface.ONE_SIDED); empty on a failed cell
 # baseline columns the table keeps (issue 25; values from mi.controls.baseline_columns), present when the
 # sweep ran them: the control task's selectivity with its interval, the online codelength's compression,
 # the permutation p-value and the excess over the null
@@ -243,7 +246,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "given": ",".join(given), "estimator": settings.estimator,
                      "estimate": from_nats(e.value, unit),
                      "ci_low": from_nats(e.ci_low, unit), "ci_high": from_nats(e.ci_high, unit),
-                     "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
+                     "bound": e.bound, "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
                      "settings": settings.digest(), "flags": ",".join(e.flags),
@@ -276,7 +279,8 @@ def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds
         rows.append({"checkpoint": cell.checkpoint, "store": cell.store, "fingerprint": "",
                      "layer": cell.layer, "pool": cell.pool, "term": term_name(target, given),
                      "target": target, "given": ",".join(given), "estimator": settings.estimator,
-                     "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci_level": settings.ci_level,
+                     "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "bound": "",
+                     "ci_level": settings.ci_level,
                      "unit": settings.unit, "n": 0, "h_upper": np.nan, "clipped": False, "degenerate": False,
                      "note": f"estimation failed ({type(exc).__name__}: {reason}); rerun the sweep to retry",
                      "seconds": round(seconds, 3), "settings": settings.digest(), "flags": FAILED,
@@ -355,14 +359,29 @@ def read_table(path) -> pd.DataFrame:
         df["flags"] = ""  # tables written before the flags column
     if "pca" not in df.columns and len(df.columns):
         df["pca"] = ""  # tables written before the pca column (their settings differ: recomputed)
+    if "bound" not in df.columns and len(df.columns) and "note" in df.columns:
+        # tables written before the bound column: one-sided terms said so in their note
+        failed = (df["flags"].fillna("").astype(str).str.split(",").apply(lambda f: FAILED in f)
+                  if "flags" in df.columns else [False] * len(df))
+        df["bound"] = [_bound_from_note(n, bad) for n, bad in zip(df["note"].astype(str), failed)]
     if "flags" in df.columns:
         df["flags"] = df["flags"].fillna("").astype(str)
+    if "bound" in df.columns:
+        df["bound"] = df["bound"].fillna("").astype(str)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise EstimationError(f"{path}: not a sweep results file (no column {missing[0]!r}); "
                               "pass another --out")
     df["layer"] = df["layer"].astype(str)
     return df[_columns(df)]
+
+
+def _bound_from_note(note: str, failed: bool) -> str:
+    """The `bound` of a row of a table written before that column, from its note: every one-sided
+    term's note holds `ONE_SIDED` (or, after the first, "one-sided (as above)"); a failed cell has none."""
+    if failed:
+        return ""
+    return LOWER if (ONE_SIDED in note or "one-sided" in note) else TWO_SIDED
 
 
 def write_table(df: pd.DataFrame, path) -> None:

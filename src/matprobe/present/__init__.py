@@ -7,7 +7,9 @@ unit, a one-line description (the report's glossary) and a formatter. Text rende
 values, so nothing is lost to rounding. An interval is one cell holding a (low, high)
 pair: it is shown as ``[low, high]`` and written as two columns ``<key>_low``,
 ``<key>_high``; a (value, low, high) triple is shown as ``value [low, high]`` and
-written as ``<key>``, ``<key>_low``, ``<key>_high``.
+written as ``<key>``, ``<key>_low``, ``<key>_high``. A `OneSided` pair or triple (an
+interval of which only the lower end is a statement) is shown as ``≥ low`` or
+``value [≥ low]`` and written like any other.
 
 Renderers are plain functions (`to_markdown`, `to_html`, `to_latex`, `to_csv`,
 `to_json`, `to_rich`); `render(table, fmt)` picks one by name, and `stdout_console()`
@@ -53,6 +55,9 @@ class Column:
     def format(self, value: Any) -> str:
         if _missing(value):
             return self.missing
+        if isinstance(value, OneSided) and not callable(self.fmt):
+            low = _fmt_one(value[-2], self.fmt)
+            return f"≥ {low}" if len(value) == 2 else f"{_fmt_one(value[0], self.fmt)} [≥ {low}]"
         if isinstance(value, (tuple, list)) and len(value) == 2 and not callable(self.fmt):
             return f"[{_fmt_one(value[0], self.fmt)}, {_fmt_one(value[1], self.fmt)}]"
         if isinstance(value, (tuple, list)) and len(value) == 3 and not callable(self.fmt):
@@ -61,6 +66,31 @@ class Column:
         if callable(self.fmt):
             return str(self.fmt(value))
         return _fmt_one(value, self.fmt)
+
+
+class OneSided(tuple):
+    """An interval (low, high) or (value, low, high) of which only the lower end is a
+    statement: an MI estimate whose shortfall is not bounded (`mi.interface.ONE_SIDED`),
+    whose upper end is only the entropy cap. Shown as ``≥ low`` (``value [≥ low]``), so a
+    reader never takes the cap for the interval's upper limit; CSV and JSON keep both ends.
+
+    >>> Column("i", fmt=".3f").format(OneSided((0.412, 0.38, 1.099)))
+    '0.412 [≥ 0.380]'
+    >>> Column("i", fmt=".3f").format(OneSided((0.38, 1.099)))
+    '≥ 0.380'
+    """
+
+    def __new__(cls, values):
+        values = tuple(values)
+        if len(values) not in (2, 3):
+            raise ValueError(f"OneSided holds (low, high) or (value, low, high), got {len(values)} values")
+        return super().__new__(cls, values)
+
+
+def interval_cell(values, bound: str | None):
+    """The cell of an interval (low, high) or (value, low, high) with its `bound` as MI results
+    record it ("lower": one-sided, `OneSided`; anything else: the plain tuple)."""
+    return OneSided(values) if bound == "lower" else tuple(values)
 
 
 def _missing(v) -> bool:

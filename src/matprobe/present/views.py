@@ -8,7 +8,12 @@ free of presentation code.
 
 from __future__ import annotations
 
-from matprobe.present import Column, Table
+from matprobe.present import Column, Table, interval_cell
+
+# beside every table that shows a one-sided interval (`present.OneSided`)
+ONE_SIDED_FOOTNOTE = ("≥ x: a one-sided interval: the estimator's shortfall is not bounded there (see the note), "
+                      "so only its lower end is a statement: the MI is at least x; the entropy cap H is its "
+                      "only upper limit")
 
 
 def validation_table(report, source) -> Table:
@@ -36,8 +41,10 @@ def sweep_table(res, unit: str = "") -> Table:
     for key, grp in frame.groupby(["checkpoint", "layer", "pool"], sort=False):
         row = dict(zip(("checkpoint", "layer", "pool"), map(str, key)))
         for r in grp.itertuples():
-            row[r.term] = (r.estimate, r.ci_low, r.ci_high)
+            row[r.term] = interval_cell((r.estimate, r.ci_low, r.ci_high), getattr(r, "bound", ""))
         table.rows.append(row)
+    if "bound" in frame and (frame["bound"] == "lower").any():
+        table.footnotes.append(ONE_SIDED_FOOTNOTE)
     return table
 
 
@@ -55,7 +62,8 @@ def comparison_table(comp) -> Table:
                               f"{comp.folds} folds, {comp.estimator}")
     for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
         table.add_row(side=tag, store=side["store"], layer=side["layer"], pool=side["pool"],
-                      estimate=side["estimate"], interval=(side["ci_low"], side["ci_high"]))
+                      estimate=side["estimate"], interval=interval_cell((side["ci_low"], side["ci_high"]),
+                                                                        side.get("bound")))
     # ΔI is estimated from per-sample terms on the shared rows (same folds and seeds), not as the
     # difference of the two estimates above, so its label says so and the footnote gives both
     table.add_row(side="paired ΔI", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
@@ -78,6 +86,8 @@ def comparison_table(comp) -> Table:
                                   if abs(d.delta) <= slack else ""))
     if comp.note:
         table.footnotes.append(comp.note)
+    if "lower" in (comp.side_a.get("bound"), comp.side_b.get("bound")):
+        table.footnotes.append(ONE_SIDED_FOOTNOTE)
     return table
 
 
@@ -234,8 +244,10 @@ def chain_table(result):
         if "compression" in frame and not pd.isna(r.compression):
             extra.update(online_bits=r.online_bits, compression=r.compression)
         table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
-                      interval=(r.ci_low, r.ci_high), h_upper=r.h_upper,
+                      interval=interval_cell((r.ci_low, r.ci_high), r.bound), h_upper=r.h_upper,
                       chain_difference=r.chain_difference, note=r.note, **extra)
+    if (frame["bound"] == "lower").any():
+        table.footnotes.append(ONE_SIDED_FOOTNOTE)
     return table
 
 

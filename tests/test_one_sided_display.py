@@ -1,0 +1,102 @@
+"""One-sided intervals read as "at least" wherever they are printed (issue 22: where the
+estimator's bias cannot be bounded, the interval says so).
+
+A user study found `sweep` and `compare` printing one-sided intervals as [lo, hi], whose upper
+end is only the entropy cap (the report already wrote "≥ lo (one-sided)"), and the sweep's CSV
+without a column saying which rows are one-sided. The MI results here are the committed demo's
+own files (every term one-sided there), not made up for the test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matprobe.mi.chain import ChainResult
+from matprobe.mi.interface import ONE_SIDED
+from matprobe.mi.sweep import COLUMNS, SweepResult, read_table, write_table
+from matprobe.present import Column, OneSided, interval_cell, to_csv, to_markdown
+from matprobe.present.views import ONE_SIDED_FOOTNOTE, chain_table, comparison_table, sweep_table
+
+DEMO_MI = Path(__file__).resolve().parents[1] / "reports" / "demo" / "mi" / "related-s0__3__last.json"
+
+
+def test_one_sided_cells_show_only_their_lower_end_and_keep_both_in_raw_output():
+    col = Column("i", fmt=".3f")
+    assert col.format(OneSided((0.41249, 0.3801, 1.0986))) == "0.412 [≥ 0.380]"
+    assert col.format(OneSided((0.3801, 1.0986))) == "≥ 0.380"
+    assert col.format((0.3801, 1.0986)) == "[0.380, 1.099]"  # two-sided: as before
+    assert interval_cell((1, 2), "lower") == OneSided((1, 2)) and type(interval_cell((1, 2), "two-sided")) is tuple
+    with pytest.raises(ValueError, match="got 4 values"):
+        OneSided((1, 2, 3, 4))
+
+
+def test_mi_table_of_a_one_sided_run_says_at_least():
+    res = ChainResult.read(DEMO_MI)
+    terms = res.estimates("probe")
+    assert {e.estimate.bound for e in terms} == {"lower"}  # the demo's terms are all one-sided
+    table = chain_table(res)
+    text = to_markdown(table)
+    raw = pd.read_csv(__import__("io").StringIO(to_csv(table)))
+    for term in terms:
+        e = term.estimate
+        assert f"≥ {e.ci_low:.3f}" in text
+        assert f"[{e.ci_low:.3f}, {e.ci_high:.3f}]" not in text  # the cap is not shown as an upper limit
+        row = raw[raw["term"] == term.term].iloc[0]
+        assert (row["interval_low"], row["interval_high"]) == pytest.approx((e.ci_low, e.ci_high), abs=1e-12)
+    assert ONE_SIDED_FOOTNOTE in table.footnotes
+    assert (res.frame().dropna(subset=["ci_low"])["bound"] == "lower").all()
+
+
+def _sweep_frame(bound_column: bool) -> pd.DataFrame:
+    """A sweep table of the demo's terms (one-sided) and one two-sided row, as `estimate_cell` writes."""
+    res = ChainResult.read(DEMO_MI)
+    rows = []
+    for term in res.estimates("probe"):
+        e = term.estimate
+        rows.append({"checkpoint": "related-s0", "store": "s.h5", "fingerprint": "f", "layer": "3", "pool": "last",
+                     "term": term.term, "target": "", "given": "", "estimator": "probe", "estimate": e.value,
+                     "ci_low": e.ci_low, "ci_high": e.ci_high, "bound": e.bound, "ci_level": 0.95, "unit": "nats",
+                     "n": 480, "h_upper": e.h_upper, "clipped": False, "degenerate": False, "note": e.note,
+                     "seconds": 0.0, "settings": "x", "flags": "", "pca": 64})
+    rows.append({**rows[0], "layer": "2", "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "bound": "two-sided",
+                 "note": ""})
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame if bound_column else frame.drop(columns="bound")
+
+
+def test_sweep_table_and_csv_say_which_rows_are_one_sided(tmp_path):
+    frame = _sweep_frame(True)
+    write_table(frame, tmp_path / "s.csv")
+    back = read_table(tmp_path / "s.csv")
+    assert list(back["bound"]) == ["lower"] * 4 + ["two-sided"]
+    text = to_markdown(sweep_table(SweepResult(back, tmp_path / "s.csv", 2, 2, 0, 0.0)))
+    first = frame.iloc[0]
+    assert f"{first.estimate:.3f} [≥ {first.ci_low:.3f}]" in text
+    assert f"{first.estimate:.3f} [{first.ci_low:.3f}, {first.ci_high:.3f}]" not in text
+    assert "0.500 [0.400, 0.600]" in text and ONE_SIDED_FOOTNOTE in text
+
+
+def test_a_sweep_table_written_before_the_bound_column_gets_it_from_the_notes(tmp_path):
+    old = _sweep_frame(False)
+    assert all(ONE_SIDED in n or "one-sided" in n for n in old["note"][:4])  # how those rows said it
+    failed = {**old.iloc[4].to_dict(), "layer": "1", "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+              "note": "estimation failed (ValueError: x); rerun the sweep to retry", "flags": "failed"}
+    old = pd.concat([old, pd.DataFrame([failed])], ignore_index=True)
+    old.to_csv(tmp_path / "old.csv", index=False)
+    assert list(read_table(tmp_path / "old.csv")["bound"]) == ["lower"] * 4 + ["two-sided", ""]
+
+
+def test_compare_table_marks_a_one_sided_side():
+    from matprobe.mi.compare import Comparison
+    from matprobe.mi.paired import PairedDifference
+
+    side = {"store": "a.h5", "layer": "3", "pool": "last", "estimate": 0.61, "ci_low": 0.39, "ci_high": 0.65,
+            "bound": "lower"}
+    comp = Comparison("I(Z;T|M,A)", side, {**side, "store": "b.h5", "bound": "two-sided", "ci_high": 0.64},
+                      PairedDifference(0.0, -0.1, 0.1, 0.95, 1.0, 0.05, 480, "nats"), "probe", 3, 5)
+    text = to_markdown(comparison_table(comp))
+    assert "≥ +0.3900" in text and "[+0.3900, +0.6400]" in text and ONE_SIDED_FOOTNOTE in text
