@@ -61,6 +61,8 @@ def two_stores(tmp_path_factory):
     perm = rng.permutation(n)
     make_store(root / "b.h5", [ids[i] for i in perm], m[perm], t[perm],
                {("8", "last"): zb[perm], ("16", "last"): za[perm]}).close()
+    # ... and the same store in A's order
+    make_store(root / "b-same-order.h5", ids, m, t, {("8", "last"): zb, ("16", "last"): za}).close()
     truth = 0.5 * (info_binary(1.0) - info_binary(0.5))  # p(M = m) = 1/2 in the population
     return root, truth
 
@@ -78,13 +80,37 @@ def test_known_delta_is_covered_and_detected(two_stores):
 
 
 def test_two_layers_of_one_store_equal_two_stores(two_stores):
-    """Layer 16 of B holds A's features: B/16 vs B/8 must reproduce A vs B exactly (same folds, seeds)."""
+    """Layer 16 of B holds A's features: B/16 vs B/8 must reproduce A vs B exactly (same folds, seeds),
+    where B lists the samples in A's order; rows follow A's order, so B's own order changes nothing."""
     root, _ = two_stores
     kw = dict(pool="last", seeds=2, pca=None, n_boot=300, **FAST)
-    two = compare_stores(root / "a.h5", root / "b.h5", "T|M", layer="8", **kw)
-    one = compare_stores(root / "b.h5", None, "T|M", layer="16", layer_b="8", **kw)
+    two = compare_stores(root / "a.h5", root / "b-same-order.h5", "T|M", layer="8", **kw)
+    one = compare_stores(root / "b-same-order.h5", None, "T|M", layer="16", layer_b="8", **kw)
     assert one.difference.delta == pytest.approx(two.difference.delta, abs=1e-6)
     assert one.side_a["estimate"] == pytest.approx(two.side_a["estimate"], abs=1e-6)
+    permuted = compare_stores(root / "a.h5", root / "b.h5", "T|M", layer="8", **kw)
+    assert (permuted.difference.delta, permuted.side_b["estimate"]) == (two.difference.delta, two.side_b["estimate"])
+    assert "B lists the samples in another order than A" in permuted.note
+    assert "another order" not in two.note
+
+
+def test_side_estimates_are_the_ones_mi_gives(two_stores):
+    """A user found compare's side estimates differing from `mi`'s on the same store (compare folded
+    by id string over the term alone; `mi` folds by the chain's factors over all its terms): each
+    side is now `mi`'s own number, bit for bit, for the default chain and for a longer one."""
+    from matprobe.mi.chain import run_store
+
+    root, _ = two_stores
+    kw = dict(seeds=2, folds=3, pca=None, **FAST)
+    for term, factors in (("T|M", None), ("M", ["M", "T"])):
+        comp = compare_stores(root / "a.h5", root / "b-same-order.h5", term, layer="8", pool="last", factors=factors,
+                              n_boot=200, **kw)
+        for side, path in ((comp.side_a, "a.h5"), (comp.side_b, "b-same-order.h5")):
+            res, _ = run_store(root / path, factors or ["M", "T"], "8", "last", **kw)
+            e = res.estimates("probe")[0 if term == "M" else 1].estimate
+            assert (side["estimate"], side["ci_low"], side["ci_high"]) == (e.value, e.ci_low, e.ci_high)
+    with pytest.raises(EstimationError, match=r"not a term of the chain over T,M .*--factors with M,T"):
+        compare_stores(root / "a.h5", root / "b.h5", "T|M", layer="8", factors=["T", "M"], **kw)
 
 
 def test_null_repeats_reject_at_most_7_percent():

@@ -571,6 +571,7 @@ def compare_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool of A (default: last)."),
     layer_b: Optional[str] = typer.Option(None, "--layer-b", help="Layer of B (default: --layer)."),
     pool_b: Optional[str] = typer.Option(None, "--pool-b", help="Pool of B (default: --pool)."),
+    factors: Optional[str] = typer.Option(None, "--factors", help="The chain the term belongs to, as `mi --factors` (default: the term's conditioning set, then its target): each side's estimate is then the one `mi` gives on that store with the same seeds, folds and PCA."),
     estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
@@ -581,9 +582,11 @@ def compare_command(
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
     fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
-    rare_classes: str = typer.Option("refuse", "--rare-classes", help="The target's classes with fewer than 2 rows per fold: refuse (say which), or merge them into one on both sides (said in the note)."),
+    rare_classes: str = typer.Option("refuse", "--rare-classes", help="Classes with fewer than 2 rows per fold: refuse (say which), or merge them into one per factor on both sides (said in the note), as `mi` does."),
 ) -> None:
-    """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value."""
+    """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value.
+
+    The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
     _refuse_in_place(out, store_a, store_b)
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.present.views import comparison_table
@@ -593,8 +596,8 @@ def compare_command(
     with track("compare", None) as bar:
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
-                              estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, ci_level=level,
-                              n_boot=n_boot, unit=unit, rare_classes=rare_classes)
+                              factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca or None,
+                              ci_level=level, n_boot=n_boot, unit=unit, rare_classes=rare_classes)
         bar.advance()
     lines = []
     if out is not None:

@@ -27,7 +27,14 @@ from matprobe.checks import check_class_sizes, check_level, check_rare_classes, 
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
-from matprobe.mi.chain import TermSpec, estimate_terms, merge_rare_classes, merged_classes_phrase, term_name
+from matprobe.mi.chain import (
+    TermSpec,
+    chain_specs,
+    estimate_terms,
+    merge_rare_classes,
+    merged_classes_phrase,
+    term_name,
+)
 from matprobe.mi.interface import LOWER
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
 from matprobe.mi.prep import stratified_folds
@@ -124,8 +131,8 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
 def _summary(e, unit) -> dict:
     return {"estimate": from_nats(e.value, unit), "ci_low": from_nats(e.ci_low, unit),
             "ci_high": from_nats(e.ci_high, unit), "ci_level": e.ci_level,
-            "h_upper": from_nats(e.h_upper, unit), "clipped": e.clipped, "degenerate": e.degenerate,
-            "note": e.note}
+            "bound": e.bound, "h_upper": from_nats(e.h_upper, unit), "clipped": e.clipped,
+            "degenerate": e.degenerate, "note": e.note}
 
 
 # ---------------------------------------------------------------------- stores
@@ -139,7 +146,8 @@ def _feature_key(st, path, layer, pool, role):
 
 
 def load_side(path, factors: list[str], layer, pool, role="A"):
-    """(ids, {factor: labels as str}, Z, meta) of one store side, rows in store order."""
+    """(ids, {factor: labels as str}, {factor: (the store's label codes, its vocabulary)}, Z,
+    meta) of one store side, rows in store order (codes -1: no label)."""
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
@@ -148,7 +156,7 @@ def load_side(path, factors: list[str], layer, pool, role="A"):
         if not done.all():
             raise StoreError(f"{path} ({role}): {int((~done).sum())} of {st.n} rows have no features yet; "
                              "finish the extraction (rerun `matprobe extract`) before comparing")
-        labels = {}
+        labels, codes_by = {}, {}
         for name in factors:
             try:
                 codes, vocab = st.factor(name)
@@ -157,10 +165,11 @@ def load_side(path, factors: list[str], layer, pool, role="A"):
                                  f"{', '.join(st.label_columns())}") from None
             voc = np.asarray(list(vocab) + [""], dtype=object)  # code -1 (missing) -> ""
             labels[name] = voc[codes].astype(str)
+            codes_by[name] = (codes, tuple(vocab))
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": layer, "pool": pool}
         ids = st.ids.astype(str)
-    return ids, labels, z, meta
+    return ids, labels, codes_by, z, meta
 
 
 def align(ids_a, ids_b, path_a, path_b) -> np.ndarray:
@@ -194,27 +203,32 @@ def _term_codes(labels, target, given, keep):
 
 
 def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, pool=None,
-                   layer_b=None, pool_b=None, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
-                   folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, ci_level: float = DEFAULTS.level,
-                   n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
+                   layer_b=None, pool_b=None, factors=None, estimator: str = DEFAULTS.estimator,
+                   seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
+                   ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
                    seed: int = 0, rare_classes: str = "refuse", **estimator_kwargs) -> Comparison:
     """ΔI of one term between two stores, or between two (layer, pool) keys of one store.
 
+    The term is estimated as `mi` estimates it, within the chain over `factors` (default: the
+    term's conditioning set, then its target: 'T|M,A' in the chain M, A, T), with that chain's
+    fold plan: rows in A's order (B's aligned to them by id) and A's label codes. So side A's
+    estimate is the one `mi STORE_A --factors ...` gives with the same seeds, folds and PCA,
+    and side B's is `mi`'s on B wherever B lists the samples in A's order with A's vocabulary
+    (stores extracted from one dataset file do); `Comparison.note` says when B's order differs.
+
     store_b None (or the same path) with layer_b/pool_b compares two layers of store_a;
     layer_b/pool_b default to layer/pool. Refuses differing sample ids (with counts),
-    differing labels, a missing layer/pool on either side, and a term that is degenerate
-    (H(Y|C) = 0) on one side only. rare_classes: the target's classes with fewer than 2 rows
-    per fold are refused ("refuse", as `mi` does) or merged into one ("merge", said in the note).
+    differing labels, a missing layer/pool on either side, a term that is not one of the
+    chain's, and a term that is degenerate (H(Y|C) = 0) on one side only. rare_classes: classes
+    with fewer than 2 rows per fold are refused ("refuse", as `mi` does) or merged into one per
+    factor ("merge", as `mi --rare-classes merge` does, said in the note).
     """
     check_level(ci_level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
     check_rare_classes(rare_classes)
     target, given = parse_term(term)
-    factors = [target] + given
+    order = chain_order(target, given, factors)
     store_b = store_a if store_b is None else store_b
-    ids_a, lab_a, z_a, meta_a = load_side(store_a, factors, layer, pool, "A")
-    # rows in id order, so folds (and so the numbers) do not depend on either store's row order
-    by_id = np.argsort(ids_a, kind="stable")
-    ids_a, z_a, lab_a = ids_a[by_id], z_a[by_id], {k: v[by_id] for k, v in lab_a.items()}
+    ids_a, lab_a, codes_a, z_a, meta_a = load_side(store_a, order, layer, pool, "A")
     same_store = str(store_b) == str(store_a)
     if same_store and layer_b is None and pool_b is None:
         raise StoreError(f"{store_a}: comparing a store with itself needs --layer-b or --pool-b "
@@ -222,13 +236,15 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     # B's defaults are A's request, resolved on B (`-1` is B's own last block)
     lb_key = layer if layer_b is None else layer_b
     pb_key = pool if pool_b is None else pool_b
-    ids_b, lab_b, z_b, meta_b = load_side(store_b, factors, lb_key, pb_key, "B")
-    order = align(ids_a, ids_b, store_a, store_b)
-    z_b = z_b[order]
-    lab_b = {k: v[order] for k, v in lab_b.items()}
+    ids_b, lab_b, _, z_b, meta_b = load_side(store_b, order, lb_key, pb_key, "B")
+    # rows in A's order (`mi`'s on A), B's aligned to them: the folds are those of `mi` on A
+    order_b = align(ids_a, ids_b, store_a, store_b)
+    b_reordered = not np.array_equal(order_b, np.arange(len(order_b)))
+    z_b = z_b[order_b]
+    lab_b = {k: v[order_b] for k, v in lab_b.items()}
     keep = np.ones(len(ids_a), dtype=bool)
-    for name in factors:
-        keep &= (lab_a[name] != "") & (lab_b[name] != "")  # rows missing a label take no part
+    for name in order:
+        keep &= (lab_a[name] != "") & (lab_b[name] != "")  # rows missing a label take no part (as in `mi`)
     # degeneracy first: it names the problem more precisely than the label check below
     h = [conditional_entropy(*_term_codes(lab, target, given, keep)) for lab in (lab_a, lab_b)]
     if (h[0] <= 1e-12) != (h[1] <= 1e-12):
@@ -239,30 +255,107 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                               "the conditioning set: compare stores of the same dataset")
     check_same_labels(ids_a, lab_a, lab_b, store_a, store_b)
     check_same_records_paths([store_a, store_b])  # same records, not only the same ids and labels
-    y, c = _term_codes(lab_a, target, given, keep)
-    merged = {}
-    if rare_classes == "merge":  # both sides share the labels: one merge for both
-        merged_y, _, merged = merge_rare_classes({target: y}, [target], folds, {target: tuple(np.unique(
-            lab_a[target][keep]))})
-        y = merged_y[target]
-    else:  # a class missing from training folds sends held-out estimates far below 0 (checks.py)
-        check_class_sizes({target: lab_a[target][keep]}, folds)
-    sub = None
-    side_a, side_b, diff = compare_arrays(z_a[keep], z_b[keep], y, c, estimator=estimator, seeds=seeds,
-                                          folds=folds, pca=pca, seed=seed, sub=sub, ci_level=ci_level,
-                                          n_boot=n_boot, unit=unit, **estimator_kwargs)
+    side_a, side_b, diff, merged = compare_chain_arrays(
+        z_a[keep], z_b[keep], {f: codes_a[f][0][keep] for f in order}, order, len(given),
+        labels={f: codes_a[f][1] for f in order}, estimator=estimator,
+        seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level, n_boot=n_boot, unit=unit,
+        rare_classes=rare_classes, **estimator_kwargs)
     side_a.update(meta_a)
     side_b.update(meta_b)
-    note = "" if keep.all() else f"{int((~keep).sum())} rows without a {'/'.join(factors)} label left out"
+    note = "" if keep.all() else f"{int((~keep).sum())} rows without a {'/'.join(order)} label left out"
+    if b_reordered:
+        note = (note + "; " if note else "") + (
+            "B lists the samples in another order than A: its rows were aligned to A's, so its folds are "
+            "those of `mi` on A, and its estimate can differ from `mi`'s on B by fold noise")
     if h[0] <= 1e-12:
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
-    if merged:
-        note = (note + "; " if note else "") + merged_classes_phrase(target, merged[target]) + " on both sides"
+    for name, entry in merged.items():
+        note = (note + "; " if note else "") + merged_classes_phrase(name, entry) + " on both sides"
     if estimator_tags(estimator).bound == LOWER:
         note = (note + "; " if note else "") + (f"{estimator} gives lower bounds: ΔI compares two lower "
                                                 "bounds, not the true MIs")
+    else:
+        one_sided = [tag for tag, side in (("A", side_a), ("B", side_b)) if side["bound"] == LOWER]
+        if one_sided:
+            # a one-sided side's shortfall is not bounded, so neither is the difference's error
+            which = " and ".join(one_sided)
+            note = (note + "; " if note else "") + (
+                f"{which}'s estimate{'s are' if len(one_sided) > 1 else ' is'} one-sided (the estimator's "
+                "shortfall is not bounded there): ΔI and its p compare the estimates, and the true ΔI may "
+                "differ by more than its interval")
     return Comparison(term=term_name(target, given), side_a=side_a, side_b=side_b, difference=diff,
                       estimator=estimator, seeds=seeds, folds=folds, note=note)
+
+
+def chain_order(target: str, given: list[str], factors=None) -> list[str]:
+    """The chain whose term `target | given` is compared: `factors` (names as given to `mi
+    --factors`), default the conditioning set then the target. Refuses a term that is not one
+    of that chain's terms I(Z;F_j|F_1..F_j-1).
+
+    >>> chain_order("T", ["M", "A"])
+    ['M', 'A', 'T']
+    >>> chain_order("A", ["M"], ["M", "A", "T"])
+    ['M', 'A', 'T']
+    """
+    if factors is None:
+        return [*given, target]
+    order = [f.strip() for f in (factors.split(",") if isinstance(factors, str) else factors) if f.strip()]
+    j = order.index(target) if target in order else -1
+    if j < 0 or order[:j] != list(given):
+        chain = " + ".join(term_name(t, order[:i]) for i, t in enumerate(order))
+        raise EstimationError(f"--term {term_name(target, given)} is not a term of the chain over "
+                              f"{','.join(order)} ({chain}); give one of those terms, or --factors with "
+                              f"{','.join([*given, target])} in this order")
+    return order
+
+
+def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *, labels: dict | None = None,
+                         estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
+                         folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, seed: int = DEFAULTS.seed,
+                         ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
+                         rare_classes: str = "refuse", **estimator_kwargs) -> tuple[dict, dict, PairedDifference, dict]:
+    """The chain's term `index` over `order` on Z_A and Z_B, estimated exactly as `chain_terms`
+    estimates it (its terms, fold plan and reduction, `chain_specs`), with the same folds and
+    seeds on both sides, and the paired ΔI of its per-row terms.
+
+    codes: {factor: label codes [n]} shared by both sides (missing labels already left out);
+    labels: {factor: vocabulary of the codes}, to name merged classes.
+    Returns (side A summary, side B summary, PairedDifference, {factor: merge} of rare classes).
+    """
+    check_unit(unit)
+    n = len(z_a)
+    if len(z_b) != n or any(len(codes[f]) != n for f in order):
+        raise EstimationError(f"Z_A has {n} rows, Z_B {len(z_b)}: pass the same rows and one label per row")
+    merged = {}
+    if rare_classes == "merge":
+        codes, labels, merged = merge_rare_classes(dict(codes), order, folds, labels)
+    # a class missing from training folds sends held-out estimates far below 0 (`chain_terms`' check)
+    check_class_sizes({f: np.asarray(codes[f]) for f in order}, folds, labels)
+    # as `chain_terms` encodes them: the same codes, so the same joint strata and folds
+    codes = {f: np.unique(np.asarray(codes[f]), return_inverse=True)[1].reshape(-1) for f in order}
+    specs = chain_specs(order)
+    all_joint = joint_codes([codes[f] for f in order])
+    tags = estimator_tags(estimator)
+    sides = []
+    for z in (z_a, z_b):
+        est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
+                             unit=NATS, **estimator_kwargs)
+        sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True)[index])
+    a, b = sides
+    summaries = [_summary(e, unit) for e in sides]
+    if a.degenerate or b.degenerate:
+        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit,
+                                method="exactly 0: H(Y|C) = 0 on both sides")
+        return summaries[0], summaries[1], zero, merged
+    given = order[:index]
+    c_arr = joint_codes([codes[g] for g in given]) if given else np.zeros(n, dtype=np.int64)
+    c_arr = np.unique(c_arr, return_inverse=True)[1].reshape(-1)
+    # the plan's folds (`FoldPlan`: stratified by every factor of the chain, `make_plan`'s stream)
+    fold = stratified_folds(all_joint, folds, np.random.default_rng([seed, 7919])) if tags.uses_fold_plan else None
+    pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
+    diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
+                             folds=fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
+    return summaries[0], summaries[1], diff, merged
 
 
 def write_comparison(comp: Comparison, out) -> None:
