@@ -338,6 +338,10 @@ SLOW: dict[str, set[str]] = {
     "test_store_errors.py": {
         "test_resume_after_an_unreadable_image_and_under_a_file_size_limit",  # 5.7 s
     },
+    "test_refused_run_keeps_data.py": {  # real extractions of the tiny llava (2026-12-05, Intel Xeon)
+        "test_a_refused_rerun_leaves_the_runs_data_files_as_they_were",  # 1.7 s
+        "test_an_accepted_change_is_written_once_the_extraction_took_it",  # 1.2 s
+    },
     "test_study_grid.py": {
         "test_run_and_report_on_any_study[both-t1-s1-split-label]",  # 1.2 s
         "test_run_and_report_on_any_study[both-t2-s2-nosplit-nolabel]",  # 2.1 s

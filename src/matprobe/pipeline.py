@@ -9,6 +9,8 @@ Run directory layout (every file is written atomically; a rerun skips finished s
 RUN/run.json                   what ran, with every result file (the report reads this); paths
                                inside RUN are relative to RUN, so the folder can move
 RUN/data/manifest.jsonl        the dataset (demo: built from packaged images)
+RUN/data/<condition>.jsonl     the dataset with that condition's split, which its stores are extracted
+                               from (renamed into place once the extraction accepted it)
 RUN/checkpoints/<name>/        demo: fine-tuned tiny checkpoints
 RUN/stores/<name>.h5           embeddings + answers per checkpoint
 RUN/mi/<name>__<layer>__<pool>.json
@@ -29,9 +31,11 @@ Checkpoint sections, two kinds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -623,12 +627,54 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
                     progress_bars) -> list[dict]:
     """A store per checkpoint (each (target, condition) manifest marks its split); given stores are
     used as they are. Returns the checkpoints in their original order with their store and MI paths."""
+    with _staged_condition_manifests(cfg, run, dataset, ids_by_target) as (cond_manifest, names):
+        return _extract_each(cfg, run, checkpoints, cond_manifest, names, say, progress_bars)
+
+
+@contextlib.contextmanager
+def _staged_condition_manifests(cfg: PipelineConfig, run: Path, dataset, ids_by_target):
+    """({(target, condition): the manifest its stores are extracted from}, {that file: the run's name
+    for it, RUN/data/<condition>.jsonl}).
+
+    Each is written beside its name (a hidden `.<name>.*.jsonl`) and takes the name only when the
+    block succeeds: a run that the extraction refuses (records changed under a finished store,
+    another setting) or that fails leaves RUN/data as it was, the copies its stores and results
+    were made from, with nothing beside them. One equal to the file there already is used as it
+    is, not written again."""
+    folder = run / "data"
+    made_folder = not folder.exists()
+    staged: dict[Path, Path] = {}  # written beside its name -> the name
+    paths, names = {}, {}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for tgt in cfg.targets:
+            for c in cfg.conditions:
+                final = folder / f"{_target_prefix(cfg, tgt)}{c}.jsonl"
+                fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".jsonl", dir=folder)
+                os.close(fd)
+                staged[Path(name)] = final
+                path = condition_manifest(dataset, set(ids_by_target[tgt][c]), tgt, Path(name))
+                if final.is_file() and final.read_bytes() == path.read_bytes():
+                    path.unlink()
+                    del staged[path]
+                    path = final
+                paths[(tgt, c)], names[path] = path, final
+        yield paths, names
+    except BaseException:
+        for path in staged:
+            path.unlink(missing_ok=True)
+        if made_folder and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    for path, final in staged.items():
+        os.replace(path, final)
+
+
+def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, names, say,
+                  progress_bars) -> list[dict]:
+    """`_extract_stores` from the condition manifests written (`_staged_condition_manifests`)."""
     from matprobe.extract.runner import ExtractConfig, extract
 
-    cond_manifest = {
-        (tgt, c): condition_manifest(dataset, set(ids_by_target[tgt][c]), tgt,
-                                     run / "data" / f"{_target_prefix(cfg, tgt)}{c}.jsonl")
-        for tgt in cfg.targets for c in cfg.conditions}
     extract_jobs = []
     order = {ck["name"]: i for i, ck in enumerate(checkpoints)}
     given = [ck for ck in checkpoints if ck.get("given_store")]  # stores you extracted: used as they are
@@ -654,7 +700,7 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
         else:
             results = [extract(job, progress=progress_bars) for job in extract_jobs]
     except MatprobeError as exc:
-        raise type(exc)(_in_run_words(str(exc), cfg, cond_manifest.values())) from None
+        raise type(exc)(_in_run_words(str(exc), cfg, names)) from None
     for ck, res in zip(checkpoints, results):
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
@@ -669,13 +715,14 @@ def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by
     return sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
 
 
-def _in_run_words(message: str, cfg: PipelineConfig, copies) -> str:
-    """An extraction error said as `run` is used: the run's own copies of the manifest named as the
-    user's file (they are rewritten from it on every run), and the extract options its fixes name
+def _in_run_words(message: str, cfg: PipelineConfig, copies: dict[Path, Path]) -> str:
+    """An extraction error said as `run` is used: the run's own copies of the manifest ({the file
+    extracted from: its name in the run}) named as the user's file (they are rewritten from it on
+    every run; the demo's by their name in the run), and the extract options its fixes name
     (--overwrite, another --out) as what a run has instead (a store changed inputs or settings
     would be recomputed from)."""
-    for copy in copies:
-        message = message.replace(str(copy), str(cfg.data_file or copy))
+    for copy, name in copies.items():
+        message = message.replace(str(copy), str(cfg.data_file or name))
     if "--overwrite" in message or "--out" in message:
         message += ("; in `matprobe run` (which has no --overwrite): delete that store file to extract it again, "
                     "or set another [run] out")
@@ -905,7 +952,8 @@ def condition_manifest(dataset, train: set[str], target, path: Path) -> Path:
 
     from matprobe.data import MATDataset, write_manifest
 
-    # always rewritten (atomic, cheap): a manifest kept by name could hold another dataset's records
+    # written afresh on every run (atomic, cheap): a manifest kept by name could hold another dataset's
+    # records; `run` writes it beside its name and renames it once the extraction accepted it
     samples = [replace(s, split="train" if s.id in train else "test" if s.triplet == tuple(target)
                        else "unused") for s in dataset]
     vocab = {k: v for k, v in dataset.vocabularies.items() if k != "split"}
