@@ -12,6 +12,7 @@ expected ones, and the close matches between them.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -44,6 +45,13 @@ EXPECTED = REQUIRED + OPTIONAL
 MANIFEST_COLUMNS = (f"A MAT manifest has columns image, {', '.join(c for c in REQUIRED if c != 'id')} "
                     f"(optional: id, numbered row-1, row-2, ... when absent; "
                     f"{', '.join(c for c in OPTIONAL if c != 'image')})")
+
+
+# what an image column's cells end in (matprobe.data.images reads these), and how base64 PNG / JPEG
+# cells (VLMEvalKit's TSVs) start: a column of them that no name maps to `image` is one
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom", ".nii",
+                  ".nii.gz")
+_BASE64_IMAGE = ("iVBORw0KGgo", "/9j/")
 
 
 def _norm(name: str) -> str:
@@ -101,12 +109,13 @@ def option_columns(columns: Iterable[str]) -> list[str]:
 
 
 def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = None, source: str = "",
-                    flag: str = "--columns") -> tuple[dict[str, str], list[str], list[str]]:
+                    flag: str = "--columns", images: Iterable[str] = ()) -> tuple[dict[str, str], list[str], list[str]]:
     """Decide how the file's columns are read: ({theirs: expected} renames, notes, ignored columns).
 
     Refuses (one DataError naming every unknown column, every missing expected one and the
     close matches) when a required column is missing or an unknown column looks like an
     expected one that is absent (`img` with no `image` would drop every image silently).
+    `images`: the columns that hold image files (`image_columns`), offered as `image` there.
     """
     present = list(dict.fromkeys(str(c) for c in columns))
     mapping = dict(mapping or {})
@@ -166,6 +175,9 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
         if missing:
             parts.append(f"missing {', '.join(missing)}")
         pairs = dict(suspects)
+        pictures = next((c for c in free if c in set(images)), None)  # image files under another name
+        if pictures is not None and "image" not in taken and "image" not in pairs.values():
+            pairs[pictures] = "image"
         for m in missing:  # close matches for each missing name, among the unknown columns
             if m not in pairs.values():
                 close = difflib.get_close_matches(m, [_norm(c) for c in free], n=1, cutoff=0.5)
@@ -190,6 +202,40 @@ def _gathered(rec: dict, spread: list[str]) -> list:
     return out
 
 
+def image_columns(records: Iterable[Mapping[str, Any]], columns: Iterable[str],
+                  limit: int = 200) -> dict[str, str]:
+    """{column: its first cell} for the columns among `columns` whose filled cells (in the first
+    `limit` records) are all image files by their suffix, or base64 PNG / JPEG."""
+    cells: dict[str, list[str]] = {c: [] for c in columns}
+    for rec in itertools.islice(records, limit):
+        for c in cells:
+            v = rec.get(c) if isinstance(rec, Mapping) else None
+            if v is not None and not (isinstance(v, float) and v != v) and str(v).strip():
+                cells[c].append(str(v).strip())
+    return {c: vs[0] for c, vs in cells.items()
+            if vs and all(v.lower().endswith(IMAGE_SUFFIXES) or v.startswith(_BASE64_IMAGE) for v in vs)}
+
+
+def _unmapped_image(renames: Mapping[str, str], hits: Mapping[str, str], mapping: Mapping[str, str],
+                    where: str, flag: str) -> None:
+    """Refuse a file whose image column is left unread: no column is (or is read as) `image` and
+    columns left unused hold image files (`hits`, {column: its first cell}: `picture` with
+    `--columns q=question`), which would give every item no image, said once per item by `data
+    validate` and as missing images by `init`."""
+    if not hits or "image" in renames.values():
+        return
+    first, cell = next(iter(hits.items()))
+    shown = "base64 image data" if cell.startswith(_BASE64_IMAGE) else cell if len(cell) <= 60 else cell[:57] + "..."
+    mapped = {t: o for t, o in mapping.items() if t != o}
+    fix = ",".join([f"{t}={o}" for t, o in mapped.items()] + [f"{first}=image"])
+    which = (f"the column {first!r} holds image files ({shown}, ...)" if len(hits) == 1 else
+             f"the columns {', '.join(map(repr, hits))} hold image files ({first}: {shown}, ...)")
+    given = f"{flag} maps {', '.join(mapped)} and none onto 'image'; " if mapped else ""
+    others = "".join(f" (or {c}=image)" for c in list(hits)[1:])
+    raise DataError(f"{where}no column is read as 'image': {given}{which}, so every item would have no image; "
+                    f"map it with {flag} {fix}{others}")
+
+
 def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | None = None, source: str = "",
                   flag: str = "--columns") -> tuple[list[dict[str, Any]], list[str]]:
     """The records with their columns renamed to the expected names; plus notes on what was mapped."""
@@ -197,7 +243,12 @@ def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | No
     for rec in records:
         if isinstance(rec, dict):
             seen.update(dict.fromkeys(rec))
-    renames, notes, ignored = resolve_columns(seen, mapping, source, flag)
+    # no column `image` as it stands: the columns of image files under other names
+    images = (image_columns(records, [c for c in seen if c not in EXPECTED])
+              if "image" not in seen or "image" in dict(mapping or {}) else {})
+    renames, notes, ignored = resolve_columns(seen, mapping, source, flag, images)
+    _unmapped_image(renames, {c: images[c] for c in ignored if c in images}, dict(mapping or {}),
+                    f"{source}: " if source else "", flag)
     if ignored:
         notes.append(f"column(s) not used: {', '.join(ignored)}")
     out = [{renames.get(k, k): v for k, v in rec.items()} if isinstance(rec, dict) else rec for rec in records]

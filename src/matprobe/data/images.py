@@ -273,6 +273,10 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     missing = [s for s in samples if not s.image or not is_file(resolve_image_path(s.image, None))]
     if not missing:
         return None
+    if not any(s.image for s in samples):  # a column of image files unmapped, not files that are absent
+        mapping = '[data] columns = {THEIRS = "image"}' if root_option.startswith("set ") else "--columns THEIRS=image"
+        return (f"{source}: no item of {len(samples)} names an image: no column is read as 'image'; give each "
+                f"item's image file in a column named image, or map yours with {mapping}")
     from matprobe.data.medmat import IMAGE_PREFIX
 
     first = missing[0]

@@ -162,7 +162,14 @@ def validate_dataset(
         transparent: list[str] = []
         at_255, wide_pixels = 0, 0
         first_missing = None
-        for s in samples:
+        if fmt == "manifest" and samples and not any(s.image for s in samples):
+            # one line, not one per item: the file gives no item an image (`columns` refuses a column
+            # of image files left unmapped; this is a column of other names, or none at all)
+            problems.append(_no_images_problem(path, records, mapping))
+            samples_to_check = []
+        else:
+            samples_to_check = samples
+        for s in samples_to_check:
             if len(problems) >= max_problems:
                 break
             try:
@@ -202,6 +209,19 @@ def validate_dataset(
     n_records = len(samples) if folder else len(records)  # a folder's files: one record per sample read
     return ValidationReport(str(path), fmt, n_records, counts, collapse_repeats(problems)[:max_problems], notes,
                             warnings)
+
+
+def _no_images_problem(path: Path, records: list[dict], mapping: Mapping[str, str]) -> str:
+    """The one problem of a manifest none of whose items names an image, with its unused columns."""
+    from matprobe.data.columns import EXPECTED
+
+    present = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
+    unused = [c for c in present if c not in EXPECTED]
+    why = "its image column is empty" if "image" in present else "no column is read as 'image'"
+    mapped = [f"{t}={o}" for t, o in mapping.items() if t != o]
+    fix = ",".join([*mapped, f"{unused[0] if len(unused) == 1 else 'THEIRS'}=image"])
+    return (f"{path}: no item has an image: {why}" + (f" (column(s) not used: {', '.join(unused)})" if unused else "")
+            + f"; give each item's image file in a column named image, or map yours with --columns {fix}")
 
 
 _RECORD = re.compile(r"^(?P<head>.*?): record (?P<n>\d+)(?: \(id '[^']*'\))?: (?P<msg>.*)$")

@@ -55,6 +55,34 @@ def is_delimited(path: Path) -> bool:
     return Path(path).suffix.lower() in DELIMITERS
 
 
+# how a delimited file is read (by its suffix), and how Excel names the format that writes it so
+SEPARATED = {",": ("comma", '"CSV UTF-8 (Comma delimited)"'), "\t": ("tab", '"Text (Tab delimited)"')}
+
+
+def _check_delimiter(path: Path, text: str) -> None:
+    """Refuse a table whose header line splits into more columns at ';' than at its suffix's delimiter:
+    a semicolon-separated CSV, as Excel saves "CSV" where the decimal mark is a comma, would be read
+    as one column named by the whole header line (matprobe has no delimiter option: the suffix says)."""
+    delimiter = DELIMITERS[path.suffix.lower()]
+    header = text.lstrip("\r\n").partition("\n")[0].rstrip("\r")
+    try:
+        ours, semi = (next(csv.reader([header], delimiter=d)) for d in (delimiter, ";"))
+    except csv.Error:
+        return  # the reader below names it
+    if len(semi) <= len(ours):
+        return
+    kind, excel = SEPARATED[delimiter]
+    shown = header if len(header) <= 60 else header[:57] + "..."
+    raise DataError(f"{path}: the header line holds ';' and reads as {_columns(len(ours))} ({shown!r}): the file "
+                    f"looks semicolon-separated ({len(semi)} columns at ';'), as Excel saves CSV where the decimal "
+                    f"mark is a comma; matprobe reads a {path.suffix.lower()} file as {kind}-separated: save it "
+                    f"{kind}-separated (in Excel: {excel}) and give that file")
+
+
+def _columns(n: int) -> str:
+    return "one column" if n == 1 else f"{n} columns"
+
+
 def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Records of a JSON array, JSONL or CSV file, plus a JSONL header if present; a Parquet
     file or a Hugging Face `save_to_disk` folder is read by `matprobe.data.arrow`."""
@@ -75,6 +103,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
     if is_delimited(path):
         # benchmark TSVs (VLMEvalKit's) carry base64 images of a few MB per cell
         csv.field_size_limit(2**31 - 1)
+        _check_delimiter(path, text)
         try:
             records = list(csv.DictReader(text.splitlines(), delimiter=DELIMITERS[path.suffix.lower()]))
         except csv.Error as exc:

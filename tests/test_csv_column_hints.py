@@ -1,0 +1,127 @@
+"""A manifest's image column left unmapped, and a semicolon-separated CSV, are each one error naming
+the column or the delimiter and the fix (issue 22's own-study list: `--columns` leaving the image
+column unmapped gave an "image missing" line per item; a semicolon CSV got no delimiter hint)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from matprobe.cli import app
+from matprobe.data import load_dataset
+from matprobe.data.loaders import validate_dataset
+from matprobe.errors import DataError
+
+MODS, ANAS = ["CT", "MRI", "X-ray"], ["Chest", "Brain"]
+
+
+def _rows(n: int = 6, image: str = "picture", suffix: str = ".png") -> list[dict]:
+    """A study's rows as an export names them: `q` and `opts` for question and options, the image path
+    in `image` (a column name that is neither `image` nor one of its aliases)."""
+    return [{image: f"pics/{i}{suffix}", "q": "What is shown?", "opts": "Normal|Tumor", "answer": i % 2,
+             "modality": MODS[i % 3], "anatomy": ANAS[i % 2], "task": "Classification"} for i in range(n)]
+
+
+def _write(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    (path.parent / "pics").mkdir(parents=True, exist_ok=True)
+    for i in range(len(rows)):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(path.parent / "pics" / f"{i}.png")
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_columns_mapping_others_but_not_the_image_is_one_error_naming_it(tmp_path):
+    path = _write(tmp_path / "m.csv", _rows())
+    expected = (f"{path}: no column is read as 'image': --columns maps q, opts and none onto 'image'; the column "
+                "'picture' holds image files (pics/0.png, ...), so every item would have no image; map it with "
+                "--columns q=question,opts=options,picture=image")
+    with pytest.raises(DataError) as refused:
+        load_dataset(path, columns="q=question,opts=options")
+    assert str(refused.value) == expected
+    # `data validate`: that one problem, not one "has no image" line per item
+    report = validate_dataset(path, columns="q=question,opts=options")
+    assert report.problems == [expected]
+    res = CliRunner().invoke(app, ["data", "validate", str(path), "--columns", "q=question,opts=options"])
+    assert res.exit_code == 1
+    assert [line for line in res.output.splitlines() if line.startswith("problem:")] == [f"problem: {expected}"]
+    # the fix it names loads every item with its image
+    fixed = load_dataset(path, columns="q=question,opts=options,picture=image")
+    assert [Path(s.image).relative_to(tmp_path).as_posix() for s in fixed] == [f"pics/{i}.png" for i in range(6)]
+
+
+def test_an_unmapped_image_column_is_named_with_or_without_a_mapping(tmp_path):
+    # every other column named as expected: the image column alone is refused, its fix the one pair
+    rows = [{("question" if k == "q" else "options" if k == "opts" else k): v for k, v in r.items()} for r in _rows()]
+    path = _write(tmp_path / "plain.csv", rows)
+    with pytest.raises(DataError) as refused:
+        load_dataset(path)
+    assert str(refused.value) == (
+        f"{path}: no column is read as 'image': the column 'picture' holds image files (pics/0.png, ...), so every "
+        "item would have no image; map it with --columns picture=image")
+    # two columns of image files (the question's and a mask's, say): both named, the first offered
+    two = _write(tmp_path / "two.csv", [{**r, "seg": r["picture"].replace(".png", ".nii.gz")} for r in rows])
+    with pytest.raises(DataError) as refused:
+        load_dataset(two)
+    assert str(refused.value) == (
+        f"{two}: no column is read as 'image': the columns 'picture', 'seg' hold image files (picture: "
+        "pics/0.png, ...), so every item would have no image; map it with --columns picture=image (or seg=image)")
+    # other columns missing too: the one refusal of the columns offers the image column beside them
+    with pytest.raises(DataError) as refused:
+        load_dataset(_write(tmp_path / "m.csv", _rows()))
+    assert str(refused.value).endswith(
+        "; close matches: picture -> image, opts -> options; map them with --columns picture=image,opts=options")
+
+
+def test_a_column_of_other_names_gives_one_problem_and_one_error(tmp_path):
+    # the image column's cells carry no suffix: nothing says which column it is; one line naming the
+    # columns not used, in `data validate` and where a checkpoint is to be extracted (init, run, extract)
+    path = _write(tmp_path / "m.csv", _rows(suffix=""))
+    report = validate_dataset(path, columns="q=question,opts=options")
+    assert report.problems == [
+        f"{path}: no item has an image: no column is read as 'image' (column(s) not used: picture); give each "
+        "item's image file in a column named image, or map yours with --columns q=question,opts=options,"
+        "picture=image"]
+    from matprobe.data.images import missing_images_error
+
+    dataset = load_dataset(path, columns="q=question,opts=options")
+    assert missing_images_error(dataset, str(path), "pass --image-root DIR") == (
+        f"{path}: no item of 6 names an image: no column is read as 'image'; give each item's image file in a "
+        "column named image, or map yours with --columns THEIRS=image")
+    assert missing_images_error(dataset, str(path), "set [data] image_root") == (
+        f"{path}: no item of 6 names an image: no column is read as 'image'; give each item's image file in a "
+        'column named image, or map yours with [data] columns = {THEIRS = "image"}')
+
+
+def test_a_semicolon_separated_csv_is_named_with_its_fix(tmp_path):
+    rows = [{("image" if k == "picture" else k): v for k, v in r.items()} for r in _rows()]
+    path = _write(tmp_path / "excel.csv", rows, delimiter=";")
+    expected = (f"{path}: the header line holds ';' and reads as one column ('image;q;opts;answer;modality;"
+                "anatomy;task'): the file looks semicolon-separated (7 columns at ';'), as Excel saves CSV where "
+                "the decimal mark is a comma; matprobe reads a .csv file as comma-separated: save it "
+                'comma-separated (in Excel: "CSV UTF-8 (Comma delimited)") and give that file')
+    with pytest.raises(DataError) as refused:
+        load_dataset(path, columns="q=question,opts=options")
+    assert str(refused.value) == expected
+    res = CliRunner().invoke(app, ["data", "validate", str(path)])
+    assert res.exit_code == 2 and " ".join(res.output.split()) == f"error: {expected}"
+    tsv = _write(tmp_path / "excel.tsv", rows, delimiter=";")
+    with pytest.raises(DataError) as refused:
+        load_dataset(tsv)
+    assert str(refused.value).endswith("matprobe reads a .tsv file as tab-separated: save it tab-separated (in "
+                                       'Excel: "Text (Tab delimited)") and give that file')
+    # saved as it says: the same items as the comma-separated file; a ';' inside cells or a column's
+    # name is no delimiter where the commas make more columns
+    again = load_dataset(_write(tmp_path / "saved.csv", rows), columns="q=question,opts=options")
+    assert [(s.question, s.options, s.triplet) for s in again] == [
+        ("What is shown?", ("Normal", "Tumor"), (MODS[i % 3], ANAS[i % 2], "Classification")) for i in range(6)]
+    semis = [{**r, "q": "Shown; or not?", "note;s": "a;b;c"} for r in rows]
+    kept = load_dataset(_write(tmp_path / "cells.csv", semis), columns="q=question,opts=options")
+    assert [s.question for s in kept] == ["Shown; or not?"] * 6
