@@ -1,10 +1,11 @@
 """The report's "Design warnings": what the run's data or checkpoints cannot show.
 
-Four things make numbers look like findings when they are not: a chain term whose target is
+Five things make numbers look like findings when they are not: a chain term whose target is
 fixed by the factors before it (H(Y|C) = 0; shown as "not identifiable", never as 0.000), a
 stratum whose items share one answer (its I(Z;Y) is 0 by construction), a checkpoint that
-gives one option for (nearly) every item (its accuracy is that option's share of answers), and a
-factor fixed by the source data set (its MI counts the data set's identity as much as the factor).
+gives one option for (nearly) every item (its accuracy is that option's share of answers), a
+factor fixed by the source data set (its MI counts the data set's identity as much as the factor),
+and a held-out target of too few items for its accuracy and I(Z;Y | target) to be findings.
 Beside them, what the data does to what is measured (image files the RGB conversion changes: more
 than 8 bits per pixel, transparency; classes too small for the folds, merged for the MI). Kept
 apart from `render.py` so the report's other sections do not change with it.
@@ -12,6 +13,7 @@ apart from `render.py` so the report's other sections do not change with it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,13 @@ from matprobe.present.views import not_identifiable
 # a checkpoint answering one option for at least this share of its items is flagged
 ONE_OPTION_SHARE = 0.9
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# A held-out target's accuracy is a share of its n items' answers. Its 95% interval is at its widest
+# at accuracy 0.5, +-1.96 * 0.5 / sqrt(n) (Wald); that is wider than +-0.2 (enough to hold chance
+# and a model that reads the images alike) for n < (1.96 * 0.5 / 0.2)^2 = 24.01. So a target of
+# fewer than 25 items is flagged: its I(Z;Y | target) is estimated on the same few rows.
+HELDOUT_Z95 = 1.96
+HELDOUT_HALF_WIDTH = 0.2
+MIN_HELDOUT_ITEMS = math.ceil((HELDOUT_Z95 * 0.5 / HELDOUT_HALF_WIDTH) ** 2)  # 25
 
 
 def term_cells(frame: pd.DataFrame) -> list:
@@ -62,6 +71,26 @@ def one_option_checkpoints(checkpoints: list, resolve) -> list[str]:
     return out
 
 
+def small_targets(summary, composition=None) -> list[str]:
+    """Held-out targets (run.json's `targets`, else `target`) with fewer than MIN_HELDOUT_ITEMS items,
+    counted in run.json's composition (else `composition`, the report's frame for older runs)."""
+    rows = summary.composition or ([] if composition is None else composition.to_dict(orient="records"))
+    counts = {(str(r["modality"]), str(r["anatomy"]), str(r["task"])): int(r["n"]) for r in rows}
+    out = []
+    for target in summary.targets or [summary.target]:
+        n = counts.get(tuple(str(x) for x in target))
+        if n is None or n >= MIN_HELDOUT_ITEMS:  # a target not counted in the run's files: nothing to say
+            continue
+        half = HELDOUT_Z95 * 0.5 / math.sqrt(n)
+        items, answers = ("item", "answer") if n == 1 else ("items", "answers")
+        out.append(f"held-out target {' / '.join(target)} has {n} {items}, fewer than {MIN_HELDOUT_ITEMS}: its "
+                   f"accuracy is a share of {n} {answers}, whose 95% interval spans about ±{half:.2f} "
+                   f"(±{HELDOUT_HALF_WIDTH} needs {MIN_HELDOUT_ITEMS} items), and its I(Z;Y | target) is "
+                   f"estimated on the same {n} row{'s' if n != 1 else ''}, so neither reads as a finding; add items to this triplet "
+                   f"({MIN_HELDOUT_ITEMS} or more) or hold out a larger one")
+    return out
+
+
 def design_warnings(data, resolve) -> list[str]:
     """Every design warning for a loaded run (render.RunData); `resolve` maps run.json paths to files."""
     lines = []
@@ -79,6 +108,8 @@ def design_warnings(data, resolve) -> list[str]:
                          f"{'; ...' if len(single) > 5 else ''}. There I(Z;Y|s) is 0 by construction and accuracy "
                          "only counts how often the model gives that answer")
     lines.extend(one_option_checkpoints(data.summary.checkpoints, resolve))
+    # a held-out target too small for its accuracy and I(Z;Y | target) to be findings
+    lines.extend(small_targets(data.summary, getattr(data, "composition", None)))
     # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)
     lines.extend(data.summary.source_warnings)
     # image files the RGB conversion changes, classes merged for the MI (the pipeline's data step)

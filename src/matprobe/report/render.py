@@ -31,6 +31,7 @@ from matprobe.mi.pointwise import summary_of
 from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
 from matprobe.report.design import design_warnings, term_cells
+from matprobe.report.settings import unused_settings
 from matprobe.rundir import RunSummary, resolve_run_path
 from matprobe.stats.significance import LEFT_OUT, shared_units
 from matprobe.theory.check import CheckResult, MIValue
@@ -1041,8 +1042,12 @@ def _provenance_section(doc: Doc, data) -> None:
     if secs:
         doc.table(pd.DataFrame({"step": list(secs), "seconds": [f"{float(v):.1f}" for v in secs.values()]}),
                   "Wall time per pipeline step (the report's own rendering not included).")
-    cfg = [(k, v) for k, v in _flatten("", data.summary.config) if k != "out"]
+    # only the settings the run used: given checkpoints fine-tune nothing, a manifest builds no demo data
+    unused, why = unused_settings(data.summary)
+    cfg = [(k, v) for k, v in _flatten("", data.summary.config) if k != "out" and k.split(".")[0] not in unused]
     doc.table(pd.DataFrame(cfg, columns=["setting", "configured value"]), "The run's configuration.")
+    if why:
+        doc.para(why)
 
 
 

@@ -1,0 +1,177 @@
+"""The report of a study that is not the demo (the twenty-third session's README-only study: its own
+Qwen2-VL checkpoints in [[checkpoints]], its own CSV manifest, a held-out triplet of 4 items).
+
+- The configuration table lists the settings the run used: with the checkpoints given, none of the
+  tiny models' fine-tuning settings; with the data read from a manifest, none of the demo data's.
+  One line says what was left out and why. The demo's table (fine-tuned here, demo data) is as it was.
+- A held-out target of too few items for its accuracy (and its I(Z;Y | target)) to read as a finding
+  is named in the design warnings with its count; the committed demo's (48 items each) is not.
+
+Runs are the committed demo's results (tests/test_report.py's `make_run`), with run.json edited as such
+a study writes it; only run.json is read here (no figures are drawn), so these tests are fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from matprobe.report.design import design_warnings
+from matprobe.report.render import Doc, _provenance_section, load_run
+from matprobe.rundir import resolve_run_path
+from test_report import DEMO, make_run
+
+FINE_TUNING = ["train_steps", "train_batch_size", "train_lr", "train_seeds", "train_size", "base_seed"]
+DEMO_DATA = ["n_per_triplet", "image_size", "data_seed"]
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "study"))
+
+
+def _edit(run: Path, fn) -> Path:
+    doc = json.loads((run / "run.json").read_text())
+    fn(doc)
+    (run / "run.json").write_text(json.dumps(doc, indent=2))
+    return run
+
+
+def _given_checkpoints(doc: dict) -> None:
+    """run.json as `matprobe run` writes it for [[checkpoints]] and [data] file = "...csv"."""
+    doc["config"].update(demo_data=False, data_file="/study/manifest.csv", image_root="/study/images",
+                         checkpoints=[{"name": ck["name"], "condition": ck["condition"], "seed": ck["seed"],
+                                       "ckpt": f"/study/ckpts/{ck['name']}"} for ck in doc["checkpoints"]])
+    doc["train_rows"] = "triplets"
+    for ck in doc["checkpoints"]:
+        ck.update(trained_here=False, ckpt=f"/study/ckpts/{ck['name']}")
+        ck.pop("n_train", None)
+
+
+def _provenance(run: Path) -> str:
+    doc = Doc(run)
+    _provenance_section(doc, load_run(run))
+    return doc.markdown()
+
+
+def _settings(md: str) -> list[str]:
+    """The setting column of the configuration table."""
+    table = md.split("The run's configuration.", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # the header row dropped
+    return [row.split(" | ")[0][2:] for row in rows]
+
+
+def _omitted_line(md: str) -> str | None:
+    return next((line for line in md.splitlines() if line.startswith("Not listed")), None)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("given") / "demo", extra_layer=False)
+
+
+def test_given_checkpoints_and_own_data_list_only_the_settings_used(demo_run, tmp_path):
+    run = _edit(_copy(demo_run, tmp_path), _given_checkpoints)
+    md = _provenance(run)
+    settings = _settings(md)
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert settings == [k for k in config if k not in {"out", *FINE_TUNING, *DEMO_DATA}]
+    assert "checkpoints" in settings and "data_file" in settings and "rendering" in settings
+    assert _omitted_line(md) == (
+        "Not listed, as this run did not use them: the fine-tuning settings `train_steps`, `train_batch_size`, "
+        "`train_lr`, `train_seeds`, `train_size`, `base_seed` (the checkpoints were given in `[[checkpoints]]`, "
+        "not fine-tuned here) and the demo data's `n_per_triplet`, `image_size`, `data_seed` (the data is the "
+        "manifest `data_file`, not the demo's).")
+
+
+def test_given_checkpoints_on_the_demo_data_keep_the_demo_data_settings(demo_run, tmp_path):
+    def given_on_demo_data(doc):
+        _given_checkpoints(doc)
+        doc["config"].update(demo_data=True, data_file=None, image_root=None)
+
+    run = _edit(_copy(demo_run, tmp_path), given_on_demo_data)
+    md = _provenance(run)
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert _settings(md) == [k for k in config if k not in {"out", *FINE_TUNING}]
+    assert _omitted_line(md) == (
+        "Not listed, as this run did not use them: the fine-tuning settings `train_steps`, `train_batch_size`, "
+        "`train_lr`, `train_seeds`, `train_size`, `base_seed` (the checkpoints were given in `[[checkpoints]]`, "
+        "not fine-tuned here).")
+
+
+def test_tiny_models_fine_tuned_on_own_data_keep_the_training_settings(demo_run, tmp_path):
+    """No [[checkpoints]] with a manifest: the tiny models are fine-tuned here (on rows drawn with
+    data_seed), and only the demo data's size settings went unused."""
+    run = _edit(_copy(demo_run, tmp_path),
+                lambda doc: doc["config"].update(demo_data=False, data_file="/study/manifest.jsonl"))
+    md = _provenance(run)
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert _settings(md) == [k for k in config if k not in {"out", "n_per_triplet", "image_size"}]
+    assert _omitted_line(md) == (
+        "Not listed, as this run did not use them: the demo data's `n_per_triplet`, `image_size` (the data is "
+        "the manifest `data_file`, not the demo's).")
+
+
+def test_the_demo_keeps_every_setting_as_its_committed_report_lists_them(demo_run):
+    md = _provenance(demo_run)
+    config = json.loads((DEMO / "run.json").read_text())["config"]
+    assert _settings(md) == [k for k in config if k != "out"]
+    assert _omitted_line(md) is None
+    committed = (DEMO / "report.md").read_text().split("The run's configuration.", 1)[1].split("\n## ", 1)[0]
+    assert md.split("The run's configuration.", 1)[1] == committed
+
+
+# ------------------------------------------------------------------------ a tiny held-out target
+def _warnings(run: Path) -> list[str]:
+    data = load_run(run)
+    return design_warnings(data, lambda p: resolve_run_path(run, p, data.summary))
+
+
+def _target_items(n: int):
+    def edit(doc):
+        for row in doc["composition"]:
+            if [row["modality"], row["anatomy"], row["task"]] == doc["target"]:
+                row["n"] = n
+        doc["n_samples"] = sum(row["n"] for row in doc["composition"])
+    return edit
+
+
+def test_a_four_item_held_out_target_is_a_design_warning(demo_run, tmp_path):
+    run = _edit(_copy(demo_run, tmp_path), _target_items(4))
+    assert _warnings(run) == [
+        "held-out target MRI / Brain / Exposure has 4 items, fewer than 25: its accuracy is a share of 4 "
+        "answers, whose 95% interval spans about ±0.49 (±0.2 needs 25 items), and its I(Z;Y | target) is "
+        "estimated on the same 4 rows, so neither reads as a finding; add items to this triplet (25 or more) "
+        "or hold out a larger one"]
+
+
+@pytest.mark.parametrize("n, warned", [(24, True), (25, False)])
+def test_the_threshold_is_where_the_interval_reaches_plus_minus_0_2(demo_run, tmp_path, n, warned):
+    """1.96 · 0.5 / √n > 0.2 for n ≤ 24: 24 items are flagged (±0.20), 25 are not."""
+    run = _edit(_copy(demo_run, tmp_path), _target_items(n))
+    found = [w for w in _warnings(run) if w.startswith("held-out target")]
+    assert found == (["held-out target MRI / Brain / Exposure has 24 items, fewer than 25: its accuracy is a "
+                      "share of 24 answers, whose 95% interval spans about ±0.20 (±0.2 needs 25 items), and its "
+                      "I(Z;Y | target) is estimated on the same 24 rows, so neither reads as a finding; add "
+                      "items to this triplet (25 or more) or hold out a larger one"] if warned else [])
+
+
+def test_an_extra_target_is_checked_too(demo_run, tmp_path):
+    def small_segmentation(doc):
+        for row in doc["composition"]:
+            if (row["modality"], row["anatomy"], row["task"]) == ("MRI", "Brain", "Segmentation"):
+                row["n"] = 9
+
+    run = _edit(_copy(demo_run, tmp_path), small_segmentation)
+    assert [w.split(":")[0] for w in _warnings(run)] == [
+        "held-out target MRI / Brain / Segmentation has 9 items, fewer than 25"]
+
+
+def test_the_committed_demo_gets_no_design_warning(demo_run):
+    summary = json.loads((DEMO / "run.json").read_text())
+    counts = {(r["modality"], r["anatomy"], r["task"]): r["n"] for r in summary["composition"]}
+    assert [counts[tuple(t)] for t in summary["targets"]] == [48, 48]
+    assert _warnings(demo_run) == []
+    assert "## Design warnings" not in (DEMO / "report.md").read_text()
