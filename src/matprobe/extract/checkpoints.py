@@ -129,7 +129,8 @@ def processor_files_problem(path: Path) -> str | None:
     return (f"checkpoint {path}: the folder has no {' and no '.join(missing)}, so its processor cannot load (a "
             "model saved by model.save_pretrained or a trainer without its processor); copy the processor files "
             "from the model it was fine-tuned from into it (preprocessor_config.json, the tokenizer files, the chat "
-            f"template), e.g. AutoProcessor.from_pretrained(BASE).save_pretrained('{path}')")
+            f"template), e.g. AutoProcessor.from_pretrained(BASE).save_pretrained('{path}') (for Qwen2-VL and "
+            "Qwen2.5-VL that needs torchvision installed, which matprobe itself does not: else copy the files)")
 
 
 def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -> tuple[Any, dict]:
