@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from matprobe.checks import check_class_sizes, check_level, check_rare_classes, check_resamples
+from matprobe.checks import check_class_sizes, check_factors, check_level, check_rare_classes, check_resamples
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
+from matprobe.factors import FACTOR_ALIASES
 from matprobe.mi.chain import (
     TermSpec,
     chain_specs,
@@ -296,12 +297,16 @@ def chain_order(target: str, given: list[str], factors=None) -> list[str]:
     ['M', 'A', 'T']
     >>> chain_order("A", ["M"], ["M", "A", "T"])
     ['M', 'A', 'T']
+    >>> chain_order("task", ["M", "A"], "modality,anatomy,task,label")  # names or their letters
+    ['modality', 'anatomy', 'task', 'label']
     """
     if factors is None:
         return [*given, target]
-    order = [f.strip() for f in (factors.split(",") if isinstance(factors, str) else factors) if f.strip()]
-    j = order.index(target) if target in order else -1
-    if j < 0 or order[:j] != list(given):
+    order = check_factors(factors.split(",") if isinstance(factors, str) else factors)
+    column = [FACTOR_ALIASES.get(f, f) for f in order]  # M and modality name one column
+    want = FACTOR_ALIASES.get(target, target)
+    j = column.index(want) if want in column else -1
+    if j < 0 or column[:j] != [FACTOR_ALIASES.get(g, g) for g in given]:
         chain = " + ".join(term_name(t, order[:i]) for i, t in enumerate(order))
         raise EstimationError(f"--term {term_name(target, given)} is not a term of the chain over "
                               f"{','.join(order)} ({chain}); give one of those terms, or --factors with "
