@@ -374,9 +374,14 @@ def flat_features(z: np.ndarray, folds: int) -> str:
     return ""
 
 
+def plan_folds(groups, k: int = 5, seed: int = 0) -> np.ndarray:
+    """The fold id of each row in the plan `make_plan` builds for these groups, k and seed
+    (callers that pair two estimates on one plan's folds read them here)."""
+    return stratified_folds(np.asarray(groups), k, np.random.default_rng([seed, 7919]))
+
+
 def make_plan(z, groups, k=5, pca=64, gaussianize=True, seed=0) -> FoldPlan:
-    rng = np.random.default_rng([seed, 7919])
-    return FoldPlan(stratified_folds(np.asarray(groups), k, rng), k, pca, gaussianize, groups=np.asarray(groups))
+    return FoldPlan(plan_folds(groups, k, seed), k, pca, gaussianize, groups=np.asarray(groups))
 
 
 def stratum_values(kind: str, arrays: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:

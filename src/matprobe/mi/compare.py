@@ -28,6 +28,7 @@ from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, StoreError
 from matprobe.factors import FACTOR_ALIASES
+from matprobe.mi.base import plan_folds
 from matprobe.mi.chain import (
     TermSpec,
     chain_specs,
@@ -38,7 +39,6 @@ from matprobe.mi.chain import (
 )
 from matprobe.mi.interface import LOWER
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
-from matprobe.mi.prep import stratified_folds
 from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.store_checks import check_same_records_paths
 from matprobe.units import NATS, check_unit, from_nats
@@ -103,8 +103,7 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
         raise EstimationError(f"Z_A has {len(z_a)} rows, Z_B {len(z_b)}, labels {n}: pass the same rows")
     c_arr = np.zeros(n, dtype=np.int64) if c is None else np.unique(np.asarray(c), return_inverse=True)[1].ravel()
     # one fold assignment for both sides, stratified by (y, c) as make_plan does
-    fold = stratified_folds(joint_codes([np.unique(y, return_inverse=True)[1].ravel(), c_arr]), folds,
-                            np.random.default_rng([seed, 7919]))
+    fold = plan_folds(joint_codes([np.unique(y, return_inverse=True)[1].ravel(), c_arr]), folds, seed)
     tags = estimator_tags(estimator)
     codes = {"y": y, "c": c_arr} if c is not None else {"y": y}
     if sub is not None:
@@ -115,17 +114,22 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
                              unit=NATS, **estimator_kwargs)
         sides.append(estimate_terms(est, tags, z, codes, [spec], fold=fold, pointwise=True)[0])
-    a, b = sides
-    summaries = [_summary(e, unit) for e in sides]
+    # the between-fold fitting variance exists only where folds were fitted
+    return _paired_sides(*sides, c_arr, fold if tags.uses_fold_plan else None, ci_level=ci_level, n_boot=n_boot,
+                         seed=seed, unit=unit)
+
+
+def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[dict, dict, PairedDifference]:
+    """(A's summary, B's summary, the paired ΔI of their per-row terms) of two estimates of one term
+    on the same rows, folds and seeds; exactly 0 where the term is degenerate (H(Y|C) = 0)."""
+    summaries = [_summary(e, unit) for e in (a, b)]
     if a.degenerate or b.degenerate:
-        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit,
+        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, len(c_arr), unit,
                                 method="exactly 0: H(Y|C) = 0 on both sides")
         return summaries[0], summaries[1], zero
     pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
-    # the between-fold fitting variance exists only where folds were fitted
     diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
-                             folds=fold if tags.uses_fold_plan else None, ci_level=ci_level, n_boot=n_boot,
-                             seed=seed, unit=unit)
+                             folds=fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
     return summaries[0], summaries[1], diff
 
 
@@ -346,21 +350,12 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
                              unit=NATS, **estimator_kwargs)
         sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True)[index])
-    a, b = sides
-    summaries = [_summary(e, unit) for e in sides]
-    if a.degenerate or b.degenerate:
-        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, n, unit,
-                                method="exactly 0: H(Y|C) = 0 on both sides")
-        return summaries[0], summaries[1], zero, merged
     given = order[:index]
     c_arr = joint_codes([codes[g] for g in given]) if given else np.zeros(n, dtype=np.int64)
     c_arr = np.unique(c_arr, return_inverse=True)[1].reshape(-1)
-    # the plan's folds (`FoldPlan`: stratified by every factor of the chain, `make_plan`'s stream)
-    fold = stratified_folds(all_joint, folds, np.random.default_rng([seed, 7919])) if tags.uses_fold_plan else None
-    pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
-    diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
-                             folds=fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
-    return summaries[0], summaries[1], diff, merged
+    # the plan's folds (stratified by every factor of the chain), where folds were fitted
+    fold = plan_folds(all_joint, folds, seed) if tags.uses_fold_plan else None
+    return (*_paired_sides(*sides, c_arr, fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit), merged)
 
 
 def write_comparison(comp: Comparison, out) -> None:
