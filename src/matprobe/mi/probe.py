@@ -192,7 +192,7 @@ class ProbeEstimator(CrossFitEstimator):
 
     def __init__(self, *args, penalties=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 300,
                  use_subclasses: bool = True, dims=(1.0,),
-                 extrapolate: bool = True, ladder=("linear", "nonlinear", "latent", "elliptical"), hidden: int = 64,
+                 extrapolate: bool = True, ladder=LADDER_LEVELS, hidden: int = 64,
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
                  rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,

@@ -361,9 +361,7 @@ def read_table(path) -> pd.DataFrame:
         df["pca"] = ""  # tables written before the pca column (their settings differ: recomputed)
     if "bound" not in df.columns and len(df.columns) and "note" in df.columns:
         # tables written before the bound column: one-sided terms said so in their note
-        failed = (df["flags"].fillna("").astype(str).str.split(",").apply(lambda f: FAILED in f)
-                  if "flags" in df.columns else [False] * len(df))
-        df["bound"] = [_bound_from_note(n, bad) for n, bad in zip(df["note"].astype(str), failed)]
+        df["bound"] = [_bound_from_note(n, bad) for n, bad in zip(df["note"].astype(str), _failed(df))]
     if "flags" in df.columns:
         df["flags"] = df["flags"].fillna("").astype(str)
     if "bound" in df.columns:

@@ -41,9 +41,9 @@ def sweep_table(res, unit: str = "") -> Table:
     for key, grp in frame.groupby(["checkpoint", "layer", "pool"], sort=False):
         row = dict(zip(("checkpoint", "layer", "pool"), map(str, key)))
         for r in grp.itertuples():
-            row[r.term] = interval_cell((r.estimate, r.ci_low, r.ci_high), getattr(r, "bound", ""))
+            row[r.term] = interval_cell((r.estimate, r.ci_low, r.ci_high), r.bound)
         table.rows.append(row)
-    if "bound" in frame and (frame["bound"] == "lower").any():
+    if (frame["bound"] == "lower").any():
         table.footnotes.append(ONE_SIDED_FOOTNOTE)
     return table
 
