@@ -11,6 +11,7 @@ against its own marginal p(y|c). Strata with H(Y|C=c) = 0 contribute exactly 0.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import time
@@ -95,6 +96,10 @@ class FoldPlan:
     # problem's content (the probe: I(Z;F_1) with the later factors as sub-classes and the direct
     # joint term have the same cells, rows and penalty path); lives as long as the plan
     fits: dict = field(default_factory=dict)
+    # bootstrap row weights of a term's strata (`bootstrap_row_weights`), for the later terms and
+    # permutations whose strata have the same sizes (a chain's first and direct terms: 0.2 CPU s
+    # at n = 20k); at most ROW_WEIGHTS_BUDGET bytes, first come first kept
+    row_weights: dict = field(default_factory=dict)
 
     def flat(self, z: np.ndarray) -> str:
         """`flat_features` of z, computed once per plan (shared by the terms of a chain)."""
@@ -374,6 +379,22 @@ def flat_features(z: np.ndarray, folds: int) -> str:
     return ""
 
 
+@functools.cache
+def _blas_controller():
+    """One threadpoolctl controller per process (building one reads the loaded libraries: 6 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread. The folds' products are small or
+    memory-bound: a second BLAS thread only waited, and its spinning counted 0.6-0.9 CPU s of the
+    20k x 4,096 chain (7%; 19% more where only the fits were limited), and inside the pipeline's
+    worker processes it oversubscribed the cores (the quick demo's MI step took 14x longer)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def plan_folds(groups, k: int = 5, seed: int = 0) -> np.ndarray:
     """The fold id of each row in the plan `make_plan` builds for these groups, k and seed
     (callers that pair two estimates on one plan's folds read them here)."""
@@ -384,9 +405,44 @@ def make_plan(z, groups, k=5, pca=64, gaussianize=True, seed=0) -> FoldPlan:
     return FoldPlan(plan_folds(groups, k, seed), k, pca, gaussianize, groups=np.asarray(groups))
 
 
-def stratum_values(kind: str, arrays: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """Bound for one stratum under row weights [B, n_c] (bootstrap multiplicities); returns [B]."""
-    wsum = weights.sum(axis=1)
+ROW_WEIGHTS_BUDGET = 64 * 2**20  # bytes of bootstrap row weights a fold plan keeps (n = 20k, B = 300: 48 MB)
+
+
+def bootstrap_row_weights(rng: np.random.Generator, n_c: int, B: int, cache: dict | None = None,
+                          key: tuple | None = None) -> np.ndarray:
+    """Row weights [B + 1, n_c] of one stratum: row 0 all ones, rows 1..B multinomial(n_c,
+    uniform) counts, drawn from `rng`. Each row sums to n_c exactly.
+
+    cache/key: a dict (`FoldPlan.row_weights`) and what fixes the draw, i.e. the stream's seed,
+    B and the sizes of every stratum drawn from it so far, this one last. A hit returns the
+    cached weights and leaves `rng` where the draw would have left it, so what is drawn next is
+    the same bit for bit; a miss is stored while the cache holds under ROW_WEIGHTS_BUDGET bytes.
+    The weights are read-only."""
+    if cache is not None and key in cache:
+        w, state = cache[key]
+        rng.bit_generator.state = state
+        return w
+    w = np.empty((B + 1, n_c))
+    w[0] = 1.0
+    # multinomial(n_c, uniform) counts, drawn as n_c row indices per replicate (6x faster than
+    # rng.multinomial at n_c = 20k), counted replicate by replicate (a count array that stays in
+    # cache: 10x faster than one bincount over all replicates) (int32: the same values as int64
+    # from the same stream, since both draw 32-bit bounded integers for ranges under 2^32; a
+    # third less time at n_c = 20k)
+    draws = rng.integers(0, n_c, size=(B, n_c), dtype=np.int32 if n_c < 2**31 else np.int64)
+    for b in range(B):
+        w[b + 1] = np.bincount(draws[b], minlength=n_c)
+    w.flags.writeable = False
+    if cache is not None and sum(v.nbytes for v, _ in cache.values()) + w.nbytes <= ROW_WEIGHTS_BUDGET:
+        cache[key] = (w, rng.bit_generator.state)
+    return w
+
+
+def stratum_values(kind: str, arrays: dict[str, np.ndarray], weights: np.ndarray,
+                   wsum: np.ndarray | None = None) -> np.ndarray:
+    """Bound for one stratum under row weights [B, n_c] (bootstrap multiplicities); returns [B].
+    wsum: each replicate's total weight, where the caller knows it (default: summed here)."""
+    wsum = weights.sum(axis=1) if wsum is None else wsum
     if kind == MEAN:
         return weights @ arrays["r"] / wsum
     a, lb = arrays["a"], arrays["lb"]
@@ -564,14 +620,16 @@ class CrossFitEstimator:
                                                  stratum_names)
             return result
         reduction = None
-        if isinstance(plan, FoldPlan):
-            # a plan from `fold_plan` used on its own settles on this term; a chain's plan has
-            # settled on all its terms already (`chain.estimate_terms`)
-            reduction = plan.settle_reduction(z, [(y, c)])
-        per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
-        if pointwise:  # issue 7: per-row held-out terms for paired comparisons
-            pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
-        est = self._aggregate(per_seed, y, c, active, strata_info, n)
+        with one_blas_thread():
+            if isinstance(plan, FoldPlan):
+                # a plan from `fold_plan` used on its own settles on this term; a chain's plan has
+                # settled on all its terms already (`chain.estimate_terms`)
+                reduction = plan.settle_reduction(z, [(y, c)])
+            per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
+            if pointwise:  # issue 7: per-row held-out terms for paired comparisons
+                pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
+            est = self._aggregate(per_seed, y, c, active, strata_info, n,
+                                  row_weights=plan.row_weights if isinstance(plan, FoldPlan) else None)
         value, lo, hi, stratum_vals, seed_vals, seed_intervals = est
         notes, flags = [], []
         if reduction is not None and reduction.raised:
@@ -783,27 +841,24 @@ class CrossFitEstimator:
 
     shared_fits: dict | None = None  # `FoldPlan.fits` while `_run_folds` runs, else None
 
-    def _aggregate(self, per_seed, y, c, active, info, n):
-        rng = np.random.default_rng([self.seed, 104729])
+    def _aggregate(self, per_seed, y, c, active, info, n, row_weights: dict | None = None):
+        """The term's estimate and intervals from its per-row arrays; row_weights: the plan's
+        cache of bootstrap row weights (`bootstrap_row_weights`), or None."""
+        seed_key = (self.seed, 104729)
+        rng = np.random.default_rng(list(seed_key))
         B = self.n_boot
         total = np.zeros((len(per_seed), B + 1))
         strat_reps = {}
+        drawn = ()  # the sizes of the strata drawn so far: with the seed and B they fix the stream
         for s in info:
             if s["single"]:
                 continue
             idx = np.flatnonzero((c == s["code"]) & active)
             n_c = len(idx)
-            w = np.empty((B + 1, n_c))
-            w[0] = 1.0
-            # multinomial(n_c, uniform) counts, drawn as n_c row indices per replicate (6x faster
-            # than rng.multinomial at n_c = 20k), counted replicate by replicate (a count array
-            # that stays in cache: 10x faster than one bincount over all replicates)
-            # (int32: the same values as int64 from the same stream, since both draw 32-bit
-            # bounded integers for ranges under 2^32; a third less time at n_c = 20k)
-            draws = rng.integers(0, n_c, size=(B, n_c), dtype=np.int32 if n_c < 2**31 else np.int64)
-            for b in range(B):
-                w[b + 1] = np.bincount(draws[b], minlength=n_c)
-            reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w)
+            drawn += (n_c,)
+            w = bootstrap_row_weights(rng, n_c, B, row_weights, (seed_key, B, drawn))
+            wsum = np.full(B + 1, float(n_c))  # each row of w sums to n_c exactly
+            reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w, wsum)
                              for arr in per_seed])  # [seeds, B+1]
             total += reps * (n_c / n)
             strat_reps[s["code"]] = reps

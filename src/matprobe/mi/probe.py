@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 
 import numpy as np
 import torch
 
-from matprobe.mi.base import MEAN, REQUESTED_PCA, CrossFitEstimator, FoldOutput
+from matprobe.mi.base import MEAN, REQUESTED_PCA, CrossFitEstimator, FoldOutput, one_blas_thread
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.prep import (
     block_scale_variance,
@@ -437,7 +436,7 @@ class ProbeEstimator(CrossFitEstimator):
         m = max(1, max(len(r) for r in rows))
         k_max = max(st.k for st in strata)
         n_s, p = len(strata), int(cols.sum())
-        x = np.zeros((n_s, m, p), dtype=np.float32)  # the features are float32: an exact copy
+        x = np.empty((n_s, m, p), dtype=np.float32)  # the features are float32: an exact copy
         target = np.zeros((n_s, m), dtype=np.int64)
         weight = np.zeros((n_s, m))
         off = np.full((n_s, 1, k_max), NEG)
@@ -450,6 +449,7 @@ class ProbeEstimator(CrossFitEstimator):
                 np.take(xs, r, axis=0, out=x[i, : len(r)])
             else:
                 x[i, : len(r)] = np.take(xs, r, axis=0)[:, cols]
+            x[i, len(r) :] = 0.0  # padded rows
             target[i, : len(r)] = st.target.cpu().numpy()[r]
             weight[i, : len(r)] = 1.0
             off[i, 0, : st.k] = st.off.cpu().numpy()
@@ -468,16 +468,22 @@ class ProbeEstimator(CrossFitEstimator):
         # a column nearly constant within a stratum (a massive coordinate that marks the stratum)
         # scaled by its RMS alone would turn the penalty 1e10 times stiffer there, and L-BFGS
         # stopped at its starting point
+        #
+        # Any centre and scale give the same problem, so they are computed in float32 by BLAS
+        # (a float64 copy for them was 2/3 of this setup: 0.3 CPU s of the 20k x 4,096 chain)
         n_real = np.maximum(weight.sum(axis=1), 1.0)[:, None]  # [n_s, 1]
-        wide = x.astype(np.float64)  # one float64 copy, reused for the square (in place)
-        centre = wide.sum(axis=1) / n_real  # padded rows are 0 and stay 0
-        centre[:, -1] = 0.0  # the intercept column stays 1
-        centre32 = centre.astype(np.float32)
-        for i, r in enumerate(rows):  # the real rows only: padded rows stay 0
-            x[i, : len(r)] -= centre32[i]
+        centre = np.zeros((n_s, p))
+        sq = np.zeros((n_s, p))
+        with one_blas_thread():  # as the fit below
+            for i, r in enumerate(rows):  # the real rows only: padded rows stay 0
+                xi = x[i, : len(r)]
+                c_i = np.ones(len(r), dtype=np.float32) @ xi / np.float32(n_real[i, 0])
+                c_i[-1] = 0.0  # the intercept column stays 1
+                xi -= c_i
+                centre[i] = c_i
+                sq[i] = np.einsum("mp,mp->p", xi, xi)
         kappa = np.maximum(8.0 * lam * max(n_all, 1) / n_real, 1e-6)  # [n_s, 1]
-        np.copyto(wide, x)
-        rms = np.sqrt(np.square(wide, out=wide).sum(axis=1) / n_real + kappa)
+        rms = np.sqrt(sq / n_real + kappa)
         rms[:, -1] = 1.0
         x /= rms[:, None, :].astype(np.float32)
         w_init[:, -1, :] += np.einsum("sp,spk->sk", centre, w_init)
@@ -491,7 +497,8 @@ class ProbeEstimator(CrossFitEstimator):
             off = off + row_off  # [n_s, m, k_max]; padded cells stay at NEG
         onehot = np.zeros((n_s, m, k_max), dtype=np.float32)
         np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
-        onehot *= weight[..., None]
+        for i, r in enumerate(rows):
+            onehot[i, len(r) :] = 0.0  # padded rows have weight 0
         w32 = weight.astype(np.float32)
         scale = 1.0 / max(n_all, 1)
         # each row's target logit by one flat index (take_along_axis cost 5x more)
@@ -523,7 +530,7 @@ class ProbeEstimator(CrossFitEstimator):
 
         # one BLAS thread: these matrices are small, and threaded BLAS inside the pipeline's
         # worker processes oversubscribed the cores (the quick demo's MI step took 14x longer)
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             res = minimize(loss_and_grad, w_init.ravel(), jac=True, method="L-BFGS-B",
                            options={"maxiter": self.max_iter, "maxcor": self.lbfgs_memory, "gtol": self.tolerance_grad,
                                     "ftol": self.tolerance_change})
@@ -581,7 +588,7 @@ class ProbeEstimator(CrossFitEstimator):
         # scatters (a store of 160 rows and 6 columns read 0.2 on Gaussian-like rows). One BLAS
         # thread, as in `_train`: these are small products, and a second thread's waiting counted
         # 2 CPU s on the chain benchmark (19% more) for 0.2 s of work
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
             scale_var_block, block_null_sd = block_scale_variance(x_tr, c_tr, seed=seeds[0])
         fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
@@ -968,14 +975,6 @@ class _Adam:
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             q.addcdiv_(m, (v.sqrt() / root_c2).add_(self.eps), value=-step_size)
-
-
-@functools.cache
-def _blas_controller():
-    """One threadpoolctl controller per process (building one reads the loaded libraries: 6 ms)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 def _problem_key(x_tr, cell_tr, cell_c, c_tr, seeds, use_subclasses) -> str:
