@@ -125,3 +125,61 @@ def test_a_semicolon_separated_csv_is_named_with_its_fix(tmp_path):
     semis = [{**r, "q": "Shown; or not?", "note;s": "a;b;c"} for r in rows]
     kept = load_dataset(_write(tmp_path / "cells.csv", semis), columns="q=question,opts=options")
     assert [s.question for s in kept] == ["Shown; or not?"] * 6
+
+
+def _pipeline(path: Path, manifest: Path, columns: str) -> Path:
+    """A pipeline file on `manifest` with `[data] columns` (TOML), its tiny models trained here: no
+    checkpoint to check, so `run`'s preflight reaches the manifest at once."""
+    path.write_text(f'[run]\nout = "{path.parent / "run"}"\n[data]\nfile = "{manifest.name}"\ncolumns = {columns}\n'
+                    '[design]\ntarget = ["CT", "Chest", "Classification"]\n')
+    return path
+
+
+def test_a_pipeline_file_s_column_refusals_name_its_data_columns_table(tmp_path):
+    """`matprobe run` reads the manifest's column map from the pipeline file's [data] columns, so its
+    refusals of the columns name that table, their fix written in TOML (with what the table maps
+    already); `--columns`, the option of `extract`, `data validate` and `init`, is not `run`'s."""
+    import tomllib
+
+    from matprobe.pipeline import load_pipeline
+    from matprobe.preflight import check_pipeline
+
+    # the image column left unmapped beside the columns that are mapped
+    path = _write(tmp_path / "m.csv", _rows())
+    toml = _pipeline(tmp_path / "p.toml", path, '{q = "question", opts = "options"}')
+    fix = '[data] columns = {q = "question", opts = "options", picture = "image"}'
+    expected = (f"{path}: no column is read as 'image': [data] columns maps q, opts and none onto 'image'; the column "
+                f"'picture' holds image files (pics/0.png, ...), so every item would have no image; map it with {fix}")
+    with pytest.raises(DataError) as refused:
+        check_pipeline(load_pipeline(toml))
+    assert str(refused.value) == expected
+    res = CliRunner().invoke(app, ["run", str(toml)])
+    assert res.exit_code == 2 and res.output == f"error: {expected}\n"
+    # the table it gives is TOML that reads every item with its image
+    columns = tomllib.loads(fix.removeprefix("[data] "))["columns"]
+    assert [Path(s.image).name for s in load_dataset(path, columns=columns)] == [f"{i}.png" for i in range(6)]
+    # a needed column missing, its close match a name TOML quotes
+    spaced = _write(tmp_path / "s.csv", [{("the task" if k == "task" else k): v for k, v in r.items()}
+                                         for r in _rows()])
+    toml = _pipeline(tmp_path / "s.toml", spaced, '{q = "question", opts = "options", picture = "image"}')
+    res = CliRunner().invoke(app, ["run", str(toml)])
+    fix = '[data] columns = {q = "question", opts = "options", picture = "image", "the task" = "task"}'
+    assert res.exit_code == 2 and res.output == (
+        f"error: {spaced}: unknown column(s) the task; missing task. A MAT manifest has columns image, question, "
+        "options, answer, modality, anatomy, task (optional: id, numbered row-1, row-2, ... when absent; label, "
+        f"subset, split, mask, slice, option_masks, source); close matches: the task -> task; map them with {fix}\n")
+    columns = tomllib.loads(fix.removeprefix("[data] "))["columns"]
+    assert [s.task for s in load_dataset(spaced, columns=columns)] == ["Classification"] * 6
+    # a column mapped onto a name no manifest has
+    toml = _pipeline(tmp_path / "t.toml", path, '{q = "questoin", opts = "options", picture = "image"}')
+    res = CliRunner().invoke(app, ["run", str(toml)])
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: [data] columns = {q = \"questoin\"}: 'questoin' is not a manifest column; did you mean 'question'? ")
+    # the commands' own loader keeps naming their option
+    with pytest.raises(DataError) as refused:
+        load_dataset(spaced, columns="q=question,opts=options,picture=image")
+    assert str(refused.value).endswith(
+        "; map them with --columns q=question,opts=options,picture=image,the task=task")
+    with pytest.raises(DataError) as refused:
+        load_dataset(path, columns="q=question,opts=options")
+    assert str(refused.value).endswith("map it with --columns q=question,opts=options,picture=image")

@@ -175,3 +175,29 @@ def test_the_committed_demo_gets_no_design_warning(demo_run):
     assert [counts[tuple(t)] for t in summary["targets"]] == [48, 48]
     assert _warnings(demo_run) == []
     assert "## Design warnings" not in (DEMO / "report.md").read_text()
+
+
+def test_the_items_counted_are_those_scored_not_the_rows(demo_run, tmp_path):
+    """A target of 48 rows, of which one checkpoint holding it out scored 20 (the rest unanswered or
+    unparseable: its check counts the answered rows): its accuracy is a share of 20 answers, so the
+    target is flagged with that count; a checkpoint that does not hold the target out scoring few
+    of its items does not count."""
+    run = _copy(demo_run, tmp_path)
+
+    def scored(name: str, n: int) -> None:
+        path = run / "check" / f"{name}.json"
+        doc = json.loads(path.read_text())
+        for s in doc["strata"]:
+            if (s["given"]["modality"], s["given"]["anatomy"], s["given"]["task"]) == ("MRI", "Brain", "Exposure"):
+                s["n"], s["errors"] = n, min(s["errors"], n)
+        path.write_text(json.dumps(doc))
+
+    scored("mri-brain-segmentation-related-s0", 3)  # trained with Exposure: not held out there
+    assert _warnings(run) == []
+    scored("related-s1", 20)
+    scored("unrelated-s2", 22)
+    assert _warnings(run) == [
+        "held-out target MRI / Brain / Exposure has 48 items, of which checkpoint related-s1 has 20 scored (the "
+        "other 28 unanswered or unparseable), fewer than 25: its accuracy is a share of 20 answers, whose 95% "
+        "interval spans about ±0.22 (±0.2 needs 25 scored items), so it does not read as a finding; add items "
+        "to this triplet (25 or more scored) or see why the other answers are not scored"]

@@ -577,7 +577,10 @@ def _load_study_data(cfg: PipelineConfig, run: Path, say):
         dataset = load_dataset(manifest)
     else:
         manifest = Path(cfg.data_file)
-        dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None)
+        from matprobe.data.columns import PIPELINE_COLUMNS
+
+        dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None,
+                               columns_flag=PIPELINE_COLUMNS)
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
     return dataset, manifest
 

@@ -52,8 +52,11 @@ def check_pipeline(cfg) -> None:
     if cfg.demo_data:
         return
     from matprobe.data import load_dataset
+    from matprobe.data.columns import PIPELINE_COLUMNS
 
-    dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None)
+    # a column refusal names the pipeline file's [data] columns (in TOML), not `--columns`
+    dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None,
+                           columns_flag=PIPELINE_COLUMNS)
     from matprobe.data.images import missing_images_error
 
     # where a checkpoint is to be extracted (stores given as they are need no image), named by the

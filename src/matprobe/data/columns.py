@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -58,6 +59,30 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s\-.]+", "_", str(name).strip()).casefold()
 
 
+# where a pipeline file maps columns (`matprobe run`): a refusal reached from it names this table,
+# its fix written in TOML, where a command's refusal names its option (`--columns`)
+PIPELINE_COLUMNS = "[data] columns"
+
+
+def _entry(theirs: str, ours: str, flag: str) -> str:
+    """One mapping as the user writes it: `img=image` after an option, `img = "image"` in TOML (a
+    key that is not bare, e.g. with a space, quoted)."""
+    if flag.startswith("-"):
+        return f"{theirs}={ours}"
+    key = theirs if re.fullmatch(r"[A-Za-z0-9_-]+", theirs) else json.dumps(theirs)
+    return f"{key} = {json.dumps(ours)}"
+
+
+def column_fix(pairs: Mapping[str, str], flag: str = "--columns") -> str:
+    """The mappings `pairs` ({theirs: expected}) as the user gives them: `--columns img=image,q=question`
+    on the command line, `[data] columns = {img = "image", q = "question"}` in a pipeline file
+    (`flag` `PIPELINE_COLUMNS`, or any other that is not an option)."""
+    entries = [_entry(str(t), str(o), flag) for t, o in pairs.items()]
+    if flag.startswith("-"):
+        return f"{flag} {','.join(entries)}"
+    return f"{flag} = {{{', '.join(entries)}}}"
+
+
 def parse_column_map(spec: str | Mapping[str, str] | None, flag: str = "--columns") -> dict[str, str]:
     """`img=image,body_part=anatomy` (or a mapping) -> {theirs: expected}, expected names checked."""
     if not spec:
@@ -70,7 +95,8 @@ def parse_column_map(spec: str | Mapping[str, str] | None, flag: str = "--column
             if not item.strip():
                 continue
             if "=" not in item:
-                raise DataError(f"{flag} {spec!r}: write THEIRS=EXPECTED pairs, e.g. {flag} img=image,body_part=anatomy")
+                raise DataError(f"{flag} {spec!r}: write THEIRS=EXPECTED pairs, e.g. "
+                                f"{column_fix({'img': 'image', 'body_part': 'anatomy'}, flag)}")
             theirs, ours = (x.strip() for x in item.split("=", 1))
             pairs.append((theirs, ours))
     out: dict[str, str] = {}
@@ -78,7 +104,7 @@ def parse_column_map(spec: str | Mapping[str, str] | None, flag: str = "--column
         if ours not in EXPECTED:
             close = difflib.get_close_matches(ours, EXPECTED, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise DataError(f"{flag} {theirs}={ours}: {ours!r} is not a manifest column; {hint}"
+            raise DataError(f"{column_fix({theirs: ours}, flag)}: {ours!r} is not a manifest column; {hint}"
                             f"map onto one of {', '.join(EXPECTED)}")
         if ours in out.values():
             raise DataError(f"{flag}: two columns are mapped onto {ours!r}; map one column onto each name")
@@ -125,11 +151,12 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
         raise DataError(f"{where}{flag} maps {absent_map[0]!r}, which is not a column of the file; its columns: "
                         f"{', '.join(present)}")
     renames = {theirs: ours for theirs, ours in mapping.items() if theirs != ours}
+    given = dict(renames)  # a fix below keeps what the user mapped: the option or the table is given whole
     notes = [f"column {t!r} read as {o!r} ({flag})" for t, o in renames.items()]
     taken = set(renames.values()) | {c for c in present if c in EXPECTED and c not in renames}
     for theirs, ours in list(renames.items()):
         if ours in present and ours not in renames:
-            raise DataError(f"{where}{flag} {theirs}={ours}: the file already has a column {ours!r}; map it away "
+            raise DataError(f"{where}{column_fix({theirs: ours}, flag)}: the file already has a column {ours!r}; map it away "
                             "first or drop the mapping")
     free = [c for c in present if c not in EXPECTED and c not in renames]
     # same name up to case and separators ('Modality', 'Body-Part' is still an alias below)
@@ -145,7 +172,7 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
         hits = [c for c in free if _norm(c) in ALIASES.get(ours, ())]
         if len(hits) > 1:
             raise DataError(f"{where}columns {', '.join(map(repr, hits))} could each be {ours!r}; say which with "
-                            f"{flag} {hits[0]}={ours}")
+                            f"{column_fix({**given, hits[0]: ours}, flag)}")
         if hits:
             renames[hits[0]] = ours
             taken.add(ours)
@@ -184,8 +211,8 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
                 if close:
                     pairs[next(c for c in free if _norm(c) == close[0])] = m
         hint = (f"; close matches: {', '.join(f'{t} -> {o}' for t, o in pairs.items())}; map them with "
-                f"{flag} {','.join(f'{t}={o}' for t, o in pairs.items())}") if pairs else (
-            f"; rename the columns or map them with {flag} THEIRS=EXPECTED")
+                f"{column_fix({**given, **pairs}, flag)}") if pairs else (
+            f"; rename the columns or map them with {column_fix({**given, 'THEIRS': 'EXPECTED'}, flag)}")
         raise DataError(f"{where}{'; '.join(parts)}. {MANIFEST_COLUMNS}{hint}")
     return renames, notes, free
 
@@ -227,13 +254,13 @@ def _unmapped_image(renames: Mapping[str, str], hits: Mapping[str, str], mapping
     first, cell = next(iter(hits.items()))
     shown = "base64 image data" if cell.startswith(_BASE64_IMAGE) else cell if len(cell) <= 60 else cell[:57] + "..."
     mapped = {t: o for t, o in mapping.items() if t != o}
-    fix = ",".join([f"{t}={o}" for t, o in mapped.items()] + [f"{first}=image"])
+    fix = column_fix({**mapped, first: "image"}, flag)
     which = (f"the column {first!r} holds image files ({shown}, ...)" if len(hits) == 1 else
              f"the columns {', '.join(map(repr, hits))} hold image files ({first}: {shown}, ...)")
     given = f"{flag} maps {', '.join(mapped)} and none onto 'image'; " if mapped else ""
-    others = "".join(f" (or {c}=image)" for c in list(hits)[1:])
+    others = "".join(f" (or {_entry(c, 'image', flag)})" for c in list(hits)[1:])
     raise DataError(f"{where}no column is read as 'image': {given}{which}, so every item would have no image; "
-                    f"map it with {flag} {fix}{others}")
+                    f"map it with {fix}{others}")
 
 
 def apply_columns(records: list[dict[str, Any]], mapping: Mapping[str, str] | None = None, source: str = "",

@@ -274,7 +274,9 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     if not missing:
         return None
     if not any(s.image for s in samples):  # a column of image files unmapped, not files that are absent
-        mapping = '[data] columns = {THEIRS = "image"}' if root_option.startswith("set ") else "--columns THEIRS=image"
+        from matprobe.data.columns import PIPELINE_COLUMNS, column_fix
+
+        mapping = column_fix({"THEIRS": "image"}, PIPELINE_COLUMNS if root_option.startswith("set ") else "--columns")
         return (f"{source}: no item of {len(samples)} names an image: no column is read as 'image'; give each "
                 f"item's image file in a column named image, or map yours with {mapping}")
     from matprobe.data.medmat import IMAGE_PREFIX

@@ -48,15 +48,18 @@ def load_dataset(
     image_root: str | os.PathLike | None = None,
     vocabulary: Mapping[str, Iterable[str]] | None = None,
     columns: str | Mapping[str, str] | None = None,
+    columns_flag: str = "--columns",
 ) -> MATDataset:
     """Load Med-MAT JSON/JSONL or a MAT manifest into a `MATDataset`.
 
     `columns`: {their column: expected name} (or "img=image,..."), beside the common aliases
-    that are read without it (`matprobe.data.columns`)."""
+    that are read without it (`matprobe.data.columns`). `columns_flag`: where the caller's user
+    gives that map, as a refusal of the columns names it (`--columns`; a pipeline file's
+    `columns.PIPELINE_COLUMNS`, its fix then written in TOML)."""
     from matprobe.data.columns import apply_columns, parse_column_map
 
     path = Path(path)
-    mapping = parse_column_map(columns)
+    mapping = parse_column_map(columns, columns_flag)
     if path.is_dir() and not is_arrow_source(path):  # a folder of Med-MAT files (one per subset and split)
         from matprobe.data.medmat import load_medmat_folder
 
@@ -66,7 +69,7 @@ def load_dataset(
         from matprobe.data.medmat import load_medmat
 
         return load_medmat(path, image_root=image_root)
-    records, _ = apply_columns(records, mapping, str(path))  # unknown columns: one error, before any record
+    records, _ = apply_columns(records, mapping, str(path), columns_flag)  # unknown columns: one error, first
     vocab = check_vocabulary_header(header, path, FACTORS)
     vocab.update(vocabulary or {})
     return parse_manifest_records(records, path, vocab, image_root)

@@ -27,7 +27,8 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # A held-out target's accuracy is a share of its n items' answers. Its 95% interval is at its widest
 # at accuracy 0.5, +-1.96 * 0.5 / sqrt(n) (Wald); that is wider than +-0.2 (enough to hold chance
 # and a model that reads the images alike) for n < (1.96 * 0.5 / 0.2)^2 = 24.01. So a target of
-# fewer than 25 items is flagged: its I(Z;Y | target) is estimated on the same few rows.
+# fewer than 25 items is flagged: its I(Z;Y | target) is estimated on the same few rows. The n counted
+# is the items scored (an answer right or wrong): an unanswered or unparseable one is no share of it.
 HELDOUT_Z95 = 1.96
 HELDOUT_HALF_WIDTH = 0.2
 MIN_HELDOUT_ITEMS = math.ceil((HELDOUT_Z95 * 0.5 / HELDOUT_HALF_WIDTH) ** 2)  # 25
@@ -71,23 +72,58 @@ def one_option_checkpoints(checkpoints: list, resolve) -> list[str]:
     return out
 
 
-def small_targets(summary, composition=None) -> list[str]:
-    """Held-out targets (run.json's `targets`, else `target`) with fewer than MIN_HELDOUT_ITEMS items,
-    counted in run.json's composition (else `composition`, the report's frame for older runs)."""
+def scored_items(summary, strata) -> dict[tuple, tuple[int, str]]:
+    """Per held-out target: (items scored, checkpoint) for the checkpoint holding it out that scored
+    the fewest. Scored: the rows of the target's stratum in the checkpoint's check (`strata`, the
+    report's frame), the items with an answer that is right or wrong; an unanswered or unparseable
+    one informs no accuracy. A check with no such stratum scored none."""
+    if strata is None or not len(strata) or not {"checkpoint", "stratum", "n"} <= set(strata):
+        return {}
+    n_by = {(str(c), str(s)): int(n) for c, s, n in zip(strata["checkpoint"], strata["stratum"], strata["n"])}
+    out: dict[tuple, tuple[int, str]] = {}
+    for ck in summary.checkpoints:
+        target = tuple(str(x) for x in (ck.extra.get("target") or summary.target))
+        n = n_by.get((ck.name, " / ".join(target)), 0)
+        if target not in out or n < out[target][0]:
+            out[target] = (n, ck.name)
+    return out
+
+
+def small_targets(summary, composition=None, strata=None) -> list[str]:
+    """Held-out targets (run.json's `targets`, else `target`) with fewer than MIN_HELDOUT_ITEMS items
+    scored: counted in run.json's composition (else `composition`, the report's frame for older
+    runs), and of those the fewest that a checkpoint holding the target out answered so that they are
+    scored (`strata`, its checks: `scored_items`); the accuracy is a share of the scored ones."""
     rows = summary.composition or ([] if composition is None else composition.to_dict(orient="records"))
     counts = {(str(r["modality"]), str(r["anatomy"]), str(r["task"])): int(r["n"]) for r in rows}
+    scored = scored_items(summary, strata)
     out = []
     for target in summary.targets or [summary.target]:
-        n = counts.get(tuple(str(x) for x in target))
-        if n is None or n >= MIN_HELDOUT_ITEMS:  # a target not counted in the run's files: nothing to say
+        key = tuple(str(x) for x in target)
+        n = counts.get(key)
+        if n is None:  # a target not counted in the run's files: nothing to say
             continue
-        half = HELDOUT_Z95 * 0.5 / math.sqrt(n)
+        k, checkpoint = scored.get(key, (n, None))
+        k = min(k, n)
+        if k >= MIN_HELDOUT_ITEMS:
+            continue
+        half = HELDOUT_Z95 * 0.5 / math.sqrt(k) if k else math.inf
+        spans = f"about ±{half:.2f}" if k else "all of [0, 1]"
         items, answers = ("item", "answer") if n == 1 else ("items", "answers")
-        out.append(f"held-out target {' / '.join(target)} has {n} {items}, fewer than {MIN_HELDOUT_ITEMS}: its "
-                   f"accuracy is a share of {n} {answers}, whose 95% interval spans about ±{half:.2f} "
-                   f"(±{HELDOUT_HALF_WIDTH} needs {MIN_HELDOUT_ITEMS} items), and its I(Z;Y | target) is "
-                   f"estimated on the same {n} row{'s' if n != 1 else ''}, so neither reads as a finding; add items to this triplet "
-                   f"({MIN_HELDOUT_ITEMS} or more) or hold out a larger one")
+        if k == n:  # every item scored: the rows are the answers
+            out.append(f"held-out target {' / '.join(target)} has {n} {items}, fewer than {MIN_HELDOUT_ITEMS}: its "
+                       f"accuracy is a share of {n} {answers}, whose 95% interval spans {spans} "
+                       f"(±{HELDOUT_HALF_WIDTH} needs {MIN_HELDOUT_ITEMS} items), and its I(Z;Y | target) is "
+                       f"estimated on the same {n} row{'s' if n != 1 else ''}, so neither reads as a finding; add "
+                       f"items to this triplet ({MIN_HELDOUT_ITEMS} or more) or hold out a larger one")
+            continue
+        mi = (f", and its I(Z;Y | target) is estimated on {n} row{'s' if n != 1 else ''}, so neither reads as a "
+              "finding" if n < MIN_HELDOUT_ITEMS else ", so it does not read as a finding")
+        out.append(f"held-out target {' / '.join(target)} has {n} {items}, of which checkpoint {checkpoint} has {k} "
+                   f"scored (the other {n - k} unanswered or unparseable), fewer than {MIN_HELDOUT_ITEMS}: its "
+                   f"accuracy is a share of {k} answer{'s' if k != 1 else ''}, whose 95% interval spans {spans} "
+                   f"(±{HELDOUT_HALF_WIDTH} needs {MIN_HELDOUT_ITEMS} scored items){mi}; add items to this triplet "
+                   f"({MIN_HELDOUT_ITEMS} or more scored) or see why the other answers are not scored")
     return out
 
 
@@ -109,7 +145,7 @@ def design_warnings(data, resolve) -> list[str]:
                          "only counts how often the model gives that answer")
     lines.extend(one_option_checkpoints(data.summary.checkpoints, resolve))
     # a held-out target too small for its accuracy and I(Z;Y | target) to be findings
-    lines.extend(small_targets(data.summary, getattr(data, "composition", None)))
+    lines.extend(small_targets(data.summary, getattr(data, "composition", None), getattr(data, "strata", None)))
     # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)
     lines.extend(data.summary.source_warnings)
     # image files the RGB conversion changes, classes merged for the MI (the pipeline's data step)
