@@ -257,6 +257,7 @@ SLOW: dict[str, set[str]] = {
     },
     "test_own_study.py": {
         "test_own_study_runs_as_printed",  # 12.3 s
+        "test_own_data_without_models_runs_through_the_toy_fine_tuning_as_the_readme_says",  # 15 s (a whole run)
         "test_run_names_the_users_manifest_for_a_missing_image_before_any_work",  # 2 s
         "test_training_rows_of_checkpoints_trained_elsewhere_and_a_constant_z_in_the_report",  # 5 s (a whole run)
         "test_a_study_of_crossmeds_ablations_gives_table_ix_rows",  # 7 s (a whole run)

@@ -482,8 +482,9 @@ def test_run_refuses_a_target_spelt_otherwise_than_the_data(tmp_path):
     path.write_text(path.read_text().replace('"MRI", "Knee", "Plane"', '"mri", "knee", "plane"'))
     res = CliRunner().invoke(app, ["run", str(path)])
     assert res.exit_code == 2, res.output
-    assert ("target triplet mri,knee,plane is spelt MRI,Knee,Plane in the data; write it so"
-            in " ".join(res.output.split())), res.output
+    assert ("target triplet mri,knee,plane is read as MRI,Knee,Plane from the data (labels are read in one "
+            "spelling: known modality names in their canonical form, e.g. X-ray, Ultrasound; an anatomy or task "
+            "given all in lower or upper case, title-cased); write it so" in " ".join(res.output.split())), res.output
     assert not (tmp_path / "study-run" / "mi").exists()
 
 
@@ -585,3 +586,42 @@ def test_init_takes_a_column_map_and_writes_it_into_the_pipeline(tmp_path):
     assert doc["data"]["columns"] == {"organ site": "anatomy", "clinical VQA task": "task"}
     assert doc["checkpoints"] == tomllib.loads(path.read_text())["checkpoints"]
     assert load_pipeline(tmp_path / "own.toml").columns == {"organ site": "anatomy", "clinical VQA task": "task"}
+
+
+def test_own_data_without_models_runs_through_the_toy_fine_tuning_as_the_readme_says(tmp_path, monkeypatch):
+    """README, "No fine-tuned models yet?": the demo's pipeline file with its [run] out, [data] table
+    and target replaced runs the whole path on your manifest (a README-only user study did this
+    with its own column names: the fine-tuning workers read the manifest without them). Settings
+    cut for time: 4 fine-tuning steps, one seed, no controls, 2 MI seeds x 2 folds."""
+    import re
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    readme = (ROOT / "README.md").read_text()
+    assert "No fine-tuned models yet?" in readme and 'file = "study/manifest.jsonl"' in readme
+    build_own_study(tmp_path)
+    manifest = tmp_path / "study" / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    renamed = [{("scan" if k == "image" else "kind" if k == "modality" else k): v for k, v in r.items()} for r in rows]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in renamed))  # the study's own column names
+    text = (ROOT / "experiments" / "demo" / "pipeline.toml").read_text()
+    text = text.replace('out = "reports/demo"', 'out = "trial-run"')
+    text = re.sub(r"\[data\]\n(.*\n)*?\n", '[data]\nfile = "study/manifest.jsonl"\ncolumns = {scan = "image", '
+                  'kind = "modality"}\n\n', text, count=1)
+    text = re.sub(r"target = \[.*\]", f"target = {json.dumps(list(TARGET))}", text, count=1)
+    text = re.sub(r"extra_targets = .*\n", "", text)
+    for old, new in (("steps = 60", "steps = 4"), ("seeds = [0, 1, 2]", "seeds = [0]"), ("seeds = 3", "seeds = 2"),
+                     ("folds = 5", "folds = 2"), ("controls = true", "controls = false"),
+                     ("codelength = true", "codelength = false")):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (tmp_path / "trial.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["run", "trial.toml"])
+    assert res.exit_code == 0, res.output[-1500:]
+    report = (tmp_path / "trial-run" / "report.md").read_text()
+    assert "MRI / Head / Orientation" in report
+    assert "tiny random-initialised LLaVA models that this run fine-tuned on these rows ([train], 4 steps)" in report
+    doc = json.loads((tmp_path / "trial-run" / "run.json").read_text())
+    assert [ck["trained_here"] for ck in doc["checkpoints"]] == [True, True]
+    assert doc["n_samples"] == len(rows)

@@ -201,3 +201,73 @@ def test_the_items_counted_are_those_scored_not_the_rows(demo_run, tmp_path):
         "other 28 unanswered or unparseable), fewer than 25: its accuracy is a share of 20 answers, whose 95% "
         "interval spans about ±0.22 (±0.2 needs 25 scored items), so it does not read as a finding; add items "
         "to this triplet (25 or more scored) or see why the other answers are not scored"]
+
+
+def test_the_most_encoded_factor_is_not_claimed_over_a_term_inside_its_interval(demo_run):
+    """A README-only user study read "most encoded: I(Z;anatomy|modality), 0.449 nats" where
+    I(Z;task|modality,anatomy) read 0.449 too (0.0004 apart): where the runner-up's estimate lies
+    within the leader's interval, the answer says the estimates do not rank the two."""
+    from matprobe.report.render import _most_encoded_line, findings
+
+    data = load_run(demo_run)
+    main = data.terms[data.terms["main"]]
+    factors = [t for t in main["term"].unique() if "label" not in t]
+    means = main.groupby("term")["estimate"].mean()
+    leader, runner = sorted(factors, key=lambda t: -means[t])[:2]
+    low = main.loc[main["term"] == leader, "ci_low"].mean()
+    assert means[runner] < low  # the demo: told apart, and its answer says nothing more
+    m = findings(data)["most_encoded"]
+    assert m["term"] == leader and "not_told_apart_from" not in m
+    assert "rank" not in _most_encoded_line(m)
+    # the runner-up moved to just below the leader: inside its interval
+    shift = means[leader] - means[runner] - 0.0004
+    data.terms.loc[data.terms["main"] & (data.terms["term"] == runner), "estimate"] += shift
+    m = findings(data)["most_encoded"]
+    tie = m["not_told_apart_from"]
+    assert m["term"] == leader and tie["term"] == runner
+    assert tie["mean_estimate_nats"] == pytest.approx(means[leader] - 0.0004, abs=1e-12)
+    assert tie["leader_mean_ci_low_nats"] == pytest.approx(low, abs=1e-12)
+    assert (f"It is not told apart from {runner} ({means[leader] - 0.0004:.3f} nats), whose estimate lies within its "
+            f"interval (lower end {low:.3f} nats on average), so these estimates do not rank the two.") in \
+        _most_encoded_line(m)
+
+
+def test_the_summary_s_held_out_comparison_says_when_its_target_is_too_small(demo_run, tmp_path):
+    """The README-only user study's summary gave Related vs Unrelated I(Z;Y | target) with p = 0.0143
+    on a 12-item target, the caveat only in Design warnings: the summary line says it too."""
+    from matprobe.report.render import findings, summary_lines
+
+    def answer_line(run):
+        data = load_run(run)
+        return next(line for line in summary_lines(data, findings(data)) if "I(Z;Y | target)" in line)
+
+    assert "scored items" not in answer_line(demo_run)  # two targets of 48 items: nothing to say
+    line = answer_line(_edit(_copy(demo_run, tmp_path), _target_items(12)))
+    assert line.endswith(". 1 of the held-out targets has fewer than 25 scored items (Design warnings), so this "
+                         "comparison does not read as a finding.")
+
+
+def _dataset(run: Path) -> str:
+    """The report's Dataset section of `run` (a copy: its figure is drawn into the run)."""
+    from matprobe.report.render import _dataset_section
+
+    (run / "figures").mkdir(exist_ok=True)
+    doc = Doc(run)
+    _dataset_section(doc, load_run(run), run / "figures")
+    return doc.markdown()
+
+
+def test_own_data_through_the_toy_fine_tuning_says_what_its_models_are(demo_run, tmp_path):
+    """A pipeline file with the user's manifest and [train] but no [[checkpoints]] fine-tunes the
+    demo's tiny random-initialised models on it; the README-only user study's report never said so
+    (its glossary called them "the fine-tuned model(s)"). The demo, whose models these are, and
+    given checkpoints say nothing of it."""
+    sentence = ("The checkpoints are tiny random-initialised LLaVA models that this run fine-tuned on these rows "
+                "([train], 60 steps): a trial of the whole path on your data; their numbers say nothing about a "
+                "real model.")
+    assert sentence not in _dataset(_copy(demo_run, tmp_path / "demo"))
+    own = _edit(_copy(demo_run, tmp_path / "own"), lambda doc: doc["config"].update(demo_data=False, train_steps=60))
+    md = _dataset(own)
+    assert "Training samples per condition (equalised): " in md and sentence in md
+    given = _edit(_copy(demo_run, tmp_path / "given"), _given_checkpoints)
+    assert "tiny random-initialised" not in _dataset(given)

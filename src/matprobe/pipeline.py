@@ -300,11 +300,11 @@ def _map_in_workers(fn, jobs: list, names: list[str], workers: int, label: str, 
 def _finetune_job(args: tuple) -> dict:
     """One (condition, seed) fine-tune in a worker process."""
     quiet_libraries()
-    from matprobe.data import load_manifest
     from matprobe.extract.finetune import finetune
 
-    base, manifest, ids, out, steps, batch, lr, seed, rendering = args
-    by_id = {s.id: s for s in load_manifest(manifest)}
+    base, (manifest, image_root, columns), ids, out, steps, batch, lr, seed, rendering = args
+    # the items read as the run's data step reads them: its column map and image root
+    by_id = {s.id: s for s in _read_study_manifest(manifest, image_root, columns)}
     res = finetune(base, [by_id[i] for i in ids], out, steps=steps, batch_size=batch, lr=lr, seed=seed,
                    rendering=rendering)
     return {"out": str(res.out), "seconds": res.seconds, "final_loss": float(np.mean(res.losses[-10:]))}
@@ -563,10 +563,24 @@ def _prepare_this_process(cfg: PipelineConfig, say) -> None:
     quiet_libraries()
 
 
+def _read_study_manifest(manifest, image_root=None, columns=None):
+    """The study's items from its manifest with the pipeline file's [data] image_root and columns
+    (a column refusal names that table): the data step and the fine-tuning workers read them alike."""
+    from matprobe.data import load_dataset
+    from matprobe.data.columns import PIPELINE_COLUMNS
+
+    return load_dataset(manifest, image_root=image_root, columns=columns or None, columns_flag=PIPELINE_COLUMNS)
+
+
+def _study_source(cfg: PipelineConfig, manifest: Path) -> tuple:
+    """(manifest, image root, column map): how `_read_study_manifest` reads this run's items."""
+    if cfg.demo_data:  # the demo's manifest, written by the run in the expected columns
+        return str(manifest), None, None
+    return str(manifest), cfg.image_root, dict(cfg.columns) or None
+
+
 def _load_study_data(cfg: PipelineConfig, run: Path, say):
     """(dataset, manifest path): the demo's packaged data built once in the run, or the user's manifest."""
-    from matprobe.data import load_dataset
-
     if cfg.demo_data:
         from matprobe.data.demo import DemoSpec, build_demo_dataset
 
@@ -574,13 +588,9 @@ def _load_study_data(cfg: PipelineConfig, run: Path, say):
         if not manifest.exists():
             say(f"building the demo dataset ({cfg.n_per_triplet} samples per triplet)")
             build_demo_dataset(run / "data", DemoSpec(cfg.n_per_triplet, cfg.image_size, cfg.data_seed))
-        dataset = load_dataset(manifest)
     else:
         manifest = Path(cfg.data_file)
-        from matprobe.data.columns import PIPELINE_COLUMNS
-
-        dataset = load_dataset(manifest, image_root=cfg.image_root, columns=cfg.columns or None,
-                               columns_flag=PIPELINE_COLUMNS)
+    dataset = _read_study_manifest(*_study_source(cfg, manifest))
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
     return dataset, manifest
 
@@ -614,7 +624,7 @@ def _checkpoints(cfg: PipelineConfig, run: Path, manifest: Path, ids_by_target, 
                                     "adapter": None, "base": None, "trained_here": True,
                                     "n_train": len(ids), "target": list(tgt)})
                 if not (out / "config.json").exists():
-                    jobs.append((str(base), str(manifest), ids, str(out), cfg.train_steps,
+                    jobs.append((str(base), _study_source(cfg, manifest), ids, str(out), cfg.train_steps,
                                  cfg.train_batch_size, cfg.train_lr, int(seed), cfg.rendering))
                     names.append(name)
     if jobs:

@@ -218,7 +218,9 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     if out.exists() and not overwrite:
         raise InitError(f"{out} exists; pass --overwrite to replace it, or another --out")
     if not checkpoints and not stores:
-        raise InitError("give the checkpoint folders (or --store files) of your fine-tuned models")
+        raise InitError("give the checkpoint folders (or --store files) of your fine-tuned models; with none yet, a "
+                        "pipeline file with a [train] table and your [data] file fine-tunes tiny random-initialised "
+                        "models on your items to try the whole path (README: Your own study)")
     data = Path(data).resolve()
     from matprobe.data.columns import parse_column_map
 

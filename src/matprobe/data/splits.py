@@ -159,8 +159,9 @@ def first_unsplittable(dataset: MATDataset, targets, conditions) -> tuple[Triple
         spelt = find_triplet(present, tuple(target))
         if spelt is not None and spelt != tuple(target):  # the run compares triplets as written
             return tuple(target), conditions[0], DataError(
-                f"{dataset.source}: target triplet {','.join(target)} is spelt {','.join(spelt)} in the data; "
-                "write it so")
+                f"{dataset.source}: target triplet {','.join(target)} is read as {','.join(spelt)} from the data "
+                "(labels are read in one spelling: known modality names in their canonical form, e.g. X-ray, "
+                "Ultrasound; an anatomy or task given all in lower or upper case, title-cased); write it so")
         for cond in conditions:
             try:
                 make_split(dataset, tuple(target), cond)

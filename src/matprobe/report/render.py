@@ -30,8 +30,8 @@ from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
 from matprobe.mi.pointwise import summary_of
 from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
-from matprobe.report.design import design_warnings, term_cells
-from matprobe.report.settings import unused_settings
+from matprobe.report.design import MIN_HELDOUT_ITEMS, design_warnings, small_targets, term_cells
+from matprobe.report.settings import fine_tuned_here, unused_settings
 from matprobe.rundir import RunSummary, resolve_run_path
 from matprobe.stats.significance import LEFT_OUT, shared_units
 from matprobe.theory.check import CheckResult, MIValue
@@ -256,10 +256,20 @@ def findings(data: RunData) -> dict:
     elif "constant_features" in factor_rows and factor_rows["constant_features"].astype(bool).all():
         out["most_encoded"] = {"term": None, "why": "constant-features"}  # Z the same for every item
     else:
-        best = factor_terms.sort_values("estimate", ascending=False).iloc[0]
+        ranked = factor_terms.sort_values("estimate", ascending=False)
+        best = ranked.iloc[0]
         out["most_encoded"] = {"term": best["term"], "mean_estimate_nats": float(best["estimate"]),
                                "mean_h_upper_nats": float(best["h_upper"]),
                                "all_terms": {r.term: float(r.estimate) for r in per_term.itertuples()}}
+        if len(ranked) > 1:
+            # the runner-up's estimate within the leader's interval (its lower end, mean over the
+            # checkpoints): the leader is not told apart from it
+            runner = ranked.iloc[1]
+            low = float(main.loc[main["term"] == best["term"], "ci_low"].mean())
+            if float(runner["estimate"]) >= low:
+                out["most_encoded"]["not_told_apart_from"] = {"term": runner["term"],
+                                                              "mean_estimate_nats": float(runner["estimate"]),
+                                                              "leader_mean_ci_low_nats": low}
     by_cond = main.groupby(["term", "condition"])["estimate"].mean().unstack()
     out["term_by_condition"] = {t: {c: float(v) for c, v in row.items()} for t, row in by_cond.iterrows()}
     st = data.strata.dropna(subset=["mi"])
@@ -319,8 +329,13 @@ def _most_encoded_line(m: dict) -> str:
                "every factor's term is exactly 0 by the design (each factor is fixed by the ones before it "
                "in the chain, H = 0)")
         return f"**Which MAT factor is most encoded?** None can be told apart: {why}."
+    tie = m.get("not_told_apart_from")
+    caveat = "" if not tie else (
+        f" It is not told apart from {tie['term']} ({tie['mean_estimate_nats']:.3f} nats), whose estimate lies within "
+        f"its interval (lower end {tie['leader_mean_ci_low_nats']:.3f} nats on average), so these estimates do not "
+        "rank the two.")
     return (f"**Which MAT factor is most encoded?** {m['term']}, {m['mean_estimate_nats']:.3f} nats on average "
-            f"over the checkpoints (its entropy cap is {m['mean_h_upper_nats']:.3f} nats). All chain terms "
+            f"over the checkpoints (its entropy cap is {m['mean_h_upper_nats']:.3f} nats).{caveat} All chain terms "
             "(mean over checkpoints, nats): " + "; ".join(f"{k} = {v:.3f}" for k, v in m["all_terms"].items())
             + ".")
 
@@ -407,9 +422,14 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
         merged = (" (the answer's rare classes merged into one for the MI: each value is at most the answer's "
                   "own information)" if data.merged_answer else "")
+        # a held-out target too small to be a finding (Design warnings) is said here too, beside the p
+        small = len(small_targets(data.summary, getattr(data, "composition", None), getattr(data, "strata", None)))
+        few = "" if not small else (
+            f" {'The held-out target has' if len(names) == 1 else f'{small} of the held-out targets ' + ('has' if small == 1 else 'have')} fewer "
+            f"than {MIN_HELDOUT_ITEMS} scored items (Design warnings), so this comparison does not read as a finding.")
         lines.append(f"Information about the answer inside the held-out target{plural} "
                      f"({targets}), I(Z;Y | target), mean over their checkpoints: Related {y['Related']:.3f} vs "
-                     f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.")
+                     f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.{few}")
     fa = f["fano"]
     resp = fa["error_respects_floor"]
     meets = fa["mi_meets_bound"]
@@ -750,7 +770,14 @@ def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sizes.items())
         basis = data.summary.train_rows
         if basis == "equalised":
-            doc.para(f"Training samples per condition (equalised): {counts}.")
+            tiny = ""
+            if fine_tuned_here(data.summary) and data.summary.config.get("demo_data") is False:
+                # the user's own data through the demo's toy fine-tuning ([train] without [[checkpoints]])
+                steps = data.summary.config.get("train_steps")
+                tiny = (" The checkpoints are tiny random-initialised LLaVA models that this run fine-tuned on "
+                        f"these rows ([train]{f', {steps} steps' if steps else ''}): a trial of the whole path on "
+                        "your data; their numbers say nothing about a real model.")
+            doc.para(f"Training samples per condition (equalised): {counts}.{tiny}")
         else:  # checkpoints trained elsewhere: say what the run assumed, not a training set
             which = ("the rows of each condition's training triplets that the manifest marks split = train"
                      if basis == "split" else "every row of each condition's training triplets (the manifest "
