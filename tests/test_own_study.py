@@ -625,3 +625,14 @@ def test_own_data_without_models_runs_through_the_toy_fine_tuning_as_the_readme_
     doc = json.loads((tmp_path / "trial-run" / "run.json").read_text())
     assert [ck["trained_here"] for ck in doc["checkpoints"]] == [True, True]
     assert doc["n_samples"] == len(rows)
+
+
+def test_a_pipeline_file_of_stores_says_it_reads_them_not_that_it_extracts(tmp_path):
+    """init on --store files only wrote "It extracts each checkpoint's embeddings" (a README-only
+    user study); its opening lines now say where the embeddings come from."""
+    path, _ = _given_stores_study(tmp_path, label=False, answered=(True, True))
+    head = path.read_text().split("[run]")[0]
+    assert "extracts" not in head
+    assert ("# It reads each store's embeddings and answers, extracted already (the manifest's split\n"
+            "# column set per condition and target),\n"
+            "# estimates the MI chain, checks Fano and PAC, compares the conditions and writes the report.\n") in head

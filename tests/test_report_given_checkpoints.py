@@ -271,3 +271,10 @@ def test_own_data_through_the_toy_fine_tuning_says_what_its_models_are(demo_run,
     assert "Training samples per condition (equalised): " in md and sentence in md
     given = _edit(_copy(demo_run, tmp_path / "given"), _given_checkpoints)
     assert "tiny random-initialised" not in _dataset(given)
+
+
+def test_the_software_table_speaks_of_the_demo_only_in_the_demo(demo_run, tmp_path):
+    """An own study's report said "The demo's numbers are reproducible for these versions"."""
+    assert "The demo's numbers are reproducible for these versions" in _provenance(demo_run)
+    md = _provenance(_edit(_copy(demo_run, tmp_path), _given_checkpoints))
+    assert "demo's numbers" not in md and "Its numbers are reproducible for these versions" in md

@@ -29,6 +29,17 @@ NAMING = ("name each folder by its condition and seed, e.g. related-s0, unrelate
           f"(conditions: {', '.join(CONDITION_NAMES)}), or name it on the command line: related-s0=PATH")
 
 
+def _header_source(entries: list[dict]) -> list[str]:
+    """The pipeline file's opening lines on where its embeddings come from: extracted from the
+    checkpoints, read from the stores given (extracted already), or both."""
+    ckpts, stores = any("ckpt" in e for e in entries), any("store" in e for e in entries)
+    if not ckpts:
+        return ["# It reads each store's embeddings and answers, extracted already (the manifest's split",
+                "# column set per condition and target),"]
+    return ["# It extracts each checkpoint's embeddings and answers on the manifest (its split column set",
+            "# per condition and target" + ("; the stores given are used as they are)," if stores else "),")]
+
+
 def _slug(target) -> str:
     return "-".join(str(x) for x in target).replace(" ", "_").lower()
 
@@ -270,9 +281,9 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     lines = [
         "# matprobe pipeline for your own study, written by `matprobe init`; run it with",
         f"#   matprobe run {out.name}",
-        "# It extracts each checkpoint's embeddings and answers on the manifest (its split column set",
-        "# per condition and target), estimates the MI chain, checks Fano and PAC, compares the",
-        "# conditions and writes the report. Every value below can be edited.",
+        *_header_source(entries),
+        "# estimates the MI chain, checks Fano and PAC, compares the conditions and writes the report.",
+        "# Every value below can be edited.",
         "",
         "[run]",
         f"out = {_q(str(run_out))}  # run directory (from where you run it): stores, MI, results.csv, report.html",

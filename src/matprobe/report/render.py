@@ -1055,8 +1055,9 @@ def _provenance_section(doc: Doc, data) -> None:
         versions = env.get("versions") or {}
         doc.table(pd.DataFrame({"package": list(versions), "version": [v or "not installed" for v in
                                                                          versions.values()]}),
-                  "Software the run was made with. The demo's numbers are reproducible for these versions "
-                  "(pinned in constraints.txt), not across them.")
+                  "Software the run was made with. "
+                  + ("The demo's numbers" if data.summary.config.get("demo_data") is not False else "Its numbers")
+                  + " are reproducible for these versions (pinned in constraints.txt), not across them.")
         if (env.get("numerics") or {}).get("portable"):
             doc.para("Numerics: portable (the kernels every x86-64 CPU has, one thread; docs/design.md §6): "
                      "on the CPU model this ran on, these versions give the same numbers whatever kernels it "
