@@ -278,3 +278,26 @@ def test_the_software_table_speaks_of_the_demo_only_in_the_demo(demo_run, tmp_pa
     assert "The demo's numbers are reproducible for these versions" in _provenance(demo_run)
     md = _provenance(_edit(_copy(demo_run, tmp_path), _given_checkpoints))
     assert "demo's numbers" not in md and "Its numbers are reproducible for these versions" in md
+
+
+def test_the_mi_chain_says_why_its_intervals_are_one_sided():
+    """A README-only user study: every MI interval read "≥ x (one-sided)" and the report never said
+    why for its terms (the reasons were in the MI files' flags): a paragraph under the table does."""
+    import pandas as pd
+
+    from matprobe.report.render import ONE_SIDED_REASONS, one_sided_reasons
+
+    terms = pd.DataFrame({
+        "term": ["I(Z;M)", "I(Z;A|M)", "I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)", "I(Z;T|M,A)"],
+        "bound": ["lower", "lower", "two-sided", "lower", "lower", "lower"],
+        "degenerate": [False, False, False, False, False, True],
+        "flags": ["misspecified-linear,small-cells", "small-cells,low-n", "", "misspecified-linear", "", ""]})
+    assert one_sided_reasons(terms) == (
+        "4 of 6 intervals above are one-sided (≥ x: only the lower end is a statement). Why, from the terms' "
+        f"flags (a term can have several): misspecified-linear ({ONE_SIDED_REASONS['misspecified-linear']}): "
+        "I(Z;M) at 1 of 2 checkpoints, I(Z;A|M) at 1 of 2 checkpoints; small-cells "
+        f"({ONE_SIDED_REASONS['small-cells']}): I(Z;M) at 1 of 2 checkpoints, I(Z;A|M) at 1 of 2 checkpoints; "
+        "the estimator's own bound (its estimates are lower bounds by construction): 1 term.")
+    assert one_sided_reasons(terms.assign(bound="two-sided")) == ""
+    md = (DEMO / "report.md").read_text()  # the committed demo: all 48 one-sided, said under its table
+    assert "48 of 48 intervals above are one-sided" in md and "near-saturated (" in md

@@ -151,7 +151,8 @@ def load_run(run_dir: str | Path) -> RunData:
                                       "main": mi_path == ck.main_mi,
                                       "degenerate": e.degenerate and "constant-features" not in e.flags,
                                       "constant_features": "constant-features" in e.flags,
-                                      "bound": e.bound, **_baseline_fields(e.diagnostics)})
+                                      "bound": e.bound, "flags": ",".join(e.flags),
+                                      **_baseline_fields(e.diagnostics)})
                     per_item = summary_of(e)
                     if per_item is not None and mi_path == ck.main_mi:
                         _pointwise_rows(per_item, {**base, "term": term}, pointwise_rows, item_rows)
@@ -793,6 +794,39 @@ def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
 
 
 
+# the flags that make an interval one-sided (mi.interface.MIEstimate), as a reader needs them said
+ONE_SIDED_REASONS = {
+    "misspecified-linear": "a non-linear critic beat the linear one on the validation rows, so the linear "
+                           "critic is wrong for these data and its shortfall is not bounded",
+    "small-cells": "many rows sit in critic cells with fewer rows than the critic has inputs, where the "
+                   "shortfall is not bounded",
+    "near-saturated": "the estimate is within 10% of its entropy cap, where the shortfall is not bounded",
+    "pca-dropped-signal": "the label-free reduction left label information out",
+    "capped-log-batch": "InfoNCE is capped at log(batch)",
+}
+
+
+def one_sided_reasons(terms: pd.DataFrame) -> str:
+    """Why this run's one-sided intervals are one-sided: each reason with the terms it holds for
+    (counted over checkpoints), from the terms' flags; "" where every interval is two-sided."""
+    lower = terms[(terms["bound"] == "lower") & ~terms["degenerate"].astype(bool)]
+    if lower.empty:
+        return ""
+    flags = lower["flags"] if "flags" in lower else pd.Series([""] * len(lower), index=lower.index)
+    parts, order = [], list(dict.fromkeys(terms["term"]))  # the chain's order
+    for flag, why in ONE_SIDED_REASONS.items():
+        has = lower[flags.str.split(",").apply(lambda f, flag=flag: flag in f)]
+        if len(has):
+            counts = has.groupby("term").size()
+            parts.append(f"{flag} ({why}): " + ", ".join(
+                f"{t} at {counts[t]} of {int((terms['term'] == t).sum())} checkpoints" for t in order if t in counts))
+    none = lower[~flags.str.split(",").apply(lambda f: bool(set(f) & set(ONE_SIDED_REASONS)))]
+    if len(none):
+        parts.append(f"the estimator's own bound (its estimates are lower bounds by construction): {len(none)} term{'s' if len(none) != 1 else ''}")
+    return (f"{len(lower)} of {len(terms)} intervals above are one-sided (≥ x: only the lower end is a "
+            "statement). Why, from the terms' flags (a term can have several): " + "; ".join(parts) + ".")
+
+
 def _mi_sections(doc: Doc, data, fig_dir: Path, mi_lvl: str) -> None:
     """The MI chain at the main layer/pool, and every layer/pool when there are several."""
     u = data.unit
@@ -807,6 +841,9 @@ def _mi_sections(doc: Doc, data, fig_dir: Path, mi_lvl: str) -> None:
         f"cap H ({u})": main["h_upper"], "n": main["n"]})
     doc.table(tbl, f"The MI chain per checkpoint at layer/pool {main_lp}, with {mi_lvl} intervals and the "
                    "entropy that caps each term.")
+    why = one_sided_reasons(main)
+    if why:
+        doc.para(why)
 
     layers = data.terms.groupby("pool")["layer"].nunique()
     if (layers > 1).any():
