@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from matprobe.pipeline import _finetune_job, _read_study_manifest
+from matprobe.data.loaders import load_pipeline_data
+from matprobe.pipeline import _finetune_job
 
 torch.set_num_threads(1)
 
@@ -39,7 +40,7 @@ def test_the_fine_tuning_workers_read_the_pipeline_file_s_columns_and_image_root
     manifest = _study(tmp_path)
     columns = {"uid": "id", "scan": "image", "q": "question", "opts": "options", "kind": "modality", "job": "task"}
     root = str(tmp_path / "images")
-    items = _read_study_manifest(manifest, root, columns)  # what the data step reads
+    items = load_pipeline_data(manifest, root, columns)  # what the data step reads
     assert [Path(s.image) for s in items] == [tmp_path / "images" / "scans" / f"{i}.png" for i in range(8)]
     ids = [s.id for s in items][:6]
     out = tmp_path / "related-s0"

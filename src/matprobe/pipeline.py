@@ -303,8 +303,10 @@ def _finetune_job(args: tuple) -> dict:
     from matprobe.extract.finetune import finetune
 
     base, (manifest, image_root, columns), ids, out, steps, batch, lr, seed, rendering = args
+    from matprobe.data.loaders import load_pipeline_data
+
     # the items read as the run's data step reads them: its column map and image root
-    by_id = {s.id: s for s in _read_study_manifest(manifest, image_root, columns)}
+    by_id = {s.id: s for s in load_pipeline_data(manifest, image_root, columns)}
     res = finetune(base, [by_id[i] for i in ids], out, steps=steps, batch_size=batch, lr=lr, seed=seed,
                    rendering=rendering)
     return {"out": str(res.out), "seconds": res.seconds, "final_loss": float(np.mean(res.losses[-10:]))}
@@ -563,17 +565,9 @@ def _prepare_this_process(cfg: PipelineConfig, say) -> None:
     quiet_libraries()
 
 
-def _read_study_manifest(manifest, image_root=None, columns=None):
-    """The study's items from its manifest with the pipeline file's [data] image_root and columns
-    (a column refusal names that table): the data step and the fine-tuning workers read them alike."""
-    from matprobe.data import load_dataset
-    from matprobe.data.columns import PIPELINE_COLUMNS
-
-    return load_dataset(manifest, image_root=image_root, columns=columns or None, columns_flag=PIPELINE_COLUMNS)
-
-
 def _study_source(cfg: PipelineConfig, manifest: Path) -> tuple:
-    """(manifest, image root, column map): how `_read_study_manifest` reads this run's items."""
+    """(manifest, image root, column map): how `data.loaders.load_pipeline_data` reads this run's
+    items, in the data step and in each fine-tuning worker."""
     if cfg.demo_data:  # the demo's manifest, written by the run in the expected columns
         return str(manifest), None, None
     return str(manifest), cfg.image_root, dict(cfg.columns) or None
@@ -590,7 +584,9 @@ def _load_study_data(cfg: PipelineConfig, run: Path, say):
             build_demo_dataset(run / "data", DemoSpec(cfg.n_per_triplet, cfg.image_size, cfg.data_seed))
     else:
         manifest = Path(cfg.data_file)
-    dataset = _read_study_manifest(*_study_source(cfg, manifest))
+    from matprobe.data.loaders import load_pipeline_data
+
+    dataset = load_pipeline_data(*_study_source(cfg, manifest))
     say(f"dataset: {len(dataset)} samples, {dataset.triplets().size} triplets")
     return dataset, manifest
 

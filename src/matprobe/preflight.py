@@ -51,12 +51,10 @@ def check_pipeline(cfg) -> None:
                                 "it to finish, or give another [run] out / --out")
     if cfg.demo_data:
         return
-    from matprobe.data import load_dataset
-    from matprobe.data.columns import PIPELINE_COLUMNS
+    from matprobe.data.loaders import load_pipeline_data
 
-    # a column refusal names the pipeline file's [data] columns (in TOML), not `--columns`
-    dataset = load_dataset(cfg.data_file, image_root=cfg.image_root, columns=getattr(cfg, "columns", None) or None,
-                           columns_flag=PIPELINE_COLUMNS)
+    # as the run will read it (a column refusal names the file's [data] columns, not `--columns`)
+    dataset = load_pipeline_data(cfg.data_file, cfg.image_root, getattr(cfg, "columns", None))
     from matprobe.data.images import missing_images_error
 
     # where a checkpoint is to be extracted (stores given as they are need no image), named by the

@@ -92,6 +92,16 @@ class ValidationReport:
         return not self.problems
 
 
+def load_pipeline_data(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                       columns: Mapping[str, str] | None = None) -> MATDataset:
+    """`load_dataset` as a pipeline file gives the data: its [data] file, image_root and columns,
+    a column refusal naming that table (`columns.PIPELINE_COLUMNS`, its fix in TOML). `run`'s
+    preflight, its data step and its fine-tuning workers read the manifest through this one call."""
+    from matprobe.data.columns import PIPELINE_COLUMNS
+
+    return load_dataset(path, image_root=image_root, columns=columns or None, columns_flag=PIPELINE_COLUMNS)
+
+
 def validate_dataset(
     path: str | os.PathLike,
     image_root: str | os.PathLike | None = None,
@@ -216,15 +226,15 @@ def validate_dataset(
 
 def _no_images_problem(path: Path, records: list[dict], mapping: Mapping[str, str]) -> str:
     """The one problem of a manifest none of whose items names an image, with its unused columns."""
-    from matprobe.data.columns import EXPECTED
+    from matprobe.data.columns import EXPECTED, column_fix
 
     present = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
     unused = [c for c in present if c not in EXPECTED]
     why = "its image column is empty" if "image" in present else "no column is read as 'image'"
-    mapped = [f"{t}={o}" for t, o in mapping.items() if t != o]
-    fix = ",".join([*mapped, f"{unused[0] if len(unused) == 1 else 'THEIRS'}=image"])
+    mapped = {t: o for t, o in mapping.items() if t != o}
+    fix = column_fix({**mapped, (unused[0] if len(unused) == 1 else "THEIRS"): "image"})
     return (f"{path}: no item has an image: {why}" + (f" (column(s) not used: {', '.join(unused)})" if unused else "")
-            + f"; give each item's image file in a column named image, or map yours with --columns {fix}")
+            + f"; give each item's image file in a column named image, or map yours with {fix}")
 
 
 _RECORD = re.compile(r"^(?P<head>.*?): record (?P<n>\d+)(?: \(id '[^']*'\))?: (?P<msg>.*)$")

@@ -812,15 +812,15 @@ def one_sided_reasons(terms: pd.DataFrame) -> str:
     lower = terms[(terms["bound"] == "lower") & ~terms["degenerate"].astype(bool)]
     if lower.empty:
         return ""
-    flags = lower["flags"] if "flags" in lower else pd.Series([""] * len(lower), index=lower.index)
+    flags = (lower["flags"] if "flags" in lower else pd.Series("", index=lower.index)).str.split(",")
     parts, order = [], list(dict.fromkeys(terms["term"]))  # the chain's order
     for flag, why in ONE_SIDED_REASONS.items():
-        has = lower[flags.str.split(",").apply(lambda f, flag=flag: flag in f)]
+        has = lower[flags.apply(lambda f, flag=flag: flag in f)]
         if len(has):
             counts = has.groupby("term").size()
             parts.append(f"{flag} ({why}): " + ", ".join(
                 f"{t} at {counts[t]} of {int((terms['term'] == t).sum())} checkpoints" for t in order if t in counts))
-    none = lower[~flags.str.split(",").apply(lambda f: bool(set(f) & set(ONE_SIDED_REASONS)))]
+    none = lower[~flags.apply(lambda f: bool(set(f) & set(ONE_SIDED_REASONS)))]
     if len(none):
         parts.append(f"the estimator's own bound (its estimates are lower bounds by construction): {len(none)} term{'s' if len(none) != 1 else ''}")
     return (f"{len(lower)} of {len(terms)} intervals above are one-sided (≥ x: only the lower end is a "
