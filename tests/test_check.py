@@ -232,6 +232,59 @@ def test_pac_uses_heldout_split(synthetic):
     assert not any(b["contradicted"] for b in bounds.values())
 
 
+def test_pac_without_a_split_is_held_out_on_the_target_s_rows(synthetic, tmp_path):
+    """A store with no split = test rows (an own study's manifest without a split): given the held-out
+    target, the PAC error is on its rows and says so; without it, on every row and says that."""
+    path, _fp, ai, pred, _split = synthetic
+    with EmbeddingStore.open(path) as st:
+        samples = st.samples()
+    labels = {f: samples[f].astype(str).tolist() for f in ("modality", "anatomy", "task")}
+    labels["answer_index"] = ai.tolist()
+    ids = [f"row-{i}" for i in range(len(ai))]
+    store = EmbeddingStore.from_arrays(tmp_path / "nosplit.h5", ids, labels,
+                                       {("0", "mean"): np.random.default_rng(0).standard_normal((len(ai), 2))
+                                        .astype(np.float32)},
+                                       answers={"pred": pred, "probs": np.full((len(pred), 4), 0.25, np.float32)})
+    store.close()
+    target = STRATA[1]
+    res = check.run_check(tmp_path / "nosplit.h5", heldout_target=target).to_dict()["pac"]
+    rows = np.array([tuple(g) == target for g in zip(*(labels[f] for f in ("modality", "anatomy", "task")))])
+    m, k = int(rows.sum()), int((pred[rows] != ai[rows]).sum())
+    assert (res["m"], res["errors"]) == (m, k) == (N_PER[1], ERRORS[1])
+    assert res["heldout"].startswith(f"rows of the held-out target {' / '.join(target)}")
+    assert res["test_set_bound"] == pytest.approx(stats.beta.ppf(0.95, k + 1, m - k), rel=1e-9)
+    every = check.run_check(tmp_path / "nosplit.h5").to_dict()["pac"]
+    assert every["m"] == len(pred) and every["heldout"].startswith("all answered rows")
+    # a store with split = test rows keeps them, target or not
+    assert check.run_check(path, heldout_target=target).to_dict()["pac"]["heldout"] == "rows with split = test"
+
+
+def test_stratum_mi_near_its_cap_or_of_a_one_sided_term_is_one_sided(synthetic, tmp_path):
+    """A stratum's Î at >= 90% of H(Y|s), or of a term whose intervals are one-sided (its entries'
+    note), only states its lower end: `bound` "lower", shown as "≥ x"; others stay two-sided."""
+    path, fp, *_ = synthetic
+    h = {tuple(r["given"].values()): r["h_y"] for r in check.run_check(path).to_dict()["strata"]}
+    lower_note = dict(_stratum(*STRATA[2], 0.2, 0.1, 1.2), note="lower bound: ci_high is H(Y|C=c)'s upper "
+                      "confidence limit")
+    mi = _mi_json(tmp_path, fp, strata=[
+        _stratum(*STRATA[0], h[STRATA[0]], h[STRATA[0]], 1.4),  # at its cap
+        _stratum(*STRATA[1], 0.89 * h[STRATA[1]], 0.5 * h[STRATA[1]], h[STRATA[1]]),  # just under 90%
+        lower_note])
+    res = check.run_check(path, mi)
+    r = {tuple(x.given.values()): x.mi for x in res.strata}
+    assert r[STRATA[0]].bound == "lower" and "near-saturated" in r[STRATA[0]].note
+    assert r[STRATA[1]].bound is None and "bound" not in r[STRATA[1]].to_dict()
+    assert r[STRATA[2]].bound == "lower" and "one-sided" in r[STRATA[2]].note
+    # the file round-trips it, and the CLI table shows the one-sided cell as such
+    again = check.CheckResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert {tuple(s.given.values()): s.mi.bound for s in again.strata if s.mi} == {
+        STRATA[0]: "lower", STRATA[1]: None, STRATA[2]: "lower"}
+    from matprobe.present import OneSided
+
+    cells = {(row["modality"], row["anatomy"], row["task"]): row["mi"] for row in res.to_table().rows}
+    assert isinstance(cells[STRATA[0]], OneSided) and not isinstance(cells[STRATA[1]], OneSided)
+
+
 def test_fingerprint_mismatch_is_one_clear_error(synthetic, tmp_path):
     path, _fp, *_ = synthetic
     mi = _mi_json(tmp_path, "0" * 64)

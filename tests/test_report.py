@@ -149,7 +149,7 @@ def test_fano_table_carries_the_check_intervals(report_run):
     fano = next(t for t in tables if "ε respects floor" in t["head"])
     h = fano["head"]
     rows = {(r[h.index("checkpoint")], r[h.index("stratum")]): r for r in fano["rows"]}
-    n_checked = 0
+    n_checked = n_one_sided = 0
     for ck in run["checkpoints"]:
         check = json.loads((report_run / ck["check"]).read_text())
         for s in check["strata"]:
@@ -161,11 +161,16 @@ def test_fano_table_carries_the_check_intervals(report_run):
                 m = s["mi"]
                 mi_col = next(c for c in h if c.startswith("Î ") and c.endswith(" interval"))
                 assert mi_col == f"Î {m.get('ci_level', 0.9):.0%} interval"
-                assert r[h.index(mi_col)] == f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                # one-sided where the check says so (the term is, or the stratum's estimate is near its cap)
+                assert r[h.index(mi_col)] == (f"≥ {m['ci_low']:.3f} (one-sided)" if m.get("bound") == "lower"
+                                              else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+                n_one_sided += m.get("bound") == "lower"
                 assert r[h.index("ε floor at Î / at upper")] == \
                     f"{s['error_floor']:.3f} / {s['error_floor_lenient']:.3f}"
                 n_checked += 1
     assert n_checked >= 30
+    # every chain term of the demo is one-sided (small-cells), so are its strata
+    assert n_one_sided == n_checked
 
 
 def test_provenance_and_contents(report_run):

@@ -17,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from matprobe.report.design import design_warnings
@@ -301,3 +302,56 @@ def test_the_mi_chain_says_why_its_intervals_are_one_sided():
     assert one_sided_reasons(terms.assign(bound="two-sided")) == ""
     md = (DEMO / "report.md").read_text()  # the committed demo: all 48 one-sided, said under its table
     assert "48 of 48 intervals above are one-sided" in md and "near-saturated (" in md
+
+
+def test_an_accuracy_comparison_of_one_option_checkpoints_says_so_in_the_summary(demo_run, tmp_path):
+    """A README-only user study's summary compared held-out accuracy 0.300 with 0.200 from four
+    checkpoints that each answered one option for every item (said only in Design warnings): the
+    summary's line says it, for all or some of the checkpoints compared."""
+    from matprobe.report.design import one_option_answers
+    from matprobe.report.render import findings, summary_lines
+    from matprobe.store import EmbeddingStore
+
+    data = load_run(demo_run)
+
+    def accuracy_line(one_option):
+        return next(line for line in summary_lines(data, findings(data), one_option)
+                    if line.startswith("**Is the Related–Unrelated difference significant?**"))
+
+    plain = accuracy_line({})
+    assert "one option" not in plain
+    names = [ck.name for ck in data.summary.checkpoints if ck.condition in ("related", "unrelated")]
+    every = accuracy_line({n: ("A", 48, 48) for n in names})
+    assert every == plain + (" Every checkpoint compared answers one option for 90% or more of the items (Design "
+                             "warnings): these accuracies are shares of that option among the target's answers, "
+                             "not evidence that the models read the images.")
+    some = accuracy_line({names[0]: ("A", 48, 48)})
+    assert f" 1 of the {len(names)} checkpoints compared ({names[0]}) answer one option" in some
+    # what the stores say: 9 of 10 answers one option (90%) counts, 8 of 10 does not
+    stores = []
+    for name, pred in (("stuck", [2] * 9 + [0]), ("mixed", [2] * 8 + [0, 1])):
+        path = tmp_path / f"{name}.h5"
+        EmbeddingStore.from_arrays(path, [f"{name}-{i}" for i in range(10)],
+                                   {"modality": ["CT"] * 10, "anatomy": ["Chest"] * 10, "task": ["Q"] * 10,
+                                    "answer_index": [0] * 10},
+                                   {("0", "last"): np.zeros((10, 2), np.float32)},
+                                   answers={"pred": np.array(pred), "probs": np.full((10, 4), 0.25, np.float32)}
+                                   ).close()
+        stores.append(type("Ck", (), {"name": name, "store": str(path)})())
+    assert one_option_answers(stores, lambda p: p) == {"stuck": ("C", 9, 10)}
+
+
+def test_the_training_rows_sentence_says_what_is_measured_on_them(demo_run, tmp_path):
+    """Checkpoints trained elsewhere: the Dataset section said "only the PAC bounds' training error is
+    measured on these rows" where the run had no training-set bound at all."""
+    with_bounds = _dataset(_edit(_copy(demo_run, tmp_path / "a"), _given_checkpoints))
+    assert "only the training-set PAC bounds' training error is measured on these rows" in with_bounds
+    run = _edit(_copy(demo_run, tmp_path / "b"), _given_checkpoints)
+    for ck in json.loads((run / "run.json").read_text())["checkpoints"]:
+        path = resolve_run_path(run, ck["check"], load_run(run).summary)
+        doc = json.loads(Path(path).read_text())
+        doc["pac"]["bounds"] = []
+        Path(path).write_text(json.dumps(doc))
+    without = _dataset(run)
+    assert "no number in this report is measured on them" in without
+    assert "training error is measured" not in without

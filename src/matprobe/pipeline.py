@@ -779,7 +779,8 @@ def _run_checks(cfg: PipelineConfig, run: Path, checkpoints) -> None:
             train_risk = n_train = None
         check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
                           params=params,
-                          bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0))
+                          bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0),
+                          heldout_target=tuple(map(str, ck["target"])) if ck.get("target") else None)
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)
         ck["check"] = str(check_path)

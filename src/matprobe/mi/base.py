@@ -25,7 +25,15 @@ from matprobe.checks import check_level, check_pca
 from matprobe.data.entropy import conditional_entropy, conditional_entropy_upper, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
-from matprobe.mi.interface import LOWER, ONE_SIDED, EstimatorTags, MIEstimate, StratumEstimate, TermNames
+from matprobe.mi.interface import (
+    LOWER,
+    NEAR_SATURATION,
+    ONE_SIDED,
+    EstimatorTags,
+    MIEstimate,
+    StratumEstimate,
+    TermNames,
+)
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_reduction, stratified_folds
 from matprobe.mi.reduction_check import ResidualProjections
 from matprobe.units import NATS, check_unit, from_nats
@@ -46,8 +54,6 @@ LADDER_SLACK = 1.0
 LOW_N_PER_CLASS = 20
 # ... and when at least this share of a term's rows sits in such cells, its interval is one-sided
 SMALL_CELL_SHARE = 0.05
-# an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
-NEAR_SATURATION = 0.9
 # while the reduction's residual test finds label information left out (`mi.reduction_check`), a
 # fold plan raises its PCA by this factor (64 -> 256 -> 1,024), to every coordinate once the step
 # would keep half of Z's (within MAX_RAISED_PCA): the PCA saves little there, and what it still

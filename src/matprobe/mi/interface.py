@@ -17,10 +17,12 @@ import numpy as np
 TWO_SIDED = "two-sided"  # the interval brackets the true value (up to its level)
 LOWER = "lower"  # the estimate is a lower bound on the true value; only its lower end is a bound
 
-# Settings every registered factory is called with (it may ignore any of them); anything else
-# the user passes is estimator-specific and may be refused by the factory.
+# an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
+NEAR_SATURATION = 0.9
 # what a one-sided interval states, said in each reason that makes an estimate one-sided
 ONE_SIDED = "only the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)'s upper confidence limit"
+# Settings every registered factory is called with (it may ignore any of them); anything else
+# the user passes is estimator-specific and may be refused by the factory.
 COMMON_PARAMS = ("seeds", "folds", "pca", "gaussianize", "ci_level", "unit", "seed", "min_stratum", "device")
 
 

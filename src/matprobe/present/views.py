@@ -285,7 +285,7 @@ def check_table(result, unit: str = "nats"):
             error=(s.error, s.error_ci[0], s.error_ci[1]),
             h_y=conv(s.h_y),
             mi=None if mi is None or mi.estimate is None else
-            (conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)),
+            interval_cell((conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)), mi.bound),
             error_floor=s.error_floor, error_ok=s.error_respects_floor,
             mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
             mi_ok=s.mi_meets_bound)

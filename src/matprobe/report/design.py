@@ -42,10 +42,18 @@ def term_cells(frame: pd.DataFrame) -> list:
 
 def one_option_checkpoints(checkpoints: list, resolve) -> list[str]:
     """Checkpoints whose stored answers are one option for >= 90% of the items with an answer."""
+    return [f"checkpoint {name} answers option {letter} for {count} of {total} items ({count / total:.0%}): its "
+            f"accuracy is the share of items whose answer is {letter}, not evidence that it reads the images"
+            for name, (letter, count, total) in one_option_answers(checkpoints, resolve).items()]
+
+
+def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
+    """{checkpoint name: (the option, its answers, items answered)} for the checkpoints whose stored
+    answers are one option for >= 90% of the items with an answer (stores that cannot be read: left out)."""
     from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
 
-    out = []
+    out = {}
     for ck in checkpoints:
         path = ck.store
         if not path:
@@ -66,9 +74,7 @@ def one_option_checkpoints(checkpoints: list, resolve) -> list[str]:
         share = counts[top] / pred.size
         if share >= ONE_OPTION_SHARE:
             letter = LETTERS[int(values[top])] if 0 <= int(values[top]) < len(LETTERS) else str(values[top])
-            out.append(f"checkpoint {ck.name} answers option {letter} for {int(counts[top])} of {pred.size} "
-                       f"items ({share:.0%}): its accuracy is the share of items whose answer is {letter}, not "
-                       "evidence that it reads the images")
+            out[ck.name] = (letter, int(counts[top]), int(pred.size))
     return out
 
 

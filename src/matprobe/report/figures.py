@@ -314,7 +314,7 @@ def draw_pac_bounds(pac: pd.DataFrame):
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("risk (error rate)")
     ax.set_ylim(0, 1.1)
-    ax.set_title("PAC bounds vs observed error on the held-out target")
+    ax.set_title("PAC bounds vs observed held-out error")
     _legend_outside(ax, fontsize=6.5)
     return fig
 
@@ -322,8 +322,8 @@ def draw_pac_bounds(pac: pd.DataFrame):
 def pac_bounds(pac: pd.DataFrame, path: Path) -> str:
     """Observed held-out error against the PAC bounds per checkpoint (vacuous ones marked at 1)."""
     _save(draw_pac_bounds(pac), path)
-    return ("Per checkpoint: the observed error on the held-out target triplet (black) and the bounds "
-            "on the true risk. Bounds ≥ 1 are vacuous (drawn at the top). The test-set bound (binomial "
+    return ("Per checkpoint: the observed error on its held-out rows (black; which rows: the table's "
+            "\"held-out rows\") and the bounds on the true risk. Bounds ≥ 1 are vacuous (drawn at the top). The test-set bound (binomial "
             "tail inversion on held-out answers) is the one that can say something; bounds from the "
             "training error and the parameter count cannot for a model of any size.")
 

@@ -30,7 +30,14 @@ from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
 from matprobe.mi.pointwise import summary_of
 from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
-from matprobe.report.design import MIN_HELDOUT_ITEMS, design_warnings, small_targets, term_cells
+from matprobe.report.design import (
+    MIN_HELDOUT_ITEMS,
+    ONE_OPTION_SHARE,
+    design_warnings,
+    one_option_answers,
+    small_targets,
+    term_cells,
+)
 from matprobe.report.settings import fine_tuned_here, unused_settings
 from matprobe.rundir import RunSummary, resolve_run_path
 from matprobe.stats.significance import LEFT_OUT, shared_units
@@ -167,6 +174,7 @@ def load_run(run_dir: str | Path) -> RunData:
                 "is_target": (g.get("modality"), g.get("anatomy"), g.get("task")) == target,
                 "n": s.n, "error": s.error, "err_low": s.error_ci[0], "err_high": s.error_ci[1],
                 "h_y": s.h_y, "classes": s.classes, "mi": mi.estimate, "mi_low": mi.ci_low, "mi_high": mi.ci_high,
+                "mi_bound": mi.bound,
                 "error_floor": s.error_floor, "error_floor_lenient": s.error_floor_lenient,
                 "fano_mi_lower": s.fano_mi_lower, "fano_mi_lower_finite": s.fano_mi_lower_finite,
                 "error_respects_floor": s.error_respects_floor, "mi_meets_bound": s.mi_meets_bound,
@@ -366,8 +374,24 @@ def _paired_means(results: pd.DataFrame, a: str, b: str, metric: str, unit: str)
     return float(both[a].mean()), float(both[b].mean())
 
 
-def _accuracy_line(s: dict, results: pd.DataFrame) -> str:
-    """The summary's answer for one comparison of held-out accuracy (a significance row)."""
+def _one_option_note(data: RunData, a: str, b: str, one_option: dict) -> str:
+    """The sentence an accuracy comparison needs where its checkpoints answer one option for nearly
+    every item (Design warnings): their accuracies are that option's share of the target's answers
+    (a README-only user study's summary compared 0.300 with 0.200 from four such checkpoints)."""
+    compared = [ck.name for ck in data.summary.checkpoints if condition_name(ck.condition) in (a, b)]
+    stuck = [n for n in compared if n in one_option]
+    if not stuck:
+        return ""
+    who = ("Every checkpoint compared answers" if len(stuck) == len(compared) else
+           f"{len(stuck)} of the {len(compared)} checkpoints compared ({', '.join(stuck)}) answer")
+    return (f" {who} one option for {ONE_OPTION_SHARE:.0%} or more of the items (Design warnings): these "
+            "accuracies are shares of that option among the target's answers, not evidence that the models "
+            "read the images.")
+
+
+def _accuracy_line(s: dict, results: pd.DataFrame, note: str = "") -> str:
+    """The summary's answer for one comparison of held-out accuracy (a significance row); `note`
+    (`_one_option_note`) is said after the verdict."""
     a, b = s["comparison"].split(" vs. ", 1)
     mean_a, mean_b = _paired_means(results, a, b, "accuracy", s["unit"])
     n = s["n_pairs"]
@@ -379,15 +403,17 @@ def _accuracy_line(s: dict, results: pd.DataFrame) -> str:
             f"Δ = {s['mean_diff']:.3f}. ")
     if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
         return head + ("Every paired difference is the same, so the t-test is degenerate (zero variance) and "
-                       f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.")
+                       f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.") + note
     verdict = "significant" if s["p_holm"] < 0.05 else "not significant"
     return head + (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}, Holm-adjusted "
                    f"{s['p_holm']:.3g} (95% CI of Δ {_ci(*s['ci'])}): {verdict} at α = 0.05. The exact "
                    f"sign-flip test gives p = {s['perm_p']:.3g}; with {_pairs_phrase(s)} it cannot go "
-                   f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality assumption.")
+                   f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality "
+                   "assumption.") + note
 
 
-def summary_lines(data: RunData, f: dict) -> list[str]:
+def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> list[str]:
+    """The summary's answers; `one_option`: `design.one_option_answers` of the run's checkpoints."""
     lines = [_most_encoded_line(f["most_encoded"])]
     tbc = f["term_by_condition"]
     t_term = next((t for t in tbc if t.startswith("I(Z;task|")), None)
@@ -449,8 +475,8 @@ def summary_lines(data: RunData, f: dict) -> list[str]:
         + floor_words + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} "
         f"(within CI {meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
     # every comparison the run tested, in its order: Related vs. Unrelated, and Table IX's ablation rows
-    lines += [_accuracy_line(s, data.results) for (comparison, metric), s in sig.items()
-              if metric == "accuracy" and " vs. " in comparison]
+    lines += [_accuracy_line(s, data.results, _one_option_note(data, *comparison.split(" vs. ", 1), one_option or {}))
+              for (comparison, metric), s in sig.items() if metric == "accuracy" and " vs. " in comparison]
     lines.extend(_ciou_lines(data, sig))
     return lines
 
@@ -542,6 +568,8 @@ def glossary(data: RunData) -> dict[str, str]:
         "held-out error": "observed error on the held-out answers the bounds are held against",
         f"held-out error {err_lvl} CI": f"{err_lvl} Clopper–Pearson interval of the held-out error",
         "held-out n": "number of held-out answers",
+        "held-out rows": "which answers are held out: the store's split = test rows, else the held-out target's "
+                         "rows (a manifest without a split), else every answered row (said so)",
         "target": "the held-out (M, A, T) triplet the results refer to",
         "item": "the segmentation item (sample id) of an item-level row; empty for run-level rows",
         "seed": "training seed of the checkpoint; the comparisons pair checkpoints by seed",
@@ -738,7 +766,8 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
              "[Glossary](#glossary).")
     doc.toc()
     doc.heading("Summary")
-    doc.bullets(summary_lines(data, found))
+    one_option = one_option_answers(data.summary.checkpoints, lambda p: resolve_run_path(run, p, data.summary))
+    doc.bullets(summary_lines(data, found, one_option))
 
     _dataset_section(doc, data, fig_dir)
     _mi_sections(doc, data, fig_dir, mi_lvl)
@@ -783,9 +812,12 @@ def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
             which = ("the rows of each condition's training triplets that the manifest marks split = train"
                      if basis == "split" else "every row of each condition's training triplets (the manifest "
                      "marks no split = train rows)")
+            trained = (data.pac["bound"] != "test-set (held-out)").any() if len(data.pac) else False
             doc.para(f"Training rows per condition, as this run takes them: {counts} ({which}). The checkpoints "
-                     "were trained elsewhere, on what matprobe cannot see; only the PAC bounds' training error "
-                     "is measured on these rows.")
+                     "were trained elsewhere, on what matprobe cannot see; "
+                     + ("only the training-set PAC bounds' training error is measured on these rows."
+                        if trained else "no number in this report is measured on them (the training-set PAC "
+                        "bounds, which would be, need each checkpoint's parameter count and training error)."))
 
     warnings = design_warnings(data, lambda p: resolve_run_path(run, p, data.summary))
     if warnings:  # what the data or checkpoints cannot show (report/design.py)
@@ -1005,7 +1037,8 @@ def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> N
         "checkpoint": st["checkpoint"], "stratum": st["stratum"], "n": st["n"], f"H(Y|s) ({u})": st["h_y"],
         "ε": st["error"], f"ε {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(st["err_low"], st["err_high"])],
         f"Î(Z;Y|s) ({u})": st["mi"],
-        f"Î {mi_lvl} interval": ["" if pd.isna(lo) else _ci(lo, hi) for lo, hi in zip(st["mi_low"], st["mi_high"])],
+        f"Î {mi_lvl} interval": ["" if pd.isna(lo) else (f"≥ {lo:.3f} (one-sided)" if b == "lower" else _ci(lo, hi))
+                                 for lo, hi, b in zip(st["mi_low"], st["mi_high"], st["mi_bound"])],
         "ε floor at Î / at upper": pair(st["error_floor"], st["error_floor_lenient"]),
         "ε respects floor": st["error_respects_floor"],
         f"I needed at ε / at upper ({u})": needed(st["fano_mi_lower"], st["fano_mi_lower_finite"]),
@@ -1026,7 +1059,7 @@ def _pac_section(doc: Doc, data, fig_dir: Path, err_lvl: str) -> None:
         "checkpoint": pac["checkpoint"], "bound": pac["bound"], "bound on risk": pac["value"],
         "vacuous": pac["vacuous"], "held-out error": pac["error"],
         f"held-out error {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(pac["err_low"], pac["err_high"])],
-        "held-out n": pac["m"]}),
+        "held-out n": pac["m"], "held-out rows": pac["heldout"]}),
         "PAC bounds on each checkpoint's true error rate beside its observed held-out error.")
 
 

@@ -54,6 +54,7 @@ from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import BoundsError, StoreError
+from matprobe.mi.interface import NEAR_SATURATION
 from matprobe.theory import fano, pac
 from matprobe.units import to_nats
 
@@ -93,13 +94,26 @@ def _norm_target(t: str) -> str:
     return "answer" if t in _ANSWER_TARGETS else t
 
 
-def _mi_value(entry: dict, unit: str) -> dict:
+def _mi_value(entry: dict, unit: str, h: float | None = None) -> dict:
+    """An MI file's per-stratum entry in nats, with `bound` "lower" where only its lower end is a
+    statement: the term it belongs to is one-sided (its note says "lower bound"), or the estimate
+    sits at NEAR_SATURATION of the stratum's H(Y|s) `h` or more (the rule that makes a term
+    one-sided, `mi.base`): with 20 rows a stratum's estimate clipped at its entropy had an
+    "interval" [H, log K] that read as two-sided (a README-only user study, issue 22)."""
     out = {}
     for k in ("estimate", "ci_low", "ci_high"):
         v = entry.get(k)
         out[k] = None if v is None else to_nats(float(v), unit)
     out["ci_level"] = entry.get("ci_level")
     out["estimator"] = entry.get("estimator")
+    note = str(entry.get("note") or "")
+    saturated = (h is not None and h > 0 and out["estimate"] is not None
+                 and out["estimate"] >= NEAR_SATURATION * h)
+    if "lower bound" in note or saturated:
+        out["bound"] = "lower"
+        out["note"] = "; ".join(part for part in (
+            "the term is one-sided" if "lower bound" in note else "",
+            f"near-saturated: at {NEAR_SATURATION:.0%} of H(Y|s) or more" if saturated else "") if part)
     return out
 
 
@@ -145,13 +159,16 @@ def run_check(
     estimate_missing: bool = True,
     progress: bool = False,
     bits: float | None = None,
+    heldout_target: tuple[str, str, str] | None = None,
 ) -> "CheckResult":
     """Compute the check; returns a `CheckResult` (JSON via `.to_dict()`, kind "matprobe.check").
 
     All information is in nats. When the MI results hold no term for Y (e.g. they came from
     `mi --factors M,A,T`), I(Z;Y|M,A,T) per stratum is estimated here on the MI results'
     layer and pool with their settings (`estimate_missing=False` skips it and says how to
-    get it). `bits` is the old name of `bits_per_param`.
+    get it). `bits` is the old name of `bits_per_param`. `heldout_target`: the (M, A, T) triplet
+    the checkpoint was not trained on; where the store marks no split = test rows, the PAC
+    section's held-out error is on its rows (without it: on every answered row, and said so).
 
     Stages: read the store and MI results (`_read_inputs`), pick Y (`_choose_target`), find or
     estimate its MI (`_target_mi`), then per stratum Fano against the error (`_stratum_rows`),
@@ -185,7 +202,7 @@ def run_check(
         "level": level,
         "strata": rows,
         "aggregate": aggregate,
-        "pac": _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param),
+        "pac": _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param, heldout_target),
     }
     if estimated is not None:
         doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
@@ -331,7 +348,7 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
         }
         entry = stratum_mi.get(stratum_key(given, constant))
         if entry is not None and entry.get("estimate") is not None:
-            v = _mi_value(entry, mi_unit)
+            v = _mi_value(entry, mi_unit, h)
             if v["ci_level"] is None:  # per-stratum entries of an MI file share its level
                 v["ci_level"] = (mi or {}).get("ci_level") or ((mi or {}).get("settings") or {}).get("level")
             row["mi"], row["mi_source"] = v, "stratum"
@@ -406,13 +423,25 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merg
     return aggregate
 
 
-def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param):
-    """The held-out error (split = test, else all answered rows) with its test-set bound, and
-    training-set PAC bounds held against it when their inputs are given."""
+def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param, heldout_target=None):
+    """The held-out error (split = test, else the held-out target's rows where it is given and
+    answered, else all answered rows) with its test-set bound, and training-set PAC bounds held
+    against it when their inputs are given."""
     n_total = len(frame)
+    in_target = None
+    if heldout_target is not None:
+        in_target = np.ones(n_total, dtype=bool)
+        for f, v in zip(MAT, heldout_target):
+            in_target &= (frame[f].astype(str) == str(v)).to_numpy()
     if "split" in frame and frame["split"].isin(_HELDOUT_SPLITS).any():
         held = frame["split"].isin(_HELDOUT_SPLITS).to_numpy()
         held_note = "rows with split = test"
+    elif in_target is not None and in_target.any():
+        # a study whose manifest has no split: the error on rows the checkpoint may have been
+        # trained on is no held-out error (a README-only user study's report called all 180 rows,
+        # 160 of them in training triplets, "the held-out target")
+        held = in_target
+        held_note = f"rows of the held-out target {' / '.join(map(str, heldout_target))} (no split = test in the store)"
     else:
         held = np.ones(n_total, dtype=bool)
         held_note = "all answered rows (no split = test in the store)"
@@ -505,7 +534,7 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
         values = str(s.given["stratum"]).split(_SEP)
         entries.append({"target": target, "given": dict(zip(MAT, values)), "estimator": st["estimator"],
                         "n": s.n, "estimate": s.estimate, "ci_low": s.ci_low, "ci_high": s.ci_high,
-                        "ci_level": est.ci_level, "h_upper": s.h_upper})
+                        "ci_level": est.ci_level, "h_upper": s.h_upper, "note": s.note})
     return {"term": f"I(Z;{target}|modality,anatomy,task)", "layer": str(layer), "pool": str(pool),
             "settings": st, "estimate": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high,
             "strata": entries}
@@ -552,13 +581,18 @@ class MIValue:
     ci_high: float | None = None
     ci_level: float | None = None
     estimator: str | None = None
+    # "lower": one-sided, only ci_low is a statement (ci_high is the entropy cap); None: two-sided
+    bound: str | None = None
+    note: str | None = None  # why it is one-sided
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "MIValue | None":
         return None if d is None else cls(**{f.name: d.get(f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        # a two-sided value's file keeps the keys it always had
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("bound", "note") or getattr(self, f.name) is not None}
 
 
 def _from(cls, d: dict, **convert):
