@@ -73,11 +73,13 @@ def test_an_unmapped_image_column_is_named_with_or_without_a_mapping(tmp_path):
     assert str(refused.value) == (
         f"{two}: no column is read as 'image': the columns 'picture', 'seg' hold image files (picture: "
         "pics/0.png, ...), so every item would have no image; map it with --columns picture=image (or seg=image)")
-    # other columns missing too: the one refusal of the columns offers the image column beside them
+    # other columns missing too: the one refusal of the columns offers the image column beside them, and a
+    # placeholder for the missing column nothing resembles (`q`, left unmatched, named as its candidate)
     with pytest.raises(DataError) as refused:
         load_dataset(_write(tmp_path / "m.csv", _rows()))
     assert str(refused.value).endswith(
-        "; close matches: picture -> image, opts -> options; map them with --columns picture=image,opts=options")
+        "; close matches: picture -> image, opts -> options; no close match for question (unknown column(s) left: "
+        "q); map them with --columns picture=image,opts=options,THEIRS=question (THEIRS: your column for question)")
 
 
 def test_a_column_of_other_names_gives_one_problem_and_one_error(tmp_path):
@@ -183,3 +185,79 @@ def test_a_pipeline_file_s_column_refusals_name_its_data_columns_table(tmp_path)
     with pytest.raises(DataError) as refused:
         load_dataset(path, columns="q=question,opts=options")
     assert str(refused.value).endswith("map it with --columns q=question,opts=options,picture=image")
+
+
+# a user study's manifest (uid, img_path, prompt, choices, gt, mod, organ, task_name): every column read by
+# alias but task_name; `gt`, the ground truth as a letter, is the answer
+STUDY = ["uid", "img_path", "prompt", "choices", "gt", "mod", "organ", "task_name"]
+MANIFEST_COLUMNS = ("A MAT manifest has columns image, question, options, answer, modality, anatomy, task (optional: "
+                    "id, numbered row-1, row-2, ... when absent; label, subset, split, mask, slice, option_masks, "
+                    "source)")
+
+
+def _study(path: Path, names: list[str] = STUDY, drop: str = "") -> Path:
+    rows = [dict(zip(names, (f"q{i:04d}", f"pics/{i}.png", "How many nodules?", "one|two|three|four", "ABCD"[i % 4],
+                             MODS[i % 3], ANAS[i % 2], "Count"))) for i in range(6)]
+    return _write(path, [{k: v for k, v in r.items() if k != drop} for r in rows])
+
+
+def test_a_gt_column_is_read_as_the_answer(tmp_path):
+    path = _study(tmp_path / "m.csv")
+    with pytest.raises(DataError) as refused:
+        load_dataset(path)
+    assert str(refused.value) == (f"{path}: unknown column(s) task_name; missing task. {MANIFEST_COLUMNS}; close "
+                                  "matches: task_name -> task; map them with --columns task_name=task")
+    dataset = load_dataset(path, columns="task_name=task")
+    assert [s.answer_index for s in dataset] == [0, 1, 2, 3, 0, 1]  # the letters A-D
+    assert [s.task for s in dataset] == ["Count"] * 6
+    res = CliRunner().invoke(app, ["data", "validate", str(path), "--columns", "task_name=task"])
+    assert res.exit_code == 0 and "column 'gt' read as 'answer'" in res.output and "no problems found" in res.output
+    # a file with an answer column keeps reading it; its gt column is left unused
+    both = _study(tmp_path / "both.csv", [*STUDY[:4], "answer", *STUDY[5:7], "task"])
+    assert [s.answer_index for s in load_dataset(both)] == [0, 1, 2, 3, 0, 1]
+
+
+def test_the_first_column_refusal_gives_a_fix_for_every_missing_column(tmp_path):
+    """Issue of the user study: the fix named only the close matches, so following it gave a second
+    refusal; each missing name no column resembles now has a THEIRS placeholder in the same fix, the
+    unknown columns left named as its candidates, in the option's form and in the pipeline file's."""
+    import tomllib
+
+    from matprobe.data.columns import PIPELINE_COLUMNS
+
+    path = _study(tmp_path / "m.csv", [("truth" if c == "gt" else c) for c in STUDY])
+    head = f"{path}: unknown column(s) truth, task_name; missing answer, task. {MANIFEST_COLUMNS}; "
+    with pytest.raises(DataError) as refused:
+        load_dataset(path)
+    assert str(refused.value) == head + (
+        "close matches: task_name -> task; no close match for answer (unknown column(s) left: truth); map them with "
+        "--columns task_name=task,THEIRS=answer (THEIRS: your column for answer)")
+    res = CliRunner().invoke(app, ["data", "validate", str(path)])
+    assert res.exit_code == 1 and " ".join(res.output.split()).endswith(
+        "map them with --columns task_name=task,THEIRS=answer (THEIRS: your column for answer) 1 problem(s) found")
+    # the fix with THEIRS filled in is the only round trip
+    assert [s.answer_index for s in load_dataset(path, columns="task_name=task,truth=answer")] == [0, 1, 2, 3, 0, 1]
+    # `run`'s form: the same fix as a [data] columns table, TOML once THEIRS is filled in
+    with pytest.raises(DataError) as refused:
+        load_dataset(path, columns_flag=PIPELINE_COLUMNS)
+    fix = '[data] columns = {task_name = "task", THEIRS = "answer"}'
+    assert str(refused.value) == head + (
+        "close matches: task_name -> task; no close match for answer (unknown column(s) left: truth); map them with "
+        f"{fix} (THEIRS: your column for answer)")
+    columns = tomllib.loads(fix.replace("THEIRS", "truth").removeprefix("[data] "))["columns"]
+    assert [s.task for s in load_dataset(path, columns=columns, columns_flag=PIPELINE_COLUMNS)] == ["Count"] * 6
+    # two names nothing resembles, no close match at all, the user's own map kept
+    other = _study(tmp_path / "o.csv", ["uid", "img_path", "prompt", "opts", "truth", "scan", "organ", "kind"])
+    with pytest.raises(DataError) as refused:
+        load_dataset(other, columns="opts=options")
+    assert str(refused.value).endswith(
+        "missing answer, modality, task. " + MANIFEST_COLUMNS + "; no close match for answer, modality, task (unknown "
+        "column(s) left: truth, scan, kind); rename the columns or map them with --columns opts=options,"
+        "THEIRS=answer,THEIRS=modality,THEIRS=task (THEIRS: your column for each)")
+    # no column left that could be the answer: add it
+    lacking = _study(tmp_path / "l.csv", drop="gt")
+    with pytest.raises(DataError) as refused:
+        load_dataset(lacking)
+    assert str(refused.value) == (
+        f"{lacking}: unknown column(s) task_name; missing answer, task. {MANIFEST_COLUMNS}; close matches: task_name "
+        "-> task; no other column of the file can be answer: add it, and map the others with --columns task_name=task")

@@ -216,6 +216,44 @@ def test_validate_collects_every_problem(tmp_path):
     assert report.triplet_counts.set_index(["modality"])["n"].to_dict() == {"CT": 2, "MRI": 1}
 
 
+def test_validate_says_many_missing_images_in_one_line(tmp_path):
+    """A manifest copied away from its images (a user study: 180 "image ... not found" lines, one per
+    item): more than five missing is one problem with the count, the first three items and the fix,
+    as `extract` and `init` say it; every item stays in `report.missing_images`. Five or fewer: one
+    line each, as before."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    base = {"question": "q", "options": ["a", "b"], "answer": 0, "anatomy": "Lung", "task": "Classification"}
+    _png(tmp_path / "ok.png")
+    recs = [{**base, "id": f"s{i}", "image": f"imgs/{i}.png", "modality": "CT"} for i in range(8)]
+    recs.append({**base, "id": "here", "image": "ok.png", "modality": "MRI"})
+    f = tmp_path / "moved.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    report = validate_dataset(f)
+    expected = (f"{f}: 8 of 9 image(s) missing, first samples 's0': {tmp_path}/imgs/0.png, 's1': "
+                f"{tmp_path}/imgs/1.png, 's2': {tmp_path}/imgs/2.png; fix the paths or pass --image-root DIR")
+    assert report.problems == [expected]
+    assert report.missing_images == [(f"s{i}", f"{tmp_path}/imgs/{i}.png") for i in range(8)]
+    res = CliRunner().invoke(app, ["data", "validate", str(f)])
+    assert res.exit_code == 1
+    assert [line for line in res.output.splitlines() if line.startswith("problem:")] == [f"problem: {expected}"]
+    assert "1 problem(s) found" in res.output
+    # five missing: each its own line, as before
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs[3:]))
+    report = validate_dataset(f)
+    assert report.problems == [f"{f}: sample 's{i}': image {tmp_path}/imgs/{i}.png not found; check the path or pass "
+                               "--image-root" for i in range(3, 8)]
+    assert len(report.missing_images) == 5
+    # the images given (here, the folder the paths are relative to): no problem
+    (tmp_path / "imgs").mkdir()
+    for i in range(8):
+        _png(tmp_path / "imgs" / f"{i}.png")
+    report = validate_dataset(f)
+    assert report.ok and report.missing_images == []
+
+
 # ---------------------------------------------------------------- images
 def test_png_dicom_and_nifti_load_as_rgb(tmp_path):
     import pydicom

@@ -484,7 +484,11 @@ def test_images_in_a_folder_below_the_manifest_are_found_for_the_hint(tmp_path):
     proc, _ = matprobe("data", "validate", "m.jsonl", cwd=tmp_path)
     assert proc.returncode == 1
     said = proc.stdout + proc.stderr
-    assert "note: m.jsonl: missing images, first " in said and "0.png is in imgs; pass --image-root imgs" in said, said
+    # six missing: one problem line for them all (data.loaders.MISSING_LISTED), the folder in its fix
+    problems = [line for line in proc.stderr.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and problems[0].startswith("problem: m.jsonl: 6 of 6 image(s) missing, first samples "
+                                                         "'r000': "), said
+    assert problems[0].endswith("; fix the paths or pass --image-root DIR (0.png is in imgs: pass --image-root imgs)")
     ok, _ = matprobe("data", "validate", "m.jsonl", "--image-root", "imgs", cwd=tmp_path)
     assert ok.returncode == 0 and "no problems found" in ok.stdout
     # the line `extract`, `run` and `init` refuse with (data.images.missing_images_error)
@@ -500,7 +504,7 @@ def test_images_in_a_folder_below_the_manifest_are_found_for_the_hint(tmp_path):
     for i in range(6):
         (tmp_path / "imgs" / f"{i}.png").unlink()
     proc, _ = matprobe("data", "validate", "m.jsonl", cwd=tmp_path)
-    assert proc.returncode == 1 and "missing images, first" not in proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "is in imgs" not in proc.stdout + proc.stderr
 
 
 def test_unknown_columns_are_listed_once_with_close_matches(tmp_path):

@@ -30,7 +30,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "question": ("prompt", "query", "question_text"),
     "options": ("choices", "option", "candidates", "answer_options", "answer_choices", "option_list"),
     "answer": ("answer_index", "answer_idx", "correct_answer", "correct", "answer_letter", "gt_answer",
-               "ground_truth"),
+               "ground_truth", "gt"),
     "modality": ("imaging_modality", "mod", "modality_type"),
     "anatomy": ("body_part", "bodypart", "body_region", "region", "organ", "anatomical_region"),
     "task": ("task_type", "question_type"),
@@ -73,11 +73,12 @@ def _entry(theirs: str, ours: str, flag: str) -> str:
     return f"{key} = {json.dumps(ours)}"
 
 
-def column_fix(pairs: Mapping[str, str], flag: str = "--columns") -> str:
-    """The mappings `pairs` ({theirs: expected}) as the user gives them: `--columns img=image,q=question`
+def column_fix(pairs: Mapping[str, str] | Iterable[tuple[str, str]], flag: str = "--columns") -> str:
+    """The mappings `pairs` ({theirs: expected}, or (theirs, expected) pairs where a placeholder
+    `THEIRS` stands for several columns) as the user gives them: `--columns img=image,q=question`
     on the command line, `[data] columns = {img = "image", q = "question"}` in a pipeline file
     (`flag` `PIPELINE_COLUMNS`, or any other that is not an option)."""
-    entries = [_entry(str(t), str(o), flag) for t, o in pairs.items()]
+    entries = [_entry(str(t), str(o), flag) for t, o in (pairs.items() if isinstance(pairs, Mapping) else pairs)]
     if flag.startswith("-"):
         return f"{flag} {','.join(entries)}"
     return f"{flag} = {{{', '.join(entries)}}}"
@@ -205,16 +206,36 @@ def resolve_columns(columns: Iterable[str], mapping: Mapping[str, str] | None = 
         pictures = next((c for c in free if c in set(images)), None)  # image files under another name
         if pictures is not None and "image" not in taken and "image" not in pairs.values():
             pairs[pictures] = "image"
-        for m in missing:  # close matches for each missing name, among the unknown columns
+        for m in missing:  # close matches for each missing name, among the unknown columns not matched yet
             if m not in pairs.values():
-                close = difflib.get_close_matches(m, [_norm(c) for c in free], n=1, cutoff=0.5)
+                left = [c for c in free if c not in pairs]
+                close = difflib.get_close_matches(m, [_norm(c) for c in left], n=1, cutoff=0.5)
                 if close:
-                    pairs[next(c for c in free if _norm(c) == close[0])] = m
-        hint = (f"; close matches: {', '.join(f'{t} -> {o}' for t, o in pairs.items())}; map them with "
-                f"{column_fix({**given, **pairs}, flag)}") if pairs else (
-            f"; rename the columns or map them with {column_fix({**given, 'THEIRS': 'EXPECTED'}, flag)}")
-        raise DataError(f"{where}{'; '.join(parts)}. {MANIFEST_COLUMNS}{hint}")
+                    pairs[next(c for c in left if _norm(c) == close[0])] = m
+        raise DataError(f"{where}{'; '.join(parts)}. {MANIFEST_COLUMNS}"
+                        f"{_missing_fix(given, pairs, missing, free, flag)}")
     return renames, notes, free
+
+
+def _missing_fix(given: Mapping[str, str], pairs: Mapping[str, str], missing: list[str], free: list[str],
+                 flag: str) -> str:
+    """The fix of a columns refusal, covering every missing name at once: the close matches
+    (`pairs`, {theirs: expected}) and a `THEIRS` placeholder for each missing name no unknown
+    column resembles, the unknown columns still unmatched named as its candidates; beside what
+    the user mapped already (`given`). A missing name with no column left to map is to be added."""
+    rest = [m for m in missing if m not in pairs.values()]
+    left = [c for c in free if c not in pairs]
+    hint = f"; close matches: {', '.join(f'{t} -> {o}' for t, o in pairs.items())}" if pairs else ""
+    if rest and not left:  # every column of the file is read already: no mapping gives these
+        hint += f"; no other column of the file can be {', '.join(rest)}: add {'it' if len(rest) == 1 else 'them'}"
+        return hint + (f", and map the others with {column_fix({**given, **pairs}, flag)}" if pairs else "")
+    if rest:
+        hint += (f"; no close match for {', '.join(rest)} (unknown column(s) left: {', '.join(left)}); "
+                 f"{'map them' if pairs else 'rename the columns or map them'} with "
+                 f"{column_fix([*given.items(), *pairs.items(), *(('THEIRS', m) for m in rest)], flag)} "
+                 f"(THEIRS: your column for {rest[0] if len(rest) == 1 else 'each'})")
+        return hint
+    return f"{hint}; map them with {column_fix({**given, **pairs}, flag)}"
 
 
 def _gathered(rec: dict, spread: list[str]) -> list:

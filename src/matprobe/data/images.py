@@ -264,11 +264,11 @@ def _root_fix(root_option: str, folder: Path) -> str:
     return f"{root_option.removesuffix(' DIR')} {shown_path(folder)}"
 
 
-def missing_images_error(samples, source: str, root_option: str = "pass --image-root") -> str | None:
+def missing_images_error(samples, source: str, root_option: str = "pass --image-root", shown: int = 1) -> str | None:
     """The one-line error for samples whose image file is absent (or that name none), naming the
-    count, the first sample and `source` (the manifest as the user gave it); None if every file is
-    there. Paths as loaded (a data set's are resolved against its manifest's folder); `root_option`
-    says how the caller's user sets the image folder."""
+    count, the first sample (the first `shown`) and `source` (the manifest as the user gave it); None
+    if every file is there. Paths as loaded (a data set's are resolved against its manifest's folder);
+    `root_option` says how the caller's user sets the image folder."""
     samples = list(samples)
     missing = [s for s in samples if not s.image or not is_file(resolve_image_path(s.image, None))]
     if not missing:
@@ -286,10 +286,11 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
     medmat = (f" (the folder that holds what Med-MAT's paths call {IMAGE_PREFIX})"
               if (first.image or "").startswith(IMAGE_PREFIX) else "")
     found = None if medmat else image_root_hint(first.image, source)
-    where = f" ({found[1]} is in {found[0]}: {_root_fix(root_option, found[0])})" if found else ""
-    return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample {first.id!r}: "
-            f"{shown_image(first.image) if first.image else '(no image path)'}; fix the paths or {root_option}"
-            f"{medmat}{where}")
+    where = f" ({found[1]} is in {shown_path(found[0])}: {_root_fix(root_option, found[0])})" if found else ""
+    firsts = ", ".join(f"{s.id!r}: {shown_image(s.image) if s.image else '(no image path)'}"
+                       for s in missing[:max(shown, 1)])
+    return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample"
+            f"{'s' if min(shown, len(missing)) > 1 else ''} {firsts}; fix the paths or {root_option}{medmat}{where}")
 
 
 def load_image(sample, base_dir: str | os.PathLike | None = None) -> Image.Image:

@@ -86,6 +86,9 @@ class ValidationReport:
     notes: list[str] = field(default_factory=list)
     # designs the data cannot answer (factor fixed by others, one answer per stratum): data/design.py
     warnings: list[str] = field(default_factory=list)
+    # every item whose image file is absent, (id, path as loaded; None: none named): `problems` lists more than
+    # `MISSING_LISTED` of them in one line
+    missing_images: list[tuple[str, str | None]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +103,12 @@ def load_pipeline_data(path: str | os.PathLike, image_root: str | os.PathLike | 
     from matprobe.data.columns import PIPELINE_COLUMNS
 
     return load_dataset(path, image_root=image_root, columns=columns or None, columns_flag=PIPELINE_COLUMNS)
+
+
+# missing image files listed one problem each up to this many; more are one problem (as `extract` and
+# `init` say them): the count, the first few items and the fix
+MISSING_LISTED = 5
+MISSING_SHOWN = 3
 
 
 def validate_dataset(
@@ -157,6 +166,7 @@ def validate_dataset(
             samples.append(sample)
     notes: list[str] = [f"{path}: {n}" for n in column_notes]
     wide_note = alpha_note = None
+    missing: list = []  # samples whose image file is absent (or who name none)
     if check_images:
         import numpy as np
 
@@ -164,6 +174,7 @@ def validate_dataset(
             WIDE_RASTER_MODES,
             image_root_hint,
             is_file,
+            missing_images_error,
             raster_header,
             shown_path,
             transparency_note,
@@ -182,6 +193,11 @@ def validate_dataset(
             samples_to_check = []
         else:
             samples_to_check = samples
+        missing = [s for s in samples_to_check if not s.image or not is_file(s.image)]
+        if len(missing) > MISSING_LISTED:  # one line, not one per item: a folder moved, a root not given
+            problems.append(missing_images_error(samples_to_check, str(path), "pass --image-root DIR", MISSING_SHOWN))
+            gone = {id(s) for s in missing}
+            samples_to_check = [s for s in samples_to_check if id(s) not in gone]
         for s in samples_to_check:
             if len(problems) >= max_problems:
                 break
@@ -221,7 +237,7 @@ def validate_dataset(
         f"{path}: {note}" for note in (wide_note, alpha_note) if note]
     n_records = len(samples) if folder else len(records)  # a folder's files: one record per sample read
     return ValidationReport(str(path), fmt, n_records, counts, collapse_repeats(problems)[:max_problems], notes,
-                            warnings)
+                            warnings, [(s.id, s.image) for s in missing])
 
 
 def _no_images_problem(path: Path, records: list[dict], mapping: Mapping[str, str]) -> str:

@@ -181,7 +181,7 @@ def load_run(run_dir: str | Path) -> RunData:
             })
         p = check.pac
         obs = {**base, "error": p.error, "err_low": p.error_ci[0], "err_high": p.error_ci[1], "m": p.m,
-               "heldout": p.heldout}
+               "heldout_rows": p.heldout}
         pac_rows.append({**obs, "bound": "test-set (held-out)", "value": p.test_set_bound, "vacuous": False})
         for b in p.bounds:
             pac_rows.append({**obs, "bound": b.name, "value": b.value, "vacuous": b.vacuous})
@@ -1059,7 +1059,7 @@ def _pac_section(doc: Doc, data, fig_dir: Path, err_lvl: str) -> None:
         "checkpoint": pac["checkpoint"], "bound": pac["bound"], "bound on risk": pac["value"],
         "vacuous": pac["vacuous"], "held-out error": pac["error"],
         f"held-out error {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(pac["err_low"], pac["err_high"])],
-        "held-out n": pac["m"], "held-out rows": pac["heldout"]}),
+        "held-out n": pac["m"], "held-out rows": pac["heldout_rows"]}),
         "PAC bounds on each checkpoint's true error rate beside its observed held-out error.")
 
 
