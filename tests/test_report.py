@@ -670,7 +670,7 @@ def test_summary_says_no_paired_test_where_conditions_share_one_run(tmp_path):
     (copy / "run.json").write_text(json.dumps(run))
     md = _rebuilt_report(copy, tmp_path)
     said = f"(no paired test: {n_shared} (target, seed) run(s) under both conditions, a paired test needs two)"
-    for question in ("Did Related training raise I(Z;T|M,A) over Unrelated?", "Information about the answer"):
+    for question in ("Did Related training raise I(Z;T|M,A) over Unrelated?", "Information about Y"):
         assert said in next(x for x in md.splitlines() if question in x), question
     assert untested[0] in md and "Not computed" in md
 

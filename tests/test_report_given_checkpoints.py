@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from matprobe.report.design import design_warnings
@@ -355,3 +356,56 @@ def test_the_training_rows_sentence_says_what_is_measured_on_them(demo_run, tmp_
     without = _dataset(run)
     assert "no number in this report is measured on them" in without
     assert "training error is measured" not in without
+
+
+def _set_check_target(run: Path, target: str) -> Path:
+    for ck in json.loads((run / "run.json").read_text())["checkpoints"]:
+        path = Path(resolve_run_path(run, ck["check"], load_run(run).summary))
+        doc = json.loads(path.read_text())
+        doc["target"] = target
+        path.write_text(json.dumps(doc))
+    return run
+
+
+def test_the_report_says_what_y_is_and_when_its_target_term_sits_at_its_cap(demo_run, tmp_path):
+    """A README-only user study's report called Y "the answer" in its summary, Fano table and glossary
+    while its checks took the label column (a per-item shuffled answer index is another variable), and
+    compared I(Z;Y | target) of 1.367 against 1.367 nats, each at its cap, without saying so."""
+    from matprobe.report.render import Y_WORDS, findings, glossary, summary_lines
+
+    def y_line(run):
+        data = load_run(run)
+        return next(line for line in summary_lines(data, findings(data)) if "I(Z;Y | target)" in line), data
+
+    line, data = y_line(demo_run)  # the demo's checks take the label column
+    assert data.y_targets == ("label",)
+    assert line.startswith(f"Information about Y, {Y_WORDS['label']}, inside the held-out targets")
+    assert "within 10% of its cap" not in line  # 0.320 against caps of about 1.3 nats
+    assert glossary(data)["H(Y|s) (nats)"].startswith(f"entropy of Y ({Y_WORDS['label']})")
+    line, data = y_line(_set_check_target(_copy(demo_run, tmp_path / "a"), "answer"))
+    assert line.startswith(f"Information about Y, {Y_WORDS['answer']}, inside")
+    # every checkpoint at the cap: the mean H(Y|s) of the target strata, written into results.csv
+    run = _copy(demo_run, tmp_path / "b")
+    data = load_run(run)
+    cap = float(data.strata.loc[data.strata["is_target"], "h_y"].mean())
+    path = Path(resolve_run_path(run, data.summary.results, data.summary))
+    results = pd.read_csv(path)
+    results.loc[results["metric"] == "I(Z;Y|target) nats", "value"] = cap
+    results.to_csv(path, index=False)
+    line, _ = y_line(run)
+    assert line.endswith(f"Both are within 10% of its cap H(Y | target) = {cap:.3f} nats: Y is read off Z there in "
+                         "every checkpoint, and this comparison cannot separate the conditions.")
+
+
+def test_the_glossary_defines_every_condition_of_the_run(demo_run, tmp_path):
+    """The glossary defined only Related and Unrelated in a run with a Without Task condition."""
+    from matprobe.report.render import CONDITION_MEANINGS, glossary
+
+    assert "Without Task" not in glossary(load_run(demo_run))["condition"]
+
+    def add_ablation(doc):
+        doc["checkpoints"][0]["condition"] = "without-task"
+
+    words = glossary(load_run(_edit(_copy(demo_run, tmp_path), add_ablation)))["condition"]
+    for key in ("related", "unrelated", "without-task"):
+        assert CONDITION_MEANINGS[key] in words

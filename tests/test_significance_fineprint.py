@@ -116,6 +116,22 @@ def test_constant_differences_have_no_t_test(a, b):
     assert shown["t"].iloc[0] == "n/a" and shown["p"].iloc[0] == "n/a"
 
 
+def test_hedges_g_with_two_pairs_is_n_a_and_says_why():
+    """With 2 pairs (df = 1) J(df) is undefined, so g is n/a: a README-only user study saw n/a in every
+    row with no note. With 3 pairs g is dz J(2), J(2) = Gamma(1) / (Gamma(1/2) sqrt(1)) = 1 / sqrt(pi)."""
+    def table(a, b):
+        n = len(a)
+        frame = pd.DataFrame({"condition": ["A"] * n + ["B"] * n, "target": [f"t{i}" for i in range(n)] * 2,
+                              "metric": "accuracy", "value": a + b})
+        return compare_conditions(frame, ["A vs B"], unit="target")
+
+    two = table([0.5, 0.7], [0.4, 0.45])
+    assert math.isnan(two.hedges_g.iloc[0]) and "Hedges' g needs 3 or more pairs" in two.warning.iloc[0]
+    three = table([0.5, 0.7, 0.6], [0.4, 0.45, 0.58])
+    assert "Hedges' g" not in three.warning.iloc[0]
+    assert three.hedges_g.iloc[0] == pytest.approx(three.dz.iloc[0] / math.sqrt(math.pi), rel=1e-12)
+
+
 # ------------------------------------------------------------------ cIoU at item level
 
 

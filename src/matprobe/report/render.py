@@ -64,6 +64,7 @@ class RunData:
     pointwise_items: pd.DataFrame | None = None
     # a check whose MI merged the answer's rare classes (theory.check._merged_target): no error floor
     merged_answer: bool = False
+    y_targets: tuple = ()  # what the checks took as Y: "label" (the label column) and/or "answer" (the index)
 
 
 def _read_json(path: Path) -> dict:
@@ -140,6 +141,7 @@ def load_run(run_dir: str | Path) -> RunData:
     term_rows, strata_rows, pac_rows, pointwise_rows, item_rows = [], [], [], [], []
     units, mi_levels, err_levels = set(), set(), set()
     merged_answer = False
+    y_targets: dict = {}
     for ck in summary.checkpoints:
         cond = condition_name(ck.condition)
         base = {"checkpoint": ck.name, "condition": cond, "seed": ck.seed}
@@ -165,6 +167,7 @@ def load_run(run_dir: str | Path) -> RunData:
                         _pointwise_rows(per_item, {**base, "term": term}, pointwise_rows, item_rows)
         check = _read_check(resolve(ck.check))
         merged_answer = merged_answer or bool(check.merged_target)
+        y_targets[check.target] = None
         err_levels.add(check.level)
         for s in check.strata:
             g = s.given
@@ -197,8 +200,24 @@ def load_run(run_dir: str | Path) -> RunData:
                    error_level=max(err_levels) if len(err_levels) == 1 else None,
                    sources=_source_terms(summary, resolve),
                    pointwise=pd.DataFrame(pointwise_rows) if pointwise_rows else None,
-                   merged_answer=merged_answer,
+                   merged_answer=merged_answer, y_targets=tuple(y_targets),
                    pointwise_items=pd.DataFrame(item_rows) if item_rows else None)
+
+
+# what Y is, by the check's target (theory.check._choose_target): the report said "the answer" for
+# both, and an own study whose options are shuffled per item has two different variables there
+Y_WORDS = {"label": "the label column (the correct answer's class)",
+           "answer": "the correct option's position (the answer index)"}
+
+
+def y_words(data) -> str:
+    """What Y is in this run's per-stratum and I(Z;Y | target) numbers, from its check files."""
+    targets = tuple(getattr(data, "y_targets", ()) or ())
+    if len(targets) == 1:
+        return Y_WORDS.get(targets[0], f"the column {targets[0]}")
+    if targets:
+        return "per checkpoint " + " or ".join(Y_WORDS.get(t, t) for t in targets) + " (its check file says which)"
+    return "the answer"
 
 
 def _group_label(given: dict) -> str:
@@ -454,9 +473,15 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
         few = "" if not small else (
             f" {'The held-out target has' if len(names) == 1 else f'{small} of the held-out targets ' + ('has' if small == 1 else 'have')} fewer "
             f"than {MIN_HELDOUT_ITEMS} scored items (Design warnings), so this comparison does not read as a finding.")
-        lines.append(f"Information about the answer inside the held-out target{plural} "
+        # as the I(Z;T|M,A) line: a comparison of two values at their cap says nothing about the conditions
+        tgt = data.strata[data.strata["is_target"]] if len(data.strata) and "is_target" in data.strata else None
+        cap = float(tgt["h_y"].mean()) if tgt is not None and len(tgt) else float("nan")
+        at_cap = (f" Both are within 10% of its cap H(Y | target) = {cap:.3f} nats: Y is read off Z there in every "
+                  "checkpoint, and this comparison cannot separate the conditions."
+                  if np.isfinite(cap) and cap > 0 and min(y["Related"], y["Unrelated"]) >= 0.9 * cap else "")
+        lines.append(f"Information about Y, {y_words(data)}, inside the held-out target{plural} "
                      f"({targets}), I(Z;Y | target), mean over their checkpoints: Related {y['Related']:.3f} vs "
-                     f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.{few}")
+                     f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.{few}{at_cap}")
     fa = f["fano"]
     resp = fa["error_respects_floor"]
     meets = fa["mi_meets_bound"]
@@ -531,6 +556,25 @@ def _pointwise_glossary(data: RunData) -> dict[str, str]:
     return g
 
 
+# what each training condition's split holds (data.splits.in_training), for the glossary
+CONDITION_MEANINGS = {
+    "related": "triplets sharing two of M, A, T with the held-out target",
+    "unrelated": "sharing at most one",
+    "zero-overlap": "sharing none",
+    "leave-one-out": "every triplet but the held-out target",
+    "without-modality": "the Related triplets that differ from the target in modality (sharing anatomy and task)",
+    "without-anatomy": "the Related triplets that differ from the target in anatomy (sharing modality and task)",
+    "without-task": "the Related triplets that differ from the target in task (sharing modality and anatomy)",
+}
+
+
+def _conditions_present(data) -> list[str]:
+    """The run's condition keys in CONDITION_MEANINGS order (Related and Unrelated where none is known)."""
+    present = {ck.condition for ck in data.summary.checkpoints}
+    keys = [c for c in CONDITION_MEANINGS if c in present]
+    return keys or ["related", "unrelated"]
+
+
 def glossary(data: RunData) -> dict[str, str]:
     """What every column header of the report's tables means (the report lists the ones it used)."""
     u = data.unit
@@ -538,8 +582,8 @@ def glossary(data: RunData) -> dict[str, str]:
     err_lvl = _pct(data.error_level, "the check's")
     g = {
         "checkpoint": "the fine-tuned model (its name in run.json)",
-        "condition": "the training split the checkpoint was fine-tuned on (Related: triplets sharing two of "
-                     "M, A, T with the held-out target; Unrelated: sharing at most one; CrossMed §III)",
+        "condition": "the training split the checkpoint was fine-tuned on (" + "; ".join(
+            f"{condition_name(c)}: {CONDITION_MEANINGS[c]}" for c in _conditions_present(data)) + "; CrossMed §III)",
         "term": "the mutual-information chain term: I(Z;X|C) is the information the embedding Z holds about "
                 "factor X beyond the conditioning factors C",
         f"Î ({u})": "the estimated information (cross-fitted probe bound on held-out folds)",
@@ -551,10 +595,10 @@ def glossary(data: RunData) -> dict[str, str]:
         f"cap H ({u})": "plug-in conditional entropy H(X|C) of the sample: no estimate may exceed it",
         "n": "number of samples (for the MI table: rows of the store; for the Fano table: samples in the stratum)",
         "stratum": "Modality / Anatomy / Task of the samples in this row",
-        f"H(Y|s) ({u})": "entropy of the answer within the stratum, the most Z can know about it there",
+        f"H(Y|s) ({u})": f"entropy of Y ({y_words(data)}) within the stratum, the most Z can know about it there",
         "ε": "observed error rate of the model's answers in the stratum",
         f"ε {err_lvl} CI": f"{err_lvl} Clopper–Pearson interval of ε",
-        f"Î(Z;Y|s) ({u})": "estimated information about the answer in Z within the stratum",
+        f"Î(Z;Y|s) ({u})": f"estimated information about Y ({y_words(data)}) in Z within the stratum",
         "ε floor at Î / at upper": "smallest error Fano allows given Î, and given the interval's upper end",
         "ε respects floor": "'yes' if ε ≥ the floor at Î; 'within CI' if only ε's upper limit reaches the "
                             "floor at Î's upper end; 'NO' otherwise",
@@ -1021,6 +1065,8 @@ def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> N
         doc.figure("figures/mi_vs_accuracy.png", cap)
 
     doc.heading("Fano's inequality against observed errors")
+    doc.para(f"Y is {y_words(data)}: the observed error ε is the checkpoint's, and H(Y|s) and Î(Z;Y|s) are of "
+             "that variable within each (M, A, T) stratum.")
     if not with_mi.empty:
         cap = figures.fano_curve(with_mi, fig_dir / "fano.png")
         doc.figure("figures/fano.png", cap)

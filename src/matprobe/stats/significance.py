@@ -778,6 +778,9 @@ def compare_conditions(results: pd.DataFrame,
                 warn.append(f"all {res['n_pairs']} differences equal {res['mean_diff']:.6g} (sd 0"
                             f"{'' if res['sd_diff'] == 0 else ' up to rounding'}): no t-test, "
                             "interval or dz; t and p are n/a")
+            elif res["n_pairs"] == 2:  # df = 1: J(df) is undefined (hedges_correction), so g is n/a
+                warn.append("Hedges' g needs 3 or more pairs (its small-sample correction J(df) is undefined at "
+                            "df = 1): n/a")
             if unit == "seed" and 1 < pairs.target.nunique() < len(pairs):  # one target: its seeds are the replicates
                 warn.append("seeds nested in targets are treated as independent pairs")
             if ratio_note:
