@@ -138,17 +138,19 @@ def _check_folder(path: Path) -> str:
 def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> dict:
     """What a checkpoint's pipeline entry needs beyond its path. A format with its own loader
     (original LLaVA, told by its config) is checked as `run` will check it before loading, with
-    the base, tower and template it takes; a Hugging Face folder or peft adapter is checked by
-    `run` (and here only when --template is given, which not every architecture takes)."""
+    the base, tower and template it takes, and its weights as `extract` reads them (the tower's
+    names and shapes); a Hugging Face folder or peft adapter
+    is checked by `run` (and here only when --template is given, which not every architecture
+    takes). "images": (the most images one prompt takes, why), for checkpoints that take few."""
     from matprobe.extract.checkpoints import applies_to_a_base, claimed_format, resolve_adapter
-    from matprobe.extract.preflight import check_checkpoint
+    from matprobe.extract.preflight import check_checkpoint, images_limit
 
     on_base = applies_to_a_base(path)
     # --base is for the checkpoints that are runs on a base; a whole model in the same study ignores it
     run_base = base if on_base else None
-    if on_base:
-        resolve_adapter(path, None, run_base)  # a base recorded from another machine: --base, said here
     own = claimed_format(path)
+    if on_base and own is None:
+        resolve_adapter(path, None, run_base)  # a base recorded from another machine: --base, said here
     out = {"note": f"{own.name} checkpoint" if own is not None else None}
     if on_base and base:
         out["base"] = str(_absolute(base))
@@ -157,8 +159,12 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
     if template is not None:
         out["template"] = str(_absolute(template)) if Path(template).is_file() else template
     if own is not None or template is not None:
+        # an original LLaVA run's missing base and tower said together (check_checkpoint)
         check_checkpoint(path, None, run_base, layers=layers, vision_tower=out.get("vision_tower"),
                          template=out.get("template"))
+    if own is not None:
+        own.check_weights(path, out.get("vision_tower"))  # the tower `extract` would refuse, refused here
+    out["images"] = images_limit(path, None, run_base, out.get("template"))  # None where the folder does not say
     return out
 
 
@@ -181,6 +187,19 @@ def _targets(dataset, targets) -> list[tuple[str, str, str]]:
     if not out:
         raise InitError("no --target given; name the held-out triplet, e.g. --target 'MRI,Brain,Exposure'")
     return out
+
+
+def _rendering_lines(dataset, entries) -> list[str]:
+    """`rendering = "grid"` where a checkpoint takes fewer images per prompt than the default
+    rendering shows a segmentation item (original LLaVA: one), with why; none otherwise."""
+    from matprobe.extract.preflight import rendering_problem
+
+    for e in entries:
+        if e.get("images") and rendering_problem(dataset, "multi-image", e["images"]):
+            n_seg = sum(s.is_segmentation for s in dataset)
+            return [f'rendering = "grid"  # the {n_seg} segmentation items (options are masks) as one 2x2 composite '
+                    f'each, as {e["images"][1]}']
+    return []
 
 
 def _q(value) -> str:
@@ -315,6 +334,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         "batch_size = 8",
         f"dtype = {_q(dtype)}  # bf16 on a GPU",
         f"device = {_q(device)}  # cuda for a GPU",
+        *_rendering_lines(dataset, entries),
         "",
         "[mi]",
         f"factors = {_q(factors)}  # the chain's order; label = the answer's class",

@@ -458,8 +458,9 @@ class OriginalProcessor:
         for q, opts, ims, pre in zip(questions, options_list, images, preambles):
             ims = list(ims) if isinstance(ims, (list, tuple)) else [ims]
             if len(ims) != 1:
-                raise ExtractError(f"original-format LLaVA takes one image per prompt, this item has {len(ims)}; "
-                                   f"use --rendering grid for segmentation items")
+                raise ExtractError(f"question {q[:40]!r}: {len(ims)} images, but original-format LLaVA takes one "
+                                   f"image per prompt; render segmentation items as a grid (extract --rendering "
+                                   f"grid, [extract] rendering = \"grid\" in a pipeline file)")
             prompt, span = self.render(q, opts, pre)
             ids, mask = self.tokenizer.image_token_ids(prompt, span)
             if ids.count(IMAGE_TOKEN_INDEX) != 1:
@@ -496,6 +497,16 @@ class OriginalProcessor:
 CLI_OPTIONS = {"vision_tower": "--vision-tower", "base": "--base"}  # how a caller names each input
 
 
+def _hub_tower_problem(cfg: dict, options=CLI_OPTIONS) -> str | None:
+    """Why the config's own tower cannot be used when no folder is passed (a hub id, or another
+    machine's path), with the fix; None where it names a folder here."""
+    named = cfg.get("mm_vision_tower") or cfg.get("vision_tower")
+    if named and Path(named).is_dir():
+        return None
+    return (f"its vision tower {named!r} is not a local folder here; pass {options['vision_tower']} DIR (a local "
+            f"copy of {named})")
+
+
 def resolve_tower(cfg: dict, run_dir: Path, vision_tower: str | Path | None, options=CLI_OPTIONS) -> Path:
     """The CLIP folder: `vision_tower`, else the config's own path where it exists here.
     options: how the caller's user passes the folder (the CLI's flags, or a pipeline file's keys)."""
@@ -507,10 +518,17 @@ def resolve_tower(cfg: dict, run_dir: Path, vision_tower: str | Path | None, opt
             raise ExtractError(f"{how} {tower}: no config.json there; pass the folder of the CLIP "
                                f"model {named!r} (e.g. a local copy of the hub repository)")
         return tower
-    if named and Path(named).is_dir():
+    problem = _hub_tower_problem(cfg, options)
+    if problem is None:
         return Path(named)
-    raise ExtractError(f"checkpoint {run_dir}: its vision tower {named!r} is not a local folder here; pass "
-                       f"{how} DIR (a local copy of {named})")
+    raise ExtractError(f"checkpoint {run_dir}: {problem}")
+
+
+def inputs_missing(run_dir: Path, vision_tower=None, options=CLI_OPTIONS) -> list[str]:
+    """What a run lacks besides its base (said together with a missing base): its tower."""
+    cfg = read_config(run_dir) or {}
+    problem = None if vision_tower is not None else _hub_tower_problem(cfg, options)
+    return [f"and {problem}"] if problem else []
 
 
 def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=CLI_OPTIONS):
@@ -519,9 +537,10 @@ def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=C
     preflight too. Returns (config, layout, language family, tower folder)."""
     cfg = read_config(run_dir)
     layout = layout_of(run_dir)
-    if layout != "full" and base_dir is None:
-        raise ExtractError(f"checkpoint {run_dir}: a LLaVA {layout} run, not a whole model; pass the language "
-                           f"model it was trained on with {options['base']} DIR (LLaVA's --model-base)")
+    if layout != "full" and base_dir is None:  # with the tower, when that is missing too: one line
+        raise ExtractError("; ".join([f"checkpoint {run_dir}: a LLaVA {layout} run, not a whole model; pass the "
+                                      f"language model it was trained on with {options['base']} DIR (LLaVA's "
+                                      f"--model-base)", *inputs_missing(run_dir, vision_tower, options)]))
     if layout == "full" and base_dir is not None:
         raise ExtractError(f"checkpoint {run_dir} is a whole model; drop {options['base']}")
     family = language_family(cfg)
@@ -531,6 +550,15 @@ def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=C
         raise ExtractError(f"checkpoint {run_dir}: mm_patch_merge_type {cfg.get('mm_patch_merge_type')!r} "
                            f"(LLaVA-1.6) is not supported yet")
     return cfg, layout, family, resolve_tower(cfg, run_dir, vision_tower, options)
+
+
+def check_tower_weights(run_dir: Path, vision_tower=None, options=CLI_OPTIONS) -> Path:
+    """The tower `load_original` would load, checked as `load_tower` checks it (config, width,
+    every weight in either key layout, shapes) without reading the tensors; returns its folder."""
+    cfg = read_config(run_dir) or {}
+    tower_dir = resolve_tower(cfg, run_dir, vision_tower, options)
+    check_tower(tower_dir, cfg.get("mm_hidden_size"))
+    return tower_dir
 
 
 def _lora_merge(state: dict, adapter_dir: Path) -> tuple[dict, dict]:
@@ -590,6 +618,21 @@ def _non_lora(run_dir: Path) -> dict:
     return out
 
 
+def _missing_fix(run_dir: Path, layout: str, projector: bool) -> str:
+    """The fix for weights missing from a run's pieces: where that layout keeps its projector."""
+    if not projector:
+        return "download every shard"
+    if layout == "lora":
+        if not (run_dir / "non_lora_trainables.bin").is_file():
+            return ("a LoRA run keeps its projector in non_lora_trainables.bin, which LLaVA's LoRA training "
+                    f"writes beside the adapter (the base has none): copy that file into {run_dir}")
+        return (f"{run_dir / 'non_lora_trainables.bin'} holds no mm_projector weights; pass the "
+                "non_lora_trainables.bin this run's training wrote")
+    if layout == "projector-only":
+        return f"{run_dir / 'mm_projector.bin'} lacks them; pass the mm_projector.bin this run's training wrote"
+    return "a run trained without a projector needs its mm_projector.bin"
+
+
 def _rebuild_meta_buffers(lm, text_config) -> None:
     """Non-persistent buffers (the rotary inverse frequencies) are not in checkpoints: after a
     meta-device build, recompute the modules that hold them; nothing may stay on meta."""
@@ -606,9 +649,60 @@ def _rebuild_meta_buffers(lm, text_config) -> None:
         raise ExtractError(f"{left[0]}: not filled from the checkpoint ({len(left)} tensors); re-download it")
 
 
-def load_tower(tower_dir: Path, mm_hidden_size: int):
-    """The CLIP vision model in `tower_dir` (a CLIPVisionModel or a whole CLIP checkpoint: only its
-    `vision_model.*` weights are used), read with the same safe loader, every weight required."""
+VISION_PREFIX = "vision_model."  # a whole CLIPModel's (and older CLIPVisionModel saves') vision weights
+
+
+def weight_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a folder's weights without reading the tensors: safetensors headers, and
+    `.bin` files memory-mapped (`torch.load(mmap=True, weights_only=True)`; a file in the old
+    non-zip format is read whole, still with weights_only)."""
+    import torch
+
+    from matprobe.provenance import read_safetensors_header
+
+    files = _weight_files(folder)
+    if not files:
+        raise ExtractError(f"{folder}: no weights (pytorch_model*.bin or model*.safetensors); pass the "
+                           f"checkpoint folder")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            header, _ = read_safetensors_header(f)
+            shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+            continue
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # not a zip archive (mmap cannot map it), or unreadable: the safe loader's way
+            state = safe_load(f)
+        if not isinstance(state, dict):
+            state = safe_load(f)  # its own message: not a dict of tensors
+        shapes.update({k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)})
+    return shapes
+
+
+def tower_names(saved: list[str], wanted: set[str]) -> dict[str, str]:
+    """{name in the file: name in the model} for a CLIP vision tower in either key layout: a whole
+    CLIPModel (`vision_model.*` beside `text_model.*`, as published) or a CLIPVisionModel saved
+    before transformers 5 (`vision_model.*`), or one saved by transformers 5 (no prefix). `wanted`:
+    the model's own names, with or without the prefix (transformers versions differ)."""
+    nested = any(k.startswith(VISION_PREFIX) for k in wanted)
+    prefixed = any(k.startswith(VISION_PREFIX) for k in saved)
+    out = {}
+    for key in saved:
+        if key.endswith("position_ids"):  # a buffer some versions saved; rebuilt by the model
+            continue
+        if prefixed:
+            if not key.startswith(VISION_PREFIX):
+                continue  # text_model.*, logit_scale, the projections: not the tower
+            plain = key[len(VISION_PREFIX):]
+        else:
+            plain = key
+        out[key] = VISION_PREFIX + plain if nested else plain
+    return out
+
+
+def _tower_model(tower_dir: Path, mm_hidden_size: int | None, meta: bool = False):
+    """An empty CLIPVisionModel of the tower's config (on the meta device: shapes only)."""
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -617,27 +711,54 @@ def load_tower(tower_dir: Path, mm_hidden_size: int):
     except (OSError, ValueError) as exc:
         raise ExtractError(f"vision tower {tower_dir}: not a CLIP config ({str(exc)[:200]}); pass the CLIP "
                            f"folder with --vision-tower") from None
-    if vcfg.hidden_size != mm_hidden_size:
+    if mm_hidden_size is not None and vcfg.hidden_size != mm_hidden_size:
         raise ExtractError(f"vision tower {tower_dir}: hidden size {vcfg.hidden_size}, the checkpoint's "
                            f"projector takes mm_hidden_size {mm_hidden_size}; pass the tower it was trained "
                            f"with (--vision-tower)")
-    model = CLIPVisionModel(vcfg)
-    want = model.state_dict()
-    # Saved towers name weights vision_model.*; transformers 5's CLIPVisionModel may hold them one
-    # level up (its conversion mapping renames them on load): follow the model's own names.
-    nested = any(k.startswith("vision_model.") for k in want)
-    state = {(k if nested else k[len("vision_model."):]): v for k, v in read_weights(tower_dir).items()
-             if k.startswith("vision_model.") and not k.endswith("position_ids")}
-    missing = sorted(set(want) - set(state))
+    if meta:
+        with torch.device("meta"):
+            return CLIPVisionModel(vcfg)
+    return CLIPVisionModel(vcfg)
+
+
+def _match_tower(tower_dir: Path, want: dict[str, tuple], saved: dict[str, tuple]) -> dict[str, str]:
+    """`tower_names` of the file's keys, refused unless every weight of the model is there with its
+    shape; {name in the file: name in the model}."""
+    names = tower_names(list(saved), set(want))
+    have = {model_key: file_key for file_key, model_key in names.items()}
+    missing = sorted(set(want) - set(have))
     if missing:
-        raise ExtractError(f"vision tower {tower_dir}: {len(missing)} weight(s) missing, first {missing[0]!r}; "
-                           f"pass a complete CLIP checkpoint with --vision-tower")
-    bad = [k for k in want if tuple(want[k].shape) != tuple(state[k].shape)]
+        none = "" if have else (" (its weights are neither a CLIPModel's vision_model.* keys nor a "
+                                "CLIPVisionModel's)")
+        raise ExtractError(f"vision tower {tower_dir}: {len(missing)} of its {len(want)} weight(s) missing, "
+                           f"first {missing[0]!r}{none}; pass a complete CLIP checkpoint with --vision-tower")
+    bad = [k for k in want if tuple(want[k]) != tuple(saved[have[k]])]
     if bad:
-        raise ExtractError(f"vision tower {tower_dir}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, its "
-                           f"config says {tuple(want[bad[0]].shape)}; re-download the tower")
+        raise ExtractError(f"vision tower {tower_dir}: {bad[0]} has shape {tuple(saved[have[bad[0]]])}, its "
+                           f"config says {tuple(want[bad[0]])}; re-download the tower")
+    return {have[k]: k for k in want}
+
+
+def check_tower(tower_dir: Path, mm_hidden_size: int | None) -> None:
+    """`load_tower`'s refusals (config, width, every weight in either key layout, shapes) from the
+    config and the weights' key names and shapes, without reading the tensors (`init`)."""
+    model = _tower_model(tower_dir, mm_hidden_size, meta=True)
+    _match_tower(tower_dir, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weight_shapes(tower_dir))
+
+
+def load_tower(tower_dir: Path, mm_hidden_size: int):
+    """The CLIP vision model in `tower_dir` (a CLIPVisionModel, saved with or without the
+    `vision_model.` prefix, or a whole CLIP checkpoint: only its `vision_model.*` weights are
+    used), read with the same safe loader, every weight required (`check_tower`'s checks)."""
+    import torch
+
+    model = _tower_model(tower_dir, mm_hidden_size)
+    want = model.state_dict()
+    state = read_weights(tower_dir)
+    names = _match_tower(tower_dir, {k: tuple(v.shape) for k, v in want.items()},
+                         {k: tuple(v.shape) for k, v in state.items()})
     with torch.no_grad():
-        model.load_state_dict({k: state[k].float() for k in want})
+        model.load_state_dict({model_key: state[file_key].float() for file_key, model_key in names.items()})
     return model.float().eval()
 
 
@@ -694,9 +815,8 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
     if missing:
-        raise ExtractError(f"checkpoint {run_dir}: {len(missing)} weight(s) missing, first {missing[0]!r}"
-                           + ("; a run trained without a projector needs its mm_projector.bin" if
-                              any("mm_projector" in m for m in missing) else "; download every shard"))
+        raise ExtractError(f"checkpoint {run_dir}: {len(missing)} weight(s) missing, first {missing[0]!r}; "
+                           + _missing_fix(run_dir, layout, any("mm_projector" in m for m in missing)))
     if unexpected:
         raise ExtractError(f"checkpoint {run_dir}: {len(unexpected)} weight(s) that a LLaVA "
                            f"{family} model does not have, first {unexpected[0]!r}; is it another architecture?")

@@ -86,6 +86,7 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
     """
     from matprobe.extract.checkpoints import (
         check_prompt_options,
+        claimed_format,
         loaded_as,
         processor_files_problem,
         resolve_adapter,
@@ -94,7 +95,12 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
 
     prefix = f"{where}: " if where else ""
     try:
-        base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base, (options or {}).get("base", "--base"))
+        try:
+            base_dir, adapter_dir = resolve_adapter(ckpt, adapter, base, (options or {}).get("base", "--base"))
+        except ExtractError as exc:  # a run's base not found: with every other input it lacks, in one line
+            own = claimed_format(ckpt) if ckpt is not None and adapter is None else None
+            others = own.inputs_missing(Path(ckpt), vision_tower, options) if own is not None else []
+            raise ExtractError("; ".join([str(exc), *others])) from None
         # an original LLaVA LoRA / projector run is told by its own config, not its base's
         spec, run_dir, run_base = loaded_as(base_dir, adapter_dir)
         if spec.own_loader:
@@ -121,9 +127,46 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
     return base_dir, adapter_dir
 
 
+def images_limit(ckpt, adapter=None, base=None, template=None) -> tuple[int, str] | None:
+    """(the most images one prompt of this checkpoint may hold, why) or None for any number: its
+    architecture's `images_per_prompt`, or one for LLaVA's conversation templates (`template`).
+    None also for a folder that does not say (`check_checkpoint` names its problem)."""
+    from matprobe.extract.checkpoints import loaded_as, resolve_adapter
+
+    try:
+        spec, _, _ = loaded_as(*resolve_adapter(ckpt, adapter, base))
+    except ExtractError:
+        return None
+    if spec.images_per_prompt is not None:
+        n = spec.images_per_prompt
+        return n, f"{spec.name} checkpoints take {'one image' if n == 1 else f'at most {n} images'} per prompt"
+    if template not in (None, "chat"):
+        return 1, f"LLaVA's conversation template {template!r} holds one image"
+    return None
+
+
+def rendering_problem(samples, rendering: str, limit: tuple[int, str] | None) -> str | None:
+    """Why `rendering` shows segmentation items (option masks) as more images than the model takes
+    (`images_limit`): the count and the first such item; None when every prompt fits."""
+    if limit is None or rendering != "multi-image":  # the grid is one image per item
+        return None
+    most, why = limit
+    over = [s for s in samples if s.is_segmentation and 1 + len(s.options) > most]
+    if not over:
+        return None
+    return (f"{len(over)} segmentation item(s) (options are masks), first {over[0].id!r}, are "
+            f"{1 + len(over[0].options)} images each in the {rendering} rendering (the question image, then "
+            f"one per option), but {why}")
+
+
+GRID_FIX = "the options' masks drawn in one 2x2 composite image per item"
+
+
 def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, pools=None,
-                 dtype: str | None = None) -> None:
-    """The output store: no running writer; a store to resume must open and hold these samples."""
+                 dtype: str | None = None, device: str | None = None, layers=None,
+                 rendering: str | None = None) -> None:
+    """The output store: no running writer; a store to resume must open and hold these samples,
+    made with these settings (`settings_differences`)."""
     from matprobe.locks import holder_pid, is_locked
 
     out = Path(out)
@@ -155,14 +198,54 @@ def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, p
     if sample_ids is not None and ids != list(sample_ids):
         raise StoreError(f"{out}: made from a different sample list than --data; use another --out, "
                          "or --overwrite to start again")
-    changed = []
-    if pools is not None and prov.get("pools") not in (None, list(pools)):
-        changed.append(f"pools {','.join(prov['pools'])} stored, {','.join(pools)} asked")
-    if dtype is not None and prov.get("dtype") not in (None, dtype):
-        changed.append(f"dtype {prov['dtype']} stored, {dtype} asked")
+    changed = [f"{name} {stored} stored, {asked} asked" for name, stored, asked in settings_differences(
+        prov, pools=pools, dtype=dtype, device=device, layers=layers, rendering=rendering)]
     if changed:
         raise ProvenanceMismatch(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
                          "settings, use another --out, or --overwrite to start again")
+
+
+def read_provenance(path) -> dict | None:
+    """A store's provenance read with h5py (no pandas, no torch); None where it does not open so."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return json.loads(h5.attrs["provenance"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def settings_differences(prov: dict, *, pools=None, dtype=None, device=None, layers=None,
+                         rendering=None) -> list[tuple[str, str, str]]:
+    """(setting, stored, asked) for each extraction setting (pools, dtype, device, layers, rendering)
+    given whose value differs from the one the store's provenance records: what its resume would
+    refuse, read without a model. A setting the store does not record is not compared (a store
+    without segmentation items records no rendering)."""
+    from matprobe.extract.hooks import parse_layers
+
+    def shown(value):
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    out = []
+    if pools is not None and prov.get("pools") not in (None, list(pools)):
+        out.append(("pools", shown(prov["pools"]), shown(pools)))
+    if dtype is not None and prov.get("dtype") not in (None, dtype):
+        out.append(("dtype", prov["dtype"], dtype))
+    if device is not None and prov.get("device_type") not in (None, str(device).split(":")[0]):
+        out.append(("device", prov["device_type"], str(device).split(":")[0]))
+    depth = prov.get("num_decoder_layers")
+    if layers is not None and prov.get("layers") is not None and isinstance(depth, int):
+        try:
+            asked = parse_layers(layers, depth)
+        except ExtractError:
+            asked = None  # out of range for this store's model: the checkpoint's own check says so
+        if asked is not None and asked != list(prov["layers"]):
+            out.append(("layers", shown(prov["layers"]), shown(asked)))
+    stored = (prov.get("segmentation_rendering") or {}).get("name")
+    if rendering is not None and stored not in (None, rendering):
+        out.append(("rendering", stored, rendering))
+    return out
 
 
 def check_extract_inputs(config):
@@ -177,9 +260,12 @@ def check_extract_inputs(config):
     dataset = load_dataset(config.data, image_root=config.image_root, columns=getattr(config, "columns", None))
     if len(dataset) == 0:
         raise DataError(f"{config.data}: no samples")
+    limit = images_limit(config.ckpt, config.adapter, config.base, config.template)
+    if problem := rendering_problem(dataset, config.rendering, limit):
+        raise ExtractError(f"{config.data}: {problem}; pass --rendering grid ({GRID_FIX})")
     if not config.overwrite:
         check_output(config.out, overwrite=False, sample_ids=[s.id for s in dataset], pools=pools,
-                     dtype=config.dtype)
+                     dtype=config.dtype, device=config.device, layers=config.layers, rendering=config.rendering)
     else:
         check_output(config.out, overwrite=True)
     return dataset, pools

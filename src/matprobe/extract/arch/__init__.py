@@ -48,6 +48,9 @@ class Architecture:
     own_loader: bool = False
     takes_template: bool = False
     takes_vision_tower: bool = False
+    # The most images one prompt may hold (None: any number). A segmentation item's multi-image
+    # rendering shows 1 + its options; models trained on one image need `--rendering grid`.
+    images_per_prompt: int | None = None
 
     def claims_config(self, cfg: dict) -> bool:
         """True when config.json is in this format whatever its model_type says."""
@@ -66,6 +69,15 @@ class Architecture:
         """`load`'s refusals that read no weights, for the preflight (`own_loader` formats); base_dir:
         the base a run is applied to (None for a whole model); options: how the caller's user passes
         each input ({"vision_tower": "--vision-tower", "base": "--base"} on the command line)."""
+
+    def inputs_missing(self, run_dir, vision_tower=None, options=None) -> list[str]:
+        """What a run of this format lacks besides its base (`own_loader` formats: original LLaVA's
+        tower), each as "and ..." to follow the missing base's message in the same line."""
+        return []
+
+    def check_weights(self, run_dir, vision_tower=None, options=None) -> None:
+        """`load`'s refusals that read the weights' names and shapes but not their values, for
+        `init` (`own_loader` formats: original LLaVA's vision tower, as `load` reads it)."""
 
     # ---- processor -------------------------------------------------------------
     def load_processor(self, path: Path) -> tuple[Any, bool]:

@@ -20,6 +20,7 @@ class LlavaOriginal(Architecture):
     own_loader = True  # loaded by extract/original_llava.py, not AutoModelForImageTextToText
     takes_template = True  # --template picks one of LLaVA's conversation templates
     takes_vision_tower = True  # --vision-tower names the CLIP folder
+    images_per_prompt = 1  # one <image> per prompt: segmentation items need --rendering grid
 
     def claims_config(self, cfg: dict) -> bool:
         from matprobe.extract.original_llava import is_original_config
@@ -47,6 +48,20 @@ class LlavaOriginal(Architecture):
         from matprobe.extract.original_llava import CLI_OPTIONS, check_run
 
         check_run(run_dir, base_dir, vision_tower, options or CLI_OPTIONS)
+
+    def inputs_missing(self, run_dir, vision_tower=None, options=None) -> list[str]:
+        from pathlib import Path
+
+        from matprobe.extract.original_llava import CLI_OPTIONS, inputs_missing
+
+        return inputs_missing(Path(run_dir), vision_tower, options or CLI_OPTIONS)
+
+    def check_weights(self, run_dir, vision_tower=None, options=None) -> None:
+        from pathlib import Path
+
+        from matprobe.extract.original_llava import CLI_OPTIONS, check_tower_weights
+
+        check_tower_weights(Path(run_dir), vision_tower, options or CLI_OPTIONS)
 
 
 ARCH = LlavaOriginal()

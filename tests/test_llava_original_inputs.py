@@ -1,0 +1,256 @@
+"""What original-format LLaVA studies are refused for, and when (a README-only study of LoRA runs).
+
+- the CLIP tower in every key layout transformers writes (a whole CLIPModel, a CLIPVisionModel saved
+  before transformers 5 with `vision_model.*` keys, one saved by transformers 5 without them) loads
+  and computes what transformers computes; `init` refuses exactly the towers `extract` refuses;
+- segmentation items shown as several images to a model that takes one (original LLaVA) are refused
+  before any store is written, naming the first such item, the count and the fix in the caller's
+  words (`--rendering grid`, `[extract] rendering = "grid"`); `init` writes that setting;
+- `run` names every store of the run made with other settings in one line, before extracting;
+- a LoRA run without non_lora_trainables.bin is refused naming that file;
+- a run missing both its base and its tower is told both at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from matprobe.errors import ExtractError
+from test_llava_original import KIT, TOWER, _cli, _items
+from test_segmentation import write_seg_manifest
+
+torch.set_num_threads(1)
+LORA = KIT / "llava-v1.5-tiny-lora"
+BASE = KIT / "vicuna-tiny"
+
+
+# ------------------------------------------------------------------ towers in every key layout
+
+def _towers(root: Path) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """{layout: (folder, the transformers vision model whose weights it holds)}: saved by transformers'
+    own save_pretrained (a CLIPVisionModel, a whole CLIPModel) and, for the layout of older versions, the
+    vision model's weights under `vision_model.`; each with the kit tower's config and processor."""
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
+
+    vcfg = CLIPVisionConfig.from_pretrained(TOWER)
+    torch.manual_seed(0)
+    vision = CLIPVisionModel(vcfg).eval()
+    vision.save_pretrained(root / "vision")
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=50,
+                max_position_embeddings=8)
+    whole = CLIPModel(CLIPConfig(text_config=text, vision_config=vcfg.to_dict(), projection_dim=16)).eval()
+    whole.save_pretrained(root / "whole")
+    prefixed = root / "prefixed"
+    vision.config.save_pretrained(prefixed)
+    state = {k if k.startswith("vision_model.") else "vision_model." + k: v.contiguous()
+             for k, v in vision.state_dict().items()}
+    save_file(state, prefixed / "model.safetensors")
+    for name in ("vision", "whole", "prefixed"):
+        shutil.copy(TOWER / "preprocessor_config.json", root / name)
+    return {"vision": (root / "vision", vision), "whole": (root / "whole", whole.vision_model),
+            "prefixed": (prefixed, vision)}
+
+
+def _keys(folder: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return list(f.keys())
+
+
+def test_every_tower_layout_loads_and_equals_the_transformers_forward(tmp_path):
+    from matprobe.extract.original_llava import load_tower
+
+    towers = _towers(tmp_path)
+    keys = {name: _keys(folder) for name, (folder, _) in towers.items()}
+    # the layouts are what they claim: transformers 5 saves a CLIPVisionModel without the prefix
+    assert not any(k.startswith("vision_model.") for k in keys["vision"]) and "embeddings.class_embedding" in keys["vision"]
+    assert any(k.startswith("text_model.") for k in keys["whole"])
+    assert all(k.startswith("vision_model.") for k in keys["prefixed"])
+    pixels = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    for name, (folder, reference) in towers.items():
+        tower = load_tower(folder, 32)
+        with torch.no_grad():
+            got = tower(pixels, output_hidden_states=True)
+            want = reference(pixels, output_hidden_states=True)
+        for layer in (-2, -1):  # LLaVA's select layer, and the last
+            torch.testing.assert_close(got.hidden_states[layer], want.hidden_states[layer], rtol=0, atol=0,
+                                       msg=name)
+    from matprobe.extract.original_llava import check_tower  # init's check, without the tensors
+
+    for folder, _ in towers.values():
+        check_tower(folder, 32)
+
+
+def test_a_tower_missing_a_weight_is_refused_alike_by_the_check_and_the_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from matprobe.extract.original_llava import check_tower, load_tower
+
+    folder, _ = _towers(tmp_path)["vision"]
+    state = load_file(folder / "model.safetensors")
+    del state["post_layernorm.weight"]
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(ExtractError) as checked:
+        check_tower(folder, 32)
+    with pytest.raises(ExtractError) as loaded:
+        load_tower(folder, 32)
+    assert str(checked.value) == str(loaded.value)
+    assert "1 of its 55 weight(s) missing, first 'post_layernorm.weight'" in str(checked.value)
+
+
+# ------------------------------------------------------------------ a study with segmentation items
+
+def _study(root: Path, segmentation: bool = True) -> Path:
+    """Two LoRA runs named by condition and seed, and a manifest of a held-out triplet, a related and
+    an unrelated one (the kit's images, 10 rows each), with 3 segmentation items of a fourth."""
+    for name in ("related-s0", "unrelated-s0"):
+        shutil.copytree(LORA, root / "ckpts" / name)
+    reference = {"meta": np.load(KIT.parent / "reference.npz")["meta"]}
+    trips = [("MRI", "Head", "Orientation"), ("MRI", "Head", "Classification"), ("CT", "Chest", "Classification")]
+    rows = []
+    for j in range(30):
+        _, question, options = _items(reference)[j % 3]
+        m, a, t = trips[j // 10]
+        rows.append(dict(id=f"q{j}", image=str(KIT / "images" / f"item{j % 3}.png"), question=question,
+                         options=options, answer=j % len(options), modality=m, anatomy=a, task=t))
+    if segmentation:
+        seg = write_seg_manifest(root / "seg", n=3)
+        for line in seg.read_text().splitlines():
+            rec = json.loads(line)
+            rec["image"] = str(root / "seg" / rec["image"])
+            rec["option_masks"] = [str(root / "seg" / m) for m in rec["option_masks"]]
+            rows.append(rec)
+    path = root / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _init(root: Path, data: Path, *extra) -> tuple:
+    toml = root / "study.toml"
+    args = ["init", root / "ckpts" / "related-s0", root / "ckpts" / "unrelated-s0", "--data", data,
+            "--target", "MRI,Head,Orientation", "--seeds", "1", "--folds", "2", "--out", toml, *extra]
+    return _cli(args), toml
+
+
+def test_init_checks_the_tower_as_extract_loads_it(tmp_path):
+    """A tower saved by transformers 5 (no `vision_model.` prefix) is accepted by init and extract
+    alike; one missing a weight, which extract refuses, init refuses first, writing nothing."""
+    from safetensors.torch import load_file, save_file
+
+    data = _study(tmp_path, segmentation=False)
+    folder, _ = _towers(tmp_path / "towers")["vision"]
+    res, toml = _init(tmp_path, data, "--base", BASE, "--vision-tower", folder)
+    assert res.exit_code == 0, res.output
+    assert "rendering" not in toml.read_text()  # no segmentation items: the default rendering stays
+    toml.unlink()
+    state = load_file(folder / "model.safetensors")
+    del state["embeddings.class_embedding"]
+    save_file(state, folder / "model.safetensors")
+    res, toml = _init(tmp_path, data, "--base", BASE, "--vision-tower", folder)
+    assert res.exit_code == 2 and not toml.exists(), res.output
+    assert "weight(s) missing, first 'embeddings.class_embedding'" in res.output, res.output
+
+
+def test_extract_refuses_several_images_for_a_one_image_model_before_writing(tmp_path):
+    data = _study(tmp_path)
+    out = tmp_path / "lora.h5"
+    args = ["extract", "--ckpt", tmp_path / "ckpts" / "related-s0", "--base", BASE, "--vision-tower", TOWER,
+            "--data", data, "--out", out, "--layers", "-1", "--pool", "last"]
+    res = _cli(args)
+    assert res.exit_code == 2 and not out.exists(), res.output
+    line = " ".join(res.output.split())
+    assert line.startswith("error:") and "3 segmentation item(s)" in line and "first 'seg0'" in line, line
+    assert "5 images each" in line and "take one image per prompt" in line and "pass --rendering grid" in line, line
+
+
+def test_init_writes_the_grid_and_run_refuses_several_images_before_anything(tmp_path):
+    import tomllib
+
+    from matprobe.pipeline import load_pipeline
+
+    data = _study(tmp_path)
+    res, toml = _init(tmp_path, data, "--base", BASE, "--vision-tower", TOWER)
+    assert res.exit_code == 0, res.output
+    text = toml.read_text()
+    assert tomllib.loads(text)["extract"]["rendering"] == "grid"
+    line = next(x for x in text.splitlines() if x.startswith("rendering"))
+    assert "3 segmentation items" in line and "one image per prompt" in line, line  # says why
+    assert load_pipeline(toml).rendering == "grid"
+    multi = tmp_path / "multi.toml"
+    multi.write_text("\n".join(x for x in text.splitlines() if not x.startswith("rendering")).replace(
+        "study-run", "multi-run"))
+    res = _cli(["run", multi])
+    assert res.exit_code == 2, res.output
+    line = " ".join(res.output.split())
+    assert "[[checkpoints]] 'related-s0' (and 1 more)" in line and "first 'seg0'" in line, line
+    assert "3 segmentation item(s)" in line and 'set [extract] rendering = "grid"' in line, line
+    assert not (tmp_path / "multi-run").exists()
+
+
+def test_run_names_every_store_made_with_other_settings_at_once(tmp_path):
+    """Two of the run's stores made with another rendering (and one with the same settings): one line
+    names both and the fix, before anything is extracted or written."""
+    from matprobe.preflight import check_pipeline
+    from matprobe.store import EmbeddingStore
+
+    data = _study(tmp_path)
+    res, toml = _init(tmp_path, data, "--base", BASE, "--vision-tower", TOWER)
+    assert res.exit_code == 0, res.output
+    stores = tmp_path / "study-run" / "stores"
+    stores.mkdir(parents=True)
+    prov = {"pools": ["last"], "dtype": "fp32", "device_type": "cpu", "num_decoder_layers": 3, "layers": ["2"]}
+    for name, rendering in (("related-s0", "multi-image"), ("unrelated-s0", "multi-image"), ("other", "grid")):
+        EmbeddingStore.from_arrays(stores / f"{name}.h5", ["a", "b"], {"task": ["x", "y"]},
+                                   {("2", "last"): np.zeros((2, 4), np.float32)},
+                                   provenance={**prov, "segmentation_rendering": {"name": rendering}}).close()
+    before = {p.name: p.stat().st_mtime_ns for p in stores.iterdir()}
+    res = _cli(["run", toml])
+    assert res.exit_code == 2, res.output
+    line = " ".join(res.output.split())
+    assert "2 of its stores" in line and "related-s0.h5, unrelated-s0.h5" in line, line
+    assert "rendering 'multi-image' stored, 'grid' asked" in line and "delete those store files" in line, line
+    assert {p.name: p.stat().st_mtime_ns for p in stores.iterdir()} == before
+    assert not (tmp_path / "study-run" / "data").exists()  # nothing extracted, no condition manifest
+    # the same settings (layers as the model counts them, pools, dtype): nothing to say
+    from matprobe.pipeline import load_pipeline
+
+    for name in ("related-s0", "unrelated-s0"):
+        (stores / f"{name}.h5").unlink()
+    EmbeddingStore.from_arrays(stores / "related-s0.h5", ["a"], {"task": ["x"]},
+                               {("2", "last"): np.zeros((1, 4), np.float32)},
+                               provenance={**prov, "segmentation_rendering": {"name": "grid"}}).close()
+    check_pipeline(load_pipeline(toml))
+
+
+# ------------------------------------------------------------------ a run's pieces and inputs
+
+def test_lora_run_without_non_lora_trainables_names_that_file(tmp_path):
+    from matprobe.extract.checkpoints import load_model
+
+    run = shutil.copytree(LORA, tmp_path / "lora-run")
+    (run / "non_lora_trainables.bin").unlink()
+    with pytest.raises(ExtractError, match=r"mm_projector.*non_lora_trainables\.bin.*copy that file into"):
+        load_model(run, base=BASE, vision_tower=TOWER)
+
+
+def test_a_run_missing_its_base_and_tower_is_told_both_at_once(tmp_path):
+    data = _study(tmp_path, segmentation=False)
+    res, toml = _init(tmp_path, data)
+    assert res.exit_code == 2 and not toml.exists(), res.output
+    line = " ".join(res.output.split())
+    assert "pass --base DIR" in line and "pass --vision-tower DIR" in line, line
+    res = _cli(["extract", "--ckpt", tmp_path / "ckpts" / "related-s0", "--data", data, "--out",
+                tmp_path / "z.h5", "--layers", "-1"])
+    line = " ".join(res.output.split())
+    assert res.exit_code == 2 and "pass --base DIR" in line and "pass --vision-tower DIR" in line, line
+    # one of them given: only the other is asked for
+    res, _ = _init(tmp_path, data, "--vision-tower", TOWER)
+    assert res.exit_code == 2 and "pass --base DIR" in res.output and "--vision-tower" not in res.output
