@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from matprobe.errors import ExtractError
-from test_llava_original import KIT, TOWER, _cli, _items
+from test_llava_original import KIT, TOWER, _cli
+from test_llava_original import _study as _original_study
 from test_segmentation import write_seg_manifest
 
 torch.set_num_threads(1)
@@ -109,27 +110,20 @@ def test_a_tower_missing_a_weight_is_refused_alike_by_the_check_and_the_load(tmp
 # ------------------------------------------------------------------ a study with segmentation items
 
 def _study(root: Path, segmentation: bool = True) -> Path:
-    """Two LoRA runs named by condition and seed, and a manifest of a held-out triplet, a related and
-    an unrelated one (the kit's images, 10 rows each), with 3 segmentation items of a fourth."""
-    for name in ("related-s0", "unrelated-s0"):
-        shutil.copytree(LORA, root / "ckpts" / name)
-    reference = {"meta": np.load(KIT.parent / "reference.npz")["meta"]}
-    trips = [("MRI", "Head", "Orientation"), ("MRI", "Head", "Classification"), ("CT", "Chest", "Classification")]
-    rows = []
-    for j in range(30):
-        _, question, options = _items(reference)[j % 3]
-        m, a, t = trips[j // 10]
-        rows.append(dict(id=f"q{j}", image=str(KIT / "images" / f"item{j % 3}.png"), question=question,
-                         options=options, answer=j % len(options), modality=m, anatomy=a, task=t))
+    """`test_llava_original._study` (two LoRA runs named by condition and seed; a held-out triplet, a
+    related and an unrelated one, 10 rows each) with 3 segmentation items of a fourth triplet."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = _original_study(root, {"meta": np.load(KIT.parent / "reference.npz")["meta"]})
     if segmentation:
         seg = write_seg_manifest(root / "seg", n=3)
+        rows = []
         for line in seg.read_text().splitlines():
             rec = json.loads(line)
             rec["image"] = str(root / "seg" / rec["image"])
             rec["option_masks"] = [str(root / "seg" / m) for m in rec["option_masks"]]
             rows.append(rec)
-    path = root / "items.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with path.open("a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
