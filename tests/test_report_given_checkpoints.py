@@ -409,3 +409,26 @@ def test_the_glossary_defines_every_condition_of_the_run(demo_run, tmp_path):
     words = glossary(load_run(_edit(_copy(demo_run, tmp_path), add_ablation)))["condition"]
     for key in ("related", "unrelated", "without-task"):
         assert CONDITION_MEANINGS[key] in words
+
+
+def test_most_encoded_says_when_the_leader_sits_at_its_cap(demo_run, tmp_path):
+    """A README-only study's three factor terms each sat at their entropy caps and the one with the
+    largest entropy was called "most encoded" with no caveat: the line says what that ranks."""
+    from matprobe.report.render import _most_encoded_line, findings
+
+    data = load_run(demo_run)
+    m = findings(data)["most_encoded"]
+    assert m["at_cap"] == [] and "entropy cap," not in _most_encoded_line(m)  # the demo: 0.880 of 1.359
+    # every factor term of every checkpoint moved to its cap
+    data.terms.loc[:, "estimate"] = data.terms["h_upper"]
+    m = findings(data)["most_encoded"]
+    factors = [t for t in dict.fromkeys(data.terms["term"]) if "label" not in t]
+    assert m["at_cap"] == factors and len(factors) == 3
+    line = _most_encoded_line(m)
+    others = [t for t in factors if t != m["term"]]
+    assert (f"It sits within 10% of its entropy cap, as {others[0]} and {others[1]} do: Z determines each of "
+            "them (the question text may name them), so this ranks their entropies, not how well Z encodes "
+            "them.") in line
+    # the leader alone at its cap
+    m["at_cap"] = [m["term"]]
+    assert "its value is its entropy, not a measure of how well Z encodes it." in _most_encoded_line(m)

@@ -27,6 +27,7 @@ from matprobe.errors import ReportError
 from matprobe.io import strict_json_value, write_text_atomic
 from matprobe.mi.chain import ChainResult
 from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
+from matprobe.mi.interface import NEAR_SATURATION
 from matprobe.mi.pointwise import summary_of
 from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
@@ -298,6 +299,11 @@ def findings(data: RunData) -> dict:
                 out["most_encoded"]["not_told_apart_from"] = {"term": runner["term"],
                                                               "mean_estimate_nats": float(runner["estimate"]),
                                                               "leader_mean_ci_low_nats": low}
+        # factor terms within 10% of their caps (means over the checkpoints): Z determines each there,
+        # so their order is their entropies' (a README-only study: three factor terms at their caps,
+        # the one of the largest entropy called "most encoded")
+        out["most_encoded"]["at_cap"] = [r.term for r in factor_terms.itertuples()
+                                         if r.h_upper > 0 and r.estimate >= NEAR_SATURATION * r.h_upper]
     by_cond = main.groupby(["term", "condition"])["estimate"].mean().unstack()
     out["term_by_condition"] = {t: {c: float(v) for c, v in row.items()} for t, row in by_cond.iterrows()}
     st = data.strata.dropna(subset=["mi"])
@@ -362,6 +368,14 @@ def _most_encoded_line(m: dict) -> str:
         f" It is not told apart from {tie['term']} ({tie['mean_estimate_nats']:.3f} nats), whose estimate lies within "
         f"its interval (lower end {tie['leader_mean_ci_low_nats']:.3f} nats on average), so these estimates do not "
         "rank the two.")
+    at_cap = m.get("at_cap") or []
+    if m["term"] in at_cap:
+        others = [t for t in at_cap if t != m["term"]]
+        caveat += (" It sits within 10% of its entropy cap" + (f", as {' and '.join(others)} do" if others else "")
+                   + ": Z determines " + ("each of them" if others else "it") + " (the question text may name "
+                   + ("them" if others else "it") + "), "
+                   "so " + ("this ranks their entropies, not how well Z encodes them." if others else
+                            "its value is its entropy, not a measure of how well Z encodes it."))
     return (f"**Which MAT factor is most encoded?** {m['term']}, {m['mean_estimate_nats']:.3f} nats on average "
             f"over the checkpoints (its entropy cap is {m['mean_h_upper_nats']:.3f} nats).{caveat} All chain terms "
             "(mean over checkpoints, nats): " + "; ".join(f"{k} = {v:.3f}" for k, v in m["all_terms"].items())
