@@ -222,3 +222,34 @@ def test_a_signal_that_lands_in_a_finaliser_still_stops_the_sweep(stores, tmp_pa
     assert len(calls) == 1  # stopped at the first boundary: no second cell started
     kept = sweep_mod.read_table(out)
     assert sorted(set(zip(kept["checkpoint"], kept["layer"]))) == [("ckpt0", "0")]  # the finished cell is kept
+
+
+def test_stores_of_adapters_with_one_folder_name_are_all_named_by_their_files(tmp_path):
+    """Trainer adapters are all `checkpoint-500` on one base: the sweep named the first store
+    "base+checkpoint-500" and the others by their file names (a README-only study); now every store
+    whose checkpoint label another shares is named by its file, and distinct ones keep theirs."""
+    from matprobe.mi.sweep import build_grid
+    from matprobe.store import checkpoint_label, checkpoint_labels
+
+    ids = [f"s{i}" for i in range(40)]
+    labels = {"M": ["a", "b"] * 20, "A": ["x"] * 20 + ["y"] * 20}
+    feats = {("0", "last"): np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)}
+    provs = {"related-s0": {"checkpoint": "/m/base", "adapter": "/runs/related/seed_0/checkpoint-500"},
+             "related-s1": {"checkpoint": "/m/base", "adapter": "/runs/related/seed_1/checkpoint-500"},
+             "other": {"checkpoint": "/m/other-model"}}
+    paths = []
+    for name, prov in provs.items():
+        p = tmp_path / f"{name}.h5"
+        EmbeddingStore.from_arrays(p, ids, labels, feats, provenance=prov).close()
+        paths.append(p)
+    assert checkpoint_label(provs["related-s0"], paths[0]) == "/m/base+checkpoint-500"
+    want = {str(paths[0]): "related-s0", str(paths[1]): "related-s1", str(paths[2]): "/m/other-model"}
+    assert checkpoint_labels(dict(zip(map(str, paths), provs.values()))) == want
+    cells = build_grid(paths, factors=("M", "A"))
+    assert {c.store: c.checkpoint for c in cells} == want
+    # two stores with the same file name in two folders: their paths
+    twin = tmp_path / "b" / "related-s0.h5"
+    twin.parent.mkdir()
+    EmbeddingStore.from_arrays(twin, ids, labels, feats, provenance=provs["related-s1"]).close()
+    both = checkpoint_labels({str(paths[0]): provs["related-s0"], str(twin): provs["related-s1"]})
+    assert both == {str(paths[0]): str(paths[0]), str(twin): str(twin)}

@@ -89,6 +89,20 @@ def checkpoint_label(provenance: Mapping[str, Any], path, taken=()) -> str:
     return str(ckpt)
 
 
+def checkpoint_labels(provenances: Mapping[Any, Mapping[str, Any]]) -> dict[str, str]:
+    """{store path: label} for the stores of one table, each its `checkpoint_label` unless another
+    store has the same one: then every store sharing it is named by its file name (its path where
+    file names coincide too), not the first by its checkpoint and the rest by file names (a study of
+    Trainer adapters, all `checkpoint-500` on one base, read "base+checkpoint-500", "related-s1", ...)."""
+    from collections import Counter
+
+    first = {str(p): checkpoint_label(prov, p) for p, prov in provenances.items()}
+    shared = Counter(first.values())
+    stems = Counter(Path(p).stem for p in first)
+    return {p: label if shared[label] == 1 else (Path(p).stem if stems[Path(p).stem] == 1 else p)
+            for p, label in first.items()}
+
+
 def make_provenance(**fields: Any) -> dict[str, Any]:
     """Provenance with the defaults every store records (version, convention, time)."""
     prov = {

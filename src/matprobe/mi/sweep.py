@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,10 +130,10 @@ def _resolve_layers(want, stored_layers, provenance, path) -> list[str]:
 
 def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list[Cell]:
     """All cells in table order; refuses a missing layer/pool or factor in any store (one line)."""
-    from matprobe.store import EmbeddingStore, checkpoint_label
+    from matprobe.store import EmbeddingStore, checkpoint_labels
 
     want_layers, want_pools = parse_list(layers), parse_list(pools)
-    cells, names, fingerprints = [], {}, {}
+    cells, provenances, fingerprints = [], {}, {}
     for path in stores:
         path = str(path)
         with EmbeddingStore.open(path) as st:
@@ -159,7 +159,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                 _refuse_other_dataset(next(iter(fingerprints)), path, st)
             stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
             lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
-            names[path] = checkpoint_label(prov, path, set(names.values()))
+            provenances[path] = prov
             for layer in lays:
                 stored_pools = [b for a, b in keys if a == layer]
                 pls = want_pools if want_pools is not None else stored_pools
@@ -167,8 +167,9 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                     if pool not in stored_pools:
                         raise StoreError(f"{path}: no features for layer {layer!r}, pool {pool!r}; pools stored "
                                          f"for that layer: {', '.join(stored_pools)}; change --pools or --layers")
-                    cells.append(Cell(path, names[path], layer, pool))
-    return cells
+                    cells.append(Cell(path, "", layer, pool))
+    names = checkpoint_labels(provenances)  # over every store of the table: alike stores named alike
+    return [replace(c, checkpoint=names[c.store]) for c in cells]
 
 
 def _refuse_other_dataset(first: str, path: str, st) -> None:

@@ -121,10 +121,10 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
                          "rows are left out of the correlation), e.g. 30")
     rows, notes = [], []
     check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
-    used_names = set()
+    labels = _checkpoint_labels(stores)
     for path in stores:
-        z, y, correct, cols, ckpt = _read_store(path, target, layer, pool, used_names)
-        used_names.add(ckpt)
+        z, y, correct, cols, _ = _read_store(path, target, layer, pool)
+        ckpt = labels[str(path)]
         keep = (correct >= 0) & (y >= 0)
         for f in MAT:
             keep &= cols[f][0] >= 0
@@ -175,6 +175,17 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     return Relation(points=points, spearman=rho, ci_low=lo, ci_high=hi, ci_level=level, p_value=p,
                     n_points=len(used), fano_curve=curve, reference={"classes": k_ref, "h": h_ref},
                     unit=unit, notes=notes)
+
+
+def _checkpoint_labels(stores) -> dict[str, str]:
+    """Each store's checkpoint name, alike over the stores (`store.checkpoint_labels`)."""
+    from matprobe.store import EmbeddingStore, checkpoint_labels
+
+    provenances = {}
+    for path in stores:
+        with EmbeddingStore.open(path) as st:
+            provenances[str(path)] = st.provenance
+    return checkpoint_labels(provenances)
 
 
 def _read_store(path, target, layer, pool, taken=()):
