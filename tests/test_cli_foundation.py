@@ -111,3 +111,23 @@ def test_split_to_a_path_not_ending_in_jsonl_is_refused_before_anything_is_writt
         assert len(lines) == 1 and lines[0].startswith("error:") and ".jsonl" in lines[0] and name in lines[0]
         assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "img.png"]
+
+
+def test_quiet_silences_transformers_loading_bar_too():
+    """`matprobe -q extract` still drew transformers' "Loading weights" bar (a README-only study)."""
+    import transformers
+
+    from matprobe.extract.checkpoints import quiet_loading
+    from matprobe.progress import set_quiet
+
+    logging = transformers.utils.logging
+    try:
+        logging.enable_progress_bar()
+        quiet_loading()
+        assert logging.is_progress_bar_enabled()  # not quiet: the bar stays
+        set_quiet(True)
+        quiet_loading()
+        assert not logging.is_progress_bar_enabled()
+    finally:
+        set_quiet(False)
+        logging.enable_progress_bar()

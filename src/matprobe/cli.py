@@ -733,8 +733,9 @@ def _run_with_status(fn, cfg):
 
     def say(msg: str) -> None:
         if not is_quiet():
+            # progress and notes go to stderr (README, CLI reference), stdout keeps what the run wrote;
             # escaped: a message naming a pipeline key ("[mi] rare_classes") is not rich markup
-            console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {escape(msg)}", highlight=False)
+            err_console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {escape(msg)}", highlight=False)
 
     run = fn(cfg, progress=say, progress_bars=True)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")

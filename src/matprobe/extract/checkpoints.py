@@ -300,6 +300,7 @@ def load_model(
         raise ExtractError(
             f"--attn {attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}"
         )
+    quiet_loading()
     spec, run_dir, run_base = loaded_as(base_dir, adapter_dir)
     if spec.own_loader:
         if not merge_adapter:
@@ -371,3 +372,14 @@ def _load_own(spec, run_dir: Path, base_dir: Path | None, dtype: str, device: st
         raise
     info["device"] = device
     return LoadedModel(model=model, processor=processor, arch=spec.name, info=info)
+
+
+def quiet_loading() -> None:
+    """Under `matprobe --quiet`, transformers' per-load progress bar ("Loading weights") too: the
+    flag silences progress, and a user study saw that bar on stderr under -q."""
+    from matprobe.progress import is_quiet
+
+    if is_quiet():
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
