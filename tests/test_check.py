@@ -255,8 +255,16 @@ def test_pac_without_a_split_is_held_out_on_the_target_s_rows(synthetic, tmp_pat
     assert res["test_set_bound"] == pytest.approx(stats.beta.ppf(0.95, k + 1, m - k), rel=1e-9)
     every = check.run_check(tmp_path / "nosplit.h5").to_dict()["pac"]
     assert every["m"] == len(pred) and every["heldout"].startswith("all answered rows")
-    # a store with split = test rows keeps them, target or not
+    # a store with split = test rows keeps them, target or not, and names them the target's where they are
     assert check.run_check(path, heldout_target=target).to_dict()["pac"]["heldout"] == "rows with split = test"
+    target_split = [("test" if tuple(g) == target else "train")
+                    for g in zip(*(labels[f] for f in ("modality", "anatomy", "task")))]
+    EmbeddingStore.from_arrays(tmp_path / "run-split.h5", ids, {**labels, "split": target_split},
+                               {("0", "mean"): np.zeros((len(ai), 2), np.float32)},
+                               answers={"pred": pred, "probs": np.full((len(pred), 4), 0.25, np.float32)}).close()
+    pac = check.run_check(tmp_path / "run-split.h5", heldout_target=target).to_dict()["pac"]
+    assert (pac["m"], pac["heldout"]) == (N_PER[1], f"rows of the held-out target {' / '.join(target)} (split = "
+                                                      "test in the store)")
 
 
 def test_stratum_mi_near_its_cap_or_of_a_one_sided_term_is_one_sided(synthetic, tmp_path):
@@ -325,3 +333,38 @@ def test_store_without_answers_and_bad_mi_file(tmp_path):
     bad.write_text(json.dumps({"kind": "something.else"}))
     with pytest.raises(StoreError, match="not a matprobe MI results file"):
         check.load_mi_results(bad)
+
+
+def test_check_tables_show_fano_bounds_below_0_as_0_and_name_the_conditioning(synthetic):
+    # study4 (issue 26): the per-stratum column printed "-0.171 (-0.171)" as needed information, and the
+    # aggregate rows said H(Y|M,A) and I(Z;Y|M,A) >= beside strata and an Î conditioned on (M, A, T)
+    from matprobe.present.views import check_table, check_tables
+
+    path, *_ = synthetic
+    res = check.run_check(path)
+    s0, s1 = res.strata[0], res.strata[1]
+    s0.fano_mi_lower, s0.fano_mi_lower_finite = -0.171, -0.171
+    s1.fano_mi_lower, s1.fano_mi_lower_finite = 0.0125, -0.024
+    a = res.aggregate
+    a.h_y_given_ma, a.h_y_given_mat = 1.3168, 1.1932
+    a.fano_mi_lower_given_ma, a.fano_mi_lower_given_mat, a.fano_mi_lower_stratified = -0.0673, -0.1909, 0.0
+    a.terms = [check.TermCheck(term="I(Z;answer|modality,anatomy,task)", mi=check.MIValue.from_dict(
+        {"estimate": 0.0, "ci_low": 0.0, "ci_high": 1.386, "ci_level": 0.95, "estimator": "probe"}),
+        fano_mi_lower=0.0, fano_mi_lower_finite=-0.193, compared_with="stratum average", mi_meets_bound="yes")]
+    table = check_table(res)
+    cells = table.cells()
+    col = table.headers().index("I >= (finite)")
+    assert cells[0][col] == "0.000 (0.000)" and cells[1][col] == "0.013 (0.000)"
+    assert ("I >= (finite): Fano's bound H(Y|s) - φ(ε) below 0 demands nothing (MI >= 0 anyway) and is shown as "
+            "0.000") in table.footnotes
+    rows = {r[0]: r[1:] for r in check_tables(res)[1].cells()}
+    assert rows["H(Y|M,A,T)"] == ["1.1932", "nats", "the strata's conditioning"]
+    assert rows["I(Z;Y|M,A,T) >="] == ["-0.1909", "nats", "H(Y|M,A,T) - φ(ε); vacuous (≤ 0: MI ≥ 0 anyway)"]
+    assert rows["stratum average bound (M,A,T)"] == [
+        "0.0000", "nats", "Σ p_s max(0, H(Y|s) - φ(ε_s)) over the (M, A, T) strata; vacuous (≤ 0: MI ≥ 0 anyway)"]
+    assert rows["H(Y|M,A)"] == ["1.3168", "nats", "eq. 8's conditioning: given M, A only (T not given)"]
+    assert rows["I(Z;Y|M,A) >="] == [
+        "-0.0673", "nats", "H(Y|M,A) - φ(ε); bounds I(Z;Y|M,A), not I(Z;Y|M,A,T); vacuous (≤ 0: MI ≥ 0 anyway)"]
+    assert rows["I(Z;answer|modality,anatomy,task): Î"] == [
+        "0.0000", "nats", "vs bound 0.0000 (stratum average bound (M,A,T)): yes"]
+    assert "stratum average bound" not in rows  # no unconditioned label left

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from matprobe.mi import chain_terms
-from matprobe.mi.controls import control_labels
+from matprobe.mi.controls import control_labels, control_task
 from matprobe.mi.groundtruth import chain_task
+from matprobe.mi.interface import MIEstimate
 
 torch.set_num_threads(1)
 FAST = dict(seeds=2, folds=3, pca=None)
@@ -110,3 +111,46 @@ def test_sweep_writes_baseline_columns_and_resumes_them(tmp_path, suffix):
 
     with pytest.raises(EstimationError, match="written with other settings"):  # never mixed into one table
         run_sweep([store], out, **kw)
+
+
+def _estimate(raw_rows, cap, ci_low=0.0):
+    """An estimate from per-row terms, clipped to [0, cap] as the probe reports it."""
+    raw = float(np.mean(raw_rows))
+    return MIEstimate(value=min(max(raw, 0.0), cap), ci_low=ci_low, ci_high=cap, ci_level=0.95, unit="nats",
+                      n_train=0, n_eval=0, estimator="fake", params={},
+                      diagnostics={"raw": (raw, ci_low, cap), "pointwise": {"values": np.asarray(raw_rows)[None, :]}})
+
+
+def test_selectivity_claims_nothing_the_terms_own_estimate_contradicts():
+    # study4 (issue 26): I(Z;label|M,A,T) read 0.000 (raw -0.217) against a control at raw -0.772, and the
+    # selectivity, raw minus raw, read 0.555 [0.024, 1.085]: an interval excluding 0 for a term that reads 0
+    rng = np.random.default_rng(0)
+    n, cap = 208, 1.193
+    term_rows = -0.217 + 0.3 * rng.standard_normal(n)
+    ctrl_rows = -0.772 + 0.3 * rng.standard_normal(n)
+    observed = _estimate(term_rows, cap)
+    y, c = np.arange(n) % 2, np.arange(n) % 3
+    res = control_task(lambda yy, sub, pointwise=True: _estimate(ctrl_rows, cap), y, c, observed=observed)
+    assert res.ci_low_raw > 0  # the raw paired interval excludes 0 (what the report showed) ...
+    assert res.selectivity_raw == pytest.approx(np.mean(term_rows) - np.mean(ctrl_rows))
+    assert res.control_raw == pytest.approx(np.mean(ctrl_rows))
+    # ... but the reported selectivity is estimate minus control on the reported scale, and its interval
+    # contains 0 with p no smaller than 1 - level
+    assert res.selectivity == 0.0 and res.control == 0.0
+    assert res.ci_low <= 0.0 <= res.ci_high <= cap and res.p_value >= 0.05
+    assert "bounded to it" in res.notes[-1]
+
+
+def test_selectivity_is_never_above_the_terms_cap():
+    # I(Z;modality) near its cap: a control far below 0 must not lift the selectivity above the cap
+    rng = np.random.default_rng(1)
+    n, cap = 208, 1.090
+    term_rows = 1.026 + 0.2 * rng.standard_normal(n)
+    ctrl_rows = -0.6 + 0.2 * rng.standard_normal(n)
+    observed = _estimate(term_rows, cap, ci_low=0.916)
+    res = control_task(lambda yy, sub, pointwise=True: _estimate(ctrl_rows, cap), np.arange(n) % 3, None,
+                       observed=observed)
+    assert res.selectivity_raw > cap  # raw minus raw: more than the term can hold
+    assert res.selectivity == pytest.approx(observed.value) and res.selectivity <= cap
+    assert res.ci_high <= cap and res.ci_low <= observed.ci_low and res.ci_low <= res.selectivity <= res.ci_high
+    assert res.ci_low > 0  # a real finding stays one: the term's own interval excludes 0

@@ -65,7 +65,10 @@ def test_p_value_and_null_summary_equal_a_written_out_permutation_test():
     null = np.array(null)
     assert res.null == pytest.approx(null.tolist(), abs=0)
     assert res.p_value == (1 + (null >= stat(y)).sum()) / 50
-    assert res.null_mean == pytest.approx(null.mean()) and res.excess == pytest.approx(stat(y) - null.mean())
+    # the excess is on the reported scale: clipped estimate minus the mean clipped null estimate
+    assert res.null_mean == pytest.approx(np.maximum(null, 0).mean())
+    assert res.excess == pytest.approx(max(stat(y), 0) - np.maximum(null, 0).mean())
+    assert res.null_mean_raw == pytest.approx(null.mean()) and res.excess_raw == pytest.approx(stat(y) - null.mean())
     assert res.null_sd == pytest.approx(null.std(ddof=1))
     # the raw value is the statistic: a negative observed value is not clipped to 0 before comparing
     neg = permutation_null(lambda yy, ss: _fake_estimate(stat(yy)), y, c, observed=_fake_estimate(-1.0),
@@ -127,3 +130,24 @@ def test_mi_cli_writes_the_null_and_shows_its_columns(tmp_path):
     assert all(len(p["null"]) == 4 and p["p_value"] in (0.2, 0.4, 0.6, 0.8, 1.0) for p in perms)
     assert perms[0]["p_value"] == 0.2  # modality is in Z
     assert "perm. p" in res.output and "excess over null" in res.output and "4 permutations" in res.output
+
+
+def test_excess_is_never_above_the_cap_nor_positive_for_a_term_that_reads_0():
+    # study4 (issue 26): I(Z;modality) read 1.026 of a 1.090 cap, its raw null estimates averaged -0.548,
+    # and raw minus raw gave an "excess over null" of 1.575 nats, above any information the term can hold;
+    # I(Z;label|M,A,T) read 0 (raw -0.217) with an excess of 1.354 over nulls averaging -1.571
+    cap = 1.090
+
+    def est(raw):
+        return MIEstimate(value=min(max(raw, 0.0), cap), ci_low=0.0, ci_high=cap, ci_level=0.95, unit="nats",
+                          n_train=0, n_eval=0, estimator="fake", params={}, diagnostics={"raw": (raw, 0.0, cap)})
+
+    y, c = np.arange(20) % 2, np.zeros(20, dtype=int)
+    nulls = iter([-0.10, -0.18, -0.40, -0.90, 0.06, -1.15, -0.03, -0.85, -1.54, -0.97] * 2)
+    res = permutation_null(lambda yy, ss: est(next(nulls)), y, c, observed=est(1.026), permutations=10, seed=0)
+    assert res.null_mean == pytest.approx(0.006) and res.excess == pytest.approx(1.020)
+    assert res.excess <= cap and res.excess_raw == pytest.approx(1.026 + 0.606)  # the raw gap is kept, by name
+    below = permutation_null(lambda yy, ss: est(next(nulls)), y, c, observed=est(-0.217), permutations=10, seed=0)
+    assert below.p_value == pytest.approx(5 / 11)  # ranked on the raw statistic, as before
+    assert below.excess == pytest.approx(-0.006) and below.excess <= 0  # the term reads 0: no excess claimed
+    assert "below 0 (the term reads 0)" in below.notes[0]

@@ -9,6 +9,7 @@ and `write_results` writes the MI results JSON/CSV of docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -26,12 +27,56 @@ from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
 from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
-from matprobe.units import NATS, from_nats
+from matprobe.units import NATS, from_nats, to_nats
 
 DEFAULT_ESTIMATOR = DEFAULTS.estimator
 # the diagnostics a term entry of the results document carries (written and read back)
 TERM_DIAGNOSTICS = ("permutation", "control", "codelength", "reduction_residual", "requested_reduction_residual",
                     "reduction", "h_upper_limit")
+
+
+_NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+# the estimators write their notes in nats; a phrase that quotes numbers in nats, and the one whose
+# second number carries no unit ("raw estimate X nats exceeded H(Y|C) = Y; clipped")
+_NATS_PHRASE = re.compile(rf"raw estimate ({_NUM}) nats exceeded H\(Y\|C\) = ({_NUM})"
+                          rf"|\[({_NUM}), ({_NUM})\] nats|({_NUM}) \+- ({_NUM}) nats|({_NUM}) nats")
+
+
+def note_in_unit(note: str, unit: str, known=()) -> str:
+    """An estimator's note with its numbers in nats written in `unit` (same decimals), so that
+    every number in a `--unit bits` output is in bits. `known`: exact values in `unit` (the term's
+    H(Y|C), its estimate) that a number may be the rounding of; such a number is written from the
+    exact value, not from its rounding. Idempotent: converted numbers say "bits".
+
+    >>> note_in_unit("estimate at 100% of H(Y|C) = 1.0905 nats: near saturation", "bits")
+    'estimate at 100% of H(Y|C) = 1.5733 bits: near saturation'
+    >>> note_in_unit("estimate at 100% of H(Y|C) = 1.0905 nats: near saturation", "bits", [1.5732448])
+    'estimate at 100% of H(Y|C) = 1.5732 bits: near saturation'
+    >>> note_in_unit("raw estimate 0.8728 nats exceeded H(Y|C) = 0.8531; clipped", "bits")
+    'raw estimate 1.2592 bits exceeded H(Y|C) = 1.2308; clipped'
+    """
+    if not note or from_nats(1.0, unit) == 1.0:
+        return note
+
+    def conv(text: str) -> str:
+        decimals = len(text.partition(".")[2]) if "e" not in text.lower() else None
+        value = from_nats(float(text), unit)
+        if decimals is not None:
+            exact = [k for k in known if k == k and abs(to_nats(k, unit) - float(text)) <= 0.5 * 10**-decimals]
+            value = exact[0] if exact else value
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:.4g}"
+
+    def sub(m: re.Match) -> str:
+        g = m.groups()
+        if g[0] is not None:
+            return f"raw estimate {conv(g[0])} {unit} exceeded H(Y|C) = {conv(g[1])}"
+        if g[2] is not None:
+            return f"[{conv(g[2])}, {conv(g[3])}] {unit}"
+        if g[4] is not None:
+            return f"{conv(g[4])} +- {conv(g[5])} {unit}"
+        return f"{conv(g[6])} {unit}"
+
+    return _NATS_PHRASE.sub(sub, note)
 
 
 def term_name(target: str, given: list[str]) -> str:
@@ -308,7 +353,7 @@ class ChainResult:
                              "estimator": est, "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                              "ci_level": e.ci_level, "bound": e.bound, "h_upper": e.h_upper, "n": e.n_eval,
                              "chain_difference": self.difference.get(est, [np.nan] * len(items))[j],
-                             "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
+                             "clipped": e.clipped, "degenerate": e.degenerate, "note": note_in_unit(e.note, e.unit, (e.h_upper, e.value)),
                              "flags": ",".join(e.flags), "unit": e.unit, **baseline_columns(e.diagnostics)})
             total = sum(e.value for _, e in items)
             d = self.direct.get(est)
@@ -322,7 +367,8 @@ class ChainResult:
                              "given": "", "estimator": est, "estimate": d.value, "ci_low": d.ci_low,
                              "ci_high": d.ci_high, "ci_level": d.ci_level, "bound": d.bound, "h_upper": d.h_upper,
                              "n": d.n_eval, "chain_difference": np.nan, "clipped": d.clipped,
-                             "degenerate": d.degenerate, "note": d.note, "flags": ",".join(d.flags),
+                             "degenerate": d.degenerate, "note": note_in_unit(d.note, d.unit, (d.h_upper, d.value)),
+                             "flags": ",".join(d.flags),
                              "unit": d.unit})
         return pd.DataFrame(rows)
 
@@ -612,7 +658,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
             terms.append({"term": term, "target": result.factors[j], "given": result.factors[:j],
                           "estimator": est, "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high,
                           "ci_level": e.ci_level, "h_upper": e.h_upper, "n": e.n_eval,
-                          "clipped": e.clipped, "degenerate": e.degenerate, "note": e.note,
+                          "clipped": e.clipped, "degenerate": e.degenerate, "note": note_in_unit(e.note, e.unit, (e.h_upper, e.value)),
                           "flags": list(e.flags), "bound": e.bound,
                           "chain_difference": result.difference.get(est, [None] * len(items))[j],
                           **{key: e.diagnostics[key] for key in TERM_DIAGNOSTICS if (e.diagnostics or {}).get(key)},
@@ -627,7 +673,8 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
     for est, d in result.direct.items():
         direct = {"term": term_name(",".join(result.factors), []), "estimator": est, "estimate": d.value,
                   "ci_low": d.ci_low, "ci_high": d.ci_high, "ci_level": d.ci_level, "h_upper": d.h_upper,
-                  "n": d.n_eval, "clipped": d.clipped, "degenerate": d.degenerate, "note": d.note,
+                  "n": d.n_eval, "clipped": d.clipped, "degenerate": d.degenerate,
+                  "note": note_in_unit(d.note, d.unit, (d.h_upper, d.value)),
                   "flags": list(d.flags), "bound": d.bound,
                   "sum_of_terms": sum(e.value for _, e in result.terms[est])}
         break  # the first estimator's direct term (the default one when listed first)

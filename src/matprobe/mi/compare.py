@@ -37,7 +37,7 @@ from matprobe.mi.chain import (
     merged_classes_phrase,
     term_name,
 )
-from matprobe.mi.interface import LOWER
+from matprobe.mi.interface import LOWER, NEAR_SATURATION
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
 from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.store_checks import check_same_records_paths
@@ -130,14 +130,37 @@ def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[d
     pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
     diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
                              folds=fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
+    if both_saturated(*summaries):
+        # two terms at their caps differ by the caps' rounding, not by the checkpoints: ΔI and its
+        # interval stay, but a p would read as a finding (a study's p 4.5e-44 for ΔI = 2.8e-05 nats)
+        diff.p_value = None
     return summaries[0], summaries[1], diff
+
+
+def near_saturated(side: dict) -> bool:
+    """A side's estimate is at its entropy cap: flagged `near-saturated`, or at NEAR_SATURATION
+    of H(Y|C) or more (`mi.interface.NEAR_SATURATION`)."""
+    h, v = side.get("h_upper"), side.get("estimate")
+    return ("near-saturated" in (side.get("flags") or ())
+            or bool(h is not None and v is not None and h > 0 and v >= NEAR_SATURATION * h))
+
+
+def both_saturated(side_a: dict, side_b: dict) -> bool:
+    """Both sides at their entropy caps: the term cannot separate the checkpoints, so the paired
+    ΔI gets no p (`PairedDifference.p_value` None)."""
+    return near_saturated(side_a) and near_saturated(side_b)
+
+
+SATURATED_NOTE = ("both sides at their entropy caps (estimates at {share} of H(Y|C) or more): the term cannot "
+                  "separate the checkpoints, so ΔI (with its interval) is the difference of the caps' "
+                  "shortfalls and has no p (p n/a)")
 
 
 def _summary(e, unit) -> dict:
     return {"estimate": from_nats(e.value, unit), "ci_low": from_nats(e.ci_low, unit),
             "ci_high": from_nats(e.ci_high, unit), "ci_level": e.ci_level,
             "bound": e.bound, "h_upper": from_nats(e.h_upper, unit), "clipped": e.clipped,
-            "degenerate": e.degenerate, "note": e.note}
+            "degenerate": e.degenerate, "note": e.note, "flags": list(e.flags)}
 
 
 # ---------------------------------------------------------------------- stores
@@ -276,6 +299,8 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
     for name, entry in merged.items():
         note = (note + "; " if note else "") + merged_classes_phrase(name, entry) + " on both sides"
+    if diff.p_value is None:
+        note = (note + "; " if note else "") + SATURATED_NOTE.format(share=f"{NEAR_SATURATION:.0%}")
     if estimator_tags(estimator).bound == LOWER:
         note = (note + "; " if note else "") + (f"{estimator} gives lower bounds: ΔI compares two lower "
                                                 "bounds, not the true MIs")
@@ -286,7 +311,8 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
             which = " and ".join(one_sided)
             note = (note + "; " if note else "") + (
                 f"{which}'s estimate{'s are' if len(one_sided) > 1 else ' is'} one-sided (the estimator's "
-                "shortfall is not bounded there): ΔI and its p compare the estimates, and the true ΔI may "
+                "shortfall is not bounded there): ΔI" + (" and its p" if diff.p_value is not None else "")
+                + " compare" + ("s" if diff.p_value is None else "") + " the estimates, and the true ΔI may "
                 "differ by more than its interval")
     return Comparison(term=term_name(target, given), side_a=side_a, side_b=side_b, difference=diff,
                       estimator=estimator, seeds=seeds, folds=folds, note=note)

@@ -38,7 +38,8 @@ class Column:
     """A column: `key` in the rows, `name` shown as header, `unit` (nats, bits,
     probability, count, ...), `description` for the glossary, `fmt` a format spec
     ('.3f') or a callable value -> str, `align` left/right, `missing` what an absent value
-    (None, NaN) shows."""
+    (None, NaN) shows, `machine_only` a column that CSV and JSON carry and the text formats
+    leave out (what they show another way, e.g. an interval's `bound` as ``≥ x``)."""
 
     key: str
     name: str | None = None
@@ -47,6 +48,7 @@ class Column:
     fmt: str | Callable[[Any], str] | None = None
     align: str | None = None
     missing: str = "-"
+    machine_only: bool = False
 
     @property
     def header(self) -> str:
@@ -91,6 +93,19 @@ def interval_cell(values, bound: str | None):
     """The cell of an interval (low, high) or (value, low, high) with its `bound` as MI results
     record it ("lower": one-sided, `OneSided`; anything else: the plain tuple)."""
     return OneSided(values) if bound == "lower" else tuple(values)
+
+
+class NotApplicable:
+    """A cell whose value does not apply (a p-value where the test says nothing, see the table's
+    note): shown as ``n/a``, written as None (CSV empty, JSON null)."""
+
+    def __str__(self) -> str:
+        return "n/a"
+
+    __repr__ = __str__
+
+
+NOT_APPLICABLE = NotApplicable()
 
 
 def _missing(v) -> bool:
@@ -164,6 +179,11 @@ class Table:
         return Table(list(columns), self.rows, self.title if title is None else title,
                      list(self.footnotes if footnotes is None else footnotes))
 
+    def for_text(self) -> "Table":
+        """The table the text formats show: without its `machine_only` columns."""
+        keep = [c for c in self.columns if not c.machine_only]
+        return self.select(keep) if len(keep) < len(self.columns) else self
+
     def without_empty_columns(self) -> "Table":
         """The table without the columns that are empty ("-" or "") in every row; a table
         without rows keeps its columns (they say what would be there)."""
@@ -190,7 +210,9 @@ class Table:
 
 
 def _plain(v):
-    """JSON/CSV-safe raw value: numpy scalars to Python, NaN to None."""
+    """JSON/CSV-safe raw value: numpy scalars to Python, NaN and `NOT_APPLICABLE` to None."""
+    if isinstance(v, NotApplicable):
+        return None
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):
         try:
             v = v.item()
@@ -223,6 +245,7 @@ def to_markdown(table: Table, title: bool = True, footnotes: bool = True, align:
     """GitHub-flavoured Markdown: bold title line, the table, footnotes as a list.
     Every cell, header cells included, has its `|` escaped. `align=False`: every column
     left-aligned (the report's tables)."""
+    table = table.for_text()
     out = []
     if title and table.title:
         out += [f"**{table.title}**", ""]
@@ -244,6 +267,7 @@ def to_markdown(table: Table, title: bool = True, footnotes: bool = True, align:
 def to_html(table: Table, title: bool = True, footnotes: bool = True, compact: bool = False) -> str:
     """An HTML <table> (caption = title; footnotes in a <ul> after it), all text escaped.
     `compact`: header and cells only, on one line, styled by the page (the report's tables)."""
+    table = table.for_text()
     esc = html.escape
     if compact:
         head = "".join(f"<th>{esc(h)}</th>" for h in table.headers())
@@ -281,6 +305,7 @@ def tex_escape(text: str) -> str:
 
 def to_latex(table: Table, title: bool = True, footnotes: bool = True) -> str:
     """A LaTeX table environment (booktabs-free: \\hline only), every cell escaped."""
+    table = table.for_text()
     spec = "".join("r" if _align(table, c) == "right" else "l" for c in table.columns)
     out = [r"\begin{table}[t]", r"\centering"]
     if title and table.title:
@@ -339,6 +364,7 @@ def to_rich(table: Table, widths: Sequence[int] | None = None, title: bool = Tru
     """A rich Table. Numbers and intervals never fold (a cut number misleads). With `widths`
     (`fit_widths`), text columns get those widths and wrap at spaces, so the table fits a
     terminal; a word longer than its column folds."""
+    table = table.for_text()
     from rich.table import Table as RichTable
 
     rt = RichTable(title=(table.title or None) if title else None, title_justify="left",
@@ -398,6 +424,7 @@ def fit_widths(table: Table, width: int) -> list[int]:
     """Content width of each column so the table is at most `width` wide (when it can be):
     numbers keep theirs; text columns start at their narrowest and share what is left,
     the narrowest first (water filling), none beyond its natural width."""
+    table = table.for_text()
     natural_narrow = _column_widths(table)
     widths = [n for _, n in natural_narrow]
     spare = width - table_width(widths)
@@ -434,6 +461,7 @@ def fit_columns(table: Table, width: int | None) -> list[Table]:
     column wider than the terminal on its own (a long unbroken value) is still shown: its
     words fold rather than being cut.
     """
+    table = table.for_text()
     table = table.without_empty_columns()
     if width is None or not table.columns:
         return [table]

@@ -8,7 +8,7 @@ free of presentation code.
 
 from __future__ import annotations
 
-from matprobe.present import Column, Table, interval_cell
+from matprobe.present import NOT_APPLICABLE, Column, Table, interval_cell
 
 # beside every table that shows a one-sided interval (`present.OneSided`)
 ONE_SIDED_FOOTNOTE = ("≥ x: a one-sided interval: the estimator's shortfall is not bounded there (see the note), "
@@ -66,7 +66,9 @@ def comparison_table(comp) -> Table:
                                                                         side.get("bound")))
     # ΔI is estimated from per-sample terms on the shared rows (same folds and seeds), not as the
     # difference of the two estimates above, so its label says so and the footnote gives both
-    table.add_row(side="paired ΔI", estimate=d.delta, interval=(d.ci_low, d.ci_high), p=d.p_value)
+    # no p where both sides sit at their entropy caps (`mi.compare.both_saturated`; the note says why)
+    table.add_row(side="paired ΔI", estimate=d.delta, interval=(d.ci_low, d.ci_high),
+                  p=NOT_APPLICABLE if d.p_value is None else d.p_value)
     shown = [float(f"{comp.side_a['estimate']:+.4f}"), float(f"{comp.side_b['estimate']:+.4f}")]
     plain = shown[0] - shown[1]
     note = (f"paired ΔI = mean over the {d.n} shared samples of A's minus B's per-sample term (same "
@@ -77,7 +79,7 @@ def comparison_table(comp) -> Table:
     table.footnotes.append(note)
     table.footnotes.append(f"paired ΔI interval: {getattr(d, 'method', 'paired bootstrap')}")
     slack = getattr(d, "slack", 0.0) or 0.0
-    if slack > 0:
+    if slack > 0 and d.p_value is not None:
         # p inverts the widened interval, so a |ΔI| inside the slack reads p = 1 (a user took that
         # for a bug beside an interval that looked like p = 0.57)
         table.footnotes.append(f"p inverts that interval, widened by the extrapolation slack of ±{slack:.4f} "
@@ -206,9 +208,9 @@ def chain_table(result):
     if "selectivity" in frame:  # control tasks (matprobe.mi.controls)
         cols[-1:-1] = [Column("selectivity", "selectivity", unit, "estimate minus the control task's estimate "
                               "(labels drawn from the target's frequencies per stratum), with its paired "
-                              "interval")]
+                              "interval", ".3f")]
     if "compression" in frame:  # online codelength (matprobe.mi.codelength)
-        cols[-1:-1] = [Column("online_bits", "online code", "bits", "prequential codelength of the target "
+        cols[-1:-1] = [Column("online_bits", "online code (bits)", "bits", "prequential codelength of the target "
                               "given Z (and the conditioning factors)", ".1f"),
                        Column("compression", "compression", description="uniform codelength / online "
                               "codelength", fmt=".2f")]
@@ -217,6 +219,9 @@ def chain_table(result):
                               "on labels permuted within the conditioning strata", ".3f"),
                        Column("p_perm", "perm. p", description="permutation p-value, (1 + #{null >= "
                               "estimate}) / (1 + B)", fmt=".3f")]
+    # CSV and JSON only: the interval's kind, which the text formats show as "≥ x"
+    cols.append(Column("bound", "bound", description="two-sided, or lower: only the interval's lower end is a "
+                       "statement (its upper end is the entropy cap)", machine_only=True))
     where = ""
     if result.meta:
         where = f", {result.meta.get('store')} layer {result.meta.get('layer')} pool {result.meta.get('pool')}"
@@ -240,12 +245,12 @@ def chain_table(result):
         extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
                  else {})
         if "selectivity" in frame and not pd.isna(r.selectivity):
-            extra["selectivity"] = f"{r.selectivity:.3f} [{r.selectivity_low:.3f}, {r.selectivity_high:.3f}]"
+            extra["selectivity"] = (r.selectivity, r.selectivity_low, r.selectivity_high)  # numbers in CSV/JSON
         if "compression" in frame and not pd.isna(r.compression):
             extra.update(online_bits=r.online_bits, compression=r.compression)
         table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
                       interval=interval_cell((r.ci_low, r.ci_high), r.bound), h_upper=r.h_upper,
-                      chain_difference=r.chain_difference, note=r.note, **extra)
+                      chain_difference=r.chain_difference, note=r.note, bound=r.bound or None, **extra)
     if (frame["bound"] == "lower").any():
         table.footnotes.append(ONE_SIDED_FOOTNOTE)
     return table
@@ -273,7 +278,8 @@ def check_table(result, unit: str = "nats"):
         Column("error_floor", "ε floor", "probability", "smallest error Fano allows given Î", ".3f"),
         Column("error_ok", "ε ok", "", "observed ε respects the floor: yes / within CI / NO"),
         Column("mi_lower", "I >= (finite)", unit,
-               f"Fano's lower bound on I(Z;Y|s) from ε (in brackets: with ε's upper limit at δ = {result.delta})"),
+               f"Fano's lower bound on I(Z;Y|s) from ε (in brackets: with ε's upper limit at δ = {result.delta}), "
+               "shown as max(bound, 0): a bound below 0 demands nothing"),
         Column("mi_ok", "Î ok", "", "Î reaches the bound: yes / within CI / NO"),
     ]
     table = Table(cols, title=f"check: {result.y_description}; {unit}, δ = {result.delta}, {lvl} intervals")
@@ -287,8 +293,11 @@ def check_table(result, unit: str = "nats"):
             mi=None if mi is None or mi.estimate is None else
             interval_cell((conv(mi.estimate), conv(mi.ci_low), conv(mi.ci_high)), mi.bound),
             error_floor=s.error_floor, error_ok=s.error_respects_floor,
-            mi_lower=f"{conv(s.fano_mi_lower):.3f} ({conv(s.fano_mi_lower_finite):.3f})",
+            mi_lower=f"{max(conv(s.fano_mi_lower), 0.0):.3f} ({max(conv(s.fano_mi_lower_finite), 0.0):.3f})",
             mi_ok=s.mi_meets_bound)
+    if any(min(s.fano_mi_lower, s.fano_mi_lower_finite) < 0 for s in result.strata):
+        table.footnotes.append("I >= (finite): Fano's bound H(Y|s) - φ(ε) below 0 demands nothing (MI >= 0 "
+                               "anyway) and is shown as 0.000")
     if result.merged_target:
         m = result.merged_target
         table.footnotes.append(
@@ -318,16 +327,22 @@ def check_tables(result, unit: str = "nats") -> list:
                 title=f"aggregate over {a.n} answered rows ({a.errors} errors)")
     agg.add_row(quantity="ε (observed error)", value=a.error, unit="probability",
                 note=f"{result.level:.0%} CI [{a.error_ci[0]:.4f}, {a.error_ci[1]:.4f}]")
-    for q, v, note in (("H(Y|M,A)", a.h_y_given_ma, ""),
-                       ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε)"),
-                       ("stratum average bound", a.fano_mi_lower_stratified, "Σ p_s max(0, H(Y|s) - φ(ε_s))"),
+    # the strata (and Î) are conditioned on (M, A, T); CrossMed eq. 8 conditions on (M, A) only, a
+    # bound on I(Z;Y|M,A) (the term I(Z;Y|M,A) is held against it), not on Î(Z;Y|M,A,T)
+    for q, v, note in (("H(Y|M,A,T)", a.h_y_given_mat, "the strata's conditioning"),
+                       ("I(Z;Y|M,A,T) >=", a.fano_mi_lower_given_mat, "H(Y|M,A,T) - φ(ε)"),
+                       ("stratum average bound (M,A,T)", a.fano_mi_lower_stratified,
+                        "Σ p_s max(0, H(Y|s) - φ(ε_s)) over the (M, A, T) strata"),
+                       ("H(Y|M,A)", a.h_y_given_ma, "eq. 8's conditioning: given M, A only (T not given)"),
+                       ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε); bounds I(Z;Y|M,A), not I(Z;Y|M,A,T)"),
                        ("paper eq. 8 (H(Y))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
-        if q != "H(Y|M,A)" and v <= 0:  # MI is never negative: such a bound says nothing
+        if not q.startswith("H(") and v <= 0:  # MI is never negative: such a bound says nothing
             note = "; ".join(part for part in (note, "vacuous (≤ 0: MI ≥ 0 anyway)") if part)
         agg.add_row(quantity=q, value=from_nats(v, unit), unit=unit, note=note)
     for t in a.terms:
+        against = {"stratum average": "stratum average bound (M,A,T)"}.get(t.compared_with, t.compared_with)
         agg.add_row(quantity=f"{t.term}: Î", value=from_nats(t.mi.estimate, unit), unit=unit,
-                    note=f"vs bound {from_nats(t.fano_mi_lower, unit):.4f} ({t.compared_with}): "
+                    note=f"vs bound {from_nats(t.fano_mi_lower, unit):.4f} ({against}): "
                          f"{t.mi_meets_bound}")
     pac_t = Table([Column("bound", "bound"), Column("value", "R <=", "probability", fmt=".6g"),
                    Column("flag", "flag"), Column("note", "note")],

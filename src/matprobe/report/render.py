@@ -532,17 +532,18 @@ def _baseline_glossary(u: str) -> dict[str, str]:
     """The columns of the baselines table (control task, codelength, permutation null)."""
     return {
         f"control Î ({u})": "the same estimate for the control task: labels drawn from the factor's frequencies in "
-                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019); unclipped, "
-                            "so it can be below 0",
+                            "each stratum, fixed per image, so they mean nothing (Hewitt & Liang 2019); clipped to "
+                            "[0, the cap] as Î is",
         f"selectivity ({u})": "Î minus the control task's Î on the same rows, folds and seeds, with its paired "
                               "interval: the information beyond what the probe finds in meaningless labels. Both "
-                              "unclipped: where Î's column shows 0 or its cap, the difference is not Î's column "
-                              "minus the control's",
+                              "clipped as shown, so Î - control Î = selectivity; the interval is the paired one of "
+                              "the per-row terms, bounded by Î's own (a selectivity claims no more than Î)",
         "online code (bits)": "prequential codelength of the factor given Z: blocks of rows sent with a probe fitted "
                               "on the rows sent before them (Voita & Titov 2020)",
         "uniform code (bits)": "the codelength with every row sent by the uniform code over its stratum's classes",
         "compression": "uniform code / online code: above 1, the probe extracts the factor from Z; about 1, it cannot",
-        f"excess over null ({u})": "Î minus the mean Î over labels permuted within the conditioning strata",
+        f"excess over null ({u})": "Î minus the mean Î (clipped as Î is) over labels permuted within the "
+                                   "conditioning strata: at most Î",
         "permutation p": "(1 + permuted Î at least the observed) / (1 + permutations): the permutation test's p-value",
     }
 
@@ -981,9 +982,11 @@ def _baselines_section(doc: Doc, data, fig_dir: Path) -> None:
     doc.table(pd.DataFrame(table),
               "What each chain term holds beyond labels that mean nothing, and how easily a probe extracts it: the "
               "control task (labels drawn from the factor's frequencies in each stratum, fixed per image, probed the "
-              "same way; selectivity = Î minus the control's, both unclipped, with its paired interval: Î's column is "
-              "clipped to [0, its cap], so it need not add up), the online codelength of the "
-              "factor given Z (bits; compression = uniform / online), and the permutation null where it was run.")
+              "same way; selectivity = Î minus the control's Î, both clipped to [0, the cap] as shown, so the columns "
+              "add up, with the paired interval of the per-row terms bounded by Î's own), the online codelength of the "
+              "factor given Z (bits; compression = uniform / online), and the permutation null where it was run "
+              "(excess = Î minus the mean of the null estimates clipped the same way; its p ranks the unclipped "
+              "estimate among the unclipped null estimates).")
 
 
 def _pointwise_section(doc: Doc, data, fig_dir: Path) -> None:

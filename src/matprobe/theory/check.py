@@ -436,6 +436,11 @@ def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param,
     if "split" in frame and frame["split"].isin(_HELDOUT_SPLITS).any():
         held = frame["split"].isin(_HELDOUT_SPLITS).to_numpy()
         held_note = "rows with split = test"
+        if in_target is not None and np.array_equal(held, in_target):
+            # a run's own split marks exactly the target's rows test: say which rows those are (a user's
+            # own split = test rows are other rows, which `check` on their stores reports alike)
+            held_note = (f"rows of the held-out target {' / '.join(map(str, heldout_target))} (split = test in "
+                         "the store)")
     elif in_target is not None and in_target.any():
         # a study whose manifest has no split: the error on rows the checkpoint may have been
         # trained on is no held-out error (a README-only user study's report called all 180 rows,

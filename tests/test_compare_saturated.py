@@ -1,0 +1,81 @@
+"""A paired ΔI between two terms at their entropy caps has no p (user study 4): the difference of two
+caps is their rounding, not the checkpoints'. ΔI and its interval stay; p is n/a (None in Python,
+null in JSON, empty in CSV) with a note that says why. A pair below the caps keeps its p."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from matprobe.mi.compare import SATURATED_NOTE, compare_arrays, compare_stores, near_saturated
+from matprobe.mi.interface import NEAR_SATURATION
+from matprobe.present import render
+from matprobe.present.views import comparison_table
+from matprobe.store import EmbeddingStore
+
+torch.set_num_threads(1)
+
+FAST = dict(penalties=(1e-4,), max_iter=15)
+
+
+def _stores(root, sep_a, sep_b, n=400, seed=3):
+    """Two stores of the same n samples; T's class sits at ±sep on Z_1 (sep 8: separable)."""
+    rng = np.random.default_rng(seed)
+    m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    ids = [f"s{i:04d}" for i in range(n)]
+    paths = []
+    for name, sep in (("a", sep_a), ("b", sep_b)):
+        z = rng.standard_normal((n, 2)).astype(np.float32)
+        z[:, 0] += sep * (2 * t - 1)
+        z[:, 1] += 1.5 * (2 * m - 1)
+        path = root / f"{name}.h5"
+        EmbeddingStore.from_arrays(path, ids, {"M": [f"m{v}" for v in m], "T": [f"t{v}" for v in t]},
+                                   {("3", "last"): z}, overwrite=True).close()
+        paths.append(path)
+    return paths
+
+
+def test_both_sides_at_their_caps_give_no_p(tmp_path):
+    a, b = _stores(tmp_path, 8.0, 9.0)
+    comp = compare_stores(a, b, "T|M", seeds=1, folds=2, pca=None, n_boot=200, gaussianize=False, **FAST)
+    for side in (comp.side_a, comp.side_b):
+        assert side["estimate"] >= NEAR_SATURATION * side["h_upper"] and near_saturated(side)
+    d = comp.difference
+    assert d.p_value is None
+    assert np.isfinite(d.delta) and d.ci_low <= d.delta <= d.ci_high  # ΔI keeps its interval
+    note = SATURATED_NOTE.format(share=f"{NEAR_SATURATION:.0%}")
+    assert note in comp.note and "the term cannot separate the checkpoints" in note
+    table = comparison_table(comp)
+    assert table.cells()[-1][-1] == "n/a" and any(note in f for f in table.footnotes)
+    doc = json.loads(render(table, "json"))
+    assert doc["rows"][-1]["p"] is None and doc["rows"][-1]["estimate"] == d.delta
+    rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    assert rows[-1]["p"] == "" and float(rows[-1]["interval_low"]) == d.ci_low
+    assert json.loads(json.dumps(comp.to_dict(), default=float))["difference"]["p_value"] is None
+
+
+def test_a_pair_below_the_caps_keeps_its_p(tmp_path):
+    a, b = _stores(tmp_path, 0.6, 0.2)
+    comp = compare_stores(a, b, "T|M", seeds=1, folds=2, pca=None, n_boot=200, gaussianize=False, **FAST)
+    assert not near_saturated(comp.side_a) and not near_saturated(comp.side_b)
+    assert isinstance(comp.difference.p_value, float) and comp.difference.p_value < 0.05
+    assert "entropy caps" not in comp.note
+    assert comparison_table(comp).cells()[-1][-1] == f"{comp.difference.p_value:.3g}"
+
+
+@pytest.mark.parametrize("seps, saturated", [((8.0, 9.0), True), ((8.0, 0.2), False)])
+def test_compare_arrays_drops_p_only_when_both_saturate(seps, saturated):
+    rng = np.random.default_rng(5)
+    n = 300
+    y = rng.integers(0, 2, n)
+    za, zb = rng.standard_normal((n, 2)), rng.standard_normal((n, 2))
+    za[:, 0] += seps[0] * (2 * y - 1)
+    zb[:, 0] += seps[1] * (2 * y - 1)
+    sa, sb, d = compare_arrays(za, zb, y, seeds=1, pca=None, gaussianize=False, n_boot=200, **FAST)
+    assert (d.p_value is None) == saturated
+    assert near_saturated(sa) and near_saturated(sb) == saturated
