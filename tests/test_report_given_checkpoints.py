@@ -432,3 +432,25 @@ def test_most_encoded_says_when_the_leader_sits_at_its_cap(demo_run, tmp_path):
     # the leader alone at its cap
     m["at_cap"] = [m["term"]]
     assert "its value is its entropy, not a measure of how well Z encodes it." in _most_encoded_line(m)
+
+
+def test_the_source_table_says_how_much_of_modality_the_source_fixes_and_where_its_chains_disagree():
+    """A README-only study: modality 80% from one source each and the two chains of I(Z;modality,source)
+    at 1.14 and 1.46 nats, neither said (Table "Modality and source" had only the rows)."""
+    from matprobe.report.render import _source_sentences
+
+    caps = {"I(Z;modality)": 1.090, "I(Z;source|modality)": 0.502, "I(Z;source)": 1.373,
+            "I(Z;modality|source)": 0.220}
+    est = {"a": [1.090, 0.050, 1.240, 0.220], "b": [1.090, 0.040, 0.870, 0.220]}
+    src = pd.DataFrame([{"checkpoint": ck, "term": t, "estimate": v, "h_upper": caps[t], "bound": "lower"}
+                        for ck, vals in est.items() for t, v in zip(caps, vals)])
+    fixed, chains = _source_sentences(src, "nats")
+    assert fixed.startswith(f"The source fixes {1 - 0.220 / 1.090:.0%} of modality's entropy (H(modality|source) "
+                            "= 0.220 of H(modality) = 1.090 nats)")
+    assert chains.startswith("The two chains estimate the same I(Z;modality,source) and differ by up to 0.320 nats "
+                             "(a: 1.140 through modality first, 1.460 through the source first)")
+    assert chains.endswith("the smaller sum falls short by at least the gap.")
+    # a source that fixes little, and chains that agree: nothing to say
+    src.loc[src["term"] == "I(Z;modality|source)", "h_upper"] = 0.9
+    src.loc[src["term"] == "I(Z;source)", "estimate"] = [0.92, 0.91]
+    assert _source_sentences(src, "nats") == []
