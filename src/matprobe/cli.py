@@ -735,7 +735,7 @@ def _run_with_status(fn, cfg):
         if not is_quiet():
             # progress and notes go to stderr (README, CLI reference), stdout keeps what the run wrote;
             # escaped: a message naming a pipeline key ("[mi] rare_classes") is not rich markup
-            err_console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {escape(msg)}", highlight=False)
+            err_console.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
     run = fn(cfg, progress=say, progress_bars=True)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")
