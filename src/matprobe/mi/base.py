@@ -27,12 +27,12 @@ from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError
 from matprobe.mi.interface import (
     LOWER,
-    NEAR_SATURATION,
     ONE_SIDED,
     EstimatorTags,
     MIEstimate,
     StratumEstimate,
     TermNames,
+    near_saturation,
 )
 from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_reduction, stratified_folds
 from matprobe.mi.reduction_check import ResidualProjections
@@ -689,7 +689,7 @@ class CrossFitEstimator:
         notes += zero_notes
         if zero_flags:
             result.clipped = True
-        if h_upper > 0 and value >= NEAR_SATURATION * h_upper:
+        if near_saturation(value, h_upper):
             # near H(Y|C) the shortfall comes from the penalised, not quite confident critic on
             # nearly separable classes, which the learning curve does not see (calibration, issue
             # 22: K = 8 at 95-99% of H, 0.5-2% low, 7 of 17 intervals missing): the cap H(Y|C)

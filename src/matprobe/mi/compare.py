@@ -37,7 +37,7 @@ from matprobe.mi.chain import (
     merged_classes_phrase,
     term_name,
 )
-from matprobe.mi.interface import LOWER, NEAR_SATURATION
+from matprobe.mi.interface import LOWER, NEAR_SATURATION, near_saturation
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
 from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.store_checks import check_same_records_paths
@@ -140,9 +140,7 @@ def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[d
 def near_saturated(side: dict) -> bool:
     """A side's estimate is at its entropy cap: flagged `near-saturated`, or at NEAR_SATURATION
     of H(Y|C) or more (`mi.interface.NEAR_SATURATION`)."""
-    h, v = side.get("h_upper"), side.get("estimate")
-    return ("near-saturated" in (side.get("flags") or ())
-            or bool(h is not None and v is not None and h > 0 and v >= NEAR_SATURATION * h))
+    return "near-saturated" in (side.get("flags") or ()) or near_saturation(side.get("estimate"), side.get("h_upper"))
 
 
 def both_saturated(side_a: dict, side_b: dict) -> bool:

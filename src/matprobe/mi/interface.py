@@ -19,6 +19,18 @@ LOWER = "lower"  # the estimate is a lower bound on the true value; only its low
 
 # an estimate at or above this share of H(Y|C) gets a one-sided interval (flag "near-saturated")
 NEAR_SATURATION = 0.9
+
+
+def near_saturation(value, cap) -> bool:
+    """Whether an estimate sits at NEAR_SATURATION of its entropy cap or above (a cap of 0 or
+    a missing value: no). The one rule behind the flag, and what every reader of an estimate
+    (a stratum's, a comparison's side, a report's mean) holds it to.
+
+    >>> near_saturation(1.0, 1.09), near_saturation(0.9, 1.09), near_saturation(0.0, 0.0)
+    (True, False, False)
+    """
+    return value is not None and cap is not None and cap > 0 and value >= NEAR_SATURATION * cap
+
 # what a one-sided interval states, said in each reason that makes an estimate one-sided
 ONE_SIDED = "only the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)'s upper confidence limit"
 # Settings every registered factory is called with (it may ignore any of them); anything else

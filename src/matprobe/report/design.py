@@ -40,11 +40,11 @@ def term_cells(frame: pd.DataFrame) -> list:
     return [not_identifiable(t) if bool(d) else v for t, v, d in zip(frame["term"], frame["estimate"], degenerate)]
 
 
-def one_option_checkpoints(checkpoints: list, resolve) -> list[str]:
-    """Checkpoints whose stored answers are one option for >= 90% of the items with an answer."""
+def one_option_sentences(answers: dict[str, tuple[str, int, int]]) -> list[str]:
+    """The design warning of each checkpoint in `one_option_answers`' result."""
     return [f"checkpoint {name} answers option {letter} for {count} of {total} items ({count / total:.0%}): its "
             f"accuracy is the share of items whose answer is {letter}, not evidence that it reads the images"
-            for name, (letter, count, total) in one_option_answers(checkpoints, resolve).items()]
+            for name, (letter, count, total) in answers.items()]
 
 
 def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
@@ -134,7 +134,8 @@ def small_targets(summary, composition=None, strata=None) -> list[str]:
 
 
 def design_warnings(data, resolve) -> list[str]:
-    """Every design warning for a loaded run (render.RunData); `resolve` maps run.json paths to files."""
+    """Every design warning for a loaded run (render.RunData, whose `one_option` holds the stores'
+    one-option answers when it was loaded with them); `resolve` maps run.json paths to files."""
     lines = []
     terms = data.terms
     if "degenerate" in terms:
@@ -149,7 +150,10 @@ def design_warnings(data, resolve) -> list[str]:
             lines.append(f"{len(single)} stratum(s) have one answer class (H(Y|s) = 0): {'; '.join(single[:5])}"
                          f"{'; ...' if len(single) > 5 else ''}. There I(Z;Y|s) is 0 by construction and accuracy "
                          "only counts how often the model gives that answer")
-    lines.extend(one_option_checkpoints(data.summary.checkpoints, resolve))
+    answers = getattr(data, "one_option", None)
+    if answers is None:
+        answers = one_option_answers(data.summary.checkpoints, resolve)
+    lines.extend(one_option_sentences(answers))
     # a held-out target too small for its accuracy and I(Z;Y | target) to be findings
     lines.extend(small_targets(data.summary, getattr(data, "composition", None), getattr(data, "strata", None)))
     # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)

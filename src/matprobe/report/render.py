@@ -27,7 +27,7 @@ from matprobe.errors import ReportError
 from matprobe.io import strict_json_value, write_text_atomic
 from matprobe.mi.chain import ChainResult
 from matprobe.mi.controls import BASELINE_COLUMNS, baseline_columns
-from matprobe.mi.interface import NEAR_SATURATION
+from matprobe.mi.interface import near_saturation
 from matprobe.mi.pointwise import summary_of
 from matprobe.present import Column, Table, to_html, to_markdown
 from matprobe.report import figures
@@ -66,6 +66,9 @@ class RunData:
     # a check whose MI merged the answer's rare classes (theory.check._merged_target): no error floor
     merged_answer: bool = False
     y_targets: tuple = ()  # what the checks took as Y: "label" (the label column) and/or "answer" (the index)
+    # the checkpoints whose stores answer one option for nearly every item (design.one_option_answers),
+    # read once for the design warnings and the summary's accuracy lines
+    one_option: dict | None = None
 
 
 def _read_json(path: Path) -> dict:
@@ -202,6 +205,7 @@ def load_run(run_dir: str | Path) -> RunData:
                    sources=_source_terms(summary, resolve),
                    pointwise=pd.DataFrame(pointwise_rows) if pointwise_rows else None,
                    merged_answer=merged_answer, y_targets=tuple(y_targets),
+                   one_option=one_option_answers(summary.checkpoints, resolve),
                    pointwise_items=pd.DataFrame(item_rows) if item_rows else None)
 
 
@@ -262,11 +266,15 @@ def _ci(lo: float, hi: float) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
 
 
+def _interval_cell(lo: float, hi: float, bound) -> str:
+    """An MI interval's cell: two-sided [lo, hi]; one-sided "≥ lo" where only its lower end is a
+    statement (bound "lower": its upper end is the entropy cap)."""
+    return f"≥ {lo:.3f} (one-sided)" if bound == "lower" else _ci(lo, hi)
+
+
 def _mi_intervals(terms: pd.DataFrame) -> list[str]:
-    """A term's interval cell: two-sided [lo, hi]; one-sided "≥ lo" where the estimator only
-    claims its lower end (bound "lower": its upper end is the entropy cap, shown beside it);
-    empty for a term the design cannot identify."""
-    return ["" if d else (f"≥ {lo:.3f} (one-sided)" if b == "lower" else _ci(lo, hi))
+    """A term's interval cell (`_interval_cell`); empty for a term the design cannot identify."""
+    return ["" if d else _interval_cell(lo, hi, b)
             for lo, hi, d, b in zip(terms["ci_low"], terms["ci_high"], terms["degenerate"], terms["bound"])]
 
 
@@ -303,7 +311,7 @@ def findings(data: RunData) -> dict:
         # so their order is their entropies' (a README-only study: three factor terms at their caps,
         # the one of the largest entropy called "most encoded")
         out["most_encoded"]["at_cap"] = [r.term for r in factor_terms.itertuples()
-                                         if r.h_upper > 0 and r.estimate >= NEAR_SATURATION * r.h_upper]
+                                         if near_saturation(r.estimate, r.h_upper)]
     by_cond = main.groupby(["term", "condition"])["estimate"].mean().unstack()
     out["term_by_condition"] = {t: {c: float(v) for c, v in row.items()} for t, row in by_cond.iterrows()}
     st = data.strata.dropna(subset=["mi"])
@@ -446,7 +454,10 @@ def _accuracy_line(s: dict, results: pd.DataFrame, note: str = "") -> str:
 
 
 def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> list[str]:
-    """The summary's answers; `one_option`: `design.one_option_answers` of the run's checkpoints."""
+    """The summary's answers; `one_option`: `design.one_option_answers` of the run's checkpoints
+    (default: the run's, `RunData.one_option`)."""
+    if one_option is None:
+        one_option = data.one_option or {}
     lines = [_most_encoded_line(f["most_encoded"])]
     tbc = f["term_by_condition"]
     t_term = next((t for t in tbc if t.startswith("I(Z;task|")), None)
@@ -461,7 +472,7 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
                 + (f" ({_left_out(s)})" if _left_out(s) else "")) if s else _untested(data.results, "Related", "Unrelated")
         main = data.terms[data.terms["main"] & (data.terms["term"] == t_term)]
         cap = float(main["h_upper"].max())
-        at_cap = min(r, u) >= 0.9 * cap
+        at_cap = near_saturation(min(r, u), cap)
         lines.append(f"**Did Related training raise I(Z;T|M,A) over Unrelated?** Related {r:.3f} vs "
                      f"Unrelated {u:.3f} nats{test}; its cap H(T|M,A) is {cap:.3f} nats."
                      + (" Both are within 10% of the cap: when the question text names the task, every "
@@ -492,7 +503,7 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
         cap = float(tgt["h_y"].mean()) if tgt is not None and len(tgt) else float("nan")
         at_cap = (f" Both are within 10% of its cap H(Y | target) = {cap:.3f} nats: Y is read off Z there in every "
                   "checkpoint, and this comparison cannot separate the conditions."
-                  if np.isfinite(cap) and cap > 0 and min(y["Related"], y["Unrelated"]) >= 0.9 * cap else "")
+                  if near_saturation(min(y["Related"], y["Unrelated"]), cap) else "")
         lines.append(f"Information about Y, {y_words(data)}, inside the held-out target{plural} "
                      f"({targets}), I(Z;Y | target), mean over their checkpoints: Related {y['Related']:.3f} vs "
                      f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.{few}{at_cap}")
@@ -514,7 +525,7 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
         + floor_words + f"; Î meets the information Fano demands of the observed error in {meets.get('yes', 0)} "
         f"(within CI {meets.get('within CI', 0)}, no {meets.get('NO', 0)}).")
     # every comparison the run tested, in its order: Related vs. Unrelated, and Table IX's ablation rows
-    lines += [_accuracy_line(s, data.results, _one_option_note(data, *comparison.split(" vs. ", 1), one_option or {}))
+    lines += [_accuracy_line(s, data.results, _one_option_note(data, *comparison.split(" vs. ", 1), one_option))
               for (comparison, metric), s in sig.items() if metric == "accuracy" and " vs. " in comparison]
     lines.extend(_ciou_lines(data, sig))
     return lines
@@ -825,8 +836,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
              "[Glossary](#glossary).")
     doc.toc()
     doc.heading("Summary")
-    one_option = one_option_answers(data.summary.checkpoints, lambda p: resolve_run_path(run, p, data.summary))
-    doc.bullets(summary_lines(data, found, one_option))
+    doc.bullets(summary_lines(data, found))
 
     _dataset_section(doc, data, fig_dir)
     _mi_sections(doc, data, fig_dir, mi_lvl)
@@ -1135,7 +1145,7 @@ def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> N
         "checkpoint": st["checkpoint"], "stratum": st["stratum"], "n": st["n"], f"H(Y|s) ({u})": st["h_y"],
         "ε": st["error"], f"ε {err_lvl} CI": [_ci(lo, hi) for lo, hi in zip(st["err_low"], st["err_high"])],
         f"Î(Z;Y|s) ({u})": st["mi"],
-        f"Î {mi_lvl} interval": ["" if pd.isna(lo) else (f"≥ {lo:.3f} (one-sided)" if b == "lower" else _ci(lo, hi))
+        f"Î {mi_lvl} interval": ["" if pd.isna(lo) else _interval_cell(lo, hi, b)
                                  for lo, hi, b in zip(st["mi_low"], st["mi_high"], st["mi_bound"])],
         "ε floor at Î / at upper": pair(st["error_floor"], st["error_floor_lenient"]),
         "ε respects floor": st["error_respects_floor"],

@@ -54,7 +54,7 @@ from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import BoundsError, StoreError
-from matprobe.mi.interface import NEAR_SATURATION
+from matprobe.mi.interface import NEAR_SATURATION, near_saturation
 from matprobe.theory import fano, pac
 from matprobe.units import to_nats
 
@@ -107,8 +107,7 @@ def _mi_value(entry: dict, unit: str, h: float | None = None) -> dict:
     out["ci_level"] = entry.get("ci_level")
     out["estimator"] = entry.get("estimator")
     note = str(entry.get("note") or "")
-    saturated = (h is not None and h > 0 and out["estimate"] is not None
-                 and out["estimate"] >= NEAR_SATURATION * h)
+    saturated = near_saturation(out["estimate"], h)
     if "lower bound" in note or saturated:
         out["bound"] = "lower"
         out["note"] = "; ".join(part for part in (
