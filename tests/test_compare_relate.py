@@ -182,3 +182,21 @@ def test_relate_with_every_stratum_too_small_names_the_setting_that_keeps_points
     with pytest.raises(EstimationError, match=rf"0 of 16 have --min-stratum {sizes[0] + 1} answered rows \(the "
                        rf"largest strata hold {sizes[0]}, {sizes[1]}, {sizes[2]}\).*--min-stratum {sizes[2]} keeps"):
         relate(stores, seeds=1, folds=2, pca=None, min_stratum=sizes[0] + 1, n_boot=200)
+
+
+def test_relate_refuses_a_too_large_min_stratum_before_estimating(tmp_path, monkeypatch):
+    """A user study's `relate` refused --min-stratum 30 after 35 s of estimation: the strata's sizes
+    need labels only, so the refusal now comes before any estimator is built."""
+    import matprobe.theory.relate as relate_module
+    from conftest import synthetic_mat_store
+
+    stores = [synthetic_mat_store(tmp_path / f"{k}.h5", seed=0, n=200, d=4, signal=[("label", "yes", 2.0)],
+                                  accuracy=0.7, provenance={"checkpoint": f"/models/{k}"}) for k in "ab"]
+    built = []
+    real = relate_module.make_estimator
+    monkeypatch.setattr(relate_module, "make_estimator", lambda *a, **k: built.append(a) or real(*a, **k))
+    with pytest.raises(EstimationError, match=r"0 of 16 have --min-stratum 1000 answered rows"):
+        relate(stores, seeds=1, folds=2, pca=None, min_stratum=1000, n_boot=200)
+    assert built == []
+    relate(stores, seeds=1, folds=2, pca=None, min_stratum=0, n_boot=200)
+    assert len(built) == 2  # the spy sees the estimators a run that goes on builds, one per store

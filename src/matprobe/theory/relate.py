@@ -122,13 +122,18 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     rows, notes = [], []
     check_same_records_paths(stores)  # one dataset's records in every store (matprobe.provenance)
     labels = _checkpoint_labels(stores)
+    # the strata's sizes need labels only: a --min-stratum that leaves too few points is refused
+    # before any estimation, not after it
+    sizes = []
+    for path in stores:
+        _, y, correct, cols, _ = _read_store(path, target, layer, pool, with_z=False)
+        c, _ = _answered_strata(y, correct, cols)
+        sizes += np.unique(c, return_counts=True)[1].tolist()
+    _require_points(sizes, min_stratum)
     for path in stores:
         z, y, correct, cols, _ = _read_store(path, target, layer, pool)
         ckpt = labels[str(path)]
-        keep = (correct >= 0) & (y >= 0)
-        for f in MAT:
-            keep &= cols[f][0] >= 0
-        c = joint_codes([cols[f][0][keep] for f in MAT])
+        c, keep = _answered_strata(y, correct, cols)
         yk, zk, ck = y[keep], z[keep], correct[keep]
         names = {}
         for code in np.unique(c):
@@ -159,13 +164,6 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     used = points[~points["sparse"]]
     if len(used) < len(points):
         notes.append(f"{len(points) - len(used)} sparse strata (n < {min_stratum}) left out of the correlation")
-    if len(used) < 3 <= len(points):  # say what the strata hold, and the setting that would keep 3 points
-        largest = sorted(points["n"].astype(int), reverse=True)[:3]
-        raise EstimationError(
-            f"rank correlation needs at least 3 (checkpoint, stratum) points; {len(used)} of {len(points)} have "
-            f"--min-stratum {min_stratum} answered rows (the largest strata hold {', '.join(map(str, largest))}): "
-            f"add checkpoints or data, or lower --min-stratum (--min-stratum {largest[-1]} keeps "
-            f"{int((points['n'] >= largest[-1]).sum())}; MI and accuracy on fewer rows are noisier)")
     rho, lo, hi, p = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed)
     k_ref = int(used["classes"].mode().iloc[0])
     h_ref = float(used.loc[used["classes"] == k_ref, "h"].mean())
@@ -175,6 +173,28 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     return Relation(points=points, spearman=rho, ci_low=lo, ci_high=hi, ci_level=level, p_value=p,
                     n_points=len(used), fano_curve=curve, reference={"classes": k_ref, "h": h_ref},
                     unit=unit, notes=notes)
+
+
+def _answered_strata(y, correct, cols):
+    """(joint M-A-T code per kept row, the kept-row mask): rows with a stored answer, a target and
+    every factor's label."""
+    keep = (correct >= 0) & (y >= 0)
+    for f in MAT:
+        keep &= cols[f][0] >= 0
+    return joint_codes([cols[f][0][keep] for f in MAT]), keep
+
+
+def _require_points(sizes, min_stratum: int) -> None:
+    """Refuse a --min-stratum that leaves fewer than 3 (checkpoint, stratum) points of the correlation,
+    saying what the strata hold and the setting that would keep 3."""
+    used = sum(n >= min_stratum for n in sizes)
+    if used < 3 <= len(sizes):
+        largest = sorted((int(n) for n in sizes), reverse=True)[:3]
+        raise EstimationError(
+            f"rank correlation needs at least 3 (checkpoint, stratum) points; {used} of {len(sizes)} have "
+            f"--min-stratum {min_stratum} answered rows (the largest strata hold {', '.join(map(str, largest))}): "
+            f"add checkpoints or data, or lower --min-stratum (--min-stratum {largest[-1]} keeps "
+            f"{sum(n >= largest[-1] for n in sizes)}; MI and accuracy on fewer rows are noisier)")
 
 
 def _checkpoint_labels(stores) -> dict[str, str]:
@@ -188,9 +208,10 @@ def _checkpoint_labels(stores) -> dict[str, str]:
     return checkpoint_labels(provenances)
 
 
-def _read_store(path, target, layer, pool, taken=()):
+def _read_store(path, target, layer, pool, taken=(), with_z: bool = True):
     """(Z, Y, correct per row, {factor: (codes, names)}, checkpoint) of one store for `relate`;
-    `taken`: the checkpoint names of the stores read before (`store.checkpoint_label`)."""
+    `taken`: the checkpoint names of the stores read before (`store.checkpoint_label`); Z is None
+    without `with_z`."""
     from matprobe.store import EmbeddingStore, checkpoint_label
 
     with EmbeddingStore.open(path) as st:
@@ -212,7 +233,8 @@ def _read_store(path, target, layer, pool, taken=()):
             except StoreError:
                 raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
                                  "'answer' or one of " + ", ".join(st.label_columns())) from None
-        return st.read(lay, pl), y, correct, cols, checkpoint_label(st.provenance, path, taken)
+        z = st.read(lay, pl) if with_z else None
+        return z, y, correct, cols, checkpoint_label(st.provenance, path, taken)
 
 
 def write_relation(rel: Relation, out) -> None:
