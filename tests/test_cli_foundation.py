@@ -63,6 +63,36 @@ def test_split_writes_related_training_set(tmp_path):
         ("test", TRIPLETS[0]), ("train", TRIPLETS[1])]
 
 
+def test_split_keeps_the_files_own_test_rows_out_of_training_as_run_does(tmp_path):
+    """A README-only study marked 6 rows per triplet split = test; `data split` put them in the
+    training rows (26 per triplet) while `run` counted only the marked train rows (20)."""
+    from types import SimpleNamespace
+
+    from matprobe.data import load_dataset
+    from matprobe.pipeline import _training_ids
+
+    path = write_manifest(tmp_path, n_per=4)
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in recs:
+        r["split"] = "test" if r["id"].endswith("-0") else "train"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    target = "MRI,Brain,Classification"
+    for config in ("related", "unrelated"):
+        out = tmp_path / f"{config}.jsonl"
+        res = runner.invoke(app, ["data", "split", str(path), "--target", target, "--config", config,
+                                  "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        train = sorted(s.id for s in load_manifest(out) if s.split == "train")
+        assert train and not any(i.endswith("-0") for i in train)
+        # the target's rows are all test rows, marked or not
+        assert sorted(s.id for s in load_manifest(out) if s.split == "test") == [f"2-{i}" for i in range(4)]
+        cfg = SimpleNamespace(checkpoints=[{"ckpt": "x"}], conditions=[config], target=target.split(","),
+                              train_size=None, data_seed=0)
+        assert train == _training_ids(load_dataset(path), cfg)[config]
+        n_left = len({s.triplet for s in load_manifest(out) if s.split == "train"})  # one "-0" row each
+        assert f"note: {n_left} row(s) of the training triplets" in " ".join(res.output.split())
+
+
 def test_split_failure_is_one_line_and_writes_nothing(tmp_path):
     path = write_manifest(tmp_path)
     out = tmp_path / "split.jsonl"

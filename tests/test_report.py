@@ -604,15 +604,15 @@ def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
     md = _rebuilt_report(copy, tmp_path)
     line = next(x for x in md.splitlines() if "Is the Related–Unrelated difference significant?" in x)
     assert (f"Related {paired.Related.mean():.3f}, Unrelated {paired.Unrelated.mean():.3f} "
-            f"({len(paired)} seeds each, paired by seed; left out, unpaired by design:") in line
+            f"({len(paired)} seeds each, paired by seed; left out, unpaired (a run one condition lacks):") in line
     assert f"Δ = {paired.Related.mean() - paired.Unrelated.mean():.3f}" in line
-    assert "Related vs. Unrelated: left out, unpaired by design: target" in md  # under the tables
+    assert "Related vs. Unrelated: left out, unpaired (a run one condition lacks): target" in md  # under the tables
     # the segmentation target's cIoU line: its means over the same pairs
     ciou = results[results.metric == "cIoU"].pivot_table(index=["target", "seed"], columns="condition",
                                                          values="value").dropna()
     line = next(x for x in md.splitlines() if "Segmentation target" in x)
     assert (f"Related {ciou.Related.mean():.3f}, Unrelated {ciou.Unrelated.mean():.3f} ({len(ciou)} seeds each; "
-            "left out, unpaired by design:") in line
+            "left out, unpaired (a run one condition lacks):") in line
 
 
 def test_a_comparison_without_two_shared_runs_is_left_untested_not_the_whole_table():

@@ -232,9 +232,12 @@ def data_split(
     _refuse_in_place(out, file)
     from matprobe.data.splits import split_file
 
-    split = split_file(file, target, config, out=out, image_root=image_root, columns=columns)
+    notes: list[str] = []
+    split = split_file(file, target, config, out=out, image_root=image_root, columns=columns, notes=notes)
     counts = split.frame().groupby(["split", "modality", "anatomy", "task"]).size()
     console.print(counts.to_string())
+    for note in notes:
+        console.print(f"note: {note}")
     console.print(f"wrote {len(split)} samples to {out}")
 # </data-commands>
 
@@ -459,7 +462,7 @@ def check_cmd(
 @run_user_errors
 def significance_cmd(
     results: Path = typer.Argument(..., help="Tidy CSV: condition, target, seed, item (optional), metric, value."),
-    spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: the comparisons present in the data (CrossMed Table IX's where its conditions are there; two conditions: that pair)."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: Related against every other condition in the data, as `run` tests (CrossMed Table IX's rows first); without Related, the two conditions there. A comparison short of pairs is left out and said."),
     unit: str = typer.Option("auto", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs), item, or auto (target with >= 2 targets, else seed)."),
     mixed: bool = typer.Option(False, "--mixed", help="Add a MixedLM fit: seed-level differences, random intercept per target."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Metric(s) to test (repeatable); default: all."),

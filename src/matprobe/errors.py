@@ -76,6 +76,7 @@ class StoreUnavailable(StoreError):
 class TooFewPairs(StatsError):
     """A comparison has fewer than two pairs for a metric (the automatic unit skips it)."""
 
-    def __init__(self, message: str, n_pairs: int = 0):
+    def __init__(self, message: str, n_pairs: int = 0, reason: str | None = None):
         super().__init__(message)
         self.n_pairs = n_pairs
+        self.reason = reason  # why, in a few words, where it is not too few shared runs

@@ -1085,15 +1085,12 @@ def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.D
     where no comparison has two pairs) and a sentence per comparison left untested. The pairs
     are the (target, seed) runs both conditions have; a run only one has is left out of that
     comparison, and the table's warning says so."""
-    from matprobe.stats.significance import DEFAULT_CROSSMED_COMPARISONS, Comparison, compare_conditions
+    from matprobe.stats.significance import compare_conditions, related_comparisons
 
     names = [CONDITION_NAMES[c] for c in cfg.conditions]
     if "Related" not in names or len(names) < 2:
         return None, []
-    # Table IX's own rows where it has one ("Without Modality vs. Related"), else Related first
-    table_ix = {frozenset((c.a, c.b)): c for c in DEFAULT_CROSSMED_COMPARISONS}
-    comps = [table_ix.get(frozenset(("Related", other)), Comparison("Related", other, f"Related vs. {other}"))
-             for other in names if other != "Related"]
+    comps = related_comparisons(names)  # Table IX's own rows where it has one, else Related first
     table = compare_conditions(results.dropna(subset=["value"]), comps, unit="seed", source="results.csv",
                                too_few="skip")
     return (table if len(table) else None), table.attrs["untested"]

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from matprobe.conditions import CONDITION_NAMES
+from matprobe.conditions import CONDITION_NAMES, named_condition
 from matprobe.data.images import shown_path
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import InitError, MatprobeError
@@ -42,22 +42,6 @@ def _header_source(entries: list[dict]) -> list[str]:
 
 def _slug(target) -> str:
     return "-".join(str(x) for x in target).replace(" ", "_").lower()
-
-
-# CrossMed's ablations as run names spell them besides 'without-task': wo_task, w-o-anatomy,
-# no_modality, without_mod (read after `_` became `-`)
-_ABLATION = re.compile(r"(?<![a-z])(?:without|wo|w-o|no)-?(modality|mod|anatomy|anat|ana|task)(?![a-z])")
-_FACTOR_WORD = {"mod": "modality", "anat": "anatomy", "ana": "anatomy"}
-
-
-def _condition(text: str) -> str | None:
-    """The condition a path names ('unrelated' is not read as 'related'); a name of two words with
-    or without its hyphen ('zero-overlap', 'ZeroOverlap', 'leaveoneout'); an ablation also as
-    `wo-task`, `no-anatomy`, `without-mod`."""
-    found = {c for c in CONDITION_NAMES
-             if re.search(r"(?<![a-z])" + r"-?".join(map(re.escape, c.split("-"))) + r"(?![a-z])", text)}
-    found |= {f"without-{_FACTOR_WORD.get(w, w)}" for w in _ABLATION.findall(text)}
-    return found.pop() if len(found) == 1 else None
 
 
 def _absolute(path) -> Path:
@@ -94,7 +78,7 @@ def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
     parts = [re.sub(r"\.h5$", "", re.sub(r"[_\s]+", "-", p.lower())) for p in _absolute(path).parts[-4:]]
     text = "/".join(parts)
     near = parts[-3:][::-1]  # the folder's own name first
-    cond = next((c for c in map(_condition, near) if c is not None), None)
+    cond = next((c for c in map(named_condition, near) if c is not None), None)
     seeds = next((found for part in near if (found := _SEED.findall(part) or
                                              (_bare_seed(part, cond) if cond else []))), [])
     if cond is None or not seeds:

@@ -123,11 +123,14 @@ def _with_split(sample: Sample, split: str) -> Sample:
     return replace(sample, split=split)
 
 
-def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig | str) -> MATDataset:
+def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig | str,
+               marked_only: bool = False) -> MATDataset:
     """Samples of the training triplets (split='train') and of the target (split='test').
 
-    Samples of other triplets are dropped. Vocabularies are kept from `dataset`, so codes
-    agree across the splits of one dataset.
+    Samples of other triplets are dropped; with `marked_only`, where the data mark rows
+    split = train, so are the training triplets' rows not so marked (the user's own held-out
+    rows, which `run` keeps out of the training rows too). Vocabularies are kept from `dataset`,
+    so codes agree across the splits of one dataset.
     """
     target = parse_triplet(target) if isinstance(target, str) else tuple(target)
     present = {s.triplet for s in dataset}
@@ -136,10 +139,11 @@ def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig |
         have = "; ".join(",".join(t) for t in sorted(present))
         raise DataError(f"{dataset.source}: target triplet {','.join(target)} has no samples; have {have}")
     kept = []
+    marked = marked_only and any(s.split == "train" for s in dataset)
     for s in dataset:
         if s.triplet == target:
             kept.append(_with_split(s, "test"))
-        elif in_training(s.triplet, target, config):
+        elif in_training(s.triplet, target, config) and (not marked or s.split == "train"):
             kept.append(_with_split(s, "train"))
     if not any(s.split == "train" for s in kept):
         raise DataError(
@@ -193,10 +197,12 @@ def stratified_holdout(
 
 
 def split_file(file, target: Triplet | str, config: SplitConfig | str = "related", out=None,
-               image_root=None, columns=None) -> MATDataset:
+               image_root=None, columns=None, notes: list | None = None) -> MATDataset:
     """`matprobe data split` and `mp.split`: load `file` (its columns mapped by `columns`, as
     `load_dataset`), split it for `target` by `config`, and write the split as a JSONL manifest
-    to `out` when given."""
+    to `out` when given. Where the file marks rows split = train, only those of the training
+    triplets are training rows (`make_split(marked_only=True)`); `data_split_note` says how many
+    others were left out, appended to `notes` when given."""
     from matprobe.data.loaders import load_dataset
     from matprobe.data.manifest import require_jsonl_path, write_manifest
 
@@ -213,7 +219,25 @@ def split_file(file, target: Triplet | str, config: SplitConfig | str = "related
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise DataError(f"config {config!r} is not a split configuration; {hint}use one of "
                         f"{', '.join(names)}") from None
-    split = make_split(load_dataset(file, image_root=image_root, columns=columns), target, config)
+    dataset = load_dataset(file, image_root=image_root, columns=columns)
+    # the manifest's own split: its training triplets' rows marked other than train stay out, as `run`
+    # keeps them out of a condition's training rows
+    split = make_split(dataset, target, config, marked_only=True)
+    if notes is not None and (n := marked_rows_left_out(dataset, split, target, config)):
+        notes.append(f"{n} row(s) of the training triplets that {file} marks split = test (or leaves unmarked) "
+                     "are left out of the training rows: the file's own split, as `run` reads it")
     if out is not None:
         write_manifest(split, out)
     return split
+
+
+def marked_rows_left_out(dataset: MATDataset, split: MATDataset, target: Triplet | str,
+                         config: SplitConfig | str) -> int:
+    """How many rows of `split`'s training triplets the data mark other than split = train (left
+    out of its training rows by `make_split(marked_only=True)`)."""
+    target = parse_triplet(target) if isinstance(target, str) else tuple(target)
+    target = find_triplet({s.triplet for s in dataset}, target) or target
+    if not any(s.split == "train" for s in dataset):
+        return 0
+    return sum(1 for s in dataset if s.triplet != target and in_training(s.triplet, target, config)
+               and s.split != "train")

@@ -41,7 +41,7 @@ from matprobe.report.design import (
 )
 from matprobe.report.settings import fine_tuned_here, unused_settings
 from matprobe.rundir import RunSummary, resolve_run_path
-from matprobe.stats.significance import LEFT_OUT, shared_units
+from matprobe.stats.significance import LEFT_OUT, LEFT_OUT_BEFORE, shared_units
 from matprobe.theory.check import CheckResult, MIValue
 
 
@@ -391,9 +391,10 @@ def _most_encoded_line(m: dict) -> str:
 
 
 def _left_out(s: dict) -> str:
-    """'left out, unpaired by design: ...' where a condition lacks runs the other has, else ''."""
-    at = s.get("warning", "").find(LEFT_OUT)
-    return s["warning"][at:] if at >= 0 else ""
+    """'left out, unpaired (...): ...' where a condition lacks runs the other has, else ''."""
+    warning = s.get("warning", "")
+    at = max(warning.find(clause) for clause in (LEFT_OUT, *LEFT_OUT_BEFORE))
+    return warning[at:] if at >= 0 else ""
 
 
 def _untested(results: pd.DataFrame, a: str, b: str) -> str:

@@ -46,7 +46,8 @@ from matprobe.errors import StatsError, TooFewPairs
 UNITS = ("target", "seed", "item")
 KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
 # how a row's warning says which runs one condition lacks (the report quotes it to the row's end)
-LEFT_OUT = "left out, unpaired by design: "
+LEFT_OUT = "left out, unpaired (a run one condition lacks): "
+LEFT_OUT_BEFORE = ("left out, unpaired by design: ",)  # the clause as runs before it wrote it
 DEFAULT_RATIO_METRICS: dict[str, tuple[str, str]] = {"cIoU": ("intersection", "union")}
 
 
@@ -145,8 +146,16 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
     required = ["condition", "target", "metric", "value"]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise StatsError(f"{source}: missing column(s) {', '.join(missing)}; expected "
-                         "condition, target, seed, [item], metric, value")
+        have = [str(c) for c in frame.columns if c != "_row"]
+        wide = [c for c in have if c not in (*required, "seed", "item")
+                and pd.api.types.is_float_dtype(frame[c])]
+        # a table with one column per metric (acc, ciou): the long form is one pandas call away
+        hint = (f"; a table with a column per metric ({', '.join(wide)}) is read in the long form, one row "
+                f"per metric: pandas.read_csv(FILE).melt(id_vars=[...the condition, target and seed columns], "
+                f"var_name='metric', value_name='value'), the columns renamed to condition, target, seed"
+                if "metric" in missing and "value" in missing and wide else "")
+        raise StatsError(f"{source}: missing column(s) {', '.join(missing)} (it has {', '.join(have) or 'none'}); "
+                         f"expected condition, target, seed, [item], metric, value{hint}")
     if "seed" not in frame.columns:
         frame["seed"] = "0"  # one run per target: seed-level = target-level
     if "item" in frame:
@@ -394,8 +403,8 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
             other = comparison.b if side == "a" else comparison.a
             have = frame[(frame.condition == other) & frame.metric.isin(components)]
             where = f" (rows for '{other}': {_lines(have, have.index)})" if len(have) else ""
-            raise StatsError(f"{source}: metric '{metric}' is absent for condition '{cond}'"
-                             f"{where}; add its rows or drop the metric")
+            raise TooFewPairs(f"{source}: metric '{metric}' is absent for condition '{cond}'"
+                              f"{where}; add its rows or drop the metric", 0, f"no '{metric}' rows for '{cond}'")
         if metric in ratio_metrics:
             _check_ratio_parts(sub, metric, *ratio_metrics[metric], source)
         if unit == "item" and not _has_items(sub):
@@ -748,7 +757,7 @@ def compare_conditions(results: pd.DataFrame,
         for metric in metrics:
             if units.get(metric) == "item" and metric in ratio_metrics:
                 raise StatsError(item_ratio_refusal(metric, ratio_metrics[metric]))
-    rows, skipped = [], {}
+    rows, skipped, absent = [], {}, []
     for comp in comparisons:
         for metric in metrics:
             if metric not in ratio_metrics and metric not in set(results.metric):
@@ -760,7 +769,10 @@ def compare_conditions(results: pd.DataFrame,
             except TooFewPairs as exc:
                 if too_few != "skip":
                     raise
-                skipped.setdefault(comp.label, {})[metric] = exc.n_pairs
+                if exc.reason:
+                    absent.append(f"{comp.label}: not tested on {metric}, {exc.reason}")
+                else:
+                    skipped.setdefault(comp.label, {})[metric] = exc.n_pairs
                 continue
             label, ratio_note = metric, ""
             if unit == "item" and metric in ratio_metrics:
@@ -796,7 +808,7 @@ def compare_conditions(results: pd.DataFrame,
         raise StatsError(f"family {family!r}: use 'all' or 'metric'")
     untested = [untested_sentence(label, max(by_metric.values()), units[next(iter(by_metric))],
                                   () if len(by_metric) == len(metrics) else tuple(by_metric))
-                for label, by_metric in skipped.items()]
+                for label, by_metric in skipped.items()] + absent
     if not rows:
         out = pd.DataFrame(columns=RESULT_COLUMNS)
         out.attrs["untested"] = untested
@@ -960,29 +972,78 @@ def analyze_file(results_path: str | Path, spec_path: str | Path | None = None,
 # --------------------------------------------------------------------------- defaults from the data
 
 
+def condition_names_read(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The frame with conditions written another way ('related', 'zero_overlap', 'wo_task') under
+    the names `run` writes and Table IX's rows use ('Related', 'Zero-overlap', 'Without Task'), and
+    a sentence saying which were read so; a name of the user's own is kept as it is, and so is one
+    whose display name the frame already holds."""
+    from matprobe.conditions import condition_display_name
+
+    names = list(dict.fromkeys(frame["condition"].astype(str)))
+    read = {n: d for n in names if (d := condition_display_name(n)) not in (None, n) and d not in names}
+    if len({*read.values()}) < len(read):  # 'related' and 'RELATED' both: not one condition to guess
+        return frame, None
+    if not read:
+        return frame, None
+    frame = frame.assign(condition=frame["condition"].astype(str).replace(read))
+    return frame, "conditions read as " + ", ".join(f"{n!r} = {d}" for n, d in read.items())
+
+
+def _spec_names_read(comparisons, frame: pd.DataFrame) -> tuple:
+    """A spec's condition names read as `condition_names_read` reads the table's, where the name as
+    written is not in the table."""
+    from matprobe.conditions import condition_display_name
+
+    present = set(frame["condition"].astype(str))
+
+    def name(x):
+        return x if x in present else (condition_display_name(x) if condition_display_name(x) in present else x)
+
+    return tuple(Comparison(name(c.a), name(c.b), c.name) for c in comparisons)
+
+
+def related_comparisons(conditions) -> tuple[Comparison, ...]:
+    """Related against each other condition, in the order given, each worded as CrossMed Table IX
+    words its row where it has one ('Without Task vs. Related', the difference Without Task -
+    Related), else 'Related vs. X'. `run` tests these; `significance` defaults to them.
+
+    >>> [c.label for c in related_comparisons(["Related", "Unrelated", "Without Task", "Zero-overlap"])]
+    ['Related vs. Unrelated', 'Without Task vs. Related', 'Related vs. Zero-overlap']
+    """
+    table_ix = {frozenset((c.a, c.b)): c for c in DEFAULT_CROSSMED_COMPARISONS}
+    return tuple(table_ix.get(frozenset(("Related", other)), Comparison("Related", other, f"Related vs. {other}"))
+                 for other in conditions if other != "Related")
+
+
 def default_comparisons(frame: pd.DataFrame) -> tuple[tuple[Comparison, ...], str]:
     """The comparisons the data allow, and a sentence saying how they were chosen.
 
-    CrossMed Table IX's comparisons whose two conditions are both present; else, with two
-    conditions, that pair (Related first when present); else Related against each other
-    condition. Anything else needs a spec."""
+    With Related in the data: Related against every other condition (`related_comparisons`, what
+    `run` tests), CrossMed Table IX's rows first in its order; else, with two conditions, that
+    pair. Anything else needs a spec."""
     conds = list(dict.fromkeys(frame["condition"].astype(str)))
     present = set(conds)
-    crossmed = tuple(c for c in DEFAULT_CROSSMED_COMPARISONS if c.a in present and c.b in present)
-    if crossmed:
+    if "Related" in present and len(conds) > 1:
+        table_ix = [x for c in DEFAULT_CROSSMED_COMPARISONS for x in (c.a, c.b) if x != "Related"]
+        ordered = [c for c in table_ix if c in present] + [c for c in conds if c not in table_ix]
+        comps = related_comparisons(ordered)
+        in_table = [c for c in comps if c in DEFAULT_CROSSMED_COMPARISONS]
+        others = [c.b for c in comps if c not in DEFAULT_CROSSMED_COMPARISONS]
+        if not in_table:
+            return comps, "Related against each other condition in the data"
         missing = sorted({x for c in DEFAULT_CROSSMED_COMPARISONS for x in (c.a, c.b)} - present)
-        how = (f"CrossMed Table IX's comparisons present in the data ({len(crossmed)} of "
+        how = (f"CrossMed Table IX's comparisons present in the data ({len(in_table)} of "
                f"{len(DEFAULT_CROSSMED_COMPARISONS)}" + (f"; no condition {', '.join(map(repr, missing))}"
                                                          if missing else "") + ")")
-        return crossmed, how
+        if others:
+            how += f", and Related against the other conditions ({', '.join(others)})"
+        return comps, how
     if len(conds) == 2:
-        a, b = conds if conds[1] != "Related" else conds[::-1]
+        a, b = conds
         return (Comparison(a, b, f"{a} vs. {b}"),), f"the two conditions in the data ({a} - {b})"
-    if "Related" in present and len(conds) > 2:
-        comps = tuple(Comparison("Related", c, f"Related vs. {c}") for c in conds if c != "Related")
-        return comps, "Related against each other condition in the data"
-    raise StatsError(f"conditions {', '.join(map(repr, conds))}: no default comparison fits; "
-                     "write one 'A vs B' per line in a file and pass it with --spec")
+    raise StatsError(f"conditions {', '.join(map(repr, conds))}: no default comparison fits (with no "
+                     "'Related' condition the defaults need exactly two conditions); write one 'A vs B' "
+                     "per line in a file and pass it with --spec")
 
 
 def shared_units(frame: pd.DataFrame, a: str, b: str, keys=("target", "seed")) -> int:
@@ -1031,12 +1092,15 @@ def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = N
         components = set(ratio_metrics.get(metric, (metric,)))
         n_targets = frame.loc[frame.metric.isin(components), "target"].nunique()
         unit = "seed" if table_unit == "target" and n_targets < 2 else table_unit
-        try:
-            for comp in comparisons:
+        testable = False
+        for comp in comparisons:  # kept where one comparison has two pairs; the others are said
+            try:
                 _paired_values(frame, comp, metric, unit, ratio_metrics, source)
-        except TooFewPairs as exc:
+                testable = True
+            except TooFewPairs as exc:
+                first_error = first_error or exc
+        if not testable:
             dropped.append(metric)
-            first_error = first_error or exc
             continue
         units[metric] = unit
         if unit != table_unit:
@@ -1049,7 +1113,8 @@ def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = N
         notes.append(f"{', '.join(by_seed)}: measured on one target only, so paired by seed "
                      "(each seed of that target is one pair)")
     if dropped:
-        notes.append(f"{', '.join(dropped)}: left out, fewer than two pairs (a paired test needs two)")
+        notes.append(f"{', '.join(dropped)}: left out, no comparison has two pairs of it (a paired test "
+                     "needs two)")
     return units, notes
 
 
@@ -1118,7 +1183,10 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     else:
         source = "results"
         frame = validate_results(results.copy(), source)
+    frame, read = condition_names_read(frame)  # 'zero_overlap' is Zero-overlap, as `run` names it
     choices = percent_notes(frame, source, percent, StatsError)  # refused, or said (matprobe.checks)
+    if read:
+        choices.insert(0, read)
     if spec is None:
         comparisons, how = default_comparisons(frame)
         choices.append(f"comparisons: {how}")
@@ -1128,6 +1196,7 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
         comparisons = load_spec(spec)
     else:
         comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in spec)
+    comparisons = _spec_names_read(comparisons, frame)
     if unit is None or unit == "auto":
         units, notes = metric_units(frame, comparisons, metrics, source=source)
         choices.extend(notes)
@@ -1137,8 +1206,13 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
         unit = kinds[0] if len(kinds) == 1 else " / ".join(kinds)
     else:
         per_metric = unit
+    # a (comparison, metric) that cannot be tested is left out and said; the others are tested
     res = compare_conditions(frame, comparisons, unit=per_metric, metrics=metrics, mixed=mixed, family=family,
-                             reported_alpha=alpha, ci_level=level, source=source)
+                             reported_alpha=alpha, ci_level=level, source=source, too_few="skip")
+    if res.empty:  # nothing testable: the first comparison's own error says why
+        compare_conditions(frame, comparisons[:1], unit=per_metric, metrics=metrics, source=source)
+        raise StatsError(f"{source}: no comparison could be tested: " + "; ".join(res.attrs["untested"]))
+    choices.extend(res.attrs["untested"])
     items = None
     if item_level:
         items = item_level_analysis(frame, comparisons, metrics, n_resamples=n_resamples, seed=seed,
