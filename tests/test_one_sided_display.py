@@ -100,3 +100,17 @@ def test_compare_table_marks_a_one_sided_side():
                       PairedDifference(0.0, -0.1, 0.1, 0.95, 1.0, 0.05, 480, "nats"), "probe", 3, 5)
     text = to_markdown(comparison_table(comp))
     assert "≥ +0.3900" in text and "[+0.3900, +0.6400]" in text and ONE_SIDED_FOOTNOTE in text
+
+
+def test_mi_table_says_its_terms_are_estimated_within_its_chain():
+    """Two README-only studies read I(Z;T|M,A) 0.397 with --factors M,A,T and 0.254 with M,A,T,label on
+    one store and took it for an error: the table now says each term is estimated within its chain."""
+    res = ChainResult.read(DEMO_MI)
+    said = [f for f in chain_table(res).footnotes if f.startswith("every term is estimated within this chain")]
+    assert said == [f"every term is estimated within this chain ({', '.join(res.factors)}): one fold plan "
+                    "stratified by all its factors, the later factors the critic's sub-classes; the same term in "
+                    "another chain (--factors) is another estimate of the same MI"]
+    res.factors = res.factors[:1]
+    res.terms = {k: v[:1] for k, v in res.terms.items()}
+    res.difference = {k: v[:1] for k, v in res.difference.items()}
+    assert not any(f.startswith("every term is estimated") for f in chain_table(res).footnotes)

@@ -232,6 +232,10 @@ def chain_table(result):
                                f"{_pca_text(result, st.get('pca'))}, {lvl} intervals, seed {st.get('seed')}")
     if result.meta.get("note"):
         table.footnotes.append(result.meta["note"])
+    if len(result.factors) > 1:  # two README-only studies took a term's change with --factors for an error
+        table.footnotes.append(f"every term is estimated within this chain ({', '.join(result.factors)}): one fold "
+                               "plan stratified by all its factors, the later factors the critic's sub-classes; the "
+                               "same term in another chain (--factors) is another estimate of the same MI")
     if "p_perm" in frame:
         table.footnotes.append(f"permutation null: {st.get('permutations')} permutations of the target within "
                                "the conditioning strata, same folds and preprocessing; p can be no smaller "
