@@ -79,3 +79,41 @@ def test_compare_arrays_drops_p_only_when_both_saturate(seps, saturated):
     sa, sb, d = compare_arrays(za, zb, y, seeds=1, pca=None, gaussianize=False, n_boot=200, **FAST)
     assert (d.p_value is None) == saturated
     assert near_saturated(sa) and near_saturated(sb) == saturated
+
+
+def test_a_clipped_side_says_that_delta_is_the_raw_estimates_difference(tmp_path):
+    """A README-only study: A 0.3967, B 0.3967 (both clipped at the cap) and ΔI +0.0742 in the headline,
+    unexplained. The note now says ΔI is the difference of the raw (per-row) estimates, with both numbers."""
+    for seps in ((8.0, 9.0), (8.0, 0.2), (0.6, 0.2)):
+        a, b = _stores(tmp_path, *seps)
+        comp = compare_stores(a, b, "T|M", seeds=1, folds=2, pca=None, n_boot=200, gaussianize=False, **FAST)
+        clipped = [tag for tag, side in (("A", comp.side_a), ("B", comp.side_b)) if side["clipped"]]
+        said = f"raw estimate exceeded its entropy cap and is shown clipped: ΔI {comp.difference.delta:+.4f} nats"
+        assert (said in comp.note) == bool(clipped), (seps, comp.note)
+        if clipped:
+            shown = comp.side_a["estimate"] - comp.side_b["estimate"]
+            assert f"the shown estimates differ by {shown:+.4f}" in comp.note
+            assert f"{' and '.join(clipped)}'s raw estimate" in comp.note
+        else:  # nothing clipped: ΔI is the difference of the shown estimates
+            assert comp.difference.delta == pytest.approx(comp.side_a["estimate"] - comp.side_b["estimate"], abs=1e-9)
+
+
+def test_the_clipped_note_quotes_the_raw_and_the_shown_difference(tmp_path, monkeypatch):
+    """The clipped branch on a side the estimator clipped (here made so: A's estimate set to its cap,
+    as `MIEstimate` clips a raw value above it), B as estimated."""
+    import matprobe.mi.compare as compare_module
+
+    real = compare_module.compare_chain_arrays
+
+    def clipped_a(*args, **kwargs):
+        side_a, side_b, diff, merged = real(*args, **kwargs)
+        side_a = {**side_a, "clipped": True, "estimate": side_a["h_upper"]}
+        return side_a, side_b, diff, merged
+
+    monkeypatch.setattr(compare_module, "compare_chain_arrays", clipped_a)
+    a, b = _stores(tmp_path, 8.0, 0.2)
+    comp = compare_stores(a, b, "T|M", seeds=1, folds=2, pca=None, n_boot=200, gaussianize=False, **FAST)
+    shown = comp.side_a["h_upper"] - comp.side_b["estimate"]
+    assert (f"A's raw estimate exceeded its entropy cap and is shown clipped: ΔI {comp.difference.delta:+.4f} nats "
+            f"is the difference of the raw estimates (the per-row terms'), the shown estimates differ by "
+            f"{shown:+.4f}") in comp.note

@@ -297,6 +297,15 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
     for name, entry in merged.items():
         note = (note + "; " if note else "") + merged_classes_phrase(name, entry) + " on both sides"
+    clipped = [tag for tag, side in (("A", side_a), ("B", side_b)) if side.get("clipped")]
+    if clipped:
+        # ΔI is the paired difference of the per-row terms, whose means are the raw estimates: a side shown
+        # at its cap (clipped) then differs from the estimate ΔI uses (a study read A 0.3967, B 0.3967, ΔI +0.0742)
+        shown = side_a["estimate"] - side_b["estimate"]
+        note = (note + "; " if note else "") + (
+            f"{' and '.join(clipped)}'s raw estimate exceeded its entropy cap and is shown clipped: ΔI "
+            f"{diff.delta:+.4f} {unit} is the difference of the raw estimates (the per-row terms'), the shown "
+            f"estimates differ by {shown:+.4f}")
     if diff.p_value is None:
         note = (note + "; " if note else "") + SATURATED_NOTE.format(share=f"{NEAR_SATURATION:.0%}")
     if estimator_tags(estimator).bound == LOWER:
