@@ -262,8 +262,11 @@ def _mi_file_writer(tmp_path):
     with EmbeddingStore.open(store) as st:
         fingerprint = st.content_id
 
-    def write(settings):
-        result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint, "factors": ["M"],
+    def write(settings, factors=None):
+        from matprobe.pipeline import PipelineConfig
+
+        result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint,
+                                      "factors": list(factors or PipelineConfig().factors),
                                       "terms": [], "settings": settings}))
 
     return result, {"store": str(store), "fresh_store": False}, write
@@ -280,6 +283,21 @@ def test_mi_results_are_recomputed_when_the_mi_settings_change(tmp_path):
                    {"mi_level": 0.9}, {"pca": None}):
         other = PipelineConfig(**change)
         assert not _up_to_date(result, ck, other), change  # computed with other settings: redone
+
+
+def test_mi_results_of_another_chain_are_recomputed(tmp_path):
+    """A study edited [mi] factors after a run (label dropped, or the order changed): the rerun kept the
+    old chain's results while the report's configuration named the new factors."""
+    from matprobe.pipeline import PipelineConfig, _mi_settings, _up_to_date
+
+    result, ck, write = _mi_file_writer(tmp_path)
+    cfg = PipelineConfig(factors=["modality", "anatomy", "task", "label"])
+    write(_mi_settings(cfg), cfg.factors)
+    assert _up_to_date(result, ck, cfg)
+    for factors in (["modality", "anatomy", "task"], ["anatomy", "modality", "task", "label"],
+                    ["modality", "anatomy", "task", "label", "source"]):
+        assert not _up_to_date(result, ck, PipelineConfig(factors=factors)), factors
+    assert _up_to_date(result, ck, PipelineConfig(factors=["M", "A", "T", "label"]))  # the same chain, by letters
 
 
 def test_mi_results_fitted_another_way_are_recomputed(tmp_path):

@@ -351,7 +351,9 @@ def _mi_job(args: tuple) -> str:
 
 def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> bool:
     """An MI result can be reused only if it was computed on the store's current content, and
-    (given `cfg`) with the run's MI settings: estimator, seeds, folds, PCA, level and baselines."""
+    (given `cfg`) with the run's MI settings: the chain's factors in their order, estimator, seeds,
+    folds, PCA, level and baselines."""
+    from matprobe.data.model import resolve_factor
     from matprobe.store_checks import mi_file_matches
 
     path = Path(result)
@@ -362,7 +364,10 @@ def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> boo
     recorded = _recorded(path)
     # the merge of rare classes is recorded by what it merged (the data's, not a setting): a
     # result that merged is not what rare_classes = "refuse" asks for
+    # the factors too: a study's rerun after `[mi] factors` changed kept the old chain's terms
+    # (I(Z;label|...) still in the report, whose configuration table named the new factors)
     return (recorded is not None and _mi_settings(cfg) == recorded.settings
+            and [resolve_factor(f) for f in recorded.factors] == [resolve_factor(f) for f in cfg.factors]
             and not (recorded.merged_classes and cfg.mi_rare_classes == "refuse"))
 
 
