@@ -152,3 +152,58 @@ def test_stop_pool_stops_workers_that_have_not_run_their_initializer(restore_han
     procs = list(pool._processes.values())
     stop_pool(pool)
     assert _all_ended(procs)
+
+
+WORKER_SCRIPT = r"""
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from matprobe.interrupts import ignore_in_worker
+
+def job(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(max_workers=1, initializer=ignore_in_worker) as pool:
+        pool.submit(job, sys.argv[1]).result()
+"""
+
+
+def test_pool_workers_end_with_a_parent_killed_by_sigkill(tmp_path):
+    """A user study killed `run` with SIGKILL (no handler sees it): its workers computed on, then sat on
+    their pipe for minutes. With the initializer every pool of matprobe uses, they end with the parent."""
+    import subprocess
+    import sys
+    import time
+
+    script, pid_file = tmp_path / "pool.py", tmp_path / "worker.pid"
+    script.write_text(WORKER_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.kill()
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            # a zombie (ended, its exit status not collected by init yet) counts as ended
+            try:
+                with open(f"/proc/{worker}/stat") as stat:
+                    if stat.read().split(") ")[1].startswith("Z"):
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the pool's worker outlived its parent by 10 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
