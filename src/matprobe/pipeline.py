@@ -464,6 +464,29 @@ def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = N
     _prepare_this_process(cfg, say)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
+    # one `run` per run directory: a second one started beside it is refused here (its preflight
+    # refuses it once this lock is held), where both used to fail on each other's store locks
+    lock = run_lock(run)
+    try:
+        return _run_steps(cfg, run, say, progress_bars)
+    finally:
+        lock.release()
+
+
+def run_lock(run: Path):
+    """The held lock of run directory `run` (RUN/.run.lock), or a one-line error naming its holder."""
+    from matprobe.errors import InUseError
+    from matprobe.locks import writer_lock
+    from matprobe.preflight import run_in_use
+
+    try:
+        return writer_lock(run / "run").acquire()
+    except InUseError:
+        raise InUseError(run_in_use(run)) from None
+
+
+def _run_steps(cfg: PipelineConfig, run: Path, say, progress_bars: bool) -> Path:
+    """`run_pipeline`'s steps in its run directory, whose lock the caller holds."""
     timer = StepTimer()
 
     t0 = time.perf_counter()

@@ -46,6 +46,8 @@ def check_pipeline(cfg) -> None:
     run = Path(cfg.out)
     if run.exists() and not run.is_dir():
         raise MatprobeError(f"[run] out = {cfg.out!r} is a file; give a folder for the run")
+    if is_locked(run / "run"):  # another `matprobe run` holds the whole directory (pipeline.run_lock)
+        raise MatprobeError(run_in_use(run))
     for store in sorted((run / "stores").glob("*.h5")) if (run / "stores").is_dir() else []:
         if is_locked(store):
             pid = holder_pid(store)
@@ -82,6 +84,16 @@ def check_pipeline(cfg) -> None:
     if unsplittable:
         target, cond, exc = unsplittable
         raise DataError(f"[design] target {','.join(target)}, condition {cond}: {exc}")
+
+
+def run_in_use(run) -> str:
+    """The error for a run directory another `matprobe run` holds (`pipeline.run_lock`)."""
+    from matprobe.locks import holder_pid
+
+    pid = holder_pid(Path(run) / "run")
+    who = f"process {pid}" if pid else "another process"
+    return (f"{run}: in use by {who} (another `matprobe run` writes this run directory); wait for it to finish, "
+            "or give another [run] out / --out")
 
 
 def _check_store_factors(store: Path, factors, where: str) -> None:
