@@ -388,6 +388,7 @@ SLOW: dict[str, set[str]] = {
     },
     "test_control_tasks.py": {
         "test_selectivity_contains_zero_on_null_tasks",  # 2.4 s
+        "test_a_sweep_resumed_with_other_settings_is_told_what_differs",  # 1 s: a sweep, then five refusals
     },
     "test_demo.py": {
         "test_the_pipeline_runs_the_codelength_it_is_asked_for",  # 3.3 s: the MI job and the CLI

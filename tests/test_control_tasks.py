@@ -154,3 +154,29 @@ def test_selectivity_is_never_above_the_terms_cap():
     assert res.selectivity == pytest.approx(observed.value) and res.selectivity <= cap
     assert res.ci_high <= cap and res.ci_low <= observed.ci_low and res.ci_low <= res.selectivity <= res.ci_high
     assert res.ci_low > 0  # a real finding stays one: the term's own interval excludes 0
+
+
+def test_a_sweep_resumed_with_other_settings_is_told_what_differs(tmp_path):
+    """Two README-only studies resumed a sweep with --unit bits and with --seeds 3: the refusal said
+    "estimator, seeds, folds, pca, seed, factors or baselines differ", and not the unit."""
+    from conftest import synthetic_mat_store
+    from matprobe.errors import EstimationError
+    from matprobe.mi.sweep import run_sweep
+
+    store = synthetic_mat_store(tmp_path / "s.h5", seed=6, n=240, d=6, signal=[("modality", "CT", 2.0)],
+                                accuracy=0.7)
+    out = tmp_path / "sweep.csv"
+    kw = dict(factors=["M", "A"], seeds=1, folds=3, pca=None, pointwise=False)
+    run_sweep([store], out, **kw)
+    cases = [({"unit": "bits"}, "unit nats in the table, bits asked"),
+             ({"level": 0.9}, "level 0.95 in the table, 0.9 asked"),
+             ({"factors": ["A", "M"]}, "factors M,A in the table, A,M asked"),
+             ({"controls": True}, "controls off in the table, on asked"),
+             ({"seeds": 2}, "seeds, folds, pca, seed, rare classes or the estimator's fitting differ")]
+    for change, said in cases:
+        args = {**kw, **change}
+        if "level" in args:
+            args["ci_level"] = args.pop("level")
+        with pytest.raises(EstimationError) as err:
+            run_sweep([store], out, **args)
+        assert f"{out} was written with other settings ({said}" in str(err.value), (change, str(err.value))

@@ -416,15 +416,48 @@ def _failed(df: pd.DataFrame) -> pd.Series:
     return df["flags"].astype(str).str.split(",").apply(lambda f: FAILED in f)
 
 
-def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path) -> set:
-    """Cells whose every term is in the table; refuses a table made with other settings."""
+def settings_differences(df: pd.DataFrame, settings: SweepSettings | None) -> list[str]:
+    """What a table's rows record that differs from `settings` ("unit bits in the table, nats asked"):
+    the unit, estimator, interval level, chain and baselines; the rest (seeds, folds, PCA, seed, the
+    estimator's fitting) only the digest holds."""
+    if settings is None or df.empty:
+        return []
+    out = []
+
+    def recorded(column):
+        return [str(v) for v in dict.fromkeys(df[column].dropna())] if column in df else []
+
+    for column, asked in (("unit", settings.unit), ("estimator", settings.estimator)):
+        have = recorded(column)
+        if have and have != [str(asked)]:
+            out.append(f"{column} {', '.join(have)} in the table, {asked} asked")
+    levels = sorted({float(v) for v in df["ci_level"].dropna()}) if "ci_level" in df else []
+    if levels and any(abs(v - settings.ci_level) > 1e-12 for v in levels):
+        out.append(f"level {', '.join(f'{v:g}' for v in levels)} in the table, {settings.ci_level:g} asked")
+    chain = recorded("target")
+    if chain and chain != [str(f) for f in settings.factors]:
+        out.append(f"factors {','.join(chain)} in the table, {','.join(settings.factors)} asked")
+    for column, name, asked in (("selectivity", "controls", settings.controls),
+                                ("compression", "codelength", settings.codelength),
+                                ("p_perm", "permutations", settings.permutations)):
+        had = column in df and df[column].notna().any()
+        if bool(had) != bool(asked):
+            out.append(f"{name} {'on' if had else 'off'} in the table, {'on' if asked else 'off'} asked")
+    return out
+
+
+def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path, settings: SweepSettings | None = None) -> set:
+    """Cells whose every term is in the table; refuses a table made with other settings, naming
+    what the rows show differs (`settings_differences`)."""
     if df.empty:
         return set()
     other = sorted(set(df["settings"].astype(str)) - {digest})
     if other:
-        raise EstimationError(f"{path} was written with other settings (settings {other[0]} vs {digest}: "
-                              "estimator, seeds, folds, pca, seed, factors or baselines differ); pass a new --out "
-                              "or --overwrite to start again")
+        said = settings_differences(df, settings)
+        what = ("; ".join(said) if said else "seeds, folds, pca, seed, rare classes or the estimator's fitting "
+                "differ (the table records them in its settings digest only)")
+        raise EstimationError(f"{path} was written with other settings ({what}; settings {other[0]} vs {digest}); "
+                              "pass a new --out, the table's settings to resume it, or --overwrite to start again")
     df = df[~_failed(df)]  # failed cells are retried
     counts = df.groupby(CELL_KEY).size()
     return {k for k, v in counts.items() if v >= n_terms}
@@ -496,11 +529,11 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     n_terms = len(factors)
     digest = settings.digest()
     table = read_table(target)
-    finished = done_keys(table, n_terms, digest, target)
+    finished = done_keys(table, n_terms, digest, target, settings)
     content_ids = store_content_ids(c.store for c in cells)
     check_finished_cells(table, content_ids, target)
     if ranks.distributed and out.exists():
-        finished |= done_keys(read_table(out), n_terms, digest, out)  # merged earlier runs
+        finished |= done_keys(read_table(out), n_terms, digest, out, settings)  # merged earlier runs
     mine = ranks.split(cells) if ranks.distributed else cells
     todo = [c for c in mine if c.key not in finished]
     pw_dir = str(out.parent / f"{out.name}.pointwise") if pointwise else None
