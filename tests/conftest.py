@@ -256,6 +256,7 @@ SLOW: dict[str, set[str]] = {
         "test_the_step_on_the_estimator_is_the_formula_on_its_own_rows",  # 3 s (two estimates)
     },
     "test_own_study.py": {
+        "test_init_with_stores_writes_the_layers_and_pools_they_hold",  # 1.1 s (contended): init on two stores
         "test_own_study_runs_as_printed",  # 12.3 s
         "test_own_data_without_models_runs_through_the_toy_fine_tuning_as_the_readme_says",  # 15 s (a whole run)
         "test_run_names_the_users_manifest_for_a_missing_image_before_any_work",  # 2 s

@@ -636,3 +636,34 @@ def test_a_pipeline_file_of_stores_says_it_reads_them_not_that_it_extracts(tmp_p
     assert ("# It reads each store's embeddings and answers, extracted already (the manifest's split\n"
             "# column set per condition and target),\n"
             "# estimates the MI chain, checks Fano and PAC, compares the conditions and writes the report.\n") in head
+
+
+def test_init_with_stores_writes_the_layers_and_pools_they_hold(tmp_path):
+    """Two README-only studies: `init --store` wrote layers "-1", pools "last" while the stores held
+    layers 1 and 2 (3) and pools last and image, and `run` estimated every one of those cells under a
+    configuration table that named "-1" and "last"."""
+    import tomllib
+
+    import numpy as np
+
+    import matprobe as mp
+    from matprobe.pipeline import load_pipeline
+
+    _, stores = _given_stores_study(tmp_path, label=True, answered=(True, True))
+    n = 30
+    with mp.EmbeddingStore.open(stores[0]) as st:
+        labels = {c: [st.factor(c)[1][k] for k in st.factor(c)[0]] for c in st.label_columns()}
+    feats = {(lay, pool): np.zeros((n, 2), "float32") for lay in ("1", "2") for pool in ("last", "image")}
+    for store in stores:
+        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels, feats, overwrite=True,
+                                      answers={"pred": np.arange(n) % 2, "correct": np.ones(n, dtype=int)}).close()
+    path = mp.init(data=tmp_path / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=tmp_path / "s.toml")
+    doc = tomllib.loads(path.read_text())
+    with mp.EmbeddingStore.open(stores[0]) as st:
+        keys = st.feature_keys()
+    assert doc["extract"]["layers"] == ",".join(dict.fromkeys(a for a, _ in keys)) == "1,2"
+    assert doc["extract"]["pools"].split(",") == list(dict.fromkeys(b for _, b in keys))
+    assert set(doc["extract"]["pools"].split(",")) == {"last", "image"}
+    assert "the layers and pools your stores hold" in path.read_text()
+    cfg = load_pipeline(path)  # read back as a pipeline (init does too)
+    assert str(cfg.layers) == "1,2"

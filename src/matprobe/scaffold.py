@@ -210,6 +210,19 @@ def _check_training_data(dataset, trips, conditions, entries) -> None:
                         "--target, or leave those checkpoints out")
 
 
+def _stored_cells(stores) -> tuple[str, str]:
+    """The layers and pools the stores hold, in their order ("1,3", "last,image")."""
+    from matprobe.store import EmbeddingStore
+
+    layers, pools = {}, {}
+    for store in stores:
+        with EmbeddingStore.open(store) as st:
+            for layer, pool in st.feature_keys():
+                layers.setdefault(str(layer), None)
+                pools.setdefault(str(pool), None)
+    return ",".join(layers), ",".join(pools)
+
+
 def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out: str | None = None,
                   stores=(), base: str | None = None, layers: str = "-1", pools: str = DEFAULTS.pool,
                   device: str = "cpu", dtype: str = "fp32", image_root: str | None = None,
@@ -309,12 +322,22 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     ]
     if len(trips) > 1:
         lines.append(f"extra_targets = {_q([list(t) for t in trips[1:]])}  # further held-out triplets")
+    extract_lines = [
+        f"layers = {_q(layers)}  # decoder blocks from 0, negatives from the end, final, embed: e.g. \"8,16,-1\"",
+        f"pools = {_q(pools)}  # last, image, question, mean (comma-separated)"]
+    if not any("ckpt" in e for e in entries):
+        # stores only: `run` estimates every (layer, pool) they hold, so the file says those (two
+        # studies read layers "-1", pools "last" here beside a report of every stored cell)
+        stored_layers, stored_pools = _stored_cells([e["store"] for e in entries])
+        extract_lines = [
+            "# the layers and pools your stores hold: `run` estimates the MI of every one and extracts nothing",
+            f"layers = {_q(stored_layers)}",
+            f"pools = {_q(stored_pools)}"]
     lines += [
         f"conditions = {_q(conditions)}  # the training splits your checkpoints were fine-tuned on",
         "",
         "[extract]",
-        f"layers = {_q(layers)}  # decoder blocks from 0, negatives from the end, final, embed: e.g. \"8,16,-1\"",
-        f"pools = {_q(pools)}  # last, image, question, mean (comma-separated)",
+        *extract_lines,
         "batch_size = 8",
         f"dtype = {_q(dtype)}  # bf16 on a GPU",
         f"device = {_q(device)}  # cuda for a GPU",
@@ -329,7 +352,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         f"estimator = {_q(DEFAULTS.estimator)}",
         f"seeds = {int(seeds)}  # per estimate (default {DEFAULTS.seeds})",
         f"folds = {int(folds)}  # cross-fitting folds (default {DEFAULTS.folds})",
-        f"pca = {DEFAULTS.pca or 0}  # dims fitted on training folds (0 = none)",
+        f"pca = {DEFAULTS.pca or 0}  # components, label-free: fitted once on all rows (0 = none)",
         f"level = {DEFAULTS.level}  # of every interval",
         "rare_classes = \"merge\"  # classes with < 2 rows per fold: merged into one per factor (terms flagged), or \"refuse\"",
         "",
