@@ -218,3 +218,14 @@ def test_cli_bounds_fano_prints_closed_forms():
     assert bad.output.strip().startswith("error:") and len(bad.output.strip().splitlines()) == 1
     bad = CliRunner().invoke(app, ["bounds", "fano", "--error", "0.1", "--classes", "1"])
     assert bad.exit_code == 2 and "K = 1" in bad.output
+
+
+def test_fano_table_in_bits_writes_its_formulas_with_log2():
+    """A README-only study: `bounds fano --unit bits` printed "ln K | 2 | bits" (log2 4 = 2, not ln 4)."""
+    nats = {r["quantity"]: r for r in fano.fano_table(0.3, 4, entropy=1.2)}
+    bits = {r["quantity"]: r for r in fano.fano_table(0.3, 4, entropy=1.2 / math.log(2), unit="bits")}
+    assert bits["log2 K"]["value"] == pytest.approx(2.0) and nats["ln K"]["value"] == pytest.approx(math.log(4))
+    assert bits["H(Y|X) <= h(ε) + ε log2(K-1)"]["value"] == pytest.approx(
+        nats["H(Y|X) <= h(ε) + ε ln(K-1)"]["value"] / math.log(2))
+    assert not any("ln" in q for q in bits) and all(r["unit"] in ("bits", "probability") for r in bits.values())
+    assert "ε log2(K/(K-1))" in bits["paper eq. 8: H(T) - h(ε) - ε log2 K"]["note"]

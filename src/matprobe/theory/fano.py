@@ -427,8 +427,11 @@ def fano_table(
     check_unit(unit)
     eps, k = check_error(error), check_classes(classes)
 
+    lg = "log2" if unit == "bits" else "ln"  # the formulas' logarithm is the unit's (a study read "ln K = 2 bits")
+
     def row(quantity, value, note, row_unit=unit):
-        return {"quantity": quantity, "value": value, "unit": row_unit, "note": note}
+        return {"quantity": quantity.replace("ln", lg), "value": value, "unit": row_unit,
+                "note": note.replace("ε ln(", f"ε {lg}(")}
 
     rows = [
         row("h(ε)", binary_entropy(eps, unit), "binary entropy"),
