@@ -411,7 +411,9 @@ def test_every_failure_is_one_line_and_debug_shows_the_traceback(tmp_path):
     text = _one_line_error(runner.invoke(app, ["bounds", "fano", "--error", "0.2", "--classes", "4", "--unit", "bts"]))
     assert "'bts'" in text and "nats or bits" in text
     res = runner.invoke(app, ["--debug", "bounds", "fano", "--error", "0.2", "--classes", "4", "--unit", "bts"])
-    assert res.exit_code != 0 and isinstance(res.exception, MatprobeError)  # raised, not summarised
+    # the whole traceback, not summarised, and the exit code of the error without --debug (was 1)
+    assert res.exit_code == 2 and "Traceback (most recent call last)" in res.output
+    assert "matprobe.errors.UnitError: --unit 'bts': unknown information unit" in res.output
 
 
 def test_os_errors_become_lines_that_name_the_file_and_fix():

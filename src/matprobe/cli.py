@@ -110,7 +110,11 @@ def run_user_errors(fn):
             fail(exc.message)
         except Exception as exc:
             if _STATE["debug"]:
-                raise
+                # the whole traceback, and the exit code the error has without --debug (a study read 1)
+                import traceback
+
+                traceback.print_exc()
+                raise typer.Exit(code=2) from None
             from matprobe.failures import user_message
 
             fail(user_message(exc))
