@@ -62,3 +62,18 @@ def test_the_lock_is_released_when_the_run_ends(tmp_path):
     lock.release()
     free = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True)
     assert free.returncode == 0, free.stderr
+
+
+@pytest.mark.parametrize("given", ['"probe,ksg"', '["probe", "ksg"]'])
+def test_a_pipeline_with_several_estimators_says_it_takes_one(tmp_path, given):
+    """A study wrote estimator = "probe,ksg" (as `mi --estimator` takes it): told "unknown estimator
+    'probe,ksg'", or for a list "'estimator' must be str"."""
+    text = DEMO.read_text()
+    assert '\nestimator = "probe"\n' in text
+    toml = tmp_path / "p.toml"
+    toml.write_text(text.replace('\nestimator = "probe"\n', f"\nestimator = {given}\n", 1))
+    with pytest.raises(MatprobeError) as err:
+        load_pipeline(toml)
+    said = str(err.value)
+    assert said.startswith(f"{toml}: estimator = ") and "a run uses one estimator" in said
+    assert "estimator = 'probe'" in said and "`matprobe mi STORE --estimator probe,ksg`" in said
