@@ -10,6 +10,7 @@ and rank 0 merges the shards into one virtual store at `out`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -189,6 +190,70 @@ def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, ov
     return EmbeddingStore.create(path, samples, provenance, feature_dims, n_options, overwrite=True)
 
 
+# transformers' check in every image-text forward: "Image features and image tokens do not match,
+# tokens: 606, features: 614" (llava, llava_next, qwen2(.5)-vl, gemma3, idefics3 in transformers 5)
+_MISMATCH = re.compile(r"features and (image )?tokens do not match|tokens and (image )?features do not match", re.I)
+_COUNTS = re.compile(r"tokens:?\s*(?:tensor\()?(\d+).*?features:?\s*(?:tensor\()?(\d+)", re.I | re.S)
+
+
+def _token_feature_mismatch(exc: BaseException) -> tuple[int | None, int | None] | None:
+    """(image tokens, image features) when `exc` is transformers' refusal of a prompt whose image
+    tokens (placed by the processor) and image features (made by the model) differ in number;
+    None for any other error. A count its message does not give is None."""
+    text = str(exc)
+    if not isinstance(exc, (ValueError, RuntimeError)) or not _MISMATCH.search(text):
+        return None
+    m = _COUNTS.search(text)
+    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def _mismatch_message(counts, folder, batch, tokens_in_prompts: int, n_images: int, settings: str,
+                      kept: str) -> str:
+    """One line for a checkpoint whose processor expands an image into another number of tokens than
+    its model makes features: the folder, the batch's first item, the two counts and the fix."""
+    tokens, features = counts
+    tokens = tokens_in_prompts if tokens is None else tokens
+    first = batch[0]
+    item = f"id {first.id!r}" + (f" (image {first.image})" if first.image else "")
+    what = f"the processor put {tokens} image tokens in the prompts" + (
+        f" and the model made {features} image features" if features is not None else
+        ", which is not the number of image features the model made")
+    if features is not None and n_images > 0 and features != tokens and (features - tokens) % n_images == 0:
+        per = (features - tokens) // n_images
+        what += f" ({abs(per)} {'more' if per > 0 else 'fewer'} feature{'s' * (abs(per) != 1)} than tokens per image)"
+    items = f"the batch of {len(batch)} items from {item}" if len(batch) > 1 else f"item {item}"
+    how = (f"the tokens per image follow these settings, which must agree: {settings}" if settings else
+           "the tokens per image follow the processor's settings (e.g. LLaVA-NeXT's num_additional_image_tokens, "
+           "vision_feature_select_strategy and patch_size in processor_config.json), which must agree with "
+           "config.json")
+    return (
+        f"checkpoint {folder}: its processor files do not match its model: for {items}, {what}; {how}; fix: copy "
+        "the processor files (processor_config.json, preprocessor_config.json, tokenizer and chat template files) "
+        f"of the model it was fine-tuned from into {folder}, or make them agree with its config.json; {kept}"
+    )
+
+
+def _kept(store, target: Path, n_total: int) -> str:
+    """What a failed extraction leaves in `target`, for its message (see `_discard_if_empty`)."""
+    n_done = int(store.done.sum())
+    if n_done == 0:
+        return f"no row was finished, so {target} is not kept"
+    return f"{n_done} of {n_total} rows are finished in {target}"
+
+
+def _discard_if_empty(store, target: Path) -> None:
+    """Remove the store of a failed extraction that has no finished row (its first batch failed):
+    nothing of it is worth keeping, and a later run would resume against it (a store made with the
+    settings of a failed run). Removed while this process still holds the store's writer lock; a
+    store with finished rows stays, to be resumed."""
+    try:
+        if store.done.any():
+            return
+    except Exception:  # unreadable after the failure: leave it, the next run's checks say what it is
+        return
+    target.unlink(missing_ok=True)
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -322,8 +387,8 @@ def extract(
                 try:
                     rendered = [render_sample(s, config.rendering) for s in batch]
                 except DataError as exc:  # an unreadable image: the rows before it are kept
-                    raise DataError(f"{exc}; {int(store.done.sum())} of {len(samples)} rows are finished "
-                                    f"in {target}: fix it and rerun the same command to resume") from None
+                    raise DataError(f"{exc}; {_kept(store, target, len(samples))}: fix it and rerun the same "
+                                    f"command" + (" to resume" if store.done.any() else "")) from None
                 # Own-loader processors (original LLaVA) build their batch themselves.
                 builder = getattr(loaded.processor, "build_batch", None)
                 prompt = (builder or (lambda *a: build_batch(loaded.processor, *a,
@@ -345,7 +410,15 @@ def extract(
                         )
                         if has_segmentation:
                             answer_block.update(segmentation_scores(batch, rendered, answer_block["pred"]))
-                except (RuntimeError, MemoryError) as exc:
+                except (RuntimeError, ValueError, MemoryError) as exc:
+                    if (counts := _token_feature_mismatch(exc)) is not None:
+                        raise ExtractError(_mismatch_message(
+                            counts, weights_dirs[0], batch,
+                            int((inputs["input_ids"] == loaded.image_token_id).sum()),
+                            sum(prompt.n_images) if prompt.n_images else len(batch),
+                            loaded.architecture.image_token_settings(loaded.processor, loaded.model.config),
+                            _kept(store, target, len(samples)),
+                        )) from None
                     if _is_oom(exc) or isinstance(exc, MemoryError):
                         raise ExtractError(
                             f"out of memory on {device} with --batch-size {config.batch_size}: lower "
@@ -364,6 +437,9 @@ def extract(
                     on_batch(n_resumed + n_computed)
         accuracy = _accuracy(store) if answers else None
         store = store.finalize()  # every row is done: repack with compressed chunks
+    except BaseException:
+        _discard_if_empty(store, target)  # no finished row: no store to resume against
+        raise
     finally:
         store.close()
     seconds = time.perf_counter() - t0

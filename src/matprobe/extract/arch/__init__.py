@@ -51,6 +51,12 @@ class Architecture:
     # The most images one prompt may hold (None: any number). A segmentation item's multi-image
     # rendering shows 1 + its options; models trained on one image need `--rendering grid`.
     images_per_prompt: int | None = None
+    # The settings that fix how many image tokens the processor puts in a prompt (attributes of the
+    # processor, dotted) and how many image features the model makes (config.json keys, dotted):
+    # when they disagree, the forward stops with "image features and image tokens do not match",
+    # and the error names their values (`image_token_settings`).
+    processor_token_settings: tuple[str, ...] = ()
+    config_token_settings: tuple[str, ...] = ()
 
     def claims_config(self, cfg: dict) -> bool:
         """True when config.json is in this format whatever its model_type says."""
@@ -110,6 +116,18 @@ class Architecture:
     def image_token_id(self, model) -> int:
         return int(model.config.image_token_id)
 
+    def image_token_settings(self, processor, config) -> str:
+        """The processor's and the model config's settings that fix the image-token count, as
+        "processor: a=1, b='x'; config.json: c=2" (those that are set), for messages; "" if none."""
+        parts = []
+        for where, source, names in (("processor", processor, self.processor_token_settings),
+                                     ("config.json", config, self.config_token_settings)):
+            values = [f"{name}={value!r}" for name in names
+                      if (value := _dotted(source, name)) is not None]
+            if values:
+                parts.append(f"{where}: {', '.join(values)}")
+        return "; ".join(parts)
+
     # ---- adapters --------------------------------------------------------------
     def rename_legacy_key(self, key: str) -> str:
         for pattern, replacement in self.legacy_key_renames:
@@ -120,6 +138,17 @@ class Architecture:
 
     def __repr__(self) -> str:
         return f"<Architecture {self.name}>"
+
+
+def _dotted(obj, path: str):
+    """`obj.a.b` for path "a.b" (mapping keys too); None where a part is missing."""
+    for part in path.split("."):
+        if obj is None:
+            return None
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+    if hasattr(obj, "tolist"):
+        obj = obj.tolist()
+    return obj
 
 
 _REGISTRY: dict[str, Architecture] | None = None

@@ -20,6 +20,8 @@ class Gemma3(Architecture):
     model_class = "Gemma3ForConditionalGeneration"
     dynamic_resolution = False
     legacy_key_renames = LLAVA_FAMILY_RENAMES
+    processor_token_settings = ("image_seq_length",)
+    config_token_settings = ("mm_tokens_per_image",)
 
 
 ARCH = Gemma3()

@@ -18,6 +18,9 @@ class Idefics3(Architecture):
     model_class = "Idefics3ForConditionalGeneration"
     dynamic_resolution = False
     image_tokens_vary = True
+    # image_seq_len = (image_size / patch_size)^2 / scale_factor^2 per tile
+    processor_token_settings = ("image_seq_len",)
+    config_token_settings = ("scale_factor", "vision_config.image_size", "vision_config.patch_size")
 
     def language_model(self, model):
         return model.model.text_model

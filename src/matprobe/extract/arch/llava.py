@@ -28,6 +28,10 @@ class Llava(Architecture):
     legacy_key_renames = LLAVA_FAMILY_RENAMES
     # The processor's placeholder is LLaVA's "<image>": LLaVA's conversation templates apply (--template).
     takes_template = True
+    # the processor's count per image: (side / patch_size)^2 + num_additional_image_tokens (the CLS
+    # token of a CLIP tower), less 1 under the "default" strategy, which drops the CLS feature
+    processor_token_settings = ("num_additional_image_tokens", "vision_feature_select_strategy", "patch_size")
+    config_token_settings = ("vision_feature_select_strategy", "vision_config.patch_size")
 
 
 ARCH = Llava()

@@ -22,6 +22,9 @@ class LlavaNext(Architecture):
     legacy_key_renames = LLAVA_FAMILY_RENAMES + ((r"^image_newline$", "model.image_newline"),)
     # The processor's placeholder is LLaVA's "<image>": LLaVA's conversation templates apply (--template).
     takes_template = True
+    processor_token_settings = ("num_additional_image_tokens", "vision_feature_select_strategy", "patch_size",
+                                "image_processor.image_grid_pinpoints")
+    config_token_settings = ("vision_feature_select_strategy", "vision_config.patch_size", "image_grid_pinpoints")
 
 
 ARCH = LlavaNext()

@@ -53,6 +53,8 @@ class Qwen2VL(Architecture):
     dynamic_resolution = True
     image_tokens_vary = True
     legacy_key_renames = QWEN_RENAMES
+    processor_token_settings = ("image_processor.patch_size", "image_processor.merge_size")
+    config_token_settings = ("vision_config.patch_size", "vision_config.spatial_merge_size")
 
     def processor_class(self):
         from transformers import Qwen2VLProcessor
