@@ -328,11 +328,25 @@ def pac_bounds(pac: pd.DataFrame, path: Path) -> str:
             "training error and the parameter count cannot for a model of any size.")
 
 
+RELATION_COLOURS = {"target": "#e6ab02", "related": PALETTE["Related"], "unrelated": PALETTE["Unrelated"],
+                    "zero-overlap": PALETTE["Zero-overlap"]}
+
+
+def _several_targets(counts: pd.DataFrame) -> list[str]:
+    """The held-out targets of a composition frame with a `target` column (render.composition_by_target)
+    when it has more than one; else []."""
+    targets = list(dict.fromkeys(counts["target"])) if "target" in counts else []
+    return targets if len(targets) > 1 else []
+
+
 def draw_composition(counts: pd.DataFrame):
+    """Samples per triplet, coloured by relation to the held-out target; with a `target` column of
+    several targets (render.composition_by_target), one panel per target (`draw_composition_panels`)."""
+    if _several_targets(counts):
+        return draw_composition_panels(counts)
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7.2, 0.45 * len(counts) + 1.4))
-    colors = {"target": "#e6ab02", "related": PALETTE["Related"], "unrelated": PALETTE["Unrelated"],
-              "zero-overlap": PALETTE["Zero-overlap"]}
+    colors = RELATION_COLOURS
     labels = [f"{m} / {a} / {t}" for m, a, t in zip(counts["modality"], counts["anatomy"], counts["task"])]
     ax.barh(labels, counts["n"], color=[colors.get(r, "grey") for r in counts["relation"]])
     for i, (n, rel) in enumerate(zip(counts["n"], counts["relation"])):
@@ -344,8 +358,52 @@ def draw_composition(counts: pd.DataFrame):
     return fig
 
 
+def composition_label(n: int, relation: str, other_target: bool) -> str:
+    """A bar's label in the composition figure: the count and the relation to the panel's target;
+    a triplet other checkpoints of the run hold out says so."""
+    return f" {n} ({relation}; another held-out target)" if other_target else f" {n} ({relation})"
+
+
+def draw_composition_panels(counts: pd.DataFrame):
+    """One panel per held-out target, the triplets in the same rows in every panel: colour and label give
+    each triplet's relation to that panel's target; a triplet another target's checkpoints hold out is
+    hatched and labelled so."""
+    sns.set_theme(style="whitegrid")
+    targets = _several_targets(counts)
+    rows = int((counts["target"] == targets[0]).sum())
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.8 * len(targets) + 2.4, 0.45 * rows + 1.8),
+                             sharey=True, squeeze=False)
+    top = counts["n"].max()
+    for ax, target in zip(axes[0], targets):
+        sub = counts[counts["target"] == target]
+        other = sub["other_target"].astype(bool) if "other_target" in sub else pd.Series(False, index=sub.index)
+        labels = [f"{m} / {a} / {t}" for m, a, t in zip(sub["modality"], sub["anatomy"], sub["task"])]
+        bars = ax.barh(labels, sub["n"], color=[RELATION_COLOURS.get(r, "grey") for r in sub["relation"]],
+                       edgecolor=["black" if o else "none" for o in other], linewidth=0.8)
+        for bar, o in zip(bars, other):
+            if o:
+                bar.set_hatch("//")
+        for i, (n, rel, o) in enumerate(zip(sub["n"], sub["relation"], other)):
+            ax.text(n, i, composition_label(n, rel, bool(o)), va="center", fontsize=7)
+        ax.set_xlabel("samples")
+        ax.set_xlim(0, top * 2.2)
+        ax.set_title(f"relation to held-out target\n{target}", fontsize=9)
+    axes[0][0].invert_yaxis()  # the panels share the y axis: inverted once
+    fig.suptitle("Dataset composition per (M, A, T), one panel per held-out target", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def composition(counts: pd.DataFrame, path: Path) -> str:
-    """Samples per (M, A, T) triplet, coloured by its relation to the held-out target."""
+    """Samples per (M, A, T) triplet, coloured by its relation to the held-out target (one panel per
+    target where `counts` holds several: render.composition_by_target)."""
     _save(draw_composition(counts), path)
+    targets = _several_targets(counts)
+    if targets:
+        return (f"Samples per Modality / Anatomy / Task triplet, one panel per held-out target ({len(targets)}: "
+                f"{'; '.join(targets)}); in each panel colour and label give each triplet's relation to that "
+                "panel's target, the one its checkpoints hold out (CrossMed §III: related shares two of M, A, T; "
+                "unrelated at most one), and a hatched bar labelled \"another held-out target\" is a triplet "
+                "that other checkpoints of this run hold out.")
     return ("Samples per Modality / Anatomy / Task triplet; colour and label give each triplet's relation "
             "to the held-out target (CrossMed §III: related shares two of M, A, T; unrelated at most one).")

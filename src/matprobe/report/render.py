@@ -111,8 +111,45 @@ def _read_summary(path: Path) -> RunSummary:
                           "resumes)") from None
 
 
-def _composition(run: Path, summary: RunSummary, target: tuple) -> pd.DataFrame | None:
-    """Samples per (M, A, T), from run.json (format 2) or, for older runs, the manifest."""
+def run_targets(summary: RunSummary) -> list[tuple]:
+    """Every held-out target triplet of the run, the main one (run.json's `target`) first, then the
+    others of `targets` and any a checkpoint names that neither lists, in their order."""
+    out = [tuple(str(x) for x in summary.target)]
+    for t in [*(summary.targets or []), *(ck.extra.get("target") for ck in summary.checkpoints)]:
+        if t and tuple(str(x) for x in t) not in out:
+            out.append(tuple(str(x) for x in t))
+    return out
+
+
+def checkpoint_target(summary: RunSummary, ck) -> tuple:
+    """The held-out triplet of one checkpoint: its own in run.json, else the run's main target."""
+    return tuple(str(x) for x in (ck.extra.get("target") or summary.target))
+
+
+def triplet_label(triplet) -> str:
+    return " / ".join(str(x) for x in triplet)
+
+
+def composition_by_target(counts: pd.DataFrame, targets: list[tuple]) -> pd.DataFrame:
+    """The composition once per held-out target (column `target`, its label): each triplet's relation
+    to that target (CrossMed §III), `held_out` where the triplet is any of the run's held-out targets
+    and `other_target` where it is one that other checkpoints hold out. The rows keep `counts`' order."""
+    trips = [(str(m), str(a), str(t)) for m, a, t in zip(counts["modality"], counts["anatomy"], counts["task"])]
+    parts = []
+    for target in targets:
+        part = counts[["modality", "anatomy", "task", "n"]].copy()
+        part["target"] = triplet_label(target)
+        part["relation"] = [relation(trip, target) for trip in trips]
+        part["held_out"] = [trip in targets for trip in trips]
+        part["other_target"] = [trip in targets and trip != target for trip in trips]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _composition(run: Path, summary: RunSummary, targets: list[tuple]) -> pd.DataFrame | None:
+    """Samples per (M, A, T), from run.json (format 2) or, for older runs, the manifest; `relation`
+    to the main target (the first of `targets`), `held_out` where a triplet is any of them. The
+    held-out targets come first (in their order), then the others by relation to the main one."""
     if summary.composition:
         counts = pd.DataFrame(summary.composition)
     else:
@@ -128,16 +165,19 @@ def _composition(run: Path, summary: RunSummary, target: tuple) -> pd.DataFrame 
             counts = pd.DataFrame([{**s.given, "n": s.n} for s in check.strata])
         else:
             return None
-    counts["relation"] = [relation((m, a, t), target) for m, a, t in
-                          zip(counts["modality"], counts["anatomy"], counts["task"])]
-    order = {"target": 0, "related": 1, "unrelated": 2, "zero-overlap": 3}
-    return counts.sort_values(by="relation", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    trips = [(str(m), str(a), str(t)) for m, a, t in zip(counts["modality"], counts["anatomy"], counts["task"])]
+    counts["relation"] = [relation(trip, targets[0]) for trip in trips]
+    counts["held_out"] = [trip in targets for trip in trips]
+    # one target: target, related, unrelated, zero-overlap (as before); several: every target first
+    order = {"related": 1, "unrelated": 2, "zero-overlap": 3}
+    rank = [targets.index(trip) if trip in targets else len(targets) - 1 + order.get(rel, 4)
+            for trip, rel in zip(trips, counts["relation"])]
+    return counts.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
 def load_run(run_dir: str | Path) -> RunData:
     run = Path(run_dir)
     summary = _read_summary(run / "run.json")
-    target = tuple(summary.target)
 
     def resolve(p: str) -> Path:
         return resolve_run_path(run, p, summary)
@@ -149,6 +189,7 @@ def load_run(run_dir: str | Path) -> RunData:
     for ck in summary.checkpoints:
         cond = condition_name(ck.condition)
         base = {"checkpoint": ck.name, "condition": cond, "seed": ck.seed}
+        target = checkpoint_target(summary, ck)  # its own held-out triplet (a run may have several)
         for lp, mi_path in ck.mi.items():
             res = ChainResult.from_json(_read_json(resolve(mi_path)))  # typed: MIEstimate per term
             units.add(res.unit)
@@ -199,7 +240,7 @@ def load_run(run_dir: str | Path) -> RunData:
     mi_levels.discard(None)
     err_levels.discard(None)
     return RunData(run, summary, pd.DataFrame(term_rows), pd.DataFrame(strata_rows), pd.DataFrame(pac_rows),
-                   results, sig, _composition(run, summary, target), unit=units.pop() if units else "nats",
+                   results, sig, _composition(run, summary, run_targets(summary)), unit=units.pop() if units else "nats",
                    mi_level=max(mi_levels) if len(mi_levels) == 1 else None,
                    error_level=max(err_levels) if len(err_levels) == 1 else None,
                    sources=_source_terms(summary, resolve),
@@ -320,9 +361,7 @@ def findings(data: RunData) -> dict:
         "error_respects_floor": {k: int(v) for k, v in st["error_respects_floor"].value_counts().items()},
         "mi_meets_bound": {k: int(v) for k, v in st["mi_meets_bound"].value_counts().items()},
     }
-    acc = data.results[data.results["metric"] == "accuracy"].groupby("condition")["value"].agg(["mean", "std", "count"])
-    out["target_accuracy"] = {c: {"mean": float(r["mean"]), "sd": float(r["std"]) if r["count"] > 1 else None,
-                                  "n_seeds": int(r["count"])} for c, r in acc.iterrows()}
+    out["target_accuracy"] = _accuracy_findings(data.results)
     if data.significance is not None:
         out["significance"] = [
             {"comparison": r["comparison"], "metric": r["metric"], "mean_diff": float(r["mean_diff"]),
@@ -335,6 +374,28 @@ def findings(data: RunData) -> dict:
              **_exact_floor(r)}
             for _, r in data.significance.iterrows()
         ]
+    return out
+
+
+def _accuracy_findings(results: pd.DataFrame) -> dict:
+    """Held-out accuracy per condition: mean, sd and how many runs. On one target the runs are its
+    seeds (`n_seeds`); on several they are (target, seed) runs (`n_runs`), with each target's own
+    mean, sd and seeds under `by_target`."""
+    rows = results[results["metric"] == "accuracy"]
+
+    def stats(frame: pd.DataFrame, count: str) -> dict:
+        acc = frame.groupby("condition")["value"].agg(["mean", "std", "count"])
+        return {c: {"mean": float(r["mean"]), "sd": float(r["std"]) if r["count"] > 1 else None,
+                    count: int(r["count"])} for c, r in acc.iterrows()}
+
+    targets = list(dict.fromkeys(rows["target"])) if "target" in rows else []
+    if len(targets) < 2:
+        return stats(rows, "n_seeds")
+    out = stats(rows, "n_runs")
+    for t in targets:
+        for c, v in stats(rows[rows["target"] == t], "n_seeds").items():
+            out[c].setdefault("runs", "(target, seed)")
+            out[c].setdefault("by_target", {})[str(t).replace(",", " / ")] = v
     return out
 
 
@@ -440,7 +501,9 @@ def _accuracy_line(s: dict, results: pd.DataFrame, note: str = "") -> str:
     pairs = (f"{n} targets, each the mean of its seeds, paired by target" if s["unit"] == "target" else
              f"{n} seeds each, paired by seed" if results.loc[results["metric"] == "accuracy", "target"].nunique() < 2 else
              f"{n} (target, seed) pairs")
-    head = (f"**Is the {a}–{b} difference significant?** Accuracy on the held-out target: "
+    on = [str(t).replace(",", " / ") for t in dict.fromkeys(results.loc[results["metric"] == "accuracy", "target"])]
+    where = f"the held-out targets ({'; '.join(on)})" if len(on) > 1 else "the held-out target"
+    head = (f"**Is the {a}–{b} difference significant?** Accuracy on {where}: "
             f"{a} {mean_a:.3f}, {b} {mean_b:.3f} ({'; '.join(filter(None, (pairs, _left_out(s))))}), "
             f"Δ = {s['mean_diff']:.3f}. ")
     if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
@@ -826,15 +889,11 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     # strict JSON (no bare NaN: a p-value that could not be computed is null), for any parser
     write_text_atomic(run / "findings.json", json.dumps(strict_json_value(found), indent=2, allow_nan=False))
     doc = Doc(run)
-    u = data.unit
-    target = " / ".join(data.summary.target)
+    target = "; ".join(triplet_label(t) for t in run_targets(data.summary))
     mi_lvl = _pct(data.mi_level, "the MI results'")
     err_lvl = _pct(data.error_level, "the check's")
     doc.heading("matprobe report", 1)
-    doc.para(f"{len(data.summary.checkpoints)} checkpoints, {data.summary.n_samples} samples, held-out "
-             f"target triplet **{target}**. Information is in {u}; intervals are {mi_lvl} for MI estimates, "
-             f"{err_lvl} for error rates and 95% for mean differences. Every column is explained in the "
-             "[Glossary](#glossary).")
+    doc.para(header_line(data, mi_lvl, err_lvl))
     doc.toc()
     doc.heading("Summary")
     doc.bullets(summary_lines(data, found))
@@ -856,18 +915,51 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     return {"markdown": md_path, "html": html_path, "figures": fig_dir, "findings": run / "findings.json"}
 
 
+def header_line(data, mi_lvl: str, err_lvl: str) -> str:
+    """The report's first line: checkpoints, samples and every held-out target (with several, how many
+    checkpoints hold each out), the unit and the intervals' levels."""
+    summary = data.summary
+    targets = run_targets(summary)
+    if len(targets) == 1:
+        held = f"held-out target triplet **{triplet_label(targets[0])}**"
+    else:
+        per = [sum(checkpoint_target(summary, ck) == t for ck in summary.checkpoints) for t in targets]
+        held = f"{len(targets)} held-out target triplets, " + ", ".join(
+            f"**{triplet_label(t)}** ({k} checkpoint{'' if k == 1 else 's'})" for t, k in zip(targets, per))
+    return (f"{len(summary.checkpoints)} checkpoints, {summary.n_samples} samples, {held}. Information is in "
+            f"{data.unit}; intervals are {mi_lvl} for MI estimates, {err_lvl} for error rates and 95% for mean "
+            "differences. Every column is explained in the [Glossary](#glossary).")
+
+
+def training_counts(summary: RunSummary) -> str:
+    """The training rows per condition ("related 75, unrelated 156"); where run.json records them for
+    several held-out targets, per target ("for A related 75, unrelated 156; for B ...")."""
+    by_target = summary.train_sizes_by_target or {}
+    if len(by_target) < 2:
+        return ", ".join(f"{k} {v}" for k, v in summary.train_sizes.items())
+    return "; ".join(f"for {str(t).replace(',', ' / ')} " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                     for t, sizes in by_target.items())
+
+
+def _composition_figure(doc: Doc, data, fig_dir: Path) -> None:
+    """The composition figure: one panel per held-out target where the run has several."""
+    targets = run_targets(data.summary)
+    counts = data.composition if len(targets) == 1 else composition_by_target(data.composition, targets)
+    cap = figures.composition(counts, fig_dir / "composition.png")
+    doc.figure("figures/composition.png", cap)
+
+
 def _dataset_section(doc: Doc, data, fig_dir: Path) -> None:
     """The dataset's composition, training sizes and the design warnings."""
     run = data.run
     doc.heading("Dataset")
     if data.composition is not None:
-        cap = figures.composition(data.composition, fig_dir / "composition.png")
-        doc.figure("figures/composition.png", cap)
+        _composition_figure(doc, data, fig_dir)
     else:
         doc.para("The run records no dataset composition and its manifest is not here.")
     sizes = data.summary.train_sizes
     if sizes:
-        counts = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        counts = training_counts(data.summary)
         basis = data.summary.train_rows
         if basis == "equalised":
             tiny = ""
