@@ -114,3 +114,23 @@ def test_mi_table_says_its_terms_are_estimated_within_its_chain():
     res.terms = {k: v[:1] for k, v in res.terms.items()}
     res.difference = {k: v[:1] for k, v in res.difference.items()}
     assert not any(f.startswith("every term is estimated") for f in chain_table(res).footnotes)
+
+
+def test_a_sparse_stratum_is_named_by_its_labels_in_the_note():
+    """A study's note read "sparse strata (n < 30): {'M': 'Ultrasound', 'A': 'Abdomen'}: 25 rows"."""
+    import torch
+
+    from matprobe.mi.chain import chain_terms
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    m = np.r_[np.zeros(200, int), np.ones(40, int)]
+    a = np.r_[rng.integers(0, 2, 200), np.zeros(25, int), np.ones(15, int)]
+    t = rng.integers(0, 2, 240)
+    z = rng.standard_normal((240, 3)) + t[:, None]
+    res = chain_terms(z, {"M": m, "A": a, "T": t}, seeds=1, folds=2, pca=None, direct=False, difference=False,
+                      labels={"M": ("Ultrasound", "CT"), "A": ("Abdomen", "Chest"), "T": ("yes", "no")},
+                      max_iter=15, penalties=(1e-3,))
+    note = res.estimates()[2].estimate.note
+    assert "sparse strata (n < 30): CT / Abdomen: 25 rows, CT / Chest: 15 rows" in note, note
+    assert "{" not in note

@@ -673,7 +673,7 @@ class CrossFitEstimator:
         if sparse:
             flags.append("sparse-strata")
             notes.append("sparse strata (n < %d): " % self.min_stratum
-                         + ", ".join(f"{self._sname(s['code'], stratum_names)}: {s['n']} rows" for s in sparse))
+                         + ", ".join(f"{self._stratum_words(s['code'], stratum_names)}: {s['n']} rows" for s in sparse))
         singles = [s for s in strata_info if s["single"]]
         if singles and len(strata) > 1:
             notes.append(f"{len(singles)} strata with H(Y|C=c) = 0 contribute exactly 0")
@@ -775,6 +775,13 @@ class CrossFitEstimator:
     @staticmethod
     def _sname(code, names):
         return names.get(code, str(code)) if names else str(code)
+
+    @staticmethod
+    def _stratum_words(code, names) -> str:
+        """A stratum's name in a note: "Ultrasound / Abdomen" where its name is a mapping of factor to
+        label (a study read "sparse strata (n < 30): {'M': 'Ultrasound', 'A': 'Abdomen'}: 25 rows")."""
+        name = names.get(code, str(code)) if names else str(code)
+        return " / ".join(map(str, name.values())) if isinstance(name, dict) else str(name)
 
     def _strata_entries(self, info, vals, names, one_sided: bool = False) -> list[StratumEstimate]:
         """One entry per stratum: the estimate and lower end clipped to [0, the stratum's plug-in
