@@ -475,3 +475,20 @@ def test_the_source_table_says_when_its_modality_term_differs_from_the_mi_chains
                     "chain, each with its own interval."]
     main.loc[0, "estimate"] = 1.27  # within 0.05: nothing to say
     assert _source_sentences(src, "nats", main) == []
+
+
+def test_a_run_without_its_stores_says_which_warnings_it_could_not_check(tmp_path):
+    """A user study copied a run without stores/ and rendered it: the one-option warnings and the
+    summary's caveat vanished, unsaid. Now a design warning names the absent stores."""
+    import shutil
+
+    run = tmp_path / "moved ü run"
+    shutil.copytree(DEMO, run, ignore=shutil.ignore_patterns("checkpoints", "data", "figures", "report.*"))
+    with_stores = _warnings(run)
+    assert not any("stores are not where run.json puts them" in w for w in with_stores)
+    shutil.rmtree(run / "stores")
+    without = _warnings(run)
+    n = len(load_run(run).summary.checkpoints)
+    said = [w for w in without if "stores are not where run.json puts them" in w]
+    assert len(said) == 1 and said[0].startswith(f"{n} of the {n} checkpoints' stores are not where run.json")
+    assert str(run / "stores") in said[0]

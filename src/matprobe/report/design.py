@@ -47,6 +47,15 @@ def one_option_sentences(answers: dict[str, tuple[str, int, int]]) -> list[str]:
             for name, (letter, count, total) in answers.items()]
 
 
+def absent_stores(checkpoints: list, resolve) -> list[str]:
+    """run.json's store paths (as resolved) of the checkpoints whose store file is not there."""
+    out = []
+    for ck in checkpoints:
+        if ck.store and not Path(resolve(ck.store)).exists():
+            out.append(str(resolve(ck.store)))
+    return out
+
+
 def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
     """{checkpoint name: (the option, its answers, items answered)} for the checkpoints whose stored
     answers are one option for >= 90% of the items with an answer (stores that cannot be read: left out)."""
@@ -154,6 +163,12 @@ def design_warnings(data, resolve) -> list[str]:
     if answers is None:
         answers = one_option_answers(data.summary.checkpoints, resolve)
     lines.extend(one_option_sentences(answers))
+    if gone := absent_stores(data.summary.checkpoints, resolve):
+        # a run copied without stores/ lost these warnings unsaid (a user study)
+        lines.append(f"{len(gone)} of the {len(data.summary.checkpoints)} checkpoints' stores are not where run.json "
+                     f"puts them (first: {gone[0]}): the warnings read from the stored answers (a checkpoint that "
+                     "answers one option for nearly every item) were not checked for them; render the report where "
+                     "the run's stores/ folder is")
     # a held-out target too small for its accuracy and I(Z;Y | target) to be findings
     lines.extend(small_targets(data.summary, getattr(data, "composition", None), getattr(data, "strata", None)))
     # factors fixed by the source data set, found by the pipeline on the manifest (data/design.py)
