@@ -155,6 +155,24 @@ def test_progress_lines_off_tty_and_quiet(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_progress_line_says_done_only_for_finished_work(capsys):
+    """A user study read "sweep: done 13/16 cells" before "interrupted (SIGTERM)", and "extract ... done
+    184/200 samples" before an error."""
+    from matprobe.progress import track
+
+    with track("work", 4, interval=100.0, unit="cells") as bar:
+        bar.advance(2)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("work: stopped at 2/4 cells")
+    with pytest.raises(KeyboardInterrupt):
+        with track("work", 4, interval=100.0, unit="cells") as bar:
+            bar.advance(3)
+            raise KeyboardInterrupt
+    assert capsys.readouterr().err.splitlines()[-1].startswith("work: stopped at 3/4 cells")
+    with track("work", 2, interval=100.0, unit="cells") as bar:
+        bar.advance(2)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("work: done 2/2 cells")
+
+
 def test_progress_interval_comes_from_the_environment(monkeypatch):
     from matprobe.progress import track
 

@@ -710,8 +710,10 @@ def test_ctrl_c_during_extract_keeps_finished_rows_and_resumes(tiny_ckpts, make_
     assert reported <= kept < n
     proc, _ = matprobe(*args)
     assert proc.returncode == 0, proc.stderr
-    assert f"({n - kept} computed, {kept} resumed)" in proc.stdout
+    assert f"({n - kept} computed, {kept} resumed) at " in proc.stdout and "samples/s" in proc.stdout
     assert _done_rows(out) == n
+    again, _ = matprobe(*args)  # nothing left: no rate of 0.00 samples/s (a user study's resume said so)
+    assert again.returncode == 0 and f"(0 computed, {n} resumed); layers" in " ".join(again.stdout.split())
 
 
 def test_sigterm_during_mi_writes_nothing_and_says_so(store, tmp_path):

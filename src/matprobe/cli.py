@@ -316,8 +316,9 @@ def extract_command(
     acc = "" if result.accuracy is None else f", accuracy {result.accuracy:.3f}"
     console.print(
         f"{result.out}: {result.n_resumed + result.n_computed} of {result.n_total} rows on this "
-        f"process ({result.n_computed} computed, {result.n_resumed} resumed) at "
-        f"{result.samples_per_s:.2f} samples/s; layers {','.join(result.layers)}; "
+        f"process ({result.n_computed} computed, {result.n_resumed} resumed)"
+        + (f" at {result.samples_per_s:.2f} samples/s" if result.n_computed else "")  # a resume computed nothing
+        + f"; layers {','.join(result.layers)}; "
         f"pools {','.join(result.pools)}{acc}",
         highlight=False, soft_wrap=True,
     )

@@ -101,6 +101,7 @@ class Progress:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._failed = exc[0] is not None
         self.stop()
 
     def start(self) -> "Progress":
@@ -213,7 +214,9 @@ class Progress:
         if self.unit and done_here > 0 and elapsed > 0:
             what += f" ({done_here / elapsed:.2f} {self.unit}/s)"
         desc = f" ({self.description})" if self.description and not final else ""
-        verb = "done" if final else "at"
+        # "done" only for work that finished: a study read "sweep: done 13/16 cells" before "interrupted"
+        finished = not getattr(self, "_failed", False) and (not self.total or self.completed >= self.total)
+        verb = ("done" if finished else "stopped at") if final else "at"
         self._stream.write(f"{self.label}: {verb} {count}{what} after {elapsed:.0f} s{eta}{desc}\n")
         self._stream.flush()
 
