@@ -143,8 +143,11 @@ def test_split_to_a_path_not_ending_in_jsonl_is_refused_before_anything_is_writt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "img.png"]
 
 
-def test_quiet_silences_transformers_loading_bar_too():
-    """`matprobe -q extract` still drew transformers' "Loading weights" bar (a README-only study)."""
+def test_quiet_silences_transformers_loading_bar_too(monkeypatch):
+    """`matprobe -q extract` still drew transformers' "Loading weights" bar (a README-only study), and
+    off a terminal its carriage returns went into the log (another)."""
+    import sys
+
     import transformers
 
     from matprobe.extract.checkpoints import quiet_loading
@@ -152,12 +155,18 @@ def test_quiet_silences_transformers_loading_bar_too():
 
     logging = transformers.utils.logging
     try:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
         logging.enable_progress_bar()
         quiet_loading()
-        assert logging.is_progress_bar_enabled()  # not quiet: the bar stays
+        assert logging.is_progress_bar_enabled()  # on a terminal, not quiet: the bar stays
         set_quiet(True)
         quiet_loading()
         assert not logging.is_progress_bar_enabled()
+        set_quiet(False)
+        logging.enable_progress_bar()
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+        quiet_loading()
+        assert not logging.is_progress_bar_enabled()  # off a terminal: no bar
     finally:
         set_quiet(False)
         logging.enable_progress_bar()

@@ -375,11 +375,14 @@ def _load_own(spec, run_dir: Path, base_dir: Path | None, dtype: str, device: st
 
 
 def quiet_loading() -> None:
-    """Under `matprobe --quiet`, transformers' per-load progress bar ("Loading weights") too: the
-    flag silences progress, and a user study saw that bar on stderr under -q."""
+    """Under `matprobe --quiet`, and off a terminal, transformers' per-load progress bar ("Loading
+    weights") too: the flag silences progress (a user study saw the bar under -q), and a log file gets
+    matprobe's plain lines, not a bar's carriage returns (another saw them in redirected stderr)."""
+    import sys
+
     from matprobe.progress import is_quiet
 
-    if is_quiet():
+    if is_quiet() or not sys.stderr.isatty():
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
