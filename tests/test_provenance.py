@@ -104,6 +104,13 @@ def test_extract_resume_refuses_swapped_weights_and_edited_manifest(tiny_ckpts, 
                 ckpt / "model.safetensors")
     text = _one_line_error(runner.invoke(app, args))  # refused before the model loads: no progress bars
     assert "weights changed since the store was made" in text and "--overwrite" in text
+    # 1b. the same store resumed from another checkpoint folder (a study re-pointed an entry): the
+    # message names both folders, not the store's as "changed"
+    other = tmp_path / "other ckpt"
+    shutil.copytree(ckpt, other)
+    text = _one_line_error(runner.invoke(app, [*args[:2], str(other), *args[3:]]))
+    assert (f"the store was made from another checkpoint ({ckpt.resolve()}; now {other.resolve()}, weights "
+            "fingerprint") in text and "--overwrite" in text and "weights changed" not in text
     shutil.copy(tiny_ckpts["llava"] / "model.safetensors", ckpt / "model.safetensors")
     # 2. one record's answer changed in the manifest
     lines = manifest.read_text().splitlines()

@@ -49,8 +49,9 @@ def mi_file_matches(mi_path: str | os.PathLike, store_path: str | os.PathLike) -
         return False
 
 
-def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=None) -> None:
+def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=None, checkpoint=None) -> None:
     """Before a model is loaded: a store to resume must come from these weights and records.
+    `checkpoint`: the folder the weights are read from now (named where it is not the store's).
 
     A different adapter *setting* is left to the provenance comparison, which names it.
     """
@@ -64,6 +65,14 @@ def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=
     with st:
         stored = st.provenance.get("weights_fingerprint")
         same_adapter = st.provenance.get("adapter") == (str(Path(adapter).resolve()) if adapter else None)
+        was = st.provenance.get("checkpoint")
+        now = str(Path(checkpoint).resolve()) if checkpoint else None
+        if stored is not None and stored != weights and same_adapter and now and was and now != was:
+            # a study pointed an entry at another folder: the message named the store's folder as "changed"
+            raise ProvenanceMismatch(
+                f"{path}: the store was made from another checkpoint ({was}; now {now}, weights fingerprint "
+                f"{short(stored)} stored, {short(weights)} now); pass --overwrite to recompute the store from "
+                f"{now}, or write it to another --out")
         if stored is not None and stored != weights and same_adapter:
             raise ProvenanceMismatch(
                 f"{path}: the checkpoint's weights changed since the store was made (weights fingerprint "

@@ -336,7 +336,7 @@ def extract(
     weights_dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
     weights = weights_fingerprint(*weights_dirs)  # validates the files before any loader maps them
     if not config.overwrite:
-        check_resume_inputs(target, weights, samples, weights_dirs[1])  # refused before the model loads
+        check_resume_inputs(target, weights, samples, weights_dirs[1], weights_dirs[0])  # before the model loads
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
