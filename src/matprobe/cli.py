@@ -592,7 +592,7 @@ def compare_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="Classes with fewer than 2 rows per fold: refuse (say which), or merge them into one per factor on both sides (said in the note), as `mi` does."),
 ) -> None:
-    """ΔI = I_A - I_B of one term on the shared samples: normal interval with a paired-bootstrap SE, and p-value.
+    """ΔI = I_A - I_B of one term on the same samples (two stores of one dataset file): normal interval with a paired-bootstrap SE, and p-value.
 
     The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
     _refuse_in_place(out, store_a, store_b)
