@@ -147,3 +147,31 @@ def test_a_table_with_a_column_per_metric_is_refused_with_the_long_form(tmp_path
     got = significance(fixed).results.set_index(["comparison", "metric"])["p"].sort_index()
     want = significance(long).results.set_index(["comparison", "metric"])["p"].sort_index()
     pd.testing.assert_series_equal(got, want, rtol=1e-9)
+
+
+def test_the_run_tests_what_significance_tests_on_its_results():
+    """A study's report read p = 0.280 on 4 (target, seed) pairs where `matprobe significance` on the
+    run's results.csv read 2 targets: the run now takes the command's comparisons and units."""
+    from types import SimpleNamespace
+
+    from matprobe.pipeline import significance_table
+
+    rng = np.random.default_rng(6)
+    rows = []
+    for cond, mu in (("Related", 0.6), ("Unrelated", 0.5), ("Zero-overlap", 0.4)):
+        for t, target in enumerate(("MRI,Brain,Quality", "CT,Chest,Orientation")):
+            for s in range(3):
+                rows.append((cond, target, str(s), "I(Z;task|modality,anatomy) nats", mu + 0.1 * t + rng.normal(0, .05)))
+                if t == 0:  # accuracy measured on the first target only: paired by seed
+                    rows.append((cond, target, str(s), "accuracy", mu + rng.normal(0, .05)))
+    frame = pd.DataFrame(rows, columns=["condition", "target", "seed", "metric", "value"])
+    cfg = SimpleNamespace(conditions=["related", "unrelated", "zero-overlap"])
+    run_table, untested = significance_table(frame, cfg)
+    cli = significance(frame).results
+    key = ["comparison", "metric", "unit", "n_pairs", "p"]
+    pd.testing.assert_frame_equal(run_table[key].reset_index(drop=True), cli[key].reset_index(drop=True))
+    assert dict(zip(run_table["metric"], run_table["unit"])) == {"I(Z;task|modality,anatomy) nats": "target",
+                                                                 "accuracy": "seed"}
+    mi = run_table[(run_table.metric != "accuracy") & (run_table.b == "Zero-overlap")].iloc[0]
+    means = frame[frame.metric != "accuracy"].groupby(["target", "condition"])["value"].mean().unstack()
+    assert mi.p == pytest.approx(float(stats.ttest_rel(means["Related"], means["Zero-overlap"]).pvalue), rel=1e-10)

@@ -1116,16 +1116,23 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
 
 
 def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.DataFrame | None, list[str]]:
-    """Related vs each other condition, paired by seed (the unit this design has): the table (None
-    where no comparison has two pairs) and a sentence per comparison left untested. The pairs
-    are the (target, seed) runs both conditions have; a run only one has is left out of that
-    comparison, and the table's warning says so."""
-    from matprobe.stats.significance import compare_conditions, related_comparisons
+    """Related vs each other condition in the unit of analysis `matprobe significance` picks for the
+    same results.csv (`metric_units`: by target where a metric is measured on two or more targets,
+    else by seed): the table (None where no comparison has two pairs) and a sentence per comparison
+    left untested. A run only one condition has is left out of that comparison, and the table's
+    warning says so. (It paired by seed always: a study's report read p = 0.280 on 4 (target, seed)
+    pairs where `significance` on its results.csv read 2 targets.)"""
+    from matprobe.errors import StatsError
+    from matprobe.stats.significance import compare_conditions, metric_units, related_comparisons
 
     names = [CONDITION_NAMES[c] for c in cfg.conditions]
     if "Related" not in names or len(names) < 2:
         return None, []
     comps = related_comparisons(names)  # Table IX's own rows where it has one, else Related first
-    table = compare_conditions(results.dropna(subset=["value"]), comps, unit="seed", source="results.csv",
-                               too_few="skip")
+    frame = results.dropna(subset=["value"])
+    try:
+        units = metric_units(frame, comps, source="results.csv")[0]
+    except StatsError:  # no metric has two pairs: the table's own skip says which comparisons
+        units = "seed"
+    table = compare_conditions(frame, comps, unit=units, source="results.csv", too_few="skip")
     return (table if len(table) else None), table.attrs["untested"]

@@ -517,6 +517,15 @@ def _accuracy_line(s: dict, results: pd.DataFrame, note: str = "") -> str:
                    "assumption.") + note
 
 
+def _paired_units(s: dict) -> str:
+    """What a significance row paired: "2 targets (each the mean of its seeds)" at unit target, else
+    "6 (target, seed) pairs"."""
+    n = int(s["n_pairs"])
+    if s.get("unit") == "target":
+        return f"{n} target{'s' if n != 1 else ''} (each the mean of its seeds)"
+    return f"{n} (target, seed) pairs"
+
+
 def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> list[str]:
     """The summary's answers; `one_option`: `design.one_option_answers` of the run's checkpoints
     (default: the run's, `RunData.one_option`)."""
@@ -529,7 +538,7 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
     if t_term and {"Related", "Unrelated"} <= set(tbc[t_term]):
         r, u = tbc[t_term]["Related"], tbc[t_term]["Unrelated"]
         s = sig.get(("Related vs. Unrelated", f"{t_term} nats"))
-        test = (f" (paired over {int(s['n_pairs'])} (target, seed) pairs: Δ = {s['mean_diff']:.3f} nats, "
+        test = (f" (paired over {_paired_units(s)}: Δ = {s['mean_diff']:.3f} nats, "
                 + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}"
                    f"{_exact_floor_note(s)})"
                    if np.isfinite(s["t"]) else "the same in every pair, so the t-test is undefined)")
@@ -551,7 +560,7 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
         test = (f"; Δ = {s['mean_diff']:.3f} nats, "
                 + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}{_exact_floor_note(s)}" if np.isfinite(s["t"]) else
                    "the same in every pair (t-test undefined)")
-                + f", paired over {int(s['n_pairs'])} (target, seed) pairs"
+                + f", paired over {_paired_units(s)}"
                 + (f"; {_left_out(s)}" if _left_out(s) else "")) if s else _untested(data.results, "Related", "Unrelated")
         names = [t.replace(",", " / ") for t in dict.fromkeys(y_rows["target"])]
         targets, plural = "; ".join(names), "s" if len(names) > 1 else ""
@@ -1284,10 +1293,17 @@ def _significance_section(doc: Doc, data) -> None:
         from matprobe.present.significance import detail_table, table_ix
 
         sig = data.significance
-        unit = ", ".join(map(str, dict.fromkeys(sig["unit"]))) if "unit" in sig else "seed"
+        units = list(dict.fromkeys(map(str, sig["unit"]))) if "unit" in sig else ["seed"]
+        if len(units) == 1:
+            pairs = f"Pairs: {units[0]}s."
+        else:  # per metric, as `matprobe significance` pairs them: say which metric has which
+            by = {u: [m for m, v in zip(sig["metric"], sig["unit"]) if str(v) == u] for u in units}
+            pairs = "Pairs: " + "; ".join(
+                f"{'targets, each the mean of its seeds' if u == 'target' else u + 's'} for "
+                f"{', '.join(dict.fromkeys(by[u]))}" for u in units) + "."
         doc.table(table_ix(sig).reset_index(),
                   f"p-values of the paired t-test (two-sided, unadjusted; '< 0.001' below 0.001), one row per "
-                  f"comparison and one column per metric, in CrossMed's Table IX layout. Pairs: {unit}s.")
+                  f"comparison and one column per metric, in CrossMed's Table IX layout. {pairs}")
         doc.table(detail_table(sig),
                   "Every comparison in full: the mean paired difference with its 95% interval, effect sizes, "
                   "and the p-values of the t-test, the Wilcoxon signed-rank test and the exact sign-flip test, "
