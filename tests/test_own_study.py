@@ -157,8 +157,10 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     # a triplet sharing nothing with the target: the unrelated checkpoints' training data
     rows += [{**rows[0], "id": f"u{k}", "modality": "MRI", "anatomy": "Knee"} for k in range(4)]
     (tmp_path / "study" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name, files in (("related-s0", ["config.json"]), ("unrelated-s0", ["adapter_config.json"]),
-                        ("model-s1", ["config.json"]), ("related-final", ["config.json"]), ("related-s3", [])):
+    hf = ["config.json", "preprocessor_config.json", "tokenizer.json"]  # a folder with its processor files
+    for name, files in (("related-s0", hf), ("unrelated-s0", ["adapter_config.json"]),
+                        ("model-s1", hf), ("related-final", hf), ("related-s3", []),
+                        ("related-s4", ["config.json"])):
         (tmp_path / "ck" / name).mkdir(parents=True)
         for f in files:
             (tmp_path / "ck" / name / f).write_text("{}")
@@ -176,6 +178,8 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
         (["ck/related-s0", "ck/model-s1"], "ck/model-s1: its path names no condition"),
         (["ck/related-s0", "ck/related-final"], "ck/related-final: its path names no seed"),
         (["ck/related-s3"], "neither config.json (a Hugging Face checkpoint) nor adapter_config.json"),
+        # `run` would refuse it (a study's folder saved by model.save_pretrained alone passed `init`)
+        (["ck/related-s4"], "the folder has no preprocessor_config.json (the image processor) and no tokenizer file"),
         (["ck/related-s0"] + base[:2] + ["--target", "CT,Chest,Orientation"], "no such (modality, anatomy, task)"),
         # `run` would refuse it: no triplet of this manifest is unrelated to the target
         (["ck/related-s0", "ck/unrelated-s0", "--data", "study/only-related.jsonl", *base[2:]],
@@ -289,7 +293,8 @@ def test_init_names_a_study_of_symlinks_by_its_links(tmp_path, monkeypatch):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name in ("run-a", "run-b"):  # the real folders, named by nothing the study can read
         (tmp_path / "store" / name).mkdir(parents=True)
-        (tmp_path / "store" / name / "config.json").write_text("{}")
+        for f in ("config.json", "preprocessor_config.json", "tokenizer.json"):  # what `init` checks of a folder
+            (tmp_path / "store" / name / f).write_text("{}")
     links = []
     for target in ("mri-knee-organ", "x-ray-lung-organ"):
         for cond, real in (("related-s0", "run-a"), ("unrelated-s0", "run-b")):

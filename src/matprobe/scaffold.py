@@ -146,6 +146,12 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
         # an original LLaVA run's missing base and tower said together (check_checkpoint)
         check_checkpoint(path, None, run_base, layers=layers, vision_tower=out.get("vision_tower"),
                          template=out.get("template"))
+    if own is None and (path / "config.json").is_file() and not on_base:
+        from matprobe.extract.checkpoints import processor_files_problem
+
+        # a study's folder without processor files passed `init` and was refused by `run`
+        if problem := processor_files_problem(path):
+            raise InitError(problem)
     if own is not None:
         own.check_weights(path, out.get("vision_tower"))  # the tower `extract` would refuse, refused here
     out["images"] = images_limit(path, None, run_base, out.get("template"))  # None where the folder does not say
