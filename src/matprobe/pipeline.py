@@ -129,6 +129,15 @@ def _get(table: dict, key: str, kind, default, where: str):
     return value
 
 
+def _one_estimator(value, where: str) -> None:
+    """`mi --estimator probe,ksg` takes several; a run's chain, checks and report use one."""
+    if isinstance(value, list) or (isinstance(value, str) and "," in value):
+        names = value if isinstance(value, list) else value.split(",")
+        raise PipelineError(f"{where}: estimator = {value!r}: a run uses one estimator for its chain, checks "
+                            f"and report; give one, e.g. estimator = {str(names[0]).strip()!r}, and cross-check with "
+                            f"`matprobe mi STORE --estimator {','.join(str(n).strip() for n in names)}`")
+
+
 def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     """Read a pipeline TOML file (sections run, data, design, train, checkpoints, extract, mi, check)."""
     path = Path(path)
@@ -188,13 +197,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     cfg.max_pixels = _get(ext, "max_pixels", int, cfg.max_pixels, w)
     cfg.rendering = _get(ext, "rendering", str, cfg.rendering, w)
     cfg.factors = tuple(_get(mi, "factors", list, list(cfg.factors), w))
-    raw_estimator = mi.get("estimator", cfg.estimator)
-    if isinstance(raw_estimator, list) or (isinstance(raw_estimator, str) and "," in raw_estimator):
-        # `mi --estimator probe,ksg` takes several; the run's chain, checks and report use one
-        names = raw_estimator if isinstance(raw_estimator, list) else raw_estimator.split(",")
-        raise PipelineError(f"{w}: estimator = {raw_estimator!r}: a run uses one estimator for its chain, checks "
-                            f"and report; give one, e.g. estimator = {str(names[0]).strip()!r}, and cross-check with "
-                            f"`matprobe mi STORE --estimator {','.join(str(n).strip() for n in names)}`")
+    _one_estimator(mi.get("estimator", cfg.estimator), w)
     cfg.estimator = _get(mi, "estimator", str, cfg.estimator, w)
     cfg.mi_seeds = _get(mi, "seeds", int, cfg.mi_seeds, w)
     cfg.mi_folds = _get(mi, "folds", int, cfg.mi_folds, w)
