@@ -57,7 +57,7 @@ def test_mi_off_tty_prints_full_term_names(store, tmp_path):
                            timeout=600)
     assert quiet.returncode == 0 and quiet.stderr == ""
     table = pd.read_csv(__import__("io").StringIO(quiet.stdout))
-    assert list(table.term[:2]) == ["I(Z;M)", "I(Z;A|M)"] and {"interval_low", "interval_high"} <= set(table)
+    assert list(table.term[:2]) == ["I(Z;M)", "I(Z;A|M)"] and {"ci_low", "ci_high", "bound", "unit"} <= set(table)
 
 
 def test_check_from_an_mat_chain_estimates_the_y_term(store, tmp_path):

@@ -46,7 +46,9 @@ def test_mi_table_of_a_one_sided_run_says_at_least():
         assert f"≥ {e.ci_low:.3f}" in text
         assert f"[{e.ci_low:.3f}, {e.ci_high:.3f}]" not in text  # the cap is not shown as an upper limit
         row = raw[raw["term"] == term.term].iloc[0]
-        assert (row["interval_low"], row["interval_high"]) == pytest.approx((e.ci_low, e.ci_high), abs=1e-12)
+        # CSV carries the results' own columns (ci_low / ci_high with their bound, as `mi --out x.csv`)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((e.ci_low, e.ci_high), abs=1e-12)
+        assert row["bound"] == "lower" and row["unit"] == res.unit
     assert ONE_SIDED_FOOTNOTE in table.footnotes
     assert (res.frame().dropna(subset=["ci_low"])["bound"] == "lower").all()
 

@@ -11,6 +11,19 @@ written as ``<key>``, ``<key>_low``, ``<key>_high``. A `OneSided` pair or triple
 interval of which only the lower end is a statement) is shown as ``≥ low`` or
 ``value [≥ low]`` and written like any other.
 
+Machine formats (CSV, JSON) follow one rule, whatever the command:
+
+- CSV is ONE rectangular table that ``pandas.read_csv`` parses: a command that shows several
+  tables writes its main (first) one, and says on stderr that ``--format json`` holds them all
+  (sections of different columns stacked in one CSV stream parse silently as one wrong frame).
+- JSON holds every table: one document per table (title, name, columns with their units and
+  descriptions, rows, footnotes), a list of them when there are several.
+- Numbers are numbers at full precision, never display strings; a result that has a tidy form
+  of its own (`ChainResult.frame()`, a sweep's table, ...) sets it as the display table's
+  `machine` table, so ``--format csv`` has the same columns as the file ``--out x.csv`` writes:
+  MI intervals as ``ci_low`` / ``ci_high`` with their ``bound`` (two-sided, or lower: one-sided)
+  and a ``unit`` column beside the information-valued columns.
+
 Renderers are plain functions (`to_markdown`, `to_html`, `to_latex`, `to_csv`,
 `to_json`, `to_rich`); `render(table, fmt)` picks one by name, and `stdout_console()`
 gives a console that never truncates or folds cells when stdout is not a terminal.
@@ -28,7 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMATS = ("table", "markdown", "csv", "json", "latex", "html")
-FORMAT_HELP = "Output: table (terminal), markdown, csv, json, latex or html."
+FORMAT_HELP = ("Output: table (terminal), markdown, csv, json, latex or html. csv: one table (the main one) of "
+               "raw numbers that pandas.read_csv parses, with the columns of the --out CSV where there is one; "
+               "json: every table.")
 # Width given to rich when stdout is a pipe or file: wide enough that no table is cut.
 _OFF_TTY_WIDTH = 100_000
 
@@ -39,7 +54,8 @@ class Column:
     probability, count, ...), `description` for the glossary, `fmt` a format spec
     ('.3f') or a callable value -> str, `align` left/right, `missing` what an absent value
     (None, NaN) shows, `machine_only` a column that CSV and JSON carry and the text formats
-    leave out (what they show another way, e.g. an interval's `bound` as ``≥ x``)."""
+    leave out (what they show another way, e.g. an interval's `bound` as ``≥ x``), `whole` a
+    column whose lists are values (JSON lists, e.g. a column's labels), not intervals to split."""
 
     key: str
     name: str | None = None
@@ -49,6 +65,7 @@ class Column:
     align: str | None = None
     missing: str = "-"
     machine_only: bool = False
+    whole: bool = False
 
     @property
     def header(self) -> str:
@@ -134,12 +151,21 @@ def _fmt_one(v, spec: str | None) -> str:
 
 @dataclass
 class Table:
-    """Rows of raw values under described columns, with a title and footnotes."""
+    """Rows of raw values under described columns, with a title and footnotes. `name`: a short
+    machine name of the table (JSON's "name", e.g. "strata"); `machine`: the table CSV and JSON
+    write in this one's place (the result's tidy form: raw numbers, `ci_low`/`ci_high`, `bound`,
+    `unit`), where the displayed layout is not one (`machine_form`)."""
 
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)
     title: str = ""
     footnotes: list[str] = field(default_factory=list)
+    name: str = ""
+    machine: "Table | None" = None
+
+    def machine_form(self) -> "Table":
+        """What CSV and JSON write for this table: its `machine` table, else itself."""
+        return self.machine if self.machine is not None else self
 
     def add_row(self, **values: Any) -> None:
         self.rows.append(values)
@@ -158,7 +184,9 @@ class Table:
             rec: dict[str, Any] = {}
             for c in self.columns:
                 v = r.get(c.key)
-                if isinstance(v, (tuple, list)) and len(v) == 2:
+                if c.whole:
+                    rec[c.key] = [_plain(x) for x in v] if isinstance(v, (tuple, list)) else _plain(v)
+                elif isinstance(v, (tuple, list)) and len(v) == 2:
                     rec[f"{c.key}_low"], rec[f"{c.key}_high"] = (_plain(v[0]), _plain(v[1]))
                 elif isinstance(v, (tuple, list)) and len(v) == 3:
                     rec[c.key], rec[f"{c.key}_low"], rec[f"{c.key}_high"] = (_plain(x) for x in v)
@@ -199,14 +227,14 @@ class Table:
 
     @classmethod
     def from_frame(cls, frame, title: str = "", columns: Sequence[Column] | None = None,
-                   footnotes: Iterable[str] = (), index: bool = False) -> "Table":
+                   footnotes: Iterable[str] = (), index: bool = False, name: str = "") -> "Table":
         """A table from a DataFrame (columns named after the frame's when not given)."""
         data = frame.reset_index() if index else frame
         known = {c.key: c for c in (columns or ())}
         cols = [known.get(str(k), Column(str(k))) for k in data.columns]
         rows = [dict(zip((str(k) for k in data.columns), vals))
                 for vals in data.itertuples(index=False, name=None)]
-        return cls(cols, rows, title, list(footnotes))
+        return cls(cols, rows, title, list(footnotes), name)
 
 
 def _plain(v):
@@ -325,9 +353,11 @@ def to_latex(table: Table, title: bool = True, footnotes: bool = True) -> str:
 
 
 def to_csv(table: Table) -> str:
-    """Raw values (full precision), intervals as two columns; no title or footnotes."""
+    """The table's `machine_form`: raw values (full precision), intervals as two columns; no
+    title or footnotes."""
     import csv
 
+    table = table.machine_form()
     records = table.records()
     keys: list[str] = []
     for rec in records:
@@ -344,8 +374,10 @@ def to_csv(table: Table) -> str:
 
 
 def table_document(table: Table) -> dict:
-    """The JSON form: title, columns (key, name, unit, description), rows of raw values."""
-    return {"title": table.title,
+    """The JSON form of the table's `machine_form`: title, name (when it has one), columns (key,
+    name, unit, description), rows of raw values, footnotes."""
+    table = table.machine_form()
+    return {"title": table.title, **({"name": table.name} if table.name else {}),
             "columns": [{"key": c.key, "name": c.header, "unit": c.unit, "description": c.description}
                         for c in table.columns],
             "rows": table.records(), "footnotes": list(table.footnotes)}
@@ -494,15 +526,33 @@ def fit_columns(table: Table, width: int | None) -> list[Table]:
 
 
 def render(table: Table | Sequence[Table], fmt: str) -> str:
-    """Text of one table (or several, in order) in `fmt` (not 'table', which is rich)."""
+    """Text of one table (or several, in order) in `fmt` (not 'table', which is rich). CSV is one
+    table, the first (main) one: several CSV tables in one stream do not parse as one
+    (`csv_left_out` names the rest); JSON holds them all."""
     tables = list(table) if isinstance(table, (list, tuple)) else [table]
     if fmt == "json":
         return to_json(tables if len(tables) > 1 else tables[0])
+    if fmt == "csv":
+        return to_csv(tables[0])
     fn = {"markdown": to_markdown, "md": to_markdown, "html": to_html, "latex": to_latex,
           "tex": to_latex, "csv": to_csv}.get(fmt)
     if fn is None:
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
     return "\n".join(fn(t) for t in tables)
+
+
+def csv_left_out(tables: Sequence[Table]) -> str | None:
+    """The line that says, beside a CSV of the first of several tables, where the others are."""
+    if len(tables) < 2:
+        return None
+
+    def label(t: Table) -> str:
+        t = t.machine_form()
+        return t.name or t.title or "untitled"
+
+    rest = ", ".join(label(t) for t in tables[1:])
+    return (f"note: --format csv writes one table, {label(tables[0])}; the other {len(tables) - 1} ({rest}) "
+            f"are in --format json, which holds all {len(tables)}")
 
 
 def check_format(fmt: str) -> str:
@@ -529,7 +579,8 @@ def stdout_console(file=None):
 def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
          lines: Sequence[str] = ()) -> None:
     """Print tables (and plain lines after them, e.g. notes) in `fmt` to stdout.
-    Machine formats (csv, json) print the tables alone, so the output parses."""
+    Machine formats (csv, json) print the tables alone, so the output parses: CSV the first
+    table (a line on stderr names the others), JSON all of them (see the module's rule)."""
     tables = list(tables) if isinstance(tables, (list, tuple)) else [tables]
     console = console or stdout_console()
     if fmt == "table":
@@ -550,6 +601,8 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
             console.print(line, highlight=False, soft_wrap=width is None, markup=False)
         return
     text = render(tables, fmt)
+    if fmt == "csv" and len(tables) > 1:
+        lines = [csv_left_out(tables), *lines]
     if fmt in ("csv", "json") and lines:  # keep stdout parseable; the notes go to stderr
         sys.stderr.write("".join(f"{x}\n" for x in lines))
     if fmt in ("markdown", "html", "latex") and lines:

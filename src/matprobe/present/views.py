@@ -10,6 +10,40 @@ from __future__ import annotations
 
 from matprobe.present import NOT_APPLICABLE, Column, Table, interval_cell
 
+# Machine columns of MI intervals (CSV and JSON, `present`'s rule): the same names as the results files
+MI_MACHINE = {
+    "estimate": ("info", "point estimate"),
+    "ci_low": ("info", "interval's lower end"),
+    "ci_high": ("info", "interval's upper end (where bound is lower: the entropy cap's upper limit, no statement)"),
+    "bound": ("", "two-sided, or lower: only ci_low is a statement (the estimator's shortfall is not bounded)"),
+    "ci_level": ("", "level of the interval"),
+    "unit": ("", "unit of the information-valued columns of the row (nats or bits)"),
+    "h_upper": ("info", "entropy of the target given the conditioning set (largest possible value)"),
+    "n": ("count", "rows the estimate is evaluated on"),
+}
+
+
+def machine_table(frame, unit: str, meta: dict | None = None, *, title: str = "", footnotes=(), name: str = "",
+                  numeric=()) -> Table:
+    """A tidy frame as the table CSV and JSON write (`Table.machine`): columns described by `meta`
+    ({key: (unit, description)}, "info" standing for `unit`), an empty `bound` as None (no interval),
+    and the `numeric` columns as numbers (a table read back from CSV may hold "" for NaN)."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for key in numeric:
+        if key in frame:
+            frame[key] = pd.to_numeric(frame[key], errors="coerce")
+    if "bound" in frame:
+        frame["bound"] = [b if isinstance(b, str) and b else None for b in frame["bound"]]
+    meta = {**MI_MACHINE, **(meta or {})}
+    cols = []
+    for key in map(str, frame.columns):
+        col_unit, description = meta.get(key, ("", ""))
+        cols.append(Column(key, key, unit if col_unit == "info" else col_unit, description))
+    return Table.from_frame(frame, title=title, columns=cols, footnotes=footnotes, name=name)
+
+
 # beside every table that shows a one-sided interval (`present.OneSided`)
 ONE_SIDED_FOOTNOTE = ("≥ x: a one-sided interval: the estimator's shortfall is not bounded there (see the note), "
                       "so only its lower end is a statement: the MI is at least x; the entropy cap H is its "
@@ -45,6 +79,18 @@ def sweep_table(res, unit: str = "") -> Table:
         table.rows.append(row)
     if (frame["bound"] == "lower").any():
         table.footnotes.append(ONE_SIDED_FOOTNOTE)
+    # CSV and JSON: the sweep's own table, one row per (cell, term), as `--out x.csv` holds it
+    table.machine = machine_table(frame, unit, {
+        "checkpoint": ("", "store's checkpoint name"), "layer": ("", "layer key as stored"),
+        "pool": ("", "pooling of the hidden states"), "term": ("", "MI term: I(Z;target|given)"),
+        "selectivity": ("info", "estimate minus the control task's estimate"),
+        "selectivity_low": ("info", "selectivity interval's lower end"),
+        "selectivity_high": ("info", "selectivity interval's upper end"), "control": ("info", "control task's estimate"),
+        "excess": ("info", "estimate minus the permutation null's mean"), "online_bits": ("bits", "online codelength"),
+        "uniform_bits": ("bits", "uniform codelength")},
+        title=table.title, footnotes=table.footnotes, name="cells",
+        numeric=("estimate", "ci_low", "ci_high", "ci_level", "h_upper", "selectivity", "selectivity_low",
+                 "selectivity_high", "control", "excess", "online_bits", "uniform_bits", "compression", "p_perm"))
     return table
 
 
@@ -146,6 +192,16 @@ def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
     if not verbose:
         labels.footnotes.append(f"provenance: {len(info['provenance'])} fields (model, data, settings); "
                                 "`store info --verbose` lists them, `--json` prints everything")
+    # CSV (the first table) and JSON (all): raw values under the names `store info --json` gives them
+    feats.name, labels.name, prov.name = "features", "labels", "provenance"
+    labels.machine = Table([Column("column", "column"), Column("n", "n labels", "count"),
+                            Column("labels", "labels", description="the column's labels, in code order",
+                                   whole=True)],
+                           [{"column": col, "n": len(values), "labels": list(values)}
+                            for col, values in info["label_columns"].items()],
+                           labels.title, list(labels.footnotes), "labels")
+    prov.machine = Table(prov.columns, [{"key": k, "value": v} for k, v in sorted(info["provenance"].items())],
+                         prov.title, [], "provenance")
     tables = [feats]
     if info["answers_stored"] and info.get("by_triplet"):
         scores = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
@@ -161,6 +217,11 @@ def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
             scores.add_row(modality=str(r.get("modality")), anatomy=str(r.get("anatomy")), task=str(r.get("task")),
                            n=r["answered"], accuracy=r["accuracy"], n_seg=r["n_segmentation"] or None,
                            ciou=r["cIoU"])
+        scores.name = "answers"
+        keys = list(dict.fromkeys(k for r in info["by_triplet"] for k in r))
+        scores.machine = Table([Column(k, k, {"n": "count", "answered": "count", "n_segmentation": "count",
+                                              "accuracy": "fraction", "cIoU": "fraction"}.get(k, "")) for k in keys],
+                               [dict(r) for r in info["by_triplet"]], scores.title, [], "answers")
         tables.append(scores)
     return tables + [labels] + ([prov] if verbose else [])
 
@@ -257,6 +318,17 @@ def chain_table(result):
                       chain_difference=r.chain_difference, note=r.note, bound=r.bound or None, **extra)
     if (frame["bound"] == "lower").any():
         table.footnotes.append(ONE_SIDED_FOOTNOTE)
+    # CSV and JSON: `ChainResult.frame()`, the table `mi --out x.csv` writes (same columns, same numbers)
+    table.machine = machine_table(frame, unit, {
+        "term": ("", "MI term: I(Z;target|given)"), "estimator": ("", "MI estimator"),
+        "chain_difference": ("info", "the term as a chain-rule difference I(Z;Y,C) - I(Z;C) (cross-check)"),
+        "degenerate": ("", "H(Y|C) = 0: the term is not identifiable (exactly 0)"),
+        "selectivity": ("info", "estimate minus the control task's estimate"),
+        "selectivity_low": ("info", "selectivity interval's lower end"),
+        "selectivity_high": ("info", "selectivity interval's upper end"), "control": ("info", "control task's estimate"),
+        "excess": ("info", "estimate minus the permutation null's mean"), "online_bits": ("bits", "online codelength"),
+        "uniform_bits": ("bits", "uniform codelength"), "p_perm": ("p", "permutation p-value")},
+        title=table.title, footnotes=table.footnotes, name="terms")
     return table
 
 
@@ -318,7 +390,59 @@ def check_table(result, unit: str = "nats"):
                 f"Î estimated by check (the MI results hold no term for Y): {est.get('term')} on layer "
                 f"{est.get('layer')} pool {est.get('pool')}, {st.get('estimator')}, {st.get('seeds')} seeds x "
                 f"{st.get('folds')} folds, pca {st.get('pca')}")
+    table.name = "strata"
+    table.machine = check_machine_strata(result, unit, table)
     return table
+
+
+# the check JSON's numbers in the unit asked for (the file is in nats)
+_CHECK_INFO = ("h_y", "fano_mi_lower", "fano_mi_lower_finite", "mi", "mi_ci_low", "mi_ci_high")
+
+
+def check_machine_strata(result, unit: str, shown: Table) -> Table:
+    """`check`'s per-stratum rows for CSV and JSON: check.json's numbers at full precision and under its
+    names (Fano's bounds as computed, below 0 too), the MI interval as mi_ci_low / mi_ci_high with its
+    mi_bound, and `unit` beside the information-valued columns."""
+    import pandas as pd
+
+    from matprobe.units import from_nats
+
+    rows = []
+    for s in result.strata:
+        mi = s.mi if s.mi is not None and s.mi.estimate is not None else None
+        rows.append({**{str(k): v for k, v in s.given.items()}, "n": s.n, "errors": s.errors, "error": s.error,
+                     "error_ci_low": s.error_ci[0], "error_ci_high": s.error_ci[1], "error_upper": s.error_upper,
+                     "classes": s.classes, "error_floor": s.error_floor, "error_floor_lenient": s.error_floor_lenient,
+                     "error_respects_floor": s.error_respects_floor, "h_y": s.h_y,
+                     "fano_mi_lower": s.fano_mi_lower, "fano_mi_lower_finite": s.fano_mi_lower_finite,
+                     "mi": mi and mi.estimate, "mi_ci_low": mi and mi.ci_low, "mi_ci_high": mi and mi.ci_high,
+                     "unit": unit, "mi_bound": mi and (mi.bound or "two-sided"), "mi_ci_level": mi and mi.ci_level,
+                     "mi_estimator": mi and mi.estimator, "mi_source": s.mi_source, "mi_meets_bound": s.mi_meets_bound,
+                     **{str(k): v for k, v in s.extra.items() if v is None or isinstance(v, (str, int, float))}})
+        for key in _CHECK_INFO:
+            if rows[-1][key] is not None:
+                rows[-1][key] = from_nats(rows[-1][key], unit)
+    lvl = f"{result.level:.0%}"
+    meta = {"n": ("count", "answered rows in the stratum"), "errors": ("count", "wrong answers"),
+            "error": ("probability", "observed error rate ε on Y"),
+            "error_ci_low": ("probability", f"ε's {lvl} Clopper-Pearson interval, lower end"),
+            "error_ci_high": ("probability", f"ε's {lvl} Clopper-Pearson interval, upper end"),
+            "error_upper": ("probability", f"ε's upper limit at δ = {result.delta}"),
+            "classes": ("count", "classes of Y in the stratum"),
+            "error_floor": ("probability", "smallest error Fano allows given Î"),
+            "error_floor_lenient": ("probability", "smallest error Fano allows given Î's upper end"),
+            "error_respects_floor": ("", "observed ε respects the floor: yes / within CI / NO"),
+            "h_y": ("info", "plug-in entropy of Y in the stratum"),
+            "fano_mi_lower": ("info", "Fano's lower bound on I(Z;Y|s) from ε (below 0: demands nothing)"),
+            "fano_mi_lower_finite": ("info", f"the same with ε's upper limit at δ = {result.delta}"),
+            "mi": ("info", "MI estimate Î(Z;Y|stratum)"), "mi_ci_low": ("info", "Î's interval, lower end"),
+            "mi_ci_high": ("info", "Î's interval, upper end (where mi_bound is lower: the entropy cap, no statement)"),
+            "unit": ("", "unit of h_y, fano_mi_lower(_finite), mi, mi_ci_low, mi_ci_high (nats or bits)"),
+            "mi_bound": ("", "two-sided, or lower: only mi_ci_low is a statement"),
+            "mi_ci_level": ("", "level of Î's interval"), "mi_estimator": ("", "MI estimator"),
+            "mi_meets_bound": ("", "Î reaches the bound: yes / within CI / NO")}
+    notes = [f for f in shown.footnotes if not f.startswith("I >= (finite):")]
+    return machine_table(pd.DataFrame(rows), unit, meta, title=shown.title, footnotes=notes, name="strata")
 
 
 def check_tables(result, unit: str = "nats") -> list:
@@ -357,7 +481,37 @@ def check_tables(result, unit: str = "nats") -> list:
     for b in p.bounds:
         flag = "VACUOUS" if b.vacuous else ("CONTRADICTED" if b.contradicted else "ok")
         pac_t.add_row(bound=b.name, value=b.value, flag=flag, note=b.note)
+    agg.name, pac_t.name = "aggregate", "pac"
+    agg.machine = _check_machine_aggregate(result, unit, agg)
+    pac_t.machine = Table([Column("name", "bound", description="bound on the true risk R"),
+                           Column("value", "R <=", "probability", "the bound (>= 1 says nothing)"),
+                           Column("flag", "flag", description="ok, VACUOUS (>= 1) or CONTRADICTED (below the "
+                                  "held-out error's lower limit)"), Column("note", "note")],
+                          [{"name": r["bound"], **{k: r[k] for k in ("value", "flag", "note")}} for r in pac_t.rows],
+                          pac_t.title, list(pac_t.footnotes), "pac")
     return [check_table(result, unit), agg, pac_t]
+
+
+def _check_machine_aggregate(result, unit: str, shown: Table) -> Table:
+    """The aggregate rows for JSON: each value with its interval (ε, the terms' Î: ci_low, ci_high and
+    bound) and unit, and the bound a term is held against as a number (`fano_mi_lower`)."""
+    from matprobe.units import from_nats
+
+    a = result.aggregate
+    rows = [dict(r, ci_low=None, ci_high=None, bound=None, fano_mi_lower=None) for r in shown.rows]
+    rows[0].update(ci_low=a.error_ci[0], ci_high=a.error_ci[1])  # ε: its Clopper-Pearson interval
+    for row, t in zip(rows[len(rows) - len(a.terms):], a.terms):
+        row.update(ci_low=None if t.mi.ci_low is None else from_nats(t.mi.ci_low, unit),
+                   ci_high=None if t.mi.ci_high is None else from_nats(t.mi.ci_high, unit),
+                   bound=t.mi.bound or "two-sided", fano_mi_lower=from_nats(t.fano_mi_lower, unit))
+    cols = [Column("quantity", "quantity"), Column("value", "value", description="the quantity in its unit"),
+            Column("ci_low", "ci_low", description="interval's lower end (ε, Î)"),
+            Column("ci_high", "ci_high", description="interval's upper end (ε, Î)"),
+            Column("bound", "bound", description="Î's interval: two-sided, or lower (only ci_low is a statement)"),
+            Column("unit", "unit", description="unit of value, ci_low, ci_high and fano_mi_lower"),
+            Column("fano_mi_lower", "fano_mi_lower", unit, "the Fano bound a term's Î is held against"),
+            Column("note", "note")]
+    return Table(cols, rows, shown.title, list(shown.footnotes), "aggregate")
 
 
 def fano_table(result):
