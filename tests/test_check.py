@@ -368,3 +368,36 @@ def test_check_tables_show_fano_bounds_below_0_as_0_and_name_the_conditioning(sy
     assert rows["I(Z;answer|modality,anatomy,task): Î"] == [
         "0.0000", "nats", "vs bound 0.0000 (stratum average bound (M,A,T)): yes"]
     assert "stratum average bound" not in rows  # no unconditioned label left
+
+
+def test_the_terms_i_says_why_it_sits_below_its_strata(synthetic, tmp_path):
+    """A study's check showed strata at 0.120 and 0.229 and the term's Î at 0.0000, unexplained: each
+    stratum's Î is clipped at 0 on its own, the term's is the mean of every raw per-row term clipped once."""
+    from matprobe.present.views import check_tables
+
+    path, fp, *_ = synthetic
+    vals = [0.12, 0.0, 0.229, 0.0]
+    mi = _mi_json(tmp_path, fp, strata=[_stratum(*s, v, 0.0, 1.0) for s, v in zip(STRATA, vals)])
+    res = check.run_check(path, mi)
+    a = res.aggregate
+    a.terms = [check.TermCheck(term="I(Z;answer|modality,anatomy,task)", mi=check.MIValue.from_dict(
+        {"estimate": 0.0, "ci_low": 0.0, "ci_high": 1.386, "ci_level": 0.95, "estimator": "probe"}),
+        fano_mi_lower=0.0, fano_mi_lower_finite=-0.193, compared_with="stratum average", mi_meets_bound="yes")]
+    weights = {s.given["modality"] + s.given["anatomy"] + s.given["task"]: s.n for s in res.strata}
+    mean = sum(weights["".join(s)] * v for s, v in zip(STRATA, vals)) / sum(weights.values())
+    rows = {r[0]: r[1:] for r in check_tables(res)[1].cells()}
+    note = rows["I(Z;answer|modality,anatomy,task): Î"][2]
+    assert note == (f"vs bound 0.0000 (stratum average bound (M,A,T)): yes; the strata's Î above, each clipped at 0 "
+                    f"on its own, average {mean:.4f}: the term's Î is the mean of the raw per-row terms of every "
+                    "stratum (those below 0 too), clipped once")
+    a.terms[0].mi.estimate = mean  # no gap: nothing to explain
+    assert check_tables(res)[1].cells()[-1][3] == "vs bound 0.0000 (stratum average bound (M,A,T)): yes"
+
+
+def test_a_stratum_of_a_term_marked_lower_is_one_sided_whatever_its_note(synthetic, tmp_path):
+    """A near-saturated term's entries carry bound "lower" without "lower bound" in their note."""
+    path, fp, *_ = synthetic
+    entry = dict(_stratum(*STRATA[1], 0.2, 0.1, 1.2), bound="lower", note="near-saturated")
+    res = check.run_check(path, _mi_json(tmp_path, fp, strata=[entry]))
+    s = {tuple(x.given.values()): x.mi for x in res.strata}[STRATA[1]]
+    assert s.bound == "lower" and s.note == "the term is one-sided"

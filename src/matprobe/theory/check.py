@@ -108,10 +108,12 @@ def _mi_value(entry: dict, unit: str, h: float | None = None) -> dict:
     out["estimator"] = entry.get("estimator")
     note = str(entry.get("note") or "")
     saturated = near_saturation(out["estimate"], h)
-    if "lower bound" in note or saturated:
+    # the entry's own bound first: a near-saturated term's note need not say "lower bound"
+    one_sided = entry.get("bound") == "lower" or "lower bound" in note
+    if one_sided or saturated:
         out["bound"] = "lower"
         out["note"] = "; ".join(part for part in (
-            "the term is one-sided" if "lower bound" in note else "",
+            "the term is one-sided" if one_sided else "",
             f"near-saturated: at {NEAR_SATURATION:.0%} of H(Y|s) or more" if saturated else "") if part)
     return out
 
