@@ -82,7 +82,7 @@ def test_cli_significance_summary(tmp_path):
     path = tmp_path / "summary.csv"
     path.write_text("comparison,metric,mean_a,sd_a,mean_b,sd_b,n,reported_p\n"
                     "Related vs. Unrelated,accuracy,83.2,1.8,48.7,2.1,3,< 0.001\n")
-    result = CliRunner().invoke(app, ["significance-summary", str(path), "--out",
+    result = CliRunner().invoke(app, ["significance-summary", str(path), "--percent", "--out",
                                       str(tmp_path / "s.csv")])
     assert result.exit_code == 0, result.output
     assert "cannot give p below 0.25" in " ".join(result.output.split())

@@ -65,12 +65,12 @@ def test_summary_table_bound_and_exact_level_warning():
     frame = pd.DataFrame([
         {"comparison": "Related vs. Unrelated", "metric": "accuracy", "mean_a": 83.2,
          "sd_a": 1.8, "mean_b": 48.7, "sd_b": 2.1, "n": 3, "reported_p": "< 0.001"},
-        {"comparison": "x", "metric": "accuracy", "mean_a": 1.0, "sd_a": 1.0, "mean_b": 0.0,
+        {"comparison": "x", "metric": "score", "mean_a": 1.0, "sd_a": 1.0, "mean_b": 0.0,
          "sd_b": 1.0, "n": 20, "reported_p": "0.9"},
         {"comparison": "y", "metric": "accuracy", "mean_a": 83.2, "sd_a": 1.8, "mean_b": 48.7,
          "sd_b": 2.1, "n": 10, "reported_p": "< 0.001"},
     ])
-    out = summary_table(frame)
+    out = summary_table(frame, percent=True)  # accuracy in percent, as CrossMed gives it
     row = out.iloc[0]
     r_star = implied_r(83.2, 1.8, 48.7, 2.1, 3, 0.001)
     assert row.implied_r == pytest.approx(r_star)

@@ -73,7 +73,7 @@ def crossmed_summary() -> None:
         ]
     frame = pd.DataFrame(rows, columns=["comparison", "metric", "mean_a", "sd_a", "mean_b",
                                         "sd_b", "n", "reported_p"])
-    table = summary_table(frame, source="CrossMed Tables III/V")
+    table = summary_table(frame, source="CrossMed Tables III/V", percent=True)  # accuracy (%) as published
     show("Paired p from summary statistics", fmt.summary_display(table, with_warning=False))
     for rec in table.itertuples():
         if rec.warning:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the result types, for signatures and help() only
     from matprobe.mi.compare import Comparison
     from matprobe.mi.sweep import SweepResult
     from matprobe.stats.significance import SignificanceResult
+    from matprobe.stats.summary import SummaryResult
     from matprobe.store import EmbeddingStore
     from matprobe.theory.check import CheckResult
     from matprobe.theory.relate import Relation
@@ -736,48 +737,64 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
     return res
 
 
-def significance_summary(summary: PathLike, out: Optional[PathLike] = None) -> pd.DataFrame:
+def significance_summary(summary: Union[PathLike, pd.DataFrame], out: Optional[PathLike] = None,
+                         percent: bool = False) -> SummaryResult:
     """Paired p from mean ± sd and n over the unknown correlation r (`matprobe significance-summary`).
 
     Parameters
     ----------
-    summary : str or Path
-        CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional).
+    summary : str, Path or DataFrame
+        CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g.
+        '0.004' or '< 0.001'). Each mean, sd and reported p is taken to lie within half a unit
+        of its last written decimal (0.0141: 0.01405 to 0.01415), as a rounded published number.
     out : str or Path, optional
         Write FILE.csv, FILE.md or FILE.tex.
+    percent : bool
+        Accuracy-like metrics are in percent (0-100) on purpose: their mean difference is in
+        percentage points (otherwise refused, as in `significance`).
 
     Returns
     -------
-    DataFrame
-        One row per input row: p at each r, the p range, the independent p, the implied r.
+    SummaryResult
+        `.results` (`.frame()`): one row per input row: the paired p at each r, its range over
+        r as given (p_min, p_max) and within the rounding (p_min_rounding, p_max_rounding), the
+        two-sample p (p_independent, df 2n-2), the implied r as given and within the rounding
+        (implied_r_low, implied_r_high), the unit of mean_diff; `.to_table()` the display;
+        `.notes()` the warnings.
 
     Examples
     --------
     Three paired runs reported as 0.72 ± 0.02 vs 0.65 ± 0.03: at correlation r the paired
     t-test's SD of the differences is sqrt(sd_a² + sd_b² - 2 r sd_a sd_b); at r = 0 that is the
-    t distribution's tail below, and the unpaired p is scipy's two-sample t-test from the same
-    summaries:
+    t distribution's tail below, and the two-sample p is scipy's t-test of independent samples
+    from the same summaries (df 2n - 2, not a paired p):
 
     >>> import tempfile, numpy as np, pandas as pd, matprobe as mp
     >>> from scipy import stats
     >>> path = tempfile.mkdtemp() + "/summary.csv"
     >>> pd.DataFrame([{"comparison": "Related vs. Unrelated", "metric": "accuracy", "mean_a": 0.72,
     ...                "sd_a": 0.02, "mean_b": 0.65, "sd_b": 0.03, "n": 3}]).to_csv(path, index=False)
-    >>> row = mp.significance_summary(path).iloc[0]
+    >>> res = mp.significance_summary(path)
+    >>> row = res.results.iloc[0]
     >>> t0 = 0.07 / np.sqrt((0.02 ** 2 + 0.03 ** 2) / 3)
-    >>> bool(abs(row["p_r=0"] - 2 * stats.t.sf(t0, 2)) < 1e-12)
-    True
+    >>> bool(abs(row["p_r=0"] - 2 * stats.t.sf(t0, 2)) < 1e-12), row.unit
+    (True, 'fraction')
     >>> unpaired = stats.ttest_ind_from_stats(0.72, 0.02, 3, 0.65, 0.03, 3).pvalue
     >>> bool(abs(row.p_independent - unpaired) < 1e-12), bool(row.p_min < row["p_r=0"] < row.p_max)
     (True, True)
+    >>> bool(row.p_min_rounding < row.p_min and row.p_max < row.p_max_rounding)  # ± 0.005 each
+    True
+    >>> res.to_table().headers()[3]
+    'Mean diff (fraction)'
     """
     from matprobe.present import significance as formatting
-    from matprobe.stats.summary import read_summary, summary_table
+    from matprobe.stats.summary import summarize
 
-    table = summary_table(read_summary(summary), source=str(summary))
+    res = summarize(summary, percent=percent)
     if out is not None:
-        formatting.write_frame(table, formatting.summary_display(table), out, "Paired p from summary statistics")
-    return table
+        formatting.write_frame(res.results, formatting.summary_display(res.results), out,
+                               "Paired p from summary statistics")
+    return res
 
 
 # ------------------------------------------------------------------------------ runs and reports

@@ -498,23 +498,23 @@ def significance_cmd(
 @app.command("significance-summary")
 @run_user_errors
 def significance_summary_cmd(
-    summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g. '< 0.001')."),
+    summary: Path = typer.Argument(..., help="CSV: comparison, metric, mean_a, sd_a, mean_b, sd_b, n, reported_p (optional, e.g. '< 0.001'); each number is taken within half a unit of its last written decimal."),
+    percent: bool = typer.Option(False, "--percent", help="Accuracy-like metrics are in percent (0-100) on purpose, as published tables are: their difference is in percentage points (otherwise refused)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.csv, FILE.md or FILE.tex."),
     fmt: str = format_option(),
 ) -> None:
-    """Paired p from mean +- sd and n: its range over the unknown correlation r, and the r a reported p implies."""
+    """Paired p from mean +- sd and n: its range over the unknown correlation r (and over the rounding of the numbers), and the r a reported p implies."""
     _refuse_in_place(out, summary)
     from matprobe.present import significance as formatting
-    from matprobe.stats.summary import read_summary, summary_table
+    from matprobe.stats.summary import summarize
 
     fmt = _format(fmt)
-    table = summary_table(read_summary(summary), source=str(summary))
-    shown = formatting.summary_display(table)
-    lines = [f"note: {rec.comparison}, {rec.metric}: {rec.warning}" for rec in table.itertuples() if rec.warning]
+    res = summarize(summary, percent=percent)
+    lines = [f"note: {line}" for line in res.notes()]
     if out is not None:
-        formatting.write_frame(table, shown, out, "Paired p from summary statistics")
+        formatting.write_frame(res.results, formatting.summary_display(res.results), out, "Paired p from summary statistics")
         lines.append(f"wrote {out}")
-    _show(formatting.summary_statistics_table(table, fmt), fmt, lines)
+    _show(res.tables_for(fmt), fmt, lines)
 # </significance-commands>
 
 # ---------------------------------------------------------------- sweep / compare

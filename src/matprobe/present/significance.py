@@ -260,31 +260,100 @@ def item_table(items: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def _mean_diff_column(table: pd.DataFrame) -> tuple[str, list[str]]:
+    """The mean difference with its unit: in the header when every row has the same one
+    (``Mean diff (fraction)``, ``Mean diff (percentage points)``), else in each cell."""
+    units = [str(u) if isinstance(u, str) else "" for u in table.get("unit", [""] * len(table))]
+    if len(set(units)) == 1:
+        return f"Mean diff ({units[0] or 'metric unit'})", [_num(v) for v in table.mean_diff]
+    return "Mean diff", [_num(v) + (f" ({u})" if u else "") for v, u in zip(table.mean_diff, units)]
+
+
+def _p_span(low, high) -> str:
+    return f"{format_p(low)} .. {format_p(high)}"
+
+
+def _r_span(row) -> str:
+    """The implied r within rounding: 'lo .. hi', 'none' when no r gives the reported p,
+    '' without one, 'n/a' when p does not depend on r."""
+    if not row.reported_p:
+        return ""
+    if math.isnan(row.implied_r_low):
+        return "n/a" if str(row.warning).startswith("implied r n/a") else "none"
+    return f"{_num(row.implied_r_low)} .. {_num(row.implied_r_high)}"
+
+
+SUMMARY_TWO_SAMPLE = "Two-sample p (df 2n-2)"
+
+
 def summary_display(table: pd.DataFrame, with_warning: bool = True, grid: bool = True
                     ) -> pd.DataFrame:
-    """Display strings for summary.summary_table output."""
+    """Display strings for summary.summary_table output. Every p column names its test: the
+    paired t-test (df n-1) at a correlation r, over r, over r and the rounding of the inputs;
+    the two-sample t-test of independent samples (df 2n-2)."""
+    head, diffs = _mean_diff_column(table)
     shown = pd.DataFrame({"Comparison": table.comparison, "Metric": table.metric,
-                          "n": table.n.astype(str), "Mean diff": [_num(v) for v in table.mean_diff]})
+                          "n": table.n.astype(str), head: diffs})
     for col in [c for c in table.columns if c.startswith("p_r=")]:
         if grid:
-            shown[f"p (r={col[4:]})"] = [format_p(v) for v in table[col]]
-    shown["p range over r"] = [f"{format_p(lo)} .. {format_p(hi)}"
-                               for lo, hi in zip(table.p_min, table.p_max)]
-    shown["p independent"] = [format_p(v) for v in table.p_independent]
+            shown[f"Paired p (r={col[4:]})"] = [format_p(v) for v in table[col]]
+    shown["Paired p over r"] = [_p_span(lo, hi) for lo, hi in zip(table.p_min, table.p_max)]
+    shown["Paired p over r, within rounding"] = [_p_span(lo, hi) for lo, hi in
+                                                 zip(table.p_min_rounding, table.p_max_rounding)]
+    shown[SUMMARY_TWO_SAMPLE] = [format_p(v) for v in table.p_independent]
     shown["Reported p"] = table.reported_p
     shown["Implied r"] = [_num(v) for v in table.implied_r]
+    shown["Implied r within rounding"] = [_r_span(row) for row in table.itertuples()]
     shown["Min exact p"] = [_num(v) for v in table.min_exact_p]
     if with_warning:
         shown["Warning"] = table.warning
     return shown
 
 
+def summary_glossary(table: pd.DataFrame) -> list[str]:
+    """Footnotes of the summary display: which test each p is, the unit of the mean
+    difference, and the rounding taken."""
+    given = [u if isinstance(u, str) else "" for u in table.get("unit", [])]
+    units = [f"{u}s" if u == "fraction" else u for u in sorted(set(given) - {""})]
+    if "" in given:
+        units.append("the metric's own unit (not a proportion by its name)")
+    lines = ["Mean diff: mean_a - mean_b" + (f", in {' or '.join(units)}" if units else ""),
+             "Paired p: two-sided paired t-test on the n pairs (df n-1) from the means and sds, at a "
+             "correlation r of the pairs; over r: its range for r in [-1, 1] (largest at r=-1, smallest "
+             "at r=1); within rounding: over r and every mean and sd within their rounding",
+             f"{SUMMARY_TWO_SAMPLE}: Student's t-test of two independent samples of n each (equal "
+             "variances, scipy ttest_ind_from_stats), not a paired p, so it can lie outside the paired "
+             "range; the paired p at r=0 has the same t on n-1 df (p_r=0 in --format csv/json)",
+             "Implied r: the r at which the paired p equals the reported p (for '< x': the r above which "
+             "it is below x); within rounding: every r that values within the rounding allow, none "
+             "when no r gives it even then",
+             "Min exact p: the smallest p an exact sign-flip or Wilcoxon test on n pairs can give, 2^(1-n)"]
+    taken = list(dict.fromkeys(table.get("rounding", [])))
+    if len(taken) == 1:
+        lines.append(f"rounding taken (half a unit of the last written decimal): {taken[0]}")
+    elif taken:
+        lines.append("rounding taken (half a unit of the last written decimal): " + "; ".join(
+            f"{r.comparison}, {r.metric}: {r.rounding}" for r in table.itertuples()))
+    return lines
+
+
+def summary_notes(table: pd.DataFrame) -> list[str]:
+    """Each row's warning, as `matprobe significance-summary` prints it."""
+    return [f"{r.comparison}, {r.metric}: {r.warning}" for r in table.itertuples() if r.warning]
+
+
+SUMMARY_TITLE = "Paired p from summary statistics (r: unknown correlation of the pairs)"
+
+
 def summary_statistics_table(table: pd.DataFrame, fmt: str = "table"):
-    """`matprobe significance-summary`'s display: the raw numbers for csv/json, else display strings."""
+    """`matprobe significance-summary`'s display: the raw numbers for csv/json, else display
+    strings with `summary_glossary` as footnotes."""
     from matprobe.present import Table
 
-    shown = table if fmt in ("csv", "json") else summary_display(table, with_warning=False, grid=False)
-    return Table.from_frame(shown, title="Paired p from summary statistics (r: unknown correlation of the pairs)")
+    if fmt in ("csv", "json"):
+        return Table.from_frame(table, title=SUMMARY_TITLE)
+    shown = summary_display(table, with_warning=False, grid=False)
+    return Table.from_frame(shown, title=SUMMARY_TITLE, footnotes=summary_glossary(table))
 
 
 def write_frame(numeric: pd.DataFrame, shown: pd.DataFrame, path: str | Path,
