@@ -136,3 +136,26 @@ def test_a_sparse_stratum_is_named_by_its_labels_in_the_note():
     note = res.estimates()[2].estimate.note
     assert "sparse strata (n < 30): CT / Abdomen: 25 rows, CT / Chest: 15 rows" in note, note
     assert "{" not in note
+
+
+def test_a_pointwise_csv_says_where_its_items_average_to_a_clipped_terms_raw_estimate(tmp_path):
+    """A study's pw.csv averaged 0.769 for I(Z;A|M), which read 0.732 (clipped at its cap), unsaid."""
+    import torch
+
+    from matprobe.mi.chain import chain_terms
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    m, a = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    z = rng.standard_normal((200, 2)) + 3 * np.c_[m, a]
+    res = chain_terms(z, {"M": m, "A": a}, seeds=1, folds=2, pca=None, direct=False, difference=False,
+                      pointwise=True, max_iter=15, penalties=(1e-3,))
+    first = res.write_pointwise_csv(tmp_path / "pw.csv")
+    assert len(first) <= sum(bool(e.clipped) for _, e in res.estimates())  # only clipped terms are said
+    frame = pd.read_csv(tmp_path / "pw.csv")
+    term, e = res.estimates()[1]
+    raw = float(frame.loc[frame.term == term, "pointwise"].mean())
+    e.clipped, e.value = True, raw - 0.037  # as the estimator reports a raw value above the cap
+    notes = res.write_pointwise_csv(tmp_path / "pw.csv")
+    assert notes == [f"{term} (probe): its items average {raw:.4f} nats, the raw estimate; the term reads "
+                     f"{raw - 0.037:.4f}, clipped to [0, its cap]"]

@@ -364,9 +364,9 @@ def mi_command(
                              pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
                              permutations=permutations, codelength=codelength, controls=controls,
                              pointwise=pointwise is not None, rare_classes=rare_classes)
-    if pointwise is not None:
-        result.write_pointwise_csv(pointwise)
     lines = []
+    if pointwise is not None:
+        lines += result.write_pointwise_csv(pointwise)
     for term, agr in result.agreement().items():
         if len(ests) > 1:
             lines.append(f"{term}: estimators spread {agr['spread']:.3f} {unit}; intervals "
