@@ -387,6 +387,9 @@ SLOW: dict[str, set[str]] = {
         "test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row",  # 2.9 s
         "test_the_check_stops_after_its_patience_and_a_level_fit_after_the_longer_one",  # 2.5 s
     },
+    "test_compare_relate_formats.py": {
+        "test_compare_csv_and_json_are_the_comparisons_numbers",  # 1.0-1.6 s: two sides and a bootstrap
+    },
     "test_control_tasks.py": {
         "test_selectivity_contains_zero_on_null_tasks",  # 2.4 s
         "test_a_sweep_resumed_with_other_settings_is_told_what_differs",  # 1 s: a sweep, then five refusals

@@ -55,7 +55,7 @@ def test_both_sides_at_their_caps_give_no_p(tmp_path):
     doc = json.loads(render(table, "json"))
     assert doc["rows"][-1]["p"] is None and doc["rows"][-1]["estimate"] == d.delta
     rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
-    assert rows[-1]["p"] == "" and float(rows[-1]["interval_low"]) == d.ci_low
+    assert rows[-1]["p"] == "" and float(rows[-1]["ci_low"]) == d.ci_low
     assert json.loads(json.dumps(comp.to_dict(), default=float))["difference"]["p_value"] is None
 
 

@@ -136,25 +136,79 @@ def comparison_table(comp) -> Table:
         table.footnotes.append(comp.note)
     if "lower" in (comp.side_a.get("bound"), comp.side_b.get("bound")):
         table.footnotes.append(ONE_SIDED_FOOTNOTE)
+    table.name = "comparison"
+    table.machine = comparison_machine(comp, table)
     return table
 
 
+# the row of the paired difference in `comparison_machine` (its `side`)
+DIFFERENCE_SIDE = "A - B"
+
+
+def comparison_machine(comp, shown: Table) -> Table:
+    """`compare`'s numbers for CSV and JSON (it writes no CSV of its own: `--out` is the JSON of
+    `Comparison.to_dict()`): one row per side A, B and their paired difference (side "A - B", its
+    `estimate` ΔI), each estimate with ci_low / ci_high, bound, ci_level, h_upper (the sides), p, se
+    and slack (the difference), n shared samples and `unit`, at full precision."""
+    import pandas as pd
+
+    d = comp.difference
+    rows = []
+    for tag, side in (("A", comp.side_a), ("B", comp.side_b)):
+        rows.append({"side": tag, "term": comp.term, "store": side.get("store"), "layer": side.get("layer"),
+                     "pool": side.get("pool"), "estimator": comp.estimator, "estimate": side.get("estimate"),
+                     "ci_low": side.get("ci_low"), "ci_high": side.get("ci_high"),
+                     "bound": side.get("bound") or "two-sided", "ci_level": side.get("ci_level", d.ci_level),
+                     "h_upper": side.get("h_upper"), "p": None, "se": None, "slack": None, "n": d.n,
+                     "clipped": side.get("clipped"), "flags": ",".join(side.get("flags") or ()), "unit": d.unit})
+    rows.append({"side": DIFFERENCE_SIDE, "term": comp.term, "store": None, "layer": None, "pool": None,
+                 "estimator": comp.estimator, "estimate": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                 "bound": "two-sided", "ci_level": d.ci_level, "h_upper": None, "p": d.p_value,
+                 "se": getattr(d, "se", None), "slack": getattr(d, "slack", None), "n": d.n, "clipped": None,
+                 "flags": "", "unit": d.unit})
+    meta = {"side": ("", f"A, B, or {DIFFERENCE_SIDE}: the paired difference ΔI = I_A - I_B on the shared samples "
+                         "(same folds and seeds)"),
+            "term": ("", "MI term: I(Z;target|given)"), "store": ("", "the side's store"),
+            "layer": ("", "layer key as stored"), "pool": ("", "pooling of the hidden states"),
+            "estimator": ("", "MI estimator"),
+            "estimate": ("info", f"the side's estimate; for {DIFFERENCE_SIDE}: ΔI, the mean over the shared "
+                                 "samples of A's minus B's per-sample term"),
+            "ci_low": ("info", f"interval's lower end; for {DIFFERENCE_SIDE}: "
+                               f"{getattr(d, 'method', 'paired bootstrap')}"),
+            "bound": ("", "two-sided, or lower: only ci_low is a statement (the side's shortfall is not bounded; "
+                          f"the {DIFFERENCE_SIDE} row's interval is then of the estimates' difference, see the note)"),
+            "p": ("p", "two-sided p of ΔI = 0, inverting the A - B interval (empty: no p, see the note)"),
+            "se": ("info", "standard error of ΔI"),
+            "slack": ("info", "extrapolation slack added to both ends of ΔI's interval"),
+            "n": ("count", "shared samples the term is estimated on"),
+            "clipped": ("", "the side's raw estimate was outside [0, its entropy cap] and is shown clipped"),
+            "flags": ("", "the side's estimator flags")}
+    return machine_table(pd.DataFrame(rows), d.unit, meta, title=shown.title, footnotes=shown.footnotes,
+                         name="comparison", numeric=("estimate", "ci_low", "ci_high", "ci_level", "h_upper", "p",
+                                                     "se", "slack"))
+
+
 def relation_table(rel) -> Table:
-    """Per (checkpoint, stratum): n, MI with interval, entropy, accuracy with interval, Fano's ceiling."""
+    """Per (checkpoint, stratum): n, MI with interval (``≥ x`` where the stratum's entry is one-sided),
+    entropy, accuracy with interval, Fano's ceiling, whether the stratum is left out of ρ; CSV and JSON
+    write the points as `relate --out x.csv` does, with the MI interval's bound and the unit."""
     lvl = f"{rel.ci_level:.0%}"
     cols = [Column("checkpoint", "checkpoint"), Column("modality", "M"), Column("anatomy", "A"),
             Column("task", "T"), Column("n", "n", "count", "answered rows in the stratum"),
-            Column("mi", "Î [CI]", rel.unit, f"I(Z;Y|stratum) with its {lvl} interval", ".3f"),
+            Column("mi", "Î [CI]", rel.unit, f"I(Z;Y|stratum) with its {lvl} interval (≥ x: one-sided)", ".3f"),
             Column("h", "H(Y|s)", rel.unit, "plug-in entropy of Y in the stratum", ".3f"),
             Column("accuracy", "accuracy [CI]", "probability",
                    f"stored accuracy with its {lvl} Clopper-Pearson interval", ".3f"),
             Column("fano_acc_max", "Fano max acc.", "probability",
                    "largest accuracy Fano allows given Î", ".3f"),
-            Column("sparse", "left out", description="stratum too small for the correlation")]
+            Column("sparse", "sparse (left out of ρ)",
+                   description="stratum with fewer answered rows than --min-stratum: left out of the Spearman "
+                               "correlation")]
     table = Table(cols, title=f"MI ({rel.unit}) vs accuracy per stratum")
-    for r in rel.points.itertuples():
+    bounds = relation_bounds(rel.points)
+    for r, bound in zip(rel.points.itertuples(), bounds):
         table.add_row(checkpoint=r.checkpoint, modality=r.modality, anatomy=r.anatomy, task=r.task, n=r.n,
-                      mi=(r.mi, r.mi_ci_low, r.mi_ci_high), h=r.h,
+                      mi=interval_cell((r.mi, r.mi_ci_low, r.mi_ci_high), bound), h=r.h,
                       accuracy=(r.accuracy, r.acc_ci_low, r.acc_ci_high), fano_acc_max=r.fano_acc_max,
                       sparse="yes" if r.sparse else "")
     if rel.spearman == rel.spearman:
@@ -168,7 +222,52 @@ def relation_table(rel) -> Table:
         table.footnotes.append(
             f"Spearman rho(MI, accuracy) is undefined: {same} is the same at all {rel.n_points} points used "
             f"(a rank correlation needs both to vary); Fano ceiling for K = {rel.reference['classes']}")
+    if "lower" in bounds:
+        table.footnotes.append(ONE_SIDED_FOOTNOTE)
+    table.name = "points"
+    table.machine = relation_machine(rel, bounds, table)
     return table
+
+
+def relation_bounds(points) -> list[str]:
+    """Each point's MI interval bound, as `check` reads a stratum's (`theory.check._mi_value`): "lower"
+    where its stratum entry is one-sided or its estimate sits at NEAR_SATURATION of H(Y|s) or more
+    (`mi.interface.near_saturation`), else "two-sided". The points hold no bound of their own: a one-sided
+    entry says so only in its `note` ("lower bound: ci_high is H(Y|C=c)'s upper confidence limit",
+    `StratumEstimate.note`)."""
+    from matprobe.mi.interface import near_saturation
+
+    notes = points["note"] if "note" in points else [""] * len(points)
+    return ["lower" if "lower bound" in str(note or "") or near_saturation(mi, h) else "two-sided"
+            for note, mi, h in zip(notes, points["mi"], points["h"])]
+
+
+def relation_machine(rel, bounds: list[str], shown: Table) -> Table:
+    """`relate`'s points for CSV and JSON: the columns `relate --out x.csv` writes (`write_relation`), at
+    full precision, with the MI interval's `mi_bound` beside mi_ci_high and `unit` beside h (the
+    information-valued columns mi, mi_ci_low, mi_ci_high and h are in that unit)."""
+    frame = rel.points.copy()
+    frame.insert(list(frame.columns).index("mi_ci_high") + 1, "mi_bound", bounds)
+    frame.insert(list(frame.columns).index("h") + 1, "unit", rel.unit)
+    lvl = f"{rel.ci_level:.0%}"
+    meta = {"checkpoint": ("", "checkpoint (the store's model, as named across the stores)"),
+            "store": ("", "store path"), "modality": ("", "modality of the stratum"),
+            "anatomy": ("", "anatomy of the stratum"), "task": ("", "task of the stratum"),
+            "n": ("count", "answered rows in the stratum"), "mi": ("info", "MI estimate Î(Z;Y|stratum)"),
+            "mi_ci_low": ("info", f"Î's {lvl} interval, lower end"),
+            "mi_ci_high": ("info", f"Î's {lvl} interval, upper end (where mi_bound is lower: the entropy cap's "
+                                   "upper confidence limit, no statement)"),
+            "mi_bound": ("", "two-sided, or lower: only mi_ci_low is a statement"),
+            "h": ("info", "plug-in entropy H(Y|s) of Y in the stratum"),
+            "unit": ("", "unit of mi, mi_ci_low, mi_ci_high and h (nats or bits)"),
+            "classes": ("count", "K: classes of Y in the stratum (at least 2)"),
+            "accuracy": ("probability", "stored accuracy in the stratum"),
+            "acc_ci_low": ("probability", f"accuracy's {lvl} Clopper-Pearson interval, lower end"),
+            "acc_ci_high": ("probability", f"accuracy's {lvl} Clopper-Pearson interval, upper end"),
+            "fano_acc_max": ("probability", "largest accuracy Fano allows given Î"),
+            "sparse": ("", "stratum with fewer answered rows than --min-stratum: left out of the correlation"),
+            "note": ("", "the stratum's estimator note")}
+    return machine_table(frame, rel.unit, meta, title=shown.title, footnotes=shown.footnotes, name="points")
 
 
 def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
