@@ -9,6 +9,7 @@ own files (every term one-sided there), not made up for the test.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,37 @@ def test_a_pointwise_csv_says_where_its_items_average_to_a_clipped_terms_raw_est
     notes = res.write_pointwise_csv(tmp_path / "pw.csv")
     assert notes == [f"{term} (probe): its items average {raw:.4f} nats, the raw estimate; the term reads "
                      f"{raw - 0.037:.4f}, clipped to [0, its cap]"]
+
+
+def test_mi_table_with_controls_shows_the_control_and_a_one_sided_selectivity():
+    """A study's `mi --controls` showed no control estimate, a two-sided selectivity 0.142 [0.035, 0.193]
+    beside a one-sided term (cap 0.154), and an unexplained "I(Z;Y,C) - I(Z;C)" column."""
+    res = ChainResult.read(DEMO_MI)
+    frame = res.frame()
+    table = chain_table(res)
+    heads = table.headers()
+    cells = {r[0]: r for r in table.cells()}
+    for r in frame[frame["selectivity"].notna()].itertuples():
+        row = cells[r.term]
+        assert row[heads.index("control Î")] == f"{r.control:.3f}"
+        assert r.bound == "lower" and row[heads.index("selectivity")] == (
+            f"{r.selectivity:.3f} [≥ {r.selectivity_low:.3f}]")
+    said = any(f.startswith("I(Z;Y,C) - I(Z;C): the term as the difference of two estimates") for f in table.footnotes)
+    assert said == bool(frame["chain_difference"].notna().any())  # said where the column has numbers
+    csv = pd.read_csv(io.StringIO(to_csv(table)))  # the machine form keeps both ends and the control
+    assert {"control", "selectivity_low", "selectivity_high"} <= set(csv.columns)
+
+
+def test_the_chain_difference_column_is_explained_where_it_has_numbers():
+    import torch
+
+    from matprobe.mi.chain import chain_terms
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    m, a = rng.integers(0, 2, 200), rng.integers(0, 3, 200)
+    z = rng.standard_normal((200, 2)) + 2 * np.c_[m, a]
+    res = chain_terms(z, {"M": m, "A": a}, seeds=1, folds=2, pca=None, max_iter=15, penalties=(1e-3,))
+    assert res.frame()["chain_difference"].notna().any()
+    assert ("I(Z;Y,C) - I(Z;C): the term as the difference of two estimates (the chain rule), a cross-check of the "
+            "estimate; each part is estimated on its own, so it can pass the term's cap") in chain_table(res).footnotes

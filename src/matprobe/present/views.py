@@ -366,9 +366,10 @@ def chain_table(result):
             Column("note", "note", description="estimator notes")]
     frame = result.frame()
     if "selectivity" in frame:  # control tasks (matprobe.mi.controls)
-        cols[-1:-1] = [Column("selectivity", "selectivity", unit, "estimate minus the control task's estimate "
-                              "(labels drawn from the target's frequencies per stratum), with its paired "
-                              "interval", ".3f")]
+        cols[-1:-1] = [Column("control", "control Î", unit, "the control task's estimate (labels drawn from the "
+                              "target's frequencies per stratum), clipped to [0, cap] as the estimate is", ".3f"),
+                       Column("selectivity", "selectivity", unit, "estimate minus the control task's estimate, "
+                              "with its paired interval (≥ x where the term is one-sided)", ".3f")]
     if "compression" in frame:  # online codelength (matprobe.mi.codelength)
         cols[-1:-1] = [Column("online_bits", "online code (bits)", "bits", "prequential codelength of the target "
                               "given Z (and the conditioning factors)", ".1f"),
@@ -392,6 +393,10 @@ def chain_table(result):
                                f"{_pca_text(result, st.get('pca'))}, {lvl} intervals, seed {st.get('seed')}")
     if result.meta.get("note"):
         table.footnotes.append(result.meta["note"])
+    if frame["chain_difference"].notna().any() if "chain_difference" in frame else False:
+        table.footnotes.append("I(Z;Y,C) - I(Z;C): the term as the difference of two estimates (the chain rule), a "
+                               "cross-check of the estimate; each part is estimated on its own, so it can pass the "
+                               "term's cap")
     if len(result.factors) > 1:  # two README-only studies took a term's change with --factors for an error
         table.footnotes.append(f"every term is estimated within this chain ({', '.join(result.factors)}): one fold "
                                "plan stratified by all its factors, the later factors the critic's sub-classes; the "
@@ -409,7 +414,10 @@ def chain_table(result):
         extra = ({"excess": r.excess, "p_perm": r.p_perm} if "p_perm" in frame and not pd.isna(r.p_perm)
                  else {})
         if "selectivity" in frame and not pd.isna(r.selectivity):
-            extra["selectivity"] = (r.selectivity, r.selectivity_low, r.selectivity_high)  # numbers in CSV/JSON
+            # a one-sided term's selectivity states its lower end only, as the term does (a study read
+            # 0.142 [0.035, 0.193] beside a term "≥ 0.035" whose cap was 0.154)
+            extra["selectivity"] = interval_cell((r.selectivity, r.selectivity_low, r.selectivity_high), r.bound)
+            extra["control"] = r.control if "control" in frame and not pd.isna(r.control) else None
         if "compression" in frame and not pd.isna(r.compression):
             extra.update(online_bits=r.online_bits, compression=r.compression)
         table.add_row(term=r.term, estimator=r.estimator, estimate=r.estimate,
