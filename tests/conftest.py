@@ -390,6 +390,11 @@ SLOW: dict[str, set[str]] = {
     "test_compare_relate_formats.py": {
         "test_compare_csv_and_json_are_the_comparisons_numbers",  # 1.0-1.6 s: two sides and a bootstrap
     },
+    "test_one_sided_display.py": {
+        "test_the_chain_difference_column_is_explained_where_it_has_numbers",  # 1 s: a two-term chain
+        "test_a_pointwise_csv_says_where_its_items_average_to_a_clipped_terms_raw_estimate",  # a chain, twice written
+        "test_a_sparse_stratum_is_named_by_its_labels_in_the_note",  # a three-term chain
+    },
     "test_control_tasks.py": {
         "test_selectivity_contains_zero_on_null_tasks",  # 2.4 s
         "test_a_sweep_resumed_with_other_settings_is_told_what_differs",  # 1 s: a sweep, then five refusals
