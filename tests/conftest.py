@@ -316,7 +316,7 @@ SLOW: dict[str, set[str]] = {
         "test_browser_layout_check_can_fail",  # 0.9 s with chromium
         "test_committed_demo_report_rebuilds_from_committed_files",  # 2.9 s
         "test_findings_json_is_strict_json_with_null_where_a_number_is_undefined",  # 2.6 s: a run, then its report
-        "test_pairs_across_targets_are_said_to_be_nested",  # 2 report builds, ~3 s each
+        "test_a_metric_on_several_targets_is_paired_by_target_and_one_on_one_target_by_seed",  # 2 report builds, ~3 s each
         "test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have",  # 5.1 s (2026-12-05)
         "test_summary_says_no_paired_test_where_conditions_share_one_run",  # 5.4 s (2026-12-05)
         "test_format1_run_with_working_directory_paths_after_a_move",  # 3.0 s

@@ -65,5 +65,7 @@ def test_machine_formats_carry_numbers_and_bound(bits_result):
     assert "bound" not in table.for_text().headers() and "| bound |" not in render(table, "markdown")
     sel = next(c for c in table.columns if c.key == "selectivity")
     r0 = frame.iloc[0]
-    assert table.cells()[0][table.columns.index(sel)] == \
-        f"{r0.selectivity:.3f} [{r0.selectivity_low:.3f}, {r0.selectivity_high:.3f}]"
+    # a one-sided term's selectivity states its lower end only, as the term does
+    assert table.cells()[0][table.columns.index(sel)] == (
+        f"{r0.selectivity:.3f} [≥ {r0.selectivity_low:.3f}]" if r0.bound == "lower" else
+        f"{r0.selectivity:.3f} [{r0.selectivity_low:.3f}, {r0.selectivity_high:.3f}]")

@@ -293,27 +293,25 @@ def test_committed_demo_report_rebuilds_from_committed_files(tmp_path):
     assert (copy / "report.md").read_text() == committed
 
 
-def test_pairs_across_targets_are_said_to_be_nested(tmp_path):
-    """With seeds paired across several held-out targets the Significance section says the pairs
-    are nested (significance.csv's warning); with one target it says nothing of the kind."""
+def test_a_metric_on_several_targets_is_paired_by_target_and_one_on_one_target_by_seed(tmp_path):
+    """The run pairs each metric as `matprobe significance` does (`metric_units`): a metric measured on
+    several held-out targets by target (each the mean of its seeds: no seeds nested in targets taken as
+    independent pairs), one measured on one target by its seeds. (The run paired every metric by seed,
+    and said the pairs were nested; `significance` on the same results.csv paired by target.)"""
     copy = _committed_demo_copy(tmp_path)
     results = pd.read_csv(copy / "results.csv")
     sig = pd.read_csv(copy / "significance.csv")
-    n_targets = results["target"].nunique()
-    assert n_targets >= 2 and set(sig["unit"]) == {"seed"}
-    # said of a metric measured on several targets; accuracy and cIoU are each measured on one
-    # target, whose seeds are its replicates
+    assert results["target"].nunique() >= 2
     spans = results.groupby("metric")["target"].nunique()
-    nested = sig["warning"].fillna("").str.contains("seeds nested in targets are treated as independent pairs")
-    assert list(nested) == [bool(spans[m] > 1) for m in sig["metric"]] and nested.any() and not nested.all()
+    assert list(sig["unit"]) == ["target" if spans[m] > 1 else "seed" for m in sig["metric"]]
+    assert set(sig["unit"]) == {"seed", "target"}
+    assert not sig["warning"].fillna("").str.contains("seeds nested in targets").any()
     os.chdir(tmp_path)
     try:
         write_report(copy)
-        said = f"treat seeds nested in {n_targets} targets as independent pairs"
-        assert said in (copy / "report.md").read_text()
-        results[results["target"] == results["target"].iloc[0]].to_csv(copy / "results.csv", index=False)
-        write_report(copy)
-        assert "seeds nested in" not in (copy / "report.md").read_text()
+        md = (copy / "report.md").read_text()
+        assert "as independent pairs" not in md
+        assert "Pairs: seeds for accuracy, cIoU; targets, each the mean of its seeds for" in md
     finally:
         os.chdir(ROOT)
 

@@ -493,8 +493,36 @@ def test_a_run_without_its_stores_says_which_warnings_it_could_not_check(tmp_pat
     with_stores = _warnings(run, absent_stores=True)
     assert not any(ABSENT_STORES in w for w in with_stores)
     shutil.rmtree(run / "stores")
+    # run.json records each checkpoint's most given answer (`top_answer`): the warnings need no store
+    assert _warnings(run, absent_stores=True) == with_stores
+    doc = json.loads((run / "run.json").read_text())
+    for ck in doc["checkpoints"]:  # a run written before it did
+        del ck["top_answer"]
+    (run / "run.json").write_text(json.dumps(doc))
     without = _warnings(run, absent_stores=True)
     n = len(load_run(run).summary.checkpoints)
     said = [w for w in without if "stores are not where run.json puts them" in w]
     assert len(said) == 1 and said[0].startswith(f"{n} of the {n} checkpoints' stores are not where run.json")
     assert str(run / "stores") in said[0]
+
+
+def test_run_json_records_the_answer_the_one_option_warning_reads(tmp_path):
+    """One-option checkpoints are found from run.json alone, as from the stores."""
+    import shutil
+
+    from matprobe.report.design import one_option_answers, top_answer
+
+    run = tmp_path / "run"
+    shutil.copytree(DEMO, run, ignore=shutil.ignore_patterns("checkpoints", "data", "figures", "report.*", "stores"))
+    doc = json.loads((run / "run.json").read_text())
+    for ck in doc["checkpoints"]:
+        store = DEMO / ck["store"]
+        if store.exists():  # the stores are not committed: checked where `make demo` made them
+            assert ck["top_answer"] == top_answer(store)
+    doc["checkpoints"][0]["top_answer"] = {"option": "B", "count": 470, "answered": 480}
+    (run / "run.json").write_text(json.dumps(doc))
+    data = load_run(run)
+    found = one_option_answers(data.summary.checkpoints, lambda p: resolve_run_path(run, p, data.summary))
+    assert found == {doc["checkpoints"][0]["name"]: ("B", 470, 480)}
+    assert any(w.startswith(f"checkpoint {doc['checkpoints'][0]['name']} answers option B for 470 of 480 items")
+               for w in _warnings(run))

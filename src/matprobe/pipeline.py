@@ -843,6 +843,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
     from matprobe.data import FACTORS
     from matprobe.data.design import source_warnings
     from matprobe.environment import environment
+    from matprobe.report.design import top_answer
 
     train_ids = ids_by_target[tuple(cfg.target)]
     composition = dataset.frame().groupby(list(FACTORS)).size().rename("n").reset_index()
@@ -863,7 +864,8 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
         "train_rows": training_rows_basis(dataset, cfg),
         "train_sizes_by_target": {",".join(t): {c: len(v) for c, v in ids.items()}
                                   for t, ids in ids_by_target.items()},
-        "checkpoints": [_relative_paths(ck, run) for ck in checkpoints],
+        # what the report's one-option warnings read, so it needs no store (a committed run has none)
+        "checkpoints": [_relative_paths({**ck, "top_answer": top_answer(ck["store"])}, run) for ck in checkpoints],
         "results": "results.csv",
         "significance": "significance.csv" if significance is not None else None,
         "environment": environment(),
@@ -1126,7 +1128,14 @@ def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.D
     warning says so. (It paired by seed always: a study's report read p = 0.280 on 4 (target, seed)
     pairs where `significance` on its results.csv read 2 targets.)"""
     from matprobe.errors import StatsError
-    from matprobe.stats.significance import compare_conditions, metric_units, related_comparisons
+    from matprobe.stats.significance import (
+        DEFAULT_RATIO_METRICS,
+        active_ratios,
+        available_metrics,
+        compare_conditions,
+        metric_units,
+        related_comparisons,
+    )
 
     names = [CONDITION_NAMES[c] for c in cfg.conditions]
     if "Related" not in names or len(names) < 2:
@@ -1136,6 +1145,10 @@ def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.D
     try:
         units = metric_units(frame, comps, source="results.csv")[0]
     except StatsError:  # no metric has two pairs: the table's own skip says which comparisons
-        units = "seed"
+        units = {}
+    # a metric metric_units left out (no comparison has two pairs of it): by seed, where the table's
+    # own skip says why, comparison by comparison
+    every = available_metrics(frame, active_ratios(frame, DEFAULT_RATIO_METRICS))  # cIoU, not its parts
+    units = {**dict.fromkeys(every, "seed"), **units}
     table = compare_conditions(frame, comps, unit=units, source="results.csv", too_few="skip")
     return (table if len(table) else None), table.attrs["untested"]

@@ -48,42 +48,57 @@ def one_option_sentences(answers: dict[str, tuple[str, int, int]]) -> list[str]:
 
 
 def absent_stores(checkpoints: list, resolve) -> list[str]:
-    """run.json's store paths (as resolved) of the checkpoints whose store file is not there."""
+    """run.json's store paths (as resolved) of the checkpoints whose store file is not there and whose
+    answers run.json does not record (`top_answer`): the warnings read from the answers cannot be checked."""
     out = []
     for ck in checkpoints:
-        if ck.store and not Path(resolve(ck.store)).exists():
+        recorded = (getattr(ck, "extra", None) or {}).get("top_answer")
+        if ck.store and not recorded and not Path(resolve(ck.store)).exists():
             out.append(str(resolve(ck.store)))
     return out
 
 
-def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
-    """{checkpoint name: (the option, its answers, items answered)} for the checkpoints whose stored
-    answers are one option for >= 90% of the items with an answer (stores that cannot be read: left out)."""
+def top_answer(store_path) -> dict | None:
+    """The option a store's checkpoint answers most, {"option", "count", "answered"} over the items
+    with an answer; None where the store holds fewer than 10 answers or cannot be read. `run` writes
+    it into each checkpoint's run.json entry, so the report needs no store to say it."""
     from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
 
+    try:
+        with EmbeddingStore.open(store_path) as st:
+            pred = np.asarray(st.answers()["pred"])
+    except (MatprobeError, OSError, KeyError):
+        return None
+    pred = pred[pred >= 0]
+    if pred.size < 10:
+        return None
+    values, counts = np.unique(pred, return_counts=True)
+    top = int(np.argmax(counts))
+    letter = LETTERS[int(values[top])] if 0 <= int(values[top]) < len(LETTERS) else str(values[top])
+    return {"option": letter, "count": int(counts[top]), "answered": int(pred.size)}
+
+
+def _top_answer_of(ck, resolve) -> dict | None:
+    """A checkpoint's `top_answer`: as run.json records it, else read from its store where it is there."""
+    recorded = (getattr(ck, "extra", None) or {}).get("top_answer")
+    if recorded:
+        return recorded
+    if not ck.store:
+        return None
+    store_path = resolve(ck.store)
+    return top_answer(store_path) if Path(store_path).exists() else None
+
+
+def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
+    """{checkpoint name: (the option, its answers, items answered)} for the checkpoints whose answers
+    are one option for >= 90% of the items with an answer (run.json's `top_answer`, else the store;
+    neither: left out, and `absent_stores` says so)."""
     out = {}
     for ck in checkpoints:
-        path = ck.store
-        if not path:
-            continue
-        try:
-            store_path = resolve(path)
-            if not Path(store_path).exists():
-                continue  # a committed run without its stores: nothing to read
-            with EmbeddingStore.open(store_path) as st:
-                pred = np.asarray(st.answers()["pred"])
-        except (MatprobeError, OSError, KeyError):
-            continue
-        pred = pred[pred >= 0]
-        if pred.size < 10:
-            continue
-        values, counts = np.unique(pred, return_counts=True)
-        top = int(np.argmax(counts))
-        share = counts[top] / pred.size
-        if share >= ONE_OPTION_SHARE:
-            letter = LETTERS[int(values[top])] if 0 <= int(values[top]) < len(LETTERS) else str(values[top])
-            out[ck.name] = (letter, int(counts[top]), int(pred.size))
+        rec = _top_answer_of(ck, resolve)
+        if rec and rec["count"] / rec["answered"] >= ONE_OPTION_SHARE:
+            out[ck.name] = (rec["option"], int(rec["count"]), int(rec["answered"]))
     return out
 
 

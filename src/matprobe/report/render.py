@@ -1315,7 +1315,9 @@ def _significance_section(doc: Doc, data) -> None:
             if clause:  # a condition trained on fewer seeds (or targets): the pairs are the runs both have
                 doc.para(f"{comparison}: {clause}.")
         n_targets = data.results["target"].nunique() if "target" in data.results else 0
-        if "seed" in set(sig.get("unit", ())) and n_targets >= 2:
+        nested = sig.get("warning", pd.Series([""] * len(sig))).fillna("").astype(str).str.contains(
+            "seeds nested in targets")  # a metric on several targets paired by seed (`--unit seed`, older runs)
+        if n_targets >= 2 and bool(nested.any()):
             # what significance.csv's warning column says, where a reader of the tables sees it
             doc.para(f"The pairs are (target, seed): the seeds of one held-out target share it, so these tests "
                      f"treat seeds nested in {n_targets} targets as independent pairs. The target-level tests: "
