@@ -449,3 +449,35 @@ def test_a_folder_of_medmat_files_is_one_dataset(tmp_path):
     empty.mkdir()
     with pytest.raises(DataError, match="a folder with no .json/.jsonl files"):
         load_dataset(empty)
+
+
+@pytest.mark.parametrize("spelled", ["{letter}: {text}", "{letter}. {text}", "{text}"])
+def test_the_label_is_the_correct_options_text_whatever_answer_carries(tmp_path, spelled):
+    """A README-only study wrote "Answer": "A: COVID" (the form of the options): the label kept the letter,
+    so one diagnosis was "A: COVID" where it was option A and "B: COVID" where it was B, and a two-class
+    target read H(Y|s) = 1.33 nats (more than ln 2)."""
+    recs = []
+    for i in range(8):
+        options = ["COVID", "Normal"] if i % 2 else ["Normal", "COVID"]
+        letter = "A" if i % 3 else "B"
+        r = record(i + 1, options, letter, data_no="4")
+        r["Answer"] = spelled.format(letter=letter, text=options["AB".index(letter)])
+        recs.append(r)
+    ds = load_medmat(write_json(tmp_path / "Subset--03-train.json", recs))
+    assert [s.label for s in ds] == [s.options[s.answer_index] for s in ds]
+    assert {s.label for s in ds} == {"COVID", "Normal"}
+
+
+def test_question_choice_as_a_list_of_options_is_read(tmp_path):
+    """A study gave "Question-choice": ["COVID", "Normal"] (README: "the options from Question-choice")
+    and every record was refused."""
+    recs = []
+    for i, (options, letter) in enumerate([(["COVID", "Normal"], "A"), (["A: Normal", "B: COVID"], "B")]):
+        r = record(i + 1, [o.split(": ")[-1] for o in options], letter, data_no="4")
+        r["Question-choice"] = options
+        recs.append(r)
+    ds = load_medmat(write_json(tmp_path / "Subset--03-train.json", recs))
+    assert [s.options for s in ds] == [("COVID", "Normal"), ("Normal", "COVID")]
+    assert [s.label for s in ds] == ["COVID", "COVID"]
+    with pytest.raises(ValueError, match="a list of 1 option"):
+        parse_options(["COVID"])

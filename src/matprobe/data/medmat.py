@@ -17,7 +17,7 @@ Sample fields produced:
   by that folder (other paths are left as they are).
 - ``question``: ``Question``; ``options``/``answer_index``: parsed from
   ``Question-choice`` lines ``A: text`` (also ``A. text``, ``A) text``) and the
-  ``Answer-choice`` letter; ``label``: ``Answer``; ``subset``: ``"03"``;
+  ``Answer-choice`` letter; ``label``: the correct option's text (``Answer`` without a letter it may carry); ``subset``: ``"03"``;
   ``split``: ``train``/``test``/``val`` when the file name has that word, else None.
 
 Errors count records from 1 and, for JSON Lines, give the line.
@@ -204,10 +204,26 @@ def _where(path: Path, i: int, lineno: int | None, rid: object = None) -> str:
     return f"{path}: record {i}" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def parse_options(question_choice: str) -> tuple[str, ...]:
+def parse_options(question_choice: str | list) -> tuple[str, ...]:
     """Options of a ``Question-choice`` text: the last block of lines ``A: text``,
     ``B: text``, ... (``.`` or ``)`` also accepted after the letter), letters in order
-    from A. Raises ValueError (with the reason) when no such block exists."""
+    from A; or a JSON list of the options in order (each with or without its letter, as
+    ``["COVID", "Normal"]`` or ``["A: COVID", "B: Normal"]``). Raises ValueError (with the
+    reason) when no such block exists.
+
+    >>> parse_options("Which?\nA: COVID\nB: Normal"), parse_options(["COVID", "B. Normal"])
+    (('COVID', 'Normal'), ('COVID', 'Normal'))
+    """
+    if isinstance(question_choice, (list, tuple)):
+        # a list (a study's reading of "the options from Question-choice"): one option per item
+        texts = [str(x).strip() for x in question_choice]
+        if len(texts) < 2 or not all(texts):
+            raise ValueError(f"a list of {len(texts)} option(s), some empty; give two or more option texts")
+        out = []
+        for i, text in enumerate(texts):
+            m = _OPTION_LINE_RE.match(text)
+            out.append(" ".join((m.group(2) if m and m.group(1) == OPTION_LETTERS[i] else text).split()))
+        return tuple(out)
     blocks: list[list[tuple[str, str]]] = []
     current: list[tuple[str, str]] = []
     for line in str(question_choice).splitlines():
@@ -391,7 +407,9 @@ def load_medmat(
                 modality=canonical_label("modality", row["modality"]),
                 anatomy=canonical_label("anatomy", row["anatomy"]),
                 task=task,  # as tabulated: canonical_label would title-case "COVID"
-                label=canonical_label("label", rec["Answer"]),
+                # the correct option's text: "Answer" may carry its letter ("A: COVID", "B. Normal"),
+                # which made one diagnosis several label classes (a README-only study)
+                label=canonical_label("label", options[letters.index(letter)]),
                 subset=subset,
                 split=split,
                 source=source,
