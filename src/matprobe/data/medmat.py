@@ -211,7 +211,7 @@ def parse_options(question_choice: str | list) -> tuple[str, ...]:
     ``["COVID", "Normal"]`` or ``["A: COVID", "B: Normal"]``). Raises ValueError (with the
     reason) when no such block exists.
 
-    >>> parse_options("Which?\nA: COVID\nB: Normal"), parse_options(["COVID", "B. Normal"])
+    >>> parse_options("Which?\\nA: COVID\\nB: Normal"), parse_options(["COVID", "B. Normal"])
     (('COVID', 'Normal'), ('COVID', 'Normal'))
     """
     if isinstance(question_choice, (list, tuple)):
