@@ -526,3 +526,28 @@ def test_run_json_records_the_answer_the_one_option_warning_reads(tmp_path):
     assert found == {doc["checkpoints"][0]["name"]: ("B", 470, 480)}
     assert any(w.startswith(f"checkpoint {doc['checkpoints'][0]['name']} answers option B for 470 of 480 items")
                for w in _warnings(run))
+
+
+def test_the_report_names_the_prompt_each_checkpoint_was_given(tmp_path):
+    """A study of LLaVA-Med checkpoints found no word of their prompt (mistral_instruct) in the report;
+    run.json now records each store's template and the Provenance section names it."""
+    import shutil
+
+    from matprobe.report.design import prompt_of
+    from matprobe.report.render import _prompt_sentence
+
+    doc = json.loads((DEMO / "run.json").read_text())
+    for ck in doc["checkpoints"]:
+        if (DEMO / ck["store"]).exists():  # where `make demo` made the stores: as recorded
+            assert ck["prompt"] == prompt_of(DEMO / ck["store"])
+    assert "Prompt: matprobe's multiple-choice prompt" in (DEMO / "report.md").read_text()
+    run = tmp_path / "run"
+    shutil.copytree(DEMO, run, ignore=shutil.ignore_patterns("checkpoints", "data", "figures", "report.*", "stores"))
+    doc["checkpoints"][0]["prompt"] = {"name": "mistral_instruct", "style": "LLAMA_2"}
+    (run / "run.json").write_text(json.dumps(doc))
+    said = _prompt_sentence(load_run(run).summary)
+    first, rest = doc["checkpoints"][0]["name"], [ck["name"] for ck in doc["checkpoints"][1:]]
+    assert said == ("Prompts: LLaVA's conversation template mistral_instruct (`mistral_instruct`) for " + first
+                    + "; matprobe's multiple-choice prompt (the question, its option lines 'A: text' and \"Answer "
+                    "with the option's letter from the given choices directly.\") in each checkpoint's own chat "
+                    f"template (`medmat-mcq-v1`) for {', '.join(rest)}.")

@@ -79,6 +79,24 @@ def top_answer(store_path) -> dict | None:
     return {"option": letter, "count": int(counts[top]), "answered": int(pred.size)}
 
 
+def prompt_of(store_path) -> dict | None:
+    """The prompt a store's items were put to its checkpoint in, as its provenance records it: the
+    template's name ("medmat-mcq-v1": the checkpoint's own chat template; "llava_v1", "mistral_instruct":
+    LLaVA's conversation templates) and, where recorded, its conversation style. `run` writes it into
+    each checkpoint's run.json entry for the report's Provenance section. None where unreadable."""
+    from matprobe.errors import MatprobeError
+    from matprobe.store import EmbeddingStore
+
+    try:
+        with EmbeddingStore.open(store_path) as st:
+            tpl = st.provenance.get("prompt_template")
+    except (MatprobeError, OSError):
+        return None
+    if isinstance(tpl, dict) and tpl.get("name"):
+        return {k: tpl[k] for k in ("name", "style", "text") if isinstance(tpl.get(k), str)}
+    return {"name": str(tpl)} if tpl else None
+
+
 def _top_answer_of(ck, resolve) -> dict | None:
     """A checkpoint's `top_answer`: as run.json records it, else read from its store where it is there."""
     recorded = (getattr(ck, "extra", None) or {}).get("top_answer")

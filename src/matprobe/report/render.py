@@ -1365,6 +1365,8 @@ def _provenance_section(doc: Doc, data) -> None:
                      "could dispatch; another CPU model can give other digits (measured: AMD against Intel).")
     else:
         doc.para("Software versions and commit: not recorded (the run predates run.json format 2).")
+    if said := _prompt_sentence(data.summary):
+        doc.para(said)
     # the report's own rendering is left out: the pipeline records it only after writing the
     # report, so including it would make a re-report differ from the original
     secs = {k: v for k, v in data.summary.seconds.items() if k != "report"}
@@ -1378,6 +1380,28 @@ def _provenance_section(doc: Doc, data) -> None:
     if why:
         doc.para(why)
 
+
+
+def _prompt_sentence(summary) -> str:
+    """Which prompt template the items were put to each checkpoint in (run.json's `prompt`, from the
+    stores' provenance): a study's LLaVA-Med report never said its prompt was mistral_instruct."""
+    by_name: dict[str, list[str]] = {}
+    for ck in summary.checkpoints:
+        rec = (getattr(ck, "extra", None) or {}).get("prompt")
+        if rec and rec.get("name"):
+            by_name.setdefault(str(rec["name"]), []).append(ck.name)
+    if not by_name:
+        return ""
+
+    def what(name: str) -> str:
+        return ("matprobe's multiple-choice prompt (the question, its option lines 'A: text' and \"Answer with the "
+                "option's letter from the given choices directly.\") in each checkpoint's own chat template"
+                if name == "medmat-mcq-v1" else f"LLaVA's conversation template {name}")
+
+    if len(by_name) == 1:
+        name = next(iter(by_name))
+        return f"Prompt: {what(name)} (`{name}`), for every checkpoint."
+    return "Prompts: " + "; ".join(f"{what(n)} (`{n}`) for {', '.join(names)}" for n, names in by_name.items()) + "."
 
 
 def _glossary_section(doc: Doc, data) -> None:
