@@ -219,3 +219,24 @@ def test_sweep_command_on_a_constant_layer_writes_and_exits_0(two_layer_store, t
     const = tab[tab["layer"].astype(str) == "1"]
     assert len(const) == 2 and (const["estimate"] == 0.0).all()
     assert (const["flags"] == "constant-features").all() and const["degenerate"].all()
+
+
+def test_coordinates_varying_by_rounding_beside_larger_ones_are_constant():
+    """A study's zero-projector store: coordinates near 0 varied by 3e-8 batch to batch beside others of
+    size 1 that did not vary, and the probe read 0.087 nats of modality there (batches follow the
+    manifest's order). Spread within 1e-7 of Z's largest magnitude is rounding: Z is constant."""
+    from matprobe.mi.base import FLAT_GLOBAL_REL_TOL
+
+    rng = np.random.default_rng(0)
+    n = 240
+    labels = np.repeat(np.arange(4), n // 4)  # rows in label order, as a manifest sorted by triplet
+    z = np.zeros((n, 6), np.float32)
+    z[:, :3] = [1.0, -2.0, 0.5]
+    z[:, 3:] = 3e-8 * (np.arange(n) // 8 % 5)[:, None]  # per-batch rounding noise near 0
+    assert "constant" in flat_features(z, 5)
+    mi = chain_terms(z, {"M": labels}, seeds=1, folds=3, direct=False, difference=False)
+    e = mi.estimates()[0].estimate
+    assert e.value == 0.0 and "constant-features" in e.flags
+    # a coordinate that varies by more than that is information (the rule stays relative to Z)
+    z[:, 3] = 10 * FLAT_GLOBAL_REL_TOL * 2.0 * (labels % 2)
+    assert flat_features(z, 5) == ""
