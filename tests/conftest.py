@@ -495,3 +495,23 @@ def linear_critic_log_q(x1, w_lin, log_prior, y) -> np.ndarray:
     logits = np.asarray(x1, dtype=np.float64) @ w_lin + log_prior
     logq = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
     return logq[np.arange(len(logq)), np.asarray(y)]
+
+
+def two_term_stores(root, sep_a, sep_b, n=400, seed=3):
+    """Two stores of the same n samples (a.h5, b.h5) for `compare`: T's class sits at ±sep on Z_1 (sep
+    8: separable, at its entropy cap), M's at ±1.5 on Z_2."""
+    from matprobe.store import EmbeddingStore
+
+    rng = np.random.default_rng(seed)
+    m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    ids = [f"s{i:04d}" for i in range(n)]
+    paths = []
+    for name, sep in (("a", sep_a), ("b", sep_b)):
+        z = rng.standard_normal((n, 2)).astype(np.float32)
+        z[:, 0] += sep * (2 * t - 1)
+        z[:, 1] += 1.5 * (2 * m - 1)
+        path = root / f"{name}.h5"
+        EmbeddingStore.from_arrays(path, ids, {"M": [f"m{v}" for v in m], "T": [f"t{v}" for v in t]},
+                                   {("3", "last"): z}, overwrite=True).close()
+        paths.append(path)
+    return paths

@@ -56,21 +56,11 @@ def _same(a, b) -> bool:
 
 
 def _compare_stores(root, sep_a=8.0, sep_b=0.2, n=300, seed=3):
-    """Two stores of the same n samples; T's class sits at ±sep on Z_1: A separable (at its entropy
-    cap: one-sided), B weak (two-sided)."""
-    rng = np.random.default_rng(seed)
-    m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
-    ids = [f"s{i:04d}" for i in range(n)]
-    paths = []
-    for name, sep in (("a", sep_a), ("b", sep_b)):
-        z = rng.standard_normal((n, 2)).astype(np.float32)
-        z[:, 0] += sep * (2 * t - 1)
-        z[:, 1] += 1.5 * (2 * m - 1)
-        path = root / f"{name}.h5"
-        EmbeddingStore.from_arrays(path, ids, {"M": [f"m{v}" for v in m], "T": [f"t{v}" for v in t]},
-                                   {("3", "last"): z}, overwrite=True).close()
-        paths.append(path)
-    return paths
+    """Two stores of the same n samples (`conftest.two_term_stores`): A separable (at its entropy cap:
+    one-sided), B weak (two-sided)."""
+    from conftest import two_term_stores
+
+    return two_term_stores(root, sep_a, sep_b, n, seed)
 
 
 def test_compare_csv_and_json_are_the_comparisons_numbers(tmp_path):

@@ -16,7 +16,6 @@ from matprobe.mi.compare import SATURATED_NOTE, compare_arrays, compare_stores, 
 from matprobe.mi.interface import NEAR_SATURATION
 from matprobe.present import render
 from matprobe.present.views import comparison_table
-from matprobe.store import EmbeddingStore
 
 torch.set_num_threads(1)
 
@@ -24,20 +23,10 @@ FAST = dict(penalties=(1e-4,), max_iter=15)
 
 
 def _stores(root, sep_a, sep_b, n=400, seed=3):
-    """Two stores of the same n samples; T's class sits at ±sep on Z_1 (sep 8: separable)."""
-    rng = np.random.default_rng(seed)
-    m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
-    ids = [f"s{i:04d}" for i in range(n)]
-    paths = []
-    for name, sep in (("a", sep_a), ("b", sep_b)):
-        z = rng.standard_normal((n, 2)).astype(np.float32)
-        z[:, 0] += sep * (2 * t - 1)
-        z[:, 1] += 1.5 * (2 * m - 1)
-        path = root / f"{name}.h5"
-        EmbeddingStore.from_arrays(path, ids, {"M": [f"m{v}" for v in m], "T": [f"t{v}" for v in t]},
-                                   {("3", "last"): z}, overwrite=True).close()
-        paths.append(path)
-    return paths
+    """Two stores of the same n samples (`conftest.two_term_stores`)."""
+    from conftest import two_term_stores
+
+    return two_term_stores(root, sep_a, sep_b, n, seed)
 
 
 def test_both_sides_at_their_caps_give_no_p(tmp_path):

@@ -227,7 +227,6 @@ def test_coordinates_varying_by_rounding_beside_larger_ones_are_constant():
     manifest's order). Spread within 1e-7 of Z's largest magnitude is rounding: Z is constant."""
     from matprobe.mi.base import FLAT_GLOBAL_REL_TOL
 
-    rng = np.random.default_rng(0)
     n = 240
     labels = np.repeat(np.arange(4), n // 4)  # rows in label order, as a manifest sorted by triplet
     z = np.zeros((n, 6), np.float32)
