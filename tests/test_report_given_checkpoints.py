@@ -551,3 +551,19 @@ def test_the_report_names_the_prompt_each_checkpoint_was_given(tmp_path):
                     + "; matprobe's multiple-choice prompt (the question, its option lines 'A: text' and \"Answer "
                     "with the option's letter from the given choices directly.\") in each checkpoint's own chat "
                     f"template (`medmat-mcq-v1`) for {', '.join(rest)}.")
+
+
+def test_a_p_on_a_term_at_its_cap_is_said_to_compare_the_caps():
+    """A study's report showed p = 0.046 on I(Z;anatomy|modality), Related's mean at its cap, with no
+    caveat (`compare` gives such a term no p)."""
+    from matprobe.report.render import _capped_metrics_sentence
+
+    data = load_run(DEMO)
+    assert _capped_metrics_sentence(data, data.significance) == ""  # the demo's terms sit below their caps
+    term = "I(Z;anatomy|modality)"
+    at = data.terms["term"] == term
+    data.terms.loc[at, "estimate"] = data.terms.loc[at, "h_upper"] * 0.97
+    said = _capped_metrics_sentence(data, data.significance)
+    assert said.startswith(f"{term} nats: both conditions' estimates sit at the term's entropy cap (within 10%)")
+    data.terms.loc[at & (data.terms["condition"] == "Unrelated"), "estimate"] *= 0.5  # one side below: no caveat
+    assert _capped_metrics_sentence(data, data.significance) == ""

@@ -1314,6 +1314,8 @@ def _significance_section(doc: Doc, data) -> None:
         for comparison, clause in left_out.items():
             if clause:  # a condition trained on fewer seeds (or targets): the pairs are the runs both have
                 doc.para(f"{comparison}: {clause}.")
+        if said := _capped_metrics_sentence(data, sig):
+            doc.para(said)
         n_targets = data.results["target"].nunique() if "target" in data.results else 0
         nested = sig.get("warning", pd.Series([""] * len(sig))).fillna("").astype(str).str.contains(
             "seeds nested in targets")  # a metric on several targets paired by seed (`--unit seed`, older runs)
@@ -1327,6 +1329,29 @@ def _significance_section(doc: Doc, data) -> None:
         doc.para("Not computed: the run needs Related and another condition with at least two (target, seed) runs "
                  "under both (the design warnings say which comparison lacked them).")
 
+
+
+def _capped_metrics_sentence(data, sig: pd.DataFrame) -> str:
+    """The MI metrics of the table whose compared conditions both sit at their entropy cap (their mean
+    estimate within 10% of the mean cap, `near_saturation`): there a p compares the caps' rounding, not
+    the checkpoints (`compare` gives no p; a study's report showed p = 0.046 on such a term, uncaveated)."""
+    main = data.terms[data.terms["main"]] if "main" in data.terms else data.terms
+    if main.empty:
+        return ""
+    capped = []
+    for r in sig.itertuples():
+        term = str(r.metric).removesuffix(" nats").removesuffix(" bits")
+        rows = main[main["term"] == term]
+        if rows.empty or r.metric in capped:
+            continue
+        sides = [rows[rows["condition"] == c] for c in (r.a, r.b)]
+        if all(len(x) and near_saturation(float(x["estimate"].mean()), float(x["h_upper"].mean())) for x in sides):
+            capped.append(str(r.metric))
+    if not capped:
+        return ""
+    return (f"{', '.join(capped)}: both conditions' estimates sit at the term's entropy cap (within 10%), where Z "
+            "determines the factor in every checkpoint; a p there compares the caps' rounding, not the checkpoints "
+            "(`matprobe compare` gives no p for such a term).")
 
 
 def _results_section(doc: Doc, data) -> None:
