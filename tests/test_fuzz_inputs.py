@@ -131,7 +131,7 @@ def test_medmat_records_load_exactly_or_fail_with_one_clear_error(tmp_path_facto
         options = parse_options(rec["Question-choice"])
         letter = str(rec["Answer-choice"]).strip().strip("()").rstrip(".:)").strip().upper()
         assert s.options == options and s.answer_index == OPTION_LETTERS.index(letter)
-        assert s.label == canonical_label("label", rec["Answer"])
+        assert s.label == canonical_label("label", options[s.answer_index])  # the correct option's text
         texts = [_norm(o) for o in options]
         if _norm(rec["Answer"]) in texts:  # Answer and Answer-choice never disagree silently
             assert texts[s.answer_index] == _norm(rec["Answer"])

@@ -98,14 +98,12 @@ def prompt_of(store_path) -> dict | None:
 
 
 def _top_answer_of(ck, resolve) -> dict | None:
-    """A checkpoint's `top_answer`: as run.json records it, else read from its store where it is there."""
+    """A checkpoint's `top_answer`: read from its store where the store is there (the run's data), else
+    as run.json records it (a committed or copied run without its stores)."""
     recorded = (getattr(ck, "extra", None) or {}).get("top_answer")
-    if recorded:
-        return recorded
-    if not ck.store:
-        return None
-    store_path = resolve(ck.store)
-    return top_answer(store_path) if Path(store_path).exists() else None
+    if ck.store and Path(resolve(ck.store)).exists():
+        return top_answer(resolve(ck.store)) or recorded
+    return recorded
 
 
 def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
