@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from matprobe.cli import app
 from matprobe.mi.compare import compare_stores
 from matprobe.mi.interface import NEAR_SATURATION
+from matprobe.present.views import comparison_table, relation_table
 from matprobe.store import EmbeddingStore
 from matprobe.theory.relate import relate
 
@@ -91,6 +92,12 @@ def test_compare_csv_and_json_are_the_comparisons_numbers(tmp_path):
     for row, line in zip(doc["rows"], frame.to_dict("records")):
         assert all(_same(row[k], line[k]) for k in line), row
     assert doc["rows"][2]["p"] == d.p_value and doc["rows"][0]["p"] is None
+    # the typed result gives the same rows (a Python user found no .frame() or .to_table() on it)
+    typed = comp.frame()
+    assert list(typed.columns) == list(frame.columns) and list(typed["side"]) == ["A", "B", "A - B"]
+    for key in ("estimate", "ci_low", "ci_high", "n"):
+        assert typed[key].tolist() == frame[key].tolist(), key
+    assert comp.to_table().headers() == comparison_table(comp).headers()
 
 
 # ---------------------------------------------------------------------------------------- relate
@@ -155,6 +162,10 @@ def test_relate_csv_is_the_points_file_with_unit_and_bound(relation):
     for row, line in zip(doc["rows"], frame.to_dict("records")):
         assert all(_same(row[k], line[k]) for k in line), row
     assert any(f"rho(MI, accuracy) = {rel.spearman:.3f}" in f for f in doc["footnotes"])
+    # the typed result gives the same rows
+    pd.testing.assert_frame_equal(rel.frame().reset_index(drop=True).fillna({"note": ""}),
+                                  frame.fillna({"note": ""}), check_dtype=False)  # CSV reads "" as NaN
+    assert rel.to_table().headers() == relation_table(rel).headers()
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "table"])

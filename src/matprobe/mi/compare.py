@@ -63,6 +63,19 @@ class Comparison:
         out["format_version"] = 1
         return out
 
+    def frame(self):
+        """Tidy rows: side A, side B and their paired difference "A - B" (its estimate ΔI), each with
+        ci_low / ci_high, bound, p (the difference's), n and unit, as `compare --format csv` writes them."""
+        from matprobe.present.views import comparison_frame
+
+        return comparison_frame(self)
+
+    def to_table(self):
+        """The `matprobe compare` display table (matprobe.present.Table), its note among the footnotes."""
+        from matprobe.present.views import comparison_table
+
+        return comparison_table(self)
+
 
 def parse_term(term: str) -> tuple[str, list[str]]:
     """'T|M,A', 'I(Z;T|M,A)' or 'M' -> (target, [given...])."""

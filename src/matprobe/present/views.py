@@ -145,9 +145,8 @@ def comparison_table(comp) -> Table:
 DIFFERENCE_SIDE = "A - B"
 
 
-def comparison_machine(comp, shown: Table) -> Table:
-    """`compare`'s numbers for CSV and JSON (it writes no CSV of its own: `--out` is the JSON of
-    `Comparison.to_dict()`): one row per side A, B and their paired difference (side "A - B", its
+def comparison_frame(comp):
+    """`Comparison.frame()`: one row per side A, B and their paired difference (side "A - B", its
     `estimate` ΔI), each estimate with ci_low / ci_high, bound, ci_level, h_upper (the sides), p, se
     and slack (the difference), n shared samples and `unit`, at full precision."""
     import pandas as pd
@@ -166,6 +165,13 @@ def comparison_machine(comp, shown: Table) -> Table:
                  "bound": "two-sided", "ci_level": d.ci_level, "h_upper": None, "p": d.p_value,
                  "se": getattr(d, "se", None), "slack": getattr(d, "slack", None), "n": d.n, "clipped": None,
                  "flags": "", "unit": d.unit})
+    return pd.DataFrame(rows)
+
+
+def comparison_machine(comp, shown: Table) -> Table:
+    """`compare`'s numbers for CSV and JSON (it writes no CSV of its own: `--out` is the JSON of
+    `Comparison.to_dict()`): `comparison_frame`, its columns described."""
+    d = comp.difference
     meta = {"side": ("", f"A, B, or {DIFFERENCE_SIDE}: the paired difference ΔI = I_A - I_B on the shared samples "
                          "(same folds and seeds)"),
             "term": ("", "MI term: I(Z;target|given)"), "store": ("", "the side's store"),
@@ -183,7 +189,7 @@ def comparison_machine(comp, shown: Table) -> Table:
             "n": ("count", "shared samples the term is estimated on"),
             "clipped": ("", "the side's raw estimate was outside [0, its entropy cap] and is shown clipped"),
             "flags": ("", "the side's estimator flags")}
-    return machine_table(pd.DataFrame(rows), d.unit, meta, title=shown.title, footnotes=shown.footnotes,
+    return machine_table(comparison_frame(comp), d.unit, meta, title=shown.title, footnotes=shown.footnotes,
                          name="comparison", numeric=("estimate", "ci_low", "ci_high", "ci_level", "h_upper", "p",
                                                      "se", "slack"))
 
@@ -242,13 +248,19 @@ def relation_bounds(points) -> list[str]:
             for note, mi, h in zip(notes, points["mi"], points["h"])]
 
 
-def relation_machine(rel, bounds: list[str], shown: Table) -> Table:
-    """`relate`'s points for CSV and JSON: the columns `relate --out x.csv` writes (`write_relation`), at
-    full precision, with the MI interval's `mi_bound` beside mi_ci_high and `unit` beside h (the
-    information-valued columns mi, mi_ci_low, mi_ci_high and h are in that unit)."""
+def relation_frame(rel, bounds: list[str] | None = None):
+    """`Relation.frame()`: the points as `relate --out x.csv` writes them (`write_relation`), with the MI
+    interval's `mi_bound` beside mi_ci_high and `unit` beside h (mi, its interval and h are in it)."""
     frame = rel.points.copy()
-    frame.insert(list(frame.columns).index("mi_ci_high") + 1, "mi_bound", bounds)
+    frame.insert(list(frame.columns).index("mi_ci_high") + 1, "mi_bound",
+                 relation_bounds(rel.points) if bounds is None else bounds)
     frame.insert(list(frame.columns).index("h") + 1, "unit", rel.unit)
+    return frame
+
+
+def relation_machine(rel, bounds: list[str], shown: Table) -> Table:
+    """`relate`'s points for CSV and JSON: `relation_frame`, its columns described."""
+    frame = relation_frame(rel, bounds)
     lvl = f"{rel.ci_level:.0%}"
     meta = {"checkpoint": ("", "checkpoint (the store's model, as named across the stores)"),
             "store": ("", "store path"), "modality": ("", "modality of the stratum"),

@@ -56,6 +56,19 @@ class Relation:
         out["format_version"] = 1
         return out
 
+    def frame(self) -> pd.DataFrame:
+        """The points, one row per (checkpoint, stratum), with the MI interval's bound and the unit, as
+        `relate --format csv` writes them."""
+        from matprobe.present.views import relation_frame
+
+        return relation_frame(self)
+
+    def to_table(self):
+        """The `matprobe relate` display table (matprobe.present.Table)."""
+        from matprobe.present.views import relation_table
+
+        return relation_table(self)
+
 
 def json_records(df: pd.DataFrame) -> list[dict]:
     import json
