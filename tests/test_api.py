@@ -327,3 +327,31 @@ def test_report_equals_the_cli(tmp_path):
     assert files.markdown.read_text() == (tmp_path / "cli" / "report.md").read_text()
     assert (json.loads((tmp_path / "api" / "findings.json").read_text())
             == json.loads((tmp_path / "cli" / "findings.json").read_text()))
+
+
+def test_errors_of_a_python_call_name_the_parameter_beside_the_flag(tmp_path):
+    """A Python user read "--level 95 is outside (0, 1)" from mp.mi(level=95) and "map them with --columns"
+    from mp.validate: the function's parameters are level= and columns=. The error type stays."""
+    import json
+
+    import numpy as np
+
+    import matprobe as mp
+    from matprobe.errors import MatprobeError
+
+    with pytest.raises(MatprobeError) as err:
+        mp.mi(np.random.default_rng(0).standard_normal((60, 3)), factors={"M": np.arange(60) % 2}, level=95)
+    assert str(err.value).startswith("--level (level=) 95 is outside (0, 1)")
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"id": "a", "image": "x.png", "question": "q", "options": ["a", "b"], "answer": 0,
+                                "modality": "CT", "organ": "Lung", "task": "cls"}) + "\n")
+    report = mp.validate(path)  # a report, not an error: its problems say the parameter too
+    assert any("pass --image-root (image_root=)" in p for p in report.problems), report.problems
+    # a flag the function has no parameter for is left as it is
+    from matprobe.api import _python_words
+
+    def f(level=0.95):
+        raise MatprobeError("--n-boot 0 and --level 95")
+
+    with pytest.raises(MatprobeError, match=r"^--n-boot 0 and --level \(level=\) 95$"):
+        _python_words(f)()

@@ -49,6 +49,44 @@ __all__ = ["ReportFiles", "RunResult", "check", "compare", "default_feature", "d
            "store_info", "sweep", "validate"]
 
 
+def _python_words(fn):
+    """A function of this module whose error names a command-line flag that is one of its parameters says
+    the parameter too ("--level 95" -> "--level (level=) 95"): a Python user found messages that named
+    only flags the function has no such spelling for (the error's type and other arguments kept)."""
+    import copy
+    import functools
+    import inspect
+
+    from matprobe.errors import MatprobeError
+
+    params = set(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MatprobeError as exc:
+            if not exc.args or not isinstance(exc.args[0], str) or (
+                    text := _flags_as_parameters(exc.args[0], params)) == exc.args[0]:
+                raise
+            err = copy.copy(exc)
+            err.args = (text, *exc.args[1:])
+            raise err from None
+
+    return wrapper
+
+
+def _flags_as_parameters(text: str, params) -> str:
+    """`text` with each "--flag" that names one of `params` followed by "(flag=)"."""
+    import re
+
+    def said(match) -> str:
+        name = match.group(1).replace("-", "_")
+        return f"{match.group(0)} ({name}=)" if name in params else match.group(0)
+
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)(?!\s*\()", said, text)
+
+
 def _names(value) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -87,6 +125,7 @@ def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
 # ------------------------------------------------------------------------------ data
 
 
+@_python_words
 def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True,
              columns: Optional[Union[str, dict]] = None) -> ValidationReport:
     """Count samples per (M, A, T) triplet and list every problem found (`matprobe data validate`).
@@ -136,9 +175,15 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
     """
     from matprobe.data import validate_dataset
 
-    return validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
+    report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
+    # its problems and notes name the parameters beside the flags, as the errors of this module do
+    params = ("image_root", "images", "columns")
+    report.problems = [_flags_as_parameters(p, params) for p in report.problems]
+    report.notes = [_flags_as_parameters(n, params) for n in report.notes]
+    return report
 
 
+@_python_words
 def split(file: PathLike, target: str, config: str = "related", out: Optional[PathLike] = None,
           image_root: Optional[PathLike] = None, columns: Optional[Union[str, dict]] = None) -> MATDataset:
     """The training split for a held-out target triplet by MAT overlap (`matprobe data split`).
@@ -190,6 +235,7 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
 # ------------------------------------------------------------------------------ extraction
 
 
+@_python_words
 def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
             adapter: Optional[PathLike] = None, base: Optional[PathLike] = None, layers: str = "8,16,-1",
             pool: str = "last,image,question,mean", batch_size: int = 8, dtype: str = "fp32",
@@ -278,6 +324,7 @@ def extract(*, ckpt: Optional[PathLike] = None, data: PathLike, out: PathLike,
 # ------------------------------------------------------------------------------ MI
 
 
+@_python_words
 def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = None,
        pool: Optional[str] = None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
@@ -375,6 +422,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     return result
 
 
+@_python_words
 def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", layers: str = "all",
           pools: str = "all", *, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
           folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, jobs: int = 1,
@@ -448,6 +496,7 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
                      rare_classes=rare_classes)
 
 
+@_python_words
 def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "T|M,A", *,
             layer: Optional[str] = None, pool: Optional[str] = None, layer_b: Optional[str] = None,
             pool_b: Optional[str] = None, factors=None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
@@ -516,6 +565,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     return comp
 
 
+@_python_words
 def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional[str] = None,
            pool: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
            pca: Optional[int] = DEFAULTS.pca, min_stratum: int = 30, level: float = DEFAULTS.level,
@@ -589,6 +639,7 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
 # ------------------------------------------------------------------------------ theory
 
 
+@_python_words
 def check(store: PathLike, mi=None, *, out: Optional[PathLike] = None, target: Optional[str] = None,
           estimate: bool = True, delta: float = DEFAULTS.delta, level: float = DEFAULTS.level,
           emp_risk: Optional[float] = None, n_train: Optional[int] = None, params: Optional[float] = None,
@@ -664,6 +715,7 @@ def check(store: PathLike, mi=None, *, out: Optional[PathLike] = None, target: O
 # ------------------------------------------------------------------------------ statistics
 
 
+@_python_words
 def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
                  metric: Optional[Union[str, Sequence[str]]] = None, items: bool = False,
                  n_boot: int = DEFAULTS.n_boot, family: str = "all", alpha: float = 0.05,
@@ -737,6 +789,7 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
     return res
 
 
+@_python_words
 def significance_summary(summary: Union[PathLike, pd.DataFrame], out: Optional[PathLike] = None,
                          percent: bool = False) -> SummaryResult:
     """Paired p from mean ± sd and n over the unknown correlation r (`matprobe significance-summary`).
@@ -830,6 +883,7 @@ class RunResult:
         return pd.read_csv(self.run_dir / "results.csv")
 
 
+@_python_words
 def report(run_dir: PathLike) -> ReportFiles:
     """Write report.md, a self-contained report.html and figures for a run (`matprobe report`).
 
@@ -894,6 +948,7 @@ def _status_printer():
     return show
 
 
+@_python_words
 def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLike] = None,
          target: Optional[Sequence[str]] = None, *,
          out: PathLike = Path("pipeline.toml"), run_out: Optional[str] = None,
@@ -971,6 +1026,7 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
                          columns=columns)
 
 
+@_python_words
 def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = True) -> RunResult:
     """Run a pipeline file: data, checkpoints, extract, mi, check, significance, report (`matprobe run`).
 
@@ -1038,6 +1094,7 @@ def run(pipeline: PathLike, out: Optional[PathLike] = None, *, progress: bool = 
                                        progress_bars=progress)))
 
 
+@_python_words
 def demo(out: PathLike = Path("reports/demo"), quick: bool = False, workers: int = 0, *,
          progress: bool = True) -> RunResult:
     """The whole study on the embedded demo data and tiny models, CPU only (`matprobe demo`).
@@ -1095,6 +1152,7 @@ def open_store(path: PathLike, mode: str = "r") -> EmbeddingStore:
     return EmbeddingStore.open(path, mode)
 
 
+@_python_words
 def store_info(file: PathLike) -> dict:
     """Samples, feature arrays, answers and provenance of a store (`matprobe store info --json`).
 
