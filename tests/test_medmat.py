@@ -481,3 +481,17 @@ def test_question_choice_as_a_list_of_options_is_read(tmp_path):
     assert [s.label for s in ds] == ["COVID", "COVID"]
     with pytest.raises(ValueError, match="a list of 1 option"):
         parse_options(["COVID"])
+
+
+def test_validate_says_a_medmat_file_is_checked_up_to_its_first_bad_record(tmp_path):
+    """A study's 210 Med-MAT records shared one defect and `data validate` said "1 problem(s) found"."""
+    from matprobe.data.loaders import validate_dataset
+
+    recs = [record(i + 1, ["a", "b"], "A", data_no="4") for i in range(3)]
+    for r in recs:
+        r["Question-choice"] = "no option lines here"
+    report = validate_dataset(write_json(tmp_path / "Subset--03-train.json", recs), check_images=False)
+    assert len(report.problems) == 1
+    assert report.problems[0].endswith("(Med-MAT records are checked up to the first bad one: fix it and rerun to "
+                                       "see any after it)")
+    assert "record 1" in report.problems[0]

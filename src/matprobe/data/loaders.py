@@ -139,7 +139,10 @@ def validate_dataset(
             samples = list(load_medmat_folder(path, image_root=image_root, check_images=False) if folder
                            else load_medmat(path, image_root=image_root, check_images=False))
         except DataError as exc:
-            problems.append(str(exc))
+            # a Med-MAT file is read record by record and stops at the first bad one: said, so that one
+            # problem is not read as the only one (a study's 210 records all had the same defect)
+            problems.append(f"{exc} (Med-MAT records are checked up to the first bad one: fix it and rerun "
+                            "to see any after it)")
     else:
         vocab = check_vocabulary_header(header, path, FACTORS)
         seen: dict[str, int] = {}
