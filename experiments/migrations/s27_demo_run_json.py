@@ -1,6 +1,6 @@
 """The committed demo's run.json after the twenty-seventh session: each checkpoint's entry records the
 option its checkpoint answers most (`top_answer`) and the prompt template its items were put in
-(`prompt`), as `run` now writes them (`report.design.top_answer`, `prompt_of`), read from the run's
+(`prompt`), as `run` now writes them (`report.design.store_record`), read from the run's
 stores, which are not committed. Run from the repository root where reports/demo/stores holds the run's
 stores (after `make demo`), then `matprobe report reports/demo`.
 """
@@ -8,13 +8,13 @@ stores (after `make demo`), then `matprobe report reports/demo`.
 import json
 from pathlib import Path
 
-from matprobe.report.design import prompt_of, top_answer
+from matprobe.report.design import store_record
 
 run = Path("reports/demo")
 doc = json.loads((run / "run.json").read_text())
 for ck in doc["checkpoints"]:
     store = run / ck["store"]
     assert store.exists(), store
-    ck["top_answer"], ck["prompt"] = top_answer(store), prompt_of(store)
+    ck.update(store_record(store))
     print(ck["name"], ck["top_answer"], ck["prompt"]["name"])
 (run / "run.json").write_text(json.dumps(doc, indent=2))  # as the pipeline writes it

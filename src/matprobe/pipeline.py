@@ -843,7 +843,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
     from matprobe.data import FACTORS
     from matprobe.data.design import source_warnings
     from matprobe.environment import environment
-    from matprobe.report.design import prompt_of, top_answer
+    from matprobe.report.design import store_record
 
     train_ids = ids_by_target[tuple(cfg.target)]
     composition = dataset.frame().groupby(list(FACTORS)).size().rename("n").reset_index()
@@ -865,8 +865,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
         "train_sizes_by_target": {",".join(t): {c: len(v) for c, v in ids.items()}
                                   for t, ids in ids_by_target.items()},
         # what the report's one-option warnings read, so it needs no store (a committed run has none)
-        "checkpoints": [_relative_paths({**ck, "top_answer": top_answer(ck["store"]), "prompt": prompt_of(ck["store"])},
-                                        run) for ck in checkpoints],
+        "checkpoints": [_relative_paths({**ck, **store_record(ck["store"])}, run) for ck in checkpoints],
         "results": "results.csv",
         "significance": "significance.csv" if significance is not None else None,
         "environment": environment(),

@@ -31,6 +31,18 @@ def near_saturation(value, cap) -> bool:
     """
     return value is not None and cap is not None and cap > 0 and value >= NEAR_SATURATION * cap
 
+
+def stratum_entry_one_sided(note, bound=None) -> bool:
+    """Whether a stratum's entry of a one-sided term says so: its `bound` "lower" where recorded, else
+    its note ("lower bound: ci_high is H(Y|C=c)'s upper confidence limit", `StratumEstimate.note`). A
+    reader holds a stratum's interval one-sided where this is true or `near_saturation` of its
+    H(Y|s) (`check`, `relate`).
+
+    >>> stratum_entry_one_sided("lower bound: ci_high is ..."), stratum_entry_one_sided("clipped", "lower")
+    (True, True)
+    """
+    return bound == "lower" or "lower bound" in str(note or "")
+
 # what a one-sided interval states, said in each reason that makes an estimate one-sided
 ONE_SIDED = "only the lower end is a statement (MI is at least ci_low); ci_high is H(Y|C)'s upper confidence limit"
 # Settings every registered factory is called with (it may ignore any of them); anything else

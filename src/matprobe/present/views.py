@@ -241,10 +241,10 @@ def relation_bounds(points) -> list[str]:
     (`mi.interface.near_saturation`), else "two-sided". The points hold no bound of their own: a one-sided
     entry says so only in its `note` ("lower bound: ci_high is H(Y|C=c)'s upper confidence limit",
     `StratumEstimate.note`)."""
-    from matprobe.mi.interface import near_saturation
+    from matprobe.mi.interface import near_saturation, stratum_entry_one_sided
 
     notes = points["note"] if "note" in points else [""] * len(points)
-    return ["lower" if "lower bound" in str(note or "") or near_saturation(mi, h) else "two-sided"
+    return ["lower" if stratum_entry_one_sided(note) or near_saturation(mi, h) else "two-sided"
             for note, mi, h in zip(notes, points["mi"], points["h"])]
 
 

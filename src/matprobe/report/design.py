@@ -58,17 +58,37 @@ def absent_stores(checkpoints: list, resolve) -> list[str]:
     return out
 
 
-def top_answer(store_path) -> dict | None:
-    """The option a store's checkpoint answers most, {"option", "count", "answered"} over the items
-    with an answer; None where the store holds fewer than 10 answers or cannot be read. `run` writes
-    it into each checkpoint's run.json entry, so the report needs no store to say it."""
+def store_record(store_path) -> dict:
+    """What `run` writes into each checkpoint's run.json entry from its store, in one opening, so that
+    the report needs no store to say it: {"top_answer": `top_answer`, "prompt": `prompt_of`}, each None
+    where the store cannot be read."""
     from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
 
     try:
         with EmbeddingStore.open(store_path) as st:
-            pred = np.asarray(st.answers()["pred"])
-    except (MatprobeError, OSError, KeyError):
+            return {"top_answer": _top_answer(st), "prompt": _prompt(st)}
+    except (MatprobeError, OSError):
+        return {"top_answer": None, "prompt": None}
+
+
+def top_answer(store_path) -> dict | None:
+    """The option a store's checkpoint answers most, {"option", "count", "answered"} over the items
+    with an answer; None where the store holds fewer than 10 answers or cannot be read."""
+    return store_record(store_path)["top_answer"]
+
+
+def prompt_of(store_path) -> dict | None:
+    """The prompt a store's items were put to its checkpoint in, as its provenance records it: the
+    template's name ("medmat-mcq-v1": the checkpoint's own chat template; "llava_v1", "mistral_instruct":
+    LLaVA's conversation templates) and, where recorded, its conversation style; None where unreadable."""
+    return store_record(store_path)["prompt"]
+
+
+def _top_answer(st) -> dict | None:
+    try:
+        pred = np.asarray(st.answers()["pred"])
+    except KeyError:
         return None
     pred = pred[pred >= 0]
     if pred.size < 10:
@@ -79,19 +99,8 @@ def top_answer(store_path) -> dict | None:
     return {"option": letter, "count": int(counts[top]), "answered": int(pred.size)}
 
 
-def prompt_of(store_path) -> dict | None:
-    """The prompt a store's items were put to its checkpoint in, as its provenance records it: the
-    template's name ("medmat-mcq-v1": the checkpoint's own chat template; "llava_v1", "mistral_instruct":
-    LLaVA's conversation templates) and, where recorded, its conversation style. `run` writes it into
-    each checkpoint's run.json entry for the report's Provenance section. None where unreadable."""
-    from matprobe.errors import MatprobeError
-    from matprobe.store import EmbeddingStore
-
-    try:
-        with EmbeddingStore.open(store_path) as st:
-            tpl = st.provenance.get("prompt_template")
-    except (MatprobeError, OSError):
-        return None
+def _prompt(st) -> dict | None:
+    tpl = st.provenance.get("prompt_template")
     if isinstance(tpl, dict) and tpl.get("name"):
         return {k: tpl[k] for k in ("name", "style", "text") if isinstance(tpl.get(k), str)}
     return {"name": str(tpl)} if tpl else None

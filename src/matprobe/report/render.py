@@ -1202,8 +1202,7 @@ def _source_sentences(src: pd.DataFrame, u: str, main: pd.DataFrame | None = Non
         one = wide[need[0]] + wide[need[1]]
         two = wide[need[2]] + wide[need[3]]
         gap = (one - two).abs()
-        if len(gap) and float(gap.max()) > 0.05:
-            ck = str(gap.idxmax())
+        if ck := _widest_gap(gap):
             out.append(f"The two chains estimate the same I(Z;modality,source) and differ by up to "
                        f"{float(gap.max()):.3f} {u} ({ck}: {float(one[ck]):.3f} through modality first, "
                        f"{float(two[ck]):.3f} through the source first): the same quantity estimated twice, so the "
@@ -1215,14 +1214,21 @@ def _source_sentences(src: pd.DataFrame, u: str, main: pd.DataFrame | None = Non
         chain = main[main["term"] == "I(Z;modality)"].groupby("checkpoint")["estimate"].first()
         both = chain.index.intersection(wide.index)
         gap = (chain[both] - wide.loc[both, "I(Z;modality)"]).abs()
-        if len(gap) and float(gap.max()) > 0.05:
-            ck = str(gap.idxmax())
+        if ck := _widest_gap(gap):
             out.append(f"I(Z;modality) is estimated in two chains, here and in the MI chain, and the two differ by "
                        f"up to {float(gap.max()):.3f} {u} ({ck}: {float(wide.loc[ck, 'I(Z;modality)']):.3f} here, "
                        f"{float(chain[ck]):.3f} there): each chain stratifies its folds by all its factors and gives "
                        "the critic its later factors as sub-classes, so one MI has an estimate per chain, each with "
                        "its own interval.")
     return out
+
+
+def _widest_gap(gap: pd.Series, worth_saying: float = 0.05) -> str | None:
+    """The checkpoint where two estimates of one MI (`gap`: their |difference| per checkpoint) differ
+    most, where that is more than `worth_saying` (in the report's unit); else None."""
+    if len(gap) and float(gap.max()) > worth_saying:
+        return str(gap.idxmax())
+    return None
 
 
 def _fano_section(doc: Doc, data, fig_dir: Path, mi_lvl: str, err_lvl: str) -> None:

@@ -54,7 +54,7 @@ from matprobe.data.entropy import conditional_entropy, entropy
 from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import BoundsError, StoreError
-from matprobe.mi.interface import NEAR_SATURATION, near_saturation
+from matprobe.mi.interface import NEAR_SATURATION, near_saturation, stratum_entry_one_sided
 from matprobe.theory import fano, pac
 from matprobe.units import to_nats
 
@@ -109,7 +109,7 @@ def _mi_value(entry: dict, unit: str, h: float | None = None) -> dict:
     note = str(entry.get("note") or "")
     saturated = near_saturation(out["estimate"], h)
     # the entry's own bound first: a near-saturated term's note need not say "lower bound"
-    one_sided = entry.get("bound") == "lower" or "lower bound" in note
+    one_sided = stratum_entry_one_sided(note, entry.get("bound"))
     if one_sided or saturated:
         out["bound"] = "lower"
         out["note"] = "; ".join(part for part in (

@@ -137,17 +137,17 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     labels = _checkpoint_labels(stores)
     # the strata's sizes need labels only: a --min-stratum that leaves too few points is refused
     # before any estimation, not after it
+    read = {str(path): _read_labels(path, target, layer, pool) for path in stores}
     sizes = []
-    for path in stores:
-        _, y, correct, cols, _ = _read_store(path, target, layer, pool, with_z=False)
+    for y, correct, cols, _ in read.values():
         c, _ = _answered_strata(y, correct, cols)
         sizes += np.unique(c, return_counts=True)[1].tolist()
     _require_points(sizes, min_stratum)
     for path in stores:
-        z, y, correct, cols, _ = _read_store(path, target, layer, pool)
+        y, correct, cols, key = read[str(path)]
         ckpt = labels[str(path)]
         c, keep = _answered_strata(y, correct, cols)
-        yk, zk, ck = y[keep], z[keep], correct[keep]
+        yk, zk, ck = y[keep], _read_z(path, key)[keep], correct[keep]
         names = {}
         for code in np.unique(c):
             r = np.flatnonzero(c == code)[0]
@@ -221,15 +221,15 @@ def _checkpoint_labels(stores) -> dict[str, str]:
     return checkpoint_labels(provenances)
 
 
-def _read_store(path, target, layer, pool, taken=(), with_z: bool = True):
-    """(Z, Y, correct per row, {factor: (codes, names)}, checkpoint) of one store for `relate`;
-    `taken`: the checkpoint names of the stores read before (`store.checkpoint_label`); Z is None
-    without `with_z`."""
-    from matprobe.store import EmbeddingStore, checkpoint_label
+def _read_labels(path, target, layer, pool):
+    """(Y, correct per row, {factor: (codes, names)}, the (layer, pool) key to read Z at) of one store for
+    `relate`, checked complete and holding that layer and pool; Z itself is read per store when its
+    term is estimated (`_read_z`), so the stores' features are not held together."""
+    from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
         st.require_complete("relating MI to accuracy")
-        lay, pl = _feature_key(st, path, layer, pool, "store")
+        key = _feature_key(st, path, layer, pool, "store")
         correct = _answered(st, path)
         cols = {}
         for f in MAT:
@@ -246,8 +246,15 @@ def _read_store(path, target, layer, pool, taken=(), with_z: bool = True):
             except StoreError:
                 raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
                                  "'answer' or one of " + ", ".join(st.label_columns())) from None
-        z = st.read(lay, pl) if with_z else None
-        return z, y, correct, cols, checkpoint_label(st.provenance, path, taken)
+        return y, correct, cols, key
+
+
+def _read_z(path, key) -> np.ndarray:
+    """One store's features at the (layer, pool) `_read_labels` resolved."""
+    from matprobe.store import EmbeddingStore
+
+    with EmbeddingStore.open(path) as st:
+        return st.read(*key)
 
 
 def write_relation(rel: Relation, out) -> None:
