@@ -405,7 +405,7 @@ def chain_table(result):
                                f"{_pca_text(result, st.get('pca'))}, {lvl} intervals, seed {st.get('seed')}")
     if result.meta.get("note"):
         table.footnotes.append(result.meta["note"])
-    if frame["chain_difference"].notna().any() if "chain_difference" in frame else False:
+    if "chain_difference" in frame and frame["chain_difference"].notna().any():
         table.footnotes.append("I(Z;Y,C) - I(Z;C): the term as the difference of two estimates (the chain rule), a "
                                "cross-check of the estimate; each part is estimated on its own, so it can pass the "
                                "term's cap")

@@ -997,7 +997,8 @@ def _spec_names_read(comparisons, frame: pd.DataFrame) -> tuple:
     present = set(frame["condition"].astype(str))
 
     def name(x):
-        return x if x in present else (condition_display_name(x) if condition_display_name(x) in present else x)
+        read = condition_display_name(x)
+        return read if x not in present and read in present else x
 
     return tuple(Comparison(name(c.a), name(c.b), c.name) for c in comparisons)
 
