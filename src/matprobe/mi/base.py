@@ -464,6 +464,41 @@ def stratum_values(kind: str, arrays: dict[str, np.ndarray], weights: np.ndarray
     return weights @ a / wsum - (np.log(weights @ np.exp(lb - m) / wsum) + m)
 
 
+def withhold_unsupported_steps(kind: str, per_seed: list[dict[str, np.ndarray]], c: np.ndarray,
+                               active: np.ndarray) -> list[int]:
+    """The learning-curve step taken back in each stratum whose held-out estimate before it,
+    pooled over its rows and seeds, is at most 0: there the critic did not beat the label prior at
+    n rows, and the step I(n) + (I(n) - I(n/2)) extrapolates from two values at or below 0, which on
+    noise measures how much worse the half fit overfitted rather than a shortfall (the 1/n law
+    would put the stepped value at 0 there; it read 0.14-0.69). The part taken back moves to the
+    interval's upper side ("step_withheld", `_aggregate`), so the interval still reaches what the
+    step would have said. In place on the per-row arrays (the point, the paired differences and the
+    pointwise terms all drop it); returns the codes of the strata where it was withheld.
+
+    Measured on noise with one two-class stratum of 60 rows among one-class ones (CrossMed-like
+    I(Z;T|M,A)): with the step 9 of 40 draws read >= 0.05 nats, 6 at the term's cap; without it in
+    those strata none (largest 0.006). Not a cap on the step where the value before it is above 0:
+    holding the step to that value (the half fit's value taken as >= 0) read a 60-row stratum of
+    truth 0.205 as 0.024 where the step read 0.201 (RESULTS.md, issue 22 twenty-eighth session)."""
+    if not per_seed or "corr" not in per_seed[0]:
+        return []
+    key = "r" if kind == MEAN else "a"
+    withheld = []
+    for code in np.unique(c[active]):
+        idx = np.flatnonzero((c == code) & active)
+        step = float(np.mean([a["corr"][idx].mean() for a in per_seed]))
+        before = float(np.mean([stratum_values(kind, {k: v[idx] for k, v in a.items()}, np.ones((1, len(idx))))[0]
+                                for a in per_seed])) - step
+        if before > 0.0:
+            continue
+        withheld.append(int(code))
+        for a in per_seed:
+            cut = a["corr"][idx]
+            a.setdefault("step_withheld", np.zeros(len(c)))[idx] = cut
+            a[key][idx] = a[key][idx] - cut
+    return withheld
+
+
 def pointwise_terms(kind: str, per_seed: list[dict[str, np.ndarray]], c: np.ndarray,
                     active: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row held-out contributions whose row mean is each seed's (unclipped) estimate.
@@ -640,6 +675,7 @@ class CrossFitEstimator:
                 # settled on all its terms already (`chain.estimate_terms`)
                 reduction = plan.settle_reduction(z, [(y, c)])
             per_seed, diags = self._run_folds(z, y, c, sub, active, plan)
+            withheld = withhold_unsupported_steps(self.kind, per_seed, c, active)
             if pointwise:  # issue 7: per-row held-out terms for paired comparisons
                 pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
             est = self._aggregate(per_seed, y, c, active, strata_info, n,
@@ -682,6 +718,12 @@ class CrossFitEstimator:
             flags.append("sparse-strata")
             notes.append("sparse strata (n < %d): " % self.min_stratum
                          + ", ".join(f"{self._stratum_words(s['code'], stratum_names)}: {s['n']} rows" for s in sparse))
+        if withheld:
+            where = ("" if len(strata) == 1 else " in " + ", ".join(self._stratum_words(code, stratum_names)
+                                                                   for code in withheld))
+            notes.append(f"learning-curve step withheld{where}: the held-out estimate before it is <= 0 (the critic "
+                         "did not beat the label prior), where the step measures the half fit's overfitting; it "
+                         "widens the upper end instead")
         singles = [s for s in strata_info if s["single"]]
         if singles and len(strata) > 1:
             notes.append(f"{len(singles)} strata with H(Y|C=c) = 0 contribute exactly 0")
@@ -908,6 +950,12 @@ class CrossFitEstimator:
                 strat_up[s["code"]] = LADDER_SLACK * float(gaps.mean())
                 up += strat_up[s["code"]] * len(idx) / n
                 seed_up += LADDER_SLACK * gaps * len(idx) / n
+            if "step_withheld" in per_seed[0]:
+                # the learning-curve step taken back from the point (`withhold_unsupported_steps`)
+                steps = np.maximum([a["step_withheld"][idx].mean() for a in per_seed], 0.0)
+                strat_up[s["code"]] = strat_up.get(s["code"], 0.0) + float(steps.mean())
+                up += float(steps.mean()) * len(idx) / n
+                seed_up += steps * len(idx) / n
         lo, hi = lo - slack, hi + slack + up
         # each seed's own interval (its row bootstrap and its own slacks)
         seed_intervals = []
