@@ -117,6 +117,7 @@ SLOW: dict[str, set[str]] = {
         "test_same_bits_as_torch_adam[0.0]",  # 1.3 s
         "test_same_bits_as_torch_adam[0.01]",
     },
+    "test_step_withheld.py": {"test_noise_with_one_two_class_stratum_reads_near_zero"},  # 5.9 s
     "test_api.py": {
         "test_mi_and_check_equal_the_cli",  # 3.5 s
         "test_mp_mi_is_an_ordinary_function_and_the_package_still_imports",  # 2.4 s
@@ -130,6 +131,13 @@ SLOW: dict[str, set[str]] = {
     },
     "test_compare_relate.py": {
         "test_relation_points_correlation_and_fano",  # 1.1 s
+    },
+    "test_relate_study.py": {
+        "test_relate_folds_reach_the_estimator_from_the_cli_and_the_api",  # 2.8 s: five relates
+        "test_relate_says_a_checkpoint_answers_one_option_as_the_report_does",  # 2.0 s: three stores, twice
+        "test_with_stratum_effects_and_no_relation_the_p_rejects_at_its_level_and_scipys_does_not",  # 1.7 s
+        "test_relate_out_csv_has_the_columns_of_format_csv_in_bits",  # 3 s: relate at 5 folds, twice
+        "test_with_stratum_effects_and_no_relation_the_interval_drawing_strata_covers_zero",  # 1.5 s
     },
     "test_error_module.py": {
         "test_every_matprobe_error_is_declared_in_the_error_module",  # 1.1 s (imports every module)
@@ -398,6 +406,19 @@ SLOW: dict[str, set[str]] = {
     "test_control_tasks.py": {
         "test_selectivity_contains_zero_on_null_tasks",  # 2.4 s
         "test_a_sweep_resumed_with_other_settings_is_told_what_differs",  # 1 s: a sweep, then five refusals
+    },
+    "test_compare_default_chain.py": {
+        "test_compare_reads_mis_number_for_a_term_of_mis_default_chain",  # 2.7 s: a chain, then four comparisons
+    },
+    "test_mi_portable_numerics.py": {
+        "test_mi_portable_numerics_gives_the_bits_of_a_portable_runs_mi",  # 30 s: two pipeline runs, then mi in a portable process
+        "test_call_portable_computes_in_a_checked_process_and_raises_its_error",  # 3 child processes importing torch
+    },
+    "test_init_condition_names.py": {
+        "test_a_name_of_ones_own_is_refused_with_the_conditions_it_may_use",  # 1.2 s: init's imports, twice refused
+    },
+    "test_sweep_resume_settings.py": {
+        "test_a_table_no_nearby_settings_explain_says_so",  # 0.8-1.3 s: every nearby digest tried
     },
     "test_demo.py": {
         "test_the_pipeline_runs_the_codelength_it_is_asked_for",  # 3.3 s: the MI job and the CLI

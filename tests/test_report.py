@@ -602,7 +602,8 @@ def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
     md = _rebuilt_report(copy, tmp_path)
     line = next(x for x in md.splitlines() if "Is the Related–Unrelated difference significant?" in x)
     assert (f"Related {paired.Related.mean():.3f}, Unrelated {paired.Unrelated.mean():.3f} "
-            f"({len(paired)} seeds each, paired by seed; left out, unpaired (a run one condition lacks):") in line
+            f"(chance 1/4 = 0.250; {len(paired)} seeds each, paired by seed; left out, unpaired (a run one condition "
+            "lacks):") in line
     assert f"Δ = {paired.Related.mean() - paired.Unrelated.mean():.3f}" in line
     assert "Related vs. Unrelated: left out, unpaired (a run one condition lacks): target" in md  # under the tables
     # the segmentation target's cIoU line: its means over the same pairs

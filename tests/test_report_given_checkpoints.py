@@ -564,6 +564,6 @@ def test_a_p_on_a_term_at_its_cap_is_said_to_compare_the_caps():
     at = data.terms["term"] == term
     data.terms.loc[at, "estimate"] = data.terms.loc[at, "h_upper"] * 0.97
     said = _capped_metrics_sentence(data, data.significance)
-    assert said.startswith(f"{term} nats: both conditions' estimates sit at the term's entropy cap (within 10%)")
+    assert said.startswith(f"{term} nats: both conditions' estimates sit within 10% of the term's entropy cap")
     data.terms.loc[at & (data.terms["condition"] == "Unrelated"), "estimate"] *= 0.5  # one side below: no caveat
     assert _capped_metrics_sentence(data, data.significance) == ""

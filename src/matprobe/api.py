@@ -97,6 +97,15 @@ def _opt_str(path) -> str | None:
     return None if path is None else str(path)
 
 
+def _maybe_portable(portable: bool, fn, *args, **kwargs):
+    """fn(*args, **kwargs), under portable numerics when asked (`numerics.call_portable`)."""
+    if not portable:
+        return fn(*args, **kwargs)
+    from matprobe.numerics import call_portable
+
+    return call_portable(fn, *args, **kwargs)
+
+
 def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
     """(layer, pool) to use, resolved as every command resolves them
     (`EmbeddingStore.resolve_feature`: the last decoder block and pool "last" by default,
@@ -330,7 +339,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
        pointwise: bool | PathLike | None = None, permutations: int = 0, controls: bool = False,
-       codelength: bool = False, progress: bool = True, rare_classes: str = "refuse", **kwargs) -> ChainResult:
+       codelength: bool = False, progress: bool = True, rare_classes: str = "refuse",
+       portable_numerics: bool = False, **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -379,6 +389,10 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         A factor's classes with fewer than 2 rows per fold: refused (named), or merged into one
         class per factor, the terms involved flagged ``merged-rare-classes`` (``.merged_classes``
         lists the merges; a merged target's term is at most the factor's own).
+    portable_numerics : bool, default False
+        Compute in a fresh process with the kernels every x86-64 CPU has, one thread
+        (`matprobe.numerics.call_portable`), as a pipeline with ``[run] portable_numerics = true``
+        does: its MI files are then reproduced to the bit.
     **kwargs
         Passed to `matprobe.mi.chain_terms` (e.g. ``seed``, ``min_stratum``).
 
@@ -411,9 +425,9 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     if isinstance(factors, dict):
         if out is not None:
             raise ValueError("out= needs a store (the results document names it); use res.frame().to_csv()")
-        return chain_terms(store, factors, **kw)
+        return _maybe_portable(portable_numerics, chain_terms, store, factors, **kw)
     layer, pool = default_feature(store, layer, pool)
-    result, meta = run_store(store, _names(factors), layer, pool, **kw)
+    result, meta = _maybe_portable(portable_numerics, run_store, store, _names(factors), layer, pool, **kw)
     if out is not None:
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
                       layer=meta["layer"], pool=meta["pool"])
@@ -428,7 +442,8 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
           folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, jobs: int = 1,
           level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, pointwise: bool = True,
           overwrite: bool = False, device: str = "cpu", controls: bool = False, codelength: bool = False,
-          permutations: int = 0, progress: bool = True, rare_classes: str = "refuse") -> SweepResult:
+          permutations: int = 0, progress: bool = True, rare_classes: str = "refuse",
+          portable_numerics: bool = False) -> SweepResult:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table (`matprobe sweep`).
 
     Parameters
@@ -456,6 +471,8 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
     rare_classes : {"refuse", "merge"}, default "refuse"
         As in `mi`: a cell whose factor has classes too small for the folds fails (flag ``failed``,
         ``.failures()`` says why), or they are merged and the terms flagged.
+    portable_numerics : bool, default False
+        As in `mi`: the sweep (its worker processes too) computes with the portable kernels.
 
     Returns
     -------
@@ -489,7 +506,7 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
 
     if isinstance(stores, (str, Path)):
         stores = [stores]
-    return run_sweep(list(stores), out, factors=_names(factors), layers=layers, pools=pools,
+    return _maybe_portable(portable_numerics, run_sweep, list(stores), out, factors=_names(factors), layers=layers, pools=pools,
                      estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs, unit=unit,
                      pointwise=pointwise, overwrite=overwrite, ci_level=level, progress=progress,
                      device=device, controls=controls, codelength=codelength, permutations=permutations,
@@ -514,8 +531,9 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     layer, pool, layer_b, pool_b : str, optional
         Features of A (default: deepest stored layer, pool ``last``) and of B (default: A's).
     factors : str or list, optional
-        The chain the term is a term of, as `mi`'s ``factors`` (default: the conditioning set,
-        then the target). Each side's estimate is then the one `mi` gives for that store.
+        The chain the term is a term of, as `mi`'s ``factors`` (default: `mi`'s, M, A, T, where
+        the term is one of its terms; else the conditioning set, then the target). Each side's
+        estimate is then the one `mi` gives for that store.
     estimator, seeds, folds, pca, level, unit
         As in `mi`; the same folds and seeds on both sides.
     n_boot : int, default 2000
@@ -568,8 +586,9 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
 @_python_words
 def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional[str] = None,
            pool: Optional[str] = None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
-           pca: Optional[int] = DEFAULTS.pca, min_stratum: int = 30, level: float = DEFAULTS.level,
-           unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, progress: bool = True) -> Relation:
+           folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, min_stratum: int = 30,
+           level: float = DEFAULTS.level, unit: str = DEFAULTS.unit, out: Optional[PathLike] = None,
+           progress: bool = True) -> Relation:
     """I(Z;Y|M,A,T) against the stored accuracy per stratum across checkpoints (`matprobe relate`).
 
     Parameters
@@ -580,8 +599,8 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
         Y: ``label``, ``answer`` or another label column.
     layer, pool : str, optional
         Features (default: deepest stored layer, pool ``last``).
-    estimator, seeds, pca, level, unit
-        As in `mi`.
+    estimator, seeds, folds, pca, level, unit
+        As in `mi` (folds: cross-fitting folds, default 5).
     min_stratum : int, default 30
         Strata with fewer answered rows are left out of the correlation.
     out : str or Path, optional
@@ -592,13 +611,16 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
     -------
     Relation
         ``.points`` (DataFrame per checkpoint and stratum), ``.spearman`` with ``.ci_low``,
-        ``.ci_high``, ``.p_value``, ``.notes``.
+        ``.ci_high``, ``.p_value`` (whole strata permuted: ``.p_method``, ``.n_strata``,
+        ``.n_checkpoints``, ``.n_permutations``), ``.notes``.
 
     Examples
     --------
     Three checkpoints of one dataset whose features carry the answer more and more clearly, and
     whose stored answers follow; two anatomies give two strata per checkpoint. Spearman's rho
-    over the six points is scipy's:
+    over the six points is scipy's; its p is not (scipy's counts the six points as independent,
+    but three of them share each stratum): it permutes whole strata, the same way at every
+    checkpoint, so two strata allow two arrangements and p cannot go below 1/2:
 
     >>> import tempfile, numpy as np, matprobe as mp
     >>> from scipy import stats
@@ -617,8 +639,10 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
     >>> rel.n_points, bool(rel.spearman > 0.5)
     (6, True)
     >>> expected = stats.spearmanr(rel.points.mi, rel.points.accuracy)
-    >>> bool(abs(rel.spearman - expected.statistic) < 1e-12 and abs(rel.p_value - expected.pvalue) < 1e-12)
+    >>> bool(abs(rel.spearman - expected.statistic) < 1e-12)
     True
+    >>> rel.n_strata, rel.n_checkpoints, rel.n_permutations, rel.p_value
+    (2, 3, 2, 0.5)
     """
     from matprobe.progress import track
     from matprobe.theory.relate import relate as run_relate
@@ -629,7 +653,7 @@ def relate(stores: Sequence[PathLike], target: str = "label", *, layer: Optional
     with track("relate", None, enabled=progress) as bar:
         bar.update(description=f"I(Z;{target}|M,A,T) on {len(stores)} store(s)")
         rel = run_relate(list(stores), target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
-                         pca=pca or None, level=level, min_stratum=min_stratum, unit=unit)
+                         folds=folds, pca=pca or None, level=level, min_stratum=min_stratum, unit=unit)
         bar.advance()
     if out is not None:
         write_relation(rel, out)

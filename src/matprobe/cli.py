@@ -328,6 +328,16 @@ def extract_command(
 
 # ---------------------------------------------------------------- mi
 # <mi-commands>
+def _portable(portable: bool, fn, *args, **kwargs):
+    """fn(*args, **kwargs), under portable numerics when asked (`numerics.call_portable`)."""
+    if not portable:
+        return fn(*args, **kwargs)
+    from matprobe.numerics import call_portable
+
+    return call_portable(fn, *args, say=lambda line: err_console.print(line, highlight=False, soft_wrap=True),
+                         **kwargs)
+
+
 @app.command("mi")
 @run_user_errors
 def mi_command(
@@ -350,6 +360,7 @@ def mi_command(
     codelength: bool = typer.Option(False, "--codelength", help="Online (prequential) codelength of each chain term's target given Z, in bits, beside the uniform codelength and their ratio (Voita & Titov 2020): how easily a probe extracts the information; about two fold fits per term."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per chain term: the target permuted within the conditioning strata this many times (same folds and preprocessing), giving a p-value and the excess over the null mean; costs this many times the terms (19 gives p down to 0.05; 0 = none)."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="A factor's classes with fewer than 2 rows per fold: refuse (say which), or merge them into one class per factor (terms flagged merged-rare-classes; a merged target's term is at most the factor's own)."),
+    portable_numerics: bool = typer.Option(False, "--portable-numerics", help="Compute as a pipeline with `[run] portable_numerics = true` does: in a fresh process with the kernels every x86-64 CPU has, one thread, so a portable run's MI files are reproduced to the bit (with its [mi] settings)."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
@@ -360,8 +371,8 @@ def mi_command(
     unit, fmt = _unit(unit, bits), _format(fmt)
     names = [f.strip() for f in factors.split(",") if f.strip()]
     ests = [e.strip() for e in estimator.split(",") if e.strip()]
-    result, meta = run_store(store, names, layer, pool, estimators=ests, seeds=seeds, folds=folds,
-                             pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
+    result, meta = _portable(portable_numerics, run_store, store, names, layer, pool, estimators=ests, seeds=seeds,
+                             folds=folds, pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
                              permutations=permutations, codelength=codelength, controls=controls,
                              pointwise=pointwise is not None, rare_classes=rare_classes)
     lines = []
@@ -543,6 +554,7 @@ def sweep_command(
     codelength: bool = typer.Option(False, "--codelength", help="Online codelength per term: online_bits, uniform_bits and compression columns."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per term: p_perm and excess columns (costs this many times the cell)."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="A factor's classes with fewer than 2 rows per fold: refuse (the cell fails, said), or merge them into one class per factor (terms flagged merged-rare-classes)."),
+    portable_numerics: bool = typer.Option(False, "--portable-numerics", help="Compute in a fresh process with the kernels every x86-64 CPU has, one thread, as a pipeline with `[run] portable_numerics = true` does (its worker processes too)."),
 ) -> None:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
@@ -550,7 +562,7 @@ def sweep_command(
     from matprobe.present.views import sweep_table
 
     unit, fmt = _unit(unit, bits), _format(fmt)
-    res = run_sweep(stores, out, factors=factors.split(","), layers=layers, pools=pools,
+    res = _portable(portable_numerics, run_sweep, stores, out, factors=factors.split(","), layers=layers, pools=pools,
                     estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs,
                     unit=unit, pointwise=pointwise, overwrite=overwrite, ci_level=level,
                     progress=True, device=device, controls=controls, codelength=codelength,
@@ -579,7 +591,7 @@ def compare_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool of A (default: last)."),
     layer_b: Optional[str] = typer.Option(None, "--layer-b", help="Layer of B (default: --layer)."),
     pool_b: Optional[str] = typer.Option(None, "--pool-b", help="Pool of B (default: --pool)."),
-    factors: Optional[str] = typer.Option(None, "--factors", help="The chain the term belongs to, as `mi --factors` (default: the term's conditioning set, then its target): each side's estimate is then the one `mi` gives on that store with the same seeds, folds and PCA."),
+    factors: Optional[str] = typer.Option(None, "--factors", help="The chain the term belongs to, as `mi --factors` (default: mi's, M,A,T, where the term is one of its terms; else the term's conditioning set, then its target): each side's estimate is then the one `mi` gives on that store with the same seeds, folds and PCA."),
     estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds (the same on both sides)."),
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds (the same on both sides)."),
@@ -623,15 +635,17 @@ def relate_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool (default: last)."),
     estimator: str = estimator_option(),
     seeds: int = typer.Option(DEFAULTS.seeds, "--seeds", min=1, help="Seeds per estimate."),
+    folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="Cross-fitting folds."),
     pca: Optional[int] = typer.Option(DEFAULTS.pca, "--pca", help=PCA_HELP),
     min_stratum: int = typer.Option(30, "--min-stratum", help="Strata with fewer answered rows are left out."),
     level: float = level_option(),
     unit: str = unit_option(),
     bits: bool = typer.Option(False, "--bits", help="Same as --unit bits."),
     fmt: str = format_option(),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json (all) or FILE.csv (points, the columns of --format csv)."),
 ) -> None:
-    """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval, Fano ceiling."""
+    """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval (its p
+    permutes whole strata: points of one stratum are not independent), Fano ceiling."""
     _refuse_in_place(out, *stores)
     from matprobe.present.views import relation_table
     from matprobe.progress import track
@@ -640,7 +654,7 @@ def relate_command(
     unit, fmt = _unit(unit, bits), _format(fmt)
     with track("relate", None) as bar:
         bar.update(description=f"I(Z;{target}|M,A,T) on {len(stores)} store(s)")
-        rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds,
+        rel = relate(stores, target=target, layer=layer, pool=pool, estimator=estimator, seeds=seeds, folds=folds,
                      pca=pca or None, level=level, min_stratum=min_stratum, unit=unit)
         bar.advance()
     lines = [f"note: {note}" for note in rel.notes]

@@ -201,3 +201,85 @@ def numerics_summary() -> dict:
     if torch is not None:
         out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return out
+
+
+def call_portable(fn, *args, say=None, **kwargs):
+    """`fn(*args, **kwargs)` computed under portable numerics, as a portable pipeline run computes:
+    in a fresh Python process started with `portable_environment()` (the pipeline's
+    `_run_portable` starts its run the same way), which checks every setting
+    (`ensure_portable_here`) before it calls `fn`; its result (or exception) comes back pickled,
+    its output and progress bars share this terminal. `fn` must be importable by name (a module's
+    function) and its arguments and result picklable. Called in a process already started
+    portable, `fn` runs here; on a platform the settings are not for, too, after one `say` line.
+
+    say: where the notes go (a user's setting replaced, the platform), default stderr."""
+    import pickle
+    import signal
+    import subprocess
+    import tempfile
+
+    def note(line: str) -> None:
+        (say or (lambda s: print(s, file=sys.stderr, flush=True)))(line)
+
+    if not supported_platform():
+        note("note: portable numerics are x86-64 Linux settings; on this platform the numbers may differ "
+             "from a portable run's in the last digits")
+        return fn(*args, **kwargs)
+    if started_portable():
+        ensure_portable_here()
+        return fn(*args, **kwargs)
+    env, overrides = portable_environment()
+    for line in overrides:  # a user's setting is replaced, never silently
+        note(f"note: {line} for this command (portable numerics: the same results on every x86-64 CPU; "
+             "docs/design.md)")
+    # the child imports this same matprobe, whatever put it on this process's path
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="matprobe-portable-") as tmp:
+        job, result = os.path.join(tmp, "job.pkl"), os.path.join(tmp, "result.pkl")
+        with open(job, "wb") as fh:
+            pickle.dump((fn, args, kwargs), fh)
+        proc = subprocess.Popen([sys.executable, "-c", "from matprobe.numerics import _portable_call_child; "
+                                 "_portable_call_child()", job, result], env=env)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            # Ctrl-C on a terminal reaches the child too; anything else that stops this process is
+            # passed on, so the child never runs on alone
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+        try:
+            with open(result, "rb") as fh:
+                outcome, failed = pickle.load(fh)
+        except FileNotFoundError:
+            raise RuntimeError(f"the portable-numerics process exited with status {rc} without a result") from None
+    if failed:
+        raise outcome
+    return outcome
+
+
+def _portable_call_child() -> None:
+    """Entry point of the process `call_portable` starts: argv = job pickle, result pickle."""
+    import pickle
+    import traceback
+
+    job, result = sys.argv[1], sys.argv[2]
+    with open(job, "rb") as fh:
+        fn, args, kwargs = pickle.load(fh)
+    try:
+        ensure_portable_here()
+        outcome, failed = fn(*args, **kwargs), False
+    except BaseException as exc:  # noqa: BLE001  (handed to the caller, which raises it)
+        if not type(exc).__module__.startswith("matprobe"):
+            exc.add_note("in the portable-numerics process:\n" + "".join(traceback.format_exception(exc)))
+        outcome, failed = exc, True
+    try:
+        data = pickle.dumps((outcome, failed))
+    except Exception:  # noqa: BLE001  (a result or exception that does not pickle)
+        data = pickle.dumps((RuntimeError(f"{type(outcome).__name__}: {outcome}"), True))
+    with open(result, "wb") as fh:
+        fh.write(data)

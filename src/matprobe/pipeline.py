@@ -812,13 +812,15 @@ def _run_checks(cfg: PipelineConfig, run: Path, checkpoints) -> None:
 
     for ck in checkpoints:
         train_risk, n_train = training_risk(ck["store"])
-        params = ck.get("params") or (count_parameters(ck["ckpt"]) if ck.get("ckpt") else None)
+        params, bits, bits_source = model_size(ck, cfg)
         if params is None:  # no safetensors to count (e.g. .bin weights): no training-set PAC bounds
             train_risk = n_train = None
         check = run_check(ck["store"], ck["main_mi"], delta=cfg.delta, emp_risk=train_risk, n_train=n_train,
-                          params=params,
-                          bits_per_param={"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}.get(cfg.dtype, 16.0),
-                          heldout_target=tuple(map(str, ck["target"])) if ck.get("target") else None)
+                          params=params, bits_per_param=bits,
+                          heldout_target=tuple(map(str, ck["target"])) if ck.get("target") else None,
+                          training={"rows": TRAINING_RISK_ROWS, "bits_source": bits_source,
+                                    "params_source": ("as configured" if ck.get("params") else
+                                                      "counted in the checkpoint's safetensors")})
         check_path = run / "check" / f"{ck['name']}.json"
         write_check(check, check_path)
         ck["check"] = str(check_path)
@@ -865,7 +867,7 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
         "train_sizes_by_target": {",".join(t): {c: len(v) for c, v in ids.items()}
                                   for t, ids in ids_by_target.items()},
         # what the report's one-option warnings read, so it needs no store (a committed run has none)
-        "checkpoints": [_relative_paths({**ck, **store_record(ck["store"])}, run) for ck in checkpoints],
+        "checkpoints": [_relative_paths({**ck, **store_record(ck["store"], ck.get("target"))}, run) for ck in checkpoints],
         "results": "results.csv",
         "significance": "significance.csv" if significance is not None else None,
         "environment": environment(),
@@ -1024,6 +1026,47 @@ def training_risk(store_path) -> tuple[float | None, int | None]:
     if not sel.any():
         return None, None
     return float(1.0 - correct[sel].mean()), int(sel.sum())
+
+
+# where `training_risk` measures R̂ for the training-set PAC bounds (said in the check and report)
+TRAINING_RISK_ROWS = "the checkpoint's training rows (split = train in its store)"
+# bits per stored element of a safetensors dtype
+SAFETENSORS_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "F8_E4M3": 8, "F8_E5M2": 8,
+                    "I64": 64, "I32": 32, "I16": 16, "I8": 8, "U64": 64, "U32": 32, "U16": 16, "U8": 8}
+# the extract dtype's bits, where the checkpoint's stored precision cannot be read
+EXTRACT_DTYPE_BITS = {"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}
+
+
+def stored_bits_per_param(ckpt: str) -> float | None:
+    """Bits per parameter as the checkpoint stores them: its safetensors headers' dtypes, weighted
+    by each tensor's size (no weights are loaded); None where there is no safetensors file or a dtype
+    is unknown."""
+    import struct
+
+    params = bits = 0
+    for f in sorted(Path(ckpt).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            if meta.get("dtype") not in SAFETENSORS_BITS:
+                return None
+            n = int(np.prod(meta["shape"]))
+            params, bits = params + n, bits + n * SAFETENSORS_BITS[meta["dtype"]]
+    return bits / params if params else None
+
+
+def model_size(ck: dict, cfg) -> tuple[int | None, float, str]:
+    """(parameter count, bits per parameter, where the bits come from) for a checkpoint's PAC bounds:
+    ln|H| = params x bits x ln 2 counts the hypotheses its stored weights can encode, so the bits are
+    the precision its safetensors store (the extract dtype only says how it was run: an fp32
+    extraction of a bf16 checkpoint took 32 bits); where that cannot be read, the extract dtype's."""
+    params = ck.get("params") or (count_parameters(ck["ckpt"]) if ck.get("ckpt") else None)
+    stored = stored_bits_per_param(ck["ckpt"]) if ck.get("ckpt") else None
+    if stored:
+        return params, float(stored), "the dtype the checkpoint's safetensors store"
+    return params, EXTRACT_DTYPE_BITS.get(cfg.dtype, 16.0), f"the extract dtype ({cfg.dtype}; the stored one unread)"
 
 
 def count_parameters(ckpt: str) -> int | None:

@@ -25,8 +25,12 @@ from matprobe.errors import InitError, MatprobeError
 
 # a seed: s3, seed_3, seed-3, run3 (not r3: LoRA folders say r16 for the rank)
 _SEED = re.compile(r"(?:^|[^a-z0-9])(?:s|seed|run)[-_.]?(\d+)(?![0-9])")
-NAMING = ("name each folder by its condition and seed, e.g. related-s0, unrelated-s1 "
-          f"(conditions: {', '.join(CONDITION_NAMES)}), or name it on the command line: related-s0=PATH")
+# the conditions a pipeline compares, and that it takes no names of one's own (its `run` refuses them)
+CONDITIONS_SAID = (f"CONDITION is one of: {', '.join(CONDITION_NAMES)}, the training conditions a pipeline "
+                   "compares (it takes no names of your own; checkpoints that differ otherwise, e.g. training "
+                   "steps or models, are compared with `matprobe sweep` or `matprobe compare` on their stores)")
+NAMING = ("name each folder CONDITION-sSEED, e.g. related-s0, unrelated-s1, or name it on the command line: "
+          f"related-s0=PATH; {CONDITIONS_SAID}")
 
 
 def _header_source(entries: list[dict]) -> list[str]:
@@ -67,15 +71,17 @@ def named_path(arg) -> tuple[Path, Path]:
     return Path(arg), Path(arg)
 
 
-def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
-    """{condition, seed, target} read from a checkpoint folder's or store's path.
+def parse_entry(path: Path, targets: list[tuple[str, str, str]], named: Path | None = None) -> dict:
+    """{condition, seed, target} read from a checkpoint folder's or store's path, or from the NAME
+    of `NAME=PATH` (`named` the PATH; the name alone is read, not the folder it is run from).
 
     The nearest of its last three names that names a condition (and then a seed) wins:
     `related-s0`, `ckpts/related/s2`, `saves/related/seed_1/checkpoint-500`
     (a trainer's checkpoint folder below the run's)."""
     # the path as the user wrote it: absolute but not resolved, so a study of symlinks to the
     # checkpoints is named by its links, not by where they point
-    parts = [re.sub(r"\.h5$", "", re.sub(r"[_\s]+", "-", p.lower())) for p in _absolute(path).parts[-4:]]
+    given = Path(path).parts if named is not None else _absolute(path).parts
+    parts = [re.sub(r"\.h5$", "", re.sub(r"[_\s]+", "-", p.lower())) for p in given[-4:]]
     text = "/".join(parts)
     near = parts[-3:][::-1]  # the folder's own name first
     cond = next((c for c in map(named_condition, near) if c is not None), None)
@@ -83,6 +89,9 @@ def parse_entry(path: Path, targets: list[tuple[str, str, str]]) -> dict:
                                              (_bare_seed(part, cond) if cond else []))), [])
     if cond is None or not seeds:
         what = "condition" if cond is None else "seed"
+        if named is not None:
+            raise InitError(f"{path}={named}: the name {str(path)!r} names no {what} (or several): NAME in "
+                            f"NAME=PATH must be CONDITION-sSEED, e.g. related-s0={named}; {CONDITIONS_SAID}")
         raise InitError(f"{path}: its path names no {what} (or several); {NAMING}")
     if len(targets) == 1:
         target = targets[0]
@@ -270,7 +279,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
             raise InitError(f"{path}: no such store; write it with `matprobe extract --out {path}`")
         else:
             fmt = "store"
-        entries.append({**parse_entry(name, trips), kind: str(_absolute(path)), "format": fmt})
+        entries.append({**parse_entry(name, trips, named=path if name != path else None), kind: str(_absolute(path)), "format": fmt})
     for e in entries:  # after every path is named: a misnamed folder is said before a checkpoint's problem
         if "ckpt" in e:
             e.update(_checkpoint_settings(Path(e["ckpt"]), base, vision_tower, template, layers))

@@ -8,7 +8,10 @@ report must not state 0 as a finding). Likewise a (modality, anatomy, task) stra
 all share one answer has H(Y|stratum) = 0: its I(Z;Y) is 0 by construction and its accuracy
 measures how often the model says that answer. And when every source data set holds one
 modality (a manifest's `source` column; Med-MAT's data-no), I(Z;M) cannot tell modality from the
-data set's identity. `data validate` and the report list them.
+data set's identity. `data validate` and the report list them. Of a model's answers: a checkpoint
+that gives one option for nearly every item (`top_option`, `answers_one_option`) has an accuracy
+that is that option's share of the correct answers; the report and `relate` say so in one sentence
+(`one_option_sentence`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,43 @@ from matprobe.errors import DataError
 
 # conditional entropies at or below this are 0 (exact plug-in values are sums of p log p)
 ZERO = 1e-12
+# a checkpoint answering one option for at least this share of its items is flagged (the report's
+# design warnings and `relate`'s notes)
+ONE_OPTION_SHARE = 0.9
+# options are named by letter, A first (an index past Z by its number)
+OPTION_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# fewer answers than this say nothing of a checkpoint's favourite option
+MIN_ANSWERS_FOR_TOP = 10
+
+
+def top_option(pred) -> dict | None:
+    """The option a checkpoint answers most, {"option" (its letter), "count", "answered"} over the
+    items with an answer (`pred` >= 0, option indices as a store's answers/pred); None where fewer
+    than MIN_ANSWERS_FOR_TOP items have one.
+
+    >>> top_option([0, 2, 2, 2, 2, 2, 2, 2, 2, 2, -1])
+    {'option': 'C', 'count': 9, 'answered': 10}
+    """
+    pred = np.asarray(pred)
+    pred = pred[pred >= 0]
+    if pred.size < MIN_ANSWERS_FOR_TOP:
+        return None
+    values, counts = np.unique(pred, return_counts=True)
+    top = int(np.argmax(counts))
+    v = int(values[top])
+    letter = OPTION_NAMES[v] if 0 <= v < len(OPTION_NAMES) else str(values[top])
+    return {"option": letter, "count": int(counts[top]), "answered": int(pred.size)}
+
+
+def answers_one_option(record: dict | None) -> bool:
+    """Whether a `top_option` record is one option for ONE_OPTION_SHARE or more of the answered items."""
+    return bool(record) and record["count"] / record["answered"] >= ONE_OPTION_SHARE
+
+
+def one_option_sentence(name: str, letter: str, count: int, total: int) -> str:
+    """The warning for a checkpoint that answers one option for nearly every item."""
+    return (f"checkpoint {name} answers option {letter} for {count} of {total} items ({count / total:.0%}): its "
+            f"accuracy is the share of items whose answer is {letter}, not evidence that it reads the images")
 
 
 def _short(name: str) -> str:

@@ -144,9 +144,10 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                    labels: dict[str, tuple] | None = None, progress=None, permutations: int = 0,
                    permute_first: int | None = None, permutation_seed: int = 0,
                    codelength: bool = False, controls: bool = False,
-                   control_groups: np.ndarray | None = None) -> list[MIEstimate]:
+                   control_groups: np.ndarray | None = None, only: int | None = None) -> list[MIEstimate]:
     """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
-    `relate` share.
+    `relate` share. only: estimate `specs[only]` alone (the list holds that one estimate), with the
+    fold plan's reduction settled on every spec as ever, so it is the number the whole list gives.
 
     codes: {factor: integer codes [n]}. An estimator tagged `uses_fold_plan` gets one fold
     plan for all the terms (PCA runs once per fold), stratified by `plan_groups` (default: the
@@ -174,7 +175,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
         if isinstance(plan, FoldPlan):  # one reduction for every term, settled on all of them
             plan.settle_reduction(z, [(_joint(codes, spec.targets), _joint(codes, spec.given)) for spec in specs])
     out = []
-    for spec in specs:
+    for spec in (specs if only is None else specs[only:only + 1]):
         y = _joint(codes, spec.targets)
         c = _joint(codes, spec.given)
         sub = _joint(codes, spec.sub) if tags.subclasses else None

@@ -184,6 +184,28 @@ def _feature_key(st, path, layer, pool, role):
                            ("--layer-b", "--pool-b") if role == "B" else ("--layer", "--pool"))
 
 
+def _narrow_default(path, order: list[str], used: int) -> str:
+    """Which later factor of `mi`'s default chain `order` (past the term's `used` ones) the store
+    lacks as a column, or holds with one class (`mi` refuses both); "" where it holds them all."""
+    from matprobe.store import EmbeddingStore
+
+    later = order[used:]
+    if not later:
+        return ""
+    try:
+        with EmbeddingStore.open(path) as st:
+            for name in later:
+                try:
+                    codes, _ = st.factor(name)
+                except StoreError:
+                    return name
+                if np.unique(codes[codes >= 0]).size < 2:
+                    return name
+    except (OSError, StoreError):
+        return ""  # said by load_side, with the store's own error
+    return ""
+
+
 def load_side(path, factors: list[str], layer, pool, role="A"):
     """(ids, {factor: labels as str}, {factor: (the store's label codes, its vocabulary)}, Z,
     meta) of one store side, rows in store order (codes -1: no label)."""
@@ -248,8 +270,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                    seed: int = 0, rare_classes: str = "refuse", **estimator_kwargs) -> Comparison:
     """ΔI of one term between two stores, or between two (layer, pool) keys of one store.
 
-    The term is estimated as `mi` estimates it, within the chain over `factors` (default: the
-    term's conditioning set, then its target: 'T|M,A' in the chain M, A, T), with that chain's
+    The term is estimated as `mi` estimates it, within the chain over `factors` (default: `mi`'s
+    default chain M, A, T where the term is one of its terms, 'M', 'A|M' or 'T|M,A'; else the
+    term's conditioning set, then its target: 'Y|M,A,T' in the chain M, A, T, Y), with that chain's
     fold plan: rows in A's order (B's aligned to them by id) and A's label codes. So side A's
     estimate is the one `mi STORE_A --factors ...` gives with the same seeds, folds and PCA,
     and side B's is `mi`'s on B wherever B lists the samples in A's order with A's vocabulary
@@ -266,6 +289,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     check_rare_classes(rare_classes)
     target, given = parse_term(term)
     order = chain_order(target, given, factors)
+    narrowed = factors is None and _narrow_default(store_a, order, len(given) + 1)
+    if narrowed:  # `mi`'s default chain needs a column A lacks (or has one class of): the term's own
+        order = [*given, target]
     store_b = store_a if store_b is None else store_b
     ids_a, lab_a, codes_a, z_a, meta_a = load_side(store_a, order, layer, pool, "A")
     same_store = str(store_b) == str(store_a)
@@ -306,6 +332,10 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
         note = (note + "; " if note else "") + (
             "B lists the samples in another order than A: its rows were aligned to A's, so its folds are "
             "those of `mi` on A, and its estimate can differ from `mi`'s on B by fold noise")
+    if narrowed:
+        note = (note + "; " if note else "") + (
+            f"estimated within the chain {','.join(order)}, not `mi`'s default {','.join(DEFAULTS.factors)}, "
+            f"whose factor {narrowed} store A does not hold as a column of two classes or more")
     if h[0] <= 1e-12:
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
     for name, entry in merged.items():
@@ -340,17 +370,27 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
 
 def chain_order(target: str, given: list[str], factors=None) -> list[str]:
     """The chain whose term `target | given` is compared: `factors` (names as given to `mi
-    --factors`), default the conditioning set then the target. Refuses a term that is not one
-    of that chain's terms I(Z;F_j|F_1..F_j-1).
+    --factors`); by default `mi`'s own default chain (M, A, T) where the term is one of its terms,
+    so `compare --term M` reads the number `mi` and `sweep` give at the same settings (the chain
+    sets which rows take part and the folds' strata), else the conditioning set then the target.
+    Refuses a term that is not one of that chain's terms I(Z;F_j|F_1..F_j-1).
 
     >>> chain_order("T", ["M", "A"])
     ['M', 'A', 'T']
+    >>> chain_order("M", [])  # as `mi`: I(Z;M) within the chain M, A, T
+    ['M', 'A', 'T']
+    >>> chain_order("label", ["M", "A", "T"])
+    ['M', 'A', 'T', 'label']
     >>> chain_order("A", ["M"], ["M", "A", "T"])
     ['M', 'A', 'T']
     >>> chain_order("task", ["M", "A"], "modality,anatomy,task,label")  # names or their letters
     ['modality', 'anatomy', 'task', 'label']
     """
     if factors is None:
+        default = [FACTOR_ALIASES.get(f, f) for f in DEFAULTS.factors]
+        j = len(given)
+        if j < len(default) and [FACTOR_ALIASES.get(f, f) for f in [*given, target]] == default[:j + 1]:
+            return [*given, target, *DEFAULTS.factors[j + 1:]]  # the term's own spelling, `mi`'s chain
         return [*given, target]
     order = check_factors(factors.split(",") if isinstance(factors, str) else factors)
     column = [FACTOR_ALIASES.get(f, f) for f in order]  # M and modality name one column
@@ -395,7 +435,7 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
     for z in (z_a, z_b):
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
                              unit=NATS, **estimator_kwargs)
-        sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True)[index])
+        sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True, only=index)[0])
     given = order[:index]
     c_arr = joint_codes([codes[g] for g in given]) if given else np.zeros(n, dtype=np.int64)
     c_arr = np.unique(c_arr, return_inverse=True)[1].reshape(-1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from matprobe.mi.base import settled_pca
 from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import LOWER, ONE_SIDED, TWO_SIDED
 from matprobe.mi.registry import estimator_tags, make_estimator, registration
+from matprobe.numerics import MARKER
 from matprobe.parallel import init_ranks
 from matprobe.provenance import check_finished_cells
 from matprobe.store_checks import store_content_ids
@@ -42,7 +44,9 @@ from matprobe.units import NATS, check_unit
 FORMATS = (".csv", ".json", ".parquet")
 COLUMNS = ["checkpoint", "store", "fingerprint", "layer", "pool", "term", "target", "given", "estimator",
            "estimate", "ci_low", "ci_high", "bound", "ci_level", "unit", "n", "h_upper", "clipped", "degenerate",
-           "note", "seconds", "settings", "flags", "pca"]
+           "note", "seconds", "settings", "flags", "pca", "options"]
+# `options`: the settings only the digest holds, readable ("seeds=2 folds=3 pca=64 seed=0"; `SweepSettings.options`),
+# so a refused resume can say what the table was made with; "" in tables written before it
 # `bound`: "two-sided", or "lower" where only ci_low is a statement (ci_high is then the entropy
 # cap's upper limit: mi.interface.ONE_SIDED); empty on a failed cell
 # baseline columns the table keeps (issue 25; values from mi.controls.baseline_columns), present when the
@@ -88,6 +92,18 @@ class SweepSettings:
         d["estimator_params"] = make_estimator(self.estimator, seeds=self.seeds, folds=self.folds,
                                                      pca=self.pca, **kwargs).params()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def options(self) -> str:
+        """The settings a table's rows show only in its digest, as `name=value` words (the `options`
+        column; `parse_options` reads them back): seeds, folds, PCA (0 = none), seed, and, where not
+        at their defaults, rare classes, the permutation count and the estimator's parameters."""
+        words = [f"seeds={self.seeds}", f"folds={self.folds}", f"pca={self.pca or 0}", f"seed={self.seed}"]
+        if self.rare_classes != "refuse":
+            words.append(f"rare_classes={self.rare_classes}")
+        if self.permutations:
+            words.append(f"permutations={self.permutations}")
+        words += [f"{k}={v}" for k, v in self.estimator_kwargs]
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -251,7 +267,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
                      "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
                      "settings": settings.digest(), "flags": ",".join(e.flags),
-                     "pca": settled_pca(e.diagnostics, settings.pca),
+                     "pca": settled_pca(e.diagnostics, settings.pca), "options": settings.options(),
                      # the cell is estimated in nats: information-valued baselines in the table's unit
                      **baseline_columns(e.diagnostics, convert=lambda v: from_nats(v, unit))})
     seconds = time.perf_counter() - t0
@@ -285,7 +301,8 @@ def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds
                      "unit": settings.unit, "n": 0, "h_upper": np.nan, "clipped": False, "degenerate": False,
                      "note": f"estimation failed ({type(exc).__name__}: {reason}); rerun the sweep to retry",
                      "seconds": round(seconds, 3), "settings": settings.digest(), "flags": FAILED,
-                     "pca": 0 if settings.pca is None else int(settings.pca)})  # as asked: nothing settled
+                     "pca": 0 if settings.pca is None else int(settings.pca),  # as asked: nothing settled
+                     "options": settings.options()})
     return rows
 
 
@@ -346,7 +363,8 @@ def read_table(path) -> pd.DataFrame:
         suffix = path.suffix.lower()
         if suffix == ".csv":
             df = pd.read_csv(path, dtype={"layer": str, "pool": str, "given": str, "note": str,
-                                          "store": str, "checkpoint": str, "settings": str, "flags": str},
+                                          "store": str, "checkpoint": str, "settings": str, "flags": str,
+                                          "options": str},
                              keep_default_na=False, na_values={"estimate": ["nan"]})
         elif suffix == ".json":
             doc = json.loads(path.read_text())
@@ -360,6 +378,10 @@ def read_table(path) -> pd.DataFrame:
         df["flags"] = ""  # tables written before the flags column
     if "pca" not in df.columns and len(df.columns):
         df["pca"] = ""  # tables written before the pca column (their settings differ: recomputed)
+    if "options" not in df.columns and len(df.columns):
+        df["options"] = ""  # tables written before the options column (a refusal finds them from the digest)
+    if "options" in df.columns:
+        df["options"] = df["options"].fillna("").astype(str)
     if "bound" not in df.columns and len(df.columns) and "note" in df.columns:
         # tables written before the bound column: one-sided terms said so in their note
         df["bound"] = [_bound_from_note(n, bad) for n, bad in zip(df["note"].astype(str), _failed(df))]
@@ -418,8 +440,9 @@ def _failed(df: pd.DataFrame) -> pd.Series:
 
 def settings_differences(df: pd.DataFrame, settings: SweepSettings | None) -> list[str]:
     """What a table's rows record that differs from `settings` ("unit bits in the table, nats asked"):
-    the unit, estimator, interval level, chain and baselines; the rest (seeds, folds, PCA, seed, the
-    estimator's fitting) only the digest holds."""
+    the unit, estimator, interval level, chain and baselines; then the settings only the digest holds
+    (seeds, folds, PCA, seed, rare classes, the estimator's parameters), read from the `options`
+    column or, in tables written before it, found by the digest (`table_settings`)."""
     if settings is None or df.empty:
         return []
     out = []
@@ -443,12 +466,121 @@ def settings_differences(df: pd.DataFrame, settings: SweepSettings | None) -> li
         had = column in df and df[column].notna().any()
         if bool(had) != bool(asked):
             out.append(f"{name} {'on' if had else 'off'} in the table, {'on' if asked else 'off'} asked")
+    table = table_settings(df, settings)
+    if table is not None:
+        mine, theirs = _all_options(settings), _all_options(table)
+        for key in dict.fromkeys([*theirs, *mine]):
+            if key == "permutations" and "0" in (theirs.get(key), mine.get(key)):
+                continue  # said above as on / off
+            if theirs.get(key) != mine.get(key):
+                out.append(f"{key.replace('_', ' ')} {theirs.get(key, 'unset')} in the table, "
+                           f"{mine.get(key, 'unset')} asked")
     return out
+
+
+# option words of `SweepSettings.options` and how each is read back (the rest are the estimator's own)
+_OPTION_TYPES = {"seeds": int, "folds": int, "pca": lambda v: int(v) or None, "seed": int,
+                 "rare_classes": str, "permutations": int}
+# what a user passes to `matprobe sweep` for each (seed has no command-line option: the API's `seed=`)
+_FLAGS = {"seeds": "--seeds", "folds": "--folds", "pca": "--pca", "rare_classes": "--rare-classes",
+          "permutations": "--permutations"}
+
+
+def parse_options(text: str) -> dict[str, str]:
+    """`SweepSettings.options` words back as {name: value} (strings, in their order)."""
+    return dict(w.split("=", 1) for w in str(text).split() if "=" in w)
+
+
+def _all_options(settings: SweepSettings) -> dict[str, str]:
+    """`parse_options` of the settings' options with rare classes and permutations at their defaults too."""
+    return {**parse_options(settings.options()), "rare_classes": "refuse", "permutations": "0",
+            **parse_options(settings.options())}
+
+
+def _visible(df: pd.DataFrame, settings: SweepSettings) -> SweepSettings:
+    """`settings` with what the table's rows show (unit, estimator, level, chain, baselines) as the table has it."""
+    first = df.iloc[0]
+    chain = [str(v) for v in dict.fromkeys(df["target"].dropna())] if "target" in df else []
+    return replace(settings, unit=str(first.get("unit", settings.unit)),
+                   estimator=str(first.get("estimator", settings.estimator)),
+                   ci_level=float(first.get("ci_level", settings.ci_level)),
+                   factors=tuple(chain) or settings.factors,
+                   controls="selectivity" in df and bool(df["selectivity"].notna().any()),
+                   codelength="compression" in df and bool(df["compression"].notna().any()),
+                   permutations=settings.permutations if "p_perm" in df and df["p_perm"].notna().any() else 0)
+
+
+def table_settings(df: pd.DataFrame, settings: SweepSettings) -> SweepSettings | None:
+    """The settings a table was written with, as far as they can be known: its `options` column
+    (tables written since it exists), else the settings near `settings` whose digest is the table's
+    (`_search_digest`); None where neither says (another version's fitting, or settings further away)."""
+    digests = sorted(set(df["settings"].astype(str)))
+    if len(digests) != 1 or df.empty:
+        return None
+    digest = digests[0]
+    base = _visible(df, settings)
+    words = [w for w in dict.fromkeys(df["options"].astype(str)) if w] if "options" in df else []
+    if len(words) == 1:
+        kw, extra = {"rare_classes": "refuse"}, []  # the words leave out what is at its default
+        for key, value in parse_options(words[0]).items():
+            if key in _OPTION_TYPES:
+                kw[key] = _OPTION_TYPES[key](value)
+            else:
+                extra.append((key, value))
+        try:
+            return replace(base, **kw, estimator_kwargs=tuple(extra))
+        except (TypeError, ValueError):
+            return None
+    return _search_digest(df, base, digest)
+
+
+def _search_digest(df: pd.DataFrame, base: SweepSettings, digest: str) -> SweepSettings | None:
+    """The settings near `base` whose digest is `digest`: every seeds (1-30) x folds (2-20) x PCA (the
+    sizes the table's `pca` column shows first, then none, `base`'s and the default) x rare classes,
+    then seed (0-20) and permutation counts changed on top of `base` alone. About 2 ms a candidate."""
+    shown = pd.to_numeric(df["pca"], errors="coerce").dropna() if "pca" in df else pd.Series(dtype=float)
+    pcas = list(dict.fromkeys([*(int(v) for v in sorted(shown.unique()) if v > 0), None, base.pca, DEFAULTS.pca]))
+    rares = list(dict.fromkeys([base.rare_classes, "refuse", "merge"]))
+    candidates = ({"pca": p, "seeds": a, "folds": b, "rare_classes": r}
+                  for r in rares for p in pcas for a in range(1, 31) for b in range(2, 21))
+    others = [{"seed": v} for v in range(21)]
+    if "p_perm" in df and df["p_perm"].notna().any():
+        others += [{"permutations": v} for v in (*range(1, 201), 499, 999)]
+    for change in [{}, *candidates, *others]:
+        cand = replace(base, **change)
+        try:
+            if cand.digest() == digest:
+                return cand
+        except Exception:  # noqa: BLE001 - a candidate the estimator refuses is not the table's
+            continue
+    return None
+
+
+def _resume_hint(df: pd.DataFrame, settings: SweepSettings | None) -> str:
+    """How to resume the table (its settings, as options) or start afresh."""
+    table = table_settings(df, settings) if settings is not None else None
+    fresh = f"or start afresh with --overwrite (its {len(df)} rows are replaced) or a new --out"
+    if table is None:
+        return ("to resume it pass the settings it was made with (the table does not record seeds, folds, "
+                "pca and seed, and none near these gives its digest: another matprobe version may have "
+                "written it), " + fresh)
+    theirs, mine = _all_options(table), _all_options(settings)
+
+    def said(k, v):  # seed and the estimator's parameters have no option of `matprobe sweep`: the API's
+        return f"{_FLAGS[k]} {v}" if k in _FLAGS else f"{k}={v} (matprobe.sweep's)"
+
+    flags = [said(k, v) for k, v in theirs.items() if mine.get(k) != v]
+    shown = parse_options(table.options())  # what is not at its default
+    whole = " ".join(said(k, v) for k, v in shown.items() if k != "seed" or v != "0")
+    if not flags and table.digest() != settings.digest() and not settings_differences(df, settings):
+        return ("its seeds, folds, pca and seed are these, so the estimator's fitting differs (the digest "
+                "holds it: another matprobe version wrote the table); " + fresh.replace("or start", "start"))
+    return f"to resume it pass {' '.join(flags) or 'the table’s settings'} (the table's: {whole}), " + fresh
 
 
 def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path, settings: SweepSettings | None = None) -> set:
     """Cells whose every term is in the table; refuses a table made with other settings, naming
-    what the rows show differs (`settings_differences`)."""
+    what differs with both values (`settings_differences`) and how to resume or start afresh."""
     if df.empty:
         return set()
     other = sorted(set(df["settings"].astype(str)) - {digest})
@@ -457,7 +589,7 @@ def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path, settings: Sweep
         what = ("; ".join(said) if said else "seeds, folds, pca, seed, rare classes or the estimator's fitting "
                 "differ (the table records them in its settings digest only)")
         raise EstimationError(f"{path} was written with other settings ({what}; settings {other[0]} vs {digest}); "
-                              "pass a new --out, the table's settings to resume it, or --overwrite to start again")
+                              + _resume_hint(df, settings))
     df = df[~_failed(df)]  # failed cells are retried
     counts = df.groupby(CELL_KEY).size()
     return {k for k, v in counts.items() if v >= n_terms}
@@ -577,7 +709,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
             from matprobe.interrupts import ignore_in_worker, stop_pool
 
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                       initializer=ignore_in_worker)
+                                       initializer=_init_worker if os.environ.get(MARKER) == "1" else ignore_in_worker)
             try:
                 reg = registration(estimator)  # plug-ins registered here reach the workers
                 futures = {pool.submit(safe_estimate_cell, cell, settings, pw_dir, 1, reg): cell for cell in todo}
@@ -616,6 +748,16 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     return SweepResult(table=table, out=out, n_cells=len(cells), n_computed=len(todo),
                        n_resumed=n_resumed, seconds=time.perf_counter() - t0, rank=ranks.rank,
                        world_size=ranks.world_size)
+
+
+def _init_worker() -> None:
+    """Worker initializer of a sweep under portable numerics (`--portable-numerics`): each worker
+    inherits the environment and checks every setting before it computes, as the pipeline's do."""
+    from matprobe.interrupts import ignore_in_worker
+    from matprobe.numerics import ensure_portable_here
+
+    ignore_in_worker()
+    ensure_portable_here()
 
 
 def _describe(cell: Cell) -> str:

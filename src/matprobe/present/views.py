@@ -220,8 +220,8 @@ def relation_table(rel) -> Table:
     if rel.spearman == rel.spearman:
         table.footnotes.append(
             f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {lvl} bootstrap interval [{rel.ci_low:.3f}, "
-            f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points; Fano ceiling for K = "
-            f"{rel.reference['classes']}")
+            f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points{relation_p_method(rel)}; Fano "
+            f"ceiling for K = {rel.reference['classes']}")
     else:  # scipy's nan: a rank correlation with a constant column is not defined
         used = rel.points[~rel.points["sparse"]]
         same = "Î" if used["mi"].nunique() <= 1 else "the accuracy"
@@ -233,6 +233,16 @@ def relation_table(rel) -> Table:
     table.name = "points"
     table.machine = relation_machine(rel, bounds, table)
     return table
+
+
+def relation_p_method(rel) -> str:
+    """How `relate`'s p was found, for its footnote: the points of one stratum (over the checkpoints) and
+    of one checkpoint are not independent, so the p permutes whole strata (`theory.relate.
+    stratum_permutation_test`); its smallest possible value is 1 / the arrangements counted."""
+    if not getattr(rel, "p_method", ""):
+        return ""
+    return (f" (p from a {rel.p_method}, smallest possible p = 1/{rel.n_permutations}: points of one stratum or "
+            "one checkpoint are not independent)")
 
 
 def relation_bounds(points) -> list[str]:

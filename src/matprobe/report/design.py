@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# the one-option rule and its threshold (ONE_OPTION_SHARE, re-exported for render.py) live in
+# data.design, which `relate` reads too
+from matprobe.data.design import ONE_OPTION_SHARE as ONE_OPTION_SHARE
+from matprobe.data.design import answers_one_option, one_option_sentence, top_option
 from matprobe.present.views import not_identifiable
 
-# a checkpoint answering one option for at least this share of its items is flagged
-ONE_OPTION_SHARE = 0.9
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # A held-out target's accuracy is a share of its n items' answers. Its 95% interval is at its widest
 # at accuracy 0.5, +-1.96 * 0.5 / sqrt(n) (Wald); that is wider than +-0.2 (enough to hold chance
 # and a model that reads the images alike) for n < (1.96 * 0.5 / 0.2)^2 = 24.01. So a target of
@@ -40,11 +41,16 @@ def term_cells(frame: pd.DataFrame) -> list:
     return [not_identifiable(t) if bool(d) else v for t, v, d in zip(frame["term"], frame["estimate"], degenerate)]
 
 
-def one_option_sentences(answers: dict[str, tuple[str, int, int]]) -> list[str]:
-    """The design warning of each checkpoint in `one_option_answers`' result."""
-    return [f"checkpoint {name} answers option {letter} for {count} of {total} items ({count / total:.0%}): its "
-            f"accuracy is the share of items whose answer is {letter}, not evidence that it reads the images"
-            for name, (letter, count, total) in answers.items()]
+def one_option_sentences(answers: dict[str, tuple]) -> list[str]:
+    """The design warning of each checkpoint in `one_option_answers`' result (a 4th element: the held-out
+    target whose items the count is of, the ones its accuracy is computed on)."""
+    out = []
+    for name, (letter, count, total, *target) in answers.items():
+        out.append(one_option_sentence(name, letter, count, total) if not target else
+                   f"checkpoint {name} answers option {letter} for {count} of the {total} items of its held-out "
+                   f"target {target[0]} ({count / total:.0%}): its accuracy there is the share of those items "
+                   f"whose answer is {letter}, not evidence that it reads the images")
+    return out
 
 
 def absent_stores(checkpoints: list, resolve) -> list[str]:
@@ -58,18 +64,31 @@ def absent_stores(checkpoints: list, resolve) -> list[str]:
     return out
 
 
-def store_record(store_path) -> dict:
+def store_record(store_path, target=None) -> dict:
     """What `run` writes into each checkpoint's run.json entry from its store, in one opening, so that
-    the report needs no store to say it: {"top_answer": `top_answer`, "prompt": `prompt_of`}, each None
-    where the store cannot be read."""
+    the report needs no store to say it: {"top_answer": `top_answer`, "prompt": `prompt_of`}, and with
+    the checkpoint's held-out (M, A, T) `target`, "target_answers": `target_answers`; each None where
+    the store cannot be read."""
     from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
 
+    keys = ("top_answer", "prompt") + (("target_answers",) if target else ())
     try:
         with EmbeddingStore.open(store_path) as st:
-            return {"top_answer": _top_answer(st), "prompt": _prompt(st)}
+            out = {"top_answer": _top_answer(st), "prompt": _prompt(st)}
+            if target:
+                out["target_answers"] = _target_answers(st, target)
+            return out
     except (MatprobeError, OSError):
-        return {"top_answer": None, "prompt": None}
+        return dict.fromkeys(keys)
+
+
+def target_answers(store_path, target) -> dict | None:
+    """The option a store's checkpoint answers most on the held-out target's items, the rows its
+    accuracy is computed on (`pipeline.per_run_results`): `top_option` over the target's items with an
+    answer, with "target" and "n_options" (the most options an item there offers; None where the
+    store records none); None where fewer than 10 target items have an answer."""
+    return store_record(store_path, tuple(target))["target_answers"]
 
 
 def top_answer(store_path) -> dict | None:
@@ -90,13 +109,23 @@ def _top_answer(st) -> dict | None:
         pred = np.asarray(st.answers()["pred"])
     except KeyError:
         return None
-    pred = pred[pred >= 0]
-    if pred.size < 10:
+    return top_option(pred)  # the rule `relate` reads too (data.design)
+
+
+def _target_answers(st, target) -> dict | None:
+    try:
+        pred = np.asarray(st.answers()["pred"])
+    except KeyError:
         return None
-    values, counts = np.unique(pred, return_counts=True)
-    top = int(np.argmax(counts))
-    letter = LETTERS[int(values[top])] if 0 <= int(values[top]) < len(LETTERS) else str(values[top])
-    return {"option": letter, "count": int(counts[top]), "answered": int(pred.size)}
+    frame = st.samples()
+    rows = np.ones(len(frame), dtype=bool)
+    for f, v in zip(("modality", "anatomy", "task"), target):
+        rows &= (frame[f].astype(str) == str(v)).to_numpy() if f in frame else False
+    rec = top_option(np.where(rows, pred, -1))
+    if rec is None:
+        return None
+    k = pd.to_numeric(frame["n_options"][rows], errors="coerce").max() if "n_options" in frame else np.nan
+    return {"target": [str(x) for x in target], **rec, "n_options": int(k) if pd.notna(k) and k > 0 else None}
 
 
 def _prompt(st) -> dict | None:
@@ -115,14 +144,48 @@ def _top_answer_of(ck, resolve) -> dict | None:
     return recorded
 
 
-def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple[str, int, int]]:
-    """{checkpoint name: (the option, its answers, items answered)} for the checkpoints whose answers
-    are one option for >= 90% of the items with an answer (run.json's `top_answer`, else the store;
+def _checkpoint_target(ck) -> tuple | None:
+    target = (getattr(ck, "extra", None) or {}).get("target")
+    return tuple(str(x) for x in target) if target else None
+
+
+def _target_answers_of(ck, resolve) -> dict | None:
+    """A checkpoint's `target_answers` on its held-out target (run.json's `target`): from its store
+    where the store is there, else as run.json records it; None where neither says."""
+    recorded = (getattr(ck, "extra", None) or {}).get("target_answers")
+    target = _checkpoint_target(ck)
+    if target and ck.store and Path(resolve(ck.store)).exists():
+        return target_answers(resolve(ck.store), target) or recorded
+    return recorded
+
+
+def target_options(checkpoints: list, resolve) -> dict[str, int]:
+    """{checkpoint name: the number of options its held-out target's items offer} where the store
+    (or run.json's `target_answers`) records it: chance accuracy there is 1 / that number."""
+    out = {}
+    for ck in checkpoints:
+        rec = _target_answers_of(ck, resolve)
+        if rec and rec.get("n_options"):
+            out[ck.name] = int(rec["n_options"])
+    return out
+
+
+def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple]:
+    """{checkpoint name: (the option, its answers, items answered[, its held-out target])} for the
+    checkpoints whose answers are one option for >= 90% of the items with an answer: on the held-out
+    target's items where that is known (`target_answers`: the store, else run.json), else on all
+    its items (run.json's `top_answer`, else the store;
     neither: left out, and `absent_stores` says so)."""
     out = {}
     for ck in checkpoints:
+        # first on the held-out target's items, the ones its accuracy is computed on: an audit's five of
+        # six checkpoints answered one letter for 36 of the 36 target items, at most 75% of all 372, unflagged
+        rec = _target_answers_of(ck, resolve)
+        if answers_one_option(rec):
+            out[ck.name] = (rec["option"], int(rec["count"]), int(rec["answered"]), " / ".join(rec["target"]))
+            continue
         rec = _top_answer_of(ck, resolve)
-        if rec and rec["count"] / rec["answered"] >= ONE_OPTION_SHARE:
+        if answers_one_option(rec):
             out[ck.name] = (rec["option"], int(rec["count"]), int(rec["answered"]))
     return out
 

@@ -161,6 +161,7 @@ def run_check(
     progress: bool = False,
     bits: float | None = None,
     heldout_target: tuple[str, str, str] | None = None,
+    training: dict | None = None,
 ) -> "CheckResult":
     """Compute the check; returns a `CheckResult` (JSON via `.to_dict()`, kind "matprobe.check").
 
@@ -170,6 +171,9 @@ def run_check(
     get it). `bits` is the old name of `bits_per_param`. `heldout_target`: the (M, A, T) triplet
     the checkpoint was not trained on; where the store marks no split = test rows, the PAC
     section's held-out error is on its rows (without it: on every answered row, and said so).
+    With the training-set PAC inputs, the pac section's "training" records them (params, bits per
+    parameter, ln|H|, R̂, n) and `training`'s keys beside them ("rows": which rows R̂ is measured on,
+    "bits_source": where the bits per parameter come from; defaults: as given).
 
     Stages: read the store and MI results (`_read_inputs`), pick Y (`_choose_target`), find or
     estimate its MI (`_target_mi`), then per stratum Fano against the error (`_stratum_rows`),
@@ -203,7 +207,8 @@ def run_check(
         "level": level,
         "strata": rows,
         "aggregate": aggregate,
-        "pac": _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param, heldout_target),
+        "pac": _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param, heldout_target,
+                            training),
     }
     if estimated is not None:
         doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
@@ -333,16 +338,26 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
         lo, hi = pac.clopper_pearson(errors, n, level)
         eps_up = pac.test_set_bound(errors, n, delta)
         k = max(2, len(np.unique(ys)))
+        basis = "Y's classes in the stratum"
+        offered = None
+        if "n_options" in frame:  # the options the items offered, where the store records them
+            most = np.nanmax(np.asarray(frame["n_options"].iloc[idx], dtype=float), initial=-1.0)
+            offered = int(most) if most > 0 else None
         segmentation = bool(is_segmentation[idx].all())
         if segmentation:  # the choice among the candidate masks
             k = max(2, int(frame["n_options"].to_numpy()[idx].max()))
+            basis = "the candidate masks offered"
+        elif offered and offered > k:
+            # answers outside Y's K_s classes mapped onto them cannot add errors, so K_s holds (module doc)
+            basis = f"Y's classes in the stratum (fewer than the {offered} options offered; valid, see the module doc)"
         h = entropy(ys)
         bound_point = h - _fano_phi(eps, k)
         bound_finite = h - _fano_phi(eps_up, k)
         given = dict(zip(MAT, map(str, key)))
         row: dict[str, Any] = {
             "given": given, "n": n, "errors": errors, "error": eps, "error_ci": [lo, hi],
-            "error_upper": eps_up, "classes": k, "item_kind": "segmentation" if segmentation else "choice",
+            "error_upper": eps_up, "classes": k, "classes_basis": basis, "options": offered,
+            "item_kind": "segmentation" if segmentation else "choice",
             "h_y": h, "fano_mi_lower": bound_point, "fano_mi_lower_finite": bound_finite,
             "mi": None, "mi_source": None, "error_floor": None, "error_floor_lenient": None,
             "error_respects_floor": None, "mi_meets_bound": None,
@@ -424,7 +439,8 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merg
     return aggregate
 
 
-def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param, heldout_target=None):
+def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param, heldout_target=None,
+                 training=None):
     """The held-out error (split = test, else the held-out target's rows where it is given and
     answered, else all answered rows) with its test-set bound, and training-set PAC bounds held
     against it when their inputs are given."""
@@ -466,6 +482,13 @@ def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param,
     if emp_risk is not None or n_train is not None or params is not None:
         if emp_risk is None or n_train is None or params is None:
             raise BoundsError("training-set PAC bounds need --emp-risk, --n-train and --params together")
+        # what the bounds were given, said with them (an audit read ln|H| = 5.966e6 nats as "doubled":
+        # 268,992 parameters at 32 bits, the checkpoint's stored precision, not check's default 16)
+        pac_out["training"] = {"params": float(params), "bits_per_param": float(bits_per_param),
+                               "ln_h": pac.log_hypothesis_count(params, bits_per_param),
+                               "emp_risk": float(emp_risk), "n_train": int(n_train),
+                               "rows": "as given (--emp-risk, --n-train)", "bits_source": "as given (--bits-per-param)",
+                               **(training or {})}
         for b in pac.pac_bounds(emp_risk, n_train, delta, params=params, bits=bits_per_param):
             d = b.to_dict()
             d["contradicted"] = bool(b.value < held_lo)
@@ -726,6 +749,8 @@ class HeldoutCheck:
     error_ci: list
     test_set_bound: float
     bounds: list[CheckedBound] = field(default_factory=list)
+    # the training-set bounds' inputs: params, bits_per_param, ln_h, emp_risk, n_train, rows, bits_source
+    training: dict | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -733,7 +758,10 @@ class HeldoutCheck:
         return _from(cls, d, bounds=lambda bs: [CheckedBound.from_dict(b) for b in bs])
 
     def to_dict(self) -> dict:
-        return _to(self, bounds=lambda bs: [b.to_dict() for b in bs])
+        doc = _to(self, bounds=lambda bs: [b.to_dict() for b in bs])
+        if doc.get("training") is None:  # no training-set bounds (files written before it: none)
+            doc.pop("training", None)
+        return doc
 
 
 @dataclass

@@ -6,7 +6,9 @@ per-stratum entries), the model's accuracy on s with its Clopper-Pearson interva
 plug-in H(Y | s) and the Fano accuracy ceiling 1 - φ⁻¹(H(Y|s) - Î) (Cover & Thomas 2006,
 Thm 2.10.1; `matprobe.theory.fano`), with K_s = max(2, classes of Y in s) as `matprobe check`
 uses. Across all (checkpoint, stratum) points: Spearman's rank correlation of Î with
-accuracy, a percentile bootstrap interval over points, and scipy's p-value. A Fano curve
+accuracy, a percentile bootstrap interval drawing whole strata, and a p-value from permuting whole strata
+(`stratum_permutation_test`: the points of one stratum or one checkpoint are not independent, so
+scipy's p, which counts every point as one, is far too small). A Fano curve
 (accuracy ceiling against I for a reference K and H) is returned for plotting.
 
 Caveat: Fano bounds what any decoder of Z could reach; the model answers from its full
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from matprobe.data.design import answers_one_option, one_option_sentence, top_option
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, MatprobeError, StoreError
@@ -48,6 +51,12 @@ class Relation:
     reference: dict[str, Any] = field(default_factory=dict)
     unit: str = NATS
     notes: list[str] = field(default_factory=list)
+    # how p_value was computed (`stratum_permutation_test`): over how many strata and checkpoints,
+    # the arrangements counted, whether all were enumerated
+    p_method: str = ""
+    n_strata: int = 0
+    n_checkpoints: int = 0
+    n_permutations: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -89,8 +98,12 @@ def fano_accuracy_ceiling(mi: float, h: float, k: int) -> float:
     return 1.0 - fano_min_error(max(h - mi, 0.0), k)
 
 
-def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: int = 0):
-    """(rho, ci_low, ci_high, p): percentile bootstrap over (x, y) pairs; p from scipy."""
+def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: int = 0, clusters=None):
+    """(rho, ci_low, ci_high, p): percentile bootstrap; p from scipy (which counts every point as
+    independent). `clusters`: each point's cluster (its stratum): the bootstrap then draws whole
+    clusters with replacement, all of a drawn cluster's points together, since points sharing a
+    stratum are alike and a bootstrap over points made the interval too narrow in the same way
+    scipy's p is too small (`stratum_permutation_test`); without it, over (x, y) pairs."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 3:
         raise EstimationError(f"rank correlation needs at least 3 (checkpoint, stratum) points, got {len(x)}; "
@@ -98,21 +111,111 @@ def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: 
     res = stats.spearmanr(x, y)
     rho, p = float(res.statistic), float(res.pvalue)
     rng = np.random.default_rng([seed, 31])
-    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-    rx = stats.rankdata(x[idx], axis=1)
-    ry = stats.rankdata(y[idx], axis=1)
-    rx -= rx.mean(axis=1, keepdims=True)
-    ry -= ry.mean(axis=1, keepdims=True)
-    den = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
-    boot = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
+    if clusters is None:
+        idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+        boot = _rank_correlations(x[idx], y[idx])
+    else:
+        codes = pd.factorize(pd.Series(list(clusters), dtype=object))[0]
+        members = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
+        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
+        if len({len(m) for m in members}) == 1:  # every stratum at every checkpoint: one array
+            idx = np.stack(members)[draws].reshape(n_boot, -1)
+            boot = _rank_correlations(x[idx], y[idx])
+        else:
+            boot = np.array([_rank_correlations(x[i][None], y[i][None])[0]
+                             for i in (np.concatenate([members[k] for k in row]) for row in draws)])
     boot = boot[np.isfinite(boot)]  # resamples with a constant column have no rank correlation
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if boot.size else (np.nan, np.nan)
     return rho, float(lo), float(hi), p
 
 
-def _answered(st, path) -> np.ndarray:
-    """Per row: 1 correct, 0 wrong, -1 no stored answer (answers/correct, else pred == answer)."""
-    out = np.asarray(st.answers()["correct"]).astype(np.int64)  # the store's one rule
+def _rank_correlations(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair of xs, ys [B, n] (average ranks); NaN where a row is constant."""
+    rx = stats.rankdata(xs, axis=1)
+    ry = stats.rankdata(ys, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    return np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+
+# all arrangements of the strata are enumerated up to 8 strata (8! = 40320); more are sampled
+ENUMERATE_MAX = 40320
+N_PERMUTATIONS = 9999
+PERMUTATION_CHUNK = 2048
+
+
+def stratum_permutation_test(x, y, strata, checkpoints, n_perm: int = N_PERMUTATIONS, seed: int = 0,
+                             enumerate_max: int = ENUMERATE_MAX) -> dict[str, Any]:
+    """Two-sided p of Spearman's rho(x, y) over (checkpoint, stratum) points that respects their clusters.
+
+    The points of one stratum (over the checkpoints) and of one checkpoint (over the strata) are not
+    independent, so scipy's p, which counts each point as one, is far too small. Here y's stratum
+    identities are permuted, the same permutation in every checkpoint: y'(c, s) = y(c, pi(s)). Each
+    stratum's y values travel together (its dependence over the checkpoints is kept) and stay in their
+    checkpoint (a shift common to a checkpoint is kept), so under "the strata's y are exchangeable
+    given x" (no relation of a stratum's information with its accuracy) every arrangement is equally
+    likely and the p is exact. rho is recomputed (average ranks) over the pairs present after the
+    permutation; a stratum missing at a checkpoint leaves its pairs out.
+
+    All S! arrangements are enumerated where S! <= `enumerate_max` (p = share with |rho| >= the
+    observed |rho|, the identity among them: at least 1 / S!); else `n_perm` uniform draws with
+    p = (1 + hits) / (1 + n_perm). Returns {"p_value", "n_strata", "n_checkpoints", "n_permutations" (the
+    arrangements counted, the identity among them: 1 / it is the smallest p), "exact", "method"}.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    s_codes, s_names = pd.factorize(pd.Series(list(strata), dtype=object))
+    c_codes, c_names = pd.factorize(pd.Series(list(checkpoints), dtype=object))
+    n_s, n_c = len(s_names), len(c_names)
+    if len(set(zip(c_codes.tolist(), s_codes.tolist()))) != len(x):
+        raise EstimationError("a (checkpoint, stratum) pair appears twice among the points")
+    xm, ym = np.full((n_c, n_s), np.nan), np.full((n_c, n_s), np.nan)
+    xm[c_codes, s_codes], ym[c_codes, s_codes] = x, y
+    exact = math.factorial(n_s) <= enumerate_max
+    if exact:
+        import itertools
+
+        perms = np.array(list(itertools.permutations(range(n_s))), dtype=np.int64).reshape(-1, n_s)
+    else:
+        rng = np.random.default_rng([seed, 37])
+        perms = np.vstack([np.arange(n_s), rng.permuted(np.tile(np.arange(n_s), (n_perm, 1)), axis=1)])
+    rhos = np.concatenate([_permuted_rhos(xm, ym, perms[i:i + PERMUTATION_CHUNK])
+                           for i in range(0, len(perms), PERMUTATION_CHUNK)])
+    observed = rhos[0]  # the first arrangement is the identity, enumerated or not
+    # NaN (a constant column) counts as no hit; the identity is one of the hits, so that with draws the
+    # share is (1 + hits among the draws) / (1 + n_perm)
+    hits = int((np.abs(rhos) >= abs(observed) - 1e-10).sum())
+    p = hits / len(perms) if np.isfinite(observed) else float("nan")
+    count = (f"all {len(perms)} arrangement{'s' if len(perms) != 1 else ''}" if exact
+             else f"the observed and {n_perm} random arrangements")
+    method = (f"permutation of the {n_s} strata's identities, the same across the {n_c} checkpoint"
+              f"{'s' if n_c != 1 else ''} ({count})")
+    return {"p_value": float(p), "n_strata": n_s, "n_checkpoints": n_c, "n_permutations": int(len(perms)),
+            "exact": bool(exact), "method": method}
+
+
+def _permuted_rhos(xm: np.ndarray, ym: np.ndarray, perms: np.ndarray) -> np.ndarray:
+    """Spearman's rho of xm with ym's columns permuted by each row of `perms` (C x S matrices, NaN where
+    a point is missing), over the pairs present in both."""
+    n_p = len(perms)
+    xs = np.broadcast_to(xm.reshape(1, -1), (n_p, xm.size))
+    ys = ym[:, perms].transpose(1, 0, 2).reshape(n_p, -1)  # (perm, C * S)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    rx = stats.rankdata(np.where(ok, xs, np.nan), axis=1, nan_policy="omit")
+    ry = stats.rankdata(np.where(ok, ys, np.nan), axis=1, nan_policy="omit")
+    rx, ry = np.where(ok, rx, 0.0), np.where(ok, ry, 0.0)
+    n = ok.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = rx.sum(1) / n, ry.sum(1) / n
+        dx, dy = np.where(ok, rx - mx[:, None], 0.0), np.where(ok, ry - my[:, None], 0.0)
+        den = np.sqrt((dx**2).sum(1) * (dy**2).sum(1))
+        return np.where((den > 0) & (n >= 3), (dx * dy).sum(1) / den, np.nan)
+
+
+def _answered(st, path, answers=None) -> np.ndarray:
+    """Per row: 1 correct, 0 wrong, -1 no stored answer (answers/correct, else pred == answer);
+    `answers`: the store's `answers()` where read already."""
+    out = np.asarray((answers or st.answers())["correct"]).astype(np.int64)  # the store's one rule
     if not (out >= 0).any():
         raise StoreError(f"{path}: no stored answers (answers/correct or answers/pred); extract with "
                          "--answers to relate MI to accuracy")
@@ -139,12 +242,16 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     # before any estimation, not after it
     read = {str(path): _read_labels(path, target, layer, pool) for path in stores}
     sizes = []
-    for y, correct, cols, _ in read.values():
+    for y, correct, cols, _, _ in read.values():
         c, _ = _answered_strata(y, correct, cols)
         sizes += np.unique(c, return_counts=True)[1].tolist()
     _require_points(sizes, min_stratum)
+    # a checkpoint answering one option for nearly every item: the report's design warning (data.design)
+    notes += [one_option_sentence(labels[p], top["option"], top["count"], top["answered"])
+              + f"; here each stratum's accuracy is likewise how often {top['option']} is its correct answer"
+              for p, (*_, top) in read.items() if answers_one_option(top)]
     for path in stores:
-        y, correct, cols, key = read[str(path)]
+        y, correct, cols, key, _ = read[str(path)]
         ckpt = labels[str(path)]
         c, keep = _answered_strata(y, correct, cols)
         yk, zk, ck = y[keep], _read_z(path, key)[keep], correct[keep]
@@ -173,19 +280,30 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
                          "classes": k_s, "accuracy": k_correct / n_s, "acc_ci_low": lo, "acc_ci_high": hi,
                          "fano_acc_max": fano_accuracy_ceiling(mi, h, k_s),
                          "sparse": n_s < min_stratum, "note": entry.note})
-    points = pd.DataFrame(rows)
+    return _relation(pd.DataFrame(rows), notes, min_stratum, level, n_boot, seed, unit)
+
+
+def _relation(points: pd.DataFrame, notes: list[str], min_stratum: int, level: float, n_boot: int, seed: int,
+              unit: str) -> Relation:
+    """`relate`'s result from its points: Spearman's rho over the strata not sparse, its bootstrap
+    interval, the strata-permutation p and the Fano curve."""
     used = points[~points["sparse"]]
     if len(used) < len(points):
         notes.append(f"{len(points) - len(used)} sparse strata (n < {min_stratum}) left out of the correlation")
-    rho, lo, hi, p = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed)
+    # the p: whole strata permuted, the interval: whole strata resampled (the points are clustered
+    # by stratum and by checkpoint)
+    strata = list(zip(*(used[f].astype(str) for f in MAT)))
+    rho, lo, hi, _ = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed, clusters=strata)
+    perm = stratum_permutation_test(used["mi"], used["accuracy"], strata, used["checkpoint"], seed=seed)
     k_ref = int(used["classes"].mode().iloc[0])
     h_ref = float(used.loc[used["classes"] == k_ref, "h"].mean())
     h_nats = h_ref * (math.log(2) if unit == "bits" else 1.0)
     curve = [{"mi": from_nats(i, unit), "fano_acc_max": fano_accuracy_ceiling(i, h_nats, k_ref)}
              for i in np.linspace(0.0, h_nats, 41)]
-    return Relation(points=points, spearman=rho, ci_low=lo, ci_high=hi, ci_level=level, p_value=p,
+    return Relation(points=points, spearman=rho, ci_low=lo, ci_high=hi, ci_level=level, p_value=perm["p_value"],
                     n_points=len(used), fano_curve=curve, reference={"classes": k_ref, "h": h_ref},
-                    unit=unit, notes=notes)
+                    unit=unit, notes=notes, p_method=perm["method"], n_strata=perm["n_strata"],
+                    n_checkpoints=perm["n_checkpoints"], n_permutations=perm["n_permutations"])
 
 
 def _answered_strata(y, correct, cols):
@@ -222,15 +340,17 @@ def _checkpoint_labels(stores) -> dict[str, str]:
 
 
 def _read_labels(path, target, layer, pool):
-    """(Y, correct per row, {factor: (codes, names)}, the (layer, pool) key to read Z at) of one store for
-    `relate`, checked complete and holding that layer and pool; Z itself is read per store when its
-    term is estimated (`_read_z`), so the stores' features are not held together."""
+    """(Y, correct per row, {factor: (codes, names)}, the (layer, pool) key to read Z at, the option it
+    answers most (`data.design.top_option`)) of one store for `relate`, checked complete and holding
+    that layer and pool; Z itself is read per store when its term is estimated (`_read_z`), so the
+    stores' features are not held together."""
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
         st.require_complete("relating MI to accuracy")
         key = _feature_key(st, path, layer, pool, "store")
-        correct = _answered(st, path)
+        answers = st.answers()
+        correct = _answered(st, path, answers)
         cols = {}
         for f in MAT:
             try:
@@ -246,7 +366,7 @@ def _read_labels(path, target, layer, pool):
             except StoreError:
                 raise StoreError(f"{path}: no label column {target!r} for --target; use 'label', "
                                  "'answer' or one of " + ", ".join(st.label_columns())) from None
-        return y, correct, cols, key
+        return y, correct, cols, key, top_option(answers["pred"])
 
 
 def _read_z(path, key) -> np.ndarray:
@@ -267,7 +387,7 @@ def write_relation(rel: Relation, out) -> None:
     if out.suffix.lower() not in (".json", ".csv"):
         raise EstimationError(f"--out {out}: use a .json (everything) or .csv (the points) file name")
     with atomic_path(out, suffix=out.suffix) as tmp:
-        if out.suffix.lower() == ".csv":
-            rel.points.to_csv(tmp, index=False)
+        if out.suffix.lower() == ".csv":  # the columns of `relate --format csv`: the bound and the unit too
+            rel.frame().to_csv(tmp, index=False)
         else:
             tmp.write_text(json.dumps(rel.to_dict(), indent=1, default=float))
