@@ -118,6 +118,8 @@ SLOW: dict[str, set[str]] = {
         "test_same_bits_as_torch_adam[0.01]",
     },
     "test_step_withheld.py": {"test_noise_with_one_two_class_stratum_reads_near_zero"},  # 5.9 s
+    "test_rerun_consistency.py": {"test_a_copied_run_directory_resumes_its_stores",  # 4.9 s
+                                  "test_source_chains_are_recomputed_when_an_mi_setting_changes"},  # 2.8 s
     "test_api.py": {
         "test_mi_and_check_equal_the_cli",  # 3.5 s
         "test_mp_mi_is_an_ordinary_function_and_the_package_still_imports",  # 2.4 s
@@ -422,6 +424,10 @@ SLOW: dict[str, set[str]] = {
     },
     "test_demo.py": {
         "test_the_pipeline_runs_the_codelength_it_is_asked_for",  # 3.3 s: the MI job and the CLI
+    },
+    "test_paper_ready.py": {
+        "test_latex_of_every_command_is_ascii",  # 4.4 s: the stores and their MI (fixture), mi 1.8 s
+        "test_quiet_silences_progress_in_a_portable_numerics_process",  # 21 s: two portable-numerics processes
     },
     "test_terminal.py": {
         "test_mi_fits_a_100_column_terminal",  # 4.7 s

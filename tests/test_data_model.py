@@ -74,7 +74,7 @@ def test_vocabulary_codes_are_stable_under_reordering():
 @pytest.mark.parametrize("raw,factor,canon", [
     ("X-Ray", "modality", "X-ray"), ("xray", "modality", "X-ray"), ("US", "modality", "Ultrasound"),
     ("ultrasound", "modality", "Ultrasound"), ("MR", "modality", "MRI"), ("ct", "modality", "CT"),
-    ("CHEST", "anatomy", "Chest"), ("Lung", "anatomy", "Lung"),
+    ("chest", "anatomy", "Chest"), ("CHEST", "anatomy", "CHEST"), ("Lung", "anatomy", "Lung"),
 ])
 def test_label_spellings_normalised(raw, factor, canon):
     assert canonical_label(factor, raw) == canon

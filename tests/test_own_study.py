@@ -489,7 +489,8 @@ def test_run_refuses_a_target_spelt_otherwise_than_the_data(tmp_path):
     assert res.exit_code == 2, res.output
     assert ("target triplet mri,knee,plane is read as MRI,Knee,Plane from the data (labels are read in one "
             "spelling: known modality names in their canonical form, e.g. X-ray, Ultrasound; an anatomy or task "
-            "given all in lower or upper case, title-cased); write it so" in " ".join(res.output.split())), res.output
+            "written all in lower case, title-cased; any other label as written, so acronyms stay (COVID)); write "
+            "it so" in " ".join(res.output.split())), res.output
     assert not (tmp_path / "study-run" / "mi").exists()
 
 

@@ -117,7 +117,7 @@ def test_significance_markdown_header_with_pipes_parses(tmp_path):
     res = compare_conditions(pd.DataFrame(rows), ["Related vs Unrelated"], unit="seed")
     text = write_output(res, tmp_path / "t9.md").read_text()
     tables = [t for t in text.split("\n\n") if t.startswith("|")]
-    assert len(tables) == 2
+    assert len(tables) == 3  # Table IX, the differences, their p-values (as --format markdown)
     for t in tables:
         parsed = md_rows(t)
         width = len(parsed[0])

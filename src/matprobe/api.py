@@ -136,7 +136,7 @@ def default_feature(store_path, layer=None, pool=None) -> tuple[str, str]:
 
 @_python_words
 def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool = True,
-             columns: Optional[Union[str, dict]] = None) -> ValidationReport:
+             columns: Optional[Union[str, dict]] = None, task_level: str = "subset") -> ValidationReport:
     """Count samples per (M, A, T) triplet and list every problem found (`matprobe data validate`).
 
     Parameters
@@ -151,6 +151,8 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
     columns : str or dict, optional
         Map your column names to the expected ones, e.g. ``"img_file=image,organ=anatomy"``
         (common aliases such as ``choices`` and ``image_path`` are read without it).
+    task_level : {"subset", "group"}, default "subset"
+        Med-MAT files only: Table 9's task per subset, or the paper's coarse tasks (Tables 3-7).
 
     Returns
     -------
@@ -183,8 +185,10 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
     True
     """
     from matprobe.data import validate_dataset
+    from matprobe.data.medmat import task_level_for
 
-    report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
+    with task_level_for(file, task_level):
+        report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
     # its problems and notes name the parameters beside the flags, as the errors of this module do
     params = ("image_root", "images", "columns")
     report.problems = [_flags_as_parameters(p, params) for p in report.problems]
@@ -194,7 +198,8 @@ def validate(file: PathLike, image_root: Optional[PathLike] = None, images: bool
 
 @_python_words
 def split(file: PathLike, target: str, config: str = "related", out: Optional[PathLike] = None,
-          image_root: Optional[PathLike] = None, columns: Optional[Union[str, dict]] = None) -> MATDataset:
+          image_root: Optional[PathLike] = None, columns: Optional[Union[str, dict]] = None,
+          task_level: str = "subset") -> MATDataset:
     """The training split for a held-out target triplet by MAT overlap (`matprobe data split`).
 
     Parameters
@@ -204,7 +209,7 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
     target : str
         Held-out triplet ``"Modality,Anatomy,Task"``, e.g. ``"CT,Lung,Classification"``.
     config : {"related", "unrelated", "zero-overlap", "leave-one-out", "without-modality", "without-anatomy", "without-task"}, default "related"
-        Which triplets train (CrossMed §III, §V).
+        Which triplets train (CrossMed §III, §V). Med-MAT's Unrelated (Baseline+) is "zero-overlap".
     out : str or Path, optional
         Write the split as a JSONL manifest (``split`` = train/test) here.
     image_root : str or Path, optional
@@ -212,6 +217,8 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
     columns : str or dict, optional
         Map your column names to the expected ones, e.g. ``"img_file=image,organ=anatomy"``
         (common aliases such as ``choices`` and ``image_path`` are read without it).
+    task_level : {"subset", "group"}, default "subset"
+        Med-MAT files only: Table 9's task per subset, or the paper's coarse tasks (Tables 3-7).
 
     Returns
     -------
@@ -236,9 +243,11 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
     >>> unrelated[["id", "anatomy", "split"]].values.tolist()
     [['q0', 'Chest', 'train'], ['q1', 'Chest', 'train'], ['q3', 'Knee', 'test']]
     """
+    from matprobe.data.medmat import task_level_for
     from matprobe.data.splits import split_file
 
-    return split_file(file, target, config, out=out, image_root=image_root, columns=columns)
+    with task_level_for(file, task_level):
+        return split_file(file, target, config, out=out, image_root=image_root, columns=columns)
 
 
 # ------------------------------------------------------------------------------ extraction
@@ -807,9 +816,8 @@ def significance(results, spec=None, *, unit: str = "auto", mixed: bool = False,
     metrics = [metric] if isinstance(metric, str) else (list(metric) if metric is not None else None)
     res = run(results, spec, unit=unit, mixed=mixed, metrics=metrics, item_level=items, n_resamples=n_boot,
               family=family, alpha=alpha, level=level, percent=percent, **kwargs)
-    if out is not None:
-        extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
-        formatting.write_output(res.results, out, extra)
+    if out is not None:  # what `matprobe significance --out` writes
+        formatting.write_output(res, out)
     return res
 
 

@@ -166,6 +166,7 @@ def _show(tables, fmt: str, lines=()) -> None:
 
 @app.callback()
 def main_callback(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
                                  callback=lambda value: _print_version(value)),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (results and errors only)."),
@@ -178,10 +179,23 @@ def main_callback(
     from matprobe.interrupts import install_handlers
 
     install_handlers()  # SIGTERM stops like Ctrl-C: files closed, one line on what is kept
-    if quiet:
-        from matprobe.progress import set_quiet
+    if quiet:  # here and in every process the command starts (portable numerics, sweep workers)
+        import os
 
+        from matprobe.progress import QUIET_ENV, is_quiet, set_quiet
+
+        before = (is_quiet(), os.environ.get(QUIET_ENV))
         set_quiet(True)
+        os.environ[QUIET_ENV] = "1"
+
+        def restore() -> None:  # a command run in-process (CliRunner, a notebook) leaves no trace
+            set_quiet(before[0])
+            if before[1] is None:
+                os.environ.pop(QUIET_ENV, None)
+            else:
+                os.environ[QUIET_ENV] = before[1]
+
+        ctx.call_on_close(restore)
 
 
 def _print_version(value: bool) -> None:
@@ -195,6 +209,10 @@ def _print_version(value: bool) -> None:
 
 # ---------------------------------------------------------------- data (foundation)
 # <data-commands>
+TASK_LEVEL_HELP = ("Med-MAT files only: subset = Table 9's task, one per subset (default); group = the paper's coarse "
+                   "tasks (Tables 3-7: COVID, Cancer, State, ...), by which Med-MAT draws its Related and Unrelated.")
+
+
 @data_app.command("validate")
 @run_user_errors
 def data_validate(
@@ -202,12 +220,15 @@ def data_validate(
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that replaces the 'med-mat/' prefix (Med-MAT) or anchors relative image paths."),
     images: bool = typer.Option(True, "--images/--no-images", help="Open every image to check it is readable."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
+    task_level: str = typer.Option("subset", "--task-level", help=TASK_LEVEL_HELP),
 ) -> None:
     """Count samples per (M, A, T) triplet and list every problem found."""
     from matprobe.data import validate_dataset
+    from matprobe.data.medmat import task_level_for
     from matprobe.present.views import validation_table
 
-    report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
+    with task_level_for(file, task_level):
+        report = validate_dataset(file, image_root=image_root, check_images=images, columns=columns)
     if len(report.triplet_counts):  # no empty table above a column problem
         _show(validation_table(report, file), "table")
     for note in report.notes:
@@ -227,17 +248,20 @@ def data_validate(
 def data_split(
     file: Path = typer.Argument(..., help="Dataset file (Med-MAT file or folder of files, or MAT manifest: JSONL/CSV/TSV/Parquet/save_to_disk folder)."),
     target: str = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task', e.g. 'CT,Lung,Classification'."),
-    config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out | without-modality | without-anatomy | without-task (CrossMed's ablations: the Related triplets lacking that component)"),
+    config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out | without-modality | without-anatomy | without-task (CrossMed's ablations: the Related triplets lacking that component). unrelated keeps triplets sharing at most one of M, A, T; Med-MAT's Unrelated (Baseline+) is zero-overlap: it drops every subset sharing any element with the target (Med-MAT §3.1.2)."),
     out: Path = typer.Option(..., "--out", help="Output manifest (JSONL) with split = train/test."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Remap image paths (see data validate)."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),
+    task_level: str = typer.Option("subset", "--task-level", help=TASK_LEVEL_HELP),
 ) -> None:
     """Write the training split for a target triplet by MAT overlap (CrossMed §III, §V)."""
     _refuse_in_place(out, file)
+    from matprobe.data.medmat import task_level_for
     from matprobe.data.splits import split_file
 
     notes: list[str] = []
-    split = split_file(file, target, config, out=out, image_root=image_root, columns=columns, notes=notes)
+    with task_level_for(file, task_level):
+        split = split_file(file, target, config, out=out, image_root=image_root, columns=columns, notes=notes)
     counts = split.frame().groupby(["split", "modality", "anatomy", "task"]).size()
     console.print(counts.to_string())
     for note in notes:
@@ -479,7 +503,8 @@ def check_cmd(
 def significance_cmd(
     results: Path = typer.Argument(..., help="Tidy CSV: condition, target, seed, item (optional), metric, value."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="Comparisons, one 'A vs B' per line (or JSON); default: Related against every other condition in the data, as `run` tests (CrossMed Table IX's rows first); without Related, the two conditions there. A comparison short of pairs is left out and said."),
-    unit: str = typer.Option("auto", "--unit", help="Unit of analysis: target (seed means), seed (target x seed pairs), item, or auto (target with >= 2 targets, else seed)."),
+    unit: str = typer.Option("auto", "--unit", help="Unit of analysis (not of information: MI in bits is --bits): target (seed means), seed (target x seed pairs), item, or auto (target with >= 2 targets, else seed)."),
+    bits: bool = typer.Option(False, "--bits", help="MI metrics (named '... nats', as `run` writes them) in bits: their values divided by ln 2 before the tests, named '... bits' (p-values and effect sizes do not change)."),
     mixed: bool = typer.Option(False, "--mixed", help="Add a MixedLM fit: seed-level differences, random intercept per target."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Metric(s) to test (repeatable); default: all."),
     items: bool = typer.Option(False, "--items", help="Item-level paired bootstrap (ratio metrics recomputed) and McNemar."),
@@ -497,11 +522,10 @@ def significance_cmd(
     from matprobe.stats.significance import significance
 
     res = significance(results, spec, unit=unit, mixed=mixed, metrics=metric, item_level=items,
-                       n_resamples=n_boot, family=family, alpha=alpha, level=level, percent=percent)
+                       n_resamples=n_boot, family=family, alpha=alpha, level=level, percent=percent, bits=bits)
     lines = [f"note: {line}" for line in res.notes()]
-    if out is not None:
-        extra = {"Item level": formatting.item_table(res.items)} if res.items is not None else None
-        formatting.write_output(res.results, out, extra)
+    if out is not None:  # what --format csv|markdown|latex prints, by the file's suffix
+        formatting.write_output(res, out)
         lines.append(f"wrote {out}")
     _show(res.tables_for(_format(fmt)), _format(fmt), lines)
 

@@ -12,6 +12,7 @@ RUN/data/manifest.jsonl        the dataset (demo: built from packaged images)
 RUN/data/<condition>.jsonl     the dataset with that condition's split, which its stores are extracted
                                from (renamed into place once the extraction accepted it)
 RUN/checkpoints/<name>/        demo: fine-tuned tiny checkpoints
+RUN/checkpoints/<name>.training.json  the [train] settings and training rows each was fine-tuned with
 RUN/stores/<name>.h5           embeddings + answers per checkpoint
 RUN/mi/<name>__<layer>__<pool>.json
 RUN/check/<name>.json
@@ -359,10 +360,12 @@ def _mi_job(args: tuple) -> str:
     return out
 
 
-def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> bool:
+def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None,
+                factors: list[str] | tuple[str, ...] | None = None, baselines: bool = True) -> bool:
     """An MI result can be reused only if it was computed on the store's current content, and
-    (given `cfg`) with the run's MI settings: the chain's factors in their order, estimator, seeds,
-    folds, PCA, level and baselines."""
+    (given `cfg`) with every MI setting it depends on: the chain's factors in their order (`cfg`'s,
+    or `factors`: the source chains' (modality, source) and (source, modality)), estimator, seeds,
+    folds, PCA, level and baselines (none with `baselines=False`, as the source chains are run)."""
     from matprobe.data.model import resolve_factor
     from matprobe.store_checks import mi_file_matches
 
@@ -372,19 +375,25 @@ def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None) -> boo
     if cfg is None:
         return True
     recorded = _recorded(path)
+    factors = cfg.factors if factors is None else factors
     # the merge of rare classes is recorded by what it merged (the data's, not a setting): a
     # result that merged is not what rare_classes = "refuse" asks for
     # the factors too: a study's rerun after `[mi] factors` changed kept the old chain's terms
     # (I(Z;label|...) still in the report, whose configuration table named the new factors)
-    return (recorded is not None and _mi_settings(cfg) == recorded.settings
-            and [resolve_factor(f) for f in recorded.factors] == [resolve_factor(f) for f in cfg.factors]
+    # and the source chains' settings: a rerun after `[mi] level = 0.9` kept their 95% intervals
+    # under the report's "90% interval" head (they were checked for their factors only)
+    return (recorded is not None and _mi_settings(cfg, baselines) == recorded.settings
+            and [resolve_factor(f) for f in recorded.factors] == [resolve_factor(f) for f in factors]
             and not (recorded.merged_classes and cfg.mi_rare_classes == "refuse"))
 
 
-def _mi_settings(cfg: PipelineConfig) -> dict:
-    """The MI settings an MI results file records (`chain_terms`' settings) for this run."""
+def _mi_settings(cfg: PipelineConfig, baselines: bool = True) -> dict:
+    """The MI settings an MI results file records (`chain_terms`' settings) for this run: its chains,
+    or with `baselines=False` its source chains (run without controls, codelength or permutations)."""
     from matprobe.mi.chain import chain_settings
 
+    if not baselines:
+        return chain_settings([cfg.estimator], cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, DEFAULTS.seed)
     return chain_settings([cfg.estimator], cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, DEFAULTS.seed,
                           cfg.mi_permutations, cfg.mi_codelength, cfg.mi_controls)
 
@@ -419,7 +428,8 @@ def _workers(cfg: PipelineConfig) -> int:
 
 def training_rows_basis(dataset, cfg: PipelineConfig) -> str:
     """How a run takes each condition's training rows: "equalised" (the tiny models it fine-tunes
-    itself: a random subset of the training triplets' rows, the same size per condition), or for
+    itself: a random subset of the training triplets' rows, only those marked split = train where
+    the manifest marks any, as `data split` takes them; the same size per condition), or for
     checkpoints trained elsewhere, which matprobe cannot see, every row of the training triplets,
     "split" where the manifest marks rows split = train (only those), else "triplets"."""
     if not cfg.checkpoints:
@@ -432,11 +442,13 @@ def _training_ids(dataset, cfg: PipelineConfig, target=None) -> dict[str, list[s
 
     target = tuple(target or cfg.target)
     basis = training_rows_basis(dataset, cfg)
-    marked = {s.id for s in dataset if s.split == "train"}
     splits = {}
     for cond in cfg.conditions:
-        split = make_split(dataset, target, cond)
-        splits[cond] = [s.id for s in split if s.split == "train" and (basis != "split" or s.id in marked)]
+        # `data split`'s rule (make_split(marked_only=True)): where the manifest marks rows split = train,
+        # its other rows never train, whichever way the run takes its rows (a study's [train] run trained on
+        # its rows marked split = test, 64 rows where `data split` wrote 48)
+        split = make_split(dataset, target, cond, marked_only=True)
+        splits[cond] = [s.id for s in split if s.split == "train"]
     if basis != "equalised":
         # checkpoints trained elsewhere were trained on what they were: a random subset here would be
         # a training set that never was (the PAC bounds' training error is measured on these rows)
@@ -534,10 +546,27 @@ def _run_steps(cfg: PipelineConfig, run: Path, say, progress_bars: bool) -> Path
     from matprobe.report.render import write_report
 
     write_report(run)
+    check_report_figures(run)
     timer.add("report", t0)
     summary["seconds"] = timer.seconds
     write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
     return run
+
+
+def check_report_figures(run: Path) -> None:
+    """Raise PipelineError where report.md links a figure (PNG or its SVG) missing from the run
+    directory: a rerun must leave every figure its report links (a study's rerun read a report
+    linking figures/pointwise.png, gone from figures/)."""
+    import re
+
+    report = Path(run) / "report.md"
+    if not report.is_file():
+        return
+    linked = dict.fromkeys(re.findall(r"\]\((figures/[^)\s]+)\)", report.read_text()))
+    missing = [rel for rel in linked if not (Path(run) / rel).is_file()]
+    if missing:
+        raise PipelineError(f"{report} links {', '.join(missing)}, missing from {run}; run `matprobe report {run}` "
+                            "to draw the figures again")
 
 
 def _single_class_note(dataset, cfg: PipelineConfig) -> str | None:
@@ -647,7 +676,7 @@ def _checkpoints(cfg: PipelineConfig, run: Path, manifest: Path, ids_by_target, 
     base = run / "checkpoints" / "base"
     if not base.exists():
         build_tiny_checkpoint(base, "llava", seed=cfg.base_seed)
-    jobs, names = [], []
+    jobs, names, records, stale = [], [], {}, []
     for tgt in cfg.targets:
         for cond in cfg.conditions:
             for seed in cfg.train_seeds:
@@ -657,17 +686,88 @@ def _checkpoints(cfg: PipelineConfig, run: Path, manifest: Path, ids_by_target, 
                 checkpoints.append({"name": name, "condition": cond, "seed": int(seed), "ckpt": str(out),
                                     "adapter": None, "base": None, "trained_here": True,
                                     "n_train": len(ids), "target": list(tgt)})
+                records[name] = training_record(cfg, ids, int(seed))
                 if not (out / "config.json").exists():
                     jobs.append((str(base), _study_source(cfg, manifest), ids, str(out), cfg.train_steps,
                                  cfg.train_batch_size, cfg.train_lr, int(seed), cfg.rendering))
                     names.append(name)
+                elif (why := _training_differs(run, name, records[name], tgt, cond)):
+                    stale.append(f"{name} ({why})")
+    if stale:  # kept, they would be reported under this run's [train] settings and training rows
+        raise PipelineError(
+            f"{run}: checkpoint(s) fine-tuned with other [train] settings or training rows than this run's: "
+            f"{'; '.join(stale)}; delete those folders in {run / 'checkpoints'} and their stores in "
+            f"{run / 'stores'} to fine-tune and extract them again, or set another [run] out")
+    for name in records:  # the checkpoints kept as they are, recorded by runs before the record existed
+        if name not in names and not _training_record_path(run, name).exists():
+            write_text_atomic(_training_record_path(run, name), json.dumps(records[name], indent=2))
     if jobs:
         say(f"fine-tuning {len(jobs)} tiny checkpoints ({cfg.train_steps} steps each, "
             f"{_workers(cfg)} processes)")
         for name, res in _map_in_workers(_finetune_job, jobs, names, _workers(cfg), "fine-tuning",
                                          "checkpoints", progress_bars):
+            write_text_atomic(_training_record_path(run, name), json.dumps(records[name], indent=2))
             say(f"  {name}: {res['seconds']:.1f} s, final loss {res['final_loss']:.3f}")
     return checkpoints
+
+
+def training_record(cfg: PipelineConfig, ids, seed: int) -> dict:
+    """What a checkpoint fine-tuned here depends on: the [train] settings and its training rows
+    (their ids, by digest), recorded beside it (RUN/checkpoints/<name>.training.json)."""
+    import hashlib
+
+    return {"steps": cfg.train_steps, "batch_size": cfg.train_batch_size, "lr": cfg.train_lr, "seed": seed,
+            "base_seed": cfg.base_seed, "rendering": cfg.rendering, "n_train": len(ids),
+            "train_ids_sha256": hashlib.sha256("\x1f".join(sorted(map(str, ids))).encode()).hexdigest()}
+
+
+def _training_record_path(run: Path, name: str) -> Path:
+    return run / "checkpoints" / f"{name}.training.json"
+
+
+def _training_differs(run: Path, name: str, record: dict, target, cond: str) -> str | None:
+    """Why checkpoint `name` (fine-tuned here before) is not what `record` asks for, or None. A run
+    before the record existed: its training rows as its condition manifest marks them (split = train
+    in RUN/data/<condition>.jsonl, which that run wrote from them), its settings unknown."""
+    path = _training_record_path(run, name)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            diff = [k for k in record if old.get(k) != record[k]]
+            if not diff:
+                return None
+            rows = {"n_train", "train_ids_sha256"}
+            said = [f"{k} {old.get(k)} vs {record[k]}" for k in diff if k not in rows]
+            if rows & set(diff):
+                said.append(f"training rows {old.get('n_train')} vs {record['n_train']}" if old.get("n_train")
+                            != record["n_train"] else "other training rows, as many")
+            return ", ".join(said)
+    cond_file = run / "data" / f"{_target_prefix_name(name, cond)}{cond}.jsonl"
+    if not cond_file.is_file():
+        return None
+    marked = []
+    with open(cond_file) as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return None
+            if isinstance(row, dict) and row.get("split") == "train":
+                marked.append(str(row.get("id")))
+    import hashlib
+
+    if hashlib.sha256("\x1f".join(sorted(marked)).encode()).hexdigest() == record["train_ids_sha256"]:
+        return None
+    return f"training rows {len(marked)} vs {record['n_train']}"
+
+
+def _target_prefix_name(name: str, cond: str) -> str:
+    """The target prefix of a checkpoint's name ('' for the first target): `_target_prefix` read back."""
+    head = name.rsplit("-s", 1)[0]
+    return head[: len(head) - len(cond)]
 
 
 def _extract_stores(cfg: PipelineConfig, run: Path, dataset, checkpoints, ids_by_target, say,
@@ -794,8 +894,7 @@ def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
         ck["source_mi"] = {"modality,source": f"{base}__modality_source.json",
                            "source,modality": f"{base}__source_modality.json"}
         for order, path in ck["source_mi"].items():
-            recorded = _recorded(path) if _up_to_date(path, ck, None) else None
-            if recorded is None or recorded.factors != order.split(","):
+            if not _up_to_date(path, ck, cfg, factors=order.split(","), baselines=False):
                 mi_jobs.append((ck["store"], order.split(","), lp.split("/")[0], lp.split("/")[1], path,
                                 cfg.estimator, cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, plain))
     if mi_jobs:

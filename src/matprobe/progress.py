@@ -5,7 +5,9 @@ widget where ipywidgets is installed, else a text bar that redraws in place). Of
 (pipes, cluster logs): a plain line now and then (at most every `interval`
 seconds, 10 unless the environment sets MATPROBE_PROGRESS_INTERVAL, and at the end), so logs
 show the work moving without a line per step.
-Silent when quiet (`matprobe --quiet`, `set_quiet(True)`) or when disabled.
+Silent when quiet (`matprobe --quiet`, `set_quiet(True)`) or when disabled. `matprobe --quiet` also
+sets QUIET_ENV in the environment, so the processes a command starts (portable numerics, a sweep's
+workers) start quiet too.
 
     with track("mi", total=4) as bar:
         for term in terms:
@@ -18,11 +20,13 @@ Silent when quiet (`matprobe --quiet`, `set_quiet(True)`) or when disabled.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
 
-_QUIET = False
+QUIET_ENV = "MATPROBE_QUIET"  # "1": a process started by `matprobe --quiet` is quiet from the start
+_QUIET = os.environ.get(QUIET_ENV) == "1"
 
 
 def set_quiet(quiet: bool = True) -> None:

@@ -114,10 +114,20 @@ def make_provenance(**fields: Any) -> dict[str, Any]:
     return prov
 
 
+# Provenance fields that name the folder an input was read from, each with the fields that record
+# its content: the same content read from another path (a run directory copied or moved with its
+# checkpoints) is the same input; other content is refused by those fields themselves
+_NAMED_BY_CONTENT = {"checkpoint": ("weights_fingerprint", "config_sha256"),
+                     "adapter": ("weights_fingerprint", "adapter_sha256")}
+
+
 def provenance_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Names of provenance fields whose values differ (time stamps excluded)."""
+    """Names of provenance fields whose values differ (time stamps excluded; a checkpoint's or
+    adapter's path where both record the same content for it: resume checks content, not names)."""
     keys = (set(old) | set(new)) - _VOLATILE_PROVENANCE
-    return sorted(k for k in keys if _jsonable(old.get(k)) != _jsonable(new.get(k)))
+    same_content = {k for k, fields in _NAMED_BY_CONTENT.items()
+                    if all(old.get(f) is not None and old.get(f) == new.get(f) for f in fields)}
+    return sorted(k for k in keys - same_content if _jsonable(old.get(k)) != _jsonable(new.get(k)))
 
 
 def _jsonable(value: Any) -> Any:

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
@@ -53,6 +56,49 @@ IMAGE_PREFIX = "med-mat/"
 
 _OPTION_LINE_RE = re.compile(r"^\s*([A-Z])\s*[:.)]\s*(\S.*?)\s*$")
 _TABLES = "tables"
+
+# ------------------------------------------------------------------ task level
+TASK_LEVELS = ("subset", "group")
+TaskLevel = Literal["subset", "group"]
+# the level a loader uses where its caller names none: `medmat_task_level` sets it for a block, so that every
+# reader of Med-MAT files inside (load_dataset, validate_dataset, split_file, ...) tags tasks at that level
+_TASK_LEVEL: ContextVar[str] = ContextVar("medmat_task_level", default="subset")
+
+
+def check_task_level(task_level: str) -> str:
+    if task_level not in TASK_LEVELS:
+        raise DataError(f"task_level {task_level!r} is not known; use 'subset' or 'group' (subset: Table 9's "
+                        "task of each subset; group: the coarse tasks of the paper's Tables 3-7)")
+    return task_level
+
+
+@contextmanager
+def medmat_task_level(task_level: str) -> Iterator[str]:
+    """Within the block, Med-MAT files read without a `task_level` of their own are tagged at
+    `task_level` ("subset": Table 9's task, one per subset; "group": the coarse tasks of the paper's
+    Tables 3-7, by which its Related and Unrelated splits are drawn), whichever loader reads them
+    (`load_dataset`, `validate_dataset`, `split_file`: `data validate/split --task-level`)."""
+    token = _TASK_LEVEL.set(check_task_level(task_level))
+    try:
+        yield task_level
+    finally:
+        _TASK_LEVEL.reset(token)
+
+
+def task_level_for(file: str | Path, task_level: str):
+    """`medmat_task_level(task_level)` for reading `file` (`data validate/split --task-level`); a level
+    other than "subset" on a manifest, whose task column is read as written, is refused."""
+    check_task_level(task_level)
+    if task_level != "subset":
+        from matprobe.data.arrow import is_arrow_source
+        from matprobe.data.manifest import is_delimited, read_records
+
+        path = Path(file)
+        folder = path.is_dir() and not is_arrow_source(path)  # as `load_dataset` tells the formats apart
+        if not folder and (is_delimited(path) or is_arrow_source(path) or not looks_like_medmat(read_records(path)[0])):
+            raise DataError(f"{file}: --task-level applies to Med-MAT files (a file or a folder of them); a "
+                            "manifest's task column is read as written: leave --task-level out")
+    return medmat_task_level(task_level)
 
 
 # ------------------------------------------------------------------ package tables
@@ -264,14 +310,28 @@ def _remap_image(image: str, image_root: Path | None) -> str:
     return path
 
 
+def _image_path(image: object, where: str) -> str:
+    """The record's one image path: a string, or a list of one (as some conversions write it)."""
+    if isinstance(image, list) and len(image) > 1:
+        shown = ", ".join(repr(x) for x in image[:3]) + (", ..." if len(image) > 3 else "")
+        raise DataError(f"{where}: image is a list of {len(image)} paths ({shown}); a Med-MAT item takes one "
+                        "image: give one path (a string, or a list of one)")
+    if isinstance(image, list) and len(image) == 1:
+        image = image[0]
+    if not isinstance(image, str) or not image.strip():
+        raise DataError(f"{where}: image is empty or not a path; give the image's path")
+    return image.strip()
+
+
 def load_medmat(
     path: str | Path,
     image_root: str | Path | None = None,
     *,
-    task_level: Literal["subset", "group"] = "subset",
+    task_level: TaskLevel | None = None,
     check_images: bool = True,
 ) -> MATDataset:
-    """Load one Med-MAT file (JSON array or JSON Lines) as a `MATDataset`.
+    """Load one Med-MAT file (JSON array or JSON Lines) as a `MATDataset`; a folder of them
+    is read by `load_medmat_folder` (ids ``"{subset}-{split}-{record id}"``).
 
     The subset comes from the file name (``[Ss]ubset-{1,2}NN``); else from an
     ``[Oo]ri-{1,2}NN`` file name or each record's ``data-no`` through Tables 10-11.
@@ -279,12 +339,14 @@ def load_medmat(
     every remapped image must exist (a missing image is an error, never dropped) unless
     ``check_images=False`` (for a validator that checks and reports images itself).
     ``task_level="subset"`` tags the task as printed in Table 9 (one per subset);
-    ``"group"`` uses the coarse task names of the paper's Tables 3-7 (State, Cancer, ...).
+    ``"group"`` uses the coarse task names of the paper's Tables 3-7 (State, Cancer, COVID, ...);
+    None: the level `medmat_task_level` sets, else "subset".
     Raises `DataError` naming the file, the record and the fix for any bad input.
     """
     path = Path(path)
-    if task_level not in ("subset", "group"):
-        raise DataError(f"task_level {task_level!r} is not known; use 'subset' or 'group'")
+    task_level = check_task_level(_TASK_LEVEL.get() if task_level is None else task_level)
+    if path.is_dir():
+        return load_medmat_folder(path, image_root, task_level=task_level, check_images=check_images)
     root = Path(image_root) if image_root is not None else None
     if root is not None and not root.is_dir():
         raise DataError(
@@ -387,10 +449,7 @@ def load_medmat(
         check_distinct_options(options, where)
         check_answer_agrees(rec["Answer"], options, letters.index(letter), where)
 
-        image = rec["image"]
-        if not isinstance(image, str) or not image.strip():
-            raise DataError(f"{where}: image is empty or not a path; give the image's path")
-        image_path = _remap_image(image.strip(), root)
+        image_path = _remap_image(_image_path(rec["image"], where), root)
         if check_images and root is not None and not Path(image_path).is_file():
             missing_images.append(f"{where}: {image_path}")
 
@@ -406,7 +465,7 @@ def load_medmat(
                 answer_index=letters.index(letter),
                 modality=canonical_label("modality", row["modality"]),
                 anatomy=canonical_label("anatomy", row["anatomy"]),
-                task=task,  # as tabulated: canonical_label would title-case "COVID"
+                task=task,  # as tabulated (Table 9 / Tables 3-7): "COVID", "Cell Identification"
                 # the correct option's text: "Answer" may carry its letter ("A: COVID", "B. Normal"),
                 # which made one diagnosis several label classes (a README-only study)
                 label=canonical_label("label", options[letters.index(letter)]),
@@ -436,7 +495,7 @@ def load_medmat_folder(
     folder: str | Path,
     image_root: str | Path | None = None,
     *,
-    task_level: Literal["subset", "group"] = "subset",
+    task_level: TaskLevel | None = None,
     check_images: bool = True,
 ) -> MATDataset:
     """Every Med-MAT file under `folder` (Med-MAT ships one file per subset and split:
@@ -446,8 +505,10 @@ def load_medmat_folder(
     ``"{subset}-{split}-{record id}"`` (``"03-test-17"``) where the file name gives a split, and
     ``"{subset}-{record id}"`` otherwise (as `load_medmat` names a file's records). Two files
     giving the same id (one subset and split in two files) are refused, naming both.
+    `task_level` as `load_medmat`'s.
     """
     folder = Path(folder)
+    task_level = check_task_level(_TASK_LEVEL.get() if task_level is None else task_level)
     files = medmat_files(folder)
     if not files:
         raise DataError(f"{folder}: a folder with no .json/.jsonl files; pass a manifest, a `save_to_disk` "

@@ -44,8 +44,13 @@ _CANONICAL = {
 def canonical_label(factor: str, value: str) -> str:
     """Normalise a label's spelling (X-Ray/X-ray/xray -> X-ray, US -> Ultrasound).
 
-    Unknown labels keep their own spelling with surrounding whitespace removed;
-    anatomy and task labels are title-cased only when given in all lower or upper case.
+    Unknown labels keep their own spelling with surrounding whitespace removed (runs of spaces
+    made one); an anatomy or task label of more than 3 letters written all in lower case is
+    title-cased ("lung" -> "Lung"). Upper case is kept, as acronyms are written ("COVID", not
+    "Covid"). Every command reads data labels and targets by this one rule (`SPELLING_RULE`).
+
+    >>> canonical_label("task", "COVID"), canonical_label("anatomy", "lung"), canonical_label("modality", "US")
+    ('COVID', 'Lung', 'Ultrasound')
     """
     text = " ".join(str(value).split())
     key = text.lower().replace(" ", "").replace("_", "")
@@ -54,9 +59,17 @@ def canonical_label(factor: str, value: str) -> str:
         return table[key]
     if key.replace("-", "") in table:
         return table[key.replace("-", "")]
-    if factor in ("anatomy", "task") and (text.islower() or text.isupper()) and len(text) > 3:
+    # not upper case: "COVID" and "CHEST" cannot be told apart, and an acronym title-cased is a
+    # misspelling ("Covid" in every report of a study whose data say "COVID")
+    if factor in ("anatomy", "task") and text.islower() and len(text) > 3:
         return text.title()
     return text
+
+
+# the rule of `canonical_label` in words, for messages and help that say how labels are read
+SPELLING_RULE = ("known modality names in their canonical form, e.g. X-ray, Ultrasound; an anatomy or task "
+                 "written all in lower case, title-cased; any other label as written, so acronyms stay "
+                 "(COVID)")
 
 
 def resolve_factor(name: str) -> str:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest sta
     import pandas as pd
 
 from matprobe.checks import text_key
-from matprobe.data.model import FACTORS, MATDataset, Sample, canonical_label
+from matprobe.data.model import FACTORS, SPELLING_RULE, MATDataset, Sample, canonical_label
 from matprobe.errors import DataError
 
 Triplet = tuple[str, str, str]
@@ -146,6 +146,11 @@ def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig |
         elif in_training(s.triplet, target, config) and (not marked or s.split == "train"):
             kept.append(_with_split(s, "train"))
     if not any(s.split == "train" for s in kept):
+        if marked and any(in_training(t, target, config) for t in present):
+            raise DataError(
+                f"{dataset.source}: no row of the {SplitConfig(config).value} training triplets for "
+                f"{','.join(target)} is marked split = train (the file's own split, whose other rows never train); "
+                "mark their training rows split = train, or choose another target or config")
         raise DataError(
             f"{dataset.source}: no training triplet is {SplitConfig(config).value} to "
             f"{','.join(target)}; choose another target or config"
@@ -164,11 +169,10 @@ def first_unsplittable(dataset: MATDataset, targets, conditions) -> tuple[Triple
         if spelt is not None and spelt != tuple(target):  # the run compares triplets as written
             return tuple(target), conditions[0], DataError(
                 f"{dataset.source}: target triplet {','.join(target)} is read as {','.join(spelt)} from the data "
-                "(labels are read in one spelling: known modality names in their canonical form, e.g. X-ray, "
-                "Ultrasound; an anatomy or task given all in lower or upper case, title-cased); write it so")
+                f"(labels are read in one spelling: {SPELLING_RULE}); write it so")
         for cond in conditions:
             try:
-                make_split(dataset, tuple(target), cond)
+                make_split(dataset, tuple(target), cond, marked_only=True)  # as `run` takes the rows
             except DataError as exc:
                 return tuple(target), cond, exc
     return None

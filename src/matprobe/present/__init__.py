@@ -326,9 +326,132 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "<": "$<$", ">": "$>$", "|": r"\textbar{}"}
 
+# Non-ASCII characters as plain LaTeX (no package beyond the kernel): pdflatex rejects a raw "≥".
+# Math symbols are (math, text) pairs: the math is set as $...$, adjacent ones in one $...$.
+_TEX_MATH = {"≥": r"\geq", "≤": r"\leq", "≠": r"\neq", "≈": r"\approx", "±": r"\pm", "×": r"\times",
+             "·": r"\cdot", "−": "-", "→": r"\to", "←": r"\leftarrow", "⇒": r"\Rightarrow", "√": r"\surd",
+             "∞": r"\infty", "⊥": r"\perp", "∪": r"\cup", "∩": r"\cap", "∈": r"\in", "∑": r"\sum",
+             "∼": r"\sim", "≪": r"\ll", "≫": r"\gg", "°": r"^{\circ}", "′": "'", "∣": "|",
+             "Î": r"\hat{I}", "Ĥ": r"\hat{H}", "Ŷ": r"\hat{Y}", "ŷ": r"\hat{y}", "ε": r"\varepsilon",
+             "ϵ": r"\epsilon", "φ": r"\varphi", "ϕ": r"\phi", "ϑ": r"\vartheta", "ℓ": r"\ell"}
+_TEX_TEXT = {"–": "--", "—": "---", "‘": "`", "’": "'", "“": "``", "”": "''", "…": r"\ldots{}", "§": r"\S{}",
+             "¶": r"\P{}", "\u00a0": "~", "\u2009": r"\,", "\u202f": r"\,", "•": r"\textbullet{}",
+             "©": r"\copyright{}", "ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}", "ø": r"\o{}",
+             "Ø": r"\O{}", "å": r"\aa{}", "Å": r"\AA{}", "œ": r"\oe{}", "Œ": r"\OE{}", "ł": r"\l{}",
+             "Ł": r"\L{}", "¿": r"?`", "¡": r"!`"}
+_SUPERSCRIPTS = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱ", "0123456789+-=()ni"))
+_SUBSCRIPTS = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎", "0123456789+-=()"))
+# text accents over a letter (a character that decomposes into letter + combining mark)
+_TEX_ACCENTS = {"\u0301": "'", "\u0300": "`", "\u0302": "^", "\u0308": '"', "\u0303": "~", "\u0304": "=",
+                "\u0307": ".", "\u030c": "v", "\u0306": "u", "\u030b": "H", "\u030a": "r", "\u0327": "c",
+                "\u0328": "k"}
+_GREEK_NAMES = {"lamda": "lambda"}
+# capital Greek letters LaTeX has no command for: they are Latin capitals
+_GREEK_LATIN = {"alpha": "A", "beta": "B", "epsilon": "E", "zeta": "Z", "eta": "H", "iota": "I", "kappa": "K",
+                "mu": "M", "nu": "N", "omicron": "O", "rho": "P", "tau": "T", "chi": "X"}
+# math accents of a combining mark after a symbol (R̂ -> \hat{R})
+_MATH_ACCENTS = {"\u0302": "hat", "\u0303": "tilde", "\u0304": "bar", "\u0305": "bar", "\u0307": "dot",
+                 "\u0308": "ddot", "\u0301": "acute", "\u0300": "grave", "\u030c": "check", "\u0306": "breve",
+                 "\u20d7": "vec"}
+
+
+def _tex_symbol(ch: str) -> tuple[str, str]:
+    """("math", LaTeX math) or ("text", LaTeX text) of one non-ASCII character."""
+    import unicodedata
+
+    if ch in _TEX_MATH:
+        return "math", _TEX_MATH[ch]
+    if ch in _TEX_TEXT:
+        return "text", _TEX_TEXT[ch]
+    if ch in _SUPERSCRIPTS:
+        return "math", "^{" + _SUPERSCRIPTS[ch] + "}"
+    if ch in _SUBSCRIPTS:
+        return "math", "_{" + _SUBSCRIPTS[ch] + "}"
+    name = unicodedata.name(ch, "").split()
+    if name[:2] == ["GREEK", "SMALL"] and len(name) == 4 or name[:2] == ["GREEK", "CAPITAL"] and len(name) == 4:
+        letter = _GREEK_NAMES.get(name[-1].lower(), name[-1].lower())
+        if name[1] == "CAPITAL":
+            if letter in _GREEK_LATIN:
+                return "text", _GREEK_LATIN[letter]
+            return "math", "\\" + letter.capitalize()
+        return ("text", "o") if letter == "omicron" else ("math", "\\" + letter)
+    decomposed = unicodedata.normalize("NFD", ch)
+    if len(decomposed) == 2 and decomposed[0].isascii() and decomposed[1] in _TEX_ACCENTS:
+        base = decomposed[0]
+        return "text", "\\" + _TEX_ACCENTS[decomposed[1]] + "{" + _TEX.get(base, base) + "}"
+    compat = unicodedata.normalize("NFKD", ch)
+    if compat.isascii() and compat.strip():
+        return "text", "".join(_TEX.get(c, c) for c in compat)
+    return "text", f"[U+{ord(ch):04X}]"
+
 
 def tex_escape(text: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(text))
+    r"""Text as LaTeX that pdflatex compiles with no package: the specials escaped (``%`` -> ``\%``,
+    ``_`` -> ``\_``, ...) and every non-ASCII character as plain ASCII LaTeX: math symbols in math
+    (``≥`` -> ``$\geq$``, ``Î`` -> ``$\hat{I}$``, ``Δ`` -> ``$\Delta$``, ``10⁻¹`` -> ``10$^{-1}$``),
+    dashes and accents as LaTeX writes them (``–`` -> ``--``, ``é`` -> ``\'{e}``); a character with no
+    such form is written ``[U+XXXX]``.
+
+    >>> print(tex_escape("≥ 0.38 ± 0.1, 95% of x_1, R̂"))
+    $\geq$ 0.38 $\pm$ 0.1, 95\% of x\_1, $\hat{R}$
+    """
+    import unicodedata
+
+    out: list[str] = []
+    math_run: list[str] = []
+
+    def flush() -> None:
+        if math_run:
+            out.append("$" + "".join(_join_math(math_run)) + "$")
+            math_run.clear()
+
+    for ch in unicodedata.normalize("NFC", str(text)):
+        if ch.isascii():
+            flush()
+            out.append(_TEX.get(ch, ch))
+        elif unicodedata.combining(ch):
+            accent = _MATH_ACCENTS.get(ch)
+            if accent and math_run:
+                math_run[-1] = f"\\{accent}{{{math_run[-1]}}}"
+            elif accent and out and len(out[-1]) == 1 and out[-1].isalnum():
+                math_run.append(f"\\{accent}{{{out.pop()}}}")
+            else:
+                flush()
+                out.append(f"[U+{ord(ch):04X}]")
+        else:
+            kind, tex = _tex_symbol(ch)
+            if kind == "math":
+                math_run.append(tex)
+            else:
+                flush()
+                out.append(tex)
+    flush()
+    return "".join(out)
+
+
+def _join_math(parts: list[str]) -> list[str]:
+    """Adjacent math pieces in one formula: superscripts (subscripts) merged into one ``^{...}``
+    (``_{...}``, a double one is an error), a control word followed by a letter kept apart."""
+    merged: list[str] = []
+    for part in parts:
+        if merged and part[:2] in ("^{", "_{") and merged[-1][:2] == part[:2] and merged[-1].endswith("}"):
+            merged[-1] = merged[-1][:-1] + part[2:]
+        elif merged and merged[-1][-1:].isalpha() and merged[-1].startswith("\\") and part[:1].isalpha():
+            merged.append(" " + part)
+        else:
+            merged.append(part)
+    return merged
+
+
+def tex_comment(text: str) -> str:
+    """A LaTeX comment line (``% ...``) of `text` in ASCII: its non-ASCII characters as `tex_escape`
+    writes them, one comment line per line of text."""
+    import re
+
+    def ascii_line(line: str) -> str:  # a letter before a combining mark goes with it (R̂)
+        return re.sub(r"[A-Za-z0-9]?[^\x00-\x7f]+", lambda m: tex_escape(m.group()), line)
+
+    return "\n".join("% " + ascii_line(line) for line in str(text).split("\n"))
 
 
 def to_latex(table: Table, title: bool = True, footnotes: bool = True) -> str:
@@ -600,11 +723,22 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
         for line in lines:  # wrapped at the terminal's width (words whole); whole lines off it
             console.print(line, highlight=False, soft_wrap=width is None, markup=False)
         return
-    text = render(tables, fmt)
     if fmt == "csv" and len(tables) > 1:
         lines = [csv_left_out(tables), *lines]
     if fmt in ("csv", "json") and lines:  # keep stdout parseable; the notes go to stderr
         sys.stderr.write("".join(f"{x}\n" for x in lines))
+    # plain write: no rich markup parsing, no wrapping
+    console.file.write(document(tables, fmt, () if fmt in ("csv", "json") else lines))
+    console.file.flush()
+
+
+def document(tables: Table | Sequence[Table], fmt: str, lines: Sequence[str] = ()) -> str:
+    """The text `show` prints in a file format (not 'table'): the tables (`render`), then the note
+    `lines` as the format writes a list (Markdown items, an HTML list, LaTeX comment lines; CSV and
+    JSON take none). A command's ``--out FILE.md|.tex`` writes this, so the file is what
+    ``--format markdown|latex`` prints."""
+    tables = list(tables) if isinstance(tables, (list, tuple)) else [tables]
+    text = render(tables, fmt)
     if fmt in ("markdown", "html", "latex") and lines:
         extra = list(lines)
         if fmt == "markdown":
@@ -612,10 +746,8 @@ def show(tables: Table | Sequence[Table], fmt: str = "table", console=None,
         elif fmt == "html":
             text += "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in extra) + "</ul>\n"
         else:
-            text += "\n".join(f"% {x}" for x in extra) + "\n"
-    # plain write: no rich markup parsing, no wrapping
-    console.file.write(text)
-    console.file.flush()
+            text += "\n".join(tex_comment(x) for x in extra) + "\n"
+    return text
 
 
 class StdoutConsole:

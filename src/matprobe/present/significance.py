@@ -40,6 +40,31 @@ def _num(x, digits: int = 3) -> str:
         f"{x:.{digits}f}"
 
 
+def shared_decimals(value) -> int:
+    """Decimals of a value and its interval, one rule for both: three, or as many as show three
+    significant digits of a value below 0.001 (0.000408 [-0.001349, 0.002165], never
+    0.000408 [-0.001, 0.002])."""
+    try:
+        x = abs(float(value))
+    except (TypeError, ValueError):
+        return 3
+    if not math.isfinite(x) or x == 0 or x >= 1e-3:
+        return 3
+    return min(2 - math.floor(math.log10(x)), 15)
+
+
+def _fixed(x, decimals: int) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{float(x):.{decimals}f}"
+
+
+def value_and_interval(value, low, high) -> tuple[str, str]:
+    """(value, "[low, high]") with the same decimals (`shared_decimals` of the value)."""
+    d = shared_decimals(value)
+    return _fixed(value, d), f"[{_fixed(low, d)}, {_fixed(high, d)}]"
+
+
 # CrossMed's Table IX heads its columns by task: classification items are scored by accuracy,
 # segmentation items (a choice among four candidate masks) by cIoU
 TABLE_IX_COLUMNS = {"accuracy": "Classification (accuracy)", "cIoU": "Segmentation (cIoU)"}
@@ -121,10 +146,12 @@ def detail_table(results: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame()
     level = results["ci_level"].iloc[0] if "ci_level" in results else 0.95
     variants = {"wilcoxon_p": "wilcoxon_method", "perm_p": "perm_method"}
+    shown = [value_and_interval(v, lo, hi) for v, lo, hi in zip(results.mean_diff, results.ci_low, results.ci_high)]
     for col, head in DETAIL_COLUMNS.items():
         if col == "ci":
-            out[f"{level:.0%} CI"] = [f"[{_num(lo)}, {_num(hi)}]"
-                                     for lo, hi in zip(results.ci_low, results.ci_high)]
+            out[f"{level:.0%} CI"] = [ci for _, ci in shown]
+        elif col == "mean_diff":
+            out[head] = [v for v, _ in shown]
         elif col in variants and variants[col] in results:
             methods = results[variants[col]].tolist()
             head, per_cell = method_header(head, methods)
@@ -146,10 +173,12 @@ def detail_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_detail(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Detail table in two narrower parts for a terminal: effects, then p-values."""
+    """Detail table in two narrower parts (a terminal, a page): effects, then p-values. The unit of
+    analysis is in the tables' title; its column stays where the metrics have different ones."""
     p_cols = [c for c in shown.columns if c.endswith(" p") or " p (" in c or c in ("p", "Mixed z")]
     keep = ["Comparison", "Metric"]
-    return shown.drop(columns=p_cols + ["Unit"], errors="ignore"), shown[keep + p_cols]
+    one_unit = "Unit" in shown and shown["Unit"].nunique() <= 1
+    return shown.drop(columns=p_cols + (["Unit"] if one_unit else []), errors="ignore"), shown[keep + p_cols]
 
 
 def _rows_by(results: pd.DataFrame, values_of) -> dict[str, list[str]]:
@@ -198,30 +227,9 @@ def latex(table: pd.DataFrame, caption: str = "", index: bool = True) -> str:
 TABLE_IX_CAPTION = "Statistical significance (p-values) for key comparisons (paired t-test)."
 
 
-def render_document(results: pd.DataFrame, fmt: str, extra: dict[str, pd.DataFrame] | None = None
-                    ) -> str:
-    """Markdown or LaTeX text: Table IX layout, then the detail table, extras and notes."""
-    unit = ", ".join(dict.fromkeys(results.unit)) if "unit" in results else ""
-    caption = f"{TABLE_IX_CAPTION} Unit of analysis: {unit}."
-    parts: list[tuple[str, pd.DataFrame, bool]] = [
-        (caption, table_ix(results), True),
-        ("Paired statistics (difference = first - second condition)",
-         detail_table(results), False)]
-    for title, frame in (extra or {}).items():
-        parts.append((title, frame, False))
-    out = []
-    for title, frame, index in parts:
-        if fmt == "md":
-            out += [f"**{title}**", "", markdown(frame, index), ""]
-        else:
-            out += [latex(frame, title, index), ""]
-    note_lines = notes(results)
-    if note_lines:
-        if fmt == "md":
-            out += ["Notes:", ""] + [f"- {n}" for n in note_lines]
-        else:
-            out += ["% " + n for n in note_lines]
-    return "\n".join(out).rstrip() + "\n"
+def table_ix_title(unit: str) -> str:
+    """The Table IX caption (CrossMed's) with the unit of analysis."""
+    return f"{TABLE_IX_CAPTION} Unit of analysis: {unit}."
 
 
 def _output_suffix(path: Path) -> str:
@@ -232,29 +240,95 @@ def _output_suffix(path: Path) -> str:
     return suffix
 
 
-def write_output(results: pd.DataFrame, path: str | Path,
-                 extra: dict[str, pd.DataFrame] | None = None) -> Path:
-    """Write by suffix: .csv (full numeric results), .md or .tex (Table IX + details).
-    Written to a temporary name and renamed, so a failure leaves nothing behind."""
+def significance_tables(results: pd.DataFrame, unit: str, items: pd.DataFrame | None = None) -> list:
+    """The display tables of `matprobe significance` (and of its --out FILE.md|.tex): Table IX
+    (captioned as CrossMed's, with the unit of analysis), the paired differences, their p-values,
+    then the item level if any."""
+    from matprobe.present import Column, Table
+
+    shown = table_ix(results)
+    cols = [Column("Comparison", "Comparison", description="first vs. second condition (difference = first - second)")]
+    cols += [Column(str(m), str(m), "p", f"two-sided paired t-test p-value for {m}") for m in shown.columns]
+    out = [Table.from_frame(shown, index=True, columns=cols, title=table_ix_title(unit))]
+    effects, p_values = split_detail(detail_table(results))
+    wil_head = method_header("Wilcoxon p", results.get("wilcoxon_method", []))[0]
+    perm_head = method_header("Perm. p", results.get("perm_method", []))[0]
+    desc = {"n": ("count", "pairs"), "Mean diff": ("metric", "mean of the paired differences (first - second)"),
+            "t": ("", "paired t statistic"), "df": ("", "degrees of freedom"),
+            "dz": ("", "Cohen's dz: mean difference / sd of the differences"),
+            "g": ("", "Hedges' g (dz with small-sample correction)"),
+            "p": ("p", "two-sided paired t-test"),
+            wil_head: ("p", "Wilcoxon signed-rank test (zeros dropped; exact conditional on "
+                            "tied ranks up to 500 non-zero pairs)"),
+            perm_head: ("p", "sign-flip permutation test of the mean difference (exact, or "
+                             "Monte Carlo with the draw count shown)"),
+            "Holm p": ("p", "Holm-adjusted over the family"), "BH p": ("p", "Benjamini-Hochberg adjusted")}
+
+    def described(frame):
+        return [Column(str(c), str(c), *desc.get(str(c), ("", ""))) for c in frame.columns]
+
+    out += [Table.from_frame(effects, columns=described(effects), title="Paired differences (first - second condition)"),
+            Table.from_frame(p_values, columns=described(p_values), title="p-values (two-sided; Holm/BH over the family)")]
+    if items is not None:
+        out.append(Table.from_frame(item_table(items), title="Item level"))
+    return out
+
+
+def significance_machine_tables(results: pd.DataFrame, unit: str, items: pd.DataFrame | None = None) -> list:
+    """The raw numbers of `matprobe significance --format csv|json` (and of its --out FILE.csv):
+    every result column at full precision, then the item-level rows if any."""
+    from matprobe.present import Table
+
+    out = [Table.from_frame(results, title=f"paired tests, unit of analysis: {unit}")]
+    if items is not None:
+        out.append(Table.from_frame(items, title="item level (paired bootstrap, McNemar)"))
+    return out
+
+
+def _result_of(results, extra: dict[str, pd.DataFrame] | None):
+    """(display tables, machine table, note lines) of a `SignificanceResult`, or of its results
+    frame alone (then the unit is the frame's, the notes those the frame carries)."""
+    from matprobe.present import Table
+
+    if isinstance(results, pd.DataFrame):
+        frame, items, lines = results, None, notes(results)
+        unit = " / ".join(dict.fromkeys(map(str, frame["unit"]))) if "unit" in frame else ""
+    else:
+        frame, items, unit, lines = results.results, results.items, results.unit, results.notes()
+    tables = significance_tables(frame, unit, items)
+    for title, extra_frame in (extra or {}).items():
+        if not any(t.title == title for t in tables):
+            tables.append(Table.from_frame(extra_frame, title=title))
+    return tables, significance_machine_tables(frame, unit)[0], [f"note: {n}" for n in lines]
+
+
+def write_output(results, path: str | Path, extra: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write by suffix what `matprobe significance --format` prints: .csv its `--format csv` (every
+    number, the shortest repr of each float), .md its `--format markdown`, .tex its `--format latex`
+    (the same captions, tables and notes). `results`: a `SignificanceResult` (or its results
+    frame). Written to a temporary name and renamed, so a failure leaves nothing behind."""
+    from matprobe.present import document, to_csv
+
     path = Path(path)
     suffix = _output_suffix(path)
+    tables, machine, lines = _result_of(results, extra)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
-            results.to_csv(tmp, index=False, float_format="%.17g")
+            tmp.write_text(to_csv(machine))
         else:
-            tmp.write_text(render_document(results, suffix[1:], extra))
+            tmp.write_text(document(tables, "markdown" if suffix == ".md" else "latex", lines))
     return path
 
 
 def item_table(items: pd.DataFrame) -> pd.DataFrame:
     """Display strings for item_level_analysis output."""
     level = items["ci_level"].iloc[0] if len(items) else 0.95
+    shown = [value_and_interval(v, lo, hi) for v, lo, hi in zip(items.estimate, items.ci_low, items.ci_high)]
     return pd.DataFrame({
         "Comparison": items.comparison, "Metric": items.metric,
         "Items": items.n_items.astype(int).astype(str),
-        "Difference": [_num(v) for v in items.estimate],
-        f"{level:.0%} CI": [f"[{_num(lo)}, {_num(hi)}]" for lo, hi in
-                            zip(items.ci_low, items.ci_high)],
+        "Difference": [v for v, _ in shown],
+        f"{level:.0%} CI": [ci for _, ci in shown],
         "McNemar p": [format_p(v) for v in items.mcnemar_p],
         "Method": items.method,
     })
@@ -362,8 +436,10 @@ def write_frame(numeric: pd.DataFrame, shown: pd.DataFrame, path: str | Path,
     path = Path(path)
     suffix = _output_suffix(path)
     with atomic_path(path) as tmp:
-        if suffix == ".csv":
-            numeric.to_csv(tmp, index=False, float_format="%.17g")
+        if suffix == ".csv":  # as --format csv writes it: the shortest repr of each float
+            from matprobe.present import Table, to_csv
+
+            tmp.write_text(to_csv(Table.from_frame(numeric)))
         elif suffix == ".md":
             tmp.write_text((f"**{title}**\n\n" if title else "") + markdown(shown, False) + "\n")
         else:

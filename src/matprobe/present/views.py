@@ -690,49 +690,21 @@ def significance_table(result):
     """Table IX layout: rows comparisons, columns metrics, paired t-test p-values."""
     from matprobe.present import significance as formatting
 
-    shown = formatting.table_ix(result.results)
-    cols = [Column("Comparison", "Comparison", description="first vs. second condition (difference = first - second)")]
-    cols += [Column(str(m), str(m), "p", f"two-sided paired t-test p-value for {m}") for m in shown.columns]
-    table = Table.from_frame(shown, index=True, columns=cols,
-                             title=f"p-values (paired t-test), unit of analysis: {result.unit}")
-    return table
+    return formatting.significance_tables(result.results, result.unit)[0]
 
 
 def significance_tables(result) -> list:
+    """Table IX, the paired differences, their p-values (and the item level): what `matprobe
+    significance` shows, and what its --out FILE.md|.tex writes."""
     from matprobe.present import significance as formatting
 
-    effects, p_values = formatting.split_detail(formatting.detail_table(result.results))
-    wil_head = formatting.method_header("Wilcoxon p", result.results.get("wilcoxon_method", []))[0]
-    perm_head = formatting.method_header("Perm. p", result.results.get("perm_method", []))[0]
-    desc = {"n": ("count", "pairs"), "Mean diff": ("metric", "mean of the paired differences (first - second)"),
-            "t": ("", "paired t statistic"), "df": ("", "degrees of freedom"),
-            "dz": ("", "Cohen's dz: mean difference / sd of the differences"),
-            "g": ("", "Hedges' g (dz with small-sample correction)"),
-            "p": ("p", "two-sided paired t-test"),
-            wil_head: ("p", "Wilcoxon signed-rank test (zeros dropped; exact conditional on "
-                            "tied ranks up to 500 non-zero pairs)"),
-            perm_head: ("p", "sign-flip permutation test of the mean difference (exact, or "
-                             "Monte Carlo with the draw count shown)"),
-            "Holm p": ("p", "Holm-adjusted over the family"), "BH p": ("p", "Benjamini-Hochberg adjusted")}
-
-    def cols(frame):
-        return [Column(str(c), str(c), *desc.get(str(c), ("", ""))) for c in frame.columns]
-
-    out = [significance_table(result),
-           Table.from_frame(effects, columns=cols(effects),
-                            title="Paired differences (first - second condition)"),
-           Table.from_frame(p_values, columns=cols(p_values),
-                            title="p-values (two-sided; Holm/BH over the family)")]
-    if result.items is not None:
-        out.append(Table.from_frame(formatting.item_table(result.items), title="Item level"))
-    return out
+    return formatting.significance_tables(result.results, result.unit, result.items)
 
 
 def significance_machine_tables(result) -> list:
     """The raw numbers for --format csv/json: every RESULT_COLUMNS column at full
     precision (interval as ci_low/ci_high with ci_level, the unit of analysis, the
     Wilcoxon and permutation variants), then the item-level rows if any."""
-    out = [Table.from_frame(result.results, title=f"paired tests, unit of analysis: {result.unit}")]
-    if result.items is not None:
-        out.append(Table.from_frame(result.items, title="item level (paired bootstrap, McNemar)"))
-    return out
+    from matprobe.present import significance as formatting
+
+    return formatting.significance_machine_tables(result.results, result.unit, result.items)

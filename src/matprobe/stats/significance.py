@@ -378,7 +378,39 @@ def paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit
 
 def _check_unit(unit: str) -> None:
     if unit not in UNITS:
-        raise StatsError(f"unit {unit!r}: use one of {', '.join(UNITS)}")
+        raise StatsError(unit_refusal(unit, UNITS))
+
+
+def unit_refusal(unit: str, allowed=("auto", *UNITS)) -> str:
+    """The error of a unit of analysis not in `allowed`; an information unit (nats, bits) is
+    told where it goes (--bits)."""
+    text = f"unit {unit!r}: --unit here is the unit of analysis, one of {', '.join(allowed)}"
+    if str(unit).lower() in ("bits", "nats", "bit", "nat"):
+        text += ("; MI metrics are tested in the unit their name gives ('... nats', as `run` writes them): "
+                 "add --bits for bits")
+    return text
+
+
+NATS_SUFFIX, BITS_SUFFIX = " nats", " bits"
+
+
+def metrics_in_bits(frame: pd.DataFrame, source: str = "results") -> tuple[pd.DataFrame, str]:
+    """The results with every MI metric named '... nats' (as `run` writes them) in bits: its
+    values divided by ln 2 and its name '... bits'; and the sentence that says so. Differences,
+    means and intervals scale by 1/ln 2; t, p and effect sizes do not change."""
+    names = [m for m in dict.fromkeys(frame["metric"].astype(str)) if m.endswith(NATS_SUFFIX)]
+    if not names:
+        return frame, f"--bits: no metric named '... nats' in {source}; nothing converted"
+    renamed = {m: m[: -len(NATS_SUFFIX)] + BITS_SUFFIX for m in names}
+    clash = sorted(set(renamed.values()) & set(frame["metric"].astype(str)))
+    if clash:
+        raise StatsError(f"{source}: --bits would name {clash[0]!r}, which the results hold already; leave out "
+                         "--bits or one of the two")
+    frame = frame.copy()
+    mask = frame["metric"].astype(str).isin(names)
+    frame.loc[mask, "value"] = frame.loc[mask, "value"].astype(float) / math.log(2.0)
+    frame["metric"] = frame["metric"].astype(str).replace(renamed)
+    return frame, (f"--bits: {', '.join(renamed.values())} in bits (the results' nats divided by ln 2)")
 
 
 def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, unit: str, ratio_metrics,
@@ -1169,12 +1201,15 @@ class SignificanceResult:
 def significance(results, spec=None, *, unit: str | None = None, mixed: bool = False,
                  metrics: list[str] | None = None, item_level: bool = False, n_resamples: int = 2000,
                  family: str = "all", alpha: float = 0.05, level: float = 0.95, seed: int = 0,
-                 percent: bool = False) -> SignificanceResult:
+                 percent: bool = False, bits: bool = False) -> SignificanceResult:
     """Paired tests between conditions. `results`: a tidy CSV path or DataFrame; `spec`: a
     spec file, a list of 'A vs B' strings / Comparisons, or None for the comparisons present
     in the data (`default_comparisons`); `unit`: target, seed, item or None (= `default_unit`);
-    `percent`: accuracy-like metrics are in percent on purpose (else they are refused)."""
+    `percent`: accuracy-like metrics are in percent on purpose (else they are refused); `bits`: MI
+    metrics named '... nats' tested in bits (`metrics_in_bits`)."""
     check_level(level, "--level", StatsError)  # before any reading: --level 95 names 0.95
+    if unit is not None and unit not in ("auto", *UNITS):
+        raise StatsError(unit_refusal(unit))
     check_probability(alpha, "--alpha", error=StatsError)
     if item_level:
         check_resamples(n_resamples, "--n-boot")
@@ -1188,6 +1223,11 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     choices = percent_notes(frame, source, percent, StatsError)  # refused, or said (matprobe.checks)
     if read:
         choices.insert(0, read)
+    if bits:
+        frame, said = metrics_in_bits(frame, source)
+        choices.append(said)
+        if metrics:  # --metric may name the metric as the results do ('... nats')
+            metrics = [m[: -len(NATS_SUFFIX)] + BITS_SUFFIX if m.endswith(NATS_SUFFIX) else m for m in metrics]
     if spec is None:
         comparisons, how = default_comparisons(frame)
         choices.append(f"comparisons: {how}")

@@ -1,0 +1,220 @@
+"""Med-MAT's coarse tasks, its Unrelated split and the spelling of labels (a user study of a
+Med-MAT folder written as the release ships it: ``medmat/Subset--NN-{train,test}.json``).
+
+1. The README's Python route to the coarse tasks (``task_level="group"``) raised AttributeError, and no
+   command could use them, though Med-MAT draws its Related and Unrelated splits by them.
+2. Med-MAT's Unrelated (Baseline+) drops every subset sharing any element with the target: that is
+   matprobe's ``zero-overlap``, not its ``unrelated`` (at most one shared).
+3. "COVID" became "Covid" (an all-upper task was title-cased) and ``run`` refused the data's spelling.
+4. An ``image`` given as a one-element list was "empty or not a path".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from matprobe.cli import app
+from matprobe.errors import DataError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+PAPER = Path("/work/shared/papers/med-mat.txt")
+
+# subset -> (its Table 9 triplet at the subset level, its coarse task (Tables 3-7)); data-no from Tables 10-11
+SUBSETS = {
+    "03": (("CT", "Lung", "COVID-19 Classification"), "COVID", "4"),
+    "04": (("CT", "Lung", "Lung Cancer Classification"), "Cancer", "5"),
+    "05": (("CT", "Brain", "Brain Hemorrhage Classification"), "State", "7"),
+    "24": (("Ultrasound", "Breast", "Breast Cancer Classification"), "Cancer", "48"),
+    "28": (("X-ray", "Lung", "COVID-19 and Pneumonia Classification"), "COVID", "54"),
+    "30": (("X-ray", "Lung", "Tuberculosis Classification"), "State", "59"),
+}
+
+
+def _record(rid: int, data_no: str, image="med-mat/img.png") -> dict:
+    options = ["COVID", "Normal"]
+    return {"id": rid, "caption": options[rid % 2], "image": image, "Question": "What is shown?",
+            "Answer": f"{'AB'[rid % 2]}: {options[rid % 2]}",
+            "Question-choice": [f"A: {options[0]}", f"B: {options[1]}"],
+            "Answer-choice": "AB"[rid % 2], "data-no": data_no}
+
+
+def medmat_folder(root: Path, n: int = 2) -> Path:
+    folder = root / "medmat"
+    folder.mkdir(parents=True)
+    for subset, (_, _, data_no) in SUBSETS.items():
+        for split in ("train", "test"):
+            recs = [_record(i + 1, data_no) for i in range(n)]
+            (folder / f"Subset--{subset}-{split}.json").write_text(json.dumps(recs), encoding="utf-8")
+    return folder
+
+
+def _split_rows(path: Path) -> list[dict]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if '"matprobe_manifest"' not in line]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------- 1. coarse tasks: Python and CLI
+def test_the_readmes_python_calls_for_coarse_tasks_run_as_written(tmp_path, monkeypatch):
+    import matprobe  # noqa: F401  (the README's call names the package)
+    import matprobe.data
+
+    calls = re.findall(r"`(matprobe\.data\.[A-Za-z_]+\([^`]*task_level=\"group\"[^`]*\))`",
+                       _flat(README.read_text()))
+    assert len(calls) == 2, calls  # load_medmat(path, ...); write_manifest(load_medmat("medmat/", ...), "coarse.jsonl")
+    folder = medmat_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    coarse = sorted({(*trip[:2], group) for trip, group, _ in SUBSETS.values()})
+    ds = eval(calls[0], {"matprobe": matprobe}, {"path": folder})  # noqa: S307
+    assert sorted({s.triplet for s in ds}) == coarse
+    assert len(ds) == 24 and "03-test-1" in ds.ids
+    (tmp_path / "med-mat-root").mkdir()
+    (tmp_path / "med-mat-root" / "img.png").write_bytes(b"")
+    eval(calls[1], {"matprobe": matprobe}, {})  # noqa: S307
+    written = matprobe.data.load_dataset(tmp_path / "coarse.jsonl")
+    assert sorted({s.triplet for s in written}) == coarse and len(written) == 24
+    assert {s.image for s in written} == {str(tmp_path / "med-mat-root" / "img.png")}  # found where run looks
+    # one file too, by the same call
+    one = matprobe.data.load_medmat(folder / "Subset--03-train.json", task_level="group")
+    assert [s.triplet for s in one] == [("CT", "Lung", "COVID")] * 2
+
+
+def test_data_split_takes_the_coarse_tasks_by_which_med_mat_draws_related(tmp_path):
+    folder = medmat_folder(tmp_path)
+    out_group, out_subset = tmp_path / "group.jsonl", tmp_path / "subset.jsonl"
+    res = CliRunner().invoke(app, ["data", "split", str(folder), "--target", "CT,Lung,COVID", "--config", "related",
+                                   "--task-level", "group", "--out", str(out_group)])
+    assert res.exit_code == 0, res.output
+    rows = _split_rows(out_group)
+    assert sorted({(r["subset"], r["task"], r["split"]) for r in rows}) == [
+        ("03", "COVID", "test"), ("04", "Cancer", "train"), ("28", "COVID", "train")]
+    # Table 9's tasks (the default) share less: X-ray / Lung / COVID-19 and Pneumonia is not Related there
+    res = CliRunner().invoke(app, ["data", "split", str(folder), "--target", "CT,Lung,COVID-19 Classification",
+                                   "--config", "related", "--out", str(out_subset)])
+    assert res.exit_code == 0, res.output
+    assert sorted({(r["subset"], r["split"]) for r in _split_rows(out_subset)}) == [("03", "test"), ("04", "train")]
+
+
+def test_data_validate_counts_the_coarse_triplets(tmp_path):
+    folder = medmat_folder(tmp_path)
+    res = CliRunner().invoke(app, ["data", "validate", str(folder), "--no-images", "--task-level", "group"])
+    assert res.exit_code == 0, res.output
+    assert "State" in res.output and "Hemorrhage" not in res.output
+    res = CliRunner().invoke(app, ["data", "validate", str(folder), "--no-images"])
+    assert res.exit_code == 0 and "Hemorrhage" in res.output
+
+
+def test_task_level_on_a_manifest_is_refused(tmp_path):
+    from matprobe.data.medmat import load_medmat_folder
+
+    manifest = tmp_path / "m.jsonl"
+    from matprobe.data import write_manifest
+
+    write_manifest(load_medmat_folder(medmat_folder(tmp_path), task_level="group"), manifest)
+    res = CliRunner().invoke(app, ["data", "split", str(manifest), "--target", "CT,Lung,COVID", "--task-level",
+                                   "group", "--out", str(tmp_path / "s.jsonl")])
+    assert res.exit_code == 2
+    assert "--task-level applies to Med-MAT files" in _flat(res.output)
+    res = CliRunner().invoke(app, ["data", "split", str(manifest), "--target", "CT,Lung,COVID", "--task-level",
+                                   "coarse", "--out", str(tmp_path / "s.jsonl")])
+    assert res.exit_code == 2 and "task_level 'coarse' is not known; use 'subset' or 'group'" in _flat(res.output)
+
+
+def test_task_level_context_is_undone_after_its_block(tmp_path):
+    from matprobe.data import load_dataset
+    from matprobe.data.medmat import medmat_task_level
+
+    folder = medmat_folder(tmp_path)
+    with medmat_task_level("group"):
+        assert {s.task for s in load_dataset(folder)} == {"COVID", "Cancer", "State"}
+    assert "COVID" not in {s.task for s in load_dataset(folder)}
+    with pytest.raises(DataError, match="not known"):
+        with medmat_task_level("fine"):
+            pass
+
+
+# ---------------------------------------------------------------- 2. Med-MAT's Unrelated is zero-overlap
+def test_med_mat_unrelated_is_zero_overlap_and_the_docs_say_so(tmp_path):
+    from matprobe.data.medmat import load_medmat_folder
+    from matprobe.data.splits import make_split
+
+    ds = load_medmat_folder(medmat_folder(tmp_path), task_level="group")
+    train = {cfg: sorted({s.subset for s in make_split(ds, ("CT", "Lung", "COVID"), cfg) if s.split == "train"})
+             for cfg in ("unrelated", "zero-overlap")}
+    # the paper's Baseline+ drops 05 (shares CT) and 30 (shares Lung): only 24 shares nothing
+    assert train == {"unrelated": ["05", "24", "30"], "zero-overlap": ["24"]}
+
+    quote = "we removed all datasets sharing any MAT-Triplet element with the Target data"
+    if PAPER.is_file():  # the quote is the paper's own (§3.1.2), emphasis aside
+        assert quote in PAPER.read_text(encoding="utf-8").replace("*", "")
+    readme = _flat(README.read_text(encoding="utf-8"))
+    assert quote in readme.replace("*", "")
+    assert "Med-MAT's Unrelated (its Baseline+) is matprobe's `zero-overlap`" in readme
+    res = CliRunner().invoke(app, ["data", "split", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert "Med-MAT's Unrelated (Baseline+) is zero-overlap" in _flat(res.output)
+
+
+# ---------------------------------------------------------------- 3. acronyms keep their spelling
+@pytest.mark.parametrize("factor,raw,canon", [
+    ("task", "COVID", "COVID"), ("anatomy", "CHEST", "CHEST"), ("task", "covid", "Covid"),
+    ("anatomy", "chest", "Chest"), ("task", "Cell Identification", "Cell Identification"),
+    ("modality", "US", "Ultrasound"), ("modality", "x-ray", "X-ray"),
+])
+def test_labels_keep_acronyms(factor, raw, canon):
+    from matprobe.data.model import canonical_label
+
+    assert canonical_label(factor, raw) == canon
+
+
+def test_a_coarse_manifest_keeps_covid_through_split_and_run_preflight(tmp_path):
+    from matprobe.data import load_dataset, parse_triplet, write_manifest
+    from matprobe.data.medmat import load_medmat_folder
+    from matprobe.data.splits import first_unsplittable
+
+    manifest = tmp_path / "coarse.jsonl"
+    write_manifest(load_medmat_folder(medmat_folder(tmp_path), task_level="group"), manifest)
+    assert parse_triplet("CT,Lung,COVID") == ("CT", "Lung", "COVID")
+    ds = load_dataset(manifest)
+    assert sorted(ds.vocabularies["task"].labels) == ["COVID", "Cancer", "State"]
+    # run's preflight: the data's own spelling is accepted; another case is refused, naming it
+    assert first_unsplittable(ds, [("CT", "Lung", "COVID")], ["related", "zero-overlap"]) is None
+    _, _, exc = first_unsplittable(ds, [("CT", "Lung", "Covid")], ["related"])
+    assert "is read as CT,Lung,COVID from the data" in str(exc)
+    out = tmp_path / "split.jsonl"
+    res = CliRunner().invoke(app, ["data", "split", str(manifest), "--target", "CT,Lung,COVID", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert {r["task"] for r in _split_rows(out) if r["split"] == "test"} == {"COVID"}
+    assert "Covid" not in out.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- 4. an image given as a list
+def test_an_image_in_a_one_element_list_is_read_and_several_are_refused(tmp_path):
+    from matprobe.data.medmat import load_medmat
+
+    path = tmp_path / "Subset--03-train.json"
+    path.write_text(json.dumps([_record(1, "4", image=["med-mat/images/a.png"]), _record(2, "4")]))
+    assert [s.image for s in load_medmat(path)] == ["med-mat/images/a.png", "med-mat/img.png"]
+    root = tmp_path / "root"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(b"")
+    path.write_text(json.dumps([_record(1, "4", image=["med-mat/images/a.png"])]))
+    assert load_medmat(path, image_root=root)[0].image == str(root / "images" / "a.png")
+
+    path.write_text(json.dumps([_record(1, "4"), _record(2, "4", image=["med-mat/a.png", "med-mat/b.png"])]))
+    with pytest.raises(DataError) as err:
+        load_medmat(path)
+    assert str(err.value) == (
+        f"{path}: record 2 (id 2): image is a list of 2 paths ('med-mat/a.png', 'med-mat/b.png'); a Med-MAT item "
+        "takes one image: give one path (a string, or a list of one)")
+    for bad in ([], [""], [3]):
+        path.write_text(json.dumps([_record(1, "4", image=bad)]))
+        with pytest.raises(DataError, match="image is empty or not a path"):
+            load_medmat(path)
