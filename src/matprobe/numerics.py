@@ -214,7 +214,6 @@ def call_portable(fn, *args, say=None, **kwargs):
 
     say: where the notes go (a user's setting replaced, the platform), default stderr."""
     import pickle
-    import signal
     import subprocess
     import tempfile
 
@@ -244,13 +243,7 @@ def call_portable(fn, *args, say=None, **kwargs):
         try:
             rc = proc.wait()
         except BaseException:
-            # Ctrl-C on a terminal reaches the child too; anything else that stops this process is
-            # passed on, so the child never runs on alone
-            try:
-                proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
-            proc.wait()
+            stop_child(proc)
             raise
         try:
             with open(result, "rb") as fh:
@@ -260,6 +253,20 @@ def call_portable(fn, *args, say=None, **kwargs):
     if failed:
         raise outcome
     return outcome
+
+
+def stop_child(proc) -> None:
+    """What stops this process stops its portable child (a `subprocess.Popen`) too: Ctrl-C on a
+    terminal reaches the child on its own; anything else (a signal sent to this process alone, an
+    error) is passed on as SIGINT after a second, so the child never runs on alone."""
+    import signal
+    import subprocess
+
+    try:
+        proc.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    proc.wait()
 
 
 def _portable_call_child() -> None:

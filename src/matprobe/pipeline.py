@@ -996,7 +996,6 @@ def _run_portable(cfg: PipelineConfig, progress, progress_bars: bool) -> Path:
     cannot be switched on in this process; its step lines come back to `progress`, its
     progress bars share this terminal, and its exception is raised here."""
     import pickle
-    import signal
     import subprocess
     import sys
     import tempfile
@@ -1026,13 +1025,7 @@ def _run_portable(cfg: PipelineConfig, progress, progress_bars: bool) -> Path:
                 else:
                     sys.stdout.write(line)
         except BaseException:
-            # Ctrl-C on a terminal reaches the child too; anything else that stops this process
-            # (a signal sent to it alone, an error) is passed on, so the child never runs on alone
-            try:
-                proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
-            proc.wait()
+            numerics.stop_child(proc)
             raise
         rc = proc.wait()
         try:
