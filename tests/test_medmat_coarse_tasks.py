@@ -218,3 +218,60 @@ def test_an_image_in_a_one_element_list_is_read_and_several_are_refused(tmp_path
         path.write_text(json.dumps([_record(1, "4", image=bad)]))
         with pytest.raises(DataError, match="image is empty or not a path"):
             load_medmat(path)
+
+
+# ---------------------------------------------------------------- 5. [data] task_level in a pipeline
+def _pipeline_file(tmp_path, data, task_level=None) -> Path:
+    (tmp_path / "img.png").write_bytes(b"")  # the records' med-mat/img.png under the image root
+    line = "" if task_level is None else f'task_level = "{task_level}"\n'
+    path = tmp_path / "study.toml"
+    path.write_text(f'[run]\nout = "{tmp_path / "run"}"\n[data]\nfile = "{data}"\nimage_root = "{tmp_path}"\n{line}'
+                    '[design]\ntarget = ["CT", "Lung", "COVID"]\nconditions = ["related", "zero-overlap"]\n'
+                    "[train]\nsteps = 1\nseeds = [0]\n", encoding="utf-8")
+    return path
+
+
+def test_a_pipeline_reads_med_mat_at_its_data_task_level_in_every_step(tmp_path):
+    from matprobe import pipeline
+    from matprobe.data.loaders import load_pipeline_data
+    from matprobe.data.splits import make_split
+
+    folder = medmat_folder(tmp_path)
+    cfg = pipeline.load_pipeline(_pipeline_file(tmp_path, folder, "group"))
+    assert cfg.task_level == "group"
+    dataset, manifest = pipeline._load_study_data(cfg, tmp_path / "run", lambda *_: None)
+    coarse = sorted({(*trip[:2], group) for trip, group, _ in SUBSETS.values()})
+    assert sorted({s.triplet for s in dataset}) == coarse  # the run's data step
+    # a fine-tuning worker reads the items through the same source, task level included
+    worker = load_pipeline_data(*pipeline._study_source(cfg, manifest))
+    assert [(s.id, s.triplet) for s in worker] == [(s.id, s.triplet) for s in dataset]
+    # and Related is `data split --task-level group`'s: subsets 04 and 28, their train files
+    out = tmp_path / "related.jsonl"
+    res = CliRunner().invoke(app, ["data", "split", str(folder), "--target", "CT,Lung,COVID", "--config", "related",
+                                   "--task-level", "group", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    split = make_split(dataset, ("CT", "Lung", "COVID"), "related", marked_only=True)
+    assert sorted(s.id for s in split if s.split == "train") == sorted(
+        r["id"] for r in _split_rows(out) if r["split"] == "train") == ["04-train-1", "04-train-2", "28-train-1",
+                                                                        "28-train-2"]
+    # without the key, Table 9's tasks, as before
+    cfg = pipeline.load_pipeline(_pipeline_file(tmp_path, folder))
+    assert cfg.task_level == "subset"
+    dataset, _ = pipeline._load_study_data(cfg, tmp_path / "run", lambda *_: None)
+    assert ("CT", "Lung", "COVID-19 Classification") in {s.triplet for s in dataset}
+
+
+def test_a_pipeline_task_level_is_checked(tmp_path):
+    from matprobe import pipeline
+    from matprobe.data import write_manifest
+    from matprobe.data.medmat import load_medmat_folder
+    from matprobe.errors import MatprobeError
+
+    folder = medmat_folder(tmp_path)
+    with pytest.raises(MatprobeError, match=r"task_level = 'coarse': give \"subset\".*or \"group\""):
+        pipeline.load_pipeline(_pipeline_file(tmp_path, folder, "coarse"))
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(load_medmat_folder(folder, tmp_path, task_level="group"), manifest)
+    cfg = pipeline.load_pipeline(_pipeline_file(tmp_path, manifest, "group"))
+    with pytest.raises(DataError, match="task column is read as written"):
+        pipeline._load_study_data(cfg, tmp_path / "run", lambda *_: None)

@@ -66,6 +66,7 @@ class PipelineConfig:
     data_file: str | None = None
     image_root: str | None = None
     columns: dict[str, str] = field(default_factory=dict)  # {their column: expected name} (data/columns.py)
+    task_level: str = "subset"  # Med-MAT files: subset (Table 9's tasks) or group (the coarse tasks)
     n_per_triplet: int = 64
     image_size: int = 56
     data_seed: int = 0
@@ -166,6 +167,10 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
         cfg.data_file = str((path.parent / cfg.data_file).resolve())
     cfg.image_root = _get(data, "image_root", str, None, w)
     cfg.columns = dict(_get(data, "columns", dict, {}, w))
+    cfg.task_level = _get(data, "task_level", str, cfg.task_level, w)
+    if cfg.task_level not in ("subset", "group"):
+        raise PipelineError(f"{w}: task_level = {cfg.task_level!r}: give \"subset\" (Med-MAT's Table 9 tasks) or "
+                            "\"group\" (its coarse tasks, by which it draws Related and Unrelated)")
     if cfg.demo_data == bool(cfg.data_file):
         raise PipelineError(f"{path}: [data] needs exactly one of demo = true or file = \"...\"")
     cfg.n_per_triplet = _get(data, "n_per_triplet", int, cfg.n_per_triplet, w)
@@ -313,11 +318,11 @@ def _finetune_job(args: tuple) -> dict:
     quiet_libraries()
     from matprobe.extract.finetune import finetune
 
-    base, (manifest, image_root, columns), ids, out, steps, batch, lr, seed, rendering = args
+    base, source, ids, out, steps, batch, lr, seed, rendering = args
     from matprobe.data.loaders import load_pipeline_data
 
-    # the items read as the run's data step reads them: its column map and image root
-    by_id = {s.id: s for s in load_pipeline_data(manifest, image_root, columns)}
+    # the items read as the run's data step reads them: its column map, image root and task level
+    by_id = {s.id: s for s in load_pipeline_data(*source)}
     res = finetune(base, [by_id[i] for i in ids], out, steps=steps, batch_size=batch, lr=lr, seed=seed,
                    rendering=rendering)
     return {"out": str(res.out), "seconds": res.seconds, "final_loss": float(np.mean(res.losses[-10:]))}
@@ -633,11 +638,11 @@ def _prepare_this_process(cfg: PipelineConfig, say) -> None:
 
 
 def _study_source(cfg: PipelineConfig, manifest: Path) -> tuple:
-    """(manifest, image root, column map): how `data.loaders.load_pipeline_data` reads this run's
-    items, in the data step and in each fine-tuning worker."""
+    """(manifest, image root, column map, task level): how `data.loaders.load_pipeline_data` reads
+    this run's items, in the data step and in each fine-tuning worker."""
     if cfg.demo_data:  # the demo's manifest, written by the run in the expected columns
-        return str(manifest), None, None
-    return str(manifest), cfg.image_root, dict(cfg.columns) or None
+        return str(manifest), None, None, "subset"
+    return str(manifest), cfg.image_root, dict(cfg.columns) or None, cfg.task_level
 
 
 def _load_study_data(cfg: PipelineConfig, run: Path, say):

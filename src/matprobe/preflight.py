@@ -60,7 +60,8 @@ def check_pipeline(cfg) -> None:
     from matprobe.data.loaders import load_pipeline_data
 
     # as the run will read it (a column refusal names the file's [data] columns, not `--columns`)
-    dataset = load_pipeline_data(cfg.data_file, cfg.image_root, getattr(cfg, "columns", None))
+    dataset = load_pipeline_data(cfg.data_file, cfg.image_root, getattr(cfg, "columns", None),
+                                 getattr(cfg, "task_level", "subset"))
     from matprobe.data.images import missing_images_error
 
     # where a checkpoint is to be extracted (stores given as they are need no image), named by the

@@ -96,13 +96,17 @@ class ValidationReport:
 
 
 def load_pipeline_data(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
-                       columns: Mapping[str, str] | None = None) -> MATDataset:
-    """`load_dataset` as a pipeline file gives the data: its [data] file, image_root and columns,
-    a column refusal naming that table (`columns.PIPELINE_COLUMNS`, its fix in TOML). `run`'s
-    preflight, its data step and its fine-tuning workers read the manifest through this one call."""
+                       columns: Mapping[str, str] | None = None, task_level: str = "subset") -> MATDataset:
+    """`load_dataset` as a pipeline file gives the data: its [data] file, image_root, columns and
+    task_level (Med-MAT files: "subset", Table 9's tasks, or "group", the coarse tasks by which Med-MAT
+    draws Related and Unrelated; refused on a manifest, `medmat.task_level_for`), a column refusal
+    naming that table (`columns.PIPELINE_COLUMNS`, its fix in TOML). `run`'s preflight, its data step
+    and its fine-tuning workers read the manifest through this one call."""
     from matprobe.data.columns import PIPELINE_COLUMNS
+    from matprobe.data.medmat import task_level_for
 
-    return load_dataset(path, image_root=image_root, columns=columns or None, columns_flag=PIPELINE_COLUMNS)
+    with task_level_for(path, task_level):
+        return load_dataset(path, image_root=image_root, columns=columns or None, columns_flag=PIPELINE_COLUMNS)
 
 
 # missing image files listed one problem each up to this many; more are one problem (as `extract` and
