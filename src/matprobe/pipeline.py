@@ -1134,24 +1134,31 @@ SAFETENSORS_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "F8_E4M3": 8, "
 EXTRACT_DTYPE_BITS = {"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}
 
 
+def _safetensors_tensors(ckpt: str) -> list[tuple[str, int]]:
+    """(dtype, element count) of every tensor in a checkpoint's safetensors files, from their headers
+    (`provenance.read_safetensors_header`: no weights are loaded)."""
+    from matprobe.provenance import read_safetensors_header
+
+    out = []
+    for f in sorted(Path(ckpt).glob("*.safetensors")):
+        header, _ = read_safetensors_header(f)
+        out += [(meta.get("dtype"), int(np.prod(meta["shape"]))) for name, meta in header.items()
+                if name != "__metadata__"]
+    return out
+
+
 def stored_bits_per_param(ckpt: str) -> float | None:
     """Bits per parameter as the checkpoint stores them: its safetensors headers' dtypes, weighted
-    by each tensor's size (no weights are loaded); None where there is no safetensors file or a dtype
-    is unknown."""
-    import struct
+    by each tensor's size; None where there is no safetensors file or a dtype is unknown."""
+    return _stored_bits(_safetensors_tensors(ckpt))
 
-    params = bits = 0
-    for f in sorted(Path(ckpt).glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            if meta.get("dtype") not in SAFETENSORS_BITS:
-                return None
-            n = int(np.prod(meta["shape"]))
-            params, bits = params + n, bits + n * SAFETENSORS_BITS[meta["dtype"]]
-    return bits / params if params else None
+
+def _stored_bits(tensors: list[tuple[str, int]]) -> float | None:
+    """`stored_bits_per_param` of `_safetensors_tensors`' list."""
+    if any(dtype not in SAFETENSORS_BITS for dtype, _ in tensors):
+        return None
+    params = sum(n for _, n in tensors)
+    return sum(n * SAFETENSORS_BITS[dtype] for dtype, n in tensors) / params if params else None
 
 
 def model_size(ck: dict, cfg) -> tuple[int | None, float, str]:
@@ -1159,26 +1166,12 @@ def model_size(ck: dict, cfg) -> tuple[int | None, float, str]:
     ln|H| = params x bits x ln 2 counts the hypotheses its stored weights can encode, so the bits are
     the precision its safetensors store (the extract dtype only says how it was run: an fp32
     extraction of a bf16 checkpoint took 32 bits); where that cannot be read, the extract dtype's."""
-    params = ck.get("params") or (count_parameters(ck["ckpt"]) if ck.get("ckpt") else None)
-    stored = stored_bits_per_param(ck["ckpt"]) if ck.get("ckpt") else None
+    tensors = _safetensors_tensors(ck["ckpt"]) if ck.get("ckpt") else []  # the headers read once for both
+    params = ck.get("params") or (sum(n for _, n in tensors) or None)
+    stored = _stored_bits(tensors)
     if stored:
         return params, float(stored), "the dtype the checkpoint's safetensors store"
     return params, EXTRACT_DTYPE_BITS.get(cfg.dtype, 16.0), f"the extract dtype ({cfg.dtype}; the stored one unread)"
-
-
-def count_parameters(ckpt: str) -> int | None:
-    """Parameter count from the checkpoint's safetensors headers (no weights are loaded)."""
-    import struct
-
-    total = 0
-    files = sorted(Path(ckpt).glob("*.safetensors"))
-    for f in files:
-        with open(f, "rb") as fh:
-            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-        for name, meta in header.items():
-            if name != "__metadata__":
-                total += int(np.prod(meta["shape"]))
-    return total or None
 
 
 def _jsonable(obj):

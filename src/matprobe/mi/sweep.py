@@ -438,11 +438,15 @@ def _failed(df: pd.DataFrame) -> pd.Series:
     return df["flags"].astype(str).str.split(",").apply(lambda f: FAILED in f)
 
 
-def settings_differences(df: pd.DataFrame, settings: SweepSettings | None) -> list[str]:
+_UNSEARCHED = object()  # `settings_differences`' table settings not given: found here
+
+
+def settings_differences(df: pd.DataFrame, settings: SweepSettings | None, table=_UNSEARCHED) -> list[str]:
     """What a table's rows record that differs from `settings` ("unit bits in the table, nats asked"):
     the unit, estimator, interval level, chain and baselines; then the settings only the digest holds
     (seeds, folds, PCA, seed, rare classes, the estimator's parameters), read from the `options`
-    column or, in tables written before it, found by the digest (`table_settings`)."""
+    column or, in tables written before it, found by the digest (`table_settings`; `table`: its result
+    where the caller has it, a search of a second or so not run twice)."""
     if settings is None or df.empty:
         return []
     out = []
@@ -466,7 +470,8 @@ def settings_differences(df: pd.DataFrame, settings: SweepSettings | None) -> li
         had = column in df and df[column].notna().any()
         if bool(had) != bool(asked):
             out.append(f"{name} {'on' if had else 'off'} in the table, {'on' if asked else 'off'} asked")
-    table = table_settings(df, settings)
+    if table is _UNSEARCHED:
+        table = table_settings(df, settings)
     if table is not None:
         mine, theirs = _all_options(settings), _all_options(table)
         for key in dict.fromkeys([*theirs, *mine]):
@@ -492,9 +497,10 @@ def parse_options(text: str) -> dict[str, str]:
 
 
 def _all_options(settings: SweepSettings) -> dict[str, str]:
-    """`parse_options` of the settings' options with rare classes and permutations at their defaults too."""
-    return {**parse_options(settings.options()), "rare_classes": "refuse", "permutations": "0",
-            **parse_options(settings.options())}
+    """`parse_options` of the settings' options with rare classes and permutations at their defaults too
+    (the options' order first, the defaults where the words leave them out)."""
+    words = parse_options(settings.options())
+    return {**words, "rare_classes": "refuse", "permutations": "0", **words}
 
 
 def _visible(df: pd.DataFrame, settings: SweepSettings) -> SweepSettings:
@@ -556,9 +562,10 @@ def _search_digest(df: pd.DataFrame, base: SweepSettings, digest: str) -> SweepS
     return None
 
 
-def _resume_hint(df: pd.DataFrame, settings: SweepSettings | None) -> str:
-    """How to resume the table (its settings, as options) or start afresh."""
-    table = table_settings(df, settings) if settings is not None else None
+def _resume_hint(df: pd.DataFrame, settings: SweepSettings | None, table: SweepSettings | None,
+                 differences: list[str]) -> str:
+    """How to resume the table (its settings, as options: `table`, from `table_settings`) or start
+    afresh; `differences`: `settings_differences` of the table and `settings`."""
     fresh = f"or start afresh with --overwrite (its {len(df)} rows are replaced) or a new --out"
     if table is None:
         return ("to resume it pass the settings it was made with (the table does not record seeds, folds, "
@@ -572,7 +579,7 @@ def _resume_hint(df: pd.DataFrame, settings: SweepSettings | None) -> str:
     flags = [said(k, v) for k, v in theirs.items() if mine.get(k) != v]
     shown = parse_options(table.options())  # what is not at its default
     whole = " ".join(said(k, v) for k, v in shown.items() if k != "seed" or v != "0")
-    if not flags and table.digest() != settings.digest() and not settings_differences(df, settings):
+    if not flags and table.digest() != settings.digest() and not differences:
         return ("its seeds, folds, pca and seed are these, so the estimator's fitting differs (the digest "
                 "holds it: another matprobe version wrote the table); " + fresh.replace("or start", "start"))
     return f"to resume it pass {' '.join(flags) or 'the table’s settings'} (the table's: {whole}), " + fresh
@@ -585,11 +592,13 @@ def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path, settings: Sweep
         return set()
     other = sorted(set(df["settings"].astype(str)) - {digest})
     if other:
-        said = settings_differences(df, settings)
+        # the table's own settings, searched once for both the differences and the hint
+        table = table_settings(df, settings) if settings is not None else None
+        said = settings_differences(df, settings, table)
         what = ("; ".join(said) if said else "seeds, folds, pca, seed, rare classes or the estimator's fitting "
                 "differ (the table records them in its settings digest only)")
         raise EstimationError(f"{path} was written with other settings ({what}; settings {other[0]} vs {digest}); "
-                              + _resume_hint(df, settings))
+                              + _resume_hint(df, settings, table, said))
     df = df[~_failed(df)]  # failed cells are retried
     counts = df.groupby(CELL_KEY).size()
     return {k for k, v in counts.items() if v >= n_terms}

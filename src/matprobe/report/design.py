@@ -67,7 +67,7 @@ def absent_stores(checkpoints: list, resolve) -> list[str]:
 def store_record(store_path, target=None) -> dict:
     """What `run` writes into each checkpoint's run.json entry from its store, in one opening, so that
     the report needs no store to say it: {"top_answer": `top_answer`, "prompt": `prompt_of`}, and with
-    the checkpoint's held-out (M, A, T) `target`, "target_answers": `target_answers`; each None where
+    the checkpoint's held-out (M, A, T) `target`, "target_answers": `_target_answers`; each None where
     the store cannot be read."""
     from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
@@ -81,14 +81,6 @@ def store_record(store_path, target=None) -> dict:
             return out
     except (MatprobeError, OSError):
         return dict.fromkeys(keys)
-
-
-def target_answers(store_path, target) -> dict | None:
-    """The option a store's checkpoint answers most on the held-out target's items, the rows its
-    accuracy is computed on (`pipeline.per_run_results`): `top_option` over the target's items with an
-    answer, with "target" and "n_options" (the most options an item there offers; None where the
-    store records none); None where fewer than 10 target items have an answer."""
-    return store_record(store_path, tuple(target))["target_answers"]
 
 
 def top_answer(store_path) -> dict | None:
@@ -113,6 +105,10 @@ def _top_answer(st) -> dict | None:
 
 
 def _target_answers(st, target) -> dict | None:
+    """The option an open store's checkpoint answers most on the held-out target's items, the rows its
+    accuracy is computed on (`pipeline.per_run_results`): `top_option` over the target's items with an
+    answer, with "target" and "n_options" (the most options an item there offers; None where the
+    store records none); None where fewer than 10 target items have an answer."""
     try:
         pred = np.asarray(st.answers()["pred"])
     except KeyError:
@@ -135,56 +131,54 @@ def _prompt(st) -> dict | None:
     return {"name": str(tpl)} if tpl else None
 
 
-def _top_answer_of(ck, resolve) -> dict | None:
-    """A checkpoint's `top_answer`: read from its store where the store is there (the run's data), else
-    as run.json records it (a committed or copied run without its stores)."""
-    recorded = (getattr(ck, "extra", None) or {}).get("top_answer")
-    if ck.store and Path(resolve(ck.store)).exists():
-        return top_answer(resolve(ck.store)) or recorded
-    return recorded
-
-
 def _checkpoint_target(ck) -> tuple | None:
     target = (getattr(ck, "extra", None) or {}).get("target")
     return tuple(str(x) for x in target) if target else None
 
 
-def _target_answers_of(ck, resolve) -> dict | None:
-    """A checkpoint's `target_answers` on its held-out target (run.json's `target`): from its store
-    where the store is there, else as run.json records it; None where neither says."""
-    recorded = (getattr(ck, "extra", None) or {}).get("target_answers")
-    target = _checkpoint_target(ck)
-    if target and ck.store and Path(resolve(ck.store)).exists():
-        return target_answers(resolve(ck.store), target) or recorded
-    return recorded
-
-
-def target_options(checkpoints: list, resolve) -> dict[str, int]:
-    """{checkpoint name: the number of options its held-out target's items offer} where the store
-    (or run.json's `target_answers`) records it: chance accuracy there is 1 / that number."""
+def answer_records(checkpoints: list, resolve) -> dict[str, dict]:
+    """{checkpoint name: {"top_answer": `top_answer`, "target_answers": `target_answers` on its held-out
+    target (run.json's `target`)}}: read from each store in one opening where the store is there (the
+    run's data), else, and where the store says nothing, as run.json records them (a committed or copied
+    run without its stores). What `one_option_answers` and `target_options` read."""
     out = {}
     for ck in checkpoints:
-        rec = _target_answers_of(ck, resolve)
+        recorded = getattr(ck, "extra", None) or {}
+        read = (store_record(resolve(ck.store), _checkpoint_target(ck))
+                if ck.store and Path(resolve(ck.store)).exists() else {})
+        out[ck.name] = {key: read.get(key) or recorded.get(key) for key in ("top_answer", "target_answers")}
+    return out
+
+
+def target_options(checkpoints: list, resolve, records: dict | None = None) -> dict[str, int]:
+    """{checkpoint name: the number of options its held-out target's items offer} where the store
+    (or run.json's `target_answers`) records it: chance accuracy there is 1 / that number.
+    `records`: `answer_records` of the checkpoints where the caller has them."""
+    records = answer_records(checkpoints, resolve) if records is None else records
+    out = {}
+    for ck in checkpoints:
+        rec = records[ck.name]["target_answers"]
         if rec and rec.get("n_options"):
             out[ck.name] = int(rec["n_options"])
     return out
 
 
-def one_option_answers(checkpoints: list, resolve) -> dict[str, tuple]:
+def one_option_answers(checkpoints: list, resolve, records: dict | None = None) -> dict[str, tuple]:
     """{checkpoint name: (the option, its answers, items answered[, its held-out target])} for the
     checkpoints whose answers are one option for >= 90% of the items with an answer: on the held-out
     target's items where that is known (`target_answers`: the store, else run.json), else on all
-    its items (run.json's `top_answer`, else the store;
-    neither: left out, and `absent_stores` says so)."""
+    its items (the store, else run.json's `top_answer`; neither: left out, and `absent_stores` says so).
+    `records`: `answer_records` of the checkpoints where the caller has them."""
+    records = answer_records(checkpoints, resolve) if records is None else records
     out = {}
     for ck in checkpoints:
         # first on the held-out target's items, the ones its accuracy is computed on: an audit's five of
         # six checkpoints answered one letter for 36 of the 36 target items, at most 75% of all 372, unflagged
-        rec = _target_answers_of(ck, resolve)
+        rec = records[ck.name]["target_answers"]
         if answers_one_option(rec):
             out[ck.name] = (rec["option"], int(rec["count"]), int(rec["answered"]), " / ".join(rec["target"]))
             continue
-        rec = _top_answer_of(ck, resolve)
+        rec = records[ck.name]["top_answer"]
         if answers_one_option(rec):
             out[ck.name] = (rec["option"], int(rec["count"]), int(rec["answered"]))
     return out

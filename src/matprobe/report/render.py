@@ -34,6 +34,7 @@ from matprobe.report import figures
 from matprobe.report.design import (
     MIN_HELDOUT_ITEMS,
     ONE_OPTION_SHARE,
+    answer_records,
     design_warnings,
     one_option_answers,
     small_targets,
@@ -249,6 +250,7 @@ def load_run(run_dir: str | Path) -> RunData:
     sig = pd.read_csv(resolve(summary.significance)) if summary.significance else None
     mi_levels.discard(None)
     err_levels.discard(None)
+    answers = answer_records(summary.checkpoints, resolve)  # each store opened once for both
     return RunData(run, summary, pd.DataFrame(term_rows), pd.DataFrame(strata_rows), pd.DataFrame(pac_rows),
                    results, sig, _composition(run, summary, run_targets(summary)), unit=units.pop() if units else "nats",
                    mi_level=max(mi_levels) if len(mi_levels) == 1 else None,
@@ -256,8 +258,8 @@ def load_run(run_dir: str | Path) -> RunData:
                    sources=_source_terms(summary, resolve),
                    pointwise=pd.DataFrame(pointwise_rows) if pointwise_rows else None,
                    merged_answer=merged_answer, y_targets=tuple(y_targets),
-                   one_option=one_option_answers(summary.checkpoints, resolve),
-                   options=target_options(summary.checkpoints, resolve), pac_inputs=pac_inputs,
+                   one_option=one_option_answers(summary.checkpoints, resolve, answers),
+                   options=target_options(summary.checkpoints, resolve, answers), pac_inputs=pac_inputs,
                    pointwise_items=pd.DataFrame(item_rows) if item_rows else None)
 
 
