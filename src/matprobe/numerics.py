@@ -191,10 +191,25 @@ def ensure_portable_here() -> None:
         raise RuntimeError("portable numerics not in force: " + "; ".join(problems))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo's "model name"; elsewhere `platform.processor()`):
+    without portable numerics a number reproduces to the bit only on the CPU model that made it
+    (a reviewer could not tell which from a run's files)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Processor", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def numerics_summary() -> dict:
-    """What run.json records: whether this process ran with portable numerics, and the kernels
-    torch dispatched (when torch is loaded)."""
-    out: dict = {"portable": started_portable()}
+    """What run.json and an MI results file record: whether this process ran with portable
+    numerics, the CPU model and machine, and the kernels torch dispatched (when torch is loaded)."""
+    out: dict = {"portable": started_portable(), "cpu": cpu_model(), "machine": platform.machine()}
     if out["portable"]:
         out["settings"] = {**PORTABLE_ENV, "GLIBC_TUNABLES": GLIBC_HWCAPS}
     torch = sys.modules.get("torch")

@@ -28,6 +28,7 @@ from matprobe.errors import EstimationError
 from matprobe.mi.interface import (
     LOWER,
     ONE_SIDED,
+    TWO_SIDED,
     EstimatorTags,
     MIEstimate,
     StratumEstimate,
@@ -552,7 +553,7 @@ class CrossFitEstimator:
 
     name = "base"
     kind = MEAN
-    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True)  # tags.bound: "two-sided" when the interval includes the bias, else "lower"
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, critic_cells=True)  # tags.bound: "two-sided" when the interval includes the bias, else "lower"
 
     def __init__(self, folds: int = DEFAULTS.folds, seeds: int = DEFAULTS.seeds, pca: int | None = DEFAULTS.pca,
                  gaussianize: bool = True, ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.mi_n_boot,
@@ -704,15 +705,27 @@ class CrossFitEstimator:
         n_inputs = _feature_dim(plan, z) + 1
         small_rows = max(LOW_N_PER_CLASS, n_inputs)
         # the critic's softmax cells: (stratum, class) or, with sub-classes, (stratum, class, sub)
-        cell_counts = np.unique(np.stack([c[active], y[active], sub[active]], 1), axis=0,
-                                return_counts=True)[1]
+        cell_keys, cell_counts = np.unique(np.stack([c[active], y[active], sub[active]], 1), axis=0,
+                                           return_counts=True)
         small_share = small_cell_share(cell_counts, n_inputs)  # cell_counts sum to the active rows
         one_sided = small_share >= SMALL_CELL_SHARE
+        # the same rule inside each stratum, for its own entry (an outside study: strata of 38-96
+        # rows read 13-38% low inside a term whose share was under the line)
+        small_strata = {}
+        for code in np.unique(cell_keys[:, 0]):
+            share = small_cell_share(cell_counts[cell_keys[:, 0] == code], n_inputs)
+            if share >= SMALL_CELL_SHARE:
+                small_strata[int(code)] = (share, small_rows, n_inputs)
         if one_sided:
             flags.append("small-cells")
-            notes.append(f"{small_share:.0%} of rows are in the critic's (stratum, class[, sub-class]) "
-                         f"cells with fewer than {small_rows} rows (the critic's {n_inputs} inputs), where the "
-                         "estimator's shortfall is not bounded: " + ONE_SIDED)
+            if self.tags.critic_cells:
+                where = (f"the critic's (stratum, class[, sub-class]) cells with fewer than {small_rows} rows "
+                         f"(the critic's {n_inputs} inputs)")
+            else:  # no critic (k-NN): the same count against this estimator's own feature dimensions
+                where = (f"(stratum, class) cells with fewer than {small_rows} rows (this estimator's "
+                         f"{n_inputs - 1} feature dimensions + 1)")
+            notes.append(f"{small_share:.0%} of rows are in {where}, where the estimator's shortfall is not "
+                         "bounded: " + ONE_SIDED)
         sparse = [s for s in strata_info if not s["single"] and s["n"] < self.min_stratum]
         if sparse:
             flags.append("sparse-strata")
@@ -796,7 +809,7 @@ class CrossFitEstimator:
         result.note = join_notes(notes)
         result.flags = flags
         result.strata = self._strata_entries(strata_info, stratum_vals, stratum_names,
-                                             one_sided=result.bound == LOWER)
+                                             one_sided=result.bound == LOWER, small=small_strata)
         train_vals = [d.get("train_value") for d in diags if d.get("train_value") is not None]
         result.diagnostics = {
             "seed_values": [from_nats(v, self.unit) for v in seed_vals],
@@ -833,12 +846,17 @@ class CrossFitEstimator:
         name = names.get(code, str(code)) if names else str(code)
         return " / ".join(map(str, name.values())) if isinstance(name, dict) else str(name)
 
-    def _strata_entries(self, info, vals, names, one_sided: bool = False) -> list[StratumEstimate]:
+    def _strata_entries(self, info, vals, names, one_sided: bool = False,
+                        small: dict | None = None) -> list[StratumEstimate]:
         """One entry per stratum: the estimate and lower end clipped to [0, the stratum's plug-in
         H(Y|C=c)], the upper end capped at its entropy's upper confidence limit (`h_limit`), as
-        the term's is; where the term is one-sided (`bound: "lower"`) its strata are too, their
-        upper end that limit."""
+        the term's is. An entry is one-sided (`bound` "lower", its upper end that limit) where the
+        term is, and where the term's own reasons hold in the stratum alone: its estimate near
+        saturation of H(Y|C=c) (`near_saturation`; an outside study's two-class stratum at 97-99%
+        of log 2 missed its truth in 8 of 8 two-sided intervals), or its critic cells small
+        (`small`: {code: (share, rows, inputs)}, the "small-cells" rule within the stratum)."""
         out = []
+        small = small or {}
         for s in info:
             v = vals.get(s["code"])
             given = self._sname(s["code"], names)
@@ -846,13 +864,22 @@ class CrossFitEstimator:
                 out.append(StratumEstimate(given, s["n"], 0.0, 0.0, 0.0, 0.0, "one class in this stratum: exactly 0"))
                 continue
             est, lo = (min(max(x, 0.0), s["h"]) for x in v[:2])
-            hi = s["h_limit"] if one_sided else min(max(v[2], 0.0), s["h_limit"])
+            why = ""
+            if near_saturation(est, s["h"]):
+                why = f"near saturation, {est / s['h']:.0%} of H(Y|C=c)"
+            elif s["code"] in small:
+                share, rows, inputs = small[s["code"]]
+                why = f"{share:.0%} of its rows in cells with fewer than {rows} rows ({inputs} critic inputs)"
+            lower = one_sided or bool(why)
+            hi = s["h_limit"] if lower else min(max(v[2], 0.0), s["h_limit"])
             note = "; ".join(part for part in (
                 "sparse" if s["n"] < self.min_stratum else "", "clipped" if v[0] > s["h"] else "",
                 "clipped at 0" if v[0] < 0 else "",
-                "lower bound: ci_high is H(Y|C=c)'s upper confidence limit" if one_sided else "") if part)
+                ("lower bound" + (f" ({why})" if why and not one_sided else "")
+                 + ": ci_high is H(Y|C=c)'s upper confidence limit") if lower else "") if part)
             out.append(StratumEstimate(given, s["n"], from_nats(est, self.unit), from_nats(lo, self.unit),
-                                       from_nats(hi, self.unit), from_nats(s["h"], self.unit), note))
+                                       from_nats(hi, self.unit), from_nats(s["h"], self.unit), note,
+                                       LOWER if lower else TWO_SIDED))
         return out
 
     def fit_fold_seeds(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seeds,
@@ -950,6 +977,15 @@ class CrossFitEstimator:
                 strat_up[s["code"]] = LADDER_SLACK * float(gaps.mean())
                 up += strat_up[s["code"]] * len(idx) / n
                 seed_up += LADDER_SLACK * gaps * len(idx) / n
+            if any("penalty_gap" in a for a in per_seed):
+                # a stratum fitted at a penalty chosen on every stratum's rows: what its own best
+                # penalty gained on its validation rows (`probe._LinearPath.stratum_gaps`). Folds
+                # without it (one stratum there, or the non-linear level) contribute 0
+                gaps = np.maximum([a["penalty_gap"][idx].mean() if "penalty_gap" in a else 0.0
+                                   for a in per_seed], 0.0)
+                strat_up[s["code"]] = strat_up.get(s["code"], 0.0) + float(gaps.mean())
+                up += float(gaps.mean()) * len(idx) / n
+                seed_up += gaps * len(idx) / n
             if "step_withheld" in per_seed[0]:
                 # the learning-curve step taken back from the point (`withhold_unsupported_steps`)
                 steps = np.maximum([a["step_withheld"][idx].mean() for a in per_seed], 0.0)

@@ -663,8 +663,9 @@ def _stratum_names(given, raw, labels, c):
 
 
 def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "", layer: str = "",
-                 pool: str = "") -> dict:
-    """The MI results document of docs/ARCHITECTURE.md (one entry per term and estimator)."""
+                 pool: str = "", numerics: dict | None = None) -> dict:
+    """The MI results document of docs/ARCHITECTURE.md (one entry per term and estimator).
+    numerics: the computing process's `numerics.numerics_summary()` (portable or not, CPU model)."""
     terms, strata = [], []
     for est, items in result.terms.items():
         for j, (term, e) in enumerate(items):
@@ -694,6 +695,7 @@ def results_json(result: ChainResult, *, store: str = "", fingerprint: str = "",
     return {"kind": "matprobe.mi", "format_version": 1, "store": store, "store_fingerprint": fingerprint,
             "layer": layer, "pool": pool, "unit": result.unit, "factors": result.factors,
             "ci_level": result.settings.get("level"), "settings": result.settings,
+            **({"numerics": numerics} if numerics else {}),
             "terms": terms, "strata": strata, "direct": direct,
             "direct_all": [{"estimator": k, "estimate": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}
                            for k, v in result.direct.items()],
@@ -789,6 +791,11 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
     # a null (interval below 0, constant features) is a result: clipped and flagged by the
     # estimator, written like any other (issue 22), never refused
     result = chain_terms(z, cols, order=factors, labels=vocab, **kwargs)
+    # the process that computed (a portable child's, where asked): numbers reproduce to the bit
+    # only with the same numerics on the same CPU model
+    from matprobe.numerics import numerics_summary
+
+    meta["numerics"] = numerics_summary()
     result.meta = dict(meta)
     result.row_ids = row_ids.tolist()
     return result, meta

@@ -63,6 +63,9 @@ class EstimatorTags:
         I(Z;Y|C) = sum_c p(c) I(Z;Y|C=c) by calling it once per stratum of C.
     subclasses: `estimate` uses `sub=` (finer labels, e.g. the later factors of a chain).
     bound: TWO_SIDED or LOWER (a variational lower bound whose bias is not bounded).
+    critic_cells: the estimate comes from a critic fitted over (stratum, class[, sub-class])
+        cells, whose rows per input decide whether its shortfall is bounded (the "small-cells"
+        flag); a k-NN estimator has no such cells, and the flag and its note are not its.
     """
 
     uses_fold_plan: bool = False
@@ -70,6 +73,7 @@ class EstimatorTags:
     conditional: bool = False
     subclasses: bool = False
     bound: str = TWO_SIDED
+    critic_cells: bool = False
 
     def __post_init__(self):
         if self.bound not in (TWO_SIDED, LOWER):
@@ -93,8 +97,9 @@ class StratumEstimate:
     `given`: the stratum, as {factor: label} for chain terms (else its code as text); `h_upper`:
     the plug-in H(Y|C=c), at which the estimate and `ci_low` are clipped; `ci_high` is capped at
     the stratum's population entropy's upper confidence limit (`data.entropy.conditional_entropy_upper`),
-    and is that limit where the term is one-sided; `note`: "sparse", "clipped", "lower bound" or
-    why it is exactly 0 (one class of Y in the stratum)."""
+    and is that limit where the entry is one-sided (`bound` "lower": the term is, or the stratum's
+    own estimate is near saturation, or its critic cells are small); `note`: "sparse", "clipped",
+    "lower bound" with its reason, or why it is exactly 0 (one class of Y in the stratum)."""
 
     given: Any
     n: int
@@ -103,6 +108,7 @@ class StratumEstimate:
     ci_high: float
     h_upper: float
     note: str = ""
+    bound: str = TWO_SIDED
 
     @classmethod
     def of(cls, entry: "StratumEstimate | dict[str, Any]") -> "StratumEstimate":

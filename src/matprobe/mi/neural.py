@@ -44,7 +44,8 @@ class CriticEstimator(CrossFitEstimator):
     """Shared training loop; `bound` picks the objective (mine, nwj, infonce, smile)."""
 
     bound = "mine"
-    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, bound=LOWER)
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, bound=LOWER,
+                         critic_cells=True)
 
     def __init__(self, *args, hidden: int = 128, epochs: int = 60, batch: int = 256, lr: float = 1e-3,
                  patience: int = 8, ema: float = 0.01, tau: float = 5.0, weight_decay: float = 1e-4,

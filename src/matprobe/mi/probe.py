@@ -32,7 +32,15 @@ import dataclasses
 import numpy as np
 import torch
 
-from matprobe.mi.base import MEAN, REQUESTED_PCA, CrossFitEstimator, FoldOutput, one_blas_thread
+from matprobe.mi.base import (
+    MEAN,
+    REQUESTED_PCA,
+    SMALL_CELL_SHARE,
+    CrossFitEstimator,
+    FoldOutput,
+    one_blas_thread,
+    small_cell_share,
+)
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.prep import (
     block_scale_variance,
@@ -151,6 +159,9 @@ class _LevelFit:
     diag: dict
     head: object  # the ladder's non-linear level (`_MLPLadder`), None without one
     val_loss: float  # the chosen level's validation log-loss, nats per row
+    # per stratum (in `strata` order): its own validation log-loss at the chosen (dims, penalty)
+    # cell minus its lowest over the cells fitted (`_LinearPath.stratum_gaps`); 0 for one stratum
+    stratum_gaps: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -164,6 +175,23 @@ class _LinearPath:
     lams: list
     val_ce: np.ndarray  # validation log-loss (nats per row) per (dims, penalty) cell; inf: not fitted
     sols: dict  # the solutions, by (dims index, penalty index)
+    # [dims, penalty, strata]: each stratum's own validation log-loss (nats per row of the
+    # stratum); inf: not fitted, or no validation rows in the stratum
+    stratum_val_ce: np.ndarray | None = None
+
+    def stratum_gaps(self, a: int, b: int) -> np.ndarray:
+        """Per stratum, how much its validation log-loss at cell (a, b) exceeds its own best cell's
+        (>= 0; 0 where it has no validation rows). The cell is chosen on every stratum's rows
+        together, so a small stratum whose signal differs from the large ones' (a 100-row stratum
+        of 0.29 nats among weak strata of 300-1,000 rows) is fitted at a penalty chosen for
+        theirs."""
+        vs = self.stratum_val_ce
+        if vs is None or vs.shape[2] < 2:
+            return np.zeros(0 if vs is None else vs.shape[2])
+        own = vs.reshape(-1, vs.shape[2]).min(axis=0)
+        at = vs[a, b]
+        ok = np.isfinite(own) & np.isfinite(at)
+        return np.where(ok, np.maximum(np.where(ok, at, 0.0) - np.where(ok, own, 0.0), 0.0), 0.0)
 
     @property
     def best_loss(self) -> float:
@@ -178,7 +206,8 @@ LADDER_LEVELS = ("linear", "nonlinear", "latent", "elliptical")
 class ProbeEstimator(CrossFitEstimator):
     name = "probe"
     kind = MEAN
-    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, subclasses=True, bound=TWO_SIDED)
+    tags = EstimatorTags(uses_fold_plan=True, pointwise=True, conditional=True, subclasses=True, bound=TWO_SIDED,
+                         critic_cells=True)
     tolerance_grad = 1e-6  # L-BFGS stops when every gradient entry is below this
     # ... or when a step changes the loss (nats per row) or any weight by less than this: at
     # 1e-5 estimates moved by <= 0.0002 nats against 1e-9 and the fits took 40% of the time
@@ -623,6 +652,17 @@ class ProbeEstimator(CrossFitEstimator):
             fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev,
                                                        path=path)
         radial = {}
+        cell_counts = np.bincount(cell_tr, minlength=n_cells)
+
+        def room(width: int) -> bool:
+            # a representation wider than the features is fitted only where the critic's cells hold
+            # more rows than its inputs (the "small-cells" rule, `base.small_cell_share`): in an
+            # underdetermined critic a validation gain of a few thousandths of a nat chose 100
+            # inputs on 190 training rows in one fold of three, and features differing by 2e-7
+            # (another extraction batch size) read 1.069 or 0.943 nats (RESULTS.md, issue 22
+            # twenty-ninth session)
+            return small_cell_share(cell_counts, width + 1) < SMALL_CELL_SHARE
+
         # the columns that move the linear critic most, ranked once for both checks
         ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
         if self.radial_check:
@@ -630,7 +670,7 @@ class ProbeEstimator(CrossFitEstimator):
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
             gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev, "radial")
             radial = {"radial_gain": gain, "radial_gain_se": se}
-            if self._earns_a_fit(fits["features"].diag, gain, se):
+            if self._earns_a_fit(fits["features"].diag, gain, se) and room(xr_tr.shape[1]):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
         quadratic = {}
@@ -643,7 +683,8 @@ class ProbeEstimator(CrossFitEstimator):
             quadratic = {"quadratic_gain": gain, "quadratic_gain_se": se}
             # classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
             # the products (RESULTS.md, issue 22 fourteenth session)
-            if self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se):
+            if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
+                    and room(x_tr.shape[1] + products_tr.shape[1])):
                 xq_tr = np.concatenate([x_tr, products_tr], axis=1)
                 xq_ev = np.concatenate([x_ev, quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr))],
                                        axis=1)
@@ -757,6 +798,7 @@ class ProbeEstimator(CrossFitEstimator):
         lams = sorted(self.penalties, reverse=True)  # strongest first: each fit warm-starts the next
         n_fit = int((~val).sum())
         val_ce = np.full((len(dim_grid), len(lams)), np.inf)
+        stratum_val_ce = np.full((len(dim_grid), len(lams), len(strata)), np.inf)
         sols: dict[tuple[int, int], list] = {}
         # each stratum's validation rows and their label masks (fixed along the penalty path)
         val_rows = [torch.as_tensor(val[st.rows_tr], device=dev) for st in strata]
@@ -772,12 +814,14 @@ class ProbeEstimator(CrossFitEstimator):
                 with torch.no_grad():
                     for i, st in enumerate(strata):
                         if len(val_ymask[i]):
-                            total -= float(self._log_q(st, ws[i], val_x[i], val_ymask[i]).sum())
+                            part = -float(self._log_q(st, ws[i], val_x[i], val_ymask[i]).sum())
+                            total += part
+                            stratum_val_ce[a, b, i] = part / len(val_ymask[i])
                 val_ce[a, b] = total / max(int(val.sum()), 1)
                 sols[(a, b)] = ws
                 if b and val_ce[a, b] > val_ce[a, b - 1]:
                     break  # past the minimum: weaker penalties overfit more (and cost more steps)
-        return _LinearPath(strata, problem, dim_grid, lams, val_ce, sols)
+        return _LinearPath(strata, problem, dim_grid, lams, val_ce, sols, stratum_val_ce)
 
     def _fit_levels(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev,
                     path: "_LinearPath | None" = None) -> "_LevelFit":
@@ -832,7 +876,7 @@ class ProbeEstimator(CrossFitEstimator):
                     head, val_loss = self._other_forms(head, val_loss, strata, sols[(a, b)], layout, x_tr, y_tr,
                                                         c_tr, val, seeds, dev, diag)
         return _LevelFit(x_tr, x_ev, strata, problem, a, b, lam, mask, sols, w_full, base_ev, lq_ev, diag, head,
-                         val_loss)
+                         val_loss, path.stratum_gaps(a, b))
 
     def _other_forms(self, head, val_loss, strata, w_lin, layout, x_tr, y_tr, c_tr, val, seeds, dev, diag):
         """Where the non-linear level was chosen: the ladder's other non-linear forms
@@ -883,6 +927,18 @@ class ProbeEstimator(CrossFitEstimator):
                 arrays["corr"] = lq_ev - r_half
             else:
                 arrays["r"] = lq_ev - base_ev
+            if fit.stratum_gaps is not None and fit.stratum_gaps.any():
+                # what each stratum's own best cell gained over the shared one, on its validation
+                # rows: its shortfall at a penalty chosen for the other strata, which its learning
+                # curve (fitted at that penalty) does not show; it widens the upper end
+                # (`base.CrossFitEstimator._aggregate`)
+                gap_rows = np.zeros(len(y_ev))
+                for st, g in zip(strata, fit.stratum_gaps):
+                    gap_rows[st.rows_ev] = g
+                arrays["penalty_gap"] = gap_rows
+                # [stratum code, gap] where > 0 (the strata in `_linear_path`'s order: np.unique(c_tr))
+                diag["penalty_gaps"] = [[int(code), float(g)] for code, g in zip(np.unique(c_tr), fit.stratum_gaps)
+                                        if g > 0]
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
         if head is None and self._needs_critic:
             head = _MLPLadder(self, strata, fit.sols[(a, b)], cell_tr, cell_c, cell_y, s_index, off,
