@@ -118,6 +118,13 @@ SLOW: dict[str, set[str]] = {
         "test_same_bits_as_torch_adam[0.01]",
     },
     "test_step_withheld.py": {"test_noise_with_one_two_class_stratum_reads_near_zero"},  # 5.9 s
+    "test_readme_tiny_trial_s29b.py": {"test_readme_tiny_trial_runs_as_printed",  # 34 s
+                                       "test_readme_tiny_trial_block_builds_every_architecture"},  # 1.3-2.3 s each
+    "test_user_findings_s29b.py": {"test_sigterm_before_any_finished_batch_says_no_store_was_written"},  # 1.1 s
+    "test_stratum_penalty_gap.py": {"test_gap_widens_upper_ends_by_the_recorded_gaps",  # 2.2 s
+                                    "test_small_cells_note_names_no_critic_for_knn",  # 3.9 s
+                                    "test_a_wider_representation_needs_rows_for_its_inputs",  # 1.7 s
+                                    "test_stratum_entries_one_sided_where_their_own_reasons_hold"},  # 1.4 s
     "test_rerun_consistency.py": {"test_a_copied_run_directory_resumes_its_stores",  # 4.9 s
                                   "test_source_chains_are_recomputed_when_an_mi_setting_changes"},  # 2.8 s
     "test_api.py": {

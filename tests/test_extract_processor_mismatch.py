@@ -50,7 +50,8 @@ def _assert_names_the_mismatch(line: str, ckpt: Path, first_id: str) -> None:
                        r"features \(1 more feature than tokens per image\)", line)
     assert counts and int(counts.group(2)) - int(counts.group(1)) == 2, line  # 2 items, 1 more each
     assert "num_additional_image_tokens=0" in line and "vision_config.patch_size=14" in line, line
-    assert "copy the processor files (processor_config.json" in line and "fine-tuned from" in line, line
+    assert ("copy the processor files of the model it was fine-tuned from into" in line
+            and "preprocessor_config.json or processor_config.json" in line), line
     assert "matprobe bug" not in line and "unexpected" not in line, line
 
 

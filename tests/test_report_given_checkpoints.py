@@ -425,8 +425,10 @@ def test_most_encoded_says_when_the_leader_sits_at_its_cap(demo_run, tmp_path):
     data = load_run(demo_run)
     m = findings(data)["most_encoded"]
     assert m["at_cap"] == [] and "entropy cap," not in _most_encoded_line(m)  # the demo: 0.880 of 1.359
-    # every factor term of every checkpoint moved to its cap
+    # every factor term of every checkpoint moved to its cap, its interval's lower end too (only then
+    # does Z determine the factor: tests/test_report_wording_s29.py has lower ends below the cap)
     data.terms.loc[:, "estimate"] = data.terms["h_upper"]
+    data.terms.loc[:, "ci_low"] = 0.95 * data.terms["h_upper"]
     m = findings(data)["most_encoded"]
     factors = [t for t in dict.fromkeys(data.terms["term"]) if "label" not in t]
     assert m["at_cap"] == factors and len(factors) == 3

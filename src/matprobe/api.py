@@ -439,7 +439,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     result, meta = _maybe_portable(portable_numerics, run_store, store, _names(factors), layer, pool, **kw)
     if out is not None:
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
-                      layer=meta["layer"], pool=meta["pool"])
+                      layer=meta["layer"], pool=meta["pool"], numerics=meta.get("numerics"))
     if pointwise not in (None, True, False):
         result.write_pointwise_csv(pointwise)
     return result

@@ -408,7 +408,7 @@ def mi_command(
                          + ("overlap" if agr["intervals_overlap"] else "do not overlap"))
     if out is not None:
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
-                      layer=meta["layer"], pool=meta["pool"])
+                      layer=meta["layer"], pool=meta["pool"], numerics=meta.get("numerics"))
         lines.append(f"wrote {out}")
     _show(result.to_table(), fmt, lines)
 # </mi-commands>

@@ -159,12 +159,28 @@ def rerun_line() -> str:
     return f"matprobe {args}".strip()
 
 
+def _store_left(out) -> bool:
+    """Whether an interrupted `extract` left a store at `out`, or (under torchrun) a shard beside it
+    (`extract.distributed.shard_path`: <out>.shards/rank<r>-of-<w>.h5)."""
+    from pathlib import Path
+
+    out = Path(out)
+    shards = out.parent / f"{out.name}.shards"
+    return out.exists() or (shards.is_dir() and any(shards.glob("rank*-of-*.h5")))
+
+
 def interrupt_message(command: str, kwargs: dict, exc: BaseException) -> str:
     """One line for an interrupted `command` (the CLI function's name) with its arguments."""
     what = "SIGTERM" if isinstance(exc, Interrupted) else "Ctrl-C"
     again = f"`{rerun_line()}`"
     out = kwargs.get("out")
-    if command == "extract_command":
+    if command == "extract_command" and out is not None and not _store_left(out):
+        # stopped before its first batch was done (loading the model, say): the runner removes a store
+        # with no finished row (`extract.runner._discard_if_empty`), so there is nothing to resume
+        kept = (f"no batch was finished, so no store was written ({out} does not exist) and there is nothing "
+                "to resume")
+        how = f"rerun {again} to extract from the start"
+    elif command == "extract_command":
         kept = f"{out} keeps every finished batch (rows are marked done as they are written)"
         how = f"rerun {again} to resume from the first unfinished row"
     elif command == "sweep_command":

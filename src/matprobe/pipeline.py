@@ -16,7 +16,8 @@ RUN/checkpoints/<name>.training.json  the [train] settings and training rows eac
 RUN/stores/<name>.h5           embeddings + answers per checkpoint
 RUN/mi/<name>__<layer>__<pool>.json
 RUN/check/<name>.json
-RUN/results.csv                tidy per-run metrics (condition, target, seed, metric, value)
+RUN/results.csv                tidy per-run metrics (condition, target, seed, item, metric, value),
+                               each with its interval (ci_low, ci_high, ci_level, bound, n)
 RUN/significance.csv           paired comparisons of the conditions
 RUN/report.md, report.html, figures/*.png
 ```
@@ -353,7 +354,7 @@ def mi_step(store, factors, layer: str, pool: str, out=None, *, estimator: str =
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_results(result, out, store=meta["store"], fingerprint=meta["fingerprint"],
-                      layer=meta["layer"], pool=meta["pool"])
+                      layer=meta["layer"], pool=meta["pool"], numerics=meta.get("numerics"))
     return result
 
 
@@ -594,6 +595,7 @@ def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
     extraction."""
     from matprobe.data.model import resolve_factor
     from matprobe.mi.chain import merge_rare_classes
+    from matprobe.theory.merge import class_rows, merge_words
 
     if cfg.mi_rare_classes != "merge":
         return None
@@ -613,12 +615,23 @@ def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
         if m["rows"] < m["need"]:
             raise DataError(f"[mi] factors: the rare classes of {f!r} merged hold {m['rows']} rows, still fewer than "
                             f"{m['need']} (2 per fold); {fix}")
-    parts = [f"{f}: {len(m['classes'])} classes ({m['rows']} rows)" for f, m in merged.items()]
+    # which classes were under the minimum and which joined them to reach it, with their rows (an
+    # audit read "fewer than 6 rows ... (label: 2 classes (14 rows))" where one class had 11)
+    parts = [merge_words(f, m, class_rows(_class_names(factors[f], labels[f]), m["classes"]))
+             for f, m in merged.items()]
     need = next(iter(merged.values()))["need"]
     return (f"classes with fewer than {need} rows (2 per fold) are merged into one class per factor for the MI "
-            f"estimates ({'; '.join(parts)}): the terms of those factors are flagged merged-rare-classes, and a "
-            "merged factor's own term is at most what it would be with every class (data processing); "
-            '[mi] rare_classes = "refuse" stops at them instead')
+            f"estimates, joined by the factor's smallest other class where together they are still fewer "
+            f"({'; '.join(parts)}): "
+            "the terms of those factors are flagged merged-rare-classes, and a merged factor's own term is at "
+            'most what it would be with every class (data processing); [mi] rare_classes = "refuse" stops at '
+            "them instead")
+
+
+def _class_names(codes, vocabulary) -> np.ndarray:
+    """A factor's codes as its class names, as `merge_rare_classes` names them."""
+    codes = np.asarray(codes)
+    return np.asarray([str(vocabulary[int(c)]) for c in codes.reshape(-1)], dtype=object)
 
 
 def _prepare_this_process(cfg: PipelineConfig, say) -> None:
@@ -1188,11 +1201,12 @@ def _jsonable(obj):
     return obj
 
 
-def target_stratum_mi(result, target: tuple[str, str, str], constant=()) -> float | None:
-    """I(Z;Y | M, A, T = target) from an MI result (`ChainResult`) whose chain includes the label or
-    answer: that term's entry for the target stratum, if present (nats, as the file records it).
-    `constant`: MAT factors with one value in the data (a study of one task), which the chain
-    leaves out: its strata given the others are the (M, A, T) strata."""
+def target_stratum_entry(result, target: tuple[str, str, str], constant=()):
+    """The entry (`StratumEstimate`: estimate, ci_low, ci_high, n, bound) of I(Z;Y | M, A, T = target)
+    in an MI result (`ChainResult`) whose chain includes the label or answer, with the level of its
+    term's interval: (entry, level), or None where the chain has no such stratum. `constant`: MAT
+    factors with one value in the data (a study of one task), which the chain leaves out: its
+    strata given the others are the (M, A, T) strata."""
     from matprobe.data.design import stratum_key
 
     wanted = stratum_key(dict(zip(("modality", "anatomy", "task"), target)), constant)
@@ -1201,23 +1215,85 @@ def target_stratum_mi(result, target: tuple[str, str, str], constant=()) -> floa
             continue
         for entry in term.estimate.strata:  # StratumEstimate: given {factor: label}, estimate, ...
             if stratum_key(entry.given, constant) == wanted:  # the key `check` matches strata by
-                return float(entry.estimate)
+                return entry, _level_of(term.estimate, result)
     return None
 
 
+def target_stratum_mi(result, target: tuple[str, str, str], constant=()) -> float | None:
+    """I(Z;Y | M, A, T = target) from an MI result (`ChainResult`) whose chain includes the label or
+    answer: that term's entry for the target stratum (`target_stratum_entry`), if present (nats, as
+    the file records it)."""
+    found = target_stratum_entry(result, target, constant)
+    return None if found is None else float(found[0].estimate)
+
+
+# results.csv's columns, in order, with what each holds: the first six are what `matprobe significance`
+# reads (a user's own per-run table needs no more); the interval columns after them say how precise
+# each value is, as the run computed it (README: every estimated number carries its interval)
+RESULTS_COLUMNS = {
+    "condition": "the training condition of the checkpoint (Related, Unrelated, ...)",
+    "target": "the held-out (modality, anatomy, task) triplet, comma-separated",
+    "seed": "training seed of the checkpoint",
+    "item": "the segmentation item (sample id) of an item-level row; empty for run-level rows",
+    "metric": "accuracy, cIoU, an item's intersection or union (pixels), an MI chain term (nats) or "
+              "I(Z;Y|target) nats",
+    "value": "the metric's value",
+    "ci_low": "the interval's lower end: an MI row's from its MI results file (the stratum's entry for "
+              "I(Z;Y|target)); accuracy's exact (Clopper-Pearson) interval of its right answers of n; empty "
+              "for cIoU (the run estimates no interval of it: `matprobe significance --items` bootstraps "
+              "its paired differences over items) and for item-level rows",
+    "ci_high": "the interval's upper end (where bound is lower: the entropy limit, no statement); empty "
+               "where ci_low is",
+    "ci_level": "the level of the interval (MI: the MI results' level; accuracy: 0.95)",
+    "bound": "two-sided, or lower: a one-sided MI interval, of which only ci_low is a statement; empty "
+             "where there is no interval",
+    "n": "how many rows the value is over: an MI term's evaluation rows (the stratum's for "
+         "I(Z;Y|target)), the answered target items of accuracy, the segmentation items of cIoU; empty "
+         "for item-level rows",
+}
+RESULTS_INTERVAL = ("ci_low", "ci_high", "ci_level", "bound", "n")
+
+
+def _level_of(estimate, result) -> float:
+    """An MI term's interval level: its own, else its results file's."""
+    level = estimate.ci_level if estimate.ci_level is not None else result.settings.get("level")
+    return _number(level)
+
+
+def _number(x) -> float:
+    """A float of a results file's number; NaN where the file holds none (JSON null)."""
+    return float("nan") if x is None else float(x)
+
+
+def _mi_interval(e, level: float, n) -> dict:
+    """The interval columns of an MI row from its term or stratum entry, as the MI file has them."""
+    from matprobe.mi.interface import TWO_SIDED
+
+    return {"ci_low": _number(e.ci_low), "ci_high": _number(e.ci_high), "ci_level": level,
+            "bound": e.bound or TWO_SIDED, "n": None if n is None else int(n)}
+
+
 def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFrame:
-    """Tidy rows (condition, target, seed, item, metric, value) for `matprobe significance`.
+    """Tidy rows (condition, target, seed, item, metric, value) for `matprobe significance`, each
+    with its interval (ci_low, ci_high, ci_level, bound, n; `RESULTS_COLUMNS` says what each holds).
 
     Metrics: accuracy on the held-out target triplet when its items are choices among
-    texts; when they are segmentation items, per item (``item`` = sample id) the pixel
-    ``intersection`` and ``union`` of the chosen mask with the truth, plus the run's
-    ``cIoU`` = Σ I / Σ U (significance checks it against the items and derives it from
-    them); each MI chain term of the main (layer, pool), and I(Z; answer | target stratum)
-    in nats (when the chain includes the label). Run-level rows have an empty item.
+    texts, with the exact (Clopper-Pearson) `DEFAULTS.level` interval of its right answers of n
+    (`theory.pac.clopper_pearson`, as `store info` and `check` give it); when they are segmentation
+    items, per item (``item`` = sample id) the pixel ``intersection`` and ``union`` of the chosen
+    mask with the truth, plus the run's ``cIoU`` = Σ I / Σ U (significance checks it against the
+    items and derives it from them; no interval: the run estimates none); each MI chain term of the
+    main (layer, pool), and I(Z; answer | target stratum) in nats (when the chain includes the
+    label), with the interval, level and bound the MI results file records. Run-level rows have an
+    empty item.
     """
     from matprobe.data.design import constant_factors
+    from matprobe.mi.chain import ChainResult
+    from matprobe.mi.interface import TWO_SIDED
     from matprobe.store import EmbeddingStore
+    from matprobe.theory.pac import clopper_pearson
 
+    none = {"ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan, "bound": "", "n": None}
     rows = []
     for ck in checkpoints:
         target = tuple(ck.get("target") or cfg.target)
@@ -1233,24 +1309,30 @@ def per_run_results(checkpoints: list[dict], cfg: PipelineConfig) -> pd.DataFram
         seg = sel & (union >= 0)
         if seg.any():
             for sid, i_, u_ in zip(frame["id"][seg], ans["intersection"][seg], union[seg]):
-                rows.append({**base, "item": sid, "metric": "intersection", "value": int(i_)})
-                rows.append({**base, "item": sid, "metric": "union", "value": int(u_)})
-            rows.append({**base, "metric": "cIoU",
-                         "value": float(ans["intersection"][seg].sum() / union[seg].sum())})
+                rows.append({**base, "item": sid, "metric": "intersection", "value": int(i_), **none})
+                rows.append({**base, "item": sid, "metric": "union", "value": int(u_), **none})
+            rows.append({**base, "metric": "cIoU", "value": float(ans["intersection"][seg].sum() / union[seg].sum()),
+                         **none, "n": int(seg.sum())})
         else:
-            rows.append({**base, "metric": "accuracy",
-                         "value": float(correct[sel].mean()) if sel.any() else np.nan})
-        from matprobe.mi.chain import ChainResult
-
+            n, right = int(sel.sum()), int((correct[sel] > 0).sum())
+            interval = ({"ci_low": (ci := clopper_pearson(right, n, DEFAULTS.level))[0], "ci_high": ci[1],
+                         "ci_level": DEFAULTS.level, "bound": TWO_SIDED} if n else {})
+            rows.append({**base, "metric": "accuracy", "value": float(correct[sel].mean()) if n else np.nan,
+                         **none, **interval, "n": n})
         result = ChainResult.read(ck["main_mi"])
         for items in result.terms.values():
-            rows += [{**base, "metric": f"{term} nats", "value": float(e.value)} for term, e in items]
-        inside = target_stratum_mi(result, target, constant_factors(frame))
-        if inside is not None:
-            rows.append({**base, "metric": "I(Z;Y|target) nats", "value": inside})
+            rows += [{**base, "metric": f"{term} nats", "value": float(e.value),
+                      **_mi_interval(e, _level_of(e, result), e.n_eval)} for term, e in items]
+        found = target_stratum_entry(result, target, constant_factors(frame))
+        if found is not None:
+            entry, level = found
+            rows.append({**base, "metric": "I(Z;Y|target) nats", "value": float(entry.estimate),
+                         **_mi_interval(entry, level, entry.n)})
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=["condition", "target", "seed", "item", "metric", "value"])
+    out = pd.DataFrame(rows, columns=list(RESULTS_COLUMNS))
+    out["n"] = out["n"].astype("Int64")  # counts, written without ".0"; empty where there is none
+    return out
 
 
 def significance_table(results: pd.DataFrame, cfg: PipelineConfig) -> tuple[pd.DataFrame | None, list[str]]:

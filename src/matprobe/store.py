@@ -653,7 +653,7 @@ class EmbeddingStore:
         return out
 
     def scores_by_triplet(self) -> pd.DataFrame:
-        """Per (modality, anatomy, task): n, answered, accuracy, and for segmentation items
+        """Per (modality, anatomy, task): n, answered, correct, accuracy, and for segmentation items
         n_segmentation, Σ intersection, Σ union and cIoU = Σ I / Σ U (pixels)."""
         frame = self.samples()
         ans = self.answers()
@@ -672,6 +672,7 @@ class EmbeddingStore:
             rows.append({
                 **dict(zip(keys, key if isinstance(key, tuple) else (key,))),
                 "n": len(sub), "answered": int(known.sum()),
+                "correct": int((sub.loc[known, "_correct"] > 0).sum()),
                 "accuracy": float(sub.loc[known, "_correct"].mean()) if known.any() else None,
                 "n_segmentation": int(seg.sum()),
                 "intersection": si if seg.any() else None, "union": su if seg.any() else None,
@@ -680,9 +681,28 @@ class EmbeddingStore:
         return pd.DataFrame(rows)
 
     def info(self) -> dict[str, Any]:
-        """Summary for `matprobe store info`."""
+        """Summary for `matprobe store info`: the accuracy over the answered rows and per (M, A, T)
+        triplet, each with the count of right answers and its exact (Clopper-Pearson) interval at
+        `DEFAULTS.level`, as `check` gives a stratum's error rate (`theory.pac.clopper_pearson`)."""
+        from matprobe.defaults import DEFAULTS
+        from matprobe.theory.pac import clopper_pearson
+
+        def interval(right: int, answered: int) -> list[float] | None:
+            return list(clopper_pearson(right, answered, DEFAULTS.level)) if answered else None
+
         ans = self.answers()
         known = ans["correct"] >= 0
+        n_answered, n_right = int(known.sum()), int((ans["correct"][known] > 0).sum())
+        by_triplet = []
+        for r in self.scores_by_triplet().to_dict("records"):
+            row = {k: (None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v)
+                   for k, v in r.items()}
+            ci = interval(row["correct"], row["answered"])
+            at = list(row).index("accuracy") + 1  # the interval beside the accuracy
+            items = list(row.items())
+            row = dict(items[:at] + [("accuracy_ci_low", ci and ci[0]), ("accuracy_ci_high", ci and ci[1])]
+                       + items[at:])
+            by_triplet.append(row)
         return {
             "path": str(self.path),
             "n_samples": self.n,
@@ -694,13 +714,12 @@ class EmbeddingStore:
             ],
             "label_columns": {c: list(self.factor(c)[1]) for c in self.label_columns()},
             "finalized": self.finalized,
-            "answers_stored": int(known.sum()),
+            "answers_stored": n_answered,
+            "correct": n_right,
             "accuracy": float(ans["correct"][known].mean()) if known.any() else None,
-            "by_triplet": [
-                {k: (None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v)
-                 for k, v in r.items()}
-                for r in self.scores_by_triplet().to_dict("records")
-            ],
+            "accuracy_ci": interval(n_right, n_answered),
+            "ci_level": DEFAULTS.level,
+            "by_triplet": by_triplet,
             "virtual": any(
                 self._h5[feature_path(lay, p)].is_virtual for lay, p in self.feature_keys()
             ),

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: loading a manifest sta
 from matprobe.checks import check_vocabulary_header
 from matprobe.data.arrow import is_arrow_source
 from matprobe.data.images import load_image
-from matprobe.data.manifest import is_delimited, parse_manifest_records, read_records
+from matprobe.data.manifest import is_delimited, label_answer_conflicts, parse_manifest_records, read_records
 from matprobe.data.model import FACTORS, MATDataset
 from matprobe.errors import DataError
 
@@ -136,6 +136,7 @@ def validate_dataset(
     fmt = "medmat" if folder else "manifest" if is_delimited(path) or is_arrow_source(path) or \
         not _is_medmat(records) else "medmat"
     samples = []
+    answered: list = []  # (record number, sample, answer cell as written) of each manifest item read
     if fmt == "medmat":
         from matprobe.data.medmat import load_medmat, load_medmat_folder
 
@@ -171,6 +172,7 @@ def validate_dataset(
                 continue
             seen[sample.id] = i
             samples.append(sample)
+            answered.append((i + 1, sample, rec.get("answer")))
     notes: list[str] = [f"{path}: {n}" for n in column_notes]
     wide_note = alpha_note = None
     missing: list = []  # samples whose image file is absent (or who name none)
@@ -240,7 +242,8 @@ def validate_dataset(
     )
     from matprobe.data.design import design_warnings
 
-    warnings = [f"{path}: {w}" for w in design_warnings(samples)] + [
+    # a label that names another option than the answer first: the design warnings below read the label
+    warnings = label_answer_conflicts(path, answered) + [f"{path}: {w}" for w in design_warnings(samples)] + [
         f"{path}: {note}" for note in (wide_note, alpha_note) if note]
     n_records = len(samples) if folder else len(records)  # a folder's files: one record per sample read
     return ValidationReport(str(path), fmt, n_records, counts, collapse_repeats(problems)[:max_problems], notes,

@@ -224,6 +224,62 @@ def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
     return idx
 
 
+def label_names_other_option(sample: Sample) -> int | None:
+    """The option a sample's `label` names (its text up to case and spaces, `text_key`) where that is not
+    the option its answer index points to; None where the label is the answer's option or no option's
+    text (a class of its own, as 'abnormal' for the answer 'yes': no contradiction)."""
+    if sample.label is None or sample.answer_index is None or not sample.options:
+        return None
+    keys = [text_key(o) for o in sample.options]
+    key = text_key(sample.label)
+    if key == keys[sample.answer_index] or key not in keys:
+        return None
+    return keys.index(key)
+
+
+def _is_index(raw: Any) -> bool:
+    """Whether an answer cell was read as a number (`_parse_answer`), not a letter or an option's text."""
+    if isinstance(raw, str):
+        return raw.strip().isdigit()
+    return isinstance(raw, int) and not isinstance(raw, bool)
+
+
+LABEL_CONFLICTS_SHOWN = 5
+
+
+def label_answer_conflicts(path, items: list[tuple[int, Sample, Any]]) -> list[str]:
+    """`data validate`'s warning for the items whose `label` names another option than their answer
+    (`label_names_other_option`), with their records; `items` are (record number from 1, sample, the
+    answer cell as written) of every item read. Where every such answer is a number and every label
+    names the option just before it, the indices look counted from 1 (a study's 1-based answers that
+    were in range passed silently, while the label and the scored answer disagreed on every row).
+    An empty list where labels and answers agree (or the labels are classes of their own)."""
+    from matprobe.data.model import OPTION_LETTERS
+
+    found = [(n, s, raw, j) for n, s, raw in items if (j := label_names_other_option(s)) is not None]
+    if not found:
+        return []
+    numbers = [str(n) for n, *_ in found]
+    more = ", ..." if len(found) > LABEL_CONFLICTS_SHOWN else ""
+    shown = ", ".join(numbers[:LABEL_CONFLICTS_SHOWN]) + more + f" ({len(found)} of the {len(items)} items read)"
+    n, s, raw, j = found[0]
+    a = s.answer_index
+    written = str(raw).strip() if _is_index(raw) else repr(raw)
+    example = (f"record {n} (id {s.id!r}) has answer {written}, option {OPTION_LETTERS[a]} {s.options[a]!r}, "
+               f"but label {s.label!r}, option {OPTION_LETTERS[j]}")
+    one_based = all(_is_index(raw) and j == s.answer_index - 1 for _, s, raw, j in found)
+    if one_based:
+        fix = ("on every one of them the answer is a number and the label is the option just before it: the "
+               "indices look counted from 1, but matprobe counts options from 0 (0 is the first option, A); "
+               "subtract 1 from every answer index")
+    else:
+        fix = ("fix the answer (an index counted from 0, a letter or the option's text) or the label (the "
+               "answer's class Y) of each")
+    return [f"{path}: {'record' if len(found) == 1 else 'records'} {shown}: the label names "
+            f"another option than the answer ({example}). Accuracy is scored on the answer and the label is "
+            f"the factor Y, so they disagree on these items; {fix}"]
+
+
 def _parse_option_masks(raw: Any, where: str) -> tuple[str, ...] | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None

@@ -111,6 +111,16 @@ def detect_architecture(ckpt: str | Path) -> str:
 # inside processor_config.json), and the tokenizer's vocabulary in one of its formats.
 _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# which processor files to copy from the model a checkpoint was fine-tuned from, for the messages of a
+# folder without them: the image processor's config is preprocessor_config.json in some folders and
+# processor_config.json in others (matprobe's tiny LLaVA, LLaVA-NeXT, Gemma 3 and Idefics3 bases hold it
+# in processor_config.json alone, its Qwen ones in preprocessor_config.json; a user told to copy
+# preprocessor_config.json from a LLaVA base found none), so the message names both as alternatives
+PROCESSOR_FILES_TO_COPY = (
+    "every file there except config.json, generation_config.json and the weights: the image processor's "
+    "preprocessor_config.json or processor_config.json (whichever it has, or both), the tokenizer files "
+    "(tokenizer.json, tokenizer_config.json, ...) and the chat template (chat_template.jinja or .json)"
+)
 
 
 def processor_files_problem(path: Path) -> str | None:
@@ -128,8 +138,8 @@ def processor_files_problem(path: Path) -> str | None:
         return None
     return (f"checkpoint {path}: the folder has no {' and no '.join(missing)}, so its processor cannot load (a "
             "model saved by model.save_pretrained or a trainer without its processor); copy the processor files "
-            "from the model it was fine-tuned from into it (preprocessor_config.json, the tokenizer files, the chat "
-            f"template), e.g. AutoProcessor.from_pretrained(BASE).save_pretrained('{path}') (for Qwen2-VL and "
+            f"from the model it was fine-tuned from into it ({PROCESSOR_FILES_TO_COPY}), "
+            f"e.g. AutoProcessor.from_pretrained(BASE).save_pretrained('{path}') (for Qwen2-VL and "
             "Qwen2.5-VL that needs torchvision installed, which matprobe itself does not: else copy the files)")
 
 

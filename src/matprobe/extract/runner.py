@@ -226,10 +226,12 @@ def _mismatch_message(counts, folder, batch, tokens_in_prompts: int, n_images: i
            "the tokens per image follow the processor's settings (e.g. LLaVA-NeXT's num_additional_image_tokens, "
            "vision_feature_select_strategy and patch_size in processor_config.json), which must agree with "
            "config.json")
+    from matprobe.extract.checkpoints import PROCESSOR_FILES_TO_COPY
+
     return (
         f"checkpoint {folder}: its processor files do not match its model: for {items}, {what}; {how}; fix: copy "
-        "the processor files (processor_config.json, preprocessor_config.json, tokenizer and chat template files) "
-        f"of the model it was fine-tuned from into {folder}, or make them agree with its config.json; {kept}"
+        f"the processor files of the model it was fine-tuned from into {folder} ({PROCESSOR_FILES_TO_COPY}), "
+        f"or make them agree with its config.json; {kept}"
     )
 
 

@@ -295,12 +295,19 @@ def relation_machine(rel, bounds: list[str], shown: Table) -> Table:
 def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
     """`store info`: the feature arrays, answers per triplet, the label columns and (with
     `verbose`) every provenance field; without it, one line says how many there are."""
-    acc = info.get("accuracy")
+    acc, ci = info.get("accuracy"), info.get("accuracy_ci")
+    lvl = f"{info.get('ci_level', 0.95):.0%}"
+    overall = ""
+    if acc is not None:
+        overall = f", accuracy {acc:.3f}"
+        if ci is not None:  # a store's info from before the interval was added has none
+            overall += (f" [{ci[0]:.3f}, {ci[1]:.3f}] ({info['correct']} of {info['answers_stored']} right, "
+                        f"{lvl} Clopper-Pearson interval)")
     feats = Table([Column("layer", "layer"), Column("pool", "pool"), Column("dim", "dim", "count")],
                   title=f"{info['path']}: {info['n_done']} / {info['n_samples']} samples done"
                         + (" (virtual merge)" if info.get("virtual") else "")
                         + f"; answers stored: {info['answers_stored']}"
-                        + (f", accuracy {acc:.3f}" if acc is not None else "") + "; features (float32)")
+                        + overall + "; features (float32)")
     for f in info["features"]:
         feats.add_row(layer=str(f["layer"]), pool=f["pool"], dim=f["dim"])
     labels = Table([Column("column", "column"), Column("n", "n labels", "count"), Column("labels", "labels")],
@@ -327,22 +334,34 @@ def store_info_tables(info: dict, verbose: bool = False) -> list[Table]:
     if info["answers_stored"] and info.get("by_triplet"):
         scores = Table([Column("modality", "modality"), Column("anatomy", "anatomy"), Column("task", "task"),
                         Column("n", "n", "count", "answered items"),
-                        Column("accuracy", "accuracy", "fraction", "share of answered items chosen right", fmt=".3f"),
+                        Column("correct", "right", "count", "answered items chosen right"),
+                        Column("accuracy", f"accuracy [{lvl} CI]", "fraction",
+                               f"share of answered items chosen right, with its {lvl} Clopper-Pearson interval "
+                               "(exact binomial, as `check` gives a stratum's error)", fmt=".3f"),
                         Column("n_seg", "seg. items", "count", "items whose options are masks"),
                         Column("ciou", "cIoU", "fraction", "Σ intersection / Σ union over segmentation items",
                                fmt=".3f")],
-                       title="answers per (M, A, T): accuracy"
+                       title=f"answers per (M, A, T): accuracy with its {lvl} Clopper-Pearson interval"
                              + ("; cIoU = Σ I / Σ U over segmentation items"
                                 if any(r.get("n_segmentation") for r in info["by_triplet"]) else ""))
         for r in info["by_triplet"]:
+            low, high = r.get("accuracy_ci_low"), r.get("accuracy_ci_high")
             scores.add_row(modality=str(r.get("modality")), anatomy=str(r.get("anatomy")), task=str(r.get("task")),
-                           n=r["answered"], accuracy=r["accuracy"], n_seg=r["n_segmentation"] or None,
-                           ciou=r["cIoU"])
+                           n=r["answered"], correct=r.get("correct"),
+                           accuracy=(r["accuracy"], low, high) if low is not None else r["accuracy"],
+                           n_seg=r["n_segmentation"] or None, ciou=r["cIoU"])
+        scores.footnotes.append(f"accuracy = right / n, with its exact {lvl} Clopper-Pearson interval [low, high]")
         scores.name = "answers"
         keys = list(dict.fromkeys(k for r in info["by_triplet"] for k in r))
-        scores.machine = Table([Column(k, k, {"n": "count", "answered": "count", "n_segmentation": "count",
-                                              "accuracy": "fraction", "cIoU": "fraction"}.get(k, "")) for k in keys],
-                               [dict(r) for r in info["by_triplet"]], scores.title, [], "answers")
+        units = {"n": "count", "answered": "count", "correct": "count", "n_segmentation": "count",
+                 "accuracy": "fraction", "accuracy_ci_low": "fraction", "accuracy_ci_high": "fraction",
+                 "cIoU": "fraction"}
+        described = {"correct": "answered items chosen right",
+                     "accuracy_ci_low": f"accuracy's {lvl} Clopper-Pearson interval, lower end",
+                     "accuracy_ci_high": f"accuracy's {lvl} Clopper-Pearson interval, upper end"}
+        scores.machine = Table([Column(k, k, units.get(k, ""), described.get(k, "")) for k in keys],
+                               [dict(r) for r in info["by_triplet"]], scores.title, list(scores.footnotes),
+                               "answers")
         tables.append(scores)
     return tables + [labels] + ([prov] if verbose else [])
 
@@ -461,8 +480,34 @@ def chain_table(result):
     return table
 
 
+def _merged_fano(result) -> bool:
+    """Fano's columns of `result` are of Y with the MI's rare classes merged (Y', `theory.check`)."""
+    return bool(result.merged_target) and result.merged_target.get("fano") == "merged"
+
+
+def merged_label_note(result) -> str | None:
+    """What the check's Y' is and why its columns are valid for the error on Y; None without a merge.
+    Files written before "fano" was recorded (Fano of Y itself, no floor) keep their old note."""
+    from matprobe.theory.merge import merge_words
+
+    m, target = result.merged_target, result.target
+    if not m:
+        return None
+    merge = merge_words(target, m, m.get("class_rows"))
+    if not _merged_fano(result):
+        return (f"Î is of {target} with rare classes merged into one ({merge}; the MI results' rare_classes = "
+                f"merge): at most the MI of {target} itself, so no error floor is shown and only a 'yes' or "
+                "'within CI' against Fano's bound is a statement")
+    return (f"Y' = {target} as the MI saw it, rare classes merged into one ({merge}; the MI results' "
+            f"rare_classes = merge). H(Y'|s), K, Î, Fano's bound and the ε floor are all of Y'; the error is "
+            f"of {target} itself, at least the error on Y' (a right answer is right on Y' too), so Fano's "
+            "bound and floor for Y' hold for it (φ is taken at min(ε, 1 - 1/K), never falling as ε grows). "
+            f"H and K of {target} itself: h_y_unmerged, classes_unmerged in the JSON")
+
+
 def check_table(result, unit: str = "nats"):
-    """Per-stratum table in `unit` (nats or bits)."""
+    """Per-stratum table in `unit` (nats or bits). Where the MI merged Y's rare classes, every Fano
+    column is of the merged label Y' (`merged_label_note`), and the heads say so."""
     from matprobe.units import check_unit, from_nats
 
     check_unit(unit)
@@ -471,6 +516,7 @@ def check_table(result, unit: str = "nats"):
         return None if v is None else from_nats(v, unit)
 
     lvl = f"{result.level:.0%}"
+    y = "Y'" if _merged_fano(result) else "Y"
     cols = [
         Column("modality", "M", description="modality of the stratum"),
         Column("anatomy", "A", description="anatomy of the stratum"),
@@ -478,12 +524,13 @@ def check_table(result, unit: str = "nats"):
         Column("n", "n", "count", "answered rows in the stratum"),
         Column("error", f"error [{lvl} CI]", "probability",
                f"observed error rate ε on Y with its {lvl} Clopper-Pearson interval", ".3f"),
-        Column("h_y", "H(Y|s)", unit, "plug-in entropy of Y in the stratum", ".3f"),
-        Column("mi", "Î [CI]", unit, "MI estimate Î(Z;Y|stratum) with its interval", ".3f"),
+        Column("h_y", f"H({y}|s)", unit, f"plug-in entropy of {y} in the stratum", ".3f"),
+        Column("mi", "Î [CI]" if y == "Y" else "Î(Z;Y'|s) [CI]", unit,
+               f"MI estimate Î(Z;{y}|stratum) with its interval", ".3f"),
         Column("error_floor", "ε floor", "probability", "smallest error Fano allows given Î", ".3f"),
         Column("error_ok", "ε ok", "", "observed ε respects the floor: yes / within CI / NO"),
         Column("mi_lower", "I >= (finite)", unit,
-               f"Fano's lower bound on I(Z;Y|s) from ε (in brackets: with ε's upper limit at δ = {result.delta}), "
+               f"Fano's lower bound on I(Z;{y}|s) from ε (in brackets: with ε's upper limit at δ = {result.delta}), "
                "shown as max(bound, 0): a bound below 0 demands nothing"),
         Column("mi_ok", "Î ok", "", "Î reaches the bound: yes / within CI / NO"),
     ]
@@ -501,14 +548,10 @@ def check_table(result, unit: str = "nats"):
             mi_lower=f"{max(conv(s.fano_mi_lower), 0.0):.3f} ({max(conv(s.fano_mi_lower_finite), 0.0):.3f})",
             mi_ok=s.mi_meets_bound)
     if any(min(s.fano_mi_lower, s.fano_mi_lower_finite) < 0 for s in result.strata):
-        table.footnotes.append("I >= (finite): Fano's bound H(Y|s) - φ(ε) below 0 demands nothing (MI >= 0 "
+        table.footnotes.append(f"I >= (finite): Fano's bound H({y}|s) - φ(ε) below 0 demands nothing (MI >= 0 "
                                "anyway) and is shown as 0.000")
-    if result.merged_target:
-        m = result.merged_target
-        table.footnotes.append(
-            f"Î is of {result.target} with its {len(m['classes'])} rare classes ({m['rows']} rows) merged into one (the "
-            f"MI results' rare_classes = merge): at most the MI of {result.target} itself, so no error floor is shown "
-            "and only a 'yes' or 'within CI' against Fano's bound is a statement")
+    if note := merged_label_note(result):
+        table.footnotes.append(note)
     if result.estimated_here:
         est = result.estimated_here
         if "command" in est:
@@ -525,7 +568,7 @@ def check_table(result, unit: str = "nats"):
 
 
 # the check JSON's numbers in the unit asked for (the file is in nats)
-_CHECK_INFO = ("h_y", "fano_mi_lower", "fano_mi_lower_finite", "mi", "mi_ci_low", "mi_ci_high")
+_CHECK_INFO = ("h_y", "fano_mi_lower", "fano_mi_lower_finite", "mi", "mi_ci_low", "mi_ci_high", "h_y_unmerged")
 
 
 def check_machine_strata(result, unit: str, shown: Table) -> Table:
@@ -549,24 +592,28 @@ def check_machine_strata(result, unit: str, shown: Table) -> Table:
                      "mi_estimator": mi and mi.estimator, "mi_source": s.mi_source, "mi_meets_bound": s.mi_meets_bound,
                      **{str(k): v for k, v in s.extra.items() if v is None or isinstance(v, (str, int, float))}})
         for key in _CHECK_INFO:
-            if rows[-1][key] is not None:
+            if rows[-1].get(key) is not None:
                 rows[-1][key] = from_nats(rows[-1][key], unit)
     lvl = f"{result.level:.0%}"
+    y = "Y'" if _merged_fano(result) else "Y"
+    of_y = " (Y' = Y with the MI's rare classes merged)" if y == "Y'" else ""
     meta = {"n": ("count", "answered rows in the stratum"), "errors": ("count", "wrong answers"),
             "error": ("probability", "observed error rate ε on Y"),
             "error_ci_low": ("probability", f"ε's {lvl} Clopper-Pearson interval, lower end"),
             "error_ci_high": ("probability", f"ε's {lvl} Clopper-Pearson interval, upper end"),
             "error_upper": ("probability", f"ε's upper limit at δ = {result.delta}"),
-            "classes": ("count", "classes of Y in the stratum"),
+            "classes": ("count", f"classes of {y} in the stratum{of_y}"),
+            "classes_unmerged": ("count", "classes of Y itself in the stratum (the rare classes apart)"),
+            "h_y_unmerged": ("info", "plug-in entropy of Y itself in the stratum (the rare classes apart)"),
             "error_floor": ("probability", "smallest error Fano allows given Î"),
             "error_floor_lenient": ("probability", "smallest error Fano allows given Î's upper end"),
             "error_respects_floor": ("", "observed ε respects the floor: yes / within CI / NO"),
-            "h_y": ("info", "plug-in entropy of Y in the stratum"),
-            "fano_mi_lower": ("info", "Fano's lower bound on I(Z;Y|s) from ε (below 0: demands nothing)"),
+            "h_y": ("info", f"plug-in entropy of {y} in the stratum{of_y}"),
+            "fano_mi_lower": ("info", f"Fano's lower bound on I(Z;{y}|s) from ε (below 0: demands nothing)"),
             "fano_mi_lower_finite": ("info", f"the same with ε's upper limit at δ = {result.delta}"),
-            "mi": ("info", "MI estimate Î(Z;Y|stratum)"), "mi_ci_low": ("info", "Î's interval, lower end"),
+            "mi": ("info", f"MI estimate Î(Z;{y}|stratum)"), "mi_ci_low": ("info", "Î's interval, lower end"),
             "mi_ci_high": ("info", "Î's interval, upper end (where mi_bound is lower: the entropy cap, no statement)"),
-            "unit": ("", "unit of h_y, fano_mi_lower(_finite), mi, mi_ci_low, mi_ci_high (nats or bits)"),
+            "unit": ("", "unit of h_y(_unmerged), fano_mi_lower(_finite), mi, mi_ci_low, mi_ci_high (nats or bits)"),
             "mi_bound": ("", "two-sided, or lower: only mi_ci_low is a statement"),
             "mi_ci_level": ("", "level of Î's interval"), "mi_estimator": ("", "MI estimator"),
             "mi_meets_bound": ("", "Î reaches the bound: yes / within CI / NO")}
@@ -579,20 +626,24 @@ def check_tables(result, unit: str = "nats") -> list:
     from matprobe.units import from_nats
 
     a, p = result.aggregate, result.pac
+    y = "Y'" if _merged_fano(result) else "Y"
     agg = Table([Column("quantity", "quantity"), Column("value", "value", fmt=".4f"),
                  Column("unit", "unit"), Column("note", "note")],
-                title=f"aggregate over {a.n} answered rows ({a.errors} errors)")
+                title=f"aggregate over {a.n} answered rows ({a.errors} errors)"
+                      + ("; Y' as in the strata table: Y with the MI's rare classes merged" if y == "Y'" else ""))
     agg.add_row(quantity="ε (observed error)", value=a.error, unit="probability",
-                note=f"{result.level:.0%} CI [{a.error_ci[0]:.4f}, {a.error_ci[1]:.4f}]")
+                note=f"{result.level:.0%} CI [{a.error_ci[0]:.4f}, {a.error_ci[1]:.4f}]"
+                     + (f"; of {result.target} itself, at least the error on Y'" if y == "Y'" else ""))
     # the strata (and Î) are conditioned on (M, A, T); CrossMed eq. 8 conditions on (M, A) only, a
     # bound on I(Z;Y|M,A) (the term I(Z;Y|M,A) is held against it), not on Î(Z;Y|M,A,T)
-    for q, v, note in (("H(Y|M,A,T)", a.h_y_given_mat, "the strata's conditioning"),
-                       ("I(Z;Y|M,A,T) >=", a.fano_mi_lower_given_mat, "H(Y|M,A,T) - φ(ε)"),
+    for q, v, note in ((f"H({y}|M,A,T)", a.h_y_given_mat, "the strata's conditioning"),
+                       (f"I(Z;{y}|M,A,T) >=", a.fano_mi_lower_given_mat, f"H({y}|M,A,T) - φ(ε)"),
                        ("stratum average bound (M,A,T)", a.fano_mi_lower_stratified,
-                        "Σ p_s max(0, H(Y|s) - φ(ε_s)) over the (M, A, T) strata"),
-                       ("H(Y|M,A)", a.h_y_given_ma, "eq. 8's conditioning: given M, A only (T not given)"),
-                       ("I(Z;Y|M,A) >=", a.fano_mi_lower_given_ma, "H(Y|M,A) - φ(ε); bounds I(Z;Y|M,A), not I(Z;Y|M,A,T)"),
-                       ("paper eq. 8 (H(Y))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
+                        f"Σ p_s max(0, H({y}|s) - φ(ε_s)) over the (M, A, T) strata"),
+                       (f"H({y}|M,A)", a.h_y_given_ma, "eq. 8's conditioning: given M, A only (T not given)"),
+                       (f"I(Z;{y}|M,A) >=", a.fano_mi_lower_given_ma,
+                        f"H({y}|M,A) - φ(ε); bounds I(Z;{y}|M,A), not I(Z;{y}|M,A,T)"),
+                       (f"paper eq. 8 (H({y}))", a.paper_eq8, str(a.paper_eq8_audit.get("verdict", "")))):
         if not q.startswith("H(") and v <= 0:  # MI is never negative: such a bound says nothing
             note = "; ".join(part for part in (note, "vacuous (≤ 0: MI ≥ 0 anyway)") if part)
         agg.add_row(quantity=q, value=from_nats(v, unit), unit=unit, note=note)
@@ -609,7 +660,8 @@ def check_tables(result, unit: str = "nats") -> list:
             why = (f"; the strata's Î above, each clipped at 0 on its own, average {from_nats(strata_mean, unit):.4f}: "
                    "the term's Î is the mean of the raw per-row terms of every stratum (those below 0 too), "
                    "clipped once")
-        agg.add_row(quantity=f"{t.term}: Î", value=from_nats(t.mi.estimate, unit), unit=unit,
+        agg.add_row(quantity=f"{t.term}: Î" + (" (of Y')" if y == "Y'" else ""), value=from_nats(t.mi.estimate, unit),
+                    unit=unit,
                     note=f"vs bound {from_nats(t.fano_mi_lower, unit):.4f} ({against}): "
                          f"{t.mi_meets_bound}{why}")
     pac_t = Table([Column("bound", "bound"), Column("value", "R <=", "probability", fmt=".6g"),

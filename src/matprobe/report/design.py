@@ -107,10 +107,15 @@ def _top_answer(st) -> dict | None:
 def _target_answers(st, target) -> dict | None:
     """The option an open store's checkpoint answers most on the held-out target's items, the rows its
     accuracy is computed on (`pipeline.per_run_results`): `top_option` over the target's items with an
-    answer, with "target" and "n_options" (the most options an item there offers; None where the
-    store records none); None where fewer than 10 target items have an answer."""
+    answer, with "target", "n_options" (the most options an item there offers; None where the
+    store records none) and "option_counts" ({options: items} over the target's scored items, those
+    right or wrong, the ones its accuracy is a share of; keys as strings, JSON's; None where the store
+    records no options): chance accuracy is the mean of 1/options over those items, not 1/the most
+    (a user study's 20 four-option and 10 three-option items: 0.278, the report said 1/4 = 0.250);
+    None where fewer than 10 target items have an answer."""
     try:
-        pred = np.asarray(st.answers()["pred"])
+        answers = st.answers()
+        pred = np.asarray(answers["pred"])
     except KeyError:
         return None
     frame = st.samples()
@@ -120,8 +125,17 @@ def _target_answers(st, target) -> dict | None:
     rec = top_option(np.where(rows, pred, -1))
     if rec is None:
         return None
-    k = pd.to_numeric(frame["n_options"][rows], errors="coerce").max() if "n_options" in frame else np.nan
-    return {"target": [str(x) for x in target], **rec, "n_options": int(k) if pd.notna(k) and k > 0 else None}
+    ks = pd.to_numeric(frame["n_options"], errors="coerce") if "n_options" in frame else None
+    k = ks[rows].max() if ks is not None else np.nan
+    counts = None
+    if ks is not None:
+        correct = np.asarray(answers.get("correct", np.zeros(len(frame))))
+        scored = ks[rows & (correct >= 0) & ks.notna().to_numpy() & (ks > 0).to_numpy()]
+        if len(scored):
+            values, n = np.unique(scored.astype(int).to_numpy(), return_counts=True)
+            counts = {str(int(v)): int(c) for v, c in zip(values, n)}
+    return {"target": [str(x) for x in target], **rec, "n_options": int(k) if pd.notna(k) and k > 0 else None,
+            "option_counts": counts}
 
 
 def _prompt(st) -> dict | None:
@@ -150,17 +164,38 @@ def answer_records(checkpoints: list, resolve) -> dict[str, dict]:
     return out
 
 
-def target_options(checkpoints: list, resolve, records: dict | None = None) -> dict[str, int]:
+def target_options(checkpoints: list, resolve, records: dict | None = None) -> dict[str, int | dict[int, int]]:
     """{checkpoint name: the number of options its held-out target's items offer} where the store
-    (or run.json's `target_answers`) records it: chance accuracy there is 1 / that number.
+    (or run.json's `target_answers`) records it: an int where every scored item offers that many
+    (chance accuracy is 1 / it), {options: items} where they differ (chance is the mean of 1/options
+    over the items, `chance_of`). A run.json from before the per-item counts were recorded, whose
+    store is not there, gives the most options an item offers, as an int.
     `records`: `answer_records` of the checkpoints where the caller has them."""
     records = answer_records(checkpoints, resolve) if records is None else records
-    out = {}
+    out: dict = {}
     for ck in checkpoints:
         rec = records[ck.name]["target_answers"]
-        if rec and rec.get("n_options"):
+        counts = {int(k): int(n) for k, n in ((rec or {}).get("option_counts") or {}).items() if int(n) > 0}
+        if len(counts) > 1:
+            out[ck.name] = counts
+        elif counts:
+            out[ck.name] = next(iter(counts))
+        elif rec and rec.get("n_options"):
             out[ck.name] = int(rec["n_options"])
     return out
+
+
+def chance_of(options: int | dict) -> float:
+    """Chance accuracy on items offering `options` (`target_options`' value): 1/k for one count k,
+    else the mean over the items of 1/(their options).
+
+    >>> round(chance_of({4: 20, 3: 10}), 4), chance_of(4)
+    (0.2778, 0.25)
+    """
+    if isinstance(options, dict):
+        n = sum(options.values())
+        return sum(c / k for k, c in options.items()) / n
+    return 1 / int(options)
 
 
 def one_option_answers(checkpoints: list, resolve, records: dict | None = None) -> dict[str, tuple]:

@@ -35,6 +35,7 @@ from matprobe.report.design import (
     MIN_HELDOUT_ITEMS,
     ONE_OPTION_SHARE,
     answer_records,
+    chance_of,
     design_warnings,
     one_option_answers,
     small_targets,
@@ -43,7 +44,7 @@ from matprobe.report.design import (
 )
 from matprobe.report.settings import fine_tuned_here, unused_settings
 from matprobe.rundir import RunSummary, resolve_run_path
-from matprobe.stats.significance import LEFT_OUT, LEFT_OUT_BEFORE, shared_units
+from matprobe.stats.significance import LEFT_OUT, LEFT_OUT_BEFORE, adjust_p, shared_units
 from matprobe.theory.check import CheckResult, MIValue
 
 
@@ -71,8 +72,8 @@ class RunData:
     # the checkpoints whose stores answer one option for nearly every item (design.one_option_answers),
     # read once for the design warnings and the summary's accuracy lines
     one_option: dict | None = None
-    # the number of options each checkpoint's held-out target items offer (design.target_options):
-    # chance accuracy there is 1 / it
+    # the number of options each checkpoint's held-out target items offer (design.target_options): an
+    # int where every item offers that many, {options: items} where they differ (design.chance_of)
     options: dict | None = None
     # per checkpoint, the training-set PAC bounds' inputs its check records (check.HeldoutCheck.training),
     # None where it records none; and the bounds' notes ("ln|H| = ... nats, n = ...") of older checks
@@ -366,6 +367,10 @@ def findings(data: RunData) -> dict:
         # the one of the largest entropy called "most encoded")
         out["most_encoded"]["at_cap"] = [r.term for r in factor_terms.itertuples()
                                          if near_saturation(r.estimate, r.h_upper)]
+        # their intervals' lower ends: only where every checkpoint's is within 10% of its cap too does Z
+        # determine the factor (a user study's lower ends went down to 63% of the cap under "Z determines")
+        out["most_encoded"]["at_cap_lower_ends"] = {
+            t: _lowest_lower_end(factor_rows[factor_rows["term"] == t]) for t in out["most_encoded"]["at_cap"]}
     by_cond = main.groupby(["term", "condition"])["estimate"].mean().unstack()
     out["term_by_condition"] = {t: {c: float(v) for c, v in row.items()} for t, row in by_cond.iterrows()}
     st = data.strata.dropna(subset=["mi"])
@@ -376,17 +381,73 @@ def findings(data: RunData) -> dict:
     }
     out["target_accuracy"] = _accuracy_findings(data.results)
     if data.significance is not None:
+        family = _holm_family(data.significance)
         out["significance"] = [
             {"comparison": r["comparison"], "metric": r["metric"], "mean_diff": float(r["mean_diff"]),
              "ci": [float(r["ci_low"]), float(r["ci_high"])], "t": float(r["t"]), "df": float(r["df"]),
              "p": float(r["p"]), "p_holm": float(r["p_holm"]), "n_pairs": int(r["n_pairs"]),
              "perm_p": float(r["perm_p"]), "warning": "" if pd.isna(r.get("warning")) else str(r["warning"]),
              "unit": str(r.get("unit", "seed")),
+             # how many tests the Holm adjustment of p_holm was over, and which: "all" the rows or those of
+             # its "metric" (None where that cannot be told)
+             "holm_family": family[i][0], "holm_family_of": family[i][1],
              # the exact tests' smallest p, as the significance step computed it: 2^(1 - n) for n
              # non-zero differences (zero ones do not flip); files from before it was written: all pairs
              **_exact_floor(r)}
-            for _, r in data.significance.iterrows()
+            for i, (_, r) in enumerate(data.significance.iterrows())
         ]
+    return out
+
+
+def _lowest_lower_end(rows: pd.DataFrame) -> dict:
+    """Of one term's rows (one per checkpoint), the lowest interval lower end as a share of its cap:
+    {"checkpoint", "ci_low_nats", "h_upper_nats", "share", "all_near_cap"} (`all_near_cap`: every
+    checkpoint's lower end within 10% of its cap, `near_saturation`); a lower end that is missing
+    counts as not near the cap, and with none at all the share is None."""
+    low = pd.to_numeric(rows["ci_low"], errors="coerce")
+    cap = pd.to_numeric(rows["h_upper"], errors="coerce")
+    share = (low / cap.where(cap > 0)).astype(float)
+    every = bool(len(rows)) and all(near_saturation(lo, h) for lo, h in zip(low, cap))
+    if share.notna().sum() == 0:
+        return {"checkpoint": None, "ci_low_nats": None, "h_upper_nats": None, "share": None, "all_near_cap": False}
+    i = share.idxmin()
+    return {"checkpoint": str(rows.loc[i, "checkpoint"]), "ci_low_nats": float(low[i]), "h_upper_nats": float(cap[i]),
+            "share": float(share[i]), "all_near_cap": every}
+
+
+def _holm_family(sig: pd.DataFrame) -> list[tuple[int | None, str | None]]:
+    """Per significance.csv row, (how many tests its Holm-adjusted p, `p_holm`, was adjusted over, over
+    what: "all" or "metric"). The file does not say which family `matprobe significance` used
+    (`--family all`, the pipeline's: every row with a p; `--family metric`: the rows of its metric),
+    so each is recomputed and the one that gives the file's p_holm is taken; (None, None) where
+    neither does (a hand-edited file) or the row has no p."""
+    none = [(None, None)] * len(sig)
+    if "p_holm" not in sig or "p" not in sig or sig.empty:
+        return none
+    p = pd.to_numeric(sig["p"], errors="coerce").to_numpy(dtype=float)
+    held = pd.to_numeric(sig["p_holm"], errors="coerce").to_numpy(dtype=float)
+    tested = ~np.isnan(p)
+
+    def agrees(adjusted: np.ndarray, rows: np.ndarray) -> bool:
+        return bool(np.allclose(adjusted[rows], held[rows], rtol=1e-9, atol=1e-12, equal_nan=True))
+
+    if agrees(adjust_p(p, "holm"), np.ones(len(p), dtype=bool)):
+        return [(int(tested.sum()), "all") if t else (None, None) for t in tested]
+    metric = sig["metric"].astype(str).to_numpy() if "metric" in sig else np.array([""] * len(p))
+    out: list[tuple[int | None, str | None]] = list(none)
+    for m in dict.fromkeys(metric):
+        rows = metric == m
+        if not agrees(_holm_within(p, rows), rows):
+            return none
+        for i in np.flatnonzero(rows & tested):
+            out[i] = (int((tested & rows).sum()), "metric")
+    return out
+
+
+def _holm_within(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p over the `rows` alone (NaN elsewhere)."""
+    out = np.full(len(p), np.nan)
+    out[rows] = adjust_p(p[rows], "holm")
     return out
 
 
@@ -436,6 +497,43 @@ def _exact_floor_note(s: dict) -> str:
             f"below {s['min_exact_p']:.3g}, so a smaller p rests on the t-test's normality assumption")
 
 
+def _at_cap_caveat(leader: str, at_cap: list[str], lows: dict | None) -> str:
+    """What the most-encoded line says where its leader's mean estimate sits within 10% of its entropy
+    cap (with the other factor terms that do): "Z determines" a factor only where every checkpoint's
+    interval lower end is within 10% of the cap too (`findings`' at_cap_lower_ends; None: not known,
+    findings from before they were recorded); elsewhere the point estimates are near the cap but the
+    lower ends, the one side of a near-cap interval that is a statement, are said (a user study:
+    "Z determines each of them" over lower ends at 63% and 32% of their caps)."""
+    others = [t for t in at_cap if t != leader]
+    as_others = f", as {' and '.join(others)} {'does' if len(others) == 1 else 'do'}" if others else ""
+    short = [t for t in at_cap if lows is not None and not (lows.get(t) or {}).get("all_near_cap")]
+    if not short:
+        return (" It sits within 10% of its entropy cap" + as_others + ": Z determines "
+                + ("each of them" if others else "it") + " (the question text may name " + ("them" if others else "it")
+                + "), so " + ("this ranks their entropies, not how well Z encodes them." if others else
+                              "its value is its entropy, not a measure of how well Z encodes it."))
+    determined = [t for t in at_cap if t not in short]
+    out = (" Its point estimate sits within 10% of its entropy cap" + as_others + " (means over the checkpoints), "
+           "but near its cap an estimate is one-sided: only its interval's lower end is a statement.")
+    if determined:
+        out += (f" Z determines {' and '.join(determined)}: every checkpoint's lower end "
+                + ("for it" if len(determined) == 1 else "for each") + " is within 10% of the cap too.")
+    said, went = [], False
+    for t in short:
+        low = lows.get(t) or {}
+        if low.get("share") is None:
+            said.append(f"for {t} no lower end is recorded")
+        else:
+            said.append(f"for {t}{'' if went else ' the lower ends go down'} to {low['share']:.0%} of its cap "
+                        f"({low['ci_low_nats']:.3f} of {low['h_upper_nats']:.3f} nats, {low['checkpoint']})")
+            went = True
+    out += (" " + "; ".join(said)[0].upper() + "; ".join(said)[1:] + ", so "
+            + ("this estimate does not show" if len(short) == 1 else "these estimates do not show")
+            + f" that Z determines {'it' if len(short) == 1 else 'them'}.")
+    return out + (" Near their caps the point estimates rank the terms' entropies, not how well Z encodes them."
+                  if others else " Its point estimate is about its entropy, not a measure of how well Z encodes it.")
+
+
 def _most_encoded_line(m: dict) -> str:
     """The summary's first answer; where no factor term can be compared, why."""
     if m.get("term") is None:
@@ -452,12 +550,7 @@ def _most_encoded_line(m: dict) -> str:
         "rank the two.")
     at_cap = m.get("at_cap") or []
     if m["term"] in at_cap:
-        others = [t for t in at_cap if t != m["term"]]
-        caveat += (" It sits within 10% of its entropy cap" + (f", as {' and '.join(others)} do" if others else "")
-                   + ": Z determines " + ("each of them" if others else "it") + " (the question text may name "
-                   + ("them" if others else "it") + "), "
-                   "so " + ("this ranks their entropies, not how well Z encodes them." if others else
-                            "its value is its entropy, not a measure of how well Z encodes it."))
+        caveat += _at_cap_caveat(m["term"], at_cap, m.get("at_cap_lower_ends"))
     return (f"**Which MAT factor is most encoded?** {m['term']}, {m['mean_estimate_nats']:.3f} nats on average "
             f"over the checkpoints (its entropy cap is {m['mean_h_upper_nats']:.3f} nats).{caveat} All chain terms "
             "(mean over checkpoints, nats): " + "; ".join(f"{k} = {v:.3f}" for k, v in m["all_terms"].items())
@@ -508,16 +601,36 @@ def _one_option_note(data: RunData, a: str, b: str, one_option: dict) -> str:
 
 
 def _chance(data: RunData, a: str, b: str) -> str:
-    """'chance 1/4 = 0.250': chance accuracy, 1 / the options the compared checkpoints' held-out
-    target items offer (`RunData.options`); '' where no store or run.json records them. An audit's
-    summary compared 0.269 with 0.231 without saying that 4 options put chance at 0.250."""
-    compared = [ck.name for ck in data.summary.checkpoints if condition_name(ck.condition) in (a, b)]
-    ks = sorted({(data.options or {}).get(n) for n in compared} - {None})
-    if not ks:
+    """'chance 1/4 = 0.250': chance accuracy on the compared checkpoints' held-out target items
+    (`RunData.options`); '' where no store or run.json records their options. An audit's summary
+    compared 0.269 with 0.231 without saying that 4 options put chance at 0.250. Where the items
+    offer different numbers of options, chance is the mean over them of 1/(their options), not 1/the
+    most (a user study: 20 four-option and 10 three-option items, 0.278, read "1/4 = 0.250")."""
+    compared = [ck for ck in data.summary.checkpoints if condition_name(ck.condition) in (a, b)]
+    res = data.results
+    if "target" in res:  # the checkpoints whose held-out target has an accuracy (not a segmentation target's)
+        scored = set(res.loc[res["metric"] == "accuracy", "target"].astype(str))
+        compared = [ck for ck in compared if ",".join(checkpoint_target(data.summary, ck)) in scored] or compared
+    found = [(data.options or {}).get(ck.name) for ck in compared]
+    found = [o for o in found if o is not None]
+    if not found:
         return ""
-    if len(ks) == 1:
-        return f"chance 1/{ks[0]} = {1 / ks[0]:.3f}"
-    return f"chance {1 / ks[-1]:.3f}–{1 / ks[0]:.3f}: 1/{ks[-1]} to 1/{ks[0]} by the options the items offer"
+    if all(isinstance(o, int) for o in found):  # every item of each target: one number of options
+        ks = sorted(set(found))
+        if len(ks) == 1:
+            return f"chance 1/{ks[0]} = {1 / ks[0]:.3f}"
+        return f"chance {1 / ks[-1]:.3f}–{1 / ks[0]:.3f}: 1/{ks[-1]} to 1/{ks[0]} by the options the items offer"
+    shapes = {tuple(sorted(o.items())) if isinstance(o, dict) else ((int(o), None),) for o in found}
+    if len(shapes) == 1:  # the same items' options for every checkpoint compared
+        counts = found[0]
+        n = sum(counts.values())
+        parts = [f"{c} with {k}" for k, c in sorted(counts.items(), key=lambda kc: -kc[0])]
+        parts[0] += " options"
+        return (f"chance {chance_of(counts):.3f}, the mean of 1/options over the {n} items, "
+                f"{', '.join(parts[:-1])} and {parts[-1]}")
+    chances = sorted({round(chance_of(o), 12) for o in found})
+    return (f"chance {chances[0]:.3f}–{chances[-1]:.3f} by checkpoint, each the mean of 1/options over its "
+            "held-out target's items")
 
 
 def _accuracy_line(s: dict, results: pd.DataFrame, note: str = "", chance: str = "") -> str:
@@ -537,12 +650,32 @@ def _accuracy_line(s: dict, results: pd.DataFrame, note: str = "", chance: str =
     if not np.isfinite(s["t"]) or not np.isfinite(s["p"]):
         return head + ("Every paired difference is the same, so the t-test is degenerate (zero variance) and "
                        f"says nothing; the exact sign-flip test gives p = {s['perm_p']:.3g}: not significant.") + note
-    verdict = "significant" if s["p_holm"] < 0.05 else "not significant"
-    return head + (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}, Holm-adjusted "
-                   f"{s['p_holm']:.3g} (95% CI of Δ {_ci(*s['ci'])}): {verdict} at α = 0.05. The exact "
-                   f"sign-flip test gives p = {s['perm_p']:.3g}; with {_pairs_phrase(s)} it cannot go "
-                   f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality "
-                   "assumption.") + note
+    return head + _t_test_verdict(s) + (
+        f" The exact sign-flip test gives p = {s['perm_p']:.3g}; with {_pairs_phrase(s)} it cannot go "
+        f"below {s['min_exact_p']:.3g}, so any verdict here rests on the t-test's normality assumption.") + note
+
+
+def _t_test_verdict(s: dict) -> str:
+    """The t-test of a significance row and its verdict at α = 0.05, which is Holm's: the p and the
+    interval of the row are unadjusted, the verdict is on the Holm-adjusted p over the Significance
+    section's tests, and the sentence says so (a user study read "p = 0.0489, Holm-adjusted 0.293
+    (95% CI of Δ [-0.428, -0.005]): not significant", an interval excluding 0 beside the verdict)."""
+    n = s.get("holm_family")
+    tests = (f"{s['metric']} tests" if s.get("holm_family_of") == "metric" else "tests")
+    over = f"over the {n} {tests} of the Significance section" if n else "over the tests of the Significance section"
+    if n == 1:  # the only test of its family: Holm leaves its p as it is
+        word = "Significant" if s["p"] < 0.05 else "Not significant"
+        only = f"only {s['metric']} test" if s.get("holm_family_of") == "metric" else "only test"
+        return (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g} (95% CI of Δ {_ci(*s['ci'])}). "
+                f"{word} at α = 0.05 (the Significance section's {only}, so Holm's adjustment leaves p as it is).")
+    head = (f"Paired t-test t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g} and 95% CI of Δ {_ci(*s['ci'])}, "
+            f"both unadjusted; Holm-adjusted {over}, p = {s['p_holm']:.3g}. ")
+    if s["p_holm"] < 0.05:
+        return head + "Significant at α = 0.05 after Holm's adjustment."
+    if s["p"] >= 0.05:
+        return head + "Not significant at α = 0.05, unadjusted or after Holm's adjustment."
+    return head + ("Not significant at α = 0.05 after Holm's adjustment; taken alone, unadjusted, this test "
+                   "would be significant (its p below 0.05, its interval excluding 0).")
 
 
 def _paired_units(s: dict) -> str:
@@ -556,13 +689,16 @@ def _paired_units(s: dict) -> str:
 
 def _some_below_cap(runs: list[tuple[str, float, float]], what: str) -> str:
     """'' where every (name, value, cap) sits within 10% of its cap (`near_saturation`), else how many
-    do and the lowest: 'but 5 of the 6 checkpoints are (the lowest, Unrelated seed 2, at 82% of it)'."""
+    do and the lowest: 'but only 5 of the 6 checkpoints are individually (the lowest, Unrelated seed 2,
+    at 82% of it)' (it read "but 5 of the 6 checkpoints are", which a user study found garbled)."""
     at = [near_saturation(v, h) for _, v, h in runs]
     if all(at):
         return ""
     name, v, h = min(runs, key=lambda r: r[1] / r[2] if r[2] > 0 else np.inf)
-    return (f"but {sum(at)} of the {len(runs)} {what} {'is' if sum(at) == 1 else 'are'} (the lowest, {name}, at "
-            f"{v / h:.0%} of it)")
+    k = sum(at)
+    some = (f"none of the {len(runs)} {what} is" if k == 0 else
+            f"only {k} of the {len(runs)} {what} {'is' if k == 1 else 'are'}")
+    return f"but {some} individually (the lowest, {name}, at {v / h:.0%} of it)"
 
 
 def _y_summary_line(data: RunData, sig: dict) -> str | None:
@@ -738,6 +874,25 @@ def _conditions_present(data) -> list[str]:
     return keys or ["related", "unrelated"]
 
 
+N_WORDS = "number of samples (for the MI table: rows of the store; for the Fano table: samples in the stratum"
+
+
+def _results_glossary(data: RunData) -> dict[str, str]:
+    """The per-run results table's interval columns (`_results_shown`), where its results.csv has them."""
+    if not {"ci_low", "ci_high"} <= set(data.results.columns):
+        return {}
+    return {
+        "n": N_WORDS + "; for the per-run results: the rows the value is over, an MI term's evaluation rows, "
+                       "accuracy's answered target items, cIoU's segmentation items)",
+        "value interval": "the value's interval as the run computed it (results.csv's ci_low, ci_high): an MI "
+                          "row's from its MI results file, \"≥ x (one-sided)\" where only the lower end is a "
+                          "statement (the upper is the entropy limit); accuracy's exact Clopper–Pearson interval "
+                          "of its right answers of n; empty for cIoU, of which the run estimates no interval "
+                          "(`matprobe significance --items` bootstraps its paired differences over items)",
+        "interval level": "the level of the value's interval",
+    }
+
+
 def glossary(data: RunData) -> dict[str, str]:
     """What every column header of the report's tables means (the report lists the ones it used)."""
     u = data.unit
@@ -756,7 +911,7 @@ def glossary(data: RunData) -> dict[str, str]:
                                 "near-saturated, misspecified-linear, pca-dropped-signal; README, "
                                 "docs/estimators.md)",
         f"cap H ({u})": "plug-in conditional entropy H(X|C) of the sample: no estimate may exceed it",
-        "n": "number of samples (for the MI table: rows of the store; for the Fano table: samples in the stratum)",
+        "n": N_WORDS + ")",
         "stratum": "Modality / Anatomy / Task of the samples in this row",
         f"H(Y|s) ({u})": f"entropy of Y ({y_words(data)}) within the stratum, the most Z can know about it there",
         "ε": "observed error rate of the model's answers in the stratum",
@@ -806,6 +961,7 @@ def glossary(data: RunData) -> dict[str, str]:
         "layer/pool": "the layer (0-based decoder block output) and the token pooling the MI was measured at",
     }
     g.update(_pointwise_glossary(data))
+    g.update(_results_glossary(data))
     from matprobe.present.significance import table_ix_column, variant_glossary
 
     g.update(variant_glossary())  # the p columns name their variant: "Perm. p (exact)", ...
@@ -1472,17 +1628,39 @@ def _capped_metrics_sentence(data, sig: pd.DataFrame) -> str:
     return "; ".join(capped.values()) + " (`matprobe compare` gives no p for such a term)."
 
 
+# results.csv's interval columns (`pipeline.RESULTS_COLUMNS`), which a run written before them lacks
+RESULTS_INTERVAL = ("ci_low", "ci_high", "ci_level", "bound", "n")
+
+
+def _results_shown(results: pd.DataFrame) -> pd.DataFrame:
+    """results.csv's rows as the per-run table shows them: its interval columns, where the run wrote
+    them, as one interval cell (`_interval_cell`: "≥ x (one-sided)" where bound is lower), its level
+    and n; a results.csv without them as it is."""
+    if not {"ci_low", "ci_high"} <= set(results.columns):
+        return results
+    shown = results.drop(columns=[c for c in RESULTS_INTERVAL if c in results])
+    bounds = results["bound"] if "bound" in results else pd.Series("", index=results.index)
+    shown["value interval"] = ["" if pd.isna(lo) or (pd.isna(hi) and b != "lower") else _interval_cell(lo, hi, b)
+                               for lo, hi, b in zip(results["ci_low"], results["ci_high"], bounds)]
+    if "ci_level" in results:
+        shown["interval level"] = ["" if pd.isna(v) else f"{float(v):.0%}" for v in results["ci_level"]]
+    if "n" in results:
+        shown["n"] = ["" if pd.isna(v) else str(int(v)) for v in results["n"]]
+    return shown
+
+
 def _results_section(doc: Doc, data) -> None:
-    """The tidy per-run results (item-level rows stay in results.csv)."""
+    """The tidy per-run results (item-level rows stay in results.csv), each value with its interval
+    where the run wrote one (`_results_shown`)."""
     doc.heading("Per-run results")
+    caption = "The tidy per-run results (results.csv) the comparisons were computed from."
     if "item" in data.results and data.results["item"].notna().any():
         n_items = int(data.results["item"].notna().sum())
         doc.para(f"Run-level rows; the {n_items} item-level rows (intersection / union per segmentation item) "
                  "are in results.csv.")
-        doc.table(data.results[data.results["item"].isna()].drop(columns=["item"]),
-                  "The tidy per-run results (results.csv) the comparisons were computed from.")
+        doc.table(_results_shown(data.results[data.results["item"].isna()].drop(columns=["item"])), caption)
     else:
-        doc.table(data.results, "The tidy per-run results (results.csv) the comparisons were computed from.")
+        doc.table(_results_shown(data.results), caption)
 
 
 

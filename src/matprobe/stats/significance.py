@@ -396,7 +396,8 @@ NATS_SUFFIX, BITS_SUFFIX = " nats", " bits"
 
 def metrics_in_bits(frame: pd.DataFrame, source: str = "results") -> tuple[pd.DataFrame, str]:
     """The results with every MI metric named '... nats' (as `run` writes them) in bits: its
-    values divided by ln 2 and its name '... bits'; and the sentence that says so. Differences,
+    values (and the ends of their intervals, where a run's results.csv gives them) divided by ln 2
+    and its name '... bits'; and the sentence that says so. Differences,
     means and intervals scale by 1/ln 2; t, p and effect sizes do not change."""
     names = [m for m in dict.fromkeys(frame["metric"].astype(str)) if m.endswith(NATS_SUFFIX)]
     if not names:
@@ -409,6 +410,9 @@ def metrics_in_bits(frame: pd.DataFrame, source: str = "results") -> tuple[pd.Da
     frame = frame.copy()
     mask = frame["metric"].astype(str).isin(names)
     frame.loc[mask, "value"] = frame.loc[mask, "value"].astype(float) / math.log(2.0)
+    for end in ("ci_low", "ci_high"):  # a run's results.csv gives each value's interval beside it
+        if end in frame:
+            frame.loc[mask, end] = pd.to_numeric(frame.loc[mask, end], errors="coerce") / math.log(2.0)
     frame["metric"] = frame["metric"].astype(str).replace(renamed)
     return frame, (f"--bits: {', '.join(renamed.values())} in bits (the results' nats divided by ln 2)")
 

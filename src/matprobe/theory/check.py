@@ -56,6 +56,7 @@ from matprobe.defaults import DEFAULTS
 from matprobe.errors import BoundsError, StoreError
 from matprobe.mi.interface import NEAR_SATURATION, near_saturation, stratum_entry_one_sided
 from matprobe.theory import fano, pac
+from matprobe.theory.merge import class_rows
 from matprobe.units import to_nats
 
 MAT = ("modality", "anatomy", "task")
@@ -191,9 +192,11 @@ def run_check(
     stratum_mi, estimated, mi_unit = _target_mi(store_path, mi, target, strata_mi.get(target, {}), terms,
                                                 mi_unit, estimate_missing, progress, constant)
     merged = _merged_target(mi, target)
-    rows, per_stratum = _stratum_rows(frame, y, stratum_mi, bool(terms), mi, mi_unit, delta, level, merged,
-                                      constant)
-    aggregate = _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merged)
+    y_fano, withheld, y_own = _fano_target(y, merged)
+    rows, per_stratum = _stratum_rows(frame, y_fano, stratum_mi, bool(terms), mi, mi_unit, delta, level, withheld,
+                                      constant, y_unmerged=y_own)
+    aggregate = _aggregate(frame, y_fano, per_stratum, terms, target, mi_unit, delta, level, withheld,
+                           y_unmerged=y_own)
     doc = {
         "kind": "matprobe.check",
         "format_version": 1,
@@ -213,7 +216,11 @@ def run_check(
     if estimated is not None:
         doc["estimated_here"] = {k: v for k, v in estimated.items() if k != "strata"}
     if merged:
-        doc["merged_target"] = merged
+        # "fano": which label Fano's columns are of ("merged": as the MI saw it; "unmerged": the
+        # merge's class names did not match Y's, so Y's own, with no floor); "class_rows": the check's
+        # rows in each merged class, to say which were under the minimum (`merge_words`)
+        doc["merged_target"] = {**merged, "fano": "unmerged" if y_own is None else "merged",
+                                "class_rows": class_rows(y, merged.get("classes") or [])}
     return CheckResult.from_dict(doc)
 
 
@@ -229,9 +236,38 @@ def _merged_target(mi, target: str) -> dict | None:
     return None
 
 
+def _fano_target(y, merged: dict | None):
+    """(the Y Fano's columns are of, the merge whose verdicts are withheld or None, Y itself where
+    the first is merged or None). Fano's quantities are of Y as the MI saw it: Î of Y with rare
+    classes merged is held against H, K and the bound of that merged label (a row read H(Y|s) =
+    1.227 of 4 classes beside an interval capped at ln 3, the merged label's). The observed error,
+    on Y itself, is at least the error on the merged label (a right answer is right on it too) and
+    φ̄ does not fall as ε grows, so the bound and the floor hold for it. Where the merge's names are
+    not Y's, Y's own columns with floors and 'NO' withheld (`_merged_verdicts`)."""
+    y_merged = merged_y(y, merged)
+    if y_merged is None:
+        return y, merged, None
+    return y_merged, None, y
+
+
+def merged_y(y, record: dict | None) -> np.ndarray | None:
+    """Y as the MI results saw it: the record's classes (`_merged_target`) one class, the others as
+    they were, as integer codes (the partition is what the entropies need). None without a record, or
+    where none of its classes is among Y's values (its names do not match Y's: nothing to merge by)."""
+    if not record:
+        return None
+    names = np.asarray(y).astype(str)
+    hit = np.isin(names, [str(c) for c in record.get("classes") or []])
+    if not hit.any():
+        return None
+    codes = np.unique(names, return_inverse=True)[1].reshape(-1)
+    return np.where(hit, -1, codes)
+
+
 def _merged_verdicts(row: dict) -> None:
-    """A row whose Î is of Y with rare classes merged: no error floor, and no 'NO' (the MI of Y
-    itself may be larger); a 'yes' or 'within CI' still holds, since I(Z;Y|s) >= Î's."""
+    """A row whose Î is of Y with rare classes merged, held against Y's own H and K (the merged
+    classes' names did not match Y's): no error floor, and no 'NO' (the MI of Y itself may be
+    larger); a 'yes' or 'within CI' still holds, since I(Z;Y|s) >= Î's."""
     row["error_floor"] = row["error_floor_lenient"] = row["error_respects_floor"] = None
     if row.get("mi_meets_bound") == "NO":
         row["mi_meets_bound"] = None
@@ -322,9 +358,12 @@ def _target_mi(store_path, mi, target, stratum_mi, terms, mi_unit, estimate_miss
 
 
 def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, merged=None,
-                  constant=frozenset()):
+                  constant=frozenset(), y_unmerged=None):
     """One row per (M, A, T) stratum: error with its interval, Fano's MI lower bound, and the
-    stratum's MI against it. Returns (rows, [(weight, H(Y|stratum), error, classes)])."""
+    stratum's MI against it. Returns (rows, [(weight, H(Y|stratum), error, classes)]).
+    `y_unmerged`: Y itself where `y` is Y with the MI's rare classes merged (each row then
+    records Y's own entropy and classes too, as h_y_unmerged and classes_unmerged); `merged`: the
+    MI's merge where `y` is Y itself (no floor, no 'NO': `_merged_verdicts`)."""
     n_total = len(frame)
     is_segmentation = (frame["option_masks"].notna().to_numpy() if "option_masks" in frame
                        else np.zeros(n_total, dtype=bool))
@@ -350,6 +389,8 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
         elif offered and offered > k:
             # answers outside Y's K_s classes mapped onto them cannot add errors, so K_s holds (module doc)
             basis = f"Y's classes in the stratum (fewer than the {offered} options offered; valid, see the module doc)"
+        if y_unmerged is not None and not segmentation:
+            basis = basis.replace("Y's classes", "Y's classes, the MI's merged rare classes as one,", 1)
         h = entropy(ys)
         bound_point = h - _fano_phi(eps, k)
         bound_finite = h - _fano_phi(eps_up, k)
@@ -362,6 +403,10 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
             "mi": None, "mi_source": None, "error_floor": None, "error_floor_lenient": None,
             "error_respects_floor": None, "mi_meets_bound": None,
         }
+        if y_unmerged is not None:  # Y itself beside Y as the MI saw it (the row's Fano columns)
+            own = y_unmerged[idx]
+            row["h_y_unmerged"] = entropy(own)
+            row["classes_unmerged"] = k if segmentation else max(2, len(np.unique(own)))
         entry = stratum_mi.get(stratum_key(given, constant))
         if entry is not None and entry.get("estimate") is not None:
             v = _mi_value(entry, mi_unit, h)
@@ -384,9 +429,9 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
     return rows, per_stratum
 
 
-def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merged=None):
+def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merged=None, y_unmerged=None):
     """All strata together, CrossMed eq. 8 with the correct conditioning, and each term for Y
-    against the Fano bound of its conditioning set."""
+    against the Fano bound of its conditioning set. `y`, `merged`, `y_unmerged`: as `_stratum_rows`."""
     n_total = len(frame)
     errors_all = int(n_total - frame["_correct"].sum())
     eps_all = errors_all / n_total
@@ -418,6 +463,9 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merg
         "paper_eq8_audit": audit.to_dict(),
         "terms": [],
     }
+    if y_unmerged is not None:
+        aggregate["h_y_unmerged"] = entropy(y_unmerged)
+        aggregate["classes_unmerged"] = max(2, len(np.unique(y_unmerged)))
     for t in terms:
         if _norm_target(t["target"]) != target or t.get("estimate") is None:
             continue

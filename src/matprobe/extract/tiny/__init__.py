@@ -1,7 +1,9 @@
-"""Tiny offline checkpoints (one per registered architecture, plus a LoRA adapter) for tests and the demo.
+"""Tiny offline checkpoints (one per registered architecture, plus a LoRA adapter) for tests, the demo and
+laptop trials of a study of one's own (README, "Your own study").
 
 Each builder writes a directory laid out like a real Hugging Face checkpoint (config.json,
-safetensors weights, tokenizer files, preprocessor_config.json, chat template) so it is
+safetensors weights, tokenizer files, the image processor's preprocessor_config.json (Qwen) or
+processor_config.json (the others), chat template) so it is
 loaded through the same `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained`
 path as a 7B model. Weights are random (seeded); a checkpoint is about 1 MB. The
 architecture-specific part (config, processor files) is `build(out, seed, shape)` in
