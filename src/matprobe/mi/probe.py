@@ -39,7 +39,6 @@ from matprobe.mi.base import (
     CrossFitEstimator,
     FoldOutput,
     one_blas_thread,
-    small_cell_share,
 )
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.prep import (
@@ -661,7 +660,10 @@ class ProbeEstimator(CrossFitEstimator):
             # inputs on 190 training rows in one fold of three, and features differing by 2e-7
             # (another extraction batch size) read 1.069 or 0.943 nats (RESULTS.md, issue 22
             # twenty-ninth session)
-            return small_cell_share(cell_counts, width + 1) < SMALL_CELL_SHARE
+            # (the inputs alone, not `small_cell_share`'s floor of LOW_N_PER_CLASS rows: a 4-column
+            # critic's radial interaction has 10 inputs, and cells of 13 rows hold it)
+            small = cell_counts[cell_counts < width + 1].sum()
+            return small < SMALL_CELL_SHARE * max(int(cell_counts.sum()), 1)
 
         # the columns that move the linear critic most, ranked once for both checks
         ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
