@@ -303,11 +303,12 @@ def active_rows(y, c=None) -> np.ndarray:
     return classes[c] > 1
 
 
-def small_cell_share(counts: np.ndarray, inputs: int) -> float:
+def small_cell_share(counts: np.ndarray, inputs: int, floor: int = LOW_N_PER_CLASS) -> float:
     """The share of rows in cells (`counts`: rows per cell) with fewer rows than `inputs` (at least
-    LOW_N_PER_CLASS): at SMALL_CELL_SHARE or more a term is one-sided ("small-cells"), and a fold
-    plan does not raise its PCA that far (`settle_reduction`)."""
-    return float(counts[counts < max(LOW_N_PER_CLASS, inputs)].sum()) / max(int(counts.sum()), 1)
+    `floor`): at SMALL_CELL_SHARE or more a term is one-sided ("small-cells"), a fold plan does not
+    raise its PCA that far (`settle_reduction`), and the probe fits no wider representation
+    (`floor` 0 there: the inputs alone)."""
+    return float(counts[counts < max(floor, inputs)].sum()) / max(int(counts.sum()), 1)
 
 
 def settled_pca(diagnostics: dict | None, asked: int | None) -> int:

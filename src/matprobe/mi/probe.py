@@ -39,6 +39,7 @@ from matprobe.mi.base import (
     CrossFitEstimator,
     FoldOutput,
     one_blas_thread,
+    small_cell_share,
 )
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.prep import (
@@ -190,7 +191,9 @@ class _LinearPath:
         own = vs.reshape(-1, vs.shape[2]).min(axis=0)
         at = vs[a, b]
         ok = np.isfinite(own) & np.isfinite(at)
-        return np.where(ok, np.maximum(np.where(ok, at, 0.0) - np.where(ok, own, 0.0), 0.0), 0.0)
+        gaps = np.zeros(vs.shape[2])
+        gaps[ok] = np.maximum(at[ok] - own[ok], 0.0)
+        return gaps
 
     @property
     def best_loss(self) -> float:
@@ -660,10 +663,9 @@ class ProbeEstimator(CrossFitEstimator):
             # inputs on 190 training rows in one fold of three, and features differing by 2e-7
             # (another extraction batch size) read 1.069 or 0.943 nats (RESULTS.md, issue 22
             # twenty-ninth session)
-            # (the inputs alone, not `small_cell_share`'s floor of LOW_N_PER_CLASS rows: a 4-column
-            # critic's radial interaction has 10 inputs, and cells of 13 rows hold it)
-            small = cell_counts[cell_counts < width + 1].sum()
-            return small < SMALL_CELL_SHARE * max(int(cell_counts.sum()), 1)
+            # (the inputs alone, without `small_cell_share`'s floor of LOW_N_PER_CLASS rows: a
+            # 4-column critic's radial interaction has 10 inputs, and cells of 13 rows hold it)
+            return small_cell_share(cell_counts, width + 1, floor=0) < SMALL_CELL_SHARE
 
         # the columns that move the linear critic most, ranked once for both checks
         ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
@@ -909,6 +911,18 @@ class ProbeEstimator(CrossFitEstimator):
         if diag["level"] == "nonlinear":
             outs = head.fold_outputs(halves, x_ev, y_ev, c_ev, base_ev, lq_ev, diag, seeds)
             return self._finish_fold(outs, head, x_ev, y_ev, c_ev)
+        gap_rows = None  # the same for every seed: the fold's fit, not a seed's half
+        if fit.stratum_gaps is not None and fit.stratum_gaps.any():
+            # what each stratum's own best cell gained over the shared one, on its validation rows:
+            # its shortfall at a penalty chosen for the other strata, which its learning curve
+            # (fitted at that penalty) does not show; it widens the upper end
+            # (`base.CrossFitEstimator._aggregate`)
+            gap_rows = np.zeros(len(y_ev))
+            for st, g in zip(strata, fit.stratum_gaps):
+                gap_rows[st.rows_ev] = g
+            # [stratum code, gap] where > 0 (the strata in `_linear_path`'s order: np.unique(c_tr))
+            diag["penalty_gaps"] = [[int(code), float(g)] for code, g in zip(np.unique(c_tr), fit.stratum_gaps)
+                                    if g > 0]
         outs = []
         for seed, half in zip(seeds, halves):
             arrays = {}
@@ -929,18 +943,8 @@ class ProbeEstimator(CrossFitEstimator):
                 arrays["corr"] = lq_ev - r_half
             else:
                 arrays["r"] = lq_ev - base_ev
-            if fit.stratum_gaps is not None and fit.stratum_gaps.any():
-                # what each stratum's own best cell gained over the shared one, on its validation
-                # rows: its shortfall at a penalty chosen for the other strata, which its learning
-                # curve (fitted at that penalty) does not show; it widens the upper end
-                # (`base.CrossFitEstimator._aggregate`)
-                gap_rows = np.zeros(len(y_ev))
-                for st, g in zip(strata, fit.stratum_gaps):
-                    gap_rows[st.rows_ev] = g
+            if gap_rows is not None:
                 arrays["penalty_gap"] = gap_rows
-                # [stratum code, gap] where > 0 (the strata in `_linear_path`'s order: np.unique(c_tr))
-                diag["penalty_gaps"] = [[int(code), float(g)] for code, g in zip(np.unique(c_tr), fit.stratum_gaps)
-                                        if g > 0]
             outs.append(FoldOutput(arrays=arrays, diagnostics=dict(diag)))
         if head is None and self._needs_critic:
             head = _MLPLadder(self, strata, fit.sols[(a, b)], cell_tr, cell_c, cell_y, s_index, off,
