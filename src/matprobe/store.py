@@ -683,12 +683,12 @@ class EmbeddingStore:
     def info(self) -> dict[str, Any]:
         """Summary for `matprobe store info`: the accuracy over the answered rows and per (M, A, T)
         triplet, each with the count of right answers and its exact (Clopper-Pearson) interval at
-        `DEFAULTS.level`, as `check` gives a stratum's error rate (`theory.pac.clopper_pearson`)."""
+        `DEFAULTS.level`, as `check` gives a stratum's error rate (`proportions.clopper_pearson_interval`)."""
         from matprobe.defaults import DEFAULTS
-        from matprobe.theory.pac import clopper_pearson
+        from matprobe.proportions import clopper_pearson_interval
 
         def interval(right: int, answered: int) -> list[float] | None:
-            return list(clopper_pearson(right, answered, DEFAULTS.level)) if answered else None
+            return list(clopper_pearson_interval(right, answered, DEFAULTS.level)) if answered else None
 
         ans = self.answers()
         known = ans["correct"] >= 0

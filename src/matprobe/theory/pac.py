@@ -32,6 +32,7 @@ from scipy.special import xlogy
 
 from matprobe.checks import check_probability, check_rate
 from matprobe.errors import BoundsError
+from matprobe.proportions import clopper_pearson_interval
 
 # Grid of Catoni's C used when none is given; the union bound costs ln(len) / n.
 DEFAULT_CATONI_GRID = tuple(float(c) for c in np.geomspace(0.01, 100.0, 41))
@@ -197,10 +198,7 @@ def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, fl
     k = int(errors)
     if not 0 <= k <= n:
         raise BoundsError(f"errors = {errors} must lie in [0, n = {n}]")
-    alpha = 1.0 - float(level)
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
+    return clopper_pearson_interval(k, n, level)
 
 
 # ------------------------------------------------------------------ kl

@@ -32,6 +32,7 @@ from matprobe.errors import EstimationError, MatprobeError, StoreError
 from matprobe.mi.chain import TermSpec, estimate_terms
 from matprobe.mi.compare import _feature_key
 from matprobe.mi.registry import estimator_tags, make_estimator
+from matprobe.proportions import clopper_pearson_interval
 from matprobe.theory.fano import fano_min_error
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -83,13 +84,6 @@ def json_records(df: pd.DataFrame) -> list[dict]:
     import json
 
     return json.loads(df.to_json(orient="records"))
-
-
-def clopper_pearson(k: int, n: int, level: float) -> tuple[float, float]:
-    a = 1 - level
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
-    return lo, hi
 
 
 def fano_accuracy_ceiling(mi: float, h: float, k: int) -> float:
@@ -272,7 +266,7 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
             ys = yk[sel]
             h = conditional_entropy(ys)
             k_s = max(2, int(np.unique(ys).size))
-            lo, hi = clopper_pearson(k_correct, n_s, level)
+            lo, hi = clopper_pearson_interval(k_correct, n_s, level)
             mi = float(entry.estimate)
             rows.append({"checkpoint": str(ckpt), "store": str(path), **names[code], "n": n_s,
                          "mi": from_nats(mi, unit), "mi_ci_low": from_nats(entry.ci_low, unit),
