@@ -1251,7 +1251,6 @@ RESULTS_COLUMNS = {
          "I(Z;Y|target)), the answered target items of accuracy, the segmentation items of cIoU; empty "
          "for item-level rows",
 }
-RESULTS_INTERVAL = ("ci_low", "ci_high", "ci_level", "bound", "n")
 
 
 def _level_of(estimate, result) -> float:
