@@ -9,6 +9,7 @@ import inspect
 import json
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -115,8 +116,10 @@ print(pydoc.render_doc(mp.mi, renderer=pydoc.plaintext).splitlines()[2])
     assert "mi(store, factors" in doc  # help(mp.mi) shows the function, not the package
 
 
-def test_docstring_examples_run():
+def test_docstring_examples_run(tmp_path, monkeypatch):
     import torch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' mkdtemp() folders
 
     torch.set_num_threads(1)
     for fn in (mp.mi, mp.bounds.fano):

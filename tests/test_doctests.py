@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,10 @@ def test_examples_are_found():
 
 
 @pytest.mark.parametrize("module, name", EXAMPLE_OBJECTS, ids=[name for _, name in EXAMPLE_OBJECTS])
-def test_docstring_examples(module, name):
+def test_docstring_examples(module, name, tmp_path, monkeypatch):
+    # the examples make their folders with tempfile.mkdtemp(), as a reader would; here those land in
+    # the test's own folder, which pytest removes (they had piled up in /tmp, 16 per run)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     results, report = run_examples(module, only=name)
     assert results.attempted > 0, f"{name}: `>>>` in the source but no example found"
     assert results.failed == 0, report
