@@ -176,7 +176,7 @@ def test_a_chain_scans_z_for_nan_once_and_still_refuses_it(monkeypatch):
     f = {"M": rng.integers(0, 2, 200), "A": rng.integers(0, 2, 200)}
     bad = rng.standard_normal((200, 3))
     bad[7, 1] = np.inf
-    with pytest.raises(EstimationError, match="NaN/Inf values in 1 rows"):
+    with pytest.raises(EstimationError, match="NaN/Inf values in 1 row "):
         chain_terms(bad, f, seeds=1, folds=2)
     seen = []
     real = base.check_inputs

@@ -58,7 +58,10 @@ def test_merged_chain_equals_the_chain_on_the_merged_labels_and_is_flagged():
         assert a.bound == b.bound
     (_, em), (_, ey) = merged.terms["probe"]
     assert "merged-rare-classes" not in em.flags
-    assert "merged-rare-classes" in ey.flags and "6 classes with fewer than 6 rows (15 rows)" in ey.note
+    # each tail class named with its own rows (the _task's 1, 2, 2, 3, 3, 4), all under 6 = 2 x 3 folds
+    tail = ", ".join(f"'{k}' ({c} row{'' if c == 1 else 's'})" for k, c in zip(range(3, 9), [1, 2, 2, 3, 3, 4]))
+    assert "merged-rare-classes" in ey.flags
+    assert f"rare classes merged (Y: {tail} are under 6; merged into one class (15 rows))" in ey.note, ey.note
     assert "merged-rare-classes" in merged.direct["probe"].flags
     # the results document carries the merges and reads back
     doc = json.loads(json.dumps(results_json(merged)))
@@ -112,7 +115,7 @@ def test_sweep_says_which_cells_failed_and_merges_when_asked(tmp_path):
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "a.csv")])
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())
-    assert "warning: 1 of 1 cells failed" in said and "factor 'label' class 'y3' has 1 rows" in said, said
+    assert "warning: 1 of 1 cells failed" in said and "factor 'label' class 'y3' has 1 row," in said, said
     res = runner.invoke(app, [*args, "--rare-classes", "merge", "--out", str(tmp_path / "b.csv")])
     assert res.exit_code == 0 and "failed" not in res.output, res.output
     table = pd.read_csv(tmp_path / "b.csv")
@@ -180,13 +183,16 @@ def test_compare_refuses_rare_target_classes_and_merges_them_on_both_sides(tmp_p
             stores[name, side] = path
     # the hand-merged class sorts last, where the merge puts it: the same codes, so the same folds
     kw = dict(term="Y|M", seeds=1, folds=3, pca=None, n_boot=200)
-    with pytest.raises(EstimationError, match="class 'y3' has 1 rows"):
+    with pytest.raises(EstimationError, match="class 'y3' has 1 row,"):
         compare_stores(stores["rare", "a"], stores["rare", "b"], **kw)
     merged = compare_stores(stores["rare", "a"], stores["rare", "b"], rare_classes="merge", **kw)
     hand = compare_stores(stores["hand", "a"], stores["hand", "b"], **kw)
     assert merged.difference.delta == hand.difference.delta
     assert (merged.side_a["estimate"], merged.side_b["estimate"]) == (hand.side_a["estimate"], hand.side_b["estimate"])
-    assert "6 classes with fewer than 6 rows (15 rows) merged into one on both sides" in merged.note
+    counts = {f"y{k}": int((y == k).sum()) for k in range(3, 9)}
+    tail = ", ".join(f"'{k}' ({c} row{'' if c == 1 else 's'})" for k, c in counts.items())
+    assert f"rare classes merged on both sides (Y: {tail} are under 6; merged into one class (15 rows))" \
+        in merged.note, merged.note
 
 
 def _store_study(root, n):
@@ -237,3 +243,18 @@ def test_run_refuses_a_factor_the_merge_leaves_one_class_or_too_small_before_any
     assert ("[mi] factors: the rare classes of 'modality' merged hold 8 rows, still fewer than 10 (2 per fold); add "
             "samples, lower [mi] folds (= 5), or drop 'modality' from [mi] factors") in said, said
     assert not (tmp_path / "ct" / "study-run" / "mi").exists()
+
+
+def test_merge_record_names_each_class_with_its_rows_and_old_records_read_without_them():
+    from matprobe.mi.chain import merged_classes_phrase
+
+    _, m, y = _task()
+    _, _, merged = merge_rare_classes({"M": m, "Y": y}, ["M", "Y"], 3)
+    assert merged["Y"]["class_rows"] == {str(k): int((y == k).sum()) for k in range(3, 9)}
+    said = merged_classes_phrase("Y", merged["Y"])
+    assert said.startswith("Y: '3' (1 row), '4' (2 rows), '5' (2 rows)") and "(15 rows)" in said, said
+    # a record written before the rows were kept (an older MI file) is said without guessing them
+    old = {k: v for k, v in merged["Y"].items() if k != "class_rows"}
+    assert merged_classes_phrase("Y", old) == ("Y: 6 classes ('3', '4', '5', '6', '7', '8'; 15 rows) merged into "
+                                               "one, the classes with fewer than 6 rows and, where those are still "
+                                               "fewer, the smallest other class")

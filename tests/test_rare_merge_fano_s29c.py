@@ -23,9 +23,9 @@ from scipy.optimize import brentq
 
 # imported here, at collection: the merge module brings torch in, seconds not of any one test
 from matprobe.mi.chain import merge_rare_classes
+from matprobe.mi.merge import merge_words
 from matprobe.pipeline import PipelineConfig, _rare_class_note
 from matprobe.theory.check import CheckResult, load_check, run_check
-from matprobe.theory.merge import merge_words
 
 MAT = ("modality", "anatomy", "task")
 
@@ -83,7 +83,7 @@ def test_the_warning_names_every_class_under_the_minimum_and_no_joiner_when_they
     ds = _dataset(counts)
     labels = {"label": ds.vocabularies["label"].labels}
     assert merge_rare_classes({"label": ds.codes("label")}, ["label"], 3, labels)[2]["label"] == {
-        "classes": ["down", "left"], "rows": 7, "need": 6}
+        "classes": ["down", "left"], "rows": 7, "need": 6, "class_rows": {"down": 4, "left": 3}}
 
 
 def test_merge_words_without_matching_rows_does_not_guess_which_class_joined():
@@ -136,7 +136,8 @@ def _mi_doc(fingerprint, record=RECORD):
 
 def test_the_record_is_what_the_merge_rule_gives_for_these_rows(tmp_path):
     _, _, cols = _store(tmp_path)
-    assert merge_rare_classes({"label": np.array(cols["label"])}, ["label"], 5)[2]["label"] == RECORD
+    record = merge_rare_classes({"label": np.array(cols["label"])}, ["label"], 5)[2]["label"]
+    assert record == {**RECORD, "class_rows": {"down": 11, "left": 3}}
 
 
 def test_every_fano_column_of_a_row_is_of_the_merged_label(tmp_path):

@@ -44,7 +44,7 @@ def test_a_resume_with_other_seeds_names_both_values_and_how_to_resume(table):
     said = _refusal(store, out, seeds=2)
     assert f"{out} was written with other settings (seeds 1 in the table, 2 asked;" in said, said
     assert "to resume it pass --seeds 1 (the table's: --seeds 1 --folds 3 --pca 0)" in said, said
-    assert "--overwrite (its 1 rows are replaced) or a new --out" in said, said
+    assert "--overwrite (its 1 row is replaced) or a new --out" in said, said
     said = _refusal(store, out, seeds=3, folds=4, rare_classes="merge")
     assert ("(seeds 1 in the table, 3 asked; folds 3 in the table, 4 asked; rare classes refuse in the table, "
             "merge asked;") in said, said

@@ -129,7 +129,7 @@ def check_class_sizes(codes: Mapping[str, np.ndarray], folds: int, labels: Mappi
                     pass
             where = f"{source}: " if source else ""
             raise EstimationError(
-                f"{where}factor {name!r} class {cls!r} has {int(counts[i])} rows, fewer than 2 per fold for "
+                f"{where}factor {name!r} class {cls!r} has {int(counts[i])} row{'' if counts[i] == 1 else 's'}, fewer than 2 per fold for "
                 f"--folds {folds} ({need} needed); held-out MI on so few rows is not estimable"
                 + (f". {remedy}" if remedy else ": add samples, merge rare classes (--rare-classes merge does it, "
                    "flagging the terms), or lower --folds")

@@ -595,7 +595,7 @@ def _rare_class_note(dataset, cfg: PipelineConfig) -> str | None:
     extraction."""
     from matprobe.data.model import resolve_factor
     from matprobe.mi.chain import merge_rare_classes
-    from matprobe.theory.merge import class_rows, merge_words
+    from matprobe.mi.merge import class_rows, merge_words
 
     if cfg.mi_rare_classes != "merge":
         return None

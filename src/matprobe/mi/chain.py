@@ -25,6 +25,7 @@ from matprobe.io import numpy_to_json
 from matprobe.mi.base import FoldPlan
 from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
+from matprobe.mi.merge import merge_words
 from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
 from matprobe.units import NATS, from_nats, to_nats
@@ -472,7 +473,8 @@ def merge_rare_classes(factors: dict, order: list[str], folds: int, labels: dict
     fold, `checks.check_class_sizes`) merged into one class, so that the chain can be estimated
     on every row. Where the merged class is still that small, the factor's smallest other class
     joins it. Returns (factors, labels, merged): the factors as integer codes into the new
-    labels, and {factor: {"classes": [merged class names], "rows": n, "need": 2 * folds}}.
+    labels, and {factor: {"classes": [merged class names], "rows": n, "need": 2 * folds,
+    "class_rows": {class: its rows}}} (`merge.merge_words` says it in words).
 
     A term whose target is merged estimates I(Z; f(Y) | C) for the map f that merges, which by
     the data processing inequality is at most I(Z; Y | C); a term conditioned on a merged factor
@@ -504,15 +506,16 @@ def merge_rare_classes(factors: dict, order: list[str], folds: int, labels: dict
         new_code[kept] = np.arange(len(kept))
         factors[name] = new_code[codes]
         labels[name] = tuple(names[i] for i in kept) + (f"rare classes ({len(members)}: {shown})",)
-        merged[name] = {"classes": members, "rows": int(counts[rare].sum()), "need": need}
+        merged[name] = {"classes": members, "rows": int(counts[rare].sum()), "need": need,
+                        "class_rows": {names[i]: int(counts[i]) for i in np.flatnonzero(rare)}}
     return factors, labels, merged
 
 
 def merged_classes_phrase(name: str, record: dict) -> str:
-    """`merge_rare_classes`' record of one factor in words: "Y's 6 classes with fewer than 10 rows
-    (15 rows) merged into one"."""
-    return (f"{name}'s {len(record['classes'])} classes with fewer than {record['need']} rows ({record['rows']} "
-            "rows) merged into one")
+    """`merge_rare_classes`' record of one factor in words (`merge.merge_words`): which classes were
+    under the minimum and which joined them, with their rows where the record holds them (records
+    written before it did are said without rows)."""
+    return merge_words(name, record, record.get("class_rows"))
 
 
 def mark_merged_terms(result: "ChainResult") -> None:
@@ -525,8 +528,9 @@ def mark_merged_terms(result: "ChainResult") -> None:
             target, given = result.factors[j], result.factors[:j]
             notes = []
             if target in merged:
-                notes.append(f"{merged_classes_phrase(target, merged[target])}: this is I(Z; {target} with them "
-                             f"merged | ...), at most the term for {target} itself (data processing)")
+                notes.append(f"rare classes merged ({merged_classes_phrase(target, merged[target])}): this is "
+                             f"I(Z; {target} with them merged | ...), at most the term for {target} itself "
+                             "(data processing)")
             for g in given:
                 if g in merged:
                     notes.append(f"conditioned on {g} with its {len(merged[g]['classes'])} rare classes merged")

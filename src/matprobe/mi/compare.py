@@ -339,7 +339,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     if h[0] <= 1e-12:
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
     for name, entry in merged.items():
-        note = (note + "; " if note else "") + merged_classes_phrase(name, entry) + " on both sides"
+        note = (note + "; " if note else "") + f"rare classes merged on both sides ({merged_classes_phrase(name, entry)})"
     clipped = [tag for tag, side in (("A", side_a), ("B", side_b)) if side.get("clipped")]
     if clipped:
         # ΔI is the paired difference of the per-row terms, whose means are the raw estimates: a side shown

@@ -52,7 +52,7 @@ def check_inputs(z, y, c=None, *, y_name: str = "y", c_name: str = "condition", 
     if not known_finite and not np.isfinite(z.sum(axis=1, dtype=np.float64)).all() and (bad := ~np.isfinite(z)).any():
         rows = np.flatnonzero(bad.any(axis=1))
         raise EstimationError(
-            f"Z has {int(bad.sum())} NaN/Inf values in {len(rows)} rows (first: row {int(rows[0])}); "
+            f"Z has {int(bad.sum())} NaN/Inf values in {len(rows)} row{'' if len(rows) == 1 else 's'} (first: row {int(rows[0])}); "
             "drop or repair those rows"
         )
     y_codes = as_codes(y_arr, y_name)

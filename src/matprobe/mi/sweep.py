@@ -566,7 +566,7 @@ def _resume_hint(df: pd.DataFrame, settings: SweepSettings | None, table: SweepS
                  differences: list[str]) -> str:
     """How to resume the table (its settings, as options: `table`, from `table_settings`) or start
     afresh; `differences`: `settings_differences` of the table and `settings`."""
-    fresh = f"or start afresh with --overwrite (its {len(df)} rows are replaced) or a new --out"
+    fresh = f"or start afresh with --overwrite (its {len(df)} {'row is' if len(df) == 1 else 'rows are'} replaced) or a new --out"
     if table is None:
         return ("to resume it pass the settings it was made with (the table does not record seeds, folds, "
                 "pca and seed, and none near these gives its digest: another matprobe version may have "

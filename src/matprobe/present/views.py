@@ -488,7 +488,7 @@ def _merged_fano(result) -> bool:
 def merged_label_note(result) -> str | None:
     """What the check's Y' is and why its columns are valid for the error on Y; None without a merge.
     Files written before "fano" was recorded (Fano of Y itself, no floor) keep their old note."""
-    from matprobe.theory.merge import merge_words
+    from matprobe.mi.merge import merge_words
 
     m, target = result.merged_target, result.target
     if not m:

@@ -55,8 +55,8 @@ from matprobe.data.model import resolve_factor
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import BoundsError, StoreError
 from matprobe.mi.interface import NEAR_SATURATION, near_saturation, stratum_entry_one_sided
+from matprobe.mi.merge import class_rows
 from matprobe.theory import fano, pac
-from matprobe.theory.merge import class_rows
 from matprobe.units import to_nats
 
 MAT = ("modality", "anatomy", "task")

@@ -1,5 +1,5 @@
 """Classes merged for the MI (`matprobe.mi.chain.merge_rare_classes`) said in words: which were
-under the minimum, which joined them to reach it, with their rows (`run`'s warning, `check`'s note)."""
+under the minimum, which joined them to reach it, with their rows (`run`'s warning, `check`'s note, the notes of the chain's terms and of `compare`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def merge_words(name: str, record: dict, rows_of: dict | None = None, shown: int
     rows, need = record.get("rows"), record.get("need")
 
     def listed(cs, with_rows=True):
-        text = ", ".join(f"{c!r}" + (f" ({rows_of[c]} rows)" if with_rows else "") for c in cs[:shown])
+        text = ", ".join(f"{c!r}" + (f" ({_rows(rows_of[c])})" if with_rows else "") for c in cs[:shown])
         return text + (f", … ({len(cs) - shown} more)" if len(cs) > shown else "")
 
     counts_ok = (rows_of is not None and all(c in rows_of for c in classes)
@@ -36,6 +36,10 @@ def merge_words(name: str, record: dict, rows_of: dict | None = None, shown: int
         return (text + f"; merged with {listed(joined)}, the smallest other class, so the merged class reaches "
                 f"{need} ({rows} rows)")
     return text + (f"; merged into one class ({rows} rows)" if len(under) > 1 else f" ({rows} rows)")
+
+
+def _rows(n) -> str:
+    return f"{int(n)} row{'' if int(n) == 1 else 's'}"
 
 
 def class_rows(y, classes) -> dict:
