@@ -31,8 +31,9 @@ install: $(STAMP)
 # and copied into each process's own directory (tests/conftest.py).
 XDIST := -n auto
 
+# the 15 slowest tests are listed at the end: the suite's 10-minute budget (CI) is watched there
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) --durations=15
 
 # The tests that answer in under 90 s on two cores (the `slow` marker: tests/conftest.py);
 # `make test` (and CI) still runs everything.

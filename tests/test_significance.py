@@ -353,3 +353,51 @@ def test_bad_unit_and_spec(tmp_path):
                      Comparison("Without Task", "Related"))
     with pytest.raises(StatsError, match="write it as 'A vs B'"):
         parse_comparison("Related versus Unrelated")
+
+
+def _copied_seeds(frame, seeds=("0", "1", "2")):
+    """The same rows under several seeds: an item's runs that agree exactly (no new information)."""
+    return pd.concat([frame.assign(seed=s) for s in seeds], ignore_index=True)
+
+
+def test_item_level_tests_count_an_item_once_however_many_seeds_it_has():
+    """A study's 200 items x 3 seeds read "600 pairs" in the items table and a McNemar p over 600
+    rows; an item's seeds share its image, so the bootstrap resamples items with their seeds and
+    McNemar is clustered by item (Durkalski et al. 2003)."""
+    one = item_frame(np.random.default_rng(8))
+    three = _copied_seeds(one)
+    comp = Comparison("Related", "Unrelated")
+    # copied seeds add nothing: the cluster bootstrap reads exactly what one seed reads
+    for metric in ("correct", "cIoU"):
+        a = paired_bootstrap(one, comp, metric, n_resamples=300, seed=4)
+        b = paired_bootstrap(three, comp, metric, n_resamples=300, seed=4)
+        assert (b["n_items"], b["n_rows"], a["n_rows"]) == (80, 240, 80)
+        assert b["estimate"] == pytest.approx(a["estimate"], rel=1e-12)
+        assert (b["ci_low"], b["ci_high"]) == pytest.approx((a["ci_low"], a["ci_high"]), rel=1e-9)
+    # clustered McNemar over identical seeds = McNemar's chi-square (no continuity correction) on one seed
+    res = mcnemar_items(three, comp, "correct")
+    wide = one[one.metric == "correct"].pivot_table(index=["target", "item"], columns="condition", values="value")
+    table = pd.crosstab(wide.Related, wide.Unrelated).reindex(index=[0, 1], columns=[0, 1], fill_value=0)
+    ref = mcnemar(table.to_numpy(), exact=False, correction=False)
+    assert res["mcnemar_p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert (res["n_items"], res["n_rows"], res["only_a"]) == (80, 240, 3 * table.loc[1, 0])
+    assert res["mcnemar_method"].startswith("clustered")
+    assert mcnemar_items(one, comp, "correct")["mcnemar_method"] == "exact binomial"
+    # pooled as 240 independent pairs, p would have been far smaller
+    pooled = mcnemar(3 * table.to_numpy(), exact=True).pvalue
+    assert pooled < res["mcnemar_p"] / 10
+    # the item-unit t-test still pairs rows, and says so
+    t = compare_conditions(three, [comp], metrics=["correct"], unit="item")
+    assert "240 (target, seed, item) rows of 80 items under 3 seeds are treated as independent pairs" in t.warning.iloc[0]
+
+
+def test_the_items_table_says_items_and_their_rows():
+    from matprobe.present.significance import item_table
+
+    comp = Comparison("Related", "Unrelated")
+    one = item_frame(np.random.default_rng(8))
+    shown = item_table(item_level_analysis(_copied_seeds(one), [comp], n_resamples=100))
+    assert shown.Items.tolist() == ["80 (240 rows)"] * 2
+    assert shown["McNemar p"].iloc[0].endswith("(clustered by item)") and shown["McNemar p"].iloc[1] == "n/a"
+    plain = item_table(item_level_analysis(one, [comp], n_resamples=100))
+    assert plain.Items.tolist() == ["80", "80"] and "clustered" not in plain["McNemar p"].iloc[0]

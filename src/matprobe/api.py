@@ -21,6 +21,7 @@ notebook (`matprobe.progress`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
@@ -435,6 +436,10 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         if out is not None:
             raise ValueError("out= needs a store (the results document names it); use res.frame().to_csv()")
         return _maybe_portable(portable_numerics, chain_terms, store, factors, **kw)
+    if not isinstance(store, (str, os.PathLike)):
+        raise ValueError(f"Z is given as {type(store).__name__}, not a store path: give factors as a dict of labels "
+                         "per row, e.g. factors={'M': modality, 'A': anatomy} (a string of names picks a store's "
+                         "columns)")
     layer, pool = default_feature(store, layer, pool)
     result, meta = _maybe_portable(portable_numerics, run_store, store, _names(factors), layer, pool, **kw)
     if out is not None:

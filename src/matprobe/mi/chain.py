@@ -511,6 +511,27 @@ def merge_rare_classes(factors: dict, order: list[str], folds: int, labels: dict
     return factors, labels, merged
 
 
+def missing_labels(labels) -> np.ndarray:
+    """Rows whose label is missing: None, NaN, pandas' NA, or an empty string (what a table's
+    empty cell reads as). A store marks them itself (code -1, `run_store` leaves those rows out).
+
+    >>> missing_labels(["CT", None, float("nan"), "", "MRI"]).tolist()
+    [False, True, True, True, False]
+    >>> missing_labels(np.array([0.0, np.nan, 2.0])).tolist()
+    [False, True, False]
+    """
+    arr = np.asarray(labels).reshape(-1)
+    if arr.dtype.kind in "iub":
+        return np.zeros(len(arr), dtype=bool)
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    if arr.dtype.kind in "US":
+        return arr == arr.dtype.type()
+    col = arr.astype(object)
+    absent = pd.isna(pd.Series(col)).to_numpy(dtype=bool)
+    return absent | np.array([isinstance(v, str) and v == "" for v in col], dtype=bool)
+
+
 def merged_classes_phrase(name: str, record: dict) -> str:
     """`merge_rare_classes`' record of one factor in words (`merge.merge_words`): which classes were
     under the minimum and which joined them, with their rows where the record holds them (records
@@ -603,7 +624,18 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     missing = [f for f in order if f not in factors]
     if missing:
         raise EstimationError(f"factor {missing[0]!r} not given; available: {', '.join(factors)}")
+    shape = np.shape(z)
+    if len(shape) != 2:
+        raise EstimationError(f"Z has shape {shape}: give a 2-D array, one row per sample and one column per feature "
+                              "(one feature: z[:, None]; more axes: z.reshape(len(z), -1))")
     n = len(z)
+    for name in order:
+        absent = missing_labels(factors[name])
+        if absent.any():
+            raise EstimationError(
+                f"factor {name!r} has {int(absent.sum())} missing label{'s' if absent.sum() != 1 else ''} (None, NaN or "
+                f"empty; first: row {int(np.flatnonzero(absent)[0])}): drop those rows from Z and every factor "
+                "(keep = ~mask; z[keep], labels[keep]), or give them a class of their own")
     merged = {}
     if rare_classes == "merge":
         factors, labels, merged = merge_rare_classes(factors, order, folds, labels)

@@ -46,7 +46,12 @@ from matprobe.units import NATS, check_unit, from_nats
 
 @dataclass
 class Comparison:
-    """One term compared on shared samples: each side's estimate and the paired ΔI."""
+    """One term compared on shared samples: each side's estimate and the paired ΔI.
+
+    side_a, side_b: plain dicts (keys such as "estimate", "ci_low", "ci_high", "bound", as JSON
+    writes them: ``c.side_a["estimate"]``); difference: a `PairedDifference` with attributes
+    (``c.difference.delta``, ``.ci_low``, ``.ci_high``, ``.p_value``); `.frame()` gives all three
+    as tidy rows."""
 
     term: str
     side_a: dict[str, Any]

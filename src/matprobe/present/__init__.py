@@ -167,6 +167,10 @@ class Table:
         """What CSV and JSON write for this table: its `machine` table, else itself."""
         return self.machine if self.machine is not None else self
 
+    def __str__(self) -> str:
+        # print(res.to_table()) showed the dataclass's repr, a screen of Column(...) (a study's first try)
+        return to_markdown(self)
+
     def add_row(self, **values: Any) -> None:
         self.rows.append(values)
 

@@ -324,13 +324,19 @@ def item_table(items: pd.DataFrame) -> pd.DataFrame:
     """Display strings for item_level_analysis output."""
     level = items["ci_level"].iloc[0] if len(items) else 0.95
     shown = [value_and_interval(v, lo, hi) for v, lo, hi in zip(items.estimate, items.ci_low, items.ci_high)]
+    rows = items["n_rows"] if "n_rows" in items else items.n_items
+    # "80 (240 rows)" where items have several seeds' rows: both tests count each item once
+    counts = [f"{int(k)}" + (f" ({int(r)} rows)" if int(r) != int(k) else "") for k, r in zip(items.n_items, rows)]
+    mc_method = items["mcnemar_method"] if "mcnemar_method" in items else [None] * len(items)
     return pd.DataFrame({
         "Comparison": items.comparison, "Metric": items.metric,
-        "Items": items.n_items.astype(int).astype(str),
+        "Items": counts,
         "Difference": [v for v, _ in shown],
         f"{level:.0%} CI": [ci for _, ci in shown],
-        "McNemar p": [format_p(v) for v in items.mcnemar_p],
-        "Method": items.method,
+        "McNemar p": [format_p(v) + (" (clustered by item)" if isinstance(m, str) and m.startswith("clustered") else "")
+                      for v, m in zip(items.mcnemar_p, mc_method)],
+        "Method": items.method + [" over items with their seeds" if int(r) != int(k) else ""
+                                  for k, r in zip(items.n_items, rows)],
     })
 
 

@@ -643,8 +643,10 @@ def constant_differences(a: np.ndarray, b: np.ndarray, sd: float) -> bool:
 
 def paired_test(a, b, ci_level: float = 0.95, perm_kwargs: dict | None = None) -> dict:
     """Paired statistics of ``a - b``: t, df, two-sided p, mean difference with its t
-    interval, dz (mean / sd of differences), Hedges g (dz times J(n-1)), d_av (mean / average
-    of the two sds, Lakens 2013 eq. 10, for comparison with tools that report it), the
+    interval, dz (mean / sd of differences), Hedges g (dz times J(n-1)), d_av (mean /
+    sqrt((sd_a^2 + sd_b^2) / 2), the root mean square of the two sds, as pingouin's paired
+    cohen_d, for comparison with tools that report it; Lakens 2013 eq. 10 divides by their
+    arithmetic mean (sd_a + sd_b) / 2 instead), the
     Wilcoxon signed-rank p (`wilcoxon_signed_rank`, variant in ``wilcoxon_method``) and the
     sign-flip permutation p.
 
@@ -831,6 +833,13 @@ def compare_conditions(results: pd.DataFrame,
                             "df = 1): n/a")
             if unit == "seed" and 1 < pairs.target.nunique() < len(pairs):  # one target: its seeds are the replicates
                 warn.append("seeds nested in targets are treated as independent pairs")
+            if unit == "item" and "seed" in pairs and pairs.seed.nunique() > 1:
+                # an item's runs under several seeds share its image: a study read "600 pairs, df 599" for
+                # 200 items x 3 seeds (the items table's bootstrap and McNemar resample items instead)
+                items = len(pairs.groupby(["target", "item"]))
+                warn.append(f"{len(pairs)} (target, seed, item) rows of {items} items under {pairs.seed.nunique()} "
+                            "seeds are treated as independent pairs (the --items bootstrap and McNemar count each "
+                            "item once)")
             if ratio_note:
                 warn.append(ratio_note)
             if pairs.attrs.get("left_out"):  # last: the report reads the clause to the row's end
@@ -876,9 +885,11 @@ def untested_sentence(label: str, n: int, unit: str, metrics=()) -> str:
 
 def mcnemar_items(results: pd.DataFrame, comparison: Comparison, metric: str,
                   source: str = "results") -> dict:
-    """Exact McNemar test on per-item correctness (values 0/1) pooled over all paired
-    (target, seed, item) rows: b = items right under ``a`` only, c = right under ``b`` only,
-    p = min(1, 2 * Binom(b + c, 1/2).cdf(min(b, c))) (McNemar 1947, exact binomial form)."""
+    """McNemar test on per-item correctness (values 0/1) over all paired (target, seed, item)
+    rows: b = rows right under ``a`` only, c = right under ``b`` only. With one row per item,
+    p = min(1, 2 * Binom(b + c, 1/2).cdf(min(b, c))) (McNemar 1947, exact binomial form); where
+    items have several rows (seeds), the clustered statistic of Durkalski et al. (2003),
+    (sum_i (b_i - c_i))^2 / sum_i (b_i - c_i)^2 against chi2(1), i over (target, item)."""
     return _mcnemar_items(validate_results(results, source), comparison, metric, source)
 
 
@@ -889,12 +900,26 @@ def _mcnemar_items(results: pd.DataFrame, comparison: Comparison, metric: str, s
     if not np.all(np.isin(vals, (0.0, 1.0))):
         raise StatsError(f"{source}: McNemar needs 0/1 correctness per item for '{metric}'; "
                          "found other values")
-    only_a = int(((pairs.a == 1) & (pairs.b == 0)).sum())
-    only_b = int(((pairs.a == 0) & (pairs.b == 1)).sum())
+    right_a_only = ((pairs.a == 1) & (pairs.b == 0)).astype(int)
+    right_b_only = ((pairs.a == 0) & (pairs.b == 1)).astype(int)
+    only_a, only_b = int(right_a_only.sum()), int(right_b_only.sum())
     k = only_a + only_b
-    p = 1.0 if k == 0 else float(min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), k, 0.5)))
-    return {"comparison": comparison.label, "metric": metric, "n_items": len(pairs),
-            "only_a": only_a, "only_b": only_b, "mcnemar_p": p}
+    # an item's rows under several seeds are not independent pairs: the discordant counts are
+    # summed per (target, item) and tested by the clustered McNemar statistic of Durkalski et al.
+    # (2003), (sum_i (b_i - c_i))^2 / sum_i (b_i - c_i)^2 ~ chi2(1), which with one row per item
+    # is McNemar's chi-square; one row per item keeps the exact binomial form
+    per_item = (right_a_only - right_b_only).groupby([pairs.target, pairs.item]).sum()
+    clustered = len(per_item) < len(pairs)
+    if k == 0:
+        p = 1.0
+    elif clustered:
+        denom = float((per_item ** 2).sum())
+        p = 1.0 if denom == 0 else float(stats.chi2.sf(float(per_item.sum()) ** 2 / denom, 1))
+    else:
+        p = float(min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), k, 0.5)))
+    return {"comparison": comparison.label, "metric": metric, "n_items": len(per_item), "n_rows": len(pairs),
+            "only_a": only_a, "only_b": only_b, "mcnemar_p": p,
+            "mcnemar_method": "clustered by item (Durkalski 2003)" if clustered else "exact binomial"}
 
 
 def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
@@ -903,7 +928,8 @@ def paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str,
                      source: str = "results") -> dict:
     """Paired bootstrap over items (images) of the difference ``metric(a) - metric(b)``.
 
-    Items are resampled jointly in both conditions; a ratio metric such as cIoU is
+    Items are resampled jointly in both conditions, each (target, item) with all its seeds' rows
+    (a cluster bootstrap: n_items counts items, n_rows their rows); a ratio metric such as cIoU is
     recomputed as sum(numerator) / sum(denominator) in every resample (a mean of per-image
     ratios would be a different quantity). Uses scipy.stats.bootstrap(paired=True)."""
     if "item" not in results:
@@ -931,13 +957,21 @@ def _paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str
         if joined.isna().any(axis=None) or joined.empty:
             raise StatsError(f"{source}: '{comparison.label}', {metric}: every item needs "
                              f"'{num}' and '{den}' in both conditions; some are missing")
+        n_rows = len(joined)
+        # an item's rows under several seeds are resampled together (its parts summed: the ratio of
+        # sums over the resampled items is the same statistic)
+        joined = joined.groupby(level=["target", "item"]).sum()
         arrays = [joined[(s, p)].to_numpy() for s in ("a", "b") for p in (num, den)]
 
         def statistic(na, da, nb, db, axis=-1):
             return na.sum(axis) / da.sum(axis) - nb.sum(axis) / db.sum(axis)
     else:
         pairs = _paired_values(results, comparison, metric, "item", ratio_metrics, source)
-        arrays = [pairs.a.to_numpy(), pairs.b.to_numpy()]
+        n_rows = len(pairs)
+        # an item's rows under several seeds are resampled together: its mean over them (the
+        # seeds' rows of one image are not independent pairs)
+        items = pairs.groupby(["target", "item"])[["a", "b"]].mean()
+        arrays = [items.a.to_numpy(), items.b.to_numpy()]
 
         def statistic(xa, xb, axis=-1):
             return xa.mean(axis) - xb.mean(axis)
@@ -945,7 +979,7 @@ def _paired_bootstrap(results: pd.DataFrame, comparison: Comparison, metric: str
     res = stats.bootstrap(arrays, statistic, paired=True, vectorized=True,
                           n_resamples=n_resamples, confidence_level=ci_level, method=method,
                           rng=np.random.default_rng(seed))
-    return {"comparison": comparison.label, "metric": metric, "n_items": len(arrays[0]),
+    return {"comparison": comparison.label, "metric": metric, "n_items": len(arrays[0]), "n_rows": n_rows,
             "estimate": estimate, "ci_low": float(res.confidence_interval.low),
             "ci_high": float(res.confidence_interval.high), "ci_level": ci_level,
             "method": f"paired bootstrap {method}, {n_resamples} resamples",
@@ -979,7 +1013,8 @@ def item_level_analysis(results: pd.DataFrame, comparisons=DEFAULT_CROSSMED_COMP
             if metric not in ratio_metrics:
                 vals = results.loc[results.metric == metric, "value"]
                 if vals.isin((0.0, 1.0)).all():
-                    row["mcnemar_p"] = _mcnemar_items(results, comp, metric, source)["mcnemar_p"]
+                    mc = _mcnemar_items(results, comp, metric, source)
+                    row["mcnemar_p"], row["mcnemar_method"] = mc["mcnemar_p"], mc["mcnemar_method"]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -1158,8 +1193,11 @@ def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = N
 @dataclass
 class SignificanceResult:
     """`matprobe significance` as a typed result: the per-(comparison, metric) statistics
-    (`results`, columns RESULT_COLUMNS), optional item-level rows, and how the defaults
-    were chosen. `.frame()` is `results`; `.to_table()` Table IX; `.tables()` all displays."""
+    (`results`, columns RESULT_COLUMNS), and how the defaults were chosen. `.frame()` is
+    `results`; `.to_table()` Table IX (a `matprobe.present` Table: `mp.to_markdown(...)`
+    renders it); `.tables()` all displays. With items=True, `.items` holds the item-level
+    rows (`item_level_analysis`: per comparison and metric the paired bootstrap over items,
+    n_items and n_rows, and for 0/1 metrics McNemar's p and its method); else None."""
 
     results: pd.DataFrame
     unit: str

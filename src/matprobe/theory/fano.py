@@ -99,7 +99,7 @@ def binary_entropy(eps, unit: str = NATS):
     e = np.asarray(eps, dtype=float)
     if np.any(~np.isfinite(e)) or np.any((e < 0) | (e > 1)):
         raise BoundsError(f"error = {eps} is outside [0, 1]; give it as a fraction")
-    h = -xlogy(e, e) - xlogy(1 - e, 1 - e)
+    h = 0.0 - xlogy(e, e) - xlogy(1 - e, 1 - e)  # 0.0 - 0.0, not -0.0 (printed "-0.000000" at ε = 0)
     h = h / math.log(2.0) if check_unit(unit) == "bits" else h
     return float(h) if h.ndim == 0 else h
 
@@ -446,12 +446,13 @@ def fano_table(
     h = _typed_entropy(entropy, k, unit, "--entropy")
     hm = h if marginal_entropy is None else _typed_entropy(marginal_entropy, k, unit, "--marginal-entropy")
     audit = audit_paper_fano(hm, h, eps, k, unit)
+    floor = fano_mi_lower(h, eps, k, "K-1", unit)
     rows += [
-        row("I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln(K-1)", fano_mi_lower(h, eps, k, "K-1", unit),
-            "correct conditional bound (negative: only I >= 0)"),
+        row("I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln(K-1)", floor,
+            "correct conditional bound" + (" (negative here: it says only I >= 0)" if floor < 0 else "")),
         row("I(Z;Y|C) >= H(Y|C) - h(ε) - ε ln K", fano_mi_lower(h, eps, k, "K", unit), "valid, looser"),
         row("paper eq. 8: H(T) - h(ε) - ε ln K", audit.paper, f"{audit.verdict}: {audit.reason}"
-            + ("" if marginal_entropy is not None else " (H(T) taken = --entropy)")),
+            + ("" if marginal_entropy is not None else " (H(T) taken = H(Y|C), no marginal entropy given)")),
         row("smallest ε given I = 0", fano_min_error(h, k, "K-1", unit), "φ⁻¹(H(Y|C)): error with a useless Z",
             "probability"),
     ]
