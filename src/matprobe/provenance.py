@@ -11,7 +11,9 @@ A store records (docs/ARCHITECTURE.md, "Content provenance"):
   seen; an edit confined to a few bytes of one tensor away from the samples is not (the
   price of not hashing 15 GB on every resume).
 - ``/content/record_digest`` [N]: `record_digests` of each sample's record (question,
-  options, answer, labels, split, image file name and a sample of its bytes).
+  options, answer, labels, split, image file name and every byte of it: `RECORD_DIGEST_SCHEME`).
+- ``processing_files`` (in its provenance): `processing_fingerprints` of the checkpoint's
+  processor, tokenizer and chat-template files (`PROCESSING_FILES`).
 - ``/content/row_digest`` [N]: a digest of each row's stored features and answers, written
   by `EmbeddingStore.append` together with the row.
 
@@ -144,23 +146,67 @@ def weights_fingerprint(*folders: str | os.PathLike | None) -> str:
     return digest.hexdigest()
 
 
+# files of a checkpoint (or adapter) folder that shape the model's inputs, not its weights: the
+# image processor, the tokenizer and the chat template (an edited image_mean or template changed
+# every feature while a resume reused the store: an outside study, 2026-12-06)
+PROCESSING_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+                    "chat_template.jinja", "chat_template.json", "tokenizer_config.json", "tokenizer.json",
+                    "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                    "generation_config.json")
+
+
+def processing_fingerprints(*folders: str | os.PathLike | None) -> dict[str, str]:
+    """{"folder name/file": blake2b of its bytes} for the `PROCESSING_FILES` of each folder
+    (None entries and missing folders skipped). Small files, read whole; kept per file so a
+    resume can say which one changed."""
+    out = {}
+    for folder in folders:
+        if folder is None or not Path(folder).is_dir():
+            continue
+        for name in PROCESSING_FILES:
+            path = Path(folder) / name
+            if path.is_file():
+                out[f"{Path(folder).name}/{name}"] = _blake(path.read_bytes()).hexdigest()
+    return out
+
+
+def changed_processing_files(stored: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]:
+    """The processing files added, removed or edited since `stored` was recorded ([] where the
+    store predates the record: nothing to compare)."""
+    if stored is None:
+        return []
+    return sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+
+
 # ---------------------------------------------------------------------- records
 
-def _image_digest(image: Any) -> str:
-    """File name, size and the first/last bytes of an image (not its absolute path: folders move)."""
+# how a record digest reads an image file (the store says which: `EmbeddingStore.record_digest_scheme`):
+# 1: its first and last 64 KB (stores made before 2026-12-06; a same-size edit in the middle of a
+# 270 KB TIFF went unseen), 2: every byte
+RECORD_DIGEST_SCHEME = 2
+
+
+def _image_digest(image: Any, scheme: int = RECORD_DIGEST_SCHEME) -> str:
+    """File name, size and a digest of the image's bytes (not its absolute path: folders move):
+    all of them (scheme 2), or the first and last 64 KB (scheme 1, older stores)."""
     if not isinstance(image, str) or not image:
         return ""
     path = Path(image)
+    h = _blake()
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(_IMAGE_SAMPLE)
-            if size > 2 * _IMAGE_SAMPLE:
-                fh.seek(size - _IMAGE_SAMPLE)
-            tail = fh.read(_IMAGE_SAMPLE)
+            if scheme == 1:
+                head = fh.read(_IMAGE_SAMPLE)
+                if size > 2 * _IMAGE_SAMPLE:
+                    fh.seek(size - _IMAGE_SAMPLE)
+                h.update(head + fh.read(_IMAGE_SAMPLE))
+            else:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
     except OSError:
         return path.name
-    return f"{path.name}:{size}:{_blake(head + tail).hexdigest()}"
+    return f"{path.name}:{size}:{h.hexdigest()}"
 
 
 def _canonical(value: Any) -> Any:
@@ -180,11 +226,11 @@ def _canonical(value: Any) -> Any:
 _FILE_COLUMNS = ("image", "mask")
 
 
-def _file_field_digest(column: str, value: Any) -> Any:
+def _file_field_digest(column: str, value: Any, scheme: int = RECORD_DIGEST_SCHEME) -> Any:
     if column in _FILE_COLUMNS:
-        return _image_digest(value)
+        return _image_digest(value, scheme)
     if column == "option_masks" and isinstance(value, (list, tuple, np.ndarray)):
-        return [_image_digest(v) for v in value]
+        return [_image_digest(v, scheme) for v in value]
     return _canonical(value)
 
 
@@ -193,13 +239,14 @@ def _file_field_digest(column: str, value: Any) -> Any:
 USE_COLUMNS = ("split",)
 
 
-def record_digests(frame, exclude: Iterable[str] = ()) -> np.ndarray:
+def record_digests(frame, exclude: Iterable[str] = (), scheme: int = RECORD_DIGEST_SCHEME) -> np.ndarray:
     """One digest (bytes) per row of a samples table (`MATDataset.frame()` or a DataFrame),
-    over every column but `exclude` (`item_digests` leaves out the split)."""
+    over every column but `exclude` (`item_digests` leaves out the split); image files read by
+    `scheme` (`RECORD_DIGEST_SCHEME`; a store's own: `EmbeddingStore.record_digest_scheme`)."""
     cols = sorted(c for c in frame.columns if c not in set(exclude))
     out = np.empty(len(frame), dtype=f"S{DIGEST_BYTES}")
     for i, row in enumerate(frame[cols].itertuples(index=False, name=None)):
-        rec = {c: _file_field_digest(c, v) for c, v in zip(cols, row)}
+        rec = {c: _file_field_digest(c, v, scheme) for c, v in zip(cols, row)}
         out[i] = _blake(json.dumps(rec, sort_keys=True, default=str).encode()).digest()
     return out
 
@@ -257,14 +304,15 @@ def check_records_unchanged(store, frame, source: str, update: bool = False) -> 
     stored = store.record_digests()
     if stored is None:
         return  # a store written before record digests: ids were checked by the caller
-    now = record_digests(frame)
+    scheme = store.record_digest_scheme
+    now = record_digests(frame, scheme=scheme)
     if len(now) != len(stored):
         return  # the caller's id check names this
     differs = now != stored
     changed = np.flatnonzero(differs & store.done)
     pending = np.flatnonzero(differs & ~store.done)
     items = store.item_digests()
-    if changed.size and items is not None and np.array_equal(items, item_digests(frame)):
+    if changed.size and items is not None and np.array_equal(items, item_digests(frame, scheme)):
         # only how the study uses the items changed (their split: another condition's rows, or a
         # split column edited), which nothing computed depends on: the store takes the new split
         # on resume (its content id changes with it, so results computed on the old one are redone)
@@ -310,14 +358,18 @@ def check_mi_file(res: Mapping[str, Any], store, mi_path) -> None:
         )
 
 
-def item_digests(frame) -> np.ndarray:
+def item_digests(frame, scheme: int = RECORD_DIGEST_SCHEME) -> np.ndarray:
     """Digest of each item itself: its record without the columns of `USE_COLUMNS`."""
-    return record_digests(frame, exclude=USE_COLUMNS)
+    return record_digests(frame, exclude=USE_COLUMNS, scheme=scheme)
 
 
 def check_same_records(a, b) -> None:
     """compare / relate: two stores must hold the same items (question, options, answer,
-    labels, image), whatever split each condition's manifest put them in."""
+    labels, image), whatever split each condition's manifest put them in. Stores whose digests
+    read images by different schemes (one made before every byte was read) cannot be compared
+    here: passed unchecked."""
+    if a.record_digest_scheme != b.record_digest_scheme:
+        return
     ra, rb = a.item_digests(), b.item_digests()
     old = ra is None or rb is None
     if old:  # stores made before item digests: their whole records (split included)

@@ -121,10 +121,16 @@ _NAMED_BY_CONTENT = {"checkpoint": ("weights_fingerprint", "config_sha256"),
                      "adapter": ("weights_fingerprint", "adapter_sha256")}
 
 
+# Provenance fields recorded since a later version: a store made before one has nothing to compare,
+# and is not refused for lacking it (what the field guards is checked where it is recorded)
+_RECORDED_SINCE = frozenset({"processing_files"})
+
+
 def provenance_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Names of provenance fields whose values differ (time stamps excluded; a checkpoint's or
-    adapter's path where both record the same content for it: resume checks content, not names)."""
-    keys = (set(old) | set(new)) - _VOLATILE_PROVENANCE
+    adapter's path where both record the same content for it: resume checks content, not names;
+    a field of `_RECORDED_SINCE` that the stored provenance predates)."""
+    keys = (set(old) | set(new)) - _VOLATILE_PROVENANCE - {k for k in _RECORDED_SINCE if k not in old}
     same_content = {k for k, fields in _NAMED_BY_CONTENT.items()
                     if all(old.get(f) is not None and old.get(f) == new.get(f) for f in fields)}
     return sorted(k for k in keys - same_content if _jsonable(old.get(k)) != _jsonable(new.get(k)))
@@ -415,6 +421,13 @@ class EmbeddingStore:
         """Digest of each sample's source record, as stored at creation (None: older store)."""
         g = self._h5.get("content")
         return None if g is None or "record_digest" not in g else g["record_digest"][...]
+
+    @property
+    def record_digest_scheme(self) -> int:
+        """How the record digests read image files (`provenance.RECORD_DIGEST_SCHEME`): 1 for a
+        store that does not say (made before the scheme was recorded)."""
+        g = self._h5.get("content")
+        return 1 if g is None else int(g.attrs.get("record_digest_scheme", 1))
 
     def item_digests(self) -> np.ndarray | None:
         """Digest of each item without its split (`provenance.item_digests`; None: older store)."""
@@ -918,8 +931,12 @@ class EmbeddingStore:
                 for name in parts[0]:
                     ans.create_dataset(name, data=np.concatenate([a[name] for a in parts]))
                 h5.create_dataset("done", data=np.concatenate([s.done for s in shards]))
-                if all(s.record_digests() is not None for s in shards):
+                # shards whose digests read images differently (other matprobe versions) cannot be
+                # joined into one digest list: the merged store then has none, as from older shards
+                schemes = {s.record_digest_scheme for s in shards}
+                if all(s.record_digests() is not None for s in shards) and len(schemes) == 1:
                     c = h5.create_group("content")
+                    c.attrs["record_digest_scheme"] = schemes.pop()
                     c.create_dataset("record_digest", data=np.concatenate([s.record_digests() for s in shards]))
                     c.create_dataset("row_digest", data=np.concatenate([s._row_digests() for s in shards]))
                     if all(s.item_digests() is not None for s in shards):
@@ -933,9 +950,10 @@ class EmbeddingStore:
 
 def _write_content(h5: h5py.File, frame: pd.DataFrame) -> None:
     """/content: each sample's record digest now, each row's digest as rows are appended."""
-    from matprobe.provenance import DIGEST_BYTES, item_digests, record_digests
+    from matprobe.provenance import DIGEST_BYTES, RECORD_DIGEST_SCHEME, item_digests, record_digests
 
     g = h5.create_group("content")
+    g.attrs["record_digest_scheme"] = RECORD_DIGEST_SCHEME
     g.create_dataset("record_digest", data=record_digests(frame))
     g.create_dataset("item_digest", data=item_digests(frame))
     g.create_dataset("row_digest", data=np.zeros(len(frame), dtype=f"S{DIGEST_BYTES}"))

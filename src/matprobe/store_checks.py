@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from matprobe.errors import ProvenanceMismatch, StoreError
-from matprobe.provenance import check_records_unchanged, check_same_records, short
+from matprobe.provenance import changed_processing_files, check_records_unchanged, check_same_records, short
 from matprobe.store import EmbeddingStore
 
 
@@ -49,7 +49,8 @@ def mi_file_matches(mi_path: str | os.PathLike, store_path: str | os.PathLike) -
         return False
 
 
-def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=None, checkpoint=None) -> None:
+def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=None, checkpoint=None,
+                        processing: dict | None = None) -> None:
     """Before a model is loaded: a store to resume must come from these weights and records.
     `checkpoint`: the folder the weights are read from now (named where it is not the store's).
 
@@ -79,5 +80,13 @@ def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=
                 f"{short(stored)} stored, {short(weights)} now; checkpoint {st.provenance.get('checkpoint')}); "
                 "pass --overwrite to recompute the store with these weights, or restore the original weights"
             )
+        changed = ([] if processing is None or not same_adapter
+                   else changed_processing_files(st.provenance.get("processing_files"), processing))
+        if changed:
+            raise ProvenanceMismatch(
+                f"{path}: the checkpoint's processor, tokenizer or chat template files changed since the store was "
+                f"made ({', '.join(changed[:4])}{', …' if len(changed) > 4 else ''}): they shape every input, so "
+                "the stored features are of other inputs; pass --overwrite to recompute the store, or restore "
+                "the files")
         if list(st.ids) == [s.id for s in samples]:
             check_records_unchanged(st, samples.frame(), samples.source)

@@ -299,7 +299,7 @@ def extract(
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
     from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
-    from matprobe.provenance import weights_fingerprint
+    from matprobe.provenance import processing_fingerprints, weights_fingerprint
     from matprobe.store_checks import check_resume_inputs
 
     check_rendering(config.rendering)
@@ -337,8 +337,10 @@ def extract(
     torch.manual_seed(0)
     weights_dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
     weights = weights_fingerprint(*weights_dirs)  # validates the files before any loader maps them
+    processing = processing_fingerprints(*weights_dirs)
     if not config.overwrite:
-        check_resume_inputs(target, weights, samples, weights_dirs[1], weights_dirs[0])  # before the model loads
+        check_resume_inputs(target, weights, samples, weights_dirs[1], weights_dirs[0],
+                            processing=processing)  # before the model loads
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,
@@ -363,6 +365,7 @@ def extract(
     provenance = build_provenance(loaded, layers, pools, answers, letter_ids, n_options,
                                   config.rendering if has_segmentation else None)
     provenance["weights_fingerprint"] = weights
+    provenance["processing_files"] = processing
     hidden = loaded.model.config.get_text_config().hidden_size
     feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
 
