@@ -110,8 +110,8 @@ def test_init_and_run_on_a_study_of_one_task(tmp_path, monkeypatch):
     said = " ".join(res.output.split())
     assert res.exit_code == 2
     assert f"1 record(s) of {tmp_path / 'study' / 'items.json'} changed since the store was made" in said, said
-    assert ("in `matprobe run` (which has no --overwrite): delete that store file to extract it again, or set "
-            "another [run] out") in said
+    assert ("in `matprobe run` (which has no --overwrite): delete those store files to extract them again, or set "
+            "another [run] out") in said  # every stale store at once (each store is named before it)
 
 
 def test_report_without_any_stratum_mi_says_so(tmp_path):

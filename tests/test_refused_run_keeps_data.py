@@ -71,12 +71,14 @@ def test_a_refused_rerun_leaves_the_runs_data_files_as_they_were(tiny_ckpts, mak
     manifest.write_text(text.replace('"What is shown?"', '"What is seen?"'))
     with pytest.raises(ProvenanceMismatch) as refused:
         run_pipeline(cfg)
-    store = tmp_path / "run" / "stores" / "related-s0.h5"
-    # named as the user's file, not the run's copy (nor a staged one beside it)
-    assert str(refused.value) == (
+    stores = [tmp_path / "run" / "stores" / f"{c}-s0.h5" for c in ("related", "unrelated")]
+    # named as the user's file, not the run's copy (nor a staged one beside it); both stores at once
+    # (one per attempt took a study four rounds of delete-and-rerun)
+    assert str(refused.value) == "2 of the run's 2 stores were made from other inputs than these: " + " | ".join(
         f"{store}: 20 record(s) of {manifest} changed since the store was made (first: id 's000'); pass "
-        "--overwrite to recompute the store from the new file; in `matprobe run` (which has no --overwrite): "
-        "delete that store file to extract it again, or set another [run] out")
+        "--overwrite to recompute the store from the new file" for store in stores) + (
+        "; in `matprobe run` (which has no --overwrite): delete those store files to extract them again, or set "
+        "another [run] out")
     assert _folder(data) == before  # the same files, bytes and inodes: nothing written, nothing left beside
 
     # the user's file as it was: the rerun accepts it and writes nothing (every copy is the same already)

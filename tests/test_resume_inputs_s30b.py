@@ -109,3 +109,10 @@ def test_an_older_store_is_checked_by_its_own_digest_scheme(tmp_path):
     frame2 = frame.assign(question=["another question"])
     with EmbeddingStore.open(store) as st, pytest.raises(ProvenanceMismatch, match="1 record"):
         check_records_unchanged(st, frame2, "data.jsonl")
+
+
+def test_a_reordered_manifest_is_said_to_be_the_same_samples_in_another_order():
+    from matprobe.extract.preflight import sample_list_difference
+
+    assert sample_list_difference(["a", "b", "c"], ["c", "a", "b"]).startswith("holds the same 3 samples in another order")
+    assert "different sample list" in sample_list_difference(["a", "b"], ["a", "x"])

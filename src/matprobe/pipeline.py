@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pandas is imported where used: `run` refuses a bad file in 
 from matprobe.checks import check_unread_keys, track_sections
 from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import DataError, MatprobeError, PipelineError
+from matprobe.errors import DataError, MatprobeError, PipelineError, ProvenanceMismatch
 from matprobe.io import atomic_path, write_text_atomic
 from matprobe.rundir import RUN_FORMAT_VERSION, run_relative
 
@@ -838,7 +838,7 @@ def _staged_condition_manifests(cfg: PipelineConfig, run: Path, dataset, ids_by_
 def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, names, say,
                   progress_bars) -> list[dict]:
     """`_extract_stores` from the condition manifests written (`_staged_condition_manifests`)."""
-    from matprobe.extract.runner import ExtractConfig, extract
+    from matprobe.extract.runner import ExtractConfig, extract, resume_refusal
 
     extract_jobs = []
     order = {ck["name"]: i for i, ck in enumerate(checkpoints)}
@@ -855,6 +855,15 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
             dtype=cfg.dtype, device=cfg.device, max_pixels=cfg.max_pixels, image_root=cfg.image_root,
             vision_tower=ck.get("vision_tower"), template=ck.get("template"),
         ))
+    # every store made from other inputs is named at once: one refusal per attempt took a study four
+    # rounds of delete-and-rerun after one image changed
+    refusals = [msg for job in extract_jobs if (msg := resume_refusal(job))]
+    if len(refusals) > 1:
+        listed = " | ".join(_in_run_words(msg, cfg, names, advice=False) for msg in refusals)
+        raise ProvenanceMismatch(
+            f"{len(refusals)} of the run's {len(extract_jobs)} stores were made from other inputs than these: "
+            f"{listed}; in `matprobe run` (which has no --overwrite): delete those store files to extract them "
+            "again, or set another [run] out")
     # CPU stores are extracted in worker processes like the fine-tuning (one torch thread each);
     # a GPU run extracts one store at a time in this process
     try:
@@ -880,7 +889,7 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
     return sorted(checkpoints + given, key=lambda ck: order[ck["name"]])
 
 
-def _in_run_words(message: str, cfg: PipelineConfig, copies: dict[Path, Path]) -> str:
+def _in_run_words(message: str, cfg: PipelineConfig, copies: dict[Path, Path], advice: bool = True) -> str:
     """An extraction error said as `run` is used: the run's own copies of the manifest ({the file
     extracted from: its name in the run}) named as the user's file (they are rewritten from it on
     every run; the demo's by their name in the run), and the extract options its fixes name
@@ -888,7 +897,8 @@ def _in_run_words(message: str, cfg: PipelineConfig, copies: dict[Path, Path]) -
     would be recomputed from)."""
     for copy, name in copies.items():
         message = message.replace(str(copy), str(cfg.data_file or name))
-    if "--overwrite" in message or "--out" in message:
+    message = message.replace("than --data", f"than {cfg.data_file or 'the data'}")
+    if advice and ("--overwrite" in message or "--out" in message):
         message += ("; in `matprobe run` (which has no --overwrite): delete that store file to extract it again, "
                     "or set another [run] out")
     return message

@@ -22,6 +22,21 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 PIPELINE_OPTIONS = {"vision_tower": "vision_tower =", "base": "base ="}
 
 
+def sample_list_difference(stored: list[str], given: list[str]) -> str:
+    """How a store's sample ids differ from the data's, in words ("... than <data>" follows).
+
+    >>> sample_list_difference(["a", "b"], ["b", "a"])
+    'holds the same 2 samples in another order (a store keeps the order it was made in)'
+    >>> sample_list_difference(["a", "b"], ["a", "c", "d"])
+    'holds 2 samples, 1 of them among the 3 of the data: made from a different sample list'
+    """
+    if sorted(stored) == sorted(given):
+        return f"holds the same {len(stored)} samples in another order (a store keeps the order it was made in)"
+    shared = len(set(stored) & set(given))
+    return (f"holds {len(stored)} samples, {shared} of them among the {len(given)} of the data: made from a "
+            "different sample list")
+
+
 def parse_pools(spec) -> list[str]:
     # here, not in runner.py: runner imports this module, so the reverse import would be a circle
     from matprobe.extract.tokens import ALL_POOLS
@@ -196,7 +211,7 @@ def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, p
             raise StoreError(f"{exc}; or rerun with --overwrite to start again") from None
         return  # it opens after all: the resume itself checks it
     if sample_ids is not None and ids != list(sample_ids):
-        raise StoreError(f"{out}: made from a different sample list than --data; use another --out, "
+        raise StoreError(f"{out}: {sample_list_difference(ids, list(sample_ids))} than --data; use another --out, "
                          "or --overwrite to start again")
     changed = [f"{name} {stored} stored, {asked} asked" for name, stored, asked in settings_differences(
         prov, pools=pools, dtype=dtype, device=device, layers=layers, rendering=rendering)]

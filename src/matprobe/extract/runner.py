@@ -178,9 +178,11 @@ def _open_or_create(path: Path, samples, provenance, feature_dims, n_options, ov
         try:
             store.check_provenance(make_provenance(**provenance))
             if list(store.ids) != [s.id for s in samples]:
+                from matprobe.extract.preflight import sample_list_difference
+
                 raise StoreError(
-                    f"{path}: made from a different sample list than {samples.source}; "
-                    f"use another --out or --overwrite"
+                    f"{path}: {sample_list_difference([str(i) for i in store.ids], [s.id for s in samples])} than "
+                    f"{samples.source}; use another --out or --overwrite"
                 )
             check_records_unchanged(store, samples.frame(), samples.source, update=True)
         except Exception:
@@ -279,6 +281,28 @@ def _fp32_means_fp32(dtype: str):
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def resume_refusal(config: ExtractConfig) -> str | None:
+    """Why resuming `config.out` from these inputs would be refused before any model loads (other
+    weights, processor files or records: `check_resume_inputs`), or None (nothing to resume, or
+    nothing changed). `run` asks of every store before extracting any, to name them all at once."""
+    from matprobe.errors import ProvenanceMismatch
+    from matprobe.extract.checkpoints import resolve_adapter
+    from matprobe.extract.preflight import check_extract_inputs
+    from matprobe.provenance import processing_fingerprints, weights_fingerprint
+    from matprobe.store_checks import check_resume_inputs
+
+    if config.overwrite or not Path(config.out).exists():
+        return None
+    try:
+        dataset, _ = check_extract_inputs(config)
+        dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
+        check_resume_inputs(config.out, weights_fingerprint(*dirs), dataset, dirs[1], dirs[0],
+                            processing=processing_fingerprints(*dirs))
+    except (ProvenanceMismatch, StoreError) as exc:
+        return str(exc)
+    return None
 
 
 def extract(
