@@ -779,8 +779,8 @@ batch_size = 2
                            lambda lines: any(re.search(rf"extract llava: at \d+/{n} ", line) for line in lines),
                            env={**ENV, "MATPROBE_PROGRESS_INTERVAL": "1"})
     assert rc == 130 and not any("Traceback" in line for line in lines)
-    assert lines[-1] == (f"interrupted (Ctrl-C): {run} keeps every finished step (data, checkpoints, stores, MI "
-                         f"and check files); rerun `matprobe run {toml}` to resume: finished steps are not redone")
+    assert lines[-1] == (f"interrupted (Ctrl-C): {run} keeps every finished step (so far: stores); rerun "
+                         f"`matprobe run {toml}` to resume: finished steps are not redone")
     assert 0 < _done_rows(run / "stores" / "a.h5") < n  # the store opens, with the rows done so far
 
 

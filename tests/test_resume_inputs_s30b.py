@@ -116,3 +116,17 @@ def test_a_reordered_manifest_is_said_to_be_the_same_samples_in_another_order():
 
     assert sample_list_difference(["a", "b", "c"], ["c", "a", "b"]).startswith("holds the same 3 samples in another order")
     assert "different sample list" in sample_list_difference(["a", "b"], ["a", "x"])
+
+
+def test_an_interrupted_run_says_what_its_directory_holds(tmp_path):
+    from matprobe.interrupts import interrupt_message
+
+    run = tmp_path / "run"
+    (run / "stores").mkdir(parents=True)  # what a run stopped at 5 s left: one empty folder
+    said = interrupt_message("run_command", {"out": run}, KeyboardInterrupt())
+    assert f"{run} holds no finished step yet" in said and "keeps every finished step" not in said
+    (run / "data").mkdir()
+    (run / "data" / "related.jsonl").write_text("{}\n")
+    (run / "stores" / "a.h5").write_bytes(b"")
+    said = interrupt_message("run_command", {"out": run}, KeyboardInterrupt())
+    assert f"{run} keeps every finished step (so far: data, stores); rerun" in said

@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells report it
 
@@ -188,9 +189,17 @@ def interrupt_message(command: str, kwargs: dict, exc: BaseException) -> str:
         how = f"rerun {again} to resume with the remaining cells"
     elif command in ("run_command", "demo_command"):
         # `run` names its directory in the pipeline file: the caller passes it as `out`
-        kept = (f"{out or 'the run directory'} keeps every finished step (data, checkpoints, stores, "
-                "MI and check files)")
-        how = f"rerun {again} to resume: finished steps are not redone"
+        # what the run directory holds (a run stopped at 5 s said it kept "data, checkpoints, stores, MI
+        # and check files" over one empty stores/ folder)
+        held = [] if not out else [part for part in ("data", "checkpoints", "stores", "mi", "check")
+                                   if (Path(out) / part).is_dir() and any((Path(out) / part).iterdir())]
+        if out and not held:
+            kept = f"{out} holds no finished step yet"
+            how = f"rerun {again} to start again"
+        else:
+            kept = (f"{out or 'the run directory'} keeps every finished step"
+                    + (f" (so far: {', '.join(held)})" if held else " (data, checkpoints, stores, MI and check files)"))
+            how = f"rerun {again} to resume: finished steps are not redone"
     elif command == "mi_command":
         kept = f"nothing was written ({out} is written when every term is done)" if out else "nothing was written"
         how = f"rerun {again}"
