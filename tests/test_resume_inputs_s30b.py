@@ -130,3 +130,11 @@ def test_an_interrupted_run_says_what_its_directory_holds(tmp_path):
     (run / "stores" / "a.h5").write_bytes(b"")
     said = interrupt_message("run_command", {"out": run}, KeyboardInterrupt())
     assert f"{run} keeps every finished step (so far: data, stores); rerun" in said
+
+
+def test_run_help_names_every_pipeline_key_a_study_sets():
+    said = " ".join(CliRunner().invoke(app, ["run", "--help"], terminal_width=100).output.split())
+    for key in ("portable_numerics", "rare_classes", "controls", "codelength", "permutations", "max_pixels",
+                "task_level", "columns"):
+        assert key in said, key
+    assert "A rerun into the same [run] out resumes" in said

@@ -716,15 +716,22 @@ def run_command(
 
     \b
     The file (TOML; `matprobe init` writes one for your checkpoints) holds:
-      \\[run]         out (run directory), workers
-      \\[data]        file (your manifest) or demo = true; image_root
+      \\[run]         out (run directory), workers, portable_numerics
+      \\[data]        file (your manifest) or demo = true; image_root,
+                    columns, task_level
       \\[design]      target = [M, A, T] held out, extra_targets, conditions
       \\[\\[checkpoints]] per model: name, condition, seed, target, and ckpt
                     (HF folder or LoRA adapter; base) or store (extracted already)
       \\[train]       the demo's tiny fine-tuning, used when no \\[\\[checkpoints]]
-      \\[extract]     layers, pools, batch_size, dtype, device, rendering, ...
-      \\[mi]          factors, estimator, seeds, folds, pca, level
+      \\[extract]     layers, pools, batch_size, dtype, device, rendering,
+                    max_pixels
+      \\[mi]          factors, estimator, seeds, folds, pca, level, rare_classes,
+                    controls, codelength, permutations
       \\[check]       delta
+
+    A rerun into the same \\[run] out resumes: stores, MI and check files
+    made from the same inputs and settings are reused (checked by content),
+    the rest is computed; a store made from other inputs is refused, naming it.
     """
     from matprobe.pipeline import load_pipeline, run_pipeline
 

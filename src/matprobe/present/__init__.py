@@ -42,7 +42,7 @@ from typing import Any
 
 FORMATS = ("table", "markdown", "csv", "json", "latex", "html")
 FORMAT_HELP = ("Output: table (terminal), markdown, csv, json, latex or html. csv: one table (the main one) of "
-               "raw numbers that pandas.read_csv parses, with the columns of the --out CSV where there is one; "
+               "raw numbers that pandas.read_csv parses, with the columns of the command's --out CSV where it has that option; "
                "json: every table.")
 # Width given to rich when stdout is a pipe or file: wide enough that no table is cut.
 _OFF_TTY_WIDTH = 100_000
