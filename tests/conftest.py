@@ -119,6 +119,7 @@ SLOW: dict[str, set[str]] = {
     },
     "test_step_withheld.py": {"test_noise_with_one_two_class_stratum_reads_near_zero"},  # 5.9 s
     "test_penalty_extension.py": {"test_the_path_goes_below_the_grid_where_it_still_gains_and_the_interval_then_covers"},  # 3.4 s
+    "test_map_choice.py": {"test_thin_directions_choose_the_features_without_the_map_and_read_nearer_the_truth"},  # 3.5 s
     "test_readme_tiny_trial_s29b.py": {"test_readme_tiny_trial_runs_as_printed",  # 34 s
                                        "test_readme_tiny_trial_block_builds_every_architecture"},  # 1.3-2.3 s each
     "test_user_findings_s29b.py": {"test_sigterm_before_any_finished_batch_says_no_store_was_written"},  # 1.1 s

@@ -905,6 +905,7 @@ class CrossFitEstimator:
             requested = plan.requested_features if isinstance(plan, FoldPlan) else None
             # an estimator whose fit_fold_seeds predates `unmapped` (a subclass's override) is not given it
             takes_unmapped = "unmapped" in inspect.signature(self.fit_fold_seeds).parameters
+            takes_base = "unmapped_base" in inspect.signature(self.fit_fold_seeds).parameters
             for f in range(plan.k):
                 x = plan.transformed(z, f)
                 tr = active & (plan.fold != f)
@@ -915,6 +916,9 @@ class CrossFitEstimator:
                 extra = {} if requested is None else {"alternatives": {REQUESTED_PCA: (requested[tr], requested[ev])}}
                 if takes_unmapped and isinstance(plan, FoldPlan) and plan.gaussianize and not plan.per_fold:
                     extra["unmapped"] = partial(_unmapped_rows, plan, z, tr, ev)  # computed only if asked
+                    if takes_base and plan.residual is None and requested is None:
+                        # nothing was reduced (every coordinate kept): the map's alternative is cheap
+                        extra["unmapped_base"] = _unmapped_rows(plan, z, tr, ev)
                 outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds, **extra)
                 for s, out in enumerate(outs):
                     for key, val in out.arrays.items():
