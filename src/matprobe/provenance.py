@@ -166,8 +166,20 @@ def processing_fingerprints(*folders: str | os.PathLike | None) -> dict[str, str
         for name in PROCESSING_FILES:
             path = Path(folder) / name
             if path.is_file():
-                out[f"{Path(folder).name}/{name}"] = _blake(path.read_bytes()).hexdigest()
+                out[f"{Path(folder).name}/{name}"] = _blake(_canonical_bytes(path)).hexdigest()
     return out
+
+
+def _canonical_bytes(path: Path) -> bytes:
+    """A JSON file's content with its keys sorted and no layout (a file rewritten with the same
+    settings in another layout is the same input); any other file's bytes."""
+    raw = path.read_bytes()
+    if path.suffix == ".json":
+        try:
+            return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return raw
 
 
 def changed_processing_files(stored: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]:

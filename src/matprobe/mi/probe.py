@@ -249,7 +249,7 @@ class ProbeEstimator(CrossFitEstimator):
                  radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8,
                  quadratic_fit: bool = True, nonlinear_rate: bool = True, latent_cells: int = 4,
                  latent_init: float = 0.5, latent_lr: float = 1e-2, latent_start: str = "kmeans",
-                 elliptical_lr: float = 3e-3, elliptical_patience: int = 30, map_choice: bool = True, **kwargs):
+                 elliptical_lr: float = 3e-3, elliptical_patience: int = 30, map_choice: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if int(latent_cells) != latent_cells or latent_cells < 1:
             raise ValueError(f"latent_cells={latent_cells!r}: give a whole number of copies per cell, 1 or more (default 4)")
@@ -608,8 +608,8 @@ class ProbeEstimator(CrossFitEstimator):
         unmapped_base: (x_tr, x_ev) of the features without the quantile map, where the plan
         reduced nothing (every coordinate kept): the linear level is fitted on both, and the
         one that predicts the validation split better is the fold's base, on which every check
-        and representation below is made (`map_choice` on; the choice is in the diagnostics'
-        "base").
+        and representation below is made (with `map_choice=True`, off by default; the choice is
+        in the diagnostics' "base").
 
         Where the rows' squared scale varies by more than `max_row_scale_variance` (heavy,
         elliptical tails: `prep.row_scale_variance` of the whole norm, or `prep.block_scale_variance`
