@@ -283,23 +283,33 @@ def _fp32_means_fp32(dtype: str):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def resume_refusal(config: ExtractConfig) -> str | None:
-    """Why resuming `config.out` from these inputs would be refused before any model loads (other
-    weights, processor files or records: `check_resume_inputs`), or None (nothing to resume, or
-    nothing changed). `run` asks of every store before extracting any, to name them all at once."""
-    from matprobe.errors import ProvenanceMismatch
+def _fingerprint_inputs(config: ExtractConfig, target, samples) -> tuple[tuple, str, dict]:
+    """The weights folders, their weights fingerprint (which validates the files before any
+    loader maps them) and processing files' digests; unless overwriting, a store at `target` to
+    resume must come from these and from `samples`' records (`check_resume_inputs`), checked
+    before the model loads."""
     from matprobe.extract.checkpoints import resolve_adapter
-    from matprobe.extract.preflight import check_extract_inputs
     from matprobe.provenance import processing_fingerprints, weights_fingerprint
     from matprobe.store_checks import check_resume_inputs
+
+    dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
+    weights, processing = weights_fingerprint(*dirs), processing_fingerprints(*dirs)
+    if not config.overwrite:
+        check_resume_inputs(target, weights, samples, dirs[1], dirs[0], processing=processing)
+    return dirs, weights, processing
+
+
+def resume_refusal(config: ExtractConfig) -> str | None:
+    """Why resuming `config.out` from these inputs would be refused before any model loads (other
+    weights, processor files or records: `_fingerprint_inputs`), or None (nothing to resume, or
+    nothing changed). `run` asks of every store before extracting any, to name them all at once."""
+    from matprobe.errors import ProvenanceMismatch
+    from matprobe.extract.preflight import check_extract_inputs
 
     if config.overwrite or not Path(config.out).exists():
         return None
     try:
-        dataset, _ = check_extract_inputs(config)
-        dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
-        check_resume_inputs(config.out, weights_fingerprint(*dirs), dataset, dirs[1], dirs[0],
-                            processing=processing_fingerprints(*dirs))
+        _fingerprint_inputs(config, config.out, check_extract_inputs(config)[0])
     except (ProvenanceMismatch, StoreError) as exc:
         return str(exc)
     return None
@@ -318,13 +328,11 @@ def extract(
     dataset, pools = check_extract_inputs(config)
     import torch
 
-    from matprobe.extract.checkpoints import load_model, resolve_adapter
+    from matprobe.extract.checkpoints import load_model
     from matprobe.extract.distributed import init_ranks, shard_path
     from matprobe.extract.hooks import LayerPooler, check_finite, letter_logits, parse_layers
     from matprobe.extract.prompts import check_rendering, render_sample
     from matprobe.extract.tokens import build_batch, last_token_index, option_letter_token_ids, pool_weights
-    from matprobe.provenance import processing_fingerprints, weights_fingerprint
-    from matprobe.store_checks import check_resume_inputs
 
     check_rendering(config.rendering)
     out = Path(config.out)
@@ -359,12 +367,7 @@ def extract(
         raise ExtractError(f"--answers: {config.data} has no multiple-choice options; use --no-answers")
 
     torch.manual_seed(0)
-    weights_dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
-    weights = weights_fingerprint(*weights_dirs)  # validates the files before any loader maps them
-    processing = processing_fingerprints(*weights_dirs)
-    if not config.overwrite:
-        check_resume_inputs(target, weights, samples, weights_dirs[1], weights_dirs[0],
-                            processing=processing)  # before the model loads
+    weights_dirs, weights, processing = _fingerprint_inputs(config, target, samples)
     loaded = load_model(
         config.ckpt, adapter=config.adapter, base=config.base, dtype=config.dtype,
         device=ranks.device(config.device), max_pixels=config.max_pixels,

@@ -917,8 +917,8 @@ class CrossFitEstimator:
                 if takes_unmapped and isinstance(plan, FoldPlan) and plan.gaussianize and not plan.per_fold:
                     extra["unmapped"] = partial(_unmapped_rows, plan, z, tr, ev)  # computed only if asked
                     if takes_base and plan.residual is None and requested is None:
-                        # nothing was reduced (every coordinate kept): the map's alternative is cheap
-                        extra["unmapped_base"] = _unmapped_rows(plan, z, tr, ev)
+                        # nothing was reduced (every coordinate kept): the same rows, offered as a base
+                        extra["unmapped_base"] = extra["unmapped"]
                 outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds, **extra)
                 for s, out in enumerate(outs):
                     for key, val in out.arrays.items():

@@ -202,6 +202,17 @@ class _LinearPath:
         return float(self.val_ce.min())
 
 
+def _room(cell_counts: np.ndarray, width: int) -> bool:
+    """Whether a critic of `width` features (plus its intercept) is determined in cells of
+    `cell_counts` rows: fewer than SMALL_CELL_SHARE of the rows in cells with fewer rows than its
+    inputs (the "small-cells" rule, `base.small_cell_share`, on the inputs alone: without its
+    floor of LOW_N_PER_CLASS rows a 4-column critic's radial interaction, 10 inputs, fits cells of
+    13 rows). Wider representations and penalty steps below the grid need it: in an
+    underdetermined critic classes separate by chance (RESULTS.md, issue 22 twenty-ninth and
+    thirtieth sessions)."""
+    return small_cell_share(cell_counts, width + 1, floor=0) < SMALL_CELL_SHARE
+
+
 # the validation gain (nats per row) a step of the penalty path below its grid must exceed, beside
 # `ladder_z` standard errors (`_step_gains`); the ladder's ladder_min_gain scale
 PENALTY_EXTEND_GAIN = 0.002
@@ -605,8 +616,8 @@ class ProbeEstimator(CrossFitEstimator):
                        alternatives: dict | None = None, unmapped=None, unmapped_base=None) -> list[FoldOutput]:
         """One FoldOutput per seed; the seeds share the fold's penalty search and refit.
 
-        unmapped_base: (x_tr, x_ev) of the features without the quantile map, where the plan
-        reduced nothing (every coordinate kept): the linear level is fitted on both, and the
+        unmapped_base: a callable giving (x_tr, x_ev) of the features without the quantile map
+        (the `unmapped` rows), given where the plan reduced nothing (every coordinate kept): the linear level is fitted on both, and the
         one that predicts the validation split better is the fold's base, on which every check
         and representation below is made (with `map_choice=True`, off by default; the choice is
         in the diagnostics' "base").
@@ -654,7 +665,7 @@ class ProbeEstimator(CrossFitEstimator):
             # 3 strata x 3 classes, d = 16) covered 8 of 10 two-sided, 20 of 20 without the map;
             # heavy tails need it (RESULTS.md, issue 22 thirtieth session). Where nothing was
             # reduced both are fitted and the validation split chooses
-            u_tr, u_ev = unmapped_base
+            u_tr, u_ev = unmapped_base()
             plain = self._fit_levels(u_tr, u_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
             base = {"base": "quantile map", "val_loss_mapped": fits["features"].val_loss,
                     "val_loss_unmapped": plain.val_loss}
@@ -695,18 +706,11 @@ class ProbeEstimator(CrossFitEstimator):
             fits["radially damped"] = self._fit_levels(xd_tr, xd_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev,
                                                        path=path)
         radial = {}
+        # a representation wider than the features is fitted only where the critic's cells hold
+        # more rows than its inputs (`_room`): in an underdetermined critic a validation gain of a
+        # few thousandths of a nat chose 100 inputs on 190 training rows in one fold of three, and
+        # features differing by 2e-7 (another extraction batch size) read 1.069 or 0.943 nats
         cell_counts = np.bincount(cell_tr, minlength=n_cells)
-
-        def room(width: int) -> bool:
-            # a representation wider than the features is fitted only where the critic's cells hold
-            # more rows than its inputs (the "small-cells" rule, `base.small_cell_share`): in an
-            # underdetermined critic a validation gain of a few thousandths of a nat chose 100
-            # inputs on 190 training rows in one fold of three, and features differing by 2e-7
-            # (another extraction batch size) read 1.069 or 0.943 nats (RESULTS.md, issue 22
-            # twenty-ninth session)
-            # (the inputs alone, without `small_cell_share`'s floor of LOW_N_PER_CLASS rows: a
-            # 4-column critic's radial interaction has 10 inputs, and cells of 13 rows hold it)
-            return small_cell_share(cell_counts, width + 1, floor=0) < SMALL_CELL_SHARE
 
         # the columns that move the linear critic most, ranked once for both checks
         ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
@@ -715,7 +719,7 @@ class ProbeEstimator(CrossFitEstimator):
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
             gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev, "radial")
             radial = {"radial_gain": gain, "radial_gain_se": se}
-            if self._earns_a_fit(fits["features"].diag, gain, se) and room(xr_tr.shape[1]):
+            if self._earns_a_fit(fits["features"].diag, gain, se) and _room(cell_counts, xr_tr.shape[1]):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
         quadratic = {}
@@ -729,7 +733,7 @@ class ProbeEstimator(CrossFitEstimator):
             # classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
             # the products (RESULTS.md, issue 22 fourteenth session)
             if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
-                    and room(x_tr.shape[1] + products_tr.shape[1])):
+                    and _room(cell_counts, x_tr.shape[1] + products_tr.shape[1])):
                 xq_tr = np.concatenate([x_tr, products_tr], axis=1)
                 xq_ev = np.concatenate([x_ev, quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr))],
                                        axis=1)
@@ -848,7 +852,7 @@ class ProbeEstimator(CrossFitEstimator):
         # intervals that missed), but in small cells the classes separate by chance, and on the
         # demo's 480-row stores weaker penalties read I(Z;task|modality,anatomy) 0.218 for 0.543
         n_grid = len(lams)
-        if small_cell_share(np.bincount(cell_tr), d + 1, floor=0) < SMALL_CELL_SHARE:
+        if _room(np.bincount(cell_tr), d):
             lams += [lams[-1] * 0.1 ** (i + 1) for i in range(self.penalties_below)]
         n_fit = int((~val).sum())
         val_ce = np.full((len(dim_grid), len(lams)), np.inf)
@@ -873,11 +877,13 @@ class ProbeEstimator(CrossFitEstimator):
                     for i, st in enumerate(strata):
                         if len(val_ymask[i]):
                             lq = self._log_q(st, ws[i], val_x[i], val_ymask[i])
-                            rows.append(-lq.double().cpu().numpy())
+                            if len(lams) > n_grid:
+                                rows.append(-lq.double().cpu().numpy())
                             part = -float(lq.sum())
                             total += part
                             stratum_val_ce[a, b, i] = part / len(val_ymask[i])
-                row_ce[b] = np.concatenate(rows) if rows else np.zeros(0)
+                if len(lams) > n_grid:  # only the steps below the grid read them
+                    row_ce[b] = np.concatenate(rows) if rows else np.zeros(0)
                 val_ce[a, b] = total / max(int(val.sum()), 1)
                 sols[(a, b)] = ws
                 if b and val_ce[a, b] > val_ce[a, b - 1]:
