@@ -62,7 +62,9 @@ def test_a_few_row_triplet_is_a_sparse_stratum_and_the_others_are_estimated(tmp_
     ref_by = {s.given["stratum"]: s.estimate for s in ref.strata}
     for key, e in by.items():
         if key != ("MRI", "Knöchel", "Quality"):
-            assert e["estimate"] > 0.1 and abs(e["estimate"] - ref_by["/".join(key)]) < 0.15
+            # estimated, not set to 0: each stratum's truth is 0.205 nats (two classes 1/0.7 s.d. apart,
+            # numerical integral); on 40-60 rows seeds 0-3 read 0.04-0.37
+            assert e["estimate"] > 0.05 and abs(e["estimate"] - ref_by["/".join(key)]) < 0.15
 
 
 def _mi_file(tmp_path, path):

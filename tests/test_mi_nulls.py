@@ -185,7 +185,10 @@ def test_small_cells_make_the_interval_one_sided():
     est = make_estimator("probe", seeds=1, folds=3, pca=None, **FAST)
     y = np.repeat(np.arange(12), 25)
     z = rng.standard_normal((300, 8)) + 2.0 * np.eye(12, 8)[y]
-    e = est.estimate(z, y)
+    # the default penalties and iterations here: FAST's two penalties and 50 iterations leave the
+    # linear critic short on this Gaussian task, and the ladder flagged it misspecified (a one-sided
+    # statement for another reason) on 8 of 20 draws; with the defaults on 0 of 20
+    e = make_estimator("probe", seeds=1, folds=3, pca=None).estimate(z, y)
     assert "small-cells" not in e.flags and e.bound == "two-sided"
     # 40 rows per class but 64 features (65 inputs > 40): underdetermined heads, one-sided
     y = np.repeat(np.arange(6), 40)

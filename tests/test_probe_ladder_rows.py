@@ -29,7 +29,9 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
         return original(self, params, rows, val_rows, seed, patience)
 
     monkeypatch.setattr(probe._MLPLadder, "_fit", recording)
-    res = make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500).estimate(z, f["Y"])
+    # one base per fold (no map choice: its second ladder's fits would interleave with these; the
+    # same `_fit_levels` fits both, tests/test_map_choice.py)
+    res = make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500, map_choice=False).estimate(z, f["Y"])
     folds = res.diagnostics["folds"]
     levels = [d["level"] for d in folds]
     assert levels.count("nonlinear") >= 3  # the mixture needs the level (issue 12)
