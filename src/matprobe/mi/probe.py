@@ -635,10 +635,12 @@ class ProbeEstimator(CrossFitEstimator):
         """One FoldOutput per seed; the seeds share the fold's penalty search and refit.
 
         unmapped_base: a callable giving (x_tr, x_ev) of the features without the quantile map
-        (the `unmapped` rows), given where the plan reduced nothing (every coordinate kept): the linear level is fitted on both, and the
-        one that predicts the validation split better is the fold's base, on which every check
-        and representation below is made (with `map_choice=True`, off by default; the choice is
-        in the diagnostics' "base").
+        (the `unmapped` rows), given where the plan reduced nothing (every coordinate kept): with
+        `map_choice` (the default) the levels are fitted on both, and the features without the map
+        are the fold's base, on which every check and representation below is made, only where
+        they predict the validation split significantly better (`ladder_z` s.e. of the paired
+        per-row gains, and `ladder_min_gain`); the choice and its gain are in the diagnostics'
+        "base", "base_gain" and "base_gain_se".
 
         Where the rows' squared scale varies by more than `max_row_scale_variance` (heavy,
         elliptical tails: `prep.row_scale_variance` of the whole norm, or `prep.block_scale_variance`
