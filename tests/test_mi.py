@@ -270,3 +270,23 @@ def test_bootstrap_draws_are_the_same_in_int32_and_int64():
         a = np.random.default_rng([0, 104729]).integers(0, n, size=(5, 999))
         b = np.random.default_rng([0, 104729]).integers(0, n, size=(5, 999), dtype=np.int32)
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_one_factor_chain_estimates_its_term_once_and_shows_it_once(monkeypatch):
+    # of one factor the direct term I(Z;M) is the chain's term: estimated once, one row
+    import matprobe.mi.chain as chain_module
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    z = rng.standard_normal((600, 5)) + np.eye(5)[y]
+    seen = []
+    original = chain_module.estimate_terms
+    monkeypatch.setattr(chain_module, "estimate_terms",
+                        lambda est, tags, z, codes, specs, **kw: seen.append([s.name for s in specs])
+                        or original(est, tags, z, codes, specs, **kw))
+    res = chain_terms(z, {"M": y}, seeds=1, folds=3)
+    assert seen == [["I(Z;M)"]]
+    frame = res.frame()
+    assert list(frame["term"]) == ["I(Z;M)", "sum of terms"]
+    (_, term), = res.terms["probe"]
+    assert res.direct["probe"] is term and res.difference["probe"] == [term.value]

@@ -107,10 +107,12 @@ def chain_specs(order, direct: bool = True, difference: bool = True) -> list[Ter
 
     >>> [s.name for s in chain_specs(["M", "A", "T"])]
     ['I(Z;M)', 'I(Z;A|M)', 'I(Z;T|M,A)', 'I(Z;M,A,T)', 'I(Z;M,A)']
+    >>> [s.name for s in chain_specs(["M"])]
+    ['I(Z;M)']
     """
     order = list(order)
     specs = [TermSpec((t,), tuple(order[:j]), tuple(order[j + 1:])) for j, t in enumerate(order)]
-    if direct or difference:
+    if (direct or difference) and len(order) > 1:  # of one factor the direct term is the chain's term
         specs.append(TermSpec(tuple(order)))
     prefixes = range(1, len(order) - 1) if difference else range(0)
     specs += [TermSpec(tuple(order[: j + 1]), (), tuple(order[j + 1:])) for j in prefixes]
@@ -376,7 +378,7 @@ class ChainResult:
                          "bound": "", "h_upper": sum(e.h_upper for _, e in items), "n": items[0].estimate.n_eval,
                          "chain_difference": np.nan, "clipped": False, "degenerate": False,
                          "note": "", "flags": "", "unit": self.unit})
-            if d is not None:
+            if d is not None and len(self.factors) > 1:  # of one factor it is the term above
                 rows.append({"term": term_name(",".join(self.factors), []), "target": ",".join(self.factors),
                              "given": "", "estimator": est, "estimate": d.value, "ci_low": d.ci_low,
                              "ci_high": d.ci_high, "ci_level": d.ci_level, "bound": d.bound, "h_upper": d.h_upper,
@@ -676,10 +678,11 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                                       for items in result.terms.values() for _, e in items))
             items = [ChainTerm(spec.name, e) for spec, e in zip(specs[:k], ests[:k])]
             result.terms[est_name] = items
-            if direct or difference:
-                result.direct[est_name] = ests[k]
+            if direct or difference:  # of one factor: the chain's term itself (not estimated twice)
+                result.direct[est_name] = ests[k] if len(ests) > k else items[0].estimate
             if difference:
-                prefix = [items[0].estimate.value] + [e.value for e in ests[k + 1:]] + [ests[k].value]
+                prefix = ([items[0].estimate.value] + [e.value for e in ests[k + 1:]]
+                          + [result.direct[est_name].value])
                 result.difference[est_name] = [prefix[0]] + [prefix[j] - prefix[j - 1] for j in range(1, k)]
     mark_merged_terms(result)
     return result

@@ -141,12 +141,24 @@ def _fmt_one(v, spec: str | None) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if spec and isinstance(v, (int, float)):
-        return format(v, spec)
+        return _unsigned_zero(format(v, spec))
     if isinstance(v, float):
         return f"{v:.4g}"
     if hasattr(v, "item") and not isinstance(v, str):  # numpy scalar
         return _fmt_one(v.item(), spec)
     return str(v)
+
+
+def _unsigned_zero(text: str) -> str:
+    """A value that rounds to zero shown without its sign: "-0.000" read as a negative excess
+    or difference that the column's digits do not hold.
+
+    >>> _unsigned_zero(format(-0.0002, ".3f")), _unsigned_zero(format(-0.002, ".3f"))
+    ('0.000', '-0.002')
+    """
+    if text.startswith("-") and not any(ch in "123456789" for ch in text.split("e")[0].split("E")[0]):
+        return text[1:]
+    return text
 
 
 @dataclass
