@@ -48,6 +48,14 @@ def under_noise_sample():
     return task, z, f, _term(res), res
 
 
+@pytest.fixture(scope="module")
+def stopped_at_64():
+    """n = 1,800 in 8 classes (225 rows per class; every coordinate would be 257 inputs), and its
+    chain at KW: not raised, stopped at 64. Three tests read this one chain (they only read it)."""
+    z, f = _under_noise(9, k_classes=8, separation=1.5).sample(1800, seed=0)
+    return z, f, chain_terms(z, f, order=["Y"], **KW)
+
+
 def test_signal_under_the_noise_is_read_at_the_raised_size(under_noise_sample):
     """64 -> 256 = Z's width, so every coordinate; the result is the one `--pca 0` gives, it
     carries no flag and its interval covers the truth (PCA-64: under 20% of it)."""
@@ -92,11 +100,11 @@ def test_nothing_is_raised_where_the_kept_components_carry_the_signal():
     assert _numbers(e) == _numbers(_term(chain_terms(z, f, order=["Y"], raise_pca=False, **KW)))
 
 
-def test_raising_stops_before_cells_have_fewer_rows_than_inputs():
+def test_raising_stops_before_cells_have_fewer_rows_than_inputs(stopped_at_64):
     """n = 1,800 in 8 classes: 225 rows per class, and every coordinate would be 257 inputs. The
     plan keeps 64, says why, and the term keeps its flag and one-sided interval."""
-    z, f = _under_noise(9, k_classes=8, separation=1.5).sample(1800, seed=0)
-    e = _term(chain_terms(z, f, order=["Y"], **KW))
+    z, f, res = stopped_at_64
+    e = _term(res)
     red = e.diagnostics["reduction"]
     assert red["used"] == 64 and "257 critic inputs would leave label cells" in red["stopped"]
     assert "pca-dropped-signal" in e.flags and e.bound == "lower"
@@ -162,9 +170,8 @@ def test_a_lone_estimate_raises_its_own_plan(under_noise_sample):
     assert make_estimator("probe", raise_pca=False).params()["raise_pca"] is False
 
 
-def test_the_record_round_trips_through_the_results_document():
-    z, f = _under_noise(9, k_classes=8, separation=1.5).sample(1800, seed=0)  # not raised: stopped at 64
-    res = chain_terms(z, f, order=["Y"], **KW)
+def test_the_record_round_trips_through_the_results_document(stopped_at_64):
+    res = stopped_at_64[-1]  # not raised: stopped at 64
     assert _term(res).diagnostics["reduction"]["stopped"]
     doc = json.loads(json.dumps(results_json(res)))
     assert doc["terms"][0]["reduction"] == _term(res).diagnostics["reduction"]
@@ -257,12 +264,11 @@ def test_a_term_still_flagged_after_a_raise_says_where_it_stopped(monkeypatch):
     assert _numbers(e) == _numbers(at_size)
 
 
-def test_the_mi_table_says_the_size_it_was_read_at(under_noise_sample):
+def test_the_mi_table_says_the_size_it_was_read_at(under_noise_sample, stopped_at_64):
     """`matprobe mi`'s footnote names the raise, not only the asked size."""
     from matprobe.present.views import chain_table
 
     res = under_noise_sample[-1]
     foot = " ".join(chain_table(res).footnotes)
     assert "PCA 64 raised to every coordinate (the reduction dropped label information" in foot
-    z, f = _under_noise(9, k_classes=8, separation=1.5).sample(1800, seed=0)  # stopped at 64: not raised
-    assert "PCA 64," in " ".join(chain_table(chain_terms(z, f, order=["Y"], **KW)).footnotes)
+    assert "PCA 64," in " ".join(chain_table(stopped_at_64[-1]).footnotes)  # stopped at 64: not raised
