@@ -155,8 +155,11 @@ def _unsigned_zero(text: str) -> str:
 
     >>> _unsigned_zero(format(-0.0002, ".3f")), _unsigned_zero(format(-0.002, ".3f"))
     ('0.000', '-0.002')
+    >>> _unsigned_zero(format(float("-inf"), ".3f"))
+    '-inf'
     """
-    if text.startswith("-") and not any(ch in "123456789" for ch in text.split("e")[0].split("E")[0]):
+    mantissa = text.split("e")[0].split("E")[0]
+    if text.startswith("-") and "0" in mantissa and not any(ch in "123456789" for ch in mantissa):
         return text[1:]
     return text
 
