@@ -370,8 +370,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     estimator : str, default "probe"
         Comma list of registered estimators (probe, mine, nwj, infonce, smile, ksg, ...).
     seeds, folds, pca : int
-        Seeds per estimate, cross-fitting folds, PCA dimensions fitted on training folds
-        (0 or None = none).
+        Seeds per estimate, cross-fitting folds, PCA dimensions (label-free: fitted once on every row,
+        shared by every term and fold; 0 or None = none).
     level : float, default 0.95
         Interval level.
     unit : {"nats", "bits"}, default "nats"

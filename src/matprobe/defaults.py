@@ -15,7 +15,7 @@ class Defaults:
     estimator: str = "probe"
     seeds: int = 5          # seeds per MI estimate
     folds: int = 5          # cross-fitting folds
-    pca: int | None = 64    # PCA dims fitted on training folds (None = none)
+    pca: int | None = 64    # PCA dims, label-free: fitted once on every row (None = none)
     seed: int = 0           # base seed of fold assignment and critics
     level: float = 0.95     # level of every interval (MI, errors, differences, correlations)
     unit: str = "nats"      # information unit shown (computation is always in nats)
