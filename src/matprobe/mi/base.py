@@ -904,8 +904,8 @@ class CrossFitEstimator:
         try:
             requested = plan.requested_features if isinstance(plan, FoldPlan) else None
             # an estimator whose fit_fold_seeds predates `unmapped` (a subclass's override) is not given it
-            takes_unmapped = "unmapped" in inspect.signature(self.fit_fold_seeds).parameters
-            takes_base = "unmapped_base" in inspect.signature(self.fit_fold_seeds).parameters
+            takes = inspect.signature(self.fit_fold_seeds).parameters
+            takes_unmapped, takes_base = "unmapped" in takes, "unmapped_base" in takes
             for f in range(plan.k):
                 x = plan.transformed(z, f)
                 tr = active & (plan.fold != f)

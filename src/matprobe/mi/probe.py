@@ -218,13 +218,21 @@ def _room(cell_counts: np.ndarray, width: int) -> bool:
 PENALTY_EXTEND_GAIN = 0.002
 
 
+def _paired_gain(gains: np.ndarray) -> tuple[float, float]:
+    """The mean of paired per-row gains (nats per row) and its standard error; (0, inf) for fewer
+    than two rows. Every "gains significantly" check of the probe reads these two."""
+    if len(gains) < 2:
+        return 0.0, float("inf")
+    return float(gains.mean()), float(gains.std(ddof=1) / np.sqrt(len(gains)))
+
+
 def _step_gains(before: np.ndarray, after: np.ndarray, z: float) -> bool:
     """Whether a step of the penalty path lowered the validation log-loss by more than
     PENALTY_EXTEND_GAIN per row and by `z` standard errors of the paired per-row gains."""
     if len(before) < 2 or len(before) != len(after):
         return False
-    gains = before - after
-    return bool(gains.mean() > max(PENALTY_EXTEND_GAIN, z * gains.std(ddof=1) / np.sqrt(len(gains))))
+    gain, se = _paired_gain(before - after)
+    return gain > max(PENALTY_EXTEND_GAIN, z * se)
 
 
 # the critic ladder's levels: "linear" always; the MLP ("nonlinear") is checked against it, and the
@@ -670,6 +678,27 @@ class ProbeEstimator(CrossFitEstimator):
         val = _split_by_cell(cell_rows, n_tr, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
         halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
                   for seed in seeds]
+        fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
+        base = {}
+        if unmapped_base is not None and self.map_choice:
+            # the per-coordinate quantile map bends Gaussian-like classes that differ along thin
+            # directions of Z (or strata far apart): an outside-shaped family (random covariance,
+            # 3 strata x 3 classes, d = 16) covered 8 of 10 two-sided, 20 of 20 without the map;
+            # heavy tails need it (RESULTS.md, issue 22 thirtieth session). So where nothing was
+            # reduced both are fitted, and the features without the map become the base only where
+            # they predict the validation rows significantly better (`ladder_z` s.e. of the paired
+            # per-row gains and `ladder_min_gain`): on near-tied Gaussian families the lower loss
+            # alone picked by noise (scales at n <= 5k: median error 4.8% with the map, 6.2%
+            # choosing by the lower loss; thirty-first session)
+            u_tr, u_ev = unmapped_base()
+            plain = self._fit_levels(u_tr, u_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+            gain, gain_se = _paired_gain(self._val_row_loss(fits["features"], val, dev)
+                                         - self._val_row_loss(plain, val, dev))
+            base = {"base": "quantile map", "val_loss_mapped": fits["features"].val_loss,
+                    "val_loss_unmapped": plain.val_loss, "base_gain": gain, "base_gain_se": gain_se}
+            if gain > self.ladder_min_gain and gain > self.ladder_z * gain_se:
+                x_tr, x_ev, fits, base["base"] = u_tr, u_ev, {"features": plain}, "no quantile map"
+                unmapped = None  # the radial damping's own unmapped candidate is the base itself now
         # kappa of the whole norm, and of the columns that share the scale: where a few of them do
         # (heavy tails on the signal beside a PCA's noise components, t-massive) the whole norm
         # dilutes it to 0.00-0.03 (RESULTS.md, issue 22 sixteenth session). The block's counts
@@ -677,28 +706,6 @@ class ProbeEstimator(CrossFitEstimator):
         # scatters (a store of 160 rows and 6 columns read 0.2 on Gaussian-like rows). One BLAS
         # thread, as in `_train`: these are small products, and a second thread's waiting counted
         # 2 CPU s on the chain benchmark (19% more) for 0.2 s of work
-        fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
-        base = {}
-        if unmapped_base is not None and self.map_choice:
-            # the per-coordinate quantile map bends Gaussian-like classes that differ along thin
-            # directions of Z (or strata far apart): an outside-shaped family (random covariance,
-            # 3 strata x 3 classes, d = 16) covered 8 of 10 two-sided, 20 of 20 without the map;
-            # heavy tails need it (RESULTS.md, issue 22 thirtieth session). Where nothing was
-            # reduced both are fitted and the validation split chooses
-            u_tr, u_ev = unmapped_base()
-            plain = self._fit_levels(u_tr, u_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
-            # the unmapped base only where it predicts the validation rows significantly better
-            # (`ladder_z` s.e. of the paired per-row gains and `ladder_min_gain`): on near-tied
-            # Gaussian families the lower loss alone picked by noise (scales at n <= 5k: median
-            # error 4.8% with the map, 6.2% choosing by the lower loss)
-            gains = self._val_row_loss(fits["features"], val, dev) - self._val_row_loss(plain, val, dev)
-            gain = float(gains.mean()) if len(gains) else 0.0
-            gain_se = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("inf")
-            base = {"base": "quantile map", "val_loss_mapped": fits["features"].val_loss,
-                    "val_loss_unmapped": plain.val_loss, "base_gain": gain, "base_gain_se": gain_se}
-            if gain > self.ladder_min_gain and gain > self.ladder_z * gain_se:
-                x_tr, x_ev, fits, base["base"] = u_tr, u_ev, {"features": plain}, "no quantile map"
-                unmapped = None  # the radial damping's own unmapped candidate is the base itself now
         with one_blas_thread():
             scale_var = row_scale_variance(x_tr, c_tr, seed=seeds[0])
             scale_var_block, block_null_sd = block_scale_variance(x_tr, c_tr, seed=seeds[0])
@@ -847,10 +854,7 @@ class ProbeEstimator(CrossFitEstimator):
                 before = torch.as_tensor(fixed, device=dev)[v] + st.off
                 after = before + st_r.x_tr[v] @ w_r
                 diffs.append((_log_q_of_logits(after, mask) - _log_q_of_logits(before, mask)).cpu().numpy())
-        diff = np.concatenate(diffs) if diffs else np.zeros(0)
-        if len(diff) < 2:
-            return 0.0, float("inf")
-        return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+        return _paired_gain(np.concatenate(diffs) if diffs else np.zeros(0))
 
     def _linear_path(self, x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev) -> "_LinearPath":
         """The linear level's (dims, penalty) path on the validation split, fitted on the fitting
@@ -1389,8 +1393,8 @@ class _MLPLadder:
         diff = (lq_nl - lq_lin).cpu().numpy()
         if len(diff) < 2:
             return {"level_gain": 0.0, "level_gain_se": float("inf"), "linear_over_prior": 0.0}
-        return {"level_gain": float(diff.mean()), "level_gain_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
-                "linear_over_prior": float((lq_lin - lq_prior).mean())}
+        gain, se = _paired_gain(diff)
+        return {"level_gain": gain, "level_gain_se": se, "linear_over_prior": float((lq_lin - lq_prior).mean())}
 
     def refit_on_all_rows(self):
         """After a check on a subset of rows or with a shorter patience: the chosen level
