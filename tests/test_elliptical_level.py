@@ -120,8 +120,12 @@ def test_on_classes_that_differ_in_scale_the_level_is_chosen_and_nearer_the_trut
     task = LatentMixtureTask(k_classes=3, d=12, signal_dim=4, separation=0.0, scale_spread=0.7, seed=1)
     z, f = task.sample(6000, seed=1)
     truth, truth_se = task.truth(200_000)["I(Z;Y)"]
-    with_level = make_estimator("probe", folds=5, seeds=2, pca=None).estimate(z, f["Y"])
-    without = make_estimator("probe", folds=5, seeds=2, pca=None,
+    # the second-moment check's products are quadratic along the signal too, and since the
+    # thirty-second session win two or three of these folds before the level is compared: the
+    # level is tested on its own here (with the check, 0.057 and 0.055 with and without the
+    # level, truth 0.061)
+    with_level = make_estimator("probe", folds=5, seeds=2, pca=None, second_moment_check=False).estimate(z, f["Y"])
+    without = make_estimator("probe", folds=5, seeds=2, pca=None, second_moment_check=False,
                              ladder=("linear", "nonlinear", "latent")).estimate(z, f["Y"])
     forms = [d.get("nonlinear_form") for d in with_level.diagnostics["folds"]]
     assert forms.count("elliptical") >= 4

@@ -150,8 +150,14 @@ def test_mixture_class_conditionals(name):
     assert "misspecified-linear" in lin.flags and "products of its 8 leading feature columns" in lin.note
     flag_only = make_estimator("probe", ladder=("linear",), quadratic_fit=False, **FAST).estimate(z, f["Y"])
     assert "misspecified-linear" in flag_only.flags and flag_only.value < lin.value <= truth
-    blind = make_estimator("probe", ladder=("linear",), quadratic_check=False, **FAST).estimate(z, f["Y"])
+    blind = make_estimator("probe", ladder=("linear",), quadratic_check=False, second_moment_check=False,
+                           **FAST).estimate(z, f["Y"])
     assert "misspecified-linear" not in blind.flags and blind.value == flag_only.value
+    # the second-moment check (thirty-second session) sees the clusters without the quadratic one
+    second = make_estimator("probe", ladder=("linear",), quadratic_check=False, quadratic_fit=False,
+                            **FAST).estimate(z, f["Y"])
+    assert "misspecified-linear" in second.flags and "second moments differ" in second.note
+    assert second.value == blind.value  # flagged only: nothing fitted
 
 
 def test_heavy_tails_probe_and_coverage_over_replicates():

@@ -45,7 +45,10 @@ def test_the_path_goes_below_the_grid_where_it_still_gains_and_the_interval_then
     covered_before = covered_after = 0
     for seed in range(3):
         z, y, truth = _thin_direction_task(1500, seed)
-        old, new = _term(z, y, penalties_below=0), _term(z, y)
+        # the penalty path alone: with the second-moment check on, the grid-only critic's
+        # shortfall is seen by the check in 2 of these 3 draws (one-sided, holding)
+        old = _term(z, y, penalties_below=0, second_moment_check=False)
+        new = _term(z, y, second_moment_check=False)
         covered_before += old.ci_low <= truth <= old.ci_high
         covered_after += new.ci_low <= truth <= new.ci_high
         # closer to the truth, from below (a held-out log-loss estimate)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
+from matprobe.checks import check_level
 from matprobe.defaults import DEFAULTS
 
 if TYPE_CHECKING:  # the result types, for signatures and help() only
@@ -427,6 +428,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     if out is not None:
         check_out_path(out)
     ests = _names(estimator)
+    check_level(level)  # named as this function and the command line name it, not as chain_terms does
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
               progress=progress, permutations=permutations, controls=controls, codelength=codelength,
               pointwise=bool(pointwise), rare_classes=rare_classes, **kwargs)
@@ -520,6 +522,7 @@ def sweep(stores: Sequence[PathLike], out: PathLike, factors: str = "M,A,T", lay
 
     if isinstance(stores, (str, Path)):
         stores = [stores]
+    check_level(level)
     return _maybe_portable(portable_numerics, run_sweep, list(stores), out, factors=_names(factors), layers=layers, pools=pools,
                      estimator=estimator, seeds=seeds, folds=folds, pca=pca or None, jobs=jobs, unit=unit,
                      pointwise=pointwise, overwrite=overwrite, ci_level=level, progress=progress,
@@ -586,6 +589,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.progress import track
 
+    check_level(level)
     with track("compare", None, enabled=progress) as bar:
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,

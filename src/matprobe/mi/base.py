@@ -631,6 +631,7 @@ class CrossFitEstimator:
         if isinstance(plan, FoldPlan):  # the plan's later terms share this z: its NaN/Inf scan runs once
             plan.finite_checked = True
         n = len(y)
+        cap_name = "H(Y)" if c is None else "H(Y|C)"  # the entropy cap as the term's notes name it
         c = np.zeros(n, dtype=np.int64) if c is None else c
         sub = np.zeros(n, dtype=np.int64) if sub is None else np.asarray(sub)
         h_upper = conditional_entropy(y, c)
@@ -742,7 +743,7 @@ class CrossFitEstimator:
         if singles and len(strata) > 1:
             notes.append(f"{len(singles)} strata with H(Y|C=c) = 0 contribute exactly 0")
         if value > h_upper:
-            notes.append(f"raw estimate {value:.4f} nats exceeded H(Y|C) = {h_upper:.4f}; clipped")
+            notes.append(f"raw estimate {value:.4f} nats exceeded {cap_name} = {h_upper:.4f}; clipped")
             result.clipped = True
             flags.append("clipped")
             value = h_upper
@@ -760,7 +761,9 @@ class CrossFitEstimator:
             # is the only upper statement
             one_sided = True
             flags.append("near-saturated")
-            notes.append(f"estimate at {value / h_upper:.0%} of H(Y|C) = {h_upper:.4f} nats: near saturation the "
+            # the share floored to a tenth of a percent: 99.7% is not "100%"
+            share = np.floor(1000 * value / h_upper) / 10
+            notes.append(f"estimate at {share:g}% of {cap_name} = {h_upper:.4f} nats: near saturation the "
                          "shortfall is not bounded, so " + ONE_SIDED)
         def take(verdict):
             # a residual test's verdict on this term (`ResidualTest.verdict`): the flag, its note,

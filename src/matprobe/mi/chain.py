@@ -39,7 +39,7 @@ TERM_DIAGNOSTICS = ("permutation", "control", "codelength", "reduction_residual"
 _NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 # the estimators write their notes in nats; a phrase that quotes numbers in nats, and the one whose
 # second number carries no unit ("raw estimate X nats exceeded H(Y|C) = Y; clipped")
-_NATS_PHRASE = re.compile(rf"raw estimate ({_NUM}) nats exceeded H\(Y\|C\) = ({_NUM})"
+_NATS_PHRASE = re.compile(rf"raw estimate ({_NUM}) nats exceeded (H\(Y(?:\|C)?\)) = ({_NUM})"
                           rf"|\[({_NUM}), ({_NUM})\] nats|({_NUM}) \+- ({_NUM}) nats|({_NUM}) nats")
 
 
@@ -55,6 +55,8 @@ def note_in_unit(note: str, unit: str, known=()) -> str:
     'estimate at 100% of H(Y|C) = 1.5732 bits: near saturation'
     >>> note_in_unit("raw estimate 0.8728 nats exceeded H(Y|C) = 0.8531; clipped", "bits")
     'raw estimate 1.2592 bits exceeded H(Y|C) = 1.2308; clipped'
+    >>> note_in_unit("estimate at 99.7% of H(Y) = 0.6931 nats: near saturation", "bits")
+    'estimate at 99.7% of H(Y) = 0.9999 bits: near saturation'
     """
     if not note or from_nats(1.0, unit) == 1.0:
         return note
@@ -70,12 +72,12 @@ def note_in_unit(note: str, unit: str, known=()) -> str:
     def sub(m: re.Match) -> str:
         g = m.groups()
         if g[0] is not None:
-            return f"raw estimate {conv(g[0])} {unit} exceeded H(Y|C) = {conv(g[1])}"
-        if g[2] is not None:
-            return f"[{conv(g[2])}, {conv(g[3])}] {unit}"
-        if g[4] is not None:
-            return f"{conv(g[4])} +- {conv(g[5])} {unit}"
-        return f"{conv(g[6])} {unit}"
+            return f"raw estimate {conv(g[0])} {unit} exceeded {g[1]} = {conv(g[2])}"
+        if g[3] is not None:
+            return f"[{conv(g[3])}, {conv(g[4])}] {unit}"
+        if g[5] is not None:
+            return f"{conv(g[5])} +- {conv(g[6])} {unit}"
+        return f"{conv(g[7])} {unit}"
 
     return _NATS_PHRASE.sub(sub, note)
 
@@ -619,7 +621,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     """
     order = check_factors(list(order or factors))  # M,M,T and M,modality are one factor twice
     check_rare_classes(rare_classes, "rare_classes")
-    check_level(ci_level)
+    check_level(ci_level, "ci_level")
     pca = check_pca(pca, error=EstimationError)  # 0 means no reduction (it used to keep 0 components)
     for est_name in estimators:
         estimator_tags(est_name)  # an unknown name is refused before any work
@@ -792,7 +794,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
     from matprobe.store import EmbeddingStore
 
     factors = check_factors(factors)  # refused before the store is read
-    check_level(kwargs.get("ci_level", DEFAULTS.level))
+    check_level(kwargs.get("ci_level", DEFAULTS.level), "ci_level")
     with EmbeddingStore.open(path) as st:
         layer, pool = st.resolve_feature(layer, pool)
         cols, vocab = {}, {}

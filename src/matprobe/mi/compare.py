@@ -290,7 +290,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     with fewer than 2 rows per fold are refused ("refuse", as `mi` does) or merged into one per
     factor ("merge", as `mi --rare-classes merge` does, said in the note).
     """
-    check_level(ci_level), check_resamples(n_boot)  # --level 95, --n-boot 0 (matprobe.checks)
+    check_level(ci_level, "ci_level"), check_resamples(n_boot)  # ci_level 95, --n-boot 0 (matprobe.checks)
     check_rare_classes(rare_classes)
     target, given = parse_term(term)
     order = chain_order(target, given, factors)

@@ -822,6 +822,75 @@ def quadratic_products(x, c=None, columns=None, *, centred_by=None) -> np.ndarra
     return _products(_centred(sub, c, _group_means(fit, c_fit), fit.mean(0)))
 
 
+@dataclass(frozen=True)
+class SecondMomentBasis:
+    """The directions along which the cells' second moments differ most (`second_moment_basis`):
+    rows are centred by their stratum's mean (`overall` for a stratum without one), whitened
+    by `whiten` [d, r] and projected on `directions` [d, q] (whitening included)."""
+
+    means: dict
+    overall: np.ndarray
+    whiten: np.ndarray
+    directions: np.ndarray
+
+
+def second_moment_basis(x, cells, c=None, q: int = 8) -> SecondMomentBasis:
+    """SAVE directions (Cook & Weisberg 1991, "Sliced inverse regression for dimension reduction:
+    comment", JASA 86: sliced average variance estimation) of x [n, d] with the rows' cells as
+    slices: in the coordinates z that whiten the pooled within-stratum covariance, the top q
+    eigenvectors of M = sum_cell p_cell (I - E[z z^T | cell])^2, the second moment taken about
+    the stratum's mean, so a class whose mean or covariance differs from the others' moves M
+    along the directions where it does. Unlike the columns a linear critic leans on, these see
+    classes with equal means and different covariances (a linear critic has nothing to rank
+    there). Uses the labels: fit it on rows the check does not score.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((4000, 6)); cells = np.arange(4000) % 2
+    >>> x[cells == 1, 4] *= 3.0  # class 1 differs in the variance of column 4 only
+    >>> b = second_moment_basis(x, cells, q=1)
+    >>> int(np.argmax(np.abs(b.directions[:, 0])))
+    4
+    """
+    x = np.asarray(x, dtype=np.float64)
+    cells = np.asarray(cells)
+    c = np.zeros(len(x), dtype=np.int64) if c is None else np.asarray(c)
+    means, overall = _group_means(x, c), x.mean(0)
+    xc = _centred(x, c, means, overall)
+    evals, evecs = np.linalg.eigh(xc.T @ xc / max(len(xc) - 1, 1))
+    # directions of (near) no variance are dropped, not blown up: a constant column has none
+    keep = evals > max(float(evals[-1]), 1e-300) * 1e-8
+    whiten = evecs[:, keep] / np.sqrt(evals[keep])
+    z = xc @ whiten
+    r = z.shape[1]
+    m = np.zeros((r, r))
+    for cell in np.unique(cells):
+        zc = z[cells == cell]
+        if len(zc) < 2:
+            continue
+        gap = np.eye(r) - zc.T @ zc / len(zc)
+        m += len(zc) / len(z) * gap @ gap
+    top = np.linalg.eigh(m)[1][:, ::-1][:, :q]
+    return SecondMomentBasis(means=means, overall=overall, whiten=whiten, directions=whiten @ top)
+
+
+def second_moment_features(x, c, basis: SecondMomentBasis) -> np.ndarray:
+    """float32 [n, q (q + 1) / 2 + 1]: the products p_j p_k (j <= k) of the rows' projections p on
+    `basis.directions`, and the squared norm of the whitened rows, all centred by the basis's
+    stratum means. Fitted beside a linear critic they make it quadratic along the directions
+    where the cells' second moments differ, and give it the radius (a label that depends on
+    |x|^2 spreads over every column).
+
+    >>> b = second_moment_basis(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]), [0, 0, 1, 1], q=1)
+    >>> second_moment_features(np.array([[2.0, 0.0]]), None, b).shape
+    (1, 2)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    c = np.zeros(len(x), dtype=np.int64) if c is None else np.asarray(c)
+    xc = _centred(x, c, basis.means, basis.overall)
+    radius = np.square(xc @ basis.whiten).sum(1, keepdims=True).astype(np.float32)
+    return np.concatenate([_products(xc @ basis.directions), radius], axis=1)
+
+
 def _products(xc: np.ndarray) -> np.ndarray:
     """float32 [n, q (q + 1) / 2]: xc_j xc_k for j <= k (row-major upper triangle) of centred
     columns xc [n, q], multiplied in float32 as the critic will see them."""

@@ -51,6 +51,8 @@ from matprobe.mi.prep import (
     radial_interaction,
     radially_damped,
     row_scale_variance,
+    second_moment_basis,
+    second_moment_features,
     shared_scale_weights,
 )
 from matprobe.mi.registry import register_estimator
@@ -266,7 +268,8 @@ class ProbeEstimator(CrossFitEstimator):
                  radial_offsets=(0.03125, 0.125, 0.5), block_scale_z: float = 3.0, radial_unmapped: bool = True,
                  radial_check: bool = True,
                  radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8,
-                 quadratic_fit: bool = True, nonlinear_rate: bool = True, latent_cells: int = 4,
+                 quadratic_fit: bool = True, second_moment_check: bool = True, second_moment_directions: int = 4,
+                 nonlinear_rate: bool = True, latent_cells: int = 4,
                  latent_init: float = 0.5, latent_lr: float = 1e-2, latent_start: str = "kmeans",
                  elliptical_lr: float = 3e-3, elliptical_patience: int = 30, map_choice: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -308,6 +311,8 @@ class ProbeEstimator(CrossFitEstimator):
         self.quadratic_check = quadratic_check
         self.quadratic_columns = quadratic_columns
         self.quadratic_fit = quadratic_fit
+        self.second_moment_check = second_moment_check
+        self.second_moment_directions = second_moment_directions
         self.penalties = tuple(float(p) for p in penalties)
         if int(penalties_below) != penalties_below or penalties_below < 0:
             raise ValueError(f"penalties_below={penalties_below!r}: give a whole number of steps, 0 or more (default 3)")
@@ -322,7 +327,7 @@ class ProbeEstimator(CrossFitEstimator):
                 "optimizer": f"L-BFGS-B (scipy), {self.lbfgs_memory} pairs",
                 "fit": "per-stratum, penalty path, shared refit",
                 "preconditioning": "features centred per stratum, scaled by sqrt(RMS^2 + 8 lam n / n_stratum)",
-                "misspecification": "ladder, radial or quadratic gains pooled over folds, or the rows' scale variance "
+                "misspecification": "ladder, radial, quadratic or second-moment gains pooled over folds, or the rows' scale variance "
                                      "(label-free); a misspecified term is one-sided; its note compares the linear critic "
                                      "with the label prior",
                 "radial damping": "above max_row_scale_variance (kappa of the whole norm, or of the block of columns "
@@ -346,6 +351,11 @@ class ProbeEstimator(CrossFitEstimator):
                                       "level's where it was chosen) the fold is also fitted on [x, products], kept "
                                       "where the chosen level's validation log-loss is lower" if self.quadratic_fit
                                       else "; it fits no representation"),
+                "second-moment check": f"products of the rows' projections on the {self.second_moment_directions} "
+                                       "directions where the cells' second moments differ most (SAVE, from the "
+                                       "fitting rows) and the whitened squared norm, fitted beside the fixed linear "
+                                       f"critic on at most {self.ladder_rows} fitting rows; flags and fits as the "
+                                       "quadratic check",
                 "latent cells": (f"where the ladder chose its non-linear level: each cell's linear head split into "
                                  f"{self.latent_cells} copies (logit: their log-mean-exp), started from "
                                  + ("k-means clusters of the cell's fitting rows" if self.latent_start == "kmeans"
@@ -402,7 +412,15 @@ class ProbeEstimator(CrossFitEstimator):
         gained 0.03-0.11 nats per row in each fold (issue 22, thirteenth session, `mixture-aniso`).
         Where a fold's own gain is significant, the fold is also fitted on the products
         (`quadratic_fit`, `fit_fold_seeds`), which recovers part of the shortfall; the statement
-        stays one-sided."""
+        stays one-sided.
+
+        Sixth, the second-moment check (`_gain_beside`, kind "second-moment"): as the quadratic
+        one, on products of the rows' projections on the directions where the cells' second
+        moments differ most (`prep.second_moment_basis`, from the fitting rows) and on the
+        whitened squared norm. Classes with equal means and covariances that differ by a rotation
+        in a 4-dim block (d = 32, n = 2k) gave the linear critic nothing to rank, the quadratic
+        check's columns missed the block, and 4 of 6 terms of 0.09-0.16 nats read 0 with two-sided
+        intervals [0, 0.01] (issue 22, thirty-first and thirty-second sessions)."""
         # the level is chosen once per fold (its seeds share it): one level and one gain per fold
         first_seed = [d for d in diags if d.get("seed", 0) == 0]
         levels = [d["level"] for d in first_seed if d.get("level")]
@@ -424,9 +442,17 @@ class ProbeEstimator(CrossFitEstimator):
         by_radial = (2 * n_radial > len(first_seed)) or (r_gains > self.ladder_min_gain and r_gains > self.ladder_z * r_ses)
         q_gain, q_se, _ = _pooled_gain(first_seed, "quadratic_gain", "quadratic_gain_se")
         by_quadratic = q_gain > self.ladder_min_gain and q_gain > self.ladder_z * q_se
-        if not (by_folds or by_pool or by_scale or by_radial or by_quadratic):
+        s_gain, s_se, _ = _pooled_gain(first_seed, "second_moment_gain", "second_moment_gain_se")
+        by_second = s_gain > self.ladder_min_gain and s_gain > self.ladder_z * s_se
+        if not (by_folds or by_pool or by_scale or by_radial or by_quadratic or by_second):
             return None
-        if by_quadratic and not (by_folds or by_pool or by_radial):
+        if by_second and not (by_folds or by_pool or by_radial or by_quadratic):
+            msg = (f"the linear critic is misspecified: products of the rows' projections on the "
+                   f"{self.second_moment_directions} directions where the classes' second moments differ most, "
+                   f"and the rows' squared norm, fitted beside it, improved its validation log-loss inside the "
+                   f"training folds by {s_gain:.4f} +- {s_se:.4f} nats per row (mean over {len(first_seed)} folds): "
+                   f"the classes differ beyond their means")
+        elif by_quadratic and not (by_folds or by_pool or by_radial):
             msg = (f"the linear critic is misspecified: products of its {self.quadratic_columns} leading feature "
                    f"columns, fitted beside it (a critic quadratic in them), improved its validation log-loss "
                    f"inside the training folds by {q_gain:.4f} +- {q_se:.4f} nats per row (mean over "
@@ -471,11 +497,19 @@ class ProbeEstimator(CrossFitEstimator):
             msg += (f"; the critic was fitted on its features and the products of its {self.quadratic_columns} "
                     f"leading columns in {n_quadratic} of {len(first_seed)} folds, where that predicted the "
                     "validation rows better")
+        n_second = sum(d.get("representation") == "second-moment products" for d in first_seed)
+        if n_second:
+            msg += (f"; the critic was fitted on its features, the products of their projections on the "
+                    f"{self.second_moment_directions} directions where the classes' second moments differ most and "
+                    f"the squared norm in {n_second} of {len(first_seed)} folds, where that predicted the validation "
+                    "rows better")
         over_prior = [d.get("linear_over_prior") for d in checks]
         if over_prior and all(v is not None for v in over_prior) and np.mean(over_prior) < 0:
             msg += (f", and the fitted linear critic predicted those rows {-float(np.mean(over_prior)):.4f} nats per "
-                    "row worse than the label frequencies alone: it overfits outlying rows (heavy tails or "
-                    "massive coordinates), so an estimate near 0 here does not show independence")
+                    "row worse than the label frequencies alone: its weights fitted the fitting rows' noise "
+                    "more than a signal it can use (outlying rows of heavy tails or massive coordinates do "
+                    "this, and so does a dependence that is not linear in the features), so an estimate near 0 "
+                    "here does not show independence")
         return msg
 
     def fit_fold(self, x_tr, y_tr, c_tr, sub_tr, x_ev, y_ev, c_ev, seed) -> FoldOutput:
@@ -663,6 +697,8 @@ class ProbeEstimator(CrossFitEstimator):
         leading columns are fitted beside the linear critic the same way; with `quadratic_fit`
         also on, where they gain significantly (and more than the non-linear level where the
         ladder chose it) the fold is also fitted on [x, products] (`prep.quadratic_products`).
+        With `second_moment_check` on, the same for the products along the fitting rows' SAVE
+        directions and the whitened squared norm (`prep.second_moment_features`).
         alternatives ({name: (x_tr, x_ev)}, e.g. the requested PCA's features where the fold plan
         raised it) are fitted the same way, at both levels. Of the representations fitted, the
         one whose chosen level predicts the validation rows better is kept; the held-out fold is
@@ -773,6 +809,22 @@ class ProbeEstimator(CrossFitEstimator):
                                        axis=1)
                 fits["quadratic products"] = self._fit_levels(xq_tr, xq_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
+        second = {}
+        if self.second_moment_check:
+            # the directions use the labels, so they come from the rows the check fits on, never
+            # from the validation split that judges it
+            rows = _fitting_rows(val, self.ladder_rows, seeds[0])
+            basis = second_moment_basis(x_tr[rows], cell_tr[rows], c_tr[rows], q=self.second_moment_directions)
+            extra_tr = second_moment_features(x_tr, c_tr, basis)
+            gain, se = self._gain_beside(fits["features"], extra_tr, val, dev, "second-moment",
+                                         max_rows=self.ladder_rows, seed=seeds[0])
+            second = {"second_moment_gain": gain, "second_moment_gain_se": se}
+            if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
+                    and _room(cell_counts, x_tr.shape[1] + extra_tr.shape[1])):
+                xs_tr = np.concatenate([x_tr, extra_tr], axis=1)
+                xs_ev = np.concatenate([x_ev, second_moment_features(x_ev, c_ev, basis)], axis=1)
+                fits["second-moment products"] = self._fit_levels(xs_tr, xs_ev, y_tr, c_tr, y_ev, c_ev, layout,
+                                                                  val, seeds, dev)
         alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
             # where the plan raised its PCA, the requested size's features may still predict better:
@@ -790,7 +842,7 @@ class ProbeEstimator(CrossFitEstimator):
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
         fit.diag.update(row_scale_variance=scale_var, representation=representation, **damping, **radial,
-                        **quadratic, **base)
+                        **quadratic, **second, **base)
         losses = {**alternative_losses, **{k: v.val_loss for k, v in fits.items()}}
         if len(losses) > 1:
             fit.diag.update({_VAL_LOSS_KEY[k]: v for k, v in losses.items()})
@@ -836,11 +888,7 @@ class ProbeEstimator(CrossFitEstimator):
                 strata.append(other)
                 offsets.append((st.x_tr @ w).cpu().numpy())  # the fixed critic's logits (prior added by _train)
                 w0.append(torch.zeros(q + 1, st.k, device=dev))
-        keep = ~val
-        if max_rows is not None and keep.sum() > max_rows:
-            chosen = np.random.default_rng([seed, 17]).choice(np.flatnonzero(keep), max_rows, replace=False)
-            keep = np.zeros_like(keep)
-            keep[chosen] = True
+        keep = _fitting_rows(val, max_rows, seed)
         n_fit = int(keep.sum())
         ws = self._shared((plain.problem, kind, plain.a, plain.b),
                           lambda: self._train(strata, w0, plain.lam, n_fit, keep, _prefix_mask(q, q, dev), offsets))
@@ -1072,6 +1120,7 @@ class ProbeEstimator(CrossFitEstimator):
 # the diagnostics' name for each representation's validation log-loss
 _VAL_LOSS_KEY = {"features": "val_loss_features", "radially damped": "val_loss_damped",
                  "radial interaction": "val_loss_radial", "quadratic products": "val_loss_quadratic",
+                 "second-moment products": "val_loss_second_moment",
                  REQUESTED_PCA: "val_loss_requested_pca"}
 
 
@@ -1087,6 +1136,17 @@ def _column_ranking(fit: "_LevelFit") -> np.ndarray:
         w = w.detach().cpu().numpy()[:d]
         weight += np.sqrt(((w - w.mean(1, keepdims=True)) ** 2).sum(1))
     return np.argsort(-weight * sd, kind="stable")
+
+
+def _fitting_rows(val: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """The fold's fitting rows (not in the validation split `val`), at most `max_rows` of them (a
+    random subset seeded by `seed`; None: all): a boolean mask over the training rows."""
+    keep = ~val
+    if max_rows is not None and keep.sum() > max_rows:
+        chosen = np.random.default_rng([seed, 17]).choice(np.flatnonzero(keep), max_rows, replace=False)
+        keep = np.zeros_like(keep)
+        keep[chosen] = True
+    return keep
 
 
 def _leading_columns(ranking: np.ndarray, q: int) -> np.ndarray:

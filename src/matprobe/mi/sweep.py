@@ -646,7 +646,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     if not stores:
         raise EstimationError("no stores given; pass one or more .h5 stores")
     factors = tuple(check_factors(factors))  # distinct columns (M and modality are one)
-    check_level(ci_level)
+    check_level(ci_level, "ci_level")
     pca = check_pca(pca, error=EstimationError)  # 0 means no reduction (it used to keep 0 components)
     if seeds < 1 or folds < 2 or jobs < 1:
         raise EstimationError("--seeds and --jobs must be >= 1 and --folds >= 2")
