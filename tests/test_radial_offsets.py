@@ -22,8 +22,9 @@ _SMALL_T2 = dict(k_classes=4, d=32, signal_dim=8, family="t", nu=2.0, separation
 
 
 def _probe(**kw):
-    # the radial and quadratic checks off: they offer representations of their own
-    return make_estimator("probe", seeds=2, radial_check=False, quadratic_check=False, **kw)
+    # the radial, quadratic and second-moment checks off: they offer representations of their own
+    return make_estimator("probe", seeds=2, radial_check=False, quadratic_check=False, second_moment_check=False,
+                          **kw)
 
 
 def _damped_folds(res):

@@ -136,3 +136,13 @@ def test_classes_that_differ_only_in_their_means_are_not_flagged_by_it():
         assert not (gains.mean() > 0.002 and gains.mean() > 2 * np.sqrt((ses**2).sum()) / len(ses)), seed
         assert all(f["representation"] != "second-moment products" for f in folds)
 
+
+
+def test_the_check_is_recorded_in_the_fitting_settings():
+    """Stored results made before the check (without it in their settings) are recomputed, not reused."""
+    from matprobe.mi.chain import estimator_fitting
+
+    fitting = estimator_fitting("probe", 5, 5, 64, 0.95, 0)
+    assert fitting["second_moment_check"] is True and fitting["second_moment_directions"] == 4
+    assert "4 directions where the cells' second moments differ most" in fitting["second-moment check"]
+    assert estimator_fitting("probe", 5, 5, 64, 0.95, 0, second_moment_check=False)["second_moment_check"] is False

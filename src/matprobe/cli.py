@@ -388,7 +388,10 @@ def mi_command(
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
+    from matprobe.checks import check_level
     from matprobe.mi.chain import check_out_path, run_store, write_results
+
+    check_level(level)  # as --level: the library functions name their parameter, ci_level
 
     if out is not None:
         check_out_path(out)
@@ -582,8 +585,11 @@ def sweep_command(
 ) -> None:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
+    from matprobe.checks import check_level
     from matprobe.mi.sweep import run_sweep
     from matprobe.present.views import sweep_table
+
+    check_level(level)  # as --level: the library functions name their parameter, ci_level
 
     unit, fmt = _unit(unit, bits), _format(fmt)
     res = _portable(portable_numerics, run_sweep, stores, out, factors=factors.split(","), layers=layers, pools=pools,
@@ -632,11 +638,13 @@ def compare_command(
 
     The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
     _refuse_in_place(out, store_a, store_b)
+    from matprobe.checks import check_level
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.present.views import comparison_table
     from matprobe.progress import track
 
     unit, fmt = _unit(unit, bits), _format(fmt)
+    check_level(level)  # as --level: the library functions name their parameter, ci_level
     with track("compare", None) as bar:
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,

@@ -148,14 +148,16 @@ class MIEstimate:
     them: the shortfall is not bounded, `bound` set to "lower"), "below-zero" (the estimate is
     below 0), "interval-below-zero" (the whole interval is below 0), "low-n" (too few rows per
     class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
-    "sparse-strata", "clipped", "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
+    "sparse-strata", "clipped" (the raw estimate exceeded H(Y|C) and was set to it; a clip at 0 is
+    flagged "below-zero" instead, while the attribute `clipped` is true for either), "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
     rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "near-saturated" (the
     estimate is >= 90% of H(Y|C): `bound` "lower" too), "pca-dropped-signal" (the label-free
     reduction's residual carries label information at the size the fold plan settled on after
     raising it, `FoldPlan.settle_reduction` and `mi.reduction_check`: the upper end raised by
     twice the measured loss, or `bound` "lower" where the loss is over 10% of the estimate), "constant-features"
     (Z carries no information: 0 exactly, nothing fitted). Estimates and lower ends below 0 are
-    clipped at 0 (`clipped` is then set too; the raw numbers are in diagnostics["raw"]).
+    clipped at 0 (the attribute `clipped` is then set too, the flag "clipped" is not: it names the
+    cap; the raw numbers are in diagnostics["raw"]).
     """
 
     value: float
