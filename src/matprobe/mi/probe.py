@@ -355,7 +355,8 @@ class ProbeEstimator(CrossFitEstimator):
                                        "directions where the cells' second moments differ most (SAVE, from the "
                                        "fitting rows) and the whitened squared norm, fitted beside the fixed linear "
                                        f"critic on at most {self.ladder_rows} fitting rows; flags and fits as the "
-                                       "quadratic check",
+                                       "quadratic check; not where that check multiplies every column "
+                                       f"(d <= {self.quadratic_columns}), whose products span these",
                 "latent cells": (f"where the ladder chose its non-linear level: each cell's linear head split into "
                                  f"{self.latent_cells} copies (logit: their log-mean-exp), started from "
                                  + ("k-means clusters of the cell's fitting rows" if self.latent_start == "kmeans"
@@ -810,7 +811,9 @@ class ProbeEstimator(CrossFitEstimator):
                 fits["quadratic products"] = self._fit_levels(xq_tr, xq_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
         second = {}
-        if self.second_moment_check:
+        # where the quadratic check multiplies every column its products span these features (up
+        # to the centring), so the check would only repeat it
+        if self.second_moment_check and not (self.quadratic_check and x_tr.shape[1] <= self.quadratic_columns):
             # the directions use the labels, so they come from the rows the check fits on, never
             # from the validation split that judges it
             rows = _fitting_rows(val, self.ladder_rows, seeds[0])
