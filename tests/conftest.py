@@ -252,6 +252,10 @@ SLOW: dict[str, set[str]] = {
         "test_coverage_of_the_population_entropy",  # 2.3-4.8 s
         "test_strata_and_seeds_are_capped_at_their_own_limits",  # 3.7 s
     },
+    "test_second_moment_check.py": {
+        "test_equal_mean_classes_are_no_longer_a_confident_null",  # 1.3-1.6 s per draw
+        "test_classes_that_differ_only_in_their_means_are_not_flagged_by_it",  # 2 s
+    },
     "test_quadratic_check.py": {
         "test_clusters_per_class_are_flagged_and_fitted_on_the_products",  # 2-3 s per draw
         "test_classes_that_differ_only_in_scale_are_read_on_the_products",  # 3-6 s per seed

@@ -30,15 +30,18 @@ def bits_result(tmp_path_factory):
 def test_note_numbers_are_in_bits(bits_result):
     e = bits_result.terms["probe"][0].estimate
     assert "near-saturated" in e.flags and "nats" in e.note  # the estimator writes its note in nats
-    h_nats = float(re.search(r"H\(Y\|C\) = ([0-9.]+) nats", e.note).group(1))
+    # I(Z;M) is unconditional: its cap is H(Y) (the thirty-second session; "H(Y|C)" before)
+    h_nats = float(re.search(r"of H\(Y\) = ([0-9.]+) nats", e.note).group(1))
     row = bits_result.frame().iloc[0]
-    shown = float(re.search(r"H\(Y\|C\) = ([0-9.]+) bits", row["note"]).group(1))
+    shown = float(re.search(r"of H\(Y\) = ([0-9.]+) bits", row["note"]).group(1))
     assert "nats" not in row["note"]
     assert shown == pytest.approx(h_nats / math.log(2), abs=1e-4) and shown == round(e.h_upper, 4)
     assert note_in_unit(row["note"], "bits") == row["note"]  # converted once
     assert note_in_unit(e.note, "nats") == e.note
     assert note_in_unit("raw estimate 0.693147 nats exceeded H(Y|C) = 0.346574; clipped", "bits") == \
         f"raw estimate {0.693147 / math.log(2):.6f} bits exceeded H(Y|C) = {0.346574 / math.log(2):.6f}; clipped"
+    assert note_in_unit("raw estimate 0.693147 nats exceeded H(Y) = 0.346574; clipped", "bits") == \
+        f"raw estimate {0.693147 / math.log(2):.6f} bits exceeded H(Y) = {0.346574 / math.log(2):.6f}; clipped"
     assert note_in_unit("[0.6931, -0.3466] nats and 0.6931 +- 0.0693 nats", "bits") == \
         "[{:.4f}, {:.4f}] bits and {:.4f} +- {:.4f} bits".format(*(x / math.log(2) for x in (0.6931, -0.3466, 0.6931, 0.0693)))
 
