@@ -793,23 +793,17 @@ class ProbeEstimator(CrossFitEstimator):
             if self._earns_a_fit(fits["features"].diag, gain, se) and _room(cell_counts, xr_tr.shape[1]):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
+        # the representation fitting of both checks below: (x, the rows, fitting context)
+        context = (x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
         quadratic = {}
         if self.quadratic_check:
             columns = _leading_columns(ranking, self.quadratic_columns)
-            # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain
-            products_tr = quadratic_products(x_tr, c_tr, columns)
-            gain, se = self._gain_beside(fits["features"], products_tr, val, dev, "quadratic",
-                                         max_rows=self.ladder_rows, seed=seeds[0])
-            quadratic = {"quadratic_gain": gain, "quadratic_gain_se": se}
-            # classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
+            # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain.
+            # Classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
             # the products (RESULTS.md, issue 22 fourteenth session)
-            if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
-                    and _room(cell_counts, x_tr.shape[1] + products_tr.shape[1])):
-                xq_tr = np.concatenate([x_tr, products_tr], axis=1)
-                xq_ev = np.concatenate([x_ev, quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr))],
-                                       axis=1)
-                fits["quadratic products"] = self._fit_levels(xq_tr, xq_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
-                                                              seeds, dev)
+            quadratic = self._check_beside(
+                "quadratic", "quadratic products", fits, quadratic_products(x_tr, c_tr, columns),
+                lambda: quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr)), context)
         second = {}
         # where the quadratic check multiplies every column its products span these features (up
         # to the centring), so the check would only repeat it
@@ -818,16 +812,9 @@ class ProbeEstimator(CrossFitEstimator):
             # from the validation split that judges it
             rows = _fitting_rows(val, self.ladder_rows, seeds[0])
             basis = second_moment_basis(x_tr[rows], cell_tr[rows], c_tr[rows], q=self.second_moment_directions)
-            extra_tr = second_moment_features(x_tr, c_tr, basis)
-            gain, se = self._gain_beside(fits["features"], extra_tr, val, dev, "second-moment",
-                                         max_rows=self.ladder_rows, seed=seeds[0])
-            second = {"second_moment_gain": gain, "second_moment_gain_se": se}
-            if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
-                    and _room(cell_counts, x_tr.shape[1] + extra_tr.shape[1])):
-                xs_tr = np.concatenate([x_tr, extra_tr], axis=1)
-                xs_ev = np.concatenate([x_ev, second_moment_features(x_ev, c_ev, basis)], axis=1)
-                fits["second-moment products"] = self._fit_levels(xs_tr, xs_ev, y_tr, c_tr, y_ev, c_ev, layout,
-                                                                  val, seeds, dev)
+            second = self._check_beside(
+                "second-moment", "second-moment products", fits, second_moment_features(x_tr, c_tr, basis),
+                lambda: second_moment_features(x_ev, c_ev, basis), context)
         alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
             # where the plan raised its PCA, the requested size's features may still predict better:
@@ -864,6 +851,23 @@ class ProbeEstimator(CrossFitEstimator):
         choosing on the validation split: RESULTS.md, issue 22 tenth session)."""
         beaten = plain["level"] == "linear" or gain > plain.get("level_gain", 0.0)
         return beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain
+
+    def _check_beside(self, kind: str, name: str, fits: dict, extra_tr, extra_ev, context) -> dict:
+        """A check of extra columns `extra_tr` beside the fixed linear critic (`_gain_beside`, on at
+        most `ladder_rows` fitting rows) and, where this fold's gain earns it (`quadratic_fit`,
+        `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to `fits` as `name`.
+        extra_ev: a callable giving the held-out rows' columns (made only where they are fitted).
+        Returns the gain and its s.e. under the kind's diagnostics keys."""
+        x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev = context
+        gain, se = self._gain_beside(fits["features"], extra_tr, val, dev, kind, max_rows=self.ladder_rows,
+                                     seed=seeds[0])
+        if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
+                and _room(cell_counts, x_tr.shape[1] + extra_tr.shape[1])):
+            fits[name] = self._fit_levels(np.concatenate([x_tr, extra_tr], axis=1),
+                                          np.concatenate([x_ev, extra_ev()], axis=1), y_tr, c_tr, y_ev, c_ev,
+                                          layout, val, seeds, dev)
+        key = kind.replace("-", "_")
+        return {f"{key}_gain": gain, f"{key}_gain_se": se}
 
     def _gain_beside(self, plain: "_LevelFit", extra_tr, val, dev, kind: str, max_rows: int | None = None,
                      seed: int = 0) -> tuple[float, float]:
