@@ -702,7 +702,7 @@ def relate_command(
 @run_user_errors
 def demo_command(
     out: Path = typer.Option(Path("reports/demo"), "--out", help="Run directory for data, models, results and the report."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller data, fewer steps and seeds, no online codelength (about a minute)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller data, fewer steps and seeds, no online codelength (one to two minutes on 2 cores)."),
     workers: int = typer.Option(0, "--workers", help="Processes for fine-tuning (0 = up to 4, one per core)."),
 ) -> None:
     """The whole study on an embedded default: packaged medical images, tiny models, CPU only."""
