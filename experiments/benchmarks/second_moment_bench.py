@@ -21,8 +21,6 @@ its low end).
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 
 import numpy as np
@@ -31,6 +29,9 @@ from scipy.special import logsumexp
 from scipy.stats import chi2, ortho_group
 
 from matprobe.mi import chain_terms
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from thin_direction_bench import csv_appender  # noqa: E402
 
 
 def _entropy_nats(p):
@@ -106,11 +107,7 @@ def main(argv=None):
     kwargs = {"second_moment_check": False} if args.no_second_moment_check else {}
     fields = ["family", "draw", "d", "n", "block", "rotate", "truth", "estimate", "ci_low", "ci_high", "bound", "flags",
               "holds", "code"]
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            w.writeheader()
+    with csv_appender(args.out, fields) as write:
         for n in args.n:
             for d in args.d:
                 for draw in range(args.first_draw, args.first_draw + args.draws):
@@ -126,8 +123,7 @@ def main(argv=None):
                                rotate=args.rotate, truth=t, estimate=e.value,
                                ci_low=e.ci_low, ci_high=e.ci_high, bound=e.bound, flags=";".join(e.flags),
                                holds=holds, code=args.label)
-                    w.writerow(row)
-                    fh.flush()
+                    write(row)
                     print(f"{args.family} d {d} n {n} draw {draw}: truth {t:.4f} est {e.value:.4f} "
                           f"[{e.ci_low:.4f}, {e.ci_high:.4f}] {e.bound} {','.join(e.flags)} "
                           f"{'holds' if holds else 'FAILS'}", file=sys.stderr)

@@ -14,6 +14,7 @@ whether it covers, and the smallest eigenvalue of A A^T.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
@@ -47,6 +48,23 @@ def draw_task(seed: int, d: int = 16, k: int = 3, strata: int = 3, signal: float
     return sample, truth, float(np.linalg.eigvalsh(a @ a.T)[0])
 
 
+@contextlib.contextmanager
+def csv_appender(path, fields):
+    """Yields write(row): rows appended to the CSV at `path`, its header written only when the file
+    is new, each row flushed as it is written (a stopped run keeps every finished row)."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            writer.writeheader()
+
+        def write(row):
+            writer.writerow(row)
+            fh.flush()
+
+        yield write
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draws", type=int, default=10)
@@ -56,11 +74,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     fields = ["draw", "sep", "n", "truth", "estimate", "ci_low", "ci_high", "bound", "flags", "covered", "min_eig"]
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            w.writeheader()
+    with csv_appender(args.out, fields) as write:
         for sep in args.sep:
             for draw in range(args.draws):
                 sample, truth, min_eig = draw_task(draw, sep=sep)
@@ -69,8 +83,7 @@ def main(argv=None):
                 (_, _), (_, e) = chain_terms(z, {"M": m, "Y": y}).terms["probe"]
                 row = dict(draw=draw, sep=sep, n=args.n, truth=t, estimate=e.value, ci_low=e.ci_low, ci_high=e.ci_high,
                            bound=e.bound, flags=";".join(e.flags), covered=e.ci_low <= t <= e.ci_high, min_eig=min_eig)
-                w.writerow(row)
-                fh.flush()
+                write(row)
                 print(f"sep {sep:g} draw {draw}: truth {t:.4f} est {e.value:.4f} [{e.ci_low:.4f}, {e.ci_high:.4f}] "
                       f"{e.bound} {','.join(e.flags)} {'covers' if row['covered'] else 'MISSES'}", file=sys.stderr)
 
