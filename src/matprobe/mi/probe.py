@@ -44,6 +44,7 @@ from matprobe.mi.base import (
     small_cell_share,
 )
 from matprobe.mi.interface import TWO_SIDED, EstimatorTags
+from matprobe.mi.lbfgs import minimize_lbfgsb
 from matprobe.mi.prep import (
     block_scale_variance,
     log_abs_scale_weights,
@@ -529,12 +530,11 @@ class ProbeEstimator(CrossFitEstimator):
         keeps them the pieces of one joint objective, whose penalty is chosen jointly. keep: bool
         over the fold's training rows (None = all).
 
-        Solved by scipy's L-BFGS-B (compiled) with the softmax gradient written out, in float64:
-        on these small problems torch's Python L-BFGS and autograd overhead was 3/4 of the MI
-        step's time (docs/estimators.md, "Fitting cost").
+        Solved by scipy's L-BFGS-B (compiled, driven without scipy's Python wrappers:
+        mi/lbfgs.py) with the softmax gradient written out, in float64: on these small problems
+        torch's Python L-BFGS and autograd overhead was 3/4 of the MI step's time
+        (docs/estimators.md, "Fitting cost").
         """
-        from scipy.optimize import minimize
-
         dev = mask.device
         cols = mask[:, 0].detach().cpu().numpy() > 0  # kept features and the intercept (last)
         rows = [np.arange(len(st.rows_tr)) if keep is None else np.flatnonzero(keep[st.rows_tr])
@@ -637,10 +637,9 @@ class ProbeEstimator(CrossFitEstimator):
         # one BLAS thread: these matrices are small, and threaded BLAS inside the pipeline's
         # worker processes oversubscribed the cores (the quick demo's MI step took 14x longer)
         with one_blas_thread():
-            res = minimize(loss_and_grad, w_init.ravel(), jac=True, method="L-BFGS-B",
-                           options={"maxiter": self.max_iter, "maxcor": self.lbfgs_memory, "gtol": self.tolerance_grad,
-                                    "ftol": self.tolerance_change})
-        w = res.x.reshape(n_s, p, k_max) / rms[:, :, None]  # back to the features' own coordinates
+            theta = minimize_lbfgsb(loss_and_grad, w_init.ravel(), maxiter=self.max_iter, maxcor=self.lbfgs_memory,
+                                    gtol=self.tolerance_grad, ftol=self.tolerance_change)
+        w = theta.reshape(n_s, p, k_max) / rms[:, :, None]  # back to the features' own coordinates
         w[:, -1, :] -= np.einsum("sp,spk->sk", centre, w)
         out = []
         for i, st in enumerate(strata):
