@@ -11,6 +11,7 @@ against its own marginal p(y|c). Strata with H(Y|C=c) = 0 contribute exactly 0.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -403,12 +404,34 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+@functools.cache
+def _blas_libraries() -> tuple:
+    """The BLAS libraries' controllers of `_blas_controller` (threadpoolctl's LibController)."""
+    return tuple(_blas_controller().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
 def one_blas_thread():
     """A context in which numpy's BLAS runs on one thread. The folds' products are small or
     memory-bound: a second BLAS thread only waited, and its spinning counted 0.6-0.9 CPU s of the
     20k x 4,096 chain (7%; 19% more where only the fits were limited), and inside the pipeline's
-    worker processes it oversubscribed the cores (the quick demo's MI step took 14x longer)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    worker processes it oversubscribed the cores (the quick demo's MI step took 14x longer).
+
+    Each library's thread count is read, set to 1 and restored directly: threadpoolctl's
+    `limit()` also rebuilt every library's description on each entry, 3% of a small estimate's
+    time (it is entered once per critic fit; thirty-third session, RESULTS.md). Nested entries
+    find 1 and change nothing."""
+    libs = _blas_libraries()
+    before = [lib.get_num_threads() for lib in libs]
+    try:
+        for lib, n in zip(libs, before):
+            if n is not None and n != 1:
+                lib.set_num_threads(1)
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n is not None and n != 1:
+                lib.set_num_threads(n)
 
 
 def plan_folds(groups, k: int = 5, seed: int = 0) -> np.ndarray:
