@@ -94,3 +94,21 @@ def test_an_unknown_scipy_interface_takes_the_public_path(monkeypatch):
                                    [0.0, 0.0], atol=1e-8)
     finally:
         lbfgs._direct_setulb.cache_clear()
+
+
+def test_a_routine_that_refuses_the_arguments_hands_over_to_minimize(monkeypatch):
+    # a scipy whose version is in the known range but whose routine takes other arguments: the
+    # first call's TypeError (before any evaluation) hands the problem to `minimize`, and later
+    # calls go there directly
+    def other_interface(*args):
+        raise TypeError("setulb() takes 18 positional arguments")
+
+    monkeypatch.setattr(lbfgs, "_direct_setulb", lambda: other_interface)
+    monkeypatch.setattr(lbfgs, "_REFUSED_INTERFACE", set())
+    fun, x0 = _softmax_problem(3, 90, 5, 3, 1e-3)
+    opts = {"maxiter": 50, "maxcor": 10, "gtol": 1e-6, "ftol": 1e-7}
+    assert np.array_equal(minimize_lbfgsb(fun, x0, **opts), _scipy(fun, x0, **opts))
+    assert lbfgs._REFUSED_INTERFACE == {other_interface}
+    assert np.array_equal(minimize_lbfgsb(fun, x0, **opts), _scipy(fun, x0, **opts))
+    with pytest.raises(TypeError):  # asked for the compiled routine itself: its error is the answer
+        minimize_lbfgsb(fun, x0, direct=True, **opts)

@@ -23,6 +23,7 @@ import numpy as np
 # the interface of scipy's compiled routine this loop was written against (the C port of
 # L-BFGS-B, scipy 1.15 to 1.17); other versions take the public path
 DIRECT_SCIPY_VERSIONS = ((1, 15), (1, 17))
+_REFUSED_INTERFACE: set = set()  # a routine whose call raised TypeError: not called again
 
 
 @cache
@@ -60,14 +61,12 @@ def minimize_lbfgsb(fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray
     [3.0, 3.0]
     """
     setulb = _direct_setulb() if direct in (None, True) else None
+    if setulb in _REFUSED_INTERFACE and not direct:
+        setulb = None
     if direct and setulb is None:
         raise RuntimeError("this scipy's L-BFGS-B routine has another interface: call with direct=None")
     if setulb is None:
-        from scipy.optimize import minimize
-
-        return minimize(fun_and_grad, x0, jac=True, method="L-BFGS-B",
-                        options={"maxiter": maxiter, "maxcor": maxcor, "gtol": gtol, "ftol": ftol,
-                                 "maxfun": maxfun, "maxls": maxls}).x
+        return _public(fun_and_grad, x0, maxiter, maxcor, gtol, ftol, maxfun, maxls)
     # the loop of scipy's _minimize_lbfgsb (1.15-1.17), with its arguments for no bounds
     x = np.array(np.asarray(x0).ravel(), dtype=np.float64)
     n, m = x.size, maxcor
@@ -87,7 +86,15 @@ def minimize_lbfgsb(fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray
     n_iterations = n_evaluations = 0
     while True:
         g = g.astype(np.float64)
-        setulb(m, x, low, high, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)
+        try:
+            setulb(m, x, low, high, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)
+        except TypeError:
+            if n_evaluations or direct:
+                raise
+            # another interface than this version was expected to have (refused before any
+            # evaluation): the public path from here on
+            _REFUSED_INTERFACE.add(setulb)
+            return _public(fun_and_grad, x0, maxiter, maxcor, gtol, ftol, maxfun, maxls)
         if task[0] == 3:  # evaluate at x (a copy: scipy hands the user a copy too)
             value, grad = fun_and_grad(x.copy())
             f = float(value)
@@ -102,3 +109,11 @@ def minimize_lbfgsb(fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray
         else:
             break
     return x
+
+
+def _public(fun_and_grad, x0, maxiter, maxcor, gtol, ftol, maxfun, maxls) -> np.ndarray:
+    from scipy.optimize import minimize
+
+    return minimize(fun_and_grad, x0, jac=True, method="L-BFGS-B",
+                    options={"maxiter": maxiter, "maxcor": maxcor, "gtol": gtol, "ftol": ftol,
+                             "maxfun": maxfun, "maxls": maxls}).x
