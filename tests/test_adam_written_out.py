@@ -38,3 +38,20 @@ def test_same_bits_as_torch_adam(weight_decay):
 
 def test_weight_decay_changes_the_path():
     assert not torch.equal(_run(0.0)[0][0], _run(1e-2)[0][0])
+
+
+def test_a_parameter_without_gradient_is_left_alone_and_the_others_match_torch():
+    # the step updates the parameters that have a gradient, in one call per operation over them
+    gen = torch.Generator().manual_seed(1)
+    start = [torch.randn(6, 3, generator=gen), torch.randn(3, generator=gen), torch.randn(4, generator=gen)]
+    data = torch.randn(32, 6, generator=gen)
+    ours = [p.clone().requires_grad_(True) for p in start]
+    ref = [p.clone().requires_grad_(True) for p in start]
+    opts = (_Adam(ours, lr=1e-2), torch.optim.Adam(ref, lr=1e-2, foreach=False))
+    for _ in range(10):
+        for params, opt in zip((ours, ref), opts):
+            opt.zero_grad()
+            torch.logsumexp(data @ params[0] + params[1], dim=1).mean().backward()  # params[2] unused
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+    assert torch.equal(ours[2].detach(), start[2])

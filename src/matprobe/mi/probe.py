@@ -1192,9 +1192,26 @@ class _Adam:
         b1, b2 = self.betas
         step_size = self.lr / (1 - b1 ** self.t)
         root_c2 = (1 - b2 ** self.t) ** 0.5
-        for q, m, v in zip(self.params, self.m, self.v):
-            if q.grad is None:
-                continue
+        live = [(q, m, v) for q, m, v in zip(self.params, self.m, self.v) if q.grad is not None]
+        if not live:
+            return
+        if all(q.device.type == "cpu" for q, _, _ in live):
+            # the same per-tensor operations in the same order, each list in one call (on the CPU
+            # torch's _foreach_ ops loop over the tensors with the ops below): a quarter fewer
+            # Python-to-torch calls per step of a small critic (thirty-third session, RESULTS.md)
+            qs, ms, vs = (list(t) for t in zip(*live))
+            gs = [q.grad for q in qs]
+            if self.weight_decay:
+                gs = torch._foreach_add(gs, qs, alpha=self.weight_decay)
+            torch._foreach_lerp_(ms, gs, 1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, root_c2)
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_addcdiv_(qs, ms, denom, value=-step_size)
+            return
+        for q, m, v in live:  # an accelerator's fused _foreach_ kernels may round otherwise
             g = q.grad.add(q, alpha=self.weight_decay) if self.weight_decay else q.grad
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
