@@ -787,17 +787,19 @@ class ProbeEstimator(CrossFitEstimator):
         if self.radial_check:
             columns = _leading_columns(ranking, self.radial_columns)
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
-            gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, dev, "radial")
+            gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, ~val, dev, "radial")
             radial = {"radial_gain": gain, "radial_gain_se": se}
             if self._earns_a_fit(fits["features"].diag, gain, se) and _room(cell_counts, xr_tr.shape[1]):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
-        # the representation fitting of both checks below: (x, the rows, fitting context)
-        context = (x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)
+        # the two checks below fit their extra weights on one subset of the fitting rows (at most
+        # `ladder_rows`: at n = 20k all of them cost 6% of the chain), drawn once for the fold
+        check_rows = _fitting_rows(val, self.ladder_rows, seeds[0])
+        # the representation fitting of both checks: (x, the rows, fitting context)
+        context = (x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev)
         quadratic = {}
         if self.quadratic_check:
             columns = _leading_columns(ranking, self.quadratic_columns)
-            # on at most `ladder_rows` fitting rows: at n = 20k all of them cost 6% of the chain.
             # Classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
             # the products (RESULTS.md, issue 22 fourteenth session)
             quadratic = self._check_beside(
@@ -809,8 +811,8 @@ class ProbeEstimator(CrossFitEstimator):
         if self.second_moment_check and not (self.quadratic_check and x_tr.shape[1] <= self.quadratic_columns):
             # the directions use the labels, so they come from the rows the check fits on, never
             # from the validation split that judges it
-            rows = _fitting_rows(val, self.ladder_rows, seeds[0])
-            basis = second_moment_basis(x_tr[rows], cell_tr[rows], c_tr[rows], q=self.second_moment_directions)
+            basis = second_moment_basis(x_tr[check_rows], cell_tr[check_rows], c_tr[check_rows],
+                                        q=self.second_moment_directions)
             second = self._check_beside(
                 "second-moment", "second-moment products", fits, second_moment_features(x_tr, c_tr, basis),
                 lambda: second_moment_features(x_ev, c_ev, basis), context)
@@ -852,14 +854,13 @@ class ProbeEstimator(CrossFitEstimator):
         return beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain
 
     def _check_beside(self, kind: str, name: str, fits: dict, extra_tr, extra_ev, context) -> dict:
-        """A check of extra columns `extra_tr` beside the fixed linear critic (`_gain_beside`, on at
-        most `ladder_rows` fitting rows) and, where this fold's gain earns it (`quadratic_fit`,
+        """A check of extra columns `extra_tr` beside the fixed linear critic (`_gain_beside`, on the
+        fold's check rows: at most `ladder_rows` fitting rows) and, where this fold's gain earns it (`quadratic_fit`,
         `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to `fits` as `name`.
         extra_ev: a callable giving the held-out rows' columns (made only where they are fitted).
         Returns the gain and its s.e. under the kind's diagnostics keys."""
-        x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev = context
-        gain, se = self._gain_beside(fits["features"], extra_tr, val, dev, kind, max_rows=self.ladder_rows,
-                                     seed=seeds[0])
+        x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev = context
+        gain, se = self._gain_beside(fits["features"], extra_tr, val, check_rows, dev, kind)
         if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
                 and _room(cell_counts, x_tr.shape[1] + extra_tr.shape[1])):
             fits[name] = self._fit_levels(np.concatenate([x_tr, extra_tr], axis=1),
@@ -868,8 +869,7 @@ class ProbeEstimator(CrossFitEstimator):
         key = kind.replace("-", "_")
         return {f"{key}_gain": gain, f"{key}_gain_se": se}
 
-    def _gain_beside(self, plain: "_LevelFit", extra_tr, val, dev, kind: str, max_rows: int | None = None,
-                     seed: int = 0) -> tuple[float, float]:
+    def _gain_beside(self, plain: "_LevelFit", extra_tr, val, keep, dev, kind: str) -> tuple[float, float]:
         """A check of columns beside the linear critic: `extra_tr`, extra columns on the fold's
         training rows, added to the linear level's fitted critic (held fixed, fitted on the
         fitting rows at its chosen penalty): their weights are fitted on the fitting rows at the
@@ -883,8 +883,9 @@ class ProbeEstimator(CrossFitEstimator):
         the leading columns: the Adam check on 64 or 256 inputs found no gain where classes are
         mixtures of clusters (issue 22, thirteenth session).
 
-        max_rows: fit the extra weights on at most this many of the fitting rows (a random subset,
-        seeded by `seed`), as the non-linear level's check does (`ladder_rows`); None: all."""
+        keep: bool over the training rows, those the extra weights are fitted on: every fitting row
+        (`~val`), or at most `ladder_rows` of them (`_fitting_rows`), as the non-linear level's
+        check does."""
         q = extra_tr.shape[1]
         strata, offsets, w0 = [], [], []
         with torch.no_grad():
@@ -894,7 +895,6 @@ class ProbeEstimator(CrossFitEstimator):
                 strata.append(other)
                 offsets.append((st.x_tr @ w).cpu().numpy())  # the fixed critic's logits (prior added by _train)
                 w0.append(torch.zeros(q + 1, st.k, device=dev))
-        keep = _fitting_rows(val, max_rows, seed)
         n_fit = int(keep.sum())
         ws = self._shared((plain.problem, kind, plain.a, plain.b),
                           lambda: self._train(strata, w0, plain.lam, n_fit, keep, _prefix_mask(q, q, dev), offsets))
