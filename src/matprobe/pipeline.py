@@ -838,7 +838,7 @@ def _staged_condition_manifests(cfg: PipelineConfig, run: Path, dataset, ids_by_
 def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, names, say,
                   progress_bars) -> list[dict]:
     """`_extract_stores` from the condition manifests written (`_staged_condition_manifests`)."""
-    from matprobe.extract.runner import ExtractConfig, extract, resume_refusal
+    from matprobe.extract.runner import ExtractConfig, extract, resume_refusal, reuse_complete_store
 
     extract_jobs = []
     order = {ck["name"]: i for i, ck in enumerate(checkpoints)}
@@ -857,7 +857,8 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
         ))
     # every store made from other inputs is named at once: one refusal per attempt took a study four
     # rounds of delete-and-rerun after one image changed
-    refusals = [msg for job in extract_jobs if (msg := resume_refusal(job))]
+    refused = [resume_refusal(job) for job in extract_jobs]
+    refusals = [msg for msg in refused if msg]
     if len(refusals) > 1:
         listed = " | ".join(_in_run_words(msg, cfg, names, advice=False) for msg in refusals)
         raise ProvenanceMismatch(
@@ -865,20 +866,26 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
             f"{listed}; in `matprobe run` (which has no --overwrite): delete those store files to extract them "
             "again, or set another [run] out")
     # CPU stores are extracted in worker processes like the fine-tuning (one torch thread each);
-    # a GPU run extracts one store at a time in this process
+    # a GPU run extracts one store at a time in this process. A store that is complete and made
+    # from these inputs is taken as it is first: a rerun loads no model for it
     try:
-        if cfg.device == "cpu" and min(_workers(cfg), len(extract_jobs)) > 1:
-            results = [res for _, res in _map_in_workers(_extract_job, extract_jobs,
-                                                         [ck["name"] for ck in checkpoints], _workers(cfg),
-                                                         "extract", "stores", progress_bars)]
+        results = [None if msg else reuse_complete_store(job) for job, msg in zip(extract_jobs, refused)]
+        todo = [i for i, res in enumerate(results) if res is None]
+        jobs, job_names = [extract_jobs[i] for i in todo], [checkpoints[i]["name"] for i in todo]
+        if cfg.device == "cpu" and min(_workers(cfg), len(jobs)) > 1:
+            done = [res for _, res in _map_in_workers(_extract_job, jobs, job_names, _workers(cfg), "extract",
+                                                      "stores", progress_bars)]
         else:
-            results = [extract(job, progress=progress_bars) for job in extract_jobs]
+            done = [extract(job, progress=progress_bars) for job in jobs]
     except MatprobeError as exc:
         raise type(exc)(_in_run_words(str(exc), cfg, names)) from None
-    for ck, res in zip(checkpoints, results):
+    for i, res in zip(todo, done):
+        results[i] = res
+    for ck, res, reused in zip(checkpoints, results, (i not in todo for i in range(len(results)))):
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
-        say(f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
+        say(f"store {ck['name']}: complete, made from these inputs (no model loaded)" if reused else
+            f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
     for ck in given:
         from matprobe.store import EmbeddingStore
 

@@ -51,8 +51,11 @@ LAYER_CONVENTION = (
     "decoder block outputs indexed from 0 ('0'..'L-1'; negative indices resolved from the end "
     "before storing); 'final' = after the final norm; 'embed' = input embeddings"
 )
-# Provenance fields that may differ between a store and a later append.
-_VOLATILE_PROVENANCE = frozenset({"created", "created_by"})
+# Provenance fields that may differ between a store and a later append, and are not part of its
+# content id: time stamps, and the extraction request the store was made from (settings as given:
+# a rerun loads no model where it is the same, `extract.runner.reuse_complete_store`; layers -1
+# and 31 of one model ask for the same rows)
+_VOLATILE_PROVENANCE = frozenset({"created", "created_by", "extract_request"})
 # Label columns stored as codes + vocabulary.
 _CODED_COLUMNS = ("modality", "anatomy", "task", "label", "subset", "split")
 _TEXT_COLUMNS = ("image", "question", "mask")

@@ -315,6 +315,146 @@ def resume_refusal(config: ExtractConfig) -> str | None:
     return None
 
 
+# the installed packages a model load depends on (the attention kernels, the image processor's
+# backend and defaults, the tokenizer): a complete store is reused without loading its model only
+# while none of them changed (`reuse_complete_store`)
+_LOAD_PACKAGES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sentencepiece",
+                  "torchvision", "timm", "flash-attn", "pillow", "numpy", "huggingface-hub")
+
+
+def _installed(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _answers_on(config: ExtractConfig, dataset) -> bool:
+    """Whether the model's answers are scored: `config.answers`, or (None) when every sample has
+    at least two options."""
+    if config.answers is not None:
+        return bool(config.answers)
+    return all(len(s.options) >= 2 for s in dataset) and len(dataset) > 0
+
+
+def _folder_content(folder: Path) -> dict:
+    from matprobe.provenance import processing_fingerprints, weights_fingerprint
+
+    return {"weights": weights_fingerprint(folder), "processing_files": processing_fingerprints(folder)}
+
+
+def _named_tower(config: ExtractConfig) -> Path | None:
+    """The vision tower folder an original-format LLaVA checkpoint loads (`--vision-tower`, else
+    the local folder its config names), or None."""
+    if config.vision_tower:
+        return Path(config.vision_tower)
+    cfg_path = Path(config.ckpt) / "config.json" if config.ckpt else None
+    if cfg_path is None or not cfg_path.is_file():
+        return None
+    try:
+        import json
+
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return None
+    named = cfg.get("mm_vision_tower") if isinstance(cfg, dict) else None
+    return Path(named) if isinstance(named, str) and Path(named).is_dir() else None
+
+
+def extract_request(config: ExtractConfig, dataset, pools, weights: str, processing: dict) -> dict:
+    """What an extraction's store follows from besides its rows' records, all of it known without
+    loading the model: the settings as given (not the batch size, which changes no feature), the
+    weights' and processing files' fingerprints (`_fingerprint_inputs`), a vision tower's and a
+    template file's content, and the versions of matprobe and of the packages a load depends on.
+
+    A new store records it in its provenance (`extract_request`, not compared on resume and not
+    part of the content id); a rerun whose request is the same, on that store once complete,
+    loads no model (`reuse_complete_store`). Anything here may differ while the provenance would
+    not (layers -1 and 31 of a 32-layer model): then the model is loaded and the provenance
+    compared, as before."""
+    import hashlib
+
+    from matprobe import __version__
+
+    tower = _named_tower(config)
+    template = config.template
+    if template is not None and Path(template).is_file():
+        template = {"file": str(Path(template).resolve()),
+                    "sha256": hashlib.sha256(Path(template).read_bytes()).hexdigest()}
+    layers = config.layers if isinstance(config.layers, str) else ",".join(map(str, config.layers))
+    request = {
+        "matprobe": __version__,
+        # the folders by their content, as the provenance names them (a run directory moved with
+        # its checkpoints is the same request)
+        "adapter": bool(config.adapter), "base": bool(config.base),
+        "weights_fingerprint": weights, "processing_files": processing,
+        "vision_tower": None if tower is None else _folder_content(tower),
+        "template": template, "layers": layers, "pools": list(pools), "dtype": config.dtype,
+        "device": config.device, "max_pixels": config.max_pixels, "answers": _answers_on(config, dataset),
+        "merge_adapter": config.merge_adapter, "attn_implementation": config.attn_implementation,
+        "rendering": config.rendering, "packages": {p: _installed(p) for p in _LOAD_PACKAGES},
+    }
+    return _as_json(request)
+
+
+def _as_json(value):
+    """`value` as it reads back from a store's provenance (JSON: tuples as lists)."""
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> ExtractResult | None:
+    """The result of `extract(config)` without loading the model, where there is nothing to
+    compute: the store at `config.out` is complete (every row done, finalized, one process's), has
+    these records' ids, and records the same `extract_request` as this config gives now. None
+    otherwise (no store, rows left, made by an older matprobe, by torchrun, or from another
+    request), and `extract` goes on as before.
+
+    Changed weights or records are refused here as a resume refuses them. A split changed alone
+    is taken into the store (`check_records_unchanged`). No image is read: the result has no
+    image notes. A rerun of `run` on a 7B study's complete stores loaded every model for nothing."""
+    from matprobe.parallel import launched_world_size
+    from matprobe.store import EmbeddingStore
+
+    t0 = time.perf_counter()
+    out = Path(config.out)
+    if config.overwrite or not out.is_file() or launched_world_size() > 1:
+        return None
+    if dataset is None:
+        from matprobe.extract.preflight import check_extract_inputs
+
+        dataset, pools = check_extract_inputs(config)
+    try:
+        with EmbeddingStore.open(out) as st:
+            prov = st.provenance
+            recorded = prov.get("extract_request")
+            complete = (st.finalized and bool(np.all(st.done)) and "merged_from" not in prov
+                        and [str(i) for i in st.ids] == [s.id for s in dataset])
+    except StoreError:
+        return None  # the extraction itself names an unreadable store, with its fix
+    if recorded is None or not complete:
+        return None
+    _, weights, processing = _fingerprint_inputs(config, out, dataset)  # refuses changed weights and records
+    if extract_request(config, dataset, pools, weights, processing) != _as_json(recorded):
+        return None
+    from matprobe.provenance import check_records_unchanged, record_digests
+
+    with EmbeddingStore.open(out) as st:
+        same = np.array_equal(record_digests(dataset.frame(), scheme=st.record_digest_scheme), st.record_digests())
+    if not same:  # a split edited: taken in as a resume takes it (other changes were refused above)
+        with EmbeddingStore.open(out, mode="a") as st:
+            check_records_unchanged(st, dataset.frame(), dataset.source, update=True)
+    with EmbeddingStore.open(out) as st:
+        accuracy = _accuracy(st) if recorded.get("answers") else None
+        layers, stored_pools = list(st.provenance["layers"]), list(st.provenance["pools"])
+    return ExtractResult(out=out, n_total=len(dataset), n_computed=0, n_resumed=len(dataset),
+                         seconds=time.perf_counter() - t0, layers=[str(v) for v in layers],
+                         pools=[str(v) for v in stored_pools], accuracy=accuracy)
+
+
 def extract(
     config: ExtractConfig,
     progress: bool = False,
@@ -326,6 +466,8 @@ def extract(
     # options, output, checkpoint folder and manifest first: refused in about a second,
     # before torch is imported or a model loaded (extract/preflight.py)
     dataset, pools = check_extract_inputs(config)
+    if (reused := reuse_complete_store(config, dataset, pools)) is not None:
+        return reused  # complete, from these inputs: no model to load
     import torch
 
     from matprobe.extract.checkpoints import load_model
@@ -360,10 +502,8 @@ def extract(
     notes = _check_images(samples.samples, str(config.data))
 
     n_options = max((len(s.options) for s in dataset), default=0)
-    answers = config.answers
-    if answers is None:
-        answers = n_options >= 2 and all(len(s.options) >= 2 for s in dataset)
-    elif answers and n_options < 2:
+    answers = _answers_on(config, dataset)
+    if config.answers and n_options < 2:
         raise ExtractError(f"--answers: {config.data} has no multiple-choice options; use --no-answers")
 
     torch.manual_seed(0)
@@ -393,6 +533,7 @@ def extract(
                                   config.rendering if has_segmentation else None)
     provenance["weights_fingerprint"] = weights
     provenance["processing_files"] = processing
+    provenance["extract_request"] = extract_request(config, dataset, pools, weights, processing)
     hidden = loaded.model.config.get_text_config().hidden_size
     feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
 
