@@ -782,19 +782,21 @@ class ProbeEstimator(CrossFitEstimator):
         # features differing by 2e-7 (another extraction batch size) read 1.069 or 0.943 nats
         cell_counts = np.bincount(cell_tr, minlength=n_cells)
 
+        # the checks below fit their extra weights on one subset of the fitting rows (at most
+        # `ladder_rows`, as the non-linear level's check: at n = 20k all of them cost 6% of the
+        # chain, the radial check's alone 4-6% of a sweep cell), drawn once for the fold
+        check_rows = _fitting_rows(val, self.ladder_rows, seeds[0])
         # the columns that move the linear critic most, ranked once for both checks
         ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
         if self.radial_check:
             columns = _leading_columns(ranking, self.radial_columns)
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
-            gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, ~val, dev, "radial")
+            gain, se = self._gain_beside(fits["features"], xr_tr[:, x_tr.shape[1]:], val, check_rows, dev,
+                                         "radial")
             radial = {"radial_gain": gain, "radial_gain_se": se}
             if self._earns_a_fit(fits["features"].diag, gain, se) and _room(cell_counts, xr_tr.shape[1]):
                 fits["radial interaction"] = self._fit_levels(xr_tr, xr_ev, y_tr, c_tr, y_ev, c_ev, layout, val,
                                                               seeds, dev)
-        # the two checks below fit their extra weights on one subset of the fitting rows (at most
-        # `ladder_rows`: at n = 20k all of them cost 6% of the chain), drawn once for the fold
-        check_rows = _fitting_rows(val, self.ladder_rows, seeds[0])
         # the representation fitting of both checks: (x, the rows, fitting context)
         context = (x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev)
         quadratic = {}
@@ -883,9 +885,8 @@ class ProbeEstimator(CrossFitEstimator):
         the leading columns: the Adam check on 64 or 256 inputs found no gain where classes are
         mixtures of clusters (issue 22, thirteenth session).
 
-        keep: bool over the training rows, those the extra weights are fitted on: every fitting row
-        (`~val`), or at most `ladder_rows` of them (`_fitting_rows`), as the non-linear level's
-        check does."""
+        keep: bool over the training rows, those the extra weights are fitted on: the fold's check
+        rows, at most `ladder_rows` fitting rows (`_fitting_rows`), as the non-linear level's check."""
         q = extra_tr.shape[1]
         strata, offsets, w0 = [], [], []
         with torch.no_grad():
