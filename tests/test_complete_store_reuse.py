@@ -137,7 +137,7 @@ def test_a_changed_template_file_under_the_same_name_is_another_request(made, lo
     assert len(loads) == 2
 
 
-def test_a_store_without_a_request_and_an_unfinished_store_load_the_model(made, loads, make_tiny_manifest,
+def test_a_store_without_a_request_loads_the_model_once_and_an_unfinished_store_loads_it(made, loads, make_tiny_manifest,
                                                                            tmp_path):
     from matprobe.extract.runner import extract
 
@@ -146,6 +146,11 @@ def test_a_store_without_a_request_and_an_unfinished_store_load_the_model(made, 
         prov = json.loads(h5.attrs["provenance"])
         del prov["extract_request"]
         h5.attrs["provenance"] = json.dumps(prov, sort_keys=True)
+    assert extract(_config(ckpt, data, out)).n_computed == 0
+    assert len(loads) == 1
+    # that load found the provenance equal and recorded the request: the next rerun loads nothing
+    with h5py.File(out, "r") as h5:
+        assert "extract_request" in json.loads(h5.attrs["provenance"])
     assert extract(_config(ckpt, data, out)).n_computed == 0
     assert len(loads) == 1
     # stopped after its first batch of 4: the rerun computes the other 4 rows with the model

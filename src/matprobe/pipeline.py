@@ -881,10 +881,11 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
         raise type(exc)(_in_run_words(str(exc), cfg, names)) from None
     for i, res in zip(todo, done):
         results[i] = res
-    for ck, res, reused in zip(checkpoints, results, (i not in todo for i in range(len(results)))):
+    taken = set(range(len(results))) - set(todo)
+    for i, (ck, res) in enumerate(zip(checkpoints, results)):
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0
-        say(f"store {ck['name']}: complete, made from these inputs (no model loaded)" if reused else
+        say(f"store {ck['name']}: complete, made from these inputs (no model loaded)" if i in taken else
             f"extracted {ck['name']}: {res.n_computed} new samples in {res.seconds:.1f} s")
     for ck in given:
         from matprobe.store import EmbeddingStore

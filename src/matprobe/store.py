@@ -464,6 +464,16 @@ class EmbeddingStore:
         self._h5["content/record_digest"][...] = record_digests
         self._h5.flush()
 
+    def record_request(self, request: Mapping[str, Any]) -> None:
+        """Record the extraction request the store's provenance was just found to follow from
+        (`extract.runner.extract_request`): not compared on resume, not part of the content id."""
+        if self._h5.mode != "r+":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to update it")
+        prov = self.provenance
+        prov["extract_request"] = dict(request)
+        self._h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+        self._h5.flush()
+
     def _row_digests(self) -> np.ndarray:
         g = self._h5.get("content")
         if g is not None and "row_digest" in g:

@@ -413,9 +413,9 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
     otherwise (no store, rows left, made by an older matprobe, by torchrun, or from another
     request), and `extract` goes on as before.
 
-    Changed weights or records are refused here as a resume refuses them. A split changed alone
-    is taken into the store (`check_records_unchanged`). No image is read: the result has no
-    image notes. A rerun of `run` on a 7B study's complete stores loaded every model for nothing."""
+    Changed records are refused here as a resume refuses them (changed weights by `extract`,
+    before any load); a split changed alone is taken into the store (`check_records_unchanged`).
+    Images are read for their digests only: the result has no image notes. A rerun of `run` on a 7B study's complete stores loaded every model for nothing."""
     from matprobe.parallel import launched_world_size
     from matprobe.store import EmbeddingStore
 
@@ -437,16 +437,28 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
         return None  # the extraction itself names an unreadable store, with its fix
     if recorded is None or not complete:
         return None
-    _, weights, processing = _fingerprint_inputs(config, out, dataset)  # refuses changed weights and records
-    if extract_request(config, dataset, pools, weights, processing) != _as_json(recorded):
-        return None
-    from matprobe.provenance import check_records_unchanged, record_digests
+    from matprobe.extract.checkpoints import resolve_adapter
+    from matprobe.provenance import (
+        check_records_unchanged,
+        processing_fingerprints,
+        record_digests,
+        weights_fingerprint,
+    )
 
+    dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
+    # other weights or processing files make another request: `extract` then refuses them with
+    # its own message (`_fingerprint_inputs`), before any load
+    if extract_request(config, dataset, pools, weights_fingerprint(*dirs),
+                       processing_fingerprints(*dirs)) != _as_json(recorded):
+        return None
+    # the records, read once (every image's bytes): the same as stored, or only their split
+    # edited (taken in, as a resume takes it), else refused as a resume refuses them
+    frame = dataset.frame()
     with EmbeddingStore.open(out) as st:
-        same = np.array_equal(record_digests(dataset.frame(), scheme=st.record_digest_scheme), st.record_digests())
-    if not same:  # a split edited: taken in as a resume takes it (other changes were refused above)
+        same = np.array_equal(record_digests(frame, scheme=st.record_digest_scheme), st.record_digests())
+    if not same:
         with EmbeddingStore.open(out, mode="a") as st:
-            check_records_unchanged(st, dataset.frame(), dataset.source, update=True)
+            check_records_unchanged(st, frame, dataset.source, update=True)
     with EmbeddingStore.open(out) as st:
         accuracy = _accuracy(st) if recorded.get("answers") else None
         layers, stored_pools = list(st.provenance["layers"]), list(st.provenance["pools"])
@@ -533,13 +545,19 @@ def extract(
                                   config.rendering if has_segmentation else None)
     provenance["weights_fingerprint"] = weights
     provenance["processing_files"] = processing
-    provenance["extract_request"] = extract_request(config, dataset, pools, weights, processing)
+    request = extract_request(config, dataset, pools, weights, processing)
+    provenance["extract_request"] = request
     hidden = loaded.model.config.get_text_config().hidden_size
     feature_dims = {(layer, pool): hidden for layer in layers for pool in pools}
 
     store = _open_or_create(
         target, samples, provenance, feature_dims, n_options if answers else None, config.overwrite
     )
+    if store.provenance.get("extract_request") != request:
+        # its provenance follows from this request (just compared): the next rerun of it, once the
+        # store is complete, needs no model (a store made before requests were recorded, or by
+        # another spelling of the same settings)
+        store.record_request(request)
     t0 = time.perf_counter()
     n_computed = 0
     try:
