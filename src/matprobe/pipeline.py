@@ -870,7 +870,8 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
     # from these inputs is taken as it is first: a rerun loads no model for it
     try:
         results = [None if msg else reuse_complete_store(job) for job, msg in zip(extract_jobs, refused)]
-        todo = [i for i, res in enumerate(results) if res is None]
+        taken = {i for i, res in enumerate(results) if res is not None}
+        todo = [i for i in range(len(results)) if i not in taken]
         jobs, job_names = [extract_jobs[i] for i in todo], [checkpoints[i]["name"] for i in todo]
         if cfg.device == "cpu" and min(_workers(cfg), len(jobs)) > 1:
             done = [res for _, res in _map_in_workers(_extract_job, jobs, job_names, _workers(cfg), "extract",
@@ -881,7 +882,6 @@ def _extract_each(cfg: PipelineConfig, run: Path, checkpoints, cond_manifest, na
         raise type(exc)(_in_run_words(str(exc), cfg, names)) from None
     for i, res in zip(todo, done):
         results[i] = res
-    taken = set(range(len(results))) - set(todo)
     for i, (ck, res) in enumerate(zip(checkpoints, results)):
         _mi_paths(ck, res.layers, res.pools, run)
         ck["fresh_store"] = res.n_computed > 0

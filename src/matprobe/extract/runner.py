@@ -346,21 +346,18 @@ def _folder_content(folder: Path) -> dict:
 
 
 def _named_tower(config: ExtractConfig) -> Path | None:
-    """The vision tower folder an original-format LLaVA checkpoint loads (`--vision-tower`, else
-    the local folder its config names), or None."""
+    """The vision tower folder an original-format LLaVA checkpoint loads, resolved as its loader
+    resolves it (`original_llava.resolve_tower`: `--vision-tower`, else the local folder its config
+    names), or None (another format, or a tower the loader would refuse: it refuses it then)."""
+    from matprobe.extract.original_llava import is_original_config, read_config, resolve_tower
+
     if config.vision_tower:
         return Path(config.vision_tower)
-    cfg_path = Path(config.ckpt) / "config.json" if config.ckpt else None
-    if cfg_path is None or not cfg_path.is_file():
-        return None
     try:
-        import json
-
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError):
+        cfg = read_config(Path(config.ckpt)) if config.ckpt else None
+        return resolve_tower(cfg, Path(config.ckpt), None) if cfg and is_original_config(cfg) else None
+    except ExtractError:
         return None
-    named = cfg.get("mm_vision_tower") if isinstance(cfg, dict) else None
-    return Path(named) if isinstance(named, str) and Path(named).is_dir() else None
 
 
 def extract_request(config: ExtractConfig, dataset, pools, weights: str, processing: dict) -> dict:
@@ -396,14 +393,9 @@ def extract_request(config: ExtractConfig, dataset, pools, weights: str, process
         "merge_adapter": config.merge_adapter, "attn_implementation": config.attn_implementation,
         "rendering": config.rendering, "packages": {p: _installed(p) for p in _LOAD_PACKAGES},
     }
-    return _as_json(request)
+    from matprobe.store import _jsonable
 
-
-def _as_json(value):
-    """`value` as it reads back from a store's provenance (JSON: tuples as lists)."""
-    import json
-
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+    return _jsonable(request)  # as it reads back from a store's provenance (tuples as lists)
 
 
 def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> ExtractResult | None:
@@ -428,11 +420,13 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
 
         dataset, pools = check_extract_inputs(config)
     try:
-        with EmbeddingStore.open(out) as st:
+        with EmbeddingStore.open(out) as st:  # what the checks below and the result need, in one read
             prov = st.provenance
             recorded = prov.get("extract_request")
             complete = (st.finalized and bool(np.all(st.done)) and "merged_from" not in prov
                         and [str(i) for i in st.ids] == [s.id for s in dataset])
+            scheme, stored_records = st.record_digest_scheme, st.record_digests()
+            accuracy = _accuracy(st) if complete and recorded and recorded.get("answers") else None
     except StoreError:
         return None  # the extraction itself names an unreadable store, with its fix
     if recorded is None or not complete:
@@ -444,24 +438,21 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
         record_digests,
         weights_fingerprint,
     )
+    from matprobe.store import _jsonable
 
     dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
     # other weights or processing files make another request: `extract` then refuses them with
     # its own message (`_fingerprint_inputs`), before any load
     if extract_request(config, dataset, pools, weights_fingerprint(*dirs),
-                       processing_fingerprints(*dirs)) != _as_json(recorded):
+                       processing_fingerprints(*dirs)) != _jsonable(recorded):
         return None
     # the records, read once (every image's bytes): the same as stored, or only their split
     # edited (taken in, as a resume takes it), else refused as a resume refuses them
     frame = dataset.frame()
-    with EmbeddingStore.open(out) as st:
-        same = np.array_equal(record_digests(frame, scheme=st.record_digest_scheme), st.record_digests())
-    if not same:
+    if not np.array_equal(record_digests(frame, scheme=scheme), stored_records):
         with EmbeddingStore.open(out, mode="a") as st:
             check_records_unchanged(st, frame, dataset.source, update=True)
-    with EmbeddingStore.open(out) as st:
-        accuracy = _accuracy(st) if recorded.get("answers") else None
-        layers, stored_pools = list(st.provenance["layers"]), list(st.provenance["pools"])
+    layers, stored_pools = prov["layers"], prov["pools"]
     return ExtractResult(out=out, n_total=len(dataset), n_computed=0, n_resumed=len(dataset),
                          seconds=time.perf_counter() - t0, layers=[str(v) for v in layers],
                          pools=[str(v) for v in stored_pools], accuracy=accuracy)
