@@ -120,7 +120,10 @@ def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
         sparse[rows[4], j] = sparse[:, j].min() if j % 2 else sparse[:, j].max()
     x = np.concatenate([x, sparse], 1)
     x = x[:, rng.permutation(x.shape[1])]  # tied and untied columns in every block of columns
+    assert x.flags.f_contiguous  # column-major, as a DataFrame's values often are
+    given = x.copy()
     a = torch.from_numpy(_normal_scores_numpy(x)).T
+    assert np.array_equal(x, given)  # the caller's array is left as it was
     b = _normal_scores_torch(torch.from_numpy(x))
     assert torch.equal(a, b)
     np.testing.assert_allclose(a.numpy(), ndtri((rankdata(x, axis=0) - 0.5) / 700), atol=1e-5)  # float32 ndtri
@@ -131,6 +134,7 @@ def test_cpu_and_torch_rankings_give_the_same_scores_bit_for_bit():
     by_radix = _normal_scores_numpy(x, order=_radix_order)
     by_argsort = _normal_scores_numpy(x, order=_argsort_order)
     by_packed = _normal_scores_numpy(x, order=_packed_order)
+    assert np.array_equal(by_radix[0, :9], np.full(9, by_radix[0, 0])) and x[0, 0] == 0.0  # x still as set
     assert np.array_equal(by_radix, by_argsort)
     assert np.array_equal(by_radix, by_packed)
     assert np.array_equal(by_radix[0, :9], np.full(9, by_radix[0, 0]))  # one run of nine ties
@@ -156,10 +160,13 @@ def test_integer_key_orders_sort_every_float32_bit_pattern_class_like_numpy(orde
             (rng.integers(0, 1 << 15, 997).astype(np.uint32) << 16 | np.uint32(7)).view(np.float32),
             rng.integers(-3, 4, 997).astype(np.float32)]
     x = np.stack([r[rng.permutation(997)] for r in rows])
-    order = getattr(prep, order_name)(x)
+    order, repeat = getattr(prep, order_name)(x)
     assert order.dtype == torch.int64  # what torch's gather and scatter take
     order = order.numpy()
     np.testing.assert_array_equal(np.take_along_axis(x, order, 1), np.sort(x, axis=1))
+    if repeat is not None:  # the ties read off the sorted keys: equal values, +-0.0 included
+        s = np.sort(x, axis=1)
+        np.testing.assert_array_equal(repeat, s[:, 1:] == s[:, :-1])
     for r in range(x.shape[0]):
         assert sorted(order[r].tolist()) == list(range(997))  # a permutation
     # stable within ties (ties of equal bits keep their row order): a radix sort is stable, the
@@ -176,3 +183,23 @@ def test_sparse_true_finds_what_flatnonzero_finds(shape, p):
 
     mask = np.random.default_rng(7).random(shape) < p
     np.testing.assert_array_equal(_sparse_true(mask), np.flatnonzero(mask))
+
+
+def test_a_column_major_z_is_left_as_the_caller_gave_it():
+    # a DataFrame's .values and many h5py/numpy transposes are column-major: the normal scores
+    # were written into such a z's own memory (its transpose is contiguous, so no copy was made)
+    from matprobe.mi.chain import chain_terms
+    from matprobe.mi.groundtruth import chain_task
+    from matprobe.mi.prep import label_free_reduction
+
+    task = chain_task((2, 3, 3), d=24, signal_dim=4, noise_scale=0.5, seed=1)
+    z, f = task.sample(400, seed=0)
+    zf = np.asfortranarray(z.astype(np.float32))
+    given = zf.copy()
+    feats = label_free_reduction(zf, pca=8).features
+    assert np.array_equal(zf, given)
+    np.testing.assert_array_equal(feats, label_free_reduction(given, pca=8).features)
+    res = chain_terms(zf, f, seeds=1, folds=2)
+    assert np.array_equal(zf, given)
+    again = chain_terms(given, f, seeds=1, folds=2)
+    assert [e.value for _, e in res.terms["probe"]] == [e.value for _, e in again.terms["probe"]]

@@ -127,3 +127,48 @@ def test_every_check_fits_on_the_folds_one_set_of_check_rows(monkeypatch):
         keep, val = fold[0][1], fold[0][2]
         assert keep.sum() == 500 and not (keep & val).any() and (~val).sum() > 500
         assert all(np.array_equal(k, keep) and np.array_equal(v, val) for _, k, v in fold)
+
+
+def test_a_check_made_on_its_own_rows_reads_what_all_rows_would_give(monkeypatch):
+    # the quadratic and second-moment checks make their columns only for the rows they read (the
+    # check rows and the validation split): gains and estimate as with the columns of every row
+    z, f = _sample(2000)
+
+    def run():
+        res = make_estimator("probe", folds=3, seeds=1, pca=None, ladder_rows=300, map_choice=False).estimate(z, f["Y"])
+        gains = [(d["quadratic_gain"], d["second_moment_gain"]) for d in res.diagnostics["folds"]]
+        return res.value, res.ci_low, res.ci_high, gains
+
+    made = []
+    original = probe.ProbeEstimator._check_beside
+
+    def counting(self, kind, name, fits, extra_tr, extra_ev, context):
+        def rows_made(rows):
+            made.append(len(rows))
+            return extra_tr(rows)
+        return original(self, kind, name, fits, rows_made, extra_ev, context)
+
+    monkeypatch.setattr(probe.ProbeEstimator, "_check_beside", counting)
+    own_rows = run()
+    assert len(made) == 6 and max(made) < 0.5 * len(z)  # the check and validation rows, not every row
+
+    def every_row(self, kind, name, fits, extra_tr, extra_ev, context):
+        every = extra_tr(np.arange(len(context[0])))
+        return original(self, kind, name, fits, lambda rows: every[rows], extra_ev, context)
+
+    monkeypatch.setattr(probe.ProbeEstimator, "_check_beside", every_row)
+    assert run() == own_rows
+
+
+def test_check_columns_of_some_rows_are_those_rows_of_all_the_columns():
+    from matprobe.mi.prep import quadratic_products, second_moment_basis, second_moment_features
+
+    z, f = _sample(3000)
+    c = f["Y"] % 2  # two strata
+    rows = np.sort(np.random.default_rng(3).choice(len(z), 700, replace=False))
+    cols = np.array([3, 0, 7])
+    full = quadratic_products(z, c, cols)
+    assert np.array_equal(quadratic_products(z[rows], c[rows], cols, centred_by=(z, c)), full[rows])
+    basis = second_moment_basis(z[:1000], f["Y"][:1000], c[:1000], q=3)
+    np.testing.assert_allclose(second_moment_features(z[rows], c[rows], basis),
+                               second_moment_features(z, c, basis)[rows], rtol=1e-6, atol=0)

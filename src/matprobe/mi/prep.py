@@ -324,36 +324,43 @@ def _tied_scores(first: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor
     return torch.special.ndtri(((start + end) * 0.5 + 0.5) / n)
 
 
-_NP_BLOCK = 128  # columns per block on the CPU: the block stays in cache while it is scattered
+_NP_BLOCK = 16  # columns per block on the CPU: the block stays in cache while it is sorted and scattered
 _PROBE_ROWS = 16  # rows of the first block on which `_fastest_order` times the two sorts
 
 
-def _argsort_order(x: np.ndarray) -> torch.Tensor:
+def _argsort_order(x: np.ndarray) -> tuple[torch.Tensor, None]:
     """The sorting permutation of each row of x [b, n] by numpy's default argsort (a vectorised
     quicksort where numpy has one for the CPU: 2.3x faster than `_radix_order` on an AVX512 Intel
-    Xeon, slower on the AMD EPYC where the radix sort was chosen; RESULTS.md, issue 22)."""
-    return torch.from_numpy(np.argsort(x, axis=1))
+    Xeon, slower on the AMD EPYC where the radix sort was chosen; RESULTS.md, issue 22), and None
+    for the ties (the caller finds them in the sorted values)."""
+    return torch.from_numpy(np.argsort(x, axis=1)), None
 
 
-def _packed_order(x: np.ndarray) -> torch.Tensor:
+def _packed_order(x: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     """The sorting permutation of each row of finite float32 x [b, n] (int64, as torch.sort's),
     by one sort of 64-bit words: each float's order-preserving uint32 key (`_order_keys`) in the
-    high half, its position in the low half. numpy sorts unsigned 64-bit values with a
-    vectorised quicksort where the CPU has one, and the positions come out of the low halves:
-    0.60 against 0.98 CPU s for argsort (and its gather) at n = 20k, d = 4,096 on an AVX512 Intel
-    Xeon (RESULTS.md, issue 22 thirteenth session). Ties come out in row order; -0.0 sorts just
-    before +0.0, which compare equal: a tie like any other (the caller ranks ties by value)."""
-    words = _order_keys(x, out=np.empty(x.shape, dtype=np.uint64))
+    high half, its position in the low half, and where the sorted values repeat (bool [b, n - 1]:
+    position p + 1 holds the value at p), read off the sorted keys. numpy sorts unsigned 64-bit
+    values with a vectorised quicksort where the CPU has one, and the positions come out of the
+    low halves: 0.60 against 0.98 CPU s for argsort (and its gather) at n = 20k, d = 4,096 on an
+    AVX512 Intel Xeon (RESULTS.md, issue 22 thirteenth session). -0.0 is keyed as +0.0 (they
+    compare equal: a tie like any other), so equal keys are exactly equal values and the sorted
+    values need no gather; ties come out in row order."""
+    words = _order_keys(x + np.float32(0.0), out=np.empty(x.shape, dtype=np.uint64))  # -0.0 + 0.0 is +0.0
     np.left_shift(words, np.uint64(32), out=words)
     np.bitwise_or(words, np.arange(x.shape[1], dtype=np.uint64), out=words)
     words.sort(axis=1)
-    # the low halves (little-endian words: the first uint32 of each pair; big-endian: the second)
-    low = words.view(np.uint32)[:, (0 if sys.byteorder == "little" else 1)::2]
-    return torch.from_numpy(low.astype(np.int64))
+    # the keys are the high halves (little-endian words: the second uint32 of each pair)
+    high = words.view(np.uint32)[:, (1 if sys.byteorder == "little" else 0)::2]
+    repeat = high[:, 1:] == high[:, :-1]
+    # the positions: the low halves, kept in place as int64 (what torch's scatter takes)
+    np.bitwise_and(words, np.uint64(0xFFFFFFFF), out=words)
+    return torch.from_numpy(words.view(np.int64)), repeat
 
 
 def _fastest_order(x: np.ndarray):
-    """(order function, x's order): the orderings timed on the first rows of the first block
+    """(order function, its result on x: the order and the ties, as each order function
+    returns them): the orderings timed on the first rows of the first block
     (sorting the whole block twice cost 0.07 s per 20k x 4,096 store), the fastest kept.
 
     Each gives the same scores bit for bit (ties get their mid-rank by value, whatever order
@@ -374,27 +381,32 @@ def _fastest_order(x: np.ndarray):
 def _normal_scores_numpy(x: np.ndarray, order=None) -> np.ndarray:
     """`normal_scores` on the CPU, float32 [n, d] -> its transpose [d, n] (column-major, as the
     torch path returns it: the later reductions then add in the same order, bit for bit).
-    order: the sorting function (`_radix_order`, `_argsort_order` or `_packed_order`; default:
-    the fastest on the first block, `_fastest_order`)."""
+    order: the sorting function (`_radix_order`, `_argsort_order` or `_packed_order`: each
+    returns the order and where the sorted values repeat, or None for them; default: the fastest
+    on the first block, `_fastest_order`)."""
     n, d = x.shape
     # one transposed copy of x, overwritten block by block with the scores: torch transposes the
-    # whole array 2.4x faster than column blocks are copied out of it (RESULTS.md, issue 22)
-    out = torch.from_numpy(np.asarray(x, dtype=np.float32)).T.contiguous()
+    # whole array 2.4x faster than column blocks are copied out of it (RESULTS.md, issue 22).
+    # A column-major x's transpose is already contiguous and .contiguous() would return x's own
+    # memory: the scores would overwrite the caller's array, so it is cloned
+    xt_view = torch.from_numpy(np.asarray(x, dtype=np.float32)).T
+    out = xt_view.clone() if xt_view.is_contiguous() else xt_view.contiguous()
     pos = torch.arange(n, dtype=torch.float32)
     plain = torch.special.ndtri((pos + 0.5) / n)
     for j0 in range(0, d, _NP_BLOCK):
         xt = out[j0 : j0 + _NP_BLOCK]
         if order is None:
-            order, idx = _fastest_order(xt.numpy())
+            order, (idx, repeat) = _fastest_order(xt.numpy())
         else:
-            idx = order(xt.numpy())
-        # gather and scatter by torch: numpy's take/put_along_axis build broadcast index arrays
-        # and cost 7x more here (RESULTS.md, issue 22); both are exact copies
-        s = torch.gather(xt, 1, idx).numpy()
-        scores = plain.expand(len(s), n)
-        repeat = s[:, 1:] == s[:, :-1]  # position p + 1 repeats the value at p
+            idx, repeat = order(xt.numpy())
+        if repeat is None:  # the ties from the sorted values
+            # gather and scatter by torch: numpy's take/put_along_axis build broadcast index arrays
+            # and cost 7x more here (RESULTS.md, issue 22); both are exact copies
+            s = torch.gather(xt, 1, idx).numpy()
+            repeat = s[:, 1:] == s[:, :-1]  # position p + 1 repeats the value at p
+        scores = plain.expand(len(xt), n)
         if repeat.any():
-            scores = plain[None, :].repeat(len(s), 1)
+            scores = plain[None, :].repeat(len(xt), 1)
             _fix_ties(scores.numpy(), repeat, n)
         xt.scatter_(1, idx, scores)  # the block's values are no longer needed: its scores go in their place
     return out.numpy()
@@ -411,8 +423,9 @@ def _order_keys(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.bitwise_xor(u, (u >> 31) * np.uint32(0x7FFFFFFF) | _SIGN, out=out, casting="unsafe")
 
 
-def _radix_order(x: np.ndarray) -> torch.Tensor:
-    """The sorting permutation of each row of finite float32 x [b, n] (int64, as torch.sort's).
+def _radix_order(x: np.ndarray) -> tuple[torch.Tensor, None]:
+    """The sorting permutation of each row of finite float32 x [b, n] (int64, as torch.sort's),
+    and None for the ties (the caller finds them in the sorted values).
 
     A least-significant-digit radix sort: each float is mapped to a uint32 key with the same
     order (negatives: all bits flipped; others: the sign bit set), and the rows are sorted by
@@ -428,7 +441,7 @@ def _radix_order(x: np.ndarray) -> torch.Tensor:
     high = torch.from_numpy((key >> 16).astype(np.uint16).view(np.int16))
     high = torch.gather(high, 1, first).numpy().view(np.uint16)
     second = torch.from_numpy(np.argsort(high, axis=1, kind="stable"))
-    return torch.gather(first, 1, second)
+    return torch.gather(first, 1, second), None
 
 
 def _sparse_true(mask: np.ndarray) -> np.ndarray:
@@ -523,10 +536,12 @@ def label_free_reduction(z, pca: int | None = 64, gaussianize: bool = True, seed
     gen = torch.Generator().manual_seed(seed)
     width = min(d, pca + 16)
     omega = torch.randn(d, width, generator=gen).to(dev)
-    q_, _ = torch.linalg.qr(xin_t.T @ omega)
-    q_, _ = torch.linalg.qr(xin_t.T @ (xin_t @ q_))  # one power iteration (Halko et al. 2011, alg. 4.4)
+    # the products with xin [n, d] are taken as transposes of products with xin_t [d, n] (the same
+    # bits on the CPUs measured, and about a quarter faster than products with the transposed view)
+    q_, _ = torch.linalg.qr((omega.T @ xin_t).T)
+    q_, _ = torch.linalg.qr(((xin_t @ q_).T @ xin_t).T)  # one power iteration (Halko et al. 2011, alg. 4.4)
     _, _, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
-    scores = xin_t.T @ vt[:pca].T
+    scores = (vt[:pca] @ xin_t).T
     basis = vt[:pca].T  # [d, pca], orthonormal columns
     if len(massive):
         scores = torch.cat([scores, kept.T], dim=1)

@@ -805,7 +805,8 @@ class ProbeEstimator(CrossFitEstimator):
             # Classes made of clusters read 15-19% low on the linear critic at n = 2k, 4-12% with
             # the products (RESULTS.md, issue 22 fourteenth session)
             quadratic = self._check_beside(
-                "quadratic", "quadratic products", fits, quadratic_products(x_tr, c_tr, columns),
+                "quadratic", "quadratic products", fits,
+                lambda rows: quadratic_products(x_tr[rows], c_tr[rows], columns, centred_by=(x_tr, c_tr)),
                 lambda: quadratic_products(x_ev, c_ev, columns, centred_by=(x_tr, c_tr)), context)
         second = {}
         # where the quadratic check multiplies every column its products span these features (up
@@ -816,7 +817,8 @@ class ProbeEstimator(CrossFitEstimator):
             basis = second_moment_basis(x_tr[check_rows], cell_tr[check_rows], c_tr[check_rows],
                                         q=self.second_moment_directions)
             second = self._check_beside(
-                "second-moment", "second-moment products", fits, second_moment_features(x_tr, c_tr, basis),
+                "second-moment", "second-moment products", fits,
+                lambda rows: second_moment_features(x_tr[rows], c_tr[rows], basis),
                 lambda: second_moment_features(x_ev, c_ev, basis), context)
         alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
@@ -856,16 +858,24 @@ class ProbeEstimator(CrossFitEstimator):
         return beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain
 
     def _check_beside(self, kind: str, name: str, fits: dict, extra_tr, extra_ev, context) -> dict:
-        """A check of extra columns `extra_tr` beside the fixed linear critic (`_gain_beside`, on the
-        fold's check rows: at most `ladder_rows` fitting rows) and, where this fold's gain earns it (`quadratic_fit`,
-        `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to `fits` as `name`.
-        extra_ev: a callable giving the held-out rows' columns (made only where they are fitted).
-        Returns the gain and its s.e. under the kind's diagnostics keys."""
+        """A check of extra columns beside the fixed linear critic (`_gain_beside`, on the fold's
+        check rows: at most `ladder_rows` fitting rows) and, where this fold's gain earns it
+        (`quadratic_fit`, `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to
+        `fits` as `name`. extra_tr: a callable giving the columns of the training rows it is
+        given (int indices; each row's columns depend on that row alone); extra_ev: a callable
+        giving the held-out rows' columns. The check reads only its own rows and the validation
+        split, so only those are made (at n = 20k most of the columns' cost was rows no check
+        read); every row only where the levels are fitted. Returns the gain and its s.e. under
+        the kind's diagnostics keys."""
         x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev = context
-        gain, se = self._gain_beside(fits["features"], extra_tr, val, check_rows, dev, kind)
+        read = np.flatnonzero(check_rows | val)
+        part = extra_tr(read)
+        columns = np.zeros((len(x_tr), part.shape[1]), dtype=part.dtype)  # rows no check reads stay 0
+        columns[read] = part
+        gain, se = self._gain_beside(fits["features"], columns, val, check_rows, dev, kind)
         if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
-                and _room(cell_counts, x_tr.shape[1] + extra_tr.shape[1])):
-            fits[name] = self._fit_levels(np.concatenate([x_tr, extra_tr], axis=1),
+                and _room(cell_counts, x_tr.shape[1] + part.shape[1])):
+            fits[name] = self._fit_levels(np.concatenate([x_tr, extra_tr(np.arange(len(x_tr)))], axis=1),
                                           np.concatenate([x_ev, extra_ev()], axis=1), y_tr, c_tr, y_ev, c_ev,
                                           layout, val, seeds, dev)
         key = kind.replace("-", "_")
@@ -1414,7 +1424,8 @@ class _MLPLadder:
         rng = np.random.default_rng([seed, 5])
         xv = self.x_tr[val_rows]
         val_terms = self._row_terms(self.s_tr[val_rows], self.y_tr[val_rows])  # once, not per epoch
-        best = -float(self._log_q_rows(p, xv, *val_terms).mean())
+        best_rows = self._log_q_rows(p, xv, *val_terms)
+        best = -float(best_rows.mean())
         best_state = {k: v.detach().clone() for k, v in p.items()}
         stale, curve = 0, [best]
         batch = est.mlp_batch
@@ -1428,16 +1439,19 @@ class _MLPLadder:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            v = -float(self._log_q_rows(p, xv, *val_terms).mean())
+            rows_v = self._log_q_rows(p, xv, *val_terms)
+            v = -float(rows_v.mean())
             curve.append(v)
             # an improvement counts only beyond 1e-4 nats per row (a smaller one is noise here)
             if v < best - 1e-4:
-                best, stale = v, 0
+                best, stale, best_rows = v, 0, rows_v
                 best_state = {k: t.detach().clone() for k, t in p.items()}
             else:
                 stale += 1
                 if stale >= patience:
                     break
+        # the best state's log q of each validation row (`fit_and_compare` reads it, not a rerun)
+        self.best_val_log_q = best_rows
         return best_state, curve
 
     def linear_params(self):
@@ -1471,9 +1485,13 @@ class _MLPLadder:
         self.partial = self.subsampled or self.est.ladder_patience < self.est.mlp_patience
         vr = torch.as_tensor(val_rows, device=self.dev)
         xv, sv, yv = self.x_tr[vr], self.s_tr[vr], self.y_tr[vr]
-        lin = self.linear_params()
-        prior = {k: torch.zeros_like(v) for k, v in lin.items()}
-        lq_nl, lq_lin, lq_prior = (self._log_q(p, xv, sv, yv) for p in (self.params, lin, prior))
+        off_rows, mask = self._row_terms(sv, yv)
+        lq_lin = self._log_q_rows(self.linear_params(), xv, off_rows, mask)
+        # the fitted level's rows as the fit scored them; the prior's logits are the row's
+        # log-priors alone (every weight 0 adds exact zeros): the same bits as rerunning them
+        lq_nl = self.best_val_log_q
+        with torch.no_grad():
+            lq_prior = _log_q_of_logits(off_rows, mask)
         diff = (lq_nl - lq_lin).cpu().numpy()
         if len(diff) < 2:
             return {"level_gain": 0.0, "level_gain_se": float("inf"), "linear_over_prior": 0.0}
