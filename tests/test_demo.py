@@ -313,7 +313,7 @@ def test_mi_results_fitted_another_way_are_recomputed(tmp_path):
     settings = _mi_settings(cfg)
     write(settings)
     assert _up_to_date(result, ck, cfg)
-    assert settings["fitting"]["probe"]["ladder_patience"] == 5
+    assert settings["fitting"]["probe"]["ladder_patience"] == 2
     older = json.loads(json.dumps(settings))
     del older["fitting"]["probe"]["ladder_patience"]
     write(older)

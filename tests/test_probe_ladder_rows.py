@@ -39,7 +39,7 @@ def test_check_on_a_subset_then_the_chosen_level_on_every_fitting_row(monkeypatc
     for level, diag in zip(levels, folds):
         n_rows, n_fit, inside, patience, form = fits[i]
         assert (n_rows, inside) == (500, True) and n_fit > 500  # the check: a subset of the fitting rows
-        assert patience == res.params["ladder_patience"] == 5  # ... with the check's shorter patience
+        assert patience == res.params["ladder_patience"] == 2  # ... with the check's shorter patience
         assert form == "_MLPLadder"
         i += 1
         if level == "nonlinear":
@@ -103,7 +103,7 @@ def test_the_check_stops_after_its_patience_and_a_level_fit_after_the_longer_one
                 if v < best - 1e-4:
                     best, best_epoch = v, e
             assert len(curve) - 1 == min(best_epoch + p, est.mlp_epochs)
-    assert set(lengths) == {5, None}
+    assert set(lengths) == {2, None}
 
 
 def test_every_check_fits_on_the_folds_one_set_of_check_rows(monkeypatch):

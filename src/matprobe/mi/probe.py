@@ -264,7 +264,7 @@ class ProbeEstimator(CrossFitEstimator):
                  extrapolate: bool = True, ladder=LADDER_LEVELS, hidden: int = 64,
                  ladder_z: float = 2.0, ladder_min_gain: float = 0.002, mlp_epochs: int = 60,
                  mlp_patience: int = 10, mlp_lr: float = 3e-3, mlp_weight_decay: float = 1e-4,
-                 rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 5,
+                 rank: int = 8, mlp_batch: int = 512, ladder_rows: int = 4096, ladder_patience: int = 2,
                  max_row_scale_variance: float = 0.1, radial_damping: bool = True,
                  radial_offsets=(0.03125, 0.125, 0.5), block_scale_z: float = 3.0, radial_unmapped: bool = True,
                  radial_check: bool = True,
