@@ -186,6 +186,7 @@ def test_a_rerun_of_run_loads_no_model(quick_demo, tmp_path, monkeypatch):
     run = quick_demo
     stores = sorted((run / "stores").glob("*.h5"))
     before = {p.name: _sha(p) for p in stores}
+    first = json.loads((run / "run.json").read_text())
     mi_before = {p.name: p.read_bytes() for p in (run / "mi").glob("*.json")}
 
     def refuse(*args, **kwargs):
@@ -206,7 +207,17 @@ def test_a_rerun_of_run_loads_no_model(quick_demo, tmp_path, monkeypatch):
     assert "stores to do" not in err
     # nothing downstream was recomputed either: the MI files are the same bytes
     assert {p.name: p.read_bytes() for p in (run / "mi").glob("*.json")} == mi_before
-    assert np.isfinite(json.loads((run / "run.json").read_text())["seconds"]["extract"])
+    rerun = json.loads((run / "run.json").read_text())
+    assert np.isfinite(rerun["seconds"]["extract"])
+    # the rerun's own times are what checking the finished steps cost; the study's cost is kept beside them
+    earlier = first.get("seconds_all_runs", first["seconds"])
+    assert rerun["runs"] == first.get("runs", 1) + 1
+    assert set(rerun["seconds_all_runs"]) == set(earlier) | set(rerun["seconds"])
+    for step, spent in rerun["seconds_all_runs"].items():
+        assert spent == pytest.approx(earlier.get(step, 0.0) + rerun["seconds"].get(step, 0.0), rel=1e-12)
+    assert rerun["seconds_all_runs"]["mi"] >= first["seconds"]["mi"] > rerun["seconds"]["mi"]
+    report = (run / "report.md").read_text()
+    assert f"| step | this run (s) | all {rerun['runs']} runs (s) |" in report
 
 
 def test_an_original_llava_tower_edited_in_place_is_another_request(tmp_path, loads):
@@ -235,3 +246,16 @@ def test_an_original_llava_tower_edited_in_place_is_another_request(tmp_path, lo
     with pytest.raises(ProvenanceMismatch, match="image_preprocessing"):
         extract(_config(kit / "llava-v1.5-tiny", data, out, **cfg))
     assert len(loads) == 2
+
+
+def test_earlier_runs_seconds_reads_the_last_run_json(tmp_path):
+    from matprobe.pipeline import earlier_runs_seconds
+
+    assert earlier_runs_seconds(tmp_path) == ({}, 0)  # no earlier run
+    (tmp_path / "run.json").write_text("{not json")
+    assert earlier_runs_seconds(tmp_path) == ({}, 0)  # a torn file counts nothing
+    (tmp_path / "run.json").write_text(json.dumps({"seconds": {"mi": 30.5, "extract": 2}}))
+    assert earlier_runs_seconds(tmp_path) == ({"mi": 30.5, "extract": 2.0}, 1)  # before the sums: one run
+    (tmp_path / "run.json").write_text(json.dumps({"seconds": {"mi": 0.5}, "seconds_all_runs": {"mi": 61.0},
+                                                   "runs": 3}))
+    assert earlier_runs_seconds(tmp_path) == ({"mi": 61.0}, 3)

@@ -473,6 +473,36 @@ class StepTimer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
+def earlier_runs_seconds(run: Path) -> tuple[dict[str, float], int]:
+    """The wall seconds per step that every earlier `run` in this run directory spent, summed,
+    and how many runs they were, from the run.json the last of them wrote (none: ({}, 0)).
+
+    A rerun takes finished stores and MI files as they are, so its own step times are what it
+    cost to check them (seconds where the first run took minutes); these sums are what the study
+    cost. A run.json from before the sums were kept counts as one run of its own times."""
+    try:
+        prev = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}, 0
+    if not isinstance(prev, dict) or not isinstance(prev.get("seconds"), dict):
+        return {}, 0
+    spent = prev.get("seconds_all_runs")
+    runs = prev.get("runs")
+    if not isinstance(spent, dict) or not isinstance(runs, int):
+        spent, runs = prev["seconds"], 1
+    return {k: float(v) for k, v in spent.items() if isinstance(v, (int, float))}, runs
+
+
+def _with_earlier_runs(summary: dict, earlier: tuple[dict[str, float], int]) -> dict:
+    """run.json's content with `seconds_all_runs` (this run's step times plus every earlier run's
+    in this directory) and `runs` (how many, this one included)."""
+    spent, runs = earlier
+    now = summary["seconds"]
+    summary["seconds_all_runs"] = {k: spent.get(k, 0.0) + now.get(k, 0.0) for k in {**spent, **now}}
+    summary["runs"] = runs + 1
+    return summary
+
+
 def run_pipeline(cfg: PipelineConfig, progress: Callable[[str], None] | None = None,
                  progress_bars: bool = False) -> Path:
     """Run every step; return the run directory (with run.json and the report).
@@ -516,6 +546,7 @@ def run_lock(run: Path):
 def _run_steps(cfg: PipelineConfig, run: Path, say, progress_bars: bool) -> Path:
     """`run_pipeline`'s steps in its run directory, whose lock the caller holds."""
     timer = StepTimer()
+    earlier = earlier_runs_seconds(run)  # before this run's run.json replaces the last one's
 
     t0 = time.perf_counter()
     dataset, manifest = _load_study_data(cfg, run, say)
@@ -547,7 +578,7 @@ def _run_steps(cfg: PipelineConfig, run: Path, say, progress_bars: bool) -> Path
     timer.add("significance", t0)
     summary = _run_summary(cfg, run, dataset, manifest, ids_by_target, checkpoints, significance, timer,
                            notes)
-    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
+    write_text_atomic(run / "run.json", json.dumps(_jsonable(_with_earlier_runs(summary, earlier)), indent=2))
     t0 = time.perf_counter()
     from matprobe.report.render import write_report
 
@@ -555,7 +586,7 @@ def _run_steps(cfg: PipelineConfig, run: Path, say, progress_bars: bool) -> Path
     check_report_figures(run)
     timer.add("report", t0)
     summary["seconds"] = timer.seconds
-    write_text_atomic(run / "run.json", json.dumps(_jsonable(summary), indent=2))
+    write_text_atomic(run / "run.json", json.dumps(_jsonable(_with_earlier_runs(summary, earlier)), indent=2))
     return run
 
 

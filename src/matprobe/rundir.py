@@ -72,6 +72,10 @@ class RunSummary:
     significance: str | None = None
     environment: dict | None = None
     seconds: dict = field(default_factory=dict)
+    # every `run` in this directory, this one included: their step times summed, and their number
+    # (a rerun reuses finished steps, so `seconds` alone is not what the study cost)
+    seconds_all_runs: dict = field(default_factory=dict)
+    runs: int = 1
     source_warnings: list = field(default_factory=list)
     # what the data does to what is measured: image files the RGB conversion changes
     # (data.images.image_notes) and classes the MI step merges (pipeline._rare_class_note)
@@ -82,7 +86,7 @@ class RunSummary:
     def from_dict(cls, d: dict) -> "RunSummary":
         known, extra = _known(cls, d)
         known["checkpoints"] = [RunCheckpoint.from_dict(c) for c in known.get("checkpoints", [])]
-        for key in ("config", "seconds", "train_sizes", "train_sizes_by_target"):
+        for key in ("config", "seconds", "seconds_all_runs", "train_sizes", "train_sizes_by_target"):
             known[key] = known.get(key) or {}
         for key in ("composition", "targets", "source_warnings", "data_warnings"):
             known[key] = known.get(key) or []

@@ -944,6 +944,10 @@ def glossary(data: RunData) -> dict[str, str]:
         "configured value": "the setting's value in this run",
         "step": "a pipeline step",
         "seconds": "wall time of the step",
+        "this run (s)": "wall time of the step in the run that wrote this report (a rerun reuses finished "
+                        "stores and MI files)",
+        f"all {data.summary.runs} runs (s)": "wall time of the step summed over every `run` in this run directory, "
+                                             "this one included: what the study cost",
         "Comparison": "which two conditions are compared (the first minus the second)",
         "Metric": "the per-run metric compared (see `metric`)",
         "Unit": "the unit of analysis that forms one pair (here: a training seed)",
@@ -1691,7 +1695,14 @@ def _provenance_section(doc: Doc, data) -> None:
     # the report's own rendering is left out: the pipeline records it only after writing the
     # report, so including it would make a re-report differ from the original
     secs = {k: v for k, v in data.summary.seconds.items() if k != "report"}
-    if secs:
+    runs, spent = data.summary.runs, data.summary.seconds_all_runs
+    if secs and runs > 1 and spent:
+        doc.table(pd.DataFrame({"step": list(secs), "this run (s)": [f"{float(v):.1f}" for v in secs.values()],
+                                f"all {runs} runs (s)": [f"{float(spent.get(k, v)):.1f}" for k, v in secs.items()]}),
+                  f"Wall time per pipeline step (the report's own rendering not included), of this run and of all "
+                  f"{runs} runs in this run directory: a rerun takes finished stores and MI files as they are, so "
+                  "its own times are what checking them cost, not what the study cost.")
+    elif secs:
         doc.table(pd.DataFrame({"step": list(secs), "seconds": [f"{float(v):.1f}" for v in secs.values()]}),
                   "Wall time per pipeline step (the report's own rendering not included).")
     # only the settings the run used: given checkpoints fine-tune nothing, a manifest builds no demo data
