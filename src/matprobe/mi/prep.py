@@ -346,7 +346,8 @@ def _packed_order(x: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     AVX512 Intel Xeon (RESULTS.md, issue 22 thirteenth session). -0.0 is keyed as +0.0 (they
     compare equal: a tie like any other), so equal keys are exactly equal values and the sorted
     values need no gather; ties come out in row order."""
-    words = _order_keys(x + np.float32(0.0), out=np.empty(x.shape, dtype=np.uint64))  # -0.0 + 0.0 is +0.0
+    with np.errstate(invalid="ignore"):  # a signalling NaN's bit pattern (not a finite input) warns
+        words = _order_keys(x + np.float32(0.0), out=np.empty(x.shape, dtype=np.uint64))  # -0.0 + 0.0 is +0.0
     np.left_shift(words, np.uint64(32), out=words)
     np.bitwise_or(words, np.arange(x.shape[1], dtype=np.uint64), out=words)
     words.sort(axis=1)

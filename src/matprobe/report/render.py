@@ -893,6 +893,14 @@ def _results_glossary(data: RunData) -> dict[str, str]:
     }
 
 
+def _step_time_glossary(data: RunData) -> dict[str, str]:
+    """The step-time table's columns where the run directory saw more than one `run`."""
+    return {"this run (s)": "wall time of the step in the run that wrote this report (a rerun reuses finished "
+                            "stores and MI files)",
+            f"all {data.summary.runs} runs (s)": "wall time of the step summed over every `run` in this run "
+                                                 "directory, this one included: what the study cost"}
+
+
 def glossary(data: RunData) -> dict[str, str]:
     """What every column header of the report's tables means (the report lists the ones it used)."""
     u = data.unit
@@ -944,10 +952,7 @@ def glossary(data: RunData) -> dict[str, str]:
         "configured value": "the setting's value in this run",
         "step": "a pipeline step",
         "seconds": "wall time of the step",
-        "this run (s)": "wall time of the step in the run that wrote this report (a rerun reuses finished "
-                        "stores and MI files)",
-        f"all {data.summary.runs} runs (s)": "wall time of the step summed over every `run` in this run directory, "
-                                             "this one included: what the study cost",
+        **_step_time_glossary(data),
         "Comparison": "which two conditions are compared (the first minus the second)",
         "Metric": "the per-run metric compared (see `metric`)",
         "Unit": "the unit of analysis that forms one pair (here: a training seed)",
