@@ -129,6 +129,11 @@ _NAMED_BY_CONTENT = {"checkpoint": ("weights_fingerprint", "config_sha256"),
 _RECORDED_SINCE = frozenset({"processing_files"})
 
 
+def _provenance_text(prov: Mapping[str, Any]) -> str:
+    """A store's provenance as its `provenance` attribute holds it (every writer spells it so)."""
+    return json.dumps(prov, sort_keys=True, default=str)
+
+
 def provenance_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Names of provenance fields whose values differ (time stamps excluded; a checkpoint's or
     adapter's path where both record the same content for it: resume checks content, not names;
@@ -246,7 +251,7 @@ class EmbeddingStore:
             coded = cls._write_samples(h5, frame, vocab)
             _write_content(h5, frame)
             h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+            h5.attrs["provenance"] = _provenance_text(prov)
             h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
             for key, dim in features.items():
                 layer, pool = _normalise_key(key)
@@ -471,7 +476,7 @@ class EmbeddingStore:
             raise StoreError(f"{self.path}: opened read-only; open with mode='a' to update it")
         prov = self.provenance
         prov["extract_request"] = dict(request)
-        self._h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+        self._h5.attrs["provenance"] = _provenance_text(prov)
         self._h5.flush()
 
     def _row_digests(self) -> np.ndarray:
@@ -920,7 +925,7 @@ class EmbeddingStore:
                 prov = dict(base_prov)
                 prov["merged_from"] = [os.path.relpath(Path(p).resolve(), out_path.resolve().parent)
                                        for p in shard_paths]
-                h5.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+                h5.attrs["provenance"] = _provenance_text(prov)
                 h5.attrs["fingerprint"] = _fingerprint(frame["id"].to_numpy(), coded)
                 h5.attrs["finalized"] = True  # a merge is read-only: shards hold the data
                 for layer, pool in keys:
