@@ -156,9 +156,18 @@ class FoldPlan:
         its own); a term still flagged after it gets the flag's slack or a one-sided interval in
         `estimate`. Where it raised the PCA, the features at the requested size stay in
         `requested_features` (an alternative the estimators may choose per fold) with their tests
-        in `requested_tests`."""
+        in `requested_tests`.
+
+        BLAS runs on one thread here, as in the folds (`one_blas_thread`): the PCA's products then
+        add in one order on every machine, and a chain's reduction cost 0.2-1.1 CPU s less on
+        the 20k x 4,096 chain benchmark (RESULTS.md, issue 22 thirty-sixth session)."""
         if self.reduction is not None:
             return self.reduction
+        with one_blas_thread():
+            return self._settle(z, terms)
+
+    def _settle(self, z: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray | None]]) -> ReductionRecord:
+        """`settle_reduction`'s work, on one BLAS thread."""
         record = ReductionRecord(requested=self.pca, used=self.pca)
         self.reduction = record
         if not self.raise_pca or self.per_fold or self.pca is None or not terms:

@@ -1232,14 +1232,18 @@ class _Adam:
 def _problem_key(x_tr, cell_tr, cell_c, c_tr, seeds, use_subclasses) -> str:
     """A digest of everything a fold's linear-level fits depend on besides the penalty: the
     features, each row's softmax cell and stratum, the cells' strata, and the seeds (which fix the
-    validation and half splits); the labels the cells stand for do not enter the fits."""
+    validation and half splits); the labels the cells stand for do not enter the fits.
+
+    SHA-256 of the arrays' own memory: where the CPU has SHA instructions it hashed the
+    features twice as fast as BLAKE2b (3.0 against 5.7 ms for 16k x 65 float32; 1.3% of the
+    20k x 4,096 chain went to this digest; thirty-sixth session)."""
     import hashlib
 
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()
     for arr in (x_tr, cell_tr, cell_c, c_tr, np.asarray(seeds)):
         arr = np.ascontiguousarray(arr)
         h.update(str((arr.dtype, arr.shape)).encode())
-        h.update(arr.tobytes())
+        h.update(arr)
     h.update(str(bool(use_subclasses)).encode())
     return h.hexdigest()
 
