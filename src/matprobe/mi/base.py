@@ -313,6 +313,31 @@ def active_rows(y, c=None) -> np.ndarray:
     return classes[c] > 1
 
 
+def lexicographic_cells(columns: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct rows of the stacked label columns, in lexicographic order: each row's cell
+    index, and per column the value of each cell. The same cells in the same order as
+    `np.unique(np.stack(columns, 1), axis=0)`, by one integer key built from each column's rank
+    codes (np.unique over stacked rows sorts structured rows: 15 against 1 ms at 20k rows).
+
+    >>> cell, (a, b) = lexicographic_cells([np.array([1, 0, 1, 1]), np.array([5, 7, 5, 2])])
+    >>> cell.tolist(), a.tolist(), b.tolist()
+    ([2, 0, 2, 1], [0, 1, 1], [7, 2, 5])
+    """
+    key, sizes, uniques = None, [], []
+    for col in columns:
+        values, codes = np.unique(np.asarray(col), return_inverse=True)
+        codes = codes.reshape(-1).astype(np.int64)
+        key = codes if key is None else key * len(values) + codes
+        sizes.append(len(values))
+        uniques.append(values)
+    cells, cell_of_row = np.unique(key, return_inverse=True)
+    per_column, stride = [], 1
+    for size, values in zip(reversed(sizes), reversed(uniques)):
+        per_column.append(values[cells // stride % size])
+        stride *= size
+    return cell_of_row.reshape(-1), per_column[::-1]
+
+
 def small_cell_share(counts: np.ndarray, inputs: int, floor: int = LOW_N_PER_CLASS) -> float:
     """The share of rows in cells (`counts`: rows per cell) with fewer rows than `inputs` (at least
     `floor`): at SMALL_CELL_SHARE or more a term is one-sided ("small-cells"), a fold plan does not
@@ -739,15 +764,15 @@ class CrossFitEstimator:
         n_inputs = _feature_dim(plan, z) + 1
         small_rows = max(LOW_N_PER_CLASS, n_inputs)
         # the critic's softmax cells: (stratum, class) or, with sub-classes, (stratum, class, sub)
-        cell_keys, cell_counts = np.unique(np.stack([c[active], y[active], sub[active]], 1), axis=0,
-                                           return_counts=True)
+        cell_of_row, (cell_strata, _, _) = lexicographic_cells([c[active], y[active], sub[active]])
+        cell_counts = np.bincount(cell_of_row, minlength=len(cell_strata))
         small_share = small_cell_share(cell_counts, n_inputs)  # cell_counts sum to the active rows
         one_sided = small_share >= SMALL_CELL_SHARE
         # the same rule inside each stratum, for its own entry (an outside study: strata of 38-96
         # rows read 13-38% low inside a term whose share was under the line)
         small_strata = {}
-        for code in np.unique(cell_keys[:, 0]):
-            share = small_cell_share(cell_counts[cell_keys[:, 0] == code], n_inputs)
+        for code in np.unique(cell_strata):
+            share = small_cell_share(cell_counts[cell_strata == code], n_inputs)
             if share >= SMALL_CELL_SHARE:
                 small_strata[int(code)] = (share, small_rows, n_inputs)
         if one_sided:
