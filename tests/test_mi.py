@@ -11,6 +11,8 @@ bounds may fall short by that much; none may exceed the truth beyond sampling no
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -290,3 +292,38 @@ def test_a_one_factor_chain_estimates_its_term_once_and_shows_it_once(monkeypatc
     assert list(frame["term"]) == ["I(Z;M)", "sum of terms"]
     (_, term), = res.terms["probe"]
     assert res.direct["probe"] is term and res.difference["probe"] == [term.value]
+
+
+def test_finite_values_that_overflow_a_float32_row_sum_are_not_refused():
+    # the NaN/Inf screen is a float32 row sum (a product with ones): rows of finite values near
+    # float32's largest overflow it, and the element-wise test that follows finds nothing wrong
+    from matprobe.mi.prep import check_inputs
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((40, 4)).astype(np.float32)
+    z[5] = 3.0e38  # its sum overflows float32
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(z[5].sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no overflow warning reaches the user
+        out, y, _ = check_inputs(z, rng.integers(0, 2, 40))
+    assert np.array_equal(out, z)
+    z[9, 2] = -np.inf  # a real one is still refused, by row
+    with pytest.raises(EstimationError, match="NaN/Inf values in 1 row .first: row 9"):
+        check_inputs(z, y)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lexicographic_cells_are_numpys_unique_rows(seed):
+    # the cells of (stratum, class, sub-class) columns by one integer key: the rows, order and
+    # inverse of np.unique over the stacked columns (negative codes included: the probe's held-out
+    # only cells carry sub-class -1)
+    from matprobe.mi.base import lexicographic_cells
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    cols = [rng.integers(-2, int(rng.integers(1, 9)), n) for _ in range(int(rng.integers(1, 4)))]
+    rows, inverse = np.unique(np.stack(cols, 1), axis=0, return_inverse=True)
+    cell, per_column = lexicographic_cells(cols)
+    assert np.array_equal(cell, inverse.reshape(-1))
+    assert np.array_equal(np.stack(per_column, 1), rows)

@@ -77,3 +77,22 @@ def test_preconditioned_fit_is_the_minimiser_of_the_original_objective(tolerance
         lp_ref = log_softmax(x1 @ ref.x.reshape(d + 1, -1) + off_s, axis=1)
         if max_logp_diff is not None:
             assert np.abs(lp_got - lp_ref).max() < max_logp_diff
+
+
+@pytest.mark.parametrize("classes", [3, 20])
+def test_the_gradients_one_hot_sparse_or_dense_gives_the_same_bits(monkeypatch, classes):
+    # the linear fit subtracts its one-hot at the target cells alone from SPARSE_ONEHOT_CELLS cells
+    # on, as a dense array below: both must give the same estimate and interval, bit for bit
+    import matprobe.mi.probe as probe
+
+    rng = np.random.default_rng(classes)
+    n, d = 600, 6
+    y, c = rng.integers(0, classes, n), rng.integers(0, 3, n)
+    z = (rng.standard_normal((classes, d))[y] + rng.standard_normal((n, d)) + c[:, None]).astype(np.float32)
+    got = {}
+    for cells in (1, 10**6):  # every fit sparse, every fit dense
+        monkeypatch.setattr(probe, "SPARSE_ONEHOT_CELLS", cells)
+        est = probe.ProbeEstimator(seeds=1, folds=3, ladder=("linear",), pca=None).estimate(z, y, c)
+        got[cells] = (est.value, est.ci_low, est.ci_high)
+    assert got[1] == got[10**6]
+    assert got[1][0] > 0.1  # a real fit, not an empty one

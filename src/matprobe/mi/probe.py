@@ -60,6 +60,9 @@ from matprobe.mi.prep import (
 from matprobe.mi.registry import register_estimator
 
 NEG = -1e9  # log-mask for cells outside a row's stratum
+# from this many cells per stratum the linear fit's gradient subtracts its one-hot at the target
+# cells alone, below it as a dense array (the faster of the two there; the same bits either way)
+SPARSE_ONEHOT_CELLS = 16
 
 
 def _cells(c, y, u):
@@ -606,25 +609,32 @@ class ProbeEstimator(CrossFitEstimator):
         # many cells subtracted at those cells alone (the same bits: subtracting 0 leaves every
         # other cell as it was), 40 against 104 us at 12,800 rows x 32 cells; with few cells a
         # dense subtraction is faster (5 against 28 us at 12,800 x 4; thirty-sixth session)
-        if k_max >= 16:
+        if k_max >= SPARSE_ONEHOT_CELLS:
             onehot, target_real = None, target_flat[weight.reshape(-1) > 0]
         else:
             onehot = np.zeros((n_s, m, k_max), dtype=np.float32)
             np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
             onehot[weight == 0] = 0.0
+        onehot_t = None if onehot is None else torch.from_numpy(onehot)
         ones = np.ones((k_max, 1), dtype=np.float32)
         # two buffers reused by every evaluation (fresh arrays of this size cost page faults)
         logits_buf, e_buf = np.empty((n_s, m, k_max), dtype=np.float32), np.empty((n_s, m, k_max), dtype=np.float32)
         w_col = w32[..., None]
+        # torch views of the buffers and the offsets: the offsets' and the row maxima's broadcasts
+        # along the short last axis by torch (numpy's cost 2-3x more: 365 against 145 us at 12,800
+        # rows x 32 cells); additions and subtractions are exact, so the bits are the same
+        logits_t, e_t, off_t = torch.from_numpy(logits_buf), torch.from_numpy(e_buf), torch.from_numpy(off)
 
         def loss_and_grad(theta):
             w = theta.reshape(n_s, p, k_max)
             logits = np.matmul(x, w.astype(np.float32), out=logits_buf)
-            logits += off
+            logits_t.add_(off_t)
             # the row maximum by torch (vectorised over the short last axis; numpy's reduction
             # there was a third of the evaluation): a maximum is exact, so the bits are the same
-            top = torch.amax(torch.from_numpy(logits), dim=-1, keepdim=True).numpy()
-            e = np.exp(np.subtract(logits, top, out=e_buf), out=e_buf)
+            top_t = torch.amax(logits_t, dim=-1, keepdim=True)
+            top = top_t.numpy()
+            torch.sub(logits_t, top_t, out=e_t)
+            e = np.exp(e_buf, out=e_buf)
             # the row sum by a matrix-vector product (BLAS): numpy's reduction over the short last
             # axis cost 6x more, a quarter of an evaluation (RESULTS.md, issue 22)
             z = e @ ones
@@ -632,11 +642,11 @@ class ProbeEstimator(CrossFitEstimator):
             ce = lse - logits.reshape(-1).take(target_flat).reshape(n_s, m)
             loss = float((ce * w32).sum(dtype=np.float64)) * scale + lam * float((w * w * penalised).sum())
             resid = e  # e is not needed past here: the residual overwrites it
-            resid *= w_col / z
+            e_t.mul_(torch.from_numpy(w_col / z))
             if onehot is None:
                 resid.reshape(-1)[target_real] -= np.float32(1.0)
             else:
-                resid -= onehot
+                e_t.sub_(onehot_t)
             grad = (xt @ resid).astype(np.float64) * scale + 2.0 * lam * w * penalised
             return loss, (grad * free).ravel()
 
