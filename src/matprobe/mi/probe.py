@@ -622,7 +622,8 @@ class ProbeEstimator(CrossFitEstimator):
         w_col = w32[..., None]
         # torch views of the buffers and the offsets: the offsets' and the row maxima's broadcasts
         # along the short last axis by torch (numpy's cost 2-3x more: 365 against 145 us at 12,800
-        # rows x 32 cells); additions and subtractions are exact, so the bits are the same
+        # rows x 32 cells); each element is one correctly rounded IEEE operation either way, so
+        # the bits are the same
         logits_t, e_t, off_t = torch.from_numpy(logits_buf), torch.from_numpy(e_buf), torch.from_numpy(off)
 
         def loss_and_grad(theta):
