@@ -158,9 +158,11 @@ class FoldPlan:
         `requested_features` (an alternative the estimators may choose per fold) with their tests
         in `requested_tests`.
 
-        BLAS runs on one thread here, as in the folds (`one_blas_thread`): the PCA's products then
-        add in one order on every machine, and a chain's reduction cost 0.2-1.1 CPU s less on
-        the 20k x 4,096 chain benchmark (RESULTS.md, issue 22 thirty-sixth session)."""
+        BLAS runs on one thread here, as in the folds and in a lone term's `estimate`
+        (`one_blas_thread`): a chain settled its reduction on the default threads, whose waiting
+        counted as CPU time (the 20k x 4,096 chain benchmark read 0.15 s more CPU than wall time,
+        none since) and whose products could depend on the machine's core count (RESULTS.md,
+        issue 22 thirty-sixth session)."""
         if self.reduction is not None:
             return self.reduction
         with one_blas_thread():
