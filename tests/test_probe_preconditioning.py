@@ -82,7 +82,11 @@ def test_preconditioned_fit_is_the_minimiser_of_the_original_objective(tolerance
 @pytest.mark.parametrize("classes", [3, 20])
 def test_the_gradients_one_hot_sparse_or_dense_gives_the_same_bits(monkeypatch, classes):
     # the linear fit subtracts its one-hot at the target cells alone from SPARSE_ONEHOT_CELLS cells
-    # on, as a dense array below: both must give the same estimate and interval, bit for bit
+    # on, as a dense array below, and runs its broadcasts along the cells in torch from
+    # TORCH_BROADCAST_ELEMENTS entries on, in numpy below: every way must give the same estimate
+    # and interval, bit for bit
+    import itertools
+
     import matprobe.mi.probe as probe
 
     rng = np.random.default_rng(classes)
@@ -90,9 +94,11 @@ def test_the_gradients_one_hot_sparse_or_dense_gives_the_same_bits(monkeypatch, 
     y, c = rng.integers(0, classes, n), rng.integers(0, 3, n)
     z = (rng.standard_normal((classes, d))[y] + rng.standard_normal((n, d)) + c[:, None]).astype(np.float32)
     got = {}
-    for cells in (1, 10**6):  # every fit sparse, every fit dense
+    # every fit sparse or every fit dense, x every fit's broadcasts in torch or in numpy
+    for cells, entries in itertools.product((1, 10**6), (1, 10**9)):
         monkeypatch.setattr(probe, "SPARSE_ONEHOT_CELLS", cells)
+        monkeypatch.setattr(probe, "TORCH_BROADCAST_ELEMENTS", entries)
         est = probe.ProbeEstimator(seeds=1, folds=3, ladder=("linear",), pca=None).estimate(z, y, c)
-        got[cells] = (est.value, est.ci_low, est.ci_high)
-    assert got[1] == got[10**6]
-    assert got[1][0] > 0.1  # a real fit, not an empty one
+        got[cells, entries] = (est.value, est.ci_low, est.ci_high)
+    assert len(set(got.values())) == 1, got
+    assert got[1, 1][0] > 0.1  # a real fit, not an empty one

@@ -63,6 +63,9 @@ NEG = -1e9  # log-mask for cells outside a row's stratum
 # from this many cells per stratum the linear fit's gradient subtracts its one-hot at the target
 # cells alone, below it as a dense array (the faster of the two there; the same bits either way)
 SPARSE_ONEHOT_CELLS = 16
+# from this many (row, cell) entries the fit's broadcasts along the cells run in torch, below it in
+# numpy, whose per-call cost is lower (the same bits either way)
+TORCH_BROADCAST_ELEMENTS = 1 << 15
 
 
 def _cells(c, y, u):
@@ -620,21 +623,29 @@ class ProbeEstimator(CrossFitEstimator):
         # two buffers reused by every evaluation (fresh arrays of this size cost page faults)
         logits_buf, e_buf = np.empty((n_s, m, k_max), dtype=np.float32), np.empty((n_s, m, k_max), dtype=np.float32)
         w_col = w32[..., None]
-        # torch views of the buffers and the offsets: the offsets' and the row maxima's broadcasts
-        # along the short last axis by torch (numpy's cost 2-3x more: 365 against 145 us at 12,800
-        # rows x 32 cells); each element is one correctly rounded IEEE operation either way, so
+        # torch views of the buffers and the offsets: on large problems the broadcasts along the
+        # short last axis by torch (numpy's cost 2-3x more: 365 against 145 us at 12,800 rows x 32
+        # cells), on small ones by numpy (torch's per-call overhead made a quick-demo store's
+        # chain 4% slower); each element is one correctly rounded IEEE operation either way, so
         # the bits are the same
         logits_t, e_t, off_t = torch.from_numpy(logits_buf), torch.from_numpy(e_buf), torch.from_numpy(off)
+        by_torch = logits_buf.size >= TORCH_BROADCAST_ELEMENTS
 
         def loss_and_grad(theta):
             w = theta.reshape(n_s, p, k_max)
             logits = np.matmul(x, w.astype(np.float32), out=logits_buf)
-            logits_t.add_(off_t)
+            if by_torch:
+                logits_t.add_(off_t)
+            else:
+                logits += off
             # the row maximum by torch (vectorised over the short last axis; numpy's reduction
             # there was a third of the evaluation): a maximum is exact, so the bits are the same
             top_t = torch.amax(logits_t, dim=-1, keepdim=True)
             top = top_t.numpy()
-            torch.sub(logits_t, top_t, out=e_t)
+            if by_torch:
+                torch.sub(logits_t, top_t, out=e_t)
+            else:
+                np.subtract(logits, top, out=e_buf)
             e = np.exp(e_buf, out=e_buf)
             # the row sum by a matrix-vector product (BLAS): numpy's reduction over the short last
             # axis cost 6x more, a quarter of an evaluation (RESULTS.md, issue 22)
@@ -643,11 +654,16 @@ class ProbeEstimator(CrossFitEstimator):
             ce = lse - logits.reshape(-1).take(target_flat).reshape(n_s, m)
             loss = float((ce * w32).sum(dtype=np.float64)) * scale + lam * float((w * w * penalised).sum())
             resid = e  # e is not needed past here: the residual overwrites it
-            e_t.mul_(torch.from_numpy(w_col / z))
+            if by_torch:
+                e_t.mul_(torch.from_numpy(w_col / z))
+            else:
+                resid *= w_col / z
             if onehot is None:
                 resid.reshape(-1)[target_real] -= np.float32(1.0)
-            else:
+            elif by_torch:
                 e_t.sub_(onehot_t)
+            else:
+                resid -= onehot
             grad = (xt @ resid).astype(np.float64) * scale + 2.0 * lam * w * penalised
             return loss, (grad * free).ravel()
 
