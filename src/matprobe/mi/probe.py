@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 
 import numpy as np
 import torch
@@ -66,6 +67,11 @@ SPARSE_ONEHOT_CELLS = 16
 # from this many (row, cell) entries the fit's broadcasts along the cells run in torch, below it in
 # numpy, whose per-call cost is lower (the same bits either way)
 TORCH_BROADCAST_ELEMENTS = 1 << 15
+
+
+def _same_array(a: np.ndarray) -> np.ndarray:
+    """The array itself (the numpy counterpart of `torch.from_numpy` in `ProbeEstimator._train`)."""
+    return a
 
 
 def _cells(c, y, u):
@@ -618,34 +624,33 @@ class ProbeEstimator(CrossFitEstimator):
             onehot = np.zeros((n_s, m, k_max), dtype=np.float32)
             np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
             onehot[weight == 0] = 0.0
-        onehot_t = None if onehot is None else torch.from_numpy(onehot)
         ones = np.ones((k_max, 1), dtype=np.float32)
         # two buffers reused by every evaluation (fresh arrays of this size cost page faults)
         logits_buf, e_buf = np.empty((n_s, m, k_max), dtype=np.float32), np.empty((n_s, m, k_max), dtype=np.float32)
         w_col = w32[..., None]
-        # torch views of the buffers and the offsets: on large problems the broadcasts along the
-        # short last axis by torch (numpy's cost 2-3x more: 365 against 145 us at 12,800 rows x 32
-        # cells), on small ones by numpy (torch's per-call overhead made a quick-demo store's
-        # chain 4% slower); each element is one correctly rounded IEEE operation either way, so
-        # the bits are the same
-        logits_t, e_t, off_t = torch.from_numpy(logits_buf), torch.from_numpy(e_buf), torch.from_numpy(off)
-        by_torch = logits_buf.size >= TORCH_BROADCAST_ELEMENTS
+        # the broadcasts along the short last axis (the cells): on large problems by torch on views
+        # of the same buffers (numpy's cost 2-3x more: 365 against 145 us at 12,800 rows x 32
+        # cells), on small ones by numpy (torch's per-call overhead made a quick-demo store's chain
+        # 4% slower); each element is one correctly rounded IEEE operation either way, so the bits
+        # are the same
+        # (in place by `operator`'s augmented assignments: numpy's `a += b` or torch's `add_`, with
+        # no keyword handling, which small problems' evaluations would pay for)
+        if logits_buf.size >= TORCH_BROADCAST_ELEMENTS:
+            view, subtract = torch.from_numpy, torch.sub
+        else:
+            view, subtract = _same_array, np.subtract
+        logits_t = torch.from_numpy(logits_buf)  # the row maximum's input (torch either way)
+        logits_v, e_v, off_v = view(logits_buf), view(e_buf), view(off)
+        onehot_v = None if onehot is None else view(onehot)
 
         def loss_and_grad(theta):
             w = theta.reshape(n_s, p, k_max)
             logits = np.matmul(x, w.astype(np.float32), out=logits_buf)
-            if by_torch:
-                logits_t.add_(off_t)
-            else:
-                logits += off
+            operator.iadd(logits_v, off_v)
             # the row maximum by torch (vectorised over the short last axis; numpy's reduction
             # there was a third of the evaluation): a maximum is exact, so the bits are the same
-            top_t = torch.amax(logits_t, dim=-1, keepdim=True)
-            top = top_t.numpy()
-            if by_torch:
-                torch.sub(logits_t, top_t, out=e_t)
-            else:
-                np.subtract(logits, top, out=e_buf)
+            top = torch.amax(logits_t, dim=-1, keepdim=True).numpy()
+            subtract(logits_v, view(top), out=e_v)
             e = np.exp(e_buf, out=e_buf)
             # the row sum by a matrix-vector product (BLAS): numpy's reduction over the short last
             # axis cost 6x more, a quarter of an evaluation (RESULTS.md, issue 22)
@@ -654,16 +659,11 @@ class ProbeEstimator(CrossFitEstimator):
             ce = lse - logits.reshape(-1).take(target_flat).reshape(n_s, m)
             loss = float((ce * w32).sum(dtype=np.float64)) * scale + lam * float((w * w * penalised).sum())
             resid = e  # e is not needed past here: the residual overwrites it
-            if by_torch:
-                e_t.mul_(torch.from_numpy(w_col / z))
-            else:
-                resid *= w_col / z
-            if onehot is None:
+            operator.imul(e_v, view(w_col / z))
+            if onehot_v is None:
                 resid.reshape(-1)[target_real] -= np.float32(1.0)
-            elif by_torch:
-                e_t.sub_(onehot_t)
             else:
-                resid -= onehot
+                operator.isub(e_v, onehot_v)
             grad = (xt @ resid).astype(np.float64) * scale + 2.0 * lam * w * penalised
             return loss, (grad * free).ravel()
 
