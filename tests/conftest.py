@@ -307,6 +307,7 @@ SLOW: dict[str, set[str]] = {
         "test_a_proportion_outside_its_range_is_refused_naming_the_row",  # each parameter 1.6-1.8 s, CLI subprocess
         "test_bad_options_are_refused_at_once",  # each parameter ~1.1 s wall, in a subprocess
         "test_level_in_percent_is_one_line_naming_the_fraction",  # each parameter 1.0-3.1 s
+        "test_a_missing_store_or_a_folder_is_refused_at_once",  # each parameter 4 subprocesses, ~1.5 s (2026-12-06)
         "test_misnamed_manifest_columns_are_refused_at_once",  # 1.2 s wall, subprocess
         "test_negative_pca_is_refused",  # 1.1 s wall, subprocess
         "test_locked_output_is_refused_at_once",  # 1.0 s wall, subprocess
@@ -316,7 +317,7 @@ SLOW: dict[str, set[str]] = {
         "test_checkpoint_saved_without_its_processor_is_refused_at_once",  # each parameter ~1.2 s wall, subprocess
         "test_ctrl_c_during_extract_keeps_finished_rows_and_resumes",  # 26.0 s
         "test_ctrl_c_during_run_names_the_run_directory_and_keeps_the_store",  # 18.8 s
-        "test_duplicate_factors_are_refused[M,M,T-M twice]",  # 1.4 s
+        "test_duplicate_factors_are_refused[M,M,T-M twice]",  # 1.4 s (4 subprocesses since 2026-12-06, each at once)
         "test_duplicate_factors_are_refused[M,modality,T-M and modality]",  # 1.4 s
         "test_duplicate_factors_are_refused[anatomy,A-anatomy and A]",  # 1.5 s
         "test_existing_store_of_other_samples_or_settings_is_refused_at_once",  # 1.7 s

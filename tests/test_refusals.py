@@ -161,7 +161,7 @@ def test_the_bounds_use_the_same_validator():
 def test_level_in_percent_is_one_line_naming_the_fraction(command, store, tmp_path):
     args = {"mi": ["--layer", "4"], "sweep": ["--out", tmp_path / "sw.csv"], "compare": ["--layer-b", "4"],
             "relate": [], "check": ["--out", tmp_path / "check.json"]}[command]
-    line = one_error(matprobe(command, store, *args, "--level", "95")[0])
+    line = fast_error(command, store, *args, "--level", "95")  # the argument alone shows it: before torch
     assert "--level 95" in line and "did you mean 0.95?" in line
     assert not (tmp_path / "sw.csv").exists() and not (tmp_path / "check.json").exists()
 
@@ -212,9 +212,9 @@ def test_accuracy_in_percent_is_refused_unless_said(tmp_path):
 @pytest.mark.parametrize("factors, named", [("M,M,T", "M twice"), ("M,modality,T", "M and modality"),
                                             ("anatomy,A", "anatomy and A")])
 def test_duplicate_factors_are_refused(factors, named, store, tmp_path):
-    line = one_error(matprobe("mi", store, "--layer", "4", "--factors", factors)[0])
+    line = fast_error("mi", store, "--layer", "4", "--factors", factors)
     assert named in line and "list each factor once" in line
-    line = one_error(matprobe("sweep", store, "--out", tmp_path / "sw.csv", "--factors", factors)[0])
+    line = fast_error("sweep", store, "--out", tmp_path / "sw.csv", "--factors", factors)
     assert named in line
     assert check_factors(["M", "A", "T"]) == ["M", "A", "T"]
     import matprobe as mp
@@ -224,7 +224,17 @@ def test_duplicate_factors_are_refused(factors, named, store, tmp_path):
 
 
 def test_negative_pca_is_refused(store):
-    assert "--pca -5" in one_error(matprobe("mi", store, "--layer", "4", "--pca", "-5")[0])
+    assert "--pca -5" in fast_error("mi", store, "--layer", "4", "--pca", "-5")
+
+
+@pytest.mark.parametrize("command", ["mi", "sweep", "compare", "relate", "check"])
+def test_a_missing_store_or_a_folder_is_refused_at_once(command, tmp_path):
+    args = {"sweep": ["--out", tmp_path / "sw.csv"], "check": ["--out", tmp_path / "check.json"]}.get(command, [])
+    line = fast_error(command, tmp_path / "nope.h5", *args)
+    assert line == f"error: {tmp_path / 'nope.h5'}: no such store; create it with `matprobe extract`"
+    line = fast_error(command, tmp_path, *args)
+    assert f"{tmp_path} is a folder, not a store file" in line
+    assert not (tmp_path / "sw.csv").exists() and not (tmp_path / "check.json").exists()
 
 
 def test_user_mistakes_are_not_called_bugs(manifest, tmp_path, store):

@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from matprobe.errors import ConfigError, DataError, EstimationError, MatprobeError, StatsError
+from matprobe.errors import (
+    ConfigError,
+    DataError,
+    EstimationError,
+    MatprobeError,
+    StatsError,
+    StoreError,
+    StoreUnavailable,
+)
 from matprobe.factors import FACTOR_ALIASES
 
 MIN_RESAMPLES = 100
@@ -82,6 +90,19 @@ def check_factors(names: Iterable[str], flag: str = "--factors") -> list[str]:
                                 "list each factor once, e.g. M,A,T")
         seen[col] = n
     return names
+
+
+def check_store_path(path) -> None:
+    """A store path that names a file: refused otherwise with the fix (`EmbeddingStore.open` calls
+    this; the CLI calls it before importing torch, so a mistyped path is answered at once)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store; create it with `matprobe extract`")
+    if path.is_dir():
+        raise StoreUnavailable(f"{path} is a folder, not a store file; pass the .h5 file inside it, "
+                               "or move the folder away")
 
 
 def check_resamples(n: int, flag: str = "--n-boot", minimum: int = MIN_RESAMPLES) -> int:

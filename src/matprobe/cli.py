@@ -82,6 +82,24 @@ def _refuse_in_place(out, *inputs) -> None:
     check_output_location(out)  # an unwritable folder is refused before any work
 
 
+def _refuse_before_loading(stores=(), *, level: float | None = None, factors: list[str] | None = None,
+                           pca: int | None = None, rare_classes: str | None = None) -> None:
+    """The mistakes the arguments alone show (a missing store, --level 95, M twice, --pca -5),
+    refused before torch is imported: the library would refuse them too, seconds later."""
+    from matprobe.checks import check_factors, check_level, check_pca, check_rare_classes, check_store_path
+
+    for store in stores:
+        if store is not None:
+            check_store_path(store)
+    if level is not None:
+        check_level(level)  # as --level: the library functions name their parameter, ci_level
+    if factors is not None:
+        check_factors(factors)
+    check_pca(pca)
+    if rare_classes is not None:
+        check_rare_classes(rare_classes)
+
+
 def run_user_errors(fn):
     """The one error path: any failure becomes one `error:` line and exit 2 (`--debug`: traceback).
 
@@ -388,15 +406,13 @@ def mi_command(
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
-    from matprobe.checks import check_level
+    names = [f.strip() for f in factors.split(",") if f.strip()]
+    _refuse_before_loading([store], level=level, factors=names, pca=pca, rare_classes=rare_classes)
     from matprobe.mi.chain import check_out_path, run_store, write_results
-
-    check_level(level)  # as --level: the library functions name their parameter, ci_level
 
     if out is not None:
         check_out_path(out)
     unit, fmt = _unit(unit, bits), _format(fmt)
-    names = [f.strip() for f in factors.split(",") if f.strip()]
     ests = [e.strip() for e in estimator.split(",") if e.strip()]
     result, meta = _portable(portable_numerics, run_store, store, names, layer, pool, estimators=ests, seeds=seeds,
                              folds=folds, pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
@@ -486,6 +502,7 @@ def check_cmd(
 ) -> None:
     """Fano and PAC theory held against the stored answers and MI estimates; says which Y it uses."""
     _refuse_in_place(out, store, mi)
+    _refuse_before_loading([store], level=level)
     from matprobe.theory.check import run_check, write_check
 
     _refuse_old_bits(ctx)
@@ -585,11 +602,9 @@ def sweep_command(
 ) -> None:
     """MI chain terms for every (checkpoint, layer, pool) cell in one resumable table; torchrun shards cells."""
     _refuse_in_place(out, *stores)
-    from matprobe.checks import check_level
+    _refuse_before_loading(stores, level=level, factors=factors.split(","), pca=pca, rare_classes=rare_classes)
     from matprobe.mi.sweep import run_sweep
     from matprobe.present.views import sweep_table
-
-    check_level(level)  # as --level: the library functions name their parameter, ci_level
 
     unit, fmt = _unit(unit, bits), _format(fmt)
     res = _portable(portable_numerics, run_sweep, stores, out, factors=factors.split(","), layers=layers, pools=pools,
@@ -638,13 +653,12 @@ def compare_command(
 
     The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
     _refuse_in_place(out, store_a, store_b)
-    from matprobe.checks import check_level
+    _refuse_before_loading([store_a, store_b], level=level, factors=None if factors is None else factors.split(","), pca=pca, rare_classes=rare_classes)
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.present.views import comparison_table
     from matprobe.progress import track
 
     unit, fmt = _unit(unit, bits), _format(fmt)
-    check_level(level)  # as --level: the library functions name their parameter, ci_level
     with track("compare", None) as bar:
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
@@ -679,6 +693,7 @@ def relate_command(
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval (its p
     permutes whole strata: points of one stratum are not independent), Fano ceiling."""
     _refuse_in_place(out, *stores)
+    _refuse_before_loading(stores, level=level, pca=pca)
     from matprobe.present.views import relation_table
     from matprobe.progress import track
     from matprobe.theory.relate import relate, write_relation

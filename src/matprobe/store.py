@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from matprobe import __version__
+from matprobe.checks import check_store_path
 from matprobe.data.model import MATDataset, resolve_factor
 from matprobe.errors import ProvenanceMismatch, StoreError, StoreUnavailable
 from matprobe.io import atomic_h5
@@ -363,11 +364,7 @@ class EmbeddingStore:
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError("mode must be 'r' or 'a'")
-        if not path.exists():
-            raise StoreError(f"{path}: no such store; create it with `matprobe extract`")
-        if path.is_dir():
-            raise StoreUnavailable(f"{path} is a folder, not a store file; pass the .h5 file inside it, "
-                             "or move the folder away")
+        check_store_path(path)
         if mode == "a":
             _check_room_to_append(path)
         lock = writer_lock(path).acquire() if mode == "a" else None
