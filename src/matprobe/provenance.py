@@ -251,16 +251,32 @@ def _file_field_digest(column: str, value: Any, scheme: int = RECORD_DIGEST_SCHE
 USE_COLUMNS = ("split",)
 
 
+def _digests(frame, excludes: tuple[Iterable[str], ...], scheme: int) -> list[np.ndarray]:
+    """One digest array per entry of `excludes`: each row's record over every column but those,
+    from one pass over the rows (each file's bytes read once, however many digests use them)."""
+    excludes = [set(ex) for ex in excludes]
+    cols = sorted(c for c in frame.columns if any(c not in ex for ex in excludes))
+    outs = [np.empty(len(frame), dtype=f"S{DIGEST_BYTES}") for _ in excludes]
+    for i, row in enumerate(frame[cols].itertuples(index=False, name=None)):
+        fields = {c: _file_field_digest(c, v, scheme) for c, v in zip(cols, row)}
+        for ex, out in zip(excludes, outs):
+            rec = {c: v for c, v in fields.items() if c not in ex}
+            out[i] = _blake(json.dumps(rec, sort_keys=True, default=str).encode()).digest()
+    return outs
+
+
 def record_digests(frame, exclude: Iterable[str] = (), scheme: int = RECORD_DIGEST_SCHEME) -> np.ndarray:
     """One digest (bytes) per row of a samples table (`MATDataset.frame()` or a DataFrame),
     over every column but `exclude` (`item_digests` leaves out the split); image files read by
     `scheme` (`RECORD_DIGEST_SCHEME`; a store's own: `EmbeddingStore.record_digest_scheme`)."""
-    cols = sorted(c for c in frame.columns if c not in set(exclude))
-    out = np.empty(len(frame), dtype=f"S{DIGEST_BYTES}")
-    for i, row in enumerate(frame[cols].itertuples(index=False, name=None)):
-        rec = {c: _file_field_digest(c, v, scheme) for c, v in zip(cols, row)}
-        out[i] = _blake(json.dumps(rec, sort_keys=True, default=str).encode()).digest()
-    return out
+    return _digests(frame, (exclude,), scheme)[0]
+
+
+def record_and_item_digests(frame, scheme: int = RECORD_DIGEST_SCHEME) -> tuple[np.ndarray, np.ndarray]:
+    """`record_digests(frame, scheme=scheme)` and `item_digests(frame, scheme)`, every image read
+    once instead of twice (a store's creation and a changed-records check need both)."""
+    records, items = _digests(frame, ((), USE_COLUMNS), scheme)
+    return records, items
 
 
 def row_digests(features: Mapping[tuple[str, str], np.ndarray], answers: Mapping[str, Any] | None,
@@ -305,26 +321,27 @@ def short(digest: str | None) -> str:
 
 # ---------------------------------------------------------------------- checks
 
-def check_records_unchanged(store, frame, source: str, update: bool = False) -> None:
+def check_records_unchanged(store, frame, source: str, update: bool = False,
+                            digests: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Extract resume: every finished row's record must be what it was computed from.
 
     A row not yet done holds nothing computed, so its record may have changed (an unreadable
     image replaced after a run stopped on it): with ``update`` (a store open for appending)
     its stored digest is brought up to date, so the resume computes it from the new record.
     Items whose split alone changed are not refused: with ``update`` the store takes the new
-    split (`EmbeddingStore.update_use_columns`)."""
+    split (`EmbeddingStore.update_use_columns`). ``digests``: the frame's `record_and_item_digests`
+    by the store's scheme, where the caller has them already."""
     stored = store.record_digests()
     if stored is None:
         return  # a store written before record digests: ids were checked by the caller
-    scheme = store.record_digest_scheme
-    now = record_digests(frame, scheme=scheme)
+    now, items_now = digests or record_and_item_digests(frame, store.record_digest_scheme)
     if len(now) != len(stored):
         return  # the caller's id check names this
     differs = now != stored
     changed = np.flatnonzero(differs & store.done)
     pending = np.flatnonzero(differs & ~store.done)
     items = store.item_digests()
-    if changed.size and items is not None and np.array_equal(items, item_digests(frame, scheme)):
+    if changed.size and items is not None and np.array_equal(items, items_now):
         # only how the study uses the items changed (their split: another condition's rows, or a
         # split column edited), which nothing computed depends on: the store takes the new split
         # on resume (its content id changes with it, so results computed on the old one are redone)

@@ -965,12 +965,13 @@ class EmbeddingStore:
 
 def _write_content(h5: h5py.File, frame: pd.DataFrame) -> None:
     """/content: each sample's record digest now, each row's digest as rows are appended."""
-    from matprobe.provenance import DIGEST_BYTES, RECORD_DIGEST_SCHEME, item_digests, record_digests
+    from matprobe.provenance import DIGEST_BYTES, RECORD_DIGEST_SCHEME, record_and_item_digests
 
     g = h5.create_group("content")
     g.attrs["record_digest_scheme"] = RECORD_DIGEST_SCHEME
-    g.create_dataset("record_digest", data=record_digests(frame))
-    g.create_dataset("item_digest", data=item_digests(frame))
+    records, items = record_and_item_digests(frame)  # every image read once
+    g.create_dataset("record_digest", data=records)
+    g.create_dataset("item_digest", data=items)
     g.create_dataset("row_digest", data=np.zeros(len(frame), dtype=f"S{DIGEST_BYTES}"))
 
 
