@@ -653,7 +653,8 @@ def compare_command(
 
     The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
     _refuse_in_place(out, store_a, store_b)
-    _refuse_before_loading([store_a, store_b], level=level, factors=None if factors is None else factors.split(","), pca=pca, rare_classes=rare_classes)
+    _refuse_before_loading([store_a, store_b], level=level, factors=factors.split(",") if factors else None,
+                           pca=pca, rare_classes=rare_classes)
     from matprobe.mi.compare import compare_stores, write_comparison
     from matprobe.present.views import comparison_table
     from matprobe.progress import track

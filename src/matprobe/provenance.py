@@ -275,7 +275,7 @@ def record_digests(frame, exclude: Iterable[str] = (), scheme: int = RECORD_DIGE
 def record_and_item_digests(frame, scheme: int = RECORD_DIGEST_SCHEME) -> tuple[np.ndarray, np.ndarray]:
     """`record_digests(frame, scheme=scheme)` and `item_digests(frame, scheme)`, every image read
     once instead of twice (a store's creation and a changed-records check need both)."""
-    records, items = _digests(frame, ((), USE_COLUMNS), scheme)
+    records, items = _digests(frame, ((), USE_COLUMNS), scheme)  # one pass: each file read once
     return records, items
 
 
