@@ -116,7 +116,9 @@ def test_side_estimates_are_the_ones_mi_gives(two_stores):
 def test_null_repeats_reject_at_most_7_percent():
     """100 null pairs (two independent draws of Z given the same labels): p < 0.05 in <= 7 of them.
 
-    Cheap on purpose: n = 300, d = 2, one seed, one penalty, one thread (~0.4 s per pair).
+    Cheap on purpose: n = 300, d = 2, one seed, one penalty, one thread, the linear level alone
+    (its posterior is exact on these classes; with the whole ladder the same 4 rejections and SE
+    ratio 1.149 against 1.147, at 2.3x the CPU: RESULTS.md, issue 22, thirty-seventh session).
     The SE must also match the spread of ΔI over the repeats (neither inflated nor too small).
     """
     rng = np.random.default_rng(2026)
@@ -128,7 +130,7 @@ def test_null_repeats_reject_at_most_7_percent():
         za[:, 0] += 0.8 * (2 * y - 1)
         zb[:, 0] += 0.8 * (2 * y - 1)
         _, _, d = compare_arrays(za, zb, y, seeds=1, pca=None, gaussianize=False, n_boot=400, seed=r,
-                                 ci_level=0.95, **FAST)
+                                 ci_level=0.95, ladder=("linear",), **FAST)
         # the interval excludes 0 exactly when p < 0.05 (it is the inverted test)
         assert (d.ci_low > 0 or d.ci_high < 0) == (d.p_value < 0.05)
         rejections += d.p_value < 0.05
