@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,8 +96,6 @@ def check_factors(names: Iterable[str], flag: str = "--factors") -> list[str]:
 def check_store_path(path) -> None:
     """A store path that names a file: refused otherwise with the fix (`EmbeddingStore.open` calls
     this; the CLI calls it before importing torch, so a mistyped path is answered at once)."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store; create it with `matprobe extract`")

@@ -275,7 +275,7 @@ def record_digests(frame, exclude: Iterable[str] = (), scheme: int = RECORD_DIGE
 def record_and_item_digests(frame, scheme: int = RECORD_DIGEST_SCHEME) -> tuple[np.ndarray, np.ndarray]:
     """`record_digests(frame, scheme=scheme)` and `item_digests(frame, scheme)`, every image read
     once instead of twice (a store's creation and a changed-records check need both)."""
-    records, items = _digests(frame, ((), USE_COLUMNS), scheme)  # one pass: each file read once
+    records, items = _digests(frame, ((), USE_COLUMNS), scheme)
     return records, items
 
 
@@ -321,20 +321,18 @@ def short(digest: str | None) -> str:
 
 # ---------------------------------------------------------------------- checks
 
-def check_records_unchanged(store, frame, source: str, update: bool = False,
-                            digests: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def check_records_unchanged(store, frame, source: str, update: bool = False) -> None:
     """Extract resume: every finished row's record must be what it was computed from.
 
     A row not yet done holds nothing computed, so its record may have changed (an unreadable
     image replaced after a run stopped on it): with ``update`` (a store open for appending)
     its stored digest is brought up to date, so the resume computes it from the new record.
     Items whose split alone changed are not refused: with ``update`` the store takes the new
-    split (`EmbeddingStore.update_use_columns`). ``digests``: the frame's `record_and_item_digests`
-    by the store's scheme, where the caller has them already."""
+    split (`EmbeddingStore.update_use_columns`)."""
     stored = store.record_digests()
     if stored is None:
         return  # a store written before record digests: ids were checked by the caller
-    now, items_now = digests or record_and_item_digests(frame, store.record_digest_scheme)
+    now, items_now = record_and_item_digests(frame, store.record_digest_scheme)  # each file read once
     if len(now) != len(stored):
         return  # the caller's id check names this
     differs = now != stored

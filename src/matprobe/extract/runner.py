@@ -435,7 +435,7 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
     from matprobe.provenance import (
         check_records_unchanged,
         processing_fingerprints,
-        record_and_item_digests,
+        record_digests,
         weights_fingerprint,
     )
     from matprobe.store import _jsonable
@@ -449,10 +449,9 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
     # the records, read once (every image's bytes): the same as stored, or only their split
     # edited (taken in, as a resume takes it), else refused as a resume refuses them
     frame = dataset.frame()
-    digests = record_and_item_digests(frame, scheme)
-    if not np.array_equal(digests[0], stored_records):
-        with EmbeddingStore.open(out, mode="a") as st:
-            check_records_unchanged(st, frame, dataset.source, update=True, digests=digests)
+    if not np.array_equal(record_digests(frame, scheme=scheme), stored_records):
+        with EmbeddingStore.open(out, mode="a") as st:  # rare: the check reads the files once more
+            check_records_unchanged(st, frame, dataset.source, update=True)
     layers, stored_pools = prov["layers"], prov["pools"]
     return ExtractResult(out=out, n_total=len(dataset), n_computed=0, n_resumed=len(dataset),
                          seconds=time.perf_counter() - t0, layers=[str(v) for v in layers],
