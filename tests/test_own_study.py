@@ -389,13 +389,22 @@ def test_init_refuses_missing_images_where_it_has_checkpoints_to_extract(tmp_pat
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     assert (f"{tmp_path / 'medmat'}: 32 of 32 image(s) missing, first sample '05-train-1': med-mat/set05/1.jpg; "
-            "fix the paths or pass --image-root DIR (the folder that holds what Med-MAT's paths call "
-            "med-mat/)") in " ".join(res.output.split()), res.output
+            "fix the paths or pass --image-root DIR (the folder Med-MAT's paths call med-mat/: it replaces that "
+            "prefix)") in " ".join(res.output.split()), res.output
     assert not (tmp_path / "study.toml").exists()
     for subset in choices:  # with the images in place under --image-root, init writes the file
         (tmp_path / "images" / f"set{subset}").mkdir(parents=True)
         for i in range(1, 9):
             Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / f"set{subset}" / f"{i}.jpg")
+    # the same images in a med-mat/ folder, and the root given one folder too high (the folder that holds
+    # med-mat/): init and `data validate` name the folder the image root is
+    (tmp_path / "outer").mkdir()
+    shutil.copytree(tmp_path / "images", tmp_path / "outer" / "med-mat")
+    for cmd in (args, ["data", "validate", str(tmp_path / "medmat")]):
+        res = CliRunner().invoke(app, [*cmd, "--image-root", str(tmp_path / "outer")])
+        assert res.exit_code != 0, res.output
+        assert f"--image-root {tmp_path / 'outer' / 'med-mat'}" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "study.toml").exists()
     res = CliRunner().invoke(app, [*args, "--image-root", str(tmp_path / "images")])
     assert res.exit_code == 0, res.output
     assert tomllib.loads((tmp_path / "study.toml").read_text())["data"]["image_root"] == str(tmp_path / "images")

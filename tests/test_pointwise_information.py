@@ -81,9 +81,31 @@ def test_pointwise_summary_equals_an_independent_groupby():
             np.testing.assert_allclose([g.q75 for g in s.groups], want.quantile(0.75).to_numpy(), rtol=1e-12)
             assert [g.all_zero for g in s.groups] == [c == 0 for c in sorted(set(groups))]
             assert sum(g.contribution for g in s.groups) == pytest.approx(frame["v"].mean(), abs=1e-12)
-            assert [e.row for e in s.lowest] == frame["v"].nsmallest(4, keep="first").index.tolist()
-            assert [e.value for e in s.highest] == pytest.approx(frame["v"].nlargest(4).tolist(), rel=1e-12)
+            read = frame.loc[frame["g"] != 0, "v"]  # the one-class stratum's items are read by no critic
+            assert [e.row for e in s.lowest] == read.nsmallest(4, keep="first").index.tolist()
+            assert [e.value for e in s.highest] == pytest.approx(read.nlargest(4).tolist(), rel=1e-12)
             assert s.unit == unit and s.by == ["M", "A"]
+
+
+def test_items_of_a_one_class_stratum_are_not_listed_as_read_worst():
+    """Strata that read above 0 beside a one-class stratum (0 by definition): the lowest items are the
+    read strata's lowest, never the zeros; with every stratum of one class nothing is listed."""
+    from matprobe.mi.pointwise import summarise_pointwise
+
+    rng = np.random.default_rng(5)
+    for _draw in range(5):
+        n = int(rng.integers(40, 200))
+        groups = rng.integers(0, 3, n)
+        values = np.abs(rng.standard_normal(n)) + 0.01  # every read item above 0
+        fixed = int(rng.integers(0, 3))
+        values[groups == fixed] = 0.0
+        names = {g: {"M": f"m{g}"} for g in range(3)}
+        s = summarise_pointwise(values, groups, names, items=3)
+        read = np.flatnonzero(groups != fixed)
+        assert [e.row for e in s.lowest] == read[np.argsort(values[read], kind="stable")][:3].tolist()
+        assert all(e.value > 0 and e.given != {"M": f"m{fixed}"} for e in s.lowest + s.highest)
+    s = summarise_pointwise(np.zeros(10), np.array([0] * 5 + [1] * 5), {0: {"M": "a"}, 1: {"M": "b"}})
+    assert s.lowest == [] and s.highest == [] and all(g.all_zero for g in s.groups)
 
 
 def test_chain_terms_summarise_each_term_per_stratum_without_being_asked():

@@ -697,3 +697,29 @@ def test_findings_json_is_strict_json_with_null_where_a_number_is_undefined(tmp_
     found = json.loads((run_dir / "findings.json").read_text(), parse_constant=_refuse_constant)
     assert found["undefined_for_the_test"] == {"t": None, "ci": [None, None], "n": 3}
     assert found["most_encoded"] == json.loads(json.dumps(real(render.load_run(run_dir))))["most_encoded"]
+
+
+def test_items_table_leaves_out_items_of_a_one_class_stratum(tmp_path):
+    """Results written before the summary left them out may list items of a stratum that is 0 by
+    definition (one class, no critic) among a term's lowest: the items table ("read worst and best")
+    lists the others only, though every checkpoint lists that item."""
+    run_dir = make_run(tmp_path / "run")
+    run = json.loads((run_dir / "run.json").read_text())
+    kept = set()
+    for ck in run["checkpoints"]:
+        path = run_dir / ck["main_mi"]
+        doc = json.loads(path.read_text())
+        term = next(t for t in doc["terms"] if len(t["pointwise_summary"]["groups"]) >= 2)
+        s = term["pointwise_summary"]
+        fixed = s["groups"][0]
+        fixed.update(mean=0.0, contribution=0.0, positive=0.0, q25=0.0, median=0.0, q75=0.0, all_zero=True)
+        kept |= {e["id"] for e in s["lowest"] if e["given"] != fixed["given"]}
+        s["lowest"] = [{"id": "zero-item", "given": fixed["given"], "value": 0.0}] + s["lowest"]
+        path.write_text(json.dumps(doc))
+    write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    section = md.split("## Where the information sits")[1].split("\n## ")[0]
+    items = _tables(section)[1]
+    rows = [dict(zip(items["head"], row)) for row in items["rows"]]
+    assert not [r for r in rows if r["item id"] == "zero-item"]
+    assert {r["item id"] for r in rows if r["term"] == term["term"] and r["end"] == "lowest"} & kept

@@ -279,14 +279,18 @@ def missing_images_error(samples, source: str, root_option: str = "pass --image-
         mapping = column_fix({"THEIRS": "image"}, PIPELINE_COLUMNS if root_option.startswith("set ") else "--columns")
         return (f"{source}: no item of {len(samples)} names an image: no column is read as 'image'; give each "
                 f"item's image file in a column named image, or map yours with {mapping}")
-    from matprobe.data.medmat import IMAGE_PREFIX
+    from matprobe.data.medmat import IMAGE_PREFIX, image_root_slip
 
     first = missing[0]
     # Med-MAT's records name their images under a med-mat/ folder that the release does not ship
-    medmat = (f" (the folder that holds what Med-MAT's paths call {IMAGE_PREFIX})"
+    medmat = (f" (the folder Med-MAT's paths call {IMAGE_PREFIX}: it replaces that prefix)"
               if (first.image or "").startswith(IMAGE_PREFIX) else "")
     found = None if medmat else image_root_hint(first.image, source)
     where = f" ({found[1]} is in {shown_path(found[0])}: {_root_fix(root_option, found[0])})" if found else ""
+    if not medmat and not found and first.image and (slip := image_root_slip(resolve_image_path(first.image, None))):
+        # an image root one folder too high: the one that holds med-mat/, not med-mat/ itself
+        where = (f" (the images are under {shown_path(slip)}; the image root replaces Med-MAT's {IMAGE_PREFIX} "
+                 f"prefix, so it is that folder itself: {_root_fix(root_option, slip)})")
     firsts = ", ".join(f"{s.id!r}: {shown_image(s.image) if s.image else '(no image path)'}"
                        for s in missing[:max(shown, 1)])
     return (f"{source}: {len(missing)} of {len(samples)} image(s) missing, first sample"

@@ -310,6 +310,31 @@ def _remap_image(image: str, image_root: Path | None) -> str:
     return path
 
 
+def image_root_slip(image: str | Path, max_up: int = 8) -> Path | None:
+    """The image root a missing remapped path meant, where the root given was the folder that holds
+    `med-mat/` rather than that folder itself: for ROOT/rest missing, ROOT/med-mat where
+    ROOT/med-mat/rest is a file (ROOT one of the path's `max_up` nearest ancestors); else None.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = Path(tmp)
+    ...     (root / "med-mat" / "03").mkdir(parents=True)
+    ...     _ = (root / "med-mat" / "03" / "a.png").write_bytes(b"")
+    ...     image_root_slip(root / "03" / "a.png") == root / "med-mat", image_root_slip(root / "03" / "b.png")
+    (True, None)
+    """
+    path = Path(image)
+    folder = IMAGE_PREFIX.rstrip("/")
+    for depth, root in enumerate(path.parents):
+        if depth >= max_up or root == root.parent:
+            break
+        if root.name == folder:  # the path is under a med-mat/ folder already
+            return None
+        if (root / folder / path.relative_to(root)).is_file():
+            return root / folder
+    return None
+
+
 def _image_path(image: object, where: str) -> str:
     """The record's one image path: a string, or a list of one (as some conversions write it)."""
     if isinstance(image, list) and len(image) > 1:
@@ -476,9 +501,14 @@ def load_medmat(
         )
 
     if missing_images:
+        first = missing_images[0].rsplit(": ", 1)[-1]
+        slip = image_root_slip(first)
+        fix = (f"pass --image-root {slip} (it replaces the 'med-mat/' prefix: give the med-mat folder itself, "
+               "not the folder that holds it)" if slip is not None
+               else "check --image-root (it replaces the 'med-mat/' prefix)")
         raise DataError(
             f"{len(missing_images)} of {len(samples)} images missing under image root {root}; "
-            f"first: {missing_images[0]}; check --image-root (it replaces the 'med-mat/' prefix)"
+            f"first: {missing_images[0]}; {fix}"
         )
     return MATDataset(samples, source=str(path))
 

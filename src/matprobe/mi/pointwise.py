@@ -65,7 +65,8 @@ class PointwiseSummary:
     by: the factors that define the groups (the term's conditioning factors, else its target).
     mean: the mean over every item, the term's estimate before clipping.
     groups: one `StratumPointwise` per group. lowest / highest: `PointwiseItem`s with the smallest and
-    largest values: the items whose embedding misleads the critic most, and those it reads best.
+    largest values: the items whose embedding misleads the critic most, and those it reads best (items
+    of a group that is 0 by definition, `StratumPointwise.all_zero`, are not listed).
     """
 
     by: list[str]
@@ -127,8 +128,13 @@ def summarise_pointwise(values, groups, group_names: dict, *, by: list[str] | No
                                     mean=float(sel.mean()), contribution=float(sel.sum() / n),
                                     positive=float((sel > 0).mean()), q25=float(q25), median=float(med),
                                     q75=float(q75), all_zero=bool(np.all(sel == 0.0))))
-    order = np.argsort(v, kind="stable")
-    k = min(items, n)
+    # the listed items are read by a critic: a group whose every item is 0 (a stratum with one class,
+    # set to 0 without fitting) holds none, and its items would head the lowest list of any term
+    # whose other strata read above 0 (every Med-MAT study: Dermoscopy has one anatomy)
+    zero_codes = [code for code, s in zip(np.unique(g), out) if s.all_zero]
+    candidates = np.flatnonzero(~np.isin(g, zero_codes))
+    order = candidates[np.argsort(v[candidates], kind="stable")]
+    k = min(items, len(order))
 
     def listed(rows):
         return [PointwiseItem(given=dict(group_names.get(int(g[r]), {})), value=float(v[r]), row=int(r)) for r in rows]

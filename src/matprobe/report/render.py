@@ -286,10 +286,16 @@ def _group_label(given: dict) -> str:
 
 def _pointwise_rows(summary, base: dict, rows: list, items: list) -> None:
     """One row per (checkpoint, term, stratum) of a term's pointwise summary, and one per listed item."""
+    fixed = set()
     for g in summary.groups:
         rows.append({**base, "group": _group_label(g.given), "n": g.n, "mean": g.mean,
                      "contribution": g.contribution, "positive": g.positive, "all_zero": g.all_zero})
+        if g.all_zero:
+            fixed.add(_group_label(g.given))
     for end, listed in (("lowest", summary.lowest), ("highest", summary.highest)):
+        # results written before the summary left them out list items of a stratum with one class
+        # (0 by definition, read by no critic): not items the critic reads worst or best
+        listed = [e for e in listed if _group_label(e.given) not in fixed]
         for rank, e in enumerate(listed):
             items.append({**base, "end": end, "rank": rank, "id": e.id if e.id is not None else e.row,
                           "group": _group_label(e.given), "value": e.value})
