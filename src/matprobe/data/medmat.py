@@ -330,7 +330,11 @@ def image_root_slip(image: str | Path, max_up: int = 8) -> Path | None:
             break
         if root.name == folder:  # the path is under a med-mat/ folder already
             return None
-        if (root / folder / path.relative_to(root)).is_file():
+        try:
+            found = (root / folder / path.relative_to(root)).is_file()
+        except (OSError, ValueError):  # a name the system refuses (an image cell that is no path): no hint
+            return None
+        if found:
             return root / folder
     return None
 
