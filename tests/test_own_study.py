@@ -407,7 +407,12 @@ def test_init_refuses_missing_images_where_it_has_checkpoints_to_extract(tmp_pat
     assert not (tmp_path / "study.toml").exists()
     res = CliRunner().invoke(app, [*args, "--image-root", str(tmp_path / "images")])
     assert res.exit_code == 0, res.output
-    assert tomllib.loads((tmp_path / "study.toml").read_text())["data"]["image_root"] == str(tmp_path / "images")
+    written = (tmp_path / "study.toml").read_text()
+    assert tomllib.loads(written)["data"]["image_root"] == str(tmp_path / "images")
+    # the comments say what a Med-MAT image root is (a study pointed the edited file one folder too high)
+    root_line = next(line for line in written.splitlines() if line.startswith("image_root = "))
+    assert root_line.endswith("# replaces the records' med-mat/ prefix: the med-mat folder itself")
+    assert "# your Med-MAT files" in next(line for line in written.splitlines() if line.startswith("file = "))
 
 
 def test_init_takes_a_name_for_a_folder_whose_path_names_nothing(tmp_path):

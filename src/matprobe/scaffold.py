@@ -321,12 +321,20 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         "# workers = 0  # CPU processes for extraction and MI (0 = up to 4)",
         "",
         "[data]",
-        f"file = {_q(str(data))}  # your MAT manifest (JSONL, CSV, TSV, Parquet or a save_to_disk folder)",
     ]
+    # a Med-MAT file's image root is not where relative paths resolve: it replaces their med-mat/
+    # prefix (a study edited the written file by its comment and pointed it one folder too high)
+    from matprobe.data.loaders import detect_format
+
+    medmat = detect_format(data) == "medmat"
+    lines.append(f"file = {_q(str(data))}  # " + ("your Med-MAT files (a JSON/JSONL file, or a folder of them)" if medmat
+                                                else "your MAT manifest (JSONL, CSV, TSV, Parquet or a save_to_disk folder)"))
+    root_says = ("replaces the records' med-mat/ prefix: the med-mat folder itself" if medmat
+                 else "relative image paths resolve here")
     if image_root:
-        lines.append(f"image_root = {_q(str(Path(image_root).resolve()))}  # relative image paths resolve here")
+        lines.append(f"image_root = {_q(str(Path(image_root).resolve()))}  # {root_says}")
     else:
-        lines.append("# image_root = \"/data/images\"  # folder relative image paths resolve against")
+        lines.append(f"# image_root = \"/data/images\"  # {root_says}")
     if columns:  # a TOML inline table; quoted keys, as column names may hold spaces
         lines.append("columns = {" + ", ".join(f"{_q(k)} = {_q(v)}" for k, v in columns.items())
                      + "}  # your column names read as the expected ones")
