@@ -403,7 +403,10 @@ def test_init_refuses_missing_images_where_it_has_checkpoints_to_extract(tmp_pat
     for cmd in (args, ["data", "validate", str(tmp_path / "medmat")]):
         res = CliRunner().invoke(app, [*cmd, "--image-root", str(tmp_path / "outer")])
         assert res.exit_code != 0, res.output
-        assert f"--image-root {tmp_path / 'outer' / 'med-mat'}" in " ".join(res.output.split()), res.output
+        said = " ".join(res.output.split())
+        assert (f"--image-root {tmp_path / 'outer' / 'med-mat'}" in said  # data validate: its own option
+                or f"the images are under {tmp_path / 'outer' / 'med-mat'}: give that folder as the image root "
+                   "(--image-root, or [data] image_root in a pipeline file)" in said), res.output
     assert not (tmp_path / "study.toml").exists()
     res = CliRunner().invoke(app, [*args, "--image-root", str(tmp_path / "images")])
     assert res.exit_code == 0, res.output

@@ -507,9 +507,11 @@ def load_medmat(
     if missing_images:
         first = missing_images[0].rsplit(": ", 1)[-1]
         slip = image_root_slip(first)
-        fix = (f"pass --image-root {slip} (it replaces the 'med-mat/' prefix: give the med-mat folder itself, "
-               "not the folder that holds it)" if slip is not None
-               else "check --image-root (it replaces the 'med-mat/' prefix)")
+        # the loader does not know its caller: both ways of giving the root are named
+        where = "--image-root, or [data] image_root in a pipeline file"
+        fix = (f"the images are under {slip}: give that folder as the image root ({where}); it replaces the "
+               "'med-mat/' prefix, so it is the med-mat folder itself, not the folder that holds it"
+               if slip is not None else f"check the image root ({where}): it replaces the 'med-mat/' prefix")
         raise DataError(
             f"{len(missing_images)} of {len(samples)} images missing under image root {root}; "
             f"first: {missing_images[0]}; {fix}"
