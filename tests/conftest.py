@@ -349,6 +349,7 @@ SLOW: dict[str, set[str]] = {
         "test_legends_do_not_cover_data",  # 1.7 s
         "test_markdown_tables_parse_with_consistent_cells",  # 4.5 s
         "test_moved_run_gives_the_same_report",  # 9.0 s
+        "test_items_table_leaves_out_items_of_a_one_class_stratum",  # 7.3 s: a run, then its report
         "test_report_imports_nothing_from_pipeline_or_cli",  # 3.4 s
         "test_single_layer_run_has_no_layer_figure",  # 2.3 s
         # these three share the module's report_run fixture (5.4 s), which then runs in the full suite only
