@@ -323,7 +323,8 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         "[data]",
     ]
     # a Med-MAT file's image root is not where relative paths resolve: it replaces their med-mat/
-    # prefix (a study edited the written file by its comment and pointed it one folder too high)
+    # prefix, so "relative image paths resolve here" would send a user editing the file one folder
+    # too high (the mistake a Med-MAT study made on the command line)
     from matprobe.data.loaders import detect_format
 
     medmat = detect_format(data) == "medmat"

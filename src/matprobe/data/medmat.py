@@ -413,7 +413,7 @@ def load_medmat(
 
     samples: list[Sample] = []
     first_seen: dict[str, int] = {}
-    missing_images: list[str] = []
+    missing_images: list[tuple[str, str]] = []  # (where, the remapped path)
     for i, (rec, lineno) in enumerate(pairs, start=1):
         rid = rec.get("id")
         where = _where(path, i, lineno, rid)
@@ -480,7 +480,7 @@ def load_medmat(
 
         image_path = _remap_image(_image_path(rec["image"], where), root)
         if check_images and root is not None and not Path(image_path).is_file():
-            missing_images.append(f"{where}: {image_path}")
+            missing_images.append((where, image_path))
 
         row = subsets[subset]
         task = row["task"] if task_level == "subset" else row["task_group"]
@@ -505,7 +505,7 @@ def load_medmat(
         )
 
     if missing_images:
-        first = missing_images[0].rsplit(": ", 1)[-1]
+        first_where, first = missing_images[0]
         slip = image_root_slip(first)
         # the loader does not know its caller: both ways of giving the root are named
         where = "--image-root, or [data] image_root in a pipeline file"
@@ -514,7 +514,7 @@ def load_medmat(
                if slip is not None else f"check the image root ({where}): it replaces the 'med-mat/' prefix")
         raise DataError(
             f"{len(missing_images)} of {len(samples)} images missing under image root {root}; "
-            f"first: {missing_images[0]}; {fix}"
+            f"first: {first_where}: {first}; {fix}"
         )
     return MATDataset(samples, source=str(path))
 
