@@ -121,7 +121,8 @@ def summarise_pointwise(values, groups, group_names: dict, *, by: list[str] | No
     v = np.asarray(from_nats(v, unit), dtype=np.float64)
     n = len(v)
     out = []
-    for code in np.unique(g):
+    codes = np.unique(g)
+    for code in codes:
         sel = v[g == code]
         q25, med, q75 = np.quantile(sel, [0.25, 0.5, 0.75])
         out.append(StratumPointwise(given=dict(group_names.get(int(code), {})), n=int(len(sel)),
@@ -131,7 +132,7 @@ def summarise_pointwise(values, groups, group_names: dict, *, by: list[str] | No
     # the listed items are read by a critic: a group whose every item is 0 (a stratum with one class,
     # set to 0 without fitting) holds none, and its items would head the lowest list of any term
     # whose other strata read above 0 (every Med-MAT study: Dermoscopy has one anatomy)
-    zero_codes = [code for code, s in zip(np.unique(g), out) if s.all_zero]
+    zero_codes = [code for code, s in zip(codes, out) if s.all_zero]
     candidates = np.flatnonzero(~np.isin(g, zero_codes))
     order = candidates[np.argsort(v[candidates], kind="stable")]
     k = min(items, len(order))
