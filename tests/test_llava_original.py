@@ -29,8 +29,12 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def reference():
-    data = np.load(REF / "reference.npz")
-    return {k: data[k] for k in data.files}
+    out = {}
+    # reference_unfrozen.npz: a run that trained its tower (make_unfrozen_reference.py), same items
+    for name in ("reference_unfrozen.npz", "reference.npz"):
+        data = np.load(REF / name)
+        out.update({k: data[k] for k in data.files})
+    return out
 
 
 def _items(reference):
@@ -75,6 +79,8 @@ def run_matprobe(ckpt, base=None, template=None, vision_tower=TOWER, layers="emb
 CASES = [  # (id, ckpt, base, template) -> reference key
     ("full-published-config", "llava-v1.5-tiny", None, "llava_v1"),
     ("merged-with-tower-keys", "llava-v1.5-tiny-merged", None, "llava_v1"),
+    # the same shards, the config saying unfreeze_mm_vision_tower: their tower weights are used
+    ("merged-unfrozen-tower", "llava-v1.5-tiny-unfrozen", None, "llava_v1"),
     ("lora-bin", "llava-v1.5-tiny-lora", "vicuna-tiny", "llava_v1"),
     ("projector-only", "llava-v1.5-tiny-pretrain", "vicuna-tiny", "llava_v1"),
     ("llava-med-mistral", "llava-med-v1.5-mistral-tiny", None, "mistral_instruct"),
@@ -114,6 +120,19 @@ def test_equals_original_code(reference, case, ckpt, base, template):
                                    atol=TOL * np.abs(ref_logits).max())
     assert worst < TOL, f"{case}: max relative difference {worst:.2e}"
     print(f"{case}: max relative difference of Z over layers x pools x items {worst:.2e}")
+
+
+def test_a_trained_tower_is_said_in_the_provenance_and_moves_the_features(reference):
+    from matprobe.extract.checkpoints import load_model
+
+    said = {}
+    for name in ("llava-v1.5-tiny-merged", "llava-v1.5-tiny-unfrozen"):
+        said[name] = load_model(KIT / name, vision_tower=TOWER).info["vision_tower_weights"]
+    assert said == {"llava-v1.5-tiny-merged": "the vision tower folder's",
+                    "llava-v1.5-tiny-unfrozen": "the checkpoint's own (55 tensors; unfreeze_mm_vision_tower)"}
+    # the two references differ: the flag alone decides which tower the original code runs
+    moved = reference["llava-v1.5-tiny-unfrozen|llava_v1|0|pools"] - reference["llava-v1.5-tiny-merged|llava_v1|0|pools"]
+    assert np.abs(moved).max() > 1.0
 
 
 @pytest.mark.parametrize("template", ["vicuna_v1", "plain"])

@@ -7,7 +7,8 @@
   before any store is written, naming the first such item, the count and the fix in the caller's
   words (`--rendering grid`, `[extract] rendering = "grid"`); `init` writes that setting;
 - `run` names every store of the run made with other settings in one line, before extracting;
-- a LoRA run without non_lora_trainables.bin is refused naming that file;
+- a LoRA run without non_lora_trainables.bin (whatever its base), or a trainer's checkpoint-N
+  folder of one, is refused naming the files and the folder that has them;
 - a run missing both its base and its tower is told both at once.
 """
 
@@ -226,13 +227,39 @@ def test_run_names_every_store_made_with_other_settings_at_once(tmp_path):
 
 # ------------------------------------------------------------------ a run's pieces and inputs
 
-def test_lora_run_without_non_lora_trainables_names_that_file(tmp_path):
+@pytest.mark.parametrize("base", [BASE, KIT / "llava-v1.5-tiny"], ids=["language-model", "whole-llava"])
+def test_lora_run_without_non_lora_trainables_names_that_file(tmp_path, base):
+    """LLaVA's builder reads the projector from the run's non_lora_trainables.bin (else it fetches one
+    from the hub): on a whole LLaVA as base (task LoRA) the base's own projector was used silently."""
     from matprobe.extract.checkpoints import load_model
 
     run = shutil.copytree(LORA, tmp_path / "lora-run")
     (run / "non_lora_trainables.bin").unlink()
-    with pytest.raises(ExtractError, match=r"mm_projector.*non_lora_trainables\.bin.*copy that file into"):
-        load_model(run, base=BASE, vision_tower=TOWER)
+    with pytest.raises(ExtractError, match=r"no non_lora_trainables\.bin; LLaVA's train.py writes it into the run's "
+                                           r"top folder.*copy non_lora_trainables\.bin from it into"):
+        load_model(run, base=base, vision_tower=TOWER)
+
+
+def test_a_trainers_checkpoint_folder_of_a_lora_run_is_refused_by_init_and_extract(tmp_path):
+    """The Hugging Face trainer's checkpoint-500 of a LLaVA LoRA run holds the adapter only: extract
+    stopped on an AttributeError, and init accepted it."""
+    data = _study(tmp_path, segmentation=False)
+    step = tmp_path / "ckpts" / "related-s0" / "checkpoint-500"
+    step.mkdir()
+    for name in ("adapter_config.json", "adapter_model.bin"):
+        shutil.copy(LORA / name, step / name)
+    want = (f"checkpoint {step}: no config.json and no non_lora_trainables.bin; LLaVA's train.py writes them "
+            "into the run's top folder")
+    res = _cli(["extract", "--ckpt", KIT / "llava-v1.5-tiny", "--adapter", step, "--vision-tower", TOWER,
+                "--data", data, "--out", tmp_path / "z.h5", "--layers", "-1"])
+    assert res.exit_code == 2 and want in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "z.h5").exists()
+    toml = tmp_path / "study.toml"
+    res = _cli(["init", f"related-s0={step}", f"unrelated-s0={tmp_path / 'ckpts' / 'unrelated-s0'}", "--data", data,
+                "--target", "MRI,Head,Orientation", "--base", KIT / "llava-v1.5-tiny", "--vision-tower", TOWER,
+                "--out", toml])
+    assert res.exit_code == 2 and want in " ".join(res.output.split()), res.output
+    assert not toml.exists()
 
 
 def test_a_run_missing_its_base_and_tower_is_told_both_at_once(tmp_path):

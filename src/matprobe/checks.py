@@ -206,11 +206,13 @@ def check_proportion_range(frame, source: str) -> None:
 
 
 def check_proportion_units(frame, source: str) -> None:
-    """Refuse a proportion metric given in fractions (0-1) by some conditions and percent by others.
+    """Refuse a proportion metric given partly in fractions (0-1) and partly in percent.
 
     frame: validated results (condition, metric, value, _row). Only metrics whose name says
     they are proportions (accuracy, F1, IoU, error rate, ...) and whose values all lie in
-    [0, 100] are checked: a condition is in percent when any of its values exceeds 1.
+    [0, 100] are checked, row by row: a value above 1 is percent, one strictly between 0 and 1
+    a fraction (0 and 1 read the same either way). One stray fraction among a condition's percent
+    values (81, 0.84, 79) is refused as surely as a condition in the other unit.
     """
     for metric, rows in frame.groupby("metric", sort=False):
         if not _PROPORTION_NAME.search(str(metric)):
@@ -218,18 +220,23 @@ def check_proportion_units(frame, source: str) -> None:
         values = rows["value"].to_numpy(dtype=float)
         if values.size == 0 or values.min() < 0 or values.max() > 100:
             continue
-        by_cond = rows.groupby("condition", sort=False)["value"].max()
-        percent = [c for c, v in by_cond.items() if v > 1]
-        fraction = [c for c, v in by_cond.items() if v <= 1]
-        if percent and fraction:
-            p_rows = rows.loc[rows["condition"] == percent[0], "_row"].tolist()[:3]
-            f_rows = rows.loc[rows["condition"] == fraction[0], "_row"].tolist()[:3]
+        percent, fraction = rows[values > 1], rows[(values > 0) & (values < 1)]
+        if len(percent) and len(fraction):
             raise StatsError(
-                f"{source}: metric '{metric}' mixes units: condition '{percent[0]}' is in percent (values above 1, "
-                f"e.g. {', '.join(map(str, p_rows))}) and '{fraction[0]}' in fractions (all values <= 1, e.g. "
-                f"{', '.join(map(str, f_rows))}); put every condition in one unit (divide the percent rows "
-                "by 100) and rerun"
+                f"{source}: metric '{metric}' mixes units: {_unit_rows(percent, 'percent (values above 1)')} "
+                f"and {_unit_rows(fraction, 'fractions (values below 1)')}; put every row in one unit "
+                "(divide the percent rows by 100) and rerun"
             )
+
+
+def _unit_rows(rows, unit: str) -> str:
+    """'condition 'Related' is in percent (values above 1): line 2 (60), ...' for a unit refusal."""
+    conds = list(dict.fromkeys(map(str, rows["condition"])))
+    who = (f"condition '{conds[0]}' is" if len(conds) == 1
+           else "conditions " + ", ".join(f"'{c}'" for c in conds) + " are")
+    shown = ", ".join(f"{r} ({v:g})" for r, v in zip(rows["_row"][:3], rows["value"][:3]))
+    more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+    return f"{who} in {unit} at {shown}{more}"
 
 
 def percent_metrics(frame) -> dict[str, float]:

@@ -74,10 +74,16 @@ def fail(exc: Exception) -> None:
 _STATE = {"debug": False}
 
 
-def _refuse_in_place(out, *inputs) -> None:
-    """Refuse an output that is one of the inputs (`data split F --out F`) or in an unwritable folder."""
+def _refuse_in_place(out, *inputs, suffixes: dict[str, str] | None = None) -> None:
+    """Refuse an output that is one of the inputs (`data split F --out F`) or in an unwritable folder,
+    and (`suffixes`: {'.json': 'everything', ...}) one whose file type the command does not write:
+    all before any work (a comparison's minutes were lost to `--out cmp.csv` at the end)."""
+    from matprobe.errors import MatprobeError
     from matprobe.locks import check_not_input, check_output_location
 
+    if out is not None and suffixes and Path(out).suffix.lower() not in suffixes:
+        kinds = " or ".join(f"{ext} ({what})" if what else ext for ext, what in suffixes.items())
+        raise MatprobeError(f"--out {out}: use a {kinds} file name")
     check_not_input(out, *inputs)
     check_output_location(out)  # an unwritable folder is refused before any work
 
@@ -501,7 +507,7 @@ def check_cmd(
     fmt: str = format_option(),
 ) -> None:
     """Fano and PAC theory held against the stored answers and MI estimates; says which Y it uses."""
-    _refuse_in_place(out, store, mi)
+    _refuse_in_place(out, store, mi, suffixes={".json": ""})
     _refuse_before_loading([store], level=level)
     from matprobe.theory.check import run_check, write_check
 
@@ -652,7 +658,7 @@ def compare_command(
     """ΔI = I_A - I_B of one term on the same samples (two stores of one dataset file): normal interval with a paired-bootstrap SE, and p-value.
 
     The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
-    _refuse_in_place(out, store_a, store_b)
+    _refuse_in_place(out, store_a, store_b, suffixes={".json": ""})
     _refuse_before_loading([store_a, store_b], level=level, factors=factors.split(",") if factors else None,
                            pca=pca, rare_classes=rare_classes)
     from matprobe.mi.compare import compare_stores, write_comparison
@@ -693,7 +699,7 @@ def relate_command(
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval (its p
     permutes whole strata: points of one stratum are not independent), Fano ceiling."""
-    _refuse_in_place(out, *stores)
+    _refuse_in_place(out, *stores, suffixes={".json": "everything", ".csv": "the points"})
     _refuse_before_loading(stores, level=level, pca=pca)
     from matprobe.present.views import relation_table
     from matprobe.progress import track

@@ -352,7 +352,7 @@ def check_records_unchanged(store, frame, source: str, update: bool = False) -> 
         ids = frame["id"].astype(str).to_numpy()
         raise ProvenanceMismatch(
             f"{store.path}: {changed.size} record(s) of {source} changed since the store was made "
-            f"(first: id {ids[changed[0]]!r}); pass --overwrite to recompute the store from the new file"
+            f"(first: id {str(ids[changed[0]])!r}); pass --overwrite to recompute the store from the new file"
         )
 
 
@@ -409,7 +409,7 @@ def check_same_records(a, b) -> None:
     if differ:
         raise ProvenanceMismatch(
             f"{a.path} and {b.path} were made from different records for {len(differ)} shared sample(s) "
-            f"(first: id {differ[0]!r}: question, options, answer or image differ"
+            f"(first: id {str(differ[0])!r}: question, options, answer or image differ"
             + ("; these stores predate item digests, so a different split column also counts"
                if old else "")
             + "); re-extract both from one dataset file (matprobe extract --overwrite)"

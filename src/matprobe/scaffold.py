@@ -21,7 +21,7 @@ from pathlib import Path
 from matprobe.conditions import CONDITION_NAMES, named_condition
 from matprobe.data.images import shown_path
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import InitError, MatprobeError
+from matprobe.errors import ExtractError, InitError, MatprobeError
 
 # a seed: s3, seed_3, seed-3, run3 (not r3: LoRA folders say r16 for the rank)
 _SEED = re.compile(r"(?:^|[^a-z0-9])(?:s|seed|run)[-_.]?(\d+)(?![0-9])")
@@ -135,23 +135,29 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
     names and shapes); a Hugging Face folder or peft adapter
     is checked by `run` (and here only when --template is given, which not every architecture
     takes). "images": (the most images one prompt takes, why), for checkpoints that take few."""
-    from matprobe.extract.checkpoints import applies_to_a_base, claimed_format, resolve_adapter
+    from matprobe.extract.checkpoints import applies_to_a_base, claimed_format, loaded_as, resolve_adapter
     from matprobe.extract.preflight import check_checkpoint, images_limit
 
     on_base = applies_to_a_base(path)
     # --base is for the checkpoints that are runs on a base; a whole model in the same study ignores it
     run_base = base if on_base else None
     own = claimed_format(path)
+    loader = own  # the architecture whose own loader reads it, where there is one
     if on_base and own is None:
-        resolve_adapter(path, None, run_base)  # a base recorded from another machine: --base, said here
+        pair = resolve_adapter(path, None, run_base)  # a base recorded from another machine: --base, said here
+        try:  # an adapter on an original LLaVA base (a trainer's checkpoint-N of a run) is read by its loader
+            loader = loaded_as(*pair)[0]
+        except ExtractError:
+            loader = None  # a base `run` will name the problem of, as for any adapter
+        loader = loader if loader is not None and loader.own_loader else None
     out = {"note": f"{own.name} checkpoint" if own is not None else None}
     if on_base and base:
         out["base"] = str(_absolute(base))
-    if vision_tower is not None and own is not None and own.takes_vision_tower:
+    if vision_tower is not None and loader is not None and loader.takes_vision_tower:
         out["vision_tower"] = str(_absolute(vision_tower))
     if template is not None:
         out["template"] = str(_absolute(template)) if Path(template).is_file() else template
-    if own is not None or template is not None:
+    if loader is not None or template is not None:
         # an original LLaVA run's missing base and tower said together (check_checkpoint)
         check_checkpoint(path, None, run_base, layers=layers, vision_tower=out.get("vision_tower"),
                          template=out.get("template"))

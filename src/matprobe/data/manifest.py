@@ -197,9 +197,35 @@ def _loose_answer(raw: str, options: tuple[str, ...]) -> int | None:
     return idx if not m.group(2) or text_key(m.group(2)) == folded[idx] else None
 
 
+def _answer_readings_differ(raw: Any, options: tuple[str, ...], where: str) -> None:
+    """Refuse an answer that is both an index or letter and, verbatim, another option's text: with
+    options 1, 2, 3, 4 the answer 2 is option C by index and option B by text, and neither reading
+    is safe to pick for a counting or grading question."""
+    text = str(raw).strip()
+    if text not in options:
+        return
+    as_text = options.index(text)
+    if text.isdigit():
+        as_code, kind = int(text), "an option index (from 0)"
+    elif len(text) == 1 and text.upper() in OPTION_LETTERS[: len(options)]:
+        as_code, kind = OPTION_LETTERS.index(text.upper()), "a letter"
+    else:
+        return
+    if as_code == as_text or not 0 <= as_code < len(options):
+        return
+    fix = (f"the letter of the option meant ({OPTION_LETTERS[as_text]} or {OPTION_LETTERS[as_code]})"
+           if text.isdigit() else f"the index from 0 of the option meant ({as_text} or {as_code})")
+    raise DataError(
+        f"{where}: answer {raw!r} is ambiguous: as {kind} it is option {OPTION_LETTERS[as_code]} "
+        f"({options[as_code]!r}), as an option's text it is option {OPTION_LETTERS[as_text]} "
+        f"({options[as_text]!r}); write the answer as {fix}")
+
+
 def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
     if isinstance(raw, bool):
         raw = str(raw)
+    if isinstance(raw, (int, str)):
+        _answer_readings_differ(raw, options, where)
     if isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isdigit()):
         idx = int(raw)
     elif isinstance(raw, str) and raw.strip().upper() in OPTION_LETTERS[: len(options)] and len(raw.strip()) == 1:
@@ -213,6 +239,8 @@ def _parse_answer(raw: Any, options: tuple[str, ...], where: str) -> int:
             f"{where}: answer {raw!r} is neither an option index, a letter "
             f"{'/'.join(OPTION_LETTERS[: len(options)])} nor one of the options"
         )
+    if not 0 <= idx < len(options) and str(raw).strip() in options:
+        idx = options.index(str(raw).strip())  # no such index, but an option's text ('4' of 1..4)
     if not 0 <= idx < len(options):
         # an index one past the last option is the mark of indices counted from 1
         one_based = (" (indices counted from 1? matprobe counts options from 0: subtract 1 from every "
@@ -324,6 +352,22 @@ def _absolute(path: str | None, path_root: Path) -> str | None:
     return path if Path(path).is_absolute() else str(path_root / path)
 
 
+# what spreadsheets and pandas write for a value that is not there (pandas' default NA strings
+# among them): as a modality, anatomy or task each would become a class of its own
+MISSING_MARKS = frozenset({"na", "n/a", "nan", "none", "null", "nil", "-", "--", "?", "#n/a"})
+
+
+def _blank(value: Any) -> bool:
+    """No value: absent, empty text, or a float NaN (json.dump writes NaN for pandas' missing cells)."""
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
+def _refuse_missing_mark(value: Any, factor: str, where: str) -> None:
+    if isinstance(value, str) and value.strip().casefold() in MISSING_MARKS:
+        raise DataError(f"{where}: {factor} {value!r} marks a missing value, and it would become a "
+                        f"{factor} class of its own; give the item's {factor} or drop the record")
+
+
 def _opt(rec: Mapping[str, Any], key: str) -> str | None:
     v = rec.get(key)
     if v is None or (isinstance(v, str) and not v.strip()):
@@ -343,7 +387,7 @@ def parse_manifest_records(
         where = _where(path, i, rec)
         option_masks = _parse_option_masks(rec.get("option_masks"), where)
         required = [k for k in REQUIRED if not (k == "options" and option_masks)]
-        missing = [k for k in required if rec.get(k) in (None, "")]
+        missing = [k for k in required if _blank(rec.get(k))]
         if missing:
             raise DataError(
                 f"{where}: missing field(s) {', '.join(missing)}; a MAT manifest needs "
@@ -361,6 +405,7 @@ def parse_manifest_records(
         answer = _parse_answer(rec["answer"], options, where)
         labels = {}
         for factor in FACTORS:
+            _refuse_missing_mark(rec[factor], factor, where)
             value = canonical_label(factor, rec[factor])
             if factor in allowed and value not in allowed[factor]:
                 raise DataError(

@@ -5,7 +5,8 @@ Layouts (recognised by the `mm_*` keys of config.json, never by `model_type` alo
 published v1.5 configs say "llava", which is also transformers' own llava):
 - full: `pytorch_model-*.bin` shards + `pytorch_model.bin.index.json` (or one
   `pytorch_model.bin`, or safetensors), the vision tower NOT among them (merged checkpoints
-  that do carry `model.vision_tower.*` keys: those are ignored, as the original loader does);
+  that do carry `model.vision_tower.*` keys: those are ignored, as the original loader does,
+  unless the config says `unfreeze_mm_vision_tower`: then they are the tower's weights, as there);
 - LoRA run (`--ckpt RUN --base BASE`): adapter_config.json + adapter_model.bin/.safetensors
   + non_lora_trainables.bin (projector, peft prefixes) + config.json, on the plain language
   model; merged here in fp32 (W += alpha/r · B A);
@@ -537,6 +538,16 @@ def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=C
     preflight too. Returns (config, layout, language family, tower folder)."""
     cfg = read_config(run_dir)
     layout = layout_of(run_dir)
+    lacks = [f for f, needed in (("config.json", cfg is None),
+                                 ("non_lora_trainables.bin", layout == "lora"
+                                  and not (run_dir / "non_lora_trainables.bin").is_file())) if needed]
+    if lacks:
+        # LLaVA's builder reads both from the run folder (it would fetch the second from the hub):
+        # train.py writes them there when training ends; a trainer's checkpoint-N folder has neither
+        raise ExtractError(f"checkpoint {run_dir}: no {' and no '.join(lacks)}; LLaVA's train.py writes "
+                           f"{'them' if len(lacks) > 1 else 'it'} into the run's top folder when training ends "
+                           "(a checkpoint-N folder holds the adapter only): pass that folder, or copy "
+                           f"{' and '.join(lacks)} from it into {run_dir}")
     if layout != "full" and base_dir is None:  # with the tower, when that is missing too: one line
         raise ExtractError("; ".join([f"checkpoint {run_dir}: a LLaVA {layout} run, not a whole model; pass the "
                                       f"language model it was trained on with {options['base']} DIR (LLaVA's "
@@ -622,10 +633,7 @@ def _missing_fix(run_dir: Path, layout: str, projector: bool) -> str:
     """The fix for weights missing from a run's pieces: where that layout keeps its projector."""
     if not projector:
         return "download every shard"
-    if layout == "lora":
-        if not (run_dir / "non_lora_trainables.bin").is_file():
-            return ("a LoRA run keeps its projector in non_lora_trainables.bin, which LLaVA's LoRA training "
-                    f"writes beside the adapter (the base has none): copy that file into {run_dir}")
+    if layout == "lora":  # check_run refused a run without the file
         return (f"{run_dir / 'non_lora_trainables.bin'} holds no mm_projector weights; pass the "
                 "non_lora_trainables.bin this run's training wrote")
     if layout == "projector-only":
@@ -746,16 +754,19 @@ def check_tower(tower_dir: Path, mm_hidden_size: int | None) -> None:
     _match_tower(tower_dir, {k: tuple(v.shape) for k, v in model.state_dict().items()}, weight_shapes(tower_dir))
 
 
-def load_tower(tower_dir: Path, mm_hidden_size: int):
+def load_tower(tower_dir: Path, mm_hidden_size: int, weights: dict | None = None, run_dir: Path | None = None):
     """The CLIP vision model in `tower_dir` (a CLIPVisionModel, saved with or without the
     `vision_model.` prefix, or a whole CLIP checkpoint: only its `vision_model.*` weights are
-    used), read with the same safe loader, every weight required (`check_tower`'s checks)."""
+    used), read with the same safe loader, every weight required (`check_tower`'s checks).
+    `weights`: the tower's weights from the checkpoint `run_dir` instead (a run that trained its
+    tower), on the folder's config; every weight required of them too."""
     import torch
 
     model = _tower_model(tower_dir, mm_hidden_size)
     want = model.state_dict()
-    state = read_weights(tower_dir)
-    names = _match_tower(tower_dir, {k: tuple(v.shape) for k, v in want.items()},
+    state = read_weights(tower_dir) if weights is None else weights
+    where = tower_dir if weights is None else Path(f"{run_dir} (its own model.vision_tower.* weights)")
+    names = _match_tower(where, {k: tuple(v.shape) for k, v in want.items()},
                          {k: tuple(v.shape) for k, v in state.items()})
     with torch.no_grad():
         model.load_state_dict({model_key: state[file_key].float() for file_key, model_key in names.items()})
@@ -799,8 +810,16 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
         adapter_info["non_lora_keys"] = len(extra)
     elif layout == "projector-only":
         state.update(safe_load(run_dir / "mm_projector.bin"))
-    ignored = [k for k in state if k.startswith(LLAVA_VISION_PREFIX) or k.endswith("rotary_emb.inv_freq")]
-    for k in ignored:
+    # The run's own tower weights count only when its training unfroze the tower: LLaVA then builds
+    # the tower before `from_pretrained` fills the model (clip_encoder.py), so they replace CLIP's;
+    # otherwise the tower is built after loading, from CLIP, and they are ignored.
+    own_tower = {k[len(LLAVA_VISION_PREFIX + "vision_tower."):]: v for k, v in state.items()
+                 if k.startswith(LLAVA_VISION_PREFIX + "vision_tower.")}
+    if not cfg.get("unfreeze_mm_vision_tower"):
+        own_tower = {}
+    ignored = [k for k in state if (k.startswith(LLAVA_VISION_PREFIX) and not own_tower)
+               or k.endswith("rotary_emb.inv_freq")]
+    for k in [*ignored, *(k for k in state if own_tower and k.startswith(LLAVA_VISION_PREFIX))]:
         del state[k]
 
     # Built on the meta device and filled by assignment: a 7B decoder is never randomly
@@ -831,7 +850,7 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
         projector.load_state_dict({k[len("model.mm_projector."):]: state[k].float() for k in target
                                    if k.startswith("model.mm_projector.")})
         lm_head.weight.copy_(state["lm_head.weight"].float())
-    tower = load_tower(tower_dir, cfg["mm_hidden_size"])
+    tower = load_tower(tower_dir, cfg["mm_hidden_size"], own_tower or None, run_dir)
     select_feature = cfg.get("mm_vision_select_feature", "patch")
     if select_feature not in ("patch", "cls_patch"):
         raise ExtractError(f"mm_vision_select_feature {select_feature!r} is not supported (patch, cls_patch)")
@@ -854,11 +873,14 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     processor = OriginalProcessor(tokenizer, images, conv, n_patches, cfg.get("tokenizer_model_max_length"))
 
     tower_fp = weights_fingerprint(tower_dir)
+    info_tower = (f"the checkpoint's own ({len(own_tower)} tensors; unfreeze_mm_vision_tower)" if own_tower
+                  else "the vision tower folder's")
     pre_sha = hashlib.sha256((tower_dir / "preprocessor_config.json").read_bytes()).hexdigest()
     info = {
         "format": FORMAT, "layout": layout, "language_family": family, "ignored_keys": len(ignored),
         "vision_tower": str(tower_dir.resolve()), "vision_tower_named": cfg.get("mm_vision_tower"),
         "vision_tower_fingerprint": tower_fp, "image_processor": "llava-original " + images.aspect,
+        "vision_tower_weights": info_tower,
         "image_processor_backend": "pil", "processor_fallback": False,
         "image_size": {"shortest_edge": images.shortest_edge}, "max_pixels": None,
         "tokenizer": tokenizer.kind, **adapter_info,
@@ -867,6 +889,7 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
             "prompt_template": conv.describe(),
             "image_preprocessing": {**images.describe(), "preprocessor_config_sha256": pre_sha},
             "vision_tower_fingerprint": tower_fp,
+            "vision_tower_weights": info_tower,
             "answer_position": "last prompt token (the generation point after the assistant role)",
         },
     }

@@ -258,8 +258,8 @@ def check_same_labels(ids, labels_a, labels_b, path_a, path_b) -> None:
         if bad.size:
             i = int(bad[0])
             raise StoreError(f"{path_a} and {path_b} label {bad.size} of {len(la)} samples differently "
-                             f"for factor {name!r} (first: id {ids[i]!r}: {la[i]!r} vs {lb[i]!r}); "
-                             "they come from different datasets")
+                             f"for factor {name!r} (first: id {str(ids[i])!r}: {str(la[i])!r} vs {str(lb[i])!r}); "
+                             "they come from different datasets: compare stores extracted from one items file")
 
 
 def _term_codes(labels, target, given, keep):
@@ -345,16 +345,27 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
         note = (note + "; " if note else "") + "H(Y|C) = 0 on both sides: ΔI is exactly 0"
     for name, entry in merged.items():
         note = (note + "; " if note else "") + f"rare classes merged on both sides ({merged_classes_phrase(name, entry)})"
-    clipped = [tag for tag, side in (("A", side_a), ("B", side_b)) if side.get("clipped")]
+    saturated = diff.p_value is None  # both sides at their caps (compare_chain_arrays)
+    clipped = [(tag, side) for tag, side in (("A", side_a), ("B", side_b)) if side.get("clipped")]
     if clipped:
         # ΔI is the paired difference of the per-row terms, whose means are the raw estimates: a side shown
-        # at its cap (clipped) then differs from the estimate ΔI uses (a study read A 0.3967, B 0.3967, ΔI +0.0742)
+        # at its cap, or at 0 (clipped), then differs from the estimate ΔI uses (a study read A 0.3967,
+        # B 0.3967, ΔI +0.0742; another A 0.5427, B 0.0000, ΔI +0.8174, B's raw estimate -0.2747)
         shown = side_a["estimate"] - side_b["estimate"]
+        how = [f"{tag}'s raw estimate " + ("fell below 0 and is shown as 0" if "below-zero" in (side.get("flags") or ())
+                                          else "exceeded its entropy cap and is shown clipped")
+               for tag, side in clipped]
         note = (note + "; " if note else "") + (
-            f"{' and '.join(clipped)}'s raw estimate exceeded its entropy cap and is shown clipped: ΔI "
-            f"{diff.delta:+.4f} {unit} is the difference of the raw estimates (the per-row terms'), the shown "
-            f"estimates differ by {shown:+.4f}")
-    if diff.p_value is None:
+            f"{' and '.join(how)}: ΔI {diff.delta:+.4f} {unit} is the difference of the raw estimates (the "
+            f"per-row terms'), the shown estimates differ by {shown:+.4f}")
+        # two MIs within their caps differ by at most the larger cap: a raw estimate below 0 (the critic
+        # predicting worse than the label frequencies) can push the raw difference past it
+        most = side_a["h_upper"] if diff.delta > 0 else side_b["h_upper"]
+        if abs(diff.delta) > most:  # a p would read as a finding about the MIs (a study's p 0.03)
+            diff.p_value = None
+            note += (f"; |ΔI| exceeds {most:.4f} {unit}, the most two MIs within their caps can differ by here: "
+                     "it is the critics' difference, not the MIs', and has no p (p n/a)")
+    if saturated:
         note = (note + "; " if note else "") + SATURATED_NOTE.format(share=f"{NEAR_SATURATION:.0%}")
     if estimator_tags(estimator).bound == LOWER:
         note = (note + "; " if note else "") + (f"{estimator} gives lower bounds: ΔI compares two lower "

@@ -172,7 +172,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
             prov = st.provenance
             fingerprints[path] = st.fingerprint
             if fingerprints[path] != next(iter(fingerprints.values())):
-                _refuse_other_dataset(next(iter(fingerprints)), path, st)
+                _refuse_other_dataset(next(iter(fingerprints)), path, st, factors)
             stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
             lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
             provenances[path] = prov
@@ -188,16 +188,34 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
     return [replace(c, checkpoint=names[c.store]) for c in cells]
 
 
-def _refuse_other_dataset(first: str, path: str, st) -> None:
-    """Stores of one sweep must hold the same samples and labels (one dataset), else one line."""
+def _refuse_other_dataset(first: str, path: str, st, factors) -> None:
+    """Stores of one sweep must hold the same samples and labels (one dataset), else one line. The
+    same samples listed in another order (the items file sorted anew) are the same dataset: each
+    cell is estimated on its own store, so the order only moves the folds."""
     from matprobe.store import EmbeddingStore
 
+    def by_id(store) -> dict[str, tuple]:
+        ids = store.ids.astype(str).tolist()
+        cols = []
+        for f in factors:
+            codes, vocab = store.factor(f)
+            names = np.asarray([str(v) for v in vocab] + [""], dtype=object)
+            cols.append(names[codes])
+        return {i: tuple(str(c[k]) for c in cols) for k, i in enumerate(ids)}
+
     with EmbeddingStore.open(first) as ref:
-        ids_a, ids_b = set(ref.ids.astype(str).tolist()), set(st.ids.astype(str).tolist())
+        labels_a = by_id(ref)
+    labels_b = by_id(st)
+    ids_a, ids_b = set(labels_a), set(labels_b)
     if ids_a != ids_b:
         detail = f"{len(ids_b - ids_a)} ids not in {first}, {len(ids_a - ids_b)} of its ids missing"
     else:
-        detail = "the same ids with different modality/anatomy/task labels"
+        differ = [i for i in labels_a if labels_a[i] != labels_b[i]]
+        if not differ:
+            return  # one dataset, its rows in another order
+        i = differ[0]
+        detail = (f"the same ids, {len(differ)} of them labelled differently (first: id {i!r}: "
+                  f"{', '.join(labels_a[i])} vs {', '.join(labels_b[i])})")
     raise StoreError(f"{path} comes from another dataset than {first} ({detail}); sweep checkpoints "
                      "extracted from the same dataset file, or run one sweep per dataset")
 

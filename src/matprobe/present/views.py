@@ -219,8 +219,10 @@ def relation_table(rel) -> Table:
                       sparse="yes" if r.sparse else "")
     if rel.spearman == rel.spearman:
         table.footnotes.append(
-            f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, {lvl} bootstrap interval [{rel.ci_low:.3f}, "
-            f"{rel.ci_high:.3f}], p = {rel.p_value:.3g}, {rel.n_points} points{relation_p_method(rel)}; Fano "
+            f"Spearman rho(MI, accuracy) = {rel.spearman:.3f}, "
+            + (f"{lvl} bootstrap interval [{rel.ci_low:.3f}, {rel.ci_high:.3f}]" if rel.ci_low == rel.ci_low
+               else "no bootstrap interval (see the note)")
+            + f", p = {rel.p_value:.3g}, {rel.n_points} points{relation_p_method(rel)}; Fano "
             f"ceiling for K = {rel.reference['classes']}")
     else:  # scipy's nan: a rank correlation with a constant column is not defined
         used = rel.points[~rel.points["sparse"]]

@@ -146,14 +146,21 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
     required = ["condition", "target", "metric", "value"]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        have = [str(c) for c in frame.columns if c != "_row"]
-        wide = [c for c in have if c not in (*required, "seed", "item")
-                and pd.api.types.is_float_dtype(frame[c])]
-        # a table with one column per metric (acc, ciou): the long form is one pandas call away
-        hint = (f"; a table with a column per metric ({', '.join(wide)}) is read in the long form, one row "
-                f"per metric: pandas.read_csv(FILE).melt(id_vars=[...the condition, target and seed columns], "
-                f"var_name='metric', value_name='value'), the columns renamed to condition, target, seed"
-                if "metric" in missing and "value" in missing and wide else "")
+        as_written = frame.attrs.get("as_written", {})
+        have = [str(as_written.get(c, c)) for c in frame.columns if c != "_row"]
+        wide = [str(as_written.get(c, c)) for c in frame.columns if c not in (*required, "seed", "item", "_row")
+                and pd.to_numeric(frame[c], errors="coerce").notna().all()]
+        from matprobe.conditions import condition_display_name
+
+        # a table with one column per metric (acc, ciou) or per condition (Related, Unrelated): the
+        # long form is one pandas call away
+        per = ("condition" if "condition" in missing and any(condition_display_name(c) for c in wide)
+               else "metric")
+        ids = "the target and seed columns" if per == "condition" else "the condition, target and seed columns"
+        hint = (f"; a table with a column per {per} ({', '.join(wide)}) is read in the long form, one row "
+                f"per {per}: pandas.read_csv(FILE).melt(id_vars=[...{ids}], var_name='{per}', "
+                "value_name='value'), the other columns renamed to condition, target, seed, metric"
+                if per in missing and "value" in missing and wide else "")
         raise StatsError(f"{source}: missing column(s) {', '.join(missing)} (it has {', '.join(have) or 'none'}); "
                          f"expected condition, target, seed, [item], metric, value{hint}")
     if "seed" not in frame.columns:
@@ -173,6 +180,7 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
             raise StatsError(f"{source}: empty '{col}' at {_lines(frame, frame[col].isna())}; "
                              "fill it or drop those rows")
         frame[col] = frame[col].astype(str).str.strip()
+    frame["seed"] = _integer_seeds(frame["seed"])
     values = pd.to_numeric(frame["value"], errors="coerce")
     bad = values.isna() & frame["value"].notna()
     if bad.any():
@@ -189,8 +197,18 @@ def validate_results(frame: pd.DataFrame, source: str = "results") -> pd.DataFra
         raise StatsError(f"{source}: duplicate rows for the same ({', '.join(keys)}) at "
                          f"{_lines(frame, dup)}; each measurement must appear once")
     check_proportion_range(frame, source)  # an accuracy below 0 or above 100 is no accuracy
-    check_proportion_units(frame, source)  # percent in one condition, fractions in another
+    check_proportion_units(frame, source)  # percent in some rows, fractions in others
     return _drop_rederivable_ratios(frame, source)
+
+
+def _integer_seeds(seeds: pd.Series) -> pd.Series:
+    """Seeds a spreadsheet wrote as 0.0, 1.0 read as 0, 1 (so they pair with another file's 0, 1);
+    any other seed labels as written."""
+    numbers = pd.to_numeric(seeds, errors="coerce")
+    if (numbers.isna().any() or not np.all(np.isfinite(numbers)) or not np.all(numbers == np.round(numbers))
+            or np.abs(numbers).max() >= 2**53):  # beyond that a float is no exact integer
+        return seeds
+    return numbers.astype(np.int64).astype(str)
 
 
 def _drop_rederivable_ratios(frame: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -215,26 +233,72 @@ def _drop_rederivable_ratios(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return frame
 
 
+RESULTS_FILE_COLUMNS = ("condition", "target", "seed", "item", "metric", "value")
+# what per-run tables call the seed column: a training run is one seed
+SEED_ALIASES = ("run", "replicate", "repeat", "rep")
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
-    """Read and validate a tidy results CSV (condition, target, seed, [item], metric, value)."""
+    """Read and validate a tidy results CSV (condition, target, seed, [item], metric, value).
+
+    Column names are read up to case and surrounding spaces (`Condition`, `value `), a `run`
+    column is the seed where there is none, and a tab-separated file is read as one; lines that
+    start with `#` are comments (a `#` inside a value is part of it). Each row's `_row` is its line
+    in the file, comments and blank lines counted."""
+    import csv
+    import io
+
     path = Path(path)
     if not path.exists():
         raise StatsError(f"{path}: results file not found")
     try:
-        frame = pd.read_csv(path, dtype={"condition": str, "target": str, "seed": str,
-                                         "item": str, "metric": str}, comment="#")
-    except pd.errors.EmptyDataError:
-        raise StatsError(f"{path}: the file is empty; give a CSV with a header line "
-                         "condition,target,seed,metric,value and one row per measurement") from None
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise StatsError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+        raise StatsError(f"{path}: not UTF-8 text (byte {exc.start}); export the table as CSV "
+                         "(UTF-8, comma-separated)") from None
+    numbered = [(i + 1, line) for i, line in enumerate(text.splitlines())
+                if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
+        raise StatsError(f"{path}: the file is empty; give a CSV with a header line "
+                         "condition,target,seed,metric,value and one row per measurement")
+    header = numbered[0][1]
+    sep = "\t" if "\t" in header and "," not in header else ","
+    if sep == "," and ";" in header and "," not in header:
+        raise StatsError(f"{path}: separated by ';' (line {numbered[0][0]}: {header[:80]!r}); save it as CSV "
+                         "with commas (Excel: CSV UTF-8 (Comma delimited), decimal point '.') and rerun")
+    rows = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=sep))
+    width = len(rows[0])
+    for (lineno, _), row in zip(numbered[1:], rows[1:]):
+        if len(row) > width:
+            raise StatsError(f"{path}: line {lineno} has {len(row)} fields, the header {width}; a value "
+                             "holding a comma must be in double quotes (\"CT,Lung,COVID\")")
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(line for _, line in numbered)), sep=sep, dtype=str,
+                            keep_default_na=True, index_col=False)
     except pd.errors.ParserError as exc:
         raise StatsError(f"{path}: not a readable CSV ({exc})") from None
     if frame.empty:
         raise StatsError(f"{path}: a header but no rows; add one row per measurement")
-    # Line numbers as the user sees them (header is line 1); comment lines are not counted.
-    frame["_row"] = [f"line {i + 2}" for i in range(len(frame))]
+    renames = _result_column_names(list(frame.columns))
+    frame = frame.rename(columns=renames)
+    frame.attrs["as_written"] = {new: old for old, new in renames.items()}  # for messages on the columns
+    if len(frame) == len(numbered) - 1:  # a quoted value spanning lines shifts them: count rows then
+        frame["_row"] = [f"line {n}" for n, _ in numbered[1:]]
+    else:
+        frame["_row"] = [f"row {i + 1}" for i in range(len(frame))]
     return validate_results(frame, source=str(path))
+
+
+def _result_column_names(columns: list[str]) -> dict[str, str]:
+    """Renames that make a header's columns the names `validate_results` reads: case and spaces
+    aside ('Condition ', 'VALUE'), and a run column as the seed where no column is the seed."""
+    found = {c: str(c).strip().casefold() for c in columns}
+    names = {c: low for c, low in found.items() if low in RESULTS_FILE_COLUMNS}
+    if "seed" not in names.values():
+        alias = next((c for c, low in found.items() if low in SEED_ALIASES), None)
+        if alias is not None:
+            names[alias] = "seed"
+    return {c: n for c, n in names.items() if c != n and list(names.values()).count(n) == 1}
 
 
 # --------------------------------------------------------------------------- pairing
@@ -478,11 +542,40 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
     merged = merged[merged._merge == "both"].rename(columns={"value_a": "a", "value_b": "b"})
     if len(merged) < 2:
         rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
-        raise TooFewPairs(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
-                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2", len(merged))
+        apart = runs_spelled_apart(sides["a"], sides["b"], keys, comparison)
+        raise (RunsSpelledApart if apart else TooFewPairs)(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
+                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2"
+                          + (f"; {apart}" if apart else ""), len(merged), apart or None)
     out = merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
     out.attrs["left_out"] = list(dict.fromkeys(left_out))  # one per run, not per item
     return out
+
+
+class RunsSpelledApart(TooFewPairs):
+    """Too few pairs because the two conditions write their runs apart (`runs_spelled_apart`):
+    the fix is the spelling, not more seeds."""
+
+
+def runs_spelled_apart(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], comparison: Comparison) -> str:
+    """Why two conditions' runs do not pair, where it is how they are written: a target written
+    two ways ('CT, Lung, COVID' and 'CT,Lung,COVID'), or seeds numbered apart (0, 1, 2 and 10, 11,
+    12); '' where each side simply has too few runs. A pair is one (target, seed) under both."""
+    def fold(v: str) -> str:
+        return "".join(v.split()).casefold()
+
+    for key in keys:
+        va, vb = list(dict.fromkeys(map(str, a[key]))), list(dict.fromkeys(map(str, b[key])))
+        only_b = {fold(v): v for v in vb if v not in va}
+        same = [(v, only_b[fold(v)]) for v in va if v not in vb and fold(v) in only_b]
+        if same:
+            x, y = same[0]
+            return (f"'{comparison.a}' writes {key} {x!r} and '{comparison.b}' {y!r}, the same but for spaces or "
+                    f"case: write it one way in both")
+        if not set(va) & set(vb) and len(va) >= 2 and len(vb) >= 2:
+            return (f"'{comparison.a}' has {key} {', '.join(va[:5])} and '{comparison.b}' {key} "
+                    f"{', '.join(vb[:5])}, none in common: a pair is one run under both conditions, so give "
+                    f"the runs the same {key} labels")
+    return ""
 
 
 def _absent_run(frame: pd.DataFrame, condition: str, row, level: list[str]) -> bool:
@@ -1051,13 +1144,20 @@ def condition_names_read(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]
     from matprobe.conditions import condition_display_name
 
     names = list(dict.fromkeys(frame["condition"].astype(str)))
-    read = {n: d for n in names if (d := condition_display_name(n)) not in (None, n) and d not in names}
-    if len({*read.values()}) < len(read):  # 'related' and 'RELATED' both: not one condition to guess
-        return frame, None
+    read = {n: d for n in names if (d := condition_display_name(n)) not in (None, n)}
     if not read:
         return frame, None
-    frame = frame.assign(condition=frame["condition"].astype(str).replace(read))
-    return frame, "conditions read as " + ", ".join(f"{n!r} = {d}" for n, d in read.items())
+    merged = frame.assign(condition=frame["condition"].astype(str).replace(read))
+    # 'related' beside 'Related' is one condition written two ways, unless both spellings hold a
+    # row for the same measurement: then they are two and the user must say which is which
+    keys = [k for k in ("condition", "target", "seed", "item", "metric") if k in merged]
+    clash = merged.duplicated(keys, keep=False) & ~frame.duplicated(keys, keep=False)
+    if clash.any():
+        spellings = list(dict.fromkeys(frame.loc[clash, "condition"].astype(str)))
+        raise StatsError(f"conditions {' and '.join(map(repr, spellings))} both read as "
+                         f"{read.get(spellings[0], spellings[0])!r} and both have rows for the same runs "
+                         f"({_lines(frame, clash)}); rename one of them")
+    return merged, "conditions read as " + ", ".join(f"{n!r} = {d}" for n, d in read.items())
 
 
 def _spec_names_read(comparisons, frame: pd.DataFrame) -> tuple:
@@ -1178,8 +1278,9 @@ def metric_units(frame: pd.DataFrame, comparisons, metrics: list[str] | None = N
         if unit != table_unit:
             by_seed.append(metric)
     if not units:
-        raise StatsError(f"{first_error}; no metric has two pairs: train at least two seeds per condition "
-                         "(or hold out two targets)")
+        fix = ("" if isinstance(first_error, RunsSpelledApart)
+               else ": train at least two seeds per condition (or hold out two targets)")
+        raise StatsError(f"{first_error}; no metric has two pairs{fix}")
     notes = [f"unit of analysis: {how}"]
     if by_seed:
         notes.append(f"{', '.join(by_seed)}: measured on one target only, so paired by seed "

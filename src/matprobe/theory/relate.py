@@ -92,6 +92,9 @@ def fano_accuracy_ceiling(mi: float, h: float, k: int) -> float:
     return 1.0 - fano_min_error(max(h - mi, 0.0), k)
 
 
+MIN_DEFINED_RESAMPLES = 0.95  # the share of bootstrap resamples that must have a rank correlation
+
+
 def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: int = 0, clusters=None):
     """(rho, ci_low, ci_high, p): percentile bootstrap; p from scipy (which counts every point as
     independent). `clusters`: each point's cluster (its stratum): the bootstrap then draws whole
@@ -118,8 +121,13 @@ def spearman_with_interval(x, y, level: float = 0.95, n_boot: int = 2000, seed: 
         else:
             boot = np.array([_rank_correlations(x[i][None], y[i][None])[0]
                              for i in (np.concatenate([members[k] for k in row]) for row in draws)])
-    boot = boot[np.isfinite(boot)]  # resamples with a constant column have no rank correlation
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if boot.size else (np.nan, np.nan)
+    # resamples with a constant column have no rank correlation; where more than a few have none, the
+    # rest are the draws that kept the few points that vary, and their quantiles no interval (a study
+    # read [-0.545, -0.154] beside p = 1, 15 of its 16 MIs tied at 0): none is given then
+    defined = np.isfinite(boot)
+    if defined.mean() < MIN_DEFINED_RESAMPLES:
+        return rho, float("nan"), float("nan"), p
+    lo, hi = np.quantile(boot[defined], [(1 - level) / 2, (1 + level) / 2])
     return rho, float(lo), float(hi), p
 
 
@@ -288,6 +296,11 @@ def _relation(points: pd.DataFrame, notes: list[str], min_stratum: int, level: f
     # by stratum and by checkpoint)
     strata = list(zip(*(used[f].astype(str) for f in MAT)))
     rho, lo, hi, _ = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed, clusters=strata)
+    if not np.isfinite(lo):
+        notes.append(f"no interval for rho: more than {1 - MIN_DEFINED_RESAMPLES:.0%} of the resamples of whole "
+                     f"strata ({len(set(strata))} strata) hold one MI or one accuracy value only (ties: "
+                     f"{int((used['mi'] == used['mi'].mode().iloc[0]).sum())} of {len(used)} MIs equal), so they "
+                     "have no rank correlation; the p-value (strata permuted) still holds")
     perm = stratum_permutation_test(used["mi"], used["accuracy"], strata, used["checkpoint"], seed=seed)
     k_ref = int(used["classes"].mode().iloc[0])
     h_ref = float(used.loc[used["classes"] == k_ref, "h"].mean())
