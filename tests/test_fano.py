@@ -229,3 +229,24 @@ def test_fano_table_in_bits_writes_its_formulas_with_log2():
         nats["H(Y|X) <= h(ε) + ε ln(K-1)"]["value"] / math.log(2))
     assert not any("ln" in q for q in bits) and all(r["unit"] in ("bits", "probability") for r in bits.values())
     assert "ε log2(K/(K-1))" in bits["paper eq. 8: H(T) - h(ε) - ε log2 K"]["note"]
+
+
+def test_bounds_refuse_an_mi_outside_its_range_and_give_the_pac_inputs_in_the_unit_asked():
+    """`bounds fano --mi -0.1` printed an error floor above the one of a useless Z, and --mi above
+    H(Y|C) passed; `bounds pac --bits` converted only its title, every note still said nats."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.theory.fano import fano_min_error, fano_table
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(BoundsError, match=rf"--mi {bad} nats is outside \[0, H\(Y\|C\) = 1.2 nats\]"):
+            fano_table(0.35, 4, entropy=1.2, mi=bad)
+    rows = fano_table(0.35, 4, entropy=1.2, mi=1.2)  # I = H(Y|C): Z determines Y, no error floor
+    assert rows[-1]["value"] == pytest.approx(fano_min_error(0.0, 4))
+    with pytest.raises(BoundsError, match="in bits\\? pass --unit bits"):
+        fano_table(0.35, 4, entropy=1.731)  # 1.731 bits of a K = 4 label, typed without the unit
+    res = CliRunner().invoke(app, ["bounds", "pac", "--kl", "100", "--unit", "bits", "--emp-risk", "0.1", "--n", "1000"])
+    assert res.exit_code == 0, res.output
+    bits = f"{100 / math.log(2):.4g}"
+    assert res.output.count(f"KL(Q||P) = {bits} bits") >= 4 and "100 nats" not in res.output, res.output

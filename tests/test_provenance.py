@@ -236,6 +236,11 @@ def test_readers_refuse_an_unfinished_store_and_a_missing_shard(tmp_path):
         run_store(tmp_path / "u.h5", ["M"], "0", "last", seeds=1, folds=2, pca=None)
     text = _one_line_error(CliRunner().invoke(app, ["mi", str(tmp_path / "u.h5"), "--layer", "0", "--factors", "M"]))
     assert "5 of 20 rows" in text
+    # check too (it read the 15 answered rows as the whole store, and said nothing)
+    from matprobe.theory.check import run_check
+
+    with pytest.raises(StoreError, match="5 of 20 rows have no features yet.*before checking it"):
+        run_check(tmp_path / "u.h5", None)
 
     shards = []
     for k in range(2):

@@ -134,3 +134,26 @@ def test_a_column_per_condition_gets_the_long_form_for_conditions(tmp_path):
         read_results(path)
     msg = str(exc.value)
     assert "a column per condition (Related, Unrelated)" in msg and "var_name='condition'" in msg, msg
+
+
+def test_a_papers_summary_table_is_read_with_its_p_column_as_papers_print_it(tmp_path):
+    """`significance-summary` ignored a column named p, and refused 'p < 0.001', '0.01*' and '≤0.001'."""
+    from matprobe.api import significance_summary
+    from matprobe.stats.summary import parse_reported_p
+
+    assert parse_reported_p("p < 0.001") == (0.001, "<")
+    assert parse_reported_p("P=0.002") == (0.002, "=")
+    assert parse_reported_p("≤0.001") == (0.001, "<")
+    assert parse_reported_p("0.01**") == (0.01, "=")
+    with pytest.raises(StatsError, match="leave the cell empty where the paper gives none"):
+        parse_reported_p("n.s.")
+    path = tmp_path / "paper.csv"
+    path.write_text("Comparison,Metric,Mean_A,SD_A,Mean_B,SD_B,N,p\n"
+                    "Related vs Unrelated,accuracy,0.8133,0.0252,0.6600,0.0400,3,p < 0.05\n")
+    got = significance_summary(path)
+    (row,) = got.results.to_dict("records")
+    assert row["reported_p"] == "< 0.05"
+    # the paired p at r = 0: sd of the differences sqrt(sd_a² + sd_b²), n - 1 degrees of freedom
+    t0 = (0.8133 - 0.6600) / ((0.0252**2 + 0.0400**2) / 3) ** 0.5
+    want = 2 * stats.t.sf(t0, 2)
+    assert row["p_r=0"] == pytest.approx(want, rel=1e-9)

@@ -626,9 +626,8 @@ def sweep_command(
               + (f" over {res.world_size} ranks" if res.world_size > 1 else "")]
     if len(failed):  # written with NaN estimates (empty columns above): say which and why
         first = failed.iloc[0]
-        footer.append(f"warning: {len(failed)} of {res.n_cells} cells failed and hold no estimates (flag failed; "
-                      f"rerun to retry them), e.g. {first.checkpoint} layer {first.layer} pool {first.pool}: "
-                      f"{first.note}")
+        footer.append(f"warning: {len(failed)} of {res.n_cells} cells failed and hold no estimates (flag failed), "
+                      f"e.g. {first.checkpoint} layer {first.layer} pool {first.pool}: {first.note}")
     _show(sweep_table(res, unit), fmt, footer)
 
 

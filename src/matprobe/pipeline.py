@@ -56,7 +56,7 @@ from matprobe.conditions import CONDITION_NAMES
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import DataError, MatprobeError, PipelineError, ProvenanceMismatch
 from matprobe.io import atomic_path, write_text_atomic
-from matprobe.rundir import RUN_FORMAT_VERSION, run_relative
+from matprobe.rundir import RUN_FORMAT_VERSION, file_sha256, run_relative
 
 
 @dataclass
@@ -1036,6 +1036,8 @@ def _run_summary(cfg: PipelineConfig, run: Path, dataset, manifest, ids_by_targe
         "checkpoints": [_relative_paths({**ck, **store_record(ck["store"], ck.get("target"))}, run) for ck in checkpoints],
         "results": "results.csv",
         "significance": "significance.csv" if significance is not None else None,
+        "tables_sha256": {name: file_sha256(run / name) for name in ("results.csv", "significance.csv")
+                          if (run / name).is_file() and (name == "results.csv" or significance is not None)},
         "environment": environment(),
         "seconds": timer.seconds,
     }

@@ -80,17 +80,44 @@ class RunSummary:
     # what the data does to what is measured: image files the RGB conversion changes
     # (data.images.image_notes) and classes the MI step merges (pipeline._rare_class_note)
     data_warnings: list = field(default_factory=list)
+    # sha256 of results.csv and significance.csv as the run wrote them: a report then tells a
+    # results.csv replaced after the run from the significance.csv computed on the old one
+    tables_sha256: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSummary":
         known, extra = _known(cls, d)
         known["checkpoints"] = [RunCheckpoint.from_dict(c) for c in known.get("checkpoints", [])]
-        for key in ("config", "seconds", "seconds_all_runs", "train_sizes", "train_sizes_by_target"):
+        for key in ("config", "seconds", "seconds_all_runs", "train_sizes", "train_sizes_by_target",
+                    "tables_sha256"):
             known[key] = known.get(key) or {}
         for key in ("composition", "targets", "source_warnings", "data_warnings"):
             known[key] = known.get(key) or []
         return cls(**known, extra=extra)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes (run.json's `tables_sha256`)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stale_significance(run: str | os.PathLike, summary: RunSummary, results: Path, significance: Path | None) -> str | None:
+    """Why the run's significance.csv is not the one computed from its results.csv, or None: a
+    results.csv replaced after the run (its digest is not the recorded one) beside the significance.csv
+    the run wrote (its digest still is). Runs before the digests were recorded: None."""
+    want = summary.tables_sha256
+    if not want or significance is None or "results.csv" not in want or "significance.csv" not in want:
+        return None
+    if not results.is_file() or not significance.is_file():
+        return None
+    if file_sha256(results) != want["results.csv"] and file_sha256(significance) == want["significance.csv"]:
+        return (f"{results} changed after the run computed {significance.name} from it, so the report's comparisons "
+                f"would not be those of its table; recompute them: matprobe significance {results} --out "
+                f"{significance} (or rerun the pipeline)")
+    return None
 
 
 def resolve_run_path(run: str | os.PathLike, recorded: str, summary: RunSummary | None = None) -> Path:

@@ -306,9 +306,13 @@ def _columns(df_or_rows) -> list[str]:
 def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds: float = 0.0) -> list[dict]:
     """One row per term of a cell whose estimation raised: NaN estimates, flag `failed`, the
     reason in `note`. One cell's trouble never sinks a sweep; a rerun retries these cells."""
+    from matprobe.errors import MatprobeError
     from matprobe.mi.chain import term_name
 
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    # a refusal of the data or settings fails alike on every rerun: its fix, not a retry
+    then = ("do what it says, then rerun the sweep (with --overwrite where that changes a setting)"
+            if isinstance(exc, MatprobeError) else "rerun the sweep to retry")
     rows = []
     for target, given in term_list(list(settings.factors)):
         rows.append({"checkpoint": cell.checkpoint, "store": cell.store, "fingerprint": "",
@@ -317,7 +321,7 @@ def failed_rows(cell: Cell, settings: SweepSettings, exc: BaseException, seconds
                      "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "bound": "",
                      "ci_level": settings.ci_level,
                      "unit": settings.unit, "n": 0, "h_upper": np.nan, "clipped": False, "degenerate": False,
-                     "note": f"estimation failed ({type(exc).__name__}: {reason}); rerun the sweep to retry",
+                     "note": f"estimation failed ({type(exc).__name__}: {reason}); {then}",
                      "seconds": round(seconds, 3), "settings": settings.digest(), "flags": FAILED,
                      "pca": 0 if settings.pca is None else int(settings.pca),  # as asked: nothing settled
                      "options": settings.options()})
@@ -373,6 +377,11 @@ def check_out(out) -> Path:
     return out
 
 
+NUMERIC_COLUMNS = ("estimate", "ci_low", "ci_high", "ci_level", "h_upper", "n", "seconds", "selectivity",
+                   "selectivity_low", "selectivity_high", "control", "excess", "online_bits", "uniform_bits",
+                   "compression", "p_perm")
+
+
 def read_table(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
@@ -392,6 +401,11 @@ def read_table(path) -> pd.DataFrame:
     except (ValueError, KeyError, OSError) as exc:
         raise EstimationError(f"{path}: cannot read as a sweep results file ({exc}); "
                               "move it away or pass another --out") from None
+    # a failed cell's empty numbers (keep_default_na keeps "" as text) would make its columns text,
+    # and every estimate of a resumed table print at full length
+    for col in NUMERIC_COLUMNS:
+        if col in df.columns and not pd.api.types.is_numeric_dtype(df[col]):
+            df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="coerce")
     if "flags" not in df.columns and len(df.columns):
         df["flags"] = ""  # tables written before the flags column
     if "pca" not in df.columns and len(df.columns):
@@ -595,6 +609,11 @@ def _resume_hint(df: pd.DataFrame, settings: SweepSettings | None, table: SweepS
         return f"{_FLAGS[k]} {v}" if k in _FLAGS else f"{k}={v} (matprobe.sweep's)"
 
     flags = [said(k, v) for k, v in theirs.items() if mine.get(k) != v]
+    # the chain and the unit are settings of the table too, though not among its options' words
+    if settings is not None and tuple(table.factors) != tuple(settings.factors):
+        flags.insert(0, f"--factors {','.join(table.factors)}")
+    if settings is not None and table.unit != settings.unit:
+        flags.insert(0, f"--unit {table.unit}")
     shown = parse_options(table.options())  # what is not at its default
     whole = " ".join(said(k, v) for k, v in shown.items() if k != "seed" or v != "0")
     if not flags and table.digest() != settings.digest() and not differences:

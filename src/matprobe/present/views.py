@@ -734,9 +734,15 @@ def pac_table(result, unit: str = "nats"):
                    Column("vacuous", "vacuous", description="VACUOUS when the bound is >= 1",
                           fmt=lambda v: "VACUOUS" if v else "no"),
                    Column("formula", "formula", description="formula evaluated"),
-                   Column("note", "note", description="inputs of the formula (nats)")], title=title)
+                   Column("note", "note", description=f"inputs of the formula ({unit})")], title=title)
+    # the bounds' notes give their inputs in nats: in the unit asked for, as the title gives them
+    said = {f"{name} = {value:.4g} nats": f"{name} = {from_nats(value, unit):.4g} {unit}"
+            for name, value in (("ln|H|", result.ln_h), ("KL(Q||P)", result.kl_qp)) if value is not None}
     for b in result.bounds:
-        table.add_row(**b.to_dict())
+        row = b.to_dict()
+        for old, new in said.items():
+            row["note"] = str(row.get("note") or "").replace(old, new)
+        table.add_row(**row)
     return table
 
 

@@ -43,7 +43,7 @@ from matprobe.report.design import (
     term_cells,
 )
 from matprobe.report.settings import fine_tuned_here, unused_settings
-from matprobe.rundir import RunSummary, resolve_run_path
+from matprobe.rundir import RunSummary, resolve_run_path, stale_significance
 from matprobe.stats.significance import LEFT_OUT, LEFT_OUT_BEFORE, adjust_p, shared_units
 from matprobe.theory.check import CheckResult, MIValue
 
@@ -184,6 +184,17 @@ def _composition(run: Path, summary: RunSummary, targets: list[tuple]) -> pd.Dat
     return counts.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
+def _tables(run: Path, summary: RunSummary, resolve) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """results.csv and significance.csv (None where the run has none), refused where results.csv was
+    replaced after the run beside the significance.csv computed from the old one."""
+    results = resolve(summary.results)
+    sig = resolve(summary.significance) if summary.significance else None
+    stale = stale_significance(run, summary, results, sig)
+    if stale:
+        raise ReportError(stale)
+    return pd.read_csv(results), (pd.read_csv(sig) if sig is not None else None)
+
+
 def load_run(run_dir: str | Path) -> RunData:
     run = Path(run_dir)
     summary = _read_summary(run / "run.json")
@@ -247,8 +258,7 @@ def load_run(run_dir: str | Path) -> RunData:
         pac_inputs[ck.name] = p.training or ({"note": notes[0]} if notes else None)
     if len(units) > 1:
         raise ReportError(f"{run}: the MI results mix units {sorted(units)}; rerun `matprobe mi` in one unit")
-    results = pd.read_csv(resolve(summary.results))
-    sig = pd.read_csv(resolve(summary.significance)) if summary.significance else None
+    results, sig = _tables(run, summary, resolve)
     mi_levels.discard(None)
     err_levels.discard(None)
     answers = answer_records(summary.checkpoints, resolve)  # each store opened once for both

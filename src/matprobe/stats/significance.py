@@ -245,12 +245,25 @@ def read_results(path: str | Path) -> pd.DataFrame:
     column is the seed where there is none, and a tab-separated file is read as one; lines that
     start with `#` are comments (a `#` inside a value is part of it). Each row's `_row` is its line
     in the file, comments and blank lines counted."""
-    import csv
-    import io
-
     path = Path(path)
     if not path.exists():
         raise StatsError(f"{path}: results file not found")
+    frame, rows = read_table_text(path, "condition,target,seed,metric,value")
+    renames = _result_column_names(list(frame.columns))
+    frame = frame.rename(columns=renames)
+    frame.attrs["as_written"] = {new: old for old, new in renames.items()}  # for messages on the columns
+    frame["_row"] = rows
+    return validate_results(frame, source=str(path))
+
+
+def read_table_text(path: Path, header: str) -> tuple[pd.DataFrame, list[str]]:
+    """A CSV a researcher wrote (a byte-order mark, CRLF, tabs, `#` comment lines) as text columns,
+    and each row's place in the file ('line 7', comments and blank lines counted). Refused with the
+    fix: not UTF-8, separated by ';', a row with more fields than the header (a comma unquoted),
+    empty; `header` is the header line the messages suggest."""
+    import csv
+    import io
+
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -259,34 +272,30 @@ def read_results(path: str | Path) -> pd.DataFrame:
     numbered = [(i + 1, line) for i, line in enumerate(text.splitlines())
                 if line.strip() and not line.lstrip().startswith("#")]
     if not numbered:
-        raise StatsError(f"{path}: the file is empty; give a CSV with a header line "
-                         "condition,target,seed,metric,value and one row per measurement")
-    header = numbered[0][1]
-    sep = "\t" if "\t" in header and "," not in header else ","
-    if sep == "," and ";" in header and "," not in header:
-        raise StatsError(f"{path}: separated by ';' (line {numbered[0][0]}: {header[:80]!r}); save it as CSV "
+        raise StatsError(f"{path}: the file is empty; give a CSV with a header line {header} and one row "
+                         "per line")
+    first = numbered[0][1]
+    sep = "\t" if "\t" in first and "," not in first else ","
+    if sep == "," and ";" in first and "," not in first:
+        raise StatsError(f"{path}: separated by ';' (line {numbered[0][0]}: {first[:80]!r}); save it as CSV "
                          "with commas (Excel: CSV UTF-8 (Comma delimited), decimal point '.') and rerun")
-    rows = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=sep))
+    body = "\n".join(line for _, line in numbered)
+    rows = list(csv.reader(io.StringIO(body), delimiter=sep))
     width = len(rows[0])
     for (lineno, _), row in zip(numbered[1:], rows[1:]):
         if len(row) > width:
             raise StatsError(f"{path}: line {lineno} has {len(row)} fields, the header {width}; a value "
                              "holding a comma must be in double quotes (\"CT,Lung,COVID\")")
     try:
-        frame = pd.read_csv(io.StringIO("\n".join(line for _, line in numbered)), sep=sep, dtype=str,
-                            keep_default_na=True, index_col=False)
+        frame = pd.read_csv(io.StringIO(body), sep=sep, dtype=str, index_col=False)
     except pd.errors.ParserError as exc:
         raise StatsError(f"{path}: not a readable CSV ({exc})") from None
     if frame.empty:
-        raise StatsError(f"{path}: a header but no rows; add one row per measurement")
-    renames = _result_column_names(list(frame.columns))
-    frame = frame.rename(columns=renames)
-    frame.attrs["as_written"] = {new: old for old, new in renames.items()}  # for messages on the columns
-    if len(frame) == len(numbered) - 1:  # a quoted value spanning lines shifts them: count rows then
-        frame["_row"] = [f"line {n}" for n, _ in numbered[1:]]
-    else:
-        frame["_row"] = [f"row {i + 1}" for i in range(len(frame))]
-    return validate_results(frame, source=str(path))
+        raise StatsError(f"{path}: a header but no rows; add one row per line under it")
+    # a quoted value spanning lines shifts the numbering: count rows then
+    lines = ([f"line {n}" for n, _ in numbered[1:]] if len(frame) == len(numbered) - 1
+             else [f"row {i + 1}" for i in range(len(frame))])
+    return frame, lines
 
 
 def _result_column_names(columns: list[str]) -> dict[str, str]:

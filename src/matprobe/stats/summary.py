@@ -131,9 +131,12 @@ def _split_reported(text) -> tuple[str, str]:
     s = str(text).strip()
     if not s:
         return "", ""
+    # as papers print it: 'p < 0.001', 'P=0.002', '≤0.001', '0.01*' (significance stars)
+    s = re.sub(r"^[pP]\s*(?=[<=≤])", "", s).replace("≤", "<=").rstrip("*").strip()
     m = re.fullmatch(r"(<|<=|=)?\s*([0-9.eE+-]+)", s)
     if not m:
-        raise StatsError(f"reported p {text!r}: write a number such as 0.004 or '< 0.001'")
+        raise StatsError(f"reported p {text!r}: write a number such as 0.004 or '< 0.001' (or leave the cell "
+                         "empty where the paper gives none, as for 'n.s.')")
     return "<" if m.group(1) in ("<", "<=") else "=", m.group(2)
 
 
@@ -525,10 +528,17 @@ def summarize(summary, *, percent: bool = False, rounding: bool = True, r_grid=R
 def read_summary(path: str | Path) -> pd.DataFrame:
     """The summary CSV, its means, sds and reported p as written (strings): their decimals
     are the rounding `summary_table` takes into account."""
+    from matprobe.stats.significance import read_table_text
+
     path = Path(path)
     if not path.exists():
         raise StatsError(f"{path}: summary file not found")
-    try:
-        return pd.read_csv(path, comment="#", dtype={k: str for k in (*VALUE_COLUMNS, "reported_p")})
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise StatsError(f"{path}: not a readable CSV ({exc})") from None
+    frame, _ = read_table_text(path, "comparison,metric,mean_a,sd_a,mean_b,sd_b,n")
+    names = {c: str(c).strip().casefold() for c in frame.columns}
+    known = (*SUMMARY_COLUMNS, "reported_p")
+    renames = {c: low for c, low in names.items() if low in known and c != low}
+    if "reported_p" not in names.values():  # a paper's table calls it p
+        alias = next((c for c, low in names.items() if low in ("p", "p_value", "p-value", "pvalue")), None)
+        if alias is not None:
+            renames[alias] = "reported_p"
+    return frame.rename(columns=renames)

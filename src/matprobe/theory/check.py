@@ -278,6 +278,8 @@ def _read_inputs(store_path, mi_path):
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(store_path) as store:
+        # a half-extracted store's answers are a part of the items, chosen by where extraction stopped
+        store.require_complete("checking it")
         fingerprint = store.content_id  # MI files record the content id they were computed on
         if isinstance(mi_path, dict):  # an MI results document already in memory
             mi = mi_path

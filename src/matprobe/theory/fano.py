@@ -405,7 +405,9 @@ def _typed_entropy(value: float, k: int, unit: str, flag: str) -> float:
     h = float(value)
     log_k = from_nats(math.log(k), unit)
     if not (0 <= h <= log_k + _TYPED_TOL):
-        raise BoundsError(f"{flag} {h} {unit} is outside [0, ln K = {log_k:.6g} {unit}]")
+        in_bits = unit == NATS and 0 <= h <= math.log2(k) + _TYPED_TOL  # log2 K bits, typed as nats
+        raise BoundsError(f"{flag} {h} {unit} is outside [0, ln K = {log_k:.6g} {unit}]"
+                          + ("; in bits? pass --unit bits" if in_bits else ""))
     return min(h, log_k)  # a typed, rounded ln K (1.3863 for ln 4) means ln K
 
 
@@ -457,6 +459,10 @@ def fano_table(
             "probability"),
     ]
     if mi is not None:
+        if not 0 <= float(mi) <= h + _TYPED_TOL:  # 0 <= I(Z;Y|C) <= H(Y|C): no other value is an MI here
+            raise BoundsError(f"--mi {mi} {unit} is outside [0, H(Y|C) = {h:.6g} {unit}], where I(Z;Y|C) always "
+                              "lies; give the estimate in the unit of --entropy")
+        mi = min(float(mi), h)
         rows.append(row(f"smallest ε given I = {float(mi):.4g}", fano_min_error_given_mi(mi, h, k, "K-1", unit),
                         "φ⁻¹(H(Y|C) - I)", "probability"))
     return rows

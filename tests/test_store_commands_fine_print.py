@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -130,3 +131,37 @@ def test_sweep_takes_one_dataset_in_another_row_order_and_names_a_relabelled_one
     assert res.exit_code == 2, res.output
     assert f"the same ids, 1 of them labelled differently (first: id 'q7': m{m[7]}, t{t[7]} vs m{m[7]}, t{t2[7]})" in line, line
     assert not (tmp_path / "no.csv").exists()
+
+
+def test_a_resumed_sweep_with_a_failed_cell_prints_its_numbers_as_the_first_run_did(tmp_path):
+    """A failed cell's empty numbers made the resumed table's columns text: every estimate then printed
+    at full length (0.3678760791991014). The failed cell's note gives the fix, not 'rerun to retry'."""
+    from matprobe.errors import EstimationError
+    from matprobe.mi.sweep import Cell, SweepSettings, failed_rows, read_table, write_table
+    from matprobe.present import render
+    from matprobe.present.views import sweep_table
+
+    rng = np.random.default_rng(4)
+    n = 60
+    m, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    z = rng.standard_normal((n, 4)).astype(np.float32)
+    z[:, 0] += 2 * (2 * t - 1)
+    make_store(tmp_path / "a.h5", [f"q{i}" for i in range(n)], m, t, {("8", "last"): z}).close()
+    out = tmp_path / "s.csv"
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "a.h5"), "--factors", "M,T", "--seeds", "1", "--folds",
+                                   "2", "--pca", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    done = read_table(out)
+    settings = SweepSettings(factors=("M", "T"), seeds=1, folds=2, pca=None)
+    bad = failed_rows(Cell(str(tmp_path / "b.h5"), "b", "8", "last"), settings,
+                      EstimationError("factor 'T' class 'x' has 1 row"))
+    write_table(pd.concat([done, pd.DataFrame(bad)], ignore_index=True), out)
+    table = read_table(out)
+    for col in ("estimate", "ci_low", "ci_high", "h_upper"):
+        assert pd.api.types.is_numeric_dtype(table[col]), col
+    shown = render([sweep_table(type("R", (), {"table": table, "out": out})())], "markdown")
+    value = float(done.loc[done["term"] == "I(Z;T|M)", "estimate"].iloc[0])
+    assert f"{value:.3f}" in shown and repr(value) not in shown
+    assert all("; do what it says, then rerun the sweep" in r["note"] for r in bad)
+    other = failed_rows(Cell("x.h5", "x", "8", "last"), settings, MemoryError("out of memory"))
+    assert all(r["note"].endswith("rerun the sweep to retry") for r in other)  # a passing trouble: retry
