@@ -275,3 +275,103 @@ def test_a_run_missing_its_base_and_tower_is_told_both_at_once(tmp_path):
     # one of them given: only the other is asked for
     res, _ = _init(tmp_path, data, "--vision-tower", TOWER)
     assert res.exit_code == 2 and "pass --base DIR" in res.output and "--vision-tower" not in res.output
+
+
+# ------------------------------------------------------------------ the folder, the base or the config at fault
+
+def _one_file_base(root: Path, name: str, edit) -> Path:
+    """vicuna-tiny saved as one pytorch_model.bin after `edit(state) -> (state, config changes)`."""
+    from matprobe.extract.original_llava import read_weights
+
+    d = root / name
+    d.mkdir(parents=True)
+    for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
+        shutil.copy(BASE / f, d / f)
+    state, changes = edit(read_weights(BASE))
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, **changes}))
+    torch.save(state, d / "pytorch_model.bin")
+    return d
+
+
+def test_a_wrong_base_is_named_as_the_base_not_the_run(tmp_path):
+    """A pretraining run on a language model of another shape was blamed on the run ('the config and
+    weights disagree', 'download every shard')."""
+    from matprobe.extract.checkpoints import load_model
+
+    run = KIT / "llava-v1.5-tiny-pretrain"
+    fewer = _one_file_base(tmp_path, "two-layers", lambda s: ({k: v for k, v in s.items() if ".layers.2." not in k},
+                                                              {"num_hidden_layers": 2}))
+    with pytest.raises(ExtractError, match=rf"--base {fewer}: 9 weight\(s\) the run's config.json needs are missing.*"
+                                           r"pass the language model the run at .* was trained on"):
+        load_model(run, base=fewer, vision_tower=TOWER)
+
+    def wider(s):
+        s = dict(s)
+        s["model.embed_tokens.weight"] = torch.cat([s["model.embed_tokens.weight"], torch.zeros(10, 32)])
+        s["lm_head.weight"] = torch.cat([s["lm_head.weight"], torch.zeros(10, 32)])
+        return s, {"vocab_size": 410}
+
+    vocab = _one_file_base(tmp_path, "vocab410", wider)
+    with pytest.raises(ExtractError, match=rf"--base {vocab}: model.embed_tokens.weight has shape \(410, 32\), the "
+                                           r"config.json of the run at .* says \(400, 32\)"):
+        load_model(run, base=vocab, vision_tower=TOWER)
+
+
+def test_a_projector_type_the_weights_do_not_have_is_named(tmp_path):
+    run = shutil.copytree(KIT / "llava-v1.5-tiny", tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["mm_projector_type"] == "mlp2x_gelu"
+    (run / "config.json").write_text(json.dumps({**cfg, "mm_projector_type": "linear"}))
+    from matprobe.extract.checkpoints import load_model
+
+    with pytest.raises(ExtractError, match=r"config.json says mm_projector_type 'linear', but the projector weights "
+                                           r"are another type's \(they hold model.mm_projector.0"):
+        load_model(run, vision_tower=TOWER)
+
+
+def test_a_pretraining_run_whose_projector_is_in_a_checkpoint_names_where(tmp_path):
+    """Its top has a config and no weights: 'a whole model; drop --base' with --base, 'no weights files'
+    without. LLaVA's trainer saves checkpoint-N/{config.json, mm_projector.bin}, or
+    mm_projector/checkpoint-N.bin from a checkpoint-N output."""
+    pre = KIT / "llava-v1.5-tiny-pretrain"
+    run = tmp_path / "run"
+    for step in (500, 1000):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        for f in ("config.json", "mm_projector.bin"):
+            shutil.copy(pre / f, run / f"checkpoint-{step}" / f)
+    shutil.copy(pre / "config.json", run / "config.json")
+    for base in (None, BASE):
+        args = ["extract", "--ckpt", run, "--vision-tower", TOWER, "--data", tmp_path / "none.jsonl",
+                "--out", tmp_path / "z.h5", *(["--base", base] if base else [])]
+        line = " ".join(_cli(args).output.split())
+        assert (f"checkpoint {run}: no weights at its top; its projector is in checkpoint-1000/mm_projector.bin "
+                f"(a pretraining run's checkpoint): pass {run / 'checkpoint-1000'} as the checkpoint") in line, line
+    saved = tmp_path / "saved"
+    (saved / "mm_projector").mkdir(parents=True)
+    shutil.copy(pre / "config.json", saved / "config.json")
+    shutil.copy(pre / "mm_projector.bin", saved / "mm_projector" / "checkpoint-1000.bin")
+    from matprobe.extract.checkpoints import load_model
+
+    with pytest.raises(ExtractError, match=r"its projector is mm_projector/checkpoint-1000.bin.*copy it to "
+                                           rf"{saved / 'mm_projector.bin'}"):
+        load_model(saved, base=BASE, vision_tower=TOWER)
+    # done as it says: the run's projector on its base, as the kit's projector-only run loads
+    shutil.copy(saved / "mm_projector" / "checkpoint-1000.bin", saved / "mm_projector.bin")
+    assert load_model(saved, base=BASE, vision_tower=TOWER).info["layout"] == "projector-only"
+
+
+def test_an_item_past_the_checkpoints_length_is_named_by_its_id_and_the_rows_before_it_kept(tmp_path):
+    """The refusal quoted the question's first words, not the item, and said nothing of the store."""
+    image = KIT / "images" / "item0.png"
+    rows = [{"id": f"short{i}", "image": str(image), "question": "Which organ?", "options": ["lung", "liver"],
+             "answer": i % 2, "modality": "CT", "anatomy": "Chest", "task": "Organ"} for i in range(2)]
+    rows.append({**rows[0], "id": "long-one", "question": "describe " * 2100})
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _cli(["extract", "--ckpt", KIT / "llava-v1.5-tiny", "--vision-tower", TOWER, "--data", data,
+                "--out", tmp_path / "z.h5", "--layers", "-1", "--batch-size", "1"])
+    line = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert "item 'long-one': question 'describe describe" in line and "tokenizer_model_max_length 2048" in line, line
+    assert f"2 of 3 rows are finished in {tmp_path / 'z.h5'}: fix it and rerun the same command to resume" in line

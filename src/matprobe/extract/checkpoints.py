@@ -218,6 +218,9 @@ def loaded_as(base_dir: Path, adapter_dir: Path | None):
     run_dir = adapter_dir if adapter_dir is not None else base_dir
     run_base = base_dir if adapter_dir is not None else None
     own = claimed_format(run_dir)
+    if own is None and adapter_dir is not None and not (adapter_dir / "config.json").is_file():
+        # a trainer's checkpoint-N inside an original LLaVA run folder: that format's loader says what it lacks
+        own = claimed_format(adapter_dir.parent)
     return (own or get_architecture(detect_architecture(base_dir))), run_dir, run_base
 
 

@@ -538,6 +538,8 @@ def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=C
     preflight too. Returns (config, layout, language family, tower folder)."""
     cfg = read_config(run_dir)
     layout = layout_of(run_dir)
+    if layout == "full" and cfg is not None and not _weight_files(run_dir):
+        _refuse_projector_elsewhere(run_dir, options)
     lacks = [f for f, needed in (("config.json", cfg is None),
                                  ("non_lora_trainables.bin", layout == "lora"
                                   and not (run_dir / "non_lora_trainables.bin").is_file())) if needed]
@@ -557,10 +559,36 @@ def check_run(run_dir: Path, base_dir: Path | None, vision_tower=None, options=C
     family = language_family(cfg)
     if cfg.get("mm_use_im_start_end"):
         raise ExtractError(f"checkpoint {run_dir}: mm_use_im_start_end checkpoints are not supported")
+    if cfg.get("s2"):
+        raise ExtractError(f"checkpoint {run_dir}: an S2 (multi-scale) vision tower (s2: true in config.json) is "
+                           "not supported")
     if cfg.get("mm_patch_merge_type", "flat") != "flat":
         raise ExtractError(f"checkpoint {run_dir}: mm_patch_merge_type {cfg.get('mm_patch_merge_type')!r} "
                            f"(LLaVA-1.6) is not supported yet")
     return cfg, layout, family, resolve_tower(cfg, run_dir, vision_tower, options)
+
+
+def _refuse_projector_elsewhere(run_dir: Path, options) -> None:
+    """A run folder with a config but no weights at its top, whose projector a pretraining run saved
+    in a checkpoint: LLaVA's trainer writes checkpoint-N/{config.json, mm_projector.bin}, and its
+    final save of a checkpoint-N output mm_projector/checkpoint-N.bin. Said with the folder or file
+    to give; nothing found: the caller's own message (no weights)."""
+    steps = sorted(run_dir.glob("checkpoint-*/mm_projector.bin"), key=lambda f: _step(f.parent.name))
+    if steps:
+        raise ExtractError(f"checkpoint {run_dir}: no weights at its top; its projector is in "
+                           f"{steps[-1].parent.name}/mm_projector.bin (a pretraining run's checkpoint): pass "
+                           f"{steps[-1].parent} as the checkpoint, with {options['base']} DIR")
+    saved = sorted(run_dir.glob("mm_projector/*.bin"), key=lambda f: _step(f.stem))
+    if saved:
+        raise ExtractError(f"checkpoint {run_dir}: no weights at its top; its projector is "
+                           f"mm_projector/{saved[-1].name}, where LLaVA saves a checkpoint's projector: copy it to "
+                           f"{run_dir / 'mm_projector.bin'} and pass {run_dir} with {options['base']} DIR")
+
+
+def _step(name: str) -> int:
+    """checkpoint-1000 -> 1000 (the trainer's step), for picking the last; 0 for another name."""
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else 0
 
 
 def check_tower_weights(run_dir: Path, vision_tower=None, options=CLI_OPTIONS) -> Path:
@@ -575,7 +603,11 @@ def check_tower_weights(run_dir: Path, vision_tower=None, options=CLI_OPTIONS) -
 def _lora_merge(state: dict, adapter_dir: Path) -> tuple[dict, dict]:
     """W += scaling · B A for every LoRA pair (fp32), as peft's merge_and_unload does."""
 
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    try:
+        cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ExtractError(f"{adapter_dir / 'adapter_config.json'}: not valid JSON ({exc}); copy it again from the "
+                           "run's folder") from None
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ExtractError(f"adapter {adapter_dir}: peft_type {cfg.get('peft_type')!r}; only LoRA is supported")
     st, binary = adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_model.bin"
@@ -639,6 +671,40 @@ def _missing_fix(run_dir: Path, layout: str, projector: bool) -> str:
     if layout == "projector-only":
         return f"{run_dir / 'mm_projector.bin'} lacks them; pass the mm_projector.bin this run's training wrote"
     return "a run trained without a projector needs its mm_projector.bin"
+
+
+def _check_state(state: dict, target: dict, run_dir: Path, base_dir: Path | None, layout: str, family: str,
+                 cfg: dict, own_keys: set) -> None:
+    """Every weight the model needs, no other, each of its shape; refused naming where the weight
+    came from: the run, or the --base it was put on (whose mismatch is the base's, not the run's)."""
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    kind = cfg.get("mm_projector_type", "linear")
+    if any("mm_projector" in k for k in missing) and any("mm_projector" in k for k in unexpected):
+        have = [k for k in unexpected if "mm_projector" in k]
+        raise ExtractError(f"checkpoint {run_dir}: config.json says mm_projector_type {kind!r}, but the projector "
+                           f"weights are another type's (they hold {', '.join(have[:2])}, the config's type "
+                           f"{', '.join(k for k in missing if 'mm_projector' in k)}); set mm_projector_type to the "
+                           "type the run trained (linear: weight and bias; mlp2x_gelu: layers 0 and 2)")
+    base_said = (f"--base {base_dir}: " if base_dir is not None else "")
+    if missing:
+        from_base = base_dir is not None and not any("mm_projector" in m for m in missing)
+        raise ExtractError((f"{base_said}{len(missing)} weight(s) the run's config.json needs are missing, first "
+                            f"{missing[0]!r}; pass the language model the run at {run_dir} was trained on"
+                            if from_base else
+                            f"checkpoint {run_dir}: {len(missing)} weight(s) missing, first {missing[0]!r}; "
+                            + _missing_fix(run_dir, layout, any("mm_projector" in m for m in missing))))
+    if unexpected:
+        raise ExtractError(f"checkpoint {run_dir}: {len(unexpected)} weight(s) that a LLaVA "
+                           f"{family} model does not have, first {unexpected[0]!r}; is it another architecture?")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(target[k].shape):
+            if base_dir is not None and k not in own_keys:
+                raise ExtractError(f"--base {base_dir}: {k} has shape {tuple(v.shape)}, the config.json of the run "
+                                   f"at {run_dir} says {tuple(target[k].shape)}; pass the language model that run "
+                                   "was trained on")
+            raise ExtractError(f"checkpoint {run_dir}: {k} has shape {tuple(v.shape)}, the config says "
+                               f"{tuple(target[k].shape)}; the config and weights disagree")
 
 
 def _rebuild_meta_buffers(lm, text_config) -> None:
@@ -802,14 +868,18 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     # Weights: the run's (full) or the base's plus the run's pieces.
     state = read_weights(base_dir if base_dir is not None else run_dir)
     adapter_info: dict = {}
+    own_keys: set = set()  # the weights the run's own files give (a base gives the rest)
     if layout == "lora":
         state = {k: v.float() for k, v in state.items()}
         extra = _non_lora(run_dir)
         state.update(extra)
         state, adapter_info = _lora_merge(state, run_dir)
         adapter_info["non_lora_keys"] = len(extra)
+        own_keys = set(extra)
     elif layout == "projector-only":
-        state.update(safe_load(run_dir / "mm_projector.bin"))
+        projector_state = safe_load(run_dir / "mm_projector.bin")
+        state.update(projector_state)
+        own_keys = set(projector_state)
     # The run's own tower weights count only when its training unfroze the tower: LLaVA then builds
     # the tower before `from_pretrained` fills the model (clip_encoder.py), so they replace CLIP's;
     # otherwise the tower is built after loading, from CLIP, and they are ignored.
@@ -831,18 +901,7 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     target = {**{f"model.{k}": v for k, v in lm.state_dict().items()},
               **{f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()},
               "lm_head.weight": lm_head.weight}
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    if missing:
-        raise ExtractError(f"checkpoint {run_dir}: {len(missing)} weight(s) missing, first {missing[0]!r}; "
-                           + _missing_fix(run_dir, layout, any("mm_projector" in m for m in missing)))
-    if unexpected:
-        raise ExtractError(f"checkpoint {run_dir}: {len(unexpected)} weight(s) that a LLaVA "
-                           f"{family} model does not have, first {unexpected[0]!r}; is it another architecture?")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(target[k].shape):
-            raise ExtractError(f"checkpoint {run_dir}: {k} has shape {tuple(v.shape)}, the config says "
-                               f"{tuple(target[k].shape)}; the config and weights disagree")
+    _check_state(state, target, run_dir, base_dir, layout, family, cfg, own_keys)
     with torch.no_grad():
         lm.load_state_dict({k[len("model."):]: state.pop(k).to(torch_dtype) for k in list(target)
                             if k.startswith("model.") and not k.startswith("model.mm_projector.")}, assign=True)
@@ -862,7 +921,12 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     model.eval()
 
     tok_dir = base_dir if base_dir is not None else run_dir
-    tokenizer = ChunkTokenizer(tok_dir)
+    try:
+        tokenizer = ChunkTokenizer(tok_dir)
+    except json.JSONDecodeError as exc:
+        raise ExtractError(f"{tok_dir}: a tokenizer file (tokenizer_config.json, tokenizer.json or "
+                           f"special_tokens_map.json) is not valid JSON ({exc}); copy the tokenizer files again "
+                           "from where the checkpoint came from") from None
     name = template or ("mistral_instruct" if family == "mistral" else "llava_v1")
     if name == "chat":
         raise ExtractError("--template chat: original-format LLaVA checkpoints have no chat template; use "

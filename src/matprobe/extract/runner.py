@@ -237,6 +237,14 @@ def _mismatch_message(counts, folder, batch, tokens_in_prompts: int, n_images: i
     )
 
 
+def _item_named(exc: BaseException, batch) -> str:
+    """'item 'it20': ' for the item of `batch` whose question a prompt error quotes ('question
+    'describe describe ...'...'), else ''."""
+    text = str(exc)
+    hit = next((s for s in batch if text.startswith(f"question {s.question[:40]!r}")), None)
+    return f"item {hit.id!r}: " if hit is not None else ""
+
+
 def _kept(store, target: Path, n_total: int) -> str:
     """What a failed extraction leaves in `target`, for its message (see `_discard_if_empty`)."""
     n_done = int(store.done.sum())
@@ -573,10 +581,15 @@ def extract(
                                     f"command" + (" to resume" if store.done.any() else "")) from None
                 # Own-loader processors (original LLaVA) build their batch themselves.
                 builder = getattr(loaded.processor, "build_batch", None)
-                prompt = (builder or (lambda *a: build_batch(loaded.processor, *a,
-                                                             template=loaded.info.get("conversation_template"))))(
-                    [s.question for s in batch], [s.options for s in batch], [r.images for r in rendered],
-                    [r.preamble for r in rendered])
+                try:
+                    prompt = (builder or (lambda *a: build_batch(loaded.processor, *a,
+                                                                 template=loaded.info.get("conversation_template"))))(
+                        [s.question for s in batch], [s.options for s in batch], [r.images for r in rendered],
+                        [r.preamble for r in rendered])
+                except ExtractError as exc:  # an item the prompt refuses (too long): named by its id
+                    raise ExtractError(f"{_item_named(exc, batch)}{exc}; {_kept(store, target, len(samples))}: fix "
+                                       "it and rerun the same command" + (" to resume" if store.done.any() else "")
+                                       ) from None
                 inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in prompt.inputs.items()}
                 attention = inputs["attention_mask"]
                 weights = pool_weights(inputs["input_ids"], attention, prompt.question_mask.to(device),
