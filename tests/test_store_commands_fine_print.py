@@ -51,6 +51,8 @@ def test_a_side_below_zero_is_said_so_and_a_difference_past_the_caps_has_no_p(tm
     assert comp.difference.p_value is None
     assert f"|ΔI| exceeds {comp.side_a['h_upper']:.4f} nats" in note and "has no p (p n/a)" in note
     assert "entropy caps (estimates at" not in note  # not the both-saturated sentence
+    # strata are named by their labels, as `mi` names them (the notes said "0: 26 rows")
+    assert "sparse strata (n < 30): m0: 26 rows" in comp.side_a["note"], comp.side_a["note"]
 
 
 def test_a_difference_within_the_caps_keeps_its_p(tmp_path):
@@ -165,3 +167,19 @@ def test_a_resumed_sweep_with_a_failed_cell_prints_its_numbers_as_the_first_run_
     assert all("; do what it says, then rerun the sweep" in r["note"] for r in bad)
     other = failed_rows(Cell("x.h5", "x", "8", "last"), settings, MemoryError("out of memory"))
     assert all(r["note"].endswith("rerun the sweep to retry") for r in other)  # a passing trouble: retry
+
+
+def test_a_term_whose_target_has_one_class_is_refused_with_a_term_to_compare(tmp_path):
+    """A study of one task compared on the default term read "factor 'T' has one class (np.int64(0))"."""
+    rng = np.random.default_rng(6)
+    n = 40
+    m = rng.integers(0, 2, n)
+    z = rng.standard_normal((n, 3)).astype(np.float32)
+    for name in ("a", "b"):
+        make_store(tmp_path / f"{name}.h5", [f"q{i}" for i in range(n)], m, np.zeros(n, int), {("8", "last"): z}).close()
+    from matprobe.errors import EstimationError
+
+    with pytest.raises(EstimationError, match=r"term I\(Z;T\|M\): T has one class \('t0'\) in .*a.h5, so the term is 0 "
+                                              r"by definition; compare a term whose target varies with --term "
+                                              r"\(e.g. --term M\)"):
+        compare_stores(tmp_path / "a.h5", tmp_path / "b.h5", "T|M", seeds=1, folds=2)

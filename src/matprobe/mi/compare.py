@@ -315,6 +315,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     keep = np.ones(len(ids_a), dtype=bool)
     for name in order:
         keep &= (lab_a[name] != "") & (lab_b[name] != "")  # rows missing a label take no part (as in `mi`)
+    _refuse_one_class_target(lab_a, keep, target, given, order, store_a)
     # degeneracy first: it names the problem more precisely than the label check below
     h = [conditional_entropy(*_term_codes(lab, target, given, keep)) for lab in (lab_a, lab_b)]
     if (h[0] <= 1e-12) != (h[1] <= 1e-12):
@@ -384,6 +385,19 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                       estimator=estimator, seeds=seeds, folds=folds, note=note)
 
 
+def _refuse_one_class_target(labels: dict, keep, target: str, given: list[str], order: list[str], path) -> None:
+    """A term whose target has one class (a study of one task, compared on the default T|M,A) is 0 by
+    definition: refused naming the class and a term the store can compare."""
+    classes = np.unique(labels[target][keep])
+    if classes.size != 1:
+        return
+    varied = [f for f in order if f != target and np.unique(labels[f][keep]).size > 1]
+    hint = (f" (e.g. --term {varied[-1]}|{','.join(varied[:-1])})" if len(varied) > 1
+            else f" (e.g. --term {varied[0]})" if varied else "")
+    raise EstimationError(f"term {term_name(target, given)}: {target} has one class ({str(classes[0])!r}) in {path}, "
+                          f"so the term is 0 by definition; compare a term whose target varies with --term{hint}")
+
+
 def chain_order(target: str, given: list[str], factors=None) -> list[str]:
     """The chain whose term `target | given` is compared: `factors` (names as given to `mi
     --factors`); by default `mi`'s own default chain (M, A, T) where the term is one of its terms,
@@ -442,6 +456,7 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
         codes, labels, merged = merge_rare_classes(dict(codes), order, folds, labels)
     # a class missing from training folds sends held-out estimates far below 0 (`chain_terms`' check)
     check_class_sizes({f: np.asarray(codes[f]) for f in order}, folds, labels)
+    raw = {f: np.asarray(codes[f]) for f in order}  # the store's codes, named by `labels` in the notes
     # as `chain_terms` encodes them: the same codes, so the same joint strata and folds
     codes = {f: np.unique(np.asarray(codes[f]), return_inverse=True)[1].reshape(-1) for f in order}
     specs = chain_specs(order)
@@ -451,7 +466,8 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
     for z in (z_a, z_b):
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
                              unit=NATS, **estimator_kwargs)
-        sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True, only=index)[0])
+        sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True, only=index,
+                                    raw=raw, labels=labels)[0])
     given = order[:index]
     c_arr = joint_codes([codes[g] for g in given]) if given else np.zeros(n, dtype=np.int64)
     c_arr = np.unique(c_arr, return_inverse=True)[1].reshape(-1)

@@ -62,7 +62,7 @@ def check_inputs(z, y, c=None, *, y_name: str = "y", c_name: str = "condition", 
     y_codes = as_codes(y_arr, y_name)
     if y_codes.max(initial=0) == 0:
         raise EstimationError(
-            f"factor {y_name!r} has one class ({y_arr[0]!r}); I(Z;{y_name}) is 0 by definition: "
+            f"factor {y_name!r} has one class ({str(y_arr[0])!r}); I(Z;{y_name}) is 0 by definition: "
             "drop this factor"
         )
     c_codes = None
