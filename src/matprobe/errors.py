@@ -80,3 +80,8 @@ class TooFewPairs(StatsError):
         super().__init__(message)
         self.n_pairs = n_pairs
         self.reason = reason  # why, in a few words, where it is not too few shared runs
+
+
+class RunsSpelledApart(TooFewPairs):
+    """Too few pairs because the two conditions write their runs apart (seeds numbered apart, a
+    target written two ways): the fix is the spelling, not more seeds."""

@@ -41,7 +41,7 @@ from matprobe.checks import (
     check_resamples,
     percent_notes,
 )
-from matprobe.errors import StatsError, TooFewPairs
+from matprobe.errors import RunsSpelledApart, StatsError, TooFewPairs
 
 UNITS = ("target", "seed", "item")
 KEY_COLUMNS = {"target": ["target"], "seed": ["target", "seed"], "item": ["target", "seed", "item"]}
@@ -558,11 +558,6 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
     out = merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
     out.attrs["left_out"] = list(dict.fromkeys(left_out))  # one per run, not per item
     return out
-
-
-class RunsSpelledApart(TooFewPairs):
-    """Too few pairs because the two conditions write their runs apart (`runs_spelled_apart`):
-    the fix is the spelling, not more seeds."""
 
 
 def runs_spelled_apart(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], comparison: Comparison) -> str:
