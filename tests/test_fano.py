@@ -250,3 +250,18 @@ def test_bounds_refuse_an_mi_outside_its_range_and_give_the_pac_inputs_in_the_un
     assert res.exit_code == 0, res.output
     bits = f"{100 / math.log(2):.4g}"
     assert res.output.count(f"KL(Q||P) = {bits} bits") >= 4 and "100 nats" not in res.output, res.output
+
+
+def test_an_error_at_chance_respects_the_floor_of_a_uniform_stratum_to_the_last_bit():
+    """A stratum split 6/6/6 has H = ln 3 up to rounding (1.0986122886681096); its floor was computed
+    1e-16 above an error of 12/18, and seven of a study's cells read 'within CI' for 'yes'."""
+    from matprobe.theory.fano import fano_min_error
+
+    for k in range(2, 11):
+        for per in (1, 3, 6, 7, 50):
+            counts = np.full(k, per)
+            p = counts / counts.sum()
+            h = float(-(p * np.log(p)).sum())  # the plug-in entropy as check computes it
+            chance_errors = counts.sum() - per  # the model right on one class's items only
+            assert fano_min_error(h, k) <= chance_errors / counts.sum(), (k, per)
+            assert fano_min_error(h, k) == pytest.approx((k - 1) / k, abs=1e-15)

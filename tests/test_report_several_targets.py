@@ -192,7 +192,8 @@ def test_one_target_reads_as_before(one_target):
         "intervals are 95% for MI estimates, 95% for error rates and 95% for mean differences. Every column is "
         "explained in the [Glossary](#glossary).")
     assert ("*Samples per Modality / Anatomy / Task triplet; colour and label give each triplet's relation to the "
-            "held-out target (CrossMed §III: related shares two of M, A, T; unrelated at most one).*") in md
+            "held-out target (CrossMed §III: related shares two of M, A, T; unrelated at most one, so a zero-overlap "
+            "triplet, sharing none, is unrelated too and Unrelated training takes it).*") in md
     assert "\nTraining samples per condition (equalised): related 144, unrelated 144.\n" in md
     assert "Accuracy on the held-out target: Related " in md
     acc = json.loads((one_target / "findings.json").read_text())["target_accuracy"]

@@ -897,14 +897,17 @@ def _results_glossary(data: RunData) -> dict[str, str]:
     """The per-run results table's interval columns (`_results_shown`), where its results.csv has them."""
     if not {"ci_low", "ci_high"} <= set(data.results.columns):
         return {}
+    # cIoU's words only where the run has segmentation items (a study without them read of cIoU here)
+    ciou = bool(data.results["metric"].astype(str).str.contains("ciou", case=False).any())
     return {
         "n": N_WORDS + "; for the per-run results: the rows the value is over, an MI term's evaluation rows, "
-                       "accuracy's answered target items, cIoU's segmentation items)",
+                       "accuracy's answered target items" + (", cIoU's segmentation items)" if ciou else ")"),
         "value interval": "the value's interval as the run computed it (results.csv's ci_low, ci_high): an MI "
                           "row's from its MI results file, \"≥ x (one-sided)\" where only the lower end is a "
                           "statement (the upper is the entropy limit); accuracy's exact Clopper–Pearson interval "
-                          "of its right answers of n; empty for cIoU, of which the run estimates no interval "
-                          "(`matprobe significance --items` bootstraps its paired differences over items)",
+                          "of its right answers of n"
+                          + ("; empty for cIoU, of which the run estimates no interval (`matprobe significance "
+                             "--items` bootstraps its paired differences over items)" if ciou else ""),
         "interval level": "the level of the value's interval",
     }
 
@@ -915,6 +918,16 @@ def _step_time_glossary(data: RunData) -> dict[str, str]:
                             "stores and MI files)",
             f"all {data.summary.runs} runs (s)": "wall time of the step summed over every `run` in this run "
                                                  "directory, this one included: what the study cost"}
+
+
+def _pairing_words(data: RunData, short: bool = False) -> str:
+    """How the run's comparisons pair checkpoints, from significance.csv's unit column (a run with two
+    held-out targets pairs targets, each the mean of its seeds; its glossary said 'by seed')."""
+    units = [] if data.significance is None or "unit" not in data.significance else \
+        list(dict.fromkeys(str(u) for u in data.significance["unit"].dropna()))
+    words = {"target": "held-out target (each the mean of its seeds)", "seed": "training seed", "item": "item"}
+    said = " or ".join(words.get(u, u) for u in units) or words["seed"]
+    return f"here: a {said}" if short else f"the comparisons pair checkpoints by {said}"
 
 
 def glossary(data: RunData) -> dict[str, str]:
@@ -958,7 +971,7 @@ def glossary(data: RunData) -> dict[str, str]:
                          "rows (a manifest without a split), else every answered row (said so)",
         "target": "the held-out (M, A, T) triplet the results refer to",
         "item": "the segmentation item (sample id) of an item-level row; empty for run-level rows",
-        "seed": "training seed of the checkpoint; the comparisons pair checkpoints by seed",
+        "seed": f"training seed of the checkpoint; {_pairing_words(data)}",
         "metric": "what `value` measures: accuracy on the held-out target, a chain term at the main layer "
                   f"({u}), or I(Z;Y|target), the answer information inside the held-out target ({u})",
         "value": "the metric's value for this checkpoint",
@@ -971,7 +984,7 @@ def glossary(data: RunData) -> dict[str, str]:
         **_step_time_glossary(data),
         "Comparison": "which two conditions are compared (the first minus the second)",
         "Metric": "the per-run metric compared (see `metric`)",
-        "Unit": "the unit of analysis that forms one pair (here: a training seed)",
+        "Unit": f"the unit of analysis that forms one pair ({_pairing_words(data, short=True)})",
         "Mean diff": "mean of the paired differences, first condition minus second",
         "95% CI": "95% t interval of the mean paired difference",
         "t": "paired t statistic",
@@ -1595,7 +1608,7 @@ def _significance_section(doc: Doc, data) -> None:
                   "Every comparison in full: the mean paired difference with its 95% interval, effect sizes, "
                   "and the p-values of the t-test, the Wilcoxon signed-rank test and the exact sign-flip test, "
                   "with Holm and Benjamini–Hochberg adjustments over the rows.")
-        doc.para("With few seeds, exact tests cannot reach small p (at best 2^(1−n) with n pairs).")
+        doc.para("With few pairs, exact tests cannot reach small p (at best 2^(1−n) with n pairs).")
         left_out = {c: _left_out({"warning": "" if pd.isna(w) else str(w)})
                     for c, w in zip(sig["comparison"], sig.get("warning", pd.Series([""] * len(sig))))}
         for comparison, clause in left_out.items():

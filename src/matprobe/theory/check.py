@@ -123,6 +123,12 @@ def _fano_phi(eps: float, k: int) -> float:
     return float(fano.fano_entropy_upper(min(eps, 1.0 - 1.0 / k), k))
 
 
+def _at_least(value: float, bound: float) -> bool:
+    """value >= bound up to float rounding: an error of 12/18 against a floor of 2/3 computed as
+    1 - 1/3 is at the floor, not 1e-16 below it."""
+    return value >= bound - 1e-12
+
+
 def _status(point_ok: bool, ci_ok: bool) -> str:
     return "yes" if point_ok else ("within CI" if ci_ok else "NO")
 
@@ -420,8 +426,8 @@ def _stratum_rows(frame, y, stratum_mi, have_terms, mi, mi_unit, delta, level, m
             floor = fano.fano_min_error(min(max(h - est, 0.0), math.log(k)), k)
             floor_len = fano.fano_min_error(min(max(h - ci_hi, 0.0), math.log(k)), k)
             row["error_floor"], row["error_floor_lenient"] = floor, floor_len
-            row["error_respects_floor"] = _status(eps >= floor, hi >= floor_len)
-            row["mi_meets_bound"] = _status(est >= bound_point, ci_hi >= bound_finite)
+            row["error_respects_floor"] = _status(_at_least(eps, floor), _at_least(hi, floor_len))
+            row["mi_meets_bound"] = _status(_at_least(est, bound_point), _at_least(ci_hi, bound_finite))
             if merged:
                 _merged_verdicts(row)
         elif have_terms:
@@ -482,7 +488,7 @@ def _aggregate(frame, y, per_stratum, terms, target, mi_unit, delta, level, merg
             continue
         v = _mi_value(t, mi_unit)
         ci_hi = v["ci_high"] if v["ci_high"] is not None else v["estimate"]
-        verdict = _status(v["estimate"] >= ref, ci_hi >= ref_finite)
+        verdict = _status(_at_least(v["estimate"], ref), _at_least(ci_hi, ref_finite))
         aggregate["terms"].append({"term": t.get("term"), "mi": v, "fano_mi_lower": ref,
                                    "fano_mi_lower_finite": ref_finite, "compared_with": name,
                                    "mi_meets_bound": None if merged and verdict == "NO" else verdict})

@@ -43,6 +43,7 @@ from matprobe.units import NATS, check_unit, from_nats, to_nats
 VARIANTS = ("K-1", "K")
 # Tolerance (nats) for "an entropy above ln K": plug-in values land a hair above it.
 _ENTROPY_TOL = 1e-9
+_PEAK_ROUNDING = 1e-12  # an entropy this close below φ's peak is the peak, up to float rounding
 # Typed values are rounded: 1.3863 for ln 4 = 1.386294... is accepted and read as ln K.
 _TYPED_TOL = 1e-3
 
@@ -185,7 +186,7 @@ def fano_mi_lower_stratified(
 def _phi_peak(k: int, variant: str) -> tuple[float, float]:
     """(argmax, max) of φ: (1-1/K, ln K) for K-1; (K/(K+1), ln(K+1)) for the K variant."""
     if variant == "K-1":
-        return 1.0 - 1.0 / k, math.log(k)
+        return (k - 1.0) / k, math.log(k)  # (K-1)/K, not 1 - 1/K: 12/18 == 2/3 to the last bit
     return k / (k + 1.0), math.log(k + 1.0)
 
 
@@ -219,7 +220,10 @@ def fano_min_error(h_cond_x: float, k: int, variant: str = "K-1", unit: str = NA
             f"{from_nats(math.log(k), unit):.6g} {unit} for K = {k}; check --classes and the unit"
         )
     top, peak = _phi_peak(k, variant)
-    if h >= peak:
+    # φ is flat at its peak: an entropy a rounding below it (6/6/6 counts: ln 3 - 2e-16) has a root
+    # 1e-8 from `top` that brentq cannot place, and a floor just above an error of exactly 1 - 1/K
+    # flipped seven verdicts of a study; such an entropy is the peak
+    if h >= peak - _PEAK_ROUNDING:
         return top
     return float(
         optimize.brentq(lambda e: fano_entropy_upper(e, k, variant) - h, 0.0, top, xtol=1e-14)
