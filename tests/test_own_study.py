@@ -157,10 +157,11 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
     # a triplet sharing nothing with the target: the unrelated checkpoints' training data
     rows += [{**rows[0], "id": f"u{k}", "modality": "MRI", "anatomy": "Knee"} for k in range(4)]
     (tmp_path / "study" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    hf = ["config.json", "preprocessor_config.json", "tokenizer.json"]  # a folder with its processor files
+    # a folder with its processor files and (by name: init reads none) its weights
+    hf = ["config.json", "preprocessor_config.json", "tokenizer.json", "model.safetensors"]
     for name, files in (("related-s0", hf), ("unrelated-s0", ["adapter_config.json"]),
                         ("model-s1", hf), ("related-final", hf), ("related-s3", []),
-                        ("related-s4", ["config.json"])):
+                        ("related-s4", ["config.json"]), ("related-s5", [*hf[:3], "training_args.bin"])):
         (tmp_path / "ck" / name).mkdir(parents=True)
         for f in files:
             (tmp_path / "ck" / name / f).write_text("{}")
@@ -178,6 +179,8 @@ def test_init_refuses_what_it_cannot_read(tmp_path, monkeypatch):
         (["ck/related-s0", "ck/model-s1"], "ck/model-s1: its path names no condition"),
         (["ck/related-s0", "ck/related-final"], "ck/related-final: its path names no seed"),
         (["ck/related-s3"], "neither config.json (a Hugging Face checkpoint) nor adapter_config.json"),
+        # a Trainer's checkpoint-N whose weights were never gathered: refused here, not after other stores
+        (["ck/related-s5"], "ck/related-s5: no weights files (*.safetensors or *.bin)"),
         # `run` would refuse it (a study's folder saved by model.save_pretrained alone passed `init`)
         (["ck/related-s4"], "the folder has no preprocessor_config.json (the image processor) and no tokenizer file"),
         (["ck/related-s0"] + base[:2] + ["--target", "CT,Chest,Orientation"], "no such (modality, anatomy, task)"),
@@ -293,7 +296,7 @@ def test_init_names_a_study_of_symlinks_by_its_links(tmp_path, monkeypatch):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name in ("run-a", "run-b"):  # the real folders, named by nothing the study can read
         (tmp_path / "store" / name).mkdir(parents=True)
-        for f in ("config.json", "preprocessor_config.json", "tokenizer.json"):  # what `init` checks of a folder
+        for f in ("config.json", "preprocessor_config.json", "tokenizer.json", "model.safetensors"):  # what `init` checks
             (tmp_path / "store" / name / f).write_text("{}")
     links = []
     for target in ("mri-knee-organ", "x-ray-lung-organ"):

@@ -163,10 +163,13 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
                          template=out.get("template"))
     if own is None and (path / "config.json").is_file() and not on_base:
         from matprobe.extract.checkpoints import processor_files_problem
+        from matprobe.extract.preflight import is_weights_file, no_weights_message
 
         # a study's folder without processor files passed `init` and was refused by `run`
         if problem := processor_files_problem(path):
             raise InitError(problem)
+        if not any(is_weights_file(f) for f in path.iterdir()):  # a ZeRO checkpoint-N: refused after 3 stores
+            raise InitError(no_weights_message(path, "checkpoint"))
     if own is not None:
         own.check_weights(path, out.get("vision_tower"))  # the tower `extract` would refuse, refused here
     out["images"] = images_limit(path, None, run_base, out.get("template"))  # None where the folder does not say

@@ -135,7 +135,7 @@ def _rename_config(config: dict, rename, lora_modules: list[str]) -> dict:
 def classify_and_remap(model, arch, weights: AdapterWeights, base_dir: Path) -> tuple[dict, dict, str]:
     """(tensors in the current layout, config, layout name) or ExtractError."""
     modules = dict(model.named_modules())
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # a tied lm_head is a name of its own too
     keys = list(weights.tensors)
     where = f"adapter {weights.path}"
     missing_now = unmatched_keys(keys, modules, params)
@@ -173,6 +173,36 @@ def classify_and_remap(model, arch, weights: AdapterWeights, base_dir: Path) -> 
     return tensors, config, layout
 
 
+def _vocabulary_rows(weights: AdapterWeights, params: dict) -> int | None:
+    """The vocabulary the adapter's saved embeddings or head hold (modules_to_save), where it is not the
+    model's; None where they agree or the adapter saves neither."""
+    for key, value in weights.tensors.items():
+        name, kind = _target(key)
+        if kind is None and name.endswith(("embed_tokens.weight", "lm_head.weight")) and name in params:
+            if value.shape[0] != params[name].shape[0] and value.shape[1:] == params[name].shape[1:]:
+                return int(value.shape[0])
+    return None
+
+
+def _resize_to_the_adapters_vocabulary(model, weights: AdapterWeights, adapter_dir: Path) -> int | None:
+    """Tokens added in training (`resize_token_embeddings` before the adapter): the base is resized to
+    the adapter's vocabulary where the adapter folder holds the tokenizer with those tokens, as the
+    training code did; else None (the shape check then refuses the base)."""
+    rows = _vocabulary_rows(weights, dict(model.named_parameters(remove_duplicate=False)))
+    if rows is None:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        n_tokens = len(AutoTokenizer.from_pretrained(adapter_dir))
+    except (OSError, ValueError):
+        return None  # no tokenizer in the adapter folder: nothing says the base should grow
+    if not n_tokens <= rows < n_tokens + 128:  # resize_token_embeddings pads to a multiple at most 128
+        return None
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    return rows
+
+
 def attach_adapter(model, arch, adapter_dir: Path, base_dir: Path, merge: bool):
     """Apply a peft adapter (any supported layout); returns (model, info).
 
@@ -203,6 +233,7 @@ def attach_adapter(model, arch, adapter_dir: Path, base_dir: Path, merge: bool):
                 f"adapter {adapter_dir} was trained on {stored} (model_type, hidden, layers, vocab "
                 f"= {shape(stored)}) but base {base_dir} has {shape(base_dir)}; pass the matching --base"
             )
+    resized = _resize_to_the_adapters_vocabulary(model, weights, adapter_dir)
     tensors, config, layout = classify_and_remap(model, arch, weights, base_dir)
 
     with tempfile.TemporaryDirectory(prefix="matprobe-adapter-") as tmp, \
@@ -230,6 +261,8 @@ def attach_adapter(model, arch, adapter_dir: Path, base_dir: Path, merge: bool):
                 f"with other target modules; re-save the adapter"
             )
     info = {"adapter_layout": layout, "adapter_keys": len(tensors)}
+    if resized is not None:  # the base grown to the tokens the training added (the adapter folder's tokenizer)
+        info["vocabulary_resized_to"] = resized
     if merge:
         return peft_model.merge_and_unload(), info
     return peft_model.get_base_model(), info

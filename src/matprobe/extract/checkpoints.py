@@ -258,6 +258,42 @@ def decoder_owner(model) -> str:
     return getattr(model, "matprobe_arch", None) or model.config.model_type
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _type_hint(folder: Path) -> str:
+    """'; config.json says model_type X but architectures Y: ...' where the two disagree, else ''."""
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    kind = str(cfg.get("model_type", ""))
+    arch = " ".join(cfg.get("architectures") or [])
+    words = lambda t: t.replace("_", "").lower()  # noqa: E731 - qwen2_5_vl vs Qwen2_5_VLForConditionalGeneration
+    if kind and arch and not words(arch).startswith(words(kind)):
+        return (f"; config.json says model_type {kind!r} but architectures {arch!r}: set model_type to the one "
+                "its architecture is (the config the training saved)")
+    return ""
+
+
+def _refuse_missing_weights(folder: Path, loading: dict) -> None:
+    """transformers fills weights a checkpoint lacks with random values and only prints a table: a
+    study's features then came from a half-random model. Refused, naming them."""
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        raise ExtractError(f"checkpoint {folder}: {len(missing)} weight(s) the model needs are not in its files "
+                           f"(first {missing[0]!r}); transformers would initialise them at random: copy the "
+                           "complete checkpoint (every shard) or re-save it with save_pretrained")
+
+
+def _same_folder(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
 def resolve_adapter(
     ckpt: str | Path | None, adapter: str | Path | None, base: str | Path | None, base_option: str = "--base"
 ) -> tuple[Path, Path | None]:
@@ -274,11 +310,19 @@ def resolve_adapter(
     if adapter is None:
         if ckpt is None:
             raise ExtractError("no checkpoint given; pass --ckpt DIR")
-        return Path(base or ckpt), None
+        if base is not None and not _same_folder(base, ckpt):
+            # the base alone was extracted, and labelled as the fine-tune (a study's merged checkpoint)
+            raise ExtractError(f"checkpoint {ckpt} is a whole model (no adapter_config.json), so {base_option} "
+                               f"{base} has nothing to apply to: drop {base_option}, which is for an adapter or an "
+                               "original LLaVA run")
+        return Path(ckpt), None
     adapter = Path(adapter)
     cfg_path = adapter / "adapter_config.json"
     if not cfg_path.is_file():
         raise ExtractError(f"adapter {adapter}: no adapter_config.json; pass a peft adapter folder")
+    if ckpt is not None and base is not None and not _same_folder(base, ckpt):
+        raise ExtractError(f"adapter {adapter}: --ckpt {ckpt} and {base_option} {base} name two bases; give the "
+                           "one it was trained on once")
     cfg = _read_json(cfg_path, "adapter_config.json")
     base_path = base or ckpt or cfg.get("base_model_name_or_path")
     if not base_path or not Path(base_path).is_dir():
@@ -322,13 +366,22 @@ def load_model(
         return _load_own(spec, run_dir, run_base, dtype, device, vision_tower, template, attn_implementation)
     arch = spec.name
     conversation = check_prompt_options(spec, template, vision_tower)
-    processor, info = load_processor(base_dir, arch, max_pixels)
+    # an adapter folder with its own processor files (LLaMA-Factory, ms-swift save the training's
+    # tokenizer and chat template there): those are the ones the adapter was trained with
+    processor_dir = (adapter_dir if adapter_dir is not None and processor_files_problem(adapter_dir) is None
+                     else base_dir)
+    processor, info = load_processor(processor_dir, arch, max_pixels)
+    info["processor_from"] = "adapter" if processor_dir == adapter_dir else "checkpoint"
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            base_dir, dtype=torch_dtype, attn_implementation=attn_implementation
+        model, loading = AutoModelForImageTextToText.from_pretrained(
+            base_dir, dtype=torch_dtype, attn_implementation=attn_implementation, output_loading_info=True
         )
     except (OSError, ValueError, ImportError) as exc:
         raise ExtractError(f"checkpoint {base_dir}: cannot load the weights ({exc})") from None
+    except RuntimeError as exc:  # shapes the config does not give: often a model_type its architecture is not
+        raise ExtractError(f"checkpoint {base_dir}: its weights do not fit the model its config.json builds "
+                           f"({_first_line(exc)}){_type_hint(base_dir)}") from None
+    _refuse_missing_weights(base_dir, loading)
     if conversation is not None:  # the runner renders with it; provenance records every string
         info["conversation_template"] = conversation
         info["provenance_extra"] = {"prompt_template": conversation.describe()}
@@ -344,6 +397,13 @@ def load_model(
         model, adapter_info = attach_adapter(model, get_architecture(arch), adapter_dir, base_dir,
                                              merge_adapter)
         info.update(adapter_info)
+        # recorded only where they hold, so stores made before them resume as they were
+        extra = {"processor_from": "the adapter folder's (the tokenizer and chat template it was trained with)"
+                 } if info["processor_from"] == "adapter" else {}
+        if adapter_info.get("vocabulary_resized_to"):
+            extra["vocabulary_resized_to"] = adapter_info["vocabulary_resized_to"]
+        if extra:
+            info["provenance_extra"] = {**(info.get("provenance_extra") or {}), **extra}
         info.update(
             adapter=str(adapter_dir.resolve()), adapter_merged=merge_adapter,
             adapter_sha256=_sha256(sorted(adapter_dir.glob("adapter_*"))),

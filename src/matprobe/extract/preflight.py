@@ -18,6 +18,27 @@ from matprobe.errors import DataError, ExtractError, ProvenanceMismatch, StoreEr
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# what a Trainer's checkpoint-N holds beside (or instead of) the weights: state, not a model
+TRAINER_STATE = re.compile(r"(training_args\.bin|optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$")
+
+
+def is_weights_file(path: Path) -> bool:
+    """A file that can hold a model's weights (not the trainer's state files of a checkpoint-N)."""
+    return path.is_file() and path.suffix in WEIGHT_SUFFIXES and not TRAINER_STATE.match(path.name)
+
+
+def no_weights_message(folder, what: str) -> str:
+    return (f"{what} {folder}: no weights files (*.safetensors or *.bin){_zero_hint(folder)}; pass the folder "
+            "`save_pretrained` wrote, with its weights")
+
+
+def _zero_hint(folder) -> str:
+    """The fix for a DeepSpeed ZeRO checkpoint, whose weights are partitioned in global_step*/."""
+    folder = Path(folder)
+    if (folder / "zero_to_fp32.py").is_file() or any(folder.glob("global_step*")):
+        return ("; it is a DeepSpeed ZeRO checkpoint (its weights are split over global_step*/): gather them with "
+                f"`python zero_to_fp32.py . pytorch_model.bin` run in {folder}")
+    return ""
 # how a pipeline file passes what the command line passes by --vision-tower and --base (messages)
 PIPELINE_OPTIONS = {"vision_tower": "vision_tower =", "base": "base ="}
 
@@ -124,9 +145,8 @@ def check_checkpoint(ckpt, adapter=None, base=None, layers=None, where: str = ""
     except ExtractError as exc:
         raise ExtractError(f"{prefix}{exc}") from None
     for folder, what in ((base_dir, "checkpoint"), (adapter_dir, "adapter")):
-        if folder is not None and not any(p.suffix in WEIGHT_SUFFIXES for p in Path(folder).iterdir()):
-            raise ExtractError(f"{prefix}{what} {folder}: no weights files (*.safetensors or *.bin); pass the "
-                               "folder `save_pretrained` wrote, with its weights")
+        if folder is not None and not any(is_weights_file(p) for p in Path(folder).iterdir()):
+            raise ExtractError(prefix + no_weights_message(folder, what))
     # a model loaded through transformers reads its processor from the model's folder (the base,
     # for an adapter); formats with their own loader (original LLaVA) take it from elsewhere
     problem = None if spec.own_loader else processor_files_problem(base_dir)
