@@ -160,3 +160,21 @@ def test_an_adapter_with_added_tokens_and_its_own_template_loads_as_it_was_train
     assert "You are a radiologist." in template.read_text()
     z_other = _z(load_model(base, adapter=adapter), tiny_manifest)
     assert not torch.allclose(z_other["final"], z_adapter["final"], atol=1e-4)
+
+
+def test_a_chat_template_kept_in_tokenizer_config_is_used(tiny_ckpts, tiny_manifest, tmp_path):
+    """Older saves keep the chat template in tokenizer_config.json only; extract asked for a
+    chat_template.jinja the tokenizer did not need."""
+    from matprobe.extract.checkpoints import load_model
+    from test_extract_adapters import _z
+
+    src = tiny_ckpts["qwen2_vl"]
+    old = shutil.copytree(src, tmp_path / "old")
+    template = (old / "chat_template.jinja").read_text()
+    (old / "chat_template.jinja").unlink()
+    cfg = json.loads((old / "tokenizer_config.json").read_text())
+    (old / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": template}))
+    loaded = load_model(old)
+    assert loaded.info.get("chat_template_from") == "tokenizer_config.json"
+    z_old, z_new = _z(loaded, tiny_manifest), _z(load_model(src), tiny_manifest)
+    assert torch.equal(z_old["final"], z_new["final"])

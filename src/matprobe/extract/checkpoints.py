@@ -162,7 +162,12 @@ def load_processor(ckpt: str | Path, arch: str, max_pixels: int | None = None) -
     except (OSError, ValueError) as exc:
         raise ExtractError(f"checkpoint {path}: cannot load the processor ({exc})") from None
     if processor.chat_template is None:
-        raise ExtractError(f"checkpoint {path}: no chat template; add chat_template.jinja to the folder")
+        # older saves (LLaMA-Factory, transformers < 4.43) keep it in tokenizer_config.json only
+        own = getattr(getattr(processor, "tokenizer", None), "chat_template", None)
+        if not isinstance(own, str) or not own:
+            raise ExtractError(f"checkpoint {path}: no chat template; add chat_template.jinja to the folder")
+        processor.chat_template = own
+        info["chat_template_from"] = "tokenizer_config.json"
     image_processor = processor.image_processor
     info["max_pixels"] = spec.apply_max_pixels(image_processor, max_pixels)
     info["image_processor"] = type(image_processor).__name__
