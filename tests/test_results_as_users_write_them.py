@@ -6,6 +6,8 @@ scipy's `ttest_rel` on pairs built from the numbers written into the file."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from scipy import stats
 
@@ -122,6 +124,12 @@ def test_a_comma_left_unquoted_and_a_semicolon_file_are_refused_with_the_fix(tmp
     with pytest.raises(StatsError, match=r"line 2 has 7 fields, the header 5; a value holding a comma must be in "
                                          r"double quotes"):
         read_results(path)
+    # a spreadsheet's trailing separators are empty fields, not a comma left unquoted
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("condition,target,seed,metric,value\n" + "".join(",".join(map(str, r)) + ",,\n" for r in _rows()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no parser warning on the way
+        assert _p(trailing) == pytest.approx(P_WANT, rel=1e-12)
     semi = _write(tmp_path / "semi.csv", ("condition", "target", "seed", "metric", "value"), _rows(), ";")
     with pytest.raises(StatsError, match=r"separated by ';'.*save it as CSV with commas"):
         read_results(semi)

@@ -283,11 +283,13 @@ def read_table_text(path: Path, header: str) -> tuple[pd.DataFrame, list[str]]:
     rows = list(csv.reader(io.StringIO(body), delimiter=sep))
     width = len(rows[0])
     for (lineno, _), row in zip(numbered[1:], rows[1:]):
-        if len(row) > width:
+        if len(row) > width and any(x.strip() for x in row[width:]):  # empty ones: a spreadsheet's trailing commas
             raise StatsError(f"{path}: line {lineno} has {len(row)} fields, the header {width}; a value "
                              "holding a comma must be in double quotes (\"CT,Lung,COVID\")")
+    clean = io.StringIO()  # the rows cut to the header's width (their extra fields are empty)
+    csv.writer(clean, delimiter=sep, lineterminator="\n").writerows(row[:width] for row in rows)
     try:
-        frame = pd.read_csv(io.StringIO(body), sep=sep, dtype=str, index_col=False)
+        frame = pd.read_csv(io.StringIO(clean.getvalue()), sep=sep, dtype=str, index_col=False)
     except pd.errors.ParserError as exc:
         raise StatsError(f"{path}: not a readable CSV ({exc})") from None
     if frame.empty:
@@ -552,9 +554,10 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
     if len(merged) < 2:
         rows = ", ".join(str(r) for r in merged._row_a.tolist() + merged._row_b.tolist())
         apart = runs_spelled_apart(sides["a"], sides["b"], keys, comparison)
-        raise (RunsSpelledApart if apart else TooFewPairs)(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} "
-                          f"(unit {unit}; rows {rows or 'none'}); a paired test needs at least 2"
-                          + (f"; {apart}" if apart else ""), len(merged), apart or None)
+        error = RunsSpelledApart if apart else TooFewPairs
+        raise error(f"{source}: only {len(merged)} pair for '{comparison.label}', {metric} (unit {unit}; rows "
+                    f"{rows or 'none'}); a paired test needs at least 2" + (f"; {apart}" if apart else ""),
+                    len(merged), apart or None)
     out = merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
     out.attrs["left_out"] = list(dict.fromkeys(left_out))  # one per run, not per item
     return out
