@@ -183,3 +183,26 @@ def test_a_term_whose_target_has_one_class_is_refused_with_a_term_to_compare(tmp
                                               r"by definition; compare a term whose target varies with --term "
                                               r"\(e.g. --term M\)"):
         compare_stores(tmp_path / "a.h5", tmp_path / "b.h5", "T|M", seeds=1, folds=2)
+
+
+def test_sweep_still_refuses_the_same_ids_and_labels_made_from_other_records(tmp_path):
+    """Reordered rows are one dataset only if their records agree too: a question changed is another."""
+    from matprobe.errors import ProvenanceMismatch
+    from matprobe.mi.sweep import run_sweep
+    from matprobe.store import EmbeddingStore
+
+    n = 24
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame({"id": [f"s{i:03d}" for i in range(n)], "modality": [("CT", "MRI")[i % 2] for i in range(n)],
+                          "anatomy": ["Lung"] * n, "task": [("a", "b")[(i // 2) % 2] for i in range(n)],
+                          "question": ["What?"] * n})
+    z = rng.standard_normal((n, 3)).astype(np.float32)
+    back = frame.iloc[::-1].reset_index(drop=True)
+    back.loc[3, "question"] = "Which organ?"
+    for name, f, zz in (("a", frame, z), ("b", back, z[::-1].copy())):
+        st = EmbeddingStore.create(tmp_path / f"{name}.h5", f, {"source": "test"}, {("0", "last"): 3})
+        st.append(np.arange(n), {("0", "last"): zz})
+        st.finalize().close()
+    with pytest.raises(ProvenanceMismatch, match="different records for 1 shared sample"):
+        run_sweep([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "s.csv", factors=("M", "T"), seeds=1,
+                  folds=2, pca=None)

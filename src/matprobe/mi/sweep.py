@@ -211,8 +211,12 @@ def _refuse_other_dataset(first: str, path: str, st, factors) -> None:
         detail = f"{len(ids_b - ids_a)} ids not in {first}, {len(ids_a - ids_b)} of its ids missing"
     else:
         differ = [i for i in labels_a if labels_a[i] != labels_b[i]]
-        if not differ:
-            return  # one dataset, its rows in another order
+        if not differ:  # one dataset, its rows in another order, if its records (questions, images) agree too
+            from matprobe.provenance import check_same_records
+
+            with EmbeddingStore.open(first) as ref:
+                check_same_records(ref, st)
+            return
         i = differ[0]
         detail = (f"the same ids, {len(differ)} of them labelled differently (first: id {i!r}: "
                   f"{', '.join(labels_a[i])} vs {', '.join(labels_b[i])})")
