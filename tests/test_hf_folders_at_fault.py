@@ -178,3 +178,16 @@ def test_a_chat_template_kept_in_tokenizer_config_is_used(tiny_ckpts, tiny_manif
     assert loaded.info.get("chat_template_from") == "tokenizer_config.json"
     z_old, z_new = _z(loaded, tiny_manifest), _z(load_model(src), tiny_manifest)
     assert torch.equal(z_old["final"], z_new["final"])
+
+
+def test_init_refuses_an_adapter_on_a_base_of_another_class(tiny_ckpts, tiny_manifest, tmp_path):
+    """`init` wrote the pipeline and `run` refused it when it loaded the base; both files say it."""
+    args = ["init", f"related-s0={tiny_ckpts['llava_lora']}", f"unrelated-s0={tiny_ckpts['llava']}", "--data",
+            str(tiny_manifest), "--target", "CT,Chest,Classification", "--out", str(tmp_path / "p.toml")]
+    res = CliRunner().invoke(app, [*args, "--base", str(tiny_ckpts["qwen2_vl"])])
+    line = " ".join(res.output.split())
+    assert res.exit_code == 2 and not (tmp_path / "p.toml").exists(), res.output
+    assert (f"was trained on a LlavaForConditionalGeneration but base {tiny_ckpts['qwen2_vl']} is a "
+            "Qwen2VLForConditionalGeneration") in line, line
+    res = CliRunner().invoke(app, [*args, "--base", str(tiny_ckpts["llava"])])
+    assert res.exit_code == 0 and (tmp_path / "p.toml").exists(), res.output

@@ -128,6 +128,24 @@ def _check_folder(path: Path) -> str:
                     "(a peft LoRA adapter); pass the folder `save_pretrained` wrote")
 
 
+def _refuse_other_class(base_dir: Path, adapter_dir: Path | None) -> None:
+    """An adapter whose peft record names another model class than its base's config (`run` refuses it
+    when it loads the base; said here from the two json files)."""
+    import json
+
+    if adapter_dir is None:
+        return
+    try:
+        trained_on = (json.loads((adapter_dir / "adapter_config.json").read_text()).get("auto_mapping") or {}
+                      ).get("base_model_class")
+        archs = json.loads((Path(base_dir) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return  # unreadable files: `run`'s checks name them
+    if trained_on and archs and trained_on not in archs:
+        raise InitError(f"adapter {adapter_dir} was trained on a {trained_on} but base {base_dir} is a {archs[0]}; "
+                        "pass the matching checkpoint with --base")
+
+
 def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> dict:
     """What a checkpoint's pipeline entry needs beyond its path. A format with its own loader
     (original LLaVA, told by its config) is checked as `run` will check it before loading, with
@@ -145,6 +163,7 @@ def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> di
     loader = own  # the architecture whose own loader reads it, where there is one
     if on_base and own is None:
         pair = resolve_adapter(path, None, run_base)  # a base recorded from another machine: --base, said here
+        _refuse_other_class(*pair)
         try:  # an adapter on an original LLaVA base (a trainer's checkpoint-N of a run) is read by its loader
             loader = loaded_as(*pair)[0]
         except ExtractError:
