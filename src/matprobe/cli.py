@@ -74,18 +74,22 @@ def fail(exc: Exception) -> None:
 _STATE = {"debug": False}
 
 
-def _refuse_in_place(out, *inputs, suffixes: dict[str, str] | None = None) -> None:
-    """Refuse an output that is one of the inputs (`data split F --out F`) or in an unwritable folder,
-    and (`suffixes`: {'.json': 'everything', ...}) one whose file type the command does not write:
-    all before any work (a comparison's minutes were lost to `--out cmp.csv` at the end)."""
-    from matprobe.errors import MatprobeError
+def _refuse_in_place(out, *inputs) -> None:
+    """Refuse an output that is one of the inputs (`data split F --out F`) or in an unwritable folder."""
     from matprobe.locks import check_not_input, check_output_location
 
-    if out is not None and suffixes and Path(out).suffix.lower() not in suffixes:
-        kinds = " or ".join(f"{ext} ({what})" if what else ext for ext, what in suffixes.items())
-        raise MatprobeError(f"--out {out}: use a {kinds} file name")
     check_not_input(out, *inputs)
     check_output_location(out)  # an unwritable folder is refused before any work
+
+
+def _refuse_out_kind(out, kinds: dict[str, str]) -> None:
+    """An --out of a file type the command does not write (its writer's OUT_KINDS), refused before the
+    estimates are made: a comparison's minutes were lost to `--out cmp.csv` at the end."""
+    from matprobe.errors import MatprobeError
+    from matprobe.io import check_out_suffix
+
+    if out is not None:
+        check_out_suffix(out, kinds, MatprobeError)
 
 
 def _refuse_before_loading(stores=(), *, level: float | None = None, factors: list[str] | None = None,
@@ -507,9 +511,11 @@ def check_cmd(
     fmt: str = format_option(),
 ) -> None:
     """Fano and PAC theory held against the stored answers and MI estimates; says which Y it uses."""
-    _refuse_in_place(out, store, mi, suffixes={".json": ""})
+    _refuse_in_place(out, store, mi)
     _refuse_before_loading([store], level=level)
-    from matprobe.theory.check import run_check, write_check
+    from matprobe.theory.check import OUT_KINDS, run_check, write_check
+
+    _refuse_out_kind(out, OUT_KINDS)
 
     _refuse_old_bits(ctx)
     unit, fmt = _unit(unit, bits), _format(fmt)
@@ -657,10 +663,12 @@ def compare_command(
     """ΔI = I_A - I_B of one term on the same samples (two stores of one dataset file): normal interval with a paired-bootstrap SE, and p-value.
 
     The term is estimated within its chain as `mi` estimates it, with the folds of `mi` on store A."""
-    _refuse_in_place(out, store_a, store_b, suffixes={".json": ""})
+    _refuse_in_place(out, store_a, store_b)
     _refuse_before_loading([store_a, store_b], level=level, factors=factors.split(",") if factors else None,
                            pca=pca, rare_classes=rare_classes)
-    from matprobe.mi.compare import compare_stores, write_comparison
+    from matprobe.mi.compare import OUT_KINDS, compare_stores, write_comparison
+
+    _refuse_out_kind(out, OUT_KINDS)
     from matprobe.present.views import comparison_table
     from matprobe.progress import track
 
@@ -698,11 +706,13 @@ def relate_command(
 ) -> None:
     """MI I(Z;Y|M,A,T) vs stored accuracy per stratum across checkpoints: Spearman with interval (its p
     permutes whole strata: points of one stratum are not independent), Fano ceiling."""
-    _refuse_in_place(out, *stores, suffixes={".json": "everything", ".csv": "the points"})
+    _refuse_in_place(out, *stores)
     _refuse_before_loading(stores, level=level, pca=pca)
     from matprobe.present.views import relation_table
     from matprobe.progress import track
-    from matprobe.theory.relate import relate, write_relation
+    from matprobe.theory.relate import OUT_KINDS, relate, write_relation
+
+    _refuse_out_kind(out, OUT_KINDS)
 
     unit, fmt = _unit(unit, bits), _format(fmt)
     with track("relate", None) as bar:

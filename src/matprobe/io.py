@@ -167,6 +167,17 @@ def _named(exc: OSError, target: Path) -> OSError:
     return OSError(exc.errno, exc.strerror or str(exc), str(target))
 
 
+def check_out_suffix(out: str | os.PathLike, kinds: dict[str, str], error: type[Exception] = ValueError) -> Path:
+    """Refuse an output name of a file type the writer does not write, before any work is spent:
+    `kinds` maps each suffix it writes to what that file holds ('' where there is nothing to say),
+    e.g. {".json": "everything", ".csv": "the points"}."""
+    out = Path(out)
+    if out.suffix.lower() not in kinds:
+        words = " or ".join(f"{ext} ({what})" if what else ext for ext, what in kinds.items())
+        raise error(f"--out {out}: use a {words} file name")
+    return out
+
+
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)

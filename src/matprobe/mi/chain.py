@@ -754,12 +754,14 @@ def _estimate_from_entry(t: dict, unit: str, strata: list, extra: dict) -> MIEst
                       flags=list(t.get("flags") or []))
 
 
+OUT_KINDS = {".json": "", ".csv": ""}  # what `write_results` writes
+
+
 def check_out_path(out) -> None:
     """Refuse an --out name we cannot write before any estimation is spent."""
-    from pathlib import Path
+    from matprobe.io import check_out_suffix
 
-    if Path(out).suffix.lower() not in (".json", ".csv"):
-        raise EstimationError(f"--out {out}: use a .json or .csv file name")
+    check_out_suffix(out, OUT_KINDS, EstimationError)
 
 
 def write_results(result: ChainResult, out, **meta) -> None:
@@ -768,9 +770,8 @@ def write_results(result: ChainResult, out, **meta) -> None:
 
     from matprobe.io import atomic_path
 
+    check_out_path(out)
     out = Path(out)
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise EstimationError(f"--out {out}: use a .json or .csv file name")
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".json":
             tmp.write_text(json.dumps(results_json(result, **meta), indent=2, default=_jsonable))

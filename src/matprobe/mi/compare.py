@@ -476,14 +476,14 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
     return (*_paired_sides(*sides, c_arr, fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit), merged)
 
 
+OUT_KINDS = {".json": ""}  # what `write_comparison` writes
+
+
 def write_comparison(comp: Comparison, out) -> None:
     """Write the comparison as JSON (atomic)."""
     import json
-    from pathlib import Path
 
-    from matprobe.io import write_text_atomic
+    from matprobe.io import check_out_suffix, write_text_atomic
 
-    out = Path(out)
-    if out.suffix.lower() != ".json":
-        raise EstimationError(f"--out {out}: use a .json file name")
+    out = check_out_suffix(out, OUT_KINDS, EstimationError)
     write_text_atomic(out, json.dumps(comp.to_dict(), indent=2, default=float))

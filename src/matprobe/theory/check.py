@@ -552,6 +552,9 @@ def _heldout_pac(frame, delta, level, emp_risk, n_train, params, bits_per_param,
     return pac_out
 
 
+OUT_KINDS = {".json": ""}  # what `write_check` writes (the CLI refuses other names before any work)
+
+
 def write_check(result: "CheckResult | dict", out: str | Path) -> Path:
     """Write the check JSON atomically (temp name + rename)."""
     from matprobe.io import numpy_to_json, write_text_atomic

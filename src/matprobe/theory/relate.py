@@ -389,15 +389,15 @@ def _read_z(path, key) -> np.ndarray:
         return st.read(*key)
 
 
+OUT_KINDS = {".json": "everything", ".csv": "the points"}  # what `write_relation` writes
+
+
 def write_relation(rel: Relation, out) -> None:
     import json
-    from pathlib import Path
 
-    from matprobe.io import atomic_path
+    from matprobe.io import atomic_path, check_out_suffix
 
-    out = Path(out)
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise EstimationError(f"--out {out}: use a .json (everything) or .csv (the points) file name")
+    out = check_out_suffix(out, OUT_KINDS, EstimationError)
     with atomic_path(out, suffix=out.suffix) as tmp:
         if out.suffix.lower() == ".csv":  # the columns of `relate --format csv`: the bound and the unit too
             rel.frame().to_csv(tmp, index=False)
