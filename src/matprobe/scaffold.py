@@ -129,21 +129,20 @@ def _check_folder(path: Path) -> str:
 
 
 def _refuse_other_class(base_dir: Path, adapter_dir: Path | None) -> None:
-    """An adapter whose peft record names another model class than its base's config (`run` refuses it
-    when it loads the base; said here from the two json files)."""
+    """`attach_adapter`'s class check, read from the two json files (`run` refuses the pair when it
+    loads the base; `init` wrote its pipeline)."""
     import json
+
+    from matprobe.extract.adapters import check_base_class
 
     if adapter_dir is None:
         return
     try:
-        trained_on = (json.loads((adapter_dir / "adapter_config.json").read_text()).get("auto_mapping") or {}
-                      ).get("base_model_class")
+        adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
         archs = json.loads((Path(base_dir) / "config.json").read_text()).get("architectures") or []
     except (OSError, ValueError):
         return  # unreadable files: `run`'s checks name them
-    if trained_on and archs and trained_on not in archs:
-        raise InitError(f"adapter {adapter_dir} was trained on a {trained_on} but base {base_dir} is a {archs[0]}; "
-                        "pass the matching checkpoint with --base")
+    check_base_class(adapter_config, list(archs), adapter_dir, base_dir)
 
 
 def _checkpoint_settings(path: Path, base, vision_tower, template, layers) -> dict:

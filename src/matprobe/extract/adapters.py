@@ -203,6 +203,17 @@ def _resize_to_the_adapters_vocabulary(model, weights: AdapterWeights, adapter_d
     return rows
 
 
+def check_base_class(adapter_config: dict, base_classes: list[str], adapter_dir: Path, base_dir: Path) -> None:
+    """Refuse an adapter whose peft record (`auto_mapping.base_model_class`) names another model class
+    than its base's: the loaded model's, or (`init`, no model loaded) its config.json `architectures`."""
+    trained_on = (adapter_config.get("auto_mapping") or {}).get("base_model_class")
+    if trained_on and base_classes and trained_on not in base_classes:
+        raise ExtractError(
+            f"adapter {adapter_dir} was trained on a {trained_on} but base {base_dir} is a "
+            f"{base_classes[0]}; pass the matching checkpoint with --base"
+        )
+
+
 def attach_adapter(model, arch, adapter_dir: Path, base_dir: Path, merge: bool):
     """Apply a peft adapter (any supported layout); returns (model, info).
 
@@ -213,12 +224,7 @@ def attach_adapter(model, arch, adapter_dir: Path, base_dir: Path, merge: bool):
 
     weights = read_adapter(adapter_dir)
     cfg = weights.config
-    trained_on = (cfg.get("auto_mapping") or {}).get("base_model_class")
-    if trained_on and trained_on != type(model).__name__:
-        raise ExtractError(
-            f"adapter {adapter_dir} was trained on a {trained_on} but base {base_dir} is a "
-            f"{type(model).__name__}; pass the matching checkpoint with --base"
-        )
+    check_base_class(cfg, [type(model).__name__], adapter_dir, base_dir)
     stored = cfg.get("base_model_name_or_path")
     if stored and Path(stored).is_dir() and Path(stored).resolve() != base_dir.resolve():
         # Both bases are here: their shapes must agree (a renamed copy is fine).
