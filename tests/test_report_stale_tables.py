@@ -25,18 +25,18 @@ def _run(tmp_path, digests: bool = True):
 def test_a_results_table_replaced_after_the_run_is_told_apart(tmp_path):
     summary = _run(tmp_path)
     res, sig = tmp_path / "results.csv", tmp_path / "significance.csv"
-    assert stale_significance(tmp_path, summary, res, sig) is None  # as the run wrote them
+    assert stale_significance(summary, res, sig) is None  # as the run wrote them
     res.write_text(res.read_text().replace("0.5", "0.81"))
-    why = stale_significance(tmp_path, summary, res, sig)
+    why = stale_significance(summary, res, sig)
     assert why is not None and f"matprobe significance {res} --out {sig}" in why
     sig.write_text(sig.read_text().replace("0.2", "0.01"))  # recomputed by the user: consistent again
-    assert stale_significance(tmp_path, summary, res, sig) is None
+    assert stale_significance(summary, res, sig) is None
     # a run from before the digests: nothing to tell
     old = tmp_path / "old"
     old.mkdir()
     older = _run(old, digests=False)
     (old / "results.csv").write_text("changed")
-    assert stale_significance(old, older, old / "results.csv", old / "significance.csv") is None
+    assert stale_significance(older, old / "results.csv", old / "significance.csv") is None
 
 
 def test_report_refuses_a_replaced_results_table_until_significance_is_recomputed(quick_demo, tmp_path):

@@ -104,7 +104,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def stale_significance(run: str | os.PathLike, summary: RunSummary, results: Path, significance: Path | None) -> str | None:
+def stale_significance(summary: RunSummary, results: Path, significance: Path | None) -> str | None:
     """Why the run's significance.csv is not the one computed from its results.csv, or None: a
     results.csv replaced after the run (its digest is not the recorded one) beside the significance.csv
     the run wrote (its digest still is). Runs before the digests were recorded: None."""

@@ -184,12 +184,12 @@ def _composition(run: Path, summary: RunSummary, targets: list[tuple]) -> pd.Dat
     return counts.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
-def _tables(run: Path, summary: RunSummary, resolve) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _tables(summary: RunSummary, resolve) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """results.csv and significance.csv (None where the run has none), refused where results.csv was
     replaced after the run beside the significance.csv computed from the old one."""
     results = resolve(summary.results)
     sig = resolve(summary.significance) if summary.significance else None
-    stale = stale_significance(run, summary, results, sig)
+    stale = stale_significance(summary, results, sig)
     if stale:
         raise ReportError(stale)
     return pd.read_csv(results), (pd.read_csv(sig) if sig is not None else None)
@@ -258,7 +258,7 @@ def load_run(run_dir: str | Path) -> RunData:
         pac_inputs[ck.name] = p.training or ({"note": notes[0]} if notes else None)
     if len(units) > 1:
         raise ReportError(f"{run}: the MI results mix units {sorted(units)}; rerun `matprobe mi` in one unit")
-    results, sig = _tables(run, summary, resolve)
+    results, sig = _tables(summary, resolve)
     mi_levels.discard(None)
     err_levels.discard(None)
     answers = answer_records(summary.checkpoints, resolve)  # each store opened once for both
