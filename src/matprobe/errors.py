@@ -27,6 +27,15 @@ class ExtractError(MatprobeError):
     """A checkpoint, adapter, layer choice or device setting cannot be used."""
 
 
+class ItemRefused(ExtractError):
+    """A prompt builder refuses one item of a batch (too long, too many images); `position` is its
+    place in the batch, so the caller names the item by its id."""
+
+    def __init__(self, message: str, position: int):
+        super().__init__(message)
+        self.position = position
+
+
 class EstimationError(MatprobeError):
     """Inputs to an MI estimator are unusable (too few samples, NaN, one class, ...)."""
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matprobe.errors import ExtractError
+from matprobe.errors import ExtractError, ItemRefused
 
 IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id (llava/constants.py); never embedded
 FORMAT = "llava-original"
@@ -456,12 +456,12 @@ class OriginalProcessor:
 
         preambles = list(preambles) if preambles is not None else [None] * len(questions)
         rows, masks, prompts, pixels = [], [], [], []
-        for q, opts, ims, pre in zip(questions, options_list, images, preambles):
+        for position, (q, opts, ims, pre) in enumerate(zip(questions, options_list, images, preambles)):
             ims = list(ims) if isinstance(ims, (list, tuple)) else [ims]
             if len(ims) != 1:
-                raise ExtractError(f"question {q[:40]!r}: {len(ims)} images, but original-format LLaVA takes one "
-                                   f"image per prompt; render segmentation items as a grid (extract --rendering "
-                                   f"grid, [extract] rendering = \"grid\" in a pipeline file)")
+                raise ItemRefused(f"question {q[:40]!r}: {len(ims)} images, but original-format LLaVA takes one "
+                                  f"image per prompt; render segmentation items as a grid (extract --rendering "
+                                  f"grid, [extract] rendering = \"grid\" in a pipeline file)", position)
             prompt, span = self.render(q, opts, pre)
             ids, mask = self.tokenizer.image_token_ids(prompt, span)
             if ids.count(IMAGE_TOKEN_INDEX) != 1:
@@ -472,9 +472,10 @@ class OriginalProcessor:
             ids = ids[:at] + [IMAGE_TOKEN_INDEX] * n + ids[at + 1:]
             mask = mask[:at] + [False] * n + mask[at + 1:]
             if self.max_length is not None and len(ids) > self.max_length:
-                raise ExtractError(f"question {q[:40]!r}...: {len(ids)} tokens with the image, more than the "
-                                   f"checkpoint's tokenizer_model_max_length {self.max_length}, where LLaVA's "
-                                   f"code cuts the sequence (and the answer position with it); shorten the item")
+                raise ItemRefused(f"question {q[:40]!r}...: {len(ids)} tokens with the image, more than the "
+                                  f"checkpoint's tokenizer_model_max_length {self.max_length}, where LLaVA's "
+                                  f"code cuts the sequence (and the answer position with it); shorten the item",
+                                  position)
             rows.append(ids)
             masks.append(mask)
             prompts.append(prompt)

@@ -238,11 +238,9 @@ def _mismatch_message(counts, folder, batch, tokens_in_prompts: int, n_images: i
 
 
 def _item_named(exc: BaseException, batch) -> str:
-    """'item 'it20': ' for the item of `batch` whose question a prompt error quotes ('question
-    'describe describe ...'...'), else ''."""
-    text = str(exc)
-    hit = next((s for s in batch if text.startswith(f"question {s.question[:40]!r}")), None)
-    return f"item {hit.id!r}: " if hit is not None else ""
+    """'item 'it20': ' for the item of `batch` a prompt builder refused (`ItemRefused`), else ''."""
+    position = getattr(exc, "position", None)
+    return f"item {batch[position].id!r}: " if position is not None else ""
 
 
 def _kept(store, target: Path, n_total: int) -> str:
