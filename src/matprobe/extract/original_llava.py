@@ -884,13 +884,13 @@ def load_original(run_dir: Path, base_dir: Path | None, *, vision_tower=None, dt
     # The run's own tower weights count only when its training unfroze the tower: LLaVA then builds
     # the tower before `from_pretrained` fills the model (clip_encoder.py), so they replace CLIP's;
     # otherwise the tower is built after loading, from CLIP, and they are ignored.
-    own_tower = {k[len(LLAVA_VISION_PREFIX + "vision_tower."):]: v for k, v in state.items()
-                 if k.startswith(LLAVA_VISION_PREFIX + "vision_tower.")}
-    if not cfg.get("unfreeze_mm_vision_tower"):
-        own_tower = {}
-    ignored = [k for k in state if (k.startswith(LLAVA_VISION_PREFIX) and not own_tower)
-               or k.endswith("rotary_emb.inv_freq")]
-    for k in [*ignored, *(k for k in state if own_tower and k.startswith(LLAVA_VISION_PREFIX))]:
+    tower_keys = [k for k in state if k.startswith(LLAVA_VISION_PREFIX)]
+    own_prefix = LLAVA_VISION_PREFIX + "vision_tower."
+    own_tower = ({k[len(own_prefix):]: state[k] for k in tower_keys if k.startswith(own_prefix)}
+                 if cfg.get("unfreeze_mm_vision_tower") else {})
+    rotary = [k for k in state if k.endswith("rotary_emb.inv_freq")]
+    ignored = [*([] if own_tower else tower_keys), *rotary]
+    for k in dict.fromkeys([*tower_keys, *rotary]):  # the tower's, used or not, load apart from the decoder
         del state[k]
 
     # Built on the meta device and filled by assignment: a 7B decoder is never randomly
