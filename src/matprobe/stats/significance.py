@@ -249,7 +249,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise StatsError(f"{path}: results file not found")
     frame, rows = read_table_text(path, "condition,target,seed,metric,value")
-    renames = _result_column_names(list(frame.columns))
+    renames = column_renames(list(frame.columns), RESULTS_FILE_COLUMNS, {"seed": SEED_ALIASES})
     frame = frame.rename(columns=renames)
     frame.attrs["as_written"] = {new: old for old, new in renames.items()}  # for messages on the columns
     frame["_row"] = rows
@@ -300,15 +300,18 @@ def read_table_text(path: Path, header: str) -> tuple[pd.DataFrame, list[str]]:
     return frame, lines
 
 
-def _result_column_names(columns: list[str]) -> dict[str, str]:
-    """Renames that make a header's columns the names `validate_results` reads: case and spaces
-    aside ('Condition ', 'VALUE'), and a run column as the seed where no column is the seed."""
+def column_renames(columns: list, known, aliases: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+    """Renames that make a header's columns the names a reader takes: case and spaces aside ('Condition ',
+    'VALUE' for `known` names), and `aliases` ({name: other names}) where no column has the name itself
+    (a `run` column as the seed, a paper's `p` as reported_p). A name two columns would take is left to
+    the reader's own message."""
     found = {c: str(c).strip().casefold() for c in columns}
-    names = {c: low for c, low in found.items() if low in RESULTS_FILE_COLUMNS}
-    if "seed" not in names.values():
-        alias = next((c for c, low in found.items() if low in SEED_ALIASES), None)
-        if alias is not None:
-            names[alias] = "seed"
+    names = {c: low for c, low in found.items() if low in known}
+    for name, others in (aliases or {}).items():
+        if name not in names.values():
+            alias = next((c for c, low in found.items() if low in others), None)
+            if alias is not None:
+                names[alias] = name
     return {c: n for c, n in names.items() if c != n and list(names.values()).count(n) == 1}
 
 

@@ -528,17 +528,12 @@ def summarize(summary, *, percent: bool = False, rounding: bool = True, r_grid=R
 def read_summary(path: str | Path) -> pd.DataFrame:
     """The summary CSV, its means, sds and reported p as written (strings): their decimals
     are the rounding `summary_table` takes into account."""
-    from matprobe.stats.significance import read_table_text
+    from matprobe.stats.significance import column_renames, read_table_text
 
     path = Path(path)
     if not path.exists():
         raise StatsError(f"{path}: summary file not found")
     frame, _ = read_table_text(path, "comparison,metric,mean_a,sd_a,mean_b,sd_b,n")
-    names = {c: str(c).strip().casefold() for c in frame.columns}
-    known = (*SUMMARY_COLUMNS, "reported_p")
-    renames = {c: low for c, low in names.items() if low in known and c != low}
-    if "reported_p" not in names.values():  # a paper's table calls it p
-        alias = next((c for c, low in names.items() if low in ("p", "p_value", "p-value", "pvalue")), None)
-        if alias is not None:
-            renames[alias] = "reported_p"
-    return frame.rename(columns=renames)
+    # a paper's table calls the reported p just p
+    return frame.rename(columns=column_renames(list(frame.columns), (*SUMMARY_COLUMNS, "reported_p"),
+                                               {"reported_p": ("p", "p_value", "p-value", "pvalue")}))
