@@ -124,8 +124,8 @@ def _fano_phi(eps: float, k: int) -> float:
 
 
 def _at_least(value: float, bound: float) -> bool:
-    """value >= bound up to float rounding: an error of 12/18 against a floor of 2/3 computed as
-    1 - 1/3 is at the floor, not 1e-16 below it."""
+    """value >= bound up to float rounding: an error and a floor equal in exact arithmetic (12/18 and the
+    floor of a 6/6/6 stratum, 2/3) can come out an ulp apart, and the error is then at the floor."""
     return value >= bound - 1e-12
 
 
