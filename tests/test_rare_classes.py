@@ -195,9 +195,10 @@ def test_compare_refuses_rare_target_classes_and_merges_them_on_both_sides(tmp_p
         in merged.note, merged.note
 
 
-def _store_study(root, n):
+def _store_study(root, n, init_folds=5, run_folds=None):
     """items.jsonl over 3 triplets (row i in triplet i % 3) with 6 answer classes (row i: class i % 6),
-    and two stores of it written from arrays, given to `init`; returns the pipeline file."""
+    and two stores of it written from arrays, given to `init` at `init_folds`; returns the pipeline
+    file, its [mi] folds then edited to `run_folds` where given (as a user edits it)."""
     import json
 
     import matprobe as mp
@@ -216,7 +217,13 @@ def _store_study(root, n):
         mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
                                       {("3", "last"): np.zeros((n, 2), "float32")},
                                       answers={"pred": answers, "correct": np.ones(n, dtype=int)}).close()
-    return mp.init(data=root / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=root / "study.toml")
+    path = mp.init(data=root / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=root / "study.toml",
+                   folds=init_folds)
+    if run_folds is not None:
+        text = path.read_text()
+        assert f"folds = {init_folds}  #" in text
+        path.write_text(text.replace(f"folds = {init_folds}  #", f"folds = {run_folds}  #"))
+    return path
 
 
 def test_run_refuses_a_factor_the_merge_leaves_one_class_or_too_small_before_any_work(tmp_path):
@@ -230,14 +237,14 @@ def test_run_refuses_a_factor_the_merge_leaves_one_class_or_too_small_before_any
     # 36 rows: 6 answer classes of 6 rows each, all fewer than 10 (2 per fold of 5); every M, A, T
     # class has 12 or more. The items name no image file: stores given as they are need none, and the
     # preflight's image check (for checkpoints to extract) lets them through
-    res = CliRunner().invoke(app, ["run", str(_store_study(tmp_path / "label", 36))])
+    res = CliRunner().invoke(app, ["run", str(_store_study(tmp_path / "label", 36, init_folds=2, run_folds=5))])
     said = " ".join(res.output.split())
     assert res.exit_code == 2
     assert ("[mi] factors: every class of 'label' has fewer than 10 rows (2 per fold), so merged they are one class "
             "and its terms are 0 by definition; add samples, lower [mi] folds (= 5), or drop 'label'") in said, said
     assert not (tmp_path / "label" / "study-run" / "mi").exists()
     # 24 rows: CT has 8, the one rare modality, and nothing else of modality is small enough to join it
-    res = CliRunner().invoke(app, ["run", str(_store_study(tmp_path / "ct", 24))])
+    res = CliRunner().invoke(app, ["run", str(_store_study(tmp_path / "ct", 24, init_folds=2, run_folds=5))])
     said = " ".join(res.output.split())
     assert res.exit_code == 2
     assert ("[mi] factors: the rare classes of 'modality' merged hold 8 rows, still fewer than 10 (2 per fold); add "
@@ -258,3 +265,34 @@ def test_merge_record_names_each_class_with_its_rows_and_old_records_read_withou
     assert merged_classes_phrase("Y", old) == ("Y: 6 classes ('3', '4', '5', '6', '7', '8'; 15 rows) merged into "
                                                "one, the classes with fewer than 6 rows and, where those are still "
                                                "fewer, the smallest other class")
+
+
+def test_init_writes_no_factor_that_run_would_refuse(tmp_path):
+    """`init` at 5 folds on the studies `run` refuses above: the answer whose every class is rarer than
+    2 rows per fold is left out of the written factors with a comment (merged, it is one class: its
+    terms are 0 by definition), and the file is one `run`'s check takes; a modality whose merged rare
+    classes are still too few is refused at once, naming --folds, and no file is left."""
+    import matprobe as mp
+    from matprobe.data import load_dataset
+    from matprobe.errors import InitError
+    from matprobe.pipeline import _rare_class_note, load_pipeline
+
+    path = _store_study(tmp_path / "label", 36)
+    cfg = load_pipeline(path)
+    assert list(cfg.factors) == ["modality", "anatomy", "task"]
+    assert ("# label left out of factors: every class has fewer than 10 rows (2 per fold at folds = 5), merged they "
+            "are one class and its terms are 0 by definition") in path.read_text()
+    dataset = load_dataset(tmp_path / "label" / "items.jsonl")
+    assert _rare_class_note(dataset, cfg) is None  # run's own check: nothing to merge, nothing refused
+    # at 3 folds (6 rows needed) every answer class has its 6 rows: label stays
+    again = mp.init(data=tmp_path / "label" / "items.jsonl", target=["MRI,Knee,Plane"],
+                    store=[tmp_path / "label" / "related-s0.h5", tmp_path / "label" / "unrelated-s0.h5"],
+                    out=tmp_path / "label" / "three.toml", folds=3)
+    assert list(load_pipeline(again).factors) == ["modality", "anatomy", "task", "label"]
+    with pytest.raises(InitError) as err:
+        _store_study(tmp_path / "ct", 24)
+    said = str(err.value)
+    # the Python API names its own argument beside the flag
+    assert said.startswith("--folds (folds=) 5: the rare classes of 'modality' in ") and \
+        "merged hold 8 rows, still fewer than 10 (2 per fold)" in said and said.endswith("pass a lower --folds (folds=)"), said
+    assert not (tmp_path / "ct" / "study.toml").exists()

@@ -252,6 +252,35 @@ def _check_training_data(dataset, trips, conditions, entries) -> None:
                         "--target, or leave those checkpoints out")
 
 
+def _factors_the_folds_allow(dataset, factors: list[str], folds: int) -> tuple[list[str], list[str]]:
+    """The factors `run` can estimate at `folds` folds, and a comment line for each left out.
+
+    `run` merges each factor's classes with fewer than 2 rows per fold (`merge_rare_classes`) and
+    refuses a factor the merge leaves one class, or whose merged class is still that small
+    (`pipeline._rare_class_note`). Here the first is left out of the file's factors, as a factor of
+    one class in the data is (its terms are 0 by definition), and the second is refused with
+    init's own fix, so that init never writes a file `run` refuses."""
+    import numpy as np
+
+    from matprobe.data.model import resolve_factor
+    from matprobe.mi.chain import merge_rare_classes
+
+    codes = {f: dataset.codes(f) for f in factors}
+    labels = {f: dataset.vocabularies[resolve_factor(f)].labels for f in factors}
+    merged_codes, _, merged = merge_rare_classes(codes, list(factors), folds, labels)
+    kept, lines = list(factors), []
+    for f, m in merged.items():
+        if np.unique(merged_codes[f]).size < 2:
+            kept.remove(f)
+            lines.append(f"# {f} left out of factors: every class has fewer than {m['need']} rows (2 per fold at "
+                         f"folds = {folds}), merged they are one class and its terms are 0 by definition")
+        elif m["rows"] < m["need"]:
+            raise InitError(f"--folds {folds}: the rare classes of {f!r} in {dataset.source} merged hold {m['rows']} "
+                            f"rows, still fewer than {m['need']} (2 per fold), so `run` could not estimate its "
+                            "terms; add samples, or pass a lower --folds")
+    return kept, lines
+
+
 def _stored_cells(stores) -> tuple[str, str]:
     """The layers and pools the stores hold, in their order ("1,3", "last,image")."""
     from matprobe.store import EmbeddingStore
@@ -335,6 +364,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     # and the MI step refuses it: left out, with a comment that says why
     single = single_class_factors(dataset, ["modality", "anatomy", "task", "label"])
     factors = [f for f in ("modality", "anatomy", "task", "label") if f not in single]
+    factors, rare_lines = _factors_the_folds_allow(dataset, factors, folds)
 
     lines = [
         "# matprobe pipeline for your own study, written by `matprobe init`; run it with",
@@ -399,6 +429,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     ]
     lines += [f"# {name} left out of factors: one class in the data ({label!r}), its terms are 0 by definition"
               for name, label in single.items()]
+    lines += rare_lines
     lines += [
         f"estimator = {_q(DEFAULTS.estimator)}",
         f"seeds = {int(seeds)}  # per estimate (default {DEFAULTS.seeds})",
