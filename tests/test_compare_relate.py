@@ -86,6 +86,33 @@ def test_relation_points_correlation_and_fano(checkpoints):
     assert rel.fano_curve[-1]["fano_acc_max"] == pytest.approx(1.0, abs=1e-9)
     accs = [c["fano_acc_max"] for c in rel.fano_curve]
     assert all(b >= a for a, b in zip(accs, accs[1:]))
+    # each point's ceiling comes with the ceilings at its MI interval's ends: for K = 2 the ceiling a
+    # at I solves h(1 - a) = H - I (brentq on the binary entropy), and a one-sided point's upper end
+    # (its entropy cap) allows every accuracy
+    from matprobe.present.views import relation_bounds, relation_table
+
+    def ceiling(i, h):
+        if h - max(i, 0.0) <= 1e-12:
+            return 1.0
+        e = brentq(lambda e: -(e * np.log(e) + (1 - e) * np.log(1 - e)) - (h - max(i, 0.0)), 1e-15, 0.5)
+        return 1 - e
+
+    for r, bound in zip(pts.itertuples(), relation_bounds(pts)):
+        assert r.fano_acc_max_ci_low == pytest.approx(ceiling(r.mi_ci_low, r.h), abs=1e-7)
+        assert r.fano_acc_max_ci_high == pytest.approx(ceiling(min(r.mi_ci_high, r.h), r.h), abs=1e-7)
+        assert r.fano_acc_max_ci_low <= r.fano_acc_max <= r.fano_acc_max_ci_high
+        if bound == "lower":
+            assert r.fano_acc_max_ci_high == 1.0
+    shown = relation_table(rel)
+    cells = [row["fano_acc_max"] for row in shown.rows]
+    from matprobe.present import OneSided
+
+    assert all(isinstance(c, OneSided) == (b == "lower") for c, b in zip(cells, relation_bounds(pts)))
+    assert [tuple(c) for c in cells if not isinstance(c, OneSided)] == \
+        [(r.fano_acc_max, r.fano_acc_max_ci_low, r.fano_acc_max_ci_high)
+         for r, b in zip(pts.itertuples(), relation_bounds(pts)) if b != "lower"]
+    machine = shown.machine_form()
+    assert {"fano_acc_max_ci_low", "fano_acc_max_ci_high"} <= {c.key for c in machine.columns}
 
 
 @pytest.mark.parametrize("mu", [0.3, 0.8, 1.5])

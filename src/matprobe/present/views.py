@@ -205,8 +205,9 @@ def relation_table(rel) -> Table:
             Column("h", "H(Y|s)", rel.unit, "plug-in entropy of Y in the stratum", ".3f"),
             Column("accuracy", "accuracy [CI]", "probability",
                    f"stored accuracy with its {lvl} Clopper-Pearson interval", ".3f"),
-            Column("fano_acc_max", "Fano max acc.", "probability",
-                   "largest accuracy Fano allows given Î", ".3f"),
+            Column("fano_acc_max", "Fano max acc. [CI]", "probability",
+                   f"largest accuracy Fano allows given Î, with the ceilings at the ends of Î's {lvl} interval "
+                   "(≥ x where Î is one-sided: no ceiling below 1 is shown)", ".3f"),
             Column("sparse", "sparse (left out of ρ)",
                    description="stratum with fewer answered rows than --min-stratum: left out of the Spearman "
                                "correlation")]
@@ -215,7 +216,7 @@ def relation_table(rel) -> Table:
     for r, bound in zip(rel.points.itertuples(), bounds):
         table.add_row(checkpoint=r.checkpoint, modality=r.modality, anatomy=r.anatomy, task=r.task, n=r.n,
                       mi=interval_cell((r.mi, r.mi_ci_low, r.mi_ci_high), bound), h=r.h,
-                      accuracy=(r.accuracy, r.acc_ci_low, r.acc_ci_high), fano_acc_max=r.fano_acc_max,
+                      accuracy=(r.accuracy, r.acc_ci_low, r.acc_ci_high), fano_acc_max=_fano_cell(r, bound),
                       sparse="yes" if r.sparse else "")
     if rel.spearman == rel.spearman:
         table.footnotes.append(
@@ -235,6 +236,15 @@ def relation_table(rel) -> Table:
     table.name = "points"
     table.machine = relation_machine(rel, bounds, table)
     return table
+
+
+def _fano_cell(point, bound: str):
+    """A point's Fano ceiling with the ceilings at its MI interval's ends; points written before
+    those were kept show the ceiling alone."""
+    low, high = getattr(point, "fano_acc_max_ci_low", None), getattr(point, "fano_acc_max_ci_high", None)
+    if low is None or high is None:
+        return point.fano_acc_max
+    return interval_cell((point.fano_acc_max, low, high), bound)
 
 
 def relation_p_method(rel) -> str:
@@ -289,6 +299,9 @@ def relation_machine(rel, bounds: list[str], shown: Table) -> Table:
             "acc_ci_low": ("probability", f"accuracy's {lvl} Clopper-Pearson interval, lower end"),
             "acc_ci_high": ("probability", f"accuracy's {lvl} Clopper-Pearson interval, upper end"),
             "fano_acc_max": ("probability", "largest accuracy Fano allows given Î"),
+            "fano_acc_max_ci_low": ("probability", "Fano's ceiling at mi_ci_low (the ceiling increases with I)"),
+            "fano_acc_max_ci_high": ("probability", "Fano's ceiling at mi_ci_high (where mi_bound is lower: no "
+                                                    "statement)"),
             "sparse": ("", "stratum with fewer answered rows than --min-stratum: left out of the correlation"),
             "note": ("", "the stratum's estimator note")}
     return machine_table(frame, rel.unit, meta, title=shown.title, footnotes=shown.footnotes, name="points")

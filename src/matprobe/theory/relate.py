@@ -281,6 +281,9 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
                          "mi_ci_high": from_nats(entry.ci_high, unit), "h": from_nats(h, unit),
                          "classes": k_s, "accuracy": k_correct / n_s, "acc_ci_low": lo, "acc_ci_high": hi,
                          "fano_acc_max": fano_accuracy_ceiling(mi, h, k_s),
+                         # the ceiling is increasing in I: Î's interval maps onto the ceiling's
+                         "fano_acc_max_ci_low": fano_accuracy_ceiling(float(entry.ci_low), h, k_s),
+                         "fano_acc_max_ci_high": fano_accuracy_ceiling(float(entry.ci_high), h, k_s),
                          "sparse": n_s < min_stratum, "note": entry.note})
     # the same quantity as `mi`'s and `check`'s per-stratum entries, not the same number (a study read
     # 0.700 here against their 0.227 on small strata)
