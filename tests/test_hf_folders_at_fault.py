@@ -191,3 +191,21 @@ def test_init_refuses_an_adapter_on_a_base_of_another_class(tiny_ckpts, tiny_man
             "Qwen2VLForConditionalGeneration") in line, line
     res = CliRunner().invoke(app, [*args, "--base", str(tiny_ckpts["llava"])])
     assert res.exit_code == 0 and (tmp_path / "p.toml").exists(), res.output
+
+
+def test_init_calls_an_adapter_folder_holding_its_bases_config_an_adapter(tiny_ckpts, tiny_manifest, tmp_path):
+    """Trainers copy the base's config.json beside the adapter; init's file called such a folder a
+    "Hugging Face checkpoint". The adapter's own file says what it is, and `run` reads it as one
+    (the extracted store records the adapter)."""
+    adapter = tmp_path / "related-s0"
+    shutil.copytree(tiny_ckpts["llava_lora"], adapter)
+    shutil.copy(tiny_ckpts["llava"] / "config.json", adapter / "config.json")
+    out = tmp_path / "p.toml"
+    res = CliRunner().invoke(app, ["init", str(adapter), f"unrelated-s0={tiny_ckpts['llava']}", "--data",
+                                   str(tiny_manifest), "--target", "CT,Chest,Classification", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    entry = out.read_text().split("[[checkpoints]]")[1]
+    assert f'ckpt = "{adapter}"  # LoRA adapter' in entry, entry
+    from matprobe.extract.checkpoints import applies_to_a_base
+
+    assert applies_to_a_base(adapter)  # what `run` loads it as: an adapter on its base

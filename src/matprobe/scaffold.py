@@ -120,10 +120,12 @@ def _check_folder(path: Path) -> str:
     if not path.is_dir():
         raise InitError(f"{path}: no such checkpoint folder; pass the folder holding config.json "
                         "(or adapter_config.json for a LoRA adapter)")
-    if (path / "config.json").is_file():
-        return "hf"
+    # an adapter folder may hold its base's config.json too (trainers copy it beside the adapter):
+    # the adapter's own file says what it is
     if (path / "adapter_config.json").is_file():
         return "lora"
+    if (path / "config.json").is_file():
+        return "hf"
     raise InitError(f"{path}: neither config.json (a Hugging Face checkpoint) nor adapter_config.json "
                     "(a peft LoRA adapter); pass the folder `save_pretrained` wrote")
 
