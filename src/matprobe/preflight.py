@@ -38,6 +38,13 @@ def check_pipeline(cfg) -> None:
                 raise MatprobeError(f"{where}: store = {str(store)!r} is not a file; give the .h5 that "
                                     "`matprobe extract --out` wrote, or ckpt = the checkpoint folder")
             _check_store_factors(store, cfg.factors, where)
+            from matprobe.store_checks import held_out_problem
+
+            target = tuple(ck.get("target") or cfg.target)
+            if problem := held_out_problem(store, target):  # its accuracy would be said as held-out
+                raise ProvenanceMismatch(f"{where}: store {str(store)!r}: {problem}; give the store extracted for "
+                                         f"{','.join(target)}, or set this entry's target to the triplet its store "
+                                         "holds out")
             continue
         check_checkpoint(ck["ckpt"], ck.get("adapter"), ck.get("base"), layers=cfg.layers, where=where,
                          vision_tower=ck.get("vision_tower"), template=ck.get("template"), options=PIPELINE_OPTIONS)

@@ -105,6 +105,30 @@ def parse_entry(path: Path, targets: list[tuple[str, str, str]], named: Path | N
     return {"condition": cond, "seed": int(seeds[-1]), "target": target}
 
 
+def _store_or_path_entry(name, path: Path, trips, kind: str) -> dict:
+    """`parse_entry`'s {condition, seed, target}; for a store, its own split says which target it
+    holds out where its path names none of several (`run` names the first target's stores without
+    it), and a store whose split holds out another triplet than its path names is refused: its
+    accuracy would be reported as that target's held-out accuracy."""
+    from matprobe.store_checks import held_out_problem, held_out_target
+
+    named = path if name != path else None
+    if kind != "store":
+        return parse_entry(name, trips, named=named)
+    try:
+        entry = parse_entry(name, trips, named=named)
+    except InitError:
+        found = held_out_target(path, trips) if len(trips) > 1 else None
+        if found is None:
+            raise
+        # the condition and seed still come from the path: only the target is read from the store
+        entry = {**parse_entry(name, [found], named=named), "target": found}
+    if problem := held_out_problem(path, entry["target"]):
+        raise InitError(f"{path}: {problem}; name it for the target it holds out, or give the store of "
+                        f"{','.join(entry['target'])}")
+    return entry
+
+
 def _is_store_file(path: Path) -> bool:
     """Whether a path given among the checkpoints is a store (an HDF5 file): `--store *.h5` leaves
     every file after the first among them, as the shell expands the glob."""
@@ -337,7 +361,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
             raise InitError(f"{path}: no such store; write it with `matprobe extract --out {path}`")
         else:
             fmt = "store"
-        entries.append({**parse_entry(name, trips, named=path if name != path else None), kind: str(_absolute(path)), "format": fmt})
+        entries.append({**_store_or_path_entry(name, path, trips, kind), kind: str(_absolute(path)), "format": fmt})
     for e in entries:  # after every path is named: a misnamed folder is said before a checkpoint's problem
         if "ckpt" in e:
             e.update(_checkpoint_settings(Path(e["ckpt"]), base, vision_tower, template, layers))

@@ -90,3 +90,51 @@ def check_resume_inputs(path: str | os.PathLike, weights: str, samples, adapter=
                 "the files")
         if list(st.ids) == [s.id for s in samples]:
             check_records_unchanged(st, samples.frame(), samples.source)
+
+
+def held_out_triplets(path: str | os.PathLike) -> dict[str, set[tuple[str, str, str]]] | None:
+    """{split value: the (modality, anatomy, task) triplets of the store's rows with it}, read from
+    the store's `split` column (`matprobe run` writes each condition's split: train, test for the
+    held-out target, unused); None where the store has no split or no MAT column."""
+    with EmbeddingStore.open(path) as st:
+        have = st.label_columns()
+        if "split" not in have or not {"modality", "anatomy", "task"} <= set(have):
+            return None
+        frame = st.samples()
+    out: dict[str, set[tuple[str, str, str]]] = {}
+    for split, m, a, t in zip(frame["split"], frame["modality"], frame["anatomy"], frame["task"]):
+        out.setdefault(str(split), set()).add((str(m), str(a), str(t)))
+    return out
+
+
+def held_out_problem(path: str | os.PathLike, target: tuple[str, str, str]) -> str | None:
+    """Why a store's own split says it is not a store held out from `target`, or None.
+
+    A store given for a target is scored on the target's rows as held-out accuracy; where its split
+    marks some of those rows train (the checkpoint was trained on them) or holds out another
+    triplet and not this one (a store of another target, named for this one), that number would
+    be training or another target's accuracy, said as held-out (a study that swapped two targets'
+    store names got no warning)."""
+    splits = held_out_triplets(path)
+    if splits is None:
+        return None
+    target = tuple(str(x) for x in target)
+    shown = ",".join(target)
+    tested = splits.get("test", set())
+    holds = f" (it holds out {'; '.join(','.join(t) for t in sorted(tested))})" if tested else ""
+    if target in splits.get("train", set()):
+        return (f"its split marks rows of the target {shown} train: its checkpoint was trained on them, so their "
+                f"accuracy is not held-out accuracy{holds}")
+    if tested and target not in tested:
+        return f"its split holds out another triplet than the target {shown}{holds}: a store of another target"
+    return None
+
+
+def held_out_target(path: str | os.PathLike, targets) -> tuple[str, str, str] | None:
+    """The one of `targets` the store's split holds out (its split = test rows are that triplet's),
+    or None where it has no split or holds out none or several of them."""
+    splits = held_out_triplets(path)
+    if splits is None:
+        return None
+    hits = [tuple(t) for t in targets if tuple(str(x) for x in t) in splits.get("test", set())]
+    return hits[0] if len(hits) == 1 else None
