@@ -62,10 +62,16 @@ def finetune(
 
     if not samples:
         raise ExtractError("fine-tuning needs at least one training sample")
-    n_options = {len(s.options) for s in samples}
-    if len(n_options) != 1 or any(s.answer_index is None for s in samples):
-        raise ExtractError("fine-tuning needs samples with the same number of options and an answer each")
-    k = n_options.pop()
+    unanswered = [s.id for s in samples if s.answer_index is None]
+    if unanswered:
+        raise ExtractError(f"fine-tuning needs an answer for every training item; {len(unanswered)} of "
+                           f"{len(samples)} have none (e.g. {', '.join(map(str, unanswered[:3]))}): give their "
+                           "answers in the manifest, or mark them split = unused")
+    # items with fewer options than the most any item has (Med-MAT's subsets have 2 to 4): the
+    # letters past an item's own options are left out of its softmax
+    n_options = torch.tensor([len(s.options) for s in samples])
+    k = int(n_options.max())
+    mixed = bool((n_options != k).any())
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     loaded = load_model(base_ckpt, dtype="fp32", device="cpu")
@@ -87,7 +93,10 @@ def finetune(
                             [rendered[i].preamble for i in idx])
         hidden = model.model(**batch.inputs, use_cache=False).last_hidden_state
         last = hidden[torch.arange(len(idx)), last_token_index(batch.inputs["attention_mask"])]
-        loss = torch.nn.functional.cross_entropy(_letter_logits_train(model, last, letter_ids), answers[idx])
+        logits = _letter_logits_train(model, last, letter_ids)
+        if mixed:
+            logits = logits.masked_fill(torch.arange(k)[None, :] >= n_options[idx][:, None], float("-inf"))
+        loss = torch.nn.functional.cross_entropy(logits, answers[idx])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
