@@ -296,3 +296,48 @@ def test_init_writes_no_factor_that_run_would_refuse(tmp_path):
     assert said.startswith("--folds (folds=) 5: the rare classes of 'modality' in ") and \
         "merged hold 8 rows, still fewer than 10 (2 per fold)" in said and said.endswith("pass a lower --folds (folds=)"), said
     assert not (tmp_path / "ct" / "study.toml").exists()
+
+
+def test_a_stratum_whose_answers_are_one_class_only_once_merged_is_said_so(tmp_path):
+    """A stratum whose every answer class is rare over the whole data is one class to the MI
+    after the merge: the report said it "has one answer class (H(Y|s) = 0)" and that its accuracy
+    "only counts how often the model gives that answer", of a stratum with four answers. It now
+    says the merge made it so, with the entropy of the stratum's own answers (scipy's)."""
+    import json
+
+    from scipy.stats import entropy as scipy_entropy
+    from typer.testing import CliRunner
+
+    import matprobe as mp
+    from matprobe.cli import app
+
+    root = tmp_path / "s"
+    root.mkdir()
+    # Brain and Knee: 16 rows each of answers o0 / o1 (8 each); Chest: 16 rows of o2..o5, 4 each,
+    # which no other stratum answers: under 2 rows per fold at 3 folds (6), all merged into one
+    mat = [("MRI", "Brain", "Plane")] * 16 + [("CT", "Chest", "Grade")] * 16 + [("MRI", "Knee", "Plane")] * 16
+    answers = [i % 2 for i in range(16)] + [2 + i % 4 for i in range(16)] + [i % 2 for i in range(16)]
+    options = [f"o{k}" for k in range(6)]
+    with open(root / "items.jsonl", "w") as fh:
+        for i, ((m, a, t), y) in enumerate(zip(mat, answers)):
+            print(json.dumps({"id": f"q{i}", "question": "Which?", "options": options, "answer": y,
+                              "modality": m, "anatomy": a, "task": t}), file=fh)
+    n = len(mat)
+    labels = {**dict(zip(("modality", "anatomy", "task"), np.array(mat).T)), "label": np.array(options)[answers]}
+    stores = [root / "related-s0.h5", root / "unrelated-s0.h5"]
+    rng = np.random.default_rng(0)
+    for store in stores:
+        mp.EmbeddingStore.from_arrays(store, [f"q{i}" for i in range(n)], labels,
+                                      {("3", "last"): rng.normal(size=(n, 2)).astype("float32")},
+                                      answers={"pred": np.array(answers), "correct": np.ones(n, dtype=int)}).close()
+    path = mp.init(data=root / "items.jsonl", target=["MRI,Knee,Plane"], store=stores, out=root / "study.toml",
+                   seeds=1, folds=3)
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    report = " ".join((root / "study-run" / "report.md").read_text().split())
+    own = scipy_entropy([4, 4, 4, 4])  # ln 4: the Chest stratum's own answers
+    assert (f"1 stratum(s) have one answer class only once the MI's rare answer classes are merged ([mi] "
+            f"rare_classes = \"merge\" merges the classes rare over the whole data): CT / Chest / Grade (H(Y|s) = "
+            f"{own:.3f} nats of its own answers)") in report, report
+    assert "stratum(s) have one answer class (H(Y|s) = 0)" not in report
+    assert "-0.000" not in report

@@ -74,7 +74,8 @@ def entropy(y, unit: str = NATS) -> float:
     _, counts = np.unique(y, return_counts=True)
     p = counts / counts.sum()
     p = p[p > 0]  # 0 log 0 = 0; numpy only, so loading data does not import scipy (a second at start-up)
-    return from_nats(float(-(p * np.log(p)).sum()), unit)
+    # + 0.0: one class gives -(1 log 1) = -0.0, which tables print as "-0.000"
+    return from_nats(float(-(p * np.log(p)).sum()) + 0.0, unit)
 
 
 def conditional_entropy(y, c=None, unit: str = NATS) -> float:

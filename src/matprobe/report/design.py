@@ -274,6 +274,33 @@ def small_targets(summary, composition=None, strata=None) -> list[str]:
     return out
 
 
+def _one_answer_class_strata(st) -> list[str]:
+    """The strata whose answers are one class (H(Y|s) = 0): in the data itself, or only once the MI
+    merged the answer's rare classes (`rare_classes = "merge"` merges classes rare over the whole
+    data: a study read "one answer class" of a stratum whose items had four answers)."""
+    if not len(st) or "h_y" not in st:
+        return []
+    zero = st["h_y"] <= 1e-12
+    own = st["h_y_unmerged"] if "h_y_unmerged" in st else pd.Series(np.nan, index=st.index)
+    by_merge = zero & own.notna() & (own.fillna(0.0) > 1e-12)
+    lines = []
+    single = st.loc[zero & ~by_merge, "stratum"].drop_duplicates().tolist()
+    if single:
+        lines.append(f"{len(single)} stratum(s) have one answer class (H(Y|s) = 0): {'; '.join(single[:5])}"
+                     f"{'; ...' if len(single) > 5 else ''}. There I(Z;Y|s) is 0 by construction and accuracy "
+                     "only counts how often the model gives that answer")
+    merged = st.loc[by_merge].drop_duplicates("stratum")
+    if len(merged):
+        shown = "; ".join(f"{r.stratum} (H(Y|s) = {r.h_y_unmerged:.3f} nats of its own answers)"
+                          for r in merged.head(5).itertuples())
+        lines.append(f"{len(merged)} stratum(s) have one answer class only once the MI's rare answer classes are "
+                     f"merged ([mi] rare_classes = \"merge\" merges the classes rare over the whole data): {shown}"
+                     f"{'; ...' if len(merged) > 5 else ''}. There the merged label's I(Z;Y|s) is 0 by construction "
+                     "and says nothing of the answers themselves, which the accuracy scores; fewer rare classes "
+                     "(more items, or fewer [mi] folds) keep them apart")
+    return lines
+
+
 def design_warnings(data, resolve) -> list[str]:
     """Every design warning for a loaded run (render.RunData, whose `one_option` holds the stores'
     one-option answers when it was loaded with them); `resolve` maps run.json paths to files."""
@@ -284,13 +311,7 @@ def design_warnings(data, resolve) -> list[str]:
             lines.append(f"{term} is {not_identifiable(term)} in this data: its target is fixed by the factors it "
                          "is conditioned on, so the design cannot separate them; the term is left out of the "
                          "findings")
-    st = data.strata
-    if len(st) and "h_y" in st:
-        single = st.loc[st["h_y"] <= 1e-12, "stratum"].drop_duplicates().tolist()
-        if single:
-            lines.append(f"{len(single)} stratum(s) have one answer class (H(Y|s) = 0): {'; '.join(single[:5])}"
-                         f"{'; ...' if len(single) > 5 else ''}. There I(Z;Y|s) is 0 by construction and accuracy "
-                         "only counts how often the model gives that answer")
+    lines.extend(_one_answer_class_strata(data.strata))
     answers = getattr(data, "one_option", None)
     if answers is None:
         answers = one_option_answers(data.summary.checkpoints, resolve)

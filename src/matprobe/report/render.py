@@ -242,7 +242,9 @@ def load_run(run_dir: str | Path) -> RunData:
                 **base, "stratum": f"{g.get('modality')} / {g.get('anatomy')} / {g.get('task')}",
                 "is_target": (g.get("modality"), g.get("anatomy"), g.get("task")) == target,
                 "n": s.n, "error": s.error, "err_low": s.error_ci[0], "err_high": s.error_ci[1],
-                "h_y": s.h_y, "classes": s.classes, "mi": mi.estimate, "mi_low": mi.ci_low, "mi_high": mi.ci_high,
+                # + 0.0: check files written before entropy() dropped the sign hold -0.0 for one class
+                "h_y": s.h_y + 0.0, "h_y_unmerged": s.extra.get("h_y_unmerged"), "classes": s.classes,
+                "mi": mi.estimate, "mi_low": mi.ci_low, "mi_high": mi.ci_high,
                 "mi_bound": mi.bound,
                 "error_floor": s.error_floor, "error_floor_lenient": s.error_floor_lenient,
                 "fano_mi_lower": s.fano_mi_lower, "fano_mi_lower_finite": s.fano_mi_lower_finite,
