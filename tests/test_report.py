@@ -612,6 +612,16 @@ def test_a_condition_with_fewer_seeds_is_paired_on_the_runs_both_have(tmp_path):
     line = next(x for x in md.splitlines() if "Segmentation target" in x)
     assert (f"Related {ciou.Related.mean():.3f}, Unrelated {ciou.Unrelated.mean():.3f} ({len(ciou)} seeds each; "
             "left out, unpaired (a run one condition lacks):") in line
+    # the MI lines too: their means over the units whose Δ they print (they were over every checkpoint,
+    # on the other side of Δ in a user study): here two targets, each the mean of its seeds (the MI
+    # is tested by target), recomputed from results.csv with pandas
+    for metric, head in (("I(Z;task|modality,anatomy) nats", "**Did Related training raise I(Z;T|M,A) over "
+                          "Unrelated?** "),
+                         ("I(Z;Y|target) nats", "I(Z;Y | target), mean over their checkpoints: ")):
+        assert sig[sig.metric == metric].unit.tolist() == ["target"]
+        wide = results[results.metric == metric].pivot_table(index="target", columns="condition", values="value")
+        assert len(wide) == 2
+        assert f"{head}Related {wide.Related.mean():.3f} vs Unrelated {wide.Unrelated.mean():.3f} nats" in md, metric
 
 
 def test_a_comparison_without_two_shared_runs_is_left_untested_not_the_whole_table():

@@ -728,6 +728,9 @@ def _y_summary_line(data: RunData, sig: dict) -> str | None:
     if not {"Related", "Unrelated"} <= set(y.index):
         return None
     s = sig.get(("Related vs. Unrelated", y_key))
+    if s:  # over the pairs the test used, as its Δ is
+        y = pd.Series(dict(zip(("Related", "Unrelated"),
+                               _paired_means(data.results, "Related", "Unrelated", y_key, s["unit"]))))
     test = (f"; Δ = {s['mean_diff']:.3f} nats, "
             + (f"95% CI {_ci(*s['ci'])}, p = {s['p']:.3g}{_exact_floor_note(s)}" if np.isfinite(s["t"]) else
                "the same in every pair (t-test undefined)")
@@ -760,7 +763,8 @@ def _y_summary_line(data: RunData, sig: dict) -> str | None:
                   f" Both means are within 10% of its cap H(Y | target) = {cap:.3f} nats, {some}: near the "
                   "cap this comparison has little room to separate the conditions.")
     return (f"Information about Y, {y_words(data)}, inside the held-out target{plural} "
-            f"({targets}), I(Z;Y | target), mean over their checkpoints: Related {y['Related']:.3f} vs "
+            f"({targets}), I(Z;Y | target), mean over their {'paired ' if s and _left_out(s) else ''}checkpoints: Related "
+            f"{y['Related']:.3f} vs "
             f"Unrelated {y['Unrelated']:.3f} nats{merged}{test}.{few}{at_cap}")
 
 
@@ -776,6 +780,9 @@ def summary_lines(data: RunData, f: dict, one_option: dict | None = None) -> lis
     if t_term and {"Related", "Unrelated"} <= set(tbc[t_term]):
         r, u = tbc[t_term]["Related"], tbc[t_term]["Unrelated"]
         s = sig.get(("Related vs. Unrelated", f"{t_term} nats"))
+        if s:  # the means over the pairs the test used, whose difference is its Δ (a checkpoint without a
+            # partner moved the all-checkpoint means to the other side of Δ in a user study)
+            r, u = _paired_means(data.results, "Related", "Unrelated", f"{t_term} nats", s["unit"])
         test = (f" (paired over {_paired_units(s)}: Δ = {s['mean_diff']:.3f} nats, "
                 + (f"95% CI {_ci(*s['ci'])}, t({s['df']:.0f}) = {s['t']:.2f}, p = {s['p']:.3g}"
                    f"{_exact_floor_note(s)})"
