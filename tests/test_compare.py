@@ -222,3 +222,36 @@ def test_compare_cli_one_line_errors_and_json(two_stores, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["kind"] == "matprobe.compare" and doc["term"] == "I(Z;T|M)"
     assert f"{doc['difference']['delta']:+.4f}" in res.output
+
+
+def test_a_side_with_constant_features_has_zero_terms_not_a_zero_difference(tmp_path, two_stores):
+    """A layer whose features are the same for every prompt (the embedding layer's last token)
+    against one that carries the term: compare read "ΔI = 0, p = 1, H(Y|C) = 0 on both sides" beside
+    1.3 nats. The constant side's MI is 0 by definition, so ΔI is minus the other side's per-row mean,
+    and it is detected; the other way round it changes sign; both constant: exactly 0."""
+    root, truth = two_stores
+    with EmbeddingStore.open(root / "b-same-order.h5") as st:
+        ids, za = [str(i) for i in st.ids], st.read("16", "last")
+        (m_codes, m_labels), (t_codes, t_labels) = st.factor("M"), st.factor("T")
+    m = np.array([int(m_labels[c][1]) for c in m_codes])
+    t = np.array([int(t_labels[c][1]) for c in t_codes])
+    make_store(tmp_path / "s.h5", ids, m, t, {("embed", "last"): np.ones((len(ids), 3), np.float32),
+                                              ("0", "last"): np.zeros((len(ids), 3), np.float32),
+                                              ("8", "last"): za}).close()
+    kw = dict(pool="last", seeds=2, pca=None, n_boot=300, **FAST)
+    down = compare_stores(tmp_path / "s.h5", None, "T|M", layer="embed", layer_b="8", **kw)
+    assert down.side_a["estimate"] == 0.0 and "constant-features" in down.side_a["flags"]
+    one = compare_stores(root / "a.h5", root / "b-same-order.h5", "T|M", layer="8", **kw)
+    # the informative side is A's features, estimated as `compare` of A's store gives them
+    assert down.side_b["estimate"] == pytest.approx(one.side_a["estimate"], abs=1e-6)
+    row_mean = -down.side_b["estimate"]  # the probe's estimate is its per-row terms' mean (not clipped here)
+    assert down.difference.delta == pytest.approx(row_mean, abs=1e-6)
+    assert down.difference.ci_high < 0 and down.difference.p_value < 1e-6
+    # the population's I(Z;T|M) = (info(1.0) + info(0.8)) / 2 lies in -ΔI's interval
+    population = 0.5 * (info_binary(1.0) + info_binary(0.8))
+    assert -down.difference.ci_high <= population <= -down.difference.ci_low
+    up = compare_stores(tmp_path / "s.h5", None, "T|M", layer="8", layer_b="embed", **kw)
+    assert up.difference.delta == pytest.approx(-down.difference.delta, abs=1e-9)
+    flat = compare_stores(tmp_path / "s.h5", None, "T|M", layer="embed", layer_b="0", **kw)
+    assert (flat.difference.delta, flat.difference.p_value) == (0.0, 1.0)
+    assert flat.difference.method == "exactly 0: constant features on both sides"

@@ -141,11 +141,15 @@ def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[d
     """(A's summary, B's summary, the paired ΔI of their per-row terms) of two estimates of one term
     on the same rows, folds and seeds; exactly 0 where the term is degenerate (H(Y|C) = 0)."""
     summaries = [_summary(e, unit) for e in (a, b)]
-    if a.degenerate or b.degenerate:
-        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, len(c_arr), unit,
-                                method="exactly 0: H(Y|C) = 0 on both sides")
+    constant = ["constant-features" in e.flags for e in (a, b)]
+    if (a.degenerate and not constant[0]) or (b.degenerate and not constant[1]) or all(constant):
+        why = "constant features on both sides" if all(constant) else "H(Y|C) = 0 on both sides"
+        zero = PairedDifference(0.0, 0.0, 0.0, ci_level, 1.0, 0.0, len(c_arr), unit, method=f"exactly 0: {why}")
         return summaries[0], summaries[1], zero
-    pa, pb = a.diagnostics["pointwise"], b.diagnostics["pointwise"]
+    # a side whose features are constant (a layer whose last token is the same in every prompt) has
+    # MI 0 by definition: its per-row terms are 0 (it read "ΔI = 0, p = 1" beside 1.3 nats on the other side)
+    pa, pb = (_zero_terms(b.diagnostics["pointwise"]) if constant[0] else a.diagnostics["pointwise"],
+              _zero_terms(a.diagnostics["pointwise"]) if constant[1] else b.diagnostics["pointwise"])
     diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
                              folds=fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
     if both_saturated(*summaries):
@@ -153,6 +157,14 @@ def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[d
         # interval stay, but a p would read as a finding (a study's p 4.5e-44 for ΔI = 2.8e-05 nats)
         diff.p_value = None
     return summaries[0], summaries[1], diff
+
+
+def _zero_terms(other: dict) -> dict:
+    """The per-row terms of a side whose MI is 0 by definition, shaped as the other side's."""
+    out = {"values": np.zeros_like(np.asarray(other["values"], dtype=np.float64))}
+    if other.get("corr") is not None:
+        out["corr"] = np.zeros_like(np.asarray(other["corr"], dtype=np.float64))
+    return out
 
 
 def near_saturated(side: dict) -> bool:
