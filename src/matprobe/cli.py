@@ -635,6 +635,12 @@ def sweep_command(
         footer.append(f"warning: {len(failed)} of {res.n_cells} cells failed and hold no estimates (flag failed), "
                       f"e.g. {first.checkpoint} layer {first.layer} pool {first.pool}: {first.note}")
     _show(sweep_table(res, unit), fmt, footer)
+    if res.n_cells and len(failed) >= res.n_cells:
+        # the table is written (a rerun retries the cells), but nothing was estimated: a script must
+        # not read exit 0 as a sweep done (`mi` exits 2 on the same cause)
+        err_console.print(f"[bold red]error:[/] every one of the {res.n_cells} cells failed; {res.out} holds no "
+                          "estimate (see the warning above for why)", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2)
 
 
 @app.command("compare")

@@ -171,7 +171,9 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
             st.require_complete("sweeping it")
             prov = st.provenance
             fingerprints[path] = st.fingerprint
-            if fingerprints[path] != next(iter(fingerprints.values())):
+            if path != next(iter(fingerprints)):
+                # every store against the first, not only where the fingerprint (ids and M, A, T) differs:
+                # the answers' label is a factor too (a sweep took stores whose answers differed)
                 _refuse_other_dataset(next(iter(fingerprints)), path, st, factors)
             stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
             lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
@@ -188,7 +190,7 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
     return [replace(c, checkpoint=names[c.store]) for c in cells]
 
 
-def _refuse_other_dataset(first: str, path: str, st, factors) -> None:
+def _refuse_other_dataset(first: str, path: str, st, factors, where: str = "") -> None:
     """Stores of one sweep must hold the same samples and labels (one dataset), else one line. The
     same samples listed in another order (the items file sorted anew) are the same dataset: each
     cell is estimated on its own store, so the order only moves the folds."""
@@ -220,8 +222,9 @@ def _refuse_other_dataset(first: str, path: str, st, factors) -> None:
         i = differ[0]
         detail = (f"the same ids, {len(differ)} of them labelled differently (first: id {i!r}: "
                   f"{', '.join(labels_a[i])} vs {', '.join(labels_b[i])})")
-    raise StoreError(f"{path} comes from another dataset than {first} ({detail}); sweep checkpoints "
-                     "extracted from the same dataset file, or run one sweep per dataset")
+    raise StoreError(f"{path} comes from another dataset than {first}{where} ({detail}); sweep checkpoints "
+                     "extracted from the same dataset file, or run one sweep per dataset"
+                     + (" (another --out)" if where else ""))
 
 
 # ---------------------------------------------------------------------- one cell
@@ -237,7 +240,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     into worker processes that did not import the plug-in."""
     import torch
 
-    from matprobe.mi.chain import chain_terms
+    from matprobe.mi.chain import chain_terms, note_in_unit
     from matprobe.mi.registry import register_estimator
     from matprobe.store import EmbeddingStore
     from matprobe.units import from_nats
@@ -287,7 +290,10 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                      "ci_low": from_nats(e.ci_low, unit), "ci_high": from_nats(e.ci_high, unit),
                      "bound": e.bound, "ci_level": e.ci_level, "unit": unit, "n": int(e.n_eval),
                      "h_upper": from_nats(e.h_upper, unit), "clipped": bool(e.clipped),
-                     "degenerate": bool(e.degenerate), "note": e.note, "seconds": 0.0,
+                     # the note's numbers in the table's unit, as `mi` writes them
+                     "degenerate": bool(e.degenerate),
+                     "note": note_in_unit(e.note, unit, (from_nats(e.h_upper, unit), from_nats(e.value, unit))),
+                     "seconds": 0.0,
                      "settings": settings.digest(), "flags": ",".join(e.flags),
                      "pca": settled_pca(e.diagnostics, settings.pca), "options": settings.options(),
                      # the cell is estimated in nats: information-valued baselines in the table's unit
@@ -645,6 +651,22 @@ def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path, settings: Sweep
     return {k for k, v in counts.items() if v >= n_terms}
 
 
+def _check_table_dataset(table: pd.DataFrame, cells: list[Cell], factors, out) -> None:
+    """The stores added to a table are of its dataset: checked against a store the table holds
+    that this call does not give (`build_grid` checks the ones given together). Stores added one
+    call at a time to one --out put three datasets in one table, under one checkpoint's name."""
+    from matprobe.store import EmbeddingStore
+
+    if table.empty or not cells:
+        return
+    given = {c.store for c in cells}
+    earlier = [s for s in dict.fromkeys(table["store"].astype(str)) if s not in given and Path(s).is_file()]
+    if not earlier:
+        return
+    with EmbeddingStore.open(cells[0].store) as st:
+        _refuse_other_dataset(earlier[0], cells[0].store, st, factors, where=f" (a store of {out})")
+
+
 # ---------------------------------------------------------------------- driver
 
 @dataclass
@@ -714,6 +736,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     finished = done_keys(table, n_terms, digest, target, settings)
     content_ids = store_content_ids(c.store for c in cells)
     check_finished_cells(table, content_ids, target)
+    _check_table_dataset(table, cells, factors, target)
     if ranks.distributed and out.exists():
         finished |= done_keys(read_table(out), n_terms, digest, out, settings)  # merged earlier runs
     mine = ranks.split(cells) if ranks.distributed else cells
