@@ -120,7 +120,7 @@ def test_bad_store_inputs(tmp_path):
     with pytest.raises(StoreError, match="exists; open it to resume, or pass overwrite=True"):
         EmbeddingStore.create(tmp_path / "x.h5", ds, PROV, {("1", "last"): 2})
     (tmp_path / "junk.h5").write_bytes(b"\x00" * 100)
-    with pytest.raises(StoreError, match="junk.h5: cannot open as HDF5"):
+    with pytest.raises(StoreError, match=r"junk.h5: not a store \(not an HDF5 file\)"):
         EmbeddingStore.open(tmp_path / "junk.h5")
     with pytest.raises(StoreError, match="no such store"):
         EmbeddingStore.open(tmp_path / "none.h5")

@@ -176,6 +176,34 @@ def test_a_folder_where_a_store_belongs_is_not_called_corrupt(tmp_path):
         assert "corrupt" not in line and "--overwrite" not in line
 
 
+def test_a_file_that_is_no_store_is_named_so_and_never_overwritten(tiny_ckpts, make_tiny_manifest, tmp_path):
+    """A CSV given where a store belongs was called "corrupt or not a store: re-extract it with
+    --overwrite", and `extract --overwrite` then replaced the CSV with a store. It is named not a
+    store, with no --overwrite advice, and --overwrite leaves it as it was; a damaged store (its HDF5
+    signature kept, the rest cut) still gets the --overwrite fix."""
+    manifest = make_tiny_manifest(tmp_path / "data", n=4)
+    other = tmp_path / "items.csv"
+    other.write_text("id,question\nq1,Which?\n")
+    before = other.read_bytes()
+    for args in (["store", "info", str(other)], ["mi", str(other), *MI_ARGS],
+                 ["extract", "--ckpt", str(tiny_ckpts["llava"]), "--data", str(manifest), "--out", str(other),
+                  "--layers", "1"],
+                 ["extract", "--ckpt", str(tiny_ckpts["llava"]), "--data", str(manifest), "--out", str(other),
+                  "--layers", "1", "--overwrite"]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        line = _one_error_line(res.output)
+        assert "not a store (not an HDF5 file)" in line and "corrupt" not in line, line
+        assert ("--overwrite replaces stores only" in line) == ("--overwrite" in args), line
+        assert other.read_bytes() == before
+    damaged = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(damaged, ["a", "b"], {"M": ["x", "y"]}, {("0", "last"): np.ones((2, 2))}).close()
+    damaged.write_bytes(damaged.read_bytes()[:600])
+    res = CliRunner().invoke(app, ["store", "info", str(damaged)])
+    line = _one_error_line(res.output)
+    assert "cannot open as HDF5" in line and "re-extract it with --overwrite" in line, line
+
+
 def test_a_folder_where_the_lock_belongs_is_named(tmp_path):
     path = tmp_path / "s.h5"
     EmbeddingStore.from_arrays(path, ["a", "b"], {"M": ["x", "y"]}, {("0", "last"): np.ones((2, 2))}).close()

@@ -132,11 +132,9 @@ def _store_or_path_entry(name, path: Path, trips, kind: str) -> dict:
 def _is_store_file(path: Path) -> bool:
     """Whether a path given among the checkpoints is a store (an HDF5 file): `--store *.h5` leaves
     every file after the first among them, as the shell expands the glob."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError:  # a folder, or nothing there: a checkpoint argument, checked as one
-        return False
+    from matprobe.store import is_hdf5_file
+
+    return is_hdf5_file(path)  # a folder, or nothing there: False, a checkpoint argument checked as one
 
 
 def _check_folder(path: Path) -> str:

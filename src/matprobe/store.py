@@ -237,6 +237,10 @@ class EmbeddingStore:
         path = Path(path)
         if path.exists() and not overwrite:
             raise StoreError(f"{path} exists; open it to resume, or pass overwrite=True (--overwrite)")
+        if path.is_file() and path.stat().st_size and not is_hdf5_file(path):
+            # --overwrite replaces a store, never another kind of file given as --out by mistake
+            raise StoreUnavailable(f"{path} exists and is not a store (not an HDF5 file): --overwrite replaces stores "
+                                   "only; give another --out, or move that file away first")
         frame, vocab = _samples_frame(samples)
         n = len(frame)
         if n == 0:
@@ -1004,6 +1008,18 @@ def _check_room_to_append(path: Path) -> None:
             "finished was damaged)")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5_file(path) -> bool:
+    """Whether a file starts with HDF5's signature (where matprobe writes it: at byte 0)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
 def _open_error(path: Path, exc: OSError) -> StoreError:
     """Say why a store does not open: a running writer, permissions, or a damaged file."""
     from matprobe.locks import holder_pid, is_locked
@@ -1017,6 +1033,9 @@ def _open_error(path: Path, exc: OSError) -> StoreError:
         return StoreError(f"{path}: permission denied; make the file readable (chmod u+r) or run as its owner")
     if Path(path).is_dir():
         return StoreError(f"{path}: is a folder, not a store; give the .h5 file `matprobe extract --out` wrote")
+    if not is_hdf5_file(path):  # a CSV, a manifest, a pickle: not a damaged store, and --overwrite would replace it
+        return StoreUnavailable(f"{path}: not a store (not an HDF5 file); give the .h5 file `matprobe extract --out` "
+                                "wrote")
     # HDF5 messages run over several lines (time stamps, buffers): keep the first, so the error stays one line
     exc = " ".join(str(exc).split())[:300]
     return StoreError(f"{path}: cannot open as HDF5 ({exc}); the file is corrupt or not a store: "

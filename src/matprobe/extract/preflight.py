@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from matprobe.errors import DataError, ExtractError, ProvenanceMismatch, StoreError
+from matprobe.errors import DataError, ExtractError, ProvenanceMismatch, StoreError, StoreUnavailable
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -227,6 +227,8 @@ def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, p
 
         try:
             EmbeddingStore.open(out).close()
+        except StoreUnavailable:
+            raise  # not a store at all, or in use: its fix is not --overwrite
         except StoreError as exc:
             raise StoreError(f"{exc}; or rerun with --overwrite to start again") from None
         return  # it opens after all: the resume itself checks it
