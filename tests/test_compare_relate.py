@@ -238,3 +238,35 @@ def test_relate_refuses_a_too_large_min_stratum_before_estimating(tmp_path, monk
     assert built == []
     relate(stores, seeds=1, folds=2, pca=None, min_stratum=0, n_boot=200)
     assert len(built) == 2  # the spy sees the estimators a run that goes on builds, one per store
+
+
+def test_points_of_one_stratum_get_no_interval_for_rho(tmp_path):
+    """Every stratum but one sparse: the bootstrap over whole strata drew that stratum every time and
+    printed "95% bootstrap interval [0.345, 0.345]" (a Med-MAT study). No interval, said why."""
+    from matprobe.present.views import relation_table
+
+    rng = np.random.default_rng(3)
+    n = 400
+    # one stratum of 120 rows, seven of 40
+    cells = [(m, a, t) for m in ("CT", "MRI") for a in ("Lung", "Brain") for t in ("Cls", "Det")]
+    which = np.repeat(np.arange(8), [120] + [40] * 7)
+    labels = {f: np.array([c[j] for c in cells])[which] for j, f in enumerate(("modality", "anatomy", "task"))}
+    y = rng.integers(0, 2, n)
+    labels["label"] = np.array(["no", "yes"])[y]
+    stores = []
+    for k, (w, acc) in enumerate(((0.5, 0.6), (1.0, 0.7), (2.0, 0.8))):  # more signal, more right answers
+        z = rng.normal(size=(n, 3)).astype("float32")
+        z[:, 0] += w * y
+        pred = np.where(rng.random(n) < acc, y, 1 - y)
+        path = tmp_path / f"c{k}.h5"
+        EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)], labels, {("4", "last"): z},
+                                   answers={"pred": pred, "correct": (pred == y).astype("int8")},
+                                   provenance={"checkpoint": f"/models/c{k}"}).close()
+        stores.append(path)
+    rel = relate(stores, seeds=1, folds=2, pca=None, min_stratum=100, n_boot=200)
+    used = rel.points[~rel.points["sparse"]]
+    assert len(used) == 3 and used[["modality", "anatomy", "task"]].drop_duplicates().shape[0] == 1
+    assert rel.spearman == pytest.approx(stats.spearmanr(used["mi"], used["accuracy"]).statistic, abs=1e-12)
+    assert np.isnan(rel.ci_low) and np.isnan(rel.ci_high)
+    assert any("its 3 points fall in one stratum" in n for n in rel.notes), rel.notes
+    assert "no bootstrap interval (see the note)" in " ".join(relation_table(rel).footnotes)

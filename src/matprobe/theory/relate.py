@@ -304,7 +304,13 @@ def _relation(points: pd.DataFrame, notes: list[str], min_stratum: int, level: f
     # by stratum and by checkpoint)
     strata = list(zip(*(used[f].astype(str) for f in MAT)))
     rho, lo, hi, _ = spearman_with_interval(used["mi"], used["accuracy"], level, n_boot, seed, clusters=strata)
-    if not np.isfinite(lo):
+    if len(set(strata)) < 2:
+        # every resample of whole strata draws the one stratum: the interval would be [rho, rho]
+        lo = hi = float("nan")
+        notes.append(f"no interval for rho: its {len(used)} points fall in one stratum, and whole strata are what the "
+                     "bootstrap resamples (and the p permutes), so nothing varies; lower --min-stratum or add items "
+                     "so that two strata or more are used")
+    elif not np.isfinite(lo):
         notes.append(f"no interval for rho: more than {1 - MIN_DEFINED_RESAMPLES:.0%} of the resamples of whole "
                      f"strata ({len(set(strata))} strata) hold one MI or one accuracy value only (ties: "
                      f"{int((used['mi'] == used['mi'].mode().iloc[0]).sum())} of {len(used)} MIs equal), so they "
