@@ -60,6 +60,33 @@ def test_significance_without_options_on_the_demo_results():
         assert row["p"] == pytest.approx(_expected(frame, metric, unit), rel=1e-9), metric
 
 
+def test_significance_items_on_run_results_tests_the_metrics_with_item_rows(tmp_path):
+    """`--items` on a run's results: it tested every metric, refused accuracy (no item rows: `run` writes
+    them for segmentation items only) and told to "use --unit seed". It tests the metrics that have item
+    rows (cIoU here, a ratio of the per-item sums: its Δ equals pandas'); on a table without any it
+    says --items has nothing to resample; a --metric without item rows is named in --items' words."""
+    frame = pd.read_csv(DEMO_RESULTS, keep_default_na=False)
+    frame["value"] = frame["value"].astype(float)
+    res = mp.significance(DEMO_RESULTS, items=True)
+    items = res.items
+    assert list(items["metric"]) == ["cIoU"]
+    parts = frame[frame.metric.isin(["intersection", "union"])]
+    sums = parts.groupby(["condition", "metric"])["value"].sum().unstack("metric")
+    ratio = sums["intersection"] / sums["union"]
+    assert items["estimate"].iloc[0] == pytest.approx(ratio["Related"] - ratio["Unrelated"], abs=1e-12)
+    assert items["ci_low"].iloc[0] < items["estimate"].iloc[0] < items["ci_high"].iloc[0]
+    no_items = tmp_path / "results.csv"
+    frame[frame["item"] == ""].to_csv(no_items, index=False)
+    out = CliRunner().invoke(app, ["significance", str(no_items), "--items"])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and "--items: no item-level rows" in said and "drop --items" in said, said
+    out = CliRunner().invoke(app, ["significance", str(DEMO_RESULTS), "--items", "--metric", "accuracy"])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and ("--items: metric 'accuracy' has no item-level rows (the bootstrap and McNemar "
+                                   "need one row per item); those with them: cIoU; drop --items, or name those with "
+                                   "--metric") in said, said
+
+
 def test_significance_with_too_few_pairs_is_one_line(tmp_path):
     path = tmp_path / "results.csv"
     pd.DataFrame({"condition": ["Related", "Unrelated"], "target": ["CT,Lung,X"] * 2, "seed": [0, 0],

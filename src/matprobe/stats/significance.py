@@ -1099,15 +1099,22 @@ def item_level_analysis(results: pd.DataFrame, comparisons=DEFAULT_CROSSMED_COMP
     results = validate_results(results, source)  # idempotent: a validated frame passes unchanged
     ratio_metrics = active_ratios(results, ratio_metrics)
     comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in comparisons)
+    # Only metrics measured per item can be resampled over items.
+    item_rows = results[results["item"] != ""] if "item" in results else results.iloc[:0]
+    with_items = available_metrics(item_rows, ratio_metrics)
     if metrics is None:
-        # Only metrics measured per item can be resampled over items.
-        item_rows = results[results["item"] != ""] if "item" in results else results.iloc[:0]
-        metrics = available_metrics(item_rows, ratio_metrics)
+        metrics = with_items
     if not metrics:
-        raise StatsError(f"{source}: no item-level rows (an 'item' column with values); "
-                         "the bootstrap and McNemar tests need per-item results")
+        raise StatsError(f"{source}: --items: no item-level rows (an 'item' column with values; `run` writes "
+                         "none for accuracy); the bootstrap and McNemar tests need per-item results: drop --items")
     if comparisons and "item" not in results:  # what paired_bootstrap refuses
         raise StatsError(f"{source}: the paired bootstrap needs item-level rows (an 'item' column)")
+    missing = [m for m in metrics if m not in with_items]
+    if missing:  # named here in --items' words (the per-metric refusal names --unit)
+        have = f"; those with them: {', '.join(with_items)}" if with_items else ""
+        raise StatsError(f"{source}: --items: metric '{missing[0]}' has no item-level rows (the bootstrap and McNemar "
+                         f"need one row per item){have}; drop --items"
+                         + (", or name those with --metric" if with_items else ""))
     rows = []
     for comp in comparisons:
         for metric in metrics:
@@ -1391,6 +1398,7 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     else:
         comparisons = tuple(parse_comparison(c) if isinstance(c, str) else c for c in spec)
     comparisons = _spec_names_read(comparisons, frame)
+    asked = metrics  # --items tests these, or (None) the metrics with item rows
     if unit is None or unit == "auto":
         units, notes = metric_units(frame, comparisons, metrics, source=source)
         choices.extend(notes)
@@ -1409,6 +1417,6 @@ def significance(results, spec=None, *, unit: str | None = None, mixed: bool = F
     choices.extend(res.attrs["untested"])
     items = None
     if item_level:
-        items = item_level_analysis(frame, comparisons, metrics, n_resamples=n_resamples, seed=seed,
+        items = item_level_analysis(frame, comparisons, asked, n_resamples=n_resamples, seed=seed,
                                     source=source)
     return SignificanceResult(res, unit, comparisons, items, level, choices, source)
