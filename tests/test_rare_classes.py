@@ -341,3 +341,26 @@ def test_a_stratum_whose_answers_are_one_class_only_once_merged_is_said_so(tmp_p
             f"{own:.3f} nats of its own answers)") in report, report
     assert "stratum(s) have one answer class (H(Y|s) = 0)" not in report
     assert "-0.000" not in report
+
+
+def test_a_rerun_says_which_mi_results_it_recomputes_and_why(tmp_path):
+    """After an [mi] edit a rerun recomputed every cell without a word, beside the stores it said it
+    reused: each reason is said with the cells it recomputes, values as the MI files record them."""
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+
+    path = _store_study(tmp_path / "s", 36, init_folds=2)
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "recomputed" not in res.output  # nothing earlier to recompute
+    text = path.read_text()
+    assert "pca = 64  #" in text
+    path.write_text(text.replace("pca = 64  #", "pca = 2  #"))
+    res = CliRunner().invoke(app, ["run", str(path)])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "estimating the MI chain for 2 (checkpoint, layer, pool) cells" in said, said
+    assert "2 of them recomputed: MI settings pca 64 -> 2" in said, said
+    res = CliRunner().invoke(app, ["run", str(path)])  # nothing changed: nothing recomputed
+    assert res.exit_code == 0 and "estimating the MI chain" not in res.output, res.output

@@ -40,6 +40,7 @@ import os
 import tempfile
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -372,25 +373,43 @@ def _up_to_date(result: str, ck: dict, cfg: PipelineConfig | None = None,
     (given `cfg`) with every MI setting it depends on: the chain's factors in their order (`cfg`'s,
     or `factors`: the source chains' (modality, source) and (source, modality)), estimator, seeds,
     folds, PCA, level and baselines (none with `baselines=False`, as the source chains are run)."""
+    return _stale_reason(result, ck, cfg, factors, baselines) is None
+
+
+def _stale_reason(result: str, ck: dict, cfg: PipelineConfig | None = None,
+                  factors: list[str] | tuple[str, ...] | None = None, baselines: bool = True) -> str | None:
+    """Why an MI result is recomputed ("new": none yet), or None where it is reused (`_up_to_date`)."""
     from matprobe.data.model import resolve_factor
     from matprobe.store_checks import mi_file_matches
 
     path = Path(result)
-    if not (path.exists() and not ck.get("fresh_store") and mi_file_matches(path, ck["store"])):
-        return False
+    if not path.exists():
+        return "new"
+    if ck.get("fresh_store") or not mi_file_matches(path, ck["store"]):
+        return "its store changed"
     if cfg is None:
-        return True
+        return None
     recorded = _recorded(path)
+    if recorded is None:
+        return "its file is not a readable MI result"
     factors = cfg.factors if factors is None else factors
-    # the merge of rare classes is recorded by what it merged (the data's, not a setting): a
-    # result that merged is not what rare_classes = "refuse" asks for
     # the factors too: a study's rerun after `[mi] factors` changed kept the old chain's terms
     # (I(Z;label|...) still in the report, whose configuration table named the new factors)
+    if [resolve_factor(f) for f in recorded.factors] != [resolve_factor(f) for f in factors]:
+        return f"[mi] factors {','.join(recorded.factors)} -> {','.join(factors)}"
     # and the source chains' settings: a rerun after `[mi] level = 0.9` kept their 95% intervals
     # under the report's "90% interval" head (they were checked for their factors only)
-    return (recorded is not None and _mi_settings(cfg, baselines) == recorded.settings
-            and [resolve_factor(f) for f in recorded.factors] == [resolve_factor(f) for f in factors]
-            and not (recorded.merged_classes and cfg.mi_rare_classes == "refuse"))
+    now = _mi_settings(cfg, baselines)
+    if now != recorded.settings:
+        changed = [k for k in dict.fromkeys([*now, *recorded.settings]) if now.get(k) != recorded.settings.get(k)]
+        said = [f"{k} {recorded.settings.get(k)!r} -> {now.get(k)!r}" for k in changed
+                if not isinstance(now.get(k, ""), dict) and not isinstance(recorded.settings.get(k, ""), dict)]
+        return "MI settings " + ("; ".join(said[:3]) if said else "(the estimator's fitting)")
+    # the merge of rare classes is recorded by what it merged (the data's, not a setting): a
+    # result that merged is not what rare_classes = "refuse" asks for
+    if recorded.merged_classes and cfg.mi_rare_classes == "refuse":
+        return 'rare classes merged where [mi] rare_classes = "refuse"'
+    return None
 
 
 def _mi_settings(cfg: PipelineConfig, baselines: bool = True) -> dict:
@@ -949,9 +968,13 @@ def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
     modality) at the main cell: I(Z;source|M) and I(Z;M|source), where identifiable (issue 25)."""
     baselines = {"controls": cfg.mi_controls, "codelength": cfg.mi_codelength, "permutations": cfg.mi_permutations,
                  "rare_classes": cfg.mi_rare_classes}
-    mi_jobs = [(ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path, cfg.estimator,
-                cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, baselines)
-               for ck in checkpoints for lp, path in ck["mi"].items() if not _up_to_date(path, ck, cfg)]
+    mi_jobs, reasons = [], []  # reasons: why each job's result is (re)computed (`_stale_reason`)
+    for ck in checkpoints:
+        for lp, path in ck["mi"].items():
+            if (why := _stale_reason(path, ck, cfg)) is not None:
+                mi_jobs.append((ck["store"], list(cfg.factors), lp.split("/")[0], lp.split("/")[1], path,
+                                cfg.estimator, cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, baselines))
+                reasons.append(why)
     plain = {"controls": False, "codelength": False, "permutations": 0, "rare_classes": cfg.mi_rare_classes}
     for ck in checkpoints:
         if not _has_sources(ck["store"]):
@@ -961,12 +984,17 @@ def _estimate_mi(cfg: PipelineConfig, checkpoints, say, progress_bars) -> None:
         ck["source_mi"] = {"modality,source": f"{base}__modality_source.json",
                            "source,modality": f"{base}__source_modality.json"}
         for order, path in ck["source_mi"].items():
-            if not _up_to_date(path, ck, cfg, factors=order.split(","), baselines=False):
+            if (why := _stale_reason(path, ck, cfg, factors=order.split(","), baselines=False)) is not None:
                 mi_jobs.append((ck["store"], order.split(","), lp.split("/")[0], lp.split("/")[1], path,
                                 cfg.estimator, cfg.mi_seeds, cfg.mi_folds, cfg.pca, cfg.mi_level, plain))
+                reasons.append(why)
     if mi_jobs:
         say(f"estimating the MI chain for {len(mi_jobs)} (checkpoint, layer, pool) cells "
             f"({cfg.estimator}, {cfg.mi_seeds} seeds x {cfg.mi_folds} folds)")
+        # what an earlier run left that is recomputed, and why (a rerun after an [mi] edit redid every
+        # cell without a word, beside the stores it said it reused)
+        for why, n in Counter(why for why in reasons if why != "new").items():
+            say(f"  {n} of them recomputed: {why}")
         for name, _ in _map_in_workers(_mi_job, mi_jobs, [Path(job[4]).name for job in mi_jobs], _workers(cfg),
                                        "mi", "cells", progress_bars):
             say(f"  wrote {name}")
