@@ -580,6 +580,9 @@ def _run_steps(cfg: PipelineConfig, run: Path, say, progress_bars: bool) -> Path
     timer.add("data", t0)
     t0 = time.perf_counter()
     ids_by_target = {tgt: _training_ids(dataset, cfg, tgt) for tgt in cfg.targets}
+    for note in _shared_image_notes(dataset, cfg, ids_by_target):  # said before any training or extraction
+        say(f"warning: {manifest}: {note}")
+        notes.append(note)
     checkpoints = _checkpoints(cfg, run, manifest, ids_by_target, say, progress_bars)
     timer.add("checkpoints", t0)
     t0 = time.perf_counter()
@@ -623,6 +626,26 @@ def check_report_figures(run: Path) -> None:
     if missing:
         raise PipelineError(f"{report} links {', '.join(missing)}, missing from {run}; run `matprobe report {run}` "
                             "to draw the figures again")
+
+
+def _shared_image_notes(dataset, cfg: PipelineConfig, ids_by_target) -> list[str]:
+    """Per (target, condition): training items whose image file is a held-out item's
+    (`data.splits.shared_image_pairs`). Checkpoints given as they are were trained elsewhere: their
+    training rows are not these, so nothing is said of them."""
+    from matprobe.data.splits import shared_image_note, shared_image_pairs
+
+    if cfg.checkpoints:
+        return []
+    out = []
+    for tgt in cfg.targets:
+        held_out = [s.id for s in dataset if s.triplet == tuple(tgt)]
+        for cond in cfg.conditions:
+            train = ids_by_target[tgt][cond]
+            note = shared_image_note(shared_image_pairs(dataset, train, held_out),
+                                     f"the {len(train)} {cond} training items for {','.join(tgt)}")
+            if note:
+                out.append(note)
+    return out
 
 
 def _single_class_note(dataset, cfg: PipelineConfig) -> str | None:

@@ -19,8 +19,10 @@ The target triplet's own samples form the test split in every configuration.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -230,6 +232,11 @@ def split_file(file, target: Triplet | str, config: SplitConfig | str = "related
     if notes is not None and (n := marked_rows_left_out(dataset, split, target, config)):
         notes.append(f"{n} row(s) of the training triplets that {file} marks split = test (or leaves unmarked) "
                      "are left out of the training rows: the file's own split, as `run` reads it")
+    if notes is not None:
+        pairs = shared_image_pairs(split, [s.id for s in split if s.split == "train"],
+                                   [s.id for s in split if s.split == "test"])
+        if note := shared_image_note(pairs, f"the {len([s for s in split if s.split == 'train'])} training items"):
+            notes.append(note)
     if out is not None:
         write_manifest(split, out)
     return split
@@ -245,3 +252,65 @@ def marked_rows_left_out(dataset: MATDataset, split: MATDataset, target: Triplet
         return 0
     return sum(1 for s in dataset if s.triplet != target and in_training(s.triplet, target, config)
                and s.split != "train")
+
+
+def shared_image_pairs(samples, train_ids, test_ids) -> list[tuple[str, str, str]]:
+    """(training item id, held-out item id, image path) for each training item whose image file is a
+    held-out item's: the same path, or another file of the same bytes (Med-MAT's subsets 30 and
+    47 are both NLM-TB: a Related split of one trains on the other's images). Only files of equal
+    size are read and hashed, so a split without shared images costs a stat per file."""
+    import hashlib
+
+    from matprobe.data.images import resolve_image_path
+
+    by_id = {s.id: s for s in samples if s.image}
+    train = [by_id[i] for i in train_ids if i in by_id]
+    test = [by_id[i] for i in test_ids if i in by_id]
+    if not train or not test:
+        return []
+
+    def key(s) -> tuple[Path, int | None]:
+        path = Path(os.path.abspath(resolve_image_path(s.image, None)))
+        try:
+            return path, path.stat().st_size
+        except OSError:
+            return path, None  # a missing file: said by the image checks, not here
+
+    test_keys = {s.id: key(s) for s in test}
+    by_path = {p: s.id for s, (p, _) in zip(test, test_keys.values())}
+    sizes = {size for _, size in test_keys.values() if size is not None}
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            digests[path] = h.hexdigest()
+        return digests[path]
+
+    by_digest: dict[str, str] | None = None
+    out = []
+    for s in train:
+        path, size = key(s)
+        if path in by_path:
+            out.append((s.id, by_path[path], str(path)))
+        elif size is not None and size in sizes:
+            if by_digest is None:  # the held-out files of a size some training file has, hashed once
+                by_digest = {digest(p): i for i, (p, sz) in test_keys.items() if sz in sizes}
+            if (hit := by_digest.get(digest(path))) is not None:
+                out.append((s.id, hit, str(path)))
+    return out
+
+
+def shared_image_note(pairs: list[tuple[str, str, str]], where: str) -> str | None:
+    """The warning for `shared_image_pairs` of a split (None without any): `where` names the split,
+    e.g. "the related training items for CT,Lung,COVID"."""
+    if not pairs:
+        return None
+    train_id, test_id, path = pairs[0]
+    return (f"{len(pairs)} of {where} use the image file of a held-out item (e.g. training item {train_id!r} and "
+            f"held-out item {test_id!r}: {path}, by path or by its bytes): the target's images are seen in "
+            "training, so its accuracy is not held-out accuracy; remove those items from the manifest, or mark "
+            "them split = unused")
