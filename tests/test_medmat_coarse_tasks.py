@@ -275,3 +275,49 @@ def test_a_pipeline_task_level_is_checked(tmp_path):
     cfg = pipeline.load_pipeline(_pipeline_file(tmp_path, manifest, "group"))
     with pytest.raises(DataError, match="task column is read as written"):
         pipeline._load_study_data(cfg, tmp_path / "run", lambda *_: None)
+
+
+def test_a_coarse_target_at_the_subset_level_is_pointed_to_the_group_level_and_init_takes_it(tmp_path):
+    """`--target "CT,Lung,COVID"` on Med-MAT files at the default (subset) level gave only the list of
+    Table 9's triplets, and `init` had no --task-level at all. The refusal names the coarse task's
+    subsets (the package's table: subset 03 is CT / Lung / COVID) and the flag; `init --task-level
+    group` takes the target and writes the level into [data]; a manifest gets no such hint."""
+    import tomllib
+
+    import numpy as np
+
+    import matprobe as mp
+
+    folder = medmat_folder(tmp_path, n=6)  # 12 items per subset: every class has 2 per fold of 5
+    res = CliRunner().invoke(app, ["data", "split", str(folder), "--target", "CT,Lung,COVID", "--config", "related",
+                                   "--out", str(tmp_path / "s.jsonl")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and ("'COVID' is one of Med-MAT's coarse tasks (subset 03 at that modality and "
+                                   "anatomy): read the files with --task-level group") in said, said
+    # stores of the coarse-level items, as a run at task_level = "group" extracts them
+    from matprobe.data import load_dataset
+    from matprobe.data.medmat import medmat_task_level
+
+    with medmat_task_level("group"):
+        dataset = load_dataset(folder)
+    ids = [s.id for s in dataset]
+    labels = {f: [getattr(s, f) for s in dataset] for f in ("modality", "anatomy", "task")}
+    stores = []
+    for name in ("related-s0", "unrelated-s0"):
+        mp.EmbeddingStore.from_arrays(tmp_path / f"{name}.h5", ids, labels,
+                                   {("3", "last"): np.zeros((len(ids), 2), "float32")}).close()
+        stores.append(str(tmp_path / f"{name}.h5"))
+    args = ["init", "--store", stores[0], "--store", stores[1], "--data", str(folder), "--target", "CT,Lung,COVID",
+            "--out", str(tmp_path / "p.toml")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "read the files with --task-level group" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, [*args, "--task-level", "group"])
+    assert res.exit_code == 0, res.output
+    cfg = tomllib.loads((tmp_path / "p.toml").read_text())
+    assert cfg["data"]["task_level"] == "group" and cfg["design"]["target"] == ["CT", "Lung", "COVID"]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "question": "Q?", "options": ["x", "y"], "answer": 0,
+                                    "modality": "CT", "anatomy": "Lung", "task": "Cancer"}) + "\n")
+    res = CliRunner().invoke(app, ["data", "split", str(manifest), "--target", "CT,Lung,COVID", "--out",
+                                   str(tmp_path / "m2.jsonl")])
+    assert res.exit_code == 2 and "coarse tasks" not in res.output

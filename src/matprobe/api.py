@@ -997,7 +997,8 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
          base: Optional[PathLike] = None, layers: str = "-1", pool: str = DEFAULTS.pool, device: str = "cpu",
          dtype: str = "fp32", image_root: Optional[PathLike] = None, seeds: int = DEFAULTS.seeds,
          folds: int = DEFAULTS.folds, overwrite: bool = False, vision_tower: Optional[PathLike] = None,
-         template: Optional[str] = None, columns: Optional[Union[str, dict]] = None) -> Path:
+         template: Optional[str] = None, columns: Optional[Union[str, dict]] = None,
+         task_level: str = "subset") -> Path:
     """Write a commented pipeline file for your own checkpoints or stores (`matprobe init`).
 
     Parameters
@@ -1022,6 +1023,9 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
     columns : str or dict
         Your manifest's column names read as the expected ones (``"organ_site=anatomy"`` or
         ``{"organ_site": "anatomy"}``), written into the file's ``[data] columns``.
+    task_level : {"subset", "group"}, default "subset"
+        Med-MAT files only: Table 9's task of each subset, or the paper's coarse tasks (COVID,
+        Cancer, State, ...), by which Med-MAT draws Related and Unrelated; written into ``[data]``.
 
     Returns
     -------
@@ -1064,7 +1068,7 @@ def init(checkpoints: Optional[Sequence[PathLike]] = None, data: Optional[PathLi
                          base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
                          image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
                          overwrite=overwrite, vision_tower=_opt_str(vision_tower), template=template,
-                         columns=columns)
+                         columns=columns, task_level=task_level)
 
 
 @_python_words

@@ -808,6 +808,7 @@ def init_command(
     folds: int = typer.Option(DEFAULTS.folds, "--folds", min=2, help="MI cross-fitting folds."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'organ_site=anatomy,pic=image' (written into the file's [data] columns)."),
+    task_level: str = typer.Option("subset", "--task-level", help=TASK_LEVEL_HELP + " Written into the file's [data] task_level."),
 ) -> None:
     """Write a commented pipeline file for your own checkpoints; then `matprobe run FILE`."""
     from matprobe.scaffold import init_pipeline
@@ -816,7 +817,7 @@ def init_command(
                          base=str(base) if base else None, layers=layers, pools=pool, device=device, dtype=dtype,
                          image_root=str(image_root) if image_root else None, seeds=seeds, folds=folds,
                          overwrite=overwrite, vision_tower=str(vision_tower) if vision_tower else None,
-                         template=template, columns=columns)
+                         template=template, columns=columns, task_level=task_level)
     console.print(f"wrote {path}; run it with: matprobe run {path}", highlight=False, soft_wrap=True)
 
 

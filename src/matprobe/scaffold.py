@@ -231,8 +231,11 @@ def _targets(dataset, targets) -> list[tuple[str, str, str]]:
         trip = tuple(canonical_label(f, p) for f, p in zip(FACTORS, parts))
         trip = find_triplet(present, trip) or trip  # the data's own spelling, whatever the case
         if trip not in present:
+            from matprobe.data.medmat import group_level_hint
+
             raise InitError(f"--target {','.join(parts)}: no such (modality, anatomy, task) triplet in the "
-                            "data; triplets present: " + "; ".join(",".join(p) for p in sorted(present)))
+                            "data; triplets present: " + "; ".join(",".join(p) for p in sorted(present))
+                            + group_level_hint(dataset.source, trip))
         out.append(trip)
     if not out:
         raise InitError("no --target given; name the held-out triplet, e.g. --target 'MRI,Brain,Exposure'")
@@ -323,7 +326,7 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
                   device: str = "cpu", dtype: str = "fp32", image_root: str | None = None,
                   seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, overwrite: bool = False,
                   vision_tower: str | None = None, template: str | None = None,
-                  columns: str | dict | None = None) -> Path:
+                  columns: str | dict | None = None, task_level: str = "subset") -> Path:
     """Write a commented pipeline file for a study of your own checkpoints (or stores) and
     return its path; it is read back with `load_pipeline` before this returns.
 
@@ -347,8 +350,11 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
     from matprobe.data.columns import parse_column_map
 
     columns = parse_column_map(columns)  # {their column: expected}; written into [data] below
-    dataset = load_dataset(data, image_root=image_root, columns=columns or None)
-    trips = _targets(dataset, targets)
+    from matprobe.data.medmat import task_level_for
+
+    with task_level_for(data, task_level):  # Med-MAT files: Table 9's tasks, or the paper's coarse ones
+        dataset = load_dataset(data, image_root=image_root, columns=columns or None)
+        trips = _targets(dataset, targets)
     entries = []
     for arg, kind in [(p, "store" if _is_store_file(named_path(p)[1]) else "ckpt") for p in checkpoints] + \
             [(p, "store") for p in stores]:
@@ -417,6 +423,8 @@ def init_pipeline(data, checkpoints=(), *, targets, out="pipeline.toml", run_out
         lines.append(f"image_root = {_q(str(Path(image_root).resolve()))}  # {root_says}")
     else:
         lines.append(f"# image_root = \"/data/images\"  # {root_says}")
+    if task_level != "subset":
+        lines.append(f"task_level = {_q(task_level)}  # Med-MAT's coarse tasks (its Tables 3-7), as --task-level")
     if columns:  # a TOML inline table; quoted keys, as column names may hold spaces
         lines.append("columns = {" + ", ".join(f"{_q(k)} = {_q(v)}" for k, v in columns.items())
                      + "}  # your column names read as the expected ones")

@@ -576,3 +576,29 @@ def _source_name(datasets: dict, number) -> str | None:
         return None
     entry = datasets.get(no)
     return str(entry["name"]) if entry and entry.get("name") else None
+
+
+def group_level_hint(source, target) -> str:
+    """'' or the hint for a target that Med-MAT files at the subset level (Table 9's tasks, the
+    default) lack but whose task is one of the paper's coarse tasks (COVID, Cancer, State, ...) for
+    its modality and anatomy: read at `--task-level group` (Med-MAT draws Related and Unrelated by
+    those); a Med-MAT study's `--target "CT,Lung,COVID"` got only the list of subset-level triplets."""
+    if _TASK_LEVEL.get() != "subset" or target is None or len(target) != 3:
+        return ""
+    try:
+        from matprobe.data.loaders import detect_format
+
+        if detect_format(source) != "medmat":
+            return ""
+    except (OSError, ValueError, DataError):
+        return ""
+    m, a, t = (str(x).strip().lower() for x in target)
+    table = _read_subset_table()
+    rows = table[(table["modality"].str.lower() == m) & (table["anatomy"].str.lower() == a)
+                 & (table["task_group"].str.lower() == t)]
+    if rows.empty:
+        return ""
+    subsets = f"subset{'s' if len(rows) > 1 else ''} {', '.join(rows['subset'])}"
+    return (f"; {target[2]!r} is one of Med-MAT's coarse tasks ({subsets} at that "
+            "modality and anatomy): read the files with --task-level group (a pipeline file: [data] task_level "
+            "= \"group\"), by which Med-MAT draws its Related and Unrelated")

@@ -139,7 +139,10 @@ def make_split(dataset: MATDataset, target: Triplet | str, config: SplitConfig |
     target = find_triplet(present, target) or target
     if target not in present:
         have = "; ".join(",".join(t) for t in sorted(present))
-        raise DataError(f"{dataset.source}: target triplet {','.join(target)} has no samples; have {have}")
+        from matprobe.data.medmat import group_level_hint
+
+        raise DataError(f"{dataset.source}: target triplet {','.join(target)} has no samples; have {have}"
+                        + group_level_hint(dataset.source, target))
     kept = []
     marked = marked_only and any(s.split == "train" for s in dataset)
     for s in dataset:
