@@ -89,16 +89,22 @@ def task_level_for(file: str | Path, task_level: str):
     """`medmat_task_level(task_level)` for reading `file` (`data validate/split --task-level`); a level
     other than "subset" on a manifest, whose task column is read as written, is refused."""
     check_task_level(task_level)
-    if task_level != "subset":
-        from matprobe.data.arrow import is_arrow_source
-        from matprobe.data.manifest import is_delimited, read_records
-
-        path = Path(file)
-        folder = path.is_dir() and not is_arrow_source(path)  # as `load_dataset` tells the formats apart
-        if not folder and (is_delimited(path) or is_arrow_source(path) or not looks_like_medmat(read_records(path)[0])):
-            raise DataError(f"{file}: --task-level applies to Med-MAT files (a file or a folder of them); a "
-                            "manifest's task column is read as written: leave --task-level out")
+    if task_level != "subset" and not is_medmat_source(file):
+        raise DataError(f"{file}: --task-level applies to Med-MAT files (a file or a folder of them); a "
+                        "manifest's task column is read as written: leave --task-level out")
     return medmat_task_level(task_level)
+
+
+def is_medmat_source(file: str | Path) -> bool:
+    """Whether `file` is Med-MAT files (a folder of them, or one whose records look like Med-MAT's), as
+    `load_dataset` tells the formats apart."""
+    from matprobe.data.arrow import is_arrow_source
+    from matprobe.data.manifest import is_delimited, read_records
+
+    path = Path(file)
+    if path.is_dir():
+        return not is_arrow_source(path)
+    return not (is_delimited(path) or is_arrow_source(path)) and looks_like_medmat(read_records(path)[0])
 
 
 # ------------------------------------------------------------------ package tables
@@ -586,9 +592,7 @@ def group_level_hint(source, target) -> str:
     if _TASK_LEVEL.get() != "subset" or target is None or len(target) != 3:
         return ""
     try:
-        from matprobe.data.loaders import detect_format
-
-        if detect_format(source) != "medmat":
+        if not is_medmat_source(source):
             return ""
     except (OSError, ValueError, DataError):
         return ""
