@@ -157,7 +157,7 @@ def _check_run_stores(cfg, pools) -> None:
     for store in stores:
         prov = read_provenance(store) if store.is_file() else None
         diff = settings_differences(prov, pools=pools, dtype=cfg.dtype, device=cfg.device, layers=cfg.layers,
-                                    rendering=cfg.rendering) if prov is not None else []
+                                    rendering=cfg.rendering, max_pixels=cfg.max_pixels) if prov is not None else []
         if diff:
             said = "; ".join(f"[extract] {key} {stored!r} stored, {asked!r} asked" for key, stored, asked in diff)
             changed.setdefault(said, []).append(store.name)

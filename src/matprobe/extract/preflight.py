@@ -254,7 +254,7 @@ def read_provenance(path) -> dict | None:
 
 
 def settings_differences(prov: dict, *, pools=None, dtype=None, device=None, layers=None,
-                         rendering=None) -> list[tuple[str, str, str]]:
+                         rendering=None, max_pixels=...) -> list[tuple[str, str, str]]:
     """(setting, stored, asked) for each extraction setting (pools, dtype, device, layers, rendering)
     given whose value differs from the one the store's provenance records: what its resume would
     refuse, read without a model. A setting the store does not record is not compared (a store
@@ -282,6 +282,17 @@ def settings_differences(prov: dict, *, pools=None, dtype=None, device=None, lay
     stored = (prov.get("segmentation_rendering") or {}).get("name")
     if rendering is not None and stored not in (None, rendering):
         out.append(("rendering", stored, rendering))
+    if max_pixels is not ...:  # None asks for the processor's own limit
+        request = prov.get("extract_request") or {}
+
+        def limit(value):
+            return "none (the processor's own)" if value is None else shown(value)
+
+        if "max_pixels" in request:  # what was asked, as it was asked (a complete store records it)
+            if request["max_pixels"] != max_pixels:
+                out.append(("max_pixels", limit(request["max_pixels"]), limit(max_pixels)))
+        elif max_pixels is not None and prov.get("max_pixels") not in (None, max_pixels):
+            out.append(("max_pixels", shown(prov["max_pixels"]), shown(max_pixels)))  # the limit it ran at
     return out
 
 
