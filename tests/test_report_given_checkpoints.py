@@ -88,6 +88,35 @@ def test_given_checkpoints_and_own_data_list_only_the_settings_used(demo_run, tm
         "manifest `data_file`, not the demo's).")
 
 
+def test_given_stores_list_no_extraction_settings(demo_run, tmp_path):
+    """Every store given as it is ([[checkpoints]] store = ...): a study's report listed `max_pixels null`
+    beside stores its user had cut at 50,176 pixels. The settings read only to extract are not listed;
+    layers and pools (the stored cells the MI reads) are; one checkpoint extracted here lists them all."""
+    extraction = ["extract_batch_size", "dtype", "device", "max_pixels", "rendering"]
+
+    def given_stores(doc):
+        _given_checkpoints(doc)
+        for ck in doc["checkpoints"]:
+            ck.update(ckpt=None, given_store=f"/study/stores/{ck['name']}.h5")
+
+    run = _edit(_copy(demo_run, tmp_path / "a"), given_stores)
+    md = _provenance(run)
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert _settings(md) == [k for k in config if k not in {"out", *FINE_TUNING, *DEMO_DATA, *extraction}]
+    assert "layers" in _settings(md) and "pools" in _settings(md)
+    assert _omitted_line(md).startswith(
+        "Not listed, as this run did not use them: the extraction settings `extract_batch_size`, `dtype`, `device`, "
+        "`max_pixels`, `rendering` (every store was given as it is, extracted before this run: each records its "
+        "own, `matprobe store info --verbose STORE` lists them) and the fine-tuning settings")
+
+    def one_extracted(doc):
+        given_stores(doc)
+        doc["checkpoints"][0]["given_store"] = None
+
+    run = _edit(_copy(demo_run, tmp_path / "b"), one_extracted)
+    assert "max_pixels" in _settings(_provenance(run))
+
+
 def test_given_checkpoints_on_the_demo_data_keep_the_demo_data_settings(demo_run, tmp_path):
     def given_on_demo_data(doc):
         _given_checkpoints(doc)
