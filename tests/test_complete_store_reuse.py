@@ -118,7 +118,9 @@ def test_another_request_loads_the_model_and_the_provenance_decides(made, loads,
     else:
         with pytest.raises(ProvenanceMismatch, match="attn_implementation|prompt_template|template"):
             runner.extract(_config(ckpt, data, out, **kw))
-    assert len(loads) == 1  # the request differed: the model was loaded to compare the provenance
+    # the request differed: the model was loaded to compare the provenance; layers named otherwise
+    # resolve to the stored ones without a model (`narrowed_cells`), so nothing is loaded for them
+    assert len(loads) == (0 if change == "same layers named otherwise" else 1)
 
 
 def test_a_changed_template_file_under_the_same_name_is_another_request(made, loads, tmp_path):
@@ -259,3 +261,33 @@ def test_earlier_runs_seconds_reads_the_last_run_json(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"seconds": {"mi": 0.5}, "seconds_all_runs": {"mi": 61.0},
                                                    "runs": 3}))
     assert earlier_runs_seconds(tmp_path) == ({"mi": 61.0}, 3)
+
+
+def test_fewer_of_the_stored_layers_or_pools_are_read_from_a_complete_store(made, loads, tmp_path):
+    """A rerun after a layer was dropped from [extract] layers refused every store ("layers '1,3' stored,
+    '1' asked") and a study had to extract every checkpoint again: the cells asked are in the complete
+    store, so they are read from it, no model loaded, the file untouched; a layer not stored still
+    takes the model (and its provenance refuses it), and an unfinished store is resumed only as asked."""
+    from matprobe.extract.preflight import check_extract_inputs
+    from matprobe.extract.runner import extract, resume_refusal
+    from matprobe.store import EmbeddingStore
+
+    ckpt, data, out, first, digest = made
+    assert first.layers == ["1", "3"] and first.pools == ["last", "image"]
+    fewer = _config(ckpt, data, out, layers="-1", pools="image")
+    assert resume_refusal(fewer) is None
+    check_extract_inputs(fewer)  # `extract`'s own preflight takes it too
+    again = extract(fewer)
+    assert loads == [] and again.n_computed == 0 and _sha(out) == digest
+    assert (again.layers, again.pools) == (["3"], ["image"])
+    with EmbeddingStore.open(out) as st:  # the cells are the stored ones, as they were
+        assert st.feature_keys() == [("1", "image"), ("1", "last"), ("3", "image"), ("3", "last")]
+    with pytest.raises(ProvenanceMismatch):
+        extract(_config(ckpt, data, out, layers="1,2,-1"))  # layer 2 is not stored
+    # an unfinished store: its missing rows would lack the cells not asked, so fewer is refused
+    with h5py.File(out, "r+") as h5:
+        done = h5["done"][...]
+        done[-1] = False
+        h5["done"][...] = done
+    refused = resume_refusal(fewer) or ""
+    assert "made with other settings (" in refused and "layers 1,3 stored, 3 asked" in refused, refused

@@ -50,3 +50,19 @@ def test_the_run_names_every_store_whose_max_pixels_differs_at_once(tmp_path):
     assert ("2 of its stores were extracted with other settings, which their resume would refuse: related-s0.h5, "
             "related-s1.h5 ([extract] max_pixels \"none (the processor's own)\" stored, '50176' asked)") in said, said
     _check_run_stores(SimpleNamespace(**{**vars(cfg), "checkpoints": cfg.checkpoints[2:]}), ["last"])
+
+
+def test_a_complete_store_holding_more_layers_and_pools_than_asked_is_not_refused(tmp_path):
+    stores = tmp_path / "run" / "stores"
+    stores.mkdir(parents=True)
+    prov = {**BASE, "layers": ["1", "2"], "pools": ["last", "image"], "extract_request": {"max_pixels": None}}
+    EmbeddingStore.from_arrays(stores / "related-s0.h5", ["a", "b"], {"task": ["x", "y"]},
+                               {(layer, pool): np.zeros((2, 4), np.float32) for layer in ("1", "2")
+                                for pool in ("last", "image")}, provenance=prov).close()
+    cfg = SimpleNamespace(out=str(tmp_path / "run"), checkpoints=[{"name": "related-s0", "ckpt": "x"}],
+                          dtype="fp32", device="cpu", layers="-1", rendering="multi-image", max_pixels=None)
+    _check_run_stores(cfg, ["last"])  # layer 2 (the last of 3 blocks) and pool last: both stored
+    with pytest.raises(ProvenanceMismatch, match=r"layers '1,2' stored, '0,2' asked"):
+        _check_run_stores(SimpleNamespace(**{**vars(cfg), "layers": "0,-1"}), ["last"])
+    assert settings_differences(prov, layers="-1", pools=["last"]) == [("pools", "last,image", "last"),
+                                                                       ("layers", "1,2", "2")]

@@ -144,7 +144,7 @@ def _check_run_stores(cfg, pools) -> None:
     """Every store of the run that a rerun resumes (RUN/stores/<name>.h5 of each checkpoint to extract),
     against the [extract] settings: all that were made with others are named in one line, before
     anything is extracted (each extraction would refuse its own store, one per attempt)."""
-    from matprobe.extract.preflight import read_provenance, settings_differences
+    from matprobe.extract.preflight import is_complete_store, read_provenance, settings_differences
 
     folder = Path(cfg.out) / "stores"
     if not folder.is_dir():
@@ -157,7 +157,8 @@ def _check_run_stores(cfg, pools) -> None:
     for store in stores:
         prov = read_provenance(store) if store.is_file() else None
         diff = settings_differences(prov, pools=pools, dtype=cfg.dtype, device=cfg.device, layers=cfg.layers,
-                                    rendering=cfg.rendering, max_pixels=cfg.max_pixels) if prov is not None else []
+                                    rendering=cfg.rendering, max_pixels=cfg.max_pixels,
+                                    fewer_cells_ok=is_complete_store(store)) if prov is not None else []
         if diff:
             said = "; ".join(f"[extract] {key} {stored!r} stored, {asked!r} asked" for key, stored, asked in diff)
             changed.setdefault(said, []).append(store.name)

@@ -236,10 +236,23 @@ def check_output(out, *, overwrite: bool, sample_ids: list[str] | None = None, p
         raise StoreError(f"{out}: {sample_list_difference(ids, list(sample_ids))} than --data; use another --out, "
                          "or --overwrite to start again")
     changed = [f"{name} {stored} stored, {asked} asked" for name, stored, asked in settings_differences(
-        prov, pools=pools, dtype=dtype, device=device, layers=layers, rendering=rendering)]
+        prov, pools=pools, dtype=dtype, device=device, layers=layers, rendering=rendering,
+        fewer_cells_ok=is_complete_store(out))]
     if changed:
         raise ProvenanceMismatch(f"{out}: made with other settings ({'; '.join(changed)}); resume with the stored "
                          "settings, use another --out, or --overwrite to start again")
+
+
+def is_complete_store(path) -> bool:
+    """A store whose every row is done and which is finalized: its cells can be read as they are, so
+    a request for fewer of its layers or pools takes them (`extract.runner.narrowed_cells`)."""
+    from matprobe.store import EmbeddingStore
+
+    try:
+        with EmbeddingStore.open(path) as st:
+            return bool(st.finalized and st.done.all())
+    except (StoreError, OSError):
+        return False
 
 
 def read_provenance(path) -> dict | None:
@@ -254,7 +267,7 @@ def read_provenance(path) -> dict | None:
 
 
 def settings_differences(prov: dict, *, pools=None, dtype=None, device=None, layers=None,
-                         rendering=None, max_pixels=...) -> list[tuple[str, str, str]]:
+                         rendering=None, max_pixels=..., fewer_cells_ok: bool = False) -> list[tuple[str, str, str]]:
     """(setting, stored, asked) for each extraction setting (pools, dtype, device, layers, rendering)
     given whose value differs from the one the store's provenance records: what its resume would
     refuse, read without a model. A setting the store does not record is not compared (a store
@@ -265,7 +278,10 @@ def settings_differences(prov: dict, *, pools=None, dtype=None, device=None, lay
         return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
     out = []
-    if pools is not None and prov.get("pools") not in (None, list(pools)):
+    # fewer_cells_ok: a complete store holding every layer and pool asked (and more) is read as it is
+    # (`extract.runner.narrowed_cells`)
+    if pools is not None and prov.get("pools") not in (None, list(pools)) and not (
+            fewer_cells_ok and set(pools) <= set(prov["pools"])):
         out.append(("pools", shown(prov["pools"]), shown(pools)))
     if dtype is not None and prov.get("dtype") not in (None, dtype):
         out.append(("dtype", prov["dtype"], dtype))
@@ -277,7 +293,8 @@ def settings_differences(prov: dict, *, pools=None, dtype=None, device=None, lay
             asked = parse_layers(layers, depth)
         except ExtractError:
             asked = None  # out of range for this store's model: the checkpoint's own check says so
-        if asked is not None and asked != list(prov["layers"]):
+        if asked is not None and asked != list(prov["layers"]) and not (
+                fewer_cells_ok and {str(v) for v in asked} <= {str(v) for v in prov["layers"]}):
             out.append(("layers", shown(prov["layers"]), shown(asked)))
     stored = (prov.get("segmentation_rendering") or {}).get("name")
     if rendering is not None and stored not in (None, rendering):

@@ -449,8 +449,10 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
     dirs = resolve_adapter(config.ckpt, config.adapter, config.base)
     # other weights or processing files make another request: `extract` then refuses them with
     # its own message (`_fingerprint_inputs`), before any load
-    if extract_request(config, dataset, pools, weights_fingerprint(*dirs),
-                       processing_fingerprints(*dirs)) != _jsonable(recorded):
+    now = extract_request(config, dataset, pools, weights_fingerprint(*dirs), processing_fingerprints(*dirs))
+    cells = (prov["layers"], prov["pools"]) if now == _jsonable(recorded) else \
+        narrowed_cells(now, _jsonable(recorded), prov)
+    if cells is None:
         return None
     # the records, read once (every image's bytes): the same as stored, or only their split
     # edited (taken in, as a resume takes it), else refused as a resume refuses them
@@ -458,10 +460,34 @@ def reuse_complete_store(config: ExtractConfig, dataset=None, pools=None) -> Ext
     if not np.array_equal(record_digests(frame, scheme=scheme), stored_records):
         with EmbeddingStore.open(out, mode="a") as st:  # rare: the check reads the files once more
             check_records_unchanged(st, frame, dataset.source, update=True)
-    layers, stored_pools = prov["layers"], prov["pools"]
+    layers, stored_pools = cells
     return ExtractResult(out=out, n_total=len(dataset), n_computed=0, n_resumed=len(dataset),
                          seconds=time.perf_counter() - t0, layers=[str(v) for v in layers],
                          pools=[str(v) for v in stored_pools], accuracy=accuracy)
+
+
+def narrowed_cells(now: dict, recorded: dict, prov: dict) -> tuple[list[str], list[str]] | None:
+    """(layers, pools) asked now, in the store's order, where the request differs from the recorded
+    one only in asking fewer of the stored layers or pools: a complete store holds those cells, so a
+    rerun after a layer was dropped from [extract] layers reads them instead of extracting every store
+    again (a study's 7B stores would all have been). None where anything else differs."""
+    from matprobe.extract.hooks import parse_layers
+
+    rest = ("layers", "pools")
+    if {k: v for k, v in now.items() if k not in rest} != {k: v for k, v in recorded.items() if k not in rest}:
+        return None
+    depth = prov.get("num_decoder_layers")
+    if not isinstance(depth, int):
+        return None
+    try:
+        asked = {str(v) for v in parse_layers(now["layers"], depth)}
+    except ExtractError:
+        return None
+    stored_layers, stored_pools = [str(v) for v in prov["layers"]], [str(v) for v in prov["pools"]]
+    pools = {str(v) for v in now["pools"]}
+    if not (asked <= set(stored_layers) and pools <= set(stored_pools)):
+        return None
+    return [v for v in stored_layers if v in asked], [v for v in stored_pools if v in pools]
 
 
 def extract(
