@@ -93,3 +93,19 @@ def test_a_sweep_whose_every_cell_failed_exits_2_and_keeps_its_table(tmp_path):
     assert res.exit_code == 2, res.output
     assert "warning: 1 of 1 cells failed" in said and "error: every one of the 1 cells failed" in said, said
     assert out.is_file() and pd.read_csv(out)["flags"].str.contains("failed").all()
+
+
+def test_a_store_named_twice_is_one_store_and_the_footer_counts_the_whole_table(tmp_path, monkeypatch):
+    """`sweep a.h5 ./a.h5` estimated and counted its cells once per name; a resume that added a store
+    said only its own cells of a table holding more."""
+    a = _store(tmp_path / "a.h5")
+    b = _store(tmp_path / "b.h5", seed=1)
+    monkeypatch.chdir(tmp_path)
+    res = run_sweep([a, "./a.h5", str(a)], tmp_path / "t.csv", factors=("M", "Y"), seeds=1, folds=2, pca=None)
+    assert (res.n_cells, res.n_computed) == (1, 1) and len(res.table) == 2  # one cell, two terms
+    out = CliRunner().invoke(app, ["sweep", str(b), "--factors", "M,Y", "--seeds", "1", "--folds", "2", "--pca", "0",
+                                   "--out", str(tmp_path / "t.csv")])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0, out.output
+    assert "1 cells x 2 terms (1 computed here, 0 resumed)" in said
+    assert "the table holds 2 cells, 1 of them of stores not given this time" in said, said

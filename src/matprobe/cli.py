@@ -630,6 +630,10 @@ def sweep_command(
     footer = [f"{res.out}: {res.n_cells} cells x {len(factors.split(','))} terms "
               f"({res.n_computed} computed here, {res.n_resumed} resumed) in {res.seconds:.1f} s"
               + (f" over {res.world_size} ranks" if res.world_size > 1 else "")]
+    held = res.table.drop_duplicates(["store", "layer", "pool"]) if len(res.table) else res.table
+    if len(held) > res.n_cells:  # the table keeps the cells of stores not given this time (a resume said only its own)
+        footer[0] += (f"; the table holds {len(held)} cells, {len(held) - res.n_cells} of them of stores not given "
+                      "this time")
     if len(failed):  # written with NaN estimates (empty columns above): say which and why
         first = failed.iloc[0]
         footer.append(f"warning: {len(failed)} of {res.n_cells} cells failed and hold no estimates (flag failed), "

@@ -722,7 +722,9 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
                              codelength=bool(codelength), permutations=int(permutations),
                              rare_classes=check_rare_classes(rare_classes))
     make_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
-    cells = build_grid([str(s) for s in stores], layers, pools, factors)
+    # a store named twice (`a.h5 ./a.h5`) is one store: its cells were estimated and counted once per name
+    stores = list({os.path.realpath(str(s)): str(s) for s in reversed(list(stores))}.values())[::-1]
+    cells = build_grid(stores, layers, pools, factors)
     ranks = init_ranks(device)
     target = out if not ranks.distributed else shard_table_path(out, ranks.rank, ranks.world_size)
     if overwrite and ranks.is_main and out.exists():
