@@ -40,7 +40,7 @@ def test_a_name_of_ones_own_is_refused_with_the_conditions_it_may_use(tmp_path):
     said = str(err.value)
     assert said.startswith(f"step000-s0={tmp_path / 'full-step000.h5'}: the name 'step000-s0' names no condition")
     assert "NAME in NAME=PATH must be CONDITION-sSEED, e.g. related-s0=" in said, said
-    assert ("CONDITION is one of: related, unrelated, zero-overlap, leave-one-out, without-modality, "
+    assert ("CONDITION is one of: related, unrelated, zero-overlap, any-overlap, leave-one-out, without-modality, "
             "without-anatomy, without-task, the training conditions a pipeline compares (it takes no names "
             "of your own;") in said, said
     assert list(CONDITION_NAMES) == ["related", "unrelated", "zero-overlap", "leave-one-out", "without-modality",

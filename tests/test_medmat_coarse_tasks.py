@@ -162,6 +162,29 @@ def test_med_mat_unrelated_is_zero_overlap_and_the_docs_say_so(tmp_path):
     assert "Med-MAT's Unrelated (Baseline+) is zero-overlap" in _flat(res.output)
 
 
+def test_med_mat_all_related_is_any_overlap_every_subset_sharing_one_or_two_elements(tmp_path):
+    """Med-MAT's Fig. 4 sets All Related against All Unrelated (the subsets sharing none of M, A, T:
+    zero-overlap); its Table 4 trains on subsets each sharing one element. matprobe's `related` is
+    CrossMed's (exactly two shared), so All Related is `any-overlap`: here counted by hand from the
+    subsets' coarse triplets, and named Any-overlap as a condition."""
+    from matprobe.conditions import condition_name, named_condition
+    from matprobe.data.medmat import load_medmat_folder
+    from matprobe.data.splits import make_split
+
+    ds = load_medmat_folder(medmat_folder(tmp_path), task_level="group")
+    target = ("CT", "Lung", "COVID")
+    coarse = {sub: (trip[0], trip[1], group) for sub, (trip, group, _) in SUBSETS.items()}
+    by_hand = sorted(sub for sub, t in coarse.items() if 1 <= sum(a == b for a, b in zip(t, target)) <= 2)
+    got = sorted({s.subset for s in make_split(ds, target, "any-overlap") if s.split == "train"})
+    assert got == by_hand == ["04", "05", "28", "30"]  # 24 (Ultrasound, Breast, Cancer) shares nothing
+    zero = sorted({s.subset for s in make_split(ds, target, "zero-overlap") if s.split == "train"})
+    assert set(got).isdisjoint(zero) and set(got) | set(zero) | {"03"} == set(SUBSETS)
+    assert named_condition("any-overlap-s0") == "any-overlap" and named_condition("zero-overlap-s1") == "zero-overlap"
+    assert condition_name("any-overlap") == "Any-overlap"
+    res = CliRunner().invoke(app, ["data", "split", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert "its All Related (Fig. 4) is any-overlap" in _flat(res.output)
+
+
 # ---------------------------------------------------------------- 3. acronyms keep their spelling
 @pytest.mark.parametrize("factor,raw,canon", [
     ("task", "COVID", "COVID"), ("anatomy", "CHEST", "CHEST"), ("task", "covid", "Covid"),

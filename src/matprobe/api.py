@@ -210,8 +210,9 @@ def split(file: PathLike, target: str, config: str = "related", out: Optional[Pa
         Dataset file (Med-MAT or a MAT manifest).
     target : str
         Held-out triplet ``"Modality,Anatomy,Task"``, e.g. ``"CT,Lung,Classification"``.
-    config : {"related", "unrelated", "zero-overlap", "leave-one-out", "without-modality", "without-anatomy", "without-task"}, default "related"
-        Which triplets train (CrossMed §III, §V). Med-MAT's Unrelated (Baseline+) is "zero-overlap".
+    config : {"related", "unrelated", "zero-overlap", "any-overlap", "leave-one-out", "without-modality", "without-anatomy", "without-task"}, default "related"
+        Which triplets train (CrossMed §III, §V). Med-MAT's Unrelated (Baseline+) is "zero-overlap", its
+        All Related (Fig. 4) "any-overlap" (one or two of M, A, T shared).
     out : str or Path, optional
         Write the split as a JSONL manifest (``split`` = train/test) here.
     image_root : str or Path, optional

@@ -276,7 +276,7 @@ def data_validate(
 def data_split(
     file: Path = typer.Argument(..., help="Dataset file (Med-MAT file or folder of files, or MAT manifest: JSONL/CSV/TSV/Parquet/save_to_disk folder)."),
     target: str = typer.Option(..., "--target", help="Held-out triplet 'Modality,Anatomy,Task', e.g. 'CT,Lung,Classification'."),
-    config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | leave-one-out | without-modality | without-anatomy | without-task (CrossMed's ablations: the Related triplets lacking that component). unrelated keeps triplets sharing at most one of M, A, T; Med-MAT's Unrelated (Baseline+) is zero-overlap: it drops every subset sharing any element with the target (Med-MAT §3.1.2)."),
+    config: str = typer.Option("related", "--config", help="related | unrelated | zero-overlap | any-overlap | leave-one-out | without-modality | without-anatomy | without-task (CrossMed's ablations: the Related triplets lacking that component). unrelated keeps triplets sharing at most one of M, A, T; Med-MAT's Unrelated (Baseline+) is zero-overlap: it drops every subset sharing any element with the target (Med-MAT §3.1.2); its All Related (Fig. 4) is any-overlap: every triplet sharing one or two."),
     out: Path = typer.Option(..., "--out", help="Output manifest (JSONL) with split = train/test."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Remap image paths (see data validate)."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Map your column names, e.g. 'img_file=image,organ=anatomy' (common aliases such as choices, image_path, body_part are read without it)."),

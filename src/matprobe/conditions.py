@@ -11,7 +11,7 @@ import re
 # CrossMed §III/§V configurations (Related, Unrelated, zero-overlap), leave-one-triplet-out, and the
 # single-factor ablations of §VI-E (Table VIII; their names are Table IX's rows)
 CONDITION_NAMES = {"related": "Related", "unrelated": "Unrelated", "zero-overlap": "Zero-overlap",
-                   "leave-one-out": "Leave-one-out", "without-modality": "Without Modality",
+                   "any-overlap": "Any-overlap", "leave-one-out": "Leave-one-out", "without-modality": "Without Modality",
                    "without-anatomy": "Without Anatomy", "without-task": "Without Task"}
 
 

@@ -41,6 +41,9 @@ class SplitConfig(str, Enum):
     related = "related"
     unrelated = "unrelated"
     zero_overlap = "zero-overlap"
+    # Med-MAT's All Related (its Fig. 4, beside All Unrelated = zero-overlap): every triplet sharing
+    # one or two of M, A, T with the target
+    any_overlap = "any-overlap"
     leave_one_out = "leave-one-out"
     without_modality = "without-modality"
     without_anatomy = "without-anatomy"
@@ -101,6 +104,8 @@ def in_training(triplet: Triplet, target: Triplet, config: SplitConfig | str) ->
         return rel in ("unrelated", "zero-overlap")
     if config is SplitConfig.zero_overlap:
         return rel == "zero-overlap"
+    if config is SplitConfig.any_overlap:
+        return rel in ("related", "unrelated")  # unrelated here: exactly one shared (relation())
     if config in _WITHHELD:  # the Related triplets that lack exactly the withheld component
         return rel == "related" and triplet[_WITHHELD[config]] != target[_WITHHELD[config]]
     return True

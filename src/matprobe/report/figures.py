@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 
 from matprobe.theory import fano  # noqa: E402
 
-PALETTE = {"Related": "#1b9e77", "Unrelated": "#d95f02", "Zero-overlap": "#7570b3",
+PALETTE = {"Related": "#1b9e77", "Unrelated": "#d95f02", "Zero-overlap": "#7570b3", "Any-overlap": "#666666",
            "Leave-one-out": "#e7298a", "Without Modality": "#66a61e", "Without Anatomy": "#a6761d",
            "Without Task": "#1f78b4"}
 

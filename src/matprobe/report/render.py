@@ -885,6 +885,7 @@ CONDITION_MEANINGS = {
     "related": "triplets sharing two of M, A, T with the held-out target",
     "unrelated": "sharing at most one",
     "zero-overlap": "sharing none",
+    "any-overlap": "sharing one or two (Med-MAT's All Related, its Fig. 4)",
     "leave-one-out": "every triplet but the held-out target",
     "without-modality": "the Related triplets that differ from the target in modality (sharing anatomy and task)",
     "without-anatomy": "the Related triplets that differ from the target in anatomy (sharing modality and task)",
