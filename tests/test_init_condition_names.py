@@ -43,8 +43,8 @@ def test_a_name_of_ones_own_is_refused_with_the_conditions_it_may_use(tmp_path):
     assert ("CONDITION is one of: related, unrelated, zero-overlap, any-overlap, leave-one-out, without-modality, "
             "without-anatomy, without-task, the training conditions a pipeline compares (it takes no names "
             "of your own;") in said, said
-    assert list(CONDITION_NAMES) == ["related", "unrelated", "zero-overlap", "leave-one-out", "without-modality",
-                                     "without-anatomy", "without-task"]
+    assert list(CONDITION_NAMES) == ["related", "unrelated", "zero-overlap", "any-overlap", "leave-one-out",
+                                     "without-modality", "without-anatomy", "without-task"]
     with pytest.raises(InitError, match="the name 'related-final' names no seed"):
         mp.init(store=[f"related-final={tmp_path / 'full-step000.h5'}"], data=data, target=["MRI,Brain,Quality"],
                 out=tmp_path / "study.toml")
