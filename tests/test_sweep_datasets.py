@@ -109,3 +109,11 @@ def test_a_store_named_twice_is_one_store_and_the_footer_counts_the_whole_table(
     assert out.exit_code == 0, out.output
     assert "1 cells x 2 terms (1 computed here, 0 resumed)" in said
     assert "the table holds 2 cells, 1 of them of stores not given this time" in said, said
+
+
+def test_a_list_of_estimators_is_refused_naming_the_one_a_sweep_takes(tmp_path):
+    a = _store(tmp_path / "a.h5")
+    out = CliRunner().invoke(app, ["sweep", str(a), "--estimator", "probe,ksg", "--out", str(tmp_path / "t.csv")])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and "--estimator probe,ksg: a sweep takes one estimator (`mi` takes a list)" in said, said
+    assert not (tmp_path / "t.csv").exists()

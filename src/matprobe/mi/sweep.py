@@ -721,6 +721,9 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
                              estimator_kwargs=tuple(sorted(kw.items())), controls=bool(controls),
                              codelength=bool(codelength), permutations=int(permutations),
                              rare_classes=check_rare_classes(rare_classes))
+    if "," in str(estimator):  # `mi --estimator probe,ksg` takes a list; a sweep table is one estimator's
+        raise EstimationError(f"--estimator {estimator}: a sweep takes one estimator (`mi` takes a list); run one "
+                              "sweep per estimator, each with its own --out")
     make_estimator(estimator, seeds=seeds, folds=folds, pca=pca)  # unknown names fail here
     # a store named twice (`a.h5 ./a.h5`) is one store: its cells were estimated and counted once per name
     stores = list({os.path.realpath(str(s)): str(s) for s in reversed(list(stores))}.values())[::-1]
