@@ -221,8 +221,15 @@ def test_negative_layers_count_from_the_models_last_block(tmp_path):
     assert resolve_layer("-1", {"8", "31"}, {"num_decoder_layers": 32}) == "31"
     assert resolve_layer(None, {"8", "31", "final"}, {"num_decoder_layers": 32}) == "31"
     assert resolve_layer(None, {"final", "embed"}) == "final"
-    with pytest.raises(Exception, match=r"layer '-1' is not stored; stored layers: 8, 16; pick one of those"):
+    with pytest.raises(Exception, match=r"layer '-1' \(block 31 of the model's 32\) is not stored; stored layers: 8, "
+                                        r"16; pick one of those"):
         resolve_layer("-1", {"8", "16"}, {"num_decoder_layers": 32})
+    # past the model's depth: said as `extract` says it (a study's -8 on a 7-block model read "not stored")
+    with pytest.raises(Exception, match=r"index -33 is out of range for the model's 32-block decoder \(-32..31\); "
+                                        r"stored layers: 8, 16"):
+        resolve_layer("-33", {"8", "16"}, {"num_decoder_layers": 32})
+    with pytest.raises(Exception, match=r"layer '7' is not stored; stored layers: 8, 16"):
+        resolve_layer("7", {"8", "16"}, {"num_decoder_layers": 32})
 
 
 def test_a_missing_layer_is_one_line(layered):

@@ -1076,7 +1076,14 @@ def resolve_layer(layer, stored_layers, provenance: Mapping[str, Any] | None = N
         return key
     if layer is None:  # no decoder block stored: after the final norm, else the deepest key
         return "final" if "final" in stored else stored[-1]
-    raise StoreError(f"{path}: no features for layer {want!r}: layer {want!r} is not stored; stored layers: "
+    n_blocks = (provenance or {}).get("num_decoder_layers")
+    if n_blocks and want.lstrip("-").isdigit() and not -int(n_blocks) <= int(want) < int(n_blocks):
+        # past the model's depth: say so, as `extract` does, not only that it is not stored
+        raise StoreError(f"{path}: no features for layer {want!r}: index {want} is out of range for the model's "
+                         f"{n_blocks}-block decoder (-{n_blocks}..{int(n_blocks) - 1}); stored layers: "
+                         f"{', '.join(stored)}; pick one of those with {flag}")
+    shown = f"layer {want!r} (block {key} of the model's {n_blocks})" if key != want else f"layer {want!r}"
+    raise StoreError(f"{path}: no features for layer {want!r}: {shown} is not stored; stored layers: "
                      f"{', '.join(stored)}; pick one of those with {flag}")
 
 
