@@ -261,3 +261,22 @@ def test_the_first_column_refusal_gives_a_fix_for_every_missing_column(tmp_path)
     assert str(refused.value) == (
         f"{lacking}: unknown column(s) task_name; missing answer, task. {MANIFEST_COLUMNS}; close matches: task_name "
         "-> task; no other column of the file can be answer: add it, and map the others with --columns task_name=task")
+
+
+def test_a_name_that_shares_letters_only_is_not_offered_as_a_close_match(tmp_path):
+    """`organ_site` was offered for `answer` (difflib's ratio 0.53 of 'organsite' and 'answer') beside a
+    `gold` answer column, and the fix mapped the anatomy column to the answer. A close match is offered
+    only from 0.6 now; a misspelling (`anatomie`, 0.87) still is."""
+    import difflib
+
+    assert difflib.SequenceMatcher(None, "answer", "organsite").ratio() < 0.6 < \
+        difflib.SequenceMatcher(None, "anatomy", "anatomie").ratio()
+    rows = [{**{k: v for k, v in r.items() if k not in ("answer", "anatomy")}, "gold": r["answer"],
+             "organ_site": r["anatomy"]} for r in _rows()]
+    with pytest.raises(DataError) as err:
+        load_dataset(_write(tmp_path / "a.csv", rows), columns={"picture": "image", "q": "question", "opts": "options"})
+    said = str(err.value)
+    assert "organ_site -> answer" not in said and "organ_site=answer" not in said, said
+    rows = [{**{k: v for k, v in r.items() if k != "anatomy"}, "anatomie": r["anatomy"]} for r in _rows()]
+    with pytest.raises(DataError, match="close matches: anatomie -> anatomy"):
+        load_dataset(_write(tmp_path / "b.csv", rows), columns={"picture": "image", "q": "question", "opts": "options"})
