@@ -319,7 +319,14 @@ def store_info(
     if as_json:
         console.file.write(json.dumps(info, default=str, indent=2) + "\n")
         return
-    _show(store_info_tables(info, verbose=verbose), fmt)
+    tables = store_info_tables(info, verbose=verbose)
+    if fmt == "table" and verbose and not console.is_terminal:
+        # off a terminal a table pads every row to its longest value (a provenance field holds
+        # thousands of characters): the fields one per line instead, whole
+        lines = [f"provenance {k}: {v}" for k, v in sorted(info["provenance"].items())]
+        _show([t for t in tables if t.name != "provenance"], fmt, lines)
+        return
+    _show(tables, fmt)
 # </store-commands>
 
 # ---------------------------------------------------------------- extract
