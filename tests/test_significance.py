@@ -401,3 +401,36 @@ def test_the_items_table_says_items_and_their_rows():
     assert shown["McNemar p"].iloc[0].endswith("(clustered by item)") and shown["McNemar p"].iloc[1] == "n/a"
     plain = item_table(item_level_analysis(one, [comp], n_resamples=100))
     assert plain.Items.tolist() == ["80", "80"] and "clustered" not in plain["McNemar p"].iloc[0]
+
+
+def test_unit_target_says_where_its_seed_means_average_other_seeds_and_mixed_says_it_is_a_z_test():
+    """At unit target a target's value is its seed mean per condition: with an Unrelated seed missing
+    in one target the t-test (scipy's on the pandas seed means) averaged four Related seeds against
+    three without a word, where --unit seed names the run it leaves out. `--mixed` printed MixedLM's
+    z-test p beside the t-test with no word that it is anti-conservative with 3 targets."""
+    import pandas as pd
+    from scipy import stats
+
+    import matprobe as mp
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for t, target in enumerate(("CT,Lung,A", "MRI,Brain,B", "X-ray,Chest,C")):
+        for seed in range(4):
+            for cond, shift in (("Related", 0.1), ("Unrelated", 0.0)):
+                if cond == "Unrelated" and t == 1 and seed == 3:
+                    continue
+                rows.append({"condition": cond, "target": target, "seed": seed, "metric": "accuracy",
+                             "value": 0.5 + shift + 0.02 * t + rng.normal(0, 0.01)})
+    frame = pd.DataFrame(rows)
+    res = mp.significance(frame, unit="target", mixed=True)
+    row = res.frame().set_index("metric").loc["accuracy"]
+    means = frame.groupby(["condition", "target"])["value"].mean().unstack("condition")
+    assert row["p"] == pytest.approx(stats.ttest_rel(means["Related"], means["Unrelated"]).pvalue, rel=1e-9)
+    notes = " ".join(res.notes())
+    assert ("each target's value is the mean of other seeds under the two conditions (target 'MRI,Brain,B': "
+            "'Related' seeds 0, 1, 2, 3, 'Unrelated' seeds 0, 1, 2): --unit seed pairs the seeds both have") in notes
+    assert ("mixed model (--mixed): its p is a z-test (statsmodels' MixedLM, REML), anti-conservative with few "
+            "targets (3 here)") in notes, notes
+    balanced = frame[~((frame.target == "MRI,Brain,B") & (frame.seed == 3))]
+    assert "mean of other seeds" not in " ".join(mp.significance(balanced, unit="target").notes())

@@ -234,3 +234,23 @@ def test_a_file_without_rows_is_refused(tmp_path):
     path = write_csv(tmp_path, [])
     with pytest.raises(StatsError, match="no rows"):
         mp.significance_summary(path)
+
+
+def test_a_p_that_only_the_rounding_allows_says_so_in_that_order():
+    """CrossMed's cIoU 0.75 ± 0.02 against 0.32 ± 0.01 at n = 2 with "p < 0.001": at the values as given
+    the paired p is at least 0.0105 (r = 1; scipy's t on the difference of means, sd |0.02 - 0.01|), so
+    no r gives it; the r > 0.998 that does holds only within the rounding. The note read "needs
+    r > 0.998: no r gives it", a threshold that no r at the values as given meets."""
+    import pandas as pd
+    from scipy import stats
+
+    import matprobe as mp
+
+    df = pd.DataFrame([{"comparison": "Related vs. Unrelated", "metric": "cIoU", "mean_a": "0.75", "sd_a": "0.02",
+                        "mean_b": "0.32", "sd_b": "0.01", "n": 2, "reported_p": "< 0.001"}])
+    note = " ".join(mp.significance_summary(df).notes())
+    sd_diff = abs(0.02 - 0.01)  # r = 1: the sd of the differences is |sd_a - sd_b|
+    p_at_r1 = 2 * stats.t.sf((0.75 - 0.32) / (sd_diff / 2 ** 0.5), 1)
+    assert round(p_at_r1, 4) == 0.0105
+    assert ("p < 0.001: no r gives it at the values as given; within their rounding, r > 0.998 does "
+            "(p runs from 0.0105 at r=1") in note, note

@@ -207,6 +207,18 @@ def notes(results: pd.DataFrame) -> list[str]:
         parts = [m if len(by_variant) == 1 else f"{m} ({'; '.join(where)})" for m, where in sorted(by_variant.items())]
         lines.append("Wilcoxon signed-rank p: " + "; ".join(parts) + " (an exact p is never below "
                      "2^(1-n) for n non-zero pairs)")
+    if "mixed_p" in results and results["mixed_p"].notna().any():
+        # statsmodels' MixedLM refers z to N(0, 1): with 2 or 3 targets its p ran 8 orders of magnitude
+        # below the target-level t-test's on the same differences (a review's 1.6e-10 against 0.024)
+        k = sorted({int(v) for v in results.get("mixed_n_targets", pd.Series(dtype=float)).dropna()})
+        lines.append("mixed model (--mixed): its p is a z-test (statsmodels' MixedLM, REML), anti-conservative with "
+                     f"few targets ({', '.join(map(str, k)) or 'few'} here): read it beside the target-level t-test, "
+                     "not instead of it")
+        if "mixed_converged" in results:
+            unconverged = _rows_by(results[results["mixed_converged"] == False],  # noqa: E712 - a column of bools
+                                   lambda r: ["not converged"])
+            for _, where in unconverged.items():
+                lines.append(f"{'; '.join(where)}: the mixed model did not converge: its numbers are not a fit")
     return lines
 
 

@@ -563,6 +563,23 @@ def _paired_values(frame: pd.DataFrame, comparison: Comparison, metric: str, uni
                     len(merged), apart or None)
     out = merged[keys + ["a", "b"]].sort_values(keys).reset_index(drop=True)
     out.attrs["left_out"] = list(dict.fromkeys(left_out))  # one per run, not per item
+    if unit == "target" and "seed" in frame:
+        out.attrs["seed_sets"] = _unequal_seed_sets(frame, comparison, components, out["target"])
+    return out
+
+
+def _unequal_seed_sets(frame: pd.DataFrame, comparison: Comparison, components, targets) -> list[str]:
+    """At unit target each target's value is its seed mean per condition: the targets whose two
+    conditions average other seeds (a Related seed without an Unrelated partner is in Related's mean
+    at this unit, where --unit seed leaves it out and says so; a review found it silent)."""
+    rows = frame[frame.metric.isin(components)]
+    out = []
+    for target in targets:
+        sets = [sorted(set(map(str, rows.loc[(rows.condition == c) & (rows.target == target), "seed"])))
+                for c in (comparison.a, comparison.b)]
+        if sets[0] != sets[1]:
+            out.append(f"target '{target}': '{comparison.a}' seeds {', '.join(sets[0])}, '{comparison.b}' seeds "
+                       f"{', '.join(sets[1])}")
     return out
 
 
@@ -945,6 +962,9 @@ def compare_conditions(results: pd.DataFrame,
                             "item once)")
             if ratio_note:
                 warn.append(ratio_note)
+            if pairs.attrs.get("seed_sets"):
+                warn.append("each target's value is the mean of other seeds under the two conditions ("
+                            + "; ".join(pairs.attrs["seed_sets"]) + "): --unit seed pairs the seeds both have")
             if pairs.attrs.get("left_out"):  # last: the report reads the clause to the row's end
                 warn.append(LEFT_OUT + "; ".join(pairs.attrs["left_out"]))
             row = {"comparison": comp.label, "metric": label, "a": comp.a, "b": comp.b,

@@ -409,8 +409,8 @@ def _reported_notes(row: dict, op: str, rep: float, flat: str, r_imp: float, r_r
             return [f"every r in [-1, 1] gives p {shown} at the values as given, but within their rounding "
                     f"it needs r > {r_lo:.3f} {taken}"]
         if math.isnan(r_imp):
-            return [f"p {shown} needs r > {r_lo:.3f}: no r gives it at the values as given, values within "
-                    f"their rounding do {taken}"]
+            return [f"p {shown}: no r gives it at the values as given; within their rounding, r > {r_lo:.3f} "
+                    f"does {taken}"]
         return [f"p {shown} needs r > {r_imp:.3f}" + (f" (r > {r_lo:.3f} within the rounding)"
                                                       if f"{r_lo:.3f}" != f"{r_imp:.3f}" else "")]
     if math.isnan(r_imp):
