@@ -110,20 +110,21 @@ def _store_or_path_entry(name, path: Path, trips, kind: str) -> dict:
     holds out where its path names none of several (`run` names the first target's stores without
     it), and a store whose split holds out another triplet than its path names is refused: its
     accuracy would be reported as that target's held-out accuracy."""
-    from matprobe.store_checks import held_out_problem, held_out_target
+    from matprobe.store_checks import held_out_problem, held_out_target, held_out_triplets
 
     named = path if name != path else None
     if kind != "store":
         return parse_entry(name, trips, named=named)
+    splits = held_out_triplets(path)  # read once for both checks
     try:
         entry = parse_entry(name, trips, named=named)
     except InitError:
-        found = held_out_target(path, trips) if len(trips) > 1 else None
+        found = held_out_target(path, trips, splits) if len(trips) > 1 else None
         if found is None:
             raise
         # the condition and seed still come from the path: only the target is read from the store
         entry = {**parse_entry(name, [found], named=named), "target": found}
-    if problem := held_out_problem(path, entry["target"]):
+    if problem := held_out_problem(path, entry["target"], splits):
         raise InitError(f"{path}: {problem}; name it for the target it holds out, or give the store of "
                         f"{','.join(entry['target'])}")
     return entry

@@ -1066,8 +1066,8 @@ def resolve_layer(layer, stored_layers, provenance: Mapping[str, Any] | None = N
     numeric = sorted(int(x) for x in stored if x.lstrip("-").isdigit())
     want = "-1" if layer is None else str(layer).strip()
     key = want
+    n_blocks = (provenance or {}).get("num_decoder_layers")
     if want.startswith("-") and want[1:].isdigit():
-        n_blocks = (provenance or {}).get("num_decoder_layers")
         if n_blocks:
             key = str(int(n_blocks) + int(want))
         elif numeric and -int(want) <= len(numeric):
@@ -1076,7 +1076,6 @@ def resolve_layer(layer, stored_layers, provenance: Mapping[str, Any] | None = N
         return key
     if layer is None:  # no decoder block stored: after the final norm, else the deepest key
         return "final" if "final" in stored else stored[-1]
-    n_blocks = (provenance or {}).get("num_decoder_layers")
     if n_blocks and want.lstrip("-").isdigit() and not -int(n_blocks) <= int(want) < int(n_blocks):
         # past the model's depth: say so, as `extract` does, not only that it is not stored
         raise StoreError(f"{path}: no features for layer {want!r}: index {want} is out of range for the model's "

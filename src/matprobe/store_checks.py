@@ -107,15 +107,15 @@ def held_out_triplets(path: str | os.PathLike) -> dict[str, set[tuple[str, str, 
     return out
 
 
-def held_out_problem(path: str | os.PathLike, target: tuple[str, str, str]) -> str | None:
+def held_out_problem(path: str | os.PathLike, target: tuple[str, str, str], splits=...) -> str | None:
     """Why a store's own split says it is not a store held out from `target`, or None.
 
     A store given for a target is scored on the target's rows as held-out accuracy; where its split
     marks some of those rows train (the checkpoint was trained on them) or holds out another
     triplet and not this one (a store of another target, named for this one), that number would
     be training or another target's accuracy, said as held-out (a study that swapped two targets'
-    store names got no warning)."""
-    splits = held_out_triplets(path)
+    store names got no warning). `splits`: `held_out_triplets(path)` where the caller read it already."""
+    splits = held_out_triplets(path) if splits is ... else splits
     if splits is None:
         return None
     target = tuple(str(x) for x in target)
@@ -130,10 +130,10 @@ def held_out_problem(path: str | os.PathLike, target: tuple[str, str, str]) -> s
     return None
 
 
-def held_out_target(path: str | os.PathLike, targets) -> tuple[str, str, str] | None:
+def held_out_target(path: str | os.PathLike, targets, splits=...) -> tuple[str, str, str] | None:
     """The one of `targets` the store's split holds out (its split = test rows are that triplet's),
-    or None where it has no split or holds out none or several of them."""
-    splits = held_out_triplets(path)
+    or None where it has no split or holds out none or several of them. `splits`: as `held_out_problem`."""
+    splits = held_out_triplets(path) if splits is ... else splits
     if splits is None:
         return None
     hits = [tuple(t) for t in targets if tuple(str(x) for x in t) in splits.get("test", set())]

@@ -298,15 +298,16 @@ def shared_image_pairs(samples, train_ids, test_ids) -> list[tuple[str, str, str
             digests[path] = h.hexdigest()
         return digests[path]
 
+    train_keys = [(s, *key(s)) for s in train]
+    train_sizes = {size for _, _, size in train_keys if size is not None}  # a missing file is not read
     by_digest: dict[str, str] | None = None
     out = []
-    for s in train:
-        path, size = key(s)
+    for s, path, size in train_keys:
         if path in by_path:
             out.append((s.id, by_path[path], str(path)))
         elif size is not None and size in sizes:
             if by_digest is None:  # the held-out files of a size some training file has, hashed once
-                by_digest = {digest(p): i for i, (p, sz) in test_keys.items() if sz in sizes}
+                by_digest = {digest(p): i for i, (p, sz) in test_keys.items() if sz in train_sizes}
             if (hit := by_digest.get(digest(path))) is not None:
                 out.append((s.id, hit, str(path)))
     return out

@@ -149,7 +149,8 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
     from matprobe.store import EmbeddingStore, checkpoint_labels
 
     want_layers, want_pools = parse_list(layers), parse_list(pools)
-    cells, provenances, fingerprints = [], {}, {}
+    cells, provenances = [], {}
+    first, first_labels = None, {}  # the first store, and its labels by id once read (every other store's check)
     for path in stores:
         path = str(path)
         with EmbeddingStore.open(path) as st:
@@ -170,11 +171,12 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
                                      + (f" (--factors {rest})" if rest else ""))
             st.require_complete("sweeping it")
             prov = st.provenance
-            fingerprints[path] = st.fingerprint
-            if path != next(iter(fingerprints)):
+            if first is None:
+                first = path
+            else:
                 # every store against the first, not only where the fingerprint (ids and M, A, T) differs:
                 # the answers' label is a factor too (a sweep took stores whose answers differed)
-                _refuse_other_dataset(next(iter(fingerprints)), path, st, factors)
+                _refuse_other_dataset(first, path, st, factors, ref_labels=first_labels)
             stored_layers = sorted({a for a, _ in keys}, key=_layer_order)
             lays = _resolve_layers(want_layers, set(stored_layers), prov, path)
             provenances[path] = prov
@@ -190,10 +192,11 @@ def build_grid(stores, layers=None, pools=None, factors=("M", "A", "T")) -> list
     return [replace(c, checkpoint=names[c.store]) for c in cells]
 
 
-def _refuse_other_dataset(first: str, path: str, st, factors, where: str = "") -> None:
+def _refuse_other_dataset(first: str, path: str, st, factors, where: str = "", ref_labels: dict | None = None) -> None:
     """Stores of one sweep must hold the same samples and labels (one dataset), else one line. The
     same samples listed in another order (the items file sorted anew) are the same dataset: each
-    cell is estimated on its own store, so the order only moves the folds."""
+    cell is estimated on its own store, so the order only moves the folds. `ref_labels`: a dict the
+    first store's labels by id are kept in, read once for all the stores checked against it."""
     from matprobe.store import EmbeddingStore
 
     def by_id(store) -> dict[str, tuple]:
@@ -205,8 +208,13 @@ def _refuse_other_dataset(first: str, path: str, st, factors, where: str = "") -
             cols.append(names[codes])
         return {i: tuple(str(c[k]) for c in cols) for k, i in enumerate(ids)}
 
-    with EmbeddingStore.open(first) as ref:
-        labels_a = by_id(ref)
+    if ref_labels:
+        labels_a = ref_labels
+    else:
+        with EmbeddingStore.open(first) as ref:
+            labels_a = by_id(ref)
+        if ref_labels is not None:
+            ref_labels.update(labels_a)
     labels_b = by_id(st)
     ids_a, ids_b = set(labels_a), set(labels_b)
     if ids_a != ids_b:

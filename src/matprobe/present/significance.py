@@ -215,9 +215,9 @@ def notes(results: pd.DataFrame) -> list[str]:
                      f"few targets ({', '.join(map(str, k)) or 'few'} here): read it beside the target-level t-test, "
                      "not instead of it")
         if "mixed_converged" in results:
-            unconverged = _rows_by(results[results["mixed_converged"] == False],  # noqa: E712 - a column of bools
-                                   lambda r: ["not converged"])
-            for _, where in unconverged.items():
+            bad = results[results["mixed_converged"].eq(False)]  # NaN where no fit was made
+            where = [f"{c}, {m}" for c, m in zip(bad["comparison"], bad["metric"])]
+            if where:
                 lines.append(f"{'; '.join(where)}: the mixed model did not converge: its numbers are not a fit")
     return lines
 
