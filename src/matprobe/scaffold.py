@@ -115,11 +115,14 @@ def _store_or_path_entry(name, path: Path, trips, kind: str) -> dict:
     named = path if name != path else None
     if kind != "store":
         return parse_entry(name, trips, named=named)
-    splits = held_out_triplets(path)  # read once for both checks
+    splits = ...  # the store's split, read once for both checks, and only after its name is read
     try:
         entry = parse_entry(name, trips, named=named)
     except InitError:
-        found = held_out_target(path, trips, splits) if len(trips) > 1 else None
+        if len(trips) < 2:
+            raise
+        splits = held_out_triplets(path)
+        found = held_out_target(path, trips, splits)
         if found is None:
             raise
         # the condition and seed still come from the path: only the target is read from the store
