@@ -127,6 +127,7 @@ SLOW: dict[str, set[str]] = {
                                     "test_small_cells_note_names_no_critic_for_knn",  # 3.9 s
                                     "test_a_wider_representation_needs_rows_for_its_inputs",  # 1.7 s
                                     "test_stratum_entries_one_sided_where_their_own_reasons_hold"},  # 1.4 s
+    "test_one_sided_strata.py": {"test_two_sided_intervals_cover_over_draws"},  # 9.7 s
     "test_rerun_consistency.py": {"test_a_copied_run_directory_resumes_its_stores",  # 4.9 s
                                   "test_source_chains_are_recomputed_when_an_mi_setting_changes"},  # 2.8 s
     "test_api.py": {

@@ -80,7 +80,9 @@ def test_a_clipped_side_says_that_delta_is_the_raw_estimates_difference(tmp_path
         said = f"raw estimate exceeded its entropy cap and is shown clipped: ΔI {comp.difference.delta:+.4f} nats"
         assert (said in comp.note) == bool(clipped), (seps, comp.note)
         if clipped:
-            shown = comp.side_a["estimate"] - comp.side_b["estimate"]
+            # as a reader subtracts the shown (4-decimal) estimates, as the table's footnote does (a
+            # user read "+0.0165" in the footnote and "+0.0164" in this note for 0.6352 - 0.6187)
+            shown = float(f"{comp.side_a['estimate']:.4f}") - float(f"{comp.side_b['estimate']:.4f}")
             assert f"the shown estimates differ by {shown:+.4f}" in comp.note
             assert f"{' and '.join(clipped)}'s raw estimate" in comp.note
         else:  # nothing clipped: ΔI is the difference of the shown estimates
@@ -102,7 +104,7 @@ def test_the_clipped_note_quotes_the_raw_and_the_shown_difference(tmp_path, monk
     monkeypatch.setattr(compare_module, "compare_chain_arrays", clipped_a)
     a, b = _stores(tmp_path, 8.0, 0.2)
     comp = compare_stores(a, b, "T|M", seeds=1, folds=2, pca=None, n_boot=200, gaussianize=False, **FAST)
-    shown = comp.side_a["h_upper"] - comp.side_b["estimate"]
+    shown = float(f"{comp.side_a['h_upper']:.4f}") - float(f"{comp.side_b['estimate']:.4f}")
     assert (f"A's raw estimate exceeded its entropy cap and is shown clipped: ΔI {comp.difference.delta:+.4f} nats "
             f"is the difference of the raw estimates (the per-row terms'), the shown estimates differ by "
             f"{shown:+.4f}") in comp.note

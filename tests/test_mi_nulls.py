@@ -109,6 +109,10 @@ def test_mi_on_constant_store_is_zero_at_once(tmp_path):
     doc = json.loads((tmp_path / "const.json").read_text())
     assert [t["estimate"] for t in doc["terms"]] == [0.0, 0.0]
     assert all(t["flags"] == ["constant-features"] and t["degenerate"] for t in doc["terms"])
+    # the table says what the JSON says: Z is constant, not a factor fixed by the others (a user's
+    # table read "not identifiable: H(M) = 0" beside H = 0.69)
+    assert "not identifiable" not in res.output and "fixed by the conditioning" not in res.output
+    assert res.output.count("Z is constant") >= 1, res.output
 
 
 def test_mi_on_near_saturated_store(tmp_path):

@@ -70,7 +70,7 @@ def test_gap_widens_upper_ends_by_the_recorded_gaps(monkeypatch):
         for code, g in d.get("penalty_gaps", []):
             gaps[(d["fold"], code)] = g
     assert gaps, "the shared penalty was every stratum's own best in every fold: no gap to test"
-    monkeypatch.setattr(_LinearPath, "stratum_gaps", lambda self, a, b: np.zeros(self.stratum_val_ce.shape[2]))
+    monkeypatch.setattr(_LinearPath, "stratum_gaps", lambda self, a, b, cells=None: np.zeros(self.stratum_val_ce.shape[2]))
     without, fold2 = _run(z, y, c)
     np.testing.assert_array_equal(fold, fold2)
     # the points are the same bits: the gap only widens the upper end

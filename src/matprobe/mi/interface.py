@@ -154,7 +154,9 @@ class MIEstimate:
     estimate is >= 90% of H(Y|C): `bound` "lower" too), "pca-dropped-signal" (the label-free
     reduction's residual carries label information at the size the fold plan settled on after
     raising it, `FoldPlan.settle_reduction` and `mi.reduction_check`: the upper end raised by
-    twice the measured loss, or `bound` "lower" where the loss is over 10% of the estimate), "constant-features"
+    twice the measured loss, or `bound` "lower" where the loss is over 10% of the estimate), "one-sided-strata"
+    (a two-sided term with a stratum whose own entry is one-sided: its upper end raised to the strata's
+    upper ends weighted by their rows, that stratum's being its entropy limit), "constant-features"
     (Z carries no information: 0 exactly, nothing fitted). Estimates and lower ends below 0 are
     clipped at 0 (the attribute `clipped` is then set too, the flag "clipped" is not: it names the
     cap; the raw numbers are in diagnostics["raw"]).

@@ -462,7 +462,10 @@ def chain_table(result):
                                "the conditioning strata, same folds and preprocessing; p can be no smaller "
                                f"than 1/{int(st.get('permutations') or 0) + 1}")
     for r in frame.itertuples():
-        if r.degenerate:  # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding
+        # H(Y|C) = 0: the data cannot separate Y from C; 0.000 would read as a finding. A constant Z is
+        # degenerate too, but estimated (exactly 0, its note says why): shown as a result
+        constant = "constant-features" in str(getattr(r, "flags", "") or "")
+        if r.degenerate and not constant:
             table.add_row(term=r.term, estimator=r.estimator, estimate=not_identifiable(r.term),
                           interval=None, h_upper=r.h_upper, chain_difference=None,
                           note="the factor is fixed by the conditioning factors in every stratum")

@@ -293,6 +293,31 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
     return _relation(pd.DataFrame(rows), notes, min_stratum, level, n_boot, seed, unit)
 
 
+def interval_p_disagreement(lo: float, hi: float, p: float, level: float, n_strata: int) -> str:
+    """The note where rho's interval and its p say different things at the same level (one excludes
+    0, the other does not): with few strata the percentile bootstrap of whole strata is narrow (it
+    draws from the strata seen), while the permutation p holds exactly where the strata are
+    exchangeable under no relation. "" where they agree or the interval is undefined. (A user's
+    study read "[-0.471, -0.001], p = 0.649" on 11 strata.)
+
+    >>> interval_p_disagreement(-0.471, -0.001, 0.649, 0.95, 11)[:61]
+    'the interval excludes 0 but p = 0.649 >= 0.05: with 11 strata'
+    >>> interval_p_disagreement(-0.3, 0.2, 0.4, 0.95, 11)
+    ''
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    alpha = 1.0 - level
+    excludes = lo > 0 or hi < 0
+    if excludes == (p < alpha):
+        return ""
+    said = (f"the interval excludes 0 but p = {p:.3g} >= {alpha:.2g}" if excludes
+            else f"p = {p:.3g} < {alpha:.2g} but the interval holds 0")
+    return (f"{said}: with {n_strata} strata the bootstrap of whole strata is approximate (it redraws only "
+            "the strata seen), while the permutation p is exact where strata are exchangeable under no "
+            "relation: read the p")
+
+
 def _relation(points: pd.DataFrame, notes: list[str], min_stratum: int, level: float, n_boot: int, seed: int,
               unit: str) -> Relation:
     """`relate`'s result from its points: Spearman's rho over the strata not sparse, its bootstrap
@@ -316,6 +341,9 @@ def _relation(points: pd.DataFrame, notes: list[str], min_stratum: int, level: f
                      f"{int((used['mi'] == used['mi'].mode().iloc[0]).sum())} of {len(used)} MIs equal), so they "
                      "have no rank correlation; the p-value (strata permuted) still holds")
     perm = stratum_permutation_test(used["mi"], used["accuracy"], strata, used["checkpoint"], seed=seed)
+    disagree = interval_p_disagreement(lo, hi, perm["p_value"], level, perm["n_strata"])
+    if disagree:
+        notes.append(disagree)
     k_ref = int(used["classes"].mode().iloc[0])
     h_ref = float(used.loc[used["classes"] == k_ref, "h"].mean())
     h_nats = h_ref * (math.log(2) if unit == "bits" else 1.0)
