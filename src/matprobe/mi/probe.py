@@ -68,7 +68,8 @@ SPARSE_ONEHOT_CELLS = 16
 # numpy, whose per-call cost is lower (the same bits either way)
 TORCH_BROADCAST_ELEMENTS = 1 << 15
 # a stratum with this many validation rows or more is fitted at its own (dims, penalty) cell of the
-# linear path, not at the one chosen on every stratum's rows (`_LinearPath.cells`)
+# linear path where that cell's penalty is weaker than the one chosen on every stratum's rows
+# (`_LinearPath.cells`)
 OWN_CELL_VAL_ROWS = 50
 
 
@@ -215,25 +216,33 @@ class _LinearPath:
 
     def cells(self, a: int, b: int) -> list | None:
         """Each stratum's (dims, penalty) cell: its own best where it has OWN_CELL_VAL_ROWS
-        validation rows or more, else the cell chosen on every stratum's rows together, (a, b).
-        None where every stratum takes (a, b) (one stratum, or none with enough rows).
+        validation rows or more and that cell's penalty is weaker than the shared one's, else the
+        cell chosen on every stratum's rows together, (a, b). None where every stratum takes (a, b)
+        (one stratum, or none with enough rows or a weaker best penalty).
 
         A penalty chosen on all strata together suits the large ones: an outside family (issue 22,
         forty-first session: strata of 50/30/20% of 2,000 rows, each with its own signal) read the
-        term low, its two-sided intervals covering in 34 of 39 draws; each stratum at its own cell,
-        37 of 40. Strata of 50-100 rows choose on 10-20 validation rows, and there their own choice
-        read lower than the shared one (0.157 against 0.207, twenty-ninth session): they keep it."""
+        term low, its two-sided intervals covering in 34 of 39 draws. Only a weaker penalty is taken:
+        a stratum over-shrunk by the shared penalty reads low by more than its learning curve shows
+        (shrinkage is not overfitting, which the half fit measures), while one that would take a
+        stronger penalty of its own is fitted at the shared, weaker one, whose overfitting the learning
+        curve sees and whose shortfall against its own best widens the upper end (`stratum_gaps`). At
+        any own cell: 37 of 40, but a weak 1,000-row stratum of an older outside family (F2) read lower
+        at its stronger own penalty and its entry covered 27 of 30 (30 of 30 shared); weaker only: 39
+        of 39 and 30 of 30. Strata of 50-100 rows choose on 10-20 validation rows, and there their own
+        choice read lower than the shared one (0.157 against 0.207, twenty-ninth session): they keep it."""
         vs, rows = self.stratum_val_ce, self.stratum_val_rows
         if vs is None or rows is None or vs.shape[2] < 2:
             return None
         out = []
         for i in range(vs.shape[2]):
             v = vs[:, :, i]
+            cell = (int(a), int(b))
             if rows[i] >= OWN_CELL_VAL_ROWS and np.isfinite(v).any():
                 ai, bi = np.unravel_index(int(np.argmin(v)), v.shape)
-                out.append((int(ai), int(bi)))
-            else:
-                out.append((int(a), int(b)))
+                if bi > b:  # penalties run strongest first: a later one is weaker
+                    cell = (int(ai), int(bi))
+            out.append(cell)
         return None if all(cell == (a, b) for cell in out) else out
 
     def stratum_gaps(self, a: int, b: int, cells: list | None = None) -> np.ndarray:
