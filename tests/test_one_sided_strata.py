@@ -1,7 +1,7 @@
 """Conditional terms whose strata differ: a two-sided term with a one-sided stratum entry has its
 upper end at the strata's upper ends weighted by their rows (`base._raise_to_one_sided_strata`,
 flag "one-sided-strata"), and a stratum with enough validation rows is fitted at its own (dims,
-penalty) cell of the linear path (`probe._LinearPath.cells`).
+penalty) cell of the linear path where that penalty is weaker than the shared one (`probe._LinearPath.cells`).
 
 An outside study's family (issue 22, forty-first session): I(Z;Y|C), d = 64, strata of 50/30/20% of
 the rows with P(Y = 1 | C) = 0.5/0.3/0.15, each stratum's classes apart by a Mahalanobis distance
