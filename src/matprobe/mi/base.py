@@ -340,6 +340,12 @@ def lexicographic_cells(columns: list[np.ndarray]) -> tuple[np.ndarray, list[np.
     return cell_of_row.reshape(-1), per_column[::-1]
 
 
+def _given_words(given) -> str:
+    """A stratum's name (`StratumEstimate.given`) in a note: "Ultrasound / Abdomen" for a mapping of
+    factor to label, else as it is."""
+    return " / ".join(map(str, given.values())) if isinstance(given, dict) else str(given)
+
+
 def _raise_to_one_sided_strata(result: MIEstimate, n: int, limit: float) -> str:
     """A two-sided term whose strata include a one-sided entry (its own small cells or near
     saturation; `_strata_entries`): the term is the strata's row-weighted sum, so its upper end is
@@ -354,8 +360,7 @@ def _raise_to_one_sided_strata(result: MIEstimate, n: int, limit: float) -> str:
     if summed <= result.ci_high:
         return ""
     result.ci_high = summed
-    named = ", ".join(" / ".join(map(str, e.given.values())) if isinstance(e.given, dict) else str(e.given)
-                      for e in lower[:4]) + (f" and {len(lower) - 4} more" if len(lower) > 4 else "")
+    named = ", ".join(_given_words(e.given) for e in lower[:4]) + (f" and {len(lower) - 4} more" if len(lower) > 4 else "")
     return (f"{'a stratum' if len(lower) == 1 else f'{len(lower)} strata'} ({named}) read one-sided on "
             f"{'its' if len(lower) == 1 else 'their'} own (see the strata entries), so the term's upper end "
             "is the strata's upper ends weighted by their rows, a one-sided stratum's being its entropy cap")
@@ -932,8 +937,7 @@ class CrossFitEstimator:
     def _stratum_words(code, names) -> str:
         """A stratum's name in a note: "Ultrasound / Abdomen" where its name is a mapping of factor to
         label (a study read "sparse strata (n < 30): {'M': 'Ultrasound', 'A': 'Abdomen'}: 25 rows")."""
-        name = names.get(code, str(code)) if names else str(code)
-        return " / ".join(map(str, name.values())) if isinstance(name, dict) else str(name)
+        return _given_words(names.get(code, str(code)) if names else str(code))
 
     def _strata_entries(self, info, vals, names, one_sided: bool = False,
                         small: dict | None = None) -> list[StratumEstimate]:

@@ -364,8 +364,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
         # ΔI is the paired difference of the per-row terms, whose means are the raw estimates: a side shown
         # at its cap, or at 0 (clipped), then differs from the estimate ΔI uses (a study read A 0.3967,
         # B 0.3967, ΔI +0.0742; another A 0.5427, B 0.0000, ΔI +0.8174, B's raw estimate -0.2747)
-        # as the reader subtracts them: each side as shown (4 decimals), as the table's footnote does
-        shown = float(f"{side_a['estimate']:.4f}") - float(f"{side_b['estimate']:.4f}")
+        from matprobe.present import shown_difference
+
+        shown = shown_difference(side_a, side_b)
         how = [f"{tag}'s raw estimate " + ("fell below 0 and is shown as 0" if "below-zero" in (side.get("flags") or ())
                                           else "exceeded its entropy cap and is shown clipped")
                for tag, side in clipped]

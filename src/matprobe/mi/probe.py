@@ -169,7 +169,6 @@ class _LevelFit:
     a: int  # the chosen (dims, penalty) cell of the path
     b: int
     lam: float
-    mask: torch.Tensor
     sols: dict  # the path's solutions, by (a, b)
     w_full: list  # the chosen cell refitted on every training row
     base_ev: np.ndarray
@@ -186,6 +185,11 @@ class _LevelFit:
     dim_grid: list | None = None
 
     @property
+    def strata_cells(self) -> list:
+        """Each stratum's (dims, penalty) cell."""
+        return self.cells or [(self.a, self.b)] * len(self.strata)
+
+    @property
     def path_solution(self) -> list:
         """Each stratum's linear solution on the fitting rows at its own cell."""
         if self.cells is None:
@@ -194,8 +198,12 @@ class _LevelFit:
 
     @property
     def cell_key(self) -> tuple:
-        """The chosen cells as a `_shared` key: (a, b), with every stratum's cell where they differ."""
-        return (self.a, self.b) if self.cells is None else (self.a, self.b, tuple(self.cells))
+        return _cell_key(self.a, self.b, self.cells)
+
+
+def _cell_key(a: int, b: int, cells: list | None) -> tuple:
+    """The chosen cells as a `_shared` key: (a, b), with every stratum's cell where they differ."""
+    return (a, b) if cells is None else (a, b, tuple(cells))
 
 
 @dataclasses.dataclass
@@ -580,10 +588,11 @@ class ProbeEstimator(CrossFitEstimator):
 
     # ------------------------------------------------------------------ fitting
     def _train_by_cell(self, strata, cells, w0, lams, dim_grid, d, dev, n_all, keep) -> list:
-        """`_train` for strata fitted at cells of their own (`_LinearPath.cells`): one fit per
-        group of strata that share a cell, at its penalty and dims. The strata's problems are
-        independent and each is divided by n_all as in the joint objective, so a stratum's
-        solution is the one the joint fit would give it at that penalty."""
+        """`_train` for strata each at its (dims, penalty) cell (`_LinearPath.cells`): one fit per
+        group of strata that share a cell, at its penalty and dims; one fit of them all, as before
+        strata had cells of their own, where every cell is the shared one. The strata's problems are
+        independent and each is divided by n_all as in the joint objective, so a stratum's solution
+        is the one the joint fit would give it at that penalty."""
         out = [None] * len(strata)
         for cell in dict.fromkeys(cells):
             idx = [i for i, c in enumerate(cells) if c == cell]
@@ -1107,17 +1116,12 @@ class ProbeEstimator(CrossFitEstimator):
         d = x_tr.shape[1]
         a, b = np.unravel_index(int(np.argmin(val_ce)), val_ce.shape)
         lam, k_dims = lams[b], dim_grid[a]
-        mask = _prefix_mask(d, k_dims, dev)
         # refit on all training rows (shared by the seeds), then each seed's half fit from it
         cells = path.cells(a, b)
-        w_path = sols[(a, b)] if cells is None else [sols[cell][i] for i, cell in enumerate(cells)]
-        if cells is None:
-            w_full = self._shared((problem, "refit", a, b),
-                                  lambda: self._train(strata, sols[(a, b)], lam, n_tr, None, mask))
-        else:  # each group of strata that chose one cell, at its penalty and dims
-            w_full = self._shared((problem, "refit", a, b, tuple(cells)),
-                                  lambda: self._train_by_cell(strata, cells, w_path, lams, dim_grid, d, dev,
-                                                              n_tr, None))
+        at = cells or [(a, b)] * len(strata)  # each stratum's cell
+        w_path = [sols[cell][i] for i, cell in enumerate(at)]
+        w_full = self._shared((problem, "refit", *_cell_key(a, b, cells)),
+                              lambda: self._train_by_cell(strata, at, w_path, lams, dim_grid, d, dev, n_tr, None))
         base_ev = _log_marginal(y_tr, c_tr, y_ev, c_ev)
         base_tr = _log_marginal(y_tr, c_tr, y_tr, c_tr)
         # rows of a stratum with no training rows keep q = p(y|c): they contribute 0
@@ -1157,7 +1161,7 @@ class ProbeEstimator(CrossFitEstimator):
                 if "latent" in self.ladder or "elliptical" in self.ladder:
                     head, val_loss = self._other_forms(head, val_loss, strata, w_path, layout, x_tr, y_tr,
                                                         c_tr, val, seeds, dev, diag)
-        return _LevelFit(x_tr, x_ev, strata, problem, a, b, lam, mask, sols, w_full, base_ev, lq_ev, diag, head,
+        return _LevelFit(x_tr, x_ev, strata, problem, a, b, lam, sols, w_full, base_ev, lq_ev, diag, head,
                          val_loss, path.stratum_gaps(a, b, cells), cells, lams, dim_grid)
 
     def _other_forms(self, head, val_loss, strata, w_lin, layout, x_tr, y_tr, c_tr, val, seeds, dev, diag):
@@ -1184,7 +1188,7 @@ class ProbeEstimator(CrossFitEstimator):
         and the learning-curve step."""
         cell_tr, cell_c, cell_y, s_index, off = layout
         x_tr, x_ev, strata, problem, head = fit.x_tr, fit.x_ev, fit.strata, fit.problem, fit.head
-        a, b, lam, mask, w_full = fit.a, fit.b, fit.lam, fit.mask, fit.w_full
+        w_full = fit.w_full
         base_ev, lq_ev, diag = fit.base_ev, fit.lq_ev, fit.diag
         if diag["level"] == "nonlinear":
             outs = head.fold_outputs(halves, x_ev, y_ev, c_ev, base_ev, lq_ev, diag, seeds)
@@ -1209,15 +1213,10 @@ class ProbeEstimator(CrossFitEstimator):
                 # (excess log-loss ~ params / 2n), so I ~ 2 I(n) - I(n/2) (Richardson step)
                 n_half = int(half.sum())
                 r_half = base_ev.copy()
-                if fit.cells is None:
-                    w_half = self._shared((problem, "half", a, b, seed),
-                                          lambda half=half, n_half=n_half: self._train(strata, w_full, lam, n_half,
-                                                                                       half, mask))
-                else:
-                    w_half = self._shared((problem, "half", *fit.cell_key, seed),
-                                          lambda half=half, n_half=n_half: self._train_by_cell(
-                                              strata, fit.cells, w_full, fit.lams, fit.dim_grid, x_tr.shape[1], dev,
-                                              n_half, half))
+                w_half = self._shared((problem, "half", *fit.cell_key, seed),
+                                      lambda half=half, n_half=n_half: self._train_by_cell(
+                                          strata, fit.strata_cells, w_full, fit.lams, fit.dim_grid, x_tr.shape[1],
+                                          dev, n_half, half))
                 for st, w_h in zip(strata, w_half):
                     if len(st.rows_ev):
                         with torch.no_grad():

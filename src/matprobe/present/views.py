@@ -8,7 +8,7 @@ free of presentation code.
 
 from __future__ import annotations
 
-from matprobe.present import NOT_APPLICABLE, Column, Table, interval_cell
+from matprobe.present import NOT_APPLICABLE, Column, Table, interval_cell, shown_difference
 
 # Machine columns of MI intervals (CSV and JSON, `present`'s rule): the same names as the results files
 MI_MACHINE = {
@@ -115,8 +115,7 @@ def comparison_table(comp) -> Table:
     # no p where both sides sit at their entropy caps (`mi.compare.both_saturated`; the note says why)
     table.add_row(side="paired ΔI", estimate=d.delta, interval=(d.ci_low, d.ci_high),
                   p=NOT_APPLICABLE if d.p_value is None else d.p_value)
-    shown = [float(f"{comp.side_a['estimate']:+.4f}"), float(f"{comp.side_b['estimate']:+.4f}")]
-    plain = shown[0] - shown[1]
+    plain = shown_difference(comp.side_a, comp.side_b)
     note = (f"paired ΔI = mean over the {d.n} shared samples of A's minus B's per-sample term (same "
             "folds and seeds)")
     if f"{plain:+.4f}" != f"{d.delta:+.4f}":
