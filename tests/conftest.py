@@ -258,6 +258,12 @@ SLOW: dict[str, set[str]] = {
         "test_equal_mean_classes_are_no_longer_a_confident_null",  # 1.3-1.6 s per draw
         "test_classes_that_differ_only_in_their_means_are_not_flagged_by_it",  # 2 s
     },
+    "test_additive_checks.py": {
+        "test_the_truths_two_ways",  # 3.5 s
+        "test_laplace_classes_are_flagged_and_fitted_on_the_hinges",  # 2.3-2.6 s per draw
+        "test_label_noise_is_flagged_by_the_index_check",  # 3-4.5 s per draw
+        "test_argmax_label_noise_is_flagged_by_the_calibration_check",  # 4-6 s per draw
+    },
     "test_quadratic_check.py": {
         "test_clusters_per_class_are_flagged_and_fitted_on_the_products",  # 2-3 s per draw
         "test_classes_that_differ_only_in_scale_are_read_on_the_products",  # 3-6 s per seed

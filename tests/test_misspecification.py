@@ -156,6 +156,26 @@ def test_row_scale_variance_within_strata_ignores_the_spread_between_them():
     assert row_scale_variance(x, c, max_rows=n) == pytest.approx(0.0, abs=0.01)
 
 
+def test_row_scale_variance_within_strata_ignores_their_scales_but_not_their_tails():
+    """Gaussian strata at scales 0.5, 1 and 2: pooled they are a scale mixture (kappa of s^2 over
+    the strata, Var/E^2 of (0.25, 1, 4) with weights 0.4/0.35/0.25), within them 0 (an outside
+    statistician's family read 1-30 and flagged every draw). Student-t rows inside such strata keep
+    their own 2 / (nu - 4)."""
+    rng = np.random.default_rng(4)
+    n, nu = 400_000, 14.0
+    p = np.array([0.4, 0.35, 0.25])
+    c = rng.choice(3, n, p=p)
+    scale = np.array([0.5, 1.0, 2.0])
+    g = rng.standard_normal((n, 4))
+    s2 = scale**2
+    mixture = (p @ s2**2 - (p @ s2) ** 2) / (p @ s2) ** 2
+    # rows x = s g with s^2 the stratum's: kappa solves Var r = kappa (tr S)^2 + 2 (1 + kappa) tr S^2
+    assert row_scale_variance(g * scale[c, None], max_rows=n) == pytest.approx(mixture, abs=0.03)
+    assert row_scale_variance(g * scale[c, None], c, max_rows=n) == pytest.approx(0.0, abs=0.01)
+    t_rows = g / np.sqrt(rng.chisquare(nu, n) / nu)[:, None] * scale[c, None]
+    assert row_scale_variance(t_rows, c, max_rows=n) == pytest.approx(2 / (nu - 4), abs=0.02)
+
+
 def test_row_scale_variance_of_gaussian_rows_is_near_zero_in_any_width():
     rng = np.random.default_rng(2)
     for n, d in [(2000, 1), (2000, 8), (2000, 64), (3000, 1100)]:  # 1,100 columns: the subsampled path

@@ -49,6 +49,7 @@ from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.lbfgs import minimize_lbfgsb
 from matprobe.mi.prep import (
     block_scale_variance,
+    hinge_features,
     log_abs_scale_weights,
     quadratic_products,
     radial_interaction,
@@ -307,6 +308,9 @@ def _step_gains(before: np.ndarray, after: np.ndarray, z: float) -> bool:
     return gain > max(PENALTY_EXTEND_GAIN, z * se)
 
 
+# the knots of the index check's hinges: a step in the critic's score needs knots close together
+INDEX_QUANTILES = tuple(np.round(np.linspace(0.05, 0.95, 10), 2))
+
 # the critic ladder's levels: "linear" always; the MLP ("nonlinear") is checked against it, and the
 # other non-linear forms are fitted where the MLP was chosen
 LADDER_LEVELS = ("linear", "nonlinear", "latent", "elliptical")
@@ -339,6 +343,8 @@ class ProbeEstimator(CrossFitEstimator):
                  radial_check: bool = True,
                  radial_columns: int = 16, quadratic_check: bool = True, quadratic_columns: int = 8,
                  quadratic_fit: bool = True, second_moment_check: bool = True, second_moment_directions: int = 4,
+                 additive_check: bool = True, additive_columns: int = 8, additive_share: float = 0.25,
+                 index_check: bool = True, index_directions: int = 2, calibration_check: bool = True,
                  nonlinear_rate: bool = True, latent_cells: int = 4,
                  latent_init: float = 0.5, latent_lr: float = 1e-2, latent_start: str = "kmeans",
                  elliptical_lr: float = 3e-3, elliptical_patience: int = 30, map_choice: bool = True, **kwargs):
@@ -383,6 +389,12 @@ class ProbeEstimator(CrossFitEstimator):
         self.quadratic_fit = quadratic_fit
         self.second_moment_check = second_moment_check
         self.second_moment_directions = second_moment_directions
+        self.additive_check = additive_check
+        self.additive_columns = additive_columns
+        self.additive_share = additive_share
+        self.index_check = index_check
+        self.index_directions = index_directions
+        self.calibration_check = calibration_check
         self.penalties = tuple(float(p) for p in penalties)
         if int(penalties_below) != penalties_below or penalties_below < 0:
             raise ValueError(f"penalties_below={penalties_below!r}: give a whole number of steps, 0 or more (default 3)")
@@ -397,7 +409,7 @@ class ProbeEstimator(CrossFitEstimator):
                 "optimizer": f"L-BFGS-B (scipy), {self.lbfgs_memory} pairs",
                 "fit": "per-stratum, penalty path, shared refit",
                 "preconditioning": "features centred per stratum, scaled by sqrt(RMS^2 + 8 lam n / n_stratum)",
-                "misspecification": "ladder, radial, quadratic or second-moment gains pooled over folds, or the rows' scale variance "
+                "misspecification": "ladder, radial, quadratic, second-moment or additive gains pooled over folds, or the rows' scale variance "
                                      "(label-free); a misspecified term is one-sided; its note compares the linear critic "
                                      "with the label prior",
                 "radial damping": "above max_row_scale_variance (kappa of the whole norm, or of the block of columns "
@@ -427,6 +439,17 @@ class ProbeEstimator(CrossFitEstimator):
                                        f"critic on at most {self.ladder_rows} fitting rows; flags and fits as the "
                                        "quadratic check; not where that check multiplies every column "
                                        f"(d <= {self.quadratic_columns}), whose products span these",
+                "additive check": f"hinges max(x_j - t, 0) of the {self.additive_columns} leading columns at their "
+                                  "stratum's 10/30/50/70/90% quantiles, fitted beside the fixed linear critic on at "
+                                  f"most {self.ladder_rows} fitting rows (the columns whose weight is at least "
+                                  f"{self.additive_share:g} of the leading one's); flags and fits as the quadratic "
+                                  "check",
+                "index check": f"hinges of the linear critic's scores along its {self.index_directions} leading "
+                               "directions at their stratum's 5, 15, ..., 95% quantiles, fitted beside it; flags and "
+                               "fits as the quadratic check",
+                "calibration check": "hinges of the linear critic's own log-probabilities of its cells at their "
+                                     "stratum's 10/30/50/70/90% quantiles, fitted beside it; flags as the quadratic "
+                                     "check, fits no representation",
                 "latent cells": (f"where the ladder chose its non-linear level: each cell's linear head split into "
                                  f"{self.latent_cells} copies (logit: their log-mean-exp), started from "
                                  + ("k-means clusters of the cell's fitting rows" if self.latent_start == "kmeans"
@@ -491,7 +514,18 @@ class ProbeEstimator(CrossFitEstimator):
         whitened squared norm. Classes with equal means and covariances that differ by a rotation
         in a 4-dim block (d = 32, n = 2k) gave the linear critic nothing to rank, the quadratic
         check's columns missed the block, and 4 of 6 terms of 0.09-0.16 nats read 0 with two-sided
-        intervals [0, 0.01] (issue 22, thirty-first and thirty-second sessions)."""
+        intervals [0, 0.01] (issue 22, thirty-first and thirty-second sessions).
+
+        Seventh, the additive check (`_gain_beside`, kind "additive"): hinges of the strong leading
+        columns at their strata's quantiles (`prep.hinge_features`). Laplace classes (independent
+        coordinates) have log-likelihood ratios that level off outside the class means; the linear
+        critic read 13-20% low at n = 2k and the checks above were silent in most draws. Eighth,
+        the index check (kind "index"): the same hinges of the critic's own scores along its
+        leading directions (`_critic_directions`): labels set by a linear score and flipped at
+        random have a posterior that is a step in that score, read 20-30% low by the linear critic
+        with two-sided intervals that missed. Ninth, the calibration check (kind "calibration"):
+        hinges of the critic's own log-probabilities (`_critic_log_q`), where K = 4-5 classes cut
+        by their argmax and flipped at random read 25-40% low (issue 22, forty-second session)."""
         # the level is chosen once per fold (its seeds share it): one level and one gain per fold
         first_seed = [d for d in diags if d.get("seed", 0) == 0]
         levels = [d["level"] for d in first_seed if d.get("level")]
@@ -515,9 +549,32 @@ class ProbeEstimator(CrossFitEstimator):
         by_quadratic = q_gain > self.ladder_min_gain and q_gain > self.ladder_z * q_se
         s_gain, s_se, _ = _pooled_gain(first_seed, "second_moment_gain", "second_moment_gain_se")
         by_second = s_gain > self.ladder_min_gain and s_gain > self.ladder_z * s_se
-        if not (by_folds or by_pool or by_scale or by_radial or by_quadratic or by_second):
+        a_gain, a_se, _ = _pooled_gain(first_seed, "additive_gain", "additive_gain_se")
+        by_additive = a_gain > self.ladder_min_gain and a_gain > self.ladder_z * a_se
+        i_gain, i_se, _ = _pooled_gain(first_seed, "index_gain", "index_gain_se")
+        by_index = i_gain > self.ladder_min_gain and i_gain > self.ladder_z * i_se
+        k_gain, k_se, _ = _pooled_gain(first_seed, "calibration_gain", "calibration_gain_se")
+        by_calibration = k_gain > self.ladder_min_gain and k_gain > self.ladder_z * k_se
+        if not (by_folds or by_pool or by_scale or by_radial or by_quadratic or by_second or by_additive or by_index
+                or by_calibration):
             return None
-        if by_second and not (by_folds or by_pool or by_radial or by_quadratic):
+        if by_calibration and not (by_folds or by_pool or by_radial or by_quadratic or by_second or by_additive
+                                   or by_index):
+            msg = ("the linear critic is misspecified: hinges of its own log-probabilities (max(log q - t, 0) at 5 "
+                   "quantiles of each cell's), fitted beside it (a critic whose confidence can level off), improved "
+                   f"its validation log-loss inside the training folds by {k_gain:.4f} +- {k_se:.4f} nats per row "
+                   f"(mean over {len(first_seed)} folds)")
+        elif by_index and not (by_folds or by_pool or by_radial or by_quadratic or by_second or by_additive):
+            msg = (f"the linear critic is misspecified: hinges of its scores along its {self.index_directions} "
+                   f"leading directions (max(s - t, 0) at 10 quantiles of each), fitted beside it (a critic that "
+                   f"can level off along them), improved its validation log-loss inside the training folds by "
+                   f"{i_gain:.4f} +- {i_se:.4f} nats per row (mean over {len(first_seed)} folds)")
+        elif by_additive and not (by_folds or by_pool or by_radial or by_quadratic or by_second):
+            msg = (f"the linear critic is misspecified: hinges of its {self.additive_columns} leading feature columns "
+                   f"(max(x_j - t, 0) at 5 quantiles of each), fitted beside it (a critic piecewise linear in "
+                   f"each of them), improved its validation log-loss inside the training folds by {a_gain:.4f} +- "
+                   f"{a_se:.4f} nats per row (mean over {len(first_seed)} folds)")
+        elif by_second and not (by_folds or by_pool or by_radial or by_quadratic):
             msg = (f"the linear critic is misspecified: products of the rows' projections on the "
                    f"{self.second_moment_directions} directions where the classes' second moments differ most, "
                    f"and the rows' squared norm, fitted beside it, improved its validation log-loss inside the "
@@ -574,6 +631,16 @@ class ProbeEstimator(CrossFitEstimator):
                     f"{self.second_moment_directions} directions where the classes' second moments differ most and "
                     f"the squared norm in {n_second} of {len(first_seed)} folds, where that predicted the validation "
                     "rows better")
+        n_additive = sum(d.get("representation") == "additive hinges" for d in first_seed)
+        if n_additive:
+            msg += (f"; the critic was fitted on its features and the hinges of its {self.additive_columns} leading "
+                    f"columns in {n_additive} of {len(first_seed)} folds, where that predicted the validation rows "
+                    "better")
+        n_index = sum(d.get("representation") == "index hinges" for d in first_seed)
+        if n_index:
+            msg += (f"; the critic was fitted on its features and the hinges of its scores along its "
+                    f"{self.index_directions} leading directions in {n_index} of {len(first_seed)} folds, where that "
+                    "predicted the validation rows better")
         over_prior = [d.get("linear_over_prior") for d in checks]
         if over_prior and all(v is not None for v in over_prior) and np.mean(over_prior) < 0:
             msg += (f", and the fitted linear critic predicted those rows {-float(np.mean(over_prior)):.4f} nats per "
@@ -806,7 +873,10 @@ class ProbeEstimator(CrossFitEstimator):
         also on, where they gain significantly (and more than the non-linear level where the
         ladder chose it) the fold is also fitted on [x, products] (`prep.quadratic_products`).
         With `second_moment_check` on, the same for the products along the fitting rows' SAVE
-        directions and the whitened squared norm (`prep.second_moment_features`).
+        directions and the whitened squared norm (`prep.second_moment_features`); with
+        `additive_check` and `index_check`, for hinges of the strong leading columns and of the
+        critic's scores along its leading directions (`prep.hinge_features`); with
+        `calibration_check`, hinges of the critic's own log-probabilities, a check only.
         alternatives ({name: (x_tr, x_ev)}, e.g. the requested PCA's features where the fold plan
         raised it) are fitted the same way, at both levels. Of the representations fitted, the
         one whose chosen level predicts the validation rows better is kept; the held-out fold is
@@ -894,8 +964,10 @@ class ProbeEstimator(CrossFitEstimator):
         # `ladder_rows`, as the non-linear level's check: at n = 20k all of them cost 6% of the
         # chain, the radial check's alone 4-6% of a sweep cell), drawn once for the fold
         check_rows = _fitting_rows(val, self.ladder_rows, seeds[0])
-        # the columns that move the linear critic most, ranked once for both checks
-        ranking = _column_ranking(fits["features"]) if self.radial_check or self.quadratic_check else None
+        # the columns that move the linear critic most, ranked once for the checks (ties in column order)
+        weights = (_column_weights(fits["features"])
+                   if self.radial_check or self.quadratic_check or self.additive_check else None)
+        ranking = None if weights is None else np.argsort(-weights, kind="stable")
         if self.radial_check:
             columns = _leading_columns(ranking, self.radial_columns)
             xr_tr, xr_ev = radial_interaction(x_tr, x_ev, c_tr, c_ev, columns=columns)
@@ -928,6 +1000,39 @@ class ProbeEstimator(CrossFitEstimator):
                 "second-moment", "second-moment products", fits,
                 lambda rows: second_moment_features(x_tr[rows], c_tr[rows], basis),
                 lambda: second_moment_features(x_ev, c_ev, basis), context)
+        additive = {}
+        if self.additive_check:
+            # Laplace classes (independent coordinates, log-likelihood ratios that level off): the
+            # linear critic read 13-20% low at n = 2k with two-sided intervals that covered 12 of
+            # 69 draws, and the checks above were silent in most (RESULTS.md, issue 22 forty-second
+            # session); a critic piecewise linear in the leading columns reaches the truth within 1%
+            columns = _strong_columns(weights, self.additive_columns, self.additive_share)
+            additive = self._check_beside(
+                "additive", "additive hinges", fits,
+                lambda rows: hinge_features(x_tr[rows], c_tr[rows], columns, knots_from=(x_tr, c_tr)),
+                lambda: hinge_features(x_ev, c_ev, columns, knots_from=(x_tr, c_tr)), context)
+        index = {}
+        directions = _critic_directions(fits["features"], self.index_directions) if self.index_check else None
+        if directions is not None and directions.shape[1]:  # none where every weight is 0
+            # along the critic's own directions: where classes are cut by a linear score and their
+            # labels flipped at random, the logits level off along it (a step, not a line)
+            p_tr = x_tr @ directions
+            index = self._check_beside(
+                "index", "index hinges", fits,
+                lambda rows: hinge_features(p_tr[rows], c_tr[rows], knots_from=(p_tr, c_tr), quantiles=INDEX_QUANTILES),
+                lambda: hinge_features(x_ev @ directions, c_ev, knots_from=(p_tr, c_tr), quantiles=INDEX_QUANTILES),
+                context)
+        calibration = {}
+        if self.calibration_check:
+            # the critic's own log-probabilities: where labels set by the argmax of K linear scores
+            # are flipped at random the posterior is flat away from the class boundaries, and a
+            # critic whose confidence grows without end reads 20-40% low (K = 4-5); hinges of each
+            # cell's log q let it level off. The fixed critic saw the check rows, so these columns
+            # are a check only, never a representation (the held-out rows' would be out of sample)
+            log_q = _critic_log_q(fits["features"], len(x_tr))
+            calibration = self._check_beside(
+                "calibration", None, fits,
+                lambda rows: hinge_features(log_q[rows], c_tr[rows], knots_from=(log_q, c_tr)), None, context)
         alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
             # where the plan raised its PCA, the requested size's features may still predict better:
@@ -945,7 +1050,7 @@ class ProbeEstimator(CrossFitEstimator):
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
         fit.diag.update(row_scale_variance=scale_var, representation=representation, **damping, **radial,
-                        **quadratic, **second, **base)
+                        **quadratic, **second, **additive, **index, **calibration, **base)
         losses = {**alternative_losses, **{k: v.val_loss for k, v in fits.items()}}
         if len(losses) > 1:
             fit.diag.update({_VAL_LOSS_KEY[k]: v for k, v in losses.items()})
@@ -971,7 +1076,8 @@ class ProbeEstimator(CrossFitEstimator):
         (`quadratic_fit`, `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to
         `fits` as `name`. extra_tr: a callable giving the columns of the training rows it is
         given (int indices; each row's columns depend on that row alone); extra_ev: a callable
-        giving the held-out rows' columns. The check reads only its own rows and the validation
+        giving the held-out rows' columns. name None: a check only (no representation is fitted;
+        extra_ev is not called). The check reads only its own rows and the validation
         split, so only those are made (at n = 20k most of the columns' cost was rows no check
         read); every row only where the levels are fitted. Returns the gain and its s.e. under
         the kind's diagnostics keys."""
@@ -981,7 +1087,7 @@ class ProbeEstimator(CrossFitEstimator):
         columns = np.zeros((len(x_tr), part.shape[1]), dtype=part.dtype)  # rows no check reads stay 0
         columns[read] = part
         gain, se = self._gain_beside(fits["features"], columns, val, check_rows, dev, kind)
-        if (self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
+        if (name is not None and self.quadratic_fit and self._earns_a_fit(fits["features"].diag, gain, se)
                 and _room(cell_counts, x_tr.shape[1] + part.shape[1])):
             fits[name] = self._fit_levels(np.concatenate([x_tr, extra_tr(np.arange(len(x_tr)))], axis=1),
                                           np.concatenate([x_ev, extra_ev()], axis=1), y_tr, c_tr, y_ev, c_ev,
@@ -1259,22 +1365,56 @@ class ProbeEstimator(CrossFitEstimator):
 # the diagnostics' name for each representation's validation log-loss
 _VAL_LOSS_KEY = {"features": "val_loss_features", "radially damped": "val_loss_damped",
                  "radial interaction": "val_loss_radial", "quadratic products": "val_loss_quadratic",
-                 "second-moment products": "val_loss_second_moment",
+                 "second-moment products": "val_loss_second_moment", "additive hinges": "val_loss_additive",
+                 "index hinges": "val_loss_index",
                  REQUESTED_PCA: "val_loss_requested_pca"}
 
 
-def _column_ranking(fit: "_LevelFit") -> np.ndarray:
-    """The feature columns, those that move the fitted linear critic most first: the spread of
-    each column's weights over the cells of its stratum, times the column's s.d. on the fitting
-    rows, summed over the strata (the linear level's path solution, fitted without the validation
-    split or the held-out fold); ties in column order."""
+def _column_weights(fit: "_LevelFit") -> np.ndarray:
+    """How much each feature column moves the fitted linear critic: the spread of the column's
+    weights over the cells of its stratum, times the column's s.d. on the fitting rows, summed over
+    the strata (the linear level's path solution, fitted without the validation split or the
+    held-out fold)."""
     d = fit.x_tr.shape[1]
     sd = fit.x_tr.std(0)
     weight = np.zeros(d)
     for w in fit.path_solution:
         w = w.detach().cpu().numpy()[:d]
         weight += np.sqrt(((w - w.mean(1, keepdims=True)) ** 2).sum(1))
-    return np.argsort(-weight * sd, kind="stable")
+    return weight * sd
+
+
+def _critic_directions(fit: "_LevelFit", r: int) -> np.ndarray:
+    """The r directions [d, r] (float32; orthonormal on the columns scaled to unit s.d.) along which the fitted linear critic's logits
+    vary most: the leading left singular vectors of its weights, centred over each stratum's cells
+    and scaled by the columns' s.d., side by side over the strata; fewer where they span fewer."""
+    d = fit.x_tr.shape[1]
+    sd = np.maximum(fit.x_tr.std(0), 1e-12)
+    blocks = [(w.detach().cpu().numpy()[:d] - w.detach().cpu().numpy()[:d].mean(1, keepdims=True)) * sd[:, None]
+              for w in fit.path_solution]
+    u, sv, _ = np.linalg.svd(np.concatenate(blocks, axis=1), full_matrices=False)
+    keep = int(min(r, np.sum(sv > 1e-6 * max(sv.max(initial=0.0), 1e-300))))
+    return (u[:, :keep] / sd[:, None]).astype(np.float32)
+
+
+def _critic_log_q(fit: "_LevelFit", n_tr: int) -> np.ndarray:
+    """The fitted linear critic's log-probabilities of its cells on the fold's training rows
+    (the path solution at the chosen cell, prior included): float32 [n_tr, the most cells of a
+    stratum], a stratum's cells in its columns 0..k-1, 0 in the others."""
+    k_max = max(st.k for st in fit.strata)
+    out = np.zeros((n_tr, k_max), dtype=np.float32)
+    with torch.no_grad():
+        for st, w in zip(fit.strata, fit.path_solution):
+            out[st.rows_tr, : st.k] = torch.log_softmax(st.x_tr @ w + st.off, dim=1).cpu().numpy()
+    return out
+
+
+def _strong_columns(weights: np.ndarray, q: int, share: float) -> np.ndarray:
+    """Of the q leading columns by `weights`, those whose weight is at least `share` of the
+    largest, sorted (at least the leading one)."""
+    order = np.argsort(-weights, kind="stable")[:q]
+    top = weights[order[0]] if len(order) else 0.0
+    return np.sort(order[(weights[order] >= share * top) | (np.arange(len(order)) == 0)])
 
 
 def _fitting_rows(val: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
@@ -1289,7 +1429,8 @@ def _fitting_rows(val: np.ndarray, max_rows: int | None, seed: int) -> np.ndarra
 
 
 def _leading_columns(ranking: np.ndarray, q: int) -> np.ndarray:
-    """The q leading columns of a `_column_ranking` (all of them where q is at least their number), sorted."""
+    """The q leading columns of a ranking (the columns, those that move the linear critic most
+    first by `_column_weights`), sorted; all of them where q is at least their number."""
     return np.sort(ranking[:q])
 
 
