@@ -398,7 +398,8 @@ def test_a_spiral_bend_is_caught_by_the_radial_check_where_the_ladder_missed_it(
         z, f = task.sample(2000, seed=seed - 100)
         truth, se = task.truth(100_000)["I(Z;Y)"]
         res = make_estimator("probe").estimate(z, f["Y"])
-        off = make_estimator("probe", radial_check=False).estimate(z, f["Y"])
+        # (the forty-second session's hinge checks off too: they also see the bend in these draws)
+        off = make_estimator("probe", radial_check=False, additive_check=False, index_check=False, calibration_check=False).estimate(z, f["Y"])
         assert off.bound == "two-sided" and not off.ci_low - 2 * se <= truth <= off.ci_high + 2 * se
         assert "misspecified-linear" in res.flags and res.bound == "lower" and "radius" in res.note, res.note
         assert res.ci_low - 2 * se <= truth and abs(res.value - truth) < abs(off.value - truth)

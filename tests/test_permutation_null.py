@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 # were 60% of the uniformity test's time)
 CHEAP = dict(seeds=1, folds=2, pca=None, ladder=("linear",), extrapolate=False, penalties=(1e-2,),
              radial_check=False, quadratic_check=False, second_moment_check=False, radial_damping=False,
-             map_choice=False)
+             map_choice=False, additive_check=False, index_check=False, calibration_check=False)
 
 
 def test_permutations_move_rows_only_within_strata_and_keep_label_pairs():

@@ -107,7 +107,7 @@ def test_the_check_stops_after_its_patience_and_a_level_fit_after_the_longer_one
 
 
 def test_every_check_fits_on_the_folds_one_set_of_check_rows(monkeypatch):
-    # the radial, quadratic and second-moment checks fit their extra weights on the same rows of a
+    # the radial, quadratic, second-moment and hinge checks fit their extra weights on the same rows of a
     # fold: at most `ladder_rows` of its fitting rows, drawn once (the radial check fitted every
     # fitting row: 4-6% of a 20k x 4,096 sweep cell, thirty-fourth session)
     z, f = _sample(3000)
@@ -121,22 +121,24 @@ def test_every_check_fits_on_the_folds_one_set_of_check_rows(monkeypatch):
     monkeypatch.setattr(probe.ProbeEstimator, "_gain_beside", recording)
     make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500, map_choice=False).estimate(z, f["Y"])
     kinds = [k for k, _, _ in seen]
-    assert kinds == ["radial", "quadratic", "second-moment"] * 5
-    for i in range(0, len(seen), 3):
-        fold = seen[i : i + 3]
+    per_fold = ["radial", "quadratic", "second-moment", "additive", "index", "calibration"]
+    assert kinds == per_fold * 5
+    for i in range(0, len(seen), len(per_fold)):
+        fold = seen[i : i + len(per_fold)]
         keep, val = fold[0][1], fold[0][2]
         assert keep.sum() == 500 and not (keep & val).any() and (~val).sum() > 500
         assert all(np.array_equal(k, keep) and np.array_equal(v, val) for _, k, v in fold)
 
 
 def test_a_check_made_on_its_own_rows_reads_what_all_rows_would_give(monkeypatch):
-    # the quadratic and second-moment checks make their columns only for the rows they read (the
-    # check rows and the validation split): gains and estimate as with the columns of every row
+    # the quadratic, second-moment and hinge checks make their columns only for the rows they read
+    # (the check rows and the validation split): gains and estimate as with the columns of every row
     z, f = _sample(2000)
 
     def run():
         res = make_estimator("probe", folds=3, seeds=1, pca=None, ladder_rows=300, map_choice=False).estimate(z, f["Y"])
-        gains = [(d["quadratic_gain"], d["second_moment_gain"]) for d in res.diagnostics["folds"]]
+        gains = [(d["quadratic_gain"], d["second_moment_gain"], d["additive_gain"], d["index_gain"],
+                  d["calibration_gain"]) for d in res.diagnostics["folds"]]
         return res.value, res.ci_low, res.ci_high, gains
 
     made = []
@@ -150,7 +152,7 @@ def test_a_check_made_on_its_own_rows_reads_what_all_rows_would_give(monkeypatch
 
     monkeypatch.setattr(probe.ProbeEstimator, "_check_beside", counting)
     own_rows = run()
-    assert len(made) == 6 and max(made) < 0.5 * len(z)  # the check and validation rows, not every row
+    assert len(made) == 15 and max(made) < 0.5 * len(z)  # the check and validation rows, not every row
 
     def every_row(self, kind, name, fits, extra_tr, extra_ev, context):
         every = extra_tr(np.arange(len(context[0])))

@@ -76,7 +76,7 @@ def test_clusters_per_class_are_flagged_and_fitted_on_the_products(draw):
     truth = task.truth(100_000)["I(Z;Y)"][0]
     # the quadratic check on its own: the second-moment check (thirty-second session) sees these
     # clusters too (asserted below with the defaults)
-    alone = dict(seeds=2, second_moment_check=False)
+    alone = dict(seeds=2, second_moment_check=False, additive_check=False, index_check=False, calibration_check=False)
     on = make_estimator("probe", **alone).estimate(z, f["Y"])
     flag_only = make_estimator("probe", quadratic_fit=False, **alone).estimate(z, f["Y"])
     off = make_estimator("probe", quadratic_check=False, **alone).estimate(z, f["Y"])

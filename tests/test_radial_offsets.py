@@ -22,11 +22,11 @@ _SMALL_T2 = dict(k_classes=4, d=32, signal_dim=8, family="t", nu=2.0, separation
 
 
 def _probe(**kw):
-    # the radial, quadratic and second-moment checks off: they offer representations of their own;
+    # the radial, quadratic, second-moment and hinge checks off: they offer representations of their own;
     # the linear level alone: the radius and offset are chosen on the linear path, before the
     # non-linear levels, which would take the same representation (and 14x the time)
     return make_estimator("probe", seeds=2, radial_check=False, quadratic_check=False, second_moment_check=False,
-                          ladder=("linear",), **kw)
+                          additive_check=False, index_check=False, calibration_check=False, ladder=("linear",), **kw)
 
 
 def _damped_folds(res):

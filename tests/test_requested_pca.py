@@ -40,7 +40,8 @@ def _ring(n, seed, radius=(1.0, 2.2)):
 
 def _probe():
     # the checks off, so each representation is one `_fit_levels` and its outputs can be compared
-    return ProbeEstimator(radial_check=False, quadratic_check=False, second_moment_check=False, radial_damping=False)
+    return ProbeEstimator(radial_check=False, quadratic_check=False, second_moment_check=False, radial_damping=False,
+                          additive_check=False, index_check=False, calibration_check=False)
 
 
 def _fold(x, y, n_tr):
