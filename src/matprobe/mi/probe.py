@@ -627,27 +627,19 @@ class ProbeEstimator(CrossFitEstimator):
         if n_radial:
             msg += (f"; the critic was fitted with weights that vary with the row's radius in {n_radial} of "
                     f"{len(first_seed)} folds, where that predicted the validation rows better")
-        n_quadratic = sum(d.get("representation") == "quadratic products" for d in first_seed)
-        if n_quadratic:
-            msg += (f"; the critic was fitted on its features and the products of its {self.quadratic_columns} "
-                    f"leading columns in {n_quadratic} of {len(first_seed)} folds, where that predicted the "
-                    "validation rows better")
-        n_second = sum(d.get("representation") == "second-moment products" for d in first_seed)
-        if n_second:
-            msg += (f"; the critic was fitted on its features, the products of their projections on the "
-                    f"{self.second_moment_directions} directions where the classes' second moments differ most and "
-                    f"the squared norm in {n_second} of {len(first_seed)} folds, where that predicted the validation "
-                    "rows better")
-        n_additive = sum(d.get("representation") == "additive hinges" for d in first_seed)
-        if n_additive:
-            msg += (f"; the critic was fitted on its features and the hinges of its {self.additive_columns} leading "
-                    f"columns in {n_additive} of {len(first_seed)} folds, where that predicted the validation rows "
-                    "better")
-        n_index = sum(d.get("representation") == "index hinges" for d in first_seed)
-        if n_index:
-            msg += (f"; the critic was fitted on its features and the hinges of its scores along its "
-                    f"{self.index_directions} leading directions in {n_index} of {len(first_seed)} folds, where that "
-                    "predicted the validation rows better")
+        # the wider representations, each where it predicted the validation rows better
+        wider = {"quadratic products": f"its features and the products of its {self.quadratic_columns} leading columns",
+                 "second-moment products": f"its features, the products of their projections on the "
+                                           f"{self.second_moment_directions} directions where the classes' second "
+                                           f"moments differ most and the squared norm",
+                 "additive hinges": f"its features and the hinges of its {self.additive_columns} leading columns",
+                 "index hinges": f"its features and the hinges of its scores along its {self.index_directions} "
+                                 f"leading directions"}
+        for representation, words in wider.items():
+            n_kept = sum(d.get("representation") == representation for d in first_seed)
+            if n_kept:
+                msg += (f"; the critic was fitted on {words} in {n_kept} of {len(first_seed)} folds, where that "
+                        "predicted the validation rows better")
         over_prior = [d.get("linear_over_prior") for d in checks]
         if over_prior and all(v is not None for v in over_prior) and np.mean(over_prior) < 0:
             msg += (f", and the fitted linear critic predicted those rows {-float(np.mean(over_prior)):.4f} nats per "
