@@ -1092,7 +1092,7 @@ class ProbeEstimator(CrossFitEstimator):
         read); every row only where the levels are fitted. Returns the gain and its s.e. under
         the kind's diagnostics keys."""
         x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev = context[:12]
-        min_gain = context[12] if len(context) > 12 else 0.0  # the hinge checks' floor
+        min_gain = context[12] if len(context) > 12 else -np.inf  # the hinge checks' floor
         read = np.flatnonzero(check_rows | val)
         part = extra_tr(read)
         columns = np.zeros((len(x_tr), part.shape[1]), dtype=part.dtype)  # rows no check reads stay 0
