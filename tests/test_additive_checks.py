@@ -4,7 +4,7 @@ keep rising, and the checks that find them.
 - Laplace classes: independent coordinates with Laplace noise, classes apart along a few of them.
   Each coordinate's log-likelihood ratio is a ramp between the class means and flat outside, so
   the logits are additive and piecewise linear in the coordinates. The linear critic read 13-20%
-  low at n = 2k with narrow two-sided intervals (coverage 12 of 69 draws). The additive check
+  low at n = 2k with narrow two-sided intervals (12 of 70 covered, five shapes). The additive check
   (`prep.hinge_features` of the strong leading columns, `ProbeEstimator._gain_beside` kind
   "additive") flags them, and fitting on the hinges where a fold gains brings the estimate within
   a few percent.

@@ -1012,8 +1012,8 @@ class ProbeEstimator(CrossFitEstimator):
         additive = {}
         if self.additive_check:
             # Laplace classes (independent coordinates, log-likelihood ratios that level off): the
-            # linear critic read 13-20% low at n = 2k with two-sided intervals that covered 12 of
-            # 69 draws, and the checks above were silent in most (RESULTS.md, issue 22 forty-second
+            # linear critic read 13-20% low at n = 2k, its two-sided intervals covered 12 of 70,
+            # and the checks above were silent in most draws (RESULTS.md, issue 22 forty-second
             # session); a critic piecewise linear in the leading columns reaches the truth within 1%
             columns = _strong_columns(weights, self.additive_columns, self.additive_share)
             additive = self._check_beside(
