@@ -144,19 +144,19 @@ def test_a_check_made_on_its_own_rows_reads_what_all_rows_would_give(monkeypatch
     made = []
     original = probe.ProbeEstimator._check_beside
 
-    def counting(self, kind, name, fits, extra_tr, extra_ev, context):
+    def counting(self, kind, name, fits, extra_tr, extra_ev, context, **kw):
         def rows_made(rows):
             made.append(len(rows))
             return extra_tr(rows)
-        return original(self, kind, name, fits, rows_made, extra_ev, context)
+        return original(self, kind, name, fits, rows_made, extra_ev, context, **kw)
 
     monkeypatch.setattr(probe.ProbeEstimator, "_check_beside", counting)
     own_rows = run()
     assert len(made) == 15 and max(made) < 0.5 * len(z)  # the check and validation rows, not every row
 
-    def every_row(self, kind, name, fits, extra_tr, extra_ev, context):
+    def every_row(self, kind, name, fits, extra_tr, extra_ev, context, **kw):
         every = extra_tr(np.arange(len(context[0])))
-        return original(self, kind, name, fits, lambda rows: every[rows], extra_ev, context)
+        return original(self, kind, name, fits, lambda rows: every[rows], extra_ev, context, **kw)
 
     monkeypatch.setattr(probe.ProbeEstimator, "_check_beside", every_row)
     assert run() == own_rows

@@ -864,7 +864,31 @@ def quadratic_products(x, c=None, columns=None, *, centred_by=None) -> np.ndarra
 HINGE_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def hinge_features(x, c=None, columns=None, *, knots_from=None, quantiles=HINGE_QUANTILES) -> np.ndarray:
+@dataclass(frozen=True)
+class HingeKnots:
+    """The knots of `hinge_features`: for the given columns, the `quantiles` of each over the
+    rows of each stratum (`by_stratum`: {stratum: [len(quantiles), q]}) and over all rows
+    (`overall`, for a stratum without rows of its own)."""
+
+    columns: np.ndarray
+    overall: np.ndarray
+    by_stratum: dict
+
+
+def hinge_knots(x_fit, c_fit=None, columns=None, quantiles=HINGE_QUANTILES) -> HingeKnots:
+    """The knots `hinge_features` cuts at, from the rows x_fit [n, d] and their strata c_fit
+    (None: one stratum); label-free, so a fold computes them once for its check and its fit."""
+    x_fit = np.asarray(x_fit, dtype=np.float32)
+    columns = np.arange(x_fit.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
+    fit = x_fit[:, columns]
+    c_fit = np.zeros(len(fit), dtype=np.int64) if c_fit is None else np.asarray(c_fit)
+    qs = np.asarray(quantiles, dtype=np.float64)
+    return HingeKnots(columns, np.quantile(fit.astype(np.float64), qs, axis=0),
+                      {g: np.quantile(fit[c_fit == g].astype(np.float64), qs, axis=0) for g in np.unique(c_fit)})
+
+
+def hinge_features(x, c=None, columns=None, *, knots_from=None, quantiles=HINGE_QUANTILES,
+                   knots: HingeKnots | None = None) -> np.ndarray:
     """max(x_j - t_cjk, 0) for each of the given columns j of x [n, d] and each knot t_cjk, the
     `quantiles` of column j over the rows of the row's stratum c: float32 [n, q len(quantiles)]
     (columns: default all; column-major: every knot of the first column, then the next). Fitted
@@ -876,7 +900,8 @@ def hinge_features(x, c=None, columns=None, *, knots_from=None, quantiles=HINGE_
 
     knots_from: (x_fit, c_fit), the rows whose strata's quantiles are the knots (the overall
     quantiles for a stratum it lacks): held-out rows cut where the training rows were. Default:
-    x and c themselves. Label-free.
+    x and c themselves. Label-free. knots: those knots already computed (`hinge_knots`, whose
+    columns and quantiles they carry), in place of columns, knots_from and quantiles.
 
     >>> hinge_features(np.array([[0.0], [1.0], [2.0], [3.0], [4.0]]), quantiles=(0.5,)).ravel()
     array([0., 0., 0., 1., 2.], dtype=float32)
@@ -885,19 +910,12 @@ def hinge_features(x, c=None, columns=None, *, knots_from=None, quantiles=HINGE_
     """
     x = np.asarray(x, dtype=np.float32)
     c = np.zeros(len(x), dtype=np.int64) if c is None else np.asarray(c)
-    columns = np.arange(x.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
-    if knots_from is None:
-        fit, c_fit = x[:, columns], c
-    else:
-        x_fit, c_fit = knots_from
-        fit = np.asarray(x_fit, dtype=np.float32)[:, columns]
-        c_fit = np.zeros(len(fit), dtype=np.int64) if c_fit is None else np.asarray(c_fit)
-    qs = np.asarray(quantiles, dtype=np.float64)
-    overall = np.quantile(fit.astype(np.float64), qs, axis=0)  # [k, q]
-    knots = {g: np.quantile(fit[c_fit == g].astype(np.float64), qs, axis=0) for g in np.unique(c_fit)}
+    if knots is None:
+        x_fit, c_fit = (x, c) if knots_from is None else knots_from
+        knots = hinge_knots(x_fit, c_fit, columns, quantiles)
     present, inverse = np.unique(c, return_inverse=True)
-    table = np.stack([knots.get(g, overall).T for g in present]).astype(np.float32)  # [strata, q, k]
-    sub = x[:, columns]
+    table = np.stack([knots.by_stratum.get(g, knots.overall).T for g in present]).astype(np.float32)  # [strata, q, k]
+    sub = x[:, knots.columns]
     out = np.maximum(sub[:, :, None] - table[inverse.reshape(-1)], 0.0)
     return out.reshape(len(x), -1).astype(np.float32, copy=False)
 

@@ -50,6 +50,7 @@ from matprobe.mi.lbfgs import minimize_lbfgsb
 from matprobe.mi.prep import (
     block_scale_variance,
     hinge_features,
+    hinge_knots,
     log_abs_scale_weights,
     quadratic_products,
     radial_interaction,
@@ -999,16 +1000,14 @@ class ProbeEstimator(CrossFitEstimator):
                 "second-moment", "second-moment products", fits,
                 lambda rows: second_moment_features(x_tr[rows], c_tr[rows], basis),
                 lambda: second_moment_features(x_ev, c_ev, basis), context)
-        hinges = {}
+        hinge_diag, hinge_floor = {}, -np.inf
         if self.additive_check or self.index_check or self.calibration_check:
             # the hinge checks' gains count only past a share of what the linear critic reads on
             # the validation rows: the per-coordinate quantile map bends Gaussian classes a little,
             # and hinges that undo it gained 0.008 nats per row on a 0.75-nat Gaussian task (1%,
             # inside its interval), which flagged well-specified tasks one-sided
             lin_mi = self._linear_validation_mi(fits["features"], val, dev)
-            hinges = {"linear_val_mi": lin_mi,
-                      "min_gain": max(self.ladder_min_gain, self.hinge_min_share * lin_mi)}
-            context = (*context, hinges["min_gain"])
+            hinge_diag, hinge_floor = {"linear_val_mi": lin_mi}, max(self.ladder_min_gain, self.hinge_min_share * lin_mi)
         additive = {}
         if self.additive_check:
             # Laplace classes (independent coordinates, log-likelihood ratios that level off): the
@@ -1016,21 +1015,22 @@ class ProbeEstimator(CrossFitEstimator):
             # and the checks above were silent in most draws (RESULTS.md, issue 22 forty-second
             # session); a critic piecewise linear in the leading columns reaches the truth within 1%
             columns = _strong_columns(weights, self.additive_columns, self.additive_share)
+            knots = hinge_knots(x_tr, c_tr, columns)  # label-free: once for the check and the fit
             additive = self._check_beside(
                 "additive", "additive hinges", fits,
-                lambda rows: hinge_features(x_tr[rows], c_tr[rows], columns, knots_from=(x_tr, c_tr)),
-                lambda: hinge_features(x_ev, c_ev, columns, knots_from=(x_tr, c_tr)), context)
+                lambda rows: hinge_features(x_tr[rows], c_tr[rows], knots=knots),
+                lambda: hinge_features(x_ev, c_ev, knots=knots), context, min_gain=hinge_floor)
         index = {}
         directions = _critic_directions(fits["features"], self.index_directions) if self.index_check else None
         if directions is not None and directions.shape[1]:  # none where every weight is 0
             # along the critic's own directions: where classes are cut by a linear score and their
             # labels flipped at random, the logits level off along it (a step, not a line)
             p_tr = x_tr @ directions
+            p_knots = hinge_knots(p_tr, c_tr, quantiles=INDEX_QUANTILES)
             index = self._check_beside(
                 "index", "index hinges", fits,
-                lambda rows: hinge_features(p_tr[rows], c_tr[rows], knots_from=(p_tr, c_tr), quantiles=INDEX_QUANTILES),
-                lambda: hinge_features(x_ev @ directions, c_ev, knots_from=(p_tr, c_tr), quantiles=INDEX_QUANTILES),
-                context)
+                lambda rows: hinge_features(p_tr[rows], c_tr[rows], knots=p_knots),
+                lambda: hinge_features(x_ev @ directions, c_ev, knots=p_knots), context, min_gain=hinge_floor)
         calibration = {}
         if self.calibration_check:
             # the critic's own log-probabilities: where labels set by the argmax of K linear scores
@@ -1039,9 +1039,10 @@ class ProbeEstimator(CrossFitEstimator):
             # cell's log q let it level off. The fixed critic saw the check rows, so these columns
             # are a check only, never a representation (the held-out rows' would be out of sample)
             log_q = _critic_log_q(fits["features"], len(x_tr))
+            q_knots = hinge_knots(log_q, c_tr)
             calibration = self._check_beside(
-                "calibration", None, fits,
-                lambda rows: hinge_features(log_q[rows], c_tr[rows], knots_from=(log_q, c_tr)), None, context)
+                "calibration", None, fits, lambda rows: hinge_features(log_q[rows], c_tr[rows], knots=q_knots), None,
+                context, min_gain=hinge_floor)
         alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
             # where the plan raised its PCA, the requested size's features may still predict better:
@@ -1059,8 +1060,7 @@ class ProbeEstimator(CrossFitEstimator):
         representation = min(fits, key=lambda k: fits[k].val_loss)
         fit = fits[representation]
         fit.diag.update(row_scale_variance=scale_var, representation=representation, **damping, **radial,
-                        **quadratic, **second, **additive, **index, **calibration, **base,
-                        **({"linear_val_mi": hinges["linear_val_mi"]} if hinges else {}))
+                        **quadratic, **second, **additive, **index, **calibration, **base, **hinge_diag)
         losses = {**alternative_losses, **{k: v.val_loss for k, v in fits.items()}}
         if len(losses) > 1:
             fit.diag.update({_VAL_LOSS_KEY[k]: v for k, v in losses.items()})
@@ -1080,19 +1080,20 @@ class ProbeEstimator(CrossFitEstimator):
         beaten = plain["level"] == "linear" or gain > plain.get("level_gain", 0.0)
         return beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain
 
-    def _check_beside(self, kind: str, name: str, fits: dict, extra_tr, extra_ev, context) -> dict:
+    def _check_beside(self, kind: str, name: str | None, fits: dict, extra_tr, extra_ev, context,
+                      min_gain: float = -np.inf) -> dict:
         """A check of extra columns beside the fixed linear critic (`_gain_beside`, on the fold's
         check rows: at most `ladder_rows` fitting rows) and, where this fold's gain earns it
         (`quadratic_fit`, `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to
         `fits` as `name`. extra_tr: a callable giving the columns of the training rows it is
         given (int indices; each row's columns depend on that row alone); extra_ev: a callable
         giving the held-out rows' columns. name None: a check only (no representation is fitted;
-        extra_ev is not called). The check reads only its own rows and the validation
+        extra_ev is not called). min_gain: the least gain that earns the fit (the hinge checks'
+        floor, `hinge_min_share`). The check reads only its own rows and the validation
         split, so only those are made (at n = 20k most of the columns' cost was rows no check
         read); every row only where the levels are fitted. Returns the gain and its s.e. under
         the kind's diagnostics keys."""
-        x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev = context[:12]
-        min_gain = context[12] if len(context) > 12 else -np.inf  # the hinge checks' floor
+        x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev = context
         read = np.flatnonzero(check_rows | val)
         part = extra_tr(read)
         columns = np.zeros((len(x_tr), part.shape[1]), dtype=part.dtype)  # rows no check reads stay 0
@@ -1404,23 +1405,28 @@ def _column_weights(fit: "_LevelFit") -> np.ndarray:
     weights over the cells of its stratum, times the column's s.d. on the fitting rows, summed over
     the strata (the linear level's path solution, fitted without the validation split or the
     held-out fold)."""
+    weight = sum(np.sqrt((w**2).sum(1)) for w in _centred_weights(fit))
+    return weight * fit.x_tr.std(0)
+
+
+def _centred_weights(fit: "_LevelFit") -> list:
+    """Each stratum's linear path solution on the feature columns [d, its cells], centred over
+    its cells (what moves one cell's logit against the others')."""
     d = fit.x_tr.shape[1]
-    sd = fit.x_tr.std(0)
-    weight = np.zeros(d)
+    out = []
     for w in fit.path_solution:
         w = w.detach().cpu().numpy()[:d]
-        weight += np.sqrt(((w - w.mean(1, keepdims=True)) ** 2).sum(1))
-    return weight * sd
+        out.append(w - w.mean(1, keepdims=True))
+    return out
 
 
 def _critic_directions(fit: "_LevelFit", r: int) -> np.ndarray:
-    """The r directions [d, r] (float32; orthonormal on the columns scaled to unit s.d.) along which the fitted linear critic's logits
-    vary most: the leading left singular vectors of its weights, centred over each stratum's cells
-    and scaled by the columns' s.d., side by side over the strata; fewer where they span fewer."""
-    d = fit.x_tr.shape[1]
+    """The r directions [d, r] (float32; orthonormal on the columns scaled to unit s.d.) along
+    which the fitted linear critic's logits vary most: the leading left singular vectors of its
+    weights, centred over each stratum's cells (`_centred_weights`) and scaled by the columns'
+    s.d., side by side over the strata; fewer where they span fewer."""
     sd = np.maximum(fit.x_tr.std(0), 1e-12)
-    blocks = [(w.detach().cpu().numpy()[:d] - w.detach().cpu().numpy()[:d].mean(1, keepdims=True)) * sd[:, None]
-              for w in fit.path_solution]
+    blocks = [w * sd[:, None] for w in _centred_weights(fit)]
     u, sv, _ = np.linalg.svd(np.concatenate(blocks, axis=1), full_matrices=False)
     keep = int(min(r, np.sum(sv > 1e-6 * max(sv.max(initial=0.0), 1e-300))))
     return (u[:, :keep] / sd[:, None]).astype(np.float32)
