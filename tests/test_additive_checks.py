@@ -225,3 +225,61 @@ def test_the_checks_are_recorded_in_the_fitting_settings():
     assert "10/30/50/70/90% quantiles" in fitting["additive check"]
     assert fitting["calibration_check"] is True and "fits no representation" in fitting["calibration check"]
     assert estimator_fitting("probe", 5, 5, 64, 0.95, 0, index_check=False)["index_check"] is False
+
+
+class _Stratum:  # what `_critic_log_q` reads of a stratum
+    def __init__(self, rows_tr, x, cell_y, off):
+        self.rows_tr, self.k = rows_tr, len(cell_y)
+        self.x_tr = torch.as_tensor(np.c_[x, np.ones(len(x))], dtype=torch.float32)
+        self.cell_y = torch.as_tensor(cell_y)
+        self.off = torch.as_tensor(off, dtype=torch.float32)
+
+
+class _StrataFit:
+    def __init__(self, strata, weights):
+        self.strata = strata
+        self.path_solution = [torch.as_tensor(w, dtype=torch.float32) for w in weights]
+
+
+def test_the_calibration_check_reads_each_labels_summed_probability():
+    """Cells that are sub-classes of a label are summed (log q(y|z, c) as the estimate reads it);
+    where each label has one cell the columns are the cells' own log-probabilities."""
+    from scipy.special import log_softmax, logsumexp
+
+    from matprobe.mi.probe import _critic_log_q
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((30, 3))
+    rows = [np.arange(0, 18), np.arange(18, 30)]
+    # stratum 0: labels 0, 0, 1, 2, 2 (sub-classes); stratum 1: labels 0 and 1, one cell each
+    cell_y = [np.array([0, 0, 1, 2, 2]), np.array([0, 1])]
+    weights = [rng.standard_normal((4, 5)), rng.standard_normal((4, 2))]
+    offs = [np.log(np.array([0.1, 0.2, 0.3, 0.25, 0.15])), np.log(np.array([0.6, 0.4]))]
+    fit = _StrataFit([_Stratum(r, x[r], y, o) for r, y, o in zip(rows, cell_y, offs)], weights)
+    got = _critic_log_q(fit, 30)
+    assert got.shape == (30, 3) and got.dtype == np.float32
+    for r, y, w, o in zip(rows, cell_y, weights, offs):
+        lq = log_softmax(np.c_[x[r], np.ones(len(r))] @ w + o, axis=1)
+        want = np.stack([logsumexp(lq[:, y == lab], axis=1) for lab in np.unique(y)], axis=1)
+        np.testing.assert_allclose(got[r, : want.shape[1]], want, atol=1e-5)
+        assert (got[r, want.shape[1]:] == 0).all()
+
+
+def test_a_chains_direct_term_and_first_term_each_check_their_own_labels():
+    """I(Z;M) of a chain (its cells the (M, A) sub-classes) and the direct joint term share their
+    cells and so their fits, but not their labels: each term's calibration check is its own, and
+    I(Z;M)'s is what it is without the direct term beside it."""
+    from matprobe.mi.chain import chain_terms
+    from matprobe.mi.groundtruth import chain_task
+
+    task = chain_task((2, 3), separations=(1.0, 1.0), names=("M", "A"), d=12, signal_dim=4, noise_scale=0.5, seed=3)
+    z, f = task.sample(1200, seed=0)
+    kw = dict(seeds=1, folds=3, ci_level=0.95, difference=False)
+    both = chain_terms(z, f, direct=True, **kw)
+    with_direct, alone = dict(both.terms["probe"]), dict(chain_terms(z, f, direct=False, **kw).terms["probe"])
+
+    def gains(e):
+        return [d["calibration_gain"] for d in e.diagnostics["folds"]]
+
+    assert gains(with_direct["I(Z;M)"]) == gains(alone["I(Z;M)"])
+    assert gains(both.direct["probe"]) != gains(with_direct["I(Z;M)"])

@@ -450,7 +450,7 @@ class ProbeEstimator(CrossFitEstimator):
                 "index check": f"hinges of the linear critic's scores along its {self.index_directions} leading "
                                "directions at their stratum's 5, 15, ..., 95% quantiles, fitted beside it; flags and "
                                "fits as the quadratic check",
-                "calibration check": "hinges of the linear critic's own log-probabilities of its cells at their "
+                "calibration check": "hinges of the linear critic's own log-probabilities of its labels at their "
                                      "stratum's 10/30/50/70/90% quantiles, fitted beside it; flags as the quadratic "
                                      "check, fits no representation",
                 "hinge checks' floor": f"the additive, index and calibration gains count (flag, fit) only above "
@@ -1036,13 +1036,15 @@ class ProbeEstimator(CrossFitEstimator):
             # the critic's own log-probabilities: where labels set by the argmax of K linear scores
             # are flipped at random the posterior is flat away from the class boundaries, and a
             # critic whose confidence grows without end reads 20-40% low (K = 4-5); hinges of each
-            # cell's log q let it level off. The fixed critic saw the check rows, so these columns
+            # label's log q let it level off. Labels, not cells: where a label has sub-class cells
+            # the estimate reads its label's sum, and hinges of every cell's (48 in a sweep cell's
+            # I(Z;M)) cost 18% of the chain. The fixed critic saw the check rows, so these columns
             # are a check only, never a representation (the held-out rows' would be out of sample)
             log_q = _critic_log_q(fits["features"], len(x_tr))
             q_knots = hinge_knots(log_q, c_tr)
             calibration = self._check_beside(
                 "calibration", None, fits, lambda rows: hinge_features(log_q[rows], c_tr[rows], knots=q_knots), None,
-                context, min_gain=hinge_floor)
+                context, min_gain=hinge_floor, share_key=_label_grouping(fits["features"]))
         alternative_losses = {}  # {name: validation log-loss} of every alternative fitted
         for name, (xa_tr, xa_ev) in (alternatives or {}).items():
             # where the plan raised its PCA, the requested size's features may still predict better:
@@ -1081,7 +1083,7 @@ class ProbeEstimator(CrossFitEstimator):
         return beaten and gain > self.ladder_z * se and gain > self.ladder_min_gain
 
     def _check_beside(self, kind: str, name: str | None, fits: dict, extra_tr, extra_ev, context,
-                      min_gain: float = -np.inf) -> dict:
+                      min_gain: float = -np.inf, share_key: tuple = ()) -> dict:
         """A check of extra columns beside the fixed linear critic (`_gain_beside`, on the fold's
         check rows: at most `ladder_rows` fitting rows) and, where this fold's gain earns it
         (`quadratic_fit`, `_earns_a_fit`, `_room`), the levels fitted on [x, extra] and added to
@@ -1089,7 +1091,8 @@ class ProbeEstimator(CrossFitEstimator):
         given (int indices; each row's columns depend on that row alone); extra_ev: a callable
         giving the held-out rows' columns. name None: a check only (no representation is fitted;
         extra_ev is not called). min_gain: the least gain that earns the fit (the hinge checks'
-        floor, `hinge_min_share`). The check reads only its own rows and the validation
+        floor, `hinge_min_share`). share_key: what the columns depend on beyond the fold's softmax
+        problem (`_shared`; the calibration check's, the cells' labels). The check reads only its own rows and the validation
         split, so only those are made (at n = 20k most of the columns' cost was rows no check
         read); every row only where the levels are fitted. Returns the gain and its s.e. under
         the kind's diagnostics keys."""
@@ -1098,7 +1101,7 @@ class ProbeEstimator(CrossFitEstimator):
         part = extra_tr(read)
         columns = np.zeros((len(x_tr), part.shape[1]), dtype=part.dtype)  # rows no check reads stay 0
         columns[read] = part
-        gain, se = self._gain_beside(fits["features"], columns, val, check_rows, dev, kind)
+        gain, se = self._gain_beside(fits["features"], columns, val, check_rows, dev, kind, share_key)
         if (name is not None and self.quadratic_fit and gain > min_gain
                 and self._earns_a_fit(fits["features"].diag, gain, se)
                 and _room(cell_counts, x_tr.shape[1] + part.shape[1])):
@@ -1125,7 +1128,8 @@ class ProbeEstimator(CrossFitEstimator):
                 rows += int(v.sum())
         return total / rows if rows else 0.0
 
-    def _gain_beside(self, plain: "_LevelFit", extra_tr, val, keep, dev, kind: str) -> tuple[float, float]:
+    def _gain_beside(self, plain: "_LevelFit", extra_tr, val, keep, dev, kind: str,
+                     share_key: tuple = ()) -> tuple[float, float]:
         """A check of columns beside the linear critic: `extra_tr`, extra columns on the fold's
         training rows, added to the linear level's fitted critic (held fixed, fitted on the
         fitting rows at its chosen penalty): their weights are fitted on the fitting rows at the
@@ -1151,7 +1155,8 @@ class ProbeEstimator(CrossFitEstimator):
                 offsets.append((st.x_tr @ w).cpu().numpy())  # the fixed critic's logits (prior added by _train)
                 w0.append(torch.zeros(q + 1, st.k, device=dev))
         n_fit = int(keep.sum())
-        ws = self._shared((plain.problem, kind, *plain.cell_key),
+        # two terms of one plan may share the softmax problem but not the columns (share_key)
+        ws = self._shared((plain.problem, kind, *plain.cell_key, *share_key),
                           lambda: self._train(strata, w0, plain.lam, n_fit, keep, _prefix_mask(q, q, dev), offsets))
         diffs = []
         with torch.no_grad():
@@ -1433,15 +1438,29 @@ def _critic_directions(fit: "_LevelFit", r: int) -> np.ndarray:
 
 
 def _critic_log_q(fit: "_LevelFit", n_tr: int) -> np.ndarray:
-    """The fitted linear critic's log-probabilities of its cells on the fold's training rows
-    (the path solution at the chosen cell, prior included): float32 [n_tr, the most cells of a
-    stratum], a stratum's cells in its columns 0..k-1, 0 in the others."""
-    k_max = max(st.k for st in fit.strata)
-    out = np.zeros((n_tr, k_max), dtype=np.float32)
+    """The fitted linear critic's log-probabilities of its labels on the fold's training rows
+    (the path solution at the chosen cell, prior included; a label's cells summed, as
+    log q(y|z, c) reads them): float32 [n_tr, the most labels of a stratum], a stratum's labels
+    in its columns 0..L-1 in label order, 0 in the others. Where each label has one cell these are
+    the cells' own log-probabilities, bit for bit (a logsumexp of one value is that value)."""
+    labels = [torch.unique(st.cell_y) for st in fit.strata]  # sorted
+    out = np.zeros((n_tr, max(len(lab) for lab in labels)), dtype=np.float32)
     with torch.no_grad():
-        for st, w in zip(fit.strata, fit.path_solution):
-            out[st.rows_tr, : st.k] = torch.log_softmax(st.x_tr @ w + st.off, dim=1).cpu().numpy()
+        for st, w, lab in zip(fit.strata, fit.path_solution, labels):
+            lq = torch.log_softmax(st.x_tr @ w + st.off, dim=1)
+            if len(lab) == st.k:  # one cell per label: cells are ordered by label within a stratum
+                out[st.rows_tr, : st.k] = lq.cpu().numpy()
+                continue
+            for j, y in enumerate(lab):
+                out[st.rows_tr, j] = torch.logsumexp(lq[:, st.cell_y == y], dim=1).cpu().numpy()
     return out
+
+
+def _label_grouping(fit: "_LevelFit") -> tuple:
+    """Each stratum's cells' labels, hashable: what the calibration check's columns depend on
+    beyond the softmax problem (I(Z;M) of a chain and the direct joint term share their cells,
+    not their labels)."""
+    return tuple(st.cell_y.cpu().numpy().tobytes() for st in fit.strata)
 
 
 def _strong_columns(weights: np.ndarray, q: int, share: float) -> np.ndarray:
