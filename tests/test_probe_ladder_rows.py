@@ -114,9 +114,9 @@ def test_every_check_fits_on_the_folds_one_set_of_check_rows(monkeypatch):
     seen = []
     original = probe.ProbeEstimator._gain_beside
 
-    def recording(self, plain, extra_tr, val, keep, dev, kind):
+    def recording(self, plain, extra_tr, val, keep, dev, kind, *rest):
         seen.append((kind, keep.copy(), val.copy()))
-        return original(self, plain, extra_tr, val, keep, dev, kind)
+        return original(self, plain, extra_tr, val, keep, dev, kind, *rest)
 
     monkeypatch.setattr(probe.ProbeEstimator, "_gain_beside", recording)
     make_estimator("probe", folds=5, seeds=1, pca=None, ladder_rows=500, map_choice=False).estimate(z, f["Y"])
