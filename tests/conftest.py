@@ -263,6 +263,7 @@ SLOW: dict[str, set[str]] = {
         "test_laplace_classes_are_flagged_and_fitted_on_the_hinges",  # 2.3-2.6 s per draw
         "test_label_noise_is_flagged_by_the_index_check",  # 3-4.5 s per draw
         "test_argmax_label_noise_is_flagged_by_the_calibration_check",  # 4-6 s per draw
+        "test_a_chains_direct_term_and_first_term_each_check_their_own_labels",  # 3-6 s
     },
     "test_quadratic_check.py": {
         "test_clusters_per_class_are_flagged_and_fitted_on_the_products",  # 2-3 s per draw

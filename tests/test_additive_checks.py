@@ -71,9 +71,18 @@ def test_strong_columns_keep_those_near_the_leader():
 
 
 class _Fit:  # what `_critic_directions` reads of a `_LevelFit`
-    def __init__(self, x_tr, weights):
+    def __init__(self, x_tr, weights, cell_y=None, prior=None):
         self.x_tr = x_tr
         self.path_solution = [torch.as_tensor(w, dtype=torch.float32) for w in weights]
+        self.strata = [_CellsOf(np.arange(w.shape[1]) if cell_y is None else cell_y[i],
+                                np.full(w.shape[1], 1.0 / w.shape[1]) if prior is None else prior[i])
+                       for i, w in enumerate(weights)]
+
+
+class _CellsOf:  # a stratum's cells: their labels and log prior
+    def __init__(self, cell_y, prior):
+        self.k, self.cell_y = len(cell_y), torch.as_tensor(cell_y)
+        self.off = torch.as_tensor(np.log(prior), dtype=torch.float32)
 
 
 def test_critic_directions_are_the_scores_the_critic_varies_along():
@@ -94,6 +103,24 @@ def test_critic_directions_are_the_scores_the_critic_varies_along():
     one = _critic_directions(_Fit(x, [np.r_[np.c_[a, -a], [[0.0, 0.0]]]]), 2)
     assert one.shape == (6, 1)
     np.testing.assert_allclose(np.corrcoef((x @ one)[:, 0], x @ a)[0, 1] ** 2, 1.0, atol=1e-6)
+
+
+def test_with_sub_class_cells_the_directions_are_the_labels_scores():
+    """Two labels, each split into two sub-classes along b (3 times a's size): the cells' weights
+    lead along b, the labels' scores (their cells averaged by prior) along a alone."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((400, 5)).astype(np.float32)
+    a, b = np.array([1.0, 0, 0, 0.5, 0]), np.array([0, 3.0, 0, 0, 0])
+    w = np.c_[a + b, a - b, -a + 2 * b, -a - b]  # label 0: cells 0, 1; label 1: cells 2, 3
+    prior = np.array([0.25, 0.25, 0.2, 0.3])
+    fit = _Fit(x, [np.r_[w, [[0.0, 0.0, 0.0, 0.0]]]], cell_y=[np.array([0, 0, 1, 1])], prior=[prior])
+    got = _critic_directions(fit, 2)
+    assert got.shape == (5, 1)  # two labels: one score
+    label_0 = (a + b) * 0.5 + (a - b) * 0.5
+    label_1 = (-a + 2 * b) * 0.4 + (-a - b) * 0.6
+    np.testing.assert_allclose(np.corrcoef((x @ got)[:, 0], x @ (label_0 - label_1))[0, 1] ** 2, 1.0, atol=1e-6)
+    cells = _critic_directions(_Fit(x, [np.r_[w, [[0.0] * 4]]]), 1)  # read as four labels: b leads
+    assert abs(np.corrcoef((x @ cells)[:, 0], x @ b)[0, 1]) > 0.9
 
 
 def _laplace(draw: int, n: int):
@@ -267,8 +294,8 @@ def test_the_calibration_check_reads_each_labels_summed_probability():
 
 def test_a_chains_direct_term_and_first_term_each_check_their_own_labels():
     """I(Z;M) of a chain (its cells the (M, A) sub-classes) and the direct joint term share their
-    cells and so their fits, but not their labels: each term's calibration check is its own, and
-    I(Z;M)'s is what it is without the direct term beside it."""
+    cells and so their fits, but not their labels: each term's calibration and index checks are
+    its own, and I(Z;M)'s are what they are without the direct term beside it."""
     from matprobe.mi.chain import chain_terms
     from matprobe.mi.groundtruth import chain_task
 
@@ -278,8 +305,9 @@ def test_a_chains_direct_term_and_first_term_each_check_their_own_labels():
     both = chain_terms(z, f, direct=True, **kw)
     with_direct, alone = dict(both.terms["probe"]), dict(chain_terms(z, f, direct=False, **kw).terms["probe"])
 
-    def gains(e):
-        return [d["calibration_gain"] for d in e.diagnostics["folds"]]
+    def gains(e, kind):
+        return [d[f"{kind}_gain"] for d in e.diagnostics["folds"]]
 
-    assert gains(with_direct["I(Z;M)"]) == gains(alone["I(Z;M)"])
-    assert gains(both.direct["probe"]) != gains(with_direct["I(Z;M)"])
+    for kind in ("calibration", "index"):  # both read the labels: the cells' log q, the labels' scores
+        assert gains(with_direct["I(Z;M)"], kind) == gains(alone["I(Z;M)"], kind)
+        assert gains(both.direct["probe"], kind) != gains(with_direct["I(Z;M)"], kind)
