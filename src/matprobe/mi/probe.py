@@ -447,9 +447,9 @@ class ProbeEstimator(CrossFitEstimator):
                                   f"most {self.ladder_rows} fitting rows (the columns whose weight is at least "
                                   f"{self.additive_share:g} of the leading one's); flags and fits as the quadratic "
                                   "check",
-                "index check": f"hinges of the linear critic's scores along its {self.index_directions} leading "
-                               "directions at their stratum's 5, 15, ..., 95% quantiles, fitted beside it; flags and "
-                               "fits as the quadratic check",
+                "index check": f"hinges of the linear critic's label scores along its {self.index_directions} "
+                               "leading directions (a label's cells averaged) at their stratum's 5, 15, ..., 95% "
+                               "quantiles, fitted beside it; flags and fits as the quadratic check",
                 "calibration check": "hinges of the linear critic's own log-probabilities of its labels at their "
                                      "stratum's 10/30/50/70/90% quantiles, fitted beside it; flags as the quadratic "
                                      "check, fits no representation",
@@ -1092,11 +1092,11 @@ class ProbeEstimator(CrossFitEstimator):
         given (int indices; each row's columns depend on that row alone); extra_ev: a callable
         giving the held-out rows' columns. name None: a check only (no representation is fitted;
         extra_ev is not called). min_gain: the least gain that earns the fit (the hinge checks'
-        floor, `hinge_min_share`). share_key: what the columns depend on beyond the fold's softmax
-        problem (`_shared`; the index and calibration checks', the cells' labels). The check reads only its own rows and the validation
-        split, so only those are made (at n = 20k most of the columns' cost was rows no check
-        read); every row only where the levels are fitted. Returns the gain and its s.e. under
-        the kind's diagnostics keys."""
+        floor, `hinge_min_share`). share_key: what the columns depend on beyond the fold's
+        softmax problem (`_shared`; for the index and calibration checks, the cells' labels). The
+        check reads only its own rows and the validation split, so only those are made (at n =
+        20k most of the columns' cost was rows no check read); every row only where the levels are
+        fitted. Returns the gain and its s.e. under the kind's diagnostics keys."""
         x_tr, x_ev, cell_counts, y_tr, c_tr, y_ev, c_ev, layout, val, check_rows, seeds, dev = context
         read = np.flatnonzero(check_rows | val)
         part = extra_tr(read)
