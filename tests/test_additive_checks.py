@@ -70,19 +70,22 @@ def test_strong_columns_keep_those_near_the_leader():
     np.testing.assert_array_equal(_strong_columns(np.array([0.0, 3.0, 0.0]), 8, 1.0), [1])
 
 
-class _Fit:  # what `_critic_directions` reads of a `_LevelFit`
-    def __init__(self, x_tr, weights, cell_y=None, prior=None):
+class _Stratum:  # what `_critic_directions` and `_critic_log_q` read of a stratum
+    def __init__(self, rows_tr, x, cell_y, off):
+        self.rows_tr, self.k = rows_tr, len(cell_y)
+        self.x_tr = torch.as_tensor(np.c_[x, np.ones(len(x))], dtype=torch.float32)
+        self.cell_y = torch.as_tensor(cell_y)
+        self.off = torch.as_tensor(off, dtype=torch.float32)
+
+
+class _Fit:  # what they read of a `_LevelFit`: by default one cell per label, equal priors, every row
+    def __init__(self, x_tr, weights, cell_y=None, prior=None, strata=None):
         self.x_tr = x_tr
         self.path_solution = [torch.as_tensor(w, dtype=torch.float32) for w in weights]
-        self.strata = [_CellsOf(np.arange(w.shape[1]) if cell_y is None else cell_y[i],
-                                np.full(w.shape[1], 1.0 / w.shape[1]) if prior is None else prior[i])
-                       for i, w in enumerate(weights)]
-
-
-class _CellsOf:  # a stratum's cells: their labels and log prior
-    def __init__(self, cell_y, prior):
-        self.k, self.cell_y = len(cell_y), torch.as_tensor(cell_y)
-        self.off = torch.as_tensor(np.log(prior), dtype=torch.float32)
+        self.strata = strata or [
+            _Stratum(np.arange(len(x_tr)), x_tr, np.arange(w.shape[1]) if cell_y is None else cell_y[i],
+                     np.log(np.full(w.shape[1], 1.0 / w.shape[1]) if prior is None else prior[i]))
+            for i, w in enumerate(weights)]
 
 
 def test_critic_directions_are_the_scores_the_critic_varies_along():
@@ -254,20 +257,6 @@ def test_the_checks_are_recorded_in_the_fitting_settings():
     assert estimator_fitting("probe", 5, 5, 64, 0.95, 0, index_check=False)["index_check"] is False
 
 
-class _Stratum:  # what `_critic_log_q` reads of a stratum
-    def __init__(self, rows_tr, x, cell_y, off):
-        self.rows_tr, self.k = rows_tr, len(cell_y)
-        self.x_tr = torch.as_tensor(np.c_[x, np.ones(len(x))], dtype=torch.float32)
-        self.cell_y = torch.as_tensor(cell_y)
-        self.off = torch.as_tensor(off, dtype=torch.float32)
-
-
-class _StrataFit:
-    def __init__(self, strata, weights):
-        self.strata = strata
-        self.path_solution = [torch.as_tensor(w, dtype=torch.float32) for w in weights]
-
-
 def test_the_calibration_check_reads_each_labels_summed_probability():
     """Cells that are sub-classes of a label are summed (log q(y|z, c) as the estimate reads it);
     where each label has one cell the columns are the cells' own log-probabilities."""
@@ -282,7 +271,7 @@ def test_the_calibration_check_reads_each_labels_summed_probability():
     cell_y = [np.array([0, 0, 1, 2, 2]), np.array([0, 1])]
     weights = [rng.standard_normal((4, 5)), rng.standard_normal((4, 2))]
     offs = [np.log(np.array([0.1, 0.2, 0.3, 0.25, 0.15])), np.log(np.array([0.6, 0.4]))]
-    fit = _StrataFit([_Stratum(r, x[r], y, o) for r, y, o in zip(rows, cell_y, offs)], weights)
+    fit = _Fit(x, weights, strata=[_Stratum(r, x[r], y, o) for r, y, o in zip(rows, cell_y, offs)])
     got = _critic_log_q(fit, 30)
     assert got.shape == (30, 3) and got.dtype == np.float32
     for r, y, w, o in zip(rows, cell_y, weights, offs):

@@ -1453,7 +1453,7 @@ def _critic_directions(fit: "_LevelFit", r: int) -> np.ndarray:
     (`_label_weights`) and scaled by the columns' s.d., side by side over the strata; fewer where
     they span fewer. By labels, not cells: in a chain's I(Z;M) the cells are M's sub-classes by
     the later factors, whose directions led, and the check missed M's own step (label noise in
-    M: 13-27 of 30 covered, forty-third session)."""
+    M, an outside statistician's chains: 13 of 40 to 27 of 30 covered; forty-third session)."""
     sd = np.maximum(fit.x_tr.std(0), 1e-12)
     blocks = [w * sd[:, None] for w in _label_weights(fit)]
     u, sv, _ = np.linalg.svd(np.concatenate(blocks, axis=1), full_matrices=False)
