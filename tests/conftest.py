@@ -410,6 +410,7 @@ SLOW: dict[str, set[str]] = {
     "test_latent_cells.py": {
         "test_on_clustered_classes_the_level_is_chosen_and_nearer_the_truth",  # 18 s: two n = 6k estimates
     },
+    "test_written_out_grads.py": {"test_the_estimate_has_autograds_bits"},  # 6 s: two n = 2k estimates
     "test_check_small_triplet.py": {
         "test_a_few_row_triplet_is_a_sparse_stratum_and_the_others_are_estimated",  # 1.7 s
         "test_the_check_command_runs_on_such_a_store",  # 6.7 s: mi, then check
