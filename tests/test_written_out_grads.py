@@ -21,13 +21,10 @@ FORMS = (probe._MLPLadder, probe._LatentCellLadder, probe._EllipticalLadder)
 
 
 def _autograd(form, p, x1, off_rows, target, weight_decay):
-    """The gradient `_fit` takes by autograd: mean cross-entropy plus the form's weight decay."""
+    """The gradient of the loss `_fit` minimises, by autograd (`_grads_by_autograd`, the path a
+    form without `_grads` takes): mean cross-entropy plus the form's weight decay."""
     p = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()}
-    logits = form._logits(p, x1, off_rows)
-    ce = torch.logsumexp(logits, -1) - logits.gather(1, target[:, None])[:, 0]
-    loss = ce.mean() + weight_decay * sum((p[k] ** 2).sum() for k in form.decayed if k in p)
-    loss.backward()
-    return {k: v.grad for k, v in p.items()}
+    return form._grads_by_autograd(p, x1, off_rows, target, weight_decay)
 
 
 def _params(form, gen, d1, cells, hidden, rank, copies):

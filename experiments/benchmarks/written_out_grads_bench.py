@@ -21,12 +21,8 @@ FORMS = (probe._MLPLadder, probe._LatentCellLadder, probe._EllipticalLadder)
 
 
 def _autograd_step(form, p, x1, off_rows, target, decay):
-    for q in p.values():
-        q.grad = None
-    logits = form._logits(p, x1, off_rows)
-    ce = torch.logsumexp(logits, -1) - logits.gather(1, target[:, None])[:, 0]
-    loss = ce.mean() + decay * sum((p[k] ** 2).sum() for k in form.decayed if k in p)
-    loss.backward()
+    for k, g in form._grads_by_autograd(p, x1, off_rows, target, decay).items():
+        p[k].grad = g
 
 
 def _written_step(form, p, x1, off_rows, target, decay):
