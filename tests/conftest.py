@@ -226,6 +226,10 @@ SLOW: dict[str, set[str]] = {
         "test_mixture_class_conditionals[mine]",  # 2.2 s
         "test_mixture_class_conditionals[probe]",  # 2.0 s
     },
+    "test_rare_class_entropy.py": {
+        "test_rare_classes_widen_the_upper_end_by_their_entropy_and_cover",  # 9 s (forty-fifth session)
+        "test_a_stratum_of_rare_classes_gets_its_own_slack",  # 1 s
+    },
     "test_radial_offsets.py": {
         "test_the_choice_is_the_argmin_of_the_recorded_losses_and_each_loss_is_that_candidates_own",  # 5.8 s
         "test_offered_only_the_chosen_offset_the_held_out_value_is_the_same_bits",  # 4.1 s

@@ -150,7 +150,9 @@ class MIEstimate:
     class for the interval to be trusted), "capped-log-batch" (InfoNCE at its log(batch) cap),
     "sparse-strata", "clipped" (the raw estimate exceeded H(Y|C) and was set to it; a clip at 0 is
     flagged "below-zero" instead, while the attribute `clipped` is true for either), "small-cells" (>= 5% of rows in (stratum, class) cells with fewer
-    rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "near-saturated" (the
+    rows than the critic's inputs: bias not bounded, `bound` set to "lower"), "small-cells-widened"
+    (under 5% of rows but >= 5% of the label entropy H(Y|C) in such cells, as rare classes hold it:
+    the upper end raised by that entropy, the most those rows can carry), "near-saturated" (the
     estimate is >= 90% of H(Y|C): `bound` "lower" too), "pca-dropped-signal" (the label-free
     reduction's residual carries label information at the size the fold plan settled on after
     raising it, `FoldPlan.settle_reduction` and `mi.reduction_check`: the upper end raised by
