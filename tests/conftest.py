@@ -226,6 +226,10 @@ SLOW: dict[str, set[str]] = {
         "test_mixture_class_conditionals[mine]",  # 2.2 s
         "test_mixture_class_conditionals[probe]",  # 2.0 s
     },
+    "test_grouped_folds.py": {
+        "test_copies_of_a_null_item_never_read_as_information",  # 12 s (forty-fifth session)
+        "test_copies_of_informative_items_cover_the_one_row_truth",  # 2.2 s
+    },
     "test_rare_class_entropy.py": {
         "test_rare_classes_widen_the_upper_end_by_their_entropy_and_cover",  # 9 s (forty-fifth session)
         "test_a_stratum_of_rare_classes_gets_its_own_slack",  # 1 s

@@ -120,6 +120,10 @@ class FoldPlan:
     # the finest label cells the folds were stratified by (a chain's joint code of every factor):
     # the reduction's residual test shares its projections between the terms whose cells they refine
     groups: np.ndarray | None = None
+    # a group id per row whose groups of several rows the folds keep together (an image seen in
+    # several rows, `prep.grouped_folds`): the estimator's own splits inside a fold keep them
+    # together too (`MIEstimator.row_groups`); None: every row its own
+    units: np.ndarray | None = None
     # what the label-free reduction left out, for `reduction_check` (None: nothing was reduced)
     residual: ResidualProjections | None = None
     # raise the PCA while the residual test finds label information left out (`settle_reduction`)
@@ -796,7 +800,8 @@ class CrossFitEstimator:
             if pointwise:  # issue 7: per-row held-out terms for paired comparisons
                 pointwise_out = pointwise_terms(self.kind, per_seed, c, active)
             est = self._aggregate(per_seed, y, c, active, strata_info, n,
-                                  row_weights=plan.row_weights if isinstance(plan, FoldPlan) else None)
+                                  row_weights=plan.row_weights if isinstance(plan, FoldPlan) else None,
+                                  units=plan.units if isinstance(plan, FoldPlan) else None)
         value, lo, hi, stratum_vals, seed_vals, seed_intervals = est
         notes, flags = [], []
         if reduction is not None and reduction.raised:
@@ -1069,6 +1074,8 @@ class CrossFitEstimator:
                     if takes_base and plan.residual is None and requested is None:
                         # nothing was reduced (every coordinate kept): the same rows, offered as a base
                         extra["unmapped_base"] = extra["unmapped"]
+                units = plan.units if isinstance(plan, FoldPlan) else None
+                self.row_groups = None if units is None else units[tr]
                 outs = self.fit_fold_seeds(x[tr], y[tr], c[tr], sub[tr], x[ev], y[ev], c[ev], seeds, **extra)
                 for s, out in enumerate(outs):
                     for key, val in out.arrays.items():
@@ -1076,6 +1083,7 @@ class CrossFitEstimator:
                     diags.append({"seed": s, "fold": f, **out.diagnostics})
         finally:
             self.shared_fits = None
+            self.row_groups = None
         self.pool_folds(per_seed, diags, plan.fold)
         return per_seed, diags
 
@@ -1085,10 +1093,19 @@ class CrossFitEstimator:
         learning-curve exponent); none here."""
 
     shared_fits: dict | None = None  # `FoldPlan.fits` while `_run_folds` runs, else None
+    # the fitting rows' groups (`FoldPlan.units` over a fold's training rows) while `_run_folds`
+    # fits that fold, else None: splits inside a fold keep a group's rows on one side
+    row_groups: np.ndarray | None = None
 
-    def _aggregate(self, per_seed, y, c, active, info, n, row_weights: dict | None = None):
+    def _aggregate(self, per_seed, y, c, active, info, n, row_weights: dict | None = None,
+                   units: np.ndarray | None = None):
         """The term's estimate and intervals from its per-row arrays; row_weights: the plan's
-        cache of bootstrap row weights (`bootstrap_row_weights`), or None."""
+        cache of bootstrap row weights (`bootstrap_row_weights`), or None. units: a group per row
+        (`FoldPlan.units`) or None: where a stratum holds groups of several rows the bootstrap
+        draws groups, each group's rows together (copies of an item are one draw, not several
+        independent ones: drawn by row, the interval was as narrow as if they were)."""
+        if units is not None:
+            row_weights = None  # the cache's keys follow the row draws' stream
         seed_key = (self.seed, 104729)
         rng = np.random.default_rng(list(seed_key))
         B = self.n_boot
@@ -1101,8 +1118,13 @@ class CrossFitEstimator:
             idx = np.flatnonzero((c == s["code"]) & active)
             n_c = len(idx)
             drawn += (n_c,)
-            w = bootstrap_row_weights(rng, n_c, B, row_weights, (seed_key, B, drawn))
-            wsum = np.full(B + 1, float(n_c))  # each row of w sums to n_c exactly
+            groups_here, unit_of_row = (None, None) if units is None else np.unique(units[idx], return_inverse=True)
+            if groups_here is not None and len(groups_here) < n_c:
+                w = bootstrap_row_weights(rng, len(groups_here), B)[:, unit_of_row.reshape(-1)]
+                wsum = w.sum(axis=1)
+            else:
+                w = bootstrap_row_weights(rng, n_c, B, row_weights, (seed_key, B, drawn))
+                wsum = np.full(B + 1, float(n_c))  # each row of w sums to n_c exactly
             reps = np.stack([stratum_values(self.kind, {k: v[idx] for k, v in arr.items()}, w, wsum)
                              for arr in per_seed])  # [seeds, B+1]
             total += reps * (n_c / n)

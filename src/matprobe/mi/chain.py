@@ -27,6 +27,7 @@ from matprobe.mi.controls import baseline_columns
 from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
 from matprobe.mi.merge import merge_words
 from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
+from matprobe.mi.prep import grouped_folds, identical_rows
 from matprobe.mi.registry import available_estimators, estimator_tags, make_estimator
 from matprobe.units import NATS, from_nats, to_nats
 
@@ -149,7 +150,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
                    labels: dict[str, tuple] | None = None, progress=None, permutations: int = 0,
                    permute_first: int | None = None, permutation_seed: int = 0,
                    codelength: bool = False, controls: bool = False,
-                   control_groups: np.ndarray | None = None, only: int | None = None) -> list[MIEstimate]:
+                   control_groups: np.ndarray | None = None, only: int | None = None,
+                   groups: np.ndarray | None = None, groups_name: str = "the groups given") -> list[MIEstimate]:
     """Every term in `specs` with one estimator: the loop `chain_terms`, `sweep`, `compare` and
     `relate` share. only: estimate `specs[only]` alone (the list holds that one estimate), with the
     fold plan's reduction settled on every spec as ever, so it is the number the whole list gives.
@@ -167,16 +169,25 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
     default probe's critic on the plan's features) to diagnostics["codelength"].
     controls: add each of those terms' control task and selectivity (`matprobe.mi.controls`) to
     diagnostics["control"]; control labels are fixed per `control_groups` (e.g. image), else per row.
+    groups: a group per row (an image, an item seen several times; `groups_name` says what, in
+    the note): the fold plan keeps each group's rows in one fold (`prep.grouped_folds`). Without
+    every row is its own group. Where every group is one row, the plan is as before.
     """
     if pointwise and not tags.pointwise:
         raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
                               "comparisons and --pointwise need; use an estimator tagged pointwise "
                               f"({', '.join(n for n in available_estimators() if estimator_tags(n).pointwise)})")
     plan = None
+    grouped_note = None
     if tags.uses_fold_plan:
         if plan_groups is None and fold is None:
             plan_groups = joint_codes(list(codes.values()))
+        if fold is None:
+            fold, grouped_note = _grouped_plan_folds(est, plan_groups, groups, groups_name)
         plan = est.fold_plan(z, plan_groups, fold=fold)
+        if grouped_note is not None:
+            plan.groups = np.asarray(plan_groups)  # the residual tests' strata, as in a plan built from them
+            plan.units = np.asarray(groups)
         if isinstance(plan, FoldPlan):  # one reduction for every term, settled on all of them
             plan.settle_reduction(z, [(_joint(codes, spec.targets), _joint(codes, spec.given)) for spec in specs])
     out = []
@@ -228,6 +239,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
             code = online_codelength(probe_predictor(seed=getattr(est, "seed", 0), device=getattr(est, "device", "cpu")),
                                      plan.transformed(z, 0), y, c, sub=sub, seed=permutation_seed)
             e.diagnostics = {**(e.diagnostics or {}), "codelength": code.to_dict()}
+        if grouped_note is not None:
+            e.note = "; ".join(part for part in (e.note, grouped_note) if part)
         out.append(e)
         if progress is not None:
             progress.advance()
@@ -590,13 +603,34 @@ def estimator_fitting(name, seeds, folds, pca, level, seed, unit: str = DEFAULTS
     return json.loads(json.dumps(est.params(), default=str))
 
 
+def _grouped_plan_folds(est, strata, groups, groups_name: str):
+    """(fold ids keeping each group of several rows in one fold, the note saying so), or (None,
+    None) where every group is one row (the plan's own folds, the same bits as before)."""
+    if groups is None:
+        return None, None
+    groups = np.asarray(groups)
+    if len(groups) != len(strata):
+        raise EstimationError(f"groups has {len(groups)} entries but Z has {len(strata)} rows; pass one per row")
+    sizes = np.unique(groups, return_counts=True)[1]
+    if sizes.max(initial=1) < 2:
+        return None, None
+    # the draws of `plan_folds` (base.make_plan): one seed, the same rotation per stratum
+    fold = grouped_folds(np.asarray(strata), groups, est.folds, np.random.default_rng([est.seed, 7919]))
+    several = sizes[sizes > 1]
+    note = (f"{int(several.sum())} rows share a group with another row ({len(several)} groups of 2 or more, "
+            f"{groups_name}): each group's rows are in one fold, so no held-out row has a copy among the "
+            "fitting rows (the early-stopping and penalty splits inside a fold are by row)")
+    return fold, note
+
+
 def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = None,
                 estimators: list[str] | tuple[str, ...] = (DEFAULT_ESTIMATOR,), seeds: int = DEFAULTS.seeds,
                 folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, unit: str = DEFAULTS.unit,
                 direct: bool = True, difference: bool = True, ci_level: float = DEFAULTS.level,
                 seed: int = DEFAULTS.seed, labels: dict[str, tuple] | None = None, pointwise: bool = False,
                 progress=False, permutations: int = 0, codelength: bool = False, controls: bool = False,
-                control_groups=None, rare_classes: str = "refuse", **estimator_kwargs) -> ChainResult:
+                control_groups=None, rare_classes: str = "refuse", groups=None,
+                groups_name: str = "the groups given", **estimator_kwargs) -> ChainResult:
     """Estimate every term of the chain over `order` (default: dict order) with each estimator.
 
     z: [n, d] features; factors: {name: labels [n]} (any label column can be a factor).
@@ -614,6 +648,9 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
     stratum, fixed per `control_groups`, e.g. image paths, else per row) and the selectivity
     estimate - control with its paired interval (`matprobe.mi.controls`). Costs one more estimate
     per term.
+    groups: a group per row (an image, a patient, an item seen several times): each group's rows
+    stay in one fold, so no held-out row has a copy among the fitting rows (`groups_name` names
+    them in the note). Without it, identical rows of z are grouped.
     rare_classes: "refuse" (default) refuses a factor with a class of fewer than 2 rows per fold;
     "merge" merges such classes into one per factor (`merge_rare_classes`), flags the terms
     involved ("merged-rare-classes") and lists the merges in `ChainResult.merged_classes`.
@@ -653,6 +690,8 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
     check_class_sizes({f: np.asarray(factors[f]) for f in order}, folds, labels)  # rows per class vs folds
     specs = chain_specs(order, direct, difference)
+    if groups is None:  # identical rows are one item seen several times: kept in one fold
+        groups, groups_name = identical_rows(np.asarray(z)), "identical rows of Z"
     # one fold plan per estimator for the whole chain, stratified by all factors
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,
@@ -675,6 +714,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
                                   pointwise=pointwise, raw=factors, labels=labels, progress=bar,
                                   permutations=permutations, permute_first=k, permutation_seed=seed,
                                   controls=controls, control_groups=control_groups,
+                                  groups=groups, groups_name=groups_name,
                                   codelength=codelength and not any(
                                       "codelength" in (e.diagnostics or {})
                                       for items in result.terms.values() for _, e in items))
@@ -810,11 +850,15 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
         row_ids = np.asarray(st.ids).astype(str)
-        if kwargs.get("controls") and kwargs.get("control_groups") is None:
+        images = st.samples().get("image")
+        images = images.astype(str).to_numpy() if images is not None and images.notna().all() else None
+        if kwargs.get("controls") and kwargs.get("control_groups") is None and images is not None:
             # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
-            images = st.samples().get("image")
-            if images is not None and images.notna().all():
-                kwargs["control_groups"] = images.astype(str).to_numpy()
+            kwargs["control_groups"] = images
+        if kwargs.get("groups") is None and images is not None and len(np.unique(images)) < len(images):
+            # an image in several rows (several questions on one image): its rows in one fold, or
+            # a critic that memorises the image reads its labels on the held-out rows
+            kwargs["groups"], kwargs["groups_name"] = images, "rows of one image"
     n_rows = len(z)
     unlabelled = {name: int((cols[name] < 0).sum()) for name in factors}
     for name in factors:
@@ -823,8 +867,9 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
             z = z[keep]
             cols = {k: v[keep] for k, v in cols.items()}
             row_ids = row_ids[keep]
-            if kwargs.get("control_groups") is not None:
-                kwargs["control_groups"] = kwargs["control_groups"][keep]
+            for key in ("control_groups", "groups"):
+                if kwargs.get(key) is not None:
+                    kwargs[key] = np.asarray(kwargs[key])[keep]
     meta["n_rows"], meta["n_used"] = n_rows, len(z)
     if len(z) < n_rows:  # rows without a label for some factor cannot enter any term
         missing = ", ".join(f"{k} {v}" for k, v in unlabelled.items() if v)

@@ -889,9 +889,16 @@ class ProbeEstimator(CrossFitEstimator):
         n_cells, n_tr = len(cell_c), len(y_tr)
         cell_rows = [np.flatnonzero(cell_tr == k) for k in range(n_cells)]
         # the validation split (one per fold) and each seed's half split, both stratified by cell
-        val = _split_by_cell(cell_rows, n_tr, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
-        halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
-                  for seed in seeds]
+        if self.row_groups is None:
+            val = _split_by_cell(cell_rows, n_tr, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
+        else:  # an item's copies on one side: else the level that memorises rows wins on validation
+            val = _split_by_group(cell_tr, self.row_groups, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
+        if self.row_groups is None:
+            halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
+                      for seed in seeds]
+        else:  # the learning curve's half: half of the items, not half of each item's copies
+            halves = [_split_by_group(cell_tr, self.row_groups, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
+                      for seed in seeds]
         fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
         base = {}
         if unmapped_base is not None and self.map_choice:
@@ -1597,6 +1604,16 @@ def _split_by_cell(cell_rows, n, rng, take):
         rng.shuffle(idx)
         out[idx[: take(len(idx))]] = True
     return out
+
+
+def _split_by_group(cell_of_row, groups, rng, take):
+    """Bool mask over the rows: `_split_by_cell` over the groups (each at its first row's cell),
+    a group's rows all on the side of its first row."""
+    _, first, unit = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    first_in_order = np.sort(first)
+    chosen = _split_by_cell([first_in_order[cell_of_row[first_in_order] == k] for k in range(int(cell_of_row.max()) + 1)],
+                            len(cell_of_row), rng, take)
+    return chosen[first[unit.reshape(-1)]]
 
 
 def _half_of(mask: np.ndarray, seed: int) -> np.ndarray:

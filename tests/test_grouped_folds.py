@@ -1,0 +1,124 @@
+"""An item seen in several rows (an image with several questions, identical rows) stays in one
+fold (issue 22, forty-fifth session).
+
+An outside study repeated 500 items 4 times: the default estimate read a null at log 2 with its
+lower end at 0.5 nats (a false "at least"), the copies of each held-out row being among the fitting
+rows. Truths here by Monte Carlo of the exact posterior, independent of matprobe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+
+import matprobe as mp
+from matprobe.mi.prep import grouped_folds, identical_rows, stratified_folds
+from matprobe.mi.probe import _split_by_cell, _split_by_group
+
+torch.set_num_threads(1)
+
+
+def _copies(draw: int, separation: float, noise: float, items: int = 500, copies: int = 4, d: int = 64, k: int = 3):
+    """`items` Gaussian items (class means at `separation` x N(0, I) per coordinate), each seen
+    `copies` times with N(0, noise^2) added; rows shuffled. Returns (z, y, item, class means)."""
+    rng = np.random.default_rng(draw)
+    y_item = rng.integers(0, k, items)
+    means = rng.standard_normal((k, d)) * separation
+    x_item = means[y_item] + rng.standard_normal((items, d))
+    item = np.repeat(np.arange(items), copies)
+    z = x_item[item] + noise * rng.standard_normal((items * copies, d))
+    perm = rng.permutation(len(z))
+    return z[perm].astype(np.float32), y_item[item][perm], item[perm], means
+
+
+def _truth(means, n_mc: int = 200_000) -> tuple[float, float]:
+    """I(Z;Y) of one row (uniform classes, identity covariance): (value, Monte Carlo s.e.)."""
+    rng = np.random.default_rng(99)
+    y = rng.integers(0, len(means), n_mc)
+    z = means[y] + rng.standard_normal((n_mc, means.shape[1]))
+    logits = z @ means.T - 0.5 * (means ** 2).sum(1)
+    loss = logsumexp(logits, axis=1) - logits[np.arange(n_mc), y]
+    return float(np.log(len(means)) - loss.mean()), float(loss.std() / np.sqrt(n_mc))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_folds_keep_groups_and_equal_the_plain_folds_without_groups(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 400))
+    strata = rng.integers(0, int(rng.integers(1, 5)), n)
+    k = int(rng.integers(2, 6))
+    same = grouped_folds(strata, np.arange(n), k, np.random.default_rng([seed, 7919]))
+    np.testing.assert_array_equal(same, stratified_folds(strata, k, np.random.default_rng([seed, 7919])))
+    groups = rng.integers(0, n // 3, n)
+    fold = grouped_folds(strata, groups, k, np.random.default_rng(seed))
+    for g in np.unique(groups):
+        assert len(set(fold[groups == g].tolist())) == 1
+    # the splits inside a fold: the same draws as by cell where every group is one row
+    cell = rng.integers(0, 3, n)
+    by_cell = _split_by_cell([np.flatnonzero(cell == c) for c in range(3)], n, np.random.default_rng(1), lambda m: m // 5)
+    np.testing.assert_array_equal(_split_by_group(cell, np.arange(n), np.random.default_rng(1), lambda m: m // 5), by_cell)
+    split = _split_by_group(cell, groups, np.random.default_rng(2), lambda m: (m + 1) // 2)
+    for g in np.unique(groups):
+        assert len(set(split[groups == g].tolist())) == 1
+
+
+def test_identical_rows_are_found_byte_for_byte():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((40, 5)).astype(np.float32)
+    assert identical_rows(z) is None
+    z[[7, 19, 33]] = z[3]
+    z[25] = z[11]
+    z[30] = np.nextafter(z[11], np.float32(9))  # one ulp apart: not identical
+    got = identical_rows(z)
+    want = np.array([min(j for j in range(40) if (z[j] == z[i]).all()) for i in range(40)])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_copies_of_a_null_item_never_read_as_information():
+    z, y, item, _ = _copies(0, separation=0.0, noise=0.0, k=2)
+    exact = mp.mi(z, {"Y": y}, progress=False).terms["probe"][0][1]  # identical rows: grouped unasked
+    assert exact.ci_low <= 0.01 and "identical rows of Z" in exact.note
+    z_noisy = z + 0.01 * np.random.default_rng(1).standard_normal(z.shape).astype(np.float32)
+    noisy = mp.mi(z_noisy, {"Y": y}, progress=False, groups=item).terms["probe"][0][1]
+    assert noisy.ci_low <= 0.01 and "the groups given" in noisy.note
+    # the copies straddling the folds (what the grouping prevents): read as information
+    leaky = mp.mi(z_noisy, {"Y": y}, progress=False, groups=np.arange(len(y))).terms["probe"][0][1]
+    assert leaky.ci_low > 0.3
+
+
+def test_copies_of_informative_items_cover_the_one_row_truth():
+    covered = 0
+    for draw in range(3):
+        z, y, item, means = _copies(draw, separation=0.12, noise=0.01)
+        truth, se = _truth(means)
+        e = mp.mi(z, {"Y": y}, progress=False, groups=item, seeds=2).terms["probe"][0][1]
+        covered += e.ci_low - 2 * se <= truth <= e.ci_high + 2 * se
+        assert "2000 rows share a group with another row (500 groups" in e.note
+    assert covered == 3
+
+
+def test_without_repeats_the_numbers_are_unchanged():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 600)
+    z = (rng.standard_normal((600, 16)) + 0.5 * np.eye(16)[y]).astype(np.float32)
+    plain = mp.mi(z, {"Y": y}, progress=False, seeds=1).terms["probe"][0][1]
+    singletons = mp.mi(z, {"Y": y}, progress=False, seeds=1, groups=np.arange(600)).terms["probe"][0][1]
+    assert (plain.value, plain.ci_low, plain.ci_high, plain.note) == \
+        (singletons.value, singletons.ci_low, singletons.ci_high, singletons.note)
+    assert "share a group" not in plain.note
+
+
+def test_a_store_whose_images_repeat_is_read_with_its_images_in_one_fold(tmp_path):
+    from matprobe.store import EmbeddingStore
+
+    z, y, item, _ = _copies(0, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
+    n = len(y)
+    path = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
+                               {"modality": np.array(["CT", "MRI"])[y], "image": np.array([f"img{i}.png" for i in item])},
+                               {("4", "last"): z}).close()
+    res = mp.mi(path, "M", progress=False, seeds=1)
+    e = res.terms["probe"][0][1]
+    assert "rows of one image" in e.note and e.ci_low <= 0.01
