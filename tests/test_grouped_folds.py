@@ -122,3 +122,47 @@ def test_a_store_whose_images_repeat_is_read_with_its_images_in_one_fold(tmp_pat
     res = mp.mi(path, "M", progress=False, seeds=1)
     e = res.terms["probe"][0][1]
     assert "rows of one image" in e.note and e.ci_low <= 0.01
+
+
+def test_the_cli_groups_by_a_sample_column_and_names_a_wrong_one(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.store import EmbeddingStore
+
+    z, y, item, _ = _copies(1, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
+    path = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))],
+                               {"modality": np.array(["CT", "MRI"])[y], "patient": np.array([f"p{i}" for i in item])},
+                               {("4", "last"): z}).close()
+    runner = CliRunner(env={"COLUMNS": "250"})
+    out = tmp_path / "mi.json"
+    res = runner.invoke(app, ["mi", str(path), "--factors", "M", "--seeds", "1", "--groups", "patient", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    [term] = [t for t in json.loads(out.read_text())["terms"] if t["term"] == "I(Z;M)"]
+    assert "900 rows share a group with another row (300 groups of 2 or more, rows of one patient)" in term["note"]
+    assert term["ci_low"] <= 0.01
+    bad = runner.invoke(app, ["mi", str(path), "--factors", "M", "--seeds", "1", "--groups", "visit"])
+    assert bad.exit_code == 2 and "--groups 'visit' is not a sample column" in bad.output and "patient" in bad.output
+
+
+@pytest.mark.parametrize("repeat", [True, False])
+def test_a_run_recomputes_mi_read_before_its_images_were_grouped(tmp_path, repeat):
+    import json
+
+    from matprobe.pipeline import PipelineConfig, _mi_settings, _stale_reason
+    from matprobe.store import EmbeddingStore
+
+    store, result = tmp_path / "s.h5", tmp_path / "mi.json"
+    images = ["a.png", "a.png", "b.png", "b.png", "c.png", "c.png"] if repeat else [f"{i}.png" for i in range(6)]
+    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], {"M": list("ababab"), "image": images},
+                               {("0", "last"): np.arange(12, dtype=np.float32).reshape(6, 2)}).close()
+    with EmbeddingStore.open(store) as st:
+        fingerprint = st.content_id
+    cfg = PipelineConfig()
+    result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint,
+                                  "factors": list(cfg.factors), "terms": [], "settings": _mi_settings(cfg)}))
+    why = _stale_reason(str(result), {"store": str(store), "fresh_store": False}, cfg)
+    assert why == ("an image's rows are now kept in one fold" if repeat else None)

@@ -401,6 +401,13 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         A factor's classes with fewer than 2 rows per fold: refused (named), or merged into one
         class per factor, the terms involved flagged ``merged-rare-classes`` (``.merged_classes``
         lists the merges; a merged target's term is at most the factor's own).
+    groups : array or str, optional (in ``**kwargs``)
+        A group per row (an image with several questions, a patient, an item seen several
+        times), or a store's sample column naming it: each group's rows stay in one fold, on one
+        side of the splits inside a fold, and the bootstrap draws groups. Default: a store's image
+        column where an image appears in several rows; identical rows of Z are grouped unasked.
+        Copies of an item on both sides of a fold are read as information (an outside study: a
+        null at log 2, its lower end at 0.5 nats).
     portable_numerics : bool, default False
         Compute in a fresh process with the kernels every x86-64 CPU has, one thread
         (`matprobe.numerics.call_portable`), as a pipeline with ``[run] portable_numerics = true``

@@ -420,6 +420,7 @@ def mi_command(
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per chain term: the target permuted within the conditioning strata this many times (same folds and preprocessing), giving a p-value and the excess over the null mean; costs this many times the terms (19 gives p down to 0.05; 0 = none)."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="A factor's classes with fewer than 2 rows per fold: refuse (say which), or merge them into one class per factor (terms flagged merged-rare-classes; a merged target's term is at most the factor's own)."),
     portable_numerics: bool = typer.Option(False, "--portable-numerics", help="Compute as a pipeline with `[run] portable_numerics = true` does: in a fresh process with the kernels every x86-64 CPU has, one thread, so a portable run's MI files are reproduced to the bit (with its [mi] settings)."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Sample column whose rows are one item (an image with several questions, a patient): each group's rows stay in one fold, the splits inside it and the bootstrap draw groups. Default: the image column where an image appears in several rows; identical rows of Z are grouped unasked."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
@@ -434,7 +435,8 @@ def mi_command(
     result, meta = _portable(portable_numerics, run_store, store, names, layer, pool, estimators=ests, seeds=seeds,
                              folds=folds, pca=pca or None, unit=unit, device=device, ci_level=level, progress=True,
                              permutations=permutations, codelength=codelength, controls=controls,
-                             pointwise=pointwise is not None, rare_classes=rare_classes)
+                             pointwise=pointwise is not None, rare_classes=rare_classes,
+                             **({} if groups is None else {"groups": groups}))
     lines = []
     if pointwise is not None:
         lines += result.write_pointwise_csv(pointwise)

@@ -409,7 +409,27 @@ def _stale_reason(result: str, ck: dict, cfg: PipelineConfig | None = None,
     # result that merged is not what rare_classes = "refuse" asks for
     if recorded.merged_classes and cfg.mi_rare_classes == "refuse":
         return 'rare classes merged where [mi] rare_classes = "refuse"'
+    # an image's rows are kept in one fold (issue 22, forty-fifth session): a result from before,
+    # on a store whose images repeat, read copies of its held-out rows among its fitting rows
+    from matprobe.mi.chain import GROUPED_ROWS
+
+    if _images_repeat(ck["store"]) and not any(GROUPED_ROWS in (e.note or "")
+                                               for items in recorded.terms.values() for _, e in items):
+        return "an image's rows are now kept in one fold"
     return None
+
+
+def _images_repeat(store) -> bool:
+    """Whether some image of a store is in several of its rows (`mi.chain.run_store` then keeps
+    each image's rows in one fold)."""
+    from matprobe.store import EmbeddingStore
+
+    try:
+        with EmbeddingStore.open(store) as st:
+            images = st.samples().get("image")
+    except (OSError, MatprobeError):
+        return False
+    return images is not None and bool(images.notna().all()) and images.nunique() < len(images)
 
 
 def _mi_settings(cfg: PipelineConfig, baselines: bool = True) -> dict:

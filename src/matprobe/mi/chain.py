@@ -603,6 +603,9 @@ def estimator_fitting(name, seeds, folds, pca, level, seed, unit: str = DEFAULTS
     return json.loads(json.dumps(est.params(), default=str))
 
 
+GROUPED_ROWS = "share a group with another row"  # in the note of a term whose folds kept groups together
+
+
 def _grouped_plan_folds(est, strata, groups, groups_name: str):
     """(fold ids keeping each group of several rows in one fold, the note saying so), or (None,
     None) where every group is one row (the plan's own folds, the same bits as before)."""
@@ -617,7 +620,7 @@ def _grouped_plan_folds(est, strata, groups, groups_name: str):
     # the draws of `plan_folds` (base.make_plan): one seed, the same rotation per stratum
     fold = grouped_folds(np.asarray(strata), groups, est.folds, np.random.default_rng([est.seed, 7919]))
     several = sizes[sizes > 1]
-    note = (f"{int(several.sum())} rows share a group with another row ({len(several)} groups of 2 or more, "
+    note = (f"{int(several.sum())} rows {GROUPED_ROWS} ({len(several)} groups of 2 or more, "
             f"{groups_name}): each group's rows are in one fold, so no held-out row has a copy among the "
             "fitting rows (the early-stopping and penalty splits inside a fold are by row)")
     return fold, note
@@ -830,7 +833,9 @@ def _jsonable(o):
 def run_store(path, factors: list[str], layer: str | None = None, pool: str | None = None,
               **kwargs) -> tuple[ChainResult, dict]:
     """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata).
-    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`)."""
+    layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
+    groups: as `chain_terms`, or the name of a sample column; default: the image column where an
+    image appears in several rows."""
     from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
@@ -850,8 +855,15 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
         row_ids = np.asarray(st.ids).astype(str)
-        images = st.samples().get("image")
+        samples = st.samples()
+        images = samples.get("image")
         images = images.astype(str).to_numpy() if images is not None and images.notna().all() else None
+        if isinstance(kwargs.get("groups"), str):  # a sample column naming each row's group
+            column = kwargs["groups"]
+            if column not in samples or samples[column].isna().any():
+                raise StoreError(f"{path}: --groups {column!r} is not a sample column with a value on every row; "
+                                 f"sample columns: {', '.join(map(str, samples.columns))}")
+            kwargs["groups"], kwargs["groups_name"] = samples[column].astype(str).to_numpy(), f"rows of one {column}"
         if kwargs.get("controls") and kwargs.get("control_groups") is None and images is not None:
             # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
             kwargs["control_groups"] = images
