@@ -352,7 +352,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
        unit: str = DEFAULTS.unit, out: Optional[PathLike] = None, device: str = "cpu",
        pointwise: bool | PathLike | None = None, permutations: int = 0, controls: bool = False,
        codelength: bool = False, progress: bool = True, rare_classes: str = "refuse",
-       portable_numerics: bool = False, **kwargs) -> ChainResult:
+       portable_numerics: bool = False, groups=None, **kwargs) -> ChainResult:
     """The MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T) (`matprobe mi`).
 
     Parameters
@@ -401,7 +401,7 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         A factor's classes with fewer than 2 rows per fold: refused (named), or merged into one
         class per factor, the terms involved flagged ``merged-rare-classes`` (``.merged_classes``
         lists the merges; a merged target's term is at most the factor's own).
-    groups : array or str, optional (in ``**kwargs``)
+    groups : array or str, optional
         A group per row (an image with several questions, a patient, an item seen several
         times), or a store's sample column naming it: each group's rows stay in one fold, on one
         side of the splits inside a fold, and the bootstrap draws groups. Default: a store's image
@@ -439,7 +439,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
     check_level(level)  # named as this function and the command line name it, not as chain_terms does
     kw = dict(estimators=ests, seeds=seeds, folds=folds, pca=pca or None, ci_level=level, unit=unit,
               progress=progress, permutations=permutations, controls=controls, codelength=codelength,
-              pointwise=bool(pointwise), rare_classes=rare_classes, **kwargs)
+              pointwise=bool(pointwise), rare_classes=rare_classes,
+              **({} if groups is None else {"groups": groups}), **kwargs)
     if device != "cpu":
         kw["device"] = device
     if isinstance(factors, dict):
