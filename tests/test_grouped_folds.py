@@ -166,3 +166,37 @@ def test_a_run_recomputes_mi_read_before_its_images_were_grouped(tmp_path, repea
                                   "factors": list(cfg.factors), "terms": [], "settings": _mi_settings(cfg)}))
     why = _stale_reason(str(result), {"store": str(store), "fresh_store": False}, cfg)
     assert why == ("an image's rows are now kept in one fold" if repeat else None)
+
+
+def test_a_sweep_keeps_an_images_rows_in_one_fold_as_mi_does(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from matprobe.cli import app
+    from matprobe.store import EmbeddingStore
+
+    z, y, item, _ = _copies(2, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
+    path = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))],
+                               {"modality": np.array(["CT", "MRI"])[y], "image": np.array([f"i{i}.png" for i in item])},
+                               {("4", "last"): z}).close()
+    out = tmp_path / "sweep.csv"
+    res = CliRunner(env={"COLUMNS": "250"}).invoke(
+        app, ["sweep", str(path), "--factors", "M", "--layers", "all", "--pools", "last", "--seeds", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(out).iloc[0]
+    assert "900 rows share a group with another row (300 groups of 2 or more, rows of one image)" in row["note"]
+    assert row["ci_low"] <= 0.01
+
+
+def test_where_a_label_cells_rows_are_one_group_the_folds_stay_by_row_and_say_so():
+    # class 1's 40 rows are one image (40 questions on it): kept together, every row of the class
+    # would be held out with none to fit on; the folds stay by row and the note says why
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(60, int), np.ones(40, int)]
+    groups = np.r_[np.repeat(np.arange(30), 2), np.full(40, 99)]
+    z = (rng.standard_normal((100, 4)) + y[:, None]).astype(np.float32)
+    e = mp.mi(z, {"Y": y}, progress=False, seeds=1, groups=groups).terms["probe"][0][1]
+    plain = mp.mi(z, {"Y": y}, progress=False, seeds=1).terms["probe"][0][1]
+    assert "1 label cell of several rows would then lie in one fold: the folds are by row" in e.note
+    assert (e.value, e.ci_low, e.ci_high) == (plain.value, plain.ci_low, plain.ci_high)

@@ -171,7 +171,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
     diagnostics["control"]; control labels are fixed per `control_groups` (e.g. image), else per row.
     groups: a group per row (an image, an item seen several times; `groups_name` says what, in
     the note): the fold plan keeps each group's rows in one fold (`prep.grouped_folds`). Without
-    every row is its own group. Where every group is one row, the plan is as before.
+    it, every row is its own group. Where every group is one row, the plan is as before.
     """
     if pointwise and not tags.pointwise:
         raise EstimationError(f"estimator {est.name!r} cannot return per-row terms, which paired "
@@ -185,7 +185,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
         if fold is None:
             fold, grouped_note = _grouped_plan_folds(est, plan_groups, groups, groups_name)
         plan = est.fold_plan(z, plan_groups, fold=fold)
-        if grouped_note is not None:
+        if fold is not None and grouped_note is not None:
             plan.groups = np.asarray(plan_groups)  # the residual tests' strata, as in a plan built from them
             plan.units = np.asarray(groups)
         if isinstance(plan, FoldPlan):  # one reduction for every term, settled on all of them
@@ -604,25 +604,51 @@ def estimator_fitting(name, seeds, folds, pca, level, seed, unit: str = DEFAULTS
 
 
 GROUPED_ROWS = "share a group with another row"  # in the note of a term whose folds kept groups together
+# a store's rows of one image are one group where an image is in several rows (several questions on
+# one image): else a critic that memorises the image reads its labels on the held-out rows
+IMAGE_GROUPS = "rows of one image"
+
+
+def image_column(samples: pd.DataFrame) -> np.ndarray | None:
+    """A store's image path per row (`EmbeddingStore.samples()`), or None where it has none on some row."""
+    images = samples.get("image")
+    return images.astype(str).to_numpy() if images is not None and images.notna().all() else None
 
 
 def _grouped_plan_folds(est, strata, groups, groups_name: str):
     """(fold ids keeping each group of several rows in one fold, the note saying so), or (None,
-    None) where every group is one row (the plan's own folds, the same bits as before)."""
+    None) where every group is one row (the plan's own folds, the same bits as before), or (None,
+    a note saying why not) where grouped folds would put a label cell's rows all in one fold."""
     if groups is None:
         return None, None
     groups = np.asarray(groups)
     if len(groups) != len(strata):
         raise EstimationError(f"groups has {len(groups)} entries but Z has {len(strata)} rows; pass one per row")
     sizes = np.unique(groups, return_counts=True)[1]
-    if sizes.max(initial=1) < 2:
+    # every group one row: nothing to keep together; fewer groups than folds (constant features
+    # are one group of every row): no held-out estimate by group, and the plan's own folds stay
+    if sizes.max(initial=1) < 2 or len(sizes) < est.folds:
         return None, None
     # the draws of `plan_folds` (base.make_plan): one seed, the same rotation per stratum
-    fold = grouped_folds(np.asarray(strata), groups, est.folds, np.random.default_rng([est.seed, 7919]))
+    strata = np.asarray(strata)
+    fold = grouped_folds(strata, groups, est.folds, np.random.default_rng([est.seed, 7919]))
     several = sizes[sizes > 1]
+    # each label cell of several rows must reach two folds, or a fold holds every row of that cell
+    # out with none to fit on (a small study's cell of one image: a term's fitting rows were empty)
+    _, cell = np.unique(strata, return_inverse=True)
+    cell = cell.reshape(-1)
+    pairs = np.unique(np.stack([cell, fold]), axis=1)
+    folds_per_cell = np.bincount(pairs[0], minlength=cell.max() + 1)
+    rows_per_cell = np.bincount(cell)
+    unsplit = np.flatnonzero((rows_per_cell >= 2) & (folds_per_cell < 2))
+    if len(unsplit):
+        return None, (f"{int(several.sum())} rows {GROUPED_ROWS} ({len(several)} groups of 2 or more, {groups_name}), "
+                      f"but {len(unsplit)} label cell{'s' if len(unsplit) > 1 else ''} of several rows would then lie "
+                      "in one fold: the folds are by row, and a held-out row's copies may be among the fitting rows "
+                      "(more groups per cell avoid it)")
     note = (f"{int(several.sum())} rows {GROUPED_ROWS} ({len(several)} groups of 2 or more, "
-            f"{groups_name}): each group's rows are in one fold, so no held-out row has a copy among the "
-            "fitting rows (the early-stopping and penalty splits inside a fold are by row)")
+            f"{groups_name}): each group's rows are in one fold and on one side of the splits inside it, and "
+            "the bootstrap draws groups, so no held-out row has a copy among the fitting rows")
     return fold, note
 
 
@@ -856,8 +882,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": str(layer), "pool": str(pool)}
         row_ids = np.asarray(st.ids).astype(str)
         samples = st.samples()
-        images = samples.get("image")
-        images = images.astype(str).to_numpy() if images is not None and images.notna().all() else None
+        images = image_column(samples)
         if isinstance(kwargs.get("groups"), str):  # a sample column naming each row's group
             column = kwargs["groups"]
             if column not in samples or samples[column].isna().any():
@@ -868,9 +893,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
             # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
             kwargs["control_groups"] = images
         if kwargs.get("groups") is None and images is not None and len(np.unique(images)) < len(images):
-            # an image in several rows (several questions on one image): its rows in one fold, or
-            # a critic that memorises the image reads its labels on the held-out rows
-            kwargs["groups"], kwargs["groups_name"] = images, "rows of one image"
+            kwargs["groups"], kwargs["groups_name"] = images, IMAGE_GROUPS
     n_rows = len(z)
     unlabelled = {name: int((cols[name] < 0).sum()) for name in factors}
     for name in factors:

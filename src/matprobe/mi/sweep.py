@@ -248,7 +248,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     into worker processes that did not import the plug-in."""
     import torch
 
-    from matprobe.mi.chain import chain_terms, note_in_unit
+    from matprobe.mi.chain import IMAGE_GROUPS, chain_terms, image_column, note_in_unit
     from matprobe.mi.registry import register_estimator
     from matprobe.store import EmbeddingStore
     from matprobe.units import from_nats
@@ -266,6 +266,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
         z = st.read(cell.layer, cell.pool)
         ids = st.ids.astype(str)
         fingerprint = st.content_id  # what the rows are, checked on resume (matprobe.provenance)
+        images = image_column(st.samples())  # an image's rows in one fold, as `mi` keeps them
     keep = np.ones(len(ids), dtype=bool)
     for f in settings.factors:
         keep &= cols[f] >= 0  # rows without this label take no part
@@ -276,13 +277,16 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
             raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
                                   "drop it from --factors")
     pointwise = settings.pointwise and estimator_tags(settings.estimator).pointwise
+    grouping = {}
+    if images is not None and len(np.unique(images[keep])) < int(keep.sum()):
+        grouping = {"groups": images[keep], "groups_name": IMAGE_GROUPS}
     res = chain_terms(z, {f: v[keep] for f, v in cols.items()}, order=list(settings.factors),
                       estimators=[settings.estimator], seeds=settings.seeds, folds=settings.folds,
                       pca=settings.pca, unit=NATS, direct=False, difference=False,
                       ci_level=settings.ci_level, seed=settings.seed, pointwise=pointwise,
                       controls=settings.controls, codelength=settings.codelength,
                       permutations=settings.permutations, rare_classes=settings.rare_classes, labels=vocab,
-                      **dict(settings.estimator_kwargs))
+                      **grouping, **dict(settings.estimator_kwargs))
     rows, pw = [], {"ids": ids}
     unit = settings.unit
     for (target, given), (name, e) in zip(term_list(list(settings.factors)), res.terms[settings.estimator]):
