@@ -118,13 +118,24 @@ def grouped_folds(strata: np.ndarray, groups: np.ndarray, k: int, rng: np.random
 def identical_rows(z: np.ndarray) -> np.ndarray | None:
     """A group id per row where some rows of z are identical (byte for byte), each group the index
     of its first row; None where every row is distinct."""
-    z = np.ascontiguousarray(z)
-    keys = z.view(np.dtype((np.void, z.dtype.itemsize * z.shape[1]))).reshape(-1) if z.ndim == 2 and z.shape[1] \
-        else np.zeros(len(z), dtype=np.int64)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    if len(first) == len(z):
+    z = np.asarray(z)
+    n = len(z)
+    if z.ndim != 2 or not z.shape[1] or n < 2:
         return None
-    return first[inverse.reshape(-1)]
+    # candidates first: rows that share their first coordinate's value (on continuous features
+    # almost none), so that the rows are compared whole only there (20k x 4,096: 0.8 CPU s whole)
+    _, inv, counts = np.unique(z[:, 0], return_inverse=True, return_counts=True)
+    rows = np.flatnonzero(counts[inv.reshape(-1)] > 1)
+    if not len(rows):
+        return None
+    cand = np.ascontiguousarray(z[rows])
+    keys = cand.view(np.dtype((np.void, cand.dtype.itemsize * cand.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if len(first) == len(rows):
+        return None
+    groups = np.arange(n)
+    groups[rows] = rows[first[inverse.reshape(-1)]]
+    return groups
 
 
 class SortedColumns:

@@ -889,16 +889,16 @@ class ProbeEstimator(CrossFitEstimator):
         n_cells, n_tr = len(cell_c), len(y_tr)
         cell_rows = [np.flatnonzero(cell_tr == k) for k in range(n_cells)]
         # the validation split (one per fold) and each seed's half split, both stratified by cell
+        # with groups (`row_groups`), each group on one side: else the level that memorises rows
+        # wins on validation, and the learning curve's half holds nearly every item
         if self.row_groups is None:
-            val = _split_by_cell(cell_rows, n_tr, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
-        else:  # an item's copies on one side: else the level that memorises rows wins on validation
-            val = _split_by_group(cell_tr, self.row_groups, np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
-        if self.row_groups is None:
-            halves = [_split_by_cell(cell_rows, n_tr, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
-                      for seed in seeds]
-        else:  # the learning curve's half: half of the items, not half of each item's copies
-            halves = [_split_by_group(cell_tr, self.row_groups, np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2)
-                      for seed in seeds]
+            def split(rng, take):
+                return _split_by_cell(cell_rows, n_tr, rng, take)
+        else:
+            def split(rng, take):
+                return _split_by_group(cell_tr, self.row_groups, rng, take)
+        val = split(np.random.default_rng([seeds[0], 0]), lambda m: m // 5)
+        halves = [split(np.random.default_rng([seed, 1]), lambda m: (m + 1) // 2) for seed in seeds]
         fits = {"features": self._fit_levels(x_tr, x_ev, y_tr, c_tr, y_ev, c_ev, layout, val, seeds, dev)}
         base = {}
         if unmapped_base is not None and self.map_choice:
