@@ -33,6 +33,18 @@ def _copies(draw: int, separation: float, noise: float, items: int = 500, copies
     return z[perm].astype(np.float32), y_item[item][perm], item[perm], means
 
 
+def _copies_store(path, draw: int, column: str):
+    """A store of 300 null items seen 3 times (modality independent of Z), the item named in the
+    sample column `column` (e.g. image, patient)."""
+    from matprobe.store import EmbeddingStore
+
+    z, y, item, _ = _copies(draw, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))],
+                               {"modality": np.array(["CT", "MRI"])[y], column: np.array([f"i{i}" for i in item])},
+                               {("4", "last"): z}).close()
+    return path
+
+
 def _truth(means, n_mc: int = 200_000) -> tuple[float, float]:
     """I(Z;Y) of one row (uniform classes, identity covariance): (value, Monte Carlo s.e.)."""
     rng = np.random.default_rng(99)
@@ -115,14 +127,7 @@ def test_without_repeats_the_numbers_are_unchanged():
 
 
 def test_a_store_whose_images_repeat_is_read_with_its_images_in_one_fold(tmp_path):
-    from matprobe.store import EmbeddingStore
-
-    z, y, item, _ = _copies(0, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
-    n = len(y)
-    path = tmp_path / "s.h5"
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
-                               {"modality": np.array(["CT", "MRI"])[y], "image": np.array([f"img{i}.png" for i in item])},
-                               {("4", "last"): z}).close()
+    path = _copies_store(tmp_path / "s.h5", 0, "image")
     res = mp.mi(path, "M", progress=False, seeds=1)
     e = res.terms["probe"][0][1]
     assert "rows of one image" in e.note and e.ci_low <= 0.01
@@ -134,13 +139,8 @@ def test_the_cli_groups_by_a_sample_column_and_names_a_wrong_one(tmp_path):
     from typer.testing import CliRunner
 
     from matprobe.cli import app
-    from matprobe.store import EmbeddingStore
 
-    z, y, item, _ = _copies(1, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
-    path = tmp_path / "s.h5"
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))],
-                               {"modality": np.array(["CT", "MRI"])[y], "patient": np.array([f"p{i}" for i in item])},
-                               {("4", "last"): z}).close()
+    path = _copies_store(tmp_path / "s.h5", 1, "patient")
     runner = CliRunner(env={"COLUMNS": "250"})
     out = tmp_path / "mi.json"
     res = runner.invoke(app, ["mi", str(path), "--factors", "M", "--seeds", "1", "--groups", "patient", "--out", str(out)])
@@ -177,13 +177,8 @@ def test_a_sweep_keeps_an_images_rows_in_one_fold_as_mi_does(tmp_path):
     from typer.testing import CliRunner
 
     from matprobe.cli import app
-    from matprobe.store import EmbeddingStore
 
-    z, y, item, _ = _copies(2, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
-    path = tmp_path / "s.h5"
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))],
-                               {"modality": np.array(["CT", "MRI"])[y], "image": np.array([f"i{i}.png" for i in item])},
-                               {("4", "last"): z}).close()
+    path = _copies_store(tmp_path / "s.h5", 2, "image")
     out = tmp_path / "sweep.csv"
     res = CliRunner(env={"COLUMNS": "250"}).invoke(
         app, ["sweep", str(path), "--factors", "M", "--layers", "all", "--pools", "last", "--seeds", "1", "--out", str(out)])
