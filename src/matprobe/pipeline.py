@@ -422,14 +422,14 @@ def _stale_reason(result: str, ck: dict, cfg: PipelineConfig | None = None,
 def _images_repeat(store) -> bool:
     """Whether some image of a store is in several of its rows (`mi.chain.run_store` then keeps
     each image's rows in one fold)."""
+    from matprobe.mi.chain import image_column, repeated_images
     from matprobe.store import EmbeddingStore
 
     try:
         with EmbeddingStore.open(store) as st:
-            images = st.samples().get("image")
+            return repeated_images(image_column(st.samples())) is not None
     except (OSError, MatprobeError):
         return False
-    return images is not None and bool(images.notna().all()) and images.nunique() < len(images)
 
 
 def _mi_settings(cfg: PipelineConfig, baselines: bool = True) -> dict:

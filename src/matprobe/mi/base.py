@@ -378,23 +378,21 @@ def small_cell_share(counts: np.ndarray, inputs: int, floor: int = LOW_N_PER_CLA
     return float(counts[counts < max(floor, inputs)].sum()) / max(int(counts.sum()), 1)
 
 
-def small_cell_entropy(counts: np.ndarray, cell_strata: np.ndarray, cell_classes: np.ndarray,
-                       inputs: int, floor: int = LOW_N_PER_CLASS) -> tuple[float, float]:
-    """(the label entropy the rows of small cells carry, every row's), in nats summed over rows:
-    sum of -log p(y|c) (plug-in) over those rows and over all. Cells as in `small_cell_share`;
-    `cell_strata`, `cell_classes`: each cell's stratum and class (a class split into sub-class
-    cells is counted at its class's probability).
+def cell_surprise(counts: np.ndarray, cell_strata: np.ndarray, cell_classes: np.ndarray) -> np.ndarray:
+    """Per cell, the label entropy its rows carry, in nats summed over them: rows x -log p(y|c)
+    (plug-in), `cell_strata`, `cell_classes` each cell's stratum and class (a class split into
+    sub-class cells is counted at its class's probability). Their sum over a stratum's cells is
+    that stratum's rows times its H(Y|C=c).
 
     A row's pointwise information log p(y|z,c) / p(y|c) is at most its -log p(y|c), so what a term
-    can read on the rows of small cells is at most their entropy. Rare classes hold a larger share
-    of it than of the rows: K = 10 classes with 2.9% of the rows in four small ones carry 14% of
-    H(Y), and estimates read 13% low in two-sided intervals (RESULTS.md, issue 22, forty-fifth
-    session).
+    can read on some rows is at most their surprise. Rare classes hold a larger share of it than of
+    the rows: K = 10 classes with 2.9% of the rows in four small ones carry 14% of H(Y), and
+    estimates read 13% low in two-sided intervals (RESULTS.md, issue 22, forty-fifth session).
 
     >>> counts = np.array([900, 80, 20])  # one stratum, three classes; the last under 65 inputs
-    >>> small, every = small_cell_entropy(counts, np.zeros(3), np.arange(3), 65)
-    >>> round(small / 1000, 4), round(small / every, 3)  # nats per row, share of H(Y)
-    (0.0782, 0.209)
+    >>> surprise = cell_surprise(counts, np.zeros(3), np.arange(3))
+    >>> surprise.round(1).tolist(), round(float(surprise[2]) / 1000, 4), round(float(surprise[2] / surprise.sum()), 3)
+    ([94.8, 202.1, 78.2], 0.0782, 0.209)
     """
     counts = np.asarray(counts, dtype=np.float64)
     _, stratum = np.unique(np.asarray(cell_strata), return_inverse=True)
@@ -403,8 +401,7 @@ def small_cell_entropy(counts: np.ndarray, cell_strata: np.ndarray, cell_classes
     stratum, klass = stratum.reshape(-1), klass.reshape(-1)
     per_stratum = np.bincount(stratum, weights=counts)[stratum]
     per_class = np.bincount(klass, weights=counts)[klass]
-    surprise = counts * np.log(per_stratum / np.maximum(per_class, 1.0))  # 0 where a cell is empty
-    return float(surprise[counts < max(floor, inputs)].sum()), float(surprise.sum())
+    return counts * np.log(per_stratum / np.maximum(per_class, 1.0))  # 0 where a cell is empty
 
 
 def settled_pca(diagnostics: dict | None, asked: int | None) -> int:
@@ -835,7 +832,9 @@ class CrossFitEstimator:
         # (RESULTS.md, issue 22, forty-fifth session). What those rows carry is at most their
         # entropy, so from SMALL_CELL_SHARE of H(Y|C) the upper end is raised by it (nats per row of
         # the term); under both lines nothing changes
-        small_h, every_h = small_cell_entropy(cell_counts, cell_strata, cell_classes, n_inputs)
+        surprise = cell_surprise(cell_counts, cell_strata, cell_classes)
+        small = cell_counts < small_rows  # the cells of `small_cell_share`
+        small_h, every_h = float(surprise[small].sum()), float(surprise.sum())
         entropy_share = small_h / every_h if every_h > 0 else 0.0
         small_slack = small_h / n if not one_sided and entropy_share >= SMALL_CELL_SHARE else 0.0
         # the same rules inside each stratum, for its own entry (an outside study: strata of 38-96
@@ -844,7 +843,7 @@ class CrossFitEstimator:
         for code in np.unique(cell_strata):
             here = cell_strata == code
             share = small_cell_share(cell_counts[here], n_inputs)
-            h_small, h_every = small_cell_entropy(cell_counts[here], cell_strata[here], cell_classes[here], n_inputs)
+            h_small, h_every = float(surprise[here & small].sum()), float(surprise[here].sum())
             share_h = h_small / h_every if h_every > 0 else 0.0
             if max(share, share_h) >= SMALL_CELL_SHARE:
                 slack = 0.0 if share >= SMALL_CELL_SHARE else h_small / float(cell_counts[here].sum())

@@ -615,6 +615,12 @@ def image_column(samples: pd.DataFrame) -> np.ndarray | None:
     return images.astype(str).to_numpy() if images is not None and images.notna().all() else None
 
 
+def repeated_images(images: np.ndarray | None) -> np.ndarray | None:
+    """`images` (`image_column`, of the rows used) where some image is in several rows: the groups
+    `run_store`, `sweep` and a run's reuse of MI files go by; else None."""
+    return images if images is not None and len(np.unique(images)) < len(images) else None
+
+
 def _grouped_plan_folds(est, strata, groups, groups_name: str):
     """(fold ids keeping each group of several rows in one fold, the note saying so), or (None,
     None) where every group is one row (the plan's own folds, the same bits as before), or (None,
@@ -892,7 +898,7 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         if kwargs.get("controls") and kwargs.get("control_groups") is None and images is not None:
             # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
             kwargs["control_groups"] = images
-        if kwargs.get("groups") is None and images is not None and len(np.unique(images)) < len(images):
+        if kwargs.get("groups") is None and repeated_images(images) is not None:
             kwargs["groups"], kwargs["groups_name"] = images, IMAGE_GROUPS
     n_rows = len(z)
     unlabelled = {name: int((cols[name] < 0).sum()) for name in factors}

@@ -105,14 +105,21 @@ def grouped_folds(strata: np.ndarray, groups: np.ndarray, k: int, rng: np.random
     >>> bool(f[0] == f[1] and f[2] == f[3] and f[4] == f[5]), sorted(set(f.tolist()))
     (True, [0, 1, 2])
     """
-    groups = np.asarray(groups)
-    _, first, unit = np.unique(groups, return_index=True, return_inverse=True)
-    unit = unit.reshape(-1)
-    order = np.argsort(first, kind="stable")  # the groups in the order of their first rows
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    fold_of_group = stratified_folds(np.asarray(strata)[first[order]], k, rng)
-    return fold_of_group[rank[unit]]
+    lead = first_rows(groups)
+    firsts = np.flatnonzero(lead == np.arange(len(lead)))  # each group's first row, in row order
+    fold = np.empty(len(lead), dtype=np.int64)
+    fold[firsts] = stratified_folds(np.asarray(strata)[firsts], k, rng)
+    return fold[lead]
+
+
+def first_rows(groups: np.ndarray) -> np.ndarray:
+    """Per row, the index of its group's first row (a row alone in its group: its own index).
+
+    >>> first_rows(np.array([7, 3, 7, 5, 3])).tolist()
+    [0, 1, 0, 3, 1]
+    """
+    _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)]
 
 
 def identical_rows(z: np.ndarray) -> np.ndarray | None:
@@ -129,12 +136,11 @@ def identical_rows(z: np.ndarray) -> np.ndarray | None:
     if not len(rows):
         return None
     cand = np.ascontiguousarray(z[rows])
-    keys = cand.view(np.dtype((np.void, cand.dtype.itemsize * cand.shape[1]))).reshape(-1)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    if len(first) == len(rows):
+    lead = first_rows(cand.view(np.dtype((np.void, cand.dtype.itemsize * cand.shape[1]))).reshape(-1))
+    if (lead == np.arange(len(rows))).all():
         return None
     groups = np.arange(n)
-    groups[rows] = rows[first[inverse.reshape(-1)]]
+    groups[rows] = rows[lead]
     return groups
 
 

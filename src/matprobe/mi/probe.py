@@ -49,6 +49,7 @@ from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.lbfgs import minimize_lbfgsb
 from matprobe.mi.prep import (
     block_scale_variance,
+    first_rows,
     hinge_features,
     hinge_knots,
     log_abs_scale_weights,
@@ -1609,11 +1610,11 @@ def _split_by_cell(cell_rows, n, rng, take):
 def _split_by_group(cell_of_row, groups, rng, take):
     """Bool mask over the rows: `_split_by_cell` over the groups (each at its first row's cell),
     a group's rows all on the side of its first row."""
-    _, first, unit = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
-    first_in_order = np.sort(first)
-    chosen = _split_by_cell([first_in_order[cell_of_row[first_in_order] == k] for k in range(int(cell_of_row.max()) + 1)],
+    lead = first_rows(groups)
+    firsts = np.flatnonzero(lead == np.arange(len(lead)))  # each group's first row, in row order
+    chosen = _split_by_cell([firsts[cell_of_row[firsts] == k] for k in range(int(cell_of_row.max()) + 1)],
                             len(cell_of_row), rng, take)
-    return chosen[first[unit.reshape(-1)]]
+    return chosen[lead]
 
 
 def _half_of(mask: np.ndarray, seed: int) -> np.ndarray:

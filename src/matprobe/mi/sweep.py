@@ -248,7 +248,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     into worker processes that did not import the plug-in."""
     import torch
 
-    from matprobe.mi.chain import IMAGE_GROUPS, chain_terms, image_column, note_in_unit
+    from matprobe.mi.chain import IMAGE_GROUPS, chain_terms, image_column, note_in_unit, repeated_images
     from matprobe.mi.registry import register_estimator
     from matprobe.store import EmbeddingStore
     from matprobe.units import from_nats
@@ -278,7 +278,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
                                   "drop it from --factors")
     pointwise = settings.pointwise and estimator_tags(settings.estimator).pointwise
     grouping = {}
-    if images is not None and len(np.unique(images[keep])) < int(keep.sum()):
+    if repeated_images(None if images is None else images[keep]) is not None:
         grouping = {"groups": images[keep], "groups_name": IMAGE_GROUPS}
     res = chain_terms(z, {f: v[keep] for f, v in cols.items()}, order=list(settings.factors),
                       estimators=[settings.estimator], seeds=settings.seeds, folds=settings.folds,
