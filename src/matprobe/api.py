@@ -545,7 +545,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
             pool_b: Optional[str] = None, factors=None, estimator: str = "probe", seeds: int = DEFAULTS.seeds,
             folds: int = DEFAULTS.folds, pca: Optional[int] = DEFAULTS.pca, level: float = DEFAULTS.level,
             n_boot: int = DEFAULTS.n_boot, unit: str = DEFAULTS.unit, out: Optional[PathLike] = None,
-            progress: bool = True, rare_classes: str = "refuse") -> Comparison:
+            progress: bool = True, rare_classes: str = "refuse", groups: Optional[str] = None) -> Comparison:
     """ΔI = I_A - I_B of one term on the shared samples, with a paired bootstrap (`matprobe compare`).
 
     Parameters
@@ -570,6 +570,11 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     rare_classes : {"refuse", "merge"}, default "refuse"
         Classes with fewer than 2 rows per fold: refused, or merged into one per factor on both
         sides (said in ``.note``), as `mi` does.
+    groups : str, optional
+        A sample column of A whose rows are one item (an image with several questions, a patient):
+        each group's rows stay in one fold on both sides and the paired bootstrap draws groups.
+        Default, as `mi`: A's image column where an image is in several rows; rows identical in A or
+        in B are grouped unasked.
 
     Returns
     -------
@@ -603,7 +608,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
                               factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca or None,
-                              ci_level=level, n_boot=n_boot, unit=unit, rare_classes=rare_classes)
+                              ci_level=level, n_boot=n_boot, unit=unit, rare_classes=rare_classes, groups=groups)
         bar.advance()
     if out is not None:
         write_comparison(comp, out)

@@ -678,6 +678,7 @@ def compare_command(
     fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="Classes with fewer than 2 rows per fold: refuse (say which), or merge them into one per factor on both sides (said in the note), as `mi` does."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Sample column of A whose rows are one item (an image with several questions, a patient): each group's rows stay in one fold on both sides, and the paired bootstrap draws groups. Default, as `mi`: the image column where an image appears in several rows; rows identical in A or in B are grouped unasked."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the same samples (two stores of one dataset file): normal interval with a paired-bootstrap SE, and p-value.
 
@@ -696,7 +697,7 @@ def compare_command(
         bar.update(description=f"{term} on both stores")
         comp = compare_stores(store_a, store_b, term, layer=layer, pool=pool, layer_b=layer_b, pool_b=pool_b,
                               factors=factors, estimator=estimator, seeds=seeds, folds=folds, pca=pca or None,
-                              ci_level=level, n_boot=n_boot, unit=unit, rare_classes=rare_classes)
+                              ci_level=level, n_boot=n_boot, unit=unit, rare_classes=rare_classes, groups=groups)
         bar.advance()
     lines = []
     if out is not None:

@@ -20,7 +20,7 @@ import pandas as pd
 from matprobe.checks import check_class_sizes, check_factors, check_level, check_pca, check_rare_classes
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import EstimationError
+from matprobe.errors import EstimationError, StoreError
 from matprobe.io import numpy_to_json
 from matprobe.mi.base import FoldPlan
 from matprobe.mi.controls import baseline_columns
@@ -183,7 +183,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
         if plan_groups is None and fold is None:
             plan_groups = joint_codes(list(codes.values()))
         if fold is None:
-            fold, grouped_note = _grouped_plan_folds(est, plan_groups, groups, groups_name)
+            fold, grouped_note = grouped_plan_folds(plan_groups, groups, groups_name, est.folds, est.seed)
         plan = est.fold_plan(z, plan_groups, fold=fold)
         if fold is not None and grouped_note is not None:
             plan.groups = np.asarray(plan_groups)  # the residual tests' strata, as in a plan built from them
@@ -222,7 +222,7 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
             with _without_reduction_check(plan):
                 ctrl = control_task(fit, y, c, observed=e, folds=None if plan is None else plan.fold,
                                     groups=control_groups, group_name="row" if control_groups is None else "image",
-                                    seed=permutation_seed)
+                                    seed=permutation_seed, units=getattr(plan, "units", None))
             e.diagnostics = {**(e.diagnostics or {}), "control": ctrl.to_dict()}
         if not pointwise and e.diagnostics:
             e.diagnostics.pop("pointwise", None)
@@ -621,8 +621,22 @@ def repeated_images(images: np.ndarray | None) -> np.ndarray | None:
     return images if images is not None and len(np.unique(images)) < len(images) else None
 
 
-def _grouped_plan_folds(est, strata, groups, groups_name: str):
-    """(fold ids keeping each group of several rows in one fold, the note saying so), or (None,
+def store_groups(samples: pd.DataFrame, column: str | None, path) -> tuple[np.ndarray | None, str]:
+    """(a group per store row, what the groups are) as `mi` and `compare` read a store: the sample
+    column `column` (`--groups`), else the image column where an image is in several rows, else
+    (None, ""): the estimators then group identical rows of Z."""
+    if column is not None:
+        if column not in samples or samples[column].isna().any():
+            raise StoreError(f"{path}: --groups {column!r} is not a sample column with a value on every row; "
+                             f"sample columns: {', '.join(map(str, samples.columns))}")
+        return samples[column].astype(str).to_numpy(), f"rows of one {column}"
+    images = repeated_images(image_column(samples))
+    return (images, IMAGE_GROUPS) if images is not None else (None, "")
+
+
+def grouped_plan_folds(strata, groups, groups_name: str, k: int, seed: int):
+    """The folds of a plan over `k` folds and `seed` (an estimator's) that keeps groups together:
+    (fold ids keeping each group of several rows in one fold, the note saying so), or (None,
     None) where every group is one row (the plan's own folds, the same bits as before), or (None,
     a note saying why not) where grouped folds would put a label cell's rows all in one fold."""
     if groups is None:
@@ -633,11 +647,11 @@ def _grouped_plan_folds(est, strata, groups, groups_name: str):
     sizes = np.unique(groups, return_counts=True)[1]
     # every group one row: nothing to keep together; fewer groups than folds (constant features
     # are one group of every row): no held-out estimate by group, and the plan's own folds stay
-    if sizes.max(initial=1) < 2 or len(sizes) < est.folds:
+    if sizes.max(initial=1) < 2 or len(sizes) < k:
         return None, None
     # the draws of `plan_folds` (base.make_plan): one seed, the same rotation per stratum
     strata = np.asarray(strata)
-    fold = grouped_folds(strata, groups, est.folds, np.random.default_rng([est.seed, 7919]))
+    fold = grouped_folds(strata, groups, k, np.random.default_rng([seed, 7919]))
     several = sizes[sizes > 1]
     # each label cell of several rows must reach two folds, or a fold holds every row of that cell
     # out with none to fit on (a small study's cell of one image: a term's fitting rows were empty)
@@ -868,7 +882,6 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
     layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
     groups: as `chain_terms`, or the name of a sample column; default: the image column where an
     image appears in several rows."""
-    from matprobe.errors import StoreError
     from matprobe.store import EmbeddingStore
 
     factors = check_factors(factors)  # refused before the store is read
@@ -889,17 +902,13 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
         row_ids = np.asarray(st.ids).astype(str)
         samples = st.samples()
         images = image_column(samples)
-        if isinstance(kwargs.get("groups"), str):  # a sample column naming each row's group
-            column = kwargs["groups"]
-            if column not in samples or samples[column].isna().any():
-                raise StoreError(f"{path}: --groups {column!r} is not a sample column with a value on every row; "
-                                 f"sample columns: {', '.join(map(str, samples.columns))}")
-            kwargs["groups"], kwargs["groups_name"] = samples[column].astype(str).to_numpy(), f"rows of one {column}"
+        if kwargs.get("groups") is None or isinstance(kwargs["groups"], str):
+            groups, name = store_groups(samples, kwargs.get("groups"), path)
+            if groups is not None:
+                kwargs["groups"], kwargs["groups_name"] = groups, name
         if kwargs.get("controls") and kwargs.get("control_groups") is None and images is not None:
             # control labels fixed per image: rows of one image share theirs (Hewitt & Liang 2019)
             kwargs["control_groups"] = images
-        if kwargs.get("groups") is None and repeated_images(images) is not None:
-            kwargs["groups"], kwargs["groups_name"] = images, IMAGE_GROUPS
     n_rows = len(z)
     unlabelled = {name: int((cols[name] < 0).sum()) for name in factors}
     for name in factors:

@@ -33,12 +33,15 @@ from matprobe.mi.chain import (
     TermSpec,
     chain_specs,
     estimate_terms,
+    grouped_plan_folds,
     merge_rare_classes,
     merged_classes_phrase,
+    store_groups,
     term_name,
 )
 from matprobe.mi.interface import LOWER, NEAR_SATURATION, near_saturation
 from matprobe.mi.paired import PairedDifference, paired_difference  # noqa: F401 (public here too)
+from matprobe.mi.prep import identical_rows, joined_groups
 from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.store_checks import check_same_records_paths
 from matprobe.units import NATS, check_unit, from_nats
@@ -108,9 +111,13 @@ def parse_term(term: str) -> tuple[str, list[str]]:
 def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
                    folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, seed: int = DEFAULTS.seed,
                    sub=None, ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
+                   groups=None, groups_name: str = "the groups given",
                    **estimator_kwargs) -> tuple[dict, dict, PairedDifference]:
     """I(Z_A;Y|C) vs I(Z_B;Y|C) on the same rows, with the same folds and seeds.
 
+    groups: a group per row (an image, an item seen several times): each group's rows stay in one
+    fold, on one side of the splits inside it, and are drawn together by the paired bootstrap.
+    Default: rows identical in Z_A or in Z_B are one group.
     Returns (side A summary, side B summary, PairedDifference). Each summary holds the
     estimator's own value and interval. The estimator must be tagged `pointwise`.
     """
@@ -121,23 +128,52 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
         raise EstimationError(f"Z_A has {len(z_a)} rows, Z_B {len(z_b)}, labels {n}: pass the same rows")
     c_arr = np.zeros(n, dtype=np.int64) if c is None else np.unique(np.asarray(c), return_inverse=True)[1].ravel()
     # one fold assignment for both sides, stratified by (y, c) as make_plan does
-    fold = plan_folds(joint_codes([np.unique(y, return_inverse=True)[1].ravel(), c_arr]), folds, seed)
+    strata = joint_codes([np.unique(y, return_inverse=True)[1].ravel(), c_arr])
     tags = estimator_tags(estimator)
     codes = {"y": y, "c": c_arr} if c is not None else {"y": y}
     if sub is not None:
         codes["sub"] = np.asarray(sub)
     spec = TermSpec(("y",), ("c",) if c is not None else (), ("sub",) if sub is not None else ())
+    groups, groups_name = _comparison_groups(z_a, z_b, groups, groups_name)
+    fold, units = _shared_folds(strata, groups, groups_name, folds, seed)
     sides = []
     for z in (z_a, z_b):
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
                              unit=NATS, **estimator_kwargs)
-        sides.append(estimate_terms(est, tags, z, codes, [spec], fold=fold, pointwise=True)[0])
+        # without groups the plan is over the given folds, as ever (the same bits); with them the
+        # plan draws the same grouped folds itself and keeps the groups for the splits inside a fold
+        grouped = {"fold": fold} if groups is None else {"plan_groups": strata, "groups": groups,
+                                                          "groups_name": groups_name}
+        sides.append(estimate_terms(est, tags, z, codes, [spec], pointwise=True, **grouped)[0])
     # the between-fold fitting variance exists only where folds were fitted
     return _paired_sides(*sides, c_arr, fold if tags.uses_fold_plan else None, ci_level=ci_level, n_boot=n_boot,
-                         seed=seed, unit=unit)
+                         seed=seed, unit=unit, units=units if tags.uses_fold_plan else groups)
 
 
-def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[dict, dict, PairedDifference]:
+def _comparison_groups(z_a, z_b, groups, groups_name: str):
+    """(a group per row, what they are) of a comparison: the groups given (checked: one per row), or
+    rows identical in Z_A or in Z_B (one item seen several times), or (None, name) where none repeat."""
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(z_a):
+            raise EstimationError(f"groups has {len(groups)} entries but Z has {len(z_a)} rows; pass one per row")
+        return groups, groups_name
+    joined = joined_groups(identical_rows(np.asarray(z_a)), identical_rows(np.asarray(z_b)))
+    return joined, "identical rows of Z_A or Z_B"
+
+
+def _shared_folds(strata, groups, groups_name: str, folds: int, seed: int):
+    """(the fold id per row both sides' plans use, the groups the paired bootstrap draws or None):
+    `estimate_terms`' grouped folds where they apply (`chain.grouped_plan_folds`), else its plan's."""
+    if groups is not None:
+        fold, _ = grouped_plan_folds(strata, groups, groups_name, folds, seed)
+        if fold is not None:
+            return fold, groups
+    return plan_folds(strata, folds, seed), None
+
+
+def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit,
+                  units=None) -> tuple[dict, dict, PairedDifference]:
     """(A's summary, B's summary, the paired ΔI of their per-row terms) of two estimates of one term
     on the same rows, folds and seeds; exactly 0 where the term is degenerate (H(Y|C) = 0)."""
     summaries = [_summary(e, unit) for e in (a, b)]
@@ -151,7 +187,7 @@ def _paired_sides(a, b, c_arr, fold, *, ci_level, n_boot, seed, unit) -> tuple[d
     pa, pb = (_zero_terms(b.diagnostics["pointwise"]) if constant[0] else a.diagnostics["pointwise"],
               _zero_terms(a.diagnostics["pointwise"]) if constant[1] else b.diagnostics["pointwise"])
     diff = paired_difference(pa["values"], pb["values"], c_arr, pa.get("corr"), pb.get("corr"),
-                             folds=fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
+                             folds=fold, units=units, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit)
     if both_saturated(*summaries):
         # two terms at their caps differ by the caps' rounding, not by the checkpoints: ΔI and its
         # interval stay, but a p would read as a finding (a study's p 4.5e-44 for ΔI = 2.8e-05 nats)
@@ -223,9 +259,10 @@ def _narrow_default(path, order: list[str], used: int) -> str:
     return ""
 
 
-def load_side(path, factors: list[str], layer, pool, role="A"):
+def load_side(path, factors: list[str], layer, pool, role="A", groups: str | None = None):
     """(ids, {factor: labels as str}, {factor: (the store's label codes, its vocabulary)}, Z,
-    meta) of one store side, rows in store order (codes -1: no label)."""
+    meta, (a group per row or None, what the groups are): `chain.store_groups` with `groups`) of
+    one store side, rows in store order (codes -1: no label)."""
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
@@ -247,7 +284,8 @@ def load_side(path, factors: list[str], layer, pool, role="A"):
         z = st.read(layer, pool)
         meta = {"store": str(path), "fingerprint": st.content_id, "layer": layer, "pool": pool}
         ids = st.ids.astype(str)
-    return ids, labels, codes_by, z, meta
+        grouping = store_groups(st.samples(), groups, path)
+    return ids, labels, codes_by, z, meta, grouping
 
 
 def align(ids_a, ids_b, path_a, path_b) -> np.ndarray:
@@ -284,7 +322,8 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
                    layer_b=None, pool_b=None, factors=None, estimator: str = DEFAULTS.estimator,
                    seeds: int = DEFAULTS.seeds, folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca,
                    ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
-                   seed: int = 0, rare_classes: str = "refuse", **estimator_kwargs) -> Comparison:
+                   seed: int = 0, rare_classes: str = "refuse", groups: str | None = None,
+                   **estimator_kwargs) -> Comparison:
     """ΔI of one term between two stores, or between two (layer, pool) keys of one store.
 
     The term is estimated as `mi` estimates it, within the chain over `factors` (default: `mi`'s
@@ -301,6 +340,9 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     chain's, and a term that is degenerate (H(Y|C) = 0) on one side only. rare_classes: classes
     with fewer than 2 rows per fold are refused ("refuse", as `mi` does) or merged into one per
     factor ("merge", as `mi --rare-classes merge` does, said in the note).
+    groups: a sample column of A whose rows are one item (`mi --groups`); default, as `mi`: A's image
+    column where an image is in several rows, else rows identical in Z_A or in Z_B. A group's rows stay
+    in one fold on both sides, and the paired bootstrap draws groups.
     """
     check_level(ci_level, "ci_level"), check_resamples(n_boot)  # ci_level 95, --n-boot 0 (matprobe.checks)
     check_rare_classes(rare_classes)
@@ -310,7 +352,8 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     if narrowed:  # `mi`'s default chain needs a column A lacks (or has one class of): the term's own
         order = [*given, target]
     store_b = store_a if store_b is None else store_b
-    ids_a, lab_a, codes_a, z_a, meta_a = load_side(store_a, order, layer, pool, "A")
+    ids_a, lab_a, codes_a, z_a, meta_a, (group_of_row, groups_name) = load_side(store_a, order, layer, pool, "A",
+                                                                                 groups)
     same_store = str(store_b) == str(store_a)
     if same_store and layer_b is None and pool_b is None:
         raise StoreError(f"{store_a}: comparing a store with itself needs --layer-b or --pool-b "
@@ -318,7 +361,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     # B's defaults are A's request, resolved on B (`-1` is B's own last block)
     lb_key = layer if layer_b is None else layer_b
     pb_key = pool if pool_b is None else pool_b
-    ids_b, lab_b, _, z_b, meta_b = load_side(store_b, order, lb_key, pb_key, "B")
+    ids_b, lab_b, _, z_b, meta_b, _ = load_side(store_b, order, lb_key, pb_key, "B")
     # rows in A's order (`mi`'s on A), B's aligned to them: the folds are those of `mi` on A
     order_b = align(ids_a, ids_b, store_a, store_b)
     b_reordered = not np.array_equal(order_b, np.arange(len(order_b)))
@@ -342,7 +385,8 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
         z_a[keep], z_b[keep], {f: codes_a[f][0][keep] for f in order}, order, len(given),
         labels={f: codes_a[f][1] for f in order}, estimator=estimator,
         seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level, n_boot=n_boot, unit=unit,
-        rare_classes=rare_classes, **estimator_kwargs)
+        rare_classes=rare_classes, groups=None if group_of_row is None else group_of_row[keep],
+        groups_name=groups_name, **estimator_kwargs)
     side_a.update(meta_a)
     side_b.update(meta_b)
     note = "" if keep.all() else f"{int((~keep).sum())} rows without a {'/'.join(order)} label left out"
@@ -452,13 +496,15 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
                          estimator: str = DEFAULTS.estimator, seeds: int = DEFAULTS.seeds,
                          folds: int = DEFAULTS.folds, pca: int | None = DEFAULTS.pca, seed: int = DEFAULTS.seed,
                          ci_level: float = DEFAULTS.level, n_boot: int = DEFAULTS.n_boot, unit: str = NATS,
-                         rare_classes: str = "refuse", **estimator_kwargs) -> tuple[dict, dict, PairedDifference, dict]:
+                         rare_classes: str = "refuse", groups=None, groups_name: str = "the groups given",
+                         **estimator_kwargs) -> tuple[dict, dict, PairedDifference, dict]:
     """The chain's term `index` over `order` on Z_A and Z_B, estimated exactly as `chain_terms`
     estimates it (its terms, fold plan and reduction, `chain_specs`), with the same folds and
     seeds on both sides, and the paired ΔI of its per-row terms.
 
     codes: {factor: label codes [n]} shared by both sides (missing labels already left out);
     labels: {factor: vocabulary of the codes}, to name merged classes.
+    groups: as `compare_arrays` (default: rows identical in Z_A or in Z_B).
     Returns (side A summary, side B summary, PairedDifference, {factor: merge} of rare classes).
     """
     check_unit(unit)
@@ -476,18 +522,22 @@ def compare_chain_arrays(z_a, z_b, codes: dict, order: list[str], index: int, *,
     specs = chain_specs(order)
     all_joint = joint_codes([codes[f] for f in order])
     tags = estimator_tags(estimator)
+    groups, groups_name = _comparison_groups(z_a, z_b, groups, groups_name)
     sides = []
     for z in (z_a, z_b):
         est = make_estimator(estimator, seeds=seeds, folds=folds, pca=pca, seed=seed, ci_level=ci_level,
                              unit=NATS, **estimator_kwargs)
         sides.append(estimate_terms(est, tags, z, codes, specs, plan_groups=all_joint, pointwise=True, only=index,
-                                    raw=raw, labels=labels)[0])
+                                    raw=raw, labels=labels, groups=groups, groups_name=groups_name)[0])
     given = order[:index]
     c_arr = joint_codes([codes[g] for g in given]) if given else np.zeros(n, dtype=np.int64)
     c_arr = np.unique(c_arr, return_inverse=True)[1].reshape(-1)
-    # the plan's folds (stratified by every factor of the chain), where folds were fitted
-    fold = plan_folds(all_joint, folds, seed) if tags.uses_fold_plan else None
-    return (*_paired_sides(*sides, c_arr, fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit), merged)
+    # the plan's folds (stratified by every factor of the chain, groups kept), where folds were fitted
+    fold, units = _shared_folds(all_joint, groups, groups_name, folds, seed)
+    if not tags.uses_fold_plan:
+        fold, units = None, groups
+    return (*_paired_sides(*sides, c_arr, fold, ci_level=ci_level, n_boot=n_boot, seed=seed, unit=unit,
+                           units=units), merged)
 
 
 OUT_KINDS = {".json": ""}  # what `write_comparison` writes

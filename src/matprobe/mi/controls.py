@@ -182,13 +182,14 @@ def control_labels(y: np.ndarray, c: np.ndarray | None, rng: np.random.Generator
 
 
 def control_task(fit, y, c=None, *, observed: MIEstimate, folds=None, groups=None,
-                 group_name: str = "row", seed: int = 0, n_boot: int = 2000) -> ControlTask:
+                 group_name: str = "row", seed: int = 0, n_boot: int = 2000, units=None) -> ControlTask:
     """The control task of I(Z;Y|C) and the selectivity (see above).
 
     fit(y, sub, pointwise=True) -> MIEstimate on the same Z, C, folds and seeds as `observed`,
     which must carry pointwise terms (diagnostics["pointwise"]); sub-classes are not offered to
     the control (they would tie it to the real labels). folds: the fold id per row, for the
-    interval's fold variance.
+    interval's fold variance. units: the groups the folds kept together (`FoldPlan.units`), drawn
+    whole by the selectivity's paired bootstrap; None: rows.
     """
     from matprobe.mi.paired import paired_difference
 
@@ -201,7 +202,7 @@ def control_task(fit, y, c=None, *, observed: MIEstimate, folds=None, groups=Non
     ctrl = fit(y_ctrl, None, pointwise=True)
     pc = ctrl.diagnostics["pointwise"]
     diff = paired_difference(pw["values"], pc["values"], strata=c, corr_a=pw.get("corr"), corr_b=pc.get("corr"),
-                             folds=folds, ci_level=observed.ci_level, n_boot=n_boot, seed=seed)
+                             folds=folds, units=units, ci_level=observed.ci_level, n_boot=n_boot, seed=seed)
     # paired_difference works in nats on the per-row terms; the estimates' raw values carry the unit
     raw_delta, raw_lo, raw_hi = (float(from_nats(v, observed.unit)) for v in (diff.delta, diff.ci_low, diff.ci_high))
     sel, lo, hi, p, notes = bounded_selectivity(observed, ctrl, raw_lo, raw_hi, diff.p_value, diff.ci_level)

@@ -35,7 +35,7 @@ class PairedDifference:
 
 
 def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None, *, folds=None,
-                      ci_level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                      units=None, ci_level: float = 0.95, n_boot: int = 2000, seed: int = 0,
                       unit: str = NATS) -> PairedDifference:
     """Paired bootstrap of mean(values_a - values_b) over rows.
 
@@ -48,6 +48,9 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
     Grandvalet 2004). The between-fold variance of the fold means in excess of what row noise
     explains estimates that error's variance tau^2 per fold; tau^2 / k is added to the
     bootstrap variance (0 when the folds agree as well as row noise predicts).
+    units: optional group per row (an image seen in several rows): where a stratum holds groups of
+    several rows the bootstrap draws groups, each group's rows together, as the estimates' own
+    intervals do (`MIEstimator._aggregate`); drawn by row, copies count as independent rows.
     """
     va = np.atleast_2d(np.asarray(values_a, dtype=np.float64))
     vb = np.atleast_2d(np.asarray(values_b, dtype=np.float64))
@@ -61,14 +64,25 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
     delta = float(row.mean())
     rng = np.random.default_rng([seed, 7])
     boot = np.zeros(n_boot)
+    grouped = False
     for code in np.unique(strata):
         idx = np.flatnonzero(strata == code)
-        vals = row[idx]
+        vals, counts = row[idx], np.ones(len(idx))
+        if units is not None:
+            # one draw per group: the stratum's mean is the drawn groups' row sum over their row count
+            _, unit_of_row = np.unique(np.asarray(units)[idx], return_inverse=True)
+            unit_of_row = unit_of_row.reshape(-1)
+            if unit_of_row.max(initial=-1) + 1 < len(idx):
+                grouped = True
+                vals, counts = np.bincount(unit_of_row, weights=vals), np.bincount(unit_of_row).astype(float)
         # chunks keep the [B, n_c] index matrix small at n = 20k
         for start in range(0, n_boot, 256):
             b = min(256, n_boot - start)
-            pick = rng.integers(0, len(idx), size=(b, len(idx)))
-            boot[start:start + b] += vals[pick].sum(axis=1) / n
+            pick = rng.integers(0, len(vals), size=(b, len(vals)))
+            if len(vals) == len(idx):
+                boot[start:start + b] += vals[pick].sum(axis=1) / n
+            else:
+                boot[start:start + b] += len(idx) / n * vals[pick].sum(axis=1) / counts[pick].sum(axis=1)
     fit_var = 0.0
     if folds is not None:
         folds = np.asarray(folds)
@@ -85,6 +99,7 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
     if corr_a is not None and corr_b is not None:
         slack = EXTRAPOLATION_SLACK * abs(float(np.mean(corr_a) - np.mean(corr_b)))
     z = ndtri(0.5 + ci_level / 2)
+    drawn = "group (a group's rows drawn together)" if grouped else "row"
     lo, hi = delta - z * se - slack, delta + z * se + slack
     excess = max(abs(delta) - slack, 0.0)
     p = float(2 * ndtr(-excess / se)) if se > 0 else (1.0 if excess == 0 else 0.0)
@@ -93,7 +108,7 @@ def paired_difference(values_a, values_b, strata=None, corr_a=None, corr_b=None,
                             se=from_nats(se, unit), n=n, unit=unit,
                             seed_deltas=[from_nats(float(v), unit) for v in seed_deltas],
                             slack=from_nats(slack, unit),
-                            method=(f"normal interval Δ ± z·SE, SE from a stratified paired row "
+                            method=(f"normal interval Δ ± z·SE, SE from a stratified paired {drawn} "
                                     f"bootstrap ({n_boot} resamples) with the seed spread and fold "
                                     "variance in quadrature" + (", widened by the extrapolation slack"
                                                                 if slack > 0 else "")))

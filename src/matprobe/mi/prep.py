@@ -144,6 +144,29 @@ def identical_rows(z: np.ndarray) -> np.ndarray | None:
     return groups
 
 
+def joined_groups(*groupings: np.ndarray | None) -> np.ndarray | None:
+    """One group id per row joining several groupings (None: every row its own group): two rows
+    share a group where some grouping puts them together, directly or through other rows (rows
+    identical in Z_A or in Z_B are one item in a comparison). None where every grouping is None.
+
+    >>> joined_groups(np.array([0, 0, 2, 3]), None, np.array([0, 1, 1, 3])).tolist()
+    [0, 0, 0, 3]
+    """
+    given = [np.asarray(g) for g in groupings if g is not None]
+    if not given:
+        return None
+    if len(given) == 1:
+        return given[0]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(given[0])
+    lead = np.concatenate([first_rows(g) for g in given])
+    edges = coo_matrix((np.ones(len(lead)), (np.tile(np.arange(n), len(given)), lead)), shape=(n, n))
+    label = connected_components(edges, directed=False)[1]
+    return first_rows(label)  # each group named by its first row, as `identical_rows` names them
+
+
 class SortedColumns:
     """Every column of z sorted once: `values` [d, n] and the row `order` [d, n] (int32).
 
