@@ -199,3 +199,25 @@ def test_where_a_label_cells_rows_are_one_group_the_folds_stay_by_row_and_say_so
     plain = mp.mi(z, {"Y": y}, progress=False, seeds=1).terms["probe"][0][1]
     assert "1 label cell of several rows would then lie in one fold: the folds are by row" in e.note
     assert (e.value, e.ci_low, e.ci_high) == (plain.value, plain.ci_low, plain.ci_high)
+
+
+@pytest.mark.parametrize("repeat", [True, False])
+def test_a_resumed_sweep_recomputes_cells_read_before_an_images_rows_were_grouped(tmp_path, repeat):
+    import pandas as pd
+
+    from matprobe.mi.sweep import read_table, run_sweep, write_table
+
+    path = _copies_store(tmp_path / "s.h5", 3, "image" if repeat else "patient")
+    out = tmp_path / "sweep.csv"
+    run_sweep([str(path)], out, factors=("M",), seeds=1, progress=False)
+    # the table as a sweep before the grouping wrote it: no note of it, another estimate
+    old = read_table(out)
+    old["note"], old["estimate"] = "", -1.0
+    write_table(old, out)
+    again = run_sweep([str(path)], out, factors=("M",), seeds=1, progress=False)
+    row = pd.read_csv(out).iloc[0]
+    if repeat:  # recomputed with the image's rows in one fold, the old row replaced
+        assert again.n_resumed == 0 and len(again.table) == 1
+        assert "rows of one image" in row["note"] and row["estimate"] >= 0
+    else:  # nothing to group (the patient column is not the image column): the cell stands
+        assert again.n_resumed == 1 and row["estimate"] == -1.0

@@ -411,25 +411,12 @@ def _stale_reason(result: str, ck: dict, cfg: PipelineConfig | None = None,
         return 'rare classes merged where [mi] rare_classes = "refuse"'
     # an image's rows are kept in one fold (issue 22, forty-fifth session): a result from before,
     # on a store whose images repeat, read copies of its held-out rows among its fitting rows
-    from matprobe.mi.chain import GROUPED_ROWS
+    from matprobe.mi.chain import read_before_grouping
 
-    if _images_repeat(ck["store"]) and not any(GROUPED_ROWS in (e.note or "")
-                                               for items in recorded.terms.values() for _, e in items):
+    notes = [e.note for items in recorded.terms.values() for _, e in items]
+    if read_before_grouping(ck["store"], factors, cfg.estimator, notes):
         return "an image's rows are now kept in one fold"
     return None
-
-
-def _images_repeat(store) -> bool:
-    """Whether some image of a store is in several of its rows (`mi.chain.run_store` then keeps
-    each image's rows in one fold)."""
-    from matprobe.mi.chain import image_column, repeated_images
-    from matprobe.store import EmbeddingStore
-
-    try:
-        with EmbeddingStore.open(store) as st:
-            return repeated_images(image_column(st.samples())) is not None
-    except (OSError, MatprobeError):
-        return False
 
 
 def _mi_settings(cfg: PipelineConfig, baselines: bool = True) -> dict:

@@ -237,7 +237,8 @@ def estimate_terms(est: MIEstimator, tags: EstimatorTags, z, codes: dict[str, np
             from matprobe.mi.codelength import online_codelength, probe_predictor
 
             code = online_codelength(probe_predictor(seed=getattr(est, "seed", 0), device=getattr(est, "device", "cpu")),
-                                     plan.transformed(z, 0), y, c, sub=sub, seed=permutation_seed)
+                                     plan.transformed(z, 0), y, c, sub=sub, seed=permutation_seed,
+                                     groups=getattr(plan, "units", None))
             e.diagnostics = {**(e.diagnostics or {}), "codelength": code.to_dict()}
         if grouped_note is not None:
             e.note = "; ".join(part for part in (e.note, grouped_note) if part)
@@ -632,6 +633,33 @@ def store_groups(samples: pd.DataFrame, column: str | None, path) -> tuple[np.nd
         return samples[column].astype(str).to_numpy(), f"rows of one {column}"
     images = repeated_images(image_column(samples))
     return (images, IMAGE_GROUPS) if images is not None else (None, "")
+
+
+def read_before_grouping(path, factors, estimator: str, notes) -> bool:
+    """Whether terms read from the store at `path` (their `notes`) were estimated before an image's
+    rows were kept in one fold (issue 22, forty-fifth session): some image is in several of the rows
+    a chain over `factors` reads (each labelled for every factor), the estimator fits folds, and no
+    note says GROUPED_ROWS. `run` and a resumed `sweep` recompute such terms: each held-out row had
+    its copies among the fitting rows. False where the store cannot be read."""
+    from matprobe.errors import MatprobeError
+    from matprobe.store import EmbeddingStore
+
+    if not estimator_tags(estimator).uses_fold_plan or any(GROUPED_ROWS in str(n or "") for n in notes):
+        return False
+    try:
+        with EmbeddingStore.open(path) as st:
+            images = image_column(st.samples())
+            if images is None:
+                return False
+            keep = np.ones(len(images), dtype=bool)
+            for name in factors:
+                try:
+                    keep &= np.asarray(st.factor(name)[0]) >= 0  # rows without this label take no part
+                except (KeyError, ValueError, MatprobeError):
+                    continue  # a factor the store lacks: its chain is refused, not read before grouping
+    except (OSError, MatprobeError):
+        return False
+    return repeated_images(images[keep]) is not None
 
 
 def grouped_plan_folds(strata, groups, groups_name: str, k: int, seed: int):
