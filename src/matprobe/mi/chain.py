@@ -635,6 +635,15 @@ def store_groups(samples: pd.DataFrame, column: str | None, path) -> tuple[np.nd
     return (images, IMAGE_GROUPS) if images is not None else (None, "")
 
 
+def row_groups(z, groups=None, groups_name: str = "the groups given") -> tuple[np.ndarray | None, str]:
+    """(a group per row, what they are) for `estimate_terms`: the groups given (a sample column, a
+    store's repeated images, cut to the rows of z), else identical rows of z (one item seen several
+    times, kept in one fold), else (None, groups_name)."""
+    if groups is None:
+        groups, groups_name = identical_rows(np.asarray(z)), "identical rows of Z"
+    return groups, groups_name
+
+
 def read_before_grouping(path, factors, estimator: str, notes) -> bool:
     """Whether terms read from the store at `path` (their `notes`) were estimated before an image's
     rows were kept in one fold (issue 22, forty-fifth session): some image is in several of the rows
@@ -767,8 +776,7 @@ def chain_terms(z, factors: dict[str, np.ndarray], order: list[str] | None = Non
             raise EstimationError(f"factor {name!r} has one class; I(Z;{name}) is 0 by definition: drop it")
     check_class_sizes({f: np.asarray(factors[f]) for f in order}, folds, labels)  # rows per class vs folds
     specs = chain_specs(order, direct, difference)
-    if groups is None:  # identical rows are one item seen several times: kept in one fold
-        groups, groups_name = identical_rows(np.asarray(z)), "identical rows of Z"
+    groups, groups_name = row_groups(z, groups, groups_name)
     # one fold plan per estimator for the whole chain, stratified by all factors
     all_joint = joint_codes([codes[f] for f in order])
     result = ChainResult(factors=order, unit=unit,

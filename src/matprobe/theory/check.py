@@ -592,6 +592,7 @@ def target_term_command(store_path, mi: dict, target: str) -> str:
 def estimate_target_term(store_path, mi: dict, target: str, progress: bool = False) -> dict:
     """I(Z;Y | M,A,T) per (M, A, T) stratum on the MI results' layer and pool, with their
     settings: {"term", "layer", "pool", "settings", "strata": [per-stratum entries]} (nats)."""
+    from matprobe.mi.chain import row_groups, store_groups
     from matprobe.store import EmbeddingStore
 
     layer, pool = mi.get("layer"), mi.get("pool")
@@ -604,6 +605,8 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
                              f"this store lacks; run: {target_term_command(store_path, mi, target)}") from None
         frame = store.samples()
         z = store.read(str(layer), str(pool))
+        # an image's rows in one fold, as `mi` keeps them (`chain.store_groups`)
+        groups, groups_name = store_groups(frame, None, store_path)
     if target == "answer":
         y = frame["answer_index"].to_numpy() if "answer_index" in frame else np.full(len(frame), -1)
         keep = np.array(y >= 0)
@@ -616,7 +619,8 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
         raise StoreError(f"{store_path}: no rows with Y = {target} to estimate I(Z;Y|M,A,T)")
     strata = np.array([_SEP.join(map(str, r)) for r in frame.loc[keep, list(MAT)].itertuples(index=False)])
     y = np.asarray(y[keep]).astype(str)
-    est = _conditional_term(z[keep], strata, y, target, st, store_path, mi, progress)
+    est = _conditional_term(z[keep], strata, y, target, st, store_path, mi, progress,
+                            *row_groups(z[keep], None if groups is None else groups[keep], groups_name))
     entries = []
     for s in est.strata:
         values = str(s.given["stratum"]).split(_SEP)
@@ -628,11 +632,13 @@ def estimate_target_term(store_path, mi: dict, target: str, progress: bool = Fal
             "strata": entries}
 
 
-def _conditional_term(z, strata, y, target: str, st: dict, store_path, mi: dict, progress: bool):
+def _conditional_term(z, strata, y, target: str, st: dict, store_path, mi: dict, progress: bool,
+                      groups=None, groups_name: str = ""):
     """I(Z;Y | stratum) alone, on one fold plan stratified by (stratum, Y). The strata are
     conditions, never a target: a (M, A, T) triplet of a few rows is a small stratum, as
     `matprobe mi` treats it, where a chain over [stratum, Y] refused it as a class of the stratum
-    factor with too few rows per fold. The same bits as that chain's second term otherwise."""
+    factor with too few rows per fold. The same bits as that chain's second term otherwise.
+    groups: a group per row kept in one fold (`chain.row_groups`), or None."""
     from matprobe.checks import check_class_sizes
     from matprobe.data.entropy import joint_codes
     from matprobe.mi import estimator_tags, make_estimator
@@ -653,7 +659,8 @@ def _conditional_term(z, strata, y, target: str, st: dict, store_path, mi: dict,
     with bar:
         [term] = estimate_terms(est, estimator_tags(name), z, codes, [TermSpec((target,), ("stratum",))],
                                 plan_groups=joint_codes([codes["stratum"], codes[target]]),
-                                raw={"stratum": strata, target: y}, progress=bar)
+                                raw={"stratum": strata, target: y}, progress=bar, groups=groups,
+                                groups_name=groups_name)
     return term
 
 

@@ -29,7 +29,7 @@ from matprobe.data.design import answers_one_option, one_option_sentence, top_op
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
 from matprobe.errors import EstimationError, MatprobeError, StoreError
-from matprobe.mi.chain import TermSpec, estimate_terms
+from matprobe.mi.chain import TermSpec, estimate_terms, row_groups, store_groups
 from matprobe.mi.compare import _feature_key
 from matprobe.mi.registry import estimator_tags, make_estimator
 from matprobe.proportions import clopper_pearson_interval
@@ -256,7 +256,9 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
         y, correct, cols, key, _ = read[str(path)]
         ckpt = labels[str(path)]
         c, keep = _answered_strata(y, correct, cols)
-        yk, zk, ck = y[keep], _read_z(path, key)[keep], correct[keep]
+        z, (groups, groups_name) = _read_z(path, key)
+        yk, zk, ck = y[keep], z[keep], correct[keep]
+        groups, groups_name = row_groups(zk, None if groups is None else groups[keep], groups_name)
         names = {}
         for code in np.unique(c):
             r = np.flatnonzero(c == code)[0]
@@ -266,7 +268,7 @@ def relate(stores, *, target: str = "label", layer=None, pool=None, estimator: s
         # I(Z;Y|M,A,T) through the shared term loop; folds stratified by (Y, stratum)
         codes = {target: yk, **{f: cols[f][0][keep] for f in MAT}}
         e = estimate_terms(est, estimator_tags(estimator), zk, codes, [TermSpec((target,), MAT)],
-                           plan_groups=joint_codes([yk, c]))[0]
+                           plan_groups=joint_codes([yk, c]), groups=groups, groups_name=groups_name)[0]
         for code, entry in zip(np.unique(c).tolist(), e.strata):
             sel = c == code
             n_s = int(sel.sum())
@@ -418,12 +420,13 @@ def _read_labels(path, target, layer, pool):
         return y, correct, cols, key, top_option(answers["pred"])
 
 
-def _read_z(path, key) -> np.ndarray:
-    """One store's features at the (layer, pool) `_read_labels` resolved."""
+def _read_z(path, key) -> tuple[np.ndarray, tuple[np.ndarray | None, str]]:
+    """One store's features at the (layer, pool) `_read_labels` resolved, and its rows' groups where
+    an image repeats (`chain.store_groups`: an image's rows in one fold, as `mi` keeps them)."""
     from matprobe.store import EmbeddingStore
 
     with EmbeddingStore.open(path) as st:
-        return st.read(*key)
+        return st.read(*key), store_groups(st.samples(), None, path)
 
 
 OUT_KINDS = {".json": "everything", ".csv": "the points"}  # what `write_relation` writes
