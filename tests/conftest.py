@@ -230,6 +230,12 @@ SLOW: dict[str, set[str]] = {
         "test_copies_of_a_null_item_never_read_as_information",  # 12 s (forty-fifth session)
         "test_copies_of_informative_items_cover_the_one_row_truth",  # 2.2 s
     },
+    "test_grouped_compare.py": {
+        "test_the_online_code_of_an_items_copies_is_that_of_the_items_sent_once",  # 3.1 s (forty-sixth session)
+        "test_stores_whose_images_repeat_compare_a_null_as_null",  # 2.9 s
+        "test_identical_rows_are_compared_in_one_fold_and_each_side_covers_its_one_row_truth",  # 2.2 s
+        "test_relate_and_check_read_a_null_label_of_repeated_images_as_null",  # 1.9 s
+    },
     "test_rare_class_entropy.py": {
         "test_rare_classes_widen_the_upper_end_by_their_entropy_and_cover",  # 9 s (forty-fifth session)
         "test_a_stratum_of_rare_classes_gets_its_own_slack",  # 1 s
