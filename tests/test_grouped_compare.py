@@ -225,3 +225,28 @@ def test_relate_and_check_read_a_null_label_of_repeated_images_as_null(tmp_path)
         assert points["mi"].max() < 0.2 and points["mi"].median() < 0.05, points["mi"].tolist()
         own = estimate_target_term(store, {"layer": "4", "pool": "last", "settings": settings}, "label")
         assert own["ci_low"] <= 0.01 and own["estimate"] < 0.05, own
+
+
+def test_the_online_code_ends_blocks_at_group_ends_and_hands_the_predictor_the_training_groups():
+    from matprobe.mi.codelength import block_ends, online_codelength
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 5, 120)  # 120 groups of 1-4 rows
+    groups = rng.permutation(np.repeat(np.arange(120), sizes))
+    seen = []
+
+    def predict(x_tr, y_tr, c_tr, sub_tr, x_ev, c_ev, y_ev, groups_tr=None):
+        seen.append((x_tr[:, 0].astype(int), groups_tr, x_ev[:, 0].astype(int)))
+        return np.full(len(y_ev), np.log(0.5))  # the uniform code of 2 classes: 1 bit a row
+
+    x = np.c_[np.arange(len(groups)), np.zeros(len(groups))]  # column 0: the row's index
+    code = online_codelength(predict, x, np.arange(len(groups)) % 2, groups=groups)
+    assert code.online_bits == pytest.approx(len(groups)) and code.uniform_bits == pytest.approx(len(groups))
+    for train, groups_tr, held in seen:
+        np.testing.assert_array_equal(groups_tr, groups[train])  # the training rows' own groups
+        assert not set(groups[train]) & set(groups[held])  # no group on both sides of a block end
+    # the schedule counts groups: block k ends after the groups `block_ends(120)` counts
+    groups_sent = [len(set(groups[np.r_[seen[0][0], *[h for _, _, h in seen[:i]]]])) for i in range(1, len(seen) + 1)]
+    assert groups_sent == block_ends(120, 20)[1:]
+    few = online_codelength(predict, x[:90], np.arange(90) % 2, groups=np.repeat(np.arange(30), 3))
+    assert few.block_ends == [45, 90] and "the first block holds 15 groups, fewer than 20" in few.notes[0]

@@ -20,7 +20,7 @@ import pandas as pd
 from matprobe.checks import check_class_sizes, check_factors, check_level, check_pca, check_rare_classes
 from matprobe.data.entropy import conditional_entropy, joint_codes
 from matprobe.defaults import DEFAULTS
-from matprobe.errors import EstimationError, StoreError
+from matprobe.errors import EstimationError, MatprobeError, StoreError
 from matprobe.io import numpy_to_json
 from matprobe.mi.base import FoldPlan
 from matprobe.mi.controls import baseline_columns
@@ -650,7 +650,6 @@ def read_before_grouping(path, factors, estimator: str, notes) -> bool:
     a chain over `factors` reads (each labelled for every factor), the estimator fits folds, and no
     note says GROUPED_ROWS. `run` and a resumed `sweep` recompute such terms: each held-out row had
     its copies among the fitting rows. False where the store cannot be read."""
-    from matprobe.errors import MatprobeError
     from matprobe.store import EmbeddingStore
 
     if not estimator_tags(estimator).uses_fold_plan or any(GROUPED_ROWS in str(n or "") for n in notes):

@@ -8,7 +8,8 @@ pointwise term on each side (its row mean is the estimate, `base.pointwise_terms
     ΔI = I_A - I_B = mean_i (r_A,i - r_B,i)
 
 has a paired bootstrap over rows (resampled within strata of the conditioning set, so p(c)
-stays fixed as in the estimators' own intervals). The interval is a normal (Wald) interval
+stays fixed as in the estimators' own intervals; rows of one item, an image seen in several rows,
+drawn together, and kept in one fold on both sides, as `mi` keeps them). The interval is a normal (Wald) interval
 Δ ± z·SE around the estimate, whose SE is the bootstrap SE (not a percentile or BCa interval), with the seed spread added in quadrature and, for the probe, the difference of the
 two sides' learning-curve corrections times EXTRAPOLATION_SLACK added to both ends (the same
 slack the single estimates carry); the p-value inverts that same interval, so p < 1 - level exactly when the
