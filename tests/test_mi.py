@@ -117,6 +117,27 @@ def test_conditional_chain_terms_match_truth(chain_setup):
     assert diff[1] == pytest.approx(truth["I(Z;A|M)"][0], abs=0.1)
     frame = res.frame()
     assert set(frame["term"]) >= {"I(Z;M)", "I(Z;A|M)", "I(Z;T|M,A)", "sum of terms", "I(Z;M,A,T)"}
+    # the sum row says its gap to the joint term, which the chain rule makes 0 in truth
+    total = sum(e.value for _, e in items)
+    [note] = frame.loc[frame["term"] == "sum of terms", "note"]
+    assert f"the sum differs by {total - d.value:+.4f} nats" in note and f"at {d.value:.4f} nats" in note
+    assert ("inside its interval" in note) == (d.ci_low <= total and (d.bound == "lower" or total <= d.ci_high))
+
+
+def test_the_sum_rows_note_says_when_the_sum_lies_outside_the_joint_terms_interval():
+    from matprobe.mi.chain import chain_rule_note
+    from matprobe.mi.interface import MIEstimate
+
+    joint = MIEstimate(value=1.0, ci_low=0.9, ci_high=1.1, ci_level=0.95, unit="nats", n_train=0, n_eval=100,
+                       estimator="probe")
+    assert chain_rule_note(1.05, joint, "M,A").endswith("inside its interval ([0.9000, 1.1000])")
+    far = chain_rule_note(1.25, joint, "M,A")
+    assert "differs by +0.2500 nats, outside its interval ([0.9000, 1.1000])" in far
+    assert "I(Z;M,A)" in far and chain_rule_note(1.0, None, "M,A") == ""
+    lower = MIEstimate(value=1.0, ci_low=0.9, ci_high=2.0, ci_level=0.95, unit="nats", n_train=0, n_eval=100,
+                       estimator="probe", bound="lower")
+    assert "outside its interval (at least 0.9000)" in chain_rule_note(0.8, lower, "M,A")
+    assert "inside its interval (at least 0.9000)" in chain_rule_note(5.0, lower, "M,A")
 
 
 def test_term_with_zero_conditional_entropy_is_exactly_zero():

@@ -24,7 +24,7 @@ from matprobe.errors import EstimationError, MatprobeError, StoreError
 from matprobe.io import numpy_to_json
 from matprobe.mi.base import FoldPlan
 from matprobe.mi.controls import baseline_columns
-from matprobe.mi.interface import EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
+from matprobe.mi.interface import LOWER, EstimatorTags, MIEstimate, MIEstimator, StratumEstimate, TermNames
 from matprobe.mi.merge import merge_words
 from matprobe.mi.pointwise import PointwiseSummary, summarise_pointwise
 from matprobe.mi.prep import grouped_folds, identical_rows
@@ -393,7 +393,8 @@ class ChainResult:
                          "estimate": total, "ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan,
                          "bound": "", "h_upper": sum(e.h_upper for _, e in items), "n": items[0].estimate.n_eval,
                          "chain_difference": np.nan, "clipped": False, "degenerate": False,
-                         "note": "", "flags": "", "unit": self.unit})
+                         "note": chain_rule_note(total, d, ",".join(self.factors)) if len(self.factors) > 1 else "",
+                         "flags": "", "unit": self.unit})
             if d is not None and len(self.factors) > 1:  # of one factor it is the term above
                 rows.append({"term": term_name(",".join(self.factors), []), "target": ",".join(self.factors),
                              "given": "", "estimator": est, "estimate": d.value, "ci_low": d.ci_low,
@@ -620,6 +621,29 @@ def repeated_images(images: np.ndarray | None) -> np.ndarray | None:
     """`images` (`image_column`, of the rows used) where some image is in several rows: the groups
     `run_store`, `sweep` and a run's reuse of MI files go by; else None."""
     return images if images is not None and len(np.unique(images)) < len(images) else None
+
+
+def chain_rule_note(total: float, direct: MIEstimate | None, factors: str) -> str:
+    """The sum-of-terms row's note: the chain rule makes the terms' sum the joint term I(Z;factors),
+    so their estimates' gap is estimation error, said against the joint term's own interval. "" where
+    the joint term was not estimated.
+
+    >>> e = MIEstimate(value=1.66, ci_low=1.41, ci_high=2.30, ci_level=0.95, unit="nats", n_train=0, n_eval=9,
+    ...                estimator="probe", bound="lower")
+    >>> chain_rule_note(1.595, e, "M,A,T")
+    'by the chain rule the sum is I(Z;M,A,T) (next row), estimated on its own at 1.6600 nats: the sum differs by -0.0650 nats, inside its interval (at least 1.4100)'
+    """
+    if direct is None:
+        return ""
+    gap = total - direct.value
+    one_sided = direct.bound == LOWER
+    inside = direct.ci_low <= total and (one_sided or total <= direct.ci_high)
+    span = f"at least {direct.ci_low:.4f}" if one_sided else f"[{direct.ci_low:.4f}, {direct.ci_high:.4f}]"
+    return (f"by the chain rule the sum is {term_name(factors, [])} (next row), estimated on its own at "
+            f"{direct.value:.4f} {direct.unit}: the sum differs by {gap:+.4f} {direct.unit}, "
+            + (f"inside its interval ({span})" if inside else
+               f"outside its interval ({span}): the terms or the joint estimate are off by more than their "
+               "intervals say"))
 
 
 def store_groups(samples: pd.DataFrame, column: str | None, path) -> tuple[np.ndarray | None, str]:
