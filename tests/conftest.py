@@ -235,6 +235,7 @@ SLOW: dict[str, set[str]] = {
         "test_stores_whose_images_repeat_compare_a_null_as_null",  # 2.9 s
         "test_identical_rows_are_compared_in_one_fold_and_each_side_covers_its_one_row_truth",  # 2.2 s
         "test_relate_and_check_read_a_null_label_of_repeated_images_as_null",  # 1.9 s
+        "test_identical_features_of_distinct_images_are_a_feature_not_copies",  # 3.1 s
     },
     "test_rare_class_entropy.py": {
         "test_rare_classes_widen_the_upper_end_by_their_entropy_and_cover",  # 9 s (forty-fifth session)

@@ -250,3 +250,31 @@ def test_the_online_code_ends_blocks_at_group_ends_and_hands_the_predictor_the_t
     assert groups_sent == block_ends(120, 20)[1:]
     few = online_codelength(predict, x[:90], np.arange(90) % 2, groups=np.repeat(np.arange(30), 3))
     assert few.block_ends == [45, 90] and "the first block holds 15 groups, fewer than 20" in few.notes[0]
+
+
+def test_identical_features_of_distinct_images_are_a_feature_not_copies(tmp_path):
+    # a question pooled at the embedding layer: 20 templates, each fixing the task, shared by distinct
+    # images. Grouped as copies (identical rows), I(Z;task) read 0 for log 2; the image column says
+    # every row is its own item, so `mi`, `sweep` and `compare` read them by row. Arrays without
+    # items still group identical rows.
+    import matprobe as mp
+    from matprobe.mi.sweep import run_sweep
+    from matprobe.store import EmbeddingStore
+
+    rng = np.random.default_rng(0)
+    n, k = 1000, 20
+    template = rng.integers(0, k, n)
+    z = rng.standard_normal((k, 16)).astype(np.float32)[template]
+    path = tmp_path / "s.h5"
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(n)],
+                               {"task": np.array(["Cls", "Det"])[template % 2],
+                                "image": np.array([f"i{i}.png" for i in range(n)])},
+                               {("0", "question"): z, ("1", "question"): z + 0.1}).close()
+    e = mp.mi(path, "T", progress=False, seeds=1).terms["probe"][0][1]
+    assert e.ci_low > 0.6 and "share a group" not in e.note  # H(task) = log 2 = 0.693
+    table = run_sweep([str(path)], tmp_path / "sw.csv", factors=("T",), seeds=1, progress=False).table
+    assert (table["ci_low"] > 0.6).all() and not table["note"].str.contains("share a group").any()
+    comp = compare_stores(path, term="T", factors=["T"], layer="0", layer_b="1", seeds=1)
+    assert comp.side_a["ci_low"] > 0.6 and comp.side_b["ci_low"] > 0.6
+    arrays = mp.mi(z, {"T": template % 2}, progress=False, seeds=1).terms["probe"][0][1]
+    assert "identical rows of Z" in arrays.note and arrays.ci_low < 0.1  # no items known: grouped

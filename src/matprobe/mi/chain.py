@@ -647,16 +647,22 @@ def chain_rule_note(total: float, direct: MIEstimate | None, factors: str) -> st
 
 
 def store_groups(samples: pd.DataFrame, column: str | None, path) -> tuple[np.ndarray | None, str]:
-    """(a group per store row, what the groups are) as `mi` and `compare` read a store: the sample
-    column `column` (`--groups`), else the image column where an image is in several rows, else
-    (None, ""): the estimators then group identical rows of Z."""
+    """(a group per store row, what the groups are) as `mi`, `sweep`, `compare`, `relate` and `check`
+    read a store: the sample column `column` (`--groups`), else the image column (each image one
+    item; where no image repeats, every row its own group), else (None, ""): the estimators then
+    group identical rows of Z. The image column says what an item is: identical features of distinct
+    images are a feature that does not see the image (a question pooled at the embedding layer, its
+    text shared by many items), not copies of one item; grouped, 20 question templates that fix the
+    task read I(Z;task) 0 for log 2."""
     if column is not None:
         if column not in samples or samples[column].isna().any():
             raise StoreError(f"{path}: --groups {column!r} is not a sample column with a value on every row; "
                              f"sample columns: {', '.join(map(str, samples.columns))}")
         return samples[column].astype(str).to_numpy(), f"rows of one {column}"
-    images = repeated_images(image_column(samples))
-    return (images, IMAGE_GROUPS) if images is not None else (None, "")
+    images = image_column(samples)
+    if images is None:
+        return None, ""
+    return images, IMAGE_GROUPS
 
 
 def row_groups(z, groups=None, groups_name: str = "the groups given") -> tuple[np.ndarray | None, str]:

@@ -248,7 +248,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     into worker processes that did not import the plug-in."""
     import torch
 
-    from matprobe.mi.chain import IMAGE_GROUPS, chain_terms, image_column, note_in_unit, repeated_images
+    from matprobe.mi.chain import IMAGE_GROUPS, chain_terms, image_column, note_in_unit
     from matprobe.mi.registry import register_estimator
     from matprobe.store import EmbeddingStore
     from matprobe.units import from_nats
@@ -277,9 +277,9 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
             raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
                                   "drop it from --factors")
     pointwise = settings.pointwise and estimator_tags(settings.estimator).pointwise
-    grouping = {}
-    if repeated_images(None if images is None else images[keep]) is not None:
-        grouping = {"groups": images[keep], "groups_name": IMAGE_GROUPS}
+    # each image one item (`chain.store_groups`): its rows in one fold where it repeats, and
+    # identical features of distinct images read by row
+    grouping = {} if images is None else {"groups": images[keep], "groups_name": IMAGE_GROUPS}
     res = chain_terms(z, {f: v[keep] for f, v in cols.items()}, order=list(settings.factors),
                       estimators=[settings.estimator], seeds=settings.seeds, folds=settings.folds,
                       pca=settings.pca, unit=NATS, direct=False, difference=False,
