@@ -405,7 +405,8 @@ def mi(store, factors: str = ",".join(DEFAULTS.factors), layer: Optional[str] = 
         A group per row (an image with several questions, a patient, an item seen several
         times), or a store's sample column naming it: each group's rows stay in one fold, on one
         side of the splits inside a fold, and the bootstrap draws groups. Default: a store's image
-        column where an image appears in several rows; identical rows of Z are grouped unasked.
+        column (each image one item); where nothing says what an item is (arrays, a store without
+        images), identical rows of Z are grouped unasked.
         Copies of an item on both sides of a fold are read as information (an outside study: a
         null at log 2, its lower end at 0.5 nats).
     portable_numerics : bool, default False
@@ -573,7 +574,7 @@ def compare(store_a: PathLike, store_b: Optional[PathLike] = None, term: str = "
     groups : str, optional
         A sample column of A whose rows are one item (an image with several questions, a patient):
         each group's rows stay in one fold on both sides and the paired bootstrap draws groups.
-        Default, as `mi`: A's image column where an image is in several rows; rows identical in A or
+        Default, as `mi`: A's image column (each image one item); without one, rows identical in A or
         in B are grouped unasked.
 
     Returns

@@ -420,7 +420,7 @@ def mi_command(
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutation null per chain term: the target permuted within the conditioning strata this many times (same folds and preprocessing), giving a p-value and the excess over the null mean; costs this many times the terms (19 gives p down to 0.05; 0 = none)."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="A factor's classes with fewer than 2 rows per fold: refuse (say which), or merge them into one class per factor (terms flagged merged-rare-classes; a merged target's term is at most the factor's own)."),
     portable_numerics: bool = typer.Option(False, "--portable-numerics", help="Compute as a pipeline with `[run] portable_numerics = true` does: in a fresh process with the kernels every x86-64 CPU has, one thread, so a portable run's MI files are reproduced to the bit (with its [mi] settings)."),
-    groups: Optional[str] = typer.Option(None, "--groups", help="Sample column whose rows are one item (an image with several questions, a patient): each group's rows stay in one fold, the splits inside it and the bootstrap draw groups. Default: the image column where an image appears in several rows; identical rows of Z are grouped unasked."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Sample column whose rows are one item (an image with several questions, a patient): each group's rows stay in one fold, the splits inside it and the bootstrap draw groups. Default: the image column (each image one item); without one, identical rows of Z are grouped unasked."),
 ) -> None:
     """Estimate the MI chain I(Z;M) + I(Z;A|M) + I(Z;T|M,A) and the direct I(Z;M,A,T)."""
     _refuse_in_place(out, store)
@@ -678,7 +678,7 @@ def compare_command(
     fmt: str = format_option(),
     out: Optional[Path] = typer.Option(None, "--out", help="Write FILE.json."),
     rare_classes: str = typer.Option("refuse", "--rare-classes", help="Classes with fewer than 2 rows per fold: refuse (say which), or merge them into one per factor on both sides (said in the note), as `mi` does."),
-    groups: Optional[str] = typer.Option(None, "--groups", help="Sample column of A whose rows are one item (an image with several questions, a patient): each group's rows stay in one fold on both sides, and the paired bootstrap draws groups. Default, as `mi`: the image column where an image appears in several rows; rows identical in A or in B are grouped unasked."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Sample column of A whose rows are one item (an image with several questions, a patient): each group's rows stay in one fold on both sides, and the paired bootstrap draws groups. Default, as `mi`: the image column (each image one item); without one, rows identical in A or in B are grouped unasked."),
 ) -> None:
     """ΔI = I_A - I_B of one term on the same samples (two stores of one dataset file): normal interval with a paired-bootstrap SE, and p-value.
 

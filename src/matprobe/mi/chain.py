@@ -618,8 +618,8 @@ def image_column(samples: pd.DataFrame) -> np.ndarray | None:
 
 
 def repeated_images(images: np.ndarray | None) -> np.ndarray | None:
-    """`images` (`image_column`, of the rows used) where some image is in several rows: the groups
-    `run_store`, `sweep` and a run's reuse of MI files go by; else None."""
+    """`images` (`image_column`, of the rows used) where some image is in several rows, else None:
+    whether terms read before the grouping must be recomputed (`read_before_grouping`)."""
     return images if images is not None and len(np.unique(images)) < len(images) else None
 
 
@@ -667,7 +667,7 @@ def store_groups(samples: pd.DataFrame, column: str | None, path) -> tuple[np.nd
 
 def row_groups(z, groups=None, groups_name: str = "the groups given") -> tuple[np.ndarray | None, str]:
     """(a group per row, what they are) for `estimate_terms`: the groups given (a sample column, a
-    store's repeated images, cut to the rows of z), else identical rows of z (one item seen several
+    store's images, cut to the rows of z), else identical rows of z (one item seen several
     times, kept in one fold), else (None, groups_name)."""
     if groups is None:
         groups, groups_name = identical_rows(np.asarray(z)), "identical rows of Z"
@@ -945,8 +945,8 @@ def run_store(path, factors: list[str], layer: str | None = None, pool: str | No
               **kwargs) -> tuple[ChainResult, dict]:
     """chain_terms on one (layer, pool) of an embedding store; returns (result, metadata).
     layer/pool None = the defaults, negative layers from the end (`EmbeddingStore.resolve_feature`).
-    groups: as `chain_terms`, or the name of a sample column; default: the image column where an
-    image appears in several rows."""
+    groups: as `chain_terms`, or the name of a sample column; default: the image column
+    (`store_groups`)."""
     from matprobe.store import EmbeddingStore
 
     factors = check_factors(factors)  # refused before the store is read

@@ -152,13 +152,11 @@ def compare_arrays(z_a, z_b, y, c=None, *, estimator: str = DEFAULTS.estimator, 
 
 
 def _comparison_groups(z_a, z_b, groups, groups_name: str):
-    """(a group per row, what they are) of a comparison: the groups given (checked: one per row), or
-    rows identical in Z_A or in Z_B (one item seen several times), or (None, name) where none repeat."""
+    """(a group per row, what they are) of a comparison: the groups given (their length checked by
+    `chain.grouped_plan_folds`), or rows identical in Z_A or in Z_B (one item seen several times), or
+    (None, name) where none repeat."""
     if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(z_a):
-            raise EstimationError(f"groups has {len(groups)} entries but Z has {len(z_a)} rows; pass one per row")
-        return groups, groups_name
+        return np.asarray(groups), groups_name
     joined = joined_groups(identical_rows(np.asarray(z_a)), identical_rows(np.asarray(z_b)))
     return joined, "identical rows of Z_A or Z_B"
 
@@ -342,7 +340,7 @@ def compare_stores(store_a, store_b=None, term: str = "T|M,A", *, layer=None, po
     with fewer than 2 rows per fold are refused ("refuse", as `mi` does) or merged into one per
     factor ("merge", as `mi --rare-classes merge` does, said in the note).
     groups: a sample column of A whose rows are one item (`mi --groups`); default, as `mi`: A's image
-    column where an image is in several rows, else rows identical in Z_A or in Z_B. A group's rows stay
+    column (each image one item), else rows identical in Z_A or in Z_B. A group's rows stay
     in one fold on both sides, and the paired bootstrap draws groups.
     """
     check_level(ci_level, "ci_level"), check_resamples(n_boot)  # ci_level 95, --n-boot 0 (matprobe.checks)

@@ -248,7 +248,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
     into worker processes that did not import the plug-in."""
     import torch
 
-    from matprobe.mi.chain import IMAGE_GROUPS, chain_terms, image_column, note_in_unit
+    from matprobe.mi.chain import chain_terms, note_in_unit, store_groups
     from matprobe.mi.registry import register_estimator
     from matprobe.store import EmbeddingStore
     from matprobe.units import from_nats
@@ -266,7 +266,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
         z = st.read(cell.layer, cell.pool)
         ids = st.ids.astype(str)
         fingerprint = st.content_id  # what the rows are, checked on resume (matprobe.provenance)
-        images = image_column(st.samples())  # an image's rows in one fold, as `mi` keeps them
+        groups, groups_name = store_groups(st.samples(), None, cell.store)  # each image one item, as in `mi`
     keep = np.ones(len(ids), dtype=bool)
     for f in settings.factors:
         keep &= cols[f] >= 0  # rows without this label take no part
@@ -277,9 +277,7 @@ def estimate_cell(cell: Cell, settings: SweepSettings, pointwise_dir: str | None
             raise EstimationError(f"{cell.store}: factor {f!r} has one class; I(Z;{f}) is 0 by definition: "
                                   "drop it from --factors")
     pointwise = settings.pointwise and estimator_tags(settings.estimator).pointwise
-    # each image one item (`chain.store_groups`): its rows in one fold where it repeats, and
-    # identical features of distinct images read by row
-    grouping = {} if images is None else {"groups": images[keep], "groups_name": IMAGE_GROUPS}
+    grouping = {} if groups is None else {"groups": groups[keep], "groups_name": groups_name}
     res = chain_terms(z, {f: v[keep] for f, v in cols.items()}, order=list(settings.factors),
                       estimators=[settings.estimator], seeds=settings.seeds, folds=settings.folds,
                       pca=settings.pca, unit=NATS, direct=False, difference=False,
