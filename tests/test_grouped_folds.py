@@ -33,15 +33,17 @@ def _copies(draw: int, separation: float, noise: float, items: int = 500, copies
     return z[perm].astype(np.float32), y_item[item][perm], item[perm], means
 
 
-def _copies_store(path, draw: int, column: str):
+def _copies_store(path, draw: int, column: str, distinct_images: bool = False):
     """A store of 300 null items seen 3 times (modality independent of Z), the item named in the
-    sample column `column` (e.g. image, patient)."""
+    sample column `column` (e.g. image, patient); with `distinct_images` an image column naming
+    every row's image apart as well."""
     from matprobe.store import EmbeddingStore
 
     z, y, item, _ = _copies(draw, separation=0.0, noise=0.01, items=300, copies=3, d=16, k=2)
-    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))],
-                               {"modality": np.array(["CT", "MRI"])[y], column: np.array([f"i{i}" for i in item])},
-                               {("4", "last"): z}).close()
+    columns = {"modality": np.array(["CT", "MRI"])[y], column: np.array([f"i{i}" for i in item])}
+    if distinct_images:
+        columns["image"] = np.array([f"row{i}.png" for i in range(len(y))])
+    EmbeddingStore.from_arrays(path, [f"s{i}" for i in range(len(y))], columns, {("4", "last"): z}).close()
     return path
 
 
@@ -152,24 +154,41 @@ def test_the_cli_groups_by_a_sample_column_and_names_a_wrong_one(tmp_path):
     assert bad.exit_code == 2 and "--groups 'visit' is not a sample column" in bad.output and "patient" in bad.output
 
 
-@pytest.mark.parametrize("repeat", [True, False])
-def test_a_run_recomputes_mi_read_before_its_images_were_grouped(tmp_path, repeat):
+IDENTICAL_NOTE = ("6 rows share a group with another row (3 groups of 2 or more, identical rows of Z): each group's "
+                  "rows are in one fold")
+
+
+@pytest.mark.parametrize("images, note, why", [
+    ("repeat", "", "an image's rows are now kept in one fold"),
+    ("distinct", IDENTICAL_NOTE, "identical features of distinct images are now read row by row"),
+    ("distinct", "", None),
+    ("none", IDENTICAL_NOTE, None),  # no image column: identical rows are still grouped
+])
+def test_a_run_recomputes_mi_grouped_otherwise_than_mi_groups_now(tmp_path, images, note, why):
     import json
 
+    from matprobe.mi.chain import chain_terms, results_json
     from matprobe.pipeline import PipelineConfig, _mi_settings, _stale_reason
     from matprobe.store import EmbeddingStore
 
     store, result = tmp_path / "s.h5", tmp_path / "mi.json"
-    images = ["a.png", "a.png", "b.png", "b.png", "c.png", "c.png"] if repeat else [f"{i}.png" for i in range(6)]
-    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], {"M": list("ababab"), "image": images},
+    columns = {"M": list("ababab")}
+    if images != "none":
+        columns["image"] = (["a.png", "a.png", "b.png", "b.png", "c.png", "c.png"] if images == "repeat"
+                            else [f"{i}.png" for i in range(6)])
+    EmbeddingStore.from_arrays(store, [f"s{i}" for i in range(6)], columns,
                                {("0", "last"): np.arange(12, dtype=np.float32).reshape(6, 2)}).close()
     with EmbeddingStore.open(store) as st:
         fingerprint = st.content_id
     cfg = PipelineConfig()
+    m = np.tile([0, 1], 30)
+    [term] = json.loads(json.dumps(results_json(chain_terms(
+        np.c_[m + 0.3 * np.random.default_rng(0).standard_normal(60)], {"M": m}, seeds=1, folds=2, pca=None,
+        direct=False, difference=False))))["terms"]
+    term["note"] = note
     result.write_text(json.dumps({"kind": "matprobe.mi", "store_fingerprint": fingerprint,
-                                  "factors": list(cfg.factors), "terms": [], "settings": _mi_settings(cfg)}))
-    why = _stale_reason(str(result), {"store": str(store), "fresh_store": False}, cfg)
-    assert why == ("an image's rows are now kept in one fold" if repeat else None)
+                                  "factors": list(cfg.factors), "terms": [term], "settings": _mi_settings(cfg)}))
+    assert _stale_reason(str(result), {"store": str(store), "fresh_store": False}, cfg) == why
 
 
 def test_a_sweep_keeps_an_images_rows_in_one_fold_as_mi_does(tmp_path):
@@ -201,23 +220,30 @@ def test_where_a_label_cells_rows_are_one_group_the_folds_stay_by_row_and_say_so
     assert (e.value, e.ci_low, e.ci_high) == (plain.value, plain.ci_low, plain.ci_high)
 
 
-@pytest.mark.parametrize("repeat", [True, False])
-def test_a_resumed_sweep_recomputes_cells_read_before_an_images_rows_were_grouped(tmp_path, repeat):
+@pytest.mark.parametrize("images, note, recomputed", [
+    ("repeat", "", True),
+    ("none", "", False),  # nothing to group (the patient column is not the image column): the cell stands
+    ("none", IDENTICAL_NOTE, False),  # no image column: identical rows are still grouped, the cell stands
+    ("distinct", IDENTICAL_NOTE, True),  # the forty-fifth session grouped identical rows of distinct images
+])
+def test_a_resumed_sweep_recomputes_cells_grouped_otherwise_than_mi_groups_now(tmp_path, images, note, recomputed):
     import pandas as pd
 
     from matprobe.mi.sweep import read_table, run_sweep, write_table
 
-    path = _copies_store(tmp_path / "s.h5", 3, "image" if repeat else "patient")
+    path = _copies_store(tmp_path / "s.h5", 3, "image" if images == "repeat" else "patient",
+                         distinct_images=images == "distinct")
     out = tmp_path / "sweep.csv"
     run_sweep([str(path)], out, factors=("M",), seeds=1, progress=False)
-    # the table as a sweep before the grouping wrote it: no note of it, another estimate
+    # the table as an earlier grouping wrote it: its note, another estimate
     old = read_table(out)
-    old["note"], old["estimate"] = "", -1.0
+    old["note"], old["estimate"] = note, -1.0
     write_table(old, out)
     again = run_sweep([str(path)], out, factors=("M",), seeds=1, progress=False)
     row = pd.read_csv(out).iloc[0]
-    if repeat:  # recomputed with the image's rows in one fold, the old row replaced
-        assert again.n_resumed == 0 and len(again.table) == 1
-        assert "rows of one image" in row["note"] and row["estimate"] >= 0
-    else:  # nothing to group (the patient column is not the image column): the cell stands
+    if recomputed:  # the old row replaced
+        assert again.n_resumed == 0 and len(again.table) == 1 and row["estimate"] >= 0
+        assert ("rows of one image" in row["note"]) == (images == "repeat")
+        assert "identical rows of Z" not in str(row["note"])
+    else:
         assert again.n_resumed == 1 and row["estimate"] == -1.0

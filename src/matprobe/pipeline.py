@@ -409,14 +409,12 @@ def _stale_reason(result: str, ck: dict, cfg: PipelineConfig | None = None,
     # result that merged is not what rare_classes = "refuse" asks for
     if recorded.merged_classes and cfg.mi_rare_classes == "refuse":
         return 'rare classes merged where [mi] rare_classes = "refuse"'
-    # an image's rows are kept in one fold (issue 22, forty-fifth session): a result from before,
-    # on a store whose images repeat, read copies of its held-out rows among its fitting rows
-    from matprobe.mi.chain import read_before_grouping
+    # a result grouped otherwise than `mi` groups now: copies of its held-out rows among its
+    # fitting rows, or distinct images with identical features kept together
+    from matprobe.mi.chain import image_facts, stale_grouping
 
     notes = [e.note for items in recorded.terms.values() for _, e in items]
-    if read_before_grouping(ck["store"], factors, cfg.estimator, notes):
-        return "an image's rows are now kept in one fold"
-    return None
+    return stale_grouping(image_facts(ck["store"], factors), cfg.estimator, notes)
 
 
 def _mi_settings(cfg: PipelineConfig, baselines: bool = True) -> dict:

@@ -609,6 +609,7 @@ GROUPED_ROWS = "share a group with another row"  # in the note of a term whose f
 # a store's rows of one image are one group where an image is in several rows (several questions on
 # one image): else a critic that memorises the image reads its labels on the held-out rows
 IMAGE_GROUPS = "rows of one image"
+IDENTICAL_ROWS = "identical rows of Z"  # the groups where nothing says what an item is (`row_groups`)
 
 
 def image_column(samples: pd.DataFrame) -> np.ndarray | None:
@@ -619,7 +620,7 @@ def image_column(samples: pd.DataFrame) -> np.ndarray | None:
 
 def repeated_images(images: np.ndarray | None) -> np.ndarray | None:
     """`images` (`image_column`, of the rows used) where some image is in several rows, else None:
-    whether terms read before the grouping must be recomputed (`read_before_grouping`)."""
+    whether terms read before the grouping must be recomputed (`image_facts`)."""
     return images if images is not None and len(np.unique(images)) < len(images) else None
 
 
@@ -670,25 +671,21 @@ def row_groups(z, groups=None, groups_name: str = "the groups given") -> tuple[n
     store's images, cut to the rows of z), else identical rows of z (one item seen several
     times, kept in one fold), else (None, groups_name)."""
     if groups is None:
-        groups, groups_name = identical_rows(np.asarray(z)), "identical rows of Z"
+        groups, groups_name = identical_rows(np.asarray(z)), IDENTICAL_ROWS
     return groups, groups_name
 
 
-def read_before_grouping(path, factors, estimator: str, notes) -> bool:
-    """Whether terms read from the store at `path` (their `notes`) were estimated before an image's
-    rows were kept in one fold (issue 22, forty-fifth session): some image is in several of the rows
-    a chain over `factors` reads (each labelled for every factor), the estimator fits folds, and no
-    note says GROUPED_ROWS. `run` and a resumed `sweep` recompute such terms: each held-out row had
-    its copies among the fitting rows. False where the store cannot be read."""
+def image_facts(path, factors) -> tuple[bool, bool]:
+    """(the store at `path` has an image column, some image is in several of the rows a chain over
+    `factors` reads, each labelled for every factor): what `stale_grouping` checks a result's notes
+    against. (False, False) where the store cannot be read."""
     from matprobe.store import EmbeddingStore
 
-    if not estimator_tags(estimator).uses_fold_plan or any(GROUPED_ROWS in str(n or "") for n in notes):
-        return False
     try:
         with EmbeddingStore.open(path) as st:
             images = image_column(st.samples())
             if images is None:
-                return False
+                return False, False
             keep = np.ones(len(images), dtype=bool)
             for name in factors:
                 try:
@@ -696,8 +693,29 @@ def read_before_grouping(path, factors, estimator: str, notes) -> bool:
                 except (KeyError, ValueError, MatprobeError):
                     continue  # a factor the store lacks: its chain is refused, not read before grouping
     except (OSError, MatprobeError):
-        return False
-    return repeated_images(images[keep]) is not None
+        return False, False
+    return True, repeated_images(images[keep]) is not None
+
+
+def stale_grouping(facts: tuple[bool, bool], estimator: str, notes) -> str | None:
+    """Why terms read from a store (its `image_facts`; the terms' `notes`) were grouped otherwise
+    than `mi` groups them now, or None. `run` and a resumed `sweep` recompute such terms:
+    - some image is in several rows and no note says GROUPED_ROWS: read before an image's rows were
+      kept in one fold (issue 22, forty-fifth session), each held-out row had its copies among the
+      fitting rows;
+    - the store has an image column and a note grouped IDENTICAL_ROWS: read before the image column
+      said what an item is (forty-sixth session), identical features of distinct images were kept
+      together (20 question templates that fix the task read I(Z;task) 0 for log 2).
+    None for an estimator that fits no folds."""
+    has_images, images_repeat = facts
+    if not estimator_tags(estimator).uses_fold_plan:
+        return None
+    notes = [str(n or "") for n in notes]
+    if images_repeat and not any(GROUPED_ROWS in n for n in notes):
+        return "an image's rows are now kept in one fold"
+    if has_images and any(GROUPED_ROWS in n and IDENTICAL_ROWS in n for n in notes):
+        return "identical features of distinct images are now read row by row"
+    return None
 
 
 def grouped_plan_folds(strata, groups, groups_name: str, k: int, seed: int):

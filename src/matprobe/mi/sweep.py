@@ -661,19 +661,16 @@ def done_keys(df: pd.DataFrame, n_terms: int, digest: str, path, settings: Sweep
     return {k for k, v in counts.items() if v >= n_terms}
 
 
-def _read_before_grouping(table: pd.DataFrame, finished: set, settings: SweepSettings) -> set:
-    """The finished cells whose terms were read before an image's rows were kept in one fold, on a
-    store whose images repeat (`chain.read_before_grouping`): recomputed, their rows replaced."""
-    from matprobe.mi.chain import GROUPED_ROWS, read_before_grouping
+def _stale_grouping(table: pd.DataFrame, finished: set, settings: SweepSettings) -> set:
+    """The finished cells whose terms were grouped otherwise than `mi` groups now
+    (`chain.stale_grouping`): recomputed, their rows replaced."""
+    from matprobe.mi.chain import image_facts, stale_grouping
 
-    if table.empty or not finished:
+    if table.empty or not finished or not estimator_tags(settings.estimator).uses_fold_plan:
         return set()
     notes = table.groupby(CELL_KEY)["note"].apply(list).to_dict()
-    ungrouped = {key for key in finished if not any(GROUPED_ROWS in str(n) for n in notes.get(key, []))}
-    # each store's images read once, and only where a cell of it has no note of the grouping
-    repeats = {store: read_before_grouping(store, settings.factors, settings.estimator, [])
-               for store in {key[0] for key in ungrouped}}
-    return {key for key in ungrouped if repeats[key[0]]}
+    facts = {store: image_facts(store, settings.factors) for store in {key[0] for key in finished}}  # once a store
+    return {key for key in finished if stale_grouping(facts[key[0]], settings.estimator, notes.get(key, []))}
 
 
 def _check_table_dataset(table: pd.DataFrame, cells: list[Cell], factors, out) -> None:
@@ -769,7 +766,7 @@ def run_sweep(stores, out, *, factors=DEFAULTS.factors, layers=None, pools=None,
     _check_table_dataset(table, cells, factors, target)
     if ranks.distributed and out.exists():
         finished |= done_keys(read_table(out), n_terms, digest, out, settings)  # merged earlier runs
-    finished -= _read_before_grouping(table, finished, settings)
+    finished -= _stale_grouping(table, finished, settings)
     mine = ranks.split(cells) if ranks.distributed else cells
     todo = [c for c in mine if c.key not in finished]
     pw_dir = str(out.parent / f"{out.name}.pointwise") if pointwise else None
