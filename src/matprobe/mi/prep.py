@@ -105,8 +105,7 @@ def grouped_folds(strata: np.ndarray, groups: np.ndarray, k: int, rng: np.random
     >>> bool(f[0] == f[1] and f[2] == f[3] and f[4] == f[5]), sorted(set(f.tolist()))
     (True, [0, 1, 2])
     """
-    lead = first_rows(groups)
-    firsts = np.flatnonzero(lead == np.arange(len(lead)))  # each group's first row, in row order
+    lead, firsts = group_leads(groups)
     fold = np.empty(len(lead), dtype=np.int64)
     fold[firsts] = stratified_folds(np.asarray(strata)[firsts], k, rng)
     return fold[lead]
@@ -120,6 +119,17 @@ def first_rows(groups: np.ndarray) -> np.ndarray:
     """
     _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
     return first[inverse.reshape(-1)]
+
+
+def group_leads(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per row its group's first row, `first_rows`; each group's first row, in row order): a
+    split of the groups is drawn over the first rows and the other rows follow theirs.
+
+    >>> [a.tolist() for a in group_leads(np.array([7, 3, 7, 5, 3]))]
+    [[0, 1, 0, 3, 1], [0, 1, 3]]
+    """
+    lead = first_rows(groups)
+    return lead, np.flatnonzero(lead == np.arange(len(lead)))
 
 
 def identical_rows(z: np.ndarray) -> np.ndarray | None:

@@ -49,7 +49,7 @@ from matprobe.mi.interface import TWO_SIDED, EstimatorTags
 from matprobe.mi.lbfgs import minimize_lbfgsb
 from matprobe.mi.prep import (
     block_scale_variance,
-    first_rows,
+    group_leads,
     hinge_features,
     hinge_knots,
     log_abs_scale_weights,
@@ -1610,8 +1610,7 @@ def _split_by_cell(cell_rows, n, rng, take):
 def _split_by_group(cell_of_row, groups, rng, take):
     """Bool mask over the rows: `_split_by_cell` over the groups (each at its first row's cell),
     a group's rows all on the side of its first row."""
-    lead = first_rows(groups)
-    firsts = np.flatnonzero(lead == np.arange(len(lead)))  # each group's first row, in row order
+    lead, firsts = group_leads(groups)
     chosen = _split_by_cell([firsts[cell_of_row[firsts] == k] for k in range(int(cell_of_row.max()) + 1)],
                             len(cell_of_row), rng, take)
     return chosen[lead]
