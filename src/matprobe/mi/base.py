@@ -129,6 +129,9 @@ class FoldPlan:
     # raise the PCA while the residual test finds label information left out (`settle_reduction`)
     raise_pca: bool = False
     reduction: ReductionRecord | None = None  # what `settle_reduction` did (None: not yet run)
+    # the PCA components kept where the input's numerical rank cut the shared reduction short
+    # (`prep.numerical_rank`; the per-fold preprocessing keeps its size)
+    rank_cut: int | None = None
     _residual_tests: dict = field(default_factory=dict)  # `residual_test` per term
     # where `settle_reduction` raised the PCA: the features at the size asked for and their
     # residual tests per term. The critic may still predict better on them (a non-linear level
@@ -196,7 +199,10 @@ class FoldPlan:
             step = self.pca * RAISE_PCA_FACTOR
             if step >= d or (2 * step >= d and d <= MAX_RAISED_PCA):
                 step = d  # every coordinate
-            width = d if step >= d else step + int(features.shape[1]) - self.pca  # + the massive axes
+            # + the massive axes (the features past the PCA's components, fewer than asked where
+            # the input's numerical rank cut them: `prep.numerical_rank`)
+            components = self.pca if self.rank_cut is None else self.rank_cut
+            width = d if step >= d else step + int(features.shape[1]) - components
             if min(step, d) > MAX_RAISED_PCA:
                 size = f"every coordinate ({d})" if step >= d else f"{step} components"
                 record.stopped = (f"{size} would exceed {MAX_RAISED_PCA} components, the most matprobe tries on "
@@ -235,7 +241,7 @@ class FoldPlan:
         if not self.per_fold:
             if "all" not in self.features:
                 red = label_free_reduction(z, self.pca, self.gaussianize, seed=0, device=self.device)
-                self.features["all"] = red.features
+                self.features["all"], self.rank_cut = red.features, red.rank_cut
                 if red.pca_input is not None:
                     self.residual = ResidualProjections(red.pca_input, red.kept_basis, self.fold)
             return self.features["all"]
@@ -276,6 +282,17 @@ class ReductionRecord:
         return (f"the PCA was raised from {self.requested} components to {used}: at {self.requested} the "
                 f"reduction left label information out of {first['flagged_terms']} term(s) (residual test, "
                 f"z up to {first['max_z']:.1f})")
+
+
+def rank_cut_note(kept: int, asked: int | None) -> str:
+    """A term's note where the PCA kept fewer components than asked (`prep.numerical_rank`).
+
+    >>> rank_cut_note(10, 64)[:58]
+    'the PCA kept 10 of its 64 components: the rows lie in a 10'
+    """
+    return (f"the PCA kept {kept} of its {asked} components: the rows lie in a {kept}-dimensional subspace of Z "
+            "(the next component's variance over 100-fold smaller, below a median coordinate's), and past it "
+            "is the numerical noise of the quantile map or of rounding, not signal")
 
 
 def _unmapped_rows(plan: FoldPlan, z, tr, ev) -> tuple[np.ndarray, np.ndarray]:
@@ -803,6 +820,8 @@ class CrossFitEstimator:
         notes, flags = [], []
         if reduction is not None and reduction.raised:
             notes.append(reduction.note())
+        if isinstance(plan, FoldPlan) and plan.rank_cut is not None:
+            notes.append(rank_cut_note(plan.rank_cut, plan.pca))
         misspecified = self.misspecification(diags)
         if misspecified:
             # a critic family shown to be wrong has a shortfall no learning curve or level gap

@@ -587,11 +587,14 @@ class LabelFreeReduction:
     coordinate's normal scores, standardised, at its raw relative scale), or None when nothing
     was reduced. kept_basis: an orthonormal basis [d, q] of what the features keep of that input
     (the PCA directions and the massive coordinates' axes), or None. The part of a row outside
-    the basis is what no critic on the features can see (`mi.reduction_check`)."""
+    the basis is what no critic on the features can see (`mi.reduction_check`). rank_cut: the
+    PCA components kept where the input's numerical rank is below the PCA's size (`numerical_rank`),
+    else None."""
 
     features: np.ndarray
     pca_input: torch.Tensor | None = None
     kept_basis: torch.Tensor | None = None
+    rank_cut: int | None = None  # PCA components kept where `numerical_rank` kept fewer than asked
 
 
 def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed: int = 0,
@@ -639,7 +642,12 @@ def label_free_reduction(z, pca: int | None = 64, gaussianize: bool = True, seed
     # bits on the CPUs measured, and about a quarter faster than products with the transposed view)
     q_, _ = torch.linalg.qr((omega.T @ xin_t).T)
     q_, _ = torch.linalg.qr(((xin_t @ q_).T @ xin_t).T)  # one power iteration (Halko et al. 2011, alg. 4.4)
-    _, _, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
+    _, sv, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
+    coordinate_var = torch.linalg.vector_norm(xin_t, dim=1) ** 2 / n
+    rank = numerical_rank(sv[:pca] ** 2 / n, float(coordinate_var.median()),
+                          raw=lambda: (x[_row_sample(n, seed)] - x.mean(dim=0)) * torch.where(
+                              sd > 0, scale / sd, torch.zeros_like(sd)), seed=seed)
+    rank_cut, pca = (rank if rank < min(pca, len(sv)) else None), rank
     scores = (vt[:pca] @ xin_t).T
     basis = vt[:pca].T  # [d, pca], orthonormal columns
     if len(massive):
@@ -647,7 +655,75 @@ def label_free_reduction(z, pca: int | None = 64, gaussianize: bool = True, seed
         axes = torch.zeros(d, len(massive), dtype=basis.dtype, device=dev)
         axes[massive, torch.arange(len(massive), device=dev)] = 1.0
         basis, _ = torch.linalg.qr(torch.cat([basis, axes], dim=1))
-    return LabelFreeReduction(np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32), xin_t, basis)
+    return LabelFreeReduction(np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32), xin_t, basis, rank_cut)
+
+
+# a consecutive ratio of the PCA's component variances this large, into components below the
+# input's median coordinate variance, marks a candidate numerical rank (`numerical_rank`)
+RANK_GAP = 100.0
+RAW_RANK_ROWS = 4096  # rows the raw rows' rank is confirmed on (a subspace holds any subset of its rows)
+
+
+def numerical_rank(variances, coordinate_variance: float, raw=None, seed: int = 0, gap: float = RANK_GAP) -> int:
+    """How many of the PCA's leading components (their `variances`, descending) to keep: all,
+    unless some component's variance is `gap` times the next one's, that next one is below
+    `coordinate_variance` (the input's median per-coordinate variance: a few massive coordinates
+    inflate the mean), and the raw rows lie in that many dimensions up to float32 rounding
+    (`raw_rank_at_most`; `raw`: a callable giving the raw rows [n, d] centred at the PCA's relative
+    scale, or None to trust the gap alone); then those before the first such gap.
+
+    Past the numerical rank of a rank-deficient input (rows in a subspace of Z) lie the quantile map's
+    rank noise (about 1/n of a coordinate's variance, larger for rows with extreme values) or float32
+    rounding (proportional to the row's size): the critic standardises every feature, so these
+    components reach it at unit variance, and their scale follows the row's norm, which reads as
+    heavy elliptical tails (10 Gaussian dimensions inside d = 256: kappa 3-4.5 against 0, every term
+    flagged and one-sided; RESULTS.md issue 22 forty-seventh session). Measured on such inputs
+    (d = 256-1024, rank 5-30, n = 1k-5k): the last signal component 3.7-180x the mean coordinate
+    variance, the rank noise under 0.07x, the gap between them 589x or more. The raw rows' rank
+    is what tells this from a full-rank input with a gap of its own: one direction 30x the s.d. of
+    isotropic noise (the noise's components then below a coordinate's variance after the quantile
+    map, a gap of 700x), or Student-t rows at nu = 1.2 without the quantile map (190x at n = 20k).
+
+    >>> numerical_rank(np.array([40.0, 20.0, 0.004, 0.003]), 1.0)
+    2
+    >>> numerical_rank(np.array([400.0, 2.0, 1.5, 1.2]), 1.0)  # a dominant direction: the rest stay
+    4
+    """
+    v = np.asarray(variances.cpu() if isinstance(variances, torch.Tensor) else variances, dtype=np.float64)
+    for k in range(1, len(v)):
+        if v[k] < coordinate_variance and v[k - 1] >= gap * v[k]:
+            return k if raw is None or raw_rank_at_most(raw(), k, seed) else len(v)
+    return len(v)
+
+
+def _row_sample(n: int, seed: int) -> torch.Tensor | slice:
+    """At most RAW_RANK_ROWS of n rows (seeded, in row order), or every row."""
+    if n <= RAW_RANK_ROWS:
+        return slice(None)
+    return torch.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:RAW_RANK_ROWS]).values
+
+
+def raw_rank_at_most(x: torch.Tensor, k: int, seed: int = 0) -> bool:
+    """Whether the rows x [n, d] (centred) lie in k dimensions up to float32 rounding: their (k+1)-th
+    singular value at most max(n, d) x float32's epsilon times the first (numpy's `matrix_rank`
+    tolerance), on at most RAW_RANK_ROWS rows (seeded), in float64, by a randomised range finder of
+    width k + 8 with two power iterations (Halko et al. 2011, alg. 4.4).
+
+    >>> g = torch.randn(500, 3, dtype=torch.float64)
+    >>> x = (g @ torch.randn(3, 40, dtype=torch.float64)).float()
+    >>> raw_rank_at_most(x, 3), raw_rank_at_most(x, 2), raw_rank_at_most(x + 1e-3 * torch.randn(500, 40), 3)
+    (True, False, False)
+    """
+    x = x[_row_sample(len(x), seed)].to(torch.float64)
+    n, d = x.shape
+    if k >= min(n, d):
+        return True
+    gen = torch.Generator().manual_seed(seed)
+    q_, _ = torch.linalg.qr(x @ torch.randn(d, min(k + 8, d), generator=gen, dtype=torch.float64).to(x.device))
+    for _ in range(2):
+        q_, _ = torch.linalg.qr(x @ (x.T @ q_))
+    s = torch.linalg.svdvals(q_.T @ x)
+    return bool(s[k] <= max(n, d) * float(np.finfo(np.float32).eps) * s[0])
 
 
 def _column_sd(x: torch.Tensor) -> torch.Tensor:
