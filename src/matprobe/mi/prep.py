@@ -709,9 +709,10 @@ def raw_rank_at_most(x: torch.Tensor, k: int, seed: int = 0) -> bool:
     tolerance), on at most RAW_RANK_ROWS rows (seeded), in float64, by a randomised range finder of
     width k + 8 with two power iterations (Halko et al. 2011, alg. 4.4).
 
-    >>> g = torch.randn(500, 3, dtype=torch.float64)
-    >>> x = (g @ torch.randn(3, 40, dtype=torch.float64)).float()
-    >>> raw_rank_at_most(x, 3), raw_rank_at_most(x, 2), raw_rank_at_most(x + 1e-3 * torch.randn(500, 40), 3)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> g = torch.randn(500, 3, dtype=torch.float64, generator=gen)
+    >>> x = (g @ torch.randn(3, 40, dtype=torch.float64, generator=gen)).float()
+    >>> raw_rank_at_most(x, 3), raw_rank_at_most(x, 2), raw_rank_at_most(x + 1e-3 * torch.randn(500, 40, generator=gen), 3)
     (True, False, False)
     """
     x = x[_row_sample(len(x), seed)].to(torch.float64)
