@@ -36,7 +36,14 @@ from matprobe.mi.interface import (
     TermNames,
     near_saturation,
 )
-from matprobe.mi.prep import Preprocessor, SortedColumns, check_inputs, label_free_reduction, stratified_folds
+from matprobe.mi.prep import (
+    Preprocessor,
+    SortedColumns,
+    check_inputs,
+    fold_kept_bases,
+    label_free_reduction,
+    stratified_folds,
+)
 from matprobe.mi.reduction_check import ResidualProjections
 from matprobe.units import NATS, check_unit, from_nats
 
@@ -243,7 +250,12 @@ class FoldPlan:
                 red = label_free_reduction(z, self.pca, self.gaussianize, seed=0, device=self.device)
                 self.features["all"], self.rank_cut = red.features, red.rank_cut
                 if red.pca_input is not None:
-                    self.residual = ResidualProjections(red.pca_input, red.kept_basis, self.fold)
+                    # fewer training rows than coordinates: each fold's residual against a PCA of
+                    # its training rows alone (`mi.reduction_check`'s module docstring)
+                    train_rows = len(self.fold) - np.bincount(self.fold).max()
+                    fold_bases = fold_kept_bases(red, self.fold) if train_rows < z.shape[1] else None
+                    self.residual = ResidualProjections(red.pca_input, red.kept_basis, self.fold,
+                                                        fold_bases=fold_bases)
             return self.features["all"]
         if f not in self.features:
             if self.gaussianize and self.columns is None:

@@ -595,6 +595,8 @@ class LabelFreeReduction:
     pca_input: torch.Tensor | None = None
     kept_basis: torch.Tensor | None = None
     rank_cut: int | None = None  # PCA components kept where `numerical_rank` kept fewer than asked
+    massive: torch.Tensor | None = None  # the massive coordinates kept beside the PCA scores
+    seed: int = 0  # the PCA's
 
 
 def label_free_features(z, pca: int | None = 64, gaussianize: bool = True, seed: int = 0,
@@ -635,27 +637,57 @@ def label_free_reduction(z, pca: int | None = 64, gaussianize: bool = True, seed
         return LabelFreeReduction(np.ascontiguousarray(xt.div_(std[:, None]).T.cpu().numpy(), dtype=np.float32))
     kept = xt[massive] / std[massive, None]  # the massive coordinates, standardised
     xin_t = xt.mul_((scale / std)[:, None])  # [d, n]: standardised, at raw relative scale
-    gen = torch.Generator().manual_seed(seed)
-    width = min(d, pca + 16)
-    omega = torch.randn(d, width, generator=gen).to(dev)
-    # the products with xin [n, d] are taken as transposes of products with xin_t [d, n] (the same
-    # bits on the CPUs measured, and about a quarter faster than products with the transposed view)
-    q_, _ = torch.linalg.qr((omega.T @ xin_t).T)
-    q_, _ = torch.linalg.qr(((xin_t @ q_).T @ xin_t).T)  # one power iteration (Halko et al. 2011, alg. 4.4)
-    _, sv, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
+    sv, vt = _pca_directions(xin_t, pca, seed)
     coordinate_var = torch.linalg.vector_norm(xin_t, dim=1) ** 2 / n
     rank = numerical_rank(sv[:pca] ** 2 / n, float(coordinate_var.median()),
                           raw=lambda: (x[_row_sample(n, seed)] - x.mean(dim=0)) * torch.where(
                               sd > 0, scale / sd, torch.zeros_like(sd)), seed=seed)
     rank_cut, pca = (rank if rank < min(pca, len(sv)) else None), rank
     scores = (vt[:pca] @ xin_t).T
-    basis = vt[:pca].T  # [d, pca], orthonormal columns
     if len(massive):
         scores = torch.cat([scores, kept.T], dim=1)
-        axes = torch.zeros(d, len(massive), dtype=basis.dtype, device=dev)
-        axes[massive, torch.arange(len(massive), device=dev)] = 1.0
-        basis, _ = torch.linalg.qr(torch.cat([basis, axes], dim=1))
-    return LabelFreeReduction(np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32), xin_t, basis, rank_cut)
+    return LabelFreeReduction(np.ascontiguousarray(scores.cpu().numpy(), dtype=np.float32), xin_t,
+                              _with_axes(vt[:pca].T, massive), rank_cut, massive, seed)
+
+
+def _pca_directions(xin_t: torch.Tensor, pca: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(singular values, right singular vectors [width, d]) of the rows xin_t [d, n] (centred) by a
+    randomised range finder of width pca + 16 with one power iteration (Halko et al. 2011, alg. 4.4)."""
+    d = xin_t.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    omega = torch.randn(d, min(d, pca + 16), generator=gen).to(xin_t.device)
+    # the products with xin [n, d] are taken as transposes of products with xin_t [d, n] (the same
+    # bits on the CPUs measured, and about a quarter faster than products with the transposed view)
+    q_, _ = torch.linalg.qr((omega.T @ xin_t).T)
+    q_, _ = torch.linalg.qr(((xin_t @ q_).T @ xin_t).T)  # one power iteration
+    _, sv, vt = torch.linalg.svd((xin_t @ q_).T, full_matrices=False)
+    return sv, vt
+
+
+def _with_axes(directions: torch.Tensor, massive: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis [d, q] of the PCA's directions [d, k] and the massive coordinates' axes."""
+    if not len(massive):
+        return directions
+    d = directions.shape[0]
+    axes = torch.zeros(d, len(massive), dtype=directions.dtype, device=directions.device)
+    axes[massive, torch.arange(len(massive), device=directions.device)] = 1.0
+    return torch.linalg.qr(torch.cat([directions, axes], dim=1))[0]
+
+
+def fold_kept_bases(reduction: "LabelFreeReduction", fold: np.ndarray) -> dict:
+    """{fold id: the basis [d, q] a reduction of that fold's training rows alone would keep}: the
+    reduction's PCA (as many components as it kept, the same seed) on the PCA input's columns of
+    the rows outside the fold, centred on their own mean, with the massive coordinates' axes.
+    For `mi.reduction_check`, where the PCA of every row would lean toward the sample's own class
+    means (below)."""
+    k = reduction.kept_basis.shape[1] - len(reduction.massive)
+    out = {}
+    for f in np.unique(fold):
+        train = torch.as_tensor(np.flatnonzero(fold != f), device=reduction.pca_input.device)
+        x_tr = reduction.pca_input.index_select(1, train)
+        x_tr = x_tr - x_tr.mean(dim=1, keepdim=True)
+        out[int(f)] = _with_axes(_pca_directions(x_tr, k, reduction.seed)[1][:k].T, reduction.massive)
+    return out
 
 
 # a consecutive ratio of the PCA's component variances this large, into components below the

@@ -36,6 +36,16 @@ sample's own class means: where the kept components carry the signal, the held-o
 residual shifts point against the training rows' and T falls below 0 (z down to -21 on the
 calibration grid's massive family, RESULTS.md). The test is conservative there, never liberal.
 
+Where a fold's training rows are fewer than Z's coordinates, the leaning is strong enough to hide
+what the reduction drops: the sample's class-mean direction then carries noise of about d / n per
+class against the signal, the PCA of every row takes that noisy direction whole, and the held-out
+residual shows no shift even where much of the population's separation lies outside the kept
+components (an outside family, two Gaussian classes in d = 4,096 at n = 2k with isotropic noise:
+40-44% of |dm|^2 outside the kept components, z -0.7 to 0.4, the estimates 10-17% low with
+two-sided intervals missing; RESULTS.md issue 22 forty-seventh session). There each fold's
+residual is taken against the PCA of its training rows alone (`fold_bases`), which has not seen
+the held-out rows: the test then asks what a reduction loses on rows it was not fitted on.
+
 `gain` turns the held-out shifts into nats, to say whether a significant residual matters: per
 class, p_k / 2 times the squared mean of D_{i,k} over its held-out rows (counted where it is
 positive, along the training direction, and less its sampling variance) over the within-class
@@ -135,7 +145,9 @@ class ResidualProjections:
     """The held-out rows' projections on the training rows' residual cell sums, per fold.
 
     x_t: the PCA's input [d, n] (`LabelFreeReduction.pca_input`); basis: [d, q] orthonormal
-    (`kept_basis`); fold: fold id per row; max_rows: beyond this many rows the test runs on a
+    (`kept_basis`); fold: fold id per row; fold_bases: {fold id: basis} to take a fold's residual
+    against instead (`prep.fold_kept_bases`: the PCA of its training rows alone, where they are
+    fewer than Z's coordinates; module docstring); max_rows: beyond this many rows the test runs on a
     fixed random subset of them (`rows`; seeded by `seed`), whose columns are copied out at
     once: x_t itself is not kept (at n = 20k, d = 4,096 it is 328 MB, the copy 134 MB).
     `test(y, c, active)` runs the test for one term.
@@ -158,8 +170,9 @@ class ResidualProjections:
     """
 
     def __init__(self, x_t: torch.Tensor, basis: torch.Tensor, fold: np.ndarray,
-                 max_rows: int | None = MAX_ROWS, seed: int = 0):
+                 max_rows: int | None = MAX_ROWS, seed: int = 0, fold_bases: dict | None = None):
         self.basis = basis
+        self.fold_bases = fold_bases or {}  # {fold id: the basis its residual is taken against}
         self.fold = np.asarray(fold)
         self.dim = int(x_t.shape[0])
         n = len(self.fold)
@@ -192,7 +205,8 @@ class ResidualProjections:
         for (held, x), sums_held, counts_held in zip(blocks, sums, counts):
             sums_tr = sums_all - sums_held
             # only the residual of each sum: what the kept basis spans is in the features already
-            sums_tr -= self.basis @ (self.basis.T @ sums_tr)
+            basis = self.fold_bases.get(int(self.fold[held[0]]), self.basis)
+            sums_tr -= basis @ (basis.T @ sums_tr)
             proj = (x.T @ sums_tr).double().cpu().numpy()  # <x_i, S_g> = <r_i, S_g>: S_g is residual
             folds.append((held, proj, counts_all - counts_held))
         self._cache[key] = (codes, n_groups, folds)

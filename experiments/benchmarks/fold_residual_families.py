@@ -1,0 +1,35 @@
+"""The calibration benchmark's families whose folds have fewer training rows than Z's coordinates
+at n = 2k (d = 2,048-4,096), where the reduction's residual test takes each fold's residual
+against a PCA of its training rows alone (`prep.fold_kept_bases`). One JSON line per scored term
+(`calibration_bench.run_draw`: estimate, interval, bound, flags, truth, pca_used, cpu_s); run it
+on two trees (PYTHONPATH) and compare.
+
+    python experiments/benchmarks/fold_residual_families.py --draws 10 --out fold_residual_families.jsonl
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import calibration_bench as cb  # noqa: E402
+
+FAMILIES = "massive-decay,t-massive,massive-many,under-wide-4,massive"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default=FAMILIES)
+    ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    with open(args.out, "w") as fh:
+        for family in args.families.split(","):
+            for draw in range(args.draws):
+                for row in cb.run_draw(family, draw, 2000, 4096, 5, 200_000, 0.95):
+                    fh.write(json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in row.items()}) + "\n")
+                fh.flush()
+
+
+if __name__ == "__main__":
+    main()
