@@ -1,4 +1,4 @@
-"""Fewer training rows than coordinates: the reduction's residual test takes each fold's residual
+"""Few training rows per coordinate: the reduction's residual test takes each fold's residual
 against a PCA of its training rows alone (`prep.fold_kept_bases`). The PCA of every row takes the
 sample's own noisy class-mean direction whole, so the held-out residual showed no shift where 40%
 of the separation lay outside the kept components (an outside family, RESULTS.md issue 22
@@ -74,10 +74,13 @@ def test_such_a_term_is_flagged_one_sided_and_its_lower_end_holds(seed):
     assert e.ci_low <= truth and e.value < truth
 
 
-def test_with_as_many_training_rows_as_coordinates_the_pca_of_every_row_stays():
+@pytest.mark.parametrize("d, own", [(256, False), (512, True)])
+def test_from_two_training_rows_per_coordinate_the_pca_of_every_row_stays(d, own):
+    """800 training rows per fold: 3.1 per coordinate at d = 256 (the PCA of every row), 1.6 at d = 512
+    (each fold's own: `base.FOLD_PCA_ROWS_PER_COORDINATE`)."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 1000)
-    z = (rng.standard_normal((1000, 512)) + 0.3 * y[:, None]).astype(np.float32)
+    z = (rng.standard_normal((1000, d)) + 0.3 * y[:, None]).astype(np.float32)
     plan = make_plan(z, y, k=5, pca=64)
     plan.transformed(z, 0)
-    assert plan.residual is not None and plan.residual.fold_bases == {}
+    assert plan.residual is not None and sorted(plan.residual.fold_bases) == ([0, 1, 2, 3, 4] if own else [])

@@ -36,12 +36,12 @@ sample's own class means: where the kept components carry the signal, the held-o
 residual shifts point against the training rows' and T falls below 0 (z down to -21 on the
 calibration grid's massive family, RESULTS.md). The test is conservative there, never liberal.
 
-Where a fold's training rows are fewer than Z's coordinates, the leaning is strong enough to hide
+Where a fold has fewer than 2 training rows per coordinate of Z, the leaning is strong enough to hide
 what the reduction drops: the sample's class-mean direction then carries noise of about d / n per
 class against the signal, the PCA of every row takes that noisy direction whole, and the held-out
 residual shows no shift even where much of the population's separation lies outside the kept
 components (an outside family, two Gaussian classes in d = 4,096 at n = 2k with isotropic noise:
-40-44% of |dm|^2 outside the kept components, z -0.7 to 0.4, the estimates 10-17% low with
+40-57% of |dm|^2 outside the kept components, z -0.7 to 0.4, the estimates 10-17% low with
 two-sided intervals missing; RESULTS.md issue 22 forty-seventh session). There each fold's
 residual is taken against the PCA of its training rows alone (`fold_bases`), which has not seen
 the held-out rows: the test then asks what a reduction loses on rows it was not fitted on.
@@ -147,7 +147,8 @@ class ResidualProjections:
     x_t: the PCA's input [d, n] (`LabelFreeReduction.pca_input`); basis: [d, q] orthonormal
     (`kept_basis`); fold: fold id per row; fold_bases: {fold id: basis} to take a fold's residual
     against instead (`prep.fold_kept_bases`: the PCA of its training rows alone, where they are
-    fewer than Z's coordinates; module docstring); max_rows: beyond this many rows the test runs on a
+    fewer than 2 per coordinate, `base.FOLD_PCA_ROWS_PER_COORDINATE`; module docstring);
+    max_rows: beyond this many rows the test runs on a
     fixed random subset of them (`rows`; seeded by `seed`), whose columns are copied out at
     once: x_t itself is not kept (at n = 20k, d = 4,096 it is 328 MB, the copy 134 MB).
     `test(y, c, active)` runs the test for one term.
