@@ -66,9 +66,24 @@ def test_without_rank_noise_the_leading_components_are_kept_bit_for_bit():
     t_rows = (t_rows @ np.linalg.qr(rng.standard_normal((128, 128)))[0]).astype(np.float32)
     seen = []
     with pytest.MonkeyPatch.context() as mp_:
-        mp_.setattr(prep, "raw_rank_at_most", lambda x, k, seed=0: seen.append(k) or RAW_RANK(x, k, seed))
+        mp_.setattr(prep, "raw_rank_at_most", lambda x, k, seed=0, rms=0.0: seen.append(k) or RAW_RANK(x, k, seed, rms))
         red = label_free_reduction(t_rows, 64, gaussianize=False)
     assert seen == [8] and red.rank_cut is None and red.features.shape[1] == 64
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_rows_stored_at_a_lower_precision_keep_their_rank(precision):
+    """Rows of a model run in bf16 (or fp16), read as float32: rounded in their last place. bf16's
+    rounding is above the float32 tolerance of `matrix_rank`; the storage's own roundoff sets it."""
+    z, _, _ = _subspace_rows(0, 2000, 256, 10)
+    stored = torch.from_numpy(z).to(getattr(torch, precision)).float()
+    assert prep.storage_roundoff(stored) == (2.0 ** -8 if precision == "bfloat16" else 2.0 ** -24)
+    red = label_free_reduction(stored.numpy(), 64)
+    assert red.rank_cut == 10 and red.features.shape[1] == 10
+    # full-rank noise 30x bf16's rounding is more than the storage explains: not rank 10
+    noisy = stored + 30 * 2.0 ** -8 * stored.abs().mean() * torch.randn(stored.shape, generator=torch.Generator().manual_seed(0))
+    rows, rms = prep._raw_rows(noisy.to(torch.bfloat16).float(), torch.ones(256), 0)
+    assert not prep.raw_rank_at_most(rows, 10, 0, rms)
 
 
 def test_numerical_rank_cuts_at_the_first_gap_below_a_median_coordinate():

@@ -640,8 +640,8 @@ def label_free_reduction(z, pca: int | None = 64, gaussianize: bool = True, seed
     sv, vt = _pca_directions(xin_t, pca, seed)
     coordinate_var = torch.linalg.vector_norm(xin_t, dim=1) ** 2 / n
     rank = numerical_rank(sv[:pca] ** 2 / n, float(coordinate_var.median()),
-                          raw=lambda: (x[_row_sample(n, seed)] - x.mean(dim=0)) * torch.where(
-                              sd > 0, scale / sd, torch.zeros_like(sd)), seed=seed)
+                          raw=lambda: _raw_rows(x, torch.where(sd > 0, scale / sd, torch.zeros_like(sd)), seed),
+                          seed=seed)
     rank_cut, pca = (rank if rank < min(pca, len(sv)) else None), rank
     scores = (vt[:pca] @ xin_t).T
     if len(massive):
@@ -702,7 +702,8 @@ def numerical_rank(variances, coordinate_variance: float, raw=None, seed: int = 
     `coordinate_variance` (the input's median per-coordinate variance: a few massive coordinates
     inflate the mean), and the raw rows lie in that many dimensions up to float32 rounding
     (`raw_rank_at_most`; `raw`: a callable giving the raw rows [n, d] centred at the PCA's relative
-    scale, or None to trust the gap alone); then those before the first such gap.
+    scale and their storage rounding's r.m.s., `_raw_rows`, or None to trust the gap alone); then
+    those before the first such gap.
 
     Past the numerical rank of a rank-deficient input (rows in a subspace of Z) lie the quantile map's
     rank noise (about 1/n of a coordinate's variance, larger for rows with extreme values) or float32
@@ -724,7 +725,10 @@ def numerical_rank(variances, coordinate_variance: float, raw=None, seed: int = 
     v = np.asarray(variances.cpu() if isinstance(variances, torch.Tensor) else variances, dtype=np.float64)
     for k in range(1, len(v)):
         if v[k] < coordinate_variance and v[k - 1] >= gap * v[k]:
-            return k if raw is None or raw_rank_at_most(raw(), k, seed) else len(v)
+            if raw is None:
+                return k
+            rows, rounding_rms = raw()
+            return k if raw_rank_at_most(rows, k, seed, rounding_rms) else len(v)
     return len(v)
 
 
@@ -735,11 +739,33 @@ def _row_sample(n: int, seed: int) -> torch.Tensor | slice:
     return torch.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:RAW_RANK_ROWS]).values
 
 
-def raw_rank_at_most(x: torch.Tensor, k: int, seed: int = 0) -> bool:
-    """Whether the rows x [n, d] (centred) lie in k dimensions up to float32 rounding: their (k+1)-th
+def storage_roundoff(x: torch.Tensor) -> float:
+    """The unit roundoff of the precision x's values were stored at: 2^-8 where every value is a
+    bfloat16 value (a model run in bf16, its hidden states read as float32), else 2^-24 (float32).
+    float16's rounding (2^-11) is inside `raw_rank_at_most`'s float32 tolerance already.
+
+    >>> storage_roundoff(torch.tensor([1.0, 0.5, 3.0])), storage_roundoff(torch.tensor([1.0, 0.1]))
+    (0.00390625, 5.960464477539063e-08)
+    """
+    return 2.0 ** -8 if bool((x.to(torch.bfloat16).float() == x).all()) else 2.0 ** -24
+
+
+def _raw_rows(x: torch.Tensor, factor: torch.Tensor, seed: int) -> tuple[torch.Tensor, float]:
+    """(at most RAW_RANK_ROWS of the raw rows x [n, d], centred, each coordinate times `factor`;
+    the root mean square of their storage rounding in those units): what `raw_rank_at_most` reads.
+    The rounding is taken as uniform within half a unit of each value's last place, u |x| / sqrt(3)."""
+    rows = x[_row_sample(len(x), seed)]
+    noise = storage_roundoff(rows) / np.sqrt(3.0) * float(torch.linalg.vector_norm(rows * factor)) / np.sqrt(rows.numel())
+    return (rows - x.mean(dim=0)) * factor, noise
+
+
+def raw_rank_at_most(x: torch.Tensor, k: int, seed: int = 0, rounding_rms: float = 0.0) -> bool:
+    """Whether the rows x [n, d] (centred) lie in k dimensions up to their rounding: their (k+1)-th
     singular value at most max(n, d) x float32's epsilon times the first (numpy's `matrix_rank`
-    tolerance), on at most RAW_RANK_ROWS rows (seeded), in float64, by a randomised range finder of
-    width k + 8 with two power iterations (Halko et al. 2011, alg. 4.4).
+    tolerance), or at most 3 x the spectral norm of a random matrix of entries of s.d.
+    `rounding_rms` (sqrt(n) + sqrt(d) times it: rows stored at a lower precision, `storage_roundoff`),
+    on at most RAW_RANK_ROWS rows (seeded), in float64, by a randomised range finder of width
+    k + 8 with two power iterations (Halko et al. 2011, alg. 4.4).
 
     >>> gen = torch.Generator().manual_seed(0)
     >>> g = torch.randn(500, 3, dtype=torch.float64, generator=gen)
@@ -756,7 +782,9 @@ def raw_rank_at_most(x: torch.Tensor, k: int, seed: int = 0) -> bool:
     for _ in range(2):
         q_, _ = torch.linalg.qr(x @ (x.T @ q_))
     s = torch.linalg.svdvals(q_.T @ x)
-    return bool(s[k] <= max(n, d) * float(np.finfo(np.float32).eps) * s[0])
+    tolerance = max(max(n, d) * float(np.finfo(np.float32).eps) * float(s[0]),
+                    3.0 * rounding_rms * (np.sqrt(n) + np.sqrt(d)))
+    return bool(s[k] <= tolerance)
 
 
 def _column_sd(x: torch.Tensor) -> torch.Tensor:
