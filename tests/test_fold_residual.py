@@ -53,12 +53,12 @@ def test_each_folds_own_pca_finds_what_the_pca_of_every_row_hides(seed):
     z, y, _ = _spread_classes(seed)
     red = label_free_reduction(z, 64)
     fold = np.arange(len(y)) % 5
+    bases = fold_kept_bases(red, fold)
     every_row = ResidualProjections(red.pca_input, red.kept_basis, fold).test(y, None, np.ones(len(y), bool))
-    own = ResidualProjections(red.pca_input, red.kept_basis, fold, fold_bases=fold_kept_bases(red, fold)).test(
+    own = ResidualProjections(red.pca_input, red.kept_basis, fold, fold_bases=bases).test(
         y, None, np.ones(len(y), bool))
     assert every_row.z < 3 < 5 < own.z
     # the bases: orthonormal, as wide as the kept one, and each fold's its own
-    bases = fold_kept_bases(red, fold)
     assert sorted(bases) == [0, 1, 2, 3, 4]
     for b in bases.values():
         assert b.shape == red.kept_basis.shape
